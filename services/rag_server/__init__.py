@@ -1,0 +1,3 @@
+"""Hybrid search and RAG on one PostgreSQL database."""
+
+__version__ = "0.1.0"

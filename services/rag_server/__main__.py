@@ -1,0 +1,3 @@
+from rag_server.cli import main
+
+main()

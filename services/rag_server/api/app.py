@@ -1,0 +1,29 @@
+"""The FastAPI application: start-up/shut-down and the list of routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from rag_server import __version__
+from rag_server.api.errors import install_error_handlers
+from rag_server.api.routes import health
+from rag_server.config import Settings, get_settings
+from rag_server.infra.runtime import open_runtime
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_runtime(settings, migrate=True, load_embedder=True) as runtime:
+            app.state.runtime = runtime
+            yield
+
+    app = FastAPI(title="rag-server", version=__version__, lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    return app

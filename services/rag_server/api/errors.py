@@ -1,0 +1,37 @@
+"""Every error leaves the API as JSON `{"detail": ...}`; a database outage is a 503, never a 500 page."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+logger = logging.getLogger(__name__)
+
+
+class NotFoundError(Exception):
+    """A domain object the request names does not exist (mapped to 404)."""
+
+
+class ConflictError(Exception):
+    """The request conflicts with the current state (mapped to 409)."""
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NotFoundError)
+    async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(ConflictError)
+    async def conflict(_: Request, exc: ConflictError) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
+
+    @app.exception_handler(asyncpg.exceptions.CannotConnectNowError)
+    @app.exception_handler(asyncpg.exceptions.ConnectionDoesNotExistError)
+    @app.exception_handler(ConnectionError)
+    @app.exception_handler(OSError)
+    async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        logger.warning("database unavailable: %s", exc)
+        return JSONResponse(status_code=503, content={"detail": "the database is unavailable, retry shortly"})

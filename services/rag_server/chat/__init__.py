@@ -1,0 +1,1 @@
+"""Chat: Postgres-backed sessions and history, grounded answers with citations."""

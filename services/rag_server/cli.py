@@ -1,0 +1,145 @@
+"""`rag-server` command line: one entry point for the server, the worker and the tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+
+from rag_server.config import Settings, get_settings
+
+logger = logging.getLogger("rag_server")
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.infra.database import resolve_database_url
+    from rag_server.infra.migrations import current_revision, upgrade_to_head
+
+    url = resolve_database_url(settings)
+    upgrade_to_head(url, settings)
+    print(f"database at revision {current_revision(url, settings)}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.infra.capabilities import capability_report
+    from rag_server.infra.runtime import open_runtime
+
+    async def report() -> dict[str, object]:
+        async with open_runtime(settings, migrate=True) as runtime:
+            return await capability_report(runtime.pool)
+
+    print(json.dumps(asyncio.run(report()), indent=2))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from rag_server.api.app import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.ingestion.worker import run_worker
+
+    if args.concurrency:
+        settings = settings.model_copy(update={"worker_concurrency": args.concurrency})
+    asyncio.run(run_worker(settings))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    """Embedded database (unless DATABASE_URL), migrations, a worker process and the API server."""
+    import uvicorn
+
+    from rag_server.api.app import create_app
+    from rag_server.infra.embedded_postgres import EmbeddedPostgres, ensure_embedded_postgres
+    from rag_server.infra.migrations import upgrade_to_head
+
+    embedded: EmbeddedPostgres | None = None
+    if settings.database_url:
+        url = settings.database_url
+    else:
+        embedded = ensure_embedded_postgres(settings.embedded_pgdata)
+        url = embedded.uri
+        print(f"embedded PostgreSQL 18 in {embedded.pgdata}", flush=True)
+    upgrade_to_head(url, settings)
+
+    # The children find the same server through the same settings (they attach, never start one).
+    worker = subprocess.Popen([sys.executable, "-m", "rag_server", "worker"], env=os.environ.copy())
+    try:
+        print(f"rag-server on http://{args.host}:{args.port} (worker pid {worker.pid}); Ctrl-C stops all",
+              flush=True)
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    finally:
+        _stop_child(worker)
+        if embedded is not None and embedded.started_here:
+            embedded.stop()
+            print("embedded PostgreSQL stopped", flush=True)
+    return 0
+
+
+def _stop_child(child: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
+    if child.poll() is not None:
+        return
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rag-server", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    settings_defaults = get_settings()
+
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    for name, handler, help_text in (
+        ("up", cmd_up, "run the whole stack: database, migrations, worker and API server"),
+        ("serve", cmd_serve, "run the API server (applies migrations first)"),
+    ):
+        p = add(name, handler, help_text)
+        p.add_argument("--host", default=settings_defaults.host)
+        p.add_argument("--port", type=int, default=settings_defaults.port)
+
+    p = add("worker", cmd_worker, "run an ingestion worker (applies migrations first)")
+    p.add_argument("--concurrency", type=int, default=None, help="tasks processed at once")
+    add("migrate", cmd_migrate, "apply database migrations up to the latest")
+    add("doctor", cmd_doctor, "print the database capability report")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from rag_server.infra.capabilities import SchemaMismatchError
+
+    try:
+        sys.exit(args.handler(args, get_settings()))
+    except SchemaMismatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

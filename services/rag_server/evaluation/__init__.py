@@ -1,0 +1,1 @@
+"""Evaluation and benchmarks: BEIR datasets, nDCG/Recall/MRR, latency, peers."""

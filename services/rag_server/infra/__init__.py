@@ -1,0 +1,1 @@
+"""Infrastructure: the database, the queue, embeddings and LLM clients. No domain logic here."""

@@ -1,0 +1,59 @@
+"""What this database can do: extensions, versions, the BM25 engine. Shown by `doctor` and /health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from rag_server.config import Settings
+
+
+class SchemaMismatchError(RuntimeError):
+    """The database was built for other settings (e.g. another embedding model)."""
+
+
+async def read_meta(conn: asyncpg.Connection) -> dict[str, Any]:
+    rows = await conn.fetch("SELECT key, value FROM app_meta")
+    return {row["key"]: row["value"] for row in rows}
+
+
+async def check_embedding_settings(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Refuse to start with another embedding model or dimension than the stored vectors have."""
+    async with pool.acquire() as conn:
+        meta = await read_meta(conn)
+    stored = (meta.get("embedding_model"), meta.get("embedding_dim"))
+    wanted = (settings.embedding_model, settings.embedding_dim)
+    if stored != wanted:
+        raise SchemaMismatchError(
+            f"this database stores embeddings from {stored[0]} ({stored[1]}-d), but the configuration "
+            f"asks for {wanted[0]} ({wanted[1]}-d). Use the original RAG_EMBEDDING_MODEL/RAG_EMBEDDING_DIM, "
+            "or point DATABASE_URL / RAG_DATA_DIR at a new database and re-ingest."
+        )
+
+
+async def capability_report(pool: asyncpg.Pool) -> dict[str, Any]:
+    async with pool.acquire() as conn:
+        server_version = await conn.fetchval("SHOW server_version")
+        installed = {
+            row["extname"]: row["extversion"]
+            for row in await conn.fetch("SELECT extname, extversion FROM pg_extension")
+        }
+        meta = await read_meta(conn)
+        pgmq_present = await conn.fetchval("SELECT to_regclass('pgmq.meta') IS NOT NULL")
+    bm25_engine = meta.get("bm25_engine", "none")
+    return {
+        "postgres": server_version,
+        "extensions": {
+            "vector": {"active": "vector" in installed, "version": installed.get("vector")},
+            "pgmq": {
+                "active": bool(pgmq_present),
+                "version": installed.get("pgmq"),
+                "install": meta.get("pgmq_install"),
+            },
+            "pg_search": {"active": "pg_search" in installed, "version": installed.get("pg_search")},
+        },
+        "bm25_engine": bm25_engine,
+        "embedding": {"model": meta.get("embedding_model"), "dim": meta.get("embedding_dim")},
+        "queue": meta.get("queue_name"),
+    }

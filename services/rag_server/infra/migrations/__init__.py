@@ -1,0 +1,45 @@
+"""Schema migrations (Alembic). The only way the schema changes.
+
+`upgrade_to_head` holds a Postgres advisory lock for the whole run, so a server, a worker and a
+CLI starting at the same moment apply each migration exactly once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+from rag_server.config import Settings
+from rag_server.infra.database import sqlalchemy_url
+
+MIGRATIONS_DIR = Path(__file__).parent
+# Any constant works; it only has to be the same in every process that migrates this database.
+ADVISORY_LOCK_KEY = 0x5241_4753  # "RAGS"
+
+
+def alembic_config(database_url: str, settings: Settings) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # Not set_main_option: ConfigParser would try to interpolate '%' in passwords.
+    cfg.attributes["sqlalchemy_url"] = sqlalchemy_url(database_url)
+    cfg.attributes["settings"] = settings
+    return cfg
+
+
+def upgrade_to_head(database_url: str, settings: Settings) -> None:
+    """Blocking; call through asyncio.to_thread from async code."""
+    command.upgrade(alembic_config(database_url, settings), "head")
+
+
+def current_revision(database_url: str, settings: Settings) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    engine = create_engine(sqlalchemy_url(database_url))
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()

@@ -1,0 +1,35 @@
+"""Alembic environment: online migrations only, serialised by an advisory lock."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+from rag_server.infra.migrations import ADVISORY_LOCK_KEY
+
+config = context.config
+
+
+def run_migrations_online() -> None:
+    url = config.attributes.get("sqlalchemy_url")
+    if not url:
+        raise RuntimeError("run migrations with `rag-server migrate`, which supplies the database URL")
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        # Session-level lock: a second process waits here, then finds the schema at head.
+        connection.exec_driver_sql(f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})")
+        connection.commit()
+        try:
+            context.configure(connection=connection, transaction_per_migration=True)
+            with context.begin_transaction():
+                context.run_migrations()
+            connection.commit()
+        finally:
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({ADVISORY_LOCK_KEY})")
+            connection.commit()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    raise RuntimeError("offline (--sql) migrations are not supported")
+run_migrations_online()

@@ -1,0 +1,69 @@
+"""The pgmq ingestion queue: installation (from a migration) and a typed async client.
+
+Every method takes an optional asyncpg connection so a send or delete can be part of the
+caller's transaction (upload + enqueue, chunks + task done + delete are each one transaction).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+from pgmq import Message
+from pgmq.async_queue import PGMQueue
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["IngestQueue", "Message", "install_pgmq"]
+
+
+def install_pgmq() -> str:
+    """Install pgmq on the migration's connection, once. Returns how it is installed.
+
+    `CREATE EXTENSION` where the server offers pgmq; otherwise the SQL bundled in the pgmq PyPI
+    package, which must never run twice (it is not re-entrant), hence the existence check.
+    """
+    from pgmq.install import get_embedded_install_sql, get_embedded_sql_version
+
+    from rag_server.infra.migrations.helpers import execute_sql, scalar
+
+    extension_version = "SELECT extversion FROM pg_extension WHERE extname = 'pgmq'"
+    if scalar("SELECT to_regclass('pgmq.meta') IS NOT NULL"):
+        version = scalar(extension_version)
+        return f"extension {version}" if version else "sql (pre-existing)"
+    if scalar("SELECT 1 FROM pg_available_extensions WHERE name = 'pgmq'"):
+        execute_sql("CREATE EXTENSION pgmq")
+        return f"extension {scalar(extension_version)}"
+    execute_sql(get_embedded_install_sql())
+    return f"sql {get_embedded_sql_version()}"
+
+
+class IngestQueue:
+    """One named pgmq queue over the shared asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool, name: str) -> None:
+        self.name = name
+        self._client = PGMQueue(pool=pool, init_extension=False)
+
+    async def send(self, message: dict[str, Any], conn: asyncpg.Connection | None = None) -> int:
+        return int(await self._client.send(self.name, message, conn=conn))
+
+    async def read(self, visibility_timeout_s: int, qty: int = 1) -> list[Message]:
+        messages = await self._client.read(self.name, vt=visibility_timeout_s, qty=qty)
+        if messages is None:
+            return []
+        return messages if isinstance(messages, list) else [messages]
+
+    async def extend(self, msg_id: int, visibility_timeout_s: int) -> None:
+        """Push the message's visibility out again while its work is still running."""
+        await self._client.set_vt(self.name, msg_id, visibility_timeout_s)
+
+    async def delete(self, msg_id: int, conn: asyncpg.Connection | None = None) -> bool:
+        return bool(await self._client.delete(self.name, msg_id, conn=conn))
+
+    async def archive(self, msg_id: int, conn: asyncpg.Connection | None = None) -> bool:
+        return bool(await self._client.archive(self.name, msg_id, conn=conn))
+
+    async def depth(self) -> int:
+        return int((await self._client.metrics(self.name)).queue_length)

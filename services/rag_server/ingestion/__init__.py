@@ -1,0 +1,1 @@
+"""Ingestion: storing uploads, the pgmq worker, parsing, chunking, embedding, writing chunks."""
