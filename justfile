@@ -1,0 +1,66 @@
+# Every recipe installs the project into .venv first when it is missing or pyproject.toml changed.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+bin := ".venv/bin"
+dataset := "../shared/datasets/scifact"
+
+export HF_HUB_OFFLINE := "1"
+
+default:
+    @just --list
+
+# create .venv and install the project (skipped when up to date)
+install:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x {{bin}}/rag-server ] || [ pyproject.toml -nt .venv/.installed ]; then
+        python3 -m venv .venv
+        {{bin}}/pip install -q --upgrade pip
+        # torch first and pinned: an unpinned resolve pulls GBs of CUDA wheels
+        {{bin}}/pip install -q torch==2.13.0
+        {{bin}}/pip install -q -e '.[dev,eval]'
+        touch .venv/.installed
+    fi
+
+# run the whole stack on the embedded database: migrations, API on :8000, one worker
+up *ARGS: install
+    {{bin}}/rag-server up {{ARGS}}
+
+# apply database migrations
+migrate: install
+    {{bin}}/rag-server migrate
+
+# print extensions, BM25 engine and embedding model of the database
+doctor: install
+    {{bin}}/rag-server doctor
+
+# all tests: unit, then integration (real embedded PostgreSQL and processes)
+test: install
+    {{bin}}/pytest tests/unit tests/integration
+
+# unit tests (no database)
+test-unit: install
+    {{bin}}/pytest tests/unit
+
+# integration tests (embedded PostgreSQL, real server and worker processes)
+test-integration: install
+    {{bin}}/pytest tests/integration
+
+# ruff + mypy
+lint: install
+    {{bin}}/ruff check services tests
+    {{bin}}/ruff format --check services tests
+    {{bin}}/mypy
+
+# format the code
+fmt: install
+    {{bin}}/ruff format services tests
+    {{bin}}/ruff check --fix services tests
+
+# production stack on ParadeDB (needs a Docker engine)
+docker-up:
+    docker compose up -d --build
+
+docker-down:
+    docker compose down
