@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from rag_server.config import Settings
+from rag_server.infra.database import plain_url, sqlalchemy_url, with_database
+
+
+def test_database_url_comes_from_plain_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db:5432/rag")
+    monkeypatch.setenv("RAG_DATA_DIR", "/srv/rag")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.database_url == "postgresql://u:p@db:5432/rag"
+    assert str(settings.embedded_pgdata) == "/srv/rag/pg"
+
+
+def test_database_url_unset_means_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("RAG_DATABASE_URL", raising=False)
+    assert Settings(_env_file=None).database_url is None  # type: ignore[call-arg]
+
+
+def test_queue_name_must_be_an_identifier() -> None:
+    with pytest.raises(ValidationError):
+        Settings(queue_name="bad-name; drop")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql+asyncpg://u@h/db", "postgresql://u@h/db"),
+        ("postgres://u@h/db", "postgresql://u@h/db"),
+        ("postgresql+psycopg://u:p@/db?host=/tmp/s", "postgresql://u:p@/db?host=/tmp/s"),
+    ],
+)
+def test_plain_url_strips_driver(url: str, expected: str) -> None:
+    assert plain_url(url) == expected
+
+
+def test_plain_url_rejects_other_databases() -> None:
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        plain_url("mysql://u@h/db")
+
+
+def test_url_helpers_keep_socket_host() -> None:
+    url = "postgresql://postgres:@/postgres?host=/tmp/x"
+    assert with_database(url, "eval_1") == "postgresql://postgres:@/eval_1?host=/tmp/x"
+    assert sqlalchemy_url(url) == "postgresql+psycopg://postgres:@/postgres?host=/tmp/x"
