@@ -53,8 +53,9 @@ class Proc:
 
 def start(args: list[str], env: dict[str, str], log_path: Path) -> Proc:
     log = log_path.open("wb")
-    popen = subprocess.Popen([sys.executable, "-m", "rag_server", *args], env=env, stdout=log,
-                             stderr=subprocess.STDOUT)
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "rag_server", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     return Proc(popen, log_path)
 
 

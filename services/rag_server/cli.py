@@ -79,8 +79,10 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     # The children find the same server through the same settings (they attach, never start one).
     worker = subprocess.Popen([sys.executable, "-m", "rag_server", "worker"], env=os.environ.copy())
     try:
-        print(f"rag-server on http://{args.host}:{args.port} (worker pid {worker.pid}); Ctrl-C stops all",
-              flush=True)
+        print(
+            f"rag-server on http://{args.host}:{args.port} (worker pid {worker.pid}); Ctrl-C stops all",
+            flush=True,
+        )
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     finally:
         _stop_child(worker)

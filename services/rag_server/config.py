@@ -60,11 +60,21 @@ class Settings(BaseSettings):
     hybrid_candidates: int = 100
 
     # --- chat / LLM (optional) -------------------------------------------------------------
+    # none = answers are extractive (retrieved passages with citations); retrieval always runs.
+    # openai = any OpenAI-compatible /v1/chat/completions endpoint (llm_base_url incl. /v1).
     llm_provider: Literal["none", "openai", "ollama"] = "none"
     llm_base_url: str | None = None
     llm_model: str | None = None
     llm_api_key: str | None = None
+    # Per LLM call, and per streamed token gap: past it the answer falls back to extractive.
     llm_timeout_s: float = 60.0
+    # Retries inside the OpenAI client on 429/5xx; each retry can add up to llm_timeout_s.
+    llm_max_retries: int = Field(default=1, ge=0, le=5)
+    llm_temperature: float = 0.1
+    # How many earlier messages of the session feed the condense step and the answer prompt.
+    chat_history_messages: int = Field(default=6, ge=0, le=50)
+    # Temporary sessions live only in server memory; forgotten after this many idle seconds.
+    chat_temporary_ttl_s: int = Field(default=3600, ge=60)
 
     @property
     def embedded_pgdata(self) -> Path:

@@ -22,8 +22,14 @@ from tests.conftest import create_database
 from tests.processes import process_env, start_server
 
 EXPECTED_TABLES = {
-    "app_meta", "documents", "document_files", "chunks",
-    "job_batches", "job_tasks", "chat_sessions", "chat_messages",
+    "app_meta",
+    "documents",
+    "document_files",
+    "chunks",
+    "job_batches",
+    "job_tasks",
+    "chat_sessions",
+    "chat_messages",
 }
 
 
@@ -35,7 +41,10 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 async def test_migrations_create_schema_hnsw_and_queue(runtime: Runtime) -> None:
     async with runtime.pool.acquire() as conn:
-        tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
+        tables = {
+            r["tablename"]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+        }
         assert tables >= EXPECTED_TABLES
         indexdef = await conn.fetchval(
             "SELECT indexdef FROM pg_indexes WHERE indexname = 'chunks_embedding_hnsw_idx'"
@@ -97,7 +106,9 @@ async def test_concurrent_migrate_from_two_processes(pg_server: str, tmp_path: P
     url = await create_database(pg_server)
     env = process_env(url, tmp_path)
     cmd = [sys.executable, "-m", "rag_server", "migrate"]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     conn = await asyncpg.connect(url)
@@ -136,8 +147,12 @@ def test_second_process_attaches_to_the_running_embedded_server() -> None:
         "p = e(get_settings().embedded_pgdata); print(p.pid, p.started_here)"
     )
     try:
-        first = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
-        second = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+        first = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+        )
+        second = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+        )
         pid1, started1 = first.stdout.split()
         pid2, started2 = second.stdout.split()
         assert (started1, started2) == ("True", "False")

@@ -1,0 +1,82 @@
+"""The optional chat LLM, built once per process from settings through LlamaIndex's LLM classes.
+
+`llm_provider=none` (the default) means no LLM: chat answers are extractive. Building an LLM never
+contacts the provider, so a wrong URL shows up as an `llm_error` on the first answer, not at start-up.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from llama_index.core.llms import LLM
+
+from rag_server.config import Settings
+
+_cache: dict[tuple[object, ...], LLM] = {}
+_lock = threading.Lock()
+
+
+class LLMConfigError(ValueError):
+    """The LLM settings are incomplete (e.g. a provider without a model)."""
+
+
+def llm_configured(settings: Settings) -> bool:
+    return settings.llm_provider != "none"
+
+
+def _cache_key(settings: Settings) -> tuple[object, ...]:
+    return (
+        settings.llm_provider,
+        settings.llm_base_url,
+        settings.llm_model,
+        settings.llm_api_key,
+        settings.llm_timeout_s,
+        settings.llm_max_retries,
+        settings.llm_temperature,
+    )
+
+
+def get_llm(settings: Settings) -> LLM | None:
+    """The LlamaIndex LLM for these settings (cached: its HTTP clients are reused), or None."""
+    if not llm_configured(settings):
+        return None
+    key = _cache_key(settings)
+    with _lock:
+        llm = _cache.get(key)
+        if llm is None:
+            llm = build_llm(settings)
+            _cache[key] = llm
+        return llm
+
+
+def build_llm(settings: Settings) -> LLM:
+    if not settings.llm_model:
+        raise LLMConfigError(f"RAG_LLM_MODEL is required when RAG_LLM_PROVIDER={settings.llm_provider}")
+    if settings.llm_provider == "ollama":
+        from llama_index.llms.ollama import Ollama
+
+        return Ollama(
+            model=settings.llm_model,
+            base_url=settings.llm_base_url or "http://localhost:11434",
+            request_timeout=settings.llm_timeout_s,
+            temperature=settings.llm_temperature,
+            # A fixed window: with the default (-1) the client asks the server, a blocking HTTP call.
+            context_window=8192,
+        )
+    if settings.llm_provider == "openai":
+        from llama_index.llms.openai_like import OpenAILike
+
+        # OpenAILike, not OpenAI: it accepts any model name (vLLM, LM Studio, llama.cpp, OpenRouter...)
+        # and does not look the name up in OpenAI's own model table.
+        return OpenAILike(
+            model=settings.llm_model,
+            api_base=settings.llm_base_url or "https://api.openai.com/v1",
+            # Local OpenAI-compatible servers usually ignore the key, but the client insists on one.
+            api_key=settings.llm_api_key or "not-needed",
+            timeout=settings.llm_timeout_s,
+            max_retries=settings.llm_max_retries,
+            temperature=settings.llm_temperature,
+            is_chat_model=True,
+            context_window=8192,
+        )
+    raise LLMConfigError(f"unknown RAG_LLM_PROVIDER {settings.llm_provider!r}")
