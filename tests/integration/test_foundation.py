@@ -58,7 +58,8 @@ async def test_migrations_create_schema_hnsw_and_queue(runtime: Runtime) -> None
         queues = [r["queue_name"] for r in await conn.fetch("SELECT queue_name FROM pgmq.list_queues()")]
         assert queues == ["ingest"]
         fk = await conn.fetchval(
-            "SELECT confdeltype::text FROM pg_constraint WHERE conrelid = 'chunks'::regclass AND contype = 'f'"
+            "SELECT confdeltype::text FROM pg_constraint"
+            " WHERE conrelid = 'chunks'::regclass AND contype = 'f'"
         )
         assert fk == "c"  # ON DELETE CASCADE
 
@@ -105,12 +106,22 @@ async def test_pgmq_sql_is_not_run_again_on_a_database_that_has_it(pg_server: st
 async def test_concurrent_migrate_from_two_processes(pg_server: str, tmp_path: Path) -> None:
     url = await create_database(pg_server)
     env = process_env(url, tmp_path)
-    cmd = [sys.executable, "-m", "rag_server", "migrate"]
-    procs = [
-        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)
-    ]
-    outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
+
+    async def migrate() -> tuple[int | None, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "rag_server",
+            "migrate",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        return proc.returncode, out.decode()
+
+    results = await asyncio.gather(migrate(), migrate())
+    assert [code for code, _ in results] == [0, 0], results
     conn = await asyncpg.connect(url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM alembic_version") == 1
