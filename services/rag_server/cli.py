@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=None, help="tasks processed at once")
     add("migrate", cmd_migrate, "apply database migrations up to the latest")
     add("doctor", cmd_doctor, "print the database capability report")
+    from rag_server.evaluation.commands import register_eval_commands
+
+    register_eval_commands(sub)
     return parser
 
 

@@ -1,0 +1,160 @@
+"""`rag-server eval` and `rag-server bench ...`: argument parsing and printing only.
+
+Kept out of cli.py so the shared entry point only needs one line to register them; nothing heavy
+is imported until a command actually runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from rag_server.config import Settings
+
+
+def _quiet_libraries() -> None:
+    # sentence-transformers draws its own per-batch progress bar at INFO; ours already shows progress.
+    for name in ("sentence_transformers", "matplotlib", "bm25s"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.evaluation.beir import BeirFormatError
+    from rag_server.evaluation.report import text_table
+    from rag_server.evaluation.runner import EvalOptions, parse_modes, run_eval
+
+    _quiet_libraries()
+    try:
+        options = EvalOptions(
+            dataset=Path(args.dataset),
+            modes=parse_modes(args.modes),
+            top_k=args.top_k,
+            max_queries=args.max_queries,
+            peers=args.peers,
+            fresh=args.fresh,
+            json_path=Path(args.json) if args.json else None,
+            report_path=Path(args.report) if args.report else None,
+        )
+        if args.peers:
+            _require_eval_extra()
+        result = asyncio.run(run_eval(settings, options))
+    except (BeirFormatError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(
+        f"{result['dataset']}: {result['documents']} documents, {result['chunks']} chunks, "
+        f"{result['queries']} queries (database {result['settings']['database']}, "
+        f"{'reused' if result['settings']['reused_database'] else 'built now'})"
+    )
+    print(text_table(result))
+    for label, path in (("json", options.json_path), ("report", options.report_path)):
+        if path is not None:
+            print(f"{label}: {path}")
+    return 0
+
+
+def _require_eval_extra() -> None:
+    missing = []
+    for module in ("bm25s", "Stemmer", "matplotlib"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ValueError(
+            f"--peers/--report need the eval extra (missing: {', '.join(missing)}): pip install -e '.[eval]'"
+        )
+
+
+def cmd_bench_search(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.evaluation.bench_search import BenchSearchOptions, run_bench_search
+
+    options = BenchSearchOptions(
+        url=args.url,
+        scale=args.scale,
+        clients=[int(c) for c in args.clients.split(",")],
+        requests=args.requests,
+        top_k=args.top_k,
+        modes=[m.strip() for m in args.modes.split(",") if m.strip()],
+        dataset=Path(args.dataset),
+        json_path=Path(args.json) if args.json else None,
+    )
+    return _print_bench(asyncio.run(run_bench_search(settings, options)), "search")
+
+
+def cmd_bench_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.evaluation.bench_ingest import BenchIngestOptions, run_bench_ingest
+
+    options = BenchIngestOptions(
+        dataset=Path(args.dataset),
+        workers=args.workers,
+        limit=args.limit,
+        json_path=Path(args.json) if args.json else None,
+    )
+    return _print_bench(run_bench_ingest(settings, options), "ingest")
+
+
+def _print_bench(result: dict[str, Any], kind: str) -> int:
+    from rag_server.evaluation.bench_report import ingest_table, search_table
+
+    print()
+    print(search_table(result) if kind == "search" else ingest_table(result))
+    return 0
+
+
+def register_eval_commands(sub: Any) -> None:
+    """Add `eval` and `bench` to the `rag-server` sub-command parser."""
+    p = sub.add_parser(
+        "eval",
+        help="score bm25/vector/hybrid on a BEIR dataset (nDCG@10, Recall, MRR, latency)",
+        description="Ingest a BEIR dataset into an isolated eval database (reused on later runs) and "
+        "score every search mode, optionally next to peers measured in the same run.",
+    )
+    p.set_defaults(handler=cmd_eval)
+    p.add_argument(
+        "--dataset", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv"
+    )
+    p.add_argument("--modes", default="bm25,vector,hybrid", help="comma-separated (default: all three)")
+    p.add_argument("--top-k", type=int, default=100, help="results per query, 1..100 (default 100)")
+    p.add_argument("--max-queries", type=int, default=None, help="score only the first N test queries")
+    p.add_argument("--json", default=None, metavar="OUT.json", help="write the results as JSON")
+    p.add_argument("--report", default=None, metavar="OUT.md", help="write Markdown + a PNG chart next to it")
+    p.add_argument("--peers", action="store_true", help="also run bm25s and LlamaIndex PGVectorStore hybrid")
+    p.add_argument("--fresh", action="store_true", help="rebuild the eval database instead of reusing it")
+
+    bench = sub.add_parser("bench", help="latency and throughput benchmarks (search, ingest)")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+
+    s = bench_sub.add_parser(
+        "search",
+        help="drive HTTP /search with concurrent clients; p50/p95/p99, QPS, per-stage split",
+        description="Drive HTTP POST /search with 1, 8, 32 concurrent clients. Without --url a server is "
+        "started on a bench database holding --scale synthetic chunks (built once, reused).",
+    )
+    s.set_defaults(handler=cmd_bench_search)
+    s.add_argument("--url", default=None, help="a running server (default: start one on a bench database)")
+    s.add_argument("--scale", type=int, default=20_000, help="synthetic chunks in the bench database")
+    s.add_argument("--clients", default="1,8,32", help="concurrency levels (default 1,8,32)")
+    s.add_argument("--requests", type=int, default=300, help="requests per mode and concurrency level")
+    s.add_argument("--top-k", type=int, default=10)
+    s.add_argument("--modes", default="hybrid,bm25,vector")
+    s.add_argument("--dataset", default="../shared/datasets/scifact", help="BEIR folder for texts/queries")
+    s.add_argument("--json", default=None, metavar="OUT.json")
+
+    i = bench_sub.add_parser(
+        "ingest",
+        help="ingest a BEIR corpus through the real API and workers; docs/s, chunks/s vs raw embedding",
+        description="Write the corpus out as one .txt file per document, upload it through POST /upload "
+        "to a server with N worker processes on a fresh bench database, wait for every batch, then "
+        "embed the same chunk texts directly to measure the model's raw throughput (the ceiling).",
+    )
+    i.set_defaults(handler=cmd_bench_ingest)
+    i.add_argument("--dataset", default="../shared/datasets/scifact")
+    i.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    i.add_argument("--limit", type=int, default=None, help="only the first N documents")
+    i.add_argument("--json", default=None, metavar="OUT.json")

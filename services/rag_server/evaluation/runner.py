@@ -1,0 +1,330 @@
+"""`rag-server eval`: ingest a BEIR corpus into an isolated database, score every mode and the peers.
+
+The eval database lives on the configured server (DATABASE_URL or the embedded one) but is never the
+user's database: its name is a hash of the dataset contents and every setting that changes the
+stored chunks, so a second run with the same inputs reuses it and skips the embedding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from rag_server.config import Settings
+from rag_server.evaluation import report
+from rag_server.evaluation.beir import BeirDataset, corpus_fingerprint, load_beir
+from rag_server.evaluation.metrics import evaluate, fold_to_documents, latency_summary
+from rag_server.evaluation.progress import Progress
+from rag_server.infra.database import resolve_database_url, with_database
+from rag_server.infra.runtime import Runtime, open_runtime
+from rag_server.retrieval.models import SearchType
+
+MODES: tuple[SearchType, ...] = ("bm25", "vector", "hybrid")
+INGEST_MARKER = "eval_ingest"  # app_meta key, written only after the last document is stored
+INGEST_BATCH = 1024  # documents per ingest call (the pipeline embeds across documents in windows)
+# Bump when the way the corpus is turned into documents changes, so old eval databases are not reused.
+EVAL_FORMAT = 1
+
+
+@dataclass
+class EvalOptions:
+    dataset: Path
+    modes: Sequence[SearchType] = MODES
+    top_k: int = 100
+    max_queries: int | None = None
+    peers: bool = False
+    fresh: bool = False
+    json_path: Path | None = None
+    report_path: Path | None = None
+    quiet: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_modes(text: str) -> list[SearchType]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise ValueError(f"--modes takes a comma-separated subset of {','.join(MODES)}, got {text!r}")
+    return [m for m in MODES if m in modes]
+
+
+def eval_database_name(dataset: Path, settings: Settings) -> str:
+    """eval_<hash12> of the corpus bytes and every setting that shapes the stored chunks."""
+    key = {
+        "format": EVAL_FORMAT,
+        "dataset": str(dataset.resolve()),
+        "corpus_sha256": corpus_fingerprint(dataset),
+        "chunk_size": settings.chunk_size,
+        "chunk_overlap": settings.chunk_overlap,
+        "chunk_include_title": settings.chunk_include_title,
+        "embedding_provider": settings.embedding_provider,
+        "embedding_model": settings.embedding_model,
+        "embedding_dim": settings.embedding_dim,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return f"eval_{digest[:12]}"
+
+
+async def _database_exists(server: asyncpg.Connection, name: str) -> bool:
+    return bool(await server.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+
+
+async def _ingest_complete(url: str, documents: int) -> bool:
+    conn = await asyncpg.connect(url)
+    try:
+        if not await conn.fetchval("SELECT to_regclass('app_meta') IS NOT NULL"):
+            return False
+        raw = await conn.fetchval("SELECT value::text FROM app_meta WHERE key = $1", INGEST_MARKER)
+    finally:
+        await conn.close()
+    return raw is not None and json.loads(raw).get("documents") == documents
+
+
+async def prepare_database(server_url: str, name: str, documents: int, fresh: bool) -> bool:
+    """Create the eval database if needed; True when a complete earlier ingestion can be reused."""
+    url = with_database(server_url, name)
+    server = await asyncpg.connect(server_url)
+    try:
+        exists = await _database_exists(server, name)
+        if exists and not fresh and await _ingest_complete(url, documents):
+            return True
+        if exists:
+            # --fresh, or an interrupted/partial ingestion: never score against half a corpus.
+            await server.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await server.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await server.close()
+    return False
+
+
+async def ingest_corpus(runtime: Runtime, dataset: BeirDataset, quiet: bool) -> None:
+    from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+
+    docs = list(dataset.corpus.values())
+    stored_ids: list[str] = []
+    with Progress("ingesting documents", len(docs), stream=_stream(quiet)) as bar:
+        for start in range(0, len(docs), INGEST_BATCH):
+            batch = [
+                DirectDocument(
+                    filename=f"{doc.doc_id}.txt",
+                    content=f"{doc.title}\n\n{doc.text}".encode(),
+                    metadata={"beir_id": doc.doc_id, "title": doc.title},
+                )
+                for doc in docs[start : start + INGEST_BATCH]
+            ]
+            base = bar.done
+
+            def advance(done_in_batch: int, base: int = base) -> None:
+                bar.advance(base + done_in_batch - bar.done)
+
+            ids = await ingest_documents_direct(runtime, batch, progress=advance)
+            stored_ids += [str(i) for i in ids]
+            bar.advance(base + len(batch) - bar.done)
+    # Identical bytes are stored once (dedup by sha256): remember every BEIR id of such a document.
+    aliases: dict[str, list[str]] = {}
+    for doc, stored in zip(docs, stored_ids, strict=True):
+        aliases.setdefault(stored, []).append(doc.doc_id)
+    duplicates = {stored: ids for stored, ids in aliases.items() if len(ids) > 1}
+    async with runtime.pool.acquire() as conn:
+        failed = await conn.fetchval("SELECT count(*) FROM documents WHERE status <> 'ready'")
+        chunks = await conn.fetchval("SELECT count(*) FROM chunks")
+        # Written last: only a finished ingestion is ever reused.
+        await conn.execute(
+            "INSERT INTO app_meta (key, value) VALUES ($1, $2) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+            INGEST_MARKER,
+            {
+                "documents": len(docs),
+                "chunks": chunks,
+                "not_ready": failed,
+                "duplicates": duplicates,
+                "dataset": dataset.name,
+                "finished_at": time.time(),
+            },
+        )
+
+
+def _stream(quiet: bool) -> Any:
+    import io
+    import sys
+
+    return io.StringIO() if quiet else sys.stderr
+
+
+async def _document_ids(runtime: Runtime) -> dict[str, list[str]]:
+    """Stored document id -> the BEIR ids it stands for (more than one only for identical documents)."""
+    async with runtime.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT id, metadata->>'beir_id' AS beir_id FROM documents")
+        marker = await conn.fetchval("SELECT value FROM app_meta WHERE key = $1", INGEST_MARKER)
+    mapping = {str(r["id"]): [r["beir_id"]] for r in rows}
+    mapping.update(marker.get("duplicates", {}) if isinstance(marker, dict) else {})
+    return mapping
+
+
+async def run_mode(
+    runtime: Runtime,
+    mode: SearchType,
+    queries: Sequence[tuple[str, str]],
+    doc_ids: dict[str, list[str]],
+    top_k: int,
+    quiet: bool,
+) -> tuple[dict[str, list[str]], list[float]]:
+    from rag_server.retrieval.models import SearchRequest
+    from rag_server.retrieval.service import search
+
+    run: dict[str, list[str]] = {}
+    latencies: list[float] = []
+    # One untimed query first: the first call pays for connection warm-up and lazy imports.
+    await search(runtime, SearchRequest(query=queries[0][1], top_k=top_k, search_type=mode))
+    with Progress(f"querying {mode}", len(queries), stream=_stream(quiet)) as bar:
+        for qid, text in queries:
+            started = time.perf_counter()
+            response = await search(runtime, SearchRequest(query=text, top_k=top_k, search_type=mode))
+            latencies.append((time.perf_counter() - started) * 1000)
+            run[qid] = fold_to_documents(
+                [beir for hit in response.results for beir in doc_ids[str(hit.document_id)]]
+            )
+            bar.advance()
+    return run, latencies
+
+
+async def run_peers(
+    runtime: Runtime,
+    dataset: BeirDataset,
+    queries: Sequence[tuple[str, str]],
+    qrels: dict[str, dict[str, int]],
+    chunks: int,
+    top_k: int,
+    quiet: bool,
+) -> dict[str, dict[str, Any]]:
+    from rag_server.evaluation import peers
+
+    results: dict[str, dict[str, Any]] = {}
+
+    # bm25s: index build is not timed (it happens once); each query is.
+    bm25 = await asyncio.to_thread(peers.Bm25sPeer, list(dataset.corpus.values()))
+    run: dict[str, list[str]] = {}
+    latencies: list[float] = []
+    with Progress("querying peer bm25s", len(queries), stream=_stream(quiet)) as bar:
+        for qid, text in queries:
+            run[qid], ms = bm25.search(text, top_k)
+            latencies.append(ms)
+            bar.advance()
+    results[bm25.name] = {**evaluate(run, qrels), "latency_ms": latency_summary(latencies)}
+
+    li = peers.LlamaIndexHybridPeer(
+        runtime.database_url, runtime.settings.embedding_dim, runtime.settings.hnsw_ef_search
+    )
+    try:
+        async with runtime.pool.acquire() as conn:
+            ready = await peers.llamaindex_ready(conn, chunks)
+            if not ready:
+                await peers.reset_llamaindex(conn)
+                rows = await peers.read_chunks_for_peer(conn)
+        if not ready:
+            with Progress("filling peer llamaindex", len(rows), stream=_stream(quiet)) as bar:
+                await asyncio.to_thread(li.fill, rows, bar.advance)
+            async with runtime.pool.acquire() as conn:
+                await peers.mark_llamaindex_ready(conn, chunks)
+        embedder = runtime.embedder
+        run, latencies = {}, []
+        await asyncio.to_thread(li.search, queries[0][1], (await embedder.embed([queries[0][1]]))[0], top_k)
+        with Progress("querying peer llamaindex", len(queries), stream=_stream(quiet)) as bar:
+            for qid, text in queries:
+                started = time.perf_counter()
+                vector = (await embedder.embed([text]))[0]
+                run[qid] = await asyncio.to_thread(li.search, text, vector, top_k)
+                latencies.append((time.perf_counter() - started) * 1000)
+                bar.advance()
+        results[li.name] = {**evaluate(run, qrels), "latency_ms": latency_summary(latencies)}
+    finally:
+        li.close()
+    return results
+
+
+async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
+    if not 1 <= options.top_k <= 100:
+        raise ValueError("--top-k must be between 1 and 100")
+    dataset = await asyncio.to_thread(load_beir, options.dataset)
+    qids = dataset.test_query_ids()
+    if options.max_queries is not None:
+        qids = qids[: options.max_queries]
+    if not qids:
+        raise ValueError(f"{options.dataset}: no test query has both a text and relevance judgements")
+    queries = [(qid, dataset.queries[qid]) for qid in qids]
+    qrels = {qid: dict(dataset.qrels[qid]) for qid in qids}
+
+    name = await asyncio.to_thread(eval_database_name, options.dataset, settings)
+    server_url = await asyncio.to_thread(resolve_database_url, settings)
+    reused = await prepare_database(server_url, name, len(dataset.corpus), options.fresh)
+    eval_settings = settings.model_copy(update={"database_url": with_database(server_url, name)})
+    log = _stream(options.quiet)
+    log.write(f"eval database {name} ({'reused' if reused else 'new'}); {len(queries)} test queries\n")
+
+    async with open_runtime(eval_settings, migrate=True, load_embedder=True) as runtime:
+        if not reused:
+            await ingest_corpus(runtime, dataset, options.quiet)
+        async with runtime.pool.acquire() as conn:
+            chunks = int(await conn.fetchval("SELECT count(*) FROM chunks"))
+            bm25_engine = await conn.fetchval("SELECT value #>> '{}' FROM app_meta WHERE key = 'bm25_engine'")
+        doc_ids = await _document_ids(runtime)
+
+        modes: dict[str, dict[str, Any]] = {}
+        for mode in options.modes:
+            run, latencies = await run_mode(runtime, mode, queries, doc_ids, options.top_k, options.quiet)
+            modes[mode] = {**evaluate(run, qrels), "latency_ms": latency_summary(latencies)}
+
+        peer_results: dict[str, dict[str, Any]] = {}
+        if options.peers:
+            peer_results = await run_peers(
+                runtime, dataset, queries, qrels, chunks, options.top_k, options.quiet
+            )
+
+    result: dict[str, Any] = {
+        "dataset": dataset.name,
+        "documents": len(dataset.corpus),
+        "chunks": chunks,
+        "queries": len(queries),
+        "settings": {
+            "database": name,
+            "reused_database": reused,
+            "top_k": options.top_k,
+            "max_queries": options.max_queries,
+            "chunk_size": settings.chunk_size,
+            "chunk_overlap": settings.chunk_overlap,
+            "chunk_include_title": settings.chunk_include_title,
+            "embedding_provider": settings.embedding_provider,
+            "embedding_model": settings.embedding_model,
+            "embedding_dim": settings.embedding_dim,
+            "bm25_engine": bm25_engine,
+            "fusion": settings.fusion,
+            "rrf_k": settings.rrf_k,
+            "hybrid_candidates": settings.hybrid_candidates,
+            "hnsw_ef_search": settings.hnsw_ef_search,
+        },
+        "modes": modes,
+        "peers": peer_results,
+    }
+    write_outputs(result, options)
+    return result
+
+
+def write_outputs(result: dict[str, Any], options: EvalOptions) -> None:
+    if options.json_path is not None:
+        options.json_path.parent.mkdir(parents=True, exist_ok=True)
+        options.json_path.write_text(json.dumps(result, indent=2) + "\n")
+    if options.report_path is not None:
+        chart = options.report_path.with_suffix(".png")
+        report.write_chart(result, chart)
+        from rag_server.evaluation.peers import PEER_NOTES
+
+        notes = {name: PEER_NOTES[name] for name in result["peers"] if name in PEER_NOTES}
+        report.write_markdown(result, options.report_path, chart, notes)
