@@ -1,0 +1,41 @@
+"""Chunking: sentence-aware splits, offsets into the parsed text, pages, title context."""
+
+from __future__ import annotations
+
+import itertools
+
+from rag_server.ingestion.chunking import chunk_document
+from rag_server.ingestion.parsing import ParsedDocument, Section
+from tests.fixtures.ingest_files import long_text
+
+
+def test_offsets_point_at_the_chunk_text() -> None:
+    parsed = ParsedDocument("Doc", [Section(long_text(2000, seed=1))])
+    chunks = chunk_document(parsed, chunk_size=64, chunk_overlap=8, include_title=False)
+    assert len(chunks) > 10
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    for c in chunks:
+        assert c.char_start is not None and c.char_end is not None
+        assert parsed.text[c.char_start : c.char_end] == c.text
+        assert c.search_text == c.text
+    # In order, no gaps beyond the whitespace between sentences, and together they cover the document.
+    for a, b in itertools.pairwise(chunks):
+        assert a.char_start < b.char_start <= a.char_end + 1  # type: ignore[operator]
+    assert chunks[0].char_start == 0 and chunks[-1].char_end == len(parsed.text)
+
+
+def test_pages_and_offsets_across_sections() -> None:
+    parsed = ParsedDocument(
+        "Report", [Section("First page sentence.", 1), Section("Second page sentence.", 2)]
+    )
+    chunks = chunk_document(parsed, chunk_size=64, chunk_overlap=8, include_title=True)
+    assert [(c.page, c.text) for c in chunks] == [(1, "First page sentence."), (2, "Second page sentence.")]
+    assert parsed.text[chunks[1].char_start : chunks[1].char_end] == "Second page sentence."  # type: ignore[misc]
+    assert chunks[1].search_text == "Report\n\nSecond page sentence."
+
+
+def test_chunk_size_changes_the_number_of_chunks() -> None:
+    parsed = ParsedDocument("Doc", [Section(long_text(3000, seed=2))])
+    small = chunk_document(parsed, chunk_size=64, chunk_overlap=0, include_title=False)
+    large = chunk_document(parsed, chunk_size=256, chunk_overlap=0, include_title=False)
+    assert len(small) > 3 * len(large) > 0

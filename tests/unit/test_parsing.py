@@ -1,0 +1,148 @@
+"""Parsing: every supported type, and every bad input gives a ParseError with a readable reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rag_server.ingestion.parsing import (
+    ParseError,
+    decode_text,
+    file_type_for,
+    parse_document,
+    sanitize_filename,
+)
+from tests.fixtures.ingest_files import (
+    blank_pdf,
+    corrupt_pdf,
+    docx_bytes,
+    encrypted_pdf,
+    image_only_pdf,
+    pdf_with_text,
+)
+
+
+def test_supported_types_by_extension() -> None:
+    assert [
+        file_type_for(n).name
+        for n in (
+            "a.txt",
+            "B.MD",
+            "c.pdf",
+            "d.htm",
+            "e.html",
+            "f.docx",  # type: ignore[union-attr]
+            "g.csv",
+            "h.json",
+        )
+    ] == ["txt", "md", "pdf", "html", "html", "docx", "csv", "json"]
+    for name in ("a.exe", "noext", "a.pdf.zip", "archive.tar.gz", ".txt.png"):
+        assert file_type_for(name) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("../../etc/passwd.txt", "passwd.txt"),
+        ("C:\\Users\\me\\report.pdf", "report.pdf"),
+        ("bad\x00name\x1b[31m.txt", "badname[31m.txt"),
+        ("line\nbreak\r.md", "linebreak.md"),
+        ("   ", "unnamed"),
+        ("..", "unnamed"),
+        (None, "unnamed"),
+        ("/", "unnamed"),
+    ],
+)
+def test_sanitize_filename(raw: str | None, expected: str) -> None:
+    assert sanitize_filename(raw) == expected
+
+
+def test_sanitize_filename_bounds_length_and_keeps_extension() -> None:
+    name = sanitize_filename("x" * 1000 + ".pdf")
+    assert len(name) <= 255 and name.endswith(".pdf")
+
+
+def test_text_and_markdown() -> None:
+    doc = parse_document("notes.txt", b"first line\r\nsecond line\x00", "txt")
+    assert doc.title == "notes.txt"
+    assert doc.text == "first line\nsecond line"
+    md = parse_document("readme.md", b"# Project Atlas\n\nSome *markdown* text.", "md")
+    assert md.title == "Project Atlas"
+    assert "Some *markdown* text." in md.text
+
+
+def test_non_utf8_text_is_decoded() -> None:
+    latin1 = "Café crème brûlée, naïve façade, déjà vu. Élève à l'école.".encode("cp1252")
+    assert decode_text(latin1) == "Café crème brûlée, naïve façade, déjà vu. Élève à l'école."
+    doc = parse_document("menu.txt", latin1, "txt")
+    assert "crème brûlée" in doc.text
+    utf16 = "hello wörld".encode("utf-16")
+    assert parse_document("u16.txt", utf16, "txt").text == "hello wörld"
+    cyrillic = "Привет мир, как дела? Это тест кодировки.".encode("cp1251")
+    assert decode_text(cyrillic) == "Привет мир, как дела? Это тест кодировки."
+    # Arbitrary bytes never raise.
+    assert isinstance(decode_text(bytes(range(256))), str)
+
+
+def test_html_drops_scripts_and_uses_title() -> None:
+    html = (
+        b"<html><head><title>Quarterly Report</title><style>p{}</style></head><body>"
+        b"<script>alert(1)</script><h1>Revenue</h1><p>Revenue grew 12%.</p></body></html>"
+    )
+    doc = parse_document("r.html", html, "html")
+    assert doc.title == "Quarterly Report"
+    assert doc.text == "Revenue\nRevenue grew 12%."
+
+
+def test_pdf_pages_keep_page_numbers() -> None:
+    doc = parse_document(
+        "p.pdf", pdf_with_text(["Page one talks about otters.", "Page two about beavers."]), "pdf"
+    )
+    assert [(s.page, s.text) for s in doc.sections] == [
+        (1, "Page one talks about otters."),
+        (2, "Page two about beavers."),
+    ]
+
+
+def test_docx_paragraphs_tables_and_title() -> None:
+    content = docx_bytes(
+        ["Intro paragraph.", "Second paragraph."], [["Name", "Age"], ["Ada", "36"]], title="Team"
+    )
+    doc = parse_document("team.docx", content, "docx")
+    assert doc.title == "Team"
+    assert doc.text == "Intro paragraph.\nSecond paragraph.\nName | Age\nAda | 36"
+
+
+def test_csv_rows_become_readable_lines() -> None:
+    doc = parse_document("people.csv", b"name,city\nAda,London\nAlan,Wilmslow\n", "csv")
+    assert doc.text == "name: Ada; city: London\nname: Alan; city: Wilmslow"
+
+
+def test_json_is_flattened_to_paths() -> None:
+    payload = {"title": "Atlas", "tags": ["maps", "geo"], "owner": {"name": "Ada"}, "empty": None}
+    doc = parse_document("a.json", json.dumps(payload).encode(), "json")
+    assert doc.text == "title: Atlas\ntags[0]: maps\ntags[1]: geo\nowner.name: Ada"
+
+
+@pytest.mark.parametrize(
+    ("filename", "content", "file_type", "reason"),
+    [
+        ("empty.txt", b"", "txt", "The file is empty."),
+        ("empty.pdf", b"", "pdf", "The file is empty."),
+        ("blank.txt", b"  \n\t \n", "txt", "The file contains no extractable text."),
+        ("corrupt.pdf", corrupt_pdf(), "pdf", "The PDF is damaged or not a PDF and could not be read"),
+        ("locked.pdf", encrypted_pdf(), "pdf", "The PDF is password-protected; upload an unprotected copy."),
+        ("scan.pdf", image_only_pdf(), "pdf", "The PDF has no extractable text layer"),
+        ("blank.pdf", blank_pdf(2), "pdf", "The PDF has no extractable text layer"),
+        ("bad.docx", b"PK\x03\x04 not a zip", "docx", "The Word document is damaged"),
+        ("bad.json", b'{"a": 1,', "json", "The file is not valid JSON"),
+        ("x.exe", b"MZ", "exe", "Files of type 'exe' are not supported."),
+    ],
+)
+def test_bad_inputs_raise_readable_parse_errors(
+    filename: str, content: bytes, file_type: str, reason: str
+) -> None:
+    with pytest.raises(ParseError) as info:
+        parse_document(filename, content, file_type)
+    assert str(info.value).startswith(reason)
