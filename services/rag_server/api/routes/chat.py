@@ -1,0 +1,168 @@
+"""Chat over REST: sessions, history, answers (JSON and Server-Sent Events). No SQL here."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from rag_server.api.deps import get_runtime
+from rag_server.chat.models import ChatMessageOut, ChatSession, QueryRequest, QueryResponse
+from rag_server.chat.service import ChatService
+from rag_server.retrieval.models import SearchType
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["chat"])
+
+
+def get_chat(request: Request) -> ChatService:
+    """One ChatService per app: it holds the in-memory registry of temporary sessions."""
+    service: ChatService | None = getattr(request.app.state, "chat", None)
+    if service is None:
+        service = ChatService(get_runtime(request))
+        request.app.state.chat = service
+    return service
+
+
+ChatDep = Annotated[ChatService, Depends(get_chat)]
+
+
+class CreateSessionRequest(BaseModel):
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    is_temporary: bool = False
+    search_type: SearchType = "hybrid"
+
+
+class UpdateSessionRequest(BaseModel):
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    is_archived: bool | None = None
+    search_type: SearchType | None = None
+
+
+class SessionList(BaseModel):
+    sessions: list[ChatSession]
+    total: int
+    limit: int
+    offset: int
+
+
+class History(BaseModel):
+    session_id: UUID
+    messages: list[ChatMessageOut]
+
+
+class ClearRequest(BaseModel):
+    session_id: UUID
+
+
+class ClearResponse(BaseModel):
+    session_id: UUID
+    deleted: int
+
+
+@router.post("/chat/sessions", status_code=201)
+async def create_session(body: CreateSessionRequest, chat: ChatDep) -> ChatSession:
+    """A new session; `is_temporary` ones are answered but never stored (lost on restart)."""
+    return await chat.create_session(
+        title=body.title, is_temporary=body.is_temporary, search_type=body.search_type
+    )
+
+
+@router.get("/chat/sessions")
+async def list_sessions(
+    chat: ChatDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    include_archived: bool = False,
+) -> SessionList:
+    """Stored sessions, most recently active first."""
+    items, total = await chat.list_sessions(limit=limit, offset=offset, include_archived=include_archived)
+    return SessionList(sessions=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/chat/sessions/{session_id}")
+async def get_session(session_id: UUID, chat: ChatDep) -> ChatSession:
+    return await chat.get_session(session_id)
+
+
+@router.patch("/chat/sessions/{session_id}")
+async def update_session(session_id: UUID, body: UpdateSessionRequest, chat: ChatDep) -> ChatSession:
+    """Rename, archive / unarchive, or change the session's default search type."""
+    return await chat.update_session(
+        session_id, title=body.title, is_archived=body.is_archived, search_type=body.search_type
+    )
+
+
+@router.delete("/chat/sessions/{session_id}", status_code=204)
+async def delete_session(session_id: UUID, chat: ChatDep) -> Response:
+    await chat.delete_session(session_id)
+    return Response(status_code=204)
+
+
+@router.get("/chat/history/{session_id}")
+async def history(session_id: UUID, chat: ChatDep) -> History:
+    """Messages in order; sources citing a since-deleted document carry `document_deleted: true`."""
+    return History(session_id=session_id, messages=await chat.history(session_id))
+
+
+@router.post("/chat/clear")
+async def clear(body: ClearRequest, chat: ChatDep) -> ClearResponse:
+    return ClearResponse(session_id=body.session_id, deleted=await chat.clear(body.session_id))
+
+
+@router.post("/query")
+async def query(body: QueryRequest, chat: ChatDep) -> QueryResponse:
+    """Answer with citations. Without session_id a new session is created (its id is returned)."""
+    return await chat.answer(body)
+
+
+def sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+@router.post("/query/stream")
+async def query_stream(body: QueryRequest, chat: ChatDep) -> StreamingResponse:
+    """Server-Sent Events: `sources`, then `token`..., then `done` (or `error`).
+
+    `done.answer` is the authoritative final text: if the LLM fails after some tokens went out,
+    `done` carries the extractive fallback and `llm_error`. Disconnecting before `done` stores nothing.
+    """
+    turn = await chat.resolve(body)  # unknown session -> 404 before the stream starts
+
+    async def events() -> AsyncIterator[str]:
+        sent_sources = False
+        try:
+            async for piece in chat.generate(turn):
+                if not sent_sources:
+                    sent_sources = True
+                    yield sse(
+                        "sources",
+                        {
+                            "session_id": str(turn.session.id),
+                            "sources": [s.model_dump(mode="json") for s in turn.sources],
+                            "condensed_query": turn.condensed_query,
+                        },
+                    )
+                if piece:
+                    yield sse("token", {"text": piece})
+            await chat.persist(turn)
+        except Exception as exc:
+            # Headers are gone already: report in-band. Nothing was persisted for this answer.
+            logger.exception("streamed answer failed")
+            yield sse("error", {"detail": f"the answer failed: {type(exc).__name__}: {exc}"})
+            return
+        response = chat.response(turn)
+        yield sse("done", response.model_dump(mode="json", exclude={"sources"}))
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,228 @@
+"""Building answers: extractive (no LLM), or LLM-written with inline [n] citations; condense; titles.
+
+Everything LLM-related is guarded: a failure or timeout raises `LLMFailure` with a readable sentence,
+and the caller falls back to the extractive answer. Nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Sequence
+
+from llama_index.core.llms import LLM, ChatMessage, MessageRole
+
+from rag_server.chat.models import ChatMessageOut, Source
+from rag_server.retrieval.models import SearchHit
+
+EXTRACTIVE_HEADER = "Extractive answer (no LLM configured): the most relevant passages:"
+FALLBACK_HEADER = "Extractive answer (the LLM was unavailable): the most relevant passages:"
+NO_SOURCES_ANSWER = "No relevant passages were found in the indexed documents for this question."
+EXCERPT_CHARS = 400
+TITLE_CHARS = 60
+
+# Words that carry no topic: ignored when matching question words to passage sentences.
+_STOPWORDS = frozenset(
+    """
+    a an and are as at be but by can could did do does for from had has have how i if in into is it
+    its me my not of on or our so than that the their them then there these they this to was we were
+    what when where which who whom why will with would you your about tell explain please
+    """.split()  # noqa: SIM905
+)
+_WORD = re.compile(r"[A-Za-z0-9]+(?:['-][A-Za-z0-9]+)*")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+class LLMFailure(Exception):
+    """The LLM errored or timed out; str(exc) is a sentence fit for the `llm_error` field."""
+
+
+# --- sources and the extractive answer ------------------------------------------------------------
+
+
+def sources_from_hits(hits: Sequence[SearchHit]) -> list[Source]:
+    return [
+        Source(
+            n=i,
+            chunk_id=hit.chunk_id,
+            document_id=hit.document_id,
+            document_name=hit.document_name,
+            page=hit.page,
+            excerpt=_shorten(hit.text, EXCERPT_CHARS),
+            score=hit.score,
+        )
+        for i, hit in enumerate(hits, start=1)
+    ]
+
+
+def extractive_answer(
+    question: str, hits: Sequence[SearchHit], *, header: str = EXTRACTIVE_HEADER, max_passages: int = 3
+) -> str:
+    """The best-matching sentences of the top passages, each cited [n] (n = position in the sources)."""
+    if not hits:
+        return NO_SOURCES_ANSWER
+    terms = _terms(question)
+    lines = [header]
+    for n, hit in enumerate(hits[:max_passages], start=1):
+        where = hit.document_name + (f", p. {hit.page}" if hit.page is not None else "")
+        lines.append(f"- {key_sentences(hit.text, terms)} [{n}] ({where})")
+    return "\n".join(lines)
+
+
+def key_sentences(text: str, terms: set[str], max_sentences: int = 2, max_chars: int = 350) -> str:
+    """Up to `max_sentences` sentences sharing the most question words, in their original order."""
+    sentences = [s.strip() for s in _SENTENCE_END.split(" ".join(text.split())) if s.strip()]
+    if not sentences:
+        return ""
+    overlap = [len(terms & _terms(sentence)) for sentence in sentences]
+    best = sorted((i for i in range(len(sentences)) if overlap[i]), key=lambda i: (-overlap[i], i))
+    # Nothing matches a question word: the passage's opening says what it is about.
+    chosen = best[:max_sentences] or [0]
+    return _shorten(" ".join(sentences[i] for i in sorted(chosen)), max_chars)
+
+
+def fallback_title(question: str) -> str:
+    """The question itself, cut at a word boundary."""
+    return _shorten(" ".join(question.split()), TITLE_CHARS)
+
+
+def _terms(text: str) -> set[str]:
+    return {w for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOPWORDS and len(w) > 1}
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    if " " in cut[limit // 2 :]:
+        cut = cut[: cut.rfind(" ")]
+    return cut.rstrip(" ,;:") + "…"
+
+
+# --- prompts ----------------------------------------------------------------------------------------
+
+ANSWER_SYSTEM_PROMPT = """You answer questions using only the numbered sources below.
+Cite every source you use inline with its number in square brackets, like [1] or [2][3].
+If the sources do not contain the answer, say so briefly instead of guessing.
+
+Sources:
+{sources}"""
+
+CONDENSE_SYSTEM_PROMPT = (
+    "Rewrite the user's follow-up question as one standalone question that can be understood "
+    "without the conversation. Reply with the standalone question only."
+)
+
+TITLE_SYSTEM_PROMPT = (
+    "Write a short title (at most 6 words) for a conversation that starts with the user's question. "
+    "Reply with the title only, without quotes."
+)
+
+
+def format_sources(hits: Sequence[SearchHit]) -> str:
+    blocks = []
+    for n, hit in enumerate(hits, start=1):
+        where = hit.document_name + (f", page {hit.page}" if hit.page is not None else "")
+        blocks.append(f"[{n}] ({where})\n{hit.text.strip()}")
+    return "\n\n".join(blocks) if blocks else "(no sources were found)"
+
+
+def answer_messages(
+    question: str, hits: Sequence[SearchHit], history: Sequence[ChatMessageOut]
+) -> list[ChatMessage]:
+    messages = [
+        ChatMessage(
+            role=MessageRole.SYSTEM, content=ANSWER_SYSTEM_PROMPT.format(sources=format_sources(hits))
+        )
+    ]
+    messages += [
+        ChatMessage(role=MessageRole(m.role), content=m.content) for m in history if m.role != "system"
+    ]
+    messages.append(ChatMessage(role=MessageRole.USER, content=question))
+    return messages
+
+
+def condense_messages(question: str, history: Sequence[ChatMessageOut]) -> list[ChatMessage]:
+    transcript = "\n".join(f"{m.role.capitalize()}: {m.content}" for m in history if m.role != "system")
+    return [
+        ChatMessage(role=MessageRole.SYSTEM, content=CONDENSE_SYSTEM_PROMPT),
+        ChatMessage(
+            role=MessageRole.USER,
+            content=f"Conversation:\n{transcript}\n\nFollow-up question: {question}\n\nStandalone question:",
+        ),
+    ]
+
+
+# --- LLM calls (guarded) ---------------------------------------------------------------------------
+
+
+def describe_failure(llm: LLM, exc: BaseException, timeout_s: float) -> str:
+    model = getattr(llm, "model", None) or type(llm).__name__
+    if isinstance(exc, TimeoutError):
+        return f"The LLM ({model}) did not respond within {timeout_s:g} s; showing the extractive answer."
+    detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return f"The LLM ({model}) failed ({type(exc).__name__}: {detail}); showing the extractive answer."
+
+
+async def complete(llm: LLM, messages: list[ChatMessage], timeout_s: float) -> str:
+    """One non-streamed chat call; raises LLMFailure."""
+    try:
+        response = await asyncio.wait_for(llm.achat(messages), timeout_s)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        raise LLMFailure(describe_failure(llm, exc, timeout_s)) from exc
+    return (response.message.content or "").strip()
+
+
+async def stream(llm: LLM, messages: list[ChatMessage], timeout_s: float) -> AsyncIterator[str]:
+    """Token deltas; the timeout applies to the first token and to every gap. Raises LLMFailure."""
+    try:
+        responses = await asyncio.wait_for(llm.astream_chat(messages), timeout_s)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        raise LLMFailure(describe_failure(llm, exc, timeout_s)) from exc
+    try:
+        while True:
+            try:
+                response = await asyncio.wait_for(anext(responses), timeout_s)
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                raise LLMFailure(describe_failure(llm, exc, timeout_s)) from exc
+            if response.delta:
+                yield response.delta
+    finally:
+        # Closes the HTTP stream too, also when our caller was cancelled (client disconnect).
+        aclose = getattr(responses, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+
+
+async def condense_question(
+    llm: LLM, question: str, history: Sequence[ChatMessageOut], timeout_s: float
+) -> str:
+    """A standalone version of a follow-up question (the question itself when there is no history)."""
+    if not history:
+        return question
+    condensed = await complete(llm, condense_messages(question, history), timeout_s)
+    return condensed.strip().strip('"') or question
+
+
+async def llm_title(llm: LLM, question: str, timeout_s: float) -> str:
+    title = await complete(
+        llm,
+        [
+            ChatMessage(role=MessageRole.SYSTEM, content=TITLE_SYSTEM_PROMPT),
+            ChatMessage(role=MessageRole.USER, content=question),
+        ],
+        timeout_s,
+    )
+    title = " ".join(title.strip().strip('"').split())
+    return _shorten(title, TITLE_CHARS) if title else fallback_title(question)

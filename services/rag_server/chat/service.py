@@ -1,0 +1,364 @@
+"""Chat: sessions, history and grounded answers (retrieval always; the LLM is optional).
+
+One answer goes through three steps, shared by POST /query and POST /query/stream:
+  resolve  - find the session (404 before any streaming starts) and read recent history
+  generate - condense a follow-up (LLM only), retrieve, then stream the answer: LLM tokens, or the
+             extractive answer; an LLM failure at any point falls back to extractive + `llm_error`
+  persist  - only once the answer is complete: question + answer in ONE transaction. A client that
+             disconnects earlier cancels the generator, so nothing is written at all. Once the answer is
+             complete the write is shielded from cancellation: it is either fully stored or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from llama_index.core.llms import LLM
+
+from rag_server.chat import sessions
+from rag_server.chat.answer import (
+    EXTRACTIVE_HEADER,
+    FALLBACK_HEADER,
+    LLMFailure,
+    answer_messages,
+    condense_question,
+    extractive_answer,
+    fallback_title,
+    llm_title,
+    sources_from_hits,
+    stream,
+)
+from rag_server.chat.models import (
+    AnswerMode,
+    ChatMessageOut,
+    ChatSession,
+    QueryRequest,
+    QueryResponse,
+    Source,
+)
+from rag_server.chat.temporary import TemporarySession, TemporarySessions
+from rag_server.infra.llm import get_llm
+from rag_server.infra.runtime import Runtime
+from rag_server.retrieval.models import SearchHit, SearchRequest, SearchResponse, SearchType
+
+logger = logging.getLogger(__name__)
+
+SearchFn = Callable[[Runtime, SearchRequest], Awaitable[SearchResponse]]
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 3)
+
+
+@dataclass
+class Turn:
+    """One question being answered, from resolve to persist."""
+
+    session: ChatSession
+    question: str
+    request: QueryRequest
+    new_session: bool = False
+    temporary: TemporarySession | None = None
+    history: list[ChatMessageOut] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(default_factory=dict)
+    condensed_query: str | None = None
+    hits: list[SearchHit] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
+    answer: str = ""
+    mode: AnswerMode = "extractive"
+    llm_error: str | None = None
+    title_task: asyncio.Task[str] | None = None
+    message_id: int | None = None
+
+    @property
+    def search_type(self) -> SearchType:
+        return self.request.search_type or self.session.search_type
+
+
+class ChatService:
+    def __init__(self, runtime: Runtime, search_fn: SearchFn | None = None) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.temporary = TemporarySessions(self.settings.chat_temporary_ttl_s)
+        self._search_fn = search_fn
+        # Shielded writes still running after their request was cancelled (kept from the GC).
+        self._pending_writes: set[asyncio.Task[tuple[int, int]]] = set()
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    @property
+    def llm_model(self) -> str | None:
+        return self.settings.llm_model if self.settings.llm_provider != "none" else None
+
+    async def create_session(
+        self, *, title: str | None, is_temporary: bool, search_type: SearchType
+    ) -> ChatSession:
+        if is_temporary:
+            return self.temporary.create(title=title, search_type=search_type, llm_model=self.llm_model)
+        return await sessions.create_session(
+            self.runtime.pool, title=title, search_type=search_type, llm_model=self.llm_model
+        )
+
+    async def get_session(self, session_id: UUID) -> ChatSession:
+        entry = self.temporary.get(session_id)
+        if entry is not None:
+            return entry.session
+        return await sessions.get_session(self.runtime.pool, session_id)
+
+    async def list_sessions(
+        self, *, limit: int, offset: int, include_archived: bool
+    ) -> tuple[list[ChatSession], int]:
+        """Stored sessions only: temporary ones are not listed (they belong to one client)."""
+        return await sessions.list_sessions(
+            self.runtime.pool, limit=limit, offset=offset, include_archived=include_archived
+        )
+
+    async def update_session(
+        self,
+        session_id: UUID,
+        *,
+        title: str | None,
+        is_archived: bool | None,
+        search_type: SearchType | None,
+    ) -> ChatSession:
+        entry = self.temporary.get(session_id)
+        if entry is not None:
+            changes = {"title": title, "is_archived": is_archived, "search_type": search_type}
+            update: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
+            entry.session = entry.session.model_copy(update={**update, "updated_at": datetime.now(UTC)})
+            return entry.session
+        return await sessions.update_session(
+            self.runtime.pool, session_id, title=title, is_archived=is_archived, search_type=search_type
+        )
+
+    async def delete_session(self, session_id: UUID) -> None:
+        if not self.temporary.delete(session_id):
+            await sessions.delete_session(self.runtime.pool, session_id)
+
+    async def history(self, session_id: UUID) -> list[ChatMessageOut]:
+        entry = self.temporary.get(session_id)
+        if entry is not None:
+            return list(entry.messages)
+        return await sessions.list_messages(self.runtime.pool, session_id)
+
+    async def clear(self, session_id: UUID) -> int:
+        entry = self.temporary.get(session_id)
+        if entry is not None:
+            count = len(entry.messages)
+            entry.messages.clear()
+            return count
+        return await sessions.clear_messages(self.runtime.pool, session_id)
+
+    # --- answers -------------------------------------------------------------------------------
+
+    async def answer(self, request: QueryRequest) -> QueryResponse:
+        turn = await self.resolve(request)
+        async for _ in self.generate(turn):
+            pass
+        await self.persist(turn)
+        return self.response(turn)
+
+    async def resolve(self, request: QueryRequest) -> Turn:
+        """Find (or plan to create) the session and read its recent history. NotFoundError -> 404."""
+        question = request.query.strip()
+        limit = self.settings.chat_history_messages
+        if request.session_id is None:
+            now = datetime.now(UTC)
+            session = ChatSession(
+                id=uuid.uuid4(),
+                title=None,
+                llm_model=self.llm_model,
+                search_type=request.search_type or "hybrid",
+                is_archived=False,
+                is_temporary=False,
+                created_at=now,
+                updated_at=now,
+            )
+            return Turn(session=session, question=question, request=request, new_session=True)
+        entry = self.temporary.get(request.session_id)
+        if entry is not None:
+            history = entry.messages[-limit:] if limit else []
+            return Turn(
+                session=entry.session, question=question, request=request, temporary=entry, history=history
+            )
+        session = await sessions.get_session(self.runtime.pool, request.session_id)
+        history = (
+            await sessions.list_messages(self.runtime.pool, session.id, last=limit, mark_deleted=False)
+            if limit
+            else []
+        )
+        return Turn(session=session, question=question, request=request, history=history)
+
+    async def generate(self, turn: Turn) -> AsyncIterator[str]:
+        """Retrieve, then yield answer text pieces. Sets turn.sources before the first piece."""
+        llm = self._llm(turn)
+        try:
+            if llm is not None and turn.session.title is None and not turn.history:
+                turn.title_task = asyncio.create_task(
+                    llm_title(llm, turn.question, self.settings.llm_timeout_s)
+                )
+            retrieval_query = turn.question
+            if llm is not None and turn.history:
+                start = time.perf_counter()
+                try:
+                    retrieval_query = await condense_question(
+                        llm, turn.question, turn.history, self.settings.llm_timeout_s
+                    )
+                    turn.condensed_query = retrieval_query
+                except LLMFailure as exc:
+                    # Same provider for the answer: do not wait a second time, answer extractively.
+                    turn.llm_error = str(exc)
+                turn.timings["condense"] = _ms(start)
+            await self._retrieve(turn, retrieval_query)
+            yield ""  # sources are known: lets the streaming route send them before the first token
+            async for piece in self._answer_text(turn, llm):
+                yield piece
+        except BaseException:
+            self._cancel_title(turn)
+            raise
+
+    async def _retrieve(self, turn: Turn, query: str) -> None:
+        start = time.perf_counter()
+        search = self._search_fn or _default_search()
+        result = await search(
+            self.runtime,
+            SearchRequest(
+                query=query,
+                top_k=turn.request.top_k,
+                search_type=turn.search_type,
+                filters=turn.request.filters,
+            ),
+        )
+        turn.timings["search"] = _ms(start)
+        for name, value in result.timings_ms.items():
+            turn.timings[f"search_{name}"] = value
+        turn.hits = list(result.results)
+        turn.sources = sources_from_hits(turn.hits)
+
+    async def _answer_text(self, turn: Turn, llm: LLM | None) -> AsyncIterator[str]:
+        start = time.perf_counter()
+        if llm is None or turn.llm_error is not None or not turn.hits:
+            header = EXTRACTIVE_HEADER if turn.llm_error is None else FALLBACK_HEADER
+            turn.answer = extractive_answer(turn.question, turn.hits, header=header)
+            turn.mode = "extractive"
+            for line in turn.answer.splitlines(keepends=True):
+                yield line
+            turn.timings["answer"] = _ms(start)
+            return
+        pieces: list[str] = []
+        try:
+            messages = answer_messages(turn.question, turn.hits, turn.history)
+            async for delta in stream(llm, messages, self.settings.llm_timeout_s):
+                pieces.append(delta)
+                yield delta
+            if not "".join(pieces).strip():
+                raise LLMFailure("The LLM returned an empty answer; showing the extractive answer.")
+            turn.answer = "".join(pieces).strip()
+            turn.mode = "llm"
+        except LLMFailure as exc:
+            logger.warning("LLM answer failed, falling back to extractive: %s", exc)
+            turn.llm_error = str(exc)
+            turn.answer = extractive_answer(turn.question, turn.hits, header=FALLBACK_HEADER)
+            turn.mode = "extractive"
+            if not pieces:  # nothing streamed yet: stream the fallback; otherwise `done` carries it
+                for line in turn.answer.splitlines(keepends=True):
+                    yield line
+        turn.timings["answer"] = _ms(start)
+
+    async def persist(self, turn: Turn) -> None:
+        """Write the question and the complete answer (temporary sessions: process memory only)."""
+        start = time.perf_counter()
+        title = await self._title(turn)
+        metadata = self._answer_metadata(turn)
+        if turn.temporary is not None:
+            self.temporary.append(
+                turn.temporary,
+                question=turn.question,
+                answer=turn.answer,
+                answer_metadata=metadata,
+                title_if_missing=title,
+            )
+        else:
+            write = asyncio.create_task(
+                sessions.append_exchange(
+                    self.runtime.pool,
+                    turn.session.id,
+                    question=turn.question,
+                    answer=turn.answer,
+                    answer_metadata=metadata,
+                    title_if_missing=title,
+                    create=turn.session if turn.new_session else None,
+                )
+            )
+            self._pending_writes.add(write)
+            write.add_done_callback(self._pending_writes.discard)
+            _, turn.message_id = await asyncio.shield(write)
+        turn.timings["persist"] = _ms(start)
+        turn.timings["total"] = _ms(turn.started)
+
+    def response(self, turn: Turn) -> QueryResponse:
+        return QueryResponse(
+            answer=turn.answer,
+            answer_mode=turn.mode,
+            sources=turn.sources,
+            session_id=turn.session.id,
+            message_id=turn.message_id,
+            timings_ms=turn.timings,
+            llm_error=turn.llm_error,
+            condensed_query=turn.condensed_query,
+        )
+
+    def _answer_metadata(self, turn: Turn) -> dict[str, Any]:
+        metadata: dict[str, Any] = {
+            "sources": [s.model_dump(mode="json", exclude={"document_deleted"}) for s in turn.sources],
+            "answer_mode": turn.mode,
+            "search_type": turn.search_type,
+            "llm_model": self.llm_model if turn.mode == "llm" else None,
+        }
+        if turn.llm_error:
+            metadata["llm_error"] = turn.llm_error
+        if turn.condensed_query:
+            metadata["condensed_query"] = turn.condensed_query
+        return metadata
+
+    def _llm(self, turn: Turn) -> LLM | None:
+        try:
+            return get_llm(self.settings)
+        except Exception as exc:  # incomplete settings: answer extractively and say why
+            turn.llm_error = f"The LLM is misconfigured ({exc}); showing the extractive answer."
+            return None
+
+    async def _title(self, turn: Turn) -> str | None:
+        if turn.session.title is not None:
+            self._cancel_title(turn)
+            return None
+        task, turn.title_task = turn.title_task, None
+        if task is not None:
+            if turn.mode == "llm":
+                try:
+                    return await task
+                except LLMFailure as exc:
+                    logger.info("LLM title failed, using the question: %s", exc)
+            else:
+                task.cancel()
+        return fallback_title(turn.question)
+
+    def _cancel_title(self, turn: Turn) -> None:
+        if turn.title_task is not None:
+            turn.title_task.cancel()
+            turn.title_task = None
+
+
+def _default_search() -> SearchFn:
+    from rag_server.retrieval.service import search
+
+    return search

@@ -1,0 +1,272 @@
+"""SQL for chat sessions and messages (tables from migration 0001). History is ordered by message id.
+
+A question and its answer are written together, in one transaction holding the session row lock
+(SELECT ... FOR UPDATE): concurrent answers on one session land as adjacent user/assistant pairs, and
+an answer that never completed leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from rag_server.api.errors import NotFoundError
+from rag_server.chat.models import ChatMessageOut, ChatSession, Role, Source
+from rag_server.retrieval.models import SearchType
+
+_SESSION_COLUMNS = """
+    s.id, s.title, s.llm_model, s.search_type, s.is_archived, s.is_temporary, s.created_at, s.updated_at,
+    (SELECT count(*) FROM chat_messages m WHERE m.session_id = s.id) AS message_count
+"""
+
+
+def session_not_found(session_id: UUID | str) -> NotFoundError:
+    return NotFoundError(f"chat session {session_id} not found")
+
+
+def _session(row: asyncpg.Record) -> ChatSession:
+    return ChatSession(**dict(row))
+
+
+async def create_session(
+    pool: asyncpg.Pool,
+    *,
+    title: str | None,
+    search_type: SearchType,
+    llm_model: str | None,
+    session_id: UUID | None = None,
+) -> ChatSession:
+    row = await pool.fetchrow(
+        f"""
+        WITH s AS (
+            INSERT INTO chat_sessions (id, title, search_type, llm_model)
+            VALUES (coalesce($1, gen_random_uuid()), $2, $3, $4)
+            RETURNING *
+        )
+        SELECT {_SESSION_COLUMNS} FROM s
+        """,
+        session_id,
+        title,
+        search_type,
+        llm_model,
+    )
+    assert row is not None
+    return _session(row)
+
+
+async def get_session(pool: asyncpg.Pool | asyncpg.Connection, session_id: UUID) -> ChatSession:
+    row = await pool.fetchrow(f"SELECT {_SESSION_COLUMNS} FROM chat_sessions s WHERE s.id = $1", session_id)
+    if row is None:
+        raise session_not_found(session_id)
+    return _session(row)
+
+
+async def list_sessions(
+    pool: asyncpg.Pool, *, limit: int, offset: int, include_archived: bool
+) -> tuple[list[ChatSession], int]:
+    """Most recently active first (updated_at moves with every answer)."""
+    rows = await pool.fetch(
+        f"""
+        SELECT {_SESSION_COLUMNS} FROM chat_sessions s
+        WHERE $1 OR NOT s.is_archived
+        ORDER BY s.updated_at DESC, s.id
+        LIMIT $2 OFFSET $3
+        """,
+        include_archived,
+        limit,
+        offset,
+    )
+    total = await pool.fetchval(
+        "SELECT count(*) FROM chat_sessions WHERE $1 OR NOT is_archived", include_archived
+    )
+    return [_session(r) for r in rows], int(total)
+
+
+async def update_session(
+    pool: asyncpg.Pool,
+    session_id: UUID,
+    *,
+    title: str | None = None,
+    is_archived: bool | None = None,
+    search_type: SearchType | None = None,
+) -> ChatSession:
+    """Rename / archive / unarchive / change the default search type; None leaves a field as is."""
+    row = await pool.fetchrow(
+        f"""
+        WITH s AS (
+            UPDATE chat_sessions
+            SET title = coalesce($2, title),
+                is_archived = coalesce($3, is_archived),
+                search_type = coalesce($4, search_type),
+                updated_at = now()
+            WHERE id = $1
+            RETURNING *
+        )
+        SELECT {_SESSION_COLUMNS} FROM s
+        """,
+        session_id,
+        title,
+        is_archived,
+        search_type,
+    )
+    if row is None:
+        raise session_not_found(session_id)
+    return _session(row)
+
+
+async def delete_session(pool: asyncpg.Pool, session_id: UUID) -> None:
+    """Messages go with it (ON DELETE CASCADE)."""
+    status = await pool.execute("DELETE FROM chat_sessions WHERE id = $1", session_id)
+    if status == "DELETE 0":
+        raise session_not_found(session_id)
+
+
+async def clear_messages(pool: asyncpg.Pool, session_id: UUID) -> int:
+    """Delete every message of a session, keep the session. Returns how many were deleted."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _lock_session(conn, session_id)
+        status = await conn.execute("DELETE FROM chat_messages WHERE session_id = $1", session_id)
+        await conn.execute("UPDATE chat_sessions SET updated_at = now() WHERE id = $1", session_id)
+    return int(status.split()[-1])
+
+
+async def _lock_session(conn: asyncpg.Connection, session_id: UUID) -> None:
+    found = await conn.fetchval("SELECT true FROM chat_sessions WHERE id = $1 FOR UPDATE", session_id)
+    if not found:
+        raise session_not_found(session_id)
+
+
+def _message(row: asyncpg.Record) -> ChatMessageOut:
+    metadata: dict[str, Any] = dict(row["metadata"] or {})
+    sources = [Source(**s) for s in metadata.pop("sources", [])]
+    return ChatMessageOut(
+        id=row["id"],
+        role=row["role"],
+        content=row["content"],
+        sources=sources,
+        metadata=metadata,
+        created_at=row["created_at"],
+    )
+
+
+async def list_messages(
+    pool: asyncpg.Pool, session_id: UUID, *, last: int | None = None, mark_deleted: bool = True
+) -> list[ChatMessageOut]:
+    """A session's messages in order (all, or the `last` n). Raises NotFoundError for an unknown session.
+
+    With mark_deleted, sources whose document no longer exists get `document_deleted=True`; the
+    persisted excerpt keeps old answers readable.
+    """
+    async with pool.acquire() as conn:
+        await get_session(conn, session_id)
+        rows = await conn.fetch(
+            """
+            SELECT * FROM (
+                SELECT id, role, content, metadata, created_at FROM chat_messages
+                WHERE session_id = $1 ORDER BY id DESC LIMIT $2
+            ) m ORDER BY id
+            """,
+            session_id,
+            last,
+        )
+        messages = [_message(r) for r in rows]
+        if mark_deleted:
+            await _mark_deleted_documents(conn, messages)
+    return messages
+
+
+async def _mark_deleted_documents(conn: asyncpg.Connection, messages: list[ChatMessageOut]) -> None:
+    cited = {s.document_id for m in messages for s in m.sources}
+    if not cited:
+        return
+    rows = await conn.fetch("SELECT id FROM documents WHERE id = ANY($1::uuid[])", list(cited))
+    existing = {r["id"] for r in rows}
+    for message in messages:
+        for source in message.sources:
+            source.document_deleted = source.document_id not in existing
+
+
+async def append_exchange(
+    pool: asyncpg.Pool,
+    session_id: UUID,
+    *,
+    question: str,
+    answer: str,
+    answer_metadata: dict[str, Any],
+    title_if_missing: str | None,
+    create: ChatSession | None = None,
+) -> tuple[int, int]:
+    """Persist a question and its answer atomically; returns (user message id, assistant message id).
+
+    `create`: the session is new (POST /query without a session id) and is inserted in the same
+    transaction, so an answer that never completes leaves no empty session behind either.
+    The session row lock orders concurrent writers: the later one waits and gets the higher ids.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        if create is not None:
+            await conn.execute(
+                """
+                INSERT INTO chat_sessions (id, title, search_type, llm_model) VALUES ($1, $2, $3, $4)
+                ON CONFLICT (id) DO NOTHING
+                """,
+                session_id,
+                create.title,
+                create.search_type,
+                create.llm_model,
+            )
+        await _lock_session(conn, session_id)
+        user_id = await insert_message(conn, session_id, "user", question, {})
+        assistant_id = await insert_message(conn, session_id, "assistant", answer, answer_metadata)
+        await conn.execute(
+            "UPDATE chat_sessions SET updated_at = now(), title = coalesce(title, $2) WHERE id = $1",
+            session_id,
+            title_if_missing,
+        )
+    return user_id, assistant_id
+
+
+async def insert_message(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    session_id: UUID,
+    role: Role,
+    content: str,
+    metadata: dict[str, Any],
+) -> int:
+    message_id = await conn.fetchval(
+        """
+        INSERT INTO chat_messages (session_id, role, content, metadata)
+        VALUES ($1, $2, $3, $4) RETURNING id
+        """,
+        session_id,
+        role,
+        content,
+        metadata,
+    )
+    return int(message_id)
+
+
+async def ensure_session(conn: asyncpg.Connection, session_id: UUID) -> None:
+    """Create a bare session with this id when missing (the LlamaIndex chat store adds by key)."""
+    await conn.execute(
+        "INSERT INTO chat_sessions (id) VALUES ($1) ON CONFLICT (id) DO NOTHING",
+        session_id,
+    )
+
+
+async def session_ids(pool: asyncpg.Pool) -> list[UUID]:
+    rows = await pool.fetch("SELECT id FROM chat_sessions ORDER BY created_at, id")
+    return [r["id"] for r in rows]
+
+
+async def raw_messages(conn: asyncpg.Connection | asyncpg.Pool, session_id: UUID) -> list[asyncpg.Record]:
+    """id, role, content, metadata of a session's messages in order (no existence check)."""
+    return await conn.fetch(
+        "SELECT id, role, content, metadata FROM chat_messages WHERE session_id = $1 ORDER BY id",
+        session_id,
+    )
+
+
+async def delete_message_ids(conn: asyncpg.Connection, ids: list[int]) -> None:
+    await conn.execute("DELETE FROM chat_messages WHERE id = ANY($1::bigint[])", ids)

@@ -1,0 +1,200 @@
+"""A real local HTTP server speaking OpenAI's /v1/chat/completions (JSON and stream=true SSE chunks).
+
+It runs aiohttp on its own event loop in a thread on 127.0.0.1:<free port>, so both in-process code
+and a `rag-server serve` subprocess reach it over real sockets. Behaviour is switched per test through
+`FakeLLM.behaviour`; every request body is recorded in `FakeLLM.requests`.
+
+Which prompt a request is: a system message mentioning "title" -> a title; "standalone question" ->
+a condense step; anything else -> an answer, which cites [1] and quotes the question.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from tests.processes import free_port
+
+TITLE = "Fake Conversation Title"
+
+
+@dataclass
+class Behaviour:
+    fail_status: int | None = None  # answer every request with this HTTP error
+    delay_s: float = 0.0  # wait before answering (timeouts)
+    chunk_delay_s: float = 0.0  # wait between streamed chunks
+    # After this many streamed tokens: keep the stream open with SSE comments until the client leaves.
+    hang_after_tokens: int | None = None
+    # After this many streamed tokens: drop the connection (a mid-stream failure).
+    drop_after_tokens: int | None = None
+    # Only requests of these kinds misbehave (None = all): "answer", "condense", "title".
+    affects: set[str] | None = None
+
+
+@dataclass
+class FakeLLM:
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    aborted_streams: int = 0
+    port: int = 0
+    _loop: asyncio.AbstractEventLoop | None = None
+    _runner: web.AppRunner | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def kinds(self) -> list[str]:
+        return [request_kind(r) for r in self.requests]
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> FakeLLM:
+        self.port = free_port()
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            app = web.Application()
+            app.router.add_post("/v1/chat/completions", self._chat)
+            self._runner = web.AppRunner(app)
+            loop.run_until_complete(self._runner.setup())
+            loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+            ready.set()
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-llm", daemon=True)
+        self._thread.start()
+        if not ready.wait(30):
+            raise RuntimeError("fake LLM did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None or self._runner is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def reset(self) -> None:
+        self.behaviour = Behaviour()
+        self.requests.clear()
+        self.aborted_streams = 0
+
+    def wait_for_aborted(self, count: int, timeout: float = 60) -> None:
+        """Block until `count` streams were abandoned by their client (not a timed assertion)."""
+        deadline = time.monotonic() + timeout
+        while self.aborted_streams < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {self.aborted_streams} aborted streams, expected {count}")
+            time.sleep(0.05)
+
+    # --- the endpoint --------------------------------------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        kind = request_kind(body)
+        b = self.behaviour
+        misbehave = b.affects is None or kind in b.affects
+        if misbehave and b.delay_s:
+            await asyncio.sleep(b.delay_s)
+        if misbehave and b.fail_status is not None:
+            return web.json_response(
+                {"error": {"message": f"fake failure {b.fail_status}", "type": "server_error"}},
+                status=b.fail_status,
+            )
+        text = reply_for(body)
+        model = body.get("model", "fake")
+        if not body.get("stream"):
+            return web.json_response(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }
+            )
+        return await self._stream(request, text, model, b if misbehave else Behaviour())
+
+    async def _stream(self, request: web.Request, text: str, model: str, b: Behaviour) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        tokens = [w + " " for w in text.split(" ")]
+        tokens[-1] = tokens[-1].rstrip()
+        try:
+            for i, token in enumerate(tokens):
+                if b.drop_after_tokens is not None and i == b.drop_after_tokens:
+                    assert request.transport is not None
+                    request.transport.close()
+                    return response
+                if b.hang_after_tokens is not None and i == b.hang_after_tokens:
+                    while True:  # writes fail once the client has gone
+                        await response.write(b": keepalive\n\n")
+                        await asyncio.sleep(0.05)
+                await response.write(_chunk(model, {"role": "assistant", "content": token}, None))
+                if b.chunk_delay_s:
+                    await asyncio.sleep(b.chunk_delay_s)
+            await response.write(_chunk(model, {}, "stop"))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except (ConnectionError, asyncio.CancelledError, RuntimeError):
+            self.aborted_streams += 1
+        return response
+
+
+def _chunk(model: str, delta: dict[str, Any], finish: str | None) -> bytes:
+    payload = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def _system(body: dict[str, Any]) -> str:
+    return " ".join(str(m.get("content", "")) for m in body.get("messages", []) if m.get("role") == "system")
+
+
+def _last_user(body: dict[str, Any]) -> str:
+    users = [str(m.get("content", "")) for m in body.get("messages", []) if m.get("role") == "user"]
+    return users[-1] if users else ""
+
+
+def request_kind(body: dict[str, Any]) -> str:
+    system = _system(body).lower()
+    if "title" in system:
+        return "title"
+    if "standalone question" in system:
+        return "condense"
+    return "answer"
+
+
+def reply_for(body: dict[str, Any]) -> str:
+    kind = request_kind(body)
+    if kind == "title":
+        return TITLE
+    if kind == "condense":
+        follow_up = _last_user(body).split("Follow-up question:", 1)[-1].split("\n\n")[0].strip()
+        return f"Standalone: {follow_up}"
+    return f"According to the sources, the answer to '{_last_user(body)[:80]}' is grounded [1]."

@@ -1,0 +1,198 @@
+"""Answer building: extractive answers, prompts, and the LLM calls against a real fake HTTP server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from rag_server.chat.answer import (
+    EXTRACTIVE_HEADER,
+    NO_SOURCES_ANSWER,
+    LLMFailure,
+    answer_messages,
+    complete,
+    condense_question,
+    extractive_answer,
+    fallback_title,
+    key_sentences,
+    llm_title,
+    sources_from_hits,
+    stream,
+)
+from rag_server.chat.models import ChatMessageOut
+from rag_server.config import Settings
+from rag_server.infra.llm import LLMConfigError, build_llm, get_llm
+from rag_server.retrieval.models import SearchHit
+from tests.fake_llm import TITLE, Behaviour, FakeLLM
+
+
+def hit(text: str, name: str = "doc.txt", page: int | None = None, score: float = 0.5) -> SearchHit:
+    return SearchHit(
+        chunk_id=1,
+        document_id=uuid.uuid4(),
+        document_name=name,
+        chunk_index=0,
+        page=page,
+        text=text,
+        score=score,
+    )
+
+
+HITS = [
+    hit(
+        "Postgres is a database. The HNSW index makes vector search fast. It was added in pgvector 0.5.",
+        page=3,
+    ),
+    hit("BM25 ranks documents by term frequency. It is a classic lexical ranking function.", name="bm25.md"),
+    hit("Unrelated text about cooking pasta. Boil water first."),
+    hit("A fourth passage that is not shown in the extractive answer."),
+]
+
+
+def test_extractive_answer_is_marked_and_cites_passages_in_order() -> None:
+    answer = extractive_answer("How does the HNSW index speed up vector search?", HITS)
+    lines = answer.splitlines()
+    assert lines[0] == EXTRACTIVE_HEADER
+    assert len(lines) == 4  # header + the top 3 passages
+    assert "HNSW index makes vector search fast" in lines[1]
+    assert lines[1].endswith("[1] (doc.txt, p. 3)")
+    assert "[2] (bm25.md)" in lines[2]
+    assert "[3]" in lines[3]
+    assert "[4]" not in answer
+
+
+def test_extractive_answer_without_hits_says_nothing_was_found() -> None:
+    assert extractive_answer("anything", []) == NO_SOURCES_ANSWER
+
+
+def test_key_sentences_prefers_matching_sentences_and_falls_back_to_the_opening() -> None:
+    text = "First sentence here. Vectors are embeddings. Another line about nothing."
+    assert key_sentences(text, {"embeddings"}) == "Vectors are embeddings."
+    assert key_sentences(text, {"zebra"}) == "First sentence here."
+
+
+def test_sources_are_numbered_from_one_with_short_excerpts() -> None:
+    long_hit = hit("word " * 500)
+    sources = sources_from_hits([*HITS[:2], long_hit])
+    assert [s.n for s in sources] == [1, 2, 3]
+    assert sources[0].page == 3 and sources[0].document_name == "doc.txt"
+    assert len(sources[2].excerpt) <= 400 and sources[2].excerpt.endswith("…")
+
+
+def test_fallback_title_cuts_at_a_word_boundary() -> None:
+    assert fallback_title("  short   question ") == "short question"
+    title = fallback_title("a very long question " * 10)
+    assert len(title) <= 60 and title.endswith("…") and not title[:-1].endswith(" ")
+
+
+def test_answer_prompt_numbers_sources_and_keeps_history() -> None:
+    history = [
+        ChatMessageOut(id=1, role="user", content="earlier question", created_at="2026-01-01T00:00:00Z"),
+        ChatMessageOut(id=2, role="assistant", content="earlier answer", created_at="2026-01-01T00:00:00Z"),
+    ]
+    messages = answer_messages("new question", HITS[:2], history)
+    assert messages[0].role.value == "system"
+    assert "[1] (doc.txt, page 3)" in (messages[0].content or "")
+    assert "[2] (bm25.md)" in (messages[0].content or "")
+    assert [m.role.value for m in messages[1:]] == ["user", "assistant", "user"]
+    assert messages[-1].content == "new question"
+
+
+def test_llm_settings_are_validated() -> None:
+    assert get_llm(Settings(llm_provider="none")) is None
+    with pytest.raises(LLMConfigError):
+        build_llm(Settings(llm_provider="openai", llm_model=None))
+
+
+# --- against the fake OpenAI-compatible server ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake_llm() -> Iterator[FakeLLM]:
+    fake = FakeLLM().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake(fake_llm: FakeLLM) -> FakeLLM:
+    fake_llm.reset()
+    return fake_llm
+
+
+def llm_settings(fake: FakeLLM, timeout_s: float = 30.0) -> Settings:
+    return Settings(
+        llm_provider="openai",
+        llm_base_url=fake.base_url,
+        llm_model="fake-model",
+        llm_timeout_s=timeout_s,
+        llm_max_retries=0,
+    )
+
+
+async def test_stream_yields_tokens_from_sse_chunks(fake: FakeLLM) -> None:
+    llm = build_llm(llm_settings(fake))
+    pieces = [p async for p in stream(llm, answer_messages("what is HNSW?", HITS, []), 30)]
+    assert len(pieces) > 3
+    assert "".join(pieces) == "According to the sources, the answer to 'what is HNSW?' is grounded [1]."
+    assert fake.requests[-1]["stream"] is True
+    assert fake.requests[-1]["model"] == "fake-model"
+
+
+async def test_condense_and_title_use_plain_completions(fake: FakeLLM) -> None:
+    llm = build_llm(llm_settings(fake))
+    history = [
+        ChatMessageOut(id=1, role="user", content="tell me about HNSW", created_at="2026-01-01T00:00:00Z")
+    ]
+    assert (
+        await condense_question(llm, "and its parameters?", history, 30) == "Standalone: and its parameters?"
+    )
+    assert await condense_question(llm, "no history", [], 30) == "no history"  # no LLM call
+    assert await llm_title(llm, "what is HNSW?", 30) == TITLE
+    assert fake.kinds() == ["condense", "title"]
+
+
+async def test_http_errors_become_llm_failures_with_a_readable_sentence(fake: FakeLLM) -> None:
+    fake.behaviour = Behaviour(fail_status=500)
+    llm = build_llm(llm_settings(fake))
+    with pytest.raises(LLMFailure, match=r"The LLM \(fake-model\) failed .*extractive answer"):
+        await complete(llm, answer_messages("q", HITS, []), 30)
+    with pytest.raises(LLMFailure, match="InternalServerError"):
+        async for _ in stream(llm, answer_messages("q", HITS, []), 30):
+            pass
+
+
+async def test_slow_llm_times_out(fake: FakeLLM) -> None:
+    fake.behaviour = Behaviour(delay_s=5)
+    llm = build_llm(llm_settings(fake, timeout_s=0.5))
+    with pytest.raises(LLMFailure, match="did not respond within 0.5 s"):
+        await complete(llm, answer_messages("q", HITS, []), 0.5)
+
+
+async def test_a_stream_stalling_mid_answer_times_out(fake: FakeLLM) -> None:
+    fake.behaviour = Behaviour(hang_after_tokens=2)
+    llm = build_llm(llm_settings(fake, timeout_s=0.5))
+    pieces: list[str] = []
+    with pytest.raises(LLMFailure, match="did not respond"):
+        async for piece in stream(llm, answer_messages("q", HITS, []), 0.5):
+            pieces.append(piece)
+    assert len(pieces) == 2
+    fake.wait_for_aborted(1)  # our side closed the HTTP stream
+
+
+async def test_a_dropped_stream_is_a_failure(fake: FakeLLM) -> None:
+    fake.behaviour = Behaviour(drop_after_tokens=3)
+    llm = build_llm(llm_settings(fake))
+    with pytest.raises(LLMFailure):
+        async for _ in stream(llm, answer_messages("q", HITS, []), 30):
+            pass
+
+
+async def test_unreachable_llm_is_a_failure() -> None:
+    settings = Settings(
+        llm_provider="openai", llm_base_url="http://127.0.0.1:9/v1", llm_model="m", llm_max_retries=0
+    )
+    with pytest.raises(LLMFailure, match="APIConnectionError"):
+        await complete(build_llm(settings), answer_messages("q", HITS, []), 30)
