@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     embedding_api_key: str | None = None
     embedding_batch_size: int = 64
     embedding_timeout_s: float = 30.0
+    # Remote providers: transient failures (timeout, 429, 5xx) retried this often in-process, with
+    # exponential backoff from embedding_retry_backoff_s, before the worker retries the whole task.
+    embedding_retries: int = 2
+    embedding_retry_backoff_s: float = 0.5
 
     # --- ingestion ------------------------------------------------------------------------
     # pgmq queue names become table names: keep them short identifiers.
@@ -47,6 +51,10 @@ class Settings(BaseSettings):
     worker_visibility_timeout_s: int = 120
     worker_poll_interval_s: float = 0.5
     worker_max_attempts: int = 5
+    # Delay before a transiently failed task is visible again: base * 2**(attempt-1), capped at 300 s.
+    worker_retry_backoff_s: float = 5.0
+    # SIGTERM: in-flight tasks get this long to finish, then their messages are released (vt = 0).
+    worker_shutdown_grace_s: float = 30.0
 
     # --- retrieval ------------------------------------------------------------------------
     bm25_k1: float = 1.2

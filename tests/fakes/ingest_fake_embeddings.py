@@ -1,0 +1,119 @@
+"""A real local HTTP server speaking Ollama's /api/embed and OpenAI's /v1/embeddings.
+
+Only the remote embedding APIs are faked, at the protocol level. Behaviour is steered by markers
+inside the input texts, so tests sharing one server never interfere:
+  FAIL503x<n>-<tag>   the first n requests containing this marker get HTTP 503
+  ALWAYS503           every request containing it gets HTTP 503
+  REJECT400           HTTP 400 (a non-transient error)
+  SLOW<ms>            the request sleeps this many milliseconds before answering
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tests.processes import free_port
+
+
+def fake_vector(text: str, dim: int) -> list[float]:
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    return np.random.default_rng(seed).standard_normal(dim).astype(np.float32).tolist()
+
+
+@dataclass
+class FakeEmbeddingServer:
+    dim: int = 768
+    port: int = field(default_factory=free_port)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    seen: Counter[str] = field(default_factory=Counter)
+    delay_s: float = 0.0  # applied to every request (timeouts)
+    wrong_dim: bool = False
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _answer(self, request: Request, openai: bool) -> JSONResponse:
+        body = await request.json()
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        self.requests.append(
+            {"path": request.url.path, "body": body, "auth": request.headers.get("authorization")}
+        )
+        joined = "\n".join(texts)
+        delay = self.delay_s + sum(int(ms) for ms in set(re.findall(r"SLOW(\d+)", joined))) / 1000
+        if delay:
+            await asyncio.sleep(delay)
+        for marker, n in set(re.findall(r"(FAIL503x(\d+)-\w+)", joined)):
+            self.seen[marker] += 1
+            if self.seen[marker] <= int(n):
+                return JSONResponse({"error": "overloaded"}, status_code=503)
+        if "ALWAYS503" in joined:
+            return JSONResponse({"error": "service unavailable"}, status_code=503)
+        if "REJECT400" in joined:
+            return JSONResponse({"error": "input rejected"}, status_code=400)
+        dim = self.dim + 1 if self.wrong_dim else self.dim
+        vectors = [fake_vector(t, dim) for t in texts]
+        if openai:
+            data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+            data.reverse()  # the protocol orders by `index`, not by position
+            return JSONResponse(
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": body["model"],
+                    "usage": {"prompt_tokens": 0, "total_tokens": 0},
+                }
+            )
+        return JSONResponse({"model": body["model"], "embeddings": vectors})
+
+    async def ollama(self, request: Request) -> JSONResponse:
+        return await self._answer(request, openai=False)
+
+    async def openai(self, request: Request) -> JSONResponse:
+        return await self._answer(request, openai=True)
+
+    def start(self) -> FakeEmbeddingServer:
+        app = Starlette(
+            routes=[
+                Route("/api/embed", self.ollama, methods=["POST"]),
+                Route("/v1/embeddings", self.openai, methods=["POST"]),
+            ]
+        )
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise TimeoutError("fake embedding server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(5)
+
+
+def fake_ollama_env(server: FakeEmbeddingServer) -> dict[str, str]:
+    """Environment for server/worker subprocesses that embed through the fake Ollama."""
+    return {
+        "RAG_EMBEDDING_PROVIDER": "ollama",
+        "RAG_EMBEDDING_MODEL": "nomic-embed-text",
+        "RAG_EMBEDDING_DIM": str(server.dim),
+        "RAG_EMBEDDING_BASE_URL": server.base_url,
+    }
