@@ -167,7 +167,7 @@ async def test_http_errors_become_llm_failures_with_a_readable_sentence(fake: Fa
 async def test_slow_llm_times_out(fake: FakeLLM) -> None:
     fake.behaviour = Behaviour(delay_s=5)
     llm = build_llm(llm_settings(fake, timeout_s=0.5))
-    with pytest.raises(LLMFailure, match="did not respond within 0.5 s"):
+    with pytest.raises(LLMFailure, match=r"did not respond within 0\.5 s"):
         await complete(llm, answer_messages("q", HITS, []), 0.5)
 
 
