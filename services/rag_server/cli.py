@@ -56,6 +56,16 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.ingestion.cli import ingest_paths
+
+    base_url = args.url or f"http://{settings.host}:{settings.port}"
+    return ingest_paths(
+        args.paths, base_url=base_url, wait=not args.no_wait, skip_duplicates=not args.force,
+        max_file_bytes=settings.max_upload_bytes,
+    )
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.stack import run_stack
 
@@ -84,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("worker", cmd_worker, "run an ingestion worker (applies migrations first)")
     p.add_argument("--concurrency", type=int, default=None, help="tasks processed at once")
+    p = add("ingest", cmd_ingest, "upload files/folders (recursive) to a running server and wait for them")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--url", default=None, help="server URL (default http://RAG_HOST:RAG_PORT)")
+    p.add_argument("--no-wait", action="store_true", help="print the batch ids instead of waiting")
+    p.add_argument("--force", action="store_true", help="upload files even if already stored")
     add("migrate", cmd_migrate, "apply database migrations up to the latest")
     add("doctor", cmd_doctor, "print the database capability report")
     from rag_server.evaluation.commands import register_eval_commands

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from rag_server import __version__
 from rag_server.api.errors import install_error_handlers
-from rag_server.api.routes import health
+from rag_server.api.routes import documents, health, tasks, upload
 from rag_server.config import Settings, get_settings
 from rag_server.infra.runtime import open_runtime
 
@@ -26,4 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="rag-server", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(upload.router)
+    app.include_router(tasks.router)
+    app.include_router(documents.router)
     return app

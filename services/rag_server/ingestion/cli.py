@@ -1,0 +1,152 @@
+"""`rag-server ingest PATH...`: bulk upload through the running API, progress from the batch status.
+
+Goes through the same HTTP API as the chat UI (upload, then poll /tasks/{batch}/status), so a bulk
+load exercises exactly the path users take and the worker(s) do the processing.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+from rag_server.ingestion.parsing import file_type_for
+from rag_server.ingestion.store import sha256_hex
+
+# One request carries at most this many files / bytes; bigger loads become several batches.
+GROUP_FILES = 100
+GROUP_BYTES = 64 * 1024 * 1024
+FINISHED = ("completed", "failed", "duplicate")
+
+
+def collect_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
+    """(supported files, skipped files): files as given, folders recursively, sorted, no repeats."""
+    found: list[Path] = []
+    skipped: list[Path] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for p in candidates:
+            resolved = p.resolve()
+            if resolved in seen:
+                continue
+            seen.add(resolved)
+            if not p.is_file() or file_type_for(p.name) is None:
+                skipped.append(p)
+            else:
+                found.append(p)
+    return found, skipped
+
+
+def ingest_paths(
+    paths: Sequence[str],
+    *,
+    base_url: str,
+    wait: bool = True,
+    skip_duplicates: bool = True,
+    max_file_bytes: int | None = None,
+    timeout_s: float = 120.0,
+) -> int:
+    """Upload every supported file under `paths` and (by default) wait until all are processed.
+    Exit code: 0 when nothing failed, 1 otherwise."""
+    files, skipped = collect_files(paths)
+    for p in skipped:
+        print(f"skipped (unsupported or missing): {p}", file=sys.stderr)
+    if max_file_bytes is not None:
+        too_big = [p for p in files if p.stat().st_size > max_file_bytes]
+        for p in too_big:
+            print(f"skipped (over {max_file_bytes} bytes): {p}", file=sys.stderr)
+        files = [p for p in files if p not in too_big]
+    if not files:
+        print("nothing to ingest", file=sys.stderr)
+        return 1 if skipped else 0
+
+    with httpx.Client(base_url=base_url, timeout=timeout_s) as client:
+        if skip_duplicates:
+            files = _without_duplicates(client, files)
+            if not files:
+                print("every file is already stored", file=sys.stderr)
+                return 0
+        batch_ids = [_upload(client, group) for group in _groups(files)]
+        print(f"uploaded {len(files)} files in {len(batch_ids)} batch(es)", file=sys.stderr)
+        if not wait:
+            for batch_id in batch_ids:
+                print(batch_id)
+            return 0
+        statuses = _wait(client, batch_ids, len(files))
+    failed = [t for s in statuses for t in s["tasks"] if t["status"] == "failed"]
+    counts: dict[str, int] = {}
+    for s in statuses:
+        for status, n in s["counts"].items():
+            counts[status] = counts.get(status, 0) + n
+    print(", ".join(f"{n} {status}" for status, n in counts.items() if n), file=sys.stderr)
+    for t in failed:
+        print(f"failed: {t['filename']}: {t['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _without_duplicates(client: httpx.Client, files: list[Path]) -> list[Path]:
+    digests = {p: sha256_hex(p.read_bytes()) for p in files}
+    response = client.post(
+        "/documents/check-duplicates",
+        json={"files": [{"filename": p.name, "sha256": d} for p, d in digests.items()]},
+    )
+    response.raise_for_status()
+    stored = {r["sha256"] for r in response.json()["results"] if r["duplicate"]}
+    kept = [p for p in files if digests[p] not in stored]
+    if len(kept) < len(files):
+        print(f"{len(files) - len(kept)} file(s) already stored, not uploaded again", file=sys.stderr)
+    return kept
+
+
+def _groups(files: list[Path]) -> Iterable[list[Path]]:
+    group: list[Path] = []
+    size = 0
+    for p in files:
+        n = p.stat().st_size
+        if group and (len(group) >= GROUP_FILES or size + n > GROUP_BYTES):
+            yield group
+            group, size = [], 0
+        group.append(p)
+        size += n
+    if group:
+        yield group
+
+
+def _upload(client: httpx.Client, group: list[Path]) -> str:
+    parts = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in group]
+    response = client.post("/upload", files=parts)
+    if response.status_code != 202:
+        detail = (
+            response.json().get("detail")
+            if response.headers.get("content-type", "").startswith("application/json")
+            else response.text
+        )
+        raise SystemExit(f"upload failed with HTTP {response.status_code}: {detail}")
+    return str(response.json()["batch_id"])
+
+
+def _wait(
+    client: httpx.Client, batch_ids: list[str], total: int, poll_s: float = 0.5
+) -> list[dict[str, Any]]:
+    """Poll every batch until all tasks are finished; the bar counts finished files."""
+    with tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True) as bar:
+        while True:
+            statuses = []
+            for batch_id in batch_ids:
+                response = client.get(f"/tasks/{batch_id}/status")
+                response.raise_for_status()
+                statuses.append(response.json())
+            finished = sum(1 for s in statuses for t in s["tasks"] if t["status"] in FINISHED)
+            chunks = sum(s["completed_chunks"] for s in statuses)
+            bar.update(finished - bar.n)
+            bar.set_postfix(chunks=chunks, refresh=False)
+            if all(s["done"] for s in statuses):
+                return statuses
+            time.sleep(poll_s)

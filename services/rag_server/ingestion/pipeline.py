@@ -1,0 +1,173 @@
+"""parse -> chunk -> embed -> write: the one code path used by the worker and by direct ingestion."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+
+from rag_server.config import Settings
+from rag_server.infra.embeddings import Embedder
+from rag_server.infra.runtime import Runtime
+from rag_server.ingestion import store
+from rag_server.ingestion.chunking import Chunk, chunk_document
+from rag_server.ingestion.parsing import ParseError, file_type_for, parse_document, sanitize_filename
+
+
+class UnsupportedFileError(ValueError):
+    """The filename's extension is not a supported type."""
+
+
+def prepare_chunks_sync(settings: Settings, filename: str, content: bytes, file_type: str) -> list[Chunk]:
+    """Parse and chunk (CPU-bound; call through asyncio.to_thread). Raises ParseError."""
+    parsed = parse_document(filename, content, file_type)
+    chunks = chunk_document(
+        parsed,
+        chunk_size=settings.chunk_size,
+        chunk_overlap=settings.chunk_overlap,
+        include_title=settings.chunk_include_title,
+    )
+    if not chunks:
+        raise ParseError("The file contains no extractable text.")
+    return chunks
+
+
+async def prepare_chunks(settings: Settings, filename: str, content: bytes, file_type: str) -> list[Chunk]:
+    return await asyncio.to_thread(prepare_chunks_sync, settings, filename, content, file_type)
+
+
+async def embed_chunks(
+    embedder: Embedder,
+    chunks: Sequence[Chunk],
+    batch_size: int,
+    on_progress: Callable[[int], Awaitable[None]] | None = None,
+) -> np.ndarray:
+    """Embed search_text in batches; `on_progress(done)` is awaited after each batch."""
+    parts: list[np.ndarray] = []
+    done = 0
+    for start in range(0, len(chunks), batch_size):
+        batch = [c.search_text for c in chunks[start : start + batch_size]]
+        parts.append(await embedder.embed(batch))
+        done += len(batch)
+        if on_progress is not None:
+            await on_progress(done)
+    if not parts:
+        return np.zeros((0, embedder.dim), dtype=np.float32)
+    return np.concatenate(parts)
+
+
+async def process_stored_document(runtime: Runtime, document_id: UUID) -> int:
+    """Parse, chunk, embed and write one document already stored in Postgres; returns its chunk count.
+
+    No queue or task bookkeeping: for tools and benchmarks. Raises ParseError / EmbeddingError.
+    """
+    row = await runtime.pool.fetchrow(
+        """
+        SELECT d.filename, d.file_type, f.content
+        FROM documents d JOIN document_files f ON f.document_id = d.id WHERE d.id = $1
+        """,
+        document_id,
+    )
+    if row is None:
+        raise LookupError(f"no stored document {document_id}")
+    try:
+        chunks = await prepare_chunks(
+            runtime.settings, row["filename"], bytes(row["content"]), row["file_type"]
+        )
+    except ParseError as exc:
+        await store.mark_document_failed(runtime.pool, document_id, str(exc))
+        raise
+    vectors = await embed_chunks(runtime.embedder, chunks, runtime.settings.embedding_batch_size)
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        await store.write_chunks(conn, document_id, chunks, vectors)
+    return len(chunks)
+
+
+# --- direct ingestion (evaluation, benchmarks) --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DirectDocument:
+    filename: str
+    content: bytes
+    metadata: dict[str, Any]
+
+
+def incoming_file(
+    filename: str, content: bytes, metadata: dict[str, Any] | None = None
+) -> store.IncomingFile:
+    """Validate a filename's type and wrap the bytes for storage. Raises UnsupportedFileError."""
+    name = sanitize_filename(filename)
+    file_type = file_type_for(name)
+    if file_type is None:
+        raise UnsupportedFileError(f"{name}: unsupported file type")
+    return store.IncomingFile(name, file_type.name, file_type.content_type, content, dict(metadata or {}))
+
+
+# Embed across documents in windows of about this many chunks: big batches for throughput,
+# bounded memory for large corpora.
+DIRECT_WINDOW_CHUNKS = 2048
+
+
+async def ingest_documents_direct(
+    runtime: Runtime,
+    documents: Sequence[DirectDocument],
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> list[UUID]:
+    """Store documents (bytes, sha256, metadata) and their chunks with status ready, bypassing the queue,
+    through the SAME parse/chunk/embed/write code the worker uses. Embeds in large batches across
+    documents for throughput. Returns document ids in input order (an existing sha256 returns the
+    existing id). progress(n) is called with the number of documents finished so far.
+
+    A document that cannot be parsed is stored with status 'failed' and its reason; its id is returned.
+    An unsupported extension raises UnsupportedFileError before anything is stored.
+    """
+    files = [incoming_file(d.filename, d.content, d.metadata) for d in documents]
+    settings = runtime.settings
+    ids: list[UUID] = []
+    finished = 0
+    window: list[tuple[UUID, list[Chunk]]] = []
+    window_chunks = 0
+
+    async def flush() -> None:
+        nonlocal finished, window, window_chunks
+        texts_chunks = [c for _, chunks in window for c in chunks]
+        vectors = await embed_chunks(runtime.embedder, texts_chunks, max(settings.embedding_batch_size, 256))
+        offset = 0
+        for doc_id, chunks in window:
+            async with runtime.pool.acquire() as conn, conn.transaction():
+                await store.write_chunks(conn, doc_id, chunks, vectors[offset : offset + len(chunks)])
+            offset += len(chunks)
+        finished += len(window)
+        window, window_chunks = [], 0
+        if progress is not None:
+            progress(finished)
+
+    for f in files:
+        doc_id, status, _created = await store.insert_document(runtime.pool, f)
+        ids.append(doc_id)
+        if status == "ready" or any(doc_id == d for d, _ in window):
+            finished += 1
+            if progress is not None:
+                progress(finished)
+            continue
+        try:
+            chunks = await prepare_chunks(settings, f.filename, f.content, f.file_type)
+        except ParseError as exc:
+            await store.mark_document_failed(runtime.pool, doc_id, str(exc))
+            finished += 1
+            if progress is not None:
+                progress(finished)
+            continue
+        window.append((doc_id, chunks))
+        window_chunks += len(chunks)
+        if window_chunks >= DIRECT_WINDOW_CHUNKS:
+            await flush()
+    if window:
+        await flush()
+    return ids

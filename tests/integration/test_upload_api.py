@@ -1,0 +1,355 @@
+"""Upload -> pgmq -> worker -> chunks, through a real `rag-server serve` and `rag-server worker`.
+
+Embeddings come from a local server speaking Ollama's protocol (fast, and lets a test make the
+backend fail on purpose); test_worker_kill.py covers the default local MiniLM model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from rag_server.config import Settings
+from rag_server.ingestion.parsing import file_type_for
+from rag_server.ingestion.pipeline import prepare_chunks_sync
+from rag_server.ingestion.store import sha256_hex
+from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer, fake_ollama_env
+from tests.fixtures.ingest_files import (
+    blank_pdf,
+    corrupt_pdf,
+    docx_bytes,
+    encrypted_pdf,
+    image_only_pdf,
+    long_text,
+    pdf_with_text,
+)
+from tests.fixtures.ingest_stack import upload, wait_batch
+from tests.processes import Proc, process_env, start_server, start_worker
+
+MAX_UPLOAD = 300_000
+STACK_ENV = {
+    "RAG_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
+    "RAG_CHUNK_SIZE": "128",
+    "RAG_CHUNK_OVERLAP": "16",
+    "RAG_EMBEDDING_BATCH_SIZE": "16",
+    "RAG_EMBEDDING_RETRIES": "0",
+    "RAG_WORKER_MAX_ATTEMPTS": "3",
+    "RAG_WORKER_RETRY_BACKOFF_S": "0",
+    "RAG_WORKER_POLL_INTERVAL_S": "0.1",
+    "RAG_WORKER_CONCURRENCY": "2",
+}
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeEmbeddingServer]:
+    server = FakeEmbeddingServer(dim=768).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def env(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> dict[str, str]:
+    return process_env(database_url, data_dir, **fake_ollama_env(fake), **STACK_ENV)
+
+
+@pytest.fixture(scope="module")
+def stack_settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
+    """The settings the subprocesses run with, to compute the expected chunks in the test."""
+    return Settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        embedding_provider="ollama",
+        embedding_model="nomic-embed-text",
+        embedding_dim=768,
+        embedding_base_url=fake.base_url,
+        chunk_size=128,
+        chunk_overlap=16,
+    )
+
+
+@pytest.fixture(scope="module")
+def server(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    proc = start_server(env, tmp_path_factory.mktemp("logs") / "server.log")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(server: Proc, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    proc = start_worker(env, tmp_path_factory.mktemp("logs") / "worker.log")
+    yield proc
+    assert proc.stop() == 0, proc.log()
+
+
+@pytest.fixture(scope="module")
+def client(server: Proc, worker: Proc) -> Iterator[httpx.Client]:
+    assert server.base_url
+    with httpx.Client(base_url=server.base_url, timeout=60) as c:
+        yield c
+
+
+def fetch(database_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def document_count(database_url: str) -> int:
+    return int((fetch(database_url, "SELECT count(*) AS n FROM documents"))[0]["n"])
+
+
+SAMPLES: dict[str, bytes] = {
+    "notes.txt": long_text(900, seed=11).encode(),
+    "guide.md": ("# Field Guide\n\n" + long_text(400, seed=12)).encode(),
+    "report.pdf": pdf_with_text([long_text(300, seed=13), long_text(250, seed=14)]),
+    "page.html": (
+        f"<html><head><title>Web Page</title></head><body><p>{long_text(300, seed=15)}</p></body></html>"
+    ).encode(),
+    "letter.docx": docx_bytes([long_text(200, seed=16), long_text(150, seed=17)]),
+    "table.csv": ("id,species,habitat\n" + "\n".join(f"{i},otter {i},river {i}" for i in range(60))).encode(),
+    "data.json": json.dumps(
+        {"items": [{"name": f"item {i}", "note": long_text(10, seed=i)} for i in range(30)]}
+    ).encode(),
+}
+
+
+def test_every_supported_type_becomes_exactly_the_expected_chunks(
+    client: httpx.Client, database_url: str, stack_settings: Settings
+) -> None:
+    response = upload(client, list(SAMPLES.items()))
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert [t["filename"] for t in body["tasks"]] == list(SAMPLES)
+    assert {t["status"] for t in body["tasks"]} == {"queued"}
+
+    status = wait_batch(client, body["batch_id"])
+    assert status["status"] == "completed", status
+    assert status["counts"]["completed"] == len(SAMPLES)
+    for task in status["tasks"]:
+        name = task["filename"]
+        file_type = file_type_for(name)
+        assert file_type is not None
+        expected = prepare_chunks_sync(stack_settings, name, SAMPLES[name], file_type.name)
+        assert task["total_chunks"] == task["completed_chunks"] == len(expected) > 0, task
+        assert task["attempts"] == 1 and task["error"] is None
+        rows = fetch(
+            database_url,
+            "SELECT chunk_index, text, search_text, page, char_start, char_end FROM chunks "
+            "WHERE document_id = %s ORDER BY chunk_index",
+            task["document_id"],
+        )
+        assert [(r["chunk_index"], r["text"], r["search_text"], r["page"]) for r in rows] == [
+            (c.index, c.text, c.search_text, c.page) for c in expected
+        ]
+        doc = client.get(f"/documents/{task['document_id']}").json()
+        assert doc["status"] == "ready" and doc["chunk_count"] == len(expected)
+    # Title context reaches the search text; PDF chunks know their page.
+    pdf_task = next(t for t in status["tasks"] if t["filename"] == "report.pdf")
+    pages = fetch(
+        database_url, "SELECT DISTINCT page FROM chunks WHERE document_id = %s::uuid", pdf_task["document_id"]
+    )
+    assert sorted(r["page"] for r in pages) == [1, 2]
+    html_rows = fetch(
+        database_url,
+        "SELECT search_text FROM chunks c JOIN documents d ON d.id = c.document_id "
+        "WHERE d.filename = 'page.html' LIMIT 1",
+    )
+    assert html_rows[0]["search_text"].startswith("Web Page\n\n")
+
+
+@pytest.mark.parametrize(
+    ("filename", "content", "reason"),
+    [
+        ("empty.txt", b"", "The file is empty."),
+        ("zero.pdf", b"", "The file is empty."),
+        ("corrupt.pdf", corrupt_pdf(), "The PDF is damaged or not a PDF and could not be read"),
+        ("locked.pdf", encrypted_pdf(), "The PDF is password-protected; upload an unprotected copy."),
+        ("scan.pdf", image_only_pdf(), "The PDF has no extractable text layer"),
+        ("blank.pdf", blank_pdf(), "The PDF has no extractable text layer"),
+        ("bad.json", b'{"unterminated": ', "The file is not valid JSON"),
+    ],
+)
+def test_bad_files_fail_their_task_with_a_reason_and_no_chunks(
+    client: httpx.Client, database_url: str, filename: str, content: bytes, reason: str
+) -> None:
+    response = upload(client, [(filename, content)])
+    assert response.status_code == 202, response.text
+    status = wait_batch(client, response.json()["batch_id"])
+    [task] = status["tasks"]
+    assert status["status"] == "failed"
+    assert task["status"] == "failed" and task["error"].startswith(reason), task
+    assert task["attempts"] == 1  # deterministic: never retried
+    doc = client.get(f"/documents/{task['document_id']}").json()
+    assert doc["status"] == "failed" and doc["error"] == task["error"]
+    chunks = fetch(database_url, "SELECT id FROM chunks WHERE document_id = %s::uuid", task["document_id"])
+    assert chunks == []
+    archived = fetch(database_url, "SELECT count(*) AS n FROM pgmq.a_ingest")
+    assert archived[0]["n"] >= 1
+
+
+def test_unsupported_extension_is_415_and_stores_nothing(client: httpx.Client, database_url: str) -> None:
+    before = document_count(database_url)
+    response = upload(client, [("fine.txt", b"a fine file"), ("virus.exe", b"MZ..."), ("x.png", b"\x89PNG")])
+    assert response.status_code == 415
+    assert response.json()["detail"].startswith("Unsupported file type: virus.exe, x.png. Supported: .csv")
+    assert document_count(database_url) == before
+
+
+def test_file_over_the_limit_is_413_and_stores_nothing(client: httpx.Client, database_url: str) -> None:
+    before = document_count(database_url)
+    response = upload(client, [("ok.txt", b"small and fine"), ("huge.txt", b"x" * (MAX_UPLOAD + 1))])
+    assert response.status_code == 413
+    assert response.json()["detail"] == "huge.txt is 0.3 MB, over the limit of 0.3 MB."
+    assert document_count(database_url) == before
+
+
+def test_no_files_is_422(client: httpx.Client) -> None:
+    assert client.post("/upload", data={"other": "x"}).status_code == 422
+
+
+def test_filenames_are_sanitised_for_display(client: httpx.Client) -> None:
+    # Built by hand: httpx would percent-encode the control characters a hostile client can send raw.
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="files"; filename="../../etc/evil\x1b[2J\x07\x7f.txt"'
+        b"\r\nContent-Type: text/plain\r\n\r\npath traversal attempt text\r\n--XyZ--\r\n"
+    )
+    response = client.post(
+        "/upload", content=body, headers={"content-type": "multipart/form-data; boundary=XyZ"}
+    )
+    assert response.status_code == 202
+    [task] = response.json()["tasks"]
+    assert task["filename"] == "evil[2J.txt"
+    status = wait_batch(client, response.json()["batch_id"])
+    assert status["tasks"][0]["status"] == "completed"
+    download = client.get(f"/documents/{task['document_id']}/download")
+    assert download.content == b"path traversal attempt text"
+    assert 'filename="evil[2J.txt"' in download.headers["content-disposition"]
+
+
+def test_non_utf8_text_is_decoded(client: httpx.Client, database_url: str) -> None:
+    content = ("Crème brûlée and café au lait are served. " * 5).encode("cp1252")
+    response = upload(client, [("menu.txt", content)])
+    status = wait_batch(client, response.json()["batch_id"])
+    assert status["tasks"][0]["status"] == "completed"
+    rows = fetch(
+        database_url,
+        "SELECT text FROM chunks WHERE document_id = %s::uuid",
+        status["tasks"][0]["document_id"],
+    )
+    assert "Crème brûlée and café au lait" in rows[0]["text"]
+
+
+def test_duplicates_within_a_batch_and_across_batches(client: httpx.Client, database_url: str) -> None:
+    content = long_text(120, seed=99).encode()
+    first = upload(client, [("one.txt", content), ("same-again.txt", content)]).json()
+    assert [t["status"] for t in first["tasks"]] == ["queued", "duplicate"]
+    assert first["tasks"][0]["document_id"] == first["tasks"][1]["document_id"]
+    done = wait_batch(client, first["batch_id"])
+    assert done["status"] == "completed" and done["counts"] == {
+        "queued": 0,
+        "processing": 0,
+        "completed": 1,
+        "failed": 0,
+        "duplicate": 1,
+    }
+
+    again = upload(client, [("renamed.txt", content)]).json()
+    [task] = again["tasks"]
+    assert task["status"] == "duplicate" and task["document_id"] == first["tasks"][0]["document_id"]
+    docs = fetch(database_url, "SELECT id FROM documents WHERE sha256 = %s", sha256_hex(content))
+    assert len(docs) == 1
+    check = client.post(
+        "/documents/check-duplicates",
+        json={
+            "files": [
+                {"filename": "x.txt", "sha256": sha256_hex(content)},
+                {"filename": "new.txt", "sha256": "0" * 64},
+            ]
+        },
+    )
+    assert [(r["duplicate"], r["document_id"]) for r in check.json()["results"]] == [
+        (True, task["document_id"]),
+        (False, None),
+    ]
+
+
+def test_concurrent_identical_uploads_make_one_document(client: httpx.Client, database_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    content = long_text(80, seed=4242).encode()
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(lambda i: upload(client, [(f"copy{i}.txt", content)]), range(6)))
+    tasks = [r.json()["tasks"][0] for r in responses]
+    assert sorted(t["status"] for t in tasks) == ["duplicate"] * 5 + ["queued"]
+    assert len({t["document_id"] for t in tasks}) == 1
+    docs = fetch(database_url, "SELECT id FROM documents WHERE sha256 = %s", sha256_hex(content))
+    assert len(docs) == 1
+
+
+def test_failed_document_is_requeued_when_uploaded_again(client: httpx.Client) -> None:
+    # The fake embedding backend rejects this text (a non-transient error) the first time only...
+    content = b"REJECT400 once"
+    first = upload(client, [("reject.txt", content)]).json()
+    status = wait_batch(client, first["batch_id"])
+    assert status["tasks"][0]["status"] == "failed"
+    assert status["tasks"][0]["error"].startswith("The embedding service refused this document")
+    # ...uploading the same bytes again queues the failed document again instead of a 'duplicate'.
+    second = upload(client, [("reject.txt", content)]).json()
+    assert second["tasks"][0]["status"] == "queued"
+    assert second["tasks"][0]["document_id"] == first["tasks"][0]["document_id"]
+    assert wait_batch(client, second["batch_id"])["tasks"][0]["status"] == "failed"
+
+
+def test_transient_embedding_failures_are_retried(client: httpx.Client, database_url: str) -> None:
+    response = upload(client, [("flaky.txt", b"FAIL503x2-flaky this text fails twice then works.")])
+    status = wait_batch(client, response.json()["batch_id"])
+    [task] = status["tasks"]
+    assert task["status"] == "completed", task
+    assert task["attempts"] == 3 and task["error"] is None
+    rows = fetch(
+        database_url, "SELECT count(*) AS n FROM chunks WHERE document_id = %s::uuid", task["document_id"]
+    )
+    assert rows[0]["n"] == task["total_chunks"] == 1
+
+
+def test_persistent_transient_failure_gives_up_after_max_attempts(client: httpx.Client) -> None:
+    response = upload(client, [("down.txt", b"ALWAYS503 the backend is down for this one.")])
+    status = wait_batch(client, response.json()["batch_id"])
+    [task] = status["tasks"]
+    assert task["status"] == "failed"
+    assert task["attempts"] == 4  # read 3 times (RAG_WORKER_MAX_ATTEMPTS=3), failed on the 4th read
+    assert task["error"].startswith("Gave up after 3 attempts: The embedding service is unavailable:")
+    assert "HTTP 503" in task["error"]
+
+
+def test_five_hundred_files_in_one_request(client: httpx.Client, database_url: str) -> None:
+    files = [
+        (f"bulk/{i:03d}.txt", f"Bulk file number {i}. It talks about topic {i % 17}.".encode())
+        for i in range(500)
+    ]
+    response = upload(client, files)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert len(body["tasks"]) == 500 and body["tasks"][7]["filename"] == "007.txt"
+    status = wait_batch(client, body["batch_id"], timeout=300)
+    assert status["counts"]["completed"] == 500 and status["status"] == "completed"
+    rows = fetch(
+        database_url,
+        "SELECT count(*) AS n, count(DISTINCT document_id) AS docs FROM chunks "
+        "WHERE document_id = ANY(%s::uuid[])",
+        [t["document_id"] for t in status["tasks"]],
+    )
+    assert (rows[0]["n"], rows[0]["docs"]) == (500, 500)
+    queue = fetch(database_url, "SELECT count(*) AS n FROM pgmq.q_ingest")
+    assert queue[0]["n"] == 0
+
+
+def test_unknown_batch_is_404(client: httpx.Client) -> None:
+    response = client.get("/tasks/00000000-0000-0000-0000-000000000000/status")
+    assert response.status_code == 404
