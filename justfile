@@ -64,3 +64,20 @@ docker-up:
 
 docker-down:
     docker compose down
+
+# retrieval quality on SciFact: bm25/vector/hybrid + peers; writes reports/eval-scifact.{json,md,png}
+eval *ARGS: install
+    {{bin}}/rag-server eval --dataset {{dataset}} --peers --json reports/eval-scifact.json --report reports/eval-scifact.md {{ARGS}}
+
+# both benchmarks at a size that finishes in a few minutes here
+bench: install
+    {{bin}}/rag-server bench search --dataset {{dataset}} --scale 20000 --requests 200 --json reports/bench-search.json
+    {{bin}}/rag-server bench ingest --dataset {{dataset}} --limit 1000 --json reports/bench-ingest.json
+
+# HTTP /search latency at 1/8/32 clients (e.g. `just bench-search --scale 100000`)
+bench-search *ARGS: install
+    {{bin}}/rag-server bench search --dataset {{dataset}} --json reports/bench-search.json {{ARGS}}
+
+# ingest SciFact through the API and worker(s) vs raw embedding throughput (e.g. `--workers 2 --limit 1000`)
+bench-ingest *ARGS: install
+    {{bin}}/rag-server bench ingest --dataset {{dataset}} --json reports/bench-ingest.json {{ARGS}}

@@ -73,6 +73,7 @@ def _require_eval_extra() -> None:
 
 def cmd_bench_search(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.evaluation.bench_search import BenchSearchOptions, run_bench_search
+    from rag_server.evaluation.runner import parse_modes
 
     options = BenchSearchOptions(
         url=args.url,
@@ -80,10 +81,11 @@ def cmd_bench_search(args: argparse.Namespace, settings: Settings) -> int:
         clients=[int(c) for c in args.clients.split(",")],
         requests=args.requests,
         top_k=args.top_k,
-        modes=[m.strip() for m in args.modes.split(",") if m.strip()],
+        modes=parse_modes(args.modes),
         dataset=Path(args.dataset),
         json_path=Path(args.json) if args.json else None,
     )
+    _quiet_libraries()
     return _print_bench(asyncio.run(run_bench_search(settings, options)), "search")
 
 
@@ -92,10 +94,11 @@ def cmd_bench_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
     options = BenchIngestOptions(
         dataset=Path(args.dataset),
-        workers=args.workers,
+        workers=[int(w) for w in str(args.workers).split(",")],
         limit=args.limit,
         json_path=Path(args.json) if args.json else None,
     )
+    _quiet_libraries()
     return _print_bench(run_bench_ingest(settings, options), "ingest")
 
 
@@ -155,6 +158,6 @@ def register_eval_commands(sub: Any) -> None:
     )
     i.set_defaults(handler=cmd_bench_ingest)
     i.add_argument("--dataset", default="../shared/datasets/scifact")
-    i.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    i.add_argument("--workers", default="1", help="worker processes; a list like 1,2 runs each in turn")
     i.add_argument("--limit", type=int, default=None, help="only the first N documents")
     i.add_argument("--json", default=None, metavar="OUT.json")

@@ -29,7 +29,7 @@ from rag_server.retrieval.models import SearchType
 
 MODES: tuple[SearchType, ...] = ("bm25", "vector", "hybrid")
 INGEST_MARKER = "eval_ingest"  # app_meta key, written only after the last document is stored
-INGEST_BATCH = 1024  # documents per ingest call (the pipeline embeds across documents in windows)
+INGEST_BATCH = 256  # documents per ingest call: the progress bar moves after each call
 # Bump when the way the corpus is turned into documents changes, so old eval databases are not reused.
 EVAL_FORMAT = 1
 

@@ -1,0 +1,212 @@
+"""`rag-server bench ingest`: a BEIR corpus through the real API and worker processes.
+
+Each document is written out as one .txt file (title, blank line, text), uploaded with POST /upload
+(at most RAG_MAX_FILES_PER_UPLOAD files per request) to a `rag-server serve` subprocess on a fresh,
+throwaway database, and processed by N `rag-server worker` subprocesses. The clock runs from the
+first upload until every batch reports done; workers have loaded the model before it starts.
+
+The ceiling: afterwards the same chunk texts (read back from the database) are embedded directly
+in this process with the same model and batch size; pipeline chunks/s divided by that is the ratio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from rag_server.config import Settings
+from rag_server.evaluation.beir import BeirDocument, load_beir
+from rag_server.evaluation.processes import Child, child_env, start_server, start_worker
+from rag_server.evaluation.progress import Progress
+from rag_server.infra.database import resolve_database_url, with_database
+
+
+@dataclass
+class BenchIngestOptions:
+    dataset: Path
+    workers: Sequence[int] = (1,)
+    limit: int | None = None
+    json_path: Path | None = None
+
+
+def write_files(documents: Sequence[BeirDocument], folder: Path) -> list[Path]:
+    paths = []
+    for doc in documents:
+        path = folder / f"{doc.doc_id}.txt"
+        path.write_text(f"{doc.title}\n\n{doc.text}", encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+async def _create_database(server_url: str, name: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_database(server_url: str, name: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def _chunk_stats(url: str) -> tuple[int, int, list[str]]:
+    conn = await asyncpg.connect(url)
+    try:
+        failed = await conn.fetchval("SELECT count(*) FROM documents WHERE status <> 'ready'")
+        texts = [r[0] for r in await conn.fetch("SELECT search_text FROM chunks ORDER BY id")]
+    finally:
+        await conn.close()
+    return len(texts), int(failed), texts
+
+
+def _wait_ready(workers: Sequence[Child], timeout_s: float = 180) -> None:
+    """Until every worker logged 'worker ready' (model loaded, polling the queue)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for w in workers:
+            if w.popen.poll() is not None:
+                raise RuntimeError(f"worker exited with {w.popen.returncode}:\n{w.log_tail()}")
+        if all("worker ready" in w.log_path.read_text(errors="replace") for w in workers):
+            return
+        time.sleep(0.25)
+    raise TimeoutError("workers not ready in time:\n" + "\n".join(w.log_tail(800) for w in workers))
+
+
+def upload_and_wait(base_url: str, paths: Sequence[Path], per_upload: int) -> list[dict[str, Any]]:
+    """POST every file (in groups), then poll each batch until done; returns the final statuses."""
+    batch_ids: list[str] = []
+    with httpx.Client(base_url=base_url, timeout=300) as client:
+        for start in range(0, len(paths), per_upload):
+            group = paths[start : start + per_upload]
+            files = [("files", (p.name, p.read_bytes(), "text/plain")) for p in group]
+            response = client.post("/upload", files=files)
+            if response.status_code != 202:
+                raise RuntimeError(f"upload failed: HTTP {response.status_code} {response.text[:300]}")
+            batch_ids.append(response.json()["batch_id"])
+        statuses: dict[str, dict[str, Any]] = {}
+        with Progress("ingesting (API)", len(paths)) as bar:
+            while len(statuses) < len(batch_ids):
+                done = sum(s["total"] for s in statuses.values())
+                for batch_id in batch_ids:
+                    if batch_id in statuses:
+                        continue
+                    status = client.get(f"/tasks/{batch_id}/status").json()
+                    if status["done"]:
+                        statuses[batch_id] = status
+                    else:
+                        counts = status["counts"]
+                        done += counts["completed"] + counts["failed"] + counts["duplicate"]
+                bar.advance(done - bar.done)
+                if len(statuses) < len(batch_ids):
+                    time.sleep(0.5)
+    return list(statuses.values())
+
+
+def one_run(
+    settings: Settings, server_url: str, paths: Sequence[Path], workers: int, tmp: Path
+) -> tuple[dict[str, Any], list[str]]:
+    name = f"bench_ingest_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_create_database(server_url, name))
+    url = with_database(server_url, name)
+    env = child_env(url, settings.data_dir, RAG_WORKER_CONCURRENCY="1")
+    children: list[Child] = []
+    try:
+        server = start_server(env, tmp / f"server-{workers}.log")
+        children.append(server)
+        worker_procs = [start_worker(env, tmp / f"worker-{workers}-{n}.log") for n in range(workers)]
+        children += worker_procs
+        _wait_ready(worker_procs)
+        assert server.base_url is not None
+        started = time.perf_counter()
+        statuses = upload_and_wait(server.base_url, paths, settings.max_files_per_upload)
+        wall = time.perf_counter() - started
+        for child in children:
+            child.stop()
+        chunks, failed, texts = asyncio.run(_chunk_stats(url))
+    finally:
+        for child in children:
+            child.stop()
+        asyncio.run(_drop_database(server_url, name))
+    run = {
+        "workers": workers,
+        "documents": len(paths),
+        "chunks": chunks,
+        "failed": failed,
+        "batches": len(statuses),
+        "wall_s": round(wall, 2),
+        "docs_per_s": round(len(paths) / wall, 2),
+        "chunks_per_s": round(chunks / wall, 2),
+    }
+    return run, texts
+
+
+def raw_embedding(settings: Settings, texts: list[str]) -> dict[str, Any]:
+    """The ceiling: the same texts through the same model in one process, no database, no queue."""
+    from rag_server.infra.embeddings import get_embedder
+
+    embedder = get_embedder(settings)
+
+    async def embed_all() -> float:
+        await embedder.embed(texts[:32])  # warm-up (first call initialises kernels)
+        started = time.perf_counter()
+        for start in range(0, len(texts), settings.embedding_batch_size):
+            await embedder.embed(texts[start : start + settings.embedding_batch_size])
+        return time.perf_counter() - started
+
+    seconds = asyncio.run(embed_all())
+    return {
+        "chunks": len(texts),
+        "seconds": round(seconds, 2),
+        "batch_size": settings.embedding_batch_size,
+        "chunks_per_s": round(len(texts) / seconds, 2),
+    }
+
+
+def run_bench_ingest(settings: Settings, options: BenchIngestOptions) -> dict[str, Any]:
+    dataset = load_beir(options.dataset)
+    documents = list(dataset.corpus.values())[: options.limit]
+    server_url = resolve_database_url(settings)
+    runs: list[dict[str, Any]] = []
+    texts: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "files").mkdir()
+        paths = write_files(documents, tmp / "files")
+        for workers in options.workers:
+            print(f"bench ingest: {len(paths)} files, {workers} worker(s)", file=sys.stderr, flush=True)
+            run, run_texts = one_run(settings, server_url, paths, workers, tmp)
+            runs.append(run)
+            texts = texts or run_texts
+    print(f"raw embedding ceiling: {len(texts)} chunk texts", file=sys.stderr, flush=True)
+    raw = raw_embedding(settings, texts)
+    for run in runs:
+        run["ratio_to_raw"] = round(run["chunks_per_s"] / raw["chunks_per_s"], 3)
+    result = {
+        "dataset": dataset.name,
+        "documents": len(documents),
+        "embedding_model": settings.embedding_model,
+        "embedding_batch_size": settings.embedding_batch_size,
+        "target_ratio": 0.85,
+        "raw": raw,
+        "runs": runs,
+    }
+    if options.json_path is not None:
+        options.json_path.parent.mkdir(parents=True, exist_ok=True)
+        options.json_path.write_text(json.dumps(result, indent=2) + "\n")
+    return result

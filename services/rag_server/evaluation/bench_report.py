@@ -1,0 +1,64 @@
+"""Terminal tables for `rag-server bench search` and `rag-server bench ingest`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def search_table(result: dict[str, Any]) -> str:
+    header = ["mode", "clients", "p50 ms", "p95 ms", "p99 ms", "QPS", "errors", "server p50 per stage (ms)"]
+    rows = []
+    for mode, runs in result["runs"].items():
+        for run in runs:
+            lat = run["latency_ms"]
+            stages = " ".join(f"{k}={v:g}" for k, v in run["server_stages_ms_p50"].items())
+            rows.append(
+                [
+                    mode,
+                    str(run["clients"]),
+                    f"{lat['p50']:.1f}",
+                    f"{lat['p95']:.1f}",
+                    f"{lat['p99']:.1f}",
+                    f"{run['qps']:.1f}",
+                    str(run["errors"]),
+                    stages,
+                ]
+            )
+    where = result.get("url") or f"{result.get('chunks')} chunks (synthetic, --scale {result.get('scale')})"
+    title = f"HTTP /search, {where}, top_k {result['top_k']}, {result['requests']} requests per row"
+    return f"{title}\n{_table(header, rows)}"
+
+
+def ingest_table(result: dict[str, Any]) -> str:
+    header = ["workers", "docs", "chunks", "wall s", "docs/s", "chunks/s", "raw chunks/s", "ratio", "failed"]
+    rows = [
+        [
+            str(r["workers"]),
+            str(r["documents"]),
+            str(r["chunks"]),
+            f"{r['wall_s']:.1f}",
+            f"{r['docs_per_s']:.1f}",
+            f"{r['chunks_per_s']:.1f}",
+            f"{result['raw']['chunks_per_s']:.1f}",
+            f"{r['ratio_to_raw']:.0%}",
+            str(r["failed"]),
+        ]
+        for r in result["runs"]
+    ]
+    raw = result["raw"]
+    title = (
+        f"ingest through POST /upload + worker(s); ceiling: {raw['chunks']} chunk texts embedded directly "
+        f"in {raw['seconds']:.1f} s (batch {raw['batch_size']})"
+    )
+    return f"{title}\n{_table(header, rows)}"

@@ -1,0 +1,182 @@
+"""`rag-server bench search`: latency of the real HTTP /search under 1, 8 and 32 concurrent clients.
+
+Without --url it builds (once) a bench database with --scale synthetic chunks (see synthetic.py),
+starts `rag-server serve` on it as a subprocess and drives that. Queries are real BEIR queries,
+cycled. Reported per mode and concurrency: client-side p50/p95/p99 latency, QPS, and the median of
+each server-side stage from the response's `timings_ms`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import numpy as np
+
+from rag_server.config import Settings
+from rag_server.evaluation.beir import BeirDataset, load_beir
+from rag_server.evaluation.metrics import percentiles
+from rag_server.evaluation.processes import child_env, start_server
+from rag_server.evaluation.progress import Progress
+from rag_server.infra.database import resolve_database_url, with_database
+
+POOL_SIZE = 2_000  # real passages embedded with the real model; the rest is mixed from them
+WARMUP_REQUESTS = 20
+
+
+@dataclass
+class BenchSearchOptions:
+    dataset: Path
+    url: str | None = None
+    scale: int = 20_000
+    clients: Sequence[int] = (1, 8, 32)
+    requests: int = 300
+    top_k: int = 10
+    modes: Sequence[str] = ("hybrid", "bm25", "vector")
+    json_path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def bench_database_name(settings: Settings, dataset: Path, scale: int) -> str:
+    key = json.dumps(
+        [str(dataset.resolve()), scale, POOL_SIZE, settings.embedding_model, settings.embedding_dim, 1]
+    )
+    return f"bench_search_{scale}_{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+async def prepare_bench_database(settings: Settings, dataset: BeirDataset, scale: int) -> tuple[str, float]:
+    """URL of a database holding `scale` synthetic chunks (built now or reused); seconds spent building."""
+    from rag_server.evaluation import synthetic
+    from rag_server.infra.runtime import open_runtime
+
+    server_url = await asyncio.to_thread(resolve_database_url, settings)
+    name = bench_database_name(settings, dataset.root, scale)
+    url = with_database(server_url, name)
+    server = await asyncpg.connect(server_url)
+    try:
+        exists = await server.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists:
+            conn = await asyncpg.connect(url)
+            try:
+                has_meta = await conn.fetchval("SELECT to_regclass('app_meta') IS NOT NULL")
+                loaded = has_meta and await synthetic.synthetic_count(conn) == scale
+            finally:
+                await conn.close()
+            if loaded:
+                print(f"bench database {name}: {scale} synthetic chunks (reused)", file=sys.stderr)
+                return url, 0.0
+            await server.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # partial load: rebuild
+        await server.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await server.close()
+
+    started = time.perf_counter()
+    bench_settings = settings.model_copy(update={"database_url": url})
+    async with open_runtime(bench_settings, migrate=True, load_embedder=True) as runtime:
+        pool = synthetic.passage_pool(list(dataset.corpus.values()), POOL_SIZE)
+        print(f"embedding {len(pool)} real passages for the synthetic pool", file=sys.stderr)
+        pool_vectors = await runtime.embedder.embed(pool)
+        texts, vectors = synthetic.synthesize(pool, pool_vectors, scale)
+        async with runtime.pool.acquire() as conn:
+            with Progress("loading synthetic", scale) as bar:
+                await synthetic.insert_synthetic(conn, texts, vectors, bar.advance)
+            await conn.execute("ANALYZE")
+            await synthetic.mark_loaded(conn, scale, len(pool))
+    return url, time.perf_counter() - started
+
+
+async def drive(
+    base_url: str, queries: Sequence[str], mode: str, clients: int, requests: int, top_k: int
+) -> dict[str, Any]:
+    """`requests` searches spread over `clients` concurrent connections; client-side latencies."""
+    latencies: list[float] = []
+    stages: dict[str, list[float]] = {}
+    errors = 0
+    counter = iter(range(requests))
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+
+        async def one_client() -> None:
+            nonlocal errors
+            for n in counter:  # shared iterator: each request number is taken exactly once
+                body = {"query": queries[n % len(queries)], "top_k": top_k, "search_type": mode}
+                started = time.perf_counter()
+                response = await client.post("/search", json=body)
+                elapsed = (time.perf_counter() - started) * 1000
+                if response.status_code != 200:
+                    errors += 1
+                    continue
+                latencies.append(elapsed)
+                for stage, ms in response.json().get("timings_ms", {}).items():
+                    stages.setdefault(stage, []).append(float(ms))
+
+        wall_start = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        wall = time.perf_counter() - wall_start
+    return {
+        "clients": clients,
+        "requests": requests,
+        "errors": errors,
+        "latency_ms": percentiles(latencies),
+        "qps": round(len(latencies) / wall, 1) if wall > 0 else 0.0,
+        "server_stages_ms_p50": {k: round(float(np.median(v)), 2) for k, v in sorted(stages.items())},
+    }
+
+
+async def run_bench_search(settings: Settings, options: BenchSearchOptions) -> dict[str, Any]:
+    dataset = await asyncio.to_thread(load_beir, options.dataset)
+    queries = [dataset.queries[q] for q in dataset.test_query_ids()] or list(dataset.queries.values())
+    result: dict[str, Any] = {
+        "url": options.url,
+        "scale": None if options.url else options.scale,
+        "top_k": options.top_k,
+        "requests": options.requests,
+        "queries": len(queries),
+        "runs": {},
+    }
+
+    async def measure(base_url: str) -> None:
+        async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+            for n in range(WARMUP_REQUESTS):  # model, pools and caches warm before timing
+                body = {"query": queries[n % len(queries)], "top_k": options.top_k, "search_type": "hybrid"}
+                (await client.post("/search", json=body)).raise_for_status()
+        for mode in options.modes:
+            result["runs"][mode] = []
+            for clients in options.clients:
+                print(f"  {mode:<7} clients={clients:<3} ...", file=sys.stderr, flush=True)
+                run = await drive(base_url, queries, mode, clients, options.requests, options.top_k)
+                result["runs"][mode].append(run)
+
+    if options.url:
+        await measure(options.url.rstrip("/"))
+    else:
+        url, build_s = await prepare_bench_database(settings, dataset, options.scale)
+        result["build_s"] = round(build_s, 1)
+        conn = await asyncpg.connect(url)
+        try:
+            result["chunks"] = await conn.fetchval("SELECT count(*) FROM chunks")
+        finally:
+            await conn.close()
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+            env = child_env(url, settings.data_dir)
+            server = await asyncio.to_thread(start_server, env, Path(tmp) / "server.log")
+            try:
+                assert server.base_url is not None
+                await measure(server.base_url)
+            finally:
+                await asyncio.to_thread(server.stop)
+    if options.json_path is not None:
+        options.json_path.parent.mkdir(parents=True, exist_ok=True)
+        options.json_path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
