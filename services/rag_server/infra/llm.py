@@ -64,6 +64,9 @@ def build_llm(settings: Settings) -> LLM:
             context_window=8192,
         )
     if settings.llm_provider == "openai":
+        # The openai package imports its chat resources lazily, on the first request: import them now so
+        # that first request does not spend its llm_timeout_s importing (seconds on a busy machine).
+        import openai.resources.chat.completions  # noqa: F401
         from llama_index.llms.openai_like import OpenAILike
 
         # OpenAILike, not OpenAI: it accepts any model name (vLLM, LM Studio, llama.cpp, OpenRouter...)

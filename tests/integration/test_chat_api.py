@@ -1,0 +1,485 @@
+"""Chat end to end over HTTP: real `rag-server serve` processes on the embedded PostgreSQL.
+
+Two servers share this module's database: one without an LLM (extractive answers), one pointed at
+tests/fake_llm.py (a real local OpenAI-compatible HTTP server). Documents are ingested through the
+same pipeline the worker uses, before the servers start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from rag_server.chat.answer import EXTRACTIVE_HEADER, FALLBACK_HEADER
+from rag_server.infra.runtime import Runtime
+from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+from tests.fake_llm import TITLE, Behaviour, FakeLLM
+from tests.processes import Proc, process_env, start_server
+
+pytestmark = pytest.mark.integration
+
+DOCS = {
+    "hnsw.txt": "HNSW is a graph-based index for approximate nearest neighbour search. pgvector builds "
+    "HNSW indexes with the parameters m and ef_construction. A higher ef_search improves recall "
+    "at the cost of query speed.",
+    "bm25.txt": "BM25 is a lexical ranking function based on term frequency and inverse document "
+    "frequency. The k1 parameter controls term frequency saturation and b controls length normalisation.",
+    "pasta.txt": "To cook pasta, boil salted water, add the pasta and cook it until al dente. Drain the "
+    "pasta and serve it with a tomato sauce.",
+}
+
+
+@dataclass
+class Server:
+    env: dict[str, str]
+    log_dir: Path
+    proc: Proc | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        assert self.proc is not None and self.proc.base_url
+        return self.proc.base_url
+
+    def start(self) -> None:
+        self.starts += 1
+        self.proc = start_server(self.env, self.log_dir / f"server-{self.starts}.log", timeout=120)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    async def restart(self) -> None:
+        await asyncio.to_thread(self.stop)
+        await asyncio.to_thread(self.start)
+
+
+@pytest.fixture(scope="module")
+async def documents(runtime: Runtime) -> dict[str, uuid.UUID]:
+    docs = [DirectDocument(name, text.encode(), {"topic": name.split(".")[0]}) for name, text in DOCS.items()]
+    ids = await ingest_documents_direct(runtime, docs)
+    return dict(zip(DOCS, ids, strict=True))
+
+
+@pytest.fixture(scope="module")
+def fake_llm() -> Iterator[FakeLLM]:
+    fake = FakeLLM().start()
+    yield fake
+    fake.stop()
+
+
+def _server(env: dict[str, str], log_dir: Path) -> Iterator[Server]:
+    server = Server(env, log_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def plain_server(
+    database_url: str,
+    data_dir: Path,
+    documents: dict[str, uuid.UUID],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    yield from _server(process_env(database_url, data_dir), tmp_path_factory.mktemp("plain"))
+
+
+@pytest.fixture(scope="module")
+def llm_server(
+    database_url: str,
+    data_dir: Path,
+    documents: dict[str, uuid.UUID],
+    fake_llm: FakeLLM,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    env = process_env(
+        database_url,
+        data_dir,
+        RAG_LLM_PROVIDER="openai",
+        RAG_LLM_BASE_URL=fake_llm.base_url,
+        RAG_LLM_MODEL="fake-model",
+        RAG_LLM_TIMEOUT_S="5",
+        RAG_LLM_MAX_RETRIES="0",
+    )
+    yield from _server(env, tmp_path_factory.mktemp("llm"))
+
+
+@pytest.fixture
+def fake(fake_llm: FakeLLM) -> FakeLLM:
+    fake_llm.reset()
+    return fake_llm
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=120) as c:
+        yield c
+
+
+async def ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    return response.json() if response.content else None
+
+
+async def stream_events(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], stop_after_tokens: int | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """POST and read Server-Sent Events; with stop_after_tokens, hang up after that many tokens."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    async with client.stream("POST", url, json=body) as response:
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event: str | None = None
+        data: list[str] = []
+        async for line in response.aiter_lines():
+            if line.startswith("event:"):
+                event = line.removeprefix("event:").strip()
+            elif line.startswith("data:"):
+                data.append(line.removeprefix("data:").strip())
+            elif not line and event:
+                events.append((event, json.loads("\n".join(data))))
+                event, data = None, []
+                tokens = sum(1 for e, _ in events if e == "token")
+                if stop_after_tokens is not None and tokens >= stop_after_tokens:
+                    break  # leaving the block closes the connection mid-stream
+    return events
+
+
+def tokens_text(events: list[tuple[str, dict[str, Any]]]) -> str:
+    return "".join(d["text"] for e, d in events if e == "token")
+
+
+async def history(client: httpx.AsyncClient, base: str, session_id: str) -> list[dict[str, Any]]:
+    body = await ok(await client.get(f"{base}/chat/history/{session_id}"))
+    messages: list[dict[str, Any]] = body["messages"]
+    return messages
+
+
+# --- without an LLM ---------------------------------------------------------------------------------
+
+
+async def test_scripted_conversation_without_llm(plain_server: Server, client: httpx.AsyncClient) -> None:
+    base = plain_server.url
+    session = await ok(await client.post(f"{base}/chat/sessions", json={}), 201)
+    sid = session["id"]
+    assert session["title"] is None and session["search_type"] == "hybrid" and not session["is_temporary"]
+
+    first = await ok(await client.post(f"{base}/query", json={"query": "What is HNSW?", "session_id": sid}))
+    assert first["session_id"] == sid
+    assert first["answer_mode"] == "extractive" and first["llm_error"] is None
+    assert first["answer"].startswith(EXTRACTIVE_HEADER)
+    assert "[1]" in first["answer"]
+    top = first["sources"][0]
+    assert top["n"] == 1 and top["document_name"] == "hnsw.txt"
+    assert {"chunk_id", "document_id", "page", "excerpt", "score"} <= top.keys()
+    assert isinstance(first["message_id"], int)
+    assert "search" in first["timings_ms"] and "total" in first["timings_ms"]
+
+    follow = await ok(
+        await client.post(
+            f"{base}/query",
+            json={"query": "How does BM25 use term frequency?", "session_id": sid, "top_k": 2},
+        )
+    )
+    assert len(follow["sources"]) <= 2
+    assert follow["sources"][0]["document_name"] == "bm25.txt"
+    assert follow["message_id"] > first["message_id"]
+
+    # The first question named the session.
+    got = await ok(await client.get(f"{base}/chat/sessions/{sid}"))
+    assert got["title"] == "What is HNSW?" and got["message_count"] == 4
+
+    listed = await ok(await client.get(f"{base}/chat/sessions"))
+    assert sid in [s["id"] for s in listed["sessions"]]
+
+    renamed = await ok(await client.patch(f"{base}/chat/sessions/{sid}", json={"title": "Index notes"}))
+    assert renamed["title"] == "Index notes"
+    archived = await ok(await client.patch(f"{base}/chat/sessions/{sid}", json={"is_archived": True}))
+    assert archived["is_archived"] and archived["title"] == "Index notes"
+    active = await ok(await client.get(f"{base}/chat/sessions"))
+    assert sid not in [s["id"] for s in active["sessions"]]
+    everything = await ok(await client.get(f"{base}/chat/sessions", params={"include_archived": "true"}))
+    assert sid in [s["id"] for s in everything["sessions"]]
+    await ok(await client.patch(f"{base}/chat/sessions/{sid}", json={"is_archived": False}))
+
+    events = await stream_events(
+        client, f"{base}/query/stream", {"query": "What does ef_search change?", "session_id": sid}
+    )
+    kinds = [e for e, _ in events]
+    assert kinds[0] == "sources" and kinds[-1] == "done" and "token" in kinds and "error" not in kinds
+    assert events[0][1]["sources"][0]["document_name"] == "hnsw.txt"
+    done = events[-1][1]
+    assert isinstance(done["message_id"], int) and done["session_id"] == sid
+    assert tokens_text(events) == done["answer"]
+
+    before = await history(client, base, sid)
+    assert [m["role"] for m in before] == ["user", "assistant"] * 3
+    assert before[-1]["id"] == done["message_id"]
+    assert before[1]["sources"][0]["document_name"] == "hnsw.txt"
+    assert before[1]["metadata"]["answer_mode"] == "extractive"
+
+    await plain_server.restart()
+    after = await history(client, plain_server.url, sid)
+    assert after == before
+    again = await ok(await client.get(f"{plain_server.url}/chat/sessions/{sid}"))
+    assert again["title"] == "Index notes"
+
+
+async def test_query_without_session_creates_one(plain_server: Server, client: httpx.AsyncClient) -> None:
+    base = plain_server.url
+    body = await ok(
+        await client.post(f"{base}/query", json={"query": "how to cook pasta", "search_type": "bm25"})
+    )
+    session = await ok(await client.get(f"{base}/chat/sessions/{body['session_id']}"))
+    assert session["search_type"] == "bm25" and session["title"] == "how to cook pasta"
+    assert [m["role"] for m in await history(client, base, body["session_id"])] == ["user", "assistant"]
+
+
+async def test_temporary_sessions_are_answered_but_never_stored(
+    plain_server: Server, client: httpx.AsyncClient, database_url: str
+) -> None:
+    base = plain_server.url
+    session = await ok(await client.post(f"{base}/chat/sessions", json={"is_temporary": True}), 201)
+    sid = session["id"]
+    assert session["is_temporary"]
+    answer = await ok(await client.post(f"{base}/query", json={"query": "What is BM25?", "session_id": sid}))
+    assert answer["message_id"] is None and answer["sources"]
+    events = await stream_events(
+        client, f"{base}/query/stream", {"query": "k1 parameter?", "session_id": sid}
+    )
+    assert events[-1][0] == "done" and events[-1][1]["message_id"] is None
+    messages = await history(client, base, sid)
+    assert [m["role"] for m in messages] == ["user", "assistant"] * 2
+    assert messages[1]["sources"][0]["document_name"] == "bm25.txt"
+    assert (await ok(await client.get(f"{base}/chat/sessions/{sid}")))["title"] == "What is BM25?"
+    listed = await ok(await client.get(f"{base}/chat/sessions", params={"include_archived": "true"}))
+    assert sid not in [s["id"] for s in listed["sessions"]]
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM chat_sessions WHERE id = $1", uuid.UUID(sid)) == 0
+        assert (
+            await conn.fetchval("SELECT count(*) FROM chat_messages WHERE session_id = $1", uuid.UUID(sid))
+            == 0
+        )
+    finally:
+        await conn.close()
+    await ok(await client.delete(f"{base}/chat/sessions/{sid}"), 204)
+    assert (await client.get(f"{base}/chat/history/{sid}")).status_code == 404
+
+
+async def test_bad_input_and_unknown_ids_are_4xx(plain_server: Server, client: httpx.AsyncClient) -> None:
+    base = plain_server.url
+    missing = str(uuid.uuid4())
+    for response in (
+        await client.get(f"{base}/chat/sessions/{missing}"),
+        await client.patch(f"{base}/chat/sessions/{missing}", json={"title": "x"}),
+        await client.delete(f"{base}/chat/sessions/{missing}"),
+        await client.get(f"{base}/chat/history/{missing}"),
+        await client.post(f"{base}/chat/clear", json={"session_id": missing}),
+        await client.post(f"{base}/query", json={"query": "hnsw", "session_id": missing}),
+        await client.post(f"{base}/query/stream", json={"query": "hnsw", "session_id": missing}),
+    ):
+        assert response.status_code == 404, response.text
+        assert response.json()["detail"] == f"chat session {missing} not found"
+    for body in (
+        {"query": ""},
+        {"query": "   "},
+        {"query": "x", "top_k": 0},
+        {"query": "x", "top_k": 1000},
+        {},
+    ):
+        assert (await client.post(f"{base}/query", json=body)).status_code == 422, body
+    assert (
+        await client.post(f"{base}/query", json={"query": "x", "search_type": "magic"})
+    ).status_code == 422
+    malformed = await client.post(
+        f"{base}/query", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert malformed.status_code == 422 and "detail" in malformed.json()
+    assert (await client.get(f"{base}/chat/sessions/not-a-uuid")).status_code == 422
+    assert (await client.get(f"{base}/chat/sessions", params={"limit": 0})).status_code == 422
+
+
+async def test_concurrent_queries_on_one_session_all_persist_in_pairs(
+    plain_server: Server, client: httpx.AsyncClient
+) -> None:
+    base = plain_server.url
+    sid = (await ok(await client.post(f"{base}/chat/sessions", json={}), 201))["id"]
+    questions = ["What is HNSW?", "What is BM25?", "How to cook pasta?", "What is ef_search?"]
+    answers = await asyncio.gather(
+        *(client.post(f"{base}/query", json={"query": q, "session_id": sid}) for q in questions)
+    )
+    ids = [(await ok(r))["message_id"] for r in answers]
+    messages = await history(client, base, sid)
+    assert len(messages) == 2 * len(questions)
+    assert sorted(m["content"] for m in messages if m["role"] == "user") == sorted(questions)
+    for user, assistant in zip(messages[::2], messages[1::2], strict=True):
+        assert user["role"] == "user" and assistant["role"] == "assistant"
+        assert assistant["id"] == user["id"] + 1  # adjacent: nothing interleaved
+    assert sorted(ids) == [m["id"] for m in messages if m["role"] == "assistant"]
+
+
+async def test_deleted_documents_stay_readable_in_old_answers(
+    plain_server: Server, client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    base = plain_server.url
+    # A document only this test uses (so deleting it does not affect the other tests).
+    [doc_id] = await ingest_documents_direct(
+        runtime,
+        [DirectDocument("risotto.txt", b"Risotto is cooked by adding hot stock to arborio rice slowly.", {})],
+    )
+    body = await ok(await client.post(f"{base}/query", json={"query": "How is risotto cooked?", "top_k": 3}))
+    sid = body["session_id"]
+    assert body["sources"][0]["document_name"] == "risotto.txt"
+    await ok(await client.delete(f"{base}/documents/{doc_id}"), 204)
+
+    [_, answer] = await history(client, base, sid)
+    cited = {s["document_name"]: s for s in answer["sources"]}
+    assert cited["risotto.txt"]["document_deleted"] is True
+    assert "arborio" in cited["risotto.txt"]["excerpt"]
+    assert all(not s["document_deleted"] for name, s in cited.items() if name != "risotto.txt")
+    assert "risotto" in answer["content"].lower()
+
+
+async def test_clear_and_delete(plain_server: Server, client: httpx.AsyncClient) -> None:
+    base = plain_server.url
+    body = await ok(await client.post(f"{base}/query", json={"query": "What is BM25?"}))
+    sid = body["session_id"]
+    cleared = await ok(await client.post(f"{base}/chat/clear", json={"session_id": sid}))
+    assert cleared == {"session_id": sid, "deleted": 2}
+    assert await history(client, base, sid) == []
+    await ok(await client.delete(f"{base}/chat/sessions/{sid}"), 204)
+    assert (await client.get(f"{base}/chat/sessions/{sid}")).status_code == 404
+
+
+# --- with the fake OpenAI-compatible LLM ------------------------------------------------------------------
+
+
+async def test_scripted_conversation_with_llm(
+    llm_server: Server, client: httpx.AsyncClient, fake: FakeLLM
+) -> None:
+    base = llm_server.url
+    session = await ok(await client.post(f"{base}/chat/sessions", json={}), 201)
+    sid = session["id"]
+    assert session["llm_model"] == "fake-model"
+
+    first = await ok(await client.post(f"{base}/query", json={"query": "What is HNSW?", "session_id": sid}))
+    assert first["answer_mode"] == "llm" and first["llm_error"] is None
+    assert first["answer"] == "According to the sources, the answer to 'What is HNSW?' is grounded [1]."
+    assert first["sources"][0]["document_name"] == "hnsw.txt"
+    answer_request = next(r for r, k in zip(fake.requests, fake.kinds(), strict=True) if k == "answer")
+    system_prompt = answer_request["messages"][0]["content"]
+    assert "[1] (hnsw.txt" in system_prompt and "graph-based index" in system_prompt
+    assert sorted(fake.kinds()) == ["answer", "title"]
+    assert (await ok(await client.get(f"{base}/chat/sessions/{sid}")))["title"] == TITLE
+
+    fake.reset()
+    follow = await ok(
+        await client.post(f"{base}/query", json={"query": "and its parameters?", "session_id": sid})
+    )
+    assert follow["condensed_query"] == "Standalone: and its parameters?"
+    assert fake.kinds() == ["condense", "answer"]  # no title: the session has one
+    answer_messages = fake.requests[1]["messages"]
+    assert [m["role"] for m in answer_messages] == ["system", "user", "assistant", "user"]
+    assert answer_messages[1]["content"] == "What is HNSW?"
+
+    events = await stream_events(
+        client, f"{base}/query/stream", {"query": "What does BM25 rank by?", "session_id": sid}
+    )
+    tokens = [d["text"] for e, d in events if e == "token"]
+    assert len(tokens) > 5  # real token-by-token streaming from the LLM
+    done = events[-1]
+    assert done[0] == "done" and done[1]["answer_mode"] == "llm" and done[1]["llm_error"] is None
+    assert "".join(tokens) == done[1]["answer"]
+    assert "[1]" in done[1]["answer"]
+
+    before = await history(client, base, sid)
+    assert len(before) == 6 and before[-1]["id"] == done[1]["message_id"]
+    assert before[3]["metadata"]["condensed_query"] == "Standalone: and its parameters?"
+    assert before[1]["metadata"]["llm_model"] == "fake-model"
+
+    await llm_server.restart()
+    assert await history(client, llm_server.url, sid) == before
+    fake.reset()
+    again = await ok(
+        await client.post(f"{llm_server.url}/query", json={"query": "and k1?", "session_id": sid})
+    )
+    assert again["answer_mode"] == "llm" and fake.kinds() == ["condense", "answer"]
+
+
+async def test_llm_errors_fall_back_to_extractive(
+    llm_server: Server, client: httpx.AsyncClient, fake: FakeLLM
+) -> None:
+    base = llm_server.url
+    fake.behaviour = Behaviour(fail_status=500)
+    body = await ok(await client.post(f"{base}/query", json={"query": "What is HNSW?"}))
+    assert body["answer_mode"] == "extractive"
+    assert body["answer"].startswith(FALLBACK_HEADER) and "[1]" in body["answer"]
+    assert "The LLM (fake-model) failed" in body["llm_error"]
+    sid = body["session_id"]
+    # The title falls back to the question when the LLM is down.
+    assert (await ok(await client.get(f"{base}/chat/sessions/{sid}")))["title"] == "What is HNSW?"
+
+    # A follow-up: the condense step fails, the answer goes straight to extractive (one LLM call).
+    fake.requests.clear()
+    events = await stream_events(client, f"{base}/query/stream", {"query": "and BM25?", "session_id": sid})
+    done = events[-1][1]
+    assert events[-1][0] == "done" and done["llm_error"] and done["answer_mode"] == "extractive"
+    assert tokens_text(events) == done["answer"]
+    assert fake.kinds() == ["condense"]
+    [*_, stored] = await history(client, base, sid)
+    assert stored["metadata"]["llm_error"] == done["llm_error"]
+
+
+async def test_slow_llm_times_out_into_the_extractive_answer(
+    llm_server: Server, client: httpx.AsyncClient, fake: FakeLLM
+) -> None:
+    fake.behaviour = Behaviour(delay_s=30)
+    body = await ok(await client.post(f"{llm_server.url}/query", json={"query": "What is BM25?"}))
+    assert body["answer_mode"] == "extractive"
+    assert "did not respond within 5 s" in body["llm_error"]
+    assert body["answer"].startswith(FALLBACK_HEADER)
+
+
+async def test_llm_failing_mid_stream_ends_with_the_fallback_in_done(
+    llm_server: Server, client: httpx.AsyncClient, fake: FakeLLM
+) -> None:
+    base = llm_server.url
+    fake.behaviour = Behaviour(drop_after_tokens=3, affects={"answer"})
+    events = await stream_events(client, f"{base}/query/stream", {"query": "What is HNSW?"})
+    tokens = [d["text"] for e, d in events if e == "token"]
+    assert len(tokens) == 3
+    done = events[-1][1]
+    assert events[-1][0] == "done" and done["llm_error"] and done["answer"].startswith(FALLBACK_HEADER)
+    [_, stored] = await history(client, base, done["session_id"])
+    assert stored["content"] == done["answer"] and stored["id"] == done["message_id"]
+
+
+async def test_client_disconnect_mid_stream_writes_nothing(
+    llm_server: Server, client: httpx.AsyncClient, fake: FakeLLM
+) -> None:
+    base = llm_server.url
+    sid = (await ok(await client.post(f"{base}/chat/sessions", json={"title": "disconnect"}), 201))["id"]
+    fake.behaviour = Behaviour(hang_after_tokens=2, affects={"answer"})
+    events = await stream_events(
+        client, f"{base}/query/stream", {"query": "What is HNSW?", "session_id": sid}, stop_after_tokens=2
+    )
+    assert [e for e, _ in events] == ["sources", "token", "token"]
+    # The server noticed the hang-up and cancelled its LLM request (the fake saw its stream abandoned).
+    await asyncio.to_thread(fake.wait_for_aborted, 1)
+    assert await history(client, base, sid) == []
+
+    fake.reset()
+    body = await ok(await client.post(f"{base}/query", json={"query": "What is HNSW?", "session_id": sid}))
+    assert [m["id"] for m in await history(client, base, sid)] == [body["message_id"] - 1, body["message_id"]]
