@@ -1,0 +1,194 @@
+"""`rag-server eval` end to end on a tiny BEIR dataset: real ingestion, real search, real peers.
+
+The dataset is made so that each query names a word only its relevant document contains: a
+broken ingestion, id mapping or chunk-to-document folding shows up as a wrong score.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from rag_server.config import Settings
+from rag_server.evaluation.runner import INGEST_MARKER, EvalOptions, eval_database_name, run_eval
+from rag_server.infra.database import with_database
+
+pytestmark = pytest.mark.integration
+
+SUBJECTS = [
+    ("volcano", "magma erupts from the crater and lava flows down the slopes"),
+    ("penguin", "flightless birds that swim in cold antarctic waters and eat krill"),
+    ("violin", "a string instrument played with a bow in orchestras"),
+    ("glacier", "a slow river of ice carving valleys in the mountains"),
+    ("espresso", "strong coffee brewed by forcing hot water through ground beans"),
+    ("telescope", "an optical instrument that gathers light from distant stars"),
+    ("sourdough", "bread leavened by wild yeast and lactic acid bacteria"),
+    ("hurricane", "a tropical cyclone with violent winds and heavy rain"),
+    ("chess", "a board game of strategy with kings, queens and pawns"),
+    ("cactus", "a desert plant that stores water in thick stems and has spines"),
+    ("submarine", "a watercraft that travels underwater using ballast tanks"),
+    ("origami", "the japanese art of folding paper into shapes"),
+    ("tornado", "a rotating column of air touching the ground"),
+    ("beekeeping", "keeping hives of honey bees to collect honey and wax"),
+    ("marathon", "a long distance running race over forty two kilometres"),
+    ("photosynthesis", "plants turn sunlight, water and carbon dioxide into sugar"),
+    ("earthquake", "the ground shakes when tectonic plates slip along a fault"),
+    ("saxophone", "a brass woodwind instrument used in jazz"),
+    ("vaccine", "a preparation that trains the immune system against a pathogen"),
+    ("lighthouse", "a tower with a bright lamp that guides ships at night"),
+]
+QUERIES = {"q1": "volcano", "q2": "espresso", "q3": "origami", "q4": "saxophone", "q5": "lighthouse"}
+EXPECTED_METRICS = {"ndcg@10", "recall@10", "recall@100", "mrr@10", "latency_ms"}
+
+
+def make_dataset(root: Path) -> Path:
+    (root / "qrels").mkdir(parents=True)
+    with (root / "corpus.jsonl").open("w") as fh:
+        for n, (word, text) in enumerate(SUBJECTS):
+            fh.write(json.dumps({"_id": f"doc{n}", "title": f"All about the {word}", "text": text}) + "\n")
+    with (root / "queries.jsonl").open("w") as fh:
+        for qid, word in QUERIES.items():
+            fh.write(json.dumps({"_id": qid, "text": f"what is a {word}?"}) + "\n")
+    ids = {word: f"doc{n}" for n, (word, _) in enumerate(SUBJECTS)}
+    rows = ["query-id\tcorpus-id\tscore"] + [f"{qid}\t{ids[word]}\t1" for qid, word in QUERIES.items()]
+    # A grade-2 row on another document: graded qrels must load and count.
+    rows.append(f"q1\t{ids['earthquake']}\t2")
+    (root / "qrels" / "test.tsv").write_bytes(("\r\n".join(rows) + "\r\n").encode())
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("beir") / "tiny")
+
+
+def check_result(result: dict[str, Any], *, reused: bool, peers: bool) -> None:
+    assert list(result) == ["dataset", "documents", "chunks", "queries", "settings", "modes", "peers"]
+    assert result["dataset"] == "tiny"
+    assert result["documents"] == len(SUBJECTS)
+    assert result["chunks"] >= len(SUBJECTS)
+    assert result["queries"] == len(QUERIES)
+    assert result["settings"]["reused_database"] is reused
+    assert set(result["modes"]) == {"bm25", "vector", "hybrid"}
+    assert set(result["peers"]) == ({"bm25s", "llamaindex_hybrid"} if peers else set())
+    for scores in [*result["modes"].values(), *result["peers"].values()]:
+        assert set(scores) == EXPECTED_METRICS
+        assert set(scores["latency_ms"]) == {"p50", "p95"}
+        assert 0 < scores["latency_ms"]["p50"] <= scores["latency_ms"]["p95"]
+        for metric in ("ndcg@10", "recall@10", "recall@100", "mrr@10"):
+            assert 0.0 <= scores[metric] <= 1.0
+    bm25 = result["modes"]["bm25"]
+    # Each query's word occurs in exactly one document; q1's grade-2 document is never found by
+    # BM25, so q1's ideal DCG is 2 + 1/log2(3) while it gets 1: nDCG = 0.379 for q1, 1.0 for the rest.
+    assert bm25["mrr@10"] == pytest.approx(1.0)
+    assert bm25["recall@10"] == pytest.approx((0.5 + 4) / 5)
+    assert bm25["ndcg@10"] == pytest.approx((1 / (2 + 1 / 1.5849625) + 4) / 5, abs=1e-3)
+    assert result["modes"]["hybrid"]["mrr@10"] >= 0.8
+    if peers:
+        assert result["peers"]["bm25s"]["mrr@10"] == pytest.approx(1.0)
+
+
+async def marker(url: str) -> Any:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval("SELECT value::text FROM app_meta WHERE key = $1", INGEST_MARKER)
+    finally:
+        await conn.close()
+
+
+async def test_eval_builds_reuses_and_rebuilds(
+    dataset: Path, settings: Settings, pg_server: str, tmp_path: Path
+) -> None:
+    eval_url = with_database(pg_server, eval_database_name(dataset, settings))
+    out = tmp_path / "out"
+    first = await run_eval(
+        settings,
+        EvalOptions(
+            dataset=dataset, peers=True, json_path=out / "e.json", report_path=out / "e.md", quiet=True
+        ),
+    )
+    check_result(first, reused=False, peers=True)
+    assert json.loads((out / "e.json").read_text()) == first
+    markdown = (out / "e.md").read_text()
+    assert "| peer: llamaindex_hybrid |" in markdown and "![" in markdown
+    assert (out / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    built_at = await marker(eval_url)
+    assert built_at is not None
+
+    second = await run_eval(settings, EvalOptions(dataset=dataset, modes=["bm25", "hybrid"], quiet=True))
+    assert second["settings"]["reused_database"] is True
+    assert set(second["modes"]) == {"bm25", "hybrid"}
+    assert second["modes"]["bm25"]["ndcg@10"] == first["modes"]["bm25"]["ndcg@10"]
+    assert await marker(eval_url) == built_at  # not re-ingested
+
+    fresh = await run_eval(settings, EvalOptions(dataset=dataset, fresh=True, quiet=True))
+    check_result(fresh, reused=False, peers=False)
+    assert await marker(eval_url) != built_at
+
+    # An ingestion that never wrote its completion marker (killed half-way) is rebuilt, not reused.
+    conn = await asyncpg.connect(eval_url)
+    try:
+        await conn.execute("DELETE FROM app_meta WHERE key = $1", INGEST_MARKER)
+    finally:
+        await conn.close()
+    rebuilt = await run_eval(settings, EvalOptions(dataset=dataset, max_queries=2, quiet=True))
+    assert rebuilt["settings"]["reused_database"] is False
+    assert rebuilt["queries"] == 2
+    assert rebuilt["documents"] == len(SUBJECTS)
+
+
+def run_cli(args: list[str], database_url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url, "RAG_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "rag_server", *args], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_cli_writes_json_report_and_peers(
+    dataset: Path, database_url: str, data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "reports"
+    proc = run_cli(
+        [
+            "eval",
+            "--dataset",
+            str(dataset),
+            "--peers",
+            "--top-k",
+            "50",
+            "--json",
+            str(out / "r.json"),
+            "--report",
+            str(out / "r.md"),
+        ],
+        database_url,
+        data_dir,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "r.json").read_text())
+    # Reused when the test above built it first; built now when this test runs alone.
+    check_result(result, reused=result["settings"]["reused_database"], peers=True)
+    assert result["settings"]["top_k"] == 50
+    for label in ("bm25", "vector", "hybrid", "peer: bm25s", "peer: llamaindex_hybrid"):
+        assert label in proc.stdout
+    assert (out / "r.png").is_file()
+
+
+def test_cli_reports_malformed_dataset(
+    dataset: Path, database_url: str, data_dir: Path, tmp_path: Path
+) -> None:
+    bad = make_dataset(tmp_path / "bad")
+    (bad / "queries.jsonl").write_text('{"_id": "q1", "text": "ok"}\n{"_id": "q2" "text": "broken"}\n')
+    proc = run_cli(["eval", "--dataset", str(bad)], database_url, data_dir)
+    assert proc.returncode == 2
+    assert f"{bad / 'queries.jsonl'}:2: invalid JSON" in proc.stderr
+    proc = run_cli(["eval", "--dataset", str(dataset), "--modes", "bm25,sparse"], database_url, data_dir)
+    assert proc.returncode == 2
+    assert "--modes" in proc.stderr
