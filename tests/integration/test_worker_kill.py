@@ -1,0 +1,203 @@
+"""The worker's guarantees with the real local MiniLM model: kill -9 mid-task leaves nothing partial
+and a second worker finishes with exactly the expected chunks; SIGTERM finishes the task in flight;
+two workers share the queue without processing anything twice."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from rag_server.config import Settings
+from rag_server.infra.runtime import Runtime
+from rag_server.ingestion import store
+from rag_server.ingestion.pipeline import incoming_file, prepare_chunks_sync
+from tests.fixtures.ingest_files import long_text
+from tests.fixtures.ingest_stack import wait_for
+from tests.processes import Proc, process_env, start_worker
+
+WORKER_ENV = {
+    "RAG_WORKER_VISIBILITY_TIMEOUT_S": "3",  # a killed worker's message reappears within seconds
+    "RAG_EMBEDDING_BATCH_SIZE": "8",  # progress moves in small steps, so "mid-task" is easy to hit
+    "RAG_CHUNK_SIZE": "128",
+    "RAG_CHUNK_OVERLAP": "16",
+    "RAG_WORKER_POLL_INTERVAL_S": "0.1",
+}
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str, data_dir: Path) -> Settings:
+    return Settings(database_url=database_url, data_dir=data_dir, chunk_size=128, chunk_overlap=16)
+
+
+@pytest.fixture(scope="module")
+def env(database_url: str, data_dir: Path) -> dict[str, str]:
+    return process_env(database_url, data_dir, **WORKER_ENV)
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+def query(database_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def task_row(database_url: str, task_id: UUID) -> dict[str, Any]:
+    return query(database_url, "SELECT * FROM job_tasks WHERE id = %s", task_id)[0]
+
+
+async def enqueue(runtime: Runtime, files: list[tuple[str, bytes]]) -> list[store.TaskRef]:
+    """The upload path without HTTP (store.create_upload_batch is what POST /upload calls)."""
+    _, tasks = await store.create_upload_batch(
+        runtime.pool, runtime.queue, [incoming_file(name, data) for name, data in files]
+    )
+    return tasks
+
+
+def assert_exact_chunks(
+    database_url: str, settings: Settings, document_id: UUID, name: str, data: bytes
+) -> int:
+    expected = prepare_chunks_sync(settings, name, data, "txt")
+    rows = query(
+        database_url,
+        "SELECT chunk_index, text FROM chunks WHERE document_id = %s ORDER BY chunk_index",
+        document_id,
+    )
+    assert [(r["chunk_index"], r["text"]) for r in rows] == [(c.index, c.text) for c in expected]
+    return len(expected)
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Proc]]:
+    procs: list[Proc] = []
+    yield procs
+    for proc in procs:
+        proc.kill()
+
+
+async def test_kill_9_mid_task_then_a_second_worker_finishes_exactly(
+    runtime: Runtime,
+    settings: Settings,
+    env: dict[str, str],
+    logs: Path,
+    database_url: str,
+    workers: list[Proc],
+) -> None:
+    data = long_text(12_000, seed=7).encode()
+    [task] = await enqueue(runtime, [("big.txt", data)])
+    assert task.document_id is not None
+
+    first = start_worker(env, logs / "first.log")
+    workers.append(first)
+    row = wait_for(
+        lambda: (r := task_row(database_url, task.task_id))["completed_chunks"] >= 16 and r,
+        timeout=120,
+        what="first worker embedding",
+    )
+    first.popen.send_signal(signal.SIGKILL)
+    first.popen.wait()
+
+    # Killed mid-task: progress was visible, but no chunk of the document is.
+    assert row["status"] == "processing" and 16 <= row["completed_chunks"] < row["total_chunks"]
+    assert (
+        query(database_url, "SELECT count(*) AS n FROM chunks WHERE document_id = %s", task.document_id)[0][
+            "n"
+        ]
+        == 0
+    )
+
+    second = start_worker(env, logs / "second.log")
+    workers.append(second)
+    done = wait_for(
+        lambda: (
+            (r := task_row(database_url, task.task_id))["status"] != "processing"
+            and r["status"] != "queued"
+            and r
+        ),
+        timeout=240,
+        what="second worker finishing",
+    )
+    assert done["status"] == "completed", done
+    assert done["attempts"] == 2  # pgmq read_ct: the message was delivered again after the kill
+    n = assert_exact_chunks(database_url, settings, task.document_id, "big.txt", data)
+    assert done["total_chunks"] == done["completed_chunks"] == n > 60
+    dupes = query(
+        database_url,
+        "SELECT count(*) - count(DISTINCT chunk_index) AS d FROM chunks WHERE document_id = %s",
+        task.document_id,
+    )
+    assert dupes[0]["d"] == 0
+    assert query(database_url, "SELECT count(*) AS n FROM pgmq.q_ingest")[0]["n"] == 0
+    assert query(database_url, "SELECT status, chunk_count FROM documents WHERE id = %s", task.document_id)[
+        0
+    ] == {"status": "ready", "chunk_count": n}
+    assert second.stop() == 0, second.log()
+
+
+async def test_sigterm_finishes_the_task_in_flight(
+    runtime: Runtime,
+    settings: Settings,
+    env: dict[str, str],
+    logs: Path,
+    database_url: str,
+    workers: list[Proc],
+) -> None:
+    data = long_text(6_000, seed=8).encode()
+    [task] = await enqueue(runtime, [("graceful.txt", data)])
+    worker = start_worker(env, logs / "graceful.log")
+    workers.append(worker)
+    wait_for(
+        lambda: task_row(database_url, task.task_id)["completed_chunks"] >= 8,
+        timeout=120,
+        what="worker embedding",
+    )
+    assert worker.stop(signal.SIGTERM, timeout=120) == 0, worker.log()
+    row = task_row(database_url, task.task_id)
+    assert row["status"] == "completed" and row["attempts"] == 1
+    assert task.document_id is not None
+    assert_exact_chunks(database_url, settings, task.document_id, "graceful.txt", data)
+    assert "worker stopped" in worker.log()
+
+
+async def test_two_workers_share_the_queue_without_double_processing(
+    runtime: Runtime,
+    settings: Settings,
+    env: dict[str, str],
+    logs: Path,
+    database_url: str,
+    workers: list[Proc],
+) -> None:
+    files = [(f"shared{i}.txt", long_text(400, seed=100 + i).encode()) for i in range(16)]
+    tasks = await enqueue(runtime, files)
+    workers.extend([start_worker(env, logs / "a.log"), start_worker(env, logs / "b.log")])
+    ids = [t.task_id for t in tasks]
+    wait_for(
+        lambda: (
+            query(
+                database_url,
+                "SELECT count(*) AS n FROM job_tasks WHERE id = ANY(%s) AND status = 'completed'",
+                ids,
+            )[0]["n"]
+            == 16
+        ),
+        timeout=240,
+        what="all completed",
+    )
+    rows = query(database_url, "SELECT attempts FROM job_tasks WHERE id = ANY(%s)", ids)
+    assert [r["attempts"] for r in rows] == [1] * 16  # every message was read exactly once
+    for (name, data), task in zip(files, tasks, strict=True):
+        assert task.document_id is not None
+        assert_exact_chunks(database_url, settings, task.document_id, name, data)
+    logs_text = workers[-1].log() + workers[-2].log()
+    assert logs_text.count(" chunks written") == 16
+    for proc in workers[-2:]:
+        assert proc.stop() == 0
