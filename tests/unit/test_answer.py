@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -26,6 +27,8 @@ from rag_server.config import Settings
 from rag_server.infra.llm import LLMConfigError, build_llm, get_llm
 from rag_server.retrieval.models import SearchHit
 from tests.fake_llm import TITLE, Behaviour, FakeLLM
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def hit(text: str, name: str = "doc.txt", page: int | None = None, score: float = 0.5) -> SearchHit:
@@ -89,8 +92,8 @@ def test_fallback_title_cuts_at_a_word_boundary() -> None:
 
 def test_answer_prompt_numbers_sources_and_keeps_history() -> None:
     history = [
-        ChatMessageOut(id=1, role="user", content="earlier question", created_at="2026-01-01T00:00:00Z"),
-        ChatMessageOut(id=2, role="assistant", content="earlier answer", created_at="2026-01-01T00:00:00Z"),
+        ChatMessageOut(id=1, role="user", content="earlier question", created_at=NOW),
+        ChatMessageOut(id=2, role="assistant", content="earlier answer", created_at=NOW),
     ]
     messages = answer_messages("new question", HITS[:2], history)
     assert messages[0].role.value == "system"
@@ -143,9 +146,7 @@ async def test_stream_yields_tokens_from_sse_chunks(fake: FakeLLM) -> None:
 
 async def test_condense_and_title_use_plain_completions(fake: FakeLLM) -> None:
     llm = build_llm(llm_settings(fake))
-    history = [
-        ChatMessageOut(id=1, role="user", content="tell me about HNSW", created_at="2026-01-01T00:00:00Z")
-    ]
+    history = [ChatMessageOut(id=1, role="user", content="tell me about HNSW", created_at=NOW)]
     assert (
         await condense_question(llm, "and its parameters?", history, 30) == "Standalone: and its parameters?"
     )

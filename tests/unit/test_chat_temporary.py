@@ -1,0 +1,52 @@
+"""Temporary sessions: process memory only, titled by their first question, forgotten when idle."""
+
+from __future__ import annotations
+
+import uuid
+
+from rag_server.chat.temporary import TemporarySessions
+
+
+def source(n: int) -> dict[str, object]:
+    return {
+        "n": n,
+        "chunk_id": n,
+        "document_id": str(uuid.uuid4()),
+        "document_name": f"doc{n}.txt",
+        "page": None,
+        "excerpt": "text",
+        "score": 0.5,
+    }
+
+
+def test_append_keeps_order_sources_and_first_title() -> None:
+    registry = TemporarySessions(ttl_s=3600)
+    session = registry.create(title=None, search_type="bm25", llm_model=None)
+    entry = registry.get(session.id)
+    assert entry is not None and entry.session.is_temporary
+    registry.append(
+        entry, question="q1", answer="a1 [1]", answer_metadata={"sources": [source(1)]}, title_if_missing="q1"
+    )
+    registry.append(entry, question="q2", answer="a2", answer_metadata={"sources": []}, title_if_missing="q2")
+    assert [(m.role, m.content) for m in entry.messages] == [
+        ("user", "q1"),
+        ("assistant", "a1 [1]"),
+        ("user", "q2"),
+        ("assistant", "a2"),
+    ]
+    assert all(m.id is None for m in entry.messages)
+    assert entry.messages[1].sources[0].document_name == "doc1.txt"
+    assert entry.session.title == "q1" and entry.session.message_count == 4
+
+
+def test_idle_sessions_expire_and_delete_forgets() -> None:
+    registry = TemporarySessions(ttl_s=3600)
+    kept = registry.create(title="t", search_type="hybrid", llm_model=None)
+    gone = registry.create(title="t", search_type="hybrid", llm_model=None)
+    entry = registry.get(gone.id)
+    assert entry is not None
+    entry.last_used -= 7200  # idle for two hours
+    assert registry.get(gone.id) is None
+    assert registry.get(kept.id) is not None
+    assert registry.delete(kept.id) and registry.get(kept.id) is None
+    assert not registry.delete(uuid.uuid4())
