@@ -61,8 +61,17 @@ class WorkerSupervisor:
             process.wait()
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def run_stack(settings: Settings, host: str, port: int) -> None:
     import uvicorn
+
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal. With the default
+    # handler that would kill this process before the `finally` blocks stop the worker and the
+    # database; as SystemExit it unwinds through them.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
     from rag_server.api.app import create_app
 
