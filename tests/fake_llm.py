@@ -31,6 +31,8 @@ class Behaviour:
     chunk_delay_s: float = 0.0  # wait between streamed chunks
     # After this many streamed tokens: keep the stream open with SSE comments until the client leaves.
     hang_after_tokens: int | None = None
+    # With hang_after_tokens: the stream resumes once this is set (None: hang until the client leaves).
+    release: threading.Event | None = None
     # After this many streamed tokens: drop the connection (a mid-stream failure).
     drop_after_tokens: int | None = None
     # Only requests of these kinds misbehave (None = all): "answer", "condense", "title".
@@ -147,7 +149,8 @@ class FakeLLM:
                     request.transport.close()
                     return response
                 if b.hang_after_tokens is not None and i == b.hang_after_tokens:
-                    while True:  # writes fail once the client has gone
+                    # SSE comments keep the stream alive; the writes fail once the client has gone.
+                    while b.release is None or not b.release.is_set():
                         await response.write(b": keepalive\n\n")
                         await asyncio.sleep(0.05)
                 await response.write(_chunk(model, {"role": "assistant", "content": token}, None))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -483,3 +484,32 @@ async def test_client_disconnect_mid_stream_writes_nothing(
     fake.reset()
     body = await ok(await client.post(f"{base}/query", json={"query": "What is HNSW?", "session_id": sid}))
     assert [m["id"] for m in await history(client, base, sid)] == [body["message_id"] - 1, body["message_id"]]
+
+
+async def test_session_deleted_mid_stream_ends_with_an_error_event(
+    llm_server: Server, client: httpx.AsyncClient, fake: FakeLLM
+) -> None:
+    base = llm_server.url
+    sid = (await ok(await client.post(f"{base}/chat/sessions", json={"title": "short-lived"}), 201))["id"]
+    release = threading.Event()
+    fake.behaviour = Behaviour(hang_after_tokens=1, release=release, affects={"answer"})
+    events: list[tuple[str, dict[str, Any]]] = []
+    async with client.stream(
+        "POST", f"{base}/query/stream", json={"query": "What is HNSW?", "session_id": sid}
+    ) as r:
+        lines = r.aiter_lines()
+        async for line in lines:
+            if line.startswith("event: token"):
+                break  # the answer is under way: delete its session, then let the LLM finish
+        await ok(await client.delete(f"{base}/chat/sessions/{sid}"), 204)
+        release.set()
+        event: str | None = None
+        async for line in lines:
+            if line.startswith("event:"):
+                event = line.removeprefix("event:").strip()
+            elif line.startswith("data:") and event:
+                events.append((event, json.loads(line.removeprefix("data:"))))
+    assert events[-1][0] == "error"
+    assert f"chat session {sid} not found" in events[-1][1]["detail"]
+    assert "done" not in [e for e, _ in events]
+    assert (await client.get(f"{base}/chat/history/{sid}")).status_code == 404

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from rag_server.api.deps import get_runtime
+from rag_server.api.errors import NotFoundError
 from rag_server.chat.models import ChatMessageOut, ChatSession, QueryRequest, QueryResponse
 from rag_server.chat.service import ChatService
 from rag_server.retrieval.models import SearchType
@@ -153,6 +154,9 @@ async def query_stream(body: QueryRequest, chat: ChatDep) -> StreamingResponse:
                 if piece:
                     yield sse("token", {"text": piece})
             await chat.persist(turn)
+        except NotFoundError as exc:  # the session was deleted while its answer was being written
+            yield sse("error", {"detail": str(exc)})
+            return
         except Exception as exc:
             # Headers are gone already: report in-band. Nothing was persisted for this answer.
             logger.exception("streamed answer failed")
