@@ -1,0 +1,259 @@
+"""Documents API (list/sort/filter/download/delete, also mid-processing), direct ingestion for the
+evaluation, and `rag-server ingest` — against a real server + worker, embeddings from a local fake
+Ollama server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from rag_server.config import Settings
+from rag_server.infra.runtime import Runtime
+from rag_server.ingestion.pipeline import (
+    DirectDocument,
+    UnsupportedFileError,
+    ingest_documents_direct,
+    prepare_chunks_sync,
+    process_stored_document,
+)
+from rag_server.ingestion.store import sha256_hex
+from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer, fake_ollama_env
+from tests.fixtures.ingest_files import long_text, pdf_with_text
+from tests.fixtures.ingest_stack import upload, wait_batch, wait_for
+from tests.processes import Proc, process_env, start_server, start_worker
+
+STACK_ENV = {"RAG_EMBEDDING_BATCH_SIZE": "8", "RAG_WORKER_POLL_INTERVAL_S": "0.1", "RAG_CHUNK_SIZE": "128"}
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeEmbeddingServer]:
+    server = FakeEmbeddingServer(dim=768).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        embedding_provider="ollama",
+        embedding_model="nomic-embed-text",
+        embedding_dim=768,
+        embedding_base_url=fake.base_url,
+        embedding_batch_size=8,
+        chunk_size=128,
+    )
+
+
+@pytest.fixture(scope="module")
+def env(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> dict[str, str]:
+    return process_env(database_url, data_dir, **fake_ollama_env(fake), **STACK_ENV)
+
+
+@pytest.fixture(scope="module")
+def stack(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
+    logs = tmp_path_factory.mktemp("logs")
+    server = start_server(env, logs / "server.log")
+    worker = start_worker(env, logs / "worker.log")
+    yield server, worker
+    server.stop()
+    assert worker.stop() == 0, worker.log()
+
+
+@pytest.fixture(scope="module")
+def client(stack: tuple[Proc, Proc]) -> Iterator[httpx.Client]:
+    assert stack[0].base_url
+    with httpx.Client(base_url=stack[0].base_url, timeout=60) as c:
+        yield c
+
+
+def query(database_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def chunk_count(database_url: str, document_id: str) -> int:
+    return int(
+        query(database_url, "SELECT count(*) AS n FROM chunks WHERE document_id = %s::uuid", document_id)[0][
+            "n"
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def uploaded(client: httpx.Client) -> dict[str, dict[str, Any]]:
+    files = {
+        "b-medium.txt": long_text(600, seed=1).encode(),
+        "a-small.md": b"# Small\n\nA small markdown file.",
+        "c-large.txt": long_text(1500, seed=2).encode(),
+        "d-paper.pdf": pdf_with_text(["A page about otters.", "A page about beavers."]),
+    }
+    status = wait_batch(client, upload(client, list(files.items())).json()["batch_id"])
+    assert status["status"] == "completed", status
+    return {t["filename"]: {**t, "content": files[t["filename"]]} for t in status["tasks"]}
+
+
+def test_list_sort_filter_paginate(client: httpx.Client, uploaded: dict[str, dict[str, Any]]) -> None:
+    by_name = client.get("/documents", params={"sort": "name", "order": "asc"}).json()
+    assert by_name["total"] == 4
+    assert [d["filename"] for d in by_name["items"]] == [
+        "a-small.md",
+        "b-medium.txt",
+        "c-large.txt",
+        "d-paper.pdf",
+    ]
+    by_chunks = client.get("/documents", params={"sort": "chunks", "order": "desc", "type": "txt"}).json()
+    assert [d["filename"] for d in by_chunks["items"]] == ["c-large.txt", "b-medium.txt"]
+    assert by_chunks["items"][0]["chunk_count"] > by_chunks["items"][1]["chunk_count"] > 1
+    page = client.get("/documents", params={"sort": "name", "order": "asc", "limit": 2, "offset": 2}).json()
+    assert [d["filename"] for d in page["items"]] == ["c-large.txt", "d-paper.pdf"] and page["total"] == 4
+    assert client.get("/documents", params={"status": "failed"}).json()["total"] == 0
+    assert client.get("/documents", params={"status": "ready"}).json()["total"] == 4
+    assert client.get("/documents", params={"sort": "nonsense"}).status_code == 422
+
+
+def test_get_and_download(client: httpx.Client, uploaded: dict[str, dict[str, Any]]) -> None:
+    pdf = uploaded["d-paper.pdf"]
+    doc = client.get(f"/documents/{pdf['document_id']}").json()
+    assert (doc["filename"], doc["file_type"], doc["status"], doc["size_bytes"], doc["sha256"]) == (
+        "d-paper.pdf",
+        "pdf",
+        "ready",
+        len(pdf["content"]),
+        sha256_hex(pdf["content"]),
+    )
+    download = client.get(f"/documents/{pdf['document_id']}/download")
+    assert download.status_code == 200 and download.content == pdf["content"]
+    assert download.headers["content-type"] == "application/pdf"
+    assert download.headers["content-disposition"].startswith('attachment; filename="d-paper.pdf"')
+    md = client.get(f"/documents/{uploaded['a-small.md']['document_id']}/download")
+    assert md.headers["content-type"] == "text/markdown; charset=utf-8"
+    missing = "00000000-0000-0000-0000-000000000000"
+    assert client.get(f"/documents/{missing}").status_code == 404
+    assert client.get(f"/documents/{missing}/download").status_code == 404
+    assert client.get("/documents/not-a-uuid").status_code == 422
+
+
+def test_delete_removes_document_bytes_and_chunks(
+    client: httpx.Client, uploaded: dict[str, dict[str, Any]], database_url: str
+) -> None:
+    doc_id = uploaded["b-medium.txt"]["document_id"]
+    assert chunk_count(database_url, doc_id) > 0
+    assert client.delete(f"/documents/{doc_id}").status_code == 204
+    assert chunk_count(database_url, doc_id) == 0
+    assert (
+        query(database_url, "SELECT count(*) AS n FROM document_files WHERE document_id = %s::uuid", doc_id)[
+            0
+        ]["n"]
+        == 0
+    )
+    assert client.get(f"/documents/{doc_id}").status_code == 404
+    assert client.delete(f"/documents/{doc_id}").status_code == 404
+    # The finished task keeps its history; its document link is cleared.
+    task = query(
+        database_url,
+        "SELECT status, document_id FROM job_tasks WHERE id = %s::uuid",
+        uploaded["b-medium.txt"]["task_id"],
+    )[0]
+    assert task == {"status": "completed", "document_id": None}
+
+
+def test_delete_while_processing(client: httpx.Client, database_url: str) -> None:
+    # The filename is in every chunk's search text; SLOW700 makes the fake backend take 0.7 s a batch.
+    response = upload(client, [("SLOW700-report.txt", long_text(1200, seed=3).encode())])
+    [task] = response.json()["tasks"]
+    wait_for(
+        lambda: (
+            client.get(f"/tasks/{response.json()['batch_id']}/status").json()["tasks"][0]["completed_chunks"]
+            >= 8
+        ),
+        timeout=60,
+        what="processing started",
+    )
+    assert client.delete(f"/documents/{task['document_id']}").status_code == 204
+    status = wait_batch(client, response.json()["batch_id"])
+    [after] = status["tasks"]
+    assert after["status"] == "failed"
+    assert after["error"] == "The document was deleted before processing finished."
+    assert chunk_count(database_url, task["document_id"]) == 0
+    # The worker drops the message when it reaches the final write, and keeps working.
+    wait_for(
+        lambda: query(database_url, "SELECT count(*) AS n FROM pgmq.q_ingest")[0]["n"] == 0,
+        timeout=60,
+        what="message dropped",
+    )
+    assert chunk_count(database_url, task["document_id"]) == 0
+    later = upload(client, [("after-delete.txt", b"The worker still works after a delete.")]).json()
+    assert wait_batch(client, later["batch_id"])["status"] == "completed"
+
+
+async def test_direct_ingestion_uses_the_same_pipeline(
+    runtime: Runtime, settings: Settings, database_url: str
+) -> None:
+    docs = [
+        DirectDocument("direct-1.txt", long_text(500, seed=21).encode(), {"source": "beir", "doc_id": "1"}),
+        DirectDocument("direct-2.md", long_text(200, seed=22).encode(), {"doc_id": "2"}),
+        DirectDocument("direct-dup.txt", long_text(500, seed=21).encode(), {"doc_id": "3"}),
+        DirectDocument("broken.json", b"{not json", {}),
+    ]
+    seen: list[int] = []
+    ids = await ingest_documents_direct(runtime, docs, progress=seen.append)
+    assert ids[0] == ids[2] and len(set(ids)) == 3
+    assert seen[-1] == 4 and seen == sorted(seen)
+    rows = {
+        r["id"]: r
+        for r in query(
+            database_url,
+            "SELECT id, status, chunk_count, metadata, error FROM documents WHERE id = ANY(%s)",
+            ids,
+        )
+    }
+    for doc, doc_id in zip(docs[:2], ids[:2], strict=True):
+        expected = prepare_chunks_sync(settings, doc.filename, doc.content, doc.filename.rsplit(".", 1)[1])
+        assert rows[doc_id]["status"] == "ready" and rows[doc_id]["chunk_count"] == len(expected)
+        assert chunk_count(database_url, str(doc_id)) == len(expected)
+    assert rows[ids[0]]["metadata"] == {"source": "beir", "doc_id": "1"}
+    assert rows[ids[3]]["status"] == "failed" and rows[ids[3]]["error"].startswith(
+        "The file is not valid JSON"
+    )
+    # Again: existing ids come back, nothing is embedded twice.
+    assert await ingest_documents_direct(runtime, docs[:2]) == ids[:2]
+    assert chunk_count(database_url, str(ids[0])) == rows[ids[0]]["chunk_count"]
+    # Reprocessing a stored document replaces its chunks (idempotent).
+    assert await process_stored_document(runtime, ids[0]) == rows[ids[0]]["chunk_count"]
+    assert chunk_count(database_url, str(ids[0])) == rows[ids[0]]["chunk_count"]
+    with pytest.raises(UnsupportedFileError):
+        await ingest_documents_direct(runtime, [DirectDocument("x.exe", b"MZ", {})])
+
+
+def test_cli_ingest_uploads_a_folder_and_waits(
+    client: httpx.Client, env: dict[str, str], tmp_path: Path, database_url: str
+) -> None:
+    (tmp_path / "nested" / "deeper").mkdir(parents=True)
+    (tmp_path / "one.txt").write_text(long_text(100, seed=31))
+    (tmp_path / "nested" / "two.md").write_text("# Two\n\n" + long_text(100, seed=32))
+    (tmp_path / "nested" / "deeper" / "three.html").write_text(f"<p>{long_text(100, seed=33)}</p>")
+    (tmp_path / "nested" / "skip.bin").write_bytes(b"\x00\x01")
+    (tmp_path / "nested" / "broken.json").write_text("{oops")
+    command = [sys.executable, "-m", "rag_server", "ingest", str(tmp_path), "--url", str(client.base_url)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr  # broken.json failed
+    assert "skipped (unsupported or missing):" in result.stderr and "skip.bin" in result.stderr
+    assert "3 completed, 1 failed" in result.stderr
+    assert "failed: broken.json: The file is not valid JSON" in result.stderr
+    names = {
+        r["filename"] for r in query(database_url, "SELECT filename FROM documents WHERE status = 'ready'")
+    }
+    assert {"one.txt", "two.md", "three.html"} <= names
+    # A second run skips what is stored already (the failed file is retried and fails again).
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert "3 file(s) already stored, not uploaded again" in again.stderr
