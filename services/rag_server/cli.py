@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("migrate", cmd_migrate, "apply database migrations up to the latest")
     add("doctor", cmd_doctor, "print the database capability report")
     from rag_server.evaluation.commands import register_eval_commands
+    from rag_server.retrieval.cli import register_search_command
 
+    register_search_command(sub)
     register_eval_commands(sub)
     return parser
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from rag_server import __version__
 from rag_server.api.errors import install_error_handlers
-from rag_server.api.routes import chat, documents, health, tasks, upload
+from rag_server.api.routes import chat, documents, health, search, tasks, upload
 from rag_server.config import Settings, get_settings
 from rag_server.infra.runtime import open_runtime
 
@@ -30,4 +30,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(documents.router)
     app.include_router(chat.router)
+    app.include_router(search.router)
     return app

@@ -11,6 +11,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 SearchType = Literal["vector", "bm25", "hybrid"]
+FusionMethod = Literal["rrf", "convex"]
 
 
 class SearchFilters(BaseModel):
@@ -26,6 +27,9 @@ class SearchRequest(BaseModel):
     top_k: int = Field(default=10, ge=1, le=100)
     search_type: SearchType = "hybrid"
     filters: SearchFilters | None = None
+    # Optional overrides of the configured defaults (RAG_FUSION, RAG_HNSW_EF_SEARCH).
+    fusion: FusionMethod | None = None
+    ef_search: int | None = Field(default=None, ge=1, le=1000)
 
 
 class LegScore(BaseModel):

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from rag_server.api.deps import RuntimeDep
+from rag_server.retrieval.models import SearchRequest, SearchResponse
+from rag_server.retrieval.service import search as run_search
+
+router = APIRouter(tags=["search"])
+
+
+@router.post("/search")
+async def search(request: SearchRequest, runtime: RuntimeDep) -> SearchResponse:
+    """Vector, BM25 or hybrid search over the chunks; bad parameters are a 422 from validation."""
+    return await run_search(runtime, request)

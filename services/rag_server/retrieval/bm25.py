@@ -1,0 +1,110 @@
+"""The BM25 leg: ParadeDB pg_search when the migration found it, else the native engine.
+
+Native engine (migration 0002): exact Okapi BM25 over an inverted index kept in plain tables
+(bm25_postings, bm25_terms, bm25_stats) by triggers on `chunks`, tokenised and stemmed by
+Postgres's `english` text search configuration. The query goes through the same to_tsvector, which
+accepts any text, so user input never reaches a query parser.
+
+    idf(t)      = ln(1 + (N - df + 0.5) / (df + 0.5))
+    score(d, q) = sum over distinct query lexemes t in d of
+                  idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * doc_len / avgdl))
+
+Ties are broken by chunk id (ascending), so rankings are deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import asyncpg
+
+from rag_server.retrieval.filters import FilterSQL, build_filters
+from rag_server.retrieval.legs import LegHit, clean_query
+from rag_server.retrieval.models import SearchFilters
+
+Bm25Engine = Literal["native", "pg_search"]
+
+
+def native_bm25_sql(filters: FilterSQL) -> str:
+    """Parameters: $1 query text, $2 limit, $3 k1, $4 b, then the filter parameters from $5."""
+    return f"""
+        WITH stats AS (
+            SELECT n_docs::float8 AS n,
+                   greatest(total_len, 1)::float8 / greatest(n_docs, 1) AS avgdl
+            FROM bm25_stats WHERE id = 1
+        ), weights AS (
+            SELECT bt.term, ln(1 + (stats.n - bt.df + 0.5) / (bt.df + 0.5)) AS idf, stats.avgdl
+            FROM unnest(to_tsvector('english', $1::text)) AS q
+            JOIN bm25_terms bt ON bt.term = q.lexeme
+            CROSS JOIN stats
+            WHERE bt.df > 0
+        )
+        SELECT p.chunk_id,
+               sum(w.idf * p.tf * ($3::float8 + 1)
+                   / (p.tf + $3::float8 * (1 - $4::float8 + $4::float8 * p.doc_len / w.avgdl))) AS score
+        FROM weights w
+        JOIN bm25_postings p ON p.term = w.term
+        {filters.joins("p.chunk_id")}
+        {filters.where()}
+        GROUP BY p.chunk_id
+        ORDER BY score DESC, p.chunk_id
+        LIMIT $2
+    """
+
+
+def pg_search_sql(filters: FilterSQL) -> str:
+    """ParadeDB pg_search 0.25.x. Parameters: $1 query text, $2 limit, filter parameters from $3.
+
+    `|||` (match any token) runs only the index's tokenizer over $1: no query-parser syntax, so raw
+    user text cannot cause a parse error. The text is always bound, never interpolated.
+    """
+    return f"""
+        SELECT c.id AS chunk_id, pdb.score(c.id)::float8 AS score
+        FROM chunks c
+        {filters.joins()}
+        WHERE c.search_text ||| $1::text
+        {filters.where("AND")}
+        ORDER BY pdb.score(c.id) DESC, c.id
+        LIMIT $2
+    """
+
+
+def bm25_statement(
+    engine: Bm25Engine,
+    query: str,
+    top_k: int,
+    filters: SearchFilters | None = None,
+    k1: float = 1.2,
+    b: float = 0.75,
+) -> tuple[str, list[Any]]:
+    """The SQL and its bind parameters for one BM25 query on `engine`."""
+    text = clean_query(query)
+    if engine == "pg_search":
+        fsql = build_filters(filters, first_param=3)
+        return pg_search_sql(fsql), [text, top_k, *fsql.params]
+    fsql = build_filters(filters, first_param=5)
+    return native_bm25_sql(fsql), [text, top_k, float(k1), float(b), *fsql.params]
+
+
+async def read_engine(conn: asyncpg.Connection) -> Bm25Engine:
+    """The engine migration 0002 chose for this database (recorded in app_meta)."""
+    value = await conn.fetchval("SELECT value FROM app_meta WHERE key = 'bm25_engine'")
+    if value not in ("native", "pg_search"):
+        raise RuntimeError(f"no BM25 engine recorded in app_meta (got {value!r}); run migrations")
+    engine: Bm25Engine = value
+    return engine
+
+
+async def bm25_leg(
+    conn: asyncpg.Connection,
+    engine: Bm25Engine,
+    query: str,
+    top_k: int,
+    filters: SearchFilters | None = None,
+    k1: float = 1.2,
+    b: float = 0.75,
+) -> list[LegHit]:
+    """The best `top_k` chunks for `query` by BM25, best first."""
+    sql, params = bm25_statement(engine, query, top_k, filters, k1, b)
+    rows = await conn.fetch(sql, *params)
+    return [LegHit(int(r["chunk_id"]), float(r["score"])) for r in rows]

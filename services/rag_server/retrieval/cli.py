@@ -1,0 +1,70 @@
+"""`rag-server search "text"`: run a search in-process (or against a running server with --url)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import textwrap
+from typing import Any
+
+from rag_server.config import Settings
+from rag_server.retrieval.models import SearchRequest, SearchResponse
+
+
+def register_search_command(sub: Any) -> None:
+    p = sub.add_parser("search", help="search the chunks and print a table", description=__doc__)
+    p.set_defaults(handler=cmd_search)
+    p.add_argument("query")
+    p.add_argument("--type", dest="search_type", choices=["hybrid", "vector", "bm25"], default="hybrid")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--fusion", choices=["rrf", "convex"], default=None, help="default: RAG_FUSION")
+    p.add_argument("--url", default=None, help="ask a running server instead of opening the database")
+    p.add_argument("--json", action="store_true", help="print the raw JSON response")
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        request = SearchRequest(
+            query=args.query, top_k=args.top_k, search_type=args.search_type, fusion=args.fusion
+        )
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
+    response = _via_http(args.url, request) if args.url else asyncio.run(_in_process(settings, request))
+    if args.json:
+        print(response.model_dump_json(indent=2))
+    else:
+        print(format_table(response))
+    return 0
+
+
+async def _in_process(settings: Settings, request: SearchRequest) -> SearchResponse:
+    from rag_server.infra.runtime import open_runtime
+    from rag_server.retrieval.service import search
+
+    async with open_runtime(settings, migrate=True, load_embedder=request.search_type != "bm25") as rt:
+        return await search(rt, request)
+
+
+def _via_http(url: str, request: SearchRequest) -> SearchResponse:
+    import httpx
+
+    reply = httpx.post(f"{url.rstrip('/')}/search", json=json.loads(request.model_dump_json()), timeout=60)
+    reply.raise_for_status()
+    return SearchResponse.model_validate(reply.json())
+
+
+def format_table(response: SearchResponse) -> str:
+    lines = [f"{'#':>3} {'score':>8} {'vec':>5} {'bm25':>5}  {'document':<28} {'chunk':>5}  text"]
+    for i, hit in enumerate(response.results, 1):
+        vec = str(hit.vector.rank) if hit.vector else "-"
+        bm25 = str(hit.bm25.rank) if hit.bm25 else "-"
+        name = textwrap.shorten(hit.document_name, 28, placeholder="…")
+        text = textwrap.shorten(" ".join(hit.text.split()), 70, placeholder="…")
+        lines.append(f"{i:>3} {hit.score:>8.4f} {vec:>5} {bm25:>5}  {name:<28} {hit.chunk_index:>5}  {text}")
+    if not response.results:
+        lines.append("    (no results)")
+    timings = ", ".join(f"{k} {v:.1f}" for k, v in response.timings_ms.items())
+    lines.append(f"{response.search_type}: {len(response.results)} results; ms: {timings}")
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""SQL for search filters, shared by both legs so a filter is applied before LIMIT in each.
+
+Semantics: `None` means "no filter"; an empty list matches nothing (a scope with no members).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rag_server.retrieval.models import SearchFilters
+
+
+@dataclass
+class FilterSQL:
+    """WHERE clauses over `c` (chunks) and `d` (documents), with their bind parameters."""
+
+    clauses: list[str] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
+    needs_documents: bool = False
+
+    @property
+    def active(self) -> bool:
+        return bool(self.clauses)
+
+    def joins(self, chunk_id_expr: str | None = None) -> str:
+        """JOINs that bring `c` (and `d` when needed) into a query; `chunk_id_expr` links `c`."""
+        if not self.clauses:
+            return ""
+        parts = []
+        if chunk_id_expr is not None:
+            parts.append(f"JOIN chunks c ON c.id = {chunk_id_expr}")
+        if self.needs_documents:
+            parts.append("JOIN documents d ON d.id = c.document_id")
+        return " ".join(parts)
+
+    def where(self, prefix: str = "WHERE") -> str:
+        return f"{prefix} " + " AND ".join(self.clauses) if self.clauses else ""
+
+
+def normalise_file_type(value: str) -> str:
+    return value.strip().lower().lstrip(".")
+
+
+def build_filters(filters: SearchFilters | None, first_param: int) -> FilterSQL:
+    """Clauses numbered from `$first_param`; user values are only ever bound, never interpolated."""
+    out = FilterSQL()
+    if filters is None:
+        return out
+
+    def bind(value: Any) -> str:
+        out.params.append(value)
+        return f"${first_param + len(out.params) - 1}"
+
+    if filters.document_ids is not None:
+        out.clauses.append(f"c.document_id = ANY({bind(list(filters.document_ids))}::uuid[])")
+    if filters.file_types is not None:
+        types = sorted({normalise_file_type(t) for t in filters.file_types})
+        out.clauses.append(f"lower(d.file_type) = ANY({bind(types)}::text[])")
+        out.needs_documents = True
+    if filters.metadata:
+        # Chunk metadata overrides the document's; containment keeps JSON types (2020 != "2020").
+        out.clauses.append(f"(d.metadata || c.metadata) @> {bind(dict(filters.metadata))}::jsonb")
+        out.needs_documents = True
+    return out

@@ -1,0 +1,164 @@
+"""Search over the one chunks table: vector, BM25 or both fused. The contract others code against.
+
+    search(runtime, request) -> SearchResponse
+
+The legs are also public (`vector_search`, `bm25_search`) so the evaluation can ask for deep
+candidate lists cheaply; they return chunk ids and scores only (`fetch_chunks` adds the rest).
+In hybrid search the BM25 query starts at once, concurrently with embedding the query and the
+vector query, each leg on its own pooled connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import numpy as np
+
+from rag_server.infra.runtime import Runtime
+from rag_server.retrieval.bm25 import Bm25Engine, bm25_leg, read_engine
+from rag_server.retrieval.fusion import FusedHit, convex, rrf
+from rag_server.retrieval.legs import LegHit
+from rag_server.retrieval.models import (
+    FusionMethod,
+    LegScore,
+    SearchFilters,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+)
+from rag_server.retrieval.store import ChunkRow, fetch_chunks
+from rag_server.retrieval.vector import vector_leg
+
+T = TypeVar("T")
+
+# The engine is fixed by the migration for the life of a database; read it once per database.
+_engines: dict[str, Bm25Engine] = {}
+
+
+async def bm25_engine(runtime: Runtime) -> Bm25Engine:
+    engine = _engines.get(runtime.database_url)
+    if engine is None:
+        async with runtime.pool.acquire() as conn:
+            engine = await read_engine(conn)
+        _engines[runtime.database_url] = engine
+    return engine
+
+
+async def _timed(timings: dict[str, float], name: str, work: Callable[[], Awaitable[T]]) -> T:
+    start = time.perf_counter()
+    try:
+        return await work()
+    finally:
+        timings[name] = round((time.perf_counter() - start) * 1000, 3)
+
+
+async def embed_query(runtime: Runtime, query: str) -> np.ndarray:
+    vectors = await runtime.embedder.embed([query])
+    return np.asarray(vectors[0], dtype=np.float32)
+
+
+async def bm25_search(
+    runtime: Runtime, query: str, top_k: int, filters: SearchFilters | None = None
+) -> list[LegHit]:
+    """BM25 leg alone: the best `top_k` chunk ids with BM25 scores, best first."""
+    engine = await bm25_engine(runtime)
+    settings = runtime.settings
+    async with runtime.pool.acquire() as conn:
+        return await bm25_leg(conn, engine, query, top_k, filters, settings.bm25_k1, settings.bm25_b)
+
+
+async def vector_search_embedding(
+    runtime: Runtime,
+    embedding: np.ndarray,
+    top_k: int,
+    filters: SearchFilters | None = None,
+    ef_search: int | None = None,
+) -> list[LegHit]:
+    """Vector leg alone for an already embedded query (the evaluation embeds queries in batches)."""
+    ef = ef_search or runtime.settings.hnsw_ef_search
+    async with runtime.pool.acquire() as conn:
+        return await vector_leg(conn, embedding, top_k, filters, ef)
+
+
+async def vector_search(
+    runtime: Runtime,
+    query: str,
+    top_k: int,
+    filters: SearchFilters | None = None,
+    ef_search: int | None = None,
+) -> list[LegHit]:
+    """Vector leg alone: embeds `query`, then the `top_k` nearest chunks, best first."""
+    embedding = await embed_query(runtime, query)
+    return await vector_search_embedding(runtime, embedding, top_k, filters, ef_search)
+
+
+def fuse(runtime: Runtime, vector: list[LegHit], bm25: list[LegHit], method: FusionMethod) -> list[FusedHit]:
+    settings = runtime.settings
+    if method == "convex":
+        return convex(vector, bm25, settings.hybrid_alpha)
+    weights = {"vector": settings.hybrid_vector_weight, "bm25": settings.hybrid_bm25_weight}
+    return rrf({"vector": vector, "bm25": bm25}, settings.rrf_k, weights)
+
+
+def _single_leg(hits: list[LegHit], leg: str) -> list[FusedHit]:
+    return [FusedHit(h.chunk_id, h.score, {leg: (rank, h.score)}) for rank, h in enumerate(hits, 1)]
+
+
+def _to_hit(fused: FusedHit, row: ChunkRow) -> SearchHit:
+    legs = {name: LegScore(rank=rank, score=score) for name, (rank, score) in fused.legs.items()}
+    return SearchHit(
+        chunk_id=row.chunk_id,
+        document_id=row.document_id,
+        document_name=row.document_name,
+        chunk_index=row.chunk_index,
+        page=row.page,
+        text=row.text,
+        score=fused.score,
+        vector=legs.get("vector"),
+        bm25=legs.get("bm25"),
+        metadata=row.metadata,
+    )
+
+
+async def search(runtime: Runtime, request: SearchRequest) -> SearchResponse:
+    """Run one search request; results carry every leg's rank and score plus per-stage timings."""
+    settings = runtime.settings
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    query, top_k, filters = request.query, request.top_k, request.filters
+    ef_search = request.ef_search or settings.hnsw_ef_search
+
+    async def run_vector(depth: int) -> list[LegHit]:
+        embedding = await _timed(timings, "embed", lambda: embed_query(runtime, query))
+        return await _timed(
+            timings,
+            "vector",
+            lambda: vector_search_embedding(runtime, embedding, depth, filters, ef_search),
+        )
+
+    async def run_bm25(depth: int) -> list[LegHit]:
+        return await _timed(timings, "bm25", lambda: bm25_search(runtime, query, depth, filters))
+
+    if request.search_type == "vector":
+        ranked = _single_leg(await run_vector(top_k), "vector")
+    elif request.search_type == "bm25":
+        ranked = _single_leg(await run_bm25(top_k), "bm25")
+    else:
+        depth = max(settings.hybrid_candidates, top_k)
+        bm25_hits, vector_hits = await asyncio.gather(run_bm25(depth), run_vector(depth))
+        method = request.fusion or settings.fusion
+        fuse_start = time.perf_counter()
+        ranked = fuse(runtime, vector_hits, bm25_hits, method)[:top_k]
+        timings["fuse"] = round((time.perf_counter() - fuse_start) * 1000, 3)
+
+    async def fetch() -> dict[int, ChunkRow]:
+        async with runtime.pool.acquire() as conn:
+            return await fetch_chunks(conn, [h.chunk_id for h in ranked])
+
+    rows = await _timed(timings, "fetch", fetch)
+    results = [_to_hit(h, rows[h.chunk_id]) for h in ranked if h.chunk_id in rows]
+    timings["total"] = round((time.perf_counter() - started) * 1000, 3)
+    return SearchResponse(query=query, search_type=request.search_type, results=results, timings_ms=timings)

@@ -1,0 +1,47 @@
+"""Reading the chunks a search returns (display fields), in one query."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    chunk_id: int
+    document_id: UUID
+    document_name: str
+    chunk_index: int
+    page: int | None
+    text: str
+    metadata: dict[str, Any]
+
+
+HYDRATE_SQL = """
+    SELECT c.id, c.document_id, d.filename, c.chunk_index, c.page, c.text,
+           d.metadata || c.metadata AS metadata
+    FROM chunks c JOIN documents d ON d.id = c.document_id
+    WHERE c.id = ANY($1::bigint[])
+"""
+
+
+async def fetch_chunks(conn: asyncpg.Connection, chunk_ids: list[int]) -> dict[int, ChunkRow]:
+    """Display fields by chunk id. A chunk deleted since the legs ran is simply absent."""
+    if not chunk_ids:
+        return {}
+    rows = await conn.fetch(HYDRATE_SQL, chunk_ids)
+    return {
+        int(r["id"]): ChunkRow(
+            chunk_id=int(r["id"]),
+            document_id=r["document_id"],
+            document_name=r["filename"],
+            chunk_index=int(r["chunk_index"]),
+            page=r["page"],
+            text=r["text"],
+            metadata=dict(r["metadata"] or {}),
+        )
+        for r in rows
+    }

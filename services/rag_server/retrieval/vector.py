@@ -1,0 +1,50 @@
+"""The vector leg: cosine distance over chunks.embedding with the HNSW index."""
+
+from __future__ import annotations
+
+import asyncpg
+import numpy as np
+
+from rag_server.retrieval.filters import build_filters
+from rag_server.retrieval.legs import LegHit
+from rag_server.retrieval.models import SearchFilters
+
+
+def vector_sql(filters: SearchFilters | None) -> tuple[str, list[object]]:
+    """Parameters: $1 query vector, $2 limit, then the filter parameters.
+
+    ORDER BY is the distance alone: anything more and the planner cannot use the HNSW index.
+    """
+    fsql = build_filters(filters, first_param=3)
+    sql = f"""
+        SELECT c.id AS chunk_id, 1 - (c.embedding <=> $1) AS score
+        FROM chunks c
+        {fsql.joins()}
+        {fsql.where()}
+        ORDER BY c.embedding <=> $1
+        LIMIT $2
+    """
+    return sql, fsql.params
+
+
+async def vector_leg(
+    conn: asyncpg.Connection,
+    embedding: np.ndarray,
+    top_k: int,
+    filters: SearchFilters | None = None,
+    ef_search: int = 100,
+) -> list[LegHit]:
+    """The `top_k` nearest chunks to a unit-normalised `embedding`; score = 1 - cosine distance."""
+    sql, params = vector_sql(filters)
+    # HNSW returns at most ef_search rows per scan, so it must be at least top_k.
+    ef = max(int(ef_search), int(top_k))
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('hnsw.ef_search', $1, true)", str(min(ef, 1000)))
+        if filters is not None:
+            # pgvector 0.8: keep scanning the graph until enough rows pass the filter.
+            await conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+        rows = await conn.fetch(sql, np.asarray(embedding, dtype=np.float32), top_k, *params)
+    hits = [LegHit(int(r["chunk_id"]), float(r["score"])) for r in rows]
+    # relaxed_order may return rows slightly out of order; equal distances tie-break on id.
+    hits.sort(key=lambda h: (-h.score, h.chunk_id))
+    return hits
