@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -102,7 +103,7 @@ def upload_and_wait(base_url: str, paths: Sequence[Path], per_upload: int) -> li
         statuses: dict[str, dict[str, Any]] = {}
         with Progress("ingesting (API)", len(paths)) as bar:
             while len(statuses) < len(batch_ids):
-                done = sum(s["total"] for s in statuses.values())
+                pending_done = 0
                 for batch_id in batch_ids:
                     if batch_id in statuses:
                         continue
@@ -111,7 +112,8 @@ def upload_and_wait(base_url: str, paths: Sequence[Path], per_upload: int) -> li
                         statuses[batch_id] = status
                     else:
                         counts = status["counts"]
-                        done += counts["completed"] + counts["failed"] + counts["duplicate"]
+                        pending_done += counts["completed"] + counts["failed"] + counts["duplicate"]
+                done = pending_done + sum(s["total"] for s in statuses.values())
                 bar.advance(done - bar.done)
                 if len(statuses) < len(batch_ids):
                     time.sleep(0.5)
@@ -179,6 +181,7 @@ def raw_embedding(settings: Settings, texts: list[str]) -> dict[str, Any]:
 
 
 def run_bench_ingest(settings: Settings, options: BenchIngestOptions) -> dict[str, Any]:
+    load_at_start = round(os.getloadavg()[0], 2)
     dataset = load_beir(options.dataset)
     documents = list(dataset.corpus.values())[: options.limit]
     server_url = resolve_database_url(settings)
@@ -198,6 +201,9 @@ def run_bench_ingest(settings: Settings, options: BenchIngestOptions) -> dict[st
     for run in runs:
         run["ratio_to_raw"] = round(run["chunks_per_s"] / raw["chunks_per_s"], 3)
     result = {
+        # Other processes on the machine change every number here: record how busy it was.
+        "load_avg_1m_at_start": load_at_start,
+        "cpu_count": os.cpu_count(),
         "dataset": dataset.name,
         "documents": len(documents),
         "embedding_model": settings.embedding_model,

@@ -36,7 +36,10 @@ def search_table(result: dict[str, Any]) -> str:
                 ]
             )
     where = result.get("url") or f"{result.get('chunks')} chunks (synthetic, --scale {result.get('scale')})"
-    title = f"HTTP /search, {where}, top_k {result['top_k']}, {result['requests']} requests per row"
+    title = (
+        f"HTTP /search, {where}, top_k {result['top_k']}, {result['requests']} requests per row "
+        f"(load average at start {result['load_avg_1m_at_start']} on {result['cpu_count']} cores)"
+    )
     return f"{title}\n{_table(header, rows)}"
 
 
@@ -59,6 +62,7 @@ def ingest_table(result: dict[str, Any]) -> str:
     raw = result["raw"]
     title = (
         f"ingest through POST /upload + worker(s); ceiling: {raw['chunks']} chunk texts embedded directly "
-        f"in {raw['seconds']:.1f} s (batch {raw['batch_size']})"
+        f"in {raw['seconds']:.1f} s (batch {raw['batch_size']}); load average at start "
+        f"{result['load_avg_1m_at_start']} on {result['cpu_count']} cores"
     )
     return f"{title}\n{_table(header, rows)}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -138,6 +139,9 @@ async def run_bench_search(settings: Settings, options: BenchSearchOptions) -> d
     dataset = await asyncio.to_thread(load_beir, options.dataset)
     queries = [dataset.queries[q] for q in dataset.test_query_ids()] or list(dataset.queries.values())
     result: dict[str, Any] = {
+        # Other processes on the machine change every number here: record how busy it was.
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
+        "cpu_count": os.cpu_count(),
         "url": options.url,
         "scale": None if options.url else options.scale,
         "top_k": options.top_k,
