@@ -1,0 +1,311 @@
+"""The native BM25 engine against a reference BM25 computed in Python over Postgres's own tokens.
+
+Tokens for the reference come from ts_debug (the parser + the english dictionaries, token by
+token), counted here; the engine's tf/doc_len come from to_tsvector positions in the triggers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+import uuid
+from collections import Counter
+
+import asyncpg
+import numpy as np
+import pytest
+
+from rag_server.infra.runtime import Runtime
+from rag_server.retrieval.bm25 import bm25_leg
+
+pytestmark = pytest.mark.integration
+
+WORDS = [
+    "run",
+    "running",
+    "runs",
+    "runner",
+    "connect",
+    "connected",
+    "connection",
+    "connections",
+    "protein",
+    "proteins",
+    "cell",
+    "cells",
+    "cellular",
+    "gene",
+    "genes",
+    "genetic",
+    "cancer",
+    "tumor",
+    "tumour",
+    "patient",
+    "patients",
+    "treatment",
+    "treated",
+    "treating",
+    "mouse",
+    "mice",
+    "blood",
+    "pressure",
+    "heart",
+    "attack",
+    "risk",
+    "study",
+    "studies",
+    "studied",
+    "vitamin",
+    "insulin",
+    "diabetes",
+    "self-driving",
+    "state-of-the-art",
+    "e-mail",
+    "2020",
+    "3.14",
+    "COVID-19",
+    "naïve",
+    "café",
+    "x-ray",
+]
+STOPWORDS = ["the", "a", "of", "and", "is", "was", "in", "on", "at", "by", "with", "for", "to", "from"]
+
+
+def random_text(rng: random.Random, n_words: int) -> str:
+    words = []
+    for _ in range(n_words):
+        roll = rng.random()
+        if roll < 0.3:
+            words.append(rng.choice(STOPWORDS))
+        elif roll < 0.4:
+            words.append(f"rare{rng.randrange(400)}")
+        else:
+            words.append(rng.choice(WORDS))
+    return " ".join(words) + rng.choice([".", "!", "?", ""])
+
+
+def unit_vector(rng: random.Random, dim: int) -> np.ndarray:
+    v = np.array([rng.gauss(0, 1) for _ in range(dim)], dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+async def insert_document(
+    conn: asyncpg.Connection, texts: list[str], rng: random.Random, dim: int = 384
+) -> tuple[uuid.UUID, list[int]]:
+    """One document with one chunk per text, inserted directly (not under test here)."""
+    doc_id = await conn.fetchval(
+        "INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, status) "
+        "VALUES ($1, 'txt', 'text/plain', 0, $2, 'ready') RETURNING id",
+        f"doc-{uuid.uuid4().hex[:8]}.txt",
+        hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
+    )
+    ids = []
+    for i, text in enumerate(texts):
+        ids.append(
+            await conn.fetchval(
+                "INSERT INTO chunks (document_id, chunk_index, text, search_text, embedding) "
+                "VALUES ($1, $2, $3, $3, $4) RETURNING id",
+                doc_id,
+                i,
+                text,
+                unit_vector(rng, dim),
+            )
+        )
+    return doc_id, ids
+
+
+async def lexemes(conn: asyncpg.Connection, text: str) -> list[str]:
+    """Every lexeme the english configuration emits for `text`, in order, with repeats."""
+    rows = await conn.fetch("SELECT lexemes FROM ts_debug('english', $1) WHERE lexemes IS NOT NULL", text)
+    return [lexeme for row in rows for lexeme in row["lexemes"]]
+
+
+async def reference_scores(
+    conn: asyncpg.Connection, query: str, k1: float = 1.2, b: float = 0.75
+) -> dict[int, float]:
+    docs = {
+        r["id"]: Counter(await lexemes(conn, r["search_text"]))
+        for r in await conn.fetch("SELECT id, search_text FROM chunks")
+    }
+    n = len(docs)
+    avgdl = sum(sum(c.values()) for c in docs.values()) / n
+    df: Counter[str] = Counter()
+    for counts in docs.values():
+        df.update(counts.keys())
+    terms = set(await lexemes(conn, query))
+    scores: dict[int, float] = {}
+    for chunk_id, counts in docs.items():
+        dl = sum(counts.values())
+        matched = [t for t in terms if counts[t] > 0]
+        if not matched:
+            continue
+        scores[chunk_id] = sum(
+            math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
+            * counts[t]
+            * (k1 + 1)
+            / (counts[t] + k1 * (1 - b + b * dl / avgdl))
+            for t in matched
+        )
+    return scores
+
+
+async def assert_matches_reference(conn: asyncpg.Connection, query: str, k1: float, b: float) -> int:
+    expected = await reference_scores(conn, query, k1, b)
+    hits = await bm25_leg(conn, "native", query, 10_000, None, k1, b)
+    got = {h.chunk_id: h.score for h in hits}
+    assert got.keys() == expected.keys(), query
+    for chunk_id, score in expected.items():
+        assert got[chunk_id] == pytest.approx(score, abs=1e-6), (query, chunk_id)
+    # Ranking: score descending, chunk id ascending on ties.
+    assert [(-h.score, h.chunk_id) for h in hits] == sorted((-h.score, h.chunk_id) for h in hits)
+    return len(hits)
+
+
+async def assert_stats_match_recount(conn: asyncpg.Connection) -> None:
+    """bm25_stats, bm25_terms and bm25_postings equal a recount from the chunks table."""
+    stats = await conn.fetchrow("SELECT n_docs, total_len FROM bm25_stats")
+    recount = await conn.fetchrow(
+        """
+        SELECT count(*) AS n_docs, coalesce(sum(len), 0) AS total_len FROM (
+            SELECT (SELECT coalesce(sum(cardinality(t.positions)), 0)
+                    FROM unnest(to_tsvector('english', c.search_text)) t) AS len
+            FROM chunks c) per_chunk
+        """
+    )
+    assert (stats["n_docs"], stats["total_len"]) == (recount["n_docs"], recount["total_len"])
+    terms = {r["term"]: r["df"] for r in await conn.fetch("SELECT term, df FROM bm25_terms")}
+    expected_df = {
+        r["lexeme"]: r["df"]
+        for r in await conn.fetch(
+            "SELECT t.lexeme, count(*) AS df FROM chunks c, unnest(to_tsvector('english', c.search_text)) t "
+            "GROUP BY t.lexeme"
+        )
+    }
+    assert terms == expected_df
+    mismatched = await conn.fetchval(
+        """
+        WITH expected AS (
+            SELECT t.lexeme AS term, c.id AS chunk_id, cardinality(t.positions) AS tf,
+                   sum(cardinality(t.positions)) OVER (PARTITION BY c.id) AS doc_len
+            FROM chunks c, unnest(to_tsvector('english', c.search_text)) t
+        )
+        SELECT count(*) FROM (
+            (SELECT term, chunk_id, tf, doc_len FROM expected
+             EXCEPT SELECT term, chunk_id, tf, doc_len FROM bm25_postings)
+            UNION ALL
+            (SELECT term, chunk_id, tf, doc_len FROM bm25_postings
+             EXCEPT SELECT term, chunk_id, tf, doc_len FROM expected)
+        ) diff
+        """
+    )
+    assert mismatched == 0
+
+
+QUERIES = [
+    "running connections of proteins",
+    "Heart attack risk in patients treated with insulin",
+    "mice",
+    "rare7 rare8 rare9 cancer",
+    "self-driving x-ray café",
+    "COVID-19 2020 study",
+]
+
+
+async def test_engine_is_native_and_reported(runtime: Runtime) -> None:
+    engine = await runtime.pool.fetchval("SELECT value FROM app_meta WHERE key = 'bm25_engine'")
+    assert engine == "native"
+
+
+async def test_scores_equal_reference_bm25_on_hundreds_of_chunks(runtime: Runtime) -> None:
+    rng = random.Random(4)
+    async with runtime.pool.acquire() as conn:
+        for _ in range(30):  # about 360 chunks
+            texts = [random_text(rng, rng.randint(0, 60)) for _ in range(rng.randint(8, 16))]
+            await insert_document(conn, texts, rng)
+        assert await conn.fetchval("SELECT count(*) FROM chunks") >= 300
+        matched = 0
+        for query in QUERIES:
+            matched += await assert_matches_reference(conn, query, 1.2, 0.75)
+        assert matched > 300
+        # Other parameters change the scores and still match.
+        await assert_matches_reference(conn, QUERIES[1], 2.0, 0.3)
+        await assert_stats_match_recount(conn)
+
+
+async def test_deletes_and_updates_keep_scores_exact(runtime: Runtime) -> None:
+    rng = random.Random(5)
+    async with runtime.pool.acquire() as conn:
+        doc_ids = [r["id"] for r in await conn.fetch("SELECT id FROM documents ORDER BY id")]
+        # Whole documents (cascade to chunks) and single chunks.
+        await conn.execute("DELETE FROM documents WHERE id = ANY($1::uuid[])", doc_ids[:5])
+        await conn.execute("DELETE FROM chunks WHERE id IN (SELECT id FROM chunks ORDER BY id DESC LIMIT 7)")
+        changed = await conn.fetchval("SELECT min(id) FROM chunks")
+        await conn.execute(
+            "UPDATE chunks SET search_text = $2 WHERE id = $1", changed, "mice mice mice running rare399"
+        )
+        await conn.execute("UPDATE chunks SET metadata = '{\"k\": 1}'")  # not indexed: no change
+        for query in [*QUERIES, "rare399"]:
+            await assert_matches_reference(conn, query, 1.2, 0.75)
+        hits = await bm25_leg(conn, "native", "rare399", 10)
+        assert changed in [h.chunk_id for h in hits]
+        await assert_stats_match_recount(conn)
+        del rng
+
+
+async def test_identical_chunks_tie_break_on_id(runtime: Runtime) -> None:
+    rng = random.Random(6)
+    async with runtime.pool.acquire() as conn:
+        _, ids = await insert_document(conn, ["zebrafish zebrafish"] * 3, rng)
+        hits = await bm25_leg(conn, "native", "zebrafish", 10)
+        assert [h.chunk_id for h in hits] == ids
+        assert len({h.score for h in hits}) == 1
+
+
+async def test_concurrent_writers_keep_statistics_exact(runtime: Runtime) -> None:
+    """Several connections insert and delete at once (multi-statement transactions too)."""
+
+    async def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        mine: list[uuid.UUID] = []
+        async with runtime.pool.acquire() as conn:
+            for step in range(12):
+                async with conn.transaction():
+                    doc_id, _ = await insert_document(
+                        conn, [random_text(rng, rng.randint(1, 40)) for _ in range(rng.randint(1, 6))], rng
+                    )
+                    mine.append(doc_id)
+                    if step % 3 == 2:
+                        victim = mine.pop(rng.randrange(len(mine)))
+                        await conn.execute("DELETE FROM documents WHERE id = $1", victim)
+                if step % 4 == 3:
+                    # A bulk delete of chunks by another path, outside the insert transaction.
+                    await conn.execute(
+                        "DELETE FROM chunks WHERE id IN (SELECT id FROM chunks ORDER BY random() LIMIT 3)"
+                    )
+
+    await asyncio.gather(*(writer(seed) for seed in range(4)))
+    async with runtime.pool.acquire() as conn:
+        await assert_stats_match_recount(conn)
+        for query in QUERIES[:3]:
+            await assert_matches_reference(conn, query, 1.2, 0.75)
+
+
+async def test_hostile_queries_return_rows_or_nothing(runtime: Runtime) -> None:
+    hostile = [
+        "'; DROP TABLE chunks; --",
+        'title:"mice" AND (cancer OR -risk) +x ~2 ^3 \\ | & ! <-> :*',
+        "🧬🐭 mice 🚀",
+        "the of and a is",
+        "",
+        "\x00mice\x00",
+        "mice " * 2000,
+    ]
+    async with runtime.pool.acquire() as conn:
+        for query in hostile:
+            hits = await bm25_leg(conn, "native", query, 5)
+            assert isinstance(hits, list)
+        assert await bm25_leg(conn, "native", "the of and a is", 5) == []
+        assert len(await bm25_leg(conn, "native", "🧬🐭 mice 🚀", 5)) == 5
+        assert await conn.fetchval("SELECT count(*) FROM chunks") > 0
