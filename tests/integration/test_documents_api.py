@@ -200,7 +200,9 @@ async def test_direct_ingestion_uses_the_same_pipeline(
     runtime: Runtime, settings: Settings, database_url: str
 ) -> None:
     docs = [
-        DirectDocument("direct-1.txt", long_text(500, seed=21).encode(), {"source": "beir", "doc_id": "1"}),
+        DirectDocument(
+            "direct-1.txt", long_text(500, seed=21).encode(), {"source": "beir", "title": "Otter Habitats"}
+        ),
         DirectDocument("direct-2.md", long_text(200, seed=22).encode(), {"doc_id": "2"}),
         DirectDocument("direct-dup.txt", long_text(500, seed=21).encode(), {"doc_id": "3"}),
         DirectDocument("broken.json", b"{not json", {}),
@@ -218,10 +220,25 @@ async def test_direct_ingestion_uses_the_same_pipeline(
         )
     }
     for doc, doc_id in zip(docs[:2], ids[:2], strict=True):
-        expected = prepare_chunks_sync(settings, doc.filename, doc.content, doc.filename.rsplit(".", 1)[1])
+        expected = prepare_chunks_sync(
+            settings, doc.filename, doc.content, doc.filename.rsplit(".", 1)[1], doc.metadata.get("title")
+        )
         assert rows[doc_id]["status"] == "ready" and rows[doc_id]["chunk_count"] == len(expected)
         assert chunk_count(database_url, str(doc_id)) == len(expected)
-    assert rows[ids[0]]["metadata"] == {"source": "beir", "doc_id": "1"}
+    assert rows[ids[0]]["metadata"] == {"source": "beir", "title": "Otter Habitats"}
+    # metadata.title is the context in the search text; without it, the filename is.
+    first = query(
+        database_url,
+        "SELECT search_text FROM chunks WHERE document_id = %s ORDER BY chunk_index LIMIT 1",
+        ids[0],
+    )[0]["search_text"]
+    assert first.startswith("Otter Habitats\n\n")
+    second = query(
+        database_url,
+        "SELECT search_text FROM chunks WHERE document_id = %s ORDER BY chunk_index LIMIT 1",
+        ids[1],
+    )[0]["search_text"]
+    assert second.startswith("direct-2.md\n\n")
     assert rows[ids[3]]["status"] == "failed" and rows[ids[3]]["error"].startswith(
         "The file is not valid JSON"
     )

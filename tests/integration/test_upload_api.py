@@ -36,6 +36,7 @@ from tests.processes import Proc, process_env, start_server, start_worker
 MAX_UPLOAD = 300_000
 STACK_ENV = {
     "RAG_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
+    "RAG_MAX_UPLOAD_REQUEST_BYTES": str(5 * MAX_UPLOAD),
     "RAG_CHUNK_SIZE": "128",
     "RAG_CHUNK_OVERLAP": "16",
     "RAG_EMBEDDING_BATCH_SIZE": "16",
@@ -206,6 +207,19 @@ def test_file_over_the_limit_is_413_and_stores_nothing(client: httpx.Client, dat
     response = upload(client, [("ok.txt", b"small and fine"), ("huge.txt", b"x" * (MAX_UPLOAD + 1))])
     assert response.status_code == 413
     assert response.json()["detail"] == "huge.txt is 0.3 MB, over the limit of 0.3 MB."
+    assert document_count(database_url) == before
+
+
+def test_request_over_the_total_limit_is_413_before_reading(client: httpx.Client, database_url: str) -> None:
+    before = document_count(database_url)
+    files = [
+        (f"part{i}.txt", bytes([65 + i]) * (MAX_UPLOAD - 1000)) for i in range(6)
+    ]  # each under the limit
+    response = upload(client, files)
+    assert response.status_code == 413
+    assert response.json()["detail"].endswith(
+        "over the limit of 1.4 MB per request; send the files in several uploads."
+    )
     assert document_count(database_url) == before
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
@@ -22,9 +22,17 @@ class UnsupportedFileError(ValueError):
     """The filename's extension is not a supported type."""
 
 
-def prepare_chunks_sync(settings: Settings, filename: str, content: bytes, file_type: str) -> list[Chunk]:
-    """Parse and chunk (CPU-bound; call through asyncio.to_thread). Raises ParseError."""
+def prepare_chunks_sync(
+    settings: Settings, filename: str, content: bytes, file_type: str, title: str | None = None
+) -> list[Chunk]:
+    """Parse and chunk (CPU-bound; call through asyncio.to_thread). Raises ParseError.
+
+    `title` (e.g. documents.metadata.title) overrides the parsed title / filename as the context
+    prefixed to each chunk's search text.
+    """
     parsed = parse_document(filename, content, file_type)
+    if title and title.strip():
+        parsed = replace(parsed, title=title.strip())
     chunks = chunk_document(
         parsed,
         chunk_size=settings.chunk_size,
@@ -36,8 +44,18 @@ def prepare_chunks_sync(settings: Settings, filename: str, content: bytes, file_
     return chunks
 
 
-async def prepare_chunks(settings: Settings, filename: str, content: bytes, file_type: str) -> list[Chunk]:
-    return await asyncio.to_thread(prepare_chunks_sync, settings, filename, content, file_type)
+async def prepare_chunks(
+    settings: Settings, filename: str, content: bytes, file_type: str, title: str | None = None
+) -> list[Chunk]:
+    return await asyncio.to_thread(prepare_chunks_sync, settings, filename, content, file_type, title)
+
+
+def title_from_metadata(metadata: object) -> str | None:
+    if isinstance(metadata, dict):
+        title = metadata.get("title")
+        if isinstance(title, str) and title.strip():
+            return title
+    return None
 
 
 async def embed_chunks(
@@ -67,7 +85,7 @@ async def process_stored_document(runtime: Runtime, document_id: UUID) -> int:
     """
     row = await runtime.pool.fetchrow(
         """
-        SELECT d.filename, d.file_type, f.content
+        SELECT d.filename, d.file_type, d.metadata, f.content
         FROM documents d JOIN document_files f ON f.document_id = d.id WHERE d.id = $1
         """,
         document_id,
@@ -76,7 +94,11 @@ async def process_stored_document(runtime: Runtime, document_id: UUID) -> int:
         raise LookupError(f"no stored document {document_id}")
     try:
         chunks = await prepare_chunks(
-            runtime.settings, row["filename"], bytes(row["content"]), row["file_type"]
+            runtime.settings,
+            row["filename"],
+            bytes(row["content"]),
+            row["file_type"],
+            title_from_metadata(row["metadata"]),
         )
     except ParseError as exc:
         await store.mark_document_failed(runtime.pool, document_id, str(exc))
@@ -157,7 +179,9 @@ async def ingest_documents_direct(
                 progress(finished)
             continue
         try:
-            chunks = await prepare_chunks(settings, f.filename, f.content, f.file_type)
+            chunks = await prepare_chunks(
+                settings, f.filename, f.content, f.file_type, title_from_metadata(f.metadata)
+            )
         except ParseError as exc:
             await store.mark_document_failed(runtime.pool, doc_id, str(exc))
             finished += 1

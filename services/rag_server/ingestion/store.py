@@ -277,6 +277,7 @@ class TaskWork:
     file_type: str
     content: bytes
     error: str | None  # the last transient failure, kept for when attempts run out
+    title: str | None  # documents.metadata.title, the chunk context when set
 
 
 async def start_task(pool: asyncpg.Pool, task_id: UUID, attempts: int) -> TaskWork | None:
@@ -299,14 +300,20 @@ async def start_task(pool: asyncpg.Pool, task_id: UUID, attempts: int) -> TaskWo
             """
             UPDATE documents d SET status = 'processing', updated_at = now()
             FROM document_files f WHERE d.id = $1 AND f.document_id = d.id
-            RETURNING d.file_type, f.content
+            RETURNING d.file_type, d.metadata ->> 'title' AS title, f.content
             """,
             row["document_id"],
         )
         if doc is None:
             return None
     return TaskWork(
-        task_id, row["document_id"], row["filename"], doc["file_type"], bytes(doc["content"]), row["error"]
+        task_id,
+        row["document_id"],
+        row["filename"],
+        doc["file_type"],
+        bytes(doc["content"]),
+        row["error"],
+        doc["title"],
     )
 
 

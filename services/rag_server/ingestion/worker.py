@@ -49,6 +49,7 @@ class Worker:
         self.runtime = runtime
         self.settings = runtime.settings
         self.stopping = asyncio.Event()
+        self._heartbeats: dict[int, asyncio.Task[None]] = {}
 
     async def run(self) -> None:
         slots = [asyncio.create_task(self._slot(i)) for i in range(max(1, self.settings.worker_concurrency))]
@@ -81,6 +82,7 @@ class Worker:
     async def handle(self, msg: Message) -> None:
         """Process one message; never raises except on cancellation."""
         heartbeat = asyncio.create_task(self._keep_invisible(msg.msg_id))
+        self._heartbeats[msg.msg_id] = heartbeat
         try:
             await self._process(msg)
         except asyncio.CancelledError:
@@ -91,6 +93,11 @@ class Worker:
         except Exception:
             logger.exception("unexpected error handling message %s", msg.msg_id)
         finally:
+            await self._stop_heartbeat(msg.msg_id)
+
+    async def _stop_heartbeat(self, msg_id: int) -> None:
+        heartbeat = self._heartbeats.pop(msg_id, None)
+        if heartbeat is not None:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
@@ -133,7 +140,7 @@ class Worker:
                 )
                 return
             logger.info("task %s: %s (attempt %d)", task_id, work.filename, attempt)
-            chunks = await prepare_chunks(settings, work.filename, work.content, work.file_type)
+            chunks = await prepare_chunks(settings, work.filename, work.content, work.file_type, work.title)
             await store.set_task_total(pool, task_id, len(chunks))
 
             async def progress(done: int) -> None:
@@ -180,6 +187,8 @@ class Worker:
         logger.warning(
             "task %s attempt %d failed transiently (%s); retry in %d s", task_id, attempt, reason, delay
         )
+        # Stop extending first, or the heartbeat could overwrite the backoff with the full timeout.
+        await self._stop_heartbeat(msg.msg_id)
         try:
             await store.record_retry(self.runtime.pool, task_id, reason)
             await self.runtime.queue.extend(msg.msg_id, delay)

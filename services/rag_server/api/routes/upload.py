@@ -58,11 +58,13 @@ async def upload(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
     """Upload one or many files (multipart field `files`). Returns the batch to poll."""
     settings = runtime.settings
     max_files = settings.max_files_per_upload
-    # Bodies larger than any acceptable upload are refused before reading a byte.
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > settings.max_upload_bytes * max_files + 1024 * 1024:
+    # Refused before reading a byte of the body.
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_upload_request_bytes:
         raise HTTPException(
-            413, f"The upload is too large (limit {_mb(settings.max_upload_bytes)} per file)."
+            413,
+            f"The upload is {_mb(int(declared))}, over the limit of {_mb(settings.max_upload_request_bytes)} "
+            "per request; send the files in several uploads.",
         )
     # The multipart parser spools file parts beyond 1 MB to disk, so memory stays bounded.
     form = await request.form(max_files=max_files + 1, max_fields=max_files + 10)
@@ -89,8 +91,15 @@ async def upload(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
                 )
 
         files: list[store.IncomingFile] = []
+        total = 0
         for name, part in zip(names, parts, strict=True):
             content = await _read_limited(part, name, settings.max_upload_bytes)
+            total += len(content)
+            if total > settings.max_upload_request_bytes:  # no Content-Length (chunked body)
+                raise HTTPException(
+                    413,
+                    f"The upload is over the limit of {_mb(settings.max_upload_request_bytes)} per request.",
+                )
             file_type = file_type_for(name)
             assert file_type is not None
             files.append(store.IncomingFile(name, file_type.name, file_type.content_type, content, {}))
