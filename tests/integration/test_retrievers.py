@@ -1,0 +1,112 @@
+"""LlamaIndex retrievers on chunks written by the real ingestion path (parse, chunk, embed, write)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from uuid import UUID
+
+import pytest
+from llama_index.core.schema import TextNode
+
+from rag_server.infra.runtime import Runtime
+from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+from rag_server.retrieval.models import SearchFilters
+from rag_server.retrieval.retrievers import BM25Retriever, HybridRetriever, VectorRetriever
+from rag_server.retrieval.service import bm25_search, vector_search
+
+pytestmark = pytest.mark.integration
+
+ZEBRAFISH = (
+    "Zebrafish regenerate cardiac muscle after injury. Cardiomyocytes near the wound dedifferentiate "
+    "and proliferate, restoring the ventricle within weeks."
+)
+TOPICS = ["galaxies", "comets", "nebulae", "pulsars", "quasars", "exoplanets", "asteroids", "meteors"]
+
+
+def astronomy_text(rng: random.Random, paragraphs: int) -> str:
+    return "\n\n".join(
+        " ".join(
+            f"Observers catalogued {rng.choice(TOPICS)} with telescope {rng.randrange(1000)} at dusk."
+            for _ in range(25)
+        )
+        for _ in range(paragraphs)
+    )
+
+
+@pytest.fixture(scope="module")
+async def corpus(runtime: Runtime) -> dict[str, UUID]:
+    rng = random.Random(1)
+    docs = [
+        DirectDocument("zebrafish.md", f"# Heart regeneration\n\n{ZEBRAFISH}\n".encode(), {"topic": "fish"}),
+        DirectDocument("sky.txt", astronomy_text(rng, 12).encode(), {"topic": "space"}),
+        DirectDocument("more-sky.txt", astronomy_text(rng, 3).encode(), {"topic": "space", "year": 2024}),
+    ]
+    ids = await ingest_documents_direct(runtime, docs)
+    return {d.filename: doc_id for d, doc_id in zip(docs, ids, strict=True)}
+
+
+async def test_both_legs_return_the_freshly_ingested_chunk(runtime: Runtime, corpus: dict[str, UUID]) -> None:
+    chunk_id = await runtime.pool.fetchval(
+        "SELECT id FROM chunks WHERE document_id = $1 ORDER BY chunk_index LIMIT 1", corpus["zebrafish.md"]
+    )
+    vector = await vector_search(runtime, "how do zebrafish hearts regenerate after injury", 3)
+    bm25 = await bm25_search(runtime, "zebrafish heart regeneration", 3)
+    assert vector[0].chunk_id == chunk_id
+    assert bm25[0].chunk_id == chunk_id
+
+
+@pytest.mark.parametrize("cls", [VectorRetriever, BM25Retriever, HybridRetriever])
+async def test_retrievers_return_nodes_with_chunk_metadata(
+    runtime: Runtime, corpus: dict[str, UUID], cls: type[VectorRetriever]
+) -> None:
+    nodes = await cls(runtime, top_k=4).aretrieve("zebrafish cardiomyocytes regenerate the ventricle")
+    assert 1 <= len(nodes) <= 4
+    top = nodes[0]
+    assert isinstance(top.node, TextNode)
+    assert "Zebrafish regenerate cardiac muscle" in top.node.get_content()
+    meta = top.node.metadata
+    assert meta["document_id"] == str(corpus["zebrafish.md"])
+    assert meta["document_name"] == "zebrafish.md"
+    assert meta["chunk_index"] == 0
+    assert top.node.id_ == f"chunk-{meta['chunk_id']}"
+    assert [n.score for n in nodes] == sorted((n.score for n in nodes), reverse=True)
+    if cls is HybridRetriever:
+        assert meta["vector_rank"] == 1 and meta["bm25_rank"] == 1
+
+
+async def test_filters_apply_inside_both_legs_before_limit(runtime: Runtime, corpus: dict[str, UUID]) -> None:
+    # The query matches the zebrafish document best; filtered to the sky document, each leg must
+    # still fill top_k from that document (a filter after LIMIT would leave nothing).
+    sky_chunks = await runtime.pool.fetchval(
+        "SELECT count(*) FROM chunks WHERE document_id = $1", corpus["sky.txt"]
+    )
+    assert sky_chunks >= 5
+    query = "zebrafish heart regeneration telescope"
+    only_sky = SearchFilters(document_ids=[corpus["sky.txt"]])
+    for cls in (VectorRetriever, BM25Retriever, HybridRetriever):
+        nodes = await cls(runtime, top_k=5, filters=only_sky).aretrieve(query)
+        assert len(nodes) == 5, cls
+        assert {n.node.metadata["document_name"] for n in nodes} == {"sky.txt"}, cls
+
+    by_type = SearchFilters(file_types=["md"])
+    for cls in (VectorRetriever, BM25Retriever, HybridRetriever):
+        nodes = await cls(runtime, top_k=5, filters=by_type).aretrieve("telescope comets")
+        assert {n.node.metadata["document_name"] for n in nodes} <= {"zebrafish.md"}, cls
+
+    by_meta = SearchFilters(metadata={"topic": "space", "year": 2024})
+    for cls in (VectorRetriever, BM25Retriever, HybridRetriever):
+        nodes = await cls(runtime, top_k=3, filters=by_meta).aretrieve("zebrafish telescope")
+        assert len(nodes) == 3, cls
+        assert {n.node.metadata["document_name"] for n in nodes} == {"more-sky.txt"}, cls
+
+    nothing = SearchFilters(metadata={"year": "2024"})  # JSON types matter: "2024" is not 2024
+    assert await BM25Retriever(runtime, filters=nothing).aretrieve("telescope") == []
+
+
+async def test_sync_retrieve_from_another_thread(runtime: Runtime, corpus: dict[str, UUID]) -> None:
+    retriever = BM25Retriever(runtime, top_k=2)
+    nodes = await asyncio.to_thread(retriever.retrieve, "zebrafish")
+    assert nodes[0].node.metadata["document_name"] == "zebrafish.md"
+    with pytest.raises(RuntimeError, match="aretrieve"):
+        retriever.retrieve("zebrafish")
