@@ -20,7 +20,7 @@ import numpy as np
 from rag_server.infra.runtime import Runtime
 from rag_server.retrieval.bm25 import Bm25Engine, bm25_leg, read_engine
 from rag_server.retrieval.fusion import FusedHit, convex, rrf
-from rag_server.retrieval.legs import LegHit
+from rag_server.retrieval.legs import LegHit, clean_query
 from rag_server.retrieval.models import (
     FusionMethod,
     LegScore,
@@ -128,7 +128,8 @@ async def search(runtime: Runtime, request: SearchRequest) -> SearchResponse:
     settings = runtime.settings
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    query, top_k, filters = request.query, request.top_k, request.filters
+    # NUL and lone surrogates break Postgres, the tokenizer and the JSON reply: replace them once.
+    query, top_k, filters = clean_query(request.query), request.top_k, request.filters
     ef_search = request.ef_search or settings.hnsw_ef_search
 
     async def run_vector(depth: int) -> list[LegHit]:

@@ -1,0 +1,182 @@
+"""POST /search and `rag-server search` against a real server process and really ingested chunks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import httpx
+import pytest
+
+from rag_server.infra.runtime import Runtime
+from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+from tests.processes import Proc, process_env, start_server
+
+pytestmark = pytest.mark.integration
+
+DOCS = {
+    "zebrafish.md": "# Regeneration\n\nZebrafish regenerate cardiac muscle after injury; cardiomyocytes "
+    "proliferate and restore the ventricle.",
+    "insulin.txt": "Insulin resistance in type 2 diabetes raises blood glucose; metformin lowers hepatic "
+    "glucose output.",
+    "vitamin.txt": "Vitamin D supplementation and bone density in older adults: a randomised trial of "
+    "fracture risk.",
+    "mice.txt": "Knockout mice lacking the gene showed reduced tumour growth and longer survival.",
+}
+
+
+@pytest.fixture(scope="module")
+async def doc_ids(runtime: Runtime) -> dict[str, UUID]:
+    docs = [DirectDocument(name, text.encode(), {"source": "test"}) for name, text in DOCS.items()]
+    ids = await ingest_documents_direct(runtime, docs)
+    return dict(zip(DOCS, ids, strict=True))
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, data_dir: Path, doc_ids: dict[str, UUID]) -> Iterator[Proc]:
+    proc = start_server(process_env(database_url, data_dir), data_dir / "server.log", timeout=120)
+    yield proc
+    proc.stop()
+
+
+def post(server: Proc, body: object) -> httpx.Response:
+    # json.dumps escapes NUL and lone surrogates (\\u0000, \\ud800) as a hostile client would send them.
+    return httpx.post(
+        f"{server.base_url}/search",
+        content=json.dumps(body),
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+
+
+def test_health_reports_the_bm25_engine(server: Proc) -> None:
+    assert httpx.get(f"{server.base_url}/health", timeout=10).json()["bm25_engine"] == "native"
+
+
+@pytest.mark.parametrize("search_type", ["vector", "bm25", "hybrid"])
+def test_each_search_type_finds_the_document(
+    server: Proc, doc_ids: dict[str, UUID], search_type: str
+) -> None:
+    reply = post(server, {"query": "zebrafish heart regeneration", "top_k": 3, "search_type": search_type})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["search_type"] == search_type
+    top = body["results"][0]
+    assert top["document_name"] == "zebrafish.md"
+    assert top["document_id"] == str(doc_ids["zebrafish.md"])
+    assert top["chunk_index"] == 0
+    assert "cardiomyocytes" in top["text"]
+    assert top["metadata"]["source"] == "test"
+    assert 1 <= len(body["results"]) <= 3
+    legs = {"vector": ["vector"], "bm25": ["bm25"], "hybrid": ["vector", "bm25"]}[search_type]
+    for leg in legs:
+        assert top[leg]["rank"] == 1
+    expected_timings = {"vector": {"embed", "vector"}, "bm25": {"bm25"}}.get(
+        search_type, {"embed", "vector", "bm25", "fuse"}
+    )
+    assert expected_timings | {"fetch", "total"} <= set(body["timings_ms"])
+    if search_type != "hybrid":
+        assert top["score"] == top[search_type]["score"]
+
+
+def test_hybrid_fusion_can_be_chosen_per_request(server: Proc) -> None:
+    for fusion in ("rrf", "convex"):
+        reply = post(server, {"query": "metformin diabetes", "search_type": "hybrid", "fusion": fusion})
+        assert reply.status_code == 200
+        top = reply.json()["results"][0]
+        assert top["document_name"] == "insulin.txt"
+        if fusion == "rrf":
+            assert top["score"] == pytest.approx(2 / 61)  # rank 1 in both legs, k=60
+        else:
+            assert top["score"] == pytest.approx(1.0)  # best of both legs after min-max
+
+
+def test_filters_through_the_api(server: Proc, doc_ids: dict[str, UUID]) -> None:
+    body = {
+        "query": "zebrafish heart",
+        "top_k": 10,
+        "filters": {"document_ids": [str(doc_ids["mice.txt"])]},
+    }
+    for search_type in ("vector", "bm25", "hybrid"):
+        reply = post(server, {**body, "search_type": search_type})
+        assert reply.status_code == 200
+        names = {r["document_name"] for r in reply.json()["results"]}
+        assert names <= {"mice.txt"}, search_type
+
+
+HOSTILE = [
+    "'; DROP TABLE chunks; --",
+    'title:"zebrafish" AND (heart OR -muscle) +x ~2 ^3 \\ | & ! <-> :* @@@',
+    "🧬🐭🚀 zebrafish ❤️",
+    "the of and a is",
+    "\u0000zebrafish\u0000",
+    "   ",
+    "zebrafish " * 1000,  # 10,000 characters
+]
+
+
+@pytest.mark.parametrize("query", HOSTILE)
+@pytest.mark.parametrize("search_type", ["vector", "bm25", "hybrid"])
+def test_hostile_queries_are_answered(server: Proc, query: str, search_type: str) -> None:
+    reply = post(server, {"query": query, "search_type": search_type})
+    assert reply.status_code == 200, reply.text
+    assert isinstance(reply.json()["results"], list)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="FastAPI's default 422 handler echoes the invalid input; starlette cannot encode a lone "
+    "surrogate and answers 500. Fix belongs in api/errors.py (not owned by retrieval).",
+)
+def test_lone_surrogate_is_a_4xx(server: Proc) -> None:
+    reply = post(server, {"query": "zebrafish \ud800", "search_type": "bm25"})
+    assert reply.status_code == 422
+
+
+def test_stopword_query_has_no_bm25_results_and_tables_survive(server: Proc) -> None:
+    assert post(server, {"query": "the of and a is", "search_type": "bm25"}).json()["results"] == []
+    reply = post(server, {"query": "zebrafish", "search_type": "bm25"})
+    assert reply.json()["results"][0]["document_name"] == "zebrafish.md"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"query": ""},
+        {"query": "x", "top_k": 0},
+        {"query": "x", "top_k": 101},
+        {"query": "x", "top_k": "many"},
+        {"query": "x", "search_type": "fuzzy"},
+        {"query": "x", "fusion": "max"},
+        {"query": "x", "ef_search": 0},
+        {"query": "x", "filters": {"document_ids": ["not-a-uuid"]}},
+        {"query": "x", "filters": {"metadata": {"k": {"nested": 1}}}},
+        {"query": "x" * 20_001},
+        ["query"],
+    ],
+)
+def test_bad_parameters_are_422_json(server: Proc, body: object) -> None:
+    reply = post(server, body)
+    assert reply.status_code == 422, reply.text
+    assert "detail" in reply.json()
+
+
+def test_cli_search_prints_a_table(server: Proc, database_url: str, data_dir: Path) -> None:
+    env = process_env(database_url, data_dir)
+    for extra in (["--type", "bm25"], ["--url", str(server.base_url), "--top-k", "2"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "rag_server", "search", "zebrafish regeneration", *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert "zebrafish.md" in lines[1]
+        assert "results; ms:" in lines[-1]
