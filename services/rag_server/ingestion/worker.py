@@ -31,6 +31,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin/crash shutdown, backend terminated
     asyncpg.TooManyConnectionsError,
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
@@ -38,6 +39,22 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
+
+
+# SQLSTATE classes that mean "try again later": connection exception, insufficient resources, operator
+# intervention, object not in prerequisite state (e.g. database not accepting connections), rollback.
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "55", "57"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    return (
+        isinstance(exc, asyncpg.PostgresError)
+        and isinstance(sqlstate, str)
+        and (sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES)
+    )
 
 
 def retry_delay_s(settings: Settings, attempt: int) -> int:
@@ -66,10 +83,11 @@ class Worker:
         while not self.stopping.is_set():
             try:
                 messages = await self.runtime.queue.read(self.settings.worker_visibility_timeout_s, qty=1)
-            except TRANSIENT_ERRORS as exc:
-                logger.warning("queue read failed (%s); retrying", exc)
-                messages = []
+            except Exception as exc:
+                # Never let a slot die: a database outage ends, and the queue is still there after it.
+                logger.warning("queue read failed (%s: %s); retrying", exc.__class__.__name__, exc)
                 await self._sleep(max(1.0, self.settings.worker_poll_interval_s))
+                continue
             if not messages:
                 await self._sleep(self.settings.worker_poll_interval_s)
                 continue
@@ -109,7 +127,7 @@ class Worker:
             await asyncio.sleep(max(0.5, vt / 3))
             try:
                 await self.runtime.queue.extend(msg_id, vt)
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:
                 logger.warning("could not extend message %s: %s", msg_id, exc)
 
     async def _process(self, msg: Message) -> None:
@@ -160,11 +178,12 @@ class Worker:
                 await self._retry(task_id, f"The embedding service is unavailable: {exc}.", msg)
             else:
                 await self._fail(task_id, work, f"The embedding service refused this document: {exc}.", msg)
-        except TRANSIENT_ERRORS as exc:
-            await self._retry(task_id, f"The database was unavailable ({exc.__class__.__name__}).", msg)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if is_transient(exc):
+                await self._retry(task_id, f"The database was unavailable ({exc.__class__.__name__}).", msg)
+                return
             # A bug, not the file's fault: retry a bounded number of times via read_ct, keep the reason.
             logger.exception("task %s failed unexpectedly", task_id)
             await self._retry(task_id, f"Unexpected error while processing: {exc}.", msg)
@@ -176,7 +195,7 @@ class Worker:
             await store.fail_task(
                 self.runtime.pool, self.runtime.queue, task_id, document_id, reason, msg.msg_id
             )
-        except TRANSIENT_ERRORS as exc:
+        except Exception as exc:
             logger.warning("could not record failure of task %s (%s); it will be retried", task_id, exc)
 
     async def _retry(self, task_id: UUID, reason: str, msg: Message) -> None:
@@ -192,7 +211,7 @@ class Worker:
         try:
             await store.record_retry(self.runtime.pool, task_id, reason)
             await self.runtime.queue.extend(msg.msg_id, delay)
-        except TRANSIENT_ERRORS as exc:
+        except Exception as exc:
             # The database is down: the message becomes visible when its current timeout expires.
             logger.warning("could not schedule retry of task %s: %s", task_id, exc)
 

@@ -1,0 +1,120 @@
+"""A database outage mid-task is transient: the worker's connections are terminated while it embeds,
+the task is retried, and the document ends with exactly its chunks (no partial, no duplicates)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from rag_server.config import Settings
+from rag_server.infra.runtime import Runtime
+from rag_server.ingestion import store
+from rag_server.ingestion.pipeline import incoming_file, prepare_chunks_sync
+from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer, fake_ollama_env
+from tests.fixtures.ingest_files import long_text
+from tests.fixtures.ingest_stack import wait_for
+from tests.processes import Proc, process_env, start_worker
+
+APP_NAME = "ingest_outage_worker"
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeEmbeddingServer]:
+    server = FakeEmbeddingServer(dim=768).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        embedding_provider="ollama",
+        embedding_model="nomic-embed-text",
+        embedding_dim=768,
+        embedding_base_url=fake.base_url,
+        chunk_size=128,
+    )
+
+
+def query(database_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+@pytest.fixture
+def worker(database_url: str, data_dir: Path, fake: FakeEmbeddingServer, tmp_path: Path) -> Iterator[Proc]:
+    # application_name lets the test terminate exactly this worker's connections.
+    url = f"{database_url}{'&' if '?' in database_url else '?'}application_name={APP_NAME}"
+    env = process_env(
+        url,
+        data_dir,
+        **fake_ollama_env(fake),
+        RAG_CHUNK_SIZE="128",
+        RAG_EMBEDDING_BATCH_SIZE="4",
+        RAG_WORKER_VISIBILITY_TIMEOUT_S="3",
+        RAG_WORKER_RETRY_BACKOFF_S="1",
+        RAG_WORKER_POLL_INTERVAL_S="0.1",
+    )
+    proc = start_worker(env, tmp_path / "worker.log")
+    yield proc
+    assert proc.stop() == 0, proc.log()
+
+
+async def test_terminated_connections_mid_task_are_retried(
+    runtime: Runtime, settings: Settings, worker: Proc, database_url: str, pg_server: str
+) -> None:
+    # SLOW400 in the filename reaches every chunk's search text: each embedding batch takes 0.4 s.
+    name, data = "SLOW400-outage.txt", long_text(1500, seed=5).encode()
+    _, [task] = await store.create_upload_batch(runtime.pool, runtime.queue, [incoming_file(name, data)])
+
+    def row() -> dict[str, Any]:
+        return query(database_url, "SELECT * FROM job_tasks WHERE id = %s", task.task_id)[0]
+
+    wait_for(lambda: row()["completed_chunks"] >= 4, timeout=60, what="embedding started")
+    # The outage: no new connections to this database, and the worker's open ones are cut.
+    database = urlsplit(database_url).path.lstrip("/")
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        try:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                (APP_NAME,),
+            )
+            wait_for(
+                lambda: "failed transiently" in worker.log() or "could not" in worker.log(),
+                timeout=60,
+                what="the worker noticing the outage",
+            )
+            counts = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (APP_NAME,)
+            ).fetchone()
+            assert counts == (0,)
+        finally:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+    assert (
+        query(database_url, "SELECT count(*) AS n FROM chunks WHERE document_id = %s", task.document_id)[0][
+            "n"
+        ]
+        == 0
+    )
+
+    done = wait_for(
+        lambda: (r := row())["status"] in ("completed", "failed") and r, timeout=90, what="finished"
+    )
+    assert done["status"] == "completed", (done, worker.log())
+    assert done["attempts"] >= 2 and done["error"] is None
+    expected = prepare_chunks_sync(settings, name, data, "txt")
+    rows = query(
+        database_url,
+        "SELECT chunk_index, text FROM chunks WHERE document_id = %s ORDER BY chunk_index",
+        task.document_id,
+    )
+    assert [(r["chunk_index"], r["text"]) for r in rows] == [(c.index, c.text) for c in expected]
