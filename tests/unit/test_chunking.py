@@ -30,7 +30,8 @@ def test_pages_and_offsets_across_sections() -> None:
     )
     chunks = chunk_document(parsed, chunk_size=64, chunk_overlap=8, include_title=True)
     assert [(c.page, c.text) for c in chunks] == [(1, "First page sentence."), (2, "Second page sentence.")]
-    assert parsed.text[chunks[1].char_start : chunks[1].char_end] == "Second page sentence."  # type: ignore[misc]
+    assert (chunks[1].char_start, chunks[1].char_end) == (22, 43)
+    assert parsed.text[22:43] == "Second page sentence."
     assert chunks[1].search_text == "Report\n\nSecond page sentence."
 
 
