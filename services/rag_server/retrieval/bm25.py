@@ -26,22 +26,25 @@ Bm25Engine = Literal["native", "pg_search"]
 
 
 def native_bm25_sql(filters: FilterSQL) -> str:
-    """Parameters: $1 query text, $2 limit, $3 k1, $4 b, then the filter parameters from $5."""
+    """Parameters: $1 query text, $2 limit, $3 k1, $4 b, then the filter parameters from $5.
+
+    Per-term constants are computed once (MATERIALIZED) so the per-posting work is a few float8
+    operations: idf * (k1 + 1) * tf / (tf + k1 * (1 - b) + k1 * b / avgdl * doc_len).
+    """
     return f"""
-        WITH stats AS (
-            SELECT n_docs::float8 AS n,
-                   greatest(total_len, 1)::float8 / greatest(n_docs, 1) AS avgdl
-            FROM bm25_stats WHERE id = 1
-        ), weights AS (
-            SELECT bt.term, ln(1 + (stats.n - bt.df + 0.5) / (bt.df + 0.5)) AS idf, stats.avgdl
+        WITH weights AS MATERIALIZED (
+            SELECT bt.term,
+                   ln(1.0::float8 + (s.n_docs - bt.df + 0.5::float8) / (bt.df + 0.5::float8))
+                       * ($3::float8 + 1.0::float8) AS w,
+                   $3::float8 * (1.0::float8 - $4::float8) AS c0,
+                   $3::float8 * $4::float8 * greatest(s.n_docs, 1)::float8
+                       / greatest(s.total_len, 1)::float8 AS c1
             FROM unnest(to_tsvector('english', $1::text)) AS q
             JOIN bm25_terms bt ON bt.term = q.lexeme
-            CROSS JOIN stats
-            WHERE bt.df > 0
+            CROSS JOIN bm25_stats s
+            WHERE s.id = 1 AND bt.df > 0
         )
-        SELECT p.chunk_id,
-               sum(w.idf * p.tf * ($3::float8 + 1)
-                   / (p.tf + $3::float8 * (1 - $4::float8 + $4::float8 * p.doc_len / w.avgdl))) AS score
+        SELECT p.chunk_id, sum(w.w * p.tf / (p.tf + w.c0 + w.c1 * p.doc_len)) AS score
         FROM weights w
         JOIN bm25_postings p ON p.term = w.term
         {filters.joins("p.chunk_id")}
