@@ -28,6 +28,7 @@ from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.retrieval.models import SearchType
 
 MODES: tuple[SearchType, ...] = ("bm25", "vector", "hybrid")
+MODES_BY_NAME: dict[str, SearchType] = {m: m for m in MODES}
 INGEST_MARKER = "eval_ingest"  # app_meta key, written only after the last document is stored
 INGEST_BATCH = 256  # documents per ingest call: the progress bar moves after each call
 # Bump when the way the corpus is turned into documents changes, so old eval databases are not reused.
@@ -53,7 +54,8 @@ def parse_modes(text: str) -> list[SearchType]:
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         raise ValueError(f"--modes takes a comma-separated subset of {','.join(MODES)}, got {text!r}")
-    return [m for m in MODES if m in modes]
+    # User order, duplicates dropped.
+    return [m for n, m in enumerate(MODES_BY_NAME[x] for x in modes) if m not in modes[:n]]
 
 
 def eval_database_name(dataset: Path, settings: Settings) -> str:

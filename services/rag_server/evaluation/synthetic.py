@@ -16,6 +16,7 @@ How they are made (cheap, but with realistic statistics for both legs):
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 import uuid
@@ -125,8 +126,9 @@ def _vector_literal(vector: np.ndarray) -> str:
 
 async def synthetic_count(conn: asyncpg.Connection) -> int | None:
     """The scale recorded after a completed load, or None."""
-    marker = await conn.fetchval("SELECT value FROM app_meta WHERE key = $1", MARKER)
-    return int(marker["chunks"]) if isinstance(marker, dict) else None
+    # ::text + json.loads: works on plain connections too (no jsonb codec registered).
+    raw = await conn.fetchval("SELECT value::text FROM app_meta WHERE key = $1", MARKER)
+    return None if raw is None else int(json.loads(raw)["chunks"])
 
 
 async def mark_loaded(conn: asyncpg.Connection, chunks: int, pool_size: int) -> None:
