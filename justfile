@@ -72,7 +72,7 @@ eval *ARGS: install
 # both benchmarks at a size that finishes in a few minutes here
 bench: install
     {{bin}}/rag-server bench search --dataset {{dataset}} --scale 20000 --requests 200 --json reports/bench-search.json
-    {{bin}}/rag-server bench ingest --dataset {{dataset}} --limit 1000 --json reports/bench-ingest.json
+    {{bin}}/rag-server bench ingest --dataset {{dataset}} --limit 500 --workers 1,2 --json reports/bench-ingest.json
 
 # HTTP /search latency at 1/8/32 clients (e.g. `just bench-search --scale 100000`)
 bench-search *ARGS: install

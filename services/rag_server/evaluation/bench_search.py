@@ -31,7 +31,7 @@ from rag_server.evaluation.processes import child_env, start_server
 from rag_server.evaluation.progress import Progress
 from rag_server.infra.database import resolve_database_url, with_database
 
-POOL_SIZE = 2_000  # real passages embedded with the real model; the rest is mixed from them
+POOL_SIZE = 1_000  # real passages embedded with the real model; the rest is mixed from them
 WARMUP_REQUESTS = 20
 
 

@@ -4,7 +4,7 @@ How they are made (cheap, but with realistic statistics for both legs):
 - Texts: a pool of real passages (title + abstract sentences) from a BEIR corpus. Each synthetic
   chunk joins the first half of one random passage with the second half of another, so BM25 sees
   natural vocabulary and term frequencies (Zipf), not random words.
-- Embeddings: only the pool (default 2,000 passages) is embedded with the real model. A synthetic
+- Embeddings: only the pool (1,000 passages) is embedded with the real model. A synthetic
   chunk's vector is the normalised mix w*e_a + (1-w)*e_b (w uniform in 0.3..0.7) of its two source
   passages plus small Gaussian noise. Vectors therefore cluster like real embeddings (HNSW behaves as
   on real data; uniform random unit vectors would be an unrealistically hard case) and stay close to
@@ -34,7 +34,7 @@ MARKER = "bench_synthetic"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
-def passage_pool(documents: Sequence[BeirDocument], size: int, max_words: int = 160) -> list[str]:
+def passage_pool(documents: Sequence[BeirDocument], size: int, max_words: int = 120) -> list[str]:
     """Up to `size` real passages: title + the first sentences of the text, about max_words long."""
     pool: list[str] = []
     for doc in documents[:size]:
