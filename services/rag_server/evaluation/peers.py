@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,6 +42,9 @@ class Bm25sPeer:
     def __init__(self, documents: Sequence[BeirDocument]) -> None:
         import bm25s
         import Stemmer
+
+        # bm25s sets its own logger to DEBUG on import; keep the eval output readable.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
 
         self._bm25s = bm25s
         self._stemmer = Stemmer.Stemmer("english")
