@@ -19,6 +19,8 @@ import pytest
 
 from rag_server.infra.runtime import Runtime
 from rag_server.retrieval.bm25 import bm25_leg
+from rag_server.retrieval.bm25_pruned import pruned_bm25
+from rag_server.retrieval.models import SearchFilters
 
 pytestmark = pytest.mark.integration
 
@@ -309,3 +311,39 @@ async def test_hostile_queries_return_rows_or_nothing(runtime: Runtime) -> None:
         assert await bm25_leg(conn, "native", "the of and a is", 5) == []
         assert len(await bm25_leg(conn, "native", "🧬🐭 mice 🚀", 5)) == 5
         assert await conn.fetchval("SELECT count(*) FROM chunks") > 0
+
+
+async def test_pruned_top_k_is_exact_and_used(runtime: Runtime) -> None:
+    """The MaxScore-style plan returns exactly what the full statement returns, or defers to it."""
+    rng = random.Random(7)
+    async with runtime.pool.acquire() as conn:
+        # Common words everywhere, rare ones in a few chunks: the shape pruning is made for.
+        for _ in range(20):
+            texts = [
+                " ".join([rng.choice(WORDS[:12]) for _ in range(30)] + [f"rare{rng.randrange(60)}"])
+                for _ in range(10)
+            ]
+            await insert_document(conn, texts, rng)
+        queries = [f"running connection protein rare{i} rare{i + 1}" for i in range(0, 60, 3)]
+        pruned_used = 0
+        for query in [*queries, *QUERIES]:
+            for k in (1, 5, 10, 50):
+                full = await bm25_leg(conn, "native", query, k, prune=False)
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    pruned = await pruned_bm25(conn, query, k, None, 1.2, 0.75)
+                if pruned is not None:
+                    pruned_used += 1
+                    assert [h.chunk_id for h in pruned] == [h.chunk_id for h in full], (query, k)
+                    for got, want in zip(pruned, full, strict=True):
+                        assert got.score == pytest.approx(want.score, abs=1e-9)
+                default = await bm25_leg(conn, "native", query, k)
+                assert [h.chunk_id for h in default] == [h.chunk_id for h in full], (query, k)
+        assert pruned_used > 10
+        some_docs = SearchFilters(
+            document_ids=[r["id"] for r in await conn.fetch("SELECT id FROM documents ORDER BY id LIMIT 12")]
+        )
+        for query in queries:
+            full = await bm25_leg(conn, "native", query, 5, some_docs, prune=False)
+            default = await bm25_leg(conn, "native", query, 5, some_docs)
+            assert [h.chunk_id for h in default] == [h.chunk_id for h in full], query
+        await assert_matches_reference(conn, queries[0], 1.2, 0.75)

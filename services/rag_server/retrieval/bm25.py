@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import asyncpg
 
+from rag_server.retrieval.bm25_pruned import pruned_bm25
 from rag_server.retrieval.filters import FilterSQL, build_filters
 from rag_server.retrieval.legs import LegHit, clean_query
 from rag_server.retrieval.models import SearchFilters
@@ -106,8 +107,20 @@ async def bm25_leg(
     filters: SearchFilters | None = None,
     k1: float = 1.2,
     b: float = 0.75,
+    prune: bool = True,
 ) -> list[LegHit]:
-    """The best `top_k` chunks for `query` by BM25, best first."""
+    """The best `top_k` chunks for `query` by BM25, best first.
+
+    Native engine: the pruned plan first (exact when it can prove it, see bm25_pruned), else the
+    full statement, both in one snapshot.
+    """
     sql, params = bm25_statement(engine, query, top_k, filters, k1, b)
-    rows = await conn.fetch(sql, *params)
+    if engine == "native" and prune:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            hits = await pruned_bm25(conn, params[0], top_k, filters, k1, b)
+            if hits is not None:
+                return hits
+            rows = await conn.fetch(sql, *params)
+    else:
+        rows = await conn.fetch(sql, *params)
     return [LegHit(int(r["chunk_id"]), float(r["score"])) for r in rows]
