@@ -104,6 +104,16 @@ def test_pdf_pages_keep_page_numbers() -> None:
     ]
 
 
+def test_owner_only_encrypted_pdfs_open_and_aes_passwords_are_refused() -> None:
+    for algorithm in ("RC4-128", "AES-256"):
+        doc = parse_document(
+            "o.pdf", encrypted_pdf("Readable text.", password="", algorithm=algorithm), "pdf"
+        )
+        assert doc.text == "Readable text."
+    with pytest.raises(ParseError, match=r"^The PDF is password-protected"):
+        parse_document("aes.pdf", encrypted_pdf(algorithm="AES-256"), "pdf")
+
+
 def test_docx_paragraphs_tables_and_title() -> None:
     content = docx_bytes(
         ["Intro paragraph.", "Second paragraph."], [["Name", "Age"], ["Ada", "36"]], title="Team"

@@ -183,7 +183,7 @@ def _parse_html(content: bytes) -> tuple[str | None, list[Section]]:
 
 def _parse_pdf(content: bytes) -> tuple[str | None, list[Section]]:
     from pypdf import PdfReader
-    from pypdf.errors import FileNotDecryptedError, PdfReadError
+    from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
 
     try:
         reader = PdfReader(io.BytesIO(content))
@@ -194,6 +194,10 @@ def _parse_pdf(content: bytes) -> tuple[str | None, list[Section]]:
                     raise ParseError("The PDF is password-protected; upload an unprotected copy.")
             except (NotImplementedError, FileNotDecryptedError) as exc:
                 raise ParseError("The PDF is password-protected; upload an unprotected copy.") from exc
+            except DependencyError as exc:  # AES without the `cryptography` package installed
+                raise ParseError(
+                    "The PDF is encrypted in a way this server cannot open; upload an unprotected copy."
+                ) from exc
         title = None
         try:
             meta = reader.metadata
