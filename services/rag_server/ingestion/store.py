@@ -346,6 +346,17 @@ async def record_retry(pool: asyncpg.Pool, task_id: UUID, reason: str) -> None:
     )
 
 
+async def release_task(pool: asyncpg.Pool, task_id: UUID) -> None:
+    """A worker shutting down gives the task back unfinished (nothing was written)."""
+    await pool.execute(
+        """
+        UPDATE job_tasks SET status = 'queued', completed_chunks = 0, updated_at = now()
+        WHERE id = $1 AND status = 'processing'
+        """,
+        task_id,
+    )
+
+
 async def fail_task(
     pool: asyncpg.Pool,
     queue: IngestQueue,

@@ -104,14 +104,23 @@ class Worker:
         try:
             await self._process(msg)
         except asyncio.CancelledError:
-            # Shutdown grace exceeded: hand the message back at once; the transaction did not commit.
+            # Shutdown grace exceeded: hand the task back at once; its transaction did not commit.
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.runtime.queue.extend(msg.msg_id, 0))
+                await asyncio.shield(self._release(msg))
             raise
         except Exception:
             logger.exception("unexpected error handling message %s", msg.msg_id)
         finally:
             await self._stop_heartbeat(msg.msg_id)
+
+    async def _release(self, msg: Message) -> None:
+        """Task back to queued and the message visible now (vt 0), for another worker to take."""
+        await self._stop_heartbeat(msg.msg_id)
+        payload = msg.message if isinstance(msg.message, dict) else {}
+        with contextlib.suppress(KeyError, ValueError):
+            await store.release_task(self.runtime.pool, UUID(str(payload["task_id"])))
+        await self.runtime.queue.extend(msg.msg_id, 0)
+        logger.info("released message %s for another worker", msg.msg_id)
 
     async def _stop_heartbeat(self, msg_id: int) -> None:
         heartbeat = self._heartbeats.pop(msg_id, None)
