@@ -5,8 +5,9 @@ Each document is written out as one .txt file (title, blank line, text), uploade
 throwaway database, and processed by N `rag-server worker` subprocesses. The clock runs from the
 first upload until every batch reports done; workers have loaded the model before it starts.
 
-The ceiling: afterwards the same chunk texts (read back from the database) are embedded directly
-in this process with the same model and batch size; pipeline chunks/s divided by that is the ratio.
+The ceiling: after each run, the same chunk texts (read back from the database; an evenly spaced
+sample of at most RAW_SAMPLE) are embedded directly in this process with the same model and batch
+size; the best of these measurements is the ceiling and pipeline chunks/s divided by it the ratio.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from rag_server.evaluation.beir import BeirDocument, load_beir
 from rag_server.evaluation.processes import Child, child_env, start_server, start_worker
 from rag_server.evaluation.progress import Progress
 from rag_server.infra.database import resolve_database_url, with_database
+
+# The ceiling is measured on an evenly spaced sample of at most this many of the run's chunk texts.
+RAW_SAMPLE = 1_500
 
 
 @dataclass
@@ -187,6 +191,7 @@ def run_bench_ingest(settings: Settings, options: BenchIngestOptions) -> dict[st
     server_url = resolve_database_url(settings)
     runs: list[dict[str, Any]] = []
     texts: list[str] = []
+    raws: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "files").mkdir()
@@ -196,8 +201,17 @@ def run_bench_ingest(settings: Settings, options: BenchIngestOptions) -> dict[st
             run, run_texts = one_run(settings, server_url, paths, workers, tmp)
             runs.append(run)
             texts = texts or run_texts
-    print(f"raw embedding ceiling: {len(texts)} chunk texts", file=sys.stderr, flush=True)
-    raw = raw_embedding(settings, texts)
+            # Measured after every run, the best one is the ceiling: on a shared machine a single
+            # measurement can land in a busy moment and flatter the pipeline.
+            sample = texts[:: max(1, len(texts) // RAW_SAMPLE)][:RAW_SAMPLE]
+            print(
+                f"raw embedding ceiling: {len(sample)} of {len(texts)} chunk texts",
+                file=sys.stderr,
+                flush=True,
+            )
+            raws.append(raw_embedding(settings, sample))
+    raw = max(raws, key=lambda r: float(r["chunks_per_s"]))
+    raw["measurements_chunks_per_s"] = [r["chunks_per_s"] for r in raws]
     for run in runs:
         run["ratio_to_raw"] = round(run["chunks_per_s"] / raw["chunks_per_s"], 3)
     result = {
