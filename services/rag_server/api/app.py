@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from rag_server import __version__
 from rag_server.api.errors import install_error_handlers
 from rag_server.api.routes import chat, documents, health, search, tasks, upload
+from rag_server.chat.service import ChatService
 from rag_server.config import Settings, get_settings
 from rag_server.infra.runtime import open_runtime
 
@@ -21,7 +22,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_runtime(settings, migrate=True, load_embedder=True) as runtime:
             app.state.runtime = runtime
-            yield
+            # One per app: it holds the in-memory temporary sessions and in-flight answer writes.
+            app.state.chat = ChatService(runtime)
+            try:
+                yield
+            finally:
+                await app.state.chat.drain()
 
     app = FastAPI(title="rag-server", version=__version__, lifespan=lifespan)
     install_error_handlers(app)

@@ -93,6 +93,11 @@ class ChatService:
         # Shielded writes still running after their request was cancelled (kept from the GC).
         self._pending_writes: set[asyncio.Task[tuple[int, int]]] = set()
 
+    async def drain(self) -> None:
+        """Wait for answer writes that outlived their request, so shutdown loses none of them."""
+        if self._pending_writes:
+            await asyncio.gather(*self._pending_writes, return_exceptions=True)
+
     # --- sessions ------------------------------------------------------------------------------
 
     @property

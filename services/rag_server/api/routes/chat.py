@@ -12,7 +12,6 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from rag_server.api.deps import get_runtime
 from rag_server.api.errors import NotFoundError
 from rag_server.chat.models import ChatMessageOut, ChatSession, QueryRequest, QueryResponse
 from rag_server.chat.service import ChatService
@@ -24,11 +23,7 @@ router = APIRouter(tags=["chat"])
 
 
 def get_chat(request: Request) -> ChatService:
-    """One ChatService per app: it holds the in-memory registry of temporary sessions."""
-    service: ChatService | None = getattr(request.app.state, "chat", None)
-    if service is None:
-        service = ChatService(get_runtime(request))
-        request.app.state.chat = service
+    service: ChatService = request.app.state.chat
     return service
 
 
