@@ -9,11 +9,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
@@ -27,31 +26,22 @@ from rag_server.ingestion.pipeline import (
 from rag_server.ingestion.store import sha256_hex
 from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer, fake_ollama_env
 from tests.fixtures.ingest_files import long_text, pdf_with_text
-from tests.fixtures.ingest_stack import upload, wait_batch, wait_for
+from tests.fixtures.ingest_stack import (
+    chunk_count,
+    fake_embedding_settings,
+    query,
+    upload,
+    wait_batch,
+    wait_for,
+)
 from tests.processes import Proc, process_env, start_server, start_worker
 
 STACK_ENV = {"RAG_EMBEDDING_BATCH_SIZE": "8", "RAG_WORKER_POLL_INTERVAL_S": "0.1", "RAG_CHUNK_SIZE": "128"}
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeEmbeddingServer]:
-    server = FakeEmbeddingServer(dim=768).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
-    return Settings(
-        database_url=database_url,
-        data_dir=data_dir,
-        embedding_provider="ollama",
-        embedding_model="nomic-embed-text",
-        embedding_dim=768,
-        embedding_base_url=fake.base_url,
-        embedding_batch_size=8,
-        chunk_size=128,
-    )
+    return fake_embedding_settings(database_url, data_dir, fake, embedding_batch_size=8, chunk_size=128)
 
 
 @pytest.fixture(scope="module")
@@ -76,17 +66,13 @@ def client(stack: tuple[Proc, Proc]) -> Iterator[httpx.Client]:
         yield c
 
 
-def query(database_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        return conn.execute(sql, args).fetchall()
-
-
-def chunk_count(database_url: str, document_id: str) -> int:
-    return int(
-        query(database_url, "SELECT count(*) AS n FROM chunks WHERE document_id = %s::uuid", document_id)[0][
-            "n"
-        ]
+def first_search_text(database_url: str, document_id: UUID) -> str:
+    rows = query(
+        database_url,
+        "SELECT search_text FROM chunks WHERE document_id = %s ORDER BY chunk_index LIMIT 1",
+        document_id,
     )
+    return str(rows[0]["search_text"])
 
 
 @pytest.fixture(scope="module")
@@ -227,18 +213,8 @@ async def test_direct_ingestion_uses_the_same_pipeline(
         assert chunk_count(database_url, str(doc_id)) == len(expected)
     assert rows[ids[0]]["metadata"] == {"source": "beir", "title": "Otter Habitats"}
     # metadata.title is the context in the search text; without it, the filename is.
-    first = query(
-        database_url,
-        "SELECT search_text FROM chunks WHERE document_id = %s ORDER BY chunk_index LIMIT 1",
-        ids[0],
-    )[0]["search_text"]
-    assert first.startswith("Otter Habitats\n\n")
-    second = query(
-        database_url,
-        "SELECT search_text FROM chunks WHERE document_id = %s ORDER BY chunk_index LIMIT 1",
-        ids[1],
-    )[0]["search_text"]
-    assert second.startswith("direct-2.md\n\n")
+    assert first_search_text(database_url, ids[0]).startswith("Otter Habitats\n\n")
+    assert first_search_text(database_url, ids[1]).startswith("direct-2.md\n\n")
     assert rows[ids[3]]["status"] == "failed" and rows[ids[3]]["error"].startswith(
         "The file is not valid JSON"
     )

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 
 from rag_server.config import Settings
 from rag_server.infra.embeddings import EmbeddingError, OllamaEmbedder, OpenAIEmbedder
 from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer, fake_vector
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeEmbeddingServer]:
-    server = FakeEmbeddingServer(dim=768).start()
-    yield server
-    server.stop()
 
 
 def embedding_settings(fake: FakeEmbeddingServer, **overrides: object) -> Settings:

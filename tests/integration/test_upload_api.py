@@ -9,12 +9,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from rag_server.config import Settings
 from rag_server.ingestion.parsing import file_type_for
@@ -30,7 +27,7 @@ from tests.fixtures.ingest_files import (
     long_text,
     pdf_with_text,
 )
-from tests.fixtures.ingest_stack import upload, wait_batch
+from tests.fixtures.ingest_stack import fake_embedding_settings, query, upload, wait_batch
 from tests.processes import Proc, process_env, start_server, start_worker
 
 MAX_UPLOAD = 300_000
@@ -49,13 +46,6 @@ STACK_ENV = {
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeEmbeddingServer]:
-    server = FakeEmbeddingServer(dim=768).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def env(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> dict[str, str]:
     return process_env(database_url, data_dir, **fake_ollama_env(fake), **STACK_ENV)
 
@@ -63,16 +53,7 @@ def env(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> dict[st
 @pytest.fixture(scope="module")
 def stack_settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
     """The settings the subprocesses run with, to compute the expected chunks in the test."""
-    return Settings(
-        database_url=database_url,
-        data_dir=data_dir,
-        embedding_provider="ollama",
-        embedding_model="nomic-embed-text",
-        embedding_dim=768,
-        embedding_base_url=fake.base_url,
-        chunk_size=128,
-        chunk_overlap=16,
-    )
+    return fake_embedding_settings(database_url, data_dir, fake, chunk_size=128, chunk_overlap=16)
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +77,8 @@ def client(server: Proc, worker: Proc) -> Iterator[httpx.Client]:
         yield c
 
 
-def fetch(database_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        return conn.execute(sql, args).fetchall()
-
-
 def document_count(database_url: str) -> int:
-    return int((fetch(database_url, "SELECT count(*) AS n FROM documents"))[0]["n"])
+    return int((query(database_url, "SELECT count(*) AS n FROM documents"))[0]["n"])
 
 
 SAMPLES: dict[str, bytes] = {
@@ -139,7 +115,7 @@ def test_every_supported_type_becomes_exactly_the_expected_chunks(
         expected = prepare_chunks_sync(stack_settings, name, SAMPLES[name], file_type.name)
         assert task["total_chunks"] == task["completed_chunks"] == len(expected) > 0, task
         assert task["attempts"] == 1 and task["error"] is None
-        rows = fetch(
+        rows = query(
             database_url,
             "SELECT chunk_index, text, search_text, page, char_start, char_end FROM chunks "
             "WHERE document_id = %s ORDER BY chunk_index",
@@ -152,11 +128,11 @@ def test_every_supported_type_becomes_exactly_the_expected_chunks(
         assert doc["status"] == "ready" and doc["chunk_count"] == len(expected)
     # Title context reaches the search text; PDF chunks know their page.
     pdf_task = next(t for t in status["tasks"] if t["filename"] == "report.pdf")
-    pages = fetch(
+    pages = query(
         database_url, "SELECT DISTINCT page FROM chunks WHERE document_id = %s::uuid", pdf_task["document_id"]
     )
     assert sorted(r["page"] for r in pages) == [1, 2]
-    html_rows = fetch(
+    html_rows = query(
         database_url,
         "SELECT search_text FROM chunks c JOIN documents d ON d.id = c.document_id "
         "WHERE d.filename = 'page.html' LIMIT 1",
@@ -188,9 +164,9 @@ def test_bad_files_fail_their_task_with_a_reason_and_no_chunks(
     assert task["attempts"] == 1  # deterministic: never retried
     doc = client.get(f"/documents/{task['document_id']}").json()
     assert doc["status"] == "failed" and doc["error"] == task["error"]
-    chunks = fetch(database_url, "SELECT id FROM chunks WHERE document_id = %s::uuid", task["document_id"])
+    chunks = query(database_url, "SELECT id FROM chunks WHERE document_id = %s::uuid", task["document_id"])
     assert chunks == []
-    archived = fetch(database_url, "SELECT count(*) AS n FROM pgmq.a_ingest")
+    archived = query(database_url, "SELECT count(*) AS n FROM pgmq.a_ingest")
     assert archived[0]["n"] >= 1
 
 
@@ -251,7 +227,7 @@ def test_non_utf8_text_is_decoded(client: httpx.Client, database_url: str) -> No
     response = upload(client, [("menu.txt", content)])
     status = wait_batch(client, response.json()["batch_id"])
     assert status["tasks"][0]["status"] == "completed"
-    rows = fetch(
+    rows = query(
         database_url,
         "SELECT text FROM chunks WHERE document_id = %s::uuid",
         status["tasks"][0]["document_id"],
@@ -276,7 +252,7 @@ def test_duplicates_within_a_batch_and_across_batches(client: httpx.Client, data
     again = upload(client, [("renamed.txt", content)]).json()
     [task] = again["tasks"]
     assert task["status"] == "duplicate" and task["document_id"] == first["tasks"][0]["document_id"]
-    docs = fetch(database_url, "SELECT id FROM documents WHERE sha256 = %s", sha256_hex(content))
+    docs = query(database_url, "SELECT id FROM documents WHERE sha256 = %s", sha256_hex(content))
     assert len(docs) == 1
     check = client.post(
         "/documents/check-duplicates",
@@ -302,7 +278,7 @@ def test_concurrent_identical_uploads_make_one_document(client: httpx.Client, da
     tasks = [r.json()["tasks"][0] for r in responses]
     assert sorted(t["status"] for t in tasks) == ["duplicate"] * 5 + ["queued"]
     assert len({t["document_id"] for t in tasks}) == 1
-    docs = fetch(database_url, "SELECT id FROM documents WHERE sha256 = %s", sha256_hex(content))
+    docs = query(database_url, "SELECT id FROM documents WHERE sha256 = %s", sha256_hex(content))
     assert len(docs) == 1
 
 
@@ -326,7 +302,7 @@ def test_transient_embedding_failures_are_retried(client: httpx.Client, database
     [task] = status["tasks"]
     assert task["status"] == "completed", task
     assert task["attempts"] == 3 and task["error"] is None
-    rows = fetch(
+    rows = query(
         database_url, "SELECT count(*) AS n FROM chunks WHERE document_id = %s::uuid", task["document_id"]
     )
     assert rows[0]["n"] == task["total_chunks"] == 1
@@ -353,14 +329,14 @@ def test_five_hundred_files_in_one_request(client: httpx.Client, database_url: s
     assert len(body["tasks"]) == 500 and body["tasks"][7]["filename"] == "007.txt"
     status = wait_batch(client, body["batch_id"], timeout=300)
     assert status["counts"]["completed"] == 500 and status["status"] == "completed"
-    rows = fetch(
+    rows = query(
         database_url,
         "SELECT count(*) AS n, count(DISTINCT document_id) AS docs FROM chunks "
         "WHERE document_id = ANY(%s::uuid[])",
         [t["document_id"] for t in status["tasks"]],
     )
     assert (rows[0]["n"], rows[0]["docs"]) == (500, 500)
-    queue = fetch(database_url, "SELECT count(*) AS n FROM pgmq.q_ingest")
+    queue = query(database_url, "SELECT count(*) AS n FROM pgmq.q_ingest")
     assert queue[0]["n"] == 0
 
 

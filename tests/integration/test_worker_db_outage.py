@@ -10,43 +10,27 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
-from rag_server.ingestion import store
-from rag_server.ingestion.pipeline import incoming_file, prepare_chunks_sync
 from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer, fake_ollama_env
 from tests.fixtures.ingest_files import long_text
-from tests.fixtures.ingest_stack import wait_for
+from tests.fixtures.ingest_stack import (
+    assert_exact_chunks,
+    chunk_count,
+    enqueue,
+    fake_embedding_settings,
+    task_row,
+    wait_for,
+)
 from tests.processes import Proc, process_env, start_worker
 
 APP_NAME = "ingest_outage_worker"
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeEmbeddingServer]:
-    server = FakeEmbeddingServer(dim=768).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
-    return Settings(
-        database_url=database_url,
-        data_dir=data_dir,
-        embedding_provider="ollama",
-        embedding_model="nomic-embed-text",
-        embedding_dim=768,
-        embedding_base_url=fake.base_url,
-        chunk_size=128,
-    )
-
-
-def query(database_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        return conn.execute(sql, args).fetchall()
+    return fake_embedding_settings(database_url, data_dir, fake, chunk_size=128)
 
 
 @pytest.fixture
@@ -73,10 +57,11 @@ async def test_terminated_connections_mid_task_are_retried(
 ) -> None:
     # SLOW400 in the filename reaches every chunk's search text: each embedding batch takes 0.4 s.
     name, data = "SLOW400-outage.txt", long_text(1500, seed=5).encode()
-    _, [task] = await store.create_upload_batch(runtime.pool, runtime.queue, [incoming_file(name, data)])
+    [task] = await enqueue(runtime, [(name, data)])
+    assert task.document_id is not None
 
     def row() -> dict[str, Any]:
-        return query(database_url, "SELECT * FROM job_tasks WHERE id = %s", task.task_id)[0]
+        return task_row(database_url, task.task_id)
 
     wait_for(lambda: row()["completed_chunks"] >= 4, timeout=60, what="embedding started")
     # The outage: no new connections to this database, and the worker's open ones are cut.
@@ -99,22 +84,11 @@ async def test_terminated_connections_mid_task_are_retried(
             assert counts == (0,)
         finally:
             admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
-    assert (
-        query(database_url, "SELECT count(*) AS n FROM chunks WHERE document_id = %s", task.document_id)[0][
-            "n"
-        ]
-        == 0
-    )
+    assert chunk_count(database_url, task.document_id) == 0
 
     done = wait_for(
         lambda: (r := row())["status"] in ("completed", "failed") and r, timeout=90, what="finished"
     )
     assert done["status"] == "completed", (done, worker.log())
     assert done["attempts"] >= 2 and done["error"] is None
-    expected = prepare_chunks_sync(settings, name, data, "txt")
-    rows = query(
-        database_url,
-        "SELECT chunk_index, text FROM chunks WHERE document_id = %s ORDER BY chunk_index",
-        task.document_id,
-    )
-    assert [(r["chunk_index"], r["text"]) for r in rows] == [(c.index, c.text) for c in expected]
+    assert_exact_chunks(database_url, settings, task.document_id, name, data)

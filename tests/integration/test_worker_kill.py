@@ -5,21 +5,15 @@ two workers share the queue without processing anything twice."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-from uuid import UUID
 
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
-from rag_server.ingestion import store
-from rag_server.ingestion.pipeline import incoming_file, prepare_chunks_sync
 from tests.fixtures.ingest_files import long_text
-from tests.fixtures.ingest_stack import wait_for
+from tests.fixtures.ingest_stack import assert_exact_chunks, chunk_count, enqueue, query, task_row, wait_for
 from tests.processes import Proc, process_env, start_worker
 
 WORKER_ENV = {
@@ -42,62 +36,25 @@ def env(database_url: str, data_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def logs(tmp_path: Path) -> Path:
-    return tmp_path
+def spawn(env: dict[str, str], tmp_path: Path, workers: list[Proc]) -> Callable[[str], Proc]:
+    """Starts a worker with this module's env, logging to <name>.log; killed at the end if still running."""
 
+    def start(name: str) -> Proc:
+        proc = start_worker(env, tmp_path / f"{name}.log")
+        workers.append(proc)
+        return proc
 
-def query(database_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        return conn.execute(sql, args).fetchall()
-
-
-def task_row(database_url: str, task_id: UUID) -> dict[str, Any]:
-    return query(database_url, "SELECT * FROM job_tasks WHERE id = %s", task_id)[0]
-
-
-async def enqueue(runtime: Runtime, files: list[tuple[str, bytes]]) -> list[store.TaskRef]:
-    """The upload path without HTTP (store.create_upload_batch is what POST /upload calls)."""
-    _, tasks = await store.create_upload_batch(
-        runtime.pool, runtime.queue, [incoming_file(name, data) for name, data in files]
-    )
-    return tasks
-
-
-def assert_exact_chunks(
-    database_url: str, settings: Settings, document_id: UUID, name: str, data: bytes
-) -> int:
-    expected = prepare_chunks_sync(settings, name, data, "txt")
-    rows = query(
-        database_url,
-        "SELECT chunk_index, text FROM chunks WHERE document_id = %s ORDER BY chunk_index",
-        document_id,
-    )
-    assert [(r["chunk_index"], r["text"]) for r in rows] == [(c.index, c.text) for c in expected]
-    return len(expected)
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Proc]]:
-    procs: list[Proc] = []
-    yield procs
-    for proc in procs:
-        proc.kill()
+    return start
 
 
 async def test_kill_9_mid_task_then_a_second_worker_finishes_exactly(
-    runtime: Runtime,
-    settings: Settings,
-    env: dict[str, str],
-    logs: Path,
-    database_url: str,
-    workers: list[Proc],
+    runtime: Runtime, settings: Settings, database_url: str, spawn: Callable[[str], Proc]
 ) -> None:
     data = long_text(12_000, seed=7).encode()
     [task] = await enqueue(runtime, [("big.txt", data)])
     assert task.document_id is not None
 
-    first = start_worker(env, logs / "first.log")
-    workers.append(first)
+    first = spawn("first")
     row = wait_for(
         lambda: (r := task_row(database_url, task.task_id))["completed_chunks"] >= 16 and r,
         timeout=120,
@@ -108,15 +65,9 @@ async def test_kill_9_mid_task_then_a_second_worker_finishes_exactly(
 
     # Killed mid-task: progress was visible, but no chunk of the document is.
     assert row["status"] == "processing" and 16 <= row["completed_chunks"] < row["total_chunks"]
-    assert (
-        query(database_url, "SELECT count(*) AS n FROM chunks WHERE document_id = %s", task.document_id)[0][
-            "n"
-        ]
-        == 0
-    )
+    assert chunk_count(database_url, task.document_id) == 0
 
-    second = start_worker(env, logs / "second.log")
-    workers.append(second)
+    second = spawn("second")
     done = wait_for(
         lambda: (
             (r := task_row(database_url, task.task_id))["status"] != "processing"
@@ -144,17 +95,11 @@ async def test_kill_9_mid_task_then_a_second_worker_finishes_exactly(
 
 
 async def test_sigterm_finishes_the_task_in_flight(
-    runtime: Runtime,
-    settings: Settings,
-    env: dict[str, str],
-    logs: Path,
-    database_url: str,
-    workers: list[Proc],
+    runtime: Runtime, settings: Settings, database_url: str, spawn: Callable[[str], Proc]
 ) -> None:
     data = long_text(6_000, seed=8).encode()
     [task] = await enqueue(runtime, [("graceful.txt", data)])
-    worker = start_worker(env, logs / "graceful.log")
-    workers.append(worker)
+    worker = spawn("graceful")
     wait_for(
         lambda: task_row(database_url, task.task_id)["completed_chunks"] >= 8,
         timeout=120,
@@ -169,16 +114,11 @@ async def test_sigterm_finishes_the_task_in_flight(
 
 
 async def test_two_workers_share_the_queue_without_double_processing(
-    runtime: Runtime,
-    settings: Settings,
-    env: dict[str, str],
-    logs: Path,
-    database_url: str,
-    workers: list[Proc],
+    runtime: Runtime, settings: Settings, database_url: str, spawn: Callable[[str], Proc]
 ) -> None:
     files = [(f"shared{i}.txt", long_text(300, seed=100 + i).encode()) for i in range(8)]
     tasks = await enqueue(runtime, files)
-    workers.extend([start_worker(env, logs / "a.log"), start_worker(env, logs / "b.log")])
+    a, b = spawn("a"), spawn("b")
     ids = [t.task_id for t in tasks]
     wait_for(
         lambda: (
@@ -197,7 +137,7 @@ async def test_two_workers_share_the_queue_without_double_processing(
     for (name, data), task in zip(files, tasks, strict=True):
         assert task.document_id is not None
         assert_exact_chunks(database_url, settings, task.document_id, name, data)
-    logs_text = workers[-1].log() + workers[-2].log()
+    logs_text = b.log() + a.log()
     assert logs_text.count(" chunks written") == 8
-    for proc in workers[-2:]:
+    for proc in (a, b):
         assert proc.stop() == 0

@@ -4,54 +4,30 @@ back to queued with its message visible at once, nothing is written, and another
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
-from rag_server.ingestion import store
-from rag_server.ingestion.pipeline import incoming_file, prepare_chunks_sync
 from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer, fake_ollama_env
 from tests.fixtures.ingest_files import long_text
-from tests.fixtures.ingest_stack import wait_for
+from tests.fixtures.ingest_stack import (
+    assert_exact_chunks,
+    chunk_count,
+    enqueue,
+    fake_embedding_settings,
+    query,
+    task_row,
+    wait_for,
+)
 from tests.processes import Proc, process_env, start_worker
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeEmbeddingServer]:
-    server = FakeEmbeddingServer(dim=768).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
-    return Settings(
-        database_url=database_url,
-        data_dir=data_dir,
-        embedding_provider="ollama",
-        embedding_model="nomic-embed-text",
-        embedding_dim=768,
-        embedding_base_url=fake.base_url,
-    )
-
-
-def query(database_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        return conn.execute(sql, args).fetchall()
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Proc]]:
-    procs: list[Proc] = []
-    yield procs
-    for proc in procs:
-        proc.kill()
+    return fake_embedding_settings(database_url, data_dir, fake)
 
 
 async def test_sigterm_past_the_grace_period_releases_the_task(
@@ -64,7 +40,8 @@ async def test_sigterm_past_the_grace_period_releases_the_task(
     workers: list[Proc],
 ) -> None:
     name, data = "SLOW1000-shutdown.txt", long_text(1500, seed=9).encode()
-    _, [task] = await store.create_upload_batch(runtime.pool, runtime.queue, [incoming_file(name, data)])
+    [task] = await enqueue(runtime, [(name, data)])
+    assert task.document_id is not None
     base = dict(
         **fake_ollama_env(fake),
         RAG_EMBEDDING_BATCH_SIZE="4",
@@ -78,7 +55,7 @@ async def test_sigterm_past_the_grace_period_releases_the_task(
     workers.append(first)
 
     def row() -> dict[str, Any]:
-        return query(database_url, "SELECT * FROM job_tasks WHERE id = %s", task.task_id)[0]
+        return task_row(database_url, task.task_id)
 
     wait_for(lambda: row()["completed_chunks"] >= 4, timeout=60, what="embedding started")
     assert first.stop(signal.SIGTERM, timeout=30) == 0, first.log()
@@ -86,12 +63,7 @@ async def test_sigterm_past_the_grace_period_releases_the_task(
 
     after = row()
     assert (after["status"], after["completed_chunks"], after["attempts"]) == ("queued", 0, 1)
-    assert (
-        query(database_url, "SELECT count(*) AS n FROM chunks WHERE document_id = %s", task.document_id)[0][
-            "n"
-        ]
-        == 0
-    )
+    assert chunk_count(database_url, task.document_id) == 0
     [msg] = query(database_url, "SELECT read_ct, vt <= now() AS visible FROM pgmq.q_ingest")
     assert msg == {"read_ct": 1, "visible": True}
 
@@ -99,11 +71,5 @@ async def test_sigterm_past_the_grace_period_releases_the_task(
     workers.append(second)
     done = wait_for(lambda: (r := row())["status"] == "completed" and r, timeout=90, what="second worker")
     assert done["attempts"] == 2
-    expected = prepare_chunks_sync(settings, name, data, "txt")
-    rows = query(
-        database_url,
-        "SELECT chunk_index, text FROM chunks WHERE document_id = %s ORDER BY chunk_index",
-        task.document_id,
-    )
-    assert [(r["chunk_index"], r["text"]) for r in rows] == [(c.index, c.text) for c in expected]
+    assert_exact_chunks(database_url, settings, task.document_id, name, data)
     assert second.stop() == 0
