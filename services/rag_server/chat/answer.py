@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import TypeVar
 
 from llama_index.core.llms import LLM, ChatMessage, MessageRole
 
@@ -21,6 +22,8 @@ FALLBACK_HEADER = "Extractive answer (the LLM was unavailable): the most relevan
 NO_SOURCES_ANSWER = "No relevant passages were found in the indexed documents for this question."
 EXCERPT_CHARS = 400
 TITLE_CHARS = 60
+
+T = TypeVar("T")
 
 # Words that carry no topic: ignored when matching question words to passage sentences.
 _STOPWORDS = frozenset(
@@ -166,25 +169,25 @@ def describe_failure(llm: LLM, exc: BaseException, timeout_s: float) -> str:
     return f"The LLM ({model}) failed ({type(exc).__name__}: {detail}); showing the extractive answer."
 
 
-async def complete(llm: LLM, messages: list[ChatMessage], timeout_s: float) -> str:
-    """One non-streamed chat call; raises LLMFailure."""
+async def guarded(llm: LLM, call: Awaitable[T], timeout_s: float) -> T:
+    """Await one LLM call within `timeout_s`; any failure becomes LLMFailure (cancellation passes)."""
     try:
-        response = await asyncio.wait_for(llm.achat(messages), timeout_s)
+        return await asyncio.wait_for(call, timeout_s)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
         raise LLMFailure(describe_failure(llm, exc, timeout_s)) from exc
+
+
+async def complete(llm: LLM, messages: list[ChatMessage], timeout_s: float) -> str:
+    """One non-streamed chat call; raises LLMFailure."""
+    response = await guarded(llm, llm.achat(messages), timeout_s)
     return (response.message.content or "").strip()
 
 
 async def stream(llm: LLM, messages: list[ChatMessage], timeout_s: float) -> AsyncIterator[str]:
     """Token deltas; the timeout applies to the first token and to every gap. Raises LLMFailure."""
-    try:
-        responses = await asyncio.wait_for(llm.astream_chat(messages), timeout_s)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        raise LLMFailure(describe_failure(llm, exc, timeout_s)) from exc
+    responses = await guarded(llm, llm.astream_chat(messages), timeout_s)
     try:
         while True:
             try:
