@@ -61,7 +61,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
     base_url = args.url or f"http://{settings.host}:{settings.port}"
     return ingest_paths(
-        args.paths, base_url=base_url, wait=not args.no_wait, skip_duplicates=not args.force,
+        args.paths,
+        base_url=base_url,
+        wait=not args.no_wait,
+        skip_duplicates=not args.force,
         max_file_bytes=settings.max_upload_bytes,
     )
 
