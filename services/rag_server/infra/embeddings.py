@@ -14,6 +14,10 @@ import httpx
 import numpy as np
 
 from rag_server.config import Settings
+from rag_server.infra.batching import CoalescingEmbedder
+
+# Calls with at most this many texts are coalesced with concurrent ones; document batches are not.
+QUERY_BATCH_MAX_TEXTS = 4
 
 
 class EmbeddingError(Exception):
@@ -46,6 +50,7 @@ class LocalEmbedder:
             raise ValueError(f"model {model_name} produces {actual}-d vectors but RAG_EMBEDDING_DIM={dim}")
         # One encode at a time per process: torch already uses every core for one batch.
         self._lock = threading.Lock()
+        self._queries = CoalescingEmbedder(self.embed_sync, max_batch=batch_size)
 
     def embed_sync(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -61,6 +66,9 @@ class LocalEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
+        if len(texts) <= QUERY_BATCH_MAX_TEXTS:
+            # Search queries: concurrent ones share one forward pass (see infra/batching.py).
+            return await self._queries.embed(texts)
         return await asyncio.to_thread(self.embed_sync, texts)
 
 
