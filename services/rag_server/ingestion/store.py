@@ -61,30 +61,35 @@ async def create_upload_batch(
         batch_id: UUID = await conn.fetchval("INSERT INTO job_batches DEFAULT VALUES RETURNING id")
         for f in files:
             sha = f.sha256
-            # ON CONFLICT waits for a concurrent upload of the same bytes to commit: one document wins.
-            doc_id: UUID | None = await conn.fetchval(
-                """
-                INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, metadata)
-                VALUES ($1, $2, $3, $4, $5, $6)
-                ON CONFLICT (sha256) DO NOTHING RETURNING id
-                """,
-                f.filename,
-                f.file_type,
-                f.content_type,
-                len(f.content),
-                sha,
-                f.metadata,
-            )
+            while True:
+                # ON CONFLICT waits for a concurrent upload of the same bytes to commit: one document wins.
+                doc_id: UUID | None = await conn.fetchval(
+                    """
+                    INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, metadata)
+                    VALUES ($1, $2, $3, $4, $5, $6)
+                    ON CONFLICT (sha256) DO NOTHING RETURNING id
+                    """,
+                    f.filename,
+                    f.file_type,
+                    f.content_type,
+                    len(f.content),
+                    sha,
+                    f.metadata,
+                )
+                if doc_id is not None:
+                    break
+                existing = await conn.fetchrow(
+                    "SELECT id, status, chunk_count FROM documents WHERE sha256 = $1 FOR UPDATE", sha
+                )
+                if existing is not None:
+                    break
+                # The conflicting document was deleted in between: try the insert again.
             if doc_id is not None:
                 await conn.execute(
                     "INSERT INTO document_files (document_id, content) VALUES ($1, $2)", doc_id, f.content
                 )
                 tasks.append(await _queue_task(conn, queue, batch_id, doc_id, f.filename))
                 continue
-            existing = await conn.fetchrow(
-                "SELECT id, status, chunk_count FROM documents WHERE sha256 = $1 FOR UPDATE", sha
-            )
-            assert existing is not None  # the conflicting row is committed and locked now
             doc_id = existing["id"]
             requeue = existing["status"] == "failed" and not any(t.document_id == doc_id for t in tasks)
             if requeue:
