@@ -58,18 +58,25 @@ def parse_modes(text: str) -> list[SearchType]:
     return [m for n, m in enumerate(MODES_BY_NAME[x] for x in modes) if m not in modes[:n]]
 
 
-def eval_database_name(dataset: Path, settings: Settings) -> str:
-    """eval_<hash12> of the corpus bytes and every setting that shapes the stored chunks."""
-    key = {
-        "format": EVAL_FORMAT,
-        "dataset": str(dataset.resolve()),
-        "corpus_sha256": corpus_fingerprint(dataset),
+def stored_chunk_settings(settings: Settings) -> dict[str, Any]:
+    """Every setting that shapes the stored chunks and their embeddings."""
+    return {
         "chunk_size": settings.chunk_size,
         "chunk_overlap": settings.chunk_overlap,
         "chunk_include_title": settings.chunk_include_title,
         "embedding_provider": settings.embedding_provider,
         "embedding_model": settings.embedding_model,
         "embedding_dim": settings.embedding_dim,
+    }
+
+
+def eval_database_name(dataset: Path, settings: Settings) -> str:
+    """eval_<hash12> of the corpus bytes and every setting that shapes the stored chunks."""
+    key = {
+        "format": EVAL_FORMAT,
+        "dataset": str(dataset.resolve()),
+        "corpus_sha256": corpus_fingerprint(dataset),
+        **stored_chunk_settings(settings),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return f"eval_{digest[:12]}"
@@ -300,12 +307,7 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
             "reused_database": reused,
             "top_k": options.top_k,
             "max_queries": options.max_queries,
-            "chunk_size": settings.chunk_size,
-            "chunk_overlap": settings.chunk_overlap,
-            "chunk_include_title": settings.chunk_include_title,
-            "embedding_provider": settings.embedding_provider,
-            "embedding_model": settings.embedding_model,
-            "embedding_dim": settings.embedding_dim,
+            **stored_chunk_settings(settings),
             "bm25_engine": bm25_engine,
             "fusion": settings.fusion,
             "rrf_k": settings.rrf_k,
