@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -184,7 +183,9 @@ def test_health_over_http_reports_capabilities(runtime: Runtime, tmp_path: Path)
         assert body["extensions"]["vector"]["active"] is True
         assert body["extensions"]["pgmq"]["active"] is True
         assert body["bm25_engine"] in {"native", "pg_search"}
-        assert json.dumps(body)  # plain JSON all the way down
+        assert body["embedding"] == {"model": "sentence-transformers/all-MiniLM-L6-v2", "dim": 384}
+        assert body["queue"] == "ingest"
+        assert body["postgres"].split(".")[0].isdigit()
     finally:
         # uvicorn re-raises SIGTERM after a graceful shutdown, so -15 is a clean exit too.
         assert server.stop() in (0, -15)
