@@ -50,3 +50,14 @@ def test_idle_sessions_expire_and_delete_forgets() -> None:
     assert registry.get(kept.id) is not None
     assert registry.delete(kept.id) and registry.get(kept.id) is None
     assert not registry.delete(uuid.uuid4())
+
+
+def test_clear_forgets_messages_and_resets_the_count() -> None:
+    registry = TemporarySessions(ttl_s=3600)
+    session = registry.create(title=None, search_type="hybrid", llm_model=None)
+    entry = registry.get(session.id)
+    assert entry is not None
+    registry.append(entry, question="q", answer="a", answer_metadata={"sources": []}, title_if_missing="q")
+    assert registry.clear(entry) == 2
+    assert entry.messages == []
+    assert entry.session.message_count == 0 and entry.session.title == "q"

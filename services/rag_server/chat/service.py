@@ -158,9 +158,7 @@ class ChatService:
     async def clear(self, session_id: UUID) -> int:
         entry = self.temporary.get(session_id)
         if entry is not None:
-            count = len(entry.messages)
-            entry.messages.clear()
-            return count
+            return self.temporary.clear(entry)
         return await sessions.clear_messages(self.runtime.pool, session_id)
 
     # --- answers -------------------------------------------------------------------------------

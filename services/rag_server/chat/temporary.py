@@ -74,6 +74,13 @@ class TemporarySessions:
             update["title"] = title_if_missing
         entry.session = entry.session.model_copy(update=update)
 
+    def clear(self, entry: TemporarySession) -> int:
+        """Forget the session's messages (the session stays); returns how many there were."""
+        count = len(entry.messages)
+        entry.messages.clear()
+        entry.session = entry.session.model_copy(update={"updated_at": datetime.now(UTC), "message_count": 0})
+        return count
+
     def _expire(self) -> None:
         cutoff = time.monotonic() - self.ttl_s
         for session_id in [k for k, v in self._sessions.items() if v.last_used < cutoff]:
