@@ -112,3 +112,17 @@ async def test_wrong_dimension_is_not_transient(fake: FakeEmbeddingServer) -> No
     finally:
         fake.wrong_dim = False
     assert not info.value.transient and "expected (1, 768)" in str(info.value)
+
+
+@pytest.mark.parametrize("provider", ["ollama", "openai"])
+async def test_malformed_answer_is_not_transient(fake: FakeEmbeddingServer, provider: str) -> None:
+    """A 200 whose JSON is not the protocol's object is a configuration problem, never an AssertionError."""
+    fake.requests.clear()
+    embedder = (OllamaEmbedder if provider == "ollama" else OpenAIEmbedder)(
+        embedding_settings(fake, embedding_provider=provider)
+    )
+    with pytest.raises(EmbeddingError) as info:
+        await embedder.embed(["NOTANOBJECT"])
+    assert not info.value.transient
+    assert "unexpected answer (a JSON object was expected, not list)" in str(info.value)
+    assert len(fake.requests) == 1  # never retried

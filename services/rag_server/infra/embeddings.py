@@ -212,7 +212,8 @@ class OllamaEmbedder(_HttpEmbedder):
         return f"{self.base_url}/api/embed", {"model": self.model_name, "input": texts}
 
     def _vectors(self, body: object, count: int) -> list[list[float]]:
-        assert isinstance(body, dict)
+        if not isinstance(body, dict):
+            raise TypeError(f"a JSON object was expected, not {type(body).__name__}")
         embeddings: list[list[float]] = body["embeddings"]
         if len(embeddings) != count:
             raise ValueError(f"{len(embeddings)} embeddings for {count} inputs")
@@ -233,7 +234,8 @@ class OpenAIEmbedder(_HttpEmbedder):
         return f"{base}/embeddings", {"model": self.model_name, "input": texts, "encoding_format": "float"}
 
     def _vectors(self, body: object, count: int) -> list[list[float]]:
-        assert isinstance(body, dict)
+        if not isinstance(body, dict):
+            raise TypeError(f"a JSON object was expected, not {type(body).__name__}")
         data = sorted(body["data"], key=lambda item: item["index"])
         if len(data) != count:
             raise ValueError(f"{len(data)} embeddings for {count} inputs")
