@@ -171,7 +171,7 @@ async def ingest_documents_direct(
             progress(finished)
 
     for f in files:
-        doc_id, status, _created = await store.insert_document(runtime.pool, f)
+        doc_id, status = await store.insert_document(runtime.pool, f)
         ids.append(doc_id)
         if status == "ready" or any(doc_id == d for d, _ in window):
             finished += 1

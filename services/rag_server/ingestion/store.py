@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 import numpy as np
@@ -63,19 +63,7 @@ async def create_upload_batch(
             sha = f.sha256
             while True:
                 # ON CONFLICT waits for a concurrent upload of the same bytes to commit: one document wins.
-                doc_id: UUID | None = await conn.fetchval(
-                    """
-                    INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, metadata)
-                    VALUES ($1, $2, $3, $4, $5, $6)
-                    ON CONFLICT (sha256) DO NOTHING RETURNING id
-                    """,
-                    f.filename,
-                    f.file_type,
-                    f.content_type,
-                    len(f.content),
-                    sha,
-                    f.metadata,
-                )
+                doc_id = await _insert_new_document(conn, f, sha, "queued")
                 if doc_id is not None:
                     break
                 existing = await conn.fetchrow(
@@ -85,14 +73,11 @@ async def create_upload_batch(
                     break
                 # The conflicting document was deleted in between: try the insert again.
             if doc_id is not None:
-                await conn.execute(
-                    "INSERT INTO document_files (document_id, content) VALUES ($1, $2)", doc_id, f.content
-                )
                 tasks.append(await _queue_task(conn, queue, batch_id, doc_id, f.filename))
                 continue
             doc_id = existing["id"]
-            requeue = existing["status"] == "failed" and not any(t.document_id == doc_id for t in tasks)
-            if requeue:
+            # A failed document is queued again (once: this transaction sees it 'queued' afterwards).
+            if existing["status"] == "failed":
                 await conn.execute(
                     "UPDATE documents SET status = 'queued', error = NULL, updated_at = now() WHERE id = $1",
                     doc_id,
@@ -114,17 +99,47 @@ async def create_upload_batch(
     return batch_id, tasks
 
 
+async def _insert_new_document(
+    conn: asyncpg.Connection, f: IncomingFile, sha: str, status: str
+) -> UUID | None:
+    """Insert the document and its bytes in one statement; None if this sha256 is already stored."""
+    doc_id: UUID | None = await conn.fetchval(
+        """
+        WITH d AS (
+            INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, metadata, status)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT (sha256) DO NOTHING RETURNING id
+        ), bytes AS (
+            INSERT INTO document_files (document_id, content) SELECT id, $8 FROM d
+        )
+        SELECT id FROM d
+        """,
+        f.filename,
+        f.file_type,
+        f.content_type,
+        len(f.content),
+        sha,
+        f.metadata,
+        status,
+        f.content,
+    )
+    return doc_id
+
+
 async def _queue_task(
     conn: asyncpg.Connection, queue: IngestQueue, batch_id: UUID, doc_id: UUID, filename: str
 ) -> TaskRef:
-    task_id: UUID = await conn.fetchval(
-        "INSERT INTO job_tasks (batch_id, document_id, filename) VALUES ($1, $2, $3) RETURNING id",
+    # The id is chosen here so the message can name it and the task row is written once, with msg_id.
+    task_id = uuid4()
+    msg_id = await queue.send({"task_id": str(task_id), "document_id": str(doc_id)}, conn=conn)
+    await conn.execute(
+        "INSERT INTO job_tasks (id, batch_id, document_id, filename, msg_id) VALUES ($1, $2, $3, $4, $5)",
+        task_id,
         batch_id,
         doc_id,
         filename,
+        msg_id,
     )
-    msg_id = await queue.send({"task_id": str(task_id), "document_id": str(doc_id)}, conn=conn)
-    await conn.execute("UPDATE job_tasks SET msg_id = $2 WHERE id = $1", task_id, msg_id)
     return TaskRef(task_id, filename, "queued", doc_id)
 
 
@@ -474,30 +489,16 @@ def vector_literal(vector: np.ndarray) -> str:
 # --- direct ingestion (no queue) ---------------------------------------------------------------
 
 
-async def insert_document(pool: asyncpg.Pool, f: IncomingFile) -> tuple[UUID, str, bool]:
-    """(id, status, created). An existing sha256 returns the existing document."""
+async def insert_document(pool: asyncpg.Pool, f: IncomingFile) -> tuple[UUID, str]:
+    """(id, status). An existing sha256 returns the existing document."""
+    sha = f.sha256
     async with pool.acquire() as conn, conn.transaction():
-        doc_id = await conn.fetchval(
-            """
-            INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, metadata, status)
-            VALUES ($1, $2, $3, $4, $5, $6, 'processing')
-            ON CONFLICT (sha256) DO NOTHING RETURNING id
-            """,
-            f.filename,
-            f.file_type,
-            f.content_type,
-            len(f.content),
-            f.sha256,
-            f.metadata,
-        )
+        doc_id = await _insert_new_document(conn, f, sha, "processing")
         if doc_id is not None:
-            await conn.execute(
-                "INSERT INTO document_files (document_id, content) VALUES ($1, $2)", doc_id, f.content
-            )
-            return doc_id, "processing", True
-        row = await conn.fetchrow("SELECT id, status FROM documents WHERE sha256 = $1", f.sha256)
+            return doc_id, "processing"
+        row = await conn.fetchrow("SELECT id, status FROM documents WHERE sha256 = $1", sha)
         assert row is not None
-        return row["id"], row["status"], False
+        return row["id"], row["status"]
 
 
 async def mark_document_failed(pool: asyncpg.Pool, document_id: UUID, reason: str) -> None:
