@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,13 +45,12 @@ from rag_server.chat.models import (
     Source,
 )
 from rag_server.chat.temporary import TemporarySession, TemporarySessions
-from rag_server.infra.llm import get_llm
+from rag_server.infra.llm import get_llm, llm_configured
 from rag_server.infra.runtime import Runtime
-from rag_server.retrieval.models import SearchHit, SearchRequest, SearchResponse, SearchType
+from rag_server.retrieval.models import SearchHit, SearchRequest, SearchType
+from rag_server.retrieval.service import search
 
 logger = logging.getLogger(__name__)
-
-SearchFn = Callable[[Runtime, SearchRequest], Awaitable[SearchResponse]]
 
 
 def _ms(since: float) -> float:
@@ -85,11 +84,10 @@ class Turn:
 
 
 class ChatService:
-    def __init__(self, runtime: Runtime, search_fn: SearchFn | None = None) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
         self.temporary = TemporarySessions(self.settings.chat_temporary_ttl_s)
-        self._search_fn = search_fn
         # Shielded writes still running after their request was cancelled (kept from the GC).
         self._pending_writes: set[asyncio.Task[tuple[int, int]]] = set()
 
@@ -102,7 +100,7 @@ class ChatService:
 
     @property
     def llm_model(self) -> str | None:
-        return self.settings.llm_model if self.settings.llm_provider != "none" else None
+        return self.settings.llm_model if llm_configured(self.settings) else None
 
     async def create_session(
         self, *, title: str | None, is_temporary: bool, search_type: SearchType
@@ -194,11 +192,7 @@ class ChatService:
                 session=entry.session, question=question, request=request, temporary=entry, history=history
             )
         session = await sessions.get_session(self.runtime.pool, request.session_id)
-        history = (
-            await sessions.list_messages(self.runtime.pool, session.id, last=limit, mark_deleted=False)
-            if limit
-            else []
-        )
+        history = await sessions.recent_messages(self.runtime.pool, session.id, last=limit) if limit else []
         return Turn(session=session, question=question, request=request, history=history)
 
     async def generate(self, turn: Turn) -> AsyncIterator[str]:
@@ -231,7 +225,6 @@ class ChatService:
 
     async def _retrieve(self, turn: Turn, query: str) -> None:
         start = time.perf_counter()
-        search = self._search_fn or _default_search()
         result = await search(
             self.runtime,
             SearchRequest(
@@ -359,9 +352,3 @@ class ChatService:
         if turn.title_task is not None:
             turn.title_task.cancel()
             turn.title_task = None
-
-
-def _default_search() -> SearchFn:
-    from rag_server.retrieval.service import search
-
-    return search

@@ -36,18 +36,15 @@ async def create_session(
     title: str | None,
     search_type: SearchType,
     llm_model: str | None,
-    session_id: UUID | None = None,
 ) -> ChatSession:
     row = await pool.fetchrow(
         f"""
         WITH s AS (
-            INSERT INTO chat_sessions (id, title, search_type, llm_model)
-            VALUES (coalesce($1, gen_random_uuid()), $2, $3, $4)
+            INSERT INTO chat_sessions (title, search_type, llm_model) VALUES ($1, $2, $3)
             RETURNING *
         )
         SELECT {_SESSION_COLUMNS} FROM s
         """,
-        session_id,
         title,
         search_type,
         llm_model,
@@ -151,30 +148,34 @@ def _message(row: asyncpg.Record) -> ChatMessageOut:
     )
 
 
-async def list_messages(
-    pool: asyncpg.Pool, session_id: UUID, *, last: int | None = None, mark_deleted: bool = True
-) -> list[ChatMessageOut]:
-    """A session's messages in order (all, or the `last` n). Raises NotFoundError for an unknown session.
+async def list_messages(pool: asyncpg.Pool, session_id: UUID) -> list[ChatMessageOut]:
+    """A session's messages in order. Raises NotFoundError for an unknown session.
 
-    With mark_deleted, sources whose document no longer exists get `document_deleted=True`; the
-    persisted excerpt keeps old answers readable.
+    Sources whose document no longer exists get `document_deleted=True`; the persisted excerpt keeps
+    old answers readable.
     """
     async with pool.acquire() as conn:
         await get_session(conn, session_id)
-        rows = await conn.fetch(
-            """
-            SELECT * FROM (
-                SELECT id, role, content, metadata, created_at FROM chat_messages
-                WHERE session_id = $1 ORDER BY id DESC LIMIT $2
-            ) m ORDER BY id
-            """,
-            session_id,
-            last,
-        )
-        messages = [_message(r) for r in rows]
-        if mark_deleted:
-            await _mark_deleted_documents(conn, messages)
+        messages = await recent_messages(conn, session_id, last=None)
+        await _mark_deleted_documents(conn, messages)
     return messages
+
+
+async def recent_messages(
+    conn: asyncpg.Connection | asyncpg.Pool, session_id: UUID, *, last: int | None
+) -> list[ChatMessageOut]:
+    """The `last` n messages (None: all) in order; no existence check (the caller has the session)."""
+    rows = await conn.fetch(
+        """
+        SELECT * FROM (
+            SELECT id, role, content, metadata, created_at FROM chat_messages
+            WHERE session_id = $1 ORDER BY id DESC LIMIT $2
+        ) m ORDER BY id
+        """,
+        session_id,
+        last,
+    )
+    return [_message(r) for r in rows]
 
 
 async def _mark_deleted_documents(conn: asyncpg.Connection, messages: list[ChatMessageOut]) -> None:
