@@ -38,11 +38,12 @@ async def vector_leg(
     sql, params = vector_sql(filters)
     # HNSW returns at most ef_search rows per scan, so it must be at least top_k.
     ef = max(int(ef_search), int(top_k))
+    settings_sql = "SELECT set_config('hnsw.ef_search', $1, true)"
+    if filters is not None:
+        # pgvector 0.8: keep scanning the graph until enough rows pass the filter.
+        settings_sql += ", set_config('hnsw.iterative_scan', 'relaxed_order', true)"
     async with conn.transaction():
-        await conn.execute("SELECT set_config('hnsw.ef_search', $1, true)", str(min(ef, 1000)))
-        if filters is not None:
-            # pgvector 0.8: keep scanning the graph until enough rows pass the filter.
-            await conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+        await conn.execute(settings_sql, str(min(ef, 1000)))  # one round trip for both settings
         rows = await conn.fetch(sql, np.asarray(embedding, dtype=np.float32), top_k, *params)
     hits = [LegHit(int(r["chunk_id"]), float(r["score"])) for r in rows]
     # relaxed_order may return rows slightly out of order; equal distances tie-break on id.
