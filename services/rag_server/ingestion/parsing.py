@@ -37,7 +37,6 @@ FILE_TYPES: dict[str, FileType] = {
     ".csv": FileType("csv", "text/csv; charset=utf-8"),
     ".json": FileType("json", "application/json"),
 }
-CONTENT_TYPES: dict[str, str] = {ft.name: ft.content_type for ft in FILE_TYPES.values()}
 SUPPORTED_EXTENSIONS = sorted(FILE_TYPES)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
