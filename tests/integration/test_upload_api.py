@@ -168,6 +168,13 @@ def test_bad_files_fail_their_task_with_a_reason_and_no_chunks(
     assert chunks == []
     archived = query(database_url, "SELECT count(*) AS n FROM pgmq.a_ingest")
     assert archived[0]["n"] >= 1
+    # This task's own message was archived (the count above is shared by every case of the module).
+    mine = query(
+        database_url,
+        "SELECT count(*) AS n FROM pgmq.a_ingest a JOIN job_tasks t ON t.msg_id = a.msg_id WHERE t.id = %s",
+        task["task_id"],
+    )
+    assert mine[0]["n"] == 1
 
 
 def test_unsupported_extension_is_415_and_stores_nothing(client: httpx.Client, database_url: str) -> None:
@@ -196,6 +203,27 @@ def test_request_over_the_total_limit_is_413_before_reading(client: httpx.Client
     assert response.json()["detail"].endswith(
         "over the limit of 1.4 MB per request; send the files in several uploads."
     )
+    assert document_count(database_url) == before
+
+
+def test_chunked_request_over_the_total_limit_is_413(client: httpx.Client, database_url: str) -> None:
+    """Without Content-Length (chunked body) the total is counted while reading the parts."""
+    before = document_count(database_url)
+    parts = [
+        b'--XyZ\r\nContent-Disposition: form-data; name="files"; filename="chunk%d.txt"\r\n'
+        b"Content-Type: text/plain\r\n\r\n" % i + bytes([65 + i]) * (MAX_UPLOAD - 1000) + b"\r\n"
+        for i in range(6)
+    ]
+
+    def body() -> Iterator[bytes]:
+        yield from parts
+        yield b"--XyZ--\r\n"
+
+    response = client.post(
+        "/upload", content=body(), headers={"content-type": "multipart/form-data; boundary=XyZ"}
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["detail"] == "The upload is over the limit of 1.4 MB per request."
     assert document_count(database_url) == before
 
 
