@@ -43,7 +43,6 @@ TERMS_SQL = """
 @dataclass(frozen=True)
 class TermWeight:
     term: str
-    df: int
     w: float  # idf * (k1 + 1): the term's upper bound
 
 
@@ -56,19 +55,17 @@ class Plan:
     bound_non_essential: float
 
 
-def plan_terms(rows: list[Any], k1: float, b: float, budget: float | None = None) -> Plan | None:
+def plan_terms(rows: list[Any], k1: float, b: float) -> Plan | None:
     """Weights and the E/N split for these term rows; None when pruning cannot help."""
     if len(rows) < 2:
         return None
     n_docs, total_len = int(rows[0]["n_docs"]), int(rows[0]["total_len"])
     weights = [
-        TermWeight(
-            r["term"], int(r["df"]), math.log(1.0 + (n_docs - r["df"] + 0.5) / (r["df"] + 0.5)) * (k1 + 1)
-        )
+        TermWeight(r["term"], math.log(1.0 + (n_docs - r["df"] + 0.5) / (r["df"] + 0.5)) * (k1 + 1))
         for r in rows
     ]
     weights.sort(key=lambda t: (t.w, t.term))
-    limit = (NON_ESSENTIAL_BUDGET if budget is None else budget) * sum(t.w for t in weights)
+    limit = NON_ESSENTIAL_BUDGET * sum(t.w for t in weights)
     essential = [True] * len(weights)
     bound = 0.0
     for i, t in enumerate(weights[:-1]):  # at least one essential term

@@ -19,10 +19,6 @@ class FilterSQL:
     params: list[Any] = field(default_factory=list)
     needs_documents: bool = False
 
-    @property
-    def active(self) -> bool:
-        return bool(self.clauses)
-
     def joins(self, chunk_id_expr: str | None = None) -> str:
         """JOINs that bring `c` (and `d` when needed) into a query; `chunk_id_expr` links `c`."""
         if not self.clauses:
