@@ -94,8 +94,8 @@ class PostgresChatStore(BaseChatStore):
         rows = [_to_row(m) for m in messages]  # validate all before deleting anything
         async with self._pool.acquire() as conn, conn.transaction():
             await sessions.ensure_session(conn, session_id)
-            await conn.execute("SELECT 1 FROM chat_sessions WHERE id = $1 FOR UPDATE", session_id)
-            await conn.execute("DELETE FROM chat_messages WHERE session_id = $1", session_id)
+            await sessions.lock_session(conn, session_id)
+            await sessions.delete_messages(conn, session_id)
             for role, content, metadata in rows:
                 await sessions.insert_message(conn, session_id, role, content, metadata)  # type: ignore[arg-type]
 

@@ -123,13 +123,19 @@ async def delete_session(pool: asyncpg.Pool, session_id: UUID) -> None:
 async def clear_messages(pool: asyncpg.Pool, session_id: UUID) -> int:
     """Delete every message of a session, keep the session. Returns how many were deleted."""
     async with pool.acquire() as conn, conn.transaction():
-        await _lock_session(conn, session_id)
-        status = await conn.execute("DELETE FROM chat_messages WHERE session_id = $1", session_id)
+        await lock_session(conn, session_id)
+        deleted = await delete_messages(conn, session_id)
         await conn.execute("UPDATE chat_sessions SET updated_at = now() WHERE id = $1", session_id)
+    return deleted
+
+
+async def delete_messages(conn: asyncpg.Connection, session_id: UUID) -> int:
+    status = await conn.execute("DELETE FROM chat_messages WHERE session_id = $1", session_id)
     return int(status.split()[-1])
 
 
-async def _lock_session(conn: asyncpg.Connection, session_id: UUID) -> None:
+async def lock_session(conn: asyncpg.Connection, session_id: UUID) -> None:
+    """SELECT ... FOR UPDATE of the session row (orders writers of one session); NotFoundError if none."""
     found = await conn.fetchval("SELECT true FROM chat_sessions WHERE id = $1 FOR UPDATE", session_id)
     if not found:
         raise session_not_found(session_id)
@@ -217,7 +223,7 @@ async def append_exchange(
                 create.search_type,
                 create.llm_model,
             )
-        await _lock_session(conn, session_id)
+        await lock_session(conn, session_id)
         user_id = await insert_message(conn, session_id, "user", question, {})
         assistant_id = await insert_message(conn, session_id, "assistant", answer, answer_metadata)
         await conn.execute(
