@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
 from rag_server.evaluation.report import markdown_table, text_table
 from rag_server.evaluation.synthetic import split_halves, synthesize
@@ -57,3 +58,12 @@ def test_synthesize_mixes_pool_vectors_deterministically() -> None:
     best = (vectors @ pool_vectors.T).max(axis=1)
     assert best.min() > 0.5
     assert all(" one. " in t and t.endswith(" two.") for t in texts)
+
+
+def test_parse_modes_keeps_user_order_drops_duplicates_rejects_unknown() -> None:
+    from rag_server.evaluation.runner import parse_modes
+
+    assert parse_modes("hybrid, bm25,hybrid") == ["hybrid", "bm25"]
+    for bad in ["", " , ", "bm25,dense"]:
+        with pytest.raises(ValueError, match="--modes"):
+            parse_modes(bad)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -28,7 +28,6 @@ from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.retrieval.models import SearchType
 
 MODES: tuple[SearchType, ...] = ("bm25", "vector", "hybrid")
-MODES_BY_NAME: dict[str, SearchType] = {m: m for m in MODES}
 INGEST_MARKER = "eval_ingest"  # app_meta key, written only after the last document is stored
 INGEST_BATCH = 256  # documents per ingest call: the progress bar moves after each call
 # Bump when the way the corpus is turned into documents changes, so old eval databases are not reused.
@@ -55,7 +54,7 @@ def parse_modes(text: str) -> list[SearchType]:
     if unknown or not modes:
         raise ValueError(f"--modes takes a comma-separated subset of {','.join(MODES)}, got {text!r}")
     # User order, duplicates dropped.
-    return [m for n, m in enumerate(MODES_BY_NAME[x] for x in modes) if m not in modes[:n]]
+    return [cast(SearchType, m) for m in dict.fromkeys(modes)]
 
 
 def stored_chunk_settings(settings: Settings) -> dict[str, Any]:
