@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import textwrap
 from typing import Any
 
@@ -50,7 +49,7 @@ async def _in_process(settings: Settings, request: SearchRequest) -> SearchRespo
 def _via_http(url: str, request: SearchRequest) -> SearchResponse:
     import httpx
 
-    reply = httpx.post(f"{url.rstrip('/')}/search", json=json.loads(request.model_dump_json()), timeout=60)
+    reply = httpx.post(f"{url.rstrip('/')}/search", json=request.model_dump(mode="json"), timeout=60)
     reply.raise_for_status()
     return SearchResponse.model_validate(reply.json())
 

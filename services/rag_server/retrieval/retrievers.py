@@ -101,6 +101,6 @@ class BM25Retriever(_ChunkRetriever):
 
 
 class HybridRetriever(_ChunkRetriever):
-    """Both legs concurrently, fused (RRF by default, or convex)."""
+    """Both legs concurrently, fused (RAG_FUSION by default: convex, or RRF)."""
 
     search_type: SearchType = "hybrid"

@@ -2,7 +2,7 @@
 
     search(runtime, request) -> SearchResponse
 
-The legs are also public (`vector_search`, `bm25_search`) so the evaluation can ask for deep
+The legs are also public (`vector_search`, `bm25_search`) so callers can ask for deep
 candidate lists cheaply; they return chunk ids and scores only (`fetch_chunks` adds the rest).
 In hybrid search the BM25 query starts at once, concurrently with embedding the query and the
 vector query, each leg on its own pooled connection.
@@ -77,7 +77,7 @@ async def vector_search_embedding(
     filters: SearchFilters | None = None,
     ef_search: int | None = None,
 ) -> list[LegHit]:
-    """Vector leg alone for an already embedded query (the evaluation embeds queries in batches)."""
+    """Vector leg alone for an already embedded query."""
     ef = ef_search or runtime.settings.hnsw_ef_search
     async with runtime.pool.acquire() as conn:
         return await vector_leg(conn, embedding, top_k, filters, ef)
