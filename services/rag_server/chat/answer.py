@@ -170,10 +170,13 @@ def describe_failure(llm: LLM, exc: BaseException, timeout_s: float) -> str:
 
 
 async def guarded(llm: LLM, call: Awaitable[T], timeout_s: float) -> T:
-    """Await one LLM call within `timeout_s`; any failure becomes LLMFailure (cancellation passes)."""
+    """Await one LLM call within `timeout_s`; any failure becomes LLMFailure.
+
+    Cancellation and the end of a stream (StopAsyncIteration) pass through.
+    """
     try:
         return await asyncio.wait_for(call, timeout_s)
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, StopAsyncIteration):
         raise
     except Exception as exc:
         raise LLMFailure(describe_failure(llm, exc, timeout_s)) from exc
@@ -191,13 +194,9 @@ async def stream(llm: LLM, messages: list[ChatMessage], timeout_s: float) -> Asy
     try:
         while True:
             try:
-                response = await asyncio.wait_for(anext(responses), timeout_s)
+                response = await guarded(llm, anext(responses), timeout_s)
             except StopAsyncIteration:
                 return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                raise LLMFailure(describe_failure(llm, exc, timeout_s)) from exc
             if response.delta:
                 yield response.delta
     finally:
