@@ -237,7 +237,6 @@ async def test_scores_equal_reference_bm25_on_hundreds_of_chunks(runtime: Runtim
 
 
 async def test_deletes_and_updates_keep_scores_exact(runtime: Runtime) -> None:
-    rng = random.Random(5)
     async with runtime.pool.acquire() as conn:
         doc_ids = [r["id"] for r in await conn.fetch("SELECT id FROM documents ORDER BY id")]
         # Whole documents (cascade to chunks) and single chunks.
@@ -253,7 +252,6 @@ async def test_deletes_and_updates_keep_scores_exact(runtime: Runtime) -> None:
         hits = await bm25_leg(conn, "native", "rare399", 10)
         assert changed in [h.chunk_id for h in hits]
         await assert_stats_match_recount(conn)
-        del rng
 
 
 async def test_identical_chunks_tie_break_on_id(runtime: Runtime) -> None:
@@ -347,3 +345,17 @@ async def test_pruned_top_k_is_exact_and_used(runtime: Runtime) -> None:
             default = await bm25_leg(conn, "native", query, 5, some_docs)
             assert [h.chunk_id for h in default] == [h.chunk_id for h in full], query
         await assert_matches_reference(conn, queries[0], 1.2, 0.75)
+
+
+async def test_truncate_empties_the_index_and_later_inserts_are_exact(runtime: Runtime) -> None:
+    """Last in the module: TRUNCATE chunks resets postings, terms and statistics."""
+    rng = random.Random(8)
+    async with runtime.pool.acquire() as conn:
+        await conn.execute("TRUNCATE chunks")
+        assert await conn.fetchval("SELECT count(*) FROM bm25_postings") == 0
+        assert await conn.fetchval("SELECT count(*) FROM bm25_terms") == 0
+        assert tuple(await conn.fetchrow("SELECT n_docs, total_len FROM bm25_stats")) == (0, 0)
+        assert await bm25_leg(conn, "native", "mice", 5) == []
+        await insert_document(conn, [random_text(rng, rng.randint(1, 40)) for _ in range(20)], rng)
+        await assert_stats_match_recount(conn)
+        await assert_matches_reference(conn, QUERIES[1], 1.2, 0.75)
