@@ -300,6 +300,9 @@ class TaskWork:
     title: str | None  # documents.metadata.title, the chunk context when set
 
 
+MISSING_FILE_ERROR = "The stored file is missing from the database; upload it again."
+
+
 async def start_task(pool: asyncpg.Pool, task_id: UUID, attempts: int) -> TaskWork | None:
     """Mark the task processing and load its document bytes; None if there is nothing to do any more
     (task finished, failed, or its document deleted)."""
@@ -325,6 +328,21 @@ async def start_task(pool: asyncpg.Pool, task_id: UUID, attempts: int) -> TaskWo
             row["document_id"],
         )
         if doc is None:
+            # The document row exists but its bytes do not (removed by hand, restored from a partial
+            # backup): fail loudly instead of leaving the task 'processing' forever.
+            await conn.execute(
+                """
+                WITH t AS (
+                    UPDATE job_tasks SET status = 'failed', error = $2, updated_at = now(),
+                           finished_at = now()
+                    WHERE id = $1 RETURNING document_id
+                )
+                UPDATE documents SET status = 'failed', error = $2, updated_at = now()
+                WHERE id = (SELECT document_id FROM t)
+                """,
+                task_id,
+                MISSING_FILE_ERROR,
+            )
             return None
     return TaskWork(
         task_id,
