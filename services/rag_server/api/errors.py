@@ -12,15 +12,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from rag_server.errors import ConflictError, NotFoundError
+
 logger = logging.getLogger(__name__)
-
-
-class NotFoundError(Exception):
-    """A domain object the request names does not exist (mapped to 404)."""
-
-
-class ConflictError(Exception):
-    """The request conflicts with the current state (mapped to 409)."""
 
 
 class AsciiJSONResponse(JSONResponse):

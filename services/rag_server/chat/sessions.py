@@ -12,8 +12,8 @@ from uuid import UUID
 
 import asyncpg
 
-from rag_server.api.errors import NotFoundError
 from rag_server.chat.models import ChatMessageOut, ChatSession, Role, Source
+from rag_server.errors import NotFoundError
 from rag_server.retrieval.models import SearchType
 
 _SESSION_COLUMNS = """

@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import numpy as np
 
-from rag_server.api.errors import NotFoundError
+from rag_server.errors import NotFoundError
 from rag_server.infra.queue import IngestQueue
 from rag_server.ingestion.chunking import Chunk
 

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from rag_server.api.errors import NotFoundError
 from rag_server.chat.models import ChatMessageOut, ChatSession, QueryRequest, QueryResponse
 from rag_server.chat.service import ChatService
+from rag_server.errors import NotFoundError
 from rag_server.retrieval.models import SearchType
 
 logger = logging.getLogger(__name__)
