@@ -130,14 +130,13 @@ async def search(runtime: Runtime, request: SearchRequest) -> SearchResponse:
     started = time.perf_counter()
     # NUL and lone surrogates break Postgres, the tokenizer and the JSON reply: replace them once.
     query, top_k, filters = clean_query(request.query), request.top_k, request.filters
-    ef_search = request.ef_search or settings.hnsw_ef_search
 
     async def run_vector(depth: int) -> list[LegHit]:
         embedding = await _timed(timings, "embed", lambda: embed_query(runtime, query))
         return await _timed(
             timings,
             "vector",
-            lambda: vector_search_embedding(runtime, embedding, depth, filters, ef_search),
+            lambda: vector_search_embedding(runtime, embedding, depth, filters, request.ef_search),
         )
 
     async def run_bm25(depth: int) -> list[LegHit]:
