@@ -1,4 +1,8 @@
-"""Real `rag-server serve` / `rag-server worker` subprocesses for the benchmarks (blocking helpers)."""
+"""Real `rag-server serve` / `rag-server worker` subprocesses (blocking helpers).
+
+Used by the benchmarks, and by the tests (tests/processes.py re-exports them), so both drive the
+services exactly as a user starts them.
+"""
 
 from __future__ import annotations
 
@@ -20,18 +24,25 @@ class Child:
     log_path: Path
     base_url: str | None = None
 
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
-    def stop(self, grace_s: float = 30) -> None:
-        if self.popen.poll() is not None:
-            return
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log()[-chars:]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Send `sig`, wait up to `timeout`, then SIGKILL. Returns the exit code."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return int(self.popen.returncode)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
 
 
 def child_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
@@ -55,23 +66,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(env: dict[str, str], log_path: Path, wait_s: float = 120) -> Child:
+def start_server(env: dict[str, str], log_path: Path, timeout: float = 120) -> Child:
     port = free_port()
     child = start(["serve", "--host", "127.0.0.1", "--port", str(port)], env, log_path)
     child.base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + wait_s
+    wait_healthy(child, timeout)
+    return child
+
+
+def wait_healthy(child: Child, timeout: float = 120) -> None:
+    assert child.base_url
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.popen.poll() is not None:
             raise RuntimeError(f"server exited with {child.popen.returncode}:\n{child.log_tail()}")
         try:
             if httpx.get(f"{child.base_url}/health", timeout=2).status_code == 200:
-                return child
+                return
         except httpx.HTTPError:
             pass
-        time.sleep(0.25)
-    child.stop()
-    raise TimeoutError(f"server not healthy after {wait_s}s:\n{child.log_tail()}")
+        time.sleep(0.2)
+    child.kill()
+    raise TimeoutError(f"server not healthy after {timeout}s:\n{child.log_tail()}")
 
 
-def start_worker(env: dict[str, str], log_path: Path) -> Child:
-    return start(["worker"], env, log_path)
+def start_worker(env: dict[str, str], log_path: Path, *extra_args: str) -> Child:
+    return start(["worker", *extra_args], env, log_path)
