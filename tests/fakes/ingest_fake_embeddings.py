@@ -52,7 +52,13 @@ class FakeEmbeddingServer:
         body = await request.json()
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
         self.requests.append(
-            {"path": request.url.path, "body": body, "auth": request.headers.get("authorization")}
+            {
+                "path": request.url.path,
+                "body": body,
+                "auth": request.headers.get("authorization"),
+                # The client's port tells requests on one kept-alive connection from new connections.
+                "peer": request.client.port if request.client else None,
+            }
         )
         joined = "\n".join(texts)
         delay = self.delay_s + sum(int(ms) for ms in set(re.findall(r"SLOW(\d+)", joined))) / 1000

@@ -41,6 +41,19 @@ async def test_ollama_batches_and_normalises(fake: FakeEmbeddingServer) -> None:
     assert fake.requests[0]["body"]["model"] == "nomic-embed-text"
 
 
+async def test_calls_reuse_one_connection_until_released(fake: FakeEmbeddingServer) -> None:
+    fake.requests.clear()
+    embedder = OllamaEmbedder(embedding_settings(fake))
+    for query in ("first query", "second query", "third query"):
+        await embedder.embed([query])
+    peers = [r["peer"] for r in fake.requests]
+    assert len(peers) == 3 and len(set(peers)) == 1, peers  # one kept-alive connection
+
+    await embedder.aclose()
+    await embedder.embed(["after release"])  # still usable: opens a new connection
+    assert fake.requests[-1]["peer"] != peers[0]
+
+
 @pytest.mark.parametrize("suffix", ["", "/v1"])
 async def test_openai_compatible_orders_by_index_and_sends_key(
     fake: FakeEmbeddingServer, suffix: str

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import weakref
 from typing import Protocol
 
 import httpx
@@ -34,6 +35,10 @@ class Embedder(Protocol):
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         """Unit-normalised float32 embeddings, one row per text."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what this event loop holds (HTTP connections); the embedder stays usable."""
         ...
 
 
@@ -71,6 +76,9 @@ class LocalEmbedder:
             return await self._queries.embed(texts)
         return await asyncio.to_thread(self.embed_sync, texts)
 
+    async def aclose(self) -> None:
+        return None
+
 
 def _load_sentence_transformer(model_name: str):  # type: ignore[no-untyped-def]
     # Never reach for a model hub: these machines have no internet.
@@ -97,6 +105,14 @@ def get_embedder(settings: Settings) -> Embedder:
         if key not in _cache:
             _cache[key] = _build(settings)
         return _cache[key]
+
+
+async def release_embedders() -> None:
+    """Close the running loop's HTTP clients of every embedder built so far (runtime shutdown)."""
+    with _cache_lock:
+        embedders = list(_cache.values())
+    for embedder in embedders:
+        await embedder.aclose()
 
 
 def _build(settings: Settings) -> Embedder:
@@ -128,6 +144,24 @@ class _HttpEmbedder:
         self.timeout_s = settings.embedding_timeout_s
         self.retries = settings.embedding_retries
         self.retry_backoff_s = settings.embedding_retry_backoff_s
+        # One keep-alive client per event loop: a search must not pay a new connection per query,
+        # and a client cannot outlive or cross its loop (the embedder is process-wide, loops are not).
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None or client.is_closed:
+            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            client = self._clients[loop] = httpx.AsyncClient(timeout=self.timeout_s, headers=headers)
+        return client
+
+    async def aclose(self) -> None:
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
     def _request(self, texts: list[str]) -> tuple[str, dict[str, object]]:
         raise NotImplementedError
@@ -138,13 +172,11 @@ class _HttpEmbedder:
     async def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        # A client per call: embedders are process-wide but event loops (CLI, tests) are not.
-        async with httpx.AsyncClient(timeout=self.timeout_s, headers=headers) as client:
-            parts = [
-                await self._embed_batch(client, texts[i : i + self.batch_size])
-                for i in range(0, len(texts), self.batch_size)
-            ]
+        client = self._client()
+        parts = [
+            await self._embed_batch(client, texts[i : i + self.batch_size])
+            for i in range(0, len(texts), self.batch_size)
+        ]
         return np.concatenate(parts)
 
     async def _embed_batch(self, client: httpx.AsyncClient, texts: list[str]) -> np.ndarray:

@@ -13,7 +13,7 @@ import asyncpg
 from rag_server.config import Settings
 from rag_server.infra.capabilities import check_embedding_settings
 from rag_server.infra.database import create_pool, resolve_database_url
-from rag_server.infra.embeddings import Embedder, get_embedder
+from rag_server.infra.embeddings import Embedder, get_embedder, release_embedders
 from rag_server.infra.migrations import upgrade_to_head
 from rag_server.infra.queue import IngestQueue
 
@@ -46,4 +46,5 @@ async def open_runtime(
             await asyncio.to_thread(get_embedder, settings)
         yield Runtime(settings, database_url, pool, IngestQueue(pool, settings.queue_name))
     finally:
+        await release_embedders()
         await pool.close()
