@@ -147,7 +147,7 @@ async def test_cli_reports_dimension_mismatch_without_traceback(runtime: Runtime
     assert "Traceback" not in result.stderr
 
 
-def test_second_process_attaches_to_the_running_embedded_server() -> None:
+def test_second_process_attaches_to_the_running_embedded_server_sized_for_the_machine() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="ragd-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["RAG_DATA_DIR"] = str(data_dir)
@@ -167,6 +167,17 @@ def test_second_process_attaches_to_the_running_embedded_server() -> None:
         pid2, started2 = second.stdout.split()
         assert (started1, started2) == ("True", "False")
         assert pid1 == pid2
+        # The fresh cluster was restarted once with memory settings for this machine.
+        import psycopg
+
+        from rag_server.infra.embedded_postgres import ensure_embedded_postgres, server_settings
+
+        with psycopg.connect(ensure_embedded_postgres(data_dir / "pg").uri) as conn:
+            for name, value in server_settings().items():
+                row = conn.execute(
+                    "SELECT pg_size_bytes(current_setting(%s)) = pg_size_bytes(%s)", (name, value)
+                ).fetchone()
+                assert row == (True,), name
     finally:
         from rag_server.infra.embedded_postgres import ensure_embedded_postgres
 

@@ -47,3 +47,13 @@ def test_url_helpers_keep_socket_host() -> None:
     url = "postgresql://postgres:@/postgres?host=/tmp/x"
     assert with_database(url, "eval_1") == "postgresql://postgres:@/eval_1?host=/tmp/x"
     assert sqlalchemy_url(url) == "postgresql+psycopg://postgres:@/postgres?host=/tmp/x"
+
+
+def test_embedded_server_memory_follows_the_machine() -> None:
+    from rag_server.infra.embedded_postgres import server_settings
+
+    gib = 2**30
+    assert server_settings(24 * gib)["shared_buffers"] == "4096MB"  # capped
+    assert server_settings(8 * gib)["shared_buffers"] == "2048MB"  # a quarter of RAM
+    assert server_settings(256 * 2**20)["shared_buffers"] == "128MB"  # never below the default
+    assert server_settings(8 * gib)["effective_cache_size"] == "4096MB"
