@@ -13,6 +13,11 @@ COPY pyproject.toml README.md ./
 COPY services ./services
 RUN pip install .
 
+# The local embedding model's ONNX graph, exported at build time (not by every container at start).
+ENV RAG_MODEL_CACHE_DIR=/app/models
+RUN python -c "from pathlib import Path; from rag_server.infra.sentence_encoders import load_sentence_encoder; \
+load_sentence_encoder('sentence-transformers/all-MiniLM-L6-v2', 'onnx', Path('/app/models'))"
+
 RUN useradd --create-home --uid 1000 rag
 USER rag
 EXPOSE 8000

