@@ -1,38 +1,91 @@
-"""The native BM25 statement: parameters bound in a fixed layout, filters inside the query."""
+"""The native BM25 statements and their planning: bound parameters, filters inside, exact bounds."""
 
 from __future__ import annotations
 
+import math
 from uuid import UUID
 
-from rag_server.retrieval.bm25 import bm25_statement
+import pytest
+
+from rag_server.retrieval import bm25_native
+from rag_server.retrieval.bm25_native import (
+    QueryTerms,
+    essential_size,
+    full_sql,
+    maxscore_sql,
+    seed_size,
+    seed_sql,
+)
+from rag_server.retrieval.filters import build_filters
 from rag_server.retrieval.models import SearchFilters
 from rag_server.retrieval.vector import vector_sql
 
 
-def test_native_statement_binds_query_limit_and_parameters() -> None:
-    sql, params = bm25_statement("native", "'; DROP TABLE chunks; --", 10, k1=1.5, b=0.5)
-    assert params == ["'; DROP TABLE chunks; --", 10, 1.5, 0.5]
-    assert "to_tsvector('english', $1::text)" in sql
-    assert "ORDER BY score DESC, p.chunk_id" in sql
-    assert "DROP" not in sql
-    assert "JOIN chunks" not in sql  # no filters: postings alone, no join
+def term_rows(dfs: dict[str, int], n_docs: int = 1000, total_len: int = 50_000) -> list[dict[str, object]]:
+    return [{"term": t, "df": df, "n_docs": n_docs, "total_len": total_len} for t, df in dfs.items()]
 
 
-def test_native_filters_join_chunks_and_documents_before_limit() -> None:
+def test_statements_take_terms_as_parameters_and_join_nothing_without_filters() -> None:
+    for sql in (
+        full_sql(build_filters(None, 8)),
+        seed_sql(build_filters(None, 8)),
+        maxscore_sql(build_filters(None, 9)),
+    ):
+        assert "unnest($1::text[], $2::float8[], $3::bool[])" in sql
+        assert "JOIN chunks" not in sql  # postings alone: no join to score
+        assert "LIMIT $7" in sql
+    assert "ORDER BY score DESC, p.chunk_id" in full_sql(build_filters(None, 8))
+    assert "HAVING sum(" in maxscore_sql(build_filters(None, 9)) and ">= $8::int8" in maxscore_sql(
+        build_filters(None, 9)
+    )
+
+
+def test_filters_join_chunks_and_documents_before_grouping() -> None:
     doc = UUID("00000000-0000-0000-0000-000000000002")
-    filters = SearchFilters(document_ids=[doc], metadata={"year": 2020})
-    sql, params = bm25_statement("native", "q", 3, filters)
-    assert params[4:] == [[doc], {"year": 2020}]
+    filters = build_filters(SearchFilters(document_ids=[doc], metadata={"year": 2020}), first_param=9)
+    assert filters.params == [[doc], {"year": 2020}]
+    sql = maxscore_sql(filters)
     assert "JOIN chunks c ON c.id = p.chunk_id" in sql
-    assert "c.document_id = ANY($5::uuid[])" in sql
-    assert "@> $6::jsonb" in sql
-    assert sql.index("WHERE c.document_id") < sql.index("GROUP BY")
+    assert "c.document_id = ANY($9::uuid[])" in sql
+    assert "@> $10::jsonb" in sql
+    assert sql.index("c.document_id = ANY") < sql.index("GROUP BY")
 
 
 def test_empty_filter_lists_are_kept_and_match_nothing() -> None:
-    sql, params = bm25_statement("native", "q", 3, SearchFilters(document_ids=[]))
-    assert params[4] == []
-    assert "ANY($5::uuid[])" in sql
+    filters = build_filters(SearchFilters(document_ids=[]), first_param=8)
+    assert filters.params == [[]]
+    assert "ANY($8::uuid[])" in full_sql(filters)
+
+
+def test_query_terms_sorted_by_bound_with_a_scale_that_fits_int4() -> None:
+    q = QueryTerms.from_rows(term_rows({"common": 900, "rare": 3, "mid": 100}), k1=1.2, b=0.75)
+    assert q.terms == ["rare", "mid", "common"]
+    assert q.weights == sorted(q.weights, reverse=True)
+    assert q.weights[0] == pytest.approx(math.log(1 + (1000 - 3 + 0.5) / 3.5) * 2.2)
+    assert q.weights[0] * q.scale <= 2**31 - 1 < 2 * q.weights[0] * q.scale
+    assert (q.c0, q.c1) == pytest.approx((1.2 * 0.25, 1.2 * 0.75 * 1000 / 50_000))
+    # The bound covers the largest scaled contribution of every remaining term.
+    assert q.bound(1) >= sum(round(w * q.scale) for w in q.weights[1:])
+    assert q.bound(3) == 0
+
+
+def test_seed_takes_the_rarest_terms_up_to_its_budget_and_at_least_one() -> None:
+    budget = bm25_native.SEED_POSTINGS
+    q = QueryTerms.from_rows(term_rows({"a": 10, "b": budget - 10, "c": 5}, n_docs=10 * budget), 1.2, 0.75)
+    assert q.terms == ["c", "a", "b"] and seed_size(q) == 2  # b would exceed the budget
+    huge = QueryTerms.from_rows(term_rows({"x": 3 * budget, "y": 4 * budget}, n_docs=10 * budget), 1.2, 0.75)
+    assert seed_size(huge) == 1
+
+
+def test_essential_prefix_leaves_a_remainder_below_theta() -> None:
+    q = QueryTerms.from_rows(term_rows({"r": 2, "m": 50, "c1": 600, "c2": 700}), 1.2, 0.75)
+    high = q.bound(0)  # a theta no remainder can reach: one essential term suffices
+    assert essential_size(q, high) == 1
+    for theta in (q.bound(1), q.bound(2), 1):
+        size = essential_size(q, theta)
+        assert size == len(q.terms) or q.bound(size) < bm25_native.ALPHA * theta
+        # The prefix is the shortest one.
+        assert size == 1 or q.bound(size - 1) >= min(bm25_native.ALPHA * theta, theta - 1)
 
 
 def test_vector_statement_orders_by_distance_only() -> None:

@@ -9,7 +9,8 @@ accepts any text, so user input never reaches a query parser.
     score(d, q) = sum over distinct query lexemes t in d of
                   idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * doc_len / avgdl))
 
-Ties are broken by chunk id (ascending), so rankings are deterministic.
+Ties are broken by chunk id (ascending), so rankings are deterministic. How a native query finds
+its exact top k without summing every posting: bm25_native.
 """
 
 from __future__ import annotations
@@ -18,42 +19,12 @@ from typing import Any, Literal
 
 import asyncpg
 
-from rag_server.retrieval.bm25_pruned import pruned_bm25
+from rag_server.retrieval.bm25_native import native_top_k
 from rag_server.retrieval.filters import FilterSQL, build_filters
 from rag_server.retrieval.legs import LegHit, clean_query
 from rag_server.retrieval.models import SearchFilters
 
 Bm25Engine = Literal["native", "pg_search"]
-
-
-def native_bm25_sql(filters: FilterSQL) -> str:
-    """Parameters: $1 query text, $2 limit, $3 k1, $4 b, then the filter parameters from $5.
-
-    Per-term constants are computed once (MATERIALIZED) so the per-posting work is a few float8
-    operations: idf * (k1 + 1) * tf / (tf + k1 * (1 - b) + k1 * b / avgdl * doc_len).
-    """
-    return f"""
-        WITH weights AS MATERIALIZED (
-            SELECT bt.term,
-                   ln(1.0::float8 + (s.n_docs - bt.df + 0.5::float8) / (bt.df + 0.5::float8))
-                       * ($3::float8 + 1.0::float8) AS w,
-                   $3::float8 * (1.0::float8 - $4::float8) AS c0,
-                   $3::float8 * $4::float8 * greatest(s.n_docs, 1)::float8
-                       / greatest(s.total_len, 1)::float8 AS c1
-            FROM unnest(to_tsvector('english', $1::text)) AS q
-            JOIN bm25_terms bt ON bt.term = q.lexeme
-            CROSS JOIN bm25_stats s
-            WHERE s.id = 1 AND bt.df > 0
-        )
-        SELECT p.chunk_id, sum(w.w * p.tf / (p.tf + w.c0 + w.c1 * p.doc_len)) AS score
-        FROM weights w
-        JOIN bm25_postings p ON p.term = w.term
-        {filters.joins("p.chunk_id")}
-        {filters.where()}
-        GROUP BY p.chunk_id
-        ORDER BY score DESC, p.chunk_id
-        LIMIT $2
-    """
 
 
 def pg_search_sql(filters: FilterSQL) -> str:
@@ -73,21 +44,12 @@ def pg_search_sql(filters: FilterSQL) -> str:
     """
 
 
-def bm25_statement(
-    engine: Bm25Engine,
-    query: str,
-    top_k: int,
-    filters: SearchFilters | None = None,
-    k1: float = 1.2,
-    b: float = 0.75,
+def pg_search_statement(
+    query: str, top_k: int, filters: SearchFilters | None = None
 ) -> tuple[str, list[Any]]:
-    """The SQL and its bind parameters for one BM25 query on `engine`."""
-    text = clean_query(query)
-    if engine == "pg_search":
-        fsql = build_filters(filters, first_param=3)
-        return pg_search_sql(fsql), [text, top_k, *fsql.params]
-    fsql = build_filters(filters, first_param=5)
-    return native_bm25_sql(fsql), [text, top_k, float(k1), float(b), *fsql.params]
+    """The pg_search SQL and its bind parameters for one query."""
+    fsql = build_filters(filters, first_param=3)
+    return pg_search_sql(fsql), [clean_query(query), top_k, *fsql.params]
 
 
 async def read_engine(conn: asyncpg.Connection) -> Bm25Engine:
@@ -111,16 +73,10 @@ async def bm25_leg(
 ) -> list[LegHit]:
     """The best `top_k` chunks for `query` by BM25, best first.
 
-    Native engine: the pruned plan first (exact when it can prove it, see bm25_pruned), else the
-    full statement, both in one snapshot.
+    Native engine: the statements of bm25_native, in one read-only snapshot.
     """
-    sql, params = bm25_statement(engine, query, top_k, filters, k1, b)
-    if engine == "native" and prune:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            hits = await pruned_bm25(conn, params[0], top_k, filters, k1, b)
-            if hits is not None:
-                return hits
-            rows = await conn.fetch(sql, *params)
-    else:
-        rows = await conn.fetch(sql, *params)
-    return [LegHit(int(r["chunk_id"]), float(r["score"])) for r in rows]
+    if engine == "pg_search":
+        rows = await conn.fetch(*pg_search_statement(query, top_k, filters))
+        return [LegHit(int(r["chunk_id"]), float(r["score"])) for r in rows]
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        return await native_top_k(conn, clean_query(query), top_k, filters, k1, b, prune)
