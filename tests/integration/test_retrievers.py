@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from uuid import UUID
 
@@ -11,9 +12,10 @@ from llama_index.core.schema import TextNode
 
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
-from rag_server.retrieval.models import SearchFilters
+from rag_server.retrieval.models import SearchFilters, SearchRequest
 from rag_server.retrieval.retrievers import BM25Retriever, HybridRetriever, VectorRetriever
-from rag_server.retrieval.service import bm25_search, vector_search
+from rag_server.retrieval.service import bm25_search, embed_query, search, vector_search
+from rag_server.retrieval.vector import vector_leg
 
 pytestmark = pytest.mark.integration
 
@@ -110,3 +112,40 @@ async def test_sync_retrieve_from_another_thread(runtime: Runtime, corpus: dict[
     assert nodes[0].node.metadata["document_name"] == "zebrafish.md"
     with pytest.raises(RuntimeError, match="aretrieve"):
         retriever.retrieve("zebrafish")
+
+
+async def test_hybrid_without_a_fusion_uses_the_configured_one(
+    runtime: Runtime, corpus: dict[str, UUID]
+) -> None:
+    """RAG_FUSION, RAG_RRF_K and the per-leg weights apply when a request names no fusion."""
+    configured = dataclasses.replace(
+        runtime,
+        settings=runtime.settings.model_copy(
+            update={"fusion": "rrf", "rrf_k": 10, "hybrid_vector_weight": 0.5, "hybrid_bm25_weight": 2.0}
+        ),
+    )
+    reply = await search(
+        configured, SearchRequest(query="zebrafish heart regeneration", search_type="hybrid")
+    )
+    assert reply.results
+    weights = {"vector": 0.5, "bm25": 2.0}
+    for hit in reply.results:
+        legs = {"vector": hit.vector, "bm25": hit.bm25}
+        expected = sum(weights[name] / (10 + leg.rank) for name, leg in legs.items() if leg is not None)
+        assert hit.score == pytest.approx(expected)
+    # The shipped default is convex: the best hit of both legs scores 1 after min-max.
+    default = await search(runtime, SearchRequest(query="zebrafish heart regeneration", search_type="hybrid"))
+    assert default.results[0].score == pytest.approx(1.0)
+
+
+async def test_vector_leg_sets_ef_search_per_query(runtime: Runtime, corpus: dict[str, UUID]) -> None:
+    embedding = await embed_query(runtime, "zebrafish")
+    async with runtime.pool.acquire() as conn:
+        settings: list[list[object]] = []
+        conn.add_query_logger(lambda q: settings.append(list(q.args)) if "set_config" in q.query else None)
+        await vector_leg(conn, embedding, 5, None, ef_search=321)
+        await vector_leg(conn, embedding, 50, None, ef_search=10)  # raised to top_k
+        await vector_leg(conn, embedding, 5, SearchFilters(metadata={"topic": "fish"}), ef_search=5000)
+        # Transaction-local: the connection goes back to the pool with the server default.
+        assert await conn.fetchval("SHOW hnsw.ef_search") == "40"
+    assert settings == [["321"], ["50"], ["1000"]]  # capped at pgvector's maximum
