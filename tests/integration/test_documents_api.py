@@ -21,7 +21,6 @@ from rag_server.ingestion.pipeline import (
     UnsupportedFileError,
     ingest_documents_direct,
     prepare_chunks_sync,
-    process_stored_document,
 )
 from rag_server.ingestion.store import sha256_hex
 from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer, fake_ollama_env
@@ -220,9 +219,6 @@ async def test_direct_ingestion_uses_the_same_pipeline(
     )
     # Again: existing ids come back, nothing is embedded twice.
     assert await ingest_documents_direct(runtime, docs[:2]) == ids[:2]
-    assert chunk_count(database_url, str(ids[0])) == rows[ids[0]]["chunk_count"]
-    # Reprocessing a stored document replaces its chunks (idempotent).
-    assert await process_stored_document(runtime, ids[0]) == rows[ids[0]]["chunk_count"]
     assert chunk_count(database_url, str(ids[0])) == rows[ids[0]]["chunk_count"]
     with pytest.raises(UnsupportedFileError):
         await ingest_documents_direct(runtime, [DirectDocument("x.exe", b"MZ", {})])

@@ -26,6 +26,7 @@ import asyncpg
 import numpy as np
 
 from rag_server.evaluation.beir import BeirDocument
+from rag_server.ingestion.store import vector_literal
 
 CHUNKS_PER_DOCUMENT = 10
 INSERT_BATCH = 2_000  # chunks per INSERT statement (one trigger run each)
@@ -114,14 +115,10 @@ async def insert_synthetic(
                 [doc_ids[n // CHUNKS_PER_DOCUMENT] for n in range(len(batch_texts))],
                 [n % CHUNKS_PER_DOCUMENT for n in range(len(batch_texts))],
                 list(batch_texts),
-                [_vector_literal(v) for v in batch_vectors],
+                [vector_literal(v) for v in batch_vectors],
             )
         if progress is not None:
             progress(len(batch_texts))
-
-
-def _vector_literal(vector: np.ndarray) -> str:
-    return "[" + ",".join(f"{x:.6f}" for x in vector) + "]"
 
 
 async def synthetic_count(conn: asyncpg.Connection) -> int | None:

@@ -78,37 +78,6 @@ async def embed_chunks(
     return np.concatenate(parts)
 
 
-async def process_stored_document(runtime: Runtime, document_id: UUID) -> int:
-    """Parse, chunk, embed and write one document already stored in Postgres; returns its chunk count.
-
-    No queue or task bookkeeping: for tools and benchmarks. Raises ParseError / EmbeddingError.
-    """
-    row = await runtime.pool.fetchrow(
-        """
-        SELECT d.filename, d.file_type, d.metadata, f.content
-        FROM documents d JOIN document_files f ON f.document_id = d.id WHERE d.id = $1
-        """,
-        document_id,
-    )
-    if row is None:
-        raise LookupError(f"no stored document {document_id}")
-    try:
-        chunks = await prepare_chunks(
-            runtime.settings,
-            row["filename"],
-            bytes(row["content"]),
-            row["file_type"],
-            title_from_metadata(row["metadata"]),
-        )
-    except ParseError as exc:
-        await store.mark_document_failed(runtime.pool, document_id, str(exc))
-        raise
-    vectors = await embed_chunks(runtime.embedder, chunks, runtime.settings.embedding_batch_size)
-    async with runtime.pool.acquire() as conn, conn.transaction():
-        await store.write_chunks(conn, document_id, chunks, vectors)
-    return len(chunks)
-
-
 # --- direct ingestion (evaluation, benchmarks) --------------------------------------------------
 
 
