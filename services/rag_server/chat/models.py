@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import uuid
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -38,6 +39,23 @@ class ChatSession(BaseModel):
     created_at: datetime
     updated_at: datetime
     message_count: int = 0
+
+    @classmethod
+    def new(
+        cls, *, title: str | None, search_type: SearchType, llm_model: str | None, is_temporary: bool
+    ) -> ChatSession:
+        """A session not yet written anywhere: fresh id, no messages, created now."""
+        now = datetime.now(UTC)
+        return cls(
+            id=uuid.uuid4(),
+            title=title,
+            llm_model=llm_model,
+            search_type=search_type,
+            is_archived=False,
+            is_temporary=is_temporary,
+            created_at=now,
+            updated_at=now,
+        )
 
 
 class ChatMessageOut(BaseModel):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -173,16 +172,11 @@ class ChatService:
         question = request.query.strip()
         limit = self.settings.chat_history_messages
         if request.session_id is None:
-            now = datetime.now(UTC)
-            session = ChatSession(
-                id=uuid.uuid4(),
+            session = ChatSession.new(
                 title=None,
-                llm_model=self.llm_model,
                 search_type=request.search_type or "hybrid",
-                is_archived=False,
+                llm_model=self.llm_model,
                 is_temporary=False,
-                created_at=now,
-                updated_at=now,
             )
             return Turn(session=session, question=question, request=request, new_session=True)
         entry = self.temporary.get(request.session_id)

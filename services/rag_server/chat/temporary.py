@@ -7,7 +7,6 @@ forgets them, and with several server processes each one knows only its own.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,16 +30,8 @@ class TemporarySessions:
 
     def create(self, *, title: str | None, search_type: SearchType, llm_model: str | None) -> ChatSession:
         self._expire()
-        now = datetime.now(UTC)
-        session = ChatSession(
-            id=uuid.uuid4(),
-            title=title,
-            llm_model=llm_model,
-            search_type=search_type,
-            is_archived=False,
-            is_temporary=True,
-            created_at=now,
-            updated_at=now,
+        session = ChatSession.new(
+            title=title, search_type=search_type, llm_model=llm_model, is_temporary=True
         )
         self._sessions[session.id] = TemporarySession(session)
         return session
