@@ -54,7 +54,7 @@ INT4_MAX = 2**31 - 1
 
 TERMS_SQL = """
     SELECT bt.term, bt.df, s.n_docs, s.total_len
-    FROM (SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', $1::text))) AS q
+    FROM unnest(to_tsvector('english', $1::text)) AS q  -- a tsvector holds each lexeme once
     JOIN bm25_terms bt ON bt.term = q.lexeme
     CROSS JOIN bm25_stats s
     WHERE s.id = 1 AND bt.df > 0
