@@ -34,7 +34,7 @@ def test_statements_take_terms_as_parameters_and_join_nothing_without_filters() 
         assert "unnest($1::text[], $2::float8[], $3::bool[])" in sql
         assert "JOIN chunks" not in sql  # postings alone: no join to score
         assert "LIMIT $7" in sql
-    assert "ORDER BY score DESC, p.chunk_id" in full_sql(build_filters(None, 8))
+    assert "ORDER BY score DESC, chunk_id" in full_sql(build_filters(None, 8))
     assert "HAVING sum(" in maxscore_sql(build_filters(None, 9)) and ">= $8::int8" in maxscore_sql(
         build_filters(None, 9)
     )

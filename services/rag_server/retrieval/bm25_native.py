@@ -123,16 +123,23 @@ def _add_other_terms(source: str) -> str:
         )"""
 
 
+def _flagged_sums(filters: FilterSQL, tail: str) -> str:
+    """Per chunk, the sum over the flagged terms' postings (column `partial`), then `tail`."""
+    return f"""
+            SELECT p.chunk_id, sum({CONTRIBUTION}) AS partial
+            FROM t JOIN bm25_postings p ON p.term = t.term
+            {filters.joins("p.chunk_id")}
+            WHERE t.flag {filters.where("AND")}
+            GROUP BY p.chunk_id
+            {tail}"""
+
+
 def full_sql(filters: FilterSQL) -> str:
-    """Every posting of every term. Filters from $8."""
+    """Every posting of every term (all flagged). Filters from $8."""
     return f"""
         WITH {TERMS_CTE}
-        SELECT p.chunk_id, sum({CONTRIBUTION}) AS score
-        FROM t JOIN bm25_postings p ON p.term = t.term
-        {filters.joins("p.chunk_id")}
-        {filters.where()}
-        GROUP BY p.chunk_id
-        ORDER BY score DESC, p.chunk_id
+        SELECT chunk_id, partial AS score FROM ({_flagged_sums(filters, "")}) AS sums
+        ORDER BY score DESC, chunk_id
         LIMIT $7
     """
 
@@ -141,15 +148,7 @@ def seed_sql(filters: FilterSQL) -> str:
     """theta: the $7-th best full score of the $7 best chunks by the flagged terms. Filters from $8."""
     return f"""
         WITH {TERMS_CTE},
-        seed AS MATERIALIZED (
-            SELECT p.chunk_id, sum({CONTRIBUTION}) AS partial
-            FROM t JOIN bm25_postings p ON p.term = t.term
-            {filters.joins("p.chunk_id")}
-            WHERE t.flag {filters.where("AND")}
-            GROUP BY p.chunk_id
-            ORDER BY partial DESC, p.chunk_id
-            LIMIT $7
-        ),
+        seed AS MATERIALIZED ({_flagged_sums(filters, "ORDER BY partial DESC, p.chunk_id LIMIT $7")}),
         {_add_other_terms("seed")}
         SELECT score FROM scored ORDER BY score DESC OFFSET $7 - 1 LIMIT 1
     """
@@ -159,14 +158,7 @@ def maxscore_sql(filters: FilterSQL) -> str:
     """Top $7 among chunks whose flagged-term partial reaches $8 (theta - R). Filters from $9."""
     return f"""
         WITH {TERMS_CTE},
-        cand AS MATERIALIZED (
-            SELECT p.chunk_id, sum({CONTRIBUTION}) AS partial
-            FROM t JOIN bm25_postings p ON p.term = t.term
-            {filters.joins("p.chunk_id")}
-            WHERE t.flag {filters.where("AND")}
-            GROUP BY p.chunk_id
-            HAVING sum({CONTRIBUTION}) >= $8::int8
-        ),
+        cand AS MATERIALIZED ({_flagged_sums(filters, f"HAVING sum({CONTRIBUTION}) >= $8::int8")}),
         {_add_other_terms("cand")}
         SELECT chunk_id, score FROM scored ORDER BY score DESC, chunk_id LIMIT $7
     """
