@@ -107,7 +107,9 @@ def export_onnx(layout: ModelLayout, target: Path) -> None:
     """Write the transformer's ONNX graph (inputs ONNX_INPUTS, output last_hidden_state) to `target`."""
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # a progress bar per process in the server log
     model = AutoModel.from_pretrained(str(layout.root)).eval()
 
     class LastHiddenState(torch.nn.Module):
