@@ -141,11 +141,12 @@ async def test_hybrid_without_a_fusion_uses_the_configured_one(
 async def test_vector_leg_sets_ef_search_per_query(runtime: Runtime, corpus: dict[str, UUID]) -> None:
     embedding = await embed_query(runtime, "zebrafish")
     async with runtime.pool.acquire() as conn:
+        server_default = await conn.fetchval("SHOW hnsw.ef_search")
         settings: list[list[object]] = []
         conn.add_query_logger(lambda q: settings.append(list(q.args)) if "set_config" in q.query else None)
         await vector_leg(conn, embedding, 5, None, ef_search=321)
         await vector_leg(conn, embedding, 50, None, ef_search=10)  # raised to top_k
         await vector_leg(conn, embedding, 5, SearchFilters(metadata={"topic": "fish"}), ef_search=5000)
         # Transaction-local: the connection goes back to the pool with the server default.
-        assert await conn.fetchval("SHOW hnsw.ef_search") == "40"
+        assert await conn.fetchval("SHOW hnsw.ef_search") == server_default
     assert settings == [["321"], ["50"], ["1000"]]  # capped at pgvector's maximum
