@@ -157,7 +157,7 @@ def export_onnx(layout: ModelLayout, target: Path) -> None:
 class OnnxSentenceEncoder:
     """Tokenizer (tokenizers, from tokenizer.json) + ONNX Runtime session + pooling + L2 norm."""
 
-    def __init__(self, layout: ModelLayout, cache_dir: Path, threads: int | None = None) -> None:
+    def __init__(self, layout: ModelLayout, cache_dir: Path) -> None:
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -168,7 +168,7 @@ class OnnxSentenceEncoder:
             logger.info("exporting %s to ONNX at %s (once)", layout.root, onnx_path)
             export_onnx(layout, onnx_path)
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = os.cpu_count() or 1
         options.inter_op_num_threads = 1
         # A spinning pool would burn the core a concurrent BM25 query needs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
