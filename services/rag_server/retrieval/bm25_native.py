@@ -204,23 +204,23 @@ async def native_top_k(
         flags = [i < flagged for i in range(n_terms)]
         return [q.terms, q.weights, flags, q.c0, q.c1, q.scale, top_k, *extra]
 
+    # Filter parameters follow the shared ones ($8 on), or the maxscore threshold ($9 on).
+    from_8, from_9 = build_filters(filters, first_param=8), build_filters(filters, first_param=9)
+
     async def full() -> list[LegHit]:
-        fsql = build_filters(filters, first_param=8)
-        return _hits(await conn.fetch(full_sql(fsql), *bind(n_terms, *fsql.params)), q.scale)
+        return _hits(await conn.fetch(full_sql(from_8), *bind(n_terms, *from_8.params)), q.scale)
 
     seeded = seed_size(q)
     if not prune or sum(q.dfs) <= FULL_MAX_POSTINGS or seeded == n_terms or sum(q.dfs[:seeded]) < top_k:
         return await full()
-    fsql = build_filters(filters, first_param=8)
-    theta = await conn.fetchval(seed_sql(fsql), *bind(seeded, *fsql.params))
+    theta = await conn.fetchval(seed_sql(from_8), *bind(seeded, *from_8.params))
     if theta is None:  # fewer than top_k chunks among the seed's
         return await full()
     essential = essential_size(q, theta)
     if essential == n_terms:
         return await full()
-    fsql = build_filters(filters, first_param=9)
     threshold = theta - q.bound(essential)
-    return _hits(await conn.fetch(maxscore_sql(fsql), *bind(essential, threshold, *fsql.params)), q.scale)
+    return _hits(await conn.fetch(maxscore_sql(from_9), *bind(essential, threshold, *from_9.params)), q.scale)
 
 
 def _hits(rows: list[Any], scale: float) -> list[LegHit]:
