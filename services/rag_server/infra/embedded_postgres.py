@@ -64,14 +64,12 @@ def _apply_settings(server: Any, started_here: bool) -> None:
 
     wanted = server_settings()
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-        stale = [
-            name
-            for name, value in wanted.items()
-            if conn.execute(
-                "SELECT pg_size_bytes(current_setting(%s)) <> pg_size_bytes(%s)", (name, value)
-            ).fetchone()
-            != (False,)
-        ]
+        row = conn.execute(
+            "SELECT array_agg(name) FROM unnest(%s::text[], %s::text[]) AS w (name, value)"
+            " WHERE pg_size_bytes(current_setting(name)) <> pg_size_bytes(value)",
+            (list(wanted), list(wanted.values())),
+        ).fetchone()
+        stale: list[str] = (row[0] if row else None) or []
         for name in stale:
             conn.execute(
                 sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(wanted[name]))
