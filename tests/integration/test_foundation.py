@@ -170,12 +170,29 @@ def test_processes_share_one_embedded_server_sized_for_the_machine() -> None:
 
         from rag_server.infra.embedded_postgres import ensure_embedded_postgres, server_settings
 
-        with psycopg.connect(ensure_embedded_postgres(data_dir / "pg").uri) as conn:
-            for name, value in server_settings().items():
-                row = conn.execute(
-                    "SELECT pg_size_bytes(current_setting(%s)) = pg_size_bytes(%s)", (name, value)
-                ).fetchone()
-                assert row == (True,), name
+        def assert_sized_for_the_machine() -> None:
+            with psycopg.connect(ensure_embedded_postgres(data_dir / "pg").uri) as conn:
+                for name, value in server_settings().items():
+                    row = conn.execute(
+                        "SELECT pg_size_bytes(current_setting(%s)) = pg_size_bytes(%s)", (name, value)
+                    ).fetchone()
+                    assert row == (True,), name
+
+        assert_sized_for_the_machine()
+        # A process started later attaches to the same server.
+        later = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert later.stdout.split() == [outputs[0][0], "False"]
+        # A cluster from before these settings (PostgreSQL defaults) gets them at its next start.
+        with psycopg.connect(ensure_embedded_postgres(data_dir / "pg").uri, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM RESET ALL")
+        ensure_embedded_postgres(data_dir / "pg").stop()
+        restarted = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert restarted.stdout.split()[1] == "True"
+        assert_sized_for_the_machine()
     finally:
         from rag_server.infra.embedded_postgres import ensure_embedded_postgres
 
