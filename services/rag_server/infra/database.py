@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeAlias
 
 import asyncpg
 from pgvector.asyncpg import register_vector
@@ -66,3 +69,52 @@ async def create_pool(url: str, min_size: int = 2, max_size: int = 10, **kwargs:
     )
     assert pool is not None
     return pool
+
+
+# The transaction seam every store function takes as its first parameter (like pgmq's `conn=`): a pool
+# runs the call on a pooled connection of its own, a connection joins the caller's transaction.
+Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
+
+
+@asynccontextmanager
+async def transaction(conn: Executor) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction on `conn`: a new one on a pooled connection, or a savepoint inside the caller's."""
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as pooled, pooled.transaction():
+            yield pooled
+    else:
+        async with conn.transaction():
+            yield conn
+
+
+# SQLSTATE classes that mean "try again later": connection exception (08), transaction rollback (40:
+# serialization, deadlock), insufficient resources (53), object not in prerequisite state (55: a database
+# that does not accept connections yet), operator intervention (57: shutdown, backend terminated).
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "55", "57"})
+
+# OS errors that mean the server cannot be reached (a missing unix socket is ENOENT), not a local bug.
+_UNREACHABLE_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ENOENT,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ETIMEDOUT,
+        errno.EPIPE,
+    }
+)
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """The database is unavailable right now (a retry may succeed), as opposed to a bad query or a bug.
+
+    The one definition: the API answers 503 for these, the worker puts the task back in the queue.
+    """
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = getattr(exc, "sqlstate", None)
+        return isinstance(sqlstate, str) and sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
+    if isinstance(exc, asyncpg.InterfaceError | ConnectionError | TimeoutError):
+        return True  # InterfaceError: the connection was closed under the query
+    return isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS
