@@ -1,4 +1,7 @@
-"""Errors domain code raises; the API maps them to HTTP statuses (api/errors.py)."""
+"""Errors domain code raises; the API maps each to one HTTP status (api/errors.py).
+
+Domain code never imports from `api/`: it says what went wrong, the API says how that looks over HTTP.
+"""
 
 
 class NotFoundError(Exception):
@@ -7,3 +10,15 @@ class NotFoundError(Exception):
 
 class ConflictError(Exception):
     """The request conflicts with the current state (409 over HTTP)."""
+
+
+class InvalidInputError(Exception):
+    """The request is well-formed but its content is unusable, e.g. an upload without files (422)."""
+
+
+class TooLargeError(Exception):
+    """The request or one of its files is over a configured size or count limit (413)."""
+
+
+class UnsupportedTypeError(Exception):
+    """A file type the parsers do not handle (415)."""

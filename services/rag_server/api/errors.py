@@ -12,7 +12,15 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from rag_server.errors import ConflictError, NotFoundError
+from pydantic import BaseModel
+
+from rag_server.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    TooLargeError,
+    UnsupportedTypeError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -25,18 +33,49 @@ class AsciiJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
+class ErrorResponse(BaseModel):
+    """The body of every error the API answers: a readable sentence (422: the validation errors)."""
+
+    detail: str
+
+
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "Missing or invalid API key",
+    403: "The key's role may not do this",
+    404: "Not found",
+    409: "Conflicts with the current state",
+    413: "Over a size or count limit",
+    415: "Unsupported file type",
+    422: "Invalid request",
+    503: "The database is unavailable; retry shortly",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route: the error statuses it can answer, declared in the OpenAPI document."""
+    return {code: {"model": ErrorResponse, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
+_DOMAIN_STATUS: dict[type[Exception], int] = {
+    NotFoundError: 404,
+    ConflictError: 409,
+    InvalidInputError: 422,
+    TooLargeError: 413,
+    UnsupportedTypeError: 415,
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         return AsciiJSONResponse(status_code=422, content={"detail": jsonable_encoder(exc.errors())})
 
-    @app.exception_handler(NotFoundError)
-    async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": str(exc)})
+    async def domain_error(_: Request, exc: Exception) -> JSONResponse:
+        return AsciiJSONResponse(status_code=_DOMAIN_STATUS[type(exc)], content={"detail": str(exc)})
 
-    @app.exception_handler(ConflictError)
-    async def conflict(_: Request, exc: ConflictError) -> JSONResponse:
-        return JSONResponse(status_code=409, content={"detail": str(exc)})
+    for error_type in _DOMAIN_STATUS:
+        app.add_exception_handler(error_type, domain_error)
 
     @app.exception_handler(asyncpg.exceptions.CannotConnectNowError)
     @app.exception_handler(asyncpg.exceptions.ConnectionDoesNotExistError)
