@@ -16,13 +16,13 @@ import pytest
 
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
+from rag_server.ingestion.documents import sha256_hex
 from rag_server.ingestion.pipeline import (
     DirectDocument,
     UnsupportedFileError,
     ingest_documents_direct,
     prepare_chunks_sync,
 )
-from rag_server.ingestion.store import sha256_hex
 from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer, fake_ollama_env
 from tests.fixtures.ingest_files import long_text, pdf_with_text
 from tests.fixtures.ingest_stack import (
@@ -104,6 +104,53 @@ def test_list_sort_filter_paginate(client: httpx.Client, uploaded: dict[str, dic
     assert client.get("/documents", params={"status": "failed"}).json()["total"] == 0
     assert client.get("/documents", params={"status": "ready"}).json()["total"] == 4
     assert client.get("/documents", params={"sort": "nonsense"}).status_code == 422
+
+
+def test_offset_is_bounded(client: httpx.Client, uploaded: dict[str, dict[str, Any]]) -> None:
+    at_bound = client.get("/documents", params={"offset": 2**31 - 1})
+    assert at_bound.status_code == 200 and at_bound.json()["items"] == [] and at_bound.json()["total"] == 4
+    # Beyond PostgreSQL's bigint the query itself failed: a 500. Now the request is refused first.
+    for offset in (2**31, 2**63, 10**30):
+        response = client.get("/documents", params={"offset": offset})
+        assert response.status_code == 422, (offset, response.text)
+    assert client.get("/documents", params={"offset": -1}).status_code == 422
+
+
+def test_openapi_declares_the_ingestion_responses(client: httpx.Client) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+
+    def responses(path: str, method: str) -> dict[str, Any]:
+        declared: dict[str, Any] = paths[path][method]["responses"]
+        return declared
+
+    expected = {
+        ("/upload", "post"): ("202", {"413", "415", "422", "503"}),
+        ("/documents", "get"): ("200", {"422", "503"}),
+        ("/documents/check-duplicates", "post"): ("200", {"422", "503"}),
+        ("/documents/{document_id}", "get"): ("200", {"404", "422", "503"}),
+        ("/documents/{document_id}/download", "get"): ("200", {"404", "422", "503"}),
+        ("/tasks/{batch_id}/status", "get"): ("200", {"404", "422", "503"}),
+    }
+    for (path, method), (ok, errors) in expected.items():
+        declared = responses(path, method)
+        assert set(declared) == {ok} | errors, (path, method, sorted(declared))
+        content = declared[ok]["content"]
+        [schema] = [c["schema"] for c in content.values()]
+        assert schema and schema != {}, (path, method)
+        for code in errors - {"422"}:
+            error_schema = declared[code]["content"]["application/json"]["schema"]
+            assert error_schema == {"$ref": "#/components/schemas/ErrorResponse"}, (path, code)
+    assert set(responses("/documents/{document_id}", "delete")) == {"204", "404", "422", "503"}
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert {
+        "UploadResponse",
+        "TaskRef",
+        "Document",
+        "DocumentList",
+        "BatchStatus",
+        "DuplicateCheckResult",
+    } <= set(schemas)
+    assert "UploadedTask" not in schemas  # one type for an uploaded file's task
 
 
 def test_get_and_download(client: httpx.Client, uploaded: dict[str, dict[str, Any]]) -> None:

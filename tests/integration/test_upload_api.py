@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from rag_server.config import Settings
+from rag_server.ingestion.documents import sha256_hex
 from rag_server.ingestion.parsing import file_type_for
 from rag_server.ingestion.pipeline import prepare_chunks_sync
-from rag_server.ingestion.store import sha256_hex
 from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer, fake_ollama_env
 from tests.fixtures.ingest_files import (
     blank_pdf,

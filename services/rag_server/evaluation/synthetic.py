@@ -26,7 +26,8 @@ import asyncpg
 import numpy as np
 
 from rag_server.evaluation.beir import BeirDocument
-from rag_server.ingestion.store import vector_literal
+from rag_server.ingestion.chunking import Chunk
+from rag_server.ingestion.chunks import insert_chunks
 
 CHUNKS_PER_DOCUMENT = 10
 INSERT_BATCH = 2_000  # chunks per INSERT statement (one trigger run each)
@@ -105,17 +106,15 @@ async def insert_synthetic(
                     for n, doc_id in enumerate(doc_ids)
                 ],
             )
-            # ONE statement for the whole batch: the BM25 triggers are statement-level.
-            await conn.execute(
-                """
-                INSERT INTO chunks (document_id, chunk_index, text, search_text, embedding)
-                SELECT c.doc, c.idx, c.text, c.text, c.embedding::vector
-                FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[]) AS c(doc, idx, text, embedding)
-                """,
+            # ONE statement for the whole batch (the ingestion write): the BM25 triggers are statement-level.
+            await insert_chunks(
+                conn,
                 [doc_ids[n // CHUNKS_PER_DOCUMENT] for n in range(len(batch_texts))],
-                [n % CHUNKS_PER_DOCUMENT for n in range(len(batch_texts))],
-                list(batch_texts),
-                [vector_literal(v) for v in batch_vectors],
+                [
+                    Chunk(n % CHUNKS_PER_DOCUMENT, text, text, None, None, None)
+                    for n, text in enumerate(batch_texts)
+                ],
+                batch_vectors,
             )
         if progress is not None:
             progress(len(batch_texts))

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
+from rag_server.ingestion.documents import sha256_hex
 from rag_server.ingestion.parsing import file_type_for
-from rag_server.ingestion.store import sha256_hex
 
 # One request carries at most this many files / bytes; bigger loads become several batches.
 GROUP_FILES = 100

@@ -13,8 +13,9 @@ import numpy as np
 from rag_server.config import Settings
 from rag_server.infra.embeddings import Embedder
 from rag_server.infra.runtime import Runtime
-from rag_server.ingestion import store
 from rag_server.ingestion.chunking import Chunk, chunk_document
+from rag_server.ingestion.chunks import write_chunks
+from rag_server.ingestion.documents import IncomingFile, insert_document, mark_document_failed
 from rag_server.ingestion.parsing import ParseError, file_type_for, parse_document, sanitize_filename
 
 
@@ -88,15 +89,13 @@ class DirectDocument:
     metadata: dict[str, Any]
 
 
-def incoming_file(
-    filename: str, content: bytes, metadata: dict[str, Any] | None = None
-) -> store.IncomingFile:
+def incoming_file(filename: str, content: bytes, metadata: dict[str, Any] | None = None) -> IncomingFile:
     """Validate a filename's type and wrap the bytes for storage. Raises UnsupportedFileError."""
     name = sanitize_filename(filename)
     file_type = file_type_for(name)
     if file_type is None:
         raise UnsupportedFileError(f"{name}: unsupported file type")
-    return store.IncomingFile(name, file_type.name, file_type.content_type, content, dict(metadata or {}))
+    return IncomingFile(name, file_type.name, file_type.content_type, content, dict(metadata or {}))
 
 
 # Embed across documents in windows of about this many chunks: big batches for throughput,
@@ -131,8 +130,7 @@ async def ingest_documents_direct(
         vectors = await embed_chunks(runtime.embedder, texts_chunks, max(settings.embedding_batch_size, 256))
         offset = 0
         for doc_id, chunks in window:
-            async with runtime.pool.acquire() as conn, conn.transaction():
-                await store.write_chunks(conn, doc_id, chunks, vectors[offset : offset + len(chunks)])
+            await write_chunks(runtime.pool, doc_id, chunks, vectors[offset : offset + len(chunks)])
             offset += len(chunks)
         finished += len(window)
         window, window_chunks = [], 0
@@ -140,7 +138,7 @@ async def ingest_documents_direct(
             progress(finished)
 
     for f in files:
-        doc_id, status = await store.insert_document(runtime.pool, f)
+        doc_id, status = await insert_document(runtime.pool, f)
         ids.append(doc_id)
         if status == "ready" or any(doc_id == d for d, _ in window):
             finished += 1
@@ -152,7 +150,7 @@ async def ingest_documents_direct(
                 settings, f.filename, f.content, f.file_type, title_from_metadata(f.metadata)
             )
         except ParseError as exc:
-            await store.mark_document_failed(runtime.pool, doc_id, str(exc))
+            await mark_document_failed(runtime.pool, doc_id, str(exc))
             finished += 1
             if progress is not None:
                 progress(finished)

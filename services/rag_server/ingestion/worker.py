@@ -14,47 +14,16 @@ import logging
 import signal
 from uuid import UUID
 
-import asyncpg
-
 from rag_server.config import Settings
+from rag_server.infra.database import is_transient_db_error
 from rag_server.infra.embeddings import EmbeddingError
 from rag_server.infra.queue import Message
 from rag_server.infra.runtime import Runtime, open_runtime
-from rag_server.ingestion import store
+from rag_server.ingestion import tasks
 from rag_server.ingestion.parsing import ParseError
 from rag_server.ingestion.pipeline import embed_chunks, prepare_chunks
 
 logger = logging.getLogger(__name__)
-
-# Errors that say "the infrastructure is unavailable right now", not "this file is bad".
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.exceptions.OperatorInterventionError,  # admin/crash shutdown, backend terminated
-    asyncpg.TooManyConnectionsError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    ConnectionError,
-    OSError,
-    TimeoutError,
-)
-
-
-# SQLSTATE classes that mean "try again later": connection exception, insufficient resources, operator
-# intervention, object not in prerequisite state (e.g. database not accepting connections), rollback.
-TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "55", "57"})
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, TRANSIENT_ERRORS):
-        return True
-    sqlstate = getattr(exc, "sqlstate", None)
-    return (
-        isinstance(exc, asyncpg.PostgresError)
-        and isinstance(sqlstate, str)
-        and (sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES)
-    )
 
 
 def retry_delay_s(settings: Settings, attempt: int) -> int:
@@ -118,7 +87,7 @@ class Worker:
         await self._stop_heartbeat(msg.msg_id)
         payload = msg.message if isinstance(msg.message, dict) else {}
         with contextlib.suppress(KeyError, ValueError):
-            await store.release_task(self.runtime.pool, UUID(str(payload["task_id"])))
+            await tasks.release_task(self.runtime.pool, UUID(str(payload["task_id"])))
         await self.runtime.queue.extend(msg.msg_id, 0)
         logger.info("released message %s for another worker", msg.msg_id)
 
@@ -149,15 +118,15 @@ class Worker:
             await queue.archive(msg.msg_id)
             return
         attempt = int(msg.read_ct)
-        work: store.TaskWork | None = None
+        work: tasks.TaskWork | None = None
         try:
-            work = await store.start_task(pool, task_id, attempt)
+            work = await tasks.start_task(pool, task_id, attempt)
             if work is None:  # finished, failed or deleted meanwhile: the message is stale
                 await queue.delete(msg.msg_id)
                 return
             if attempt > settings.worker_max_attempts:
                 reason = work.error or "Processing was interrupted too many times."
-                await store.fail_task(
+                await tasks.fail_task(
                     pool,
                     queue,
                     task_id,
@@ -166,20 +135,7 @@ class Worker:
                     msg.msg_id,
                 )
                 return
-            logger.info("task %s: %s (attempt %d)", task_id, work.filename, attempt)
-            chunks = await prepare_chunks(settings, work.filename, work.content, work.file_type, work.title)
-            await store.set_task_total(pool, task_id, len(chunks))
-
-            async def progress(done: int) -> None:
-                await store.set_task_progress(pool, task_id, done)
-
-            vectors = await embed_chunks(
-                self.runtime.embedder, chunks, settings.embedding_batch_size, progress
-            )
-            if await store.complete_task(pool, queue, work, msg.msg_id, chunks, vectors):
-                logger.info("task %s: %d chunks written", task_id, len(chunks))
-            else:
-                logger.info("task %s: document deleted while processing; dropped", task_id)
+            await self._ingest(work, msg.msg_id, attempt)
         except ParseError as exc:
             await self._fail(task_id, work, str(exc), msg)
         except EmbeddingError as exc:
@@ -190,18 +146,34 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if is_transient(exc):
+            if is_transient_db_error(exc):
                 await self._retry(task_id, f"The database was unavailable ({exc.__class__.__name__}).", msg)
                 return
             # A bug, not the file's fault: retry a bounded number of times via read_ct, keep the reason.
             logger.exception("task %s failed unexpectedly", task_id)
             await self._retry(task_id, f"Unexpected error while processing: {exc}.", msg)
 
-    async def _fail(self, task_id: UUID, work: store.TaskWork | None, reason: str, msg: Message) -> None:
+    async def _ingest(self, work: tasks.TaskWork, msg_id: int, attempt: int) -> None:
+        """Parse, chunk, embed (progress recorded per batch), then the one final transaction."""
+        pool, settings, task_id = self.runtime.pool, self.settings, work.task_id
+        logger.info("task %s: %s (attempt %d)", task_id, work.filename, attempt)
+        chunks = await prepare_chunks(settings, work.filename, work.content, work.file_type, work.title)
+        await tasks.set_task_total(pool, task_id, len(chunks))
+
+        async def progress(done: int) -> None:
+            await tasks.set_task_progress(pool, task_id, done)
+
+        vectors = await embed_chunks(self.runtime.embedder, chunks, settings.embedding_batch_size, progress)
+        if await tasks.complete_task(pool, self.runtime.queue, work, msg_id, chunks, vectors):
+            logger.info("task %s: %d chunks written", task_id, len(chunks))
+        else:
+            logger.info("task %s: document deleted while processing; dropped", task_id)
+
+    async def _fail(self, task_id: UUID, work: tasks.TaskWork | None, reason: str, msg: Message) -> None:
         logger.info("task %s failed: %s", task_id, reason)
         document_id = work.document_id if work else None
         try:
-            await store.fail_task(
+            await tasks.fail_task(
                 self.runtime.pool, self.runtime.queue, task_id, document_id, reason, msg.msg_id
             )
         except Exception as exc:
@@ -218,7 +190,7 @@ class Worker:
         # Stop extending first, or the heartbeat could overwrite the backoff with the full timeout.
         await self._stop_heartbeat(msg.msg_id)
         try:
-            await store.record_retry(self.runtime.pool, task_id, reason)
+            await tasks.record_retry(self.runtime.pool, task_id, reason)
             await self.runtime.queue.extend(msg.msg_id, delay)
         except Exception as exc:
             # The database is down: the message becomes visible when its current timeout expires.

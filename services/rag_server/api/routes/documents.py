@@ -7,25 +7,43 @@ from urllib.parse import quote
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, Field
 
 from rag_server.api.deps import RuntimeDep
-from rag_server.ingestion import store
+from rag_server.api.errors import error_responses
+from rag_server.ingestion import documents
+from rag_server.ingestion.models import (
+    Document,
+    DocumentList,
+    DocumentSort,
+    DocumentStatus,
+    DuplicateCheck,
+    DuplicateCheckResult,
+)
 
 router = APIRouter(tags=["documents"])
 
+# Far below PostgreSQL's bigint (an OFFSET beyond it was a 500) and beyond any real collection.
+MAX_OFFSET = 2**31 - 1
 
-@router.get("/documents")
+_FILE_BYTES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The original bytes, with the content type they were uploaded as",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.get("/documents", response_model=DocumentList, responses=error_responses(503))
 async def list_documents(
     runtime: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    sort: Literal["name", "uploaded", "chunks"] = "uploaded",
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    sort: DocumentSort = "uploaded",
     order: Literal["asc", "desc"] = "desc",
-    status: Literal["queued", "processing", "ready", "failed"] | None = None,
+    status: DocumentStatus | None = None,
     file_type: Annotated[str | None, Query(alias="type", max_length=20)] = None,
-) -> dict[str, Any]:
-    items, total = await store.list_documents(
+) -> DocumentList:
+    return await documents.list_documents(
         runtime.pool,
         limit=limit,
         offset=offset,
@@ -34,54 +52,35 @@ async def list_documents(
         status=status,
         file_type=file_type,
     )
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
-@router.get("/documents/{document_id}")
-async def get_document(document_id: UUID, runtime: RuntimeDep) -> dict[str, Any]:
-    return await store.get_document(runtime.pool, document_id)
+@router.get("/documents/{document_id}", response_model=Document, responses=error_responses(404, 503))
+async def get_document(document_id: UUID, runtime: RuntimeDep) -> Document:
+    return await documents.get_document(runtime.pool, document_id)
 
 
-@router.get("/documents/{document_id}/download")
+@router.get(
+    "/documents/{document_id}/download",
+    response_class=Response,
+    responses={**_FILE_BYTES, **error_responses(404, 503)},
+)
 async def download_document(document_id: UUID, runtime: RuntimeDep) -> Response:
-    filename, content_type, content = await store.get_document_file(runtime.pool, document_id)
-    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
-    disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
-    return Response(content, media_type=content_type, headers={"Content-Disposition": disposition})
+    f = await documents.get_document_file(runtime.pool, document_id)
+    ascii_name = f.filename.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
+    disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(f.filename)}"
+    return Response(f.content, media_type=f.content_type, headers={"Content-Disposition": disposition})
 
 
-@router.delete("/documents/{document_id}", status_code=204)
+@router.delete("/documents/{document_id}", status_code=204, responses=error_responses(404, 503))
 async def delete_document(document_id: UUID, runtime: RuntimeDep) -> Response:
     """Deletes the document, its bytes and its chunks together; a task still running for it is failed."""
-    await store.delete_document(runtime.pool, document_id)
+    await documents.delete_document(runtime.pool, document_id)
     return Response(status_code=204)
 
 
-class FileDigest(BaseModel):
-    filename: str = Field(max_length=1000)
-    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
-
-
-class DuplicateCheck(BaseModel):
-    files: list[FileDigest] = Field(max_length=10_000)
-
-
-@router.post("/documents/check-duplicates")
-async def check_duplicates(body: DuplicateCheck, runtime: RuntimeDep) -> dict[str, Any]:
+@router.post(
+    "/documents/check-duplicates", response_model=DuplicateCheckResult, responses=error_responses(503)
+)
+async def check_duplicates(body: DuplicateCheck, runtime: RuntimeDep) -> DuplicateCheckResult:
     """Which of these files are already stored (by sha256), so a client can skip re-uploading them."""
-    existing = await store.check_duplicates(runtime.pool, [f.sha256 for f in body.files])
-    results = []
-    for f in body.files:
-        hit = existing.get(f.sha256.lower())
-        results.append(
-            {
-                "filename": f.filename,
-                "sha256": f.sha256.lower(),
-                # A failed document is worth uploading again: the upload re-queues it.
-                "duplicate": hit is not None and hit["status"] != "failed",
-                "document_id": hit["document_id"] if hit else None,
-                "existing_filename": hit["filename"] if hit else None,
-                "status": hit["status"] if hit else None,
-            }
-        )
-    return {"results": results}
+    return await documents.check_duplicates(runtime.pool, body.files)

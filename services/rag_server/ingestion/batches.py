@@ -1,0 +1,125 @@
+"""Upload batches: store a batch of files in ONE transaction (bytes, documents, tasks, queue messages),
+and report its status."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from rag_server.errors import NotFoundError
+from rag_server.infra.database import Executor, transaction
+from rag_server.infra.queue import IngestQueue
+from rag_server.ingestion.documents import IncomingFile, insert_new_document
+from rag_server.ingestion.models import (
+    TASK_STATUSES,
+    BatchState,
+    BatchStatus,
+    BatchTask,
+    TaskRef,
+    TaskStatus,
+    UploadResponse,
+)
+
+
+async def create_upload_batch(
+    conn: Executor, queue: IngestQueue, files: Sequence[IncomingFile]
+) -> UploadResponse:
+    """Store every file, the batch, a task per file and one message per file to process: ONE transaction.
+
+    Dedup by sha256: an existing document (or an earlier file of this batch) makes a 'duplicate' task
+    pointing at it and sends no message; an existing *failed* document is queued again instead.
+    """
+    async with transaction(conn) as c:
+        batch_id: UUID = await c.fetchval("INSERT INTO job_batches DEFAULT VALUES RETURNING id")
+        tasks = [await _add_file(c, queue, batch_id, f) for f in files]
+    return UploadResponse(batch_id=batch_id, tasks=tasks)
+
+
+async def _add_file(conn: asyncpg.Connection, queue: IngestQueue, batch_id: UUID, f: IncomingFile) -> TaskRef:
+    sha = f.sha256
+    while True:
+        doc_id = await insert_new_document(conn, f, sha, "queued")
+        if doc_id is not None:
+            return await _queue_task(conn, queue, batch_id, doc_id, f.filename)
+        existing = await conn.fetchrow(
+            "SELECT id, status, chunk_count FROM documents WHERE sha256 = $1 FOR UPDATE", sha
+        )
+        if existing is not None:
+            break
+        # The conflicting document was deleted in between: try the insert again.
+    doc_id = existing["id"]
+    # A failed document is queued again (once: this transaction sees it 'queued' afterwards).
+    if existing["status"] == "failed":
+        await conn.execute(
+            "UPDATE documents SET status = 'queued', error = NULL, updated_at = now() WHERE id = $1", doc_id
+        )
+        return await _queue_task(conn, queue, batch_id, doc_id, f.filename)
+    task_id = await conn.fetchval(
+        """
+        INSERT INTO job_tasks (batch_id, document_id, filename, status, total_chunks,
+                               completed_chunks, finished_at)
+        VALUES ($1, $2, $3, 'duplicate', $4, $4, now()) RETURNING id
+        """,
+        batch_id,
+        doc_id,
+        f.filename,
+        existing["chunk_count"],
+    )
+    return TaskRef(task_id=task_id, filename=f.filename, status="duplicate", document_id=doc_id)
+
+
+async def _queue_task(
+    conn: asyncpg.Connection, queue: IngestQueue, batch_id: UUID, doc_id: UUID, filename: str
+) -> TaskRef:
+    # The id is chosen here so the message can name it and the task row is written once, with msg_id.
+    task_id = uuid4()
+    msg_id = await queue.send({"task_id": str(task_id), "document_id": str(doc_id)}, conn=conn)
+    await conn.execute(
+        "INSERT INTO job_tasks (id, batch_id, document_id, filename, msg_id) VALUES ($1, $2, $3, $4, $5)",
+        task_id,
+        batch_id,
+        doc_id,
+        filename,
+        msg_id,
+    )
+    return TaskRef(task_id=task_id, filename=filename, status="queued", document_id=doc_id)
+
+
+async def batch_status(conn: Executor, batch_id: UUID) -> BatchStatus:
+    async with transaction(conn) as c:
+        created_at = await c.fetchval("SELECT created_at FROM job_batches WHERE id = $1", batch_id)
+        if created_at is None:
+            raise NotFoundError(f"no upload batch {batch_id}")
+        rows = await c.fetch(
+            """
+            SELECT id AS task_id, filename, status, total_chunks, completed_chunks, attempts, error,
+                   document_id, started_at, finished_at
+            FROM job_tasks WHERE batch_id = $1 ORDER BY created_at, id
+            """,
+            batch_id,
+        )
+    tasks = [BatchTask.model_validate(dict(r)) for r in rows]
+    counts = dict.fromkeys(TASK_STATUSES, 0)
+    for t in tasks:
+        counts[t.status] += 1
+    return BatchStatus(
+        batch_id=batch_id,
+        status=_batch_state(counts, len(tasks)),
+        done=counts["queued"] + counts["processing"] == 0,
+        created_at=created_at,
+        total=len(tasks),
+        counts=counts,
+        total_chunks=sum(t.total_chunks for t in tasks),
+        completed_chunks=sum(t.completed_chunks for t in tasks),
+        tasks=tasks,
+    )
+
+
+def _batch_state(counts: dict[TaskStatus, int], total: int) -> BatchState:
+    if counts["queued"] + counts["processing"]:
+        return "queued" if counts["queued"] == total else "processing"
+    if counts["failed"] == total and total:
+        return "failed"
+    return "completed_with_errors" if counts["failed"] else "completed"

@@ -1,0 +1,65 @@
+"""The one chunk write: the worker, direct ingestion and the synthetic bench data all go through it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+import numpy as np
+
+from rag_server.infra.database import Executor, transaction
+from rag_server.ingestion.chunking import Chunk
+
+
+async def insert_chunks(
+    conn: Executor, document_ids: Sequence[UUID], chunks: Sequence[Chunk], vectors: np.ndarray
+) -> None:
+    """Insert chunks (chunks[i] belongs to document_ids[i]) in ONE statement: the BM25 triggers are
+    statement-level, so one INSERT indexes them all in one run."""
+    if not len(document_ids) == len(chunks) == len(vectors):
+        raise ValueError(f"{len(document_ids)} document ids, {len(chunks)} chunks, {len(vectors)} vectors")
+    if not chunks:
+        return
+    await conn.execute(
+        """
+        INSERT INTO chunks (document_id, chunk_index, text, search_text, embedding, page,
+                            char_start, char_end)
+        SELECT c.doc, c.idx, c.text, c.search_text, c.embedding::vector, c.page, c.char_start, c.char_end
+        FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[],
+                    $8::int[])
+             AS c(doc, idx, text, search_text, embedding, page, char_start, char_end)
+        """,
+        list(document_ids),
+        [c.index for c in chunks],
+        [c.text for c in chunks],
+        [c.search_text for c in chunks],
+        [vector_literal(v) for v in vectors],
+        [c.page for c in chunks],
+        [c.char_start for c in chunks],
+        [c.char_end for c in chunks],
+    )
+
+
+async def write_chunks(
+    conn: Executor, document_id: UUID, chunks: Sequence[Chunk], vectors: np.ndarray
+) -> None:
+    """Replace the document's chunks (idempotent after a crash) and mark it ready, in one transaction
+    (the caller's, when `conn` is a connection inside one)."""
+    if len(chunks) != len(vectors):
+        raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+    async with transaction(conn) as c:
+        await c.execute("DELETE FROM chunks WHERE document_id = $1", document_id)
+        await insert_chunks(c, [document_id] * len(chunks), chunks, vectors)
+        await c.execute(
+            """
+            UPDATE documents SET status = 'ready', error = NULL, chunk_count = $2, updated_at = now()
+            WHERE id = $1
+            """,
+            document_id,
+            len(chunks),
+        )
+
+
+def vector_literal(vector: np.ndarray) -> str:
+    # asyncpg cannot bind an array of pgvector values; the text form casts cleanly inside unnest.
+    return "[" + ",".join(f"{x:.7g}" for x in vector.tolist()) + "]"

@@ -1,0 +1,194 @@
+"""Documents and their original bytes: store, list, read, delete, duplicate check, direct ingestion."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from rag_server.errors import NotFoundError
+from rag_server.infra.database import Executor, transaction
+from rag_server.ingestion.models import (
+    Document,
+    DocumentList,
+    DocumentSort,
+    DocumentStatus,
+    DuplicateCheckResult,
+    DuplicateResult,
+    FileDigest,
+)
+
+
+def sha256_hex(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+@dataclass(frozen=True)
+class IncomingFile:
+    filename: str  # already sanitised
+    file_type: str
+    content_type: str
+    content: bytes
+    metadata: dict[str, Any]
+
+    @property
+    def sha256(self) -> str:
+        return sha256_hex(self.content)
+
+
+@dataclass(frozen=True)
+class DocumentFile:
+    filename: str
+    content_type: str
+    content: bytes
+
+
+async def insert_new_document(conn: Executor, f: IncomingFile, sha: str, status: str) -> UUID | None:
+    """Insert the document and its bytes in one statement; None if this sha256 is already stored.
+
+    ON CONFLICT waits for a concurrent insert of the same bytes to commit: one document wins.
+    """
+    doc_id: UUID | None = await conn.fetchval(
+        """
+        WITH d AS (
+            INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, metadata, status)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT (sha256) DO NOTHING RETURNING id
+        ), bytes AS (
+            INSERT INTO document_files (document_id, content) SELECT id, $8 FROM d
+        )
+        SELECT id FROM d
+        """,
+        f.filename,
+        f.file_type,
+        f.content_type,
+        len(f.content),
+        sha,
+        f.metadata,
+        status,
+        f.content,
+    )
+    return doc_id
+
+
+async def check_duplicates(conn: Executor, files: Sequence[FileDigest]) -> DuplicateCheckResult:
+    """Which of these files are already stored (by sha256), so a client can skip re-uploading them."""
+    rows = await conn.fetch(
+        "SELECT sha256, id, filename, status FROM documents WHERE sha256 = ANY($1::text[])",
+        [f.sha256.lower() for f in files],
+    )
+    existing = {r["sha256"]: r for r in rows}
+    results = []
+    for f in files:
+        sha = f.sha256.lower()
+        hit = existing.get(sha)
+        results.append(
+            DuplicateResult(
+                filename=f.filename,
+                sha256=sha,
+                # A failed document is worth uploading again: the upload re-queues it.
+                duplicate=hit is not None and hit["status"] != "failed",
+                document_id=hit["id"] if hit else None,
+                existing_filename=hit["filename"] if hit else None,
+                status=hit["status"] if hit else None,
+            )
+        )
+    return DuplicateCheckResult(results=results)
+
+
+_SORT_SQL = {"name": "lower(filename)", "uploaded": "created_at", "chunks": "chunk_count"}
+_DOC_COLUMNS = """id, filename, file_type, content_type, size_bytes, sha256, status, error, chunk_count,
+                  metadata, created_at, updated_at"""
+
+
+async def list_documents(
+    conn: Executor,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    sort: DocumentSort = "uploaded",
+    descending: bool = True,
+    status: DocumentStatus | None = None,
+    file_type: str | None = None,
+) -> DocumentList:
+    where = "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR file_type = $2)"
+    order = f"{_SORT_SQL[sort]} {'DESC' if descending else 'ASC'}, id"  # from a fixed map, not input
+    async with transaction(conn) as c:
+        total = await c.fetchval(f"SELECT count(*) FROM documents WHERE {where}", status, file_type)
+        rows = await c.fetch(
+            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {where} ORDER BY {order} LIMIT $3 OFFSET $4",
+            status,
+            file_type,
+            limit,
+            offset,
+        )
+    items = [Document.model_validate(dict(r)) for r in rows]
+    return DocumentList(items=items, total=int(total), limit=limit, offset=offset)
+
+
+async def get_document(conn: Executor, document_id: UUID) -> Document:
+    row = await conn.fetchrow(f"SELECT {_DOC_COLUMNS} FROM documents WHERE id = $1", document_id)
+    if row is None:
+        raise NotFoundError(f"no document {document_id}")
+    return Document.model_validate(dict(row))
+
+
+async def get_document_file(conn: Executor, document_id: UUID) -> DocumentFile:
+    """The original bytes as uploaded, with the display filename and content type."""
+    row = await conn.fetchrow(
+        """
+        SELECT d.filename, d.content_type, f.content
+        FROM documents d JOIN document_files f ON f.document_id = d.id WHERE d.id = $1
+        """,
+        document_id,
+    )
+    if row is None:
+        raise NotFoundError(f"no document {document_id}")
+    return DocumentFile(row["filename"], row["content_type"], bytes(row["content"]))
+
+
+async def delete_document(conn: Executor, document_id: UUID) -> None:
+    """Delete a document, its bytes and its chunks (cascade) together.
+
+    A task still queued or processing for it is failed first, in the same transaction and in the
+    same lock order as the worker's final write (task, then document), so the worker sees it and
+    just drops its message instead of writing chunks for a document that is gone.
+    """
+    async with transaction(conn) as c:
+        await c.execute(
+            """
+            UPDATE job_tasks
+            SET status = 'failed', error = 'The document was deleted before processing finished.',
+                finished_at = now(), updated_at = now()
+            WHERE document_id = $1 AND status IN ('queued', 'processing')
+            """,
+            document_id,
+        )
+        deleted = await c.fetchval("DELETE FROM documents WHERE id = $1 RETURNING id", document_id)
+        if deleted is None:
+            raise NotFoundError(f"no document {document_id}")
+
+
+# --- direct ingestion (no queue: evaluation, benchmarks) ------------------------------------------
+
+
+async def insert_document(conn: Executor, f: IncomingFile) -> tuple[UUID, DocumentStatus]:
+    """(id, status) of a new document stored as 'processing'; an existing sha256 returns the existing one."""
+    sha = f.sha256
+    async with transaction(conn) as c:
+        doc_id = await insert_new_document(c, f, sha, "processing")
+        if doc_id is not None:
+            return doc_id, "processing"
+        row = await c.fetchrow("SELECT id, status FROM documents WHERE sha256 = $1", sha)
+        assert row is not None
+        return row["id"], row["status"]
+
+
+async def mark_document_failed(conn: Executor, document_id: UUID, reason: str) -> None:
+    await conn.execute(
+        "UPDATE documents SET status = 'failed', error = $2, updated_at = now() WHERE id = $1",
+        document_id,
+        reason,
+    )

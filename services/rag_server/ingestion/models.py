@@ -1,0 +1,98 @@
+"""Ingestion API types: what the store functions return and the routes declare as their responses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+TaskStatus = Literal["queued", "processing", "completed", "failed", "duplicate"]
+TASK_STATUSES: tuple[TaskStatus, ...] = ("queued", "processing", "completed", "failed", "duplicate")
+DocumentStatus = Literal["queued", "processing", "ready", "failed"]
+BatchState = Literal["queued", "processing", "completed", "completed_with_errors", "failed"]
+DocumentSort = Literal["name", "uploaded", "chunks"]
+
+
+class TaskRef(BaseModel):
+    """One uploaded file's task: queued, or `duplicate` of an already stored document."""
+
+    task_id: UUID
+    filename: str
+    status: TaskStatus
+    document_id: UUID | None
+
+
+class UploadResponse(BaseModel):
+    batch_id: UUID
+    tasks: list[TaskRef]
+
+
+class Document(BaseModel):
+    id: UUID
+    filename: str
+    file_type: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    status: DocumentStatus
+    error: str | None
+    chunk_count: int
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class DocumentList(BaseModel):
+    items: list[Document]
+    total: int
+    limit: int
+    offset: int
+
+
+class BatchTask(BaseModel):
+    task_id: UUID
+    filename: str
+    status: TaskStatus
+    total_chunks: int
+    completed_chunks: int
+    attempts: int
+    error: str | None
+    document_id: UUID | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class BatchStatus(BaseModel):
+    batch_id: UUID
+    status: BatchState
+    done: bool = Field(description="Every task is finished (completed, failed or duplicate).")
+    created_at: datetime
+    total: int
+    counts: dict[TaskStatus, int]
+    total_chunks: int
+    completed_chunks: int
+    tasks: list[BatchTask]
+
+
+class FileDigest(BaseModel):
+    filename: str = Field(max_length=1000)
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+
+
+class DuplicateCheck(BaseModel):
+    files: list[FileDigest] = Field(max_length=10_000)
+
+
+class DuplicateResult(BaseModel):
+    filename: str
+    sha256: str
+    duplicate: bool = Field(description="Already stored; a failed document is not (uploading re-queues it).")
+    document_id: UUID | None
+    existing_filename: str | None
+    status: DocumentStatus | None
+
+
+class DuplicateCheckResult(BaseModel):
+    results: list[DuplicateResult]

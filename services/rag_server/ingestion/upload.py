@@ -1,0 +1,84 @@
+"""Upload validation: every file is checked (count, type, size) before anything is stored.
+
+Takes Starlette's `UploadFile` parts (what a multipart form yields) and raises the domain errors the
+API maps to 413 / 415 / 422; no HTTP types beyond that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from starlette.datastructures import UploadFile
+
+from rag_server.config import Settings
+from rag_server.errors import InvalidInputError, TooLargeError, UnsupportedTypeError
+from rag_server.ingestion.documents import IncomingFile
+from rag_server.ingestion.parsing import SUPPORTED_EXTENSIONS, file_type_for, sanitize_filename
+
+READ_CHUNK = 1024 * 1024
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def check_declared_size(content_length: str | None, settings: Settings) -> None:
+    """Refuse a request whose Content-Length is over the limit, before reading a byte of its body."""
+    limit = settings.max_upload_request_bytes
+    if content_length and content_length.isdigit() and int(content_length) > limit:
+        raise TooLargeError(
+            f"The upload is {_mb(int(content_length))}, over the limit of {_mb(limit)} "
+            "per request; send the files in several uploads."
+        )
+
+
+async def read_upload(parts: Sequence[UploadFile | str], settings: Settings) -> list[IncomingFile]:
+    """Validate every part first (count, names, types, declared sizes), then read each with a limit."""
+    files = [p for p in parts if isinstance(p, UploadFile)]
+    names = _check_parts(files, settings)
+    incoming: list[IncomingFile] = []
+    total = 0
+    for name, part in zip(names, files, strict=True):
+        content = await _read_limited(part, name, settings.max_upload_bytes)
+        total += len(content)
+        if total > settings.max_upload_request_bytes:  # no Content-Length (chunked body)
+            raise TooLargeError(
+                f"The upload is over the limit of {_mb(settings.max_upload_request_bytes)} per request."
+            )
+        file_type = file_type_for(name)
+        assert file_type is not None  # checked by _check_parts
+        incoming.append(IncomingFile(name, file_type.name, file_type.content_type, content, {}))
+    return incoming
+
+
+def _check_parts(parts: Sequence[UploadFile], settings: Settings) -> list[str]:
+    """The sanitised names, once the count, every type and every declared size are acceptable."""
+    max_files = settings.max_files_per_upload
+    if not parts:
+        raise InvalidInputError("Send at least one file in the multipart field 'files'.")
+    if len(parts) > max_files:
+        raise TooLargeError(f"Too many files in one upload: {len(parts)} (limit {max_files}).")
+    names = [sanitize_filename(p.filename) for p in parts]
+    unsupported = [n for n in names if file_type_for(n) is None]
+    if unsupported:
+        raise UnsupportedTypeError(
+            f"Unsupported file type: {', '.join(unsupported[:10])}"
+            f"{' and others' if len(unsupported) > 10 else ''}. "
+            f"Supported: {', '.join(SUPPORTED_EXTENSIONS)}."
+        )
+    for name, part in zip(names, parts, strict=True):
+        if part.size is not None and part.size > settings.max_upload_bytes:
+            raise TooLargeError(
+                f"{name} is {_mb(part.size)}, over the limit of {_mb(settings.max_upload_bytes)}."
+            )
+    return names
+
+
+async def _read_limited(part: UploadFile, name: str, limit: int) -> bytes:
+    """Read the part counting bytes; stop as soon as it exceeds the limit."""
+    buffer = bytearray()
+    while chunk := await part.read(READ_CHUNK):
+        buffer += chunk
+        if len(buffer) > limit:
+            raise TooLargeError(f"{name} is over the limit of {_mb(limit)}.")
+    return bytes(buffer)

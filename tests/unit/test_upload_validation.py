@@ -1,0 +1,67 @@
+"""Upload validation in the domain (ingestion/upload.py): domain errors, no HTTP, nothing stored."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from starlette.datastructures import UploadFile
+
+from rag_server.config import Settings
+from rag_server.errors import InvalidInputError, TooLargeError, UnsupportedTypeError
+from rag_server.ingestion.upload import check_declared_size, read_upload
+
+MB = 1024 * 1024
+
+
+def part(name: str, data: bytes, declared: bool = True) -> UploadFile:
+    return UploadFile(io.BytesIO(data), filename=name, size=len(data) if declared else None)
+
+
+def limits(**overrides: int) -> Settings:
+    return Settings(database_url="postgresql://unused/db", **overrides)
+
+
+async def test_valid_parts_become_incoming_files_with_sanitised_names() -> None:
+    files = await read_upload([part("../notes/a.md", b"# A"), "a form field", part("b.TXT", b"b")], limits())
+    assert [(f.filename, f.file_type, f.content) for f in files] == [
+        ("a.md", "md", b"# A"),
+        ("b.TXT", "txt", b"b"),
+    ]
+    assert files[0].content_type == "text/markdown; charset=utf-8" and files[0].metadata == {}
+
+
+async def test_no_files_is_invalid_input() -> None:
+    with pytest.raises(InvalidInputError, match=r"^Send at least one file in the multipart field 'files'\.$"):
+        await read_upload(["only a text field"], limits())
+
+
+async def test_too_many_files_and_oversized_files_are_too_large() -> None:
+    with pytest.raises(TooLargeError, match=r"^Too many files in one upload: 3 \(limit 2\)\.$"):
+        await read_upload([part(f"{n}.txt", b"x") for n in range(3)], limits(max_files_per_upload=2))
+    with pytest.raises(TooLargeError, match=r"^big\.txt is 2\.0 MB, over the limit of 1\.0 MB\.$"):
+        await read_upload([part("big.txt", b"x" * 2 * MB)], limits(max_upload_bytes=MB))
+    # Without a declared size the part is read counting bytes.
+    with pytest.raises(TooLargeError, match=r"^big\.txt is over the limit of 1\.0 MB\.$"):
+        await read_upload([part("big.txt", b"x" * 2 * MB, declared=False)], limits(max_upload_bytes=MB))
+    with pytest.raises(TooLargeError, match=r"^The upload is over the limit of 1\.0 MB per request\.$"):
+        await read_upload(
+            [part("a.txt", b"x" * (MB // 2 + 1)), part("b.txt", b"x" * (MB // 2 + 1))],
+            limits(max_upload_request_bytes=MB),
+        )
+
+
+async def test_every_unsupported_name_is_listed() -> None:
+    with pytest.raises(UnsupportedTypeError, match=r"^Unsupported file type: a\.exe, b\.zip\. Supported: "):
+        await read_upload([part("ok.txt", b"x"), part("a.exe", b"x"), part("b.zip", b"x")], limits())
+
+
+def test_declared_content_length_over_the_limit() -> None:
+    settings = limits(max_upload_request_bytes=MB)
+    check_declared_size(None, settings)
+    check_declared_size(str(MB), settings)
+    check_declared_size("not a number", settings)
+    with pytest.raises(
+        TooLargeError, match=r"^The upload is 2\.0 MB, over the limit of 1\.0 MB per request; "
+    ):
+        check_declared_size(str(2 * MB), settings)
