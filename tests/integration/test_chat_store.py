@@ -11,9 +11,9 @@ from llama_index.core.llms import ChatMessage, MessageRole, MockLLM
 from llama_index.core.memory import ChatMemoryBuffer
 
 from rag_server.chat import sessions
-from rag_server.chat.chat_store import PostgresChatStore
 from rag_server.errors import NotFoundError
 from rag_server.infra.runtime import Runtime
+from rag_server.integrations.llamaindex_chat_store import PostgresChatStore
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from llama_index.core.schema import TextNode
 
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+from rag_server.integrations.llamaindex_retrievers import BM25Retriever, HybridRetriever, VectorRetriever
 from rag_server.retrieval.models import SearchFilters, SearchRequest
-from rag_server.retrieval.retrievers import BM25Retriever, HybridRetriever, VectorRetriever
 from rag_server.retrieval.service import bm25_search, embed_query, search, vector_search
 from rag_server.retrieval.vector import vector_leg
 

@@ -24,7 +24,7 @@ from rag_server.chat.answer import (
 )
 from rag_server.chat.models import ChatMessageOut
 from rag_server.config import Settings
-from rag_server.infra.llm import LLMConfigError, build_llm, get_llm
+from rag_server.infra.llm import LLMConfigError, build_llm, configured_llm
 from rag_server.retrieval.models import SearchHit
 from tests.fake_llm import TITLE, Behaviour, FakeLLM
 
@@ -104,7 +104,7 @@ def test_answer_prompt_numbers_sources_and_keeps_history() -> None:
 
 
 def test_llm_settings_are_validated() -> None:
-    assert get_llm(Settings(llm_provider="none")) is None
+    assert configured_llm(Settings(llm_provider="none")) == (None, None)
     with pytest.raises(LLMConfigError):
         build_llm(Settings(llm_provider="openai", llm_model=None))
 

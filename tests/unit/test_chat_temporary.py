@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from rag_server.chat.temporary import TemporarySessions
+from rag_server.errors import NotFoundError
 
 
 def source(n: int) -> dict[str, object]:
@@ -19,15 +22,21 @@ def source(n: int) -> dict[str, object]:
     }
 
 
-def test_append_keeps_order_sources_and_first_title() -> None:
+async def test_append_keeps_order_sources_and_first_title() -> None:
     registry = TemporarySessions(ttl_s=3600)
-    session = registry.create(title=None, search_type="bm25", llm_model=None)
-    entry = registry.get(session.id)
+    session = await registry.create(title=None, search_type="bm25", llm_model=None)
+    entry = registry.entry(session.id)
     assert entry is not None and entry.session.is_temporary
-    registry.append(
-        entry, question="q1", answer="a1 [1]", answer_metadata={"sources": [source(1)]}, title_if_missing="q1"
+    await registry.append_exchange(
+        session.id,
+        question="q1",
+        answer="a1 [1]",
+        answer_metadata={"sources": [source(1)]},
+        title_if_missing="q1",
     )
-    registry.append(entry, question="q2", answer="a2", answer_metadata={"sources": []}, title_if_missing="q2")
+    await registry.append_exchange(
+        session.id, question="q2", answer="a2", answer_metadata={"sources": []}, title_if_missing="q2"
+    )
     assert [(m.role, m.content) for m in entry.messages] == [
         ("user", "q1"),
         ("assistant", "a1 [1]"),
@@ -39,25 +48,29 @@ def test_append_keeps_order_sources_and_first_title() -> None:
     assert entry.session.title == "q1" and entry.session.message_count == 4
 
 
-def test_idle_sessions_expire_and_delete_forgets() -> None:
+async def test_idle_sessions_expire_and_delete_forgets() -> None:
     registry = TemporarySessions(ttl_s=3600)
-    kept = registry.create(title="t", search_type="hybrid", llm_model=None)
-    gone = registry.create(title="t", search_type="hybrid", llm_model=None)
-    entry = registry.get(gone.id)
+    kept = await registry.create(title="t", search_type="hybrid", llm_model=None)
+    gone = await registry.create(title="t", search_type="hybrid", llm_model=None)
+    entry = registry.entry(gone.id)
     assert entry is not None
     entry.last_used -= 7200  # idle for two hours
-    assert registry.get(gone.id) is None
-    assert registry.get(kept.id) is not None
-    assert registry.delete(kept.id) and registry.get(kept.id) is None
-    assert not registry.delete(uuid.uuid4())
+    assert registry.entry(gone.id) is None
+    assert registry.entry(kept.id) is not None
+    await registry.delete(kept.id)
+    assert registry.entry(kept.id) is None
+    with pytest.raises(NotFoundError):
+        await registry.delete(uuid.uuid4())
 
 
-def test_clear_forgets_messages_and_resets_the_count() -> None:
+async def test_clear_forgets_messages_and_resets_the_count() -> None:
     registry = TemporarySessions(ttl_s=3600)
-    session = registry.create(title=None, search_type="hybrid", llm_model=None)
-    entry = registry.get(session.id)
+    session = await registry.create(title=None, search_type="hybrid", llm_model=None)
+    await registry.append_exchange(
+        session.id, question="q", answer="a", answer_metadata={"sources": []}, title_if_missing="q"
+    )
+    assert await registry.clear(session.id) == 2
+    entry = registry.entry(session.id)
     assert entry is not None
-    registry.append(entry, question="q", answer="a", answer_metadata={"sources": []}, title_if_missing="q")
-    assert registry.clear(entry) == 2
     assert entry.messages == []
     assert entry.session.message_count == 0 and entry.session.title == "q"

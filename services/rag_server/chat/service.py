@@ -16,13 +16,11 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from llama_index.core.llms import LLM
 
-from rag_server.chat import sessions
 from rag_server.chat.answer import (
     EXTRACTIVE_HEADER,
     FALLBACK_HEADER,
@@ -43,8 +41,9 @@ from rag_server.chat.models import (
     QueryResponse,
     Source,
 )
-from rag_server.chat.temporary import TemporarySession, TemporarySessions
-from rag_server.infra.llm import get_llm, llm_configured
+from rag_server.chat.session_store import PostgresSessionStore, SessionStore
+from rag_server.chat.temporary import TemporarySessions
+from rag_server.infra.llm import llm_configured
 from rag_server.infra.runtime import Runtime
 from rag_server.retrieval.models import SearchHit, SearchRequest, SearchType
 from rag_server.retrieval.service import search
@@ -63,8 +62,8 @@ class Turn:
     session: ChatSession
     question: str
     request: QueryRequest
+    store: SessionStore
     new_session: bool = False
-    temporary: TemporarySession | None = None
     history: list[ChatMessageOut] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     timings: dict[str, float] = field(default_factory=dict)
@@ -87,13 +86,15 @@ class ChatService:
         self.runtime = runtime
         self.settings = runtime.settings
         self.temporary = TemporarySessions(self.settings.chat_temporary_ttl_s)
-        # Shielded writes still running after their request was cancelled (kept from the GC).
-        self._pending_writes: set[asyncio.Task[tuple[int, int]]] = set()
+        self.stored = PostgresSessionStore(runtime.pool)
 
     async def drain(self) -> None:
         """Wait for answer writes that outlived their request, so shutdown loses none of them."""
-        if self._pending_writes:
-            await asyncio.gather(*self._pending_writes, return_exceptions=True)
+        await self.stored.drain()
+
+    def _store_for(self, session_id: UUID) -> SessionStore:
+        """Temporary sessions are known to this process; any other id is looked up in the database."""
+        return self.temporary if self.temporary.holds(session_id) else self.stored
 
     # --- sessions ------------------------------------------------------------------------------
 
@@ -104,25 +105,17 @@ class ChatService:
     async def create_session(
         self, *, title: str | None, is_temporary: bool, search_type: SearchType
     ) -> ChatSession:
-        if is_temporary:
-            return self.temporary.create(title=title, search_type=search_type, llm_model=self.llm_model)
-        return await sessions.create_session(
-            self.runtime.pool, title=title, search_type=search_type, llm_model=self.llm_model
-        )
+        store: SessionStore = self.temporary if is_temporary else self.stored
+        return await store.create(title=title, search_type=search_type, llm_model=self.llm_model)
 
     async def get_session(self, session_id: UUID) -> ChatSession:
-        entry = self.temporary.get(session_id)
-        if entry is not None:
-            return entry.session
-        return await sessions.get_session(self.runtime.pool, session_id)
+        return await self._store_for(session_id).get(session_id)
 
     async def list_sessions(
         self, *, limit: int, offset: int, include_archived: bool
     ) -> tuple[list[ChatSession], int]:
         """Stored sessions only: temporary ones are not listed (they belong to one client)."""
-        return await sessions.list_sessions(
-            self.runtime.pool, limit=limit, offset=offset, include_archived=include_archived
-        )
+        return await self.stored.list_sessions(limit=limit, offset=offset, include_archived=include_archived)
 
     async def update_session(
         self,
@@ -132,31 +125,17 @@ class ChatService:
         is_archived: bool | None,
         search_type: SearchType | None,
     ) -> ChatSession:
-        entry = self.temporary.get(session_id)
-        if entry is not None:
-            changes = {"title": title, "is_archived": is_archived, "search_type": search_type}
-            update: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
-            entry.session = entry.session.model_copy(update={**update, "updated_at": datetime.now(UTC)})
-            return entry.session
-        return await sessions.update_session(
-            self.runtime.pool, session_id, title=title, is_archived=is_archived, search_type=search_type
-        )
+        store = self._store_for(session_id)
+        return await store.update(session_id, title=title, is_archived=is_archived, search_type=search_type)
 
     async def delete_session(self, session_id: UUID) -> None:
-        if not self.temporary.delete(session_id):
-            await sessions.delete_session(self.runtime.pool, session_id)
+        await self._store_for(session_id).delete(session_id)
 
     async def history(self, session_id: UUID) -> list[ChatMessageOut]:
-        entry = self.temporary.get(session_id)
-        if entry is not None:
-            return list(entry.messages)
-        return await sessions.list_messages(self.runtime.pool, session_id)
+        return await self._store_for(session_id).history(session_id)
 
     async def clear(self, session_id: UUID) -> int:
-        entry = self.temporary.get(session_id)
-        if entry is not None:
-            return self.temporary.clear(entry)
-        return await sessions.clear_messages(self.runtime.pool, session_id)
+        return await self._store_for(session_id).clear(session_id)
 
     # --- answers -------------------------------------------------------------------------------
 
@@ -178,16 +157,12 @@ class ChatService:
                 llm_model=self.llm_model,
                 is_temporary=False,
             )
-            return Turn(session=session, question=question, request=request, new_session=True)
-        entry = self.temporary.get(request.session_id)
-        if entry is not None:
-            history = entry.messages[-limit:] if limit else []
             return Turn(
-                session=entry.session, question=question, request=request, temporary=entry, history=history
+                session=session, question=question, request=request, store=self.stored, new_session=True
             )
-        session = await sessions.get_session(self.runtime.pool, request.session_id)
-        history = await sessions.recent_messages(self.runtime.pool, session.id, last=limit) if limit else []
-        return Turn(session=session, question=question, request=request, history=history)
+        store = self._store_for(request.session_id)
+        session, history = await store.recent(request.session_id, last=limit)
+        return Turn(session=session, question=question, request=request, store=store, history=history)
 
     async def generate(self, turn: Turn) -> AsyncIterator[str]:
         """Retrieve, then yield answer text pieces. Sets turn.sources before the first piece."""
@@ -269,29 +244,14 @@ class ChatService:
         start = time.perf_counter()
         title = await self._title(turn)
         metadata = self._answer_metadata(turn)
-        if turn.temporary is not None:
-            self.temporary.append(
-                turn.temporary,
-                question=turn.question,
-                answer=turn.answer,
-                answer_metadata=metadata,
-                title_if_missing=title,
-            )
-        else:
-            write = asyncio.create_task(
-                sessions.append_exchange(
-                    self.runtime.pool,
-                    turn.session.id,
-                    question=turn.question,
-                    answer=turn.answer,
-                    answer_metadata=metadata,
-                    title_if_missing=title,
-                    create=turn.session if turn.new_session else None,
-                )
-            )
-            self._pending_writes.add(write)
-            write.add_done_callback(self._pending_writes.discard)
-            _, turn.message_id = await asyncio.shield(write)
+        turn.message_id = await turn.store.append_exchange(
+            turn.session.id,
+            question=turn.question,
+            answer=turn.answer,
+            answer_metadata=metadata,
+            title_if_missing=title,
+            create=turn.session if turn.new_session else None,
+        )
         turn.timings["persist"] = _ms(start)
         turn.timings["total"] = _ms(turn.started)
 
@@ -321,11 +281,9 @@ class ChatService:
         return metadata
 
     def _llm(self, turn: Turn) -> LLM | None:
-        try:
-            return get_llm(self.settings)
-        except Exception as exc:  # incomplete settings: answer extractively and say why
-            turn.llm_error = f"The LLM is misconfigured ({exc}); showing the extractive answer."
-            return None
+        if self.runtime.llm_error is not None:  # incomplete settings: answer extractively and say why
+            turn.llm_error = self.runtime.llm_error
+        return self.runtime.llm
 
     async def _title(self, turn: Turn) -> str | None:
         if turn.session.title is not None:

@@ -3,6 +3,9 @@
 A question and its answer are written together, in one transaction holding the session row lock
 (SELECT ... FOR UPDATE): concurrent answers on one session land as adjacent user/assistant pairs, and
 an answer that never completed leaves nothing behind.
+
+Every function takes `conn: Executor` first: a pool runs it on a pooled connection (its own transaction
+where it needs one), a connection joins the caller's transaction.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncpg
 
 from rag_server.chat.models import ChatMessageOut, ChatSession, Role, Source
 from rag_server.errors import NotFoundError
+from rag_server.infra.database import Executor, transaction
 from rag_server.retrieval.models import SearchType
 
 _SESSION_COLUMNS = """
@@ -31,13 +35,13 @@ def _session(row: asyncpg.Record) -> ChatSession:
 
 
 async def create_session(
-    pool: asyncpg.Pool,
+    conn: Executor,
     *,
     title: str | None,
     search_type: SearchType,
     llm_model: str | None,
 ) -> ChatSession:
-    row = await pool.fetchrow(
+    row = await conn.fetchrow(
         f"""
         WITH s AS (
             INSERT INTO chat_sessions (title, search_type, llm_model) VALUES ($1, $2, $3)
@@ -53,18 +57,18 @@ async def create_session(
     return _session(row)
 
 
-async def get_session(pool: asyncpg.Pool | asyncpg.Connection, session_id: UUID) -> ChatSession:
-    row = await pool.fetchrow(f"SELECT {_SESSION_COLUMNS} FROM chat_sessions s WHERE s.id = $1", session_id)
+async def get_session(conn: Executor, session_id: UUID) -> ChatSession:
+    row = await conn.fetchrow(f"SELECT {_SESSION_COLUMNS} FROM chat_sessions s WHERE s.id = $1", session_id)
     if row is None:
         raise session_not_found(session_id)
     return _session(row)
 
 
 async def list_sessions(
-    pool: asyncpg.Pool, *, limit: int, offset: int, include_archived: bool
+    conn: Executor, *, limit: int, offset: int, include_archived: bool
 ) -> tuple[list[ChatSession], int]:
     """Most recently active first (updated_at moves with every answer)."""
-    rows = await pool.fetch(
+    rows = await conn.fetch(
         f"""
         SELECT {_SESSION_COLUMNS} FROM chat_sessions s
         WHERE $1 OR NOT s.is_archived
@@ -75,14 +79,14 @@ async def list_sessions(
         limit,
         offset,
     )
-    total = await pool.fetchval(
+    total = await conn.fetchval(
         "SELECT count(*) FROM chat_sessions WHERE $1 OR NOT is_archived", include_archived
     )
     return [_session(r) for r in rows], int(total)
 
 
 async def update_session(
-    pool: asyncpg.Pool,
+    conn: Executor,
     session_id: UUID,
     *,
     title: str | None = None,
@@ -90,7 +94,7 @@ async def update_session(
     search_type: SearchType | None = None,
 ) -> ChatSession:
     """Rename / archive / unarchive / change the default search type; None leaves a field as is."""
-    row = await pool.fetchrow(
+    row = await conn.fetchrow(
         f"""
         WITH s AS (
             UPDATE chat_sessions
@@ -113,29 +117,32 @@ async def update_session(
     return _session(row)
 
 
-async def delete_session(pool: asyncpg.Pool, session_id: UUID) -> None:
+async def delete_session(conn: Executor, session_id: UUID) -> None:
     """Messages go with it (ON DELETE CASCADE)."""
-    status = await pool.execute("DELETE FROM chat_sessions WHERE id = $1", session_id)
+    status = await conn.execute("DELETE FROM chat_sessions WHERE id = $1", session_id)
     if status == "DELETE 0":
         raise session_not_found(session_id)
 
 
-async def clear_messages(pool: asyncpg.Pool, session_id: UUID) -> int:
+async def clear_messages(conn: Executor, session_id: UUID) -> int:
     """Delete every message of a session, keep the session. Returns how many were deleted."""
-    async with pool.acquire() as conn, conn.transaction():
-        await lock_session(conn, session_id)
-        deleted = await delete_messages(conn, session_id)
-        await conn.execute("UPDATE chat_sessions SET updated_at = now() WHERE id = $1", session_id)
+    async with transaction(conn) as c:
+        await lock_session(c, session_id)
+        deleted = await delete_messages(c, session_id)
+        await c.execute("UPDATE chat_sessions SET updated_at = now() WHERE id = $1", session_id)
     return deleted
 
 
-async def delete_messages(conn: asyncpg.Connection, session_id: UUID) -> int:
+async def delete_messages(conn: Executor, session_id: UUID) -> int:
     status = await conn.execute("DELETE FROM chat_messages WHERE session_id = $1", session_id)
     return int(status.split()[-1])
 
 
-async def lock_session(conn: asyncpg.Connection, session_id: UUID) -> None:
-    """SELECT ... FOR UPDATE of the session row (orders writers of one session); NotFoundError if none."""
+async def lock_session(conn: Executor, session_id: UUID) -> None:
+    """SELECT ... FOR UPDATE of the session row (orders writers of one session); NotFoundError if none.
+
+    Only meaningful inside a transaction: the lock is held until it ends.
+    """
     found = await conn.fetchval("SELECT true FROM chat_sessions WHERE id = $1 FOR UPDATE", session_id)
     if not found:
         raise session_not_found(session_id)
@@ -154,22 +161,20 @@ def _message(row: asyncpg.Record) -> ChatMessageOut:
     )
 
 
-async def list_messages(pool: asyncpg.Pool, session_id: UUID) -> list[ChatMessageOut]:
+async def list_messages(conn: Executor, session_id: UUID) -> list[ChatMessageOut]:
     """A session's messages in order. Raises NotFoundError for an unknown session.
 
     Sources whose document no longer exists get `document_deleted=True`; the persisted excerpt keeps
     old answers readable.
     """
-    async with pool.acquire() as conn:
-        await get_session(conn, session_id)
-        messages = await recent_messages(conn, session_id, last=None)
-        await _mark_deleted_documents(conn, messages)
+    async with transaction(conn) as c:
+        await get_session(c, session_id)
+        messages = await recent_messages(c, session_id, last=None)
+        await _mark_deleted_documents(c, messages)
     return messages
 
 
-async def recent_messages(
-    conn: asyncpg.Connection | asyncpg.Pool, session_id: UUID, *, last: int | None
-) -> list[ChatMessageOut]:
+async def recent_messages(conn: Executor, session_id: UUID, *, last: int | None) -> list[ChatMessageOut]:
     """The `last` n messages (None: all) in order; no existence check (the caller has the session)."""
     rows = await conn.fetch(
         """
@@ -184,7 +189,7 @@ async def recent_messages(
     return [_message(r) for r in rows]
 
 
-async def _mark_deleted_documents(conn: asyncpg.Connection, messages: list[ChatMessageOut]) -> None:
+async def _mark_deleted_documents(conn: Executor, messages: list[ChatMessageOut]) -> None:
     cited = {s.document_id for m in messages for s in m.sources}
     if not cited:
         return
@@ -196,7 +201,7 @@ async def _mark_deleted_documents(conn: asyncpg.Connection, messages: list[ChatM
 
 
 async def append_exchange(
-    pool: asyncpg.Pool,
+    conn: Executor,
     session_id: UUID,
     *,
     question: str,
@@ -211,9 +216,9 @@ async def append_exchange(
     transaction, so an answer that never completes leaves no empty session behind either.
     The session row lock orders concurrent writers: the later one waits and gets the higher ids.
     """
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(conn) as c:
         if create is not None:
-            await conn.execute(
+            await c.execute(
                 """
                 INSERT INTO chat_sessions (id, title, search_type, llm_model) VALUES ($1, $2, $3, $4)
                 ON CONFLICT (id) DO NOTHING
@@ -223,10 +228,10 @@ async def append_exchange(
                 create.search_type,
                 create.llm_model,
             )
-        await lock_session(conn, session_id)
-        user_id = await insert_message(conn, session_id, "user", question, {})
-        assistant_id = await insert_message(conn, session_id, "assistant", answer, answer_metadata)
-        await conn.execute(
+        await lock_session(c, session_id)
+        user_id = await insert_message(c, session_id, "user", question, {})
+        assistant_id = await insert_message(c, session_id, "assistant", answer, answer_metadata)
+        await c.execute(
             "UPDATE chat_sessions SET updated_at = now(), title = coalesce(title, $2) WHERE id = $1",
             session_id,
             title_if_missing,
@@ -235,7 +240,7 @@ async def append_exchange(
 
 
 async def insert_message(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Executor,
     session_id: UUID,
     role: Role,
     content: str,
@@ -254,7 +259,7 @@ async def insert_message(
     return int(message_id)
 
 
-async def ensure_session(conn: asyncpg.Connection, session_id: UUID) -> None:
+async def ensure_session(conn: Executor, session_id: UUID) -> None:
     """Create a bare session with this id when missing (the LlamaIndex chat store adds by key)."""
     await conn.execute(
         "INSERT INTO chat_sessions (id) VALUES ($1) ON CONFLICT (id) DO NOTHING",
@@ -262,12 +267,12 @@ async def ensure_session(conn: asyncpg.Connection, session_id: UUID) -> None:
     )
 
 
-async def session_ids(pool: asyncpg.Pool) -> list[UUID]:
-    rows = await pool.fetch("SELECT id FROM chat_sessions ORDER BY created_at, id")
+async def session_ids(conn: Executor) -> list[UUID]:
+    rows = await conn.fetch("SELECT id FROM chat_sessions ORDER BY created_at, id")
     return [r["id"] for r in rows]
 
 
-async def raw_messages(conn: asyncpg.Connection | asyncpg.Pool, session_id: UUID) -> list[asyncpg.Record]:
+async def raw_messages(conn: Executor, session_id: UUID) -> list[asyncpg.Record]:
     """id, role, content, metadata of a session's messages in order (no existence check)."""
     return await conn.fetch(
         "SELECT id, role, content, metadata FROM chat_messages WHERE session_id = $1 ORDER BY id",
@@ -275,5 +280,5 @@ async def raw_messages(conn: asyncpg.Connection | asyncpg.Pool, session_id: UUID
     )
 
 
-async def delete_message_ids(conn: asyncpg.Connection, ids: list[int]) -> None:
+async def delete_message_ids(conn: Executor, ids: list[int]) -> None:
     await conn.execute("DELETE FROM chat_messages WHERE id = ANY($1::bigint[])", ids)

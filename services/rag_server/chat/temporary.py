@@ -1,7 +1,8 @@
 """Temporary sessions: answered like any other, never written to the database.
 
 They live in this server process only, by design: a restart (or `chat_temporary_ttl_s` of idleness)
-forgets them, and with several server processes each one knows only its own.
+forgets them, and with several server processes each one knows only its own. `TemporarySessions` is
+the in-memory `SessionStore` (chat/session_store.py); its messages have no ids.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from rag_server.chat.models import ChatMessageOut, ChatSession, Role, Source
+from rag_server.chat.sessions import session_not_found
 from rag_server.retrieval.models import SearchType
 
 
@@ -28,7 +30,28 @@ class TemporarySessions:
         self.ttl_s = ttl_s
         self._sessions: dict[UUID, TemporarySession] = {}
 
-    def create(self, *, title: str | None, search_type: SearchType, llm_model: str | None) -> ChatSession:
+    def entry(self, session_id: UUID) -> TemporarySession | None:
+        """The live session with this id (its idle clock restarts), or None."""
+        self._expire()
+        entry = self._sessions.get(session_id)
+        if entry is not None:
+            entry.last_used = time.monotonic()
+        return entry
+
+    def holds(self, session_id: UUID) -> bool:
+        return self.entry(session_id) is not None
+
+    def _live(self, session_id: UUID) -> TemporarySession:
+        entry = self.entry(session_id)
+        if entry is None:
+            raise session_not_found(session_id)
+        return entry
+
+    # --- SessionStore ------------------------------------------------------------------------------
+
+    async def create(
+        self, *, title: str | None, search_type: SearchType, llm_model: str | None
+    ) -> ChatSession:
         self._expire()
         session = ChatSession.new(
             title=title, search_type=search_type, llm_model=llm_model, is_temporary=True
@@ -36,25 +59,54 @@ class TemporarySessions:
         self._sessions[session.id] = TemporarySession(session)
         return session
 
-    def get(self, session_id: UUID) -> TemporarySession | None:
-        self._expire()
-        entry = self._sessions.get(session_id)
-        if entry is not None:
-            entry.last_used = time.monotonic()
-        return entry
+    async def get(self, session_id: UUID) -> ChatSession:
+        return self._live(session_id).session
 
-    def delete(self, session_id: UUID) -> bool:
-        return self._sessions.pop(session_id, None) is not None
-
-    def append(
+    async def update(
         self,
-        entry: TemporarySession,
+        session_id: UUID,
+        *,
+        title: str | None,
+        is_archived: bool | None,
+        search_type: SearchType | None,
+    ) -> ChatSession:
+        entry = self._live(session_id)
+        changes = {"title": title, "is_archived": is_archived, "search_type": search_type}
+        update: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
+        entry.session = entry.session.model_copy(update={**update, "updated_at": datetime.now(UTC)})
+        return entry.session
+
+    async def delete(self, session_id: UUID) -> None:
+        if self._sessions.pop(session_id, None) is None:
+            raise session_not_found(session_id)
+
+    async def history(self, session_id: UUID) -> list[ChatMessageOut]:
+        return list(self._live(session_id).messages)
+
+    async def recent(self, session_id: UUID, *, last: int) -> tuple[ChatSession, list[ChatMessageOut]]:
+        entry = self._live(session_id)
+        return entry.session, entry.messages[-last:] if last else []
+
+    async def clear(self, session_id: UUID) -> int:
+        entry = self._live(session_id)
+        count = len(entry.messages)
+        entry.messages.clear()
+        entry.session = entry.session.model_copy(update={"updated_at": datetime.now(UTC), "message_count": 0})
+        return count
+
+    async def append_exchange(
+        self,
+        session_id: UUID,
         *,
         question: str,
         answer: str,
         answer_metadata: dict[str, Any],
         title_if_missing: str | None,
-    ) -> None:
+        create: ChatSession | None = None,
+    ) -> int | None:
+        if create is not None:
+            self._sessions.setdefault(session_id, TemporarySession(create))
+        entry = self._live(session_id)
         now = datetime.now(UTC)
         metadata = dict(answer_metadata)
         sources = [Source(**s) for s in metadata.pop("sources", [])]
@@ -64,13 +116,7 @@ class TemporarySessions:
         if entry.session.title is None:
             update["title"] = title_if_missing
         entry.session = entry.session.model_copy(update=update)
-
-    def clear(self, entry: TemporarySession) -> int:
-        """Forget the session's messages (the session stays); returns how many there were."""
-        count = len(entry.messages)
-        entry.messages.clear()
-        entry.session = entry.session.model_copy(update={"updated_at": datetime.now(UTC), "message_count": 0})
-        return count
+        return None
 
     def _expire(self) -> None:
         cutoff = time.monotonic() - self.ttl_s

@@ -164,9 +164,9 @@ def one_run(
 
 def raw_embedding(settings: Settings, texts: list[str]) -> dict[str, Any]:
     """The ceiling: the same texts through the same model in one process, no database, no queue."""
-    from rag_server.infra.embeddings import get_embedder
+    from rag_server.infra.embeddings import build_embedder
 
-    embedder = get_embedder(settings)
+    embedder = build_embedder(settings)
 
     async def embed_all() -> float:
         await embedder.embed(texts[:32])  # warm-up (first call initialises kernels)

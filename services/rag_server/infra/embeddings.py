@@ -1,4 +1,4 @@
-"""Embedding backends. Each is loaded once per process and embeds in batches.
+"""Embedding backends. The Runtime holds one (see LazyEmbedder); each embeds in batches.
 
 The local model runs on the CPU in a worker thread so the event loop keeps serving requests.
 """
@@ -78,33 +78,43 @@ class LocalEmbedder:
         return None
 
 
-_cache: dict[tuple[str, str, int, str], Embedder] = {}
-_cache_lock = threading.Lock()
+class LazyEmbedder:
+    """The embedder for these settings, built on first use (a local model is loaded only when needed).
+
+    The Runtime holds one: `rag-server migrate` never loads a model, a server loads it at start-up
+    (`load()` in a thread) so the first query does not pay for it.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.model_name = settings.embedding_model
+        self.dim = settings.embedding_dim
+        self._settings = settings
+        self._embedder: Embedder | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = build_embedder(self._settings)
+            return self._embedder
+
+    @property
+    def loaded(self) -> Embedder | None:
+        return self._embedder
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        embedder = self._embedder
+        if embedder is None:
+            embedder = await asyncio.to_thread(self.load)
+        return await embedder.embed(texts)
+
+    async def aclose(self) -> None:
+        if self._embedder is not None:
+            await self._embedder.aclose()
 
 
-def get_embedder(settings: Settings) -> Embedder:
-    """The process-wide embedder for these settings (loaded on first use)."""
-    key = (
-        settings.embedding_provider,
-        settings.embedding_model,
-        settings.embedding_dim,
-        settings.embedding_runtime,
-    )
-    with _cache_lock:
-        if key not in _cache:
-            _cache[key] = _build(settings)
-        return _cache[key]
-
-
-async def release_embedders() -> None:
-    """Close the running loop's HTTP clients of every embedder built so far (runtime shutdown)."""
-    with _cache_lock:
-        embedders = list(_cache.values())
-    for embedder in embedders:
-        await embedder.aclose()
-
-
-def _build(settings: Settings) -> Embedder:
+def build_embedder(settings: Settings) -> Embedder:
+    """A new embedder for these settings (a local model is loaded now: seconds, CPU-bound)."""
     if settings.embedding_provider == "local":
         return LocalEmbedder(
             settings.embedding_model,
@@ -140,7 +150,7 @@ class _HttpEmbedder:
         self.retries = settings.embedding_retries
         self.retry_backoff_s = settings.embedding_retry_backoff_s
         # One keep-alive client per event loop: a search must not pay a new connection per query,
-        # and a client cannot outlive or cross its loop (the embedder is process-wide, loops are not).
+        # and a client cannot outlive or cross its loop (an embedder may be used from several loops).
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )

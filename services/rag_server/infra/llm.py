@@ -1,4 +1,4 @@
-"""The optional chat LLM, built once per process from settings through LlamaIndex's LLM classes.
+"""The optional chat LLM, built once per Runtime from settings through LlamaIndex's LLM classes.
 
 `llm_provider=none` (the default) means no LLM: chat answers are extractive. Building an LLM never
 contacts the provider, so a wrong URL shows up as an `llm_error` on the first answer, not at start-up.
@@ -6,14 +6,9 @@ contacts the provider, so a wrong URL shows up as an `llm_error` on the first an
 
 from __future__ import annotations
 
-import threading
-
 from llama_index.core.llms import LLM
 
 from rag_server.config import Settings
-
-_cache: dict[tuple[object, ...], LLM] = {}
-_lock = threading.Lock()
 
 
 class LLMConfigError(ValueError):
@@ -24,29 +19,17 @@ def llm_configured(settings: Settings) -> bool:
     return settings.llm_provider != "none"
 
 
-def _cache_key(settings: Settings) -> tuple[object, ...]:
-    return (
-        settings.llm_provider,
-        settings.llm_base_url,
-        settings.llm_model,
-        settings.llm_api_key,
-        settings.llm_timeout_s,
-        settings.llm_max_retries,
-        settings.llm_temperature,
-    )
+def configured_llm(settings: Settings) -> tuple[LLM | None, str | None]:
+    """(the LLM for these settings or None, why it could not be built): never raises.
 
-
-def get_llm(settings: Settings) -> LLM | None:
-    """The LlamaIndex LLM for these settings (cached: its HTTP clients are reused), or None."""
+    Incomplete settings must not stop the server: chat answers extractively and says why.
+    """
     if not llm_configured(settings):
-        return None
-    key = _cache_key(settings)
-    with _lock:
-        llm = _cache.get(key)
-        if llm is None:
-            llm = build_llm(settings)
-            _cache[key] = llm
-        return llm
+        return None, None
+    try:
+        return build_llm(settings), None
+    except Exception as exc:
+        return None, f"The LLM is misconfigured ({exc}); showing the extractive answer."
 
 
 def build_llm(settings: Settings) -> LLM:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import numpy as np
 
@@ -34,17 +34,13 @@ from rag_server.retrieval.vector import vector_leg
 
 T = TypeVar("T")
 
-# The engine is fixed by the migration for the life of a database; read it once per database.
-_engines: dict[str, Bm25Engine] = {}
-
 
 async def bm25_engine(runtime: Runtime) -> Bm25Engine:
-    engine = _engines.get(runtime.database_url)
-    if engine is None:
+    """The engine migration 0002 chose, read once per Runtime (it is fixed for the database's life)."""
+    if runtime.bm25_engine is None:
         async with runtime.pool.acquire() as conn:
-            engine = await read_engine(conn)
-        _engines[runtime.database_url] = engine
-    return engine
+            runtime.bm25_engine = await read_engine(conn)
+    return cast(Bm25Engine, runtime.bm25_engine)
 
 
 async def _timed(timings: dict[str, float], name: str, work: Callable[[], Awaitable[T]]) -> T:

@@ -23,6 +23,7 @@ from llama_index.core.storage.chat_store.base import BaseChatStore
 from pydantic import PrivateAttr
 
 from rag_server.chat import sessions
+from rag_server.infra.database import transaction
 
 T = TypeVar("T")
 
@@ -85,14 +86,14 @@ class PostgresChatStore(BaseChatStore):
     async def async_add_message(self, key: str, message: ChatMessage, **kwargs: Any) -> None:
         session_id = _session_id(key)
         role, content, metadata = _to_row(message)
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with transaction(self._pool) as conn:
             await sessions.ensure_session(conn, session_id)
             await sessions.insert_message(conn, session_id, role, content, metadata)  # type: ignore[arg-type]
 
     async def aset_messages(self, key: str, messages: list[ChatMessage], **kwargs: Any) -> None:
         session_id = _session_id(key)
         rows = [_to_row(m) for m in messages]  # validate all before deleting anything
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with transaction(self._pool) as conn:
             await sessions.ensure_session(conn, session_id)
             await sessions.lock_session(conn, session_id)
             await sessions.delete_messages(conn, session_id)
@@ -116,7 +117,7 @@ class PostgresChatStore(BaseChatStore):
 
     async def _delete(self, key: str, pick: Any) -> list[ChatMessage] | None:
         session_id = _session_id(key)
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with transaction(self._pool) as conn:
             rows = await sessions.raw_messages(conn, session_id)
             chosen = pick(list(rows))
             if not chosen:

@@ -1,0 +1,155 @@
+"""One interface for where a chat session lives: PostgreSQL (stored) or process memory (temporary).
+
+ChatService picks the store once per call and then speaks only this protocol. Both implementations
+raise NotFoundError for an unknown session id and keep history in message order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+from uuid import UUID
+
+import asyncpg
+
+from rag_server.chat import sessions
+from rag_server.chat.models import ChatMessageOut, ChatSession
+from rag_server.retrieval.models import SearchType
+
+
+class SessionStore(Protocol):
+    async def create(
+        self, *, title: str | None, search_type: SearchType, llm_model: str | None
+    ) -> ChatSession:
+        """A new empty session."""
+        ...
+
+    async def get(self, session_id: UUID) -> ChatSession: ...
+
+    async def update(
+        self,
+        session_id: UUID,
+        *,
+        title: str | None,
+        is_archived: bool | None,
+        search_type: SearchType | None,
+    ) -> ChatSession:
+        """Change the given fields (None leaves a field as is)."""
+        ...
+
+    async def delete(self, session_id: UUID) -> None:
+        """The session and its messages."""
+        ...
+
+    async def history(self, session_id: UUID) -> list[ChatMessageOut]:
+        """Every message in order, sources of deleted documents marked where the store can tell."""
+        ...
+
+    async def recent(self, session_id: UUID, *, last: int) -> tuple[ChatSession, list[ChatMessageOut]]:
+        """The session and its `last` messages in order (0: none), what an answer needs."""
+        ...
+
+    async def clear(self, session_id: UUID) -> int:
+        """Delete the messages, keep the session; returns how many there were."""
+        ...
+
+    async def append_exchange(
+        self,
+        session_id: UUID,
+        *,
+        question: str,
+        answer: str,
+        answer_metadata: dict[str, Any],
+        title_if_missing: str | None,
+        create: ChatSession | None = None,
+    ) -> int | None:
+        """Add a question and its answer together; returns the answer's message id (None: no ids).
+
+        `create`: the session does not exist yet and is created with them (POST /query without id).
+        """
+        ...
+
+
+class PostgresSessionStore:
+    """Stored sessions (chat/sessions.py SQL on the runtime's pool)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        # Shielded writes still running after their request was cancelled (kept from the GC).
+        self._pending_writes: set[asyncio.Task[tuple[int, int]]] = set()
+
+    async def drain(self) -> None:
+        """Wait for answer writes that outlived their request, so shutdown loses none of them."""
+        if self._pending_writes:
+            await asyncio.gather(*self._pending_writes, return_exceptions=True)
+
+    async def create(
+        self, *, title: str | None, search_type: SearchType, llm_model: str | None
+    ) -> ChatSession:
+        return await sessions.create_session(
+            self.pool, title=title, search_type=search_type, llm_model=llm_model
+        )
+
+    async def get(self, session_id: UUID) -> ChatSession:
+        return await sessions.get_session(self.pool, session_id)
+
+    async def list_sessions(
+        self, *, limit: int, offset: int, include_archived: bool
+    ) -> tuple[list[ChatSession], int]:
+        """Only stored sessions can be listed (temporary ones belong to one client)."""
+        return await sessions.list_sessions(
+            self.pool, limit=limit, offset=offset, include_archived=include_archived
+        )
+
+    async def update(
+        self,
+        session_id: UUID,
+        *,
+        title: str | None,
+        is_archived: bool | None,
+        search_type: SearchType | None,
+    ) -> ChatSession:
+        return await sessions.update_session(
+            self.pool, session_id, title=title, is_archived=is_archived, search_type=search_type
+        )
+
+    async def delete(self, session_id: UUID) -> None:
+        await sessions.delete_session(self.pool, session_id)
+
+    async def history(self, session_id: UUID) -> list[ChatMessageOut]:
+        return await sessions.list_messages(self.pool, session_id)
+
+    async def recent(self, session_id: UUID, *, last: int) -> tuple[ChatSession, list[ChatMessageOut]]:
+        session = await sessions.get_session(self.pool, session_id)
+        history = await sessions.recent_messages(self.pool, session.id, last=last) if last else []
+        return session, history
+
+    async def clear(self, session_id: UUID) -> int:
+        return await sessions.clear_messages(self.pool, session_id)
+
+    async def append_exchange(
+        self,
+        session_id: UUID,
+        *,
+        question: str,
+        answer: str,
+        answer_metadata: dict[str, Any],
+        title_if_missing: str | None,
+        create: ChatSession | None = None,
+    ) -> int | None:
+        """One transaction under the session row lock, shielded: a cancelled request still completes it."""
+        write = asyncio.create_task(
+            sessions.append_exchange(
+                self.pool,
+                session_id,
+                question=question,
+                answer=answer,
+                answer_metadata=answer_metadata,
+                title_if_missing=title_if_missing,
+                create=create,
+            )
+        )
+        self._pending_writes.add(write)
+        write.add_done_callback(self._pending_writes.discard)
+        _, assistant_id = await asyncio.shield(write)
+        return assistant_id

@@ -1,0 +1,32 @@
+"""An in-process Embedder (the infra.embeddings protocol) for handing to `open_runtime(embedder=...)`.
+
+Vectors are a deterministic function of the text (so search results are stable), and every call is
+recorded, so a test can tell that the runtime used this embedder and not the settings' model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class RecordingEmbedder:
+    dim: int = 384
+    model_name: str = "fake-recording-embedder"
+    calls: list[list[str]] = field(default_factory=list)
+    closed: int = 0
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        rows = []
+        for text in texts:
+            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+            rows.append(np.random.default_rng(seed).standard_normal(self.dim))
+        vectors = np.asarray(rows, dtype=np.float32).reshape(len(texts), self.dim)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+
+    async def aclose(self) -> None:
+        self.closed += 1

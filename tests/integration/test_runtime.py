@@ -1,0 +1,66 @@
+"""open_runtime builds the embedder and LLM from settings, or uses the ones a caller hands in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from rag_server.chat.models import QueryRequest
+from rag_server.chat.service import ChatService
+from rag_server.config import Settings
+from rag_server.infra.embeddings import LazyEmbedder
+from rag_server.infra.llm import build_llm
+from rag_server.infra.runtime import open_runtime
+from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+from rag_server.retrieval.models import SearchRequest
+from rag_server.retrieval.service import search
+from tests.fake_llm import FakeLLM
+from tests.fakes.embedder import RecordingEmbedder
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def fake_llm() -> Iterator[FakeLLM]:
+    fake = FakeLLM().start()
+    yield fake
+    fake.stop()
+
+
+async def test_without_handed_in_services_the_model_stays_unloaded_and_no_llm(settings: Settings) -> None:
+    async with open_runtime(settings, migrate=True) as runtime:
+        assert isinstance(runtime.embedder, LazyEmbedder)
+        assert runtime.embedder.loaded is None  # `rag-server migrate` must not load a model
+        assert runtime.llm is None and runtime.llm_error is None
+
+
+async def test_a_misconfigured_llm_does_not_stop_the_runtime(settings: Settings) -> None:
+    broken = settings.model_copy(update={"llm_provider": "openai", "llm_model": None})
+    async with open_runtime(broken, migrate=False) as runtime:
+        assert runtime.llm is None
+        assert runtime.llm_error is not None and "RAG_LLM_MODEL" in runtime.llm_error
+
+
+async def test_handed_in_embedder_and_llm_are_the_ones_used(settings: Settings, fake_llm: FakeLLM) -> None:
+    embedder = RecordingEmbedder(dim=settings.embedding_dim)
+    llm = build_llm(
+        Settings(
+            llm_provider="openai", llm_base_url=fake_llm.base_url, llm_model="fake-model", llm_max_retries=0
+        )
+    )
+    assert settings.llm_provider == "none"  # the handed-in LLM wins over settings without one
+    async with open_runtime(settings, migrate=True, embedder=embedder, llm=llm) as runtime:
+        assert runtime.embedder is embedder and runtime.llm is llm
+        text = "HNSW is a graph index for approximate nearest neighbour search in pgvector."
+        await ingest_documents_direct(runtime, [DirectDocument("hnsw.txt", text.encode(), {})])
+        assert any(text in t for call in embedder.calls for t in call)  # chunks embedded by it
+
+        result = await search(runtime, SearchRequest(query="graph index", search_type="vector", top_k=1))
+        assert result.results[0].document_name == "hnsw.txt"
+        assert embedder.calls[-1] == ["graph index"]
+
+        answer = await ChatService(runtime).answer(QueryRequest(query="what is HNSW?", search_type="bm25"))
+        assert answer.answer_mode == "llm" and answer.llm_error is None
+        assert "answer" in fake_llm.kinds()
+    assert embedder.closed == 1  # its per-loop clients are released with the runtime
