@@ -60,16 +60,31 @@ def parse_modes(text: str) -> list[SearchType]:
     return [cast(SearchType, m) for m in dict.fromkeys(modes)]
 
 
-def stored_chunk_settings(settings: Settings) -> dict[str, Any]:
-    """Every setting that shapes the stored chunks and their embeddings."""
-    return {
-        "chunk_size": settings.chunk_size,
-        "chunk_overlap": settings.chunk_overlap,
-        "chunk_include_title": settings.chunk_include_title,
-        "embedding_provider": settings.embedding_provider,
-        "embedding_model": settings.embedding_model,
-        "embedding_dim": settings.embedding_dim,
-    }
+# Every setting that shapes the stored chunks and their embeddings (part of the eval database's name).
+STORED_CHUNK_SETTINGS = (
+    "chunk_size",
+    "chunk_overlap",
+    "chunk_include_title",
+    "embedding_provider",
+    "embedding_model",
+    "embedding_dim",
+)
+# Every setting that changes how a stored corpus is searched (recorded with the scores).
+SEARCH_SETTINGS = (
+    "fusion",
+    "rrf_k",
+    "hybrid_alpha",
+    "hybrid_vector_weight",
+    "hybrid_bm25_weight",
+    "bm25_k1",
+    "bm25_b",
+    "hybrid_candidates",
+    "hnsw_ef_search",
+)
+
+
+def pick_settings(settings: Settings, names: Sequence[str]) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in names}
 
 
 def eval_database_name(dataset: Path, settings: Settings) -> str:
@@ -78,7 +93,7 @@ def eval_database_name(dataset: Path, settings: Settings) -> str:
         "format": EVAL_FORMAT,
         "dataset": str(dataset.resolve()),
         "corpus_sha256": corpus_fingerprint(dataset),
-        **stored_chunk_settings(settings),
+        **pick_settings(settings, STORED_CHUNK_SETTINGS),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return f"eval_{digest[:12]}"
@@ -303,30 +318,15 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
             "reused_database": reused,
             "top_k": options.top_k,
             "max_queries": options.max_queries,
-            **stored_chunk_settings(settings),
+            **pick_settings(settings, STORED_CHUNK_SETTINGS),
             "bm25_engine": bm25_engine,
-            **search_settings(settings),
+            **pick_settings(settings, SEARCH_SETTINGS),
         },
         "modes": modes,
         "peers": peer_results,
     }
     write_outputs(result, options)
     return result
-
-
-def search_settings(settings: Settings) -> dict[str, Any]:
-    """Every setting that changes how a stored corpus is searched (recorded with the scores)."""
-    return {
-        "fusion": settings.fusion,
-        "rrf_k": settings.rrf_k,
-        "hybrid_alpha": settings.hybrid_alpha,
-        "hybrid_vector_weight": settings.hybrid_vector_weight,
-        "hybrid_bm25_weight": settings.hybrid_bm25_weight,
-        "bm25_k1": settings.bm25_k1,
-        "bm25_b": settings.bm25_b,
-        "hybrid_candidates": settings.hybrid_candidates,
-        "hnsw_ef_search": settings.hnsw_ef_search,
-    }
 
 
 def write_outputs(result: dict[str, Any], options: EvalOptions) -> None:
