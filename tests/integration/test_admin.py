@@ -22,6 +22,9 @@ async def test_create_exists_drop_with_a_name_that_needs_quoting(pg_server: str)
     assert not await admin.database_exists(pg_server, name)
     url = await admin.create_database(pg_server, name)
     assert await admin.database_exists(pg_server, name)
+    # The prefix is literal: '_' and '%' are not LIKE wildcards here.
+    assert await admin.list_databases(pg_server, name[:12]) == [name]
+    assert await admin.list_databases(pg_server, name[:4] + "%") == []
     conn = await asyncpg.connect(url)  # held open: the drop must end it (WITH (FORCE))
     try:
         assert await conn.fetchval("SELECT current_database()") == name

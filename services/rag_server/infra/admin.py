@@ -48,6 +48,15 @@ async def database_exists(server_url: str, name: str) -> bool:
         return bool(await server.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
 
 
+async def list_databases(server_url: str, prefix: str = "") -> list[str]:
+    """Names of the databases on the server that start with `prefix` (taken literally), sorted."""
+    async with connection(server_url) as server:
+        rows = await server.fetch(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY datname", prefix
+        )
+    return [row["datname"] for row in rows]
+
+
 async def create_database(server_url: str, name: str) -> str:
     """Create an empty database `name` on the server; returns its URL."""
     quoted = quote_ident(name)
