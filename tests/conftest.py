@@ -11,11 +11,10 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from rag_server.config import Settings
-from rag_server.infra.database import with_database
+from rag_server.infra import admin
 from rag_server.infra.embedded_postgres import EmbeddedPostgres, ensure_embedded_postgres
 from rag_server.infra.runtime import Runtime, open_runtime
 
@@ -40,13 +39,7 @@ def pg_server() -> Iterator[str]:
 
 async def create_database(server_url: str, prefix: str = "t") -> str:
     """A new empty database on the test server; returns its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return with_database(server_url, name)
+    return await admin.create_database(server_url, f"{prefix}_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import asyncpg
 import numpy as np
 import pytest
 
+from rag_server.infra.admin import get_meta
 from rag_server.infra.runtime import Runtime
 from rag_server.retrieval import bm25_native
 from rag_server.retrieval.bm25 import bm25_leg
@@ -216,7 +217,7 @@ QUERIES = [
 
 
 async def test_engine_is_native_and_reported(runtime: Runtime) -> None:
-    engine = await runtime.pool.fetchval("SELECT value FROM app_meta WHERE key = 'bm25_engine'")
+    engine = await get_meta(runtime.pool, "bm25_engine")
     assert engine == "native"
 
 

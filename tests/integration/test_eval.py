@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from rag_server.config import Settings
 from rag_server.evaluation.runner import INGEST_MARKER, EvalOptions, eval_database_name, run_eval
+from rag_server.infra import admin
 from rag_server.infra.database import with_database
 
 pytestmark = pytest.mark.integration
@@ -96,11 +96,8 @@ def check_result(result: dict[str, Any], *, reused: bool, peers: bool) -> None:
 
 
 async def marker(url: str) -> Any:
-    conn = await asyncpg.connect(url)
-    try:
-        return await conn.fetchval("SELECT value::text FROM app_meta WHERE key = $1", INGEST_MARKER)
-    finally:
-        await conn.close()
+    async with admin.connection(url) as conn:
+        return await admin.get_meta(conn, INGEST_MARKER)
 
 
 async def test_eval_builds_reuses_and_rebuilds(
@@ -133,11 +130,8 @@ async def test_eval_builds_reuses_and_rebuilds(
     assert await marker(eval_url) != built_at
 
     # An ingestion that never wrote its completion marker (killed half-way) is rebuilt, not reused.
-    conn = await asyncpg.connect(eval_url)
-    try:
-        await conn.execute("DELETE FROM app_meta WHERE key = $1", INGEST_MARKER)
-    finally:
-        await conn.close()
+    async with admin.connection(eval_url) as conn:
+        assert await admin.delete_meta(conn, INGEST_MARKER)
     rebuilt = await run_eval(settings, EvalOptions(dataset=dataset, max_queries=2, quiet=True))
     assert rebuilt["settings"]["reused_database"] is False
     assert rebuilt["queries"] == 2

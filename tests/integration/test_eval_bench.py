@@ -12,9 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import asyncpg
 import pytest
 
+from rag_server.infra import admin
 from rag_server.infra.database import with_database
 from tests.integration.test_eval import make_dataset
 
@@ -65,23 +65,11 @@ async def test_bench_search_loads_synthetic_chunks_once(
     assert "hybrid" in proc.stdout and "QPS" in proc.stdout
 
     # The synthetic chunks are BM25-indexed like ingested ones (the statement triggers fired).
-    server = await asyncpg.connect(pg_server)
-    try:
-        names = [
-            r[0]
-            for r in await server.fetch(
-                "SELECT datname FROM pg_database WHERE datname LIKE 'bench_search_300_%'"
-            )
-        ]
-    finally:
-        await server.close()
+    names = await admin.list_databases(pg_server, "bench_search_300_")
     assert len(names) == 1
-    conn = await asyncpg.connect(with_database(pg_server, names[0]))
-    try:
+    async with admin.connection(with_database(pg_server, names[0])) as conn:
         assert await conn.fetchval("SELECT count(*) FROM documents") == 30
         assert await conn.fetchval("SELECT count(DISTINCT chunk_id) FROM bm25_postings") == 300
-    finally:
-        await conn.close()
 
     again = run_cli([*args, "--clients", "1"], database_url, data_dir)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from rag_server.config import Settings
+from rag_server.infra.admin import get_meta
 from rag_server.infra.capabilities import SchemaMismatchError, capability_report
 from rag_server.infra.migrations import current_revision, upgrade_to_head
 from rag_server.infra.runtime import Runtime, open_runtime
@@ -70,7 +71,7 @@ async def test_rerunning_migrations_is_a_no_op(runtime: Runtime) -> None:
     assert before == after is not None
     async with runtime.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM pgmq.meta") == 1
-        assert await conn.fetchval("SELECT count(*) FROM app_meta WHERE key = 'embedding_model'") == 1
+        assert await get_meta(conn, "embedding_model") == runtime.settings.embedding_model
 
 
 async def test_capability_report_lists_extensions_and_engine(runtime: Runtime) -> None:
@@ -95,7 +96,7 @@ async def test_pgmq_sql_is_not_run_again_on_a_database_that_has_it(pg_server: st
         await conn.execute(get_embedded_install_sql())
         settings = Settings(database_url=url, data_dir=tmp_path)
         await asyncio.to_thread(upgrade_to_head, url, settings)
-        install = await conn.fetchval("SELECT value #>> '{}' FROM app_meta WHERE key = 'pgmq_install'")
+        install = await get_meta(conn, "pgmq_install")
         assert install == "sql (pre-existing)"
         assert await conn.fetchval("SELECT count(*) FROM pgmq.meta WHERE queue_name = 'ingest'") == 1
     finally:
@@ -125,7 +126,7 @@ async def test_concurrent_migrate_from_two_processes(pg_server: str, tmp_path: P
     try:
         assert await conn.fetchval("SELECT count(*) FROM alembic_version") == 1
         assert await conn.fetchval("SELECT count(*) FROM pgmq.meta") == 1
-        assert await conn.fetchval("SELECT count(*) FROM app_meta WHERE key = 'embedding_dim'") == 1
+        assert await get_meta(conn, "embedding_dim") == 384
     finally:
         await conn.close()
 

@@ -13,8 +13,6 @@ size; the best of these measurements is the ceiling and pipeline chunks/s divide
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import sys
 import tempfile
 import time
@@ -24,14 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 
 from rag_server.config import Settings
 from rag_server.evaluation.beir import BeirDocument, load_beir
+from rag_server.evaluation.bench_report import machine_load
 from rag_server.evaluation.processes import Child, child_env, start_server, start_worker
-from rag_server.evaluation.progress import Progress
-from rag_server.infra.database import resolve_database_url, with_database
+from rag_server.evaluation.progress import progress_bar
+from rag_server.evaluation.report import write_json
+from rag_server.infra import admin
+from rag_server.infra.database import resolve_database_url
 
 # The ceiling is measured on an evenly spaced sample of at most this many of the run's chunk texts.
 RAW_SAMPLE = 1_500
@@ -54,29 +54,10 @@ def write_files(documents: Sequence[BeirDocument], folder: Path) -> list[Path]:
     return paths
 
 
-async def _create_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
-async def _drop_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 async def _chunk_stats(url: str) -> tuple[int, int, list[str]]:
-    conn = await asyncpg.connect(url)
-    try:
+    async with admin.connection(url) as conn:
         failed = await conn.fetchval("SELECT count(*) FROM documents WHERE status <> 'ready'")
         texts = [r[0] for r in await conn.fetch("SELECT search_text FROM chunks ORDER BY id")]
-    finally:
-        await conn.close()
     return len(texts), int(failed), texts
 
 
@@ -105,7 +86,7 @@ def upload_and_wait(base_url: str, paths: Sequence[Path], per_upload: int) -> li
                 raise RuntimeError(f"upload failed: HTTP {response.status_code} {response.text[:300]}")
             batch_ids.append(response.json()["batch_id"])
         statuses: dict[str, dict[str, Any]] = {}
-        with Progress("ingesting (API)", len(paths)) as bar:
+        with progress_bar("ingesting (API)", len(paths)) as bar:
             while len(statuses) < len(batch_ids):
                 pending_done = 0
                 for batch_id in batch_ids:
@@ -118,7 +99,7 @@ def upload_and_wait(base_url: str, paths: Sequence[Path], per_upload: int) -> li
                         counts = status["counts"]
                         pending_done += counts["completed"] + counts["failed"] + counts["duplicate"]
                 done = pending_done + sum(s["total"] for s in statuses.values())
-                bar.advance(done - bar.done)
+                bar.update(done - bar.n)
                 if len(statuses) < len(batch_ids):
                     time.sleep(0.5)
     return list(statuses.values())
@@ -128,8 +109,7 @@ def one_run(
     settings: Settings, server_url: str, paths: Sequence[Path], workers: int, tmp: Path
 ) -> tuple[dict[str, Any], list[str]]:
     name = f"bench_ingest_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_create_database(server_url, name))
-    url = with_database(server_url, name)
+    url = asyncio.run(admin.create_database(server_url, name))
     env = child_env(url, settings.data_dir, RAG_WORKER_CONCURRENCY="1")
     children: list[Child] = []
     try:
@@ -148,7 +128,7 @@ def one_run(
     finally:
         for child in children:
             child.stop()
-        asyncio.run(_drop_database(server_url, name))
+        asyncio.run(admin.drop_database(server_url, name))
     run = {
         "workers": workers,
         "documents": len(paths),
@@ -185,7 +165,7 @@ def raw_embedding(settings: Settings, texts: list[str]) -> dict[str, Any]:
 
 
 def run_bench_ingest(settings: Settings, options: BenchIngestOptions) -> dict[str, Any]:
-    load_at_start = round(os.getloadavg()[0], 2)
+    load = machine_load()
     dataset = load_beir(options.dataset)
     documents = list(dataset.corpus.values())[: options.limit]
     server_url = resolve_database_url(settings)
@@ -215,9 +195,7 @@ def run_bench_ingest(settings: Settings, options: BenchIngestOptions) -> dict[st
     for run in runs:
         run["ratio_to_raw"] = round(run["chunks_per_s"] / raw["chunks_per_s"], 3)
     result = {
-        # Other processes on the machine change every number here: record how busy it was.
-        "load_avg_1m_at_start": load_at_start,
-        "cpu_count": os.cpu_count(),
+        **load,
         "dataset": dataset.name,
         "documents": len(documents),
         "embedding_model": settings.embedding_model,
@@ -226,7 +204,5 @@ def run_bench_ingest(settings: Settings, options: BenchIngestOptions) -> dict[st
         "raw": raw,
         "runs": runs,
     }
-    if options.json_path is not None:
-        options.json_path.parent.mkdir(parents=True, exist_ok=True)
-        options.json_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(options.json_path, result)
     return result

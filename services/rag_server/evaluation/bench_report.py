@@ -1,8 +1,14 @@
-"""Terminal tables for `rag-server bench search` and `rag-server bench ingest`."""
+"""Terminal tables for `rag-server bench search` and `rag-server bench ingest`, and the machine's load."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+
+def machine_load() -> dict[str, Any]:
+    """How busy the machine was when a bench started: other processes change every number."""
+    return {"load_avg_1m_at_start": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count()}
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

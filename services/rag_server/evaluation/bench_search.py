@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -26,9 +25,12 @@ import numpy as np
 
 from rag_server.config import Settings
 from rag_server.evaluation.beir import BeirDataset, load_beir
+from rag_server.evaluation.bench_report import machine_load
 from rag_server.evaluation.metrics import percentiles
 from rag_server.evaluation.processes import child_env, start_server
-from rag_server.evaluation.progress import Progress
+from rag_server.evaluation.progress import progress_bar
+from rag_server.evaluation.report import write_json
+from rag_server.infra import admin
 from rag_server.infra.database import resolve_database_url, with_database
 
 POOL_SIZE = 1_000  # real passages embedded with the real model; the rest is mixed from them
@@ -62,23 +64,14 @@ async def prepare_bench_database(settings: Settings, dataset: BeirDataset, scale
     server_url = await asyncio.to_thread(resolve_database_url, settings)
     name = bench_database_name(settings, dataset.root, scale)
     url = with_database(server_url, name)
-    server = await asyncpg.connect(server_url)
-    try:
-        exists = await server.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
-        if exists:
-            conn = await asyncpg.connect(url)
-            try:
-                has_meta = await conn.fetchval("SELECT to_regclass('app_meta') IS NOT NULL")
-                loaded = has_meta and await synthetic.synthetic_count(conn) == scale
-            finally:
-                await conn.close()
-            if loaded:
-                print(f"bench database {name}: {scale} synthetic chunks (reused)", file=sys.stderr)
-                return url, 0.0
-            await server.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # partial load: rebuild
-        await server.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await server.close()
+
+    async def loaded(conn: asyncpg.Connection) -> bool:
+        # A partial load (no marker, or another scale) is rebuilt.
+        return await admin.has_app_meta(conn) and await synthetic.synthetic_count(conn) == scale
+
+    if await admin.reuse_or_recreate(server_url, name, loaded):
+        print(f"bench database {name}: {scale} synthetic chunks (reused)", file=sys.stderr)
+        return url, 0.0
 
     started = time.perf_counter()
     bench_settings = settings.model_copy(update={"database_url": url})
@@ -88,8 +81,8 @@ async def prepare_bench_database(settings: Settings, dataset: BeirDataset, scale
         pool_vectors = await runtime.embedder.embed(pool)
         texts, vectors = synthetic.synthesize(pool, pool_vectors, scale)
         async with runtime.pool.acquire() as conn:
-            with Progress("loading synthetic", scale) as bar:
-                await synthetic.insert_synthetic(conn, texts, vectors, bar.advance)
+            with progress_bar("loading synthetic", scale) as bar:
+                await synthetic.insert_synthetic(conn, texts, vectors, bar.update)
             # VACUUM too: sets the visibility map and keeps autovacuum from running during the timing.
             await conn.execute("VACUUM ANALYZE")
             await synthetic.mark_loaded(conn, scale, len(pool))
@@ -139,9 +132,7 @@ async def run_bench_search(settings: Settings, options: BenchSearchOptions) -> d
     dataset = await asyncio.to_thread(load_beir, options.dataset)
     queries = [dataset.queries[q] for q in dataset.test_query_ids()] or list(dataset.queries.values())
     result: dict[str, Any] = {
-        # Other processes on the machine change every number here: record how busy it was.
-        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
-        "cpu_count": os.cpu_count(),
+        **machine_load(),
         "url": options.url,
         "scale": None if options.url else options.scale,
         "top_k": options.top_k,
@@ -171,11 +162,8 @@ async def run_bench_search(settings: Settings, options: BenchSearchOptions) -> d
     else:
         url, build_s = await prepare_bench_database(settings, dataset, options.scale)
         result["build_s"] = round(build_s, 1)
-        conn = await asyncpg.connect(url)
-        try:
+        async with admin.connection(url) as conn:
             result["chunks"] = await conn.fetchval("SELECT count(*) FROM chunks")
-        finally:
-            await conn.close()
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             env = child_env(url, settings.data_dir)
             server = await asyncio.to_thread(start_server, env, Path(tmp) / "server.log")
@@ -184,7 +172,5 @@ async def run_bench_search(settings: Settings, options: BenchSearchOptions) -> d
                 await measure(server.base_url)
             finally:
                 await asyncio.to_thread(server.stop)
-    if options.json_path is not None:
-        options.json_path.parent.mkdir(parents=True, exist_ok=True)
-        options.json_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(options.json_path, result)
     return result

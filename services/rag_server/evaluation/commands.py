@@ -60,7 +60,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
 def _require_eval_extra() -> None:
     missing = []
-    for module in ("bm25s", "Stemmer", "matplotlib"):
+    for module in ("bm25s", "Stemmer", "matplotlib", "llama_index.vector_stores.postgres"):
         try:
             __import__(module)
         except ImportError:

@@ -20,6 +20,7 @@ import numpy as np
 
 from rag_server.evaluation.beir import BeirDocument
 from rag_server.evaluation.metrics import fold_to_documents
+from rag_server.infra import admin
 from rag_server.infra.database import plain_url, sqlalchemy_url
 
 PEER_NOTES = {
@@ -31,6 +32,8 @@ PEER_NOTES = {
 
 LLAMAINDEX_TABLE = "peer_li"  # PGVectorStore prefixes it: the table is data_peer_li
 LLAMAINDEX_MARKER = "eval_peer_llamaindex"
+# The peer's package comes with the eval extra only; imported when the peer is built.
+LLAMAINDEX_PACKAGE = "llama-index-vector-stores-postgres"
 
 # (ranked BEIR document ids, latency in ms) for one query
 PeerResult = tuple[list[str], float]
@@ -78,7 +81,13 @@ class LlamaIndexHybridPeer:
     name = "llamaindex_hybrid"
 
     def __init__(self, database_url: str, embed_dim: int, ef_search: int) -> None:
-        from llama_index.vector_stores.postgres import PGVectorStore
+        try:
+            from llama_index.vector_stores.postgres import PGVectorStore
+        except ImportError as exc:
+            raise ImportError(
+                f"the llamaindex_hybrid peer needs {LLAMAINDEX_PACKAGE} (the eval extra): "
+                "pip install -e '.[eval]'"
+            ) from exc
 
         sync_url, async_url = llamaindex_urls(database_url)
         self.store = PGVectorStore.from_params(
@@ -138,23 +147,18 @@ class LlamaIndexHybridPeer:
 
 
 async def llamaindex_ready(conn: asyncpg.Connection, chunks: int) -> bool:
-    marker = await conn.fetchval("SELECT value FROM app_meta WHERE key = $1", LLAMAINDEX_MARKER)
+    marker = await admin.get_meta(conn, LLAMAINDEX_MARKER)
     return isinstance(marker, dict) and marker.get("chunks") == chunks
 
 
 async def reset_llamaindex(conn: asyncpg.Connection) -> None:
     # An interrupted fill leaves a partial table: never reuse it.
-    await conn.execute("DELETE FROM app_meta WHERE key = $1", LLAMAINDEX_MARKER)
-    await conn.execute(f"DROP TABLE IF EXISTS data_{LLAMAINDEX_TABLE}")
+    await admin.delete_meta(conn, LLAMAINDEX_MARKER)
+    await conn.execute(f"DROP TABLE IF EXISTS {admin.quote_ident('data_' + LLAMAINDEX_TABLE)}")
 
 
 async def mark_llamaindex_ready(conn: asyncpg.Connection, chunks: int) -> None:
-    await conn.execute(
-        "INSERT INTO app_meta (key, value) VALUES ($1, $2) "
-        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-        LLAMAINDEX_MARKER,
-        {"chunks": chunks, "table": f"data_{LLAMAINDEX_TABLE}"},
-    )
+    await admin.set_meta(conn, LLAMAINDEX_MARKER, {"chunks": chunks, "table": f"data_{LLAMAINDEX_TABLE}"})
 
 
 async def read_chunks_for_peer(conn: asyncpg.Connection) -> list[tuple[int, str, np.ndarray, str]]:

@@ -1,51 +1,55 @@
-"""A dependency-free progress bar on stderr (redraws at most ~10 times a second)."""
+"""Progress bars for eval and bench: tqdm on stderr, the library `rag-server ingest` draws with.
+
+On a terminal the bar redraws in place. Piped into a log, tqdm would put every redraw behind a
+carriage return on one endless line; there each redraw becomes a plain line instead, at most one
+every LOG_INTERVAL_S (and the final count), so a log stays readable and short.
+"""
 
 from __future__ import annotations
 
 import sys
-import time
-from types import TracebackType
 from typing import TextIO
 
+from tqdm import tqdm
 
-class Progress:
-    def __init__(self, label: str, total: int, stream: TextIO | None = None, width: int = 30) -> None:
-        self.label = label
-        self.total = max(total, 0)
-        self.done = 0
-        self.stream = stream or sys.stderr
-        self.width = width
-        self._started = time.perf_counter()
-        self._last_draw = 0.0
+LOG_INTERVAL_S = 10.0
 
-    def advance(self, n: int = 1) -> None:
-        self.done = min(self.done + n, self.total) if self.total else self.done + n
-        now = time.perf_counter()
-        if now - self._last_draw >= 0.1 or self.done >= self.total:
-            self._last_draw = now
-            self._draw()
 
-    def _draw(self) -> None:
-        frac = self.done / self.total if self.total else 1.0
-        filled = int(frac * self.width)
-        elapsed = time.perf_counter() - self._started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        bar = "#" * filled + "-" * (self.width - filled)
-        self.stream.write(
-            f"\r{self.label:<22} [{bar}] {self.done}/{self.total} {frac:6.1%} {rate:8.1f}/s {elapsed:6.1f}s"
-        )
-        self.stream.flush()
+class _LogLines:
+    """A file for tqdm that turns each '\\r'-prefixed redraw into one line of its own (None: drops it)."""
 
-    def close(self) -> None:
-        self._draw()
-        self.stream.write("\n")
-        self.stream.flush()
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+        self._last = ""
 
-    def __enter__(self) -> Progress:
-        self._draw()
-        return self
+    def write(self, text: str) -> int:
+        line = text.replace("\r", "").rstrip()
+        # close() redraws a bar that already reached 100%: one such line is enough.
+        finished_again = "100%" in line and line.split("[")[0] == self._last.split("[")[0]
+        if self._stream is not None and line and not finished_again:
+            self._stream.write(line + "\n")
+            self._last = line
+        return len(text)
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+    def flush(self) -> None:
+        if self._stream is not None:
+            self._stream.flush()
+
+
+def progress_bar(desc: str, total: int, quiet: bool = False, stream: TextIO | None = None) -> tqdm:
+    """A tqdm bar for `total` steps (`bar.update(n)`), silent when `quiet`.
+
+    Quiet bars still count (`bar.n`): tqdm's own disable=True would freeze it at 0, and callers
+    compute their next step from it.
+    """
+    out = stream if stream is not None else sys.stderr
+    if out.isatty() and not quiet:
+        return tqdm(total=total, desc=desc, file=out, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        desc=desc,
+        file=_LogLines(None if quiet else out),
+        mininterval=LOG_INTERVAL_S,
+        ncols=100,
+        ascii=True,
+    )

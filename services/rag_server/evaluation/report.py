@@ -1,7 +1,9 @@
-"""Result tables for the terminal and Markdown, and the PNG bar chart of nDCG@10 / Recall@100."""
+"""Result tables for the terminal and Markdown, the PNG bar chart of nDCG@10 / Recall@100, and
+the JSON file every eval and bench command can write."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,13 @@ def markdown_table(result: dict[str, Any]) -> str:
     for label, scores in result_rows(result):
         lines.append("| " + " | ".join([label, *_cells(scores)]) + " |")
     return "\n".join(lines)
+
+
+def write_json(path: Path | None, result: dict[str, Any]) -> None:
+    """`result` as indented JSON at `path` (folders created); nothing when path is None."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def write_chart(result: dict[str, Any], path: Path) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -22,9 +23,11 @@ from rag_server.config import Settings
 from rag_server.evaluation import report
 from rag_server.evaluation.beir import BeirDataset, corpus_fingerprint, load_beir
 from rag_server.evaluation.metrics import evaluate, fold_to_documents, latency_summary
-from rag_server.evaluation.progress import Progress
+from rag_server.evaluation.progress import progress_bar
+from rag_server.infra import admin
 from rag_server.infra.database import resolve_database_url, with_database
 from rag_server.infra.runtime import Runtime, open_runtime
+from rag_server.retrieval.bm25 import read_engine
 from rag_server.retrieval.models import SearchType
 
 MODES: tuple[SearchType, ...] = ("bm25", "vector", "hybrid")
@@ -57,16 +60,31 @@ def parse_modes(text: str) -> list[SearchType]:
     return [cast(SearchType, m) for m in dict.fromkeys(modes)]
 
 
-def stored_chunk_settings(settings: Settings) -> dict[str, Any]:
-    """Every setting that shapes the stored chunks and their embeddings."""
-    return {
-        "chunk_size": settings.chunk_size,
-        "chunk_overlap": settings.chunk_overlap,
-        "chunk_include_title": settings.chunk_include_title,
-        "embedding_provider": settings.embedding_provider,
-        "embedding_model": settings.embedding_model,
-        "embedding_dim": settings.embedding_dim,
-    }
+# Every setting that shapes the stored chunks and their embeddings (part of the eval database's name).
+STORED_CHUNK_SETTINGS = (
+    "chunk_size",
+    "chunk_overlap",
+    "chunk_include_title",
+    "embedding_provider",
+    "embedding_model",
+    "embedding_dim",
+)
+# Every setting that changes how a stored corpus is searched (recorded with the scores).
+SEARCH_SETTINGS = (
+    "fusion",
+    "rrf_k",
+    "hybrid_alpha",
+    "hybrid_vector_weight",
+    "hybrid_bm25_weight",
+    "bm25_k1",
+    "bm25_b",
+    "hybrid_candidates",
+    "hnsw_ef_search",
+)
+
+
+def pick_settings(settings: Settings, names: Sequence[str]) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in names}
 
 
 def eval_database_name(dataset: Path, settings: Settings) -> str:
@@ -75,42 +93,28 @@ def eval_database_name(dataset: Path, settings: Settings) -> str:
         "format": EVAL_FORMAT,
         "dataset": str(dataset.resolve()),
         "corpus_sha256": corpus_fingerprint(dataset),
-        **stored_chunk_settings(settings),
+        **pick_settings(settings, STORED_CHUNK_SETTINGS),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return f"eval_{digest[:12]}"
 
 
-async def _database_exists(server: asyncpg.Connection, name: str) -> bool:
-    return bool(await server.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
-
-
-async def _ingest_complete(url: str, documents: int) -> bool:
-    conn = await asyncpg.connect(url)
-    try:
-        if not await conn.fetchval("SELECT to_regclass('app_meta') IS NOT NULL"):
+def _ingest_complete(documents: int) -> Callable[[asyncpg.Connection], Awaitable[bool]]:
+    async def complete(conn: asyncpg.Connection) -> bool:
+        if not await admin.has_app_meta(conn):
             return False
-        raw = await conn.fetchval("SELECT value::text FROM app_meta WHERE key = $1", INGEST_MARKER)
-    finally:
-        await conn.close()
-    return raw is not None and json.loads(raw).get("documents") == documents
+        marker = await admin.get_meta(conn, INGEST_MARKER)
+        return isinstance(marker, dict) and marker.get("documents") == documents
+
+    return complete
 
 
 async def prepare_database(server_url: str, name: str, documents: int, fresh: bool) -> bool:
-    """Create the eval database if needed; True when a complete earlier ingestion can be reused."""
-    url = with_database(server_url, name)
-    server = await asyncpg.connect(server_url)
-    try:
-        exists = await _database_exists(server, name)
-        if exists and not fresh and await _ingest_complete(url, documents):
-            return True
-        if exists:
-            # --fresh, or an interrupted/partial ingestion: never score against half a corpus.
-            await server.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await server.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await server.close()
-    return False
+    """Create the eval database if needed; True when a complete earlier ingestion can be reused.
+
+    --fresh, or an interrupted/partial ingestion, rebuilds it: never score against half a corpus.
+    """
+    return await admin.reuse_or_recreate(server_url, name, _ingest_complete(documents), fresh)
 
 
 async def ingest_corpus(runtime: Runtime, dataset: BeirDataset, quiet: bool) -> None:
@@ -118,7 +122,7 @@ async def ingest_corpus(runtime: Runtime, dataset: BeirDataset, quiet: bool) -> 
 
     docs = list(dataset.corpus.values())
     stored_ids: list[str] = []
-    with Progress("ingesting documents", len(docs), stream=_stream(quiet)) as bar:
+    with progress_bar("ingesting documents", len(docs), quiet) as bar:
         for start in range(0, len(docs), INGEST_BATCH):
             batch = [
                 DirectDocument(
@@ -128,14 +132,14 @@ async def ingest_corpus(runtime: Runtime, dataset: BeirDataset, quiet: bool) -> 
                 )
                 for doc in docs[start : start + INGEST_BATCH]
             ]
-            base = bar.done
+            base = bar.n
 
             def advance(done_in_batch: int, base: int = base) -> None:
-                bar.advance(base + done_in_batch - bar.done)
+                bar.update(base + done_in_batch - bar.n)
 
             ids = await ingest_documents_direct(runtime, batch, progress=advance)
             stored_ids += [str(i) for i in ids]
-            bar.advance(base + len(batch) - bar.done)
+            bar.update(base + len(batch) - bar.n)
     # Identical bytes are stored once (dedup by sha256): remember every BEIR id of such a document.
     aliases: dict[str, list[str]] = {}
     for doc, stored in zip(docs, stored_ids, strict=True):
@@ -145,9 +149,8 @@ async def ingest_corpus(runtime: Runtime, dataset: BeirDataset, quiet: bool) -> 
         failed = await conn.fetchval("SELECT count(*) FROM documents WHERE status <> 'ready'")
         chunks = await conn.fetchval("SELECT count(*) FROM chunks")
         # Written last: only a finished ingestion is ever reused.
-        await conn.execute(
-            "INSERT INTO app_meta (key, value) VALUES ($1, $2) "
-            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+        await admin.set_meta(
+            conn,
             INGEST_MARKER,
             {
                 "documents": len(docs),
@@ -160,18 +163,10 @@ async def ingest_corpus(runtime: Runtime, dataset: BeirDataset, quiet: bool) -> 
         )
 
 
-def _stream(quiet: bool) -> Any:
-    import io
-    import sys
-
-    return io.StringIO() if quiet else sys.stderr
-
-
 async def _document_ids(runtime: Runtime) -> dict[str, list[str]]:
     """Stored document id -> the BEIR ids it stands for (more than one only for identical documents)."""
-    async with runtime.pool.acquire() as conn:
-        rows = await conn.fetch("SELECT id, metadata->>'beir_id' AS beir_id FROM documents")
-        marker = await conn.fetchval("SELECT value FROM app_meta WHERE key = $1", INGEST_MARKER)
+    rows = await runtime.pool.fetch("SELECT id, metadata->>'beir_id' AS beir_id FROM documents")
+    marker = await admin.get_meta(runtime.pool, INGEST_MARKER)
     mapping = {str(r["id"]): [r["beir_id"]] for r in rows}
     mapping.update(marker.get("duplicates", {}) if isinstance(marker, dict) else {})
     return mapping
@@ -192,7 +187,7 @@ async def run_mode(
     latencies: list[float] = []
     # One untimed query first: the first call pays for connection warm-up and lazy imports.
     await search(runtime, SearchRequest(query=queries[0][1], top_k=top_k, search_type=mode))
-    with Progress(f"querying {mode}", len(queries), stream=_stream(quiet)) as bar:
+    with progress_bar(f"querying {mode}", len(queries), quiet) as bar:
         for qid, text in queries:
             started = time.perf_counter()
             response = await search(runtime, SearchRequest(query=text, top_k=top_k, search_type=mode))
@@ -200,7 +195,7 @@ async def run_mode(
             run[qid] = fold_to_documents(
                 [beir for hit in response.results for beir in doc_ids[str(hit.document_id)]]
             )
-            bar.advance()
+            bar.update()
     return run, latencies
 
 
@@ -221,11 +216,11 @@ async def run_peers(
     bm25 = await asyncio.to_thread(peers.Bm25sPeer, list(dataset.corpus.values()))
     run: dict[str, list[str]] = {}
     latencies: list[float] = []
-    with Progress("querying peer bm25s", len(queries), stream=_stream(quiet)) as bar:
+    with progress_bar("querying peer bm25s", len(queries), quiet) as bar:
         for qid, text in queries:
             run[qid], ms = bm25.search(text, top_k)
             latencies.append(ms)
-            bar.advance()
+            bar.update()
     results[bm25.name] = {**evaluate(run, qrels), "latency_ms": latency_summary(latencies)}
 
     li = peers.LlamaIndexHybridPeer(
@@ -238,58 +233,75 @@ async def run_peers(
                 await peers.reset_llamaindex(conn)
                 rows = await peers.read_chunks_for_peer(conn)
         if not ready:
-            with Progress("filling peer llamaindex", len(rows), stream=_stream(quiet)) as bar:
-                await asyncio.to_thread(li.fill, rows, bar.advance)
+            with progress_bar("filling peer llamaindex", len(rows), quiet) as bar:
+                await asyncio.to_thread(li.fill, rows, bar.update)
             async with runtime.pool.acquire() as conn:
                 await peers.mark_llamaindex_ready(conn, chunks)
         embedder = runtime.embedder
         run, latencies = {}, []
         await asyncio.to_thread(li.search, queries[0][1], (await embedder.embed([queries[0][1]]))[0], top_k)
-        with Progress("querying peer llamaindex", len(queries), stream=_stream(quiet)) as bar:
+        with progress_bar("querying peer llamaindex", len(queries), quiet) as bar:
             for qid, text in queries:
                 started = time.perf_counter()
                 vector = (await embedder.embed([text]))[0]
                 run[qid] = await asyncio.to_thread(li.search, text, vector, top_k)
                 latencies.append((time.perf_counter() - started) * 1000)
-                bar.advance()
+                bar.update()
         results[li.name] = {**evaluate(run, qrels), "latency_ms": latency_summary(latencies)}
     finally:
         li.close()
     return results
 
 
-async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
-    if not 1 <= options.top_k <= 100:
-        raise ValueError("--top-k must be between 1 and 100")
-    dataset = await asyncio.to_thread(load_beir, options.dataset)
+def select_queries(
+    dataset: BeirDataset, options: EvalOptions
+) -> tuple[list[tuple[str, str]], dict[str, dict[str, int]]]:
+    """(query id, text) pairs to run and their relevance judgements."""
     qids = dataset.test_query_ids()
     if options.max_queries is not None:
         qids = qids[: options.max_queries]
     if not qids:
         raise ValueError(f"{options.dataset}: no test query has both a text and relevance judgements")
-    queries = [(qid, dataset.queries[qid]) for qid in qids]
-    qrels = {qid: dict(dataset.qrels[qid]) for qid in qids}
+    return [(qid, dataset.queries[qid]) for qid in qids], {qid: dict(dataset.qrels[qid]) for qid in qids}
+
+
+async def score_modes(
+    runtime: Runtime,
+    queries: Sequence[tuple[str, str]],
+    qrels: dict[str, dict[str, int]],
+    options: EvalOptions,
+) -> dict[str, dict[str, Any]]:
+    doc_ids = await _document_ids(runtime)
+    modes: dict[str, dict[str, Any]] = {}
+    for mode in options.modes:
+        run, latencies = await run_mode(runtime, mode, queries, doc_ids, options.top_k, options.quiet)
+        modes[mode] = {**evaluate(run, qrels), "latency_ms": latency_summary(latencies)}
+    return modes
+
+
+async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
+    if not 1 <= options.top_k <= 100:
+        raise ValueError("--top-k must be between 1 and 100")
+    dataset = await asyncio.to_thread(load_beir, options.dataset)
+    queries, qrels = select_queries(dataset, options)
 
     name = await asyncio.to_thread(eval_database_name, options.dataset, settings)
     server_url = await asyncio.to_thread(resolve_database_url, settings)
     reused = await prepare_database(server_url, name, len(dataset.corpus), options.fresh)
     eval_settings = settings.model_copy(update={"database_url": with_database(server_url, name)})
-    log = _stream(options.quiet)
-    log.write(f"eval database {name} ({'reused' if reused else 'new'}); {len(queries)} test queries\n")
+    if not options.quiet:
+        print(
+            f"eval database {name} ({'reused' if reused else 'new'}); {len(queries)} test queries",
+            file=sys.stderr,
+        )
 
     async with open_runtime(eval_settings, migrate=True, load_embedder=True) as runtime:
         if not reused:
             await ingest_corpus(runtime, dataset, options.quiet)
+        chunks = int(await runtime.pool.fetchval("SELECT count(*) FROM chunks"))
         async with runtime.pool.acquire() as conn:
-            chunks = int(await conn.fetchval("SELECT count(*) FROM chunks"))
-            bm25_engine = await conn.fetchval("SELECT value #>> '{}' FROM app_meta WHERE key = 'bm25_engine'")
-        doc_ids = await _document_ids(runtime)
-
-        modes: dict[str, dict[str, Any]] = {}
-        for mode in options.modes:
-            run, latencies = await run_mode(runtime, mode, queries, doc_ids, options.top_k, options.quiet)
-            modes[mode] = {**evaluate(run, qrels), "latency_ms": latency_summary(latencies)}
-
+            bm25_engine = await read_engine(conn)
+        modes = await score_modes(runtime, queries, qrels, options)
         peer_results: dict[str, dict[str, Any]] = {}
         if options.peers:
             peer_results = await run_peers(
@@ -306,17 +318,9 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
             "reused_database": reused,
             "top_k": options.top_k,
             "max_queries": options.max_queries,
-            **stored_chunk_settings(settings),
+            **pick_settings(settings, STORED_CHUNK_SETTINGS),
             "bm25_engine": bm25_engine,
-            "fusion": settings.fusion,
-            "rrf_k": settings.rrf_k,
-            "hybrid_alpha": settings.hybrid_alpha,
-            "hybrid_vector_weight": settings.hybrid_vector_weight,
-            "hybrid_bm25_weight": settings.hybrid_bm25_weight,
-            "bm25_k1": settings.bm25_k1,
-            "bm25_b": settings.bm25_b,
-            "hybrid_candidates": settings.hybrid_candidates,
-            "hnsw_ef_search": settings.hnsw_ef_search,
+            **pick_settings(settings, SEARCH_SETTINGS),
         },
         "modes": modes,
         "peers": peer_results,
@@ -326,9 +330,7 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
 
 
 def write_outputs(result: dict[str, Any], options: EvalOptions) -> None:
-    if options.json_path is not None:
-        options.json_path.parent.mkdir(parents=True, exist_ok=True)
-        options.json_path.write_text(json.dumps(result, indent=2) + "\n")
+    report.write_json(options.json_path, result)
     if options.report_path is not None:
         chart = options.report_path.with_suffix(".png")
         report.write_chart(result, chart)

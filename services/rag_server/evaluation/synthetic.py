@@ -16,7 +16,6 @@ How they are made (cheap, but with realistic statistics for both legs):
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 import uuid
@@ -26,6 +25,7 @@ import asyncpg
 import numpy as np
 
 from rag_server.evaluation.beir import BeirDocument
+from rag_server.infra.admin import get_meta, set_meta
 from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.chunks import insert_chunks
 
@@ -122,15 +122,9 @@ async def insert_synthetic(
 
 async def synthetic_count(conn: asyncpg.Connection) -> int | None:
     """The scale recorded after a completed load, or None."""
-    # ::text + json.loads: works on plain connections too (no jsonb codec registered).
-    raw = await conn.fetchval("SELECT value::text FROM app_meta WHERE key = $1", MARKER)
-    return None if raw is None else int(json.loads(raw)["chunks"])
+    marker = await get_meta(conn, MARKER)
+    return None if marker is None else int(marker["chunks"])
 
 
 async def mark_loaded(conn: asyncpg.Connection, chunks: int, pool_size: int) -> None:
-    await conn.execute(
-        "INSERT INTO app_meta (key, value) VALUES ($1, $2) "
-        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-        MARKER,
-        {"chunks": chunks, "pool": pool_size, "at": time.time()},
-    )
+    await set_meta(conn, MARKER, {"chunks": chunks, "pool": pool_size, "at": time.time()})

@@ -7,21 +7,16 @@ from typing import Any
 import asyncpg
 
 from rag_server.config import Settings
+from rag_server.infra.admin import all_meta
 
 
 class SchemaMismatchError(RuntimeError):
     """The database was built for other settings (e.g. another embedding model)."""
 
 
-async def read_meta(conn: asyncpg.Connection) -> dict[str, Any]:
-    rows = await conn.fetch("SELECT key, value FROM app_meta")
-    return {row["key"]: row["value"] for row in rows}
-
-
 async def check_embedding_settings(pool: asyncpg.Pool, settings: Settings) -> None:
     """Refuse to start with another embedding model or dimension than the stored vectors have."""
-    async with pool.acquire() as conn:
-        meta = await read_meta(conn)
+    meta = await all_meta(pool)
     stored = (meta.get("embedding_model"), meta.get("embedding_dim"))
     wanted = (settings.embedding_model, settings.embedding_dim)
     if stored != wanted:
@@ -39,7 +34,7 @@ async def capability_report(pool: asyncpg.Pool) -> dict[str, Any]:
             row["extname"]: row["extversion"]
             for row in await conn.fetch("SELECT extname, extversion FROM pg_extension")
         }
-        meta = await read_meta(conn)
+        meta = await all_meta(conn)
         pgmq_present = await conn.fetchval("SELECT to_regclass('pgmq.meta') IS NOT NULL")
     bm25_engine = meta.get("bm25_engine", "none")
     return {

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import asyncpg
 
+from rag_server.infra.admin import get_meta
 from rag_server.retrieval.bm25_native import native_top_k
 from rag_server.retrieval.filters import FilterSQL, build_filters
 from rag_server.retrieval.legs import LegHit, clean_query
@@ -54,7 +55,7 @@ def pg_search_statement(
 
 async def read_engine(conn: asyncpg.Connection) -> Bm25Engine:
     """The engine migration 0002 chose for this database (recorded in app_meta)."""
-    value = await conn.fetchval("SELECT value FROM app_meta WHERE key = 'bm25_engine'")
+    value = await get_meta(conn, "bm25_engine")
     if value not in ("native", "pg_search"):
         raise RuntimeError(f"no BM25 engine recorded in app_meta (got {value!r}); run migrations")
     engine: Bm25Engine = value

@@ -6,9 +6,7 @@ Revises:
 
 from __future__ import annotations
 
-import json
-
-from rag_server.infra.migrations.helpers import execute_sql, migration_settings, scalar
+from rag_server.infra.migrations.helpers import execute_sql, migration_settings, scalar, set_meta_sql
 from rag_server.infra.queue import install_pgmq
 
 revision = "0001_foundation"
@@ -128,7 +126,7 @@ def upgrade() -> None:
     )
 
     pgmq_install = install_pgmq()
-    execute_sql(f"SELECT pgmq.create('{settings.queue_name}')")
+    execute_sql("SELECT pgmq.create(%s)", (settings.queue_name,))
 
     meta = {
         "embedding_model": settings.embedding_model,
@@ -137,16 +135,13 @@ def upgrade() -> None:
         "queue_name": settings.queue_name,
     }
     for key, value in meta.items():
-        execute_sql(
-            "INSERT INTO app_meta (key, value) VALUES "
-            f"('{key}', '{json.dumps(value).replace(chr(39), chr(39) * 2)}'::jsonb)"
-        )
+        set_meta_sql(key, value)
 
 
 def downgrade() -> None:
     queue = scalar("SELECT value #>> '{}' FROM app_meta WHERE key = 'queue_name'")
     if queue:
-        execute_sql(f"SELECT pgmq.drop_queue('{queue}')")
+        execute_sql("SELECT pgmq.drop_queue(%s)", (queue,))
     execute_sql(
         """
         DROP TABLE chat_messages, chat_sessions, job_tasks, job_batches,

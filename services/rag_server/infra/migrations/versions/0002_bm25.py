@@ -18,7 +18,7 @@ Revises: 0001_foundation
 
 from __future__ import annotations
 
-from rag_server.infra.migrations.helpers import execute_sql, scalar
+from rag_server.infra.migrations.helpers import execute_sql, scalar, set_meta_sql
 
 revision = "0002_bm25"
 down_revision = "0001_foundation"
@@ -191,10 +191,7 @@ def upgrade() -> None:
     else:
         execute_sql(NATIVE_SCHEMA)
         engine = "native"
-    execute_sql(
-        "INSERT INTO app_meta (key, value) VALUES ('bm25_engine', "
-        f"'\"{engine}\"'::jsonb) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()"
-    )
+    set_meta_sql("bm25_engine", engine)
 
 
 def downgrade() -> None:
