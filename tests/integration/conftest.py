@@ -10,7 +10,6 @@ from fastapi import FastAPI
 
 from rag_server.api.app import create_app
 from rag_server.config import Settings
-
 from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer
 from tests.processes import Proc
 
