@@ -39,8 +39,8 @@ WITH_INPUT = [
     op for op in OPERATIONS if op.definition.raw.get("parameters") or op.definition.raw.get("requestBody")
 ]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-POSITIVE_EXAMPLES = 100
-NEGATIVE_EXAMPLES = 50
+POSITIVE_EXAMPLES = 200
+NEGATIVE_EXAMPLES = 100
 
 
 # Text schemathesis does not generate (it keeps to what UTF-8 encodes) or rarely does: NUL, which PostgreSQL

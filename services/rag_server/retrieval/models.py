@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from rag_server.text import CleanText
 
@@ -18,11 +18,12 @@ FusionMethod = Literal["rrf", "convex"]
 
 # A metadata value as stored in jsonb: text without NUL, an integer within bigint, a finite number.
 MetadataKey = Annotated[CleanText, Field(min_length=1, max_length=200)]
+# Strict numbers: a string over the length limit must be refused, not coerced ("000..." -> 0).
 MetadataValue = (
     Annotated[CleanText, Field(max_length=2_000)]
-    | Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
-    | Annotated[float, Field(allow_inf_nan=False)]
-    | bool
+    | Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
+    | Annotated[float, Field(strict=True, allow_inf_nan=False)]
+    | StrictBool
 )
 
 
