@@ -10,7 +10,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from rag_server.api.deps import ChatDep
 from rag_server.api.errors import error_responses
@@ -29,13 +29,14 @@ MAX_OFFSET = 2**31 - 1
 
 class CreateSessionRequest(BaseModel):
     title: CleanText | None = Field(default=None, min_length=1, max_length=200)
-    is_temporary: bool = False
+    # Strict: JSON has booleans; 0/1 or "yes" are a 422 like any other wrong type.
+    is_temporary: StrictBool = False
     search_type: SearchType = "hybrid"
 
 
 class UpdateSessionRequest(BaseModel):
     title: CleanText | None = Field(default=None, min_length=1, max_length=200)
-    is_archived: bool | None = None
+    is_archived: StrictBool | None = None
     search_type: SearchType | None = None
 
 
