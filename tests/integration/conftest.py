@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
+from rag_server.api.app import create_app
+from rag_server.config import Settings
 from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer
 from tests.processes import Proc
+
+APP_BASE_URL = "http://rag-server.test"
 
 
 @pytest.fixture(scope="module")
@@ -25,3 +31,20 @@ def workers() -> Iterator[list[Proc]]:
     yield procs
     for proc in procs:
         proc.kill()
+
+
+@pytest.fixture(scope="module")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The real application in this process, its lifespan running (runtime, pool, embedder, chat)."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="module")
+async def app_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """HTTP to the in-process app, no socket. An unhandled exception comes back as the 500 a real client
+    would see (`raise_app_exceptions=False`), not as an exception in the test."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url=APP_BASE_URL, timeout=60) as client:
+        yield client

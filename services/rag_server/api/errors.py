@@ -1,4 +1,6 @@
-"""Every error leaves the API as JSON `{"detail": ...}`; a database outage is a 503, never a 500 page."""
+"""Every error leaves the API as JSON `{"detail": ...}`: a domain error with its status, a database that
+is unavailable right now as a 503, anything else unexpected as a 500 `{"detail": "internal error"}`
+(logged with its traceback) — never Starlette's plain-text 500 page."""
 
 from __future__ import annotations
 
@@ -6,12 +8,12 @@ import json
 import logging
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_server.errors import (
     ConflictError,
@@ -20,6 +22,7 @@ from rag_server.errors import (
     TooLargeError,
     UnsupportedTypeError,
 )
+from rag_server.infra.database import is_transient_db_error
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ _DESCRIPTIONS = {
     413: "Over a size or count limit",
     415: "Unsupported file type",
     422: "Invalid request",
+    500: "An unexpected server error (logged with its traceback)",
     503: "The database is unavailable; retry shortly",
 }
 
@@ -76,10 +80,43 @@ def install_error_handlers(app: FastAPI) -> None:
     for error_type in _DOMAIN_STATUS:
         app.add_exception_handler(error_type, domain_error)
 
-    @app.exception_handler(asyncpg.exceptions.CannotConnectNowError)
-    @app.exception_handler(asyncpg.exceptions.ConnectionDoesNotExistError)
-    @app.exception_handler(ConnectionError)
-    @app.exception_handler(OSError)
-    async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
-        logger.warning("database unavailable: %s", exc)
+    app.add_middleware(UnexpectedErrorMiddleware)
+
+
+def unexpected_error_response(exc: BaseException) -> JSONResponse:
+    """503 when the database is unavailable right now (a retry may succeed), else a logged 500."""
+    if is_transient_db_error(exc):
+        logger.warning("database unavailable: %s: %s", type(exc).__name__, exc)
         return JSONResponse(status_code=503, content={"detail": "the database is unavailable, retry shortly"})
+    logger.error("unexpected error", exc_info=exc)
+    return JSONResponse(status_code=500, content={"detail": "internal error"})
+
+
+class UnexpectedErrorMiddleware:
+    """Answers the exceptions no handler took (they would reach Starlette's plain-text 500 page).
+
+    Pure ASGI, inside Starlette's ServerErrorMiddleware: an exception handler for `Exception` would run in
+    that middleware, which re-raises after answering (a second traceback in the server log). Once a
+    response has started (a stream), the exception propagates: the status line is already gone.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception as exc:
+            if started:
+                raise
+            await unexpected_error_response(exc)(scope, receive, send)

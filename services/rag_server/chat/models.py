@@ -10,6 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, field_validator
 
 from rag_server.retrieval.models import SearchFilters, SearchType
+from rag_server.text import CleanText
 
 Role = Literal["system", "user", "assistant"]
 AnswerMode = Literal["llm", "extractive"]
@@ -68,7 +69,7 @@ class ChatMessageOut(BaseModel):
 
 
 class QueryRequest(BaseModel):
-    query: str = Field(min_length=1, max_length=20_000)
+    query: CleanText = Field(min_length=1, max_length=20_000)
     session_id: UUID | None = None
     # None: the session's search type.
     search_type: SearchType | None = None

@@ -5,25 +5,38 @@ Contract: `rag_server.retrieval.service.search(runtime, request) -> SearchRespon
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
+
+from rag_server.text import CleanText
 
 SearchType = Literal["vector", "bm25", "hybrid"]
 FusionMethod = Literal["rrf", "convex"]
 
 
+# A metadata value as stored in jsonb: text without NUL, an integer within bigint, a finite number.
+MetadataKey = Annotated[CleanText, Field(min_length=1, max_length=200)]
+# Strict numbers: a string over the length limit must be refused, not coerced ("000..." -> 0).
+MetadataValue = (
+    Annotated[CleanText, Field(max_length=2_000)]
+    | Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
+    | Annotated[float, Field(strict=True, allow_inf_nan=False)]
+    | StrictBool
+)
+
+
 class SearchFilters(BaseModel):
     """Applied inside every leg, in SQL, before LIMIT."""
 
-    document_ids: list[UUID] | None = None
-    file_types: list[str] | None = None
-    metadata: dict[str, str | int | float | bool] | None = None
+    document_ids: list[UUID] | None = Field(default=None, max_length=1_000)
+    file_types: list[Annotated[CleanText, Field(max_length=50)]] | None = Field(default=None, max_length=100)
+    metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=50)
 
 
 class SearchRequest(BaseModel):
-    query: str = Field(min_length=1, max_length=20_000)
+    query: CleanText = Field(min_length=1, max_length=20_000)
     top_k: int = Field(default=10, ge=1, le=100)
     search_type: SearchType = "hybrid"
     filters: SearchFilters | None = None

@@ -8,37 +8,35 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
+from rag_server.api.deps import ChatDep
+from rag_server.api.errors import error_responses
 from rag_server.chat.models import ChatMessageOut, ChatSession, QueryRequest, QueryResponse
-from rag_server.chat.service import ChatService
 from rag_server.errors import NotFoundError
 from rag_server.retrieval.models import SearchType
+from rag_server.text import CleanText
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["chat"])
 
-
-def get_chat(request: Request) -> ChatService:
-    service: ChatService = request.app.state.chat
-    return service
-
-
-ChatDep = Annotated[ChatService, Depends(get_chat)]
+# PostgreSQL's OFFSET is a bigint; nobody pages that far, so int4 is the bound.
+MAX_OFFSET = 2**31 - 1
 
 
 class CreateSessionRequest(BaseModel):
-    title: str | None = Field(default=None, min_length=1, max_length=200)
-    is_temporary: bool = False
+    title: CleanText | None = Field(default=None, min_length=1, max_length=200)
+    # Strict: JSON has booleans; 0/1 or "yes" are a 422 like any other wrong type.
+    is_temporary: StrictBool = False
     search_type: SearchType = "hybrid"
 
 
 class UpdateSessionRequest(BaseModel):
-    title: str | None = Field(default=None, min_length=1, max_length=200)
-    is_archived: bool | None = None
+    title: CleanText | None = Field(default=None, min_length=1, max_length=200)
+    is_archived: StrictBool | None = None
     search_type: SearchType | None = None
 
 
@@ -63,7 +61,25 @@ class ClearResponse(BaseModel):
     deleted: int
 
 
-@router.post("/chat/sessions", status_code=201)
+# One Server-Sent Event (OpenAPI's `itemSchema`, as FastAPI writes it for its own SSE routes): `data` is JSON.
+_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["sources", "token", "done", "error"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+_EVENT_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: `sources` (session_id, sources, condensed_query), then "
+        "`token`... (text), then `done` (a QueryResponse without sources) or `error` (detail)",
+        "content": {"text/event-stream": {"itemSchema": _EVENT_SCHEMA}},
+    }
+}
+
+
+@router.post("/chat/sessions", status_code=201, responses=error_responses(400, 503))
 async def create_session(body: CreateSessionRequest, chat: ChatDep) -> ChatSession:
     """A new session; `is_temporary` ones are answered but never stored (lost on restart)."""
     return await chat.create_session(
@@ -71,11 +87,11 @@ async def create_session(body: CreateSessionRequest, chat: ChatDep) -> ChatSessi
     )
 
 
-@router.get("/chat/sessions")
+@router.get("/chat/sessions", responses=error_responses(503))
 async def list_sessions(
     chat: ChatDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     include_archived: bool = False,
 ) -> SessionList:
     """Stored sessions, most recently active first."""
@@ -83,12 +99,12 @@ async def list_sessions(
     return SessionList(sessions=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/chat/sessions/{session_id}")
+@router.get("/chat/sessions/{session_id}", responses=error_responses(404, 503))
 async def get_session(session_id: UUID, chat: ChatDep) -> ChatSession:
     return await chat.get_session(session_id)
 
 
-@router.patch("/chat/sessions/{session_id}")
+@router.patch("/chat/sessions/{session_id}", responses=error_responses(400, 404, 503))
 async def update_session(session_id: UUID, body: UpdateSessionRequest, chat: ChatDep) -> ChatSession:
     """Rename, archive / unarchive, or change the session's default search type."""
     return await chat.update_session(
@@ -96,24 +112,24 @@ async def update_session(session_id: UUID, body: UpdateSessionRequest, chat: Cha
     )
 
 
-@router.delete("/chat/sessions/{session_id}", status_code=204)
+@router.delete("/chat/sessions/{session_id}", status_code=204, responses=error_responses(404, 503))
 async def delete_session(session_id: UUID, chat: ChatDep) -> Response:
     await chat.delete_session(session_id)
     return Response(status_code=204)
 
 
-@router.get("/chat/history/{session_id}")
+@router.get("/chat/history/{session_id}", responses=error_responses(404, 503))
 async def history(session_id: UUID, chat: ChatDep) -> History:
     """Messages in order; sources citing a since-deleted document carry `document_deleted: true`."""
     return History(session_id=session_id, messages=await chat.history(session_id))
 
 
-@router.post("/chat/clear")
+@router.post("/chat/clear", responses=error_responses(400, 404, 503))
 async def clear(body: ClearRequest, chat: ChatDep) -> ClearResponse:
     return ClearResponse(session_id=body.session_id, deleted=await chat.clear(body.session_id))
 
 
-@router.post("/query")
+@router.post("/query", responses=error_responses(400, 404, 503))
 async def query(body: QueryRequest, chat: ChatDep) -> QueryResponse:
     """Answer with citations. Without session_id a new session is created (its id is returned)."""
     return await chat.answer(body)
@@ -123,7 +139,12 @@ def sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
 
 
-@router.post("/query/stream")
+@router.post(
+    "/query/stream",
+    # No media type of its own: the declared errors stay application/json, the 200 is declared above.
+    response_class=StreamingResponse,
+    responses={**_EVENT_STREAM, **error_responses(400, 404, 503)},
+)
 async def query_stream(body: QueryRequest, chat: ChatDep) -> StreamingResponse:
     """Server-Sent Events: `sources`, then `token`..., then `done` (or `error`).
 

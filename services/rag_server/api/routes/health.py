@@ -1,18 +1,53 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 
 from rag_server import __version__
-from rag_server.api.deps import RuntimeDep
+from rag_server.api.deps import PoolDep
+from rag_server.api.errors import error_responses
 from rag_server.infra.capabilities import capability_report
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
-async def health(runtime: RuntimeDep) -> dict[str, Any]:
+class Extension(BaseModel):
+    active: bool
+    version: str | None
+
+
+class PgmqExtension(Extension):
+    # How pgmq was installed (the extension, or its SQL when the extension is not available).
+    install: str | None
+
+
+class Extensions(BaseModel):
+    vector: Extension
+    pgmq: PgmqExtension
+    pg_search: Extension
+
+
+class Embedding(BaseModel):
+    model: str | None
+    dim: int | None
+
+
+class HealthResponse(BaseModel):
+    """Liveness plus the capability report (`infra.capabilities.capability_report`)."""
+
+    status: Literal["ok"]
+    version: str
+    postgres: str
+    extensions: Extensions
+    bm25_engine: str  # "pg_search", "native", or "none" before migration 0002
+    embedding: Embedding
+    queue: str | None
+
+
+@router.get("/health", responses=error_responses(503))
+async def health(pool: PoolDep) -> HealthResponse:
     """Liveness plus what the database can do (extensions, BM25 engine, embedding model)."""
-    report = await capability_report(runtime.pool)
-    return {"status": "ok", "version": __version__, **report}
+    report = await capability_report(pool)
+    return HealthResponse.model_validate({"status": "ok", "version": __version__, **report})

@@ -1,0 +1,41 @@
+"""Text as it may enter the system from outside: what PostgreSQL and UTF-8 can hold.
+
+PostgreSQL `text` and `jsonb` cannot hold NUL (a query binding it fails with an error, i.e. a 500 for
+what is only odd input), and a lone surrogate (valid in a JSON string escape, not in UTF-8) cannot be
+encoded for the database, a tokenizer or the reply. Request models check every free-text field with
+`CleanText` where it enters (NUL replaced, a lone surrogate a 422), so nothing behind them has to.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
+
+# A JSON parser joins a valid escaped pair into one character: any surrogate left in a str is lone.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(value: str) -> str:
+    """`value` with each NUL replaced by a space; a lone surrogate is refused with a ValueError.
+
+    NUL is replaced, not dropped: the length stays the same, so a limit means the same before and after
+    cleaning (the OpenAPI document's maxLength/minLength count what the client sent) and "\\x00" is not "".
+    A lone surrogate is not text at all (no UTF-8 for it): refused, a 422 in a request, as it always was.
+    """
+    if not value.isascii() and (bad := _SURROGATE.search(value)):
+        raise ValueError(
+            f"lone surrogate U+{ord(bad.group()):04X} at position {bad.start()}: not valid Unicode"
+        )
+    return value.replace("\x00", " ")
+
+
+def _clean_if_text(value: Any) -> Any:
+    # Before pydantic's own str validation (whose refusal of a surrogate depends on the field's constraints);
+    # anything but a str is left to that validation.
+    return clean_text(value) if isinstance(value, str) else value
+
+
+CleanText = Annotated[str, BeforeValidator(_clean_if_text)]
+"""A `str` field whose value is passed through `clean_text`; use it for every free-text request field."""

@@ -1,0 +1,138 @@
+"""How the in-process app answers what goes wrong: a database that is unavailable is a 503, any other
+unexpected exception a JSON 500 logged with its traceback, odd input a 4xx or cleaned — never a 5xx."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from rag_server.api.app import create_app
+from rag_server.config import Settings
+from tests.integration.conftest import APP_BASE_URL
+
+pytestmark = pytest.mark.integration
+
+FAILURES: dict[str, tuple[BaseException, int]] = {
+    "refused": (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), 503),
+    "too-many-connections": (asyncpg.exceptions.TooManyConnectionsError("too many clients"), 503),
+    "admin-shutdown": (asyncpg.exceptions.AdminShutdownError("terminating connection"), 503),
+    "disk-full": (OSError(errno.ENOSPC, "No space left on device"), 500),
+    "bare-oserror": (OSError("something local broke"), 500),
+    "undefined-table": (asyncpg.exceptions.UndefinedTableError('relation "x" does not exist'), 500),
+    "bug": (KeyError("missing"), 500),
+}
+
+
+@pytest.fixture(scope="module")
+def failing_app(app: FastAPI) -> FastAPI:
+    """The module's app with one extra route per failure, raising it as a route or a store would."""
+
+    def raising(exc: BaseException) -> Callable[[], Awaitable[None]]:
+        async def fail() -> None:
+            raise exc
+
+        return fail
+
+    for name, (exc, _) in FAILURES.items():
+        app.add_api_route(f"/test-failure/{name}", raising(exc), methods=["GET"])
+    return app
+
+
+@pytest.mark.parametrize("name", FAILURES)
+async def test_unexpected_errors_are_json_503_only_for_an_unavailable_database(
+    failing_app: FastAPI, app_client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    exc, status = FAILURES[name]
+    with caplog.at_level(logging.WARNING, logger="rag_server.api.errors"):
+        reply = await app_client.get(f"/test-failure/{name}")
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"] == "application/json"
+    if status == 503:
+        assert reply.json() == {"detail": "the database is unavailable, retry shortly"}
+    else:
+        assert reply.json() == {"detail": "internal error"}
+        logged = [r for r in caplog.records if r.exc_info is not None]
+        assert logged and logged[-1].exc_info is not None
+        assert logged[-1].exc_info[1] is exc  # with its traceback
+
+
+@pytest.fixture
+async def closed_pool_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An app whose database went away under it: its pool is closed after start-up."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        await application.state.runtime.pool.close()
+        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url=APP_BASE_URL) as client:
+            yield client
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/health", None),
+        ("GET", "/chat/sessions", None),
+        ("POST", "/chat/sessions", {"title": "t"}),
+        ("POST", "/search", {"query": "zebrafish", "search_type": "bm25"}),
+        ("POST", "/query", {"query": "zebrafish"}),
+    ],
+)
+async def test_routes_answer_503_when_the_database_is_unavailable(
+    closed_pool_client: httpx.AsyncClient, method: str, path: str, body: object
+) -> None:
+    reply = await closed_pool_client.request(method, path, json=body)
+    assert reply.status_code == 503, reply.text
+    assert reply.json() == {"detail": "the database is unavailable, retry shortly"}
+
+
+async def test_a_nul_in_a_session_title_is_cleaned_and_a_lone_surrogate_refused(
+    app_client: httpx.AsyncClient,
+) -> None:
+    # Escaped as a JSON client sends them; PostgreSQL text cannot hold NUL.
+    reply = await app_client.post(
+        "/chat/sessions",
+        content=b'{"title": "a\\u0000b"}',
+        headers={"content-type": "application/json"},
+    )
+    assert reply.status_code == 201, reply.text
+    session = reply.json()
+    assert session["title"] == "a b"
+    refused = await app_client.post(
+        "/chat/sessions",
+        content=b'{"title": "a\\ud800b"}',
+        headers={"content-type": "application/json"},
+    )
+    assert refused.status_code == 422, refused.text
+    assert "lone surrogate" in refused.text
+    renamed = await app_client.patch(
+        f"/chat/sessions/{session['id']}",
+        content=b'{"title": "\\u0000"}',
+        headers={"content-type": "application/json"},
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["title"] == " "
+
+
+@pytest.mark.parametrize("offset", [2**31, 2**63, 10**30])
+async def test_an_offset_beyond_the_bound_is_a_422(app_client: httpx.AsyncClient, offset: int) -> None:
+    reply = await app_client.get("/chat/sessions", params={"offset": offset})
+    assert reply.status_code == 422, reply.text
+
+
+async def test_hostile_search_filters_are_a_4xx_or_cleaned(app_client: httpx.AsyncClient) -> None:
+    cases = {
+        b'{"query": "q", "filters": {"metadata": {"k\\u0000": "v\\u0000"}}}': 200,
+        b'{"query": "q", "filters": {"metadata": {"k": "v\\udc00"}}}': 422,
+        b'{"query": "q", "filters": {"file_types": ["t\\u0000xt"]}}': 200,
+        b'{"query": "q\\u0000", "filters": {"metadata": {"n": NaN}}}': 422,  # jsonb has no NaN
+        b'{"query": "q", "filters": {"metadata": {"n": 1e400}}}': 422,
+    }
+    for body, status in cases.items():
+        reply = await app_client.post("/search", content=body, headers={"content-type": "application/json"})
+        assert reply.status_code == status, (body, reply.text)
