@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import asyncpg
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from rag_server.chat.service import ChatService
 from rag_server.config import Settings
@@ -43,3 +43,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 QueueDep = Annotated[IngestQueue, Depends(get_queue)]
 ChatDep = Annotated[ChatService, Depends(get_chat)]
+
+# Far below PostgreSQL's bigint (an OFFSET beyond it was a 500) and beyond any real listing.
+MAX_OFFSET = 2**31 - 1
+OffsetQuery = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip (paging)")]

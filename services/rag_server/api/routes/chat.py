@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, StrictBool
 
-from rag_server.api.deps import ChatDep
+from rag_server.api.deps import ChatDep, OffsetQuery
 from rag_server.api.errors import error_responses
 from rag_server.chat.models import ChatMessageOut, ChatSession, QueryRequest, QueryResponse
 from rag_server.errors import NotFoundError
@@ -22,9 +22,6 @@ from rag_server.text import CleanText
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["chat"])
-
-# PostgreSQL's OFFSET is a bigint; nobody pages that far, so int4 is the bound.
-MAX_OFFSET = 2**31 - 1
 
 
 class CreateSessionRequest(BaseModel):
@@ -91,7 +88,7 @@ async def create_session(body: CreateSessionRequest, chat: ChatDep) -> ChatSessi
 async def list_sessions(
     chat: ChatDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    offset: OffsetQuery = 0,
     include_archived: bool = False,
 ) -> SessionList:
     """Stored sessions, most recently active first."""

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 
-from rag_server.api.deps import RuntimeDep
+from rag_server.api.deps import OffsetQuery, RuntimeDep
 from rag_server.api.errors import error_responses
 from rag_server.ingestion import documents
 from rag_server.ingestion.models import (
@@ -19,11 +19,9 @@ from rag_server.ingestion.models import (
     DuplicateCheck,
     DuplicateCheckResult,
 )
+from rag_server.text import CleanText
 
 router = APIRouter(tags=["documents"])
-
-# Far below PostgreSQL's bigint (an OFFSET beyond it was a 500) and beyond any real collection.
-MAX_OFFSET = 2**31 - 1
 
 _FILE_BYTES: dict[int | str, dict[str, Any]] = {
     200: {
@@ -37,11 +35,11 @@ _FILE_BYTES: dict[int | str, dict[str, Any]] = {
 async def list_documents(
     runtime: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    offset: OffsetQuery = 0,
     sort: DocumentSort = "uploaded",
     order: Literal["asc", "desc"] = "desc",
     status: DocumentStatus | None = None,
-    file_type: Annotated[str | None, Query(alias="type", max_length=20)] = None,
+    file_type: Annotated[CleanText | None, Query(alias="type", max_length=20)] = None,
 ) -> DocumentList:
     return await documents.list_documents(
         runtime.pool,
@@ -79,7 +77,9 @@ async def delete_document(document_id: UUID, runtime: RuntimeDep) -> Response:
 
 
 @router.post(
-    "/documents/check-duplicates", response_model=DuplicateCheckResult, responses=error_responses(503)
+    "/documents/check-duplicates",
+    response_model=DuplicateCheckResult,
+    responses=error_responses(400, 503),
 )
 async def check_duplicates(body: DuplicateCheck, runtime: RuntimeDep) -> DuplicateCheckResult:
     """Which of these files are already stored (by sha256), so a client can skip re-uploading them."""

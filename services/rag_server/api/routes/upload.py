@@ -33,7 +33,7 @@ _MULTIPART_BODY = {
     "/upload",
     status_code=202,
     response_model=UploadResponse,
-    responses=error_responses(413, 415, 422, 503),
+    responses=error_responses(400, 413, 415, 422, 503),
     openapi_extra=_MULTIPART_BODY,
 )
 async def upload(request: Request, runtime: RuntimeDep) -> UploadResponse:
