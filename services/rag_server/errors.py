@@ -8,10 +8,6 @@ class NotFoundError(Exception):
     """A domain object the request names does not exist (404 over HTTP)."""
 
 
-class ConflictError(Exception):
-    """The request conflicts with the current state (409 over HTTP)."""
-
-
 class InvalidInputError(Exception):
     """The request is well-formed but its content is unusable, e.g. an upload without files (422)."""
 

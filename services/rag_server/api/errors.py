@@ -16,7 +16,6 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_server.errors import (
-    ConflictError,
     InvalidInputError,
     NotFoundError,
     TooLargeError,
@@ -43,10 +42,7 @@ class ErrorResponse(BaseModel):
 
 _DESCRIPTIONS = {
     400: "Bad request",
-    401: "Missing or invalid API key",
-    403: "The key's role may not do this",
     404: "Not found",
-    409: "Conflicts with the current state",
     413: "Over a size or count limit",
     415: "Unsupported file type",
     422: "Invalid request",
@@ -62,7 +58,6 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 _DOMAIN_STATUS: dict[type[Exception], int] = {
     NotFoundError: 404,
-    ConflictError: 409,
     InvalidInputError: 422,
     TooLargeError: 413,
     UnsupportedTypeError: 415,

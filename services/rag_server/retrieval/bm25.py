@@ -3,14 +3,9 @@
 Native engine (migration 0002): exact Okapi BM25 over an inverted index kept in plain tables
 (bm25_postings, bm25_terms, bm25_stats) by triggers on `chunks`, tokenised and stemmed by
 Postgres's `english` text search configuration. The query goes through the same to_tsvector, which
-accepts any text, so user input never reaches a query parser.
-
-    idf(t)      = ln(1 + (N - df + 0.5) / (df + 0.5))
-    score(d, q) = sum over distinct query lexemes t in d of
-                  idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * doc_len / avgdl))
-
-Ties are broken by chunk id (ascending), so rankings are deterministic. How a native query finds
-its exact top k without summing every posting: bm25_native.
+accepts any text, so user input never reaches a query parser. The formula, the tables and why:
+docs/decisions/0003-native-bm25.md. How a native query finds its exact top k without summing every
+posting: bm25_native.
 """
 
 from __future__ import annotations

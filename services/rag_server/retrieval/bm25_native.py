@@ -1,9 +1,10 @@
 """Exact top-k for the native BM25 engine (the tables of migration 0002), in a few set-based statements.
 
-Okapi BM25 over the distinct query lexemes t found in chunk d:
+Okapi BM25 (docs/decisions/0003-native-bm25.md) regrouped per term, for the distinct query lexemes t
+found in chunk d:
 
-    w(t)     = idf(t) * (k1 + 1),  idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))
-    score(d) = sum over t of  w(t) * tf / (tf + c0 + c1 * doc_len),  c0 = k1 (1 - b),  c1 = k1 b / avgdl
+    score(d) = sum over t of  w(t) * tf / (tf + c0 + c1 * doc_len)
+    w(t) = idf(t) * (k1 + 1),  c0 = k1 (1 - b),  c1 = k1 b / avgdl
 
 A term adds less than w(t) to any chunk: w(t) is its upper bound.
 
