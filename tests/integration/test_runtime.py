@@ -32,14 +32,15 @@ async def test_without_handed_in_services_the_model_stays_unloaded_and_no_llm(se
     async with open_runtime(settings, migrate=True) as runtime:
         assert isinstance(runtime.embedder, LazyEmbedder)
         assert runtime.embedder.loaded is None  # `rag-server migrate` must not load a model
-        assert runtime.llm is None and runtime.llm_error is None
+        assert runtime.chat_llm() == (None, None)
 
 
 async def test_a_misconfigured_llm_does_not_stop_the_runtime(settings: Settings) -> None:
     broken = settings.model_copy(update={"llm_provider": "openai", "llm_model": None})
     async with open_runtime(broken, migrate=False) as runtime:
-        assert runtime.llm is None
-        assert runtime.llm_error is not None and "RAG_LLM_MODEL" in runtime.llm_error
+        llm, error = runtime.chat_llm()
+        assert llm is None
+        assert error is not None and "RAG_LLM_MODEL" in error
 
 
 async def test_handed_in_embedder_and_llm_are_the_ones_used(settings: Settings, fake_llm: FakeLLM) -> None:
@@ -51,7 +52,7 @@ async def test_handed_in_embedder_and_llm_are_the_ones_used(settings: Settings, 
     )
     assert settings.llm_provider == "none"  # the handed-in LLM wins over settings without one
     async with open_runtime(settings, migrate=True, embedder=embedder, llm=llm) as runtime:
-        assert runtime.embedder is embedder and runtime.llm is llm
+        assert runtime.embedder is embedder and runtime.chat_llm() == (llm, None)
         text = "HNSW is a graph index for approximate nearest neighbour search in pgvector."
         await ingest_documents_direct(runtime, [DirectDocument("hnsw.txt", text.encode(), {})])
         assert any(text in t for call in embedder.calls for t in call)  # chunks embedded by it
@@ -60,7 +61,16 @@ async def test_handed_in_embedder_and_llm_are_the_ones_used(settings: Settings, 
         assert result.results[0].document_name == "hnsw.txt"
         assert embedder.calls[-1] == ["graph index"]
 
-        answer = await ChatService(runtime).answer(QueryRequest(query="what is HNSW?", search_type="bm25"))
+        chat = ChatService(runtime)
+        answer = await chat.answer(QueryRequest(query="what is HNSW?", search_type="bm25"))
         assert answer.answer_mode == "llm" and answer.llm_error is None
         assert "answer" in fake_llm.kinds()
-    assert embedder.closed == 1  # its per-loop clients are released with the runtime
+        session = await chat.get_session(answer.session_id)
+        assert session.llm_model == "fake-model"  # the handed-in LLM's model, not the settings' (none)
+    assert embedder.closed == 0  # a handed-in embedder stays its owner's to close
+
+
+async def test_an_embedder_of_another_dimension_is_refused(settings: Settings) -> None:
+    with pytest.raises(ValueError, match="RAG_EMBEDDING_DIM"):
+        async with open_runtime(settings, embedder=RecordingEmbedder(dim=settings.embedding_dim + 1)):
+            pass

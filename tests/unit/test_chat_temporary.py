@@ -74,3 +74,14 @@ async def test_clear_forgets_messages_and_resets_the_count() -> None:
     assert entry is not None
     assert entry.messages == []
     assert entry.session.message_count == 0 and entry.session.title == "q"
+
+
+async def test_an_answer_for_a_session_deleted_meanwhile_is_refused_like_a_stored_one() -> None:
+    registry = TemporarySessions(ttl_s=3600)
+    session = await registry.create(title=None, search_type="bm25", llm_model=None)
+    await registry.delete(session.id)  # e.g. DELETE /chat/sessions/{id} while the answer streamed
+    with pytest.raises(NotFoundError):
+        await registry.append_exchange(
+            session.id, question="q", answer="a", answer_metadata={}, title_if_missing=None
+        )
+    assert not registry.holds(session.id)  # nothing was resurrected

@@ -70,7 +70,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return AsciiJSONResponse(status_code=422, content={"detail": jsonable_encoder(exc.errors())})
 
     async def domain_error(_: Request, exc: Exception) -> JSONResponse:
-        return AsciiJSONResponse(status_code=_DOMAIN_STATUS[type(exc)], content={"detail": str(exc)})
+        # Starlette picks the handler by the exception's MRO; a subclass answers as its base does.
+        status = next(_DOMAIN_STATUS[t] for t in type(exc).__mro__ if t in _DOMAIN_STATUS)
+        return AsciiJSONResponse(status_code=status, content={"detail": str(exc)})
 
     for error_type in _DOMAIN_STATUS:
         app.add_exception_handler(error_type, domain_error)

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, field_validator
 
+from rag_server.errors import NotFoundError
 from rag_server.retrieval.models import SearchFilters, SearchType
 from rag_server.text import CleanText
 
@@ -95,3 +96,8 @@ class QueryResponse(BaseModel):
     llm_error: str | None = None
     # The standalone question used for retrieval when a follow-up was condensed.
     condensed_query: str | None = None
+
+
+def session_not_found(session_id: UUID | str) -> NotFoundError:
+    """The one 404 of both session stores (stored and temporary): same text whichever store looked."""
+    return NotFoundError(f"chat session {session_id} not found")

@@ -43,7 +43,6 @@ from rag_server.chat.models import (
 )
 from rag_server.chat.session_store import PostgresSessionStore, SessionStore
 from rag_server.chat.temporary import TemporarySessions
-from rag_server.infra.llm import llm_configured
 from rag_server.infra.runtime import Runtime
 from rag_server.retrieval.models import SearchHit, SearchRequest, SearchType
 from rag_server.retrieval.service import search
@@ -100,7 +99,8 @@ class ChatService:
 
     @property
     def llm_model(self) -> str | None:
-        return self.settings.llm_model if llm_configured(self.settings) else None
+        llm, _ = self.runtime.chat_llm()
+        return llm.metadata.model_name if llm is not None else None
 
     async def create_session(
         self, *, title: str | None, is_temporary: bool, search_type: SearchType
@@ -281,9 +281,10 @@ class ChatService:
         return metadata
 
     def _llm(self, turn: Turn) -> LLM | None:
-        if self.runtime.llm_error is not None:  # incomplete settings: answer extractively and say why
-            turn.llm_error = self.runtime.llm_error
-        return self.runtime.llm
+        llm, error = self.runtime.chat_llm()
+        if error is not None:  # incomplete settings: answer extractively and say why
+            turn.llm_error = error
+        return llm
 
     async def _title(self, turn: Turn) -> str | None:
         if turn.session.title is not None:

@@ -15,19 +15,14 @@ from uuid import UUID
 
 import asyncpg
 
-from rag_server.chat.models import ChatMessageOut, ChatSession, Role, Source
-from rag_server.errors import NotFoundError
-from rag_server.infra.database import Executor, transaction
+from rag_server.chat.models import ChatMessageOut, ChatSession, Role, Source, session_not_found
+from rag_server.infra.database import Executor, connection, transaction
 from rag_server.retrieval.models import SearchType
 
 _SESSION_COLUMNS = """
     s.id, s.title, s.llm_model, s.search_type, s.is_archived, s.is_temporary, s.created_at, s.updated_at,
     (SELECT count(*) FROM chat_messages m WHERE m.session_id = s.id) AS message_count
 """
-
-
-def session_not_found(session_id: UUID | str) -> NotFoundError:
-    return NotFoundError(f"chat session {session_id} not found")
 
 
 def _session(row: asyncpg.Record) -> ChatSession:
@@ -167,7 +162,7 @@ async def list_messages(conn: Executor, session_id: UUID) -> list[ChatMessageOut
     Sources whose document no longer exists get `document_deleted=True`; the persisted excerpt keeps
     old answers readable.
     """
-    async with transaction(conn) as c:
+    async with connection(conn) as c:
         await get_session(c, session_id)
         messages = await recent_messages(c, session_id, last=None)
         await _mark_deleted_documents(c, messages)

@@ -13,8 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from rag_server.chat.models import ChatMessageOut, ChatSession, Role, Source
-from rag_server.chat.sessions import session_not_found
+from rag_server.chat.models import ChatMessageOut, ChatSession, Role, Source, session_not_found
 from rag_server.retrieval.models import SearchType
 
 

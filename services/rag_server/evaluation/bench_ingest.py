@@ -153,7 +153,9 @@ def raw_embedding(settings: Settings, texts: list[str]) -> dict[str, Any]:
         started = time.perf_counter()
         for start in range(0, len(texts), settings.embedding_batch_size):
             await embedder.embed(texts[start : start + settings.embedding_batch_size])
-        return time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        await embedder.aclose()
+        return elapsed
 
     seconds = asyncio.run(embed_all())
     return {

@@ -27,8 +27,8 @@ from rag_server.evaluation.progress import progress_bar
 from rag_server.infra import admin
 from rag_server.infra.database import resolve_database_url, with_database
 from rag_server.infra.runtime import Runtime, open_runtime
-from rag_server.retrieval.bm25 import read_engine
 from rag_server.retrieval.models import SearchType
+from rag_server.retrieval.service import bm25_engine
 
 MODES: tuple[SearchType, ...] = ("bm25", "vector", "hybrid")
 INGEST_MARKER = "eval_ingest"  # app_meta key, written only after the last document is stored
@@ -299,8 +299,7 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
         if not reused:
             await ingest_corpus(runtime, dataset, options.quiet)
         chunks = int(await runtime.pool.fetchval("SELECT count(*) FROM chunks"))
-        async with runtime.pool.acquire() as conn:
-            bm25_engine = await read_engine(conn)
+        engine = await bm25_engine(runtime)
         modes = await score_modes(runtime, queries, qrels, options)
         peer_results: dict[str, dict[str, Any]] = {}
         if options.peers:
@@ -319,7 +318,7 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
             "top_k": options.top_k,
             "max_queries": options.max_queries,
             **pick_settings(settings, STORED_CHUNK_SETTINGS),
-            "bm25_engine": bm25_engine,
+            "bm25_engine": engine,
             **pick_settings(settings, SEARCH_SETTINGS),
         },
         "modes": modes,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
 from rag_server.config import Settings
 from rag_server.infra.admin import all_meta
+
+# Which BM25 implementation migration 0002 chose for this database (recorded in app_meta).
+Bm25Engine = Literal["native", "pg_search"]
 
 
 class SchemaMismatchError(RuntimeError):

@@ -87,6 +87,16 @@ async def transaction(conn: Executor) -> AsyncIterator[asyncpg.Connection]:
             yield conn
 
 
+@asynccontextmanager
+async def connection(conn: Executor) -> AsyncIterator[asyncpg.Connection]:
+    """One connection for several reads: a pooled one for the block, or the caller's. No transaction."""
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as pooled:
+            yield pooled
+    else:
+        yield conn
+
+
 # SQLSTATE classes that mean "try again later": connection exception (08), transaction rollback (40:
 # serialization, deadlock), insufficient resources (53), object not in prerequisite state (55: a database
 # that does not accept connections yet), operator intervention (57: shutdown, backend terminated).
@@ -115,6 +125,10 @@ def is_transient_db_error(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = getattr(exc, "sqlstate", None)
         return isinstance(sqlstate, str) and sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
-    if isinstance(exc, asyncpg.InterfaceError | ConnectionError | TimeoutError):
-        return True  # InterfaceError: the connection was closed under the query
+    if type(exc) is asyncpg.InterfaceError:
+        # "connection is closed", "pool is closing": the connection went away under the query. Its
+        # subclasses (DataError: a bad query argument, ClientConfigurationError...) are bugs, not outages.
+        return "closed" in str(exc) or "closing" in str(exc)
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
     return isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS

@@ -10,13 +10,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 from llama_index.core.llms import LLM
 
 from rag_server.config import Settings
-from rag_server.infra.capabilities import check_embedding_settings
+from rag_server.infra.capabilities import Bm25Engine, check_embedding_settings
 from rag_server.infra.database import create_pool, resolve_database_url
 from rag_server.infra.embeddings import Embedder, LazyEmbedder
 from rag_server.infra.llm import configured_llm
@@ -33,11 +33,16 @@ class Runtime:
     pool: asyncpg.Pool
     queue: IngestQueue
     embedder: Embedder
-    # None: answers are extractive; `llm_error` then says why when an LLM was configured but unusable.
-    llm: LLM | None = None
-    llm_error: str | None = None
     # Fixed by migration 0002 for the life of the database: read once (retrieval.service.bm25_engine).
-    bm25_engine: str | None = None
+    bm25_engine: Bm25Engine | None = None
+    # (LLM, why it is unusable), built on first use: only a process that answers chat needs it.
+    _llm: tuple[LLM | None, str | None] | None = field(default=None, repr=False)
+
+    def chat_llm(self) -> tuple[LLM | None, str | None]:
+        """The chat LLM (None: answers are extractive) and, when one is configured but unusable, why."""
+        if self._llm is None:
+            self._llm = configured_llm(self.settings)
+        return self._llm
 
 
 @asynccontextmanager
@@ -52,25 +57,29 @@ async def open_runtime(
     """Open the database (migrated unless `migrate=False`) and build the runtime's services.
 
     Without `embedder` the settings' one is built, lazily unless `load_embedder` (a server loads the
-    model at start-up; `rag-server migrate` never does). Without `llm` the settings' one is built;
-    building never contacts the provider.
+    model at start-up; `rag-server migrate` never does), and closed with the runtime; a handed-in one
+    stays its owner's. Without `llm` the settings' one is built on first use.
     """
+    if embedder is not None and embedder.dim != settings.embedding_dim:
+        raise ValueError(
+            f"the embedder makes {embedder.dim}-d vectors, RAG_EMBEDDING_DIM={settings.embedding_dim}"
+        )
     database_url = await asyncio.to_thread(resolve_database_url, settings)
     if migrate:
         await asyncio.to_thread(upgrade_to_head, database_url, settings)
     pool = await create_pool(database_url, settings.db_pool_min, settings.db_pool_max)
+    owned: LazyEmbedder | None = None
     if embedder is None:
-        embedder = LazyEmbedder(settings)
-    llm_error = None
-    if llm is None:
-        llm, llm_error = configured_llm(settings)
+        embedder = owned = LazyEmbedder(settings)
     try:
         await check_embedding_settings(pool, settings)
-        if load_embedder and isinstance(embedder, LazyEmbedder):
-            await asyncio.to_thread(embedder.load)
+        if owned is not None and load_embedder:
+            await asyncio.to_thread(owned.load)
         queue = IngestQueue(pool, settings.queue_name)
-        yield Runtime(settings, database_url, pool, queue, embedder, llm=llm, llm_error=llm_error)
+        yield Runtime(
+            settings, database_url, pool, queue, embedder, _llm=None if llm is None else (llm, None)
+        )
     finally:
-        # HTTP embedders keep a keep-alive client per event loop: release this loop's.
-        await embedder.aclose()
+        if owned is not None:  # HTTP embedders keep a keep-alive client per event loop: release this loop's
+            await owned.aclose()
         await pool.close()

@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from rag_server.errors import NotFoundError
-from rag_server.infra.database import Executor, transaction
+from rag_server.infra.database import Executor, connection, transaction
 from rag_server.infra.queue import IngestQueue
 from rag_server.ingestion.documents import IncomingFile, insert_new_document
 from rag_server.ingestion.models import (
@@ -88,7 +88,7 @@ async def _queue_task(
 
 
 async def batch_status(conn: Executor, batch_id: UUID) -> BatchStatus:
-    async with transaction(conn) as c:
+    async with connection(conn) as c:
         created_at = await c.fetchval("SELECT created_at FROM job_batches WHERE id = $1", batch_id)
         if created_at is None:
             raise NotFoundError(f"no upload batch {batch_id}")

@@ -48,6 +48,9 @@ async def write_chunks(
     if len(chunks) != len(vectors):
         raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
     async with transaction(conn) as c:
+        # The document row first, then (in the BM25 triggers) the bm25_stats row: the order every chunk
+        # writer and DELETE /documents/{id} take them in, so two of them cannot deadlock.
+        await c.execute("SELECT 1 FROM documents WHERE id = $1 FOR UPDATE", document_id)
         await c.execute("DELETE FROM chunks WHERE document_id = $1", document_id)
         await insert_chunks(c, [document_id] * len(chunks), chunks, vectors)
         await c.execute(

@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from rag_server.errors import NotFoundError
-from rag_server.infra.database import Executor, transaction
+from rag_server.infra.database import Executor, connection, transaction
 from rag_server.ingestion.models import (
     Document,
     DocumentList,
@@ -115,7 +115,7 @@ async def list_documents(
 ) -> DocumentList:
     where = "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR file_type = $2)"
     order = f"{_SORT_SQL[sort]} {'DESC' if descending else 'ASC'}, id"  # from a fixed map, not input
-    async with transaction(conn) as c:
+    async with connection(conn) as c:
         total = await c.fetchval(f"SELECT count(*) FROM documents WHERE {where}", status, file_type)
         rows = await c.fetch(
             f"SELECT {_DOC_COLUMNS} FROM documents WHERE {where} ORDER BY {order} LIMIT $3 OFFSET $4",

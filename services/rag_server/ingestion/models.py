@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from uuid import UUID
 
 from pydantic import BaseModel, Field
 
 TaskStatus = Literal["queued", "processing", "completed", "failed", "duplicate"]
-TASK_STATUSES: tuple[TaskStatus, ...] = ("queued", "processing", "completed", "failed", "duplicate")
+TASK_STATUSES: tuple[TaskStatus, ...] = get_args(TaskStatus)
 DocumentStatus = Literal["queued", "processing", "ready", "failed"]
 BatchState = Literal["queued", "processing", "completed", "completed_with_errors", "failed"]
 DocumentSort = Literal["name", "uploaded", "chunks"]

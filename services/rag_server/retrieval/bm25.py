@@ -10,17 +10,16 @@ posting: bm25_native.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 
 from rag_server.infra.admin import get_meta
+from rag_server.infra.capabilities import Bm25Engine
 from rag_server.retrieval.bm25_native import native_top_k
 from rag_server.retrieval.filters import FilterSQL, build_filters
 from rag_server.retrieval.legs import LegHit, clean_query
 from rag_server.retrieval.models import SearchFilters
-
-Bm25Engine = Literal["native", "pg_search"]
 
 
 def pg_search_sql(filters: FilterSQL) -> str:

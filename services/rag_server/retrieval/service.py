@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import numpy as np
 
+from rag_server.infra.capabilities import Bm25Engine
 from rag_server.infra.runtime import Runtime
-from rag_server.retrieval.bm25 import Bm25Engine, bm25_leg, read_engine
+from rag_server.retrieval.bm25 import bm25_leg, read_engine
 from rag_server.retrieval.fusion import FusedHit, convex, rrf
 from rag_server.retrieval.legs import LegHit, clean_query
 from rag_server.retrieval.models import (
@@ -40,7 +41,7 @@ async def bm25_engine(runtime: Runtime) -> Bm25Engine:
     if runtime.bm25_engine is None:
         async with runtime.pool.acquire() as conn:
             runtime.bm25_engine = await read_engine(conn)
-    return cast(Bm25Engine, runtime.bm25_engine)
+    return runtime.bm25_engine
 
 
 async def _timed(timings: dict[str, float], name: str, work: Callable[[], Awaitable[T]]) -> T:

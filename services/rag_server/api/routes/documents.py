@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 
-from rag_server.api.deps import OffsetQuery, RuntimeDep
+from rag_server.api.deps import OffsetQuery, PoolDep
 from rag_server.api.errors import error_responses
 from rag_server.ingestion import documents
 from rag_server.ingestion.models import (
@@ -33,7 +33,7 @@ _FILE_BYTES: dict[int | str, dict[str, Any]] = {
 
 @router.get("/documents", response_model=DocumentList, responses=error_responses(503))
 async def list_documents(
-    runtime: RuntimeDep,
+    pool: PoolDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: OffsetQuery = 0,
     sort: DocumentSort = "uploaded",
@@ -42,7 +42,7 @@ async def list_documents(
     file_type: Annotated[CleanText | None, Query(alias="type", max_length=20)] = None,
 ) -> DocumentList:
     return await documents.list_documents(
-        runtime.pool,
+        pool,
         limit=limit,
         offset=offset,
         sort=sort,
@@ -53,8 +53,8 @@ async def list_documents(
 
 
 @router.get("/documents/{document_id}", response_model=Document, responses=error_responses(404, 503))
-async def get_document(document_id: UUID, runtime: RuntimeDep) -> Document:
-    return await documents.get_document(runtime.pool, document_id)
+async def get_document(document_id: UUID, pool: PoolDep) -> Document:
+    return await documents.get_document(pool, document_id)
 
 
 @router.get(
@@ -62,17 +62,17 @@ async def get_document(document_id: UUID, runtime: RuntimeDep) -> Document:
     response_class=Response,
     responses={**_FILE_BYTES, **error_responses(404, 503)},
 )
-async def download_document(document_id: UUID, runtime: RuntimeDep) -> Response:
-    f = await documents.get_document_file(runtime.pool, document_id)
+async def download_document(document_id: UUID, pool: PoolDep) -> Response:
+    f = await documents.get_document_file(pool, document_id)
     ascii_name = f.filename.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
     disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(f.filename)}"
     return Response(f.content, media_type=f.content_type, headers={"Content-Disposition": disposition})
 
 
 @router.delete("/documents/{document_id}", status_code=204, responses=error_responses(404, 503))
-async def delete_document(document_id: UUID, runtime: RuntimeDep) -> Response:
+async def delete_document(document_id: UUID, pool: PoolDep) -> Response:
     """Deletes the document, its bytes and its chunks together; a task still running for it is failed."""
-    await documents.delete_document(runtime.pool, document_id)
+    await documents.delete_document(pool, document_id)
     return Response(status_code=204)
 
 
@@ -81,6 +81,6 @@ async def delete_document(document_id: UUID, runtime: RuntimeDep) -> Response:
     response_model=DuplicateCheckResult,
     responses=error_responses(400, 503),
 )
-async def check_duplicates(body: DuplicateCheck, runtime: RuntimeDep) -> DuplicateCheckResult:
+async def check_duplicates(body: DuplicateCheck, pool: PoolDep) -> DuplicateCheckResult:
     """Which of these files are already stored (by sha256), so a client can skip re-uploading them."""
-    return await documents.check_duplicates(runtime.pool, body.files)
+    return await documents.check_duplicates(pool, body.files)

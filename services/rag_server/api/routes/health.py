@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from rag_server import __version__
 from rag_server.api.deps import PoolDep
 from rag_server.api.errors import error_responses
-from rag_server.infra.capabilities import capability_report
+from rag_server.infra.capabilities import Bm25Engine, capability_report
 
 router = APIRouter(tags=["health"])
 
@@ -41,7 +41,7 @@ class HealthResponse(BaseModel):
     version: str
     postgres: str
     extensions: Extensions
-    bm25_engine: str  # "pg_search", "native", or "none" before migration 0002
+    bm25_engine: Bm25Engine | Literal["none"]  # "none" before migration 0002
     embedding: Embedding
     queue: str | None
 

@@ -6,7 +6,7 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
-from rag_server.api.deps import RuntimeDep
+from rag_server.api.deps import PoolDep
 from rag_server.api.errors import error_responses
 from rag_server.ingestion import batches
 from rag_server.ingestion.models import BatchStatus
@@ -15,7 +15,7 @@ router = APIRouter(tags=["ingestion"])
 
 
 @router.get("/tasks/{batch_id}/status", response_model=BatchStatus, responses=error_responses(404, 503))
-async def batch_status(batch_id: UUID, runtime: RuntimeDep) -> BatchStatus:
+async def batch_status(batch_id: UUID, pool: PoolDep) -> BatchStatus:
     """Batch status (queued, processing, completed, completed_with_errors, failed), counts per task
     status, and per task: filename, status, total/completed chunks, attempts, error, document_id."""
-    return await batches.batch_status(runtime.pool, batch_id)
+    return await batches.batch_status(pool, batch_id)

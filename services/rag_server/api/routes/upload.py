@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from rag_server.api.deps import RuntimeDep
+from rag_server.api.deps import PoolDep, QueueDep, SettingsDep
 from rag_server.api.errors import error_responses
 from rag_server.ingestion.batches import create_upload_batch
 from rag_server.ingestion.models import UploadResponse
@@ -36,9 +36,8 @@ _MULTIPART_BODY = {
     responses=error_responses(400, 413, 415, 422, 503),
     openapi_extra=_MULTIPART_BODY,
 )
-async def upload(request: Request, runtime: RuntimeDep) -> UploadResponse:
+async def upload(request: Request, settings: SettingsDep, pool: PoolDep, queue: QueueDep) -> UploadResponse:
     """Upload one or many files (multipart field `files`). Returns the batch to poll."""
-    settings = runtime.settings
     check_declared_size(request.headers.get("content-length"), settings)
     max_files = settings.max_files_per_upload
     # The multipart parser spools file parts beyond 1 MB to disk, so memory stays bounded.
@@ -47,4 +46,4 @@ async def upload(request: Request, runtime: RuntimeDep) -> UploadResponse:
         files = await read_upload(form.getlist("files"), settings)
     finally:
         await form.close()
-    return await create_upload_batch(runtime.pool, runtime.queue, files)
+    return await create_upload_batch(pool, queue, files)
