@@ -1,8 +1,10 @@
-"""Fixtures shared by several integration modules (module-scoped ones are still one per module)."""
+"""Fixtures shared by several integration modules (module-scoped ones are still one per module), and
+the `integration` marker on every test under this directory."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -10,10 +12,19 @@ from fastapi import FastAPI
 
 from rag_server.api.app import create_app
 from rag_server.config import Settings
-from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer
-from tests.processes import Proc
+from tests.fakes.embedding_server import FakeEmbeddingServer
+from tests.support.processes import Proc
 
 APP_BASE_URL = "http://rag-server.test"
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here is an integration test; marked in this one place so no module can forget it
+    (tests/unit/test_markers.py checks that `-m "not integration"` selects nothing here)."""
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="module")

@@ -23,17 +23,16 @@ from rag_server.ingestion.pipeline import (
     ingest_documents_direct,
     prepare_chunks_sync,
 )
-from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer, fake_ollama_env
-from tests.fixtures.ingest_files import long_text, pdf_with_text
-from tests.fixtures.ingest_stack import (
+from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings, fake_ollama_env
+from tests.support.ingest import (
     chunk_count,
-    fake_embedding_settings,
     query,
     upload,
     wait_batch,
     wait_for,
 )
-from tests.processes import Proc, process_env, start_server, start_worker
+from tests.support.processes import Proc, process_env, start_server, start_worker
+from tests.support.sample_files import long_text, pdf_with_text
 
 STACK_ENV = {"RAG_EMBEDDING_BATCH_SIZE": "8", "RAG_WORKER_POLL_INTERVAL_S": "0.1", "RAG_CHUNK_SIZE": "128"}
 

@@ -14,9 +14,7 @@ import pytest
 
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
-from tests.processes import Proc, process_env, start_server
-
-pytestmark = pytest.mark.integration
+from tests.support.processes import Proc, process_env, start_server
 
 DOCS = {
     "zebrafish.md": "# Regeneration\n\nZebrafish regenerate cardiac muscle after injury; cardiomyocytes "

@@ -17,8 +17,10 @@ from rag_server.config import Settings
 from rag_server.ingestion.documents import sha256_hex
 from rag_server.ingestion.parsing import file_type_for
 from rag_server.ingestion.pipeline import prepare_chunks_sync
-from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer, fake_ollama_env
-from tests.fixtures.ingest_files import (
+from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings, fake_ollama_env
+from tests.support.ingest import query, upload, wait_batch
+from tests.support.processes import Proc, process_env, start_server, start_worker
+from tests.support.sample_files import (
     blank_pdf,
     corrupt_pdf,
     docx_bytes,
@@ -27,8 +29,6 @@ from tests.fixtures.ingest_files import (
     long_text,
     pdf_with_text,
 )
-from tests.fixtures.ingest_stack import fake_embedding_settings, query, upload, wait_batch
-from tests.processes import Proc, process_env, start_server, start_worker
 
 MAX_UPLOAD = 300_000
 STACK_ENV = {
