@@ -20,7 +20,7 @@ from rag_server.infra.runtime import Runtime, open_runtime
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Helpers that assert on behalf of tests report their failures like the tests themselves.
-pytest.register_assert_rewrite("tests.fixtures.ingest_stack")
+pytest.register_assert_rewrite("tests.support.ingest")
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,6 @@ from rag_server.infra import admin
 from rag_server.infra.database import create_pool, with_database
 from rag_server.infra.migrations import upgrade_to_head
 
-pytestmark = pytest.mark.integration
-
 
 async def test_create_exists_drop_with_a_name_that_needs_quoting(pg_server: str) -> None:
     name = f'odd "name"; DROP {uuid.uuid4().hex[:8]}'

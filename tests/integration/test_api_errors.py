@@ -16,8 +16,6 @@ from rag_server.api.app import create_app
 from rag_server.config import Settings
 from tests.integration.conftest import APP_BASE_URL
 
-pytestmark = pytest.mark.integration
-
 FAILURES: dict[str, tuple[BaseException, int]] = {
     "refused": (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), 503),
     "too-many-connections": (asyncpg.exceptions.TooManyConnectionsError("too many clients"), 503),

@@ -23,8 +23,6 @@ from rag_server.retrieval import bm25_native
 from rag_server.retrieval.bm25 import bm25_leg
 from rag_server.retrieval.models import SearchFilters
 
-pytestmark = pytest.mark.integration
-
 WORDS = [
     "run",
     "running",

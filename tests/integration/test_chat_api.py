@@ -1,7 +1,7 @@
 """Chat end to end over HTTP: real `rag-server serve` processes on the embedded PostgreSQL.
 
 Two servers share this module's database: one without an LLM (extractive answers), one pointed at
-tests/fake_llm.py (a real local OpenAI-compatible HTTP server). Documents are ingested through the
+tests/fakes/llm_server.py (a real local OpenAI-compatible HTTP server). Documents are ingested through the
 same pipeline the worker uses, before the servers start.
 """
 
@@ -23,10 +23,8 @@ import pytest
 from rag_server.chat.answer import EXTRACTIVE_HEADER, FALLBACK_HEADER
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
-from tests.fake_llm import TITLE, Behaviour, FakeLLM
-from tests.processes import Proc, process_env, start_server
-
-pytestmark = pytest.mark.integration
+from tests.fakes.llm_server import TITLE, Behaviour, FakeLLM
+from tests.support.processes import Proc, process_env, start_server
 
 DOCS = {
     "hnsw.txt": "HNSW is a graph-based index for approximate nearest neighbour search. pgvector builds "

@@ -15,8 +15,6 @@ from rag_server.errors import NotFoundError
 from rag_server.infra.runtime import Runtime
 from rag_server.integrations.llamaindex_chat_store import PostgresChatStore
 
-pytestmark = pytest.mark.integration
-
 
 def msg(role: MessageRole, content: str, **extra: object) -> ChatMessage:
     return ChatMessage(role=role, content=content, additional_kwargs=dict(extra))

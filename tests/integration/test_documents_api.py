@@ -1,6 +1,6 @@
 """Documents API (list/sort/filter/download/delete, also mid-processing), direct ingestion for the
-evaluation, and `rag-server ingest` — against a real server + worker, embeddings from a local fake
-Ollama server."""
+evaluation, and `rag-server ingest` — the real application in this process, a real worker subprocess
+on the same database and settings, embeddings from a local fake Ollama server."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import httpx
 import pytest
+from starlette.testclient import TestClient
 
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
@@ -23,46 +23,41 @@ from rag_server.ingestion.pipeline import (
     ingest_documents_direct,
     prepare_chunks_sync,
 )
-from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer, fake_ollama_env
-from tests.fixtures.ingest_files import long_text, pdf_with_text
-from tests.fixtures.ingest_stack import (
+from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
+from tests.support.ingest import (
     chunk_count,
-    fake_embedding_settings,
     query,
     upload,
     wait_batch,
     wait_for,
 )
-from tests.processes import Proc, process_env, start_server, start_worker
-
-STACK_ENV = {"RAG_EMBEDDING_BATCH_SIZE": "8", "RAG_WORKER_POLL_INTERVAL_S": "0.1", "RAG_CHUNK_SIZE": "128"}
+from tests.support.processes import Proc, settings_env, start_worker
+from tests.support.sample_files import long_text, pdf_with_text
 
 
 @pytest.fixture(scope="module")
 def settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
-    return fake_embedding_settings(database_url, data_dir, fake, embedding_batch_size=8, chunk_size=128)
+    """The in-process app's settings, and the worker's (`settings_env`)."""
+    return fake_embedding_settings(
+        database_url, data_dir, fake, embedding_batch_size=8, chunk_size=128, worker_poll_interval_s=0.1
+    )
 
 
 @pytest.fixture(scope="module")
-def env(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> dict[str, str]:
-    return process_env(database_url, data_dir, **fake_ollama_env(fake), **STACK_ENV)
+def env(settings: Settings) -> dict[str, str]:
+    return settings_env(settings)
 
 
 @pytest.fixture(scope="module")
-def stack(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
-    logs = tmp_path_factory.mktemp("logs")
-    server = start_server(env, logs / "server.log")
-    worker = start_worker(env, logs / "worker.log")
-    yield server, worker
-    server.stop()
-    assert worker.stop() == 0, worker.log()
+def worker(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    proc = start_worker(env, tmp_path_factory.mktemp("logs") / "worker.log")
+    yield proc
+    assert proc.stop() == 0, proc.log()
 
 
 @pytest.fixture(scope="module")
-def client(stack: tuple[Proc, Proc]) -> Iterator[httpx.Client]:
-    assert stack[0].base_url
-    with httpx.Client(base_url=stack[0].base_url, timeout=60) as c:
-        yield c
+def client(sync_app_client: TestClient, worker: Proc) -> TestClient:
+    return sync_app_client
 
 
 def first_search_text(database_url: str, document_id: UUID) -> str:
@@ -75,7 +70,7 @@ def first_search_text(database_url: str, document_id: UUID) -> str:
 
 
 @pytest.fixture(scope="module")
-def uploaded(client: httpx.Client) -> dict[str, dict[str, Any]]:
+def uploaded(client: TestClient) -> dict[str, dict[str, Any]]:
     files = {
         "b-medium.txt": long_text(600, seed=1).encode(),
         "a-small.md": b"# Small\n\nA small markdown file.",
@@ -87,7 +82,7 @@ def uploaded(client: httpx.Client) -> dict[str, dict[str, Any]]:
     return {t["filename"]: {**t, "content": files[t["filename"]]} for t in status["tasks"]}
 
 
-def test_list_sort_filter_paginate(client: httpx.Client, uploaded: dict[str, dict[str, Any]]) -> None:
+def test_list_sort_filter_paginate(client: TestClient, uploaded: dict[str, dict[str, Any]]) -> None:
     by_name = client.get("/documents", params={"sort": "name", "order": "asc"}).json()
     assert by_name["total"] == 4
     assert [d["filename"] for d in by_name["items"]] == [
@@ -106,7 +101,7 @@ def test_list_sort_filter_paginate(client: httpx.Client, uploaded: dict[str, dic
     assert client.get("/documents", params={"sort": "nonsense"}).status_code == 422
 
 
-def test_offset_is_bounded(client: httpx.Client, uploaded: dict[str, dict[str, Any]]) -> None:
+def test_offset_is_bounded(client: TestClient, uploaded: dict[str, dict[str, Any]]) -> None:
     at_bound = client.get("/documents", params={"offset": 2**31 - 1})
     assert at_bound.status_code == 200 and at_bound.json()["items"] == [] and at_bound.json()["total"] == 4
     # Beyond PostgreSQL's bigint the query itself failed: a 500. Now the request is refused first.
@@ -116,7 +111,7 @@ def test_offset_is_bounded(client: httpx.Client, uploaded: dict[str, dict[str, A
     assert client.get("/documents", params={"offset": -1}).status_code == 422
 
 
-def test_openapi_declares_the_ingestion_responses(client: httpx.Client) -> None:
+def test_openapi_declares_the_ingestion_responses(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
 
     def responses(path: str, method: str) -> dict[str, Any]:
@@ -153,7 +148,7 @@ def test_openapi_declares_the_ingestion_responses(client: httpx.Client) -> None:
     assert "UploadedTask" not in schemas  # one type for an uploaded file's task
 
 
-def test_get_and_download(client: httpx.Client, uploaded: dict[str, dict[str, Any]]) -> None:
+def test_get_and_download(client: TestClient, uploaded: dict[str, dict[str, Any]]) -> None:
     pdf = uploaded["d-paper.pdf"]
     doc = client.get(f"/documents/{pdf['document_id']}").json()
     assert (doc["filename"], doc["file_type"], doc["status"], doc["size_bytes"], doc["sha256"]) == (
@@ -176,7 +171,7 @@ def test_get_and_download(client: httpx.Client, uploaded: dict[str, dict[str, An
 
 
 def test_delete_removes_document_bytes_and_chunks(
-    client: httpx.Client, uploaded: dict[str, dict[str, Any]], database_url: str
+    client: TestClient, uploaded: dict[str, dict[str, Any]], database_url: str
 ) -> None:
     doc_id = uploaded["b-medium.txt"]["document_id"]
     assert chunk_count(database_url, doc_id) > 0
@@ -199,7 +194,7 @@ def test_delete_removes_document_bytes_and_chunks(
     assert task == {"status": "completed", "document_id": None}
 
 
-def test_delete_while_processing(client: httpx.Client, database_url: str) -> None:
+def test_delete_while_processing(client: TestClient, database_url: str) -> None:
     # The filename is in every chunk's search text; SLOW700 makes the fake backend take 0.7 s a batch.
     response = upload(client, [("SLOW700-report.txt", long_text(1200, seed=3).encode())])
     [task] = response.json()["tasks"]
@@ -272,7 +267,7 @@ async def test_direct_ingestion_uses_the_same_pipeline(
 
 
 def test_cli_ingest_uploads_a_folder_and_waits(
-    client: httpx.Client, env: dict[str, str], tmp_path: Path, database_url: str
+    live_app_url: str, worker: Proc, env: dict[str, str], tmp_path: Path, database_url: str
 ) -> None:
     (tmp_path / "nested" / "deeper").mkdir(parents=True)
     (tmp_path / "one.txt").write_text(long_text(100, seed=31))
@@ -280,7 +275,7 @@ def test_cli_ingest_uploads_a_folder_and_waits(
     (tmp_path / "nested" / "deeper" / "three.html").write_text(f"<p>{long_text(100, seed=33)}</p>")
     (tmp_path / "nested" / "skip.bin").write_bytes(b"\x00\x01")
     (tmp_path / "nested" / "broken.json").write_text("{oops")
-    command = [sys.executable, "-m", "rag_server", "ingest", str(tmp_path), "--url", str(client.base_url)]
+    command = [sys.executable, "-m", "rag_server", "ingest", str(tmp_path), "--url", live_app_url]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr  # broken.json failed
     assert "skipped (unsupported or missing):" in result.stderr and "skip.bin" in result.stderr

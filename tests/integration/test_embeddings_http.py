@@ -7,7 +7,7 @@ import pytest
 
 from rag_server.config import Settings
 from rag_server.infra.embeddings import EmbeddingError, OllamaEmbedder, OpenAIEmbedder
-from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer, fake_vector
+from tests.fakes.embedding_server import FakeEmbeddingServer, fake_vector
 
 
 def embedding_settings(fake: FakeEmbeddingServer, **overrides: object) -> Settings:

@@ -20,8 +20,6 @@ from rag_server.evaluation.runner import INGEST_MARKER, EvalOptions, eval_databa
 from rag_server.infra import admin
 from rag_server.infra.database import with_database
 
-pytestmark = pytest.mark.integration
-
 SUBJECTS = [
     ("volcano", "magma erupts from the crater and lava flows down the slopes"),
     ("penguin", "flightless birds that swim in cold antarctic waters and eat krill"),

@@ -18,8 +18,6 @@ from rag_server.infra import admin
 from rag_server.infra.database import with_database
 from tests.integration.test_eval import make_dataset
 
-pytestmark = pytest.mark.integration
-
 
 def run_cli(args: list[str], database_url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "RAG_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"}

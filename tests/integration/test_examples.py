@@ -7,12 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from rag_server.infra.runtime import Runtime
-from tests.processes import process_env
-
-pytestmark = pytest.mark.integration
+from tests.support.processes import process_env
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

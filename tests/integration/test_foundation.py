@@ -19,7 +19,7 @@ from rag_server.infra.capabilities import SchemaMismatchError, capability_report
 from rag_server.infra.migrations import current_revision, upgrade_to_head
 from rag_server.infra.runtime import Runtime, open_runtime
 from tests.conftest import create_database
-from tests.processes import process_env, start_server
+from tests.support.processes import process_env, start_server
 
 EXPECTED_TABLES = {
     "app_meta",

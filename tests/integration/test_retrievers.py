@@ -17,8 +17,6 @@ from rag_server.retrieval.models import SearchFilters, SearchRequest
 from rag_server.retrieval.service import bm25_search, embed_query, search, vector_search
 from rag_server.retrieval.vector import vector_leg
 
-pytestmark = pytest.mark.integration
-
 ZEBRAFISH = (
     "Zebrafish regenerate cardiac muscle after injury. Cardiomyocytes near the wound dedifferentiate "
     "and proliferate, restoring the ventricle within weeks."

@@ -15,10 +15,8 @@ from rag_server.infra.runtime import open_runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from rag_server.retrieval.models import SearchRequest
 from rag_server.retrieval.service import search
-from tests.fake_llm import FakeLLM
 from tests.fakes.embedder import RecordingEmbedder
-
-pytestmark = pytest.mark.integration
+from tests.fakes.llm_server import FakeLLM
 
 
 @pytest.fixture(scope="module")

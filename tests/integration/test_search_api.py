@@ -1,22 +1,21 @@
-"""POST /search and `rag-server search` against a real server process and really ingested chunks."""
+"""POST /search against the real application in this process, and `rag-server search` as a subprocess,
+over really ingested chunks."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
-from tests.processes import Proc, process_env, start_server
-
-pytestmark = pytest.mark.integration
+from tests.support.processes import process_env
 
 DOCS = {
     "zebrafish.md": "# Regeneration\n\nZebrafish regenerate cardiac muscle after injury; cardiomyocytes "
@@ -37,31 +36,24 @@ async def doc_ids(runtime: Runtime) -> dict[str, UUID]:
 
 
 @pytest.fixture(scope="module")
-def server(database_url: str, data_dir: Path, doc_ids: dict[str, UUID]) -> Iterator[Proc]:
-    proc = start_server(process_env(database_url, data_dir), data_dir / "server.log", timeout=120)
-    yield proc
-    proc.stop()
+def client(sync_app_client: TestClient, doc_ids: dict[str, UUID]) -> TestClient:
+    return sync_app_client
 
 
-def post(server: Proc, body: object) -> httpx.Response:
+def post(client: httpx.Client, body: object) -> httpx.Response:
     # json.dumps escapes NUL and lone surrogates (\\u0000, \\ud800) as a hostile client would send them.
-    return httpx.post(
-        f"{server.base_url}/search",
-        content=json.dumps(body),
-        headers={"content-type": "application/json"},
-        timeout=60,
-    )
+    return client.post("/search", content=json.dumps(body), headers={"content-type": "application/json"})
 
 
-def test_health_reports_the_bm25_engine(server: Proc) -> None:
-    assert httpx.get(f"{server.base_url}/health", timeout=10).json()["bm25_engine"] == "native"
+def test_health_reports_the_bm25_engine(client: TestClient) -> None:
+    assert client.get("/health").json()["bm25_engine"] == "native"
 
 
 @pytest.mark.parametrize("search_type", ["vector", "bm25", "hybrid"])
 def test_each_search_type_finds_the_document(
-    server: Proc, doc_ids: dict[str, UUID], search_type: str
+    client: TestClient, doc_ids: dict[str, UUID], search_type: str
 ) -> None:
-    reply = post(server, {"query": "zebrafish heart regeneration", "top_k": 3, "search_type": search_type})
+    reply = post(client, {"query": "zebrafish heart regeneration", "top_k": 3, "search_type": search_type})
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert body["search_type"] == search_type
@@ -83,9 +75,9 @@ def test_each_search_type_finds_the_document(
         assert top["score"] == top[search_type]["score"]
 
 
-def test_hybrid_fusion_can_be_chosen_per_request(server: Proc) -> None:
+def test_hybrid_fusion_can_be_chosen_per_request(client: TestClient) -> None:
     for fusion in ("rrf", "convex"):
-        reply = post(server, {"query": "metformin diabetes", "search_type": "hybrid", "fusion": fusion})
+        reply = post(client, {"query": "metformin diabetes", "search_type": "hybrid", "fusion": fusion})
         assert reply.status_code == 200
         top = reply.json()["results"][0]
         assert top["document_name"] == "insulin.txt"
@@ -95,14 +87,14 @@ def test_hybrid_fusion_can_be_chosen_per_request(server: Proc) -> None:
             assert top["score"] == pytest.approx(1.0)  # best of both legs after min-max
 
 
-def test_filters_through_the_api(server: Proc, doc_ids: dict[str, UUID]) -> None:
+def test_filters_through_the_api(client: TestClient, doc_ids: dict[str, UUID]) -> None:
     body = {
         "query": "zebrafish heart",
         "top_k": 10,
         "filters": {"document_ids": [str(doc_ids["mice.txt"])]},
     }
     for search_type in ("vector", "bm25", "hybrid"):
-        reply = post(server, {**body, "search_type": search_type})
+        reply = post(client, {**body, "search_type": search_type})
         assert reply.status_code == 200
         names = {r["document_name"] for r in reply.json()["results"]}
         assert names <= {"mice.txt"}, search_type
@@ -121,22 +113,22 @@ HOSTILE = [
 
 @pytest.mark.parametrize("query", HOSTILE)
 @pytest.mark.parametrize("search_type", ["vector", "bm25", "hybrid"])
-def test_hostile_queries_are_answered(server: Proc, query: str, search_type: str) -> None:
-    reply = post(server, {"query": query, "search_type": search_type})
+def test_hostile_queries_are_answered(client: TestClient, query: str, search_type: str) -> None:
+    reply = post(client, {"query": query, "search_type": search_type})
     assert reply.status_code == 200, reply.text
     assert isinstance(reply.json()["results"], list)
 
 
-def test_lone_surrogate_is_a_4xx(server: Proc) -> None:
+def test_lone_surrogate_is_a_4xx(client: TestClient) -> None:
     # FastAPI's 422 echoes the invalid input; it must still encode (api/errors.AsciiJSONResponse).
-    reply = post(server, {"query": "zebrafish \ud800", "search_type": "bm25"})
+    reply = post(client, {"query": "zebrafish \ud800", "search_type": "bm25"})
     assert reply.status_code == 422
     assert reply.json()["detail"]
 
 
-def test_stopword_query_has_no_bm25_results_and_tables_survive(server: Proc) -> None:
-    assert post(server, {"query": "the of and a is", "search_type": "bm25"}).json()["results"] == []
-    reply = post(server, {"query": "zebrafish", "search_type": "bm25"})
+def test_stopword_query_has_no_bm25_results_and_tables_survive(client: TestClient) -> None:
+    assert post(client, {"query": "the of and a is", "search_type": "bm25"}).json()["results"] == []
+    reply = post(client, {"query": "zebrafish", "search_type": "bm25"})
     assert reply.json()["results"][0]["document_name"] == "zebrafish.md"
 
 
@@ -157,15 +149,17 @@ def test_stopword_query_has_no_bm25_results_and_tables_survive(server: Proc) -> 
         ["query"],
     ],
 )
-def test_bad_parameters_are_422_json(server: Proc, body: object) -> None:
-    reply = post(server, body)
+def test_bad_parameters_are_422_json(client: TestClient, body: object) -> None:
+    reply = post(client, body)
     assert reply.status_code == 422, reply.text
     assert "detail" in reply.json()
 
 
-def test_cli_search_prints_a_table(server: Proc, database_url: str, data_dir: Path) -> None:
+def test_cli_search_prints_a_table(
+    live_app_url: str, doc_ids: dict[str, UUID], database_url: str, data_dir: Path
+) -> None:
     env = process_env(database_url, data_dir)
-    for extra in (["--type", "bm25"], ["--url", str(server.base_url), "--top-k", "2"]):
+    for extra in (["--type", "bm25"], ["--url", live_app_url, "--top-k", "2"]):
         done = subprocess.run(
             [sys.executable, "-m", "rag_server", "search", "zebrafish regeneration", *extra],
             env=env,

@@ -12,8 +12,6 @@ from rag_server.chat.temporary import TemporarySessions
 from rag_server.errors import NotFoundError
 from rag_server.infra.runtime import Runtime
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(params=["postgres", "temporary"])
 async def store(request: pytest.FixtureRequest, runtime: Runtime) -> AsyncIterator[SessionStore]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.fixtures.ingest_stack import wait_for
-from tests.processes import free_port
+from tests.support.ingest import wait_for
+from tests.support.processes import free_port
 
 
 def worker_children(up: subprocess.Popen[bytes]) -> list[psutil.Process]:

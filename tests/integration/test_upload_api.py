@@ -1,4 +1,5 @@
-"""Upload -> pgmq -> worker -> chunks, through a real `rag-server serve` and `rag-server worker`.
+"""Upload -> pgmq -> worker -> chunks: the real application in this process, a real `rag-server worker`
+subprocess on the same database and settings.
 
 Embeddings come from a local server speaking Ollama's protocol (fast, and lets a test make the
 backend fail on purpose); test_worker_kill.py covers the default local MiniLM model.
@@ -10,15 +11,17 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+from starlette.testclient import TestClient
 
 from rag_server.config import Settings
 from rag_server.ingestion.documents import sha256_hex
 from rag_server.ingestion.parsing import file_type_for
 from rag_server.ingestion.pipeline import prepare_chunks_sync
-from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer, fake_ollama_env
-from tests.fixtures.ingest_files import (
+from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
+from tests.support.ingest import query, upload, wait_batch
+from tests.support.processes import Proc, settings_env, start_worker
+from tests.support.sample_files import (
     blank_pdf,
     corrupt_pdf,
     docx_bytes,
@@ -27,54 +30,40 @@ from tests.fixtures.ingest_files import (
     long_text,
     pdf_with_text,
 )
-from tests.fixtures.ingest_stack import fake_embedding_settings, query, upload, wait_batch
-from tests.processes import Proc, process_env, start_server, start_worker
 
 MAX_UPLOAD = 300_000
-STACK_ENV = {
-    "RAG_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
-    "RAG_MAX_UPLOAD_REQUEST_BYTES": str(5 * MAX_UPLOAD),
-    "RAG_CHUNK_SIZE": "128",
-    "RAG_CHUNK_OVERLAP": "16",
-    "RAG_EMBEDDING_BATCH_SIZE": "16",
-    "RAG_EMBEDDING_RETRIES": "0",
-    "RAG_WORKER_MAX_ATTEMPTS": "3",
-    "RAG_WORKER_RETRY_BACKOFF_S": "0",
-    "RAG_WORKER_POLL_INTERVAL_S": "0.1",
-    "RAG_WORKER_CONCURRENCY": "2",
-}
 
 
 @pytest.fixture(scope="module")
-def env(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> dict[str, str]:
-    return process_env(database_url, data_dir, **fake_ollama_env(fake), **STACK_ENV)
+def settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
+    """The in-process app's settings, and the worker's (`settings_env`)."""
+    return fake_embedding_settings(
+        database_url,
+        data_dir,
+        fake,
+        max_upload_bytes=MAX_UPLOAD,
+        max_upload_request_bytes=5 * MAX_UPLOAD,
+        chunk_size=128,
+        chunk_overlap=16,
+        embedding_batch_size=16,
+        embedding_retries=0,
+        worker_max_attempts=3,
+        worker_retry_backoff_s=0,
+        worker_poll_interval_s=0.1,
+        worker_concurrency=2,
+    )
 
 
 @pytest.fixture(scope="module")
-def stack_settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
-    """The settings the subprocesses run with, to compute the expected chunks in the test."""
-    return fake_embedding_settings(database_url, data_dir, fake, chunk_size=128, chunk_overlap=16)
-
-
-@pytest.fixture(scope="module")
-def server(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    proc = start_server(env, tmp_path_factory.mktemp("logs") / "server.log")
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def worker(server: Proc, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    proc = start_worker(env, tmp_path_factory.mktemp("logs") / "worker.log")
+def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    proc = start_worker(settings_env(settings), tmp_path_factory.mktemp("logs") / "worker.log")
     yield proc
     assert proc.stop() == 0, proc.log()
 
 
 @pytest.fixture(scope="module")
-def client(server: Proc, worker: Proc) -> Iterator[httpx.Client]:
-    assert server.base_url
-    with httpx.Client(base_url=server.base_url, timeout=60) as c:
-        yield c
+def client(sync_app_client: TestClient, worker: Proc) -> TestClient:
+    return sync_app_client
 
 
 def document_count(database_url: str) -> int:
@@ -97,7 +86,7 @@ SAMPLES: dict[str, bytes] = {
 
 
 def test_every_supported_type_becomes_exactly_the_expected_chunks(
-    client: httpx.Client, database_url: str, stack_settings: Settings
+    client: TestClient, database_url: str, settings: Settings
 ) -> None:
     response = upload(client, list(SAMPLES.items()))
     assert response.status_code == 202, response.text
@@ -112,7 +101,7 @@ def test_every_supported_type_becomes_exactly_the_expected_chunks(
         name = task["filename"]
         file_type = file_type_for(name)
         assert file_type is not None
-        expected = prepare_chunks_sync(stack_settings, name, SAMPLES[name], file_type.name)
+        expected = prepare_chunks_sync(settings, name, SAMPLES[name], file_type.name)
         assert task["total_chunks"] == task["completed_chunks"] == len(expected) > 0, task
         assert task["attempts"] == 1 and task["error"] is None
         rows = query(
@@ -153,7 +142,7 @@ def test_every_supported_type_becomes_exactly_the_expected_chunks(
     ],
 )
 def test_bad_files_fail_their_task_with_a_reason_and_no_chunks(
-    client: httpx.Client, database_url: str, filename: str, content: bytes, reason: str
+    client: TestClient, database_url: str, filename: str, content: bytes, reason: str
 ) -> None:
     response = upload(client, [(filename, content)])
     assert response.status_code == 202, response.text
@@ -177,7 +166,7 @@ def test_bad_files_fail_their_task_with_a_reason_and_no_chunks(
     assert mine[0]["n"] == 1
 
 
-def test_unsupported_extension_is_415_and_stores_nothing(client: httpx.Client, database_url: str) -> None:
+def test_unsupported_extension_is_415_and_stores_nothing(client: TestClient, database_url: str) -> None:
     before = document_count(database_url)
     response = upload(client, [("fine.txt", b"a fine file"), ("virus.exe", b"MZ..."), ("x.png", b"\x89PNG")])
     assert response.status_code == 415
@@ -185,7 +174,7 @@ def test_unsupported_extension_is_415_and_stores_nothing(client: httpx.Client, d
     assert document_count(database_url) == before
 
 
-def test_file_over_the_limit_is_413_and_stores_nothing(client: httpx.Client, database_url: str) -> None:
+def test_file_over_the_limit_is_413_and_stores_nothing(client: TestClient, database_url: str) -> None:
     before = document_count(database_url)
     response = upload(client, [("ok.txt", b"small and fine"), ("huge.txt", b"x" * (MAX_UPLOAD + 1))])
     assert response.status_code == 413
@@ -193,7 +182,7 @@ def test_file_over_the_limit_is_413_and_stores_nothing(client: httpx.Client, dat
     assert document_count(database_url) == before
 
 
-def test_request_over_the_total_limit_is_413_before_reading(client: httpx.Client, database_url: str) -> None:
+def test_request_over_the_total_limit_is_413_before_reading(client: TestClient, database_url: str) -> None:
     before = document_count(database_url)
     files = [
         (f"part{i}.txt", bytes([65 + i]) * (MAX_UPLOAD - 1000)) for i in range(6)
@@ -206,7 +195,7 @@ def test_request_over_the_total_limit_is_413_before_reading(client: httpx.Client
     assert document_count(database_url) == before
 
 
-def test_chunked_request_over_the_total_limit_is_413(client: httpx.Client, database_url: str) -> None:
+def test_chunked_request_over_the_total_limit_is_413(client: TestClient, database_url: str) -> None:
     """Without Content-Length (chunked body) the total is counted while reading the parts."""
     before = document_count(database_url)
     parts = [
@@ -227,11 +216,11 @@ def test_chunked_request_over_the_total_limit_is_413(client: httpx.Client, datab
     assert document_count(database_url) == before
 
 
-def test_no_files_is_422(client: httpx.Client) -> None:
+def test_no_files_is_422(client: TestClient) -> None:
     assert client.post("/upload", data={"other": "x"}).status_code == 422
 
 
-def test_filenames_are_sanitised_for_display(client: httpx.Client) -> None:
+def test_filenames_are_sanitised_for_display(client: TestClient) -> None:
     # Built by hand: httpx would percent-encode the control characters a hostile client can send raw.
     body = (
         b'--XyZ\r\nContent-Disposition: form-data; name="files"; filename="../../etc/evil\x1b[2J\x07\x7f.txt"'
@@ -250,7 +239,7 @@ def test_filenames_are_sanitised_for_display(client: httpx.Client) -> None:
     assert 'filename="evil[2J.txt"' in download.headers["content-disposition"]
 
 
-def test_non_utf8_text_is_decoded(client: httpx.Client, database_url: str) -> None:
+def test_non_utf8_text_is_decoded(client: TestClient, database_url: str) -> None:
     content = ("Crème brûlée and café au lait are served. " * 5).encode("cp1252")
     response = upload(client, [("menu.txt", content)])
     status = wait_batch(client, response.json()["batch_id"])
@@ -263,7 +252,7 @@ def test_non_utf8_text_is_decoded(client: httpx.Client, database_url: str) -> No
     assert "Crème brûlée and café au lait" in rows[0]["text"]
 
 
-def test_duplicates_within_a_batch_and_across_batches(client: httpx.Client, database_url: str) -> None:
+def test_duplicates_within_a_batch_and_across_batches(client: TestClient, database_url: str) -> None:
     content = long_text(120, seed=99).encode()
     first = upload(client, [("one.txt", content), ("same-again.txt", content)]).json()
     assert [t["status"] for t in first["tasks"]] == ["queued", "duplicate"]
@@ -297,7 +286,7 @@ def test_duplicates_within_a_batch_and_across_batches(client: httpx.Client, data
     ]
 
 
-def test_concurrent_identical_uploads_make_one_document(client: httpx.Client, database_url: str) -> None:
+def test_concurrent_identical_uploads_make_one_document(client: TestClient, database_url: str) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     content = long_text(80, seed=4242).encode()
@@ -310,7 +299,7 @@ def test_concurrent_identical_uploads_make_one_document(client: httpx.Client, da
     assert len(docs) == 1
 
 
-def test_failed_document_is_requeued_when_uploaded_again(client: httpx.Client) -> None:
+def test_failed_document_is_requeued_when_uploaded_again(client: TestClient) -> None:
     # The fake embedding backend rejects this text (a non-transient error) the first time only...
     content = b"REJECT400 once"
     first = upload(client, [("reject.txt", content)]).json()
@@ -324,7 +313,7 @@ def test_failed_document_is_requeued_when_uploaded_again(client: httpx.Client) -
     assert wait_batch(client, second["batch_id"])["tasks"][0]["status"] == "failed"
 
 
-def test_transient_embedding_failures_are_retried(client: httpx.Client, database_url: str) -> None:
+def test_transient_embedding_failures_are_retried(client: TestClient, database_url: str) -> None:
     response = upload(client, [("flaky.txt", b"FAIL503x2-flaky this text fails twice then works.")])
     status = wait_batch(client, response.json()["batch_id"])
     [task] = status["tasks"]
@@ -336,7 +325,7 @@ def test_transient_embedding_failures_are_retried(client: httpx.Client, database
     assert rows[0]["n"] == task["total_chunks"] == 1
 
 
-def test_persistent_transient_failure_gives_up_after_max_attempts(client: httpx.Client) -> None:
+def test_persistent_transient_failure_gives_up_after_max_attempts(client: TestClient) -> None:
     response = upload(client, [("down.txt", b"ALWAYS503 the backend is down for this one.")])
     status = wait_batch(client, response.json()["batch_id"])
     [task] = status["tasks"]
@@ -346,7 +335,7 @@ def test_persistent_transient_failure_gives_up_after_max_attempts(client: httpx.
     assert "HTTP 503" in task["error"]
 
 
-def test_five_hundred_files_in_one_request(client: httpx.Client, database_url: str) -> None:
+def test_five_hundred_files_in_one_request(client: TestClient, database_url: str) -> None:
     files = [
         (f"bulk/{i:03d}.txt", f"Bulk file number {i}. It talks about topic {i % 17}.".encode())
         for i in range(500)
@@ -368,6 +357,6 @@ def test_five_hundred_files_in_one_request(client: httpx.Client, database_url: s
     assert queue[0]["n"] == 0
 
 
-def test_unknown_batch_is_404(client: httpx.Client) -> None:
+def test_unknown_batch_is_404(client: TestClient) -> None:
     response = client.get("/tasks/00000000-0000-0000-0000-000000000000/status")
     assert response.status_code == 404

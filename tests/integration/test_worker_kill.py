@@ -12,9 +12,9 @@ import pytest
 
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
-from tests.fixtures.ingest_files import long_text
-from tests.fixtures.ingest_stack import assert_exact_chunks, chunk_count, enqueue, query, task_row, wait_for
-from tests.processes import Proc, process_env, start_worker
+from tests.support.ingest import assert_exact_chunks, chunk_count, enqueue, query, task_row, wait_for
+from tests.support.processes import Proc, process_env, start_worker
+from tests.support.sample_files import long_text
 
 WORKER_ENV = {
     "RAG_WORKER_VISIBILITY_TIMEOUT_S": "3",  # a killed worker's message reappears within seconds

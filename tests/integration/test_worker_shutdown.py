@@ -11,18 +11,17 @@ import pytest
 
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
-from tests.fakes.ingest_fake_embeddings import FakeEmbeddingServer, fake_ollama_env
-from tests.fixtures.ingest_files import long_text
-from tests.fixtures.ingest_stack import (
+from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings, fake_ollama_env
+from tests.support.ingest import (
     assert_exact_chunks,
     chunk_count,
     enqueue,
-    fake_embedding_settings,
     query,
     task_row,
     wait_for,
 )
-from tests.processes import Proc, process_env, start_worker
+from tests.support.processes import Proc, process_env, start_worker
+from tests.support.sample_files import long_text
 
 
 @pytest.fixture(scope="module")

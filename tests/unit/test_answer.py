@@ -26,7 +26,7 @@ from rag_server.chat.models import ChatMessageOut
 from rag_server.config import Settings
 from rag_server.infra.llm import LLMConfigError, build_llm, configured_llm
 from rag_server.retrieval.models import SearchHit
-from tests.fake_llm import TITLE, Behaviour, FakeLLM
+from tests.fakes.llm_server import TITLE, Behaviour, FakeLLM
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ import itertools
 
 from rag_server.ingestion.chunking import chunk_document
 from rag_server.ingestion.parsing import ParsedDocument, Section
-from tests.fixtures.ingest_files import long_text
+from tests.support.sample_files import long_text
 
 
 def test_offsets_point_at_the_chunk_text() -> None:

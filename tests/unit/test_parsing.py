@@ -13,7 +13,7 @@ from rag_server.ingestion.parsing import (
     parse_document,
     sanitize_filename,
 )
-from tests.fixtures.ingest_files import (
+from tests.support.sample_files import (
     blank_pdf,
     corrupt_pdf,
     docx_bytes,

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.processes import free_port
+from rag_server.config import Settings
+from tests.support.processes import free_port
 
 
 def fake_vector(text: str, dim: int) -> list[float]:
@@ -126,3 +128,18 @@ def fake_ollama_env(server: FakeEmbeddingServer) -> dict[str, str]:
         "RAG_EMBEDDING_DIM": str(server.dim),
         "RAG_EMBEDDING_BASE_URL": server.base_url,
     }
+
+
+def fake_embedding_settings(
+    database_url: str, data_dir: Path, fake: FakeEmbeddingServer, **overrides: Any
+) -> Settings:
+    """Settings that embed through the fake Ollama server (what `fake_ollama_env` gives subprocesses)."""
+    return Settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        embedding_provider="ollama",
+        embedding_model="nomic-embed-text",
+        embedding_dim=fake.dim,
+        embedding_base_url=fake.base_url,
+        **overrides,
+    )

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.processes import free_port
+from tests.support.processes import free_port
 
 TITLE = "Fake Conversation Title"
 
