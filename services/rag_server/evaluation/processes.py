@@ -1,6 +1,6 @@
 """Real `rag-server serve` / `rag-server worker` subprocesses (blocking helpers).
 
-Used by the benchmarks, and by the tests (tests/processes.py re-exports them), so both drive the
+Used by the benchmarks, and by the tests (tests/support/processes.py re-exports them), so both drive the
 services exactly as a user starts them.
 """
 
