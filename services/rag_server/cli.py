@@ -39,11 +39,9 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
+    from rag_server.api.server import serve_api
 
-    from rag_server.api.app import create_app
-
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    serve_api(settings, args.host, args.port)
     return 0
 
 

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     # SIGTERM: in-flight tasks get this long to finish, then their messages are released (vt = 0).
     worker_shutdown_grace_s: float = 30.0
 
+    # --- API server ------------------------------------------------------------------------
+    # SIGTERM / Ctrl-C: in-flight requests (streamed answers too) get this long, then are cancelled;
+    # a cancelled answer writes nothing, a completed one is still written (api/server.py).
+    server_shutdown_grace_s: int = Field(default=5, ge=0)
+
     # --- retrieval ------------------------------------------------------------------------
     # Okapi BM25 parameters of the native engine (pg_search uses Tantivy's own 1.2 / 0.75).
     bm25_k1: float = Field(default=1.2, ge=0)

@@ -61,20 +61,11 @@ class WorkerSupervisor:
             process.wait()
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(0)
-
-
 def run_stack(settings: Settings, host: str, port: int) -> None:
-    import uvicorn
+    from rag_server.api.server import exit_on_sigterm, serve_api
 
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal. With the default
-    # handler that would kill this process before the `finally` blocks stop the worker and the
-    # database; as SystemExit it unwinds through them.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-
-    from rag_server.api.app import create_app
-
+    # From the start: a SIGTERM while the database starts or migrates also runs the `finally` below.
+    exit_on_sigterm()
     embedded: EmbeddedPostgres | None = None
     if settings.database_url:
         url = settings.database_url
@@ -89,7 +80,8 @@ def run_stack(settings: Settings, host: str, port: int) -> None:
         supervisor.start()
         try:
             print(f"rag-server on http://{host}:{port} with one worker; Ctrl-C stops all", flush=True)
-            uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+            # SIGTERM ends it with SystemExit(0), which unwinds through the `finally` blocks below.
+            serve_api(settings, host, port)
         finally:
             supervisor.stop()
     finally:

@@ -67,7 +67,11 @@ class FakeLLM:
             self._loop = loop
             app = web.Application()
             app.router.add_post("/v1/chat/completions", self._chat)
-            self._runner = web.AppRunner(app)
+            # Like a real provider, a request whose client left is cancelled (the server under test
+            # timed out or hung up): without it, a `delay_s` sleep outlived its client and `stop()`
+            # waited for it (aiohttp waits up to shutdown_timeout, 60 s by default, for handlers).
+            # The fake has nothing to flush, so stopping cancels whatever still runs after 1 s.
+            self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1)
             loop.run_until_complete(self._runner.setup())
             loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
             ready.set()

@@ -2,14 +2,16 @@
 
 Two servers share this module's database: one without an LLM (extractive answers), one pointed at
 tests/fakes/llm_server.py (a real local OpenAI-compatible HTTP server). Documents are ingested through the
-same pipeline the worker uses, before the servers start.
+same pipeline the worker uses, before the servers start. The SIGTERM tests start their own servers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -511,3 +513,131 @@ async def test_session_deleted_mid_stream_ends_with_an_error_event(
     assert f"chat session {sid} not found" in events[-1][1]["detail"]
     assert "done" not in [e for e, _ in events]
     assert (await client.get(f"{base}/chat/history/{sid}")).status_code == 404
+
+
+# --- SIGTERM with an answer in flight ---------------------------------------------------------------
+
+
+async def _sigterm_server(
+    database_url: str, data_dir: Path, fake_llm: FakeLLM, log_dir: Path, grace_s: int
+) -> Server:
+    """A server whose LLM calls never time out on their own (600 s): only the shutdown can end them."""
+    env = process_env(
+        database_url,
+        data_dir,
+        RAG_LLM_PROVIDER="openai",
+        RAG_LLM_BASE_URL=fake_llm.base_url,
+        RAG_LLM_MODEL="fake-model",
+        RAG_LLM_TIMEOUT_S="600",
+        RAG_LLM_MAX_RETRIES="0",
+        RAG_SERVER_SHUTDOWN_GRACE_S=str(grace_s),
+    )
+    server = Server(env, log_dir)
+    await asyncio.to_thread(server.start)
+    return server
+
+
+async def _read_events(lines: AsyncIterator[str], until_tokens: int | None = None) -> list[str]:
+    """Event names from an SSE line iterator: up to the `until_tokens`-th token, or to the end (a
+    connection the server drops mid-stream also ends it)."""
+    kinds: list[str] = []
+    try:
+        async for line in lines:
+            if line.startswith("event:"):
+                kinds.append(line.removeprefix("event:").strip())
+                if until_tokens is not None and kinds.count("token") >= until_tokens:
+                    break
+    except httpx.RemoteProtocolError:
+        pass
+    return kinds
+
+
+def _sigterm_and_wait(proc: Proc, timeout: float = 60) -> int:
+    """SIGTERM, then the exit code; TimeoutExpired if the server is still up after `timeout`."""
+    proc.popen.send_signal(signal.SIGTERM)
+    return proc.popen.wait(timeout)
+
+
+async def _message_count(database_url: str, session_id: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        count = await conn.fetchval(
+            "SELECT count(*) FROM chat_messages WHERE session_id = $1", uuid.UUID(session_id)
+        )
+        return int(count)
+    finally:
+        await conn.close()
+
+
+async def test_sigterm_cancels_a_stalled_answer_stores_nothing_and_exits_0(
+    database_url: str,
+    data_dir: Path,
+    documents: dict[str, uuid.UUID],
+    fake: FakeLLM,
+    client: httpx.AsyncClient,
+    tmp_path: Path,
+) -> None:
+    server = await _sigterm_server(database_url, data_dir, fake, tmp_path, grace_s=1)
+    try:
+        base = server.url
+        sid = (await ok(await client.post(f"{base}/chat/sessions", json={"title": "sigterm"}), 201))["id"]
+        # The LLM sends two tokens, then only keep-alive comments: the answer would never complete.
+        fake.behaviour = Behaviour(hang_after_tokens=2, affects={"answer"})
+        async with client.stream(
+            "POST", f"{base}/query/stream", json={"query": "What is HNSW?", "session_id": sid}
+        ) as r:
+            lines = r.aiter_lines()
+            assert await _read_events(lines, until_tokens=2) == ["sources", "token", "token"]
+            assert server.proc is not None
+            # Before the bounded shutdown, uvicorn waited for this stream as long as the LLM kept it open.
+            code = await asyncio.to_thread(_sigterm_and_wait, server.proc)
+            rest = await _read_events(lines)
+        assert code == 0, server.proc.log_tail()
+        assert "done" not in rest
+        # The cancelled answer closed its LLM request, and stored nothing.
+        await asyncio.to_thread(fake.wait_for_aborted, 1)
+        assert await _message_count(database_url, sid) == 0
+    finally:
+        server.stop()
+
+
+async def test_sigterm_lets_an_answer_finishing_within_the_grace_be_stored(
+    database_url: str,
+    data_dir: Path,
+    documents: dict[str, uuid.UUID],
+    fake: FakeLLM,
+    client: httpx.AsyncClient,
+    tmp_path: Path,
+) -> None:
+    server = await _sigterm_server(database_url, data_dir, fake, tmp_path, grace_s=120)
+    try:
+        base = server.url
+        assert server.proc is not None
+        proc = server.proc
+        sid = (await ok(await client.post(f"{base}/chat/sessions", json={"title": "graceful"}), 201))["id"]
+        release = threading.Event()
+        fake.behaviour = Behaviour(hang_after_tokens=2, release=release, affects={"answer"})
+        async with client.stream(
+            "POST", f"{base}/query/stream", json={"query": "What is HNSW?", "session_id": sid}
+        ) as r:
+            lines = r.aiter_lines()
+            assert await _read_events(lines, until_tokens=2) == ["sources", "token", "token"]
+            proc.popen.send_signal(signal.SIGTERM)
+            # The server is shutting down and waiting for this stream: now let the LLM finish.
+            await asyncio.to_thread(_wait_for_log, proc, "Waiting for connections to close")
+            release.set()
+            rest = await _read_events(lines)
+        assert rest[-1] == "done", proc.log_tail()
+        assert await asyncio.to_thread(proc.popen.wait, 60) == 0, proc.log_tail()
+        assert await _message_count(database_url, sid) == 2
+    finally:
+        server.stop()
+
+
+def _wait_for_log(proc: Proc, text: str, timeout: float = 60) -> None:
+    """Block until the server's log contains `text` (a wait, not a timed assertion)."""
+    deadline = time.monotonic() + timeout
+    while text not in proc.log():
+        if proc.popen.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not logged:\n{proc.log_tail()}")
+        time.sleep(0.05)

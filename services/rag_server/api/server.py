@@ -1,0 +1,46 @@
+"""Serving the app with uvicorn: `rag-server serve` and `rag-server up` both start it here.
+
+Shutdown is bounded. On SIGTERM/Ctrl-C uvicorn stops accepting connections and waits for in-flight
+requests, but a streamed answer lasts as long as the LLM keeps sending (each token gap may take up to
+`llm_timeout_s`), so an unbounded wait could hold a `docker stop` until its SIGKILL. After
+`server_shutdown_grace_s` uvicorn cancels what is still running: a cancelled answer writes nothing (like
+a client disconnect), a completed answer's write is shielded and drained by the app's lifespan before
+the pool closes, and every other write is one transaction that rolls back.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+from rag_server.config import Settings
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit(0) in the main thread, so `finally` blocks run and the exit is clean.
+
+    uvicorn re-raises the signal after its graceful shutdown. With the default SIGTERM handler that
+    kills the process (exit -15) and skips the callers' `finally` blocks (`up` stops its worker and
+    database there); as SystemExit(0) it unwinds through them and reports a clean stop.
+    """
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def serve_api(settings: Settings, host: str, port: int) -> None:
+    """Run the API until SIGTERM or Ctrl-C; returns (or raises SystemExit(0)) after a clean shutdown."""
+    import uvicorn
+
+    from rag_server.api.app import create_app
+
+    exit_on_sigterm()
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_graceful_shutdown=settings.server_shutdown_grace_s,
+    )
