@@ -14,16 +14,34 @@ from fastapi import FastAPI
 
 from rag_server.api.app import create_app
 from rag_server.config import Settings
+from rag_server.infra.embeddings import EmbeddingError
 from tests.integration.conftest import APP_BASE_URL
 
-FAILURES: dict[str, tuple[BaseException, int]] = {
-    "refused": (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), 503),
-    "too-many-connections": (asyncpg.exceptions.TooManyConnectionsError("too many clients"), 503),
-    "admin-shutdown": (asyncpg.exceptions.AdminShutdownError("terminating connection"), 503),
-    "disk-full": (OSError(errno.ENOSPC, "No space left on device"), 500),
-    "bare-oserror": (OSError("something local broke"), 500),
-    "undefined-table": (asyncpg.exceptions.UndefinedTableError('relation "x" does not exist'), 500),
-    "bug": (KeyError("missing"), 500),
+DATABASE_DOWN = "the database is unavailable, retry shortly"
+# name: (what a route or store raises, the status, the detail; None: the JSON 500's "internal error").
+FAILURES: dict[str, tuple[BaseException, int, str | None]] = {
+    "refused": (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), 503, DATABASE_DOWN),
+    "too-many-connections": (
+        asyncpg.exceptions.TooManyConnectionsError("too many clients"),
+        503,
+        DATABASE_DOWN,
+    ),
+    "admin-shutdown": (asyncpg.exceptions.AdminShutdownError("terminating connection"), 503, DATABASE_DOWN),
+    "embedding-down": (
+        EmbeddingError("The embedding service is unavailable: HTTP 503", transient=True),
+        503,
+        "the embedding service failed: The embedding service is unavailable: HTTP 503",
+    ),
+    "embedding-refuses": (
+        EmbeddingError("The embedding service refused the request: HTTP 401", transient=False),
+        503,
+        "the embedding service failed: The embedding service refused the request: HTTP 401",
+    ),
+    "disk-full": (OSError(errno.ENOSPC, "No space left on device"), 500, None),
+    "bare-oserror": (OSError("something local broke"), 500, None),
+    "undefined-table": (asyncpg.exceptions.UndefinedTableError('relation "x" does not exist'), 500, None),
+    "data-error": (asyncpg.exceptions._base.DataError("invalid input for query argument $1"), 500, None),
+    "bug": (KeyError("missing"), 500, None),
 }
 
 
@@ -37,22 +55,22 @@ def failing_app(app: FastAPI) -> FastAPI:
 
         return fail
 
-    for name, (exc, _) in FAILURES.items():
+    for name, (exc, _, _) in FAILURES.items():
         app.add_api_route(f"/test-failure/{name}", raising(exc), methods=["GET"])
     return app
 
 
 @pytest.mark.parametrize("name", FAILURES)
-async def test_unexpected_errors_are_json_503_only_for_an_unavailable_database(
+async def test_unexpected_errors_are_json_503_only_for_an_unavailable_service(
     failing_app: FastAPI, app_client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, name: str
 ) -> None:
-    exc, status = FAILURES[name]
+    exc, status, detail = FAILURES[name]
     with caplog.at_level(logging.WARNING, logger="rag_server.api.errors"):
         reply = await app_client.get(f"/test-failure/{name}")
     assert reply.status_code == status, reply.text
     assert reply.headers["content-type"] == "application/json"
-    if status == 503:
-        assert reply.json() == {"detail": "the database is unavailable, retry shortly"}
+    if detail is not None:
+        assert reply.json() == {"detail": detail}
     else:
         assert reply.json() == {"detail": "internal error"}
         logged = [r for r in caplog.records if r.exc_info is not None]

@@ -22,6 +22,7 @@ from rag_server.errors import (
     UnsupportedTypeError,
 )
 from rag_server.infra.database import is_transient_db_error
+from rag_server.infra.embeddings import EmbeddingError
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for error_type in _DOMAIN_STATUS:
         app.add_exception_handler(error_type, domain_error)
+
+    @app.exception_handler(EmbeddingError)
+    async def embedding_unavailable(_: Request, exc: EmbeddingError) -> JSONResponse:
+        # A remote embedding service (Ollama, OpenAI-compatible) that is down or refuses us: the request
+        # was fine, the service behind it is not, so retry later (or fix its settings) — not a bug of ours.
+        logger.warning("embedding service failed: %s", exc)
+        return AsciiJSONResponse(status_code=503, content={"detail": f"the embedding service failed: {exc}"})
 
     app.add_middleware(UnexpectedErrorMiddleware)
 
