@@ -29,7 +29,6 @@ from rag_server.api.app import create_app
 from rag_server.config import Settings
 from tests.integration.conftest import APP_BASE_URL
 
-
 # The routes do not depend on the settings: the document can be built without a database.
 SCHEMA = schemathesis.openapi.from_dict(create_app(Settings(database_url="postgresql://unused/x")).openapi())
 OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]

@@ -34,8 +34,10 @@ trades the long posting lists of common terms for lookups of the few chunks that
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -190,8 +192,10 @@ async def native_top_k(
     k1: float,
     b: float,
     prune: bool = True,
+    collections: Sequence[UUID] | None = None,
 ) -> list[LegHit]:
-    """The exact BM25 top_k, best first. Call inside a REPEATABLE READ transaction.
+    """The exact BM25 top_k, best first, among chunks passing the filters and the collection scope.
+    Call inside a REPEATABLE READ transaction.
 
     `prune=False` always runs the full statement (tests compare the two).
     """
@@ -206,7 +210,8 @@ async def native_top_k(
         return [q.terms, q.weights, flags, q.c0, q.c1, q.scale, top_k, *extra]
 
     # Filter parameters follow the shared ones ($8 on), or the maxscore threshold ($9 on).
-    from_8, from_9 = build_filters(filters, first_param=8), build_filters(filters, first_param=9)
+    from_8 = build_filters(filters, first_param=8, collections=collections)
+    from_9 = build_filters(filters, first_param=9, collections=collections)
 
     async def full() -> list[LegHit]:
         return _hits(await conn.fetch(full_sql(from_8), *bind(n_terms, *from_8.params)), q.scale)

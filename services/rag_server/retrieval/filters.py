@@ -1,12 +1,16 @@
 """SQL for search filters, shared by both legs so a filter is applied before LIMIT in each.
 
 Semantics: `None` means "no filter"; an empty list matches nothing (a scope with no members).
+The collection scope (ids already resolved by `collections.store.resolve`) is a clause on the chunk's
+own denormalised `collection_id`, so it needs no join.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from rag_server.retrieval.models import SearchFilters
 
@@ -38,15 +42,21 @@ def normalise_file_type(value: str) -> str:
     return value.strip().lower().lstrip(".")
 
 
-def build_filters(filters: SearchFilters | None, first_param: int) -> FilterSQL:
-    """Clauses numbered from `$first_param`; user values are only ever bound, never interpolated."""
+def build_filters(
+    filters: SearchFilters | None, first_param: int, collections: Sequence[UUID] | None = None
+) -> FilterSQL:
+    """Clauses numbered from `$first_param`; user values are only ever bound, never interpolated.
+    `collections`: the chunk must be in one of them (None: any collection)."""
     out = FilterSQL()
-    if filters is None:
-        return out
 
     def bind(value: Any) -> str:
         out.params.append(value)
         return f"${first_param + len(out.params) - 1}"
+
+    if collections is not None:
+        out.clauses.append(f"c.collection_id = ANY({bind(list(collections))}::uuid[])")
+    if filters is None:
+        return out
 
     if filters.document_ids is not None:
         out.clauses.append(f"c.document_id = ANY({bind(list(filters.document_ids))}::uuid[])")
