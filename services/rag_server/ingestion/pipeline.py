@@ -114,7 +114,8 @@ async def ingest_documents_direct(
     """Store documents (bytes, sha256, metadata) and their chunks with status ready, bypassing the queue,
     through the SAME parse/chunk/embed/write code the worker uses. Embeds in large batches across
     documents for throughput. Returns document ids in input order (an existing sha256 returns the
-    existing id; dedup is within `collection_id`). progress(n) is called with the number of documents finished so far.
+    existing id; dedup is within `collection_id`). progress(n) is called with the number of documents
+    finished so far.
 
     A document that cannot be parsed is stored with status 'failed' and its reason; its id is returned.
     An unsupported extension raises UnsupportedFileError before anything is stored.
