@@ -4,6 +4,8 @@ scope inside both legs before LIMIT (a small collection inside a large one), 404
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -27,6 +29,7 @@ from rag_server.retrieval.models import SearchRequest
 from rag_server.retrieval.service import embed_query, search
 from rag_server.retrieval.vector import vector_leg, vector_sql
 from tests.conftest import create_database
+from tests.support.processes import process_env
 
 QUERY = "zebrafish heart regeneration"
 SMALL_TEXTS = [
@@ -376,3 +379,44 @@ async def test_existing_data_migrates_into_default_and_stays_searchable(
             await insert_new_document(migrated.pool, again, "a" * 64, "queued", DEFAULT_COLLECTION_ID) is None
         )
         assert await insert_new_document(migrated.pool, again, "a" * 64, "queued", other.id) is not None
+
+
+def test_cli_collections_ingest_and_search_take_a_collection(
+    live_app_url: str, scoped: dict[str, Any], database_url: str, data_dir: Path, tmp_path: Path
+) -> None:
+    env = process_env(database_url, data_dir)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "rag_server", *args], env=env, capture_output=True, text=True, timeout=180
+        )
+
+    created = cli("collections", "create", "cli-docs", "--description", "from the CLI")
+    assert created.returncode == 0, created.stderr
+    again = cli("collections", "create", "cli-docs")
+    assert again.returncode == 1 and "already exists" in again.stdout
+    assert cli("collections", "create", "Not A Slug").returncode == 1
+
+    (tmp_path / "note.txt").write_text("Herons hunt fish in shallow water at dawn.")
+    ingested = cli(
+        "ingest", str(tmp_path / "note.txt"), "--url", live_app_url, "--no-wait", "--collection", "cli-docs"
+    )
+    assert ingested.returncode == 0, ingested.stderr
+    listed = cli("collections", "list")
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("cli-docs "))
+    assert row.split()[1] == "1" and row.endswith("from the CLI")
+
+    scoped_search = cli("search", "zebrafish heart regeneration", "--type", "bm25", "--collection", "small")
+    assert scoped_search.returncode == 0, scoped_search.stderr
+    names = [line.split()[4] for line in scoped_search.stdout.splitlines()[1:-1]]
+    assert len(names) == len(SMALL_TEXTS) and all(n.startswith("small-") for n in names)
+    small_only = cli("search", "zebrafish heart regeneration", "--url", live_app_url, "--collection", "small")
+    assert small_only.returncode == 0, small_only.stderr
+    assert all(line.split()[4].startswith("small-") for line in small_only.stdout.splitlines()[1:-1])
+    unknown = cli("search", "zebrafish", "--type", "bm25", "--collection", "nope")
+    assert unknown.returncode == 2 and "no collection 'nope'" in unknown.stdout
+
+    refused = cli("collections", "delete", "cli-docs")
+    assert refused.returncode == 1 and "force" in refused.stdout
+    assert cli("collections", "delete", "cli-docs", "--force").returncode == 0
+    assert "cli-docs " not in cli("collections", "list").stdout
