@@ -136,7 +136,7 @@ async def test_collection_crud_and_conflicts(app_client: httpx.AsyncClient) -> N
     created = await ok(await c.post("/collections", json={"name": "papers", "description": "PDFs"}), 201)
     assert created["name"] == "papers" and created["document_count"] == 0
     await ok(await c.post("/collections", json={"name": "papers"}), 409)
-    for bad in ("Papers", "-x", "a b", "", "x" * 64, "é"):
+    for bad in ("Papers", "-x", "a b", "", "x" * 64, "é", "a\n", str(DEFAULT_COLLECTION_ID)):
         await ok(await c.post("/collections", json={"name": bad}), 422)
     assert (await ok(await c.get(f"/collections/{created['id']}")))["name"] == "papers"
     listed = await ok(await c.get("/collections"))

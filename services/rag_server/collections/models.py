@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from rag_server.text import CleanText
 
@@ -18,8 +18,19 @@ DEFAULT_COLLECTION = "default"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 NAME_RE = re.compile(NAME_PATTERN)
 
+
+def _not_an_id(name: str) -> str:
+    # A reference that parses as a UUID is read as an id: a name like that could never be addressed.
+    try:
+        UUID(name)
+    except ValueError:
+        return name
+    raise ValueError("a collection name must not have the form of a UUID")
+
+
 CollectionName = Annotated[
     str,
+    AfterValidator(_not_an_id),
     Field(
         pattern=NAME_PATTERN,
         max_length=63,
