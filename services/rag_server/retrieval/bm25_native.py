@@ -1,4 +1,6 @@
-"""Exact top-k for the native BM25 engine (the tables of migration 0002), in a few set-based statements.
+"""Exact top-k for the native BM25 engine (the tables of migrations 0002 and 0003), in a few set-based
+statements. The collection scope is read from the postings themselves (0003 copied each chunk's
+collection into them): a scoped search joins `chunks` only for the other filters.
 
 Okapi BM25 (docs/decisions/0003-native-bm25.md) regrouped per term, for the distinct query lexemes t
 found in chunk d:
@@ -132,7 +134,7 @@ def _flagged_sums(filters: FilterSQL, tail: str) -> str:
             SELECT p.chunk_id, sum({CONTRIBUTION}) AS partial
             FROM t JOIN bm25_postings p ON p.term = t.term
             {filters.joins("p.chunk_id")}
-            WHERE t.flag {filters.where("AND")}
+            WHERE t.flag {filters.where("AND", collection_column="p.collection_id")}
             GROUP BY p.chunk_id
             {tail}"""
 

@@ -1,8 +1,9 @@
 """SQL for search filters, shared by both legs so a filter is applied before LIMIT in each.
 
 Semantics: `None` means "no filter"; an empty list matches nothing (a scope with no members).
-The collection scope (ids already resolved by `collections.store.resolve`) is a clause on the chunk's
-own denormalised `collection_id`, so it needs no join.
+The collection scope (ids already resolved by `collections.store.resolve`) is kept apart from the
+other clauses: each leg places it on its own table's denormalised `collection_id` (the vector leg and
+pg_search on `c`, native BM25 on its postings `p`), so a scope alone never needs a join.
 """
 
 from __future__ import annotations
@@ -17,14 +18,23 @@ from rag_server.retrieval.models import SearchFilters
 
 @dataclass
 class FilterSQL:
-    """WHERE clauses over `c` (chunks) and `d` (documents), with their bind parameters."""
+    """WHERE clauses over `c` (chunks) and `d` (documents), the collection scope's placeholder, and
+    their bind parameters."""
 
     clauses: list[str] = field(default_factory=list)
     params: list[Any] = field(default_factory=list)
     needs_documents: bool = False
+    collections_param: str | None = None  # "$n" bound to the scope's uuid[]; None: any collection
+
+    def scope(self, column: str) -> list[str]:
+        """The collection scope as a clause on `column`, a `collection_id` of the caller's table."""
+        if self.collections_param is None:
+            return []
+        return [f"{column} = ANY({self.collections_param}::uuid[])"]
 
     def joins(self, chunk_id_expr: str | None = None) -> str:
-        """JOINs that bring `c` (and `d` when needed) into a query; `chunk_id_expr` links `c`."""
+        """JOINs that bring `c` (and `d` when needed) into a query; `chunk_id_expr` links `c`.
+        The collection scope needs none: it is on the caller's own table."""
         if not self.clauses:
             return ""
         parts = []
@@ -34,8 +44,9 @@ class FilterSQL:
             parts.append("JOIN documents d ON d.id = c.document_id")
         return " ".join(parts)
 
-    def where(self, prefix: str = "WHERE") -> str:
-        return f"{prefix} " + " AND ".join(self.clauses) if self.clauses else ""
+    def where(self, prefix: str = "WHERE", collection_column: str = "c.collection_id") -> str:
+        clauses = self.scope(collection_column) + self.clauses
+        return f"{prefix} " + " AND ".join(clauses) if clauses else ""
 
 
 def normalise_file_type(value: str) -> str:
@@ -54,7 +65,7 @@ def build_filters(
         return f"${first_param + len(out.params) - 1}"
 
     if collections is not None:
-        out.clauses.append(f"c.collection_id = ANY({bind(list(collections))}::uuid[])")
+        out.collections_param = bind(list(collections))
     if filters is None:
         return out
 
