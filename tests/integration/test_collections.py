@@ -367,6 +367,16 @@ async def test_existing_data_migrates_into_default_and_stays_searchable(
             doc_id,
         )
         assert row["collection_id"] == row["chunk_collection"] == DEFAULT_COLLECTION_ID
+        # The new columns were analyzed (without statistics the planner skips the HNSW index).
+        analyzed = await migrated.pool.fetch(
+            "SELECT tablename FROM pg_stats WHERE attname = 'collection_id'"
+            " AND tablename IN ('chunks', 'documents')"
+        )
+        assert sorted(r["tablename"] for r in analyzed) == ["chunks", "documents"]
+        # The existing postings moved into `default` with their chunk; one bm25_index_add is left.
+        posted = await migrated.pool.fetch("SELECT DISTINCT collection_id FROM bm25_postings")
+        assert [r["collection_id"] for r in posted] == [DEFAULT_COLLECTION_ID]
+        assert await _index_add_signatures(migrated.pool) == ["bigint[], text[], uuid[]"]
         default = await store.get_collection(migrated.pool, "default")
         assert default.document_count == 1
         for mode in ("vector", "bm25", "hybrid"):
@@ -379,6 +389,35 @@ async def test_existing_data_migrates_into_default_and_stays_searchable(
             await insert_new_document(migrated.pool, again, "a" * 64, "queued", DEFAULT_COLLECTION_ID) is None
         )
         assert await insert_new_document(migrated.pool, again, "a" * 64, "queued", other.id) is not None
+
+    # Downgrading restores 0002's index maintenance: postings without a collection, the 2-array function.
+    await asyncio.to_thread(command.downgrade, alembic_config(url, settings), "0002_bm25")
+    conn = await asyncpg.connect(url)
+    try:
+        assert await _index_add_signatures(conn) == ["bigint[], text[]"]
+        await conn.execute(
+            "INSERT INTO chunks (document_id, chunk_index, text, search_text, embedding)"
+            " VALUES ($1, 1, 'zebrafish again', 'zebrafish again', $2::vector)",
+            doc_id,
+            vector_literal(embedding),
+        )
+        assert await conn.fetchval("SELECT df FROM bm25_terms WHERE term = 'zebrafish'") == 2
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM information_schema.columns"
+                " WHERE table_name = 'bm25_postings' AND column_name = 'collection_id'"
+            )
+            == 0
+        )
+    finally:
+        await conn.close()
+
+
+async def _index_add_signatures(conn: asyncpg.Pool | asyncpg.Connection) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT oidvectortypes(proargtypes) AS args FROM pg_proc WHERE proname = 'bm25_index_add'"
+    )
+    return [r["args"] for r in rows]
 
 
 def test_cli_collections_ingest_and_search_take_a_collection(
