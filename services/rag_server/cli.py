@@ -64,6 +64,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         wait=not args.no_wait,
         skip_duplicates=not args.force,
         max_file_bytes=settings.max_upload_bytes,
+        collection=args.collection,
     )
 
 
@@ -100,12 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default=None, help="server URL (default http://RAG_HOST:RAG_PORT)")
     p.add_argument("--no-wait", action="store_true", help="print the batch ids instead of waiting")
     p.add_argument("--force", action="store_true", help="upload files even if already stored")
+    p.add_argument("--collection", default="default", help="the collection (name or id) to upload into")
     add("migrate", cmd_migrate, "apply database migrations up to the latest")
     add("doctor", cmd_doctor, "print the database capability report")
+    from rag_server.collections.cli import register_collections_command
     from rag_server.evaluation.commands import register_eval_commands
     from rag_server.retrieval.cli import register_search_command
 
     register_search_command(sub)
+    register_collections_command(sub)
     register_eval_commands(sub)
     return parser
 

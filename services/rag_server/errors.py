@@ -18,3 +18,7 @@ class TooLargeError(Exception):
 
 class UnsupportedTypeError(Exception):
     """A file type the parsers do not handle (415)."""
+
+
+class ConflictError(Exception):
+    """The request conflicts with what is stored, e.g. a duplicate name or a non-empty collection (409)."""

@@ -17,8 +17,11 @@ import asyncpg
 import numpy as np
 import pytest
 
+from rag_server.collections import store
+from rag_server.collections.models import CreateCollection
 from rag_server.infra.admin import get_meta
 from rag_server.infra.runtime import Runtime
+from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from rag_server.retrieval import bm25_native
 from rag_server.retrieval.bm25 import bm25_leg
 from rag_server.retrieval.models import SearchFilters
@@ -93,21 +96,28 @@ def unit_vector(rng: random.Random, dim: int) -> np.ndarray:
 
 
 async def insert_document(
-    conn: asyncpg.Connection, texts: list[str], rng: random.Random, dim: int = 384
+    conn: asyncpg.Connection,
+    texts: list[str],
+    rng: random.Random,
+    dim: int = 384,
+    collection_id: uuid.UUID | None = None,
 ) -> tuple[uuid.UUID, list[int]]:
-    """One document with one chunk per text, inserted directly (not under test here)."""
+    """One document with one chunk per text, inserted directly (not under test here); `collection_id`
+    None: the columns' default (the `default` collection)."""
     doc_id = await conn.fetchval(
-        "INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, status) "
-        "VALUES ($1, 'txt', 'text/plain', 0, $2, 'ready') RETURNING id",
+        "INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, status,"
+        " collection_id) VALUES ($1, 'txt', 'text/plain', 0, $2, 'ready',"
+        " coalesce($3::uuid, '00000000-0000-0000-0000-000000000001')) RETURNING id",
         f"doc-{uuid.uuid4().hex[:8]}.txt",
         hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
+        collection_id,
     )
     ids = []
     for i, text in enumerate(texts):
         ids.append(
             await conn.fetchval(
-                "INSERT INTO chunks (document_id, chunk_index, text, search_text, embedding) "
-                "VALUES ($1, $2, $3, $3, $4) RETURNING id",
+                "INSERT INTO chunks (document_id, chunk_index, text, search_text, embedding, collection_id) "
+                "SELECT $1, $2, $3, $3, $4, collection_id FROM documents WHERE id = $1 RETURNING id",
                 doc_id,
                 i,
                 text,
@@ -202,6 +212,14 @@ async def assert_stats_match_recount(conn: asyncpg.Connection) -> None:
         """
     )
     assert mismatched == 0
+    # Every posting carries its chunk's collection.
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM bm25_postings p JOIN chunks c ON c.id = p.chunk_id"
+            " WHERE p.collection_id <> c.collection_id"
+        )
+        == 0
+    )
 
 
 QUERIES = [
@@ -347,6 +365,80 @@ async def test_seeded_maxscore_equals_the_full_statement_bit_for_bit(
                     maxscore_used += 1
         assert maxscore_used > 20
         await assert_matches_reference(conn, queries[0], 1.2, 0.75)
+
+
+async def test_postings_carry_their_chunks_collection(runtime: Runtime) -> None:
+    papers = await store.create_collection(runtime.pool, CreateCollection(name="postings-papers"))
+    texts = [b"Zebrafish heart regeneration after injury.", b"Mice running on a wheel, studied twice."]
+    doc_ids = await ingest_documents_direct(
+        runtime, [DirectDocument(f"p{i}.txt", t, {}) for i, t in enumerate(texts)], collection_id=papers.id
+    )
+    async with runtime.pool.acquire() as conn:
+        chunk_ids = [
+            r["id"]
+            for r in await conn.fetch("SELECT id FROM chunks WHERE document_id = ANY($1::uuid[])", doc_ids)
+        ]
+        assert chunk_ids
+        collections = {
+            r["collection_id"]
+            for r in await conn.fetch(
+                "SELECT DISTINCT collection_id FROM bm25_postings WHERE chunk_id = ANY($1::bigint[])",
+                chunk_ids,
+            )
+        }
+        assert collections == {papers.id}
+        # Re-indexed text keeps its collection.
+        await conn.execute("UPDATE chunks SET search_text = 'zebrafish rare398' WHERE id = $1", chunk_ids[0])
+        rows = await conn.fetch("SELECT collection_id FROM bm25_postings WHERE chunk_id = $1", chunk_ids[0])
+        assert [r["collection_id"] for r in rows] == [papers.id, papers.id]
+        await assert_stats_match_recount(conn)
+
+
+async def test_a_scope_over_two_collections_equals_the_unscoped_search_restricted_afterwards(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Statistics are global, so a scoped search is the unscoped ranking with other chunks removed:
+    same ids, same scores, bit for bit; with the full statement and with the seeded MaxScore."""
+    monkeypatch.setattr(bm25_native, "SEED_POSTINGS", 40)
+    rng = random.Random(9)
+    scope = [
+        (await store.create_collection(runtime.pool, CreateCollection(name=name))).id
+        for name in ("scope-a", "scope-b", "scope-out")
+    ]
+    async with runtime.pool.acquire() as conn:
+        for i in range(24):
+            texts = [
+                " ".join([rng.choice(WORDS[:12]) for _ in range(20)] + [f"rare{rng.randrange(60)}"])
+                for _ in range(8)
+            ]
+            await insert_document(conn, texts, rng, collection_id=scope[i % 3])
+        inside = {
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM chunks WHERE collection_id = ANY($1::uuid[])", scope[:2]
+            )
+        }
+        a_doc = await conn.fetchval("SELECT id FROM documents WHERE collection_id = $1 LIMIT 1", scope[0])
+        out_doc = await conn.fetchval("SELECT id FROM documents WHERE collection_id = $1 LIMIT 1", scope[2])
+        one_doc = SearchFilters(document_ids=[a_doc, out_doc])
+        compared = 0
+        for query in ["running connection protein rare3 rare4", "cells genes", *QUERIES]:
+            everything = await bm25_leg(conn, "native", query, 100_000, prune=False)
+            for filters in (None, one_doc):
+                allowed = inside
+                if filters is not None:
+                    allowed = inside & {
+                        r["id"]
+                        for r in await conn.fetch("SELECT id FROM chunks WHERE document_id = $1", a_doc)
+                    }
+                restricted = [(h.chunk_id, h.score) for h in everything if h.chunk_id in allowed]
+                for k in (1, 5, 50):
+                    for threshold in (bm25_native.FULL_MAX_POSTINGS, 0):
+                        monkeypatch.setattr(bm25_native, "FULL_MAX_POSTINGS", threshold)
+                        scoped = await bm25_leg(conn, "native", query, k, filters, collections=scope[:2])
+                        assert [(h.chunk_id, h.score) for h in scoped] == restricted[:k], (query, k, filters)
+                        compared += len(scoped)
+        assert compared > 200
 
 
 async def test_truncate_empties_the_index_and_later_inserts_are_exact(runtime: Runtime) -> None:

@@ -119,9 +119,9 @@ def test_openapi_declares_the_ingestion_responses(client: TestClient) -> None:
         return declared
 
     expected = {
-        ("/upload", "post"): ("202", {"400", "413", "415", "422", "503"}),
-        ("/documents", "get"): ("200", {"422", "503"}),
-        ("/documents/check-duplicates", "post"): ("200", {"400", "422", "503"}),
+        ("/upload", "post"): ("202", {"400", "404", "413", "415", "422", "503"}),
+        ("/documents", "get"): ("200", {"404", "422", "503"}),
+        ("/documents/check-duplicates", "post"): ("200", {"400", "404", "422", "503"}),
         ("/documents/{document_id}", "get"): ("200", {"404", "422", "503"}),
         ("/documents/{document_id}/download", "get"): ("200", {"404", "422", "503"}),
         ("/tasks/{batch_id}/status", "get"): ("200", {"404", "422", "503"}),

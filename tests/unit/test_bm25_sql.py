@@ -51,6 +51,28 @@ def test_filters_join_chunks_and_documents_before_grouping() -> None:
     assert sql.index("c.document_id = ANY") < sql.index("GROUP BY")
 
 
+def test_a_collection_scope_alone_filters_the_postings_without_joining_chunks() -> None:
+    scope = [UUID("00000000-0000-0000-0000-000000000003")]
+    for sql in (
+        full_sql(build_filters(None, 8, collections=scope)),
+        seed_sql(build_filters(None, 8, collections=scope)),
+    ):
+        assert "JOIN chunks" not in sql and "c.collection_id" not in sql
+        assert "WHERE t.flag AND p.collection_id = ANY($8::uuid[])" in sql
+    sql = maxscore_sql(build_filters(None, 9, collections=scope))
+    assert "JOIN chunks" not in sql and "p.collection_id = ANY($9::uuid[])" in sql
+    # With another filter the chunks join comes back for it; the scope stays on the postings.
+    both = build_filters(SearchFilters(document_ids=scope), 8, collections=scope)
+    assert both.params == [scope, scope]
+    sql = full_sql(both)
+    assert "JOIN chunks c ON c.id = p.chunk_id" in sql
+    assert "p.collection_id = ANY($8::uuid[]) AND c.document_id = ANY($9::uuid[])" in sql
+    # The vector leg places the same scope on the chunk itself.
+    vsql, params = vector_sql(None, scope)
+    assert "WHERE c.collection_id = ANY($3::uuid[])" in vsql and "JOIN" not in vsql
+    assert params == [scope]
+
+
 def test_empty_filter_lists_are_kept_and_match_nothing() -> None:
     filters = build_filters(SearchFilters(document_ids=[]), first_param=8)
     assert filters.params == [[]]

@@ -10,7 +10,7 @@ from llama_index.core.llms import LLM
 
 from rag_server import __version__
 from rag_server.api.errors import install_error_handlers
-from rag_server.api.routes import chat, documents, health, search, tasks, upload
+from rag_server.api.routes import chat, collections, documents, health, search, tasks, upload
 from rag_server.chat.service import ChatService
 from rag_server.config import Settings, get_settings
 from rag_server.infra.embeddings import Embedder
@@ -39,6 +39,7 @@ def create_app(
     app = FastAPI(title="rag-server", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(collections.router)
     app.include_router(upload.router)
     app.include_router(tasks.router)
     app.include_router(documents.router)

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_server.errors import (
+    ConflictError,
     InvalidInputError,
     NotFoundError,
     TooLargeError,
@@ -44,6 +45,7 @@ class ErrorResponse(BaseModel):
 _DESCRIPTIONS = {
     400: "Bad request",
     404: "Not found",
+    409: "Conflicts with what is stored",
     413: "Over a size or count limit",
     415: "Unsupported file type",
     422: "Invalid request",
@@ -59,6 +61,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 _DOMAIN_STATUS: dict[type[Exception], int] = {
     NotFoundError: 404,
+    ConflictError: 409,
     InvalidInputError: 422,
     TooLargeError: 413,
     UnsupportedTypeError: 415,

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, field_validator
 
+from rag_server.collections.models import CollectionRef
 from rag_server.errors import NotFoundError
 from rag_server.retrieval.models import SearchFilters, SearchType
 from rag_server.text import CleanText
@@ -76,6 +77,10 @@ class QueryRequest(BaseModel):
     search_type: SearchType | None = None
     top_k: int = Field(default=5, ge=1, le=50)
     filters: SearchFilters | None = None
+    # Scopes this question's retrieval only; the session stores nothing about it.
+    collections: list[CollectionRef] | None = Field(
+        default=None, min_length=1, max_length=100, description="Names or ids; default: ['default']."
+    )
 
     @field_validator("query")
     @classmethod

@@ -43,6 +43,7 @@ from rag_server.chat.models import (
 )
 from rag_server.chat.session_store import PostgresSessionStore, SessionStore
 from rag_server.chat.temporary import TemporarySessions
+from rag_server.collections.store import resolve_ids
 from rag_server.infra.runtime import Runtime
 from rag_server.retrieval.models import SearchHit, SearchRequest, SearchType
 from rag_server.retrieval.service import search
@@ -74,6 +75,7 @@ class Turn:
     llm_error: str | None = None
     title_task: asyncio.Task[str] | None = None
     message_id: int | None = None
+    collection_ids: list[UUID] = field(default_factory=list)  # the retrieval scope, resolved up front
 
     @property
     def search_type(self) -> SearchType:
@@ -147,7 +149,14 @@ class ChatService:
         return self.response(turn)
 
     async def resolve(self, request: QueryRequest) -> Turn:
-        """Find (or plan to create) the session and read its recent history. NotFoundError -> 404."""
+        """Resolve the collections, find (or plan to create) the session and read its recent history.
+        An unknown collection or session: NotFoundError -> 404, before anything is generated."""
+        scope = await resolve_ids(self.runtime.pool, request.collections)
+        turn = await self._resolve_session(request)
+        turn.collection_ids = scope
+        return turn
+
+    async def _resolve_session(self, request: QueryRequest) -> Turn:
         question = request.query.strip()
         limit = self.settings.chat_history_messages
         if request.session_id is None:
@@ -201,6 +210,7 @@ class ChatService:
                 top_k=turn.request.top_k,
                 search_type=turn.search_type,
                 filters=turn.request.filters,
+                collections=[str(c) for c in turn.collection_ids],
             ),
         )
         turn.timings["search"] = _ms(start)

@@ -38,6 +38,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             fresh=args.fresh,
             json_path=Path(args.json) if args.json else None,
             report_path=Path(args.report) if args.report else None,
+            collection=args.collection,
         )
         if args.peers:
             _require_eval_extra()
@@ -129,6 +130,11 @@ def register_eval_commands(sub: Any) -> None:
     p.add_argument("--report", default=None, metavar="OUT.md", help="write Markdown + a PNG chart next to it")
     p.add_argument("--peers", action="store_true", help="also run bm25s and LlamaIndex PGVectorStore hybrid")
     p.add_argument("--fresh", action="store_true", help="rebuild the eval database instead of reusing it")
+    p.add_argument(
+        "--collection",
+        default=None,
+        help="collection the corpus goes into (default: the dataset folder's name)",
+    )
 
     bench = sub.add_parser("bench", help="latency and throughput benchmarks (search, ingest)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -49,6 +50,14 @@ class EvalOptions:
     report_path: Path | None = None
     quiet: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # The collection the corpus is ingested into and searched in; None: named after the dataset folder.
+    collection: str | None = None
+
+    def collection_name(self) -> str:
+        if self.collection is not None:
+            return self.collection
+        slug = re.sub(r"[^a-z0-9_-]+", "-", self.dataset.resolve().name.lower()).strip("-_")[:63]
+        return slug or "eval"
 
 
 def parse_modes(text: str) -> list[SearchType]:
@@ -99,26 +108,43 @@ def eval_database_name(dataset: Path, settings: Settings) -> str:
     return f"eval_{digest[:12]}"
 
 
-def _ingest_complete(documents: int) -> Callable[[asyncpg.Connection], Awaitable[bool]]:
+def _ingest_complete(documents: int, collection: str) -> Callable[[asyncpg.Connection], Awaitable[bool]]:
     async def complete(conn: asyncpg.Connection) -> bool:
         if not await admin.has_app_meta(conn):
             return False
         marker = await admin.get_meta(conn, INGEST_MARKER)
-        return isinstance(marker, dict) and marker.get("documents") == documents
+        # A database ingested before collections existed holds the corpus in `default`.
+        return (
+            isinstance(marker, dict)
+            and marker.get("documents") == documents
+            and marker.get("collection", "default") == collection
+        )
 
     return complete
 
 
-async def prepare_database(server_url: str, name: str, documents: int, fresh: bool) -> bool:
+async def prepare_database(
+    server_url: str, name: str, documents: int, fresh: bool, collection: str = "default"
+) -> bool:
     """Create the eval database if needed; True when a complete earlier ingestion can be reused.
 
     --fresh, or an interrupted/partial ingestion, rebuilds it: never score against half a corpus.
     """
-    return await admin.reuse_or_recreate(server_url, name, _ingest_complete(documents), fresh)
+    return await admin.reuse_or_recreate(server_url, name, _ingest_complete(documents, collection), fresh)
 
 
-async def ingest_corpus(runtime: Runtime, dataset: BeirDataset, quiet: bool) -> None:
+async def ingest_corpus(
+    runtime: Runtime, dataset: BeirDataset, quiet: bool, collection: str = "default"
+) -> None:
+    from rag_server.collections.models import CreateCollection
+    from rag_server.collections.store import create_collection, get_collection
+    from rag_server.errors import NotFoundError
     from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+
+    try:
+        target = await get_collection(runtime.pool, collection)
+    except NotFoundError:
+        target = await create_collection(runtime.pool, CreateCollection(name=collection))
 
     docs = list(dataset.corpus.values())
     stored_ids: list[str] = []
@@ -137,7 +163,7 @@ async def ingest_corpus(runtime: Runtime, dataset: BeirDataset, quiet: bool) -> 
             def advance(done_in_batch: int, base: int = base) -> None:
                 bar.update(base + done_in_batch - bar.n)
 
-            ids = await ingest_documents_direct(runtime, batch, progress=advance)
+            ids = await ingest_documents_direct(runtime, batch, progress=advance, collection_id=target.id)
             stored_ids += [str(i) for i in ids]
             bar.update(base + len(batch) - bar.n)
     # Identical bytes are stored once (dedup by sha256): remember every BEIR id of such a document.
@@ -158,6 +184,7 @@ async def ingest_corpus(runtime: Runtime, dataset: BeirDataset, quiet: bool) -> 
                 "not_ready": failed,
                 "duplicates": duplicates,
                 "dataset": dataset.name,
+                "collection": collection,
                 "finished_at": time.time(),
             },
         )
@@ -179,6 +206,7 @@ async def run_mode(
     doc_ids: dict[str, list[str]],
     top_k: int,
     quiet: bool,
+    collection: str = "default",
 ) -> tuple[dict[str, list[str]], list[float]]:
     from rag_server.retrieval.models import SearchRequest
     from rag_server.retrieval.service import search
@@ -186,11 +214,15 @@ async def run_mode(
     run: dict[str, list[str]] = {}
     latencies: list[float] = []
     # One untimed query first: the first call pays for connection warm-up and lazy imports.
-    await search(runtime, SearchRequest(query=queries[0][1], top_k=top_k, search_type=mode))
+    scope = [collection]
+    await search(
+        runtime, SearchRequest(query=queries[0][1], top_k=top_k, search_type=mode, collections=scope)
+    )
     with progress_bar(f"querying {mode}", len(queries), quiet) as bar:
         for qid, text in queries:
             started = time.perf_counter()
-            response = await search(runtime, SearchRequest(query=text, top_k=top_k, search_type=mode))
+            request = SearchRequest(query=text, top_k=top_k, search_type=mode, collections=scope)
+            response = await search(runtime, request)
             latencies.append((time.perf_counter() - started) * 1000)
             run[qid] = fold_to_documents(
                 [beir for hit in response.results for beir in doc_ids[str(hit.document_id)]]
@@ -274,7 +306,9 @@ async def score_modes(
     doc_ids = await _document_ids(runtime)
     modes: dict[str, dict[str, Any]] = {}
     for mode in options.modes:
-        run, latencies = await run_mode(runtime, mode, queries, doc_ids, options.top_k, options.quiet)
+        run, latencies = await run_mode(
+            runtime, mode, queries, doc_ids, options.top_k, options.quiet, options.collection_name()
+        )
         modes[mode] = {**evaluate(run, qrels), "latency_ms": latency_summary(latencies)}
     return modes
 
@@ -287,7 +321,8 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
 
     name = await asyncio.to_thread(eval_database_name, options.dataset, settings)
     server_url = await asyncio.to_thread(resolve_database_url, settings)
-    reused = await prepare_database(server_url, name, len(dataset.corpus), options.fresh)
+    collection = options.collection_name()
+    reused = await prepare_database(server_url, name, len(dataset.corpus), options.fresh, collection)
     eval_settings = settings.model_copy(update={"database_url": with_database(server_url, name)})
     if not options.quiet:
         print(
@@ -297,7 +332,7 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
 
     async with open_runtime(eval_settings, migrate=True, load_embedder=True) as runtime:
         if not reused:
-            await ingest_corpus(runtime, dataset, options.quiet)
+            await ingest_corpus(runtime, dataset, options.quiet, collection)
         chunks = int(await runtime.pool.fetchval("SELECT count(*) FROM chunks"))
         engine = await bm25_engine(runtime)
         modes = await score_modes(runtime, queries, qrels, options)
@@ -314,6 +349,7 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
         "queries": len(queries),
         "settings": {
             "database": name,
+            "collection": collection,
             "reused_database": reused,
             "top_k": options.top_k,
             "max_queries": options.max_queries,

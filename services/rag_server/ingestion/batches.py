@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
+from rag_server.collections.models import DEFAULT_COLLECTION_ID
 from rag_server.errors import NotFoundError
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.infra.queue import IngestQueue
@@ -24,27 +25,40 @@ from rag_server.ingestion.models import (
 
 
 async def create_upload_batch(
-    conn: Executor, queue: IngestQueue, files: Sequence[IncomingFile]
+    conn: Executor,
+    queue: IngestQueue,
+    files: Sequence[IncomingFile],
+    collection_id: UUID = DEFAULT_COLLECTION_ID,
 ) -> UploadResponse:
     """Store every file, the batch, a task per file and one message per file to process: ONE transaction.
 
-    Dedup by sha256: an existing document (or an earlier file of this batch) makes a 'duplicate' task
-    pointing at it and sends no message; an existing *failed* document is queued again instead.
+    Dedup by sha256 within the collection: an existing document (or an earlier file of this batch) makes
+    a 'duplicate' task pointing at it and sends no message; an existing *failed* document is queued again.
     """
     async with transaction(conn) as c:
-        batch_id: UUID = await c.fetchval("INSERT INTO job_batches DEFAULT VALUES RETURNING id")
-        tasks = [await _add_file(c, queue, batch_id, f) for f in files]
+        # KEY SHARE: a concurrent delete of the collection waits for this upload, or this one finds it gone.
+        if not await c.fetchval("SELECT true FROM collections WHERE id = $1 FOR KEY SHARE", collection_id):
+            raise NotFoundError(f"no collection {str(collection_id)!r}")
+        batch_id: UUID = await c.fetchval(
+            "INSERT INTO job_batches (collection_id) VALUES ($1) RETURNING id", collection_id
+        )
+        tasks = [await _add_file(c, queue, batch_id, f, collection_id) for f in files]
     return UploadResponse(batch_id=batch_id, tasks=tasks)
 
 
-async def _add_file(conn: asyncpg.Connection, queue: IngestQueue, batch_id: UUID, f: IncomingFile) -> TaskRef:
+async def _add_file(
+    conn: asyncpg.Connection, queue: IngestQueue, batch_id: UUID, f: IncomingFile, collection_id: UUID
+) -> TaskRef:
     sha = f.sha256
     while True:
-        doc_id = await insert_new_document(conn, f, sha, "queued")
+        doc_id = await insert_new_document(conn, f, sha, "queued", collection_id)
         if doc_id is not None:
             return await _queue_task(conn, queue, batch_id, doc_id, f.filename)
         existing = await conn.fetchrow(
-            "SELECT id, status, chunk_count FROM documents WHERE sha256 = $1 FOR UPDATE", sha
+            "SELECT id, status, chunk_count FROM documents"
+            " WHERE collection_id = $1 AND sha256 = $2 FOR UPDATE",
+            collection_id,
+            sha,
         )
         if existing is not None:
             break

@@ -15,16 +15,18 @@ async def insert_chunks(
     conn: Executor, document_ids: Sequence[UUID], chunks: Sequence[Chunk], vectors: np.ndarray
 ) -> None:
     """Insert chunks (chunks[i] belongs to document_ids[i]) in ONE statement: the BM25 triggers are
-    statement-level, so one INSERT indexes them all in one run."""
+    statement-level, so one INSERT indexes them all in one run. Each chunk takes its document's
+    collection (denormalised for the search legs' filter; a missing document fails on NOT NULL)."""
     if not len(document_ids) == len(chunks) == len(vectors):
         raise ValueError(f"{len(document_ids)} document ids, {len(chunks)} chunks, {len(vectors)} vectors")
     if not chunks:
         return
     await conn.execute(
         """
-        INSERT INTO chunks (document_id, chunk_index, text, search_text, embedding, page,
+        INSERT INTO chunks (document_id, collection_id, chunk_index, text, search_text, embedding, page,
                             char_start, char_end)
-        SELECT c.doc, c.idx, c.text, c.search_text, c.embedding::vector, c.page, c.char_start, c.char_end
+        SELECT c.doc, (SELECT d.collection_id FROM documents d WHERE d.id = c.doc), c.idx, c.text,
+               c.search_text, c.embedding::vector, c.page, c.char_start, c.char_end
         FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[],
                     $8::int[])
              AS c(doc, idx, text, search_text, embedding, page, char_start, char_end)

@@ -52,9 +52,10 @@ def ingest_paths(
     skip_duplicates: bool = True,
     max_file_bytes: int | None = None,
     timeout_s: float = 120.0,
+    collection: str = "default",
 ) -> int:
-    """Upload every supported file under `paths` and (by default) wait until all are processed.
-    Exit code: 0 when nothing failed, 1 otherwise."""
+    """Upload every supported file under `paths` into `collection` and (by default) wait until all are
+    processed. Exit code: 0 when nothing failed, 1 otherwise."""
     files, skipped = collect_files(paths)
     for p in skipped:
         print(f"skipped (unsupported or missing): {p}", file=sys.stderr)
@@ -69,11 +70,11 @@ def ingest_paths(
 
     with httpx.Client(base_url=base_url, timeout=timeout_s) as client:
         if skip_duplicates:
-            files = _without_duplicates(client, files)
+            files = _without_duplicates(client, files, collection)
             if not files:
                 print("every file is already stored", file=sys.stderr)
                 return 0
-        batch_ids = [_upload(client, group) for group in _groups(files)]
+        batch_ids = [_upload(client, group, collection) for group in _groups(files)]
         print(f"uploaded {len(files)} files in {len(batch_ids)} batch(es)", file=sys.stderr)
         if not wait:
             for batch_id in batch_ids:
@@ -91,12 +92,17 @@ def ingest_paths(
     return 1 if failed else 0
 
 
-def _without_duplicates(client: httpx.Client, files: list[Path]) -> list[Path]:
+def _without_duplicates(client: httpx.Client, files: list[Path], collection: str) -> list[Path]:
     digests = {p: sha256_hex(p.read_bytes()) for p in files}
     response = client.post(
         "/documents/check-duplicates",
-        json={"files": [{"filename": p.name, "sha256": d} for p, d in digests.items()]},
+        json={
+            "files": [{"filename": p.name, "sha256": d} for p, d in digests.items()],
+            "collection": collection,
+        },
     )
+    if response.status_code == 404:
+        raise SystemExit(f"error: {response.json().get('detail')}")
     response.raise_for_status()
     stored = {r["sha256"] for r in response.json()["results"] if r["duplicate"]}
     kept = [p for p in files if digests[p] not in stored]
@@ -119,9 +125,9 @@ def _groups(files: list[Path]) -> Iterable[list[Path]]:
         yield group
 
 
-def _upload(client: httpx.Client, group: list[Path]) -> str:
+def _upload(client: httpx.Client, group: list[Path], collection: str) -> str:
     parts = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in group]
-    response = client.post("/upload", files=parts)
+    response = client.post("/upload", files=parts, data={"collection": collection})
     if response.status_code != 202:
         detail = (
             response.json().get("detail")

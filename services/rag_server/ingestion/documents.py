@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from rag_server.collections.models import DEFAULT_COLLECTION_ID
 from rag_server.errors import NotFoundError
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.ingestion.models import (
@@ -45,17 +46,21 @@ class DocumentFile:
     content: bytes
 
 
-async def insert_new_document(conn: Executor, f: IncomingFile, sha: str, status: str) -> UUID | None:
-    """Insert the document and its bytes in one statement; None if this sha256 is already stored.
+async def insert_new_document(
+    conn: Executor, f: IncomingFile, sha: str, status: str, collection_id: UUID
+) -> UUID | None:
+    """Insert the document and its bytes in one statement; None if this sha256 is already stored in
+    this collection (dedup is per collection).
 
     ON CONFLICT waits for a concurrent insert of the same bytes to commit: one document wins.
     """
     doc_id: UUID | None = await conn.fetchval(
         """
         WITH d AS (
-            INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, metadata, status)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
-            ON CONFLICT (sha256) DO NOTHING RETURNING id
+            INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, metadata, status,
+                                   collection_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $9)
+            ON CONFLICT (collection_id, sha256) DO NOTHING RETURNING id
         ), bytes AS (
             INSERT INTO document_files (document_id, content) SELECT id, $8 FROM d
         )
@@ -69,15 +74,21 @@ async def insert_new_document(conn: Executor, f: IncomingFile, sha: str, status:
         f.metadata,
         status,
         f.content,
+        collection_id,
     )
     return doc_id
 
 
-async def check_duplicates(conn: Executor, files: Sequence[FileDigest]) -> DuplicateCheckResult:
-    """Which of these files are already stored (by sha256), so a client can skip re-uploading them."""
+async def check_duplicates(
+    conn: Executor, files: Sequence[FileDigest], collection_id: UUID = DEFAULT_COLLECTION_ID
+) -> DuplicateCheckResult:
+    """Which of these files are already stored in the collection (by sha256), so a client can skip
+    re-uploading them."""
     rows = await conn.fetch(
-        "SELECT sha256, id, filename, status FROM documents WHERE sha256 = ANY($1::text[])",
+        "SELECT sha256, id, filename, status FROM documents"
+        " WHERE collection_id = $2 AND sha256 = ANY($1::text[])",
         [f.sha256.lower() for f in files],
+        collection_id,
     )
     existing = {r["sha256"]: r for r in rows}
     results = []
@@ -99,8 +110,8 @@ async def check_duplicates(conn: Executor, files: Sequence[FileDigest]) -> Dupli
 
 
 _SORT_SQL = {"name": "lower(filename)", "uploaded": "created_at", "chunks": "chunk_count"}
-_DOC_COLUMNS = """id, filename, file_type, content_type, size_bytes, sha256, status, error, chunk_count,
-                  metadata, created_at, updated_at"""
+_DOC_COLUMNS = """id, collection_id, filename, file_type, content_type, size_bytes, sha256, status, error,
+                  chunk_count, metadata, created_at, updated_at"""
 
 
 async def list_documents(
@@ -112,15 +123,22 @@ async def list_documents(
     descending: bool = True,
     status: DocumentStatus | None = None,
     file_type: str | None = None,
+    collection_ids: Sequence[UUID] | None = None,
 ) -> DocumentList:
-    where = "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR file_type = $2)"
+    """Documents in `collection_ids` (None: every collection), filtered, sorted and paged."""
+    where = (
+        "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR file_type = $2)"
+        " AND ($3::uuid[] IS NULL OR collection_id = ANY($3::uuid[]))"
+    )
+    scope = None if collection_ids is None else list(collection_ids)
     order = f"{_SORT_SQL[sort]} {'DESC' if descending else 'ASC'}, id"  # from a fixed map, not input
     async with connection(conn) as c:
-        total = await c.fetchval(f"SELECT count(*) FROM documents WHERE {where}", status, file_type)
+        total = await c.fetchval(f"SELECT count(*) FROM documents WHERE {where}", status, file_type, scope)
         rows = await c.fetch(
-            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {where} ORDER BY {order} LIMIT $3 OFFSET $4",
+            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {where} ORDER BY {order} LIMIT $4 OFFSET $5",
             status,
             file_type,
+            scope,
             limit,
             offset,
         )
@@ -174,14 +192,19 @@ async def delete_document(conn: Executor, document_id: UUID) -> None:
 # --- direct ingestion (no queue: evaluation, benchmarks) ------------------------------------------
 
 
-async def insert_document(conn: Executor, f: IncomingFile) -> tuple[UUID, DocumentStatus]:
-    """(id, status) of a new document stored as 'processing'; an existing sha256 returns the existing one."""
+async def insert_document(
+    conn: Executor, f: IncomingFile, collection_id: UUID = DEFAULT_COLLECTION_ID
+) -> tuple[UUID, DocumentStatus]:
+    """(id, status) of a new document stored as 'processing'; an existing sha256 in the collection returns
+    the existing one."""
     sha = f.sha256
     async with transaction(conn) as c:
-        doc_id = await insert_new_document(c, f, sha, "processing")
+        doc_id = await insert_new_document(c, f, sha, "processing", collection_id)
         if doc_id is not None:
             return doc_id, "processing"
-        row = await c.fetchrow("SELECT id, status FROM documents WHERE sha256 = $1", sha)
+        row = await c.fetchrow(
+            "SELECT id, status FROM documents WHERE collection_id = $1 AND sha256 = $2", collection_id, sha
+        )
         assert row is not None
         return row["id"], row["status"]
 

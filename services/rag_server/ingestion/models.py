@@ -8,6 +8,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
+from rag_server.collections.models import DEFAULT_COLLECTION, CollectionRef
+
 TaskStatus = Literal["queued", "processing", "completed", "failed", "duplicate"]
 TASK_STATUSES: tuple[TaskStatus, ...] = get_args(TaskStatus)
 DocumentStatus = Literal["queued", "processing", "ready", "failed"]
@@ -31,6 +33,7 @@ class UploadResponse(BaseModel):
 
 class Document(BaseModel):
     id: UUID
+    collection_id: UUID
     filename: str
     file_type: str
     content_type: str
@@ -83,6 +86,9 @@ class FileDigest(BaseModel):
 
 class DuplicateCheck(BaseModel):
     files: list[FileDigest] = Field(max_length=10_000)
+    collection: CollectionRef = Field(
+        default=DEFAULT_COLLECTION, description="Name or id; dedup is per collection."
+    )
 
 
 class DuplicateResult(BaseModel):

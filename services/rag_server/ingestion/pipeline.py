@@ -10,6 +10,7 @@ from uuid import UUID
 
 import numpy as np
 
+from rag_server.collections.models import DEFAULT_COLLECTION_ID
 from rag_server.config import Settings
 from rag_server.infra.embeddings import Embedder
 from rag_server.infra.runtime import Runtime
@@ -108,11 +109,13 @@ async def ingest_documents_direct(
     documents: Sequence[DirectDocument],
     *,
     progress: Callable[[int], None] | None = None,
+    collection_id: UUID = DEFAULT_COLLECTION_ID,
 ) -> list[UUID]:
     """Store documents (bytes, sha256, metadata) and their chunks with status ready, bypassing the queue,
     through the SAME parse/chunk/embed/write code the worker uses. Embeds in large batches across
     documents for throughput. Returns document ids in input order (an existing sha256 returns the
-    existing id). progress(n) is called with the number of documents finished so far.
+    existing id; dedup is within `collection_id`). progress(n) is called with the number of documents
+    finished so far.
 
     A document that cannot be parsed is stored with status 'failed' and its reason; its id is returned.
     An unsupported extension raises UnsupportedFileError before anything is stored.
@@ -138,7 +141,7 @@ async def ingest_documents_direct(
             progress(finished)
 
     for f in files:
-        doc_id, status = await insert_document(runtime.pool, f)
+        doc_id, status = await insert_document(runtime.pool, f, collection_id)
         ids.append(doc_id)
         if status == "ready" or any(doc_id == d for d, _ in window):
             finished += 1

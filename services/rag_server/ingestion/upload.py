@@ -10,10 +10,12 @@ from collections.abc import Sequence
 
 from starlette.datastructures import UploadFile
 
+from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.config import Settings
 from rag_server.errors import InvalidInputError, TooLargeError, UnsupportedTypeError
 from rag_server.ingestion.documents import IncomingFile
 from rag_server.ingestion.parsing import SUPPORTED_EXTENSIONS, file_type_for, sanitize_filename
+from rag_server.text import clean_text
 
 READ_CHUNK = 1024 * 1024
 
@@ -82,3 +84,16 @@ async def _read_limited(part: UploadFile, name: str, limit: int) -> bytes:
         if len(buffer) > limit:
             raise TooLargeError(f"{name} is over the limit of {_mb(limit)}.")
     return bytes(buffer)
+
+
+def read_collection_field(values: Sequence[UploadFile | str]) -> str:
+    """The form field `collection` (name or id); absent: `default`. Given twice or as a file: 422."""
+    if not values:
+        return DEFAULT_COLLECTION
+    if len(values) > 1 or not isinstance(values[0], str):
+        raise InvalidInputError("Send the form field 'collection' once, as text (a collection name or id).")
+    try:
+        value = clean_text(values[0])
+    except ValueError as exc:
+        raise InvalidInputError(f"collection: {exc}") from None
+    return value or DEFAULT_COLLECTION

@@ -10,7 +10,9 @@ posting: bm25_native.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -40,10 +42,10 @@ def pg_search_sql(filters: FilterSQL) -> str:
 
 
 def pg_search_statement(
-    query: str, top_k: int, filters: SearchFilters | None = None
+    query: str, top_k: int, filters: SearchFilters | None = None, collections: Sequence[UUID] | None = None
 ) -> tuple[str, list[Any]]:
     """The pg_search SQL and its bind parameters for one query."""
-    fsql = build_filters(filters, first_param=3)
+    fsql = build_filters(filters, first_param=3, collections=collections)
     return pg_search_sql(fsql), [clean_query(query), top_k, *fsql.params]
 
 
@@ -65,13 +67,15 @@ async def bm25_leg(
     k1: float = 1.2,
     b: float = 0.75,
     prune: bool = True,
+    collections: Sequence[UUID] | None = None,
 ) -> list[LegHit]:
-    """The best `top_k` chunks for `query` by BM25, best first.
+    """The best `top_k` chunks for `query` by BM25, best first; `collections` (None: all) restrict them.
 
-    Native engine: the statements of bm25_native, in one read-only snapshot.
+    Native engine: the statements of bm25_native, in one read-only snapshot. Its statistics (N, avgdl,
+    df) are global, over every collection.
     """
     if engine == "pg_search":
-        rows = await conn.fetch(*pg_search_statement(query, top_k, filters))
+        rows = await conn.fetch(*pg_search_statement(query, top_k, filters, collections))
         return [LegHit(int(r["chunk_id"]), float(r["score"])) for r in rows]
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        return await native_top_k(conn, clean_query(query), top_k, filters, k1, b, prune)
+        return await native_top_k(conn, clean_query(query), top_k, filters, k1, b, prune, collections)

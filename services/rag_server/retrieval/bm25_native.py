@@ -1,4 +1,6 @@
-"""Exact top-k for the native BM25 engine (the tables of migration 0002), in a few set-based statements.
+"""Exact top-k for the native BM25 engine (the tables of migrations 0002 and 0003), in a few set-based
+statements. The collection scope is read from the postings themselves (0003 copied each chunk's
+collection into them): a scoped search joins `chunks` only for the other filters.
 
 Okapi BM25 (docs/decisions/0003-native-bm25.md) regrouped per term, for the distinct query lexemes t
 found in chunk d:
@@ -34,8 +36,10 @@ trades the long posting lists of common terms for lookups of the few chunks that
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -130,7 +134,7 @@ def _flagged_sums(filters: FilterSQL, tail: str) -> str:
             SELECT p.chunk_id, sum({CONTRIBUTION}) AS partial
             FROM t JOIN bm25_postings p ON p.term = t.term
             {filters.joins("p.chunk_id")}
-            WHERE t.flag {filters.where("AND")}
+            WHERE t.flag {filters.where("AND", collection_column="p.collection_id")}
             GROUP BY p.chunk_id
             {tail}"""
 
@@ -190,8 +194,10 @@ async def native_top_k(
     k1: float,
     b: float,
     prune: bool = True,
+    collections: Sequence[UUID] | None = None,
 ) -> list[LegHit]:
-    """The exact BM25 top_k, best first. Call inside a REPEATABLE READ transaction.
+    """The exact BM25 top_k, best first, among chunks passing the filters and the collection scope.
+    Call inside a REPEATABLE READ transaction.
 
     `prune=False` always runs the full statement (tests compare the two).
     """
@@ -206,7 +212,8 @@ async def native_top_k(
         return [q.terms, q.weights, flags, q.c0, q.c1, q.scale, top_k, *extra]
 
     # Filter parameters follow the shared ones ($8 on), or the maxscore threshold ($9 on).
-    from_8, from_9 = build_filters(filters, first_param=8), build_filters(filters, first_param=9)
+    from_8 = build_filters(filters, first_param=8, collections=collections)
+    from_9 = build_filters(filters, first_param=9, collections=collections)
 
     async def full() -> list[LegHit]:
         return _hits(await conn.fetch(full_sql(from_8), *bind(n_terms, *from_8.params)), q.scale)

@@ -8,6 +8,7 @@ import textwrap
 from typing import Any
 
 from rag_server.config import Settings
+from rag_server.errors import NotFoundError
 from rag_server.retrieval.models import SearchRequest, SearchResponse
 
 
@@ -20,17 +21,33 @@ def register_search_command(sub: Any) -> None:
     p.add_argument("--fusion", choices=["rrf", "convex"], default=None, help="default: RAG_FUSION")
     p.add_argument("--url", default=None, help="ask a running server instead of opening the database")
     p.add_argument("--json", action="store_true", help="print the raw JSON response")
+    p.add_argument(
+        "--collection",
+        dest="collections",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="search this collection (name or id; repeat for several); default: default",
+    )
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     try:
         request = SearchRequest(
-            query=args.query, top_k=args.top_k, search_type=args.search_type, fusion=args.fusion
+            query=args.query,
+            top_k=args.top_k,
+            search_type=args.search_type,
+            fusion=args.fusion,
+            collections=args.collections,
         )
     except ValueError as exc:
         print(f"error: {exc}")
         return 2
-    response = _via_http(args.url, request) if args.url else asyncio.run(_in_process(settings, request))
+    try:
+        response = _via_http(args.url, request) if args.url else asyncio.run(_in_process(settings, request))
+    except NotFoundError as exc:  # an unknown collection
+        print(f"error: {exc}")
+        return 2
     if args.json:
         print(response.model_dump_json(indent=2))
     else:
@@ -50,6 +67,8 @@ def _via_http(url: str, request: SearchRequest) -> SearchResponse:
     import httpx
 
     reply = httpx.post(f"{url.rstrip('/')}/search", json=request.model_dump(mode="json"), timeout=60)
+    if reply.status_code == 404:
+        raise NotFoundError(reply.json().get("detail"))
     reply.raise_for_status()
     return SearchResponse.model_validate(reply.json())
 

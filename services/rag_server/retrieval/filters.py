@@ -1,26 +1,40 @@
 """SQL for search filters, shared by both legs so a filter is applied before LIMIT in each.
 
 Semantics: `None` means "no filter"; an empty list matches nothing (a scope with no members).
+The collection scope (ids already resolved by `collections.store.resolve`) is kept apart from the
+other clauses: each leg places it on its own table's denormalised `collection_id` (the vector leg and
+pg_search on `c`, native BM25 on its postings `p`), so a scope alone never needs a join.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from rag_server.retrieval.models import SearchFilters
 
 
 @dataclass
 class FilterSQL:
-    """WHERE clauses over `c` (chunks) and `d` (documents), with their bind parameters."""
+    """WHERE clauses over `c` (chunks) and `d` (documents), the collection scope's placeholder, and
+    their bind parameters."""
 
     clauses: list[str] = field(default_factory=list)
     params: list[Any] = field(default_factory=list)
     needs_documents: bool = False
+    collections_param: str | None = None  # "$n" bound to the scope's uuid[]; None: any collection
+
+    def scope(self, column: str) -> list[str]:
+        """The collection scope as a clause on `column`, a `collection_id` of the caller's table."""
+        if self.collections_param is None:
+            return []
+        return [f"{column} = ANY({self.collections_param}::uuid[])"]
 
     def joins(self, chunk_id_expr: str | None = None) -> str:
-        """JOINs that bring `c` (and `d` when needed) into a query; `chunk_id_expr` links `c`."""
+        """JOINs that bring `c` (and `d` when needed) into a query; `chunk_id_expr` links `c`.
+        The collection scope needs none: it is on the caller's own table."""
         if not self.clauses:
             return ""
         parts = []
@@ -30,23 +44,30 @@ class FilterSQL:
             parts.append("JOIN documents d ON d.id = c.document_id")
         return " ".join(parts)
 
-    def where(self, prefix: str = "WHERE") -> str:
-        return f"{prefix} " + " AND ".join(self.clauses) if self.clauses else ""
+    def where(self, prefix: str = "WHERE", collection_column: str = "c.collection_id") -> str:
+        clauses = self.scope(collection_column) + self.clauses
+        return f"{prefix} " + " AND ".join(clauses) if clauses else ""
 
 
 def normalise_file_type(value: str) -> str:
     return value.strip().lower().lstrip(".")
 
 
-def build_filters(filters: SearchFilters | None, first_param: int) -> FilterSQL:
-    """Clauses numbered from `$first_param`; user values are only ever bound, never interpolated."""
+def build_filters(
+    filters: SearchFilters | None, first_param: int, collections: Sequence[UUID] | None = None
+) -> FilterSQL:
+    """Clauses numbered from `$first_param`; user values are only ever bound, never interpolated.
+    `collections`: the chunk must be in one of them (None: any collection)."""
     out = FilterSQL()
-    if filters is None:
-        return out
 
     def bind(value: Any) -> str:
         out.params.append(value)
         return f"${first_param + len(out.params) - 1}"
+
+    if collections is not None:
+        out.collections_param = bind(list(collections))
+    if filters is None:
+        return out
 
     if filters.document_ids is not None:
         out.clauses.append(f"c.document_id = ANY({bind(list(filters.document_ids))}::uuid[])")

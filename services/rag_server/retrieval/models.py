@@ -10,6 +10,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, StrictBool
 
+from rag_server.collections.models import CollectionRef
 from rag_server.text import CleanText
 
 SearchType = Literal["vector", "bm25", "hybrid"]
@@ -40,6 +41,12 @@ class SearchRequest(BaseModel):
     top_k: int = Field(default=10, ge=1, le=100)
     search_type: SearchType = "hybrid"
     filters: SearchFilters | None = None
+    collections: list[CollectionRef] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="Collections to search (names or ids); default: ['default']. Unknown: 404.",
+    )
     # Optional overrides of the configured defaults (RAG_FUSION, RAG_HNSW_EF_SEARCH).
     fusion: FusionMethod | None = None
     ef_search: int | None = Field(default=None, ge=1, le=1000)

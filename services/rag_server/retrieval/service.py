@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
+from uuid import UUID
 
 import numpy as np
 
+from rag_server.collections.store import resolve_ids
 from rag_server.infra.capabilities import Bm25Engine
 from rag_server.infra.runtime import Runtime
 from rag_server.retrieval.bm25 import bm25_leg, read_engine
@@ -58,13 +60,20 @@ async def embed_query(runtime: Runtime, query: str) -> np.ndarray:
 
 
 async def bm25_search(
-    runtime: Runtime, query: str, top_k: int, filters: SearchFilters | None = None
+    runtime: Runtime,
+    query: str,
+    top_k: int,
+    filters: SearchFilters | None = None,
+    collections: Sequence[UUID] | None = None,
 ) -> list[LegHit]:
-    """BM25 leg alone: the best `top_k` chunk ids with BM25 scores, best first."""
+    """BM25 leg alone: the best `top_k` chunk ids with BM25 scores, best first. `collections`: resolved
+    ids to restrict to (None: every collection)."""
     engine = await bm25_engine(runtime)
-    settings = runtime.settings
+    s = runtime.settings
     async with runtime.pool.acquire() as conn:
-        return await bm25_leg(conn, engine, query, top_k, filters, settings.bm25_k1, settings.bm25_b)
+        return await bm25_leg(
+            conn, engine, query, top_k, filters, s.bm25_k1, s.bm25_b, collections=collections
+        )
 
 
 async def vector_search_embedding(
@@ -73,11 +82,12 @@ async def vector_search_embedding(
     top_k: int,
     filters: SearchFilters | None = None,
     ef_search: int | None = None,
+    collections: Sequence[UUID] | None = None,
 ) -> list[LegHit]:
     """Vector leg alone for an already embedded query."""
     ef = ef_search or runtime.settings.hnsw_ef_search
     async with runtime.pool.acquire() as conn:
-        return await vector_leg(conn, embedding, top_k, filters, ef)
+        return await vector_leg(conn, embedding, top_k, filters, ef, collections)
 
 
 async def vector_search(
@@ -86,10 +96,11 @@ async def vector_search(
     top_k: int,
     filters: SearchFilters | None = None,
     ef_search: int | None = None,
+    collections: Sequence[UUID] | None = None,
 ) -> list[LegHit]:
     """Vector leg alone: embeds `query`, then the `top_k` nearest chunks, best first."""
     embedding = await embed_query(runtime, query)
-    return await vector_search_embedding(runtime, embedding, top_k, filters, ef_search)
+    return await vector_search_embedding(runtime, embedding, top_k, filters, ef_search, collections)
 
 
 def fuse(runtime: Runtime, vector: list[LegHit], bm25: list[LegHit], method: FusionMethod) -> list[FusedHit]:
@@ -121,10 +132,12 @@ def _to_hit(fused: FusedHit, row: ChunkRow) -> SearchHit:
 
 
 async def search(runtime: Runtime, request: SearchRequest) -> SearchResponse:
-    """Run one search request; results carry every leg's rank and score plus per-stage timings."""
+    """Run one search request; results carry every leg's rank and score plus per-stage timings.
+    The request's collections (default `default`) are resolved first: an unknown one is a NotFoundError."""
     settings = runtime.settings
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    scope = await resolve_ids(runtime.pool, request.collections)
     # NUL and lone surrogates break Postgres, the tokenizer and the JSON reply: replace them once.
     query, top_k, filters = clean_query(request.query), request.top_k, request.filters
 
@@ -133,11 +146,11 @@ async def search(runtime: Runtime, request: SearchRequest) -> SearchResponse:
         return await _timed(
             timings,
             "vector",
-            lambda: vector_search_embedding(runtime, embedding, depth, filters, request.ef_search),
+            lambda: vector_search_embedding(runtime, embedding, depth, filters, request.ef_search, scope),
         )
 
     async def run_bm25(depth: int) -> list[LegHit]:
-        return await _timed(timings, "bm25", lambda: bm25_search(runtime, query, depth, filters))
+        return await _timed(timings, "bm25", lambda: bm25_search(runtime, query, depth, filters, scope))
 
     if request.search_type == "vector":
         ranked = _single_leg(await run_vector(top_k), "vector")

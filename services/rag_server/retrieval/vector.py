@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from uuid import UUID
+
 import asyncpg
 import numpy as np
 
@@ -10,12 +13,14 @@ from rag_server.retrieval.legs import LegHit
 from rag_server.retrieval.models import SearchFilters
 
 
-def vector_sql(filters: SearchFilters | None) -> tuple[str, list[object]]:
-    """Parameters: $1 query vector, $2 limit, then the filter parameters.
+def vector_sql(
+    filters: SearchFilters | None, collections: Sequence[UUID] | None = None
+) -> tuple[str, list[object]]:
+    """Parameters: $1 query vector, $2 limit, then the filter parameters (collection scope first).
 
     ORDER BY is the distance alone: anything more and the planner cannot use the HNSW index.
     """
-    fsql = build_filters(filters, first_param=3)
+    fsql = build_filters(filters, first_param=3, collections=collections)
     sql = f"""
         SELECT c.id AS chunk_id, 1 - (c.embedding <=> $1) AS score
         FROM chunks c
@@ -33,14 +38,17 @@ async def vector_leg(
     top_k: int,
     filters: SearchFilters | None = None,
     ef_search: int = 100,
+    collections: Sequence[UUID] | None = None,
 ) -> list[LegHit]:
-    """The `top_k` nearest chunks to a unit-normalised `embedding`; score = 1 - cosine distance."""
-    sql, params = vector_sql(filters)
+    """The `top_k` nearest chunks to a unit-normalised `embedding`; score = 1 - cosine distance.
+    `collections`: only chunks of these collections (None: all)."""
+    sql, params = vector_sql(filters, collections)
     # HNSW returns at most ef_search rows per scan, so it must be at least top_k.
     ef = max(int(ef_search), int(top_k))
     settings_sql = "SELECT set_config('hnsw.ef_search', $1, true)"
-    if filters is not None:
-        # pgvector 0.8: keep scanning the graph until enough rows pass the filter.
+    if params:
+        # pgvector 0.8: keep scanning the graph until enough rows pass the filter (a small collection
+        # inside a large one would otherwise get a short list: ef_search rows, most filtered away).
         settings_sql += ", set_config('hnsw.iterative_scan', 'relaxed_order', true)"
     async with conn.transaction():
         await conn.execute(settings_sql, str(min(ef, 1000)))  # one round trip for both settings

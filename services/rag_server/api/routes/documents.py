@@ -10,6 +10,8 @@ from fastapi import APIRouter, Query, Response
 
 from rag_server.api.deps import OffsetQuery, PoolDep
 from rag_server.api.errors import error_responses
+from rag_server.collections.models import DEFAULT_COLLECTION
+from rag_server.collections.store import resolve_ids
 from rag_server.ingestion import documents
 from rag_server.ingestion.models import (
     Document,
@@ -23,6 +25,10 @@ from rag_server.text import CleanText
 
 router = APIRouter(tags=["documents"])
 
+CollectionQuery = Annotated[
+    CleanText, Query(min_length=1, max_length=100, description="Collection name or id")
+]
+
 _FILE_BYTES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The original bytes, with the content type they were uploaded as",
@@ -31,7 +37,7 @@ _FILE_BYTES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/documents", response_model=DocumentList, responses=error_responses(503))
+@router.get("/documents", response_model=DocumentList, responses=error_responses(404, 503))
 async def list_documents(
     pool: PoolDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -40,7 +46,9 @@ async def list_documents(
     order: Literal["asc", "desc"] = "desc",
     status: DocumentStatus | None = None,
     file_type: Annotated[CleanText | None, Query(alias="type", max_length=20)] = None,
+    collection: CollectionQuery = DEFAULT_COLLECTION,
 ) -> DocumentList:
+    """The documents of one collection (name or id, default `default`; unknown: 404)."""
     return await documents.list_documents(
         pool,
         limit=limit,
@@ -49,6 +57,7 @@ async def list_documents(
         descending=order == "desc",
         status=status,
         file_type=file_type,
+        collection_ids=await resolve_ids(pool, [collection]),
     )
 
 
@@ -79,8 +88,10 @@ async def delete_document(document_id: UUID, pool: PoolDep) -> Response:
 @router.post(
     "/documents/check-duplicates",
     response_model=DuplicateCheckResult,
-    responses=error_responses(400, 503),
+    responses=error_responses(400, 404, 503),
 )
 async def check_duplicates(body: DuplicateCheck, pool: PoolDep) -> DuplicateCheckResult:
-    """Which of these files are already stored (by sha256), so a client can skip re-uploading them."""
-    return await documents.check_duplicates(pool, body.files)
+    """Which of these files are already stored in the collection (by sha256), so a client can skip
+    re-uploading them."""
+    (collection_id,) = await resolve_ids(pool, [body.collection])
+    return await documents.check_duplicates(pool, body.files, collection_id)

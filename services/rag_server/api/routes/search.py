@@ -10,7 +10,7 @@ from rag_server.retrieval.service import search as run_search
 router = APIRouter(tags=["search"])
 
 
-@router.post("/search", responses=error_responses(400, 503))
+@router.post("/search", responses=error_responses(400, 404, 503))
 async def search(request: SearchRequest, runtime: RuntimeDep) -> SearchResponse:
     """Vector, BM25 or hybrid search over the chunks; bad parameters are a 422 from validation."""
     return await run_search(runtime, request)

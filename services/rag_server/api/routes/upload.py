@@ -6,9 +6,10 @@ from fastapi import APIRouter, Request
 
 from rag_server.api.deps import PoolDep, QueueDep, SettingsDep
 from rag_server.api.errors import error_responses
+from rag_server.collections.store import resolve
 from rag_server.ingestion.batches import create_upload_batch
 from rag_server.ingestion.models import UploadResponse
-from rag_server.ingestion.upload import check_declared_size, read_upload
+from rag_server.ingestion.upload import check_declared_size, read_collection_field, read_upload
 
 router = APIRouter(tags=["ingestion"])
 
@@ -19,7 +20,12 @@ _MULTIPART_BODY = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "collection": {
+                            "type": "string",
+                            "default": "default",
+                            "description": "The collection (name or id) the files go into.",
+                        },
                     },
                     "required": ["files"],
                 }
@@ -33,17 +39,20 @@ _MULTIPART_BODY = {
     "/upload",
     status_code=202,
     response_model=UploadResponse,
-    responses=error_responses(400, 413, 415, 422, 503),
+    responses=error_responses(400, 404, 413, 415, 422, 503),
     openapi_extra=_MULTIPART_BODY,
 )
 async def upload(request: Request, settings: SettingsDep, pool: PoolDep, queue: QueueDep) -> UploadResponse:
-    """Upload one or many files (multipart field `files`). Returns the batch to poll."""
+    """Upload one or many files (multipart field `files`) into a collection (field `collection`, default
+    `default`; unknown: 404). Returns the batch to poll."""
     check_declared_size(request.headers.get("content-length"), settings)
     max_files = settings.max_files_per_upload
     # The multipart parser spools file parts beyond 1 MB to disk, so memory stays bounded.
     form = await request.form(max_files=max_files + 1, max_fields=max_files + 10)
     try:
+        collection = read_collection_field(form.getlist("collection"))
         files = await read_upload(form.getlist("files"), settings)
     finally:
         await form.close()
-    return await create_upload_batch(pool, queue, files)
+    (target,) = await resolve(pool, [collection])
+    return await create_upload_batch(pool, queue, files, target.id)

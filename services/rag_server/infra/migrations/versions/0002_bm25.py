@@ -32,28 +32,8 @@ CREATE INDEX chunks_bm25_idx ON chunks
     WITH (key_field = 'id');
 """
 
-NATIVE_SCHEMA = """
-CREATE TABLE bm25_postings (
-    term     text   NOT NULL,
-    chunk_id bigint NOT NULL,
-    tf       integer NOT NULL CHECK (tf > 0),
-    doc_len  integer NOT NULL,
-    -- INCLUDE lets a query read a term's postings with an index-only scan.
-    PRIMARY KEY (term, chunk_id) INCLUDE (tf, doc_len)
-) WITH (fillfactor = 90);
-
-CREATE TABLE bm25_terms (
-    term text PRIMARY KEY,
-    df   integer NOT NULL CHECK (df >= 0)
-);
-
-CREATE TABLE bm25_stats (
-    id        integer PRIMARY KEY CHECK (id = 1),
-    n_docs    bigint NOT NULL CHECK (n_docs >= 0),
-    total_len bigint NOT NULL CHECK (total_len >= 0)
-);
-INSERT INTO bm25_stats (id, n_docs, total_len) VALUES (1, 0, 0);
-
+# The two functions migration 0003 redefines (its downgrade restores these).
+INDEX_ADD = """
 -- Add chunks to the index. Callers pass parallel arrays (from a transition table).
 CREATE FUNCTION bm25_index_add(p_ids bigint[], p_texts text[]) RETURNS void
 LANGUAGE plpgsql AS $fn$
@@ -91,7 +71,57 @@ BEGIN
     WHERE id = 1;
 END
 $fn$;
+"""
 
+CHUNKS_CHANGED = """
+CREATE OR REPLACE FUNCTION bm25_chunks_changed() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM bm25_index_add(array_agg(id), array_agg(search_text)) FROM new_chunks;
+    ELSIF TG_OP = 'DELETE' THEN
+        PERFORM bm25_index_remove(array_agg(id), array_agg(search_text)) FROM old_chunks;
+    ELSIF TG_OP = 'UPDATE' THEN
+        -- Only rows whose indexed text (or id) changed are re-indexed: remove old, add new.
+        PERFORM bm25_index_remove(array_agg(o.id), array_agg(o.search_text))
+        FROM old_chunks o
+        WHERE NOT EXISTS (
+            SELECT 1 FROM new_chunks n WHERE n.id = o.id AND n.search_text = o.search_text
+        );
+        PERFORM bm25_index_add(array_agg(n.id), array_agg(n.search_text))
+        FROM new_chunks n
+        WHERE NOT EXISTS (
+            SELECT 1 FROM old_chunks o WHERE o.id = n.id AND o.search_text = n.search_text
+        );
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+"""
+
+NATIVE_SCHEMA = f"""
+CREATE TABLE bm25_postings (
+    term     text   NOT NULL,
+    chunk_id bigint NOT NULL,
+    tf       integer NOT NULL CHECK (tf > 0),
+    doc_len  integer NOT NULL,
+    -- INCLUDE lets a query read a term's postings with an index-only scan.
+    PRIMARY KEY (term, chunk_id) INCLUDE (tf, doc_len)
+) WITH (fillfactor = 90);
+
+CREATE TABLE bm25_terms (
+    term text PRIMARY KEY,
+    df   integer NOT NULL CHECK (df >= 0)
+);
+
+CREATE TABLE bm25_stats (
+    id        integer PRIMARY KEY CHECK (id = 1),
+    n_docs    bigint NOT NULL CHECK (n_docs >= 0),
+    total_len bigint NOT NULL CHECK (total_len >= 0)
+);
+INSERT INTO bm25_stats (id, n_docs, total_len) VALUES (1, 0, 0);
+
+{INDEX_ADD}
 -- Remove chunks from the index; the lexemes are recomputed from the text they were indexed with.
 CREATE FUNCTION bm25_index_remove(p_ids bigint[], p_texts text[]) RETURNS void
 LANGUAGE plpgsql AS $fn$
@@ -133,30 +163,7 @@ BEGIN
 END
 $fn$;
 
-CREATE FUNCTION bm25_chunks_changed() RETURNS trigger
-LANGUAGE plpgsql AS $fn$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        PERFORM bm25_index_add(array_agg(id), array_agg(search_text)) FROM new_chunks;
-    ELSIF TG_OP = 'DELETE' THEN
-        PERFORM bm25_index_remove(array_agg(id), array_agg(search_text)) FROM old_chunks;
-    ELSIF TG_OP = 'UPDATE' THEN
-        -- Only rows whose indexed text (or id) changed are re-indexed: remove old, add new.
-        PERFORM bm25_index_remove(array_agg(o.id), array_agg(o.search_text))
-        FROM old_chunks o
-        WHERE NOT EXISTS (
-            SELECT 1 FROM new_chunks n WHERE n.id = o.id AND n.search_text = o.search_text
-        );
-        PERFORM bm25_index_add(array_agg(n.id), array_agg(n.search_text))
-        FROM new_chunks n
-        WHERE NOT EXISTS (
-            SELECT 1 FROM old_chunks o WHERE o.id = n.id AND o.search_text = n.search_text
-        );
-    END IF;
-    RETURN NULL;
-END
-$fn$;
-
+{CHUNKS_CHANGED}
 CREATE FUNCTION bm25_chunks_truncated() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN

@@ -1,0 +1,74 @@
+"""`rag-server collections list|create|delete`: straight on the database (open_runtime), no server needed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from rag_server.config import Settings
+from rag_server.errors import ConflictError, NotFoundError
+
+
+def register_collections_command(sub: Any) -> None:
+    p = sub.add_parser("collections", help="list, create or delete collections", description=__doc__)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="every collection with its document count").set_defaults(handler=cmd_list)
+    create = actions.add_parser("create", help="a new, empty collection")
+    create.set_defaults(handler=cmd_create)
+    create.add_argument("name", help="lower-case letters, digits, '-' and '_' (up to 63)")
+    create.add_argument("--description", default="")
+    delete = actions.add_parser("delete", help="delete a collection (refused while it holds documents)")
+    delete.set_defaults(handler=cmd_delete)
+    delete.add_argument("name", help="name or id")
+    delete.add_argument("--force", action="store_true", help="delete its documents, chunks and tasks too")
+
+
+def _run(settings: Settings, work: Any) -> int:
+    from rag_server.infra.runtime import open_runtime
+
+    async def run() -> None:
+        async with open_runtime(settings, migrate=True) as runtime:
+            await work(runtime)
+
+    try:
+        asyncio.run(run())
+    except (NotFoundError, ConflictError, ValueError) as exc:
+        print(f"error: {exc}")
+        return 1
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.collections.store import list_collections
+
+    async def work(runtime: Any) -> None:
+        listing = await list_collections(runtime.pool, limit=10_000)
+        print(f"{'name':<32} {'documents':>9}  {'id':<36}  description")
+        for c in listing.items:
+            print(f"{c.name:<32} {c.document_count:>9}  {c.id!s:<36}  {c.description}")
+
+    return _run(settings, work)
+
+
+def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.collections.models import CreateCollection
+    from rag_server.collections.store import create_collection
+
+    async def work(runtime: Any) -> None:
+        created = await create_collection(
+            runtime.pool, CreateCollection(name=args.name, description=args.description)
+        )
+        print(f"created collection {created.name} ({created.id})")
+
+    return _run(settings, work)
+
+
+def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.collections.store import delete_collection
+
+    async def work(runtime: Any) -> None:
+        await delete_collection(runtime.pool, runtime.queue, args.name, force=args.force)
+        print(f"deleted collection {args.name}")
+
+    return _run(settings, work)

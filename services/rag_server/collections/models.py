@@ -1,0 +1,70 @@
+"""Collection API types and the name rule (a slug, the same in the database CHECK)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from rag_server.text import CleanText
+
+# Migration 0003 inserts `default` with this id; column DEFAULTs point at it.
+DEFAULT_COLLECTION_ID = UUID("00000000-0000-0000-0000-000000000001")
+DEFAULT_COLLECTION = "default"
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+NAME_RE = re.compile(NAME_PATTERN)
+
+
+def _not_an_id(name: str) -> str:
+    # A reference that parses as a UUID is read as an id: a name like that could never be addressed.
+    try:
+        UUID(name)
+    except ValueError:
+        return name
+    raise ValueError("a collection name must not have the form of a UUID")
+
+
+CollectionName = Annotated[
+    str,
+    AfterValidator(_not_an_id),
+    Field(
+        pattern=NAME_PATTERN,
+        max_length=63,
+        description="Lower-case letters, digits, '-' and '_', starting with a letter or digit; up to 63.",
+    ),
+]
+# A collection named by its name or its id, as requests do.
+CollectionRef = Annotated[CleanText, Field(min_length=1, max_length=100)]
+Description = Annotated[CleanText, Field(max_length=2_000)]
+
+
+class Collection(BaseModel):
+    id: UUID
+    name: str
+    description: str
+    document_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class CollectionList(BaseModel):
+    items: list[Collection]
+    total: int
+    limit: int
+    offset: int
+
+
+class CreateCollection(BaseModel):
+    name: CollectionName
+    description: Description = ""
+
+
+class UpdateCollection(BaseModel):
+    """Only the fields given change; a rename follows the same name rule."""
+
+    name: CollectionName | None = None
+    description: Description | None = None
