@@ -111,15 +111,11 @@ async def ingest_documents_direct(
     progress: Callable[[int], None] | None = None,
     collection_id: UUID = DEFAULT_COLLECTION_ID,
 ) -> list[UUID]:
-    """Store documents (bytes, sha256, metadata) and their chunks with status ready, bypassing the queue,
-    through the SAME parse/chunk/embed/write code the worker uses. Embeds in large batches across
-    documents for throughput. Returns document ids in input order (an existing sha256 returns the
-    existing id; dedup is within `collection_id`). progress(n) is called with the number of documents
-    finished so far.
-
-    A document that cannot be parsed is stored with status 'failed' and its reason; its id is returned.
-    An unsupported extension raises UnsupportedFileError before anything is stored.
-    """
+    """Store documents and their chunks (status ready) without the queue, through the worker's own
+    parse/chunk/embed/write code, embedding in large batches across documents. Returns ids in input order
+    (an existing sha256 within `collection_id` returns the existing id); progress(n) gets the number of
+    documents finished. An unparsable document is stored 'failed' with its reason; an unsupported
+    extension raises UnsupportedFileError before anything is stored."""
     files = [incoming_file(d.filename, d.content, d.metadata) for d in documents]
     settings = runtime.settings
     ids: list[UUID] = []
@@ -127,26 +123,28 @@ async def ingest_documents_direct(
     window: list[tuple[UUID, list[Chunk]]] = []
     window_chunks = 0
 
+    def advance(n: int) -> None:
+        nonlocal finished
+        finished += n
+        if progress is not None:
+            progress(finished)
+
     async def flush() -> None:
-        nonlocal finished, window, window_chunks
+        nonlocal window, window_chunks
         texts_chunks = [c for _, chunks in window for c in chunks]
         vectors = await embed_chunks(runtime.embedder, texts_chunks, max(settings.embedding_batch_size, 256))
         offset = 0
         for doc_id, chunks in window:
             await write_chunks(runtime.pool, doc_id, chunks, vectors[offset : offset + len(chunks)])
             offset += len(chunks)
-        finished += len(window)
+        advance(len(window))
         window, window_chunks = [], 0
-        if progress is not None:
-            progress(finished)
 
     for f in files:
         doc_id, status = await insert_document(runtime.pool, f, collection_id)
         ids.append(doc_id)
         if status == "ready" or any(doc_id == d for d, _ in window):
-            finished += 1
-            if progress is not None:
-                progress(finished)
+            advance(1)
             continue
         try:
             chunks = await prepare_chunks(
@@ -154,9 +152,7 @@ async def ingest_documents_direct(
             )
         except ParseError as exc:
             await mark_document_failed(runtime.pool, doc_id, str(exc))
-            finished += 1
-            if progress is not None:
-                progress(finished)
+            advance(1)
             continue
         window.append((doc_id, chunks))
         window_chunks += len(chunks)
