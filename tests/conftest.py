@@ -6,6 +6,7 @@ Nothing here mocks our own infrastructure: tests talk to a real server over real
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -33,8 +34,11 @@ def pg_server() -> Iterator[str]:
     # Short path: the server's unix socket lives in this directory (sun_path is 108 bytes).
     root = Path(tempfile.mkdtemp(prefix="ragt-", dir="/tmp"))
     embedded: EmbeddedPostgres = ensure_embedded_postgres(root / "pg")
-    yield embedded.uri
-    embedded.stop()
+    try:
+        yield embedded.uri
+    finally:
+        embedded.stop()
+        shutil.rmtree(root, ignore_errors=True)  # a cluster per test session: ~50 MB each
 
 
 async def create_database(server_url: str, prefix: str = "t") -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -198,6 +199,7 @@ def test_processes_share_one_embedded_server_sized_for_the_machine() -> None:
         from rag_server.infra.embedded_postgres import ensure_embedded_postgres
 
         ensure_embedded_postgres(data_dir / "pg").stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def test_health_over_http_reports_capabilities(runtime: Runtime, tmp_path: Path) -> None:
