@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from alembic import command
 
+from rag_server.chat.models import QueryRequest
+from rag_server.chat.service import ChatService
 from rag_server.collections import store
 from rag_server.collections.models import DEFAULT_COLLECTION_ID, CreateCollection
 from rag_server.config import Settings
@@ -129,6 +131,19 @@ async def test_search_across_two_collections_returns_both(runtime: Runtime, scop
     assert found == {scoped["small"].id, scoped["big"].id}
     default_only = await search(runtime, SearchRequest(query=QUERY, top_k=5, search_type="hybrid"))
     assert default_only.results == []  # nothing was put into `default`
+
+
+async def test_chat_answers_only_from_the_collections_it_names(
+    runtime: Runtime, scoped: dict[str, Any]
+) -> None:
+    chat = ChatService(runtime)
+    small = await chat.answer(QueryRequest(query=QUERY, top_k=5, collections=["small"]))
+    assert len(small.sources) == 5
+    assert {s.document_id for s in small.sources} <= scoped["small_ids"]
+    # The decoys match better: without the scope they would be every source.
+    big = await chat.answer(QueryRequest(query=QUERY, top_k=5, collections=["big"]))
+    assert big.sources and not {s.document_id for s in big.sources} & scoped["small_ids"]
+    assert (await chat.answer(QueryRequest(query=QUERY, top_k=5))).sources == []  # `default` is empty
 
 
 async def test_collection_crud_and_conflicts(app_client: httpx.AsyncClient) -> None:

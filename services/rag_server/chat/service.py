@@ -210,8 +210,8 @@ class ChatService:
                 top_k=turn.request.top_k,
                 search_type=turn.search_type,
                 filters=turn.request.filters,
-                collections=[str(c) for c in turn.collection_ids],
             ),
+            scope=turn.collection_ids,
         )
         turn.timings["search"] = _ms(start)
         for name, value in result.timings_ms.items():

@@ -131,13 +131,17 @@ def _to_hit(fused: FusedHit, row: ChunkRow) -> SearchHit:
     )
 
 
-async def search(runtime: Runtime, request: SearchRequest) -> SearchResponse:
+async def search(
+    runtime: Runtime, request: SearchRequest, scope: Sequence[UUID] | None = None
+) -> SearchResponse:
     """Run one search request; results carry every leg's rank and score plus per-stage timings.
-    The request's collections (default `default`) are resolved first: an unknown one is a NotFoundError."""
+    The request's collections (default `default`) are resolved first: an unknown one is a NotFoundError.
+    `scope`: collection ids the caller already resolved (chat does, to answer 404 before streaming)."""
     settings = runtime.settings
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    scope = await resolve_ids(runtime.pool, request.collections)
+    if scope is None:
+        scope = await resolve_ids(runtime.pool, request.collections)
     # NUL and lone surrogates break Postgres, the tokenizer and the JSON reply: replace them once.
     query, top_k, filters = clean_query(request.query), request.top_k, request.filters
 
