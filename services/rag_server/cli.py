@@ -104,12 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", default="default", help="the collection (name or id) to upload into")
     add("migrate", cmd_migrate, "apply database migrations up to the latest")
     add("doctor", cmd_doctor, "print the database capability report")
+    from rag_server.access.cli import register_keys_command
     from rag_server.collections.cli import register_collections_command
     from rag_server.evaluation.commands import register_eval_commands
     from rag_server.retrieval.cli import register_search_command
 
     register_search_command(sub)
     register_collections_command(sub)
+    register_keys_command(sub)
     register_eval_commands(sub)
     return parser
 

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +19,11 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("DATABASE_URL", "RAG_DATABASE_URL")
     )
     data_dir: Path = Path(".data")
+    # The server and workers connect as this role (created and granted by `migrate`, as the
+    # DATABASE_URL user, who owns the tables): row-level security applies to it. Its password, when
+    # the server authenticates TCP clients by password (docker-compose); unset: no password.
+    runtime_db_user: str = Field(default="rag_runtime", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    runtime_db_password: SecretStr | None = None
     db_pool_min: int = 2
     db_pool_max: int = 10
 
@@ -69,6 +74,11 @@ class Settings(BaseSettings):
     # SIGTERM / Ctrl-C: in-flight requests (streamed answers too) get this long, then are cancelled;
     # a cancelled answer writes nothing, a completed one is still written (api/server.py).
     server_shutdown_grace_s: int = Field(default=5, ge=0)
+    # An admin API key installed at start-up (docker-compose: from a secret file). At least 32
+    # characters; create it with e.g. `openssl rand -hex 32`. Without any key the API is open, and only
+    # on a loopback host (docs/decisions/0010-access-control.md).
+    bootstrap_admin_key: SecretStr | None = None
+    bootstrap_admin_key_file: Path | None = None
 
     # --- retrieval ------------------------------------------------------------------------
     # Okapi BM25 parameters of the native engine (pg_search uses Tantivy's own 1.2 / 0.75).
@@ -104,6 +114,13 @@ class Settings(BaseSettings):
     chat_history_messages: int = Field(default=6, ge=0, le=50)
     # Temporary sessions live only in server memory; forgotten after this many idle seconds.
     chat_temporary_ttl_s: int = Field(default=3600, ge=60)
+
+    def bootstrap_key(self) -> str | None:
+        if self.bootstrap_admin_key is not None:
+            return self.bootstrap_admin_key.get_secret_value().strip()
+        if self.bootstrap_admin_key_file is not None:
+            return self.bootstrap_admin_key_file.read_text().strip()
+        return None
 
     @property
     def embedded_pgdata(self) -> Path:

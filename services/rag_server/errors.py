@@ -22,3 +22,11 @@ class UnsupportedTypeError(Exception):
 
 class ConflictError(Exception):
     """The request conflicts with what is stored, e.g. a duplicate name or a non-empty collection (409)."""
+
+
+class UnauthenticatedError(Exception):
+    """No API key, or one that is unknown or revoked (401 with `WWW-Authenticate: Bearer`)."""
+
+
+class ForbiddenError(Exception):
+    """The key's role may not do this (403). Objects outside the key's collections are a NotFoundError."""

@@ -62,6 +62,7 @@ class WorkerSupervisor:
 
 
 def run_stack(settings: Settings, host: str, port: int) -> None:
+    from rag_server.access.exposure import refuse_open_exposure
     from rag_server.api.server import exit_on_sigterm, serve_api
 
     # From the start: a SIGTERM while the database starts or migrates also runs the `finally` below.
@@ -76,12 +77,14 @@ def run_stack(settings: Settings, host: str, port: int) -> None:
     try:
         # Migrate once here so the worker and the server start on a ready schema.
         upgrade_to_head(url, settings)
+        settings = settings.model_copy(update={"host": host, "port": port})
+        refuse_open_exposure(settings)  # before the worker starts: no key and not loopback, no stack
         supervisor = WorkerSupervisor()
         supervisor.start()
         try:
             print(f"rag-server on http://{host}:{port} with one worker; Ctrl-C stops all", flush=True)
             # SIGTERM ends it with SystemExit(0), which unwinds through the `finally` blocks below.
-            serve_api(settings, host, port)
+            serve_api(settings, host, port, exposure_checked=True)
         finally:
             supervisor.stop()
     finally:

@@ -21,6 +21,7 @@ from rag_server.chat.service import ChatService
 from rag_server.collections import store
 from rag_server.collections.models import DEFAULT_COLLECTION_ID, CreateCollection
 from rag_server.config import Settings
+from rag_server.infra.database import owner_connection
 from rag_server.infra.migrations import alembic_config
 from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.ingestion.batches import create_upload_batch
@@ -328,7 +329,7 @@ async def test_the_scoped_hnsw_scan_keeps_going_until_the_collection_fills_top_k
     the HNSW index, whose scan of ef_search rows would hold only decoys. Force that plan here."""
     embedding = await embed_query(runtime, QUERY)
     small = scoped["small"]
-    async with runtime.pool.acquire() as conn:
+    async with owner_connection(runtime.database_url) as conn:  # the owner may drop an index
         statements: list[str] = []
         conn.add_query_logger(lambda q: statements.append(q.query))
         tr = conn.transaction()
@@ -382,11 +383,13 @@ async def test_existing_data_migrates_into_default_and_stays_searchable(
             doc_id,
         )
         assert row["collection_id"] == row["chunk_collection"] == DEFAULT_COLLECTION_ID
-        # The new columns were analyzed (without statistics the planner skips the HNSW index).
-        analyzed = await migrated.pool.fetch(
-            "SELECT tablename FROM pg_stats WHERE attname = 'collection_id'"
-            " AND tablename IN ('chunks', 'documents')"
-        )
+        # The new columns were analyzed (without statistics the planner skips the HNSW index). As the
+        # owner: pg_stats hides the statistics of tables under row-level security from other roles.
+        async with owner_connection(url) as owner:
+            analyzed = await owner.fetch(
+                "SELECT tablename FROM pg_stats WHERE attname = 'collection_id'"
+                " AND tablename IN ('chunks', 'documents')"
+            )
         assert sorted(r["tablename"] for r in analyzed) == ["chunks", "documents"]
         # The existing postings moved into `default` with their chunk; one bm25_index_add is left.
         posted = await migrated.pool.fetch("SELECT DISTINCT collection_id FROM bm25_postings")

@@ -119,12 +119,12 @@ def test_openapi_declares_the_ingestion_responses(client: TestClient) -> None:
         return declared
 
     expected = {
-        ("/upload", "post"): ("202", {"400", "404", "413", "415", "422", "503"}),
-        ("/documents", "get"): ("200", {"404", "422", "503"}),
-        ("/documents/check-duplicates", "post"): ("200", {"400", "404", "422", "503"}),
-        ("/documents/{document_id}", "get"): ("200", {"404", "422", "503"}),
-        ("/documents/{document_id}/download", "get"): ("200", {"404", "422", "503"}),
-        ("/tasks/{batch_id}/status", "get"): ("200", {"404", "422", "503"}),
+        ("/upload", "post"): ("202", {"400", "401", "403", "404", "413", "415", "422", "503"}),
+        ("/documents", "get"): ("200", {"401", "404", "422", "503"}),
+        ("/documents/check-duplicates", "post"): ("200", {"400", "401", "404", "422", "503"}),
+        ("/documents/{document_id}", "get"): ("200", {"401", "404", "422", "503"}),
+        ("/documents/{document_id}/download", "get"): ("200", {"401", "404", "422", "503"}),
+        ("/tasks/{batch_id}/status", "get"): ("200", {"401", "404", "422", "503"}),
     }
     for (path, method), (ok, errors) in expected.items():
         declared = responses(path, method)
@@ -135,7 +135,7 @@ def test_openapi_declares_the_ingestion_responses(client: TestClient) -> None:
         for code in errors - {"422"}:
             error_schema = declared[code]["content"]["application/json"]["schema"]
             assert error_schema == {"$ref": "#/components/schemas/ErrorResponse"}, (path, code)
-    assert set(responses("/documents/{document_id}", "delete")) == {"204", "404", "422", "503"}
+    assert set(responses("/documents/{document_id}", "delete")) == {"204", "401", "403", "404", "422", "503"}
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert {
         "UploadResponse",

@@ -10,6 +10,7 @@ from uuid import UUID
 import pytest
 from llama_index.core.schema import TextNode
 
+from rag_server.infra.database import owner_connection
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from rag_server.integrations.llamaindex_retrievers import BM25Retriever, HybridRetriever, VectorRetriever
@@ -138,7 +139,8 @@ async def test_hybrid_without_a_fusion_uses_the_configured_one(
 
 async def test_vector_leg_sets_ef_search_per_query(runtime: Runtime, corpus: dict[str, UUID]) -> None:
     embedding = await embed_query(runtime, "zebrafish")
-    async with runtime.pool.acquire() as conn:
+    # Outside a transaction (the scoped pool's would keep a SET LOCAL until it ends): the owner's.
+    async with owner_connection(runtime.database_url) as conn:
         server_default = await conn.fetchval("SHOW hnsw.ef_search")
         settings: list[list[object]] = []
         conn.add_query_logger(lambda q: settings.append(list(q.args)) if "set_config" in q.query else None)

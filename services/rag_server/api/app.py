@@ -7,12 +7,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from llama_index.core.llms import LLM
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rag_server import __version__
+from rag_server.access.exposure import prepare_access
 from rag_server.api.errors import install_error_handlers
-from rag_server.api.routes import chat, collections, documents, health, search, tasks, upload
+from rag_server.api.routes import chat, collections, documents, health, keys, search, tasks, upload
 from rag_server.chat.service import ChatService
 from rag_server.config import Settings, get_settings
+from rag_server.infra.database import SYSTEM_SCOPE, bind_scope, reset_scope
 from rag_server.infra.embeddings import Embedder
 from rag_server.infra.runtime import open_runtime
 
@@ -25,9 +28,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # scope=None: a query sees no row until the request's key binds its scope (api/deps.py).
         async with open_runtime(
-            settings, migrate=True, load_embedder=True, embedder=embedder, llm=llm
+            settings, migrate=True, load_embedder=True, embedder=embedder, llm=llm, scope=None
         ) as runtime:
+            token = bind_scope(SYSTEM_SCOPE)
+            try:
+                await prepare_access(runtime.pool, settings)
+            finally:
+                reset_scope(token)
             app.state.runtime = runtime
             # One per app: it holds the in-memory temporary sessions and in-flight answer writes.
             app.state.chat = ChatService(runtime)
@@ -38,11 +47,29 @@ def create_app(
 
     app = FastAPI(title="rag-server", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(ScopeMiddleware)
     app.include_router(health.router)
     app.include_router(collections.router)
+    app.include_router(keys.router)
     app.include_router(upload.router)
     app.include_router(tasks.router)
     app.include_router(documents.router)
     app.include_router(chat.router)
     app.include_router(search.router)
     return app
+
+
+class ScopeMiddleware:
+    """Every request starts with no database scope and leaves none behind: authentication binds the
+    key's scope in the request's context (api/deps.py), this unbinds it when the response is done (an
+    in-process client, e.g. httpx's ASGITransport, runs requests in its own task and context)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = bind_scope(None)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            reset_scope(token)

@@ -1,14 +1,20 @@
-"""FastAPI dependencies: a route asks for the narrowest thing it uses (settings, pool, queue, chat)."""
+"""FastAPI dependencies: a route asks for the narrowest thing it uses (settings, pool, queue, chat) and
+for the role it needs (`Reader`, `Editor`, `Admin`): authenticating binds the key's database scope."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-import asyncpg
 from fastapi import Depends, Query, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from rag_server.access import keys
+from rag_server.access.exposure import is_loopback
+from rag_server.access.models import Principal, Role
 from rag_server.chat.service import ChatService
 from rag_server.config import Settings
+from rag_server.errors import ForbiddenError
+from rag_server.infra.database import ScopedPool, bind_scope
 from rag_server.infra.queue import IngestQueue
 from rag_server.infra.runtime import Runtime
 
@@ -25,7 +31,7 @@ def get_settings(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
-def get_pool(runtime: RuntimeDep) -> asyncpg.Pool:
+def get_pool(runtime: RuntimeDep) -> ScopedPool:
     return runtime.pool
 
 
@@ -40,10 +46,44 @@ def get_chat(request: Request) -> ChatService:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
+PoolDep = Annotated[ScopedPool, Depends(get_pool)]
 QueueDep = Annotated[IngestQueue, Depends(get_queue)]
 ChatDep = Annotated[ChatService, Depends(get_chat)]
 
 # Far below PostgreSQL's bigint (an OFFSET beyond it was a 500) and beyond any real listing.
 MAX_OFFSET = 2**31 - 1
 OffsetQuery = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip (paging)")]
+
+
+# Declared as security schemes (the interactive docs get an "Authorize" button); checked below.
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
+
+
+async def authenticate(
+    request: Request,
+    runtime: RuntimeDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header_key: Annotated[str | None, Depends(_api_key_header)],
+) -> Principal:
+    """The request's principal; from here on every query of the request runs under its scope."""
+    presented = bearer.credentials if bearer is not None else header_key
+    open_allowed = is_loopback(runtime.settings.host)
+    principal = await keys.authenticate(runtime.pool, presented, open_allowed=open_allowed)
+    bind_scope(principal.scope)  # api/app.py's ScopeMiddleware unbinds it when the request ends
+    request.state.principal = principal
+    return principal
+
+
+def require(role: Role) -> Any:
+    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if not principal.can(role):
+            raise ForbiddenError(f"this API key's role ({principal.role}) cannot do this: it needs {role}")
+        return principal
+
+    return Depends(check)
+
+
+Reader = Annotated[Principal, require("reader")]
+Editor = Annotated[Principal, require("editor")]
+Admin = Annotated[Principal, require("admin")]

@@ -17,9 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_server.errors import (
     ConflictError,
+    ForbiddenError,
     InvalidInputError,
     NotFoundError,
     TooLargeError,
+    UnauthenticatedError,
     UnsupportedTypeError,
 )
 from rag_server.infra.database import is_transient_db_error
@@ -44,6 +46,8 @@ class ErrorResponse(BaseModel):
 
 _DESCRIPTIONS = {
     400: "Bad request",
+    401: "No API key, or an unknown or revoked one",
+    403: "The API key's role may not do this",
     404: "Not found",
     409: "Conflicts with what is stored",
     413: "Over a size or count limit",
@@ -60,6 +64,8 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 _DOMAIN_STATUS: dict[type[Exception], int] = {
+    UnauthenticatedError: 401,
+    ForbiddenError: 403,
     NotFoundError: 404,
     ConflictError: 409,
     InvalidInputError: 422,
@@ -76,7 +82,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def domain_error(_: Request, exc: Exception) -> JSONResponse:
         # Starlette picks the handler by the exception's MRO; a subclass answers as its base does.
         status = next(_DOMAIN_STATUS[t] for t in type(exc).__mro__ if t in _DOMAIN_STATUS)
-        return AsciiJSONResponse(status_code=status, content={"detail": str(exc)})
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return AsciiJSONResponse(status_code=status, content={"detail": str(exc)}, headers=headers)
 
     for error_type in _DOMAIN_STATUS:
         app.add_exception_handler(error_type, domain_error)

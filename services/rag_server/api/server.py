@@ -30,13 +30,18 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
-def serve_api(settings: Settings, host: str, port: int) -> None:
-    """Run the API until SIGTERM or Ctrl-C; returns (or raises SystemExit(0)) after a clean shutdown."""
+def serve_api(settings: Settings, host: str, port: int, *, exposure_checked: bool = False) -> None:
+    """Run the API until SIGTERM or Ctrl-C; returns (or raises SystemExit(0)) after a clean shutdown.
+    Bound beyond loopback with no API key it does not start (SystemExit(2), with how to create one)."""
     import uvicorn
 
+    from rag_server.access.exposure import refuse_open_exposure
     from rag_server.api.app import create_app
 
     exit_on_sigterm()
+    settings = settings.model_copy(update={"host": host, "port": port})  # the app knows where it listens
+    if not exposure_checked:
+        refuse_open_exposure(settings)
     uvicorn.run(
         create_app(settings),
         host=host,

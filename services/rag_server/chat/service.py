@@ -114,10 +114,12 @@ class ChatService:
         return await self._store_for(session_id).get(session_id)
 
     async def list_sessions(
-        self, *, limit: int, offset: int, include_archived: bool
+        self, *, limit: int, offset: int, include_archived: bool, every_owner: bool = False
     ) -> tuple[list[ChatSession], int]:
         """Stored sessions only: temporary ones are not listed (they belong to one client)."""
-        return await self.stored.list_sessions(limit=limit, offset=offset, include_archived=include_archived)
+        return await self.stored.list_sessions(
+            limit=limit, offset=offset, include_archived=include_archived, every_owner=every_owner
+        )
 
     async def update_session(
         self,

@@ -10,10 +10,9 @@ import asyncio
 from typing import Any, Protocol
 from uuid import UUID
 
-import asyncpg
-
 from rag_server.chat import sessions
 from rag_server.chat.models import ChatMessageOut, ChatSession
+from rag_server.infra.database import ScopedPool
 from rag_server.retrieval.models import SearchType
 
 
@@ -73,7 +72,7 @@ class SessionStore(Protocol):
 class PostgresSessionStore:
     """Stored sessions (chat/sessions.py SQL on the runtime's pool)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: ScopedPool) -> None:
         self.pool = pool
         # Shielded writes still running after their request was cancelled (kept from the GC).
         self._pending_writes: set[asyncio.Task[tuple[int, int]]] = set()
@@ -94,11 +93,15 @@ class PostgresSessionStore:
         return await sessions.get_session(self.pool, session_id)
 
     async def list_sessions(
-        self, *, limit: int, offset: int, include_archived: bool
+        self, *, limit: int, offset: int, include_archived: bool, every_owner: bool
     ) -> tuple[list[ChatSession], int]:
         """Only stored sessions can be listed (temporary ones belong to one client)."""
         return await sessions.list_sessions(
-            self.pool, limit=limit, offset=offset, include_archived=include_archived
+            self.pool,
+            limit=limit,
+            offset=offset,
+            include_archived=include_archived,
+            every_owner=every_owner,
         )
 
     async def update(

@@ -60,22 +60,25 @@ async def get_session(conn: Executor, session_id: UUID) -> ChatSession:
 
 
 async def list_sessions(
-    conn: Executor, *, limit: int, offset: int, include_archived: bool
+    conn: Executor, *, limit: int, offset: int, include_archived: bool, every_owner: bool = False
 ) -> tuple[list[ChatSession], int]:
-    """Most recently active first (updated_at moves with every answer)."""
+    """Most recently active first (updated_at moves with every answer). The scope's own sessions, or
+    with `every_owner` all those row-level security shows it (an admin's: every session)."""
+    where = """($1 OR NOT s.is_archived)
+        AND ($2 OR s.owner_key_id IS NOT DISTINCT FROM rag_key_id())"""
     rows = await conn.fetch(
         f"""
-        SELECT {_SESSION_COLUMNS} FROM chat_sessions s
-        WHERE $1 OR NOT s.is_archived
+        SELECT {_SESSION_COLUMNS} FROM chat_sessions s WHERE {where}
         ORDER BY s.updated_at DESC, s.id
-        LIMIT $2 OFFSET $3
+        LIMIT $3 OFFSET $4
         """,
         include_archived,
+        every_owner,
         limit,
         offset,
     )
     total = await conn.fetchval(
-        "SELECT count(*) FROM chat_sessions WHERE $1 OR NOT is_archived", include_archived
+        f"SELECT count(*) FROM chat_sessions s WHERE {where}", include_archived, every_owner
     )
     return [_session(r) for r in rows], int(total)
 

@@ -14,14 +14,30 @@ from typing import Any
 from uuid import UUID
 
 from rag_server.chat.models import ChatMessageOut, ChatSession, Role, Source, session_not_found
+from rag_server.infra.database import request_scope
 from rag_server.retrieval.models import SearchType
 
 
 @dataclass
 class TemporarySession:
     session: ChatSession
+    # The API key that created it. Row-level security guards stored sessions; this one, in memory, is
+    # shown only to its own key (and admins), like them.
+    owner: UUID | None = field(default_factory=lambda: _caller()[0])
     messages: list[ChatMessageOut] = field(default_factory=list)
     last_used: float = field(default_factory=time.monotonic)
+
+    def visible(self) -> bool:
+        key_id, is_admin = _caller()
+        return is_admin or self.owner == key_id
+
+
+def _caller() -> tuple[UUID | None, bool]:
+    """The current request's key and whether it sees every session (outside a request: the system)."""
+    scope = request_scope()
+    if scope is None:
+        return None, True
+    return scope.key_id, scope.role in ("admin", "system")
 
 
 class TemporarySessions:
@@ -30,11 +46,12 @@ class TemporarySessions:
         self._sessions: dict[UUID, TemporarySession] = {}
 
     def entry(self, session_id: UUID) -> TemporarySession | None:
-        """The live session with this id (its idle clock restarts), or None."""
+        """The live session with this id (its idle clock restarts), or None (also: another key's)."""
         self._expire()
         entry = self._sessions.get(session_id)
-        if entry is not None:
-            entry.last_used = time.monotonic()
+        if entry is None or not entry.visible():
+            return None
+        entry.last_used = time.monotonic()
         return entry
 
     def holds(self, session_id: UUID) -> bool:
@@ -76,8 +93,8 @@ class TemporarySessions:
         return entry.session
 
     async def delete(self, session_id: UUID) -> None:
-        if self._sessions.pop(session_id, None) is None:
-            raise session_not_found(session_id)
+        self._live(session_id)
+        del self._sessions[session_id]
 
     async def history(self, session_id: UUID) -> list[ChatMessageOut]:
         return list(self._live(session_id).messages)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
 from rag_server.config import Settings
-from rag_server.errors import ConflictError, NotFoundError
+from rag_server.infra.runtime import run_with_runtime
 
 
 def register_collections_command(sub: Any) -> None:
@@ -24,21 +23,6 @@ def register_collections_command(sub: Any) -> None:
     delete.add_argument("--force", action="store_true", help="delete its documents, chunks and tasks too")
 
 
-def _run(settings: Settings, work: Any) -> int:
-    from rag_server.infra.runtime import open_runtime
-
-    async def run() -> None:
-        async with open_runtime(settings, migrate=True) as runtime:
-            await work(runtime)
-
-    try:
-        asyncio.run(run())
-    except (NotFoundError, ConflictError, ValueError) as exc:
-        print(f"error: {exc}")
-        return 1
-    return 0
-
-
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.collections.store import list_collections
 
@@ -48,7 +32,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         for c in listing.items:
             print(f"{c.name:<32} {c.document_count:>9}  {c.id!s:<36}  {c.description}")
 
-    return _run(settings, work)
+    return run_with_runtime(settings, work)
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -61,7 +45,7 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
         )
         print(f"created collection {created.name} ({created.id})")
 
-    return _run(settings, work)
+    return run_with_runtime(settings, work)
 
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
@@ -71,4 +55,4 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
         await delete_collection(runtime.pool, runtime.queue, args.name, force=args.force)
         print(f"deleted collection {args.name}")
 
-    return _run(settings, work)
+    return run_with_runtime(settings, work)

@@ -31,7 +31,7 @@ from rag_server.evaluation.processes import child_env, start_server
 from rag_server.evaluation.progress import progress_bar
 from rag_server.evaluation.report import write_json
 from rag_server.infra import admin
-from rag_server.infra.database import resolve_database_url, with_database
+from rag_server.infra.database import owner_connection, resolve_database_url, with_database
 
 POOL_SIZE = 1_000  # real passages embedded with the real model; the rest is mixed from them
 
@@ -80,7 +80,8 @@ async def prepare_bench_database(settings: Settings, dataset: BeirDataset, scale
         print(f"embedding {len(pool)} real passages for the synthetic pool", file=sys.stderr)
         pool_vectors = await runtime.embedder.embed(pool)
         texts, vectors = synthetic.synthesize(pool, pool_vectors, scale)
-        async with runtime.pool.acquire() as conn:
+        # As the owner: VACUUM is the owner's, and a bulk load needs no per-row policy checks.
+        async with owner_connection(runtime.database_url) as conn:
             with progress_bar("loading synthetic", scale) as bar:
                 await synthetic.insert_synthetic(conn, texts, vectors, bar.update)
             # VACUUM too: sets the visibility map and keeps autovacuum from running during the timing.

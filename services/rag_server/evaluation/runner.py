@@ -26,7 +26,7 @@ from rag_server.evaluation.beir import BeirDataset, corpus_fingerprint, load_bei
 from rag_server.evaluation.metrics import evaluate, fold_to_documents, latency_summary
 from rag_server.evaluation.progress import progress_bar
 from rag_server.infra import admin
-from rag_server.infra.database import resolve_database_url, with_database
+from rag_server.infra.database import owner_connection, resolve_database_url, with_database
 from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.retrieval.models import SearchType
 from rag_server.retrieval.service import bm25_engine
@@ -259,7 +259,8 @@ async def run_peers(
         runtime.database_url, runtime.settings.embedding_dim, runtime.settings.hnsw_ef_search
     )
     try:
-        async with runtime.pool.acquire() as conn:
+        # As the owner: the peer's tables are LlamaIndex's, created outside our migrations.
+        async with owner_connection(runtime.database_url) as conn:
             ready = await peers.llamaindex_ready(conn, chunks)
             if not ready:
                 await peers.reset_llamaindex(conn)
@@ -267,7 +268,7 @@ async def run_peers(
         if not ready:
             with progress_bar("filling peer llamaindex", len(rows), quiet) as bar:
                 await asyncio.to_thread(li.fill, rows, bar.update)
-            async with runtime.pool.acquire() as conn:
+            async with owner_connection(runtime.database_url) as conn:
                 await peers.mark_llamaindex_ready(conn, chunks)
         embedder = runtime.embedder
         run, latencies = {}, []

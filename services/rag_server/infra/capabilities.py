@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import asyncpg
-
 from rag_server.config import Settings
 from rag_server.infra.admin import all_meta
+from rag_server.infra.database import Executor
 
 # Which BM25 implementation migration 0002 chose for this database (recorded in app_meta).
 Bm25Engine = Literal["native", "pg_search"]
@@ -17,7 +16,7 @@ class SchemaMismatchError(RuntimeError):
     """The database was built for other settings (e.g. another embedding model)."""
 
 
-async def check_embedding_settings(pool: asyncpg.Pool, settings: Settings) -> None:
+async def check_embedding_settings(pool: Executor, settings: Settings) -> None:
     """Refuse to start with another embedding model or dimension than the stored vectors have."""
     meta = await all_meta(pool)
     stored = (meta.get("embedding_model"), meta.get("embedding_dim"))
@@ -30,7 +29,7 @@ async def check_embedding_settings(pool: asyncpg.Pool, settings: Settings) -> No
         )
 
 
-async def capability_report(pool: asyncpg.Pool) -> dict[str, Any]:
+async def capability_report(pool: Executor) -> dict[str, Any]:
     async with pool.acquire() as conn:
         server_version = await conn.fetchval("SHOW server_version")
         installed = {

@@ -6,7 +6,10 @@ import errno
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeAlias
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+from uuid import UUID
 
 import asyncpg
 from pgvector.asyncpg import register_vector
@@ -47,6 +50,24 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
+def as_user(url: str, user: str, password: str | None = None) -> str:
+    """The same server and database, logged in as another role."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(plain_url(url))
+    host = parts.netloc.rpartition("@")[2]
+    secret = "" if password is None else quote(password, safe="")
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{secret}@{host}"))
+
+
+def runtime_url(owner_url: str, settings: Settings) -> str:
+    """Where the server and workers connect: the owner's server and database, as the runtime role."""
+    password = settings.runtime_db_password
+    return as_user(
+        owner_url, settings.runtime_db_user, None if password is None else password.get_secret_value()
+    )
+
+
 def _encode_json(value: Any) -> str:
     # Strings pass through untouched: pgmq's client hands over JSON it already serialised.
     # Our own code never binds a bare Python str as a jsonb value.
@@ -71,17 +92,131 @@ async def create_pool(url: str, min_size: int = 2, max_size: int = 10, **kwargs:
     return pool
 
 
-# The transaction seam every store function takes as its first parameter (like pgmq's `conn=`): a pool
-# runs the call on a pooled connection of its own, a connection joins the caller's transaction.
-Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
+@dataclass(frozen=True)
+class DbScope:
+    """What row-level security lets a transaction see and do (the policies of migration 0004 read it).
+
+    `collections` None: every collection. `role`: reader/editor/admin (an API key's) or system (the
+    worker, the CLI, open mode). `key_id`: the API key; chat sessions it creates are its own.
+    """
+
+    collections: tuple[UUID, ...] | None
+    role: str
+    key_id: UUID | None = None
+
+    def settings(self) -> tuple[str, str, str]:
+        ids = "*" if self.collections is None else "{" + ",".join(map(str, self.collections)) + "}"
+        return ids, self.role, "" if self.key_id is None else str(self.key_id)
+
+
+Isolation: TypeAlias = Literal["read_committed", "repeatable_read", "serializable"]
+
+SYSTEM_SCOPE = DbScope(collections=None, role="system")
+
+# The scope of the request being served (api/deps.py binds it after authenticating the key). A
+# ContextVar so that tasks a request spawns (legs run concurrently, shielded writes) inherit it.
+_request_scope: ContextVar[DbScope | None] = ContextVar("rag_request_scope", default=None)
+
+
+def bind_scope(scope: DbScope | None) -> Token[DbScope | None]:
+    return _request_scope.set(scope)
+
+
+def request_scope() -> DbScope | None:
+    """The scope bound by the request being served (None outside a request)."""
+    return _request_scope.get()
+
+
+def reset_scope(token: Token[DbScope | None]) -> None:
+    _request_scope.reset(token)
+
+
+class ScopedPool:
+    """The runtime's pool. Every connection it hands out is inside a transaction whose row-level
+    security settings are the current request's scope (`set_config(..., true)`: they end with the
+    transaction, so a pooled connection never carries one request's scope into the next).
+
+    Outside a request the pool's `default` applies: SYSTEM_SCOPE for the worker and the CLI, None for
+    the API server, where a query that runs before authentication (or without it) sees no row.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, default: DbScope | None) -> None:
+        self.raw = pool
+        self.default = default
+
+    @property
+    def scope(self) -> DbScope | None:
+        return _request_scope.get() or self.default
+
+    @asynccontextmanager
+    async def acquire(
+        self, *, isolation: Isolation | None = None, readonly: bool = False
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A connection in a scoped transaction (`isolation`, `readonly`: its options). Without a
+        scope: no transaction, and the policies show nothing."""
+        scope = self.scope
+        async with self.raw.acquire() as conn:
+            if scope is None:
+                yield conn
+                return
+            async with conn.transaction(isolation=isolation, readonly=readonly):
+                await conn.execute(_SET_SCOPE, *scope.settings())
+                yield conn
+
+    async def execute(self, query: str, *args: Any) -> str:
+        async with self.acquire() as conn:
+            return str(await conn.execute(query, *args))
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.acquire() as conn:
+            return list(await conn.fetch(query, *args))
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        async with self.acquire() as conn:
+            return await conn.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        async with self.acquire() as conn:
+            return await conn.fetchval(query, *args)
+
+    async def close(self) -> None:
+        await self.raw.close()
+
+
+_SET_SCOPE = """
+SELECT set_config('rag.collections', $1, true), set_config('rag.role', $2, true),
+       set_config('rag.key_id', $3, true)
+"""
+
+
+@asynccontextmanager
+async def owner_connection(owner_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the tables' owner, outside row-level security, with the pool's codecs: for
+    maintenance (VACUUM), bulk loads of the benches and the eval's peer tables. Never for requests."""
+    conn = await asyncpg.connect(plain_url(owner_url))
+    try:
+        await _init_connection(conn)
+        yield conn
+    finally:
+        await conn.close()
+
+
+# The transaction seam every store function takes as its first parameter (like pgmq's `conn=`): the
+# scoped pool runs the call on a pooled connection of its own, a connection joins the caller's
+# transaction.
+Executor: TypeAlias = ScopedPool | asyncpg.Connection
 
 
 @asynccontextmanager
 async def transaction(conn: Executor) -> AsyncIterator[asyncpg.Connection]:
     """A transaction on `conn`: a new one on a pooled connection, or a savepoint inside the caller's."""
-    if isinstance(conn, asyncpg.Pool):
-        async with conn.acquire() as pooled, pooled.transaction():
-            yield pooled
+    if isinstance(conn, ScopedPool):
+        async with conn.acquire() as pooled:
+            if pooled.is_in_transaction():
+                yield pooled
+                return
+            async with pooled.transaction():
+                yield pooled
     else:
         async with conn.transaction():
             yield conn
@@ -89,8 +224,8 @@ async def transaction(conn: Executor) -> AsyncIterator[asyncpg.Connection]:
 
 @asynccontextmanager
 async def connection(conn: Executor) -> AsyncIterator[asyncpg.Connection]:
-    """One connection for several reads: a pooled one for the block, or the caller's. No transaction."""
-    if isinstance(conn, asyncpg.Pool):
+    """One connection for several reads: a pooled one for the block, or the caller's."""
+    if isinstance(conn, ScopedPool):
         async with conn.acquire() as pooled:
             yield pooled
     else:

@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import asyncpg
 from llama_index.core.llms import LLM
 
 from rag_server.config import Settings
+from rag_server.errors import ConflictError, InvalidInputError, NotFoundError
 from rag_server.infra.capabilities import Bm25Engine, check_embedding_settings
-from rag_server.infra.database import create_pool, resolve_database_url
+from rag_server.infra.database import (
+    SYSTEM_SCOPE,
+    DbScope,
+    ScopedPool,
+    create_pool,
+    resolve_database_url,
+    runtime_url,
+)
 from rag_server.infra.embeddings import Embedder, LazyEmbedder
 from rag_server.infra.llm import configured_llm
 from rag_server.infra.migrations import upgrade_to_head
@@ -30,7 +37,8 @@ logger = logging.getLogger(__name__)
 class Runtime:
     settings: Settings
     database_url: str
-    pool: asyncpg.Pool
+    # Connected as the runtime role (row-level security applies); scoped by the request or `scope`.
+    pool: ScopedPool
     queue: IngestQueue
     embedder: Embedder
     # Fixed by migration 0002 for the life of the database: read once (retrieval.service.bm25_engine).
@@ -53,12 +61,14 @@ async def open_runtime(
     load_embedder: bool = False,
     embedder: Embedder | None = None,
     llm: LLM | None = None,
+    scope: DbScope | None = SYSTEM_SCOPE,
 ) -> AsyncIterator[Runtime]:
     """Open the database (migrated unless `migrate=False`) and build the runtime's services.
 
     Without `embedder` the settings' one is built, lazily unless `load_embedder` (a server loads the
     model at start-up; `rag-server migrate` never does), and closed with the runtime; a handed-in one
-    stays its owner's. Without `llm` the settings' one is built on first use.
+    stays its owner's. Without `llm` the settings' one is built on first use. `scope`: what its queries
+    see outside a request (the API server passes None: nothing until a request binds its key's scope).
     """
     if embedder is not None and embedder.dim != settings.embedding_dim:
         raise ValueError(
@@ -67,7 +77,8 @@ async def open_runtime(
     database_url = await asyncio.to_thread(resolve_database_url, settings)
     if migrate:
         await asyncio.to_thread(upgrade_to_head, database_url, settings)
-    pool = await create_pool(database_url, settings.db_pool_min, settings.db_pool_max)
+    raw = await create_pool(runtime_url(database_url, settings), settings.db_pool_min, settings.db_pool_max)
+    pool = ScopedPool(raw, scope)
     owned: LazyEmbedder | None = None
     if embedder is None:
         embedder = owned = LazyEmbedder(settings)
@@ -75,7 +86,7 @@ async def open_runtime(
         await check_embedding_settings(pool, settings)
         if owned is not None and load_embedder:
             await asyncio.to_thread(owned.load)
-        queue = IngestQueue(pool, settings.queue_name)
+        queue = IngestQueue(raw, settings.queue_name)
         yield Runtime(
             settings, database_url, pool, queue, embedder, _llm=None if llm is None else (llm, None)
         )
@@ -83,3 +94,19 @@ async def open_runtime(
         if owned is not None:  # HTTP embedders keep a keep-alive client per event loop: release this loop's
             await owned.aclose()
         await pool.close()
+
+
+def run_with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[None]]) -> int:
+    """For CLI commands that work straight on the database (no server needed), with the system scope:
+    exit status 0, or 1 after printing what the domain refused."""
+
+    async def run() -> None:
+        async with open_runtime(settings, migrate=True) as runtime:
+            await work(runtime)
+
+    try:
+        asyncio.run(run())
+    except (NotFoundError, ConflictError, InvalidInputError, ValueError) as exc:
+        print(f"error: {exc}")
+        return 1
+    return 0

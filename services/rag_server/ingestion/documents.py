@@ -49,33 +49,34 @@ class DocumentFile:
 async def insert_new_document(
     conn: Executor, f: IncomingFile, sha: str, status: str, collection_id: UUID
 ) -> UUID | None:
-    """Insert the document and its bytes in one statement; None if this sha256 is already stored in
+    """Insert the document and its bytes (one transaction); None if this sha256 is already stored in
     this collection (dedup is per collection).
 
-    ON CONFLICT waits for a concurrent insert of the same bytes to commit: one document wins.
+    ON CONFLICT waits for a concurrent insert of the same bytes to commit: one document wins. Two
+    statements, not one: the bytes' row-level security check looks for the document row, which a
+    statement cannot see when the same statement inserts it.
     """
-    doc_id: UUID | None = await conn.fetchval(
-        """
-        WITH d AS (
+    async with transaction(conn) as c:
+        doc_id: UUID | None = await c.fetchval(
+            """
             INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, metadata, status,
                                    collection_id)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $9)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
             ON CONFLICT (collection_id, sha256) DO NOTHING RETURNING id
-        ), bytes AS (
-            INSERT INTO document_files (document_id, content) SELECT id, $8 FROM d
+            """,
+            f.filename,
+            f.file_type,
+            f.content_type,
+            len(f.content),
+            sha,
+            f.metadata,
+            status,
+            collection_id,
         )
-        SELECT id FROM d
-        """,
-        f.filename,
-        f.file_type,
-        f.content_type,
-        len(f.content),
-        sha,
-        f.metadata,
-        status,
-        f.content,
-        collection_id,
-    )
+        if doc_id is not None:
+            await c.execute(
+                "INSERT INTO document_files (document_id, content) VALUES ($1, $2)", doc_id, f.content
+            )
     return doc_id
 
 

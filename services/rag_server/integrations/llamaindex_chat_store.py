@@ -23,7 +23,7 @@ from llama_index.core.storage.chat_store.base import BaseChatStore
 from pydantic import PrivateAttr
 
 from rag_server.chat import sessions
-from rag_server.infra.database import transaction
+from rag_server.infra.database import ScopedPool, transaction
 
 T = TypeVar("T")
 
@@ -65,10 +65,10 @@ def _from_row(row: asyncpg.Record) -> ChatMessage:
 class PostgresChatStore(BaseChatStore):
     """Async chat store on the application's asyncpg pool. Create it inside the running loop."""
 
-    _pool: asyncpg.Pool = PrivateAttr()
+    _pool: ScopedPool = PrivateAttr()
     _loop: asyncio.AbstractEventLoop = PrivateAttr()
 
-    def __init__(self, pool: asyncpg.Pool, **kwargs: Any) -> None:
+    def __init__(self, pool: ScopedPool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._pool = pool
         self._loop = asyncio.get_running_loop()

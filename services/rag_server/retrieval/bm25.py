@@ -71,11 +71,14 @@ async def bm25_leg(
 ) -> list[LegHit]:
     """The best `top_k` chunks for `query` by BM25, best first; `collections` (None: all) restrict them.
 
-    Native engine: the statements of bm25_native, in one read-only snapshot. Its statistics (N, avgdl,
-    df) are global, over every collection.
+    Native engine: the statements of bm25_native, in one read-only snapshot: `conn` is outside a
+    transaction, or inside a repeatable-read one. Its statistics (N, avgdl, df) are global, over every
+    collection.
     """
     if engine == "pg_search":
         rows = await conn.fetch(*pg_search_statement(query, top_k, filters, collections))
         return [LegHit(int(r["chunk_id"]), float(r["score"])) for r in rows]
+    if conn.is_in_transaction():
+        return await native_top_k(conn, clean_query(query), top_k, filters, k1, b, prune, collections)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         return await native_top_k(conn, clean_query(query), top_k, filters, k1, b, prune, collections)

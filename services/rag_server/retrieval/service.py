@@ -20,6 +20,7 @@ import numpy as np
 
 from rag_server.collections.store import resolve_ids
 from rag_server.infra.capabilities import Bm25Engine
+from rag_server.infra.database import Isolation
 from rag_server.infra.runtime import Runtime
 from rag_server.retrieval.bm25 import bm25_leg, read_engine
 from rag_server.retrieval.fusion import FusedHit, convex, rrf
@@ -70,7 +71,9 @@ async def bm25_search(
     ids to restrict to (None: every collection)."""
     engine = await bm25_engine(runtime)
     s = runtime.settings
-    async with runtime.pool.acquire() as conn:
+    # The native engine reads several statements from one snapshot (bm25_leg).
+    snapshot: Isolation | None = "repeatable_read" if engine == "native" else None
+    async with runtime.pool.acquire(isolation=snapshot, readonly=True) as conn:
         return await bm25_leg(
             conn, engine, query, top_k, filters, s.bm25_k1, s.bm25_b, collections=collections
         )

@@ -12,16 +12,16 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, StrictBool
 
-from rag_server.api.deps import ChatDep, OffsetQuery
+from rag_server.api.deps import ChatDep, OffsetQuery, Reader, require
 from rag_server.api.errors import error_responses
 from rag_server.chat.models import ChatMessageOut, ChatSession, QueryRequest, QueryResponse
-from rag_server.errors import NotFoundError
+from rag_server.errors import ForbiddenError, NotFoundError
 from rag_server.retrieval.models import SearchType
 from rag_server.text import CleanText
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], dependencies=[require("reader")], responses=error_responses(401))
 
 
 class CreateSessionRequest(BaseModel):
@@ -84,15 +84,21 @@ async def create_session(body: CreateSessionRequest, chat: ChatDep) -> ChatSessi
     )
 
 
-@router.get("/chat/sessions", responses=error_responses(503))
+@router.get("/chat/sessions", responses=error_responses(403, 503))
 async def list_sessions(
     chat: ChatDep,
+    principal: Reader,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: OffsetQuery = 0,
     include_archived: bool = False,
+    all_owners: Annotated[bool, Query(description="Every key's sessions (admin keys only)")] = False,
 ) -> SessionList:
-    """Stored sessions, most recently active first."""
-    items, total = await chat.list_sessions(limit=limit, offset=offset, include_archived=include_archived)
+    """Your stored sessions (the API key's), most recently active first."""
+    if all_owners and not principal.can("admin"):
+        raise ForbiddenError("only an admin key may list every key's sessions")
+    items, total = await chat.list_sessions(
+        limit=limit, offset=offset, include_archived=include_archived, every_owner=all_owners
+    )
     return SessionList(sessions=items, total=total, limit=limit, offset=offset)
 
 

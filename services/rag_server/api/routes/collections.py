@@ -6,18 +6,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from rag_server.api.deps import OffsetQuery, PoolDep, QueueDep
+from rag_server.api.deps import OffsetQuery, PoolDep, QueueDep, require
 from rag_server.api.errors import error_responses
 from rag_server.collections import store
 from rag_server.collections.models import Collection, CollectionList, CreateCollection, UpdateCollection
 
-router = APIRouter(tags=["collections"])
+router = APIRouter(tags=["collections"], dependencies=[require("reader")], responses=error_responses(401))
 
 IdOrName = Annotated[str, Path(min_length=1, max_length=100, description="The collection's id or name")]
 
 
 @router.post(
-    "/collections", status_code=201, response_model=Collection, responses=error_responses(400, 409, 503)
+    "/collections",
+    status_code=201,
+    response_model=Collection,
+    dependencies=[require("admin")],
+    responses=error_responses(400, 403, 409, 503),
 )
 async def create_collection(body: CreateCollection, pool: PoolDep) -> Collection:
     """A new, empty collection; the name is a slug (an invalid one is a 422, a taken one a 409)."""
@@ -37,14 +41,22 @@ async def get_collection(id_or_name: IdOrName, pool: PoolDep) -> Collection:
 
 
 @router.patch(
-    "/collections/{id_or_name}", response_model=Collection, responses=error_responses(400, 404, 409, 503)
+    "/collections/{id_or_name}",
+    response_model=Collection,
+    dependencies=[require("admin")],
+    responses=error_responses(400, 403, 404, 409, 503),
 )
 async def update_collection(id_or_name: IdOrName, body: UpdateCollection, pool: PoolDep) -> Collection:
     """Change the description and/or rename (same name rule; `default` keeps its name)."""
     return await store.update_collection(pool, id_or_name, body)
 
 
-@router.delete("/collections/{id_or_name}", status_code=204, responses=error_responses(404, 409, 503))
+@router.delete(
+    "/collections/{id_or_name}",
+    status_code=204,
+    dependencies=[require("admin")],
+    responses=error_responses(403, 404, 409, 503),
+)
 async def delete_collection(
     id_or_name: IdOrName, pool: PoolDep, queue: QueueDep, force: bool = False
 ) -> Response:

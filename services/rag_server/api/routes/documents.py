@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 
-from rag_server.api.deps import OffsetQuery, PoolDep
+from rag_server.api.deps import OffsetQuery, PoolDep, require
 from rag_server.api.errors import error_responses
 from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.collections.store import resolve_ids
@@ -23,7 +23,7 @@ from rag_server.ingestion.models import (
 )
 from rag_server.text import CleanText
 
-router = APIRouter(tags=["documents"])
+router = APIRouter(tags=["documents"], dependencies=[require("reader")], responses=error_responses(401))
 
 CollectionQuery = Annotated[
     CleanText, Query(min_length=1, max_length=100, description="Collection name or id")
@@ -78,7 +78,12 @@ async def download_document(document_id: UUID, pool: PoolDep) -> Response:
     return Response(f.content, media_type=f.content_type, headers={"Content-Disposition": disposition})
 
 
-@router.delete("/documents/{document_id}", status_code=204, responses=error_responses(404, 503))
+@router.delete(
+    "/documents/{document_id}",
+    status_code=204,
+    dependencies=[require("editor")],
+    responses=error_responses(403, 404, 503),
+)
 async def delete_document(document_id: UUID, pool: PoolDep) -> Response:
     """Deletes the document, its bytes and its chunks together; a task still running for it is failed."""
     await documents.delete_document(pool, document_id)

@@ -3,10 +3,11 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from rag_server import __version__
-from rag_server.api.deps import PoolDep
+from rag_server.access.exposure import AccessMode, access_mode
+from rag_server.api.deps import PoolDep, SettingsDep
 from rag_server.api.errors import error_responses
 from rag_server.infra.capabilities import Bm25Engine, capability_report
 
@@ -44,10 +45,17 @@ class HealthResponse(BaseModel):
     bm25_engine: Bm25Engine | Literal["none"]  # "none" before migration 0002
     embedding: Embedding
     queue: str | None
+    auth: AccessMode = Field(
+        description="open: no API key exists and the server listens on loopback only, so the API answers "
+        "without a key; api_key: every endpoint but /health needs one; locked: no key exists and the "
+        "server is not on loopback, so nothing answers (create a key)"
+    )
 
 
 @router.get("/health", responses=error_responses(503))
-async def health(pool: PoolDep) -> HealthResponse:
-    """Liveness plus what the database can do (extensions, BM25 engine, embedding model)."""
+async def health(pool: PoolDep, settings: SettingsDep) -> HealthResponse:
+    """Liveness plus what the database can do (extensions, BM25 engine, embedding model) and whether the
+    API needs a key. Never needs one itself."""
     report = await capability_report(pool)
-    return HealthResponse.model_validate({"status": "ok", "version": __version__, **report})
+    auth = await access_mode(pool, settings)
+    return HealthResponse.model_validate({"status": "ok", "version": __version__, "auth": auth, **report})

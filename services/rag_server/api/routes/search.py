@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from rag_server.api.deps import RuntimeDep
+from rag_server.api.deps import RuntimeDep, require
 from rag_server.api.errors import error_responses
 from rag_server.retrieval.models import SearchRequest, SearchResponse
 from rag_server.retrieval.service import search as run_search
 
-router = APIRouter(tags=["search"])
+router = APIRouter(tags=["search"], dependencies=[require("reader")], responses=error_responses(401))
 
 
 @router.post("/search", responses=error_responses(400, 404, 503))

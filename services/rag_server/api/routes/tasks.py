@@ -6,12 +6,12 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
-from rag_server.api.deps import PoolDep
+from rag_server.api.deps import PoolDep, require
 from rag_server.api.errors import error_responses
 from rag_server.ingestion import batches
 from rag_server.ingestion.models import BatchStatus
 
-router = APIRouter(tags=["ingestion"])
+router = APIRouter(tags=["ingestion"], dependencies=[require("reader")], responses=error_responses(401))
 
 
 @router.get("/tasks/{batch_id}/status", response_model=BatchStatus, responses=error_responses(404, 503))

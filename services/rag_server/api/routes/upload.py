@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from rag_server.api.deps import PoolDep, QueueDep, SettingsDep
+from rag_server.api.deps import PoolDep, QueueDep, SettingsDep, require
 from rag_server.api.errors import error_responses
 from rag_server.collections.store import resolve
 from rag_server.ingestion.batches import create_upload_batch
 from rag_server.ingestion.models import UploadResponse
 from rag_server.ingestion.upload import check_declared_size, read_collection_field, read_upload
 
-router = APIRouter(tags=["ingestion"])
+router = APIRouter(tags=["ingestion"], dependencies=[require("editor")], responses=error_responses(401, 403))
 
 _MULTIPART_BODY = {
     "requestBody": {

@@ -6,6 +6,8 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from rag_server.infra.migrations import ADVISORY_LOCK_KEY
+from rag_server.infra.migrations.helpers import migration_settings
+from rag_server.infra.migrations.runtime_role import ensure_runtime_role
 
 config = context.config
 
@@ -23,6 +25,14 @@ def run_migrations_online() -> None:
             context.configure(connection=connection, transaction_per_migration=True)
             with context.begin_transaction():
                 context.run_migrations()
+            connection.commit()
+            settings = migration_settings()
+            password = settings.runtime_db_password
+            ensure_runtime_role(
+                connection.connection.driver_connection,
+                settings.runtime_db_user,
+                password.get_secret_value() if password is not None else None,
+            )
             connection.commit()
         finally:
             connection.exec_driver_sql(f"SELECT pg_advisory_unlock({ADVISORY_LOCK_KEY})")

@@ -1,0 +1,75 @@
+"""`rag-server keys create|list|revoke`: straight on the database (open_runtime), no server needed."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rag_server.config import Settings
+from rag_server.infra.runtime import Runtime, run_with_runtime
+
+
+def register_keys_command(sub: Any) -> None:
+    p = sub.add_parser("keys", help="create, list or revoke API keys", description=__doc__)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="a new key, printed once on the last line")
+    create.set_defaults(handler=cmd_create)
+    create.add_argument("--name", required=True, help="who or what uses it (unique among active keys)")
+    create.add_argument("--role", required=True, choices=["reader", "editor", "admin"])
+    create.add_argument(
+        "--collections", default=None, help="comma-separated names or ids (default: every collection)"
+    )
+    listing = actions.add_parser("list", help="the keys (never the keys themselves)")
+    listing.set_defaults(handler=cmd_list)
+    listing.add_argument("--all", action="store_true", help="revoked keys too")
+    revoke = actions.add_parser("revoke", help="revoke the active key of this name, at once")
+    revoke.set_defaults(handler=cmd_revoke)
+    revoke.add_argument("name")
+
+
+def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
+    from pydantic import ValidationError
+
+    from rag_server.access.keys import create_key
+    from rag_server.access.models import CreateKey
+
+    collections = None if args.collections is None else [c.strip() for c in args.collections.split(",")]
+    try:
+        body = CreateKey(name=args.name, role=args.role, collections=collections)
+    except ValidationError as exc:
+        print(f"error: {'; '.join(e['msg'] for e in exc.errors())}")
+        return 1
+
+    async def work(runtime: Runtime) -> None:
+        created = await create_key(runtime.pool, body)
+        reach = "every collection" if created.collections is None else ", ".join(created.collections)
+        print(f"created {created.role} key {created.name!r} for {reach}")
+        print("store it now: it is shown this once (only its hash is kept)")
+        print(created.key)
+
+    return run_with_runtime(settings, work)
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.access.keys import list_keys
+
+    async def work(runtime: Runtime) -> None:
+        listing = await list_keys(runtime.pool, include_revoked=args.all)
+        print(f"{'name':<24} {'role':<7} {'prefix':<13} {'last used':<20} {'revoked':<20} collections")
+        for k in listing.items:
+            used = k.last_used_at.strftime("%Y-%m-%d %H:%M:%S") if k.last_used_at else "never"
+            revoked = k.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if k.revoked_at else "-"
+            reach = "*" if k.collections is None else ",".join(k.collections) or "(none left)"
+            print(f"{k.name:<24} {k.role:<7} {k.key_prefix:<13} {used:<20} {revoked:<20} {reach}")
+
+    return run_with_runtime(settings, work)
+
+
+def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.access.keys import revoke_key
+
+    async def work(runtime: Runtime) -> None:
+        revoked = await revoke_key(runtime.pool, args.name)
+        print(f"revoked key {revoked.name!r} ({revoked.key_prefix}...)")
+
+    return run_with_runtime(settings, work)

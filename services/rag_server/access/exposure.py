@@ -1,0 +1,87 @@
+"""Who may reach the API without a key: nobody once a key exists; before that, only this machine.
+
+Open mode exists so that `just up` works at once for one person on their own machine. Bound to any
+other address without a key, the server refuses to start (`serve`, `up`). Behind a reverse proxy on the
+same machine the server cannot tell: create a key there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import sys
+from typing import Literal
+
+from rag_server.access.keys import HOW_TO_CREATE, ensure_bootstrap_key, keys_exist
+from rag_server.config import Settings
+from rag_server.infra.database import Executor
+
+logger = logging.getLogger(__name__)
+
+AccessMode = Literal["open", "api_key", "locked"]
+
+
+class ExposureRefusedError(Exception):
+    """Bound to a non-loopback address with no API key: the server does not start."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+async def access_mode(conn: Executor, settings: Settings) -> AccessMode:
+    """open: no key, loopback; api_key: keys required; locked: no key, not loopback (nothing answers)."""
+    if await keys_exist(conn):
+        return "api_key"
+    return "open" if is_loopback(settings.host) else "locked"
+
+
+async def prepare_access(conn: Executor, settings: Settings) -> AccessMode:
+    """At start-up: install the bootstrap admin key if one is configured, then refuse to serve an open
+    API beyond this machine. `conn` needs an admin scope (the bootstrap key is written)."""
+    key = settings.bootstrap_key()
+    if key and await ensure_bootstrap_key(conn, key):
+        logger.info(
+            "installed the bootstrap admin key (RAG_BOOTSTRAP_ADMIN_KEY%s)",
+            "_FILE" if settings.bootstrap_admin_key is None else "",
+        )
+    mode = await access_mode(conn, settings)
+    if mode == "locked":
+        raise ExposureRefusedError(
+            f"refusing to serve on {settings.host}: no API key exists, so anyone who can reach this "
+            f"address could read and change everything. {HOW_TO_CREATE[0].upper()}{HOW_TO_CREATE[1:]} "
+            "(then send it as `Authorization: Bearer <key>`), set RAG_BOOTSTRAP_ADMIN_KEY, "
+            "or listen on 127.0.0.1."
+        )
+    if mode == "open":
+        logger.warning(
+            "the API is OPEN: no API key exists; it answers anyone on this machine (%s). To require "
+            "keys, %s.",
+            settings.host,
+            HOW_TO_CREATE,
+        )
+    return mode
+
+
+def refuse_open_exposure(settings: Settings) -> None:
+    """Before `serve`/`up` listen beyond loopback: exit with a message when no API key exists (the
+    app's start-up checks again, this only spares the traceback and starting the worker)."""
+    if is_loopback(settings.host):
+        return
+    from rag_server.infra.runtime import open_runtime
+
+    async def check() -> None:
+        async with open_runtime(settings, migrate=True) as runtime:
+            await prepare_access(runtime.pool, settings)
+
+    try:
+        asyncio.run(check())
+    except ExposureRefusedError as exc:
+        print(f"rag-server: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,139 @@
+"""All API key SQL: create (the key is returned once, its sha256 stored), list, revoke, authenticate.
+
+Keys are 256 random bits, so a plain sha256 is the right hash (a slow password hash buys nothing
+against a guess space of 2^256 and would cost every request). Reading and writing `api_keys` needs an
+admin scope (row-level security); authentication goes through `rag_authenticate`, a SECURITY DEFINER
+function, because it runs before anyone is known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import asyncpg
+
+from rag_server.access.models import KEY_PREFIX, OPEN, ApiKey, CreatedKey, CreateKey, KeyList, Principal
+from rag_server.collections.store import resolve_ids
+from rag_server.errors import ConflictError, InvalidInputError, NotFoundError, UnauthenticatedError
+from rag_server.infra.database import Executor, transaction
+
+MIN_BOOTSTRAP_KEY_CHARS = 32
+BOOTSTRAP_KEY_NAME = "bootstrap-admin"
+HOW_TO_CREATE = "create one with `rag-server keys create --name NAME --role admin`"
+
+_COLUMNS = """k.id, k.name, k.role, k.key_prefix, k.created_at, k.last_used_at, k.revoked_at,
+    CASE WHEN k.all_collections THEN NULL ELSE coalesce(
+        (SELECT array_agg(c.name ORDER BY c.name) FROM api_key_collections kc
+         JOIN collections c ON c.id = kc.collection_id WHERE kc.key_id = k.id), '{}') END AS collections"""
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+async def create_key(conn: Executor, body: CreateKey, *, key: str | None = None) -> CreatedKey:
+    """A new key (`key`: a given one, e.g. the bootstrap key; else a random one). Admin keys reach every
+    collection: an admin limited to some could create an unlimited key."""
+    if body.role == "admin" and body.collections is not None:
+        raise InvalidInputError("an admin key reaches every collection: give no collections")
+    key = key or new_key()
+    async with transaction(conn) as c:
+        collection_ids = None if body.collections is None else await resolve_ids(c, body.collections)
+        try:
+            key_id = await c.fetchval(
+                """
+                INSERT INTO api_keys (name, role, all_collections, key_hash, key_prefix)
+                VALUES ($1, $2, $3, $4, $5) RETURNING id
+                """,
+                body.name,
+                body.role,
+                collection_ids is None,
+                hash_key(key),
+                key[:12],
+            )
+        except asyncpg.UniqueViolationError:
+            raise ConflictError(f"an active key named {body.name!r} already exists") from None
+        await c.execute(
+            "INSERT INTO api_key_collections (key_id, collection_id) SELECT $1, unnest($2::uuid[])",
+            key_id,
+            collection_ids or [],
+        )
+        created = await _get(c, "k.id = $1", key_id)
+    return CreatedKey(**created.model_dump(), key=key)
+
+
+async def list_keys(conn: Executor, *, include_revoked: bool = False) -> KeyList:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM api_keys k WHERE $1 OR k.revoked_at IS NULL ORDER BY k.name, k.created_at",
+        include_revoked,
+    )
+    return KeyList(items=[ApiKey.model_validate(dict(r)) for r in rows], total=len(rows))
+
+
+async def revoke_key(conn: Executor, name: str) -> ApiKey:
+    """Revoke the active key of this name: it stops working at once; the row stays for the record."""
+    key_id = await conn.fetchval(
+        "UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL RETURNING id", name
+    )
+    if key_id is None:
+        raise NotFoundError(f"no active key named {name!r}")
+    return await _get(conn, "k.id = $1", key_id)
+
+
+async def _get(conn: Executor, where: str, *args: object) -> ApiKey:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM api_keys k WHERE {where}", *args)
+    assert row is not None
+    return ApiKey.model_validate(dict(row))
+
+
+async def keys_exist(conn: Executor) -> bool:
+    return bool(await conn.fetchval("SELECT rag_keys_exist()"))
+
+
+async def authenticate(conn: Executor, presented: str | None, *, open_allowed: bool) -> Principal:
+    """The principal of a request. No key: open mode when no key exists and `open_allowed` (the server
+    listens on a loopback address only), else UnauthenticatedError. The key never reaches an error
+    message or a log."""
+    if not presented:
+        if await keys_exist(conn):
+            raise UnauthenticatedError(
+                "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
+            )
+        if not open_allowed:
+            raise UnauthenticatedError(
+                f"no API key exists and the server is not on a loopback address: {HOW_TO_CREATE}"
+            )
+        return OPEN
+    row = await conn.fetchrow("SELECT * FROM rag_authenticate($1)", hash_key(presented))
+    if row is None:
+        raise UnauthenticatedError("the API key is not valid (unknown or revoked)")
+    ids = row["collection_ids"]
+    return Principal(
+        key_id=row["id"], name=row["name"], role=row["role"], collections=None if ids is None else tuple(ids)
+    )
+
+
+async def ensure_bootstrap_key(conn: Executor, key: str) -> bool:
+    """Install the configured admin key unless a key with its hash exists (revoked: it stays revoked).
+    A changed secret revokes the previous
+    bootstrap key. Returns whether a key was created."""
+    if len(key) < MIN_BOOTSTRAP_KEY_CHARS:
+        raise InvalidInputError(
+            f"the bootstrap admin key must be at least {MIN_BOOTSTRAP_KEY_CHARS} characters "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    async with transaction(conn) as c:
+        if await c.fetchval("SELECT 1 FROM api_keys WHERE key_hash = $1", hash_key(key)):
+            return False
+        # A new secret replaces the previous bootstrap key (rotation by changing the secret).
+        await c.execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
+            BOOTSTRAP_KEY_NAME,
+        )
+        await create_key(c, CreateKey(name=BOOTSTRAP_KEY_NAME, role="admin"), key=key)
+    return True

@@ -1,0 +1,76 @@
+"""API key types, roles, and the Principal a request is made by."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from rag_server.collections.models import CollectionRef
+from rag_server.infra.database import DbScope
+
+Role = Literal["reader", "editor", "admin"]
+# reader: search, chat, read and download; editor: + upload, delete, metadata; admin: + collections, keys.
+ROLE_RANK: dict[str, int] = {"reader": 1, "editor": 2, "admin": 3}
+
+KEY_PREFIX = "rag_"
+KEY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$"
+KeyName = Annotated[
+    str,
+    Field(
+        pattern=KEY_NAME_PATTERN,
+        max_length=100,
+        description="Letters, digits, '_', '.', '@' and '-', starting with a letter or digit; up to 100.",
+    ),
+]
+
+
+class CreateKey(BaseModel):
+    name: KeyName
+    role: Role
+    # None: every collection (admin keys always). Names or ids.
+    collections: list[CollectionRef] | None = Field(default=None, min_length=1, max_length=100)
+
+
+class ApiKey(BaseModel):
+    id: UUID
+    name: str
+    role: Role
+    collections: list[str] | None = Field(description="Collection names; null: every collection")
+    key_prefix: str = Field(description="The key's first characters, to tell keys apart")
+    created_at: datetime
+    last_used_at: datetime | None = Field(description="Updated at most once a minute")
+    revoked_at: datetime | None
+
+
+class CreatedKey(ApiKey):
+    key: str = Field(description="The key itself: shown this once, only its hash is stored")
+
+
+class KeyList(BaseModel):
+    items: list[ApiKey]
+    total: int
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request is made by: an API key, or nobody when the API is open (no key exists, loopback)."""
+
+    key_id: UUID | None
+    name: str | None
+    role: Role
+    collections: tuple[UUID, ...] | None  # None: every collection
+
+    def can(self, role: Role) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+    @property
+    def scope(self) -> DbScope:
+        return DbScope(collections=self.collections, role=self.role, key_id=self.key_id)
+
+
+# Open mode (no key exists, bound to a loopback address): today's single-user behaviour.
+OPEN = Principal(key_id=None, name=None, role="admin", collections=None)

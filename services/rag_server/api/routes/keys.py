@@ -1,0 +1,36 @@
+"""API keys (admin keys only): create (the key is in the response, once), list, revoke."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from rag_server.access import keys
+from rag_server.access.models import KEY_NAME_PATTERN, ApiKey, CreatedKey, CreateKey, KeyList
+from rag_server.api.deps import PoolDep, require
+from rag_server.api.errors import error_responses
+
+router = APIRouter(tags=["keys"], dependencies=[require("admin")], responses=error_responses(401, 403))
+
+
+@router.post(
+    "/keys", status_code=201, response_model=CreatedKey, responses=error_responses(400, 404, 409, 422, 503)
+)
+async def create_key(body: CreateKey, pool: PoolDep) -> CreatedKey:
+    """A new key; `key` in the response is the only time it is shown (only its hash is stored). An
+    unknown collection is a 404; an admin key with collections a 422 (admins reach every collection)."""
+    return await keys.create_key(pool, body)
+
+
+@router.get("/keys", response_model=KeyList, responses=error_responses(503))
+async def list_keys(pool: PoolDep, include_revoked: bool = False) -> KeyList:
+    return await keys.list_keys(pool, include_revoked=include_revoked)
+
+
+@router.delete("/keys/{name}", response_model=ApiKey, responses=error_responses(404, 503))
+async def revoke_key(
+    name: Annotated[str, Path(pattern=KEY_NAME_PATTERN, max_length=100)], pool: PoolDep
+) -> ApiKey:
+    """Revoke the active key of this name: it stops working at once."""
+    return await keys.revoke_key(pool, name)

@@ -1,0 +1,338 @@
+"""API keys, roles and collection isolation through the real app (issue 11).
+
+One database: collections `alpha` and `beta` (a document, a batch and a chat session each), and keys of
+every role. Every endpoint is walked with no key, an invalid key, a key of too low a role and a key of
+the wrong collection; a table check makes sure a new route cannot be left out of the walk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from rag_server.access import keys
+from rag_server.access.models import CreateKey
+from rag_server.collections import store
+from rag_server.collections.models import CreateCollection
+from rag_server.infra.runtime import Runtime
+from rag_server.ingestion.batches import create_upload_batch
+from rag_server.ingestion.pipeline import DirectDocument, incoming_file, ingest_documents_direct
+
+TEXT = "Zebrafish regenerate heart muscle after injury; the regeneration starts within days."
+
+
+@dataclass
+class World:
+    keys: dict[str, str]  # key name -> the key
+    ids: dict[str, str]  # alpha_doc, beta_doc, beta_batch, alpha_batch, admin_session...
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_without_any_key_the_loopback_api_is_open(app_client: httpx.AsyncClient) -> None:
+    """Before the world below creates keys: open, as today, and /health says so."""
+    assert (await app_client.get("/health")).json()["auth"] == "open"
+    assert (await app_client.get("/collections")).status_code == 200
+    # A key that does not exist is refused even while the API is open: it cannot be what was meant.
+    assert (await app_client.get("/collections", headers=bearer("rag_nope"))).status_code == 401
+
+
+@pytest.fixture(scope="module")
+async def world(runtime: Runtime, app: FastAPI, app_client: httpx.AsyncClient) -> World:
+    alpha = await store.create_collection(runtime.pool, CreateCollection(name="alpha"))
+    beta = await store.create_collection(runtime.pool, CreateCollection(name="beta"))
+    ids: dict[str, str] = {"alpha": str(alpha.id), "beta": str(beta.id)}
+    for name, collection in (("alpha", alpha), ("beta", beta)):
+        (doc,) = await ingest_documents_direct(
+            runtime,
+            [DirectDocument(f"{name}.txt", f"{name} {TEXT}".encode(), {})],
+            collection_id=collection.id,
+        )
+        ids[f"{name}_doc"] = str(doc)
+        batch = await create_upload_batch(
+            runtime.pool,
+            runtime.queue,
+            [incoming_file(f"{name}-queued.txt", f"{name} queued".encode())],
+            collection.id,
+        )
+        ids[f"{name}_batch"] = str(batch.batch_id)
+    created = {}
+    for spec in (
+        CreateKey(name="admin", role="admin"),
+        CreateKey(name="editor-all", role="editor"),
+        CreateKey(name="alpha-editor", role="editor", collections=["alpha"]),
+        CreateKey(name="alpha-reader", role="reader", collections=["alpha"]),
+        CreateKey(name="beta-reader", role="reader", collections=["beta"]),
+    ):
+        created[spec.name] = (await keys.create_key(runtime.pool, spec)).key
+    # A session of the admin's and one of beta's reader.
+    for owner in ("admin", "beta-reader"):
+        r = await app_client.post("/chat/sessions", json={"title": owner}, headers=bearer(created[owner]))
+        assert r.status_code == 201, r.text
+        ids[f"{owner}_session"] = r.json()["id"]
+    return World(created, ids)
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str  # {alpha_doc}-style placeholders from World.ids
+    role: str  # the lowest role that may do it
+    json: Any = None
+    collection_field: bool = False  # json/form names collections: the wrong-collection walk targets beta
+
+
+# Every operation but /health. `test_the_walk_covers_every_operation` keeps this complete.
+CALLS = [
+    Call("GET", "/collections", "reader"),
+    Call("POST", "/collections", "admin", {"name": "gamma"}),
+    Call("GET", "/collections/{target}", "reader"),
+    Call("PATCH", "/collections/{target}", "admin", {"description": "x"}),
+    Call("DELETE", "/collections/{target}", "admin"),
+    Call("POST", "/keys", "admin", {"name": "made", "role": "reader"}),
+    Call("GET", "/keys", "admin"),
+    Call("DELETE", "/keys/{key_name}", "admin"),
+    Call("POST", "/upload", "editor", collection_field=True),
+    Call("GET", "/tasks/{target_batch}/status", "reader"),
+    Call("GET", "/documents?collection={target}", "reader"),
+    Call("GET", "/documents/{target_doc}", "reader"),
+    Call("GET", "/documents/{target_doc}/download", "reader"),
+    Call("DELETE", "/documents/{target_doc}", "editor"),
+    Call(
+        "POST",
+        "/documents/check-duplicates",
+        "reader",
+        {"files": [{"filename": "a.txt", "sha256": "a" * 64}]},
+        True,
+    ),
+    Call("POST", "/search", "reader", {"query": "zebrafish heart"}, True),
+    Call("POST", "/chat/sessions", "reader", {}),
+    Call("GET", "/chat/sessions", "reader"),
+    Call("GET", "/chat/sessions/{target_session}", "reader"),
+    Call("PATCH", "/chat/sessions/{target_session}", "reader", {"title": "renamed"}),
+    Call("DELETE", "/chat/sessions/{target_session}", "reader"),
+    Call("GET", "/chat/history/{target_session}", "reader"),
+    Call("POST", "/chat/clear", "reader", {"session_id": "{target_session}"}),
+    Call("POST", "/query", "reader", {"query": "zebrafish heart"}, True),
+    Call("POST", "/query/stream", "reader", {"query": "zebrafish heart"}, True),
+]
+
+
+def _template(path: str) -> str:
+    return re.sub(r"\{[a-z_]+\}", "{}", path.split("?")[0])
+
+
+def test_the_walk_covers_every_operation(app: FastAPI) -> None:
+    spec = app.openapi()["paths"]
+    operations = {(m.upper(), _template(p)) for p, item in spec.items() for m in item if p != "/health"}
+    assert operations == {(c.method, _template(c.path)) for c in CALLS}
+
+
+async def send(
+    client: httpx.AsyncClient, call: Call, world: World, target: str, headers: dict[str, str]
+) -> httpx.Response:
+    """`target`: which collection's objects the call names (alpha or beta)."""
+    values = {
+        "target": target,
+        "target_doc": world.ids[f"{target}_doc"],
+        "target_batch": world.ids[f"{target}_batch"],
+        "target_session": world.ids["admin_session" if target == "beta" else "beta-reader_session"],
+        "key_name": "beta-reader",
+    }
+    path = call.path.format(**values)
+    if call.path == "/upload":
+        files = {"files": ("new.txt", b"zebrafish fin", "text/plain")}
+        return await client.post(path, files=files, data={"collection": target}, headers=headers)
+    body = call.json
+    if body is not None:
+        body = {k: (v.format(**values) if isinstance(v, str) else v) for k, v in body.items()}
+        if call.collection_field:
+            body |= {"collections": [target]} if "query" in body else {"collection": target}
+    return await client.request(call.method, path, json=body, headers=headers)
+
+
+@pytest.mark.parametrize("call", CALLS, ids=lambda c: f"{c.method} {c.path}")
+async def test_no_key_or_a_bad_one_is_401_everywhere_but_health(
+    app_client: httpx.AsyncClient, world: World, call: Call
+) -> None:
+    for headers in (
+        {},
+        bearer("rag_" + "x" * 43),
+        {"X-API-Key": "not-a-key"},
+        {"Authorization": "Basic YTpi"},
+    ):
+        r = await send(app_client, call, world, "alpha", headers)
+        assert r.status_code == 401, (headers, r.text)
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert r.json()["detail"]
+    health = await app_client.get("/health")
+    assert health.status_code == 200 and health.json()["auth"] == "api_key"
+
+
+@pytest.mark.parametrize(
+    "call", [c for c in CALLS if c.role != "reader"], ids=lambda c: f"{c.method} {c.path}"
+)
+async def test_a_role_too_low_is_403_and_changes_nothing(
+    app_client: httpx.AsyncClient, world: World, call: Call
+) -> None:
+    weaker = "alpha-reader" if call.role == "editor" else "alpha-editor"
+    r = await send(app_client, call, world, "alpha", bearer(world.keys[weaker]))
+    assert r.status_code == 403, r.text
+    assert "role" in r.json()["detail"]
+    admin = bearer(world.keys["admin"])
+    assert (await app_client.get(f"/documents/{world.ids['alpha_doc']}", headers=admin)).status_code == 200
+    assert (await app_client.get("/collections/alpha", headers=admin)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "call",
+    [c for c in CALLS if c.role != "admin" and c.path not in ("/chat/sessions", "/collections")],
+    ids=lambda c: f"{c.method} {c.path}",
+)
+async def test_another_collections_objects_are_404_for_a_limited_key(
+    app_client: httpx.AsyncClient, world: World, call: Call
+) -> None:
+    """alpha's editor names beta's collection, document, batch, or another key's chat session: 404, as
+    if they did not exist (ids do not leak), and nothing of beta's changes."""
+    r = await send(app_client, call, world, "beta", bearer(world.keys["alpha-editor"]))
+    assert r.status_code == 404, r.text
+    admin = bearer(world.keys["admin"])
+    assert (await app_client.get(f"/documents/{world.ids['beta_doc']}", headers=admin)).status_code == 200
+    session = world.ids["admin_session"]
+    assert (await app_client.get(f"/chat/sessions/{session}", headers=admin)).status_code == 200
+
+
+async def test_a_limited_key_sees_only_its_collections(app_client: httpx.AsyncClient, world: World) -> None:
+    alpha_editor = bearer(world.keys["alpha-editor"])
+    listed = (await app_client.get("/collections", headers=alpha_editor)).json()
+    assert [c["name"] for c in listed["items"]] == ["alpha"] and listed["total"] == 1
+    # Without a collection, requests go to `default`, which this key cannot reach.
+    assert (
+        await app_client.post("/search", json={"query": "zebrafish"}, headers=alpha_editor)
+    ).status_code == 404
+    both = {"query": "zebrafish heart", "collections": ["alpha", "beta"]}
+    assert (await app_client.post("/search", json=both, headers=alpha_editor)).status_code == 404
+    hits = (
+        await app_client.post("/search", json={**both, "collections": ["alpha"]}, headers=alpha_editor)
+    ).json()
+    assert hits["results"] and {h["document_id"] for h in hits["results"]} == {world.ids["alpha_doc"]}
+    # An unlimited key searching both sees both.
+    everything = (
+        await app_client.post("/search", json=both, headers=bearer(world.keys["editor-all"]))
+    ).json()
+    assert {h["document_id"] for h in everything["results"]} == {
+        world.ids["alpha_doc"],
+        world.ids["beta_doc"],
+    }
+
+
+async def test_chat_sessions_belong_to_their_key(app_client: httpx.AsyncClient, world: World) -> None:
+    beta_reader, admin = bearer(world.keys["beta-reader"]), bearer(world.keys["admin"])
+    own = (await app_client.get("/chat/sessions", headers=beta_reader)).json()
+    assert [s["id"] for s in own["sessions"]] == [world.ids["beta-reader_session"]]
+    # An admin lists its own by default, everyone's on request; anyone else may not ask.
+    mine = (await app_client.get("/chat/sessions", headers=admin)).json()
+    assert world.ids["beta-reader_session"] not in {s["id"] for s in mine["sessions"]}
+    every = (await app_client.get("/chat/sessions?all_owners=true", headers=admin)).json()
+    assert {world.ids["admin_session"], world.ids["beta-reader_session"]} <= {
+        s["id"] for s in every["sessions"]
+    }
+    assert (await app_client.get("/chat/sessions?all_owners=true", headers=beta_reader)).status_code == 403
+    # A temporary session (in server memory, not under row-level security) is its key's alone too.
+    temp = (await app_client.post("/chat/sessions", json={"is_temporary": True}, headers=beta_reader)).json()
+    other = bearer(world.keys["alpha-reader"])
+    assert (await app_client.get(f"/chat/sessions/{temp['id']}", headers=other)).status_code == 404
+    assert (await app_client.delete(f"/chat/sessions/{temp['id']}", headers=other)).status_code == 404
+    assert (await app_client.get(f"/chat/sessions/{temp['id']}", headers=beta_reader)).status_code == 200
+    # An answer in one's own session, from one's own collection.
+    answer = await app_client.post(
+        "/query",
+        json={
+            "query": "zebrafish heart",
+            "session_id": world.ids["beta-reader_session"],
+            "collections": ["beta"],
+        },
+        headers=beta_reader,
+    )
+    assert answer.status_code == 200, answer.text
+    assert {s["document_id"] for s in answer.json()["sources"]} == {world.ids["beta_doc"]}
+
+
+async def test_both_headers_work_and_last_used_is_recorded(
+    app_client: httpx.AsyncClient, world: World, runtime: Runtime
+) -> None:
+    key = world.keys["alpha-reader"]
+    assert (await app_client.get("/collections", headers={"X-API-Key": key})).status_code == 200
+    assert (await app_client.get("/collections", headers=bearer(key))).status_code == 200
+    listed = {k.name: k for k in (await keys.list_keys(runtime.pool)).items}
+    assert listed["alpha-reader"].last_used_at is not None
+    assert listed["alpha-reader"].collections == ["alpha"] and listed["admin"].collections is None
+    assert listed["alpha-reader"].key_prefix == key[:12]
+
+
+async def test_only_the_hash_is_stored_and_keys_never_reach_the_logs(
+    app_client: httpx.AsyncClient, world: World, runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    stored = await runtime.pool.fetch("SELECT * FROM api_keys")
+    dump = repr([dict(r) for r in stored])
+    for key in world.keys.values():
+        assert key not in dump and key[12:] not in dump
+    hashes = {bytes(r["key_hash"]) for r in stored}
+    assert {hashlib.sha256(k.encode()).digest() for k in world.keys.values()} <= hashes
+    caplog.set_level(logging.DEBUG)
+    secret = "rag_" + "s" * 43
+    await app_client.get("/collections", headers=bearer(secret))
+    await app_client.get("/collections", headers=bearer(world.keys["admin"]))
+    await app_client.post("/search", json={"query": "zebrafish"}, headers=bearer(world.keys["alpha-reader"]))
+    for key in (secret, *world.keys.values()):
+        assert key not in caplog.text
+
+
+async def test_admin_endpoints_manage_keys(app_client: httpx.AsyncClient, world: World) -> None:
+    admin = bearer(world.keys["admin"])
+    made = await app_client.post(
+        "/keys", json={"name": "temp-reader", "role": "reader", "collections": ["beta"]}, headers=admin
+    )
+    assert made.status_code == 201, made.text
+    key = made.json()["key"]
+    assert made.json()["collections"] == ["beta"]
+    assert (await app_client.get("/documents?collection=beta", headers=bearer(key))).status_code == 200
+    listed = (await app_client.get("/keys", headers=admin)).json()
+    assert "temp-reader" in {k["name"] for k in listed["items"]}
+    assert all("key" not in k for k in listed["items"])
+    again = await app_client.post("/keys", json={"name": "temp-reader", "role": "reader"}, headers=admin)
+    assert again.status_code == 409
+    limited_admin = {"name": "x", "role": "admin", "collections": ["beta"]}
+    assert (await app_client.post("/keys", json=limited_admin, headers=admin)).status_code == 422
+    unknown = {"name": "y", "role": "reader", "collections": ["nope"]}
+    assert (await app_client.post("/keys", json=unknown, headers=admin)).status_code == 404
+    revoked = await app_client.delete("/keys/temp-reader", headers=admin)
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    assert (await app_client.get("/documents?collection=beta", headers=bearer(key))).status_code == 401
+    assert (await app_client.delete("/keys/temp-reader", headers=admin)).status_code == 404
+
+
+async def test_a_key_whose_collections_are_all_deleted_sees_nothing(
+    app_client: httpx.AsyncClient, world: World
+) -> None:
+    admin = bearer(world.keys["admin"])
+    assert (
+        await app_client.post("/collections", json={"name": "short-lived"}, headers=admin)
+    ).status_code == 201
+    made = await app_client.post(
+        "/keys", json={"name": "short", "role": "reader", "collections": ["short-lived"]}, headers=admin
+    )
+    key = bearer(made.json()["key"])
+    assert (await app_client.delete("/collections/short-lived", headers=admin)).status_code == 204
+    listed = (await app_client.get("/collections", headers=key)).json()
+    assert listed["items"] == [] and listed["total"] == 0
+    assert (await app_client.get("/documents?collection=alpha", headers=key)).status_code == 404

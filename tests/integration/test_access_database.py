@@ -1,0 +1,221 @@
+"""Access control below the API: row-level security as the runtime role in raw SQL, the keys CLI, and
+the secure defaults of `rag-server serve` (issue 11)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from rag_server.access import keys
+from rag_server.access.models import CreateKey
+from rag_server.collections import store
+from rag_server.collections.models import CreateCollection
+from rag_server.config import Settings
+from rag_server.infra.database import DbScope, as_user, owner_connection
+from rag_server.infra.runtime import Runtime
+from rag_server.ingestion.batches import create_upload_batch
+from rag_server.ingestion.pipeline import DirectDocument, incoming_file, ingest_documents_direct
+from tests.conftest import create_database
+from tests.support.processes import free_port, settings_env, start, wait_healthy
+
+# Every table whose rows belong to a collection (directly or through their parent) or to a key.
+TABLES = [
+    "collections",
+    "documents",
+    "document_files",
+    "chunks",
+    "bm25_postings",
+    "job_batches",
+    "job_tasks",
+    "chat_sessions",
+    "chat_messages",
+    "api_keys",
+    "api_key_collections",
+]
+
+
+@pytest.fixture(scope="module")
+async def two_collections(runtime: Runtime) -> dict[str, Any]:
+    made: dict[str, Any] = {}
+    for name in ("red", "blue"):
+        c = await store.create_collection(runtime.pool, CreateCollection(name=name))
+        await ingest_documents_direct(
+            runtime,
+            [DirectDocument(f"{name}.txt", f"{name} zebrafish heart regeneration".encode(), {})],
+            collection_id=c.id,
+        )
+        await create_upload_batch(
+            runtime.pool, runtime.queue, [incoming_file(f"{name}-q.txt", name.encode())], c.id
+        )
+        made[name] = c.id
+    made["red_key"] = await keys.create_key(
+        runtime.pool, CreateKey(name="red", role="reader", collections=["red"])
+    )
+    async with owner_connection(runtime.database_url) as owner:
+        for name in ("red", "blue"):
+            key_id = made["red_key"].id if name == "red" else None
+            session = await owner.fetchval(
+                "INSERT INTO chat_sessions (title, owner_key_id) VALUES ($1, $2) RETURNING id", name, key_id
+            )
+            await owner.execute(
+                "INSERT INTO chat_messages (session_id, role, content) VALUES ($1, 'user', 'hi')", session
+            )
+    return made
+
+
+async def _counts(conn: asyncpg.Connection) -> dict[str, int]:
+    return {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}")) for t in TABLES}
+
+
+async def test_the_runtime_role_sees_only_its_scope_in_raw_sql(
+    runtime: Runtime, settings: Settings, two_collections: dict[str, Any]
+) -> None:
+    red, blue = two_collections["red"], two_collections["blue"]
+    key = two_collections["red_key"]
+    conn = await asyncpg.connect(as_user(runtime.database_url, settings.runtime_db_user))
+    try:
+        role = await conn.fetchrow(
+            "SELECT rolsuper, rolbypassrls, (SELECT count(*) FROM pg_tables WHERE tableowner = rolname)"
+            " AS owns FROM pg_roles WHERE rolname = current_user"
+        )
+        assert dict(role) == {"rolsuper": False, "rolbypassrls": False, "owns": 0}
+        # No settings at all: nothing.
+        assert set((await _counts(conn)).values()) == {0}
+        async with conn.transaction():
+            scope = DbScope(collections=(red,), role="reader", key_id=key.id)
+            await conn.execute(
+                "SELECT set_config('rag.collections', $1, true), set_config('rag.role', $2, true),"
+                " set_config('rag.key_id', $3, true)",
+                *scope.settings(),
+            )
+            counts = await _counts(conn)
+            assert counts["collections"] == 1 and counts["documents"] == 2 and counts["chunks"] >= 1
+            assert counts["bm25_postings"] > 0 and counts["job_batches"] == 1 and counts["job_tasks"] == 1
+            assert counts["document_files"] == 2  # the ingested document and the queued upload
+            assert counts["chat_sessions"] == 1 and counts["chat_messages"] == 1
+            assert counts["api_keys"] == 0 and counts["api_key_collections"] == 0  # admins only
+            for table in ("documents", "chunks", "bm25_postings", "job_batches"):
+                assert (
+                    await conn.fetchval(f"SELECT count(*) FROM {table} WHERE collection_id = $1", blue) == 0
+                )
+            # Joining through to another collection's rows finds nothing either.
+            assert (
+                await conn.fetchval(
+                    "SELECT count(*) FROM document_files f JOIN documents d ON d.id = f.document_id"
+                    " WHERE d.collection_id = $1",
+                    blue,
+                )
+                == 0
+            )
+            # A reader cannot write, even into its own collection; nobody writes beyond the scope.
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                async with conn.transaction():  # a savepoint: the test goes on after the refusal
+                    await conn.execute("INSERT INTO collections (name) VALUES ('sneaky')")
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT set_config('rag.collections', $1, true), set_config('rag.role', 'editor', true)",
+                "{" + str(red) + "}",
+            )
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                async with conn.transaction():
+                    await conn.execute(
+                        "INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256,"
+                        " status, collection_id) VALUES ('x.txt', 'txt', 'text/plain', 1, $1, 'ready', $2)",
+                        "b" * 64,
+                        blue,
+                    )
+            assert await conn.execute("DELETE FROM documents WHERE collection_id = $1", blue) == "DELETE 0"
+        # The settings were transaction-local: gone with the transaction.
+        assert set((await _counts(conn)).values()) == {0}
+    finally:
+        await conn.close()
+    async with owner_connection(runtime.database_url) as owner:  # the owner still sees blue's rows
+        assert await owner.fetchval("SELECT count(*) FROM documents WHERE collection_id = $1", blue) == 2
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rag_server", *args], env=env, capture_output=True, text=True, timeout=180
+    )
+
+
+async def test_keys_cli_prints_the_key_once_and_revokes(
+    runtime: Runtime, settings: Settings, two_collections: dict[str, Any]
+) -> None:
+    env = settings_env(settings)
+    created = _cli(
+        env, "keys", "create", "--name", "cli-key", "--role", "editor", "--collections", "red,blue"
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    lines = created.stdout.strip().splitlines()
+    key = lines[-1]
+    assert key.startswith("rag_") and len(key) > 40 and " " not in key
+    assert created.stdout.count(key) == 1 and key not in created.stderr
+    principal = await keys.authenticate(runtime.pool, key, open_allowed=False)
+    assert principal.role == "editor" and set(principal.collections or ()) == {
+        two_collections["red"],
+        two_collections["blue"],
+    }
+    listing = _cli(env, "keys", "list")
+    assert listing.returncode == 0 and "cli-key" in listing.stdout and key not in listing.stdout
+    assert key[:12] in listing.stdout and key[12:] not in listing.stdout
+    assert _cli(env, "keys", "create", "--name", "cli-key", "--role", "reader").returncode == 1
+    bad = _cli(env, "keys", "create", "--name", "boss", "--role", "admin", "--collections", "red")
+    assert bad.returncode == 1 and "every collection" in bad.stdout
+    assert (
+        _cli(env, "keys", "create", "--name", "x", "--role", "reader", "--collections", "nope").returncode
+        == 1
+    )
+    revoked = _cli(env, "keys", "revoke", "cli-key")
+    assert revoked.returncode == 0 and key not in revoked.stdout
+    from rag_server.errors import UnauthenticatedError
+
+    with pytest.raises(UnauthenticatedError):
+        await keys.authenticate(runtime.pool, key, open_allowed=False)
+    assert "cli-key" in _cli(env, "keys", "list", "--all").stdout
+    assert _cli(env, "keys", "revoke", "cli-key").returncode == 1
+
+
+def test_serve_on_all_interfaces_refuses_without_a_key_and_starts_with_the_bootstrap_key(
+    pg_server: str, tmp_path: Path
+) -> None:
+    url = asyncio.run(create_database(pg_server, "exposed"))
+    settings = Settings(database_url=url, data_dir=tmp_path)
+    env = settings_env(settings)
+    port = free_port()
+    refused = subprocess.run(
+        [sys.executable, "-m", "rag_server", "serve", "--host", "0.0.0.0", "--port", str(port)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert refused.returncode == 2
+    assert "rag-server keys create" in refused.stderr and "0.0.0.0" in refused.stderr
+
+    bootstrap = "b" * 40
+    child = start(
+        ["serve", "--host", "0.0.0.0", "--port", str(port)],
+        {**env, "RAG_BOOTSTRAP_ADMIN_KEY": bootstrap},
+        tmp_path / "serve.log",
+    )
+    child.base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(child)
+        with httpx.Client(base_url=child.base_url) as client:
+            assert client.get("/health").json()["auth"] == "api_key"
+            assert client.get("/collections").status_code == 401
+            assert (
+                client.get("/collections", headers={"Authorization": f"Bearer {bootstrap}"}).status_code
+                == 200
+            )
+    finally:
+        child.stop()
+    assert bootstrap not in child.log_tail(10_000)
