@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,13 @@ def test_postgres_is_pinned_paradedb_pg18_with_healthcheck_and_volume() -> None:
     assert any(v.startswith("pgdata:") for v in volumes)
     assert "./services/postgres/init.sql:/docker-entrypoint-initdb.d/20-init.sql:ro" in volumes
     assert "pgdata" in load_compose()["volumes"]
+
+
+def test_postgres_image_is_the_pg_search_line_our_sql_targets() -> None:
+    """0.26.x: keyless BM25 index with the collection (migration 0004), checked against sqlalchemy-paradedb
+    in tests/unit/test_pg_search_sql.py. Another line needs that comparison redone first."""
+    tag = load_compose()["services"]["postgres"]["image"].split(":", 1)[1]
+    assert re.fullmatch(r"0\.26\.\d+-pg18", tag), tag
 
 
 def test_app_services_share_one_image_and_database_url_and_wait_for_db() -> None:

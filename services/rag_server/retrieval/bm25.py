@@ -1,5 +1,8 @@
 """The BM25 leg: ParadeDB pg_search when the migration found it, else the native engine.
 
+pg_search (ParadeDB 0.26.x, production image): one statement over the index migration 0004 builds on
+(id, search_text, collection_id); see pg_search_sql.
+
 Native engine (migration 0002): exact Okapi BM25 over an inverted index kept in plain tables
 (bm25_postings, bm25_terms, bm25_stats) by triggers on `chunks`, tokenised and stemmed by
 Postgres's `english` text search configuration. The query goes through the same to_tsvector, which
@@ -25,10 +28,19 @@ from rag_server.retrieval.models import SearchFilters
 
 
 def pg_search_sql(filters: FilterSQL) -> str:
-    """ParadeDB pg_search 0.25.x. Parameters: $1 query text, $2 limit, filter parameters from $3.
+    """ParadeDB pg_search 0.26.x. Parameters: $1 query text, $2 limit, filter parameters from $3.
 
     `|||` (match any token) runs only the index's tokenizer over $1: no query-parser syntax, so raw
-    user text cannot cause a parse error. The text is always bound, never interpolated.
+    user text cannot cause a parse error. The text is always bound, never interpolated, and cast to
+    text because `|||` is overloaded (text[], pdb.query, boost, fuzzy...).
+
+    The collection scope is `c.collection_id = ANY($n::uuid[])` on the chunk row itself: collection_id
+    is a field of the ParadeDB index (migration 0004), and ParadeDB pushes `=`/`ANY` over an indexed
+    uuid column into the BM25 scan (https://www.paradedb.com/docs/documentation/filtering/indexed):
+    the index's Top K runs over the collection's rows alone, instead of Postgres filtering every
+    match the scan returns. A bound array is evaluated once when the scan starts. The other filters
+    (documents join, metadata) are not in the index: Postgres checks them. Checked against what
+    sqlalchemy-paradedb compiles for the same index and query: tests/unit/test_pg_search_sql.py.
     """
     return f"""
         SELECT c.id AS chunk_id, pdb.score(c.id)::float8 AS score

@@ -1,0 +1,72 @@
+"""The pg_search 0.26 migration on the embedded database (native BM25 engine): it changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from alembic import command
+from alembic.script import ScriptDirectory
+
+from rag_server.config import Settings
+from rag_server.infra.migrations import MIGRATIONS_DIR, alembic_config
+from tests.conftest import create_database
+
+
+async def schema_snapshot(url: str) -> dict[str, Any]:
+    """Indexes, triggers and functions of the public schema, the recorded engine, the BM25 rows."""
+    conn = await asyncpg.connect(url)
+    try:
+        return {
+            "indexes": await conn.fetch(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1"
+            ),
+            "triggers": await conn.fetch(
+                "SELECT tgname, tgfoid::regproc::text FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1"
+            ),
+            "functions": await conn.fetch(
+                "SELECT p.oid::regprocedure::text, md5(p.prosrc) FROM pg_proc p"
+                " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' ORDER BY 1"
+            ),
+            "engine": await conn.fetchval("SELECT value #>> '{}' FROM app_meta WHERE key = 'bm25_engine'"),
+            "postings": await conn.fetchval("SELECT count(*) FROM bm25_postings"),
+            "stats": await conn.fetchrow("SELECT n_docs, total_len FROM bm25_stats"),
+        }
+    finally:
+        await conn.close()
+
+
+async def test_paradedb_026_migration_is_a_no_op_on_the_native_engine(pg_server: str, tmp_path: Path) -> None:
+    url = await create_database(pg_server, "pdb026")
+    cfg = alembic_config(url, Settings(database_url=url, data_dir=tmp_path))
+    # By name, not number: the number changes when migrations merge.
+    scripts = ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()
+    [script] = [s for s in scripts if s.revision.endswith("_paradedb_026")]
+    assert isinstance(script.down_revision, str)
+    await asyncio.to_thread(command.upgrade, cfg, script.down_revision)
+    conn = await asyncpg.connect(url)
+    try:
+        doc_id = await conn.fetchval(
+            "INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, status,"
+            " chunk_count) VALUES ('a.txt', 'txt', 'text/plain', 1, $1, 'ready', 1) RETURNING id",
+            "b" * 64,
+        )
+        await conn.execute(
+            "INSERT INTO chunks (document_id, chunk_index, text, search_text, embedding)"
+            " VALUES ($1, 0, 'zebrafish hearts', 'zebrafish hearts', $2::vector)",
+            doc_id,
+            "[" + ",".join(["0.1"] * 384) + "]",
+        )
+    finally:
+        await conn.close()
+    before = await schema_snapshot(url)
+    assert before["engine"] == "native" and before["postings"] == 2
+    assert "chunks_bm25_idx" not in {r["indexname"] for r in before["indexes"]}
+
+    await asyncio.to_thread(command.upgrade, cfg, script.revision)
+    assert await schema_snapshot(url) == before
+    await asyncio.to_thread(command.downgrade, cfg, script.down_revision)
+    assert await schema_snapshot(url) == before
+    await asyncio.to_thread(command.upgrade, cfg, "head")
