@@ -58,8 +58,14 @@ fmt: install
     {{bin}}/ruff format services tests
     {{bin}}/ruff check --fix services tests
 
-# production stack on ParadeDB (needs a Docker engine)
+# production stack on ParadeDB (needs a Docker engine); creates the admin key secret on first use
 docker-up:
+    #!/usr/bin/env sh
+    set -eu
+    if [ ! -s secrets/rag_admin_key ]; then
+        mkdir -p secrets && (umask 077 && openssl rand -hex 32 > secrets/rag_admin_key)
+        echo "created the admin API key in secrets/rag_admin_key (send it as 'Authorization: Bearer <key>')"
+    fi
     docker compose up -d --build
 
 docker-down:

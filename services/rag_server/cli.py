@@ -65,6 +65,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         skip_duplicates=not args.force,
         max_file_bytes=settings.max_upload_bytes,
         collection=args.collection,
+        headers=settings.client_headers(),
     )
 
 

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     # on a loopback host (docs/decisions/0010-access-control.md).
     bootstrap_admin_key: SecretStr | None = None
     bootstrap_admin_key_file: Path | None = None
+    # The key the CLI sends to a running server (`ingest`, `search --url`, `bench search --url`).
+    api_key: SecretStr | None = None
 
     # --- retrieval ------------------------------------------------------------------------
     # Okapi BM25 parameters of the native engine (pg_search uses Tantivy's own 1.2 / 0.75).
@@ -116,11 +118,15 @@ class Settings(BaseSettings):
     chat_temporary_ttl_s: int = Field(default=3600, ge=60)
 
     def bootstrap_key(self) -> str | None:
-        if self.bootstrap_admin_key is not None:
-            return self.bootstrap_admin_key.get_secret_value().strip()
-        if self.bootstrap_admin_key_file is not None:
-            return self.bootstrap_admin_key_file.read_text().strip()
-        return None
+        """The bootstrap admin key: the variable when set and not empty, else the file's content."""
+        key = self.bootstrap_admin_key.get_secret_value().strip() if self.bootstrap_admin_key else ""
+        if not key and self.bootstrap_admin_key_file is not None:
+            key = self.bootstrap_admin_key_file.read_text().strip()
+        return key or None
+
+    def client_headers(self) -> dict[str, str]:
+        """HTTP headers of the CLI's requests to a server: the API key, when one is configured."""
+        return {} if self.api_key is None else {"Authorization": f"Bearer {self.api_key.get_secret_value()}"}
 
     @property
     def embedded_pgdata(self) -> Path:

@@ -9,6 +9,7 @@ each server-side stage from the response's `timings_ms`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import sys
@@ -33,6 +34,7 @@ from rag_server.evaluation.report import write_json
 from rag_server.infra import admin
 from rag_server.infra.database import owner_connection, resolve_database_url, with_database
 
+BENCH_KEY_NAME = "bench-search"
 POOL_SIZE = 1_000  # real passages embedded with the real model; the rest is mixed from them
 
 
@@ -46,6 +48,9 @@ class BenchSearchOptions:
     top_k: int = 10
     modes: Sequence[str] = ("hybrid", "bm25", "vector")
     json_path: Path | None = None
+    # Sent to --url; without --url the bench creates a reader key on its own database and sends that,
+    # so the timings include authentication and the key's row-level security scope.
+    api_key: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,7 +96,13 @@ async def prepare_bench_database(settings: Settings, dataset: BeirDataset, scale
 
 
 async def drive(
-    base_url: str, queries: Sequence[str], mode: str, clients: int, requests: int, top_k: int
+    base_url: str,
+    queries: Sequence[str],
+    mode: str,
+    clients: int,
+    requests: int,
+    top_k: int,
+    headers: dict[str, str],
 ) -> dict[str, Any]:
     """`requests` searches spread over `clients` concurrent connections; client-side latencies."""
     latencies: list[float] = []
@@ -100,7 +111,7 @@ async def drive(
     counter = iter(range(requests))
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits, headers=headers) as client:
 
         async def one_client() -> None:
             nonlocal errors
@@ -129,6 +140,19 @@ async def drive(
     }
 
 
+async def bench_key(settings: Settings, url: str) -> str:
+    """A fresh reader key on the bench database (the previous bench key is revoked)."""
+    from rag_server.access.keys import create_key, revoke_key
+    from rag_server.access.models import CreateKey
+    from rag_server.errors import NotFoundError
+    from rag_server.infra.runtime import open_runtime
+
+    async with open_runtime(settings.model_copy(update={"database_url": url}), migrate=True) as runtime:
+        with contextlib.suppress(NotFoundError):
+            await revoke_key(runtime.pool, BENCH_KEY_NAME)
+        return (await create_key(runtime.pool, CreateKey(name=BENCH_KEY_NAME, role="reader"))).key
+
+
 async def run_bench_search(settings: Settings, options: BenchSearchOptions) -> dict[str, Any]:
     dataset = await asyncio.to_thread(load_beir, options.dataset)
     queries = [dataset.queries[q] for q in dataset.test_query_ids()] or list(dataset.queries.values())
@@ -147,7 +171,7 @@ async def run_bench_search(settings: Settings, options: BenchSearchOptions) -> d
         # pools and brings the pages these queries touch into shared buffers (20 warm-up requests left
         # the first timed row reading postings from the OS cache: p50 28.6 vs 17.9 ms at 100k).
         print(f"  warm-up: one hybrid pass over {len(queries)} queries", file=sys.stderr, flush=True)
-        async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+        async with httpx.AsyncClient(base_url=base_url, timeout=60, headers=headers) as client:
             for query in queries:
                 body = {"query": query, "top_k": options.top_k, "search_type": "hybrid"}
                 (await client.post("/search", json=body)).raise_for_status()
@@ -155,14 +179,18 @@ async def run_bench_search(settings: Settings, options: BenchSearchOptions) -> d
             result["runs"][mode] = []
             for clients in options.clients:
                 print(f"  {mode:<7} clients={clients:<3} ...", file=sys.stderr, flush=True)
-                run = await drive(base_url, queries, mode, clients, options.requests, options.top_k)
+                run = await drive(base_url, queries, mode, clients, options.requests, options.top_k, headers)
                 result["runs"][mode].append(run)
 
+    headers: dict[str, str] = {}
     if options.url:
+        headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
         await measure(options.url.rstrip("/"))
     else:
         url, build_s = await prepare_bench_database(settings, dataset, options.scale)
         result["build_s"] = round(build_s, 1)
+        headers = {"Authorization": f"Bearer {await bench_key(settings, url)}"}
+        result["auth"] = "api_key (reader, every collection)"
         async with admin.connection(url) as conn:
             result["chunks"] = await conn.fetchval("SELECT count(*) FROM chunks")
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:

@@ -53,9 +53,10 @@ def ingest_paths(
     max_file_bytes: int | None = None,
     timeout_s: float = 120.0,
     collection: str = "default",
+    headers: dict[str, str] | None = None,
 ) -> int:
     """Upload every supported file under `paths` into `collection` and (by default) wait until all are
-    processed. Exit code: 0 when nothing failed, 1 otherwise."""
+    processed. `headers`: the API key's. Exit code: 0 when nothing failed, 1 otherwise."""
     files, skipped = collect_files(paths)
     for p in skipped:
         print(f"skipped (unsupported or missing): {p}", file=sys.stderr)
@@ -68,7 +69,7 @@ def ingest_paths(
         print("nothing to ingest", file=sys.stderr)
         return 1 if skipped else 0
 
-    with httpx.Client(base_url=base_url, timeout=timeout_s) as client:
+    with httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers) as client:
         if skip_duplicates:
             files = _without_duplicates(client, files, collection)
             if not files:

@@ -44,7 +44,11 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc}")
         return 2
     try:
-        response = _via_http(args.url, request) if args.url else asyncio.run(_in_process(settings, request))
+        response = (
+            _via_http(args.url, request, settings.client_headers())
+            if args.url
+            else asyncio.run(_in_process(settings, request))
+        )
     except NotFoundError as exc:  # an unknown collection
         print(f"error: {exc}")
         return 2
@@ -63,10 +67,12 @@ async def _in_process(settings: Settings, request: SearchRequest) -> SearchRespo
         return await search(rt, request)
 
 
-def _via_http(url: str, request: SearchRequest) -> SearchResponse:
+def _via_http(url: str, request: SearchRequest, headers: dict[str, str]) -> SearchResponse:
     import httpx
 
-    reply = httpx.post(f"{url.rstrip('/')}/search", json=request.model_dump(mode="json"), timeout=60)
+    reply = httpx.post(
+        f"{url.rstrip('/')}/search", json=request.model_dump(mode="json"), headers=headers, timeout=60
+    )
     if reply.status_code == 404:
         raise NotFoundError(reply.json().get("detail"))
     reply.raise_for_status()
