@@ -87,3 +87,7 @@ bench-search *ARGS: install
 # ingest SciFact through the API and worker(s) vs raw embedding throughput (e.g. `--workers 2 --limit 1000`)
 bench-ingest *ARGS: install
     {{bin}}/rag-server bench ingest --dataset {{dataset}} --json reports/bench-ingest.json {{ARGS}}
+
+# BM25 statistics global vs per collection on SciFact setups (docs/decisions/0009); writes reports/bm25-stats.json
+bm25-stats *ARGS: install
+    {{bin}}/python -m rag_server.evaluation.bm25_stats_study --dataset {{dataset}} --json reports/bm25-stats.json {{ARGS}}

@@ -1,17 +1,16 @@
-"""The native BM25 engine against a reference BM25 computed in Python over Postgres's own tokens.
+"""The native BM25 engine against a reference BM25 computed in Python over Postgres's own tokens
+(rag_server.evaluation.bm25_reference, which the BM25 statistics study scores with too).
 
 Tokens for the reference come from ts_debug (the parser + the english dictionaries, token by
-token), counted here; the engine's tf/doc_len come from to_tsvector positions in the triggers.
+token), counted in Python; the engine's tf/doc_len come from to_tsvector positions in the triggers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 import random
 import uuid
-from collections import Counter
 
 import asyncpg
 import numpy as np
@@ -19,6 +18,7 @@ import pytest
 
 from rag_server.collections import store
 from rag_server.collections.models import CreateCollection
+from rag_server.evaluation.bm25_reference import Bm25Index, lexemes, token_counts
 from rag_server.infra.admin import get_meta
 from rag_server.infra.database import owner_connection
 from rag_server.infra.runtime import Runtime
@@ -128,39 +128,14 @@ async def insert_document(
     return doc_id, ids
 
 
-async def lexemes(conn: asyncpg.Connection, text: str) -> list[str]:
-    """Every lexeme the english configuration emits for `text`, in order, with repeats."""
-    rows = await conn.fetch("SELECT lexemes FROM ts_debug('english', $1) WHERE lexemes IS NOT NULL", text)
-    return [lexeme for row in rows for lexeme in row["lexemes"]]
-
-
 async def reference_scores(
     conn: asyncpg.Connection, query: str, k1: float = 1.2, b: float = 0.75
 ) -> dict[int, float]:
-    docs = {
-        r["id"]: Counter(await lexemes(conn, r["search_text"]))
-        for r in await conn.fetch("SELECT id, search_text FROM chunks")
-    }
-    n = len(docs)
-    avgdl = sum(sum(c.values()) for c in docs.values()) / n
-    df: Counter[str] = Counter()
-    for counts in docs.values():
-        df.update(counts.keys())
-    terms = set(await lexemes(conn, query))
-    scores: dict[int, float] = {}
-    for chunk_id, counts in docs.items():
-        dl = sum(counts.values())
-        matched = [t for t in terms if counts[t] > 0]
-        if not matched:
-            continue
-        scores[chunk_id] = sum(
-            math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
-            * counts[t]
-            * (k1 + 1)
-            / (counts[t] + k1 * (1 - b + b * dl / avgdl))
-            for t in matched
-        )
-    return scores
+    """The reference BM25 (evaluation/bm25_reference) of every chunk, statistics over all of them."""
+    rows = await conn.fetch("SELECT id, search_text FROM chunks")
+    counts = await token_counts(conn, [r["search_text"] for r in rows])
+    index = Bm25Index({r["id"]: c for r, c in zip(rows, counts, strict=True)})
+    return index.scores(await lexemes(conn, query), index.stats(), k1, b)
 
 
 async def assert_matches_reference(conn: asyncpg.Connection, query: str, k1: float, b: float) -> int:

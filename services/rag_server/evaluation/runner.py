@@ -16,13 +16,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
 
 from rag_server.config import Settings
 from rag_server.evaluation import report
-from rag_server.evaluation.beir import BeirDataset, corpus_fingerprint, load_beir
+from rag_server.evaluation.beir import BeirDataset, BeirDocument, corpus_fingerprint, load_beir
 from rag_server.evaluation.metrics import evaluate, fold_to_documents, latency_summary
 from rag_server.evaluation.progress import progress_bar
 from rag_server.infra import admin
@@ -30,6 +30,9 @@ from rag_server.infra.database import owner_connection, resolve_database_url, wi
 from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.retrieval.models import SearchType
 from rag_server.retrieval.service import bm25_engine
+
+if TYPE_CHECKING:
+    from rag_server.ingestion.pipeline import DirectDocument
 
 MODES: tuple[SearchType, ...] = ("bm25", "vector", "hybrid")
 INGEST_MARKER = "eval_ingest"  # app_meta key, written only after the last document is stored
@@ -133,13 +136,24 @@ async def prepare_database(
     return await admin.reuse_or_recreate(server_url, name, _ingest_complete(documents, collection), fresh)
 
 
+def beir_direct_document(doc: BeirDocument) -> DirectDocument:
+    """A BEIR document as the eval stores it: one .txt file of title + text, the BEIR id in metadata."""
+    from rag_server.ingestion.pipeline import DirectDocument
+
+    return DirectDocument(
+        filename=f"{doc.doc_id}.txt",
+        content=f"{doc.title}\n\n{doc.text}".encode(),
+        metadata={"beir_id": doc.doc_id, "title": doc.title},
+    )
+
+
 async def ingest_corpus(
     runtime: Runtime, dataset: BeirDataset, quiet: bool, collection: str = "default"
 ) -> None:
     from rag_server.collections.models import CreateCollection
     from rag_server.collections.store import create_collection, get_collection
     from rag_server.errors import NotFoundError
-    from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+    from rag_server.ingestion.pipeline import ingest_documents_direct
 
     try:
         target = await get_collection(runtime.pool, collection)
@@ -150,14 +164,7 @@ async def ingest_corpus(
     stored_ids: list[str] = []
     with progress_bar("ingesting documents", len(docs), quiet) as bar:
         for start in range(0, len(docs), INGEST_BATCH):
-            batch = [
-                DirectDocument(
-                    filename=f"{doc.doc_id}.txt",
-                    content=f"{doc.title}\n\n{doc.text}".encode(),
-                    metadata={"beir_id": doc.doc_id, "title": doc.title},
-                )
-                for doc in docs[start : start + INGEST_BATCH]
-            ]
+            batch = [beir_direct_document(doc) for doc in docs[start : start + INGEST_BATCH]]
             base = bar.n
 
             def advance(done_in_batch: int, base: int = base) -> None:

@@ -1,0 +1,116 @@
+"""Reference Okapi BM25 in Python over PostgreSQL's own tokens: what the native engine computes.
+
+`tests/integration/test_bm25_native.py` holds the native engine to these scores (1e-6); the BM25
+statistics study (`bm25_stats_study`) scores with them under statistics from different sets of chunks.
+Formula and parameters: docs/decisions/0003-native-bm25.md. Tokens come from `ts_debug` (the parser and
+the `english` dictionaries, token by token), counted here: independent of the engine's to_tsvector
+positions, which the comparison therefore checks too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+# One row per lexeme a token yields (a hyphenated word yields its parts too); stopwords yield none.
+_LEXEMES_SQL = """
+    SELECT t.i, d.lexemes
+    FROM unnest($1::text[]) WITH ORDINALITY AS t (text, i),
+         LATERAL ts_debug('english', t.text) AS d
+    WHERE d.lexemes IS NOT NULL
+"""
+# Texts per round trip: large enough to amortise it, small enough to bound a statement's memory.
+_TOKENIZE_BATCH = 500
+
+
+async def lexemes(conn: asyncpg.Connection, text: str) -> list[str]:
+    """Every lexeme the english configuration emits for `text`, with repeats."""
+    return list((await token_counts(conn, [text]))[0].elements())
+
+
+async def token_counts(conn: asyncpg.Connection, texts: Sequence[str]) -> list[Counter[str]]:
+    """Lexeme -> number of occurrences (tf), one Counter per text, in input order."""
+    counts: list[Counter[str]] = [Counter() for _ in texts]
+    for start in range(0, len(texts), _TOKENIZE_BATCH):
+        rows = await conn.fetch(_LEXEMES_SQL, list(texts[start : start + _TOKENIZE_BATCH]))
+        for row in rows:
+            counts[start + row["i"] - 1].update(row["lexemes"])
+    return counts
+
+
+@dataclass(frozen=True)
+class Bm25Stats:
+    """N (chunks), the sum of their lengths and each lexeme's document frequency: what idf and the
+    length normalisation read. Which chunks they are counted over is the question of
+    docs/decisions/0009-bm25-statistics.md."""
+
+    n_docs: int
+    total_len: int
+    df: Mapping[str, int]
+
+    @classmethod
+    def of(cls, docs: Iterable[Counter[str]]) -> Bm25Stats:
+        n_docs, total_len = 0, 0
+        df: Counter[str] = Counter()
+        for counts in docs:
+            n_docs += 1
+            total_len += sum(counts.values())
+            df.update(counts.keys())
+        return cls(n_docs, total_len, df)
+
+    @property
+    def avgdl(self) -> float:
+        return self.total_len / self.n_docs if self.n_docs else 0.0
+
+    def idf(self, term: str) -> float:
+        df = self.df.get(term, 0)
+        return math.log(1 + (self.n_docs - df + 0.5) / (df + 0.5))
+
+
+class Bm25Index:
+    """Chunks' token counts with an inverted index, so a query touches only the chunks holding its terms."""
+
+    def __init__(self, docs: Mapping[int, Counter[str]]) -> None:
+        self.docs = docs
+        self.lengths = {chunk_id: sum(counts.values()) for chunk_id, counts in docs.items()}
+        self.postings: dict[str, list[int]] = {}
+        for chunk_id, counts in docs.items():
+            for term in counts:
+                self.postings.setdefault(term, []).append(chunk_id)
+
+    def stats(self, chunk_ids: Iterable[int] | None = None) -> Bm25Stats:
+        """Statistics over `chunk_ids` (None: every chunk of the index)."""
+        ids = self.docs.keys() if chunk_ids is None else chunk_ids
+        return Bm25Stats.of(self.docs[i] for i in ids)
+
+    def scores(
+        self,
+        terms: Iterable[str],
+        stats: Bm25Stats,
+        k1: float = 1.2,
+        b: float = 0.75,
+        allowed: Collection[int] | None = None,
+    ) -> dict[int, float]:
+        """BM25 of every chunk (in `allowed`, None: all) that holds one of the distinct `terms`."""
+        avgdl = stats.avgdl
+        scores: dict[int, float] = {}
+        for term in set(terms):
+            if stats.df.get(term, 0) == 0:
+                continue  # the engine finds no such term in its statistics and skips it
+            idf = stats.idf(term)
+            for chunk_id in self.postings.get(term, ()):
+                if allowed is not None and chunk_id not in allowed:
+                    continue
+                tf = self.docs[chunk_id][term]
+                norm = tf + k1 * (1 - b + b * self.lengths[chunk_id] / avgdl)
+                scores[chunk_id] = scores.get(chunk_id, 0.0) + idf * tf * (k1 + 1) / norm
+        return scores
+
+
+def ranked(scores: Mapping[int, float], k: int) -> list[int]:
+    """The k best chunk ids: score descending, chunk id ascending on ties (the engine's order)."""
+    return sorted(scores, key=lambda chunk_id: (-scores[chunk_id], chunk_id))[:k]
