@@ -10,6 +10,8 @@ from uuid import UUID
 import pytest
 from llama_index.core.schema import TextNode
 
+from rag_server.collections.models import CreateCollection
+from rag_server.collections.store import create_collection
 from rag_server.infra.database import owner_connection
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
@@ -141,6 +143,7 @@ async def test_vector_leg_sets_ef_search_per_query(runtime: Runtime, corpus: dic
     embedding = await embed_query(runtime, "zebrafish")
     # Outside a transaction (the scoped pool's would keep a SET LOCAL until it ends): the owner's.
     async with owner_connection(runtime.database_url) as conn:
+        await conn.execute("SELECT '[1]'::vector <=> '[1]'::vector")  # loads pgvector's settings
         server_default = await conn.fetchval("SHOW hnsw.ef_search")
         settings: list[list[object]] = []
         conn.add_query_logger(lambda q: settings.append(list(q.args)) if "set_config" in q.query else None)
@@ -150,3 +153,19 @@ async def test_vector_leg_sets_ef_search_per_query(runtime: Runtime, corpus: dic
         # Transaction-local: the connection goes back to the pool with the server default.
         assert await conn.fetchval("SHOW hnsw.ef_search") == server_default
     assert settings == [["321"], ["50"], ["1000"]]  # capped at pgvector's maximum
+
+
+async def test_retrievers_search_the_collections_they_name(runtime: Runtime, corpus: dict[str, UUID]) -> None:
+    other = await create_collection(runtime.pool, CreateCollection(name="fish-only"))
+    (fish_doc,) = await ingest_documents_direct(
+        runtime,
+        [DirectDocument("fin.txt", f"Fin regrowth. {ZEBRAFISH}".encode(), {})],
+        collection_id=other.id,
+    )
+    for retriever_type in (VectorRetriever, BM25Retriever, HybridRetriever):
+        scoped = await retriever_type(runtime, top_k=5, collections=["fish-only"]).aretrieve(
+            "zebrafish heart"
+        )
+        assert {n.node.metadata["document_id"] for n in scoped} == {str(fish_doc)}, retriever_type
+        default = await retriever_type(runtime, top_k=5).aretrieve("zebrafish heart")
+        assert str(fish_doc) not in {n.node.metadata["document_id"] for n in default}, retriever_type

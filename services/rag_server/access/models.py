@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from rag_server.collections.models import CollectionRef
 from rag_server.infra.database import DbScope
@@ -33,6 +33,13 @@ class CreateKey(BaseModel):
     role: Role
     # None: every collection (admin keys always). Names or ids.
     collections: list[CollectionRef] | None = Field(default=None, min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _admins_reach_everything(self) -> CreateKey:
+        # An admin limited to some collections could create an unlimited key.
+        if self.role == "admin" and self.collections is not None:
+            raise ValueError("an admin key reaches every collection: give no collections")
+        return self
 
 
 class ApiKey(BaseModel):

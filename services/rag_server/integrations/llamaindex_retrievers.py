@@ -8,6 +8,7 @@ to that loop instead of starting a new one.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.retrievers import BaseRetriever
@@ -48,14 +49,17 @@ class _ChunkRetriever(BaseRetriever):
         filters: SearchFilters | None = None,
         fusion: FusionMethod | None = None,
         ef_search: int | None = None,
+        collections: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
+        """`collections`: names or ids to search (None: `default`), as in POST /search."""
         super().__init__(**kwargs)
         self.runtime = runtime
         self.top_k = top_k
         self.filters = filters
         self.fusion = fusion
         self.ef_search = ef_search
+        self.collections = None if collections is None else list(collections)
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -69,6 +73,7 @@ class _ChunkRetriever(BaseRetriever):
             filters=self.filters,
             fusion=self.fusion,
             ef_search=self.ef_search,
+            collections=self.collections,
         )
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

@@ -15,7 +15,7 @@ router = APIRouter(tags=["keys"], dependencies=[require("admin")], responses=err
 
 
 @router.post(
-    "/keys", status_code=201, response_model=CreatedKey, responses=error_responses(400, 404, 409, 422, 503)
+    "/keys", status_code=201, response_model=CreatedKey, responses=error_responses(400, 404, 409, 503)
 )
 async def create_key(body: CreateKey, pool: PoolDep) -> CreatedKey:
     """A new key; `key` in the response is the only time it is shown (only its hash is stored). An
