@@ -18,8 +18,9 @@ from rag_server.access.models import CreateKey
 from rag_server.collections import store
 from rag_server.collections.models import CreateCollection
 from rag_server.config import Settings
-from rag_server.infra.database import DbScope, as_user, owner_connection
+from rag_server.infra.database import as_user, owner_connection
 from rag_server.infra.runtime import Runtime
+from rag_server.infra.scoped_pool import DbScope
 from rag_server.ingestion.batches import create_upload_batch
 from rag_server.ingestion.pipeline import DirectDocument, incoming_file, ingest_documents_direct
 from tests.conftest import create_database

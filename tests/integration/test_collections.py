@@ -331,7 +331,7 @@ async def test_the_scoped_hnsw_scan_keeps_going_until_the_collection_fills_top_k
     small = scoped["small"]
     async with owner_connection(runtime.database_url) as conn:  # the owner may drop an index
         statements: list[str] = []
-        conn.add_query_logger(lambda q: statements.append(q.query))
+        conn.add_query_logger(lambda q: statements.append(f"{q.query} {q.args}"))
         tr = conn.transaction()
         await tr.start()
         try:

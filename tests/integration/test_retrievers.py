@@ -18,7 +18,7 @@ from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direc
 from rag_server.integrations.llamaindex_retrievers import BM25Retriever, HybridRetriever, VectorRetriever
 from rag_server.retrieval.models import SearchFilters, SearchRequest
 from rag_server.retrieval.service import bm25_search, embed_query, search, vector_search
-from rag_server.retrieval.vector import vector_leg
+from rag_server.retrieval.vector import vector_leg, vector_settings
 
 ZEBRAFISH = (
     "Zebrafish regenerate cardiac muscle after injury. Cardiomyocytes near the wound dedifferentiate "
@@ -152,7 +152,12 @@ async def test_vector_leg_sets_ef_search_per_query(runtime: Runtime, corpus: dic
         await vector_leg(conn, embedding, 5, SearchFilters(metadata={"topic": "fish"}), ef_search=5000)
         # Transaction-local: the connection goes back to the pool with the server default.
         assert await conn.fetchval("SHOW hnsw.ef_search") == server_default
-    assert settings == [["321"], ["50"], ["1000"]]  # capped at pgvector's maximum
+    # capped at pgvector's maximum; a filter adds the iterative scan
+    assert settings == [
+        ["hnsw.ef_search", "321"],
+        ["hnsw.ef_search", "50"],
+        ["hnsw.ef_search", "1000", "hnsw.iterative_scan", "relaxed_order"],
+    ]
 
 
 async def test_retrievers_search_the_collections_they_name(runtime: Runtime, corpus: dict[str, UUID]) -> None:
@@ -169,3 +174,10 @@ async def test_retrievers_search_the_collections_they_name(runtime: Runtime, cor
         assert {n.node.metadata["document_id"] for n in scoped} == {str(fish_doc)}, retriever_type
         default = await retriever_type(runtime, top_k=5).aretrieve("zebrafish heart")
         assert str(fish_doc) not in {n.node.metadata["document_id"] for n in default}, retriever_type
+
+
+async def test_the_scoped_pool_sets_pgvector_settings_with_the_scope(runtime: Runtime) -> None:
+    async with runtime.pool.acquire(settings=vector_settings(5, 321, filtered=True)) as conn:
+        assert await conn.fetchval("SELECT current_setting('hnsw.ef_search')") == "321"
+        assert await conn.fetchval("SELECT current_setting('hnsw.iterative_scan')") == "relaxed_order"
+        assert await conn.fetchval("SELECT current_setting('rag.collections')") == "*"  # the system scope

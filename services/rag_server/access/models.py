@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, model_validator
 
 from rag_server.collections.models import CollectionRef
-from rag_server.infra.database import DbScope
+from rag_server.infra.scoped_pool import DbScope
 
 Role = Literal["reader", "editor", "admin"]
 # reader: search, chat, read and download; editor: + upload, delete, metadata; admin: + collections, keys.

@@ -15,9 +15,9 @@ from rag_server.api.errors import install_error_handlers
 from rag_server.api.routes import chat, collections, documents, health, keys, search, tasks, upload
 from rag_server.chat.service import ChatService
 from rag_server.config import Settings, get_settings
-from rag_server.infra.database import SYSTEM_SCOPE, bind_scope, reset_scope
 from rag_server.infra.embeddings import Embedder
 from rag_server.infra.runtime import open_runtime
+from rag_server.infra.scoped_pool import SYSTEM_SCOPE, bind_scope, reset_scope
 
 
 def create_app(

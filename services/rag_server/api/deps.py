@@ -1,5 +1,5 @@
 """FastAPI dependencies: a route asks for the narrowest thing it uses (settings, pool, queue, chat) and
-for the role it needs (`Reader`, `Editor`, `Admin`): authenticating binds the key's database scope."""
+for the role it needs (`require("editor")`): authenticating binds the key's database scope."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from rag_server.access.models import Principal, Role
 from rag_server.chat.service import ChatService
 from rag_server.config import Settings
 from rag_server.errors import ForbiddenError
-from rag_server.infra.database import ScopedPool, bind_scope
 from rag_server.infra.queue import IngestQueue
 from rag_server.infra.runtime import Runtime
+from rag_server.infra.scoped_pool import ScopedPool, bind_scope
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -61,7 +61,6 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 
 
 async def authenticate(
-    request: Request,
     runtime: RuntimeDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header_key: Annotated[str | None, Depends(_api_key_header)],
@@ -71,7 +70,6 @@ async def authenticate(
     open_allowed = is_loopback(runtime.settings.host)
     principal = await keys.authenticate(runtime.pool, presented, open_allowed=open_allowed)
     bind_scope(principal.scope)  # api/app.py's ScopeMiddleware unbinds it when the request ends
-    request.state.principal = principal
     return principal
 
 
@@ -84,6 +82,5 @@ def require(role: Role) -> Any:
     return Depends(check)
 
 
+# For routes that use the principal itself; the others state their role with `require(...)`.
 Reader = Annotated[Principal, require("reader")]
-Editor = Annotated[Principal, require("editor")]
-Admin = Annotated[Principal, require("admin")]

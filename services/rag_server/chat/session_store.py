@@ -12,7 +12,7 @@ from uuid import UUID
 
 from rag_server.chat import sessions
 from rag_server.chat.models import ChatMessageOut, ChatSession
-from rag_server.infra.database import ScopedPool
+from rag_server.infra.scoped_pool import ScopedPool
 from rag_server.retrieval.models import SearchType
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from rag_server.chat.models import ChatMessageOut, ChatSession, Role, Source, session_not_found
-from rag_server.infra.database import request_scope
+from rag_server.infra.scoped_pool import request_scope
 from rag_server.retrieval.models import SearchType
 
 

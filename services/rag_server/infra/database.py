@@ -6,16 +6,14 @@ import errno
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from contextvars import ContextVar, Token
-from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
-from uuid import UUID
+from typing import Any, TypeAlias
 
 import asyncpg
 from pgvector.asyncpg import register_vector
 
 from rag_server.config import Settings
 from rag_server.infra.embedded_postgres import ensure_embedded_postgres
+from rag_server.infra.scoped_pool import ScopedPool
 
 
 def resolve_database_url(settings: Settings) -> str:
@@ -90,103 +88,6 @@ async def create_pool(url: str, min_size: int = 2, max_size: int = 10, **kwargs:
     )
     assert pool is not None
     return pool
-
-
-@dataclass(frozen=True)
-class DbScope:
-    """What row-level security lets a transaction see and do (the policies of migration 0004 read it).
-
-    `collections` None: every collection. `role`: reader/editor/admin (an API key's) or system (the
-    worker, the CLI, open mode). `key_id`: the API key; chat sessions it creates are its own.
-    """
-
-    collections: tuple[UUID, ...] | None
-    role: str
-    key_id: UUID | None = None
-
-    def settings(self) -> tuple[str, str, str]:
-        ids = "*" if self.collections is None else "{" + ",".join(map(str, self.collections)) + "}"
-        return ids, self.role, "" if self.key_id is None else str(self.key_id)
-
-
-Isolation: TypeAlias = Literal["read_committed", "repeatable_read", "serializable"]
-
-SYSTEM_SCOPE = DbScope(collections=None, role="system")
-
-# The scope of the request being served (api/deps.py binds it after authenticating the key). A
-# ContextVar so that tasks a request spawns (legs run concurrently, shielded writes) inherit it.
-_request_scope: ContextVar[DbScope | None] = ContextVar("rag_request_scope", default=None)
-
-
-def bind_scope(scope: DbScope | None) -> Token[DbScope | None]:
-    return _request_scope.set(scope)
-
-
-def request_scope() -> DbScope | None:
-    """The scope bound by the request being served (None outside a request)."""
-    return _request_scope.get()
-
-
-def reset_scope(token: Token[DbScope | None]) -> None:
-    _request_scope.reset(token)
-
-
-class ScopedPool:
-    """The runtime's pool. Every connection it hands out is inside a transaction whose row-level
-    security settings are the current request's scope (`set_config(..., true)`: they end with the
-    transaction, so a pooled connection never carries one request's scope into the next).
-
-    Outside a request the pool's `default` applies: SYSTEM_SCOPE for the worker and the CLI, None for
-    the API server, where a query that runs before authentication (or without it) sees no row.
-    """
-
-    def __init__(self, pool: asyncpg.Pool, default: DbScope | None) -> None:
-        self.raw = pool
-        self.default = default
-
-    @property
-    def scope(self) -> DbScope | None:
-        return _request_scope.get() or self.default
-
-    @asynccontextmanager
-    async def acquire(
-        self, *, isolation: Isolation | None = None, readonly: bool = False
-    ) -> AsyncIterator[asyncpg.Connection]:
-        """A connection in a scoped transaction (`isolation`, `readonly`: its options). Without a
-        scope: no transaction, and the policies show nothing."""
-        scope = self.scope
-        async with self.raw.acquire() as conn:
-            if scope is None:
-                yield conn
-                return
-            async with conn.transaction(isolation=isolation, readonly=readonly):
-                await conn.execute(_SET_SCOPE, *scope.settings())
-                yield conn
-
-    async def execute(self, query: str, *args: Any) -> str:
-        async with self.acquire() as conn:
-            return str(await conn.execute(query, *args))
-
-    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        async with self.acquire() as conn:
-            return list(await conn.fetch(query, *args))
-
-    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
-        async with self.acquire() as conn:
-            return await conn.fetchrow(query, *args)
-
-    async def fetchval(self, query: str, *args: Any) -> Any:
-        async with self.acquire() as conn:
-            return await conn.fetchval(query, *args)
-
-    async def close(self) -> None:
-        await self.raw.close()
-
-
-_SET_SCOPE = """
-SELECT set_config('rag.collections', $1, true), set_config('rag.role', $2, true),
-       set_config('rag.key_id', $3, true)
-"""
 
 
 @asynccontextmanager

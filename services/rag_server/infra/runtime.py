@@ -17,18 +17,12 @@ from llama_index.core.llms import LLM
 from rag_server.config import Settings
 from rag_server.errors import ConflictError, InvalidInputError, NotFoundError
 from rag_server.infra.capabilities import Bm25Engine, check_embedding_settings
-from rag_server.infra.database import (
-    SYSTEM_SCOPE,
-    DbScope,
-    ScopedPool,
-    create_pool,
-    resolve_database_url,
-    runtime_url,
-)
+from rag_server.infra.database import create_pool, resolve_database_url, runtime_url
 from rag_server.infra.embeddings import Embedder, LazyEmbedder
 from rag_server.infra.llm import configured_llm
 from rag_server.infra.migrations import upgrade_to_head
 from rag_server.infra.queue import IngestQueue
+from rag_server.infra.scoped_pool import SYSTEM_SCOPE, DbScope, ScopedPool
 
 logger = logging.getLogger(__name__)
 

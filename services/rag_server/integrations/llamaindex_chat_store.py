@@ -23,7 +23,8 @@ from llama_index.core.storage.chat_store.base import BaseChatStore
 from pydantic import PrivateAttr
 
 from rag_server.chat import sessions
-from rag_server.infra.database import ScopedPool, transaction
+from rag_server.infra.database import transaction
+from rag_server.infra.scoped_pool import ScopedPool
 
 T = TypeVar("T")
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from rag_server.collections.store import resolve_ids
 from rag_server.infra.capabilities import Bm25Engine
-from rag_server.infra.database import Isolation
 from rag_server.infra.runtime import Runtime
+from rag_server.infra.scoped_pool import Isolation
 from rag_server.retrieval.bm25 import bm25_leg, read_engine
 from rag_server.retrieval.fusion import FusedHit, convex, rrf
 from rag_server.retrieval.legs import LegHit, clean_query
@@ -34,7 +34,7 @@ from rag_server.retrieval.models import (
     SearchResponse,
 )
 from rag_server.retrieval.store import ChunkRow, fetch_chunks
-from rag_server.retrieval.vector import vector_leg
+from rag_server.retrieval.vector import vector_leg, vector_settings, vector_sql
 
 T = TypeVar("T")
 
@@ -89,8 +89,10 @@ async def vector_search_embedding(
 ) -> list[LegHit]:
     """Vector leg alone for an already embedded query."""
     ef = ef_search or runtime.settings.hnsw_ef_search
-    async with runtime.pool.acquire() as conn:
-        return await vector_leg(conn, embedding, top_k, filters, ef, collections)
+    filtered = bool(vector_sql(filters, collections)[1])
+    # The pgvector settings go with the scope's, in one round trip.
+    async with runtime.pool.acquire(settings=vector_settings(top_k, ef, filtered)) as conn:
+        return await vector_leg(conn, embedding, top_k, filters, ef, collections, settings_applied=True)
 
 
 async def vector_search(

@@ -8,6 +8,7 @@ from uuid import UUID
 import asyncpg
 import numpy as np
 
+from rag_server.infra.scoped_pool import set_local
 from rag_server.retrieval.filters import build_filters
 from rag_server.retrieval.legs import LegHit
 from rag_server.retrieval.models import SearchFilters
@@ -32,6 +33,17 @@ def vector_sql(
     return sql, fsql.params
 
 
+def vector_settings(top_k: int, ef_search: int, filtered: bool) -> dict[str, str]:
+    """The transaction-local pgvector settings of one query."""
+    # HNSW returns at most ef_search rows per scan, so it must be at least top_k (and at most 1000).
+    settings = {"hnsw.ef_search": str(min(max(int(ef_search), int(top_k)), 1000))}
+    if filtered:
+        # pgvector 0.8: keep scanning the graph until enough rows pass the filter (a small collection
+        # inside a large one would otherwise get a short list: ef_search rows, most filtered away).
+        settings["hnsw.iterative_scan"] = "relaxed_order"
+    return settings
+
+
 async def vector_leg(
     conn: asyncpg.Connection,
     embedding: np.ndarray,
@@ -39,20 +51,19 @@ async def vector_leg(
     filters: SearchFilters | None = None,
     ef_search: int = 100,
     collections: Sequence[UUID] | None = None,
+    *,
+    settings_applied: bool = False,
 ) -> list[LegHit]:
     """The `top_k` nearest chunks to a unit-normalised `embedding`; score = 1 - cosine distance.
-    `collections`: only chunks of these collections (None: all)."""
+    `collections`: only chunks of these collections (None: all). `settings_applied`: the caller's
+    transaction already carries `vector_settings(...)` (the scoped pool sets them with its scope)."""
     sql, params = vector_sql(filters, collections)
-    # HNSW returns at most ef_search rows per scan, so it must be at least top_k.
-    ef = max(int(ef_search), int(top_k))
-    settings_sql = "SELECT set_config('hnsw.ef_search', $1, true)"
-    if params:
-        # pgvector 0.8: keep scanning the graph until enough rows pass the filter (a small collection
-        # inside a large one would otherwise get a short list: ef_search rows, most filtered away).
-        settings_sql += ", set_config('hnsw.iterative_scan', 'relaxed_order', true)"
-    async with conn.transaction():
-        await conn.execute(settings_sql, str(min(ef, 1000)))  # one round trip for both settings
+    if settings_applied:
         rows = await conn.fetch(sql, np.asarray(embedding, dtype=np.float32), top_k, *params)
+    else:
+        async with conn.transaction():
+            await set_local(conn, list(vector_settings(top_k, ef_search, bool(params)).items()))
+            rows = await conn.fetch(sql, np.asarray(embedding, dtype=np.float32), top_k, *params)
     hits = [LegHit(int(r["chunk_id"]), float(r["score"])) for r in rows]
     # relaxed_order may return rows slightly out of order; equal distances tie-break on id.
     hits.sort(key=lambda h: (-h.score, h.chunk_id))
