@@ -59,3 +59,20 @@ def test_init_sql_creates_required_extensions() -> None:
 def test_dockerfile_pins_cpu_torch() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "torch==2.13.0" in dockerfile and "whl/cpu" in dockerfile
+
+
+def test_the_exposed_server_gets_an_admin_key_and_the_runtime_role_a_password() -> None:
+    """The server listens on 0.0.0.0 in its container, so it refuses to start without an API key: the
+    admin key comes from a secret file (or RAG_BOOTSTRAP_ADMIN_KEY), which `just docker-up` creates."""
+    compose = load_compose()
+    secret_file = compose["secrets"]["rag_admin_key"]["file"]
+    server = compose["services"]["rag-server"]
+    assert server["environment"]["RAG_BOOTSTRAP_ADMIN_KEY_FILE"] == "/run/secrets/rag_admin_key"
+    assert server["secrets"] == ["rag_admin_key"]
+    assert "secrets" not in compose["services"]["pgmq-worker"]  # the worker needs no key
+    for name in ("rag-server", "pgmq-worker"):  # TCP logins to ParadeDB are password-checked
+        assert compose["services"][name]["environment"]["RAG_RUNTIME_DB_PASSWORD"]
+    assert "0.0.0.0" in compose["services"]["rag-server"]["command"]
+    justfile = (ROOT / "justfile").read_text()
+    assert secret_file.removeprefix("./") in justfile and "openssl rand -hex 32" in justfile
+    assert "secrets/" in (ROOT / ".gitignore").read_text().splitlines()
