@@ -47,17 +47,13 @@ async def prepare_access(conn: Executor, settings: Settings) -> AccessMode:
     API beyond this machine. `conn` needs an admin scope (the bootstrap key is written)."""
     key = settings.bootstrap_key()
     if key and await ensure_bootstrap_key(conn, key):
-        logger.info(
-            "installed the bootstrap admin key (RAG_BOOTSTRAP_ADMIN_KEY%s)",
-            "_FILE" if settings.bootstrap_admin_key is None else "",
-        )
+        logger.info("installed the bootstrap admin key (RAG_BOOTSTRAP_ADMIN_KEY or its _FILE)")
     mode = await access_mode(conn, settings)
     if mode == "locked":
         raise ExposureRefusedError(
             f"refusing to serve on {settings.host}: no API key exists, so anyone who can reach this "
-            f"address could read and change everything. {HOW_TO_CREATE[0].upper()}{HOW_TO_CREATE[1:]} "
-            "(then send it as `Authorization: Bearer <key>`), set RAG_BOOTSTRAP_ADMIN_KEY, "
-            "or listen on 127.0.0.1."
+            f"address could read and change everything. To go on: {HOW_TO_CREATE} (then send it as "
+            "`Authorization: Bearer <key>`), set RAG_BOOTSTRAP_ADMIN_KEY, or listen on 127.0.0.1."
         )
     if mode == "open":
         logger.warning(
