@@ -336,3 +336,23 @@ async def test_a_key_whose_collections_are_all_deleted_sees_nothing(
     listed = (await app_client.get("/collections", headers=key)).json()
     assert listed["items"] == [] and listed["total"] == 0
     assert (await app_client.get("/documents?collection=alpha", headers=key)).status_code == 404
+
+
+async def test_a_streamed_answer_is_written_under_the_keys_scope(
+    app_client: httpx.AsyncClient, world: World
+) -> None:
+    """The stream runs after the route returned: its retrieval and its final write still carry the
+    key's scope (a write without it would be refused by the policies)."""
+    alpha_reader = bearer(world.keys["alpha-reader"])
+    body = {"query": "zebrafish heart", "collections": ["alpha"]}
+    async with app_client.stream("POST", "/query/stream", json=body, headers=alpha_reader) as r:
+        assert r.status_code == 200
+        text = "".join([chunk async for chunk in r.aiter_text()])
+    assert "event: done" in text and "event: error" not in text
+    assert world.ids["alpha_doc"] in text and world.ids["beta_doc"] not in text
+    sessions = (await app_client.get("/chat/sessions", headers=alpha_reader)).json()["sessions"]
+    [session] = [s for s in sessions if s["message_count"] == 2]
+    history = await app_client.get(f"/chat/history/{session['id']}", headers=alpha_reader)
+    assert [m["role"] for m in history.json()["messages"]] == ["user", "assistant"]
+    other = bearer(world.keys["beta-reader"])
+    assert (await app_client.get(f"/chat/history/{session['id']}", headers=other)).status_code == 404
