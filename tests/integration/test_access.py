@@ -356,3 +356,17 @@ async def test_a_streamed_answer_is_written_under_the_keys_scope(
     assert [m["role"] for m in history.json()["messages"]] == ["user", "assistant"]
     other = bearer(world.keys["beta-reader"])
     assert (await app_client.get(f"/chat/history/{session['id']}", headers=other)).status_code == 404
+
+
+async def test_an_editor_uploads_and_deletes_within_its_collections(
+    app_client: httpx.AsyncClient, world: World
+) -> None:
+    editor = bearer(world.keys["alpha-editor"])
+    files = {"files": ("fresh.txt", b"zebrafish scales regrow", "text/plain")}
+    r = await app_client.post("/upload", files=files, data={"collection": "alpha"}, headers=editor)
+    assert r.status_code == 202, r.text
+    status = await app_client.get(f"/tasks/{r.json()['batch_id']}/status", headers=editor)
+    assert status.status_code == 200
+    document_id = r.json()["tasks"][0]["document_id"]
+    assert (await app_client.delete(f"/documents/{document_id}", headers=editor)).status_code == 204
+    assert (await app_client.get(f"/documents/{document_id}", headers=editor)).status_code == 404

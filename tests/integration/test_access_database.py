@@ -220,3 +220,25 @@ def test_serve_on_all_interfaces_refuses_without_a_key_and_starts_with_the_boots
     finally:
         child.stop()
     assert bootstrap not in child.log_tail(10_000)
+
+
+async def test_the_cli_says_in_one_sentence_when_the_server_wants_a_key_or_is_not_there(
+    settings: Settings, two_collections: dict[str, Any], live_app_url: str, tmp_path: Path
+) -> None:
+    env = settings_env(settings)
+    paper = tmp_path / "paper.txt"
+    paper.write_text("Zebrafish hearts regenerate.")
+    refused = await asyncio.to_thread(_cli, env, "ingest", str(paper), "--url", live_app_url, "--no-wait")
+    assert refused.returncode == 1
+    assert "needs an API key" in refused.stderr and "RAG_API_KEY" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    key = await asyncio.to_thread(_cli, env, "keys", "create", "--name", "uploader", "--role", "editor")
+    with_key = {**env, "RAG_API_KEY": key.stdout.strip().splitlines()[-1]}
+    accepted = await asyncio.to_thread(
+        _cli, with_key, "ingest", str(paper), "--url", live_app_url, "--no-wait"
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    gone = await asyncio.to_thread(_cli, env, "search", "zebrafish", "--url", "http://127.0.0.1:9")
+    assert (
+        gone.returncode == 1 and "cannot reach the server" in gone.stderr and "Traceback" not in gone.stderr
+    )

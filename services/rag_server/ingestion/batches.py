@@ -36,8 +36,10 @@ async def create_upload_batch(
     a 'duplicate' task pointing at it and sends no message; an existing *failed* document is queued again.
     """
     async with transaction(conn) as c:
-        # KEY SHARE: a concurrent delete of the collection waits for this upload, or this one finds it gone.
-        if not await c.fetchval("SELECT true FROM collections WHERE id = $1 FOR KEY SHARE", collection_id):
+        # KEY SHARE on the collection row (migration 0004's function, as editors may not lock it
+        # themselves): a concurrent delete of the collection waits for this upload, or this one finds it
+        # gone.
+        if not await c.fetchval("SELECT rag_share_collection($1)", collection_id):
             raise NotFoundError(f"no collection {str(collection_id)!r}")
         batch_id: UUID = await c.fetchval(
             "INSERT INTO job_batches (collection_id) VALUES ($1) RETURNING id", collection_id

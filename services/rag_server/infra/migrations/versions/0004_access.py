@@ -82,6 +82,19 @@ BEGIN
     FROM api_keys k WHERE k.key_hash = p_hash AND k.revoked_at IS NULL;
 END $$;
 
+-- An upload holds its collection row (FOR KEY SHARE) so that a concurrent delete waits. Row locks need
+-- the UPDATE policy, which only admins pass on collections: an editor takes the lock through this
+-- function, which checks the same scope first.
+CREATE FUNCTION rag_share_collection(p_id uuid) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    IF NOT (rag_can_edit() AND (rag_sees_all() OR p_id = ANY (rag_collections()))) THEN
+        RETURN false;
+    END IF;
+    PERFORM 1 FROM collections WHERE id = p_id FOR KEY SHARE;
+    RETURN FOUND;
+END $$;
+
 CREATE FUNCTION rag_keys_exist() RETURNS boolean
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
     AS $$ SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL) $$;
@@ -158,6 +171,7 @@ POLICY_NAMES = {
 
 DOWNGRADE_FUNCTIONS = """
 DROP FUNCTION rag_keys_exist();
+DROP FUNCTION rag_share_collection(uuid);
 DROP FUNCTION rag_authenticate(bytea);
 ALTER TABLE chat_sessions DROP COLUMN owner_key_id;
 DROP TABLE api_key_collections;
