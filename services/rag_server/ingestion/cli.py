@@ -1,7 +1,8 @@
 """`rag-server ingest PATH...`: bulk upload through the running API, progress from the batch status.
 
-Goes through the same HTTP API as the chat UI (upload, then poll /tasks/{batch}/status), so a bulk
-load exercises exactly the path users take and the worker(s) do the processing.
+Goes through the same HTTP API as the chat UI (upload, then poll /tasks/{batch}/status), with the one
+API client (rag_server.client), so a bulk load exercises exactly the path users take and the worker(s)
+do the processing.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
-import httpx
 from tqdm import tqdm
 
+from rag_server.client import Client
 from rag_server.ingestion.documents import sha256_hex
+from rag_server.ingestion.models import BatchStatus
 from rag_server.ingestion.parsing import file_type_for
 
 # One request carries at most this many files / bytes; bigger loads become several batches.
@@ -53,10 +54,10 @@ def ingest_paths(
     max_file_bytes: int | None = None,
     timeout_s: float = 120.0,
     collection: str = "default",
-    headers: dict[str, str] | None = None,
+    api_key: str | None = None,
 ) -> int:
     """Upload every supported file under `paths` into `collection` and (by default) wait until all are
-    processed. `headers`: the API key's. Exit code: 0 when nothing failed, 1 otherwise."""
+    processed. Exit code: 0 when nothing failed, 1 otherwise; a failed request raises ClientError."""
     files, skipped = collect_files(paths)
     for p in skipped:
         print(f"skipped (unsupported or missing): {p}", file=sys.stderr)
@@ -69,7 +70,7 @@ def ingest_paths(
         print("nothing to ingest", file=sys.stderr)
         return 1 if skipped else 0
 
-    with httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers) as client:
+    with Client(base_url, api_key=api_key, timeout=timeout_s) as client:
         if skip_duplicates:
             files = _without_duplicates(client, files, collection)
             if not files:
@@ -82,30 +83,21 @@ def ingest_paths(
                 print(batch_id)
             return 0
         statuses = _wait(client, batch_ids, len(files))
-    failed = [t for s in statuses for t in s["tasks"] if t["status"] == "failed"]
+    failed = [t for s in statuses for t in s.tasks if t.status == "failed"]
     counts: dict[str, int] = {}
     for s in statuses:
-        for status, n in s["counts"].items():
+        for status, n in s.counts.items():
             counts[status] = counts.get(status, 0) + n
     print(", ".join(f"{n} {status}" for status, n in counts.items() if n), file=sys.stderr)
     for t in failed:
-        print(f"failed: {t['filename']}: {t['error']}", file=sys.stderr)
+        print(f"failed: {t.filename}: {t.error}", file=sys.stderr)
     return 1 if failed else 0
 
 
-def _without_duplicates(client: httpx.Client, files: list[Path], collection: str) -> list[Path]:
+def _without_duplicates(client: Client, files: list[Path], collection: str) -> list[Path]:
     digests = {p: sha256_hex(p.read_bytes()) for p in files}
-    response = client.post(
-        "/documents/check-duplicates",
-        json={
-            "files": [{"filename": p.name, "sha256": d} for p, d in digests.items()],
-            "collection": collection,
-        },
-    )
-    if response.status_code == 404:
-        raise SystemExit(f"error: {response.json().get('detail')}")
-    response.raise_for_status()
-    stored = {r["sha256"] for r in response.json()["results"] if r["duplicate"]}
+    checked = client.check_duplicates([(p.name, d) for p, d in digests.items()], collection)
+    stored = {r.sha256 for r in checked.results if r.duplicate}
     kept = [p for p in files if digests[p] not in stored]
     if len(kept) < len(files):
         print(f"{len(files) - len(kept)} file(s) already stored, not uploaded again", file=sys.stderr)
@@ -126,34 +118,19 @@ def _groups(files: list[Path]) -> Iterable[list[Path]]:
         yield group
 
 
-def _upload(client: httpx.Client, group: list[Path], collection: str) -> str:
-    parts = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in group]
-    response = client.post("/upload", files=parts, data={"collection": collection})
-    if response.status_code != 202:
-        detail = (
-            response.json().get("detail")
-            if response.headers.get("content-type", "").startswith("application/json")
-            else response.text
-        )
-        raise SystemExit(f"upload failed with HTTP {response.status_code}: {detail}")
-    return str(response.json()["batch_id"])
+def _upload(client: Client, group: list[Path], collection: str) -> str:
+    return str(client.upload(group, collection).batch_id)
 
 
-def _wait(
-    client: httpx.Client, batch_ids: list[str], total: int, poll_s: float = 0.5
-) -> list[dict[str, Any]]:
+def _wait(client: Client, batch_ids: list[str], total: int, poll_s: float = 0.5) -> list[BatchStatus]:
     """Poll every batch until all tasks are finished; the bar counts finished files."""
     with tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True) as bar:
         while True:
-            statuses = []
-            for batch_id in batch_ids:
-                response = client.get(f"/tasks/{batch_id}/status")
-                response.raise_for_status()
-                statuses.append(response.json())
-            finished = sum(1 for s in statuses for t in s["tasks"] if t["status"] in FINISHED)
-            chunks = sum(s["completed_chunks"] for s in statuses)
+            statuses = [client.batch_status(batch_id) for batch_id in batch_ids]
+            finished = sum(1 for s in statuses for t in s.tasks if t.status in FINISHED)
+            chunks = sum(s.completed_chunks for s in statuses)
             bar.update(finished - bar.n)
             bar.set_postfix(chunks=chunks, refresh=False)
-            if all(s["done"] for s in statuses):
+            if all(s.done for s in statuses):
                 return statuses
             time.sleep(poll_s)

@@ -45,7 +45,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         response = (
-            _via_http(args.url, request, settings.client_headers())
+            _via_http(args.url, request, settings.api_key_value())
             if args.url
             else asyncio.run(_in_process(settings, request))
         )
@@ -67,16 +67,17 @@ async def _in_process(settings: Settings, request: SearchRequest) -> SearchRespo
         return await search(rt, request)
 
 
-def _via_http(url: str, request: SearchRequest, headers: dict[str, str]) -> SearchResponse:
-    import httpx
+def _via_http(url: str, request: SearchRequest, api_key: str | None) -> SearchResponse:
+    from rag_server.client import Client, ClientError
 
-    reply = httpx.post(
-        f"{url.rstrip('/')}/search", json=request.model_dump(mode="json"), headers=headers, timeout=60
-    )
-    if reply.status_code == 404:
-        raise NotFoundError(reply.json().get("detail"))
-    reply.raise_for_status()
-    return SearchResponse.model_validate(reply.json())
+    body = request.model_dump(mode="json", exclude={"query"}, exclude_none=True)
+    with Client(url, api_key=api_key) as client:
+        try:
+            return client.search(request.query, **body)
+        except ClientError as exc:
+            if exc.status == 404:
+                raise NotFoundError(str(exc)) from None
+            raise
 
 
 def format_table(response: SearchResponse) -> str:

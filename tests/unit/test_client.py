@@ -1,0 +1,74 @@
+"""The client's retry and error policy, against a transport that answers as a server would (the real
+server is exercised in tests/integration/test_client.py)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from rag_server.client import AsyncClient, Client, ClientError
+
+HEALTH = {"status": "ok"}
+
+
+def flaky(statuses: list[int], seen: list[httpx.Request]) -> httpx.MockTransport:
+    """Answers each request with the next status (503s first), then 200."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        status = statuses.pop(0) if statuses else 200
+        body = HEALTH if status == 200 else {"detail": "the database is unavailable, retry shortly"}
+        return httpx.Response(status, json=body, headers={"Retry-After": "0"} if status == 429 else {})
+
+    return httpx.MockTransport(answer)
+
+
+def test_503_and_429_are_retried_then_succeed() -> None:
+    seen: list[httpx.Request] = []
+    with Client("http://rag", transport=flaky([503, 429], seen), backoff_s=0) as client:
+        assert client.health() == HEALTH
+    assert len(seen) == 3
+
+
+def test_retries_run_out_into_one_sentence() -> None:
+    seen: list[httpx.Request] = []
+    client = Client("http://rag", transport=flaky([503] * 10, seen), retries=2, backoff_s=0)
+    with client, pytest.raises(ClientError, match="answered 503 to GET /health: the database") as err:
+        client.health()
+    assert err.value.status == 503 and len(seen) == 3
+
+
+def test_a_refused_key_says_how_to_send_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAG_API_KEY", "rag_from_env")
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(401, json={"detail": "the API key is not valid"})
+
+    client = Client("http://rag", transport=httpx.MockTransport(answer))
+    with client, pytest.raises(ClientError, match=r"needs an API key .*RAG_API_KEY"):
+        client.search("x")
+    assert seen[0].headers["authorization"] == "Bearer rag_from_env"
+    assert len(seen) == 1  # a 401 is not retried
+
+
+def test_an_unreachable_server_is_one_sentence() -> None:
+    client = Client("http://127.0.0.1:9", retries=1, backoff_s=0)
+    with client, pytest.raises(ClientError, match=r"cannot reach the server at http://127.0.0.1:9 .*just up"):
+        client.health()
+
+
+async def test_the_async_client_retries_the_same_way() -> None:
+    seen: list[httpx.Request] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        status = 503 if len(seen) == 1 else 200
+        return httpx.Response(status, json=HEALTH if status == 200 else {"detail": "busy"})
+
+    async with AsyncClient(
+        "http://rag", api_key="rag_k", transport=httpx.MockTransport(answer), backoff_s=0
+    ) as c:
+        assert await c.health() == HEALTH
+    assert len(seen) == 2 and seen[1].headers["authorization"] == "Bearer rag_k"
