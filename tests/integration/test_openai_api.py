@@ -248,3 +248,15 @@ async def test_streamed_tokens_come_from_the_llm_with_the_callers_options(
     assert (answer["temperature"], answer["max_tokens"], answer["stop"]) == (0.5, 64, ["\n\n"])
     assert [m["role"] for m in answer["messages"]] == ["system", "user", "assistant", "user"]
     assert await runtime.pool.fetchval("SELECT count(*) FROM chat_sessions") == sessions_before
+
+
+async def test_a_body_that_is_not_json_is_an_openai_400_only_under_v1(
+    app_client: httpx.AsyncClient, world: World
+) -> None:
+    headers = {"Authorization": f"Bearer {world.alpha_reader}", "Content-Type": "application/json"}
+    r = await app_client.post("/v1/chat/completions", content=b"{not json", headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = await app_client.post("/query", content=b"{not json", headers=headers)
+    assert r.status_code == 422 and set(r.json()) == {"detail"}
+    missing = await app_client.post("/v1/chat/completions", json={"messages": []}, headers=headers)
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "model"

@@ -10,9 +10,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_server.errors import (
@@ -99,6 +102,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if _is_openai(request.url.path):
             return AsciiJSONResponse(status_code=400, content=validation_error_content(errors))
         return AsciiJSONResponse(status_code=422, content={"detail": errors})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI's own (e.g. a body that is not JSON: 400); /v1 answers them in OpenAI's shape.
+        if not _is_openai(request.url.path):
+            return await http_exception_handler(request, exc)
+        return _error(request, exc.status_code, str(exc.detail), dict(exc.headers or {}) or None)
 
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
         # Starlette picks the handler by the exception's MRO; a subclass answers as its base does.

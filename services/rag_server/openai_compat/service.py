@@ -9,11 +9,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
+from typing import Literal
 
 import numpy as np
 from llama_index.core.utils import get_tokenizer
 
-from rag_server.chat.models import ChatMessageOut, QueryRequest
+from rag_server.chat.models import ChatMessageOut, QueryRequest, Source
 from rag_server.chat.service import ChatService, Turn
 from rag_server.collections.store import list_collections, resolve
 from rag_server.errors import NotFoundError
@@ -138,14 +139,12 @@ async def stream_chunks(chat: ChatService, turn: Turn, model: str) -> AsyncItera
     finish_reason, then `data: [DONE]`. A failure after the headers went out is an `error` payload."""
     completion_id, created = _ids()
 
-    def chunk(delta: Delta, **extra: object) -> ChatCompletionChunk:
-        finish = extra.pop("finish_reason", None)
+    def chunk(
+        delta: Delta, sources: list[Source] | None = None, finish: Literal["stop"] | None = None
+    ) -> ChatCompletionChunk:
+        choice = ChunkChoice(delta=delta, finish_reason=finish)
         return ChatCompletionChunk(
-            id=completion_id,
-            created=created,
-            model=model,
-            choices=[ChunkChoice(delta=delta, finish_reason=finish)],  # type: ignore[arg-type]
-            **extra,  # type: ignore[arg-type]
+            id=completion_id, created=created, model=model, choices=[choice], sources=sources
         )
 
     sent_first = False
@@ -162,7 +161,7 @@ async def stream_chunks(chat: ChatService, turn: Turn, model: str) -> AsyncItera
     except Exception as exc:  # headers are gone: report in-band, as OpenAI's streams do
         yield _sse(error_content(500, f"the answer failed: {type(exc).__name__}: {exc}"))
         return
-    yield _sse(chunk(Delta(), finish_reason="stop"))
+    yield _sse(chunk(Delta(), finish="stop"))
     yield "data: [DONE]\n\n"
 
 
