@@ -124,6 +124,15 @@ CALLS = [
     Call("POST", "/chat/clear", "reader", {"session_id": "{target_session}"}),
     Call("POST", "/query", "reader", {"query": "zebrafish heart"}, True),
     Call("POST", "/query/stream", "reader", {"query": "zebrafish heart"}, True),
+    # The OpenAI-compatible API: the model id names the collection.
+    Call("GET", "/v1/models", "reader"),
+    Call(
+        "POST",
+        "/v1/chat/completions",
+        "reader",
+        {"model": "rag:{target}", "messages": [{"role": "user", "content": "zebrafish heart"}]},
+    ),
+    Call("POST", "/v1/embeddings", "reader", {"model": "rag:{target}", "input": "zebrafish"}),
 ]
 
 
@@ -173,7 +182,9 @@ async def test_no_key_or_a_bad_one_is_401_everywhere_but_health(
         r = await send(app_client, call, world, "alpha", headers)
         assert r.status_code == 401, (headers, r.text)
         assert r.headers["www-authenticate"] == "Bearer"
-        assert r.json()["detail"]
+        # /v1 answers in OpenAI's error shape, which its clients parse.
+        body = r.json()
+        assert body["error"]["message"] if call.path.startswith("/v1/") else body["detail"]
     health = await app_client.get("/health")
     assert health.status_code == 200 and health.json()["auth"] == "api_key"
 
@@ -195,7 +206,11 @@ async def test_a_role_too_low_is_403_and_changes_nothing(
 
 @pytest.mark.parametrize(
     "call",
-    [c for c in CALLS if c.role != "admin" and c.path not in ("/chat/sessions", "/collections")],
+    [
+        c
+        for c in CALLS
+        if c.role != "admin" and c.path not in ("/chat/sessions", "/collections", "/v1/models")
+    ],
     ids=lambda c: f"{c.method} {c.path}",
 )
 async def test_another_collections_objects_are_404_for_a_limited_key(

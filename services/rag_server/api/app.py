@@ -12,7 +12,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rag_server import __version__
 from rag_server.access.exposure import prepare_access
 from rag_server.api.errors import install_error_handlers
-from rag_server.api.routes import chat, collections, documents, health, keys, search, tasks, upload
+from rag_server.api.routes import (
+    chat,
+    collections,
+    documents,
+    health,
+    keys,
+    openai_compat,
+    search,
+    tasks,
+    upload,
+)
 from rag_server.chat.service import ChatService
 from rag_server.config import Settings, get_settings
 from rag_server.infra.embeddings import Embedder
@@ -56,6 +66,7 @@ def create_app(
     app.include_router(documents.router)
     app.include_router(chat.router)
     app.include_router(search.router)
+    app.include_router(openai_compat.router)
     return app
 
 

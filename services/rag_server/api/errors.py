@@ -10,9 +10,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_server.errors import (
@@ -26,6 +29,7 @@ from rag_server.errors import (
 )
 from rag_server.infra.database import is_transient_db_error
 from rag_server.infra.embeddings import EmbeddingError
+from rag_server.openai_compat.models import OpenAIError, error_content, validation_error_content
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +67,23 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse, "description": _DESCRIPTIONS[code]} for code in codes}
 
 
+# The OpenAI-compatible API answers its errors in OpenAI's shape (its clients parse it); 422 is a 400 there.
+OPENAI_PREFIX = "/v1/"
+
+
+def openai_error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": OpenAIError, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
+def _is_openai(path: str) -> bool:
+    return path.startswith(OPENAI_PREFIX)
+
+
+def _error(request: Request, status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    content = error_content(status, detail) if _is_openai(request.url.path) else {"detail": detail}
+    return AsciiJSONResponse(status_code=status, content=content, headers=headers)
+
+
 _DOMAIN_STATUS: dict[type[Exception], int] = {
     UnauthenticatedError: 401,
     ForbiddenError: 403,
@@ -76,35 +97,50 @@ _DOMAIN_STATUS: dict[type[Exception], int] = {
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return AsciiJSONResponse(status_code=422, content={"detail": jsonable_encoder(exc.errors())})
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = jsonable_encoder(exc.errors())
+        if _is_openai(request.url.path):
+            return AsciiJSONResponse(status_code=400, content=validation_error_content(errors))
+        return AsciiJSONResponse(status_code=422, content={"detail": errors})
 
-    async def domain_error(_: Request, exc: Exception) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI's own (e.g. a body that is not JSON: 400); /v1 answers them in OpenAI's shape.
+        if not _is_openai(request.url.path):
+            return await http_exception_handler(request, exc)
+        return _error(request, exc.status_code, str(exc.detail), dict(exc.headers or {}) or None)
+
+    async def domain_error(request: Request, exc: Exception) -> JSONResponse:
         # Starlette picks the handler by the exception's MRO; a subclass answers as its base does.
         status = next(_DOMAIN_STATUS[t] for t in type(exc).__mro__ if t in _DOMAIN_STATUS)
+        if status == 422 and _is_openai(request.url.path):
+            status = 400
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return AsciiJSONResponse(status_code=status, content={"detail": str(exc)}, headers=headers)
+        return _error(request, status, str(exc), headers)
 
     for error_type in _DOMAIN_STATUS:
         app.add_exception_handler(error_type, domain_error)
 
     @app.exception_handler(EmbeddingError)
-    async def embedding_unavailable(_: Request, exc: EmbeddingError) -> JSONResponse:
+    async def embedding_unavailable(request: Request, exc: EmbeddingError) -> JSONResponse:
         # A remote embedding service (Ollama, OpenAI-compatible) that is down or refuses us: the request
         # was fine, the service behind it is not, so retry later (or fix its settings) — not a bug of ours.
         logger.warning("embedding service failed: %s", exc)
-        return AsciiJSONResponse(status_code=503, content={"detail": f"the embedding service failed: {exc}"})
+        return _error(request, 503, f"the embedding service failed: {exc}")
 
     app.add_middleware(UnexpectedErrorMiddleware)
 
 
-def unexpected_error_response(exc: BaseException) -> JSONResponse:
+def unexpected_error_response(exc: BaseException, path: str = "") -> JSONResponse:
     """503 when the database is unavailable right now (a retry may succeed), else a logged 500."""
     if is_transient_db_error(exc):
         logger.warning("database unavailable: %s: %s", type(exc).__name__, exc)
-        return JSONResponse(status_code=503, content={"detail": "the database is unavailable, retry shortly"})
-    logger.error("unexpected error", exc_info=exc)
-    return JSONResponse(status_code=500, content={"detail": "internal error"})
+        status, detail = 503, "the database is unavailable, retry shortly"
+    else:
+        logger.error("unexpected error", exc_info=exc)
+        status, detail = 500, "internal error"
+    content = error_content(status, detail) if _is_openai(path) else {"detail": detail}
+    return JSONResponse(status_code=status, content=content)
 
 
 class UnexpectedErrorMiddleware:
@@ -134,4 +170,4 @@ class UnexpectedErrorMiddleware:
         except Exception as exc:
             if started:
                 raise
-            await unexpected_error_response(exc)(scope, receive, send)
+            await unexpected_error_response(exc, scope.get("path", ""))(scope, receive, send)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from llama_index.core.llms import LLM, ChatMessage, MessageRole
 
@@ -188,9 +188,12 @@ async def complete(llm: LLM, messages: list[ChatMessage], timeout_s: float) -> s
     return (response.message.content or "").strip()
 
 
-async def stream(llm: LLM, messages: list[ChatMessage], timeout_s: float) -> AsyncIterator[str]:
-    """Token deltas; the timeout applies to the first token and to every gap. Raises LLMFailure."""
-    responses = await guarded(llm, llm.astream_chat(messages), timeout_s)
+async def stream(
+    llm: LLM, messages: list[ChatMessage], timeout_s: float, **options: Any
+) -> AsyncIterator[str]:
+    """Token deltas; the timeout applies to the first token and to every gap. Raises LLMFailure.
+    `options` go to the provider's call (only what infra.llm.call_options allows for this LLM)."""
+    responses = await guarded(llm, llm.astream_chat(messages, **options), timeout_s)
     try:
         while True:
             try:

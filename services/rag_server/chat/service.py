@@ -76,6 +76,11 @@ class Turn:
     title_task: asyncio.Task[str] | None = None
     message_id: int | None = None
     collection_ids: list[UUID] = field(default_factory=list)  # the retrieval scope, resolved up front
+    # A turn of a caller-held conversation (the OpenAI-compatible API): no session is read, titled or
+    # written; `persist` must not be called for it.
+    unstored: bool = False
+    # Per-call LLM options (temperature, max_tokens, stop) for the answer, where the LLM accepts them.
+    llm_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def search_type(self) -> SearchType:
@@ -158,6 +163,30 @@ class ChatService:
         turn.collection_ids = scope
         return turn
 
+    async def resolve_unstored(
+        self, request: QueryRequest, history: list[ChatMessageOut], llm_options: dict[str, Any]
+    ) -> Turn:
+        """A turn whose history the caller holds (OpenAI-style clients resend the whole conversation):
+        no session is looked up, created or written. Generate it, then read it; never persist it."""
+        scope = await resolve_ids(self.runtime.pool, request.collections)
+        session = ChatSession.new(
+            title=None,
+            search_type=request.search_type or "hybrid",
+            llm_model=self.llm_model,
+            is_temporary=True,
+        )
+        limit = self.settings.chat_history_messages
+        return Turn(
+            session=session,
+            question=request.query.strip(),
+            request=request,
+            store=self.temporary,
+            history=history[-limit:] if limit > 0 else [],
+            collection_ids=scope,
+            unstored=True,
+            llm_options=llm_options,
+        )
+
     async def _resolve_session(self, request: QueryRequest) -> Turn:
         question = request.query.strip()
         limit = self.settings.chat_history_messages
@@ -179,7 +208,7 @@ class ChatService:
         """Retrieve, then yield answer text pieces. Sets turn.sources before the first piece."""
         llm = self._llm(turn)
         try:
-            if llm is not None and turn.session.title is None and not turn.history:
+            if llm is not None and turn.session.title is None and not turn.history and not turn.unstored:
                 turn.title_task = asyncio.create_task(
                     llm_title(llm, turn.question, self.settings.llm_timeout_s)
                 )
@@ -234,7 +263,7 @@ class ChatService:
         pieces: list[str] = []
         try:
             messages = answer_messages(turn.question, turn.hits, turn.history)
-            async for delta in stream(llm, messages, self.settings.llm_timeout_s):
+            async for delta in stream(llm, messages, self.settings.llm_timeout_s, **turn.llm_options):
                 pieces.append(delta)
                 yield delta
             if not "".join(pieces).strip():

@@ -6,6 +6,8 @@ contacts the provider, so a wrong URL shows up as an `llm_error` on the first an
 
 from __future__ import annotations
 
+from typing import Any
+
 from llama_index.core.llms import LLM
 
 from rag_server.config import Settings
@@ -66,3 +68,19 @@ def build_llm(settings: Settings) -> LLM:
             context_window=8192,
         )
     raise LLMConfigError(f"unknown RAG_LLM_PROVIDER {settings.llm_provider!r}")
+
+
+def call_options(
+    llm: LLM, *, temperature: float | None, max_tokens: int | None, stop: list[str] | None
+) -> dict[str, Any]:
+    """Per-call options for `llm.astream_chat(..., **options)`, as far as this LLM takes them.
+
+    LlamaIndex's OpenAI classes pass keyword arguments through to the provider's request; Ollama's do not
+    (they would be an error there), so it answers with its configured options.
+    """
+    from llama_index.llms.openai import OpenAI
+
+    if not isinstance(llm, OpenAI):
+        return {}
+    options: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, "stop": stop}
+    return {name: value for name, value in options.items() if value is not None}

@@ -1,0 +1,72 @@
+"""The OpenAI-compatible API under /v1 (models, chat completions, embeddings) for OpenAI clients such as
+the openai SDK or Open WebUI. Same API keys; errors in OpenAI's shape (api/errors.py). No SQL here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from rag_server.api.deps import ChatDep, PoolDep, RuntimeDep, require
+from rag_server.api.errors import openai_error_responses
+from rag_server.openai_compat import service
+from rag_server.openai_compat.models import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    EmbeddingList,
+    EmbeddingRequest,
+    ModelList,
+)
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["openai"],
+    dependencies=[require("reader")],
+    responses=openai_error_responses(401, 403, 503),
+)
+
+_CHUNK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string", "contentMediaType": "application/json"}},
+}
+_CHAT_200: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A chat.completion (JSON), or with `stream: true` Server-Sent Events: `data: "
+        "{chat.completion.chunk}` lines (the first carries `sources`), then `data: [DONE]`",
+        "model": ChatCompletion,
+        "content": {"text/event-stream": {"itemSchema": _CHUNK_SCHEMA}},
+    }
+}
+
+
+@router.get("/models")
+async def list_models(pool: PoolDep) -> ModelList:
+    """`rag:<collection>` (hybrid search), `rag:<collection>:bm25` and `rag:<collection>:vector` for each
+    collection this key can read."""
+    return await service.list_models(pool)
+
+
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    responses={**_CHAT_200, **openai_error_responses(400, 404)},
+)
+async def chat_completions(body: ChatCompletionRequest, chat: ChatDep) -> ChatCompletion | StreamingResponse:
+    """Answer the last user message from the model's collection; earlier turns condense a follow-up.
+    Nothing is stored (no chat session). Citations [n] stay in the text; `sources` lists them."""
+    turn = await service.start_turn(chat, body)  # unknown model -> 404 before any streaming starts
+    if not body.stream:
+        return await service.complete(chat, turn, body.model)
+    return StreamingResponse(
+        service.stream_chunks(chat, turn, body.model),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post("/embeddings", responses=openai_error_responses(400, 404))
+async def embeddings(body: EmbeddingRequest, runtime: RuntimeDep, pool: PoolDep) -> EmbeddingList:
+    """Embed text with the server's model. `model`: that model's name or any readable `rag:` id."""
+    return await service.embed(runtime, pool, body)

@@ -1,0 +1,242 @@
+"""OpenAI's wire types, as far as this server speaks them (models, chat completions, embeddings, errors).
+
+Request models ignore unknown fields (clients send many: `n`, `top_p`, `user`, `tools`...); what they do
+check is a 400 in OpenAI's error shape. Responses carry one extra top-level field, `sources`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+
+from rag_server.chat.models import Source
+from rag_server.retrieval.models import SearchType
+from rag_server.text import CleanText
+
+MODEL_PREFIX = "rag:"
+# The suffix of a model id names the search mode; no suffix: hybrid.
+SEARCH_SUFFIXES: dict[str, SearchType] = {"bm25": "bm25", "vector": "vector"}
+MAX_TEXT = 20_000
+Text = Annotated[CleanText, Field(max_length=MAX_TEXT)]
+InputText = Annotated[CleanText, Field(min_length=1, max_length=MAX_TEXT)]
+
+
+def model_id(collection: str, search_type: SearchType) -> str:
+    return MODEL_PREFIX + collection + ("" if search_type == "hybrid" else f":{search_type}")
+
+
+def parse_model_id(model: str) -> tuple[str, SearchType] | None:
+    """(collection name, search type) for a `rag:...` id, else None (not one of ours)."""
+    if not model.startswith(MODEL_PREFIX):
+        return None
+    name, _, suffix = model.removeprefix(MODEL_PREFIX).partition(":")
+    if not suffix:
+        return (name, "hybrid") if name else None
+    search_type = SEARCH_SUFFIXES.get(suffix)
+    return (name, search_type) if name and search_type is not None else None
+
+
+# --- errors -----------------------------------------------------------------------------------------
+
+
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    """Every error a /v1 route answers (OpenAI's shape, which its clients parse)."""
+
+    error: OpenAIErrorBody
+
+
+_ERROR_TYPES = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", None),
+    404: ("invalid_request_error", "model_not_found"),
+    503: ("server_error", None),
+}
+
+
+def error_content(status: int, message: str, param: str | None = None) -> dict[str, Any]:
+    kind, code = _ERROR_TYPES.get(status, ("invalid_request_error" if status < 500 else "server_error", None))
+    return OpenAIError(error=OpenAIErrorBody(message=message, type=kind, param=param, code=code)).model_dump()
+
+
+_FIELD = re.compile(r"^[a-z_][a-z0-9_]*$")
+# Pydantic names the member of a union that failed ("str", "list[TextPart]", "function-after[...]")
+# in an error's location: the field path ends before it.
+_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict"}
+
+
+def _field_path(loc: Sequence[Any]) -> list[str]:
+    path: list[str] = []
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        if isinstance(part, str) and (not _FIELD.match(part) or part in _UNION_TAGS):
+            break
+        path.append(str(part))
+    return path
+
+
+def validation_error_content(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """A 400 body for pydantic's errors: the first one's field and message (OpenAI names one `param`)."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    param = ".".join(_field_path(first.get("loc", ()))) or None
+    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    return error_content(400, message, param)
+
+
+# --- models -----------------------------------------------------------------------------------------
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+# --- chat completions -------------------------------------------------------------------------------
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: Text
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # A string or text parts (images and other parts are not understood: a 400); null for tool calls.
+    content: Text | Annotated[list[TextPart], Field(max_length=100)] | None = None
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: CleanText = Field(min_length=1, max_length=200)
+    messages: list[ChatMessageIn] = Field(min_length=1, max_length=200)
+    stream: StrictBool = False
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    stop: (
+        Annotated[CleanText, Field(max_length=100)]
+        | Annotated[list[Annotated[CleanText, Field(max_length=100)]], Field(max_length=4)]
+        | None
+    ) = None
+
+    @field_validator("messages")
+    @classmethod
+    def _has_a_question(cls, messages: list[ChatMessageIn]) -> list[ChatMessageIn]:
+        users = [m for m in messages if m.role == "user"]
+        if not users:
+            raise ValueError("messages must contain a user message")
+        if not users[-1].text.strip():
+            raise ValueError("the last user message must not be blank")
+        return messages
+
+    @property
+    def stop_list(self) -> list[str] | None:
+        return [self.stop] if isinstance(self.stop, str) else self.stop
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop"] = "stop"
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    # Not OpenAI's: the passages the answer's [n] citations refer to.
+    sources: list[Source]
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    finish_reason: Literal["stop"] | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    # The first chunk only: the passages the answer cites.
+    sources: list[Source] | None = None
+
+
+# --- embeddings -------------------------------------------------------------------------------------
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: CleanText = Field(min_length=1, max_length=200)
+    input: InputText | Annotated[list[InputText], Field(min_length=1, max_length=256)]
+    # The openai SDK asks for base64 unless told otherwise (and decodes it itself).
+    encoding_format: Literal["float", "base64"] = "float"
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str  # str: base64 of little-endian float32
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage

@@ -1,0 +1,200 @@
+"""OpenAI's operations on top of the server's own: collections as models, chat through ChatService
+(a caller-held conversation: nothing is stored), embeddings through the Runtime's embedder."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Literal
+
+import numpy as np
+from llama_index.core.utils import get_tokenizer
+
+from rag_server.chat.models import ChatMessageOut, QueryRequest, Source
+from rag_server.chat.service import ChatService, Turn
+from rag_server.collections.store import list_collections, resolve
+from rag_server.errors import NotFoundError
+from rag_server.infra.database import Executor
+from rag_server.infra.llm import call_options
+from rag_server.infra.runtime import Runtime
+from rag_server.openai_compat.models import (
+    SEARCH_SUFFIXES,
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessageIn,
+    Choice,
+    ChunkChoice,
+    Delta,
+    Embedding,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
+    ModelCard,
+    ModelList,
+    Usage,
+    error_content,
+    model_id,
+    parse_model_id,
+)
+
+OWNER = "rag-server"
+_PAGE = 500
+
+
+async def list_models(conn: Executor) -> ModelList:
+    """Three models per collection the caller's key can read (row-level security decides which)."""
+    cards: list[ModelCard] = []
+    offset = 0
+    while True:
+        page = await list_collections(conn, limit=_PAGE, offset=offset)
+        for collection in page.items:
+            created = int(collection.created_at.timestamp())
+            for search_type in ("hybrid", *SEARCH_SUFFIXES.values()):
+                cards.append(
+                    ModelCard(id=model_id(collection.name, search_type), created=created, owned_by=OWNER)
+                )
+        offset += len(page.items)
+        if not page.items or offset >= page.total:
+            return ModelList(data=cards)
+
+
+def unknown_model(model: str) -> NotFoundError:
+    return NotFoundError(f"The model {model!r} does not exist or this API key cannot read it")
+
+
+def _history(messages: Sequence[ChatMessageIn]) -> tuple[str, list[ChatMessageOut]]:
+    """(the question: the last user message, the user/assistant turns before it). System prompts and
+    tool messages are ignored: the server's own prompts ground the answer in the sources."""
+    last_user = max(i for i, m in enumerate(messages) if m.role == "user")
+    now = datetime.now(UTC)
+    history = [
+        ChatMessageOut(id=None, role=m.role, content=m.text, created_at=now)
+        for m in messages[:last_user]
+        if m.role in ("user", "assistant") and m.text.strip()
+    ]
+    return messages[last_user].text, history
+
+
+async def start_turn(chat: ChatService, body: ChatCompletionRequest) -> Turn:
+    """Resolve the model to a collection and search mode (404 for an unknown or unreachable one)."""
+    parsed = parse_model_id(body.model)
+    if parsed is None:
+        raise unknown_model(body.model)
+    collection, search_type = parsed
+    question, history = _history(body.messages)
+    request = QueryRequest(query=question, search_type=search_type, collections=[collection])
+    llm, _ = chat.runtime.chat_llm()
+    options = (
+        call_options(
+            llm,
+            temperature=body.temperature,
+            max_tokens=body.max_completion_tokens or body.max_tokens,
+            stop=body.stop_list,
+        )
+        if llm is not None
+        else {}
+    )
+    try:
+        return await chat.resolve_unstored(request, history, options)
+    except NotFoundError:
+        raise unknown_model(body.model) from None
+
+
+def _ids() -> tuple[str, int]:
+    return f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+
+async def complete(chat: ChatService, turn: Turn, model: str) -> ChatCompletion:
+    async for _ in chat.generate(turn):
+        pass
+    completion_id, created = _ids()
+    return ChatCompletion(
+        id=completion_id,
+        created=created,
+        model=model,
+        choices=[Choice(message=AssistantMessage(content=turn.answer))],
+        usage=Usage(),
+        sources=turn.sources,
+    )
+
+
+def _sse(payload: ChatCompletionChunk | dict[str, object]) -> str:
+    if isinstance(payload, ChatCompletionChunk):
+        # Like OpenAI's chunks: absent delta fields are left out; the sources keep all their fields.
+        data = payload.model_dump(mode="json", exclude_none=True, exclude={"sources"})
+        if payload.sources is not None:
+            data["sources"] = [s.model_dump(mode="json") for s in payload.sources]
+        payload = data
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+async def stream_chunks(chat: ChatService, turn: Turn, model: str) -> AsyncIterator[str]:
+    """`data: {chunk}` lines: the first carries the role and `sources`, then text deltas, a last one with
+    finish_reason, then `data: [DONE]`. A failure after the headers went out is an `error` payload."""
+    completion_id, created = _ids()
+
+    def chunk(
+        delta: Delta, sources: list[Source] | None = None, finish: Literal["stop"] | None = None
+    ) -> ChatCompletionChunk:
+        choice = ChunkChoice(delta=delta, finish_reason=finish)
+        return ChatCompletionChunk(
+            id=completion_id, created=created, model=model, choices=[choice], sources=sources
+        )
+
+    sent_first = False
+    try:
+        async for piece in chat.generate(turn):
+            if not sent_first:
+                sent_first = True
+                yield _sse(chunk(Delta(role="assistant", content=""), sources=turn.sources))
+            if piece:
+                yield _sse(chunk(Delta(content=piece)))
+    except NotFoundError as exc:
+        yield _sse(error_content(404, str(exc)))
+        return
+    except Exception as exc:  # headers are gone: report in-band, as OpenAI's streams do
+        yield _sse(error_content(500, f"the answer failed: {type(exc).__name__}: {exc}"))
+        return
+    yield _sse(chunk(Delta(), finish="stop"))
+    yield "data: [DONE]\n\n"
+
+
+async def embed(runtime: Runtime, conn: Executor, body: EmbeddingRequest) -> EmbeddingList:
+    """`model`: the server's embedding model or any `rag:` id the key can read (all embed alike)."""
+    if body.model != runtime.embedder.model_name:
+        parsed = parse_model_id(body.model)
+        if parsed is None:
+            raise unknown_model(body.model)
+        await _check_collection(conn, body.model, parsed[0])
+    texts = body.texts
+    vectors = np.asarray(await runtime.embedder.embed(texts), dtype=np.float32)
+    data = [Embedding(index=i, embedding=_encode(row, body.encoding_format)) for i, row in enumerate(vectors)]
+    tokens = _count_tokens(texts)
+    return EmbeddingList(
+        data=data, model=body.model, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+    )
+
+
+async def _check_collection(conn: Executor, model: str, collection: str) -> None:
+    try:
+        await resolve(conn, [collection])
+    except NotFoundError:
+        raise unknown_model(model) from None
+
+
+def _encode(row: np.ndarray, encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        return base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")
+    return [float(x) for x in row]
+
+
+def _count_tokens(texts: list[str]) -> int:
+    """cl100k tokens (LlamaIndex's bundled tokenizer): close to, not exactly, the embedding model's own."""
+    tokenizer = get_tokenizer()
+    return sum(len(tokenizer(text)) for text in texts)

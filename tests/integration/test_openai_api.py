@@ -1,0 +1,262 @@
+"""The OpenAI-compatible API (/v1) through the official `openai` client against the in-process app.
+
+Collections `alpha` (BM25 and HNSW texts) and `beta` (pasta), and a reader key limited to alpha: from then
+on the API is secured. Without an LLM answers are extractive; one module-level app points at the fake
+OpenAI-compatible LLM (tests/fakes/llm_server.py) for the LLM path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from fastapi import FastAPI
+
+from rag_server.access import keys
+from rag_server.access.models import CreateKey
+from rag_server.api.app import create_app
+from rag_server.collections import store
+from rag_server.collections.models import CreateCollection
+from rag_server.config import Settings
+from rag_server.infra.runtime import Runtime
+from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+from tests.fakes.llm_server import FakeLLM
+from tests.integration.conftest import APP_BASE_URL
+
+ALPHA = {
+    "bm25.txt": "BM25 is a lexical ranking function based on term frequency and inverse document "
+    "frequency. The k1 parameter controls term frequency saturation and b controls length normalisation.",
+    "hnsw.txt": "HNSW is a graph-based index for approximate nearest neighbour search. pgvector builds "
+    "HNSW indexes with the parameters m and ef_construction.",
+}
+BETA = {"pasta.txt": "To cook pasta, boil salted water, add the pasta and cook it until al dente."}
+QUESTION = "What is BM25?"
+
+
+@dataclass
+class World:
+    admin: str
+    alpha_reader: str
+    docs: dict[str, str]  # file name -> document id
+
+
+@pytest.fixture(scope="module")
+async def world(runtime: Runtime, app: FastAPI) -> World:
+    docs: dict[str, str] = {}
+    for name, texts in (("alpha", ALPHA), ("beta", BETA)):
+        collection = await store.create_collection(runtime.pool, CreateCollection(name=name))
+        ids = await ingest_documents_direct(
+            runtime,
+            [DirectDocument(n, t.encode(), {}) for n, t in texts.items()],
+            collection_id=collection.id,
+        )
+        docs |= {n: str(i) for n, i in zip(texts, ids, strict=True)}
+    admin = await keys.create_key(runtime.pool, CreateKey(name="admin", role="admin"))
+    reader = await keys.create_key(
+        runtime.pool, CreateKey(name="alpha-reader", role="reader", collections=["alpha"])
+    )
+    return World(admin=admin.key, alpha_reader=reader.key, docs=docs)
+
+
+def client_for(app: FastAPI, key: str) -> openai.AsyncOpenAI:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return openai.AsyncOpenAI(
+        base_url=f"{APP_BASE_URL}/v1",
+        api_key=key,
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=transport, timeout=60),
+    )
+
+
+@pytest.fixture
+async def reader(app: FastAPI, world: World) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with client_for(app, world.alpha_reader) as client:
+        yield client
+
+
+def extra(obj: Any, name: str) -> Any:
+    """An extra top-level field (not in the SDK's types) of a response or chunk."""
+    return (obj.model_extra or {}).get(name)
+
+
+async def test_models_are_the_readable_collections_times_three_search_modes(
+    reader: openai.AsyncOpenAI, app: FastAPI, world: World
+) -> None:
+    models = await reader.models.list()
+    assert sorted(m.id for m in models.data) == ["rag:alpha", "rag:alpha:bm25", "rag:alpha:vector"]
+    assert {m.object for m in models.data} == {"model"} and all(m.created > 0 for m in models.data)
+    async with client_for(app, world.admin) as admin:
+        everything = {m.id for m in (await admin.models.list()).data}
+    assert {"rag:alpha", "rag:beta:bm25", "rag:default:vector"} <= everything
+
+
+async def test_chat_streamed_and_not_give_the_same_extractive_answer_and_store_nothing(
+    reader: openai.AsyncOpenAI, runtime: Runtime, world: World
+) -> None:
+    sessions_before = await runtime.pool.fetchval("SELECT count(*) FROM chat_sessions")
+    messages: list[Any] = [{"role": "user", "content": QUESTION}]
+    completion = await reader.chat.completions.create(model="rag:alpha:bm25", messages=messages)
+    answer = completion.choices[0].message.content
+    assert answer and "[1]" in answer and "BM25" in answer
+    assert completion.object == "chat.completion" and completion.choices[0].finish_reason == "stop"
+    assert completion.model == "rag:alpha:bm25"
+    sources = extra(completion, "sources")
+    assert sources[0]["document_id"] == world.docs["bm25.txt"]
+    assert {s["document_id"] for s in sources} <= {world.docs["bm25.txt"], world.docs["hnsw.txt"]}
+
+    stream = await reader.chat.completions.create(model="rag:alpha:bm25", messages=messages, stream=True)
+    chunks = [chunk async for chunk in stream]
+    assert {c.object for c in chunks} == {"chat.completion.chunk"}
+    assert extra(chunks[0], "sources") == sources
+    assert all(extra(c, "sources") is None for c in chunks[1:])
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == answer
+    assert await runtime.pool.fetchval("SELECT count(*) FROM chat_sessions") == sessions_before
+
+
+async def test_the_sse_framing_is_data_lines_ending_with_done(app: FastAPI, world: World) -> None:
+    transport = httpx.ASGITransport(app=app)
+    body = {"model": "rag:alpha", "messages": [{"role": "user", "content": QUESTION}], "stream": True}
+    headers = {"Authorization": f"Bearer {world.alpha_reader}"}
+    async with httpx.AsyncClient(transport=transport, base_url=APP_BASE_URL, timeout=60) as client:
+        response = await client.post("/v1/chat/completions", json=body, headers=headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = response.text.split("\n\n")
+    assert events[-1] == "" and events[-2] == "data: [DONE]"
+    payloads = events[:-2]
+    assert len(payloads) >= 3 and all(e.startswith("data: {") and "\n" not in e for e in payloads)
+    first = json.loads(payloads[0].removeprefix("data: "))
+    assert first["sources"][0]["document_id"] == world.docs["bm25.txt"]
+
+
+async def test_embeddings_are_the_servers_model_output(
+    reader: openai.AsyncOpenAI, app: FastAPI, world: World
+) -> None:
+    texts = ["zebrafish heart", "BM25 ranking"]
+    expected = np.asarray(await app.state.runtime.embedder.embed(texts), dtype=np.float32)
+    # The SDK asks for base64 by default and decodes it; `float` is plain JSON numbers.
+    for kwargs in ({}, {"encoding_format": "float"}):
+        result = await reader.embeddings.create(model="rag:alpha", input=texts, **kwargs)
+        assert [d.index for d in result.data] == [0, 1] and result.model == "rag:alpha"
+        got = np.asarray([d.embedding for d in result.data], dtype=np.float32)
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+        assert result.usage.prompt_tokens > 0
+    name = app.state.runtime.embedder.model_name
+    single = await reader.embeddings.create(model=name, input="zebrafish heart")
+    np.testing.assert_allclose(single.data[0].embedding, expected[0], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "rag:alpha", "messages": []},
+        {"model": "rag:alpha", "messages": [{"role": "system", "content": "be brief"}]},
+        {"model": "rag:alpha", "messages": [{"role": "user", "content": 3}]},
+        {"model": "rag:alpha", "messages": "hello"},
+        {"model": "rag:alpha", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"},
+    ],
+)
+async def test_invalid_chat_requests_are_openai_400s(
+    reader: openai.AsyncOpenAI, body: dict[str, Any]
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await reader.chat.completions.create(**body)
+    error = caught.value.response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error" and error["message"]
+
+
+async def test_an_invalid_embedding_request_is_an_openai_400(reader: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await reader.embeddings.create(model="rag:alpha", input=[])
+    assert caught.value.response.json()["error"]["param"] == "input"
+
+
+async def test_a_bad_key_is_an_authentication_error(app: FastAPI, world: World) -> None:
+    async with client_for(app, "rag_" + "x" * 43) as client:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            await client.models.list()
+    assert caught.value.response.json()["error"]["code"] == "invalid_api_key"
+
+
+@pytest.mark.parametrize("model", ["rag:beta", "rag:beta:vector", "rag:nope", "gpt-4o", "rag:alpha:fuzzy"])
+async def test_a_model_out_of_reach_is_not_found(reader: openai.AsyncOpenAI, model: str) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        await reader.chat.completions.create(model=model, messages=[{"role": "user", "content": "pasta?"}])
+    assert caught.value.response.json()["error"]["code"] == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        await reader.embeddings.create(model=model, input="pasta")
+
+
+# --- with an LLM ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake_llm() -> Iterator[FakeLLM]:
+    fake = FakeLLM().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+async def llm_app(settings: Settings, app: FastAPI, fake_llm: FakeLLM) -> AsyncIterator[FastAPI]:
+    llm_settings = settings.model_copy(
+        update={
+            "llm_provider": "openai",
+            "llm_base_url": fake_llm.base_url,
+            "llm_model": "fake-model",
+            "llm_timeout_s": 5.0,
+            "llm_max_retries": 0,
+        }
+    )
+    application = create_app(llm_settings, embedder=app.state.runtime.embedder)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+async def test_streamed_tokens_come_from_the_llm_with_the_callers_options(
+    llm_app: FastAPI, fake_llm: FakeLLM, world: World, runtime: Runtime
+) -> None:
+    fake_llm.reset()
+    sessions_before = await runtime.pool.fetchval("SELECT count(*) FROM chat_sessions")
+    messages: list[Any] = [
+        {"role": "system", "content": "You are helpful."},
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": "BM25 is a ranking function [1]."},
+        {"role": "user", "content": [{"type": "text", "text": "and k1?"}]},
+    ]
+    async with client_for(llm_app, world.alpha_reader) as client:
+        stream = await client.chat.completions.create(
+            model="rag:alpha", messages=messages, stream=True, temperature=0.5, max_tokens=64, stop=["\n\n"]
+        )
+        chunks = [chunk async for chunk in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text == "According to the sources, the answer to 'and k1?' is grounded [1]."
+    assert len([c for c in chunks if c.choices[0].delta.content]) > 1  # token by token
+    assert extra(chunks[0], "sources")[0]["document_id"] == world.docs["bm25.txt"]
+    # The history was condensed (no title: nothing is stored), then answered with the caller's options.
+    assert fake_llm.kinds() == ["condense", "answer"]
+    answer = fake_llm.requests[1]
+    assert (answer["temperature"], answer["max_tokens"], answer["stop"]) == (0.5, 64, ["\n\n"])
+    assert [m["role"] for m in answer["messages"]] == ["system", "user", "assistant", "user"]
+    assert await runtime.pool.fetchval("SELECT count(*) FROM chat_sessions") == sessions_before
+
+
+async def test_a_body_that_is_not_json_is_an_openai_400_only_under_v1(
+    app_client: httpx.AsyncClient, world: World
+) -> None:
+    headers = {"Authorization": f"Bearer {world.alpha_reader}", "Content-Type": "application/json"}
+    r = await app_client.post("/v1/chat/completions", content=b"{not json", headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = await app_client.post("/query", content=b"{not json", headers=headers)
+    assert r.status_code == 422 and set(r.json()) == {"detail"}
+    missing = await app_client.post("/v1/chat/completions", json={"messages": []}, headers=headers)
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "model"
