@@ -69,6 +69,12 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.mcp_server.stdio import run_stdio
+
+    return run_stdio(settings)
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.stack import run_stack
 
@@ -103,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="print the batch ids instead of waiting")
     p.add_argument("--force", action="store_true", help="upload files even if already stored")
     p.add_argument("--collection", default="default", help="the collection (name or id) to upload into")
+    add("mcp", cmd_mcp, "serve the MCP tools (search, ask, documents) over stdio, for an assistant")
     add("migrate", cmd_migrate, "apply database migrations up to the latest")
     add("doctor", cmd_doctor, "print the database capability report")
     from rag_server.access.cli import register_keys_command

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from llama_index.core.llms import LLM
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rag_server import __version__
@@ -28,6 +29,7 @@ from rag_server.config import Settings, get_settings
 from rag_server.infra.embeddings import Embedder
 from rag_server.infra.runtime import open_runtime
 from rag_server.infra.scoped_pool import SYSTEM_SCOPE, bind_scope, reset_scope
+from rag_server.mcp_server.server import McpEndpoint, Services, build_mcp, http_session_manager, running
 
 
 def create_app(
@@ -35,6 +37,9 @@ def create_app(
 ) -> FastAPI:
     """The app; `embedder`/`llm` are handed to its Runtime (tests share one model between apps)."""
     settings = settings or get_settings()
+    # MCP over streamable HTTP at /mcp: same process, same Runtime and ChatService as the REST API.
+    mcp = build_mcp(lambda: Services(app.state.runtime, app.state.chat))
+    mcp_sessions = http_session_manager(mcp, settings.host)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,7 +56,8 @@ def create_app(
             # One per app: it holds the in-memory temporary sessions and in-flight answer writes.
             app.state.chat = ChatService(runtime)
             try:
-                yield
+                async with running(mcp_sessions):
+                    yield
             finally:
                 await app.state.chat.drain()
 
@@ -67,6 +73,10 @@ def create_app(
     app.include_router(chat.router)
     app.include_router(search.router)
     app.include_router(openai_compat.router)
+    # A plain route, not in the OpenAPI (MCP speaks JSON-RPC); it authenticates like the API.
+    app.router.routes.append(
+        Route("/mcp", McpEndpoint(lambda: app.state.runtime, mcp_sessions), include_in_schema=False)
+    )
     return app
 
 

@@ -8,6 +8,8 @@ from uuid import UUID
 
 import asyncpg
 
+from rag_server.infra.database import Executor
+
 
 @dataclass(frozen=True)
 class ChunkRow:
@@ -33,15 +35,31 @@ async def fetch_chunks(conn: asyncpg.Connection, chunk_ids: list[int]) -> dict[i
     if not chunk_ids:
         return {}
     rows = await conn.fetch(HYDRATE_SQL, chunk_ids)
-    return {
-        int(r["id"]): ChunkRow(
-            chunk_id=int(r["id"]),
-            document_id=r["document_id"],
-            document_name=r["filename"],
-            chunk_index=int(r["chunk_index"]),
-            page=r["page"],
-            text=r["text"],
-            metadata=dict(r["metadata"] or {}),
-        )
-        for r in rows
-    }
+    return {int(r["id"]): _row(r) for r in rows}
+
+
+def _row(r: asyncpg.Record) -> ChunkRow:
+    return ChunkRow(
+        chunk_id=int(r["id"]),
+        document_id=r["document_id"],
+        document_name=r["filename"],
+        chunk_index=int(r["chunk_index"]),
+        page=r["page"],
+        text=r["text"],
+        metadata=dict(r["metadata"] or {}),
+    )
+
+
+DOCUMENT_CHUNKS_SQL = """
+    SELECT c.id, c.document_id, d.filename, c.chunk_index, c.page, c.text,
+           d.metadata || c.metadata AS metadata
+    FROM chunks c JOIN documents d ON d.id = c.document_id
+    WHERE c.document_id = $1 AND c.chunk_index >= $2 AND c.chunk_index < $3
+    ORDER BY c.chunk_index
+"""
+
+
+async def fetch_document_chunks(conn: Executor, document_id: UUID, start: int, end: int) -> list[ChunkRow]:
+    """One document's chunks with `start <= chunk_index < end`, in order (a reader's window on it)."""
+    rows = await conn.fetch(DOCUMENT_CHUNKS_SQL, document_id, start, end)
+    return [_row(r) for r in rows]

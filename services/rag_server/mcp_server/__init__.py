@@ -1,0 +1,1 @@
+"""MCP server: the search/ask/documents tools for assistants (stdio and streamable HTTP)."""

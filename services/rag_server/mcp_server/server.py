@@ -1,0 +1,212 @@
+"""The MCP server (official `mcp` SDK): the tools of tools.py over streamable HTTP at `/mcp` in the API
+process, or over stdio (`rag-server mcp`).
+
+HTTP: `McpEndpoint` authenticates every request with the API's keys before the SDK sees it (401 with
+`WWW-Authenticate: Bearer`; open mode as in the REST API) and leaves the principal in the ASGI scope.
+The SDK runs tool handlers in its session manager's own tasks, where the request's ContextVars are not
+set, so each tool binds the principal's database scope itself from the request the SDK hands it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Annotated
+from uuid import UUID
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import Field, ValidationError
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
+
+from rag_server import __version__
+from rag_server.access import keys
+from rag_server.access.exposure import is_loopback
+from rag_server.access.models import Principal
+from rag_server.chat.service import ChatService
+from rag_server.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    UnauthenticatedError,
+)
+from rag_server.infra.runtime import Runtime
+from rag_server.infra.scoped_pool import bind_scope, reset_scope
+from rag_server.ingestion.models import DocumentStatus
+from rag_server.mcp_server import tools
+from rag_server.retrieval.models import SearchFilters
+
+PRINCIPAL_KEY = "rag_server.principal"  # where McpEndpoint leaves the authenticated principal
+INSTRUCTIONS = (
+    "Search and question a document collection. `search` returns passages with document names, ids, "
+    "chunk ids, pages and scores; `ask` answers with [n] citations; `get_document` reads a document."
+)
+
+
+@dataclass(frozen=True)
+class Services:
+    runtime: Runtime
+    chat: ChatService
+
+
+@contextmanager
+def _request_scope(ctx: Context) -> Iterator[None]:
+    """Bind the database scope of the HTTP request's key for this tool call, and turn domain errors
+    into tool errors the assistant can read. Over stdio there is no request: the runtime's scope."""
+    try:
+        request = ctx.request_context.request
+    except ValueError:  # no request (a direct call)
+        request = None
+    principal: Principal | None = getattr(request, "scope", {}).get(PRINCIPAL_KEY)
+    token = bind_scope(principal.scope) if principal is not None else None
+    try:
+        yield
+    except (NotFoundError, InvalidInputError, ConflictError, ForbiddenError) as exc:
+        raise ToolError(str(exc)) from exc
+    except ValidationError as exc:
+        raise ToolError(f"invalid arguments: {exc}") from exc
+    finally:
+        if token is not None:
+            reset_scope(token)
+
+
+def build_mcp(services: Callable[[], Services]) -> MCPServer:
+    """The MCP server; `services` gives the Runtime and ChatService at call time (the app's lifespan
+    makes them after this is built)."""
+    mcp = _quiet_mcp_server()
+
+    @mcp.tool(description="Search the documents (hybrid: BM25 + vectors). Hits name their document.")
+    async def search(
+        ctx: Context,
+        query: Annotated[str, Field(min_length=1, max_length=20_000)],
+        mode: tools.SearchMode = "hybrid",
+        top_k: Annotated[int, Field(ge=1, le=100)] = 10,
+        collection: Annotated[str | None, Field(description="Name or id; default `default`")] = None,
+        filters: SearchFilters | None = None,
+    ) -> tools.SearchResult:
+        with _request_scope(ctx):
+            return await tools.search_chunks(services().runtime, query, mode, top_k, collection, filters)
+
+    @mcp.tool(description="Answer a question from the documents, citing sources as [n]. Stores nothing.")
+    async def ask(
+        ctx: Context,
+        question: Annotated[str, Field(min_length=1, max_length=20_000)],
+        collection: Annotated[str | None, Field(description="Name or id; default `default`")] = None,
+        mode: tools.SearchMode | None = None,
+    ) -> tools.AskResult:
+        with _request_scope(ctx):
+            return await tools.ask(services().chat, question, collection, mode)
+
+    @mcp.tool(description="List the documents of a collection (default `default`), newest first.")
+    async def list_documents(
+        ctx: Context,
+        collection: str = "default",
+        status: DocumentStatus | None = None,
+        limit: Annotated[int, Field(ge=1, le=500)] = 50,
+        offset: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
+    ) -> tools.DocumentListing:
+        with _request_scope(ctx):
+            return await tools.list_documents(services().runtime, collection, status, limit, offset)
+
+    @mcp.tool(description="A document's metadata and text: chunks start <= index < end (max 200).")
+    async def get_document(
+        ctx: Context,
+        document_id: UUID,
+        start: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
+        end: Annotated[int | None, Field(ge=0, le=2**31 - 1)] = None,
+    ) -> tools.DocumentContent:
+        with _request_scope(ctx):
+            return await tools.get_document(services().runtime, document_id, start, end)
+
+    return mcp
+
+
+def _quiet_mcp_server() -> MCPServer:
+    """MCPServer() calls logging.basicConfig (a handler on the root logger when none is there yet):
+    the server's logging is configured by the CLI/uvicorn, so take back whatever it added."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    mcp = MCPServer("rag-server", version=__version__, instructions=INSTRUCTIONS)
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    return mcp
+
+
+def http_session_manager(mcp: MCPServer, host: str) -> StreamableHTTPSessionManager:
+    """Stateless JSON-response transport: every POST stands alone (authenticated on its own, no
+    session to hijack or reap). Loopback servers get the SDK's DNS-rebinding protection."""
+    security = None
+    if is_loopback(host):
+        security = TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"],
+            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+        )
+    # streamable_http_app() is how the SDK builds its session manager; its Starlette app is not used.
+    mcp.streamable_http_app(stateless_http=True, json_response=True, transport_security=security)
+    return mcp.session_manager
+
+
+@asynccontextmanager
+async def running(manager: StreamableHTTPSessionManager) -> AsyncIterator[None]:
+    """The session manager's `run()` for the app's lifespan. Its task group must be entered and left by
+    one task, and a lifespan may start and end in different tasks (pytest-asyncio's fixtures do): a
+    task of its own holds it."""
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with manager.run():
+            started.set()
+            await stop.wait()
+
+    holder = asyncio.create_task(hold(), name="mcp-session-manager")
+    waiting = asyncio.create_task(started.wait())
+    await asyncio.wait({holder, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if holder.done():
+        waiting.cancel()
+        holder.result()  # it failed to start: raise that
+    try:
+        yield
+    finally:
+        stop.set()
+        await holder
+
+
+class McpEndpoint:
+    """ASGI endpoint for `/mcp`: authenticate with the API's keys, then hand over to the SDK."""
+
+    def __init__(self, runtime: Callable[[], Runtime], manager: StreamableHTTPSessionManager):
+        self.runtime = runtime
+        self.manager = manager
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        runtime = self.runtime()
+        headers = Headers(scope=scope)
+        try:
+            principal = await keys.authenticate(
+                runtime.pool, _presented_key(headers), open_allowed=is_loopback(runtime.settings.host)
+            )
+        except UnauthenticatedError as exc:
+            response = JSONResponse({"detail": str(exc)}, 401, headers={"WWW-Authenticate": "Bearer"})
+            await response(scope, receive, send)
+            return
+        scope[PRINCIPAL_KEY] = principal
+        await self.manager.handle_request(scope, receive, send)
+
+
+def _presented_key(headers: Headers) -> str | None:
+    authorization = headers.get("authorization", "")
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return headers.get("x-api-key") or None

@@ -1,0 +1,167 @@
+"""What the MCP tools do, over the domain (no SQL, no MCP types): search, ask, list and read documents.
+
+Every result names documents by name and id (search hits also chunk ids, pages and scores) so an
+assistant can cite what it used. Domain errors (NotFoundError...) propagate; server.py turns them into
+MCP tool errors.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from rag_server.chat.models import QueryRequest, Source
+from rag_server.chat.service import ChatService
+from rag_server.collections.models import DEFAULT_COLLECTION
+from rag_server.collections.store import resolve_ids
+from rag_server.infra.runtime import Runtime
+from rag_server.ingestion import documents
+from rag_server.ingestion.models import Document, DocumentStatus
+from rag_server.retrieval.models import SearchFilters, SearchHit, SearchRequest
+from rag_server.retrieval.service import search
+from rag_server.retrieval.store import fetch_document_chunks
+
+SearchMode = Literal["hybrid", "bm25", "vector"]
+# A document read through a tool returns at most this many chunks per call (page with start/end).
+MAX_CHUNKS_PER_READ = 200
+
+
+class SearchResult(BaseModel):
+    query: str
+    mode: SearchMode
+    results: list[SearchHit]
+
+
+class AskResult(BaseModel):
+    answer: str = Field(description="Cites its sources as [n].")
+    answer_mode: Literal["llm", "extractive"]
+    sources: list[Source]
+    llm_error: str | None = None
+
+
+class DocumentSummary(BaseModel):
+    id: UUID
+    name: str
+    collection_id: UUID
+    file_type: str
+    status: DocumentStatus
+    chunk_count: int
+    size_bytes: int
+    created_at: datetime
+
+
+class DocumentListing(BaseModel):
+    documents: list[DocumentSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class DocumentChunk(BaseModel):
+    chunk_id: int
+    chunk_index: int
+    page: int | None
+    text: str
+
+
+class DocumentContent(BaseModel):
+    document: DocumentSummary
+    metadata: dict[str, Any]
+    error: str | None
+    start: int = Field(description="First chunk index returned.")
+    end: int = Field(description="One past the last chunk index asked for.")
+    chunks: list[DocumentChunk]
+    text: str = Field(description="The returned chunks' text joined in order.")
+
+
+def _collections(collection: str | None) -> list[str] | None:
+    return None if collection is None else [collection]
+
+
+async def search_chunks(
+    runtime: Runtime,
+    query: str,
+    mode: SearchMode = "hybrid",
+    top_k: int = 10,
+    collection: str | None = None,
+    filters: SearchFilters | None = None,
+) -> SearchResult:
+    request = SearchRequest(
+        query=query, top_k=top_k, search_type=mode, filters=filters, collections=_collections(collection)
+    )
+    response = await search(runtime, request)
+    return SearchResult(query=response.query, mode=response.search_type, results=response.results)
+
+
+async def ask(
+    chat: ChatService, question: str, collection: str | None = None, mode: SearchMode | None = None
+) -> AskResult:
+    """A cited answer that leaves nothing behind: a temporary session (process memory only, never the
+    database) made for this one question and deleted after it."""
+    session = await chat.create_session(title=question[:200], is_temporary=True, search_type=mode or "hybrid")
+    try:
+        response = await chat.answer(
+            QueryRequest(query=question, session_id=session.id, collections=_collections(collection))
+        )
+    finally:
+        await chat.delete_session(session.id)
+    return AskResult(
+        answer=response.answer,
+        answer_mode=response.answer_mode,
+        sources=response.sources,
+        llm_error=response.llm_error,
+    )
+
+
+def _summary(doc: Document) -> DocumentSummary:
+    return DocumentSummary(
+        id=doc.id,
+        name=doc.filename,
+        collection_id=doc.collection_id,
+        file_type=doc.file_type,
+        status=doc.status,
+        chunk_count=doc.chunk_count,
+        size_bytes=doc.size_bytes,
+        created_at=doc.created_at,
+    )
+
+
+async def list_documents(
+    runtime: Runtime,
+    collection: str = DEFAULT_COLLECTION,
+    status: DocumentStatus | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> DocumentListing:
+    scope = await resolve_ids(runtime.pool, [collection])
+    listing = await documents.list_documents(
+        runtime.pool, limit=limit, offset=offset, status=status, collection_ids=scope
+    )
+    return DocumentListing(
+        documents=[_summary(d) for d in listing.items], total=listing.total, limit=limit, offset=offset
+    )
+
+
+async def get_document(
+    runtime: Runtime, document_id: UUID, start: int = 0, end: int | None = None
+) -> DocumentContent:
+    """The document's metadata and the text of chunks `start <= index < end` (at most
+    MAX_CHUNKS_PER_READ of them; default: from the first)."""
+    doc = await documents.get_document(runtime.pool, document_id)
+    stop = min(start + MAX_CHUNKS_PER_READ, end if end is not None else doc.chunk_count)
+    rows = await fetch_document_chunks(runtime.pool, document_id, start, max(stop, start))
+    chunks = [
+        DocumentChunk(chunk_id=r.chunk_id, chunk_index=r.chunk_index, page=r.page, text=r.text) for r in rows
+    ]
+    return DocumentContent(
+        document=_summary(doc),
+        metadata=doc.metadata,
+        error=doc.error,
+        start=start,
+        end=max(stop, start),
+        chunks=chunks,
+        text="\n\n".join(c.text for c in chunks),
+    )

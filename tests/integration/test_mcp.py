@@ -1,0 +1,219 @@
+"""The MCP server through the SDK's own client: streamable HTTP at /mcp of the real app on a socket, and
+stdio (`python -m rag_server mcp`). Open mode first; the tests at the end create keys (the module's
+database is then secured) and check that a key limited to one collection sees nothing of another."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp_types import CallToolResult, TextContent
+
+from rag_server.access import keys
+from rag_server.access.models import CreateKey
+from rag_server.collections import store
+from rag_server.collections.models import CreateCollection
+from rag_server.config import Settings
+from rag_server.infra.database import owner_connection
+from rag_server.infra.runtime import Runtime
+from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+from tests.support.processes import settings_env
+
+TOOLS = {"ask", "get_document", "list_documents", "search"}
+# Long enough for several 128-token chunks: each sentence names its number, so a chunk range is checkable.
+HERON_TEXT = " ".join(
+    f"Observation {i}: the grey heron waits motionless in shallow water before striking at fish."
+    for i in range(60)
+)
+
+
+@dataclass
+class Docs:
+    ids: dict[str, str]  # file name -> document id
+
+
+@pytest.fixture(scope="module")
+async def docs(runtime: Runtime) -> Docs:
+    alpha = await store.create_collection(runtime.pool, CreateCollection(name="alpha"))
+    beta = await store.create_collection(runtime.pool, CreateCollection(name="beta"))
+    ids: dict[str, str] = {}
+    for name, text, collection_id in (
+        ("zebrafish.txt", "Zebrafish regenerate heart muscle after cryoinjury within weeks.", None),
+        ("herons.txt", HERON_TEXT, None),
+        ("alpha.txt", "Alpha notes: axolotls regrow whole limbs, bone and nerves included.", alpha.id),
+        ("beta.txt", "Beta notes: axolotls regrow limbs; planarians regrow whole bodies.", beta.id),
+    ):
+        kwargs: dict[str, Any] = {} if collection_id is None else {"collection_id": collection_id}
+        (doc_id,) = await ingest_documents_direct(
+            runtime, [DirectDocument(name, text.encode(), {})], **kwargs
+        )
+        ids[name] = str(doc_id)
+    return Docs(ids)
+
+
+@asynccontextmanager
+async def mcp_http(base_url: str, key: str | None = None) -> AsyncIterator[Client]:
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    async with (
+        create_mcp_http_client(headers=headers) as http,
+        Client(streamable_http_client(f"{base_url}/mcp", http_client=http)) as client,
+    ):
+        yield client
+
+
+def data(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, error_text(result)
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+def error_text(result: CallToolResult) -> str:
+    return " ".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+async def test_http_tools_search_and_cite(live_app_url: str, docs: Docs) -> None:
+    async with mcp_http(live_app_url) as client:
+        assert {t.name for t in (await client.list_tools()).tools} == TOOLS
+        hits = data(await client.call_tool("search", {"query": "zebrafish heart regeneration"}))["results"]
+        assert hits[0]["document_name"] == "zebrafish.txt"
+        assert hits[0]["document_id"] == docs.ids["zebrafish.txt"]
+        assert {"chunk_id", "page", "score"} <= hits[0].keys()
+        bm25 = data(await client.call_tool("search", {"query": "heron", "mode": "bm25", "top_k": 2}))
+        assert bm25["mode"] == "bm25"
+        assert 1 <= len(bm25["results"]) <= 2
+        assert {h["document_name"] for h in bm25["results"]} == {"herons.txt"}
+        alpha = data(await client.call_tool("search", {"query": "axolotls limbs", "collection": "alpha"}))
+        assert {h["document_name"] for h in alpha["results"]} == {"alpha.txt"}
+
+
+async def test_http_ask_is_cited_and_stores_nothing(live_app_url: str, runtime: Runtime, docs: Docs) -> None:
+    async with mcp_http(live_app_url) as client:
+        answer = data(
+            await client.call_tool("ask", {"question": "How do zebrafish regenerate heart muscle?"})
+        )
+    assert answer["answer_mode"] == "extractive"  # no LLM configured in the tests
+    assert "[1]" in answer["answer"]
+    assert answer["sources"][0]["document_name"] == "zebrafish.txt"
+    assert answer["sources"][0]["document_id"] == docs.ids["zebrafish.txt"]
+    async with owner_connection(runtime.database_url) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM chat_sessions") == 0
+        assert await conn.fetchval("SELECT count(*) FROM chat_messages") == 0
+
+
+async def test_http_list_and_read_documents(live_app_url: str, docs: Docs) -> None:
+    async with mcp_http(live_app_url) as client:
+        listing = data(await client.call_tool("list_documents", {}))
+        assert {d["name"] for d in listing["documents"]} == {"zebrafish.txt", "herons.txt"}
+        assert listing["total"] == 2
+        beta = data(await client.call_tool("list_documents", {"collection": "beta", "limit": 1}))
+        assert [d["id"] for d in beta["documents"]] == [docs.ids["beta.txt"]]
+        whole = data(await client.call_tool("get_document", {"document_id": docs.ids["herons.txt"]}))
+        count = whole["document"]["chunk_count"]
+        assert count >= 4
+        assert [c["chunk_index"] for c in whole["chunks"]] == list(range(count))
+        assert "Observation 0:" in whole["text"] and "Observation 59:" in whole["text"]
+        part = data(
+            await client.call_tool(
+                "get_document", {"document_id": docs.ids["herons.txt"], "start": 1, "end": 3}
+            )
+        )
+    assert [c["chunk_index"] for c in part["chunks"]] == [1, 2]
+    assert part["document"]["name"] == "herons.txt"
+    assert part["text"] == "\n\n".join(c["text"] for c in whole["chunks"][1:3])
+    assert "Observation 0:" not in part["text"]
+
+
+async def test_http_errors_are_tool_errors(live_app_url: str, docs: Docs) -> None:
+    async with mcp_http(live_app_url) as client:
+        unknown = await client.call_tool("search", {"query": "zebrafish", "collection": "nope"})
+        assert unknown.is_error and "nope" in error_text(unknown)
+        missing = await client.call_tool(
+            "get_document", {"document_id": "00000000-0000-0000-0000-000000000001"}
+        )
+        assert missing.is_error and "00000000-0000-0000-0000-000000000001" in error_text(missing)
+        invalid = await client.call_tool("search", {"query": "zebrafish", "top_k": 1000})
+        assert invalid.is_error and "top_k" in error_text(invalid)
+        no_query = await client.call_tool("search", {})
+        assert no_query.is_error and "query" in error_text(no_query)
+        # The server is still there after the errors.
+        assert data(await client.call_tool("search", {"query": "zebrafish"}))["results"]
+
+
+def stdio_params(settings: Settings, **env: str) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=sys.executable, args=["-m", "rag_server", "mcp"], env={**settings_env(settings), **env}
+    )
+
+
+async def test_stdio_lists_tools_and_searches(settings: Settings, docs: Docs) -> None:
+    async with Client(stdio_params(settings), read_timeout_seconds=120) as client:
+        assert {t.name for t in (await client.list_tools()).tools} == TOOLS
+        hits = data(await client.call_tool("search", {"query": "zebrafish heart regeneration"}))["results"]
+        assert hits[0]["document_name"] == "zebrafish.txt"
+        # The system scope: every collection.
+        beta = data(await client.call_tool("list_documents", {"collection": "beta"}))
+        assert [d["name"] for d in beta["documents"]] == ["beta.txt"]
+
+
+# --- secured: from here on keys exist ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def secured(runtime: Runtime, docs: Docs) -> dict[str, str]:
+    made = {}
+    for spec in (
+        CreateKey(name="admin", role="admin"),
+        CreateKey(name="alpha-reader", role="reader", collections=["alpha"]),
+    ):
+        made[spec.name] = (await keys.create_key(runtime.pool, spec)).key
+    return made
+
+
+async def test_http_without_a_valid_key_is_401(live_app_url: str, secured: dict[str, str]) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    async with httpx.AsyncClient(base_url=live_app_url) as http:
+        for headers in ({}, {"Authorization": "Bearer rag_not-a-key"}, {"X-API-Key": "rag_nope"}):
+            r = await http.post("/mcp", json=body, headers=headers)
+            assert r.status_code == 401, r.text
+            assert r.headers["www-authenticate"] == "Bearer"
+            assert "key" in r.json()["detail"]
+    async with mcp_http(live_app_url, secured["admin"]) as client:
+        beta = data(await client.call_tool("search", {"query": "planarians", "collection": "beta"}))
+        assert [h["document_name"] for h in beta["results"]] == ["beta.txt"]
+
+
+async def test_http_a_key_limited_to_alpha_sees_nothing_of_beta(
+    live_app_url: str, secured: dict[str, str], docs: Docs
+) -> None:
+    async with mcp_http(live_app_url, secured["alpha-reader"]) as client:
+        alpha = data(await client.call_tool("search", {"query": "axolotls limbs", "collection": "alpha"}))
+        assert {h["document_name"] for h in alpha["results"]} == {"alpha.txt"}
+        for name, args in (
+            ("search", {"query": "axolotls limbs planarians", "collection": "beta"}),
+            ("search", {"query": "zebrafish heart"}),  # `default` is not the key's either
+            ("ask", {"question": "What regrows?", "collection": "beta"}),
+            ("list_documents", {"collection": "beta"}),
+            ("get_document", {"document_id": docs.ids["beta.txt"]}),
+        ):
+            result = await client.call_tool(name, args)
+            assert result.is_error, (name, args, result.structured_content)
+            assert "beta.txt" not in error_text(result)
+        listed = data(await client.call_tool("list_documents", {"collection": "alpha"}))
+        assert [d["name"] for d in listed["documents"]] == ["alpha.txt"]
+
+
+async def test_stdio_runs_under_rag_api_key(settings: Settings, secured: dict[str, str]) -> None:
+    params = stdio_params(settings, RAG_API_KEY=secured["alpha-reader"])
+    async with Client(params, read_timeout_seconds=120) as client:
+        alpha = data(await client.call_tool("search", {"query": "axolotls", "collection": "alpha"}))
+        assert {h["document_name"] for h in alpha["results"]} == {"alpha.txt"}
+        beta = await client.call_tool("list_documents", {"collection": "beta"})
+        assert beta.is_error
