@@ -99,20 +99,14 @@ async def search_chunks(
 async def ask(
     chat: ChatService, question: str, collection: str | None = None, mode: SearchMode | None = None
 ) -> AskResult:
-    """A cited answer that leaves nothing behind: a temporary session (process memory only, never the
-    database) made for this one question and deleted after it."""
-    session = await chat.create_session(title=question[:200], is_temporary=True, search_type=mode or "hybrid")
-    try:
-        response = await chat.answer(
-            QueryRequest(query=question, session_id=session.id, collections=_collections(collection))
-        )
-    finally:
-        await chat.delete_session(session.id)
+    """A cited answer that leaves nothing behind: an unstored turn (no session, no history), the same
+    path the OpenAI-compatible API takes."""
+    request = QueryRequest(query=question, collections=_collections(collection), search_type=mode)
+    turn = await chat.resolve_unstored(request, history=[], llm_options={})
+    async for _ in chat.generate(turn):
+        pass
     return AskResult(
-        answer=response.answer,
-        answer_mode=response.answer_mode,
-        sources=response.sources,
-        llm_error=response.llm_error,
+        answer=turn.answer, answer_mode=turn.mode, sources=turn.sources, llm_error=turn.llm_error
     )
 
 
