@@ -93,22 +93,25 @@ async def keys_exist(conn: Executor) -> bool:
 
 
 async def authenticate(conn: Executor, presented: str | None, *, open_allowed: bool) -> Principal:
-    """The principal of a request. No key: open mode when no key exists and `open_allowed` (the server
-    listens on a loopback address only), else UnauthenticatedError. The key never reaches an error
-    message or a log."""
-    if not presented:
+    """The principal of a request. Open mode (no key exists, and `open_allowed`: the server listens on
+    a loopback address only) answers anyone, also a client that sends some key anyway (OpenAI SDKs and
+    Open WebUI always send one). Otherwise a missing, unknown or revoked key is an UnauthenticatedError.
+    The key never reaches an error message or a log."""
+    row = None
+    if presented:
+        row = await conn.fetchrow("SELECT * FROM rag_authenticate($1)", hash_key(presented))
+    if row is None:
         if await keys_exist(conn):
             raise UnauthenticatedError(
-                "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
+                "the API key is not valid (unknown or revoked)"
+                if presented
+                else "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
             )
         if not open_allowed:
             raise UnauthenticatedError(
                 f"no API key exists and the server is not on a loopback address: {HOW_TO_CREATE}"
             )
         return OPEN
-    row = await conn.fetchrow("SELECT * FROM rag_authenticate($1)", hash_key(presented))
-    if row is None:
-        raise UnauthenticatedError("the API key is not valid (unknown or revoked)")
     ids = row["collection_ids"]
     return Principal(
         key_id=row["id"], name=row["name"], role=row["role"], collections=None if ids is None else tuple(ids)
