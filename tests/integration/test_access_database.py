@@ -242,3 +242,20 @@ async def test_the_cli_says_in_one_sentence_when_the_server_wants_a_key_or_is_no
     assert (
         gone.returncode == 1 and "cannot reach the server" in gone.stderr and "Traceback" not in gone.stderr
     )
+
+
+async def test_a_changed_bootstrap_key_replaces_the_previous_one(
+    runtime: Runtime, two_collections: dict[str, Any]
+) -> None:
+    from rag_server.errors import InvalidInputError, UnauthenticatedError
+
+    first, second = "f" * 40, "s" * 40
+    assert await keys.ensure_bootstrap_key(runtime.pool, first) is True
+    assert await keys.ensure_bootstrap_key(runtime.pool, first) is False  # a restart changes nothing
+    assert (await keys.authenticate(runtime.pool, first, open_allowed=False)).role == "admin"
+    assert await keys.ensure_bootstrap_key(runtime.pool, second) is True
+    with pytest.raises(UnauthenticatedError):
+        await keys.authenticate(runtime.pool, first, open_allowed=False)
+    assert (await keys.authenticate(runtime.pool, second, open_allowed=False)).role == "admin"
+    with pytest.raises(InvalidInputError, match="at least 32"):
+        await keys.ensure_bootstrap_key(runtime.pool, "short")
