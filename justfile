@@ -35,9 +35,9 @@ migrate: install
 doctor: install
     {{bin}}/rag-server doctor
 
-# all tests: unit, then integration (real embedded PostgreSQL and processes)
+# all tests: unit, integration (real embedded PostgreSQL and processes), browser (Chromium on the web app)
 test: install
-    {{bin}}/pytest tests/unit tests/integration
+    {{bin}}/pytest tests/unit tests/integration tests/browser
 
 # unit tests (no database)
 test-unit: install
@@ -46,6 +46,10 @@ test-unit: install
 # integration tests (embedded PostgreSQL, real server and worker processes)
 test-integration: install
     {{bin}}/pytest tests/integration
+
+# the web app in a real Chromium (Debian package `chromium`) against a real stack
+test-browser: install
+    {{bin}}/pytest tests/browser
 
 # ruff + mypy
 lint: install

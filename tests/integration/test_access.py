@@ -93,6 +93,7 @@ class Call:
 
 # Every operation but /health. `test_the_walk_covers_every_operation` keeps this complete.
 CALLS = [
+    Call("GET", "/status", "reader"),
     Call("GET", "/collections", "reader"),
     Call("POST", "/collections", "admin", {"name": "gamma"}),
     Call("GET", "/collections/{target}", "reader"),
@@ -105,6 +106,7 @@ CALLS = [
     Call("GET", "/tasks/{target_batch}/status", "reader"),
     Call("GET", "/documents?collection={target}", "reader"),
     Call("GET", "/documents/{target_doc}", "reader"),
+    Call("GET", "/documents/{target_doc}/chunks", "reader"),
     Call("GET", "/documents/{target_doc}/download", "reader"),
     Call("DELETE", "/documents/{target_doc}", "editor"),
     Call(
@@ -209,7 +211,7 @@ async def test_a_role_too_low_is_403_and_changes_nothing(
     [
         c
         for c in CALLS
-        if c.role != "admin" and c.path not in ("/chat/sessions", "/collections", "/v1/models")
+        if c.role != "admin" and c.path not in ("/chat/sessions", "/collections", "/v1/models", "/status")
     ],
     ids=lambda c: f"{c.method} {c.path}",
 )
@@ -224,6 +226,18 @@ async def test_another_collections_objects_are_404_for_a_limited_key(
     assert (await app_client.get(f"/documents/{world.ids['beta_doc']}", headers=admin)).status_code == 200
     session = world.ids["admin_session"]
     assert (await app_client.get(f"/chat/sessions/{session}", headers=admin)).status_code == 200
+
+
+async def test_status_names_the_calling_key_and_its_reach(
+    app_client: httpx.AsyncClient, world: World
+) -> None:
+    limited = (await app_client.get("/status", headers=bearer(world.keys["alpha-editor"]))).json()
+    assert limited["auth"] == "api_key"
+    assert limited["key"] == {"name": "alpha-editor", "role": "editor", "all_collections": False}
+    admin = (await app_client.get("/status", headers=bearer(world.keys["admin"]))).json()
+    assert admin["key"] == {"name": "admin", "role": "admin", "all_collections": True}
+    assert admin["llm"] == {"configured": False, "provider": "none", "model": None}
+    assert set(admin["tasks"]) == {"queued", "processing"}
 
 
 async def test_a_limited_key_sees_only_its_collections(app_client: httpx.AsyncClient, world: World) -> None:

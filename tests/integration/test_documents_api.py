@@ -170,6 +170,25 @@ def test_get_and_download(client: TestClient, uploaded: dict[str, dict[str, Any]
     assert client.get("/documents/not-a-uuid").status_code == 422
 
 
+def test_chunks_are_read_in_order_and_paged(client: TestClient, uploaded: dict[str, dict[str, Any]]) -> None:
+    large = uploaded["c-large.txt"]
+    total = client.get(f"/documents/{large['document_id']}").json()["chunk_count"]
+    first = client.get(f"/documents/{large['document_id']}/chunks", params={"limit": 2}).json()
+    assert (first["total"], first["offset"], first["limit"]) == (total, 0, 2)
+    assert [c["chunk_index"] for c in first["items"]] == [0, 1]
+    last = client.get(f"/documents/{large['document_id']}/chunks", params={"offset": total - 1}).json()
+    assert [c["chunk_index"] for c in last["items"]] == [total - 1]
+    assert last["items"][0]["text"] and last["items"][0]["text"] not in first["items"][0]["text"]
+    pdf = client.get(f"/documents/{uploaded['d-paper.pdf']['document_id']}/chunks").json()
+    assert [c["page"] for c in pdf["items"]] == [1, 2] and "otters" in pdf["items"][0]["text"]
+    # The window's end cannot overflow chunk_index (an int4): empty, not a 500.
+    beyond = client.get(f"/documents/{large['document_id']}/chunks", params={"offset": 2**31 - 1})
+    assert beyond.status_code == 200 and beyond.json()["items"] == []
+    missing = "00000000-0000-0000-0000-000000000000"
+    assert client.get(f"/documents/{missing}/chunks").status_code == 404
+    assert client.get(f"/documents/{large['document_id']}/chunks", params={"limit": 201}).status_code == 422
+
+
 def test_delete_removes_document_bytes_and_chunks(
     client: TestClient, uploaded: dict[str, dict[str, Any]], database_url: str
 ) -> None:

@@ -21,6 +21,7 @@ from rag_server.api.routes import (
     keys,
     openai_compat,
     search,
+    status,
     tasks,
     upload,
 )
@@ -30,6 +31,7 @@ from rag_server.infra.embeddings import Embedder
 from rag_server.infra.runtime import open_runtime
 from rag_server.infra.scoped_pool import SYSTEM_SCOPE, bind_scope, reset_scope
 from rag_server.mcp_server.server import McpEndpoint, Services, build_mcp, http_session_manager, running
+from rag_server.web.serve import mount_web_app
 
 
 def create_app(
@@ -65,6 +67,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(ScopeMiddleware)
     app.include_router(health.router)
+    app.include_router(status.router)
     app.include_router(collections.router)
     app.include_router(keys.router)
     app.include_router(upload.router)
@@ -77,6 +80,7 @@ def create_app(
     app.router.routes.append(
         Route("/mcp", McpEndpoint(lambda: app.state.runtime, mcp_sessions), include_in_schema=False)
     )
+    mount_web_app(app)
     return app
 
 

@@ -187,3 +187,13 @@ async def complete_task(
         )
         await queue.delete(msg_id, conn=c)
     return True
+
+
+async def count_unfinished_tasks(conn: Executor) -> dict[str, int]:
+    """Tasks still queued or processing (only the collections the caller may read: row-level security)."""
+    rows = await conn.fetch(
+        "SELECT status, count(*) AS n FROM job_tasks WHERE status IN ('queued', 'processing') GROUP BY status"
+    )
+    counts = {"queued": 0, "processing": 0}
+    counts.update({r["status"]: int(r["n"]) for r in rows})
+    return counts

@@ -20,7 +20,7 @@ from rag_server.collections.store import resolve_ids
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion import documents
 from rag_server.ingestion.models import Document, DocumentStatus
-from rag_server.retrieval.models import SearchFilters, SearchHit, SearchRequest
+from rag_server.retrieval.models import DocumentChunk, SearchFilters, SearchHit, SearchRequest
 from rag_server.retrieval.service import search
 from rag_server.retrieval.store import fetch_document_chunks
 
@@ -58,13 +58,6 @@ class DocumentListing(BaseModel):
     total: int
     limit: int
     offset: int
-
-
-class DocumentChunk(BaseModel):
-    chunk_id: int
-    chunk_index: int
-    page: int | None
-    text: str
 
 
 class DocumentContent(BaseModel):
@@ -146,10 +139,7 @@ async def get_document(
     MAX_CHUNKS_PER_READ of them; default: from the first)."""
     doc = await documents.get_document(runtime.pool, document_id)
     stop = min(start + MAX_CHUNKS_PER_READ, end if end is not None else doc.chunk_count)
-    rows = await fetch_document_chunks(runtime.pool, document_id, start, max(stop, start))
-    chunks = [
-        DocumentChunk(chunk_id=r.chunk_id, chunk_index=r.chunk_index, page=r.page, text=r.text) for r in rows
-    ]
+    chunks = await fetch_document_chunks(runtime.pool, document_id, start, max(stop, start))
     return DocumentContent(
         document=_summary(doc),
         metadata=doc.metadata,

@@ -70,6 +70,15 @@ class SearchHit(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class DocumentChunk(BaseModel):
+    """One chunk of a document as a reader sees it (REST `/documents/{id}/chunks`, MCP `get_document`)."""
+
+    chunk_id: int
+    chunk_index: int
+    page: int | None
+    text: str
+
+
 class SearchResponse(BaseModel):
     query: str
     search_type: SearchType

@@ -9,6 +9,7 @@ from uuid import UUID
 import asyncpg
 
 from rag_server.infra.database import Executor
+from rag_server.retrieval.models import DocumentChunk
 
 
 @dataclass(frozen=True)
@@ -51,15 +52,19 @@ def _row(r: asyncpg.Record) -> ChunkRow:
 
 
 DOCUMENT_CHUNKS_SQL = """
-    SELECT c.id, c.document_id, d.filename, c.chunk_index, c.page, c.text,
-           d.metadata || c.metadata AS metadata
-    FROM chunks c JOIN documents d ON d.id = c.document_id
+    SELECT c.id, c.chunk_index, c.page, c.text
+    FROM chunks c
     WHERE c.document_id = $1 AND c.chunk_index >= $2 AND c.chunk_index < $3
     ORDER BY c.chunk_index
 """
 
 
-async def fetch_document_chunks(conn: Executor, document_id: UUID, start: int, end: int) -> list[ChunkRow]:
+async def fetch_document_chunks(
+    conn: Executor, document_id: UUID, start: int, end: int
+) -> list[DocumentChunk]:
     """One document's chunks with `start <= chunk_index < end`, in order (a reader's window on it)."""
     rows = await conn.fetch(DOCUMENT_CHUNKS_SQL, document_id, start, end)
-    return [_row(r) for r in rows]
+    return [
+        DocumentChunk(chunk_id=r["id"], chunk_index=r["chunk_index"], page=r["page"], text=r["text"])
+        for r in rows
+    ]

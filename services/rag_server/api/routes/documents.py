@@ -1,4 +1,4 @@
-"""Documents: list, details, original bytes, delete, and a duplicate check before uploading."""
+"""Documents: list, details, chunks, original bytes, delete, and a duplicate check before uploading."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from urllib.parse import quote
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, Field
 
-from rag_server.api.deps import OffsetQuery, PoolDep, require
+from rag_server.api.deps import MAX_OFFSET, OffsetQuery, PoolDep, require
 from rag_server.api.errors import error_responses
 from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.collections.store import resolve_ids
@@ -21,6 +22,8 @@ from rag_server.ingestion.models import (
     DuplicateCheck,
     DuplicateCheckResult,
 )
+from rag_server.retrieval.models import DocumentChunk
+from rag_server.retrieval.store import fetch_document_chunks
 from rag_server.text import CleanText
 
 router = APIRouter(tags=["documents"], dependencies=[require("reader")], responses=error_responses(401))
@@ -64,6 +67,32 @@ async def list_documents(
 @router.get("/documents/{document_id}", response_model=Document, responses=error_responses(404, 503))
 async def get_document(document_id: UUID, pool: PoolDep) -> Document:
     return await documents.get_document(pool, document_id)
+
+
+class DocumentChunks(BaseModel):
+    document_id: UUID
+    total: int = Field(description="The document's chunk count")
+    offset: int
+    limit: int
+    items: list[DocumentChunk]
+
+
+@router.get(
+    "/documents/{document_id}/chunks", response_model=DocumentChunks, responses=error_responses(404, 503)
+)
+async def document_chunks(
+    document_id: UUID,
+    pool: PoolDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: OffsetQuery = 0,
+) -> DocumentChunks:
+    """The document's chunks in order (`chunk_index` from `offset`), as search and chat cite them."""
+    doc = await documents.get_document(pool, document_id)
+    # chunk_index is an int4: the window end must not overflow it.
+    items = await fetch_document_chunks(pool, document_id, offset, min(offset + limit, MAX_OFFSET))
+    return DocumentChunks(
+        document_id=document_id, total=doc.chunk_count, offset=offset, limit=limit, items=items
+    )
 
 
 @router.get(

@@ -1,0 +1,132 @@
+// The one client of the REST API in the browser: the API key header, JSON errors as ApiError with the
+// server's sentence, Server-Sent Events read from fetch, and downloads that need the key.
+
+const KEY_STORAGE = "rag.apiKey";
+
+export const auth = {
+  // sessionStorage: the key lives as long as the tab, never in a URL or a cookie.
+  get: () => sessionStorage.getItem(KEY_STORAGE),
+  set: (key) => sessionStorage.setItem(KEY_STORAGE, key),
+  clear: () => sessionStorage.removeItem(KEY_STORAGE),
+};
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+  }
+}
+
+// FastAPI's 422 detail is a list of {loc, msg}; every other error is one sentence.
+function detailText(detail, status) {
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail
+      .map((e) => {
+        const where = (e.loc || []).filter((p) => p !== "body" && p !== "query").join(".");
+        return where ? `${where}: ${e.msg}` : e.msg;
+      })
+      .join("; ");
+  }
+  return `The server answered ${status}.`;
+}
+
+function headers(extra = {}) {
+  const h = { ...extra };
+  const key = auth.get();
+  if (key) h.Authorization = `Bearer ${key}`;
+  return h;
+}
+
+async function send(path, { method = "GET", json, body, query, signal, accept } = {}) {
+  let url = path;
+  if (query) {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null && v !== "") params.set(k, v);
+    const qs = params.toString();
+    if (qs) url += `?${qs}`;
+  }
+  const extra = accept ? { Accept: accept } : {};
+  if (json !== undefined) extra["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(url, {
+      method,
+      headers: headers(extra),
+      body: json !== undefined ? JSON.stringify(json) : body,
+      signal,
+    });
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    throw new ApiError(0, "The server cannot be reached. Is rag-server running?");
+  }
+  if (!response.ok) {
+    let detail = null;
+    try {
+      detail = (await response.json()).detail;
+    } catch {
+      /* not JSON: a proxy's page; the status says enough */
+    }
+    if (response.status === 401) window.dispatchEvent(new CustomEvent("rag:unauthorized"));
+    throw new ApiError(response.status, detailText(detail, response.status));
+  }
+  return response;
+}
+
+// JSON in, JSON out; null for 204.
+export async function api(path, options = {}) {
+  const response = await send(path, options);
+  if (response.status === 204) return null;
+  return response.json();
+}
+
+// POST `json` and yield {event, data} for each Server-Sent Event (`data` parsed as JSON).
+export async function* streamEvents(path, json, signal) {
+  const response = await send(path, { method: "POST", json, signal, accept: "text/event-stream" });
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value.replace(/\r\n?/g, "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let event = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith(":")) continue;
+          const colon = line.indexOf(":");
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+          if (field === "event") event = text;
+          else if (field === "data") data.push(text);
+        }
+        if (data.length) yield { event, data: JSON.parse(data.join("\n")) };
+      }
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+// Multipart upload (FormData); JSON back.
+export function upload(path, formData, signal) {
+  return api(path, { method: "POST", body: formData, signal });
+}
+
+// A download that needs the API key: fetch it, then hand the bytes to the browser as a file.
+export async function download(path, filename) {
+  const response = await send(path);
+  const url = URL.createObjectURL(await response.blob());
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = filename;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}

@@ -1,0 +1,165 @@
+// The app shell: sign-in when the server needs a key, the navigation and collection switcher, and one
+// view at a time in <main>, chosen by the URL's fragment.
+//
+// A view module exports `mount(root, ctx, route)` and returns {update(route)?, unmount()?}:
+//   root  - the element it owns (emptied for it)
+//   ctx   - {status, collection, can(role), collections, refreshStatus()} (below)
+//   route - {view, id, query} from router.parseRoute
+// `update` is called when only the route's id/query changed; without it the view is mounted again.
+
+import { api, ApiError, auth } from "./api.js";
+import { clear, h, toast } from "./dom.js";
+import { parseRoute } from "./router.js";
+import * as chat from "./views/chat.js";
+import * as documents from "./views/documents.js";
+import * as search from "./views/search.js";
+import * as status from "./views/status.js";
+
+const VIEWS = { chat, documents, search, status };
+const ROLE_RANK = { reader: 1, editor: 2, admin: 3 };
+const COLLECTION_STORAGE = "rag.collection";
+
+const main = document.getElementById("main");
+const nav = document.querySelector(".mainnav");
+const topbarEnd = document.querySelector(".topbar-end");
+const collectionSelect = document.getElementById("collection");
+const signOut = document.getElementById("sign-out");
+const whoami = document.getElementById("whoami");
+
+const ctx = {
+  status: null,
+  collections: [],
+  collection: sessionStorage.getItem(COLLECTION_STORAGE) || "default",
+  can(role) {
+    return ROLE_RANK[this.status?.key.role] >= ROLE_RANK[role];
+  },
+  async refreshStatus() {
+    this.status = await api("/status");
+    return this.status;
+  },
+};
+
+let current = null; // {name, view}
+
+function render() {
+  const route = parseRoute();
+  for (const link of nav.querySelectorAll("a")) {
+    const active = link.getAttribute("href") === `#/${route.view}`;
+    if (active) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (current && current.name === route.view && current.view.update) {
+    current.view.update(route);
+    return;
+  }
+  current?.view.unmount?.();
+  clear(main);
+  const root = h("div", { class: `view view-${route.view}` });
+  main.append(root);
+  current = { name: route.view, view: VIEWS[route.view].mount(root, ctx, route) || {} };
+}
+
+function remount() {
+  current?.view.unmount?.();
+  current = null;
+  render();
+}
+
+async function loadCollections() {
+  const { items } = await api("/collections", { query: { limit: 200 } });
+  ctx.collections = items;
+  if (!items.some((c) => c.name === ctx.collection)) ctx.collection = items[0]?.name ?? "default";
+  clear(collectionSelect);
+  for (const c of items) collectionSelect.append(h("option", { value: c.name, selected: c.name === ctx.collection }, c.name));
+  collectionSelect.disabled = items.length < 2;
+}
+
+function showSignIn(message) {
+  current?.view.unmount?.();
+  current = null;
+  nav.hidden = true;
+  topbarEnd.hidden = true;
+  const input = h("input", {
+    id: "api-key",
+    type: "password",
+    autocomplete: "current-password",
+    required: true,
+    spellcheck: "false",
+  });
+  const error = h("p", { class: "form-error", role: "alert" }, message || "");
+  const form = h(
+    "form",
+    { class: "signin card", "aria-labelledby": "signin-title" },
+    h("h1", { id: "signin-title" }, "Sign in"),
+    h("p", { class: "muted" }, "This server needs an API key. It is kept in this tab only."),
+    h("label", { for: "api-key" }, "API key"),
+    input,
+    error,
+    h("button", { type: "submit", class: "primary" }, "Sign in"),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    auth.set(input.value.trim());
+    await start();
+  });
+  clear(main).append(form);
+  input.focus();
+}
+
+async function start() {
+  try {
+    // /health is public and says whether a key is needed: no request is refused before sign-in.
+    if (!auth.get()) {
+      const health = await api("/health");
+      if (health.auth === "locked") {
+        showSignIn("No API key exists yet: create one with `rag-server keys create --name me --role admin`.");
+        return;
+      }
+      if (health.auth !== "open") {
+        showSignIn("");
+        return;
+      }
+    }
+    await ctx.refreshStatus();
+    await loadCollections();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      const hadKey = Boolean(auth.get());
+      auth.clear();
+      showSignIn(hadKey ? err.message : "");
+      return;
+    }
+    clear(main).append(h("p", { class: "form-error", role: "alert" }, err.message));
+    return;
+  }
+  nav.hidden = false;
+  topbarEnd.hidden = false;
+  signOut.hidden = ctx.status.auth === "open";
+  const key = ctx.status.key;
+  whoami.textContent = key.name ? `${key.name} · ${key.role}` : "open (no API key)";
+  current = null;
+  render();
+}
+
+collectionSelect.addEventListener("change", () => {
+  ctx.collection = collectionSelect.value;
+  sessionStorage.setItem(COLLECTION_STORAGE, ctx.collection);
+  remount();
+});
+signOut.addEventListener("click", () => {
+  auth.clear();
+  showSignIn("");
+});
+window.addEventListener("hashchange", () => {
+  if (ctx.status && !nav.hidden) render();
+});
+// Any request answered 401 (key revoked meanwhile): back to the sign-in form.
+window.addEventListener("rag:unauthorized", () => {
+  if (!nav.hidden) {
+    auth.clear();
+    toast("The API key was not accepted any more: sign in again.", "error");
+    showSignIn("");
+  }
+});
+
+start();

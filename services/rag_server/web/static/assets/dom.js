@@ -1,0 +1,104 @@
+// Building the page from data without ever parsing it as HTML: every string becomes a text node or an
+// attribute value, so a document, a model or the server cannot inject markup or script. No script of this
+// app parses a string as HTML or code (tests/unit/test_web_static.py lists the forbidden APIs).
+
+const SAFE_URL = /^(https?:|blob:|#|\/(?!\/)|\.\/|mailto:)/i;
+
+// A URL that is safe to put in href/src: http(s), blob, same-page or same-origin paths; else null.
+export function safeUrl(url) {
+  const text = String(url ?? "").trim();
+  return SAFE_URL.test(text) ? text : null;
+}
+
+// h("button", {class: "x", onclick: fn, "aria-label": "Close"}, "text", child, [more])
+export function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(props || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") el.className = value;
+    else if (name === "text") el.textContent = value;
+    else if (name === "dataset") Object.assign(el.dataset, value);
+    else if (name.startsWith("on") && typeof value === "function") {
+      el.addEventListener(name.slice(2).toLowerCase(), value);
+    } else if (name === "href" || name === "src") {
+      const url = safeUrl(value);
+      if (url) el.setAttribute(name, url);
+    } else if (name === "value" || name === "checked" || name === "disabled" || name === "selected") {
+      el[name] = value;
+    } else el.setAttribute(name, value === true ? "" : String(value));
+  }
+  append(el, children);
+  return el;
+}
+
+export function append(el, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+export function clear(el) {
+  el.replaceChildren();
+  return el;
+}
+
+// Say something to screen readers without moving focus.
+export function announce(message) {
+  const region = document.getElementById("announcer");
+  region.textContent = "";
+  // A new text node on the next frame: the same message twice is still announced.
+  requestAnimationFrame(() => (region.textContent = message));
+}
+
+// A short message at the bottom of the screen; kind: "info" | "error".
+export function toast(message, kind = "info") {
+  const box = document.getElementById("toasts");
+  const item = h("div", { class: `toast toast-${kind}` }, message);
+  box.append(item);
+  setTimeout(() => item.remove(), kind === "error" ? 8000 : 4000);
+}
+
+// A modal confirmation (native <dialog>: focus is trapped and Escape cancels). Resolves true/false.
+export function confirmDialog(message, confirmLabel = "Delete") {
+  return new Promise((resolve) => {
+    const dialog = h(
+      "dialog",
+      { class: "confirm", "aria-label": "Confirm" },
+      h("p", {}, message),
+      h(
+        "form",
+        { method: "dialog", class: "row end" },
+        h("button", { value: "cancel", class: "quiet" }, "Cancel"),
+        h("button", { value: "confirm", class: "danger" }, confirmLabel),
+      ),
+    );
+    dialog.addEventListener("close", () => {
+      resolve(dialog.returnValue === "confirm");
+      dialog.remove();
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+  });
+}
+
+const UNITS = ["B", "KB", "MB", "GB"];
+export function formatBytes(n) {
+  let value = Number(n) || 0;
+  let unit = 0;
+  while (value >= 1024 && unit < UNITS.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${unit ? value.toFixed(1) : value} ${UNITS[unit]}`;
+}
+
+export function formatDate(iso) {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? "" : date.toLocaleString();
+}
+
+export function formatMs(ms) {
+  return `${Number(ms).toFixed(ms < 10 ? 1 : 0)} ms`;
+}

@@ -1,0 +1,2 @@
+// Placeholder: uploads (hashing, duplicate check, batch polling).
+export {};

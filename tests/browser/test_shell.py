@@ -1,0 +1,53 @@
+"""The app shell: served at / with a strict CSP, sign-in with an API key, navigation, status."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.async_api import Browser, Page, expect
+
+from tests.browser.conftest import Console, Stack, new_page
+
+
+async def test_shell_is_served_with_a_strict_content_security_policy(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.base_url) as client:
+        index = await client.get("/")
+        module = await client.get("/assets/app.js")
+        missing = await client.get("/assets/nope.js")
+    assert index.status_code == 200 and "text/html" in index.headers["content-type"]
+    csp = index.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert module.status_code == 200 and "javascript" in module.headers["content-type"]
+    assert module.headers["content-security-policy"] == csp
+    assert missing.status_code == 404
+
+
+async def test_sign_in_refuses_a_wrong_key_then_accepts_the_right_one(
+    browser: Browser, stack: Stack, page_console: Console
+) -> None:
+    page = await new_page(browser, page_console)
+    page_console.allow("401")  # the refused key's request
+    await page.goto(stack.base_url + "/")
+    await page.get_by_label("API key").fill("rag_not_a_real_key_000000000000000000")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_contain_text("key")
+    await page.get_by_label("API key").fill(stack.admin_key)
+    await page.get_by_role("button", name="Sign in").click()
+    nav = page.get_by_role("navigation", name="Main")
+    await expect(nav.get_by_role("link", name="Chat", exact=True)).to_be_visible()
+    # The key stays in this tab's sessionStorage, never in the URL.
+    assert stack.admin_key not in page.url
+    await page.reload()
+    await expect(nav).to_be_visible()
+    await page.context.close()
+    assert not page_console.unexpected()
+
+
+async def test_status_shows_engines_llm_and_queue(page: Page) -> None:
+    await page.get_by_role("link", name="Status").click()
+    facts = page.locator(".facts")
+    await expect(facts).to_contain_text("BM25 engine")
+    await expect(facts).to_contain_text("all-MiniLM-L6-v2")
+    await expect(facts).to_contain_text("openai: fake-llm")
+    await expect(facts).to_contain_text("0 queued")
+    assert page.url.endswith("#/status")

@@ -1,0 +1,56 @@
+"""The web app's files keep their rules: no HTML parsing of strings, no inline script or style, and the
+shell announces every module and stylesheet (one round trip for the whole app)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from rag_server.web.serve import CONTENT_SECURITY_POLICY, STATIC_DIR
+
+ASSETS = STATIC_DIR / "assets"
+INDEX = (STATIC_DIR / "index.html").read_text()
+# Each of these turns a string into markup or code; the app builds nodes and text only (dom.js).
+FORBIDDEN = [
+    "innerHTML",
+    "outerHTML",
+    "insertAdjacentHTML",
+    "document.write",
+    "eval(",
+    "new Function",
+    "srcdoc",
+]
+
+
+def scripts() -> list[Path]:
+    return sorted(ASSETS.rglob("*.js"))
+
+
+def test_no_script_parses_strings_as_html_or_code() -> None:
+    for path in scripts():
+        text = path.read_text()
+        found = [word for word in FORBIDDEN if word in text]
+        assert not found, f"{path.relative_to(STATIC_DIR)} uses {found}"
+
+
+def test_the_shell_preloads_every_module_and_links_every_stylesheet() -> None:
+    preloaded = set(re.findall(r'<link rel="modulepreload" href="/assets/([^"]+)">', INDEX))
+    entry = set(re.findall(r'<script type="module" src="/assets/([^"]+)">', INDEX))
+    modules = {str(p.relative_to(ASSETS)) for p in scripts()}
+    assert entry == {"app.js"}
+    assert preloaded == modules - entry
+    styles = set(re.findall(r'<link rel="stylesheet" href="/assets/([^"]+)">', INDEX))
+    assert styles == {str(p.relative_to(ASSETS)) for p in ASSETS.rglob("*.css")}
+
+
+def test_no_inline_script_style_or_handler_in_the_shell() -> None:
+    assert not re.search(r"<script(?![^>]*\bsrc=)", INDEX)
+    assert "<style" not in INDEX and " style=" not in INDEX
+    assert not re.search(r"\son[a-z]+=", INDEX)
+
+
+def test_the_policy_allows_only_this_origin_for_scripts() -> None:
+    directives = dict(d.strip().split(" ", 1) for d in CONTENT_SECURITY_POLICY.split(";"))
+    assert directives["script-src"] == "'self'"
+    assert directives["default-src"] == "'none'"
+    assert "unsafe" not in CONTENT_SECURITY_POLICY
