@@ -83,11 +83,26 @@ class PostgresSessionStore:
             await asyncio.gather(*self._pending_writes, return_exceptions=True)
 
     async def create(
-        self, *, title: str | None, search_type: SearchType, llm_model: str | None
+        self,
+        *,
+        title: str | None,
+        search_type: SearchType,
+        llm_model: str | None,
+        session_id: UUID | None = None,
+        external_id: str | None = None,
     ) -> ChatSession:
         return await sessions.create_session(
-            self.pool, title=title, search_type=search_type, llm_model=llm_model
+            self.pool,
+            title=title,
+            search_type=search_type,
+            llm_model=llm_model,
+            session_id=session_id,
+            external_id=external_id,
         )
+
+    async def find_external(self, external_id: str) -> UUID:
+        """Client-chosen ids name stored sessions only (temporary ones take none)."""
+        return await sessions.find_external(self.pool, external_id)
 
     async def get(self, session_id: UUID) -> ChatSession:
         return await sessions.get_session(self.pool, session_id)
