@@ -111,7 +111,9 @@ async def test_unknown_ids_are_404_and_never_created_outside_query(app_client: h
 
 
 @pytest.mark.parametrize("bad", ["has space", "-dash-first", "x" * 129, "caf\u00e9", "a/b", "", "line\n"])
-async def test_an_id_of_another_shape_is_a_422_saying_the_shape(app_client: httpx.AsyncClient, bad: str) -> None:
+async def test_an_id_of_another_shape_is_a_422_saying_the_shape(
+    app_client: httpx.AsyncClient, bad: str
+) -> None:
     for response in (
         await app_client.post("/query", json={"query": "axolotl", "session_id": bad}),
         await app_client.post("/chat/clear", json={"session_id": bad}),
@@ -137,7 +139,9 @@ async def test_post_sessions_takes_an_external_id_once_per_key(app_client: httpx
     assert plain["external_id"] is None
 
 
-async def test_concurrent_first_queries_with_one_new_id_make_one_session(app_client: httpx.AsyncClient) -> None:
+async def test_concurrent_first_queries_with_one_new_id_make_one_session(
+    app_client: httpx.AsyncClient,
+) -> None:
     questions = [f"How do axolotls regenerate, take {i}?" for i in range(6)]
     answers = await asyncio.gather(*(ask(app_client, "race-1", q) for q in questions))
     assert len({a["session_id"] for a in answers}) == 1
@@ -168,7 +172,7 @@ async def test_external_ids_belong_to_their_key(runtime: Runtime, app_client: ht
     for name, own, other in (("reader-a", a, b), ("reader-b", b, a)):
         history = await ok(await app_client.get("/chat/history/shared", headers=auth(name)))
         assert history["session_id"] == own["session_id"]
-        assert [m["content"] for m in history["messages"]][0].startswith(f"Question of {name[-1].upper()}")
+        assert history["messages"][0]["content"].startswith(f"Question of {name[-1].upper()}")
         hidden = await app_client.get(f"/chat/sessions/{other['session_id']}", headers=auth(name))
         assert hidden.status_code == 404
     # An admin sees every session by its UUID, but "shared" is a name only in its own namespace.

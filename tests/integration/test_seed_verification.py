@@ -67,4 +67,4 @@ def test_seed_steps_with_client_chosen_session_ids_survive_a_restart(tmp_path: P
             assert [s["chunk_id"] for s in message["sources"]] == [s["chunk_id"] for s in answer["sources"]]
             assert message["sources"][0]["document_name"] == "axolotl.txt"
         other = httpx.get(f"{stack.url}/chat/history/test-session", timeout=30).json()
-        assert [m["content"] for m in other["messages"]][0] == "test query"
+        assert other["messages"][0]["content"] == "test query"

@@ -45,6 +45,7 @@ from rag_server.chat.models import (
 )
 from rag_server.chat.session_store import PostgresSessionStore, SessionStore
 from rag_server.chat.temporary import TemporarySessions
+from rag_server.chat.usage import TokenUsage
 from rag_server.collections.store import resolve_ids
 from rag_server.errors import InvalidInputError, NotFoundError
 from rag_server.infra.runtime import Runtime
@@ -85,6 +86,8 @@ class Turn:
     unstored: bool = False
     # Per-call LLM options (temperature, max_tokens, stop) for the answer, where the LLM accepts them.
     llm_options: dict[str, Any] = field(default_factory=dict)
+    # Tokens the LLM reported for this answer (condense + answer calls); empty when it reported none.
+    usage: TokenUsage = field(default_factory=TokenUsage)
 
     @property
     def search_type(self) -> SearchType:
@@ -261,7 +264,7 @@ class ChatService:
                 start = time.perf_counter()
                 try:
                     retrieval_query = await condense_question(
-                        llm, turn.question, turn.history, self.settings.llm_timeout_s
+                        llm, turn.question, turn.history, self.settings.llm_timeout_s, turn.usage
                     )
                     turn.condensed_query = retrieval_query
                 except LLMFailure as exc:
@@ -307,7 +310,8 @@ class ChatService:
         pieces: list[str] = []
         try:
             messages = answer_messages(turn.question, turn.hits, turn.history)
-            async for delta in stream(llm, messages, self.settings.llm_timeout_s, **turn.llm_options):
+            timeout = self.settings.llm_timeout_s
+            async for delta in stream(llm, messages, timeout, turn.usage, **turn.llm_options):
                 pieces.append(delta)
                 yield delta
             if not "".join(pieces).strip():

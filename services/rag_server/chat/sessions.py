@@ -75,7 +75,7 @@ async def find_external(conn: Executor, external_id: str) -> UUID:
     )
     if session_id is None:
         raise session_not_found(external_id)
-    return session_id  # type: ignore[no-any-return]
+    return session_id
 
 
 async def get_session(conn: Executor, session_id: UUID) -> ChatSession:

@@ -84,8 +84,9 @@ _EVENT_SCHEMA: dict[str, Any] = {
 }
 _EVENT_STREAM: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "Server-Sent Events: `sources` (session_id, external_id, sources, condensed_query), then "
-        "`token`... (text), then `done` (a QueryResponse without sources) or `error` (detail)",
+        "description": "Server-Sent Events: `sources` (session_id, external_id, sources, "
+        "condensed_query), then `token`... (text), then `done` (a QueryResponse without sources) "
+        "or `error` (detail)",
         "content": {"text/event-stream": {"itemSchema": _EVENT_SCHEMA}},
     }
 }
