@@ -12,11 +12,13 @@ import json
 import uuid
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
 from rag_server.access import keys
 from rag_server.access.models import CreateKey
+from rag_server.infra.database import owner_connection
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 
@@ -150,6 +152,18 @@ async def test_concurrent_first_queries_with_one_new_id_make_one_session(
     assert sorted(m["content"] for m in history["messages"] if m["role"] == "user") == sorted(questions)
     listed = await ok(await app_client.get("/chat/sessions", params={"limit": 200}))
     assert [s["id"] for s in listed["sessions"] if s["external_id"] == "race-1"] == [answers[0]["session_id"]]
+
+
+async def test_the_database_holds_the_same_rules(runtime: Runtime) -> None:
+    """Migration 0006: the shape is a CHECK, and one name per owner (NULL owner included) an index."""
+    async with owner_connection(runtime.database_url) as conn:
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("INSERT INTO chat_sessions (external_id) VALUES ('has space')")
+        await conn.execute("INSERT INTO chat_sessions (external_id) VALUES ('db-1')")
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute("INSERT INTO chat_sessions (external_id) VALUES ('db-1')")
+        # Generated sessions (no external id) are not constrained by it.
+        await conn.execute("INSERT INTO chat_sessions (external_id) VALUES (NULL), (NULL)")
 
 
 async def test_external_ids_belong_to_their_key(runtime: Runtime, app_client: httpx.AsyncClient) -> None:
