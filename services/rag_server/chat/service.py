@@ -41,15 +41,13 @@ from rag_server.chat.models import (
     QueryResponse,
     SessionRef,
     Source,
-    external_session_uuid,
 )
-from rag_server.chat.session_store import PostgresSessionStore, SessionStore
+from rag_server.chat.session_store import PostgresSessionStore, SessionStore, external_session_id
 from rag_server.chat.temporary import TemporarySessions
 from rag_server.chat.usage import TokenUsage
 from rag_server.collections.store import resolve_ids
 from rag_server.errors import InvalidInputError, NotFoundError
 from rag_server.infra.runtime import Runtime
-from rag_server.infra.scoped_pool import request_scope
 from rag_server.retrieval.models import SearchHit, SearchRequest, SearchType
 from rag_server.retrieval.service import search
 
@@ -139,7 +137,7 @@ class ChatService:
             title=title,
             search_type=search_type,
             llm_model=self.llm_model,
-            session_id=_external_uuid(external_id),
+            session_id=external_session_id(external_id),
             external_id=external_id,
         )
 
@@ -242,7 +240,7 @@ class ChatService:
                 search_type=request.search_type or "hybrid",
                 llm_model=self.llm_model,
                 is_temporary=False,
-                session_id=_external_uuid(external_id),
+                session_id=external_session_id(external_id),
                 external_id=external_id,
             )
             return Turn(
@@ -395,11 +393,3 @@ class ChatService:
         if turn.title_task is not None:
             turn.title_task.cancel()
             turn.title_task = None
-
-
-def _external_uuid(external_id: str | None) -> UUID | None:
-    """The id of the caller's session with this external id (None: no external id, a random id)."""
-    if external_id is None:
-        return None
-    scope = request_scope()
-    return external_session_uuid(scope.key_id if scope is not None else None, external_id)

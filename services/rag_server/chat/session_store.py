@@ -11,8 +11,8 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from rag_server.chat import sessions
-from rag_server.chat.models import ChatMessageOut, ChatSession
-from rag_server.infra.scoped_pool import ScopedPool
+from rag_server.chat.models import ChatMessageOut, ChatSession, external_session_uuid
+from rag_server.infra.scoped_pool import ScopedPool, request_scope
 from rag_server.retrieval.models import SearchType
 
 
@@ -171,3 +171,11 @@ class PostgresSessionStore:
         write.add_done_callback(self._pending_writes.discard)
         _, assistant_id = await asyncio.shield(write)
         return assistant_id
+
+
+def external_session_id(external_id: str | None) -> UUID | None:
+    """The id the calling key's session with this external id has (None: no external id, a random id)."""
+    if external_id is None:
+        return None
+    scope = request_scope()
+    return external_session_uuid(scope.key_id if scope is not None else None, external_id)
