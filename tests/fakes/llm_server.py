@@ -37,6 +37,8 @@ class Behaviour:
     drop_after_tokens: int | None = None
     # Only requests of these kinds misbehave (None = all): "answer", "condense", "title".
     affects: set[str] | None = None
+    # Report token usage (`usage`; when streaming, only if asked with stream_options.include_usage).
+    report_usage: bool = True
 
 
 @dataclass
@@ -122,6 +124,7 @@ class FakeLLM:
             )
         text = reply_for(body)
         model = body.get("model", "fake")
+        usage = usage_for(body, text) if self.behaviour.report_usage else None
         if not body.get("stream"):
             return web.json_response(
                 {
@@ -136,12 +139,16 @@ class FakeLLM:
                             "finish_reason": "stop",
                         }
                     ],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    "usage": usage,
                 }
             )
-        return await self._stream(request, text, model, b if misbehave else Behaviour())
+        if not (body.get("stream_options") or {}).get("include_usage"):
+            usage = None
+        return await self._stream(request, text, model, b if misbehave else Behaviour(), usage)
 
-    async def _stream(self, request: web.Request, text: str, model: str, b: Behaviour) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, text: str, model: str, b: Behaviour, usage: dict[str, int] | None
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         tokens = [w + " " for w in text.split(" ")]
@@ -161,6 +168,10 @@ class FakeLLM:
                 if b.chunk_delay_s:
                     await asyncio.sleep(b.chunk_delay_s)
             await response.write(_chunk(model, {}, "stop"))
+            if usage is not None:  # OpenAI's usage chunk: no choices
+                payload = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model}
+                payload |= {"created": int(time.time()), "choices": [], "usage": usage}
+                await response.write(f"data: {json.dumps(payload)}\n\n".encode())
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
         except (ConnectionError, asyncio.CancelledError, RuntimeError):
@@ -177,6 +188,13 @@ def _chunk(model: str, delta: dict[str, Any], finish: str | None) -> bytes:
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
     return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def usage_for(body: dict[str, Any], reply: str) -> dict[str, int]:
+    """Token counts the fake reports: words in, words out (what a test can recompute)."""
+    prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+    completion = len(reply.split(" "))
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _system(body: dict[str, Any]) -> str:

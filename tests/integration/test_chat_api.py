@@ -308,7 +308,12 @@ async def test_bad_input_and_unknown_ids_are_4xx(plain_server: Server, client: h
         f"{base}/query", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert malformed.status_code == 422 and "detail" in malformed.json()
-    assert (await client.get(f"{base}/chat/sessions/not-a-uuid")).status_code == 422
+    # Not a UUID but an external id's shape: a client-chosen id nobody used (only /query creates one).
+    assert (await client.get(f"{base}/chat/sessions/not-a-uuid")).status_code == 404
+    for bad in ("not a uuid", "-leading-dash", "x" * 129, "caf\u00e9"):
+        response = await client.get(f"{base}/chat/sessions/{bad}")
+        assert response.status_code == 422, bad
+        assert "client-chosen id of 1-128 characters" in response.text
     assert (await client.get(f"{base}/chat/sessions", params={"limit": 0})).status_code == 422
 
 

@@ -21,12 +21,13 @@ from fastapi import FastAPI
 from rag_server.access import keys
 from rag_server.access.models import CreateKey
 from rag_server.api.app import create_app
+from rag_server.chat.answer import FALLBACK_HEADER
 from rag_server.collections import store
 from rag_server.collections.models import CreateCollection
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
-from tests.fakes.llm_server import FakeLLM
+from tests.fakes.llm_server import Behaviour, FakeLLM, reply_for, usage_for
 from tests.integration.conftest import APP_BASE_URL
 
 ALPHA = {
@@ -260,3 +261,90 @@ async def test_a_body_that_is_not_json_is_an_openai_400_only_under_v1(
     assert r.status_code == 422 and set(r.json()) == {"detail"}
     missing = await app_client.post("/v1/chat/completions", json={"messages": []}, headers=headers)
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "model"
+
+
+def reported(fake: FakeLLM) -> dict[str, int]:
+    """The usage the fake reported over every call it answered (what /v1 must add up, nothing more)."""
+    calls = [usage_for(body, reply_for(body)) for body in fake.requests]
+    return {
+        name: sum(call[name] for call in calls)
+        for name in ("prompt_tokens", "completion_tokens", "total_tokens")
+    }
+
+
+async def test_usage_is_what_the_llm_reported(llm_app: FastAPI, fake_llm: FakeLLM, world: World) -> None:
+    messages: list[Any] = [
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": "BM25 is a ranking function [1]."},
+        {"role": "user", "content": "and k1?"},
+    ]
+    async with client_for(llm_app, world.alpha_reader) as client:
+        fake_llm.reset()
+        completion = await client.chat.completions.create(model="rag:alpha", messages=messages)
+        assert fake_llm.kinds() == ["condense", "answer"]
+        assert fake_llm.requests[1]["stream_options"] == {"include_usage": True}  # asked upstream
+        assert completion.usage is not None
+        assert completion.usage.model_dump(exclude_none=True) == reported(fake_llm)
+
+        fake_llm.reset()
+        stream = await client.chat.completions.create(
+            model="rag:alpha", messages=messages, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = [chunk async for chunk in stream]
+        assert chunks[-1].choices == [] and chunks[-1].usage is not None
+        assert chunks[-1].usage.model_dump(exclude_none=True) == reported(fake_llm)
+        assert chunks[-2].choices[0].finish_reason == "stop"
+        assert all(c.usage is None for c in chunks[:-1])
+
+        fake_llm.reset()
+        stream = await client.chat.completions.create(model="rag:alpha", messages=messages, stream=True)
+        assert all(c.usage is None and c.choices for c in [chunk async for chunk in stream])
+
+        # An LLM that reports no usage: none, rather than made-up zeros.
+        fake_llm.reset()
+        fake_llm.behaviour = Behaviour(report_usage=False)
+        completion = await client.chat.completions.create(model="rag:alpha", messages=messages)
+        assert completion.usage is None and completion.choices[0].message.content
+        stream = await client.chat.completions.create(
+            model="rag:alpha", messages=messages, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = [chunk async for chunk in stream]
+        assert chunks[-1].choices == [] and chunks[-1].usage is None
+    fake_llm.reset()
+
+
+async def test_extractive_answers_report_no_usage(reader: openai.AsyncOpenAI) -> None:
+    messages: list[Any] = [{"role": "user", "content": QUESTION}]
+    completion = await reader.chat.completions.create(model="rag:alpha", messages=messages)
+    assert completion.usage is None and extra(completion, "llm_error") is None
+    stream = await reader.chat.completions.create(
+        model="rag:alpha", messages=messages, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [chunk async for chunk in stream]
+    assert chunks[-1].choices == [] and chunks[-1].usage is None
+
+
+async def test_an_llm_failing_mid_stream_is_followed_by_the_extractive_answer(
+    llm_app: FastAPI, fake_llm: FakeLLM, world: World
+) -> None:
+    fake_llm.reset()
+    fake_llm.behaviour = Behaviour(drop_after_tokens=3, affects={"answer"})
+    messages: list[Any] = [{"role": "user", "content": QUESTION}]
+    try:
+        async with client_for(llm_app, world.alpha_reader) as client:
+            stream = await client.chat.completions.create(
+                model="rag:alpha:bm25", messages=messages, stream=True
+            )
+            chunks = [chunk async for chunk in stream]
+            complete = await client.chat.completions.create(model="rag:alpha:bm25", messages=messages)
+    finally:
+        fake_llm.reset()
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    partial, _, rest = text.partition("\n\n---\n")
+    assert partial == "According to the "  # the LLM's first three tokens
+    error = extra(chunks[-1], "llm_error")
+    assert error and "fake-model" in error and chunks[-1].choices[0].finish_reason == "stop"
+    assert rest.startswith(error + "\n\n" + FALLBACK_HEADER)
+    # The fallback is the answer a non-streamed request gets when the LLM fails the same way.
+    assert rest.removeprefix(error + "\n\n") == complete.choices[0].message.content
+    assert extra(complete, "llm_error") and complete.usage is None

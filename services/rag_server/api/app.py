@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rag_server import __version__
 from rag_server.access.exposure import prepare_access
-from rag_server.api.errors import install_error_handlers
+from rag_server.api.errors import install_error_handlers, install_openapi
 from rag_server.api.routes import (
     chat,
     collections,
@@ -65,6 +65,7 @@ def create_app(
 
     app = FastAPI(title="rag-server", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(ScopeMiddleware)
     app.include_router(health.router)
     app.include_router(status.router)

@@ -72,7 +72,25 @@ OPENAI_PREFIX = "/v1/"
 
 
 def openai_error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": OpenAIError, "description": _DESCRIPTIONS[code]} for code in codes}
+    descriptions = {**_DESCRIPTIONS, 400: "Invalid request: a body that is not JSON or fails validation"}
+    return {code: {"model": OpenAIError, "description": descriptions[code]} for code in codes}
+
+
+def install_openapi(app: FastAPI) -> None:
+    """FastAPI declares a 422 on every operation with parameters; /v1 never answers one (its validation
+    errors are OpenAI's 400, declared by its routes), so its operations lose that 422."""
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = default()  # built once and cached by FastAPI; the edit below is idempotent
+        for path, item in schema.get("paths", {}).items():
+            if _is_openai(path):
+                for operation in item.values():
+                    if isinstance(operation, dict):
+                        operation.get("responses", {}).pop("422", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _is_openai(path: str) -> bool:

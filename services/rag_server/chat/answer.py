@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from llama_index.core.llms import LLM, ChatMessage, MessageRole
 
 from rag_server.chat.models import ChatMessageOut, Source
+from rag_server.chat.usage import TokenUsage, reported_usage
 from rag_server.retrieval.models import SearchHit
 
 EXTRACTIVE_HEADER = "Extractive answer (no LLM configured): the most relevant passages:"
@@ -182,17 +183,27 @@ async def guarded(llm: LLM, call: Awaitable[T], timeout_s: float) -> T:
         raise LLMFailure(describe_failure(llm, exc, timeout_s)) from exc
 
 
-async def complete(llm: LLM, messages: list[ChatMessage], timeout_s: float) -> str:
-    """One non-streamed chat call; raises LLMFailure."""
+async def complete(
+    llm: LLM, messages: list[ChatMessage], timeout_s: float, usage: TokenUsage | None = None
+) -> str:
+    """One non-streamed chat call; raises LLMFailure. `usage`: adds what the provider reports."""
     response = await guarded(llm, llm.achat(messages), timeout_s)
+    _count(usage, response.raw)
     return (response.message.content or "").strip()
 
 
+def _count(usage: TokenUsage | None, raw: Any) -> None:
+    reported = reported_usage(raw) if usage is not None else None
+    if usage is not None and reported is not None:
+        usage.add(reported)
+
+
 async def stream(
-    llm: LLM, messages: list[ChatMessage], timeout_s: float, **options: Any
+    llm: LLM, messages: list[ChatMessage], timeout_s: float, usage: TokenUsage | None = None, **options: Any
 ) -> AsyncIterator[str]:
     """Token deltas; the timeout applies to the first token and to every gap. Raises LLMFailure.
-    `options` go to the provider's call (only what infra.llm.call_options allows for this LLM)."""
+    `options` go to the provider's call (only what infra.llm.call_options allows for this LLM);
+    `usage` adds what the provider reports (its last chunk)."""
     responses = await guarded(llm, llm.astream_chat(messages, **options), timeout_s)
     try:
         while True:
@@ -200,6 +211,7 @@ async def stream(
                 response = await guarded(llm, anext(responses), timeout_s)
             except StopAsyncIteration:
                 return
+            _count(usage, response.raw)
             if response.delta:
                 yield response.delta
     finally:
@@ -211,12 +223,16 @@ async def stream(
 
 
 async def condense_question(
-    llm: LLM, question: str, history: Sequence[ChatMessageOut], timeout_s: float
+    llm: LLM,
+    question: str,
+    history: Sequence[ChatMessageOut],
+    timeout_s: float,
+    usage: TokenUsage | None = None,
 ) -> str:
     """A standalone version of a follow-up question (the question itself when there is no history)."""
     if not history:
         return question
-    condensed = await complete(llm, condense_messages(question, history), timeout_s)
+    condensed = await complete(llm, condense_messages(question, history), timeout_s, usage)
     return condensed.strip().strip('"') or question
 
 

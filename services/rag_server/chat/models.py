@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, PlainValidator, WithJsonSchema, field_validator
 
 from rag_server.collections.models import CollectionRef
 from rag_server.errors import NotFoundError
@@ -16,6 +17,58 @@ from rag_server.text import CleanText
 
 Role = Literal["system", "user", "assistant"]
 AnswerMode = Literal["llm", "extractive"]
+
+# A client-chosen session id (chat_sessions.external_id; migration 0006 checks the same shape).
+EXTERNAL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+_EXTERNAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # used with fullmatch: no '$' newline
+SESSION_ID_SHAPE = (
+    "a session id is the server's UUID or a client-chosen id of 1-128 characters: letters, digits and "
+    f"'.', '_', ':', '-', starting with a letter or digit ({EXTERNAL_ID_PATTERN})"
+)
+# Every session with an external id gets this id derived from (owner key, external id): two concurrent
+# first uses of one name insert the same row, and ON CONFLICT DO NOTHING keeps one.
+_EXTERNAL_NAMESPACE = uuid.UUID("5b0f7c3e-2f4a-4d8e-9a61-3c7e1d2b9f40")
+
+
+def parse_session_ref(value: object) -> UUID | str:
+    """A session id as a client sends it: whatever parses as a UUID is the server's id, anything else
+    must have the external id shape (ValueError: a 422 stating the shape)."""
+    if isinstance(value, UUID):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(SESSION_ID_SHAPE)
+    try:
+        return UUID(value)
+    except ValueError:
+        pass
+    if not _EXTERNAL_ID.fullmatch(value):
+        raise ValueError(SESSION_ID_SHAPE)
+    return value
+
+
+def parse_external_id(value: object) -> str:
+    """A new external id: the shape, and not something that would be read back as a UUID."""
+    ref = parse_session_ref(value)
+    if isinstance(ref, UUID):
+        raise ValueError(f"external_id must not be a UUID (a UUID names the server's id); {SESSION_ID_SHAPE}")
+    return ref
+
+
+def external_session_uuid(owner_key_id: UUID | None, external_id: str) -> UUID:
+    return uuid.uuid5(_EXTERNAL_NAMESPACE, f"{owner_key_id or 'open'}/{external_id}")
+
+
+_REF_SCHEMA = {
+    "anyOf": [{"type": "string", "format": "uuid"}, {"type": "string", "pattern": EXTERNAL_ID_PATTERN}],
+    "description": "The session's UUID, or the client-chosen id it was created with (external_id)",
+}
+# A session id in a path or body: UUID (the server's id) or str (a client-chosen external id).
+SessionRef = Annotated[UUID | str, PlainValidator(parse_session_ref), WithJsonSchema(_REF_SCHEMA)]
+ExternalId = Annotated[
+    str,
+    PlainValidator(parse_external_id),
+    WithJsonSchema({"type": "string", "pattern": EXTERNAL_ID_PATTERN, "description": SESSION_ID_SHAPE}),
+]
 
 
 class Source(BaseModel):
@@ -42,15 +95,25 @@ class ChatSession(BaseModel):
     created_at: datetime
     updated_at: datetime
     message_count: int = 0
+    # The client-chosen id (None: only the server's id addresses it).
+    external_id: str | None = None
 
     @classmethod
     def new(
-        cls, *, title: str | None, search_type: SearchType, llm_model: str | None, is_temporary: bool
+        cls,
+        *,
+        title: str | None,
+        search_type: SearchType,
+        llm_model: str | None,
+        is_temporary: bool,
+        session_id: UUID | None = None,
+        external_id: str | None = None,
     ) -> ChatSession:
-        """A session not yet written anywhere: fresh id, no messages, created now."""
+        """A session not yet written anywhere: fresh id (unless given), no messages, created now."""
         now = datetime.now(UTC)
         return cls(
-            id=uuid.uuid4(),
+            id=session_id or uuid.uuid4(),
+            external_id=external_id,
             title=title,
             llm_model=llm_model,
             search_type=search_type,
@@ -72,7 +135,9 @@ class ChatMessageOut(BaseModel):
 
 class QueryRequest(BaseModel):
     query: CleanText = Field(min_length=1, max_length=20_000)
-    session_id: UUID | None = None
+    # A UUID: an existing session (unknown: 404). Any other id: the caller's own session name, created
+    # on first use and continued afterwards.
+    session_id: SessionRef | None = None
     # None: the session's search type.
     search_type: SearchType | None = None
     top_k: int = Field(default=5, ge=1, le=50)
@@ -95,6 +160,7 @@ class QueryResponse(BaseModel):
     answer_mode: AnswerMode
     sources: list[Source]
     session_id: UUID
+    external_id: str | None = None  # the client-chosen id the session was addressed by, if any
     message_id: int | None  # the persisted assistant message; None for temporary sessions
     timings_ms: dict[str, float]
     # Present when an LLM is configured but failed: the answer is the extractive fallback.

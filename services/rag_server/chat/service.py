@@ -39,11 +39,14 @@ from rag_server.chat.models import (
     ChatSession,
     QueryRequest,
     QueryResponse,
+    SessionRef,
     Source,
 )
-from rag_server.chat.session_store import PostgresSessionStore, SessionStore
+from rag_server.chat.session_store import PostgresSessionStore, SessionStore, external_session_id
 from rag_server.chat.temporary import TemporarySessions
+from rag_server.chat.usage import TokenUsage
 from rag_server.collections.store import resolve_ids
+from rag_server.errors import InvalidInputError, NotFoundError
 from rag_server.infra.runtime import Runtime
 from rag_server.retrieval.models import SearchHit, SearchRequest, SearchType
 from rag_server.retrieval.service import search
@@ -81,6 +84,8 @@ class Turn:
     unstored: bool = False
     # Per-call LLM options (temperature, max_tokens, stop) for the answer, where the LLM accepts them.
     llm_options: dict[str, Any] = field(default_factory=dict)
+    # Tokens the LLM reported for this answer (condense + answer calls); empty when it reported none.
+    usage: TokenUsage = field(default_factory=TokenUsage)
 
     @property
     def search_type(self) -> SearchType:
@@ -102,6 +107,12 @@ class ChatService:
         """Temporary sessions are known to this process; any other id is looked up in the database."""
         return self.temporary if self.temporary.holds(session_id) else self.stored
 
+    async def locate(self, ref: SessionRef) -> tuple[SessionStore, UUID]:
+        """(the store, the session's id) for a UUID or a client-chosen external id (NotFoundError)."""
+        if isinstance(ref, UUID):
+            return self._store_for(ref), ref
+        return self.stored, await self.stored.find_external(ref)
+
     # --- sessions ------------------------------------------------------------------------------
 
     @property
@@ -110,13 +121,29 @@ class ChatService:
         return llm.metadata.model_name if llm is not None else None
 
     async def create_session(
-        self, *, title: str | None, is_temporary: bool, search_type: SearchType
+        self,
+        *,
+        title: str | None,
+        is_temporary: bool,
+        search_type: SearchType,
+        external_id: str | None = None,
     ) -> ChatSession:
-        store: SessionStore = self.temporary if is_temporary else self.stored
-        return await store.create(title=title, search_type=search_type, llm_model=self.llm_model)
+        """ConflictError when the caller already has a session with this external id."""
+        if is_temporary:
+            if external_id is not None:
+                raise InvalidInputError("a temporary session cannot take an external_id (it is never stored)")
+            return await self.temporary.create(title=title, search_type=search_type, llm_model=self.llm_model)
+        return await self.stored.create(
+            title=title,
+            search_type=search_type,
+            llm_model=self.llm_model,
+            session_id=external_session_id(external_id),
+            external_id=external_id,
+        )
 
-    async def get_session(self, session_id: UUID) -> ChatSession:
-        return await self._store_for(session_id).get(session_id)
+    async def get_session(self, ref: SessionRef) -> ChatSession:
+        store, session_id = await self.locate(ref)
+        return await store.get(session_id)
 
     async def list_sessions(
         self, *, limit: int, offset: int, include_archived: bool, every_owner: bool = False
@@ -128,23 +155,28 @@ class ChatService:
 
     async def update_session(
         self,
-        session_id: UUID,
+        ref: SessionRef,
         *,
         title: str | None,
         is_archived: bool | None,
         search_type: SearchType | None,
     ) -> ChatSession:
-        store = self._store_for(session_id)
+        store, session_id = await self.locate(ref)
         return await store.update(session_id, title=title, is_archived=is_archived, search_type=search_type)
 
-    async def delete_session(self, session_id: UUID) -> None:
-        await self._store_for(session_id).delete(session_id)
+    async def delete_session(self, ref: SessionRef) -> None:
+        store, session_id = await self.locate(ref)
+        await store.delete(session_id)
 
-    async def history(self, session_id: UUID) -> list[ChatMessageOut]:
-        return await self._store_for(session_id).history(session_id)
+    async def history(self, ref: SessionRef) -> tuple[UUID, list[ChatMessageOut]]:
+        """(the session's id, its messages in order)."""
+        store, session_id = await self.locate(ref)
+        return session_id, await store.history(session_id)
 
-    async def clear(self, session_id: UUID) -> int:
-        return await self._store_for(session_id).clear(session_id)
+    async def clear(self, ref: SessionRef) -> tuple[UUID, int]:
+        """(the session's id, how many messages were deleted)."""
+        store, session_id = await self.locate(ref)
+        return session_id, await store.clear(session_id)
 
     # --- answers -------------------------------------------------------------------------------
 
@@ -188,20 +220,33 @@ class ChatService:
         )
 
     async def _resolve_session(self, request: QueryRequest) -> Turn:
+        """No session id, or an external id not used yet: a new stored session, written with the first
+        answer (two concurrent first answers under one external id land in the same session)."""
         question = request.query.strip()
         limit = self.settings.chat_history_messages
-        if request.session_id is None:
+        ref = request.session_id
+        store: SessionStore = self.stored
+        session_id: UUID | None = None
+        if ref is not None:
+            try:
+                store, session_id = await self.locate(ref)
+            except NotFoundError:
+                if isinstance(ref, UUID):
+                    raise  # a UUID is the server's id: an unknown one is never created
+        if session_id is None:
+            external_id = ref if isinstance(ref, str) else None
             session = ChatSession.new(
                 title=None,
                 search_type=request.search_type or "hybrid",
                 llm_model=self.llm_model,
                 is_temporary=False,
+                session_id=external_session_id(external_id),
+                external_id=external_id,
             )
             return Turn(
                 session=session, question=question, request=request, store=self.stored, new_session=True
             )
-        store = self._store_for(request.session_id)
-        session, history = await store.recent(request.session_id, last=limit)
+        session, history = await store.recent(session_id, last=limit)
         return Turn(session=session, question=question, request=request, store=store, history=history)
 
     async def generate(self, turn: Turn) -> AsyncIterator[str]:
@@ -217,7 +262,7 @@ class ChatService:
                 start = time.perf_counter()
                 try:
                     retrieval_query = await condense_question(
-                        llm, turn.question, turn.history, self.settings.llm_timeout_s
+                        llm, turn.question, turn.history, self.settings.llm_timeout_s, turn.usage
                     )
                     turn.condensed_query = retrieval_query
                 except LLMFailure as exc:
@@ -263,7 +308,8 @@ class ChatService:
         pieces: list[str] = []
         try:
             messages = answer_messages(turn.question, turn.hits, turn.history)
-            async for delta in stream(llm, messages, self.settings.llm_timeout_s, **turn.llm_options):
+            timeout = self.settings.llm_timeout_s
+            async for delta in stream(llm, messages, timeout, turn.usage, **turn.llm_options):
                 pieces.append(delta)
                 yield delta
             if not "".join(pieces).strip():
@@ -302,6 +348,7 @@ class ChatService:
             answer_mode=turn.mode,
             sources=turn.sources,
             session_id=turn.session.id,
+            external_id=turn.session.external_id,
             message_id=turn.message_id,
             timings_ms=turn.timings,
             llm_error=turn.llm_error,

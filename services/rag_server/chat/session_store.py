@@ -11,8 +11,8 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from rag_server.chat import sessions
-from rag_server.chat.models import ChatMessageOut, ChatSession
-from rag_server.infra.scoped_pool import ScopedPool
+from rag_server.chat.models import ChatMessageOut, ChatSession, external_session_uuid
+from rag_server.infra.scoped_pool import ScopedPool, request_scope
 from rag_server.retrieval.models import SearchType
 
 
@@ -83,11 +83,26 @@ class PostgresSessionStore:
             await asyncio.gather(*self._pending_writes, return_exceptions=True)
 
     async def create(
-        self, *, title: str | None, search_type: SearchType, llm_model: str | None
+        self,
+        *,
+        title: str | None,
+        search_type: SearchType,
+        llm_model: str | None,
+        session_id: UUID | None = None,
+        external_id: str | None = None,
     ) -> ChatSession:
         return await sessions.create_session(
-            self.pool, title=title, search_type=search_type, llm_model=llm_model
+            self.pool,
+            title=title,
+            search_type=search_type,
+            llm_model=llm_model,
+            session_id=session_id,
+            external_id=external_id,
         )
+
+    async def find_external(self, external_id: str) -> UUID:
+        """Client-chosen ids name stored sessions only (temporary ones take none)."""
+        return await sessions.find_external(self.pool, external_id)
 
     async def get(self, session_id: UUID) -> ChatSession:
         return await sessions.get_session(self.pool, session_id)
@@ -156,3 +171,11 @@ class PostgresSessionStore:
         write.add_done_callback(self._pending_writes.discard)
         _, assistant_id = await asyncio.shield(write)
         return assistant_id
+
+
+def external_session_id(external_id: str | None) -> UUID | None:
+    """The id the calling key's session with this external id has (None: no external id, a random id)."""
+    if external_id is None:
+        return None
+    scope = request_scope()
+    return external_session_uuid(scope.key_id if scope is not None else None, external_id)

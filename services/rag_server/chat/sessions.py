@@ -16,11 +16,13 @@ from uuid import UUID
 import asyncpg
 
 from rag_server.chat.models import ChatMessageOut, ChatSession, Role, Source, session_not_found
+from rag_server.errors import ConflictError
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.retrieval.models import SearchType
 
 _SESSION_COLUMNS = """
-    s.id, s.title, s.llm_model, s.search_type, s.is_archived, s.is_temporary, s.created_at, s.updated_at,
+    s.id, s.external_id, s.title, s.llm_model, s.search_type, s.is_archived, s.is_temporary, s.created_at,
+    s.updated_at,
     (SELECT count(*) FROM chat_messages m WHERE m.session_id = s.id) AS message_count
 """
 
@@ -35,21 +37,45 @@ async def create_session(
     title: str | None,
     search_type: SearchType,
     llm_model: str | None,
+    session_id: UUID | None = None,
+    external_id: str | None = None,
 ) -> ChatSession:
+    """A new empty session (id: given or generated). ConflictError if the owner already has one with
+    this external id (an untargeted ON CONFLICT: the id and the (owner, external_id) index alike)."""
     row = await conn.fetchrow(
         f"""
         WITH s AS (
-            INSERT INTO chat_sessions (title, search_type, llm_model) VALUES ($1, $2, $3)
+            INSERT INTO chat_sessions (id, title, search_type, llm_model, external_id)
+            VALUES (coalesce($1, gen_random_uuid()), $2, $3, $4, $5)
+            ON CONFLICT DO NOTHING
             RETURNING *
         )
         SELECT {_SESSION_COLUMNS} FROM s
         """,
+        session_id,
         title,
         search_type,
         llm_model,
+        external_id,
     )
-    assert row is not None
+    if row is None:
+        raise ConflictError(f"a chat session with external_id {external_id!r} already exists")
     return _session(row)
+
+
+async def find_external(conn: Executor, external_id: str) -> UUID:
+    """The id of the caller's own session with this external id (an admin's too: never another key's,
+    though row-level security would show it). NotFoundError if there is none."""
+    session_id = await conn.fetchval(
+        """
+        SELECT id FROM chat_sessions
+        WHERE external_id = $1 AND owner_key_id IS NOT DISTINCT FROM rag_key_id()
+        """,
+        external_id,
+    )
+    if session_id is None:
+        raise session_not_found(external_id)
+    return session_id
 
 
 async def get_session(conn: Executor, session_id: UUID) -> ChatSession:
@@ -218,13 +244,15 @@ async def append_exchange(
         if create is not None:
             await c.execute(
                 """
-                INSERT INTO chat_sessions (id, title, search_type, llm_model) VALUES ($1, $2, $3, $4)
-                ON CONFLICT (id) DO NOTHING
+                INSERT INTO chat_sessions (id, title, search_type, llm_model, external_id)
+                VALUES ($1, $2, $3, $4, $5)
+                ON CONFLICT DO NOTHING
                 """,
                 session_id,
                 create.title,
                 create.search_type,
                 create.llm_model,
+                create.external_id,
             )
         await lock_session(c, session_id)
         user_id = await insert_message(c, session_id, "user", question, {})

@@ -66,6 +66,9 @@ def build_llm(settings: Settings) -> LLM:
             temperature=settings.llm_temperature,
             is_chat_model=True,
             context_window=8192,
+            # Streams end with a usage chunk (LlamaIndex drops this option from non-streamed calls):
+            # /v1/chat/completions reports the provider's token counts, never estimates.
+            additional_kwargs={"stream_options": {"include_usage": True}},
         )
     raise LLMConfigError(f"unknown RAG_LLM_PROVIDER {settings.llm_provider!r}")
 

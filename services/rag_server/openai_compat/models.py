@@ -131,11 +131,18 @@ class ChatMessageIn(BaseModel):
         return self.content or ""
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: StrictBool = False
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: CleanText = Field(min_length=1, max_length=200)
     messages: list[ChatMessageIn] = Field(min_length=1, max_length=200)
     stream: StrictBool = False
+    # include_usage: a last chunk (no choices) carries `usage`, as OpenAI's streams do.
+    stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
@@ -161,9 +168,11 @@ class ChatCompletionRequest(BaseModel):
 
 
 class Usage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
+    """What the LLM reported (summed over the calls of one answer); null when it reported nothing."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
 
 
 class AssistantMessage(BaseModel):
@@ -183,9 +192,12 @@ class ChatCompletion(BaseModel):
     created: int
     model: str
     choices: list[Choice]
-    usage: Usage
+    # None without an LLM (extractive answers) or when the LLM reported no usage.
+    usage: Usage | None = None
     # Not OpenAI's: the passages the answer's [n] citations refer to.
     sources: list[Source]
+    # Not OpenAI's: why the LLM's answer was replaced by the extractive one (None: it was not).
+    llm_error: str | None = None
 
 
 class Delta(BaseModel):
@@ -207,6 +219,11 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChunkChoice]
     # The first chunk only: the passages the answer cites.
     sources: list[Source] | None = None
+    # The last chunk only, with stream_options.include_usage (no choices then; null: none reported).
+    usage: Usage | None = None
+    # The chunk with finish_reason only, when the LLM failed: the text after its partial answer is the
+    # extractive fallback.
+    llm_error: str | None = None
 
 
 # --- embeddings -------------------------------------------------------------------------------------

@@ -9,12 +9,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any
 
 import numpy as np
 from llama_index.core.utils import get_tokenizer
 
-from rag_server.chat.models import ChatMessageOut, QueryRequest, Source
+from rag_server.chat.models import ChatMessageOut, QueryRequest
 from rag_server.chat.service import ChatService, Turn
 from rag_server.collections.store import list_collections, resolve
 from rag_server.errors import NotFoundError
@@ -119,41 +119,66 @@ async def complete(chat: ChatService, turn: Turn, model: str) -> ChatCompletion:
         created=created,
         model=model,
         choices=[Choice(message=AssistantMessage(content=turn.answer))],
-        usage=Usage(),
+        usage=_usage(turn),
         sources=turn.sources,
+        llm_error=turn.llm_error,
     )
 
 
-def _sse(payload: ChatCompletionChunk | dict[str, object]) -> str:
-    if isinstance(payload, ChatCompletionChunk):
-        # Like OpenAI's chunks: absent delta fields are left out; the sources keep all their fields.
-        data = payload.model_dump(mode="json", exclude_none=True, exclude={"sources"})
-        if payload.sources is not None:
-            data["sources"] = [s.model_dump(mode="json") for s in payload.sources]
-        payload = data
-    return f"data: {json.dumps(payload)}\n\n"
+def _usage(turn: Turn) -> Usage | None:
+    usage = turn.usage
+    if not usage.reported:
+        return None
+    return Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+    )
 
 
-async def stream_chunks(chat: ChatService, turn: Turn, model: str) -> AsyncIterator[str]:
-    """`data: {chunk}` lines: the first carries the role and `sources`, then text deltas, a last one with
-    finish_reason, then `data: [DONE]`. A failure after the headers went out is an `error` payload."""
+def fallback_note(turn: Turn, streamed: str) -> str | None:
+    """The text that follows a partial LLM answer when the LLM failed mid-stream (None otherwise): what
+    went wrong, then the extractive answer, which is what /query/stream's `done` carries."""
+    if turn.llm_error is None or streamed == turn.answer:
+        return None  # no failure, or the fallback itself was streamed (the LLM failed before any token)
+    return f"\n\n---\n{turn.llm_error}\n\n{turn.answer}"
+
+
+def _data(payload: ChatCompletionChunk) -> dict[str, Any]:
+    # Like OpenAI's chunks: absent delta fields are left out; the sources keep all their fields.
+    data = payload.model_dump(mode="json", exclude_none=True, exclude={"sources"})
+    if payload.sources is not None:
+        data["sources"] = [s.model_dump(mode="json") for s in payload.sources]
+    return data
+
+
+def _sse(payload: ChatCompletionChunk | dict[str, Any]) -> str:
+    return f"data: {json.dumps(_data(payload) if isinstance(payload, ChatCompletionChunk) else payload)}\n\n"
+
+
+async def stream_chunks(
+    chat: ChatService, turn: Turn, model: str, include_usage: bool = False
+) -> AsyncIterator[str]:
+    """`data: {chunk}` lines: the first carries the role and `sources`, then text deltas (after an LLM
+    failure mid-answer: a note and the extractive answer), a chunk with finish_reason (and `llm_error`),
+    with `include_usage` a usage chunk, then `data: [DONE]`. A failure after the headers went out is an
+    `error` payload."""
     completion_id, created = _ids()
 
-    def chunk(
-        delta: Delta, sources: list[Source] | None = None, finish: Literal["stop"] | None = None
-    ) -> ChatCompletionChunk:
-        choice = ChunkChoice(delta=delta, finish_reason=finish)
-        return ChatCompletionChunk(
-            id=completion_id, created=created, model=model, choices=[choice], sources=sources
-        )
+    def chunk(delta: Delta | None, **fields: Any) -> ChatCompletionChunk:
+        finish = fields.pop("finish", None)
+        choices = [] if delta is None else [ChunkChoice(delta=delta, finish_reason=finish)]
+        return ChatCompletionChunk(id=completion_id, created=created, model=model, choices=choices, **fields)
 
     sent_first = False
+    streamed: list[str] = []
     try:
         async for piece in chat.generate(turn):
             if not sent_first:
                 sent_first = True
                 yield _sse(chunk(Delta(role="assistant", content=""), sources=turn.sources))
             if piece:
+                streamed.append(piece)
                 yield _sse(chunk(Delta(content=piece)))
     except NotFoundError as exc:
         yield _sse(error_content(404, str(exc)))
@@ -161,7 +186,14 @@ async def stream_chunks(chat: ChatService, turn: Turn, model: str) -> AsyncItera
     except Exception as exc:  # headers are gone: report in-band, as OpenAI's streams do
         yield _sse(error_content(500, f"the answer failed: {type(exc).__name__}: {exc}"))
         return
-    yield _sse(chunk(Delta(), finish="stop"))
+    note = fallback_note(turn, "".join(streamed))
+    if note is not None:
+        yield _sse(chunk(Delta(content=note)))
+    yield _sse(chunk(Delta(), finish="stop", llm_error=turn.llm_error))
+    if include_usage:
+        usage = _usage(turn)
+        # OpenAI's usage chunk: no choices; `usage` is there even when null (nothing was reported).
+        yield f"data: {json.dumps({**_data(chunk(None)), 'usage': usage and usage.model_dump()})}\n\n"
     yield "data: [DONE]\n\n"
 
 

@@ -10,11 +10,18 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field, StrictBool
+from pydantic import BaseModel, Field, StrictBool, model_validator
 
 from rag_server.api.deps import ChatDep, OffsetQuery, Reader, require
 from rag_server.api.errors import error_responses
-from rag_server.chat.models import ChatMessageOut, ChatSession, QueryRequest, QueryResponse
+from rag_server.chat.models import (
+    ChatMessageOut,
+    ChatSession,
+    ExternalId,
+    QueryRequest,
+    QueryResponse,
+    SessionRef,
+)
 from rag_server.errors import ForbiddenError, NotFoundError
 from rag_server.retrieval.models import SearchType
 from rag_server.text import CleanText
@@ -29,6 +36,14 @@ class CreateSessionRequest(BaseModel):
     # Strict: JSON has booleans; 0/1 or "yes" are a 422 like any other wrong type.
     is_temporary: StrictBool = False
     search_type: SearchType = "hybrid"
+    # The caller's own name for the session (then usable wherever a session id goes); unique per key.
+    external_id: ExternalId | None = None
+
+    @model_validator(mode="after")
+    def _stored_if_named(self) -> CreateSessionRequest:
+        if self.is_temporary and self.external_id is not None:
+            raise ValueError("a temporary session cannot take an external_id (it is never stored)")
+        return self
 
 
 class UpdateSessionRequest(BaseModel):
@@ -50,7 +65,7 @@ class History(BaseModel):
 
 
 class ClearRequest(BaseModel):
-    session_id: UUID
+    session_id: SessionRef
 
 
 class ClearResponse(BaseModel):
@@ -69,18 +84,23 @@ _EVENT_SCHEMA: dict[str, Any] = {
 }
 _EVENT_STREAM: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "Server-Sent Events: `sources` (session_id, sources, condensed_query), then "
-        "`token`... (text), then `done` (a QueryResponse without sources) or `error` (detail)",
+        "description": "Server-Sent Events: `sources` (session_id, external_id, sources, "
+        "condensed_query), then `token`... (text), then `done` (a QueryResponse without sources) "
+        "or `error` (detail)",
         "content": {"text/event-stream": {"itemSchema": _EVENT_SCHEMA}},
     }
 }
 
 
-@router.post("/chat/sessions", status_code=201, responses=error_responses(400, 503))
+@router.post("/chat/sessions", status_code=201, responses=error_responses(400, 409, 503))
 async def create_session(body: CreateSessionRequest, chat: ChatDep) -> ChatSession:
-    """A new session; `is_temporary` ones are answered but never stored (lost on restart)."""
+    """A new session; `is_temporary` ones are answered but never stored (lost on restart).
+    `external_id`: your own id for it (409 if you have one by that id already)."""
     return await chat.create_session(
-        title=body.title, is_temporary=body.is_temporary, search_type=body.search_type
+        title=body.title,
+        is_temporary=body.is_temporary,
+        search_type=body.search_type,
+        external_id=body.external_id,
     )
 
 
@@ -103,12 +123,12 @@ async def list_sessions(
 
 
 @router.get("/chat/sessions/{session_id}", responses=error_responses(404, 503))
-async def get_session(session_id: UUID, chat: ChatDep) -> ChatSession:
+async def get_session(session_id: SessionRef, chat: ChatDep) -> ChatSession:
     return await chat.get_session(session_id)
 
 
 @router.patch("/chat/sessions/{session_id}", responses=error_responses(400, 404, 503))
-async def update_session(session_id: UUID, body: UpdateSessionRequest, chat: ChatDep) -> ChatSession:
+async def update_session(session_id: SessionRef, body: UpdateSessionRequest, chat: ChatDep) -> ChatSession:
     """Rename, archive / unarchive, or change the session's default search type."""
     return await chat.update_session(
         session_id, title=body.title, is_archived=body.is_archived, search_type=body.search_type
@@ -116,25 +136,29 @@ async def update_session(session_id: UUID, body: UpdateSessionRequest, chat: Cha
 
 
 @router.delete("/chat/sessions/{session_id}", status_code=204, responses=error_responses(404, 503))
-async def delete_session(session_id: UUID, chat: ChatDep) -> Response:
+async def delete_session(session_id: SessionRef, chat: ChatDep) -> Response:
     await chat.delete_session(session_id)
     return Response(status_code=204)
 
 
 @router.get("/chat/history/{session_id}", responses=error_responses(404, 503))
-async def history(session_id: UUID, chat: ChatDep) -> History:
-    """Messages in order; sources citing a since-deleted document carry `document_deleted: true`."""
-    return History(session_id=session_id, messages=await chat.history(session_id))
+async def history(session_id: SessionRef, chat: ChatDep) -> History:
+    """Messages in order; sources citing a since-deleted document carry `document_deleted: true`.
+    `session_id`: the session's UUID or your external id for it."""
+    found, messages = await chat.history(session_id)
+    return History(session_id=found, messages=messages)
 
 
 @router.post("/chat/clear", responses=error_responses(400, 404, 503))
 async def clear(body: ClearRequest, chat: ChatDep) -> ClearResponse:
-    return ClearResponse(session_id=body.session_id, deleted=await chat.clear(body.session_id))
+    found, deleted = await chat.clear(body.session_id)
+    return ClearResponse(session_id=found, deleted=deleted)
 
 
 @router.post("/query", responses=error_responses(400, 404, 503))
 async def query(body: QueryRequest, chat: ChatDep) -> QueryResponse:
-    """Answer with citations. Without session_id a new session is created (its id is returned)."""
+    """Answer with citations. Without session_id a new session is created (its id is returned); a
+    session_id that is not a UUID is your own id for a session, created on its first use."""
     return await chat.answer(body)
 
 
@@ -166,6 +190,7 @@ async def query_stream(body: QueryRequest, chat: ChatDep) -> StreamingResponse:
                         "sources",
                         {
                             "session_id": str(turn.session.id),
+                            "external_id": turn.session.external_id,
                             "sources": [s.model_dump(mode="json") for s in turn.sources],
                             "condensed_query": turn.condensed_query,
                         },

@@ -59,8 +59,9 @@ async def chat_completions(body: ChatCompletionRequest, chat: ChatDep) -> ChatCo
     turn = await service.start_turn(chat, body)  # unknown model -> 404 before any streaming starts
     if not body.stream:
         return await service.complete(chat, turn, body.model)
+    include_usage = body.stream_options is not None and body.stream_options.include_usage
     return StreamingResponse(
-        service.stream_chunks(chat, turn, body.model),
+        service.stream_chunks(chat, turn, body.model, include_usage=include_usage),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -1,0 +1,47 @@
+"""A LangChain retriever over a running rag-server's /search (needs only langchain-core and httpx).
+
+RAG_URL=http://127.0.0.1:8000 RAG_API_KEY=... python examples/langchain_search_retriever.py "question"
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import httpx
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+
+
+class RagServerRetriever(BaseRetriever):
+    url: str = "http://127.0.0.1:8000"
+    api_key: str | None = None
+    top_k: int = 5
+    search_type: str = "hybrid"  # or "bm25", "vector"
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        body = {"query": query, "top_k": self.top_k, "search_type": self.search_type}
+        response = httpx.post(f"{self.url}/search", json=body, headers=headers, timeout=60)
+        response.raise_for_status()
+        return [
+            Document(
+                page_content=hit["text"],
+                id=f"{hit['document_id']}#{hit['chunk_index']}",
+                metadata={"document_name": hit["document_name"], "page": hit["page"], "score": hit["score"]},
+            )
+            for hit in response.json()["results"]
+        ]
+
+
+if __name__ == "__main__":
+    retriever = RagServerRetriever(
+        url=os.environ.get("RAG_URL", "http://127.0.0.1:8000"), api_key=os.environ.get("RAG_API_KEY")
+    )
+    query = " ".join(sys.argv[1:]) or "What is this about?"
+    print(f"query: {query}")
+    for doc in retriever.invoke(query):
+        print(f"{doc.metadata['score']:.4f}  {doc.metadata['document_name']}: {doc.page_content[:120]!r}")

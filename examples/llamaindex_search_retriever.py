@@ -1,0 +1,48 @@
+"""A LlamaIndex retriever over a running rag-server's /search (needs only llama-index-core and httpx).
+
+RAG_URL=http://127.0.0.1:8000 RAG_API_KEY=... python examples/llamaindex_search_retriever.py "question"
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import httpx
+from llama_index.core.retrievers import BaseRetriever
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+
+class RagServerRetriever(BaseRetriever):
+    def __init__(
+        self, url: str, api_key: str | None = None, top_k: int = 5, search_type: str = "hybrid"
+    ) -> None:
+        super().__init__()
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=url, headers=headers, timeout=60)
+        self._body = {"top_k": top_k, "search_type": search_type}
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        response = self._http.post("/search", json={"query": query_bundle.query_str, **self._body})
+        response.raise_for_status()
+        return [
+            NodeWithScore(
+                node=TextNode(
+                    id_=f"{hit['document_id']}#{hit['chunk_index']}",
+                    text=hit["text"],
+                    metadata={"document_name": hit["document_name"], "page": hit["page"], **hit["metadata"]},
+                ),
+                score=hit["score"],
+            )
+            for hit in response.json()["results"]
+        ]
+
+
+if __name__ == "__main__":
+    retriever = RagServerRetriever(
+        os.environ.get("RAG_URL", "http://127.0.0.1:8000"), api_key=os.environ.get("RAG_API_KEY")
+    )
+    query = " ".join(sys.argv[1:]) or "What is this about?"
+    print(f"query: {query}")
+    for hit in retriever.retrieve(query):
+        print(f"{hit.score:.4f}  {hit.node.metadata['document_name']}: {hit.node.get_content()[:120]!r}")
