@@ -51,6 +51,10 @@ test-integration: install
 test-browser: install
     {{bin}}/pytest tests/browser
 
+# a screenshot of each main view of the web app, light and dark, into reports/ui/
+screenshots: install
+    {{bin}}/python -m tests.browser.screenshots --out reports/ui
+
 # ruff + mypy
 lint: install
     {{bin}}/ruff check services tests

@@ -1,0 +1,108 @@
+"""`just screenshots`: every main view of the web app, light and dark, in reports/ui/.
+
+A throwaway stack like the browser tests' (embedded PostgreSQL in a temp dir, `rag-server serve` and
+`rag-server worker`, the fake LLM), a few sample documents, one conversation; then one PNG per view
+and colour scheme. Run: `python -m tests.browser.screenshots [--out reports/ui]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from playwright.async_api import Browser, Page, async_playwright
+
+from rag_server.infra import admin
+from rag_server.infra.embedded_postgres import ensure_embedded_postgres
+from tests.browser.conftest import Stack, chromium_path, sign_in, start_stack
+from tests.fakes.llm_server import FakeLLM
+
+SAMPLES = {
+    "lighthouses.md": "# Lighthouses\n\nA Fresnel lens focuses the lamp's light into a beam visible for "
+    "more than twenty nautical miles. Augustin Fresnel designed it in 1822 for French lighthouses.\n\n"
+    "Each lighthouse has its own flash pattern, its *characteristic*, so sailors can tell them apart.",
+    "tides.txt": "Tides are caused by the Moon's gravity pulling on the oceans. Spring tides happen at new "
+    "and full moon, when Sun and Moon line up; neap tides at the quarter moons.",
+    "harbours.txt": "A harbour shelters ships from waves. Breakwaters are built of rock or concrete "
+    "blocks; lighthouses at their ends mark the entrance at night.",
+}
+QUESTION = "How far can a lighthouse beam be seen?"
+
+
+def upload_samples(stack: Stack) -> None:
+    headers = {"Authorization": f"Bearer {stack.admin_key}"}
+    with httpx.Client(base_url=stack.base_url, headers=headers, timeout=60) as client:
+        files = [("files", (name, text.encode(), "text/plain")) for name, text in SAMPLES.items()]
+        batch = client.post("/upload", files=files).raise_for_status().json()["batch_id"]
+        deadline = time.monotonic() + 300
+        while not client.get(f"/tasks/{batch}/status").json()["done"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the sample documents were not ingested")
+            time.sleep(0.5)
+
+
+async def shoot(page: Page, out: Path, name: str, scheme: str) -> None:
+    await page.wait_for_load_state("networkidle")
+    await page.screenshot(path=str(out / f"{name}-{scheme}.png"))
+    print(f"wrote {out / f'{name}-{scheme}.png'}")
+
+
+async def views(browser: Browser, stack: Stack, out: Path, scheme: str) -> None:
+    context = await browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme=scheme)
+    page = await context.new_page()
+    await page.goto(stack.base_url + "/")
+    await page.get_by_label("API key").wait_for()
+    await shoot(page, out, "sign-in", scheme)
+    await sign_in(page, stack.base_url, stack.admin_key)
+    await page.get_by_role("button", name="New chat").click()
+    await page.get_by_label("Message").fill(QUESTION)
+    await page.get_by_role("button", name="Send").click()
+    await page.get_by_role("button", name="Send").wait_for()  # the answer is done when Send is back
+    await shoot(page, out, "chat", scheme)
+    await page.goto(stack.base_url + "/#/documents")
+    await shoot(page, out, "documents", scheme)
+    await page.goto(stack.base_url + "/#/search?q=Fresnel+lens+beam&mode=hybrid")
+    await shoot(page, out, "search", scheme)
+    await page.goto(stack.base_url + "/#/status")
+    await shoot(page, out, "status", scheme)
+    await context.close()
+
+
+async def run(out: Path) -> None:
+    root = Path(tempfile.mkdtemp(prefix="ragshots-", dir="/tmp"))
+    embedded = ensure_embedded_postgres(root / "pg")
+    llm = FakeLLM().start()
+    try:
+        database_url = await admin.create_database(embedded.uri, "screenshots")
+        stack = start_stack(database_url, root, llm)
+        try:
+            await asyncio.to_thread(upload_samples, stack)
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(executable_path=chromium_path())
+                for scheme in ("light", "dark"):
+                    await views(browser, stack, out, scheme)
+                await browser.close()
+        finally:
+            stack.worker.stop()
+            stack.server.stop()
+    finally:
+        llm.stop()
+        embedded.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("reports/ui"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    asyncio.run(run(args.out))
+
+
+if __name__ == "__main__":
+    main()
