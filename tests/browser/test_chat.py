@@ -51,6 +51,8 @@ async def test_a_scripted_conversation(
 
     second = await ask(page, "What does ef_search change?")
     await expect(second).to_contain_text("ef_search")
+    # A follow-up is searched as a standalone question, and the answer says which.
+    await expect(second).to_contain_text("Searched for: Standalone: What does ef_search change?")
     assert page.url == session_url
 
     # Stop mid-stream: the LLM hangs after three tokens, so the answer is being written.
@@ -118,8 +120,13 @@ async def test_a_scripted_conversation(
 
 
 async def test_a_citation_opens_its_passage(page: Page, documents: dict[str, str], fake: FakeLLM) -> None:
+    await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     await page.get_by_label("Search mode").select_option("bm25")
     answer = await ask(page, "How does pgvector build HNSW indexes with ef_construction?")
+    await answer.get_by_role("button", name="Copy answer").click()
+    await expect(answer.get_by_role("button", name="Copy answer")).to_have_text("Copied")
+    copied = await page.evaluate("navigator.clipboard.readText()")
+    assert copied.startswith("According to the sources, the answer to 'How does pgvector") and "[1]" in copied
     citation = answer.locator(".answer-body").get_by_role("button", name=re.compile(r"^Source 1: hnsw\.txt"))
     await citation.click()
     dialog = page.get_by_role("dialog", name=re.compile("hnsw.txt"))
@@ -161,7 +168,9 @@ async def test_injected_markup_stays_inert_text(page: Page, documents: dict[str,
     assert await page.evaluate("typeof window.__pwned") == "undefined"
 
 
-async def test_the_fallback_note_when_the_llm_fails(page: Page, documents: dict[str, str], fake: FakeLLM) -> None:
+async def test_the_fallback_note_when_the_llm_fails(
+    page: Page, documents: dict[str, str], fake: FakeLLM
+) -> None:
     fake.behaviour = Behaviour(fail_status=500, affects={"answer"})
     answer = await ask(page, "How do I cook pasta?")
     await expect(answer.get_by_role("note")).to_contain_text("The LLM failed")
@@ -173,22 +182,28 @@ async def test_the_fallback_note_when_the_llm_fails(page: Page, documents: dict[
 
 
 async def test_a_temporary_chat_is_answered_but_not_listed(
-    page: Page, documents: dict[str, str], fake: FakeLLM
+    page: Page, stack: Stack, documents: dict[str, str], fake: FakeLLM
 ) -> None:
     await page.get_by_role("switch", name="Temporary chat").check()
     await expect(page.get_by_role("heading", name="Temporary chat")).to_be_visible()
-    await ask(page, "A temporary question about pasta")
+    answer = await ask(page, "A temporary question about pasta")
+    await expect(answer).to_contain_text("A temporary question about pasta")
     await expect(page).to_have_url(SESSION_URL)
     await expect(page.locator(".temp-badge")).to_be_visible()
-    await expect(page.locator(".chat-sidebar")).not_to_contain_text("temporary question")
-    headers = {"Authorization": f"Bearer {page_key(page)}"}
-    del headers
+    session_id = page.url.rsplit("/", 1)[1]
+    headers = {"Authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers) as client:
+        listed = (
+            await client.get("/chat/sessions", params={"include_archived": "true", "limit": 200})
+        ).json()
+        session = (await client.get(f"/chat/sessions/{session_id}")).json()
+    assert session["is_temporary"] is True
+    assert session_id not in [s["id"] for s in listed["sessions"]]
+    await expect(page.locator(f'.session-item[data-id="{session_id}"]')).to_have_count(0)
+    # Switching it off starts a stored chat again.
     await page.get_by_role("switch", name="Temporary chat").uncheck()
     await expect(page.get_by_role("heading", name="Ask about your documents")).to_be_visible()
-
-
-def page_key(page: Page) -> str:
-    return ""
+    await expect(page).to_have_url(re.compile(r"#/chat$"))
 
 
 async def test_keyboard_only(page: Page, documents: dict[str, str], fake: FakeLLM) -> None:
@@ -242,7 +257,13 @@ async def test_sessions_are_paged(page: Page, stack: Stack) -> None:
 async def test_a_small_screen_uses_a_drawer(
     browser: Browser, stack: Stack, documents: dict[str, str], page_console: Console, fake: FakeLLM
 ) -> None:
-    page = await new_page(browser, page_console, viewport={"width": 375, "height": 740}, color_scheme="dark")
+    page = await new_page(
+        browser,
+        page_console,
+        viewport={"width": 375, "height": 740},
+        color_scheme="dark",
+        reduced_motion="reduce",
+    )
     await sign_in(page, stack.base_url, stack.admin_key)
     await ask(page, "How do I cook pasta al dente?")
     await expect(page.get_by_role("button", name="New chat")).not_to_be_visible()
@@ -258,3 +279,26 @@ async def test_a_small_screen_uses_a_drawer(
     await page.screenshot(path="/tmp/chatshots/narrow.png")
     await page.context.close()
     assert not page_console.unexpected()
+
+
+async def test_a_long_conversation_renders_once_and_streams_only_the_last_answer(
+    page: Page, stack: Stack, documents: dict[str, str], fake: FakeLLM
+) -> None:
+    headers = {"Authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as client:
+        created = await client.post("/chat/sessions", json={"title": "A long conversation"})
+        session_id = created.json()["id"]
+        for i in range(100):
+            response = await client.post(
+                "/query", json={"query": f"Question number {i}", "session_id": session_id}
+            )
+            assert response.status_code == 200, response.text
+    await page.goto(page.url.split("#")[0] + f"#/chat/{session_id}")
+    messages = page.locator(".thread .msg")
+    await expect(messages).to_have_count(200)
+    await expect(messages.last).to_be_in_viewport()
+    # Streaming the next answer redraws that answer alone: every earlier message stays the same node.
+    await page.evaluate("document.querySelectorAll('.thread .msg').forEach((m) => (m.dataset.kept = '1'))")
+    await ask(page, "Question number 100")
+    await expect(messages).to_have_count(202)
+    await expect(page.locator(".thread .msg[data-kept]")).to_have_count(200)

@@ -9,6 +9,7 @@ import { announce, h, toast } from "../dom.js";
 import { icon } from "../icons.js";
 import { href, navigate } from "../router.js";
 import { fromHistory, renderAnswerBody, renderAnswerFooter, renderMessage } from "./chat_messages.js";
+import { createDrawer } from "./chat_drawer.js";
 import { createSidebar, sessionTitle } from "./chat_sidebar.js";
 
 const SEARCH_TYPES = [
@@ -16,7 +17,6 @@ const SEARCH_TYPES = [
   ["bm25", "Keywords (BM25)"],
   ["vector", "Meaning (vector)"],
 ];
-const NARROW = window.matchMedia("(max-width: 760px)");
 // The switch outlives a remount (a collection change): it is the person's choice for new chats.
 let temporaryPreference = false;
 
@@ -28,14 +28,9 @@ export function mount(root, ctx, route) {
     onNew: newChat,
     temporary: { get: () => temporaryPreference, set: setTemporary },
     currentId: () => state.sessionId,
-    onPicked: () => setDrawer(false),
+    onPicked: () => drawer.set(false),
   });
-  const drawerToggle = h(
-    "button",
-    { type: "button", class: "icon-button drawer-toggle", "aria-label": "Show chats", "aria-controls": "chat-sidebar", "aria-expanded": "false" },
-    icon("menu"),
-  );
-  const backdrop = h("div", { class: "drawer-backdrop", "aria-hidden": "true" });
+  const drawer = createDrawer(root, sidebar.el);
   const title = h("h1", { class: "chat-title", id: "chat-title" }, "New chat");
   const tempBadge = h("span", { class: "badge temp-badge", hidden: true }, "Temporary");
   const modeSelect = h(
@@ -56,7 +51,7 @@ export function mount(root, ctx, route) {
   const textarea = h("textarea", {
     id: "chat-message",
     rows: "1",
-    placeholder: "Ask a question about your documents…",
+    placeholder: "Ask about your documents…",
     autocomplete: "off",
     maxlength: 20000,
   });
@@ -77,7 +72,7 @@ export function mount(root, ctx, route) {
     h(
       "header",
       { class: "chat-head" },
-      drawerToggle,
+      drawer.toggle,
       title,
       tempBadge,
       h("label", { class: "mode-select" }, h("span", {}, "Search mode"), modeSelect),
@@ -85,34 +80,13 @@ export function mount(root, ctx, route) {
     log,
     form,
   );
-  root.append(h("div", { class: "chat-layout" }, sidebar.el, backdrop, conversation));
+  root.append(h("div", { class: "chat-layout" }, sidebar.el, drawer.backdrop, conversation));
 
-  // --- drawer (narrow screens) -------------------------------------------------------------------
-  function setDrawer(open) {
-    root.classList.toggle("drawer-open", open);
-    drawerToggle.setAttribute("aria-expanded", String(open));
-    drawerToggle.setAttribute("aria-label", open ? "Hide chats" : "Show chats");
-    // A closed drawer is out of the tab order and the accessibility tree.
-    sidebar.el.inert = NARROW.matches && !open;
-    if (open) sidebar.el.querySelector("button, a")?.focus();
-  }
   sidebar.el.addEventListener("session-changed", (event) => {
     if (event.detail.id !== state.sessionId) return;
     state.session = event.detail;
     drawHead();
   });
-  drawerToggle.addEventListener("click", () => setDrawer(!root.classList.contains("drawer-open")));
-  backdrop.addEventListener("click", () => setDrawer(false));
-  const onKey = (event) => {
-    if (event.key === "Escape" && root.classList.contains("drawer-open") && !document.querySelector("dialog[open]")) {
-      setDrawer(false);
-      drawerToggle.focus();
-    }
-  };
-  const onResize = () => setDrawer(false);
-  document.addEventListener("keydown", onKey);
-  NARROW.addEventListener("change", onResize);
-  setDrawer(false);
 
   // --- header and empty state ----------------------------------------------------------------------
   function isTemporary() {
@@ -213,7 +187,7 @@ export function mount(root, ctx, route) {
   }
 
   function newChat() {
-    setDrawer(false);
+    drawer.set(false);
     if (state.sessionId) navigate(href("chat"));
     else loadSession(null);
     textarea.focus();
@@ -348,7 +322,13 @@ export function mount(root, ctx, route) {
     }
     if (stream.detached) return;
     state.stream = null;
-    Object.assign(answer, { content: done.answer, mode: done.answer_mode, llmError: done.llm_error || null, streaming: false });
+    Object.assign(answer, {
+      content: done.answer,
+      mode: done.answer_mode,
+      llmError: done.llm_error || null,
+      condensedQuery: done.condensed_query || null,
+      streaming: false,
+    });
     renderAnswerBody(answer.nodes.body, answer);
     renderAnswerFooter(answer.nodes.footer, answer);
     setBusy(false);
@@ -402,8 +382,7 @@ export function mount(root, ctx, route) {
     unmount() {
       detachStream();
       if (frame) cancelAnimationFrame(frame);
-      document.removeEventListener("keydown", onKey);
-      NARROW.removeEventListener("change", onResize);
+      drawer.destroy();
       document.title = "rag-server";
     },
   };

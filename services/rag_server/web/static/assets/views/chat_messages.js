@@ -2,7 +2,7 @@
 // chat.js decides what to render and when.
 //
 // A message here: {role: "user"|"assistant", content, sources: [Source], mode?: "llm"|"extractive",
-// llmError?, streaming?: bool}.
+// llmError?, condensedQuery? (the standalone question a follow-up was searched as), streaming?: bool}.
 
 import { download } from "../api.js";
 import { append, h, toast } from "../dom.js";
@@ -95,7 +95,14 @@ export function renderAnswerBody(body, message) {
   const sources = bySource(message.sources);
   const citation = (n) => (sources.has(n) ? citationButton(sources.get(n)) : null);
   body.replaceChildren(renderMarkdown(message.content, { citation }));
-  if (message.streaming) body.append(h("span", { class: "caret", "aria-hidden": "true" }));
+  if (message.streaming) {
+    // The caret ends the text being written: inside the last paragraph or list item, not below it.
+    let target = body.lastElementChild;
+    while (target && ["UL", "OL", "BLOCKQUOTE"].includes(target.tagName) && target.lastElementChild) {
+      target = target.lastElementChild;
+    }
+    (target && target.tagName !== "PRE" ? target : body).append(h("span", { class: "caret", "aria-hidden": "true" }));
+  }
 }
 
 function sourceList(sources) {
@@ -144,8 +151,12 @@ export function renderAnswerFooter(footer, message) {
           "p",
           { class: "llm-note", role: "note" },
           h("strong", {}, "The LLM failed"),
-          ` (${message.llmError}): this answer was put together from the sources instead.`,
+          ", so this answer quotes the sources instead.",
+          h("span", { class: "llm-detail" }, message.llmError),
         )
+      : null,
+    message.condensedQuery
+      ? h("p", { class: "searched muted small" }, "Searched for: ", h("q", {}, message.condensedQuery))
       : null,
     h(
       "div",
@@ -188,5 +199,6 @@ export function fromHistory(m) {
     sources: m.sources || [],
     mode: m.metadata?.answer_mode,
     llmError: m.metadata?.llm_error || null,
+    condensedQuery: m.metadata?.condensed_query || null,
   };
 }
