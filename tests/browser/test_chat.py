@@ -302,3 +302,113 @@ async def test_a_long_conversation_renders_once_and_streams_only_the_last_answer
     await ask(page, "Question number 100")
     await expect(messages).to_have_count(202)
     await expect(page.locator(".thread .msg[data-kept]")).to_have_count(200)
+
+
+async def test_stopping_the_first_answer_of_a_new_chat_leaves_no_chat(
+    page: Page, stack: Stack, documents: dict[str, str], fake: FakeLLM
+) -> None:
+    fake.behaviour = Behaviour(hang_after_tokens=2, affects={"answer"})
+    box = page.get_by_label("Message", exact=True)
+    await box.fill("An unfinished first question")
+    await box.press("Enter")
+    await expect(answers(page).first).to_contain_text("According")
+    await expect(page).to_have_url(SESSION_URL)  # the id the sources event named
+    await page.get_by_role("button", name="Stop").click()
+    await expect(page).to_have_url(re.compile(r"#/chat$"))
+    await expect(box).to_have_value("An unfinished first question")
+    await expect(page.get_by_role("heading", name="Ask about your documents")).to_be_visible()
+    headers = {"Authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers) as client:
+        listed = (await client.get("/chat/sessions", params={"limit": 200})).json()
+    assert not [s for s in listed["sessions"] if s["message_count"] == 0 and s["title"] is None]
+    # Sent again, it is answered and becomes a chat.
+    fake.reset()
+    await box.press("Enter")
+    await expect(answers(page).first.get_by_role("button", name="Copy answer")).to_be_visible()
+    await expect(page).to_have_url(SESSION_URL)
+
+
+async def test_back_and_forward_move_between_chats(page: Page, stack: Stack, fake: FakeLLM) -> None:
+    headers = {"Authorization": f"Bearer {stack.admin_key}"}
+    ids = []
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as client:
+        for question in ("First history question", "Second history question"):
+            response = await client.post("/query", json={"query": question})
+            assert response.status_code == 200, response.text
+            ids.append(response.json()["session_id"])
+            await client.patch(f"/chat/sessions/{ids[-1]}", json={"title": question})
+    await page.reload()
+    await sidebar_row(page, "First history question").get_by_role("link").click()
+    await expect(thread(page)).to_contain_text("First history question")
+    await sidebar_row(page, "Second history question").get_by_role("link").click()
+    await expect(thread(page)).to_contain_text("Second history question")
+    await page.go_back()
+    await expect(thread(page)).to_contain_text("First history question")
+    await expect(sidebar_row(page, "First history question").get_by_role("link")).to_have_attribute(
+        "aria-current", "page"
+    )
+    await page.go_forward()
+    await expect(thread(page)).to_contain_text("Second history question")
+    assert page.url.endswith(f"#/chat/{ids[1]}")
+
+
+MARKDOWN_PROBE = """
+async (text) => {
+  const { renderMarkdown } = await import('/assets/markdown.js');
+  const cited = [];
+  const citation = (n) => {
+    if (n > 2) return null;
+    cited.push(n);
+    const b = document.createElement('button');
+    b.textContent = `#${n}`;
+    return b;
+  };
+  const box = document.createElement('div');
+  box.append(renderMarkdown(text, { citation }));
+  const tags = [...box.querySelectorAll('*')].map((e) => e.tagName.toLowerCase());
+  const links = [...box.querySelectorAll('a')].map((a) => [a.getAttribute('href'), a.rel, a.textContent]);
+  return { tags, links, cited, text: box.textContent, xml: new XMLSerializer().serializeToString(box) };
+}
+"""
+
+
+async def test_markdown_builds_nodes_and_keeps_html_literal(page: Page) -> None:
+    text = (
+        "## Title\n\nSome **bold**, *em*, `code <b>` and ~~old~~ text [1][2] and [3].\n"
+        "Second line\n\n"
+        "- one\n- two\n  - nested\n\n"
+        "1. first\n2. second\n\n"
+        "> quoted\n\n"
+        "```python\nprint('<script>')\n```\n\n"
+        "[safe](https://example.org/a) [bad](javascript:alert(1)) <img src=x onerror=alert(1)> "
+        "snake_case_name and https://example.com/x."
+    )
+    result = await page.evaluate(MARKDOWN_PROBE, text)
+    tags = result["tags"]
+    for tag in (
+        "h4",
+        "strong",
+        "em",
+        "code",
+        "del",
+        "br",
+        "ul",
+        "ol",
+        "li",
+        "blockquote",
+        "pre",
+        "a",
+        "button",
+    ):
+        assert tag in tags, tag
+    assert "img" not in tags and "script" not in tags and "b" not in tags
+    assert result["cited"] == [1, 2]  # [3] has no source: it stays text
+    assert "[3]" in result["text"]
+    assert ["https://example.org/a", "noopener noreferrer", "safe"] in result["links"]
+    assert ["https://example.com/x", "noopener noreferrer", "https://example.com/x"] in result["links"]
+    assert all(not (href or "").startswith("javascript") for href, _, _ in result["links"])
+    assert "[bad](javascript:alert(1))" in result["text"]
+    assert "<img src=x onerror=alert(1)>" in result["text"]
+    assert "print('<script>')" in result["text"]
+    assert "snake_case_name" in result["text"]
+    assert tags.count("ul") == 2  # the nested list
