@@ -232,12 +232,20 @@ async def test_keyboard_only(page: Page, documents: dict[str, str], fake: FakeLL
     await expect(citation).to_be_focused()
 
 
-async def test_unknown_session_in_the_url(page: Page, page_console: Console) -> None:
+async def test_unknown_session_in_the_url(
+    page: Page, page_console: Console, documents: dict[str, str], fake: FakeLLM
+) -> None:
     page_console.allow("404")
     await page.goto(page.url.split("#")[0] + "#/chat/00000000-0000-4000-8000-000000000000")
     await expect(page.get_by_text("This chat does not exist")).to_be_visible()
     await page.get_by_role("link", name="Start a new chat").click()
     await expect(page.get_by_role("heading", name="Ask about your documents")).to_be_visible()
+    # A question asked on a missing chat's page starts a new chat.
+    await page.go_back()
+    await expect(page.get_by_text("This chat does not exist")).to_be_visible()
+    await ask(page, "What is HNSW?")
+    await expect(page).to_have_url(SESSION_URL)
+    assert "00000000-0000-4000-8000-000000000000" not in page.url
 
 
 async def test_sessions_are_paged(page: Page, stack: Stack) -> None:

@@ -21,7 +21,8 @@ const SEARCH_TYPES = [
 let temporaryPreference = false;
 
 export function mount(root, ctx, route) {
-  const state = { sessionId: null, session: null, messages: [], stream: null, searchType: "hybrid", loads: 0 };
+  // sessionId: the session the next question goes to (null: a new chat); routeId: the id in the URL.
+  const state = { sessionId: null, routeId: null, session: null, messages: [], stream: null, searchType: "hybrid", loads: 0 };
 
   // --- the parts ---------------------------------------------------------------------------------
   const sidebar = createSidebar({
@@ -153,6 +154,7 @@ export function mount(root, ctx, route) {
     detachStream();
     const load = ++state.loads;
     state.sessionId = id;
+    state.routeId = id;
     state.session = null;
     state.messages = [];
     formError.textContent = "";
@@ -176,7 +178,10 @@ export function mount(root, ctx, route) {
       drawThread();
     } catch (err) {
       if (load !== state.loads) return;
+      // A question asked here starts a new chat.
       state.session = null;
+      state.sessionId = null;
+      sidebar.markCurrent();
       title.textContent = "Chat not found";
       if (err instanceof ApiError && (err.status === 404 || err.status === 422)) {
         notice("This chat does not exist", "It may have been deleted, or the link is wrong. Your other chats are in the list.");
@@ -188,7 +193,7 @@ export function mount(root, ctx, route) {
 
   function newChat() {
     drawer.set(false);
-    if (state.sessionId) navigate(href("chat"));
+    if (state.routeId) navigate(href("chat"));
     else loadSession(null);
     textarea.focus();
   }
@@ -197,7 +202,7 @@ export function mount(root, ctx, route) {
     temporaryPreference = value;
     sidebar.setTemporary(value);
     // The switch is about the next chat: start one (a temporary chat is never mixed with a stored one).
-    if (state.sessionId) navigate(href("chat"));
+    if (state.routeId) navigate(href("chat"));
     else {
       drawHead();
       drawThread();
@@ -250,8 +255,14 @@ export function mount(root, ctx, route) {
     });
     state.session = session;
     state.sessionId = session.id;
-    navigate(href("chat", session.id), { replace: true });
+    replaceUrl(session.id);
     return session.id;
+  }
+
+  // The URL follows the conversation without a new history entry (and without a reload: update() sees it).
+  function replaceUrl(id) {
+    state.routeId = id;
+    navigate(href("chat", id), { replace: true });
   }
 
   // Take the unanswered turn out again: the server stored nothing for it.
@@ -265,7 +276,7 @@ export function mount(root, ctx, route) {
     if (stream.createdSession && !state.session) {
       // The id the `sources` event named was never stored: back to a new chat.
       state.sessionId = null;
-      navigate(href("chat"), { replace: true });
+      replaceUrl(null);
     }
   }
 
@@ -285,6 +296,7 @@ export function mount(root, ctx, route) {
     const user = { role: "user", content: question };
     const answer = { role: "assistant", content: "", sources: [], streaming: true };
     if (!state.messages.length) thread.replaceChildren();
+    if (!state.session) drawHead();
     state.messages.push(user, answer);
     const userNode = renderMessage(user);
     thread.append(userNode, renderMessage(answer));
@@ -302,7 +314,7 @@ export function mount(root, ctx, route) {
           answer.sources = data.sources;
           if (!state.sessionId) {
             state.sessionId = data.session_id;
-            navigate(href("chat", data.session_id), { replace: true });
+            replaceUrl(data.session_id);
           }
         } else if (event === "token") answer.content += data.text;
         else if (event === "done") done = data;
@@ -373,7 +385,7 @@ export function mount(root, ctx, route) {
   return {
     update(next) {
       // Our own replace (a new chat got its id): nothing to load.
-      if (next.id === state.sessionId) {
+      if (next.id === state.routeId) {
         sidebar.markCurrent();
         return;
       }
