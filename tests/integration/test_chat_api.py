@@ -246,6 +246,24 @@ async def test_query_without_session_creates_one(plain_server: Server, client: h
     assert [m["role"] for m in await history(client, base, body["session_id"])] == ["user", "assistant"]
 
 
+async def test_only_archived_lists_the_archived_sessions_alone(
+    plain_server: Server, client: httpx.AsyncClient
+) -> None:
+    base = plain_server.url
+    kept = await ok(await client.post(f"{base}/chat/sessions", json={"title": "kept"}), 201)
+    shelved = await ok(await client.post(f"{base}/chat/sessions", json={"title": "shelved"}), 201)
+    await ok(await client.patch(f"{base}/chat/sessions/{shelved['id']}", json={"is_archived": True}))
+    for params in ({"only_archived": "true"}, {"only_archived": "true", "include_archived": "true"}):
+        listed = await ok(await client.get(f"{base}/chat/sessions", params=params))
+        ids = [s["id"] for s in listed["sessions"]]
+        assert shelved["id"] in ids and kept["id"] not in ids
+        assert all(s["is_archived"] for s in listed["sessions"])
+        assert listed["total"] == len(ids)
+    active = await ok(await client.get(f"{base}/chat/sessions", params={"only_archived": "false"}))
+    assert kept["id"] in [s["id"] for s in active["sessions"]]
+    assert shelved["id"] not in [s["id"] for s in active["sessions"]]
+
+
 async def test_temporary_sessions_are_answered_but_never_stored(
     plain_server: Server, client: httpx.AsyncClient, database_url: str
 ) -> None:

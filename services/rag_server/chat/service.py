@@ -146,11 +146,21 @@ class ChatService:
         return await store.get(session_id)
 
     async def list_sessions(
-        self, *, limit: int, offset: int, include_archived: bool, every_owner: bool = False
+        self,
+        *,
+        limit: int,
+        offset: int,
+        include_archived: bool,
+        every_owner: bool = False,
+        only_archived: bool = False,
     ) -> tuple[list[ChatSession], int]:
         """Stored sessions only: temporary ones are not listed (they belong to one client)."""
         return await self.stored.list_sessions(
-            limit=limit, offset=offset, include_archived=include_archived, every_owner=every_owner
+            limit=limit,
+            offset=offset,
+            include_archived=include_archived,
+            every_owner=every_owner,
+            only_archived=only_archived,
         )
 
     async def update_session(

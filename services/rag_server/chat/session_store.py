@@ -108,7 +108,13 @@ class PostgresSessionStore:
         return await sessions.get_session(self.pool, session_id)
 
     async def list_sessions(
-        self, *, limit: int, offset: int, include_archived: bool, every_owner: bool
+        self,
+        *,
+        limit: int,
+        offset: int,
+        include_archived: bool,
+        every_owner: bool,
+        only_archived: bool = False,
     ) -> tuple[list[ChatSession], int]:
         """Only stored sessions can be listed (temporary ones belong to one client)."""
         return await sessions.list_sessions(
@@ -117,6 +123,7 @@ class PostgresSessionStore:
             offset=offset,
             include_archived=include_archived,
             every_owner=every_owner,
+            only_archived=only_archived,
         )
 
     async def update(

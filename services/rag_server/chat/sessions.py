@@ -86,25 +86,33 @@ async def get_session(conn: Executor, session_id: UUID) -> ChatSession:
 
 
 async def list_sessions(
-    conn: Executor, *, limit: int, offset: int, include_archived: bool, every_owner: bool = False
+    conn: Executor,
+    *,
+    limit: int,
+    offset: int,
+    include_archived: bool,
+    every_owner: bool = False,
+    only_archived: bool = False,
 ) -> tuple[list[ChatSession], int]:
     """Most recently active first (updated_at moves with every answer). The scope's own sessions, or
-    with `every_owner` all those row-level security shows it (an admin's: every session)."""
-    where = """($1 OR NOT s.is_archived)
+    with `every_owner` all those row-level security shows it (an admin's: every session).
+    `only_archived`: the archived ones alone (whatever `include_archived` says)."""
+    where = """($1 OR $3 OR NOT s.is_archived) AND (NOT $3 OR s.is_archived)
         AND ($2 OR s.owner_key_id IS NOT DISTINCT FROM rag_key_id())"""
     rows = await conn.fetch(
         f"""
         SELECT {_SESSION_COLUMNS} FROM chat_sessions s WHERE {where}
         ORDER BY s.updated_at DESC, s.id
-        LIMIT $3 OFFSET $4
+        LIMIT $4 OFFSET $5
         """,
         include_archived,
         every_owner,
+        only_archived,
         limit,
         offset,
     )
     total = await conn.fetchval(
-        f"SELECT count(*) FROM chat_sessions s WHERE {where}", include_archived, every_owner
+        f"SELECT count(*) FROM chat_sessions s WHERE {where}", include_archived, every_owner, only_archived
     )
     return [_session(r) for r in rows], int(total)
 

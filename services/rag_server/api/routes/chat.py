@@ -111,13 +111,18 @@ async def list_sessions(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: OffsetQuery = 0,
     include_archived: bool = False,
+    only_archived: Annotated[bool, Query(description="Only the archived sessions")] = False,
     all_owners: Annotated[bool, Query(description="Every key's sessions (admin keys only)")] = False,
 ) -> SessionList:
     """Your stored sessions (the API key's), most recently active first."""
     if all_owners and not principal.can("admin"):
         raise ForbiddenError("only an admin key may list every key's sessions")
     items, total = await chat.list_sessions(
-        limit=limit, offset=offset, include_archived=include_archived, every_owner=all_owners
+        limit=limit,
+        offset=offset,
+        include_archived=include_archived,
+        every_owner=all_owners,
+        only_archived=only_archived,
     )
     return SessionList(sessions=items, total=total, limit=limit, offset=offset)
 

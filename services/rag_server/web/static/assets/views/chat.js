@@ -1,6 +1,401 @@
-// Placeholder: replaced by the chat view.
-import { h } from "../dom.js";
+// The chat view: the sessions sidebar (chat_sidebar.js), one conversation (chat_messages.js renders its
+// messages) and the message box. The URL carries the session (#/chat/<id>); a new chat gets its id from
+// the first answer's `sources` event. Streaming redraws only the answer being written, at most once per
+// animation frame. Stop (or leaving) aborts the request: the server then stores nothing, so the
+// unanswered question leaves the conversation and goes back into the message box.
 
-export function mount(root) {
-  root.append(h("h1", {}, "chat"));
+import { api, ApiError, streamEvents } from "../api.js";
+import { announce, h, toast } from "../dom.js";
+import { icon } from "../icons.js";
+import { href, navigate } from "../router.js";
+import { fromHistory, renderAnswerBody, renderAnswerFooter, renderMessage } from "./chat_messages.js";
+import { createDrawer } from "./chat_drawer.js";
+import { createSidebar, sessionTitle } from "./chat_sidebar.js";
+
+const SEARCH_TYPES = [
+  ["hybrid", "Hybrid"],
+  ["bm25", "Keywords (BM25)"],
+  ["vector", "Meaning (vector)"],
+];
+// The switch outlives a remount (a collection change): it is the person's choice for new chats.
+let temporaryPreference = false;
+
+export function mount(root, ctx, route) {
+  // sessionId: the session the next question goes to (null: a new chat); routeId: the id in the URL.
+  const state = { sessionId: null, routeId: null, session: null, messages: [], stream: null, searchType: "hybrid", loads: 0 };
+
+  // --- the parts ---------------------------------------------------------------------------------
+  const sidebar = createSidebar({
+    onNew: newChat,
+    temporary: { get: () => temporaryPreference, set: setTemporary },
+    currentId: () => state.sessionId,
+    onPicked: () => drawer.set(false),
+  });
+  const drawer = createDrawer(root, sidebar.el);
+  const title = h("h1", { class: "chat-title", id: "chat-title" }, "New chat");
+  const tempBadge = h("span", { class: "badge temp-badge", hidden: true }, "Temporary");
+  const modeSelect = h(
+    "select",
+    { id: "chat-search-type", "aria-label": "Search mode" },
+    SEARCH_TYPES.map(([value, label]) => h("option", { value }, label)),
+  );
+  const log = h("div", {
+    class: "messages",
+    role: "log",
+    "aria-live": "polite",
+    "aria-busy": "false",
+    "aria-labelledby": "chat-title",
+    tabindex: "-1",
+  });
+  const thread = h("div", { class: "thread" });
+  log.append(thread);
+  const textarea = h("textarea", {
+    id: "chat-message",
+    rows: "1",
+    placeholder: "Ask about your documents…",
+    autocomplete: "off",
+    maxlength: 20000,
+  });
+  const sendButton = h("button", { type: "submit", class: "primary send", "aria-label": "Send" }, icon("send"), h("span", {}, "Send"));
+  const stopButton = h("button", { type: "button", class: "stop", hidden: true, "aria-label": "Stop" }, icon("stop"), h("span", {}, "Stop"));
+  const formError = h("p", { class: "form-error", role: "alert" });
+  const form = h(
+    "form",
+    { class: "composer", "aria-label": "Ask" },
+    h("label", { for: "chat-message", class: "visually-hidden" }, "Message"),
+    h("div", { class: "composer-box" }, textarea, sendButton, stopButton),
+    formError,
+    h("p", { class: "composer-hint muted small" }, `Enter sends, Shift+Enter adds a line · collection “${ctx.collection}”`),
+  );
+  const conversation = h(
+    "section",
+    { class: "chat-main", "aria-labelledby": "chat-title" },
+    h(
+      "header",
+      { class: "chat-head" },
+      drawer.toggle,
+      title,
+      tempBadge,
+      h("label", { class: "mode-select" }, h("span", {}, "Search mode"), modeSelect),
+    ),
+    log,
+    form,
+  );
+  root.append(h("div", { class: "chat-layout" }, sidebar.el, drawer.backdrop, conversation));
+
+  sidebar.el.addEventListener("session-changed", (event) => {
+    if (event.detail.id !== state.sessionId) return;
+    state.session = event.detail;
+    drawHead();
+  });
+
+  // --- header and empty state ----------------------------------------------------------------------
+  function isTemporary() {
+    return state.session ? state.session.is_temporary : temporaryPreference;
+  }
+
+  function drawHead() {
+    title.textContent = state.session ? sessionTitle(state.session) : "New chat";
+    tempBadge.hidden = !isTemporary();
+    modeSelect.value = state.searchType;
+    document.title = `${title.textContent} · rag-server`;
+  }
+
+  function emptyState() {
+    return h(
+      "div",
+      { class: "chat-empty" },
+      h("h2", {}, isTemporary() ? "Temporary chat" : "Ask about your documents"),
+      h(
+        "p",
+        { class: "muted" },
+        isTemporary()
+          ? "Answered like any chat, but never stored: it is not listed and is gone when the server restarts."
+          : `Answers come from the “${ctx.collection}” collection and cite their passages: select a number to read the passage it comes from.`,
+      ),
+    );
+  }
+
+  function notice(heading, text) {
+    thread.replaceChildren(
+      h(
+        "div",
+        { class: "chat-empty", role: "status" },
+        h("h2", {}, heading),
+        h("p", { class: "muted" }, text),
+        h("a", { href: href("chat"), class: "button-link" }, "Start a new chat"),
+      ),
+    );
+  }
+
+  function drawThread() {
+    if (!state.messages.length) {
+      thread.replaceChildren(emptyState());
+      return;
+    }
+    // History goes in once, as one fragment: one layout for hundreds of messages.
+    const fragment = document.createDocumentFragment();
+    for (const m of state.messages) fragment.append(renderMessage(m));
+    thread.replaceChildren(fragment);
+    log.scrollTop = log.scrollHeight;
+  }
+
+  // --- sessions ------------------------------------------------------------------------------------
+  function detachStream() {
+    if (state.stream) {
+      state.stream.detached = true;
+      state.stream.controller.abort();
+      state.stream = null;
+      setBusy(false);
+    }
+  }
+
+  async function loadSession(id) {
+    detachStream();
+    const load = ++state.loads;
+    state.sessionId = id;
+    state.routeId = id;
+    state.session = null;
+    state.messages = [];
+    formError.textContent = "";
+    sidebar.markCurrent();
+    if (!id) {
+      state.searchType = "hybrid";
+      drawHead();
+      drawThread();
+      return;
+    }
+    title.textContent = "Loading…";
+    thread.replaceChildren(h("p", { class: "muted loading" }, "Loading the conversation…"));
+    try {
+      const path = encodeURIComponent(id);
+      const [session, history] = await Promise.all([api(`/chat/sessions/${path}`), api(`/chat/history/${path}`)]);
+      if (load !== state.loads) return;
+      state.session = session;
+      state.searchType = session.search_type;
+      state.messages = history.messages.map(fromHistory);
+      drawHead();
+      drawThread();
+    } catch (err) {
+      if (load !== state.loads) return;
+      // A question asked here starts a new chat.
+      state.session = null;
+      state.sessionId = null;
+      sidebar.markCurrent();
+      title.textContent = "Chat not found";
+      if (err instanceof ApiError && (err.status === 404 || err.status === 422)) {
+        notice("This chat does not exist", "It may have been deleted, or the link is wrong. Your other chats are in the list.");
+      } else {
+        notice("This chat could not be opened", err.message);
+      }
+    }
+  }
+
+  function newChat() {
+    drawer.set(false);
+    if (state.routeId) navigate(href("chat"));
+    else loadSession(null);
+    textarea.focus();
+  }
+
+  function setTemporary(value) {
+    temporaryPreference = value;
+    sidebar.setTemporary(value);
+    // The switch is about the next chat: start one (a temporary chat is never mixed with a stored one).
+    if (state.routeId) navigate(href("chat"));
+    else {
+      drawHead();
+      drawThread();
+    }
+    announce(value ? "Temporary chat: it will not be stored." : "Chats are stored again.");
+  }
+
+  modeSelect.addEventListener("change", async () => {
+    state.searchType = modeSelect.value;
+    if (!state.session) return;
+    try {
+      state.session = await api(`/chat/sessions/${encodeURIComponent(state.session.id)}`, {
+        method: "PATCH",
+        json: { search_type: state.searchType },
+      });
+      toast(`Search mode: ${modeSelect.selectedOptions[0].textContent}.`);
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  });
+
+  // --- asking --------------------------------------------------------------------------------------
+  function setBusy(busy) {
+    sendButton.hidden = busy;
+    stopButton.hidden = !busy;
+    log.setAttribute("aria-busy", String(busy));
+  }
+
+  function nearBottom() {
+    return log.scrollHeight - log.scrollTop - log.clientHeight < 120;
+  }
+
+  let frame = 0;
+  function scheduleAnswerDraw() {
+    if (frame) return;
+    frame = requestAnimationFrame(() => {
+      frame = 0;
+      const answer = state.stream?.answer;
+      if (!answer?.nodes) return;
+      const stick = nearBottom();
+      renderAnswerBody(answer.nodes.body, answer);
+      if (stick) log.scrollTop = log.scrollHeight;
+    });
+  }
+
+  async function ensureTemporarySession() {
+    const session = await api("/chat/sessions", {
+      method: "POST",
+      json: { is_temporary: true, search_type: state.searchType },
+    });
+    state.session = session;
+    state.sessionId = session.id;
+    replaceUrl(session.id);
+    return session.id;
+  }
+
+  // The URL follows the conversation without a new history entry (and without a reload: update() sees it).
+  function replaceUrl(id) {
+    state.routeId = id;
+    navigate(href("chat", id), { replace: true });
+  }
+
+  // Take the unanswered turn out again: the server stored nothing for it.
+  function undoTurn(stream) {
+    stream.userNode.remove();
+    stream.answer.nodes.article.remove();
+    state.messages.splice(state.messages.indexOf(stream.user), 2);
+    if (!state.messages.length) drawThread();
+    textarea.value = stream.question + (textarea.value ? `\n${textarea.value}` : "");
+    autosize();
+    if (stream.createdSession && !state.session) {
+      // The id the `sources` event named was never stored: back to a new chat.
+      state.sessionId = null;
+      replaceUrl(null);
+    }
+  }
+
+  async function ask() {
+    const question = textarea.value.trim();
+    if (!question || state.stream) return;
+    formError.textContent = "";
+    let sessionId = state.sessionId;
+    if (!sessionId && temporaryPreference) {
+      try {
+        sessionId = await ensureTemporarySession();
+      } catch (err) {
+        formError.textContent = err.message;
+        return;
+      }
+    }
+    const user = { role: "user", content: question };
+    const answer = { role: "assistant", content: "", sources: [], streaming: true };
+    if (!state.messages.length) thread.replaceChildren();
+    if (!state.session) drawHead();
+    state.messages.push(user, answer);
+    const userNode = renderMessage(user);
+    thread.append(userNode, renderMessage(answer));
+    log.scrollTop = log.scrollHeight;
+    textarea.value = "";
+    autosize();
+    const stream = { controller: new AbortController(), question, user, answer, userNode, createdSession: !sessionId, detached: false };
+    state.stream = stream;
+    setBusy(true);
+    const body = { query: question, session_id: sessionId, search_type: state.searchType, collections: [ctx.collection] };
+    let done = null;
+    try {
+      for await (const { event, data } of streamEvents("/query/stream", body, stream.controller.signal)) {
+        if (event === "sources") {
+          answer.sources = data.sources;
+          if (!state.sessionId) {
+            state.sessionId = data.session_id;
+            replaceUrl(data.session_id);
+          }
+        } else if (event === "token") answer.content += data.text;
+        else if (event === "done") done = data;
+        else if (event === "error") throw new ApiError(0, data.detail);
+        scheduleAnswerDraw();
+      }
+      if (!done) throw new ApiError(0, "The answer was cut off before it was complete; nothing was stored.");
+    } catch (err) {
+      if (stream.detached) return;
+      state.stream = null;
+      setBusy(false);
+      undoTurn(stream);
+      if (err.name === "AbortError") announce("Stopped. Your question is back in the message box.");
+      else formError.textContent = err.message;
+      textarea.focus();
+      return;
+    }
+    if (stream.detached) return;
+    state.stream = null;
+    Object.assign(answer, {
+      content: done.answer,
+      mode: done.answer_mode,
+      llmError: done.llm_error || null,
+      condensedQuery: done.condensed_query || null,
+      streaming: false,
+    });
+    renderAnswerBody(answer.nodes.body, answer);
+    renderAnswerFooter(answer.nodes.footer, answer);
+    setBusy(false);
+    announce(`Answer ready${answer.mode === "extractive" ? " (extractive)" : ""}.`);
+    await afterAnswer(done.session_id);
+  }
+
+  async function afterAnswer(sessionId) {
+    try {
+      const session = await api(`/chat/sessions/${encodeURIComponent(sessionId)}`);
+      if (state.sessionId !== sessionId) return;
+      state.session = session;
+      drawHead();
+    } catch {
+      /* the session was deleted meanwhile: the list below says so */
+    }
+    if (!isTemporary()) await sidebar.refresh();
+  }
+
+  function autosize() {
+    textarea.style.height = "auto";
+    textarea.style.height = `${Math.min(textarea.scrollHeight, 240)}px`;
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    ask();
+  });
+  textarea.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      ask();
+    }
+  });
+  textarea.addEventListener("input", autosize);
+  stopButton.addEventListener("click", () => state.stream?.controller.abort());
+
+  // --- life cycle ----------------------------------------------------------------------------------
+  sidebar.refresh();
+  loadSession(route.id);
+
+  return {
+    update(next) {
+      // Our own replace (a new chat got its id): nothing to load.
+      if (next.id === state.routeId) {
+        sidebar.markCurrent();
+        return;
+      }
+      loadSession(next.id);
+    },
+    unmount() {
+      detachStream();
+      if (frame) cancelAnimationFrame(frame);
+      drawer.destroy();
+      document.title = "rag-server";
+    },
+  };
 }

@@ -1,0 +1,204 @@
+// One message of a conversation as DOM, and the passage dialog a citation opens. No state of its own:
+// chat.js decides what to render and when.
+//
+// A message here: {role: "user"|"assistant", content, sources: [Source], mode?: "llm"|"extractive",
+// llmError?, condensedQuery? (the standalone question a follow-up was searched as), streaming?: bool}.
+
+import { download } from "../api.js";
+import { append, h, toast } from "../dom.js";
+import { renderMarkdown } from "../markdown.js";
+import { href } from "../router.js";
+
+function where(source) {
+  return source.page !== null && source.page !== undefined ? `${source.document_name}, page ${source.page}` : source.document_name;
+}
+
+// The passage behind citation [n]: document, page, score, the excerpt, and ways to the document.
+export function openPassage(source, opener) {
+  const titleId = `passage-title-${source.n}`;
+  const close = h("button", { type: "button", class: "quiet", "aria-label": "Close passage" }, "Close");
+  const downloadButton = h("button", { type: "button", disabled: source.document_deleted }, "Download");
+  const dialog = h(
+    "dialog",
+    { class: "passage", "aria-labelledby": titleId },
+    h(
+      "div",
+      { class: "passage-head" },
+      h("h2", { id: titleId }, h("span", { class: "cite-number" }, String(source.n)), " ", source.document_name),
+      close,
+    ),
+    h(
+      "dl",
+      { class: "facts passage-facts" },
+      h("dt", {}, "Page"),
+      h("dd", {}, source.page ?? "—"),
+      h("dt", {}, "Score"),
+      h("dd", {}, Number(source.score).toFixed(3)),
+    ),
+    source.document_deleted ? h("p", { class: "badge warn" }, "This document has since been deleted") : null,
+    h("blockquote", { class: "passage-excerpt", "aria-label": "Excerpt" }, source.excerpt),
+    h(
+      "div",
+      { class: "row end" },
+      source.document_deleted
+        ? null
+        : h("a", { class: "button-link", href: href("documents", source.document_id) }, "Open document"),
+      downloadButton,
+    ),
+  );
+  close.addEventListener("click", () => dialog.close());
+  downloadButton.addEventListener("click", async () => {
+    try {
+      await download(`/documents/${encodeURIComponent(source.document_id)}/download`, source.document_name);
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  });
+  // Following the link leaves the chat: close first so the modal does not outlive the view.
+  dialog.querySelector("a")?.addEventListener("click", () => dialog.close());
+  dialog.addEventListener("click", (event) => {
+    if (event.target === dialog) dialog.close(); // a click on the backdrop
+  });
+  dialog.addEventListener("close", () => {
+    dialog.remove();
+    if (opener?.isConnected) opener.focus();
+  });
+  document.body.append(dialog);
+  dialog.showModal();
+  close.focus();
+  return dialog;
+}
+
+function citationButton(source) {
+  const button = h(
+    "button",
+    {
+      type: "button",
+      class: "cite",
+      "aria-label": `Source ${source.n}: ${where(source)}`,
+      title: where(source),
+    },
+    String(source.n),
+  );
+  button.addEventListener("click", () => openPassage(source, button));
+  return button;
+}
+
+function bySource(sources) {
+  const map = new Map();
+  for (const s of sources || []) map.set(s.n, s);
+  return map;
+}
+
+// The answer text as markdown; [n] becomes a button when source n exists.
+export function renderAnswerBody(body, message) {
+  const sources = bySource(message.sources);
+  const citation = (n) => (sources.has(n) ? citationButton(sources.get(n)) : null);
+  body.replaceChildren(renderMarkdown(message.content, { citation }));
+  if (message.streaming) {
+    // The caret ends the text being written: inside the last paragraph or list item, not below it.
+    let target = body.lastElementChild;
+    while (target && ["UL", "OL", "BLOCKQUOTE"].includes(target.tagName) && target.lastElementChild) {
+      target = target.lastElementChild;
+    }
+    (target && target.tagName !== "PRE" ? target : body).append(h("span", { class: "caret", "aria-hidden": "true" }));
+  }
+}
+
+function sourceList(sources) {
+  if (!sources?.length) return null;
+  return h(
+    "details",
+    { class: "sources" },
+    h("summary", {}, `${sources.length} source${sources.length === 1 ? "" : "s"}`),
+    h(
+      "ol",
+      { class: "source-list" },
+      sources.map((s) => {
+        const button = h(
+          "button",
+          { type: "button", class: "source-chip", "aria-label": `Open source ${s.n}: ${where(s)}` },
+          h("span", { class: "cite-number" }, String(s.n)),
+          h("span", { class: "source-name" }, where(s)),
+          h("span", { class: "source-score" }, Number(s.score).toFixed(2)),
+        );
+        button.addEventListener("click", () => openPassage(s, button));
+        return h("li", {}, button);
+      }),
+    ),
+  );
+}
+
+async function copy(text, button) {
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "Copied";
+    setTimeout(() => (button.textContent = "Copy"), 1500);
+  } catch {
+    toast("The browser did not allow copying.", "error");
+  }
+}
+
+// The badges and notes under an answer; refreshed when `done` arrives.
+export function renderAnswerFooter(footer, message) {
+  footer.replaceChildren();
+  if (message.streaming) return;
+  const copyButton = h("button", { type: "button", class: "quiet small", "aria-label": "Copy answer" }, "Copy");
+  copyButton.addEventListener("click", () => copy(message.content, copyButton));
+  append(footer, [
+    message.llmError
+      ? h(
+          "p",
+          { class: "llm-note", role: "note" },
+          h("strong", {}, "The LLM failed"),
+          ", so this answer quotes the sources instead.",
+          h("span", { class: "llm-detail" }, message.llmError),
+        )
+      : null,
+    message.condensedQuery
+      ? h("p", { class: "searched muted small" }, "Searched for: ", h("q", {}, message.condensedQuery))
+      : null,
+    h(
+      "div",
+      { class: "answer-tools" },
+      message.mode === "extractive" ? h("span", { class: "badge warn", title: "Quoted from the sources, no LLM" }, "Extractive answer") : null,
+      copyButton,
+    ),
+    sourceList(message.sources),
+  ]);
+}
+
+// A whole message. Assistant messages keep handles to their parts so streaming redraws only the body.
+export function renderMessage(message) {
+  if (message.role === "user") {
+    return h(
+      "article",
+      { class: "msg msg-user", "aria-label": "You" },
+      h("div", { class: "bubble" }, message.content),
+    );
+  }
+  const body = h("div", { class: "answer-body markdown" });
+  const footer = h("div", { class: "answer-footer" });
+  renderAnswerBody(body, message);
+  renderAnswerFooter(footer, message);
+  const article = h(
+    "article",
+    { class: "msg msg-assistant", "aria-label": "Answer" },
+    h("div", { class: "avatar", "aria-hidden": "true" }, "R"),
+    h("div", { class: "answer" }, body, footer),
+  );
+  message.nodes = { article, body, footer };
+  return article;
+}
+
+// The API's stored message -> the shape above.
+export function fromHistory(m) {
+  return {
+    role: m.role,
+    content: m.content,
+    sources: m.sources || [],
+    mode: m.metadata?.answer_mode,
+    llmError: m.metadata?.llm_error || null,
+    condensedQuery: m.metadata?.condensed_query || null,
+  };
+}

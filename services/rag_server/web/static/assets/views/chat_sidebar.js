@@ -1,0 +1,226 @@
+// The sessions sidebar: "New chat", the temporary-chat switch, the stored sessions newest first (paged),
+// the Archived section (its own paged list), inline rename, archive/unarchive and delete.
+
+import { api } from "../api.js";
+import { confirmDialog, h, toast } from "../dom.js";
+import { icon } from "../icons.js";
+import { href, navigate } from "../router.js";
+
+const PAGE = 30;
+
+export function sessionTitle(session) {
+  return session?.title || "New chat";
+}
+
+function shortDate(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return "";
+  const today = new Date();
+  return date.toDateString() === today.toDateString()
+    ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : date.toLocaleDateString([], { month: "short", day: "numeric" });
+}
+
+// One paged list of sessions (active or archived) inside `container`.
+function sessionList({ label, archived, emptyText, owner }) {
+  const list = h("ul", { class: "session-list", "aria-label": label });
+  const more = h("button", { type: "button", class: "quiet load-more", hidden: true }, "Load more");
+  const empty = h("p", { class: "muted small session-empty", hidden: true }, emptyText);
+  const state = { sessions: [], total: 0, loaded: false };
+
+  async function fetchPage(offset, limit) {
+    const query = { limit, offset, only_archived: archived ? "true" : undefined };
+    return api("/chat/sessions", { query });
+  }
+
+  function draw() {
+    list.replaceChildren(...state.sessions.map((s) => owner.row(s, archived)));
+    more.hidden = state.sessions.length >= state.total;
+    empty.hidden = state.sessions.length > 0;
+  }
+
+  async function reload() {
+    // Keep as many rows as were shown: a refresh after an answer must not collapse a paged list.
+    const limit = Math.min(200, Math.max(PAGE, state.sessions.length));
+    try {
+      const page = await fetchPage(0, limit);
+      state.sessions = page.sessions;
+      state.total = page.total;
+      state.loaded = true;
+      draw();
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  }
+
+  more.addEventListener("click", async () => {
+    more.disabled = true;
+    try {
+      const page = await fetchPage(state.sessions.length, PAGE);
+      const known = new Set(state.sessions.map((s) => s.id));
+      state.sessions.push(...page.sessions.filter((s) => !known.has(s.id)));
+      state.total = page.total;
+      draw();
+      // Focus stays useful: on the first new row, else where the button was.
+      list.children[state.sessions.length - page.sessions.length]?.querySelector("a")?.focus();
+    } catch (err) {
+      toast(err.message, "error");
+    } finally {
+      more.disabled = false;
+    }
+  });
+
+  return { list, more, empty, state, reload, draw };
+}
+
+// `onNew()` starts a new chat; `temporary` is {get(), set(bool)}; `currentId()` the shown session.
+export function createSidebar({ onNew, temporary, currentId, onPicked }) {
+  const owner = { row: null };
+  const active = sessionList({ label: "Chats", archived: false, emptyText: "No chats yet.", owner });
+  const archived = sessionList({ label: "Archived chats", archived: true, emptyText: "Nothing archived.", owner });
+
+  const newButton = h("button", { type: "button", class: "primary new-chat" }, icon("plus"), "New chat");
+  newButton.addEventListener("click", () => onNew());
+  const toggle = h("input", { type: "checkbox", role: "switch", id: "temporary-chat", checked: temporary.get() });
+  toggle.addEventListener("change", () => temporary.set(toggle.checked));
+  const archivedSection = h(
+    "details",
+    { class: "archived" },
+    h("summary", {}, "Archived"),
+    archived.list,
+    archived.empty,
+    archived.more,
+  );
+  archivedSection.addEventListener("toggle", () => {
+    if (archivedSection.open) archived.reload();
+  });
+
+  const el = h(
+    "aside",
+    { class: "chat-sidebar", id: "chat-sidebar", "aria-label": "Chat sessions" },
+    h("div", { class: "sidebar-top" }, newButton, h("label", { class: "switch", for: "temporary-chat" }, toggle, h("span", {}, "Temporary chat"))),
+    h("h2", { class: "sidebar-heading" }, "Chats"),
+    active.list,
+    active.empty,
+    active.more,
+    archivedSection,
+  );
+
+  function startRename(item, session, link) {
+    const input = h("input", {
+      type: "text",
+      class: "rename-input",
+      value: session.title || "",
+      maxlength: 200,
+      "aria-label": "Chat title",
+    });
+    let done = false;
+    const finish = async (save) => {
+      if (done) return;
+      done = true;
+      const title = input.value.trim();
+      if (save && title && title !== session.title) {
+        try {
+          const updated = await api(`/chat/sessions/${encodeURIComponent(session.id)}`, { method: "PATCH", json: { title } });
+          el.dispatchEvent(new CustomEvent("session-changed", { detail: updated }));
+          // Redrawn: the row's buttons are named after the title.
+          await refresh();
+          el.querySelector(`.session-item[data-id="${CSS.escape(session.id)}"] .session-link`)?.focus();
+          return;
+        } catch (err) {
+          toast(err.message, "error");
+        }
+      }
+      input.replaceWith(link);
+      link.focus();
+    };
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        finish(true);
+      } else if (event.key === "Escape") {
+        event.preventDefault();
+        event.stopPropagation();
+        finish(false);
+      }
+    });
+    input.addEventListener("blur", () => finish(true));
+    link.replaceWith(input);
+    input.focus();
+    input.select();
+  }
+
+  async function setArchived(session, value) {
+    try {
+      await api(`/chat/sessions/${encodeURIComponent(session.id)}`, { method: "PATCH", json: { is_archived: value } });
+      toast(value ? `Archived “${sessionTitle(session)}”.` : `Restored “${sessionTitle(session)}”.`);
+      await refresh();
+      if (value) archivedSection.open = true;
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  }
+
+  async function remove(session) {
+    const ok = await confirmDialog(`Delete “${sessionTitle(session)}”? Its messages are deleted too; this cannot be undone.`);
+    if (!ok) return;
+    try {
+      await api(`/chat/sessions/${encodeURIComponent(session.id)}`, { method: "DELETE" });
+      toast(`Deleted “${sessionTitle(session)}”.`);
+      if (currentId() === session.id) navigate(href("chat"), { replace: true });
+      await refresh();
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  }
+
+  owner.row = (session, isArchived) => {
+    const name = sessionTitle(session);
+    const link = h(
+      "a",
+      { class: "session-link", href: href("chat", session.id), "aria-current": currentId() === session.id ? "page" : null },
+      h("span", { class: "session-title" }, name),
+      h("span", { class: "session-date" }, shortDate(session.updated_at)),
+    );
+    link.addEventListener("click", () => onPicked());
+    const item = h("li", { class: "session-item", dataset: { id: session.id } }, link);
+    const button = (label, text, action) => {
+      const b = h("button", { type: "button", class: "icon-button", "aria-label": `${label} “${name}”`, title: label }, text);
+      b.addEventListener("click", action);
+      return b;
+    };
+    item.append(
+      h(
+        "div",
+        { class: "session-actions" },
+        button("Rename", icon("pencil"), () => startRename(item, session, link)),
+        isArchived
+          ? button("Unarchive", icon("unarchive"), () => setArchived(session, false))
+          : button("Archive", icon("archive"), () => setArchived(session, true)),
+        button("Delete", icon("trash"), () => remove(session)),
+      ),
+    );
+    return item;
+  };
+
+  async function refresh() {
+    await Promise.all([active.reload(), archivedSection.open ? archived.reload() : null]);
+  }
+
+  function markCurrent() {
+    for (const link of el.querySelectorAll(".session-link")) {
+      const id = link.closest(".session-item").dataset.id;
+      if (id === currentId()) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
+  }
+
+  return {
+    el,
+    refresh,
+    markCurrent,
+    setTemporary(value) {
+      toggle.checked = value;
+    },
+  };
+}

@@ -1,0 +1,35 @@
+"""The chat view when no LLM is configured: every answer is extractive and says so."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.browser.chat_support import DOCS, ask, ingest
+from tests.browser.conftest import Stack, start_stack
+
+
+@pytest.fixture(scope="module")
+def stack(database_url: str, data_dir: Path) -> Iterator[Stack]:
+    """This module's stack has no LLM at all (`llm=None`)."""
+    running = start_stack(database_url, data_dir, None)
+    yield running
+    running.worker.stop()
+    running.server.stop()
+
+
+async def test_answers_without_an_llm_carry_the_extractive_badge(page: Page, stack: Stack) -> None:
+    await ingest(stack, {"hnsw.txt": DOCS["hnsw.txt"], "pasta.txt": DOCS["pasta.txt"]})
+    answer = await ask(page, "How do I cook pasta?")
+    await expect(answer.get_by_text("Extractive answer", exact=True)).to_be_visible()
+    await expect(answer.locator(".answer-body")).to_contain_text("boil salted water")
+    # No LLM failed: no failure note, and the first cited passage is the pasta document.
+    await expect(answer.get_by_role("note")).to_have_count(0)
+    await answer.locator(".answer-body .cite").first.click()
+    await expect(page.get_by_role("dialog", name="1 pasta.txt")).to_be_visible()
+    await page.keyboard.press("Escape")
+    await page.reload()
+    await expect(page.locator(".msg-assistant").get_by_text("Extractive answer", exact=True)).to_be_visible()
