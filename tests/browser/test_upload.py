@@ -4,6 +4,7 @@ sentence for a refused type, and polling that resumes after navigating away and 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ async def test_several_files_complete_one_fails_with_its_reason_and_a_duplicate_
     for name in ("alpha.txt", "beta.md", "gamma.txt"):
         row = upload_row(page, name)
         await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
-        await expect(row.get_by_role("link")).to_contain_text("chunks")
+        await expect(row.get_by_role("link")).to_have_text(re.compile(r"^[1-9]\d* chunks? · view$"))
     failed = upload_row(page, "broken.pdf")
     await expect(failed).to_have_attribute("data-status", "failed", timeout=60_000)
     await expect(failed).to_contain_text("The PDF is damaged or not a PDF and could not be read")
@@ -117,6 +118,9 @@ async def test_polling_resumes_after_navigating_away_and_after_a_reload(
         await page.get_by_label("Files to upload").set_input_files(files)
         row = upload_row(page, "epsilon.txt")
         await expect(row).to_have_attribute("data-status", "queued")
+        # Stored, not processed yet: the table lists it at once.
+        epsilon = page.locator(".documents-table tr", has_text="epsilon.txt")
+        await expect(epsilon.locator(".badge")).to_have_text("queued")
 
         await page.get_by_role("link", name="Search").click()
         await expect(page.get_by_role("heading", name="Search")).to_be_visible()
@@ -130,8 +134,40 @@ async def test_polling_resumes_after_navigating_away_and_after_a_reload(
     finally:
         stack.worker = start_worker(stack.env, tmp_path / "worker.log")
     await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
-    await expect(page.locator(".documents-table tr", has_text="epsilon.txt").locator(".badge")).to_have_text(
-        "ready"
-    )
+    await expect(epsilon.locator(".badge")).to_have_text("ready")
     stored = await page.evaluate("sessionStorage.getItem('rag.uploads.default')")
     assert stored is None  # the batch is done: nothing left to resume
+
+
+async def test_a_folder_is_uploaded_with_its_subfolders_and_hidden_files_are_left_out(
+    page: Page, tmp_path: Path
+) -> None:
+    folder = tmp_path / "notes"
+    (folder / "nested").mkdir(parents=True)
+    (folder / "one.txt").write_bytes(b"Note one is about lighthouses on rocky coasts. " * 5)
+    (folder / "nested" / "two.md").write_bytes(b"# Two\n\nNote two is about migrating cranes.")
+    (folder / ".DS_Store").write_bytes(b"\x00\x01 finder junk")
+    await open_upload_panel(page)
+    await page.get_by_label("Folder to upload").set_input_files(folder)
+    for name in ("notes/one.txt", "notes/nested/two.md"):
+        await expect(upload_row(page, name)).to_have_attribute("data-status", "completed", timeout=60_000)
+    await expect(page.locator(".upload-row")).to_have_count(2)
+
+
+async def test_files_dropped_on_the_page_are_uploaded(page: Page) -> None:
+    await page.get_by_role("link", name="Documents").click()
+    await expect(page.get_by_role("button", name="Upload", exact=True)).to_be_visible()
+    transfer = await page.evaluate_handle(
+        """() => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File(["Dropped notes about coral reefs and their fish."], "dropped.txt",
+                                        {type: "text/plain"}));
+            return transfer;
+        }"""
+    )
+    # Dropped on the table, not on the drop zone: still an upload (the browser does not open the file).
+    await page.locator("h1", has_text="Documents").dispatch_event("dragover", {"dataTransfer": transfer})
+    await page.locator("h1", has_text="Documents").dispatch_event("drop", {"dataTransfer": transfer})
+    await expect(page.get_by_role("heading", name="Upload to default")).to_be_visible()
+    dropped = upload_row(page, "dropped.txt")
+    await expect(dropped).to_have_attribute("data-status", "completed", timeout=60_000)

@@ -139,7 +139,8 @@ export class Tracker {
     else sessionStorage.removeItem(storageKey(this.collection));
   }
 
-  // fn(event): "change" (rows changed) or "settled" (a document finished: the table may refresh).
+  // fn(event): "change" (rows changed) or "settled" (documents were stored or finished: the table may
+  // refresh).
   subscribe(fn) {
     this.listeners.add(fn);
     if (!this.watch) {
@@ -157,10 +158,6 @@ export class Tracker {
 
   emit(event) {
     for (const fn of this.listeners) fn(event);
-  }
-
-  get busy() {
-    return this.batchIds.length > 0 || [...this.rows.values()].some((r) => !FINAL.has(r.status));
   }
 
   clearFinished() {
@@ -266,9 +263,9 @@ export class Tracker {
     if (response.tasks.some((t) => !FINAL.has(t.status))) {
       this.batchIds = [...this.batchIds, response.batch_id];
       if (this.watch) this.poll(response.batch_id);
-    } else {
-      this.emit("settled");
     }
+    // The documents exist now (queued): the table shows them at once.
+    this.emit("settled");
   }
 
   // Rows from one /tasks/{batch}/status answer; true when something changed.

@@ -135,17 +135,25 @@ export function uploadPanel(ctx, { onSettled, onToggle }) {
     folderInput.value = "";
     add(picked);
   });
-  zone.addEventListener("dragover", (event) => {
+  // Files dropped anywhere on the page are uploaded too: without this the browser would leave the app to
+  // open the dropped file.
+  const carriesFiles = (event) => Array.from(event.dataTransfer?.types || []).includes("Files");
+  function onDragOver(event) {
+    if (!carriesFiles(event)) return;
     event.preventDefault();
     event.dataTransfer.dropEffect = "copy";
-    zone.classList.add("over");
-  });
-  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
-  zone.addEventListener("drop", async (event) => {
+    zone.classList.toggle("over", zone.contains(event.target));
+  }
+  async function onDrop(event) {
+    if (!carriesFiles(event)) return;
     event.preventDefault();
     zone.classList.remove("over");
+    open();
     add(await filesFromDrop(event.dataTransfer));
-  });
+  }
+  window.addEventListener("dragover", onDragOver);
+  window.addEventListener("drop", onDrop);
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
 
   const shown = new Map(); // row id -> {sig, li}
   function render() {
@@ -198,6 +206,8 @@ export function uploadPanel(ctx, { onSettled, onToggle }) {
     isOpen: () => !el.hidden,
     focus: () => fileInput.focus(),
     destroy() {
+      window.removeEventListener("dragover", onDragOver);
+      window.removeEventListener("drop", onDrop);
       unsubscribe();
       clear(list);
     },
