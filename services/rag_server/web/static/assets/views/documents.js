@@ -1,15 +1,15 @@
 // Documents of the selected collection: the table (sort, filters, paging, all in the URL), per-row
-// download and delete, the upload panel for editors, and one document's details and chunks
-// (#/documents/<id>).
+// download and delete, and the upload panel for editors; #/documents/<id> is document_detail.js.
 
-import { api, ApiError, download } from "../api.js";
-import { append, clear, confirmDialog, formatBytes, formatDate, h, toast, announce } from "../dom.js";
+import { api } from "../api.js";
+import { clear, formatBytes, formatDate, h } from "../dom.js";
 import { href, navigate } from "../router.js";
+import { deleteDocument, downloadDocument, fill, statusBadge } from "./document_common.js";
+import { mountDetail } from "./document_detail.js";
 import { uploadPanel } from "./upload_panel.js";
 
 const PAGE_SIZES = [10, 25, 50, 100];
 const PAGE_SIZE = 50;
-const CHUNK_PAGE = 50;
 const REFRESH_MS = 4000;
 const STATUSES = ["queued", "processing", "ready", "failed"];
 const TYPES = ["pdf", "docx", "txt", "md", "html", "csv", "json"];
@@ -23,24 +23,8 @@ const COLUMNS = [
   { key: "size", label: "Size", first: "desc", numeric: true },
   { key: "uploaded", label: "Uploaded", first: "desc" },
 ];
-const NO_CHUNKS = {
-  ready: "This document has no chunks.",
-  failed: "No chunks: processing failed.",
-  queued: "Chunks appear once processing is finished.",
-};
-const STATUS_TONE = { ready: "ok", failed: "error", queued: "", processing: "warn" };
-
-// Replace el's children; null children (optional parts) are left out.
-function fill(el, ...children) {
-  return append(clear(el), children);
-}
-
 // The list's query last shown, so "back to documents" from a document returns to the same page.
 let lastListQuery = "";
-
-export function statusBadge(status) {
-  return h("span", { class: `badge ${STATUS_TONE[status] ?? ""}` }, status);
-}
 
 function listParams(query) {
   const sort = COLUMNS.some((c) => c.key === query.get("sort")) ? query.get("sort") : "uploaded";
@@ -68,31 +52,6 @@ function listHref(params, changes) {
   if (next.page > 1) query.page = String(next.page);
   return href("documents", null, query);
 }
-
-async function downloadDocument(doc) {
-  try {
-    await download(`/documents/${doc.id}/download`, doc.filename);
-  } catch (err) {
-    toast(`Download failed: ${err.message}`, "error");
-  }
-}
-
-async function deleteDocument(doc) {
-  const ok = await confirmDialog(
-    `Delete “${doc.filename}”? Its chunks leave search and chat at once. This cannot be undone.`,
-    "Delete",
-  );
-  if (!ok) return false;
-  try {
-    await api(`/documents/${doc.id}`, { method: "DELETE" });
-  } catch (err) {
-    toast(`Not deleted: ${err.message}`, "error");
-    return false;
-  }
-  toast(`Deleted ${doc.filename}`);
-  return true;
-}
-
 function select(id, label, value, options, onchange) {
   return h(
     "label",
@@ -103,6 +62,43 @@ function select(id, label, value, options, onchange) {
       { id, onchange: (e) => onchange(e.target.value) },
       options.map(([v, text]) => h("option", { value: v, selected: v === value }, text)),
     ),
+  );
+}
+
+// One row; onDelete(doc) only for editors.
+function documentRow(doc, onDelete) {
+  const actions = h(
+    "div",
+    { class: "row-actions" },
+    h("button", { type: "button", class: "quiet", "aria-label": `Download ${doc.filename}`, onclick: () => downloadDocument(doc) }, "Download"),
+    onDelete
+      ? h(
+          "button",
+          {
+            type: "button",
+            class: "quiet danger-text",
+            "aria-label": `Delete ${doc.filename}`,
+            onclick: () => onDelete(doc),
+          },
+          "Delete",
+        )
+      : null,
+  );
+  return h(
+    "tr",
+    { dataset: { id: doc.id, status: doc.status } },
+    h(
+      "td",
+      { class: "name-cell" },
+      h("a", { href: href("documents", doc.id), title: "Details and chunks" }, doc.filename),
+      doc.status === "failed" && doc.error ? h("p", { class: "row-error" }, doc.error) : null,
+    ),
+    h("td", {}, h("span", { class: "type" }, doc.file_type.toUpperCase())),
+    h("td", {}, statusBadge(doc.status)),
+    h("td", { class: "num" }, String(doc.chunk_count)),
+    h("td", { class: "num" }, formatBytes(doc.size_bytes)),
+    h("td", { class: "nowrap" }, h("time", { datetime: doc.created_at }, formatDate(doc.created_at))),
+    h("td", {}, actions),
   );
 }
 
@@ -210,46 +206,11 @@ function mountList(root, ctx, route) {
     headRow.append(h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")));
   }
 
-  function documentRow(doc) {
-    const actions = h(
-      "div",
-      { class: "row-actions" },
-      h("button", { type: "button", class: "quiet", "aria-label": `Download ${doc.filename}`, onclick: () => downloadDocument(doc) }, "Download"),
-      canEdit
-        ? h(
-            "button",
-            {
-              type: "button",
-              class: "quiet danger-text",
-              "aria-label": `Delete ${doc.filename}`,
-              onclick: async () => {
-                if (await deleteDocument(doc)) {
-                  // The last row of a page gone: show the page before.
-                  if (tableBody.children.length === 1 && params.page > 1) navigate(listHref(params, { page: params.page - 1 }));
-                  else load();
-                }
-              },
-            },
-            "Delete",
-          )
-        : null,
-    );
-    return h(
-      "tr",
-      { dataset: { id: doc.id, status: doc.status } },
-      h(
-        "td",
-        { class: "name-cell" },
-        h("a", { href: href("documents", doc.id), title: "Details and chunks" }, doc.filename),
-        doc.status === "failed" && doc.error ? h("p", { class: "row-error" }, doc.error) : null,
-      ),
-      h("td", {}, h("span", { class: "type" }, doc.file_type.toUpperCase())),
-      h("td", {}, statusBadge(doc.status)),
-      h("td", { class: "num" }, String(doc.chunk_count)),
-      h("td", { class: "num" }, formatBytes(doc.size_bytes)),
-      h("td", { class: "nowrap" }, h("time", { datetime: doc.created_at }, formatDate(doc.created_at))),
-      h("td", {}, actions),
-    );
+  async function onDelete(doc) {
+    if (!(await deleteDocument(doc))) return;
+    // The last row of a page gone: show the page before.
+    if (tableBody.children.length === 1 && params.page > 1) navigate(listHref(params, { page: params.page - 1 }));
+    else load();
   }
 
   function renderEmpty(total) {
@@ -292,7 +253,7 @@ function mountList(root, ctx, route) {
     }
     error.textContent = "";
     wrap.removeAttribute("aria-busy");
-    clear(tableBody).append(...data.items.map(documentRow));
+    clear(tableBody).append(...data.items.map((doc) => documentRow(doc, canEdit ? onDelete : null)));
     const first = data.total ? data.offset + 1 : 0;
     const last = data.offset + data.items.length;
     range.textContent = data.total ? `${first}–${last} of ${data.total}` : "0 of 0";
@@ -324,132 +285,15 @@ function mountList(root, ctx, route) {
   };
 }
 
-function fact(label, value) {
-  return [h("dt", {}, label), h("dd", {}, value)];
-}
+const backToList = () => lastListQuery || href("documents");
 
-function mountDetail(root, ctx, route) {
-  const id = route.id;
-  let controller = null;
-  const page = h("div", { class: "page document-detail" });
-  root.append(page);
-
-  async function load(query) {
-    controller?.abort();
-    controller = new AbortController();
-    const chunkPage = Math.max(1, Number.parseInt(query.get("page") || "1", 10) || 1);
-    const offset = (chunkPage - 1) * CHUNK_PAGE;
-    let doc;
-    let chunks;
-    try {
-      [doc, chunks] = await Promise.all([
-        api(`/documents/${encodeURIComponent(id)}`, { signal: controller.signal }),
-        api(`/documents/${encodeURIComponent(id)}/chunks`, { signal: controller.signal, query: { offset, limit: CHUNK_PAGE } }),
-      ]);
-    } catch (err) {
-      if (err.name === "AbortError") return;
-      const gone = err instanceof ApiError && (err.status === 404 || err.status === 422);
-      fill(page,
-        backLink(),
-        h("h1", {}, gone ? "Document not found" : "Could not load the document"),
-        h("p", { class: "form-error", role: "alert" }, gone ? "It was deleted, or it is in a collection this key cannot read." : err.message),
-      );
-      return;
-    }
-    render(doc, chunks, chunkPage);
-  }
-
-  function backLink() {
-    return h("a", { class: "back", href: lastListQuery || href("documents") }, "← All documents");
-  }
-
-  function render(doc, chunks, chunkPage) {
-    const collection = ctx.collections.find((c) => c.id === doc.collection_id)?.name ?? doc.collection_id;
-    const canEdit = ctx.can("editor");
-    const actions = h(
-      "div",
-      { class: "row" },
-      h("button", { type: "button", onclick: () => downloadDocument(doc) }, "Download"),
-      canEdit
-        ? h(
-            "button",
-            {
-              type: "button",
-              class: "danger-outline",
-              onclick: async () => {
-                if (await deleteDocument(doc)) navigate(lastListQuery || href("documents"));
-              },
-            },
-            "Delete",
-          )
-        : null,
-    );
-    const first = chunks.total ? chunks.offset + 1 : 0;
-    const last = chunks.offset + chunks.items.length;
-    const pager = h(
-      "div",
-      { class: "pager" },
-      h("button", { type: "button", "aria-label": "Previous chunks", disabled: chunkPage <= 1, onclick: () => navigate(href("documents", id, { page: chunkPage - 1 })) }, "‹ Previous"),
-      h("span", { class: "muted" }, chunks.total ? `Chunks ${first}–${last} of ${chunks.total}` : "No chunks"),
-      h("button", { type: "button", "aria-label": "Next chunks", disabled: last >= chunks.total, onclick: () => navigate(href("documents", id, { page: chunkPage + 1 })) }, "Next ›"),
-    );
-    fill(page,
-      backLink(),
-      h("div", { class: "page-head" }, h("h1", { class: "doc-title" }, doc.filename), actions),
-      h("p", { class: "row" }, statusBadge(doc.status), h("span", { class: "type" }, doc.file_type.toUpperCase())),
-      doc.status === "failed"
-        ? h("div", { class: "callout error", role: "note" }, h("strong", {}, "Processing failed: "), doc.error || "no reason was recorded.")
-        : null,
-      h(
-        "dl",
-        { class: "facts card" },
-        ...fact("Collection", collection),
-        ...fact("Size", formatBytes(doc.size_bytes)),
-        ...fact("Chunks", String(doc.chunk_count)),
-        ...fact("Uploaded", formatDate(doc.created_at)),
-        ...fact("Updated", formatDate(doc.updated_at)),
-        ...fact("Content type", doc.content_type),
-        ...fact("SHA-256", h("code", { class: "hash" }, doc.sha256)),
-      ),
-      h("h2", { id: "chunks-title" }, "Chunks"),
-      chunks.items.length
-        ? h(
-            "ol",
-            { class: "chunks", "aria-labelledby": "chunks-title" },
-            chunks.items.map((c) =>
-              h(
-                "li",
-                { class: "chunk card" },
-                h(
-                  "div",
-                  { class: "chunk-head muted small" },
-                  h("span", {}, `Chunk ${c.chunk_index}`),
-                  c.page !== null && c.page !== undefined ? h("span", {}, `Page ${c.page}`) : null,
-                ),
-                h("p", { class: "chunk-text" }, c.text),
-              ),
-            ),
-          )
-        : h("p", { class: "muted" }, NO_CHUNKS[doc.status] || NO_CHUNKS.queued),
-      chunks.total > CHUNK_PAGE ? pager : null,
-    );
-    announce(`${doc.filename}: ${chunks.total} chunks`);
-  }
-
-  load(route.query);
-  return {
-    update(newRoute) {
-      load(newRoute.query);
-    },
-    unmount() {
-      controller?.abort();
-    },
-  };
+function mountMode(mode, root, ctx, route) {
+  return mode === "detail" ? mountDetail(root, ctx, route, backToList) : mountList(root, ctx, route);
 }
 
 export function mount(root, ctx, route) {
   let mode = route.id ? "detail" : "list";
-  let view = (mode === "detail" ? mountDetail : mountList)(root, ctx, route);
+  let view = mountMode(mode, root, ctx, route);
   return {
     update(newRoute) {
       const wanted = newRoute.id ? "detail" : "list";
@@ -459,7 +303,7 @@ export function mount(root, ctx, route) {
         view.unmount();
         clear(root);
         mode = wanted;
-        view = (mode === "detail" ? mountDetail : mountList)(root, ctx, newRoute);
+        view = mountMode(mode, root, ctx, newRoute);
       }
       route = newRoute;
     },
