@@ -52,16 +52,12 @@ function listHref(params, changes) {
   if (next.page > 1) query.page = String(next.page);
   return href("documents", null, query);
 }
-function select(id, label, value, options, onchange) {
+function select(id, label, options, onchange) {
   return h(
     "label",
     { class: "field", for: id },
     h("span", {}, label),
-    h(
-      "select",
-      { id, onchange: (e) => onchange(e.target.value) },
-      options.map(([v, text]) => h("option", { value: v, selected: v === value }, text)),
-    ),
+    h("select", { id, onchange: (e) => onchange(e.target.value) }, options.map(([v, text]) => h("option", { value: v }, text))),
   );
 }
 
@@ -124,6 +120,7 @@ function mountList(root, ctx, route) {
   const empty = h("div", { class: "empty", hidden: true });
   const error = h("p", { class: "form-error", role: "alert" });
   const wrap = h("div", { class: "table-wrap" }, table);
+  const pager = h("div", { class: "pager" }, prev, range, next);
 
   let panel = null;
   const uploadButton = canEdit
@@ -163,47 +160,49 @@ function mountList(root, ctx, route) {
       error,
       wrap,
       empty,
-      h("div", { class: "pager" }, prev, range, next),
+      pager,
     ),
   );
 
   prev.addEventListener("click", () => navigate(listHref(params, { page: params.page - 1 })));
   next.addEventListener("click", () => navigate(listHref(params, { page: params.page + 1 })));
 
+  // Built once and kept in sync with the URL, so a control keeps the keyboard focus after it is used.
+  const statusSelect = select("filter-status", "Status", [["", "All statuses"], ...STATUSES.map((v) => [v, v])], (v) =>
+    navigate(listHref(params, { status: v, page: 1 })),
+  );
+  const typeSelect = select("filter-type", "Type", [["", "All types"], ...TYPES.map((t) => [t, t.toUpperCase()])], (v) =>
+    navigate(listHref(params, { type: v, page: 1 })),
+  );
+  const perSelect = select("page-size", "Per page", PAGE_SIZES.map((n) => [String(n), String(n)]), (v) =>
+    navigate(listHref(params, { per: Number(v), page: 1 })),
+  );
+  const clearFilters = h("a", { class: "clear-filters" }, "Clear filters");
+  filters.append(statusSelect, typeSelect, perSelect, clearFilters);
+  const headers = COLUMNS.map((col) => {
+    const mark = h("span", { class: "sort-mark", "aria-hidden": "true" });
+    const button = h("button", { type: "button", class: "sort" }, col.label, mark);
+    button.addEventListener("click", () => {
+      const order = params.sort === col.key ? (params.order === "asc" ? "desc" : "asc") : col.first;
+      navigate(listHref(params, { sort: col.key, order, page: 1 }));
+    });
+    const th = h("th", { scope: "col", class: col.numeric ? "num" : null }, button);
+    headRow.append(th);
+    return { col, th, mark };
+  });
+  headRow.append(h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")));
+
   function renderControls() {
-    fill(filters,
-      select("filter-status", "Status", params.status, [["", "All statuses"], ...STATUSES.map((s) => [s, s])], (v) =>
-        navigate(listHref(params, { status: v, page: 1 })),
-      ),
-      select("filter-type", "Type", params.type, [["", "All types"], ...TYPES.map((t) => [t, t.toUpperCase()])], (v) =>
-        navigate(listHref(params, { type: v, page: 1 })),
-      ),
-      select("page-size", "Per page", String(params.per), PAGE_SIZES.map((n) => [String(n), String(n)]), (v) =>
-        navigate(listHref(params, { per: Number(v), page: 1 })),
-      ),
-      params.status || params.type
-        ? h("a", { class: "clear-filters", href: listHref(params, { status: "", type: "", page: 1 }) }, "Clear filters")
-        : null,
-    );
-    clear(headRow);
-    for (const col of COLUMNS) {
+    statusSelect.querySelector("select").value = params.status;
+    typeSelect.querySelector("select").value = params.type;
+    perSelect.querySelector("select").value = String(params.per);
+    clearFilters.hidden = !(params.status || params.type);
+    clearFilters.setAttribute("href", listHref(params, { status: "", type: "", page: 1 }));
+    for (const { col, th, mark } of headers) {
       const active = params.sort === col.key;
-      const order = active ? (params.order === "asc" ? "desc" : "asc") : col.first;
-      const button = h(
-        "button",
-        { type: "button", class: "sort", onclick: () => navigate(listHref(params, { sort: col.key, order, page: 1 })) },
-        col.label,
-        h("span", { class: "sort-mark", "aria-hidden": "true" }, active ? (params.order === "asc" ? "▲" : "▼") : ""),
-      );
-      headRow.append(
-        h(
-          "th",
-          { scope: "col", class: col.numeric ? "num" : null, "aria-sort": active ? (params.order === "asc" ? "ascending" : "descending") : "none" },
-          button,
-        ),
-      );
+      th.setAttribute("aria-sort", active ? (params.order === "asc" ? "ascending" : "descending") : "none");
+      mark.textContent = active ? (params.order === "asc" ? "▲" : "▼") : "";
     }
-    headRow.append(h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")));
   }
 
   async function onDelete(doc) {
@@ -256,7 +255,8 @@ function mountList(root, ctx, route) {
     clear(tableBody).append(...data.items.map((doc) => documentRow(doc, canEdit ? onDelete : null)));
     const first = data.total ? data.offset + 1 : 0;
     const last = data.offset + data.items.length;
-    range.textContent = data.total ? `${first}–${last} of ${data.total}` : "0 of 0";
+    range.textContent = data.total ? `${first}–${last} of ${data.total}` : "";
+    pager.hidden = !data.total;
     prev.disabled = params.page <= 1;
     next.disabled = last >= data.total;
     renderEmpty(data.total);
