@@ -238,6 +238,12 @@ async def test_status_names_the_calling_key_and_its_reach(
     assert admin["key"] == {"name": "admin", "role": "admin", "all_collections": True}
     assert admin["llm"] == {"configured": False, "provider": "none", "model": None}
     assert set(admin["tasks"]) == {"queued", "processing"}
+    # The web app splits uploads by these (Settings), so a batch is never refused for its count.
+    assert admin["upload"] == {
+        "max_files_per_upload": 1000,
+        "max_file_bytes": 50 * 1024 * 1024,
+        "max_request_bytes": 512 * 1024 * 1024,
+    }
 
 
 async def test_a_limited_key_sees_only_its_collections(app_client: httpx.AsyncClient, world: World) -> None:

@@ -101,6 +101,20 @@ def test_list_sort_filter_paginate(client: TestClient, uploaded: dict[str, dict[
     assert client.get("/documents", params={"sort": "nonsense"}).status_code == 422
 
 
+def test_sort_by_size_type_and_status(client: TestClient, uploaded: dict[str, dict[str, Any]]) -> None:
+    """Every column of the web app's documents table sorts on the server (the whole list, not a page)."""
+
+    def listed(field: str, **params: str) -> list[Any]:
+        return [d[field] for d in client.get("/documents", params=params).json()["items"]]
+
+    by_size = sorted(uploaded, key=lambda name: len(uploaded[name]["content"]))
+    assert listed("filename", sort="size", order="asc") == by_size
+    assert listed("filename", sort="size", order="desc") == by_size[::-1]
+    assert listed("file_type", sort="type", order="asc") == ["md", "pdf", "txt", "txt"]
+    assert listed("file_type", sort="type", order="desc") == ["txt", "txt", "pdf", "md"]
+    assert listed("status", sort="status") == ["ready"] * 4
+
+
 def test_offset_is_bounded(client: TestClient, uploaded: dict[str, dict[str, Any]]) -> None:
     at_bound = client.get("/documents", params={"offset": 2**31 - 1})
     assert at_bound.status_code == 200 and at_bound.json()["items"] == [] and at_bound.json()["total"] == 4

@@ -110,7 +110,14 @@ async def check_duplicates(
     return DuplicateCheckResult(results=results)
 
 
-_SORT_SQL = {"name": "lower(filename)", "uploaded": "created_at", "chunks": "chunk_count"}
+_SORT_SQL = {
+    "name": "lower(filename)",
+    "uploaded": "created_at",
+    "chunks": "chunk_count",
+    "size": "size_bytes",
+    "type": "file_type",
+    "status": "status",
+}
 _DOC_COLUMNS = """id, collection_id, filename, file_type, content_type, size_bytes, sha256, status, error,
                   chunk_count, metadata, created_at, updated_at"""
 

@@ -14,7 +14,7 @@ TaskStatus = Literal["queued", "processing", "completed", "failed", "duplicate"]
 TASK_STATUSES: tuple[TaskStatus, ...] = get_args(TaskStatus)
 DocumentStatus = Literal["queued", "processing", "ready", "failed"]
 BatchState = Literal["queued", "processing", "completed", "completed_with_errors", "failed"]
-DocumentSort = Literal["name", "uploaded", "chunks"]
+DocumentSort = Literal["name", "uploaded", "chunks", "size", "type", "status"]
 
 
 class TaskRef(BaseModel):

@@ -35,6 +35,14 @@ class TaskCounts(BaseModel):
     processing: int
 
 
+class UploadLimits(BaseModel):
+    """What POST /upload accepts, so a client splits its files into batches the server takes."""
+
+    max_files_per_upload: int
+    max_file_bytes: int
+    max_request_bytes: int
+
+
 class StatusResponse(BaseModel):
     version: str
     auth: AccessMode
@@ -45,6 +53,7 @@ class StatusResponse(BaseModel):
     tasks: TaskCounts = Field(
         description="Ingestion tasks not finished yet, in the collections the key reads"
     )
+    upload: UploadLimits
 
 
 @router.get("/status", responses=error_responses(503))
@@ -64,4 +73,9 @@ async def status(principal: Reader, pool: PoolDep, settings: SettingsDep) -> Sta
             model=settings.llm_model if llm_configured(settings) else None,
         ),
         tasks=TaskCounts.model_validate(await count_unfinished_tasks(pool)),
+        upload=UploadLimits(
+            max_files_per_upload=settings.max_files_per_upload,
+            max_file_bytes=settings.max_upload_bytes,
+            max_request_bytes=settings.max_upload_request_bytes,
+        ),
     )

@@ -1,2 +1,352 @@
-// Placeholder: uploads (hashing, duplicate check, batch polling).
-export {};
+// Uploads, without any DOM: files (picked, or dropped with their folders) -> SHA-256 in the browser ->
+// /documents/check-duplicates -> POST /upload in batches the server accepts -> /tasks/{batch}/status polled
+// until each batch is done.
+//
+// One Tracker per collection lives as long as the tab: a view subscribes to it while shown. Polling runs
+// only while someone watches; the active batch ids are kept in sessionStorage, so after a reload, or after
+// navigating away and back, polling resumes where it was.
+
+import { api, ApiError, upload as postForm } from "./api.js";
+
+const POLL_FIRST_MS = 500;
+const POLL_MAX_MS = 5000;
+// Smaller batches than the server's limit: the first files become searchable sooner, and a refused batch
+// (413/415) costs less to split.
+const BATCH_FILES = 100;
+// Headroom for the multipart framing around each file.
+const PART_OVERHEAD = 1024;
+const CHECK_CHUNK = 1000;
+const DEFAULT_LIMITS = {
+  max_files_per_upload: 1000,
+  max_file_bytes: 50 * 1024 * 1024,
+  max_request_bytes: 512 * 1024 * 1024,
+};
+// A row's status after which nothing about it changes any more.
+export const FINAL = new Set(["completed", "failed", "duplicate", "refused"]);
+
+const storageKey = (collection) => `rag.uploads.${collection}`;
+
+// crypto.subtle exists only in secure contexts (https, localhost); on a plain-http LAN address the
+// server's own dedup still catches duplicates.
+export function canHash() {
+  return Boolean(globalThis.isSecureContext && globalThis.crypto?.subtle);
+}
+
+export async function sha256Hex(file) {
+  const digest = await crypto.subtle.digest("SHA-256", await file.arrayBuffer());
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// [{file, path}] from a drop: folders are walked (webkitGetAsEntry). The entries must be taken before the
+// first await: the DataTransfer is emptied once the event handler returns.
+export async function filesFromDrop(dataTransfer) {
+  const items = Array.from(dataTransfer.items || []).filter((i) => i.kind === "file");
+  const entries = items.map((i) => (i.webkitGetAsEntry ? i.webkitGetAsEntry() : null));
+  if (!entries.length || entries.some((e) => !e)) {
+    return Array.from(dataTransfer.files || [], (file) => ({ file, path: file.name }));
+  }
+  const found = [];
+  for (const entry of entries) await walk(entry, found);
+  return found;
+}
+
+async function walk(entry, found) {
+  if (entry.isFile) {
+    const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
+    found.push({ file, path: entry.fullPath.replace(/^\//, "") });
+    return;
+  }
+  if (!entry.isDirectory) return;
+  const reader = entry.createReader();
+  // readEntries answers in pages (100 in Chromium) until an empty one.
+  for (;;) {
+    const page = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+    if (!page.length) break;
+    // Hidden files (.DS_Store, .git) are never what a person means by "this folder".
+    for (const child of page) if (!child.name.startsWith(".")) await walk(child, found);
+  }
+}
+
+// [{file, path}] from an <input type=file> (with webkitdirectory, webkitRelativePath is the folder path).
+export function filesFromInput(input) {
+  return Array.from(input.files || [], (file) => ({
+    file,
+    path: file.webkitRelativePath || file.name,
+  }))
+    .filter(({ path }) => !path.split("/").some((part) => part.startsWith(".")));
+}
+
+function mb(n) {
+  return `${(n / (1024 * 1024)).toFixed(1)} MB`;
+}
+
+// Groups of rows the server takes in one POST: count and bytes under its limits.
+export function planBatches(rows, limits) {
+  const maxFiles = Math.max(1, Math.min(BATCH_FILES, limits.max_files_per_upload));
+  const maxBytes = limits.max_request_bytes;
+  const batches = [];
+  let batch = [];
+  let bytes = 0;
+  for (const row of rows) {
+    const size = row.size + PART_OVERHEAD;
+    if (batch.length && (batch.length >= maxFiles || bytes + size > maxBytes)) {
+      batches.push(batch);
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(row);
+    bytes += size;
+  }
+  if (batch.length) batches.push(batch);
+  return batches;
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+let nextRowId = 1;
+
+// The uploads of one collection. A row: {id, name, size, status, error, documentId, existingName,
+// totalChunks, completedChunks, taskId}; status is one of waiting, hashing, sending, refused (by the
+// server before storing anything), or a task status (queued, processing, completed, failed, duplicate).
+export class Tracker {
+  constructor(collection) {
+    this.collection = collection;
+    this.rows = new Map(); // id -> row, in the order files were added
+    this.byTask = new Map(); // task id -> row
+    this.listeners = new Set();
+    this.watch = null; // AbortController while someone watches
+    this.polling = new Map(); // batch id -> the signal of its running poll loop
+  }
+
+  get batchIds() {
+    try {
+      return JSON.parse(sessionStorage.getItem(storageKey(this.collection)) || "[]");
+    } catch {
+      return [];
+    }
+  }
+
+  set batchIds(ids) {
+    if (ids.length) sessionStorage.setItem(storageKey(this.collection), JSON.stringify(ids));
+    else sessionStorage.removeItem(storageKey(this.collection));
+  }
+
+  // fn(event): "change" (rows changed) or "settled" (documents were stored or finished: the table may
+  // refresh).
+  subscribe(fn) {
+    this.listeners.add(fn);
+    if (!this.watch) {
+      this.watch = new AbortController();
+      for (const id of this.batchIds) this.poll(id);
+    }
+    return () => {
+      this.listeners.delete(fn);
+      if (!this.listeners.size && this.watch) {
+        this.watch.abort();
+        this.watch = null;
+      }
+    };
+  }
+
+  emit(event) {
+    for (const fn of this.listeners) fn(event);
+  }
+
+  clearFinished() {
+    for (const [id, row] of this.rows) {
+      if (FINAL.has(row.status)) {
+        this.rows.delete(id);
+        if (row.taskId) this.byTask.delete(row.taskId);
+      }
+    }
+    this.emit("change");
+  }
+
+  // Hash, skip what is already stored, send the rest in batches; resolves when every batch is sent.
+  async add(picked, limits = DEFAULT_LIMITS) {
+    const rows = picked.map(({ file, path }) => {
+      const row = { id: `f${nextRowId++}`, name: path || file.name, size: file.size, file, status: "waiting" };
+      this.rows.set(row.id, row);
+      return row;
+    });
+    this.emit("change");
+    const tooBig = rows.filter((r) => r.size > limits.max_file_bytes);
+    for (const row of tooBig) {
+      this.update(row, {
+        status: "refused",
+        error: `${row.name} is ${mb(row.size)}, over the limit of ${mb(limits.max_file_bytes)} per file.`,
+      });
+    }
+    let pending = rows.filter((r) => r.status === "waiting");
+    if (canHash()) pending = await this.skipDuplicates(pending);
+    for (const batch of planBatches(pending, limits)) await this.send(batch);
+  }
+
+  update(row, fields) {
+    Object.assign(row, fields);
+    if (FINAL.has(row.status)) row.file = null; // the bytes are not needed any more
+    this.emit("change");
+  }
+
+  async skipDuplicates(rows) {
+    const digests = new Map();
+    for (const row of rows) {
+      this.update(row, { status: "hashing" });
+      try {
+        digests.set(row, await sha256Hex(row.file));
+      } catch {
+        /* unreadable here (a file removed meanwhile): the upload will say so */
+      }
+    }
+    const known = new Map();
+    const hashed = rows.filter((r) => digests.has(r));
+    try {
+      for (let i = 0; i < hashed.length; i += CHECK_CHUNK) {
+        const files = hashed.slice(i, i + CHECK_CHUNK).map((r) => ({ filename: r.name.slice(-1000), sha256: digests.get(r) }));
+        const { results } = await api("/documents/check-duplicates", {
+          method: "POST",
+          json: { files, collection: this.collection },
+        });
+        for (const result of results) if (result.duplicate) known.set(result.sha256, result);
+      }
+    } catch {
+      /* the check only saves bandwidth: the server dedups on upload anyway */
+    }
+    const rest = [];
+    for (const row of rows) {
+      const dup = known.get(digests.get(row));
+      if (dup) {
+        this.update(row, { status: "duplicate", documentId: dup.document_id, existingName: dup.existing_filename });
+      } else {
+        this.update(row, { status: "waiting" });
+        rest.push(row);
+      }
+    }
+    return rest;
+  }
+
+  // One POST. A 413/415 refuses the whole request for one file's sake: split it until the refused files
+  // stand alone, each with the server's sentence, and the others go through.
+  async send(batch) {
+    for (const row of batch) this.update(row, { status: "sending" });
+    const form = new FormData();
+    form.append("collection", this.collection);
+    for (const row of batch) form.append("files", row.file, row.file.name);
+    let response;
+    try {
+      response = await postForm("/upload", form);
+    } catch (err) {
+      const splittable = err instanceof ApiError && (err.status === 413 || err.status === 415);
+      if (splittable && batch.length > 1) {
+        const half = Math.ceil(batch.length / 2);
+        await this.send(batch.slice(0, half));
+        await this.send(batch.slice(half));
+        return;
+      }
+      for (const row of batch) this.update(row, { status: "refused", error: err.message });
+      return;
+    }
+    response.tasks.forEach((task, i) => {
+      const row = batch[i];
+      row.taskId = task.task_id;
+      this.byTask.set(task.task_id, row);
+      this.update(row, { status: task.status, documentId: task.document_id });
+    });
+    if (response.tasks.some((t) => !FINAL.has(t.status))) {
+      this.batchIds = [...this.batchIds, response.batch_id];
+      if (this.watch) this.poll(response.batch_id);
+    }
+    // The documents exist now (queued): the table shows them at once.
+    this.emit("settled");
+  }
+
+  // Rows from one /tasks/{batch}/status answer; true when something changed.
+  apply(status) {
+    let changed = false;
+    let settled = false;
+    for (const task of status.tasks) {
+      let row = this.byTask.get(task.task_id);
+      if (!row) {
+        // A batch resumed after a reload: its rows come from the server.
+        row = { id: task.task_id, name: task.filename, size: null, taskId: task.task_id };
+        this.rows.set(row.id, row);
+        this.byTask.set(task.task_id, row);
+      }
+      const fields = {
+        status: task.status,
+        totalChunks: task.total_chunks,
+        completedChunks: task.completed_chunks,
+        error: task.error,
+        documentId: task.document_id,
+      };
+      if (Object.entries(fields).some(([k, v]) => row[k] !== v)) {
+        if (FINAL.has(task.status) && row.status !== task.status) settled = true;
+        Object.assign(row, fields);
+        changed = true;
+      }
+    }
+    if (changed) this.emit("change");
+    if (settled) this.emit("settled");
+    return changed;
+  }
+
+  // Poll one batch while someone watches: 500 ms, doubling up to 5 s while nothing moves (halving again
+  // when something does); stops for good when the batch is done.
+  async poll(batchId) {
+    if (!this.watch || this.polling.get(batchId) === this.watch.signal) return;
+    const signal = this.watch.signal;
+    this.polling.set(batchId, signal);
+    let delay = POLL_FIRST_MS;
+    try {
+      while (!signal.aborted) {
+        let status = null;
+        try {
+          status = await api(`/tasks/${batchId}/status`, { signal });
+        } catch (err) {
+          if (err.name === "AbortError") return;
+          if (err instanceof ApiError && err.status === 404) {
+            this.forget(batchId); // deleted with its collection, or not visible to this key
+            return;
+          }
+        }
+        if (status) {
+          const moved = this.apply(status);
+          if (status.done) {
+            this.forget(batchId);
+            this.emit("settled");
+            return;
+          }
+          delay = moved ? Math.max(POLL_FIRST_MS, delay / 2) : Math.min(POLL_MAX_MS, delay * 2);
+        } else {
+          delay = Math.min(POLL_MAX_MS, delay * 2);
+        }
+        await sleep(delay, signal);
+      }
+    } finally {
+      if (this.polling.get(batchId) === signal) this.polling.delete(batchId);
+    }
+  }
+
+  forget(batchId) {
+    this.batchIds = this.batchIds.filter((id) => id !== batchId);
+  }
+}
+
+const trackers = new Map();
+
+export function tracker(collection) {
+  if (!trackers.has(collection)) trackers.set(collection, new Tracker(collection));
+  return trackers.get(collection);
+}
+
+export function uploadLimits(status) {
+  return { ...DEFAULT_LIMITS, ...(status?.upload || {}) };
+}

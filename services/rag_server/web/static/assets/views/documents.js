@@ -1,6 +1,314 @@
-// Placeholder: replaced by the documents view.
-import { h } from "../dom.js";
+// Documents of the selected collection: the table (sort, filters, paging, all in the URL), per-row
+// download and delete, and the upload panel for editors; #/documents/<id> is document_detail.js.
 
-export function mount(root) {
-  root.append(h("h1", {}, "documents"));
+import { api } from "../api.js";
+import { clear, formatBytes, formatDate, h } from "../dom.js";
+import { href, navigate } from "../router.js";
+import { deleteDocument, downloadDocument, fill, statusBadge } from "./document_common.js";
+import { mountDetail } from "./document_detail.js";
+import { uploadPanel } from "./upload_panel.js";
+
+const PAGE_SIZES = [10, 25, 50, 100];
+const PAGE_SIZE = 50;
+const REFRESH_MS = 4000;
+const STATUSES = ["queued", "processing", "ready", "failed"];
+const TYPES = ["pdf", "docx", "txt", "md", "html", "csv", "json"];
+// Column -> the API's sort key, and the order a first click asks for (names A-Z, numbers and dates biggest
+// or newest first).
+const COLUMNS = [
+  { key: "name", label: "Name", first: "asc" },
+  { key: "type", label: "Type", first: "asc" },
+  { key: "status", label: "Status", first: "asc" },
+  { key: "chunks", label: "Chunks", first: "desc", numeric: true },
+  { key: "size", label: "Size", first: "desc", numeric: true },
+  { key: "uploaded", label: "Uploaded", first: "desc" },
+];
+// The list's query last shown, so "back to documents" from a document returns to the same page.
+let lastListQuery = "";
+
+function listParams(query) {
+  const sort = COLUMNS.some((c) => c.key === query.get("sort")) ? query.get("sort") : "uploaded";
+  const order = query.get("order") === "asc" || query.get("order") === "desc" ? query.get("order") : "desc";
+  const page = Math.max(1, Number.parseInt(query.get("page") || "1", 10) || 1);
+  const per = Number.parseInt(query.get("per") || "", 10);
+  return {
+    sort,
+    order,
+    page,
+    per: PAGE_SIZES.includes(per) ? per : PAGE_SIZE,
+    status: STATUSES.includes(query.get("status")) ? query.get("status") : "",
+    type: query.get("type") || "",
+  };
+}
+
+function listHref(params, changes) {
+  const next = { ...params, ...changes };
+  const query = {};
+  if (next.sort !== "uploaded") query.sort = next.sort;
+  if (next.order !== "desc") query.order = next.order;
+  if (next.status) query.status = next.status;
+  if (next.type) query.type = next.type;
+  if (next.per !== PAGE_SIZE) query.per = String(next.per);
+  if (next.page > 1) query.page = String(next.page);
+  return href("documents", null, query);
+}
+function select(id, label, options, onchange) {
+  return h(
+    "label",
+    { class: "field", for: id },
+    h("span", {}, label),
+    h("select", { id, onchange: (e) => onchange(e.target.value) }, options.map(([v, text]) => h("option", { value: v }, text))),
+  );
+}
+
+// One row; onDelete(doc) only for editors.
+function documentRow(doc, onDelete) {
+  const actions = h(
+    "div",
+    { class: "row-actions" },
+    h("button", { type: "button", class: "quiet", "aria-label": `Download ${doc.filename}`, onclick: () => downloadDocument(doc) }, "Download"),
+    onDelete
+      ? h(
+          "button",
+          {
+            type: "button",
+            class: "quiet danger-text",
+            "aria-label": `Delete ${doc.filename}`,
+            onclick: () => onDelete(doc),
+          },
+          "Delete",
+        )
+      : null,
+  );
+  return h(
+    "tr",
+    { dataset: { id: doc.id, status: doc.status } },
+    h(
+      "td",
+      { class: "name-cell" },
+      h("a", { href: href("documents", doc.id), title: "Details and chunks" }, doc.filename),
+      doc.status === "failed" && doc.error ? h("p", { class: "row-error" }, doc.error) : null,
+    ),
+    h("td", {}, h("span", { class: "type" }, doc.file_type.toUpperCase())),
+    h("td", {}, statusBadge(doc.status)),
+    h("td", { class: "num" }, String(doc.chunk_count)),
+    h("td", { class: "num" }, formatBytes(doc.size_bytes)),
+    h("td", { class: "nowrap" }, h("time", { datetime: doc.created_at }, formatDate(doc.created_at))),
+    h("td", {}, actions),
+  );
+}
+
+function mountList(root, ctx, route) {
+  let params = listParams(route.query);
+  let controller = null;
+  let timer = null;
+  const canEdit = ctx.can("editor");
+
+  const tableBody = h("tbody");
+  const headRow = h("tr");
+  const table = h(
+    "table",
+    { class: "documents-table" },
+    h("caption", { class: "visually-hidden" }, `Documents in ${ctx.collection}`),
+    h("thead", {}, headRow),
+    tableBody,
+  );
+  const range = h("span", { class: "muted", "aria-live": "polite" });
+  const prev = h("button", { type: "button", "aria-label": "Previous page" }, "‹ Previous");
+  const next = h("button", { type: "button", "aria-label": "Next page" }, "Next ›");
+  const filters = h("div", { class: "toolbar" });
+  const empty = h("div", { class: "empty", hidden: true });
+  const error = h("p", { class: "form-error", role: "alert" });
+  const wrap = h("div", { class: "table-wrap" }, table);
+  const pager = h("div", { class: "pager" }, prev, range, next);
+
+  let panel = null;
+  const uploadButton = canEdit
+    ? h("button", { type: "button", class: "primary", "aria-expanded": "false", "aria-controls": "upload-panel" }, "Upload")
+    : null;
+  if (canEdit) {
+    let settleTimer = null;
+    panel = uploadPanel(ctx, {
+      // Several files finishing together refresh the table once.
+      onSettled: () => {
+        clearTimeout(settleTimer);
+        settleTimer = setTimeout(() => load(), 300);
+      },
+      onToggle: (open) => uploadButton.setAttribute("aria-expanded", String(open)),
+    });
+    uploadButton.addEventListener("click", () => {
+      if (panel.isOpen()) panel.close();
+      else {
+        panel.open();
+        panel.focus();
+      }
+    });
+  }
+
+  root.append(
+    h(
+      "div",
+      { class: "page documents" },
+      h(
+        "div",
+        { class: "page-head" },
+        h("div", {}, h("h1", {}, "Documents"), h("p", { class: "muted small" }, `Collection ${ctx.collection}`)),
+        uploadButton,
+      ),
+      panel?.el,
+      filters,
+      error,
+      wrap,
+      empty,
+      pager,
+    ),
+  );
+
+  prev.addEventListener("click", () => navigate(listHref(params, { page: params.page - 1 })));
+  next.addEventListener("click", () => navigate(listHref(params, { page: params.page + 1 })));
+
+  // Built once and kept in sync with the URL, so a control keeps the keyboard focus after it is used.
+  const statusSelect = select("filter-status", "Status", [["", "All statuses"], ...STATUSES.map((v) => [v, v])], (v) =>
+    navigate(listHref(params, { status: v, page: 1 })),
+  );
+  const typeSelect = select("filter-type", "Type", [["", "All types"], ...TYPES.map((t) => [t, t.toUpperCase()])], (v) =>
+    navigate(listHref(params, { type: v, page: 1 })),
+  );
+  const perSelect = select("page-size", "Per page", PAGE_SIZES.map((n) => [String(n), String(n)]), (v) =>
+    navigate(listHref(params, { per: Number(v), page: 1 })),
+  );
+  const clearFilters = h("a", { class: "clear-filters" }, "Clear filters");
+  filters.append(statusSelect, typeSelect, perSelect, clearFilters);
+  const headers = COLUMNS.map((col) => {
+    const mark = h("span", { class: "sort-mark", "aria-hidden": "true" });
+    const button = h("button", { type: "button", class: "sort" }, col.label, mark);
+    button.addEventListener("click", () => {
+      const order = params.sort === col.key ? (params.order === "asc" ? "desc" : "asc") : col.first;
+      navigate(listHref(params, { sort: col.key, order, page: 1 }));
+    });
+    const th = h("th", { scope: "col", class: col.numeric ? "num" : null }, button);
+    headRow.append(th);
+    return { col, th, mark };
+  });
+  headRow.append(h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")));
+
+  function renderControls() {
+    statusSelect.querySelector("select").value = params.status;
+    typeSelect.querySelector("select").value = params.type;
+    perSelect.querySelector("select").value = String(params.per);
+    clearFilters.hidden = !(params.status || params.type);
+    clearFilters.setAttribute("href", listHref(params, { status: "", type: "", page: 1 }));
+    for (const { col, th, mark } of headers) {
+      const active = params.sort === col.key;
+      th.setAttribute("aria-sort", active ? (params.order === "asc" ? "ascending" : "descending") : "none");
+      mark.textContent = active ? (params.order === "asc" ? "▲" : "▼") : "";
+    }
+  }
+
+  async function onDelete(doc) {
+    if (!(await deleteDocument(doc))) return;
+    // The last row of a page gone: show the page before.
+    if (tableBody.children.length === 1 && params.page > 1) navigate(listHref(params, { page: params.page - 1 }));
+    else load();
+  }
+
+  function renderEmpty(total) {
+    const filtered = params.status || params.type;
+    empty.hidden = total > 0;
+    wrap.hidden = total === 0;
+    if (total > 0) return;
+    fill(empty,
+      h("p", { class: "empty-title" }, filtered ? "No document matches these filters." : "No documents in this collection yet."),
+      filtered
+        ? h("a", { href: listHref(params, { status: "", type: "", page: 1 }) }, "Clear filters")
+        : h("p", { class: "muted" }, canEdit ? "Upload files to search them and chat about them." : "An editor can upload files here."),
+    );
+  }
+
+  async function load() {
+    controller?.abort();
+    controller = new AbortController();
+    clearTimeout(timer);
+    wrap.setAttribute("aria-busy", "true");
+    let data;
+    try {
+      data = await api("/documents", {
+        signal: controller.signal,
+        query: {
+          collection: ctx.collection,
+          limit: params.per,
+          offset: (params.page - 1) * params.per,
+          sort: params.sort,
+          order: params.order,
+          status: params.status,
+          type: params.type,
+        },
+      });
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      error.textContent = err.message;
+      wrap.removeAttribute("aria-busy");
+      return;
+    }
+    error.textContent = "";
+    wrap.removeAttribute("aria-busy");
+    clear(tableBody).append(...data.items.map((doc) => documentRow(doc, canEdit ? onDelete : null)));
+    const first = data.total ? data.offset + 1 : 0;
+    const last = data.offset + data.items.length;
+    range.textContent = data.total ? `${first}–${last} of ${data.total}` : "";
+    pager.hidden = !data.total;
+    prev.disabled = params.page <= 1;
+    next.disabled = last >= data.total;
+    renderEmpty(data.total);
+    // Documents still being processed: keep their status and chunk counts current.
+    if (data.items.some((d) => d.status === "queued" || d.status === "processing")) {
+      timer = setTimeout(load, REFRESH_MS);
+    }
+  }
+
+  renderControls();
+  load();
+  lastListQuery = listHref(params, {});
+
+  return {
+    update(newRoute) {
+      params = listParams(newRoute.query);
+      lastListQuery = listHref(params, {});
+      renderControls();
+      load();
+    },
+    unmount() {
+      controller?.abort();
+      clearTimeout(timer);
+      panel?.destroy();
+    },
+  };
+}
+
+const backToList = () => lastListQuery || href("documents");
+
+function mountMode(mode, root, ctx, route) {
+  return mode === "detail" ? mountDetail(root, ctx, route, backToList) : mountList(root, ctx, route);
+}
+
+export function mount(root, ctx, route) {
+  let mode = route.id ? "detail" : "list";
+  let view = mountMode(mode, root, ctx, route);
+  return {
+    update(newRoute) {
+      const wanted = newRoute.id ? "detail" : "list";
+      if (wanted === mode && (wanted === "list" || newRoute.id === route.id)) {
+        view.update(newRoute);
+      } else {
+        view.unmount();
+        clear(root);
+        mode = wanted;
+        view = mountMode(mode, root, ctx, newRoute);
+      }
+      route = newRoute;
+    },
+    unmount() {
+      view.unmount();
+    },
+  };
 }

@@ -1,6 +1,263 @@
-// Placeholder: replaced by the search view.
-import { h } from "../dom.js";
+// Search the selected collection: query, mode (hybrid, BM25, vector), number of results and filters, all
+// in the URL (#/search?q=...&mode=bm25). Each hit shows the fused score and both legs' rank and score,
+// and the answer shows the time each stage took: what hybrid adds is visible hit by hit.
 
-export function mount(root) {
-  root.append(h("h1", {}, "search"));
+import { api } from "../api.js";
+import { clear, formatMs, h, announce } from "../dom.js";
+import { href, navigate } from "../router.js";
+
+const MODES = [
+  ["hybrid", "Hybrid", "BM25 and vector, fused"],
+  ["bm25", "BM25", "exact words"],
+  ["vector", "Vector", "meaning"],
+];
+const TYPES = ["pdf", "docx", "txt", "md", "html", "csv", "json"];
+const STAGES = { embed: "embed query", vector: "vector leg", bm25: "BM25 leg", fuse: "fusion", fetch: "fetch text", total: "total" };
+const DEFAULT_K = 10;
+const EXCERPT_CHARS = 700;
+
+function searchParams(query) {
+  const mode = MODES.some(([m]) => m === query.get("mode")) ? query.get("mode") : "hybrid";
+  const k = Number.parseInt(query.get("k") || "", 10);
+  return {
+    q: query.get("q") || "",
+    mode,
+    k: Number.isFinite(k) && k >= 1 && k <= 100 ? k : DEFAULT_K,
+    type: query.get("type") || "",
+    doc: query.get("doc") || "",
+  };
+}
+
+function searchHref(p) {
+  const query = { q: p.q };
+  if (p.mode !== "hybrid") query.mode = p.mode;
+  if (p.k !== DEFAULT_K) query.k = String(p.k);
+  if (p.type) query.type = p.type;
+  if (p.doc) query.doc = p.doc;
+  return href("search", null, query);
+}
+
+// The text with the query's words marked: text nodes and <mark> elements only, never markup from a string.
+function highlighted(text, q) {
+  const words = [...new Set(q.toLowerCase().match(/[\p{L}\p{N}]{2,}/gu) || [])];
+  if (!words.length) return [text];
+  const escaped = words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  const pattern = new RegExp(`(${escaped.join("|")})`, "giu");
+  return text.split(pattern).map((part, i) => (i % 2 ? h("mark", {}, part) : part));
+}
+
+function excerpt(text) {
+  return text.length > EXCERPT_CHARS ? `${text.slice(0, EXCERPT_CHARS).trimEnd()}…` : text;
+}
+
+function leg(name, value) {
+  return h(
+    "div",
+    { class: `leg${value ? "" : " missing"}` },
+    h("span", { class: "leg-name" }, name),
+    value
+      ? h("span", {}, h("span", { class: "leg-rank" }, `#${value.rank}`), " ", h("span", { class: "leg-score" }, value.score.toFixed(4)))
+      : h("span", { class: "leg-rank", title: `Not among the ${name} leg's candidates` }, "—"),
+  );
+}
+
+function hitElement(hit, rank, p) {
+  return h(
+    "li",
+    { class: "hit card" },
+    h(
+      "div",
+      { class: "hit-head" },
+      h("span", { class: "hit-rank", "aria-label": `Result ${rank}` }, String(rank)),
+      h(
+        "div",
+        { class: "hit-title" },
+        h("a", { href: href("documents", hit.document_id) }, hit.document_name),
+        h(
+          "span",
+          { class: "muted small" },
+          [hit.page !== null && hit.page !== undefined ? `page ${hit.page}` : null, `chunk ${hit.chunk_index}`].filter(Boolean).join(" · "),
+        ),
+      ),
+      h("div", { class: "hit-score", title: p.mode === "hybrid" ? "Fused score" : "Score" }, h("span", { class: "muted small" }, p.mode === "hybrid" ? "fused" : "score"), " ", hit.score.toFixed(4)),
+    ),
+    h("p", { class: "hit-text" }, highlighted(excerpt(hit.text), p.q)),
+    h("div", { class: "legs" }, leg("Vector", hit.vector), leg("BM25", hit.bm25)),
+  );
+}
+
+function timingsElement(timings) {
+  const entries = Object.entries(timings);
+  const ordered = [
+    ...Object.keys(STAGES).filter((k) => k in timings).map((k) => [k, timings[k]]),
+    ...entries.filter(([k]) => !(k in STAGES)),
+  ];
+  return h(
+    "dl",
+    { class: "timings", "aria-label": "Time per stage" },
+    ordered.map(([k, ms]) => h("div", { class: `timing${k === "total" ? " total" : ""}` }, h("dt", {}, STAGES[k] || k), h("dd", {}, formatMs(ms)))),
+  );
+}
+
+export function mount(root, ctx, route) {
+  let p = searchParams(route.query);
+  let controller = null;
+
+  const queryInput = h("input", { type: "search", id: "search-query", name: "q", required: true, autocomplete: "off", placeholder: "What are you looking for?", value: p.q });
+  const modeInputs = MODES.map(([value, label, hint]) =>
+    h(
+      "label",
+      { class: "mode" },
+      h("input", { type: "radio", name: "mode", value, checked: value === p.mode }),
+      h("span", { title: hint }, label),
+    ),
+  );
+  const kInput = h("input", { type: "number", id: "search-k", min: 1, max: 100, value: String(p.k), inputmode: "numeric" });
+  const typeSelect = h("select", { id: "search-type" }, h("option", { value: "" }, "All types"), TYPES.map((t) => h("option", { value: t }, t.toUpperCase())));
+  const docSelect = h("select", { id: "search-doc" }, h("option", { value: "" }, "All documents"));
+  const status = h("p", { class: "muted small search-status", "aria-live": "polite" });
+  const error = h("p", { class: "form-error", role: "alert" });
+  const results = h("ol", { class: "hits", "aria-label": "Results" });
+  const timings = h("div", { class: "timings-wrap" });
+
+  const form = h(
+    "form",
+    { class: "search-form card", role: "search" },
+    h(
+      "div",
+      { class: "search-main" },
+      h("label", { for: "search-query", class: "visually-hidden" }, "Query"),
+      queryInput,
+      h("button", { type: "submit", class: "primary" }, "Search"),
+    ),
+    h(
+      "div",
+      { class: "search-options" },
+      h("fieldset", { class: "modes" }, h("legend", { class: "visually-hidden" }, "Mode"), modeInputs),
+      h("label", { class: "field", for: "search-k" }, h("span", {}, "Results"), kInput),
+      h("label", { class: "field", for: "search-type" }, h("span", {}, "File type"), typeSelect),
+      h("label", { class: "field", for: "search-doc" }, h("span", {}, "Document"), docSelect),
+    ),
+  );
+  root.append(
+    h(
+      "div",
+      { class: "page search" },
+      h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Search"), h("p", { class: "muted small" }, `Collection ${ctx.collection}`))),
+      form,
+      error,
+      status,
+      timings,
+      results,
+    ),
+  );
+
+  function formParams() {
+    const k = Number.parseInt(kInput.value, 10);
+    return {
+      q: queryInput.value.trim(),
+      mode: form.querySelector("input[name=mode]:checked")?.value || "hybrid",
+      k: Number.isFinite(k) ? Math.min(100, Math.max(1, k)) : DEFAULT_K,
+      type: typeSelect.value,
+      doc: docSelect.value,
+    };
+  }
+
+  function fill() {
+    queryInput.value = p.q;
+    for (const input of form.querySelectorAll("input[name=mode]")) input.checked = input.value === p.mode;
+    kInput.value = String(p.k);
+    typeSelect.value = p.type;
+    ensureDocOption(p.doc);
+    docSelect.value = p.doc;
+  }
+
+  // A document id from the URL that is not among the listed ones (beyond the first 500) still selects.
+  function ensureDocOption(id) {
+    if (id && ![...docSelect.options].some((o) => o.value === id)) docSelect.append(h("option", { value: id }, "The chosen document"));
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const next = formParams();
+    if (!next.q) {
+      queryInput.focus();
+      return;
+    }
+    const target = searchHref(next);
+    // The same search again (a re-run) changes no URL: run it directly.
+    if (target === location.hash) run();
+    else navigate(target);
+  });
+  // A different mode or filter re-runs the current query at once.
+  for (const el of [typeSelect, docSelect, ...form.querySelectorAll("input[name=mode]")]) {
+    el.addEventListener("change", () => {
+      if (queryInput.value.trim()) form.requestSubmit();
+    });
+  }
+
+  async function loadDocuments() {
+    try {
+      const { items } = await api("/documents", { query: { collection: ctx.collection, limit: 500, sort: "name", order: "asc", status: "ready" } });
+      for (const d of items) if (d.id !== p.doc) docSelect.append(h("option", { value: d.id }, d.filename));
+      const chosen = [...docSelect.options].find((o) => o.value === p.doc && o.textContent === "The chosen document");
+      const real = items.find((d) => d.id === p.doc);
+      if (chosen && real) chosen.textContent = real.filename;
+    } catch {
+      /* the filter is optional: search still works without the list */
+    }
+  }
+
+  async function run() {
+    controller?.abort();
+    clear(error);
+    if (!p.q) {
+      clear(results);
+      clear(timings);
+      status.textContent = "Type a query: hybrid search combines exact words (BM25) with meaning (vector).";
+      return;
+    }
+    controller = new AbortController();
+    status.textContent = "Searching…";
+    results.setAttribute("aria-busy", "true");
+    const filters = {};
+    if (p.type) filters.file_types = [p.type];
+    if (p.doc) filters.document_ids = [p.doc];
+    let answer;
+    try {
+      answer = await api("/search", {
+        method: "POST",
+        signal: controller.signal,
+        json: { query: p.q, search_type: p.mode, top_k: p.k, collections: [ctx.collection], filters: Object.keys(filters).length ? filters : undefined },
+      });
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      results.removeAttribute("aria-busy");
+      status.textContent = "";
+      error.textContent = err.message;
+      return;
+    }
+    results.removeAttribute("aria-busy");
+    clear(results).append(...answer.results.map((hit, i) => hitElement(hit, i + 1, p)));
+    clear(timings).append(timingsElement(answer.timings_ms));
+    const n = answer.results.length;
+    status.textContent = n ? `${n} result${n === 1 ? "" : "s"} · ${MODES.find(([m]) => m === p.mode)[1]}` : "No results. Try other words, or the vector mode for meaning.";
+    announce(status.textContent);
+  }
+
+  fill();
+  loadDocuments();
+  run();
+  if (!p.q) queryInput.focus();
+
+  return {
+    update(newRoute) {
+      p = searchParams(newRoute.query);
+      fill();
+      run();
+    },
+    unmount() {
+      controller?.abort();
+    },
+  };
 }

@@ -1,0 +1,215 @@
+// The upload panel of the Documents view (editors and admins): a drop zone that takes files and folders,
+// file and folder pickers, and one row per file from checking to searchable. The work itself is upload.js.
+
+import { clear, formatBytes, h, announce } from "../dom.js";
+import { href } from "../router.js";
+import { FINAL, filesFromDrop, filesFromInput, tracker, uploadLimits } from "../upload.js";
+
+const BADGE = {
+  waiting: ["", "waiting"],
+  hashing: ["", "checking"],
+  sending: ["warn", "uploading"],
+  refused: ["error", "refused"],
+  queued: ["", "queued"],
+  processing: ["warn", "processing"],
+  completed: ["ok", "completed"],
+  failed: ["error", "failed"],
+  duplicate: ["", "duplicate"],
+};
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+function docLink(row, text) {
+  return row.documentId ? h("a", { href: href("documents", row.documentId) }, text) : text;
+}
+
+function detail(row) {
+  switch (row.status) {
+    case "hashing":
+      return h("span", { class: "muted" }, "Checking whether it is already stored…");
+    case "sending":
+      return h("progress", { "aria-label": `Uploading ${row.name}` });
+    case "refused":
+    case "failed":
+      return h("span", { class: "upload-error" }, row.error || "Failed.");
+    case "processing": {
+      const total = row.totalChunks || 0;
+      if (!total) return h("progress", { "aria-label": `Processing ${row.name}` });
+      return h(
+        "span",
+        { class: "upload-progress" },
+        h("progress", { max: total, value: row.completedChunks || 0, "aria-label": `Processing ${row.name}` }),
+        h("span", { class: "muted" }, `${row.completedChunks || 0} / ${total} chunks`),
+      );
+    }
+    case "completed":
+      return docLink(row, `${plural(row.totalChunks ?? 0, "chunk")} · view`);
+    case "duplicate":
+      return docLink(row, row.existingName ? `Already stored as ${row.existingName}` : "Already stored · view");
+    default:
+      return null;
+  }
+}
+
+function rowElement(row) {
+  const [tone, label] = BADGE[row.status] || ["", row.status];
+  return h(
+    "li",
+    { class: `upload-row status-${row.status}`, dataset: { status: row.status } },
+    h(
+      "div",
+      { class: "upload-name" },
+      h("span", { class: "name" }, row.name),
+      row.size !== null && row.size !== undefined ? h("span", { class: "muted small" }, formatBytes(row.size)) : null,
+    ),
+    h("span", { class: `badge ${tone}` }, label),
+    h("div", { class: "upload-detail" }, detail(row)),
+  );
+}
+
+const signature = (row) =>
+  [row.status, row.completedChunks, row.totalChunks, row.error, row.documentId, row.existingName].join("|");
+
+function summaryText(rows) {
+  const count = (s) => rows.filter((r) => r.status === s).length;
+  const finished = rows.filter((r) => FINAL.has(r.status)).length;
+  const parts = [`${finished} of ${rows.length} finished`];
+  for (const s of ["completed", "duplicate", "failed", "refused"]) if (count(s)) parts.push(`${count(s)} ${s}`);
+  return parts.join(" · ");
+}
+
+// {el, open(), close(), isOpen(), destroy()}; onSettled() when a document finished (refresh the table).
+export function uploadPanel(ctx, { onSettled, onToggle }) {
+  const uploads = tracker(ctx.collection);
+  const fileInput = h("input", { type: "file", multiple: true, id: "upload-files", class: "visually-hidden" });
+  const folderInput = h("input", { type: "file", id: "upload-folder", class: "visually-hidden", webkitdirectory: true });
+  const list = h("ol", { class: "upload-list", "aria-label": "Uploads" });
+  const summary = h("span", { class: "muted small", "aria-live": "polite" });
+  const clearButton = h("button", { type: "button", class: "quiet", onclick: () => uploads.clearFinished() }, "Clear finished");
+  const zone = h(
+    "div",
+    { class: "dropzone" },
+    h("p", { class: "dropzone-title" }, "Drop files or folders here"),
+    h(
+      "p",
+      { class: "row dropzone-pick" },
+      fileInput,
+      h("label", { for: "upload-files", class: "button-like" }, "Select files to upload"),
+      folderInput,
+      h("label", { for: "upload-folder", class: "button-like" }, "Select a folder to upload"),
+    ),
+    h(
+      "p",
+      { class: "muted small" },
+      `PDF, Word (.docx), text, Markdown, HTML, CSV and JSON · up to ${formatBytes(uploadLimits(ctx.status).max_file_bytes)} per file. ` +
+        "Files already in this collection are skipped.",
+    ),
+  );
+  const el = h(
+    "section",
+    { class: "card upload-panel", id: "upload-panel", "aria-labelledby": "upload-title", hidden: true },
+    h(
+      "div",
+      { class: "row upload-head" },
+      h("h2", { id: "upload-title" }, `Upload to ${ctx.collection}`),
+      h("button", { type: "button", class: "quiet", "aria-label": "Close the upload panel", onclick: () => close() }, "Close"),
+    ),
+    zone,
+    h("div", { class: "row upload-summary" }, summary, clearButton),
+    list,
+  );
+
+  async function add(picked) {
+    if (!picked.length) return;
+    announce(`${picked.length} file${picked.length === 1 ? "" : "s"} added to the uploads`);
+    await uploads.add(picked, uploadLimits(ctx.status));
+  }
+
+  fileInput.addEventListener("change", () => {
+    const picked = filesFromInput(fileInput);
+    fileInput.value = "";
+    add(picked);
+  });
+  folderInput.addEventListener("change", () => {
+    const picked = filesFromInput(folderInput);
+    folderInput.value = "";
+    add(picked);
+  });
+  // Files dropped anywhere on the page are uploaded too: without this the browser would leave the app to
+  // open the dropped file.
+  const carriesFiles = (event) => Array.from(event.dataTransfer?.types || []).includes("Files");
+  function onDragOver(event) {
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
+    zone.classList.toggle("over", zone.contains(event.target));
+  }
+  async function onDrop(event) {
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    zone.classList.remove("over");
+    open();
+    add(await filesFromDrop(event.dataTransfer));
+  }
+  window.addEventListener("dragover", onDragOver);
+  window.addEventListener("drop", onDrop);
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+
+  const shown = new Map(); // row id -> {sig, li}
+  function render() {
+    const rows = [...uploads.rows.values()];
+    for (const [id, item] of shown) {
+      if (!uploads.rows.has(id)) {
+        item.li.remove();
+        shown.delete(id);
+      }
+    }
+    let previous = null;
+    for (const row of rows) {
+      const sig = signature(row);
+      let item = shown.get(row.id);
+      if (!item || item.sig !== sig) {
+        const li = rowElement(row);
+        if (item) item.li.replaceWith(li);
+        item = { sig, li };
+        shown.set(row.id, item);
+      }
+      // Keep the list in the tracker's order.
+      const expected = previous ? previous.nextSibling : list.firstChild;
+      if (expected !== item.li) list.insertBefore(item.li, expected);
+      previous = item.li;
+    }
+    summary.textContent = rows.length ? summaryText(rows) : "Nothing uploaded yet.";
+    clearButton.hidden = !rows.some((r) => FINAL.has(r.status));
+    if (rows.length && el.hidden) open();
+  }
+
+  function open() {
+    el.hidden = false;
+    onToggle?.(true);
+  }
+  function close() {
+    el.hidden = true;
+    onToggle?.(false);
+  }
+
+  const unsubscribe = uploads.subscribe((event) => {
+    if (event === "change") render();
+    else if (event === "settled") onSettled?.();
+  });
+  render();
+
+  return {
+    el,
+    open,
+    close,
+    isOpen: () => !el.hidden,
+    focus: () => fileInput.focus(),
+    destroy() {
+      window.removeEventListener("dragover", onDragOver);
+      window.removeEventListener("drop", onDrop);
+      unsubscribe();
+      clear(list);
+    },
+  };
+}

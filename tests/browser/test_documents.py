@@ -1,0 +1,176 @@
+"""The Documents view: the table sorts, filters and pages (all kept in the URL), downloads, deletes after a
+confirmation; a document's page shows its details, its failure reason and its chunks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from tests.browser.conftest import Console, Stack, new_page, sign_in
+from tests.browser.seed import upload_and_wait
+
+GARBAGE_PDF = b"%PDF-1.7\nthis is not really a PDF \x00\xff\xfe"
+
+
+def sized_text(i: int) -> bytes:
+    """Document i: distinct sizes (i grows -> bigger), a few sentences about its own number."""
+    return (f"Document number {i} talks about otters and rivers. " * (i + 1)).encode()
+
+
+@pytest.fixture(scope="module")
+async def documents(stack: Stack) -> dict[str, dict[str, Any]]:
+    files = {f"doc-{i:02d}.txt": sized_text(i) for i in range(1, 12)}
+    files["broken.pdf"] = GARBAGE_PDF
+    tasks = await upload_and_wait(stack, files)
+    assert tasks["broken.pdf"]["status"] == "failed"
+    return {name: {**task, "content": files[name]} for name, task in tasks.items()}
+
+
+def names(page: Page) -> Any:
+    return page.locator(".documents-table tbody td.name-cell a")
+
+
+async def test_table_sorts_filters_and_pages_with_the_state_in_the_url(
+    page: Page, stack: Stack, documents: dict[str, dict[str, Any]]
+) -> None:
+    await page.get_by_role("link", name="Documents").click()
+    await expect(page.get_by_role("heading", name="Documents")).to_be_visible()
+    await expect(names(page)).to_have_count(12)
+    # Newest first by default: the whole batch was uploaded at once, so check the column says so.
+    uploaded = page.get_by_role("columnheader", name="Uploaded")
+    await expect(uploaded).to_have_attribute("aria-sort", "descending")
+
+    name_header = page.get_by_role("columnheader", name="Name")
+    await name_header.get_by_role("button").click()
+    await expect(name_header).to_have_attribute("aria-sort", "ascending")
+    await expect(uploaded).to_have_attribute("aria-sort", "none")
+    await expect(names(page).first).to_have_text("broken.pdf")
+    await expect(names(page).last).to_have_text("doc-11.txt")
+    await name_header.get_by_role("button").click()
+    await expect(name_header).to_have_attribute("aria-sort", "descending")
+    await expect(names(page).first).to_have_text("doc-11.txt")
+    assert "sort=name" in page.url
+
+    # Size: biggest first on the first click.
+    await page.get_by_role("columnheader", name="Size").get_by_role("button").click()
+    await expect(names(page).first).to_have_text("doc-11.txt")
+    await expect(names(page).last).to_have_text("broken.pdf")
+
+    # Paging: 10 per page, the range says where we are.
+    await page.get_by_label("Per page").select_option("10")
+    await expect(page.get_by_text("1–10 of 12")).to_be_visible()
+    await expect(names(page)).to_have_count(10)
+    await expect(page.get_by_role("button", name="Previous page")).to_be_disabled()
+    await page.get_by_role("button", name="Next page").click()
+    await expect(page.get_by_text("11–12 of 12")).to_be_visible()
+    await expect(names(page)).to_have_text(["doc-01.txt", "broken.pdf"])
+    await expect(page.get_by_role("button", name="Next page")).to_be_disabled()
+    assert "page=2" in page.url and "per=10" in page.url
+
+    # Filter by status: the failed document, with its reason in the row.
+    await page.get_by_label("Status").select_option("failed")
+    await expect(names(page)).to_have_text(["broken.pdf"])
+    await expect(page.locator(".row-error")).to_contain_text("The PDF is damaged or not a PDF")
+    await expect(page.get_by_text("1–1 of 1")).to_be_visible()
+    assert "status=failed" in page.url and "page=" not in page.url
+
+    # Reload keeps filters, sort and paging: they live in the URL.
+    await page.reload()
+    await expect(page.get_by_label("Status")).to_have_value("failed")
+    await expect(names(page)).to_have_text(["broken.pdf"])
+    await page.get_by_label("Status").select_option("ready")
+    await page.get_by_label("Type").select_option("pdf")
+    await expect(page.get_by_text("No document matches these filters.")).to_be_visible()
+    await page.get_by_role("link", name="Clear filters").first.click()
+    await expect(page.get_by_text("1–10 of 12")).to_be_visible()
+    await page.screenshot(path="/tmp/shots/documents.png", full_page=True)
+
+
+async def test_download_gives_the_original_bytes(
+    page: Page, documents: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    await page.goto(page.url.split("#")[0] + "#/documents?sort=name&order=asc")
+    async with page.expect_download() as info:
+        await page.get_by_role("button", name="Download doc-03.txt").click()
+    downloaded = await info.value
+    assert downloaded.suggested_filename == "doc-03.txt"
+    target = tmp_path / "doc-03.txt"
+    await downloaded.save_as(target)
+    assert target.read_bytes() == documents["doc-03.txt"]["content"]
+
+
+async def test_delete_asks_first_and_cancel_keeps_the_document(
+    page: Page, documents: dict[str, dict[str, Any]]
+) -> None:
+    await page.goto(page.url.split("#")[0] + "#/documents?sort=name&order=asc")
+    await expect(page.get_by_text("1–12 of 12")).to_be_visible()
+    await page.get_by_role("button", name="Delete doc-05.txt").click()
+    dialog = page.get_by_role("dialog")
+    await expect(dialog).to_contain_text("Delete “doc-05.txt”?")
+    await dialog.get_by_role("button", name="Cancel").click()
+    await expect(dialog).to_have_count(0)
+    await expect(page.get_by_text("1–12 of 12")).to_be_visible()
+
+    await page.get_by_role("button", name="Delete doc-05.txt").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    await expect(page.get_by_text("1–11 of 11")).to_be_visible()
+    await expect(page.get_by_role("link", name="doc-05.txt")).to_have_count(0)
+    # Gone on the server too.
+    await page.reload()
+    await expect(page.get_by_text("1–11 of 11")).to_be_visible()
+
+
+async def test_a_document_page_shows_details_and_chunks(
+    page: Page, documents: dict[str, dict[str, Any]]
+) -> None:
+    await page.goto(page.url.split("#")[0] + "#/documents?sort=name&order=asc")
+    await page.get_by_role("link", name="doc-11.txt").click()
+    doc_id = documents["doc-11.txt"]["document_id"]
+    assert page.url.endswith(f"#/documents/{doc_id}")
+    await expect(page.get_by_role("heading", name="doc-11.txt")).to_be_visible()
+    facts = page.locator(".facts")
+    await expect(facts).to_contain_text("default")
+    await expect(facts).to_contain_text("text/plain")
+    chunks = page.locator(".chunk")
+    await expect(chunks.first).to_contain_text("Chunk 0")
+    await expect(chunks.first.locator(".chunk-text")).to_contain_text("Document number 11 talks about otters")
+    await page.screenshot(path="/tmp/shots/document.png", full_page=True)
+    await expect(page.locator("main")).not_to_contain_text("null")  # no missing part printed as text
+
+    # Back to the list it came from, then the failed document: its reason, no chunks.
+    await page.get_by_role("link", name="← All documents").click()
+    await expect(page.get_by_role("columnheader", name="Name")).to_have_attribute("aria-sort", "ascending")
+    await page.get_by_role("link", name="broken.pdf").click()
+    await expect(page.get_by_role("note")).to_contain_text("Processing failed: The PDF is damaged")
+    await expect(page.get_by_text("No chunks: processing failed.")).to_be_visible()
+
+
+async def test_an_unknown_document_says_so(page: Page, stack: Stack, page_console: Console) -> None:
+    page_console.allow("404")
+    await page.goto(stack.base_url + "/#/documents/00000000-0000-0000-0000-000000000000")
+    await expect(page.get_by_role("heading", name="Document not found")).to_be_visible()
+
+
+async def test_on_a_phone_in_dark_mode_the_table_scrolls_not_the_page(
+    browser: Browser, stack: Stack, page_console: Console, documents: dict[str, dict[str, Any]]
+) -> None:
+    phone = await new_page(browser, page_console, viewport={"width": 375, "height": 740}, color_scheme="dark")
+    await sign_in(phone, stack.base_url, stack.admin_key)
+    await phone.get_by_role("link", name="Documents").click()
+    await expect(names(phone).first).to_be_visible()
+    await phone.get_by_role("button", name="Upload", exact=True).click()
+    await phone.screenshot(path="/tmp/shots/documents-phone-dark.png", full_page=True)
+    assert await phone.evaluate("document.documentElement.scrollWidth") <= 375
+    wrap = phone.locator(".table-wrap")
+    assert await wrap.evaluate("el => el.scrollWidth > el.clientWidth")
+    background = await phone.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(21, 23, 27)"  # app.css's dark --bg
+    await phone.get_by_role("link", name="doc-11.txt").click()
+    await expect(phone.locator(".chunk").first).to_be_visible()
+    assert await phone.evaluate("document.documentElement.scrollWidth") <= 375
+    await phone.screenshot(path="/tmp/shots/document-phone-dark.png", full_page=True)
+    await phone.context.close()
+    assert not page_console.unexpected()

@@ -1,0 +1,127 @@
+"""The Search view: every mode shows results with both legs' rank and score and the per-stage timings,
+filters narrow the results, the query lives in the URL; text from documents is only ever text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from tests.browser.conftest import Console, Stack, new_page, sign_in
+from tests.browser.seed import upload_and_wait
+
+INJECTION = (
+    '<script>window.__pwned=1</script> and <img src=x onerror="window.__pwned=1"> in a pwnedmarker note.'
+)
+FILES = {
+    "otters.txt": b"Sea otters float on their backs and crack shellfish with stones. Otters hold hands.",
+    "volcano.md": b"# Volcanoes\n\nMagma rises through the crust and erupts as lava, building islands.",
+    "kitchen.txt": b"A recipe: simmer tomatoes with garlic and basil, then season the sauce with salt.",
+    "injection.txt": INJECTION.encode(),
+}
+
+
+@pytest.fixture(scope="module")
+async def documents(stack: Stack) -> dict[str, dict[str, Any]]:
+    tasks = await upload_and_wait(stack, FILES)
+    assert {t["status"] for t in tasks.values()} == {"completed"}, tasks
+    return tasks
+
+
+async def search(page: Page, query: str, mode: str) -> None:
+    await page.get_by_label("Query").fill(query)
+    await page.get_by_role("radio", name=mode, exact=True).check()
+    await page.get_by_role("button", name="Search", exact=True).click()
+
+
+async def test_each_mode_shows_results_with_both_legs_and_timings(
+    page: Page, documents: dict[str, dict[str, Any]]
+) -> None:
+    await page.get_by_role("link", name="Search").click()
+    hits = page.locator(".hit")
+
+    await search(page, "otters shellfish", "Hybrid")
+    await expect(hits.first.locator(".hit-title a")).to_have_text("otters.txt")
+    # The words matched by BM25 carry both legs; documents only the vector leg found show "—" for BM25.
+    first_legs = hits.first.locator(".leg")
+    await expect(first_legs.nth(0)).to_contain_text("Vector#")
+    await expect(first_legs.nth(1)).to_contain_text("BM25#1")
+    await expect(hits).to_have_count(4)
+    await expect(hits.last.locator(".leg.missing")).to_have_text("BM25—")
+    timings = page.locator(".timings")
+    for stage in ("embed query", "vector leg", "BM25 leg", "fusion", "total"):
+        await expect(timings).to_contain_text(stage)
+    await expect(hits.first.locator(".hit-text mark").first).to_have_text("otters", ignore_case=True)
+    assert "q=otters+shellfish" in page.url
+    await page.screenshot(path="/tmp/shots/search.png", full_page=True)
+
+    await search(page, "shellfish", "BM25")
+    await expect(hits).to_have_count(1)
+    await expect(hits.first.locator(".leg").nth(0)).to_have_text("Vector—")
+    await expect(hits.first.locator(".leg").nth(1)).to_contain_text("BM25#1")
+    await expect(timings).to_contain_text("BM25 leg")
+    await expect(timings).not_to_contain_text("vector leg")
+    assert "mode=bm25" in page.url
+
+    await search(page, "lava and magma", "Vector")
+    await expect(hits.first.locator(".hit-title a")).to_have_text("volcano.md")
+    await expect(hits.first.locator(".leg").nth(0)).to_contain_text("Vector#1")
+    await expect(hits.first.locator(".leg").nth(1)).to_have_text("BM25—")
+    await expect(timings).to_contain_text("embed query")
+    assert "mode=vector" in page.url
+
+    # Reload: the query, the mode and the results come back from the URL.
+    await page.reload()
+    await expect(page.get_by_label("Query")).to_have_value("lava and magma")
+    await expect(page.get_by_role("radio", name="Vector", exact=True)).to_be_checked()
+    await expect(hits.first.locator(".hit-title a")).to_have_text("volcano.md")
+
+
+async def test_filters_by_file_type_and_document(page: Page, documents: dict[str, dict[str, Any]]) -> None:
+    await page.get_by_role("link", name="Search").click()
+    hits = page.locator(".hit")
+    await search(page, "otters lava recipe", "Hybrid")
+    await expect(hits).to_have_count(4)
+    await page.get_by_label("File type").select_option("md")
+    await expect(hits).to_have_count(1)
+    await expect(hits.first.locator(".hit-title a")).to_have_text("volcano.md")
+    assert "type=md" in page.url
+    await page.get_by_label("File type").select_option("")
+    await page.get_by_label("Document").select_option(label="kitchen.txt")
+    await expect(hits).to_have_count(1)
+    await expect(hits.first.locator(".hit-title a")).to_have_text("kitchen.txt")
+    assert f"doc={documents['kitchen.txt']['document_id']}" in page.url
+    # A hit links to its document's chunks.
+    await hits.first.locator(".hit-title a").click()
+    await expect(page.get_by_role("heading", name="kitchen.txt")).to_be_visible()
+
+
+async def test_document_text_is_never_markup(page: Page, documents: dict[str, dict[str, Any]]) -> None:
+    await page.get_by_role("link", name="Search").click()
+    await search(page, "pwnedmarker", "BM25")
+    text = page.locator(".hit-text")
+    await expect(text).to_have_count(1)
+    await expect(text).to_contain_text("<script>window.__pwned=1</script>")
+    await expect(text).to_contain_text('<img src=x onerror="window.__pwned=1">')
+    assert await page.locator("main script, main img").count() == 0
+
+    await page.locator(".hit-title a").click()
+    chunk = page.locator(".chunk-text")
+    await expect(chunk).to_contain_text("<script>window.__pwned=1</script>")
+    await expect(chunk).to_contain_text('<img src=x onerror="window.__pwned=1">')
+    assert await page.locator("main script, main img").count() == 0
+    assert await page.evaluate("typeof window.__pwned") == "undefined"
+
+
+async def test_search_on_a_phone_in_dark_mode_fits_the_screen(
+    browser: Browser, stack: Stack, page_console: Console, documents: dict[str, dict[str, Any]]
+) -> None:
+    phone = await new_page(browser, page_console, viewport={"width": 375, "height": 740}, color_scheme="dark")
+    await sign_in(phone, stack.base_url, stack.admin_key)
+    await phone.goto(stack.base_url + "/#/search?q=otters+shellfish")
+    await expect(phone.locator(".hit").first).to_be_visible()
+    assert await phone.evaluate("document.documentElement.scrollWidth") <= 375
+    await phone.screenshot(path="/tmp/shots/search-phone-dark.png", full_page=True)
+    await phone.context.close()
+    assert not page_console.unexpected()

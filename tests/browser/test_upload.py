@@ -1,0 +1,173 @@
+"""Uploading from the Documents view: several files with their progress to the end, a file the worker
+fails on with its reason, a duplicate skipped before sending (linked to the stored document), the server's
+sentence for a refused type, and polling that resumes after navigating away and after a reload."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Page, Request, expect
+
+from tests.browser.conftest import Console, Stack
+from tests.support.processes import start_worker
+
+GARBAGE_PDF = b"%PDF-1.7\nnot a real PDF at all \x00\xff\xfe trailer"
+
+
+def write(folder: Path, files: dict[str, bytes]) -> list[Path]:
+    paths = []
+    for name, content in files.items():
+        path = folder / name
+        path.write_bytes(content)
+        paths.append(path)
+    return paths
+
+
+def upload_row(page: Page, name: str) -> Any:
+    return page.locator(".upload-row", has=page.locator(".name", has_text=name))
+
+
+async def open_upload_panel(page: Page) -> None:
+    await page.get_by_role("link", name="Documents").click()
+    upload = page.get_by_role("button", name="Upload", exact=True)
+    await upload.click()
+    await expect(upload).to_have_attribute("aria-expanded", "true")
+    await expect(page.get_by_role("heading", name="Upload to default")).to_be_visible()
+
+
+async def test_several_files_complete_one_fails_with_its_reason_and_a_duplicate_is_skipped(
+    page: Page, tmp_path: Path
+) -> None:
+    posts: list[str] = []
+
+    def record(request: Request) -> None:
+        if request.method == "POST" and request.url.endswith("/upload"):
+            posts.append(request.url)
+
+    page.on("request", record)
+    await open_upload_panel(page)
+    files = write(
+        tmp_path,
+        {
+            "alpha.txt": b"Alpha talks about glaciers and their slow retreat. " * 40,
+            "beta.md": b"# Beta\n\nBeta is a note about tide pools and the creatures living in them.",
+            "gamma.txt": b"Gamma covers volcanic soil and the vineyards growing on it. " * 10,
+            "broken.pdf": GARBAGE_PDF,
+        },
+    )
+    await page.get_by_label("Files to upload").set_input_files(files)
+    for name in ("alpha.txt", "beta.md", "gamma.txt"):
+        row = upload_row(page, name)
+        await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
+        await expect(row.get_by_role("link")).to_have_text(re.compile(r"^[1-9]\d* chunks? · view$"))
+    failed = upload_row(page, "broken.pdf")
+    await expect(failed).to_have_attribute("data-status", "failed", timeout=60_000)
+    await expect(failed).to_contain_text("The PDF is damaged or not a PDF and could not be read")
+    await expect(page.locator(".upload-summary")).to_contain_text("4 of 4 finished · 3 completed · 1 failed")
+    assert len(posts) == 1  # one batch
+
+    # When the batch is done the table shows every document, the failed one with its reason.
+    table = page.locator(".documents-table")
+    await expect(table.locator("tbody tr")).to_have_count(4)
+    await expect(table.locator("tr", has_text="broken.pdf")).to_contain_text("The PDF is damaged")
+    await expect(table.locator("tr", has_text="alpha.txt").locator(".badge")).to_have_text("ready")
+    await page.screenshot(path="/tmp/shots/upload.png", full_page=True)
+
+    # The same bytes again under another name: found by its SHA-256 before anything is sent.
+    alpha_link = await upload_row(page, "alpha.txt").get_by_role("link").get_attribute("href")
+    await page.get_by_role("button", name="Clear finished").click()
+    await expect(page.locator(".upload-row")).to_have_count(0)
+    again = write(tmp_path, {"alpha-copy.txt": files[0].read_bytes()})
+    await page.get_by_label("Files to upload").set_input_files(again)
+    duplicate = upload_row(page, "alpha-copy.txt")
+    await expect(duplicate).to_have_attribute("data-status", "duplicate")
+    link = duplicate.get_by_role("link", name="Already stored as alpha.txt")
+    await expect(link).to_have_attribute("href", alpha_link or "")
+    assert len(posts) == 1, "the duplicate was sent"
+    await link.click()
+    await expect(page.get_by_role("heading", name="alpha.txt")).to_be_visible()
+
+
+async def test_an_unsupported_type_shows_the_servers_sentence_and_the_rest_goes_through(
+    page: Page, page_console: Console, tmp_path: Path
+) -> None:
+    page_console.allow("415")  # the refused request, as the browser logs it
+    await open_upload_panel(page)
+    files = write(
+        tmp_path,
+        {"picture.xyz": b"not a supported type", "delta.txt": b"Delta is about river deltas and silt. " * 5},
+    )
+    await page.get_by_label("Files to upload").set_input_files(files)
+    refused = upload_row(page, "picture.xyz")
+    await expect(refused).to_have_attribute("data-status", "refused")
+    await expect(refused).to_contain_text("Unsupported file type: picture.xyz. Supported: .csv")
+    # The batch was refused as a whole for that file: the other file went again, alone, and completes.
+    await expect(upload_row(page, "delta.txt")).to_have_attribute("data-status", "completed", timeout=60_000)
+
+
+async def test_polling_resumes_after_navigating_away_and_after_a_reload(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    # No worker: the upload stays queued for as long as the test needs, deterministically.
+    assert stack.worker.stop() == 0
+    try:
+        await open_upload_panel(page)
+        files = write(tmp_path, {"epsilon.txt": b"Epsilon is about the smallest things. " * 20})
+        await page.get_by_label("Files to upload").set_input_files(files)
+        row = upload_row(page, "epsilon.txt")
+        await expect(row).to_have_attribute("data-status", "queued")
+        # Stored, not processed yet: the table lists it at once.
+        epsilon = page.locator(".documents-table tr", has_text="epsilon.txt")
+        await expect(epsilon.locator(".badge")).to_have_text("queued")
+
+        await page.get_by_role("link", name="Search").click()
+        await expect(page.get_by_role("heading", name="Search")).to_be_visible()
+        await page.get_by_role("link", name="Documents").click()
+        # Back: the panel is open again on the batch still running.
+        await expect(row).to_have_attribute("data-status", "queued")
+        await page.reload()
+        # A reload forgets everything but the batch id (sessionStorage): the row comes from the server.
+        await expect(row).to_have_attribute("data-status", "queued")
+        await expect(page.get_by_role("heading", name="Upload to default")).to_be_visible()
+    finally:
+        stack.worker = start_worker(stack.env, tmp_path / "worker.log")
+    await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
+    await expect(epsilon.locator(".badge")).to_have_text("ready")
+    stored = await page.evaluate("sessionStorage.getItem('rag.uploads.default')")
+    assert stored is None  # the batch is done: nothing left to resume
+
+
+async def test_a_folder_is_uploaded_with_its_subfolders_and_hidden_files_are_left_out(
+    page: Page, tmp_path: Path
+) -> None:
+    folder = tmp_path / "notes"
+    (folder / "nested").mkdir(parents=True)
+    (folder / "one.txt").write_bytes(b"Note one is about lighthouses on rocky coasts. " * 5)
+    (folder / "nested" / "two.md").write_bytes(b"# Two\n\nNote two is about migrating cranes.")
+    (folder / ".DS_Store").write_bytes(b"\x00\x01 finder junk")
+    await open_upload_panel(page)
+    await page.get_by_label("Folder to upload").set_input_files(folder)
+    for name in ("notes/one.txt", "notes/nested/two.md"):
+        await expect(upload_row(page, name)).to_have_attribute("data-status", "completed", timeout=60_000)
+    await expect(page.locator(".upload-row")).to_have_count(2)
+
+
+async def test_files_dropped_on_the_page_are_uploaded(page: Page) -> None:
+    await page.get_by_role("link", name="Documents").click()
+    await expect(page.get_by_role("button", name="Upload", exact=True)).to_be_visible()
+    transfer = await page.evaluate_handle(
+        """() => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File(["Dropped notes about coral reefs and their fish."], "dropped.txt",
+                                        {type: "text/plain"}));
+            return transfer;
+        }"""
+    )
+    # Dropped on the table, not on the drop zone: still an upload (the browser does not open the file).
+    await page.locator("h1", has_text="Documents").dispatch_event("dragover", {"dataTransfer": transfer})
+    await page.locator("h1", has_text="Documents").dispatch_event("drop", {"dataTransfer": transfer})
+    await expect(page.get_by_role("heading", name="Upload to default")).to_be_visible()
+    dropped = upload_row(page, "dropped.txt")
+    await expect(dropped).to_have_attribute("data-status", "completed", timeout=60_000)
