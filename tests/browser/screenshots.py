@@ -1,8 +1,8 @@
 """`just screenshots`: every main view of the web app, light and dark, in reports/ui/.
 
 A throwaway stack like the browser tests' (embedded PostgreSQL in a temp dir, `rag-server serve` and
-`rag-server worker`, the fake LLM), a few sample documents, one conversation; then one PNG per view
-and colour scheme. Run: `python -m tests.browser.screenshots [--out reports/ui]`.
+`rag-server worker`, no LLM: answers are extractive), a few sample documents, one conversation; then one
+PNG per view and colour scheme. Run: `python -m tests.browser.screenshots [--out reports/ui]`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from playwright.async_api import Browser, Page, async_playwright
 from rag_server.infra import admin
 from rag_server.infra.embedded_postgres import ensure_embedded_postgres
 from tests.browser.conftest import Stack, chromium_path, sign_in, start_stack
-from tests.fakes.llm_server import FakeLLM
 
 SAMPLES = {
     "lighthouses.md": "# Lighthouses\n\nA Fresnel lens focuses the lamp's light into a beam visible for "
@@ -62,24 +61,36 @@ async def views(browser: Browser, stack: Stack, out: Path, scheme: str) -> None:
     await page.get_by_role("button", name="New chat").click()
     await page.get_by_label("Message").fill(QUESTION)
     await page.get_by_role("button", name="Send").click()
-    await page.get_by_role("button", name="Send").wait_for()  # the answer is done when Send is back
+    citation = page.get_by_role("button", name="Source 1", exact=False).first
+    await citation.wait_for()
     await shoot(page, out, "chat", scheme)
+    await citation.click()
+    await page.get_by_role("dialog").wait_for()
+    await shoot(page, out, "citation", scheme)
+    await page.keyboard.press("Escape")
     await page.goto(stack.base_url + "/#/documents")
+    await page.get_by_role("link", name="lighthouses.md").first.wait_for()
     await shoot(page, out, "documents", scheme)
     await page.goto(stack.base_url + "/#/search?q=Fresnel+lens+beam&mode=hybrid")
+    await page.get_by_label("Time per stage").wait_for()
     await shoot(page, out, "search", scheme)
     await page.goto(stack.base_url + "/#/status")
+    await page.get_by_text("BM25 engine").wait_for()
     await shoot(page, out, "status", scheme)
+    await page.set_viewport_size({"width": 375, "height": 740})
+    await page.goto(stack.base_url + "/#/chat")
+    await page.get_by_label("Message").wait_for()
+    await shoot(page, out, "phone-chat", scheme)
     await context.close()
 
 
 async def run(out: Path) -> None:
     root = Path(tempfile.mkdtemp(prefix="ragshots-", dir="/tmp"))
     embedded = ensure_embedded_postgres(root / "pg")
-    llm = FakeLLM().start()
     try:
         database_url = await admin.create_database(embedded.uri, "screenshots")
-        stack = start_stack(database_url, root, llm)
+        # No LLM: the answers shown are the extractive ones, real sentences quoted from the samples.
+        stack = start_stack(database_url, root, None)
         try:
             await asyncio.to_thread(upload_samples, stack)
             async with async_playwright() as playwright:
@@ -91,7 +102,6 @@ async def run(out: Path) -> None:
             stack.worker.stop()
             stack.server.stop()
     finally:
-        llm.stop()
         embedded.stop()
         shutil.rmtree(root, ignore_errors=True)
 
