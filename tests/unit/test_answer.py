@@ -197,3 +197,15 @@ async def test_unreachable_llm_is_a_failure() -> None:
     )
     with pytest.raises(LLMFailure, match="APIConnectionError"):
         await complete(build_llm(settings), answer_messages("q", HITS, []), 30)
+
+
+def test_key_sentences_keep_headings_and_list_items_apart_and_drop_their_markers() -> None:
+    text = (
+        "# Lighthouses\n\nA Fresnel lens focuses the beam.\nIt was designed in 1822.\n\n"
+        "- beams rotate\n- lamps"
+    )
+    assert key_sentences(text, {"fresnel", "beam"}) == "A Fresnel lens focuses the beam."
+    assert key_sentences(text, {"lighthouses"}) == "Lighthouses"
+    assert key_sentences(text, {"rotate"}) == "beams rotate"
+    # Hard-wrapped lines of one paragraph are still one sentence.
+    assert key_sentences("A lens focuses\nthe beam far.", {"lens"}) == "A lens focuses the beam far."

@@ -76,7 +76,7 @@ def extractive_answer(
 
 def key_sentences(text: str, terms: set[str], max_sentences: int = 2, max_chars: int = 350) -> str:
     """Up to `max_sentences` sentences sharing the most question words, in their original order."""
-    sentences = [s.strip() for s in _SENTENCE_END.split(" ".join(text.split())) if s.strip()]
+    sentences = [s.strip() for unit in _text_units(text) for s in _SENTENCE_END.split(unit) if s.strip()]
     if not sentences:
         return ""
     overlap = [len(terms & _terms(sentence)) for sentence in sentences]
@@ -84,6 +84,27 @@ def key_sentences(text: str, terms: set[str], max_sentences: int = 2, max_chars:
     # Nothing matches a question word: the passage's opening says what it is about.
     chosen = best[:max_sentences] or [0]
     return _shorten(" ".join(sentences[i] for i in sorted(chosen)), max_chars)
+
+
+# A markdown heading, list item or quote marker at the start of a line.
+_LINE_MARKER = re.compile(r"^\s{0,3}(?:#{1,6}|[-*+>]|\d{1,3}[.)])\s+")
+
+
+def _text_units(text: str) -> list[str]:
+    """Paragraphs, headings and list items with their markers dropped: a sentence never runs from a
+    heading into the paragraph below it, and a quoted line never starts with `#` (it would render as a
+    heading inside the answer's list)."""
+    units: list[str] = []
+    for block in re.split(r"\n\s*\n", text):
+        current: list[str] = []
+        for line in block.splitlines():
+            marker = _LINE_MARKER.match(line)
+            if marker and current:
+                units.append(" ".join(current))
+                current = []
+            current.append(line[marker.end() :] if marker else line)
+        units.append(" ".join(current))
+    return [" ".join(unit.split()) for unit in units if unit.strip()]
 
 
 def fallback_title(question: str) -> str:
