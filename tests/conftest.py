@@ -18,6 +18,7 @@ from rag_server.config import Settings
 from rag_server.infra import admin
 from rag_server.infra.embedded_postgres import EmbeddedPostgres, ensure_embedded_postgres
 from rag_server.infra.runtime import Runtime, open_runtime
+from tests.fakes.llm_server import FakeLLM
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Helpers that assert on behalf of tests report their failures like the tests themselves.
@@ -67,3 +68,11 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """Migrated database + pool + queue for this module."""
     async with open_runtime(settings, migrate=True) as rt:
         yield rt
+
+
+@pytest.fixture(scope="module")
+def fake_llm() -> Iterator[FakeLLM]:
+    """A local server speaking OpenAI's chat completions API (tests/fakes/llm_server.py), one per module."""
+    fake = FakeLLM().start()
+    yield fake
+    fake.stop()

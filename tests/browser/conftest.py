@@ -75,13 +75,6 @@ def _stack_env(database_url: str, data_dir: Path, llm: FakeLLM | None) -> dict[s
     return process_env(database_url, data_dir, **extra)
 
 
-@pytest.fixture(scope="module")
-def fake_llm() -> Iterator[FakeLLM]:
-    llm = FakeLLM().start()
-    yield llm
-    llm.stop()
-
-
 def start_stack(database_url: str, data_dir: Path, llm: FakeLLM | None) -> Stack:
     env = _stack_env(database_url, data_dir, llm)
     server = start_server(env, data_dir / "server.log")

@@ -71,13 +71,6 @@ async def documents(runtime: Runtime) -> dict[str, uuid.UUID]:
     return dict(zip(DOCS, ids, strict=True))
 
 
-@pytest.fixture(scope="module")
-def fake_llm() -> Iterator[FakeLLM]:
-    fake = FakeLLM().start()
-    yield fake
-    fake.stop()
-
-
 def _server(env: dict[str, str], log_dir: Path) -> Iterator[Server]:
     server = Server(env, log_dir)
     server.start()

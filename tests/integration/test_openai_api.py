@@ -8,7 +8,7 @@ OpenAI-compatible LLM (tests/fakes/llm_server.py) for the LLM path.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,13 +198,6 @@ async def test_a_model_out_of_reach_is_not_found(reader: openai.AsyncOpenAI, mod
 
 
 # --- with an LLM ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fake_llm() -> Iterator[FakeLLM]:
-    fake = FakeLLM().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,6 @@ QUESTION = "Where does the okapi live?"
 
 
 @pytest.fixture(scope="module")
-def fake_llm() -> Iterator[FakeLLM]:
-    fake = FakeLLM().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
 def stack(fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpStack]:
     env = {
         "RAG_LLM_PROVIDER": "openai",

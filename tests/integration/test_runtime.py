@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from rag_server.chat.models import QueryRequest
@@ -17,13 +15,6 @@ from rag_server.retrieval.models import SearchRequest
 from rag_server.retrieval.service import search
 from tests.fakes.embedder import RecordingEmbedder
 from tests.fakes.llm_server import FakeLLM
-
-
-@pytest.fixture(scope="module")
-def fake_llm() -> Iterator[FakeLLM]:
-    fake = FakeLLM().start()
-    yield fake
-    fake.stop()
 
 
 async def test_without_handed_in_services_the_model_stays_unloaded_and_no_llm(settings: Settings) -> None:
