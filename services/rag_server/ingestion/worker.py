@@ -239,7 +239,7 @@ class Worker:
                 return
             delay = retry_delay_s(self.settings, max(1, failures))
             logger.warning(
-                "task %s delivery %d failed (%s; failures %d); retry in %d s",
+                "task %s delivery %d failed transiently (%s; failures %d); retry in %d s",
                 task_id,
                 msg.read_ct,
                 reason,
