@@ -228,6 +228,7 @@ class Worker:
     async def _retry(self, task_id: UUID, reason: str, msg: Message, count_failure: bool = True) -> None:
         """Leave the message for redelivery after a backoff; the next read fails it for good when its
         failures reach worker_max_attempts."""
+        logger.warning("task %s delivery %d failed transiently (%s)", task_id, msg.read_ct, reason)
         # Stop extending first, or the heartbeat could overwrite the backoff with the full timeout.
         await self._stop_heartbeat(msg.msg_id)
         try:
@@ -235,17 +236,10 @@ class Worker:
                 self.runtime.pool, task_id, self.worker_id, reason, count_failure
             )
             if failures is None:
-                logger.warning("task %s failed (%s) but is no longer this worker's", task_id, reason)
+                logger.warning("task %s is no longer this worker's: not retried from here", task_id)
                 return
             delay = retry_delay_s(self.settings, max(1, failures))
-            logger.warning(
-                "task %s delivery %d failed transiently (%s; failures %d); retry in %d s",
-                task_id,
-                msg.read_ct,
-                reason,
-                failures,
-                delay,
-            )
+            logger.info("task %s: %d failures so far; retry in %d s", task_id, failures, delay)
             await self.runtime.queue.extend(msg.msg_id, delay)
         except Exception as exc:
             # The database is down: the message becomes visible when its current timeout expires.
