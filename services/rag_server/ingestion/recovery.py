@@ -85,8 +85,15 @@ class WorkerLease:
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.terminate()  # ends the session: PostgreSQL releases the lock
+        if conn is None:
+            return
+        try:
+            # Released now, not when the server notices the closed socket (a worker that died
+            # is noticed that way, a moment later).
+            await asyncio.wait_for(conn.execute("SELECT pg_advisory_unlock_all()"), 2.0)
+            await asyncio.wait_for(conn.close(), 2.0)
+        except Exception:
+            conn.terminate()
 
 
 async def requeue_dead_workers_tasks(conn: Executor, queue: IngestQueue) -> list[UUID]:

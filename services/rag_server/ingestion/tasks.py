@@ -158,12 +158,13 @@ async def release_task(
     conn: Executor, queue: IngestQueue, task_id: UUID, worker_id: int | None, msg_id: int
 ) -> bool:
     """A worker shutting down gives the task back unfinished (nothing was written) and makes its
-    message visible now: one transaction, only while the task is still its own."""
+    message visible now: one transaction, only while the task is still its own (or still `queued`:
+    stopped before `start_task` committed, the message it read is still its own)."""
     async with transaction(conn) as c:
         released = await c.fetchval(
             f"""
             UPDATE job_tasks SET status = 'queued', completed_chunks = 0, worker_id = NULL, updated_at = now()
-            WHERE {OWNED}
+            WHERE ({OWNED}) OR (id = $1 AND status = 'queued')
             RETURNING true
             """,
             task_id,
