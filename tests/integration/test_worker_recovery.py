@@ -63,7 +63,7 @@ def spawn(
 def worker_id_of(proc: Proc) -> int:
     """The id a worker logged when it became ready (its liveness lock's key)."""
     found = wait_for(
-        lambda: re.search(r"worker (\d+) ready", proc.log()), timeout=WAIT_S, what="worker ready"
+        lambda: re.search(r"worker ready: id (\d+)", proc.log()), timeout=WAIT_S, what="worker ready"
     )
     return int(found.group(1))
 

@@ -264,7 +264,7 @@ async def _run(runtime: Runtime, settings: Settings, lease: WorkerLease) -> None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stopping.set)
     logger.info(
-        "worker %s ready: queue %s, concurrency %d, visibility timeout %d s",
+        "worker ready: id %s, queue %s, concurrency %d, visibility timeout %d s",
         lease.worker_id,
         settings.queue_name,
         settings.worker_concurrency,
