@@ -64,7 +64,12 @@ class Settings(BaseSettings):
     worker_concurrency: int = 1
     worker_visibility_timeout_s: int = 120
     worker_poll_interval_s: float = 0.5
+    # Failures the document caused (an error while processing it) before it fails for good.
     worker_max_attempts: int = 5
+    # Poison-pill guard: deliveries (a worker took it and died or stopped) before it fails for good.
+    worker_max_deliveries: int = 20
+    # How often a worker checks its liveness lock and re-queues the tasks of dead workers.
+    worker_recovery_interval_s: float = 2.0
     # Delay before a transiently failed task is visible again: base * 2**(attempt-1), capped at 300 s.
     worker_retry_backoff_s: float = 5.0
     # SIGTERM: in-flight tasks get this long to finish, then their messages are released (vt = 0).

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from dataclasses import dataclass
 
 from rag_server.config import Settings
 from rag_server.infra.embedded_postgres import EmbeddedPostgres, ensure_embedded_postgres
@@ -16,12 +18,35 @@ from rag_server.infra.migrations import upgrade_to_head
 logger = logging.getLogger(__name__)
 
 
+@dataclass
+class RestartBackoff:
+    """How long to wait before restarting a worker that exited: doubling from `initial_s` up to
+    `max_s` while it keeps crashing, back to `initial_s` once a run lasted `reset_after_s` (a crash
+    after a healthy hour is not a crash loop)."""
+
+    initial_s: float = 1.0
+    max_s: float = 30.0
+    reset_after_s: float = 60.0
+    _next_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._next_s = self.initial_s
+
+    def delay_after(self, ran_for_s: float) -> float:
+        """The wait before the next restart of a worker that ran for `ran_for_s` seconds."""
+        if ran_for_s >= self.reset_after_s:
+            self._next_s = self.initial_s
+        delay = self._next_s
+        self._next_s = min(self._next_s * 2, self.max_s)
+        return delay
+
+
 class WorkerSupervisor:
     """Keeps one `rag-server worker` process running; a crashed worker is restarted with backoff,
     so uploads are never left waiting on a dead process."""
 
     def __init__(self, max_backoff_s: float = 30.0) -> None:
-        self.max_backoff_s = max_backoff_s
+        self.backoff = RestartBackoff(max_s=max_backoff_s)
         self.process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="worker-supervisor", daemon=True)
@@ -37,16 +62,16 @@ class WorkerSupervisor:
         )
 
     def _run(self) -> None:
-        backoff = 1.0
         while not self._stopping.is_set():
+            started = time.monotonic()
             self.process = self._spawn()
             code = self.process.wait()
             if self._stopping.is_set():
                 return
-            logger.error("worker exited with code %s; restarting in %.0fs", code, backoff)
-            if self._stopping.wait(backoff):
+            delay = self.backoff.delay_after(time.monotonic() - started)
+            logger.error("worker exited with code %s; restarting in %.0fs", code, delay)
+            if self._stopping.wait(delay):
                 return
-            backoff = min(backoff * 2, self.max_backoff_s)
 
     def stop(self, grace_s: float = 30.0) -> None:
         self._stopping.set()

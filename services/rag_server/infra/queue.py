@@ -55,9 +55,11 @@ class IngestQueue:
             return []
         return messages if isinstance(messages, list) else [messages]
 
-    async def extend(self, msg_id: int, visibility_timeout_s: int) -> None:
-        """Push the message's visibility out again while its work is still running."""
-        await self._client.set_vt(self.name, msg_id, visibility_timeout_s)
+    async def extend(
+        self, msg_id: int, visibility_timeout_s: int, conn: asyncpg.Connection | None = None
+    ) -> None:
+        """Push the message's visibility out again while its work is still running (0: visible now)."""
+        await self._client.set_vt(self.name, msg_id, visibility_timeout_s, conn=conn)
 
     async def delete(self, msg_id: int, conn: asyncpg.Connection | None = None) -> bool:
         return bool(await self._client.delete(self.name, msg_id, conn=conn))

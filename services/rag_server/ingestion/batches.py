@@ -110,7 +110,7 @@ async def batch_status(conn: Executor, batch_id: UUID) -> BatchStatus:
             raise NotFoundError(f"no upload batch {batch_id}")
         rows = await c.fetch(
             """
-            SELECT id AS task_id, filename, status, total_chunks, completed_chunks, attempts, error,
+            SELECT id AS task_id, filename, status, total_chunks, completed_chunks, attempts, failures, error,
                    document_id, started_at, finished_at
             FROM job_tasks WHERE batch_id = $1 ORDER BY created_at, id
             """,

@@ -60,7 +60,13 @@ class BatchTask(BaseModel):
     status: TaskStatus
     total_chunks: int
     completed_chunks: int
-    attempts: int
+    attempts: int = Field(
+        description="Deliveries: times a worker took the task, including times a worker died on it "
+        "(limit RAG_WORKER_MAX_DELIVERIES)."
+    )
+    failures: int = Field(
+        description="Times processing this document failed with an error (limit RAG_WORKER_MAX_ATTEMPTS)."
+    )
     error: str | None
     document_id: UUID | None
     started_at: datetime | None

@@ -3,6 +3,11 @@
 A task's chunks + task completed + message deleted are ONE transaction (`complete_task`); failing a task
 archives its message in the same transaction (`fail_task`). Nothing is written to `chunks` earlier, so a
 worker killed at any point leaves nothing partial.
+
+`attempts` counts deliveries (pgmq read_ct), `failures` the errors the document caused; `worker_id` is
+the worker processing it. A worker acts on its task (heartbeat, retry, release, complete) only while
+the row still names it: a dead worker's task re-queued by another (ingestion/recovery.py) is no longer
+its own, and the task row lock (taken first, then the document's) orders the two.
 """
 
 from __future__ import annotations
@@ -26,26 +31,32 @@ class TaskWork:
     filename: str
     file_type: str
     content: bytes
-    error: str | None  # the last transient failure, kept for when attempts run out
+    error: str | None  # the last failure, kept for when attempts run out
     title: str | None  # documents.metadata.title, the chunk context when set
+    failures: int = 0  # errors this document caused so far (not deliveries lost to dead workers)
+    worker_id: int | None = None  # the worker that started it (None: no liveness tracking)
 
 
 MISSING_FILE_ERROR = "The stored file is missing from the database; upload it again."
 
 
-async def start_task(conn: Executor, task_id: UUID, attempts: int) -> TaskWork | None:
-    """Mark the task processing and load its document bytes; None if there is nothing to do any more
-    (task finished, failed, or its document deleted)."""
+async def start_task(
+    conn: Executor, task_id: UUID, attempts: int, worker_id: int | None = None, msg_id: int | None = None
+) -> TaskWork | None:
+    """Mark the task processing by `worker_id` (delivery number `attempts`) and load its document bytes;
+    None if there is nothing to do any more (task finished, failed, or its document deleted)."""
     async with transaction(conn) as c:
         row = await c.fetchrow(
             """
-            UPDATE job_tasks SET status = 'processing', attempts = $2, updated_at = now(),
-                   started_at = coalesce(started_at, now())
+            UPDATE job_tasks SET status = 'processing', attempts = $2, worker_id = $3,
+                   msg_id = coalesce($4, msg_id), updated_at = now(), started_at = coalesce(started_at, now())
             WHERE id = $1 AND status IN ('queued', 'processing') AND document_id IS NOT NULL
-            RETURNING document_id, filename, error
+            RETURNING document_id, filename, error, failures
             """,
             task_id,
             attempts,
+            worker_id,
+            msg_id,
         )
         if row is None:
             return None
@@ -82,6 +93,8 @@ async def start_task(conn: Executor, task_id: UUID, attempts: int) -> TaskWork |
         bytes(doc["content"]),
         row["error"],
         doc["title"],
+        row["failures"],
+        worker_id,
     )
 
 
@@ -102,27 +115,64 @@ async def set_task_progress(conn: Executor, task_id: UUID, completed_chunks: int
     )
 
 
-async def record_retry(conn: Executor, task_id: UUID, reason: str) -> None:
-    """A transient failure: the task waits for redelivery, the reason is shown meanwhile."""
-    await conn.execute(
-        """
-        UPDATE job_tasks SET status = 'queued', error = $2, completed_chunks = 0, updated_at = now()
-        WHERE id = $1 AND status = 'processing'
+# The task is still this worker's: not finished, not re-queued by recovery, not taken by another.
+OWNED = "id = $1 AND status = 'processing' AND worker_id IS NOT DISTINCT FROM $2"
+
+
+async def record_retry(
+    conn: Executor, task_id: UUID, worker_id: int | None, reason: str, count_failure: bool
+) -> int | None:
+    """A failure worth retrying: the task waits for redelivery, the reason is shown meanwhile.
+    `count_failure`: the document caused it (counts towards worker_max_attempts). Returns the task's
+    failures, or None when the task is no longer this worker's."""
+    failures: int | None = await conn.fetchval(
+        f"""
+        UPDATE job_tasks SET status = 'queued', error = $3, completed_chunks = 0, worker_id = NULL,
+               failures = failures + $4, updated_at = now()
+        WHERE {OWNED}
+        RETURNING failures
         """,
         task_id,
+        worker_id,
         reason,
+        int(count_failure),
     )
+    return failures
 
 
-async def release_task(conn: Executor, task_id: UUID) -> None:
-    """A worker shutting down gives the task back unfinished (nothing was written)."""
-    await conn.execute(
-        """
-        UPDATE job_tasks SET status = 'queued', completed_chunks = 0, updated_at = now()
-        WHERE id = $1 AND status = 'processing'
-        """,
-        task_id,
-    )
+async def keep_invisible(
+    conn: Executor, queue: IngestQueue, task_id: UUID, worker_id: int | None, msg_id: int, vt: int
+) -> bool:
+    """Extend the message's visibility while the task is still this worker's; False once it is not
+    (re-queued by recovery after this worker lost its liveness lock): the extension would hide it."""
+    async with transaction(conn) as c:
+        owned = await c.fetchval(
+            f"SELECT true FROM job_tasks WHERE {OWNED} FOR NO KEY UPDATE", task_id, worker_id
+        )
+        if owned:
+            await queue.extend(msg_id, vt, conn=c)
+    return bool(owned)
+
+
+async def release_task(
+    conn: Executor, queue: IngestQueue, task_id: UUID, worker_id: int | None, msg_id: int
+) -> bool:
+    """A worker shutting down gives the task back unfinished (nothing was written) and makes its
+    message visible now: one transaction, only while the task is still its own (or still `queued`:
+    stopped before `start_task` committed, the message it read is still its own)."""
+    async with transaction(conn) as c:
+        released = await c.fetchval(
+            f"""
+            UPDATE job_tasks SET status = 'queued', completed_chunks = 0, worker_id = NULL, updated_at = now()
+            WHERE ({OWNED}) OR (id = $1 AND status = 'queued')
+            RETURNING true
+            """,
+            task_id,
+            worker_id,
+        )
+        if released:
+            await queue.extend(msg_id, 0, conn=c)
+    return bool(released)
 
 
 async def fail_task(
@@ -132,17 +182,21 @@ async def fail_task(
     document_id: UUID | None,
     reason: str,
     msg_id: int | None,
+    count_failure: bool = False,
 ) -> None:
     """Fail the task and its document with a readable reason and archive its message: one transaction.
-    No chunks are ever written before success, so nothing partial remains."""
+    No chunks are ever written before success, so nothing partial remains. `count_failure`: the document
+    caused this failure itself (not a give-up decision on earlier ones)."""
     async with transaction(conn) as c:
         await c.execute(
             """
-            UPDATE job_tasks SET status = 'failed', error = $2, finished_at = now(), updated_at = now()
+            UPDATE job_tasks SET status = 'failed', error = $2, finished_at = now(), updated_at = now(),
+                   failures = failures + $3
             WHERE id = $1 AND status IN ('queued', 'processing')
             """,
             task_id,
             reason,
+            int(count_failure),
         )
         if document_id is not None:
             await c.execute(
@@ -167,19 +221,25 @@ async def complete_task(
 ) -> bool:
     """Chunks + document ready + task completed + message deleted, in ONE transaction.
 
-    Returns False when the task was cancelled meanwhile (document deleted): then only the message goes.
+    Returns False when the task was cancelled meanwhile (document deleted): then only the message goes;
+    or when it is no longer this worker's (re-queued after this worker lost its liveness lock, or taken
+    by another): then the message is left to whoever has it now.
     """
     async with transaction(conn) as c:
-        task_status = await c.fetchval("SELECT status FROM job_tasks WHERE id = $1 FOR UPDATE", work.task_id)
+        task = await c.fetchrow(
+            "SELECT status, worker_id FROM job_tasks WHERE id = $1 FOR UPDATE", work.task_id
+        )
         doc_exists = await c.fetchval("SELECT true FROM documents WHERE id = $1 FOR UPDATE", work.document_id)
-        if task_status != "processing" or not doc_exists:
-            await queue.delete(msg_id, conn=c)
+        if task is None or not doc_exists or task["status"] not in ("processing", "queued"):
+            await queue.delete(msg_id, conn=c)  # finished, failed or deleted meanwhile: a stale message
             return False
+        if task["status"] == "queued" or task["worker_id"] != work.worker_id:
+            return False  # re-queued or taken over: the message is no longer this worker's to delete
         await write_chunks(c, work.document_id, chunks, vectors)
         await c.execute(
             """
             UPDATE job_tasks SET status = 'completed', total_chunks = $2, completed_chunks = $2, error = NULL,
-                   finished_at = now(), updated_at = now()
+                   worker_id = NULL, finished_at = now(), updated_at = now()
             WHERE id = $1
             """,
             work.task_id,

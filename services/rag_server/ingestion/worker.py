@@ -3,7 +3,12 @@
 Delivery is at-least-once (pgmq `read` + visibility timeout); correctness comes from the final
 transaction: chunks + task completed + message deleted commit together or not at all. Nothing is
 written to `chunks` before that, so a worker killed at any point leaves nothing partial, and the
-message reappears for another worker (on any host: only Postgres is shared).
+message reappears for another worker (on any host: only Postgres is shared). A dead worker is noticed
+by its free liveness lock within seconds, not the visibility timeout (ingestion/recovery.py).
+
+Two counters decide when a document fails for good: `failures`, the errors it caused (limit
+RAG_WORKER_MAX_ATTEMPTS), and deliveries (pgmq read_ct), which also count the workers that died on it
+(limit RAG_WORKER_MAX_DELIVERIES: the poison-pill guard against a file that kills every worker).
 """
 
 from __future__ import annotations
@@ -15,31 +20,54 @@ import signal
 from uuid import UUID
 
 from rag_server.config import Settings
-from rag_server.infra.database import is_transient_db_error
+from rag_server.infra.database import is_transient_db_error, runtime_url
 from rag_server.infra.embeddings import EmbeddingError
 from rag_server.infra.queue import Message
 from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.ingestion import tasks
 from rag_server.ingestion.parsing import ParseError
 from rag_server.ingestion.pipeline import embed_chunks, prepare_chunks
+from rag_server.ingestion.recovery import WorkerLease, requeue_dead_workers_tasks
 
 logger = logging.getLogger(__name__)
 
 
-def retry_delay_s(settings: Settings, attempt: int) -> int:
-    return int(min(300.0, settings.worker_retry_backoff_s * 2 ** max(0, attempt - 1)))
+def retry_delay_s(settings: Settings, failures: int) -> int:
+    return int(min(300.0, settings.worker_retry_backoff_s * 2 ** max(0, failures - 1)))
+
+
+def give_up_reason(settings: Settings, failures: int, deliveries: int, last_error: str | None) -> str | None:
+    """Why a task delivered for the `deliveries`-th time must fail now, or None to process it."""
+    if failures >= settings.worker_max_attempts:
+        return f"Gave up after {failures} attempts: {last_error or 'processing it kept failing.'}"
+    if deliveries > settings.worker_max_deliveries:
+        stopped = deliveries - 1 - failures
+        return (
+            f"Gave up after {deliveries - 1} deliveries: workers died or were stopped while processing "
+            f"this document {stopped} times (killed, out of memory, or crashed by it)."
+            + (f" Its last error: {last_error}" if last_error else "")
+        )
+    return None
 
 
 class Worker:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, lease: WorkerLease | None = None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
+        self.lease = lease
         self.stopping = asyncio.Event()
         self._heartbeats: dict[int, asyncio.Task[None]] = {}
 
+    @property
+    def worker_id(self) -> int | None:
+        return None if self.lease is None else self.lease.worker_id
+
     async def run(self) -> None:
         slots = [asyncio.create_task(self._slot(i)) for i in range(max(1, self.settings.worker_concurrency))]
+        watch = asyncio.create_task(self._watch())
         await self.stopping.wait()
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
         logger.info(
             "stopping: finishing in-flight tasks (up to %.0f s)", self.settings.worker_shutdown_grace_s
         )
@@ -62,14 +90,23 @@ class Worker:
                 continue
             await self.handle(messages[0])
 
+    async def _watch(self) -> None:
+        """Keep this worker's liveness lock, and queue dead workers' tasks again at once."""
+        while not self.stopping.is_set():
+            try:
+                if self.lease is not None:
+                    await self.lease.ensure()
+                await requeue_dead_workers_tasks(self.runtime.pool, self.runtime.queue)
+            except Exception as exc:  # the database is down: try again next round
+                logger.warning("dead-worker check failed (%s: %s)", exc.__class__.__name__, exc)
+            await self._sleep(self.settings.worker_recovery_interval_s)
+
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
 
     async def handle(self, msg: Message) -> None:
         """Process one message; never raises except on cancellation."""
-        heartbeat = asyncio.create_task(self._keep_invisible(msg.msg_id))
-        self._heartbeats[msg.msg_id] = heartbeat
         try:
             await self._process(msg)
         except asyncio.CancelledError:
@@ -87,9 +124,11 @@ class Worker:
         await self._stop_heartbeat(msg.msg_id)
         payload = msg.message if isinstance(msg.message, dict) else {}
         with contextlib.suppress(KeyError, ValueError):
-            await tasks.release_task(self.runtime.pool, UUID(str(payload["task_id"])))
-        await self.runtime.queue.extend(msg.msg_id, 0)
-        logger.info("released message %s for another worker", msg.msg_id)
+            task_id = UUID(str(payload["task_id"]))
+            if await tasks.release_task(
+                self.runtime.pool, self.runtime.queue, task_id, self.worker_id, msg.msg_id
+            ):
+                logger.info("released message %s for another worker", msg.msg_id)
 
     async def _stop_heartbeat(self, msg_id: int) -> None:
         heartbeat = self._heartbeats.pop(msg_id, None)
@@ -98,13 +137,17 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
-    async def _keep_invisible(self, msg_id: int) -> None:
-        """Extend the visibility timeout while the task runs, so a large file is never picked twice."""
+    async def _keep_invisible(self, task_id: UUID, msg_id: int) -> None:
+        """Extend the visibility timeout while the task runs, so a large file is never picked twice;
+        stop once the task is no longer this worker's (re-queued while its liveness lock was lost)."""
         vt = self.settings.worker_visibility_timeout_s
         while True:
             await asyncio.sleep(max(0.5, vt / 3))
             try:
-                await self.runtime.queue.extend(msg_id, vt)
+                pool, queue = self.runtime.pool, self.runtime.queue
+                if not await tasks.keep_invisible(pool, queue, task_id, self.worker_id, msg_id, vt):
+                    logger.warning("task %s is no longer this worker's; its result will be dropped", task_id)
+                    return
             except Exception as exc:
                 logger.warning("could not extend message %s: %s", msg_id, exc)
 
@@ -120,21 +163,15 @@ class Worker:
         attempt = int(msg.read_ct)
         work: tasks.TaskWork | None = None
         try:
-            work = await tasks.start_task(pool, task_id, attempt)
+            work = await tasks.start_task(pool, task_id, attempt, self.worker_id, msg.msg_id)
             if work is None:  # finished, failed or deleted meanwhile: the message is stale
                 await queue.delete(msg.msg_id)
                 return
-            if attempt > settings.worker_max_attempts:
-                reason = work.error or "Processing was interrupted too many times."
-                await tasks.fail_task(
-                    pool,
-                    queue,
-                    task_id,
-                    work.document_id,
-                    f"Gave up after {attempt - 1} attempts: {reason}",
-                    msg.msg_id,
-                )
+            reason = give_up_reason(settings, work.failures, attempt, work.error)
+            if reason is not None:
+                await tasks.fail_task(pool, queue, task_id, work.document_id, reason, msg.msg_id)
                 return
+            self._heartbeats[msg.msg_id] = asyncio.create_task(self._keep_invisible(task_id, msg.msg_id))
             await self._ingest(work, msg.msg_id, attempt)
         except ParseError as exc:
             await self._fail(task_id, work, str(exc), msg)
@@ -147,9 +184,12 @@ class Worker:
             raise
         except Exception as exc:
             if is_transient_db_error(exc):
-                await self._retry(task_id, f"The database was unavailable ({exc.__class__.__name__}).", msg)
+                # Not the document's doing: redelivered without using up one of its attempts.
+                reason = f"The database was unavailable ({exc.__class__.__name__})."
+                await self._retry(task_id, reason, msg, count_failure=False)
                 return
-            # A bug, not the file's fault: retry a bounded number of times via read_ct, keep the reason.
+            # A bug or a file the parsers choke on: a failure of this document, retried a bounded
+            # number of times (worker_max_attempts), the reason kept.
             logger.exception("task %s failed unexpectedly", task_id)
             await self._retry(task_id, f"Unexpected error while processing: {exc}.", msg)
 
@@ -167,30 +207,39 @@ class Worker:
         if await tasks.complete_task(pool, self.runtime.queue, work, msg_id, chunks, vectors):
             logger.info("task %s: %d chunks written", task_id, len(chunks))
         else:
-            logger.info("task %s: document deleted while processing; dropped", task_id)
+            logger.info("task %s: document deleted or task taken over while processing; dropped", task_id)
 
     async def _fail(self, task_id: UUID, work: tasks.TaskWork | None, reason: str, msg: Message) -> None:
         logger.info("task %s failed: %s", task_id, reason)
         document_id = work.document_id if work else None
         try:
             await tasks.fail_task(
-                self.runtime.pool, self.runtime.queue, task_id, document_id, reason, msg.msg_id
+                self.runtime.pool,
+                self.runtime.queue,
+                task_id,
+                document_id,
+                reason,
+                msg.msg_id,
+                count_failure=True,
             )
         except Exception as exc:
             logger.warning("could not record failure of task %s (%s); it will be retried", task_id, exc)
 
-    async def _retry(self, task_id: UUID, reason: str, msg: Message) -> None:
-        """Leave the message for redelivery after a backoff; the next read fails it for good when
-        read_ct exceeds worker_max_attempts."""
-        attempt = int(msg.read_ct)
-        delay = retry_delay_s(self.settings, attempt)
-        logger.warning(
-            "task %s attempt %d failed transiently (%s); retry in %d s", task_id, attempt, reason, delay
-        )
+    async def _retry(self, task_id: UUID, reason: str, msg: Message, count_failure: bool = True) -> None:
+        """Leave the message for redelivery after a backoff; the next read fails it for good when its
+        failures reach worker_max_attempts."""
+        logger.warning("task %s delivery %d failed transiently (%s)", task_id, msg.read_ct, reason)
         # Stop extending first, or the heartbeat could overwrite the backoff with the full timeout.
         await self._stop_heartbeat(msg.msg_id)
         try:
-            await tasks.record_retry(self.runtime.pool, task_id, reason)
+            failures = await tasks.record_retry(
+                self.runtime.pool, task_id, self.worker_id, reason, count_failure
+            )
+            if failures is None:
+                logger.warning("task %s is no longer this worker's: not retried from here", task_id)
+                return
+            delay = retry_delay_s(self.settings, max(1, failures))
+            logger.info("task %s: %d failures so far; retry in %d s", task_id, failures, delay)
             await self.runtime.queue.extend(msg.msg_id, delay)
         except Exception as exc:
             # The database is down: the message becomes visible when its current timeout expires.
@@ -200,15 +249,26 @@ class Worker:
 async def run_worker(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT; in-flight tasks finish (or are released) before returning."""
     async with open_runtime(settings, migrate=True, load_embedder=True) as runtime:
-        worker = Worker(runtime)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stopping.set)
-        logger.info(
-            "worker ready: queue %s, concurrency %d, visibility timeout %d s",
-            settings.queue_name,
-            settings.worker_concurrency,
-            settings.worker_visibility_timeout_s,
-        )
-        await worker.run()
-        logger.info("worker stopped")
+        lease = WorkerLease(runtime_url(runtime.database_url, settings))
+        # Before the first task: the lock is what tells other workers this one is alive.
+        await lease.acquire()
+        try:
+            await _run(runtime, settings, lease)
+        finally:
+            await lease.close()
+
+
+async def _run(runtime: Runtime, settings: Settings, lease: WorkerLease) -> None:
+    worker = Worker(runtime, lease)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stopping.set)
+    logger.info(
+        "worker ready: id %s, queue %s, concurrency %d, visibility timeout %d s",
+        lease.worker_id,
+        settings.queue_name,
+        settings.worker_concurrency,
+        settings.worker_visibility_timeout_s,
+    )
+    await worker.run()
+    logger.info("worker stopped")

@@ -17,5 +17,6 @@ router = APIRouter(tags=["ingestion"], dependencies=[require("reader")], respons
 @router.get("/tasks/{batch_id}/status", response_model=BatchStatus, responses=error_responses(404, 503))
 async def batch_status(batch_id: UUID, pool: PoolDep) -> BatchStatus:
     """Batch status (queued, processing, completed, completed_with_errors, failed), counts per task
-    status, and per task: filename, status, total/completed chunks, attempts, error, document_id."""
+    status, and per task: filename, status, total/completed chunks, attempts (deliveries), failures, error,
+    document_id."""
     return await batches.batch_status(pool, batch_id)

@@ -1,0 +1,118 @@
+"""Worker liveness the PostgreSQL way: a dead worker's tasks are queued again within seconds.
+
+Each worker process holds, on a connection of its own, the session advisory lock
+(WORKER_LOCK_CLASS, worker_id) for its whole life, and `start_task` records that id on the task row.
+PostgreSQL releases the lock the moment the worker's session ends (kill -9, OOM killer, a lost host:
+the connection closes), so a task `processing` under an id whose lock no session holds belongs to a
+dead worker. Every live worker looks for such tasks every RAG_WORKER_RECOVERY_INTERVAL_S and, in ONE
+transaction under each task's row lock (the lock a worker's final write takes first), puts the task back
+to `queued` and makes its message visible now, instead of after the visibility timeout.
+
+A worker whose lock connection dropped (the database restarted) takes the same id again on a new one;
+meanwhile its tasks may be re-queued by another worker, and then its own writes for them are refused
+(tasks.OWNED), so nothing is done twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from uuid import UUID
+
+import asyncpg
+
+from rag_server.infra.database import Executor, plain_url, transaction
+from rag_server.infra.queue import IngestQueue
+
+logger = logging.getLogger(__name__)
+
+# The first key of every worker's advisory lock ('RAGW'); the second is its job_worker_ids number.
+WORKER_LOCK_CLASS = 0x52414757
+
+# Tasks in progress whose worker holds no lock in this database. pg_locks lists every session's
+# locks to any role; the two-key form shows as classid, objid with objsubid 2.
+DEAD_WORKER_TASKS = """
+SELECT t.id, t.msg_id, t.worker_id FROM job_tasks t
+WHERE t.status = 'processing' AND t.worker_id IS NOT NULL
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_locks l
+      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND l.classid = $1::oid AND l.objid = t.worker_id::oid)
+FOR UPDATE OF t SKIP LOCKED
+"""
+
+
+class WorkerLease:
+    """The worker's identity and proof of life: a session advisory lock on a dedicated connection."""
+
+    def __init__(self, url: str) -> None:
+        self._url = plain_url(url)
+        self._conn: asyncpg.Connection | None = None
+        self.worker_id: int | None = None
+
+    async def acquire(self) -> int:
+        """Connect and hold the lock: the same id again after a lost connection when it is still free."""
+        await self.close()
+        conn = await asyncpg.connect(self._url)
+        try:
+            worker_id = self.worker_id
+            while worker_id is None or not await conn.fetchval(
+                "SELECT pg_try_advisory_lock($1, $2)", WORKER_LOCK_CLASS, worker_id
+            ):
+                # A fresh id (the sequence cycles: skip one a live worker still holds).
+                worker_id = int(await conn.fetchval("SELECT nextval('job_worker_ids')"))
+        except BaseException:
+            await conn.close()
+            raise
+        if self.worker_id is not None and worker_id != self.worker_id:
+            logger.warning("worker id %d was taken; now worker %d", self.worker_id, worker_id)
+        self._conn, self.worker_id = conn, worker_id
+        return worker_id
+
+    async def ensure(self, timeout_s: float = 5.0) -> None:
+        """Check the lock's connection is alive; take the lock again on a new one when it is not."""
+        if self._conn is not None and not self._conn.is_closed():
+            try:
+                await asyncio.wait_for(self._conn.fetchval("SELECT 1"), timeout_s)
+                return
+            except Exception as exc:
+                logger.warning(
+                    "worker %s lost its liveness connection (%s); reconnecting", self.worker_id, exc
+                )
+        await self.acquire()
+        logger.info("worker %d holds its liveness lock again", self.worker_id)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            # Released now, not when the server notices the closed socket (a worker that died
+            # is noticed that way, a moment later).
+            await asyncio.wait_for(conn.execute("SELECT pg_advisory_unlock_all()"), 2.0)
+            await asyncio.wait_for(conn.close(), 2.0)
+        except Exception:
+            conn.terminate()
+
+
+async def requeue_dead_workers_tasks(conn: Executor, queue: IngestQueue) -> list[UUID]:
+    """Tasks of dead workers back to `queued`, their messages visible now: ONE transaction. Rows
+    locked by a worker finishing its task are skipped (looked at again next time)."""
+    async with transaction(conn) as c:
+        rows = await c.fetch(DEAD_WORKER_TASKS, WORKER_LOCK_CLASS)
+        if not rows:
+            return []
+        await c.execute(
+            """
+            UPDATE job_tasks SET status = 'queued', worker_id = NULL, completed_chunks = 0, updated_at = now()
+            WHERE id = ANY($1::uuid[])
+            """,
+            [r["id"] for r in rows],
+        )
+        for r in rows:
+            if r["msg_id"] is not None:
+                await queue.extend(int(r["msg_id"]), 0, conn=c)
+    for r in rows:
+        logger.warning("task %s: its worker %d died; queued again", r["id"], r["worker_id"])
+    return [r["id"] for r in rows]

@@ -1,0 +1,75 @@
+"""Dead-worker recovery at the store level, as the runtime role (row-level security, system scope):
+a task is re-queued only when no session holds its worker's liveness lock, and a worker that lost its
+lock (its task re-queued meanwhile) can no longer complete, extend, retry or release that task."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rag_server.infra.database import runtime_url
+from rag_server.infra.runtime import Runtime
+from rag_server.ingestion import batches, tasks
+from rag_server.ingestion.chunking import Chunk
+from rag_server.ingestion.pipeline import incoming_file
+from rag_server.ingestion.recovery import WorkerLease, requeue_dead_workers_tasks
+
+
+async def message_state(runtime: Runtime, msg_id: int) -> tuple[int, bool] | None:
+    row = await runtime.pool.fetchrow(
+        f"SELECT read_ct, vt <= now() AS visible FROM pgmq.q_{runtime.queue.name} WHERE msg_id = $1", msg_id
+    )
+    return None if row is None else (row["read_ct"], row["visible"])
+
+
+async def test_only_a_dead_workers_task_is_queued_again_and_the_dead_worker_cannot_finish_it(
+    runtime: Runtime,
+) -> None:
+    batch = await batches.create_upload_batch(
+        runtime.pool, runtime.queue, [incoming_file("owned.txt", b"A task whose worker dies.")]
+    )
+    [ref] = batch.tasks
+    [msg] = await runtime.queue.read(120)
+    lease = WorkerLease(runtime_url(runtime.database_url, runtime.settings))
+    worker_id = await lease.acquire()
+    work = await tasks.start_task(runtime.pool, ref.task_id, int(msg.read_ct), worker_id, msg.msg_id)
+    assert work is not None and work.worker_id == worker_id and work.failures == 0
+
+    # Alive (its lock held): nothing to recover, and the worker still owns its task.
+    assert ref.task_id not in await requeue_dead_workers_tasks(runtime.pool, runtime.queue)
+    assert await tasks.keep_invisible(runtime.pool, runtime.queue, ref.task_id, worker_id, msg.msg_id, 120)
+    assert await message_state(runtime, msg.msg_id) == (1, False)
+
+    # Its session ends (what kill -9 does): the next check queues the task again, message visible now.
+    await lease.close()
+    assert await requeue_dead_workers_tasks(runtime.pool, runtime.queue) == [ref.task_id]
+    row = await runtime.pool.fetchrow("SELECT status, worker_id FROM job_tasks WHERE id = $1", ref.task_id)
+    assert row is not None and (row["status"], row["worker_id"]) == ("queued", None)
+    assert await message_state(runtime, msg.msg_id) == (1, True)
+    assert await requeue_dead_workers_tasks(runtime.pool, runtime.queue) == []  # once
+
+    # Were it still running somewhere, its writes are refused and the message is left alone.
+    assert not await tasks.keep_invisible(
+        runtime.pool, runtime.queue, ref.task_id, worker_id, msg.msg_id, 120
+    )
+    assert await tasks.record_retry(runtime.pool, ref.task_id, worker_id, "boom", count_failure=True) is None
+    text = "A task whose worker dies."
+    chunk = Chunk(index=0, text=text, search_text=text, page=None, char_start=0, char_end=len(text))
+    vectors = np.zeros((1, runtime.settings.embedding_dim), dtype=np.float32)
+    assert not await tasks.complete_task(runtime.pool, runtime.queue, work, msg.msg_id, [chunk], vectors)
+    assert await message_state(runtime, msg.msg_id) == (1, True)
+    n = await runtime.pool.fetchval("SELECT count(*) FROM chunks WHERE document_id = $1", work.document_id)
+    assert n == 0
+
+    # Another worker takes it: the first one still cannot release it (that would unhide its message).
+    [again] = await runtime.queue.read(120)
+    other = WorkerLease(runtime_url(runtime.database_url, runtime.settings))
+    other_id = await other.acquire()
+    try:
+        assert other_id != worker_id
+        assert await tasks.start_task(runtime.pool, ref.task_id, int(again.read_ct), other_id, again.msg_id)
+        assert not await tasks.release_task(runtime.pool, runtime.queue, ref.task_id, worker_id, again.msg_id)
+        assert await message_state(runtime, again.msg_id) == (2, False)
+        assert await tasks.release_task(runtime.pool, runtime.queue, ref.task_id, other_id, again.msg_id)
+        assert await message_state(runtime, again.msg_id) == (2, True)
+    finally:
+        await other.close()
