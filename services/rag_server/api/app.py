@@ -14,6 +14,7 @@ from rag_server import __version__
 from rag_server.access.exposure import prepare_access
 from rag_server.api.errors import install_error_handlers, install_openapi
 from rag_server.api.routes import (
+    admin,
     chat,
     collections,
     documents,
@@ -73,6 +74,7 @@ def create_app(
     app.include_router(keys.router)
     app.include_router(upload.router)
     app.include_router(tasks.router)
+    app.include_router(admin.router)
     app.include_router(documents.router)
     app.include_router(chat.router)
     app.include_router(search.router)

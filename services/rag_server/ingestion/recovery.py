@@ -29,16 +29,25 @@ logger = logging.getLogger(__name__)
 # The first key of every worker's advisory lock ('RAGW'); the second is its job_worker_ids number.
 WORKER_LOCK_CLASS = 0x52414757
 
-# Tasks in progress whose worker holds no lock in this database. pg_locks lists every session's
-# locks to any role; the two-key form shows as classid, objid with objsubid 2.
-DEAD_WORKER_TASKS = """
-SELECT t.id, t.msg_id, t.worker_id FROM job_tasks t
-WHERE t.status = 'processing' AND t.worker_id IS NOT NULL
-  AND NOT EXISTS (
+# The worker `{worker_id}` (an SQL expression) is alive: some session of this database holds its lock.
+# pg_locks lists every session's locks to any role; the two-key form shows as classid, objid with
+# objsubid 2. The one definition: recovery and the operators' listing (ingestion/operations.py) use it.
+WORKER_ALIVE = f"""EXISTS (
       SELECT 1 FROM pg_locks l
       WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        AND l.classid = $1::oid AND l.objid = t.worker_id::oid)
+        AND l.classid = {WORKER_LOCK_CLASS}::oid AND l.objid = ({{worker_id}})::oid)"""
+
+
+def worker_alive_sql(worker_id: str) -> str:
+    """WORKER_ALIVE for the worker id in the SQL expression `worker_id` (a column, never user input)."""
+    return WORKER_ALIVE.format(worker_id=worker_id)
+
+
+# Tasks in progress whose worker holds no lock in this database.
+DEAD_WORKER_TASKS = f"""
+SELECT t.id, t.msg_id, t.worker_id FROM job_tasks t
+WHERE t.status = 'processing' AND t.worker_id IS NOT NULL AND NOT {worker_alive_sql("t.worker_id")}
 FOR UPDATE OF t SKIP LOCKED
 """
 
@@ -100,7 +109,7 @@ async def requeue_dead_workers_tasks(conn: Executor, queue: IngestQueue) -> list
     """Tasks of dead workers back to `queued`, their messages visible now: ONE transaction. Rows
     locked by a worker finishing its task are skipped (looked at again next time)."""
     async with transaction(conn) as c:
-        rows = await c.fetch(DEAD_WORKER_TASKS, WORKER_LOCK_CLASS)
+        rows = await c.fetch(DEAD_WORKER_TASKS)
         if not rows:
             return []
         await c.execute(

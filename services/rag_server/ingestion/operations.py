@@ -1,0 +1,264 @@
+"""Pipeline administration: list tasks (and the stuck ones), retry failed tasks, cancel queued ones.
+
+What operators need when documents sit in `queued` or `processing` with no visible reason. Every change
+keeps the ingestion invariants: a retry resets the task and its document and sends the new pgmq message
+in ONE transaction (the bytes are still in `document_files`: nothing is uploaded again); a cancel fails
+the task and its document and archives its message in ONE transaction. Locks: task rows (by id), then
+their documents' rows, the worker's order (ingestion/tasks.py).
+
+A retry starts the task afresh: `failures` 0 (the document gets RAG_WORKER_MAX_ATTEMPTS again) and
+`attempts` 0 (attempts are the deliveries of the task's message, and the new message has none yet).
+A cancel is a failure with the reason "Cancelled by <key name>": no new task status (the batch states and
+the web app's badges stay as they are), and a cancelled task can be retried like any failed one. A task
+being processed cannot be cancelled (its worker would finish it anyway): delete the document instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from rag_server.collections.store import get_collection
+from rag_server.errors import ConflictError, NotFoundError
+from rag_server.infra.database import Executor, connection, transaction
+from rag_server.infra.queue import IngestQueue
+from rag_server.ingestion.models import TaskStatus
+from rag_server.ingestion.operations_models import (
+    STUCK_DEAD_WORKER,
+    STUCK_NO_MESSAGE,
+    AdminTask,
+    AdminTaskList,
+    BulkTaskResult,
+    SkippedTask,
+    TaskSelection,
+)
+from rag_server.ingestion.recovery import worker_alive_sql
+
+
+def queue_table(queue: IngestQueue) -> str:
+    # Settings.queue_name's pattern allows only [a-z0-9_]: safe as an identifier.
+    return f'pgmq."q_{queue.name}"'
+
+
+def _tasks_sql(queue: IngestQueue) -> str:
+    """Tasks with their collection and why they are stuck; $1 status, $2 collection id, $3 batch id,
+    $4 task id (each NULL: any)."""
+    return f"""
+    SELECT t.id AS task_id, t.batch_id, b.collection_id, c.name AS collection, t.document_id, t.filename,
+           t.status, t.attempts, t.failures, t.error, t.worker_id, t.msg_id, t.created_at, t.updated_at,
+           t.started_at, t.finished_at,
+           CASE WHEN t.status = 'processing' AND t.worker_id IS NOT NULL
+                     AND NOT {worker_alive_sql("t.worker_id")} THEN 'dead_worker'
+                WHEN t.status = 'queued'
+                     AND NOT EXISTS (SELECT 1 FROM {queue_table(queue)} q WHERE q.msg_id = t.msg_id)
+                     THEN 'no_message'
+           END AS stuck_kind
+    FROM job_tasks t JOIN job_batches b ON b.id = t.batch_id JOIN collections c ON c.id = b.collection_id
+    WHERE ($1::text IS NULL OR t.status = $1) AND ($2::uuid IS NULL OR b.collection_id = $2)
+      AND ($3::uuid IS NULL OR t.batch_id = $3) AND ($4::uuid IS NULL OR t.id = $4)
+    """
+
+
+def _admin_task(row: asyncpg.Record) -> AdminTask:
+    values = dict(row)
+    kind = values.pop("stuck_kind")
+    values.pop("total", None)
+    stuck = {
+        "dead_worker": STUCK_DEAD_WORKER.format(worker_id=values["worker_id"]),
+        "no_message": STUCK_NO_MESSAGE,
+    }.get(kind)
+    return AdminTask.model_validate(values | {"stuck": stuck})
+
+
+async def list_tasks(
+    conn: Executor,
+    queue: IngestQueue,
+    *,
+    status: TaskStatus | None = None,
+    collection: str | None = None,
+    batch_id: UUID | None = None,
+    stuck: bool = False,
+    limit: int = 100,
+    offset: int = 0,
+) -> AdminTaskList:
+    """Newest first. `stuck`: only tasks that do not move (see AdminTask.stuck). An unknown collection
+    is a NotFoundError; the tasks are those of the collections the caller may read (row-level security)."""
+    async with connection(conn) as c:
+        collection_id = (await get_collection(c, collection)).id if collection is not None else None
+        filtered = f"SELECT * FROM ({_tasks_sql(queue)}) x WHERE (NOT $5::boolean OR stuck_kind IS NOT NULL)"
+        args: list[Any] = [status, collection_id, batch_id, None, stuck]
+        total = await c.fetchval(f"SELECT count(*) FROM ({filtered}) y", *args)
+        rows = await c.fetch(
+            f"{filtered} ORDER BY created_at DESC, task_id LIMIT $6 OFFSET $7", *args, limit, offset
+        )
+    return AdminTaskList(items=[_admin_task(r) for r in rows], total=int(total), limit=limit, offset=offset)
+
+
+async def get_task(conn: Executor, queue: IngestQueue, task_id: UUID) -> AdminTask:
+    row = await conn.fetchrow(_tasks_sql(queue), None, None, None, task_id)
+    if row is None:
+        raise NotFoundError(f"no task {task_id}")
+    return _admin_task(row)
+
+
+async def _message_exists(c: asyncpg.Connection, queue: IngestQueue, msg_id: int | None) -> bool:
+    if msg_id is None:
+        return False
+    return bool(await c.fetchval(f"SELECT true FROM {queue_table(queue)} WHERE msg_id = $1", msg_id))
+
+
+async def _lock_tasks(c: asyncpg.Connection, where: str, *args: Any) -> list[asyncpg.Record]:
+    return await c.fetch(
+        f"""
+        SELECT t.id, t.status, t.document_id, t.msg_id, t.worker_id FROM job_tasks t
+        JOIN job_batches b ON b.id = t.batch_id WHERE {where} ORDER BY t.id FOR UPDATE OF t
+        """,
+        *args,
+    )
+
+
+async def _retry_locked(c: asyncpg.Connection, queue: IngestQueue, task: asyncpg.Record) -> str | None:
+    """Queue the (locked) task again with a new message; None, or the sentence saying why not."""
+    task_id, status = task["id"], task["status"]
+    orphan = status == "queued" and not await _message_exists(c, queue, task["msg_id"])
+    if status != "failed" and not orphan:
+        return f"task {task_id} is {status}, not failed: only a failed task can be retried"
+    if task["document_id"] is None:
+        return f"the document of task {task_id} was deleted: upload the file again"
+    doc = await c.fetchrow(
+        """
+        SELECT d.id, d.status, d.filename,
+               EXISTS (SELECT 1 FROM document_files f WHERE f.document_id = d.id) AS has_bytes,
+               (SELECT o.id FROM job_tasks o WHERE o.document_id = d.id AND o.id <> $2
+                  AND o.status IN ('queued', 'processing') LIMIT 1) AS other_task
+        FROM documents d WHERE d.id = $1 FOR UPDATE
+        """,
+        task["document_id"],
+        task_id,
+    )
+    if doc is None:
+        return f"the document of task {task_id} was deleted: upload the file again"
+    if doc["other_task"] is not None:
+        return f"document {doc['filename']!r} is already queued again, by task {doc['other_task']}"
+    if doc["status"] == "ready":
+        return f"document {doc['filename']!r} is ready (a later upload processed it): nothing to retry"
+    if not doc["has_bytes"]:
+        return f"the stored file of {doc['filename']!r} is missing from the database: upload it again"
+    if task["msg_id"] is not None:
+        await queue.delete(int(task["msg_id"]), conn=c)  # one message per task, never two
+    msg_id = await queue.send({"task_id": str(task_id), "document_id": str(doc["id"])}, conn=c)
+    await c.execute(
+        """
+        UPDATE job_tasks SET status = 'queued', attempts = 0, failures = 0, error = NULL, worker_id = NULL,
+               msg_id = $2, total_chunks = 0, completed_chunks = 0, started_at = NULL, finished_at = NULL,
+               updated_at = now()
+        WHERE id = $1
+        """,
+        task_id,
+        msg_id,
+    )
+    await c.execute(
+        "UPDATE documents SET status = 'queued', error = NULL, chunk_count = 0, updated_at = now()"
+        " WHERE id = $1",
+        doc["id"],
+    )
+    return None
+
+
+def cancel_reason(by: str | None) -> str:
+    return f"Cancelled by {by or 'an operator'}."
+
+
+async def _cancel_locked(
+    c: asyncpg.Connection, queue: IngestQueue, task: asyncpg.Record, reason: str
+) -> str | None:
+    """Fail the (locked) queued task and its document, archive its message; None, or why not."""
+    task_id, status = task["id"], task["status"]
+    if status == "processing":
+        return (
+            f"task {task_id} is being processed (worker {task['worker_id']}): only a queued task can be "
+            "cancelled; delete its document to drop the result"
+        )
+    if status != "queued":
+        return f"task {task_id} is {status}: only a queued task can be cancelled"
+    await c.execute(
+        """
+        UPDATE job_tasks SET status = 'failed', error = $2, worker_id = NULL, completed_chunks = 0,
+               finished_at = now(), updated_at = now()
+        WHERE id = $1
+        """,
+        task_id,
+        reason,
+    )
+    if task["document_id"] is not None:
+        await c.execute(
+            "UPDATE documents SET status = 'failed', error = $2, chunk_count = 0, updated_at = now()"
+            " WHERE id = $1 AND status <> 'ready'",
+            task["document_id"],
+            reason,
+        )
+    if task["msg_id"] is not None:
+        await queue.archive(int(task["msg_id"]), conn=c)
+    return None
+
+
+async def retry_task(conn: Executor, queue: IngestQueue, task_id: UUID) -> AdminTask:
+    """Queue a failed task again (or a queued one whose message is missing): ONE transaction.
+    NotFoundError for an unknown task; ConflictError saying why when it cannot be retried."""
+    async with transaction(conn) as c:
+        tasks = await _lock_tasks(c, "t.id = $1", task_id)
+        if not tasks:
+            raise NotFoundError(f"no task {task_id}")
+        refused = await _retry_locked(c, queue, tasks[0])
+        if refused is not None:
+            raise ConflictError(refused)
+    return await get_task(conn, queue, task_id)
+
+
+async def cancel_task(conn: Executor, queue: IngestQueue, task_id: UUID, by: str | None) -> AdminTask:
+    """Cancel a queued task (failed, "Cancelled by <by>"): ONE transaction. NotFoundError, ConflictError."""
+    async with transaction(conn) as c:
+        tasks = await _lock_tasks(c, "t.id = $1", task_id)
+        if not tasks:
+            raise NotFoundError(f"no task {task_id}")
+        refused = await _cancel_locked(c, queue, tasks[0], cancel_reason(by))
+        if refused is not None:
+            raise ConflictError(refused)
+    return await get_task(conn, queue, task_id)
+
+
+async def _select(c: asyncpg.Connection, selection: TaskSelection, status: str) -> list[asyncpg.Record]:
+    if selection.batch_id is not None:
+        if not await c.fetchval("SELECT true FROM job_batches WHERE id = $1", selection.batch_id):
+            raise NotFoundError(f"no upload batch {selection.batch_id}")
+        return await _lock_tasks(c, "t.batch_id = $1 AND t.status = $2", selection.batch_id, status)
+    assert selection.collection is not None
+    collection = await get_collection(c, selection.collection)
+    return await _lock_tasks(c, "b.collection_id = $1 AND t.status = $2", collection.id, status)
+
+
+async def retry_tasks(conn: Executor, queue: IngestQueue, selection: TaskSelection) -> BulkTaskResult:
+    """Every failed task of a batch or a collection queued again, ONE transaction; those that cannot be
+    (file missing, document deleted or queued again) are skipped with the reason."""
+    async with transaction(conn) as c:
+        done, skipped = [], []
+        for task in await _select(c, selection, "failed"):
+            refused = await _retry_locked(c, queue, task)
+            if refused is None:
+                done.append(task["id"])
+            else:
+                skipped.append(SkippedTask(task_id=task["id"], reason=refused))
+    return BulkTaskResult(done=done, skipped=skipped)
+
+
+async def cancel_tasks(
+    conn: Executor, queue: IngestQueue, selection: TaskSelection, by: str | None
+) -> BulkTaskResult:
+    """Every queued task of a batch or a collection cancelled, ONE transaction."""
+    async with transaction(conn) as c:
+        tasks = await _select(c, selection, "queued")
+        for task in tasks:
+            await _cancel_locked(c, queue, task, cancel_reason(by))
+    return BulkTaskResult(done=[t["id"] for t in tasks], skipped=[])

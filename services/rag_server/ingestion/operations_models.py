@@ -1,0 +1,102 @@
+"""API types of pipeline administration (ingestion/operations.py, ingestion/archive.py): what the admin
+routes and `rag-server tasks|queue` show."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field, model_validator
+
+from rag_server.collections.models import CollectionRef
+from rag_server.ingestion.models import TaskStatus
+
+# Why a task does not move, as the listing says it (`stuck`).
+STUCK_DEAD_WORKER = "its worker {worker_id} is not running"
+STUCK_NO_MESSAGE = "its queue message is missing"
+
+
+class AdminTask(BaseModel):
+    task_id: UUID
+    batch_id: UUID
+    collection_id: UUID
+    collection: str
+    document_id: UUID | None
+    filename: str
+    status: TaskStatus
+    attempts: int = Field(description="Deliveries of its current queue message (reset by a retry).")
+    failures: int = Field(description="Errors the document caused (reset by a retry).")
+    error: str | None
+    worker_id: int | None = Field(description="The worker processing it (its liveness lock).")
+    msg_id: int | None
+    stuck: str | None = Field(
+        description="Why it does not move, when it does not: a processing task whose worker is not "
+        "running, or a queued task whose queue message is missing. Null otherwise."
+    )
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class AdminTaskList(BaseModel):
+    items: list[AdminTask]
+    total: int
+    limit: int
+    offset: int
+
+
+class TaskSelection(BaseModel):
+    """Every task of one batch, or of one collection, in the status the action applies to."""
+
+    batch_id: UUID | None = None
+    collection: CollectionRef | None = Field(default=None, description="A collection's name or id.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TaskSelection:
+        if (self.batch_id is None) == (self.collection is None):
+            raise ValueError("name exactly one of batch_id and collection")
+        return self
+
+
+class RetrySelection(TaskSelection):
+    status: Literal["failed"] = Field(default="failed", description="Only failed tasks are retried.")
+
+
+class CancelSelection(TaskSelection):
+    status: Literal["queued"] = Field(default="queued", description="Only queued tasks are cancelled.")
+
+
+class SkippedTask(BaseModel):
+    task_id: UUID
+    reason: str
+
+
+class BulkTaskResult(BaseModel):
+    done: list[UUID] = Field(description="The tasks retried (queued again) or cancelled.")
+    skipped: list[SkippedTask] = Field(description="Tasks selected but left as they were, and why.")
+
+
+class ArchivedMessage(BaseModel):
+    msg_id: int
+    read_ct: int = Field(description="Deliveries of the message before it was archived.")
+    enqueued_at: datetime
+    archived_at: datetime
+    message: Any
+    task_id: UUID | None = Field(description="The task it names, when that task still exists.")
+    task_status: TaskStatus | None
+    document_id: UUID | None
+    filename: str | None
+    error: str | None = Field(description="The task's error (why it failed or was cancelled).")
+
+
+class ArchiveList(BaseModel):
+    items: list[ArchivedMessage]
+    total: int
+    limit: int
+    offset: int
+
+
+class ArchivePurge(BaseModel):
+    deleted: int
