@@ -65,6 +65,7 @@ async def world(runtime: Runtime, app: FastAPI, app_client: httpx.AsyncClient) -
             collection.id,
         )
         ids[f"{name}_batch"] = str(batch.batch_id)
+        ids[f"{name}_task"] = str(batch.tasks[0].task_id)
     created = {}
     for spec in (
         CreateKey(name="admin", role="admin"),
@@ -102,6 +103,13 @@ CALLS = [
     Call("POST", "/keys", "admin", {"name": "made", "role": "reader"}),
     Call("GET", "/keys", "admin"),
     Call("DELETE", "/keys/{key_name}", "admin"),
+    Call("GET", "/admin/tasks", "admin"),
+    Call("POST", "/admin/tasks/retry", "admin", {"batch_id": "{target_batch}"}),
+    Call("POST", "/admin/tasks/cancel", "admin", {"batch_id": "{target_batch}"}),
+    Call("POST", "/admin/tasks/{target_task}/retry", "admin"),
+    Call("POST", "/admin/tasks/{target_task}/cancel", "admin"),
+    Call("GET", "/admin/queue/archive", "admin"),
+    Call("DELETE", "/admin/queue/archive", "admin"),
     Call("POST", "/upload", "editor", collection_field=True),
     Call("GET", "/tasks/{target_batch}/status", "reader"),
     Call("GET", "/documents?collection={target}", "reader"),
@@ -156,6 +164,7 @@ async def send(
         "target": target,
         "target_doc": world.ids[f"{target}_doc"],
         "target_batch": world.ids[f"{target}_batch"],
+        "target_task": world.ids[f"{target}_task"],
         "target_session": world.ids["admin_session" if target == "beta" else "beta-reader_session"],
         "key_name": "beta-reader",
     }

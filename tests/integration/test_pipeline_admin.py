@@ -45,9 +45,7 @@ async def headers(runtime: Runtime) -> dict[str, dict[str, str]]:
 
 
 @pytest.fixture
-def admin(
-    app_client: httpx.AsyncClient, headers: dict[str, dict[str, str]]
-) -> Iterator[httpx.AsyncClient]:
+def admin(app_client: httpx.AsyncClient, headers: dict[str, dict[str, str]]) -> Iterator[httpx.AsyncClient]:
     app_client.headers.update(headers["admin"])
     yield app_client
     app_client.headers.pop("Authorization", None)

@@ -38,7 +38,7 @@ async def list_tasks(
     status: TaskStatus | None = None,
     collection: Annotated[CollectionRef | None, Query(description="A collection's name or id")] = None,
     batch_id: UUID | None = None,
-    stuck: Annotated[bool, Query(description="Only tasks that do not move: dead worker or lost message")] = False,
+    stuck: Annotated[bool, Query(description="Only tasks that do not move (see `stuck`)")] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: OffsetQuery = 0,
 ) -> AdminTaskList:
@@ -56,14 +56,14 @@ async def list_tasks(
     )
 
 
-@router.post("/tasks/retry", response_model=BulkTaskResult, responses=error_responses(404, 503))
+@router.post("/tasks/retry", response_model=BulkTaskResult, responses=error_responses(400, 404, 503))
 async def retry_tasks(body: RetrySelection, pool: PoolDep, queue: QueueDep) -> BulkTaskResult:
     """Every failed task of a batch (`batch_id`) or a collection (`collection`) queued again, without
     uploading again; those that cannot be (file missing, document deleted or queued again) are skipped."""
     return await operations.retry_tasks(pool, queue, body)
 
 
-@router.post("/tasks/cancel", response_model=BulkTaskResult, responses=error_responses(404, 503))
+@router.post("/tasks/cancel", response_model=BulkTaskResult, responses=error_responses(400, 404, 503))
 async def cancel_tasks(
     body: CancelSelection, pool: PoolDep, queue: QueueDep, principal: Admin
 ) -> BulkTaskResult:
