@@ -4,6 +4,7 @@ worker writes restores to a consistent state; a database holding data and a bad 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import shutil
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from rag_server.access.keys import authenticate, create_key
@@ -52,6 +54,11 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "rag_server", *args], env=env, capture_output=True, text=True, timeout=300
     )
+
+
+def execute(url: str, sql: str) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute(sql)
 
 
 def embedded_env(data_dir: Path) -> dict[str, str]:
@@ -250,3 +257,34 @@ async def test_a_restore_refuses_a_database_with_data_and_a_bad_file(
 def test_the_password_goes_to_the_environment_not_the_command_line() -> None:
     url, env = libpq_target("postgresql://owner:s%40cret@db.example:5432/rag")
     assert url == "postgresql://owner@db.example:5432/rag" and env["PGPASSWORD"] == "s@cret"
+
+
+async def test_an_older_backup_is_migrated_forward_and_force_replaces_data(
+    pg_server: str, scratch: Path
+) -> None:
+    from alembic import command
+
+    from rag_server.infra.migrations import alembic_config, current_revision
+
+    old = await create_database(pg_server, "bold")
+    settings = Settings(database_url=old, data_dir=scratch / "old")
+    await asyncio.to_thread(command.upgrade, alembic_config(old, settings), "0006_chat_external_ids")
+    execute(
+        old,
+        "INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, status)"
+        " VALUES ('a.txt', 'txt', 'text/plain', 1, repeat('a', 64), 'failed')",
+    )
+    file = scratch / "old.backup"
+    manifest = await backup(old, settings, file, report=lambda _: None)
+    assert manifest.schema_revision == "0006_chat_external_ids"
+
+    target = await create_database(pg_server, "bnew")
+    await restore(target, settings, file, force=False, report=lambda _: None)
+    head = await asyncio.to_thread(current_revision, target, settings)
+    assert head != manifest.schema_revision and head is not None
+    assert query(target, "SELECT failures FROM job_tasks") == []  # 0007's column exists
+    with pytest.raises(BackupError, match="already holds data"):
+        await restore(target, settings, file, force=False, report=lambda _: None)
+    execute(target, "UPDATE documents SET filename = 'changed.txt'")
+    await restore(target, settings, file, force=True, report=lambda _: None)
+    assert query(target, "SELECT filename FROM documents") == [{"filename": "a.txt"}]

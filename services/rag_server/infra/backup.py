@@ -148,7 +148,11 @@ async def restore(
         args += ["--no-privileges", "--dbname", url]
         with tempfile.TemporaryDirectory(prefix="rag-restore-") as tmp:
             tar.extract(member, tmp, filter="data")
-            await asyncio.to_thread(run_tool, [*args, str(Path(tmp) / member.name)], env)
+            dump = str(Path(tmp) / member.name)
+            listing = Path(tmp) / "restore.list"
+            toc = await asyncio.to_thread(run_tool, [args[0], "--list", dump], env)
+            await asyncio.to_thread(listing.write_text, restorable(toc))
+            await asyncio.to_thread(run_tool, [*args, f"--use-list={listing}", dump], env)
     report("data restored; migrating and granting the runtime role")
     await asyncio.to_thread(upgrade_to_head, owner_url, settings)
     conn = await asyncpg.connect(plain_url(owner_url))
@@ -161,6 +165,12 @@ async def restore(
         raise BackupError(f"the restored database holds {summary(counts)}, the backup recorded otherwise")
     report(f"restore complete in {time.monotonic() - started:.1f} s: {summary(counts)}")
     return manifest
+
+
+def restorable(toc: str) -> str:
+    """The archive's table of contents without the extensions' comments: only an extension's owner may
+    set one, and a target whose administrator created the extensions up front would refuse them."""
+    return "".join(line for line in toc.splitlines(keepends=True) if "COMMENT - EXTENSION " not in line)
 
 
 async def prepare_target(owner_url: str, queue_name: str, force: bool, report: Report) -> None:
@@ -188,11 +198,14 @@ async def prepare_target(owner_url: str, queue_name: str, force: bool, report: R
 
 
 async def held_data(conn: asyncpg.Connection, queue_name: str) -> str | None:
-    """None: no tables at all; "": a rag-server schema with no data in it; else what it holds."""
+    """None: no tables (extensions' aside); "": a rag-server schema with no data in it; else what it holds."""
     tables = await conn.fetchval(
         "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
         " AND n.nspname NOT LIKE 'pg\\_toast%'"
+        # An extension's own tables (a production image creates its extensions up front) are no data.
+        " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
+        " AND d.objid = c.oid AND d.deptype = 'e')"
     )
     if not tables:
         return None

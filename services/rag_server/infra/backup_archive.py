@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from rag_server.infra.database import plain_url
@@ -96,13 +96,14 @@ def libpq_target(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(netloc=netloc)), env
 
 
-def run_tool(args: list[str], env: dict[str, str], stdin: IO[bytes] | None = None) -> None:
-    """Run a client tool; its last error line becomes the BackupError's sentence."""
-    result = subprocess.run(args, env=env, stdin=stdin, capture_output=True, check=False)
+def run_tool(args: list[str], env: dict[str, str]) -> str:
+    """Run a client tool, return its output; its first error line becomes the BackupError's sentence."""
+    result = subprocess.run(args, env=env, capture_output=True, check=False)
     if result.returncode != 0:
         lines = [line for line in result.stderr.decode(errors="replace").splitlines() if line.strip()]
         errors = [line for line in lines if "error" in line.lower()] or lines or ["no output"]
         raise BackupError(f"{Path(args[0]).name} failed: {errors[0].strip()}")
+    return result.stdout.decode(errors="replace")
 
 
 # --- the file ---
