@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -288,3 +289,31 @@ async def test_an_older_backup_is_migrated_forward_and_force_replaces_data(
     execute(target, "UPDATE documents SET filename = 'changed.txt'")
     await restore(target, settings, file, force=True, report=lambda _: None)
     assert query(target, "SELECT filename FROM documents") == [{"filename": "a.txt"}]
+
+
+async def test_a_non_superuser_owner_restores_over_extensions_its_administrator_created(
+    pg_server: str, restored: tuple[Runtime, Path], scratch: Path
+) -> None:
+    """Production: DATABASE_URL is the database's owner, not a superuser, and the extensions were created
+    by an administrator beforehand (the owner may not comment on them)."""
+    from rag_server.infra.database import as_user, with_database
+
+    _, file = restored
+    role, database = f"owner_{uuid.uuid4().hex[:8]}", f"bown_{uuid.uuid4().hex[:8]}"
+    execute(pg_server, f"CREATE ROLE {role} LOGIN PASSWORD 'pw' CREATEROLE")
+    try:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {database} OWNER {role}")
+        execute(with_database(pg_server, database), "CREATE EXTENSION vector")
+        owner_url = as_user(with_database(pg_server, database), role, "pw")
+        settings = Settings(database_url=owner_url, data_dir=scratch / "owner")
+        await restore(owner_url, settings, file, force=False, report=lambda _: None)
+        assert query(owner_url, "SELECT count(*) AS n FROM documents")[0]["n"] == 5
+        assert query(owner_url, "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'") == [
+            {"tableowner": role}
+        ]
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
