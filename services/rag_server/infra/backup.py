@@ -64,6 +64,22 @@ async def database_counts(conn: asyncpg.Connection, queue_name: str) -> dict[str
     return counts
 
 
+async def check_queue_dumpable(conn: asyncpg.Connection, queue_name: str) -> None:
+    """pg_dump leaves out the rows of an extension's member tables: a pgmq installed as an extension
+    whose queue tables are members (pgmq before 1.6) would lose every queued task's message."""
+    queue_table = f"pgmq.{admin.quote_ident('q_' + queue_name)}"
+    member = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_depend WHERE classid = 'pg_class'::regclass"
+        " AND objid = to_regclass($1) AND deptype = 'e')",
+        queue_table,
+    )
+    if member:
+        raise BackupError(
+            f"the queue table {queue_table} belongs to an extension, so pg_dump would leave its messages"
+            " out: upgrade pgmq to 1.6 or later (queue tables are no longer extension members) first"
+        )
+
+
 def summary(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {label}" for label, n in counts.items())
 
@@ -93,6 +109,7 @@ async def backup(owner_url: str, settings: Settings, target: Path, report: Repor
             )
             if revision is None:
                 raise BackupError("the database has no rag-server schema: nothing to back up")
+            await check_queue_dumpable(conn, settings.queue_name)
             manifest = Manifest(
                 app_version=__version__,
                 schema_revision=revision,
