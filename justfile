@@ -35,9 +35,11 @@ migrate: install
 doctor: install
     {{bin}}/rag-server doctor
 
-# all tests: unit, integration (real embedded PostgreSQL and processes), browser (Chromium on the web app)
+# all tests: unit, integration (real embedded PostgreSQL and processes), browser (Chromium on the web app).
+# Three pytest processes, a module each at a time (its fixtures stay together): the suite mostly waits on
+# subprocesses and sockets, so three share two cores well (about half the time of one).
 test: install
-    {{bin}}/pytest tests/unit tests/integration tests/browser
+    {{bin}}/pytest -n 3 --dist loadfile tests/unit tests/integration tests/browser
 
 # unit tests (no database)
 test-unit: install
