@@ -15,7 +15,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -34,21 +33,19 @@ from rag_server.chat.answer import (
     stream,
 )
 from rag_server.chat.models import (
-    AnswerMode,
     ChatMessageOut,
     ChatSession,
     QueryRequest,
     QueryResponse,
     SessionRef,
-    Source,
 )
 from rag_server.chat.session_store import PostgresSessionStore, SessionStore, external_session_id
 from rag_server.chat.temporary import TemporarySessions
-from rag_server.chat.usage import TokenUsage
+from rag_server.chat.turn import Turn
 from rag_server.collections.store import resolve_ids
 from rag_server.errors import InvalidInputError, NotFoundError
 from rag_server.infra.runtime import Runtime
-from rag_server.retrieval.models import SearchHit, SearchRequest, SearchType
+from rag_server.retrieval.models import SearchRequest, SearchType
 from rag_server.retrieval.service import search
 
 logger = logging.getLogger(__name__)
@@ -56,40 +53,6 @@ logger = logging.getLogger(__name__)
 
 def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 3)
-
-
-@dataclass
-class Turn:
-    """One question being answered, from resolve to persist."""
-
-    session: ChatSession
-    question: str
-    request: QueryRequest
-    store: SessionStore
-    new_session: bool = False
-    history: list[ChatMessageOut] = field(default_factory=list)
-    started: float = field(default_factory=time.perf_counter)
-    timings: dict[str, float] = field(default_factory=dict)
-    condensed_query: str | None = None
-    hits: list[SearchHit] = field(default_factory=list)
-    sources: list[Source] = field(default_factory=list)
-    answer: str = ""
-    mode: AnswerMode = "extractive"
-    llm_error: str | None = None
-    title_task: asyncio.Task[str] | None = None
-    message_id: int | None = None
-    collection_ids: list[UUID] = field(default_factory=list)  # the retrieval scope, resolved up front
-    # A turn of a caller-held conversation (the OpenAI-compatible API): no session is read, titled or
-    # written; `persist` must not be called for it.
-    unstored: bool = False
-    # Per-call LLM options (temperature, max_tokens, stop) for the answer, where the LLM accepts them.
-    llm_options: dict[str, Any] = field(default_factory=dict)
-    # Tokens the LLM reported for this answer (condense + answer calls); empty when it reported none.
-    usage: TokenUsage = field(default_factory=TokenUsage)
-
-    @property
-    def search_type(self) -> SearchType:
-        return self.request.search_type or self.session.search_type
 
 
 class ChatService:

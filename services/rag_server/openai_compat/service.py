@@ -15,7 +15,8 @@ import numpy as np
 from llama_index.core.utils import get_tokenizer
 
 from rag_server.chat.models import ChatMessageOut, QueryRequest
-from rag_server.chat.service import ChatService, Turn
+from rag_server.chat.service import ChatService
+from rag_server.chat.turn import Turn
 from rag_server.collections.store import list_collections, resolve
 from rag_server.errors import NotFoundError
 from rag_server.infra.database import Executor
