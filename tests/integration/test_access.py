@@ -92,7 +92,8 @@ class Call:
     collection_field: bool = False  # json/form names collections: the wrong-collection walk targets beta
 
 
-# Every operation but /health and its probes (public). `test_the_walk_covers_every_operation` keeps this complete.
+# Every operation but /health and its probes (public); `test_the_walk_covers_every_operation` keeps
+# this complete.
 CALLS = [
     Call("GET", "/status", "reader"),
     Call("GET", "/metrics", "admin"),  # whole-database figures (unless RAG_METRICS_PUBLIC)

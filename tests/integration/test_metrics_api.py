@@ -5,7 +5,6 @@ exist, unless RAG_METRICS_PUBLIC."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -121,8 +120,13 @@ def test_searches_move_the_request_counter_and_the_stage_histograms(client: Test
     assert value(after, requests, **post_search) == value(before, requests, **post_search) + 2
     stage = "rag_search_stage_duration_seconds_count"
     for name in ("embed", "vector", "bm25", "fuse", "fetch", "total"):
-        assert value(after, stage, mode="hybrid", stage=name) == value(before, stage, mode="hybrid", stage=name) + 1
-    assert value(after, stage, mode="bm25", stage="bm25") == value(before, stage, mode="bm25", stage="bm25") + 1
+        assert (
+            value(after, stage, mode="hybrid", stage=name)
+            == value(before, stage, mode="hybrid", stage=name) + 1
+        )
+    assert (
+        value(after, stage, mode="bm25", stage="bm25") == value(before, stage, mode="bm25", stage="bm25") + 1
+    )
     assert value(after, stage, mode="bm25", stage="embed") == 0
     # An unknown path is one series, whatever the path.
     assert client.get("/no/such/path/123").status_code == 404

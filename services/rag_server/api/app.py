@@ -15,12 +15,12 @@ from rag_server.access.exposure import prepare_access
 from rag_server.api.errors import install_error_handlers, install_openapi
 from rag_server.api.routes import (
     admin,
-    metrics,
     chat,
     collections,
     documents,
     health,
     keys,
+    metrics,
     openai_compat,
     search,
     status,

@@ -4,6 +4,7 @@ what the workers do shows here without a worker exposing a port."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -33,9 +34,9 @@ def metrics_router(public: bool) -> APIRouter:
         router = APIRouter(
             tags=["health"], dependencies=[require("admin")], responses=error_responses(401, 403)
         )
-    router.add_api_route(
-        "/metrics", scrape, methods=["GET"], response_class=Response, responses=_TEXT
-    )
+    # 503: checking a key needs the database (a public /metrics answers through an outage).
+    responses = {**_TEXT, **error_responses(503)}
+    router.add_api_route("/metrics", scrape, methods=["GET"], response_class=Response, responses=responses)
     return router
 
 
@@ -62,9 +63,9 @@ async def scrape(request: Request, runtime: RuntimeDep) -> Response:
     return Response(metrics.render(families), media_type=CONTENT_TYPE)
 
 
-def _gauge(name: str, doc: str, values: dict[str, float] | float, label: str = "") -> Metric:
+def _gauge(name: str, doc: str, values: Mapping[str, float] | float, label: str = "") -> Metric:
     family = GaugeMetricFamily(name, doc, labels=[label] if label else None)
-    if isinstance(values, dict):
+    if isinstance(values, Mapping):
         for value_label, value in values.items():
             family.add_metric([value_label], value)
     else:
@@ -96,9 +97,7 @@ def pipeline_families(stats: PipelineStats) -> list[Metric]:
             stats.failures,
             "reason",
         ),
-        _gauge(
-            "rag_ingest_recent_completed_tasks", f"Tasks completed in {window}", stats.recent_tasks
-        ),
+        _gauge("rag_ingest_recent_completed_tasks", f"Tasks completed in {window}", stats.recent_tasks),
         _gauge(
             "rag_ingest_recent_chunks", f"Chunks written by tasks completed in {window}", stats.recent_chunks
         ),
