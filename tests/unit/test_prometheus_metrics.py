@@ -3,6 +3,9 @@ middleware (route templates, bounded labels, one registry per app), without a da
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -64,6 +67,12 @@ def app_with_metrics() -> tuple[FastAPI, Metrics]:
     app = FastAPI()
     metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.state.entered = asyncio.Event()
+
+    @app.get("/hang")
+    async def hang() -> None:
+        app.state.entered.set()
+        await asyncio.Event().wait()
 
     @app.get("/items/{item_id}")
     async def item(item_id: int) -> dict[str, int]:
@@ -118,3 +127,16 @@ async def test_requests_are_labelled_by_route_template_with_bounded_values() -> 
     assert not any(name == "rag_http_requests_total" for name, _ in samples(other))
     assert samples(metrics)[("rag_search_stage_duration_seconds_count", stage)] == 3
     assert other_app is not app
+
+
+async def test_a_request_cancelled_before_its_answer_is_counted_as_client_closed() -> None:
+    app, metrics = app_with_metrics()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        request = asyncio.create_task(client.get("/hang"))
+        await app.state.entered.wait()
+        request.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+    labels = frozenset({"route": "/hang", "method": "GET", "status": "499"}.items())
+    assert samples(metrics)[("rag_http_requests_total", labels)] == 1

@@ -13,6 +13,7 @@ retrieval and chat never import the API.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -34,6 +35,8 @@ LLM_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 # A label value outside these would let a client mint new series (unbounded cardinality).
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED_ROUTE = "unmatched"
+# The status label of a request cancelled before its response started (nginx's "client closed request").
+CLIENT_CLOSED = 499
 
 
 class _Snapshot(Collector):
@@ -179,7 +182,10 @@ class MetricsMiddleware:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        status = 500  # an exception before the response started becomes a 500 outside
+        status: int | None = None  # until the response starts
+        # Nothing sent yet: an exception becomes a 500 outside; a cancellation means the client left
+        # (or the server shut down) before any answer.
+        unanswered = 500
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -189,8 +195,12 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_status)
+        except asyncio.CancelledError:
+            unanswered = CLIENT_CLOSED
+            raise
         finally:
             method = scope["method"] if scope["method"] in _METHODS else "other"
             route = route_label(scope)
-            self.metrics.http_requests.labels(route, method, str(status)).inc()
+            code = str(status if status is not None else unanswered)
+            self.metrics.http_requests.labels(route, method, code).inc()
             self.metrics.http_duration.labels(route, method).observe(time.perf_counter() - started)
