@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     # The key the CLI sends to a running server (`ingest`, `search --url`, `bench search --url`).
     api_key: SecretStr | None = None
 
+    # --- operations: metrics and probes ---------------------------------------------------
+    # GET /metrics needs an admin key (its figures cover every collection) unless this is true: then it
+    # answers without a key, for a Prometheus scraper on a private network. /health/live and
+    # /health/ready never need one.
+    metrics_public: bool = False
+
     # --- retrieval ------------------------------------------------------------------------
     # Okapi BM25 parameters of the native engine (pg_search uses Tantivy's own 1.2 / 0.75).
     bm25_k1: float = Field(default=1.2, ge=0)

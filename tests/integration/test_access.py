@@ -92,9 +92,11 @@ class Call:
     collection_field: bool = False  # json/form names collections: the wrong-collection walk targets beta
 
 
-# Every operation but /health. `test_the_walk_covers_every_operation` keeps this complete.
+# Every operation but /health and its probes (public); `test_the_walk_covers_every_operation` keeps
+# this complete.
 CALLS = [
     Call("GET", "/status", "reader"),
+    Call("GET", "/metrics", "admin"),  # whole-database figures (unless RAG_METRICS_PUBLIC)
     Call("GET", "/collections", "reader"),
     Call("POST", "/collections", "admin", {"name": "gamma"}),
     Call("GET", "/collections/{target}", "reader"),
@@ -152,7 +154,9 @@ def _template(path: str) -> str:
 
 def test_the_walk_covers_every_operation(app: FastAPI) -> None:
     spec = app.openapi()["paths"]
-    operations = {(m.upper(), _template(p)) for p, item in spec.items() for m in item if p != "/health"}
+    operations = {
+        (m.upper(), _template(p)) for p, item in spec.items() for m in item if not p.startswith("/health")
+    }
     assert operations == {(c.method, _template(c.path)) for c in CALLS}
 
 
@@ -198,6 +202,9 @@ async def test_no_key_or_a_bad_one_is_401_everywhere_but_health(
         assert body["error"]["message"] if call.path.startswith("/v1/") else body["detail"]
     health = await app_client.get("/health")
     assert health.status_code == 200 and health.json()["auth"] == "api_key"
+    # The probes answer without a key too (load balancers and Kubernetes send none).
+    assert (await app_client.get("/health/live")).json() == {"status": "live"}
+    assert (await app_client.get("/health/ready")).json()["status"] == "ready"
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ def test_app_services_share_one_image_and_database_url_and_wait_for_db() -> None
     assert worker["command"] == ["rag-server", "worker"]
     assert "serve" in server["command"]
     assert any(str(p).endswith(":8000") for p in server["ports"])
-    assert "/health" in " ".join(server["healthcheck"]["test"])
+    assert "/health/ready" in " ".join(server["healthcheck"]["test"])
 
 
 def test_init_sql_creates_required_extensions() -> None:

@@ -20,6 +20,7 @@ from rag_server.api.routes import (
     documents,
     health,
     keys,
+    metrics,
     openai_compat,
     search,
     status,
@@ -29,6 +30,7 @@ from rag_server.api.routes import (
 from rag_server.chat.service import ChatService
 from rag_server.config import Settings, get_settings
 from rag_server.infra.embeddings import Embedder
+from rag_server.infra.metrics import Metrics, MetricsMiddleware
 from rag_server.infra.runtime import open_runtime
 from rag_server.infra.scoped_pool import SYSTEM_SCOPE, bind_scope, reset_scope
 from rag_server.mcp_server.server import McpEndpoint, Services, build_mcp, http_session_manager, running
@@ -68,6 +70,10 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(ScopeMiddleware)
+    # Prometheus (GET /metrics): this app's own registry; outermost, so it times the whole request.
+    app.state.metrics = Metrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.include_router(metrics.metrics_router(settings.metrics_public))
     app.include_router(health.router)
     app.include_router(status.router)
     app.include_router(collections.router)

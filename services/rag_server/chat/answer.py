@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from llama_index.core.llms import LLM, ChatMessage, MessageRole
 
 from rag_server.chat.models import ChatMessageOut, Source
 from rag_server.chat.usage import TokenUsage, reported_usage
+from rag_server.infra.metrics import observe_llm
 from rag_server.retrieval.models import SearchHit
 
 EXTRACTIVE_HEADER = "Extractive answer (no LLM configured): the most relevant passages:"
@@ -208,7 +210,13 @@ async def complete(
     llm: LLM, messages: list[ChatMessage], timeout_s: float, usage: TokenUsage | None = None
 ) -> str:
     """One non-streamed chat call; raises LLMFailure. `usage`: adds what the provider reports."""
-    response = await guarded(llm, llm.achat(messages), timeout_s)
+    started = time.perf_counter()
+    try:
+        response = await guarded(llm, llm.achat(messages), timeout_s)
+    except LLMFailure as exc:
+        observe_llm(llm, "complete", started, exc.__cause__ or exc)
+        raise
+    observe_llm(llm, "complete", started)
     _count(usage, response.raw)
     return (response.message.content or "").strip()
 
@@ -225,13 +233,22 @@ async def stream(
     """Token deltas; the timeout applies to the first token and to every gap. Raises LLMFailure.
     `options` go to the provider's call (only what infra.llm.call_options allows for this LLM);
     `usage` adds what the provider reports (its last chunk)."""
-    responses = await guarded(llm, llm.astream_chat(messages, **options), timeout_s)
+    started = time.perf_counter()
+    try:
+        responses = await guarded(llm, llm.astream_chat(messages, **options), timeout_s)
+    except LLMFailure as exc:
+        observe_llm(llm, "stream", started, exc.__cause__ or exc)
+        raise
     try:
         while True:
             try:
                 response = await guarded(llm, anext(responses), timeout_s)
             except StopAsyncIteration:
+                observe_llm(llm, "stream", started)
                 return
+            except LLMFailure as exc:
+                observe_llm(llm, "stream", started, exc.__cause__ or exc)
+                raise
             _count(usage, response.raw)
             if response.delta:
                 yield response.delta

@@ -20,6 +20,7 @@ import numpy as np
 
 from rag_server.collections.store import resolve_ids
 from rag_server.infra.capabilities import Bm25Engine
+from rag_server.infra.metrics import observe_search
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import Isolation
 from rag_server.retrieval.bm25 import bm25_leg, read_engine
@@ -180,4 +181,5 @@ async def search(
     rows = await _timed(timings, "fetch", fetch)
     results = [_to_hit(h, rows[h.chunk_id]) for h in ranked if h.chunk_id in rows]
     timings["total"] = round((time.perf_counter() - started) * 1000, 3)
+    observe_search(request.search_type, timings)  # Prometheus, when an app serves this search
     return SearchResponse(query=query, search_type=request.search_type, results=results, timings_ms=timings)

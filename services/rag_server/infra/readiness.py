@@ -1,0 +1,82 @@
+"""Is this server ready for traffic? The checks behind GET /health/ready (a load balancer's or
+Kubernetes' readiness probe): the database answers, its schema is at this code's migration head, the
+embedding model is loaded, the ingestion queue exists. Each check says why when it fails."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from functools import lru_cache
+
+from alembic.script import ScriptDirectory
+
+from rag_server.infra.embeddings import Embedder, LazyEmbedder
+from rag_server.infra.migrations import MIGRATIONS_DIR
+from rag_server.infra.runtime import Runtime
+
+# A probe must answer within its own timeout (often 1-5 s): a database that hangs fails the check.
+DATABASE_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    detail: str
+
+
+@lru_cache(maxsize=1)
+def head_revisions() -> frozenset[str]:
+    """The migration heads this code ships (read once from the migration scripts)."""
+    return frozenset(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())
+
+
+def _embedding_check(embedder: Embedder) -> Check:
+    if isinstance(embedder, LazyEmbedder) and embedder.loaded is None:
+        return Check(False, f"the embedding model {embedder.model_name} is not loaded yet")
+    return Check(True, f"{embedder.model_name} loaded")
+
+
+def _migrations_check(versions: list[str] | None) -> Check:
+    heads, current = head_revisions(), frozenset(versions or ())
+    if current == heads:
+        return Check(True, f"at head {', '.join(sorted(heads))}")
+    found = ", ".join(sorted(current)) or "none"
+    return Check(
+        False,
+        f"the database is at revision {found}, this code needs {', '.join(sorted(heads))}: "
+        "run `rag-server migrate` (or restart one server, which migrates at start-up)",
+    )
+
+
+async def readiness(runtime: Runtime) -> dict[str, Check]:
+    """Every check by name (database, migrations, embedding, queue); never raises."""
+    checks = {"embedding": _embedding_check(runtime.embedder)}
+    queue = f"pgmq.q_{runtime.settings.queue_name}"
+    try:
+        row = await asyncio.wait_for(
+            runtime.pool.fetchrow(
+                "SELECT (SELECT array_agg(version_num::text) FROM alembic_version) AS versions, "
+                "to_regclass($1) IS NOT NULL AS queue",
+                queue,
+            ),
+            DATABASE_TIMEOUT_S,
+        )
+    except TimeoutError:
+        reason = f"the database did not answer within {DATABASE_TIMEOUT_S:g} s"
+        row = None
+    except Exception as exc:  # any failure to reach or query it: the probe reports, never raises
+        reason = f"the database is unreachable ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+        row = None
+    if row is None:
+        skipped = Check(False, "not checked: the database is unreachable")
+        return {"database": Check(False, reason), "migrations": skipped, **checks, "queue": skipped}
+    checks["queue"] = (
+        Check(True, f"{queue} present")
+        if row["queue"]
+        else Check(False, f"the queue table {queue} is missing (RAG_QUEUE_NAME; migrations create it)")
+    )
+    return {
+        "database": Check(True, "reachable"),
+        "migrations": _migrations_check(row["versions"]),
+        **checks,
+    }

@@ -1,0 +1,111 @@
+"""/health/live and /health/ready through the real app on a real database: ready on a healthy stack;
+503 naming the failing check when the database refuses connections or its schema is behind this code's
+migrations; live (and /metrics, with rag_database_up 0) while the database is down."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+import pytest
+
+from rag_server.config import Settings
+from rag_server.infra.readiness import head_revisions
+
+CHECKS = {"database", "migrations", "embedding", "queue"}
+
+
+@pytest.fixture(scope="module")
+def settings(settings: Settings) -> Settings:
+    # A key check needs the database: only a public /metrics can answer during an outage.
+    return settings.model_copy(update={"metrics_public": True})
+
+
+async def ready_when(client: httpx.AsyncClient, status: int, attempts: int = 150) -> httpx.Response:
+    """The readiness answer once it is `status` (a pool reconnects after an outage on next use)."""
+    for _ in range(attempts):
+        r = await client.get("/health/ready")
+        if r.status_code == status:
+            return r
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"/health/ready never answered {status}: {r.status_code} {r.text}")
+
+
+@contextmanager
+def database_refusing_connections(pg_server: str, database_url: str) -> Iterator[None]:
+    """The outage of test_worker_db_outage.py: no new connections, the open ones cut."""
+    database = urlsplit(database_url).path.lstrip("/")
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        try:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (database,),
+            )
+            yield
+        finally:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+
+
+async def test_a_healthy_stack_is_live_and_ready(app_client: httpx.AsyncClient) -> None:
+    assert (await app_client.get("/health/live")).json() == {"status": "live"}
+    r = await app_client.get("/health/ready")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ready" and body["failing"] == [] and body["detail"] is None
+    assert set(body["checks"]) == CHECKS and all(c["ok"] for c in body["checks"].values())
+    assert sorted(head_revisions())[0] in body["checks"]["migrations"]["detail"]
+
+
+async def test_a_schema_behind_the_code_is_not_ready(
+    app_client: httpx.AsyncClient, database_url: str
+) -> None:
+    """The alembic_version row of this throwaway database says one revision older than the head."""
+    [head] = head_revisions()
+    with psycopg.connect(database_url, autocommit=True) as owner:
+        owner.execute("UPDATE alembic_version SET version_num = '0007_task_failures_and_workers'")
+        try:
+            r = await app_client.get("/health/ready")
+        finally:
+            owner.execute("UPDATE alembic_version SET version_num = %s", (head,))
+    assert r.status_code == 503, r.text
+    body = r.json()
+    assert body["status"] == "not_ready" and body["failing"] == ["migrations"]
+    assert "0007_task_failures_and_workers" in body["detail"] and head in body["detail"]
+    assert "rag-server migrate" in body["detail"]
+    assert body["checks"]["database"]["ok"] and body["checks"]["queue"]["ok"]
+    await ready_when(app_client, 200)
+
+
+async def test_a_database_outage_is_not_ready_but_live(
+    app_client: httpx.AsyncClient, pg_server: str, database_url: str
+) -> None:
+    await ready_when(app_client, 200)
+    with database_refusing_connections(pg_server, database_url):
+        r = await ready_when(app_client, 503)
+        body = r.json()
+        assert "database" in body["failing"] and not body["checks"]["database"]["ok"]
+        assert body["detail"].startswith("database: the database is unreachable"), body
+        assert body["checks"]["embedding"]["ok"]  # the model is in memory: only the database fails
+        live = await app_client.get("/health/live")
+        assert live.status_code == 200 and live.json() == {"status": "live"}
+        # Public metrics still answer: the app's own, and the database marked down.
+        metrics = await app_client.get("/metrics")
+        assert metrics.status_code == 200, metrics.text
+        assert "rag_database_up 0.0" in metrics.text and "rag_ingest_tasks" not in metrics.text
+    r = await ready_when(app_client, 200)
+    assert r.json()["status"] == "ready"
+    assert "rag_database_up 1.0" in (await app_client.get("/metrics")).text
+
+
+@pytest.mark.parametrize("path", ["/health/live", "/health/ready"])
+async def test_the_probes_are_in_the_openapi_without_security(
+    app_client: httpx.AsyncClient, path: str
+) -> None:
+    operation = (await app_client.get("/openapi.json")).json()["paths"][path]["get"]
+    assert "security" not in operation
