@@ -4,7 +4,7 @@
 partial index, since finished tasks pile up for ever. `job_tasks_finished_idx`: tasks completed
 recently (the workers' throughput over the last minute).
 
-Revision ID: 0009_active_task_index
+Revision ID: 0008_active_task_index
 Revises: 0007_task_failures_and_workers
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from rag_server.infra.migrations.helpers import execute_sql
 
-revision = "0009_active_task_index"
+revision = "0008_active_task_index"
 down_revision = "0007_task_failures_and_workers"
 branch_labels = None
 depends_on = None
