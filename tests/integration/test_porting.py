@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from rag_server.config import Settings
+from rag_server.evaluation.peers import as_array
 from rag_server.infra.database import plain_url, sqlalchemy_url
 from rag_server.infra.runtime import Runtime
 from rag_server.porting.service import export_jsonl, import_chroma, import_jsonl_file, import_pgvector
@@ -68,13 +69,12 @@ async def collection_docs(runtime: Runtime, name: str) -> dict[str, list[dict[st
     )
     out: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        vector = r["embedding"]
         out.setdefault(r["filename"], []).append(
             {
                 "text": r["text"],
                 "metadata": dict(r["metadata"]),
                 "doc_metadata": dict(r["doc_metadata"]),
-                "embedding": np.asarray(getattr(vector, "to_numpy", lambda: vector)(), dtype=np.float32),
+                "embedding": as_array(r["embedding"]),
             }
         )
     return out
@@ -176,7 +176,8 @@ async def test_chroma_import_reuses_vectors_groups_by_source_and_is_idempotent(
     assert (again.created, again.updated, again.unchanged, again.chunks, again.embedded) == (0, 0, 4, 0, 0)
     assert without_vectors(await collection_docs(runtime, "from-chroma")) == without_vectors(docs)
     count = await runtime.pool.fetchval(
-        "SELECT count(*) FROM chunks c JOIN collections k ON k.id = c.collection_id WHERE k.name = 'from-chroma'"
+        "SELECT count(*) FROM chunks c JOIN collections k ON k.id = c.collection_id"
+        " WHERE k.name = 'from-chroma'"
     )
     assert count == 7
 

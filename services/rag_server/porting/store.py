@@ -11,7 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from rag_server.collections.models import CreateCollection
-from rag_server.collections.store import create_collection, get_collection
+from rag_server.collections.store import create_collection, get_collection, parse_ref
 from rag_server.errors import NotFoundError
 from rag_server.infra.database import Executor
 from rag_server.infra.scoped_pool import ScopedPool
@@ -32,6 +32,8 @@ async def ensure_collection(conn: Executor, name: str) -> tuple[UUID, bool]:
     try:
         return (await get_collection(conn, name)).id, False
     except NotFoundError:
+        if isinstance(parse_ref(name), UUID):
+            raise  # an id names an existing collection; only a name can make a new one
         return (await create_collection(conn, CreateCollection(name=name))).id, True
 
 
