@@ -21,6 +21,7 @@ from rag_server.config import Settings
 from rag_server.evaluation.peers import as_array
 from rag_server.infra.database import plain_url, sqlalchemy_url
 from rag_server.infra.runtime import Runtime
+from rag_server.porting.models import PortingError
 from rag_server.porting.service import export_jsonl, import_chroma, import_jsonl_file, import_pgvector
 from rag_server.retrieval.models import SearchRequest
 from rag_server.retrieval.service import search
@@ -132,6 +133,13 @@ def chroma_dir(tmp_path_factory: pytest.TempPathFactory, vectors: dict[str, np.n
         metadatas=[r[2] for r in rows],
         embeddings=[vectors[r[1]].tolist() for r in rows],
     )
+    # The same text under two sources: one document, the other a duplicate (dedup is per collection).
+    client.create_collection("dups").add(
+        ids=["d1", "d2"],
+        documents=[LONE, LONE],
+        metadatas=[{"source": "one.txt"}, {"source": "two.txt"}],
+        embeddings=[vectors[LONE].tolist()] * 2,
+    )
     rng = np.random.default_rng(7)
     client.create_collection("tiny").add(
         ids=[r[0] for r in rows],
@@ -197,6 +205,22 @@ async def test_chroma_vectors_of_another_dimension_are_re_embedded(
     assert (counts.created, counts.embedded) == (4, 7)
     assert any("re-embedding" in line and "8-d" in line for line in lines), lines
     await assert_corpus(runtime, "chroma-tiny")
+
+
+async def test_same_text_twice_is_one_document_and_a_duplicate(runtime: Runtime, chroma_dir: Path) -> None:
+    for attempt in range(2):
+        counts = await import_chroma(
+            runtime,
+            chroma_dir,
+            collection="chroma-dups",
+            chroma_collection="dups",
+            quiet=True,
+            report=lambda _: None,
+        )
+        expected = (1, 0, 1) if attempt == 0 else (0, 1, 1)
+        assert (counts.created, counts.unchanged, counts.duplicates) == expected, counts
+        assert counts.skipped_keys == ["two.txt"] or counts.skipped_keys == ["one.txt"]
+    assert list(await collection_docs(runtime, "chroma-dups")) in (["one.txt"], ["two.txt"])
 
 
 @pytest.fixture(scope="module")
@@ -286,6 +310,18 @@ async def test_langchain_pgvector_table_is_re_embedded(
     runtime: Runtime, source_url: str, vectors: dict[str, np.ndarray]
 ) -> None:
     await asyncio.to_thread(write_langchain_table, source_url, vectors)
+    with pytest.raises(
+        PortingError, match="choose one with --source-collection; the table holds: lc_notes, lc_other"
+    ):
+        await import_pgvector(
+            runtime, source_url, "langchain_pg_embedding", quiet=True, report=lambda _: None
+        )
+    with pytest.raises(PortingError, match="no table 'nothing_here'"):
+        await import_pgvector(runtime, source_url, "nothing_here", quiet=True, report=lambda _: None)
+    with pytest.raises(PortingError, match="neither a LlamaIndex PGVectorStore table"):
+        await import_pgvector(
+            runtime, source_url, "langchain_pg_collection", quiet=True, report=lambda _: None
+        )
     lines: list[str] = []
     counts = await import_pgvector(
         runtime,
@@ -380,7 +416,7 @@ async def test_cli_errors_are_sentences(
         _cli, settings, "import", "chroma", str(chroma_dir), "--chroma-collection", "nope", "--quiet"
     )
     assert unknown.returncode == 1
-    assert "no Chroma collection 'nope'" in unknown.stdout and "it holds: notes, tiny" in unknown.stdout
+    assert "no Chroma collection 'nope'" in unknown.stdout and "it holds: dups, notes, tiny" in unknown.stdout
     bad_file = tmp_path / "bad.jsonl"
     bad_file.write_text('{"hello": 1}\n', encoding="utf-8")
     bad = await asyncio.to_thread(_cli, settings, "import", "jsonl", str(bad_file))

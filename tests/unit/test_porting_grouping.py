@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
+import sys
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+from rag_server.porting.chroma import ChromaSource
 from rag_server.porting.grouping import build_document, display_name, group_key, plan_groups
-from rag_server.porting.models import SourceRecord, same_model, vector_plan
+from rag_server.porting.models import PortingError, SourceRecord, same_model, vector_plan
 from rag_server.porting.writer import document_id
 
 
@@ -72,3 +77,11 @@ def test_document_ids_are_deterministic_per_collection_and_origin() -> None:
     assert document_id(a, "chroma:notes", "x.txt") == document_id(a, "chroma:notes", "x.txt")
     assert document_id(a, "chroma:notes", "x.txt") != document_id(b, "chroma:notes", "x.txt")
     assert document_id(a, "chroma:notes", "x.txt") != document_id(a, "chroma:other", "x.txt")
+
+
+def test_without_chromadb_the_chroma_import_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "chromadb", None)  # `import chromadb` now raises ImportError
+    with pytest.raises(PortingError, match=r"pip install 'rag-server\[chroma\]'"):
+        ChromaSource(tmp_path, None)

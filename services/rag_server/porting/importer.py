@@ -37,8 +37,9 @@ async def import_source(
     *,
     group_by: str | None = None,
     quiet: bool = False,
-    batch_records: int = BATCH_RECORDS,
+    batch_records: int | None = None,
 ) -> ImportCounts:
+    limit = batch_records or BATCH_RECORDS
     plan = GroupPlan()
     async for record_id, metadata in source.scan():
         plan.add(record_id, metadata, group_by)
@@ -63,7 +64,7 @@ async def import_source(
         for key, ids in plan.groups():
             batch.append((key, ids))
             size += len(ids)
-            if size >= batch_records:
+            if size >= limit:
                 await flush()
         if batch:
             await flush()
