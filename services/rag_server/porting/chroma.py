@@ -34,7 +34,10 @@ def _client(path: Path) -> Any:
     if not (path / "chroma.sqlite3").is_file():
         # PersistentClient would create an empty store there; say what is missing instead.
         raise PortingError(f"{path} holds no Chroma data (no chroma.sqlite3 in it)")
-    return chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+    try:
+        return chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+    except Exception as exc:  # chromadb's own errors (a newer or damaged store) have no common base
+        raise PortingError(f"chromadb {chromadb.__version__} cannot open {path}: {exc}") from None
 
 
 def _model_of(collection: Any) -> str | None:

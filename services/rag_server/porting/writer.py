@@ -103,7 +103,14 @@ async def write_documents(
                 counts.skipped_keys.append(p.doc.key)
                 continue
             chunks = [
-                Chunk(i, c_.text, c_.search_text, c_.page, c_.char_start, c_.char_end)
+                Chunk(
+                    index=i,
+                    text=c_.text,
+                    search_text=c_.search_text,
+                    page=c_.page,
+                    char_start=c_.char_start,
+                    char_end=c_.char_end,
+                )
                 for i, c_ in enumerate(p.doc.chunks)
             ]
             await write_chunks(c, p.id, chunks, doc_vectors)
