@@ -350,6 +350,54 @@ async def test_langchain_pgvector_table_is_re_embedded(
     assert (again.created, again.unchanged, again.embedded) == (0, 4, 0)
 
 
+LEGACY_DDL = """
+CREATE SCHEMA legacy;
+CREATE TABLE legacy.langchain_pg_collection (uuid uuid PRIMARY KEY, name varchar, cmetadata json);
+CREATE TABLE legacy.langchain_pg_embedding (
+    uuid uuid PRIMARY KEY, collection_id uuid REFERENCES legacy.langchain_pg_collection (uuid),
+    embedding vector, document varchar, cmetadata json, custom_id varchar
+);
+"""
+
+
+async def test_langchain_community_table(
+    runtime: Runtime, source_url: str, vectors: dict[str, np.ndarray]
+) -> None:
+    """langchain_community's older PGVector layout (uuid + custom_id), written by hand from its documented
+    schema: the package itself is not installed here."""
+    conn = await asyncpg.connect(plain_url(source_url))
+    try:
+        await conn.execute(LEGACY_DDL)
+        collection = await conn.fetchval(
+            "INSERT INTO legacy.langchain_pg_collection VALUES (gen_random_uuid(), 'old', '{}')"
+            " RETURNING uuid"
+        )
+        for record_id, text, metadata in records():
+            await conn.execute(
+                "INSERT INTO legacy.langchain_pg_embedding"
+                " VALUES (gen_random_uuid(), $1, $2::text::vector, $3, $4::json, $5)",
+                collection,
+                json.dumps(vectors[text].tolist()),
+                text,
+                json.dumps(metadata),
+                record_id,
+            )
+    finally:
+        await conn.close()
+    counts = await import_pgvector(
+        runtime,
+        source_url,
+        "legacy.langchain_pg_embedding",
+        collection="from-legacy",
+        embedding_model=MODEL,
+        quiet=True,
+        report=lambda _: None,
+    )
+    assert (counts.created, counts.embedded) == (4, 0), counts
+    docs = await assert_corpus(runtime, "from-legacy")
+    assert docs["heron.txt"][1]["metadata"]["source_id"] == "heron-1"
+
+
 async def test_export_then_import_into_another_collection(
     runtime: Runtime, chroma_dir: Path, tmp_path: Path
 ) -> None:

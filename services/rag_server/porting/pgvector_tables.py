@@ -4,7 +4,8 @@
   Its metadata carries `ref_doc_id` / `doc_id` (the source document) and `_node_content` (the serialised
   node, dropped here).
 - LangChain `langchain_pg_embedding`: id, collection_id -> langchain_pg_collection (uuid, name),
-  document, cmetadata (jsonb), embedding.
+  document, cmetadata (jsonb), embedding; langchain_community's older table has uuid + custom_id
+  instead of id.
 Neither records the embedding model: vectors are reused only when `--embedding-model` names the
 database's model and the dimensions match.
 """
@@ -26,6 +27,8 @@ from rag_server.porting.models import PortingError, SourceRecord
 
 LLAMAINDEX_COLUMNS = {"id", "node_id", "text", "metadata_", "embedding"}
 LANGCHAIN_COLUMNS = {"id", "collection_id", "document", "cmetadata", "embedding"}
+# langchain_community's older PGVector: a uuid key and the caller's id in custom_id.
+LANGCHAIN_COMMUNITY_COLUMNS = {"uuid", "custom_id", "collection_id", "document", "cmetadata", "embedding"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class _Layout:
 LAYOUTS = {
     "llamaindex": _Layout("llamaindex", "node_id", "text", "metadata_", "id"),
     "langchain": _Layout("langchain", "id", "document", "cmetadata", "id"),
+    "langchain_community": _Layout(
+        "langchain", "coalesce(custom_id, uuid::text)", "document", "cmetadata", "uuid"
+    ),
 }
 
 
@@ -132,7 +138,7 @@ class PgVectorSource:
 
 async def _langchain_collection(conn: asyncpg.Connection, table: str, name: str | None) -> Any:
     schema = table.rpartition(".")[0]
-    collections_table = (f"{schema}." if schema else "") + quote_ident("langchain_pg_collection")
+    collections_table = (f"{quote_ident(schema)}." if schema else "") + quote_ident("langchain_pg_collection")
     try:
         rows = await conn.fetch(f"SELECT uuid, name FROM {collections_table} ORDER BY name")
     except asyncpg.UndefinedTableError:
@@ -159,9 +165,10 @@ async def open_pgvector_source(
         qualified, columns = await _columns(conn, table)
         if columns >= LLAMAINDEX_COLUMNS:
             source = PgVectorSource(conn, qualified, LAYOUTS["llamaindex"], None)
-        elif columns >= LANGCHAIN_COLUMNS:
+        elif columns >= LANGCHAIN_COLUMNS or columns >= LANGCHAIN_COMMUNITY_COLUMNS:
             collection_id = await _langchain_collection(conn, table, source_collection)
-            source = PgVectorSource(conn, qualified, LAYOUTS["langchain"], collection_id)
+            layout = LAYOUTS["langchain" if "id" in columns else "langchain_community"]
+            source = PgVectorSource(conn, qualified, layout, collection_id)
         else:
             raise PortingError(
                 f"{table} is neither a LlamaIndex PGVectorStore table (columns {sorted(LLAMAINDEX_COLUMNS)}) "

@@ -34,8 +34,15 @@ async def _run(
     plan = vector_plan(source_model, source_dim, settings.embedding_model, settings.embedding_dim)
     report(plan.reason if plan.reuse else f"re-embedding with {settings.embedding_model}: {plan.reason}")
     counts = await import_source(runtime, source, collection_id, plan, group_by=group_by, quiet=quiet)
-    report(f"imported into {collection}: {counts.summary()}")
+    _report_counts(counts, collection, report)
     return counts
+
+
+def _report_counts(counts: ImportCounts, collection: str, report: Report) -> None:
+    report(f"imported into {collection}: {counts.summary()}")
+    if counts.skipped_keys:
+        shown = ", ".join(counts.skipped_keys[:10]) + (" ..." if len(counts.skipped_keys) > 10 else "")
+        report(f"skipped, their text is already a document of {collection}: {shown}")
 
 
 async def import_chroma(
@@ -90,7 +97,7 @@ async def import_jsonl_file(
     if created:
         report(f"created collection {collection}")
     counts = await import_jsonl(runtime, path, collection_id, quiet=quiet, report=report)
-    report(f"imported into {collection}: {counts.summary()}")
+    _report_counts(counts, collection, report)
     return counts
 
 
