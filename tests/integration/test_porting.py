@@ -207,6 +207,43 @@ async def test_chroma_vectors_of_another_dimension_are_re_embedded(
     await assert_corpus(runtime, "chroma-tiny")
 
 
+HERON_IN_TINY = (
+    "SELECT d.id FROM documents d JOIN collections k ON k.id = d.collection_id"
+    " WHERE k.name = 'chroma-tiny' AND d.filename = 'heron.txt'"
+)
+
+
+async def test_a_changed_source_record_updates_its_document_in_place(
+    runtime: Runtime, chroma_dir: Path
+) -> None:
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    before = await collection_docs(runtime, "chroma-tiny")  # imported by the test above
+    heron_id = await runtime.pool.fetchval(HERON_IN_TINY)
+    client = chromadb.PersistentClient(
+        path=str(chroma_dir), settings=ChromaSettings(anonymized_telemetry=False)
+    )
+    new_text = "Herons roost together in colonies beside quiet lakes."
+    # With its vector: without one Chroma would call its embedding function (a model download).
+    client.get_collection("tiny").update(ids=["heron-1"], documents=[new_text], embeddings=[[0.5] * 8])
+    counts = await import_chroma(
+        runtime,
+        chroma_dir,
+        collection="chroma-tiny",
+        chroma_collection="tiny",
+        quiet=True,
+        report=lambda _: None,
+    )
+    assert (counts.created, counts.updated, counts.unchanged, counts.embedded) == (0, 1, 3, 2), counts
+    after = await collection_docs(runtime, "chroma-tiny")
+    assert [c["text"] for c in after["heron.txt"]] == [CORPUS["field-notes/heron.txt"][0], new_text]
+    assert without_vectors(after)["turbine.txt"] == without_vectors(before)["turbine.txt"]
+    # The same document (same id), not a new one beside it.
+    assert [r["id"] for r in await runtime.pool.fetch(HERON_IN_TINY)] == [heron_id]
+    await assert_found(runtime, "chroma-tiny", "herons roost in colonies by lakes", new_text)
+
+
 async def test_same_text_twice_is_one_document_and_a_duplicate(runtime: Runtime, chroma_dir: Path) -> None:
     for attempt in range(2):
         counts = await import_chroma(
