@@ -526,7 +526,7 @@ async def test_cli_import_and_export_end_to_end(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "created collection cli-notes" in done.stdout and "4 created" in done.stdout
-    assert "import" in done.stderr  # the progress bar
+    assert "import: 100%" in done.stderr and "7/7" in done.stderr, done.stderr  # the progress bar
     out = tmp_path / "cli.jsonl"
     exported = await asyncio.to_thread(
         _cli, settings, "export", "--collection", "cli-notes", str(out), "--quiet"
