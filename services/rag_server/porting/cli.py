@@ -1,0 +1,116 @@
+"""`rag-server import chroma|pgvector|jsonl` and `rag-server export`: straight on the database."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rag_server.config import Settings
+from rag_server.infra.runtime import Runtime, run_with_runtime
+
+GROUP_HELP = (
+    "the metadata key naming a record's document (default: the first of ref_doc_id, document_id, doc_id, "
+    "source, file_path, file_name, filename); 'none': one document per record"
+)
+
+
+def register_porting_commands(sub: Any) -> None:
+    p = sub.add_parser(
+        "import", help="import documents from Chroma, pgvector tables or a JSONL export", description=__doc__
+    )
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="SOURCE")
+    chroma = kinds.add_parser("chroma", help="a Chroma persistent directory (needs the 'chroma' extra)")
+    chroma.set_defaults(handler=cmd_import_chroma)
+    chroma.add_argument("path", type=Path, metavar="PATH")
+    chroma.add_argument(
+        "--chroma-collection", default=None, help="the Chroma collection (if it holds several)"
+    )
+    pg = kinds.add_parser("pgvector", help="a LlamaIndex PGVectorStore or LangChain PGVector table")
+    pg.set_defaults(handler=cmd_import_pgvector)
+    pg.add_argument("--from-url", required=True, help="the source database's URL")
+    pg.add_argument("--table", required=True, help="data_<name> (LlamaIndex) or langchain_pg_embedding")
+    pg.add_argument("--source-collection", default=None, help="the LangChain collection (if several)")
+    for q in (chroma, pg):
+        q.add_argument(
+            "--embedding-model",
+            default=None,
+            help="the model that made the stored vectors: reused when it is this database's model",
+        )
+        q.add_argument("--group-by", default=None, metavar="KEY", help=GROUP_HELP)
+    jsonl = kinds.add_parser("jsonl", help="a file written by `rag-server export`")
+    jsonl.set_defaults(handler=cmd_import_jsonl)
+    jsonl.add_argument("file", type=Path, metavar="FILE")
+    for q in (chroma, pg, jsonl):
+        q.add_argument("--collection", default="default", help="into this collection (created if missing)")
+        q.add_argument("--quiet", action="store_true", help="no progress bar")
+    e = sub.add_parser("export", help="write a collection's documents and chunks to a JSONL file")
+    e.set_defaults(handler=cmd_export)
+    e.add_argument("file", type=Path, metavar="FILE")
+    e.add_argument("--collection", default="default", help="the collection (name or id)")
+    e.add_argument("--with-vectors", action="store_true", help="include each chunk's embedding")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_import_chroma(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.porting.service import import_chroma
+
+    async def work(runtime: Runtime) -> None:
+        await import_chroma(
+            runtime,
+            args.path,
+            collection=args.collection,
+            chroma_collection=args.chroma_collection,
+            embedding_model=args.embedding_model,
+            group_by=args.group_by,
+            quiet=args.quiet,
+        )
+
+    return _checked(args, settings, work)
+
+
+def cmd_import_pgvector(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.porting.service import import_pgvector
+
+    async def work(runtime: Runtime) -> None:
+        await import_pgvector(
+            runtime,
+            args.from_url,
+            args.table,
+            collection=args.collection,
+            source_collection=args.source_collection,
+            embedding_model=args.embedding_model,
+            group_by=args.group_by,
+            quiet=args.quiet,
+        )
+
+    return run_with_runtime(settings, work)
+
+
+def cmd_import_jsonl(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.porting.service import import_jsonl_file
+
+    async def work(runtime: Runtime) -> None:
+        await import_jsonl_file(runtime, args.file, collection=args.collection, quiet=args.quiet)
+
+    return _checked(args, settings, work)
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.porting.service import export_jsonl
+
+    async def work(runtime: Runtime) -> None:
+        await export_jsonl(
+            runtime, args.collection, args.file, with_vectors=args.with_vectors, quiet=args.quiet
+        )
+
+    return run_with_runtime(settings, work)
+
+
+def _checked(args: argparse.Namespace, settings: Settings, work: Any) -> int:
+    """A missing input path is a sentence before the database is even opened."""
+    path: Path = args.path if hasattr(args, "path") else args.file
+    if not path.exists():
+        print(f"error: {path}: no such file or directory")
+        return 1
+    return run_with_runtime(settings, work)

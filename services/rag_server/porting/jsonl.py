@@ -1,0 +1,214 @@
+"""`rag-server export` and `import jsonl`: a collection as JSON Lines, and back.
+
+Format (version 1), UTF-8, one JSON object per line:
+  line 1, the header: {"format": "rag-server-export", "version": 1, "collection": NAME,
+      "embedding_model": MODEL, "embedding_dim": DIM, "vectors": BOOL, "exported_at": ISO-8601}
+  then one line per ready document, its chunks inside, in order:
+      {"type": "document", "id": UUID, "filename": ..., "file_type": ..., "metadata": {...},
+       "chunks": [{"index": 0, "text": ..., "search_text": ..., "page": N|null, "char_start": N|null,
+                   "char_end": N|null, "metadata": {...}, "embedding": [floats] (only with --with-vectors)}]}
+A document is one line so an importer holds one document at a time; the original file bytes are not
+exported (an imported document stores its chunk texts as text). Readers skip unknown keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+from uuid import UUID
+
+import asyncpg
+import numpy as np
+
+from rag_server.evaluation.progress import progress_bar
+from rag_server.infra.runtime import Runtime
+from rag_server.porting.grouping import TEXT_SUFFIXES
+from rag_server.porting.models import (
+    ImportChunk,
+    ImportCounts,
+    ImportDocument,
+    PortingError,
+    VectorPlan,
+    vector_plan,
+)
+from rag_server.porting.store import count_ready, export_rows
+from rag_server.porting.writer import merge, write_documents
+
+FORMAT = "rag-server-export"
+VERSION = 1
+BATCH_CHUNKS = 256
+
+
+def _vector_list(value: Any) -> list[float]:
+    to_numpy = getattr(value, "to_numpy", None)
+    return [float(x) for x in np.asarray(to_numpy() if to_numpy is not None else value, dtype=np.float32)]
+
+
+def _chunk_json(row: asyncpg.Record, with_vectors: bool) -> dict[str, Any]:
+    chunk = {
+        "index": row["chunk_index"],
+        "text": row["text"],
+        "search_text": row["search_text"],
+        "page": row["page"],
+        "char_start": row["char_start"],
+        "char_end": row["char_end"],
+        "metadata": dict(row["metadata"] or {}),
+    }
+    if with_vectors:
+        chunk["embedding"] = _vector_list(row["embedding"])
+    return chunk
+
+
+async def _documents(
+    rows: AsyncIterator[asyncpg.Record], with_vectors: bool
+) -> AsyncIterator[dict[str, Any]]:
+    """Consecutive chunk rows of one document -> one document object (rows come ordered by document)."""
+    current: dict[str, Any] | None = None
+    async for row in rows:
+        if current is None or current["id"] != str(row["document_id"]):
+            if current is not None:
+                yield current
+            current = {
+                "type": "document",
+                "id": str(row["document_id"]),
+                "filename": row["filename"],
+                "file_type": row["file_type"],
+                "metadata": dict(row["document_metadata"] or {}),
+                "created_at": row["created_at"].isoformat(),
+                "chunks": [],
+            }
+        current["chunks"].append(_chunk_json(row, with_vectors))
+    if current is not None:
+        yield current
+
+
+async def export_collection(
+    runtime: Runtime, collection_id: UUID, name: str, path: Path, *, with_vectors: bool, quiet: bool = False
+) -> tuple[int, int]:
+    """Write the collection's ready documents to `path` (atomically: a temporary file renamed at the end).
+    Returns (documents, chunks) written."""
+    if not path.parent.is_dir():
+        raise PortingError(f"{path.parent} is not a directory")
+    settings = runtime.settings
+    _, total_chunks = await count_ready(runtime.pool, collection_id)
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "collection": name,
+        "embedding_model": settings.embedding_model,
+        "embedding_dim": settings.embedding_dim,
+        "vectors": with_vectors,
+        "exported_at": datetime.now(UTC).isoformat(),
+    }
+    tmp = path.with_name(path.name + ".partial")
+    documents = chunks = 0
+    bar = progress_bar("export", total_chunks, quiet=quiet)
+    try:
+        with tmp.open("w", encoding="utf-8") as out:
+            out.write(json.dumps(header) + "\n")
+            rows = export_rows(runtime.pool, collection_id, with_vectors=with_vectors)
+            async for doc in _documents(rows, with_vectors):
+                out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+                documents += 1
+                chunks += len(doc["chunks"])
+                bar.update(len(doc["chunks"]))
+        os.replace(tmp, path)
+    finally:
+        bar.close()
+        tmp.unlink(missing_ok=True)
+    return documents, chunks
+
+
+def _read_header(f: IO[str], path: Path) -> dict[str, Any]:
+    try:
+        header = json.loads(f.readline() or "null")
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise PortingError(f"{path} is not a rag-server export (its first line is not the export header)")
+    if header.get("version") != VERSION:
+        raise PortingError(f"{path} is export format version {header.get('version')}; this reads {VERSION}")
+    return header
+
+
+def _document(line: str, number: int, path: Path) -> ImportDocument:
+    try:
+        obj = json.loads(line)
+        filename = str(obj["filename"])
+        chunks = [
+            ImportChunk(
+                text=c["text"],
+                search_text=c.get("search_text") or c["text"],
+                metadata=dict(c.get("metadata") or {}),
+                embedding=None
+                if c.get("embedding") is None
+                else np.asarray(c["embedding"], dtype=np.float32),
+                page=c.get("page"),
+                char_start=c.get("char_start"),
+                char_end=c.get("char_end"),
+            )
+            for c in sorted(obj["chunks"], key=lambda c: c["index"])
+        ]
+        doc = ImportDocument(
+            key=str(obj["id"]),
+            filename=filename if filename.lower().endswith(TEXT_SUFFIXES) else f"{filename}.txt",
+            metadata=dict(obj.get("metadata") or {}),
+            chunks=chunks,
+        )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PortingError(
+            f"{path} line {number}: not a document line ({exc.__class__.__name__}: {exc})"
+        ) from None
+    return doc
+
+
+def _model(runtime: Runtime) -> tuple[str, int]:
+    return runtime.settings.embedding_model, runtime.settings.embedding_dim
+
+
+def _lines(f: IO[str]) -> Iterator[tuple[int, str]]:
+    for number, line in enumerate(f, start=2):
+        if line.strip():
+            yield number, line
+
+
+async def import_jsonl(
+    runtime: Runtime, path: Path, collection_id: UUID, *, quiet: bool = False, report: Any = print
+) -> ImportCounts:
+    try:
+        file_size = (await asyncio.to_thread(path.stat)).st_size
+    except OSError as exc:
+        raise PortingError(f"{path}: {exc.strerror or exc}") from None
+    settings = runtime.settings
+    total = ImportCounts()
+    with path.open(encoding="utf-8") as f:
+        header = _read_header(f, path)
+        plan = (
+            vector_plan(header.get("embedding_model"), header.get("embedding_dim"), *_model(runtime))
+            if header.get("vectors")
+            else VectorPlan(False, "the file holds no vectors (exported without --with-vectors)")
+        )
+        report(plan.reason if plan.reuse else f"re-embedding with {settings.embedding_model}: {plan.reason}")
+        bar = progress_bar("import", file_size, quiet=quiet)
+        batch: list[ImportDocument] = []
+        size = 0
+        try:
+            for number, line in _lines(f):
+                batch.append(_document(line, number, path))
+                size += len(batch[-1].chunks)
+                bar.update(len(line.encode("utf-8")))
+                if size >= BATCH_CHUNKS:
+                    merge(
+                        total, await write_documents(runtime, collection_id, "jsonl", batch, reuse=plan.reuse)
+                    )
+                    batch, size = [], 0
+            if batch:
+                merge(total, await write_documents(runtime, collection_id, "jsonl", batch, reuse=plan.reuse))
+        finally:
+            bar.close()
+    return total

@@ -1,0 +1,120 @@
+"""The import commands on an open Runtime: pick the collection, decide about vectors, run the source."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rag_server.infra.runtime import Runtime
+from rag_server.porting.chroma import ChromaSource
+from rag_server.porting.importer import Source, import_source
+from rag_server.porting.jsonl import export_collection, import_jsonl
+from rag_server.porting.models import ImportCounts, vector_plan
+from rag_server.porting.pgvector_tables import open_pgvector_source
+from rag_server.porting.store import ensure_collection
+
+Report = Callable[[str], None]
+
+
+async def _run(
+    runtime: Runtime,
+    source: Source,
+    source_model: str | None,
+    source_dim: int | None,
+    collection: str,
+    *,
+    group_by: str | None,
+    quiet: bool,
+    report: Report,
+) -> ImportCounts:
+    collection_id, created = await ensure_collection(runtime.pool, collection)
+    if created:
+        report(f"created collection {collection}")
+    settings = runtime.settings
+    plan = vector_plan(source_model, source_dim, settings.embedding_model, settings.embedding_dim)
+    report(plan.reason if plan.reuse else f"re-embedding with {settings.embedding_model}: {plan.reason}")
+    counts = await import_source(runtime, source, collection_id, plan, group_by=group_by, quiet=quiet)
+    _report_counts(counts, collection, report)
+    return counts
+
+
+def _report_counts(counts: ImportCounts, collection: str, report: Report) -> None:
+    report(f"imported into {collection}: {counts.summary()}")
+    if counts.skipped_keys:
+        shown = ", ".join(counts.skipped_keys[:10]) + (" ..." if len(counts.skipped_keys) > 10 else "")
+        report(f"skipped, their text is already a document of {collection}: {shown}")
+
+
+async def import_chroma(
+    runtime: Runtime,
+    path: Path,
+    *,
+    collection: str = "default",
+    chroma_collection: str | None = None,
+    embedding_model: str | None = None,
+    group_by: str | None = None,
+    quiet: bool = False,
+    report: Report = print,
+) -> ImportCounts:
+    source = ChromaSource(path, chroma_collection)
+    report(f"Chroma collection {source.name}: {source.count()} records")
+    model = embedding_model or source.model
+    return await _run(
+        runtime, source, model, source.dim, collection, group_by=group_by, quiet=quiet, report=report
+    )
+
+
+async def import_pgvector(
+    runtime: Runtime,
+    url: str,
+    table: str,
+    *,
+    collection: str = "default",
+    source_collection: str | None = None,
+    embedding_model: str | None = None,
+    group_by: str | None = None,
+    quiet: bool = False,
+    report: Report = print,
+) -> ImportCounts:
+    async with open_pgvector_source(url, table, source_collection) as source:
+        report(f"{source.kind} table {table}")
+        return await _run(
+            runtime,
+            source,
+            embedding_model,
+            source.dim,
+            collection,
+            group_by=group_by,
+            quiet=quiet,
+            report=report,
+        )
+
+
+async def import_jsonl_file(
+    runtime: Runtime, path: Path, *, collection: str = "default", quiet: bool = False, report: Report = print
+) -> ImportCounts:
+    collection_id, created = await ensure_collection(runtime.pool, collection)
+    if created:
+        report(f"created collection {collection}")
+    counts = await import_jsonl(runtime, path, collection_id, quiet=quiet, report=report)
+    _report_counts(counts, collection, report)
+    return counts
+
+
+async def export_jsonl(
+    runtime: Runtime,
+    collection: str,
+    path: Path,
+    *,
+    with_vectors: bool = False,
+    quiet: bool = False,
+    report: Report = print,
+) -> tuple[int, int]:
+    from rag_server.collections.store import get_collection
+
+    found = await get_collection(runtime.pool, collection)
+    documents, chunks = await export_collection(
+        runtime, found.id, found.name, path, with_vectors=with_vectors, quiet=quiet
+    )
+    report(f"exported {documents} documents ({chunks} chunks) of {found.name} to {path}")
+    return documents, chunks

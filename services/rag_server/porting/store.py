@@ -1,0 +1,156 @@
+"""All SQL of imports and exports: imported documents (deterministic ids), chunk metadata, the export
+cursor. Chunks themselves go through ingestion.chunks.write_chunks, the one chunk INSERT."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from uuid import UUID
+
+import asyncpg
+
+from rag_server.collections.models import CreateCollection
+from rag_server.collections.store import create_collection, get_collection, parse_ref
+from rag_server.errors import NotFoundError
+from rag_server.infra.database import Executor
+from rag_server.infra.scoped_pool import ScopedPool
+
+TEXT_TYPE = ("txt", "text/plain; charset=utf-8")
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    sha256: str
+    metadata: dict[str, Any]
+    status: str
+    chunk_metadata: list[dict[str, Any]]
+
+
+async def ensure_collection(conn: Executor, name: str) -> tuple[UUID, bool]:
+    """(id, created): the collection by name or id, created when no collection has that name."""
+    try:
+        return (await get_collection(conn, name)).id, False
+    except NotFoundError:
+        if isinstance(parse_ref(name), UUID):
+            raise  # an id names an existing collection; only a name can make a new one
+        return (await create_collection(conn, CreateCollection(name=name))).id, True
+
+
+async def stored_documents(conn: Executor, ids: Sequence[UUID]) -> dict[UUID, StoredDocument]:
+    rows = await conn.fetch(
+        """
+        SELECT d.id, d.sha256, d.metadata, d.status,
+               (SELECT coalesce(jsonb_agg(c.metadata ORDER BY c.chunk_index), '[]'::jsonb)
+                FROM chunks c WHERE c.document_id = d.id) AS chunk_metadata
+        FROM documents d WHERE d.id = ANY($1::uuid[])
+        """,
+        list(ids),
+    )
+    return {
+        r["id"]: StoredDocument(r["sha256"], dict(r["metadata"]), r["status"], list(r["chunk_metadata"]))
+        for r in rows
+    }
+
+
+async def upsert_document(
+    c: asyncpg.Connection,
+    doc_id: UUID,
+    collection_id: UUID,
+    filename: str,
+    content: bytes,
+    sha: str,
+    metadata: dict[str, Any],
+) -> Literal["created", "updated", "duplicate"]:
+    """Insert or update an imported document and its bytes, inside the caller's transaction, locked;
+    'duplicate' when another document of the collection already has these bytes (nothing written)."""
+    created = await c.fetchval(
+        """
+        INSERT INTO documents (id, collection_id, filename, file_type, content_type, size_bytes, sha256,
+                               metadata, status)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'processing')
+        ON CONFLICT DO NOTHING RETURNING id
+        """,
+        doc_id,
+        collection_id,
+        filename,
+        *TEXT_TYPE,
+        len(content),
+        sha,
+        metadata,
+    )
+    if created is not None:
+        await c.execute("INSERT INTO document_files (document_id, content) VALUES ($1, $2)", doc_id, content)
+        return "created"
+    if await c.fetchval("SELECT 1 FROM documents WHERE id = $1 FOR UPDATE", doc_id) is None:
+        return "duplicate"  # the conflict was on (collection_id, sha256), not on the id
+    try:
+        async with c.transaction():  # a savepoint: a sha256 clash leaves the batch's transaction usable
+            await c.execute(
+                """
+                UPDATE documents SET filename = $2, size_bytes = $3, sha256 = $4, metadata = $5,
+                                     updated_at = now()
+                WHERE id = $1
+                """,
+                doc_id,
+                filename,
+                len(content),
+                sha,
+                metadata,
+            )
+            await c.execute("UPDATE document_files SET content = $2 WHERE document_id = $1", doc_id, content)
+    except asyncpg.UniqueViolationError:
+        return "duplicate"
+    return "updated"
+
+
+async def set_chunk_metadata(c: asyncpg.Connection, doc_id: UUID, metadata: list[dict[str, Any]]) -> None:
+    # One statement per document; the BM25 triggers see an unchanged search_text and re-index nothing.
+    await c.execute(
+        """
+        UPDATE chunks c SET metadata = m.value
+        FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS m(value, n)
+        WHERE c.document_id = $1 AND c.chunk_index = m.n - 1
+        """,
+        doc_id,
+        metadata,
+    )
+
+
+EXPORT_SQL = """
+SELECT d.id AS document_id, d.filename, d.file_type, d.metadata AS document_metadata, d.created_at,
+       c.chunk_index, c.text, c.search_text, c.page, c.char_start, c.char_end, c.metadata
+       {vector}
+FROM documents d JOIN chunks c ON c.document_id = d.id
+WHERE d.collection_id = $1 AND d.status = 'ready'
+ORDER BY d.id, c.chunk_index
+"""
+
+
+async def export_rows(
+    conn: Executor, collection_id: UUID, *, with_vectors: bool, prefetch: int = 500
+) -> AsyncIterator[asyncpg.Record]:
+    """The collection's ready documents' chunks, by document then chunk index, through a server-side
+    cursor in one repeatable-read snapshot: memory stays bounded whatever the collection's size."""
+    sql = EXPORT_SQL.format(vector=", c.embedding" if with_vectors else "")
+    if isinstance(conn, ScopedPool):
+        async with conn.acquire(isolation="repeatable_read", readonly=True) as c:
+            async for row in c.cursor(sql, collection_id, prefetch=prefetch):
+                yield row
+    elif conn.is_in_transaction():
+        async for row in conn.cursor(sql, collection_id, prefetch=prefetch):
+            yield row
+    else:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            async for row in conn.cursor(sql, collection_id, prefetch=prefetch):
+                yield row
+
+
+async def count_ready(conn: Executor, collection_id: UUID) -> tuple[int, int]:
+    row = await conn.fetchrow(
+        "SELECT count(*) AS docs, coalesce(sum(chunk_count), 0) AS chunks FROM documents"
+        " WHERE collection_id = $1 AND status = 'ready'",
+        collection_id,
+    )
+    assert row is not None
+    return int(row["docs"]), int(row["chunks"])

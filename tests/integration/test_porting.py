@@ -1,0 +1,536 @@
+"""Import from Chroma, LlamaIndex's PGVectorStore and LangChain's PGVector (each written by the real
+package), export to JSONL and back; every import is searched through the real hybrid retrieval and run
+twice (no duplicates)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import numpy as np
+import pytest
+
+from rag_server.config import Settings
+from rag_server.evaluation.peers import as_array
+from rag_server.infra.database import plain_url, sqlalchemy_url
+from rag_server.infra.runtime import Runtime
+from rag_server.porting.models import PortingError
+from rag_server.porting.service import export_jsonl, import_chroma, import_jsonl_file, import_pgvector
+from rag_server.retrieval.models import SearchRequest
+from rag_server.retrieval.service import search
+from tests.conftest import create_database
+
+# Three source documents of two chunks each, plus one chunk that names no document.
+CORPUS = {
+    "field-notes/heron.txt": [
+        "The grey heron hunts fish in shallow wetlands at dawn.",
+        "Herons build large nests called heronries in tall trees.",
+    ],
+    "manuals/turbine.txt": [
+        "Wind turbines convert the kinetic energy of moving air into electricity.",
+        "A turbine gearbox needs fresh lubrication oil every six months.",
+    ],
+    "kitchen/sourdough.txt": [
+        "Sourdough bread rises with wild yeast and lactobacilli bacteria.",
+        "Feed the sourdough starter with flour and water every day.",
+    ],
+}
+LONE = "Glaciers retreat as summers warm and meltwater raises the river."
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def records() -> list[tuple[str, str, dict[str, Any]]]:
+    """(id, text, metadata), chunks of a document listed in reverse so only start_index orders them."""
+    out = []
+    for source, chunks in CORPUS.items():
+        for i, text in reversed(list(enumerate(chunks))):
+            out.append(
+                (f"{Path(source).stem}-{i}", text, {"source": source, "start_index": i * 100, "lang": "en"})
+            )
+    out.append(("lone-0", LONE, {"topic": "ice"}))
+    return out
+
+
+async def collection_docs(runtime: Runtime, name: str) -> dict[str, list[dict[str, Any]]]:
+    """filename -> its chunks (text, metadata, embedding) in order."""
+    rows = await runtime.pool.fetch(
+        """
+        SELECT d.filename, c.chunk_index, c.text, c.metadata, c.embedding, d.metadata AS doc_metadata
+        FROM documents d JOIN collections k ON k.id = d.collection_id JOIN chunks c ON c.document_id = d.id
+        WHERE k.name = $1 AND d.status = 'ready' ORDER BY d.filename, c.chunk_index
+        """,
+        name,
+    )
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["filename"], []).append(
+            {
+                "text": r["text"],
+                "metadata": dict(r["metadata"]),
+                "doc_metadata": dict(r["doc_metadata"]),
+                "embedding": as_array(r["embedding"]),
+            }
+        )
+    return out
+
+
+def without_vectors(docs: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    return {
+        name: [{k: v for k, v in c.items() if k != "embedding"} for c in chunks]
+        for name, chunks in docs.items()
+    }
+
+
+async def assert_found(runtime: Runtime, collection: str, query: str, expected: str) -> None:
+    """The hybrid search's best hit is `expected`, found by BOTH the BM25 and the vector leg."""
+    response = await search(runtime, SearchRequest(query=query, collections=[collection], top_k=5))
+    top = response.results[0]
+    assert top.text == expected, [h.text for h in response.results]
+    assert top.bm25 is not None and top.vector is not None, top
+
+
+async def assert_corpus(runtime: Runtime, collection: str) -> dict[str, list[dict[str, Any]]]:
+    docs = await collection_docs(runtime, collection)
+    assert {name: [c["text"] for c in chunks] for name, chunks in docs.items()} == {
+        "heron.txt": CORPUS["field-notes/heron.txt"],
+        "turbine.txt": CORPUS["manuals/turbine.txt"],
+        "sourdough.txt": CORPUS["kitchen/sourdough.txt"],
+        "lone-0.txt": [LONE],
+    }
+    await assert_found(runtime, collection, "where do herons nest", CORPUS["field-notes/heron.txt"][1])
+    await assert_found(runtime, collection, "gearbox lubrication oil", CORPUS["manuals/turbine.txt"][1])
+    return docs
+
+
+@pytest.fixture(scope="module")
+async def vectors(runtime: Runtime) -> dict[str, np.ndarray]:
+    """The database's own model's vectors of every text (what a source made with the same model holds)."""
+    texts = [text for _, text, _ in records()]
+    return dict(zip(texts, await runtime.embedder.embed(texts), strict=True))
+
+
+@pytest.fixture(scope="module")
+def chroma_dir(tmp_path_factory: pytest.TempPathFactory, vectors: dict[str, np.ndarray]) -> Path:
+    """A Chroma directory written by chromadb: `notes` (384-d MiniLM vectors, Chroma's default embedding
+    function named in its configuration) and `tiny` (8-d vectors of an unknown model)."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    path = tmp_path_factory.mktemp("chroma")
+    client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+    rows = records()
+    # Explicit embeddings: Chroma's embedding function (a model download) is never called.
+    client.create_collection("notes").add(
+        ids=[r[0] for r in rows],
+        documents=[r[1] for r in rows],
+        metadatas=[r[2] for r in rows],
+        embeddings=[vectors[r[1]].tolist() for r in rows],
+    )
+    # The same text under two sources: one document, the other a duplicate (dedup is per collection).
+    client.create_collection("dups").add(
+        ids=["d1", "d2"],
+        documents=[LONE, LONE],
+        metadatas=[{"source": "one.txt"}, {"source": "two.txt"}],
+        embeddings=[vectors[LONE].tolist()] * 2,
+    )
+    rng = np.random.default_rng(7)
+    client.create_collection("tiny").add(
+        ids=[r[0] for r in rows],
+        documents=[r[1] for r in rows],
+        metadatas=[r[2] for r in rows],
+        embeddings=rng.normal(size=(len(rows), 8)).tolist(),
+    )
+    return path
+
+
+async def test_chroma_import_reuses_vectors_groups_by_source_and_is_idempotent(
+    runtime: Runtime, chroma_dir: Path, vectors: dict[str, np.ndarray]
+) -> None:
+    lines: list[str] = []
+    counts = await import_chroma(
+        runtime,
+        chroma_dir,
+        collection="from-chroma",
+        chroma_collection="notes",
+        quiet=True,
+        report=lines.append,
+    )
+    assert (counts.created, counts.chunks, counts.embedded, counts.duplicates) == (4, 7, 0, 0), counts
+    assert any("reusing the stored 384-d vectors" in line for line in lines), lines
+    docs = await assert_corpus(runtime, "from-chroma")
+    heron = docs["heron.txt"]
+    # Shared metadata on the document, the rest and the Chroma id on each chunk.
+    assert heron[0]["doc_metadata"] == {"source": "field-notes/heron.txt", "lang": "en"}
+    assert heron[1]["metadata"] == {"start_index": 100, "source_id": "heron-1"}
+    for chunks in docs.values():
+        for chunk in chunks:
+            assert np.allclose(chunk["embedding"], vectors[chunk["text"]], atol=1e-6)
+
+    again = await import_chroma(
+        runtime,
+        chroma_dir,
+        collection="from-chroma",
+        chroma_collection="notes",
+        quiet=True,
+        report=lines.append,
+    )
+    assert (again.created, again.updated, again.unchanged, again.chunks, again.embedded) == (0, 0, 4, 0, 0)
+    assert without_vectors(await collection_docs(runtime, "from-chroma")) == without_vectors(docs)
+    count = await runtime.pool.fetchval(
+        "SELECT count(*) FROM chunks c JOIN collections k ON k.id = c.collection_id"
+        " WHERE k.name = 'from-chroma'"
+    )
+    assert count == 7
+
+
+async def test_chroma_vectors_of_another_dimension_are_re_embedded(
+    runtime: Runtime, chroma_dir: Path
+) -> None:
+    lines: list[str] = []
+    counts = await import_chroma(
+        runtime,
+        chroma_dir,
+        collection="chroma-tiny",
+        chroma_collection="tiny",
+        quiet=True,
+        report=lines.append,
+    )
+    assert (counts.created, counts.embedded) == (4, 7)
+    assert any("re-embedding" in line and "8-d" in line for line in lines), lines
+    await assert_corpus(runtime, "chroma-tiny")
+
+
+HERON_IN_TINY = (
+    "SELECT d.id FROM documents d JOIN collections k ON k.id = d.collection_id"
+    " WHERE k.name = 'chroma-tiny' AND d.filename = 'heron.txt'"
+)
+
+
+async def test_a_changed_source_record_updates_its_document_in_place(
+    runtime: Runtime, chroma_dir: Path
+) -> None:
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    before = await collection_docs(runtime, "chroma-tiny")  # imported by the test above
+    heron_id = await runtime.pool.fetchval(HERON_IN_TINY)
+    client = chromadb.PersistentClient(
+        path=str(chroma_dir), settings=ChromaSettings(anonymized_telemetry=False)
+    )
+    new_text = "Herons roost together in colonies beside quiet lakes."
+    # With its vector: without one Chroma would call its embedding function (a model download).
+    client.get_collection("tiny").update(ids=["heron-1"], documents=[new_text], embeddings=[[0.5] * 8])
+    counts = await import_chroma(
+        runtime,
+        chroma_dir,
+        collection="chroma-tiny",
+        chroma_collection="tiny",
+        quiet=True,
+        report=lambda _: None,
+    )
+    assert (counts.created, counts.updated, counts.unchanged, counts.embedded) == (0, 1, 3, 2), counts
+    after = await collection_docs(runtime, "chroma-tiny")
+    assert [c["text"] for c in after["heron.txt"]] == [CORPUS["field-notes/heron.txt"][0], new_text]
+    assert without_vectors(after)["turbine.txt"] == without_vectors(before)["turbine.txt"]
+    # The same document (same id), not a new one beside it.
+    assert [r["id"] for r in await runtime.pool.fetch(HERON_IN_TINY)] == [heron_id]
+    await assert_found(runtime, "chroma-tiny", "herons roost in colonies by lakes", new_text)
+
+
+async def test_same_text_twice_is_one_document_and_a_duplicate(runtime: Runtime, chroma_dir: Path) -> None:
+    for attempt in range(2):
+        counts = await import_chroma(
+            runtime,
+            chroma_dir,
+            collection="chroma-dups",
+            chroma_collection="dups",
+            quiet=True,
+            report=lambda _: None,
+        )
+        expected = (1, 0, 1) if attempt == 0 else (0, 1, 1)
+        assert (counts.created, counts.unchanged, counts.duplicates) == expected, counts
+        assert counts.skipped_keys == ["two.txt"] or counts.skipped_keys == ["one.txt"]
+    assert list(await collection_docs(runtime, "chroma-dups")) in (["one.txt"], ["two.txt"])
+
+
+@pytest.fixture(scope="module")
+async def source_url(pg_server: str) -> str:
+    """A throwaway database beside ours, where LlamaIndex and LangChain write their tables."""
+    url = await create_database(pg_server, "porting_src")
+    conn = await asyncpg.connect(plain_url(url))
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    finally:
+        await conn.close()
+    return url
+
+
+def write_llamaindex_table(url: str, vectors: dict[str, np.ndarray]) -> None:
+    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
+    from llama_index.vector_stores.postgres import PGVectorStore
+
+    store = PGVectorStore.from_params(
+        connection_string=sqlalchemy_url(plain_url(url), "psycopg2"),
+        async_connection_string=sqlalchemy_url(plain_url(url), "asyncpg"),
+        table_name="notes",
+        embed_dim=384,
+    )
+    nodes = []
+    for record_id, text, metadata in records():
+        node = TextNode(id_=record_id, text=text, embedding=vectors[text].tolist(), metadata=dict(metadata))
+        if "source" in metadata:  # what a LlamaIndex ingestion pipeline records: the node's source document
+            node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=metadata["source"])
+        nodes.append(node)
+    store.add(nodes)
+    store._engine.dispose()  # type: ignore[attr-defined]
+
+
+async def test_llamaindex_pgvector_table(
+    runtime: Runtime, source_url: str, vectors: dict[str, np.ndarray]
+) -> None:
+    await asyncio.to_thread(write_llamaindex_table, source_url, vectors)
+    for attempt in range(2):
+        counts = await import_pgvector(
+            runtime,
+            source_url,
+            "data_notes",
+            collection="from-llamaindex",
+            embedding_model=MODEL,
+            quiet=True,
+            report=lambda _: None,
+        )
+        expected = (4, 0, 0) if attempt == 0 else (0, 4, 0)
+        assert (counts.created, counts.unchanged, counts.embedded) == expected, counts
+    docs = await assert_corpus(runtime, "from-llamaindex")
+    # LlamaIndex's serialised node is not metadata; its ref_doc_id grouped the chunks.
+    meta = docs["heron.txt"][0]["doc_metadata"]
+    assert "_node_content" not in meta and meta["ref_doc_id"] == "field-notes/heron.txt"
+    assert np.allclose(
+        docs["heron.txt"][0]["embedding"], vectors[CORPUS["field-notes/heron.txt"][0]], atol=1e-6
+    )
+
+
+def write_langchain_table(url: str, vectors: dict[str, np.ndarray]) -> None:
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+    from langchain_postgres import PGVector
+
+    store = PGVector(
+        embeddings=DeterministicFakeEmbedding(size=384),
+        connection=sqlalchemy_url(plain_url(url), "psycopg"),
+        collection_name="lc_notes",
+        use_jsonb=True,
+    )
+    rows = records()
+    # Vectors of another model (LangChain's fake): the import must re-embed them.
+    store.add_embeddings(
+        texts=[r[1] for r in rows],
+        embeddings=[DeterministicFakeEmbedding(size=384).embed_query(r[1]) for r in rows],
+        metadatas=[r[2] for r in rows],
+        ids=[r[0] for r in rows],
+    )
+    PGVector(
+        embeddings=DeterministicFakeEmbedding(size=384),
+        connection=sqlalchemy_url(plain_url(url), "psycopg"),
+        collection_name="lc_other",
+        use_jsonb=True,
+    ).add_texts(["an unrelated collection"], ids=["other-0"])
+
+
+async def test_langchain_pgvector_table_is_re_embedded(
+    runtime: Runtime, source_url: str, vectors: dict[str, np.ndarray]
+) -> None:
+    await asyncio.to_thread(write_langchain_table, source_url, vectors)
+    with pytest.raises(
+        PortingError, match="choose one with --source-collection; the table holds: lc_notes, lc_other"
+    ):
+        await import_pgvector(
+            runtime, source_url, "langchain_pg_embedding", quiet=True, report=lambda _: None
+        )
+    with pytest.raises(PortingError, match="no table 'nothing_here'"):
+        await import_pgvector(runtime, source_url, "nothing_here", quiet=True, report=lambda _: None)
+    with pytest.raises(PortingError, match="neither a LlamaIndex PGVectorStore table"):
+        await import_pgvector(
+            runtime, source_url, "langchain_pg_collection", quiet=True, report=lambda _: None
+        )
+    lines: list[str] = []
+    counts = await import_pgvector(
+        runtime,
+        source_url,
+        "langchain_pg_embedding",
+        collection="from-langchain",
+        source_collection="lc_notes",
+        quiet=True,
+        report=lines.append,
+    )
+    assert (counts.created, counts.embedded) == (4, 7), counts
+    assert any("re-embedding" in line and "does not name its embedding model" in line for line in lines)
+    docs = await assert_corpus(runtime, "from-langchain")
+    # Re-embedded with the database's model: the same vectors its own ingestion would store.
+    text = CORPUS["manuals/turbine.txt"][0]
+    assert np.allclose(docs["turbine.txt"][0]["embedding"], vectors[text], atol=1e-5)
+    again = await import_pgvector(
+        runtime,
+        source_url,
+        "langchain_pg_embedding",
+        collection="from-langchain",
+        source_collection="lc_notes",
+        quiet=True,
+        report=lines.append,
+    )
+    assert (again.created, again.unchanged, again.embedded) == (0, 4, 0)
+
+
+LEGACY_DDL = """
+CREATE SCHEMA legacy;
+CREATE TABLE legacy.langchain_pg_collection (uuid uuid PRIMARY KEY, name varchar, cmetadata json);
+CREATE TABLE legacy.langchain_pg_embedding (
+    uuid uuid PRIMARY KEY, collection_id uuid REFERENCES legacy.langchain_pg_collection (uuid),
+    embedding vector, document varchar, cmetadata json, custom_id varchar
+);
+"""
+
+
+async def test_langchain_community_table(
+    runtime: Runtime, source_url: str, vectors: dict[str, np.ndarray]
+) -> None:
+    """langchain_community's older PGVector layout (uuid + custom_id), written by hand from its documented
+    schema: the package itself is not installed here."""
+    conn = await asyncpg.connect(plain_url(source_url))
+    try:
+        await conn.execute(LEGACY_DDL)
+        collection = await conn.fetchval(
+            "INSERT INTO legacy.langchain_pg_collection VALUES (gen_random_uuid(), 'old', '{}')"
+            " RETURNING uuid"
+        )
+        for record_id, text, metadata in records():
+            await conn.execute(
+                "INSERT INTO legacy.langchain_pg_embedding"
+                " VALUES (gen_random_uuid(), $1, $2::text::vector, $3, $4::json, $5)",
+                collection,
+                json.dumps(vectors[text].tolist()),
+                text,
+                json.dumps(metadata),
+                record_id,
+            )
+    finally:
+        await conn.close()
+    counts = await import_pgvector(
+        runtime,
+        source_url,
+        "legacy.langchain_pg_embedding",
+        collection="from-legacy",
+        embedding_model=MODEL,
+        quiet=True,
+        report=lambda _: None,
+    )
+    assert (counts.created, counts.embedded) == (4, 0), counts
+    docs = await assert_corpus(runtime, "from-legacy")
+    assert docs["heron.txt"][1]["metadata"]["source_id"] == "heron-1"
+
+
+async def test_export_then_import_into_another_collection(
+    runtime: Runtime, chroma_dir: Path, tmp_path: Path
+) -> None:
+    await import_chroma(
+        runtime,
+        chroma_dir,
+        collection="exp-src",
+        chroma_collection="notes",
+        quiet=True,
+        report=lambda _: None,
+    )
+    original = await collection_docs(runtime, "exp-src")
+    file = tmp_path / "notes.jsonl"
+    assert await export_jsonl(
+        runtime, "exp-src", file, with_vectors=True, quiet=True, report=lambda _: None
+    ) == (4, 7)
+    lines = file.read_text(encoding="utf-8").splitlines()
+    header = json.loads(lines[0])
+    assert header["format"] == "rag-server-export" and header["version"] == 1
+    assert (header["embedding_model"], header["embedding_dim"], header["vectors"]) == (MODEL, 384, True)
+    assert [json.loads(line)["type"] for line in lines[1:]] == ["document"] * 4
+
+    for attempt in range(2):
+        counts = await import_jsonl_file(
+            runtime, file, collection="exp-copy", quiet=True, report=lambda _: None
+        )
+        assert (counts.created, counts.unchanged, counts.embedded) == (
+            (4, 0, 0) if attempt == 0 else (0, 4, 0)
+        )
+    copy = await collection_docs(runtime, "exp-copy")
+    assert copy.keys() == original.keys()
+    for name, chunks in original.items():
+        assert [c["text"] for c in copy[name]] == [c["text"] for c in chunks]
+        assert [c["metadata"] for c in copy[name]] == [c["metadata"] for c in chunks]
+        for a, b in zip(copy[name], chunks, strict=True):
+            assert np.allclose(a["embedding"], b["embedding"], atol=1e-6)
+    await assert_found(runtime, "exp-copy", "sourdough starter flour", CORPUS["kitchen/sourdough.txt"][1])
+
+    # Without vectors the import embeds every chunk with the database's model.
+    bare = tmp_path / "bare.jsonl"
+    await export_jsonl(runtime, "exp-src", bare, quiet=True, report=lambda _: None)
+    assert "embedding" not in bare.read_text(encoding="utf-8").splitlines()[1]
+    counts = await import_jsonl_file(runtime, bare, collection="exp-bare", quiet=True, report=lambda _: None)
+    assert (counts.created, counts.embedded) == (4, 7)
+    await assert_corpus(runtime, "exp-bare")
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": str(settings.database_url), "RAG_DATA_DIR": str(settings.data_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "rag_server", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+async def test_cli_errors_are_sentences(
+    settings: Settings, runtime: Runtime, chroma_dir: Path, tmp_path: Path
+) -> None:
+    missing = await asyncio.to_thread(_cli, settings, "import", "chroma", str(tmp_path / "nowhere"))
+    assert missing.returncode == 1
+    assert f"error: {tmp_path / 'nowhere'}: no such file or directory" in missing.stdout
+    not_chroma = await asyncio.to_thread(_cli, settings, "import", "chroma", str(tmp_path))
+    assert not_chroma.returncode == 1 and "holds no Chroma data" in not_chroma.stdout
+    unknown = await asyncio.to_thread(
+        _cli, settings, "import", "chroma", str(chroma_dir), "--chroma-collection", "nope", "--quiet"
+    )
+    assert unknown.returncode == 1
+    assert "no Chroma collection 'nope'" in unknown.stdout and "it holds: dups, notes, tiny" in unknown.stdout
+    bad_file = tmp_path / "bad.jsonl"
+    bad_file.write_text('{"hello": 1}\n', encoding="utf-8")
+    bad = await asyncio.to_thread(_cli, settings, "import", "jsonl", str(bad_file))
+    assert bad.returncode == 1 and "is not a rag-server export" in bad.stdout
+    for result in (missing, not_chroma, unknown, bad):
+        assert "Traceback" not in result.stdout + result.stderr
+
+
+async def test_cli_import_and_export_end_to_end(
+    settings: Settings, runtime: Runtime, chroma_dir: Path, tmp_path: Path
+) -> None:
+    done = await asyncio.to_thread(
+        _cli,
+        settings,
+        "import",
+        "chroma",
+        str(chroma_dir),
+        "--chroma-collection",
+        "notes",
+        "--collection",
+        "cli-notes",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "created collection cli-notes" in done.stdout and "4 created" in done.stdout
+    assert "import: 100%" in done.stderr and "7/7" in done.stderr, done.stderr  # the progress bar
+    out = tmp_path / "cli.jsonl"
+    exported = await asyncio.to_thread(
+        _cli, settings, "export", "--collection", "cli-notes", str(out), "--quiet"
+    )
+    assert exported.returncode == 0 and "exported 4 documents (7 chunks)" in exported.stdout
+    collection_id = await runtime.pool.fetchval("SELECT id FROM collections WHERE name = 'cli-notes'")
+    assert isinstance(collection_id, UUID)

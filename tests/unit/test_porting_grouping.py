@@ -1,0 +1,87 @@
+"""How records of another vector store become documents, and when their vectors are reused."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag_server.porting.chroma import ChromaSource
+from rag_server.porting.grouping import build_document, display_name, group_key, plan_groups
+from rag_server.porting.models import PortingError, SourceRecord, same_model, vector_plan
+from rag_server.porting.writer import document_id
+
+
+def test_the_first_document_key_a_record_has_groups_it() -> None:
+    assert group_key("n1", {"ref_doc_id": "doc-a", "source": "a.pdf"}, None) == "doc-a"
+    assert group_key("n1", {"source": "/data/a.pdf"}, None) == "/data/a.pdf"
+    # LlamaIndex writes the string "None" for a node without a source document.
+    assert group_key("n1", {"ref_doc_id": "None", "doc_id": "None"}, None) == "n1"
+    assert group_key("n1", {"lang": "en"}, None) == "n1"
+    assert group_key("n1", {"source": "a.pdf", "book": "b"}, "book") == "b"
+    assert group_key("n1", {"source": "a.pdf"}, "none") == "n1"
+
+
+def test_chunks_keep_source_order_unless_every_record_has_a_start_index() -> None:
+    plan = plan_groups(
+        [
+            ("a2", {"source": "a", "start_index": 200}),
+            ("b1", {"source": "b"}),
+            ("a1", {"source": "a", "start_index": 0}),
+            ("b0", {"source": "b"}),
+        ],
+        None,
+    )
+    assert plan.records == 4
+    assert plan.groups() == [("a", ["a1", "a2"]), ("b", ["b1", "b0"])]
+    mixed = plan_groups([("x2", {"source": "x", "start_index": 5}), ("x1", {"source": "x"})], None)
+    assert mixed.groups() == [("x", ["x2", "x1"])]
+
+
+def test_shared_metadata_goes_on_the_document_the_rest_on_chunks() -> None:
+    records = [
+        SourceRecord("r1", "first", {"source": "/d/report.pdf", "page": 1, "_node_content": "{}"}, None),
+        SourceRecord("r2", "  ", {"source": "/d/report.pdf", "page": 1}, None),  # no text: dropped
+        SourceRecord("r3", "second", {"source": "/d/report.pdf", "page": 2}, np.ones(3, dtype=np.float32)),
+    ]
+    doc = build_document("/d/report.pdf", records)
+    assert doc is not None
+    assert doc.filename == "report.pdf.txt"  # its stored bytes are the chunk texts
+    assert doc.metadata == {"source": "/d/report.pdf"}
+    assert [c.text for c in doc.chunks] == ["first", "second"]
+    assert [c.metadata for c in doc.chunks] == [
+        {"page": 1, "source_id": "r1"},
+        {"page": 2, "source_id": "r3"},
+    ]
+    assert build_document("k", [SourceRecord("r", "", {}, None)]) is None
+    assert display_name("notes/today.md", {}) == "today.md"
+
+
+def test_vectors_are_reused_only_for_the_same_model_and_dimension() -> None:
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    assert same_model("all-minilm-l6-v2", model)
+    assert not same_model("text-embedding-3-small", model)
+    assert vector_plan("all-MiniLM-L6-v2", 384, model, 384).reuse
+    assert not vector_plan(None, 384, model, 384).reuse
+    assert not vector_plan(model, 768, model, 384).reuse
+    assert not vector_plan("text-embedding-3-small", 384, model, 384).reuse
+    assert not vector_plan(model, None, model, 384).reuse
+
+
+def test_document_ids_are_deterministic_per_collection_and_origin() -> None:
+    from uuid import uuid4
+
+    a, b = uuid4(), uuid4()
+    assert document_id(a, "chroma:notes", "x.txt") == document_id(a, "chroma:notes", "x.txt")
+    assert document_id(a, "chroma:notes", "x.txt") != document_id(b, "chroma:notes", "x.txt")
+    assert document_id(a, "chroma:notes", "x.txt") != document_id(a, "chroma:other", "x.txt")
+
+
+def test_without_chromadb_the_chroma_import_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "chromadb", None)  # `import chromadb` now raises ImportError
+    with pytest.raises(PortingError, match=r"pip install 'rag-server\[chroma\]'"):
+        ChromaSource(tmp_path, None)
