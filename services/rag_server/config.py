@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
 
 
 class Settings(BaseSettings):
@@ -86,6 +90,12 @@ class Settings(BaseSettings):
     bootstrap_admin_key_file: Path | None = None
     # The key the CLI sends to a running server (`ingest`, `search --url`, `bench search --url`).
     api_key: SecretStr | None = None
+
+    # --- logs -----------------------------------------------------------------------------
+    # text: readable lines; json: one JSON object per line (time, level, logger, message, request_id,
+    # task_id; access lines add route, method, status, duration_ms). Server, worker and CLI alike.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = "INFO"
 
     # --- retrieval ------------------------------------------------------------------------
     # Okapi BM25 parameters of the native engine (pg_search uses Tantivy's own 1.2 / 0.75).

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rag_server import __version__
 from rag_server.access.exposure import prepare_access
 from rag_server.api.errors import install_error_handlers, install_openapi
+from rag_server.api.request_id import RequestIdMiddleware
 from rag_server.api.routes import (
     admin,
     chat,
@@ -68,6 +69,7 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(ScopeMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # added last = outermost: its header is on every answer
     app.include_router(health.router)
     app.include_router(status.router)
     app.include_router(collections.router)

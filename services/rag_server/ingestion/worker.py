@@ -22,6 +22,7 @@ from uuid import UUID
 from rag_server.config import Settings
 from rag_server.infra.database import is_transient_db_error, runtime_url
 from rag_server.infra.embeddings import EmbeddingError
+from rag_server.infra.log_context import log_context, valid_request_id
 from rag_server.infra.queue import Message
 from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.ingestion import tasks
@@ -48,6 +49,20 @@ def give_up_reason(settings: Settings, failures: int, deliveries: int, last_erro
             + (f" Its last error: {last_error}" if last_error else "")
         )
     return None
+
+
+def message_log_ids(msg: Message) -> dict[str, str | None]:
+    """The ids a message's log lines carry; a malformed or foreign value is left out, not trusted."""
+    payload = msg.message if isinstance(msg.message, dict) else {}
+    task_id, request_id = payload.get("task_id"), payload.get("request_id")
+    try:
+        task = str(UUID(str(task_id))) if task_id is not None else None
+    except ValueError:
+        task = None
+    return {
+        "task_id": task,
+        "request_id": request_id if isinstance(request_id, str) and valid_request_id(request_id) else None,
+    }
 
 
 class Worker:
@@ -106,7 +121,12 @@ class Worker:
             await asyncio.wait_for(self.stopping.wait(), seconds)
 
     async def handle(self, msg: Message) -> None:
-        """Process one message; never raises except on cancellation."""
+        """Process one message; never raises except on cancellation. Its log lines carry the task id
+        and the id of the request that queued it (the message's `request_id`)."""
+        with log_context(**message_log_ids(msg)):
+            await self._handle(msg)
+
+    async def _handle(self, msg: Message) -> None:
         try:
             await self._process(msg)
         except asyncio.CancelledError:
@@ -205,7 +225,7 @@ class Worker:
 
         vectors = await embed_chunks(self.runtime.embedder, chunks, settings.embedding_batch_size, progress)
         if await tasks.complete_task(pool, self.runtime.queue, work, msg_id, chunks, vectors):
-            logger.info("task %s: %d chunks written", task_id, len(chunks))
+            logger.info("task %s completed: %d chunks written", task_id, len(chunks))
         else:
             logger.info("task %s: document deleted or task taken over while processing; dropped", task_id)
 
