@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.fakes.embedding_server import FakeEmbeddingServer, fake_ollama_env
 from tests.support.ingest import wait_batch, wait_for
 from tests.support.processes import Proc, process_env, start_server, start_worker
 
@@ -44,11 +45,14 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, fake: FakeEmbeddingServer
+) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("logs")
     env = process_env(
         database_url,
         logs / "data",
+        **fake_ollama_env(fake),  # the embedding service outside the box, faked at the protocol level
         RAG_LOG_FORMAT="json",
         RAG_BOOTSTRAP_ADMIN_KEY=BOOTSTRAP_KEY,
         RAG_WORKER_POLL_INTERVAL_S="0.1",
@@ -219,6 +223,15 @@ def test_no_log_line_holds_query_text_document_text_or_a_key(stack: Stack) -> No
         headers={"Authorization": "Bearer rag_not-a-real-key-but-secret-looking"},
     )
     assert bad_key.status_code == 401
+
+    # A service that quotes what it could not embed: the client and the task's error get its answer,
+    # the log lines do not.
+    echoed = stack.client.post("/search", json={"query": f"ECHO400 {QUERY_TEXT}"})
+    assert echoed.status_code == 503 and "zebra-sapphire-4409" in echoed.json()["detail"]
+    echo_upload = upload(stack, "echo.txt", f"ECHO400 {DOCUMENT_TEXT}".encode(), "echo-upload")
+    status = wait_batch(stack.client, echo_upload.json()["batch_id"])
+    assert status["status"] == "failed" and "quokka-marmalade-7731" in status["tasks"][0]["error"]
+    assert any("refused" in e["message"] for e in worker_lines_for(stack, status["tasks"][0]["task_id"]))
 
     [access] = wait_for(
         lambda: [e for e in stack.entries(stack.server) if e["request_id"] == search_id],

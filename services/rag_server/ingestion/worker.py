@@ -196,10 +196,13 @@ class Worker:
         except ParseError as exc:
             await self._fail(task_id, work, str(exc), msg)
         except EmbeddingError as exc:
+            # The task's error keeps the service's answer; the log line does not (it may quote the text).
             if exc.transient:
-                await self._retry(task_id, f"The embedding service is unavailable: {exc}.", msg)
+                reason, logged = "The embedding service is unavailable", exc.summary
+                await self._retry(task_id, f"{reason}: {exc}.", msg, logged=f"{reason}: {logged}.")
             else:
-                await self._fail(task_id, work, f"The embedding service refused this document: {exc}.", msg)
+                reason, logged = "The embedding service refused this document", exc.summary
+                await self._fail(task_id, work, f"{reason}: {exc}.", msg, logged=f"{reason}: {logged}.")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -229,8 +232,10 @@ class Worker:
         else:
             logger.info("task %s: document deleted or task taken over while processing; dropped", task_id)
 
-    async def _fail(self, task_id: UUID, work: tasks.TaskWork | None, reason: str, msg: Message) -> None:
-        logger.info("task %s failed: %s", task_id, reason)
+    async def _fail(
+        self, task_id: UUID, work: tasks.TaskWork | None, reason: str, msg: Message, logged: str | None = None
+    ) -> None:
+        logger.info("task %s failed: %s", task_id, logged or reason)
         document_id = work.document_id if work else None
         try:
             await tasks.fail_task(
@@ -245,10 +250,12 @@ class Worker:
         except Exception as exc:
             logger.warning("could not record failure of task %s (%s); it will be retried", task_id, exc)
 
-    async def _retry(self, task_id: UUID, reason: str, msg: Message, count_failure: bool = True) -> None:
+    async def _retry(
+        self, task_id: UUID, reason: str, msg: Message, count_failure: bool = True, logged: str | None = None
+    ) -> None:
         """Leave the message for redelivery after a backoff; the next read fails it for good when its
-        failures reach worker_max_attempts."""
-        logger.warning("task %s delivery %d failed transiently (%s)", task_id, msg.read_ct, reason)
+        failures reach worker_max_attempts. `logged`: the reason as the log line says it."""
+        logger.warning("task %s delivery %d failed transiently (%s)", task_id, msg.read_ct, logged or reason)
         # Stop extending first, or the heartbeat could overwrite the backoff with the full timeout.
         await self._stop_heartbeat(msg.msg_id)
         try:
