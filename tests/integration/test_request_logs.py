@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +16,15 @@ import pytest
 
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_ollama_env
 from tests.support.ingest import wait_batch, wait_for
-from tests.support.processes import Proc, process_env, start_server, start_worker
+from tests.support.processes import (
+    Proc,
+    free_port,
+    process_env,
+    start,
+    start_server,
+    start_worker,
+    wait_healthy,
+)
 
 BOOTSTRAP_KEY = "bootstrap-admin-key-for-the-log-tests-0123456789"
 DOCUMENT_TEXT = "The quokka-marmalade-7731 protocol keeps every heliotrope ledger balanced at dawn."
@@ -257,3 +266,45 @@ def test_every_line_of_both_logs_is_json_after_a_clean_stop(stack: Stack) -> Non
         entries = stack.entries(proc)
         assert all(set(e) >= {"time", "level", "logger", "message", "request_id", "task_id"} for e in entries)
     assert any(e["message"] == "worker stopped" for e in stack.entries(stack.worker))
+
+
+def test_up_passes_the_json_format_to_its_worker(
+    database_url: str, tmp_path: Path, fake: FakeEmbeddingServer
+) -> None:
+    """`rag-server up` and the worker it supervises write one log (its stdout/stderr), all JSON."""
+    env = process_env(
+        database_url,
+        tmp_path / "data",
+        **fake_ollama_env(fake),
+        RAG_LOG_FORMAT="json",
+        RAG_BOOTSTRAP_ADMIN_KEY=BOOTSTRAP_KEY,
+        RAG_WORKER_POLL_INTERVAL_S="0.1",
+    )
+    port = free_port()
+    up = start(["up", "--port", str(port)], env, tmp_path / "up.log")
+    up.base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(up, timeout=180)
+        stack = Stack(up, up)
+        response = upload(stack, "up.txt", b"A file uploaded through the supervised stack.", "via-up-1")
+        assert wait_batch(stack.client, response.json()["batch_id"], timeout=120)["status"] == "completed"
+        [task] = response.json()["tasks"]
+        lines = wait_for(
+            lambda: (
+                (found := worker_lines_for(stack, task["task_id"]))
+                and "completed" in found[-1]["message"]
+                and found
+            ),
+            timeout=30,
+            what="the supervised worker's completed line",
+        )
+        assert {line["request_id"] for line in lines} == {"via-up-1"}
+        assert {line["logger"] for line in lines} == {"rag_server.ingestion.worker"}
+        stack.client.close()
+    finally:
+        assert up.stop() == 0
+    entries = Stack.entries(stack, up)  # every line JSON, the worker's included
+    messages = [e["message"] for e in entries]
+    assert any(m.startswith("rag-server on http://") for m in messages)
+    assert any(m.startswith("worker ready") for m in messages)
+    assert "worker stopped" in messages
