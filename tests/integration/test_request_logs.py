@@ -115,7 +115,7 @@ def test_an_upload_carries_its_request_id_to_the_task_and_the_worker_logs(stack:
     [access] = [
         e
         for e in stack.entries(stack.server)
-        if e["request_id"] == UPLOAD_ID and e["logger"] == "rag_server.access"
+        if e["request_id"] == UPLOAD_ID and e["logger"] == "rag_server.api.access"
     ]
     assert (access["route"], access["method"], access["status"]) == ("/upload", "POST", 202)
     assert isinstance(access["duration_ms"], float) and access["duration_ms"] >= 0
@@ -151,7 +151,7 @@ def test_a_retry_queues_the_task_under_the_retry_requests_id(stack: Stack) -> No
     [link] = [
         e
         for e in stack.entries(stack.server)
-        if e["request_id"] == RETRY_ID and e["logger"] != "rag_server.access"
+        if e["request_id"] == RETRY_ID and e["logger"] != "rag_server.api.access"
     ]
     assert task["task_id"] in link["message"] and "broken-upload" in link["message"]
 
@@ -182,7 +182,7 @@ def test_every_response_carries_a_request_id(stack: Stack) -> None:
     routes = {
         (e["method"], e["route"])
         for e in stack.entries(stack.server)
-        if e["request_id"] == sent and e["logger"] == "rag_server.access"
+        if e["request_id"] == sent and e["logger"] == "rag_server.api.access"
     }
     for expected in [
         ("GET", None),  # no route matched: 404

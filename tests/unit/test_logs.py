@@ -157,3 +157,23 @@ logging.getLogger("uvicorn.error").info("Started server process")
     assert (boom["request_id"], boom["task_id"], boom["level"]) == ("r-1", "t-1", "ERROR")
     assert "ZeroDivisionError" in boom["exception"]
     assert done.stdout == ""
+
+
+def test_the_level_holds_for_libraries_that_set_their_own() -> None:
+    code = """
+import logging
+from rag_server.config import get_settings
+from rag_server.infra.logs import configure_logging
+configure_logging(get_settings())
+logging.getLogger("uvicorn.error").setLevel(logging.INFO)
+logging.getLogger("uvicorn.error").info("hidden: below RAG_LOG_LEVEL")
+logging.getLogger("uvicorn.error").warning("shown")
+"""
+    env = {**os.environ, "RAG_LOG_LEVEL": "warning"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (
+        "hidden" not in done.stderr
+        and done.stderr.count("\n") == 1
+        and " WARNING uvicorn.error: shown" in done.stderr
+    )

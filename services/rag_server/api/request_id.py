@@ -23,7 +23,7 @@ from rag_server.infra.log_context import accept_request_id, log_context
 HEADER = "X-Request-Id"
 _HEADER_KEY = HEADER.lower().encode("latin-1")
 
-access_logger = logging.getLogger("rag_server.access")
+access_logger = logging.getLogger("rag_server.api.access")
 
 
 def client_request_id(scope: Scope) -> str | None:

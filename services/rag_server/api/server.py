@@ -46,7 +46,7 @@ def serve_api(settings: Settings, host: str, port: int, *, exposure_checked: boo
         create_app(settings),
         host=host,
         port=port,
-        log_level="info",
+        log_level=settings.log_level.lower(),
         # Our handler formats uvicorn's lines too (infra/logs.py); the access line is ours, once per
         # request, with the route template instead of a path and query string that can hold query text.
         log_config=None,

@@ -147,8 +147,12 @@ def configure_logging(settings: Settings, *, verbose: bool = False) -> None:
     root = logging.getLogger()
     for handler in root.handlers[:]:
         root.removeHandler(handler)
-    root.addHandler(build_handler(settings))
-    root.setLevel(logging.DEBUG if verbose else settings.log_level)
+    level = logging.DEBUG if verbose else settings.log_level
+    handler = build_handler(settings)
+    # On the handler too: a library that sets its own logger's level (uvicorn's "info") stays quiet.
+    handler.setLevel(level)
+    root.addHandler(handler)
+    root.setLevel(level)
     logging.captureWarnings(True)  # warnings.warn() goes through the formatter too (one JSON line)
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)

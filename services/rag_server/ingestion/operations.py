@@ -8,6 +8,9 @@ their documents' rows, the worker's order (ingestion/tasks.py).
 
 A retry starts the task afresh: `failures` 0 (the document gets RAG_WORKER_MAX_ATTEMPTS again) and
 `attempts` 0 (attempts are the deliveries of the task's message, and the new message has none yet).
+A retry queues the task under the retry request's id (X-Request-Id, job_tasks.request_id and the new
+message): the worker's lines for the new delivery carry it, and the retry logs one line naming the
+request that queued the task before (both ids and the task id are on the lines: the link).
 A cancel is a failure with the reason "Cancelled by <key name>": no new task status (the batch states and
 the web app's badges stay as they are), and a cancelled task can be retried like any failed one. A task
 being processed cannot be cancelled (its worker would finish it anyway): delete the document instead.
