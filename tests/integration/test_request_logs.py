@@ -179,12 +179,7 @@ def test_every_response_carries_a_request_id(stack: Stack) -> None:
         headers={"X-Request-Id": sent, "Accept": "application/json, text/event-stream"},
     )
     assert mcp.headers["x-request-id"] == sent
-    routes = {
-        (e["method"], e["route"])
-        for e in stack.entries(stack.server)
-        if e["request_id"] == sent and e["logger"] == "rag_server.api.access"
-    }
-    for expected in [
+    expected = {
         ("GET", None),  # no route matched: 404
         ("GET", "/"),
         ("GET", "/assets/{path}"),
@@ -192,8 +187,17 @@ def test_every_response_carries_a_request_id(stack: Stack) -> None:
         ("GET", "/documents/{document_id}"),
         ("GET", "/collections"),
         ("POST", "/mcp"),
-    ]:
-        assert expected in routes, (expected, routes)
+    }
+
+    def routes() -> set[tuple[str, str | None]]:
+        return {
+            (e["method"], e["route"])
+            for e in stack.entries(stack.server)
+            if e["request_id"] == sent and e["logger"] == "rag_server.api.access"
+        }
+
+    # The access line is written once the response is complete: a moment after the client has it.
+    wait_for(lambda: expected <= routes(), timeout=10, what=f"access lines {expected - routes()}")
     with client.stream(
         "POST", "/query/stream", json={"query": "heliotrope"}, headers={"X-Request-Id": sent}
     ) as stream:
