@@ -8,9 +8,10 @@ import os
 import re
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
+from pgmq import Message
 
 from rag_server.access.keys import new_key
 from rag_server.config import Settings
@@ -30,6 +31,7 @@ from rag_server.infra.logs import (
     TextFormatter,
     settings_secrets,
 )
+from rag_server.ingestion.worker import message_log_ids
 
 
 def record(
@@ -177,3 +179,26 @@ logging.getLogger("uvicorn.error").warning("shown")
         and done.stderr.count("\n") == 1
         and " WARNING uvicorn.error: shown" in done.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            {"task_id": "6f1c3a9e-1d2b-4c5d-8e9f-0a1b2c3d4e5f", "document_id": "x", "request_id": "up-1"},
+            {"task_id": "6f1c3a9e-1d2b-4c5d-8e9f-0a1b2c3d4e5f", "request_id": "up-1"},
+        ),
+        (
+            {"task_id": "6f1c3a9e-1d2b-4c5d-8e9f-0a1b2c3d4e5f"},
+            {"task_id": "6f1c3a9e-1d2b-4c5d-8e9f-0a1b2c3d4e5f", "request_id": None},
+        ),  # queued before 0008
+        ({"task_id": "not-a-uuid", "request_id": "bad\nid"}, {"task_id": None, "request_id": None}),
+        ({"request_id": 42}, {"task_id": None, "request_id": None}),
+    ],
+)
+def test_a_message_names_the_ids_its_log_lines_carry(
+    body: dict[str, object], expected: dict[str, object]
+) -> None:
+    now = datetime.now(UTC)
+    msg = Message(msg_id=1, read_ct=1, enqueued_at=now, last_read_at=now, vt=now, message=body, headers=None)
+    assert message_log_ids(msg) == expected
