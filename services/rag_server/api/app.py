@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rag_server import __version__
 from rag_server.access.exposure import prepare_access
 from rag_server.api.errors import install_error_handlers, install_openapi
+from rag_server.api.request_id import RequestIdMiddleware
 from rag_server.api.routes import (
     admin,
     chat,
@@ -70,10 +71,11 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(ScopeMiddleware)
-    # Prometheus (GET /metrics): this app's own registry; outermost, so it times the whole request.
+    # Prometheus (GET /metrics): this app's own registry; around every route, so it times whole requests.
     app.state.metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(metrics.metrics_router(settings.metrics_public))
+    app.add_middleware(RequestIdMiddleware)  # added last = outermost: its header is on every answer
     app.include_router(health.router)
     app.include_router(status.router)
     app.include_router(collections.router)

@@ -143,7 +143,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def embedding_unavailable(request: Request, exc: EmbeddingError) -> JSONResponse:
         # A remote embedding service (Ollama, OpenAI-compatible) that is down or refuses us: the request
         # was fine, the service behind it is not, so retry later (or fix its settings) — not a bug of ours.
-        logger.warning("embedding service failed: %s", exc)
+        logger.warning("embedding service failed: %s", exc.summary)  # not its answer: it may quote the query
         return _error(request, 503, f"the embedding service failed: {exc}")
 
     app.add_middleware(UnexpectedErrorMiddleware)

@@ -46,6 +46,10 @@ def serve_api(settings: Settings, host: str, port: int, *, exposure_checked: boo
         create_app(settings),
         host=host,
         port=port,
-        log_level="info",
+        log_level=settings.log_level.lower(),
+        # Our handler formats uvicorn's lines too (infra/logs.py); the access line is ours, once per
+        # request, with the route template instead of a path and query string that can hold query text.
+        log_config=None,
+        access_log=False,
         timeout_graceful_shutdown=settings.server_shutdown_grace_s,
     )

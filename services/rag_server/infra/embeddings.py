@@ -26,9 +26,12 @@ QUERY_BATCH_MAX_TEXTS = 4
 class EmbeddingError(Exception):
     """The embedding backend failed. `transient` says whether a retry may succeed."""
 
-    def __init__(self, message: str, *, transient: bool) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, transient: bool, answer: str | None = None) -> None:
+        super().__init__(f"{message}: {answer}" if answer else message)
         self.transient = transient
+        # For log lines: without the service's answer, which may quote the texts sent (a document's,
+        # a query's); the full message still reaches the client and the task's error.
+        self.summary = message
 
 
 class Embedder(Protocol):
@@ -207,15 +210,16 @@ class _HttpEmbedder:
                 continue
             if response.status_code == 429 or response.status_code >= 500:
                 last = EmbeddingError(
-                    f"the {self.provider} embedding service answered HTTP {response.status_code}: "
-                    f"{response.text[:200]}",
+                    f"the {self.provider} embedding service answered HTTP {response.status_code}",
+                    answer=response.text[:200],
                     transient=True,
                 )
                 continue
             if response.status_code >= 400:
                 raise EmbeddingError(
                     f"the {self.provider} embedding service rejected the request with HTTP "
-                    f"{response.status_code}: {response.text[:200]}",
+                    f"{response.status_code}",
+                    answer=response.text[:200],
                     transient=False,
                 )
             try:

@@ -11,6 +11,7 @@ import asyncpg
 from rag_server.collections.models import DEFAULT_COLLECTION_ID
 from rag_server.errors import NotFoundError
 from rag_server.infra.database import Executor, connection, transaction
+from rag_server.infra.log_context import current_request_id
 from rag_server.infra.queue import IngestQueue
 from rag_server.ingestion.documents import IncomingFile, insert_new_document
 from rag_server.ingestion.models import (
@@ -34,6 +35,7 @@ async def create_upload_batch(
 
     Dedup by sha256 within the collection: an existing document (or an earlier file of this batch) makes
     a 'duplicate' task pointing at it and sends no message; an existing *failed* document is queued again.
+    Every task and message carries the request's id (infra/log_context.py), for the worker's log lines.
     """
     async with transaction(conn) as c:
         # KEY SHARE on the collection row (migration 0004's function, as editors may not lock it
@@ -44,18 +46,24 @@ async def create_upload_batch(
         batch_id: UUID = await c.fetchval(
             "INSERT INTO job_batches (collection_id) VALUES ($1) RETURNING id", collection_id
         )
-        tasks = [await _add_file(c, queue, batch_id, f, collection_id) for f in files]
+        request_id = current_request_id()
+        tasks = [await _add_file(c, queue, batch_id, f, collection_id, request_id) for f in files]
     return UploadResponse(batch_id=batch_id, tasks=tasks)
 
 
 async def _add_file(
-    conn: asyncpg.Connection, queue: IngestQueue, batch_id: UUID, f: IncomingFile, collection_id: UUID
+    conn: asyncpg.Connection,
+    queue: IngestQueue,
+    batch_id: UUID,
+    f: IncomingFile,
+    collection_id: UUID,
+    request_id: str | None,
 ) -> TaskRef:
     sha = f.sha256
     while True:
         doc_id = await insert_new_document(conn, f, sha, "queued", collection_id)
         if doc_id is not None:
-            return await _queue_task(conn, queue, batch_id, doc_id, f.filename)
+            return await _queue_task(conn, queue, batch_id, doc_id, f.filename, request_id)
         existing = await conn.fetchrow(
             "SELECT id, status, chunk_count FROM documents"
             " WHERE collection_id = $1 AND sha256 = $2 FOR UPDATE",
@@ -71,34 +79,50 @@ async def _add_file(
         await conn.execute(
             "UPDATE documents SET status = 'queued', error = NULL, updated_at = now() WHERE id = $1", doc_id
         )
-        return await _queue_task(conn, queue, batch_id, doc_id, f.filename)
+        return await _queue_task(conn, queue, batch_id, doc_id, f.filename, request_id)
     task_id = await conn.fetchval(
         """
         INSERT INTO job_tasks (batch_id, document_id, filename, status, total_chunks,
-                               completed_chunks, finished_at)
-        VALUES ($1, $2, $3, 'duplicate', $4, $4, now()) RETURNING id
+                               completed_chunks, finished_at, request_id)
+        VALUES ($1, $2, $3, 'duplicate', $4, $4, now(), $5) RETURNING id
         """,
         batch_id,
         doc_id,
         f.filename,
         existing["chunk_count"],
+        request_id,
     )
     return TaskRef(task_id=task_id, filename=f.filename, status="duplicate", document_id=doc_id)
 
 
+def task_message(task_id: UUID, document_id: UUID, request_id: str | None) -> dict[str, str]:
+    """A task's queue message: what the worker needs, and the request id its log lines carry."""
+    message = {"task_id": str(task_id), "document_id": str(document_id)}
+    if request_id is not None:
+        message["request_id"] = request_id
+    return message
+
+
 async def _queue_task(
-    conn: asyncpg.Connection, queue: IngestQueue, batch_id: UUID, doc_id: UUID, filename: str
+    conn: asyncpg.Connection,
+    queue: IngestQueue,
+    batch_id: UUID,
+    doc_id: UUID,
+    filename: str,
+    request_id: str | None,
 ) -> TaskRef:
     # The id is chosen here so the message can name it and the task row is written once, with msg_id.
     task_id = uuid4()
-    msg_id = await queue.send({"task_id": str(task_id), "document_id": str(doc_id)}, conn=conn)
+    msg_id = await queue.send(task_message(task_id, doc_id, request_id), conn=conn)
     await conn.execute(
-        "INSERT INTO job_tasks (id, batch_id, document_id, filename, msg_id) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO job_tasks (id, batch_id, document_id, filename, msg_id, request_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
         task_id,
         batch_id,
         doc_id,
         filename,
         msg_id,
+        request_id,
     )
     return TaskRef(task_id=task_id, filename=filename, status="queued", document_id=doc_id)
 
@@ -111,7 +135,7 @@ async def batch_status(conn: Executor, batch_id: UUID) -> BatchStatus:
         rows = await c.fetch(
             """
             SELECT id AS task_id, filename, status, total_chunks, completed_chunks, attempts, failures, error,
-                   document_id, started_at, finished_at
+                   document_id, started_at, finished_at, request_id
             FROM job_tasks WHERE batch_id = $1 ORDER BY created_at, id
             """,
             batch_id,

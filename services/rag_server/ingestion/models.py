@@ -71,6 +71,11 @@ class BatchTask(BaseModel):
     document_id: UUID | None
     started_at: datetime | None
     finished_at: datetime | None
+    request_id: str | None = Field(
+        default=None,
+        description="X-Request-Id of the request that queued it (the upload, or a later retry): the id "
+        "on the server's and the worker's log lines about it.",
+    )
 
 
 class BatchStatus(BaseModel):

@@ -8,6 +8,9 @@ their documents' rows, the worker's order (ingestion/tasks.py).
 
 A retry starts the task afresh: `failures` 0 (the document gets RAG_WORKER_MAX_ATTEMPTS again) and
 `attempts` 0 (attempts are the deliveries of the task's message, and the new message has none yet).
+A retry queues the task under the retry request's id (X-Request-Id, job_tasks.request_id and the new
+message): the worker's lines for the new delivery carry it, and the retry logs one line naming the
+request that queued the task before (both ids and the task id are on the lines: the link).
 A cancel is a failure with the reason "Cancelled by <key name>": no new task status (the batch states and
 the web app's badges stay as they are), and a cancelled task can be retried like any failed one. A task
 being processed cannot be cancelled (its worker would finish it anyway): delete the document instead.
@@ -15,6 +18,7 @@ being processed cannot be cancelled (its worker would finish it anyway): delete 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from uuid import UUID
 
@@ -23,7 +27,9 @@ import asyncpg
 from rag_server.collections.store import get_collection
 from rag_server.errors import ConflictError, NotFoundError
 from rag_server.infra.database import Executor, connection, transaction
+from rag_server.infra.log_context import current_request_id
 from rag_server.infra.queue import IngestQueue
+from rag_server.ingestion.batches import task_message
 from rag_server.ingestion.models import TaskStatus
 from rag_server.ingestion.operations_models import (
     STUCK_DEAD_WORKER,
@@ -35,6 +41,8 @@ from rag_server.ingestion.operations_models import (
     TaskSelection,
 )
 from rag_server.ingestion.recovery import worker_alive_sql
+
+logger = logging.getLogger(__name__)
 
 
 def queue_table(queue: IngestQueue) -> str:
@@ -48,7 +56,7 @@ def _tasks_sql(queue: IngestQueue) -> str:
     return f"""
     SELECT t.id AS task_id, t.batch_id, b.collection_id, c.name AS collection, t.document_id, t.filename,
            t.status, t.attempts, t.failures, t.error, t.worker_id, t.msg_id, t.created_at, t.updated_at,
-           t.started_at, t.finished_at,
+           t.started_at, t.finished_at, t.request_id,
            CASE WHEN t.status = 'processing' AND t.worker_id IS NOT NULL
                      AND NOT {worker_alive_sql("t.worker_id")} THEN 'dead_worker'
                 WHEN t.status = 'queued'
@@ -112,7 +120,7 @@ async def _message_exists(c: asyncpg.Connection, queue: IngestQueue, msg_id: int
 async def _lock_tasks(c: asyncpg.Connection, where: str, *args: Any) -> list[asyncpg.Record]:
     return await c.fetch(
         f"""
-        SELECT t.id, t.status, t.document_id, t.msg_id, t.worker_id FROM job_tasks t
+        SELECT t.id, t.status, t.document_id, t.msg_id, t.worker_id, t.request_id FROM job_tasks t
         JOIN job_batches b ON b.id = t.batch_id WHERE {where} ORDER BY t.id FOR UPDATE OF t
         """,
         *args,
@@ -148,17 +156,22 @@ async def _retry_locked(c: asyncpg.Connection, queue: IngestQueue, task: asyncpg
         return f"the stored file of {doc['filename']!r} is missing from the database: upload it again"
     if task["msg_id"] is not None:
         await queue.delete(int(task["msg_id"]), conn=c)  # one message per task, never two
-    msg_id = await queue.send({"task_id": str(task_id), "document_id": str(doc["id"])}, conn=c)
+    # The retry's own request id replaces the upload's: the new delivery's log lines carry it, and the
+    # line below links the two (the older lines keep the task id).
+    request_id = current_request_id()
+    msg_id = await queue.send(task_message(task_id, doc["id"], request_id), conn=c)
     await c.execute(
         """
         UPDATE job_tasks SET status = 'queued', attempts = 0, failures = 0, error = NULL, worker_id = NULL,
                msg_id = $2, total_chunks = 0, completed_chunks = 0, started_at = NULL, finished_at = NULL,
-               updated_at = now()
+               request_id = $3, updated_at = now()
         WHERE id = $1
         """,
         task_id,
         msg_id,
+        request_id,
     )
+    logger.info("task %s queued again (queued before by request %s)", task_id, task["request_id"] or "-")
     await c.execute(
         "UPDATE documents SET status = 'queued', error = NULL, chunk_count = 0, updated_at = now()"
         " WHERE id = $1",

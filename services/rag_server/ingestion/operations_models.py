@@ -38,6 +38,11 @@ class AdminTask(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    request_id: str | None = Field(
+        default=None,
+        description="X-Request-Id of the request that queued it last (the upload, or the retry that "
+        "queued it again): the id on the server's and the worker's log lines about it.",
+    )
 
 
 class AdminTaskList(BaseModel):

@@ -22,6 +22,7 @@ from uuid import UUID
 from rag_server.config import Settings
 from rag_server.infra.database import is_transient_db_error, runtime_url
 from rag_server.infra.embeddings import EmbeddingError
+from rag_server.infra.log_context import log_context, valid_request_id
 from rag_server.infra.queue import Message
 from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.ingestion import tasks
@@ -48,6 +49,20 @@ def give_up_reason(settings: Settings, failures: int, deliveries: int, last_erro
             + (f" Its last error: {last_error}" if last_error else "")
         )
     return None
+
+
+def message_log_ids(msg: Message) -> dict[str, str | None]:
+    """The ids a message's log lines carry; a malformed or foreign value is left out, not trusted."""
+    payload = msg.message if isinstance(msg.message, dict) else {}
+    task_id, request_id = payload.get("task_id"), payload.get("request_id")
+    try:
+        task = str(UUID(str(task_id))) if task_id is not None else None
+    except ValueError:
+        task = None
+    return {
+        "task_id": task,
+        "request_id": request_id if isinstance(request_id, str) and valid_request_id(request_id) else None,
+    }
 
 
 class Worker:
@@ -106,7 +121,12 @@ class Worker:
             await asyncio.wait_for(self.stopping.wait(), seconds)
 
     async def handle(self, msg: Message) -> None:
-        """Process one message; never raises except on cancellation."""
+        """Process one message; never raises except on cancellation. Its log lines carry the task id
+        and the id of the request that queued it (the message's `request_id`)."""
+        with log_context(**message_log_ids(msg)):
+            await self._handle(msg)
+
+    async def _handle(self, msg: Message) -> None:
         try:
             await self._process(msg)
         except asyncio.CancelledError:
@@ -176,10 +196,13 @@ class Worker:
         except ParseError as exc:
             await self._fail(task_id, work, str(exc), msg)
         except EmbeddingError as exc:
+            # The task's error keeps the service's answer; the log line does not (it may quote the text).
             if exc.transient:
-                await self._retry(task_id, f"The embedding service is unavailable: {exc}.", msg)
+                reason, logged = "The embedding service is unavailable", exc.summary
+                await self._retry(task_id, f"{reason}: {exc}.", msg, logged=f"{reason}: {logged}.")
             else:
-                await self._fail(task_id, work, f"The embedding service refused this document: {exc}.", msg)
+                reason, logged = "The embedding service refused this document", exc.summary
+                await self._fail(task_id, work, f"{reason}: {exc}.", msg, logged=f"{reason}: {logged}.")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -205,12 +228,14 @@ class Worker:
 
         vectors = await embed_chunks(self.runtime.embedder, chunks, settings.embedding_batch_size, progress)
         if await tasks.complete_task(pool, self.runtime.queue, work, msg_id, chunks, vectors):
-            logger.info("task %s: %d chunks written", task_id, len(chunks))
+            logger.info("task %s completed: %d chunks written", task_id, len(chunks))
         else:
             logger.info("task %s: document deleted or task taken over while processing; dropped", task_id)
 
-    async def _fail(self, task_id: UUID, work: tasks.TaskWork | None, reason: str, msg: Message) -> None:
-        logger.info("task %s failed: %s", task_id, reason)
+    async def _fail(
+        self, task_id: UUID, work: tasks.TaskWork | None, reason: str, msg: Message, logged: str | None = None
+    ) -> None:
+        logger.info("task %s failed: %s", task_id, logged or reason)
         document_id = work.document_id if work else None
         try:
             await tasks.fail_task(
@@ -225,10 +250,12 @@ class Worker:
         except Exception as exc:
             logger.warning("could not record failure of task %s (%s); it will be retried", task_id, exc)
 
-    async def _retry(self, task_id: UUID, reason: str, msg: Message, count_failure: bool = True) -> None:
+    async def _retry(
+        self, task_id: UUID, reason: str, msg: Message, count_failure: bool = True, logged: str | None = None
+    ) -> None:
         """Leave the message for redelivery after a backoff; the next read fails it for good when its
-        failures reach worker_max_attempts."""
-        logger.warning("task %s delivery %d failed transiently (%s)", task_id, msg.read_ct, reason)
+        failures reach worker_max_attempts. `logged`: the reason as the log line says it."""
+        logger.warning("task %s delivery %d failed transiently (%s)", task_id, msg.read_ct, logged or reason)
         # Stop extending first, or the heartbeat could overwrite the backoff with the full timeout.
         await self._stop_heartbeat(msg.msg_id)
         try:
