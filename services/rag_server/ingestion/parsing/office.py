@@ -20,34 +20,58 @@ MAX_UNCOMPRESSED_BYTES = 256 * 1024 * 1024
 MAX_ZIP_MEMBERS = 10_000
 
 
-def check_ooxml(content: bytes, kind: str, extension: str) -> None:
-    """Raise ParseError unless `content` looks like a readable Office Open XML package.
+# The main part's content type names the family: what a package really is, whatever its extension.
+_FAMILIES = {
+    "wordprocessingml": ("Word document", ".docx"),
+    "presentationml": ("PowerPoint presentation", ".pptx"),
+    "spreadsheetml": ("Excel workbook", ".xlsx"),
+}
 
-    `kind` names the format in messages ("Word document"), `extension` its extension (".docx").
-    """
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "AEIOU" else f"a {kind}"
+
+
+def check_ooxml(content: bytes, family: str) -> None:
+    """Raise ParseError unless `content` is a readable Office Open XML package of `family`
+    ("wordprocessingml", "presentationml" or "spreadsheetml")."""
+    kind, extension = _FAMILIES[family]
     if content.startswith(_OLE_MAGIC):
         if _ENCRYPTED_STREAM in content:
             raise ParseError(f"The {kind} is encrypted (password-protected); upload an unprotected copy.")
         raise ParseError(
-            f"The file is an old binary Office document (.doc, .xls or .ppt), not a {extension} file; "
+            f"The file is an old binary Office document (.doc, .xls or .ppt), not {_a(kind)} ({extension}); "
             f"save it as {extension} and upload that."
         )
     if not content.startswith(b"PK"):
-        raise ParseError(f"The file is not a {kind} ({extension}): it is not an Office Open XML package.")
+        raise ParseError(f"The file is not {_a(kind)} ({extension}): it is not an Office Open XML package.")
     try:
         with zipfile.ZipFile(io.BytesIO(content)) as package:
             members = package.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as exc:
+            _check_sizes(members, kind)
+            types = package.read("[Content_Types].xml").decode("utf-8", "replace")
+    except KeyError as exc:  # no [Content_Types].xml
+        raise ParseError(
+            f"The file is not {_a(kind)} ({extension}): it is a zip, not an Office package."
+        ) from exc
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as exc:
         raise ParseError(
             f"The {kind} is damaged (a truncated or corrupt zip package) and could not be read ({exc})."
         ) from exc
+    if f"{family}." not in types:
+        actual = next((k for f, (k, _) in _FAMILIES.items() if f"{f}." in types), None)
+        what = _a(actual) if actual else "another kind of Office file"
+        raise ParseError(
+            f"The file is {what}, not {_a(kind)} ({extension}); upload it with its own extension."
+        )
+
+
+def _check_sizes(members: list[zipfile.ZipInfo], kind: str) -> None:
     if len(members) > MAX_ZIP_MEMBERS or sum(m.file_size for m in members) > MAX_UNCOMPRESSED_BYTES:
         raise ParseError(
             f"The {kind} is too large once uncompressed (over {MAX_UNCOMPRESSED_BYTES // 2**20} MiB "
             f"or {MAX_ZIP_MEMBERS} parts); split it into smaller files."
         )
-    if "[Content_Types].xml" not in {m.filename for m in members}:
-        raise ParseError(f"The file is not a {kind} ({extension}): it is a zip, not an Office package.")
 
 
 def _damaged(kind: str, exc: BaseException) -> ParseError:
@@ -70,7 +94,7 @@ def _heading_level(paragraph: Any) -> int | None:
 
 
 def parse_docx(content: bytes) -> tuple[str | None, list[Section]]:
-    check_ooxml(content, "Word document", ".docx")
+    check_ooxml(content, "wordprocessingml")
     import docx
     from docx.opc.exceptions import PackageNotFoundError
     from docx.table import Table
@@ -149,7 +173,7 @@ def _slide_sections(number: int, slide: Any) -> list[Section]:
 
 
 def parse_pptx(content: bytes) -> tuple[str | None, list[Section]]:
-    check_ooxml(content, "PowerPoint presentation", ".pptx")
+    check_ooxml(content, "presentationml")
     from pptx import Presentation
     from pptx.exc import PackageNotFoundError
 

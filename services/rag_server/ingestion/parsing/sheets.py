@@ -88,7 +88,7 @@ def _cell(value: Any) -> str:
 
 
 def parse_xlsx(content: bytes) -> tuple[str | None, list[Section]]:
-    check_ooxml(content, "Excel workbook", ".xlsx")
+    check_ooxml(content, "spreadsheetml")
     from openpyxl import load_workbook
 
     try:
