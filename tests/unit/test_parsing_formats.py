@@ -264,6 +264,14 @@ def test_zip_bomb_is_refused_by_declared_size(monkeypatch: pytest.MonkeyPatch) -
         parse_document("big.xlsx", content, "xlsx")
 
 
+def test_xml_heavy_presentation_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    content = pptx_bytes([{"title": "t", "body": "x" * 5000}])
+    monkeypatch.setattr(office, "MAX_TREE_XML_BYTES", 1000)
+    with pytest.raises(ParseError, match=r"too large once uncompressed \(over 0 MiB of text"):
+        parse_document("big.pptx", content, "pptx")
+    parse_document("ok.xlsx", xlsx_bytes({"S": [["a" * 5000], ["b"]]}), "xlsx")  # streamed: rows bound it
+
+
 def test_row_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     from rag_server.ingestion.parsing import sheets
 

@@ -18,6 +18,9 @@ _ENCRYPTED_STREAM = "EncryptedPackage".encode("utf-16-le")
 # Zip-bomb guard: the sizes the zip's central directory declares, which zipfile will not read past.
 MAX_UNCOMPRESSED_BYTES = 256 * 1024 * 1024
 MAX_ZIP_MEMBERS = 10_000
+# python-docx and python-pptx build an lxml tree of every XML part (several times its size in memory);
+# openpyxl's read-only mode streams sheets, so workbooks are bounded by rows read instead.
+MAX_TREE_XML_BYTES = 64 * 1024 * 1024
 
 
 # The main part's content type names the family: what a package really is, whatever its extension.
@@ -48,7 +51,7 @@ def check_ooxml(content: bytes, family: str) -> None:
     try:
         with zipfile.ZipFile(io.BytesIO(content)) as package:
             members = package.infolist()
-            _check_sizes(members, kind)
+            _check_sizes(members, kind, streamed=family == "spreadsheetml")
             types = package.read("[Content_Types].xml").decode("utf-8", "replace")
     except KeyError as exc:  # no [Content_Types].xml
         raise ParseError(
@@ -66,11 +69,17 @@ def check_ooxml(content: bytes, family: str) -> None:
         )
 
 
-def _check_sizes(members: list[zipfile.ZipInfo], kind: str) -> None:
+def _check_sizes(members: list[zipfile.ZipInfo], kind: str, *, streamed: bool) -> None:
     if len(members) > MAX_ZIP_MEMBERS or sum(m.file_size for m in members) > MAX_UNCOMPRESSED_BYTES:
         raise ParseError(
             f"The {kind} is too large once uncompressed (over {MAX_UNCOMPRESSED_BYTES // 2**20} MiB "
             f"or {MAX_ZIP_MEMBERS} parts); split it into smaller files."
+        )
+    xml = sum(m.file_size for m in members if m.filename.endswith((".xml", ".rels")))
+    if not streamed and xml > MAX_TREE_XML_BYTES:
+        raise ParseError(
+            f"The {kind} is too large once uncompressed (over {MAX_TREE_XML_BYTES // 2**20} MiB of "
+            "text and layout); split it into smaller files."
         )
 
 

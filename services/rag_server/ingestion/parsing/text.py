@@ -66,8 +66,9 @@ _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 
 
 def heading_title(raw: str) -> str:
-    """A Markdown heading as words: links keep their text, emphasis and code marks go."""
-    text = _MD_LINK.sub(r"\1", raw)
+    """A Markdown heading as words: links keep their text; emphasis, code marks and inline HTML
+    (`<a id="install"></a>` anchors) go."""
+    text = re.sub(r"<[^>]*>", "", _MD_LINK.sub(r"\1", raw))
     return re.sub(r"(\*\*|__|`|\*)", "", text).strip()
 
 
