@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     chunk_size: int = 128
     chunk_overlap: int = 16
     chunk_include_title: bool = True
+    # Prefix each chunk's indexed/embedded text with its heading path (Markdown/HTML/DOCX headings, a
+    # slide's title, a sheet's name); the displayed text never carries it.
+    chunk_include_headings: bool = True
     worker_concurrency: int = 1
     worker_visibility_timeout_s: int = 120
     worker_poll_interval_s: float = 0.5

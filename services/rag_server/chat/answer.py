@@ -57,6 +57,8 @@ def sources_from_hits(hits: Sequence[SearchHit]) -> list[Source]:
             page=hit.page,
             excerpt=_shorten(hit.text, EXCERPT_CHARS),
             score=hit.score,
+            heading_path=hit.heading_path,
+            location=hit.location,
         )
         for i, hit in enumerate(hits, start=1)
     ]
@@ -71,9 +73,16 @@ def extractive_answer(
     terms = _terms(question)
     lines = [header]
     for n, hit in enumerate(hits[:max_passages], start=1):
-        where = hit.document_name + (f", p. {hit.page}" if hit.page is not None else "")
+        where = _where(hit, "p.")
         lines.append(f"- {key_sentences(hit.text, terms)} [{n}] ({where})")
     return "\n".join(lines)
+
+
+def _where(hit: SearchHit, page_word: str) -> str:
+    """The document and the place in it: a slide or sheet rows when known, else the page."""
+    if hit.location is not None and hit.location.label:
+        return f"{hit.document_name}, {hit.location.label}"
+    return hit.document_name + (f", {page_word} {hit.page}" if hit.page is not None else "")
 
 
 def key_sentences(text: str, terms: set[str], max_sentences: int = 2, max_chars: int = 350) -> str:
@@ -151,7 +160,7 @@ TITLE_SYSTEM_PROMPT = (
 def format_sources(hits: Sequence[SearchHit]) -> str:
     blocks = []
     for n, hit in enumerate(hits, start=1):
-        where = hit.document_name + (f", page {hit.page}" if hit.page is not None else "")
+        where = _where(hit, "page") + (f"; {hit.heading_path}" if hit.heading_path else "")
         blocks.append(f"[{n}] ({where})\n{hit.text.strip()}")
     return "\n\n".join(blocks) if blocks else "(no sources were found)"
 

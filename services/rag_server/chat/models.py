@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, PlainValidator, WithJsonSchema, field_val
 
 from rag_server.collections.models import CollectionRef
 from rag_server.errors import NotFoundError
-from rag_server.retrieval.models import SearchFilters, SearchType
+from rag_server.retrieval.models import ChunkLocation, SearchFilters, SearchType
 from rag_server.text import CleanText
 
 Role = Literal["system", "user", "assistant"]
@@ -81,6 +81,10 @@ class Source(BaseModel):
     page: int | None = None
     excerpt: str
     score: float
+    # The headings above the passage ("Guide > Install > Linux"; a slide's title; a sheet's name) and
+    # where it sits beyond the page (slide part, sheet rows); absent on answers stored before them.
+    heading_path: str | None = None
+    location: ChunkLocation | None = None
     # Set when history is read: the cited document has since been deleted (the excerpt stays).
     document_deleted: bool = False
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from uuid import UUID
 
@@ -24,12 +25,14 @@ async def insert_chunks(
     await conn.execute(
         """
         INSERT INTO chunks (document_id, collection_id, chunk_index, text, search_text, embedding, page,
-                            char_start, char_end)
+                            char_start, char_end, heading_path, location)
         SELECT c.doc, (SELECT d.collection_id FROM documents d WHERE d.id = c.doc), c.idx, c.text,
-               c.search_text, c.embedding::vector, c.page, c.char_start, c.char_end
+               c.search_text, c.embedding::vector, c.page, c.char_start, c.char_end, c.heading_path,
+               c.location::jsonb
         FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[],
-                    $8::int[])
-             AS c(doc, idx, text, search_text, embedding, page, char_start, char_end)
+                    $8::int[], $9::text[], $10::text[])
+             AS c(doc, idx, text, search_text, embedding, page, char_start, char_end, heading_path,
+                  location)
         """,
         list(document_ids),
         [c.index for c in chunks],
@@ -39,6 +42,9 @@ async def insert_chunks(
         [c.page for c in chunks],
         [c.char_start for c in chunks],
         [c.char_end for c in chunks],
+        [c.heading_path for c in chunks],
+        # jsonb[] cannot be bound through unnest either: JSON text, cast per row.
+        [None if c.location is None else json.dumps(c.location) for c in chunks],
     )
 
 

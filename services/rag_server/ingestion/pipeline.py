@@ -40,6 +40,7 @@ def prepare_chunks_sync(
         chunk_size=settings.chunk_size,
         chunk_overlap=settings.chunk_overlap,
         include_title=settings.chunk_include_title,
+        include_headings=settings.chunk_include_headings,
     )
     if not chunks:
         raise ParseError("The file contains no extractable text.")

@@ -57,6 +57,46 @@ class LegScore(BaseModel):
     score: float
 
 
+class ChunkLocation(BaseModel):
+    """Where a chunk sits in its file beyond the page: a slide's part, a sheet's rows, a CSV's rows.
+
+    `label` is what a citation shows ("slide 3, speaker notes", "Sheet1, rows 12-30", "row 7")."""
+
+    label: str
+    slide: int | None = None
+    part: Literal["text", "table", "notes"] | None = None
+    sheet: str | None = None
+    row_start: int | None = None
+    row_end: int | None = None
+
+    @classmethod
+    def from_stored(cls, stored: object) -> ChunkLocation | None:
+        """The chunks.location jsonb as the API shows it; None when there is none (or it is unusable)."""
+        if not isinstance(stored, dict) or not stored:
+            return None
+        try:
+            fields = cls.model_validate({**stored, "label": ""})
+        except ValueError:
+            return None
+        return fields.model_copy(update={"label": fields.describe()})
+
+    def describe(self) -> str:
+        parts: list[str] = []
+        if self.slide is not None:
+            parts.append(f"slide {self.slide}")
+            if self.part in _PART_LABELS:
+                parts.append(_PART_LABELS[self.part])
+        if self.sheet is not None:
+            parts.append(self.sheet)
+        if self.row_start is not None:
+            end = self.row_end if self.row_end is not None else self.row_start
+            parts.append(f"row {end}" if end == self.row_start else f"rows {self.row_start}\u2013{end}")
+        return ", ".join(parts)
+
+
+_PART_LABELS = {"table": "table", "notes": "speaker notes"}
+
+
 class SearchHit(BaseModel):
     chunk_id: int
     document_id: UUID
@@ -65,6 +105,8 @@ class SearchHit(BaseModel):
     page: int | None
     text: str
     score: float  # the fused score for hybrid, the leg's score otherwise
+    heading_path: str | None = None  # "Guide > Install > Linux"; a slide's title; a sheet's name
+    location: ChunkLocation | None = None
     vector: LegScore | None = None
     bm25: LegScore | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -77,6 +119,8 @@ class DocumentChunk(BaseModel):
     chunk_index: int
     page: int | None
     text: str
+    heading_path: str | None = None
+    location: ChunkLocation | None = None
 
 
 class SearchResponse(BaseModel):

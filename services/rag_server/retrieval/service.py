@@ -134,6 +134,8 @@ def _to_hit(fused: FusedHit, row: ChunkRow) -> SearchHit:
         vector=legs.get("vector"),
         bm25=legs.get("bm25"),
         metadata=row.metadata,
+        heading_path=row.heading_path,
+        location=row.location,
     )
 
 

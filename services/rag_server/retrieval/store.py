@@ -9,7 +9,7 @@ from uuid import UUID
 import asyncpg
 
 from rag_server.infra.database import Executor
-from rag_server.retrieval.models import DocumentChunk
+from rag_server.retrieval.models import ChunkLocation, DocumentChunk
 
 
 @dataclass(frozen=True)
@@ -21,11 +21,13 @@ class ChunkRow:
     page: int | None
     text: str
     metadata: dict[str, Any]
+    heading_path: str | None = None
+    location: ChunkLocation | None = None
 
 
 HYDRATE_SQL = """
     SELECT c.id, c.document_id, d.filename, c.chunk_index, c.page, c.text,
-           d.metadata || c.metadata AS metadata
+           d.metadata || c.metadata AS metadata, c.heading_path, c.location
     FROM chunks c JOIN documents d ON d.id = c.document_id
     WHERE c.id = ANY($1::bigint[])
 """
@@ -48,11 +50,13 @@ def _row(r: asyncpg.Record) -> ChunkRow:
         page=r["page"],
         text=r["text"],
         metadata=dict(r["metadata"] or {}),
+        heading_path=r["heading_path"],
+        location=ChunkLocation.from_stored(r["location"]),
     )
 
 
 DOCUMENT_CHUNKS_SQL = """
-    SELECT c.id, c.chunk_index, c.page, c.text
+    SELECT c.id, c.chunk_index, c.page, c.text, c.heading_path, c.location
     FROM chunks c
     WHERE c.document_id = $1 AND c.chunk_index >= $2 AND c.chunk_index < $3
     ORDER BY c.chunk_index
@@ -65,6 +69,13 @@ async def fetch_document_chunks(
     """One document's chunks with `start <= chunk_index < end`, in order (a reader's window on it)."""
     rows = await conn.fetch(DOCUMENT_CHUNKS_SQL, document_id, start, end)
     return [
-        DocumentChunk(chunk_id=r["id"], chunk_index=r["chunk_index"], page=r["page"], text=r["text"])
+        DocumentChunk(
+            chunk_id=r["id"],
+            chunk_index=r["chunk_index"],
+            page=r["page"],
+            text=r["text"],
+            heading_path=r["heading_path"],
+            location=ChunkLocation.from_stored(r["location"]),
+        )
         for r in rows
     ]

@@ -9,11 +9,19 @@ import { append, h, toast } from "../dom.js";
 import { renderMarkdown } from "../markdown.js";
 import { href } from "../router.js";
 
-function where(source) {
-  return source.page !== null && source.page !== undefined ? `${source.document_name}, page ${source.page}` : source.document_name;
+// The document and the place in it: a slide or sheet rows when the server says so, else the page.
+function place(source) {
+  if (source.location?.label) return source.location.label;
+  return source.page !== null && source.page !== undefined ? `page ${source.page}` : null;
 }
 
-// The passage behind citation [n]: document, page, score, the excerpt, and ways to the document.
+function where(source) {
+  const at = place(source);
+  return at ? `${source.document_name}, ${at}` : source.document_name;
+}
+
+// The passage behind citation [n]: document, page (or slide, or sheet rows), the headings above it, score,
+// the excerpt, and ways to the document.
 export function openPassage(source, opener) {
   const titleId = `passage-title-${source.n}`;
   const close = h("button", { type: "button", class: "quiet", "aria-label": "Close passage" }, "Close");
@@ -30,8 +38,10 @@ export function openPassage(source, opener) {
     h(
       "dl",
       { class: "facts passage-facts" },
-      h("dt", {}, "Page"),
-      h("dd", {}, source.page ?? "—"),
+      h("dt", {}, source.location?.label ? "Location" : "Page"),
+      h("dd", {}, source.location?.label || (source.page ?? "—")),
+      source.heading_path ? h("dt", {}, "Section") : null,
+      source.heading_path ? h("dd", { class: "passage-section" }, source.heading_path) : null,
       h("dt", {}, "Score"),
       h("dd", {}, Number(source.score).toFixed(3)),
     ),
@@ -120,6 +130,7 @@ function sourceList(sources) {
           { type: "button", class: "source-chip", "aria-label": `Open source ${s.n}: ${where(s)}` },
           h("span", { class: "cite-number" }, String(s.n)),
           h("span", { class: "source-name" }, where(s)),
+          s.heading_path ? h("span", { class: "source-section" }, s.heading_path) : null,
           h("span", { class: "source-score" }, Number(s.score).toFixed(2)),
         );
         button.addEventListener("click", () => openPassage(s, button));

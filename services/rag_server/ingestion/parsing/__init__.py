@@ -1,0 +1,132 @@
+"""File types, filename hygiene and text extraction. Pure functions: no database, no event loop.
+
+Every failure a user can cause (corrupt or encrypted file, no text, bad JSON, a file that is not what its
+extension says) raises `ParseError` with a sentence a person understands; the worker fails the task
+with it and never retries. Parsers live by family: text.py (txt, md, html, json), pdf.py, office.py
+(docx, pptx, the OOXML checks), sheets.py (csv, xlsx).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from rag_server.ingestion.parsing.base import (
+    HEADING_SEPARATOR,
+    SECTION_SEPARATOR,
+    ParsedDocument,
+    ParseError,
+    Section,
+    clean_text,
+)
+from rag_server.ingestion.parsing.office import parse_docx, parse_pptx
+from rag_server.ingestion.parsing.pdf import parse_pdf
+from rag_server.ingestion.parsing.sheets import parse_csv, parse_xlsx
+from rag_server.ingestion.parsing.text import (
+    decode_text,
+    parse_html,
+    parse_json,
+    parse_markdown,
+    parse_text,
+)
+
+__all__ = [
+    "FILE_TYPES",
+    "HEADING_SEPARATOR",
+    "SECTION_SEPARATOR",
+    "SUPPORTED_EXTENSIONS",
+    "FileType",
+    "ParseError",
+    "ParsedDocument",
+    "Section",
+    "clean_text",
+    "decode_text",
+    "file_type_for",
+    "parse_document",
+    "sanitize_filename",
+]
+
+
+@dataclass(frozen=True)
+class FileType:
+    name: str  # stored in documents.file_type
+    content_type: str  # served on download
+
+
+_OOXML = "application/vnd.openxmlformats-officedocument"
+# Decided by extension only, before anything is stored (415 otherwise).
+FILE_TYPES: dict[str, FileType] = {
+    ".txt": FileType("txt", "text/plain; charset=utf-8"),
+    ".md": FileType("md", "text/markdown; charset=utf-8"),
+    ".markdown": FileType("md", "text/markdown; charset=utf-8"),
+    ".pdf": FileType("pdf", "application/pdf"),
+    ".html": FileType("html", "text/html; charset=utf-8"),
+    ".htm": FileType("html", "text/html; charset=utf-8"),
+    ".docx": FileType("docx", f"{_OOXML}.wordprocessingml.document"),
+    ".pptx": FileType("pptx", f"{_OOXML}.presentationml.presentation"),
+    ".xlsx": FileType("xlsx", f"{_OOXML}.spreadsheetml.sheet"),
+    ".csv": FileType("csv", "text/csv; charset=utf-8"),
+    ".json": FileType("json", "application/json"),
+}
+SUPPORTED_EXTENSIONS = sorted(FILE_TYPES)
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def sanitize_filename(raw: str | None) -> str:
+    """A display name: last path segment, no control characters, bounded length.
+
+    Never used as a path anywhere: files live in Postgres, this is only shown and matched on.
+    """
+    name = unicodedata.normalize("NFC", raw or "")
+    name = re.split(r"[\\/]", name)[-1]
+    name = _CONTROL.sub("", name).strip().strip(".").strip()
+    if len(name) > 255:
+        stem, dot, ext = name.rpartition(".")
+        name = f"{stem[: 250 - len(ext)]}.{ext}" if dot and len(ext) <= 10 else name[:255]
+    return name or "unnamed"
+
+
+def file_type_for(filename: str) -> FileType | None:
+    """The supported type of this filename (by extension), or None."""
+    _, dot, ext = filename.lower().rpartition(".")
+    return FILE_TYPES.get(f".{ext}") if dot else None
+
+
+Parser = Callable[[bytes], tuple[str | None, list[Section]]]
+_PARSERS: dict[str, Parser] = {
+    "txt": parse_text,
+    "md": parse_markdown,
+    "html": parse_html,
+    "pdf": parse_pdf,
+    "docx": parse_docx,
+    "pptx": parse_pptx,
+    "xlsx": parse_xlsx,
+    "csv": parse_csv,
+    "json": parse_json,
+}
+
+
+def _clean(section: Section) -> Section:
+    path = tuple(p for p in (" ".join(clean_text(h).split()) for h in section.heading_path) if p)
+    return replace(section, text=clean_text(section.text), heading_path=path)
+
+
+def parse_document(filename: str, content: bytes, file_type: str) -> ParsedDocument:
+    """Extract text from stored bytes. Raises ParseError with a readable reason."""
+    if not content:
+        raise ParseError("The file is empty.")
+    parser = _PARSERS.get(file_type)
+    if parser is None:
+        raise ParseError(f"Files of type {file_type!r} are not supported.")
+    title, sections = parser(content)
+    sections = [s for s in map(_clean, sections) if s.text.strip()]
+    if not sections:
+        if file_type == "pdf":
+            raise ParseError(
+                "The PDF has no extractable text layer (it may be scanned images); OCR is not supported."
+            )
+        raise ParseError("The file contains no extractable text.")
+    return ParsedDocument(title=clean_text(title or "").strip() or filename, sections=sections)

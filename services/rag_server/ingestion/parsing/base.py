@@ -1,0 +1,112 @@
+"""The parsed-document types every format parser returns, and the text helpers they share."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+class ParseError(Exception):
+    """The file cannot be turned into text. Deterministic: retrying gives the same result."""
+
+
+# How a heading path is shown and indexed ("Guide > Install > Linux").
+HEADING_SEPARATOR = " > "
+SECTION_SEPARATOR = "\n\n"
+# Consecutive rows of one table are joined by a single newline: a chunk of several rows is then one
+# contiguous span of ParsedDocument.text (its offsets stay exact).
+RECORD_SEPARATOR = "\n"
+
+
+@dataclass(frozen=True)
+class Section:
+    """A run of text and where it sits in its document.
+
+    `page`: PDF page or PPTX slide number. `heading_path`: the headings above it, outermost first
+    (Markdown, HTML, DOCX; a slide's title; a sheet's name). `location`: format-specific place, stored
+    as the chunk's jsonb location (`{"slide": 3, "part": "notes"}`, `{"sheet": "S", "row": 12}`).
+    `record`: one table row; the chunker packs consecutive records of the same table into one chunk.
+    """
+
+    text: str
+    page: int | None = None
+    heading_path: tuple[str, ...] = ()
+    location: dict[str, Any] | None = None
+    record: bool = False
+
+    def same_table(self, other: Section) -> bool:
+        return (
+            self.record
+            and other.record
+            and (self.location or {}).get("sheet") == (other.location or {}).get("sheet")
+        )
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    title: str
+    sections: list[Section]
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text + sep for s, _, sep in self.with_offsets())
+
+    def with_offsets(self) -> Iterator[tuple[Section, int, str]]:
+        """(section, its start in `text`, the separator after it); the last separator is ""."""
+        start = 0
+        for i, section in enumerate(self.sections):
+            if i + 1 == len(self.sections):
+                sep = ""
+            elif section.same_table(self.sections[i + 1]):
+                sep = RECORD_SEPARATOR
+            else:
+                sep = SECTION_SEPARATOR
+            yield section, start, sep
+            start += len(section.text) + len(sep)
+
+
+def clean_text(text: str) -> str:
+    # Postgres text cannot hold NUL; other control characters only confuse tokenisers.
+    text = text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
+    return re.sub(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]", "", text)
+
+
+class Outline:
+    """Builds sections split at headings, each carrying the path of headings above it.
+
+    A heading with no body before the next heading stays with the next section (its text is kept,
+    the deeper path wins), so "# Guide / ## Install / body" is one section under "Guide > Install".
+    """
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[int, str]] = []
+        self._lines: list[str] = []
+        self._has_body = False
+        self.sections: list[Section] = []
+
+    def heading(self, level: int, title: str, line: str | None = None) -> None:
+        title = " ".join(title.split())
+        if not title:
+            self.body(line or "")
+            return
+        if self._has_body:
+            self._flush()
+        self._stack = [(lv, t) for lv, t in self._stack if lv < level] + [(level, title)]
+        self._lines.append(title if line is None else line)
+
+    def body(self, line: str) -> None:
+        self._lines.append(line)
+        if line.strip():
+            self._has_body = True
+
+    def finish(self) -> list[Section]:
+        self._flush()
+        return self.sections
+
+    def _flush(self) -> None:
+        text = "\n".join(self._lines).strip("\n")
+        if text.strip():
+            self.sections.append(Section(text, heading_path=tuple(t for _, t in self._stack)))
+        self._lines, self._has_body = [], False

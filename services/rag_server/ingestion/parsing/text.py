@@ -1,0 +1,149 @@
+"""Plain text, Markdown, HTML and JSON: decoding, and sections split at headings."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from rag_server.ingestion.parsing.base import Outline, ParseError, Section
+
+_LATIN_CODE_PAGES = frozenset(
+    [
+        "cp1250",
+        "cp1252",
+        "cp1254",
+        "cp1257",
+        "iso8859_1",
+        "iso8859_2",
+        "iso8859_3",
+        "iso8859_4",
+        "iso8859_9",
+        "iso8859_10",
+        "iso8859_13",
+        "iso8859_14",
+        "iso8859_15",
+        "iso8859_16",
+        "latin_1",
+        "mac_roman",
+        "mac_latin2",
+    ]
+)
+
+
+def decode_text(content: bytes) -> str:
+    """UTF-8 (with or without BOM) when valid, else the detected charset, else Latin-1. Never raises."""
+    for bom, encoding in ((b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+        if content.startswith(bom):
+            return content.decode(encoding, errors="replace")
+    try:
+        return content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(content).best()
+    if best is not None:
+        # Short Western text often scores as some other single-byte code page (cp1257, cp1250...);
+        # Windows-1252 is by far the most common legacy encoding, so prefer it among those.
+        if best.encoding in _LATIN_CODE_PAGES:
+            try:
+                return content.decode("cp1252")
+            except UnicodeDecodeError:
+                pass
+        return str(best)
+    # Latin-1 maps every byte: the text may look odd but the worker never crashes on it.
+    return content.decode("latin-1")
+
+
+def parse_text(content: bytes) -> tuple[str | None, list[Section]]:
+    return None, [Section(decode_text(content))]
+
+
+_ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+
+
+def heading_title(raw: str) -> str:
+    """A Markdown heading as words: links keep their text; emphasis, code marks and inline HTML
+    (`<a id="install"></a>` anchors) go."""
+    text = re.sub(r"<[^>]*>", "", _MD_LINK.sub(r"\1", raw))
+    return re.sub(r"(\*\*|__|`|\*)", "", text).strip()
+
+
+def markdown_sections(text: str) -> list[Section]:
+    """Split at ATX headings (`#`..`######`), outside fenced code blocks."""
+    outline = Outline()
+    fence: str | None = None
+    for line in text.split("\n"):
+        marker = _FENCE.match(line)
+        if fence is not None:
+            if marker and marker.group(1)[0] == fence[0] and len(marker.group(1)) >= len(fence):
+                fence = None
+            outline.body(line)
+            continue
+        if marker:
+            fence = marker.group(1)
+            outline.body(line)
+            continue
+        heading = _ATX_HEADING.match(line)
+        if heading:
+            outline.heading(len(heading.group(1)), heading_title(heading.group(2)), line)
+        else:
+            outline.body(line)
+    return outline.finish()
+
+
+def parse_markdown(content: bytes) -> tuple[str | None, list[Section]]:
+    text = decode_text(content)
+    heading = re.search(r"^#\s+(.+)$", text, flags=re.MULTILINE)
+    return (heading.group(1).strip() if heading else None), markdown_sections(text)
+
+
+# Stand-ins for headings inside the HTML's text (private-use characters: str.strip() keeps them).
+_HTML_HEADING = re.compile("^\ue000([1-6])\ue001(.*)$")
+
+
+def parse_html(content: bytes) -> tuple[str | None, list[Section]]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(decode_text(content), "html.parser")
+    for tag in soup(["script", "style", "noscript", "template"]):
+        tag.decompose()
+    title = soup.title.get_text(" ", strip=True) if soup.title else None
+    if soup.title:
+        soup.title.decompose()
+    for tag in soup.find_all(["h1", "h2", "h3", "h4", "h5", "h6"]):
+        words = " ".join(tag.get_text(" ").split())
+        tag.replace_with(f"\n\ue000{tag.name[1]}\ue001{words}\n")
+    outline = Outline()
+    for raw in soup.get_text("\n").splitlines():
+        line = raw.strip()
+        heading = _HTML_HEADING.match(line)
+        if heading:
+            outline.heading(int(heading.group(1)), heading.group(2))
+        elif line:
+            outline.body(line)
+    return title, outline.finish()
+
+
+def parse_json(content: bytes) -> tuple[str | None, list[Section]]:
+    try:
+        value = json.loads(decode_text(content))
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"The file is not valid JSON ({exc.msg} at line {exc.lineno}).") from exc
+    lines: list[str] = []
+    _flatten_json(value, "", lines)
+    return None, [Section("\n".join(lines))]
+
+
+def _flatten_json(value: Any, path: str, out: list[str]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten_json(item, f"{path}.{key}" if path else str(key), out)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _flatten_json(item, f"{path}[{i}]", out)
+    elif value is not None and str(value).strip():
+        out.append(f"{path}: {value}" if path else str(value))

@@ -1,0 +1,84 @@
+"""Citations of structured files in a real browser: a speaker-notes passage is cited by slide, with the
+slide's title as its section, in the answer's citation, the passage dialog and the source list."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import httpx
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.browser.chat_support import ask
+from tests.browser.conftest import Stack
+from tests.fakes.llm_server import FakeLLM
+from tests.support.sample_files import pptx_bytes
+
+DECK = pptx_bytes(
+    [
+        {"title": "Roadmap", "body": "Ship the search page."},
+        {"title": "Risks", "body": "Hiring is slow.", "notes": "Remember the narwhal contract renewal."},
+    ]
+)
+GUIDE = b"# Field Guide\n\n## Install\n\n### Linux\n\nRun the package manager to fetch the wombat tools.\n"
+
+
+@pytest.fixture(scope="module")
+async def documents(stack: Stack) -> None:
+    headers = {"Authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as client:
+        files = [
+            ("files", ("deck.pptx", DECK, "application/octet-stream")),
+            ("files", ("guide.md", GUIDE, "text/markdown")),
+        ]
+        response = await client.post("/upload", files=files)
+        assert response.status_code == 202, response.text
+        batch = response.json()["batch_id"]
+        for _ in range(600):
+            status = (await client.get(f"/tasks/{batch}/status")).json()
+            if status["done"]:
+                break
+            await asyncio.sleep(0.2)
+        assert status["status"] == "completed", status
+
+
+async def test_a_slide_citation_names_the_slide_and_its_title(
+    page: Page, documents: None, fake_llm: FakeLLM
+) -> None:
+    fake_llm.reset()
+    await page.get_by_label("Search mode").select_option("bm25")
+    answer = await ask(page, "narwhal contract renewal")
+    citation = answer.locator(".answer-body").get_by_role(
+        "button", name=re.compile(r"^Source 1: deck\.pptx, slide 2, speaker notes$")
+    )
+    await citation.click()
+    dialog = page.get_by_role("dialog", name=re.compile("deck.pptx"))
+    await expect(dialog.locator("dt", has_text="Location")).to_be_visible()
+    await expect(dialog.locator("dd", has_text="slide 2, speaker notes")).to_be_visible()
+    await expect(dialog.locator("dt", has_text="Section")).to_be_visible()
+    await expect(dialog.locator("dd.passage-section")).to_have_text("Risks")
+    await expect(dialog.get_by_label("Excerpt")).to_have_text("Remember the narwhal contract renewal.")
+    await page.keyboard.press("Escape")
+
+    await answer.locator("summary", has_text="source").click()
+    chip = answer.get_by_role(
+        "button", name=re.compile(r"^Open source 1: deck\.pptx, slide 2, speaker notes")
+    )
+    await expect(chip.locator(".source-section")).to_have_text("Risks")
+
+
+async def test_a_markdown_citation_shows_its_heading_path(
+    page: Page, documents: None, fake_llm: FakeLLM
+) -> None:
+    fake_llm.reset()
+    await page.get_by_label("Search mode").select_option("bm25")
+    answer = await ask(page, "wombat tools")
+    await (
+        answer.locator(".answer-body")
+        .get_by_role("button", name=re.compile(r"^Source 1: guide\.md$"))
+        .click()
+    )
+    dialog = page.get_by_role("dialog", name=re.compile("guide.md"))
+    await expect(dialog.locator("dd.passage-section")).to_have_text("Field Guide > Install > Linux")
+    await expect(dialog.locator("dt", has_text="Page")).to_be_visible()

@@ -1,0 +1,282 @@
+"""PowerPoint, Excel and CSV locations; heading paths per format; bad Office files -> readable reasons."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import zipfile
+
+import pytest
+
+from rag_server.ingestion.chunking import chunk_document, search_text_for
+from rag_server.ingestion.parsing import ParseError, office, parse_document
+from rag_server.retrieval.models import ChunkLocation
+from tests.support.sample_files import (
+    docx_bytes,
+    docx_with_headings,
+    encrypted_ooxml,
+    pptx_bytes,
+    xlsx_bytes,
+)
+
+
+def _chunks(filename: str, content: bytes, file_type: str, chunk_size: int = 128) -> list:  # type: ignore[type-arg]
+    parsed = parse_document(filename, content, file_type)
+    chunks = chunk_document(parsed, chunk_size=chunk_size, chunk_overlap=16, include_title=True)
+    for c in chunks:  # offsets stay exact whatever the format
+        assert c.char_start is not None and parsed.text[c.char_start : c.char_end] == c.text
+    return chunks
+
+
+def test_markdown_heading_paths_skip_code_fences_and_merge_bare_headings() -> None:
+    md = (
+        b"# Guide\n\nWelcome.\n\n## Install\n\n### Linux\n\nRun the package manager.\n\n"
+        b"```sh\n# a shell comment, not a heading\n```\n\n## Use **it**\n\nStart [the server](x.md).\n"
+    )
+    chunks = _chunks("guide.md", md, "md")
+    assert [c.heading_path for c in chunks] == ["Guide", "Guide > Install > Linux", "Guide > Use it"]
+    assert chunks[1].text.startswith("## Install\n\n### Linux\n\nRun the package manager.")
+    assert "# a shell comment" in chunks[1].text
+    # The title is not repeated: the path under it follows it on the context line; the text is untouched.
+    assert chunks[1].search_text == f"Guide\nInstall > Linux\n\n{chunks[1].text}"
+    assert chunks[0].search_text == f"Guide\n\n{chunks[0].text}"
+
+
+def test_html_heading_paths() -> None:
+    html = (
+        b"<html><head><title>Manual</title></head><body><p>Preface.</p><h1>Setup</h1><p>One.</p>"
+        b"<h2>On <em>macOS</em></h2><p>Two.</p><h2>On Windows</h2><p>Three.</p><h1>FAQ</h1><p>Four.</p>"
+    )
+    chunks = _chunks("m.html", html, "html")
+    assert [(c.heading_path, c.text.splitlines()[-1]) for c in chunks] == [
+        (None, "Preface."),
+        ("Setup", "One."),
+        ("Setup > On macOS", "Two."),
+        ("Setup > On Windows", "Three."),
+        ("FAQ", "Four."),
+    ]
+    assert chunks[2].search_text == "Manual\nSetup > On macOS\n\nOn macOS\nTwo."
+
+
+def test_docx_heading_paths_by_style() -> None:
+    content = docx_with_headings(
+        [
+            (0, "Handbook"),
+            (1, "Travel"),
+            (None, "Book trains early."),
+            (2, "Abroad"),
+            (None, "Carry a passport."),
+        ]
+    )
+    chunks = _chunks("h.docx", content, "docx")
+    assert [(c.heading_path, c.text) for c in chunks] == [
+        ("Handbook > Travel", "Handbook\nTravel\nBook trains early."),
+        ("Handbook > Travel > Abroad", "Abroad\nCarry a passport."),
+    ]
+
+
+def test_docx_without_headings_is_unchanged() -> None:
+    doc = parse_document("t.docx", docx_bytes(["One.", "Two."], [["A", "B"]]), "docx")
+    assert [s.heading_path for s in doc.sections] == [()]
+    assert doc.text == "One.\nTwo.\nA | B"
+
+
+def test_pptx_slides_tables_and_notes() -> None:
+    content = pptx_bytes(
+        [
+            {
+                "title": "Quarterly results",
+                "body": "Revenue grew.",
+                "table": [["Region", "Sales"], ["North", 42]],
+            },
+            {"title": "Next steps", "body": "Hire two people.", "notes": "Mention the falcon project."},
+        ],
+        title="Board deck",
+    )
+    doc = parse_document("deck.pptx", content, "pptx")
+    assert doc.title == "Board deck"
+    chunks = _chunks("deck.pptx", content, "pptx")
+    assert [(c.page, c.location, c.heading_path, c.text) for c in chunks] == [
+        (1, {"slide": 1, "part": "text"}, "Quarterly results", "Quarterly results\nRevenue grew."),
+        (1, {"slide": 1, "part": "table"}, "Quarterly results", "Region | Sales\nNorth | 42"),
+        (2, {"slide": 2, "part": "text"}, "Next steps", "Next steps\nHire two people."),
+        (2, {"slide": 2, "part": "notes"}, "Next steps", "Mention the falcon project."),
+    ]
+    # The slide title is the notes' context where they are indexed, not in what is shown.
+    assert chunks[3].search_text == "Board deck\nNext steps\n\nMention the falcon project."
+
+
+def test_xlsx_rows_are_packed_with_their_sheet_and_row_numbers() -> None:
+    rows: list[list[object]] = [["Item", "Cost", "Note"]] + [[f"part {i}", i * 1.5, None] for i in range(60)]
+    content = xlsx_bytes({"Budget": rows, "Blank": [], "Staff": [["Name"], ["Ada"]]})
+    chunks = _chunks("b.xlsx", content, "xlsx", chunk_size=64)
+    budget = [c for c in chunks if c.heading_path == "Budget"]
+    assert len(budget) > 2
+    # Consecutive, whole rows: the first data row is spreadsheet row 2, the last is 61.
+    assert budget[0].location["row_start"] == 2 and budget[-1].location["row_end"] == 61
+    for a, b in itertools.pairwise(budget):
+        assert b.location["row_start"] == a.location["row_end"] + 1
+    first = budget[0]
+    assert first.text.splitlines()[:2] == ["Item: part 0; Cost: 0", "Item: part 1; Cost: 1.5"]
+    assert len(first.text.splitlines()) == first.location["row_end"] - first.location["row_start"] + 1
+    assert chunks[-1].location == {"sheet": "Staff", "row_start": 2, "row_end": 2}
+    assert chunks[-1].text == "Name: Ada"
+
+
+def test_csv_rows_keep_their_numbers() -> None:
+    content = b"name,city\nAda,London\n\nAlan,Wilmslow\n"
+    chunks = _chunks("p.csv", content, "csv")
+    assert [(c.text, c.location, c.heading_path) for c in chunks] == [
+        ("name: Ada; city: London\nname: Alan; city: Wilmslow", {"row_start": 2, "row_end": 4}, None)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stored", "label"),
+    [
+        ({"slide": 3, "part": "text"}, "slide 3"),
+        ({"slide": 3, "part": "notes"}, "slide 3, speaker notes"),
+        ({"slide": 1, "part": "table"}, "slide 1, table"),
+        ({"sheet": "Sheet1", "row_start": 12, "row_end": 30}, "Sheet1, rows 12\u201330"),
+        ({"sheet": "Sheet1", "row_start": 7, "row_end": 7}, "Sheet1, row 7"),
+        ({"row_start": 5, "row_end": 5}, "row 5"),
+    ],
+)
+def test_location_labels(stored: dict[str, object], label: str) -> None:
+    location = ChunkLocation.from_stored(stored)
+    assert location is not None and location.label == label
+
+
+def test_unusable_stored_locations_are_none() -> None:
+    assert ChunkLocation.from_stored(None) is None
+    assert ChunkLocation.from_stored({}) is None
+    assert ChunkLocation.from_stored({"slide": "three"}) is None
+
+
+def test_search_text_context_lines() -> None:
+    assert search_text_for("T", "body", True, None) == "T\n\nbody"
+    assert search_text_for("T", "body", False, "A > B") == "A > B\n\nbody"
+    assert search_text_for("T", "body", True, "T > B") == "T\nB\n\nbody"
+    assert search_text_for("T", "body", True, "T") == "T\n\nbody"
+    assert search_text_for("", "body", False, None) == "body"
+
+
+def test_headings_can_be_left_out_of_the_search_text() -> None:
+    parsed = parse_document("g.md", b"# Guide\n\n## Install\n\nRun it.", "md")
+    chunks = chunk_document(
+        parsed, chunk_size=128, chunk_overlap=0, include_title=True, include_headings=False
+    )
+    assert chunks[-1].heading_path == "Guide > Install"
+    assert chunks[-1].search_text == f"Guide\n\n{chunks[-1].text}"
+
+
+def _truncated(content: bytes) -> bytes:
+    return content[: len(content) // 2]
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return out.getvalue()
+
+
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "file_type", "reason"),
+    [
+        (
+            "e.pptx",
+            lambda: encrypted_ooxml(pptx_bytes([{"title": "x"}])),
+            "pptx",
+            "The PowerPoint presentation is encrypted (password-protected)",
+        ),
+        (
+            "e.xlsx",
+            lambda: encrypted_ooxml(xlsx_bytes({"S": [["a"], ["b"]]})),
+            "xlsx",
+            "The Excel workbook is encrypted (password-protected)",
+        ),
+        (
+            "e.docx",
+            lambda: encrypted_ooxml(docx_bytes(["x"])),
+            "docx",
+            "The Word document is encrypted (password-protected)",
+        ),
+        (
+            "t.pptx",
+            lambda: _truncated(pptx_bytes([{"title": "x"}])),
+            "pptx",
+            "The PowerPoint presentation is damaged (a truncated or corrupt zip package)",
+        ),
+        (
+            "t.xlsx",
+            lambda: _truncated(xlsx_bytes({"S": [["a"], ["b"]]})),
+            "xlsx",
+            "The Excel workbook is damaged (a truncated or corrupt zip package)",
+        ),
+        ("old.xlsx", lambda: OLE_MAGIC + b"\x00" * 512, "xlsx", "The file is an old binary Office document"),
+        (
+            "text.pptx",
+            lambda: b"just some text",
+            "pptx",
+            "The file is not a PowerPoint presentation (.pptx): it is not an Office",
+        ),
+        (
+            "plain.xlsx",
+            lambda: _zip({"a.txt": b"hi"}),
+            "xlsx",
+            "The file is not an Excel workbook (.xlsx): it is a zip, not an Office package.",
+        ),
+        (
+            "word.pptx",
+            lambda: docx_bytes(["x"]),
+            "pptx",
+            "The file is a Word document, not a PowerPoint presentation (.pptx)",
+        ),
+        (
+            "word.xlsx",
+            lambda: docx_bytes(["x"]),
+            "xlsx",
+            "The file is a Word document, not an Excel workbook (.xlsx)",
+        ),
+        (
+            "deck.docx",
+            lambda: pptx_bytes([{"title": "x"}]),
+            "docx",
+            "The file is a PowerPoint presentation, not a Word document (.docx)",
+        ),
+    ],
+)
+def test_bad_office_files_have_readable_reasons(name: str, make, file_type: str, reason: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ParseError) as info:
+        parse_document(name, make(), file_type)
+    assert str(info.value).startswith(reason), str(info.value)
+
+
+def test_zip_bomb_is_refused_by_declared_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    content = xlsx_bytes({"S": [["a" * 1000]] * 50})
+    monkeypatch.setattr(office, "MAX_UNCOMPRESSED_BYTES", 20_000)
+    with pytest.raises(ParseError, match="too large once uncompressed"):
+        parse_document("big.xlsx", content, "xlsx")
+
+
+def test_xml_heavy_presentation_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    content = pptx_bytes([{"title": "t", "body": "x" * 5000}])
+    monkeypatch.setattr(office, "MAX_TREE_XML_BYTES", 1000)
+    with pytest.raises(ParseError, match=r"too large once uncompressed \(over 0 MiB of text"):
+        parse_document("big.pptx", content, "pptx")
+    parse_document("ok.xlsx", xlsx_bytes({"S": [["a" * 5000], ["b"]]}), "xlsx")  # streamed: rows bound it
+
+
+def test_row_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rag_server.ingestion.parsing import sheets
+
+    monkeypatch.setattr(sheets, "MAX_ROWS", 10)
+    with pytest.raises(ParseError, match="more than 10 rows"):
+        parse_document("many.csv", b"n\n" + b"".join(b"%d\n" % i for i in range(20)), "csv")
+    with pytest.raises(ParseError, match="more than 10 rows"):
+        parse_document("many.xlsx", xlsx_bytes({"S": [[i] for i in range(20)]}), "xlsx")
