@@ -7,7 +7,7 @@ nor the HNSW index changes. `location` is format-specific (`{"slide": 3, "part":
 where the page says it all. Both are read only by chunk id, never filtered on: no index, no ANALYZE.
 
 Revision ID: 0010_chunk_locations
-Revises: 0007_task_failures_and_workers
+Revises: 0009_request_ids
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from rag_server.infra.migrations.helpers import execute_sql
 
 revision = "0010_chunk_locations"
-down_revision = "0007_task_failures_and_workers"
+down_revision = "0009_request_ids"
 branch_labels = None
 depends_on = None
 
