@@ -27,7 +27,7 @@ from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.ingestion import tasks
 from rag_server.ingestion.parsing import ParseError
 from rag_server.ingestion.pipeline import embed_chunks, prepare_chunks
-from rag_server.ingestion.recovery import WorkerLease, requeue_dead_workers_tasks
+from rag_server.ingestion.recovery import WorkerLease, release_unstarted_messages, requeue_dead_workers_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ class Worker:
                 if self.lease is not None:
                     await self.lease.ensure()
                 await requeue_dead_workers_tasks(self.runtime.pool, self.runtime.queue)
+                await release_unstarted_messages(self.runtime.pool, self.runtime.queue)
             except Exception as exc:  # the database is down: try again next round
                 logger.warning("dead-worker check failed (%s: %s)", exc.__class__.__name__, exc)
             await self._sleep(self.settings.worker_recovery_interval_s)
