@@ -12,7 +12,7 @@ import psycopg
 from tests.chaos.cluster import CrashableCluster
 from tests.chaos.services import FlakyEmbedder, Stack
 from tests.chaos.traffic import SlowUpload, Stream, ask, big_text, sha256
-from tests.fakes.llm_server import FakeLLM
+from tests.fakes.llm_server import Behaviour, FakeLLM
 
 
 @dataclass
@@ -52,8 +52,8 @@ class Injector:
             return 0
 
     def worker_kill(self) -> None:
-        """SIGKILL a worker, while tasks are processing when there are some (up to 5 s of waiting)."""
-        deadline = time.monotonic() + 5
+        """SIGKILL a worker, while tasks are processing when there are some (up to 3 s of waiting)."""
+        deadline = time.monotonic() + 3
         while self._processing() == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(self.rng.uniform(0, 0.5))  # anywhere in a task: reading, parsing, embedding, writing
@@ -82,10 +82,14 @@ class Injector:
     def server_kill_streaming(self) -> None:
         """A complete chat turn, then SIGKILL of the server while the next answer streams."""
         session = f"chaos-{len(self.killed_streams)}"
+        self.llm.behaviour = Behaviour()
         turns = int(ask(self.stack.base_url, session, "What does a chaos document say about faults?"))
+        # The next answer streams two tokens, then hangs until its client (the server) goes away.
+        self.llm.behaviour = Behaviour(hang_after_tokens=2, affects={"answer"})
         stream = Stream(self.stack.base_url, session, "And what happens after a crash?")
         stream.start()
-        stream.first_token.wait(30)
+        stream.opened.wait(30)
+        time.sleep(0.5)  # the answer's first tokens on their way, the rest never coming
         self.stack.kill_server()
         stream.join(30)
         self.killed_streams.append(KilledStream(session, turns, "done" in stream.events))

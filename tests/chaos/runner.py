@@ -23,7 +23,7 @@ from tests.chaos.faults import Injector, schedule
 from tests.chaos.services import FlakyEmbedder, Stack
 from tests.chaos.traffic import Uploader, make_documents, sha256
 from tests.fakes.embedding_server import fake_ollama_env
-from tests.fakes.llm_server import Behaviour, FakeLLM
+from tests.fakes.llm_server import FakeLLM
 from tests.support.processes import free_port, process_env
 
 
@@ -78,7 +78,7 @@ def run_chaos(config: ChaosConfig) -> ChaosResult:
     result = ChaosResult(directory=root)
     cluster = CrashableCluster.create(root / "pg")
     embedder = FlakyEmbedder(dim=16, delay_s=0.02).start()
-    llm = FakeLLM(behaviour=Behaviour(hang_after_tokens=2, affects={"answer"})).start()
+    llm = FakeLLM().start()
     stack: Stack | None = None
     try:
         url = asyncio.run(admin.create_database(cluster.uri, "chaos"))

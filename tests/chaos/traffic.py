@@ -94,7 +94,7 @@ class Stream(threading.Thread):
     session: str
     question: str
     events: list[str] = field(default_factory=list)
-    first_token: threading.Event = field(default_factory=threading.Event)
+    opened: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         threading.Thread.__init__(self, name="chaos-stream", daemon=True)
@@ -105,13 +105,12 @@ class Stream(threading.Thread):
             with httpx.stream("POST", f"{self.base_url}/query/stream", json=body, timeout=120) as r:
                 for line in r.iter_lines():
                     if line.startswith("event: "):
-                        self.events.append(line[7:])
-                        if line == "event: token":
-                            self.first_token.set()
+                        self.events.append(line[7:].strip())
+                        self.opened.set()  # `sources` opens the stream; the answer follows
         except httpx.HTTPError:
             pass
         finally:
-            self.first_token.set()  # never leave the injector waiting
+            self.opened.set()  # never leave the injector waiting
 
 
 @dataclass(eq=False)
