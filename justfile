@@ -57,6 +57,12 @@ test-browser: install
 screenshots: install
     {{bin}}/python -m tests.browser.screenshots --out reports/ui
 
+# fault injection (tests/chaos): 200 documents while workers are SIGKILLed, PostgreSQL crash-restarts, the
+# embedder fails and the server dies mid-stream and mid-upload; then every invariant (`rag-server check`) and
+# each document's chunks against a clean chunking. Prints its figures; exit 1 on a violation.
+chaos *ARGS: install
+    {{bin}}/python -m tests.chaos {{ARGS}}
+
 # ruff + mypy
 lint: install
     {{bin}}/ruff check services tests

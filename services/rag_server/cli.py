@@ -94,6 +94,21 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.infra.runtime import Runtime, run_with_runtime
+    from rag_server.ingestion.integrity import check_integrity
+
+    ok: list[bool] = []
+
+    async def work(runtime: Runtime) -> None:
+        report = await check_integrity(runtime.pool, settings.queue_name, quiescent=args.quiescent)
+        print("\n".join(report.lines()))
+        ok.append(report.ok)
+
+    status = run_with_runtime(settings, work)
+    return status or (0 if all(ok) else 1)
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.stack import run_stack
 
@@ -136,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a database that already holds data")
     add("migrate", cmd_migrate, "apply database migrations up to the latest")
     add("doctor", cmd_doctor, "print the database capability report")
+    p = add("check", cmd_check, "verify the invariants (tasks, chunks, BM25, queue, chat); exit 1 if broken")
+    p.add_argument("--quiescent", action="store_true", help="also fail on tasks still queued or processing")
     from rag_server.access.cli import register_keys_command
     from rag_server.collections.cli import register_collections_command
     from rag_server.evaluation.commands import register_eval_commands

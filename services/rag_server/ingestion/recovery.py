@@ -8,6 +8,12 @@ dead worker. Every live worker looks for such tasks every RAG_WORKER_RECOVERY_IN
 transaction under each task's row lock (the lock a worker's final write takes first), puts the task back
 to `queued` and makes its message visible now, instead of after the visibility timeout.
 
+A worker can also die between reading a message (pgmq raised its read_ct and hid it for the visibility
+timeout) and recording the task as its own (`start_task` writes attempts = read_ct): the task is still
+`queued` and no worker id names it. The same pass finds such messages: read more than
+UNSTARTED_GRACE_S ago, still invisible, and read_ct above the task's recorded attempts. A retry's
+backoff never matches: the failed delivery was started, so attempts = read_ct while the message waits.
+
 A worker whose lock connection dropped (the database restarted) takes the same id again on a new one;
 meanwhile its tasks may be re-queued by another worker, and then its own writes for them are refused
 (tasks.OWNED), so nothing is done twice.
@@ -50,6 +56,22 @@ SELECT t.id, t.msg_id, t.worker_id FROM job_tasks t
 WHERE t.status = 'processing' AND t.worker_id IS NOT NULL AND NOT {worker_alive_sql("t.worker_id")}
 FOR UPDATE OF t SKIP LOCKED
 """
+
+
+# Longer than any live worker takes from its read to start_task's commit: a slower one only costs a
+# duplicate delivery (its later writes are refused, tasks.OWNED), never a lost or doubled document.
+UNSTARTED_GRACE_S = 10.0
+
+
+def unstarted_messages_sql(queue: IngestQueue) -> str:
+    """Queued tasks whose message a worker read and hid, then never started ($1: grace seconds)."""
+    # Settings.queue_name's pattern allows only [a-z0-9_]: safe as an identifier.
+    return f"""
+    SELECT t.id, t.msg_id, q.read_ct FROM job_tasks t JOIN pgmq."q_{queue.name}" q ON q.msg_id = t.msg_id
+    WHERE t.status = 'queued' AND q.read_ct > t.attempts AND q.vt > clock_timestamp()
+      AND q.last_read_at < clock_timestamp() - make_interval(secs => $1)
+    FOR UPDATE OF t SKIP LOCKED
+    """
 
 
 class WorkerLease:
@@ -124,4 +146,21 @@ async def requeue_dead_workers_tasks(conn: Executor, queue: IngestQueue) -> list
                 await queue.extend(int(r["msg_id"]), 0, conn=c)
     for r in rows:
         logger.warning("task %s: its worker %d died; queued again", r["id"], r["worker_id"])
+    return [r["id"] for r in rows]
+
+
+async def release_unstarted_messages(
+    conn: Executor, queue: IngestQueue, grace_s: float = UNSTARTED_GRACE_S
+) -> list[UUID]:
+    """Messages read by a worker that died before starting their task: visible now, the lost delivery
+    recorded (attempts = read_ct), ONE transaction under the task row locks."""
+    async with transaction(conn) as c:
+        rows = await c.fetch(unstarted_messages_sql(queue), grace_s)
+        for r in rows:
+            await c.execute(
+                "UPDATE job_tasks SET attempts = $2, updated_at = now() WHERE id = $1", r["id"], r["read_ct"]
+            )
+            await queue.extend(int(r["msg_id"]), 0, conn=c)
+    for r in rows:
+        logger.warning("task %s: read by a worker that stopped before starting it; queued again", r["id"])
     return [r["id"] for r in rows]

@@ -17,10 +17,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
+from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 from rag_server.config import Settings
-from rag_server.infra.database import is_transient_db_error, runtime_url
+from rag_server.infra.database import is_transient_db_error, runtime_url, transaction
 from rag_server.infra.embeddings import EmbeddingError
 from rag_server.infra.log_context import log_context, valid_request_id
 from rag_server.infra.queue import Message
@@ -28,7 +30,7 @@ from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.ingestion import tasks
 from rag_server.ingestion.parsing import ParseError
 from rag_server.ingestion.pipeline import embed_chunks, prepare_chunks
-from rag_server.ingestion.recovery import WorkerLease, requeue_dead_workers_tasks
+from rag_server.ingestion.recovery import WorkerLease, release_unstarted_messages, requeue_dead_workers_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +114,7 @@ class Worker:
                 if self.lease is not None:
                     await self.lease.ensure()
                 await requeue_dead_workers_tasks(self.runtime.pool, self.runtime.queue)
+                await release_unstarted_messages(self.runtime.pool, self.runtime.queue)
             except Exception as exc:  # the database is down: try again next round
                 logger.warning("dead-worker check failed (%s: %s)", exc.__class__.__name__, exc)
             await self._sleep(self.settings.worker_recovery_interval_s)
@@ -237,18 +240,12 @@ class Worker:
     ) -> None:
         logger.info("task %s failed: %s", task_id, logged or reason)
         document_id = work.document_id if work else None
-        try:
-            await tasks.fail_task(
-                self.runtime.pool,
-                self.runtime.queue,
-                task_id,
-                document_id,
-                reason,
-                msg.msg_id,
-                count_failure=True,
-            )
-        except Exception as exc:
-            logger.warning("could not record failure of task %s (%s); it will be retried", task_id, exc)
+        pool, queue = self.runtime.pool, self.runtime.queue
+
+        async def record() -> None:
+            await tasks.fail_task(pool, queue, task_id, document_id, reason, msg.msg_id, count_failure=True)
+
+        await self._until_recorded(f"record failure of task {task_id}", record)
 
     async def _retry(
         self, task_id: UUID, reason: str, msg: Message, count_failure: bool = True, logged: str | None = None
@@ -258,19 +255,36 @@ class Worker:
         logger.warning("task %s delivery %d failed transiently (%s)", task_id, msg.read_ct, logged or reason)
         # Stop extending first, or the heartbeat could overwrite the backoff with the full timeout.
         await self._stop_heartbeat(msg.msg_id)
-        try:
-            failures = await tasks.record_retry(
-                self.runtime.pool, task_id, self.worker_id, reason, count_failure
-            )
-            if failures is None:
-                logger.warning("task %s is no longer this worker's: not retried from here", task_id)
-                return
-            delay = retry_delay_s(self.settings, max(1, failures))
+
+        async def record() -> None:
+            # The task back to queued and its backoff: ONE transaction, or a retry of this after a lost
+            # commit would find the task no longer its own and leave the message hidden.
+            async with transaction(self.runtime.pool) as c:
+                failures = await tasks.record_retry(c, task_id, self.worker_id, reason, count_failure)
+                if failures is None:
+                    logger.warning("task %s is no longer this worker's: not retried from here", task_id)
+                    return
+                delay = retry_delay_s(self.settings, max(1, failures))
+                await self.runtime.queue.extend(msg.msg_id, delay, conn=c)
             logger.info("task %s: %d failures so far; retry in %d s", task_id, failures, delay)
-            await self.runtime.queue.extend(msg.msg_id, delay)
-        except Exception as exc:
-            # The database is down: the message becomes visible when its current timeout expires.
-            logger.warning("could not schedule retry of task %s: %s", task_id, exc)
+
+        await self._until_recorded(f"schedule retry of task {task_id}", record)
+
+    async def _until_recorded(self, what: str, write: Callable[[], Awaitable[None]]) -> None:
+        """Retry a task's outcome while the database is away: left unwritten, the task would stay
+        `processing` under this live worker (whose lock comes back with the database) until the message's
+        visibility timeout. Bounded by that timeout and by shutdown."""
+        deadline = time.monotonic() + self.settings.worker_visibility_timeout_s
+        while True:
+            try:
+                await write()
+                return
+            except Exception as exc:
+                if self.stopping.is_set() or time.monotonic() > deadline:
+                    logger.warning("could not %s (%s); its message comes back after its timeout", what, exc)
+                    return
+                logger.warning("could not %s (%s); trying again", what, exc)
+                await self._sleep(1.0)
 
 
 async def run_worker(settings: Settings) -> None:

@@ -1,0 +1,192 @@
+"""`rag-server check`: the database's invariants, verified from its rows (operators and the chaos run).
+
+Each check is one query that returns the rows breaking an invariant, so an empty answer means it holds:
+- tasks: a failed task says why; a `processing` task's worker is alive; a `queued` task has its message;
+  with `quiescent` (nothing may be running: the chaos run waits for that) no task is unfinished;
+- chunks: each document's chunk indexes are exactly 0..n-1 and n = documents.chunk_count; only ready
+  documents have chunks; a completed task wrote its document's chunks;
+- native BM25: bm25_stats, bm25_terms and bm25_postings equal a recount from the chunks' text
+  (the triggers' own formulas: to_tsvector('english', search_text), tf = positions);
+- queue: no message whose task is finished or missing (complete/fail delete or archive it in the task's
+  own transaction). On a live system a document deleted while queued leaves its message until a worker
+  reads it, so without `quiescent` only a message visible for over ORPHAN_VISIBLE_S counts;
+- chat: every question has its answer right after it and every answer its question (the server writes
+  both in ONE transaction; system messages aside).
+Run with the owner's or the system scope's view: under a key's scope rows it cannot see look missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rag_server.infra.database import Executor
+from rag_server.ingestion.recovery import worker_alive_sql
+
+# A live system's stale message is read and dropped by a worker within its poll interval.
+ORPHAN_VISIBLE_S = 60
+# Violations listed per check at most (the count is always exact).
+SAMPLE = 20
+
+
+@dataclass(frozen=True)
+class Violation:
+    check: str
+    detail: str
+
+
+@dataclass
+class IntegrityReport:
+    violations: list[Violation] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def lines(self) -> list[str]:
+        figures = ", ".join(f"{name} {n}" for name, n in self.counts.items())
+        out = [f"checked: {figures}"]
+        out += [f"skipped: {why}" for why in self.skipped]
+        out += [f"VIOLATION [{v.check}] {v.detail}" for v in self.violations]
+        out.append("integrity: OK" if self.ok else f"integrity: {len(self.violations)} violation(s)")
+        return out
+
+
+def _task_checks(quiescent: bool, queue_table: str) -> dict[str, str]:
+    unfinished = (
+        "SELECT id, 'task ' || id || ' is still ' || status FROM job_tasks"
+        " WHERE status IN ('queued', 'processing')"
+        if quiescent
+        else "SELECT NULL::uuid, NULL::text WHERE false"
+    )
+    return {
+        "task without reason": """
+            SELECT id, 'task ' || id || ' (' || filename || ') failed without a readable reason'
+            FROM job_tasks WHERE status = 'failed' AND coalesce(btrim(error), '') = ''""",
+        "task stuck": f"""
+            SELECT id, 'task ' || id || ' is processing by worker ' || coalesce(worker_id::text, 'none')
+                   || ', which is not running' FROM job_tasks t
+            WHERE status = 'processing' AND (worker_id IS NULL OR NOT {worker_alive_sql("t.worker_id")})
+            UNION ALL
+            SELECT id, 'task ' || id || ' is queued without a queue message' FROM job_tasks t
+            WHERE status = 'queued'
+              AND NOT EXISTS (SELECT 1 FROM {queue_table} q WHERE q.msg_id = t.msg_id)""",
+        "task unfinished": unfinished,
+        "completed task": """
+            SELECT t.id, 'task ' || t.id || ' completed with ' || t.total_chunks
+                   || ' chunks but its document is ' || d.status || ' with '
+                   || (SELECT count(*) FROM chunks c WHERE c.document_id = d.id)
+            FROM job_tasks t JOIN documents d ON d.id = t.document_id
+            WHERE t.status = 'completed' AND t.finished_at = (
+                    SELECT max(t2.finished_at) FROM job_tasks t2
+                    WHERE t2.document_id = d.id AND t2.status IN ('completed', 'failed'))
+              AND (d.status <> 'ready'
+                   OR t.total_chunks <> (SELECT count(*) FROM chunks c WHERE c.document_id = d.id))""",
+    }
+
+
+CHUNK_CHECKS = {
+    "chunk indexes": """
+        SELECT d.id, 'document ' || d.id || ' (' || d.filename || '): ' || count(c.id) || ' chunks, indexes '
+               || coalesce(min(c.chunk_index), -1) || '..' || coalesce(max(c.chunk_index), -1) || ', '
+               || count(DISTINCT c.chunk_index) || ' distinct, chunk_count ' || d.chunk_count
+        FROM documents d LEFT JOIN chunks c ON c.document_id = d.id
+        GROUP BY d.id
+        HAVING count(c.id) <> d.chunk_count
+            OR (count(c.id) > 0 AND (min(c.chunk_index) <> 0 OR max(c.chunk_index) <> count(c.id) - 1
+                                     OR count(DISTINCT c.chunk_index) <> count(c.id)))""",
+    "chunks of unready document": """
+        SELECT d.id, 'document ' || d.id || ' is ' || d.status || ' but has chunks' FROM documents d
+        WHERE d.status <> 'ready' AND EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = d.id)""",
+}
+
+# The recount: what bm25_index_add would write for every chunk now.
+_RECOUNT = """
+WITH toks AS (
+    SELECT c.id AS chunk_id, c.collection_id, t.lexeme AS term, cardinality(t.positions) AS tf
+    FROM chunks c CROSS JOIN LATERAL unnest(to_tsvector('english', c.search_text)) AS t
+), lens AS (SELECT chunk_id, sum(tf)::integer AS doc_len FROM toks GROUP BY chunk_id)
+"""
+BM25_CHECKS = {
+    "bm25 stats": f"""{_RECOUNT}
+        SELECT NULL::uuid, 'bm25_stats n_docs ' || s.n_docs || ', total_len ' || s.total_len
+               || '; recount ' || r.n || ', ' || r.len
+        FROM bm25_stats s,
+             (SELECT (SELECT count(*) FROM chunks) AS n,
+                     (SELECT coalesce(sum(doc_len), 0) FROM lens) AS len) r
+        WHERE s.n_docs <> r.n OR s.total_len <> r.len""",
+    "bm25 terms": f"""{_RECOUNT}
+        SELECT NULL::uuid, 'term ' || quote_literal(coalesce(b.term, r.term)) || ': df '
+               || coalesce(b.df::text, 'missing') || ', recount ' || coalesce(r.df::text, 'none')
+        FROM bm25_terms b FULL JOIN (SELECT term, count(*) AS df FROM toks GROUP BY term) r ON r.term = b.term
+        WHERE b.df IS DISTINCT FROM r.df""",
+    "bm25 postings": f"""{_RECOUNT}
+        , expected AS (
+            SELECT toks.term, toks.chunk_id, toks.tf, lens.doc_len, toks.collection_id
+            FROM toks JOIN lens USING (chunk_id))
+        , wrong AS (
+            (SELECT 'extra' AS kind, * FROM (SELECT term, chunk_id, tf, doc_len, collection_id
+                                            FROM bm25_postings EXCEPT SELECT * FROM expected) x)
+            UNION ALL
+            (SELECT 'missing', * FROM (SELECT * FROM expected EXCEPT SELECT term, chunk_id, tf, doc_len,
+                                       collection_id FROM bm25_postings) y))
+        SELECT NULL::uuid, kind || ' posting: term ' || quote_literal(term) || ', chunk ' || chunk_id
+               || ', tf ' || tf || ', doc_len ' || doc_len FROM wrong""",
+}
+
+
+def _queue_checks(quiescent: bool, queue_table: str) -> dict[str, str]:
+    stale = "true" if quiescent else f"q.vt < clock_timestamp() - interval '{ORPHAN_VISIBLE_S} seconds'"
+    return {
+        "orphan message": f"""
+            SELECT t.id, 'message ' || q.msg_id || ' (read ' || q.read_ct || ' times) for task '
+                   || coalesce(q.message ->> 'task_id', '?') || ', which is ' || coalesce(t.status, 'missing')
+            FROM {queue_table} q LEFT JOIN job_tasks t ON t.id::text = q.message ->> 'task_id'
+            WHERE (t.id IS NULL OR t.status NOT IN ('queued', 'processing')) AND {stale}""",
+    }
+
+
+CHAT_CHECKS = {
+    "half-written chat": """
+        WITH m AS (
+            SELECT session_id, id, role,
+                   lag(role) OVER w AS before, lead(role) OVER w AS after
+            FROM chat_messages WHERE role <> 'system'
+            WINDOW w AS (PARTITION BY session_id ORDER BY id))
+        SELECT session_id, 'session ' || session_id || ': ' || role || ' message ' || id
+               || CASE role WHEN 'user' THEN ' has no answer after it' ELSE ' has no question before it' END
+        FROM m
+        WHERE (role = 'user' AND after IS DISTINCT FROM 'assistant')
+           OR (role = 'assistant' AND before IS DISTINCT FROM 'user')""",
+}
+
+COUNTS = {
+    "documents": "SELECT count(*) FROM documents",
+    "chunks": "SELECT count(*) FROM chunks",
+    "tasks": "SELECT count(*) FROM job_tasks",
+    "chat messages": "SELECT count(*) FROM chat_messages",
+}
+
+
+async def check_integrity(conn: Executor, queue_name: str, *, quiescent: bool = False) -> IntegrityReport:
+    """Every invariant above; `quiescent`: nothing may still be queued or running (a stopped pipeline)."""
+    # Settings.queue_name's pattern allows only [a-z0-9_]: safe as an identifier.
+    queue_table = f'pgmq."q_{queue_name}"'
+    report = IntegrityReport()
+    checks = _task_checks(quiescent, queue_table) | CHUNK_CHECKS | _queue_checks(quiescent, queue_table)
+    if await conn.fetchval("SELECT to_regclass('bm25_stats') IS NOT NULL"):
+        checks |= BM25_CHECKS
+    else:
+        report.skipped.append("BM25 recount (pg_search keeps its own index)")
+    checks |= CHAT_CHECKS
+    for name, sql in COUNTS.items():
+        report.counts[name] = int(await conn.fetchval(sql))
+    report.counts["queue messages"] = int(await conn.fetchval(f"SELECT count(*) FROM {queue_table}"))
+    for check, sql in checks.items():
+        rows = await conn.fetch(f"SELECT * FROM ({sql}) v LIMIT {SAMPLE + 1}")
+        for row in rows[:SAMPLE]:
+            report.violations.append(Violation(check, str(row[1])))
+        if len(rows) > SAMPLE:
+            report.violations.append(Violation(check, f"... and more (first {SAMPLE} shown)"))
+    return report

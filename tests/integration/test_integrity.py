@@ -1,0 +1,259 @@
+"""check_integrity on a healthy database, then on one broken deliberately, one way per test: each check
+must name the breakage. Every breakage is made inside a transaction on the owner's connection, checked
+on that same connection, and rolled back, so the tests share one healthy database. `rag-server check`
+exits 1 on a committed breakage and 0 once it is repaired."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+import pytest
+
+from rag_server.config import Settings
+from rag_server.infra.database import owner_connection
+from rag_server.infra.runtime import Runtime
+from rag_server.ingestion import tasks
+from rag_server.ingestion.integrity import IntegrityReport, check_integrity
+from rag_server.ingestion.pipeline import prepare_chunks
+from tests.support.ingest import enqueue
+from tests.support.processes import settings_env
+from tests.support.sample_files import long_text
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str, data_dir: Path) -> Settings:
+    # An HTTP embedder nobody calls: the vectors are made here, 8-d.
+    return Settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        embedding_provider="ollama",
+        embedding_model="unused",
+        embedding_base_url="http://127.0.0.1:9",
+        embedding_dim=8,
+        chunk_size=128,
+    )
+
+
+@pytest.fixture(scope="module")
+async def healthy(runtime: Runtime) -> dict[str, uuid.UUID]:
+    """Two ready documents of several chunks (through the worker's own store calls), one failed task,
+    one chat exchange."""
+    refs = await enqueue(
+        runtime,
+        [("one.txt", long_text(400, seed=1).encode()), ("two.txt", long_text(300, seed=2).encode())],
+    )
+    rng = np.random.default_rng(0)
+    for ref in refs:
+        [msg] = await runtime.queue.read(120)
+        work = await tasks.start_task(runtime.pool, ref.task_id, int(msg.read_ct), None, msg.msg_id)
+        assert work is not None
+        chunks = await prepare_chunks(runtime.settings, work.filename, work.content, work.file_type)
+        assert len(chunks) >= 4
+        vectors = rng.standard_normal((len(chunks), 8)).astype(np.float32)
+        assert await tasks.complete_task(runtime.pool, runtime.queue, work, msg.msg_id, chunks, vectors)
+    [bad] = await enqueue(runtime, [("bad.txt", b"x")])
+    [msg] = await runtime.queue.read(120)
+    await tasks.fail_task(runtime.pool, runtime.queue, bad.task_id, bad.document_id, "Too short.", msg.msg_id)
+    session = uuid.uuid4()
+    async with owner_connection(runtime.database_url) as conn:
+        await conn.execute("INSERT INTO chat_sessions (id) VALUES ($1)", session)
+        for role in ("user", "assistant"):
+            await conn.execute(
+                "INSERT INTO chat_messages (session_id, role, content) VALUES ($1, $2, 'x')", session, role
+            )
+    assert refs[0].document_id and refs[1].document_id
+    return {"doc": refs[0].document_id, "task": refs[0].task_id, "failed": bad.task_id, "session": session}
+
+
+@asynccontextmanager
+async def broken(runtime: Runtime) -> AsyncIterator[asyncpg.Connection]:
+    """The owner's connection inside a transaction that is rolled back afterwards."""
+    async with owner_connection(runtime.database_url) as conn:
+        tr = conn.transaction()
+        await tr.start()
+        try:
+            yield conn
+        finally:
+            await tr.rollback()
+
+
+async def check(conn: asyncpg.Connection, runtime: Runtime, quiescent: bool = True) -> IntegrityReport:
+    return await check_integrity(conn, runtime.settings.queue_name, quiescent=quiescent)
+
+
+def checks(report: IntegrityReport) -> set[str]:
+    return {v.check for v in report.violations}
+
+
+async def test_a_healthy_database_passes(runtime: Runtime, healthy: dict[str, uuid.UUID]) -> None:
+    report = await check_integrity(runtime.pool, runtime.settings.queue_name, quiescent=True)
+    assert report.ok, report.lines()
+    assert report.counts["documents"] == 3 and report.counts["chunks"] >= 8
+    assert report.counts["chat messages"] == 2 and report.counts["queue messages"] == 0
+    assert report.lines()[-1] == "integrity: OK"
+
+
+async def test_a_chunk_deleted_in_the_middle(runtime: Runtime, healthy: dict[str, uuid.UUID]) -> None:
+    async with broken(runtime) as conn:
+        await conn.execute("DELETE FROM chunks WHERE document_id = $1 AND chunk_index = 2", healthy["doc"])
+        report = await check(conn, runtime)
+    assert "chunk indexes" in checks(report)
+    assert any(str(healthy["doc"]) in v.detail for v in report.violations)
+
+
+async def test_a_gap_even_when_chunk_count_agrees(runtime: Runtime, healthy: dict[str, uuid.UUID]) -> None:
+    async with broken(runtime) as conn:
+        await conn.execute("DELETE FROM chunks WHERE document_id = $1 AND chunk_index = 1", healthy["doc"])
+        await conn.execute("UPDATE documents SET chunk_count = chunk_count - 1 WHERE id = $1", healthy["doc"])
+        report = await check(conn, runtime)
+    assert checks(report) >= {"chunk indexes", "completed task"}
+
+
+async def test_a_duplicated_chunk_index(runtime: Runtime, healthy: dict[str, uuid.UUID]) -> None:
+    async with broken(runtime) as conn:
+        # The unique constraint forbids it; a restore without constraints or a bug in one could not.
+        await conn.execute("ALTER TABLE chunks DROP CONSTRAINT chunks_document_id_chunk_index_key")
+        last = await conn.fetchval(
+            "SELECT max(chunk_index) FROM chunks WHERE document_id = $1", healthy["doc"]
+        )
+        await conn.execute(
+            "UPDATE chunks SET chunk_index = 0 WHERE document_id = $1 AND chunk_index = $2",
+            healthy["doc"],
+            last,
+        )
+        report = await check(conn, runtime)
+    assert checks(report) == {"chunk indexes"}
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("UPDATE bm25_stats SET n_docs = n_docs + 1", "bm25 stats"),
+        ("UPDATE bm25_stats SET total_len = total_len - 1", "bm25 stats"),
+        ("UPDATE bm25_terms SET df = df + 1 WHERE term = (SELECT min(term) FROM bm25_terms)", "bm25 terms"),
+        (
+            "DELETE FROM bm25_postings"
+            " WHERE (term, chunk_id) = (SELECT term, chunk_id FROM bm25_postings LIMIT 1)",
+            "bm25 postings",
+        ),
+        (
+            "UPDATE bm25_postings SET tf = tf + 1 WHERE chunk_id = (SELECT min(id) FROM chunks)",
+            "bm25 postings",
+        ),
+    ],
+)
+async def test_bm25_statistics_differ_from_a_recount(
+    runtime: Runtime, healthy: dict[str, uuid.UUID], sql: str, expected: str
+) -> None:
+    async with broken(runtime) as conn:
+        await conn.execute(sql)
+        report = await check(conn, runtime)
+    assert expected in checks(report)
+    assert checks(report) <= {"bm25 stats", "bm25 terms", "bm25 postings"}
+
+
+async def test_orphan_messages(runtime: Runtime, healthy: dict[str, uuid.UUID]) -> None:
+    queue = runtime.settings.queue_name
+    async with broken(runtime) as conn:
+        for task_id in (healthy["task"], uuid.uuid4()):  # a completed task's, a missing task's
+            await conn.execute("SELECT pgmq.send($1, $2::jsonb)", queue, f'{{"task_id": "{task_id}"}}')
+        report = await check(conn, runtime)
+        live = await check(conn, runtime, quiescent=False)
+    orphans = [v.detail for v in report.violations if v.check == "orphan message"]
+    assert (
+        len(orphans) == 2 and any("completed" in o for o in orphans) and any("missing" in o for o in orphans)
+    )
+    assert live.ok, live.lines()  # just sent: a live system's workers drop such a message when they read it
+
+
+async def test_a_task_processing_under_a_dead_worker(runtime: Runtime, healthy: dict[str, uuid.UUID]) -> None:
+    async with broken(runtime) as conn:
+        await conn.execute("SELECT pgmq.send($1, $2::jsonb)", runtime.settings.queue_name, "{}")
+        await conn.execute(
+            "UPDATE job_tasks SET status = 'processing', worker_id = 987654,"
+            " msg_id = (SELECT max(msg_id) FROM pgmq.q_ingest) WHERE id = $1",
+            healthy["task"],
+        )
+        report = await check(conn, runtime, quiescent=False)
+    assert "task stuck" in checks(report)
+    assert any("worker 987654" in v.detail for v in report.violations)
+
+
+async def test_a_queued_task_without_its_message(runtime: Runtime, healthy: dict[str, uuid.UUID]) -> None:
+    async with broken(runtime) as conn:
+        await conn.execute("UPDATE job_tasks SET status = 'queued' WHERE id = $1", healthy["failed"])
+        report = await check(conn, runtime, quiescent=False)
+    assert [v.check for v in report.violations] == ["task stuck"]
+
+
+async def test_a_queued_task_with_its_message_is_fine_only_while_live(
+    runtime: Runtime, healthy: dict[str, uuid.UUID]
+) -> None:
+    async with broken(runtime) as conn:
+        msg_id = await conn.fetchval(
+            "SELECT * FROM pgmq.send($1, jsonb_build_object('task_id', $2::text))",
+            runtime.settings.queue_name,
+            str(healthy["failed"]),
+        )
+        await conn.execute(
+            "UPDATE job_tasks SET status = 'queued', msg_id = $2 WHERE id = $1", healthy["failed"], msg_id
+        )
+        await conn.execute("UPDATE documents SET status = 'queued' WHERE status = 'failed'")
+        live = await check(conn, runtime, quiescent=False)
+        stopped = await check(conn, runtime, quiescent=True)
+    assert live.ok, live.lines()
+    assert checks(stopped) == {"task unfinished"}
+
+
+async def test_a_failure_without_a_reason(runtime: Runtime, healthy: dict[str, uuid.UUID]) -> None:
+    async with broken(runtime) as conn:
+        await conn.execute("UPDATE job_tasks SET error = '  ' WHERE id = $1", healthy["failed"])
+        report = await check(conn, runtime)
+    assert checks(report) == {"task without reason"}
+
+
+@pytest.mark.parametrize("roles", [["user"], ["assistant"], ["user", "user", "assistant"]])
+async def test_half_written_chat(runtime: Runtime, healthy: dict[str, uuid.UUID], roles: list[str]) -> None:
+    async with broken(runtime) as conn:
+        for role in roles:
+            await conn.execute(
+                "INSERT INTO chat_messages (session_id, role, content) VALUES ($1, $2, 'y')",
+                healthy["session"],
+                role,
+            )
+        report = await check(conn, runtime)
+    assert checks(report) == {"half-written chat"}
+    assert len(report.violations) == 1
+
+
+def run_check(settings: Settings) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rag_server", "check", "--quiescent"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_the_check_command_exits_1_on_a_violation(
+    runtime: Runtime, settings: Settings, healthy: dict[str, uuid.UUID]
+) -> None:
+    async with owner_connection(runtime.database_url) as conn:
+        await conn.execute("UPDATE bm25_stats SET n_docs = n_docs + 5")
+        try:
+            failed = run_check(settings)
+        finally:
+            await conn.execute("UPDATE bm25_stats SET n_docs = n_docs - 5")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "VIOLATION [bm25 stats]" in failed.stdout
+    passed = run_check(settings)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "integrity: OK" in passed.stdout
