@@ -25,7 +25,9 @@ FAILURE_CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("database", ("The database was unavailable",)),
     ("deleted", ("The document was deleted",)),
     ("unexpected", ("Unexpected error",)),
-    ("parse", ("The file ", "The PDF ", "The Word document ", "Files of type ")),
+    # Last: every parser's sentence starts "The <file, PDF, workbook, table...>" (the classes above are
+    # checked first), so a new format's reasons need no entry here.
+    ("parse", ("The ", "Files of type ")),
 )
 OTHER_FAILURE = "other"
 FAILURE_CLASS_NAMES = (*(name for name, _ in FAILURE_CLASSES), OTHER_FAILURE)
