@@ -10,7 +10,7 @@ from typing import Any
 
 from rag_server.config import Settings
 from rag_server.generations import reembed
-from rag_server.generations.store import Generation
+from rag_server.generations.store import Generation, active_generation
 from rag_server.infra.embeddings import model_settings
 from rag_server.infra.runtime import Runtime, run_with_runtime
 
@@ -57,7 +57,7 @@ def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
             )
 
             async def evaluate(generation: Generation) -> None:
-                await _evaluate(settings, spec, args.eval)
+                await _evaluate(settings, await active_generation(runtime.pool), generation, args.eval)
 
             await reembed.run_reembed(
                 runtime,
@@ -83,15 +83,15 @@ def _print_status(rows: list[dict[str, Any]], as_json: bool) -> None:
         print(f"{r['id']:>3}  {r['state']:<8}  {model}{progress}{queued}{error}")
 
 
-async def _evaluate(settings: Settings, spec: reembed.ModelSpec, dataset: Path) -> None:
-    """nDCG@10 of the vector leg with the configured model and with the new one on a BEIR dataset
-    (each in its own eval database: evaluation/runner)."""
+async def _evaluate(settings: Settings, old: Generation, new: Generation, dataset: Path) -> None:
+    """nDCG@10 of the vector leg with the searched model and with the new one on a BEIR dataset (each
+    in an eval database of its own, built by evaluation/runner with that model)."""
     from rag_server.evaluation.runner import EvalOptions, run_eval
 
     options = EvalOptions(dataset=dataset, modes=["vector"], quiet=True)
-    new = model_settings(settings, spec.provider, spec.model, spec.dim, spec.base_url)
-    for label, eval_settings in (("configured", settings), ("new", new)):
+    for label, g in (("old", old), ("new", new)):
+        eval_settings = model_settings(settings, g.provider, g.model, g.dim, g.base_url)
         result = await run_eval(eval_settings, options)
         ndcg = result["modes"]["vector"]["ndcg@10"]
-        print(f"eval {dataset.name}: {label} model {eval_settings.embedding_model}: nDCG@10 {ndcg:.4f}")
+        print(f"eval {dataset.name}: {label} model {g.model} (generation {g.id}): nDCG@10 {ndcg:.4f}")
     sys.stdout.flush()
