@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -99,21 +100,20 @@ async def searching(runtime: Runtime) -> AsyncIterator[SearchLoop]:
         await task
 
 
-async def cli(env: dict[str, str], *args: str) -> str:
+async def cli(env: dict[str, str], *args: str, command: str = "reembed") -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "rag_server",
-        "reembed",
+        command,
         *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        stderr=asyncio.subprocess.PIPE,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=300)
-    text = out.decode()
-    assert proc.returncode == 0, text
-    return text
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=300)
+    assert proc.returncode == 0, out.decode() + err.decode()
+    return out.decode()  # what the command prints (its logs go to stderr)
 
 
 async def until(predicate: Callable[[], object], what: str) -> None:
@@ -259,3 +259,13 @@ async def test_reembed_survives_a_kill_switches_live_rolls_back_and_finalizes(
     assert second.stop() == 0, second.log_tail()
     status = await cli(env, "--status")
     assert "active" in status and NEW_MODEL in status and f"{after['chunks']}/{after['chunks']}" in status
+
+    # A process configured with the new model starts on this database; /health and doctor report it.
+    new_env = env | {
+        "RAG_EMBEDDING_PROVIDER": "openai",
+        "RAG_EMBEDDING_MODEL": NEW_MODEL,
+        "RAG_EMBEDDING_DIM": "64",
+        "RAG_EMBEDDING_BASE_URL": new_model.base_url,
+    }
+    report = json.loads(await cli(new_env, command="doctor"))
+    assert report["embedding"] == {"model": NEW_MODEL, "dim": 64, "generation": 2}

@@ -65,9 +65,12 @@ async def searched_generation(runtime: Runtime) -> Generation:
 
 
 async def embedder_for(runtime: Runtime, generation: Generation) -> Embedder:
-    """Generation 1's embedder is the runtime's own (the configured model); a later generation's is built
-    from its recorded provider, model, dimension and base URL (a local model is loaded in a thread)."""
-    if generation.is_base:
+    """The runtime's own embedder for the generation of the configured model (generation 1, or the new
+    one when the configuration names it after a switch: open_runtime accepts either); any other
+    generation's is built from its recorded provider, model, dimension and base URL (a local model is
+    loaded in a thread)."""
+    configured = (runtime.settings.embedding_model, runtime.settings.embedding_dim)
+    if configured == (generation.model, generation.dim):
         return runtime.embedder
     cache = _cache(runtime)
     embedder = cache.embedders.get(generation.id)
