@@ -254,6 +254,10 @@ async def test_reembed_survives_a_kill_switches_live_rolls_back_and_finalizes(
     # A document ingested after finalize: its chunks carry only the new model's vectors.
     [late] = await enqueue(runtime, [("late.txt", long_text(200, seed=7).encode())])
     await until(lambda: task_status(database_url, late.task_id) == "completed", "the late document")
+    # Direct ingestion (eval, benches) writes through the same generations.
+    await ingest_documents_direct(
+        runtime, [DirectDocument("direct.txt", long_text(200, seed=8).encode(), {})]
+    )
     after = counts(database_url)
     assert after["vectors"] == after["chunks"] and after["base_vectors"] == 0
     assert second.stop() == 0, second.log_tail()

@@ -88,7 +88,10 @@ async def _backfill(
         vectors = await embedder.embed([text for _, text in todo])
         try:
             async with transaction(pool) as c:
-                written += await store.upsert_vectors(c, generation.id, [i for i, _ in todo], vectors)
+                rows = await store.upsert_vectors(c, generation.id, [i for i, _ in todo], vectors)
+                if rows is None:  # dropped meanwhile (`--finalize`): the message is deleted by the caller
+                    return written
+                written += rows
                 # Still this worker's message: hidden for the next batch too.
                 await runtime.queue.extend(msg_id, vt, conn=c)
         except asyncpg.ForeignKeyViolationError:
@@ -96,16 +99,17 @@ async def _backfill(
 
 
 async def _failed(runtime: Runtime, msg: Message, generation_id: int, reason: str, transient: bool) -> None:
-    """Transient: redelivered after a backoff (the batches already written stay). Otherwise the message
-    is archived and the reason recorded on the generation (`reembed --status` shows it; running
-    `reembed` again queues the missing chunks anew)."""
+    """Transient: redelivered after a backoff (the batches already written stay; the deliveries are
+    bounded by RAG_WORKER_MAX_DELIVERIES). Otherwise the message is archived and the reason recorded on
+    the generation (`reembed --status` shows it, `reembed` stops waiting and says it; running it again
+    queues the missing chunks anew)."""
     logger.warning("re-embed message %s: %s", msg.msg_id, reason)
     try:
-        await store.set_error(runtime.pool, generation_id, reason)
         if transient:
             delay = min(300.0, runtime.settings.worker_retry_backoff_s * 2 ** max(0, int(msg.read_ct) - 1))
             await runtime.queue.extend(msg.msg_id, int(delay))
         else:
+            await store.set_error(runtime.pool, generation_id, reason)
             await runtime.queue.archive(msg.msg_id)
     except Exception as exc:  # the database is down: the message reappears when its timeout expires
         logger.warning("could not record the failure of re-embed message %s: %s", msg.msg_id, exc)

@@ -93,6 +93,8 @@ async def enqueue_missing(runtime: Runtime, generation: Generation, range_chunks
         ranges = await store.id_ranges(c, generation.id, range_chunks)
         for first, last in ranges:
             await runtime.queue.send(reembed_message(generation.id, first, last), conn=c)
+        if ranges:
+            await store.set_error(c, generation.id, None)
     return len(ranges)
 
 
@@ -155,7 +157,9 @@ async def wait_until_built(
         if current.state != "building":
             raise ConflictError(f"{current.describe()} is no longer building")
         if not await pending_messages(runtime.pool, runtime, generation.id):
-            await enqueue_missing(runtime, generation)
+            if current.error:  # its messages were given up: say why instead of queueing them forever
+                raise ConflictError(f"the re-embed stopped: {current.error}. Run the command again to resume")
+            await enqueue_missing(runtime, generation)  # chunks written by writers that did not know it
         await asyncio.sleep(poll_s)
 
 

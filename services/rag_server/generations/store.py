@@ -150,9 +150,19 @@ async def insert_document_vectors(
 
 async def upsert_vectors(
     conn: Executor, generation_id: int, chunk_ids: Sequence[int], vectors: np.ndarray
-) -> int:
+) -> int | None:
     """The backfill's write: idempotent (a redelivered batch overwrites); chunks deleted meanwhile are
-    skipped. Returns the rows written."""
+    skipped. Under the generations lock (shared) like every writer, so nothing is written once
+    `--finalize` dropped the generation (None then). Returns the rows written."""
+    async with transaction(conn) as c:
+        await c.execute("SELECT pg_advisory_xact_lock_shared($1)", GENERATIONS_LOCK)
+        state = await c.fetchval("SELECT state FROM embedding_generations WHERE id = $1", generation_id)
+        if state in (None, "dropped"):
+            return None
+        return await _upsert(c, generation_id, chunk_ids, vectors)
+
+
+async def _upsert(conn: Executor, generation_id: int, chunk_ids: Sequence[int], vectors: np.ndarray) -> int:
     status = await conn.execute(
         """
         INSERT INTO chunk_vectors (chunk_id, generation_id, embedding)
@@ -219,6 +229,7 @@ async def id_ranges(conn: Executor, generation_id: int, size: int) -> list[tuple
 
 
 async def set_error(conn: Executor, generation_id: int, error: str | None) -> None:
+    """The last failure of the generation's backfill (None: cleared when its work is queued anew)."""
     await conn.execute("UPDATE embedding_generations SET error = $2 WHERE id = $1", generation_id, error)
 
 
