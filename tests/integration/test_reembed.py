@@ -100,7 +100,7 @@ async def searching(runtime: Runtime) -> AsyncIterator[SearchLoop]:
         await task
 
 
-async def cli(env: dict[str, str], *args: str, command: str = "reembed") -> str:
+async def cli(env: dict[str, str], *args: str, command: str = "reembed", status: int = 0) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -112,7 +112,7 @@ async def cli(env: dict[str, str], *args: str, command: str = "reembed") -> str:
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=300)
-    assert proc.returncode == 0, out.decode() + err.decode()
+    assert proc.returncode == status, out.decode() + err.decode()
     return out.decode()  # what the command prints (its logs go to stderr)
 
 
@@ -273,3 +273,19 @@ async def test_reembed_survives_a_kill_switches_live_rolls_back_and_finalizes(
     }
     report = json.loads(await cli(new_env, command="doctor"))
     assert report["embedding"] == {"model": NEW_MODEL, "dim": 64, "generation": 2}
+
+
+async def test_a_model_that_does_not_answer_right_is_refused_before_any_work(
+    runtime: Runtime, database_url: str, env: dict[str, str], new_model: FakeEmbeddingServer
+) -> None:
+    before = states(database_url)
+    wrong = ["--model", "wrong-dim", "--dim", "65", "--provider", "openai", "--base-url", new_model.base_url]
+    out = await cli(env, *wrong, "--no-wait", status=1)
+    assert "error: the new model failed" in out and "expected (1, 65)" in out, out
+    after = states(database_url)
+    [created] = set(after) - set(before)
+    assert after[created] == "dropped" and {k: after[k] for k in before} == before
+    assert query(database_url, "SELECT count(*) AS n FROM pgmq.q_ingest")[0]["n"] == 0
+    if "retired" not in before.values():
+        out = await cli(env, "--rollback", status=1)
+        assert "error: no retired embedding generation" in out, out

@@ -11,7 +11,7 @@ from typing import Any
 from rag_server.config import Settings
 from rag_server.generations import reembed
 from rag_server.generations.store import Generation, active_generation
-from rag_server.infra.embeddings import model_settings
+from rag_server.infra.embeddings import EmbeddingError, model_settings
 from rag_server.infra.runtime import Runtime, run_with_runtime
 
 HELP = "re-embed every chunk with another model through the workers, then switch search to it"
@@ -45,6 +45,12 @@ def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
         print(line, flush=True)
 
     async def work(runtime: Runtime) -> None:
+        try:
+            await _run(runtime)
+        except EmbeddingError as exc:  # the new model cannot be reached or answers wrongly: a sentence
+            raise ValueError(f"the new model failed: {exc}") from exc
+
+    async def _run(runtime: Runtime) -> None:
         if args.status:
             _print_status(await reembed.status(runtime), args.json)
         elif args.rollback:
