@@ -272,7 +272,11 @@ async def test_reembed_survives_a_kill_switches_live_rolls_back_and_finalizes(
         "RAG_EMBEDDING_BASE_URL": new_model.base_url,
     }
     report = json.loads(await cli(new_env, command="doctor"))
-    assert report["embedding"] == {"model": NEW_MODEL, "dim": 64, "generation": 2}
+    assert report["embedding"] == {"model": NEW_MODEL, "dim": 64}
+    assert [(g["id"], g["state"]) for g in report["embedding_generations"]][:2] == [
+        (1, "dropped"),
+        (2, "active"),
+    ]
 
 
 async def test_a_model_that_does_not_answer_right_is_refused_before_any_work(

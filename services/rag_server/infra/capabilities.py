@@ -57,7 +57,7 @@ async def capability_report(pool: Executor) -> dict[str, Any]:
     embedding = (
         {"model": meta.get("embedding_model"), "dim": meta.get("embedding_dim")}
         if active is None
-        else {"model": active["model"], "dim": active["dim"], "generation": active["id"]}
+        else {"model": active["model"], "dim": active["dim"]}
     )
     return {
         "postgres": server_version,
