@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     from rag_server.access.cli import register_keys_command
     from rag_server.collections.cli import register_collections_command
     from rag_server.evaluation.commands import register_eval_commands
+    from rag_server.generations.cli import register_reembed_command
     from rag_server.ingestion.operations_cli import register_operations_commands
     from rag_server.porting.cli import register_porting_commands
     from rag_server.retrieval.cli import register_search_command
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_operations_commands(sub)
     register_eval_commands(sub)
     register_porting_commands(sub)  # import chroma|pgvector|jsonl, export
+    register_reembed_command(sub)
     return parser
 
 

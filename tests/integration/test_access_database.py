@@ -32,6 +32,7 @@ TABLES = [
     "documents",
     "document_files",
     "chunks",
+    "chunk_vectors",
     "bm25_postings",
     "job_batches",
     "job_tasks",

@@ -16,12 +16,24 @@ class SchemaMismatchError(RuntimeError):
     """The database was built for other settings (e.g. another embedding model)."""
 
 
+# The embedding generations (rag_server.generations, migration 0011), when the table exists.
+GENERATIONS_SQL = "SELECT id, provider, model, dim, state FROM embedding_generations ORDER BY id"
+
+
+async def _generations(conn: Executor) -> list[dict[str, Any]]:
+    if not await conn.fetchval("SELECT to_regclass('embedding_generations') IS NOT NULL"):
+        return []
+    return [dict(r) for r in await conn.fetch(GENERATIONS_SQL)]
+
+
 async def check_embedding_settings(pool: Executor, settings: Settings) -> None:
-    """Refuse to start with another embedding model or dimension than the stored vectors have."""
+    """Refuse to start with another embedding model or dimension than the stored vectors have: the
+    database's first model (app_meta) or one whose vectors a re-embed keeps (`rag-server reembed`)."""
     meta = await all_meta(pool)
     stored = (meta.get("embedding_model"), meta.get("embedding_dim"))
     wanted = (settings.embedding_model, settings.embedding_dim)
-    if stored != wanted:
+    kept = {(g["model"], g["dim"]) for g in await _generations(pool) if g["state"] != "dropped"}
+    if stored != wanted and wanted not in kept:
         raise SchemaMismatchError(
             f"this database stores embeddings from {stored[0]} ({stored[1]}-d), but the configuration "
             f"asks for {wanted[0]} ({wanted[1]}-d). Use the original RAG_EMBEDDING_MODEL/RAG_EMBEDDING_DIM, "
@@ -38,7 +50,15 @@ async def capability_report(pool: Executor) -> dict[str, Any]:
         }
         meta = await all_meta(conn)
         pgmq_present = await conn.fetchval("SELECT to_regclass('pgmq.meta') IS NOT NULL")
+        generations = await _generations(conn)
     bm25_engine = meta.get("bm25_engine", "none")
+    # After `rag-server reembed` switched, the searched model is the active generation's.
+    active = next((g for g in generations if g["state"] == "active"), None)
+    embedding = (
+        {"model": meta.get("embedding_model"), "dim": meta.get("embedding_dim")}
+        if active is None
+        else {"model": active["model"], "dim": active["dim"]}
+    )
     return {
         "postgres": server_version,
         "extensions": {
@@ -51,6 +71,7 @@ async def capability_report(pool: Executor) -> dict[str, Any]:
             "pg_search": {"active": "pg_search" in installed, "version": installed.get("pg_search")},
         },
         "bm25_engine": bm25_engine,
-        "embedding": {"model": meta.get("embedding_model"), "dim": meta.get("embedding_dim")},
+        "embedding": embedding,
+        "embedding_generations": generations,
         "queue": meta.get("queue_name"),
     }

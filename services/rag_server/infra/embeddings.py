@@ -133,6 +133,19 @@ def build_embedder(settings: Settings) -> Embedder:
     raise ValueError(f"unknown embedding provider {settings.embedding_provider!r}")
 
 
+def model_settings(settings: Settings, provider: str, model: str, dim: int, base_url: str | None) -> Settings:
+    """`settings` with another embedding model (an embedding generation's, see rag_server.generations):
+    batch size, timeouts, retries, runtime, cache and API key stay the configured ones."""
+    return settings.model_copy(
+        update={
+            "embedding_provider": provider,
+            "embedding_model": model,
+            "embedding_dim": dim,
+            "embedding_base_url": base_url,
+        }
+    )
+
+
 class _HttpEmbedder:
     """Shared HTTP plumbing: batching, retries of transient failures, dimension check, normalising.
 

@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from llama_index.core.llms import LLM
 
@@ -39,6 +40,9 @@ class Runtime:
     bm25_engine: Bm25Engine | None = None
     # (LLM, why it is unusable), built on first use: only a process that answers chat needs it.
     _llm: tuple[LLM | None, str | None] | None = field(default=None, repr=False)
+    # rag_server.generations.active.GenerationCache (the active embedding generation and the embedders
+    # of later generations), built on first use; typed loosely so infra does not import the domain.
+    generations: Any = field(default=None, repr=False)
 
     def chat_llm(self) -> tuple[LLM | None, str | None]:
         """The chat LLM (None: answers are extractive) and, when one is configured but unusable, why."""
@@ -81,9 +85,14 @@ async def open_runtime(
         if owned is not None and load_embedder:
             await asyncio.to_thread(owned.load)
         queue = IngestQueue(raw, settings.queue_name)
-        yield Runtime(
+        runtime = Runtime(
             settings, database_url, pool, queue, embedder, _llm=None if llm is None else (llm, None)
         )
+        try:
+            yield runtime
+        finally:
+            if runtime.generations is not None:  # later generations' HTTP embedders: this loop's clients
+                await runtime.generations.aclose()
     finally:
         if owned is not None:  # HTTP embedders keep a keep-alive client per event loop: release this loop's
             await owned.aclose()

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from uuid import UUID
 
 import numpy as np
 
+from rag_server.generations.store import BASE_GENERATION, insert_document_vectors, lock_for_writer
 from rag_server.infra.database import Executor, transaction
 from rag_server.ingestion.chunking import Chunk
 
 
 async def insert_chunks(
-    conn: Executor, document_ids: Sequence[UUID], chunks: Sequence[Chunk], vectors: np.ndarray
+    conn: Executor, document_ids: Sequence[UUID], chunks: Sequence[Chunk], vectors: np.ndarray | None
 ) -> None:
     """Insert chunks (chunks[i] belongs to document_ids[i]) in ONE statement: the BM25 triggers are
     statement-level, so one INSERT indexes them all in one run. Each chunk takes its document's
-    collection (denormalised for the search legs' filter; a missing document fails on NOT NULL)."""
-    if not len(document_ids) == len(chunks) == len(vectors):
-        raise ValueError(f"{len(document_ids)} document ids, {len(chunks)} chunks, {len(vectors)} vectors")
+    collection (denormalised for the search legs' filter; a missing document fails on NOT NULL).
+    `vectors`: embedding generation 1's (None once `reembed --finalize` dropped it)."""
+    n_vectors = len(chunks) if vectors is None else len(vectors)
+    if not len(document_ids) == len(chunks) == n_vectors:
+        raise ValueError(f"{len(document_ids)} document ids, {len(chunks)} chunks, {n_vectors} vectors")
     if not chunks:
         return
     await conn.execute(
@@ -38,7 +41,7 @@ async def insert_chunks(
         [c.index for c in chunks],
         [c.text for c in chunks],
         [c.search_text for c in chunks],
-        [vector_literal(v) for v in vectors],
+        [None] * len(chunks) if vectors is None else [vector_literal(v) for v in vectors],
         [c.page for c in chunks],
         [c.char_start for c in chunks],
         [c.char_end for c in chunks],
@@ -49,18 +52,34 @@ async def insert_chunks(
 
 
 async def write_chunks(
-    conn: Executor, document_id: UUID, chunks: Sequence[Chunk], vectors: np.ndarray
+    conn: Executor,
+    document_id: UUID,
+    chunks: Sequence[Chunk],
+    vectors: np.ndarray | None,
+    generations: Mapping[int, np.ndarray] | None = None,
 ) -> None:
     """Replace the document's chunks (idempotent after a crash) and mark it ready, in one transaction
-    (the caller's, when `conn` is a connection inside one)."""
-    if len(chunks) != len(vectors):
-        raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+    (the caller's, when `conn` is a connection inside one). `vectors`: embedding generation 1's;
+    `generations`: later generations' (id -> vectors). Every active or retired generation must be
+    given (else GenerationsChangedError: embed again); a building one may be missing (its backfill
+    catches up); a dropped one's vectors are not written."""
+    for array in [vectors, *(generations or {}).values()]:
+        if array is not None and len(chunks) != len(array):
+            raise ValueError(f"{len(chunks)} chunks but {len(array)} vectors")
+    extra = dict(generations or {})
     async with transaction(conn) as c:
-        # The document row first, then (in the BM25 triggers) the bm25_stats row: the order every chunk
-        # writer and DELETE /documents/{id} take them in, so two of them cannot deadlock.
+        # The document row first, then the generations lock (shared), then (in the BM25 triggers) the
+        # bm25_stats row: the order every chunk writer and DELETE /documents/{id} take them in.
         await c.execute("SELECT 1 FROM documents WHERE id = $1 FOR UPDATE", document_id)
+        given = ([BASE_GENERATION] if vectors is not None else []) + list(extra)
+        live = await lock_for_writer(c, given)
         await c.execute("DELETE FROM chunks WHERE document_id = $1", document_id)
-        await insert_chunks(c, [document_id] * len(chunks), chunks, vectors)
+        base = vectors if BASE_GENERATION in live else None
+        await insert_chunks(c, [document_id] * len(chunks), chunks, base)
+        for generation_id, generation_vectors in extra.items():
+            if generation_id in live and generation_id != BASE_GENERATION:
+                indexes = [chunk.index for chunk in chunks]
+                await insert_document_vectors(c, document_id, indexes, generation_id, generation_vectors)
         await c.execute(
             """
             UPDATE documents SET status = 'ready', error = NULL, chunk_count = $2, updated_at = now()

@@ -143,7 +143,9 @@ def _queue_checks(quiescent: bool, queue_table: str) -> dict[str, str]:
             SELECT t.id, 'message ' || q.msg_id || ' (read ' || q.read_ct || ' times) for task '
                    || coalesce(q.message ->> 'task_id', '?') || ', which is ' || coalesce(t.status, 'missing')
             FROM {queue_table} q LEFT JOIN job_tasks t ON t.id::text = q.message ->> 'task_id'
-            WHERE (t.id IS NULL OR t.status NOT IN ('queued', 'processing')) AND {stale}""",
+            WHERE (t.id IS NULL OR t.status NOT IN ('queued', 'processing')) AND {stale}
+              -- a re-embed's backfill message has no task (rag_server.generations)
+              AND q.message ->> 'kind' IS DISTINCT FROM 'reembed'""",
     }
 
 

@@ -132,12 +132,24 @@ async def ingest_documents_direct(
 
     async def flush() -> None:
         nonlocal window, window_chunks
+        # Every live embedding generation's vectors, like the worker's (imported here: it imports us).
+        from rag_server.generations.backfill import embed_for_generations
+
         texts_chunks = [c for _, chunks in window for c in chunks]
-        vectors = await embed_chunks(runtime.embedder, texts_chunks, max(settings.embedding_batch_size, 256))
+        base, later = await embed_for_generations(
+            runtime, texts_chunks, max(settings.embedding_batch_size, 256)
+        )
         offset = 0
         for doc_id, chunks in window:
-            await write_chunks(runtime.pool, doc_id, chunks, vectors[offset : offset + len(chunks)])
-            offset += len(chunks)
+            end = offset + len(chunks)
+            await write_chunks(
+                runtime.pool,
+                doc_id,
+                chunks,
+                None if base is None else base[offset:end],
+                {generation: vectors[offset:end] for generation, vectors in later.items()},
+            )
+            offset = end
         advance(len(window))
         window, window_chunks = [], 0
 

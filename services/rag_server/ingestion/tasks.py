@@ -12,7 +12,7 @@ its own, and the task row lock (taken first, then the document's) orders the two
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -217,9 +217,11 @@ async def complete_task(
     work: TaskWork,
     msg_id: int,
     chunks: Sequence[Chunk],
-    vectors: np.ndarray,
+    vectors: np.ndarray | None,
+    generations: Mapping[int, np.ndarray] | None = None,
 ) -> bool:
-    """Chunks + document ready + task completed + message deleted, in ONE transaction.
+    """Chunks (+ their vectors of later embedding generations: chunks.write_chunks) + document ready +
+    task completed + message deleted, in ONE transaction.
 
     Returns False when the task was cancelled meanwhile (document deleted): then only the message goes;
     or when it is no longer this worker's (re-queued after this worker lost its liveness lock, or taken
@@ -235,7 +237,7 @@ async def complete_task(
             return False
         if task["status"] == "queued" or task["worker_id"] != work.worker_id:
             return False  # re-queued or taken over: the message is no longer this worker's to delete
-        await write_chunks(c, work.document_id, chunks, vectors)
+        await write_chunks(c, work.document_id, chunks, vectors, generations)
         await c.execute(
             """
             UPDATE job_tasks SET status = 'completed', total_chunks = $2, completed_chunks = $2, error = NULL,

@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 from rag_server.config import Settings
+from rag_server.generations.backfill import embed_for_generations, handle_reembed, is_reembed
+from rag_server.generations.store import GenerationsChangedError
 from rag_server.infra.database import is_transient_db_error, runtime_url, transaction
 from rag_server.infra.embeddings import EmbeddingError
 from rag_server.infra.log_context import log_context, valid_request_id
@@ -29,7 +31,7 @@ from rag_server.infra.queue import Message
 from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.ingestion import tasks
 from rag_server.ingestion.parsing import ParseError
-from rag_server.ingestion.pipeline import embed_chunks, prepare_chunks
+from rag_server.ingestion.pipeline import prepare_chunks
 from rag_server.ingestion.recovery import WorkerLease, release_unstarted_messages, requeue_dead_workers_tasks
 
 logger = logging.getLogger(__name__)
@@ -146,6 +148,10 @@ class Worker:
         """Task back to queued and the message visible now (vt 0), for another worker to take."""
         await self._stop_heartbeat(msg.msg_id)
         payload = msg.message if isinstance(msg.message, dict) else {}
+        if is_reembed(payload):  # nothing to reset: its written batches stay, the rest is redone
+            with contextlib.suppress(Exception):
+                await self.runtime.queue.extend(msg.msg_id, 0)
+            return
         with contextlib.suppress(KeyError, ValueError):
             task_id = UUID(str(payload["task_id"]))
             if await tasks.release_task(
@@ -177,6 +183,9 @@ class Worker:
     async def _process(self, msg: Message) -> None:
         pool, queue, settings = self.runtime.pool, self.runtime.queue, self.settings
         payload = msg.message if isinstance(msg.message, dict) else {}
+        if is_reembed(payload):  # `rag-server reembed`'s backfill (rag_server.generations)
+            await handle_reembed(self.runtime, msg)
+            return
         try:
             task_id = UUID(str(payload["task_id"]))
         except (KeyError, ValueError):
@@ -229,8 +238,22 @@ class Worker:
         async def progress(done: int) -> None:
             await tasks.set_task_progress(pool, task_id, done)
 
-        vectors = await embed_chunks(self.runtime.embedder, chunks, settings.embedding_batch_size, progress)
-        if await tasks.complete_task(pool, self.runtime.queue, work, msg_id, chunks, vectors):
+        # One vector per live embedding generation; embedded again if a generation became required
+        # while this ran (a switch or a new re-embed: the write checks under the generations lock).
+        for _ in range(3):
+            base, later = await embed_for_generations(
+                self.runtime, chunks, settings.embedding_batch_size, progress
+            )
+            try:
+                written = await tasks.complete_task(
+                    pool, self.runtime.queue, work, msg_id, chunks, base, later
+                )
+                break
+            except GenerationsChangedError as exc:
+                logger.info("task %s: %s; embedding again", task_id, exc)
+        else:
+            raise RuntimeError("the embedding generations kept changing while this document was written")
+        if written:
             logger.info("task %s completed: %d chunks written", task_id, len(chunks))
         else:
             logger.info("task %s: document deleted or task taken over while processing; dropped", task_id)

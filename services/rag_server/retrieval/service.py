@@ -19,6 +19,9 @@ from uuid import UUID
 import numpy as np
 
 from rag_server.collections.store import resolve_ids
+from rag_server.generations.active import embed_query as generation_query
+from rag_server.generations.active import searched_generation
+from rag_server.generations.store import Generation
 from rag_server.infra.capabilities import Bm25Engine
 from rag_server.infra.metrics import observe_search
 from rag_server.infra.runtime import Runtime
@@ -35,7 +38,7 @@ from rag_server.retrieval.models import (
     SearchResponse,
 )
 from rag_server.retrieval.store import ChunkRow, fetch_chunks
-from rag_server.retrieval.vector import vector_leg, vector_settings, vector_sql
+from rag_server.retrieval.vector import VectorSpace, vector_leg, vector_settings, vector_sql
 
 T = TypeVar("T")
 
@@ -56,9 +59,13 @@ async def _timed(timings: dict[str, float], name: str, work: Callable[[], Awaita
         timings[name] = round((time.perf_counter() - start) * 1000, 3)
 
 
-async def embed_query(runtime: Runtime, query: str) -> np.ndarray:
-    vectors = await runtime.embedder.embed([query])
-    return np.asarray(vectors[0], dtype=np.float32)
+async def embed_query(runtime: Runtime, query: str, generation: Generation | None = None) -> np.ndarray:
+    """`query` embedded by the model of `generation` (None: the searched one, see generations.active)."""
+    return await generation_query(runtime, generation or await searched_generation(runtime), query)
+
+
+def _space(generation: Generation) -> VectorSpace:
+    return VectorSpace(generation.id, generation.dim)
 
 
 async def bm25_search(
@@ -87,13 +94,17 @@ async def vector_search_embedding(
     filters: SearchFilters | None = None,
     ef_search: int | None = None,
     collections: Sequence[UUID] | None = None,
+    generation: Generation | None = None,
 ) -> list[LegHit]:
-    """Vector leg alone for an already embedded query."""
+    """Vector leg alone for a query embedded by `generation`'s model (None: the searched one)."""
     ef = ef_search or runtime.settings.hnsw_ef_search
-    filtered = bool(vector_sql(filters, collections)[1])
+    space = _space(generation or await searched_generation(runtime))
+    filtered = bool(vector_sql(filters, collections, space)[1])
     # The pgvector settings go with the scope's, in one round trip.
     async with runtime.pool.acquire(settings=vector_settings(top_k, ef, filtered)) as conn:
-        return await vector_leg(conn, embedding, top_k, filters, ef, collections, settings_applied=True)
+        return await vector_leg(
+            conn, embedding, top_k, filters, ef, collections, settings_applied=True, space=space
+        )
 
 
 async def vector_search(
@@ -105,8 +116,11 @@ async def vector_search(
     collections: Sequence[UUID] | None = None,
 ) -> list[LegHit]:
     """Vector leg alone: embeds `query`, then the `top_k` nearest chunks, best first."""
-    embedding = await embed_query(runtime, query)
-    return await vector_search_embedding(runtime, embedding, top_k, filters, ef_search, collections)
+    generation = await searched_generation(runtime)  # once: the query vector and the index must match
+    embedding = await embed_query(runtime, query, generation)
+    return await vector_search_embedding(
+        runtime, embedding, top_k, filters, ef_search, collections, generation
+    )
 
 
 def fuse(runtime: Runtime, vector: list[LegHit], bm25: list[LegHit], method: FusionMethod) -> list[FusedHit]:
@@ -154,11 +168,16 @@ async def search(
     query, top_k, filters = clean_query(request.query), request.top_k, request.filters
 
     async def run_vector(depth: int) -> list[LegHit]:
-        embedding = await _timed(timings, "embed", lambda: embed_query(runtime, query))
+        # Resolved once: the query vector and the index searched are one generation's (a switch between
+        # the two cannot pair a vector with another model's index).
+        generation = await searched_generation(runtime)
+        embedding = await _timed(timings, "embed", lambda: embed_query(runtime, query, generation))
         return await _timed(
             timings,
             "vector",
-            lambda: vector_search_embedding(runtime, embedding, depth, filters, request.ef_search, scope),
+            lambda: vector_search_embedding(
+                runtime, embedding, depth, filters, request.ef_search, scope, generation
+            ),
         )
 
     async def run_bm25(depth: int) -> list[LegHit]:

@@ -1,8 +1,11 @@
-"""The vector leg: cosine distance over chunks.embedding with the HNSW index."""
+"""The vector leg: cosine distance over the searched embedding generation's vectors with its HNSW index:
+chunks.embedding for generation 1, chunk_vectors (a partial expression index per generation) for later
+ones (rag_server.generations)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
@@ -13,15 +16,42 @@ from rag_server.retrieval.filters import build_filters
 from rag_server.retrieval.legs import LegHit
 from rag_server.retrieval.models import SearchFilters
 
+# Generation 1's vectors live in chunks.embedding (migration 0001).
+BASE_GENERATION = 1
+
+
+@dataclass(frozen=True)
+class VectorSpace:
+    """Where one embedding generation's vectors are: its id and dimension."""
+
+    generation_id: int = BASE_GENERATION
+    dim: int | None = None
+
 
 def vector_sql(
-    filters: SearchFilters | None, collections: Sequence[UUID] | None = None
+    filters: SearchFilters | None,
+    collections: Sequence[UUID] | None = None,
+    space: VectorSpace | None = None,
 ) -> tuple[str, list[object]]:
     """Parameters: $1 query vector, $2 limit, then the filter parameters (collection scope first).
 
-    ORDER BY is the distance alone: anything more and the planner cannot use the HNSW index.
+    ORDER BY is the distance alone: anything more and the planner cannot use the HNSW index. A later
+    generation's id and dimension are literals (integers): a partial index only matches a query whose
+    predicate and expression are spelled like its own.
     """
     fsql = build_filters(filters, first_param=3, collections=collections)
+    if space is not None and space.generation_id != BASE_GENERATION:
+        generation, dim = int(space.generation_id), int(space.dim or 0)
+        distance = f"(v.embedding::vector({dim})) <=> $1"
+        sql = f"""
+        SELECT c.id AS chunk_id, 1 - ({distance}) AS score
+        FROM chunk_vectors v JOIN chunks c ON c.id = v.chunk_id
+        {fsql.joins()}
+        WHERE v.generation_id = {generation} {fsql.where(prefix="AND")}
+        ORDER BY {distance}
+        LIMIT $2
+    """
+        return sql, fsql.params
     sql = f"""
         SELECT c.id AS chunk_id, 1 - (c.embedding <=> $1) AS score
         FROM chunks c
@@ -53,18 +83,22 @@ async def vector_leg(
     collections: Sequence[UUID] | None = None,
     *,
     settings_applied: bool = False,
+    space: VectorSpace | None = None,
 ) -> list[LegHit]:
     """The `top_k` nearest chunks to a unit-normalised `embedding`; score = 1 - cosine distance.
     `collections`: only chunks of these collections (None: all). `settings_applied`: the caller's
-    transaction already carries `vector_settings(...)` (the scoped pool sets them with its scope)."""
-    sql, params = vector_sql(filters, collections)
+    transaction already carries `vector_settings(...)` (the scoped pool sets them with its scope).
+    `space`: the generation searched (None: generation 1); `embedding` must come from its model."""
+    sql, params = vector_sql(filters, collections, space)
     if settings_applied:
         rows = await conn.fetch(sql, np.asarray(embedding, dtype=np.float32), top_k, *params)
     else:
         async with conn.transaction():
             await set_local(conn, list(vector_settings(top_k, ef_search, bool(params)).items()))
             rows = await conn.fetch(sql, np.asarray(embedding, dtype=np.float32), top_k, *params)
-    hits = [LegHit(int(r["chunk_id"]), float(r["score"])) for r in rows]
+    # A NULL score: a generation-1 vector dropped by `reembed --finalize` under a process that had not
+    # yet seen the switch (for at most the generation cache's TTL).
+    hits = [LegHit(int(r["chunk_id"]), float(r["score"])) for r in rows if r["score"] is not None]
     # relaxed_order may return rows slightly out of order; equal distances tie-break on id.
     hits.sort(key=lambda h: (-h.score, h.chunk_id))
     return hits

@@ -1,0 +1,1 @@
+"""Embedding generations: a new embedding model without downtime (`rag-server reembed`)."""
