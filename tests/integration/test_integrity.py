@@ -164,6 +164,12 @@ async def test_orphan_messages(runtime: Runtime, healthy: dict[str, uuid.UUID]) 
     async with broken(runtime) as conn:
         for task_id in (healthy["task"], uuid.uuid4()):  # a completed task's, a missing task's
             await conn.execute("SELECT pgmq.send($1, $2::jsonb)", queue, f'{{"task_id": "{task_id}"}}')
+        # A re-embed's backfill message has no task and is no orphan (rag_server.generations).
+        await conn.execute(
+            "SELECT pgmq.send($1, $2::jsonb)",
+            queue,
+            '{"kind": "reembed", "generation": 2, "first": 1, "last": 9}',
+        )
         report = await check(conn, runtime)
         live = await check(conn, runtime, quiescent=False)
     orphans = [v.detail for v in report.violations if v.check == "orphan message"]
