@@ -22,6 +22,7 @@ from rag_server.ingestion.models import (
     TaskStatus,
     UploadResponse,
 )
+from rag_server.ingestion.replacement import document_named, queue_replacement, unchanged_task
 
 
 async def create_upload_batch(
@@ -29,11 +30,15 @@ async def create_upload_batch(
     queue: IngestQueue,
     files: Sequence[IncomingFile],
     collection_id: UUID = DEFAULT_COLLECTION_ID,
+    *,
+    replace: bool = False,
 ) -> UploadResponse:
     """Store every file, the batch, a task per file and one message per file to process: ONE transaction.
 
     Dedup by sha256 within the collection: an existing document (or an earlier file of this batch) makes
     a 'duplicate' task pointing at it and sends no message; an existing *failed* document is queued again.
+    `replace`: a file named like a document of the collection replaces that document's file (a
+    replacement task, ingestion/replacement.py) instead of becoming a new document.
     """
     async with transaction(conn) as c:
         # KEY SHARE on the collection row (migration 0004's function, as editors may not lock it
@@ -44,8 +49,29 @@ async def create_upload_batch(
         batch_id: UUID = await c.fetchval(
             "INSERT INTO job_batches (collection_id) VALUES ($1) RETURNING id", collection_id
         )
-        tasks = [await _add_file(c, queue, batch_id, f, collection_id) for f in files]
+        tasks = [await _add_or_replace(c, queue, batch_id, f, collection_id, replace) for f in files]
     return UploadResponse(batch_id=batch_id, tasks=tasks)
+
+
+async def _add_or_replace(
+    conn: asyncpg.Connection,
+    queue: IngestQueue,
+    batch_id: UUID,
+    f: IncomingFile,
+    collection_id: UUID,
+    replace: bool,
+) -> TaskRef:
+    target = await document_named(conn, collection_id, f.filename) if replace else None
+    if target is None:
+        return await _add_file(conn, queue, batch_id, f, collection_id)
+    task = await queue_replacement(conn, queue, batch_id, target, f)
+    if task is not None:
+        return task
+    # The same bytes: a failed document is queued again as any upload would; else nothing to do.
+    status = await conn.fetchval("SELECT status FROM documents WHERE id = $1", target)
+    if status == "failed":
+        return await _add_file(conn, queue, batch_id, f, collection_id)
+    return await unchanged_task(conn, batch_id, target, f)
 
 
 async def _add_file(
@@ -111,7 +137,7 @@ async def batch_status(conn: Executor, batch_id: UUID) -> BatchStatus:
         rows = await c.fetch(
             """
             SELECT id AS task_id, filename, status, total_chunks, completed_chunks, attempts, failures, error,
-                   document_id, started_at, finished_at
+                   document_id, replaces_version, started_at, finished_at
             FROM job_tasks WHERE batch_id = $1 ORDER BY created_at, id
             """,
             batch_id,
