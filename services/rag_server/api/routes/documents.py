@@ -127,7 +127,7 @@ async def delete_document(document_id: UUID, pool: PoolDep) -> Response:
     "/documents/{document_id}",
     response_model=Document,
     dependencies=[require("editor")],
-    responses=error_responses(403, 404, 422, 503),
+    responses=error_responses(400, 403, 404, 422, 503),
 )
 async def update_document_metadata(document_id: UUID, body: MetadataUpdate, pool: PoolDep) -> Document:
     """Set the document's metadata: `mode` `replace` (default) stores `metadata` as it is; `merge` sets
@@ -162,7 +162,7 @@ _FILE_BODY = {
     status_code=202,
     response_model=UploadResponse,
     dependencies=[require("editor")],
-    responses=error_responses(403, 404, 409, 413, 415, 422, 503),
+    responses=error_responses(400, 403, 404, 409, 413, 415, 422, 503),
     openapi_extra=_FILE_BODY,
 )
 async def replace_file(

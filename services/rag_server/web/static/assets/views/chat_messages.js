@@ -9,6 +9,11 @@ import { append, h, toast } from "../dom.js";
 import { renderMarkdown } from "../markdown.js";
 import { href } from "../router.js";
 
+// The excerpt was cited from a version of the document that has since been replaced.
+function earlierVersion(source) {
+  return source.stale ? `from an earlier version (v${source.document_version}; now v${source.current_version})` : null;
+}
+
 function where(source) {
   return source.page !== null && source.page !== undefined ? `${source.document_name}, page ${source.page}` : source.document_name;
 }
@@ -36,6 +41,7 @@ export function openPassage(source, opener) {
       h("dd", {}, Number(source.score).toFixed(3)),
     ),
     source.document_deleted ? h("p", { class: "badge warn" }, "This document has since been deleted") : null,
+    source.stale ? h("p", { class: "badge warn stale-source" }, `This excerpt is ${earlierVersion(source)}`) : null,
     h("blockquote", { class: "passage-excerpt", "aria-label": "Excerpt" }, source.excerpt),
     h(
       "div",
@@ -120,6 +126,7 @@ function sourceList(sources) {
           { type: "button", class: "source-chip", "aria-label": `Open source ${s.n}: ${where(s)}` },
           h("span", { class: "cite-number" }, String(s.n)),
           h("span", { class: "source-name" }, where(s)),
+          s.stale ? h("span", { class: "badge warn stale-source", title: earlierVersion(s) }, "earlier version") : null,
           h("span", { class: "source-score" }, Number(s.score).toFixed(2)),
         );
         button.addEventListener("click", () => openPassage(s, button));
