@@ -289,6 +289,17 @@ def test_replacement_refusals(client: TestClient, settings: Settings, logs: Path
     assert r.status_code == 415
     r = put_file(client, "00000000-0000-0000-0000-000000000000", "one.txt", b"new text")
     assert r.status_code == 404
+    # The same bytes uploaded as a new document while the replacement waits: the swap refuses (dedup
+    # is per collection) and the old version stays.
+    pending = put_file(client, ids["two.txt"], "two.txt", text_of("cormorant"))
+    assert pending.status_code == 202, pending.text
+    assert upload(client, {"four.txt": text_of("cormorant")}).status_code == 202
+    with worker(settings, logs):
+        (task,) = wait_batch(client, pending.json()["batch_id"])["tasks"]
+    assert task["status"] == "failed" and "meanwhile" in task["error"], task
+    doc = client.get(f"/documents/{ids['two.txt']}").json()
+    assert (doc["version"], doc["status"]) == (1, "ready")
+    assert ids["two.txt"] in doc_ids(search(client, "egret", "bm25"))
     # replace=true with a name no document has: a new document, as without it.
     r = upload(client, {"three.txt": text_of("ibis")}, replace="true")
     assert r.status_code == 202 and r.json()["tasks"][0]["document_id"] not in ids.values()

@@ -82,21 +82,7 @@ async def start_task(
                 row["document_id"],
             )
         if doc is None or doc["content"] is None:
-            # The document row exists but its bytes do not (removed by hand, restored from a partial
-            # backup): fail loudly instead of leaving the task 'processing' forever.
-            await c.execute(
-                """
-                WITH t AS (
-                    UPDATE job_tasks SET status = 'failed', error = $2, updated_at = now(),
-                           finished_at = now()
-                    WHERE id = $1 RETURNING document_id
-                )
-                UPDATE documents SET status = 'failed', error = $2, updated_at = now()
-                WHERE id = (SELECT document_id FROM t)
-                """,
-                task_id,
-                MISSING_FILE_ERROR,
-            )
+            await _fail_missing_file(c, task_id)
             return None
     return TaskWork(
         task_id,
@@ -110,6 +96,23 @@ async def start_task(
         worker_id,
         replaces_version=row["replaces_version"],
         new_metadata=row["new_metadata"],
+    )
+
+
+async def _fail_missing_file(c: asyncpg.Connection, task_id: UUID) -> None:
+    """The document row exists but its bytes do not (removed by hand, restored from a partial backup):
+    fail loudly instead of leaving the task 'processing' forever."""
+    await c.execute(
+        """
+        WITH t AS (
+            UPDATE job_tasks SET status = 'failed', error = $2, updated_at = now(), finished_at = now()
+            WHERE id = $1 RETURNING document_id
+        )
+        UPDATE documents SET status = 'failed', error = $2, updated_at = now()
+        WHERE id = (SELECT document_id FROM t)
+        """,
+        task_id,
+        MISSING_FILE_ERROR,
     )
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from rag_server.api.deps import MAX_OFFSET, OffsetQuery, PoolDep, QueueDep, SettingsDep, require
-from rag_server.api.errors import error_responses
+from rag_server.api.errors import ErrorResponse, error_responses
 from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.collections.store import resolve_ids
 from rag_server.ingestion import documents
@@ -29,6 +29,18 @@ from rag_server.ingestion.upload import check_declared_size, read_replacement
 from rag_server.retrieval.models import DocumentChunk
 from rag_server.retrieval.store import fetch_document_chunks
 from rag_server.text import CleanText
+
+
+class ValidationErrors(BaseModel):
+    """FastAPI's 422 for a request that fails validation: the list of errors."""
+
+    detail: list[dict[str, Any]]
+
+
+# Routes that answer 422 both from request validation (a list of errors) and from the domain (a sentence).
+_EITHER_422: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorResponse | ValidationErrors, "description": "Invalid request"}
+}
 
 router = APIRouter(tags=["documents"], dependencies=[require("reader")], responses=error_responses(401))
 
@@ -127,7 +139,7 @@ async def delete_document(document_id: UUID, pool: PoolDep) -> Response:
     "/documents/{document_id}",
     response_model=Document,
     dependencies=[require("editor")],
-    responses=error_responses(400, 403, 404, 422, 503),
+    responses={**error_responses(400, 403, 404, 503), **_EITHER_422},
 )
 async def update_document_metadata(document_id: UUID, body: MetadataUpdate, pool: PoolDep) -> Document:
     """Set the document's metadata: `mode` `replace` (default) stores `metadata` as it is; `merge` sets
@@ -162,7 +174,7 @@ _FILE_BODY = {
     status_code=202,
     response_model=UploadResponse,
     dependencies=[require("editor")],
-    responses=error_responses(400, 403, 404, 409, 413, 415, 422, 503),
+    responses={**error_responses(400, 403, 404, 409, 413, 415, 503), **_EITHER_422},
     openapi_extra=_FILE_BODY,
 )
 async def replace_file(

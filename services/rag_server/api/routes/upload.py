@@ -36,7 +36,8 @@ _MULTIPART_BODY = {
                             "type": "string",
                             "description": "A JSON object given to every file of the upload, e.g. "
                             '{"team": "x"} (string keys, at most 8 levels, at most 16 KiB as JSON). '
-                            "Search filters match it.",
+                            "Search filters match it. A file already stored (a 'duplicate' task) keeps "
+                            "its own metadata: change it with PATCH /documents/{id}.",
                         },
                         "file_metadata": {
                             "type": "string",
