@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 from starlette.testclient import TestClient
 
+from rag_server.client import AsyncClient, ClientError
 from rag_server.config import Settings
 from rag_server.ingestion.cli import ingest_paths
 from rag_server.ingestion.metadata import MAX_METADATA_BYTES
@@ -349,3 +350,18 @@ def test_cli_ingest_metadata_and_replace(
     after = client.get(f"/documents/{doc['id']}").json()
     assert (after["version"], after["metadata"]) == (2, {"team": "cli"})
     assert doc["id"] in doc_ids(search(client, "dugong", "bm25"))
+
+
+async def test_the_async_client_sets_metadata_and_replaces_a_file(live_app_url: str, tmp_path: Path) -> None:
+    """The async client has the sync client's document calls (the CLI uses the sync one)."""
+    path = tmp_path / "async-client.txt"
+    path.write_bytes(text_of("ocelot"))
+    async with AsyncClient(live_app_url) as rag:
+        batch = await rag.upload([path], metadata={"team": "a"}, file_metadata={"async-client.txt": {"n": 1}})
+        doc_id = str(batch.tasks[0].document_id)
+        assert (await rag.document(doc_id)).metadata == {"team": "a", "n": 1}
+        merged = await rag.update_metadata(doc_id, {"n": None, "m": 2}, mode="merge")
+        assert merged.metadata == {"team": "a", "m": 2}
+        with pytest.raises(ClientError) as refused:
+            await rag.replace_file(doc_id, path)  # its first task is still queued: no worker here
+        assert refused.value.status == 409
