@@ -67,6 +67,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         max_file_bytes=settings.max_upload_bytes,
         collection=args.collection,
         api_key=settings.api_key_value(),
+        metadata=args.metadata,
+        replace=args.replace,
     )
 
 
@@ -143,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="print the batch ids instead of waiting")
     p.add_argument("--force", action="store_true", help="upload files even if already stored")
     p.add_argument("--collection", default="default", help="the collection (name or id) to upload into")
+    p.add_argument(
+        "--metadata", default=None, help='a JSON object given to every file, e.g. \'{"team": "x"}\''
+    )
+    p.add_argument("--replace", action="store_true", help="a file named like a stored document replaces it")
     add("mcp", cmd_mcp, "serve the MCP tools (search, ask, documents) over stdio, for an assistant")
     p = add("backup", cmd_backup, "write the whole database to FILE (pg_dump, a consistent snapshot)")
     p.add_argument("file", type=Path, metavar="FILE")

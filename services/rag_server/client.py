@@ -15,6 +15,7 @@ sentence that says what to do.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from typing import Any, Self
 import httpx
 
 from rag_server.chat.models import QueryResponse
-from rag_server.ingestion.models import BatchStatus, DuplicateCheckResult, UploadResponse
+from rag_server.ingestion.models import BatchStatus, Document, DuplicateCheckResult, UploadResponse
 from rag_server.retrieval.models import SearchResponse
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -83,8 +84,29 @@ def _retryable(response: httpx.Response | None, exc: httpx.TransportError | None
     return response is not None and response.status_code in RETRY_STATUSES
 
 
-def _files(paths: Sequence[str | Path]) -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [("files", (Path(p).name, Path(p).read_bytes(), "application/octet-stream")) for p in paths]
+def _files(paths: Sequence[str | Path], field: str = "files") -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [(field, (Path(p).name, Path(p).read_bytes(), "application/octet-stream")) for p in paths]
+
+
+def _upload_form(
+    collection: str,
+    metadata: dict[str, Any] | None,
+    file_metadata: dict[str, dict[str, Any]] | None,
+    replace: bool,
+) -> dict[str, str]:
+    """POST /upload's text fields: metadata for every file, per file name, and the replace flag."""
+    form = {"collection": collection}
+    if metadata:
+        form["metadata"] = json.dumps(metadata)
+    if file_metadata:
+        form["file_metadata"] = json.dumps(file_metadata)
+    if replace:
+        form["replace"] = "true"
+    return form
+
+
+def _file_form(metadata: dict[str, Any] | None) -> dict[str, str]:
+    return {"metadata": json.dumps(metadata)} if metadata is not None else {}
 
 
 class _Settings:
@@ -167,11 +189,41 @@ class Client:
             self.request("POST", "/documents/check-duplicates", json=body).json()
         )
 
-    def upload(self, paths: Sequence[str | Path], collection: str = "default") -> UploadResponse:
+    def upload(
+        self,
+        paths: Sequence[str | Path],
+        collection: str = "default",
+        *,
+        metadata: dict[str, Any] | None = None,
+        file_metadata: dict[str, dict[str, Any]] | None = None,
+        replace: bool = False,
+    ) -> UploadResponse:
+        """POST /upload. `metadata`: every file's; `file_metadata`: by file name, on top; `replace`: a
+        file named like a stored document of the collection replaces its file."""
+        data = _upload_form(collection, metadata, file_metadata, replace)
+        response = self.request("POST", "/upload", ok=202, files=_files(paths), data=data)
+        return UploadResponse.model_validate(response.json())
+
+    def replace_file(
+        self, document_id: str, path: str | Path, *, metadata: dict[str, Any] | None = None
+    ) -> UploadResponse:
+        """PUT /documents/{id}/file: a new version of the document (same id) once processed."""
         response = self.request(
-            "POST", "/upload", ok=202, files=_files(paths), data={"collection": collection}
+            "PUT",
+            f"/documents/{document_id}/file",
+            ok=202,
+            files=_files([path], "file"),
+            data=_file_form(metadata),
         )
         return UploadResponse.model_validate(response.json())
+
+    def document(self, document_id: str) -> Document:
+        return Document.model_validate(self.request("GET", f"/documents/{document_id}").json())
+
+    def update_metadata(self, document_id: str, metadata: dict[str, Any], mode: str = "replace") -> Document:
+        """PATCH /documents/{id}: `replace` the metadata, or `merge` top-level keys (null removes one)."""
+        body = {"metadata": metadata, "mode": mode}
+        return Document.model_validate(self.request("PATCH", f"/documents/{document_id}", json=body).json())
 
     def batch_status(self, batch_id: str) -> BatchStatus:
         return BatchStatus.model_validate(self.request("GET", f"/tasks/{batch_id}/status").json())
@@ -233,11 +285,40 @@ class AsyncClient:
         response = await self.request("POST", "/query", json={"query": query, **params})
         return QueryResponse.model_validate(response.json())
 
-    async def upload(self, paths: Sequence[str | Path], collection: str = "default") -> UploadResponse:
+    async def upload(
+        self,
+        paths: Sequence[str | Path],
+        collection: str = "default",
+        *,
+        metadata: dict[str, Any] | None = None,
+        file_metadata: dict[str, dict[str, Any]] | None = None,
+        replace: bool = False,
+    ) -> UploadResponse:
+        data = _upload_form(collection, metadata, file_metadata, replace)
+        response = await self.request("POST", "/upload", ok=202, files=_files(paths), data=data)
+        return UploadResponse.model_validate(response.json())
+
+    async def replace_file(
+        self, document_id: str, path: str | Path, *, metadata: dict[str, Any] | None = None
+    ) -> UploadResponse:
         response = await self.request(
-            "POST", "/upload", ok=202, files=_files(paths), data={"collection": collection}
+            "PUT",
+            f"/documents/{document_id}/file",
+            ok=202,
+            files=_files([path], "file"),
+            data=_file_form(metadata),
         )
         return UploadResponse.model_validate(response.json())
+
+    async def document(self, document_id: str) -> Document:
+        return Document.model_validate((await self.request("GET", f"/documents/{document_id}")).json())
+
+    async def update_metadata(
+        self, document_id: str, metadata: dict[str, Any], mode: str = "replace"
+    ) -> Document:
+        body = {"metadata": metadata, "mode": mode}
+        response = await self.request("PATCH", f"/documents/{document_id}", json=body)
+        return Document.model_validate(response.json())
 
     async def batch_status(self, batch_id: str) -> BatchStatus:
         return BatchStatus.model_validate((await self.request("GET", f"/tasks/{batch_id}/status")).json())

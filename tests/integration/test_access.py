@@ -119,6 +119,8 @@ CALLS = [
     Call("GET", "/documents/{target_doc}/chunks", "reader"),
     Call("GET", "/documents/{target_doc}/download", "reader"),
     Call("DELETE", "/documents/{target_doc}", "editor"),
+    Call("PATCH", "/documents/{target_doc}", "editor", {"metadata": {"team": "x"}}),
+    Call("PUT", "/documents/{target_doc}/file", "editor"),
     Call(
         "POST",
         "/documents/check-duplicates",
@@ -176,6 +178,9 @@ async def send(
     if call.path == "/upload":
         files = {"files": ("new.txt", b"zebrafish fin", "text/plain")}
         return await client.post(path, files=files, data={"collection": target}, headers=headers)
+    if call.path.endswith("/file"):
+        files = {"file": ("new.txt", b"zebrafish fin, again", "text/plain")}
+        return await client.put(path, files=files, headers=headers)
     body = call.json
     if body is not None:
         body = {k: (v.format(**values) if isinstance(v, str) else v) for k, v in body.items()}

@@ -133,7 +133,13 @@ def test_openapi_declares_the_ingestion_responses(client: TestClient) -> None:
         return declared
 
     expected = {
-        ("/upload", "post"): ("202", {"400", "401", "403", "404", "413", "415", "422", "503"}),
+        # 409: replace=true names a document still being processed, or a name several documents share.
+        ("/upload", "post"): ("202", {"400", "401", "403", "404", "409", "413", "415", "422", "503"}),
+        ("/documents/{document_id}", "patch"): ("200", {"400", "401", "403", "404", "422", "503"}),
+        ("/documents/{document_id}/file", "put"): (
+            "202",
+            {"400", "401", "403", "404", "409", "413", "415", "422", "503"},
+        ),
         ("/documents", "get"): ("200", {"401", "404", "422", "503"}),
         ("/documents/check-duplicates", "post"): ("200", {"400", "401", "404", "422", "503"}),
         ("/documents/{document_id}", "get"): ("200", {"401", "404", "422", "503"}),

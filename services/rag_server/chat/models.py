@@ -87,6 +87,12 @@ class Source(BaseModel):
     location: ChunkLocation | None = None
     # Set when history is read: the cited document has since been deleted (the excerpt stays).
     document_deleted: bool = False
+    # The document's version the answer cited (stored with the answer; None: not recorded).
+    document_version: int | None = None
+    # Set when history is read: the document has been replaced since; the excerpt is from an earlier
+    # version (document_version), the document is now at current_version.
+    stale: bool = False
+    current_version: int | None = None
 
 
 class ChatSession(BaseModel):

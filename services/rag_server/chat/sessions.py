@@ -196,13 +196,14 @@ def _message(row: asyncpg.Record) -> ChatMessageOut:
 async def list_messages(conn: Executor, session_id: UUID) -> list[ChatMessageOut]:
     """A session's messages in order. Raises NotFoundError for an unknown session.
 
-    Sources whose document no longer exists get `document_deleted=True`; the persisted excerpt keeps
-    old answers readable.
+    Sources whose document no longer exists get `document_deleted=True`, those whose document has been
+    replaced since `stale=True` (and its `current_version`); the persisted excerpt keeps old answers
+    readable.
     """
     async with connection(conn) as c:
         await get_session(c, session_id)
         messages = await recent_messages(c, session_id, last=None)
-        await _mark_deleted_documents(c, messages)
+        await _mark_cited_documents(c, messages)
     return messages
 
 
@@ -221,15 +222,35 @@ async def recent_messages(conn: Executor, session_id: UUID, *, last: int | None)
     return [_message(r) for r in rows]
 
 
-async def _mark_deleted_documents(conn: Executor, messages: list[ChatMessageOut]) -> None:
+async def _mark_cited_documents(conn: Executor, messages: list[ChatMessageOut]) -> None:
     cited = {s.document_id for m in messages for s in m.sources}
     if not cited:
         return
-    rows = await conn.fetch("SELECT id FROM documents WHERE id = ANY($1::uuid[])", list(cited))
-    existing = {r["id"] for r in rows}
+    rows = await conn.fetch("SELECT id, version FROM documents WHERE id = ANY($1::uuid[])", list(cited))
+    versions = {r["id"]: r["version"] for r in rows}
     for message in messages:
         for source in message.sources:
-            source.document_deleted = source.document_id not in existing
+            current = versions.get(source.document_id)
+            source.document_deleted = current is None
+            source.current_version = current
+            cited_version = source.document_version
+            source.stale = current is not None and cited_version is not None and cited_version != current
+
+
+async def _with_document_versions(conn: Executor, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The answer's metadata with each source's document version as it is now (the answer's own
+    transaction): what history later compares with to mark an excerpt from an earlier version."""
+    sources = metadata.get("sources") or []
+    ids = list({s["document_id"] for s in sources if isinstance(s, dict) and "document_id" in s})
+    if not ids:
+        return metadata
+    rows = await conn.fetch("SELECT id::text AS id, version FROM documents WHERE id = ANY($1::uuid[])", ids)
+    versions = {r["id"]: r["version"] for r in rows}
+    stamped = [
+        {**s, "document_version": versions.get(str(s.get("document_id")))} if isinstance(s, dict) else s
+        for s in sources
+    ]
+    return {**metadata, "sources": stamped}
 
 
 async def append_exchange(
@@ -264,6 +285,7 @@ async def append_exchange(
             )
         await lock_session(c, session_id)
         user_id = await insert_message(c, session_id, "user", question, {})
+        answer_metadata = await _with_document_versions(c, answer_metadata)
         assistant_id = await insert_message(c, session_id, "assistant", answer, answer_metadata)
         await c.execute(
             "UPDATE chat_sessions SET updated_at = now(), title = coalesce(title, $2) WHERE id = $1",

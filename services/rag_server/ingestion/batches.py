@@ -22,7 +22,9 @@ from rag_server.ingestion.models import (
     TaskRef,
     TaskStatus,
     UploadResponse,
+    task_message,
 )
+from rag_server.ingestion.replacement import document_named, queue_replacement, unchanged_task
 
 
 async def create_upload_batch(
@@ -30,11 +32,15 @@ async def create_upload_batch(
     queue: IngestQueue,
     files: Sequence[IncomingFile],
     collection_id: UUID = DEFAULT_COLLECTION_ID,
+    *,
+    replace: bool = False,
 ) -> UploadResponse:
     """Store every file, the batch, a task per file and one message per file to process: ONE transaction.
 
     Dedup by sha256 within the collection: an existing document (or an earlier file of this batch) makes
     a 'duplicate' task pointing at it and sends no message; an existing *failed* document is queued again.
+    `replace`: a file named like a document of the collection replaces that document's file (a
+    replacement task, ingestion/replacement.py) instead of becoming a new document.
     Every task and message carries the request's id (infra/log_context.py), for the worker's log lines.
     """
     async with transaction(conn) as c:
@@ -46,9 +52,30 @@ async def create_upload_batch(
         batch_id: UUID = await c.fetchval(
             "INSERT INTO job_batches (collection_id) VALUES ($1) RETURNING id", collection_id
         )
-        request_id = current_request_id()
-        tasks = [await _add_file(c, queue, batch_id, f, collection_id, request_id) for f in files]
+        tasks = [await _add_or_replace(c, queue, batch_id, f, collection_id, replace) for f in files]
     return UploadResponse(batch_id=batch_id, tasks=tasks)
+
+
+async def _add_or_replace(
+    conn: asyncpg.Connection,
+    queue: IngestQueue,
+    batch_id: UUID,
+    f: IncomingFile,
+    collection_id: UUID,
+    replace: bool,
+) -> TaskRef:
+    request_id = current_request_id()
+    target = await document_named(conn, collection_id, f.filename) if replace else None
+    if target is None:
+        return await _add_file(conn, queue, batch_id, f, collection_id, request_id)
+    task = await queue_replacement(conn, queue, batch_id, target, f)
+    if task is not None:
+        return task
+    # The same bytes: a failed document is queued again as any upload would; else nothing to do.
+    status = await conn.fetchval("SELECT status FROM documents WHERE id = $1", target)
+    if status == "failed":
+        return await _add_file(conn, queue, batch_id, f, collection_id, request_id)
+    return await unchanged_task(conn, batch_id, target, f)
 
 
 async def _add_file(
@@ -95,14 +122,6 @@ async def _add_file(
     return TaskRef(task_id=task_id, filename=f.filename, status="duplicate", document_id=doc_id)
 
 
-def task_message(task_id: UUID, document_id: UUID, request_id: str | None) -> dict[str, str]:
-    """A task's queue message: what the worker needs, and the request id its log lines carry."""
-    message = {"task_id": str(task_id), "document_id": str(document_id)}
-    if request_id is not None:
-        message["request_id"] = request_id
-    return message
-
-
 async def _queue_task(
     conn: asyncpg.Connection,
     queue: IngestQueue,
@@ -135,7 +154,7 @@ async def batch_status(conn: Executor, batch_id: UUID) -> BatchStatus:
         rows = await c.fetch(
             """
             SELECT id AS task_id, filename, status, total_chunks, completed_chunks, attempts, failures, error,
-                   document_id, started_at, finished_at, request_id
+                   document_id, replaces_version, started_at, finished_at, request_id
             FROM job_tasks WHERE batch_id = $1 ORDER BY created_at, id
             """,
             batch_id,

@@ -7,10 +7,12 @@ do the processing.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -55,9 +57,16 @@ def ingest_paths(
     timeout_s: float = 120.0,
     collection: str = "default",
     api_key: str | None = None,
+    metadata: str | None = None,
+    replace: bool = False,
 ) -> int:
     """Upload every supported file under `paths` into `collection` and (by default) wait until all are
-    processed. Exit code: 0 when nothing failed, 1 otherwise; a failed request raises ClientError."""
+    processed. `metadata`: a JSON object every file gets; `replace`: a file named like a stored document
+    replaces its file. Exit code: 0 when nothing failed, 1 otherwise, 2 for metadata that is not a JSON
+    object; a failed request raises ClientError (the server checks the object's limits)."""
+    common = _metadata_object(metadata)
+    if common is None:
+        return 2
     files, skipped = collect_files(paths)
     for p in skipped:
         print(f"skipped (unsupported or missing): {p}", file=sys.stderr)
@@ -76,7 +85,7 @@ def ingest_paths(
             if not files:
                 print("every file is already stored", file=sys.stderr)
                 return 0
-        batch_ids = [_upload(client, group, collection) for group in _groups(files)]
+        batch_ids = [_upload(client, group, collection, common, replace) for group in _groups(files)]
         print(f"uploaded {len(files)} files in {len(batch_ids)} batch(es)", file=sys.stderr)
         if not wait:
             for batch_id in batch_ids:
@@ -118,8 +127,25 @@ def _groups(files: list[Path]) -> Iterable[list[Path]]:
         yield group
 
 
-def _upload(client: Client, group: list[Path], collection: str) -> str:
-    return str(client.upload(group, collection).batch_id)
+def _metadata_object(raw: str | None) -> dict[str, Any] | None:
+    """--metadata parsed; None (after saying why) when it is not a JSON object."""
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        print(f"--metadata is not valid JSON: {exc}", file=sys.stderr)
+        return None
+    if not isinstance(value, dict):
+        print('--metadata must be a JSON object, like \'{"team": "x"}\'', file=sys.stderr)
+        return None
+    return value
+
+
+def _upload(
+    client: Client, group: list[Path], collection: str, metadata: dict[str, Any], replace: bool
+) -> str:
+    return str(client.upload(group, collection, metadata=metadata, replace=replace).batch_id)
 
 
 def _wait(client: Client, batch_ids: list[str], total: int, poll_s: float = 0.5) -> list[BatchStatus]:

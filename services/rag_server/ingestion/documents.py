@@ -11,6 +11,7 @@ from uuid import UUID
 from rag_server.collections.models import DEFAULT_COLLECTION_ID
 from rag_server.errors import NotFoundError
 from rag_server.infra.database import Executor, connection, transaction
+from rag_server.ingestion.metadata import check_metadata
 from rag_server.ingestion.models import (
     Document,
     DocumentList,
@@ -19,6 +20,7 @@ from rag_server.ingestion.models import (
     DuplicateCheckResult,
     DuplicateResult,
     FileDigest,
+    MetadataUpdate,
 )
 
 
@@ -119,7 +121,7 @@ _SORT_SQL = {
     "status": "status",
 }
 _DOC_COLUMNS = """id, collection_id, filename, file_type, content_type, size_bytes, sha256, status, error,
-                  chunk_count, metadata, created_at, updated_at"""
+                  chunk_count, metadata, version, replaced_at, created_at, updated_at"""
 
 
 async def list_documents(
@@ -159,6 +161,30 @@ async def get_document(conn: Executor, document_id: UUID) -> Document:
     if row is None:
         raise NotFoundError(f"no document {document_id}")
     return Document.model_validate(dict(row))
+
+
+async def update_metadata(conn: Executor, document_id: UUID, update: MetadataUpdate) -> Document:
+    """Replace the document's metadata, or merge top-level keys into it (a null value removes the key).
+
+    Search filters read the document's metadata (`d.metadata || c.metadata`, retrieval/filters.py) in
+    both legs, so the new value applies to every chunk as soon as this commits; chunks' own metadata
+    (per-chunk keys, not a copy) is left alone.
+    """
+    async with transaction(conn) as c:
+        current = await c.fetchval("SELECT metadata FROM documents WHERE id = $1 FOR UPDATE", document_id)
+        if current is None:
+            raise NotFoundError(f"no document {document_id}")
+        check_metadata(update.metadata)
+        if update.mode == "merge":
+            merged = {**current, **update.metadata}
+            value = {k: v for k, v in merged.items() if v is not None}
+        else:
+            value = update.metadata
+        value = check_metadata(value)
+        await c.execute(
+            "UPDATE documents SET metadata = $2, updated_at = now() WHERE id = $1", document_id, value
+        )
+        return await get_document(c, document_id)
 
 
 async def get_document_file(conn: Executor, document_id: UUID) -> DocumentFile:

@@ -24,6 +24,12 @@ class TaskRef(BaseModel):
     filename: str
     status: TaskStatus
     document_id: UUID | None
+    replaces_version: int | None = Field(
+        default=None, description="A replacement: the document version it supersedes once processed."
+    )
+    detail: str | None = Field(
+        default=None, description="Why nothing was done (a replacement: identical bytes)."
+    )
 
 
 class UploadResponse(BaseModel):
@@ -43,6 +49,8 @@ class Document(BaseModel):
     error: str | None
     chunk_count: int
     metadata: dict[str, Any]
+    version: int = Field(description="1, 2, ...: grows by one each time a replacement file is swapped in.")
+    replaced_at: datetime | None = Field(description="When the current version replaced the previous one.")
     created_at: datetime
     updated_at: datetime
 
@@ -69,6 +77,9 @@ class BatchTask(BaseModel):
     )
     error: str | None
     document_id: UUID | None
+    replaces_version: int | None = Field(
+        default=None, description="A replacement: the document version it supersedes once processed."
+    )
     started_at: datetime | None
     finished_at: datetime | None
     request_id: str | None = Field(
@@ -113,3 +124,21 @@ class DuplicateResult(BaseModel):
 
 class DuplicateCheckResult(BaseModel):
     results: list[DuplicateResult]
+
+
+class MetadataUpdate(BaseModel):
+    """PATCH /documents/{id}: `replace` (default) makes `metadata` the document's whole metadata; `merge`
+    sets its top-level keys on the current metadata, a key set to null removing it."""
+
+    metadata: dict[str, Any] = Field(
+        description="A JSON object (string keys, at most 8 levels, at most 16 KiB as JSON)."
+    )
+    mode: Literal["replace", "merge"] = "replace"
+
+
+def task_message(task_id: UUID, document_id: UUID, request_id: str | None) -> dict[str, str]:
+    """A task's queue message: what the worker needs, and the request id its log lines carry."""
+    message = {"task_id": str(task_id), "document_id": str(document_id)}
+    if request_id is not None:
+        message["request_id"] = request_id
+    return message

@@ -29,8 +29,7 @@ from rag_server.errors import ConflictError, NotFoundError
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.infra.log_context import current_request_id
 from rag_server.infra.queue import IngestQueue
-from rag_server.ingestion.batches import task_message
-from rag_server.ingestion.models import TaskStatus
+from rag_server.ingestion.models import TaskStatus, task_message
 from rag_server.ingestion.operations_models import (
     STUCK_DEAD_WORKER,
     STUCK_NO_MESSAGE,

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
+import asyncpg
 import numpy as np
 
 from rag_server.infra.database import Executor, transaction
 from rag_server.infra.queue import IngestQueue
 from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.chunks import write_chunks
+from rag_server.ingestion.parsing import file_type_for
+from rag_server.ingestion.replacement import swap_in
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,10 @@ class TaskWork:
     title: str | None  # documents.metadata.title, the chunk context when set
     failures: int = 0  # errors this document caused so far (not deliveries lost to dead workers)
     worker_id: int | None = None  # the worker that started it (None: no liveness tracking)
+    # A replacement (ingestion/replacement.py): the version it supersedes; `content` is then the new
+    # bytes, and `new_metadata` (None: keep the document's) goes onto the document at the swap.
+    replaces_version: int | None = None
+    new_metadata: dict[str, Any] | None = None
 
 
 MISSING_FILE_ERROR = "The stored file is missing from the database; upload it again."
@@ -51,7 +59,7 @@ async def start_task(
             UPDATE job_tasks SET status = 'processing', attempts = $2, worker_id = $3,
                    msg_id = coalesce($4, msg_id), updated_at = now(), started_at = coalesce(started_at, now())
             WHERE id = $1 AND status IN ('queued', 'processing') AND document_id IS NOT NULL
-            RETURNING document_id, filename, error, failures
+            RETURNING document_id, filename, error, failures, replaces_version, new_metadata
             """,
             task_id,
             attempts,
@@ -60,30 +68,21 @@ async def start_task(
         )
         if row is None:
             return None
-        doc = await c.fetchrow(
-            """
-            UPDATE documents d SET status = 'processing', updated_at = now()
-            FROM document_files f WHERE d.id = $1 AND f.document_id = d.id
-            RETURNING d.file_type, d.metadata ->> 'title' AS title, f.content
-            """,
-            row["document_id"],
-        )
-        if doc is None:
-            # The document row exists but its bytes do not (removed by hand, restored from a partial
-            # backup): fail loudly instead of leaving the task 'processing' forever.
-            await c.execute(
-                """
-                WITH t AS (
-                    UPDATE job_tasks SET status = 'failed', error = $2, updated_at = now(),
-                           finished_at = now()
-                    WHERE id = $1 RETURNING document_id
-                )
-                UPDATE documents SET status = 'failed', error = $2, updated_at = now()
-                WHERE id = (SELECT document_id FROM t)
-                """,
-                task_id,
-                MISSING_FILE_ERROR,
+        if row["replaces_version"] is not None:
+            doc = await _replacement_source(
+                c, task_id, row["document_id"], row["filename"], row["new_metadata"]
             )
+        else:
+            doc = await c.fetchrow(
+                """
+                UPDATE documents d SET status = 'processing', updated_at = now()
+                FROM document_files f WHERE d.id = $1 AND f.document_id = d.id
+                RETURNING d.file_type, d.metadata ->> 'title' AS title, f.content
+                """,
+                row["document_id"],
+            )
+        if doc is None or doc["content"] is None:
+            await _fail_missing_file(c, task_id)
             return None
     return TaskWork(
         task_id,
@@ -95,6 +94,44 @@ async def start_task(
         doc["title"],
         row["failures"],
         worker_id,
+        replaces_version=row["replaces_version"],
+        new_metadata=row["new_metadata"],
+    )
+
+
+async def _fail_missing_file(c: asyncpg.Connection, task_id: UUID) -> None:
+    """The document row exists but its bytes do not (removed by hand, restored from a partial backup):
+    fail loudly instead of leaving the task 'processing' forever."""
+    await c.execute(
+        """
+        WITH t AS (
+            UPDATE job_tasks SET status = 'failed', error = $2, updated_at = now(), finished_at = now()
+            WHERE id = $1 RETURNING document_id
+        )
+        UPDATE documents SET status = 'failed', error = $2, updated_at = now()
+        WHERE id = (SELECT document_id FROM t)
+        """,
+        task_id,
+        MISSING_FILE_ERROR,
+    )
+
+
+async def _replacement_source(
+    c: asyncpg.Connection, task_id: UUID, document_id: UUID, filename: str, new_metadata: Any
+) -> asyncpg.Record | None:
+    """A replacement's bytes (on its task row), type (by its name) and title. The document is left as
+    it is: its current version stays live until the swap."""
+    file_type = file_type_for(filename)
+    return await c.fetchrow(
+        """
+        SELECT $3::text AS file_type, coalesce($4::jsonb, d.metadata) ->> 'title' AS title,
+               t.new_content AS content
+        FROM documents d JOIN job_tasks t ON t.id = $2 WHERE d.id = $1
+        """,
+        document_id,
+        task_id,
+        file_type.name if file_type else "txt",
+        new_metadata,
     )
 
 
@@ -223,6 +260,10 @@ async def complete_task(
     """Chunks (+ their vectors of later embedding generations: chunks.write_chunks) + document ready +
     task completed + message deleted, in ONE transaction.
 
+    A replacement (`work.replaces_version`) first swaps its bytes, name and metadata onto the document
+    and bumps its version (replacement.swap_in); `write_chunks` then deletes the old chunks: until this
+    commits, search finds the old version.
+
     Returns False when the task was cancelled meanwhile (document deleted): then only the message goes;
     or when it is no longer this worker's (re-queued after this worker lost its liveness lock, or taken
     by another): then the message is left to whoever has it now.
@@ -237,11 +278,14 @@ async def complete_task(
             return False
         if task["status"] == "queued" or task["worker_id"] != work.worker_id:
             return False  # re-queued or taken over: the message is no longer this worker's to delete
+        if work.replaces_version is not None and (reason := await _swap_in(c, work)) is not None:
+            await fail_task(c, queue, work.task_id, work.document_id, reason, msg_id, count_failure=True)
+            return False
         await write_chunks(c, work.document_id, chunks, vectors, generations)
         await c.execute(
             """
             UPDATE job_tasks SET status = 'completed', total_chunks = $2, completed_chunks = $2, error = NULL,
-                   worker_id = NULL, finished_at = now(), updated_at = now()
+                   worker_id = NULL, new_content = NULL, finished_at = now(), updated_at = now()
             WHERE id = $1
             """,
             work.task_id,
@@ -249,6 +293,14 @@ async def complete_task(
         )
         await queue.delete(msg_id, conn=c)
     return True
+
+
+async def _swap_in(c: asyncpg.Connection, work: TaskWork) -> str | None:
+    file_type = file_type_for(work.filename)
+    content_type = file_type.content_type if file_type else "application/octet-stream"
+    return await swap_in(
+        c, work.document_id, work.content, work.filename, work.file_type, content_type, work.new_metadata
+    )
 
 
 async def count_unfinished_tasks(conn: Executor) -> dict[str, int]:

@@ -7,6 +7,8 @@ API maps to 413 / 415 / 422; no HTTP types beyond that.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 from starlette.datastructures import UploadFile
 
@@ -14,6 +16,7 @@ from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.config import Settings
 from rag_server.errors import InvalidInputError, TooLargeError, UnsupportedTypeError
 from rag_server.ingestion.documents import IncomingFile
+from rag_server.ingestion.metadata import check_metadata, merge_metadata, parse_metadata_json
 from rag_server.ingestion.parsing import SUPPORTED_EXTENSIONS, file_type_for, sanitize_filename
 from rag_server.text import clean_text
 
@@ -97,3 +100,67 @@ def read_collection_field(values: Sequence[UploadFile | str]) -> str:
     except ValueError as exc:
         raise InvalidInputError(f"collection: {exc}") from None
     return value or DEFAULT_COLLECTION
+
+
+def _one_text(values: Sequence[UploadFile | str], field: str) -> str | None:
+    if not values:
+        return None
+    if len(values) > 1 or not isinstance(values[0], str):
+        raise InvalidInputError(f"Send the form field '{field}' at most once, as text.")
+    return values[0]
+
+
+@dataclass(frozen=True)
+class UploadOptions:
+    """The upload's form fields besides `files` and `collection`."""
+
+    metadata: dict[str, Any]  # every file's
+    file_metadata: dict[str, dict[str, Any]]  # by (sanitised) file name, on top of `metadata`
+    replace: bool  # a file named like a document of the collection replaces it
+
+
+def read_upload_options(
+    metadata: Sequence[UploadFile | str],
+    file_metadata: Sequence[UploadFile | str],
+    replace: Sequence[UploadFile | str],
+) -> UploadOptions:
+    """Parse and check `metadata` (a JSON object), `file_metadata` (a JSON object of file name ->
+    object) and `replace` (true/false); a 422 sentence for anything else."""
+    raw = _one_text(metadata, "metadata")
+    common = parse_metadata_json(raw, "metadata") if raw is not None else {}
+    raw = _one_text(file_metadata, "file_metadata")
+    per_file: dict[str, dict[str, Any]] = {}
+    if raw is not None:
+        for name, value in parse_metadata_json(raw, "file_metadata").items():
+            per_file[sanitize_filename(name)] = check_metadata(value, f"file_metadata[{name!r}]")
+    flag = _one_text(replace, "replace")
+    if flag not in (None, "true", "false"):
+        raise InvalidInputError("The form field 'replace' must be true or false.")
+    return UploadOptions(common, per_file, flag == "true")
+
+
+def with_metadata(files: Sequence[IncomingFile], options: UploadOptions) -> list[IncomingFile]:
+    """Each file with its metadata: the request-wide object, its own keys on top. A `file_metadata`
+    name that is no file of this upload is a 422 (a typo would otherwise be lost silently)."""
+    names = {f.filename for f in files}
+    unknown = sorted(set(options.file_metadata) - names)
+    if unknown:
+        raise InvalidInputError(
+            f"file_metadata names {', '.join(repr(n) for n in unknown[:5])}, not a file of this upload "
+            f"(its files: {', '.join(repr(n) for n in sorted(names)[:10])})."
+        )
+    return [
+        replace(f, metadata=merge_metadata(options.metadata, options.file_metadata.get(f.filename)))
+        for f in files
+    ]
+
+
+async def read_replacement(
+    files: Sequence[UploadFile | str], metadata: Sequence[UploadFile | str], settings: Settings
+) -> IncomingFile:
+    """PUT /documents/{id}/file's form: exactly one file part `file`, optional `metadata` (an object)."""
+    if len(files) != 1 or not isinstance(files[0], UploadFile):
+        raise InvalidInputError("Send exactly one file, in the multipart field 'file'.")
+    (incoming,) = await read_upload(files, settings)
+    raw = _one_text(metadata, "metadata")
+    return replace(incoming, metadata=parse_metadata_json(raw, "metadata") if raw is not None else {})

@@ -6,11 +6,11 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from rag_server.api.deps import MAX_OFFSET, OffsetQuery, PoolDep, require
-from rag_server.api.errors import error_responses
+from rag_server.api.deps import MAX_OFFSET, OffsetQuery, PoolDep, QueueDep, SettingsDep, require
+from rag_server.api.errors import ErrorResponse, error_responses
 from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.collections.store import resolve_ids
 from rag_server.ingestion import documents
@@ -21,10 +21,26 @@ from rag_server.ingestion.models import (
     DocumentStatus,
     DuplicateCheck,
     DuplicateCheckResult,
+    MetadataUpdate,
+    UploadResponse,
 )
+from rag_server.ingestion.replacement import replace_document_file
+from rag_server.ingestion.upload import check_declared_size, read_replacement
 from rag_server.retrieval.models import DocumentChunk
 from rag_server.retrieval.store import fetch_document_chunks
 from rag_server.text import CleanText
+
+
+class ValidationErrors(BaseModel):
+    """FastAPI's 422 for a request that fails validation: the list of errors."""
+
+    detail: list[dict[str, Any]]
+
+
+# Routes that answer 422 both from request validation (a list of errors) and from the domain (a sentence).
+_EITHER_422: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorResponse | ValidationErrors, "description": "Invalid request"}
+}
 
 router = APIRouter(tags=["documents"], dependencies=[require("reader")], responses=error_responses(401))
 
@@ -117,6 +133,65 @@ async def delete_document(document_id: UUID, pool: PoolDep) -> Response:
     """Deletes the document, its bytes and its chunks together; a task still running for it is failed."""
     await documents.delete_document(pool, document_id)
     return Response(status_code=204)
+
+
+@router.patch(
+    "/documents/{document_id}",
+    response_model=Document,
+    dependencies=[require("editor")],
+    responses={**error_responses(400, 403, 404, 503), **_EITHER_422},
+)
+async def update_document_metadata(document_id: UUID, body: MetadataUpdate, pool: PoolDep) -> Document:
+    """Set the document's metadata: `mode` `replace` (default) stores `metadata` as it is; `merge` sets
+    its top-level keys on the current metadata (null removes a key). Search filters see it at once."""
+    return await documents.update_metadata(pool, document_id, body)
+
+
+_FILE_BODY = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "metadata": {
+                            "type": "string",
+                            "description": "A JSON object: the document's metadata once the new file is in "
+                            "(absent: it keeps its own).",
+                        },
+                    },
+                    "required": ["file"],
+                }
+            }
+        }
+    }
+}
+
+
+@router.put(
+    "/documents/{document_id}/file",
+    status_code=202,
+    response_model=UploadResponse,
+    dependencies=[require("editor")],
+    responses={**error_responses(400, 403, 404, 409, 413, 415, 503), **_EITHER_422},
+    openapi_extra=_FILE_BODY,
+)
+async def replace_file(
+    document_id: UUID, request: Request, settings: SettingsDep, pool: PoolDep, queue: QueueDep
+) -> UploadResponse:
+    """Replace the document's file (multipart field `file`, one file): a batch of one task. The document
+    keeps its id; once processed its version grows by one and its old chunks are gone, in one
+    transaction (until then search finds the old version; if the new file fails, the old one stays).
+    Identical bytes: a 'duplicate' task with a `detail`, nothing changes. 409: still being processed,
+    or these bytes are another document's of the collection."""
+    check_declared_size(request.headers.get("content-length"), settings)
+    form = await request.form(max_files=2, max_fields=5)
+    try:
+        incoming = await read_replacement(form.getlist("file"), form.getlist("metadata"), settings)
+    finally:
+        await form.close()
+    return await replace_document_file(pool, queue, document_id, incoming)
 
 
 @router.post(

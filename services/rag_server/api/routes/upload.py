@@ -9,7 +9,13 @@ from rag_server.api.errors import error_responses
 from rag_server.collections.store import resolve
 from rag_server.ingestion.batches import create_upload_batch
 from rag_server.ingestion.models import UploadResponse
-from rag_server.ingestion.upload import check_declared_size, read_collection_field, read_upload
+from rag_server.ingestion.upload import (
+    check_declared_size,
+    read_collection_field,
+    read_upload,
+    read_upload_options,
+    with_metadata,
+)
 
 router = APIRouter(tags=["ingestion"], dependencies=[require("editor")], responses=error_responses(401, 403))
 
@@ -26,6 +32,28 @@ _MULTIPART_BODY = {
                             "default": "default",
                             "description": "The collection (name or id) the files go into.",
                         },
+                        "metadata": {
+                            "type": "string",
+                            "description": "A JSON object given to every file of the upload, e.g. "
+                            '{"team": "x"} (string keys, at most 8 levels, at most 16 KiB as JSON). '
+                            "Search filters match it. A file already stored (a 'duplicate' task) keeps "
+                            "its own metadata: change it with PATCH /documents/{id}.",
+                        },
+                        "file_metadata": {
+                            "type": "string",
+                            "description": "A JSON object of file name -> object, e.g. "
+                            '{"a.pdf": {"year": 2020}}: that file\'s own keys, on top of `metadata` '
+                            "(the file's value wins). A name that is no file of the upload: 422.",
+                        },
+                        "replace": {
+                            "type": "string",
+                            "enum": ["true", "false"],
+                            "default": "false",
+                            "description": "true: a file named like a document of the collection replaces "
+                            "that document's file (same id, version + 1 once processed; the old version "
+                            "stays searchable until then). Identical bytes: a 'duplicate' task, nothing "
+                            "changes. Without metadata, the document keeps its own.",
+                        },
                     },
                     "required": ["files"],
                 }
@@ -39,20 +67,25 @@ _MULTIPART_BODY = {
     "/upload",
     status_code=202,
     response_model=UploadResponse,
-    responses=error_responses(400, 404, 413, 415, 422, 503),
+    responses=error_responses(400, 404, 409, 413, 415, 422, 503),
     openapi_extra=_MULTIPART_BODY,
 )
 async def upload(request: Request, settings: SettingsDep, pool: PoolDep, queue: QueueDep) -> UploadResponse:
     """Upload one or many files (multipart field `files`) into a collection (field `collection`, default
-    `default`; unknown: 404). Returns the batch to poll."""
+    `default`; unknown: 404), with optional `metadata` / `file_metadata` (JSON objects) and `replace`.
+    Returns the batch to poll. 409: `replace` names a document that is still being processed, or whose
+    name several documents share."""
     check_declared_size(request.headers.get("content-length"), settings)
     max_files = settings.max_files_per_upload
     # The multipart parser spools file parts beyond 1 MB to disk, so memory stays bounded.
     form = await request.form(max_files=max_files + 1, max_fields=max_files + 10)
     try:
         collection = read_collection_field(form.getlist("collection"))
-        files = await read_upload(form.getlist("files"), settings)
+        options = read_upload_options(
+            form.getlist("metadata"), form.getlist("file_metadata"), form.getlist("replace")
+        )
+        files = with_metadata(await read_upload(form.getlist("files"), settings), options)
     finally:
         await form.close()
     (target,) = await resolve(pool, [collection])
-    return await create_upload_batch(pool, queue, files, target.id)
+    return await create_upload_batch(pool, queue, files, target.id, replace=options.replace)

@@ -15,6 +15,11 @@ function place(source) {
   return source.page !== null && source.page !== undefined ? `page ${source.page}` : null;
 }
 
+// The excerpt was cited from a version of the document that has since been replaced.
+function earlierVersion(source) {
+  return source.stale ? `from an earlier version (v${source.document_version}; now v${source.current_version})` : null;
+}
+
 function where(source) {
   const at = place(source);
   return at ? `${source.document_name}, ${at}` : source.document_name;
@@ -46,6 +51,7 @@ export function openPassage(source, opener) {
       h("dd", {}, Number(source.score).toFixed(3)),
     ),
     source.document_deleted ? h("p", { class: "badge warn" }, "This document has since been deleted") : null,
+    source.stale ? h("p", { class: "badge warn stale-source" }, `This excerpt is ${earlierVersion(source)}`) : null,
     h("blockquote", { class: "passage-excerpt", "aria-label": "Excerpt" }, source.excerpt),
     h(
       "div",
@@ -131,6 +137,7 @@ function sourceList(sources) {
           h("span", { class: "cite-number" }, String(s.n)),
           h("span", { class: "source-name" }, where(s)),
           s.heading_path ? h("span", { class: "source-section" }, s.heading_path) : null,
+          s.stale ? h("span", { class: "badge warn stale-source", title: earlierVersion(s) }, "earlier version") : null,
           h("span", { class: "source-score" }, Number(s.score).toFixed(2)),
         );
         button.addEventListener("click", () => openPassage(s, button));

@@ -1,7 +1,8 @@
-// One document (#/documents/<id>?page=N): its details, its failure reason, its chunks paged.
+// One document (#/documents/<id>?page=N): its details, version and metadata, its failure reason, its
+// chunks paged. An editor can edit the metadata (JSON) and replace the file with a new version.
 
 import { api, ApiError } from "../api.js";
-import { announce, formatBytes, formatDate, h } from "../dom.js";
+import { announce, formatBytes, formatDate, h, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
 import { deleteDocument, downloadDocument, fill, statusBadge } from "./document_common.js";
 
@@ -16,6 +17,124 @@ function fact(label, value) {
   return [h("dt", {}, label), h("dd", {}, value)];
 }
 
+const METADATA_LIMIT = 16 * 1024;
+
+// The textarea's JSON as an object, or a sentence saying what is wrong with it.
+function parseMetadata(text) {
+  let value;
+  try {
+    value = JSON.parse(text.trim() || "{}");
+  } catch (err) {
+    return { error: `Not valid JSON: ${err.message}` };
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    return { error: 'Metadata must be a JSON object, like {"team": "x"}.' };
+  }
+  if (new TextEncoder().encode(JSON.stringify(value)).length > METADATA_LIMIT) {
+    return { error: "Metadata is over the limit of 16 KiB." };
+  }
+  return { value };
+}
+
+// Metadata: shown to everyone; an editor edits it as JSON (PATCH replaces it whole).
+function metadataSection(doc, canEdit, onSaved) {
+  const shown = h("pre", { class: "metadata-json card", "aria-label": "Current metadata" }, JSON.stringify(doc.metadata, null, 2));
+  if (!canEdit) return h("section", { "aria-labelledby": "metadata-title" }, h("h2", { id: "metadata-title" }, "Metadata"), shown);
+  const area = h("textarea", { id: "metadata-input", rows: 6, spellcheck: "false", "aria-describedby": "metadata-error" });
+  area.value = JSON.stringify(doc.metadata, null, 2);
+  const error = h("p", { id: "metadata-error", class: "form-error", role: "alert" });
+  const save = h("button", { type: "submit" }, "Save metadata");
+  const form = h(
+    "form",
+    { class: "metadata-form", hidden: true },
+    h("label", { for: "metadata-input" }, "Metadata (a JSON object; it replaces the current metadata)"),
+    area,
+    error,
+    h("div", { class: "row" }, save, h("button", { type: "button", class: "quiet", onclick: () => toggle(false) }, "Cancel")),
+  );
+  const edit = h("button", { type: "button", onclick: () => toggle(true) }, "Edit metadata");
+  function toggle(editing) {
+    form.hidden = !editing;
+    shown.hidden = editing;
+    edit.hidden = editing;
+    error.textContent = "";
+    if (editing) area.focus();
+  }
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const parsed = parseMetadata(area.value);
+    if (parsed.error) {
+      error.textContent = parsed.error;
+      return;
+    }
+    save.disabled = true;
+    try {
+      await api(`/documents/${encodeURIComponent(doc.id)}`, { method: "PATCH", json: { metadata: parsed.value } });
+      toast("Metadata saved");
+      onSaved();
+    } catch (err) {
+      error.textContent = err.message;
+    } finally {
+      save.disabled = false;
+    }
+  });
+  return h("section", { "aria-labelledby": "metadata-title" }, h("h2", { id: "metadata-title" }, "Metadata"), shown, edit, form);
+}
+
+// Replace the file: PUT /documents/{id}/file, then follow the task until the new version is in.
+function replaceSection(doc, signal, onDone) {
+  const input = h("input", { type: "file", id: "replace-input", "aria-describedby": "replace-status" });
+  const status = h("p", { id: "replace-status", class: "muted", role: "status" });
+  const button = h("button", { type: "submit" }, "Replace file");
+  const form = h(
+    "form",
+    { class: "replace-form row" },
+    h("label", { for: "replace-input" }, "New version of the file"),
+    input,
+    button,
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const file = input.files?.[0];
+    if (!file) {
+      status.textContent = "Choose a file first.";
+      return;
+    }
+    const body = new FormData();
+    body.append("file", file);
+    button.disabled = true;
+    try {
+      const batch = await api(`/documents/${encodeURIComponent(doc.id)}/file`, { method: "PUT", body, signal });
+      const task = batch.tasks[0];
+      if (task.status === "duplicate") {
+        status.textContent = task.detail || "Nothing to replace.";
+        return;
+      }
+      status.textContent = `Processing version ${task.replaces_version + 1}; version ${task.replaces_version} stays searchable until it is ready.`;
+      const done = await followBatch(batch.batch_id, signal);
+      if (done.tasks[0].status === "failed") {
+        status.textContent = `The new file failed, version ${task.replaces_version} stays: ${done.tasks[0].error}`;
+        return;
+      }
+      toast(`${doc.filename}: version ${task.replaces_version + 1} is in`);
+      onDone();
+    } catch (err) {
+      if (err.name !== "AbortError") status.textContent = err.message;
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return h("section", { "aria-labelledby": "replace-title" }, h("h2", { id: "replace-title" }, "Replace the file"), form, status);
+}
+
+async function followBatch(batchId, signal) {
+  for (;;) {
+    const batch = await api(`/tasks/${encodeURIComponent(batchId)}/status`, { signal });
+    if (batch.done) return batch;
+    await new Promise((resolve) => setTimeout(resolve, 700));
+  }
+}
+
 // backHref(): the list the person came from (its filters, sort and page).
 export function mountDetail(root, ctx, route, backHref) {
   const id = route.id;
@@ -23,7 +142,10 @@ export function mountDetail(root, ctx, route, backHref) {
   const page = h("div", { class: "page document-detail" });
   root.append(page);
 
+  let currentQuery = route.query;
+
   async function load(query) {
+    currentQuery = query;
     controller?.abort();
     controller = new AbortController();
     const chunkPage = Math.max(1, Number.parseInt(query.get("page") || "1", 10) || 1);
@@ -95,11 +217,15 @@ export function mountDetail(root, ctx, route, backHref) {
         ...fact("Collection", collection),
         ...fact("Size", formatBytes(doc.size_bytes)),
         ...fact("Chunks", String(doc.chunk_count)),
+        ...fact("Version", String(doc.version)),
+        ...(doc.replaced_at ? fact("Replaced", formatDate(doc.replaced_at)) : []),
         ...fact("Uploaded", formatDate(doc.created_at)),
         ...fact("Updated", formatDate(doc.updated_at)),
         ...fact("Content type", doc.content_type),
         ...fact("SHA-256", h("code", { class: "hash" }, doc.sha256)),
       ),
+      metadataSection(doc, canEdit, () => load(currentQuery)),
+      canEdit ? replaceSection(doc, controller.signal, () => load(currentQuery)) : null,
       h("h2", { id: "chunks-title" }, "Chunks"),
       chunks.items.length
         ? h(

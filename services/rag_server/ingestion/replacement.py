@@ -1,0 +1,194 @@
+"""Replacing a document's file: queue the new bytes as a task, and swap them in when the worker is done.
+
+Until the swap nothing of the document changes: its stored file, chunks and metadata stay the current
+version's, so search keeps finding the old text and a replacement that fails leaves it live. The swap
+(ingestion/tasks.complete_task) is one transaction: new bytes and metadata in, version + 1, then
+`write_chunks` deletes the old chunks and inserts the new ones (the BM25 triggers keep the statistics
+exact), the task completes and its message goes.
+
+The old bytes are not kept: they would be a second copy of every replaced file, while nothing could use
+them (their chunks are gone after the swap; a chat answer keeps the excerpt it cited).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from rag_server.errors import ConflictError, NotFoundError
+from rag_server.infra.database import Executor, transaction
+from rag_server.infra.log_context import current_request_id
+from rag_server.infra.queue import IngestQueue
+from rag_server.ingestion.documents import IncomingFile, sha256_hex
+from rag_server.ingestion.models import TaskRef, UploadResponse, task_message
+
+
+async def document_named(conn: asyncpg.Connection, collection_id: UUID, filename: str) -> UUID | None:
+    """The collection's document with this file name (what `replace=true` replaces), None if none; a
+    ConflictError when several share the name (the caller must say which, by id)."""
+    rows = await conn.fetch(
+        "SELECT id FROM documents WHERE collection_id = $1 AND filename = $2 ORDER BY created_at LIMIT 2",
+        collection_id,
+        filename,
+    )
+    if len(rows) > 1:
+        raise ConflictError(
+            f"Several documents are named {filename!r} in this collection: replace one by id with "
+            "PUT /documents/{id}/file."
+        )
+    return rows[0]["id"] if rows else None
+
+
+async def queue_replacement(
+    conn: asyncpg.Connection, queue: IngestQueue, batch_id: UUID, document_id: UUID, f: IncomingFile
+) -> TaskRef | None:
+    """A task (and its message) replacing the document's file with `f`; None when `f` holds the same
+    bytes as the current version and the document is not failed (the caller records a no-op).
+    ConflictError while another task of the document is unfinished, or when these bytes are another
+    document's of the collection (dedup is per collection)."""
+    doc = await conn.fetchrow(
+        "SELECT id, collection_id, filename, sha256, version, status FROM documents WHERE id = $1 FOR UPDATE",
+        document_id,
+    )
+    if doc is None:
+        raise NotFoundError(f"no document {document_id}")
+    active = await conn.fetchval(
+        "SELECT id FROM job_tasks WHERE document_id = $1 AND status IN ('queued', 'processing') LIMIT 1",
+        document_id,
+    )
+    if active is not None:
+        raise ConflictError(
+            f"{doc['filename']!r} is still being processed (task {active}): replace it once that task is "
+            "finished."
+        )
+    sha = f.sha256
+    if sha == doc["sha256"]:
+        return None
+    other = await conn.fetchrow(
+        "SELECT id, filename FROM documents WHERE collection_id = $1 AND sha256 = $2 AND id <> $3",
+        doc["collection_id"],
+        sha,
+        document_id,
+    )
+    if other is not None:
+        raise ConflictError(
+            f"The new bytes for {doc['filename']!r} are already stored in this collection as "
+            f"{other['filename']!r} (document {other['id']}): not replaced."
+        )
+    task_id = uuid4()
+    request_id = current_request_id()
+    msg_id = await queue.send(task_message(task_id, document_id, request_id), conn=conn)
+    await conn.execute(
+        """
+        INSERT INTO job_tasks (id, batch_id, document_id, filename, msg_id, replaces_version, new_content,
+                               new_metadata, request_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        """,
+        task_id,
+        batch_id,
+        document_id,
+        f.filename,
+        msg_id,
+        doc["version"],
+        f.content,
+        f.metadata or None,  # none given: the document keeps its metadata
+        request_id,
+    )
+    return TaskRef(
+        task_id=task_id,
+        filename=f.filename,
+        status="queued",
+        document_id=document_id,
+        replaces_version=doc["version"],
+    )
+
+
+async def unchanged_task(
+    conn: asyncpg.Connection, batch_id: UUID, document_id: UUID, f: IncomingFile
+) -> TaskRef:
+    """The no-op of replacing a document with its own bytes: a finished 'duplicate' task saying so."""
+    row = await conn.fetchrow("SELECT version, chunk_count FROM documents WHERE id = $1", document_id)
+    assert row is not None  # locked by queue_replacement
+    detail = f"Identical to version {row['version']} of the document: nothing to replace."
+    task_id = await conn.fetchval(
+        """
+        INSERT INTO job_tasks (batch_id, document_id, filename, status, total_chunks, completed_chunks,
+                               error, finished_at)
+        VALUES ($1, $2, $3, 'duplicate', $4, $4, $5, now()) RETURNING id
+        """,
+        batch_id,
+        document_id,
+        f.filename,
+        row["chunk_count"],
+        detail,
+    )
+    return TaskRef(
+        task_id=task_id, filename=f.filename, status="duplicate", document_id=document_id, detail=detail
+    )
+
+
+async def replace_document_file(
+    conn: Executor, queue: IngestQueue, document_id: UUID, f: IncomingFile
+) -> UploadResponse:
+    """PUT /documents/{id}/file: a batch of one replacement task, ONE transaction (like an upload)."""
+    async with transaction(conn) as c:
+        collection_id = await c.fetchval("SELECT collection_id FROM documents WHERE id = $1", document_id)
+        if collection_id is None or not await c.fetchval("SELECT rag_share_collection($1)", collection_id):
+            raise NotFoundError(f"no document {document_id}")
+        batch_id: UUID = await c.fetchval(
+            "INSERT INTO job_batches (collection_id) VALUES ($1) RETURNING id", collection_id
+        )
+        task = await queue_replacement(c, queue, batch_id, document_id, f)
+        if task is None:
+            task = await unchanged_task(c, batch_id, document_id, f)
+    return UploadResponse(batch_id=batch_id, tasks=[task])
+
+
+async def swap_in(
+    conn: asyncpg.Connection,
+    document_id: UUID,
+    content: bytes,
+    filename: str,
+    file_type: str,
+    content_type: str,
+    metadata: dict[str, Any] | None,
+) -> str | None:
+    """The replacement's bytes, name, type and metadata onto the (locked) document, version + 1; the
+    caller then writes the new chunks in the same transaction. Returns why not (and changes nothing)
+    when the same bytes were stored as another document of the collection meanwhile."""
+    sha = sha256_hex(content)
+    other = await conn.fetchval(
+        """
+        SELECT o.filename FROM documents d JOIN documents o
+            ON o.collection_id = d.collection_id AND o.sha256 = $2 AND o.id <> d.id
+        WHERE d.id = $1
+        """,
+        document_id,
+        sha,
+    )
+    if other is not None:
+        return f"The new bytes were stored as {other!r} meanwhile; the document was not replaced."
+    await conn.execute(
+        "INSERT INTO document_files (document_id, content) VALUES ($1, $2)"
+        " ON CONFLICT (document_id) DO UPDATE SET content = excluded.content",
+        document_id,
+        content,
+    )
+    await conn.execute(
+        """
+        UPDATE documents SET filename = $2, file_type = $3, content_type = $4, size_bytes = $5, sha256 = $6,
+               metadata = coalesce($7, metadata), version = version + 1, replaced_at = now(),
+               updated_at = now()
+        WHERE id = $1
+        """,
+        document_id,
+        filename,
+        file_type,
+        content_type,
+        len(content),
+        sha,
+        metadata,
+    )
+    return None

@@ -1,0 +1,367 @@
+"""Documents over time (issue 15): metadata on upload and by PATCH, replacing a document's file.
+
+The real application in this process, real `rag-server worker` subprocesses on the same database
+(started and stopped by the tests: "no worker running" is how a test holds a replacement before its
+swap), search through both native legs (BM25 and vector) with metadata filters, chat history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from starlette.testclient import TestClient
+
+from rag_server.client import AsyncClient, ClientError
+from rag_server.config import Settings
+from rag_server.ingestion.cli import ingest_paths
+from rag_server.ingestion.metadata import MAX_METADATA_BYTES
+from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
+from tests.integration.test_bm25_native import assert_stats_match_recount
+from tests.support.ingest import query, wait_batch
+from tests.support.processes import Proc, settings_env, start_worker
+from tests.support.sample_files import corrupt_pdf, long_text
+
+LEGS = ("bm25", "vector")
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
+    return fake_embedding_settings(
+        database_url,
+        data_dir,
+        fake,
+        chunk_size=128,
+        chunk_overlap=16,
+        worker_max_attempts=1,
+        worker_retry_backoff_s=0,
+        worker_poll_interval_s=0.1,
+    )
+
+
+@pytest.fixture(scope="module")
+def client(sync_app_client: TestClient) -> TestClient:
+    return sync_app_client
+
+
+@contextmanager
+def worker(settings: Settings, logs: Path) -> Iterator[Proc]:
+    proc = start_worker(settings_env(settings), logs / "worker.log")
+    try:
+        yield proc
+    finally:
+        assert proc.stop() == 0, proc.log()
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+def upload(client: TestClient, files: dict[str, bytes], **form: str) -> Any:
+    parts = [("files", (name, data, "application/octet-stream")) for name, data in files.items()]
+    return client.post("/upload", files=parts, data=form)
+
+
+def put_file(client: TestClient, doc_id: str, name: str, data: bytes, **form: str) -> Any:
+    return client.put(f"/documents/{doc_id}/file", files={"file": (name, data, "text/plain")}, data=form)
+
+
+def search(client: TestClient, text: str, leg: str, **filters: Any) -> list[dict[str, Any]]:
+    body: dict[str, Any] = {"query": text, "search_type": leg, "top_k": 50}
+    if filters:
+        body["filters"] = filters
+    r = client.post("/search", json=body)
+    assert r.status_code == 200, r.text
+    return list(r.json()["results"])
+
+
+def doc_ids(hits: list[dict[str, Any]]) -> set[str]:
+    return {h["document_id"] for h in hits}
+
+
+def text_of(marker: str) -> bytes:
+    return f"{long_text(60, seed=len(marker))} The {marker} appears here. {long_text(40, seed=3)}".encode()
+
+
+def stats_match_recount(database_url: str) -> None:
+    async def check() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await assert_stats_match_recount(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(check())
+
+
+def document_count(database_url: str) -> int:
+    return int(query(database_url, "SELECT count(*) AS n FROM documents")[0]["n"])
+
+
+def test_metadata_on_upload_request_wide_and_per_file(
+    client: TestClient, settings: Settings, logs: Path
+) -> None:
+    r = upload(
+        client,
+        {"meta-a.txt": text_of("okapi"), "meta-b.txt": text_of("quokka")},
+        metadata=json.dumps({"team": "x", "year": 1999}),
+        file_metadata=json.dumps({"meta-a.txt": {"year": 2020, "tags": ["one", "two"]}}),
+    )
+    assert r.status_code == 202, r.text
+    ids = {t["filename"]: t["document_id"] for t in r.json()["tasks"]}
+    a = client.get(f"/documents/{ids['meta-a.txt']}").json()
+    b = client.get(f"/documents/{ids['meta-b.txt']}").json()
+    assert a["metadata"] == {"team": "x", "year": 2020, "tags": ["one", "two"]}  # the file's key wins
+    assert b["metadata"] == {"team": "x", "year": 1999}
+    assert a["version"] == 1 and a["replaced_at"] is None
+    with worker(settings, logs):
+        assert wait_batch(client, r.json()["batch_id"])["status"] == "completed"
+    for leg in LEGS:
+        assert doc_ids(search(client, "okapi quokka", leg, metadata={"year": 2020})) == {ids["meta-a.txt"]}
+        assert doc_ids(search(client, "okapi quokka", leg, metadata={"team": "x"})) == set(ids.values())
+
+
+@pytest.mark.parametrize(
+    ("form", "needle"),
+    [
+        ({"metadata": "[1, 2]"}, "must be a JSON object"),
+        ({"metadata": "{not json"}, "not valid JSON"),
+        ({"metadata": json.dumps({"k": "v" * MAX_METADATA_BYTES})}, "over the limit"),
+        ({"metadata": "[" * 20 + "]" * 20}, "JSON object"),
+        (
+            {"metadata": json.dumps({"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}})},
+            "deeper",
+        ),
+        ({"metadata": '{"n": NaN}'}, "NaN"),
+        ({"metadata": json.dumps({"": 1})}, "key"),
+        ({"metadata": '{"s": "\\ud800"}'}, "surrogate"),
+        ({"file_metadata": json.dumps({"other.txt": {"a": 1}})}, "not a file of this upload"),
+        ({"file_metadata": json.dumps({"v.txt": [1]})}, "must be a JSON object"),
+        ({"replace": "yes"}, "true or false"),
+    ],
+)
+def test_metadata_validation_is_a_422_sentence_and_stores_nothing(
+    client: TestClient, database_url: str, form: dict[str, str], needle: str
+) -> None:
+    before = document_count(database_url)
+    r = upload(client, {"v.txt": b"validation text"}, **form)
+    assert r.status_code == 422, r.text
+    assert needle in r.json()["detail"], r.json()
+    assert document_count(database_url) == before
+
+
+def test_patch_metadata_updates_filters_in_both_legs(
+    client: TestClient, settings: Settings, logs: Path
+) -> None:
+    r = upload(client, {"patch.txt": text_of("pangolin")}, metadata=json.dumps({"team": "red"}))
+    doc_id = r.json()["tasks"][0]["document_id"]
+    with worker(settings, logs):
+        wait_batch(client, r.json()["batch_id"])
+    for leg in LEGS:
+        assert doc_id in doc_ids(search(client, "pangolin", leg, metadata={"team": "red"}))
+
+    r = client.patch(f"/documents/{doc_id}", json={"metadata": {"team": "blue", "year": 2021}})
+    assert r.status_code == 200, r.text
+    assert r.json()["metadata"] == {"team": "blue", "year": 2021}
+    assert client.get(f"/documents/{doc_id}").json()["metadata"] == {"team": "blue", "year": 2021}
+    for leg in LEGS:
+        assert doc_id not in doc_ids(search(client, "pangolin", leg, metadata={"team": "red"})), leg
+        assert doc_id in doc_ids(search(client, "pangolin", leg, metadata={"team": "blue"})), leg
+
+    r = client.patch(f"/documents/{doc_id}", json={"metadata": {"year": None, "site": "b"}, "mode": "merge"})
+    assert r.status_code == 200, r.text
+    assert r.json()["metadata"] == {"team": "blue", "site": "b"}
+    for leg in LEGS:
+        assert doc_id in doc_ids(search(client, "pangolin", leg, metadata={"site": "b", "team": "blue"}))
+        assert doc_id not in doc_ids(search(client, "pangolin", leg, metadata={"year": 2021}))
+
+    for body in (
+        {"metadata": [1]},
+        {"metadata": {"k": "v" * MAX_METADATA_BYTES}},
+        {"metadata": {}, "mode": "x"},
+    ):
+        r = client.patch(f"/documents/{doc_id}", json=body)
+        assert r.status_code == 422, r.text
+    assert client.get(f"/documents/{doc_id}").json()["metadata"] == {"team": "blue", "site": "b"}
+    r = client.patch("/documents/00000000-0000-0000-0000-000000000000", json={"metadata": {}})
+    assert r.status_code == 404
+
+
+def test_replacement_keeps_the_id_and_old_text_until_the_swap(
+    client: TestClient, settings: Settings, database_url: str, logs: Path
+) -> None:
+    r = upload(client, {"swap.txt": text_of("zebrafish")}, metadata=json.dumps({"team": "old"}))
+    doc_id = r.json()["tasks"][0]["document_id"]
+    with worker(settings, logs):
+        wait_batch(client, r.json()["batch_id"])
+    old_chunks = client.get(f"/documents/{doc_id}").json()["chunk_count"]
+
+    # No worker running: the replacement waits, the old version stays live.
+    r = upload(client, {"swap.txt": text_of("narwhal")}, replace="true")
+    assert r.status_code == 202, r.text
+    (task,) = r.json()["tasks"]
+    assert (task["document_id"], task["status"], task["replaces_version"]) == (doc_id, "queued", 1)
+    doc = client.get(f"/documents/{doc_id}").json()
+    assert (doc["version"], doc["status"], doc["chunk_count"]) == (1, "ready", old_chunks)
+    for leg in LEGS:
+        hits = search(client, "zebrafish", leg, document_ids=[doc_id])
+        assert any("zebrafish" in h["text"] for h in hits), leg
+    assert not search(client, "narwhal", "bm25", document_ids=[doc_id])
+    assert b"zebrafish" in client.get(f"/documents/{doc_id}/download").content
+    # One active task per document: a second replacement meanwhile is refused.
+    again = put_file(client, doc_id, "swap.txt", text_of("walrus"))
+    assert again.status_code == 409 and "still being processed" in again.json()["detail"]
+
+    with worker(settings, logs):
+        assert wait_batch(client, r.json()["batch_id"])["status"] == "completed"
+    doc = client.get(f"/documents/{doc_id}").json()
+    assert (doc["id"], doc["version"], doc["status"]) == (doc_id, 2, "ready")
+    assert doc["replaced_at"] is not None and doc["metadata"] == {"team": "old"}
+    for leg in LEGS:
+        texts = [h["text"] for h in search(client, "narwhal zebrafish", leg, document_ids=[doc_id])]
+        assert texts and all("zebrafish" not in t for t in texts), leg
+        assert any("narwhal" in t for t in texts) or leg == "vector"
+    assert b"narwhal" in client.get(f"/documents/{doc_id}/download").content
+    assert query(database_url, "SELECT new_content FROM job_tasks WHERE id = %s", task["task_id"]) == [
+        {"new_content": None}
+    ]
+    stats_match_recount(database_url)
+
+    # PUT: a new name, new metadata, version 3; then the same bytes again: a no-op that says so.
+    r = put_file(
+        client, doc_id, "swap-v3.md", b"# Third\n\nThe axolotl " + text_of("axolotl"), metadata='{"v": 3}'
+    )
+    assert r.status_code == 202, r.text
+    with worker(settings, logs):
+        wait_batch(client, r.json()["batch_id"])
+    doc = client.get(f"/documents/{doc_id}").json()
+    assert (doc["version"], doc["filename"], doc["file_type"], doc["metadata"]) == (
+        3,
+        "swap-v3.md",
+        "md",
+        {"v": 3},
+    )
+    assert doc_id in doc_ids(search(client, "axolotl", "bm25", metadata={"v": 3}))
+    same = put_file(client, doc_id, "swap-v3.md", b"# Third\n\nThe axolotl " + text_of("axolotl"))
+    assert same.status_code == 202, same.text
+    (task,) = same.json()["tasks"]
+    assert task["status"] == "duplicate" and "Identical to version 3" in task["detail"]
+    assert client.get(f"/documents/{doc_id}").json()["version"] == 3
+    stats_match_recount(database_url)
+
+
+def test_a_failed_replacement_keeps_the_old_version(
+    client: TestClient, settings: Settings, database_url: str, logs: Path
+) -> None:
+    r = upload(client, {"keep.txt": text_of("capybara")})
+    doc_id = r.json()["tasks"][0]["document_id"]
+    with worker(settings, logs):
+        wait_batch(client, r.json()["batch_id"])
+        r = put_file(client, doc_id, "keep.pdf", corrupt_pdf())
+        assert r.status_code == 202, r.text
+        status = wait_batch(client, r.json()["batch_id"])
+    (task,) = status["tasks"]
+    assert task["status"] == "failed" and task["error"], task
+    doc = client.get(f"/documents/{doc_id}").json()
+    assert (doc["status"], doc["version"], doc["filename"], doc["error"]) == ("ready", 1, "keep.txt", None)
+    assert doc_id in doc_ids(search(client, "capybara", "bm25"))
+    assert b"capybara" in client.get(f"/documents/{doc_id}/download").content
+    stats_match_recount(database_url)
+
+
+def test_replacement_refusals(client: TestClient, settings: Settings, logs: Path) -> None:
+    r = upload(client, {"one.txt": text_of("heron"), "two.txt": text_of("egret")})
+    ids = {t["filename"]: t["document_id"] for t in r.json()["tasks"]}
+    with worker(settings, logs):
+        wait_batch(client, r.json()["batch_id"])
+    # The bytes of another document of the collection: dedup is per collection.
+    r = put_file(client, ids["one.txt"], "one.txt", text_of("egret"))
+    assert r.status_code == 409 and "already stored" in r.json()["detail"]
+    r = client.put(f"/documents/{ids['one.txt']}/file", files={"nope": ("x.txt", b"x", "text/plain")})
+    assert r.status_code == 422 and "exactly one file" in r.json()["detail"]
+    r = put_file(client, ids["one.txt"], "one.exe", b"MZ")
+    assert r.status_code == 415
+    r = put_file(client, "00000000-0000-0000-0000-000000000000", "one.txt", b"new text")
+    assert r.status_code == 404
+    # The same bytes uploaded as a new document while the replacement waits: the swap refuses (dedup
+    # is per collection) and the old version stays.
+    pending = put_file(client, ids["two.txt"], "two.txt", text_of("cormorant"))
+    assert pending.status_code == 202, pending.text
+    assert upload(client, {"four.txt": text_of("cormorant")}).status_code == 202
+    with worker(settings, logs):
+        (task,) = wait_batch(client, pending.json()["batch_id"])["tasks"]
+    assert task["status"] == "failed" and "meanwhile" in task["error"], task
+    doc = client.get(f"/documents/{ids['two.txt']}").json()
+    assert (doc["version"], doc["status"]) == (1, "ready")
+    assert ids["two.txt"] in doc_ids(search(client, "egret", "bm25"))
+    # replace=true with a name no document has: a new document, as without it.
+    r = upload(client, {"three.txt": text_of("ibis")}, replace="true")
+    assert r.status_code == 202 and r.json()["tasks"][0]["document_id"] not in ids.values()
+
+
+def test_chat_history_marks_an_excerpt_from_an_earlier_version(
+    client: TestClient, settings: Settings, logs: Path
+) -> None:
+    r = upload(client, {"cited.txt": text_of("platypus")})
+    doc_id = r.json()["tasks"][0]["document_id"]
+    with worker(settings, logs):
+        wait_batch(client, r.json()["batch_id"])
+        answer = client.post("/query", json={"query": "platypus", "filters": {"document_ids": [doc_id]}})
+        assert answer.status_code == 200, answer.text
+        session = answer.json()["session_id"]
+
+        def cited() -> list[dict[str, Any]]:
+            messages = client.get(f"/chat/history/{session}").json()["messages"]
+            return [s for m in messages for s in m["sources"]]
+
+        before = cited()
+        assert before and all((s["document_version"], s["stale"]) == (1, False) for s in before)
+        r = put_file(client, doc_id, "cited.txt", text_of("wombat"))
+        wait_batch(client, r.json()["batch_id"])
+    sources = cited()
+    assert sources and all(
+        s["stale"] and s["document_version"] == 1 and s["current_version"] == 2 for s in sources
+    )
+    # The excerpt is the one cited then, not the document's new text.
+    assert [s["excerpt"] for s in sources] == [s["excerpt"] for s in before]
+    assert all("wombat" not in s["excerpt"] for s in sources)
+
+
+def test_cli_ingest_metadata_and_replace(
+    client: TestClient, settings: Settings, live_app_url: str, tmp_path: Path, logs: Path
+) -> None:
+    path = tmp_path / "cli-meta.txt"
+    path.write_bytes(text_of("manatee"))
+    assert ingest_paths([str(path)], base_url=live_app_url, wait=False, metadata="[1]") == 2
+    with worker(settings, logs):
+        assert ingest_paths([str(path)], base_url=live_app_url, metadata='{"team": "cli"}') == 0
+        listed = client.get("/documents", params={"limit": 500}).json()["items"]
+        (doc,) = [d for d in listed if d["filename"] == "cli-meta.txt"]
+        assert doc["metadata"] == {"team": "cli"}
+        path.write_bytes(text_of("dugong"))
+        assert ingest_paths([str(path)], base_url=live_app_url, replace=True) == 0
+    after = client.get(f"/documents/{doc['id']}").json()
+    assert (after["version"], after["metadata"]) == (2, {"team": "cli"})
+    assert doc["id"] in doc_ids(search(client, "dugong", "bm25"))
+
+
+async def test_the_async_client_sets_metadata_and_replaces_a_file(live_app_url: str, tmp_path: Path) -> None:
+    """The async client has the sync client's document calls (the CLI uses the sync one)."""
+    path = tmp_path / "async-client.txt"
+    path.write_bytes(text_of("ocelot"))
+    async with AsyncClient(live_app_url) as rag:
+        batch = await rag.upload([path], metadata={"team": "a"}, file_metadata={"async-client.txt": {"n": 1}})
+        doc_id = str(batch.tasks[0].document_id)
+        assert (await rag.document(doc_id)).metadata == {"team": "a", "n": 1}
+        merged = await rag.update_metadata(doc_id, {"n": None, "m": 2}, mode="merge")
+        assert merged.metadata == {"team": "a", "m": 2}
+        with pytest.raises(ClientError) as refused:
+            await rag.replace_file(doc_id, path)  # its first task is still queued: no worker here
+        assert refused.value.status == 409
