@@ -422,7 +422,7 @@ async def test_truncate_empties_the_index_and_later_inserts_are_exact(runtime: R
     """Last in the module: TRUNCATE chunks resets postings, terms and statistics."""
     rng = random.Random(8)
     async with owner_connection(runtime.database_url) as conn:  # TRUNCATE is the owner's
-        await conn.execute("TRUNCATE chunks")
+        await conn.execute("TRUNCATE chunks CASCADE")  # chunk_vectors (later embedding generations) follow
         assert await conn.fetchval("SELECT count(*) FROM bm25_postings") == 0
         assert await conn.fetchval("SELECT count(*) FROM bm25_terms") == 0
         assert tuple(await conn.fetchrow("SELECT n_docs, total_len FROM bm25_stats")) == (0, 0)

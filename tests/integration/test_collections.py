@@ -86,7 +86,9 @@ async def _exact_vector_top(runtime: Runtime, collection_id: UUID, k: int) -> li
         "SELECT id, embedding FROM chunks WHERE collection_id = $1", collection_id
     )
     query = await embed_query(runtime, QUERY)
-    scored = sorted((-float(np.dot(r["embedding"].to_numpy(), query)), r["id"]) for r in rows)
+    scored = sorted(
+        (-float(np.dot(np.asarray(r["embedding"], dtype=np.float32), query)), r["id"]) for r in rows
+    )
     return [chunk_id for _, chunk_id in scored[:k]]
 
 
