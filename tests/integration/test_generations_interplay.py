@@ -17,14 +17,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rag_server.evaluation.peers import as_array
+from rag_server.errors import ConflictError
+from rag_server.evaluation.peers import as_array, read_chunks_for_peer
 from rag_server.generations import reembed
-from rag_server.generations.backfill import handle_reembed
+from rag_server.generations.backfill import embed_for_generations, handle_reembed
 from rag_server.generations.store import Generation, list_generations
+from rag_server.infra.database import owner_connection
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.integrity import check_integrity
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from rag_server.integrations.llamaindex_retrievers import HybridRetriever, VectorRetriever
+from rag_server.porting import writer
 from rag_server.porting.service import export_jsonl, import_chroma, import_jsonl_file
 from rag_server.retrieval.models import SearchRequest
 from rag_server.retrieval.service import search
@@ -245,3 +248,35 @@ async def test_after_finalize_imports_write_only_the_active_generation(
         await assert_found_by_vectors(runtime, collection, TEXTS["heron.txt"][1])
     report = await check_integrity(runtime.pool, runtime.settings.queue_name)
     assert not [v for v in report.violations if v.check == "missing vectors"], report.lines()
+
+
+async def test_the_llamaindex_peer_refuses_a_switched_database(
+    runtime: Runtime, switched: Generation
+) -> None:
+    """evaluation/peers fills its own table from generation 1's vectors: on a database searching another
+    generation it says so instead of measuring the wrong model."""
+    async with owner_connection(runtime.database_url) as conn:
+        with pytest.raises(ConflictError, match=f"searches generation {switched.id}"):
+            await read_chunks_for_peer(conn)
+
+
+async def test_an_import_whose_generations_changed_meanwhile_embeds_again(
+    runtime: Runtime, finalized: Generation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first embedding misses the active generation (as a writer that embedded before a switch):
+    the write is refused under the generations lock and the batch is embedded again."""
+    calls: list[int] = []
+
+    async def stale_first(*args: Any, **kwargs: Any) -> tuple[Any, dict[int, np.ndarray]]:
+        base, later = await embed_for_generations(*args, **kwargs)
+        calls.append(len(later))
+        return (base, {}) if len(calls) == 1 else (base, later)
+
+    monkeypatch.setattr(writer, "embed_for_generations", stale_first)
+    bare = tmp_path / "bare.jsonl"
+    await export_jsonl(runtime, "chroma-g2", bare, quiet=True, report=silent)
+    counts = await import_jsonl_file(runtime, bare, collection="retried-g2", quiet=True, report=silent)
+    assert calls == [1, 1]
+    assert (counts.created, counts.chunks, counts.embedded) == (2, 4, 4), counts
+    active = await vectors_of(runtime, "retried-g2", finalized.id)
+    assert all(same_direction(active[text], text) for text in ALL_TEXTS)
