@@ -132,6 +132,38 @@ async def test_a_duplicated_chunk_index(runtime: Runtime, healthy: dict[str, uui
     assert checks(report) == {"chunk indexes"}
 
 
+async def test_a_chunk_missing_a_vector_of_a_later_embedding_generation(
+    runtime: Runtime, healthy: dict[str, uuid.UUID]
+) -> None:
+    report = await check_integrity(runtime.pool, runtime.settings.queue_name, quiescent=True)
+    assert "skipped: vectors per embedding generation (only generation 1 exists)" in report.lines()
+    async with broken(runtime) as conn:
+        # A switch to generation 2 (every chunk has its vector) with generation 3 still building (none).
+        await conn.execute("UPDATE embedding_generations SET state = 'retired' WHERE id = 1")
+        await conn.execute(
+            "INSERT INTO embedding_generations (id, provider, model, dim, state)"
+            " VALUES (2, 'openai', 'm2', 4, 'active'), (3, 'openai', 'm3', 4, 'building')"
+        )
+        await conn.execute(
+            "INSERT INTO chunk_vectors (chunk_id, generation_id, embedding)"
+            " SELECT id, 2, '[1,0,0,0]'::vector FROM chunks"
+        )
+        assert (await check(conn, runtime)).ok
+        victim = await conn.fetchval(
+            "SELECT min(id) FROM chunks WHERE document_id = $1 AND chunk_index = 1", healthy["doc"]
+        )
+        await conn.execute("DELETE FROM chunk_vectors WHERE generation_id = 2 AND chunk_id = $1", victim)
+        report = await check(conn, runtime)
+        assert checks(report) == {"missing vectors"}
+        [violation] = report.violations
+        assert str(healthy["doc"]) in violation.detail
+        assert "1 chunk(s) without a vector of embedding generation 2 (active)" in violation.detail
+        # The retired generation 1 must stay complete too (a rollback searches it again).
+        await conn.execute("UPDATE chunks SET embedding = NULL WHERE id = $1", victim)
+        details = [v.detail for v in (await check(conn, runtime)).violations]
+        assert any("generation 1 (retired)" in d for d in details), details
+
+
 @pytest.mark.parametrize(
     ("sql", "expected"),
     [

@@ -18,8 +18,10 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from rag_server.errors import ConflictError
 from rag_server.evaluation.beir import BeirDocument
 from rag_server.evaluation.metrics import fold_to_documents
+from rag_server.generations.store import active_generation
 from rag_server.infra import admin
 from rag_server.infra.database import plain_url, sqlalchemy_url
 
@@ -162,6 +164,15 @@ async def mark_llamaindex_ready(conn: asyncpg.Connection, chunks: int) -> None:
 
 
 async def read_chunks_for_peer(conn: asyncpg.Connection) -> list[tuple[int, str, np.ndarray, str]]:
+    """Our chunks and their generation-1 vectors. An eval database is built with one model (its name
+    hashes the embedding settings) and never re-embedded, so generation 1 is the model the peer's
+    queries are embedded with; a database switched by `reembed` by hand is refused, not mis-measured."""
+    active = await active_generation(conn)
+    if not active.is_base:
+        raise ConflictError(
+            f"this eval database searches {active.describe()}; the LlamaIndex peer is filled with"
+            " generation 1's vectors: evaluate a fresh database built with that model (--fresh)"
+        )
     rows = await conn.fetch(
         """
         SELECT c.id, c.search_text, c.embedding, d.metadata->>'beir_id' AS beir_id

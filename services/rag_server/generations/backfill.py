@@ -12,7 +12,7 @@ vector of the generation / all chunks).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -120,22 +120,28 @@ async def embed_for_generations(
     chunks: Sequence[Chunk],
     batch_size: int,
     on_progress: Callable[[int], Awaitable[None]] | None = None,
+    known: Mapping[int, np.ndarray] | None = None,
 ) -> tuple[np.ndarray | None, dict[int, np.ndarray]]:
     """A chunk writer's vectors: (generation 1's or None, {later generation: vectors}) for every live
     generation, the active one first (it reports progress). A building generation whose model fails
-    is skipped: its backfill catches up with these chunks; the others' errors are the writer's."""
+    is skipped: its backfill catches up with these chunks; the others' errors are the writer's.
+    `known`: vectors the writer already has for some generations (an import reusing its source's),
+    taken as they are instead of embedded."""
     base: np.ndarray | None = None
     extra: dict[int, np.ndarray] = {}
     for number, generation in enumerate(await store.live_generations(runtime.pool)):
-        try:
-            embedder = await embedder_for(runtime, generation)
-            progress = on_progress if number == 0 else None
-            vectors = await embed_chunks(embedder, chunks, batch_size, progress)
-        except Exception as exc:
-            if generation.state != "building":
-                raise
-            logger.warning("skipping %s for this document (%s)", generation.describe(), exc)
-            continue
+        if known is not None and generation.id in known:
+            vectors = known[generation.id]
+        else:
+            try:
+                embedder = await embedder_for(runtime, generation)
+                progress = on_progress if number == 0 else None
+                vectors = await embed_chunks(embedder, chunks, batch_size, progress)
+            except Exception as exc:
+                if generation.state != "building":
+                    raise
+                logger.warning("skipping %s for this document (%s)", generation.describe(), exc)
+                continue
         if generation.is_base:
             base = vectors
         else:

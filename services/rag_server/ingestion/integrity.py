@@ -10,6 +10,8 @@ Each check is one query that returns the rows breaking an invariant, so an empty
 - queue: no message whose task is finished or missing (complete/fail delete or archive it in the task's
   own transaction). On a live system a document deleted while queued leaves its message until a worker
   reads it, so without `quiescent` only a message visible for over ORPHAN_VISIBLE_S counts;
+- embedding generations (once `reembed` made a second): every chunk of a ready document has a vector
+  of each active or retired generation;
 - chat: every question has its answer right after it and every answer its question (the server writes
   both in ONE transaction; system messages aside).
 Run with the owner's or the system scope's view: under a key's scope rows it cannot see look missing.
@@ -136,6 +138,23 @@ BM25_CHECKS = {
 }
 
 
+# Every chunk of a ready document has a vector of each generation that searches use or may use again
+# (active, retired); a building one is still being backfilled. Generation 1's is chunks.embedding.
+GENERATION_CHECKS = {
+    "missing vectors": """
+        SELECT d.id, 'document ' || d.id || ' (' || d.filename || '): ' || count(*)
+               || ' chunk(s) without a vector of embedding generation ' || g.id || ' (' || g.state || ')'
+        FROM embedding_generations g
+        JOIN documents d ON d.status = 'ready'
+        JOIN chunks c ON c.document_id = d.id
+        WHERE g.state IN ('active', 'retired')
+          AND CASE WHEN g.id = 1 THEN c.embedding IS NULL
+                   ELSE NOT EXISTS (SELECT 1 FROM chunk_vectors v
+                                    WHERE v.generation_id = g.id AND v.chunk_id = c.id) END
+        GROUP BY d.id, d.filename, g.id, g.state""",
+}
+
+
 def _queue_checks(quiescent: bool, queue_table: str) -> dict[str, str]:
     stale = "true" if quiescent else f"q.vt < clock_timestamp() - interval '{ORPHAN_VISIBLE_S} seconds'"
     return {
@@ -181,6 +200,10 @@ async def check_integrity(conn: Executor, queue_name: str, *, quiescent: bool = 
         checks |= BM25_CHECKS
     else:
         report.skipped.append("BM25 recount (pg_search keeps its own index)")
+    if await conn.fetchval("SELECT count(*) > 1 FROM embedding_generations"):
+        checks |= GENERATION_CHECKS
+    else:
+        report.skipped.append("vectors per embedding generation (only generation 1 exists)")
     checks |= CHAT_CHECKS
     for name, sql in COUNTS.items():
         report.counts[name] = int(await conn.fetchval(sql))

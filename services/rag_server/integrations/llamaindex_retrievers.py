@@ -1,4 +1,6 @@
-"""LlamaIndex retrievers over the one chunks table, async-native.
+"""LlamaIndex retrievers over the one chunks table, async-native. They call retrieval's `search`, so
+the vector leg searches the active embedding generation's vectors with a query embedded by its model
+(generations.active), like every other search: a `reembed` switch or `--finalize` needs nothing here.
 
 `aretrieve` is the real path. A sync `retrieve` only works from a thread other than the one
 running the Runtime's event loop (the asyncpg pool belongs to that loop); it then hands the work
@@ -94,7 +96,7 @@ class _ChunkRetriever(BaseRetriever):
 
 
 class VectorRetriever(_ChunkRetriever):
-    """Cosine similarity over chunks.embedding (HNSW)."""
+    """Cosine similarity over the active embedding generation's vectors (HNSW)."""
 
     search_type: SearchType = "vector"
 

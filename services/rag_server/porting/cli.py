@@ -35,7 +35,7 @@ def register_porting_commands(sub: Any) -> None:
         q.add_argument(
             "--embedding-model",
             default=None,
-            help="the model that made the stored vectors: reused when it is this database's model",
+            help="the model that made the stored vectors: reused when it is the searched generation's",
         )
         q.add_argument("--group-by", default=None, metavar="KEY", help=GROUP_HELP)
     jsonl = kinds.add_parser("jsonl", help="a file written by `rag-server export`")

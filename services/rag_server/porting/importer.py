@@ -56,7 +56,12 @@ async def import_source(
             doc = build_document(key, [records[i] for i in ids if i in records])
             if doc is not None:
                 docs.append(doc)
-        merge(total, await write_documents(runtime, collection_id, source.origin, docs, reuse=vectors.reuse))
+        merge(
+            total,
+            await write_documents(
+                runtime, collection_id, source.origin, docs, reuse_for=vectors.generation_id
+            ),
+        )
         bar.update(size)
         batch, size = [], 0
 

@@ -26,6 +26,7 @@ import asyncpg
 import numpy as np
 
 from rag_server.evaluation.progress import progress_bar
+from rag_server.generations.store import active_generation, live_generations
 from rag_server.infra.runtime import Runtime
 from rag_server.porting.grouping import TEXT_SUFFIXES
 from rag_server.porting.models import (
@@ -34,7 +35,7 @@ from rag_server.porting.models import (
     ImportDocument,
     PortingError,
     VectorPlan,
-    vector_plan,
+    generation_plan,
 )
 from rag_server.porting.store import count_ready, export_rows
 from rag_server.porting.writer import merge, write_documents
@@ -60,7 +61,8 @@ def _chunk_json(row: asyncpg.Record, with_vectors: bool) -> dict[str, Any]:
         "metadata": dict(row["metadata"] or {}),
     }
     if with_vectors:
-        chunk["embedding"] = _vector_list(row["embedding"])
+        # None only when the generation was dropped (`reembed --finalize`) during the export.
+        chunk["embedding"] = None if row["embedding"] is None else _vector_list(row["embedding"])
     return chunk
 
 
@@ -94,14 +96,15 @@ async def export_collection(
     Returns (documents, chunks) written."""
     if not path.parent.is_dir():
         raise PortingError(f"{path.parent} is not a directory")
-    settings = runtime.settings
+    # The searched generation's model names the vectors (exported with --with-vectors: its own).
+    generation = await active_generation(runtime.pool)
     _, total_chunks = await count_ready(runtime.pool, collection_id)
     header = {
         "format": FORMAT,
         "version": VERSION,
         "collection": name,
-        "embedding_model": settings.embedding_model,
-        "embedding_dim": settings.embedding_dim,
+        "embedding_model": generation.model,
+        "embedding_dim": generation.dim,
         "vectors": with_vectors,
         "exported_at": datetime.now(UTC).isoformat(),
     }
@@ -111,7 +114,9 @@ async def export_collection(
     try:
         with tmp.open("w", encoding="utf-8") as out:
             out.write(json.dumps(header) + "\n")
-            rows = export_rows(runtime.pool, collection_id, with_vectors=with_vectors)
+            rows = export_rows(
+                runtime.pool, collection_id, with_vectors=with_vectors, generation_id=generation.id
+            )
             async for doc in _documents(rows, with_vectors):
                 out.write(json.dumps(doc, ensure_ascii=False) + "\n")
                 documents += 1
@@ -167,10 +172,6 @@ def _document(line: str, number: int, path: Path) -> ImportDocument:
     return doc
 
 
-def _model(runtime: Runtime) -> tuple[str, int]:
-    return runtime.settings.embedding_model, runtime.settings.embedding_dim
-
-
 def _lines(f: IO[str]) -> Iterator[tuple[int, str]]:
     for number, line in enumerate(f, start=2):
         if line.strip():
@@ -184,16 +185,20 @@ async def import_jsonl(
         file_size = (await asyncio.to_thread(path.stat)).st_size
     except OSError as exc:
         raise PortingError(f"{path}: {exc.strerror or exc}") from None
-    settings = runtime.settings
+    live = await live_generations(runtime.pool)
     total = ImportCounts()
     with path.open(encoding="utf-8") as f:
         header = _read_header(f, path)
-        plan = (
-            vector_plan(header.get("embedding_model"), header.get("embedding_dim"), *_model(runtime))
-            if header.get("vectors")
-            else VectorPlan(False, "the file holds no vectors (exported without --with-vectors)")
-        )
-        report(plan.reason if plan.reuse else f"re-embedding with {settings.embedding_model}: {plan.reason}")
+        if header.get("vectors"):
+            plan = generation_plan(header.get("embedding_model"), header.get("embedding_dim"), live)
+        else:
+            active = next(g for g in live if g.state == "active")
+            plan = VectorPlan(
+                False,
+                f"re-embedding with {active.model}: the file holds no vectors (exported without"
+                " --with-vectors)",
+            )
+        report(plan.reason)
         bar = progress_bar("import", file_size, quiet=quiet)
         batch: list[ImportDocument] = []
         size = 0
@@ -204,11 +209,19 @@ async def import_jsonl(
                 bar.update(len(line.encode("utf-8")))
                 if size >= BATCH_CHUNKS:
                     merge(
-                        total, await write_documents(runtime, collection_id, "jsonl", batch, reuse=plan.reuse)
+                        total,
+                        await write_documents(
+                            runtime, collection_id, "jsonl", batch, reuse_for=plan.generation_id
+                        ),
                     )
                     batch, size = [], 0
             if batch:
-                merge(total, await write_documents(runtime, collection_id, "jsonl", batch, reuse=plan.reuse))
+                merge(
+                    total,
+                    await write_documents(
+                        runtime, collection_id, "jsonl", batch, reuse_for=plan.generation_id
+                    ),
+                )
         finally:
             bar.close()
     return total

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
+from rag_server.generations.store import Generation
 
 
 class PortingError(ValueError):
@@ -64,10 +67,12 @@ class ImportCounts:
 
 @dataclass(frozen=True)
 class VectorPlan:
-    """Whether stored vectors are reused, and why (printed before the import starts)."""
+    """Whether stored vectors are reused, and why (printed before the import starts). `generation_id`:
+    the embedding generation they are reused for (None: the plain plan of `vector_plan`)."""
 
     reuse: bool
     reason: str
+    generation_id: int | None = None
 
 
 def same_model(source: str | None, database: str) -> bool:
@@ -92,3 +97,21 @@ def vector_plan(source_model: str | None, source_dim: int | None, model: str, di
     if source_dim is None:
         return VectorPlan(False, "the source stores no vectors")
     return VectorPlan(True, f"reusing the stored {dim}-d vectors of {model}")
+
+
+def generation_plan(
+    source_model: str | None, source_dim: int | None, live: Sequence[Generation]
+) -> VectorPlan:
+    """The plan against the database's embedding generations (`live`: generations.store.live_generations).
+    The ACTIVE generation's model decides, as the searches use it; when it does not match, a retired or
+    building generation of the source's model still gets the stored vectors (the active one is embedded).
+    `reason` is the whole sentence to print."""
+    active = next(g for g in live if g.state == "active")
+    plan = vector_plan(source_model, source_dim, active.model, active.dim)
+    if plan.reuse:
+        return replace(plan, generation_id=active.id)
+    line = f"re-embedding with {active.model} (the active generation {active.id}): {plan.reason}"
+    for g in live:
+        if g.state != "active" and vector_plan(source_model, source_dim, g.model, g.dim).reuse:
+            return VectorPlan(True, f"{line}; the stored vectors are reused for {g.describe()}", g.id)
+    return VectorPlan(False, line)

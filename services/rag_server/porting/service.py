@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from rag_server.generations.store import live_generations
 from rag_server.infra.runtime import Runtime
 from rag_server.porting.chroma import ChromaSource
 from rag_server.porting.importer import Source, import_source
 from rag_server.porting.jsonl import export_collection, import_jsonl
-from rag_server.porting.models import ImportCounts, vector_plan
+from rag_server.porting.models import ImportCounts, generation_plan
 from rag_server.porting.pgvector_tables import open_pgvector_source
 from rag_server.porting.store import ensure_collection
 
@@ -30,9 +31,8 @@ async def _run(
     collection_id, created = await ensure_collection(runtime.pool, collection)
     if created:
         report(f"created collection {collection}")
-    settings = runtime.settings
-    plan = vector_plan(source_model, source_dim, settings.embedding_model, settings.embedding_dim)
-    report(plan.reason if plan.reuse else f"re-embedding with {settings.embedding_model}: {plan.reason}")
+    plan = generation_plan(source_model, source_dim, await live_generations(runtime.pool))
+    report(plan.reason)
     counts = await import_source(runtime, source, collection_id, plan, group_by=group_by, quiet=quiet)
     _report_counts(counts, collection, report)
     return counts

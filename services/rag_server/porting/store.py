@@ -13,6 +13,7 @@ import asyncpg
 from rag_server.collections.models import CreateCollection
 from rag_server.collections.store import create_collection, get_collection, parse_ref
 from rag_server.errors import NotFoundError
+from rag_server.generations.store import BASE_GENERATION
 from rag_server.infra.database import Executor
 from rag_server.infra.scoped_pool import ScopedPool
 
@@ -127,12 +128,29 @@ ORDER BY d.id, c.chunk_index
 """
 
 
+def _vector_column(generation_id: int) -> str:
+    """The `embedding` column of the export: generation 1's is chunks.embedding, a later one's is in
+    chunk_vectors (an integer literal, like the vector leg's)."""
+    if generation_id == BASE_GENERATION:
+        return ", c.embedding"
+    return (
+        ", (SELECT v.embedding FROM chunk_vectors v"
+        f" WHERE v.generation_id = {int(generation_id)} AND v.chunk_id = c.id) AS embedding"
+    )
+
+
 async def export_rows(
-    conn: Executor, collection_id: UUID, *, with_vectors: bool, prefetch: int = 500
+    conn: Executor,
+    collection_id: UUID,
+    *,
+    with_vectors: bool,
+    generation_id: int = BASE_GENERATION,
+    prefetch: int = 500,
 ) -> AsyncIterator[asyncpg.Record]:
     """The collection's ready documents' chunks, by document then chunk index, through a server-side
-    cursor in one repeatable-read snapshot: memory stays bounded whatever the collection's size."""
-    sql = EXPORT_SQL.format(vector=", c.embedding" if with_vectors else "")
+    cursor in one repeatable-read snapshot: memory stays bounded whatever the collection's size.
+    `with_vectors`: each chunk's vector of embedding generation `generation_id` too."""
+    sql = EXPORT_SQL.format(vector=_vector_column(generation_id) if with_vectors else "")
     if isinstance(conn, ScopedPool):
         async with conn.acquire(isolation="repeatable_read", readonly=True) as c:
             async for row in c.cursor(sql, collection_id, prefetch=prefetch):

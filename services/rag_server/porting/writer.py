@@ -5,6 +5,7 @@ chunks through write_chunks, chunk metadata; the BM25 statistics follow in the c
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,12 +13,17 @@ from uuid import UUID
 
 import numpy as np
 
+from rag_server.generations.active import embedder_for
+from rag_server.generations.backfill import embed_for_generations
+from rag_server.generations.store import Generation, GenerationsChangedError, live_generations
 from rag_server.infra.database import transaction
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.chunks import write_chunks
 from rag_server.porting.models import ImportCounts, ImportDocument
 from rag_server.porting.store import StoredDocument, set_chunk_metadata, stored_documents, upsert_document
+
+logger = logging.getLogger(__name__)
 
 
 def document_id(collection_id: UUID, origin: str, key: str) -> UUID:
@@ -56,28 +62,72 @@ def _as_vector(value: object, dim: int) -> np.ndarray | None:
     return array if array.shape == (dim,) else None
 
 
-async def _vectors(
-    runtime: Runtime, todo: Sequence[_Prepared], reuse: bool, counts: ImportCounts
-) -> list[np.ndarray]:
-    """Per document, its chunks' vectors: the stored ones when reusable, the rest embedded in one call."""
-    dim = runtime.settings.embedding_dim
-    per_doc: list[list[np.ndarray | None]] = [
-        [_as_vector(c.embedding, dim) if reuse else None for c in p.doc.chunks] for p in todo
+def _chunks(p: _Prepared) -> list[Chunk]:
+    return [
+        Chunk(
+            index=i,
+            text=c.text,
+            search_text=c.search_text,
+            page=c.page,
+            char_start=c.char_start,
+            char_end=c.char_end,
+        )
+        for i, c in enumerate(p.doc.chunks)
     ]
-    missing = [(i, j) for i, vs in enumerate(per_doc) for j, v in enumerate(vs) if v is None]
+
+
+async def _reused(
+    runtime: Runtime, todo: Sequence[_Prepared], generation: Generation, counts: ImportCounts
+) -> np.ndarray:
+    """Every chunk's source vector for `generation` (its model made them), in order; a chunk without a
+    usable one is embedded with that generation's model, all of them in one call."""
+    flat = [_as_vector(c.embedding, generation.dim) for p in todo for c in p.doc.chunks]
+    missing = [i for i, v in enumerate(flat) if v is None]
     if missing:
-        computed = await runtime.embedder.embed([todo[i].doc.chunks[j].search_text for i, j in missing])
-        for (i, j), vector in zip(missing, computed, strict=True):
-            per_doc[i][j] = vector
-        counts.embedded += len(missing)
-    return [np.stack([v for v in vs if v is not None]).astype(np.float32) for vs in per_doc]
+        texts = [c.search_text for p in todo for c in p.doc.chunks]
+        embedder = await embedder_for(runtime, generation)
+        for i, vector in zip(missing, await embedder.embed([texts[i] for i in missing]), strict=True):
+            flat[i] = vector
+        if generation.state == "active":
+            counts.embedded += len(missing)
+    return np.stack([v for v in flat if v is not None]).astype(np.float32)
+
+
+async def _vectors(
+    runtime: Runtime, todo: Sequence[_Prepared], reuse_for: int | None, counts: ImportCounts
+) -> list[tuple[np.ndarray | None, dict[int, np.ndarray]]]:
+    """Per document, its vectors for every live embedding generation (generation 1's or None, later
+    ones by id): the source's for `reuse_for` (while it is live), embedded for the others."""
+    live = {g.id: g for g in await live_generations(runtime.pool)}
+    known: dict[int, np.ndarray] = {}
+    if reuse_for is not None and reuse_for in live:
+        known[reuse_for] = await _reused(runtime, todo, live[reuse_for], counts)
+    chunks = [chunk for p in todo for chunk in _chunks(p)]
+    batch = max(1, runtime.settings.embedding_batch_size)
+    base, later = await embed_for_generations(runtime, chunks, batch, known=known)
+    if not any(live[g].state == "active" for g in known):
+        counts.embedded += len(chunks)
+    out: list[tuple[np.ndarray | None, dict[int, np.ndarray]]] = []
+    start = 0
+    for p in todo:
+        end = start + len(p.doc.chunks)
+        out.append((None if base is None else base[start:end], {g: v[start:end] for g, v in later.items()}))
+        start = end
+    return out
 
 
 async def write_documents(
-    runtime: Runtime, collection_id: UUID, origin: str, docs: Sequence[ImportDocument], *, reuse: bool
+    runtime: Runtime,
+    collection_id: UUID,
+    origin: str,
+    docs: Sequence[ImportDocument],
+    *,
+    reuse_for: int | None,
 ) -> ImportCounts:
-    """Write one batch of documents into the collection; returns what happened to them."""
-    counts = ImportCounts()
+    """Write one batch of documents into the collection; returns what happened to them.
+    `reuse_for`: the embedding generation the source's stored vectors are reused for (None: none are).
+    Vectors are written for every live generation; when the generations change between embedding and
+    the write (a switch, a new re-embed), the batch is embedded again, like the worker does."""
     by_id: dict[UUID, _Prepared] = {}
     for doc in docs:
         if not doc.chunks:
@@ -89,12 +139,29 @@ async def write_documents(
     prepared = [by_id[k] for k in sorted(by_id)]
     stored = await stored_documents(runtime.pool, [p.id for p in prepared])
     todo = [p for p in prepared if not p.unchanged(stored.get(p.id))]
-    counts.unchanged = len(prepared) - len(todo)
-    if not todo:
-        return counts
-    vectors = await _vectors(runtime, todo, reuse, counts)
+    for _ in range(3):
+        counts = ImportCounts(unchanged=len(prepared) - len(todo))
+        if not todo:
+            return counts
+        vectors = await _vectors(runtime, todo, reuse_for, counts)
+        try:
+            await _write(runtime, collection_id, todo, vectors, counts)
+            return counts
+        except GenerationsChangedError as exc:
+            logger.info("import batch: %s; embedding again", exc)
+    raise RuntimeError("the embedding generations kept changing while this batch was written")
+
+
+async def _write(
+    runtime: Runtime,
+    collection_id: UUID,
+    todo: Sequence[_Prepared],
+    vectors: Sequence[tuple[np.ndarray | None, dict[int, np.ndarray]]],
+    counts: ImportCounts,
+) -> None:
+    """ONE transaction: documents, bytes, chunks with their vectors, chunk metadata."""
     async with transaction(runtime.pool) as c:
-        for p, doc_vectors in zip(todo, vectors, strict=True):
+        for p, (base, later) in zip(todo, vectors, strict=True):
             outcome = await upsert_document(
                 c, p.id, collection_id, p.doc.filename, p.content, p.sha256, p.doc.metadata
             )
@@ -102,25 +169,13 @@ async def write_documents(
                 counts.duplicates += 1
                 counts.skipped_keys.append(p.doc.key)
                 continue
-            chunks = [
-                Chunk(
-                    index=i,
-                    text=c_.text,
-                    search_text=c_.search_text,
-                    page=c_.page,
-                    char_start=c_.char_start,
-                    char_end=c_.char_end,
-                )
-                for i, c_ in enumerate(p.doc.chunks)
-            ]
-            await write_chunks(c, p.id, chunks, doc_vectors)
+            await write_chunks(c, p.id, _chunks(p), base, later)
             await set_chunk_metadata(c, p.id, [c_.metadata for c_ in p.doc.chunks])
-            counts.chunks += len(chunks)
+            counts.chunks += len(p.doc.chunks)
             if outcome == "created":
                 counts.created += 1
             else:
                 counts.updated += 1
-    return counts
 
 
 def merge(total: ImportCounts, part: ImportCounts) -> None:
