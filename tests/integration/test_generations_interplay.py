@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from rag_server.errors import ConflictError
-from rag_server.evaluation.peers import as_array, read_chunks_for_peer
+from rag_server.evaluation.peers import read_chunks_for_peer
 from rag_server.generations import reembed
 from rag_server.generations.backfill import embed_for_generations, handle_reembed
 from rag_server.generations.store import Generation, list_generations
-from rag_server.infra.database import owner_connection
+from rag_server.infra.database import owner_connection, vector_array
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.integrity import check_integrity
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
@@ -119,7 +119,7 @@ async def vectors_of(runtime: Runtime, collection: str, generation_id: int) -> d
     out: dict[str, np.ndarray | None] = {}
     for r in rows:
         value = r["embedding"]
-        out[r["text"]] = None if value is None else as_array(value)
+        out[r["text"]] = None if value is None else vector_array(value)
     return out
 
 

@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 
 from rag_server.config import Settings
-from rag_server.evaluation.peers import as_array
-from rag_server.infra.database import plain_url, sqlalchemy_url
+from rag_server.infra.database import plain_url, sqlalchemy_url, vector_array
 from rag_server.infra.runtime import Runtime
 from rag_server.porting.models import PortingError
 from rag_server.porting.service import export_jsonl, import_chroma, import_jsonl_file, import_pgvector
@@ -75,7 +74,7 @@ async def collection_docs(runtime: Runtime, name: str) -> dict[str, list[dict[st
                 "text": r["text"],
                 "metadata": dict(r["metadata"]),
                 "doc_metadata": dict(r["doc_metadata"]),
-                "embedding": as_array(r["embedding"]),
+                "embedding": vector_array(r["embedding"]),
             }
         )
     return out

@@ -23,7 +23,7 @@ from rag_server.evaluation.beir import BeirDocument
 from rag_server.evaluation.metrics import fold_to_documents
 from rag_server.generations.store import active_generation
 from rag_server.infra import admin
-from rag_server.infra.database import plain_url, sqlalchemy_url
+from rag_server.infra.database import plain_url, sqlalchemy_url, vector_array
 
 PEER_NOTES = {
     "bm25s": "in-memory BM25 (bm25s, Lucene scoring, k1=1.5 b=0.75) over title + text, "
@@ -180,10 +180,4 @@ async def read_chunks_for_peer(conn: asyncpg.Connection) -> list[tuple[int, str,
         ORDER BY c.id
         """
     )
-    return [(r["id"], r["search_text"], as_array(r["embedding"]), r["beir_id"]) for r in rows]
-
-
-def as_array(value: Any) -> np.ndarray:
-    # pgvector's asyncpg codec hands back a Vector object (to_numpy) or an ndarray, by version.
-    to_numpy = getattr(value, "to_numpy", None)
-    return np.asarray(to_numpy() if to_numpy is not None else value, dtype=np.float32)
+    return [(r["id"], r["search_text"], vector_array(r["embedding"]), r["beir_id"]) for r in rows]

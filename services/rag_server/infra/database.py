@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
 import asyncpg
+import numpy as np
 from pgvector.asyncpg import register_vector
 
 from rag_server.config import Settings
@@ -168,3 +169,10 @@ def is_transient_db_error(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionError | TimeoutError):
         return True
     return isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS
+
+
+def vector_array(value: object) -> np.ndarray:
+    """A `vector` column's value as a float32 array: pgvector's asyncpg codec hands back an ndarray or a
+    Vector object (to_numpy), by package version (langchain-postgres caps it below 0.4 in dev)."""
+    to_numpy = getattr(value, "to_numpy", None)
+    return np.asarray(to_numpy() if to_numpy is not None else value, dtype=np.float32).reshape(-1)

@@ -27,6 +27,7 @@ import numpy as np
 
 from rag_server.evaluation.progress import progress_bar
 from rag_server.generations.store import active_generation, live_generations
+from rag_server.infra.database import vector_array
 from rag_server.infra.runtime import Runtime
 from rag_server.porting.grouping import TEXT_SUFFIXES
 from rag_server.porting.models import (
@@ -46,8 +47,7 @@ BATCH_CHUNKS = 256
 
 
 def _vector_list(value: Any) -> list[float]:
-    to_numpy = getattr(value, "to_numpy", None)
-    return [float(x) for x in np.asarray(to_numpy() if to_numpy is not None else value, dtype=np.float32)]
+    return [float(x) for x in vector_array(value)]
 
 
 def _chunk_json(row: asyncpg.Record, with_vectors: bool) -> dict[str, Any]:

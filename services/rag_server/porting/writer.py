@@ -16,7 +16,7 @@ import numpy as np
 from rag_server.generations.active import embedder_for
 from rag_server.generations.backfill import embed_for_generations
 from rag_server.generations.store import Generation, GenerationsChangedError, live_generations
-from rag_server.infra.database import transaction
+from rag_server.infra.database import transaction, vector_array
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.chunks import write_chunks
@@ -57,8 +57,7 @@ class _Prepared:
 def _as_vector(value: object, dim: int) -> np.ndarray | None:
     if value is None:
         return None
-    to_numpy = getattr(value, "to_numpy", None)  # pgvector's codec: a Vector object or an ndarray
-    array = np.asarray(to_numpy() if to_numpy is not None else value, dtype=np.float32).reshape(-1)
+    array = vector_array(value)
     return array if array.shape == (dim,) else None
 
 
