@@ -107,7 +107,7 @@ async def test_a_document_page_shows_each_chunks_headings(page: Page, documents:
     # The metadata editor opens on request only (a form's display once overrode `hidden`).
     editor = page.get_by_label("Metadata (a JSON object", exact=False)
     await expect(editor).to_be_hidden()
-    await expect(page.get_by_label("Current metadata")).to_be_visible()
+    await expect(page.get_by_label("Current metadata", exact=True)).to_be_visible()
     chunk = page.locator(".chunk").filter(has_text="wombat tools")
     await expect(chunk.locator(".chunk-section")).to_have_text("Field Guide > Install > Linux")
     # A Markdown file has no pages, slides or rows: nothing claims one.

@@ -19,9 +19,6 @@ from rag_server.retrieval.models import FusionMethod, SearchFilters, SearchHit, 
 from rag_server.retrieval.service import search
 
 
-_LLM_KEYS = ("document_name", "page", "heading_path", "location")
-
-
 def hit_to_node(hit: SearchHit) -> NodeWithScore:
     metadata: dict[str, Any] = {
         **hit.metadata,
@@ -42,8 +39,9 @@ def hit_to_node(hit: SearchHit) -> NodeWithScore:
             metadata[f"{leg}_rank"] = score.rank
             metadata[f"{leg}_score"] = score.score
     node = TextNode(id_=f"chunk-{hit.chunk_id}", text=hit.text, metadata=metadata)
-    # Scores and ids are for callers, not for the LLM prompt.
-    node.excluded_llm_metadata_keys = [k for k in metadata if k not in _LLM_KEYS]
+    # Scores and ids are for callers, not for the LLM prompt; where the passage is from is for both.
+    shown = ("document_name", "page", "heading_path", "location")
+    node.excluded_llm_metadata_keys = [k for k in metadata if k not in shown]
     return NodeWithScore(node=node, score=hit.score)
 
 
