@@ -7,11 +7,22 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import httpx
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
+
+
+def place(hit: dict[str, Any]) -> dict[str, Any]:
+    """The hit's document and where in it: page, headings ("Guide > Install"), slide or rows (flat)."""
+    found = {"document_name": hit["document_name"], "page": hit["page"]}
+    if hit.get("heading_path"):
+        found["heading_path"] = hit["heading_path"]
+    if hit.get("location"):
+        found["location"] = hit["location"]["label"]
+    return found
 
 
 class RagServerRetriever(BaseRetriever):
@@ -31,7 +42,7 @@ class RagServerRetriever(BaseRetriever):
             Document(
                 page_content=hit["text"],
                 id=f"{hit['document_id']}#{hit['chunk_index']}",
-                metadata={"document_name": hit["document_name"], "page": hit["page"], "score": hit["score"]},
+                metadata={**place(hit), "score": hit["score"]},
             )
             for hit in response.json()["results"]
         ]

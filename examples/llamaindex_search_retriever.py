@@ -7,10 +7,21 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import httpx
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+
+def place(hit: dict[str, Any]) -> dict[str, Any]:
+    """The hit's document and where in it: page, headings ("Guide > Install"), slide or rows (flat)."""
+    found = {"document_name": hit["document_name"], "page": hit["page"]}
+    if hit.get("heading_path"):
+        found["heading_path"] = hit["heading_path"]
+    if hit.get("location"):
+        found["location"] = hit["location"]["label"]
+    return found
 
 
 class RagServerRetriever(BaseRetriever):
@@ -30,7 +41,7 @@ class RagServerRetriever(BaseRetriever):
                 node=TextNode(
                     id_=f"{hit['document_id']}#{hit['chunk_index']}",
                     text=hit["text"],
-                    metadata={"document_name": hit["document_name"], "page": hit["page"], **hit["metadata"]},
+                    metadata={**place(hit), **hit["metadata"]},
                 ),
                 score=hit["score"],
             )

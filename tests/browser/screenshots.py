@@ -20,6 +20,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from rag_server.infra import admin
 from rag_server.infra.embedded_postgres import ensure_embedded_postgres
 from tests.browser.conftest import Stack, chromium_path, sign_in, start_stack
+from tests.support.sample_files import pptx_bytes
 
 SAMPLES = {
     "lighthouses.md": "# Lighthouses\n\nA Fresnel lens focuses the lamp's light into a beam visible for "
@@ -30,6 +31,13 @@ SAMPLES = {
     "harbours.txt": "A harbour shelters ships from waves. Breakwaters are built of rock or concrete "
     "blocks; lighthouses at their ends mark the entrance at night.",
 }
+# A deck: search hits and chunks name their slide and its title.
+DECK = pptx_bytes(
+    [
+        {"title": "Lighthouse keepers", "body": "Keepers trimmed the wicks and wound the clockwork."},
+        {"title": "Optics", "body": "The Fresnel lens beam turns once a minute.", "notes": "Mention 1822."},
+    ]
+)
 QUESTION = "How far can a lighthouse beam be seen?"
 
 
@@ -37,6 +45,7 @@ def upload_samples(stack: Stack) -> None:
     headers = {"Authorization": f"Bearer {stack.admin_key}"}
     with httpx.Client(base_url=stack.base_url, headers=headers, timeout=60) as client:
         files = [("files", (name, text.encode(), "text/plain")) for name, text in SAMPLES.items()]
+        files.append(("files", ("lighthouse-deck.pptx", DECK, "application/octet-stream")))
         batch = client.post("/upload", files=files).raise_for_status().json()["batch_id"]
         deadline = time.monotonic() + 300
         while not client.get(f"/tasks/{batch}/status").json()["done"]:
@@ -74,6 +83,11 @@ async def views(browser: Browser, stack: Stack, out: Path, scheme: str) -> None:
     await page.goto(stack.base_url + "/#/search?q=Fresnel+lens+beam&mode=hybrid")
     await page.get_by_label("Time per stage").wait_for()
     await shoot(page, out, "search", scheme)
+    # A document's chunks, each with its slide and the slide's title.
+    await page.get_by_role("link", name="lighthouse-deck.pptx").first.click()
+    await page.locator(".chunk").first.wait_for()
+    await page.locator(".chunk").last.scroll_into_view_if_needed()
+    await shoot(page, out, "document", scheme)
     await page.goto(stack.base_url + "/#/status")
     await page.get_by_text("BM25 engine").wait_for()
     await shoot(page, out, "status", scheme)

@@ -1,5 +1,6 @@
-"""Citations of structured files in a real browser: a speaker-notes passage is cited by slide, with the
-slide's title as its section, in the answer's citation, the passage dialog and the source list."""
+"""Places in structured files in a real browser: a speaker-notes passage is cited by slide, with the
+slide's title as its section, in the answer's citation, the passage dialog and the source list; a search
+hit names its slide and section; a document's page shows each chunk's headings."""
 
 from __future__ import annotations
 
@@ -82,3 +83,38 @@ async def test_a_markdown_citation_shows_its_heading_path(
     dialog = page.get_by_role("dialog", name=re.compile("guide.md"))
     await expect(dialog.locator("dd.passage-section")).to_have_text("Field Guide > Install > Linux")
     await expect(dialog.locator("dt", has_text="Page")).to_be_visible()
+
+
+async def test_a_search_hit_names_the_slide_and_its_title(page: Page, documents: None) -> None:
+    await page.get_by_role("link", name="Search").click()
+    await page.get_by_label("Query").fill("narwhal contract renewal")
+    await page.get_by_role("radio", name="BM25", exact=True).check()
+    await page.get_by_role("button", name="Search", exact=True).click()
+    hit = page.locator(".hit").first
+    await expect(hit.locator(".hit-title a")).to_have_text("deck.pptx")
+    await expect(hit.locator(".hit-title")).to_contain_text("slide 2, speaker notes · chunk ")
+    await expect(hit.locator(".hit-title")).not_to_contain_text("page")
+    await expect(hit.locator(".hit-section")).to_have_text("Risks")
+
+
+async def test_a_document_page_shows_each_chunks_headings(page: Page, documents: None) -> None:
+    await page.get_by_role("link", name="Search").click()
+    await page.get_by_label("Query").fill("wombat tools")
+    await page.get_by_role("radio", name="BM25", exact=True).check()
+    await page.get_by_role("button", name="Search", exact=True).click()
+    await page.locator(".hit-title a", has_text="guide.md").first.click()
+    await expect(page.get_by_role("heading", name="guide.md")).to_be_visible()
+    # The metadata editor opens on request only (a form's display once overrode `hidden`).
+    editor = page.get_by_label("Metadata (a JSON object", exact=False)
+    await expect(editor).to_be_hidden()
+    await expect(page.get_by_label("Current metadata", exact=True)).to_be_visible()
+    chunk = page.locator(".chunk").filter(has_text="wombat tools")
+    await expect(chunk.locator(".chunk-section")).to_have_text("Field Guide > Install > Linux")
+    # A Markdown file has no pages, slides or rows: nothing claims one.
+    await expect(chunk.locator(".chunk-place")).to_have_count(0)
+
+    await page.get_by_role("link", name="Documents", exact=True).click()
+    await page.get_by_role("link", name="deck.pptx").click()
+    notes = page.locator(".chunk").filter(has_text="narwhal")
+    await expect(notes.locator(".chunk-place")).to_have_text("slide 2, speaker notes")
+    await expect(notes.locator(".chunk-section")).to_have_text("Risks")

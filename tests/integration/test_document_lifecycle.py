@@ -334,6 +334,58 @@ def test_chat_history_marks_an_excerpt_from_an_earlier_version(
     assert all("wombat" not in s["excerpt"] for s in sources)
 
 
+def live_versions(client: TestClient, doc_id: str, marker: str) -> dict[str, list[int | None]]:
+    """The document versions each live answer path reports on its sources (search hits too)."""
+    filters = {"document_ids": [doc_id]}
+    versions: dict[str, list[int | None]] = {}
+    hits = search(client, marker, "bm25", document_ids=[doc_id])
+    versions["search"] = [h["document_version"] for h in hits]
+    r = client.post("/query", json={"query": marker, "filters": filters})
+    assert r.status_code == 200, r.text
+    versions["query"] = [s["document_version"] for s in r.json()["sources"]]
+    r = client.post("/query/stream", json={"query": marker, "filters": filters})
+    assert r.status_code == 200, r.text
+    first = r.text.split("\n\n")[0].splitlines()
+    assert first[0] == "event: sources", r.text
+    versions["stream"] = [
+        s["document_version"] for s in json.loads(first[1].removeprefix("data: "))["sources"]
+    ]
+    temporary = client.post("/chat/sessions", json={"is_temporary": True}).json()["id"]
+    r = client.post("/query", json={"query": marker, "filters": filters, "session_id": temporary})
+    assert r.status_code == 200, r.text
+    versions["temporary"] = [s["document_version"] for s in r.json()["sources"]]
+    body = {"model": "rag:default:bm25", "messages": [{"role": "user", "content": marker}]}
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    versions["v1"] = [s["document_version"] for s in r.json()["sources"] if s["document_id"] == doc_id]
+    return versions
+
+
+def test_live_answers_carry_the_version_they_cited(
+    client: TestClient, settings: Settings, logs: Path
+) -> None:
+    r = upload(client, {"versioned.txt": text_of("quokka")})
+    doc_id = r.json()["tasks"][0]["document_id"]
+    with worker(settings, logs):
+        wait_batch(client, r.json()["batch_id"])
+        first = live_versions(client, doc_id, "quokka")
+        assert all(v and set(v) == {1} for v in first.values()), first
+        old = client.post("/query", json={"query": "quokka", "filters": {"document_ids": [doc_id]}}).json()
+        r = put_file(client, doc_id, "versioned.txt", text_of("quokka numbat"))
+        wait_batch(client, r.json()["batch_id"])
+    second = live_versions(client, doc_id, "numbat")
+    assert all(v and set(v) == {2} for v in second.values()), second
+    new = client.post(
+        "/query",
+        json={"query": "numbat", "session_id": old["session_id"], "filters": {"document_ids": [doc_id]}},
+    )
+    assert new.status_code == 200, new.text
+    messages = client.get(f"/chat/history/{old['session_id']}").json()["messages"]
+    cited = [[(s["document_version"], s["stale"]) for s in m["sources"]] for m in messages if m["sources"]]
+    assert len(cited) == 2 and cited[0] and cited[1], messages
+    assert set(cited[0]) == {(1, True)} and set(cited[1]) == {(2, False)}
+
+
 def test_cli_ingest_metadata_and_replace(
     client: TestClient, settings: Settings, live_app_url: str, tmp_path: Path, logs: Path
 ) -> None:

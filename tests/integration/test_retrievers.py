@@ -8,7 +8,7 @@ import random
 from uuid import UUID
 
 import pytest
-from llama_index.core.schema import TextNode
+from llama_index.core.schema import MetadataMode, TextNode
 
 from rag_server.collections.models import CreateCollection
 from rag_server.collections.store import create_collection
@@ -19,6 +19,7 @@ from rag_server.integrations.llamaindex_retrievers import BM25Retriever, HybridR
 from rag_server.retrieval.models import SearchFilters, SearchRequest
 from rag_server.retrieval.service import bm25_search, embed_query, search, vector_search
 from rag_server.retrieval.vector import vector_leg, vector_settings
+from tests.support.sample_files import pptx_bytes
 
 ZEBRAFISH = (
     "Zebrafish regenerate cardiac muscle after injury. Cardiomyocytes near the wound dedifferentiate "
@@ -76,6 +77,31 @@ async def test_retrievers_return_nodes_with_chunk_metadata(
     assert [n.score for n in nodes] == sorted((n.score for n in nodes), reverse=True)
     if cls is HybridRetriever:
         assert meta["vector_rank"] == 1 and meta["bm25_rank"] == 1
+
+
+async def test_nodes_carry_the_chunks_headings_and_location(
+    runtime: Runtime, corpus: dict[str, UUID]
+) -> None:
+    deck = pptx_bytes(
+        [
+            {"title": "Budget", "body": "Travel costs."},
+            {"title": "Tardigrades", "body": "Moss piglets survive vacuum."},
+        ]
+    )
+    [deck_id] = await ingest_documents_direct(runtime, [DirectDocument("deck.pptx", deck, {})])
+    only_deck = SearchFilters(document_ids=[deck_id])
+    for cls in (VectorRetriever, BM25Retriever, HybridRetriever):
+        nodes = await cls(runtime, top_k=1, filters=only_deck).aretrieve("tardigrades moss piglets vacuum")
+        meta = nodes[0].node.metadata
+        assert (meta["heading_path"], meta["location"]) == ("Tardigrades", "slide 2"), cls
+        # Where the passage is from reaches the LLM's prompt; ids and scores do not.
+        prompt = nodes[0].node.get_content(metadata_mode=MetadataMode.LLM)
+        assert "heading_path: Tardigrades" in prompt and "location: slide 2" in prompt, prompt
+        assert "chunk_id" not in prompt, prompt
+    # A Markdown chunk has its headings and no location (nothing beyond the page).
+    nodes = await BM25Retriever(runtime, top_k=1).aretrieve("zebrafish cardiomyocytes")
+    meta = nodes[0].node.metadata
+    assert meta["heading_path"] == "Heart regeneration" and "location" not in meta
 
 
 async def test_filters_apply_inside_both_legs_before_limit(runtime: Runtime, corpus: dict[str, UUID]) -> None:

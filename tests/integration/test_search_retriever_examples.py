@@ -4,6 +4,7 @@ live server (RAG_URL) holding two documents; the retriever must bring back the o
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import subprocess
 import sys
@@ -64,3 +65,27 @@ async def test_the_retriever_example_fails_loudly_on_an_http_error(
         timeout=300,
     )
     assert result.returncode != 0 and "404" in result.stderr
+
+
+@pytest.mark.parametrize("script", ["llamaindex_search_retriever.py", "langchain_search_retriever.py"])
+def test_the_examples_keep_where_a_hit_is_from(script: str) -> None:
+    """A /search hit's headings and location label reach the retriever's metadata, flat; absent ones
+    are left out (a plain-text hit has neither)."""
+    spec = importlib.util.spec_from_file_location(script.removesuffix(".py"), EXAMPLES / script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    slide = {
+        "document_name": "deck.pptx",
+        "page": None,
+        "heading_path": "Risks",
+        "location": {"label": "slide 2, speaker notes", "slide": 2, "part": "notes"},
+    }
+    assert module.place(slide) == {
+        "document_name": "deck.pptx",
+        "page": None,
+        "heading_path": "Risks",
+        "location": "slide 2, speaker notes",
+    }
+    plain = {"document_name": "a.txt", "page": None, "heading_path": None, "location": None}
+    assert module.place(plain) == {"document_name": "a.txt", "page": None}

@@ -59,6 +59,7 @@ def sources_from_hits(hits: Sequence[SearchHit]) -> list[Source]:
             score=hit.score,
             heading_path=hit.heading_path,
             location=hit.location,
+            document_version=hit.document_version,
         )
         for i, hit in enumerate(hits, start=1)
     ]

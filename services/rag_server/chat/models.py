@@ -87,7 +87,8 @@ class Source(BaseModel):
     location: ChunkLocation | None = None
     # Set when history is read: the cited document has since been deleted (the excerpt stays).
     document_deleted: bool = False
-    # The document's version the answer cited (stored with the answer; None: not recorded).
+    # The document's version the answer cited: set at retrieval time (live answers) and stored with the
+    # answer (None: an answer stored before versions).
     document_version: int | None = None
     # Set when history is read: the document has been replaced since; the excerpt is from an earlier
     # version (document_version), the document is now at current_version.

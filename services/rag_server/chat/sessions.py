@@ -238,8 +238,9 @@ async def _mark_cited_documents(conn: Executor, messages: list[ChatMessageOut]) 
 
 
 async def _with_document_versions(conn: Executor, metadata: dict[str, Any]) -> dict[str, Any]:
-    """The answer's metadata with each source's document version as it is now (the answer's own
-    transaction): what history later compares with to mark an excerpt from an earlier version."""
+    """The answer's metadata with each source's document version: the one retrieval read with the chunk,
+    else the document's version now (the answer's own transaction); what history later compares with to
+    mark an excerpt from an earlier version."""
     sources = metadata.get("sources") or []
     ids = list({s["document_id"] for s in sources if isinstance(s, dict) and "document_id" in s})
     if not ids:
@@ -247,7 +248,9 @@ async def _with_document_versions(conn: Executor, metadata: dict[str, Any]) -> d
     rows = await conn.fetch("SELECT id::text AS id, version FROM documents WHERE id = ANY($1::uuid[])", ids)
     versions = {r["id"]: r["version"] for r in rows}
     stamped = [
-        {**s, "document_version": versions.get(str(s.get("document_id")))} if isinstance(s, dict) else s
+        {**s, "document_version": s.get("document_version") or versions.get(str(s.get("document_id")))}
+        if isinstance(s, dict)
+        else s
         for s in sources
     ]
     return {**metadata, "sources": stamped}

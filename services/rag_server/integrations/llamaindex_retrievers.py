@@ -30,14 +30,20 @@ def hit_to_node(hit: SearchHit) -> NodeWithScore:
         "chunk_index": hit.chunk_index,
         "page": hit.page,
     }
+    # Where the chunk sits, flat (what vector stores accept): its headings, its slide or rows.
+    if hit.heading_path:
+        metadata["heading_path"] = hit.heading_path
+    if hit.location is not None:
+        metadata["location"] = hit.location.label
     for leg in ("vector", "bm25"):
         score = getattr(hit, leg)
         if score is not None:
             metadata[f"{leg}_rank"] = score.rank
             metadata[f"{leg}_score"] = score.score
     node = TextNode(id_=f"chunk-{hit.chunk_id}", text=hit.text, metadata=metadata)
-    # Scores and ids are for callers, not for the LLM prompt.
-    node.excluded_llm_metadata_keys = [k for k in metadata if k not in ("document_name", "page")]
+    # Scores and ids are for callers, not for the LLM prompt; where the passage is from is for both.
+    shown = ("document_name", "page", "heading_path", "location")
+    node.excluded_llm_metadata_keys = [k for k in metadata if k not in shown]
     return NodeWithScore(node=node, score=hit.score)
 
 

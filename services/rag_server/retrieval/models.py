@@ -107,6 +107,8 @@ class SearchHit(BaseModel):
     score: float  # the fused score for hybrid, the leg's score otherwise
     heading_path: str | None = None  # "Guide > Install > Linux"; a slide's title; a sheet's name
     location: ChunkLocation | None = None
+    # The document's version the chunk belongs to (a replacement swaps chunks and version together).
+    document_version: int | None = None
     vector: LegScore | None = None
     bm25: LegScore | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)

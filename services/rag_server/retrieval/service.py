@@ -150,6 +150,7 @@ def _to_hit(fused: FusedHit, row: ChunkRow) -> SearchHit:
         metadata=row.metadata,
         heading_path=row.heading_path,
         location=row.location,
+        document_version=row.document_version,
     )
 
 

@@ -23,11 +23,12 @@ class ChunkRow:
     metadata: dict[str, Any]
     heading_path: str | None = None
     location: ChunkLocation | None = None
+    document_version: int | None = None
 
 
 HYDRATE_SQL = """
     SELECT c.id, c.document_id, d.filename, c.chunk_index, c.page, c.text,
-           d.metadata || c.metadata AS metadata, c.heading_path, c.location
+           d.metadata || c.metadata AS metadata, c.heading_path, c.location, d.version
     FROM chunks c JOIN documents d ON d.id = c.document_id
     WHERE c.id = ANY($1::bigint[])
 """
@@ -52,6 +53,7 @@ def _row(r: asyncpg.Record) -> ChunkRow:
         metadata=dict(r["metadata"] or {}),
         heading_path=r["heading_path"],
         location=ChunkLocation.from_stored(r["location"]),
+        document_version=r["version"],
     )
 
 

@@ -8,12 +8,7 @@ import { download } from "../api.js";
 import { append, h, toast } from "../dom.js";
 import { renderMarkdown } from "../markdown.js";
 import { href } from "../router.js";
-
-// The document and the place in it: a slide or sheet rows when the server says so, else the page.
-function place(source) {
-  if (source.location?.label) return source.location.label;
-  return source.page !== null && source.page !== undefined ? `page ${source.page}` : null;
-}
+import { chunkPlace, chunkSection } from "./document_common.js";
 
 // The excerpt was cited from a version of the document that has since been replaced.
 function earlierVersion(source) {
@@ -21,7 +16,7 @@ function earlierVersion(source) {
 }
 
 function where(source) {
-  const at = place(source);
+  const at = chunkPlace(source);
   return at ? `${source.document_name}, ${at}` : source.document_name;
 }
 
@@ -136,7 +131,7 @@ function sourceList(sources) {
           { type: "button", class: "source-chip", "aria-label": `Open source ${s.n}: ${where(s)}` },
           h("span", { class: "cite-number" }, String(s.n)),
           h("span", { class: "source-name" }, where(s)),
-          s.heading_path ? h("span", { class: "source-section" }, s.heading_path) : null,
+          chunkSection(s, "source-section"),
           s.stale ? h("span", { class: "badge warn stale-source", title: earlierVersion(s) }, "earlier version") : null,
           h("span", { class: "source-score" }, Number(s.score).toFixed(2)),
         );

@@ -1,4 +1,5 @@
-// What the documents table and a document's page share: the status badge, download, delete.
+// What the documents table, a document's page, search hits and chat sources share: the status badge,
+// download, delete, and where a chunk sits in its file.
 
 import { api, download } from "../api.js";
 import { append, clear, confirmDialog, h, toast } from "../dom.js";
@@ -8,6 +9,18 @@ const STATUS_TONE = { ready: "ok", failed: "error", queued: "", processing: "war
 // Replace el's children; null children (optional parts) are left out.
 export function fill(el, ...children) {
   return append(clear(el), children);
+}
+
+// Where a chunk (a search hit, a chat source) sits in its file: a slide or sheet rows when the server
+// says so, else the page; null when the file has neither.
+export function chunkPlace(chunk) {
+  if (chunk.location?.label) return chunk.location.label;
+  return chunk.page !== null && chunk.page !== undefined ? `page ${chunk.page}` : null;
+}
+
+// The headings above a chunk ("Guide > Install", a slide's title, a sheet's name), or null.
+export function chunkSection(chunk, className = "chunk-section") {
+  return chunk.heading_path ? h("span", { class: className, title: chunk.heading_path }, chunk.heading_path) : null;
 }
 
 export function statusBadge(status) {

@@ -4,7 +4,7 @@
 import { api, ApiError } from "../api.js";
 import { announce, formatBytes, formatDate, h, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { deleteDocument, downloadDocument, fill, statusBadge } from "./document_common.js";
+import { chunkPlace, chunkSection, deleteDocument, downloadDocument, fill, statusBadge } from "./document_common.js";
 
 const CHUNK_PAGE = 50;
 const NO_CHUNKS = {
@@ -239,7 +239,8 @@ export function mountDetail(root, ctx, route, backHref) {
                   "div",
                   { class: "chunk-head muted small" },
                   h("span", {}, `Chunk ${c.chunk_index}`),
-                  c.page !== null && c.page !== undefined ? h("span", {}, `Page ${c.page}`) : null,
+                  chunkPlace(c) ? h("span", { class: "chunk-place" }, chunkPlace(c)) : null,
+                  chunkSection(c),
                 ),
                 h("p", { class: "chunk-text" }, c.text),
               ),

@@ -5,6 +5,7 @@
 import { api } from "../api.js";
 import { clear, formatMs, h, announce } from "../dom.js";
 import { href, navigate } from "../router.js";
+import { chunkPlace, chunkSection } from "./document_common.js";
 
 const MODES = [
   ["hybrid", "Hybrid", "BM25 and vector, fused"],
@@ -76,8 +77,9 @@ function hitElement(hit, rank, p) {
         h(
           "span",
           { class: "muted small" },
-          [hit.page !== null && hit.page !== undefined ? `page ${hit.page}` : null, `chunk ${hit.chunk_index}`].filter(Boolean).join(" · "),
+          [chunkPlace(hit), `chunk ${hit.chunk_index}`].filter(Boolean).join(" · "),
         ),
+        chunkSection(hit, "hit-section"),
       ),
       h("div", { class: "hit-score", title: p.mode === "hybrid" ? "Fused score" : "Score" }, h("span", { class: "muted small" }, p.mode === "hybrid" ? "fused" : "score"), " ", hit.score.toFixed(4)),
     ),
