@@ -18,12 +18,14 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
 import httpx
+from pydantic import BaseModel
 
 from rag_server.chat.models import QueryResponse
 from rag_server.ingestion.models import BatchStatus, Document, DuplicateCheckResult, UploadResponse
@@ -32,6 +34,9 @@ from rag_server.retrieval.models import SearchResponse
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Statuses that say "not processed, try again": a proxy's rate limit, our database being unavailable.
 RETRY_STATUSES = frozenset({429, 503})
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class ClientError(Exception):
@@ -88,25 +93,81 @@ def _files(paths: Sequence[str | Path], field: str = "files") -> list[tuple[str,
     return [(field, (Path(p).name, Path(p).read_bytes(), "application/octet-stream")) for p in paths]
 
 
-def _upload_form(
-    collection: str,
-    metadata: dict[str, Any] | None,
-    file_metadata: dict[str, dict[str, Any]] | None,
-    replace: bool,
-) -> dict[str, str]:
-    """POST /upload's text fields: metadata for every file, per file name, and the replace flag."""
-    form = {"collection": collection}
-    if metadata:
-        form["metadata"] = json.dumps(metadata)
-    if file_metadata:
-        form["file_metadata"] = json.dumps(file_metadata)
-    if replace:
-        form["replace"] = "true"
-    return form
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One API call, described once: the sync and the async client only send it and parse the answer."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    ok: int = 200
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def _file_form(metadata: dict[str, Any] | None) -> dict[str, str]:
-    return {"metadata": json.dumps(metadata)} if metadata is not None else {}
+def _model(model: type[M]) -> Callable[[httpx.Response], M]:
+    return lambda response: model.model_validate(response.json())
+
+
+class _Calls:
+    """Every call of the API (both clients' methods are thin wrappers of these)."""
+
+    @staticmethod
+    def health() -> Call[dict[str, Any]]:
+        return Call("GET", "/health", lambda r: dict(r.json()))
+
+    @staticmethod
+    def search(query: str, params: dict[str, Any]) -> Call[SearchResponse]:
+        return Call("POST", "/search", _model(SearchResponse), kwargs={"json": {"query": query, **params}})
+
+    @staticmethod
+    def query(query: str, params: dict[str, Any]) -> Call[QueryResponse]:
+        return Call("POST", "/query", _model(QueryResponse), kwargs={"json": {"query": query, **params}})
+
+    @staticmethod
+    def check_duplicates(files: Sequence[tuple[str, str]], collection: str) -> Call[DuplicateCheckResult]:
+        body = {"files": [{"filename": f, "sha256": s} for f, s in files], "collection": collection}
+        return Call(
+            "POST", "/documents/check-duplicates", _model(DuplicateCheckResult), kwargs={"json": body}
+        )
+
+    @staticmethod
+    def upload(
+        paths: Sequence[str | Path],
+        collection: str,
+        metadata: dict[str, Any] | None,
+        file_metadata: dict[str, dict[str, Any]] | None,
+        replace: bool,
+    ) -> Call[UploadResponse]:
+        form = {"collection": collection}
+        if metadata:
+            form["metadata"] = json.dumps(metadata)
+        if file_metadata:
+            form["file_metadata"] = json.dumps(file_metadata)
+        if replace:
+            form["replace"] = "true"
+        kwargs = {"files": _files(paths), "data": form}
+        return Call("POST", "/upload", _model(UploadResponse), ok=202, kwargs=kwargs)
+
+    @staticmethod
+    def replace_file(
+        document_id: str, path: str | Path, metadata: dict[str, Any] | None
+    ) -> Call[UploadResponse]:
+        form = {"metadata": json.dumps(metadata)} if metadata is not None else {}
+        kwargs = {"files": _files([path], "file"), "data": form}
+        return Call("PUT", f"/documents/{document_id}/file", _model(UploadResponse), ok=202, kwargs=kwargs)
+
+    @staticmethod
+    def document(document_id: str) -> Call[Document]:
+        return Call("GET", f"/documents/{document_id}", _model(Document))
+
+    @staticmethod
+    def update_metadata(document_id: str, metadata: dict[str, Any], mode: str) -> Call[Document]:
+        body = {"metadata": metadata, "mode": mode}
+        return Call("PATCH", f"/documents/{document_id}", _model(Document), kwargs={"json": body})
+
+    @staticmethod
+    def batch_status(batch_id: str) -> Call[BatchStatus]:
+        return Call("GET", f"/tasks/{batch_id}/status", _model(BatchStatus))
 
 
 class _Settings:
@@ -117,6 +178,20 @@ class _Settings:
         key = api_key or os.environ.get("RAG_API_KEY") or None
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.timeout, self.retries, self.backoff_s = timeout, retries, backoff_s
+
+    def outcome(
+        self, attempt: int, ok: int, response: httpx.Response | None, error: httpx.TransportError | None
+    ) -> float | httpx.Response:
+        """After one attempt: the seconds to wait before the next, or the response to return (raises a
+        ClientError when the call failed for good)."""
+        if attempt < self.retries and _retryable(response, error):
+            return _delay(attempt, self.backoff_s, response)
+        if error is not None:
+            raise _unreachable(self.base_url, error) from None
+        assert response is not None
+        if response.status_code != ok:
+            raise _failure(response)
+        return response
 
 
 class Client:
@@ -154,40 +229,31 @@ class Client:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 error = exc
-            if attempt < self._s.retries and _retryable(response, error):
-                time.sleep(_delay(attempt, self._s.backoff_s, response))
-                continue
-            if error is not None:
-                raise _unreachable(self._s.base_url, error) from None
-            assert response is not None
-            if response.status_code != ok:
-                raise _failure(response)
-            return response
+            outcome = self._s.outcome(attempt, ok, response, error)
+            if isinstance(outcome, httpx.Response):
+                return outcome
+            time.sleep(outcome)
         raise AssertionError("unreachable")
 
+    def _send(self, call: Call[T]) -> T:
+        return call.parse(self.request(call.method, call.path, ok=call.ok, **call.kwargs))
+
     def health(self) -> dict[str, Any]:
-        return dict(self.request("GET", "/health").json())
+        return self._send(_Calls.health())
 
     def search(self, query: str, **params: Any) -> SearchResponse:
         """POST /search; `params`: search_type, top_k, collections, filters... (SearchRequest)."""
-        return SearchResponse.model_validate(
-            self.request("POST", "/search", json={"query": query, **params}).json()
-        )
+        return self._send(_Calls.search(query, params))
 
     def query(self, query: str, **params: Any) -> QueryResponse:
         """POST /query: a cited answer; `params`: session_id, collections, search_type..."""
-        return QueryResponse.model_validate(
-            self.request("POST", "/query", json={"query": query, **params}).json()
-        )
+        return self._send(_Calls.query(query, params))
 
     def check_duplicates(
         self, files: Sequence[tuple[str, str]], collection: str = "default"
     ) -> DuplicateCheckResult:
         """`files`: (filename, sha256 hex) pairs."""
-        body = {"files": [{"filename": f, "sha256": s} for f, s in files], "collection": collection}
-        return DuplicateCheckResult.model_validate(
-            self.request("POST", "/documents/check-duplicates", json=body).json()
-        )
+        return self._send(_Calls.check_duplicates(files, collection))
 
     def upload(
         self,
@@ -200,33 +266,23 @@ class Client:
     ) -> UploadResponse:
         """POST /upload. `metadata`: every file's; `file_metadata`: by file name, on top; `replace`: a
         file named like a stored document of the collection replaces its file."""
-        data = _upload_form(collection, metadata, file_metadata, replace)
-        response = self.request("POST", "/upload", ok=202, files=_files(paths), data=data)
-        return UploadResponse.model_validate(response.json())
+        return self._send(_Calls.upload(paths, collection, metadata, file_metadata, replace))
 
     def replace_file(
         self, document_id: str, path: str | Path, *, metadata: dict[str, Any] | None = None
     ) -> UploadResponse:
         """PUT /documents/{id}/file: a new version of the document (same id) once processed."""
-        response = self.request(
-            "PUT",
-            f"/documents/{document_id}/file",
-            ok=202,
-            files=_files([path], "file"),
-            data=_file_form(metadata),
-        )
-        return UploadResponse.model_validate(response.json())
+        return self._send(_Calls.replace_file(document_id, path, metadata))
 
     def document(self, document_id: str) -> Document:
-        return Document.model_validate(self.request("GET", f"/documents/{document_id}").json())
+        return self._send(_Calls.document(document_id))
 
     def update_metadata(self, document_id: str, metadata: dict[str, Any], mode: str = "replace") -> Document:
         """PATCH /documents/{id}: `replace` the metadata, or `merge` top-level keys (null removes one)."""
-        body = {"metadata": metadata, "mode": mode}
-        return Document.model_validate(self.request("PATCH", f"/documents/{document_id}", json=body).json())
+        return self._send(_Calls.update_metadata(document_id, metadata, mode))
 
     def batch_status(self, batch_id: str) -> BatchStatus:
-        return BatchStatus.model_validate(self.request("GET", f"/tasks/{batch_id}/status").json())
+        return self._send(_Calls.batch_status(batch_id))
 
 
 class AsyncClient:
@@ -263,27 +319,28 @@ class AsyncClient:
                 response = await self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 error = exc
-            if attempt < self._s.retries and _retryable(response, error):
-                await asyncio.sleep(_delay(attempt, self._s.backoff_s, response))
-                continue
-            if error is not None:
-                raise _unreachable(self._s.base_url, error) from None
-            assert response is not None
-            if response.status_code != ok:
-                raise _failure(response)
-            return response
+            outcome = self._s.outcome(attempt, ok, response, error)
+            if isinstance(outcome, httpx.Response):
+                return outcome
+            await asyncio.sleep(outcome)
         raise AssertionError("unreachable")
 
+    async def _send(self, call: Call[T]) -> T:
+        return call.parse(await self.request(call.method, call.path, ok=call.ok, **call.kwargs))
+
     async def health(self) -> dict[str, Any]:
-        return dict((await self.request("GET", "/health")).json())
+        return await self._send(_Calls.health())
 
     async def search(self, query: str, **params: Any) -> SearchResponse:
-        response = await self.request("POST", "/search", json={"query": query, **params})
-        return SearchResponse.model_validate(response.json())
+        return await self._send(_Calls.search(query, params))
 
     async def query(self, query: str, **params: Any) -> QueryResponse:
-        response = await self.request("POST", "/query", json={"query": query, **params})
-        return QueryResponse.model_validate(response.json())
+        return await self._send(_Calls.query(query, params))
+
+    async def check_duplicates(
+        self, files: Sequence[tuple[str, str]], collection: str = "default"
+    ) -> DuplicateCheckResult:
+        return await self._send(_Calls.check_duplicates(files, collection))
 
     async def upload(
         self,
@@ -294,31 +351,20 @@ class AsyncClient:
         file_metadata: dict[str, dict[str, Any]] | None = None,
         replace: bool = False,
     ) -> UploadResponse:
-        data = _upload_form(collection, metadata, file_metadata, replace)
-        response = await self.request("POST", "/upload", ok=202, files=_files(paths), data=data)
-        return UploadResponse.model_validate(response.json())
+        return await self._send(_Calls.upload(paths, collection, metadata, file_metadata, replace))
 
     async def replace_file(
         self, document_id: str, path: str | Path, *, metadata: dict[str, Any] | None = None
     ) -> UploadResponse:
-        response = await self.request(
-            "PUT",
-            f"/documents/{document_id}/file",
-            ok=202,
-            files=_files([path], "file"),
-            data=_file_form(metadata),
-        )
-        return UploadResponse.model_validate(response.json())
+        return await self._send(_Calls.replace_file(document_id, path, metadata))
 
     async def document(self, document_id: str) -> Document:
-        return Document.model_validate((await self.request("GET", f"/documents/{document_id}")).json())
+        return await self._send(_Calls.document(document_id))
 
     async def update_metadata(
         self, document_id: str, metadata: dict[str, Any], mode: str = "replace"
     ) -> Document:
-        body = {"metadata": metadata, "mode": mode}
-        response = await self.request("PATCH", f"/documents/{document_id}", json=body)
-        return Document.model_validate(response.json())
+        return await self._send(_Calls.update_metadata(document_id, metadata, mode))
 
     async def batch_status(self, batch_id: str) -> BatchStatus:
-        return BatchStatus.model_validate((await self.request("GET", f"/tasks/{batch_id}/status")).json())
+        return await self._send(_Calls.batch_status(batch_id))
