@@ -132,24 +132,7 @@ async def ingest_documents_direct(
 
     async def flush() -> None:
         nonlocal window, window_chunks
-        # Every live embedding generation's vectors, like the worker's (imported here: it imports us).
-        from rag_server.generations.backfill import embed_for_generations
-
-        texts_chunks = [c for _, chunks in window for c in chunks]
-        base, later = await embed_for_generations(
-            runtime, texts_chunks, max(settings.embedding_batch_size, 256)
-        )
-        offset = 0
-        for doc_id, chunks in window:
-            end = offset + len(chunks)
-            await write_chunks(
-                runtime.pool,
-                doc_id,
-                chunks,
-                None if base is None else base[offset:end],
-                {generation: vectors[offset:end] for generation, vectors in later.items()},
-            )
-            offset = end
+        await _write_window(runtime, window)
         advance(len(window))
         window, window_chunks = [], 0
 
@@ -174,3 +157,26 @@ async def ingest_documents_direct(
     if window:
         await flush()
     return ids
+
+
+async def _write_window(runtime: Runtime, window: Sequence[tuple[UUID, list[Chunk]]]) -> None:
+    """Embed a window of documents' chunks in large batches (every live embedding generation, like the
+    worker) and write each document's chunks."""
+    # Imported here: rag_server.generations imports this module.
+    from rag_server.generations.backfill import embed_for_generations
+
+    all_chunks = [c for _, chunks in window for c in chunks]
+    base, later = await embed_for_generations(
+        runtime, all_chunks, max(runtime.settings.embedding_batch_size, 256)
+    )
+    offset = 0
+    for doc_id, chunks in window:
+        end = offset + len(chunks)
+        await write_chunks(
+            runtime.pool,
+            doc_id,
+            chunks,
+            None if base is None else base[offset:end],
+            {generation: vectors[offset:end] for generation, vectors in later.items()},
+        )
+        offset = end
