@@ -197,7 +197,11 @@ def test_key_sentences_keep_headings_and_list_items_apart_and_drop_their_markers
         "- beams rotate\n- lamps"
     )
     assert key_sentences(text, {"fresnel", "beam"}) == "A Fresnel lens focuses the beam."
-    assert key_sentences(text, {"lighthouses"}) == "Lighthouses"
+    # A heading labels the passage (its heading path goes with the citation); it is not an answer.
+    assert key_sentences(text, {"lighthouses"}) == "A Fresnel lens focuses the beam."
+    guide = "## Install\n\n### Linux\n\nRun the installer with --quiet on Linux hosts."
+    assert key_sentences(guide, {"install", "linux"}) == "Run the installer with --quiet on Linux hosts."
+    assert key_sentences("# Only a heading", {"zebra"}) == "Only a heading"
     assert key_sentences(text, {"rotate"}) == "beams rotate"
     # Hard-wrapped lines of one paragraph are still one sentence.
     assert key_sentences("A lens focuses\nthe beam far.", {"lens"}) == "A lens focuses the beam far."

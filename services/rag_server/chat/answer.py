@@ -103,20 +103,27 @@ _LINE_MARKER = re.compile(r"^\s{0,3}(?:#{1,6}|[-*+>]|\d{1,3}[.)])\s+")
 
 
 def _text_units(text: str) -> list[str]:
-    """Paragraphs, headings and list items with their markers dropped: a sentence never runs from a
-    heading into the paragraph below it, and a quoted line never starts with `#` (it would render as a
-    heading inside the answer's list)."""
-    units: list[str] = []
+    """Paragraphs and list items with their markers dropped: a sentence never runs from a heading into
+    the paragraph below it, and a quoted line never starts with `#` (it would render as a heading inside
+    the answer's list). Headings are left out when there is anything else: they label the passage (its
+    heading path goes with the citation), they do not answer (a heading "Install" would outrank the
+    sentence saying how)."""
+    units: list[tuple[str, bool]] = []  # (text, is a heading)
     for block in re.split(r"\n\s*\n", text):
         current: list[str] = []
         for line in block.splitlines():
             marker = _LINE_MARKER.match(line)
             if marker and current:
-                units.append(" ".join(current))
+                units.append((" ".join(current), False))
                 current = []
+            if marker and marker.group(0).lstrip().startswith("#"):
+                units.append((line[marker.end() :], True))
+                continue
             current.append(line[marker.end() :] if marker else line)
-        units.append(" ".join(current))
-    return [" ".join(unit.split()) for unit in units if unit.strip()]
+        units.append((" ".join(current), False))
+    units = [(" ".join(unit.split()), heading) for unit, heading in units if unit.strip()]
+    body = [unit for unit, heading in units if not heading]
+    return body or [unit for unit, _ in units]
 
 
 def fallback_title(question: str) -> str:
