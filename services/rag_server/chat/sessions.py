@@ -237,25 +237,6 @@ async def _mark_cited_documents(conn: Executor, messages: list[ChatMessageOut]) 
             source.stale = current is not None and cited_version is not None and cited_version != current
 
 
-async def _with_document_versions(conn: Executor, metadata: dict[str, Any]) -> dict[str, Any]:
-    """The answer's metadata with each source's document version: the one retrieval read with the chunk,
-    else the document's version now (the answer's own transaction); what history later compares with to
-    mark an excerpt from an earlier version."""
-    sources = metadata.get("sources") or []
-    ids = list({s["document_id"] for s in sources if isinstance(s, dict) and "document_id" in s})
-    if not ids:
-        return metadata
-    rows = await conn.fetch("SELECT id::text AS id, version FROM documents WHERE id = ANY($1::uuid[])", ids)
-    versions = {r["id"]: r["version"] for r in rows}
-    stamped = [
-        {**s, "document_version": s.get("document_version") or versions.get(str(s.get("document_id")))}
-        if isinstance(s, dict)
-        else s
-        for s in sources
-    ]
-    return {**metadata, "sources": stamped}
-
-
 async def append_exchange(
     conn: Executor,
     session_id: UUID,
@@ -288,7 +269,6 @@ async def append_exchange(
             )
         await lock_session(c, session_id)
         user_id = await insert_message(c, session_id, "user", question, {})
-        answer_metadata = await _with_document_versions(c, answer_metadata)
         assistant_id = await insert_message(c, session_id, "assistant", answer, answer_metadata)
         await c.execute(
             "UPDATE chat_sessions SET updated_at = now(), title = coalesce(title, $2) WHERE id = $1",
