@@ -19,7 +19,7 @@ import pytest
 
 from rag_server.errors import ConflictError
 from rag_server.evaluation.peers import read_chunks_for_peer
-from rag_server.generations import reembed
+from rag_server.generations import backfill, reembed
 from rag_server.generations.backfill import embed_for_generations, handle_reembed
 from rag_server.generations.store import Generation, list_generations
 from rag_server.infra.database import owner_connection, vector_array
@@ -27,7 +27,6 @@ from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.integrity import check_integrity
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from rag_server.integrations.llamaindex_retrievers import HybridRetriever, VectorRetriever
-from rag_server.porting import writer
 from rag_server.porting.service import export_jsonl, import_chroma, import_jsonl_file
 from rag_server.retrieval.models import SearchRequest
 from rag_server.retrieval.service import search
@@ -272,7 +271,7 @@ async def test_an_import_whose_generations_changed_meanwhile_embeds_again(
         calls.append(len(later))
         return (base, {}) if len(calls) == 1 else (base, later)
 
-    monkeypatch.setattr(writer, "embed_for_generations", stale_first)
+    monkeypatch.setattr(backfill, "embed_for_generations", stale_first)
     bare = tmp_path / "bare.jsonl"
     await export_jsonl(runtime, "chroma-g2", bare, quiet=True, report=silent)
     counts = await import_jsonl_file(runtime, bare, collection="retried-g2", quiet=True, report=silent)

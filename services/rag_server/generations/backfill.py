@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import numpy as np
@@ -29,6 +29,8 @@ from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.pipeline import embed_chunks
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 REEMBED_KIND = "reembed"
 
@@ -147,3 +149,28 @@ async def embed_for_generations(
         else:
             extra[generation.id] = vectors
     return base, extra
+
+
+async def write_for_generations(
+    runtime: Runtime,
+    chunks: Sequence[Chunk],
+    batch_size: int,
+    write: Callable[[np.ndarray | None, dict[int, np.ndarray]], Awaitable[T]],
+    on_progress: Callable[[int], Awaitable[None]] | None = None,
+    known: Mapping[int, np.ndarray] | None = None,
+) -> T:
+    """The one way a chunk writer writes: every live generation's vectors (embed_for_generations) handed
+    to `write` (the chunks' transaction). When the generations changed in between (a switch, a new
+    re-embed: write_chunks raises GenerationsChangedError under the generations lock), only the vectors
+    still missing are embedded and the write is tried again."""
+    have: dict[int, np.ndarray] = dict(known or {})
+    for _ in range(3):
+        base, later = await embed_for_generations(runtime, chunks, batch_size, on_progress, have)
+        try:
+            return await write(base, later)
+        except store.GenerationsChangedError as exc:
+            logger.info("%s; embedding the missing generations", exc)
+            have.update(later)
+            if base is not None:
+                have[store.BASE_GENERATION] = base
+    raise RuntimeError("the embedding generations kept changing while these chunks were written")

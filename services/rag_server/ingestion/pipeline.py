@@ -163,20 +163,20 @@ async def _write_window(runtime: Runtime, window: Sequence[tuple[UUID, list[Chun
     """Embed a window of documents' chunks in large batches (every live embedding generation, like the
     worker) and write each document's chunks."""
     # Imported here: rag_server.generations imports this module.
-    from rag_server.generations.backfill import embed_for_generations
+    from rag_server.generations.backfill import write_for_generations
+
+    async def write(base: np.ndarray | None, later: dict[int, np.ndarray]) -> None:
+        offset = 0
+        for doc_id, chunks in window:
+            end = offset + len(chunks)
+            await write_chunks(
+                runtime.pool,
+                doc_id,
+                chunks,
+                None if base is None else base[offset:end],
+                {generation: vectors[offset:end] for generation, vectors in later.items()},
+            )
+            offset = end
 
     all_chunks = [c for _, chunks in window for c in chunks]
-    base, later = await embed_for_generations(
-        runtime, all_chunks, max(runtime.settings.embedding_batch_size, 256)
-    )
-    offset = 0
-    for doc_id, chunks in window:
-        end = offset + len(chunks)
-        await write_chunks(
-            runtime.pool,
-            doc_id,
-            chunks,
-            None if base is None else base[offset:end],
-            {generation: vectors[offset:end] for generation, vectors in later.items()},
-        )
-        offset = end
+    await write_for_generations(runtime, all_chunks, max(runtime.settings.embedding_batch_size, 256), write)

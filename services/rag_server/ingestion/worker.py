@@ -21,9 +21,10 @@ import time
 from collections.abc import Awaitable, Callable
 from uuid import UUID
 
+import numpy as np
+
 from rag_server.config import Settings
-from rag_server.generations.backfill import embed_for_generations, handle_reembed, is_reembed
-from rag_server.generations.store import GenerationsChangedError
+from rag_server.generations.backfill import handle_reembed, is_reembed, write_for_generations
 from rag_server.infra.database import is_transient_db_error, runtime_url, transaction
 from rag_server.infra.embeddings import EmbeddingError
 from rag_server.infra.log_context import log_context, valid_request_id
@@ -238,21 +239,12 @@ class Worker:
         async def progress(done: int) -> None:
             await tasks.set_task_progress(pool, task_id, done)
 
-        # One vector per live embedding generation; embedded again if a generation became required
-        # while this ran (a switch or a new re-embed: the write checks under the generations lock).
-        for _ in range(3):
-            base, later = await embed_for_generations(
-                self.runtime, chunks, settings.embedding_batch_size, progress
-            )
-            try:
-                written = await tasks.complete_task(
-                    pool, self.runtime.queue, work, msg_id, chunks, base, later
-                )
-                break
-            except GenerationsChangedError as exc:
-                logger.info("task %s: %s; embedding again", task_id, exc)
-        else:
-            raise RuntimeError("the embedding generations kept changing while this document was written")
+        async def write(base: np.ndarray | None, later: dict[int, np.ndarray]) -> bool:
+            return await tasks.complete_task(pool, self.runtime.queue, work, msg_id, chunks, base, later)
+
+        written = await write_for_generations(
+            self.runtime, chunks, settings.embedding_batch_size, write, progress
+        )
         if written:
             logger.info("task %s completed: %d chunks written", task_id, len(chunks))
         else:

@@ -14,8 +14,8 @@ from uuid import UUID
 import numpy as np
 
 from rag_server.generations.active import embedder_for
-from rag_server.generations.backfill import embed_for_generations
-from rag_server.generations.store import Generation, GenerationsChangedError, live_generations
+from rag_server.generations.backfill import write_for_generations
+from rag_server.generations.store import Generation, live_generations
 from rag_server.infra.database import transaction, vector_array
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.chunking import Chunk
@@ -92,20 +92,10 @@ async def _reused(
     return np.stack([v for v in flat if v is not None]).astype(np.float32)
 
 
-async def _vectors(
-    runtime: Runtime, todo: Sequence[_Prepared], reuse_for: int | None, counts: ImportCounts
+def _per_document(
+    todo: Sequence[_Prepared], base: np.ndarray | None, later: dict[int, np.ndarray]
 ) -> list[tuple[np.ndarray | None, dict[int, np.ndarray]]]:
-    """Per document, its vectors for every live embedding generation (generation 1's or None, later
-    ones by id): the source's for `reuse_for` (while it is live), embedded for the others."""
-    live = {g.id: g for g in await live_generations(runtime.pool)}
-    known: dict[int, np.ndarray] = {}
-    if reuse_for is not None and reuse_for in live:
-        known[reuse_for] = await _reused(runtime, todo, live[reuse_for], counts)
-    chunks = [chunk for p in todo for chunk in _chunks(p)]
-    batch = max(1, runtime.settings.embedding_batch_size)
-    base, later = await embed_for_generations(runtime, chunks, batch, known=known)
-    if not any(live[g].state == "active" for g in known):
-        counts.embedded += len(chunks)
+    """The batch's vectors cut per document: (generation 1's or None, later generations' by id)."""
     out: list[tuple[np.ndarray | None, dict[int, np.ndarray]]] = []
     start = 0
     for p in todo:
@@ -138,17 +128,26 @@ async def write_documents(
     prepared = [by_id[k] for k in sorted(by_id)]
     stored = await stored_documents(runtime.pool, [p.id for p in prepared])
     todo = [p for p in prepared if not p.unchanged(stored.get(p.id))]
-    for _ in range(3):
-        counts = ImportCounts(unchanged=len(prepared) - len(todo))
-        if not todo:
-            return counts
-        vectors = await _vectors(runtime, todo, reuse_for, counts)
-        try:
-            await _write(runtime, collection_id, todo, vectors, counts)
-            return counts
-        except GenerationsChangedError as exc:
-            logger.info("import batch: %s; embedding again", exc)
-    raise RuntimeError("the embedding generations kept changing while this batch was written")
+    counts = ImportCounts(unchanged=len(prepared) - len(todo))
+    if not todo:
+        return counts
+    # The source's vectors for `reuse_for` (while it is live); every other live generation is embedded.
+    live = {g.id: g for g in await live_generations(runtime.pool)}
+    known: dict[int, np.ndarray] = {}
+    if reuse_for is not None and reuse_for in live:
+        known[reuse_for] = await _reused(runtime, todo, live[reuse_for], counts)
+    chunks = [chunk for p in todo for chunk in _chunks(p)]
+    if not any(live[g].state == "active" for g in known):
+        counts.embedded += len(chunks)
+
+    async def write(base: np.ndarray | None, later: dict[int, np.ndarray]) -> ImportCounts:
+        written = ImportCounts()  # fresh per attempt: a write rolled back counts nothing
+        await _write(runtime, collection_id, todo, _per_document(todo, base, later), written)
+        return written
+
+    batch = max(1, runtime.settings.embedding_batch_size)
+    merge(counts, await write_for_generations(runtime, chunks, batch, write, known=known))
+    return counts
 
 
 async def _write(
