@@ -21,11 +21,10 @@ from rag_server.chat.service import ChatService
 from rag_server.collections import store
 from rag_server.collections.models import DEFAULT_COLLECTION_ID, CreateCollection
 from rag_server.config import Settings
-from rag_server.infra.database import owner_connection
+from rag_server.infra.database import owner_connection, vector_literal
 from rag_server.infra.migrations import alembic_config
 from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.ingestion.batches import create_upload_batch
-from rag_server.ingestion.chunks import vector_literal
 from rag_server.ingestion.documents import insert_new_document
 from rag_server.ingestion.pipeline import DirectDocument, incoming_file, ingest_documents_direct
 from rag_server.retrieval.models import SearchRequest

@@ -18,7 +18,7 @@ from uuid import UUID
 import numpy as np
 
 from rag_server.errors import ConflictError, NotFoundError
-from rag_server.infra.database import Executor, transaction
+from rag_server.infra.database import Executor, transaction, vector_literal
 
 # Generation 1 is the model the database was created with: its vectors are chunks.embedding.
 BASE_GENERATION = 1
@@ -123,10 +123,6 @@ async def lock_for_writer(conn: Executor, given: Sequence[int]) -> set[int]:
     if missing:
         raise GenerationsChangedError(f"vectors of generation(s) {sorted(missing)} are required")
     return {r["id"] for r in rows}
-
-
-def vector_literal(vector: np.ndarray) -> str:
-    return "[" + ",".join(f"{x:.7g}" for x in vector.tolist()) + "]"
 
 
 async def insert_document_vectors(

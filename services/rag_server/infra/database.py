@@ -176,3 +176,8 @@ def vector_array(value: object) -> np.ndarray:
     Vector object (to_numpy), by package version (langchain-postgres caps it below 0.4 in dev)."""
     to_numpy = getattr(value, "to_numpy", None)
     return np.asarray(to_numpy() if to_numpy is not None else value, dtype=np.float32).reshape(-1)
+
+
+def vector_literal(vector: np.ndarray) -> str:
+    """pgvector's text form: asyncpg cannot bind an array of vector values, text casts cleanly in unnest."""
+    return "[" + ",".join(f"{x:.7g}" for x in vector.tolist()) + "]"

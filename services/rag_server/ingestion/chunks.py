@@ -9,7 +9,7 @@ from uuid import UUID
 import numpy as np
 
 from rag_server.generations.store import BASE_GENERATION, insert_document_vectors, lock_for_writer
-from rag_server.infra.database import Executor, transaction
+from rag_server.infra.database import Executor, transaction, vector_literal
 from rag_server.ingestion.chunking import Chunk
 
 
@@ -88,8 +88,3 @@ async def write_chunks(
             document_id,
             len(chunks),
         )
-
-
-def vector_literal(vector: np.ndarray) -> str:
-    # asyncpg cannot bind an array of pgvector values; the text form casts cleanly inside unnest.
-    return "[" + ",".join(f"{x:.7g}" for x in vector.tolist()) + "]"
