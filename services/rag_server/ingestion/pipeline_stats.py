@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from rag_server.infra.database import Executor, transaction
 from rag_server.infra.queue import IngestQueue
 from rag_server.ingestion.operations import queue_table
-from rag_server.ingestion.recovery import WORKER_LOCK_CLASS
+from rag_server.ingestion.recovery import WORKER_LOCKS
 
 TASK_STATUSES = ("queued", "processing", "completed", "failed", "duplicate")
 
@@ -79,14 +79,9 @@ class PipelineStats:
         return self.recent_chunks / THROUGHPUT_WINDOW_S
 
 
-# Every worker holds a session advisory lock (WORKER_LOCK_CLASS, its id) while it lives
+# Every worker holds a session advisory lock (recovery.WORKER_LOCK_CLASS, its id) while it lives
 # (ingestion/recovery.py): the live workers are the holders of such locks in this database.
-_LIVE_WORKERS = f"""
-SELECT count(*) FROM pg_locks l
-WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND l.classid = {WORKER_LOCK_CLASS}::oid
-"""
+_LIVE_WORKERS = f"SELECT count(*) FROM pg_locks l WHERE {WORKER_LOCKS}"
 
 
 def _queue_sql(queue: IngestQueue) -> str:

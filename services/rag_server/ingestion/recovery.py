@@ -38,11 +38,12 @@ WORKER_LOCK_CLASS = 0x52414757
 # The worker `{worker_id}` (an SQL expression) is alive: some session of this database holds its lock.
 # pg_locks lists every session's locks to any role; the two-key form shows as classid, objid with
 # objsubid 2. The one definition: recovery and the operators' listing (ingestion/operations.py) use it.
-WORKER_ALIVE = f"""EXISTS (
-      SELECT 1 FROM pg_locks l
-      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+# WORKER_LOCKS: the condition on pg_locks `l` selecting the live workers' locks (counted by /metrics).
+WORKER_LOCKS = f"""l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        AND l.classid = {WORKER_LOCK_CLASS}::oid AND l.objid = ({{worker_id}})::oid)"""
+        AND l.classid = {WORKER_LOCK_CLASS}::oid"""
+WORKER_ALIVE = f"""EXISTS (
+      SELECT 1 FROM pg_locks l WHERE {WORKER_LOCKS} AND l.objid = ({{worker_id}})::oid)"""
 
 
 def worker_alive_sql(worker_id: str) -> str:
