@@ -56,7 +56,15 @@ def scrape(client: TestClient, **headers: str) -> Samples:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
+    """A sample's value; 0 when absent (a labelled counter appears once it has counted something)."""
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def gauge(samples: Samples, name: str, **labels: str) -> float:
+    """A sample that must be there (a gauge always is): absent fails, instead of reading as 0."""
+    key = (name, frozenset(labels.items()))
+    assert key in samples, f"{name}{labels} missing from /metrics"
+    return samples[key]
 
 
 def total(samples: Samples, name: str) -> float:
@@ -69,7 +77,7 @@ def test_an_upload_processed_by_a_worker_moves_the_pipeline_figures(
 ) -> None:
     before = scrape(client)
     assert value(before, "rag_database_up") == 1
-    assert value(before, "rag_ingest_workers_alive") == 0
+    assert gauge(before, "rag_ingest_workers_alive") == 0
     assert value(before, "rag_db_pool_max_connections") == settings.db_pool_max
 
     files = [("otters.txt", long_text(600, seed=3).encode()), ("broken.json", b"{not json")]
@@ -81,7 +89,7 @@ def test_an_upload_processed_by_a_worker_moves_the_pipeline_figures(
     assert value(queued, tasks, status="queued") == value(before, tasks, status="queued") + 2
     visible = "rag_ingest_queue_messages"
     assert value(queued, visible, state="visible") == value(before, visible, state="visible") + 2
-    assert value(queued, "rag_ingest_queue_oldest_visible_message_age_seconds") >= 0
+    assert gauge(queued, "rag_ingest_queue_oldest_visible_message_age_seconds") > 0
 
     workers.append(start_worker(settings_env(settings), tmp_path / "worker.log"))
     status = wait_batch(client, batch_id)
@@ -106,7 +114,7 @@ def test_an_upload_processed_by_a_worker_moves_the_pipeline_figures(
     assert value(after, "rag_http_request_duration_seconds_count", route="/upload", method="POST") == 1
 
     workers[0].stop()
-    assert value(scrape(client), "rag_ingest_workers_alive") == 0
+    assert gauge(scrape(client), "rag_ingest_workers_alive") == 0
 
 
 def test_searches_move_the_request_counter_and_the_stage_histograms(client: TestClient) -> None:
