@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from rag_server.porting.chroma import ChromaSource
-from rag_server.porting.grouping import build_document, display_name, group_key, plan_groups
+from rag_server.porting.grouping import GroupPlan, build_document, display_name, group_key
 from rag_server.porting.models import PortingError, SourceRecord, same_model, vector_plan
 from rag_server.porting.writer import document_id
 
@@ -85,3 +86,11 @@ def test_without_chromadb_the_chroma_import_says_which_extra_to_install(
     monkeypatch.setitem(sys.modules, "chromadb", None)  # `import chromadb` now raises ImportError
     with pytest.raises(PortingError, match=r"pip install 'rag-server\[chroma\]'"):
         ChromaSource(tmp_path, None)
+
+
+def plan_groups(scanned: list[tuple[str, dict[str, Any]]], group_by: str | None) -> GroupPlan:
+    """What import_source does with a source's scan (porting/importer.py)."""
+    plan = GroupPlan()
+    for record_id, metadata in scanned:
+        plan.add(record_id, metadata, group_by)
+    return plan

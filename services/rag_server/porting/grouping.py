@@ -10,7 +10,7 @@ add_start_index, many hand-written pipelines): then that order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,13 +72,6 @@ class GroupPlan:
                 members = sorted(members, key=lambda m: (m[0], m[1]))
             out.append((key, [record_id for _, _, record_id in members]))
         return out
-
-
-def plan_groups(scanned: Iterable[tuple[str, dict[str, Any]]], group_by: str | None) -> GroupPlan:
-    plan = GroupPlan()
-    for record_id, metadata in scanned:
-        plan.add(record_id, metadata, group_by)
-    return plan
 
 
 def display_name(key: str, common: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ from rag_server.evaluation.progress import progress_bar
 from rag_server.generations.store import active_generation, live_generations
 from rag_server.infra.database import vector_array
 from rag_server.infra.runtime import Runtime
-from rag_server.porting.grouping import TEXT_SUFFIXES
+from rag_server.porting.grouping import display_name
 from rag_server.porting.models import (
     ImportChunk,
     ImportCounts,
@@ -161,7 +161,7 @@ def _document(line: str, number: int, path: Path) -> ImportDocument:
         ]
         doc = ImportDocument(
             key=str(obj["id"]),
-            filename=filename if filename.lower().endswith(TEXT_SUFFIXES) else f"{filename}.txt",
+            filename=display_name(filename, {}),
             metadata=dict(obj.get("metadata") or {}),
             chunks=chunks,
         )
