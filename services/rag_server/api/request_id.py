@@ -15,10 +15,10 @@ from __future__ import annotations
 import logging
 import time
 
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_server.infra.log_context import accept_request_id, log_context
+from rag_server.infra.metrics import route_template
 
 HEADER = "X-Request-Id"
 _HEADER_KEY = HEADER.lower().encode("latin-1")
@@ -30,26 +30,6 @@ def client_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == _HEADER_KEY:
             return bytes(value).decode("latin-1")
-    return None
-
-
-def _template(route: object) -> str | None:
-    # path_format: the template without converters; a mount's is `/assets/{path}`.
-    path = getattr(route, "path_format", None)
-    return path or "/" if isinstance(path, str) else None
-
-
-def route_template(scope: Scope, request_scope: Scope) -> str | None:
-    """The matched route's path template (`/documents/{document_id}`); None when nothing matched.
-
-    FastAPI names its own routes in the scope; a plain route (/mcp) or a mount (the web app's /assets)
-    is found again by matching `request_scope`, the scope as it came in (routing changes root_path).
-    """
-    if scope.get("route") is not None:
-        return _template(scope["route"])
-    for route in getattr(getattr(scope.get("app"), "router", None), "routes", ()):
-        if route.matches(request_scope)[0] is Match.FULL:
-            return _template(route)
     return None
 
 

@@ -23,6 +23,7 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -150,13 +151,25 @@ def pool_families(pool: asyncpg.Pool) -> list[Metric]:
     return [connections, maximum]
 
 
-def route_label(scope: Scope) -> str:
-    """The matched route's template (/documents/{document_id}), never the raw path."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    if not isinstance(path, str):
-        return UNMATCHED_ROUTE
-    return path or "/"
+def _template(route: object) -> str | None:
+    # path_format: the template without converters; a mount's is `/assets/{path}`.
+    path = getattr(route, "path_format", None)
+    return path or "/" if isinstance(path, str) else None
+
+
+def route_template(scope: Scope, request_scope: Scope) -> str | None:
+    """The matched route's path template (`/documents/{document_id}`), never the raw path; None when
+    nothing matched. The one definition for metric labels and access lines.
+
+    FastAPI names its own routes in the scope; a plain route (/mcp) or a mount (the web app's /assets)
+    is found again by matching `request_scope`, the scope as it came in (routing changes root_path).
+    """
+    if scope.get("route") is not None:
+        return _template(scope["route"])
+    for route in getattr(getattr(scope.get("app"), "router", None), "routes", ()):
+        if route.matches(request_scope)[0] is Match.FULL:
+            return _template(route)
+    return None
 
 
 class MetricsMiddleware:
@@ -193,6 +206,7 @@ class MetricsMiddleware:
                 status = int(message["status"])
             await send(message)
 
+        request_scope = dict(scope)  # before routing changes it
         try:
             await self.app(scope, receive, send_status)
         except asyncio.CancelledError:
@@ -200,7 +214,7 @@ class MetricsMiddleware:
             raise
         finally:
             method = scope["method"] if scope["method"] in _METHODS else "other"
-            route = route_label(scope)
+            route = route_template(scope, request_scope) or UNMATCHED_ROUTE
             code = str(status if status is not None else unanswered)
             self.metrics.http_requests.labels(route, method, code).inc()
             self.metrics.http_duration.labels(route, method).observe(time.perf_counter() - started)
