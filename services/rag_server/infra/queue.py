@@ -39,11 +39,24 @@ def install_pgmq() -> str:
     return f"sql {get_embedded_sql_version()}"
 
 
+def queue_table(name: str) -> str:
+    """The table holding a pgmq queue's messages. Settings.queue_name's pattern allows only [a-z0-9_]:
+    safe as an identifier."""
+    return f'pgmq."q_{name}"'
+
+
+def archive_table(name: str) -> str:
+    """The table holding a pgmq queue's archived messages."""
+    return f'pgmq."a_{name}"'
+
+
 class IngestQueue:
     """One named pgmq queue over the shared asyncpg pool."""
 
     def __init__(self, pool: asyncpg.Pool, name: str) -> None:
         self.name = name
+        self.table = queue_table(name)
+        self.archive_table = archive_table(name)
         self._client = PGMQueue(pool=pool, init_extension=False)
 
     async def send(self, message: dict[str, Any], conn: asyncpg.Connection | None = None) -> int:

@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 
 from rag_server.infra.embeddings import Embedder, LazyEmbedder
 from rag_server.infra.migrations import MIGRATIONS_DIR
+from rag_server.infra.queue import queue_table
 from rag_server.infra.runtime import Runtime
 
 # A probe must answer within its own timeout (often 1-5 s): a database that hangs fails the check.
@@ -51,7 +52,7 @@ def _migrations_check(versions: list[str] | None) -> Check:
 async def readiness(runtime: Runtime) -> dict[str, Check]:
     """Every check by name (database, migrations, embedding, queue); never raises."""
     checks = {"embedding": _embedding_check(runtime.embedder)}
-    queue = f"pgmq.q_{runtime.settings.queue_name}"
+    queue = queue_table(runtime.settings.queue_name)
     try:
         row = await asyncio.wait_for(
             runtime.pool.fetchrow(

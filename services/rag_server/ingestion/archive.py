@@ -15,14 +15,9 @@ from rag_server.ingestion.operations_models import ArchivedMessage, ArchiveList,
 UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
-def archive_table(queue: IngestQueue) -> str:
-    # Settings.queue_name's pattern allows only [a-z0-9_]: safe as an identifier.
-    return f'pgmq."a_{queue.name}"'
-
-
 async def list_archive(conn: Executor, queue: IngestQueue, limit: int = 50, offset: int = 0) -> ArchiveList:
     """Archived messages, newest first. A malformed message (archived by a worker as such) names no task."""
-    table = archive_table(queue)
+    table = queue.archive_table
     async with connection(conn) as c:
         total = await c.fetchval(f"SELECT count(*) FROM {table}")
         rows = await c.fetch(
@@ -49,7 +44,7 @@ async def purge_archive(
     deleted = await conn.fetchval(
         f"""
         WITH gone AS (
-            DELETE FROM {archive_table(queue)}
+            DELETE FROM {queue.archive_table}
             WHERE $1::integer IS NULL OR archived_at < now() - make_interval(days => $1::integer)
             RETURNING 1
         )

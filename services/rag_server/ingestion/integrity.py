@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rag_server.infra import queue as infra_queue
 from rag_server.infra.database import Executor
 from rag_server.ingestion.recovery import worker_alive_sql
 
@@ -193,7 +194,7 @@ COUNTS = {
 async def check_integrity(conn: Executor, queue_name: str, *, quiescent: bool = False) -> IntegrityReport:
     """Every invariant above; `quiescent`: nothing may still be queued or running (a stopped pipeline)."""
     # Settings.queue_name's pattern allows only [a-z0-9_]: safe as an identifier.
-    queue_table = f'pgmq."q_{queue_name}"'
+    queue_table = infra_queue.queue_table(queue_name)
     report = IntegrityReport()
     checks = _task_checks(quiescent, queue_table) | CHUNK_CHECKS | _queue_checks(quiescent, queue_table)
     if await conn.fetchval("SELECT to_regclass('bm25_stats') IS NOT NULL"):

@@ -44,11 +44,6 @@ from rag_server.ingestion.recovery import worker_alive_sql
 logger = logging.getLogger(__name__)
 
 
-def queue_table(queue: IngestQueue) -> str:
-    # Settings.queue_name's pattern allows only [a-z0-9_]: safe as an identifier.
-    return f'pgmq."q_{queue.name}"'
-
-
 def _tasks_sql(queue: IngestQueue) -> str:
     """Tasks with their collection and why they are stuck; $1 status, $2 collection id, $3 batch id,
     $4 task id (each NULL: any)."""
@@ -59,7 +54,7 @@ def _tasks_sql(queue: IngestQueue) -> str:
            CASE WHEN t.status = 'processing' AND t.worker_id IS NOT NULL
                      AND NOT {worker_alive_sql("t.worker_id")} THEN 'dead_worker'
                 WHEN t.status = 'queued'
-                     AND NOT EXISTS (SELECT 1 FROM {queue_table(queue)} q WHERE q.msg_id = t.msg_id)
+                     AND NOT EXISTS (SELECT 1 FROM {queue.table} q WHERE q.msg_id = t.msg_id)
                      THEN 'no_message'
            END AS stuck_kind
     FROM job_tasks t JOIN job_batches b ON b.id = t.batch_id JOIN collections c ON c.id = b.collection_id
@@ -113,7 +108,7 @@ async def get_task(conn: Executor, queue: IngestQueue, task_id: UUID) -> AdminTa
 async def _message_exists(c: asyncpg.Connection, queue: IngestQueue, msg_id: int | None) -> bool:
     if msg_id is None:
         return False
-    return bool(await c.fetchval(f"SELECT true FROM {queue_table(queue)} WHERE msg_id = $1", msg_id))
+    return bool(await c.fetchval(f"SELECT true FROM {queue.table} WHERE msg_id = $1", msg_id))
 
 
 async def _lock_tasks(c: asyncpg.Connection, where: str, *args: Any) -> list[asyncpg.Record]:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from rag_server.infra.database import Executor, transaction
 from rag_server.infra.queue import IngestQueue
-from rag_server.ingestion.operations import queue_table
 from rag_server.ingestion.recovery import WORKER_LOCKS
 
 TASK_STATUSES = ("queued", "processing", "completed", "failed", "duplicate")
@@ -90,7 +89,7 @@ def _queue_sql(queue: IngestQueue) -> str:
            count(*) FILTER (WHERE vt > now()) AS invisible,
            coalesce(extract(epoch FROM now() - min(enqueued_at) FILTER (WHERE vt <= now())), 0)
                AS oldest_visible_age_s
-    FROM {queue_table(queue)}
+    FROM {queue.table}
     """
 
 

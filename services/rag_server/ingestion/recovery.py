@@ -68,7 +68,7 @@ def unstarted_messages_sql(queue: IngestQueue) -> str:
     """Queued tasks whose message a worker read and hid, then never started ($1: grace seconds)."""
     # Settings.queue_name's pattern allows only [a-z0-9_]: safe as an identifier.
     return f"""
-    SELECT t.id, t.msg_id, q.read_ct FROM job_tasks t JOIN pgmq."q_{queue.name}" q ON q.msg_id = t.msg_id
+    SELECT t.id, t.msg_id, q.read_ct FROM job_tasks t JOIN {queue.table} q ON q.msg_id = t.msg_id
     WHERE t.status = 'queued' AND q.read_ct > t.attempts AND q.vt > clock_timestamp()
       AND q.last_read_at < clock_timestamp() - make_interval(secs => $1)
     FOR UPDATE OF t SKIP LOCKED
