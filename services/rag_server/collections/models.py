@@ -40,6 +40,8 @@ CollectionName = Annotated[
 # A collection named by its name or its id, as requests do.
 CollectionRef = Annotated[CleanText, Field(min_length=1, max_length=100)]
 Description = Annotated[CleanText, Field(max_length=2_000)]
+# Convex fusion's weight of the vector leg (docs/decisions/0004); the BM25 leg gets 1 - alpha.
+HybridAlpha = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
 
 
 class Collection(BaseModel):
@@ -47,6 +49,11 @@ class Collection(BaseModel):
     name: str
     description: str
     document_count: int
+    hybrid_alpha: float | None = Field(
+        default=None,
+        description="Convex fusion weight of the vector leg when a search of this collection gives "
+        "none; null: the server's RAG_HYBRID_ALPHA.",
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -64,7 +71,13 @@ class CreateCollection(BaseModel):
 
 
 class UpdateCollection(BaseModel):
-    """Only the fields given change; a rename follows the same name rule."""
+    """Only the fields given change; a rename follows the same name rule. `hybrid_alpha: null` clears
+    the collection's weight (back to the server's), leaving it out keeps it."""
 
     name: CollectionName | None = None
     description: Description | None = None
+    hybrid_alpha: HybridAlpha | None = None
+
+    def sets_alpha(self) -> bool:
+        """Whether the request names hybrid_alpha at all (null included: a clear)."""
+        return "hybrid_alpha" in self.model_fields_set

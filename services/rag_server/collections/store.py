@@ -25,7 +25,7 @@ from rag_server.errors import ConflictError, NotFoundError
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.infra.queue import IngestQueue
 
-_COLUMNS = """c.id, c.name, c.description, c.created_at, c.updated_at,
+_COLUMNS = """c.id, c.name, c.description, c.hybrid_alpha, c.created_at, c.updated_at,
               (SELECT count(*) FROM documents d WHERE d.collection_id = c.id)::int AS document_count"""
 
 
@@ -101,6 +101,17 @@ async def resolve_ids(conn: Executor, names_or_ids: Sequence[str] | None) -> lis
     return [c.id for c in await resolve(conn, names_or_ids)]
 
 
+async def hybrid_alphas(conn: Executor, ids: Sequence[UUID]) -> list[float | None]:
+    """The fusion weight each collection is searched with (None: the server's), for ids already resolved."""
+    rows = await conn.fetch("SELECT hybrid_alpha FROM collections WHERE id = ANY($1::uuid[])", list(ids))
+    return [r["hybrid_alpha"] for r in rows]
+
+
+async def set_hybrid_alpha(conn: Executor, id_or_name: str, alpha: float | None) -> Collection:
+    """Set (or, with None, clear) the collection's fusion weight; `rag-server eval --tune` writes it."""
+    return await update_collection(conn, id_or_name, UpdateCollection(hybrid_alpha=alpha))
+
+
 async def update_collection(conn: Executor, id_or_name: str, body: UpdateCollection) -> Collection:
     async with transaction(conn) as c:
         current = await get_collection(c, id_or_name)
@@ -108,12 +119,17 @@ async def update_collection(conn: Executor, id_or_name: str, body: UpdateCollect
         if current.id == DEFAULT_COLLECTION_ID and name != DEFAULT_COLLECTION:
             raise ConflictError("the collection 'default' cannot be renamed")
         description = body.description if body.description is not None else current.description
+        alpha = body.hybrid_alpha if body.sets_alpha() else current.hybrid_alpha
         try:
             await c.execute(
-                "UPDATE collections SET name = $2, description = $3, updated_at = now() WHERE id = $1",
+                """
+                UPDATE collections SET name = $2, description = $3, hybrid_alpha = $4, updated_at = now()
+                WHERE id = $1
+                """,
                 current.id,
                 name,
                 description,
+                alpha,
             )
         except asyncpg.UniqueViolationError:
             raise ConflictError(f"a collection named {name!r} already exists") from None

@@ -15,6 +15,7 @@ from rag_server.text import CleanText
 
 SearchType = Literal["vector", "bm25", "hybrid"]
 FusionMethod = Literal["rrf", "convex"]
+GroupBy = Literal["chunk", "document"]
 
 
 # A metadata value as stored in jsonb: text without NUL, an integer within bigint, a finite number.
@@ -50,6 +51,20 @@ class SearchRequest(BaseModel):
     # Optional overrides of the configured defaults (RAG_FUSION, RAG_HNSW_EF_SEARCH).
     fusion: FusionMethod | None = None
     ef_search: int | None = Field(default=None, ge=1, le=1000)
+    alpha: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Convex fusion: the vector leg's weight (BM25 gets 1 - alpha). Default: the searched "
+        "collections' hybrid_alpha (their mean when they differ; unset counts as RAG_HYBRID_ALPHA).",
+    )
+    group_by: GroupBy = Field(
+        default="chunk",
+        description="'chunk': the best chunks (several may come from one document). 'document': one "
+        "hit per document, its best chunk, documents ranked by fusing each leg's best chunk per "
+        "document; a hit's vector/bm25 rank is then the document's rank within that leg.",
+    )
 
 
 class LegScore(BaseModel):

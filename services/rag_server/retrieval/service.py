@@ -18,7 +18,8 @@ from uuid import UUID
 
 import numpy as np
 
-from rag_server.collections.store import resolve_ids
+from rag_server.collections.store import hybrid_alphas, resolve_ids
+from rag_server.config import Settings
 from rag_server.generations.active import embed_query as generation_query
 from rag_server.generations.active import searched_generation
 from rag_server.generations.store import Generation
@@ -27,7 +28,15 @@ from rag_server.infra.metrics import observe_search
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import Isolation
 from rag_server.retrieval.bm25 import bm25_leg, read_engine
-from rag_server.retrieval.fusion import FusedHit, convex, rrf
+from rag_server.retrieval.fusion import (
+    Fuse,
+    FusedHit,
+    collection_alpha,
+    convex,
+    fold_single_leg,
+    fuse_documents,
+    rrf,
+)
 from rag_server.retrieval.legs import LegHit, clean_query
 from rag_server.retrieval.models import (
     FusionMethod,
@@ -37,7 +46,7 @@ from rag_server.retrieval.models import (
     SearchRequest,
     SearchResponse,
 )
-from rag_server.retrieval.store import ChunkRow, fetch_chunks
+from rag_server.retrieval.store import ChunkRow, chunk_documents, fetch_chunks
 from rag_server.retrieval.vector import VectorSpace, vector_leg, vector_settings, vector_sql
 
 T = TypeVar("T")
@@ -123,16 +132,35 @@ async def vector_search(
     )
 
 
-def fuse(runtime: Runtime, vector: list[LegHit], bm25: list[LegHit], method: FusionMethod) -> list[FusedHit]:
+def fusion_of(runtime: Runtime, method: FusionMethod, alpha: float | None = None) -> Fuse:
+    """The configured fusion as a function of the two legs (vector, bm25)."""
     settings = runtime.settings
     if method == "convex":
-        return convex(vector, bm25, settings.hybrid_alpha)
+        weight = settings.hybrid_alpha if alpha is None else alpha
+        return lambda vector, bm25: convex(vector, bm25, weight)
     weights = {"vector": settings.hybrid_vector_weight, "bm25": settings.hybrid_bm25_weight}
-    return rrf({"vector": vector, "bm25": bm25}, settings.rrf_k, weights)
+    return lambda vector, bm25: rrf({"vector": vector, "bm25": bm25}, settings.rrf_k, weights)
+
+
+async def hybrid_alpha(runtime: Runtime, request: SearchRequest, scope: Sequence[UUID]) -> float:
+    """The convex weight of a search: the request's, else its collections' (collection_alpha)."""
+    if request.alpha is not None:
+        return request.alpha
+    async with runtime.pool.acquire() as conn:
+        alphas = await hybrid_alphas(conn, scope)
+    return collection_alpha(runtime.settings.hybrid_alpha, alphas)
 
 
 def _single_leg(hits: list[LegHit], leg: str) -> list[FusedHit]:
     return [FusedHit(h.chunk_id, h.score, {leg: (rank, h.score)}) for rank, h in enumerate(hits, 1)]
+
+
+def leg_depth(settings: Settings, request: SearchRequest) -> int:
+    """Chunks each leg returns: top_k for a leg alone, RAG_HYBRID_CANDIDATES (at least top_k) for fusion
+    or for one hit per document (several chunks of one document fold into one hit)."""
+    if request.search_type != "hybrid" and request.group_by == "chunk":
+        return request.top_k
+    return max(settings.hybrid_candidates, request.top_k)
 
 
 def _to_hit(fused: FusedHit, row: ChunkRow) -> SearchHit:
@@ -184,17 +212,15 @@ async def search(
     async def run_bm25(depth: int) -> list[LegHit]:
         return await _timed(timings, "bm25", lambda: bm25_search(runtime, query, depth, filters, scope))
 
+    depth = leg_depth(settings, request)
     if request.search_type == "vector":
-        ranked = _single_leg(await run_vector(top_k), "vector")
+        legs = {"vector": await run_vector(depth)}
     elif request.search_type == "bm25":
-        ranked = _single_leg(await run_bm25(top_k), "bm25")
+        legs = {"bm25": await run_bm25(depth)}
     else:
-        depth = max(settings.hybrid_candidates, top_k)
         bm25_hits, vector_hits = await asyncio.gather(run_bm25(depth), run_vector(depth))
-        method = request.fusion or settings.fusion
-        fuse_start = time.perf_counter()
-        ranked = fuse(runtime, vector_hits, bm25_hits, method)[:top_k]
-        timings["fuse"] = round((time.perf_counter() - fuse_start) * 1000, 3)
+        legs = {"vector": vector_hits, "bm25": bm25_hits}
+    ranked = (await _rank(runtime, request, scope, legs, timings))[:top_k]
 
     async def fetch() -> dict[int, ChunkRow]:
         async with runtime.pool.acquire() as conn:
@@ -205,3 +231,37 @@ async def search(
     timings["total"] = round((time.perf_counter() - started) * 1000, 3)
     observe_search(request.search_type, timings)  # Prometheus, when an app serves this search
     return SearchResponse(query=query, search_type=request.search_type, results=results, timings_ms=timings)
+
+
+async def _rank(
+    runtime: Runtime,
+    request: SearchRequest,
+    scope: Sequence[UUID],
+    legs: dict[str, list[LegHit]],
+    timings: dict[str, float],
+) -> list[FusedHit]:
+    """The legs' hits as one ranking: a leg alone or fused, per chunk or per document (group_by)."""
+    document_of: dict[int, UUID] = {}
+    if request.group_by == "document":
+
+        async def lookup() -> dict[int, UUID]:
+            ids = list({h.chunk_id for hits in legs.values() for h in hits})
+            async with runtime.pool.acquire() as conn:
+                return await chunk_documents(conn, ids)
+
+        document_of = await _timed(timings, "group", lookup)
+    if len(legs) == 1:
+        leg, hits = next(iter(legs.items()))
+        if request.group_by == "document":
+            return fold_single_leg(hits, leg, document_of)
+        return _single_leg(hits, leg)
+    method = request.fusion or runtime.settings.fusion
+    alpha = await hybrid_alpha(runtime, request, scope) if method == "convex" else None
+    fuse_start = time.perf_counter()
+    fused = fusion_of(runtime, method, alpha)
+    if request.group_by == "document":
+        ranked = fuse_documents(legs["vector"], legs["bm25"], document_of, fused)
+    else:
+        ranked = fused(legs["vector"], legs["bm25"])
+    timings["fuse"] = round((time.perf_counter() - fuse_start) * 1000, 3)
+    return ranked

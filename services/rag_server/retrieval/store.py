@@ -42,6 +42,14 @@ async def fetch_chunks(conn: asyncpg.Connection, chunk_ids: list[int]) -> dict[i
     return {int(r["id"]): _row(r) for r in rows}
 
 
+async def chunk_documents(conn: Executor, chunk_ids: list[int]) -> dict[int, UUID]:
+    """The document of each chunk (by primary key: cheap even for a few hundred candidates)."""
+    if not chunk_ids:
+        return {}
+    rows = await conn.fetch("SELECT id, document_id FROM chunks WHERE id = ANY($1::bigint[])", chunk_ids)
+    return {int(r["id"]): r["document_id"] for r in rows}
+
+
 def _row(r: asyncpg.Record) -> ChunkRow:
     return ChunkRow(
         chunk_id=int(r["id"]),

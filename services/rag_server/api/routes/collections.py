@@ -47,7 +47,8 @@ async def get_collection(id_or_name: IdOrName, pool: PoolDep) -> Collection:
     responses=error_responses(400, 403, 404, 409, 503),
 )
 async def update_collection(id_or_name: IdOrName, body: UpdateCollection, pool: PoolDep) -> Collection:
-    """Change the description and/or rename (same name rule; `default` keeps its name)."""
+    """Change the description, rename (same name rule; `default` keeps its name), and/or set the
+    collection's `hybrid_alpha` (null clears it: the server's RAG_HYBRID_ALPHA applies again)."""
     return await store.update_collection(pool, id_or_name, body)
 
 
