@@ -39,6 +39,9 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             json_path=Path(args.json) if args.json else None,
             report_path=Path(args.report) if args.report else None,
             collection=args.collection,
+            group_by=args.group_by,
+            tune=args.tune,
+            holdout=args.holdout,
         )
         if args.peers:
             _require_eval_extra()
@@ -135,6 +138,25 @@ def register_eval_commands(sub: Any) -> None:
         "--collection",
         default=None,
         help="collection the corpus goes into (default: the dataset folder's name)",
+    )
+    p.add_argument(
+        "--group-by",
+        choices=("document", "chunk"),
+        default="document",
+        help="document (default): /search's group_by=document, legs folded to documents before fusion; "
+        "chunk: chunks fused, then folded to documents (the best chunk wins)",
+    )
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="first choose the convex hybrid_alpha that maximises nDCG@10 and write it to the collection",
+    )
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="keep this fraction of the queries (spread evenly) out of --tune and score only them",
     )
 
     bench = sub.add_parser("bench", help="latency and throughput benchmarks (search, ingest)")

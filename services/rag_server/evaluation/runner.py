@@ -20,15 +20,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
 
+from rag_server.collections.store import get_collection
 from rag_server.config import Settings
 from rag_server.evaluation import report
 from rag_server.evaluation.beir import BeirDataset, BeirDocument, corpus_fingerprint, load_beir
 from rag_server.evaluation.metrics import evaluate, fold_to_documents, latency_summary
 from rag_server.evaluation.progress import progress_bar
+from rag_server.evaluation.tuning import split_queries, tune_alpha
 from rag_server.infra import admin
-from rag_server.infra.database import owner_connection, resolve_database_url, with_database
+from rag_server.infra.database import resolve_database_url, with_database
 from rag_server.infra.runtime import Runtime, open_runtime
-from rag_server.retrieval.models import SearchType
+from rag_server.retrieval.models import GroupBy, SearchType
 from rag_server.retrieval.service import bm25_engine
 
 if TYPE_CHECKING:
@@ -55,6 +57,11 @@ class EvalOptions:
     extra: dict[str, Any] = field(default_factory=dict)
     # The collection the corpus is ingested into and searched in; None: named after the dataset folder.
     collection: str | None = None
+    # "document": /search's group_by=document (each leg folded to documents, then fused); "chunk": chunk
+    # hits fused, then folded here (the best chunk wins).
+    group_by: GroupBy = "document"
+    tune: bool = False  # --tune: choose the collection's hybrid_alpha first (evaluation.tuning)
+    holdout: float = 0.0  # --holdout: fraction of the queries kept out of tuning and scored alone
 
     def collection_name(self) -> str:
         if self.collection is not None:
@@ -214,6 +221,7 @@ async def run_mode(
     top_k: int,
     quiet: bool,
     collection: str = "default",
+    group_by: GroupBy = "chunk",
 ) -> tuple[dict[str, list[str]], list[float]]:
     from rag_server.retrieval.models import SearchRequest
     from rag_server.retrieval.service import search
@@ -222,75 +230,21 @@ async def run_mode(
     latencies: list[float] = []
     # One untimed query first: the first call pays for connection warm-up and lazy imports.
     scope = [collection]
-    await search(
-        runtime, SearchRequest(query=queries[0][1], top_k=top_k, search_type=mode, collections=scope)
-    )
+
+    def request(text: str) -> SearchRequest:
+        return SearchRequest(query=text, top_k=top_k, search_type=mode, collections=scope, group_by=group_by)
+
+    await search(runtime, request(queries[0][1]))
     with progress_bar(f"querying {mode}", len(queries), quiet) as bar:
         for qid, text in queries:
             started = time.perf_counter()
-            request = SearchRequest(query=text, top_k=top_k, search_type=mode, collections=scope)
-            response = await search(runtime, request)
+            response = await search(runtime, request(text))
             latencies.append((time.perf_counter() - started) * 1000)
             run[qid] = fold_to_documents(
                 [beir for hit in response.results for beir in doc_ids[str(hit.document_id)]]
             )
             bar.update()
     return run, latencies
-
-
-async def run_peers(
-    runtime: Runtime,
-    dataset: BeirDataset,
-    queries: Sequence[tuple[str, str]],
-    qrels: dict[str, dict[str, int]],
-    chunks: int,
-    top_k: int,
-    quiet: bool,
-) -> dict[str, dict[str, Any]]:
-    from rag_server.evaluation import peers
-
-    results: dict[str, dict[str, Any]] = {}
-
-    # bm25s: index build is not timed (it happens once); each query is.
-    bm25 = await asyncio.to_thread(peers.Bm25sPeer, list(dataset.corpus.values()))
-    run: dict[str, list[str]] = {}
-    latencies: list[float] = []
-    with progress_bar("querying peer bm25s", len(queries), quiet) as bar:
-        for qid, text in queries:
-            run[qid], ms = bm25.search(text, top_k)
-            latencies.append(ms)
-            bar.update()
-    results[bm25.name] = {**evaluate(run, qrels), "latency_ms": latency_summary(latencies)}
-
-    li = peers.LlamaIndexHybridPeer(
-        runtime.database_url, runtime.settings.embedding_dim, runtime.settings.hnsw_ef_search
-    )
-    try:
-        # As the owner: the peer's tables are LlamaIndex's, created outside our migrations.
-        async with owner_connection(runtime.database_url) as conn:
-            ready = await peers.llamaindex_ready(conn, chunks)
-            if not ready:
-                await peers.reset_llamaindex(conn)
-                rows = await peers.read_chunks_for_peer(conn)
-        if not ready:
-            with progress_bar("filling peer llamaindex", len(rows), quiet) as bar:
-                await asyncio.to_thread(li.fill, rows, bar.update)
-            async with owner_connection(runtime.database_url) as conn:
-                await peers.mark_llamaindex_ready(conn, chunks)
-        embedder = runtime.embedder
-        run, latencies = {}, []
-        await asyncio.to_thread(li.search, queries[0][1], (await embedder.embed([queries[0][1]]))[0], top_k)
-        with progress_bar("querying peer llamaindex", len(queries), quiet) as bar:
-            for qid, text in queries:
-                started = time.perf_counter()
-                vector = (await embedder.embed([text]))[0]
-                run[qid] = await asyncio.to_thread(li.search, text, vector, top_k)
-                latencies.append((time.perf_counter() - started) * 1000)
-                bar.update()
-        results[li.name] = {**evaluate(run, qrels), "latency_ms": latency_summary(latencies)}
-    finally:
-        li.close()
-    return results
 
 
 def select_queries(
@@ -310,12 +264,20 @@ async def score_modes(
     queries: Sequence[tuple[str, str]],
     qrels: dict[str, dict[str, int]],
     options: EvalOptions,
+    doc_ids: dict[str, list[str]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    doc_ids = await _document_ids(runtime)
+    doc_ids = doc_ids if doc_ids is not None else await _document_ids(runtime)
     modes: dict[str, dict[str, Any]] = {}
     for mode in options.modes:
         run, latencies = await run_mode(
-            runtime, mode, queries, doc_ids, options.top_k, options.quiet, options.collection_name()
+            runtime,
+            mode,
+            queries,
+            doc_ids,
+            options.top_k,
+            options.quiet,
+            options.collection_name(),
+            options.group_by,
         )
         modes[mode] = {**evaluate(run, qrels), "latency_ms": latency_summary(latencies)}
     return modes
@@ -325,7 +287,10 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
     if not 1 <= options.top_k <= 100:
         raise ValueError("--top-k must be between 1 and 100")
     dataset = await asyncio.to_thread(load_beir, options.dataset)
-    queries, qrels = select_queries(dataset, options)
+    selected, qrels = select_queries(dataset, options)
+    tune_queries, queries = split_queries(selected, options.holdout)
+    if not queries:
+        raise ValueError("--holdout leaves no query to score")
 
     name = await asyncio.to_thread(eval_database_name, options.dataset, settings)
     server_url = await asyncio.to_thread(resolve_database_url, settings)
@@ -343,11 +308,17 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
             await ingest_corpus(runtime, dataset, options.quiet, collection)
         chunks = int(await runtime.pool.fetchval("SELECT count(*) FROM chunks"))
         engine = await bm25_engine(runtime)
-        modes = await score_modes(runtime, queries, qrels, options)
+        doc_ids = await _document_ids(runtime)
+        tuning = await _tune(runtime, tune_queries, qrels, doc_ids, options)
+        scored_qrels = {qid: qrels[qid] for qid, _ in queries}
+        modes = await score_modes(runtime, queries, scored_qrels, options, doc_ids)
+        collection_alpha = (await get_collection(runtime.pool, collection)).hybrid_alpha
         peer_results: dict[str, dict[str, Any]] = {}
         if options.peers:
+            from rag_server.evaluation.peer_runs import run_peers
+
             peer_results = await run_peers(
-                runtime, dataset, queries, qrels, chunks, options.top_k, options.quiet
+                runtime, dataset, queries, scored_qrels, chunks, options.top_k, options.quiet
             )
 
     result: dict[str, Any] = {
@@ -361,6 +332,9 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
             "reused_database": reused,
             "top_k": options.top_k,
             "max_queries": options.max_queries,
+            "holdout": options.holdout,
+            "group_by": options.group_by,
+            "collection_hybrid_alpha": collection_alpha,
             **pick_settings(settings, STORED_CHUNK_SETTINGS),
             "bm25_engine": engine,
             **pick_settings(settings, SEARCH_SETTINGS),
@@ -368,8 +342,27 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
         "modes": modes,
         "peers": peer_results,
     }
+    if tuning is not None:
+        result["tuning"] = tuning
     write_outputs(result, options)
     return result
+
+
+async def _tune(
+    runtime: Runtime,
+    queries: Sequence[tuple[str, str]],
+    qrels: dict[str, dict[str, int]],
+    doc_ids: dict[str, list[str]],
+    options: EvalOptions,
+) -> dict[str, Any] | None:
+    if not options.tune:
+        return None
+    tuning = await tune_alpha(
+        runtime, queries, qrels, doc_ids, options.collection_name(), options.group_by, options.top_k
+    )
+    if not options.quiet:
+        print(f"tuned hybrid_alpha {tuning['alpha']} on {len(queries)} queries", file=sys.stderr)
+    return tuning
 
 
 def write_outputs(result: dict[str, Any], options: EvalOptions) -> None:
