@@ -184,3 +184,83 @@ def test_cli_reports_malformed_dataset(
     proc = run_cli(["eval", "--dataset", str(dataset), "--modes", "bm25,sparse"], database_url, data_dir)
     assert proc.returncode == 2
     assert "--modes" in proc.stderr
+
+
+# Each query's relevant document says it in other words; a decoy repeats the query's words off topic.
+# BM25 finds only the decoy, the vector leg ranks the relevant one first: only a weight near the vector
+# leg ranks both queries right (min-max convex: alpha above ~0.8 here), so tuning has one clear answer.
+TUNABLE = [
+    (
+        "automobile repair",
+        "A mechanic fixes cars: replacing brakes, tuning engines and changing the oil of vehicles.",
+        "Minutes of the committee: the automobile repair line item was moved to next year's municipal "
+        "budget spreadsheet.",
+    ),
+    (
+        "canine nutrition",
+        "What dogs should eat: puppies need protein, and older hounds fewer calories.",
+        "The canine nutrition seminar was cancelled; refunds go back to the credit card used for the ticket.",
+    ),
+]
+
+
+def make_tunable_dataset(root: Path) -> Path:
+    (root / "qrels").mkdir(parents=True)
+    docs = [(f"rel{n}", rel) for n, (_, rel, _) in enumerate(TUNABLE)]
+    docs += [(f"decoy{n}", decoy) for n, (_, _, decoy) in enumerate(TUNABLE)]
+    docs.append(("penguins", "Penguins swim in cold antarctic waters and eat krill."))
+    with (root / "corpus.jsonl").open("w") as fh:
+        for doc_id, text in docs:
+            fh.write(json.dumps({"_id": doc_id, "title": "", "text": text}) + "\n")
+    with (root / "queries.jsonl").open("w") as fh:
+        for n, (query, _, _) in enumerate(TUNABLE):
+            fh.write(json.dumps({"_id": f"q{n}", "text": query}) + "\n")
+    rows = ["query-id\tcorpus-id\tscore"] + [f"q{n}\trel{n}\t1" for n in range(len(TUNABLE))]
+    (root / "qrels" / "test.tsv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+async def collection_alpha(url: str, name: str) -> Any:
+    async with admin.connection(url) as conn:
+        return await conn.fetchval("SELECT hybrid_alpha FROM collections WHERE name = $1", name)
+
+
+async def test_cli_tune_writes_the_best_alpha_and_later_runs_use_it(
+    database_url: str, settings: Settings, data_dir: Path, tmp_path: Path
+) -> None:
+    dataset = make_tunable_dataset(tmp_path / "tunable")
+    eval_url = with_database(database_url, eval_database_name(dataset, settings))
+    out = tmp_path / "tuned.json"
+    proc = run_cli(
+        ["eval", "--dataset", str(dataset), "--tune", "--modes", "hybrid", "--json", str(out)],
+        database_url,
+        data_dir,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    tuning = result["tuning"]
+    grid = tuning["grid"]
+    assert set(grid) == {str(round(0.1 * i, 1)) for i in range(11)}
+    # Below ~0.8 the decoys come first (nDCG 1/log2(3) each), at 0.9 and 1.0 both queries are right;
+    # of the best, the one nearest the default 0.5 is chosen.
+    assert grid["0.0"] == pytest.approx(1 / 1.5849625, abs=1e-3)
+    assert grid["0.5"] < 1.0 and grid["0.9"] == pytest.approx(1.0) and grid["1.0"] == pytest.approx(1.0)
+    assert tuning["alpha"] in (0.8, 0.9) and grid[str(tuning["alpha"])] == pytest.approx(1.0)
+    assert tuning["previous_alpha"] is None and tuning["tune_queries"] == 2
+    assert await collection_alpha(eval_url, "tunable") == tuning["alpha"]
+    assert result["settings"]["collection_hybrid_alpha"] == tuning["alpha"]
+    assert result["modes"]["hybrid"]["ndcg@10"] == pytest.approx(1.0)  # scored with the tuned weight
+
+    # A later run without --tune searches with the collection's weight; --holdout scores only the
+    # queries kept out (q1 of q0, q1) and leaves the weight alone.
+    later = await run_eval(settings, EvalOptions(dataset=dataset, modes=["hybrid"], holdout=0.5, quiet=True))
+    assert "tuning" not in later and later["queries"] == 1
+    assert later["settings"]["collection_hybrid_alpha"] == tuning["alpha"]
+    assert later["modes"]["hybrid"]["ndcg@10"] == pytest.approx(1.0)
+    # The same query at the server's default weight ranks its decoy first.
+    async with admin.connection(eval_url) as conn:
+        await conn.execute("UPDATE collections SET hybrid_alpha = NULL WHERE name = 'tunable'")
+    default = await run_eval(
+        settings, EvalOptions(dataset=dataset, modes=["hybrid"], holdout=0.5, quiet=True)
+    )
+    assert default["modes"]["hybrid"]["ndcg@10"] == pytest.approx(1 / 1.5849625, abs=1e-3)

@@ -288,7 +288,9 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
         raise ValueError("--top-k must be between 1 and 100")
     dataset = await asyncio.to_thread(load_beir, options.dataset)
     selected, qrels = select_queries(dataset, options)
-    tune_queries, queries = split_queries(selected, options.holdout)
+    # Without --holdout the tuning and the scores use every selected query (in-sample).
+    tune_queries, held = split_queries(selected, options.holdout)
+    queries = held if options.holdout > 0 else selected
     if not queries:
         raise ValueError("--holdout leaves no query to score")
 

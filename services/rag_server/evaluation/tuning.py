@@ -38,7 +38,7 @@ def split_queries(queries: Queries, holdout: float) -> tuple[list[tuple[str, str
 
 def best_alpha(scores: dict[float, float], default: float) -> float:
     """The highest score; among equal ones the alpha nearest the default (the least surprising)."""
-    return max(scores, key=lambda a: (round(scores[a], 12), -abs(a - default), -a))
+    return max(scores, key=lambda a: (round(scores[a], 12), -round(abs(a - default), 9), -a))
 
 
 async def tune_alpha(

@@ -18,7 +18,7 @@ from uuid import UUID
 
 import numpy as np
 
-from rag_server.collections.store import hybrid_alphas, resolve_ids
+from rag_server.collections.store import hybrid_alphas, resolve
 from rag_server.config import Settings
 from rag_server.generations.active import embed_query as generation_query
 from rag_server.generations.active import searched_generation
@@ -142,17 +142,28 @@ def fusion_of(runtime: Runtime, method: FusionMethod, alpha: float | None = None
     return lambda vector, bm25: rrf({"vector": vector, "bm25": bm25}, settings.rrf_k, weights)
 
 
-async def hybrid_alpha(runtime: Runtime, request: SearchRequest, scope: Sequence[UUID]) -> float:
-    """The convex weight of a search: the request's, else its collections' (collection_alpha)."""
+async def hybrid_alpha(
+    runtime: Runtime,
+    request: SearchRequest,
+    scope: Sequence[UUID],
+    alphas: Sequence[float | None] | None = None,
+) -> float:
+    """The convex weight of a search: the request's, else its collections' (collection_alpha).
+    `alphas`: the collections' weights when the caller read them already (None: read now)."""
     if request.alpha is not None:
         return request.alpha
-    async with runtime.pool.acquire() as conn:
-        alphas = await hybrid_alphas(conn, scope)
+    if alphas is None:
+        async with runtime.pool.acquire() as conn:
+            alphas = await hybrid_alphas(conn, scope)
     return collection_alpha(runtime.settings.hybrid_alpha, alphas)
 
 
 def _single_leg(hits: list[LegHit], leg: str) -> list[FusedHit]:
     return [FusedHit(h.chunk_id, h.score, {leg: (rank, h.score)}) for rank, h in enumerate(hits, 1)]
+
+
+def _convex(runtime: Runtime, request: SearchRequest, legs: dict[str, list[LegHit]]) -> bool:
+    return len(legs) > 1 and (request.fusion or runtime.settings.fusion) == "convex"
 
 
 def leg_depth(settings: Settings, request: SearchRequest) -> int:
@@ -191,8 +202,10 @@ async def search(
     settings = runtime.settings
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    alphas: list[float | None] | None = None
     if scope is None:
-        scope = await resolve_ids(runtime.pool, request.collections)
+        collections = await resolve(runtime.pool, request.collections)
+        scope, alphas = [c.id for c in collections], [c.hybrid_alpha for c in collections]
     # NUL and lone surrogates break Postgres, the tokenizer and the JSON reply: replace them once.
     query, top_k, filters = clean_query(request.query), request.top_k, request.filters
 
@@ -220,7 +233,8 @@ async def search(
     else:
         bm25_hits, vector_hits = await asyncio.gather(run_bm25(depth), run_vector(depth))
         legs = {"vector": vector_hits, "bm25": bm25_hits}
-    ranked = (await _rank(runtime, request, scope, legs, timings))[:top_k]
+    alpha = await hybrid_alpha(runtime, request, scope, alphas) if _convex(runtime, request, legs) else None
+    ranked = (await _rank(runtime, request, legs, timings, alpha))[:top_k]
 
     async def fetch() -> dict[int, ChunkRow]:
         async with runtime.pool.acquire() as conn:
@@ -236,9 +250,9 @@ async def search(
 async def _rank(
     runtime: Runtime,
     request: SearchRequest,
-    scope: Sequence[UUID],
     legs: dict[str, list[LegHit]],
     timings: dict[str, float],
+    alpha: float | None,
 ) -> list[FusedHit]:
     """The legs' hits as one ranking: a leg alone or fused, per chunk or per document (group_by)."""
     document_of: dict[int, UUID] = {}
@@ -256,7 +270,6 @@ async def _rank(
             return fold_single_leg(hits, leg, document_of)
         return _single_leg(hits, leg)
     method = request.fusion or runtime.settings.fusion
-    alpha = await hybrid_alpha(runtime, request, scope) if method == "convex" else None
     fuse_start = time.perf_counter()
     fused = fusion_of(runtime, method, alpha)
     if request.group_by == "document":
