@@ -8,7 +8,11 @@ alpha 0.9; the test checks that the legs really disagree before relying on it.""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +22,7 @@ from rag_server.collections.models import CreateCollection
 from rag_server.collections.store import create_collection
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+from tests.support.processes import process_env
 
 QUERY = "automobile repair"
 TEXTS = {
@@ -139,3 +144,27 @@ async def test_group_by_document_returns_each_document_once_by_its_best_chunk(
     if search_type != "hybrid":
         assert best["chunk_id"] == chunks[0]["chunk_id"]  # a leg alone: the document's best chunk
     assert (await http.post("/search", json={**body, "group_by": "page"})).status_code == 422
+
+
+def test_cli_search_takes_alpha_and_group_by(
+    live_app_url: str, corpus: dict[str, Any], database_url: str, data_dir: Path
+) -> None:
+    env = process_env(database_url, data_dir)
+
+    def top_via_cli(*args: str) -> list[dict[str, Any]]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "rag_server", "search", QUERY, "--url", live_app_url, "--json", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert proc.returncode == 0, proc.stderr
+        results: list[dict[str, Any]] = json.loads(proc.stdout)["results"]
+        return results
+
+    assert top_via_cli("--collection", "tuned", "--alpha", "0.9")[0]["document_name"] == "mechanic.txt"
+    assert top_via_cli("--collection", "tuned", "--alpha", "0.1")[0]["document_name"] == "minutes.txt"
+    # By meaning every chunk of long.txt is far from the query; grouped, it comes back once.
+    grouped = top_via_cli("--collection", "long", "--group-by", "document", "--type", "vector")
+    assert [h["document_name"] for h in grouped] == ["mechanic.txt", "long.txt"]

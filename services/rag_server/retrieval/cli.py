@@ -19,6 +19,13 @@ def register_search_command(sub: Any) -> None:
     p.add_argument("--type", dest="search_type", choices=["hybrid", "vector", "bm25"], default="hybrid")
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--fusion", choices=["rrf", "convex"], default=None, help="default: RAG_FUSION")
+    p.add_argument("--alpha", type=float, default=None, help="convex weight of the vector leg (0..1)")
+    p.add_argument(
+        "--group-by",
+        choices=["chunk", "document"],
+        default="chunk",
+        help="document: one hit per document (its best chunk), documents fused per document",
+    )
     p.add_argument("--url", default=None, help="ask a running server instead of opening the database")
     p.add_argument("--json", action="store_true", help="print the raw JSON response")
     p.add_argument(
@@ -39,6 +46,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             search_type=args.search_type,
             fusion=args.fusion,
             collections=args.collections,
+            alpha=args.alpha,
+            group_by=args.group_by,
         )
     except ValueError as exc:
         print(f"error: {exc}")
