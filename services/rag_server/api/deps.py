@@ -84,3 +84,15 @@ def require(role: Role) -> Any:
 
 # For routes that use the principal itself; the others state their role with `require(...)`.
 Reader = Annotated[Principal, require("reader")]
+
+
+async def get_read_pool(
+    runtime: RuntimeDep, principal: Annotated[Principal, Depends(authenticate)]
+) -> ScopedPool:
+    """For read-only routes: a read replica when one may serve this principal (it has replayed the
+    principal's own writes and is within the lag bound, infra/replicas.py), else the primary's pool.
+    After `authenticate` (its scope names the principal)."""
+    return runtime.read_pool()
+
+
+ReadPoolDep = Annotated[ScopedPool, Depends(get_read_pool)]
