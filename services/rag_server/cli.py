@@ -34,9 +34,8 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     async def report() -> dict[str, object]:
         async with open_runtime(settings, migrate=True, read_replicas=True) as runtime:
             found: dict[str, object] = dict(await capability_report(runtime.pool))
-            if (
-                runtime.reads is not None
-            ):  # RAG_READ_DATABASE_URLS: each replica's state, "degraded" if one is off
+            # RAG_READ_DATABASE_URLS: each replica's state; "degraded" when one serves no reads.
+            if runtime.reads is not None:
                 found["read_replicas"] = {
                     "summary": runtime.reads.summary()[1],
                     "replicas": [vars(s) for s in runtime.reads.status()],
