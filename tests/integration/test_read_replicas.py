@@ -30,6 +30,7 @@ from rag_server.collections import store
 from rag_server.collections.models import CreateCollection
 from rag_server.config import Settings
 from rag_server.infra.embedded_postgres import EmbeddedPostgres, ensure_embedded_postgres
+from rag_server.infra.replicas import READ_AFTER_HEADER
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from tests.support.processes import free_port
@@ -154,8 +155,13 @@ async def test_reads_come_from_the_replica_and_a_writer_reads_its_own_writes(
     settings: Settings, runtime: Runtime, standby: Standby, principals: dict[str, dict[str, str]]
 ) -> None:
     writer, other = principals["writer"], principals["other"]
-    async with replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app, client):
+    async with (
+        replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app, client),
+        # A second server process on the same database: it knows nothing of the first one's writers.
+        replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app2, client2),
+    ):
         await until(healthy(app), "replica healthy")
+        await until(healthy(app2), "replica healthy (second server)")
         session = await ok(client.post("/chat/sessions", json={"title": "before"}, headers=other))
         await ok(client.post("/query", json={"query": "limbs", "session_id": session["id"]}, headers=other))
         await until(caught_up(runtime, standby), "standby caught up")
@@ -166,9 +172,9 @@ async def test_reads_come_from_the_replica_and_a_writer_reads_its_own_writes(
                 conn.execute("UPDATE chat_sessions SET title = 'after' WHERE id = %s", (session["id"],))
                 conn.execute("DELETE FROM chat_messages WHERE session_id = %s", (session["id"],))
             files = [("files", ("mine.txt", f"writer's own {TEXT}".encode(), "text/plain"))]
-            uploaded = (await ok(client.post("/upload", files=files, headers=writer)))["tasks"][0][
-                "document_id"
-            ]
+            response = await client.post("/upload", files=files, headers=writer)
+            assert response.status_code == 202, response.text
+            uploaded = response.json()["tasks"][0]["document_id"]
 
             # The writer's reads go to the primary: its own write, and everything before it.
             assert "direct" in await collection_names(client, writer)
@@ -185,6 +191,12 @@ async def test_reads_come_from_the_replica_and_a_writer_reads_its_own_writes(
             assert [s["title"] for s in listed if s["id"] == session["id"]] == ["before"]
             history = await ok(client.get(f"/chat/history/{session['id']}", headers=other))
             assert len(history["messages"]) == 2
+            # Another server process serves the writer from the replica, unless the writer hands back
+            # the position its write answered with.
+            assert uploaded not in await document_ids(client2, writer)
+            after = {**writer, READ_AFTER_HEADER: response.headers[READ_AFTER_HEADER]}
+            assert {doc, uploaded} <= await document_ids(client2, after)
+            assert uploaded not in await document_ids(client2, {**writer, READ_AFTER_HEADER: "not/an-lsn"})
         finally:
             standby.resume()
         await until(lambda: _has(collection_names(client, other), "direct"), "the replica replays the writes")

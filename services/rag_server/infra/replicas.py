@@ -141,12 +141,13 @@ class ReadRouting:
 
     # --- routing -------------------------------------------------------------------------------
 
-    def pool_for(self, scope: DbScope | None) -> ScopedPool:
-        """Where this principal's read-only call may run (None: outside a request, the primary)."""
+    def pool_for(self, scope: DbScope | None, after: int = 0) -> ScopedPool:
+        """Where this principal's read-only call may run (None: outside a request, the primary).
+        `after`: a WAL position the client says it has written up to (READ_AFTER_HEADER)."""
         if scope is None or not self.replicas:
             return self.primary
         now = time.monotonic()
-        floor = self._floor(scope.key_id, now)
+        floor = max(self._floor(scope.key_id, now), after)
         usable = [r for r in self.replicas if r.usable(now, self.max_lag_s, floor)]
         if not usable:
             self.routed["primary"] += 1
@@ -154,18 +155,19 @@ class ReadRouting:
         self.routed["replica"] += 1
         return usable[next(self._turn) % len(usable)].pool
 
-    def current_pool(self) -> ScopedPool:
-        return self.pool_for(request_scope())
+    def current_pool(self, after: int = 0) -> ScopedPool:
+        return self.pool_for(request_scope(), after)
 
     def _floor(self, key: UUID | None, now: float) -> int:
         lsn, at = self._floors.get(key, (0, 0.0))
         # A usable replica has replayed everything older than the lag bound: the write is in it.
         return lsn if now - at <= self.max_lag_s else 0
 
-    async def record_write(self, scope: DbScope | None) -> None:
-        """Remember the primary's position after `scope`'s principal wrote (before its response ends)."""
+    async def record_write(self, scope: DbScope | None) -> int | None:
+        """Remember the primary's position after `scope`'s principal wrote (before its response ends);
+        returns it (None: unknown)."""
         if scope is None or not self.replicas:
-            return
+            return None
         at = time.monotonic()
         try:
             lsn = int(await asyncio.wait_for(self.primary.raw.fetchval(PRIMARY_SQL), self.timeout_s))
@@ -174,6 +176,7 @@ class ReadRouting:
             lsn = _UNKNOWN_LSN
         previous = self._floors.get(scope.key_id, (0, 0.0))[0]
         self._floors[scope.key_id] = (max(lsn, previous) if lsn != _UNKNOWN_LSN else lsn, at)
+        return None if lsn == _UNKNOWN_LSN else lsn
 
     # --- health --------------------------------------------------------------------------------
 
@@ -272,9 +275,10 @@ def may_write(method: str, path: str) -> bool:
 
 class ReadYourWritesMiddleware:
     """After a request that may have written, remember the primary's position for its principal
-    (ReadRouting.record_write), before the last byte of the response goes out: once the client has its
-    answer, its next read goes to the primary or to a replica that has replayed the write. A streamed
-    answer (chat) writes before its stream ends, so the end of the body is the moment for every kind."""
+    (ReadRouting.record_write) before the response goes out, so the client's next read goes to the
+    primary or to a replica that has replayed the write. The position also goes back to the client in
+    READ_AFTER_HEADER, for reads it sends to another server process. A streamed answer (chat) writes
+    before its stream ends: it is recorded again then (its header holds the position at its start)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -285,14 +289,40 @@ class ReadYourWritesMiddleware:
         if scope["type"] != "http" or reads is None or not may_write(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
-        recorded = False
+        streamed = False
 
         async def send_after_recording(message: Message) -> None:
-            nonlocal recorded
-            last = message["type"] == "http.response.body" and not message.get("more_body", False)
-            if last and not recorded:
-                recorded = True
-                await reads.record_write(request_scope())
+            nonlocal streamed
+            if message["type"] == "http.response.start":
+                lsn = await reads.record_write(request_scope())
+                if lsn is not None:
+                    header = (READ_AFTER_HEADER.lower().encode(), lsn_text(lsn).encode())
+                    message = {**message, "headers": [*message.get("headers", []), header]}
+            elif message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    streamed = True
+                elif streamed:
+                    await reads.record_write(request_scope())
             await send(message)
 
         await self.app(scope, receive, send_after_recording)
+
+
+# A client that writes through one server process and reads through another sends back the position
+# a write answered with: that read then goes to the primary or a replica that has replayed it.
+READ_AFTER_HEADER = "X-Rag-Read-After"
+
+
+def lsn_text(lsn: int) -> str:
+    """PostgreSQL's pg_lsn text form (`16/B374D848`)."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def parse_lsn(text: str | None) -> int:
+    """A pg_lsn text as a number; 0 (no constraint) for anything else: a bad header never fails a read."""
+    high, sep, low = (text or "").strip().partition("/")
+    try:
+        value = (int(high, 16) << 32) | int(low, 16) if sep and len(high) <= 8 and len(low) <= 8 else 0
+    except ValueError:
+        return 0
+    return value if value >= 0 else 0

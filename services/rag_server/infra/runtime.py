@@ -48,10 +48,10 @@ class Runtime:
     # The read replicas (RAG_READ_DATABASE_URLS) when this process serves reads from them (the API).
     reads: ReadRouting | None = field(default=None, repr=False)
 
-    def read_pool(self) -> ScopedPool:
+    def read_pool(self, after: int = 0) -> ScopedPool:
         """The pool a read-only call of the current request may use: a replica that has replayed the
-        principal's own writes and is within the lag bound, else the primary (`pool`)."""
-        return self.pool if self.reads is None else self.reads.current_pool()
+        principal's own writes (and WAL position `after`) and is within the lag bound, else the primary."""
+        return self.pool if self.reads is None else self.reads.current_pool(after)
 
     def chat_llm(self) -> tuple[LLM | None, str | None]:
         """The chat LLM (None: answers are extractive) and, when one is configured but unusable, why."""
