@@ -185,7 +185,10 @@ class ReadRouting:
         started = time.monotonic()
         try:
             lsn = int(await asyncio.wait_for(self.primary.raw.fetchval(PRIMARY_SQL), self.timeout_s))
-            self._samples.append((started, lsn))
+            if self._samples and self._samples[-1][1] == lsn:  # idle primary: one sample, its latest time
+                self._samples[-1] = (started, lsn)
+            else:
+                self._samples.append((started, lsn))
         except Exception as exc:  # the primary is down: staleness keeps growing, replicas age out
             logger.debug("primary position unavailable: %s", exc)
         horizon = started - self.max_lag_s - 2 * self.interval_s
@@ -293,7 +296,7 @@ class ReadYourWritesMiddleware:
 
         async def send_after_recording(message: Message) -> None:
             nonlocal streamed
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and message["status"] < 400:  # else nothing written
                 lsn = await reads.record_write(request_scope())
                 if lsn is not None:
                     header = (READ_AFTER_HEADER.lower().encode(), lsn_text(lsn).encode())
