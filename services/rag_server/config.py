@@ -141,6 +141,21 @@ class Settings(BaseSettings):
     # Temporary sessions live only in server memory; forgotten after this many idle seconds.
     chat_temporary_ttl_s: int = Field(default=3600, ge=60)
 
+    # --- read replicas and remote workers --------------------------------------------------
+    # Streaming replicas of DATABASE_URL's server (comma-separated URLs; empty: none). Searches,
+    # listings and chat history may be served by one; writes, workers, migrations stay on the primary.
+    # They are logged into as runtime_db_user (row-level security applies as on the primary).
+    read_database_urls: str = ""
+    # A replica more than this many seconds behind the primary is skipped (reads go to the primary).
+    read_replica_max_lag_s: float = Field(default=5.0, gt=0)
+    # How often each replica's recovery state and replay position are checked.
+    read_replica_check_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # Connecting to or checking a replica longer than this marks it down.
+    read_replica_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    # The embedded cluster also listens on TCP at host:port (e.g. 127.0.0.1:5433), for workers on
+    # other hosts or a replica; empty: its unix socket only.
+    embedded_listen: str = ""
+
     def bootstrap_key(self) -> str | None:
         """The bootstrap admin key: the variable when set and not empty, else the file's content."""
         key = self.bootstrap_admin_key.get_secret_value().strip() if self.bootstrap_admin_key else ""
@@ -151,6 +166,10 @@ class Settings(BaseSettings):
     def api_key_value(self) -> str | None:
         """The key the CLI sends to a running server (rag_server.client), when one is configured."""
         return None if self.api_key is None else self.api_key.get_secret_value()
+
+    @property
+    def read_replica_urls(self) -> list[str]:
+        return [url.strip() for url in self.read_database_urls.split(",") if url.strip()]
 
     @property
     def embedded_pgdata(self) -> Path:

@@ -25,7 +25,7 @@ from rag_server.generations.store import Generation
 from rag_server.infra.capabilities import Bm25Engine
 from rag_server.infra.metrics import observe_search
 from rag_server.infra.runtime import Runtime
-from rag_server.infra.scoped_pool import Isolation
+from rag_server.infra.scoped_pool import Isolation, ScopedPool
 from rag_server.retrieval.bm25 import bm25_leg, read_engine
 from rag_server.retrieval.fusion import FusedHit, convex, rrf
 from rag_server.retrieval.legs import LegHit, clean_query
@@ -74,14 +74,15 @@ async def bm25_search(
     top_k: int,
     filters: SearchFilters | None = None,
     collections: Sequence[UUID] | None = None,
+    pool: ScopedPool | None = None,
 ) -> list[LegHit]:
     """BM25 leg alone: the best `top_k` chunk ids with BM25 scores, best first. `collections`: resolved
-    ids to restrict to (None: every collection)."""
+    ids to restrict to (None: every collection). `pool`: where to read (default the primary's)."""
     engine = await bm25_engine(runtime)
     s = runtime.settings
     # The native engine reads several statements from one snapshot (bm25_leg).
     snapshot: Isolation | None = "repeatable_read" if engine == "native" else None
-    async with runtime.pool.acquire(isolation=snapshot, readonly=True) as conn:
+    async with (pool or runtime.pool).acquire(isolation=snapshot, readonly=True) as conn:
         return await bm25_leg(
             conn, engine, query, top_k, filters, s.bm25_k1, s.bm25_b, collections=collections
         )
@@ -95,13 +96,14 @@ async def vector_search_embedding(
     ef_search: int | None = None,
     collections: Sequence[UUID] | None = None,
     generation: Generation | None = None,
+    pool: ScopedPool | None = None,
 ) -> list[LegHit]:
     """Vector leg alone for a query embedded by `generation`'s model (None: the searched one)."""
     ef = ef_search or runtime.settings.hnsw_ef_search
     space = _space(generation or await searched_generation(runtime))
     filtered = bool(vector_sql(filters, collections, space)[1])
     # The pgvector settings go with the scope's, in one round trip.
-    async with runtime.pool.acquire(settings=vector_settings(top_k, ef, filtered)) as conn:
+    async with (pool or runtime.pool).acquire(settings=vector_settings(top_k, ef, filtered)) as conn:
         return await vector_leg(
             conn, embedding, top_k, filters, ef, collections, settings_applied=True, space=space
         )
@@ -155,16 +157,21 @@ def _to_hit(fused: FusedHit, row: ChunkRow) -> SearchHit:
 
 
 async def search(
-    runtime: Runtime, request: SearchRequest, scope: Sequence[UUID] | None = None
+    runtime: Runtime,
+    request: SearchRequest,
+    scope: Sequence[UUID] | None = None,
+    pool: ScopedPool | None = None,
 ) -> SearchResponse:
     """Run one search request; results carry every leg's rank and score plus per-stage timings.
     The request's collections (default `default`) are resolved first: an unknown one is a NotFoundError.
-    `scope`: collection ids the caller already resolved (chat does, to answer 404 before streaming)."""
+    `scope`: collection ids the caller already resolved (chat does, to answer 404 before streaming).
+    `pool`: where every read of it runs (`runtime.read_pool()` may pick a replica; default the primary)."""
     settings = runtime.settings
+    pool = pool or runtime.pool
     timings: dict[str, float] = {}
     started = time.perf_counter()
     if scope is None:
-        scope = await resolve_ids(runtime.pool, request.collections)
+        scope = await resolve_ids(pool, request.collections)
     # NUL and lone surrogates break Postgres, the tokenizer and the JSON reply: replace them once.
     query, top_k, filters = clean_query(request.query), request.top_k, request.filters
 
@@ -177,12 +184,12 @@ async def search(
             timings,
             "vector",
             lambda: vector_search_embedding(
-                runtime, embedding, depth, filters, request.ef_search, scope, generation
+                runtime, embedding, depth, filters, request.ef_search, scope, generation, pool
             ),
         )
 
     async def run_bm25(depth: int) -> list[LegHit]:
-        return await _timed(timings, "bm25", lambda: bm25_search(runtime, query, depth, filters, scope))
+        return await _timed(timings, "bm25", lambda: bm25_search(runtime, query, depth, filters, scope, pool))
 
     if request.search_type == "vector":
         ranked = _single_leg(await run_vector(top_k), "vector")
@@ -197,7 +204,7 @@ async def search(
         timings["fuse"] = round((time.perf_counter() - fuse_start) * 1000, 3)
 
     async def fetch() -> dict[int, ChunkRow]:
-        async with runtime.pool.acquire() as conn:
+        async with pool.acquire() as conn:
             return await fetch_chunks(conn, [h.chunk_id for h in ranked])
 
     rows = await _timed(timings, "fetch", fetch)
