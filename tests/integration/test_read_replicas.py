@@ -26,13 +26,14 @@ from fastapi import FastAPI
 from rag_server.access import keys
 from rag_server.access.models import CreateKey
 from rag_server.api.app import create_app
+from rag_server.client import AsyncClient, ClientError
 from rag_server.collections import store
 from rag_server.collections.models import CreateCollection
 from rag_server.config import Settings
 from rag_server.infra.embedded_postgres import EmbeddedPostgres, ensure_embedded_postgres
-from rag_server.infra.replicas import READ_AFTER_HEADER
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+from rag_server.read_after import READ_AFTER_HEADER
 from tests.support.processes import free_port
 from tests.support.replica import Standby, start_standby
 
@@ -201,6 +202,54 @@ async def test_reads_come_from_the_replica_and_a_writer_reads_its_own_writes(
             standby.resume()
         await until(lambda: _has(collection_names(client, other), "direct"), "the replica replays the writes")
         assert doc in await search_documents(client, other, "direct axolotls")
+
+
+class Alternating(httpx.AsyncBaseTransport):
+    """A load balancer in front of two server processes: requests go to each in turn."""
+
+    def __init__(self, *apps: FastAPI) -> None:
+        self._backends = [httpx.ASGITransport(app=app) for app in apps]
+        self._turn = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        backend = self._backends[self._turn % len(self._backends)]
+        self._turn += 1
+        return await backend.handle_async_request(request)
+
+
+async def test_the_api_client_reads_its_own_writes_through_a_load_balancer(
+    settings: Settings,
+    runtime: Runtime,
+    standby: Standby,
+    principals: dict[str, dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    key = principals["writer"]["Authorization"].removeprefix("Bearer ")
+    path = tmp_path / "balanced.txt"
+    path.write_text(f"balanced {TEXT}")
+    async with (
+        replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app, _),
+        replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app2, _),
+    ):
+        await until(healthy(app), "replica healthy")
+        await until(healthy(app2), "replica healthy (second server)")
+        await until(caught_up(runtime, standby), "standby caught up")
+        standby.pause()
+        try:
+            async with AsyncClient(
+                "http://rag.test", api_key=key, transport=Alternating(app, app2)
+            ) as client:
+                uploaded = (await client.upload([path])).tasks[0].document_id  # served by the first
+                assert uploaded is not None
+                # The second process has never seen this key write; the client hands it the position.
+                assert (await client.document(str(uploaded))).id == uploaded
+            # A client that forgot the position is served by the paused replica there: not found yet.
+            async with AsyncClient("http://rag.test", api_key=key, transport=Alternating(app2)) as forgetful:
+                with pytest.raises(ClientError) as missing:
+                    await forgetful.document(str(uploaded))
+                assert missing.value.status == 404
+        finally:
+            standby.resume()
 
 
 async def _has(names: Awaitable[set[str]], name: str) -> bool:

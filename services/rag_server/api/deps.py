@@ -15,9 +15,9 @@ from rag_server.chat.service import ChatService
 from rag_server.config import Settings
 from rag_server.errors import ForbiddenError
 from rag_server.infra.queue import IngestQueue
-from rag_server.infra.replicas import READ_AFTER_HEADER, parse_lsn
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import ScopedPool, bind_scope
+from rag_server.read_after import READ_AFTER_HEADER, parse_lsn
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_server.infra.database import is_transient_db_error
 from rag_server.infra.scoped_pool import DbScope, Isolation, ScopedPool, request_scope
+from rag_server.read_after import READ_AFTER_HEADER, lsn_text
 
 logger = logging.getLogger(__name__)
 
@@ -309,23 +310,3 @@ class ReadYourWritesMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_after_recording)
-
-
-# A client that writes through one server process and reads through another sends back the position
-# a write answered with: that read then goes to the primary or a replica that has replayed it.
-READ_AFTER_HEADER = "X-Rag-Read-After"
-
-
-def lsn_text(lsn: int) -> str:
-    """PostgreSQL's pg_lsn text form (`16/B374D848`)."""
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
-
-
-def parse_lsn(text: str | None) -> int:
-    """A pg_lsn text as a number; 0 (no constraint) for anything else: a bad header never fails a read."""
-    high, sep, low = (text or "").strip().partition("/")
-    try:
-        value = (int(high, 16) << 32) | int(low, 16) if sep and len(high) <= 8 and len(low) <= 8 else 0
-    except ValueError:
-        return 0
-    return value if value >= 0 else 0
