@@ -69,6 +69,7 @@ def _scale(chunks: int, p50: float) -> dict[str, Any]:
         "top_k": 10,
         "queries": 300,
         "load_avg_1m_at_start": 1.5,
+        "buffers": {"blocks_hit": 990, "blocks_read": 10, "hit_rate": 0.99},
         "runs": {
             m: [_run(1, p50 * f, 40.0), _run(8, p50 * f, 80.0)] for m, f in (("hybrid", 1), ("bm25", 0.5))
         },
@@ -97,7 +98,7 @@ def test_report_tables_hold_every_scale_and_mode() -> None:
     assert growth[:5] == ["10k -> 100k", "0.30", "0.30", "1.00", "1.00"]
     assert "-" in growth
     text = markdown_report(RESULT, "chart.png")
-    assert "| 100k | hybrid | 20.0 | 40.0 | 80.0 |" in text
+    assert "| 100k | hybrid | 20.0 | 40.0 | 80.0 | total=19 | 99.0% | 1.50 |" in text
     assert "| 10k | 12 | 8 | - | 3 | - | 10 |" in text  # build seconds, then chunks heap 10 MB
     assert "![latency, QPS and sizes by corpus size](chart.png)" in text
 

@@ -101,6 +101,7 @@ def latency_rows(result: dict[str, Any], modes: list[str]) -> list[list[str]]:
                     f"{one['latency_ms']['p95']:.1f}" if one else "-",
                     f"{eight['qps']:.1f}" if eight else "-",
                     stages,
+                    f"{row['buffers']['hit_rate']:.1%}" if "buffers" in row else "-",
                     f"{row['load_avg_1m_at_start']:.2f}",
                 ]
             )
@@ -163,10 +164,20 @@ def markdown_report(result: dict[str, Any], chart: str | None) -> str:
         f"HTTP /search on synthetic chunks (evaluation/synthetic.py), top_k {first.get('top_k')}, "
         f"{result['requests']} requests per row after one untimed hybrid pass over all "
         f"{first.get('queries')} queries; latency at 1 client, QPS at 8. Load average: the 1-minute load "
-        "when that scale's timed run started (2 shared cores).",
+        "when that scale's timed run started (2 shared cores); hit rate: shared-buffer hits / block reads "
+        "during that scale's timed run.",
         "",
         *_markdown(
-            ["chunks", "mode", "p50 ms", "p95 ms", "QPS (8 clients)", "server p50 per stage (ms)", "load"],
+            [
+                "chunks",
+                "mode",
+                "p50 ms",
+                "p95 ms",
+                "QPS (8 clients)",
+                "server p50 per stage (ms)",
+                "hit rate",
+                "load",
+            ],
             latency_rows(result, modes),
         ),
         "",

@@ -242,10 +242,29 @@ async def _on_bench_database(
             server = await asyncio.to_thread(start_server, env, Path(tmp) / "server.log")
             try:
                 assert server.base_url is not None
+                before = await block_counts(url)
                 result["runs"] = await measure(server.base_url, queries, options, headers)
+                result["buffers"] = buffer_use(before, await block_counts(url))
             finally:
                 await asyncio.to_thread(server.stop)
     return result
+
+
+async def block_counts(url: str) -> tuple[int, int]:
+    """(blocks found in shared buffers, blocks read from the OS) so far in the database at `url`."""
+    async with admin.connection(url) as conn:
+        # Backends flush their statistics about once a second: wait for the last requests' counts.
+        await asyncio.sleep(1.5)
+        row = await conn.fetchrow(
+            "SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()"
+        )
+        return int(row["blks_hit"]), int(row["blks_read"])
+
+
+def buffer_use(before: tuple[int, int], after: tuple[int, int]) -> dict[str, float]:
+    """Shared-buffer hits and reads during the timed part (warm-up included) and the hit rate."""
+    hit, read = after[0] - before[0], after[1] - before[1]
+    return {"blocks_hit": hit, "blocks_read": read, "hit_rate": round(hit / max(hit + read, 1), 4)}
 
 
 async def run_bench_search(settings: Settings, options: BenchSearchOptions) -> dict[str, Any]:
