@@ -126,6 +126,15 @@ def _print_bench(result: dict[str, Any], kind: str) -> int:
     return 0
 
 
+def _add_scale_arguments(s: argparse.ArgumentParser) -> None:
+    """`bench search`'s options for sweeps over several --scale values."""
+    s.add_argument("--report", default=None, metavar="OUT.md", help="Markdown table + a PNG chart next to it")
+    s.add_argument("--lock", default=None, metavar="FILE", help="hold flock(FILE) while timing each scale")
+    s.add_argument(
+        "--build-only", action="store_true", help="build (or reuse) the bench databases; no timing"
+    )
+
+
 def register_eval_commands(sub: Any) -> None:
     """Add `eval` and `bench` to the `rag-server` sub-command parser."""
     p = sub.add_parser(
@@ -173,11 +182,7 @@ def register_eval_commands(sub: Any) -> None:
     s.add_argument("--modes", default="hybrid,bm25,vector")
     s.add_argument("--dataset", default="../shared/datasets/scifact", help="BEIR folder for texts/queries")
     s.add_argument("--json", default=None, metavar="OUT.json")
-    s.add_argument("--report", default=None, metavar="OUT.md", help="Markdown table + a PNG chart next to it")
-    s.add_argument("--lock", default=None, metavar="FILE", help="hold flock(FILE) while timing each scale")
-    s.add_argument(
-        "--build-only", action="store_true", help="build (or reuse) the bench databases; no timing"
-    )
+    _add_scale_arguments(s)
 
     i = bench_sub.add_parser(
         "ingest",
