@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # Local models: "onnx" (ONNX Runtime, exported once into model_cache_dir; ~3x faster per query here)
     # or "torch" (sentence-transformers on PyTorch). Outputs agree to ~1e-7.
     embedding_runtime: Literal["onnx", "torch"] = "onnx"
+    # Local model on ONNX Runtime only: "int8" = the fp32 graph quantized once by ONNX Runtime (cached
+    # next to it). Same model identity as fp32 (an int8 query searches fp32-stored vectors); measured in
+    # .env.example. Set to int8 with another provider or runtime: a configuration error.
+    embedding_precision: Literal["fp32", "int8"] = "fp32"
     # The exported ONNX graphs: derived from installed weights, shared by every data_dir.
     model_cache_dir: Path = Path("~/.cache/rag-server/models")
     embedding_base_url: str | None = None
@@ -140,6 +144,18 @@ class Settings(BaseSettings):
     chat_history_messages: int = Field(default=6, ge=0, le=50)
     # Temporary sessions live only in server memory; forgotten after this many idle seconds.
     chat_temporary_ttl_s: int = Field(default=3600, ge=60)
+
+    @model_validator(mode="after")
+    def _precision_needs_local_onnx(self) -> Settings:
+        if self.embedding_precision != "fp32" and (
+            self.embedding_provider != "local" or self.embedding_runtime != "onnx"
+        ):
+            raise ValueError(
+                f"RAG_EMBEDDING_PRECISION={self.embedding_precision} applies to the local model on ONNX "
+                "Runtime only: set RAG_EMBEDDING_PROVIDER=local and RAG_EMBEDDING_RUNTIME=onnx, or "
+                "RAG_EMBEDDING_PRECISION=fp32"
+            )
+        return self
 
     def bootstrap_key(self) -> str | None:
         """The bootstrap admin key: the variable when set and not empty, else the file's content."""
