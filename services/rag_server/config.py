@@ -72,7 +72,10 @@ class Settings(BaseSettings):
     # Prefix each chunk's indexed/embedded text with its heading path (Markdown/HTML/DOCX headings, a
     # slide's title, a sheet's name); the displayed text never carries it.
     chunk_include_headings: bool = True
-    worker_concurrency: int = 1
+    # Tasks one worker process runs at once. 2: the next task's queue read, parsing and writes run while
+    # the current one embeds (one slot idles the model ~20-30% of the time: docs/scaling.md); the
+    # embedding itself stays one batch at a time per process.
+    worker_concurrency: int = Field(default=2, ge=1)
     worker_visibility_timeout_s: int = 120
     worker_poll_interval_s: float = 0.5
     # Failures the document caused (an error while processing it) before it fails for good.

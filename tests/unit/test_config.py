@@ -67,3 +67,10 @@ def test_int8_precision_needs_the_local_onnx_model(update: dict[str, str]) -> No
         Settings(embedding_precision="int8", **update)  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         Settings(embedding_precision="fp16")  # type: ignore[arg-type]
+
+
+def test_a_worker_runs_two_tasks_at_once_by_default() -> None:
+    # One slot leaves the model idle during each task's parsing and database round trips.
+    assert Settings(_env_file=None).worker_concurrency == 2  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        Settings(worker_concurrency=0)
