@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     # slide's title, a sheet's name); the displayed text never carries it.
     chunk_include_headings: bool = True
     # Tasks one worker process runs at once. 2: the next task's queue read, parsing and writes run while
-    # the current one embeds (one slot idles the model ~20-30% of the time: docs/scaling.md); the
+    # the current one embeds (one slot idles the model ~20-30% of the time: reports/int8); the
     # embedding itself stays one batch at a time per process.
     worker_concurrency: int = Field(default=2, ge=1)
     worker_visibility_timeout_s: int = 120
