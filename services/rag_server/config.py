@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # Local models: "onnx" (ONNX Runtime, exported once into model_cache_dir; ~3x faster per query here)
     # or "torch" (sentence-transformers on PyTorch). Outputs agree to ~1e-7.
     embedding_runtime: Literal["onnx", "torch"] = "onnx"
+    # Local model on ONNX Runtime only: "int8" = the fp32 graph quantized once by ONNX Runtime (cached
+    # next to it). Same model identity as fp32 (an int8 query searches fp32-stored vectors); measured in
+    # .env.example. Set to int8 with another provider or runtime: a configuration error.
+    embedding_precision: Literal["fp32", "int8"] = "fp32"
     # The exported ONNX graphs: derived from installed weights, shared by every data_dir.
     model_cache_dir: Path = Path("~/.cache/rag-server/models")
     embedding_base_url: str | None = None
@@ -68,7 +72,10 @@ class Settings(BaseSettings):
     # Prefix each chunk's indexed/embedded text with its heading path (Markdown/HTML/DOCX headings, a
     # slide's title, a sheet's name); the displayed text never carries it.
     chunk_include_headings: bool = True
-    worker_concurrency: int = 1
+    # Tasks one worker process runs at once. 2: the next task's queue read, parsing and writes run while
+    # the current one embeds (one slot idles the model ~20-30% of the time: reports/int8); the
+    # embedding itself stays one batch at a time per process.
+    worker_concurrency: int = Field(default=2, ge=1)
     worker_visibility_timeout_s: int = 120
     worker_poll_interval_s: float = 0.5
     # Failures the document caused (an error while processing it) before it fails for good.
@@ -155,6 +162,18 @@ class Settings(BaseSettings):
     # The embedded cluster also listens on TCP at host:port (e.g. 127.0.0.1:5433), for workers on
     # other hosts or a replica; empty: its unix socket only.
     embedded_listen: str = ""
+
+    @model_validator(mode="after")
+    def _precision_needs_local_onnx(self) -> Settings:
+        if self.embedding_precision != "fp32" and (
+            self.embedding_provider != "local" or self.embedding_runtime != "onnx"
+        ):
+            raise ValueError(
+                f"RAG_EMBEDDING_PRECISION={self.embedding_precision} applies to the local model on ONNX "
+                "Runtime only: set RAG_EMBEDDING_PROVIDER=local and RAG_EMBEDDING_RUNTIME=onnx, or "
+                "RAG_EMBEDDING_PRECISION=fp32"
+            )
+        return self
 
     def bootstrap_key(self) -> str | None:
         """The bootstrap admin key: the variable when set and not empty, else the file's content."""

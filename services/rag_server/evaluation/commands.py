@@ -39,6 +39,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             json_path=Path(args.json) if args.json else None,
             report_path=Path(args.report) if args.report else None,
             collection=args.collection,
+            corpus_precision=args.corpus_precision,
         )
         if args.peers:
             _require_eval_extra()
@@ -158,6 +159,12 @@ def register_eval_commands(sub: Any) -> None:
         "--collection",
         default=None,
         help="collection the corpus goes into (default: the dataset folder's name)",
+    )
+    p.add_argument(
+        "--corpus-precision",
+        choices=("fp32", "int8"),
+        default=None,
+        help="embed the corpus at this precision, the queries at RAG_EMBEDDING_PRECISION (default: the same)",
     )
 
     bench = sub.add_parser("bench", help="latency and throughput benchmarks (search, ingest)")
