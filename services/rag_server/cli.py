@@ -32,8 +32,15 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.infra.runtime import open_runtime
 
     async def report() -> dict[str, object]:
-        async with open_runtime(settings, migrate=True) as runtime:
-            return await capability_report(runtime.pool)
+        async with open_runtime(settings, migrate=True, read_replicas=True) as runtime:
+            found: dict[str, object] = dict(await capability_report(runtime.pool))
+            # RAG_READ_DATABASE_URLS: each replica's state; "degraded" when one serves no reads.
+            if runtime.reads is not None:
+                found["read_replicas"] = {
+                    "summary": runtime.reads.summary()[1],
+                    "replicas": [vars(s) for s in runtime.reads.status()],
+                }
+            return found
 
     print(json.dumps(asyncio.run(report()), indent=2))
     return 0

@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from rag_server.chat.models import QueryResponse
 from rag_server.ingestion.models import BatchStatus, Document, DuplicateCheckResult, UploadResponse
+from rag_server.read_after import READ_AFTER_HEADER, lsn_text, parse_lsn
 from rag_server.retrieval.models import SearchResponse
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -87,6 +88,14 @@ def _retryable(response: httpx.Response | None, exc: httpx.TransportError | None
     if exc is not None:
         return isinstance(exc, httpx.ConnectError)
     return response is not None and response.status_code in RETRY_STATUSES
+
+
+def remember_write(response: httpx.Response, headers: httpx.Headers) -> None:
+    """Carry the newest write position a response names on every later request: behind a load
+    balancer, another server process then reads from a replica only once it holds this client's writes."""
+    new = parse_lsn(response.headers.get(READ_AFTER_HEADER))
+    if new and new > parse_lsn(headers.get(READ_AFTER_HEADER)):
+        headers[READ_AFTER_HEADER] = lsn_text(new)
 
 
 def _files(paths: Sequence[str | Path], field: str = "files") -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -231,6 +240,7 @@ class Client:
                 error = exc
             outcome = self._s.outcome(attempt, ok, response, error)
             if isinstance(outcome, httpx.Response):
+                remember_write(outcome, self._http.headers)
                 return outcome
             time.sleep(outcome)
         raise AssertionError("unreachable")
@@ -321,6 +331,7 @@ class AsyncClient:
                 error = exc
             outcome = self._s.outcome(attempt, ok, response, error)
             if isinstance(outcome, httpx.Response):
+                remember_write(outcome, self._http.headers)
                 return outcome
             await asyncio.sleep(outcome)
         raise AssertionError("unreachable")

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # Local models: "onnx" (ONNX Runtime, exported once into model_cache_dir; ~3x faster per query here)
     # or "torch" (sentence-transformers on PyTorch). Outputs agree to ~1e-7.
     embedding_runtime: Literal["onnx", "torch"] = "onnx"
+    # Local model on ONNX Runtime only: "int8" = the fp32 graph quantized once by ONNX Runtime (cached
+    # next to it). Same model identity as fp32 (an int8 query searches fp32-stored vectors); measured in
+    # .env.example. Set to int8 with another provider or runtime: a configuration error.
+    embedding_precision: Literal["fp32", "int8"] = "fp32"
     # The exported ONNX graphs: derived from installed weights, shared by every data_dir.
     model_cache_dir: Path = Path("~/.cache/rag-server/models")
     embedding_base_url: str | None = None
@@ -68,7 +72,10 @@ class Settings(BaseSettings):
     # Prefix each chunk's indexed/embedded text with its heading path (Markdown/HTML/DOCX headings, a
     # slide's title, a sheet's name); the displayed text never carries it.
     chunk_include_headings: bool = True
-    worker_concurrency: int = 1
+    # Tasks one worker process runs at once. 2: the next task's queue read, parsing and writes run while
+    # the current one embeds (one slot idles the model ~20-30% of the time: reports/int8); the
+    # embedding itself stays one batch at a time per process.
+    worker_concurrency: int = Field(default=2, ge=1)
     worker_visibility_timeout_s: int = 120
     worker_poll_interval_s: float = 0.5
     # Failures the document caused (an error while processing it) before it fails for good.
@@ -141,6 +148,33 @@ class Settings(BaseSettings):
     # Temporary sessions live only in server memory; forgotten after this many idle seconds.
     chat_temporary_ttl_s: int = Field(default=3600, ge=60)
 
+    # --- read replicas and remote workers --------------------------------------------------
+    # Streaming replicas of DATABASE_URL's server (comma-separated URLs; empty: none). Searches,
+    # listings and chat history may be served by one; writes, workers, migrations stay on the primary.
+    # They are logged into as runtime_db_user (row-level security applies as on the primary).
+    read_database_urls: str = ""
+    # A replica more than this many seconds behind the primary is skipped (reads go to the primary).
+    read_replica_max_lag_s: float = Field(default=5.0, gt=0)
+    # How often each replica's recovery state and replay position are checked.
+    read_replica_check_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # Connecting to or checking a replica longer than this marks it down.
+    read_replica_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    # The embedded cluster also listens on TCP at host:port (e.g. 127.0.0.1:5433), for workers on
+    # other hosts or a replica; empty: its unix socket only.
+    embedded_listen: str = ""
+
+    @model_validator(mode="after")
+    def _precision_needs_local_onnx(self) -> Settings:
+        if self.embedding_precision != "fp32" and (
+            self.embedding_provider != "local" or self.embedding_runtime != "onnx"
+        ):
+            raise ValueError(
+                f"RAG_EMBEDDING_PRECISION={self.embedding_precision} applies to the local model on ONNX "
+                "Runtime only: set RAG_EMBEDDING_PROVIDER=local and RAG_EMBEDDING_RUNTIME=onnx, or "
+                "RAG_EMBEDDING_PRECISION=fp32"
+            )
+        return self
+
     def bootstrap_key(self) -> str | None:
         """The bootstrap admin key: the variable when set and not empty, else the file's content."""
         key = self.bootstrap_admin_key.get_secret_value().strip() if self.bootstrap_admin_key else ""
@@ -151,6 +185,10 @@ class Settings(BaseSettings):
     def api_key_value(self) -> str | None:
         """The key the CLI sends to a running server (rag_server.client), when one is configured."""
         return None if self.api_key is None else self.api_key.get_secret_value()
+
+    @property
+    def read_replica_urls(self) -> list[str]:
+        return [url.strip() for url in self.read_database_urls.split(",") if url.strip()]
 
     @property
     def embedded_pgdata(self) -> Path:

@@ -97,7 +97,7 @@ def run_stack(settings: Settings, host: str, port: int) -> None:
     if settings.database_url:
         url = settings.database_url
     else:
-        embedded = ensure_embedded_postgres(settings.embedded_pgdata)
+        embedded = ensure_embedded_postgres(settings.embedded_pgdata, settings.embedded_listen)
         url = embedded.uri
         logger.info("embedded PostgreSQL 18 in %s", embedded.pgdata)
     try:

@@ -96,6 +96,9 @@ def test_bench_ingest_through_api_and_workers(
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "i.json").read_text())
     assert [r["workers"] for r in result["runs"]] == [1, 2]
+    # Each worker process runs the configured concurrency (default 2), like `rag-server worker`.
+    assert [r["concurrency"] for r in result["runs"]] == [2, 2]
+    assert result["embedding_precision"] == "fp32"
     for run in result["runs"]:
         assert run["documents"] == 8 and run["failed"] == 0 and run["chunks"] >= 8
         assert run["ratio_to_raw"] > 0

@@ -99,6 +99,16 @@ def test_seed_takes_the_rarest_terms_up_to_its_budget_and_at_least_one() -> None
     assert seed_size(huge) == 1
 
 
+def test_seed_budget_grows_with_the_corpus() -> None:
+    budget = bm25_native.SEED_POSTINGS
+    dfs = {"a": 10, "b": budget - 10, "c": 5}
+    small = QueryTerms.from_rows(term_rows(dfs, n_docs=bm25_native.SEED_CORPUS_SHARE * budget), 1.2, 0.75)
+    assert small.n_docs == bm25_native.SEED_CORPUS_SHARE * budget and seed_size(small) == 2
+    # Twice the corpus: twice the budget, and b now fits.
+    large = QueryTerms.from_rows(term_rows(dfs, n_docs=2 * bm25_native.SEED_CORPUS_SHARE * budget), 1.2, 0.75)
+    assert seed_size(large) == 3
+
+
 def test_essential_prefix_leaves_a_remainder_below_theta() -> None:
     q = QueryTerms.from_rows(term_rows({"r": 2, "m": 50, "c1": 600, "c2": 700}), 1.2, 0.75)
     high = q.bound(0)  # a theta no remainder can reach: one essential term suffices

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from rag_server.client import AsyncClient, Client, ClientError
+from rag_server.read_after import READ_AFTER_HEADER, lsn_text, parse_lsn
 
 HEALTH = {"status": "ok"}
 
@@ -72,3 +73,41 @@ async def test_the_async_client_retries_the_same_way() -> None:
     ) as c:
         assert await c.health() == HEALTH
     assert len(seen) == 2 and seen[1].headers["authorization"] == "Bearer rag_k"
+
+
+def positions(answers: list[str | None], seen: list[httpx.Request]) -> httpx.MockTransport:
+    """Answers each request with the next X-Rag-Read-After value (None: no header)."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        token = answers.pop(0) if answers else None
+        return httpx.Response(200, json=HEALTH, headers={READ_AFTER_HEADER: token} if token else {})
+
+    return httpx.MockTransport(answer)
+
+
+def test_the_newest_write_position_is_sent_back_on_every_later_request() -> None:
+    seen: list[httpx.Request] = []
+    # 0/FF00 is older than 1/10 although it sorts after it as text; a bad token is no position.
+    answers = [None, "1/10", None, "0/FF00", "bad", "2/0", None]
+    with Client("http://rag", transport=positions(answers, seen)) as client:
+        for _ in range(7):
+            client.health()
+    sent = [r.headers.get(READ_AFTER_HEADER) for r in seen]
+    assert sent == [None, None, "1/10", "1/10", "1/10", "1/10", "2/0"]
+
+
+async def test_the_async_client_carries_the_write_position_too() -> None:
+    seen: list[httpx.Request] = []
+    async with AsyncClient("http://rag", transport=positions(["A/1", None], seen)) as client:
+        await client.health()
+        await client.health()
+    assert seen[1].headers[READ_AFTER_HEADER] == "A/1"
+
+
+def test_the_token_format_round_trips() -> None:
+    for lsn in (0x16B374D848, 1, 0xFFFFFFFF_FFFFFFFF):
+        assert parse_lsn(lsn_text(lsn)) == lsn
+    assert lsn_text(0x16B374D848) == "16/B374D848"
+    for bad in (None, "", "16", "x/1", "123456789/0", "-1/0"):
+        assert parse_lsn(bad) == 0

@@ -57,3 +57,20 @@ def test_embedded_server_memory_follows_the_machine() -> None:
     assert server_settings(8 * gib)["shared_buffers"] == "2048MB"  # a quarter of RAM
     assert server_settings(256 * 2**20)["shared_buffers"] == "128MB"  # never below the default
     assert server_settings(8 * gib)["effective_cache_size"] == "4096MB"
+
+
+@pytest.mark.parametrize("update", [{"embedding_runtime": "torch"}, {"embedding_provider": "ollama"}])
+def test_int8_precision_needs_the_local_onnx_model(update: dict[str, str]) -> None:
+    assert Settings(embedding_precision="int8").embedding_precision == "int8"
+    assert Settings(embedding_precision="fp32", **update).embedding_precision == "fp32"  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="RAG_EMBEDDING_PRECISION=int8 applies to the local model"):
+        Settings(embedding_precision="int8", **update)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        Settings(embedding_precision="fp16")  # type: ignore[arg-type]
+
+
+def test_a_worker_runs_two_tasks_at_once_by_default() -> None:
+    # One slot leaves the model idle during each task's parsing and database round trips.
+    assert Settings(_env_file=None).worker_concurrency == 2  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        Settings(worker_concurrency=0)

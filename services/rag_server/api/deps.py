@@ -17,6 +17,7 @@ from rag_server.errors import ForbiddenError
 from rag_server.infra.queue import IngestQueue
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import ScopedPool, bind_scope
+from rag_server.read_after import READ_AFTER_HEADER, parse_lsn
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -84,3 +85,16 @@ def require(role: Role) -> Any:
 
 # For routes that use the principal itself; the others state their role with `require(...)`.
 Reader = Annotated[Principal, require("reader")]
+
+
+async def get_read_pool(
+    request: Request, runtime: RuntimeDep, principal: Annotated[Principal, Depends(authenticate)]
+) -> ScopedPool:
+    """For read-only routes: a read replica when one may serve this principal (it has replayed the
+    principal's own writes, and the position in X-Rag-Read-After when sent, and is within the lag
+    bound: infra/replicas.py), else the primary's pool. After `authenticate` (its scope names the
+    principal). The header is read here, not declared: it never makes a read fail."""
+    return runtime.read_pool(parse_lsn(request.headers.get(READ_AFTER_HEADER)))
+
+
+ReadPoolDep = Annotated[ScopedPool, Depends(get_read_pool)]

@@ -45,6 +45,7 @@ from rag_server.chat.turn import Turn
 from rag_server.collections.store import resolve_ids
 from rag_server.errors import InvalidInputError, NotFoundError
 from rag_server.infra.runtime import Runtime
+from rag_server.infra.scoped_pool import ScopedPool
 from rag_server.retrieval.models import SearchRequest, SearchType
 from rag_server.retrieval.service import search
 
@@ -66,15 +67,13 @@ class ChatService:
         """Wait for answer writes that outlived their request, so shutdown loses none of them."""
         await self.stored.drain()
 
-    def _store_for(self, session_id: UUID) -> SessionStore:
-        """Temporary sessions are known to this process; any other id is looked up in the database."""
-        return self.temporary if self.temporary.holds(session_id) else self.stored
-
-    async def locate(self, ref: SessionRef) -> tuple[SessionStore, UUID]:
-        """(the store, the session's id) for a UUID or a client-chosen external id (NotFoundError)."""
+    async def locate(self, ref: SessionRef, reads: ScopedPool | None = None) -> tuple[SessionStore, UUID]:
+        """(the store, the session's id) for a UUID or a client-chosen external id (NotFoundError).
+        `reads`: for a read-only call, the pool stored sessions are read from (a replica, or None)."""
+        stored = self.stored if reads is None else PostgresSessionStore(reads)
         if isinstance(ref, UUID):
-            return self._store_for(ref), ref
-        return self.stored, await self.stored.find_external(ref)
+            return self.temporary if self.temporary.holds(ref) else stored, ref
+        return stored, await stored.find_external(ref)
 
     # --- sessions ------------------------------------------------------------------------------
 
@@ -104,8 +103,8 @@ class ChatService:
             external_id=external_id,
         )
 
-    async def get_session(self, ref: SessionRef) -> ChatSession:
-        store, session_id = await self.locate(ref)
+    async def get_session(self, ref: SessionRef, reads: ScopedPool | None = None) -> ChatSession:
+        store, session_id = await self.locate(ref, reads)
         return await store.get(session_id)
 
     async def list_sessions(
@@ -116,9 +115,11 @@ class ChatService:
         include_archived: bool,
         every_owner: bool = False,
         only_archived: bool = False,
+        reads: ScopedPool | None = None,
     ) -> tuple[list[ChatSession], int]:
         """Stored sessions only: temporary ones are not listed (they belong to one client)."""
-        return await self.stored.list_sessions(
+        stored = self.stored if reads is None else PostgresSessionStore(reads)
+        return await stored.list_sessions(
             limit=limit,
             offset=offset,
             include_archived=include_archived,
@@ -141,9 +142,11 @@ class ChatService:
         store, session_id = await self.locate(ref)
         await store.delete(session_id)
 
-    async def history(self, ref: SessionRef) -> tuple[UUID, list[ChatMessageOut]]:
-        """(the session's id, its messages in order)."""
-        store, session_id = await self.locate(ref)
+    async def history(
+        self, ref: SessionRef, reads: ScopedPool | None = None
+    ) -> tuple[UUID, list[ChatMessageOut]]:
+        """(the session's id, its messages in order); `reads`: see `locate`."""
+        store, session_id = await self.locate(ref, reads)
         return session_id, await store.history(session_id)
 
     async def clear(self, ref: SessionRef) -> tuple[UUID, int]:
@@ -173,7 +176,8 @@ class ChatService:
     ) -> Turn:
         """A turn whose history the caller holds (OpenAI-style clients resend the whole conversation):
         no session is looked up, created or written. Generate it, then read it; never persist it."""
-        scope = await resolve_ids(self.runtime.pool, request.collections)
+        reads = self.runtime.read_pool()
+        scope = await resolve_ids(reads, request.collections)
         session = ChatSession.new(
             title=None,
             search_type=request.search_type or "hybrid",
@@ -190,6 +194,7 @@ class ChatService:
             collection_ids=scope,
             unstored=True,
             llm_options=llm_options,
+            reads=reads,
         )
 
     async def _resolve_session(self, request: QueryRequest) -> Turn:
@@ -261,6 +266,7 @@ class ChatService:
                 filters=turn.request.filters,
             ),
             scope=turn.collection_ids,
+            pool=turn.reads,
         )
         turn.timings["search"] = _ms(start)
         for name, value in result.timings_ms.items():

@@ -11,6 +11,7 @@ from uuid import UUID
 from rag_server.chat.models import AnswerMode, ChatMessageOut, ChatSession, QueryRequest, Source
 from rag_server.chat.session_store import SessionStore
 from rag_server.chat.usage import TokenUsage
+from rag_server.infra.scoped_pool import ScopedPool
 from rag_server.retrieval.models import SearchHit, SearchType
 
 
@@ -42,6 +43,8 @@ class Turn:
     llm_options: dict[str, Any] = field(default_factory=dict)
     # Tokens the LLM reported for this answer (condense + answer calls); empty when it reported none.
     usage: TokenUsage = field(default_factory=TokenUsage)
+    # Where its retrieval reads (None: the primary). An unstored turn writes nothing: a read replica may.
+    reads: ScopedPool | None = None
 
     @property
     def search_type(self) -> SearchType:

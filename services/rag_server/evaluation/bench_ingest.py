@@ -110,7 +110,8 @@ def one_run(
 ) -> tuple[dict[str, Any], list[str]]:
     name = f"bench_ingest_{uuid.uuid4().hex[:8]}"
     url = asyncio.run(admin.create_database(server_url, name))
-    env = child_env(url, settings.data_dir, RAG_WORKER_CONCURRENCY="1")
+    # Each worker process runs the configured concurrency (its default: 2 slots), like `rag-server worker`.
+    env = child_env(url, settings.data_dir, RAG_WORKER_CONCURRENCY=str(settings.worker_concurrency))
     children: list[Child] = []
     try:
         server = start_server(env, tmp / f"server-{workers}.log")
@@ -131,6 +132,7 @@ def one_run(
         asyncio.run(admin.drop_database(server_url, name))
     run = {
         "workers": workers,
+        "concurrency": settings.worker_concurrency,
         "documents": len(paths),
         "chunks": chunks,
         "failed": failed,
@@ -202,7 +204,8 @@ def run_bench_ingest(settings: Settings, options: BenchIngestOptions) -> dict[st
         "documents": len(documents),
         "embedding_model": settings.embedding_model,
         "embedding_batch_size": settings.embedding_batch_size,
-        "target_ratio": 0.85,
+        "embedding_precision": settings.embedding_precision,
+        "target_ratio": 0.95,
         "raw": raw,
         "runs": runs,
     }

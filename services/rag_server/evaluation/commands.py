@@ -42,6 +42,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             group_by=args.group_by,
             tune=args.tune,
             holdout=args.holdout,
+            corpus_precision=args.corpus_precision,
         )
         if args.peers:
             _require_eval_extra()
@@ -76,12 +77,14 @@ def _require_eval_extra() -> None:
 
 
 def cmd_bench_search(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.evaluation.bench_scale import parse_scales, run_bench_scale, write_scale_report
     from rag_server.evaluation.bench_search import BenchSearchOptions, run_bench_search
     from rag_server.evaluation.runner import parse_modes
 
+    scales = parse_scales(args.scale)
     options = BenchSearchOptions(
         url=args.url,
-        scale=args.scale,
+        scale=scales[0],
         clients=[int(c) for c in args.clients.split(",")],
         requests=args.requests,
         top_k=args.top_k,
@@ -89,9 +92,21 @@ def cmd_bench_search(args: argparse.Namespace, settings: Settings) -> int:
         dataset=Path(args.dataset),
         json_path=Path(args.json) if args.json else None,
         api_key=settings.api_key_value(),
+        lock=Path(args.lock) if args.lock else None,
+        build_only=args.build_only,
     )
     _quiet_libraries()
-    return _print_bench(asyncio.run(run_bench_search(settings, options)), "search")
+    if len(scales) == 1 and not args.report:
+        return _print_bench(asyncio.run(run_bench_search(settings, options)), "search")
+    if args.url:
+        raise ValueError("several --scale values (or --report) build their own databases: drop --url")
+    result = asyncio.run(run_bench_scale(settings, options, scales))
+    if args.report and not args.build_only:
+        write_scale_report(result, Path(args.report))
+    for one in result["scales"]:
+        if not args.build_only:
+            _print_bench(one, "search")
+    return 0
 
 
 def cmd_bench_ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -113,6 +128,15 @@ def _print_bench(result: dict[str, Any], kind: str) -> int:
     print()
     print(search_table(result) if kind == "search" else ingest_table(result))
     return 0
+
+
+def _add_scale_arguments(s: argparse.ArgumentParser) -> None:
+    """`bench search`'s options for sweeps over several --scale values."""
+    s.add_argument("--report", default=None, metavar="OUT.md", help="Markdown table + a PNG chart next to it")
+    s.add_argument("--lock", default=None, metavar="FILE", help="hold flock(FILE) while timing each scale")
+    s.add_argument(
+        "--build-only", action="store_true", help="build (or reuse) the bench databases; no timing"
+    )
 
 
 def register_eval_commands(sub: Any) -> None:
@@ -142,9 +166,9 @@ def register_eval_commands(sub: Any) -> None:
     p.add_argument(
         "--group-by",
         choices=("document", "chunk"),
-        default="document",
-        help="document (default): /search's group_by=document, legs folded to documents before fusion; "
-        "chunk: chunks fused, then folded to documents (the best chunk wins)",
+        default="chunk",
+        help="chunk (default, what /search returns by default): chunks fused, then folded to documents "
+        "(the best chunk wins); document: /search's group_by=document, legs folded before fusion",
     )
     p.add_argument(
         "--tune",
@@ -158,6 +182,12 @@ def register_eval_commands(sub: Any) -> None:
         metavar="F",
         help="keep this fraction of the queries (spread evenly) out of --tune and score only them",
     )
+    p.add_argument(
+        "--corpus-precision",
+        choices=("fp32", "int8"),
+        default=None,
+        help="embed the corpus at this precision, the queries at RAG_EMBEDDING_PRECISION (default: the same)",
+    )
 
     bench = sub.add_parser("bench", help="latency and throughput benchmarks (search, ingest)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
@@ -170,13 +200,18 @@ def register_eval_commands(sub: Any) -> None:
     )
     s.set_defaults(handler=cmd_bench_search)
     s.add_argument("--url", default=None, help="a running server (default: start one on a bench database)")
-    s.add_argument("--scale", type=int, default=20_000, help="synthetic chunks in the bench database")
+    s.add_argument(
+        "--scale",
+        default="20000",
+        help="synthetic chunks in the bench database; a list (10k,100k,1M) runs each and writes one report",
+    )
     s.add_argument("--clients", default="1,8,32", help="concurrency levels (default 1,8,32)")
     s.add_argument("--requests", type=int, default=300, help="requests per mode and concurrency level")
     s.add_argument("--top-k", type=int, default=10)
     s.add_argument("--modes", default="hybrid,bm25,vector")
     s.add_argument("--dataset", default="../shared/datasets/scifact", help="BEIR folder for texts/queries")
     s.add_argument("--json", default=None, metavar="OUT.json")
+    _add_scale_arguments(s)
 
     i = bench_sub.add_parser(
         "ingest",

@@ -57,11 +57,14 @@ class EvalOptions:
     extra: dict[str, Any] = field(default_factory=dict)
     # The collection the corpus is ingested into and searched in; None: named after the dataset folder.
     collection: str | None = None
-    # "document": /search's group_by=document (each leg folded to documents, then fused); "chunk": chunk
-    # hits fused, then folded here (the best chunk wins).
-    group_by: GroupBy = "document"
+    # "chunk" (/search's default): chunk hits fused, then folded here (the best chunk wins); "document":
+    # /search's group_by=document (each leg folded to documents, then fused).
+    group_by: GroupBy = "chunk"
     tune: bool = False  # --tune: choose the collection's hybrid_alpha first (evaluation.tuning)
     holdout: float = 0.0  # --holdout: fraction of the queries kept out of tuning and scored alone
+    # The precision the corpus is embedded at when it differs from the queries' (RAG_EMBEDDING_PRECISION):
+    # "fp32" with int8 queries measures a database stored before an upgrade to int8.
+    corpus_precision: str | None = None
 
     def collection_name(self) -> str:
         if self.collection is not None:
@@ -108,12 +111,15 @@ def pick_settings(settings: Settings, names: Sequence[str]) -> dict[str, Any]:
 
 def eval_database_name(dataset: Path, settings: Settings) -> str:
     """eval_<hash12> of the corpus bytes and every setting that shapes the stored chunks."""
-    key = {
+    key: dict[str, Any] = {
         "format": EVAL_FORMAT,
         "dataset": str(dataset.resolve()),
         "corpus_sha256": corpus_fingerprint(dataset),
         **pick_settings(settings, STORED_CHUNK_SETTINGS),
     }
+    # Only when not fp32: the fp32 databases built before precision existed keep their names.
+    if settings.embedding_precision != "fp32":
+        key["embedding_precision"] = settings.embedding_precision
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return f"eval_{digest[:12]}"
 
@@ -283,6 +289,22 @@ async def score_modes(
     return modes
 
 
+async def _ingest_at_corpus_precision(
+    corpus_settings: Settings,
+    eval_settings: Settings,
+    dataset: BeirDataset,
+    options: EvalOptions,
+    collection: str,
+) -> bool:
+    """Ingest with the corpus's own embedder when its precision is not the queries'; False: not needed."""
+    if corpus_settings.embedding_precision == eval_settings.embedding_precision:
+        return False
+    corpus_settings = corpus_settings.model_copy(update={"database_url": eval_settings.database_url})
+    async with open_runtime(corpus_settings, migrate=True, load_embedder=True) as runtime:
+        await ingest_corpus(runtime, dataset, options.quiet, collection)
+    return True
+
+
 async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
     if not 1 <= options.top_k <= 100:
         raise ValueError("--top-k must be between 1 and 100")
@@ -294,11 +316,17 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
     if not queries:
         raise ValueError("--holdout leaves no query to score")
 
-    name = await asyncio.to_thread(eval_database_name, options.dataset, settings)
+    corpus_settings = settings.model_copy(
+        update={"embedding_precision": options.corpus_precision or settings.embedding_precision}
+    )
+    name = await asyncio.to_thread(eval_database_name, options.dataset, corpus_settings)
     server_url = await asyncio.to_thread(resolve_database_url, settings)
     collection = options.collection_name()
     reused = await prepare_database(server_url, name, len(dataset.corpus), options.fresh, collection)
     eval_settings = settings.model_copy(update={"database_url": with_database(server_url, name)})
+    ingest_now = not reused and not await _ingest_at_corpus_precision(
+        corpus_settings, eval_settings, dataset, options, collection
+    )
     if not options.quiet:
         print(
             f"eval database {name} ({'reused' if reused else 'new'}); {len(queries)} test queries",
@@ -306,7 +334,7 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
         )
 
     async with open_runtime(eval_settings, migrate=True, load_embedder=True) as runtime:
-        if not reused:
+        if ingest_now:
             await ingest_corpus(runtime, dataset, options.quiet, collection)
         chunks = int(await runtime.pool.fetchval("SELECT count(*) FROM chunks"))
         engine = await bm25_engine(runtime)
@@ -338,6 +366,8 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
             "group_by": options.group_by,
             "collection_hybrid_alpha": collection_alpha,
             **pick_settings(settings, STORED_CHUNK_SETTINGS),
+            "embedding_precision": settings.embedding_precision,
+            "corpus_embedding_precision": corpus_settings.embedding_precision,
             "bm25_engine": engine,
             **pick_settings(settings, SEARCH_SETTINGS),
         },

@@ -19,7 +19,8 @@ import hashlib
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import asyncpg
 import numpy as np
@@ -60,16 +61,35 @@ def synthesize(
     pool: Sequence[str], pool_vectors: np.ndarray, count: int, seed: int = 7
 ) -> tuple[list[str], np.ndarray]:
     """`count` (text, vector) pairs mixed from the embedded pool; deterministic for a seed."""
+    texts: list[str] = []
+    blocks: list[np.ndarray] = []
+    for block_texts, block_vectors in synthesize_blocks(pool, pool_vectors, count, max(count, 1), seed):
+        texts += block_texts
+        blocks.append(block_vectors)
+    dim = pool_vectors.shape[1]
+    return texts, np.concatenate(blocks) if blocks else np.zeros((0, dim), dtype=np.float32)
+
+
+def synthesize_blocks(
+    pool: Sequence[str], pool_vectors: np.ndarray, count: int, block: int, seed: int = 7
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """synthesize() in blocks of `block` rows, the same rows whatever the block size: memory stays
+    bounded at any scale (1M vectors of 384 floats and their float64 noise are ~4.5GB at once)."""
     rng = np.random.default_rng(seed)
     halves = [split_halves(text) for text in pool]
     a = rng.integers(0, len(pool), size=count)
     b = rng.integers(0, len(pool), size=count)
     w = rng.uniform(0.3, 0.7, size=(count, 1)).astype(np.float32)
-    vectors = w * pool_vectors[a] + (1 - w) * pool_vectors[b]
-    vectors += rng.normal(0.0, 0.02, size=vectors.shape).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    texts = [f"{halves[i][0]} {halves[j][1]}".strip() for i, j in zip(a, b, strict=True)]
-    return texts, vectors.astype(np.float32)
+    # The noise is drawn last and in row order: successive draws continue one stream, so blocks
+    # concatenate to exactly the one-shot result (tests/unit/test_bench_scale.py).
+    for start in range(0, count, block):
+        end = min(start + block, count)
+        ba, bb, bw = a[start:end], b[start:end], w[start:end]
+        vectors = bw * pool_vectors[ba] + (1 - bw) * pool_vectors[bb]
+        vectors += rng.normal(0.0, 0.02, size=vectors.shape).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        texts = [f"{halves[i][0]} {halves[j][1]}".strip() for i, j in zip(ba, bb, strict=True)]
+        yield texts, vectors.astype(np.float32)
 
 
 async def insert_synthetic(
@@ -77,8 +97,10 @@ async def insert_synthetic(
     texts: Sequence[str],
     vectors: np.ndarray,
     progress: Callable[[int], None] | None = None,
+    first: int = 0,
 ) -> None:
-    """Write documents (CHUNKS_PER_DOCUMENT chunks each, status ready) and their chunks."""
+    """Write documents (CHUNKS_PER_DOCUMENT chunks each, status ready) and their chunks; `first`: the
+    number of chunks written before these (a block of a larger load), for the file names."""
     for start in range(0, len(texts), INSERT_BATCH):
         batch_texts = texts[start : start + INSERT_BATCH]
         batch_vectors = vectors[start : start + INSERT_BATCH]
@@ -94,7 +116,7 @@ async def insert_synthetic(
                 [
                     (
                         doc_id,
-                        f"synthetic-{start // CHUNKS_PER_DOCUMENT + n}.txt",
+                        f"synthetic-{(first + start) // CHUNKS_PER_DOCUMENT + n}.txt",
                         sum(
                             len(t)
                             for t in batch_texts[n * CHUNKS_PER_DOCUMENT : (n + 1) * CHUNKS_PER_DOCUMENT]
@@ -126,5 +148,14 @@ async def synthetic_count(conn: asyncpg.Connection) -> int | None:
     return None if marker is None else int(marker["chunks"])
 
 
-async def mark_loaded(conn: asyncpg.Connection, chunks: int, pool_size: int) -> None:
-    await set_meta(conn, MARKER, {"chunks": chunks, "pool": pool_size, "at": time.time()})
+async def mark_loaded(
+    conn: asyncpg.Connection, chunks: int, pool_size: int, build: dict[str, Any] | None = None
+) -> None:
+    """The completion marker; `build` (phases, seconds, settings) is kept for later reports."""
+    await set_meta(conn, MARKER, {"chunks": chunks, "pool": pool_size, "at": time.time(), "build": build})
+
+
+async def build_info(conn: asyncpg.Connection) -> dict[str, Any] | None:
+    """How the database was built (bench_build.bulk_load's record), None for older builds."""
+    marker = await get_meta(conn, MARKER)
+    return None if marker is None else marker.get("build")

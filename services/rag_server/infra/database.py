@@ -21,7 +21,7 @@ def resolve_database_url(settings: Settings) -> str:
     """The libpq URL to use: DATABASE_URL when set, else the embedded server (started if needed)."""
     if settings.database_url:
         return plain_url(settings.database_url)
-    return ensure_embedded_postgres(settings.embedded_pgdata).uri
+    return ensure_embedded_postgres(settings.embedded_pgdata, settings.embedded_listen).uri
 
 
 def plain_url(url: str) -> str:

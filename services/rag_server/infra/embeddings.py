@@ -16,8 +16,8 @@ import numpy as np
 
 from rag_server.config import Settings
 from rag_server.infra.batching import CoalescingEmbedder
+from rag_server.infra.sentence_encoders import Precision, load_sentence_encoder
 from rag_server.infra.sentence_encoders import Runtime as EncoderRuntime
-from rag_server.infra.sentence_encoders import load_sentence_encoder
 
 # Calls with at most this many texts are coalesced with concurrent ones; document batches are not.
 QUERY_BATCH_MAX_TEXTS = 4
@@ -51,12 +51,18 @@ class LocalEmbedder:
     """A local sentence-transformers model on the CPU (ONNX Runtime by default, see sentence_encoders)."""
 
     def __init__(
-        self, model_name: str, dim: int, batch_size: int, runtime: EncoderRuntime, cache_dir: Path
+        self,
+        model_name: str,
+        dim: int,
+        batch_size: int,
+        runtime: EncoderRuntime,
+        cache_dir: Path,
+        precision: Precision = "fp32",
     ) -> None:
         self.model_name = model_name
         self.dim = dim
         self.batch_size = batch_size
-        self._encoder = load_sentence_encoder(model_name, runtime, cache_dir)
+        self._encoder = load_sentence_encoder(model_name, runtime, cache_dir, precision)
         if self._encoder.dim != dim:
             raise ValueError(
                 f"model {model_name} produces {self._encoder.dim}-d vectors but RAG_EMBEDDING_DIM={dim}"
@@ -125,6 +131,7 @@ def build_embedder(settings: Settings) -> Embedder:
             settings.embedding_batch_size,
             settings.embedding_runtime,
             settings.model_cache_dir.expanduser(),
+            settings.embedding_precision,
         )
     if settings.embedding_provider == "ollama":
         return OllamaEmbedder(settings)

@@ -49,9 +49,17 @@ def _migrations_check(versions: list[str] | None) -> Check:
     )
 
 
+def _replicas_check(runtime: Runtime) -> dict[str, Check]:
+    """Read replicas only degrade: reads fall back to the primary, so the check passes ("degraded: ...")."""
+    if runtime.reads is None:
+        return {}
+    return {"read_replicas": Check(True, runtime.reads.summary()[1])}
+
+
 async def readiness(runtime: Runtime) -> dict[str, Check]:
-    """Every check by name (database, migrations, embedding, queue); never raises."""
-    checks = {"embedding": _embedding_check(runtime.embedder)}
+    """Every check by name (database, migrations, embedding, queue, read_replicas when configured);
+    never raises."""
+    checks = {"embedding": _embedding_check(runtime.embedder), **_replicas_check(runtime)}
     queue = queue_table(runtime.settings.queue_name)
     try:
         row = await asyncio.wait_for(

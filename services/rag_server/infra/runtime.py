@@ -13,16 +13,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 from llama_index.core.llms import LLM
 
 from rag_server.config import Settings
 from rag_server.errors import ConflictError, InvalidInputError, NotFoundError
 from rag_server.infra.capabilities import Bm25Engine, check_embedding_settings
-from rag_server.infra.database import create_pool, resolve_database_url, runtime_url
+from rag_server.infra.database import create_pool, plain_url, resolve_database_url, runtime_url
 from rag_server.infra.embeddings import Embedder, LazyEmbedder
 from rag_server.infra.llm import configured_llm
 from rag_server.infra.migrations import upgrade_to_head
 from rag_server.infra.queue import IngestQueue
+from rag_server.infra.replicas import ReadRouting, ReplicaPool
 from rag_server.infra.scoped_pool import SYSTEM_SCOPE, DbScope, ScopedPool
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,13 @@ class Runtime:
     # rag_server.generations.active.GenerationCache (the active embedding generation and the embedders
     # of later generations), built on first use; typed loosely so infra does not import the domain.
     generations: Any = field(default=None, repr=False)
+    # The read replicas (RAG_READ_DATABASE_URLS) when this process serves reads from them (the API).
+    reads: ReadRouting | None = field(default=None, repr=False)
+
+    def read_pool(self, after: int = 0) -> ScopedPool:
+        """The pool a read-only call of the current request may use: a replica that has replayed the
+        principal's own writes (and WAL position `after`) and is within the lag bound, else the primary."""
+        return self.pool if self.reads is None else self.reads.current_pool(after)
 
     def chat_llm(self) -> tuple[LLM | None, str | None]:
         """The chat LLM (None: answers are extractive) and, when one is configured but unusable, why."""
@@ -60,6 +69,7 @@ async def open_runtime(
     embedder: Embedder | None = None,
     llm: LLM | None = None,
     scope: DbScope | None = SYSTEM_SCOPE,
+    read_replicas: bool = False,
 ) -> AsyncIterator[Runtime]:
     """Open the database (migrated unless `migrate=False`) and build the runtime's services.
 
@@ -67,6 +77,7 @@ async def open_runtime(
     model at start-up; `rag-server migrate` never does), and closed with the runtime; a handed-in one
     stays its owner's. Without `llm` the settings' one is built on first use. `scope`: what its queries
     see outside a request (the API server passes None: nothing until a request binds its key's scope).
+    `read_replicas`: also open RAG_READ_DATABASE_URLS and check them in the background (the API server).
     """
     if embedder is not None and embedder.dim != settings.embedding_dim:
         raise ValueError(
@@ -75,28 +86,67 @@ async def open_runtime(
     database_url = await asyncio.to_thread(resolve_database_url, settings)
     if migrate:
         await asyncio.to_thread(upgrade_to_head, database_url, settings)
-    raw = await create_pool(runtime_url(database_url, settings), settings.db_pool_min, settings.db_pool_max)
+    raw = await _runtime_pool(database_url, settings, settings.db_pool_min)
     pool = ScopedPool(raw, scope)
+    reads: ReadRouting | None = None
     owned: LazyEmbedder | None = None
     if embedder is None:
         embedder = owned = LazyEmbedder(settings)
     try:
+        if read_replicas and settings.read_replica_urls:
+            reads = await _open_replicas(settings, pool, scope)
         await check_embedding_settings(pool, settings)
         if owned is not None and load_embedder:
             await asyncio.to_thread(owned.load)
         queue = IngestQueue(raw, settings.queue_name)
         runtime = Runtime(
-            settings, database_url, pool, queue, embedder, _llm=None if llm is None else (llm, None)
+            settings,
+            database_url,
+            pool,
+            queue,
+            embedder,
+            _llm=None if llm is None else (llm, None),
+            reads=reads,
         )
+        checks = None if reads is None else asyncio.create_task(reads.run())
         try:
             yield runtime
         finally:
+            if checks is not None:
+                checks.cancel()
+                await asyncio.gather(checks, return_exceptions=True)
             if runtime.generations is not None:  # later generations' HTTP embedders: this loop's clients
                 await runtime.generations.aclose()
     finally:
         if owned is not None:  # HTTP embedders keep a keep-alive client per event loop: release this loop's
             await owned.aclose()
+        if reads is not None:
+            await reads.close()
         await pool.close()
+
+
+async def _runtime_pool(url: str, settings: Settings, min_size: int, **kwargs: Any) -> asyncpg.Pool:
+    """A pool on `url`'s server and database logged in as the runtime role: row-level security applies."""
+    return await create_pool(runtime_url(url, settings), min_size, settings.db_pool_max, **kwargs)
+
+
+async def _open_replicas(settings: Settings, primary: ScopedPool, scope: DbScope | None) -> ReadRouting:
+    """A pool per replica, logged in as the runtime role like the primary's (row-level security applies
+    the same way); none connects yet (min size 0), so a replica that is down never stops the start-up.
+    One check runs before the first request."""
+    pools = []
+    for url in settings.read_replica_urls:
+        raw = await _runtime_pool(plain_url(url), settings, 0, timeout=settings.read_replica_timeout_s)
+        pools.append((url, ReplicaPool(raw, scope, primary)))
+    reads = ReadRouting(
+        primary,
+        pools,
+        max_lag_s=settings.read_replica_max_lag_s,
+        interval_s=settings.read_replica_check_interval_s,
+        timeout_s=settings.read_replica_timeout_s,
+    )
+    await reads.check()
+    return reads
 
 
 def run_with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[None]]) -> int:

@@ -5,6 +5,11 @@ Why ONNX Runtime: on these 2-core CPUs it embeds one short query in ~4 ms where 
 needs the other core. The ONNX graph is exported once from the model's own weights (torch.onnx,
 offline) into a cache directory; later processes load that file and never import torch.
 
+Precision "int8": that fp32 graph, quantized once with ONNX Runtime's own tools (dynamic quantization:
+int8 weights per output channel, activations quantized per batch at run time) into a file next to it.
+It stores the same model (the vectors stay comparable with fp32 ones, see quantize_onnx) at a quarter
+of the size, and is faster on CPUs with int8 dot-product instructions (VNNI).
+
 Supported: Transformer -> Pooling (mean or CLS) [-> Normalize] models, as sentence-transformers
 writes them (modules.json, sentence_bert_config.json, 1_Pooling/config.json, tokenizer.json).
 Embeddings are always L2-normalised.
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Runtime = Literal["onnx", "torch"]
+Precision = Literal["fp32", "int8"]
 Pooling = Literal["mean", "cls"]
 
 # Bump when the exported graph's inputs/outputs change: old cache files are then ignored.
@@ -154,19 +160,53 @@ def export_onnx(layout: ModelLayout, target: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def quantize_onnx(source: Path, target: Path) -> None:
+    """Write the int8 variant of the fp32 graph `source` to `target` (ONNX Runtime's dynamic quantization).
+
+    QInt8 weights with one scale per output channel of each MatMul: a scale per tensor loses more of the
+    few large weights of each layer (see quantize_dynamic's per_channel). Activations are quantized per
+    batch at run time, so no calibration data is needed and the file depends only on the weights.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        quantize_dynamic(source, tmp, per_channel=True, weight_type=QuantType.QInt8)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def onnx_model_path(layout: ModelLayout, cache_dir: Path, precision: Precision = "fp32") -> Path:
+    """The cached graph of this model at this precision, exported (and quantized) on first use.
+
+    fp32 keeps the name it always had; int8 adds its precision: `<model>-<key>.int8.onnx`, made from the
+    fp32 file next to it (which is exported first when missing).
+    """
+    fp32 = cache_dir / f"{layout.root.name}-{layout.cache_key()}.onnx"
+    if not fp32.is_file():
+        logger.info("exporting %s to ONNX at %s (once)", layout.root, fp32)
+        export_onnx(layout, fp32)
+    if precision == "fp32":
+        return fp32
+    target = fp32.with_suffix(f".{precision}.onnx")
+    if not target.is_file():
+        logger.info("quantizing %s to %s at %s (once)", fp32.name, precision, target)
+        quantize_onnx(fp32, target)
+    return target
+
+
 class OnnxSentenceEncoder:
     """Tokenizer (tokenizers, from tokenizer.json) + ONNX Runtime session + pooling + L2 norm."""
 
-    def __init__(self, layout: ModelLayout, cache_dir: Path) -> None:
+    def __init__(self, layout: ModelLayout, cache_dir: Path, precision: Precision = "fp32") -> None:
         import onnxruntime
         from tokenizers import Tokenizer
 
         self.dim = layout.dim
         self._pooling = layout.pooling
-        onnx_path = cache_dir / f"{layout.root.name}-{layout.cache_key()}.onnx"
-        if not onnx_path.is_file():
-            logger.info("exporting %s to ONNX at %s (once)", layout.root, onnx_path)
-            export_onnx(layout, onnx_path)
+        onnx_path = onnx_model_path(layout, cache_dir, precision)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = os.cpu_count() or 1
         options.inter_op_num_threads = 1
@@ -229,11 +269,22 @@ class TorchSentenceEncoder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-def load_sentence_encoder(model_name: str, runtime: Runtime, cache_dir: Path) -> SentenceEncoder:
+def load_sentence_encoder(
+    model_name: str, runtime: Runtime, cache_dir: Path, precision: Precision = "fp32"
+) -> SentenceEncoder:
     # Never reach for a model hub: these machines have no internet.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     root = resolve_model_dir(model_name)
     if runtime == "torch":
+        if precision != "fp32":
+            raise ValueError(precision_error(precision))
         return TorchSentenceEncoder(root)
-    return OnnxSentenceEncoder(ModelLayout.read(root), cache_dir)
+    return OnnxSentenceEncoder(ModelLayout.read(root), cache_dir, precision)
+
+
+def precision_error(precision: str) -> str:
+    return (
+        f"RAG_EMBEDDING_PRECISION={precision} applies to the local model on ONNX Runtime only: set "
+        "RAG_EMBEDDING_PROVIDER=local and RAG_EMBEDDING_RUNTIME=onnx, or RAG_EMBEDDING_PRECISION=fp32"
+    )

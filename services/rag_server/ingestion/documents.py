@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -36,7 +37,7 @@ class IncomingFile:
     content: bytes
     metadata: dict[str, Any]
 
-    @property
+    @cached_property  # read several times per upload (dedup, replacement, the task row)
     def sha256(self) -> str:
         return sha256_hex(self.content)
 

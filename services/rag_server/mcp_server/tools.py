@@ -85,7 +85,7 @@ async def search_chunks(
     request = SearchRequest(
         query=query, top_k=top_k, search_type=mode, filters=filters, collections=_collections(collection)
     )
-    response = await search(runtime, request)
+    response = await search(runtime, request, pool=runtime.read_pool())
     return SearchResult(query=response.query, mode=response.search_type, results=response.results)
 
 
@@ -123,9 +123,10 @@ async def list_documents(
     limit: int = 50,
     offset: int = 0,
 ) -> DocumentListing:
-    scope = await resolve_ids(runtime.pool, [collection])
+    pool = runtime.read_pool()
+    scope = await resolve_ids(pool, [collection])
     listing = await documents.list_documents(
-        runtime.pool, limit=limit, offset=offset, status=status, collection_ids=scope
+        pool, limit=limit, offset=offset, status=status, collection_ids=scope
     )
     return DocumentListing(
         documents=[_summary(d) for d in listing.items], total=listing.total, limit=limit, offset=offset
@@ -137,9 +138,10 @@ async def get_document(
 ) -> DocumentContent:
     """The document's metadata and the text of chunks `start <= index < end` (at most
     MAX_CHUNKS_PER_READ of them; default: from the first)."""
-    doc = await documents.get_document(runtime.pool, document_id)
+    pool = runtime.read_pool()
+    doc = await documents.get_document(pool, document_id)
     stop = min(start + MAX_CHUNKS_PER_READ, end if end is not None else doc.chunk_count)
-    chunks = await fetch_document_chunks(runtime.pool, document_id, start, max(stop, start))
+    chunks = await fetch_document_chunks(pool, document_id, start, max(stop, start))
     return DocumentContent(
         document=_summary(doc),
         metadata=doc.metadata,

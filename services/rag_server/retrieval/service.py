@@ -26,7 +26,7 @@ from rag_server.generations.store import Generation
 from rag_server.infra.capabilities import Bm25Engine
 from rag_server.infra.metrics import observe_search
 from rag_server.infra.runtime import Runtime
-from rag_server.infra.scoped_pool import Isolation
+from rag_server.infra.scoped_pool import Isolation, ScopedPool
 from rag_server.retrieval.bm25 import bm25_leg, read_engine
 from rag_server.retrieval.fusion import (
     Fuse,
@@ -83,14 +83,15 @@ async def bm25_search(
     top_k: int,
     filters: SearchFilters | None = None,
     collections: Sequence[UUID] | None = None,
+    pool: ScopedPool | None = None,
 ) -> list[LegHit]:
     """BM25 leg alone: the best `top_k` chunk ids with BM25 scores, best first. `collections`: resolved
-    ids to restrict to (None: every collection)."""
+    ids to restrict to (None: every collection). `pool`: where to read (default the primary's)."""
     engine = await bm25_engine(runtime)
     s = runtime.settings
     # The native engine reads several statements from one snapshot (bm25_leg).
     snapshot: Isolation | None = "repeatable_read" if engine == "native" else None
-    async with runtime.pool.acquire(isolation=snapshot, readonly=True) as conn:
+    async with (pool or runtime.pool).acquire(isolation=snapshot, readonly=True) as conn:
         return await bm25_leg(
             conn, engine, query, top_k, filters, s.bm25_k1, s.bm25_b, collections=collections
         )
@@ -104,13 +105,14 @@ async def vector_search_embedding(
     ef_search: int | None = None,
     collections: Sequence[UUID] | None = None,
     generation: Generation | None = None,
+    pool: ScopedPool | None = None,
 ) -> list[LegHit]:
     """Vector leg alone for a query embedded by `generation`'s model (None: the searched one)."""
     ef = ef_search or runtime.settings.hnsw_ef_search
     space = _space(generation or await searched_generation(runtime))
     filtered = bool(vector_sql(filters, collections, space)[1])
     # The pgvector settings go with the scope's, in one round trip.
-    async with runtime.pool.acquire(settings=vector_settings(top_k, ef, filtered)) as conn:
+    async with (pool or runtime.pool).acquire(settings=vector_settings(top_k, ef, filtered)) as conn:
         return await vector_leg(
             conn, embedding, top_k, filters, ef, collections, settings_applied=True, space=space
         )
@@ -147,13 +149,14 @@ async def hybrid_alpha(
     request: SearchRequest,
     scope: Sequence[UUID],
     alphas: Sequence[float | None] | None = None,
+    pool: ScopedPool | None = None,
 ) -> float:
     """The convex weight of a search: the request's, else its collections' (collection_alpha).
     `alphas`: the collections' weights when the caller read them already (None: read now)."""
     if request.alpha is not None:
         return request.alpha
     if alphas is None:
-        async with runtime.pool.acquire() as conn:
+        async with (pool or runtime.pool).acquire() as conn:
             alphas = await hybrid_alphas(conn, scope)
     return collection_alpha(runtime.settings.hybrid_alpha, alphas)
 
@@ -194,17 +197,22 @@ def _to_hit(fused: FusedHit, row: ChunkRow) -> SearchHit:
 
 
 async def search(
-    runtime: Runtime, request: SearchRequest, scope: Sequence[UUID] | None = None
+    runtime: Runtime,
+    request: SearchRequest,
+    scope: Sequence[UUID] | None = None,
+    pool: ScopedPool | None = None,
 ) -> SearchResponse:
     """Run one search request; results carry every leg's rank and score plus per-stage timings.
     The request's collections (default `default`) are resolved first: an unknown one is a NotFoundError.
-    `scope`: collection ids the caller already resolved (chat does, to answer 404 before streaming)."""
+    `scope`: collection ids the caller already resolved (chat does, to answer 404 before streaming).
+    `pool`: where every read of it runs (`runtime.read_pool()` may pick a replica; default the primary)."""
     settings = runtime.settings
+    pool = pool or runtime.pool
     timings: dict[str, float] = {}
     started = time.perf_counter()
     alphas: list[float | None] | None = None
     if scope is None:
-        collections = await resolve(runtime.pool, request.collections)
+        collections = await resolve(pool, request.collections)
         scope, alphas = [c.id for c in collections], [c.hybrid_alpha for c in collections]
     # NUL and lone surrogates break Postgres, the tokenizer and the JSON reply: replace them once.
     query, top_k, filters = clean_query(request.query), request.top_k, request.filters
@@ -218,12 +226,12 @@ async def search(
             timings,
             "vector",
             lambda: vector_search_embedding(
-                runtime, embedding, depth, filters, request.ef_search, scope, generation
+                runtime, embedding, depth, filters, request.ef_search, scope, generation, pool
             ),
         )
 
     async def run_bm25(depth: int) -> list[LegHit]:
-        return await _timed(timings, "bm25", lambda: bm25_search(runtime, query, depth, filters, scope))
+        return await _timed(timings, "bm25", lambda: bm25_search(runtime, query, depth, filters, scope, pool))
 
     depth = leg_depth(settings, request)
     if request.search_type == "vector":
@@ -233,11 +241,12 @@ async def search(
     else:
         bm25_hits, vector_hits = await asyncio.gather(run_bm25(depth), run_vector(depth))
         legs = {"vector": vector_hits, "bm25": bm25_hits}
-    alpha = await hybrid_alpha(runtime, request, scope, alphas) if _convex(runtime, request, legs) else None
-    ranked = (await _rank(runtime, request, legs, timings, alpha))[:top_k]
+    convex_fusion = _convex(runtime, request, legs)
+    alpha = await hybrid_alpha(runtime, request, scope, alphas, pool) if convex_fusion else None
+    ranked = (await _rank(pool, runtime, request, legs, timings, alpha))[:top_k]
 
     async def fetch() -> dict[int, ChunkRow]:
-        async with runtime.pool.acquire() as conn:
+        async with pool.acquire() as conn:
             return await fetch_chunks(conn, [h.chunk_id for h in ranked])
 
     rows = await _timed(timings, "fetch", fetch)
@@ -248,6 +257,7 @@ async def search(
 
 
 async def _rank(
+    pool: ScopedPool,
     runtime: Runtime,
     request: SearchRequest,
     legs: dict[str, list[LegHit]],
@@ -260,7 +270,7 @@ async def _rank(
 
         async def lookup() -> dict[int, UUID]:
             ids = list({h.chunk_id for hits in legs.values() for h in hits})
-            async with runtime.pool.acquire() as conn:
+            async with pool.acquire() as conn:
                 return await chunk_documents(conn, ids)
 
         document_of = await _timed(timings, "group", lookup)

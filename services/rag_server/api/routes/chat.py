@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, StrictBool, model_validator
 
-from rag_server.api.deps import ChatDep, OffsetQuery, Reader, require
+from rag_server.api.deps import ChatDep, OffsetQuery, Reader, ReadPoolDep, require
 from rag_server.api.errors import error_responses
 from rag_server.chat.models import (
     ChatMessageOut,
@@ -108,6 +108,7 @@ async def create_session(body: CreateSessionRequest, chat: ChatDep) -> ChatSessi
 async def list_sessions(
     chat: ChatDep,
     principal: Reader,
+    reads: ReadPoolDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: OffsetQuery = 0,
     include_archived: bool = False,
@@ -123,13 +124,14 @@ async def list_sessions(
         include_archived=include_archived,
         every_owner=all_owners,
         only_archived=only_archived,
+        reads=reads,
     )
     return SessionList(sessions=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/chat/sessions/{session_id}", responses=error_responses(404, 503))
-async def get_session(session_id: SessionRef, chat: ChatDep) -> ChatSession:
-    return await chat.get_session(session_id)
+async def get_session(session_id: SessionRef, chat: ChatDep, reads: ReadPoolDep) -> ChatSession:
+    return await chat.get_session(session_id, reads)
 
 
 @router.patch("/chat/sessions/{session_id}", responses=error_responses(400, 404, 503))
@@ -147,10 +149,10 @@ async def delete_session(session_id: SessionRef, chat: ChatDep) -> Response:
 
 
 @router.get("/chat/history/{session_id}", responses=error_responses(404, 503))
-async def history(session_id: SessionRef, chat: ChatDep) -> History:
+async def history(session_id: SessionRef, chat: ChatDep, reads: ReadPoolDep) -> History:
     """Messages in order; sources citing a since-deleted document carry `document_deleted: true`.
     `session_id`: the session's UUID or your external id for it."""
-    found, messages = await chat.history(session_id)
+    found, messages = await chat.history(session_id, reads)
     return History(session_id=found, messages=messages)
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from rag_server.api.deps import OffsetQuery, PoolDep, QueueDep, require
+from rag_server.api.deps import OffsetQuery, PoolDep, QueueDep, ReadPoolDep, require
 from rag_server.api.errors import error_responses
 from rag_server.collections import store
 from rag_server.collections.models import Collection, CollectionList, CreateCollection, UpdateCollection
@@ -30,13 +30,13 @@ async def create_collection(body: CreateCollection, pool: PoolDep) -> Collection
 
 @router.get("/collections", response_model=CollectionList, responses=error_responses(503))
 async def list_collections(
-    pool: PoolDep, limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: OffsetQuery = 0
+    pool: ReadPoolDep, limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: OffsetQuery = 0
 ) -> CollectionList:
     return await store.list_collections(pool, limit=limit, offset=offset)
 
 
 @router.get("/collections/{id_or_name}", response_model=Collection, responses=error_responses(404, 503))
-async def get_collection(id_or_name: IdOrName, pool: PoolDep) -> Collection:
+async def get_collection(id_or_name: IdOrName, pool: ReadPoolDep) -> Collection:
     return await store.get_collection(pool, id_or_name)
 
 

@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from rag_server.api.deps import MAX_OFFSET, OffsetQuery, PoolDep, QueueDep, SettingsDep, require
+from rag_server.api.deps import MAX_OFFSET, OffsetQuery, PoolDep, QueueDep, ReadPoolDep, SettingsDep, require
 from rag_server.api.errors import ErrorResponse, error_responses
 from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.collections.store import resolve_ids
@@ -58,7 +58,7 @@ _FILE_BYTES: dict[int | str, dict[str, Any]] = {
 
 @router.get("/documents", response_model=DocumentList, responses=error_responses(404, 503))
 async def list_documents(
-    pool: PoolDep,
+    pool: ReadPoolDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: OffsetQuery = 0,
     sort: DocumentSort = "uploaded",
@@ -81,7 +81,7 @@ async def list_documents(
 
 
 @router.get("/documents/{document_id}", response_model=Document, responses=error_responses(404, 503))
-async def get_document(document_id: UUID, pool: PoolDep) -> Document:
+async def get_document(document_id: UUID, pool: ReadPoolDep) -> Document:
     return await documents.get_document(pool, document_id)
 
 
@@ -98,7 +98,7 @@ class DocumentChunks(BaseModel):
 )
 async def document_chunks(
     document_id: UUID,
-    pool: PoolDep,
+    pool: ReadPoolDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: OffsetQuery = 0,
 ) -> DocumentChunks:
@@ -116,7 +116,7 @@ async def document_chunks(
     response_class=Response,
     responses={**_FILE_BYTES, **error_responses(404, 503)},
 )
-async def download_document(document_id: UUID, pool: PoolDep) -> Response:
+async def download_document(document_id: UUID, pool: ReadPoolDep) -> Response:
     f = await documents.get_document_file(pool, document_id)
     ascii_name = f.filename.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
     disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(f.filename)}"

@@ -8,12 +8,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from rag_server.api.deps import RuntimeDep, require
 from rag_server.api.errors import error_responses
 from rag_server.infra.database import is_transient_db_error
 from rag_server.infra.metrics import CONTENT_TYPE, Metrics, pool_families
+from rag_server.infra.replicas import ReadRouting
 from rag_server.infra.scoped_pool import SYSTEM_SCOPE, bind_scope, reset_scope
 from rag_server.ingestion.pipeline_stats import THROUGHPUT_WINDOW_S, PipelineStats, read_pipeline_stats
 
@@ -60,6 +61,8 @@ async def scrape(request: Request, runtime: RuntimeDep) -> Response:
     families.append(up)
     if stats is not None:
         families += pipeline_families(stats)
+    if runtime.reads is not None:
+        families += replica_families(runtime.reads)
     return Response(metrics.render(families), media_type=CONTENT_TYPE)
 
 
@@ -111,4 +114,29 @@ def pipeline_families(stats: PipelineStats) -> list[Metric]:
             "Worker processes alive (each holds its liveness lock in this database)",
             stats.workers_alive,
         ),
+    ]
+
+
+def replica_families(reads: ReadRouting) -> list[Metric]:
+    """Per replica (label: its index in RAG_READ_DATABASE_URLS, never the URL) and where reads went."""
+    states = reads.status()
+    healthy = {str(s.index): float(s.healthy) for s in states}
+    lag = {str(s.index): s.lag_s for s in states if s.lag_s is not None}
+    routed = CounterMetricFamily("rag_read_routing", "Read-only calls by where they ran", labels=["target"])
+    for target, count in reads.routed.items():
+        routed.add_metric([target], count)
+    return [
+        _gauge(
+            "rag_read_replica_healthy",
+            "1: the replica serves reads (up, in recovery, within the lag bound)",
+            healthy,
+            "replica",
+        ),
+        _gauge(
+            "rag_read_replica_lag_seconds",
+            "How far behind the primary the replica was at its last check",
+            lag,
+            "replica",
+        ),
+        routed,
     ]

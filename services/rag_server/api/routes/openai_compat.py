@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from rag_server.api.deps import ChatDep, PoolDep, RuntimeDep, require
+from rag_server.api.deps import ChatDep, PoolDep, ReadPoolDep, RuntimeDep, require
 from rag_server.api.errors import openai_error_responses
 from rag_server.openai_compat import service
 from rag_server.openai_compat.models import (
@@ -42,7 +42,7 @@ _CHAT_200: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/models")
-async def list_models(pool: PoolDep) -> ModelList:
+async def list_models(pool: ReadPoolDep) -> ModelList:
     """`rag:<collection>` (hybrid search), `rag:<collection>:bm25` and `rag:<collection>:vector` for each
     collection this key can read."""
     return await service.list_models(pool)

@@ -1,0 +1,312 @@
+"""Read replicas (RAG_READ_DATABASE_URLS): which pool a read-only call may use.
+
+Each replica gets a `ReplicaPool`, a ScopedPool opened like the primary's (as the runtime role, so
+row-level security applies the same way). `ReadRouting.pool_for(scope)` is the one seam: it answers a
+replica that is up, in recovery, within RAG_READ_REPLICA_MAX_LAG_S of the primary and has replayed the
+principal's own last write; otherwise the primary.
+
+Lag is measured in WAL positions, not replay timestamps (an idle primary commits nothing, so the
+replay timestamp stops while the replica is fully caught up): every check samples the primary's flushed
+position, and a replica that has replayed sample (t, lsn) holds everything committed before t. Its
+staleness is `now - t`, so it grows by itself between checks when replay stalls.
+
+Read-your-writes: after a write request (ReadYourWritesMiddleware) the primary's flushed position is
+remembered for the principal (its API key; the open, keyless mode is one principal). Every replica that
+passes the lag bound has replayed everything older than the bound, so a remembered position is dropped
+after it. The memory is per server process (docs: "Read replicas and remote workers").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+from uuid import UUID
+
+import asyncpg
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rag_server.infra.database import is_transient_db_error
+from rag_server.infra.scoped_pool import DbScope, Isolation, ScopedPool, request_scope
+from rag_server.read_after import READ_AFTER_HEADER, lsn_text
+
+logger = logging.getLogger(__name__)
+
+# Flushed, not inserted: a standby receives only flushed WAL, and a synchronous commit has flushed its
+# commit record before the client hears of it.
+PRIMARY_SQL = "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint"
+REPLICA_SQL = (
+    "SELECT pg_is_in_recovery() AS recovering, (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint AS replayed"
+)
+# A write whose position could not be read: the principal reads from the primary for the lag bound.
+_UNKNOWN_LSN = 2**63 - 1
+
+
+def describe(url: str) -> str:
+    """host:port/database of a URL: never its user or password (logs, /health/ready, doctor)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    return f"{host}:{parts.port or 5432}{parts.path or '/'}"
+
+
+@dataclass
+class Replica:
+    index: int
+    where: str
+    pool: ReplicaPool
+    up: bool = False
+    detail: str = "not checked yet"
+    replayed: int = 0
+    # time.monotonic() of the newest primary sample this replica had replayed at its last check.
+    caught_up_at: float | None = None
+
+    def staleness(self, now: float) -> float | None:
+        return None if self.caught_up_at is None else max(0.0, now - self.caught_up_at)
+
+    def usable(self, now: float, max_lag: float, floor: int) -> bool:
+        stale = self.staleness(now)
+        return self.up and stale is not None and stale <= max_lag and self.replayed >= floor
+
+
+class ReplicaPool(ScopedPool):
+    """A replica's scoped pool that hands out a primary connection instead when the replica cannot be
+    reached (it went down since the last check): the read still answers, the replica is marked down."""
+
+    def __init__(self, raw: asyncpg.Pool, default: DbScope | None, primary: ScopedPool) -> None:
+        super().__init__(raw, default)
+        self.primary = primary
+        self.replica: Replica | None = None
+
+    @asynccontextmanager
+    async def acquire(
+        self,
+        *,
+        isolation: Isolation | None = None,
+        readonly: bool = False,
+        settings: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[asyncpg.Connection]:
+        options: dict[str, Any] = {"isolation": isolation, "readonly": readonly, "settings": settings}
+        async with AsyncExitStack() as stack:
+            try:
+                conn = await stack.enter_async_context(super().acquire(**options))
+            except Exception as exc:
+                if not is_transient_db_error(exc):
+                    raise
+                if self.replica is not None:
+                    self.replica.up, self.replica.detail = False, f"unreachable ({type(exc).__name__})"
+                    logger.warning(
+                        "read replica %s unreachable, reading from the primary", self.replica.index
+                    )
+                conn = await stack.enter_async_context(self.primary.acquire(**options))
+            yield conn
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    index: int
+    where: str
+    healthy: bool
+    lag_s: float | None
+    detail: str
+
+
+class ReadRouting:
+    """The replicas of one Runtime, their health, and where each principal's reads go."""
+
+    def __init__(
+        self,
+        primary: ScopedPool,
+        pools: Sequence[tuple[str, ReplicaPool]],
+        *,
+        max_lag_s: float,
+        interval_s: float,
+        timeout_s: float,
+    ) -> None:
+        self.primary = primary
+        self.replicas = [Replica(i, describe(url), pool) for i, (url, pool) in enumerate(pools)]
+        for replica in self.replicas:
+            replica.pool.replica = replica
+        self.max_lag_s, self.interval_s, self.timeout_s = max_lag_s, interval_s, timeout_s
+        self._samples: deque[tuple[float, int]] = deque()
+        # principal (API key id; None: the open mode) -> (flushed position after its write, when)
+        self._floors: dict[UUID | None, tuple[int, float]] = {}
+        self._turn = itertools.count()
+        self.routed = {"primary": 0, "replica": 0}
+
+    # --- routing -------------------------------------------------------------------------------
+
+    def pool_for(self, scope: DbScope | None, after: int = 0) -> ScopedPool:
+        """Where this principal's read-only call may run (None: outside a request, the primary).
+        `after`: a WAL position the client says it has written up to (READ_AFTER_HEADER)."""
+        if scope is None or not self.replicas:
+            return self.primary
+        now = time.monotonic()
+        floor = max(self._floor(scope.key_id, now), after)
+        usable = [r for r in self.replicas if r.usable(now, self.max_lag_s, floor)]
+        if not usable:
+            self.routed["primary"] += 1
+            return self.primary
+        self.routed["replica"] += 1
+        return usable[next(self._turn) % len(usable)].pool
+
+    def current_pool(self, after: int = 0) -> ScopedPool:
+        return self.pool_for(request_scope(), after)
+
+    def _floor(self, key: UUID | None, now: float) -> int:
+        lsn, at = self._floors.get(key, (0, 0.0))
+        # A usable replica has replayed everything older than the lag bound: the write is in it.
+        return lsn if now - at <= self.max_lag_s else 0
+
+    async def record_write(self, scope: DbScope | None) -> int | None:
+        """Remember the primary's position after `scope`'s principal wrote (before its response ends);
+        returns it (None: unknown)."""
+        if scope is None or not self.replicas:
+            return None
+        at = time.monotonic()
+        try:
+            lsn = int(await asyncio.wait_for(self.primary.raw.fetchval(PRIMARY_SQL), self.timeout_s))
+        except Exception as exc:  # the write is done: never fail its response for the bookkeeping
+            logger.warning("could not read the primary's WAL position after a write: %s", type(exc).__name__)
+            lsn = _UNKNOWN_LSN
+        previous = self._floors.get(scope.key_id, (0, 0.0))[0]
+        self._floors[scope.key_id] = (max(lsn, previous) if lsn != _UNKNOWN_LSN else lsn, at)
+        return None if lsn == _UNKNOWN_LSN else lsn
+
+    # --- health --------------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """One round: sample the primary's position, then every replica's state, concurrently."""
+        started = time.monotonic()
+        try:
+            lsn = int(await asyncio.wait_for(self.primary.raw.fetchval(PRIMARY_SQL), self.timeout_s))
+            if self._samples and self._samples[-1][1] == lsn:  # idle primary: one sample, its latest time
+                self._samples[-1] = (started, lsn)
+            else:
+                self._samples.append((started, lsn))
+        except Exception as exc:  # the primary is down: staleness keeps growing, replicas age out
+            logger.debug("primary position unavailable: %s", exc)
+        horizon = started - self.max_lag_s - 2 * self.interval_s
+        while len(self._samples) > 1 and self._samples[0][0] < horizon:
+            self._samples.popleft()
+        await asyncio.gather(*(self._check(replica) for replica in self.replicas))
+        self._floors = {k: v for k, v in self._floors.items() if started - v[1] <= self.max_lag_s}
+
+    async def _check(self, replica: Replica) -> None:
+        try:
+            row = await asyncio.wait_for(self._replica_state(replica), self.timeout_s)
+        except Exception as exc:
+            if replica.up:
+                logger.warning("read replica %s (%s) is down: %s", replica.index, replica.where, exc)
+            replica.up, replica.detail = False, f"unreachable ({type(exc).__name__})"
+            return
+        if not row["recovering"]:
+            replica.up, replica.detail = False, "not in recovery (promoted?): not a replica any more"
+            return
+        replica.replayed = int(row["replayed"] or 0)
+        replica.caught_up_at = next(
+            (t for t, lsn in reversed(self._samples) if lsn <= replica.replayed), None
+        )
+        if not replica.up:
+            logger.info("read replica %s (%s) is up", replica.index, replica.where)
+        replica.up, replica.detail = True, "streaming"
+
+    async def _replica_state(self, replica: Replica) -> asyncpg.Record:
+        async with replica.pool.raw.acquire() as conn:
+            row = await conn.fetchrow(REPLICA_SQL)
+        assert row is not None
+        return row
+
+    async def run(self) -> None:
+        """Check every interval until cancelled (the Runtime's background task)."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.check()
+            except Exception:  # a bug must not stop the checks: the replicas would freeze as they were
+                logger.exception("read replica check failed")
+
+    def status(self) -> list[ReplicaStatus]:
+        now = time.monotonic()
+        out = []
+        for r in self.replicas:
+            lag = r.staleness(now)
+            healthy = r.usable(now, self.max_lag_s, 0)
+            detail = r.detail
+            if r.up and not healthy:
+                detail = "lagging: " + (
+                    "behind every recent sample" if lag is None else f"{lag:.1f} s behind"
+                )
+            out.append(
+                ReplicaStatus(r.index, r.where, healthy, None if lag is None else round(lag, 3), detail)
+            )
+        return out
+
+    def summary(self) -> tuple[bool, str]:
+        """(all healthy, one sentence) for /health/ready and doctor: a replica down only degrades."""
+        states = self.status()
+        healthy = sum(s.healthy for s in states)
+        if healthy == len(states):
+            return True, f"{healthy} of {len(states)} healthy"
+        down = "; ".join(f"replica {s.index} ({s.where}): {s.detail}" for s in states if not s.healthy)
+        return False, f"degraded: {healthy} of {len(states)} healthy, reads fall back to the primary; {down}"
+
+    async def close(self) -> None:
+        async def close_one(replica: Replica) -> None:
+            try:  # a replica that hangs must not hold the shutdown
+                await asyncio.wait_for(replica.pool.close(), self.timeout_s)
+            except Exception:
+                replica.pool.raw.terminate()
+
+        await asyncio.gather(*(close_one(r) for r in self.replicas))
+
+
+# Requests that change nothing although their method is not a safe one (they read or compute only).
+READ_ONLY_POSTS = frozenset(
+    {"/search", "/documents/check-duplicates", "/v1/embeddings", "/v1/chat/completions", "/mcp"}
+)
+
+
+def may_write(method: str, path: str) -> bool:
+    return method not in ("GET", "HEAD", "OPTIONS") and path.rstrip("/") not in READ_ONLY_POSTS
+
+
+class ReadYourWritesMiddleware:
+    """After a request that may have written, remember the primary's position for its principal
+    (ReadRouting.record_write) before the response goes out, so the client's next read goes to the
+    primary or to a replica that has replayed the write. The position also goes back to the client in
+    READ_AFTER_HEADER, for reads it sends to another server process. A streamed answer (chat) writes
+    before its stream ends: it is recorded again then (its header holds the position at its start)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        runtime = getattr(scope.get("app"), "state", None) and getattr(scope["app"].state, "runtime", None)
+        reads: ReadRouting | None = getattr(runtime, "reads", None)
+        if scope["type"] != "http" or reads is None or not may_write(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        streamed = False
+
+        async def send_after_recording(message: Message) -> None:
+            nonlocal streamed
+            if message["type"] == "http.response.start" and message["status"] < 400:  # else nothing written
+                lsn = await reads.record_write(request_scope())
+                if lsn is not None:
+                    header = (READ_AFTER_HEADER.lower().encode(), lsn_text(lsn).encode())
+                    message = {**message, "headers": [*message.get("headers", []), header]}
+            elif message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    streamed = True
+                elif streamed:
+                    await reads.record_write(request_scope())
+            await send(message)
+
+        await self.app(scope, receive, send_after_recording)

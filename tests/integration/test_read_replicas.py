@@ -1,0 +1,320 @@
+"""Read replicas (infra/replicas.py) against a real streaming standby of this module's own embedded
+cluster (pg_basebackup -R, tests/support/replica.py).
+
+The proof that a read was served by the replica: with the standby's replay paused, rows written straight
+on the primary are not in it. A key that wrote through the API reads its own writes (the primary); a
+key that did not is served the paused replica's older state, until the lag bound or an outage moves
+its reads to the primary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+import pytest
+from fastapi import FastAPI
+
+from rag_server.access import keys
+from rag_server.access.models import CreateKey
+from rag_server.api.app import create_app
+from rag_server.client import AsyncClient, ClientError
+from rag_server.collections import store
+from rag_server.collections.models import CreateCollection
+from rag_server.config import Settings
+from rag_server.infra.embedded_postgres import EmbeddedPostgres, ensure_embedded_postgres
+from rag_server.infra.runtime import Runtime
+from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+from rag_server.read_after import READ_AFTER_HEADER
+from tests.support.processes import free_port
+from tests.support.replica import Standby, start_standby
+
+TEXT = "Axolotls regrow whole limbs; the blastema forms within days of the amputation."
+
+
+@pytest.fixture(scope="module")
+def primary_cluster() -> Iterator[EmbeddedPostgres]:
+    """This module's own embedded cluster (pausing or stopping its standby concerns no other module),
+    listening on TCP too (RAG_EMBEDDED_LISTEN's path)."""
+    root = Path(tempfile.mkdtemp(prefix="ragr-", dir="/tmp"))
+    cluster = ensure_embedded_postgres(root / "pg", f"127.0.0.1:{free_port()}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pg_server(primary_cluster: EmbeddedPostgres) -> str:
+    return primary_cluster.uri
+
+
+@pytest.fixture(scope="module")
+def standby(primary_cluster: EmbeddedPostgres, runtime: Runtime) -> Iterator[Standby]:
+    replica = start_standby(primary_cluster, primary_cluster.pgdata.parent / "replica")
+    try:
+        yield replica
+    finally:
+        with suppress(Exception):
+            replica.stop()
+
+
+@pytest.fixture(scope="module")
+async def principals(runtime: Runtime) -> dict[str, dict[str, str]]:
+    """Two editor keys: `writer` writes through the API in the tests, `other` only reads."""
+    out = {}
+    for name in ("writer", "other"):
+        key = (await keys.create_key(runtime.pool, CreateKey(name=name, role="editor"))).key
+        out[name] = {"Authorization": f"Bearer {key}"}
+    return out
+
+
+@asynccontextmanager
+async def replica_app(
+    settings: Settings, standby: Standby, runtime: Runtime, **options: Any
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    database = urlsplit(settings.database_url).path.lstrip("/")
+    configured = settings.model_copy(
+        update={
+            "read_database_urls": standby.url(database),
+            "read_replica_check_interval_s": 0.2,
+            "read_replica_timeout_s": 1.0,
+            **options,
+        }
+    )
+    app = create_app(configured, embedder=runtime.embedder)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://rag.test", timeout=60) as client:
+            yield app, client
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll `check` for up to 60 s (a generous bound for a loaded machine, not a timing assertion)."""
+    for _ in range(600):
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what}: not reached within 60 s")
+
+
+def caught_up(runtime: Runtime, standby: Standby) -> Callable[[], Awaitable[bool]]:
+    """The standby has replayed everything the primary has flushed (now)."""
+
+    async def check() -> bool:
+        target = await runtime.pool.raw.fetchval("SELECT pg_current_wal_flush_lsn()::text")
+        return bool(standby.execute(f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"))
+
+    return check
+
+
+def healthy(app: FastAPI, expected: bool = True) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return all(s.healthy == expected for s in app.state.runtime.reads.status())
+
+    return check
+
+
+async def ok(response: Awaitable[httpx.Response]) -> Any:
+    r = await response
+    assert r.status_code < 300, (r.status_code, r.text)
+    return r.json()
+
+
+async def collection_names(client: httpx.AsyncClient, who: dict[str, str]) -> set[str]:
+    return {c["name"] for c in (await ok(client.get("/collections", headers=who)))["items"]}
+
+
+async def document_ids(client: httpx.AsyncClient, who: dict[str, str]) -> set[str]:
+    return {d["id"] for d in (await ok(client.get("/documents", headers=who)))["items"]}
+
+
+async def search_documents(client: httpx.AsyncClient, who: dict[str, str], query: str) -> set[str]:
+    body = {"query": query, "search_type": "bm25", "top_k": 20}
+    return {h["document_id"] for h in (await ok(client.post("/search", json=body, headers=who)))["results"]}
+
+
+async def direct_writes(runtime: Runtime, name: str) -> str:
+    """A collection and a searchable document written straight on the primary (by no API principal)."""
+    await store.create_collection(runtime.pool, CreateCollection(name=name))
+    (doc,) = await ingest_documents_direct(
+        runtime, [DirectDocument(f"{name}.txt", f"{name} {TEXT}".encode(), {})]
+    )
+    return str(doc)
+
+
+async def test_reads_come_from_the_replica_and_a_writer_reads_its_own_writes(
+    settings: Settings, runtime: Runtime, standby: Standby, principals: dict[str, dict[str, str]]
+) -> None:
+    writer, other = principals["writer"], principals["other"]
+    async with (
+        replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app, client),
+        # A second server process on the same database: it knows nothing of the first one's writers.
+        replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app2, client2),
+    ):
+        await until(healthy(app), "replica healthy")
+        await until(healthy(app2), "replica healthy (second server)")
+        session = await ok(client.post("/chat/sessions", json={"title": "before"}, headers=other))
+        await ok(client.post("/query", json={"query": "limbs", "session_id": session["id"]}, headers=other))
+        await until(caught_up(runtime, standby), "standby caught up")
+        standby.pause()
+        try:
+            doc = await direct_writes(runtime, "direct")
+            with psycopg.connect(settings.database_url, autocommit=True) as conn:  # the owner, outside RLS
+                conn.execute("UPDATE chat_sessions SET title = 'after' WHERE id = %s", (session["id"],))
+                conn.execute("DELETE FROM chat_messages WHERE session_id = %s", (session["id"],))
+            files = [("files", ("mine.txt", f"writer's own {TEXT}".encode(), "text/plain"))]
+            response = await client.post("/upload", files=files, headers=writer)
+            assert response.status_code == 202, response.text
+            uploaded = response.json()["tasks"][0]["document_id"]
+
+            # The writer's reads go to the primary: its own write, and everything before it.
+            assert "direct" in await collection_names(client, writer)
+            assert {doc, uploaded} <= await document_ids(client, writer)
+            assert doc in await search_documents(client, writer, "direct axolotls")
+            # The other key did not write since the pause: the paused replica serves it.
+            assert "direct" not in await collection_names(client, other)
+            assert not {doc, uploaded} & await document_ids(client, other)
+            assert doc not in await search_documents(client, other, "direct axolotls")
+            assert (await ok(client.get(f"/chat/sessions/{session['id']}", headers=other)))[
+                "title"
+            ] == "before"
+            listed = (await ok(client.get("/chat/sessions", headers=other)))["sessions"]
+            assert [s["title"] for s in listed if s["id"] == session["id"]] == ["before"]
+            history = await ok(client.get(f"/chat/history/{session['id']}", headers=other))
+            assert len(history["messages"]) == 2
+            # Another server process serves the writer from the replica, unless the writer hands back
+            # the position its write answered with.
+            assert uploaded not in await document_ids(client2, writer)
+            after = {**writer, READ_AFTER_HEADER: response.headers[READ_AFTER_HEADER]}
+            assert {doc, uploaded} <= await document_ids(client2, after)
+            assert uploaded not in await document_ids(client2, {**writer, READ_AFTER_HEADER: "not/an-lsn"})
+        finally:
+            standby.resume()
+        await until(lambda: _has(collection_names(client, other), "direct"), "the replica replays the writes")
+        assert doc in await search_documents(client, other, "direct axolotls")
+
+
+class Alternating(httpx.AsyncBaseTransport):
+    """A load balancer in front of two server processes: requests go to each in turn."""
+
+    def __init__(self, *apps: FastAPI) -> None:
+        self._backends = [httpx.ASGITransport(app=app) for app in apps]
+        self._turn = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        backend = self._backends[self._turn % len(self._backends)]
+        self._turn += 1
+        return await backend.handle_async_request(request)
+
+
+async def test_the_api_client_reads_its_own_writes_through_a_load_balancer(
+    settings: Settings,
+    runtime: Runtime,
+    standby: Standby,
+    principals: dict[str, dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    key = principals["writer"]["Authorization"].removeprefix("Bearer ")
+    path = tmp_path / "balanced.txt"
+    path.write_text(f"balanced {TEXT}")
+    async with (
+        replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app, _),
+        replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app2, _),
+    ):
+        await until(healthy(app), "replica healthy")
+        await until(healthy(app2), "replica healthy (second server)")
+        await until(caught_up(runtime, standby), "standby caught up")
+        standby.pause()
+        try:
+            async with AsyncClient(
+                "http://rag.test", api_key=key, transport=Alternating(app, app2)
+            ) as client:
+                uploaded = (await client.upload([path])).tasks[0].document_id  # served by the first
+                assert uploaded is not None
+                # The second process has never seen this key write; the client hands it the position.
+                assert (await client.document(str(uploaded))).id == uploaded
+            # A client that forgot the position is served by the paused replica there: not found yet.
+            async with AsyncClient("http://rag.test", api_key=key, transport=Alternating(app2)) as forgetful:
+                with pytest.raises(ClientError) as missing:
+                    await forgetful.document(str(uploaded))
+                assert missing.value.status == 404
+        finally:
+            standby.resume()
+
+
+async def _has(names: Awaitable[set[str]], name: str) -> bool:
+    return name in await names
+
+
+async def test_a_replica_behind_the_lag_bound_is_skipped(
+    settings: Settings, runtime: Runtime, standby: Standby, principals: dict[str, dict[str, str]]
+) -> None:
+    other = principals["other"]
+    lagging = {"read_replica_max_lag_s": 1.0, "metrics_public": True}
+    async with replica_app(settings, standby, runtime, **lagging) as (app, client):
+        await until(healthy(app), "replica healthy")
+        standby.pause()
+        try:
+            doc = await direct_writes(runtime, "lagging")
+            # Past the bound the paused replica is skipped: the same key now reads the fresh rows.
+            await until(healthy(app, expected=False), "replica marked lagging")
+            assert "lagging" in await collection_names(client, other)
+            assert doc in await document_ids(client, other)
+            assert doc in await search_documents(client, other, "lagging axolotls")
+            ready = (await client.get("/health/ready")).json()
+            assert ready["status"] == "ready"
+            assert ready["checks"]["read_replicas"]["detail"].startswith("degraded")
+            metrics = (await client.get("/metrics", headers=other)).text
+        finally:
+            standby.resume()
+        assert 'rag_read_replica_healthy{replica="0"} 0.0' in metrics
+        await until(healthy(app), "replica healthy again")
+        scraped = (await client.get("/metrics", headers=other)).text
+        assert 'rag_read_replica_healthy{replica="0"} 1.0' in scraped
+        assert "127.0.0.1" not in scraped  # labelled by index, never by URL
+
+
+async def test_a_stopped_replica_is_skipped_and_used_again_when_back(
+    settings: Settings, runtime: Runtime, standby: Standby, principals: dict[str, dict[str, str]]
+) -> None:
+    other = principals["other"]
+    # Checks 2 s apart: the reads straight after the stop come before any check notices it.
+    options = {"read_replica_max_lag_s": 3600, "read_replica_check_interval_s": 2.0}
+    async with replica_app(settings, standby, runtime, **options) as (app, client):
+        await until(healthy(app), "replica healthy")
+        before = await document_ids(client, other)  # pooled replica connections exist now
+        standby.stop()
+        try:
+            # Straight after the stop, before a check noticed: every read still answers (the primary).
+            assert await document_ids(client, other) == before
+            assert await collection_names(client, other)
+            await search_documents(client, other, "axolotls")
+            doc = await direct_writes(runtime, "stopped")
+            assert "stopped" in await collection_names(client, other)
+            assert doc in await document_ids(client, other)
+            assert doc in await search_documents(client, other, "stopped axolotls")
+            await until(healthy(app, expected=False), "replica marked down")
+            ready = await client.get("/health/ready")
+            assert ready.status_code == 200
+            assert ready.json()["checks"]["read_replicas"]["detail"].startswith("degraded")
+        finally:
+            standby.start()
+        await until(healthy(app), "replica back")
+        await until(caught_up(runtime, standby), "standby caught up")
+        # Used again: paused, it hides a fresh direct write from the key that did not write.
+        standby.pause()
+        try:
+            await direct_writes(runtime, "after-restart")
+            assert "after-restart" not in await collection_names(client, other)
+        finally:
+            standby.resume()
