@@ -10,8 +10,6 @@ its reads to the primary.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -30,11 +28,11 @@ from rag_server.client import AsyncClient, ClientError
 from rag_server.collections import store
 from rag_server.collections.models import CreateCollection
 from rag_server.config import Settings
-from rag_server.infra.embedded_postgres import EmbeddedPostgres, ensure_embedded_postgres
+from rag_server.infra.embedded_postgres import EmbeddedPostgres
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from rag_server.read_after import READ_AFTER_HEADER
-from tests.support.processes import free_port
+from tests.support.clusters import tcp_cluster
 from tests.support.replica import Standby, start_standby
 
 TEXT = "Axolotls regrow whole limbs; the blastema forms within days of the amputation."
@@ -44,13 +42,8 @@ TEXT = "Axolotls regrow whole limbs; the blastema forms within days of the amput
 def primary_cluster() -> Iterator[EmbeddedPostgres]:
     """This module's own embedded cluster (pausing or stopping its standby concerns no other module),
     listening on TCP too (RAG_EMBEDDED_LISTEN's path)."""
-    root = Path(tempfile.mkdtemp(prefix="ragr-", dir="/tmp"))
-    cluster = ensure_embedded_postgres(root / "pg", f"127.0.0.1:{free_port()}")
-    try:
+    with tcp_cluster("ragr-") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ RAG_EMBEDDED_LISTEN) and shares the queue with a local worker on the unix socket
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +14,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from rag_server.config import Settings
-from rag_server.infra.embedded_postgres import EmbeddedPostgres, ensure_embedded_postgres
+from rag_server.infra.embedded_postgres import EmbeddedPostgres
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
+from tests.support.clusters import tcp_cluster
 from tests.support.ingest import assert_exact_chunks, query, upload, wait_batch
-from tests.support.processes import Proc, free_port, settings_env, start_worker
+from tests.support.processes import Proc, settings_env, start_worker
 
 FILES = 16
 
@@ -27,13 +26,8 @@ FILES = 16
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[EmbeddedPostgres]:
     """This module's embedded cluster, listening on TCP as an operator would set it up."""
-    root = Path(tempfile.mkdtemp(prefix="ragw-", dir="/tmp"))
-    embedded = ensure_embedded_postgres(root / "pg", f"127.0.0.1:{free_port()}")
-    try:
+    with tcp_cluster("ragw-") as embedded:
         yield embedded
-    finally:
-        embedded.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
