@@ -14,6 +14,14 @@ def _upper(value: object) -> object:
     return value.upper() if isinstance(value, str) else value
 
 
+def precision_error(precision: str) -> str:
+    """The one sentence for int8 outside the local ONNX model (Settings and the encoder loader)."""
+    return (
+        f"RAG_EMBEDDING_PRECISION={precision} applies to the local model on ONNX Runtime only: set "
+        "RAG_EMBEDDING_PROVIDER=local and RAG_EMBEDDING_RUNTIME=onnx, or RAG_EMBEDDING_PRECISION=fp32"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore")
 
@@ -168,11 +176,7 @@ class Settings(BaseSettings):
         if self.embedding_precision != "fp32" and (
             self.embedding_provider != "local" or self.embedding_runtime != "onnx"
         ):
-            raise ValueError(
-                f"RAG_EMBEDDING_PRECISION={self.embedding_precision} applies to the local model on ONNX "
-                "Runtime only: set RAG_EMBEDDING_PROVIDER=local and RAG_EMBEDDING_RUNTIME=onnx, or "
-                "RAG_EMBEDDING_PRECISION=fp32"
-            )
+            raise ValueError(precision_error(self.embedding_precision))
         return self
 
     def bootstrap_key(self) -> str | None:

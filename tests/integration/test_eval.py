@@ -257,7 +257,18 @@ async def test_cli_tune_writes_the_best_alpha_and_later_runs_use_it(
     eval_url = with_database(database_url, eval_database_name(dataset, settings))
     out = tmp_path / "tuned.json"
     proc = run_cli(
-        ["eval", "--dataset", str(dataset), "--tune", "--modes", "hybrid", "--json", str(out)],
+        [
+            "eval",
+            "--dataset",
+            str(dataset),
+            "--tune",
+            "--modes",
+            "hybrid",
+            "--group-by",
+            "document",
+            "--json",
+            str(out),
+        ],
         database_url,
         data_dir,
     )
@@ -278,7 +289,9 @@ async def test_cli_tune_writes_the_best_alpha_and_later_runs_use_it(
 
     # A later run without --tune searches with the collection's weight; --holdout scores only the
     # queries kept out (q1 of q0, q1) and leaves the weight alone.
-    later = await run_eval(settings, EvalOptions(dataset=dataset, modes=["hybrid"], holdout=0.5, quiet=True))
+    later = await run_eval(
+        settings, EvalOptions(dataset=dataset, modes=["hybrid"], holdout=0.5, quiet=True, group_by="document")
+    )
     assert "tuning" not in later and later["queries"] == 1
     assert later["settings"]["collection_hybrid_alpha"] == tuning["alpha"]
     assert later["modes"]["hybrid"]["ndcg@10"] == pytest.approx(1.0)
@@ -286,6 +299,6 @@ async def test_cli_tune_writes_the_best_alpha_and_later_runs_use_it(
     async with admin.connection(eval_url) as conn:
         await conn.execute("UPDATE collections SET hybrid_alpha = NULL WHERE name = 'tunable'")
     default = await run_eval(
-        settings, EvalOptions(dataset=dataset, modes=["hybrid"], holdout=0.5, quiet=True)
+        settings, EvalOptions(dataset=dataset, modes=["hybrid"], holdout=0.5, quiet=True, group_by="document")
     )
     assert default["modes"]["hybrid"]["ndcg@10"] == pytest.approx(1 / 1.5849625, abs=1e-3)

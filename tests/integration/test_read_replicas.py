@@ -110,6 +110,18 @@ def caught_up(runtime: Runtime, standby: Standby) -> Callable[[], Awaitable[bool
     return check
 
 
+def served_by_replica(
+    app: FastAPI, client: httpx.AsyncClient, who: dict[str, str]
+) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        routed = app.state.runtime.reads.routed
+        before = routed["replica"]
+        await collection_names(client, who)
+        return bool(routed["replica"] > before)
+
+    return check
+
+
 def healthy(app: FastAPI, expected: bool = True) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return all(s.healthy == expected for s in app.state.runtime.reads.status())
@@ -159,6 +171,8 @@ async def test_reads_come_from_the_replica_and_a_writer_reads_its_own_writes(
         session = await ok(client.post("/chat/sessions", json={"title": "before"}, headers=other))
         await ok(client.post("/query", json={"query": "limbs", "session_id": session["id"]}, headers=other))
         await until(caught_up(runtime, standby), "standby caught up")
+        # The routing's own view (its last check) must also have seen the replica replay `other`'s writes.
+        await until(served_by_replica(app, client, other), "other's reads served by the replica")
         standby.pause()
         try:
             doc = await direct_writes(runtime, "direct")
@@ -195,6 +209,66 @@ async def test_reads_come_from_the_replica_and_a_writer_reads_its_own_writes(
             standby.resume()
         await until(lambda: _has(collection_names(client, other), "direct"), "the replica replays the writes")
         assert doc in await search_documents(client, other, "direct axolotls")
+
+
+async def test_row_level_security_holds_on_the_replica(
+    settings: Settings, runtime: Runtime, standby: Standby
+) -> None:
+    """A key limited to one collection, served by the replica, sees that collection's rows only (a replica
+    pool that bypassed row-level security would show the other one)."""
+    ids = {}
+    for name in ("narrow-mine", "narrow-theirs"):
+        collection = await store.create_collection(runtime.pool, CreateCollection(name=name))
+        document = DirectDocument(f"{name}.txt", f"{name} {TEXT}".encode(), {})
+        (ids[name],) = await ingest_documents_direct(runtime, [document], collection_id=collection.id)
+    mine, theirs = str(ids["narrow-mine"]), str(ids["narrow-theirs"])
+    key = await keys.create_key(
+        runtime.pool, CreateKey(name="narrow", role="reader", collections=["narrow-mine"])
+    )
+    narrow = {"Authorization": f"Bearer {key.key}"}
+    async with replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app, client):
+        await until(caught_up(runtime, standby), "standby caught up")
+        await until(healthy(app), "replica healthy")
+        routed = app.state.runtime.reads.routed
+        before = routed["replica"]
+        assert await collection_names(client, narrow) == {"narrow-mine"}
+        listed = await ok(client.get("/documents", params={"collection": "narrow-mine"}, headers=narrow))
+        assert {d["id"] for d in listed["items"]} == {mine}
+        theirs_listed = await client.get("/documents", params={"collection": "narrow-theirs"}, headers=narrow)
+        assert theirs_listed.status_code == 404
+        body = {"query": "axolotls", "search_type": "bm25", "top_k": 50, "collections": ["narrow-mine"]}
+        hits = (await ok(client.post("/search", json=body, headers=narrow)))["results"]
+        assert {h["document_id"] for h in hits} == {mine}
+        forbidden = {**body, "collections": ["narrow-theirs"]}
+        assert (await client.post("/search", json=forbidden, headers=narrow)).status_code == 404
+        assert (await client.get(f"/documents/{theirs}", headers=narrow)).status_code == 404
+        assert routed["replica"] - before >= 5  # these reads were the replica's
+
+
+async def test_a_finished_batch_holds_its_reader_to_the_workers_writes(
+    settings: Settings, runtime: Runtime, standby: Standby, principals: dict[str, dict[str, str]]
+) -> None:
+    """The worker's final write belongs to no key: seeing the batch finished must still make the
+    caller's next reads include it."""
+    writer = principals["writer"]
+    async with replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app, client):
+        await until(healthy(app), "replica healthy")
+        files = [("files", ("finished.txt", f"finished {TEXT}".encode(), "text/plain"))]
+        upload = await ok(client.post("/upload", files=files, headers=writer))
+        batch, document = upload["batch_id"], upload["tasks"][0]["document_id"]
+        await until(caught_up(runtime, standby), "standby caught up")
+        app.state.runtime.reads._floors.clear()  # the upload's own floor has passed (as after the lag bound)
+        standby.pause()
+        try:
+            # What the worker's final transaction does, as far as readers can tell.
+            with psycopg.connect(settings.database_url, autocommit=True) as conn:
+                conn.execute("UPDATE documents SET status = 'ready' WHERE id = %s", (document,))
+                conn.execute("UPDATE job_tasks SET status = 'completed' WHERE batch_id = %s", (batch,))
+            status = await client.get(f"/tasks/{batch}/status", headers=writer)
+            assert status.json()["done"] and READ_AFTER_HEADER in status.headers
+            assert (await ok(client.get(f"/documents/{document}", headers=writer)))["status"] == "ready"
+        finally:
+            standby.resume()
 
 
 class Alternating(httpx.AsyncBaseTransport):

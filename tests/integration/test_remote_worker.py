@@ -75,17 +75,20 @@ def test_a_worker_with_only_database_url_shares_the_queue(
     remote_dir.mkdir()
     remote = settings.model_copy(update={"database_url": tcp_url(cluster, settings.database_url or "")})
     remote_env = {**settings_env(remote), "RAG_DATA_DIR": str(remote_dir)}
-    workers.append(start_worker(settings_env(settings), tmp_path / "local.log"))
+    # The remote worker is ready before the upload and the local one starts after it: the remote one
+    # reads the first messages, so the assertion that it worked cannot depend on a race it might lose.
     workers.append(start_worker(remote_env, tmp_path / "remote.log"))
-    local_worker, remote_worker = workers
-    local_id, remote_id = wait_ready(local_worker), wait_ready(remote_worker)
-    assert local_id != remote_id
+    remote_worker = workers[0]
+    remote_id = wait_ready(remote_worker)
 
     files = [
         (f"doc-{i:02d}.txt", f"Document {i}. " + "Zebrafish hearts regrow. " * (20 + i)) for i in range(FILES)
     ]
     r = upload(sync_app_client, [(name, text.encode()) for name, text in files])
     assert r.status_code == 202, r.text
+    workers.append(start_worker(settings_env(settings), tmp_path / "local.log"))
+    local_worker = workers[1]
+    assert wait_ready(local_worker) != remote_id
     status = wait_batch(sync_app_client, r.json()["batch_id"])
     assert status["counts"].get("completed") == FILES, status
 

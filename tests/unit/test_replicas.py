@@ -116,3 +116,28 @@ def test_replica_urls_and_listen_address_settings() -> None:
     for bad in ("5433", "127.0.0.1:", "127.0.0.1:99999", "host:port"):
         with pytest.raises(ValueError):
             parse_listen(bad)
+
+
+async def test_two_writes_finishing_out_of_order_keep_the_later_floor() -> None:
+    """Write A reads its position after write B: the floor keeps B's higher position AND the later time."""
+    r = routing(replicas=1)
+    answers = iter([200, 100])  # B's position comes back first, A's (lower) second
+
+    class _Raw:
+        async def fetchval(self, sql: str) -> int:
+            return next(answers)
+
+    r.primary.raw = cast(Any, _Raw())  # type: ignore[misc]
+    assert await r.record_write(KEY) == 200
+    _, first_at = r._floors[KEY.key_id]
+    assert await r.record_write(KEY) == 100
+    assert r._floors[KEY.key_id][0] == 200 and r._floors[KEY.key_id][1] >= first_at
+    up(r.replicas[0], replayed=150, caught_up_ago=0)
+    assert r.pool_for(KEY) is r.primary  # 150 < 200: not yet
+
+
+def test_a_bad_listen_address_never_reaches_the_shell() -> None:
+    for bad in ("127.0.0.1; rm -rf /:5433", "$(id):5433", "a b:5433"):
+        with pytest.raises(ValueError, match="RAG_EMBEDDED_LISTEN"):
+            parse_listen(bad)
+    assert parse_listen("[::1]:5433") == ("::1", 5433)

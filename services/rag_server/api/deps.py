@@ -17,7 +17,6 @@ from rag_server.errors import ForbiddenError
 from rag_server.infra.queue import IngestQueue
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import ScopedPool, bind_scope
-from rag_server.read_after import READ_AFTER_HEADER, parse_lsn
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -88,13 +87,12 @@ Reader = Annotated[Principal, require("reader")]
 
 
 async def get_read_pool(
-    request: Request, runtime: RuntimeDep, principal: Annotated[Principal, Depends(authenticate)]
+    runtime: RuntimeDep, principal: Annotated[Principal, Depends(authenticate)]
 ) -> ScopedPool:
     """For read-only routes: a read replica when one may serve this principal (it has replayed the
-    principal's own writes, and the position in X-Rag-Read-After when sent, and is within the lag
-    bound: infra/replicas.py), else the primary's pool. After `authenticate` (its scope names the
-    principal). The header is read here, not declared: it never makes a read fail."""
-    return runtime.read_pool(parse_lsn(request.headers.get(READ_AFTER_HEADER)))
+    principal's own writes and the position in X-Rag-Read-After, and is within the lag bound:
+    infra/replicas.py), else the primary's pool. After `authenticate` (its scope names the principal)."""
+    return runtime.read_pool()
 
 
 ReadPoolDep = Annotated[ScopedPool, Depends(get_read_pool)]

@@ -67,10 +67,14 @@ class ChatService:
         """Wait for answer writes that outlived their request, so shutdown loses none of them."""
         await self.stored.drain()
 
+    def _stored(self, reads: ScopedPool | None) -> PostgresSessionStore:
+        """Stored sessions, read from `reads` (a replica's pool) when given."""
+        return self.stored if reads is None else PostgresSessionStore(reads)
+
     async def locate(self, ref: SessionRef, reads: ScopedPool | None = None) -> tuple[SessionStore, UUID]:
         """(the store, the session's id) for a UUID or a client-chosen external id (NotFoundError).
         `reads`: for a read-only call, the pool stored sessions are read from (a replica, or None)."""
-        stored = self.stored if reads is None else PostgresSessionStore(reads)
+        stored = self._stored(reads)
         if isinstance(ref, UUID):
             return self.temporary if self.temporary.holds(ref) else stored, ref
         return stored, await stored.find_external(ref)
@@ -118,7 +122,7 @@ class ChatService:
         reads: ScopedPool | None = None,
     ) -> tuple[list[ChatSession], int]:
         """Stored sessions only: temporary ones are not listed (they belong to one client)."""
-        stored = self.stored if reads is None else PostgresSessionStore(reads)
+        stored = self._stored(reads)
         return await stored.list_sessions(
             limit=limit,
             offset=offset,

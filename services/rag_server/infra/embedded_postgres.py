@@ -9,6 +9,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,13 +59,17 @@ def server_settings(ram_bytes: int | None = None) -> dict[str, str]:
     }
 
 
+# An IP address or a host name: it goes into pg_ctl's command line.
+_HOST = re.compile(r"\[?[0-9A-Za-z.:_-]{1,253}\]?")
+
+
 def parse_listen(listen: str) -> tuple[str, int] | None:
     """RAG_EMBEDDED_LISTEN (`host:port`, e.g. 127.0.0.1:5433) as (host, port); empty: None (unix socket
     only, the default). ValueError for anything else."""
     if not listen.strip():
         return None
     host, sep, port = listen.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not _HOST.fullmatch(host) or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"RAG_EMBEDDED_LISTEN must be host:port (e.g. 127.0.0.1:5433), got {listen!r}")
     return host.strip("[]"), int(port)
 
@@ -88,7 +94,8 @@ def _start_listening(server: Any, listen: tuple[str, int]) -> None:
 
     socket_dir = server.get_postmaster_info().socket_dir or server.pgdata
     server.stop()
-    options = f'-h "{listen[0]}" -p {listen[1]} -k {socket_dir}'
+    # pg_ctl hands -o to a shell: quote what comes from the setting and the file system.
+    options = f"-h {shlex.quote(listen[0])} -p {listen[1]} -k {shlex.quote(str(socket_dir))}"
     pgexec(
         "pg_ctl",
         ("-w", "-o", options, "-l", str(server.log), "-D", str(server.pgdata), "start"),

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,18 +36,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_server.infra.database import is_transient_db_error
 from rag_server.infra.scoped_pool import DbScope, Isolation, ScopedPool, request_scope
-from rag_server.read_after import READ_AFTER_HEADER, lsn_text
+from rag_server.read_after import READ_AFTER_HEADER, lsn_text, parse_lsn
 
 logger = logging.getLogger(__name__)
 
 # Flushed, not inserted: a standby receives only flushed WAL, and a synchronous commit has flushed its
 # commit record before the client hears of it.
 PRIMARY_SQL = "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint"
+# A write's floor: the insert position is at or past its commit record even with synchronous_commit off.
+WRITE_SQL = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint"
 REPLICA_SQL = (
     "SELECT pg_is_in_recovery() AS recovering, (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint AS replayed"
 )
 # A write whose position could not be read: the principal reads from the primary for the lag bound.
 _UNKNOWN_LSN = 2**63 - 1
+# The position the current request's client says it has written up to (READ_AFTER_HEADER; 0: none),
+# set by ReadYourWritesMiddleware so every read_pool() caller honours it, routes and MCP tools alike.
+_read_after: ContextVar[int] = ContextVar("rag_read_after", default=0)
 
 
 def describe(url: str) -> str:
@@ -83,6 +89,7 @@ class ReplicaPool(ScopedPool):
         super().__init__(raw, default)
         self.primary = primary
         self.replica: Replica | None = None
+        self.routed: dict[str, int] = {"fallback": 0}  # ReadRouting's counters once it owns this pool
 
     @asynccontextmanager
     async def acquire(
@@ -101,6 +108,7 @@ class ReplicaPool(ScopedPool):
                     raise
                 if self.replica is not None:
                     self.replica.up, self.replica.detail = False, f"unreachable ({type(exc).__name__})"
+                    self.routed["fallback"] += 1
                     logger.warning(
                         "read replica %s unreachable, reading from the primary", self.replica.index
                     )
@@ -131,14 +139,15 @@ class ReadRouting:
     ) -> None:
         self.primary = primary
         self.replicas = [Replica(i, describe(url), pool) for i, (url, pool) in enumerate(pools)]
-        for replica in self.replicas:
-            replica.pool.replica = replica
         self.max_lag_s, self.interval_s, self.timeout_s = max_lag_s, interval_s, timeout_s
         self._samples: deque[tuple[float, int]] = deque()
-        # principal (API key id; None: the open mode) -> (flushed position after its write, when)
+        # principal (API key id; None: the open mode) -> (WAL position after its last write, when)
         self._floors: dict[UUID | None, tuple[int, float]] = {}
         self._turn = itertools.count()
-        self.routed = {"primary": 0, "replica": 0}
+        # "fallback": sent to a replica that could not be reached, so run on the primary after all.
+        self.routed = {"primary": 0, "replica": 0, "fallback": 0}
+        for replica in self.replicas:
+            replica.pool.replica, replica.pool.routed = replica, self.routed
 
     # --- routing -------------------------------------------------------------------------------
 
@@ -156,8 +165,8 @@ class ReadRouting:
         self.routed["replica"] += 1
         return usable[next(self._turn) % len(usable)].pool
 
-    def current_pool(self, after: int = 0) -> ScopedPool:
-        return self.pool_for(request_scope(), after)
+    def current_pool(self) -> ScopedPool:
+        return self.pool_for(request_scope(), _read_after.get())
 
     def _floor(self, key: UUID | None, now: float) -> int:
         lsn, at = self._floors.get(key, (0, 0.0))
@@ -171,12 +180,13 @@ class ReadRouting:
             return None
         at = time.monotonic()
         try:
-            lsn = int(await asyncio.wait_for(self.primary.raw.fetchval(PRIMARY_SQL), self.timeout_s))
+            lsn = int(await asyncio.wait_for(self.primary.raw.fetchval(WRITE_SQL), self.timeout_s))
         except Exception as exc:  # the write is done: never fail its response for the bookkeeping
             logger.warning("could not read the primary's WAL position after a write: %s", type(exc).__name__)
             lsn = _UNKNOWN_LSN
-        previous = self._floors.get(scope.key_id, (0, 0.0))[0]
-        self._floors[scope.key_id] = (max(lsn, previous) if lsn != _UNKNOWN_LSN else lsn, at)
+        # Two writes of one key can finish in any order: keep the higher position AND the later time.
+        previous_lsn, previous_at = self._floors.get(scope.key_id, (0, 0.0))
+        self._floors[scope.key_id] = (max(lsn, previous_lsn), max(at, previous_at))
         return None if lsn == _UNKNOWN_LSN else lsn
 
     # --- health --------------------------------------------------------------------------------
@@ -290,9 +300,21 @@ class ReadYourWritesMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         runtime = getattr(scope.get("app"), "state", None) and getattr(scope["app"].state, "runtime", None)
         reads: ReadRouting | None = getattr(runtime, "reads", None)
-        if scope["type"] != "http" or reads is None or not may_write(scope["method"], scope["path"]):
+        if scope["type"] != "http" or reads is None:
             await self.app(scope, receive, send)
             return
+        header = dict(scope.get("headers") or []).get(READ_AFTER_HEADER.lower().encode())
+        token = _read_after.set(parse_lsn(header.decode("latin-1")) if header else 0)
+        try:
+            if may_write(scope["method"], scope["path"]):
+                await self.app(scope, receive, self._recording(reads, send))
+            else:
+                await self.app(scope, receive, send)
+        finally:
+            _read_after.reset(token)
+
+    @staticmethod
+    def _recording(reads: ReadRouting, send: Send) -> Send:
         streamed = False
 
         async def send_after_recording(message: Message) -> None:
@@ -309,4 +331,4 @@ class ReadYourWritesMiddleware:
                     await reads.record_write(request_scope())
             await send(message)
 
-        await self.app(scope, receive, send_after_recording)
+        return send_after_recording

@@ -25,7 +25,7 @@ from rag_server.infra.llm import configured_llm
 from rag_server.infra.migrations import upgrade_to_head
 from rag_server.infra.queue import IngestQueue
 from rag_server.infra.replicas import ReadRouting, ReplicaPool
-from rag_server.infra.scoped_pool import SYSTEM_SCOPE, DbScope, ScopedPool
+from rag_server.infra.scoped_pool import SYSTEM_SCOPE, DbScope, ScopedPool, request_scope
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +48,16 @@ class Runtime:
     # The read replicas (RAG_READ_DATABASE_URLS) when this process serves reads from them (the API).
     reads: ReadRouting | None = field(default=None, repr=False)
 
-    def read_pool(self, after: int = 0) -> ScopedPool:
+    def read_pool(self) -> ScopedPool:
         """The pool a read-only call of the current request may use: a replica that has replayed the
-        principal's own writes (and WAL position `after`) and is within the lag bound, else the primary."""
-        return self.pool if self.reads is None else self.reads.current_pool(after)
+        principal's own writes (and the position its client sent in X-Rag-Read-After) and is within the
+        lag bound, else the primary."""
+        return self.pool if self.reads is None else self.reads.current_pool()
+
+    async def remember_write(self) -> int | None:
+        """Hold the current principal's reads to the primary's position now (after a write this request
+        observed but did not make, e.g. a worker's); returns it, None without replicas."""
+        return None if self.reads is None else await self.reads.record_write(request_scope())
 
     def chat_llm(self) -> tuple[LLM | None, str | None]:
         """The chat LLM (None: answers are extractive) and, when one is configured but unusable, why."""

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from rag_server.config import precision_error
+
 if TYPE_CHECKING:
     from tokenizers import Encoding
 
@@ -281,10 +283,3 @@ def load_sentence_encoder(
             raise ValueError(precision_error(precision))
         return TorchSentenceEncoder(root)
     return OnnxSentenceEncoder(ModelLayout.read(root), cache_dir, precision)
-
-
-def precision_error(precision: str) -> str:
-    return (
-        f"RAG_EMBEDDING_PRECISION={precision} applies to the local model on ONNX Runtime only: set "
-        "RAG_EMBEDDING_PROVIDER=local and RAG_EMBEDDING_RUNTIME=onnx, or RAG_EMBEDDING_PRECISION=fp32"
-    )

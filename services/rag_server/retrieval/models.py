@@ -10,7 +10,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, StrictBool
 
-from rag_server.collections.models import CollectionRef
+from rag_server.collections.models import CollectionRef, HybridAlpha
 from rag_server.text import CleanText
 
 SearchType = Literal["vector", "bm25", "hybrid"]
@@ -51,11 +51,8 @@ class SearchRequest(BaseModel):
     # Optional overrides of the configured defaults (RAG_FUSION, RAG_HNSW_EF_SEARCH).
     fusion: FusionMethod | None = None
     ef_search: int | None = Field(default=None, ge=1, le=1000)
-    alpha: float | None = Field(
+    alpha: HybridAlpha | None = Field(
         default=None,
-        ge=0,
-        le=1,
-        allow_inf_nan=False,
         description="Convex fusion: the vector leg's weight (BM25 gets 1 - alpha). Default: the searched "
         "collections' hybrid_alpha (their mean when they differ; unset counts as RAG_HYBRID_ALPHA).",
     )
