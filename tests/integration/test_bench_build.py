@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rag_server.config import Settings
-from rag_server.evaluation import bench_build, synthetic
+from rag_server.evaluation import bench_build, bench_search, synthetic
 from rag_server.evaluation.beir import load_beir
 from rag_server.evaluation.bench_search import prepare_bench_database
 from rag_server.infra import admin
@@ -34,8 +34,11 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def test_bulk_build_matches_migration_and_recount(
-    dataset: Path, settings: Settings, runtime: Runtime, pg_server: str
+    dataset: Path, settings: Settings, runtime: Runtime, pg_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Steps and blocks smaller than the scale, so the build crosses their boundaries as 1M chunks do.
+    monkeypatch.setattr(bench_build, "POSTINGS_STEP", 700)
+    monkeypatch.setattr(bench_search, "SYNTHESIS_BLOCK", 900)
     url, seconds = await prepare_bench_database(settings, load_beir(dataset), SCALE)
     assert seconds > 0
 
