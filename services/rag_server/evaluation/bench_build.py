@@ -23,6 +23,7 @@ import asyncpg
 import numpy as np
 
 from rag_server.evaluation.synthetic import insert_synthetic
+from rag_server.ingestion.integrity import recount_sql
 
 HNSW_INDEX = "chunks_embedding_hnsw_idx"
 POSTINGS_KEY = "bm25_postings_pkey"
@@ -40,13 +41,9 @@ MAINTENANCE_MEM_MIN_MB = 64
 MAINTENANCE_MEM_MAX_MB = 3_072
 PARALLEL_WORKERS = 1  # + the leader: the machine's 2 cores
 
-POSTINGS_SQL = """
+POSTINGS_SQL = f"""
 INSERT INTO bm25_postings (term, chunk_id, tf, doc_len, collection_id)
-WITH toks AS (
-    SELECT c.id AS chunk_id, c.collection_id, t.lexeme AS term, cardinality(t.positions) AS tf
-    FROM chunks c CROSS JOIN LATERAL unnest(to_tsvector('english', c.search_text)) AS t
-    WHERE c.id >= $1 AND c.id < $2
-), lens AS (SELECT chunk_id, sum(tf)::integer AS doc_len FROM toks GROUP BY chunk_id)
+{recount_sql("WHERE c.id >= $1 AND c.id < $2")}
 SELECT toks.term, toks.chunk_id, toks.tf, lens.doc_len, toks.collection_id
 FROM toks JOIN lens USING (chunk_id)
 """

@@ -106,3 +106,15 @@ def write_markdown(
     lines += ["Settings:", "", "```", *(f"{k}: {v}" for k, v in s.items()), "```", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
+
+
+def write_outputs(result: dict[str, Any], json_path: Path | None, report_path: Path | None) -> None:
+    """An eval's JSON, and with `report_path` its Markdown and the PNG chart next to it."""
+    write_json(json_path, result)
+    if report_path is not None:
+        chart = report_path.with_suffix(".png")
+        write_chart(result, chart)
+        from rag_server.evaluation.peers import PEER_NOTES
+
+        notes = {name: PEER_NOTES[name] for name in result["peers"] if name in PEER_NOTES}
+        write_markdown(result, report_path, chart, notes)

@@ -376,7 +376,7 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
     }
     if tuning is not None:
         result["tuning"] = tuning
-    write_outputs(result, options)
+    report.write_outputs(result, options.json_path, options.report_path)
     return result
 
 
@@ -395,14 +395,3 @@ async def _tune(
     if not options.quiet:
         print(f"tuned hybrid_alpha {tuning['alpha']} on {len(queries)} queries", file=sys.stderr)
     return tuning
-
-
-def write_outputs(result: dict[str, Any], options: EvalOptions) -> None:
-    report.write_json(options.json_path, result)
-    if options.report_path is not None:
-        chart = options.report_path.with_suffix(".png")
-        report.write_chart(result, chart)
-        from rag_server.evaluation.peers import PEER_NOTES
-
-        notes = {name: PEER_NOTES[name] for name in result["peers"] if name in PEER_NOTES}
-        report.write_markdown(result, options.report_path, chart, notes)

@@ -104,13 +104,20 @@ CHUNK_CHECKS = {
         WHERE d.status <> 'ready' AND EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = d.id)""",
 }
 
-# The recount: what bm25_index_add would write for every chunk now.
-_RECOUNT = """
+
+def recount_sql(where: str = "") -> str:
+    """The recount's CTEs `toks` and `lens`: what bm25_index_add would write for the chunks `where`
+    selects (alias c; default every chunk) now. Also how the bench's bulk build writes its postings."""
+    return f"""
 WITH toks AS (
     SELECT c.id AS chunk_id, c.collection_id, t.lexeme AS term, cardinality(t.positions) AS tf
     FROM chunks c CROSS JOIN LATERAL unnest(to_tsvector('english', c.search_text)) AS t
+    {where}
 ), lens AS (SELECT chunk_id, sum(tf)::integer AS doc_len FROM toks GROUP BY chunk_id)
 """
+
+
+_RECOUNT = recount_sql()
 BM25_CHECKS = {
     "bm25 stats": f"""{_RECOUNT}
         SELECT NULL::uuid, 'bm25_stats n_docs ' || s.n_docs || ', total_len ' || s.total_len
