@@ -13,6 +13,7 @@ from rag_server.infra.sentence_encoders import (
     ModelLayout,
     OnnxSentenceEncoder,
     TorchSentenceEncoder,
+    inference_batches,
     load_sentence_encoder,
     onnx_model_path,
     resolve_model_dir,
@@ -112,3 +113,22 @@ def test_int8_variant_is_quantized_once_from_the_fp32_file_and_keyed_by_precisio
 def test_int8_needs_onnx_runtime(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="RAG_EMBEDDING_PRECISION=int8 applies to the local model on ONNX"):
         load_sentence_encoder(MODEL, "torch", tmp_path, "int8")
+
+
+def test_inference_batches_run_longest_first_within_a_row_and_token_budget() -> None:
+    lengths = [10, 300, 40, 40, 100, 5, 60]
+    batches = inference_batches(lengths, max_rows=3, max_tokens=200)
+    # Every text exactly once, longest first.
+    flat = [i for batch in batches for i in batch]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
+    # A text longer than the budget runs alone; otherwise rows x the longest length stays in budget.
+    assert batches[0] == [1]
+    for batch in batches[1:]:
+        assert len(batch) <= 3
+        assert len(batch) * lengths[batch[0]] <= 200
+    assert batches[1:] == [[4, 6], [2, 3, 0], [5]]
+
+
+def test_inference_batches_respect_the_callers_row_limit_for_short_texts() -> None:
+    assert inference_batches([3] * 10, max_rows=4, max_tokens=1_000) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]

@@ -43,6 +43,11 @@ Pooling = Literal["mean", "cls"]
 # Bump when the exported graph's inputs/outputs change: old cache files are then ignored.
 EXPORT_FORMAT = 1
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Padded tokens per ONNX Runtime call. Small calls keep a layer's activations in the CPU's caches: on
+# these 2-core machines 64 texts of ~230 tokens embedded 1.9x faster (fp32; int8 1.7x) in calls of at
+# most 256 tokens than in one call, and 64 texts of ~90 tokens 1.4x (int8 2.1x); budgets of 512-2,048
+# were slower (reports/bench-ingest-int8.md).
+INFERENCE_TOKENS = 256
 
 
 class SentenceEncoder(Protocol):
@@ -199,6 +204,21 @@ def onnx_model_path(layout: ModelLayout, cache_dir: Path, precision: Precision =
     return target
 
 
+def inference_batches(lengths: list[int], max_rows: int, max_tokens: int = INFERENCE_TOKENS) -> list[list[int]]:
+    """Indexes of the texts to run together: longest first (batches of similar lengths waste little on
+    padding), at most `max_rows` texts and, beyond one text, at most `max_tokens` padded tokens each."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        current = batches[-1] if batches else None
+        # The batch's width is its first (longest) text's length.
+        if current and len(current) < max_rows and (len(current) + 1) * lengths[current[0]] <= max_tokens:
+            current.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 class OnnxSentenceEncoder:
     """Tokenizer (tokenizers, from tokenizer.json) + ONNX Runtime session + pooling + L2 norm."""
 
@@ -223,11 +243,8 @@ class OnnxSentenceEncoder:
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         encodings = self._tokenizer.encode_batch(texts)
-        # Longest first: batches of similar lengths waste little on padding.
-        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in inference_batches([len(e.ids) for e in encodings], batch_size):
             out[rows] = self._encode_batch([encodings[i] for i in rows])
         return out
 
