@@ -130,7 +130,14 @@ class QueryTerms:
 TERMS_CTE = """t AS MATERIALIZED (
     SELECT * FROM unnest($1::text[], $2::float8[], $3::bool[]) AS t (term, w, flag)
 )"""
-CONTRIBUTION = "(t.w * p.tf / (p.tf + $4::float8 + $5::float8 * p.doc_len) * $6::float8)::int4"
+
+
+def _contribution(w: str) -> str:
+    """A posting's scaled contribution: the same expression wherever it is computed, so the same bits."""
+    return f"({w} * p.tf / (p.tf + $4::float8 + $5::float8 * p.doc_len) * $6::float8)::int4"
+
+
+CONTRIBUTION = _contribution("t.w")
 
 
 def _add_other_terms(source: str) -> str:
@@ -150,42 +157,50 @@ def _add_other_terms(source: str) -> str:
         )"""
 
 
-def _flagged_sums(filters: FilterSQL, tail: str) -> str:
-    """Per chunk, the sum over the flagged terms' postings (column `partial`), then `tail`."""
+def _flagged_sums(filters: FilterSQL, flagged: int, tail: str) -> str:
+    """Per chunk, the sum over the first `flagged` terms' postings (column `partial`), then `tail`.
+    Each term's postings come from the index in chunk id order and are merged: grouping a sorted
+    stream needs no hash table (at 1M chunks, 230k postings: 176 ms instead of 261 ms)."""
+    branches = " UNION ALL ".join(
+        f"""(SELECT p.chunk_id, {_contribution(f"($2::float8[])[{i}]")} AS v
+            FROM bm25_postings p {filters.joins("p.chunk_id")}
+            WHERE p.term = ($1::text[])[{i}] {filters.where("AND", collection_column="p.collection_id")})"""
+        for i in range(1, flagged + 1)
+    )
     return f"""
-            SELECT p.chunk_id, sum({CONTRIBUTION}) AS partial
-            FROM t JOIN bm25_postings p ON p.term = t.term
-            {filters.joins("p.chunk_id")}
-            WHERE t.flag {filters.where("AND", collection_column="p.collection_id")}
-            GROUP BY p.chunk_id
+            SELECT chunk_id, sum(v) AS partial
+            FROM ({branches} ORDER BY chunk_id) AS postings
+            GROUP BY chunk_id
             {tail}"""
 
 
-def full_sql(filters: FilterSQL) -> str:
-    """Every posting of every term (all flagged). Filters from $8."""
+def full_sql(filters: FilterSQL, terms: int) -> str:
+    """Every posting of every term (all `terms` flagged). Filters from $8."""
     return f"""
         WITH {TERMS_CTE}
-        SELECT chunk_id, partial AS score FROM ({_flagged_sums(filters, "")}) AS sums
+        SELECT chunk_id, partial AS score FROM ({_flagged_sums(filters, terms, "")}) AS sums
         ORDER BY score DESC, chunk_id
         LIMIT $7
     """
 
 
-def seed_sql(filters: FilterSQL) -> str:
-    """theta: the $7-th best full score of the $7 * $8 best chunks by the flagged terms. Filters from $9."""
+def seed_sql(filters: FilterSQL, flagged: int) -> str:
+    """theta: the $7-th best full score of the $7 * $8 best chunks by the first `flagged` terms (the
+    flagged ones). Filters from $9."""
     return f"""
         WITH {TERMS_CTE},
-        seed AS MATERIALIZED ({_flagged_sums(filters, "ORDER BY partial DESC, p.chunk_id LIMIT $7 * $8::int")}),
+        seed AS MATERIALIZED ({_flagged_sums(filters, flagged, "ORDER BY partial DESC, chunk_id LIMIT $7 * $8::int")}),
         {_add_other_terms("seed")}
         SELECT score FROM scored ORDER BY score DESC OFFSET $7 - 1 LIMIT 1
     """
 
 
-def maxscore_sql(filters: FilterSQL) -> str:
-    """Top $7 among chunks whose flagged-term partial reaches $8 (theta - R). Filters from $9."""
+def maxscore_sql(filters: FilterSQL, flagged: int) -> str:
+    """Top $7 among chunks whose partial by the first `flagged` terms (the flagged ones) reaches $8
+    (theta - R). Filters from $9."""
     return f"""
         WITH {TERMS_CTE},
-        cand AS MATERIALIZED ({_flagged_sums(filters, f"HAVING sum({CONTRIBUTION}) >= $8::int8")}),
+        cand AS MATERIALIZED ({_flagged_sums(filters, flagged, "HAVING sum(v) >= $8::int8")}),
         {_add_other_terms("cand")}
         SELECT chunk_id, score FROM scored ORDER BY score DESC, chunk_id LIMIT $7
     """
@@ -269,19 +284,19 @@ async def native_top_k(
     from_9 = build_filters(filters, first_param=9, collections=collections)
 
     async def full() -> list[LegHit]:
-        return _hits(await _fetch(conn, sum(q.dfs), full_sql(from_8), bind(n_terms, *from_8.params)), q.scale)
+        return _hits(await _fetch(conn, sum(q.dfs), full_sql(from_8, n_terms), bind(n_terms, *from_8.params)), q.scale)
 
     seeded = seed_size(q)
     if not prune or sum(q.dfs) <= FULL_MAX_POSTINGS or seeded == n_terms or sum(q.dfs[:seeded]) < top_k:
         return await full()
-    theta = await conn.fetchval(seed_sql(from_9), *bind(seeded, SEED_DEPTH, *from_9.params))
+    theta = await conn.fetchval(seed_sql(from_9, seeded), *bind(seeded, SEED_DEPTH, *from_9.params))
     if theta is None:  # fewer than top_k chunks among the seed's
         return await full()
     essential = essential_size(q, theta)
     if essential == n_terms:
         return await full()
     args = bind(essential, theta - q.bound(essential), *from_9.params)
-    return _hits(await _fetch(conn, sum(q.dfs[:essential]), maxscore_sql(from_9), args), q.scale)
+    return _hits(await _fetch(conn, sum(q.dfs[:essential]), maxscore_sql(from_9, essential), args), q.scale)
 
 
 RAISE_WORK_MEM_SQL = """
