@@ -350,9 +350,7 @@ async def ensure_common_and_rare_words(conn: asyncpg.Connection) -> None:
         return
     rng = random.Random(11)
     for _ in range(20):
-        texts = [
-            " ".join([rng.choice(WORDS[:12]) for _ in range(30)] + [f"rare{rng.randrange(60)}"]) for _ in range(10)
-        ]
+        texts = [" ".join([*rng.choices(WORDS[:12], k=30), f"rare{rng.randrange(60)}"]) for _ in range(10)]
         await insert_document(conn, texts, rng)
 
 

@@ -11,12 +11,12 @@ from rag_server.retrieval import bm25_native
 from rag_server.retrieval.bm25_native import (
     QueryTerms,
     essential_size,
+    estimated_candidates,
     full_sql,
     maxscore_sql,
-    estimated_candidates,
     seed_size,
-    split_cost,
     seed_sql,
+    split_cost,
 )
 from rag_server.retrieval.filters import build_filters
 from rag_server.retrieval.models import SearchFilters
@@ -59,9 +59,7 @@ def test_filters_join_chunks_and_documents_before_grouping() -> None:
 
 def test_a_collection_scope_alone_filters_the_postings_without_joining_chunks() -> None:
     scope = [UUID("00000000-0000-0000-0000-000000000003")]
-    for sql in (
-        full_sql(build_filters(None, 8, collections=scope), 2),
-    ):
+    for sql in (full_sql(build_filters(None, 8, collections=scope), 2),):
         assert "JOIN chunks" not in sql and "c.collection_id" not in sql
         # On each summed term's postings.
         for i in (1, 2):
@@ -136,9 +134,8 @@ def test_essential_prefix_leaves_a_remainder_below_theta_at_the_least_estimated_
 
 def test_split_cost_weighs_postings_against_candidate_lookups() -> None:
     # One rare term and three common ones in 10,000 chunks.
-    q = QueryTerms.from_rows(
-        term_rows({"rare": 20, "c1": 3000, "c2": 3500, "c3": 4000}, n_docs=10_000, total_len=500_000), 1.2, 0.75
-    )
+    dfs = {"rare": 20, "c1": 3000, "c2": 3500, "c3": 4000}
+    q = QueryTerms.from_rows(term_rows(dfs, n_docs=10_000, total_len=500_000), 1.2, 0.75)
     assert split_cost(q, 4, 1) == sum(q.dfs)  # the full statement: every posting, no lookups
     # A threshold of zero keeps every chunk a candidate; a higher one keeps fewer.
     assert estimated_candidates(q, 2, 0) == q.n_docs
