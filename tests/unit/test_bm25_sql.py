@@ -28,21 +28,17 @@ def term_rows(dfs: dict[str, int], n_docs: int = 1000, total_len: int = 50_000) 
 
 
 def test_statements_take_terms_as_parameters_and_join_nothing_without_filters() -> None:
-    # The summed terms' postings: one ordered index scan each, merged, grouped without a hash table.
-    sql = maxscore_sql(build_filters(None, 9), 3)
-    assert [f"p.term = ($1::text[])[{i}]" in sql for i in (1, 2, 3, 4)] == [True, True, True, False]
-    assert "ORDER BY chunk_id) AS postings" in sql
     for sql in (
-        full_sql(build_filters(None, 8), 2),
-        seed_sql(build_filters(None, 9), 2),
-        maxscore_sql(build_filters(None, 9), 2),
+        full_sql(build_filters(None, 8)),
+        seed_sql(build_filters(None, 9)),
+        maxscore_sql(build_filters(None, 9)),
     ):
         assert "unnest($1::text[], $2::float8[], $3::bool[])" in sql
         assert "JOIN chunks" not in sql  # postings alone: no join to score
         assert "LIMIT $7" in sql
-    assert "ORDER BY score DESC, chunk_id" in full_sql(build_filters(None, 8), 2)
-    assert "HAVING sum(" in maxscore_sql(build_filters(None, 9), 2) and ">= $8::int8" in maxscore_sql(
-        build_filters(None, 9), 2
+    assert "ORDER BY score DESC, chunk_id" in full_sql(build_filters(None, 8))
+    assert "HAVING sum(" in maxscore_sql(build_filters(None, 9)) and ">= $8::int8" in maxscore_sql(
+        build_filters(None, 9)
     )
 
 
@@ -50,7 +46,7 @@ def test_filters_join_chunks_and_documents_before_grouping() -> None:
     doc = UUID("00000000-0000-0000-0000-000000000002")
     filters = build_filters(SearchFilters(document_ids=[doc], metadata={"year": 2020}), first_param=9)
     assert filters.params == [[doc], {"year": 2020}]
-    sql = maxscore_sql(filters, 2)
+    sql = maxscore_sql(filters)
     assert "JOIN chunks c ON c.id = p.chunk_id" in sql
     assert "c.document_id = ANY($9::uuid[])" in sql
     assert "@> $10::jsonb" in sql
@@ -59,21 +55,17 @@ def test_filters_join_chunks_and_documents_before_grouping() -> None:
 
 def test_a_collection_scope_alone_filters_the_postings_without_joining_chunks() -> None:
     scope = [UUID("00000000-0000-0000-0000-000000000003")]
-    for sql in (full_sql(build_filters(None, 8, collections=scope), 2),):
+    for sql in (full_sql(build_filters(None, 8, collections=scope)),):
         assert "JOIN chunks" not in sql and "c.collection_id" not in sql
-        # On each summed term's postings.
-        for i in (1, 2):
-            assert f"WHERE p.term = ($1::text[])[{i}] AND p.collection_id = ANY($8::uuid[])" in sql
-    sql = seed_sql(build_filters(None, 9, collections=scope), 2)
-    assert "JOIN chunks" not in sql
-    for i in (1, 2):
-        assert f"WHERE p.term = ($1::text[])[{i}] AND p.collection_id = ANY($9::uuid[])" in sql
-    sql = maxscore_sql(build_filters(None, 9, collections=scope), 2)
+        assert "WHERE t.flag AND p.collection_id = ANY($8::uuid[])" in sql
+    sql = seed_sql(build_filters(None, 9, collections=scope))
+    assert "JOIN chunks" not in sql and "WHERE t.flag AND p.collection_id = ANY($9::uuid[])" in sql
+    sql = maxscore_sql(build_filters(None, 9, collections=scope))
     assert "JOIN chunks" not in sql and "p.collection_id = ANY($9::uuid[])" in sql
     # With another filter the chunks join comes back for it; the scope stays on the postings.
     both = build_filters(SearchFilters(document_ids=scope), 8, collections=scope)
     assert both.params == [scope, scope]
-    sql = full_sql(both, 2)
+    sql = full_sql(both)
     assert "JOIN chunks c ON c.id = p.chunk_id" in sql
     assert "p.collection_id = ANY($8::uuid[]) AND c.document_id = ANY($9::uuid[])" in sql
     # The vector leg places the same scope on the chunk itself.
@@ -85,7 +77,7 @@ def test_a_collection_scope_alone_filters_the_postings_without_joining_chunks() 
 def test_empty_filter_lists_are_kept_and_match_nothing() -> None:
     filters = build_filters(SearchFilters(document_ids=[]), first_param=8)
     assert filters.params == [[]]
-    assert "ANY($8::uuid[])" in full_sql(filters, 2)
+    assert "ANY($8::uuid[])" in full_sql(filters)
 
 
 def test_query_terms_sorted_by_bound_with_a_scale_that_fits_int4() -> None:

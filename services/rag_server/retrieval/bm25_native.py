@@ -32,11 +32,10 @@ Plan, inside one REPEATABLE READ snapshot (statistics and postings agree while w
    c. E's postings are summed; chunks whose partial reaches theta - R get the remaining terms by
       looking their ids up in each term's postings (one index scan per term, `= ANY(sorted ids)`).
       Every true top-k chunk passes that filter, so their top k is the answer.
-Every sum reads each summed term's postings from the primary key in chunk id order, merges them and
-groups the sorted stream: no hash table (summing one posting ~0.35 us -> ~0.25 us at 1M chunks). A
-statement that still needs much memory (candidates sorted, materialized) gets work_mem raised for it.
-Lookups cost ~0.8 us per id and term: step 3 trades the long posting lists of common terms for
-lookups of the chunks that can still win.
+Summing postings is what costs (~0.35 us each at 1M chunks, most of a query); lookups ~0.8 us per id
+and term: step 3 trades the long posting lists of common terms for lookups of the chunks that can
+still win. Sums are hash aggregates with a group per chunk: a statement summing many postings gets
+work_mem raised for it, or the aggregate spills to disk.
 """
 
 from __future__ import annotations
@@ -136,14 +135,7 @@ class QueryTerms:
 TERMS_CTE = """t AS MATERIALIZED (
     SELECT * FROM unnest($1::text[], $2::float8[], $3::bool[]) AS t (term, w, flag)
 )"""
-
-
-def _contribution(w: str) -> str:
-    """A posting's scaled contribution: the same expression wherever it is computed, so the same bits."""
-    return f"({w} * p.tf / (p.tf + $4::float8 + $5::float8 * p.doc_len) * $6::float8)::int4"
-
-
-CONTRIBUTION = _contribution("t.w")
+CONTRIBUTION = "(t.w * p.tf / (p.tf + $4::float8 + $5::float8 * p.doc_len) * $6::float8)::int4"
 
 
 def _add_other_terms(source: str) -> str:
@@ -163,37 +155,30 @@ def _add_other_terms(source: str) -> str:
         )"""
 
 
-def _flagged_sums(filters: FilterSQL, flagged: int, tail: str) -> str:
-    """Per chunk, the sum over the first `flagged` terms' postings (column `partial`), then `tail`.
-    Each term's postings come from the index in chunk id order and are merged: grouping a sorted
-    stream needs no hash table (at 1M chunks, 230k postings: 176 ms instead of 261 ms)."""
-    branches = " UNION ALL ".join(
-        f"""(SELECT p.chunk_id, {_contribution(f"($2::float8[])[{i}]")} AS v
-            FROM bm25_postings p {filters.joins("p.chunk_id")}
-            WHERE p.term = ($1::text[])[{i}] {filters.where("AND", collection_column="p.collection_id")})"""
-        for i in range(1, flagged + 1)
-    )
+def _flagged_sums(filters: FilterSQL, tail: str) -> str:
+    """Per chunk, the sum over the flagged terms' postings (column `partial`), then `tail`."""
     return f"""
-            SELECT chunk_id, sum(v) AS partial
-            FROM ({branches} ORDER BY chunk_id) AS postings
-            GROUP BY chunk_id
+            SELECT p.chunk_id, sum({CONTRIBUTION}) AS partial
+            FROM t JOIN bm25_postings p ON p.term = t.term
+            {filters.joins("p.chunk_id")}
+            WHERE t.flag {filters.where("AND", collection_column="p.collection_id")}
+            GROUP BY p.chunk_id
             {tail}"""
 
 
-def full_sql(filters: FilterSQL, terms: int) -> str:
-    """Every posting of every term (all `terms` flagged). Filters from $8."""
+def full_sql(filters: FilterSQL) -> str:
+    """Every posting of every term (all flagged). Filters from $8."""
     return f"""
         WITH {TERMS_CTE}
-        SELECT chunk_id, partial AS score FROM ({_flagged_sums(filters, terms, "")}) AS sums
+        SELECT chunk_id, partial AS score FROM ({_flagged_sums(filters, "")}) AS sums
         ORDER BY score DESC, chunk_id
         LIMIT $7
     """
 
 
-def seed_sql(filters: FilterSQL, flagged: int) -> str:
-    """theta: the $7-th best full score of the $7 * $8 best chunks by the first `flagged` terms (the
-    flagged ones). Filters from $9."""
-    best = _flagged_sums(filters, flagged, "ORDER BY partial DESC, chunk_id LIMIT $7 * $8::int")
+def seed_sql(filters: FilterSQL) -> str:
+    """theta: the $7-th best full score of the $7 * $8 best chunks by the flagged terms. Filters from $9."""
+    best = _flagged_sums(filters, "ORDER BY partial DESC, p.chunk_id LIMIT $7 * $8::int")
     return f"""
         WITH {TERMS_CTE},
         seed AS MATERIALIZED ({best}),
@@ -202,12 +187,11 @@ def seed_sql(filters: FilterSQL, flagged: int) -> str:
     """
 
 
-def maxscore_sql(filters: FilterSQL, flagged: int) -> str:
-    """Top $7 among chunks whose partial by the first `flagged` terms (the flagged ones) reaches $8
-    (theta - R). Filters from $9."""
+def maxscore_sql(filters: FilterSQL) -> str:
+    """Top $7 among chunks whose flagged-term partial reaches $8 (theta - R). Filters from $9."""
     return f"""
         WITH {TERMS_CTE},
-        cand AS MATERIALIZED ({_flagged_sums(filters, flagged, "HAVING sum(v) >= $8::int8")}),
+        cand AS MATERIALIZED ({_flagged_sums(filters, f"HAVING sum({CONTRIBUTION}) >= $8::int8")}),
         {_add_other_terms("cand")}
         SELECT chunk_id, score FROM scored ORDER BY score DESC, chunk_id LIMIT $7
     """
@@ -291,20 +275,20 @@ async def native_top_k(
     from_9 = build_filters(filters, first_param=9, collections=collections)
 
     async def full() -> list[LegHit]:
-        rows = await _fetch(conn, sum(q.dfs), full_sql(from_8, n_terms), bind(n_terms, *from_8.params))
+        rows = await _fetch(conn, sum(q.dfs), full_sql(from_8), bind(n_terms, *from_8.params))
         return _hits(rows, q.scale)
 
     seeded = seed_size(q)
     if not prune or sum(q.dfs) <= FULL_MAX_POSTINGS or seeded == n_terms or sum(q.dfs[:seeded]) < top_k:
         return await full()
-    theta = await conn.fetchval(seed_sql(from_9, seeded), *bind(seeded, SEED_DEPTH, *from_9.params))
+    theta = await conn.fetchval(seed_sql(from_9), *bind(seeded, SEED_DEPTH, *from_9.params))
     if theta is None:  # fewer than top_k chunks among the seed's
         return await full()
     essential = essential_size(q, theta)
     if essential == n_terms:
         return await full()
     args = bind(essential, theta - q.bound(essential), *from_9.params)
-    return _hits(await _fetch(conn, sum(q.dfs[:essential]), maxscore_sql(from_9, essential), args), q.scale)
+    return _hits(await _fetch(conn, sum(q.dfs[:essential]), maxscore_sql(from_9), args), q.scale)
 
 
 RAISE_WORK_MEM_SQL = """
