@@ -344,6 +344,78 @@ async def test_seeded_maxscore_equals_the_full_statement_bit_for_bit(
         await assert_matches_reference(conn, queries[0], 1.2, 0.75)
 
 
+async def ensure_common_and_rare_words(conn: asyncpg.Connection) -> None:
+    """At least ~200 chunks of common words with one rare word each (run alone, a test adds them)."""
+    if await conn.fetchval("SELECT count(*) FROM chunks") >= 150:
+        return
+    rng = random.Random(11)
+    for _ in range(20):
+        texts = [" ".join([*rng.choices(WORDS[:12], k=30), f"rare{rng.randrange(60)}"]) for _ in range(10)]
+        await insert_document(conn, texts, rng)
+
+
+@pytest.mark.parametrize("lookup_cost", [0.0, 1_000.0])
+async def test_every_essential_split_the_cost_model_can_choose_equals_the_full_statement(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, lookup_cost: float
+) -> None:
+    """Lookups free: mostly the shortest exact prefix E (many candidates); lookups dear: longer ones (or
+    the full statement). Both return what summing every posting returns, bit for bit."""
+    monkeypatch.setattr(bm25_native, "FULL_MAX_POSTINGS", 0)
+    monkeypatch.setattr(bm25_native, "SEED_POSTINGS", 40)
+    monkeypatch.setattr(bm25_native, "LOOKUP_COST", lookup_cost)
+    chosen: list[tuple[int, int, int]] = []  # (E's size, shortest exact E, number of terms)
+    choose = bm25_native.essential_size
+
+    def spy(q: bm25_native.QueryTerms, theta: int) -> int:
+        size = choose(q, theta)
+        shortest = next((s for s in range(1, len(q.terms)) if q.bound(s) < theta - 1), len(q.terms))
+        chosen.append((size, shortest, len(q.terms)))
+        return size
+
+    monkeypatch.setattr(bm25_native, "essential_size", spy)
+    async with runtime.pool.acquire() as conn:
+        await ensure_common_and_rare_words(conn)
+        queries = [f"running connection protein cells rare{i} rare{i + 1}" for i in range(0, 60, 4)]
+        for query in [*queries, *QUERIES]:
+            for k in (1, 10, 30):
+                full = await bm25_leg(conn, "native", query, k, prune=False)
+                pruned = await bm25_leg(conn, "native", query, k)
+                assert [(h.chunk_id, h.score) for h in pruned] == [(h.chunk_id, h.score) for h in full]
+    if lookup_cost == 0.0:  # free lookups: mostly the shortest exact prefix
+        assert sum(1 for size, shortest, n in chosen if size == shortest < n) > 10
+    else:  # a longer prefix than the shortest exact one, or the full statement
+        assert sum(1 for size, shortest, n in chosen if size > shortest) > 10
+
+
+async def test_work_mem_is_raised_for_a_large_sum_and_restored_after(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sized here so that every statement counts as large; the caller's transaction keeps its own
+    work_mem afterwards and the results are unchanged."""
+    monkeypatch.setattr(bm25_native, "GROUP_BYTES", 10_000_000)
+    statements: list[str] = []
+    async with runtime.pool.acquire() as conn:
+        await ensure_common_and_rare_words(conn)
+        conn.add_query_logger(lambda record: statements.append(record.query))
+        original = await conn.fetchval("SELECT current_setting('work_mem')")
+        queries = ["running connection", "protein cells rare5", "connected rare9 rare10", "cell"]
+        for query in queries:
+            await conn.execute("SELECT set_config('work_mem', '5MB', $1::bool)", conn.is_in_transaction())
+            raised = await bm25_leg(conn, "native", query, 10)
+            assert await conn.fetchval("SELECT current_setting('work_mem')") == "5MB"
+            monkeypatch.setattr(bm25_native, "GROUP_BYTES", 0)
+            plain = await bm25_leg(conn, "native", query, 10)
+            monkeypatch.setattr(bm25_native, "GROUP_BYTES", 10_000_000)
+            assert [(h.chunk_id, h.score) for h in raised] == [(h.chunk_id, h.score) for h in plain]
+        await asyncio.sleep(0)  # asyncpg calls query loggers with loop.call_soon
+        assert sum(1 for sql in statements if sql == bm25_native.RAISE_WORK_MEM_SQL) == len(queries)
+        # Raised to the cap: work_mem holds it while the statement runs.
+        async with conn.transaction():
+            await conn.fetchval(bm25_native.RAISE_WORK_MEM_SQL, bm25_native.WORK_MEM_MAX_KB)
+            assert await conn.fetchval("SELECT current_setting('work_mem')") == "256MB"
+        await conn.execute("SELECT set_config('work_mem', $1, $2::bool)", original, conn.is_in_transaction())
+
+
 async def test_postings_carry_their_chunks_collection(runtime: Runtime) -> None:
     papers = await store.create_collection(runtime.pool, CreateCollection(name="postings-papers"))
     texts = [b"Zebrafish heart regeneration after injury.", b"Mice running on a wheel, studied twice."]

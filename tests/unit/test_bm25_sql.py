@@ -11,10 +11,12 @@ from rag_server.retrieval import bm25_native
 from rag_server.retrieval.bm25_native import (
     QueryTerms,
     essential_size,
+    estimated_candidates,
     full_sql,
     maxscore_sql,
     seed_size,
     seed_sql,
+    split_cost,
 )
 from rag_server.retrieval.filters import build_filters
 from rag_server.retrieval.models import SearchFilters
@@ -28,7 +30,7 @@ def term_rows(dfs: dict[str, int], n_docs: int = 1000, total_len: int = 50_000) 
 def test_statements_take_terms_as_parameters_and_join_nothing_without_filters() -> None:
     for sql in (
         full_sql(build_filters(None, 8)),
-        seed_sql(build_filters(None, 8)),
+        seed_sql(build_filters(None, 9)),
         maxscore_sql(build_filters(None, 9)),
     ):
         assert "unnest($1::text[], $2::float8[], $3::bool[])" in sql
@@ -53,12 +55,11 @@ def test_filters_join_chunks_and_documents_before_grouping() -> None:
 
 def test_a_collection_scope_alone_filters_the_postings_without_joining_chunks() -> None:
     scope = [UUID("00000000-0000-0000-0000-000000000003")]
-    for sql in (
-        full_sql(build_filters(None, 8, collections=scope)),
-        seed_sql(build_filters(None, 8, collections=scope)),
-    ):
+    for sql in (full_sql(build_filters(None, 8, collections=scope)),):
         assert "JOIN chunks" not in sql and "c.collection_id" not in sql
         assert "WHERE t.flag AND p.collection_id = ANY($8::uuid[])" in sql
+    sql = seed_sql(build_filters(None, 9, collections=scope))
+    assert "JOIN chunks" not in sql and "WHERE t.flag AND p.collection_id = ANY($9::uuid[])" in sql
     sql = maxscore_sql(build_filters(None, 9, collections=scope))
     assert "JOIN chunks" not in sql and "p.collection_id = ANY($9::uuid[])" in sql
     # With another filter the chunks join comes back for it; the scope stays on the postings.
@@ -109,15 +110,38 @@ def test_seed_budget_grows_with_the_corpus() -> None:
     assert seed_size(large) == 3
 
 
-def test_essential_prefix_leaves_a_remainder_below_theta() -> None:
+def test_essential_prefix_leaves_a_remainder_below_theta_at_the_least_estimated_cost() -> None:
     q = QueryTerms.from_rows(term_rows({"r": 2, "m": 50, "c1": 600, "c2": 700}), 1.2, 0.75)
     high = q.bound(0)  # a theta no remainder can reach: one essential term suffices
     assert essential_size(q, high) == 1
-    for theta in (q.bound(1), q.bound(2), 1):
+    n = len(q.terms)
+    for theta in (q.bound(1), q.bound(2), q.bound(3) + 2, 1):
         size = essential_size(q, theta)
-        assert size == len(q.terms) or q.bound(size) < bm25_native.ALPHA * theta
-        # The prefix is the shortest one.
-        assert size == 1 or q.bound(size - 1) >= min(bm25_native.ALPHA * theta, theta - 1)
+        # Exact: a chunk without an essential term scores below theta (or every term is summed).
+        assert size == n or q.bound(size) < theta - 1
+        exact = [s for s in range(1, n) if q.bound(s) < theta - 1] + [n]
+        assert split_cost(q, size, theta) == min(split_cost(q, s, theta) for s in exact)
+    assert essential_size(q, 1) == n  # no remainder is below a theta of 1: the full statement
+
+
+def test_split_cost_weighs_postings_against_candidate_lookups() -> None:
+    # One rare term and three common ones in 10,000 chunks.
+    dfs = {"rare": 20, "c1": 3000, "c2": 3500, "c3": 4000}
+    q = QueryTerms.from_rows(term_rows(dfs, n_docs=10_000, total_len=500_000), 1.2, 0.75)
+    assert split_cost(q, 4, 1) == sum(q.dfs)  # the full statement: every posting, no lookups
+    # A threshold of zero keeps every chunk a candidate; a higher one keeps fewer.
+    assert estimated_candidates(q, 2, 0) == q.n_docs
+    low, high = (estimated_candidates(q, 2, int(f * q.weights[1] * q.scale)) for f in (0.3, 0.9))
+    assert q.dfs[1] * 0.5 < low <= q.dfs[0] + q.dfs[1]
+    assert high < low / 10
+    # A theta just above the common terms' bound: E = the rare term alone, its chunks looked up in
+    # three terms, beats summing 10,000 postings.
+    assert essential_size(q, q.bound(1) + q.bound(0) // 50) == 1
+    # theta = the common terms' bound: E = rare + c1 leaves few candidates, cheaper than both.
+    assert essential_size(q, q.bound(1)) == 2
+    # A theta just above the last term's bound: only E = the first three is exact, and all of their
+    # ~6,500 chunks stay candidates, each looked up: summing the 4,000 more postings is cheaper.
+    assert essential_size(q, q.bound(3) + 2) == 4
 
 
 def test_vector_statement_orders_by_distance_only() -> None:

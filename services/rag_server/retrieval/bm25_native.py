@@ -20,17 +20,22 @@ Plan, inside one REPEATABLE READ snapshot (statistics and postings agree while w
 1. The query's terms with their df, N and total length.
 2. Few postings in all (or one term): the full statement sums every posting and keeps the top k.
 3. Otherwise a seeded MaxScore, exact by construction:
-   a. seed: the rarest terms, up to SEED_POSTINGS postings, are summed; their k best chunks get full
-      scores (the other terms looked up for those chunk ids only). theta, the k-th best of these full
-      scores, is a lower bound of the true k-th score.
-   b. split, terms by w descending: E is the shortest prefix whose remainder R (the sum of the other
-      terms' bounds) is below ALPHA * theta. A chunk without an E term scores at most R < theta: it
-      cannot be in the top k.
-   c. E's postings are summed; chunks whose partial + R reaches theta get the remaining terms by
+   a. seed: the rarest terms, up to SEED_POSTINGS postings (or N / SEED_CORPUS_SHARE), are summed;
+      their SEED_DEPTH * k best chunks get full scores (the other terms looked up for those chunk ids
+      only). theta, the k-th best of these full scores, is a lower bound of the true k-th score.
+   b. split, terms by w descending: E is a prefix whose remainder R (the sum of the other terms'
+      bounds) is below theta, so a chunk without an E term cannot be in the top k. Among those
+      prefixes (and the full statement) the cheapest by an estimate: E's postings + the candidates'
+      lookups (split_cost). A short E sums fewer postings but leaves a low bar, theta - R, so more
+      chunks to look up; the candidates are estimated from the dfs (terms independent, a term adding
+      about 0.45 w(t) at tf = 1). The estimate only chooses among exact plans.
+   c. E's postings are summed; chunks whose partial reaches theta - R get the remaining terms by
       looking their ids up in each term's postings (one index scan per term, `= ANY(sorted ids)`).
       Every true top-k chunk passes that filter, so their top k is the answer.
-Summing postings is what costs (~0.3 us each here); lookups cost ~0.8 us per id and term. Step 3
-trades the long posting lists of common terms for lookups of the few chunks that can still win.
+Summing postings is what costs (~0.35 us each at 1M chunks, most of a query); lookups ~0.8 us per id
+and term: step 3 trades the long posting lists of common terms for lookups of the chunks that can
+still win. Sums are hash aggregates with a group per chunk: a statement summing many postings gets
+work_mem raised for it, or the aggregate spills to disk.
 """
 
 from __future__ import annotations
@@ -56,9 +61,25 @@ FULL_MAX_POSTINGS = 10_000
 # N / SEED_CORPUS_SHARE postings (backend CPU per query at 300k: 77.8 -> 47.7 ms; at 1M 256 -> 237 ms).
 SEED_POSTINGS = 5_000
 SEED_CORPUS_SHARE = 20
-# E ends where the remaining bound drops below ALPHA * theta. Smaller: more postings summed, fewer
-# chunks to look up. Measured on 100k synthetic chunks with SciFact queries (see CLAUDE.md).
-ALPHA = 0.5
+# The seed's best chunks by its own terms that get full scores: SEED_DEPTH * k of them; theta is the
+# k-th best of those. The top k by the rarest terms alone are often not the top k by full score: at
+# 1M synthetic chunks, 50 rather than 10 (k = 10) raise theta by ~10% (toward the true k-th score)
+# for ~1 ms of lookups.
+SEED_DEPTH = 5
+# The split's cost model, in units of one posting summed: a candidate costs LOOKUP_COST per term
+# looked up (its id probed in that term's postings), plus one for being kept and sorted. 1, 2 and 4
+# measured the same at 300k and 1M synthetic chunks (within 4%): the choice is not sensitive to it.
+LOOKUP_COST = 2.0
+# The candidate estimate: a chunk holds each essential term independently (p = df / N) and then adds
+# one of these shares of w(t) (share, probability): tf = 1 at about the average length gives ~0.45.
+SHARES = ((0.45, 0.75), (0.62, 0.25))
+ESTIMATE_BINS = 32
+# A statement summing many postings groups about as many chunks in a hash aggregate. Past work_mem
+# (4MB by default, times hash_mem_multiplier) it spills to disk in batches: at 1M synthetic chunks,
+# 230k postings into 206k groups ran in 5 batches. For such statements work_mem is raised, in the
+# transaction and for that statement only, to GROUP_BYTES per posting (at most WORK_MEM_MAX_KB).
+GROUP_BYTES = 64
+WORK_MEM_MAX_KB = 256 * 1024
 
 INT4_MAX = 2**31 - 1
 
@@ -157,10 +178,11 @@ def full_sql(filters: FilterSQL) -> str:
 
 
 def seed_sql(filters: FilterSQL) -> str:
-    """theta: the $7-th best full score of the $7 best chunks by the flagged terms. Filters from $8."""
+    """theta: the $7-th best full score of the $7 * $8 best chunks by the flagged terms. Filters from $9."""
+    best = _flagged_sums(filters, "ORDER BY partial DESC, p.chunk_id LIMIT $7 * $8::int")
     return f"""
         WITH {TERMS_CTE},
-        seed AS MATERIALIZED ({_flagged_sums(filters, "ORDER BY partial DESC, p.chunk_id LIMIT $7")}),
+        seed AS MATERIALIZED ({best}),
         {_add_other_terms("seed")}
         SELECT score FROM scored ORDER BY score DESC OFFSET $7 - 1 LIMIT 1
     """
@@ -187,12 +209,41 @@ def seed_size(q: QueryTerms) -> int:
     return size
 
 
+def estimated_candidates(q: QueryTerms, essential: int, threshold: int) -> float:
+    """About how many chunks the first `essential` terms give a partial score of at least `threshold`
+    (scaled): terms present independently, each adding one of SHARES of its bound. Only a cost
+    estimate: it never decides what is returned."""
+    if threshold <= 0:
+        return float(q.n_docs)
+    # dist[i]: probability that a chunk's partial is about i / ESTIMATE_BINS of the threshold (the
+    # last bin: at least the threshold).
+    dist = [1.0] + [0.0] * ESTIMATE_BINS
+    for w, df in zip(q.weights[:essential], q.dfs[:essential], strict=True):
+        present = min(df / max(q.n_docs, 1), 1.0)
+        new = [x * (1.0 - present) for x in dist]
+        for share, chance in SHARES:
+            step = math.ceil(share * w * q.scale / threshold * ESTIMATE_BINS)
+            for i, x in enumerate(dist):
+                new[min(i + step, ESTIMATE_BINS)] += x * present * chance
+        dist = new
+    return q.n_docs * dist[ESTIMATE_BINS]
+
+
+def split_cost(q: QueryTerms, essential: int, theta: int) -> float:
+    """Postings summed plus the estimated candidates' lookups, in postings, for E = the first
+    `essential` terms (all of them: the full statement)."""
+    postings = sum(q.dfs[:essential])
+    if essential == len(q.terms):
+        return float(postings)
+    candidates = estimated_candidates(q, essential, theta - q.bound(essential))
+    return postings + candidates * (1.0 + LOOKUP_COST * (len(q.terms) - essential))
+
+
 def essential_size(q: QueryTerms, theta: int) -> int:
-    """The shortest prefix E whose remaining bound stays below ALPHA * theta (and theta, exactly)."""
-    size = 1
-    while size < len(q.terms) and not (q.bound(size) < min(ALPHA * theta, theta - 1)):
-        size += 1
-    return size
+    """The cheapest E (by split_cost) among the prefixes whose remaining bound stays below theta, so
+    that a chunk without an E term cannot reach the top k. len(q.terms): the full statement."""
+    exact = [size for size in range(1, len(q.terms)) if q.bound(size) < theta - 1]
+    return min([*exact, len(q.terms)], key=lambda size: (split_cost(q, size, theta), size))
 
 
 async def native_top_k(
@@ -220,24 +271,43 @@ async def native_top_k(
         flags = [i < flagged for i in range(n_terms)]
         return [q.terms, q.weights, flags, q.c0, q.c1, q.scale, top_k, *extra]
 
-    # Filter parameters follow the shared ones ($8 on), or the maxscore threshold ($9 on).
+    # Filter parameters follow the shared ones ($8 on), or the seed's size or maxscore threshold ($9 on).
     from_8 = build_filters(filters, first_param=8, collections=collections)
     from_9 = build_filters(filters, first_param=9, collections=collections)
 
     async def full() -> list[LegHit]:
-        return _hits(await conn.fetch(full_sql(from_8), *bind(n_terms, *from_8.params)), q.scale)
+        rows = await _fetch(conn, sum(q.dfs), full_sql(from_8), bind(n_terms, *from_8.params))
+        return _hits(rows, q.scale)
 
     seeded = seed_size(q)
     if not prune or sum(q.dfs) <= FULL_MAX_POSTINGS or seeded == n_terms or sum(q.dfs[:seeded]) < top_k:
         return await full()
-    theta = await conn.fetchval(seed_sql(from_8), *bind(seeded, *from_8.params))
+    theta = await conn.fetchval(seed_sql(from_9), *bind(seeded, SEED_DEPTH, *from_9.params))
     if theta is None:  # fewer than top_k chunks among the seed's
         return await full()
     essential = essential_size(q, theta)
     if essential == n_terms:
         return await full()
-    threshold = theta - q.bound(essential)
-    return _hits(await conn.fetch(maxscore_sql(from_9), *bind(essential, threshold, *from_9.params)), q.scale)
+    args = bind(essential, theta - q.bound(essential), *from_9.params)
+    return _hits(await _fetch(conn, sum(q.dfs[:essential]), maxscore_sql(from_9), args), q.scale)
+
+
+RAISE_WORK_MEM_SQL = """
+    SELECT current_setting('work_mem') AS old, set_config('work_mem',
+        greatest($1::int8, pg_size_bytes(current_setting('work_mem')) / 1024)::text || 'kB', true)
+"""
+
+
+async def _fetch(conn: asyncpg.Connection, postings: int, sql: str, args: list[Any]) -> list[Any]:
+    """conn.fetch, with work_mem raised for a statement that sums `postings` postings. No restore
+    after an error: the transaction is aborted, and its end undoes the setting."""
+    need_kb = min(postings * GROUP_BYTES // 1024, WORK_MEM_MAX_KB)
+    if need_kb <= 4096:  # PostgreSQL's default work_mem, in kB
+        return await conn.fetch(sql, *args)
+    old = await conn.fetchval(RAISE_WORK_MEM_SQL, need_kb)
+    rows = await conn.fetch(sql, *args)
+    await conn.execute("SELECT set_config('work_mem', $1, true)", old)
+    return rows
 
 
 def _hits(rows: list[Any], scale: float) -> list[LegHit]:
