@@ -204,7 +204,9 @@ def onnx_model_path(layout: ModelLayout, cache_dir: Path, precision: Precision =
     return target
 
 
-def inference_batches(lengths: list[int], max_rows: int, max_tokens: int = INFERENCE_TOKENS) -> list[list[int]]:
+def inference_batches(
+    lengths: list[int], max_rows: int, max_tokens: int = INFERENCE_TOKENS
+) -> list[list[int]]:
     """Indexes of the texts to run together: longest first (batches of similar lengths waste little on
     padding), at most `max_rows` texts and, beyond one text, at most `max_tokens` padded tokens each."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
