@@ -10,6 +10,7 @@ its reads to the primary.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -91,6 +92,21 @@ async def replica_app(
             yield app, client
 
 
+@asynccontextmanager
+async def two_servers(
+    settings: Settings, standby: Standby, runtime: Runtime
+) -> AsyncIterator[tuple[tuple[FastAPI, httpx.AsyncClient], tuple[FastAPI, httpx.AsyncClient]]]:
+    """Two server processes on the same database, both routing reads to the (healthy) replica: the
+    second knows nothing of the first one's writers."""
+    async with (
+        replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as first,
+        replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as second,
+    ):
+        await until(healthy(first[0]), "replica healthy")
+        await until(healthy(second[0]), "replica healthy (second server)")
+        yield first, second
+
+
 async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
     """Poll `check` for up to 60 s (a generous bound for a loaded machine, not a timing assertion)."""
     for _ in range(600):
@@ -161,13 +177,7 @@ async def test_reads_come_from_the_replica_and_a_writer_reads_its_own_writes(
     settings: Settings, runtime: Runtime, standby: Standby, principals: dict[str, dict[str, str]]
 ) -> None:
     writer, other = principals["writer"], principals["other"]
-    async with (
-        replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app, client),
-        # A second server process on the same database: it knows nothing of the first one's writers.
-        replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app2, client2),
-    ):
-        await until(healthy(app), "replica healthy")
-        await until(healthy(app2), "replica healthy (second server)")
+    async with two_servers(settings, standby, runtime) as ((app, client), (_, client2)):
         session = await ok(client.post("/chat/sessions", json={"title": "before"}, headers=other))
         await ok(client.post("/query", json={"query": "limbs", "session_id": session["id"]}, headers=other))
         await until(caught_up(runtime, standby), "standby caught up")
@@ -294,12 +304,7 @@ async def test_the_api_client_reads_its_own_writes_through_a_load_balancer(
     key = principals["writer"]["Authorization"].removeprefix("Bearer ")
     path = tmp_path / "balanced.txt"
     path.write_text(f"balanced {TEXT}")
-    async with (
-        replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app, _),
-        replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app2, _),
-    ):
-        await until(healthy(app), "replica healthy")
-        await until(healthy(app2), "replica healthy (second server)")
+    async with two_servers(settings, standby, runtime) as ((app, _), (app2, _)):
         await until(caught_up(runtime, standby), "standby caught up")
         standby.pause()
         try:
@@ -315,6 +320,32 @@ async def test_the_api_client_reads_its_own_writes_through_a_load_balancer(
                 with pytest.raises(ClientError) as missing:
                     await forgetful.document(str(uploaded))
                 assert missing.value.status == 404
+        finally:
+            standby.resume()
+
+
+async def test_a_streamed_answer_tells_its_client_the_position_holding_it(
+    settings: Settings, runtime: Runtime, standby: Standby, principals: dict[str, dict[str, str]]
+) -> None:
+    writer = principals["writer"]
+    async with two_servers(settings, standby, runtime) as ((_, client), (_, client2)):
+        session = await ok(client.post("/chat/sessions", json={"title": "streamed"}, headers=writer))
+        await until(caught_up(runtime, standby), "standby caught up")
+        standby.pause()
+        try:
+            body = {"query": "How do axolotls regrow limbs?", "session_id": session["id"]}
+            response = await client.post("/query/stream", json=body, headers=writer)
+            assert response.status_code == 200, response.text
+            done = json.loads(response.text.split("event: done\ndata: ", 1)[1].split("\n", 1)[0])
+            # The answer was stored after the response's headers went out: `done` carries its position.
+            assert done["read_after"] != response.headers[READ_AFTER_HEADER]
+            holding = {**writer, READ_AFTER_HEADER: done["read_after"]}
+            history = await ok(client2.get(f"/chat/history/{session['id']}", headers=holding))
+            assert [m["role"] for m in history["messages"]] == ["user", "assistant"]
+            assert history["messages"][1]["id"] == done["message_id"]
+            # Without it the second server answers from the paused replica: no messages there yet.
+            stale = await ok(client2.get(f"/chat/history/{session['id']}", headers=writer))
+            assert stale["messages"] == []
         finally:
             standby.resume()
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, StrictBool, model_validator
 
-from rag_server.api.deps import ChatDep, OffsetQuery, Reader, ReadPoolDep, require
+from rag_server.api.deps import ChatDep, OffsetQuery, Reader, ReadPoolDep, RuntimeDep, require
 from rag_server.api.errors import error_responses
 from rag_server.chat.models import (
     ChatMessageOut,
@@ -23,6 +23,7 @@ from rag_server.chat.models import (
     SessionRef,
 )
 from rag_server.errors import ForbiddenError, NotFoundError
+from rag_server.read_after import lsn_text
 from rag_server.retrieval.models import SearchType
 from rag_server.text import CleanText
 
@@ -85,8 +86,8 @@ _EVENT_SCHEMA: dict[str, Any] = {
 _EVENT_STREAM: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events: `sources` (session_id, external_id, sources, "
-        "condensed_query), then `token`... (text), then `done` (a QueryResponse without sources) "
-        "or `error` (detail)",
+        "condensed_query), then `token`... (text), then `done` (a QueryResponse without sources; "
+        "with read replicas also read_after) or `error` (detail)",
         "content": {"text/event-stream": {"itemSchema": _EVENT_SCHEMA}},
     }
 }
@@ -179,11 +180,13 @@ def sse(event: str, data: dict[str, Any]) -> str:
     response_class=StreamingResponse,
     responses={**_EVENT_STREAM, **error_responses(400, 404, 503)},
 )
-async def query_stream(body: QueryRequest, chat: ChatDep) -> StreamingResponse:
+async def query_stream(body: QueryRequest, chat: ChatDep, runtime: RuntimeDep) -> StreamingResponse:
     """Server-Sent Events: `sources`, then `token`..., then `done` (or `error`).
 
     `done.answer` is the authoritative final text: if the LLM fails after some tokens went out,
     `done` carries the extractive fallback and `llm_error`. Disconnecting before `done` stores nothing.
+    With read replicas, `done.read_after` is the position holding the stored answer: send it back as
+    the X-Rag-Read-After header (the response's own header was sent before the answer was stored).
     """
     turn = await chat.resolve(body)  # unknown session -> 404 before the stream starts
 
@@ -213,8 +216,10 @@ async def query_stream(body: QueryRequest, chat: ChatDep) -> StreamingResponse:
             logger.exception("streamed answer failed")
             yield sse("error", {"detail": f"the answer failed: {type(exc).__name__}: {exc}"})
             return
-        response = chat.response(turn)
-        yield sse("done", response.model_dump(mode="json", exclude={"sources"}))
+        done = chat.response(turn).model_dump(mode="json", exclude={"sources"})
+        if (position := await runtime.remember_write()) is not None:
+            done["read_after"] = lsn_text(position)
+        yield sse("done", done)
 
     return StreamingResponse(
         events(),
