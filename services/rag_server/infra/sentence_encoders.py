@@ -45,8 +45,8 @@ EXPORT_FORMAT = 1
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Padded tokens per ONNX Runtime call. Small calls keep a layer's activations in the CPU's caches: on
 # these 2-core machines 64 texts of ~230 tokens embedded 1.9x faster (fp32; int8 1.7x) in calls of at
-# most 256 tokens than in one call, and 64 texts of ~90 tokens 1.4x (int8 2.1x); budgets of 512-2,048
-# were slower (reports/bench-ingest-int8.md).
+# most 256 tokens than in one call, and 64 texts of ~90 tokens 1.4x (int8 2.1x); 512 was within ~15% of
+# that, 1,024-2,048 slower (reports/bench-ingest-int8.md).
 INFERENCE_TOKENS = 256
 
 
