@@ -144,6 +144,26 @@ def test_split_cost_weighs_postings_against_candidate_lookups() -> None:
     assert essential_size(q, q.bound(3) + 2) == 4
 
 
+def test_a_long_query_takes_the_fixed_split_without_the_cost_estimate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A pasted text: more terms than the estimate is run for (its cost grows with the square of them).
+    dfs = {f"t{i}": 50 + 10 * i for i in range(bm25_native.COSTED_TERMS + 6)}
+    q = QueryTerms.from_rows(term_rows(dfs, n_docs=100_000, total_len=5_000_000), 1.2, 0.75)
+
+    def not_called(*_: object) -> float:
+        raise AssertionError("the cost estimate ran for a long query")
+
+    monkeypatch.setattr(bm25_native, "split_cost", not_called)
+    theta = q.bound(len(q.terms) // 2)
+    size = essential_size(q, theta)
+    # The shortest prefix whose remainder stays below LONG_QUERY_ALPHA * theta: exact, as before.
+    assert q.bound(size) < bm25_native.LONG_QUERY_ALPHA * theta
+    assert q.bound(size - 1) >= bm25_native.LONG_QUERY_ALPHA * theta
+    # No prefix leaves a small enough remainder: the full statement.
+    assert essential_size(q, 1) == len(q.terms)
+
+
 def test_vector_statement_orders_by_distance_only() -> None:
     sql, params = vector_sql(SearchFilters(file_types=["md"]))
     assert "ORDER BY c.embedding <=> $1\n" in sql

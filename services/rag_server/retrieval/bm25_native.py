@@ -74,12 +74,18 @@ LOOKUP_COST = 2.0
 # one of these shares of w(t) (share, probability): tf = 1 at about the average length gives ~0.45.
 SHARES = ((0.45, 0.75), (0.62, 0.25))
 ESTIMATE_BINS = 32
+# The estimate costs O(terms^2 * bins) in Python, on the event loop: a pasted text of hundreds of terms
+# would block it for most of a second. Past COSTED_TERMS terms the split is the earlier fixed rule: the
+# shortest prefix whose remaining bound is below LONG_QUERY_ALPHA * theta.
+COSTED_TERMS = 24
+LONG_QUERY_ALPHA = 0.5
 # A statement summing many postings groups about as many chunks in a hash aggregate. Past work_mem
 # (4MB by default, times hash_mem_multiplier) it spills to disk in batches: at 1M synthetic chunks,
 # 230k postings into 206k groups ran in 5 batches. For such statements work_mem is raised, in the
-# transaction and for that statement only, to GROUP_BYTES per posting (at most WORK_MEM_MAX_KB).
+# transaction and for that statement only, to GROUP_BYTES per group (a chunk: at most N of them) and at
+# most WORK_MEM_MAX_KB; hash tables may use hash_mem_multiplier (2) times that, per concurrent query.
 GROUP_BYTES = 64
-WORK_MEM_MAX_KB = 256 * 1024
+WORK_MEM_MAX_KB = 64 * 1024
 
 INT4_MAX = 2**31 - 1
 
@@ -243,6 +249,9 @@ def essential_size(q: QueryTerms, theta: int) -> int:
     """The cheapest E (by split_cost) among the prefixes whose remaining bound stays below theta, so
     that a chunk without an E term cannot reach the top k. len(q.terms): the full statement."""
     exact = [size for size in range(1, len(q.terms)) if q.bound(size) < theta - 1]
+    if len(q.terms) > COSTED_TERMS:
+        bar = min(LONG_QUERY_ALPHA * theta, theta - 1)
+        return next((size for size in exact if q.bound(size) < bar), len(q.terms))
     return min([*exact, len(q.terms)], key=lambda size: (split_cost(q, size, theta), size))
 
 
@@ -275,21 +284,24 @@ async def native_top_k(
     from_8 = build_filters(filters, first_param=8, collections=collections)
     from_9 = build_filters(filters, first_param=9, collections=collections)
 
+    async def fetch(postings: int, sql: str, args: list[Any]) -> list[Any]:
+        return await _fetch(conn, min(postings, q.n_docs), sql, args)
+
     async def full() -> list[LegHit]:
-        rows = await _fetch(conn, sum(q.dfs), full_sql(from_8), bind(n_terms, *from_8.params))
-        return _hits(rows, q.scale)
+        return _hits(await fetch(sum(q.dfs), full_sql(from_8), bind(n_terms, *from_8.params)), q.scale)
 
     seeded = seed_size(q)
     if not prune or sum(q.dfs) <= FULL_MAX_POSTINGS or seeded == n_terms or sum(q.dfs[:seeded]) < top_k:
         return await full()
-    theta = await conn.fetchval(seed_sql(from_9), *bind(seeded, SEED_DEPTH, *from_9.params))
-    if theta is None:  # fewer than top_k chunks among the seed's
+    seed = await fetch(sum(q.dfs[:seeded]), seed_sql(from_9), bind(seeded, SEED_DEPTH, *from_9.params))
+    if not seed:  # fewer than top_k chunks among the seed's
         return await full()
+    theta = seed[0]["score"]
     essential = essential_size(q, theta)
     if essential == n_terms:
         return await full()
     args = bind(essential, theta - q.bound(essential), *from_9.params)
-    return _hits(await _fetch(conn, sum(q.dfs[:essential]), maxscore_sql(from_9), args), q.scale)
+    return _hits(await fetch(sum(q.dfs[:essential]), maxscore_sql(from_9), args), q.scale)
 
 
 RAISE_WORK_MEM_SQL = """
@@ -298,11 +310,13 @@ RAISE_WORK_MEM_SQL = """
 """
 
 
-async def _fetch(conn: asyncpg.Connection, postings: int, sql: str, args: list[Any]) -> list[Any]:
-    """conn.fetch, with work_mem raised for a statement that sums `postings` postings. No restore
+async def _fetch(conn: asyncpg.Connection, groups: int, sql: str, args: list[Any]) -> list[Any]:
+    """conn.fetch, with work_mem raised for a statement that groups about `groups` chunks. No restore
     after an error: the transaction is aborted, and its end undoes the setting."""
-    need_kb = min(postings * GROUP_BYTES // 1024, WORK_MEM_MAX_KB)
-    if need_kb <= 4096:  # PostgreSQL's default work_mem, in kB
+    need_kb = min(groups * GROUP_BYTES // 1024, WORK_MEM_MAX_KB)
+    # Against PostgreSQL's default (4MB), not the current value: reading it would cost a round trip
+    # for every statement, and the raise never lowers a higher setting (greatest()).
+    if need_kb <= 4096:
         return await conn.fetch(sql, *args)
     old = await conn.fetchval(RAISE_WORK_MEM_SQL, need_kb)
     rows = await conn.fetch(sql, *args)
