@@ -135,7 +135,14 @@ async def sign_in(page: Page, base_url: str, key: str) -> None:
 async def page(browser: Browser, stack: Stack, page_console: Console) -> AsyncIterator[Page]:
     """A fresh browser tab (its own sessionStorage), signed in with the admin key."""
     tab = await new_page(browser, page_console, viewport={"width": 1280, "height": 860})
-    await sign_in(tab, stack.base_url, stack.admin_key)
+    try:
+        await sign_in(tab, stack.base_url, stack.admin_key)
+    except Exception as exc:
+        # CI prints no server log: say whether the server still runs, and what it last wrote.
+        raise AssertionError(
+            f"sign-in failed; server exit code {stack.server.popen.poll()}; its log ends:\n"
+            f"{stack.server.log_tail()}"
+        ) from exc
     yield tab
     await tab.context.close()
     assert not page_console.unexpected(), f"browser console errors: {page_console.unexpected()}"

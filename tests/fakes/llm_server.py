@@ -19,8 +19,6 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.support.processes import free_port
-
 TITLE = "Fake Conversation Title"
 
 
@@ -61,7 +59,6 @@ class FakeLLM:
     # --- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> FakeLLM:
-        self.port = free_port()
         ready = threading.Event()
 
         def run() -> None:
@@ -73,9 +70,11 @@ class FakeLLM:
             # timed out or hung up): without it, a `delay_s` sleep outlived its client and `stop()`
             # waited for it (aiohttp waits up to shutdown_timeout, 60 s by default, for handlers).
             # The fake has nothing to flush, so stopping cancels whatever still runs after 1 s.
-            self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1)
-            loop.run_until_complete(self._runner.setup())
-            loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+            runner = self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1)
+            loop.run_until_complete(runner.setup())
+            # Port 0: the kernel picks a free port at bind, so no other process can take it first.
+            loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
+            self.port = runner.addresses[0][1]
             ready.set()
             loop.run_forever()
             loop.close()

@@ -9,13 +9,23 @@ from __future__ import annotations
 import json
 
 from rag_server.config import Settings
+from rag_server.evaluation.processes import (
+    ADDRESS_IN_USE,
+    free_port,
+    listens_on,
+    start,
+    start_server,
+    start_worker,
+    wait_healthy,
+)
 from rag_server.evaluation.processes import Child as Proc
 from rag_server.evaluation.processes import child_env as process_env
-from rag_server.evaluation.processes import free_port, start, start_server, start_worker, wait_healthy
 
 __all__ = [
+    "ADDRESS_IN_USE",
     "Proc",
     "free_port",
+    "listens_on",
     "process_env",
     "settings_env",
     "start",

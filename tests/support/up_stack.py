@@ -14,7 +14,7 @@ from types import TracebackType
 import httpx
 
 from tests.support.ingest import wait_for
-from tests.support.processes import free_port
+from tests.support.processes import ADDRESS_IN_USE, free_port, listens_on
 
 
 def healthy(base_url: str) -> bool:
@@ -44,7 +44,7 @@ class UpStack:
     def log(self) -> Path:
         return self.data_dir / f"up-{self.starts}.log"
 
-    def start(self, timeout: float = 180) -> UpStack:
+    def start(self, timeout: float = 180, attempts: int = 3) -> UpStack:
         self.starts += 1
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
@@ -54,7 +54,15 @@ class UpStack:
                 stderr=log,
             )
         proc = self.proc
-        wait_for(lambda: healthy(self.url) or proc.poll() is not None, timeout, "rag-server up /health")
+        # /health answering is not enough: another test's server may hold a port free_port handed out.
+        wait_for(
+            lambda: (healthy(self.url) and listens_on(proc.pid, self.port)) or proc.poll() is not None,
+            timeout,
+            "rag-server up /health",
+        )
+        if proc.poll() is not None and attempts > 1 and ADDRESS_IN_USE in self.log.read_text().lower():
+            self.port = free_port()
+            return self.start(timeout, attempts - 1)
         assert proc.poll() is None, self.log.read_text()
         return self
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 
 @dataclass
@@ -66,25 +67,58 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(env: dict[str, str], log_path: Path, timeout: float = 120) -> Child:
-    port = free_port()
-    child = start(["serve", "--host", "127.0.0.1", "--port", str(port)], env, log_path)
-    child.base_url = f"http://127.0.0.1:{port}"
-    wait_healthy(child, timeout)
-    return child
+def start_server(env: dict[str, str], log_path: Path, timeout: float = 120, attempts: int = 3) -> Child:
+    """`rag-server serve` on a free port, once it answers /health. A port `free_port` handed out can be
+    taken by another process before the server binds it: the server then exits, and it starts again on
+    another port."""
+    for attempt in range(1, attempts + 1):
+        port = free_port()
+        child = start(["serve", "--host", "127.0.0.1", "--port", str(port)], env, log_path)
+        child.base_url = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(child, timeout)
+            return child
+        except RuntimeError:
+            if attempt == attempts or ADDRESS_IN_USE not in child.log().lower():
+                raise
+    raise AssertionError("unreachable")
+
+
+ADDRESS_IN_USE = "address already in use"
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid`, or a process it started, listens on TCP `port`."""
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for process in family:
+        try:
+            sockets = process.net_connections(kind="tcp")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if any(s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == port for s in sockets):
+            return True
+    return False
 
 
 def wait_healthy(child: Child, timeout: float = 120) -> None:
+    """Wait until the child answers /health on its own socket: an answer alone may come from another
+    server that took the port first (seen when parallel tests were handed the same free port)."""
     assert child.base_url
+    port = int(child.base_url.rsplit(":", 1)[1])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.popen.poll() is not None:
             raise RuntimeError(f"server exited with {child.popen.returncode}:\n{child.log_tail()}")
         try:
-            if httpx.get(f"{child.base_url}/health", timeout=2).status_code == 200:
-                return
+            answered = httpx.get(f"{child.base_url}/health", timeout=2).status_code == 200
         except httpx.HTTPError:
-            pass
+            answered = False
+        if answered and listens_on(child.popen.pid, port):
+            return
         time.sleep(0.2)
     child.kill()
     raise TimeoutError(f"server not healthy after {timeout}s:\n{child.log_tail()}")
