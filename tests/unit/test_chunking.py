@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 from rag_server.ingestion.chunking import chunk_document
 from rag_server.ingestion.parsing import ParsedDocument, Section
@@ -40,3 +42,19 @@ def test_chunk_size_changes_the_number_of_chunks() -> None:
     small = chunk_document(parsed, chunk_size=64, chunk_overlap=0, include_title=False)
     large = chunk_document(parsed, chunk_size=256, chunk_overlap=0, include_title=False)
     assert len(small) > 3 * len(large) > 0
+
+
+def test_warming_up_loads_the_sentence_tokenizer_a_long_paragraph_needs() -> None:
+    # In a fresh interpreter: this one may have loaded NLTK already. A worker warms up before it
+    # reports ready, so its first document does not spend a second importing NLTK, SciPy, scikit-learn.
+    script = (
+        "import sys\n"
+        "from rag_server.config import Settings\n"
+        "from rag_server.ingestion.pipeline import warm_up_chunking\n"
+        "assert 'nltk' not in sys.modules\n"
+        "warm_up_chunking(Settings())\n"
+        "from llama_index.core.utils import globals_helper\n"
+        "assert 'nltk' in sys.modules and globals_helper._punkt_tokenizer is not None\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -32,7 +32,7 @@ from rag_server.infra.queue import Message
 from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.ingestion import tasks
 from rag_server.ingestion.parsing import ParseError
-from rag_server.ingestion.pipeline import prepare_chunks
+from rag_server.ingestion.pipeline import prepare_chunks, warm_up_chunking
 from rag_server.ingestion.recovery import WorkerLease, release_unstarted_messages, requeue_dead_workers_tasks
 
 logger = logging.getLogger(__name__)
@@ -319,6 +319,8 @@ async def _run(runtime: Runtime, settings: Settings, lease: WorkerLease) -> None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stopping.set)
+    # Ready means ready to chunk too, as the model is loaded by now.
+    await asyncio.to_thread(warm_up_chunking, settings)
     logger.info(
         "worker ready: id %s, queue %s, concurrency %d, visibility timeout %d s",
         lease.worker_id,
