@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,18 @@ def test_onnx_vectors_equal_pytorch_vectors(cache_dir: Path) -> None:
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     # Batch composition (padding) does not change a text's vector.
     assert np.abs(onnx.encode(TEXTS[:1], 16) - got[:1]).max() < 1e-5
+
+
+def test_concurrent_calls_get_the_vectors_a_call_alone_gets(cache_dir: Path) -> None:
+    # A worker's task slots and the search queries of one process embed at the same time: the
+    # batches of concurrent calls share the encoder's single-threaded runs.
+    onnx = load_sentence_encoder(MODEL, "onnx", cache_dir)
+    calls = [TEXTS[i::4] for i in range(4)] * 3
+    alone = [onnx.encode(texts, 4) for texts in calls]
+    with ThreadPoolExecutor(len(calls)) as pool:
+        together = list(pool.map(lambda texts: onnx.encode(texts, 4), calls))
+    for a, b in zip(alone, together, strict=True):
+        assert np.abs(a - b).max() < 1e-6
 
 
 def test_export_happens_once_per_model_and_is_reused(cache_dir: Path) -> None:
