@@ -67,6 +67,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+ADDRESS_IN_USE = "address already in use"  # uvicorn's log line when its port was taken
+
+
 def start_server(env: dict[str, str], log_path: Path, timeout: float = 120, attempts: int = 3) -> Child:
     """`rag-server serve` on a free port, once it answers /health. A port `free_port` handed out can be
     taken by another process before the server binds it: the server then exits, and it starts again on
@@ -82,9 +85,6 @@ def start_server(env: dict[str, str], log_path: Path, timeout: float = 120, atte
             if attempt == attempts or ADDRESS_IN_USE not in child.log().lower():
                 raise
     raise AssertionError("unreachable")
-
-
-ADDRESS_IN_USE = "address already in use"
 
 
 def listens_on(pid: int, port: int) -> bool:

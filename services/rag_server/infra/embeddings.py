@@ -67,7 +67,7 @@ class LocalEmbedder:
             raise ValueError(
                 f"model {model_name} produces {self._encoder.dim}-d vectors but RAG_EMBEDDING_DIM={dim}"
             )
-        # One encode at a time per process: one batch already uses every core.
+        # One encode at a time per process: one call already uses every core (see OnnxSentenceEncoder).
         self._lock = threading.Lock()
         self._queries = CoalescingEmbedder(self.embed_sync, max_batch=batch_size)
 
