@@ -13,7 +13,7 @@ import httpx
 import psutil
 
 from tests.support.ingest import wait_for
-from tests.support.processes import free_port
+from tests.support.processes import free_port, listens_on
 
 
 def worker_children(up: subprocess.Popen[bytes]) -> list[psutil.Process]:
@@ -42,7 +42,9 @@ def test_up_serves_health_supervises_the_worker_and_stops_everything() -> None:
         [sys.executable, "-m", "rag_server", "up", "--port", str(port)], env=env, stdout=log, stderr=log
     )
     try:
-        wait_for(lambda: healthy(base_url) or up.poll() is not None, 120, "/health")
+        wait_for(
+            lambda: (healthy(base_url) and listens_on(up.pid, port)) or up.poll() is not None, 120, "/health"
+        )
         assert up.poll() is None, (data_dir / "up.log").read_text()
         body = httpx.get(f"{base_url}/health").json()
         assert body["extensions"]["vector"]["active"] and body["extensions"]["pgmq"]["active"]
