@@ -49,9 +49,19 @@ def test_onnx_vectors_equal_pytorch_vectors(cache_dir: Path) -> None:
     assert np.abs(onnx.encode(TEXTS[:1], 16) - got[:1]).max() < 1e-5
 
 
+def test_each_row_is_its_own_texts_vector_however_the_call_is_batched(cache_dir: Path) -> None:
+    # Batches run longest first: rows must go back to their texts' places. Shortest first here, so a
+    # call of one batch (coalesced search queries, a document of short chunks) reorders them too.
+    onnx = load_sentence_encoder(MODEL, "onnx", cache_dir)
+    texts = ["cells", "a longer text about cells", "the longest of these texts, about proteins and immunity"]
+    alone = np.vstack([onnx.encode([text], 16) for text in texts])
+    for batch_size in (1, 2, 16):  # 16: all three in one batch
+        assert np.abs(onnx.encode(texts, batch_size) - alone).max() < 1e-5, batch_size
+
+
 def test_concurrent_calls_get_the_vectors_a_call_alone_gets(cache_dir: Path) -> None:
-    # A worker's task slots and the search queries of one process embed at the same time: the
-    # batches of concurrent calls share the encoder's single-threaded runs.
+    # The encoder is thread-safe: concurrent calls (LocalEmbedder serialises its own, other callers
+    # need not) share the single-threaded runs and still get their own vectors.
     onnx = load_sentence_encoder(MODEL, "onnx", cache_dir)
     calls = [TEXTS[i::4] for i in range(4)] * 3
     alone = [onnx.encode(texts, 4) for texts in calls]

@@ -264,7 +264,8 @@ class OnnxSentenceEncoder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         batches = inference_batches([len(e.ids) for e in encodings], batch_size)
         if len(batches) == 1:
-            out[batches[0]] = self._encode_batch(self._wide, encodings)
+            (rows,) = batches
+            out[rows] = self._encode_batch(self._wide, [encodings[i] for i in rows])
             return out
         runs = [
             self._runs.submit(self._encode_batch, self._narrow, [encodings[i] for i in rows])
