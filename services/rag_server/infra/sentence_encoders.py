@@ -241,7 +241,7 @@ class OnnxSentenceEncoder:
     core at once (`_wide`); the batches of a larger call run side by side, one core each, on
     single-threaded runs of `_narrow`. One run across both cores waits at every operator for its
     slower thread, which small batches and a busy machine make costly: on these 2-core machines
-    side-by-side runs embedded ~230-token passages 1.3x (fp32) and 1.4-1.6x (int8) faster, while a
+    side-by-side runs embedded ~230-token passages 1.2-1.4x (fp32) and 1.4-1.6x (int8) faster, while a
     single fp32 query takes 5.9 ms on both cores against 9.7 ms on one (reports/bench-ingest-int8.md).
     """
 
