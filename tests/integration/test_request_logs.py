@@ -18,12 +18,10 @@ from tests.fakes.embedding_server import FakeEmbeddingServer, fake_ollama_env
 from tests.support.ingest import wait_batch, wait_for
 from tests.support.processes import (
     Proc,
-    free_port,
     process_env,
-    start,
+    start_listening,
     start_server,
     start_worker,
-    wait_healthy,
 )
 
 BOOTSTRAP_KEY = "bootstrap-admin-key-for-the-log-tests-0123456789"
@@ -284,11 +282,8 @@ def test_up_passes_the_json_format_to_its_worker(
         RAG_BOOTSTRAP_ADMIN_KEY=BOOTSTRAP_KEY,
         RAG_WORKER_POLL_INTERVAL_S="0.1",
     )
-    port = free_port()
-    up = start(["up", "--port", str(port)], env, tmp_path / "up.log")
-    up.base_url = f"http://127.0.0.1:{port}"
+    up = start_listening(["up"], env, tmp_path / "up.log", timeout=180)
     try:
-        wait_healthy(up, timeout=180)
         stack = Stack(up, up)
         response = upload(stack, "up.txt", b"A file uploaded through the supervised stack.", "via-up-1")
         assert wait_batch(stack.client, response.json()["batch_id"], timeout=120)["status"] == "completed"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import httpx
 import psutil
 
 from tests.support.ingest import wait_for
-from tests.support.processes import free_port, listens_on
+from tests.support.processes import start_listening
 
 
 def worker_children(up: subprocess.Popen[bytes]) -> list[psutil.Process]:
@@ -24,29 +23,14 @@ def worker_children(up: subprocess.Popen[bytes]) -> list[psutil.Process]:
     ]
 
 
-def healthy(base_url: str) -> bool:
-    try:
-        return httpx.get(f"{base_url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def test_up_serves_health_supervises_the_worker_and_stops_everything() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="ragu-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env.update({"RAG_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"})
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    log = (data_dir / "up.log").open("wb")
-    up = subprocess.Popen(
-        [sys.executable, "-m", "rag_server", "up", "--port", str(port)], env=env, stdout=log, stderr=log
-    )
+    child = start_listening(["up"], env, data_dir / "up.log")
+    up = child.popen
     try:
-        wait_for(
-            lambda: (healthy(base_url) and listens_on(up.pid, port)) or up.poll() is not None, 120, "/health"
-        )
-        assert up.poll() is None, (data_dir / "up.log").read_text()
-        body = httpx.get(f"{base_url}/health").json()
+        body = httpx.get(f"{child.base_url}/health").json()
         assert body["extensions"]["vector"]["active"] and body["extensions"]["pgmq"]["active"]
         assert body["bm25_engine"] == "native"
         assert (data_dir / "pg" / "postmaster.pid").exists()

@@ -9,26 +9,26 @@ from __future__ import annotations
 import json
 
 from rag_server.config import Settings
+from rag_server.evaluation.processes import Child as Proc
+from rag_server.evaluation.processes import child_env as process_env
 from rag_server.evaluation.processes import (
-    ADDRESS_IN_USE,
     free_port,
     listens_on,
     start,
+    start_listening,
     start_server,
     start_worker,
     wait_healthy,
 )
-from rag_server.evaluation.processes import Child as Proc
-from rag_server.evaluation.processes import child_env as process_env
 
 __all__ = [
-    "ADDRESS_IN_USE",
     "Proc",
     "free_port",
     "listens_on",
     "process_env",
     "settings_env",
     "start",
+    "start_listening",
     "start_server",
     "start_worker",
     "wait_healthy",

@@ -6,22 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from types import TracebackType
 
-import httpx
-
-from tests.support.ingest import wait_for
-from tests.support.processes import ADDRESS_IN_USE, free_port, listens_on
-
-
-def healthy(base_url: str) -> bool:
-    try:
-        return httpx.get(f"{base_url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+from tests.support.processes import Proc, start_listening
 
 
 class UpStack:
@@ -32,38 +21,26 @@ class UpStack:
         self.env.update({"RAG_DATA_DIR": str(self.data_dir), "HF_HUB_OFFLINE": "1", **(extra_env or {})})
         if "RAG_MODEL_CACHE_DIR" in os.environ:  # the exported ONNX model: reuse it, never re-export
             self.env["RAG_MODEL_CACHE_DIR"] = os.environ["RAG_MODEL_CACHE_DIR"]
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.child: Proc | None = None
         self.starts = 0
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        assert self.child is not None and self.child.base_url is not None
+        return self.child.base_url
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return None if self.child is None else self.child.popen
 
     @property
     def log(self) -> Path:
         return self.data_dir / f"up-{self.starts}.log"
 
-    def start(self, timeout: float = 180, attempts: int = 3) -> UpStack:
+    def start(self, timeout: float = 180) -> UpStack:
+        """Start (again) on this data directory; a restart may get another port (`url` follows)."""
         self.starts += 1
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rag_server", "up", "--port", str(self.port)],
-                env=self.env,
-                stdout=log,
-                stderr=log,
-            )
-        proc = self.proc
-        # /health answering is not enough: another test's server may hold a port free_port handed out.
-        wait_for(
-            lambda: (healthy(self.url) and listens_on(proc.pid, self.port)) or proc.poll() is not None,
-            timeout,
-            "rag-server up /health",
-        )
-        if proc.poll() is not None and attempts > 1 and ADDRESS_IN_USE in self.log.read_text().lower():
-            self.port = free_port()
-            return self.start(timeout, attempts - 1)
-        assert proc.poll() is None, self.log.read_text()
+        self.child = start_listening(["up"], self.env, self.log, timeout)
         return self
 
     def stop(self) -> int:

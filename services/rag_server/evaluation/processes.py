@@ -70,13 +70,15 @@ def free_port() -> int:
 ADDRESS_IN_USE = "address already in use"  # uvicorn's log line when its port was taken
 
 
-def start_server(env: dict[str, str], log_path: Path, timeout: float = 120, attempts: int = 3) -> Child:
-    """`rag-server serve` on a free port, once it answers /health. A port `free_port` handed out can be
-    taken by another process before the server binds it: the server then exits, and it starts again on
-    another port."""
+def start_listening(
+    args: list[str], env: dict[str, str], log_path: Path, timeout: float = 120, attempts: int = 3
+) -> Child:
+    """`rag-server <args> --port N` (`serve`, `up`) on a free port, once it answers /health on a socket of
+    its own. A port `free_port` handed out can be taken by another process before the child binds it:
+    the child then exits, and starts again on another port."""
     for attempt in range(1, attempts + 1):
         port = free_port()
-        child = start(["serve", "--host", "127.0.0.1", "--port", str(port)], env, log_path)
+        child = start([*args, "--port", str(port)], env, log_path)
         child.base_url = f"http://127.0.0.1:{port}"
         try:
             wait_healthy(child, timeout)
@@ -84,7 +86,11 @@ def start_server(env: dict[str, str], log_path: Path, timeout: float = 120, atte
         except RuntimeError:
             if attempt == attempts or ADDRESS_IN_USE not in child.log().lower():
                 raise
-    raise AssertionError("unreachable")
+    raise ValueError(f"attempts must be at least 1, not {attempts}")
+
+
+def start_server(env: dict[str, str], log_path: Path, timeout: float = 120) -> Child:
+    return start_listening(["serve", "--host", "127.0.0.1"], env, log_path, timeout)
 
 
 def listens_on(pid: int, port: int) -> bool:
