@@ -1,0 +1,23 @@
+"""A worker says "worker ready" only once it can embed and chunk at once: the model is loaded, and so is
+the sentence tokenizer the splitter needs for a paragraph longer than a chunk (NLTK, which imports
+SciPy: ~1-2 s that the first documents used to wait for)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.ingest import wait_for
+from tests.support.processes import process_env, start_worker
+
+
+def test_a_ready_worker_has_loaded_what_chunking_needs(
+    database_url: str, data_dir: Path, tmp_path: Path
+) -> None:
+    # A fresh database: no task has reached this worker, so only its warm-up can have loaded them.
+    worker = start_worker(process_env(database_url, data_dir), tmp_path / "worker.log")
+    try:
+        wait_for(lambda: "worker ready" in worker.log(), timeout=120, what="worker ready")
+        mapped = Path(f"/proc/{worker.popen.pid}/maps").read_text()
+        assert "/scipy/" in mapped, "the sentence tokenizer's libraries are not loaded yet"
+    finally:
+        worker.stop()
