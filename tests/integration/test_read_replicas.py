@@ -416,3 +416,59 @@ async def test_a_stopped_replica_is_skipped_and_used_again_when_back(
             assert "after-restart" not in await collection_names(client, other)
         finally:
             standby.resume()
+
+
+def standby_value(standby: Standby, database: str, sql: str) -> Any:
+    with psycopg.connect(standby.url(database), autocommit=True) as conn:
+        row = conn.execute(sql).fetchone()
+        return None if row is None else row[0]
+
+
+async def test_a_read_cancelled_by_recovery_on_the_replica_runs_again_on_the_primary(
+    settings: Settings, runtime: Runtime, standby: Standby, principals: dict[str, dict[str, str]]
+) -> None:
+    """A real recovery conflict: the replica's BM25 read holds bm25_terms and waits for bm25_postings,
+    which replay holds locked (the primary's open LOCK TABLE). The primary then locks bm25_terms too:
+    replay and the read wait for each other, and the standby cancels the read (deadlock detected). The
+    request answers from the primary instead of with a 503."""
+    other = principals["other"]
+    database = urlsplit(settings.database_url).path.lstrip("/")
+
+    async def on_standby(sql: str) -> Any:
+        return await asyncio.to_thread(standby_value, standby, database, sql)
+
+    async def replay_holds_postings() -> bool:
+        locks = "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = "
+        return bool(await on_standby(locks + "'bm25_postings'::regclass"))
+
+    async def replica_read_waits() -> bool:
+        waits = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        return bool(await on_standby(waits))
+
+    async with replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app, client):
+        doc = await direct_writes(runtime, "conflict")
+        await until(caught_up(runtime, standby), "standby caught up")
+        await until(healthy(app), "replica healthy")
+        routed = app.state.runtime.reads.routed
+        async with await psycopg.AsyncConnection.connect(settings.database_url) as primary:
+            await primary.execute("LOCK TABLE bm25_postings IN ACCESS EXCLUSIVE MODE")
+            await until(replay_holds_postings, "the standby replays the lock")
+            before = dict(routed)
+            body = {"query": "conflict axolotls blastema", "search_type": "bm25", "top_k": 20}
+            search = asyncio.create_task(client.post("/search", json=body, headers=other))
+            await until(replica_read_waits, "the replica's read waits for bm25_postings")
+            assert routed["replica"] == before["replica"] + 1
+            await primary.execute("LOCK TABLE bm25_terms IN ACCESS EXCLUSIVE MODE")
+
+            async def rerouted_or_answered() -> bool:
+                return routed["primary"] > before["primary"] or search.done()
+
+            # The run again on the primary waits for this transaction's locks: release them.
+            await until(rerouted_or_answered, "the request runs again on the primary")
+            await primary.rollback()
+        response = await search
+        assert response.status_code == 200, response.text
+        assert doc in {h["document_id"] for h in response.json()["results"]}
+        assert not await replica_read_waits()
+        # A conflict leaves the replica in use: it is healthy, only that read moved.
+        assert all(s.healthy for s in app.state.runtime.reads.status())

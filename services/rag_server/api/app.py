@@ -32,7 +32,7 @@ from rag_server.chat.service import ChatService
 from rag_server.config import Settings, get_settings
 from rag_server.infra.embeddings import Embedder
 from rag_server.infra.metrics import Metrics, MetricsMiddleware
-from rag_server.infra.replicas import ReadYourWritesMiddleware
+from rag_server.infra.replicas import ReadRoutingMiddleware
 from rag_server.infra.runtime import open_runtime
 from rag_server.infra.scoped_pool import SYSTEM_SCOPE, bind_scope, reset_scope
 from rag_server.mcp_server.server import McpEndpoint, Services, build_mcp, http_session_manager, running
@@ -78,7 +78,7 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app)
     # Inside ScopeMiddleware: it sees the scope authentication bound (infra/replicas.py, read-your-writes).
-    app.add_middleware(ReadYourWritesMiddleware)
+    app.add_middleware(ReadRoutingMiddleware)
     app.add_middleware(ScopeMiddleware)
     # Prometheus (GET /metrics): this app's own registry; around every route, so it times whole requests.
     app.state.metrics = Metrics()

@@ -10,10 +10,14 @@ replay timestamp stops while the replica is fully caught up): every check sample
 position, and a replica that has replayed sample (t, lsn) holds everything committed before t. Its
 staleness is `now - t`, so it grows by itself between checks when replay stalls.
 
-Read-your-writes: after a write request (ReadYourWritesMiddleware) the primary's flushed position is
+Read-your-writes: after a write request (ReadRoutingMiddleware) the primary's flushed position is
 remembered for the principal (its API key; the open, keyless mode is one principal). Every replica that
 passes the lag bound has replayed everything older than the bound, so a remembered position is dropped
 after it. The memory is per server process (docs: "Read replicas and remote workers").
+
+A read that fails on a replica while it runs (the replica went away, or recovery cancelled the query to
+replay a conflicting change) answers 503; a request that writes nothing is then run once more, on the
+primary, before any of its response is sent (ReadRoutingMiddleware).
 """
 
 from __future__ import annotations
@@ -51,8 +55,21 @@ REPLICA_SQL = (
 # A write whose position could not be read: the principal reads from the primary for the lag bound.
 _UNKNOWN_LSN = 2**63 - 1
 # The position the current request's client says it has written up to (READ_AFTER_HEADER; 0: none),
-# set by ReadYourWritesMiddleware so every read_pool() caller honours it, routes and MCP tools alike.
+# set by ReadRoutingMiddleware so every read_pool() caller honours it, routes and MCP tools alike.
 _read_after: ContextVar[int] = ContextVar("rag_read_after", default=0)
+
+
+@dataclass
+class ReadAttempt:
+    """One run of a read-only request: whether a replica failed under it, or it runs on the primary."""
+
+    on_primary: bool = False
+    replica_failed: bool = False
+
+
+# Set by ReadRoutingMiddleware for a request that writes nothing. A holder rather than a flag: the pool
+# marks it from wherever the read ran (a copied context too), and the middleware sees the mark.
+_attempt: ContextVar[ReadAttempt | None] = ContextVar("rag_read_attempt", default=None)
 
 
 def describe(url: str) -> str:
@@ -83,7 +100,9 @@ class Replica:
 
 class ReplicaPool(ScopedPool):
     """A replica's scoped pool that hands out a primary connection instead when the replica cannot be
-    reached (it went down since the last check): the read still answers, the replica is marked down."""
+    reached (it went down since the last check): the read still answers, the replica is marked down.
+    A read that fails on the replica's connection marks the request's ReadAttempt, so that a request
+    that writes nothing is run again on the primary."""
 
     def __init__(self, raw: asyncpg.Pool, default: DbScope | None, primary: ScopedPool) -> None:
         super().__init__(raw, default)
@@ -101,19 +120,48 @@ class ReplicaPool(ScopedPool):
     ) -> AsyncIterator[asyncpg.Connection]:
         options: dict[str, Any] = {"isolation": isolation, "readonly": readonly, "settings": settings}
         async with AsyncExitStack() as stack:
+            conn: asyncpg.Connection | None = None
             try:
                 conn = await stack.enter_async_context(super().acquire(**options))
             except Exception as exc:
                 if not is_transient_db_error(exc):
                     raise
-                if self.replica is not None:
-                    self.replica.up, self.replica.detail = False, f"unreachable ({type(exc).__name__})"
-                    self.routed["fallback"] += 1
-                    logger.warning(
-                        "read replica %s unreachable, reading from the primary", self.replica.index
-                    )
-                conn = await stack.enter_async_context(self.primary.acquire(**options))
-            yield conn
+                self._mark_down(exc)
+                self.routed["fallback"] += 1
+                logger.warning("read replica %s unreachable, reading from the primary", self._index())
+            if conn is None:
+                yield await stack.enter_async_context(self.primary.acquire(**options))
+                return
+            try:
+                yield conn
+            except Exception as exc:
+                if is_transient_db_error(exc):
+                    self._failed_under_read(exc)
+                raise
+
+    def _failed_under_read(self, exc: Exception) -> None:
+        # Class 40 on a replica is recovery cancelling the query (a read-only REPEATABLE READ read has no
+        # serialization failures of its own): the replica itself is fine. Anything else lost it.
+        conflict = str(getattr(exc, "sqlstate", "")).startswith("40")
+        if not conflict:
+            self._mark_down(exc)
+        attempt = _attempt.get()
+        if attempt is not None:
+            attempt.replica_failed = True
+        logger.warning(
+            "a read on replica %s failed (%s: %s)%s",
+            self._index(),
+            type(exc).__name__,
+            "recovery conflict" if conflict else "replica lost",
+            ": running the request again on the primary" if attempt is not None else "",
+        )
+
+    def _mark_down(self, exc: Exception) -> None:
+        if self.replica is not None:
+            self.replica.up, self.replica.detail = False, f"unreachable ({type(exc).__name__})"
+
+    def _index(self) -> int | None:
+        return None if self.replica is None else self.replica.index
 
 
 @dataclass(frozen=True)
@@ -166,6 +214,10 @@ class ReadRouting:
         return usable[next(self._turn) % len(usable)].pool
 
     def current_pool(self) -> ScopedPool:
+        attempt = _attempt.get()
+        if attempt is not None and attempt.on_primary:
+            self.routed["primary"] += 1
+            return self.primary
         return self.pool_for(request_scope(), _read_after.get())
 
     def _floor(self, key: UUID | None, now: float) -> int:
@@ -287,12 +339,18 @@ def may_write(method: str, path: str) -> bool:
     return method not in ("GET", "HEAD", "OPTIONS") and path.rstrip("/") not in READ_ONLY_POSTS
 
 
-class ReadYourWritesMiddleware:
-    """After a request that may have written, remember the primary's position for its principal
+class ReadRoutingMiddleware:
+    """Two duties around every request of a server with replicas.
+
+    After a request that may have written, remember the primary's position for its principal
     (ReadRouting.record_write) before the response goes out, so the client's next read goes to the
     primary or to a replica that has replayed the write. The position also goes back to the client in
     READ_AFTER_HEADER, for reads it sends to another server process. A streamed answer (chat) writes
-    before its stream ends: it is recorded again then (its header holds the position at its start)."""
+    before its stream ends: it is recorded again then (its header holds the position at its start).
+
+    A request that writes nothing and answered 503 because a read failed on a replica under it is run
+    once more with every read on the primary: its 503 is never sent. Its body is read first to replay it
+    (the read-only POSTs carry a small JSON body)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -309,9 +367,34 @@ class ReadYourWritesMiddleware:
             if may_write(scope["method"], scope["path"]):
                 await self.app(scope, receive, self._recording(reads, send))
             else:
-                await self.app(scope, receive, send)
+                await self._reading(scope, receive, send)
         finally:
             _read_after.reset(token)
+
+    async def _reading(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _request_messages(receive)
+        for attempt in (ReadAttempt(), ReadAttempt(on_primary=True)):
+            token = _attempt.set(attempt)
+            try:
+                held = await self._run_once(scope, _replaying(body, receive), send, attempt)
+            finally:
+                _attempt.reset(token)
+            if not held:
+                return
+
+    async def _run_once(self, scope: Scope, receive: Receive, send: Send, attempt: ReadAttempt) -> bool:
+        """Run the app; True when it answered 503 after a replica failed under it (nothing was sent)."""
+        held = False
+
+        async def send_unless_held(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start":
+                held = message["status"] == 503 and attempt.replica_failed and not attempt.on_primary
+            if not held:
+                await send(message)
+
+        await self.app(scope, receive, send_unless_held)
+        return held
 
     @staticmethod
     def _recording(reads: ReadRouting, send: Send) -> Send:
@@ -332,3 +415,23 @@ class ReadYourWritesMiddleware:
             await send(message)
 
         return send_after_recording
+
+
+async def _request_messages(receive: Receive) -> list[Message]:
+    """The request's body messages, up to the last one (a GET has one, empty)."""
+    messages = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return messages
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    """The buffered body messages again, then the client's own (its disconnect, for a stream)."""
+    pending = deque(messages)
+
+    async def replay() -> Message:
+        return pending.popleft() if pending else await receive()
+
+    return replay
