@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # next to it). Same model identity as fp32 (an int8 query searches fp32-stored vectors); measured in
     # .env.example. Set to int8 with another provider or runtime: a configuration error.
     embedding_precision: Literal["fp32", "int8"] = "fp32"
+    # Local model on ONNX Runtime: the cores its runs use; 0 = every usable core (infra/cores.py: the
+    # affinity mask, capped by a cgroup CPU quota such as docker-compose's `cpus:`).
+    embedding_threads: int = Field(default=0, ge=0)
     # The exported ONNX graphs: derived from installed weights, shared by every data_dir.
     model_cache_dir: Path = Path("~/.cache/rag-server/models")
     embedding_base_url: str | None = None

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -74,3 +77,14 @@ def test_a_worker_runs_two_tasks_at_once_by_default() -> None:
     assert Settings(_env_file=None).worker_concurrency == 2  # type: ignore[call-arg]
     with pytest.raises(ValidationError):
         Settings(worker_concurrency=0)
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    text = (Path(__file__).parents[2] / ".env.example").read_text()
+    documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", text, re.MULTILINE))
+    missing = [
+        name
+        for name in Settings.model_fields
+        if f"RAG_{name.upper()}" not in documented and name.upper() not in documented
+    ]
+    assert not missing, f"settings missing from .env.example: {missing}"

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rag_server.infra.cores import usable_cores
 from rag_server.infra.sentence_encoders import (
     ModelLayout,
     OnnxSentenceEncoder,
@@ -155,3 +156,16 @@ def test_inference_batches_run_longest_first_within_a_row_and_token_budget() -> 
 
 def test_inference_batches_respect_the_callers_row_limit_for_short_texts() -> None:
     assert inference_batches([3] * 10, max_rows=4, max_tokens=1_000) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_runs_use_the_configured_cores_or_every_usable_one(cache_dir: Path) -> None:
+    one = load_sentence_encoder(MODEL, "onnx", cache_dir, threads=1)
+    assert isinstance(one, OnnxSentenceEncoder)
+    assert one.cores == 1
+    assert one._wide.get_session_options().intra_op_num_threads == 1
+    auto = load_sentence_encoder(MODEL, "onnx", cache_dir)
+    assert isinstance(auto, OnnxSentenceEncoder)
+    assert auto.cores == usable_cores()
+    assert auto._wide.get_session_options().intra_op_num_threads == usable_cores()
+    # One core: every run on the one single-threaded session, the same vectors.
+    assert np.allclose(one.encode(TEXTS, 4), auto.encode(TEXTS, 4), atol=1e-5)

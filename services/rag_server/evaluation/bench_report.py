@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from rag_server.infra.cores import usable_cores
+
 
 def machine_load() -> dict[str, Any]:
     """How busy the machine was when a bench started: other processes change every number."""
-    return {"load_avg_1m_at_start": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count()}
+    # The cores this process may use (a container's quota), under the key earlier reports used.
+    return {"load_avg_1m_at_start": round(os.getloadavg()[0], 2), "cpu_count": usable_cores()}
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

@@ -58,11 +58,12 @@ class LocalEmbedder:
         runtime: EncoderRuntime,
         cache_dir: Path,
         precision: Precision = "fp32",
+        threads: int = 0,
     ) -> None:
         self.model_name = model_name
         self.dim = dim
         self.batch_size = batch_size
-        self._encoder = load_sentence_encoder(model_name, runtime, cache_dir, precision)
+        self._encoder = load_sentence_encoder(model_name, runtime, cache_dir, precision, threads)
         if self._encoder.dim != dim:
             raise ValueError(
                 f"model {model_name} produces {self._encoder.dim}-d vectors but RAG_EMBEDDING_DIM={dim}"
@@ -132,6 +133,7 @@ def build_embedder(settings: Settings) -> Embedder:
             settings.embedding_runtime,
             settings.model_cache_dir.expanduser(),
             settings.embedding_precision,
+            settings.embedding_threads,
         )
     if settings.embedding_provider == "ollama":
         return OllamaEmbedder(settings)

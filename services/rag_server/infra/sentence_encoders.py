@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from rag_server.config import precision_error
+from rag_server.infra.cores import usable_cores
 
 if TYPE_CHECKING:
     from onnxruntime import InferenceSession
@@ -245,13 +246,17 @@ class OnnxSentenceEncoder:
     single fp32 query takes 5.9 ms on both cores against 9.7 ms on one (reports/bench-ingest-int8.md).
     """
 
-    def __init__(self, layout: ModelLayout, cache_dir: Path, precision: Precision = "fp32") -> None:
+    def __init__(
+        self, layout: ModelLayout, cache_dir: Path, precision: Precision = "fp32", threads: int = 0
+    ) -> None:
         from tokenizers import Tokenizer
 
         self.dim = layout.dim
         self._pooling = layout.pooling
         onnx_path = onnx_model_path(layout, cache_dir, precision)
-        cores = os.cpu_count() or 1
+        cores = threads or usable_cores()
+        self.cores = cores
+        logger.info("local model %s (%s) runs on %d core(s)", layout.root.name, precision, cores)
         self._wide = _session(onnx_path, cores)
         self._narrow = _session(onnx_path, 1) if cores > 1 else self._wide
         self._runs = ThreadPoolExecutor(cores, thread_name_prefix="onnx-run")
@@ -314,8 +319,9 @@ class TorchSentenceEncoder:
 
 
 def load_sentence_encoder(
-    model_name: str, runtime: Runtime, cache_dir: Path, precision: Precision = "fp32"
+    model_name: str, runtime: Runtime, cache_dir: Path, precision: Precision = "fp32", threads: int = 0
 ) -> SentenceEncoder:
+    """`threads`: cores an ONNX Runtime model runs on (0: usable_cores()); PyTorch keeps its own."""
     # Never reach for a model hub: these machines have no internet.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -324,4 +330,4 @@ def load_sentence_encoder(
         if precision != "fp32":
             raise ValueError(precision_error(precision))
         return TorchSentenceEncoder(root)
-    return OnnxSentenceEncoder(ModelLayout.read(root), cache_dir, precision)
+    return OnnxSentenceEncoder(ModelLayout.read(root), cache_dir, precision, threads)
