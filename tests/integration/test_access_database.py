@@ -24,7 +24,7 @@ from rag_server.infra.scoped_pool import DbScope
 from rag_server.ingestion.batches import create_upload_batch
 from rag_server.ingestion.pipeline import DirectDocument, incoming_file, ingest_documents_direct
 from tests.conftest import create_database
-from tests.support.processes import free_port, settings_env, start, wait_healthy
+from tests.support.processes import free_port, settings_env, start_listening
 
 # Every table whose rows belong to a collection (directly or through their parent) or to a key.
 TABLES = [
@@ -191,9 +191,8 @@ def test_serve_on_all_interfaces_refuses_without_a_key_and_starts_with_the_boots
     url = asyncio.run(create_database(pg_server, "exposed"))
     settings = Settings(database_url=url, data_dir=tmp_path)
     env = settings_env(settings)
-    port = free_port()
     refused = subprocess.run(
-        [sys.executable, "-m", "rag_server", "serve", "--host", "0.0.0.0", "--port", str(port)],
+        [sys.executable, "-m", "rag_server", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
         env=env,
         capture_output=True,
         text=True,
@@ -203,14 +202,10 @@ def test_serve_on_all_interfaces_refuses_without_a_key_and_starts_with_the_boots
     assert "rag-server keys create" in refused.stderr and "0.0.0.0" in refused.stderr
 
     bootstrap = "b" * 40
-    child = start(
-        ["serve", "--host", "0.0.0.0", "--port", str(port)],
-        {**env, "RAG_BOOTSTRAP_ADMIN_KEY": bootstrap},
-        tmp_path / "serve.log",
+    child = start_listening(
+        ["serve", "--host", "0.0.0.0"], {**env, "RAG_BOOTSTRAP_ADMIN_KEY": bootstrap}, tmp_path / "serve.log"
     )
-    child.base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(child)
         with httpx.Client(base_url=child.base_url) as client:
             assert client.get("/health").json()["auth"] == "api_key"
             assert client.get("/collections").status_code == 401

@@ -76,6 +76,8 @@ def start_listening(
     """`rag-server <args> --port N` (`serve`, `up`) on a free port, once it answers /health on a socket of
     its own. A port `free_port` handed out can be taken by another process before the child binds it:
     the child then exits, and starts again on another port."""
+    if attempts < 1:
+        raise ValueError(f"attempts must be at least 1, not {attempts}")
     for attempt in range(1, attempts + 1):
         port = free_port()
         child = start([*args, "--port", str(port)], env, log_path)
@@ -86,7 +88,7 @@ def start_listening(
         except RuntimeError:
             if attempt == attempts or ADDRESS_IN_USE not in child.log().lower():
                 raise
-    raise ValueError(f"attempts must be at least 1, not {attempts}")
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def start_server(env: dict[str, str], log_path: Path, timeout: float = 120) -> Child:
