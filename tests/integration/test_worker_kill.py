@@ -17,7 +17,9 @@ from tests.support.processes import Proc, process_env, start_worker
 from tests.support.sample_files import long_text
 
 WORKER_ENV = {
-    "RAG_WORKER_VISIBILITY_TIMEOUT_S": "3",  # a killed worker's message reappears within seconds
+    # A killed worker's message reappears through its free liveness lock, not this timeout. A short one
+    # made a heartbeat that a loaded machine delayed by 2 s redeliver a message (attempts 3, not 2).
+    "RAG_WORKER_VISIBILITY_TIMEOUT_S": "15",
     "RAG_EMBEDDING_BATCH_SIZE": "8",  # progress moves in small steps, so "mid-task" is easy to hit
     "RAG_CHUNK_SIZE": "128",
     "RAG_CHUNK_OVERLAP": "16",
