@@ -14,13 +14,16 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 import psycopg
 import pytest
 from fastapi import FastAPI
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CallToolResult
 
 from rag_server.access import keys
 from rag_server.access.models import CreateKey
@@ -36,6 +39,7 @@ from rag_server.read_after import READ_AFTER_HEADER
 from tests.support.clusters import tcp_cluster
 from tests.support.replica import Standby, start_standby
 
+T = TypeVar("T")
 TEXT = "Axolotls regrow whole limbs; the blastema forms within days of the amputation."
 
 
@@ -424,14 +428,14 @@ def standby_value(standby: Standby, database: str, sql: str) -> Any:
         return None if row is None else row[0]
 
 
-async def test_a_read_cancelled_by_recovery_on_the_replica_runs_again_on_the_primary(
-    settings: Settings, runtime: Runtime, standby: Standby, principals: dict[str, dict[str, str]]
-) -> None:
-    """A real recovery conflict: the replica's BM25 read holds bm25_terms and waits for bm25_postings,
-    which replay holds locked (the primary's open LOCK TABLE). The primary then locks bm25_terms too:
-    replay and the read wait for each other, and the standby cancels the read (deadlock detected). The
-    request answers from the primary instead of with a 503."""
-    other = principals["other"]
+async def through_a_recovery_conflict(
+    settings: Settings, standby: Standby, app: FastAPI, request: Callable[[], Awaitable[T]]
+) -> T:
+    """Run `request` (a BM25 search) while recovery cancels its read on the replica, for real: the read
+    holds bm25_terms and waits for bm25_postings, which replay holds locked (the primary's open LOCK
+    TABLE); the primary then locks bm25_terms too, so replay and the read wait for each other and the
+    standby cancels the read (deadlock detected, a class 40 error). Returns the request's result after
+    checking that it was sent to the replica and run again on the primary."""
     database = urlsplit(settings.database_url).path.lstrip("/")
 
     async def on_standby(sql: str) -> Any:
@@ -442,33 +446,64 @@ async def test_a_read_cancelled_by_recovery_on_the_replica_runs_again_on_the_pri
         return bool(await on_standby(locks + "'bm25_postings'::regclass"))
 
     async def replica_read_waits() -> bool:
-        waits = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        return bool(await on_standby(waits))
+        return bool(await on_standby("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
 
+    routed = app.state.runtime.reads.routed
+    async with await psycopg.AsyncConnection.connect(settings.database_url) as primary:
+        await primary.execute("LOCK TABLE bm25_postings IN ACCESS EXCLUSIVE MODE")
+        await until(replay_holds_postings, "the standby replays the lock")
+        before = dict(routed)
+        answer = asyncio.create_task(request())
+        await until(replica_read_waits, "the replica's read waits for bm25_postings")
+        assert routed["replica"] > before["replica"]
+        await primary.execute("LOCK TABLE bm25_terms IN ACCESS EXCLUSIVE MODE")
+
+        async def rerouted_or_answered() -> bool:
+            return routed["primary"] > before["primary"] or answer.done()
+
+        # The run again on the primary waits for this transaction's locks: release them.
+        await until(rerouted_or_answered, "the request runs again on the primary")
+        await primary.rollback()
+    result = await answer
+    assert routed["primary"] > before["primary"]
+    assert not await replica_read_waits()
+    # A cancelled read leaves the replica in use: it is healthy, only that read moved.
+    assert all(s.healthy for s in app.state.runtime.reads.status())
+    return result
+
+
+async def test_a_read_cancelled_by_recovery_on_the_replica_runs_again_on_the_primary(
+    settings: Settings, runtime: Runtime, standby: Standby, principals: dict[str, dict[str, str]]
+) -> None:
     async with replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app, client):
         doc = await direct_writes(runtime, "conflict")
         await until(caught_up(runtime, standby), "standby caught up")
         await until(healthy(app), "replica healthy")
-        routed = app.state.runtime.reads.routed
-        async with await psycopg.AsyncConnection.connect(settings.database_url) as primary:
-            await primary.execute("LOCK TABLE bm25_postings IN ACCESS EXCLUSIVE MODE")
-            await until(replay_holds_postings, "the standby replays the lock")
-            before = dict(routed)
-            body = {"query": "conflict axolotls blastema", "search_type": "bm25", "top_k": 20}
-            search = asyncio.create_task(client.post("/search", json=body, headers=other))
-            await until(replica_read_waits, "the replica's read waits for bm25_postings")
-            assert routed["replica"] == before["replica"] + 1
-            await primary.execute("LOCK TABLE bm25_terms IN ACCESS EXCLUSIVE MODE")
-
-            async def rerouted_or_answered() -> bool:
-                return routed["primary"] > before["primary"] or search.done()
-
-            # The run again on the primary waits for this transaction's locks: release them.
-            await until(rerouted_or_answered, "the request runs again on the primary")
-            await primary.rollback()
-        response = await search
-        assert response.status_code == 200, response.text
+        body = {"query": "conflict axolotls blastema", "search_type": "bm25", "top_k": 20}
+        response = await through_a_recovery_conflict(
+            settings, standby, app, lambda: client.post("/search", json=body, headers=principals["other"])
+        )
+        assert response.status_code == 200, response.text  # not the replica's 503
         assert doc in {h["document_id"] for h in response.json()["results"]}
-        assert not await replica_read_waits()
-        # A conflict leaves the replica in use: it is healthy, only that read moved.
-        assert all(s.healthy for s in app.state.runtime.reads.status())
+
+
+async def test_an_mcp_search_cancelled_on_the_replica_runs_again_on_the_primary(
+    settings: Settings, runtime: Runtime, standby: Standby, principals: dict[str, dict[str, str]]
+) -> None:
+    """An MCP tool answers a failure as a tool error (HTTP 200), which the middleware cannot see: the
+    tool itself runs again on the primary."""
+    async with replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app, client):
+        doc = await direct_writes(runtime, "mcp-conflict")
+        await until(caught_up(runtime, standby), "standby caught up")
+        await until(healthy(app), "replica healthy")
+
+        async def mcp_search() -> CallToolResult:
+            # 127.0.0.1: a loopback server's MCP transport accepts only loopback Host headers.
+            async with Client(streamable_http_client("http://127.0.0.1/mcp", http_client=client)) as mcp:
+                arguments = {"query": "conflict axolotls blastema", "mode": "bm25", "top_k": 20}
+                return await mcp.call_tool("search", arguments)
+
+        client.headers.update(principals["other"])
+        result = await through_a_recovery_conflict(settings, standby, app, mcp_search)
+        assert not result.is_error, result.content
+        assert doc in {hit["document_id"] for hit in (result.structured_content or {})["results"]}

@@ -78,6 +78,8 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app)
     # Inside ScopeMiddleware: it sees the scope authentication bound (infra/replicas.py, read-your-writes).
+    # Outside the error handlers (installed above, so inner): it sees a replica's failure as a 503 and
+    # can run a read-only request again on the primary before anything is sent.
     app.add_middleware(ReadRoutingMiddleware)
     app.add_middleware(ScopeMiddleware)
     # Prometheus (GET /metrics): this app's own registry; around every route, so it times whole requests.

@@ -27,11 +27,11 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 from uuid import UUID
 
@@ -43,6 +43,7 @@ from rag_server.infra.scoped_pool import DbScope, Isolation, ScopedPool, request
 from rag_server.read_after import READ_AFTER_HEADER, lsn_text, parse_lsn
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Flushed, not inserted: a standby receives only flushed WAL, and a synchronous commit has flushed its
 # commit record before the client hears of it.
@@ -98,6 +99,26 @@ class Replica:
         return self.up and stale is not None and stale <= max_lag and self.replayed >= floor
 
 
+async def read_again_on_primary(read: Callable[[], Awaitable[T]]) -> T:
+    """Run the read-only call `read`; when it fails after a replica failed under it, run it once more
+    with every read on the primary. For reads that answer errors in a body of their own, where
+    ReadRoutingMiddleware sees no 503 (an MCP tool call)."""
+    attempt = ReadAttempt()
+    token = _attempt.set(attempt)
+    try:
+        return await read()
+    except Exception:
+        if not attempt.replica_failed:
+            raise
+    finally:
+        _attempt.reset(token)
+    token = _attempt.set(ReadAttempt(on_primary=True))
+    try:
+        return await read()
+    finally:
+        _attempt.reset(token)
+
+
 class ReplicaPool(ScopedPool):
     """A replica's scoped pool that hands out a primary connection instead when the replica cannot be
     reached (it went down since the last check): the read still answers, the replica is marked down.
@@ -135,24 +156,27 @@ class ReplicaPool(ScopedPool):
             try:
                 yield conn
             except Exception as exc:
-                if is_transient_db_error(exc):
-                    self._failed_under_read(exc)
+                # The replica's doing: the server answered with a transient error (recovery cancelled
+                # the query, it is shutting down) or the connection is gone. Not a timeout or a
+                # connection error of other code inside the block.
+                lost = conn.is_closed()
+                if is_transient_db_error(exc) and (lost or isinstance(exc, asyncpg.PostgresError)):
+                    self._failed_under_read(exc, lost)
                 raise
 
-    def _failed_under_read(self, exc: Exception) -> None:
-        # Class 40 on a replica is recovery cancelling the query (a read-only REPEATABLE READ read has no
-        # serialization failures of its own): the replica itself is fine. Anything else lost it.
-        conflict = str(getattr(exc, "sqlstate", "")).startswith("40")
-        if not conflict:
+    def _failed_under_read(self, exc: Exception, lost: bool) -> None:
+        """Mark the request's attempt for a run on the primary; a replica whose connection died is down
+        until a check finds it up (a cancelled query, class 40 for a recovery conflict, leaves it up)."""
+        if lost:
             self._mark_down(exc)
         attempt = _attempt.get()
         if attempt is not None:
             attempt.replica_failed = True
         logger.warning(
-            "a read on replica %s failed (%s: %s)%s",
+            "a read on replica %s failed (%s%s)%s",
             self._index(),
             type(exc).__name__,
-            "recovery conflict" if conflict else "replica lost",
+            ": connection lost" if lost else "",
             ": running the request again on the primary" if attempt is not None else "",
         )
 
@@ -376,7 +400,8 @@ class ReadRoutingMiddleware:
         for attempt in (ReadAttempt(), ReadAttempt(on_primary=True)):
             token = _attempt.set(attempt)
             try:
-                held = await self._run_once(scope, _replaying(body, receive), send, attempt)
+                # A copy of the scope each time: routing writes into it (a Mount extends root_path).
+                held = await self._run_once(dict(scope), _replaying(body, receive), send, attempt)
             finally:
                 _attempt.reset(token)
             if not held:

@@ -4,7 +4,9 @@ process, or over stdio (`rag-server mcp`).
 HTTP: `McpEndpoint` authenticates every request with the API's keys before the SDK sees it (401 with
 `WWW-Authenticate: Bearer`; open mode as in the REST API) and leaves the principal in the ASGI scope.
 The SDK runs tool handlers in its session manager's own tasks, where the request's ContextVars are not
-set, so each tool binds the principal's database scope itself from the request the SDK hands it.
+set, so each tool binds the principal's database scope itself from the request the SDK hands it, and
+runs again on the primary when a read replica failed under it (a tool error is no 503 the HTTP
+middleware could see).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from rag_server.errors import (
     NotFoundError,
     UnauthenticatedError,
 )
+from rag_server.infra.replicas import read_again_on_primary
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import bind_scope, reset_scope
 from rag_server.ingestion.models import DocumentStatus
@@ -93,7 +96,10 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         filters: SearchFilters | None = None,
     ) -> tools.SearchResult:
         with _request_scope(ctx):
-            return await tools.search_chunks(services().runtime, query, mode, top_k, collection, filters)
+            runtime = services().runtime
+            return await read_again_on_primary(
+                lambda: tools.search_chunks(runtime, query, mode, top_k, collection, filters)
+            )
 
     @mcp.tool(description="Answer a question from the documents, citing sources as [n]. Stores nothing.")
     async def ask(
@@ -103,7 +109,8 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         mode: tools.SearchMode | None = None,
     ) -> tools.AskResult:
         with _request_scope(ctx):
-            return await tools.ask(services().chat, question, collection, mode)
+            chat = services().chat
+            return await read_again_on_primary(lambda: tools.ask(chat, question, collection, mode))
 
     @mcp.tool(description="List the documents of a collection (default `default`), newest first.")
     async def list_documents(
@@ -114,7 +121,10 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         offset: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
     ) -> tools.DocumentListing:
         with _request_scope(ctx):
-            return await tools.list_documents(services().runtime, collection, status, limit, offset)
+            runtime = services().runtime
+            return await read_again_on_primary(
+                lambda: tools.list_documents(runtime, collection, status, limit, offset)
+            )
 
     @mcp.tool(description="A document's metadata and text: chunks start <= index < end (max 200).")
     async def get_document(
@@ -124,7 +134,8 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         end: Annotated[int | None, Field(ge=0, le=2**31 - 1)] = None,
     ) -> tools.DocumentContent:
         with _request_scope(ctx):
-            return await tools.get_document(services().runtime, document_id, start, end)
+            runtime = services().runtime
+            return await read_again_on_primary(lambda: tools.get_document(runtime, document_id, start, end))
 
     return mcp
 
