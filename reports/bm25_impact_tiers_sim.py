@@ -59,7 +59,7 @@ async def main():
         best = sorted(sp, key=lambda c: (-sp[c], c))[: K * bn.SEED_DEPTH]
         full = sorted((score[c] for c in best), reverse=True)
         theta = full[K - 1] if len(full) >= K else 0
-        seedcost = sum(q.dfs[:seeded]) + len(best) * 2 * (len(q.terms) - seeded)
+        seedcost = sum(q.dfs[:seeded]) + len(best) * bn.LOOKUP_COST * (len(q.terms) - seeded)
         e = bn.essential_size(q, theta)
         if e == len(q.terms):
             cur = total
@@ -70,8 +70,10 @@ async def main():
                 for cid, c in contrib[i].items():
                     partial[cid] = partial.get(cid, 0) + c
             cand = sum(1 for v in partial.values() if v >= bar)
-            cur = sum(q.dfs[:e]) + cand * (1 + 2 * (len(q.terms) - e))
-        # tiered: all terms, tau_t; try family: E prefix of size e2, tau = (theta - R) * w/W_E ; (non-E tau = w)
+            cur = sum(q.dfs[:e]) + cand * (1 + bn.LOOKUP_COST * (len(q.terms) - e))
+        # impact bars: E = the first e2 terms, each with tau = (theta - R) * w / W_E; the other terms get no
+        # bar (they produce no candidates; their bound R is subtracted). Candidates need every term looked up
+        # but the one they were found in.
         best_t = None
         for e2 in range(1, len(q.terms) + 1):
             R = q.bound(e2) if e2 < len(q.terms) else 0
@@ -86,12 +88,14 @@ async def main():
                 hits = [cid for cid, c in contrib[i].items() if c >= tau]
                 scanned += len(hits)
                 cands.update(hits)
-            cost = scanned + len(cands) * (1 + 2 * (len(q.terms) - 1))
+            cost = scanned + len(cands) * (1 + bn.LOOKUP_COST * (len(q.terms) - 1))
             if best_t is None or cost < best_t[0]:
                 best_t = (cost, e2, lam, len(cands))
+        if best_t is None:  # theta below every remaining bound: no exact bar split exists
+            continue
         out.append((total, cur + seedcost, best_t[0] + seedcost, best_t))
         print(
-            f"{total:8d} cur={cur + seedcost:8d} tier={best_t[0] + seedcost:8d} e={best_t[1]} lam={best_t[2]:.2f} cands={best_t[3]} nterms={len(q.terms)}",
+            f"{total:8d} cur={cur + seedcost:8.0f} tier={best_t[0] + seedcost:8.0f} e={best_t[1]} lam={best_t[2]:.2f} cands={best_t[3]} nterms={len(q.terms)}",
             flush=True,
         )
     print(

@@ -4,6 +4,7 @@ documents behind, and the same command run again finishes the rest: nothing lost
 from __future__ import annotations
 
 import json
+import re
 import signal
 import uuid
 from pathlib import Path
@@ -84,7 +85,11 @@ async def test_an_import_killed_between_batches_finishes_when_run_again(
     again = start(command, env, tmp_path / "again.log")
     assert again.popen.wait(timeout=600) == 0, again.log()
     summary = again.log()
-    assert f"{DOCUMENTS - committed} created" in summary and f"{committed} unchanged" in summary, summary
+    counts = re.search(r"(\d+) created, 0 updated, (\d+) unchanged", summary)
+    assert counts is not None, summary
+    created, unchanged = int(counts[1]), int(counts[2])
+    # A batch whose COMMIT was on its way at the kill may have landed after the count above.
+    assert created + unchanged == DOCUMENTS and unchanged >= committed and created > 0, summary
 
     rows = query(
         database_url,

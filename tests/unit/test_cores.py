@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rag_server.infra.cores import cgroup_cpu_quota, usable_cores
+from rag_server.infra.cores import cgroup_cpu_quota
 
 
 def write(path: Path, text: str) -> None:
@@ -60,9 +61,26 @@ def test_no_cgroup_file_is_no_quota(tmp_path: Path) -> None:
     assert cgroup_cpu_quota(tmp_path, tmp_path / "missing") is None
 
 
+def test_hybrid_hierarchies_read_v2_in_unified_and_v1_in_the_cpu_directory(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    write(root / "unified" / "svc" / "cpu.max", "300000 100000")
+    write(root / "cpu" / "svc" / "cpu.cfs_quota_us", "150000")  # no "cpu,cpuacct" directory here
+    write(root / "cpu" / "svc" / "cpu.cfs_period_us", "100000")
+    write(tmp_path / "self", "3:cpu,cpuacct:/svc\n0::/svc\n")
+    assert cgroup_cpu_quota(root, tmp_path / "self") == 1.5
+
+
+def test_lines_that_are_not_cgroup_lines_are_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    write(root / "cgroup.controllers", "cpu")
+    write(root / "cpu.max", "100000 100000")
+    write(tmp_path / "self", "garbage\n\n0::/\n")
+    assert cgroup_cpu_quota(root, tmp_path / "self") == 1.0
+
+
 @pytest.mark.skipif(shutil.which("taskset") is None, reason="needs taskset (util-linux)")
 def test_a_process_pinned_to_one_core_uses_one() -> None:
     code = "from rag_server.infra.cores import usable_cores; print(usable_cores())"
-    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True)
+    core = str(min(os.sched_getaffinity(0)))
+    out = subprocess.run(["taskset", "-c", core, sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "1", out.stderr
-    assert usable_cores() >= 1

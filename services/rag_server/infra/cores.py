@@ -30,14 +30,19 @@ def usable_cores() -> int:
 
 def cgroup_cpu_quota(root: Path, proc_cgroup: Path) -> float | None:
     """The tightest CPU quota, in cores, over this process's cgroup and its ancestors (v2 `cpu.max`, or
-    v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`); None: no quota, or no cgroup to read."""
+    v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`); None: no quota, or no cgroup to read. Controllers are
+    looked for where systemd and container runtimes mount them (under `root`, v2 possibly in `unified`);
+    /proc/self/mountinfo is not read."""
     try:
         lines = proc_cgroup.read_text().splitlines()
     except OSError:
         return None
     quotas: list[float] = []
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)
+        if len(fields) != 3:  # not a cgroup line: never fail a model's start over it
+            continue
+        _, controllers, path = fields
         if controllers == "":  # v2: the unified hierarchy
             base = root if (root / "cgroup.controllers").exists() else root / "unified"
             quotas += _along(base, path, _v2_quota)
