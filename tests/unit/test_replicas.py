@@ -10,9 +10,10 @@ from uuid import uuid4
 
 import pytest
 
+from rag_server.api.read_routing import may_write
 from rag_server.config import Settings
 from rag_server.infra.embedded_postgres import parse_listen
-from rag_server.infra.replicas import ReadRouting, Replica, ReplicaPool, describe, may_write
+from rag_server.infra.replicas import ReadRouting, Replica, ReplicaPool, describe
 from rag_server.infra.scoped_pool import DbScope, ScopedPool
 
 

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rag_server import __version__
 from rag_server.access.exposure import prepare_access
 from rag_server.api.errors import install_error_handlers, install_openapi
+from rag_server.api.read_routing import ReadRoutingMiddleware
 from rag_server.api.request_id import RequestIdMiddleware
 from rag_server.api.routes import (
     admin,
@@ -32,7 +33,6 @@ from rag_server.chat.service import ChatService
 from rag_server.config import Settings, get_settings
 from rag_server.infra.embeddings import Embedder
 from rag_server.infra.metrics import Metrics, MetricsMiddleware
-from rag_server.infra.replicas import ReadRoutingMiddleware
 from rag_server.infra.runtime import open_runtime
 from rag_server.infra.scoped_pool import SYSTEM_SCOPE, bind_scope, reset_scope
 from rag_server.mcp_server.server import McpEndpoint, Services, build_mcp, http_session_manager, running
@@ -77,7 +77,7 @@ def create_app(
     app = FastAPI(title="rag-server", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
     install_openapi(app)
-    # Inside ScopeMiddleware: it sees the scope authentication bound (infra/replicas.py, read-your-writes).
+    # Inside ScopeMiddleware: it sees the scope authentication bound (api/read_routing.py).
     # Outside the error handlers (installed above, so inner): it sees a replica's failure as a 503 and
     # can run a read-only request again on the primary before anything is sent.
     app.add_middleware(ReadRoutingMiddleware)

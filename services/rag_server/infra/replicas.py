@@ -10,14 +10,15 @@ replay timestamp stops while the replica is fully caught up): every check sample
 position, and a replica that has replayed sample (t, lsn) holds everything committed before t. Its
 staleness is `now - t`, so it grows by itself between checks when replay stalls.
 
-Read-your-writes: after a write request (ReadRoutingMiddleware) the primary's flushed position is
+Read-your-writes: after a write request (api/read_routing.py) the primary's flushed position is
 remembered for the principal (its API key; the open, keyless mode is one principal). Every replica that
 passes the lag bound has replayed everything older than the bound, so a remembered position is dropped
 after it. The memory is per server process (docs: "Read replicas and remote workers").
 
 A read that fails on a replica while it runs (the replica went away, or recovery cancelled the query to
 replay a conflicting change) answers 503; a request that writes nothing is then run once more, on the
-primary, before any of its response is sent (ReadRoutingMiddleware).
+primary, before any of its response is sent (api/read_routing.py), and so is an MCP tool call
+(read_again_on_primary).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -36,11 +37,9 @@ from urllib.parse import urlsplit
 from uuid import UUID
 
 import asyncpg
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_server.infra.database import is_transient_db_error
 from rag_server.infra.scoped_pool import DbScope, Isolation, ScopedPool, request_scope
-from rag_server.read_after import READ_AFTER_HEADER, lsn_text, parse_lsn
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,7 +55,7 @@ REPLICA_SQL = (
 # A write whose position could not be read: the principal reads from the primary for the lag bound.
 _UNKNOWN_LSN = 2**63 - 1
 # The position the current request's client says it has written up to (READ_AFTER_HEADER; 0: none),
-# set by ReadRoutingMiddleware so every read_pool() caller honours it, routes and MCP tools alike.
+# set by api/read_routing.py so every read_pool() caller honours it, routes and MCP tools.
 _read_after: ContextVar[int] = ContextVar("rag_read_after", default=0)
 
 
@@ -68,7 +67,7 @@ class ReadAttempt:
     replica_failed: bool = False
 
 
-# Set by ReadRoutingMiddleware for a request that writes nothing. A holder rather than a flag: the pool
+# Set by api/read_routing.py for a request that writes nothing. A holder rather than a flag: the pool
 # marks it from wherever the read ran (a copied context too), and the middleware sees the mark.
 _attempt: ContextVar[ReadAttempt | None] = ContextVar("rag_read_attempt", default=None)
 
@@ -99,24 +98,39 @@ class Replica:
         return self.up and stale is not None and stale <= max_lag and self.replayed >= floor
 
 
+@contextmanager
+def reading_after(lsn: int) -> Iterator[None]:
+    """Reads in this block are served only where `lsn` (the client's READ_AFTER_HEADER) is replayed."""
+    token = _read_after.set(lsn)
+    try:
+        yield
+    finally:
+        _read_after.reset(token)
+
+
+@contextmanager
+def read_attempt(attempt: ReadAttempt) -> Iterator[None]:
+    """Reads in this block mark `attempt` when a replica fails under them, or run on the primary."""
+    token = _attempt.set(attempt)
+    try:
+        yield
+    finally:
+        _attempt.reset(token)
+
+
 async def read_again_on_primary(read: Callable[[], Awaitable[T]]) -> T:
     """Run the read-only call `read`; when it fails after a replica failed under it, run it once more
     with every read on the primary. For reads that answer errors in a body of their own, where
     ReadRoutingMiddleware sees no 503 (an MCP tool call)."""
     attempt = ReadAttempt()
-    token = _attempt.set(attempt)
     try:
-        return await read()
+        with read_attempt(attempt):
+            return await read()
     except Exception:
         if not attempt.replica_failed:
             raise
-    finally:
-        _attempt.reset(token)
-    token = _attempt.set(ReadAttempt(on_primary=True))
-    try:
+    with read_attempt(ReadAttempt(on_primary=True)):
         return await read()
-    finally:
-        _attempt.reset(token)
 
 
 class ReplicaPool(ScopedPool):
@@ -351,112 +365,3 @@ class ReadRouting:
                 replica.pool.raw.terminate()
 
         await asyncio.gather(*(close_one(r) for r in self.replicas))
-
-
-# Requests that change nothing although their method is not a safe one (they read or compute only).
-READ_ONLY_POSTS = frozenset(
-    {"/search", "/documents/check-duplicates", "/v1/embeddings", "/v1/chat/completions", "/mcp"}
-)
-
-
-def may_write(method: str, path: str) -> bool:
-    return method not in ("GET", "HEAD", "OPTIONS") and path.rstrip("/") not in READ_ONLY_POSTS
-
-
-class ReadRoutingMiddleware:
-    """Two duties around every request of a server with replicas.
-
-    After a request that may have written, remember the primary's position for its principal
-    (ReadRouting.record_write) before the response goes out, so the client's next read goes to the
-    primary or to a replica that has replayed the write. The position also goes back to the client in
-    READ_AFTER_HEADER, for reads it sends to another server process. A streamed answer (chat) writes
-    before its stream ends: it is recorded again then (its header holds the position at its start).
-
-    A request that writes nothing and answered 503 because a read failed on a replica under it is run
-    once more with every read on the primary: its 503 is never sent. Its body is read first to replay it
-    (the read-only POSTs carry a small JSON body)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        runtime = getattr(scope.get("app"), "state", None) and getattr(scope["app"].state, "runtime", None)
-        reads: ReadRouting | None = getattr(runtime, "reads", None)
-        if scope["type"] != "http" or reads is None:
-            await self.app(scope, receive, send)
-            return
-        header = dict(scope.get("headers") or []).get(READ_AFTER_HEADER.lower().encode())
-        token = _read_after.set(parse_lsn(header.decode("latin-1")) if header else 0)
-        try:
-            if may_write(scope["method"], scope["path"]):
-                await self.app(scope, receive, self._recording(reads, send))
-            else:
-                await self._reading(scope, receive, send)
-        finally:
-            _read_after.reset(token)
-
-    async def _reading(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _request_messages(receive)
-        for attempt in (ReadAttempt(), ReadAttempt(on_primary=True)):
-            token = _attempt.set(attempt)
-            try:
-                # A copy of the scope each time: routing writes into it (a Mount extends root_path).
-                held = await self._run_once(dict(scope), _replaying(body, receive), send, attempt)
-            finally:
-                _attempt.reset(token)
-            if not held:
-                return
-
-    async def _run_once(self, scope: Scope, receive: Receive, send: Send, attempt: ReadAttempt) -> bool:
-        """Run the app; True when it answered 503 after a replica failed under it (nothing was sent)."""
-        held = False
-
-        async def send_unless_held(message: Message) -> None:
-            nonlocal held
-            if message["type"] == "http.response.start":
-                held = message["status"] == 503 and attempt.replica_failed and not attempt.on_primary
-            if not held:
-                await send(message)
-
-        await self.app(scope, receive, send_unless_held)
-        return held
-
-    @staticmethod
-    def _recording(reads: ReadRouting, send: Send) -> Send:
-        streamed = False
-
-        async def send_after_recording(message: Message) -> None:
-            nonlocal streamed
-            if message["type"] == "http.response.start" and message["status"] < 400:  # else nothing written
-                lsn = await reads.record_write(request_scope())
-                if lsn is not None:
-                    header = (READ_AFTER_HEADER.lower().encode(), lsn_text(lsn).encode())
-                    message = {**message, "headers": [*message.get("headers", []), header]}
-            elif message["type"] == "http.response.body":
-                if message.get("more_body", False):
-                    streamed = True
-                elif streamed:
-                    await reads.record_write(request_scope())
-            await send(message)
-
-        return send_after_recording
-
-
-async def _request_messages(receive: Receive) -> list[Message]:
-    """The request's body messages, up to the last one (a GET has one, empty)."""
-    messages = []
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            return messages
-
-
-def _replaying(messages: list[Message], receive: Receive) -> Receive:
-    """The buffered body messages again, then the client's own (its disconnect, for a stream)."""
-    pending = deque(messages)
-
-    async def replay() -> Message:
-        return pending.popleft() if pending else await receive()
-
-    return replay

@@ -1,0 +1,115 @@
+"""The API's side of read replicas (infra/replicas.py): what a request may have written, read-your-writes
+positions after writes, and a read-only request run again on the primary when a replica failed under it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rag_server.infra.replicas import ReadAttempt, ReadRouting, read_attempt, reading_after
+from rag_server.infra.scoped_pool import request_scope
+from rag_server.read_after import READ_AFTER_HEADER, lsn_text, parse_lsn
+
+# Requests that change nothing although their method is not a safe one (they read or compute only).
+READ_ONLY_POSTS = frozenset(
+    {"/search", "/documents/check-duplicates", "/v1/embeddings", "/v1/chat/completions", "/mcp"}
+)
+
+
+def may_write(method: str, path: str) -> bool:
+    return method not in ("GET", "HEAD", "OPTIONS") and path.rstrip("/") not in READ_ONLY_POSTS
+
+
+class ReadRoutingMiddleware:
+    """Two duties around every request of a server with replicas.
+
+    After a request that may have written, remember the primary's position for its principal
+    (ReadRouting.record_write) before the response goes out, so the client's next read goes to the
+    primary or to a replica that has replayed the write. The position also goes back to the client in
+    READ_AFTER_HEADER, for reads it sends to another server process. A streamed answer (chat) writes
+    before its stream ends: it is recorded again then (its header holds the position at its start).
+
+    A request that writes nothing and answered 503 because a read failed on a replica under it is run
+    once more with every read on the primary: its 503 is never sent. Its body is read first to replay it
+    (the read-only POSTs carry a small JSON body)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        runtime = getattr(scope.get("app"), "state", None) and getattr(scope["app"].state, "runtime", None)
+        reads: ReadRouting | None = getattr(runtime, "reads", None)
+        if scope["type"] != "http" or reads is None:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers") or []).get(READ_AFTER_HEADER.lower().encode())
+        with reading_after(parse_lsn(header.decode("latin-1")) if header else 0):
+            if may_write(scope["method"], scope["path"]):
+                await self.app(scope, receive, self._recording(reads, send))
+            else:
+                await self._reading(scope, receive, send)
+
+    async def _reading(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _request_messages(receive)
+        for attempt in (ReadAttempt(), ReadAttempt(on_primary=True)):
+            with read_attempt(attempt):
+                # A copy of the scope each time: routing writes into it (a Mount extends root_path).
+                held = await self._run_once(dict(scope), _replaying(body, receive), send, attempt)
+            if not held:
+                return
+
+    async def _run_once(self, scope: Scope, receive: Receive, send: Send, attempt: ReadAttempt) -> bool:
+        """Run the app; True when it answered 503 after a replica failed under it (nothing was sent)."""
+        held = False
+
+        async def send_unless_held(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start":
+                held = message["status"] == 503 and attempt.replica_failed and not attempt.on_primary
+            if not held:
+                await send(message)
+
+        await self.app(scope, receive, send_unless_held)
+        return held
+
+    @staticmethod
+    def _recording(reads: ReadRouting, send: Send) -> Send:
+        streamed = False
+
+        async def send_after_recording(message: Message) -> None:
+            nonlocal streamed
+            if message["type"] == "http.response.start" and message["status"] < 400:  # else nothing written
+                lsn = await reads.record_write(request_scope())
+                if lsn is not None:
+                    header = (READ_AFTER_HEADER.lower().encode(), lsn_text(lsn).encode())
+                    message = {**message, "headers": [*message.get("headers", []), header]}
+            elif message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    streamed = True
+                elif streamed:
+                    await reads.record_write(request_scope())
+            await send(message)
+
+        return send_after_recording
+
+
+async def _request_messages(receive: Receive) -> list[Message]:
+    """The request's body messages, up to the last one (a GET has one, empty)."""
+    messages = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return messages
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    """The buffered body messages again, then the client's own (its disconnect, for a stream)."""
+    pending = deque(messages)
+
+    async def replay() -> Message:
+        return pending.popleft() if pending else await receive()
+
+    return replay
