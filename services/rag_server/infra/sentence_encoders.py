@@ -256,7 +256,6 @@ class OnnxSentenceEncoder:
         onnx_path = onnx_model_path(layout, cache_dir, precision)
         cores = threads or usable_cores()
         self.cores = cores
-        logger.info("local model %s (%s) runs on %d core(s)", layout.root.name, precision, cores)
         self._wide = _session(onnx_path, cores)
         self._narrow = _session(onnx_path, 1) if cores > 1 else self._wide
         self._runs = ThreadPoolExecutor(cores, thread_name_prefix="onnx-run")
@@ -330,4 +329,6 @@ def load_sentence_encoder(
         if precision != "fp32":
             raise ValueError(precision_error(precision))
         return TorchSentenceEncoder(root)
-    return OnnxSentenceEncoder(ModelLayout.read(root), cache_dir, precision, threads)
+    encoder = OnnxSentenceEncoder(ModelLayout.read(root), cache_dir, precision, threads)
+    logger.info("local model %s (%s) runs on %d core(s)", model_name, precision, encoder.cores)
+    return encoder
