@@ -459,13 +459,13 @@ async def through_a_recovery_conflict(
         await primary.execute("LOCK TABLE bm25_terms IN ACCESS EXCLUSIVE MODE")
 
         async def rerouted_or_answered() -> bool:
-            return routed["primary"] > before["primary"] or answer.done()
+            return routed["rerun"] > before["rerun"] or answer.done()
 
         # The run again on the primary waits for this transaction's locks: release them.
         await until(rerouted_or_answered, "the request runs again on the primary")
         await primary.rollback()
     result = await answer
-    assert routed["primary"] > before["primary"]
+    assert routed["rerun"] > before["rerun"]
     assert not await replica_read_waits()
     # A cancelled read leaves the replica in use: it is healthy, only that read moved.
     assert all(s.healthy for s in app.state.runtime.reads.status())
@@ -475,7 +475,8 @@ async def through_a_recovery_conflict(
 async def test_a_read_cancelled_by_recovery_on_the_replica_runs_again_on_the_primary(
     settings: Settings, runtime: Runtime, standby: Standby, principals: dict[str, dict[str, str]]
 ) -> None:
-    async with replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app, client):
+    options = {"read_replica_max_lag_s": 3600, "metrics_public": True}
+    async with replica_app(settings, standby, runtime, **options) as (app, client):
         doc = await direct_writes(runtime, "conflict")
         await until(caught_up(runtime, standby), "standby caught up")
         await until(healthy(app), "replica healthy")
@@ -485,6 +486,8 @@ async def test_a_read_cancelled_by_recovery_on_the_replica_runs_again_on_the_pri
         )
         assert response.status_code == 200, response.text  # not the replica's 503
         assert doc in {h["document_id"] for h in response.json()["results"]}
+        scraped = (await client.get("/metrics")).text
+        assert 'rag_read_routing_total{target="rerun"} 1.0' in scraped, scraped
 
 
 async def test_an_mcp_search_cancelled_on_the_replica_runs_again_on_the_primary(

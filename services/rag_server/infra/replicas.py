@@ -230,8 +230,9 @@ class ReadRouting:
         # principal (API key id; None: the open mode) -> (WAL position after its last write, when)
         self._floors: dict[UUID | None, tuple[int, float]] = {}
         self._turn = itertools.count()
-        # "fallback": sent to a replica that could not be reached, so run on the primary after all.
-        self.routed = {"primary": 0, "replica": 0, "fallback": 0}
+        # "fallback": sent to a replica that could not be reached, so run on the primary after all;
+        # "rerun": run again on the primary after a replica failed under the first run.
+        self.routed = {"primary": 0, "replica": 0, "fallback": 0, "rerun": 0}
         for replica in self.replicas:
             replica.pool.replica, replica.pool.routed = replica, self.routed
 
@@ -254,7 +255,7 @@ class ReadRouting:
     def current_pool(self) -> ScopedPool:
         attempt = _attempt.get()
         if attempt is not None and attempt.on_primary:
-            self.routed["primary"] += 1
+            self.routed["rerun"] += 1
             return self.primary
         return self.pool_for(request_scope(), _read_after.get())
 
