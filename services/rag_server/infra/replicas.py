@@ -29,7 +29,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -43,6 +43,7 @@ from rag_server.infra.scoped_pool import DbScope, Isolation, ScopedPool, request
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+V = TypeVar("V")
 
 # Flushed, not inserted: a standby receives only flushed WAL, and a synchronous commit has flushed its
 # commit record before the client hears of it.
@@ -99,23 +100,22 @@ class Replica:
 
 
 @contextmanager
-def reading_after(lsn: int) -> Iterator[None]:
+def _bound(var: ContextVar[V], value: V) -> Iterator[None]:
+    token = var.set(value)
+    try:
+        yield
+    finally:
+        var.reset(token)
+
+
+def reading_after(lsn: int) -> AbstractContextManager[None]:
     """Reads in this block are served only where `lsn` (the client's READ_AFTER_HEADER) is replayed."""
-    token = _read_after.set(lsn)
-    try:
-        yield
-    finally:
-        _read_after.reset(token)
+    return _bound(_read_after, lsn)
 
 
-@contextmanager
-def read_attempt(attempt: ReadAttempt) -> Iterator[None]:
+def read_attempt(attempt: ReadAttempt) -> AbstractContextManager[None]:
     """Reads in this block mark `attempt` when a replica fails under them, or run on the primary."""
-    token = _attempt.set(attempt)
-    try:
-        yield
-    finally:
-        _attempt.reset(token)
+    return _bound(_attempt, attempt)
 
 
 async def read_again_on_primary(read: Callable[[], Awaitable[T]]) -> T:

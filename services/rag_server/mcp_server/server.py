@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 from uuid import UUID
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -47,6 +47,7 @@ from rag_server.ingestion.models import DocumentStatus
 from rag_server.mcp_server import tools
 from rag_server.retrieval.models import SearchFilters
 
+T = TypeVar("T")
 PRINCIPAL_KEY = "rag_server.principal"  # where McpEndpoint leaves the authenticated principal
 INSTRUCTIONS = (
     "Search and question a document collection. `search` returns passages with document names, ids, "
@@ -81,6 +82,13 @@ def _request_scope(ctx: Context) -> Iterator[None]:
             reset_scope(token)
 
 
+async def _read(ctx: Context, call: Callable[[], Awaitable[T]]) -> T:
+    """A read-only tool call in the request's scope, run again on the primary when a read replica failed
+    under it."""
+    with _request_scope(ctx):
+        return await read_again_on_primary(call)
+
+
 def build_mcp(services: Callable[[], Services]) -> MCPServer:
     """The MCP server; `services` gives the Runtime and ChatService at call time (the app's lifespan
     makes them after this is built)."""
@@ -95,11 +103,8 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         collection: Annotated[str | None, Field(description="Name or id; default `default`")] = None,
         filters: SearchFilters | None = None,
     ) -> tools.SearchResult:
-        with _request_scope(ctx):
-            runtime = services().runtime
-            return await read_again_on_primary(
-                lambda: tools.search_chunks(runtime, query, mode, top_k, collection, filters)
-            )
+        runtime = services().runtime
+        return await _read(ctx, lambda: tools.search_chunks(runtime, query, mode, top_k, collection, filters))
 
     @mcp.tool(description="Answer a question from the documents, citing sources as [n]. Stores nothing.")
     async def ask(
@@ -108,9 +113,8 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         collection: Annotated[str | None, Field(description="Name or id; default `default`")] = None,
         mode: tools.SearchMode | None = None,
     ) -> tools.AskResult:
-        with _request_scope(ctx):
-            chat = services().chat
-            return await read_again_on_primary(lambda: tools.ask(chat, question, collection, mode))
+        chat = services().chat
+        return await _read(ctx, lambda: tools.ask(chat, question, collection, mode))
 
     @mcp.tool(description="List the documents of a collection (default `default`), newest first.")
     async def list_documents(
@@ -120,11 +124,8 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         limit: Annotated[int, Field(ge=1, le=500)] = 50,
         offset: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
     ) -> tools.DocumentListing:
-        with _request_scope(ctx):
-            runtime = services().runtime
-            return await read_again_on_primary(
-                lambda: tools.list_documents(runtime, collection, status, limit, offset)
-            )
+        runtime = services().runtime
+        return await _read(ctx, lambda: tools.list_documents(runtime, collection, status, limit, offset))
 
     @mcp.tool(description="A document's metadata and text: chunks start <= index < end (max 200).")
     async def get_document(
@@ -133,9 +134,8 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         start: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
         end: Annotated[int | None, Field(ge=0, le=2**31 - 1)] = None,
     ) -> tools.DocumentContent:
-        with _request_scope(ctx):
-            runtime = services().runtime
-            return await read_again_on_primary(lambda: tools.get_document(runtime, document_id, start, end))
+        runtime = services().runtime
+        return await _read(ctx, lambda: tools.get_document(runtime, document_id, start, end))
 
     return mcp
 
