@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -42,6 +43,16 @@ CollectionRef = Annotated[CleanText, Field(min_length=1, max_length=100)]
 Description = Annotated[CleanText, Field(max_length=2_000)]
 # Convex fusion's weight of the vector leg (docs/decisions/0004); the BM25 leg gets 1 - alpha.
 HybridAlpha = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
+
+
+@dataclass(frozen=True)
+class ResolvedCollection:
+    """A collection a request named, as `resolve` finds it: what scoping a query and fusing need. Not
+    the API's `Collection`, whose document count is a scan of the collection's documents."""
+
+    id: UUID
+    name: str
+    hybrid_alpha: float | None
 
 
 class Collection(BaseModel):

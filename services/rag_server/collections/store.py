@@ -19,6 +19,7 @@ from rag_server.collections.models import (
     Collection,
     CollectionList,
     CreateCollection,
+    ResolvedCollection,
     UpdateCollection,
 )
 from rag_server.errors import ConflictError, NotFoundError
@@ -75,25 +76,26 @@ async def get_collection(conn: Executor, id_or_name: str) -> Collection:
     return Collection.model_validate(dict(row))
 
 
-async def resolve(conn: Executor, names_or_ids: Sequence[str] | None) -> list[Collection]:
+async def resolve(conn: Executor, names_or_ids: Sequence[str] | None) -> list[ResolvedCollection]:
     """The collections a request names (None: `default`), in the order named, without repeats.
-    An unknown one is a NotFoundError naming it."""
+    An unknown one is a NotFoundError naming it. Every search, chat turn and upload calls it: it reads
+    the collections' own rows only (a document count cost 24-36 ms per search at 100k documents)."""
     refs = list(dict.fromkeys(names_or_ids if names_or_ids is not None else [DEFAULT_COLLECTION]))
     parsed = [parse_ref(r) for r in refs]
     ids = [p for p in parsed if isinstance(p, UUID)]
     names = [p for p in parsed if isinstance(p, str)]
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM collections c WHERE c.id = ANY($1::uuid[]) OR c.name = ANY($2::text[])",
+        "SELECT id, name, hybrid_alpha FROM collections WHERE id = ANY($1::uuid[]) OR name = ANY($2::text[])",
         ids,
         names,
     )
     by_ref = {str(r["id"]): r for r in rows} | {r["name"]: r for r in rows}
-    found: dict[UUID, Collection] = {}
+    found: dict[UUID, ResolvedCollection] = {}
     for ref, p in zip(refs, parsed, strict=True):
         row = by_ref.get(str(p)) if p is not None else None
         if row is None:
             raise NotFoundError(f"no collection {ref!r}")
-        found.setdefault(row["id"], Collection.model_validate(dict(row)))
+        found.setdefault(row["id"], ResolvedCollection(row["id"], row["name"], row["hybrid_alpha"]))
     return list(found.values())
 
 
