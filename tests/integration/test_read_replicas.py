@@ -32,8 +32,11 @@ from rag_server.client import AsyncClient, ClientError
 from rag_server.collections import store
 from rag_server.collections.models import CreateCollection
 from rag_server.config import Settings
+from rag_server.infra.database import is_transient_db_error
 from rag_server.infra.embedded_postgres import EmbeddedPostgres
+from rag_server.infra.replicas import ReadAttempt, ReplicaPool, read_attempt
 from rag_server.infra.runtime import Runtime
+from rag_server.infra.scoped_pool import SYSTEM_SCOPE, bind_scope, reset_scope
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from rag_server.read_after import READ_AFTER_HEADER
 from tests.support.clusters import tcp_cluster
@@ -510,3 +513,26 @@ async def test_an_mcp_search_cancelled_on_the_replica_runs_again_on_the_primary(
         result = await through_a_recovery_conflict(settings, standby, app, mcp_search)
         assert not result.is_error, result.content
         assert doc in {hit["document_id"] for hit in (result.structured_content or {})["results"]}
+
+
+async def test_a_replica_connection_lost_at_commit_marks_the_read_for_the_primary(
+    settings: Settings, runtime: Runtime, standby: Standby
+) -> None:
+    """The read's statements went through and only its COMMIT failed (the replica's backend was
+    terminated): the request is still marked to run again on the primary."""
+    async with replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app, _client):
+        await until(healthy(app), "replica healthy")
+        reads = app.state.runtime.reads
+        pool = reads.pool_for(SYSTEM_SCOPE)
+        assert isinstance(pool, ReplicaPool)
+        attempt, token = ReadAttempt(), bind_scope(SYSTEM_SCOPE)
+        try:
+            with read_attempt(attempt), pytest.raises(Exception) as failed:
+                async with pool.acquire(readonly=True) as conn:
+                    assert await conn.fetchval("SELECT pg_is_in_recovery()")  # on the standby
+                    pid = await conn.fetchval("SELECT pg_backend_pid()")
+                    await asyncio.to_thread(standby.execute, f"SELECT pg_terminate_backend({pid}, 10000)")
+        finally:
+            reset_scope(token)
+        assert is_transient_db_error(failed.value), repr(failed.value)
+        assert attempt.replica_failed, repr(failed.value)

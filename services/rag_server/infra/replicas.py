@@ -154,29 +154,39 @@ class ReplicaPool(ScopedPool):
         settings: Mapping[str, str] | None = None,
     ) -> AsyncIterator[asyncpg.Connection]:
         options: dict[str, Any] = {"isolation": isolation, "readonly": readonly, "settings": settings}
-        async with AsyncExitStack() as stack:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await stack.enter_async_context(super().acquire(**options))
-            except Exception as exc:
-                if not is_transient_db_error(exc):
+        conn: asyncpg.Connection | None = None
+        seen = False
+        try:
+            async with AsyncExitStack() as stack:
+                try:
+                    conn = await stack.enter_async_context(super().acquire(**options))
+                except Exception as exc:
+                    if not is_transient_db_error(exc):
+                        raise
+                    self._mark_down(exc)
+                    self.routed["fallback"] += 1
+                    logger.warning("read replica %s unreachable, reading from the primary", self._index())
+                if conn is None:
+                    yield await stack.enter_async_context(self.primary.acquire(**options))
+                    return
+                try:
+                    yield conn
+                except Exception as exc:
+                    seen = True  # here, where the connection can still tell whether it is closed
+                    self._read_failed(exc, conn.is_closed())
                     raise
-                self._mark_down(exc)
-                self.routed["fallback"] += 1
-                logger.warning("read replica %s unreachable, reading from the primary", self._index())
-            if conn is None:
-                yield await stack.enter_async_context(self.primary.acquire(**options))
-                return
-            try:
-                yield conn
-            except Exception as exc:
-                # The replica's doing: the server answered with a transient error (recovery cancelled
-                # the query, it is shutting down) or the connection is gone. Not a timeout or a
-                # connection error of other code inside the block.
-                lost = conn.is_closed()
-                if is_transient_db_error(exc) and (lost or isinstance(exc, asyncpg.PostgresError)):
-                    self._failed_under_read(exc, lost)
-                raise
+        except Exception as exc:
+            if conn is not None and not seen:
+                # COMMIT or the pool's reset failed, after the connection went back to the pool.
+                self._read_failed(exc, lost=not isinstance(exc, asyncpg.PostgresError))
+            raise
+
+    def _read_failed(self, exc: Exception, lost: bool) -> None:
+        # The replica's doing: the server answered with a transient error (recovery cancelled the
+        # query, it is shutting down) or the connection is gone. Not a timeout or a connection error
+        # of other code inside the block.
+        if is_transient_db_error(exc) and (lost or isinstance(exc, asyncpg.PostgresError)):
+            self._failed_under_read(exc, lost)
 
     def _failed_under_read(self, exc: Exception, lost: bool) -> None:
         """Mark the request's attempt for a run on the primary; a replica whose connection died is down
