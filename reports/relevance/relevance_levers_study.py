@@ -201,6 +201,12 @@ def main() -> None:
         curve = {a: evaluate(run_variant(data, qids, depth=100, mode=mode, alpha=a), qrels)["ndcg@10"]
                  for a in grid}
         print(mode, "alpha curve (all, depth 100):", {a: round(v, 4) for a, v in curve.items()})
+    # fewer fusion candidates (RAG_HYBRID_CANDIDATES below 50), per leg: reports/bench-search-overhead.md
+    for bm25_depth, vector_depth in ((10, 50), (20, 50), (30, 50), (20, 20), (30, 30)):
+        cut = {q: (data["legs"][q][0][:bm25_depth], data["legs"][q][1][:vector_depth]) for q in qids}
+        for split, ids in (("all", qids), ("held", held)):
+            score(f"{split} convex after bm25 depth={bm25_depth} vector depth={vector_depth}", ids,
+                  run_variant({**data, "legs": cut}, ids, depth=DEPTH, mode="after"))
     # analyzers
     for cfg, (postings, qterms) in data["analyzers"].items():
         legs = bm25_python(postings, {q: qterms[q] for q in qids})
