@@ -527,7 +527,8 @@ async def test_a_replica_connection_lost_at_commit_marks_the_read_for_the_primar
     settings: Settings, runtime: Runtime, standby: Standby
 ) -> None:
     """The read's statements went through and only its COMMIT failed (the replica's backend was
-    terminated): the request is still marked to run again on the primary."""
+    terminated): the request is still marked to run again on the primary, and the replica is down
+    until its next check."""
     async with replica_app(settings, standby, runtime, read_replica_max_lag_s=3600) as (app, _client):
         await until(healthy(app), "replica healthy")
         reads = app.state.runtime.reads
@@ -544,3 +545,5 @@ async def test_a_replica_connection_lost_at_commit_marks_the_read_for_the_primar
             reset_scope(token)
         assert is_transient_db_error(failed.value), repr(failed.value)
         assert attempt.replica_failed, repr(failed.value)
+        assert not any(s.healthy for s in reads.status())  # its connection died: down until a check
+        await until(healthy(app), "a check finds the replica up again")

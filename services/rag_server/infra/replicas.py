@@ -155,7 +155,7 @@ class ReplicaPool(ScopedPool):
     ) -> AsyncIterator[asyncpg.Connection]:
         options: dict[str, Any] = {"isolation": isolation, "readonly": readonly, "settings": settings}
         conn: asyncpg.Connection | None = None
-        seen = False
+        block_done = False
         try:
             async with AsyncExitStack() as stack:
                 try:
@@ -172,13 +172,12 @@ class ReplicaPool(ScopedPool):
                 try:
                     yield conn
                 except Exception as exc:
-                    seen = True  # here, where the connection can still tell whether it is closed
-                    self._read_failed(exc, conn.is_closed())
+                    self._read_failed(exc, conn.is_closed())  # the connection can still tell
                     raise
+                block_done = True
         except Exception as exc:
-            if conn is not None and not seen:
-                # COMMIT or the pool's reset failed, after the connection went back to the pool.
-                self._read_failed(exc, lost=not isinstance(exc, asyncpg.PostgresError))
+            if block_done:  # COMMIT or the pool's reset failed, the connection already back in the pool
+                self._read_failed(exc, _connection_lost(exc))
             raise
 
     def _read_failed(self, exc: Exception, lost: bool) -> None:
@@ -210,6 +209,13 @@ class ReplicaPool(ScopedPool):
 
     def _index(self) -> int | None:
         return None if self.replica is None else self.replica.index
+
+
+def _connection_lost(exc: Exception) -> bool:
+    """Whether an error says the connection (or its server) is gone, once the connection cannot say."""
+    if not isinstance(exc, asyncpg.PostgresError):
+        return True
+    return isinstance(exc, asyncpg.PostgresConnectionError) or str(exc.sqlstate).startswith("57P")
 
 
 @dataclass(frozen=True)
