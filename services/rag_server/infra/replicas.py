@@ -181,15 +181,12 @@ class ReplicaPool(ScopedPool):
             raise
 
     def _read_failed(self, exc: Exception, lost: bool) -> None:
-        # The replica's doing: the server answered with a transient error (recovery cancelled the
-        # query, it is shutting down) or the connection is gone. Not a timeout or a connection error
-        # of other code inside the block.
-        if is_transient_db_error(exc) and (lost or isinstance(exc, asyncpg.PostgresError)):
-            self._failed_under_read(exc, lost)
-
-    def _failed_under_read(self, exc: Exception, lost: bool) -> None:
-        """Mark the request's attempt for a run on the primary; a replica whose connection died is down
-        until a check finds it up (a cancelled query, class 40 for a recovery conflict, leaves it up)."""
+        """When the replica failed the read (a transient error from its server: recovery cancelled the
+        query, it is shutting down; or its connection is gone; not a timeout or a connection error of
+        other code inside the block), mark the request's attempt for a run on the primary. A replica
+        whose connection died is down until a check finds it up (a cancelled query leaves it up)."""
+        if not is_transient_db_error(exc) or not (lost or isinstance(exc, asyncpg.PostgresError)):
+            return
         if lost:
             self._mark_down(exc)
         attempt = _attempt.get()
