@@ -118,6 +118,22 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     return status or (0 if all(ok) else 1)
 
 
+def cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.infra.runtime import Runtime, run_with_runtime
+    from rag_server.retrieval import bm25_packs
+    from rag_server.retrieval.service import bm25_engine
+
+    async def work(runtime: Runtime) -> None:
+        if await bm25_engine(runtime) != "native":
+            print("the BM25 engine is pg_search: it has no pack")
+            return
+        packed = await bm25_packs.pack(runtime.pool, if_due=settings if args.if_due else None)
+        state = await bm25_packs.pack_state(runtime.pool)
+        print(("packed: " if packed else "not packed now: ") + state.describe())
+
+    return run_with_runtime(settings, work)
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.stack import run_stack
 
@@ -166,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("doctor", cmd_doctor, "print the database capability report")
     p = add("check", cmd_check, "verify the invariants (tasks, chunks, BM25, queue, chat); exit 1 if broken")
     p.add_argument("--quiescent", action="store_true", help="also fail on tasks still queued or processing")
+    p = add("pack", cmd_pack, "rebuild the native BM25 engine's pack (workers do it when due)")
+    p.add_argument("--if-due", action="store_true", help="only when RAG_BM25_PACK_* say it is due")
     from rag_server.access.cli import register_keys_command
     from rag_server.collections.cli import register_collections_command
     from rag_server.evaluation.commands import register_eval_commands

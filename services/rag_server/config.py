@@ -128,6 +128,13 @@ class Settings(BaseSettings):
     # Okapi BM25 parameters of the native engine (pg_search uses Tantivy's own 1.2 / 0.75).
     bm25_k1: float = Field(default=1.2, ge=0)
     bm25_b: float = Field(default=0.75, ge=0, le=1)
+    # The native engine's pack (docs/decisions/0014-packed-postings.md): built once the corpus holds
+    # this many chunks, rebuilt when chunks added, rewritten or deleted since reach the share of it;
+    # a worker checks every interval (0: never, `rag-server pack` only). Chunk writers wait while a
+    # pack runs (~2 s per 100k chunks here).
+    bm25_pack_min_chunks: int = Field(default=20_000, ge=1)
+    bm25_pack_refresh_share: float = Field(default=0.1, gt=0, le=10)
+    bm25_pack_interval_s: float = Field(default=60.0, ge=0)
     # HNSW candidate list per query; raised to top_k when smaller (HNSW returns at most ef rows).
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
     # convex: SciFact nDCG@10 0.732 vs 0.714 for RRF (k=60) on the same legs; see CLAUDE.md.

@@ -23,6 +23,7 @@ from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import DbScope
 from rag_server.ingestion.batches import create_upload_batch
 from rag_server.ingestion.pipeline import DirectDocument, incoming_file, ingest_documents_direct
+from rag_server.retrieval import bm25_packs
 from tests.conftest import create_database
 from tests.support.processes import free_port, settings_env, start_listening
 
@@ -34,6 +35,8 @@ TABLES = [
     "chunks",
     "chunk_vectors",
     "bm25_postings",
+    "bm25_packed",
+    "bm25_unpacked",
     "job_batches",
     "job_tasks",
     "chat_sessions",
@@ -57,6 +60,12 @@ async def two_collections(runtime: Runtime) -> dict[str, Any]:
             runtime.pool, runtime.queue, [incoming_file(f"{name}-q.txt", name.encode())], c.id
         )
         made[name] = c.id
+    # The native BM25 pack (0014) of both collections, then a rewritten chunk in each: unpacked rows.
+    await bm25_packs.pack(runtime.pool)
+    for name in ("red", "blue"):
+        await runtime.pool.execute(
+            "UPDATE chunks SET search_text = search_text || ' rewritten' WHERE collection_id = $1", made[name]
+        )
     made["red_key"] = await keys.create_key(
         runtime.pool, CreateKey(name="red", role="reader", collections=["red"])
     )
@@ -100,10 +109,18 @@ async def test_the_runtime_role_sees_only_its_scope_in_raw_sql(
             counts = await _counts(conn)
             assert counts["collections"] == 1 and counts["documents"] == 2 and counts["chunks"] >= 1
             assert counts["bm25_postings"] > 0 and counts["job_batches"] == 1 and counts["job_tasks"] == 1
+            assert counts["bm25_packed"] > 0 and counts["bm25_unpacked"] == 1
             assert counts["document_files"] == 2  # the ingested document and the queued upload
             assert counts["chat_sessions"] == 1 and counts["chat_messages"] == 1
             assert counts["api_keys"] == 0 and counts["api_key_collections"] == 0  # admins only
-            for table in ("documents", "chunks", "bm25_postings", "job_batches"):
+            for table in (
+                "documents",
+                "chunks",
+                "bm25_postings",
+                "bm25_packed",
+                "bm25_unpacked",
+                "job_batches",
+            ):
                 assert (
                     await conn.fetchval(f"SELECT count(*) FROM {table} WHERE collection_id = $1", blue) == 0
                 )

@@ -22,6 +22,7 @@ from rag_server.infra.runtime import Runtime
 from rag_server.ingestion import tasks
 from rag_server.ingestion.integrity import IntegrityReport, check_integrity
 from rag_server.ingestion.pipeline import prepare_chunks
+from rag_server.retrieval import bm25_packs
 from tests.support.ingest import enqueue
 from tests.support.processes import settings_env
 from tests.support.sample_files import long_text
@@ -189,6 +190,30 @@ async def test_bm25_statistics_differ_from_a_recount(
         report = await check(conn, runtime)
     assert expected in checks(report)
     assert checks(report) <= {"bm25 stats", "bm25 terms", "bm25 postings"}
+
+
+async def test_the_bm25_pack_must_hold_what_the_postings_hold(
+    runtime: Runtime, healthy: dict[str, uuid.UUID]
+) -> None:
+    async with broken(runtime) as conn:
+        assert await bm25_packs.pack(conn) is not None
+        assert (await check(conn, runtime)).ok
+        # Written again after the pack: read from bm25_postings, its packed entries ignored.
+        await conn.execute(
+            "UPDATE chunks SET search_text = 'rewritten text' WHERE id = (SELECT min(id) FROM chunks)"
+        )
+        assert (await check(conn, runtime)).ok, (await check(conn, runtime)).lines()
+        # The last entry of a term's packed list gets another tf.
+        await conn.execute(
+            "UPDATE bm25_packed SET tfs = overlay(tfs PLACING '\\x00000063'::bytea FROM length(tfs) - 3)"
+            " WHERE term = (SELECT max(term) FROM bm25_packed)"
+        )
+        report = await check(conn, runtime)
+    assert checks(report) == {"bm25 pack"}
+    assert {v.detail.split(":")[0] for v in report.violations} == {
+        "wrong entry in the BM25 pack",
+        "missing entry in the BM25 pack",
+    }
 
 
 async def test_orphan_messages(runtime: Runtime, healthy: dict[str, uuid.UUID]) -> None:

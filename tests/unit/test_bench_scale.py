@@ -99,7 +99,7 @@ def test_report_tables_hold_every_scale_and_mode() -> None:
     assert "-" in growth
     text = markdown_report(RESULT, "chart.png")
     assert "| 100k | hybrid | 20.0 | 40.0 | 80.0 | total=19 | 99.0% | 1.50 |" in text
-    assert "| 10k | 12 | 8 | - | 3 | - | 10 |" in text  # build seconds, then chunks heap 10 MB
+    assert "| 10k | 12 | 8 | - | 3 | - | - | 10 |" in text  # build seconds (no pack), then chunks heap 10 MB
     assert "![latency, QPS and sizes by corpus size](chart.png)" in text
 
 

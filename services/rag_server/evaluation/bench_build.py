@@ -142,6 +142,7 @@ SELECT pg_table_size('chunks') AS chunks_heap,
        coalesce(pg_table_size(to_regclass('bm25_postings')), 0) AS bm25_postings_heap,
        coalesce(pg_indexes_size(to_regclass('bm25_postings')), 0) AS bm25_postings_index,
        coalesce(pg_total_relation_size(to_regclass('bm25_terms')), 0) AS bm25_terms,
+       coalesce(pg_total_relation_size(to_regclass('bm25_packed')), 0) AS bm25_pack,
        pg_database_size(current_database()) AS database
 """
 

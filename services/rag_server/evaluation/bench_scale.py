@@ -29,6 +29,7 @@ SIZE_COLUMNS = {
     "bm25_postings_heap": "BM25 postings heap",
     "bm25_postings_index": "BM25 postings key",
     "bm25_terms": "BM25 terms",
+    "bm25_pack": "BM25 pack",
     "database": "database",
 }
 BUILD_COLUMNS = {
@@ -36,6 +37,7 @@ BUILD_COLUMNS = {
     "bm25_index_s": "BM25 index",
     "hnsw_index_s": "HNSW index",
     "vacuum_s": "VACUUM",
+    "bm25_pack_s": "BM25 pack",
 }
 
 

@@ -6,7 +6,8 @@ Each check is one query that returns the rows breaking an invariant, so an empty
 - chunks: each document's chunk indexes are exactly 0..n-1 and n = documents.chunk_count; only ready
   documents have chunks; a completed task wrote its document's chunks;
 - native BM25: bm25_stats, bm25_terms and bm25_postings equal a recount from the chunks' text
-  (the triggers' own formulas: to_tsvector('english', search_text), tf = positions);
+  (the triggers' own formulas: to_tsvector('english', search_text), tf = positions); the pack holds
+  what bm25_postings holds for the chunks it covers;
 - queue: no message whose task is finished or missing (complete/fail delete or archive it in the task's
   own transaction). On a live system a document deleted while queued leaves its message until a worker
   reads it, so without `quiescent` only a message visible for over ORPHAN_VISIBLE_S counts;
@@ -143,6 +144,31 @@ BM25_CHECKS = {
                                        collection_id FROM bm25_postings) y))
         SELECT NULL::uuid, kind || ' posting: term ' || quote_literal(term) || ', chunk ' || chunk_id
                || ', tf ' || tf || ', doc_len ' || doc_len FROM wrong""",
+    # The pack (0014) holds exactly the postings of every live chunk at or below its watermark that
+    # was not written again since (bm25_unpacked); deleted chunks' entries may stay until the next pack.
+    "bm25 pack": """
+        WITH k AS (SELECT watermark FROM bm25_pack)
+        , packed AS (
+            SELECT b.collection_id, b.term,
+                   ('x' || encode(substring(b.chunk_ids FROM i * 8 + 1 FOR 8), 'hex'))::bit(64)::bigint
+                       AS chunk_id,
+                   ('x' || encode(substring(b.tfs FROM i * 4 + 1 FOR 4), 'hex'))::bit(32)::int AS tf,
+                   ('x' || encode(substring(b.lens FROM i * 4 + 1 FOR 4), 'hex'))::bit(32)::int AS doc_len
+            FROM bm25_packed b, generate_series(0, length(b.chunk_ids) / 8 - 1) AS i)
+        , held AS (
+            SELECT * FROM packed p
+            WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.id = p.chunk_id)
+              AND NOT EXISTS (SELECT 1 FROM bm25_unpacked u WHERE u.chunk_id = p.chunk_id))
+        , expected AS (
+            SELECT p.collection_id, p.term, p.chunk_id, p.tf, p.doc_len FROM bm25_postings p, k
+            WHERE p.chunk_id <= k.watermark
+              AND NOT EXISTS (SELECT 1 FROM bm25_unpacked u WHERE u.chunk_id = p.chunk_id))
+        , wrong AS (
+            (SELECT 'wrong' AS kind, * FROM (SELECT * FROM held EXCEPT ALL SELECT * FROM expected) x)
+            UNION ALL
+            (SELECT 'missing', * FROM (SELECT * FROM expected EXCEPT ALL SELECT * FROM held) y))
+        SELECT NULL::uuid, kind || ' entry in the BM25 pack: term ' || quote_literal(term) || ', chunk '
+               || chunk_id || ', tf ' || tf || ', doc_len ' || doc_len FROM wrong""",
 }
 
 

@@ -34,6 +34,8 @@ from rag_server.ingestion import tasks
 from rag_server.ingestion.parsing import ParseError
 from rag_server.ingestion.pipeline import prepare_chunks, warm_up_chunking
 from rag_server.ingestion.recovery import WorkerLease, release_unstarted_messages, requeue_dead_workers_tasks
+from rag_server.retrieval.bm25_packs import pack_if_due
+from rag_server.retrieval.service import bm25_engine
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +86,13 @@ class Worker:
 
     async def run(self) -> None:
         slots = [asyncio.create_task(self._slot(i)) for i in range(max(1, self.settings.worker_concurrency))]
-        watch = asyncio.create_task(self._watch())
+        background = [asyncio.create_task(self._watch())]
+        if self.settings.bm25_pack_interval_s > 0:
+            background.append(asyncio.create_task(self._pack_when_due()))
         await self.stopping.wait()
-        watch.cancel()
-        await asyncio.gather(watch, return_exceptions=True)
+        for task in background:
+            task.cancel()  # a pack in progress rolls back: the previous one stays
+        await asyncio.gather(*background, return_exceptions=True)
         logger.info(
             "stopping: finishing in-flight tasks (up to %.0f s)", self.settings.worker_shutdown_grace_s
         )
@@ -121,6 +126,17 @@ class Worker:
             except Exception as exc:  # the database is down: try again next round
                 logger.warning("dead-worker check failed (%s: %s)", exc.__class__.__name__, exc)
             await self._sleep(self.settings.worker_recovery_interval_s)
+
+    async def _pack_when_due(self) -> None:
+        """Refresh the native BM25 engine's pack when enough chunks changed (decision 0014)."""
+        s = self.settings
+        while not self.stopping.is_set():
+            await self._sleep(s.bm25_pack_interval_s)
+            try:
+                if await bm25_engine(self.runtime) == "native":
+                    await pack_if_due(self.runtime.pool, s)
+            except Exception as exc:  # the database is down: try again next round
+                logger.warning("BM25 pack failed (%s: %s)", exc.__class__.__name__, exc)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -17,9 +17,11 @@ chunks with equal scores tie exactly (broken by chunk id). The rounding costs at
 term: below 1e-8 with the default k1.
 
 Plan, inside one REPEATABLE READ snapshot (statistics and postings agree while workers write):
-1. The query's terms with their df, N and total length.
-2. Few postings in all (or one term): the full statement sums every posting and keeps the top k.
-3. Otherwise a seeded MaxScore, exact by construction:
+1. The query's terms with their df, N and total length, and the pack's watermark (migration 0014).
+2. A pack, and no filter but the collection scope: bm25_packed scores every posting in the server
+   (decision 0014). Otherwise the statements below, over bm25_postings:
+3. Few postings in all (or one term): the full statement sums every posting and keeps the top k.
+4. Otherwise a seeded MaxScore, exact by construction:
    a. seed: the rarest terms, up to SEED_POSTINGS postings (or N / SEED_CORPUS_SHARE), are summed;
       their SEED_DEPTH * k best chunks get full scores (the other terms looked up for those chunk ids
       only). theta, the k-th best of these full scores, is a lower bound of the true k-th score.
@@ -33,7 +35,7 @@ Plan, inside one REPEATABLE READ snapshot (statistics and postings agree while w
       looking their ids up in each term's postings (one index scan per term, `= ANY(sorted ids)`).
       Every true top-k chunk passes that filter, so their top k is the answer.
 Summing postings is what costs (~0.35 us each at 1M chunks, most of a query); lookups ~0.8 us per id
-and term: step 3 trades the long posting lists of common terms for lookups of the chunks that can
+and term: step 4 trades the long posting lists of common terms for lookups of the chunks that can
 still win. Sums are hash aggregates with a group per chunk: a statement summing many postings gets
 work_mem raised for it, or the aggregate spills to disk.
 """
@@ -48,6 +50,7 @@ from uuid import UUID
 
 import asyncpg
 
+from rag_server.retrieval.bm25_packed import Weights, packed_top_k
 from rag_server.retrieval.filters import FilterSQL, build_filters
 from rag_server.retrieval.legs import LegHit
 from rag_server.retrieval.models import SearchFilters
@@ -90,7 +93,7 @@ WORK_MEM_MAX_KB = 64 * 1024
 INT4_MAX = 2**31 - 1
 
 TERMS_SQL = """
-    SELECT bt.term, bt.df, s.n_docs, s.total_len
+    SELECT bt.term, bt.df, s.n_docs, s.total_len, (SELECT watermark FROM bm25_pack) AS packed_upto
     FROM unnest(to_tsvector('english', $1::text)) AS q  -- a tsvector holds each lexeme once
     JOIN bm25_terms bt ON bt.term = q.lexeme
     CROSS JOIN bm25_stats s
@@ -268,13 +271,19 @@ async def native_top_k(
     """The exact BM25 top_k, best first, among chunks passing the filters and the collection scope.
     Call inside a REPEATABLE READ transaction.
 
-    `prune=False` always runs the full statement (tests compare the two).
+    `prune=False` always runs the full statement (tests compare it with the pack and with MaxScore).
     """
     rows = await conn.fetch(TERMS_SQL, query)
     if not rows:
         return []
     q = QueryTerms.from_rows(rows, k1, b)
     n_terms = len(q.terms)
+    # Migration 0014's pack, when there is one and no filter beyond the collection scope asks for the
+    # statements below (they join chunks and documents per posting).
+    watermark = rows[0]["packed_upto"]
+    if prune and watermark is not None and not build_filters(filters, first_param=1).clauses:
+        weights = Weights(q.terms, q.weights, q.c0, q.c1, q.scale)
+        return await packed_top_k(conn, weights, sum(q.dfs), top_k, watermark, collections)
 
     def bind(flagged: int, *extra: Any) -> list[Any]:
         flags = [i < flagged for i in range(n_terms)]

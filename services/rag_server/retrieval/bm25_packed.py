@@ -1,0 +1,145 @@
+"""The native BM25 top-k over the pack (migration 0014, docs/decisions/0014-packed-postings.md).
+
+One statement brings, for the query's terms, the pack's rows (each term's postings as byte arrays, per
+collection in scope) and the postings the pack does not hold: chunks above its watermark (one index
+range per term) and chunks written at or below it after it (bm25_unpacked, whose packed entries are
+stale and masked). Every posting is then scored and summed with numpy: no pruning is needed, as a
+posting costs ~10 ns here against ~1 us in PostgreSQL's executor (reports/bench-bm25-packed.md).
+
+The same fixed point as bm25_native's statements (a contribution rounded to an integer at the
+query's scale, then summed), computed in the same order of float operations: scores and ties are
+bit-for-bit those of the SQL path. Chunks deleted after the pack are still in it, so the best ones are
+checked against `chunks` (under the caller's row-level security) and the list extended when some are
+gone. Only the collection scope is applied here: other filters go to bm25_native's statements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import numpy as np
+
+from rag_server.retrieval.legs import LegHit
+
+# Scoring this many postings or more goes to a thread: ~2.5 ms per 50k here, the event loop's to keep.
+THREAD_POSTINGS = 20_000
+
+_DELTA_AGGREGATES = """string_agg(int8send(p.chunk_id), ''::bytea ORDER BY p.chunk_id),
+           string_agg(int4send(p.tf), ''::bytea ORDER BY p.chunk_id),
+           string_agg(int4send(p.doc_len), ''::bytea ORDER BY p.chunk_id)"""
+
+# $1 terms, $2 the collection scope (NULL: every collection the caller sees), $3 the watermark.
+# kind 0: a packed row; 1: postings outside the pack; 2: the unpacked chunk ids (their packed entries
+# are stale).
+FETCH_SQL = f"""
+    SELECT 0 AS kind, b.term, b.chunk_ids, b.tfs, b.lens
+    FROM bm25_packed b
+    WHERE b.term = ANY($1::text[]) AND ($2::uuid[] IS NULL OR b.collection_id = ANY($2::uuid[]))
+    UNION ALL
+    SELECT 1, p.term, {_DELTA_AGGREGATES}
+    FROM bm25_postings p
+    WHERE p.term = ANY($1::text[]) AND p.chunk_id > $3::int8
+      AND ($2::uuid[] IS NULL OR p.collection_id = ANY($2::uuid[]))
+    GROUP BY p.term
+    UNION ALL
+    SELECT 1, p.term, {_DELTA_AGGREGATES}
+    FROM bm25_unpacked u CROSS JOIN LATERAL (
+        -- a probe per unpacked chunk (OFFSET 0 keeps it one), never a scan of the terms' postings
+        SELECT * FROM bm25_postings p WHERE p.term = ANY($1::text[]) AND p.chunk_id = u.chunk_id OFFSET 0
+    ) p
+    WHERE $2::uuid[] IS NULL OR u.collection_id = ANY($2::uuid[])
+    GROUP BY p.term
+    UNION ALL
+    SELECT 2, NULL, string_agg(int8send(u.chunk_id), ''::bytea), NULL, NULL
+    FROM bm25_unpacked u
+    WHERE $2::uuid[] IS NULL OR u.collection_id = ANY($2::uuid[])
+"""
+
+LIVE_SQL = "SELECT id FROM chunks WHERE id = ANY($1::bigint[])"
+
+
+class Weights:
+    """What a posting's contribution needs: w(t) per term, c0, c1 and the fixed-point scale."""
+
+    def __init__(self, terms: Sequence[str], weights: Sequence[float], c0: float, c1: float, scale: float):
+        self.by_term = dict(zip(terms, weights, strict=True))
+        self.c0, self.c1, self.scale = c0, c1, scale
+
+
+def score(weights: Weights, rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(chunk ids ascending, int64 scores) of every chunk holding a query term, from FETCH_SQL's rows."""
+    stale = next((r["chunk_ids"] for r in rows if r["kind"] == 2 and r["chunk_ids"] is not None), None)
+    stale_ids = np.frombuffer(stale, dtype=">i8") if stale else None
+    ids_parts: list[np.ndarray] = []
+    contribution_parts: list[np.ndarray] = []
+    for r in rows:
+        if r["kind"] == 2:
+            continue
+        ids = np.frombuffer(r["chunk_ids"], dtype=">i8").astype(np.int64)
+        tf = np.frombuffer(r["tfs"], dtype=">i4").astype(np.float64)
+        length = np.frombuffer(r["lens"], dtype=">i4").astype(np.float64)
+        if r["kind"] == 0 and stale_ids is not None:
+            keep = ~np.isin(ids, stale_ids)
+            ids, tf, length = ids[keep], tf[keep], length[keep]
+        # bm25_native.CONTRIBUTION, operation for operation; PostgreSQL's float8 -> int4 rounds half
+        # to even, as np.rint does.
+        w = weights.by_term[r["term"]]
+        contribution = np.rint(w * tf / (tf + weights.c0 + weights.c1 * length) * weights.scale)
+        ids_parts.append(ids)
+        contribution_parts.append(contribution)
+    if not ids_parts:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    ids = np.concatenate(ids_parts)
+    contributions = np.concatenate(contribution_parts)
+    # Sums of integers below 2**31 each, far below 2**53: exact in float64.
+    low = int(ids.min())
+    span = int(ids.max()) - low + 1
+    if span <= 4 * len(ids) + 1_000_000:  # ids dense enough for an accumulator slot per id in range
+        offsets = ids - low
+        sums = np.bincount(offsets, weights=contributions, minlength=span)
+        present = np.bincount(offsets, minlength=span) > 0
+        return np.flatnonzero(present) + low, sums[present].astype(np.int64)
+    unique, inverse = np.unique(ids, return_inverse=True)
+    return unique, np.bincount(inverse, weights=contributions, minlength=len(unique)).astype(np.int64)
+
+
+def ranked(ids: np.ndarray, sums: np.ndarray, depth: int) -> list[tuple[int, int]]:
+    """The best `depth` (chunk id, score) by score descending, then chunk id ascending."""
+    if len(ids) > depth:
+        kth = np.partition(sums, len(sums) - depth)[len(sums) - depth]
+        keep = np.flatnonzero(sums >= kth)  # every tie at the cut, then ordered
+        ids, sums = ids[keep], sums[keep]
+    order = np.lexsort((ids, -sums))[:depth]
+    return list(zip(ids[order].tolist(), sums[order].tolist(), strict=True))
+
+
+async def packed_top_k(
+    conn: asyncpg.Connection,
+    weights: Weights,
+    postings: int,
+    top_k: int,
+    watermark: int,
+    collections: Sequence[UUID] | None,
+) -> list[LegHit]:
+    """The exact BM25 top_k over the pack and what it lacks; `postings`: the query terms' document
+    frequencies summed (decides whether scoring leaves the event loop). Inside the caller's snapshot."""
+    scope = None if collections is None else list(collections)
+    rows = await conn.fetch(FETCH_SQL, list(weights.by_term), scope, watermark)
+    if postings >= THREAD_POSTINGS:
+        ids, sums = await asyncio.to_thread(score, weights, rows)
+    else:
+        ids, sums = score(weights, rows)
+    # Chunks deleted since the pack: a refresh is due once they reach RAG_BM25_PACK_REFRESH_SHARE of it,
+    # so a quarter more than asked for is nearly always enough; otherwise look four times deeper.
+    depth = top_k + top_k // 4 + 10
+    while True:
+        best = ranked(ids, sums, depth)
+        live = {r["id"] for r in await conn.fetch(LIVE_SQL, [chunk_id for chunk_id, _ in best])}
+        hits = [LegHit(chunk_id, total / weights.scale) for chunk_id, total in best if chunk_id in live]
+        if len(hits) >= top_k or len(best) < depth:
+            return hits[:top_k]
+        depth *= 4

@@ -1,0 +1,150 @@
+"""Building the native BM25 engine's pack (migration 0014, docs/decisions/0014-packed-postings.md), and
+deciding when it is due. The pack is a copy of bm25_postings: it is rebuilt whole, never patched.
+
+A pack runs in one transaction holding the writers' mutex (the bm25_stats row every chunk writer locks
+first), so it sees every committed chunk and no writer changes postings under it: chunk writers wait
+for it (about 2 s per 100k chunks here; docs/scaling.md). Readers do not wait: they keep reading the
+previous pack in their snapshot until it commits.
+
+Who runs it: a worker every RAG_BM25_PACK_INTERVAL_S when it is due (`pack_if_due`), `rag-server pack`,
+and `rag-server bench search` on a freshly built database. Must see every collection: call it with the
+system scope (workers, CLI).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from rag_server.config import Settings
+from rag_server.infra.database import Executor, transaction
+
+logger = logging.getLogger(__name__)
+
+# pg_try_advisory_xact_lock key: one pack at a time across workers (a second would redo the first).
+PACK_LOCK = 7_220_014_001
+# A pack groups every posting by (term, collection): its sort gets this much memory, not 4MB.
+PACK_WORK_MEM = "256MB"
+
+STATE_SQL = """
+    SELECT k.watermark, coalesce(k.chunks, 0) AS packed_chunks, coalesce(k.postings, 0) AS postings,
+           k.packed_at, k.seconds,
+           s.n_docs AS chunks,
+           CASE WHEN k.watermark IS NULL THEN 0
+                ELSE (SELECT count(*) FROM chunks c WHERE c.id > k.watermark) END AS newer,
+           (SELECT count(*) FROM bm25_unpacked) AS unpacked
+    FROM bm25_stats s LEFT JOIN bm25_pack k ON true
+    WHERE s.id = 1
+"""
+
+# UPDATE, not SELECT ... FOR UPDATE: a writer in a REPEATABLE READ snapshot taken before the pack then
+# fails on the row instead of writing at or below the watermark without seeing it.
+PACK_STATEMENTS = (
+    "UPDATE bm25_stats SET n_docs = n_docs WHERE id = 1",
+    f"SET LOCAL work_mem = '{PACK_WORK_MEM}'",
+    "DELETE FROM bm25_packed",
+    "DELETE FROM bm25_unpacked",
+)
+WATERMARK_SQL = "SELECT coalesce(max(id), 0) FROM chunks"
+FILL_SQL = """
+    INSERT INTO bm25_packed (collection_id, term, chunk_ids, tfs, lens)
+    SELECT collection_id, term,
+           string_agg(int8send(chunk_id), ''::bytea ORDER BY chunk_id),
+           string_agg(int4send(tf), ''::bytea ORDER BY chunk_id),
+           string_agg(int4send(doc_len), ''::bytea ORDER BY chunk_id)
+    FROM bm25_postings
+    WHERE chunk_id <= $1
+    GROUP BY term, collection_id
+"""
+RECORD_SQL = """
+    INSERT INTO bm25_pack (id, watermark, chunks, postings, seconds)
+    VALUES (1, $1, (SELECT count(*) FROM chunks WHERE id <= $1),
+            (SELECT count(*) FROM bm25_postings WHERE chunk_id <= $1), $2)
+    ON CONFLICT (id) DO UPDATE SET watermark = EXCLUDED.watermark, chunks = EXCLUDED.chunks,
+        postings = EXCLUDED.postings, packed_at = now(), seconds = EXCLUDED.seconds
+"""
+
+
+@dataclass(frozen=True)
+class PackState:
+    """The pack against the chunks now. `watermark` None: never packed."""
+
+    watermark: int | None
+    packed_chunks: int
+    postings: int  # postings in the pack
+    packed_at: datetime | None
+    seconds: float | None  # how long the last pack held the writers
+    chunks: int
+    newer: int  # chunks above the watermark
+    unpacked: int  # chunks at or below it written after the pack
+
+    @property
+    def changed(self) -> int:
+        """Chunks the pack does not hold as they are now: newer, rewritten, and deleted ones."""
+        deleted = max(0, self.packed_chunks - (self.chunks - self.newer))
+        return self.newer + self.unpacked + deleted
+
+    def describe(self) -> str:
+        if self.watermark is None:
+            return f"no pack yet ({self.chunks} chunks)"
+        return (
+            f"{self.packed_chunks} chunks, {self.postings} postings up to chunk id {self.watermark}, "
+            f"built {self.packed_at:%Y-%m-%d %H:%M:%S %Z} in {self.seconds or 0:.1f} s; "
+            f"{self.changed} chunks changed since ({self.newer} newer, {self.unpacked} rewritten "
+            "or written late)"
+        )
+
+    def due(self, settings: Settings) -> bool:
+        """RAG_BM25_PACK_MIN_CHUNKS chunks and no pack yet, or RAG_BM25_PACK_REFRESH_SHARE changed."""
+        if self.watermark is None:
+            return self.chunks >= settings.bm25_pack_min_chunks
+        return self.changed > 0 and self.changed >= settings.bm25_pack_refresh_share * self.packed_chunks
+
+
+async def pack_state(conn: Executor) -> PackState:
+    row = await conn.fetchrow(STATE_SQL)
+    assert row is not None  # bm25_stats always holds its row
+    return PackState(
+        watermark=row["watermark"],
+        packed_chunks=int(row["packed_chunks"]),
+        postings=int(row["postings"]),
+        packed_at=row["packed_at"],
+        seconds=row["seconds"],
+        chunks=int(row["chunks"]),
+        newer=int(row["newer"]),
+        unpacked=int(row["unpacked"]),
+    )
+
+
+async def pack(conn: Executor, *, if_due: Settings | None = None) -> PackState | None:
+    """Rebuild the pack from bm25_postings, in one transaction. With `if_due`, only when due by those
+    settings (read under the lock). None: not packed (not due, or another pack was running)."""
+    async with transaction(conn) as c:
+        if not await c.fetchval("SELECT pg_try_advisory_xact_lock($1)", PACK_LOCK):
+            return None
+        if if_due is not None and not (await pack_state(c)).due(if_due):
+            return None
+        started = time.perf_counter()
+        for statement in PACK_STATEMENTS:
+            await c.execute(statement)
+        watermark = await c.fetchval(WATERMARK_SQL)
+        await c.execute(FILL_SQL, watermark)
+        await c.execute(RECORD_SQL, watermark, time.perf_counter() - started)
+        state = await pack_state(c)
+    logger.info(
+        "BM25 pack: %d chunks, %d postings at or below chunk id %d in %.1f s",
+        state.packed_chunks,
+        state.postings,
+        watermark,
+        state.seconds or 0.0,
+    )
+    return state
+
+
+async def pack_if_due(conn: Executor, settings: Settings) -> PackState | None:
+    """Pack when due; the state is read first without any lock, so a pack not due costs two counts."""
+    if not (await pack_state(conn)).due(settings):
+        return None
+    return await pack(conn, if_due=settings)

@@ -1,0 +1,264 @@
+"""The native BM25 engine's pack (migration 0014, docs/decisions/0014-packed-postings.md): a search
+over the pack returns exactly what summing every posting in SQL returns (ids, scores, order), through
+every change made after the pack: new chunks, deleted ones, rewritten text, a writer that drew its id
+before the pack and inserted after it; a worker builds and refreshes it; chunk writers wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from rag_server.collections import store
+from rag_server.collections.models import CreateCollection
+from rag_server.config import Settings
+from rag_server.infra.database import owner_connection
+from rag_server.infra.runtime import Runtime, open_runtime
+from rag_server.infra.scoped_pool import DbScope, bind_scope, reset_scope
+from rag_server.retrieval import bm25_packs
+from rag_server.retrieval.bm25 import bm25_leg
+from rag_server.retrieval.models import SearchFilters
+from tests.conftest import create_database
+from tests.integration.test_bm25_native import QUERIES, WORDS, insert_document, random_text
+from tests.support.processes import Proc, settings_env, start_worker
+
+SEARCHES = [*QUERIES, "running connection protein rare3 rare4", "cells genes cancer", "rare17"]
+
+
+def common_text(rng: random.Random) -> str:
+    """Common words everywhere and one rare word: many postings per term, many ties in score."""
+    return " ".join([*rng.choices(WORDS[:16], k=rng.randint(3, 30)), f"rare{rng.randrange(40)}"])
+
+
+async def add_documents(
+    conn: asyncpg.Connection, rng: random.Random, count: int, collection: uuid.UUID
+) -> None:
+    for _ in range(count):
+        texts = [
+            common_text(rng) if rng.random() < 0.7 else random_text(rng, 12) for _ in range(rng.randint(2, 8))
+        ]
+        await insert_document(conn, texts, rng, collection_id=collection)
+
+
+async def assert_pack_answers_like_the_full_statement(
+    conn: asyncpg.Connection, scopes: list[list[uuid.UUID] | None]
+) -> int:
+    """Every search, scope and depth: the packed path (prune) equals every posting summed in SQL."""
+    compared = 0
+    for query in SEARCHES:
+        for scope in scopes:
+            for k in (1, 3, 10, 50, 100_000):
+                full = await bm25_leg(conn, "native", query, k, prune=False, collections=scope)
+                packed = await bm25_leg(conn, "native", query, k, collections=scope)
+                assert [(h.chunk_id, h.score) for h in packed] == [(h.chunk_id, h.score) for h in full], (
+                    query,
+                    scope,
+                    k,
+                )
+                compared += len(full)
+    return compared
+
+
+@pytest.fixture(scope="module")
+async def collections(runtime: Runtime) -> list[uuid.UUID]:
+    made = [(await store.create_collection(runtime.pool, CreateCollection(name=n))).id for n in ("pa", "pb")]
+    rng = random.Random(14)
+    async with runtime.pool.acquire() as conn:
+        for collection in made:
+            await add_documents(conn, rng, 25, collection)
+    return made
+
+
+async def test_the_pack_is_what_answers(runtime: Runtime, collections: list[uuid.UUID]) -> None:
+    state = await bm25_packs.pack(runtime.pool)
+    assert state is not None and state.watermark == await runtime.pool.fetchval("SELECT max(id) FROM chunks")
+    assert state.changed == 0 and state.packed_chunks == await runtime.pool.fetchval(
+        "SELECT count(*) FROM chunks"
+    )
+    async with runtime.pool.acquire() as conn:
+        before = await bm25_leg(conn, "native", "mice cancer", 10)
+        assert before
+    # Tamper with the copy, as the owner: a search that reads the pack must change; the full
+    # statement over bm25_postings must not.
+    async with owner_connection(runtime.database_url) as owner:
+        mice = "SELECT lexeme FROM unnest(to_tsvector('english', 'mice'))"
+        await owner.execute(f"DELETE FROM bm25_packed WHERE term IN ({mice})")
+    async with runtime.pool.acquire() as conn:
+        tampered = await bm25_leg(conn, "native", "mice cancer", 10)
+        assert tampered != before
+        assert await bm25_leg(conn, "native", "mice cancer", 10, prune=False) == before
+    await bm25_packs.pack(runtime.pool)
+    async with runtime.pool.acquire() as conn:
+        assert await bm25_leg(conn, "native", "mice cancer", 10) == before
+
+
+async def test_every_change_after_the_pack_is_searched_exactly(
+    runtime: Runtime, collections: list[uuid.UUID]
+) -> None:
+    rng = random.Random(15)
+    a, b = collections
+    scopes: list[list[uuid.UUID] | None] = [None, [a], [b], [a, b], []]
+    await bm25_packs.pack(runtime.pool)
+    # Outside any transaction (each statement commits): a pack waits for every open chunk write.
+    async with owner_connection(runtime.database_url) as conn:
+        assert await assert_pack_answers_like_the_full_statement(conn, scopes) > 1000
+
+        # A writer drew its chunk id before the pack and inserts after it, below the watermark (as when
+        # its INSERT waited for the pack while a later writer's chunks committed before it).
+        doc = await insert_document(conn, [], rng, collection_id=a)
+        late_id = await conn.fetchval("SELECT nextval(pg_get_serial_sequence('chunks', 'id'))")
+        await add_documents(conn, rng, 2, a)
+        await bm25_packs.pack(runtime.pool)
+        await conn.execute(
+            "INSERT INTO chunks (id, document_id, chunk_index, text, search_text, embedding, collection_id)"
+            " OVERRIDING SYSTEM VALUE SELECT $1, $2, 0, $3, $3,"
+            " (SELECT embedding FROM chunks WHERE embedding IS NOT NULL LIMIT 1), collection_id"
+            " FROM documents WHERE id = $2",
+            late_id,
+            doc[0],
+            "zebrafish rare17 rare17 mice",
+        )
+        # New chunks above the watermark, in both collections.
+        await add_documents(conn, rng, 4, a)
+        await add_documents(conn, rng, 3, b)
+        # Packed chunks deleted: whole documents and single chunks, among the best of a search.
+        best = await bm25_leg(conn, "native", "mice cancer", 5)
+        await conn.execute("DELETE FROM chunks WHERE id = ANY($1::bigint[])", [h.chunk_id for h in best[:3]])
+        victims = await conn.fetch("SELECT id FROM documents WHERE collection_id = $1 ORDER BY id LIMIT 3", b)
+        await conn.execute("DELETE FROM documents WHERE id = ANY($1::uuid[])", [r["id"] for r in victims])
+        # A packed chunk gets new text: its packed postings are stale.
+        rewritten = await conn.fetchval("SELECT min(id) FROM chunks WHERE collection_id = $1", b)
+        await conn.execute(
+            "UPDATE chunks SET search_text = 'rare17 rare17 rare17 gene' WHERE id = $1", rewritten
+        )
+        await conn.execute(
+            "UPDATE chunks SET metadata = '{\"k\": 2}' WHERE id = $1", rewritten
+        )  # not indexed
+
+        state = await bm25_packs.pack_state(conn)
+        assert state.unpacked == 2  # the late chunk and the rewritten one
+        assert state.newer > 0 and state.changed > state.newer + state.unpacked
+        assert late_id <= state.watermark and rewritten <= state.watermark  # type: ignore[operator]
+        top = await bm25_leg(conn, "native", "rare17", 3, collections=[b])
+        assert top[0].chunk_id == rewritten
+        assert late_id in [h.chunk_id for h in await bm25_leg(conn, "native", "zebrafish rare17", 3)]
+        assert await assert_pack_answers_like_the_full_statement(conn, scopes) > 1000
+
+        # Filters other than the collection scope go to the SQL statements, over the same snapshot.
+        some_docs = SearchFilters(
+            document_ids=[r["id"] for r in await conn.fetch("SELECT id FROM documents ORDER BY id LIMIT 9")]
+        )
+        for query in SEARCHES:
+            full = await bm25_leg(conn, "native", query, 10, some_docs, prune=False)
+            assert await bm25_leg(conn, "native", query, 10, some_docs) == full
+
+        # A new pack takes it all in, and nothing is left outside it.
+        state = await bm25_packs.pack(runtime.pool)
+        assert state is not None and (state.newer, state.unpacked, state.changed) == (0, 0, 0)
+        assert await assert_pack_answers_like_the_full_statement(conn, scopes) > 1000
+
+
+async def test_a_pack_waits_for_a_writer_and_writers_wait_for_it(
+    runtime: Runtime, collections: list[uuid.UUID]
+) -> None:
+    """Chunk writers and the pack share the writers' mutex: a pack started while a writer's
+    transaction is open includes its chunks once it commits; a writer started during a pack goes
+    after it (then its chunks are newer than the watermark)."""
+    rng = random.Random(16)
+    async with runtime.pool.acquire() as writer:  # one transaction, committed at the block's end
+        _, ids = await insert_document(
+            writer, ["okapi okapi zebrafish"] * 2, rng, collection_id=collections[0]
+        )
+        packing = asyncio.create_task(bm25_packs.pack(runtime.pool))
+        await asyncio.sleep(0.5)
+        assert not packing.done()
+    state = await packing
+    assert state is not None and state.watermark is not None and state.watermark >= max(ids)
+    async with runtime.pool.acquire() as conn:
+        counts = await conn.fetchval(
+            "SELECT length(chunk_ids) / 8 FROM bm25_packed WHERE term = 'okapi' AND collection_id = $1",
+            collections[0],
+        )
+        assert counts == 2
+        hits = await bm25_leg(conn, "native", "okapi", 5)
+        assert sorted(h.chunk_id for h in hits) == sorted(ids)
+
+
+async def test_the_pack_follows_each_keys_collections(runtime: Runtime, collections: list[uuid.UUID]) -> None:
+    """Row-level security applies to the pack's rows as to the postings (test_access_database.py
+    checks the tables themselves): a scope sees only its collections' chunks in a search."""
+    await bm25_packs.pack(runtime.pool)
+    a, b = collections
+    token = bind_scope(DbScope(collections=(a,), role="reader"))
+    try:
+        async with runtime.pool.acquire() as conn:
+            seen = {h.chunk_id for q in SEARCHES for h in await bm25_leg(conn, "native", q, 1000)}
+            assert await conn.fetchval("SELECT count(DISTINCT collection_id) FROM bm25_packed") == 1
+    finally:
+        reset_scope(token)
+    async with runtime.pool.acquire() as conn:
+        in_a = {r["id"] for r in await conn.fetch("SELECT id FROM chunks WHERE collection_id = $1", a)}
+        in_b = {r["id"] for r in await conn.fetch("SELECT id FROM chunks WHERE collection_id = $1", b)}
+    assert seen and seen <= in_a and not seen & in_b
+
+
+async def test_pack_command_reports_and_truncate_empties_the_pack(
+    runtime: Runtime, settings: Settings
+) -> None:
+    def pack_command(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "rag_server", "pack", *args]
+        return subprocess.run(
+            command, env=settings_env(settings), capture_output=True, text=True, timeout=120
+        )
+
+    out = await asyncio.to_thread(pack_command)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("packed: ") and "0 chunks changed since" in out.stdout
+    out = await asyncio.to_thread(pack_command, "--if-due")
+    assert out.returncode == 0 and out.stdout.startswith("not packed now: "), out.stdout + out.stderr
+    async with owner_connection(runtime.database_url) as owner:
+        await owner.execute("TRUNCATE chunks CASCADE")
+        assert await owner.fetchval("SELECT count(*) FROM bm25_packed") == 0
+        assert await owner.fetchval("SELECT count(*) FROM bm25_pack") == 0
+        assert await bm25_leg(owner, "native", "mice", 5) == []
+
+
+async def test_a_worker_packs_when_due_and_again_after_changes(
+    pg_server: str, tmp_path: Path, workers: list[Proc]
+) -> None:
+    settings = Settings(database_url=await create_database(pg_server), data_dir=tmp_path)
+    env = settings_env(settings) | {
+        "RAG_BM25_PACK_MIN_CHUNKS": "40",
+        "RAG_BM25_PACK_REFRESH_SHARE": "0.5",
+        "RAG_BM25_PACK_INTERVAL_S": "0.2",
+    }
+    rng = random.Random(17)
+    async with open_runtime(settings, migrate=True) as runtime:
+        workers.append(start_worker(env, tmp_path / "worker.log"))
+
+        async def packed_watermark(at_least: int, seconds: float = 90) -> int:
+            for _ in range(int(seconds / 0.1)):
+                watermark = await runtime.pool.fetchval("SELECT watermark FROM bm25_pack")
+                if watermark is not None and watermark >= at_least:
+                    return int(watermark)
+                await asyncio.sleep(0.1)
+            raise AssertionError((tmp_path / "worker.log").read_text()[-3000:])
+
+        async with owner_connection(runtime.database_url) as conn:  # each statement commits
+            await insert_document(conn, [common_text(rng) for _ in range(30)], rng)
+            await asyncio.sleep(1.0)  # 30 chunks: below RAG_BM25_PACK_MIN_CHUNKS, no pack
+            assert await conn.fetchval("SELECT count(*) FROM bm25_pack") == 0
+            _, ids = await insert_document(conn, [common_text(rng) for _ in range(20)], rng)
+            first = await packed_watermark(max(ids))
+            _, ids = await insert_document(conn, [common_text(rng) for _ in range(30)], rng)  # 60% of 50
+            assert await packed_watermark(max(ids)) > first
+            for query in SEARCHES:
+                full = await bm25_leg(conn, "native", query, 10, prune=False)
+                assert await bm25_leg(conn, "native", query, 10) == full

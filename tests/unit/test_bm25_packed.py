@@ -1,0 +1,86 @@
+"""Scoring the pack's byte arrays (retrieval/bm25_packed.py) against a plain Python sum; the database
+side (the same results as the SQL statements) is tests/integration/test_bm25_packs.py."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+
+from rag_server.retrieval.bm25_packed import Weights, ranked, score
+
+WEIGHTS = Weights(["cell", "mous", "gene"], [3.1, 1.7, 0.4], c0=0.3, c1=0.02, scale=2.0**24)
+
+
+def row(kind: int, term: str | None, postings: list[tuple[int, int, int]]) -> dict[str, Any]:
+    postings = sorted(postings)
+    return {
+        "kind": kind,
+        "term": term,
+        "chunk_ids": np.array([p[0] for p in postings], dtype=">i8").tobytes(),
+        "tfs": np.array([p[1] for p in postings], dtype=">i4").tobytes(),
+        "lens": np.array([p[2] for p in postings], dtype=">i4").tobytes(),
+    }
+
+
+def reference(rows: list[dict[str, Any]]) -> dict[int, int]:
+    """Per chunk: the sum of round-half-even(w * tf / (tf + c0 + c1 * len) * scale), stale packed
+    entries left out (what the SQL statements compute, one posting at a time)."""
+    stale = {int(x) for r in rows if r["kind"] == 2 for x in np.frombuffer(r["chunk_ids"], dtype=">i8")}
+    sums: dict[int, int] = {}
+    for r in rows:
+        if r["kind"] == 2:
+            continue
+        ids = np.frombuffer(r["chunk_ids"], dtype=">i8").tolist()
+        tfs = np.frombuffer(r["tfs"], dtype=">i4").tolist()
+        lens = np.frombuffer(r["lens"], dtype=">i4").tolist()
+        w = WEIGHTS.by_term[r["term"]]
+        for chunk_id, tf, length in zip(ids, tfs, lens, strict=True):
+            if r["kind"] == 0 and chunk_id in stale:
+                continue
+            value = round(w * tf / (tf + WEIGHTS.c0 + WEIGHTS.c1 * length) * WEIGHTS.scale)
+            sums[chunk_id] = sums.get(chunk_id, 0) + value
+    return sums
+
+
+def random_rows(rng: random.Random, id_range: int) -> list[dict[str, Any]]:
+    rows = []
+    for term in WEIGHTS.by_term:
+        ids = rng.sample(range(1, id_range), 300)
+        rows.append(row(0, term, [(i, rng.randint(1, 4), rng.randint(5, 200)) for i in ids]))
+    stale = rng.sample(range(1, id_range), 40)
+    rows.append(row(1, "cell", [(i, rng.randint(1, 4), rng.randint(5, 200)) for i in stale[:20]]))
+    rows.append(row(2, None, [(i, 0, 0) for i in stale]))
+    return rows
+
+
+def test_scores_equal_the_posting_by_posting_sum_for_dense_and_sparse_ids() -> None:
+    rng = random.Random(3)
+    for id_range in (2_000, 10**12):  # an accumulator per id in range; np.unique for scattered ids
+        rows = random_rows(rng, id_range)
+        ids, sums = score(WEIGHTS, rows)
+        assert list(ids) == sorted(ids)
+        assert dict(zip(ids.tolist(), sums.tolist(), strict=True)) == reference(rows)
+
+
+def test_stale_packed_entries_are_masked_and_their_new_postings_kept() -> None:
+    rows = [
+        row(0, "cell", [(1, 1, 10), (2, 3, 10)]),
+        row(1, "cell", [(2, 1, 50)]),  # chunk 2 rewritten after the pack
+        row(2, None, [(2, 0, 0)]),
+    ]
+    ids, sums = score(WEIGHTS, rows)
+    assert ids.tolist() == [1, 2]
+    assert dict(zip(ids.tolist(), sums.tolist(), strict=True)) == reference(rows)
+    assert sums[0] > sums[1]  # the stale tf 3 is gone
+    empty_ids, _ = score(WEIGHTS, [row(2, None, [])])
+    assert len(empty_ids) == 0
+
+
+def test_ranked_orders_by_score_then_id_and_keeps_ties_at_the_cut_in_order() -> None:
+    ids = np.array([5, 3, 9, 1, 7], dtype=np.int64)
+    sums = np.array([10, 10, 7, 10, 12], dtype=np.int64)
+    assert ranked(ids, sums, 1) == [(7, 12)]
+    assert ranked(ids, sums, 3) == [(7, 12), (1, 10), (3, 10)]
+    assert ranked(ids, sums, 10) == [(7, 12), (1, 10), (3, 10), (5, 10), (9, 7)]
