@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     # The native engine's pack (docs/decisions/0014-packed-postings.md): built once the corpus holds
     # this many chunks, rebuilt when chunks added, rewritten or deleted since reach the share of it;
     # a worker checks every interval (0: never, `rag-server pack` only). Chunk writers wait while a
-    # pack runs (~2 s per 100k chunks here).
+    # pack runs (3.5 s per 100k chunks here).
     bm25_pack_min_chunks: int = Field(default=20_000, ge=1)
     bm25_pack_refresh_share: float = Field(default=0.1, gt=0, le=10)
     bm25_pack_interval_s: float = Field(default=60.0, ge=0)

@@ -191,6 +191,122 @@ async def test_a_pack_waits_for_a_writer_and_writers_wait_for_it(
         assert sorted(h.chunk_id for h in hits) == sorted(ids)
 
 
+async def both_paths(
+    conn: asyncpg.Connection, query: str, k: int, scope: list[uuid.UUID] | None = None
+) -> None:
+    full = await bm25_leg(conn, "native", query, k, prune=False, collections=scope)
+    packed = await bm25_leg(conn, "native", query, k, collections=scope)
+    assert [(h.chunk_id, h.score) for h in packed] == [(h.chunk_id, h.score) for h in full], (query, k, scope)
+
+
+async def test_a_writer_during_a_pack_waits_and_lands_above_the_watermark(
+    runtime: Runtime, collections: list[uuid.UUID]
+) -> None:
+    rng = random.Random(18)
+    async with (
+        owner_connection(runtime.database_url) as packer,
+        owner_connection(runtime.database_url) as writer,
+    ):
+        packing = packer.transaction()
+        await packing.start()
+        state = await bm25_packs.pack(packer)  # done, not committed: it holds the writers' mutex
+        assert state is not None and state.watermark is not None
+        inserting = asyncio.create_task(
+            insert_document(writer, ["okapi gnu gnu"] * 3, rng, collection_id=collections[1])
+        )
+        await asyncio.sleep(0.5)
+        assert not inserting.done()
+        await packing.commit()
+        _, ids = await inserting
+        assert min(ids) > state.watermark
+        assert (await bm25_packs.pack_state(writer)).newer == 3
+        await both_paths(writer, "gnu okapi", 10)
+        assert set(ids) <= {h.chunk_id for h in await bm25_leg(writer, "native", "gnu", 10)}
+
+
+async def test_text_rewritten_while_the_first_pack_runs_is_searched_as_written(
+    pg_server: str, tmp_path: Path
+) -> None:
+    """The unpacked-chunk trigger fires before the postings' own (name order): it must take the
+    writers' mutex before it reads the watermark, or a rewrite waiting behind the first pack is
+    recorded nowhere and its old text searched."""
+    rng = random.Random(19)
+    settings = Settings(database_url=await create_database(pg_server), data_dir=tmp_path)
+    async with open_runtime(settings, migrate=True) as runtime:  # a database never packed
+        url = runtime.database_url
+    async with owner_connection(url) as conn:
+        _, ids = await insert_document(conn, ["alpha beta gamma", "alpha delta"], rng)
+    async with owner_connection(url) as packer, owner_connection(url) as writer:
+        packing = packer.transaction()
+        await packing.start()
+        assert await bm25_packs.pack(packer) is not None
+        update = asyncio.create_task(
+            writer.execute("UPDATE chunks SET search_text = 'omega omega' WHERE id = $1", ids[0])
+        )
+        await asyncio.sleep(0.5)
+        assert not update.done()
+        await packing.commit()
+        await update
+        assert (await bm25_packs.pack_state(writer)).unpacked == 1
+        for query in ("omega", "gamma", "alpha"):
+            await both_paths(writer, query, 10)
+        assert [h.chunk_id for h in await bm25_leg(writer, "native", "omega", 10)] == [ids[0]]
+
+
+async def test_a_term_whose_packed_entries_in_scope_are_all_stale(runtime: Runtime) -> None:
+    rng = random.Random(20)
+    a, b = [(await store.create_collection(runtime.pool, CreateCollection(name=n))).id for n in ("sa", "sb")]
+    async with owner_connection(runtime.database_url) as conn:
+        _, in_a = await insert_document(conn, ["quux zeta"], rng, collection_id=a)
+        await insert_document(conn, ["quux eta"], rng, collection_id=b)
+        await bm25_packs.pack(conn)
+        await conn.execute("UPDATE chunks SET search_text = 'zeta only' WHERE id = $1", in_a[0])
+        await both_paths(conn, "quux", 5, [a])
+        assert await bm25_leg(conn, "native", "quux", 5, collections=[a]) == []
+    token = bind_scope(DbScope(collections=(a,), role="reader"))  # the same through RLS alone
+    try:
+        async with runtime.pool.acquire(isolation="repeatable_read", readonly=True) as conn:
+            assert await bm25_leg(conn, "native", "quux", 5) == []
+    finally:
+        reset_scope(token)
+
+
+async def test_most_of_the_best_chunks_deleted_after_the_pack(runtime: Runtime) -> None:
+    """The best k + k/4 + 10 are checked against chunks; with most of them gone, the list goes deeper."""
+    rng = random.Random(21)
+    async with owner_connection(runtime.database_url) as conn:
+        _, ids = await insert_document(conn, ["kappa kappa lambda"] * 80 + ["kappa mu"] * 20, rng)
+        await bm25_packs.pack(conn)
+        await conn.execute("DELETE FROM chunks WHERE id = ANY($1::bigint[])", ids[5:75])
+        for k in (1, 3, 10, 30, 50):
+            await both_paths(conn, "kappa", k)
+        hits = await bm25_leg(conn, "native", "kappa", 50)
+        assert len(hits) == 30 and {h.chunk_id for h in hits} == set(ids[:5] + ids[75:])
+
+
+async def test_deleting_a_collection_while_a_pack_runs(runtime: Runtime) -> None:
+    """The deletion locks its collection row, then waits for the writers' mutex the pack holds: the
+    pack must not need that row (no foreign key from the pack to collections)."""
+    rng = random.Random(22)
+    doomed = await store.create_collection(runtime.pool, CreateCollection(name="doomed"))
+    async with owner_connection(runtime.database_url) as conn:
+        await insert_document(conn, ["doomed words here"] * 3, rng, collection_id=doomed.id)
+    async with owner_connection(runtime.database_url) as packer:
+        packing = packer.transaction()
+        await packing.start()
+        for statement in bm25_packs.PACK_STATEMENTS:  # the pack's first steps: it holds the mutex
+            await packer.execute(statement)
+        deleting = asyncio.create_task(
+            store.delete_collection(runtime.pool, runtime.queue, "doomed", force=True)
+        )
+        await asyncio.sleep(0.5)
+        assert not deleting.done()
+        await packer.execute(bm25_packs.FILL_SQL, await packer.fetchval(bm25_packs.WATERMARK_SQL))
+        await packing.commit()
+        await deleting
+        assert await bm25_leg(packer, "native", "doomed", 5) == []
+
+
 async def test_the_pack_follows_each_keys_collections(runtime: Runtime, collections: list[uuid.UUID]) -> None:
     """Row-level security applies to the pack's rows as to the postings (test_access_database.py
     checks the tables themselves): a scope sees only its collections' chunks in a search."""
@@ -253,7 +369,11 @@ async def test_a_worker_packs_when_due_and_again_after_changes(
 
         async with owner_connection(runtime.database_url) as conn:  # each statement commits
             await insert_document(conn, [common_text(rng) for _ in range(30)], rng)
-            await asyncio.sleep(1.0)  # 30 chunks: below RAG_BM25_PACK_MIN_CHUNKS, no pack
+            for _ in range(900):  # the worker is checking every 0.2 s once it says it is ready
+                if "worker ready" in (tmp_path / "worker.log").read_text():
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.5)  # 30 chunks: below RAG_BM25_PACK_MIN_CHUNKS, no pack
             assert await conn.fetchval("SELECT count(*) FROM bm25_pack") == 0
             _, ids = await insert_document(conn, [common_text(rng) for _ in range(20)], rng)
             first = await packed_watermark(max(ids))

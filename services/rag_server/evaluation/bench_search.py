@@ -98,7 +98,6 @@ async def pack_bench_database(conn: asyncpg.Connection, settings: Settings) -> f
     if packed is None:
         return None
     _log(f"BM25 pack: {packed.describe()}")
-    await conn.execute("VACUUM ANALYZE bm25_packed")
     return packed.seconds
 
 

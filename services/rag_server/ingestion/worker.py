@@ -34,8 +34,8 @@ from rag_server.ingestion import tasks
 from rag_server.ingestion.parsing import ParseError
 from rag_server.ingestion.pipeline import prepare_chunks, warm_up_chunking
 from rag_server.ingestion.recovery import WorkerLease, release_unstarted_messages, requeue_dead_workers_tasks
+from rag_server.retrieval.bm25 import read_engine
 from rag_server.retrieval.bm25_packs import pack_if_due
-from rag_server.retrieval.service import bm25_engine
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,9 @@ class Worker:
         while not self.stopping.is_set():
             await self._sleep(s.bm25_pack_interval_s)
             try:
-                if await bm25_engine(self.runtime) == "native":
+                async with self.runtime.pool.acquire() as conn:
+                    native = await read_engine(conn) == "native"
+                if native:
                     await pack_if_due(self.runtime.pool, s)
             except Exception as exc:  # the database is down: try again next round
                 logger.warning("BM25 pack failed (%s: %s)", exc.__class__.__name__, exc)

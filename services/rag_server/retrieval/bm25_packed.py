@@ -25,8 +25,10 @@ import numpy as np
 
 from rag_server.retrieval.legs import LegHit
 
-# Scoring this many postings or more goes to a thread: ~2.5 ms per 50k here, the event loop's to keep.
-THREAD_POSTINGS = 20_000
+# Scoring this many postings or more goes to a thread (~5 ms of numpy here), fewer stay on the event
+# loop: the hand-off cost ~1.3 ms of CPU per query at 100k chunks (3.8 -> 5.1 ms in the process, wall
+# p50 6.7-7.9 -> 9.1-11.3 ms; reports/bench-bm25-packed.md), a third of the scoring itself.
+THREAD_POSTINGS = 100_000
 
 _DELTA_AGGREGATES = """string_agg(int8send(p.chunk_id), ''::bytea ORDER BY p.chunk_id),
            string_agg(int4send(p.tf), ''::bytea ORDER BY p.chunk_id),
@@ -91,9 +93,9 @@ def score(weights: Weights, rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray
         contribution = np.rint(w * tf / (tf + weights.c0 + weights.c1 * length) * weights.scale)
         ids_parts.append(ids)
         contribution_parts.append(contribution)
-    if not ids_parts:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    ids = np.concatenate(ids_parts)
+    ids = np.concatenate(ids_parts) if ids_parts else np.empty(0, dtype=np.int64)
+    if ids.size == 0:  # no posting, or every one stale (a term's chunks in scope all rewritten)
+        return ids, np.empty(0, dtype=np.int64)
     contributions = np.concatenate(contribution_parts)
     # Sums of integers below 2**31 each, far below 2**53: exact in float64.
     low = int(ids.min())

@@ -3,8 +3,8 @@ deciding when it is due. The pack is a copy of bm25_postings: it is rebuilt whol
 
 A pack runs in one transaction holding the writers' mutex (the bm25_stats row every chunk writer locks
 first), so it sees every committed chunk and no writer changes postings under it: chunk writers wait
-for it (about 2 s per 100k chunks here; docs/scaling.md). Readers do not wait: they keep reading the
-previous pack in their snapshot until it commits.
+for it (3.5 s per 100k chunks here; reports/bench-bm25-packed.md). Readers do not wait: they keep
+reading the previous pack in their snapshot until it commits.
 
 Who runs it: a worker every RAG_BM25_PACK_INTERVAL_S when it is due (`pack_if_due`), `rag-server pack`,
 and `rag-server bench search` on a freshly built database. Must see every collection: call it with the
@@ -23,8 +23,10 @@ from rag_server.infra.database import Executor, transaction
 
 logger = logging.getLogger(__name__)
 
-# pg_try_advisory_xact_lock key: one pack at a time across workers (a second would redo the first).
+# Advisory lock key: one pack at a time (a worker finding it taken skips: a second would redo the first).
 PACK_LOCK = 7_220_014_001
+# Each unpacked chunk costs every search a probe per query term (~80 us): past this many, repack.
+UNPACKED_MAX = 100
 # A pack groups every posting by (term, collection): its sort gets this much memory, not 4MB.
 PACK_WORK_MEM = "256MB"
 
@@ -58,6 +60,8 @@ FILL_SQL = """
     WHERE chunk_id <= $1
     GROUP BY term, collection_id
 """
+# The planner's row counts for the new rows, as a worker would otherwise wait for autovacuum's.
+ANALYZE_SQL = "ANALYZE bm25_packed"
 RECORD_SQL = """
     INSERT INTO bm25_pack (id, watermark, chunks, postings, seconds)
     VALUES (1, $1, (SELECT count(*) FROM chunks WHERE id <= $1),
@@ -82,8 +86,9 @@ class PackState:
 
     @property
     def changed(self) -> int:
-        """Chunks the pack does not hold as they are now: newer, rewritten, and deleted ones."""
-        deleted = max(0, self.packed_chunks - (self.chunks - self.newer))
+        """Chunks the pack does not hold as they are now: newer, unpacked, and deleted ones (unpacked
+        ones taken as late writers, not rewrites: the product never rewrites a chunk's text)."""
+        deleted = max(0, self.packed_chunks - (self.chunks - self.newer - self.unpacked))
         return self.newer + self.unpacked + deleted
 
     def describe(self) -> str:
@@ -97,10 +102,12 @@ class PackState:
         )
 
     def due(self, settings: Settings) -> bool:
-        """RAG_BM25_PACK_MIN_CHUNKS chunks and no pack yet, or RAG_BM25_PACK_REFRESH_SHARE changed."""
+        """RAG_BM25_PACK_MIN_CHUNKS chunks and no pack yet, RAG_BM25_PACK_REFRESH_SHARE changed, or more
+        than UNPACKED_MAX unpacked chunks."""
         if self.watermark is None:
             return self.chunks >= settings.bm25_pack_min_chunks
-        return self.changed > 0 and self.changed >= settings.bm25_pack_refresh_share * self.packed_chunks
+        share = settings.bm25_pack_refresh_share * self.packed_chunks
+        return self.unpacked > UNPACKED_MAX or (self.changed > 0 and self.changed >= share)
 
 
 async def pack_state(conn: Executor) -> PackState:
@@ -120,18 +127,22 @@ async def pack_state(conn: Executor) -> PackState:
 
 async def pack(conn: Executor, *, if_due: Settings | None = None) -> PackState | None:
     """Rebuild the pack from bm25_postings, in one transaction. With `if_due`, only when due by those
-    settings (read under the lock). None: not packed (not due, or another pack was running)."""
+    settings (read under the lock), and None when not (or another pack is running); without, after
+    any running pack."""
     async with transaction(conn) as c:
-        if not await c.fetchval("SELECT pg_try_advisory_xact_lock($1)", PACK_LOCK):
-            return None
-        if if_due is not None and not (await pack_state(c)).due(if_due):
-            return None
+        if if_due is None:
+            await c.execute("SELECT pg_advisory_xact_lock($1)", PACK_LOCK)
+        else:
+            locked = await c.fetchval("SELECT pg_try_advisory_xact_lock($1)", PACK_LOCK)
+            if not locked or not (await pack_state(c)).due(if_due):
+                return None
         started = time.perf_counter()
         for statement in PACK_STATEMENTS:
             await c.execute(statement)
         watermark = await c.fetchval(WATERMARK_SQL)
         await c.execute(FILL_SQL, watermark)
         await c.execute(RECORD_SQL, watermark, time.perf_counter() - started)
+        await c.execute(ANALYZE_SQL)
         state = await pack_state(c)
     logger.info(
         "BM25 pack: %d chunks, %d postings at or below chunk id %d in %.1f s",

@@ -5,7 +5,7 @@ term frequencies, chunk lengths; big-endian, by chunk id), so a query reads a co
 few TOAST pages and sums it in the server instead of running PostgreSQL's executor once per posting.
 
     bm25_pack      one row: the last pack's watermark (every chunk with a larger id is newer than it)
-    bm25_packed    (collection_id, term) -> chunk_ids int8[], tfs int4[], lens int4[] as bytea
+    bm25_packed    (term, collection_id) -> chunk ids int8, tfs int4, lens int4: big-endian bytea arrays
     bm25_unpacked  chunks at or below the watermark written after the pack (a writer that drew its id
                    before the pack and inserted after it, or new text for a packed chunk): their
                    packed entries are stale, their postings are read from bm25_postings
@@ -39,13 +39,16 @@ CREATE TABLE bm25_pack (
     seconds    double precision NOT NULL
 );
 
+-- No foreign key to collections: a copy, rebuilt whole, whose deleted chunks are checked at search
+-- time; a key check per row while writers wait would also lock collection rows in the wrong order
+-- (a collection's deletion locks its row, then waits for the writers' mutex the pack holds).
 CREATE TABLE bm25_packed (
-    collection_id uuid NOT NULL REFERENCES collections (id) ON DELETE CASCADE,
     term          text NOT NULL,
+    collection_id uuid NOT NULL,
     chunk_ids     bytea NOT NULL,
     tfs           bytea NOT NULL,
     lens          bytea NOT NULL,
-    PRIMARY KEY (collection_id, term)
+    PRIMARY KEY (term, collection_id)
 );
 -- Already dense binary: compressing would cost every read a decompression for little space.
 ALTER TABLE bm25_packed ALTER chunk_ids SET STORAGE EXTERNAL, ALTER tfs SET STORAGE EXTERNAL,
@@ -56,9 +59,10 @@ CREATE TABLE bm25_unpacked (
     collection_id uuid NOT NULL
 );
 
--- A chunk written at or below the watermark is recorded in bm25_unpacked. Under the writers' mutex
--- (the bm25_stats row, which a pack holds while it runs), so no pack falls between reading the
--- watermark and this write.
+-- A chunk written at or below the watermark is recorded in bm25_unpacked. The watermark is read under
+-- the writers' mutex (the bm25_stats row, which a pack holds while it runs), taken here first: these
+-- triggers may fire before the postings' own (the order is by name), and a pack must not fall between
+-- reading the watermark and the postings' write.
 CREATE FUNCTION bm25_note_unpacked() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
@@ -66,21 +70,24 @@ BEGIN
         DELETE FROM bm25_unpacked u USING old_chunks o WHERE u.chunk_id = o.id;
         RETURN NULL;
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM bm25_pack) THEN
-        RETURN NULL;
-    END IF;
-    PERFORM 1 FROM bm25_stats WHERE id = 1 FOR UPDATE;
     IF TG_OP = 'INSERT' THEN
+        PERFORM 1 FROM bm25_stats WHERE id = 1 FOR UPDATE;
         INSERT INTO bm25_unpacked (chunk_id, collection_id)
         SELECT n.id, n.collection_id FROM new_chunks n, bm25_pack k WHERE n.id <= k.watermark
         ON CONFLICT (chunk_id) DO NOTHING;
-    ELSE  -- UPDATE: only chunks whose indexed text changed
-        INSERT INTO bm25_unpacked (chunk_id, collection_id)
-        SELECT n.id, n.collection_id FROM new_chunks n, bm25_pack k
-        WHERE n.id <= k.watermark
-          AND NOT EXISTS (SELECT 1 FROM old_chunks o WHERE o.id = n.id AND o.search_text = n.search_text)
-        ON CONFLICT (chunk_id) DO NOTHING;
+        RETURN NULL;
     END IF;
+    -- UPDATE: only chunks whose indexed text changed (a metadata or vector update takes no lock).
+    IF NOT EXISTS (
+        SELECT 1 FROM new_chunks n JOIN old_chunks o ON o.id = n.id WHERE o.search_text <> n.search_text
+    ) THEN
+        RETURN NULL;
+    END IF;
+    PERFORM 1 FROM bm25_stats WHERE id = 1 FOR UPDATE;
+    INSERT INTO bm25_unpacked (chunk_id, collection_id)
+    SELECT n.id, n.collection_id FROM new_chunks n JOIN old_chunks o ON o.id = n.id, bm25_pack k
+    WHERE n.id <= k.watermark AND o.search_text <> n.search_text
+    ON CONFLICT (chunk_id) DO NOTHING;
     RETURN NULL;
 END
 $fn$;
@@ -88,6 +95,7 @@ $fn$;
 CREATE FUNCTION bm25_pack_truncated() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
+    PERFORM 1 FROM bm25_stats WHERE id = 1 FOR UPDATE;
     TRUNCATE bm25_packed, bm25_unpacked, bm25_pack;
     RETURN NULL;
 END
