@@ -84,3 +84,13 @@ def test_ranked_orders_by_score_then_id_and_keeps_ties_at_the_cut_in_order() -> 
     assert ranked(ids, sums, 1) == [(7, 12)]
     assert ranked(ids, sums, 3) == [(7, 12), (1, 10), (3, 10)]
     assert ranked(ids, sums, 10) == [(7, 12), (1, 10), (3, 10), (5, 10), (9, 7)]
+
+
+def test_a_chunk_whose_contributions_all_round_to_zero_is_still_held() -> None:
+    """A term in nearly every chunk can weigh less than one unit of the fixed point: its chunks score 0
+    and are still chunks holding a query term, as in the SQL statements' sums."""
+    weights = Weights(["cell", "the"], [3.1, 1e-12], c0=0.3, c1=0.02, scale=2.0**24)
+    rows = [row(0, "cell", [(1, 1, 10)]), row(0, "the", [(1, 2, 10), (2, 1, 10), (5, 1, 30)])]
+    ids, sums = score(weights, rows)
+    assert ids.tolist() == [1, 2, 5]
+    assert sums.tolist()[1:] == [0, 0] and sums[0] > 0

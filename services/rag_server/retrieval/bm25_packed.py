@@ -76,35 +76,48 @@ def score(weights: Weights, rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray
     """(chunk ids ascending, int64 scores) of every chunk holding a query term, from FETCH_SQL's rows."""
     stale = next((r["chunk_ids"] for r in rows if r["kind"] == 2 and r["chunk_ids"] is not None), None)
     stale_ids = np.frombuffer(stale, dtype=">i8") if stale else None
-    ids_parts: list[np.ndarray] = []
-    contribution_parts: list[np.ndarray] = []
+    id_parts: list[np.ndarray] = []
+    tf_parts: list[np.ndarray] = []
+    length_parts: list[np.ndarray] = []
+    term_weights: list[float] = []
     for r in rows:
         if r["kind"] == 2:
             continue
-        ids = np.frombuffer(r["chunk_ids"], dtype=">i8").astype(np.int64)
-        tf = np.frombuffer(r["tfs"], dtype=">i4").astype(np.float64)
-        length = np.frombuffer(r["lens"], dtype=">i4").astype(np.float64)
+        ids = np.frombuffer(r["chunk_ids"], dtype=">i8")
+        tf = np.frombuffer(r["tfs"], dtype=">i4")
+        length = np.frombuffer(r["lens"], dtype=">i4")
         if r["kind"] == 0 and stale_ids is not None:
             keep = ~np.isin(ids, stale_ids)
             ids, tf, length = ids[keep], tf[keep], length[keep]
-        # bm25_native.CONTRIBUTION, operation for operation; PostgreSQL's float8 -> int4 rounds half
-        # to even, as np.rint does.
-        w = weights.by_term[r["term"]]
-        contribution = np.rint(w * tf / (tf + weights.c0 + weights.c1 * length) * weights.scale)
-        ids_parts.append(ids)
-        contribution_parts.append(contribution)
-    ids = np.concatenate(ids_parts) if ids_parts else np.empty(0, dtype=np.int64)
-    if ids.size == 0:  # no posting, or every one stale (a term's chunks in scope all rewritten)
-        return ids, np.empty(0, dtype=np.int64)
-    contributions = np.concatenate(contribution_parts)
+        if ids.size:
+            id_parts.append(ids)
+            tf_parts.append(tf)
+            length_parts.append(length)
+            term_weights.append(weights.by_term[r["term"]])
+    if not id_parts:  # no posting, or every one stale (a term's chunks in scope all rewritten)
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    # Each row's ids ascend: its first and last bound the range without a pass over them.
+    low = min(int(part[0]) for part in id_parts)
+    span = max(int(part[-1]) for part in id_parts) - low + 1
+    ids = np.concatenate(id_parts).astype(np.int64)
+    # bm25_native.CONTRIBUTION, w * tf / (tf + c0 + c1 * len) * scale, the same IEEE operations in
+    # place (a + b and a * b are exact whichever side comes first); PostgreSQL's float8 -> int4 rounds
+    # half to even, as np.rint does.
+    contributions = np.concatenate(tf_parts).astype(np.float64)
+    denominator = np.concatenate(length_parts).astype(np.float64)
+    denominator *= weights.c1
+    denominator += contributions + weights.c0
+    contributions *= np.repeat(term_weights, [part.size for part in id_parts])
+    contributions /= denominator
+    contributions *= weights.scale
+    np.rint(contributions, out=contributions)
     # Sums of integers below 2**31 each, far below 2**53: exact in float64.
-    low = int(ids.min())
-    span = int(ids.max()) - low + 1
     if span <= 4 * len(ids) + 1_000_000:  # ids dense enough for an accumulator slot per id in range
-        offsets = ids - low
-        sums = np.bincount(offsets, weights=contributions, minlength=span)
-        present = np.bincount(offsets, minlength=span) > 0
-        return np.flatnonzero(present) + low, sums[present].astype(np.int64)
+        ids -= low
+        sums = np.bincount(ids, weights=contributions, minlength=span)
+        # Every posting adds at least 1 unless a weight rounds to 0 (a term in nearly every chunk).
+        held = sums > 0 if contributions.min() > 0 else np.bincount(ids, minlength=span) > 0
+        return np.flatnonzero(held) + low, sums[held].astype(np.int64)
     unique, inverse = np.unique(ids, return_inverse=True)
     return unique, np.bincount(inverse, weights=contributions, minlength=len(unique)).astype(np.int64)
 
