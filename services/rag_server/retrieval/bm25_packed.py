@@ -3,8 +3,8 @@
 One statement brings, for the query's terms, the pack's rows (each term's postings as byte arrays, per
 collection in scope) and the postings the pack does not hold: chunks above its watermark (one index
 range per term) and chunks written at or below it after it (bm25_unpacked, whose packed entries are
-stale and masked). Every posting is then scored and summed with numpy: no pruning is needed, as a
-posting costs ~10 ns here against ~1 us in PostgreSQL's executor (reports/bench-bm25-packed.md).
+stale and masked). Every posting is then scored and summed with numpy, no pruning: a posting costs
+~30-55 ns here against ~1 us in PostgreSQL's executor (reports/bench-bm25-packed.md).
 
 The same fixed point as bm25_native's statements (a contribution rounded to an integer at the
 query's scale, then summed), computed in the same order of float operations: scores and ties are

@@ -62,10 +62,12 @@ FILL_SQL = """
 """
 # The planner's row counts for the new rows, as a worker would otherwise wait for autovacuum's.
 ANALYZE_SQL = "ANALYZE bm25_packed"
+# Under the mutex every committed chunk is at or below the watermark: bm25_stats counts them. A packed
+# list's length comes from its TOAST pointer, without reading it.
 RECORD_SQL = """
     INSERT INTO bm25_pack (id, watermark, chunks, postings, seconds)
-    VALUES (1, $1, (SELECT count(*) FROM chunks WHERE id <= $1),
-            (SELECT count(*) FROM bm25_postings WHERE chunk_id <= $1), $2)
+    VALUES (1, $1, (SELECT n_docs FROM bm25_stats WHERE id = 1),
+            (SELECT coalesce(sum(length(chunk_ids) / 8), 0) FROM bm25_packed), $2)
     ON CONFLICT (id) DO UPDATE SET watermark = EXCLUDED.watermark, chunks = EXCLUDED.chunks,
         postings = EXCLUDED.postings, packed_at = now(), seconds = EXCLUDED.seconds
 """
