@@ -30,9 +30,15 @@ from rag_server.retrieval.legs import LegHit
 # p50 6.7-7.9 -> 9.1-11.3 ms; reports/bench-bm25-packed.md), a third of the scoring itself.
 THREAD_POSTINGS = 100_000
 
-_DELTA_AGGREGATES = """string_agg(int8send(p.chunk_id), ''::bytea ORDER BY p.chunk_id),
-           string_agg(int4send(p.tf), ''::bytea ORDER BY p.chunk_id),
-           string_agg(int4send(p.doc_len), ''::bytea ORDER BY p.chunk_id)"""
+
+def packed_lists(p: str) -> str:
+    """The packed format, as aggregates over bm25_postings rows aliased `p`: chunk ids (int8), tfs and
+    lengths (int4), big-endian, by chunk id. The pack is built with it and a search reads what the pack
+    lacks with it; `score` decodes it."""
+    return f"""string_agg(int8send({p}.chunk_id), ''::bytea ORDER BY {p}.chunk_id),
+           string_agg(int4send({p}.tf), ''::bytea ORDER BY {p}.chunk_id),
+           string_agg(int4send({p}.doc_len), ''::bytea ORDER BY {p}.chunk_id)"""
+
 
 # $1 terms, $2 the collection scope (NULL: every collection the caller sees), $3 the watermark.
 # kind 0: a packed row; 1: postings outside the pack; 2: the unpacked chunk ids (their packed entries
@@ -42,13 +48,13 @@ FETCH_SQL = f"""
     FROM bm25_packed b
     WHERE b.term = ANY($1::text[]) AND ($2::uuid[] IS NULL OR b.collection_id = ANY($2::uuid[]))
     UNION ALL
-    SELECT 1, p.term, {_DELTA_AGGREGATES}
+    SELECT 1, p.term, {packed_lists("p")}
     FROM bm25_postings p
     WHERE p.term = ANY($1::text[]) AND p.chunk_id > $3::int8
       AND ($2::uuid[] IS NULL OR p.collection_id = ANY($2::uuid[]))
     GROUP BY p.term
     UNION ALL
-    SELECT 1, p.term, {_DELTA_AGGREGATES}
+    SELECT 1, p.term, {packed_lists("p")}
     FROM bm25_unpacked u CROSS JOIN LATERAL (
         -- a probe per unpacked chunk (OFFSET 0 keeps it one), never a scan of the terms' postings
         SELECT * FROM bm25_postings p WHERE p.term = ANY($1::text[]) AND p.chunk_id = u.chunk_id OFFSET 0

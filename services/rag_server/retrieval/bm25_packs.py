@@ -20,6 +20,7 @@ from datetime import datetime
 
 from rag_server.config import Settings
 from rag_server.infra.database import Executor, transaction
+from rag_server.retrieval.bm25_packed import packed_lists
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +51,12 @@ PACK_STATEMENTS = (
     "DELETE FROM bm25_unpacked",
 )
 WATERMARK_SQL = "SELECT coalesce(max(id), 0) FROM chunks"
-FILL_SQL = """
+FILL_SQL = f"""
     INSERT INTO bm25_packed (collection_id, term, chunk_ids, tfs, lens)
-    SELECT collection_id, term,
-           string_agg(int8send(chunk_id), ''::bytea ORDER BY chunk_id),
-           string_agg(int4send(tf), ''::bytea ORDER BY chunk_id),
-           string_agg(int4send(doc_len), ''::bytea ORDER BY chunk_id)
-    FROM bm25_postings
-    WHERE chunk_id <= $1
-    GROUP BY term, collection_id
+    SELECT p.collection_id, p.term, {packed_lists("p")}
+    FROM bm25_postings p
+    WHERE p.chunk_id <= $1
+    GROUP BY p.term, p.collection_id
 """
 # The planner's row counts for the new rows, as a worker would otherwise wait for autovacuum's.
 ANALYZE_SQL = "ANALYZE bm25_packed"
