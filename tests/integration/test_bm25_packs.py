@@ -224,6 +224,34 @@ async def test_a_writer_during_a_pack_waits_and_lands_above_the_watermark(
         assert set(ids) <= {h.chunk_id for h in await bm25_leg(writer, "native", "gnu", 10)}
 
 
+async def test_a_pack_cancelled_before_it_commits_leaves_the_previous_one(
+    runtime: Runtime, collections: list[uuid.UUID]
+) -> None:
+    """A worker stopping cancels a pack in progress (here: waiting for the writers' mutex): the
+    transaction rolls back, the previous pack stays and searches stay exact; the next pack works."""
+    rng = random.Random(23)
+    before = await bm25_packs.pack(runtime.pool)
+    assert before is not None
+    async with owner_connection(runtime.database_url) as writer:
+        holding = writer.transaction()
+        await holding.start()
+        await insert_document(writer, ["walrus tusk walrus"] * 2, rng, collection_id=collections[0])
+        packing = asyncio.create_task(bm25_packs.pack(runtime.pool))
+        await asyncio.sleep(0.5)
+        assert not packing.done()
+        packing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await packing
+        await holding.commit()
+        after = await bm25_packs.pack_state(writer)
+        assert (after.watermark, after.packed_at) == (before.watermark, before.packed_at)
+        assert after.newer == 2
+        await both_paths(writer, "walrus tusk", 10)
+    again = await bm25_packs.pack(runtime.pool)
+    assert again is not None and again.watermark is not None and before.watermark is not None
+    assert again.watermark > before.watermark and again.newer == 0
+
+
 async def test_text_rewritten_while_the_first_pack_runs_is_searched_as_written(
     pg_server: str, tmp_path: Path
 ) -> None:
