@@ -395,7 +395,7 @@ async def test_a_worker_packs_when_due_and_again_after_changes(
                 await asyncio.sleep(0.1)
             raise AssertionError((tmp_path / "worker.log").read_text()[-3000:])
 
-        async with owner_connection(runtime.database_url) as conn:  # each statement commits
+        async with owner_connection(runtime.database_url) as conn:
             await insert_document(conn, [common_text(rng) for _ in range(30)], rng)
             for _ in range(900):  # the worker is checking every 0.2 s once it says it is ready
                 if "worker ready" in (tmp_path / "worker.log").read_text():
@@ -403,9 +403,13 @@ async def test_a_worker_packs_when_due_and_again_after_changes(
                 await asyncio.sleep(0.1)
             await asyncio.sleep(1.5)  # 30 chunks: below RAG_BM25_PACK_MIN_CHUNKS, no pack
             assert await conn.fetchval("SELECT count(*) FROM bm25_pack") == 0
-            _, ids = await insert_document(conn, [common_text(rng) for _ in range(20)], rng)
+            # Each batch commits at once: chunk by chunk, the worker could pack midway through a batch
+            # (due at 40 chunks, or at 25 changed) and leave the rest below the next bar.
+            async with conn.transaction():
+                _, ids = await insert_document(conn, [common_text(rng) for _ in range(20)], rng)
             first = await packed_watermark(max(ids))
-            _, ids = await insert_document(conn, [common_text(rng) for _ in range(30)], rng)  # 60% of 50
+            async with conn.transaction():  # 60% of 50
+                _, ids = await insert_document(conn, [common_text(rng) for _ in range(30)], rng)
             assert await packed_watermark(max(ids)) > first
             for query in SEARCHES:
                 full = await bm25_leg(conn, "native", query, 10, prune=False)
