@@ -75,8 +75,7 @@ async def main() -> None:
         q = bn.QueryTerms.from_rows(rows, K1, B)
         weights = bp.Weights(q.terms, q.weights, q.c0, q.c1, q.scale)
         fetched = await conn.fetch(STALE_FETCH, q.terms, None, cut)
-        ids, sums = bp.score(weights, fetched)
-        best = bp.ranked(ids, sums, K + K // 4 + 10)
+        best = bp.score(weights, fetched).best(K + K // 4 + 10)
         live = {r["id"] for r in await conn.fetch(bp.LIVE_SQL, [c for c, _ in best])}
         return [(c, s / q.scale) for c, s in best if c in live][:K]
 

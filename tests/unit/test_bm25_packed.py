@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from rag_server.retrieval.bm25_packed import Weights, ranked, score
+from rag_server.retrieval.bm25_packed import BLOCK, Totals, Weights, ranked, score
 
 WEIGHTS = Weights(["cell", "mous", "gene"], [3.1, 1.7, 0.4], c0=0.3, c1=0.02, scale=2.0**24)
 
@@ -44,6 +44,14 @@ def reference(rows: list[dict[str, Any]]) -> dict[int, int]:
     return sums
 
 
+def every_total(totals: Totals) -> dict[int, int]:
+    return dict(totals.best(10**9))
+
+
+def expected_best(sums: dict[int, int], depth: int) -> list[tuple[int, int]]:
+    return sorted(sums.items(), key=lambda item: (-item[1], item[0]))[:depth]
+
+
 def random_rows(rng: random.Random, id_range: int) -> list[dict[str, Any]]:
     rows = []
     for term in WEIGHTS.by_term:
@@ -59,9 +67,22 @@ def test_scores_equal_the_posting_by_posting_sum_for_dense_and_sparse_ids() -> N
     rng = random.Random(3)
     for id_range in (2_000, 10**12):  # an accumulator per id in range; np.unique for scattered ids
         rows = random_rows(rng, id_range)
-        ids, sums = score(WEIGHTS, rows)
-        assert list(ids) == sorted(ids)
-        assert dict(zip(ids.tolist(), sums.tolist(), strict=True)) == reference(rows)
+        assert every_total(score(WEIGHTS, rows)) == reference(rows)
+
+
+def test_the_best_of_dense_sums_equal_a_full_sort_at_every_depth() -> None:
+    """Dense sums over hundreds of blocks: the best chunks found from the blocks' maxima are those of a
+    sort of every chunk, ties at the cut by id, including ties spread over many blocks."""
+    rng = random.Random(5)
+    rows = random_rows(rng, 300 * BLOCK)
+    tied = [(i, 1, 20) for i in rng.sample(range(1, 300 * BLOCK), 200)]  # equal scores everywhere
+    rows.append(row(0, "gene", tied))
+    rows = [r for r in rows if r["kind"] != 1 and r["kind"] != 2]
+    sums = reference(rows)
+    totals = score(WEIGHTS, rows)
+    assert totals.ids is None  # the dense accumulator, as at a million chunks
+    for depth in (1, 2, 10, 50, 72, 250, 299, 300, 700, 5000):
+        assert totals.best(depth) == expected_best(sums, depth)
 
 
 def test_stale_packed_entries_are_masked_and_their_new_postings_kept() -> None:
@@ -70,12 +91,10 @@ def test_stale_packed_entries_are_masked_and_their_new_postings_kept() -> None:
         row(1, "cell", [(2, 1, 50)]),  # chunk 2 rewritten after the pack
         row(2, None, [(2, 0, 0)]),
     ]
-    ids, sums = score(WEIGHTS, rows)
-    assert ids.tolist() == [1, 2]
-    assert dict(zip(ids.tolist(), sums.tolist(), strict=True)) == reference(rows)
-    assert sums[0] > sums[1]  # the stale tf 3 is gone
-    empty_ids, _ = score(WEIGHTS, [row(2, None, [])])
-    assert len(empty_ids) == 0
+    sums = every_total(score(WEIGHTS, rows))
+    assert sums == reference(rows) and list(sums) == [1, 2]
+    assert sums[1] > sums[2]  # the stale tf 3 is gone
+    assert score(WEIGHTS, [row(2, None, [])]).best(10) == []
 
 
 def test_ranked_orders_by_score_then_id_and_keeps_ties_at_the_cut_in_order() -> None:
@@ -91,6 +110,6 @@ def test_a_chunk_whose_contributions_all_round_to_zero_is_still_held() -> None:
     and are still chunks holding a query term, as in the SQL statements' sums."""
     weights = Weights(["cell", "the"], [3.1, 1e-12], c0=0.3, c1=0.02, scale=2.0**24)
     rows = [row(0, "cell", [(1, 1, 10)]), row(0, "the", [(1, 2, 10), (2, 1, 10), (5, 1, 30)])]
-    ids, sums = score(weights, rows)
-    assert ids.tolist() == [1, 2, 5]
-    assert sums.tolist()[1:] == [0, 0] and sums[0] > 0
+    best = score(weights, rows).best(10)
+    assert [chunk_id for chunk_id, _ in best] == [1, 2, 5]
+    assert [total for _, total in best][1:] == [0, 0] and best[0][1] > 0

@@ -29,6 +29,8 @@ from rag_server.retrieval.legs import LegHit
 # loop: the hand-off cost ~1.3 ms of CPU per query at 100k chunks (3.8 -> 5.1 ms in the process, wall
 # p50 6.7-7.9 -> 9.1-11.3 ms; reports/bench-bm25-packed.md), a third of the scoring itself.
 THREAD_POSTINGS = 100_000
+# Chunk ids per block of the dense sums, whose maxima bound where the best chunks lie (Totals.best).
+BLOCK = 1024
 
 
 def packed_lists(p: str) -> str:
@@ -78,8 +80,34 @@ class Weights:
         self.c0, self.c1, self.scale = c0, c1, scale
 
 
-def score(weights: Weights, rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(chunk ids ascending, int64 scores) of every chunk holding a query term, from FETCH_SQL's rows."""
+class Totals:
+    """Each chunk's summed score, to take the best from. Dense: `sums[i]` is chunk `low + i`'s, and a
+    chunk holds a query term iff its sum is positive. Sparse: `ids` (ascending) and `sums` aligned,
+    every chunk holding a query term and no other."""
+
+    def __init__(self, sums: np.ndarray, low: int = 0, ids: np.ndarray | None = None):
+        self.sums, self.low, self.ids = sums, low, ids
+
+    def best(self, depth: int) -> list[tuple[int, int]]:
+        """`ranked` over every chunk holding a query term, without a pass over them all when dense:
+        the depth-th best block maximum is a score at least `depth` chunks reach, so the best `depth`
+        all reach it and lie in blocks whose maximum does (a few blocks of a million-slot range)."""
+        if self.ids is not None:
+            return ranked(self.ids, self.sums, depth)
+        blocks = self.sums.reshape(-1, BLOCK)
+        maxima = blocks.max(axis=1)
+        if np.count_nonzero(maxima) < depth:  # few chunks scored: rank them all
+            held = np.flatnonzero(self.sums)
+            return ranked(held + self.low, self.sums[held], depth)
+        bar = np.partition(maxima, len(maxima) - depth)[len(maxima) - depth]
+        chosen = np.flatnonzero(maxima >= bar)
+        candidates = blocks[chosen]
+        rows, columns = np.nonzero(candidates >= bar)
+        return ranked(chosen[rows] * BLOCK + columns + self.low, candidates[rows, columns], depth)
+
+
+def score(weights: Weights, rows: Sequence[Any]) -> Totals:
+    """Every chunk holding a query term and its summed score, from FETCH_SQL's rows."""
     stale = next((r["chunk_ids"] for r in rows if r["kind"] == 2 and r["chunk_ids"] is not None), None)
     stale_ids = np.frombuffer(stale, dtype=">i8") if stale else None
     id_parts: list[np.ndarray] = []
@@ -101,7 +129,7 @@ def score(weights: Weights, rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray
             length_parts.append(length)
             term_weights.append(weights.by_term[r["term"]])
     if not id_parts:  # no posting, or every one stale (a term's chunks in scope all rewritten)
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        return Totals(np.empty(0), ids=np.empty(0, dtype=np.int64))
     # Each row's ids ascend: its first and last bound the range without a pass over them.
     low = min(int(part[0]) for part in id_parts)
     span = max(int(part[-1]) for part in id_parts) - low + 1
@@ -120,22 +148,25 @@ def score(weights: Weights, rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray
     # Sums of integers below 2**31 each, far below 2**53: exact in float64.
     if span <= 4 * len(ids) + 1_000_000:  # ids dense enough for an accumulator slot per id in range
         ids -= low
-        sums = np.bincount(ids, weights=contributions, minlength=span)
+        sums = np.bincount(ids, weights=contributions, minlength=-(-span // BLOCK) * BLOCK)
         # Every posting adds at least 1 unless a weight rounds to 0 (a term in nearly every chunk).
-        held = sums > 0 if contributions.min() > 0 else np.bincount(ids, minlength=span) > 0
-        return np.flatnonzero(held) + low, sums[held].astype(np.int64)
+        if contributions.min() > 0:
+            return Totals(sums, low)
+        held = np.flatnonzero(np.bincount(ids, minlength=span))
+        return Totals(sums[held], ids=held + low)
     unique, inverse = np.unique(ids, return_inverse=True)
-    return unique, np.bincount(inverse, weights=contributions, minlength=len(unique)).astype(np.int64)
+    return Totals(np.bincount(inverse, weights=contributions, minlength=len(unique)), ids=unique)
 
 
 def ranked(ids: np.ndarray, sums: np.ndarray, depth: int) -> list[tuple[int, int]]:
-    """The best `depth` (chunk id, score) by score descending, then chunk id ascending."""
+    """The best `depth` (chunk id, score) by score descending, then chunk id ascending; `sums` hold
+    integers (as int64 or exactly as float64)."""
     if len(ids) > depth:
         kth = np.partition(sums, len(sums) - depth)[len(sums) - depth]
         keep = np.flatnonzero(sums >= kth)  # every tie at the cut, then ordered
         ids, sums = ids[keep], sums[keep]
     order = np.lexsort((ids, -sums))[:depth]
-    return list(zip(ids[order].tolist(), sums[order].tolist(), strict=True))
+    return list(zip(ids[order].tolist(), sums[order].astype(np.int64).tolist(), strict=True))
 
 
 async def packed_top_k(
@@ -151,14 +182,14 @@ async def packed_top_k(
     scope = None if collections is None else list(collections)
     rows = await conn.fetch(FETCH_SQL, list(weights.by_term), scope, watermark)
     if postings >= THREAD_POSTINGS:
-        ids, sums = await asyncio.to_thread(score, weights, rows)
+        totals = await asyncio.to_thread(score, weights, rows)
     else:
-        ids, sums = score(weights, rows)
+        totals = score(weights, rows)
     # Chunks deleted since the pack: a refresh is due once they reach RAG_BM25_PACK_REFRESH_SHARE of it,
     # so a quarter more than asked for is nearly always enough; otherwise look four times deeper.
     depth = top_k + top_k // 4 + 10
     while True:
-        best = ranked(ids, sums, depth)
+        best = totals.best(depth)
         live = {r["id"] for r in await conn.fetch(LIVE_SQL, [chunk_id for chunk_id, _ in best])}
         hits = [LegHit(chunk_id, total / weights.scale) for chunk_id, total in best if chunk_id in live]
         if len(hits) >= top_k or len(best) < depth:
