@@ -19,8 +19,8 @@ from rag_server.collections import store
 from rag_server.collections.models import CreateCollection
 from rag_server.config import Settings
 from rag_server.infra.database import as_user, owner_connection
-from rag_server.infra.runtime import Runtime
-from rag_server.infra.scoped_pool import DbScope
+from rag_server.infra.runtime import Runtime, open_runtime
+from rag_server.infra.scoped_pool import DbScope, bind_scope, reset_scope
 from rag_server.ingestion.batches import create_upload_batch
 from rag_server.ingestion.pipeline import DirectDocument, incoming_file, ingest_documents_direct
 from rag_server.retrieval import bm25_packs
@@ -157,6 +157,31 @@ async def test_the_runtime_role_sees_only_its_scope_in_raw_sql(
         await conn.close()
     async with owner_connection(runtime.database_url) as owner:  # the owner still sees blue's rows
         assert await owner.fetchval("SELECT count(*) FROM documents WHERE collection_id = $1", blue) == 2
+
+
+async def test_a_pooled_connection_carries_nothing_from_one_scope_to_the_next(
+    settings: Settings, two_collections: dict[str, Any]
+) -> None:
+    """Released connections are not reset (infra/database.py skips asyncpg's RESET ALL round trip):
+    a scoped transaction's settings and advisory locks end with it, so the next user of the same
+    connection, here one without a scope, sees no row and holds no lock."""
+    red = two_collections["red"]
+    one_connection = settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 1})
+    async with open_runtime(one_connection, migrate=False, scope=None) as rt:
+        token = bind_scope(DbScope(collections=(red,), role="reader"))
+        try:
+            async with rt.pool.acquire() as conn:
+                pid = await conn.fetchval("SELECT pg_backend_pid()")
+                assert await conn.fetchval("SELECT count(*) FROM documents") > 0
+                await conn.execute("SELECT pg_advisory_xact_lock(4242)")
+        finally:
+            reset_scope(token)
+        async with rt.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == pid  # the same connection
+            assert await conn.fetchval("SELECT current_setting('rag.collections', true)") in (None, "")
+            assert await conn.fetchval("SELECT count(*) FROM documents") == 0
+            held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            assert await conn.fetchval(held) == 0
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -79,13 +79,27 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await register_vector(conn)
 
 
+async def _release_as_is(conn: asyncpg.Connection) -> None:
+    """The pool's reset of a released connection: nothing beyond asyncpg's own rollback of an open
+    transaction. Our pooled connections carry no session state (the scope's settings are
+    transaction-local, advisory locks transaction-level, nothing else is SET; tested in
+    tests/integration/test_access_database.py), so asyncpg's default reset (RESET ALL, UNLISTEN, CLOSE
+    ALL, unlocking advisory locks) would be a round trip per release for nothing: a hybrid /search
+    releases five connections (reports/bench-search-round-trips.md)."""
+
+
 async def create_pool(url: str, min_size: int = 2, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
     """A pool whose connections decode jsonb to Python objects and vector to numpy arrays.
 
     Needs the schema in place (the `vector` type must exist): run migrations first.
     """
     pool = await asyncpg.create_pool(
-        plain_url(url), min_size=min_size, max_size=max_size, init=_init_connection, **kwargs
+        plain_url(url),
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_release_as_is,
+        **kwargs,
     )
     assert pool is not None
     return pool
