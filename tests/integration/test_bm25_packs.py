@@ -79,6 +79,7 @@ async def collections(runtime: Runtime) -> list[uuid.UUID]:
 async def test_the_pack_is_what_answers(runtime: Runtime, collections: list[uuid.UUID]) -> None:
     state = await bm25_packs.pack(runtime.pool)
     assert state is not None and state.watermark == await runtime.pool.fetchval("SELECT max(id) FROM chunks")
+    assert state.narrow  # every id, tf and length fits: int4 and int2 entries (migration 0015)
     assert state.changed == 0 and state.packed_chunks == await runtime.pool.fetchval(
         "SELECT count(*) FROM chunks"
     )
@@ -183,10 +184,10 @@ async def test_a_pack_waits_for_a_writer_and_writers_wait_for_it(
     assert state is not None and state.watermark is not None and state.watermark >= max(ids)
     async with runtime.pool.acquire() as conn:
         counts = await conn.fetchval(
-            "SELECT length(chunk_ids) / 8 FROM bm25_packed WHERE term = 'okapi' AND collection_id = $1",
+            "SELECT length(chunk_ids) / 4 FROM bm25_packed WHERE term = 'okapi' AND collection_id = $1",
             collections[0],
         )
-        assert counts == 2
+        assert counts == 2  # int4 ids: a narrow pack
         hits = await bm25_leg(conn, "native", "okapi", 5)
         assert sorted(h.chunk_id for h in hits) == sorted(ids)
 
@@ -281,6 +282,27 @@ async def test_text_rewritten_while_the_first_pack_runs_is_searched_as_written(
         assert [h.chunk_id for h in await bm25_leg(writer, "native", "omega", 10)] == [ids[0]]
 
 
+async def test_a_chunk_of_more_than_32767_terms_makes_the_pack_wide(runtime: Runtime) -> None:
+    """Chunk lengths (and tfs) are int2 in a narrow pack: one chunk too long for it, such as an imported
+    document that was never chunked, makes the next pack wide, and searches stay exact either way."""
+    rng = random.Random(23)
+    collection = await store.create_collection(runtime.pool, CreateCollection(name="long"))
+    long_text = "mice zebrafish " + " ".join(f"w{i}" for i in range(33_000))
+    async with owner_connection(runtime.database_url) as conn:
+        texts = [long_text, "mice cancer cells", "zebrafish mice"]
+        await insert_document(conn, texts, rng, collection_id=collection.id)
+        assert await conn.fetchval("SELECT max(doc_len) FROM bm25_postings") > 32_767
+        state = await bm25_packs.pack(runtime.pool)
+        assert state is not None and not state.narrow
+        scopes: list[list[uuid.UUID] | None] = [None, [collection.id]]
+        assert await assert_pack_answers_like_the_full_statement(conn, scopes) > 0
+        assert [h.chunk_id for h in await bm25_leg(conn, "native", "w32999", 5)] != []
+        await conn.execute("DELETE FROM chunks WHERE search_text = $1", long_text)
+        state = await bm25_packs.pack(runtime.pool)
+        assert state is not None and state.narrow
+        assert await assert_pack_answers_like_the_full_statement(conn, scopes) > 0
+
+
 async def test_a_term_whose_packed_entries_in_scope_are_all_stale(runtime: Runtime) -> None:
     rng = random.Random(20)
     a, b = [(await store.create_collection(runtime.pool, CreateCollection(name=n))).id for n in ("sa", "sb")]
@@ -329,7 +351,7 @@ async def test_deleting_a_collection_while_a_pack_runs(runtime: Runtime) -> None
         )
         await asyncio.sleep(0.5)
         assert not deleting.done()
-        await packer.execute(bm25_packs.FILL_SQL, await packer.fetchval(bm25_packs.WATERMARK_SQL))
+        await bm25_packs.fill(packer, await packer.fetchval(bm25_packs.WATERMARK_SQL))
         await packing.commit()
         await deleting
         assert await bm25_leg(packer, "native", "doomed", 5) == []

@@ -203,9 +203,10 @@ async def test_the_bm25_pack_must_hold_what_the_postings_hold(
             "UPDATE chunks SET search_text = 'rewritten text' WHERE id = (SELECT min(id) FROM chunks)"
         )
         assert (await check(conn, runtime)).ok, (await check(conn, runtime)).lines()
-        # The last entry of a term's packed list gets another tf.
+        # The last entry of a term's packed list gets another tf (int2: a narrow pack).
+        assert await conn.fetchval("SELECT narrow FROM bm25_pack")
         await conn.execute(
-            "UPDATE bm25_packed SET tfs = overlay(tfs PLACING '\\x00000063'::bytea FROM length(tfs) - 3)"
+            "UPDATE bm25_packed SET tfs = overlay(tfs PLACING '\\x0063'::bytea FROM length(tfs) - 1)"
             " WHERE term = (SELECT max(term) FROM bm25_packed)"
         )
         report = await check(conn, runtime)

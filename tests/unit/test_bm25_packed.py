@@ -8,19 +8,36 @@ from typing import Any
 
 import numpy as np
 
-from rag_server.retrieval.bm25_packed import BLOCK, Totals, Weights, ranked, score
+from rag_server.retrieval.bm25_packed import BLOCK, NARROW, WIDE, Totals, Weights, ranked, score
 
 WEIGHTS = Weights(["cell", "mous", "gene"], [3.1, 1.7, 0.4], c0=0.3, c1=0.02, scale=2.0**24)
 
 
-def row(kind: int, term: str | None, postings: list[tuple[int, int, int]]) -> dict[str, Any]:
+def row(
+    kind: int, term: str | None, postings: list[tuple[int, int, int]], widths: tuple[str, str] = WIDE
+) -> dict[str, Any]:
     postings = sorted(postings)
     return {
         "kind": kind,
         "term": term,
-        "chunk_ids": np.array([p[0] for p in postings], dtype=">i8").tobytes(),
-        "tfs": np.array([p[1] for p in postings], dtype=">i4").tobytes(),
-        "lens": np.array([p[2] for p in postings], dtype=">i4").tobytes(),
+        "chunk_ids": np.array([p[0] for p in postings], dtype=widths[0]).tobytes(),
+        "tfs": np.array([p[1] for p in postings], dtype=widths[1]).tobytes(),
+        "lens": np.array([p[2] for p in postings], dtype=widths[1]).tobytes(),
+    }
+
+
+def as_narrow(r: dict[str, Any]) -> dict[str, Any]:
+    """A pack's row (kind 0) in the narrow format; the others stay wide, as FETCH_SQL builds them."""
+    if r["kind"] != 0:
+        return r
+    decoded = {
+        k: np.frombuffer(r[k], dtype=t)
+        for k, t in zip(("chunk_ids", "tfs", "lens"), (">i8", ">i4", ">i4"), strict=True)
+    }
+    return r | {
+        "chunk_ids": decoded["chunk_ids"].astype(NARROW[0]).tobytes(),
+        "tfs": decoded["tfs"].astype(NARROW[1]).tobytes(),
+        "lens": decoded["lens"].astype(NARROW[1]).tobytes(),
     }
 
 
@@ -68,6 +85,15 @@ def test_scores_equal_the_posting_by_posting_sum_for_dense_and_sparse_ids() -> N
     for id_range in (2_000, 10**12):  # an accumulator per id in range; np.unique for scattered ids
         rows = random_rows(rng, id_range)
         assert every_total(score(WEIGHTS, rows)) == reference(rows)
+
+
+def test_a_narrow_packs_rows_score_as_the_wide_ones() -> None:
+    """bm25_pack.narrow: the pack's rows hold int4 ids and int2 tfs and lengths, the postings read beside
+    them (kind 1) and the stale ids (kind 2) stay wide."""
+    rows = random_rows(random.Random(4), 2**31 - 1)
+    narrow_rows = [as_narrow(r) for r in rows]
+    assert narrow_rows[0]["chunk_ids"] != rows[0]["chunk_ids"]
+    assert every_total(score(WEIGHTS, narrow_rows, narrow=True)) == reference(rows)
 
 
 def test_the_best_of_dense_sums_equal_a_full_sort_at_every_depth() -> None:

@@ -146,15 +146,19 @@ BM25_CHECKS = {
                || ', tf ' || tf || ', doc_len ' || doc_len FROM wrong""",
     # The pack (0014) holds exactly the postings of every live chunk at or below its watermark that
     # was not written again since (bm25_unpacked); deleted chunks' entries may stay until the next pack.
+    # Entries are big-endian and never negative: left-padded to 8 or 4 bytes, they read as bigint, int.
     "bm25 pack": """
-        WITH k AS (SELECT watermark FROM bm25_pack)
+        WITH k AS (SELECT watermark, CASE WHEN narrow THEN 4 ELSE 8 END AS id_bytes,
+                          CASE WHEN narrow THEN 2 ELSE 4 END AS value_bytes FROM bm25_pack)
         , packed AS (
             SELECT b.collection_id, b.term,
-                   ('x' || encode(substring(b.chunk_ids FROM i * 8 + 1 FOR 8), 'hex'))::bit(64)::bigint
-                       AS chunk_id,
-                   ('x' || encode(substring(b.tfs FROM i * 4 + 1 FOR 4), 'hex'))::bit(32)::int AS tf,
-                   ('x' || encode(substring(b.lens FROM i * 4 + 1 FOR 4), 'hex'))::bit(32)::int AS doc_len
-            FROM bm25_packed b, generate_series(0, length(b.chunk_ids) / 8 - 1) AS i)
+                   ('x' || lpad(encode(substring(b.chunk_ids FROM i * k.id_bytes + 1 FOR k.id_bytes),
+                                       'hex'), 16, '0'))::bit(64)::bigint AS chunk_id,
+                   ('x' || lpad(encode(substring(b.tfs FROM i * k.value_bytes + 1 FOR k.value_bytes),
+                                       'hex'), 8, '0'))::bit(32)::int AS tf,
+                   ('x' || lpad(encode(substring(b.lens FROM i * k.value_bytes + 1 FOR k.value_bytes),
+                                       'hex'), 8, '0'))::bit(32)::int AS doc_len
+            FROM k, bm25_packed b, generate_series(0, length(b.chunk_ids) / k.id_bytes - 1) AS i)
         , held AS (
             SELECT * FROM packed p
             WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.id = p.chunk_id)

@@ -93,10 +93,11 @@ WORK_MEM_MAX_KB = 64 * 1024
 INT4_MAX = 2**31 - 1
 
 TERMS_SQL = """
-    SELECT bt.term, bt.df, s.n_docs, s.total_len, (SELECT watermark FROM bm25_pack) AS packed_upto
+    SELECT bt.term, bt.df, s.n_docs, s.total_len, k.watermark AS packed_upto, k.narrow AS packed_narrow
     FROM unnest(to_tsvector('english', $1::text)) AS q  -- a tsvector holds each lexeme once
     JOIN bm25_terms bt ON bt.term = q.lexeme
     CROSS JOIN bm25_stats s
+    LEFT JOIN bm25_pack k ON true  -- migration 0014's one row, when a pack exists
     WHERE s.id = 1 AND bt.df > 0
 """
 
@@ -283,7 +284,8 @@ async def native_top_k(
     watermark = rows[0]["packed_upto"]
     if prune and watermark is not None and not build_filters(filters, first_param=1).clauses:
         weights = Weights(q.terms, q.weights, q.c0, q.c1, q.scale)
-        return await packed_top_k(conn, weights, sum(q.dfs), top_k, watermark, collections)
+        narrow = rows[0]["packed_narrow"]
+        return await packed_top_k(conn, weights, sum(q.dfs), top_k, watermark, narrow, collections)
 
     def bind(flagged: int, *extra: Any) -> list[Any]:
         flags = [i < flagged for i in range(n_terms)]

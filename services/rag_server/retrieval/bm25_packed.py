@@ -33,13 +33,20 @@ THREAD_POSTINGS = 100_000
 BLOCK = 1024
 
 
-def packed_lists(p: str) -> str:
-    """The packed format, as aggregates over bm25_postings rows aliased `p`: chunk ids (int8), tfs and
-    lengths (int4), big-endian, by chunk id. The pack is built with it and a search reads what the pack
-    lacks with it; `score` decodes it."""
-    return f"""string_agg(int8send({p}.chunk_id), ''::bytea ORDER BY {p}.chunk_id),
-           string_agg(int4send({p}.tf), ''::bytea ORDER BY {p}.chunk_id),
-           string_agg(int4send({p}.doc_len), ''::bytea ORDER BY {p}.chunk_id)"""
+# numpy's dtypes of the packed arrays: (chunk ids, tfs and lengths), big-endian.
+WIDE = (">i8", ">i4")
+NARROW = (">i4", ">i2")
+
+
+def packed_lists(p: str, narrow: bool = False) -> str:
+    """The packed format, as aggregates over bm25_postings rows aliased `p`, by chunk id, big-endian:
+    chunk ids int8, tfs and lengths int4 (WIDE); `narrow`: int4 and int2 (NARROW; a cast raises
+    numeric_value_out_of_range for a value that does not fit). The pack is built with it and a search
+    reads what the pack lacks with it (wide); `score` decodes it."""
+    id_type, value_type = ("int4", "int2") if narrow else ("int8", "int4")
+    return f"""string_agg({id_type}send({p}.chunk_id::{id_type}), ''::bytea ORDER BY {p}.chunk_id),
+           string_agg({value_type}send({p}.tf::{value_type}), ''::bytea ORDER BY {p}.chunk_id),
+           string_agg({value_type}send({p}.doc_len::{value_type}), ''::bytea ORDER BY {p}.chunk_id)"""
 
 
 # $1 terms, $2 the collection scope (NULL: every collection the caller sees), $3 the watermark.
@@ -106,8 +113,9 @@ class Totals:
         return ranked(chosen[rows] * BLOCK + columns + self.low, candidates[rows, columns], depth)
 
 
-def score(weights: Weights, rows: Sequence[Any]) -> Totals:
-    """Every chunk holding a query term and its summed score, from FETCH_SQL's rows."""
+def score(weights: Weights, rows: Sequence[Any], narrow: bool = False) -> Totals:
+    """Every chunk holding a query term and its summed score, from FETCH_SQL's rows; `narrow`: the
+    pack's rows (kind 0) are NARROW (bm25_pack.narrow), the others always WIDE."""
     stale = next((r["chunk_ids"] for r in rows if r["kind"] == 2 and r["chunk_ids"] is not None), None)
     stale_ids = np.frombuffer(stale, dtype=">i8") if stale else None
     id_parts: list[np.ndarray] = []
@@ -117,9 +125,10 @@ def score(weights: Weights, rows: Sequence[Any]) -> Totals:
     for r in rows:
         if r["kind"] == 2:
             continue
-        ids = np.frombuffer(r["chunk_ids"], dtype=">i8")
-        tf = np.frombuffer(r["tfs"], dtype=">i4")
-        length = np.frombuffer(r["lens"], dtype=">i4")
+        id_type, value_type = NARROW if narrow and r["kind"] == 0 else WIDE
+        ids = np.frombuffer(r["chunk_ids"], dtype=id_type)
+        tf = np.frombuffer(r["tfs"], dtype=value_type)
+        length = np.frombuffer(r["lens"], dtype=value_type)
         if r["kind"] == 0 and stale_ids is not None:
             keep = ~np.isin(ids, stale_ids)
             ids, tf, length = ids[keep], tf[keep], length[keep]
@@ -175,6 +184,7 @@ async def packed_top_k(
     postings: int,
     top_k: int,
     watermark: int,
+    narrow: bool,
     collections: Sequence[UUID] | None,
 ) -> list[LegHit]:
     """The exact BM25 top_k over the pack and what it lacks; `postings`: the query terms' document
@@ -182,9 +192,9 @@ async def packed_top_k(
     scope = None if collections is None else list(collections)
     rows = await conn.fetch(FETCH_SQL, list(weights.by_term), scope, watermark)
     if postings >= THREAD_POSTINGS:
-        totals = await asyncio.to_thread(score, weights, rows)
+        totals = await asyncio.to_thread(score, weights, rows, narrow)
     else:
-        totals = score(weights, rows)
+        totals = score(weights, rows, narrow)
     # Chunks deleted since the pack: a refresh is due once they reach RAG_BM25_PACK_REFRESH_SHARE of it,
     # so a quarter more than asked for is nearly always enough; otherwise look four times deeper.
     depth = top_k + top_k // 4 + 10

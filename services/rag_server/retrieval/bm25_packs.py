@@ -18,8 +18,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
+
 from rag_server.config import Settings
 from rag_server.infra.database import Executor, transaction
+from rag_server.retrieval.bm25_native import INT4_MAX
 from rag_server.retrieval.bm25_packed import packed_lists
 
 logger = logging.getLogger(__name__)
@@ -33,7 +36,7 @@ PACK_WORK_MEM = "256MB"
 
 STATE_SQL = """
     SELECT k.watermark, coalesce(k.chunks, 0) AS packed_chunks, coalesce(k.postings, 0) AS postings,
-           k.packed_at, k.seconds,
+           k.packed_at, k.seconds, coalesce(k.narrow, false) AS narrow,
            s.n_docs AS chunks,
            CASE WHEN k.watermark IS NULL THEN 0
                 ELSE (SELECT count(*) FROM chunks c WHERE c.id > k.watermark) END AS newer,
@@ -51,23 +54,30 @@ PACK_STATEMENTS = (
     "DELETE FROM bm25_unpacked",
 )
 WATERMARK_SQL = "SELECT coalesce(max(id), 0) FROM chunks"
-FILL_SQL = f"""
-    INSERT INTO bm25_packed (collection_id, term, chunk_ids, tfs, lens)
-    SELECT p.collection_id, p.term, {packed_lists("p")}
-    FROM bm25_postings p
-    WHERE p.chunk_id <= $1
-    GROUP BY p.term, p.collection_id
-"""
+
+
+def fill_sql(narrow: bool) -> str:
+    return f"""
+        INSERT INTO bm25_packed (collection_id, term, chunk_ids, tfs, lens)
+        SELECT p.collection_id, p.term, {packed_lists("p", narrow)}
+        FROM bm25_postings p
+        WHERE p.chunk_id <= $1
+        GROUP BY p.term, p.collection_id
+    """
+
+
 # The planner's row counts for the new rows, as a worker would otherwise wait for autovacuum's.
 ANALYZE_SQL = "ANALYZE bm25_packed"
 # Under the mutex every committed chunk is at or below the watermark: bm25_stats counts them. A packed
 # list's length comes from its TOAST pointer, without reading it.
 RECORD_SQL = """
-    INSERT INTO bm25_pack (id, watermark, chunks, postings, seconds)
+    INSERT INTO bm25_pack (id, watermark, chunks, postings, seconds, narrow)
     VALUES (1, $1, (SELECT n_docs FROM bm25_stats WHERE id = 1),
-            (SELECT coalesce(sum(length(chunk_ids) / 8), 0) FROM bm25_packed), $2)
+            (SELECT coalesce(sum(length(chunk_ids) / CASE WHEN $3 THEN 4 ELSE 8 END), 0)
+             FROM bm25_packed), $2, $3)
     ON CONFLICT (id) DO UPDATE SET watermark = EXCLUDED.watermark, chunks = EXCLUDED.chunks,
-        postings = EXCLUDED.postings, packed_at = now(), seconds = EXCLUDED.seconds
+        postings = EXCLUDED.postings, packed_at = now(), seconds = EXCLUDED.seconds,
+        narrow = EXCLUDED.narrow
 """
 
 
@@ -80,6 +90,7 @@ class PackState:
     postings: int  # postings in the pack
     packed_at: datetime | None
     seconds: float | None  # how long the last pack held the writers
+    narrow: bool  # int4 chunk ids, int2 tfs and lengths (migration 0015), else int8 and int4
     chunks: int
     newer: int  # chunks above the watermark
     unpacked: int  # chunks at or below it written after the pack
@@ -95,7 +106,8 @@ class PackState:
         if self.watermark is None:
             return f"no pack yet ({self.chunks} chunks)"
         return (
-            f"{self.packed_chunks} chunks, {self.postings} postings up to chunk id {self.watermark}, "
+            f"{self.packed_chunks} chunks, {self.postings} postings up to chunk id {self.watermark} "
+            f"({'narrow' if self.narrow else 'wide'} entries), "
             f"built {self.packed_at:%Y-%m-%d %H:%M:%S %Z} in {self.seconds or 0:.1f} s; "
             f"{self.changed} chunks changed since ({self.newer} newer, {self.unpacked} rewritten "
             "or written late)"
@@ -119,6 +131,7 @@ async def pack_state(conn: Executor) -> PackState:
         postings=int(row["postings"]),
         packed_at=row["packed_at"],
         seconds=row["seconds"],
+        narrow=row["narrow"],
         chunks=int(row["chunks"]),
         newer=int(row["newer"]),
         unpacked=int(row["unpacked"]),
@@ -140,8 +153,8 @@ async def pack(conn: Executor, *, if_due: Settings | None = None) -> PackState |
         for statement in PACK_STATEMENTS:
             await c.execute(statement)
         watermark = await c.fetchval(WATERMARK_SQL)
-        await c.execute(FILL_SQL, watermark)
-        await c.execute(RECORD_SQL, watermark, time.perf_counter() - started)
+        narrow = await fill(c, watermark)
+        await c.execute(RECORD_SQL, watermark, time.perf_counter() - started, narrow)
         await c.execute(ANALYZE_SQL)
         state = await pack_state(c)
     logger.info(
@@ -152,6 +165,22 @@ async def pack(conn: Executor, *, if_due: Settings | None = None) -> PackState |
         state.seconds or 0.0,
     )
     return state
+
+
+async def fill(conn: asyncpg.Connection, watermark: int) -> bool:
+    """Copy the postings at or below `watermark` into the (emptied) pack, inside the caller's
+    transaction: narrow when every chunk id, tf and length fits, else wide. Returns whether narrow. A
+    chunk of more than 32,767 terms (an imported document never chunked) makes it wide, after a narrow
+    attempt that its cast stopped."""
+    if watermark <= INT4_MAX:  # a narrow pack's chunk ids are int4
+        try:
+            async with conn.transaction():  # a savepoint: only the narrow attempt is undone
+                await conn.execute(fill_sql(True), watermark)
+            return True
+        except asyncpg.NumericValueOutOfRangeError:
+            logger.info("BM25 pack: a tf or chunk length exceeds 32,767: packing wide")
+    await conn.execute(fill_sql(False), watermark)
+    return False
 
 
 async def pack_if_due(conn: Executor, settings: Settings) -> PackState | None:
