@@ -6,6 +6,7 @@ recorded, so a test can tell that the runtime used this embedder and not the set
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass, field
 
@@ -18,9 +19,14 @@ class RecordingEmbedder:
     model_name: str = "fake-recording-embedder"
     calls: list[list[str]] = field(default_factory=list)
     closed: int = 0
+    # Raised by every call once set (a provider that went down).
+    failure: BaseException | None = None
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         self.calls.append(list(texts))
+        if self.failure is not None:
+            await asyncio.sleep(0)  # an answer from a provider: other tasks run before it comes
+            raise self.failure
         rows = []
         for text in texts:
             seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")

@@ -12,13 +12,16 @@ from llama_index.core.schema import MetadataMode, TextNode
 
 from rag_server.collections.models import CreateCollection
 from rag_server.collections.store import create_collection
+from rag_server.config import Settings
 from rag_server.infra.database import owner_connection
-from rag_server.infra.runtime import Runtime
+from rag_server.infra.embeddings import EmbeddingError
+from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from rag_server.integrations.llamaindex_retrievers import BM25Retriever, HybridRetriever, VectorRetriever
 from rag_server.retrieval.models import SearchFilters, SearchRequest
 from rag_server.retrieval.service import bm25_search, embed_query, search, vector_search
 from rag_server.retrieval.vector import vector_leg, vector_settings
+from tests.fakes.embedder import RecordingEmbedder
 from tests.support.sample_files import pptx_bytes
 
 ZEBRAFISH = (
@@ -207,3 +210,38 @@ async def test_the_scoped_pool_sets_pgvector_settings_with_the_scope(runtime: Ru
         assert await conn.fetchval("SELECT current_setting('hnsw.ef_search')") == "321"
         assert await conn.fetchval("SELECT current_setting('hnsw.iterative_scan')") == "relaxed_order"
         assert await conn.fetchval("SELECT current_setting('rag.collections')") == "*"  # the system scope
+
+
+async def test_hybrid_searches_on_a_pool_of_one_connection_never_wait_for_themselves(
+    settings: Settings, corpus: dict[str, UUID]
+) -> None:
+    """A search reads through one connection it holds; its vector query takes a second only when one is
+    free now. On a pool of one, concurrent hybrid searches (whose instant embedding is ready while the
+    BM25 leg still runs) all complete instead of each waiting for the connection it holds."""
+    one = settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 1})
+    async with open_runtime(one, migrate=False, embedder=RecordingEmbedder()) as rt:
+        request = SearchRequest(query="zebrafish heart regeneration", top_k=3, search_type="hybrid")
+        replies = await asyncio.wait_for(asyncio.gather(*(search(rt, request) for _ in range(6))), 60)
+    for reply in replies:
+        assert reply.results[0].document_id == corpus["zebrafish.md"]
+        assert reply.results[0].bm25 is not None
+
+
+async def test_a_failed_query_embedding_stops_the_bm25_leg_and_keeps_the_connection(
+    settings: Settings, corpus: dict[str, UUID]
+) -> None:
+    """The BM25 leg runs on the request's connection while the query is embedded: when the embedding
+    fails, the leg is stopped before the transaction ends, the caller gets the embedding's error (not
+    one about a busy connection), and the pool's one connection serves the next search."""
+    down = EmbeddingError("The embedding service is unavailable: HTTP 503", transient=True)
+    one = settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 1})
+    async with open_runtime(one, migrate=False, embedder=RecordingEmbedder(failure=down)) as rt:
+        hybrid = SearchRequest(query="zebrafish heart regeneration", top_k=3, search_type="hybrid")
+        for _ in range(3):
+            with pytest.raises(EmbeddingError):
+                await search(rt, hybrid)
+            # No leg left behind on a connection the search has given back.
+            behind = [t for t in asyncio.all_tasks() if "search." in t.get_coro().__qualname__]
+            assert behind == []
+        bm25 = await search(rt, hybrid.model_copy(update={"search_type": "bm25"}))
+    assert bm25.results[0].document_id == corpus["zebrafish.md"]

@@ -95,6 +95,13 @@ class ScopedPool:
                 await set_local(conn, pairs)
                 yield conn
 
+    def has_free_connection(self) -> bool:
+        """Whether `acquire` would get a connection now (an idle one, or room to open one) rather than
+        wait for another holder to release one. Checked and acquired with no await between them, no
+        other task can take it first."""
+        in_use = self.raw.get_size() - self.raw.get_idle_size()
+        return in_use < self.raw.get_max_size()
+
     async def execute(self, query: str, *args: Any) -> str:
         async with self.acquire() as conn:
             return str(await conn.execute(query, *args))

@@ -4,10 +4,11 @@
 
 The legs are also public (`vector_search`, `bm25_search`) so callers can ask for deep
 candidate lists cheaply; they return chunk ids and scores only (`fetch_chunks` adds the rest).
-In hybrid search the BM25 query starts at once, concurrently with embedding the query and the
-vector query on a pooled connection of its own. A request's other reads (its collections, the BM25 leg,
-the chunks) share one connection and snapshot: every pooled connection costs a BEGIN, the scope's
-settings and a COMMIT, round trips that showed in the server's profile at 8 clients.
+In hybrid search the BM25 query starts at once, concurrently with embedding the query. A request's
+reads share one connection and snapshot (its collections, the legs, the chunks): every pooled
+connection costs a BEGIN, the scope's settings and a COMMIT, and round trips were the largest share of
+the server's event loop at 8 clients (a write() each). Only a vector query ready while the BM25 leg
+still runs (large corpora) takes a connection of its own.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from rag_server.infra.capabilities import Bm25Engine
 from rag_server.infra.database import Executor, connection
 from rag_server.infra.metrics import observe_search
 from rag_server.infra.runtime import Runtime
-from rag_server.infra.scoped_pool import Isolation, ScopedPool
+from rag_server.infra.scoped_pool import Isolation, ScopedPool, set_local
 from rag_server.retrieval.bm25 import bm25_leg, read_engine
 from rag_server.retrieval.fusion import (
     Fuse,
@@ -114,16 +115,23 @@ async def vector_search_embedding(
     ef_search: int | None = None,
     collections: Sequence[UUID] | None = None,
     generation: Generation | None = None,
-    pool: ScopedPool | None = None,
+    conn: Executor | None = None,
 ) -> list[LegHit]:
-    """Vector leg alone for a query embedded by `generation`'s model (None: the searched one)."""
+    """Vector leg alone for a query embedded by `generation`'s model (None: the searched one). `conn`:
+    where to read: a pool (default the primary's), or a connection inside a transaction (which keeps
+    the leg's pgvector settings until it ends)."""
     ef = ef_search or runtime.settings.hnsw_ef_search
     space = _space(generation or await searched_generation(runtime))
-    filtered = bool(vector_sql(filters, collections, space)[1])
-    # The pgvector settings go with the scope's, in one round trip.
-    async with (pool or runtime.pool).acquire(settings=vector_settings(top_k, ef, filtered)) as conn:
+    settings = vector_settings(top_k, ef, bool(vector_sql(filters, collections, space)[1]))
+    if isinstance(conn, asyncpg.Connection):
+        await set_local(conn, list(settings.items()))
         return await vector_leg(
             conn, embedding, top_k, filters, ef, collections, settings_applied=True, space=space
+        )
+    # The pgvector settings go with the scope's, in one round trip.
+    async with (conn or runtime.pool).acquire(settings=settings) as pooled:
+        return await vector_leg(
+            pooled, embedding, top_k, filters, ef, collections, settings_applied=True, space=space
         )
 
 
@@ -222,6 +230,11 @@ async def search(
     # NUL and lone surrogates break Postgres, the tokenizer and the JSON reply: replace them once.
     query, top_k, filters = clean_query(request.query), request.top_k, request.filters
     depth = leg_depth(settings, request)
+    # What the legs read through the runtime's own pool, read before holding a connection (both are
+    # cached): a request holding one connection must never wait for another.
+    generation = None if request.search_type == "bm25" else await searched_generation(runtime)
+    if request.search_type != "vector":
+        await bm25_engine(runtime)
     async with pool.acquire(isolation="repeatable_read", readonly=True) as conn:
         alphas: list[float | None] | None = None
         if scope is None:
@@ -229,16 +242,17 @@ async def search(
             scope, alphas = [c.id for c in collections], [c.hybrid_alpha for c in collections]
         searched = scope
 
-        async def run_vector() -> list[LegHit]:
-            # Resolved once: the query vector and the index searched are one generation's (a switch
-            # between the two cannot pair a vector with another model's index).
-            generation = await searched_generation(runtime)
-            embedding = await _timed(timings, "embed", lambda: embed_query(runtime, query, generation))
+        async def embed() -> np.ndarray:
+            # Resolved once, above: the query vector and the index searched are one generation's (a
+            # switch between the two cannot pair a vector with another model's index).
+            return await _timed(timings, "embed", lambda: embed_query(runtime, query, generation))
+
+        async def run_vector(embedding: np.ndarray, where: Executor) -> list[LegHit]:
             return await _timed(
                 timings,
                 "vector",
                 lambda: vector_search_embedding(
-                    runtime, embedding, depth, filters, request.ef_search, searched, generation, pool
+                    runtime, embedding, depth, filters, request.ef_search, searched, generation, where
                 ),
             )
 
@@ -248,11 +262,28 @@ async def search(
             )
 
         if request.search_type == "vector":
-            legs = {"vector": await run_vector()}
+            legs = {"vector": await run_vector(await embed(), conn)}
         elif request.search_type == "bm25":
             legs = {"bm25": await run_bm25()}
         else:
-            bm25_hits, vector_hits = await asyncio.gather(run_bm25(), run_vector())
+            # The BM25 leg starts at once on this connection while the query is embedded. The vector
+            # query follows it here when it is done by then (at 100k chunks it nearly always is), else
+            # runs beside it on a second connection, if one is free: a request holding one connection
+            # must never wait for another (requests beyond the pool's size would wait for each other).
+            bm25 = asyncio.create_task(run_bm25())
+            try:
+                embedding = await embed()
+                if bm25.done() or not pool.has_free_connection():
+                    bm25_hits = await bm25
+                    vector_hits = await run_vector(embedding, conn)
+                else:
+                    vector_hits = await run_vector(embedding, pool)
+                    bm25_hits = await bm25
+            except BaseException:
+                # Not to leave the leg running on this connection when the transaction ends.
+                bm25.cancel()
+                await asyncio.gather(bm25, return_exceptions=True)
+                raise
             legs = {"vector": vector_hits, "bm25": bm25_hits}
         convex_fusion = _convex(runtime, request, legs)
         alpha = await hybrid_alpha(runtime, request, scope, alphas, conn) if convex_fusion else None
