@@ -36,6 +36,7 @@ from rag_server.evaluation.report import write_json
 from rag_server.infra import admin
 from rag_server.infra.database import owner_connection, resolve_database_url, with_database
 from rag_server.infra.embeddings import Embedder
+from rag_server.infra.migrations import upgrade_to_head
 from rag_server.retrieval import bm25_packs
 
 BENCH_KEY_NAME = "bench-search"
@@ -115,7 +116,9 @@ async def prepare_bench_database(settings: Settings, dataset: BeirDataset, scale
 
     if await admin.reuse_or_recreate(server_url, name, loaded):
         print(f"bench database {name}: {scale} synthetic chunks (reused)", file=sys.stderr)
-        async with owner_connection(url) as conn:  # built before packs existed
+        # Built by an older version: the schema first (the server would migrate it too, after the pack).
+        await asyncio.to_thread(upgrade_to_head, url, settings)
+        async with owner_connection(url) as conn:
             await pack_bench_database(conn, settings)
         return url, 0.0
 
