@@ -7,6 +7,7 @@ import dataclasses
 import random
 from uuid import UUID
 
+import asyncpg
 import pytest
 from llama_index.core.schema import MetadataMode, TextNode
 
@@ -15,11 +16,13 @@ from rag_server.collections.store import create_collection
 from rag_server.config import Settings
 from rag_server.infra.database import owner_connection
 from rag_server.infra.embeddings import EmbeddingError
+from rag_server.infra.replicas import ReplicaPool
 from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from rag_server.integrations.llamaindex_retrievers import BM25Retriever, HybridRetriever, VectorRetriever
+from rag_server.retrieval.fusion import FusedHit
 from rag_server.retrieval.models import SearchFilters, SearchRequest
-from rag_server.retrieval.service import bm25_search, embed_query, search, vector_search
+from rag_server.retrieval.service import _visible_hits, bm25_search, embed_query, search, vector_search
 from rag_server.retrieval.vector import vector_leg, vector_settings
 from tests.fakes.embedder import RecordingEmbedder
 from tests.support.sample_files import pptx_bytes
@@ -245,3 +248,45 @@ async def test_a_failed_query_embedding_stops_the_bm25_leg_and_keeps_the_connect
             assert behind == []
         bm25 = await search(rt, hybrid.model_copy(update={"search_type": "bm25"}))
     assert bm25.results[0].document_id == corpus["zebrafish.md"]
+
+
+async def test_has_free_connection_follows_the_pools_free_holders(
+    runtime: Runtime, settings: Settings
+) -> None:
+    """ScopedPool.has_free_connection reads asyncpg's queue of free holders: true while the pool's one
+    connection is idle, false while it is held, true once it is back."""
+    one = settings.model_copy(update={"db_pool_min": 0, "db_pool_max": 1})
+    async with open_runtime(one, migrate=False, embedder=RecordingEmbedder()) as rt:
+        assert rt.pool.has_free_connection()
+        async with rt.pool.acquire():
+            assert not rt.pool.has_free_connection()
+        assert rt.pool.has_free_connection()
+
+
+async def test_a_hybrid_search_through_an_unreachable_replica_completes(
+    settings: Settings, corpus: dict[str, UUID]
+) -> None:
+    """A replica that cannot be reached hands out the primary's connections: a hybrid search holding
+    one must not wait for a second (the primary's pool has one connection here)."""
+    one = settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 1})
+    async with open_runtime(one, migrate=False, embedder=RecordingEmbedder()) as rt:
+        nowhere = await asyncpg.create_pool("postgresql://nobody@127.0.0.1:1/none", min_size=0)
+        replica = ReplicaPool(nowhere, rt.pool.default, rt.pool)
+        try:
+            request = SearchRequest(query="zebrafish heart regeneration", top_k=3, search_type="hybrid")
+            reply = await asyncio.wait_for(search(rt, request, pool=replica), 30)
+        finally:
+            await nowhere.close()
+    assert reply.results[0].document_id == corpus["zebrafish.md"]
+
+
+async def test_a_ranked_chunk_the_snapshot_does_not_see_gives_its_place_to_the_next(
+    runtime: Runtime, corpus: dict[str, UUID]
+) -> None:
+    """A leg may return a chunk the request's snapshot does not see (deleted since, or written after it
+    and found on another connection): the results still hold top_k chunks, the next ranked."""
+    ids = [r["id"] for r in await runtime.pool.fetch("SELECT id FROM chunks ORDER BY id LIMIT 4")]
+    ranked = [FusedHit(10**12, 1.0), *(FusedHit(chunk_id, 0.5 - i / 10) for i, chunk_id in enumerate(ids))]
+    async with runtime.pool.acquire(isolation="repeatable_read", readonly=True) as conn:
+        hits = await _visible_hits(conn, ranked, 3)
+    assert [h.chunk_id for h in hits] == ids[:3]

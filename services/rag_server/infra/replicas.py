@@ -145,6 +145,10 @@ class ReplicaPool(ScopedPool):
         self.replica: Replica | None = None
         self.routed: dict[str, int] = {"fallback": 0}  # ReadRouting's counters once it owns this pool
 
+    def has_free_connection(self) -> bool:
+        # Never: an unreachable replica hands out the primary's connections, which may all be taken.
+        return False
+
     @asynccontextmanager
     async def acquire(
         self,

@@ -235,17 +235,20 @@ async def search(
     generation = None if request.search_type == "bm25" else await searched_generation(runtime)
     if request.search_type != "vector":
         await bm25_engine(runtime)
+
+    async def embed() -> np.ndarray:
+        # Resolved once, above: the query vector and the index searched are one generation's (a
+        # switch between the two cannot pair a vector with another model's index).
+        return await _timed(timings, "embed", lambda: embed_query(runtime, query, generation))
+
+    # Alone, the vector leg needs no connection while the query is embedded.
+    embedded = await embed() if request.search_type == "vector" else None
     async with pool.acquire(isolation="repeatable_read", readonly=True) as conn:
         alphas: list[float | None] | None = None
         if scope is None:
             collections = await resolve(conn, request.collections)
             scope, alphas = [c.id for c in collections], [c.hybrid_alpha for c in collections]
         searched = scope
-
-        async def embed() -> np.ndarray:
-            # Resolved once, above: the query vector and the index searched are one generation's (a
-            # switch between the two cannot pair a vector with another model's index).
-            return await _timed(timings, "embed", lambda: embed_query(runtime, query, generation))
 
         async def run_vector(embedding: np.ndarray, where: Executor) -> list[LegHit]:
             return await _timed(
@@ -261,8 +264,8 @@ async def search(
                 timings, "bm25", lambda: bm25_search(runtime, query, depth, filters, searched, conn)
             )
 
-        if request.search_type == "vector":
-            legs = {"vector": await run_vector(await embed(), conn)}
+        if embedded is not None:
+            legs = {"vector": await run_vector(embedded, conn)}
         elif request.search_type == "bm25":
             legs = {"bm25": await run_bm25()}
         else:
@@ -287,12 +290,25 @@ async def search(
             legs = {"vector": vector_hits, "bm25": bm25_hits}
         convex_fusion = _convex(runtime, request, legs)
         alpha = await hybrid_alpha(runtime, request, scope, alphas, conn) if convex_fusion else None
-        ranked = (await _rank(conn, runtime, request, legs, timings, alpha))[:top_k]
-        rows = await _timed(timings, "fetch", lambda: fetch_chunks(conn, [h.chunk_id for h in ranked]))
-    results = [_to_hit(h, rows[h.chunk_id]) for h in ranked if h.chunk_id in rows]
+        ranked = await _rank(conn, runtime, request, legs, timings, alpha)
+        results = await _timed(timings, "fetch", lambda: _visible_hits(conn, ranked, top_k))
     timings["total"] = round((time.perf_counter() - started) * 1000, 3)
     observe_search(request.search_type, timings)  # Prometheus, when an app serves this search
     return SearchResponse(query=query, search_type=request.search_type, results=results, timings_ms=timings)
+
+
+async def _visible_hits(conn: asyncpg.Connection, ranked: list[FusedHit], top_k: int) -> list[SearchHit]:
+    """The best `top_k` ranked chunks this snapshot sees, with their text. One that it does not (deleted
+    since a leg ran, or written after this snapshot and found by a vector query on a connection of its
+    own) gives its place to the next ranked."""
+    hits: list[SearchHit] = []
+    start = 0
+    while len(hits) < top_k and start < len(ranked):
+        batch = ranked[start : start + top_k - len(hits)]
+        rows = await fetch_chunks(conn, [h.chunk_id for h in batch])
+        hits += [_to_hit(h, rows[h.chunk_id]) for h in batch if h.chunk_id in rows]
+        start += len(batch)
+    return hits
 
 
 async def _rank(
