@@ -8,7 +8,8 @@ In hybrid search the BM25 query starts at once, concurrently with embedding the 
 reads share one connection and snapshot (its collections, the legs, the chunks): every pooled
 connection costs a BEGIN, the scope's settings and a COMMIT, and round trips were the largest share of
 the server's event loop at 8 clients (a write() each). Only a vector query ready while the BM25 leg
-still runs (large corpora) takes a connection of its own.
+still runs (large corpora) takes a second connection, and only when one is free: a request holding a
+connection never waits for another.
 """
 
 from __future__ import annotations
