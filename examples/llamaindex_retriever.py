@@ -26,7 +26,7 @@ Today most lighthouses are automated and their keepers have gone, but the lights
 
 async def main(query: str) -> None:
     settings = Settings()
-    async with open_runtime(settings, migrate=True, load_embedder=True) as runtime:
+    async with open_runtime(settings, migrate=True, load_embedder="queries") as runtime:
         document = DirectDocument("lighthouses.txt", TEXT.encode(), {"source": "example"})
         await ingest_documents_direct(runtime, [document])
 

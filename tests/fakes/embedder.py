@@ -34,5 +34,8 @@ class RecordingEmbedder:
         vectors = np.asarray(rows, dtype=np.float32).reshape(len(texts), self.dim)
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
 
+    async def embed_query(self, query: str) -> np.ndarray:
+        return (await self.embed([query]))[0]
+
     async def aclose(self) -> None:
         self.closed += 1

@@ -136,7 +136,7 @@ async def test_eval_builds_reuses_and_rebuilds(
     assert rebuilt["documents"] == len(SUBJECTS)
 
 
-async def test_int8_queries_never_reuse_the_fp32_database_unless_asked(
+async def test_queries_at_int8_search_the_corpus_stored_at_its_own_precision(
     dataset: Path, settings: Settings, pg_server: str
 ) -> None:
     int8 = settings.model_copy(update={"embedding_precision": "int8"})
@@ -145,20 +145,23 @@ async def test_int8_queries_never_reuse_the_fp32_database_unless_asked(
     # Precision is in the key only when it is not fp32: fp32 databases built earlier keep their names.
     explicit_fp32 = settings.model_copy(update={"embedding_precision": "fp32"})
     assert eval_database_name(dataset, explicit_fp32) == fp32_name
+    # The query precision is not: queries at any precision search the same stored corpus.
+    fp32_queries = settings.model_copy(update={"embedding_query_precision": "fp32"})
+    assert eval_database_name(dataset, fp32_queries) == fp32_name
 
-    # The upgrade case: the corpus stored at fp32 (ingested by its own fp32 embedder), int8 queries.
-    options = EvalOptions(dataset=dataset, fresh=True, corpus_precision="fp32", quiet=True)
-    mixed = await run_eval(int8, options)
+    # The default: the corpus stored at fp32, the queries embedded at int8.
+    mixed = await run_eval(settings, EvalOptions(dataset=dataset, fresh=True, quiet=True))
     assert mixed["settings"]["database"] == fp32_name and mixed["settings"]["reused_database"] is False
-    assert mixed["settings"]["embedding_precision"] == "int8"
-    assert mixed["settings"]["corpus_embedding_precision"] == "fp32"
+    assert mixed["settings"]["embedding_precision"] == "fp32"
+    assert mixed["settings"]["query_embedding_precision"] == "int8"
     assert mixed["modes"]["vector"]["mrr@10"] >= 0.8
     async with admin.connection(with_database(pg_server, fp32_name)) as conn:
         assert (await admin.get_meta(conn, INGEST_MARKER))["documents"] == len(SUBJECTS)
 
     alone = await run_eval(int8, EvalOptions(dataset=dataset, modes=["vector"], quiet=True))
     assert alone["settings"]["database"] == int8_name
-    assert alone["settings"]["corpus_embedding_precision"] == "int8"
+    assert alone["settings"]["embedding_precision"] == "int8"
+    assert alone["settings"]["query_embedding_precision"] == "int8"
 
 
 def run_cli(args: list[str], database_url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -72,6 +72,17 @@ def test_int8_precision_needs_the_local_onnx_model(update: dict[str, str]) -> No
         Settings(embedding_precision="fp16")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("update", [{"embedding_runtime": "torch"}, {"embedding_provider": "ollama"}])
+def test_queries_are_embedded_at_int8_only_where_the_local_onnx_model_runs(update: dict[str, str]) -> None:
+    assert Settings().query_precision == "int8"  # the default: the local model on ONNX Runtime
+    assert Settings(embedding_query_precision="fp32").query_precision == "fp32"
+    assert Settings(embedding_precision="int8", embedding_query_precision="fp32").query_precision == "fp32"
+    # Elsewhere "auto" follows the documents' precision, and int8 asked for is a configuration error.
+    assert Settings(**update).query_precision == "fp32"  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="RAG_EMBEDDING_QUERY_PRECISION=int8 applies to the local"):
+        Settings(embedding_query_precision="int8", **update)  # type: ignore[arg-type]
+
+
 def test_a_worker_runs_two_tasks_at_once_by_default() -> None:
     # One slot leaves the model idle during each task's parsing and database round trips.
     assert Settings(_env_file=None).worker_concurrency == 2  # type: ignore[call-arg]

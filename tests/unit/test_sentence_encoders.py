@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rag_server.config import Settings
 from rag_server.infra.cores import usable_cores
+from rag_server.infra.embeddings import LazyEmbedder, LocalEmbedder
 from rag_server.infra.sentence_encoders import (
     ModelLayout,
     OnnxSentenceEncoder,
@@ -169,3 +172,31 @@ def test_runs_use_the_configured_cores_or_every_usable_one(cache_dir: Path) -> N
     assert auto._wide.get_session_options().intra_op_num_threads == usable_cores()
     # One core: every run on the one single-threaded session, the same vectors.
     assert np.allclose(one.encode(TEXTS, 4), auto.encode(TEXTS, 4), atol=1e-5)
+
+
+async def test_a_query_at_int8_gets_one_vector_whatever_is_embedded_beside_it(cache_dir: Path) -> None:
+    # int8 scales activations per model call: a query sharing a call with others would get a vector
+    # that depends on them. Each query runs alone, so concurrent searches see the same vector.
+    embedder = LocalEmbedder(MODEL, 384, 64, "onnx", cache_dir, "fp32", query_precision="int8")
+    queries = ["vitamin d and bone fractures", "cells", "mice " * 300, "ALDH1 expression in breast cancer"]
+    alone = [await embedder.embed_query(q) for q in queries]
+    for _ in range(3):
+        together = await asyncio.gather(*(embedder.embed_query(q) for q in queries))
+        for a, b in zip(alone, together, strict=True):
+            assert np.array_equal(a, b)
+    # Documents stay at fp32; a query at int8 lands next to its fp32 vector, not on it.
+    documents = await embedder.embed(queries)
+    cosines = [float(q @ d) for q, d in zip(alone, documents, strict=True)]
+    assert all(0.98 < c < 1 - 1e-6 for c in cosines), cosines
+    assert np.allclose(np.linalg.norm(np.vstack(alone), axis=1), 1.0, atol=1e-5)
+
+
+def test_only_a_process_that_searches_loads_the_query_encoder(cache_dir: Path) -> None:
+    settings = Settings(model_cache_dir=cache_dir)  # queries at int8, documents at fp32
+    worker = LazyEmbedder(settings).load()
+    assert isinstance(worker, LocalEmbedder) and worker._query_encoder is None
+    server = LazyEmbedder(settings).load(queries=True)
+    assert isinstance(server, LocalEmbedder) and server._query_encoder is not None
+    # At one precision the documents' encoder serves the queries too.
+    same = LocalEmbedder(MODEL, 384, 64, "onnx", cache_dir, "int8", query_precision="int8")
+    assert same._query_encoder is same._encoder

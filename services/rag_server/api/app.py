@@ -54,7 +54,7 @@ def create_app(
         async with open_runtime(
             settings,
             migrate=True,
-            load_embedder=True,
+            load_embedder="queries",
             embedder=embedder,
             llm=llm,
             scope=None,

@@ -124,7 +124,7 @@ async def prepare_bench_database(settings: Settings, dataset: BeirDataset, scale
 
     started = time.perf_counter()
     bench_settings = settings.model_copy(update={"database_url": url})
-    async with open_runtime(bench_settings, migrate=True, load_embedder=True) as runtime:
+    async with open_runtime(bench_settings, migrate=True, load_embedder="documents") as runtime:
         pool = synthetic.passage_pool(list(dataset.corpus.values()), POOL_SIZE)
         pool_vectors = await pool_embeddings(runtime.embedder, pool, settings)
         blocks = synthetic.synthesize_blocks(pool, pool_vectors, scale, SYNTHESIS_BLOCK)

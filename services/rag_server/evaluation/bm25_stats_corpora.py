@@ -158,6 +158,9 @@ class ZeroEmbedder:
     async def embed(self, texts: list[str]) -> np.ndarray:
         return np.zeros((len(texts), self.dim), dtype=np.float32)
 
+    async def embed_query(self, query: str) -> np.ndarray:
+        return np.zeros(self.dim, dtype=np.float32)
+
     async def aclose(self) -> None:
         return None
 

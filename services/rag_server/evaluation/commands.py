@@ -42,7 +42,6 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             group_by=args.group_by,
             tune=args.tune,
             holdout=args.holdout,
-            corpus_precision=args.corpus_precision,
         )
         if args.peers:
             _require_eval_extra()
@@ -181,12 +180,6 @@ def register_eval_commands(sub: Any) -> None:
         default=0.0,
         metavar="F",
         help="keep this fraction of the queries (spread evenly) out of --tune and score only them",
-    )
-    p.add_argument(
-        "--corpus-precision",
-        choices=("fp32", "int8"),
-        default=None,
-        help="embed the corpus at this precision, the queries at RAG_EMBEDDING_PRECISION (default: the same)",
     )
 
     bench = sub.add_parser("bench", help="latency and throughput benchmarks (search, ingest)")

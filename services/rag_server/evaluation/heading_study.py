@@ -142,7 +142,7 @@ async def run(settings: Settings, data: Path, modes: list[str]) -> dict[str, Any
     reused = await _prepare(server_url, name)
     study_settings = settings.model_copy(update={"database_url": with_database(server_url, name)})
     results: dict[str, Any] = {"files": len(files), "queries": {}, "database": name, "reused": reused}
-    async with open_runtime(study_settings, migrate=True, load_embedder=True) as runtime:
+    async with open_runtime(study_settings, migrate=True, load_embedder="queries") as runtime:
         for headings in (True, False):
             collection = "headings_on" if headings else "headings_off"
             if not reused:

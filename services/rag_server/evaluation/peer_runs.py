@@ -55,11 +55,11 @@ async def run_peers(
                 await peers.mark_llamaindex_ready(conn, chunks)
         embedder = runtime.embedder
         run, latencies = {}, []
-        await asyncio.to_thread(li.search, queries[0][1], (await embedder.embed([queries[0][1]]))[0], top_k)
+        await asyncio.to_thread(li.search, queries[0][1], await embedder.embed_query(queries[0][1]), top_k)
         with progress_bar("querying peer llamaindex", len(queries), quiet) as bar:
             for qid, text in queries:
                 started = time.perf_counter()
-                vector = (await embedder.embed([text]))[0]
+                vector = await embedder.embed_query(text)
                 run[qid] = await asyncio.to_thread(li.search, text, vector, top_k)
                 latencies.append((time.perf_counter() - started) * 1000)
                 bar.update()

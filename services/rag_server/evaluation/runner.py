@@ -62,9 +62,6 @@ class EvalOptions:
     group_by: GroupBy = "chunk"
     tune: bool = False  # --tune: choose the collection's hybrid_alpha first (evaluation.tuning)
     holdout: float = 0.0  # --holdout: fraction of the queries kept out of tuning and scored alone
-    # The precision the corpus is embedded at when it differs from the queries' (RAG_EMBEDDING_PRECISION):
-    # "fp32" with int8 queries measures a database stored before an upgrade to int8.
-    corpus_precision: str | None = None
 
     def collection_name(self) -> str:
         if self.collection is not None:
@@ -289,22 +286,6 @@ async def score_modes(
     return modes
 
 
-async def _ingest_at_corpus_precision(
-    corpus_settings: Settings,
-    eval_settings: Settings,
-    dataset: BeirDataset,
-    options: EvalOptions,
-    collection: str,
-) -> bool:
-    """Ingest with the corpus's own embedder when its precision is not the queries'; False: not needed."""
-    if corpus_settings.embedding_precision == eval_settings.embedding_precision:
-        return False
-    corpus_settings = corpus_settings.model_copy(update={"database_url": eval_settings.database_url})
-    async with open_runtime(corpus_settings, migrate=True, load_embedder=True) as runtime:
-        await ingest_corpus(runtime, dataset, options.quiet, collection)
-    return True
-
-
 async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
     if not 1 <= options.top_k <= 100:
         raise ValueError("--top-k must be between 1 and 100")
@@ -316,25 +297,19 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
     if not queries:
         raise ValueError("--holdout leaves no query to score")
 
-    corpus_settings = settings.model_copy(
-        update={"embedding_precision": options.corpus_precision or settings.embedding_precision}
-    )
-    name = await asyncio.to_thread(eval_database_name, options.dataset, corpus_settings)
+    name = await asyncio.to_thread(eval_database_name, options.dataset, settings)
     server_url = await asyncio.to_thread(resolve_database_url, settings)
     collection = options.collection_name()
     reused = await prepare_database(server_url, name, len(dataset.corpus), options.fresh, collection)
     eval_settings = settings.model_copy(update={"database_url": with_database(server_url, name)})
-    ingest_now = not reused and not await _ingest_at_corpus_precision(
-        corpus_settings, eval_settings, dataset, options, collection
-    )
     if not options.quiet:
         print(
             f"eval database {name} ({'reused' if reused else 'new'}); {len(queries)} test queries",
             file=sys.stderr,
         )
 
-    async with open_runtime(eval_settings, migrate=True, load_embedder=True) as runtime:
-        if ingest_now:
+    async with open_runtime(eval_settings, migrate=True, load_embedder="queries") as runtime:
+        if not reused:
             await ingest_corpus(runtime, dataset, options.quiet, collection)
         chunks = int(await runtime.pool.fetchval("SELECT count(*) FROM chunks"))
         engine = await bm25_engine(runtime)
@@ -367,7 +342,7 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
             "collection_hybrid_alpha": collection_alpha,
             **pick_settings(settings, STORED_CHUNK_SETTINGS),
             "embedding_precision": settings.embedding_precision,
-            "corpus_embedding_precision": corpus_settings.embedding_precision,
+            "query_embedding_precision": settings.query_precision,
             "bm25_engine": engine,
             **pick_settings(settings, SEARCH_SETTINGS),
         },

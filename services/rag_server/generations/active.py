@@ -92,8 +92,7 @@ async def embedder_for(runtime: Runtime, generation: Generation) -> Embedder:
 
 async def embed_query(runtime: Runtime, generation: Generation, query: str) -> np.ndarray:
     embedder = await embedder_for(runtime, generation)
-    vectors = await embedder.embed([query])
-    return np.asarray(vectors[0], dtype=np.float32)
+    return np.asarray(await embedder.embed_query(query), dtype=np.float32)
 
 
 async def embed_texts(runtime: Runtime, generation: Generation, texts: Sequence[str]) -> np.ndarray:

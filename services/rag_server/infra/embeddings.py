@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -16,11 +17,11 @@ import numpy as np
 
 from rag_server.config import Settings
 from rag_server.infra.batching import CoalescingEmbedder
-from rag_server.infra.sentence_encoders import Precision, load_sentence_encoder
+from rag_server.infra.sentence_encoders import Precision, SentenceEncoder, load_sentence_encoder
 from rag_server.infra.sentence_encoders import Runtime as EncoderRuntime
 
-# Calls with at most this many texts are coalesced with concurrent ones; document batches are not.
-QUERY_BATCH_MAX_TEXTS = 4
+# Calls with at most this many texts are coalesced with concurrent ones; larger batches are not.
+SMALL_CALL_TEXTS = 4
 
 
 class EmbeddingError(Exception):
@@ -39,7 +40,11 @@ class Embedder(Protocol):
     dim: int
 
     async def embed(self, texts: list[str]) -> np.ndarray:
-        """Unit-normalised float32 embeddings, one row per text."""
+        """Unit-normalised float32 embeddings, one row per text (documents, chunks)."""
+        ...
+
+    async def embed_query(self, query: str) -> np.ndarray:
+        """A search query's unit-normalised float32 embedding (one row)."""
         ...
 
     async def aclose(self) -> None:
@@ -48,7 +53,11 @@ class Embedder(Protocol):
 
 
 class LocalEmbedder:
-    """A local sentence-transformers model on the CPU (ONNX Runtime by default, see sentence_encoders)."""
+    """A local sentence-transformers model on the CPU (ONNX Runtime by default, see sentence_encoders).
+
+    Documents are embedded at `precision`; search queries at `query_precision`, by a second encoder
+    loaded on the first query when the two differ (a worker never loads it).
+    """
 
     def __init__(
         self,
@@ -59,18 +68,28 @@ class LocalEmbedder:
         cache_dir: Path,
         precision: Precision = "fp32",
         threads: int = 0,
+        query_precision: Precision | None = None,
     ) -> None:
         self.model_name = model_name
         self.dim = dim
         self.batch_size = batch_size
-        self._encoder = load_sentence_encoder(model_name, runtime, cache_dir, precision, threads)
+        self._load = partial(load_sentence_encoder, model_name, runtime, cache_dir, threads=threads)
+        self._encoder = self._load(precision)
         if self._encoder.dim != dim:
             raise ValueError(
                 f"model {model_name} produces {self._encoder.dim}-d vectors but RAG_EMBEDDING_DIM={dim}"
             )
+        query_precision = query_precision or precision
+        self._query_precision = query_precision
+        self._query_encoder = self._encoder if query_precision == precision else None
+        # int8 quantizes activations per model call: one query per call, so its vector never depends on
+        # the queries embedded beside it (calls of one batch run side by side, a core each). fp32
+        # vectors do not depend on the call: concurrent queries share one.
+        self._query_rows = 1 if query_precision == "int8" else batch_size
         # One encode at a time per process: one call already uses every core (see OnnxSentenceEncoder).
         self._lock = threading.Lock()
-        self._queries = CoalescingEmbedder(self.embed_sync, max_batch=batch_size)
+        self._small_calls = CoalescingEmbedder(self.embed_sync, max_batch=batch_size)
+        self._queries = CoalescingEmbedder(self._embed_queries_sync, max_batch=batch_size)
 
     def embed_sync(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -78,11 +97,27 @@ class LocalEmbedder:
         with self._lock:
             return self._encoder.encode(texts, self.batch_size)
 
+    def load_query_encoder(self) -> SentenceEncoder:
+        """The queries' encoder, loaded now if not yet (seconds; the first time int8 is quantized)."""
+        with self._lock:
+            if self._query_encoder is None:
+                self._query_encoder = self._load(self._query_precision)
+            return self._query_encoder
+
+    def _embed_queries_sync(self, queries: list[str]) -> np.ndarray:
+        encoder = self.load_query_encoder()
+        with self._lock:
+            return encoder.encode(queries, self._query_rows)
+
     async def embed(self, texts: list[str]) -> np.ndarray:
-        if len(texts) <= QUERY_BATCH_MAX_TEXTS:
-            # Search queries: concurrent ones share one forward pass (see infra/batching.py).
-            return await self._queries.embed(texts)
+        if len(texts) <= SMALL_CALL_TEXTS:
+            # Small documents (and /v1/embeddings inputs) arriving together share one model call.
+            return await self._small_calls.embed(texts)
         return await asyncio.to_thread(self.embed_sync, texts)
+
+    async def embed_query(self, query: str) -> np.ndarray:
+        # Concurrent searches' queries are embedded together (see infra/batching.py).
+        return (await self._queries.embed([query]))[0]
 
     async def aclose(self) -> None:
         return None
@@ -102,21 +137,30 @@ class LazyEmbedder:
         self._embedder: Embedder | None = None
         self._lock = threading.Lock()
 
-    def load(self) -> Embedder:
+    def load(self, queries: bool = False) -> Embedder:
+        """Build the embedder now; `queries`: also the local model's query encoder (a server)."""
         with self._lock:
             if self._embedder is None:
                 self._embedder = build_embedder(self._settings)
-            return self._embedder
+            embedder = self._embedder
+        if queries and isinstance(embedder, LocalEmbedder):
+            embedder.load_query_encoder()
+        return embedder
 
     @property
     def loaded(self) -> Embedder | None:
         return self._embedder
 
+    async def _loaded(self) -> Embedder:
+        if self._embedder is None:
+            return await asyncio.to_thread(self.load)
+        return self._embedder
+
     async def embed(self, texts: list[str]) -> np.ndarray:
-        embedder = self._embedder
-        if embedder is None:
-            embedder = await asyncio.to_thread(self.load)
-        return await embedder.embed(texts)
+        return await (await self._loaded()).embed(texts)
+
+    async def embed_query(self, query: str) -> np.ndarray:
+        return await (await self._loaded()).embed_query(query)
 
     async def aclose(self) -> None:
         if self._embedder is not None:
@@ -134,6 +178,7 @@ def build_embedder(settings: Settings) -> Embedder:
             settings.model_cache_dir.expanduser(),
             settings.embedding_precision,
             settings.embedding_threads,
+            settings.query_precision,
         )
     if settings.embedding_provider == "ollama":
         return OllamaEmbedder(settings)
@@ -208,6 +253,9 @@ class _HttpEmbedder:
             for i in range(0, len(texts), self.batch_size)
         ]
         return np.concatenate(parts)
+
+    async def embed_query(self, query: str) -> np.ndarray:
+        return (await self.embed([query]))[0]
 
     async def _embed_batch(self, client: httpx.AsyncClient, texts: list[str]) -> np.ndarray:
         url, payload = self._request(texts)

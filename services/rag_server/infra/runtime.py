@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from llama_index.core.llms import LLM
@@ -71,7 +71,7 @@ async def open_runtime(
     settings: Settings,
     *,
     migrate: bool = True,
-    load_embedder: bool = False,
+    load_embedder: Literal["documents", "queries"] | None = None,
     embedder: Embedder | None = None,
     llm: LLM | None = None,
     scope: DbScope | None = SYSTEM_SCOPE,
@@ -79,8 +79,9 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     """Open the database (migrated unless `migrate=False`) and build the runtime's services.
 
-    Without `embedder` the settings' one is built, lazily unless `load_embedder` (a server loads the
-    model at start-up; `rag-server migrate` never does), and closed with the runtime; a handed-in one
+    Without `embedder` the settings' one is built, lazily unless `load_embedder` says what this process
+    embeds (a worker "documents"; a server "queries": also the query encoder when its precision differs;
+    `rag-server migrate` loads no model), and closed with the runtime; a handed-in one
     stays its owner's. Without `llm` the settings' one is built on first use. `scope`: what its queries
     see outside a request (the API server passes None: nothing until a request binds its key's scope).
     `read_replicas`: also open RAG_READ_DATABASE_URLS and check them in the background (the API server).
@@ -102,8 +103,8 @@ async def open_runtime(
         if read_replicas and settings.read_replica_urls:
             reads = await _open_replicas(settings, pool, scope)
         await check_embedding_settings(pool, settings)
-        if owned is not None and load_embedder:
-            await asyncio.to_thread(owned.load)
+        if owned is not None and load_embedder is not None:
+            await asyncio.to_thread(owned.load, load_embedder == "queries")
         queue = IngestQueue(raw, settings.queue_name)
         runtime = Runtime(
             settings,

@@ -322,7 +322,7 @@ class Worker:
 
 async def run_worker(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT; in-flight tasks finish (or are released) before returning."""
-    async with open_runtime(settings, migrate=True, load_embedder=True) as runtime:
+    async with open_runtime(settings, migrate=True, load_embedder="documents") as runtime:
         lease = WorkerLease(runtime_url(runtime.database_url, settings))
         # Before the first task: the lock is what tells other workers this one is alive.
         await lease.acquire()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import textwrap
-from typing import Any
+from typing import Any, Literal
 
 from rag_server.config import Settings
 from rag_server.errors import NotFoundError
@@ -72,7 +72,8 @@ async def _in_process(settings: Settings, request: SearchRequest) -> SearchRespo
     from rag_server.infra.runtime import open_runtime
     from rag_server.retrieval.service import search
 
-    async with open_runtime(settings, migrate=True, load_embedder=request.search_type != "bm25") as rt:
+    load: Literal["queries"] | None = None if request.search_type == "bm25" else "queries"
+    async with open_runtime(settings, migrate=True, load_embedder=load) as rt:
         return await search(rt, request)
 
 
