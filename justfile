@@ -105,7 +105,7 @@ bench-search *ARGS: install
 # search cost by corpus size -> reports/bench-search-scale.{json,md,png} (e.g. `just bench-scale 10k,100k`)
 bench-scale scales="10000,100000,300000,1000000" *ARGS: install
     nice -n 15 {{bin}}/rag-server bench search --dataset {{dataset}} --scale {{scales}} --build-only
-    {{bin}}/rag-server bench search --dataset {{dataset}} --scale {{scales}} --clients 1,8 --requests 150 --json reports/bench-search-scale.json --report reports/bench-search-scale.md {{ARGS}}
+    {{bin}}/rag-server bench search --dataset {{dataset}} --scale {{scales}} --clients 1,8 --requests 600 --json reports/bench-search-scale.json --report reports/bench-search-scale.md {{ARGS}}
 
 # ingest SciFact through the API and worker(s) vs raw embedding throughput (e.g. `--workers 2 --limit 1000`)
 bench-ingest *ARGS: install

@@ -165,7 +165,8 @@ def markdown_report(result: dict[str, Any], chart: str | None) -> str:
         "",
         f"HTTP /search on synthetic chunks (evaluation/synthetic.py), top_k {first.get('top_k')}, "
         f"{result['requests']} requests per row after one untimed hybrid pass over all "
-        f"{first.get('queries')} queries; latency at 1 client, QPS at 8. Load average: the 1-minute load "
+        f"{first.get('queries')} queries and one untimed request per client; latency at 1 client, QPS at "
+        "8. Load average: the 1-minute load "
         "when that scale's timed run started (2 shared cores); hit rate: shared-buffer hits / block reads "
         "during that scale's timed run.",
         "",
