@@ -13,10 +13,12 @@ COPY pyproject.toml README.md ./
 COPY services ./services
 RUN pip install .
 
-# The local embedding model's ONNX graph, exported at build time (not by every container at start).
+# The local embedding model's ONNX graphs, exported at build time (not by every container at start):
+# fp32 for documents, int8 for search queries (RAG_EMBEDDING_QUERY_PRECISION=auto); /app/models is
+# read-only for the `rag` user.
 ENV RAG_MODEL_CACHE_DIR=/app/models
 RUN python -c "from pathlib import Path; from rag_server.infra.sentence_encoders import load_sentence_encoder; \
-load_sentence_encoder('sentence-transformers/all-MiniLM-L6-v2', 'onnx', Path('/app/models'))"
+[load_sentence_encoder('sentence-transformers/all-MiniLM-L6-v2', 'onnx', Path('/app/models'), p) for p in ('fp32', 'int8')]"
 
 RUN useradd --create-home --uid 1000 rag
 USER rag

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     embedding_precision: Literal["fp32", "int8"] = "fp32"
     # Search queries only (documents stay at embedding_precision): "auto" = int8 for the local model on
     # ONNX Runtime, else embedding_precision. An int8 query against the fp32-stored vectors: SciFact
-    # nDCG@10 within 0.005 of fp32, query embedding ~1.6x faster (reports/bench-query-int8.md).
+    # nDCG@10 within 0.005 of fp32, ~2.6x less CPU per query (reports/bench-query-int8.md).
     embedding_query_precision: Literal["auto", "fp32", "int8"] = "auto"
     # Local model on ONNX Runtime: the cores its runs use; 0 = every usable core (infra/cores.py: the
     # affinity mask, capped by a cgroup CPU quota such as docker-compose's `cpus:`).

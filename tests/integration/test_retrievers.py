@@ -215,14 +215,19 @@ async def test_the_scoped_pool_sets_pgvector_settings_with_the_scope(runtime: Ru
         assert await conn.fetchval("SELECT current_setting('rag.collections')") == "*"  # the system scope
 
 
+@pytest.fixture
+def pool_of_one(settings: Settings) -> Settings:
+    """The settings with a pool of one connection: a search that waited for a second would hang."""
+    return settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 1})
+
+
 async def test_hybrid_searches_on_a_pool_of_one_connection_never_wait_for_themselves(
-    settings: Settings, corpus: dict[str, UUID]
+    pool_of_one: Settings, corpus: dict[str, UUID]
 ) -> None:
     """A search reads through one connection it holds; its vector query takes a second only when one is
     free now. On a pool of one, concurrent hybrid searches (whose instant embedding is ready while the
     BM25 leg still runs) all complete instead of each waiting for the connection it holds."""
-    one = settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 1})
-    async with open_runtime(one, migrate=False, embedder=RecordingEmbedder()) as rt:
+    async with open_runtime(pool_of_one, migrate=False, embedder=RecordingEmbedder()) as rt:
         request = SearchRequest(query="zebrafish heart regeneration", top_k=3, search_type="hybrid")
         replies = await asyncio.wait_for(asyncio.gather(*(search(rt, request) for _ in range(6))), 60)
     for reply in replies:
@@ -231,14 +236,13 @@ async def test_hybrid_searches_on_a_pool_of_one_connection_never_wait_for_themse
 
 
 async def test_a_failed_query_embedding_stops_the_bm25_leg_and_keeps_the_connection(
-    settings: Settings, corpus: dict[str, UUID]
+    pool_of_one: Settings, corpus: dict[str, UUID]
 ) -> None:
     """The BM25 leg runs on the request's connection while the query is embedded: when the embedding
     fails, the leg is stopped before the transaction ends, the caller gets the embedding's error (not
     one about a busy connection), and the pool's one connection serves the next search."""
     down = EmbeddingError("The embedding service is unavailable: HTTP 503", transient=True)
-    one = settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 1})
-    async with open_runtime(one, migrate=False, embedder=RecordingEmbedder(failure=down)) as rt:
+    async with open_runtime(pool_of_one, migrate=False, embedder=RecordingEmbedder(failure=down)) as rt:
         hybrid = SearchRequest(query="zebrafish heart regeneration", top_k=3, search_type="hybrid")
         for _ in range(3):
             with pytest.raises(EmbeddingError):
@@ -248,6 +252,46 @@ async def test_a_failed_query_embedding_stops_the_bm25_leg_and_keeps_the_connect
             assert behind == []
         bm25 = await search(rt, hybrid.model_copy(update={"search_type": "bm25"}))
     assert bm25.results[0].document_id == corpus["zebrafish.md"]
+
+
+async def test_a_search_cancelled_during_its_bm25_leg_leaves_nothing_behind(
+    pool_of_one: Settings, corpus: dict[str, UUID]
+) -> None:
+    """A client that disconnects cancels its search: with the BM25 leg's statement in flight on the
+    request's connection and the query's embedding outstanding, the leg is stopped before the
+    connection goes back, and the pool's one connection serves the next search."""
+    slow = RecordingEmbedder(gate=asyncio.Event())
+    hybrid = SearchRequest(query="zebrafish heart regeneration", top_k=3, search_type="hybrid")
+    async with (
+        open_runtime(pool_of_one, migrate=False, embedder=slow) as rt,
+        owner_connection(rt.database_url) as owner,
+    ):
+        try:
+            async with owner.transaction():
+                # The leg's first statement reads bm25_stats: it waits for this lock, so it is in
+                # flight when the client goes.
+                await owner.execute("LOCK TABLE bm25_stats IN ACCESS EXCLUSIVE MODE")
+                request = asyncio.create_task(search(rt, hybrid))
+                await asyncio.wait_for(slow.asked.wait(), 30)
+                for _ in range(3000):
+                    if await owner.fetchval(WAITING_FOR_BM25_STATS):
+                        break
+                    await asyncio.sleep(0.01)
+                assert await owner.fetchval(WAITING_FOR_BM25_STATS) == 1
+                request.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await asyncio.wait_for(request, 30)
+            behind = [t for t in asyncio.all_tasks() if "search." in t.get_coro().__qualname__]
+            assert behind == []
+        finally:
+            slow.gate.set()  # a failed assertion must not leave the search holding the pool's connection
+        reply = await asyncio.wait_for(search(rt, hybrid), 30)
+    assert reply.results[0].document_id == corpus["zebrafish.md"]
+
+
+WAITING_FOR_BM25_STATS = """
+    SELECT count(*) FROM pg_locks WHERE relation = 'bm25_stats'::regclass AND NOT granted
+"""
 
 
 async def test_has_free_connection_follows_the_pools_free_holders(
@@ -264,12 +308,11 @@ async def test_has_free_connection_follows_the_pools_free_holders(
 
 
 async def test_a_hybrid_search_through_an_unreachable_replica_completes(
-    settings: Settings, corpus: dict[str, UUID]
+    pool_of_one: Settings, corpus: dict[str, UUID]
 ) -> None:
     """A replica that cannot be reached hands out the primary's connections: a hybrid search holding
     one must not wait for a second (the primary's pool has one connection here)."""
-    one = settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 1})
-    async with open_runtime(one, migrate=False, embedder=RecordingEmbedder()) as rt:
+    async with open_runtime(pool_of_one, migrate=False, embedder=RecordingEmbedder()) as rt:
         nowhere = await asyncpg.create_pool("postgresql://nobody@127.0.0.1:1/none", min_size=0)
         replica = ReplicaPool(nowhere, rt.pool.default, rt.pool)
         try:

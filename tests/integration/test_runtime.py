@@ -7,7 +7,7 @@ import pytest
 from rag_server.chat.models import QueryRequest
 from rag_server.chat.service import ChatService
 from rag_server.config import Settings
-from rag_server.infra.embeddings import LazyEmbedder
+from rag_server.infra.embeddings import EmbedderRole, LazyEmbedder, LocalEmbedder
 from rag_server.infra.llm import build_llm
 from rag_server.infra.runtime import open_runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
@@ -48,7 +48,8 @@ async def test_handed_in_embedder_and_llm_are_the_ones_used(settings: Settings, 
 
         result = await search(runtime, SearchRequest(query="graph index", search_type="vector", top_k=1))
         assert result.results[0].document_name == "hnsw.txt"
-        assert embedder.calls[-1] == ["graph index"]
+        assert embedder.queries[-1] == "graph index"  # a query, not a document
+        assert ["graph index"] not in embedder.calls
 
         chat = ChatService(runtime)
         answer = await chat.answer(QueryRequest(query="what is HNSW?", search_type="bm25"))
@@ -63,3 +64,14 @@ async def test_an_embedder_of_another_dimension_is_refused(settings: Settings) -
     with pytest.raises(ValueError, match="RAG_EMBEDDING_DIM"):
         async with open_runtime(settings, embedder=RecordingEmbedder(dim=settings.embedding_dim + 1)):
             pass
+
+
+@pytest.mark.parametrize(("role", "loaded"), [("documents", {"fp32"}), ("queries", {"int8"})])
+async def test_a_process_loads_the_model_for_what_it_embeds(
+    settings: Settings, role: EmbedderRole, loaded: set[str]
+) -> None:
+    """A worker ("documents") loads the fp32 graph, a server ("queries") the int8 one, at start-up."""
+    async with open_runtime(settings, migrate=False, load_embedder=role) as runtime:
+        assert isinstance(runtime.embedder, LazyEmbedder)
+        local = runtime.embedder.loaded
+        assert isinstance(local, LocalEmbedder) and set(local._encoders) == loaded

@@ -61,6 +61,14 @@ def test_dockerfile_pins_cpu_torch() -> None:
     assert "torch==2.13.0" in dockerfile and "whl/cpu" in dockerfile
 
 
+def test_the_image_holds_both_graphs_its_processes_load() -> None:
+    # The rag user cannot write /app/models: a graph missing from the image would be quantized (int8,
+    # for queries) or exported at start-up into it, and fail.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "for p in ('fp32', 'int8')" in dockerfile
+    assert dockerfile.index("int8") < dockerfile.index("USER rag")
+
+
 def test_the_exposed_server_gets_an_admin_key_and_the_runtime_role_a_password() -> None:
     """The server listens on 0.0.0.0 in its container, so it refuses to start without an API key: the
     admin key comes from a secret file (or RAG_BOOTSTRAP_ADMIN_KEY), which `just docker-up` creates."""

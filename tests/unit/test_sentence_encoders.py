@@ -191,12 +191,29 @@ async def test_a_query_at_int8_gets_one_vector_whatever_is_embedded_beside_it(ca
     assert np.allclose(np.linalg.norm(np.vstack(alone), axis=1), 1.0, atol=1e-5)
 
 
-def test_only_a_process_that_searches_loads_the_query_encoder(cache_dir: Path) -> None:
-    settings = Settings(model_cache_dir=cache_dir)  # queries at int8, documents at fp32
-    worker = LazyEmbedder(settings).load()
-    assert isinstance(worker, LocalEmbedder) and worker._query_encoder is None
-    server = LazyEmbedder(settings).load(queries=True)
-    assert isinstance(server, LocalEmbedder) and server._query_encoder is not None
+def test_each_process_loads_the_encoder_of_what_it_embeds(cache_dir: Path) -> None:
+    settings = Settings(_env_file=None, model_cache_dir=cache_dir)  # queries at int8, documents at fp32
+    worker = LazyEmbedder(settings).load("documents")
+    assert isinstance(worker, LocalEmbedder) and set(worker._encoders) == {"fp32"}
+    server = LazyEmbedder(settings).load("queries")
+    assert isinstance(server, LocalEmbedder) and set(server._encoders) == {"int8"}
     # At one precision the documents' encoder serves the queries too.
     same = LocalEmbedder(MODEL, 384, 64, "onnx", cache_dir, "int8", query_precision="int8")
-    assert same._query_encoder is same._encoder
+    assert same.load_queries() is same.load_documents()
+
+
+def test_a_query_model_that_cannot_be_written_falls_back_to_the_documents_precision(
+    tmp_path: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A container's model cache may hold only the fp32 graph and refuse writes: the int8 graph cannot be
+    # written next to it, so queries are embedded at fp32 (with a warning) instead of failing. The
+    # write fails here because a directory holds the int8 graph's name (permissions do not stop root).
+    baked = tmp_path / "baked"
+    shutil.copytree(cache_dir, baked, ignore=shutil.ignore_patterns("*.int8.onnx"))
+    embedder = LocalEmbedder(MODEL, 384, 64, "onnx", baked, "fp32", query_precision="int8")
+    documents = embedder.load_documents()  # exports the fp32 graph when the copy has none
+    for fp32_graph in baked.glob("*.onnx"):
+        fp32_graph.with_suffix(".int8.onnx").mkdir()
+    assert embedder.load_queries() is documents
+    assert "queries are embedded at fp32" in caplog.text
+    assert embedder._query_rows == 64  # fp32 queries share a call again

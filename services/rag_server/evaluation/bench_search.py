@@ -172,7 +172,11 @@ async def drive(
         async def one_client(index: int) -> None:
             nonlocal errors, wall_start
             warm_up = {"query": queries[index % len(queries)], "top_k": top_k, "search_type": mode}
-            (await client.post("/search", json=warm_up)).raise_for_status()
+            try:
+                (await client.post("/search", json=warm_up)).raise_for_status()
+            except BaseException:
+                await ready.abort()  # the other clients stop waiting (BrokenBarrierError)
+                raise
             if await ready.wait() == 0:
                 wall_start = time.perf_counter()
             for n in counter:  # shared iterator: each request number is taken exactly once
@@ -297,6 +301,8 @@ def buffer_use(before: tuple[int, int], after: tuple[int, int]) -> dict[str, flo
 
 
 async def run_bench_search(settings: Settings, options: BenchSearchOptions) -> dict[str, Any]:
+    if not options.clients or min(options.clients) < 1:
+        raise ValueError("--clients: each concurrency level must be at least 1")
     dataset = await asyncio.to_thread(load_beir, options.dataset)
     queries = [dataset.queries[q] for q in dataset.test_query_ids()] or list(dataset.queries.values())
     result: dict[str, Any] = {
@@ -314,6 +320,9 @@ async def run_bench_search(settings: Settings, options: BenchSearchOptions) -> d
             result.update(machine_load())
             result["runs"] = await measure(options.url.rstrip("/"), queries, options, headers)
     else:
+        # The server started here runs with these settings (a server at --url: unknown).
+        result["embedding_precision"] = settings.embedding_precision
+        result["query_embedding_precision"] = settings.query_precision
         result.update(await _on_bench_database(settings, options, dataset, queries))
     write_json(options.json_path, result)
     return result

@@ -6,11 +6,12 @@ The local model runs on the CPU in a worker thread so the event loop keeps servi
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import weakref
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import httpx
 import numpy as np
@@ -19,6 +20,11 @@ from rag_server.config import Settings
 from rag_server.infra.batching import CoalescingEmbedder
 from rag_server.infra.sentence_encoders import Precision, SentenceEncoder, load_sentence_encoder
 from rag_server.infra.sentence_encoders import Runtime as EncoderRuntime
+
+logger = logging.getLogger(__name__)
+
+# What a process embeds: a worker documents, a server search queries (open_runtime's load_embedder).
+EmbedderRole = Literal["documents", "queries"]
 
 # Calls with at most this many texts are coalesced with concurrent ones; larger batches are not.
 SMALL_CALL_TEXTS = 4
@@ -55,8 +61,9 @@ class Embedder(Protocol):
 class LocalEmbedder:
     """A local sentence-transformers model on the CPU (ONNX Runtime by default, see sentence_encoders).
 
-    Documents are embedded at `precision`; search queries at `query_precision`, by a second encoder
-    loaded on the first query when the two differ (a worker never loads it).
+    Documents are embedded at `precision`, search queries at `query_precision`. Each precision's encoder
+    is loaded on first use (or by `load_documents` / `load_queries` at start-up): a worker never loads
+    the queries' one, a server the documents' one only for /v1/embeddings.
     """
 
     def __init__(
@@ -74,38 +81,62 @@ class LocalEmbedder:
         self.dim = dim
         self.batch_size = batch_size
         self._load = partial(load_sentence_encoder, model_name, runtime, cache_dir, threads=threads)
-        self._encoder = self._load(precision)
-        if self._encoder.dim != dim:
-            raise ValueError(
-                f"model {model_name} produces {self._encoder.dim}-d vectors but RAG_EMBEDDING_DIM={dim}"
-            )
-        query_precision = query_precision or precision
-        self._query_precision = query_precision
-        self._query_encoder = self._encoder if query_precision == precision else None
+        self._precision = precision
+        self._query_precision = query_precision or precision
+        self._encoders: dict[Precision, SentenceEncoder] = {}
         # int8 quantizes activations per model call: one query per call, so its vector never depends on
         # the queries embedded beside it (calls of one batch run side by side, a core each). fp32
         # vectors do not depend on the call: concurrent queries share one.
-        self._query_rows = 1 if query_precision == "int8" else batch_size
+        self._query_rows = 1 if self._query_precision == "int8" else batch_size
+        self._loading = threading.Lock()
         # One encode at a time per process: one call already uses every core (see OnnxSentenceEncoder).
         self._lock = threading.Lock()
         self._small_calls = CoalescingEmbedder(self.embed_sync, max_batch=batch_size)
         self._queries = CoalescingEmbedder(self._embed_queries_sync, max_batch=batch_size)
 
+    def _encoder(self, precision: Precision) -> SentenceEncoder:
+        """This precision's encoder, loaded now if not yet (seconds; the first int8 load quantizes)."""
+        with self._loading:
+            encoder = self._encoders.get(precision)
+            if encoder is None:
+                encoder = self._load(precision)
+                if encoder.dim != self.dim:
+                    raise ValueError(
+                        f"model {self.model_name} produces {encoder.dim}-d vectors but "
+                        f"RAG_EMBEDDING_DIM={self.dim}"
+                    )
+                self._encoders[precision] = encoder
+            return encoder
+
+    def load_documents(self) -> SentenceEncoder:
+        return self._encoder(self._precision)
+
+    def load_queries(self) -> SentenceEncoder:
+        try:
+            return self._encoder(self._query_precision)
+        except OSError as exc:
+            if self._query_precision == self._precision:
+                raise
+            # The int8 graph is written next to the fp32 one on first use: a read-only model cache
+            # (a container's baked one, say) must not take search down with it.
+            logger.warning(
+                "cannot prepare the %s query model (%s); queries are embedded at %s",
+                self._query_precision,
+                exc,
+                self._precision,
+            )
+            self._query_precision, self._query_rows = self._precision, self.batch_size
+            return self.load_documents()
+
     def embed_sync(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        encoder = self.load_documents()
         with self._lock:
-            return self._encoder.encode(texts, self.batch_size)
-
-    def load_query_encoder(self) -> SentenceEncoder:
-        """The queries' encoder, loaded now if not yet (seconds; the first time int8 is quantized)."""
-        with self._lock:
-            if self._query_encoder is None:
-                self._query_encoder = self._load(self._query_precision)
-            return self._query_encoder
+            return encoder.encode(texts, self.batch_size)
 
     def _embed_queries_sync(self, queries: list[str]) -> np.ndarray:
-        encoder = self.load_query_encoder()
+        encoder = self.load_queries()
         with self._lock:
             return encoder.encode(queries, self._query_rows)
 
@@ -137,14 +168,16 @@ class LazyEmbedder:
         self._embedder: Embedder | None = None
         self._lock = threading.Lock()
 
-    def load(self, queries: bool = False) -> Embedder:
-        """Build the embedder now; `queries`: also the local model's query encoder (a server)."""
+    def load(self, role: EmbedderRole = "documents") -> Embedder:
+        """Build the embedder now, and a local model's encoder for what this process embeds."""
         with self._lock:
             if self._embedder is None:
                 self._embedder = build_embedder(self._settings)
             embedder = self._embedder
-        if queries and isinstance(embedder, LocalEmbedder):
-            embedder.load_query_encoder()
+        if isinstance(embedder, LocalEmbedder) and role == "queries":
+            embedder.load_queries()
+        elif isinstance(embedder, LocalEmbedder):
+            embedder.load_documents()
         return embedder
 
     @property

@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 from llama_index.core.llms import LLM
@@ -20,7 +20,7 @@ from rag_server.config import Settings
 from rag_server.errors import ConflictError, InvalidInputError, NotFoundError
 from rag_server.infra.capabilities import Bm25Engine, check_embedding_settings
 from rag_server.infra.database import create_pool, plain_url, resolve_database_url, runtime_url
-from rag_server.infra.embeddings import Embedder, LazyEmbedder
+from rag_server.infra.embeddings import Embedder, EmbedderRole, LazyEmbedder
 from rag_server.infra.llm import configured_llm
 from rag_server.infra.migrations import upgrade_to_head
 from rag_server.infra.queue import IngestQueue
@@ -71,7 +71,7 @@ async def open_runtime(
     settings: Settings,
     *,
     migrate: bool = True,
-    load_embedder: Literal["documents", "queries"] | None = None,
+    load_embedder: EmbedderRole | None = None,
     embedder: Embedder | None = None,
     llm: LLM | None = None,
     scope: DbScope | None = SYSTEM_SCOPE,
@@ -104,7 +104,7 @@ async def open_runtime(
             reads = await _open_replicas(settings, pool, scope)
         await check_embedding_settings(pool, settings)
         if owned is not None and load_embedder is not None:
-            await asyncio.to_thread(owned.load, load_embedder == "queries")
+            await asyncio.to_thread(owned.load, load_embedder)
         queue = IngestQueue(raw, settings.queue_name)
         runtime = Runtime(
             settings,
