@@ -6,14 +6,17 @@ and answered, that the synthetic load is complete and reused, and the JSON shape
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
+from rag_server.evaluation.bench_search import drive
 from rag_server.infra import admin
 from rag_server.infra.database import with_database
 from tests.integration.test_eval import make_dataset
@@ -106,3 +109,26 @@ def test_bench_ingest_through_api_and_workers(
     assert result["raw"]["chunks"] == result["runs"][0]["chunks"]
     assert len(result["raw"]["measurements_chunks_per_s"]) == 2
     assert "ratio" in proc.stdout
+
+
+async def _searches_served(url: str, mode: str) -> float:
+    """The app's own count of searches of `mode` (its Prometheus histogram of total stage times)."""
+    async with httpx.AsyncClient(base_url=url) as client:
+        text = (await client.get("/metrics")).text
+    prefix = f'rag_search_stage_duration_seconds_count{{mode="{mode}",stage="total"}} '
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+
+
+async def test_drive_times_its_requests_after_one_untimed_search_per_client(live_app_url: str) -> None:
+    before = await _searches_served(live_app_url, "bm25")
+    run = await drive(live_app_url, ["zebrafish", "heart", "cells"], "bm25", 3, 7, 5, {})
+    assert run["errors"] == 0 and run["qps"] > 0
+    # 7 timed searches plus one warm-up per client reached the server.
+    assert await _searches_served(live_app_url, "bm25") - before == 7 + 3
+
+    # One client's warm-up refused (422: an empty query) ends the run at once, and the clients whose
+    # warm-up succeeded are not left waiting for it.
+    with pytest.raises(httpx.HTTPStatusError):
+        await asyncio.wait_for(drive(live_app_url, ["", "heart", "cells"], "bm25", 3, 7, 5, {}), 30)
+    await asyncio.sleep(0)
+    assert not [t for t in asyncio.all_tasks() if "one_client" in t.get_coro().__qualname__]

@@ -73,7 +73,12 @@ def test_int8_precision_needs_the_local_onnx_model(update: dict[str, str]) -> No
 
 
 @pytest.mark.parametrize("update", [{"embedding_runtime": "torch"}, {"embedding_provider": "ollama"}])
-def test_queries_are_embedded_at_int8_only_where_the_local_onnx_model_runs(update: dict[str, str]) -> None:
+def test_queries_are_embedded_at_int8_only_where_the_local_onnx_model_runs(
+    update: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(Path(__file__).parent)  # no developer .env
+    for name in ("PROVIDER", "RUNTIME", "PRECISION", "QUERY_PRECISION"):
+        monkeypatch.delenv(f"RAG_EMBEDDING_{name}", raising=False)
     assert Settings().query_precision == "int8"  # the default: the local model on ONNX Runtime
     assert Settings(embedding_query_precision="fp32").query_precision == "fp32"
     assert Settings(embedding_precision="int8", embedding_query_precision="fp32").query_precision == "fp32"

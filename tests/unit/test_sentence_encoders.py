@@ -216,4 +216,4 @@ def test_a_query_model_that_cannot_be_written_falls_back_to_the_documents_precis
         fp32_graph.with_suffix(".int8.onnx").mkdir()
     assert embedder.load_queries() is documents
     assert "queries are embedded at fp32" in caplog.text
-    assert embedder._query_rows == 64  # fp32 queries share a call again
+    assert embedder._query_precision == "fp32"  # fp32 queries share a call again

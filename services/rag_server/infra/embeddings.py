@@ -84,10 +84,6 @@ class LocalEmbedder:
         self._precision = precision
         self._query_precision = query_precision or precision
         self._encoders: dict[Precision, SentenceEncoder] = {}
-        # int8 quantizes activations per model call: one query per call, so its vector never depends on
-        # the queries embedded beside it (calls of one batch run side by side, a core each). fp32
-        # vectors do not depend on the call: concurrent queries share one.
-        self._query_rows = 1 if self._query_precision == "int8" else batch_size
         self._loading = threading.Lock()
         # One encode at a time per process: one call already uses every core (see OnnxSentenceEncoder).
         self._lock = threading.Lock()
@@ -125,7 +121,7 @@ class LocalEmbedder:
                 exc,
                 self._precision,
             )
-            self._query_precision, self._query_rows = self._precision, self.batch_size
+            self._query_precision = self._precision
             return self.load_documents()
 
     def embed_sync(self, texts: list[str]) -> np.ndarray:
@@ -137,8 +133,12 @@ class LocalEmbedder:
 
     def _embed_queries_sync(self, queries: list[str]) -> np.ndarray:
         encoder = self.load_queries()
+        # int8 quantizes activations per model call: one query per call, so its vector never depends on
+        # the queries embedded beside it (calls of one batch run side by side, a core each). fp32
+        # vectors do not depend on the call: concurrent queries share one.
+        rows = 1 if self._query_precision == "int8" else self.batch_size
         with self._lock:
-            return encoder.encode(queries, self._query_rows)
+            return encoder.encode(queries, rows)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         if len(texts) <= SMALL_CALL_TEXTS:
@@ -174,10 +174,8 @@ class LazyEmbedder:
             if self._embedder is None:
                 self._embedder = build_embedder(self._settings)
             embedder = self._embedder
-        if isinstance(embedder, LocalEmbedder) and role == "queries":
-            embedder.load_queries()
-        elif isinstance(embedder, LocalEmbedder):
-            embedder.load_documents()
+        if isinstance(embedder, LocalEmbedder):
+            embedder.load_queries() if role == "queries" else embedder.load_documents()
         return embedder
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import textwrap
-from typing import Any, Literal
+from typing import Any
 
 from rag_server.config import Settings
 from rag_server.errors import NotFoundError
@@ -69,10 +69,11 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _in_process(settings: Settings, request: SearchRequest) -> SearchResponse:
+    from rag_server.infra.embeddings import EmbedderRole
     from rag_server.infra.runtime import open_runtime
     from rag_server.retrieval.service import search
 
-    load: Literal["queries"] | None = None if request.search_type == "bm25" else "queries"
+    load: EmbedderRole | None = None if request.search_type == "bm25" else "queries"
     async with open_runtime(settings, migrate=True, load_embedder=load) as rt:
         return await search(rt, request)
 
