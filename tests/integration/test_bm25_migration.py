@@ -1,4 +1,5 @@
-"""The pg_search 0.26 migration on the embedded database (native BM25 engine): it changes nothing."""
+"""Migrations of the native BM25 engine on the embedded database: the pg_search 0.26 one changes
+nothing; 0016 starts the pack's count of deleted chunks at a bound that never misses one."""
 
 from __future__ import annotations
 
@@ -69,4 +70,67 @@ async def test_paradedb_026_migration_is_a_no_op_on_the_native_engine(pg_server:
     assert await schema_snapshot(url) == before
     await asyncio.to_thread(command.downgrade, cfg, script.down_revision)
     assert await schema_snapshot(url) == before
+    await asyncio.to_thread(command.upgrade, cfg, "head")
+
+
+async def test_the_deleted_count_of_a_pack_made_before_it_never_misses_a_deletion(
+    pg_server: str, tmp_path: Path
+) -> None:
+    """A search skips checking packed chunks while the count is 0: the migration's first value is the
+    packed chunks no longer live at or below the watermark plus the unpacked ones, 0 only when none
+    went. Down and up again keep the schema's triggers and functions."""
+    url = await create_database(pg_server, "pack0016")
+    cfg = alembic_config(url, Settings(database_url=url, data_dir=tmp_path))
+    [script] = [
+        s
+        for s in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()
+        if s.revision.endswith("_pack_deleted")
+    ]
+    assert isinstance(script.down_revision, str)
+    await asyncio.to_thread(command.upgrade, cfg, script.down_revision)
+    conn = await asyncpg.connect(url)
+
+    async def pack_by_hand() -> None:
+        """The pack's row as the code before 0016 wrote it (its entries do not matter here)."""
+        await conn.execute(
+            "INSERT INTO bm25_pack (id, watermark, chunks, postings, seconds)"
+            " SELECT 1, max(id), count(*), 0, 0 FROM chunks"
+            " ON CONFLICT (id) DO UPDATE SET watermark = EXCLUDED.watermark, chunks = EXCLUDED.chunks"
+        )
+        await conn.execute("DELETE FROM bm25_unpacked")
+
+    async def deleted_after_upgrade() -> int:
+        await asyncio.to_thread(command.upgrade, cfg, script.revision)
+        count = int(await conn.fetchval("SELECT deleted FROM bm25_pack"))
+        await asyncio.to_thread(command.downgrade, cfg, script.down_revision)
+        return count
+
+    try:
+        doc_id = await conn.fetchval(
+            "INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, status,"
+            " chunk_count) VALUES ('a.txt', 'txt', 'text/plain', 1, $1, 'ready', 6) RETURNING id",
+            "c" * 64,
+        )
+        ids = [
+            await conn.fetchval(
+                "INSERT INTO chunks (document_id, chunk_index, text, search_text, embedding)"
+                " VALUES ($1, $2, 'zebrafish hearts', 'zebrafish hearts', $3::vector) RETURNING id",
+                doc_id,
+                i,
+                "[" + ",".join(["0.1"] * 384) + "]",
+            )
+            for i in range(6)
+        ]
+        await pack_by_hand()
+        before = await schema_snapshot(url)
+        assert await deleted_after_upgrade() == 0
+        assert await schema_snapshot(url) == before
+        await conn.execute("DELETE FROM chunks WHERE id = ANY($1::bigint[])", ids[:2])
+        assert await deleted_after_upgrade() == 2
+        await pack_by_hand()
+        await conn.execute("UPDATE chunks SET search_text = 'rewritten' WHERE id = $1", ids[2])
+        await conn.execute("DELETE FROM chunks WHERE id = $1", ids[3])
+        assert await deleted_after_upgrade() == 2  # one deleted, one rewritten: a bound, never below
+    finally:
+        await conn.close()
     await asyncio.to_thread(command.upgrade, cfg, "head")

@@ -22,7 +22,7 @@ from rag_server.config import Settings
 from rag_server.infra.database import owner_connection
 from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.infra.scoped_pool import DbScope, bind_scope, reset_scope
-from rag_server.retrieval import bm25_packs
+from rag_server.retrieval import bm25_packed, bm25_packs
 from rag_server.retrieval.bm25 import bm25_leg
 from rag_server.retrieval.models import SearchFilters
 from tests.conftest import create_database
@@ -332,6 +332,46 @@ async def test_most_of_the_best_chunks_deleted_after_the_pack(runtime: Runtime) 
             await both_paths(conn, "kappa", k)
         hits = await bm25_leg(conn, "native", "kappa", 50)
         assert len(hits) == 30 and {h.chunk_id for h in hits} == set(ids[:5] + ids[75:])
+
+
+async def test_searches_check_for_deleted_chunks_only_when_the_pack_counts_some(runtime: Runtime) -> None:
+    """bm25_pack.deleted (migration 0016) counts packed chunks deleted since the pack, however they go
+    (a chunk, a document, a collection); chunks newer than the pack do not count, a pack starts again
+    at 0. While it is 0 a search makes no statement to check its best chunks against `chunks`."""
+    rng = random.Random(23)
+    gone = await store.create_collection(runtime.pool, CreateCollection(name="gone"))
+    async with owner_connection(runtime.database_url) as conn:
+        statements: list[str] = []
+        conn.add_query_logger(lambda record: statements.append(record.query))
+
+        async def checked(query: str) -> bool:
+            """Whether a packed search for `query` checks its best chunks, with both paths equal."""
+            statements.clear()
+            await both_paths(conn, query, 10)
+            return bm25_packed.LIVE_SQL in statements
+
+        async def deleted() -> int:
+            return int(await conn.fetchval("SELECT deleted FROM bm25_pack"))
+
+        doc, ids = await insert_document(conn, ["omicron omicron"] * 6 + ["omicron pi"] * 6, rng)
+        _, kept = await insert_document(conn, ["omicron tau"], rng)
+        await insert_document(conn, ["omicron rho"] * 4, rng, collection_id=gone.id)
+        await bm25_packs.pack(conn)
+        assert await deleted() == 0 and not await checked("omicron")
+
+        _, newer = await insert_document(conn, ["omicron sigma"] * 3, rng)
+        await conn.execute("DELETE FROM chunks WHERE id = ANY($1::bigint[])", newer)
+        assert await deleted() == 0 and not await checked("omicron")
+
+        await conn.execute("DELETE FROM chunks WHERE id = ANY($1::bigint[])", ids[:2])
+        assert await deleted() == 2 and await checked("omicron")
+        await conn.execute("DELETE FROM documents WHERE id = $1", doc)
+        assert await deleted() == 12
+        await bm25_packs.pack(conn)
+        assert await deleted() == 0 and not await checked("omicron")
+        await store.delete_collection(runtime.pool, runtime.queue, "gone", force=True)
+        assert await deleted() == 4 and await checked("omicron")
+        assert [h.chunk_id for h in await bm25_leg(conn, "native", "omicron", 10)] == kept
 
 
 async def test_deleting_a_collection_while_a_pack_runs(runtime: Runtime) -> None:

@@ -217,6 +217,26 @@ async def test_the_bm25_pack_must_hold_what_the_postings_hold(
     }
 
 
+async def test_a_deleted_chunk_the_pack_does_not_count(
+    runtime: Runtime, healthy: dict[str, uuid.UUID]
+) -> None:
+    """Searches skip checking packed chunks against `chunks` while bm25_pack counts none deleted
+    (migration 0016): a deletion that count missed would let them return a deleted chunk."""
+    async with broken(runtime) as conn:
+        assert await bm25_packs.pack(conn) is not None
+        await conn.execute("DELETE FROM documents WHERE id = $1", healthy["doc"])
+        assert await conn.fetchval("SELECT deleted FROM bm25_pack") > 0
+        assert (await check(conn, runtime)).ok, (await check(conn, runtime)).lines()
+        assert await bm25_packs.pack(conn) is not None
+        assert await conn.fetchval("SELECT deleted FROM bm25_pack") == 0
+        await conn.execute("ALTER TABLE chunks DISABLE TRIGGER chunks_bm25_pack_deleted")
+        await conn.execute("DELETE FROM chunks WHERE id = (SELECT max(id) FROM chunks)")
+        report = await check(conn, runtime)
+    assert "bm25 pack" in checks(report)
+    pack_problems = {v.detail.split(":")[0] for v in report.violations if v.check == "bm25 pack"}
+    assert pack_problems - {"... and more (first 20 shown)"} == {"uncounted deleted entry in the BM25 pack"}
+
+
 async def test_orphan_messages(runtime: Runtime, healthy: dict[str, uuid.UUID]) -> None:
     queue = runtime.settings.queue_name
     async with broken(runtime) as conn:

@@ -9,6 +9,7 @@ from uuid import UUID
 
 import asyncpg
 import pytest
+from asyncpg.connection import LoggedQuery
 from llama_index.core.schema import MetadataMode, TextNode
 
 from rag_server.collections.models import CreateCollection
@@ -233,6 +234,38 @@ async def test_hybrid_searches_on_a_pool_of_one_connection_never_wait_for_themse
     for reply in replies:
         assert reply.results[0].document_id == corpus["zebrafish.md"]
         assert reply.results[0].bm25 is not None
+
+
+async def test_a_search_sets_its_pgvector_settings_with_its_scope(
+    pool_of_one: Settings, corpus: dict[str, UUID]
+) -> None:
+    """The vector query's settings (ef_search, the iterative scan of a scoped query) are set in the
+    round trip that sets the scope's, and only where a vector query runs."""
+    async with open_runtime(pool_of_one, migrate=False, embedder=RecordingEmbedder()) as rt:
+        calls: list[dict[object, object]] = []
+
+        def log(record: LoggedQuery) -> None:
+            if "set_config" in record.query and record.args:
+                calls.append(dict(zip(record.args[::2], record.args[1::2], strict=True)))
+
+        async with rt.pool.raw.acquire() as conn:  # the pool's one connection
+            conn.add_query_logger(log)
+        for mode in ("hybrid", "vector", "bm25"):
+            calls.clear()
+            request = SearchRequest(
+                query="zebrafish heart regeneration", top_k=3, search_type=mode, ef_search=77
+            )
+            reply = await search(rt, request)
+            assert reply.results, mode  # the fake embedder's vectors rank no document in particular
+            pgvector = [call for call in calls if "hnsw.ef_search" in call]
+            if mode == "bm25":
+                assert pgvector == []
+                continue
+            [call] = pgvector
+            assert "rag.collections" in call, call  # with the scope's: no round trip of its own
+            assert {k: call[k] for k in ("hnsw.ef_search", "hnsw.iterative_scan")} == vector_settings(
+                50, 77, filtered=True
+            )
 
 
 async def test_a_failed_query_embedding_stops_the_bm25_leg_and_keeps_the_connection(

@@ -145,10 +145,11 @@ BM25_CHECKS = {
         SELECT NULL::uuid, kind || ' posting: term ' || quote_literal(term) || ', chunk ' || chunk_id
                || ', tf ' || tf || ', doc_len ' || doc_len FROM wrong""",
     # The pack (0014) holds exactly the postings of every live chunk at or below its watermark that
-    # was not written again since (bm25_unpacked); deleted chunks' entries may stay until the next pack.
+    # was not written again since (bm25_unpacked); deleted chunks' entries may stay until the next pack,
+    # but only while it counts them (0016: with none counted, searches do not check for them).
     # Entries are big-endian and never negative: left-padded to 8 or 4 bytes, they read as bigint, int.
     "bm25 pack": """
-        WITH k AS (SELECT watermark, CASE WHEN narrow THEN 4 ELSE 8 END AS id_bytes,
+        WITH k AS (SELECT watermark, deleted, CASE WHEN narrow THEN 4 ELSE 8 END AS id_bytes,
                           CASE WHEN narrow THEN 2 ELSE 4 END AS value_bytes FROM bm25_pack)
         , packed AS (
             SELECT b.collection_id, b.term,
@@ -170,7 +171,10 @@ BM25_CHECKS = {
         , wrong AS (
             (SELECT 'wrong' AS kind, * FROM (SELECT * FROM held EXCEPT ALL SELECT * FROM expected) x)
             UNION ALL
-            (SELECT 'missing', * FROM (SELECT * FROM expected EXCEPT ALL SELECT * FROM held) y))
+            (SELECT 'missing', * FROM (SELECT * FROM expected EXCEPT ALL SELECT * FROM held) y)
+            UNION ALL
+            (SELECT 'uncounted deleted', p.* FROM packed p, k
+             WHERE k.deleted = 0 AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = p.chunk_id)))
         SELECT NULL::uuid, kind || ' entry in the BM25 pack: term ' || quote_literal(term) || ', chunk '
                || chunk_id || ', tf ' || tf || ', doc_len ' || doc_len FROM wrong""",
 }

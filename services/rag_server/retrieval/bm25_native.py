@@ -50,7 +50,7 @@ from uuid import UUID
 
 import asyncpg
 
-from rag_server.retrieval.bm25_packed import Weights, packed_top_k
+from rag_server.retrieval.bm25_packed import Pack, Weights, packed_top_k
 from rag_server.retrieval.filters import FilterSQL, build_filters
 from rag_server.retrieval.legs import LegHit
 from rag_server.retrieval.models import SearchFilters
@@ -93,7 +93,8 @@ WORK_MEM_MAX_KB = 64 * 1024
 INT4_MAX = 2**31 - 1
 
 TERMS_SQL = """
-    SELECT bt.term, bt.df, s.n_docs, s.total_len, k.watermark AS packed_upto, k.narrow AS packed_narrow
+    SELECT bt.term, bt.df, s.n_docs, s.total_len,
+           k.watermark AS packed_upto, k.narrow AS packed_narrow, k.deleted AS packed_deleted
     FROM unnest(to_tsvector('english', $1::text)) AS q  -- a tsvector holds each lexeme once
     JOIN bm25_terms bt ON bt.term = q.lexeme
     CROSS JOIN bm25_stats s
@@ -284,8 +285,8 @@ async def native_top_k(
     watermark = rows[0]["packed_upto"]
     if prune and watermark is not None and not build_filters(filters, first_param=1).clauses:
         weights = Weights(q.terms, q.weights, q.c0, q.c1, q.scale)
-        narrow = rows[0]["packed_narrow"]
-        return await packed_top_k(conn, weights, sum(q.dfs), top_k, watermark, narrow, collections)
+        pack = Pack(watermark, rows[0]["packed_narrow"], rows[0]["packed_deleted"] > 0)
+        return await packed_top_k(conn, weights, sum(q.dfs), top_k, pack, collections)
 
     def bind(flagged: int, *extra: Any) -> list[Any]:
         flags = [i < flagged for i in range(n_terms)]

@@ -8,15 +8,17 @@ stale and masked). Every posting is then scored and summed with numpy, no prunin
 
 The same fixed point as bm25_native's statements (a contribution rounded to an integer at the
 query's scale, then summed), computed in the same order of float operations: scores and ties are
-bit-for-bit those of the SQL path. Chunks deleted after the pack are still in it, so the best ones are
-checked against `chunks` (under the caller's row-level security) and the list extended when some are
-gone. Only the collection scope is applied here: other filters go to bm25_native's statements.
+bit-for-bit those of the SQL path. Chunks deleted after the pack are still in it, so when any was
+(migration 0016's count) the best ones are checked against `chunks` (under the caller's row-level
+security) and the list extended when some are gone. Only the collection scope is applied here: other
+filters go to bm25_native's statements.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -77,6 +79,15 @@ FETCH_SQL = f"""
 """
 
 LIVE_SQL = "SELECT id FROM chunks WHERE id = ANY($1::bigint[])"
+
+
+@dataclass(frozen=True)
+class Pack:
+    """The pack a search reads, as its snapshot sees bm25_pack."""
+
+    watermark: int  # every chunk with a larger id is newer than the pack
+    narrow: bool  # NARROW entries (migration 0015), else WIDE
+    has_deleted: bool  # a chunk at or below the watermark was deleted since (migration 0016)
 
 
 class Weights:
@@ -183,18 +194,19 @@ async def packed_top_k(
     weights: Weights,
     postings: int,
     top_k: int,
-    watermark: int,
-    narrow: bool,
+    pack: Pack,
     collections: Sequence[UUID] | None,
 ) -> list[LegHit]:
     """The exact BM25 top_k over the pack and what it lacks; `postings`: the query terms' document
     frequencies summed (decides whether scoring leaves the event loop). Inside the caller's snapshot."""
     scope = None if collections is None else list(collections)
-    rows = await conn.fetch(FETCH_SQL, list(weights.by_term), scope, watermark)
+    rows = await conn.fetch(FETCH_SQL, list(weights.by_term), scope, pack.watermark)
     if postings >= THREAD_POSTINGS:
-        totals = await asyncio.to_thread(score, weights, rows, narrow)
+        totals = await asyncio.to_thread(score, weights, rows, pack.narrow)
     else:
-        totals = score(weights, rows, narrow)
+        totals = score(weights, rows, pack.narrow)
+    if not pack.has_deleted:  # every packed chunk is still there: no statement to check them
+        return [LegHit(chunk_id, total / weights.scale) for chunk_id, total in totals.best(top_k)]
     # Chunks deleted since the pack: a refresh is due once they reach RAG_BM25_PACK_REFRESH_SHARE of it,
     # so a quarter more than asked for is nearly always enough; otherwise look four times deeper.
     depth = top_k + top_k // 4 + 10

@@ -68,8 +68,9 @@ def fill_sql(narrow: bool) -> str:
 
 # The planner's row counts for the new rows, as a worker would otherwise wait for autovacuum's.
 ANALYZE_SQL = "ANALYZE bm25_packed"
-# Under the mutex every committed chunk is at or below the watermark: bm25_stats counts them. A packed
-# list's length comes from its TOAST pointer, without reading it.
+# Under the mutex every committed chunk is at or below the watermark: bm25_stats counts them, and none
+# deleted is in the pack (migration 0016's count starts again). A packed list's length comes from its
+# TOAST pointer, without reading it.
 RECORD_SQL = """
     INSERT INTO bm25_pack (id, watermark, chunks, postings, seconds, narrow)
     VALUES (1, $1, (SELECT n_docs FROM bm25_stats WHERE id = 1),
@@ -77,7 +78,7 @@ RECORD_SQL = """
              FROM bm25_packed), $2, $3)
     ON CONFLICT (id) DO UPDATE SET watermark = EXCLUDED.watermark, chunks = EXCLUDED.chunks,
         postings = EXCLUDED.postings, packed_at = now(), seconds = EXCLUDED.seconds,
-        narrow = EXCLUDED.narrow
+        narrow = EXCLUDED.narrow, deleted = 0
 """
 
 

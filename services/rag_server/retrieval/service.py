@@ -117,15 +117,17 @@ async def vector_search_embedding(
     collections: Sequence[UUID] | None = None,
     generation: Generation | None = None,
     conn: Executor | None = None,
+    settings_applied: bool = False,
 ) -> list[LegHit]:
     """Vector leg alone for a query embedded by `generation`'s model (None: the searched one). `conn`:
     where to read: a pool (default the primary's), or a connection inside a transaction (which keeps
-    the leg's pgvector settings until it ends)."""
+    the leg's pgvector settings until it ends; `settings_applied`: it carries them already)."""
     ef = ef_search or runtime.settings.hnsw_ef_search
     space = _space(generation or await searched_generation(runtime))
     settings = vector_settings(top_k, ef, bool(vector_sql(filters, collections, space)[1]))
     if isinstance(conn, asyncpg.Connection):
-        await set_local(conn, list(settings.items()))
+        if not settings_applied:
+            await set_local(conn, list(settings.items()))
         return await vector_leg(
             conn, embedding, top_k, filters, ef, collections, settings_applied=True, space=space
         )
@@ -244,7 +246,11 @@ async def search(
 
     # Alone, the vector leg needs no connection while the query is embedded.
     embedded = await embed() if request.search_type == "vector" else None
-    async with pool.acquire(isolation="repeatable_read", readonly=True) as conn:
+    # The vector query's pgvector settings go with the scope's when the transaction starts: one round
+    # trip less when it runs on this connection. Its collection scope is always a filter here.
+    ef_search = request.ef_search or settings.hnsw_ef_search
+    pgvector = None if generation is None else vector_settings(depth, ef_search, filtered=True)
+    async with pool.acquire(isolation="repeatable_read", readonly=True, settings=pgvector) as conn:
         alphas: list[float | None] | None = None
         if scope is None:
             collections = await resolve(conn, request.collections)
@@ -256,7 +262,15 @@ async def search(
                 timings,
                 "vector",
                 lambda: vector_search_embedding(
-                    runtime, embedding, depth, filters, request.ef_search, searched, generation, where
+                    runtime,
+                    embedding,
+                    depth,
+                    filters,
+                    ef_search,
+                    searched,
+                    generation,
+                    where,
+                    settings_applied=where is conn,
                 ),
             )
 

@@ -1,0 +1,67 @@
+"""Chunks deleted since the native BM25 pack (docs/decisions/0014-packed-postings.md, "Deleted chunks").
+
+A pack still holds the chunks deleted after it, so a search checks its best packed chunks against
+`chunks`: one statement per search. `bm25_pack.deleted` counts the chunks at or below the watermark
+deleted since the pack (a trigger on DELETE; a pack resets it), and a search whose snapshot sees 0 skips
+the check: nothing in the pack is gone. The count can only run high (a late-written chunk, never
+packed, counts when deleted), which costs the check, never a dead hit. A pack built before this
+migration starts from the same bound `rag-server pack` reports: chunks packed, less the live ones at or
+below the watermark, plus the unpacked ones (deleted plus rewritten packed chunks). Native engine
+only.
+
+Revision ID: 0016_bm25_pack_deleted
+Revises: 0015_bm25_pack_narrow
+"""
+
+from __future__ import annotations
+
+from rag_server.infra.migrations.helpers import execute_sql, scalar
+
+revision = "0016_bm25_pack_deleted"
+down_revision = "0015_bm25_pack_narrow"
+branch_labels = None
+depends_on = None
+
+# The writers' mutex (the bm25_stats row) first, as every chunk writer and the pack take it: a pack
+# then either holds the deletion already (and resets the count) or comes after it.
+UPGRADE = """
+ALTER TABLE bm25_pack ADD COLUMN deleted bigint NOT NULL DEFAULT 0;
+UPDATE bm25_pack k SET deleted = greatest(0, k.chunks
+    - (SELECT count(*) FROM chunks c WHERE c.id <= k.watermark)
+    + (SELECT count(*) FROM bm25_unpacked));
+
+CREATE FUNCTION bm25_pack_note_deleted() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM 1 FROM bm25_stats WHERE id = 1 FOR UPDATE;
+    UPDATE bm25_pack k SET deleted = k.deleted + d.n
+    FROM (SELECT count(*) AS n FROM old_chunks o, bm25_pack p WHERE o.id <= p.watermark) d
+    WHERE d.n > 0;
+    RETURN NULL;
+END
+$fn$;
+
+CREATE TRIGGER chunks_bm25_pack_deleted AFTER DELETE ON chunks
+    REFERENCING OLD TABLE AS old_chunks
+    FOR EACH STATEMENT EXECUTE FUNCTION bm25_pack_note_deleted();
+"""
+
+DOWNGRADE = """
+DROP TRIGGER chunks_bm25_pack_deleted ON chunks;
+DROP FUNCTION bm25_pack_note_deleted();
+ALTER TABLE bm25_pack DROP COLUMN deleted;
+"""
+
+
+def _native() -> bool:
+    return bool(scalar("SELECT to_regclass('bm25_pack') IS NOT NULL"))
+
+
+def upgrade() -> None:
+    if _native():
+        execute_sql(UPGRADE)
+
+
+def downgrade() -> None:
+    if _native():
+        execute_sql(DOWNGRADE)
