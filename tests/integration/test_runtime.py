@@ -1,9 +1,13 @@
-"""open_runtime builds the embedder and LLM from settings, or uses the ones a caller hands in."""
+"""open_runtime builds the embedder and LLM from settings, or uses the ones a caller hands in; an app's
+start-up leaves what it loaded to reference counting."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
+from rag_server.api.app import create_app
 from rag_server.chat.models import QueryRequest
 from rag_server.chat.service import ChatService
 from rag_server.config import Settings
@@ -75,3 +79,15 @@ async def test_a_process_loads_the_model_for_what_it_embeds(
         assert isinstance(runtime.embedder, LazyEmbedder)
         local = runtime.embedder.loaded
         assert isinstance(local, LocalEmbedder) and set(local._encoders) == loaded
+
+
+async def test_a_started_app_is_out_of_the_collectors_full_walks(settings: Settings) -> None:
+    """A full garbage collection over the start-up heap held the event loop ~200 ms at a time (the p99
+    of /search, infra/heap.py): the app's start-up moves what it loaded to the permanent generation."""
+    gc.unfreeze()  # what earlier tests in this process froze
+    app = create_app(settings, embedder=RecordingEmbedder())
+    async with app.router.lifespan_context(app):
+        assert gc.get_freeze_count() > 1000
+        runtime = app.state.runtime
+        assert not any(o is runtime for o in gc.get_objects())  # frozen: no generation holds it
+    assert gc.get_freeze_count() == 0  # a stopped app's objects can be collected again

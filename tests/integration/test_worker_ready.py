@@ -1,6 +1,7 @@
 """A worker says "worker ready" only once it can embed and chunk at once: the model is loaded, and so is
 the sentence tokenizer the splitter needs for a paragraph longer than a chunk (NLTK, which imports
-SciPy: ~1-2 s that the first documents used to wait for)."""
+SciPy: ~1-2 s that the first documents used to wait for). Then what it loaded leaves the garbage
+collector's full walks (infra/heap.py)."""
 
 from __future__ import annotations
 
@@ -19,5 +20,8 @@ def test_a_ready_worker_has_loaded_what_chunking_needs(
         wait_for(lambda: "worker ready" in worker.log(), timeout=120, what="worker ready")
         mapped = Path(f"/proc/{worker.popen.pid}/maps").read_text()
         assert "/scipy/" in mapped, "the sentence tokenizer's libraries are not loaded yet"
+        # Its start-up heap (the model, NLTK, SciPy) is then out of the collector's full walks.
+        log = worker.log()
+        assert "start-up heap frozen" in log.split("worker ready")[0]
     finally:
         worker.stop()

@@ -32,6 +32,7 @@ from rag_server.api.routes import (
 from rag_server.chat.service import ChatService
 from rag_server.config import Settings, get_settings
 from rag_server.infra.embeddings import Embedder
+from rag_server.infra.heap import startup_heap_frozen
 from rag_server.infra.metrics import Metrics, MetricsMiddleware
 from rag_server.infra.runtime import open_runtime
 from rag_server.infra.scoped_pool import SYSTEM_SCOPE, bind_scope, reset_scope
@@ -68,11 +69,13 @@ def create_app(
             app.state.runtime = runtime
             # One per app: it holds the in-memory temporary sessions and in-flight answer writes.
             app.state.chat = ChatService(runtime)
-            try:
-                async with running(mcp_sessions):
-                    yield
-            finally:
-                await app.state.chat.drain()
+            # Last: everything loaded by now lives as long as the server.
+            with startup_heap_frozen():
+                try:
+                    async with running(mcp_sessions):
+                        yield
+                finally:
+                    await app.state.chat.drain()
 
     app = FastAPI(title="rag-server", version=__version__, lifespan=lifespan)
     install_error_handlers(app)

@@ -27,6 +27,7 @@ from rag_server.config import Settings
 from rag_server.generations.backfill import handle_reembed, is_reembed, write_for_generations
 from rag_server.infra.database import is_transient_db_error, runtime_url, transaction
 from rag_server.infra.embeddings import EmbeddingError
+from rag_server.infra.heap import startup_heap_frozen
 from rag_server.infra.log_context import log_context, valid_request_id
 from rag_server.infra.queue import Message
 from rag_server.infra.runtime import Runtime, open_runtime
@@ -339,12 +340,13 @@ async def _run(runtime: Runtime, settings: Settings, lease: WorkerLease) -> None
         loop.add_signal_handler(sig, worker.stopping.set)
     # Ready means ready to chunk too, as the model is loaded by now.
     await asyncio.to_thread(warm_up_chunking, settings)
-    logger.info(
-        "worker ready: id %s, queue %s, concurrency %d, visibility timeout %d s",
-        lease.worker_id,
-        settings.queue_name,
-        settings.worker_concurrency,
-        settings.worker_visibility_timeout_s,
-    )
-    await worker.run()
+    with startup_heap_frozen():
+        logger.info(
+            "worker ready: id %s, queue %s, concurrency %d, visibility timeout %d s",
+            lease.worker_id,
+            settings.queue_name,
+            settings.worker_concurrency,
+            settings.worker_visibility_timeout_s,
+        )
+        await worker.run()
     logger.info("worker stopped")
