@@ -131,6 +131,17 @@ async def test_the_deleted_count_of_a_pack_made_before_it_never_misses_a_deletio
         await conn.execute("UPDATE chunks SET search_text = 'rewritten' WHERE id = $1", ids[2])
         await conn.execute("DELETE FROM chunks WHERE id = $1", ids[3])
         assert await deleted_after_upgrade() == 2  # one deleted, one rewritten: a bound, never below
+
+        # An older process deletes a packed chunk while the migration runs: the migration waits for it
+        # and counts it (else neither its first count nor the trigger, created after, would).
+        await pack_by_hand()
+        async with conn.transaction():
+            await conn.execute("DELETE FROM chunks WHERE id = $1", ids[4])
+            migrating = asyncio.create_task(asyncio.to_thread(command.upgrade, cfg, script.revision))
+            await asyncio.sleep(1.0)
+            assert not migrating.done()
+        await migrating
+        assert await conn.fetchval("SELECT deleted FROM bm25_pack") == 1
     finally:
         await conn.close()
     await asyncio.to_thread(command.upgrade, cfg, "head")

@@ -365,6 +365,7 @@ async def test_searches_check_for_deleted_chunks_only_when_the_pack_counts_some(
 
         await conn.execute("DELETE FROM chunks WHERE id = ANY($1::bigint[])", ids[:2])
         assert await deleted() == 2 and await checked("omicron")
+        assert "2 deleted" in (await bm25_packs.pack_state(conn)).describe()  # `rag-server pack` says so
         await conn.execute("DELETE FROM documents WHERE id = $1", doc)
         assert await deleted() == 12
         await bm25_packs.pack(conn)
@@ -372,6 +373,55 @@ async def test_searches_check_for_deleted_chunks_only_when_the_pack_counts_some(
         await store.delete_collection(runtime.pool, runtime.queue, "gone", force=True)
         assert await deleted() == 4 and await checked("omicron")
         assert [h.chunk_id for h in await bm25_leg(conn, "native", "omicron", 10)] == kept
+
+
+async def test_a_deletion_waiting_for_a_running_pack_counts_against_it(runtime: Runtime) -> None:
+    """A pack holds the writers' mutex: a deletion of chunks it is packing waits, then counts against the
+    new pack, so searches check their best chunks again."""
+    rng = random.Random(24)
+    async with owner_connection(runtime.database_url) as conn:
+        _, kept = await insert_document(conn, ["xylophone keep"], rng)
+        await bm25_packs.pack(conn)
+        _, doomed = await insert_document(conn, ["xylophone gone"] * 2, rng)  # above that pack
+    async with (
+        owner_connection(runtime.database_url) as packer,
+        owner_connection(runtime.database_url) as deleter,
+    ):
+        packing = packer.transaction()
+        await packing.start()
+        for statement in bm25_packs.PACK_STATEMENTS:  # the pack's first steps: it holds the mutex
+            await packer.execute(statement)
+        deleting = asyncio.create_task(
+            deleter.execute("DELETE FROM chunks WHERE id = ANY($1::bigint[])", doomed)
+        )
+        await asyncio.sleep(0.5)
+        assert not deleting.done()
+        watermark = await packer.fetchval(bm25_packs.WATERMARK_SQL)
+        assert watermark >= max(doomed)  # the new pack holds the chunks being deleted
+        narrow = await bm25_packs.fill(packer, watermark)
+        await packer.execute(bm25_packs.RECORD_SQL, watermark, 0.1, narrow)
+        await packing.commit()
+        await deleting
+        assert await packer.fetchval("SELECT deleted FROM bm25_pack") == 2
+        assert [h.chunk_id for h in await bm25_leg(packer, "native", "xylophone", 10)] == kept
+
+
+async def test_a_delete_of_no_chunk_does_not_wait_for_a_pack(runtime: Runtime) -> None:
+    """Deleting a document without chunks (a failed upload) cascades a DELETE of no chunk: it must not
+    wait seconds for a running pack's mutex to count nothing."""
+    rng = random.Random(25)
+    async with owner_connection(runtime.database_url) as conn:
+        empty, _ = await insert_document(conn, [], rng)
+    async with (
+        owner_connection(runtime.database_url) as packer,
+        owner_connection(runtime.database_url) as other,
+    ):
+        async with packer.transaction():
+            await packer.execute(bm25_packs.PACK_STATEMENTS[0])  # a pack holds the writers' mutex
+            await other.execute("SET lock_timeout = '2s'")
+            await other.execute("DELETE FROM documents WHERE id = $1", empty)
+            await other.execute("DELETE FROM chunks WHERE false")
+        assert await other.fetchval("SELECT count(*) FROM documents WHERE id = $1", empty) == 0
 
 
 async def test_deleting_a_collection_while_a_pack_runs(runtime: Runtime) -> None:

@@ -23,7 +23,14 @@ from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direc
 from rag_server.integrations.llamaindex_retrievers import BM25Retriever, HybridRetriever, VectorRetriever
 from rag_server.retrieval.fusion import FusedHit
 from rag_server.retrieval.models import SearchFilters, SearchRequest
-from rag_server.retrieval.service import _visible_hits, bm25_search, embed_query, search, vector_search
+from rag_server.retrieval.service import (
+    _visible_hits,
+    bm25_search,
+    embed_query,
+    leg_depth,
+    search,
+    vector_search,
+)
 from rag_server.retrieval.vector import vector_leg, vector_settings
 from tests.fakes.embedder import RecordingEmbedder
 from tests.support.sample_files import pptx_bytes
@@ -236,36 +243,73 @@ async def test_hybrid_searches_on_a_pool_of_one_connection_never_wait_for_themse
         assert reply.results[0].bm25 is not None
 
 
+def settings_calls(records: list[LoggedQuery]) -> list[dict[object, object]]:
+    """The settings each `set_local` among `records` made (`set_config($1, $2, true), ...`)."""
+    return [dict(zip(r.args[::2], r.args[1::2], strict=True)) for r in records if "set_config($1," in r.query]
+
+
 async def test_a_search_sets_its_pgvector_settings_with_its_scope(
     pool_of_one: Settings, corpus: dict[str, UUID]
 ) -> None:
     """The vector query's settings (ef_search, the iterative scan of a scoped query) are set in the
     round trip that sets the scope's, and only where a vector query runs."""
     async with open_runtime(pool_of_one, migrate=False, embedder=RecordingEmbedder()) as rt:
-        calls: list[dict[object, object]] = []
-
-        def log(record: LoggedQuery) -> None:
-            if "set_config" in record.query and record.args:
-                calls.append(dict(zip(record.args[::2], record.args[1::2], strict=True)))
-
+        records: list[LoggedQuery] = []
         async with rt.pool.raw.acquire() as conn:  # the pool's one connection
-            conn.add_query_logger(log)
+            conn.add_query_logger(records.append)
         for mode in ("hybrid", "vector", "bm25"):
-            calls.clear()
+            records.clear()
+            # ef_search 7: below the hybrid depth (50), above the vector leg's alone (top_k 3).
             request = SearchRequest(
-                query="zebrafish heart regeneration", top_k=3, search_type=mode, ef_search=77
+                query="zebrafish heart regeneration", top_k=3, search_type=mode, ef_search=7
             )
             reply = await search(rt, request)
             assert reply.results, mode  # the fake embedder's vectors rank no document in particular
-            pgvector = [call for call in calls if "hnsw.ef_search" in call]
+            pgvector = [call for call in settings_calls(records) if "hnsw.ef_search" in call]
             if mode == "bm25":
                 assert pgvector == []
                 continue
             [call] = pgvector
             assert "rag.collections" in call, call  # with the scope's: no round trip of its own
-            assert {k: call[k] for k in ("hnsw.ef_search", "hnsw.iterative_scan")} == vector_settings(
-                50, 77, filtered=True
-            )
+            expected = vector_settings(leg_depth(rt.settings, request), 7, filtered=True)
+            assert {k: call[k] for k in expected} == expected
+            assert expected["hnsw.ef_search"] == ("50" if mode == "hybrid" else "7")
+
+
+async def test_a_vector_query_on_a_second_connection_sets_its_own_settings(
+    settings: Settings, corpus: dict[str, UUID]
+) -> None:
+    """While the BM25 leg still runs (held by a lock here), a ready vector query takes the pool's free
+    connection: its pgvector settings are set there, with the scope's."""
+    two = settings.model_copy(update={"db_pool_min": 2, "db_pool_max": 2})
+    async with (
+        open_runtime(two, migrate=False, embedder=RecordingEmbedder()) as rt,
+        owner_connection(rt.database_url) as owner,
+    ):
+        records: list[list[LoggedQuery]] = [[], []]
+        held = [await rt.pool.raw.acquire() for _ in range(2)]
+        for log, conn in zip(records, held, strict=True):
+            conn.add_query_logger(log.append)
+        for conn in held:
+            await rt.pool.raw.release(conn)
+        request = SearchRequest(
+            query="zebrafish heart regeneration", top_k=3, search_type="hybrid", ef_search=7
+        )
+        async with owner.transaction():
+            await owner.execute("LOCK TABLE bm25_stats IN ACCESS EXCLUSIVE MODE")
+            searching = asyncio.create_task(search(rt, request))
+            for _ in range(3000):
+                if any("<=>" in r.query for log in records for r in log):
+                    break
+                await asyncio.sleep(0.01)
+            assert not searching.done()  # the BM25 leg waits for the lock; the vector query ran
+        reply = await asyncio.wait_for(searching, 60)
+    assert reply.results[0].document_id == corpus["zebrafish.md"]
+    [vector_log] = [log for log in records if any("<=>" in r.query for r in log)]
+    [bm25_log] = [log for log in records if any("bm25_terms" in r.query for r in log)]
+    assert vector_log is not bm25_log
+    [call] = [call for call in settings_calls(vector_log) if "hnsw.ef_search" in call]
+    assert "rag.collections" in call and call["hnsw.ef_search"] == "50"
 
 
 async def test_a_failed_query_embedding_stops_the_bm25_leg_and_keeps_the_connection(

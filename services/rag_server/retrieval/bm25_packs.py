@@ -36,7 +36,7 @@ PACK_WORK_MEM = "256MB"
 
 STATE_SQL = """
     SELECT k.watermark, coalesce(k.chunks, 0) AS packed_chunks, coalesce(k.postings, 0) AS postings,
-           k.packed_at, k.seconds, coalesce(k.narrow, false) AS narrow,
+           k.packed_at, k.seconds, coalesce(k.narrow, false) AS narrow, coalesce(k.deleted, 0) AS deleted,
            s.n_docs AS chunks,
            CASE WHEN k.watermark IS NULL THEN 0
                 ELSE (SELECT count(*) FROM chunks c WHERE c.id > k.watermark) END AS newer,
@@ -95,13 +95,12 @@ class PackState:
     chunks: int
     newer: int  # chunks above the watermark
     unpacked: int  # chunks at or below it written after the pack
+    deleted: int  # chunks at or below it deleted since (migration 0016's count: it may run high)
 
     @property
     def changed(self) -> int:
-        """Chunks the pack does not hold as they are now: newer, unpacked, and deleted ones (unpacked
-        ones taken as late writers, not rewrites: the product never rewrites a chunk's text)."""
-        deleted = max(0, self.packed_chunks - (self.chunks - self.newer - self.unpacked))
-        return self.newer + self.unpacked + deleted
+        """Chunks the pack does not hold as they are now: newer, unpacked and deleted ones."""
+        return self.newer + self.unpacked + self.deleted
 
     def describe(self) -> str:
         if self.watermark is None:
@@ -111,7 +110,7 @@ class PackState:
             f"({'narrow' if self.narrow else 'wide'} entries), "
             f"built {self.packed_at:%Y-%m-%d %H:%M:%S %Z} in {self.seconds or 0:.1f} s; "
             f"{self.changed} chunks changed since ({self.newer} newer, {self.unpacked} rewritten "
-            "or written late)"
+            f"or written late, {self.deleted} deleted)"
         )
 
     def due(self, settings: Settings) -> bool:
@@ -136,6 +135,7 @@ async def pack_state(conn: Executor) -> PackState:
         chunks=int(row["chunks"]),
         newer=int(row["newer"]),
         unpacked=int(row["unpacked"]),
+        deleted=int(row["deleted"]),
     )
 
 

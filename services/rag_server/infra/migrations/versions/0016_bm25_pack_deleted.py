@@ -5,9 +5,8 @@ A pack still holds the chunks deleted after it, so a search checks its best pack
 deleted since the pack (a trigger on DELETE; a pack resets it), and a search whose snapshot sees 0 skips
 the check: nothing in the pack is gone. The count can only run high (a late-written chunk, never
 packed, counts when deleted), which costs the check, never a dead hit. A pack built before this
-migration starts from the same bound `rag-server pack` reports: chunks packed, less the live ones at or
-below the watermark, plus the unpacked ones (deleted plus rewritten packed chunks). Native engine
-only.
+migration starts from a bound: chunks packed, less the live ones at or below the watermark, plus the
+unpacked ones (= deleted plus rewritten packed chunks). Native engine only.
 
 Revision ID: 0016_bm25_pack_deleted
 Revises: 0015_bm25_pack_narrow
@@ -22,9 +21,14 @@ down_revision = "0015_bm25_pack_narrow"
 branch_labels = None
 depends_on = None
 
-# The writers' mutex (the bm25_stats row) first, as every chunk writer and the pack take it: a pack
-# then either holds the deletion already (and resets the count) or comes after it.
+# First, chunk writers wait (an older process may still serve during an upgrade): a deletion committing
+# between the first count and the trigger's creation would be counted by neither, and taking bm25_pack
+# before chunks would deadlock with a writer whose 0014 trigger reads bm25_pack. In the trigger, the
+# writers' mutex (the bm25_stats row) first, as every chunk writer and the pack take it: a pack then
+# either holds the deletion already (and resets the count) or comes after it. A DELETE of no chunk
+# (a cascade from a document without any) takes no lock.
 UPGRADE = """
+LOCK TABLE chunks IN SHARE ROW EXCLUSIVE MODE;
 ALTER TABLE bm25_pack ADD COLUMN deleted bigint NOT NULL DEFAULT 0;
 UPDATE bm25_pack k SET deleted = greatest(0, k.chunks
     - (SELECT count(*) FROM chunks c WHERE c.id <= k.watermark)
@@ -33,6 +37,9 @@ UPDATE bm25_pack k SET deleted = greatest(0, k.chunks
 CREATE FUNCTION bm25_pack_note_deleted() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM old_chunks) THEN
+        RETURN NULL;
+    END IF;
     PERFORM 1 FROM bm25_stats WHERE id = 1 FOR UPDATE;
     UPDATE bm25_pack k SET deleted = k.deleted + d.n
     FROM (SELECT count(*) AS n FROM old_chunks o, bm25_pack p WHERE o.id <= p.watermark) d
