@@ -37,6 +37,13 @@ def scalar(sql: str) -> Any:
     return None if row is None else row[0]
 
 
+def execute_on_native_bm25(sql: str) -> None:
+    """Run a script that changes the native BM25 engine's pack (0014 on): nothing on a database whose
+    BM25 is ParadeDB's pg_search, which has no pack."""
+    if scalar("SELECT to_regclass('bm25_pack') IS NOT NULL"):
+        execute_sql(sql)
+
+
 def migration_settings() -> Settings:
     settings = context.config.attributes.get("settings")
     return settings if isinstance(settings, Settings) else get_settings()

@@ -14,7 +14,7 @@ Revises: 0015_bm25_pack_narrow
 
 from __future__ import annotations
 
-from rag_server.infra.migrations.helpers import execute_sql, scalar
+from rag_server.infra.migrations.helpers import execute_on_native_bm25
 
 revision = "0016_bm25_pack_deleted"
 down_revision = "0015_bm25_pack_narrow"
@@ -60,15 +60,9 @@ ALTER TABLE bm25_pack DROP COLUMN deleted;
 """
 
 
-def _native() -> bool:
-    return bool(scalar("SELECT to_regclass('bm25_pack') IS NOT NULL"))
-
-
 def upgrade() -> None:
-    if _native():
-        execute_sql(UPGRADE)
+    execute_on_native_bm25(UPGRADE)
 
 
 def downgrade() -> None:
-    if _native():
-        execute_sql(DOWNGRADE)
+    execute_on_native_bm25(DOWNGRADE)
