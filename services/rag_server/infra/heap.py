@@ -1,11 +1,12 @@
 """The start-up heap, out of the cyclic garbage collector's way.
 
 A full collection walks every object the collector tracks. Once the frameworks and the model are loaded
-that is ~270,000 objects, and a full collection holds the event loop (and every request on it)
-for ~200 ms: on the API server at 8 concurrent searches, 7 in a 40 s run, 202-255 ms each, which set the
-p99 of /search (reports/bench-search-gc.md). Objects made at start-up live as long as the process, so
-walking them again frees nothing: they are moved to the permanent generation (`gc.freeze`) once
-start-up is done, until the process stops serving. Reference counting still frees them meanwhile.
+that is ~270,000 objects (~600,000 in `rag-server up`), and a full collection holds the event loop
+(and every request on it) for ~200 ms: on the API server at 8 concurrent searches, 7 in a 40 s run,
+202-255 ms each, which set the p99 of /search (reports/bench-search-gc.md). Objects made at start-up
+live as long as the process, so walking them again frees nothing: they are moved to the permanent
+generation (`gc.freeze`) once start-up is done, until the process stops serving. Reference counting
+still frees them meanwhile.
 """
 
 from __future__ import annotations
