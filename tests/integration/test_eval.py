@@ -254,7 +254,7 @@ async def collection_alpha(url: str, name: str) -> Any:
 
 
 async def test_cli_tune_writes_the_best_alpha_and_later_runs_use_it(
-    database_url: str, settings: Settings, data_dir: Path, tmp_path: Path
+    database_url: str, settings: Settings, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dataset = make_tunable_dataset(tmp_path / "tunable")
     eval_url = with_database(database_url, eval_database_name(dataset, settings))
@@ -298,6 +298,8 @@ async def test_cli_tune_writes_the_best_alpha_and_later_runs_use_it(
     assert "tuning" not in later and later["queries"] == 1
     assert later["settings"]["collection_hybrid_alpha"] == tuning["alpha"]
     assert later["modes"]["hybrid"]["ndcg@10"] == pytest.approx(1.0)
+    # That weight was tuned on every query, the held-out one too: the run says so, even quiet.
+    assert f"stored hybrid_alpha {tuning['alpha']}" in capsys.readouterr().err
     # The same query at the server's default weight ranks its decoy first.
     async with admin.connection(eval_url) as conn:
         await conn.execute("UPDATE collections SET hybrid_alpha = NULL WHERE name = 'tunable'")
@@ -305,3 +307,4 @@ async def test_cli_tune_writes_the_best_alpha_and_later_runs_use_it(
         settings, EvalOptions(dataset=dataset, modes=["hybrid"], holdout=0.5, quiet=True, group_by="document")
     )
     assert default["modes"]["hybrid"]["ndcg@10"] == pytest.approx(1 / 1.5849625, abs=1e-3)
+    assert "stored hybrid_alpha" not in capsys.readouterr().err  # no stored weight, nothing to say

@@ -318,6 +318,19 @@ async def run_eval(settings: Settings, options: EvalOptions) -> dict[str, Any]:
         scored_qrels = {qid: qrels[qid] for qid, _ in queries}
         modes = await score_modes(runtime, queries, scored_qrels, options, doc_ids)
         collection_alpha = (await get_collection(runtime.pool, collection)).hybrid_alpha
+        if (
+            options.holdout > 0
+            and tuning is None
+            and collection_alpha is not None
+            and "hybrid" in options.modes
+        ):
+            # Said even with --quiet: the held-out score is no held-out score if that alpha saw these queries.
+            print(
+                f"note: hybrid scores use collection {collection!r}'s stored hybrid_alpha "
+                f"{collection_alpha}, set by an earlier --tune that may have seen these held-out queries; "
+                "--tune --holdout tunes on the other queries only",
+                file=sys.stderr,
+            )
         peer_results: dict[str, dict[str, Any]] = {}
         if options.peers:
             from rag_server.evaluation.peer_runs import run_peers
