@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from rag_server.config import Settings
 from rag_server.infra.cores import usable_cores
 from rag_server.infra.embeddings import LazyEmbedder, LocalEmbedder
 from rag_server.infra.sentence_encoders import (
+    CACHE_LOCK,
     ModelLayout,
     OnnxSentenceEncoder,
     TorchSentenceEncoder,
@@ -108,6 +111,39 @@ def test_a_model_in_the_hugging_face_cache_is_found_offline(
     assert ModelLayout.read(resolve_model_dir("someone/minilm-copy")).dim == 384
 
 
+QUANTIZE = """
+import sys
+from pathlib import Path
+from rag_server.infra.sentence_encoders import ModelLayout, onnx_model_path, resolve_model_dir
+layout = ModelLayout.read(resolve_model_dir(sys.argv[1]))
+print(onnx_model_path(layout, Path(sys.argv[2]), "int8"))
+"""
+
+
+def test_processes_making_the_int8_graph_at_once_each_get_a_whole_one(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    """A server, a worker and an eval may start together on a new cache key: ONNX Runtime's quantization
+    writes `<model>-inferred.onnx` beside the source under a fixed name, so unserialised processes read
+    each other's half-written copy ("Failed to find proper ai.onnx domain")."""
+    layout = ModelLayout.read(resolve_model_dir(MODEL))
+    shutil.copy(onnx_model_path(layout, cache_dir, "fp32"), tmp_path)  # all start with quantizing
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", QUANTIZE, MODEL, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 4, [err[-2000:] for _, err in outputs]
+    [path] = {out.strip() for out, _ in outputs}
+    assert OnnxSentenceEncoder(layout, tmp_path, "int8").encode(TEXTS[:2], 2).shape == (2, 384)
+    assert Path(path).stat().st_size < onnx_model_path(layout, tmp_path, "fp32").stat().st_size / 3
+
+
 def test_int8_variant_is_quantized_once_from_the_fp32_file_and_keyed_by_precision(
     cache_dir: Path, tmp_path: Path
 ) -> None:
@@ -120,7 +156,8 @@ def test_int8_variant_is_quantized_once_from_the_fp32_file_and_keyed_by_precisio
     int8 = load_sentence_encoder(MODEL, "onnx", tmp_path, "int8")
     int8_path = onnx_model_path(layout, tmp_path, "int8")
     assert int8_path.name == fp32_path.name.removesuffix(".onnx") + ".int8.onnx"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fp32_path.name, int8_path.name])
+    written = sorted(p.name for p in tmp_path.iterdir() if p.name != CACHE_LOCK)
+    assert written == sorted([fp32_path.name, int8_path.name])  # no temporary file left
     assert fp32_path.stat().st_mtime_ns == fp32_mtime  # not exported again
     # int8 weights: about a quarter of the fp32 file.
     assert int8_path.stat().st_size < fp32_path.stat().st_size / 3

@@ -17,13 +17,16 @@ Embeddings are always L2-normalised.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -188,22 +191,39 @@ def quantize_onnx(source: Path, target: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+# The file whose lock a process holds while it writes the model cache.
+CACHE_LOCK = ".lock"
+
+
+@contextmanager
+def cache_writer(cache_dir: Path) -> Iterator[None]:
+    """One process at a time writes the model cache. ONNX Runtime's quantization writes a file under a
+    fixed name next to its source (`<model>-inferred.onnx`): two processes quantizing one model at once
+    (a server and an eval, the test suite's workers) read each other's half-written copy."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / CACHE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 def onnx_model_path(layout: ModelLayout, cache_dir: Path, precision: Precision = "fp32") -> Path:
     """The cached graph of this model at this precision, exported (and quantized) on first use.
 
     fp32 keeps the name it always had; int8 adds its precision: `<model>-<key>.int8.onnx`, made from the
-    fp32 file next to it (which is exported first when missing).
+    fp32 file next to it (which is exported first when missing). A file that exists is used without a
+    lock (a read-only cache works); a missing one is made under `cache_writer`, after looking again.
     """
     fp32 = cache_dir / f"{layout.root.name}-{layout.cache_key()}.onnx"
-    if not fp32.is_file():
-        logger.info("exporting %s to ONNX at %s (once)", layout.root, fp32)
-        export_onnx(layout, fp32)
-    if precision == "fp32":
-        return fp32
-    target = fp32.with_suffix(f".{precision}.onnx")
-    if not target.is_file():
-        logger.info("quantizing %s to %s at %s (once)", fp32.name, precision, target)
-        quantize_onnx(fp32, target)
+    target = fp32 if precision == "fp32" else fp32.with_suffix(f".{precision}.onnx")
+    if target.is_file():
+        return target
+    with cache_writer(cache_dir):
+        if not fp32.is_file():
+            logger.info("exporting %s to ONNX at %s (once)", layout.root, fp32)
+            export_onnx(layout, fp32)
+        if not target.is_file():
+            logger.info("quantizing %s to %s at %s (once)", fp32.name, precision, target)
+            quantize_onnx(fp32, target)
     return target
 
 
