@@ -1,8 +1,10 @@
 """The multi-scale search bench's pure parts: --scale lists, labels, growth exponents, the report, and
-the synthetic recipe's blocks (the same rows whatever the block size)."""
+the synthetic recipe's blocks (the same rows whatever the block size); the bench commands' bad input."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,27 @@ def test_parse_scales_takes_numbers_and_suffixes_in_order() -> None:
 def test_parse_scales_refuses_what_is_not_a_distinct_positive_count(text: str) -> None:
     with pytest.raises(ValueError, match="--scale"):
         parse_scales(text)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["search", "--clients", "0,8"], "--clients takes comma-separated whole numbers of at least 1"),
+        (["search", "--clients", "8,x"], "--clients takes comma-separated whole numbers of at least 1"),
+        (["search", "--scale", "ten"], "--scale: 'ten' is not a number of chunks"),
+        (["search", "--scale", "10k,100k", "--url", "http://127.0.0.1:9"], "drop --url"),
+        (["ingest", "--workers", "0"], "--workers takes comma-separated whole numbers of at least 1"),
+    ],
+)
+def test_bench_commands_refuse_bad_input_in_one_line(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    """Refused before any database or model is touched: one `error:` line and status 2, no traceback."""
+    command = [sys.executable, "-m", "rag_server", "bench", *arguments, "--dataset", str(tmp_path)]
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and message in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_labels_and_exponents() -> None:

@@ -298,8 +298,6 @@ def buffer_use(before: tuple[int, int], after: tuple[int, int]) -> dict[str, flo
 
 
 async def run_bench_search(settings: Settings, options: BenchSearchOptions) -> dict[str, Any]:
-    if not options.clients or min(options.clients) < 1:
-        raise ValueError("--clients: each concurrency level must be at least 1")
     dataset = await asyncio.to_thread(load_beir, options.dataset)
     queries = [dataset.queries[q] for q in dataset.test_query_ids()] or list(dataset.queries.values())
     result: dict[str, Any] = {

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,33 +24,62 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def refusing_bad_input(command: Command) -> Command:
+    """`command`, with bad input (a malformed dataset, an option value out of range) said in one line
+    and exit status 2 instead of a traceback."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        from rag_server.evaluation.beir import BeirFormatError
+
+        try:
+            return command(args, settings)
+        except (BeirFormatError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def parse_counts(text: str, option: str) -> list[int]:
+    """`1,8,32` -> [1, 8, 32]: comma-separated whole numbers of at least 1 (clients, workers)."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise ValueError(
+            f"{option} takes comma-separated whole numbers of at least 1, like 1,8; got {text!r}"
+        )
+    return counts
+
+
+@refusing_bad_input
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from rag_server.evaluation.beir import BeirFormatError
     from rag_server.evaluation.report import text_table
     from rag_server.evaluation.runner import EvalOptions, parse_modes, run_eval
 
     _quiet_libraries()
-    try:
-        options = EvalOptions(
-            dataset=Path(args.dataset),
-            modes=parse_modes(args.modes),
-            top_k=args.top_k,
-            max_queries=args.max_queries,
-            peers=args.peers,
-            fresh=args.fresh,
-            json_path=Path(args.json) if args.json else None,
-            report_path=Path(args.report) if args.report else None,
-            collection=args.collection,
-            group_by=args.group_by,
-            tune=args.tune,
-            holdout=args.holdout,
-        )
-        if args.peers:
-            _require_eval_extra()
-        result = asyncio.run(run_eval(settings, options))
-    except (BeirFormatError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    options = EvalOptions(
+        dataset=Path(args.dataset),
+        modes=parse_modes(args.modes),
+        top_k=args.top_k,
+        max_queries=args.max_queries,
+        peers=args.peers,
+        fresh=args.fresh,
+        json_path=Path(args.json) if args.json else None,
+        report_path=Path(args.report) if args.report else None,
+        collection=args.collection,
+        group_by=args.group_by,
+        tune=args.tune,
+        holdout=args.holdout,
+    )
+    if args.peers:
+        _require_eval_extra()
+    result = asyncio.run(run_eval(settings, options))
     print()
     print(
         f"{result['dataset']}: {result['documents']} documents, {result['chunks']} chunks, "
@@ -75,6 +106,7 @@ def _require_eval_extra() -> None:
         )
 
 
+@refusing_bad_input
 def cmd_bench_search(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.evaluation.bench_scale import parse_scales, run_bench_scale, write_scale_report
     from rag_server.evaluation.bench_search import BenchSearchOptions, run_bench_search
@@ -84,7 +116,7 @@ def cmd_bench_search(args: argparse.Namespace, settings: Settings) -> int:
     options = BenchSearchOptions(
         url=args.url,
         scale=scales[0],
-        clients=[int(c) for c in args.clients.split(",")],
+        clients=parse_counts(args.clients, "--clients"),
         requests=args.requests,
         top_k=args.top_k,
         modes=parse_modes(args.modes),
@@ -108,12 +140,13 @@ def cmd_bench_search(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@refusing_bad_input
 def cmd_bench_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.evaluation.bench_ingest import BenchIngestOptions, run_bench_ingest
 
     options = BenchIngestOptions(
         dataset=Path(args.dataset),
-        workers=[int(w) for w in str(args.workers).split(",")],
+        workers=parse_counts(str(args.workers), "--workers"),
         limit=args.limit,
         json_path=Path(args.json) if args.json else None,
     )
