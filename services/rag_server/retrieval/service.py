@@ -124,15 +124,18 @@ async def vector_search_embedding(
     the leg's pgvector settings until it ends; `settings_applied`: it carries them already)."""
     ef = ef_search or runtime.settings.hnsw_ef_search
     space = _space(generation or await searched_generation(runtime))
-    settings = vector_settings(top_k, ef, bool(vector_sql(filters, collections, space)[1]))
+
+    def leg_settings() -> dict[str, str]:  # built only where they are set (not on search()'s own path)
+        return vector_settings(top_k, ef, bool(vector_sql(filters, collections, space)[1]))
+
     if isinstance(conn, asyncpg.Connection):
         if not settings_applied:
-            await set_local(conn, list(settings.items()))
+            await set_local(conn, list(leg_settings().items()))
         return await vector_leg(
             conn, embedding, top_k, filters, ef, collections, settings_applied=True, space=space
         )
     # The pgvector settings go with the scope's, in one round trip.
-    async with (conn or runtime.pool).acquire(settings=settings) as pooled:
+    async with (conn or runtime.pool).acquire(settings=leg_settings()) as pooled:
         return await vector_leg(
             pooled, embedding, top_k, filters, ef, collections, settings_applied=True, space=space
         )
