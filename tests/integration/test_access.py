@@ -323,6 +323,27 @@ async def test_chat_sessions_belong_to_their_key(app_client: httpx.AsyncClient, 
     assert {s["document_id"] for s in answer.json()["sources"]} == {world.ids["beta_doc"]}
 
 
+async def test_an_admin_reads_another_keys_session_but_does_not_answer_in_it(
+    app_client: httpx.AsyncClient, world: World
+) -> None:
+    """An admin's answer could cite collections the owner may not read, and the owner would see it in
+    their history: stored and temporary sessions refuse it (403) before anything is generated."""
+    beta_reader, admin = bearer(world.keys["beta-reader"]), bearer(world.keys["admin"])
+    temp = (await app_client.post("/chat/sessions", json={"is_temporary": True}, headers=beta_reader)).json()
+    for session in (world.ids["beta-reader_session"], temp["id"]):
+        before = (await app_client.get(f"/chat/history/{session}", headers=admin)).json()["messages"]
+        body = {"query": "zebrafish heart", "session_id": session, "collections": ["alpha"]}
+        for path in ("/query", "/query/stream"):
+            refused = await app_client.post(path, json=body, headers=admin)
+            assert refused.status_code == 403, refused.text
+            assert "belongs to another API key" in refused.json()["detail"]
+        after = await app_client.get(f"/chat/history/{session}", headers=beta_reader)
+        assert after.status_code == 200 and after.json()["messages"] == before
+    # The admin's own session, and a new one, still answer.
+    own = {"query": "zebrafish heart", "session_id": world.ids["admin_session"], "collections": ["alpha"]}
+    assert (await app_client.post("/query", json=own, headers=admin)).status_code == 200
+
+
 async def test_both_headers_work_and_last_used_is_recorded(
     app_client: httpx.AsyncClient, world: World, runtime: Runtime
 ) -> None:

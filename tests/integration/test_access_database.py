@@ -159,6 +159,53 @@ async def test_the_runtime_role_sees_only_its_scope_in_raw_sql(
         assert await owner.fetchval("SELECT count(*) FROM documents WHERE collection_id = $1", blue) == 2
 
 
+async def test_messages_go_only_into_the_writing_keys_own_session_while_it_is_live(
+    runtime: Runtime, settings: Settings, two_collections: dict[str, Any]
+) -> None:
+    """Migration 0017's INSERT policy, in raw SQL as the runtime role: an admin reads every session but
+    writes only into its own (or one made in open mode, without an owner); a revoked key writes none."""
+    red_key = two_collections["red_key"]
+    admin = await keys.create_key(runtime.pool, CreateKey(name="turns-admin", role="admin"))
+    async with owner_connection(runtime.database_url) as owner:
+        red_session = await owner.fetchval("SELECT id FROM chat_sessions WHERE owner_key_id = $1", red_key.id)
+        open_session = await owner.fetchval("SELECT id FROM chat_sessions WHERE owner_key_id IS NULL")
+    conn = await asyncpg.connect(as_user(runtime.database_url, settings.runtime_db_user))
+
+    async def insert(scope: DbScope, session: Any) -> bool:
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT set_config('rag.collections', $1, true), set_config('rag.role', $2, true),"
+                    " set_config('rag.key_id', $3, true)",
+                    *scope.settings(),
+                )
+                await conn.execute(
+                    "INSERT INTO chat_messages (session_id, role, content) VALUES ($1, 'user', 'x')", session
+                )
+                raise _RolledBack
+        except asyncpg.InsufficientPrivilegeError:
+            return False
+        except _RolledBack:
+            return True
+
+    as_admin = DbScope(collections=None, role="admin", key_id=admin.id)
+    as_red = DbScope(collections=(two_collections["red"],), role="reader", key_id=red_key.id)
+    try:
+        assert await insert(as_red, red_session)
+        assert not await insert(as_admin, red_session)
+        assert await insert(as_admin, open_session)
+        assert not await insert(as_red, open_session)
+        await keys.revoke_key(runtime.pool, "red")
+        assert not await insert(as_red, red_session)
+    finally:
+        await conn.close()
+        await runtime.pool.execute("UPDATE api_keys SET revoked_at = NULL WHERE id = $1", red_key.id)
+
+
+class _RolledBack(Exception):
+    """Ends a transaction that succeeded, so the test leaves no row behind."""
+
+
 async def test_a_pooled_connection_carries_nothing_from_one_scope_to_the_next(
     settings: Settings, two_collections: dict[str, Any]
 ) -> None:

@@ -66,10 +66,12 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from rag_server.access.keys import revoke_key
+    from rag_server.access.keys import HOW_TO_CREATE, list_keys, revoke_key
 
     async def work(runtime: Runtime) -> None:
         revoked = await revoke_key(runtime.pool, args.name)
         print(f"revoked key {revoked.name!r} ({revoked.key_prefix}...)")
+        if (await list_keys(runtime.pool)).total == 0:
+            print(f"no active key is left: the API now answers nobody (it never reopens); {HOW_TO_CREATE}")
 
     return run_with_runtime(settings, work)

@@ -89,11 +89,13 @@ async def _get(conn: Executor, where: str, *args: object) -> ApiKey:
 
 
 async def keys_exist(conn: Executor) -> bool:
+    """Whether any key was ever made, revoked ones too: revoking the last key closes the API, it never
+    reopens it (migration 0017)."""
     return bool(await conn.fetchval("SELECT rag_keys_exist()"))
 
 
 async def authenticate(conn: Executor, presented: str | None, *, open_allowed: bool) -> Principal:
-    """The principal of a request. Open mode (no key exists, and `open_allowed`: the server listens on
+    """The principal of a request. Open mode (no key was ever made, and `open_allowed`: the server listens on
     a loopback address only) answers anyone, also a client that sends some key anyway (OpenAI SDKs and
     Open WebUI always send one). Otherwise a missing, unknown or revoked key is an UnauthenticatedError.
     The key never reaches an error message or a log."""

@@ -11,7 +11,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, PlainValidator, WithJsonSchema, field_validator
 
 from rag_server.collections.models import CollectionRef
-from rag_server.errors import NotFoundError
+from rag_server.errors import ForbiddenError, NotFoundError
 from rag_server.retrieval.models import ChunkLocation, SearchFilters, SearchType
 from rag_server.text import CleanText
 
@@ -178,6 +178,15 @@ class QueryResponse(BaseModel):
     llm_error: str | None = None
     # The standalone question used for retrieval when a follow-up was condensed.
     condensed_query: str | None = None
+
+
+def not_your_session(session_id: UUID) -> ForbiddenError:
+    """Both stores' refusal of a turn in another key's session, which an admin may read but not continue:
+    its answer could cite collections the owner's key may not read, and would show in their history."""
+    return ForbiddenError(
+        f"chat session {session_id} belongs to another API key: an admin may read, rename, archive or "
+        "delete it, not answer in it"
+    )
 
 
 def session_not_found(session_id: UUID | str) -> NotFoundError:

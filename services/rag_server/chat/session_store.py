@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from rag_server.chat import sessions
-from rag_server.chat.models import ChatMessageOut, ChatSession, external_session_uuid
+from rag_server.chat.models import ChatMessageOut, ChatSession, external_session_uuid, not_your_session
 from rag_server.infra.scoped_pool import ScopedPool, request_scope
 from rag_server.retrieval.models import SearchType
 
@@ -45,7 +45,8 @@ class SessionStore(Protocol):
         ...
 
     async def recent(self, session_id: UUID, *, last: int) -> tuple[ChatSession, list[ChatMessageOut]]:
-        """The session and its `last` messages in order (0: none), what an answer needs."""
+        """The session and its `last` messages in order (0: none), what an answer needs. ForbiddenError
+        when the caller may see the session but not answer in it (another key's, seen by an admin)."""
         ...
 
     async def clear(self, session_id: UUID) -> int:
@@ -146,6 +147,8 @@ class PostgresSessionStore:
 
     async def recent(self, session_id: UUID, *, last: int) -> tuple[ChatSession, list[ChatMessageOut]]:
         session = await sessions.get_session(self.pool, session_id)
+        if not await sessions.may_add_turn(self.pool, session_id):
+            raise not_your_session(session_id)
         history = await sessions.recent_messages(self.pool, session.id, last=last) if last else []
         return session, history
 

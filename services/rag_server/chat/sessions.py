@@ -16,7 +16,7 @@ from uuid import UUID
 import asyncpg
 
 from rag_server.chat.models import ChatMessageOut, ChatSession, Role, Source, session_not_found
-from rag_server.errors import ConflictError
+from rag_server.errors import ConflictError, ForbiddenError
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.retrieval.models import SearchType
 
@@ -237,6 +237,12 @@ async def _mark_cited_documents(conn: Executor, messages: list[ChatMessageOut]) 
             source.stale = current is not None and cited_version is not None and cited_version != current
 
 
+async def may_add_turn(conn: Executor, session_id: UUID) -> bool:
+    """Whether the caller may add messages to this session: its own key's, and that key not revoked
+    (migration 0017's function, which the INSERT policy on chat_messages applies too)."""
+    return bool(await conn.fetchval("SELECT rag_may_add_turn($1)", session_id))
+
+
 async def append_exchange(
     conn: Executor,
     session_id: UUID,
@@ -252,29 +258,35 @@ async def append_exchange(
     `create`: the session is new (POST /query without a session id) and is inserted in the same
     transaction, so an answer that never completes leaves no empty session behind either.
     The session row lock orders concurrent writers: the later one waits and gets the higher ids.
+    ForbiddenError: the key was revoked since the answer started (the policy refuses its messages).
     """
-    async with transaction(conn) as c:
-        if create is not None:
+    try:
+        async with transaction(conn) as c:
+            if create is not None:
+                await c.execute(
+                    """
+                    INSERT INTO chat_sessions (id, title, search_type, llm_model, external_id)
+                    VALUES ($1, $2, $3, $4, $5)
+                    ON CONFLICT DO NOTHING
+                    """,
+                    session_id,
+                    create.title,
+                    create.search_type,
+                    create.llm_model,
+                    create.external_id,
+                )
+            await lock_session(c, session_id)
+            user_id = await insert_message(c, session_id, "user", question, {})
+            assistant_id = await insert_message(c, session_id, "assistant", answer, answer_metadata)
             await c.execute(
-                """
-                INSERT INTO chat_sessions (id, title, search_type, llm_model, external_id)
-                VALUES ($1, $2, $3, $4, $5)
-                ON CONFLICT DO NOTHING
-                """,
+                "UPDATE chat_sessions SET updated_at = now(), title = coalesce(title, $2) WHERE id = $1",
                 session_id,
-                create.title,
-                create.search_type,
-                create.llm_model,
-                create.external_id,
+                title_if_missing,
             )
-        await lock_session(c, session_id)
-        user_id = await insert_message(c, session_id, "user", question, {})
-        assistant_id = await insert_message(c, session_id, "assistant", answer, answer_metadata)
-        await c.execute(
-            "UPDATE chat_sessions SET updated_at = now(), title = coalesce(title, $2) WHERE id = $1",
-            session_id,
-            title_if_missing,
-        )
+    except asyncpg.InsufficientPrivilegeError:
+        raise ForbiddenError(
+            "the answer was not saved: its API key was revoked while it was answered"
+        ) from None
     return user_id, assistant_id
 
 

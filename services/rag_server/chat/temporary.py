@@ -13,7 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from rag_server.chat.models import ChatMessageOut, ChatSession, Role, Source, session_not_found
+from rag_server.chat.models import (
+    ChatMessageOut,
+    ChatSession,
+    Role,
+    Source,
+    not_your_session,
+    session_not_found,
+)
 from rag_server.infra.scoped_pool import request_scope
 from rag_server.retrieval.models import SearchType
 
@@ -30,6 +37,11 @@ class TemporarySession:
     def visible(self) -> bool:
         key_id, is_admin = _caller()
         return is_admin or self.owner == key_id
+
+    def may_add_turn(self) -> bool:
+        """Its own key only (one made without a key: also an admin), as stored sessions (migration 0017)."""
+        key_id, is_admin = _caller()
+        return self.owner == key_id or (self.owner is None and is_admin)
 
 
 def _caller() -> tuple[UUID | None, bool]:
@@ -101,6 +113,8 @@ class TemporarySessions:
 
     async def recent(self, session_id: UUID, *, last: int) -> tuple[ChatSession, list[ChatMessageOut]]:
         entry = self._live(session_id)
+        if not entry.may_add_turn():
+            raise not_your_session(session_id)
         return entry.session, entry.messages[-last:] if last else []
 
     async def clear(self, session_id: UUID) -> int:

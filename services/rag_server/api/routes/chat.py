@@ -163,7 +163,7 @@ async def clear(body: ClearRequest, chat: ChatDep) -> ClearResponse:
     return ClearResponse(session_id=found, deleted=deleted)
 
 
-@router.post("/query", responses=error_responses(400, 404, 503))
+@router.post("/query", responses=error_responses(400, 403, 404, 503))
 async def query(body: QueryRequest, chat: ChatDep) -> QueryResponse:
     """Answer with citations. Without session_id a new session is created (its id is returned); a
     session_id that is not a UUID is your own id for a session, created on its first use."""
@@ -178,7 +178,7 @@ def sse(event: str, data: dict[str, Any]) -> str:
     "/query/stream",
     # No media type of its own: the declared errors stay application/json, the 200 is declared above.
     response_class=StreamingResponse,
-    responses={**_EVENT_STREAM, **error_responses(400, 404, 503)},
+    responses={**_EVENT_STREAM, **error_responses(400, 403, 404, 503)},
 )
 async def query_stream(body: QueryRequest, chat: ChatDep, runtime: RuntimeDep) -> StreamingResponse:
     """Server-Sent Events: `sources`, then `token`..., then `done` (or `error`).
@@ -208,7 +208,7 @@ async def query_stream(body: QueryRequest, chat: ChatDep, runtime: RuntimeDep) -
                 if piece:
                     yield sse("token", {"text": piece})
             await chat.persist(turn)
-        except NotFoundError as exc:  # the session was deleted while its answer was being written
+        except (NotFoundError, ForbiddenError) as exc:  # the session deleted, the key revoked meanwhile
             yield sse("error", {"detail": str(exc)})
             return
         except Exception as exc:
