@@ -30,7 +30,11 @@ DOCS = {
 
 @pytest.fixture(scope="module")
 async def doc_ids(runtime: Runtime) -> dict[str, UUID]:
-    docs = [DirectDocument(name, text.encode(), {"source": "test"}) for name, text in DOCS.items()]
+    extra = {"mice.txt": {"tags": ["oncology", "genetics"], "year": 2020}}
+    docs = [
+        DirectDocument(name, text.encode(), {"source": "test", **extra.get(name, {})})
+        for name, text in DOCS.items()
+    ]
     ids = await ingest_documents_direct(runtime, docs)
     return dict(zip(DOCS, ids, strict=True))
 
@@ -132,6 +136,35 @@ def test_stopword_query_has_no_bm25_results_and_tables_survive(client: TestClien
     assert reply.json()["results"][0]["document_name"] == "zebrafish.md"
 
 
+@pytest.mark.parametrize("search_type", ["vector", "bm25", "hybrid"])
+def test_a_metadata_filter_matches_equal_values_and_inside_lists(
+    client: TestClient, doc_ids: dict[str, UUID], search_type: str
+) -> None:
+    def found(metadata: dict[str, object]) -> bool:
+        body = {
+            "query": "knockout mice tumour",
+            "search_type": search_type,
+            "filters": {"metadata": metadata},
+        }
+        reply = post(client, body)
+        assert reply.status_code == 200, reply.text
+        return str(doc_ids["mice.txt"]) in {r["document_id"] for r in reply.json()["results"]}
+
+    for matching in (
+        {"tags": "oncology"},
+        {"tags": ["genetics", "oncology"]},
+        {"tags": "genetics", "year": 2020, "source": "test"},
+    ):
+        assert found(matching), matching
+    for other in (
+        {"tags": "cardiology"},
+        {"tags": ["oncology", "cardiology"]},
+        {"year": "2020"},
+        {"tag": "oncology"},
+    ):
+        assert not found(other), other
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -145,6 +178,8 @@ def test_stopword_query_has_no_bm25_results_and_tables_survive(client: TestClien
         {"query": "x", "ef_search": 0},
         {"query": "x", "filters": {"document_ids": ["not-a-uuid"]}},
         {"query": "x", "filters": {"metadata": {"k": {"nested": 1}}}},
+        {"query": "x", "filters": {"metadata": {"k": [["nested"]]}}},
+        {"query": "x", "filters": {"metadata": {"k": list(range(51))}}},
         {"query": "x" * 20_001},
         ["query"],
     ],

@@ -8,6 +8,7 @@ pg_search on `c`, native BM25 on its postings `p`), so a scope alone never needs
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,7 +77,12 @@ def build_filters(
         out.clauses.append(f"lower(d.file_type) = ANY({bind(types)}::text[])")
         out.needs_documents = True
     if filters.metadata:
-        # Chunk metadata overrides the document's; containment keeps JSON types (2020 != "2020").
-        out.clauses.append(f"(d.metadata || c.metadata) @> {bind(dict(filters.metadata))}::jsonb")
+        # Chunk metadata overrides the document's. Containment per key keeps JSON types (2020 != "2020")
+        # and looks inside lists, as imports from Chroma and uploads store them: "rust" matches
+        # ["rust", "go"], and a list of values matches a list holding all of them.
+        # The value goes as JSON text: the connections' jsonb codec passes a str through unparsed.
+        for key, value in filters.metadata.items():
+            as_json = json.dumps(value)
+            out.clauses.append(f"(d.metadata || c.metadata) -> {bind(key)}::text @> {bind(as_json)}::jsonb")
         out.needs_documents = True
     return out

@@ -34,7 +34,15 @@ class SearchFilters(BaseModel):
 
     document_ids: list[UUID] | None = Field(default=None, max_length=1_000)
     file_types: list[Annotated[CleanText, Field(max_length=50)]] | None = Field(default=None, max_length=100)
-    metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=50)
+    metadata: (
+        dict[MetadataKey, MetadataValue | Annotated[list[MetadataValue], Field(max_length=50)]] | None
+    ) = Field(
+        default=None,
+        max_length=50,
+        description="Every key must match (chunk metadata over its document's). A value matches an equal "
+        'value of the same JSON type (2020 is not "2020") or a list holding it: {"tags": "rust"} finds '
+        'tags ["rust", "go"]; a list of values finds lists holding all of them.',
+    )
 
 
 class SearchRequest(BaseModel):
