@@ -148,6 +148,30 @@ async def test_a_citation_opens_its_passage(page: Page, documents: dict[str, str
     await expect(page.get_by_label("Search mode")).to_have_value("bm25")
 
 
+async def test_a_source_whose_document_was_deleted_says_so_on_its_chip(
+    page: Page, stack: Stack, documents: dict[str, str], fake: FakeLLM
+) -> None:
+    """The chip in the answer's source list, not only the passage it opens: a reader scanning sources
+    must not take a deleted document for a live one."""
+    (doc_id,) = (
+        await ingest(stack, {"walrus.txt": "Walrus tusks grow throughout the walrus's life."})
+    ).values()
+    await page.get_by_label("Search mode").select_option("bm25")
+    answer = await ask(page, "How long do walrus tusks grow?")
+    chip = answer.locator(".source-chip", has_text="walrus.txt")
+    await expect(chip.locator(".deleted-source")).to_have_count(0)
+    headers = {"Authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers) as client:
+        assert (await client.delete(f"/documents/{doc_id}")).status_code == 204
+    await page.reload()
+    answer = answers(page).last
+    await answer.locator(".sources summary").click()
+    chip = answer.locator(".source-chip", has_text="walrus.txt")
+    await expect(chip.locator(".deleted-source")).to_have_text("deleted")
+    await chip.click()
+    await expect(page.get_by_role("dialog")).to_contain_text("This document has since been deleted")
+
+
 async def test_injected_markup_stays_inert_text(page: Page, documents: dict[str, str], fake: FakeLLM) -> None:
     image = '<img src=x onerror="window.__pwned=1">'
     link = "[click](javascript:window.__pwned=1)"

@@ -132,6 +132,9 @@ function sourceList(sources) {
           h("span", { class: "cite-number" }, String(s.n)),
           h("span", { class: "source-name" }, where(s)),
           chunkSection(s, "source-section"),
+          s.document_deleted
+            ? h("span", { class: "badge warn deleted-source", title: "This document has since been deleted" }, "deleted")
+            : null,
           s.stale ? h("span", { class: "badge warn stale-source", title: earlierVersion(s) }, "earlier version") : null,
           h("span", { class: "source-score" }, Number(s.score).toFixed(2)),
         );
