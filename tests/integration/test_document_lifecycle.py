@@ -417,3 +417,11 @@ async def test_the_async_client_sets_metadata_and_replaces_a_file(live_app_url: 
         with pytest.raises(ClientError) as refused:
             await rag.replace_file(doc_id, path)  # its first task is still queued: no worker here
         assert refused.value.status == 409
+
+
+def test_the_listing_type_filter_is_spelled_as_the_search_filter(client: TestClient) -> None:
+    r = upload(client, {"typed.md": b"# Typed\n\nA listing by type."})
+    doc_id = r.json()["tasks"][0]["document_id"]
+    for spelling in ("md", "MD", ".md", " .Md "):
+        listed = client.get("/documents", params={"type": spelling, "limit": 500}).json()["items"]
+        assert doc_id in {d["id"] for d in listed}, spelling

@@ -23,6 +23,7 @@ from rag_server.ingestion.models import (
     FileDigest,
     MetadataUpdate,
 )
+from rag_server.retrieval.filters import normalise_file_type
 
 
 def sha256_hex(content: bytes) -> str:
@@ -137,6 +138,10 @@ async def list_documents(
     collection_ids: Sequence[UUID] | None = None,
 ) -> DocumentList:
     """Documents in `collection_ids` (None: every collection), filtered, sorted and paged."""
+    if file_type is not None:
+        # The search filter's spelling rules ("TXT", ".txt" mean txt): a listing and a search given the
+        # same type must agree on which documents have it.
+        file_type = normalise_file_type(file_type)
     where = (
         "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR file_type = $2)"
         " AND ($3::uuid[] IS NULL OR collection_id = ANY($3::uuid[]))"
