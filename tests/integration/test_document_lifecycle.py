@@ -419,6 +419,20 @@ async def test_the_async_client_sets_metadata_and_replaces_a_file(live_app_url: 
         assert refused.value.status == 409
 
 
+def test_file_metadata_entries_that_clean_to_one_name_are_a_422(
+    client: TestClient, database_url: str
+) -> None:
+    before = document_count(database_url)
+    r = upload(
+        client,
+        {"m.txt": b"two entries for one file"},
+        file_metadata=json.dumps({"dir/m.txt": {"a": 1}, "other/m.txt": {"a": 2}}),
+    )
+    assert r.status_code == 422, r.text
+    assert "'dir/m.txt'" in r.json()["detail"] and "'other/m.txt'" in r.json()["detail"], r.json()
+    assert document_count(database_url) == before
+
+
 def test_the_listing_type_filter_is_spelled_as_the_search_filter(client: TestClient) -> None:
     r = upload(client, {"typed.md": b"# Typed\n\nA listing by type."})
     doc_id = r.json()["tasks"][0]["document_id"]

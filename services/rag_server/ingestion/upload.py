@@ -130,9 +130,19 @@ def read_upload_options(
     common = parse_metadata_json(raw, "metadata") if raw is not None else {}
     raw = _one_text(file_metadata, "file_metadata")
     per_file: dict[str, dict[str, Any]] = {}
+    given_as: dict[str, str] = {}  # sanitised name -> the entry's name as sent
     if raw is not None:
         for name, value in parse_metadata_json(raw, "file_metadata").items():
-            per_file[sanitize_filename(name)] = check_metadata(value, f"file_metadata[{name!r}]")
+            clean = sanitize_filename(name)
+            if clean in given_as:
+                # Files are matched by their sanitised name, so both entries would claim the same file
+                # and one would be dropped without a word.
+                raise InvalidInputError(
+                    f"file_metadata names {given_as[clean]!r} and {name!r}, which are the same file name "
+                    f"{clean!r} once cleaned: give it once."
+                )
+            given_as[clean] = name
+            per_file[clean] = check_metadata(value, f"file_metadata[{name!r}]")
     flag = _one_text(replace, "replace")
     if flag not in (None, "true", "false"):
         raise InvalidInputError("The form field 'replace' must be true or false.")
