@@ -419,6 +419,30 @@ async def test_the_async_client_sets_metadata_and_replaces_a_file(live_app_url: 
         assert refused.value.status == 409
 
 
+def test_empty_metadata_on_a_replacement_clears_it_and_absent_keeps_it(
+    client: TestClient, settings: Settings, logs: Path
+) -> None:
+    names = ["clear-put.txt", "clear-upload.txt", "keep-meta.txt"]
+    r = upload(client, {n: text_of(f"gecko {n}") for n in names}, metadata=json.dumps({"team": "old"}))
+    ids = {t["filename"]: t["document_id"] for t in r.json()["tasks"]}
+    with worker(settings, logs):
+        wait_batch(client, r.json()["batch_id"])
+        batches = [
+            put_file(client, ids["clear-put.txt"], "clear-put.txt", text_of("gecko put"), metadata="{}"),
+            upload(client, {"clear-upload.txt": text_of("gecko upload")}, replace="true", metadata="{}"),
+            upload(client, {"keep-meta.txt": text_of("gecko keep")}, replace="true"),
+        ]
+        for b in batches:
+            assert b.status_code == 202, b.text
+            assert wait_batch(client, b.json()["batch_id"])["status"] == "completed"
+    after = {n: client.get(f"/documents/{ids[n]}").json() for n in names}
+    assert {n: (d["version"], d["metadata"]) for n, d in after.items()} == {
+        "clear-put.txt": (2, {}),
+        "clear-upload.txt": (2, {}),
+        "keep-meta.txt": (2, {"team": "old"}),
+    }
+
+
 def test_file_metadata_entries_that_clean_to_one_name_are_a_422(
     client: TestClient, database_url: str
 ) -> None:

@@ -36,7 +36,9 @@ class IncomingFile:
     file_type: str
     content_type: str
     content: bytes
-    metadata: dict[str, Any]
+    # None: the request gave none (a new document gets {}, a replacement keeps the document's); {} was
+    # given and clears it. The two must stay apart: only an absent field keeps the old metadata.
+    metadata: dict[str, Any] | None
 
     @cached_property  # read several times per upload (dedup, replacement, the task row)
     def sha256(self) -> str:
@@ -73,7 +75,7 @@ async def insert_new_document(
             f.content_type,
             len(f.content),
             sha,
-            f.metadata,
+            f.metadata if f.metadata is not None else {},
             status,
             collection_id,
         )

@@ -93,7 +93,7 @@ async def queue_replacement(
         msg_id,
         doc["version"],
         f.content,
-        f.metadata or None,  # none given: the document keeps its metadata
+        f.metadata,  # None (none given): the document keeps its metadata; {} clears it
         request_id,
     )
     return TaskRef(

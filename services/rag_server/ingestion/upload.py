@@ -52,7 +52,7 @@ async def read_upload(parts: Sequence[UploadFile | str], settings: Settings) -> 
             )
         file_type = file_type_for(name)
         assert file_type is not None  # checked by _check_parts
-        incoming.append(IncomingFile(name, file_type.name, file_type.content_type, content, {}))
+        incoming.append(IncomingFile(name, file_type.name, file_type.content_type, content, None))
     return incoming
 
 
@@ -114,7 +114,7 @@ def _one_text(values: Sequence[UploadFile | str], field: str) -> str | None:
 class UploadOptions:
     """The upload's form fields besides `files` and `collection`."""
 
-    metadata: dict[str, Any]  # every file's
+    metadata: dict[str, Any] | None  # every file's; None: the field was absent ({} was given: clear)
     file_metadata: dict[str, dict[str, Any]]  # by (sanitised) file name, on top of `metadata`
     replace: bool  # a file named like a document of the collection replaces it
 
@@ -127,7 +127,7 @@ def read_upload_options(
     """Parse and check `metadata` (a JSON object), `file_metadata` (a JSON object of file name ->
     object) and `replace` (true/false); a 422 sentence for anything else."""
     raw = _one_text(metadata, "metadata")
-    common = parse_metadata_json(raw, "metadata") if raw is not None else {}
+    common = parse_metadata_json(raw, "metadata") if raw is not None else None
     raw = _one_text(file_metadata, "file_metadata")
     per_file: dict[str, dict[str, Any]] = {}
     given_as: dict[str, str] = {}  # sanitised name -> the entry's name as sent
@@ -150,8 +150,10 @@ def read_upload_options(
 
 
 def with_metadata(files: Sequence[IncomingFile], options: UploadOptions) -> list[IncomingFile]:
-    """Each file with its metadata: the request-wide object, its own keys on top. A `file_metadata`
-    name that is no file of this upload is a 422 (a typo would otherwise be lost silently)."""
+    """Each file with its metadata: the request-wide object, its own keys on top; None when neither
+    field gives the file any (a replacement then keeps the document's, while `{}` clears it). A
+    `file_metadata` name that is no file of this upload is a 422 (a typo would otherwise be lost
+    silently)."""
     names = {f.filename for f in files}
     unknown = sorted(set(options.file_metadata) - names)
     if unknown:
@@ -159,10 +161,14 @@ def with_metadata(files: Sequence[IncomingFile], options: UploadOptions) -> list
             f"file_metadata names {', '.join(repr(n) for n in unknown[:5])}, not a file of this upload "
             f"(its files: {', '.join(repr(n) for n in sorted(names)[:10])})."
         )
-    return [
-        replace(f, metadata=merge_metadata(options.metadata, options.file_metadata.get(f.filename)))
-        for f in files
-    ]
+    return [replace(f, metadata=_file_metadata(options, f.filename)) for f in files]
+
+
+def _file_metadata(options: UploadOptions, filename: str) -> dict[str, Any] | None:
+    own = options.file_metadata.get(filename)
+    if options.metadata is None and own is None:
+        return None
+    return merge_metadata(options.metadata or {}, own)
 
 
 async def read_replacement(
@@ -173,4 +179,5 @@ async def read_replacement(
         raise InvalidInputError("Send exactly one file, in the multipart field 'file'.")
     (incoming,) = await read_upload(files, settings)
     raw = _one_text(metadata, "metadata")
-    return replace(incoming, metadata=parse_metadata_json(raw, "metadata") if raw is not None else {})
+    # Absent: None, the document keeps its metadata; `{}` is a value (it clears the metadata).
+    return replace(incoming, metadata=parse_metadata_json(raw, "metadata") if raw is not None else None)
