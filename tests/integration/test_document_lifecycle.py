@@ -419,6 +419,36 @@ async def test_the_async_client_sets_metadata_and_replaces_a_file(live_app_url: 
         assert refused.value.status == 409
 
 
+def test_a_patch_after_a_replacement_was_queued_wins_over_its_metadata(
+    client: TestClient, settings: Settings, database_url: str, logs: Path
+) -> None:
+    files = {"later.txt": text_of("tapir"), "later-merge.txt": text_of("gerenuk")}
+    r = upload(client, files, metadata=json.dumps({"from": "upload"}))
+    ids = [t["document_id"] for t in r.json()["tasks"]]
+    with worker(settings, logs):
+        wait_batch(client, r.json()["batch_id"])
+    # No worker running: both replacements wait with their metadata; then each document is edited.
+    batches = [
+        put_file(client, ids[0], "later.txt", text_of("tapir v2"), metadata='{"from": "put"}'),
+        put_file(
+            client, ids[1], "later-merge.txt", text_of("gerenuk v2"), metadata='{"from": "put", "k": 1}'
+        ),
+    ]
+    assert all(b.status_code == 202 for b in batches), [b.text for b in batches]
+    edit = client.patch(f"/documents/{ids[0]}", json={"metadata": {"from": "patch", "other": 1}})
+    assert edit.status_code == 200 and edit.json()["metadata"] == {"from": "patch", "other": 1}
+    edit = client.patch(f"/documents/{ids[1]}", json={"metadata": {"k": None, "m": 2}, "mode": "merge"})
+    assert edit.status_code == 200 and edit.json()["metadata"] == {"from": "upload", "m": 2}
+    with worker(settings, logs):
+        for b in batches:
+            assert wait_batch(client, b.json()["batch_id"])["status"] == "completed"
+    replaced = client.get(f"/documents/{ids[0]}").json()
+    assert (replaced["version"], replaced["metadata"]) == (2, {"from": "patch", "other": 1})
+    # A merge applies on top of the replacement's metadata, as if the swap had come first.
+    merged = client.get(f"/documents/{ids[1]}").json()
+    assert (merged["version"], merged["metadata"]) == (2, {"from": "put", "m": 2})
+
+
 def test_empty_metadata_on_a_replacement_clears_it_and_absent_keeps_it(
     client: TestClient, settings: Settings, logs: Path
 ) -> None:

@@ -270,7 +270,7 @@ async def complete_task(
     """
     async with transaction(conn) as c:
         task = await c.fetchrow(
-            "SELECT status, worker_id FROM job_tasks WHERE id = $1 FOR UPDATE", work.task_id
+            "SELECT status, worker_id, new_metadata FROM job_tasks WHERE id = $1 FOR UPDATE", work.task_id
         )
         doc_exists = await c.fetchval("SELECT true FROM documents WHERE id = $1 FOR UPDATE", work.document_id)
         if task is None or not doc_exists or task["status"] not in ("processing", "queued"):
@@ -278,7 +278,10 @@ async def complete_task(
             return False
         if task["status"] == "queued" or task["worker_id"] != work.worker_id:
             return False  # re-queued or taken over: the message is no longer this worker's to delete
-        if work.replaces_version is not None and (reason := await _swap_in(c, work)) is not None:
+        # The metadata as the task row holds it now, not as it was read at the start: a PATCH meanwhile
+        # edited it too (documents.update_metadata), and the later edit wins.
+        swap = work.replaces_version is not None
+        if swap and (reason := await _swap_in(c, work, task["new_metadata"])) is not None:
             await fail_task(c, queue, work.task_id, work.document_id, reason, msg_id, count_failure=True)
             return False
         await write_chunks(c, work.document_id, chunks, vectors, generations)
@@ -295,11 +298,11 @@ async def complete_task(
     return True
 
 
-async def _swap_in(c: asyncpg.Connection, work: TaskWork) -> str | None:
+async def _swap_in(c: asyncpg.Connection, work: TaskWork, new_metadata: dict[str, Any] | None) -> str | None:
     file_type = file_type_for(work.filename)
     content_type = file_type.content_type if file_type else "application/octet-stream"
     return await swap_in(
-        c, work.document_id, work.content, work.filename, work.file_type, content_type, work.new_metadata
+        c, work.document_id, work.content, work.filename, work.file_type, content_type, new_metadata
     )
 
 
