@@ -487,6 +487,15 @@ def test_file_metadata_entries_that_clean_to_one_name_are_a_422(
     assert document_count(database_url) == before
 
 
+def test_a_name_twice_in_one_replacing_upload_is_a_422(client: TestClient, database_url: str) -> None:
+    before = document_count(database_url)
+    parts = [("files", ("twin.txt", data, "text/plain")) for data in (b"first twin", b"second twin")]
+    r = client.post("/upload", files=parts, data={"replace": "true"})
+    assert r.status_code == 422, r.text
+    assert "'twin.txt' is given more than once" in r.json()["detail"], r.json()
+    assert document_count(database_url) == before
+
+
 def test_the_listing_type_filter_is_spelled_as_the_search_filter(client: TestClient) -> None:
     r = upload(client, {"typed.md": b"# Typed\n\nA listing by type."})
     doc_id = r.json()["tasks"][0]["document_id"]

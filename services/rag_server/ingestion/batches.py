@@ -3,13 +3,15 @@ and report its status."""
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
 from collections.abc import Sequence
 from uuid import UUID, uuid4
 
 import asyncpg
 
 from rag_server.collections.models import DEFAULT_COLLECTION_ID
-from rag_server.errors import NotFoundError
+from rag_server.errors import InvalidInputError, NotFoundError
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.infra.log_context import current_request_id
 from rag_server.infra.queue import IngestQueue
@@ -42,18 +44,60 @@ async def create_upload_batch(
     `replace`: a file named like a document of the collection replaces that document's file (a
     replacement task, ingestion/replacement.py) instead of becoming a new document.
     Every task and message carries the request's id (infra/log_context.py), for the worker's log lines.
+
+    Concurrent uploads: with `replace`, each file name is serialised by an advisory lock (name_locks), so
+    two uploads of a new name make one document and the later one replaces it (or gets the 409 of a
+    document still being processed).
     """
+    if replace:
+        _refuse_repeated_names(files)
     async with transaction(conn) as c:
         # KEY SHARE on the collection row (migration 0004's function, as editors may not lock it
         # themselves): a concurrent delete of the collection waits for this upload, or this one finds it
         # gone.
         if not await c.fetchval("SELECT rag_share_collection($1)", collection_id):
             raise NotFoundError(f"no collection {str(collection_id)!r}")
+        if replace:
+            await lock_names(c, collection_id, [f.filename for f in files])
         batch_id: UUID = await c.fetchval(
             "INSERT INTO job_batches (collection_id) VALUES ($1) RETURNING id", collection_id
         )
         tasks = [await _add_or_replace(c, queue, batch_id, f, collection_id, replace) for f in files]
     return UploadResponse(batch_id=batch_id, tasks=tasks)
+
+
+# The advisory lock class of "a file name in a collection" (two-int keys; the worker's is 0x52414757).
+NAME_LOCK_CLASS = 0x5241464E
+
+
+async def lock_names(conn: asyncpg.Connection, collection_id: UUID, filenames: Sequence[str]) -> None:
+    """Hold, until the transaction ends, a lock on each (collection, file name): what `replace=true`
+    decides by name (replace the document so named, or create it) must not interleave with another
+    upload deciding the same. Taken in one fixed order (by key), so two uploads sharing several names
+    cannot wait for each other in a cycle. A hash collision only serialises two unrelated names."""
+    keys = sorted({_name_key(collection_id, n) for n in filenames})
+    # unnest yields the array in its order and nothing sorts the rows: the locks are taken in `keys` order.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k", NAME_LOCK_CLASS, keys
+    )
+
+
+def _name_key(collection_id: UUID, filename: str) -> int:
+    # The same in every process (Python's hash() is salted per process): 32 signed bits of a sha256.
+    digest = hashlib.sha256(f"{collection_id}/{filename}".encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:4], "big", signed=True)
+
+
+def _refuse_repeated_names(files: Sequence[IncomingFile]) -> None:
+    """With `replace`, a name is what says which document a file replaces: the same name twice in one
+    upload would make the second file replace the first before either is processed."""
+    counts = Counter(f.filename for f in files)
+    repeated = sorted(name for name, n in counts.items() if n > 1)
+    if repeated:
+        raise InvalidInputError(
+            f"{', '.join(repr(n) for n in repeated[:5])} is given more than once in this upload: with "
+            "replace=true each file name says which document it replaces, so send each name once."
+        )
 
 
 async def _add_or_replace(

@@ -1,0 +1,49 @@
+"""Uploads racing each other: real concurrent HTTP requests to the in-process app (asyncio.gather over
+its pool's connections), the end state read from the database. No worker runs: a document's first task
+stays queued, which is what the requests race against."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rag_server.config import Settings
+from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
+from tests.support.ingest import query
+from tests.support.sample_files import long_text
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
+    return fake_embedding_settings(database_url, data_dir, fake)
+
+
+async def upload(client: httpx.AsyncClient, files: list[tuple[str, bytes]], **form: str) -> httpx.Response:
+    parts = [("files", (name, data, "text/plain")) for name, data in files]
+    return await client.post("/upload", files=parts, data=form)
+
+
+@pytest.mark.parametrize("copies", [2, 5])
+async def test_concurrent_replacing_uploads_of_a_new_name_make_one_document(
+    app_client: httpx.AsyncClient, database_url: str, copies: int
+) -> None:
+    for round_ in range(5):
+        name = f"race-{copies}-{round_}.txt"
+        versions = [f"{name} v{i}: {long_text(40, seed=i)}".encode() for i in range(copies)]
+        replies = await asyncio.gather(
+            *(upload(app_client, [(name, data)], replace="true") for data in versions)
+        )
+        docs = query(database_url, "SELECT id FROM documents WHERE filename = %s", name)
+        assert len(docs) == 1, [(r.status_code, r.text) for r in replies]
+        # The first creates it; the others find it, still queued: the clear 409, never a 5xx.
+        assert sorted(r.status_code for r in replies) == [202] + [409] * (copies - 1), [
+            r.text for r in replies
+        ]
+        for r in replies:
+            if r.status_code == 409:
+                assert "still being processed" in r.json()["detail"], r.text
+        again = await upload(app_client, [(name, b"one more version")], replace="true")
+        assert again.status_code == 409 and "still being processed" in again.json()["detail"], again.text
