@@ -18,6 +18,7 @@ from rag_server.infra.embeddings import EmbeddingError
 from tests.integration.conftest import APP_BASE_URL
 
 DATABASE_DOWN = "the database is unavailable, retry shortly"
+CONFLICT = "the request conflicted with a concurrent request; retry it"
 # name: (what a route or store raises, the status, the detail; None: the JSON 500's "internal error").
 FAILURES: dict[str, tuple[BaseException, int, str | None]] = {
     "refused": (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), 503, DATABASE_DOWN),
@@ -27,6 +28,9 @@ FAILURES: dict[str, tuple[BaseException, int, str | None]] = {
         DATABASE_DOWN,
     ),
     "admin-shutdown": (asyncpg.exceptions.AdminShutdownError("terminating connection"), 503, DATABASE_DOWN),
+    # SQLSTATE class 40: the transaction lost to a concurrent one; the database is fine.
+    "deadlock": (asyncpg.exceptions.DeadlockDetectedError("deadlock detected"), 503, CONFLICT),
+    "serialization": (asyncpg.exceptions.SerializationError("could not serialize access"), 503, CONFLICT),
     "embedding-down": (
         EmbeddingError("The embedding service is unavailable: HTTP 503", transient=True),
         503,

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from rag_server.config import Settings
+from rag_server.ingestion.documents import sha256_hex
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
 from tests.support.ingest import query
 from tests.support.sample_files import long_text
@@ -47,3 +48,20 @@ async def test_concurrent_replacing_uploads_of_a_new_name_make_one_document(
                 assert "still being processed" in r.json()["detail"], r.text
         again = await upload(app_client, [(name, b"one more version")], replace="true")
         assert again.status_code == 409 and "still being processed" in again.json()["detail"], again.text
+
+
+async def test_uploads_of_the_same_new_files_in_opposite_orders_both_succeed(
+    app_client: httpx.AsyncClient, database_url: str
+) -> None:
+    for round_ in range(5):
+        a, b = ((f"order-{x}-{round_}.txt", f"{x} {round_}: {long_text(40)}".encode()) for x in "ab")
+        first, second = await asyncio.gather(upload(app_client, [a, b]), upload(app_client, [b, a]))
+        assert (first.status_code, second.status_code) == (202, 202), (first.text, second.text)
+        # Each reply lists its tasks in its request's order, whatever order they were stored in.
+        assert [t["filename"] for t in first.json()["tasks"]] == [a[0], b[0]]
+        assert [t["filename"] for t in second.json()["tasks"]] == [b[0], a[0]]
+        statuses = sorted(t["status"] for r in (first, second) for t in r.json()["tasks"])
+        assert statuses == ["duplicate", "duplicate", "queued", "queued"]
+        for _, data in (a, b):
+            docs = query(database_url, "SELECT id FROM documents WHERE sha256 = %s", sha256_hex(data))
+            assert len(docs) == 1

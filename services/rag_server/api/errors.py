@@ -27,7 +27,7 @@ from rag_server.errors import (
     UnauthenticatedError,
     UnsupportedTypeError,
 )
-from rag_server.infra.database import is_transient_db_error
+from rag_server.infra.database import is_conflict_db_error, is_transient_db_error
 from rag_server.infra.embeddings import EmbeddingError
 from rag_server.openai_compat.models import OpenAIError, error_content, validation_error_content
 
@@ -58,7 +58,7 @@ _DESCRIPTIONS = {
     415: "Unsupported file type",
     422: "Invalid request",
     500: "An unexpected server error (logged with its traceback)",
-    503: "The database is unavailable; retry shortly",
+    503: "The database is unavailable, or the request conflicted with a concurrent one; retry shortly",
 }
 
 
@@ -151,7 +151,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def unexpected_error_response(exc: BaseException, path: str = "") -> JSONResponse:
     """503 when the database is unavailable right now (a retry may succeed), else a logged 500."""
-    if is_transient_db_error(exc):
+    if is_conflict_db_error(exc):
+        # Retryable like an outage (same 503, which clients retry), but the database is up: say so.
+        logger.warning("conflict with a concurrent transaction: %s: %s", type(exc).__name__, exc)
+        status, detail = 503, "the request conflicted with a concurrent request; retry it"
+    elif is_transient_db_error(exc):
         logger.warning("database unavailable: %s: %s", type(exc).__name__, exc)
         status, detail = 503, "the database is unavailable, retry shortly"
     else:

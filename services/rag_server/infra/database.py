@@ -185,6 +185,14 @@ def is_transient_db_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS
 
 
+def is_conflict_db_error(exc: BaseException) -> bool:
+    """A transient error that is no outage: the transaction lost to a concurrent one (SQLSTATE class
+    40: serialization failure 40001, deadlock 40P01). Retrying the request may succeed at once; saying
+    "the database is unavailable" would send an operator after a database that is fine."""
+    sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
+    return isinstance(sqlstate, str) and sqlstate.startswith("40")
+
+
 def vector_array(value: object) -> np.ndarray:
     """A `vector` column's value as a float32 array: pgvector's asyncpg codec hands back an ndarray or a
     Vector object (to_numpy), by package version (langchain-postgres caps it below 0.4 in dev)."""

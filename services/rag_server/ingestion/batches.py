@@ -47,7 +47,9 @@ async def create_upload_batch(
 
     Concurrent uploads: with `replace`, each file name is serialised by an advisory lock (name_locks), so
     two uploads of a new name make one document and the later one replaces it (or gets the 409 of a
-    document still being processed).
+    document still being processed). Files are stored in sha256 order, whatever the request's order:
+    two uploads of the same new files wait for each other on UNIQUE (collection_id, sha256) in the same
+    order, never in a cycle (a deadlock, 40P01). The tasks come back in the request's order.
     """
     if replace:
         _refuse_repeated_names(files)
@@ -62,8 +64,11 @@ async def create_upload_batch(
         batch_id: UUID = await c.fetchval(
             "INSERT INTO job_batches (collection_id) VALUES ($1) RETURNING id", collection_id
         )
-        tasks = [await _add_or_replace(c, queue, batch_id, f, collection_id, replace) for f in files]
-    return UploadResponse(batch_id=batch_id, tasks=tasks)
+        order = sorted(range(len(files)), key=lambda i: (files[i].sha256, i))
+        tasks: dict[int, TaskRef] = {}
+        for i in order:
+            tasks[i] = await _add_or_replace(c, queue, batch_id, files[i], collection_id, replace)
+    return UploadResponse(batch_id=batch_id, tasks=[tasks[i] for i in range(len(files))])
 
 
 # The advisory lock class of "a file name in a collection" (two-int keys; the worker's is 0x52414757).
