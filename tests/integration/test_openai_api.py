@@ -175,6 +175,16 @@ async def test_invalid_chat_requests_are_openai_400s(
     assert error["type"] == "invalid_request_error" and error["message"]
 
 
+async def test_a_question_over_the_limit_in_text_parts_is_an_openai_400(reader: openai.AsyncOpenAI) -> None:
+    # Each part is within the limit; the question they make together is not (it was a 500).
+    parts: Any = [{"type": "text", "text": "a" * 15_000}, {"type": "text", "text": "b" * 15_000}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        await reader.chat.completions.create(model="rag:alpha", messages=[{"role": "user", "content": parts}])
+    error = caught.value.response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == "messages"
+    assert "30000 characters" in error["message"] and "at most 20000" in error["message"]
+
+
 async def test_an_invalid_embedding_request_is_an_openai_400(reader: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         await reader.embeddings.create(model="rag:alpha", input=[])
@@ -188,7 +198,10 @@ async def test_a_bad_key_is_an_authentication_error(app: FastAPI, world: World) 
     assert caught.value.response.json()["error"]["code"] == "invalid_api_key"
 
 
-@pytest.mark.parametrize("model", ["rag:beta", "rag:beta:vector", "rag:nope", "gpt-4o", "rag:alpha:fuzzy"])
+# "rag:aaa...": within the /v1 model id's 200 characters, longer than any collection reference (100).
+@pytest.mark.parametrize(
+    "model", ["rag:beta", "rag:beta:vector", "rag:nope", "gpt-4o", "rag:alpha:fuzzy", "rag:" + "a" * 150]
+)
 async def test_a_model_out_of_reach_is_not_found(reader: openai.AsyncOpenAI, model: str) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         await reader.chat.completions.create(model=model, messages=[{"role": "user", "content": "pasta?"}])

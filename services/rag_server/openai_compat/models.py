@@ -158,8 +158,14 @@ class ChatCompletionRequest(BaseModel):
         users = [m for m in messages if m.role == "user"]
         if not users:
             raise ValueError("messages must contain a user message")
-        if not users[-1].text.strip():
+        question = users[-1].text
+        if not question.strip():
             raise ValueError("the last user message must not be blank")
+        # Its text parts are each within MAX_TEXT but are joined into one question (a search query).
+        if len(question) > MAX_TEXT:
+            raise ValueError(
+                f"the last user message has {len(question)} characters: at most {MAX_TEXT} are allowed"
+            )
         return messages
 
     @property

@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 from llama_index.core.utils import get_tokenizer
+from pydantic import ValidationError
 
 from rag_server.chat.models import ChatMessageOut, QueryRequest
 from rag_server.chat.service import ChatService
 from rag_server.chat.turn import Turn
 from rag_server.collections.store import list_collections, resolve
-from rag_server.errors import NotFoundError
+from rag_server.errors import InvalidInputError, NotFoundError
 from rag_server.infra.database import Executor
 from rag_server.infra.llm import call_options
 from rag_server.infra.runtime import Runtime
@@ -43,6 +44,7 @@ from rag_server.openai_compat.models import (
     model_id,
     parse_model_id,
 )
+from rag_server.retrieval.models import SearchType
 
 OWNER = "rag-server"
 _PAGE = 500
@@ -69,6 +71,22 @@ def unknown_model(model: str) -> NotFoundError:
     return NotFoundError(f"The model {model!r} does not exist or this API key cannot read it")
 
 
+def query_request(model: str, question: str, search_type: SearchType, collection: str) -> QueryRequest:
+    """The server's own request for a /v1 turn. The /v1 request model's limits differ from
+    QueryRequest's (a model id of 200 characters holds a longer collection reference than any collection
+    can have; text parts are joined), so whatever QueryRequest refuses is the caller's input: a 404 for
+    the model's collection reference (no collection has it), else a 400 — never a ValidationError (500)."""
+    try:
+        return QueryRequest(query=question, search_type=search_type, collections=[collection])
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        if any(error["loc"][:1] == ("collections",) for error in errors):
+            raise unknown_model(model) from None
+        first = errors[0]
+        field = "the question" if first["loc"][:1] == ("query",) else ".".join(map(str, first["loc"]))
+        raise InvalidInputError(f"{field}: {first['msg']}") from None
+
+
 def _history(messages: Sequence[ChatMessageIn]) -> tuple[str, list[ChatMessageOut]]:
     """(the question: the last user message, the user/assistant turns before it). System prompts and
     tool messages are ignored: the server's own prompts ground the answer in the sources."""
@@ -89,7 +107,7 @@ async def start_turn(chat: ChatService, body: ChatCompletionRequest) -> Turn:
         raise unknown_model(body.model)
     collection, search_type = parsed
     question, history = _history(body.messages)
-    request = QueryRequest(query=question, search_type=search_type, collections=[collection])
+    request = query_request(body.model, question, search_type, collection)
     llm, _ = chat.runtime.chat_llm()
     options = (
         call_options(
