@@ -153,6 +153,18 @@ def stdio_params(settings: Settings, **env: str) -> StdioServerParameters:
     )
 
 
+@pytest.mark.parametrize("method", ["GET", "DELETE", "PUT"])
+async def test_http_methods_other_than_post_are_405(live_app_url: str, method: str) -> None:
+    # GET asks for a server-to-client SSE stream; a stateless JSON server has none to offer (MCP's
+    # streamable HTTP: 405). It answered 200 text/event-stream and never sent a byte: the timeout
+    # only keeps that from hanging the test.
+    async with httpx.AsyncClient(base_url=live_app_url, timeout=10) as http:
+        reply = await http.request(method, "/mcp", headers={"Accept": "text/event-stream, application/json"})
+    assert reply.status_code == 405, reply.text
+    assert reply.headers["allow"] == "POST"
+    assert "POST" in reply.json()["detail"]
+
+
 async def test_stdio_lists_tools_and_searches(settings: Settings, docs: Docs) -> None:
     async with Client(stdio_params(settings), read_timeout_seconds=120) as client:
         assert {t.name for t in (await client.list_tools()).tools} == TOOLS

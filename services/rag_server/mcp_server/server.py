@@ -201,6 +201,17 @@ class McpEndpoint:
         self.manager = manager
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            # Stateless with JSON responses: no session to DELETE and no SSE stream a GET could open (the
+            # SDK would answer GET with an event stream that never sends anything nor ends). The
+            # streamable-HTTP spec: a server offering no stream answers GET with 405.
+            response = JSONResponse(
+                {"detail": f"{scope['method']} is not allowed on /mcp: send MCP messages with POST"},
+                405,
+                headers={"Allow": "POST"},
+            )
+            await response(scope, receive, send)
+            return
         runtime = self.runtime()
         headers = Headers(scope=scope)
         try:
