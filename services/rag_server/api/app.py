@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rag_server import __version__
 from rag_server.access.exposure import prepare_access
 from rag_server.api.errors import install_error_handlers, install_openapi
+from rag_server.api.head import HeadAsGetMiddleware
 from rag_server.api.read_routing import ReadRoutingMiddleware
 from rag_server.api.request_id import RequestIdMiddleware
 from rag_server.api.routes import (
@@ -79,6 +80,8 @@ def create_app(
 
     app = FastAPI(title="rag-server", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
+    # Outside the error handlers' middleware (its answers lose their body too), inside the others.
+    app.add_middleware(HeadAsGetMiddleware)
     install_openapi(app)
     # Inside ScopeMiddleware: it sees the scope authentication bound (api/read_routing.py).
     # Outside the error handlers (installed above, so inner): it sees a replica's failure as a 503 and
