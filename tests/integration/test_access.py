@@ -140,6 +140,7 @@ CALLS = [
     Call("POST", "/query/stream", "reader", {"query": "zebrafish heart"}, True),
     # The OpenAI-compatible API: the model id names the collection.
     Call("GET", "/v1/models", "reader"),
+    Call("GET", "/v1/models/{target_model}", "reader"),
     Call(
         "POST",
         "/v1/chat/completions",
@@ -173,6 +174,7 @@ async def send(
         "target_task": world.ids[f"{target}_task"],
         "target_session": world.ids["admin_session" if target == "beta" else "beta-reader_session"],
         "key_name": "beta-reader",
+        "target_model": f"rag:{target}",
     }
     path = call.path.format(**values)
     if call.path == "/upload":

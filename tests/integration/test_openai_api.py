@@ -97,6 +97,13 @@ async def test_models_are_the_readable_collections_times_three_search_modes(
     assert {"rag:alpha", "rag:beta:bm25", "rag:default:vector"} <= everything
 
 
+async def test_a_model_is_retrieved_by_its_id(reader: openai.AsyncOpenAI) -> None:
+    listed = {m.id: m for m in (await reader.models.list()).data}
+    for model_id in ("rag:alpha", "rag:alpha:bm25", "rag:alpha:vector"):
+        model = await reader.models.retrieve(model_id)
+        assert model == listed[model_id]
+
+
 async def test_chat_streamed_and_not_give_the_same_extractive_answer_and_store_nothing(
     reader: openai.AsyncOpenAI, runtime: Runtime, world: World
 ) -> None:
@@ -208,6 +215,15 @@ async def test_a_model_out_of_reach_is_not_found(reader: openai.AsyncOpenAI, mod
     assert caught.value.response.json()["error"]["code"] == "model_not_found"
     with pytest.raises(openai.NotFoundError):
         await reader.embeddings.create(model=model, input="pasta")
+    # Out of the key's reach or not there at all: the same answer, naming only the id asked for.
+    with pytest.raises(openai.NotFoundError) as caught:
+        await reader.models.retrieve(model)
+    assert caught.value.response.json()["error"] == {
+        "message": f"The model {model!r} does not exist or this API key cannot read it",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "model_not_found",
+    }
 
 
 # --- with an LLM ------------------------------------------------------------------------------------

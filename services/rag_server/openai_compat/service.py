@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from rag_server.chat.models import ChatMessageOut, QueryRequest
 from rag_server.chat.service import ChatService
 from rag_server.chat.turn import Turn
-from rag_server.collections.store import list_collections, resolve
+from rag_server.collections.store import get_collection, list_collections, resolve
 from rag_server.errors import InvalidInputError, NotFoundError
 from rag_server.infra.database import Executor
 from rag_server.infra.llm import call_options
@@ -65,6 +65,19 @@ async def list_models(conn: Executor) -> ModelList:
         offset += len(page.items)
         if not page.items or offset >= page.total:
             return ModelList(data=cards)
+
+
+async def retrieve_model(conn: Executor, model: str) -> ModelCard:
+    """One model the caller's key can read; one it cannot and one that does not exist are the same 404."""
+    parsed = parse_model_id(model)
+    if parsed is None:
+        raise unknown_model(model)
+    try:
+        collection = await get_collection(conn, parsed[0])
+    except NotFoundError:
+        raise unknown_model(model) from None
+    # The id as asked for: `rag:<collection id>` names the same model as `rag:<name>` in a turn.
+    return ModelCard(id=model, created=int(collection.created_at.timestamp()), owned_by=OWNER)
 
 
 def unknown_model(model: str) -> NotFoundError:

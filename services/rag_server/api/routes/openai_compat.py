@@ -3,9 +3,9 @@ the openai SDK or Open WebUI. Same API keys; errors in OpenAI's shape (api/error
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from fastapi.responses import StreamingResponse
 
 from rag_server.api.deps import ChatDep, PoolDep, ReadPoolDep, RuntimeDep, require
@@ -16,6 +16,7 @@ from rag_server.openai_compat.models import (
     ChatCompletionRequest,
     EmbeddingList,
     EmbeddingRequest,
+    ModelCard,
     ModelList,
 )
 
@@ -46,6 +47,16 @@ async def list_models(pool: ReadPoolDep) -> ModelList:
     """`rag:<collection>` (hybrid search), `rag:<collection>:bm25` and `rag:<collection>:vector` for each
     collection this key can read."""
     return await service.list_models(pool)
+
+
+@router.get("/models/{model_id}", responses=openai_error_responses(404))
+async def retrieve_model(
+    model_id: Annotated[str, Path(description="A model id from GET /v1/models")],
+    pool: ReadPoolDep,
+) -> ModelCard:
+    """One model (what `client.models.retrieve(...)` asks); 404 model_not_found for one this key cannot
+    read, as for one that does not exist."""
+    return await service.retrieve_model(pool, model_id)
 
 
 @router.post(
