@@ -171,6 +171,23 @@ async def test_collection_crud_and_conflicts(app_client: httpx.AsyncClient) -> N
     await ok(await c.get(f"/collections/{created['id']}"), 404)
 
 
+async def test_hybrid_alpha_is_set_at_creation_as_by_patch(app_client: httpx.AsyncClient) -> None:
+    # It was dropped silently: a 201 with hybrid_alpha null.
+    created = await ok(
+        await app_client.post("/collections", json={"name": "weighted", "hybrid_alpha": 0.5}), 201
+    )
+    assert created["hybrid_alpha"] == 0.5
+    assert (await ok(await app_client.get("/collections/weighted")))["hybrid_alpha"] == 0.5
+    unset = await ok(
+        await app_client.post("/collections", json={"name": "unweighted", "hybrid_alpha": None}), 201
+    )
+    assert unset["hybrid_alpha"] is None
+    for bad in (1.5, -0.1, "0.5", True):  # PATCH's rule: a JSON number in [0, 1]
+        await ok(await app_client.post("/collections", json={"name": "bad-alpha", "hybrid_alpha": bad}), 422)
+        await ok(await app_client.patch("/collections/weighted", json={"hybrid_alpha": bad}), 422)
+    await ok(await app_client.get("/collections/bad-alpha"), 404)
+
+
 async def test_same_file_twice_in_one_collection_is_a_duplicate_in_two_it_is_stored_twice(
     app_client: httpx.AsyncClient,
 ) -> None:

@@ -79,6 +79,8 @@ class CollectionList(BaseModel):
 class CreateCollection(BaseModel):
     name: CollectionName
     description: Description = ""
+    # As PATCH takes it (it was silently dropped here); null or absent: the server's RAG_HYBRID_ALPHA.
+    hybrid_alpha: HybridAlpha | None = None
 
 
 class UpdateCollection(BaseModel):

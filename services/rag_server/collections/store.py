@@ -42,11 +42,14 @@ async def create_collection(conn: Executor, body: CreateCollection) -> Collectio
     try:
         row = await conn.fetchrow(
             f"""
-            WITH c AS (INSERT INTO collections (name, description) VALUES ($1, $2) RETURNING *)
+            WITH c AS (
+                INSERT INTO collections (name, description, hybrid_alpha) VALUES ($1, $2, $3) RETURNING *
+            )
             SELECT {_COLUMNS} FROM c
             """,
             body.name,
             body.description,
+            body.hybrid_alpha,
         )
     except asyncpg.UniqueViolationError:
         raise ConflictError(f"a collection named {body.name!r} already exists") from None
