@@ -156,3 +156,48 @@ async def test_hostile_search_filters_are_a_4xx_or_cleaned(app_client: httpx.Asy
     for body, status in cases.items():
         reply = await app_client.post("/search", content=body, headers={"content-type": "application/json"})
         assert reply.status_code == status, (body, reply.text)
+
+
+async def test_text_over_or_under_its_limit_is_counted_in_characters(app_client: httpx.AsyncClient) -> None:
+    # CleanText fields said "Value should have at most 200 items after validation".
+    cases = [
+        ("/chat/sessions", {"title": "a" * 201}, ["body", "title"], "at most 200 characters"),
+        ("/collections", {"name": "c", "description": "d" * 2001}, ["body", "description"], "at most 2000"),
+        ("/search", {"query": "q", "filters": {"metadata": {"": 1}}}, None, "at least 1 character"),
+    ]
+    for path, body, loc, message in cases:
+        reply = await app_client.post(path, json=body)
+        assert reply.status_code == 422, reply.text
+        (error,) = reply.json()["detail"]
+        assert error["type"].startswith("string_too_") and message in error["msg"], error
+        assert loc is None or error["loc"] == loc
+
+
+async def test_an_error_in_a_union_names_the_field_and_the_real_cause(app_client: httpx.AsyncClient) -> None:
+    # A metadata value is text, a number, a boolean or a list of them: a string over its limit named
+    # "function-after[functools.partial(<function max_length_validator at 0x7f...>, ...)]" in its
+    # location, beside an error for each member the string is not (integer, number, boolean, list).
+    for value in ("v" * 2001, ["v" * 2001]):
+        reply = await app_client.post("/search", json={"query": "q", "filters": {"metadata": {"k": value}}})
+        assert reply.status_code == 422, reply.text
+        (error,) = reply.json()["detail"]
+        assert error["msg"] == "String should have at most 2000 characters"
+        assert error["loc"] == ["body", "filters", "metadata", "k"] + ([] if isinstance(value, str) else [0])
+    # A value of no member's type: every member's refusal stays (each says what would do).
+    reply = await app_client.post("/search", json={"query": "q", "filters": {"metadata": {"k": {"x": 1}}}})
+    assert reply.status_code == 422, reply.text
+    messages = {e["msg"] for e in reply.json()["detail"]}
+    assert {"Input should be a valid string", "Input should be a valid list"} <= messages
+    assert "0x" not in reply.text and "function" not in reply.text
+
+
+async def test_an_error_echoes_at_most_200_characters_of_the_input(app_client: httpx.AsyncClient) -> None:
+    # A 3 MB query came back whole in the 422; so did a whole body missing a field.
+    for body in ({"query": "q" * 3_000_000}, {"querx": "q" * 3_000_000}):
+        reply = await app_client.post("/search", json=body)
+        assert reply.status_code == 422, reply.text
+        assert len(reply.content) < 1_000
+        (error,) = reply.json()["detail"]
+        assert len(error["input"]) <= 203 and error["input"].endswith("...")
+    reply = await app_client.post("/search", json={"query": "q", "filters": {"metadata": {"k" * 100_000: 1}}})
+    assert reply.status_code == 422 and len(reply.content) < 1_000, reply.text[:1_000]

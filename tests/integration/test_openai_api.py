@@ -198,6 +198,24 @@ async def test_an_invalid_embedding_request_is_an_openai_400(reader: openai.Asyn
     assert caught.value.response.json()["error"]["param"] == "input"
 
 
+@pytest.mark.parametrize(
+    ("given", "param", "message"),
+    [
+        ([""], "input.0", "input.0: String should have at least 1 character"),
+        ([""] * 257, "input", "input: List should have at most 256 items after validation, not 257"),
+        ("", "input", "input: String should have at least 1 character"),
+    ],
+)
+async def test_an_invalid_embedding_input_is_named_for_what_is_wrong(
+    reader: openai.AsyncOpenAI, given: Any, param: str, message: str
+) -> None:
+    # `input` is a string or a list of strings: a list's fault read "Input should be a valid string".
+    with pytest.raises(openai.BadRequestError) as caught:
+        await reader.embeddings.create(model="rag:alpha", input=given)
+    error = caught.value.response.json()["error"]
+    assert (error["param"], error["message"]) == (param, message)
+
+
 async def test_a_bad_key_is_an_authentication_error(app: FastAPI, world: World) -> None:
     async with client_for(app, "rag_" + "x" * 43) as client:
         with pytest.raises(openai.AuthenticationError) as caught:

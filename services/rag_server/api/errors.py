@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -113,10 +115,112 @@ _DOMAIN_STATUS: dict[type[Exception], int] = {
 }
 
 
+# Pydantic names the member of a union an error is about in its location: a type ("str", "float",
+# "constrained-int"), or a schema ("list[...]", "function-after[functools.partial(<function
+# max_length_validator at 0x7f...>, ...)]": a constraint on an annotated type, with an address).
+_MEMBER_TAG = re.compile(r"^(?:str|int|float|bool|bytes|none|constrained-[a-z]+|[a-z][a-z-]*\[.*\])$")
+# Schemas, not anything a client sent: left out of locations (a dict key of that form would be too).
+_SCHEMA_TAG = re.compile(r"^[a-z][a-z-]*\[.*\]$")
+# "The input is not of this union member's type" (every member but the matching one says so).
+_TYPE_ERRORS = frozenset(
+    {
+        "string_type",
+        "int_type",
+        "float_type",
+        "bool_type",
+        "list_type",
+        "dict_type",
+        "model_type",
+        "model_attributes_type",
+        "uuid_type",
+        "bytes_type",
+        "is_instance_of",
+        "none_required",
+    }
+)
+# Bound on what an error echoes of the request (a 30 MB query came back whole): inputs, location keys.
+MAX_ECHO = 200
+
+
+def clean_validation_errors(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pydantic's errors as a client can read them, for every 422 (and /v1's 400), in one place:
+
+    - a union's members that the input is not even the type of are left out when another member took
+      it and found something wrong (`input: [""]` was "Input should be a valid string");
+    - a length limit on text speaks of characters ("Value should have at most 200 items after
+      validation": CleanText's validator keeps pydantic from applying `max_length` to the str itself);
+    - locations lose pydantic's schema names (they held a validator's repr with its address);
+    - the input echoed, and a key in a location, are cut to MAX_ECHO characters.
+    """
+    kept = [error for error in errors if not _beside_the_matching_member(error, errors)]
+    return [_readable(error) for error in kept or errors]
+
+
+def _is_tag(part: Any) -> bool:
+    return isinstance(part, str) and bool(_MEMBER_TAG.match(part))
+
+
+def _rejects_its_type(error: dict[str, Any]) -> bool:
+    """The error of a union member whose type the input is not (its location ends at the member)."""
+    loc = error.get("loc", ())
+    return error.get("type") in _TYPE_ERRORS and bool(loc) and _is_tag(loc[-1])
+
+
+def _beside_the_matching_member(error: dict[str, Any], errors: Sequence[dict[str, Any]]) -> bool:
+    if not _rejects_its_type(error):
+        return False
+    loc = tuple(error["loc"])
+    union = loc[:-1]
+    return any(
+        not _rejects_its_type(other)
+        and tuple(other.get("loc", ()))[: len(union)] == union
+        and len(other["loc"]) > len(union)
+        and _is_tag(other["loc"][len(union)])
+        and other["loc"][len(union)] != loc[-1]
+        for other in errors
+    )
+
+
+def _readable(error: dict[str, Any]) -> dict[str, Any]:
+    error = dict(error)
+    value = error.get("input")
+    if error.get("type") in ("too_long", "too_short") and isinstance(value, str):
+        # Pydantic's own wording for a str field (its generic one counts items).
+        bound, limit = ("most", "max_length") if error["type"] == "too_long" else ("least", "min_length")
+        count = (error.get("ctx") or {}).get(limit)
+        if isinstance(count, int):
+            error["type"] = f"string_{error['type']}"
+            error["msg"] = f"String should have at {bound} {count} character{'' if count == 1 else 's'}"
+            error["ctx"] = {limit: count}
+    error["loc"] = [
+        _bounded_text(part) if isinstance(part, str) else part
+        for part in error.get("loc", ())
+        if not (isinstance(part, str) and _SCHEMA_TAG.match(part))
+    ]
+    if "input" in error:
+        error["input"] = _bounded_input(value)
+    return error
+
+
+def _bounded_text(text: str) -> str:
+    return text if len(text) <= MAX_ECHO else text[:MAX_ECHO] + "..."
+
+
+def _bounded_input(value: Any) -> Any:
+    if isinstance(value, str):
+        return _bounded_text(value)
+    encoded = jsonable_encoder(value)
+    if isinstance(encoded, int | float | bool) or encoded is None:
+        return encoded
+    text = json.dumps(encoded, ensure_ascii=False)
+    # A container that fits is echoed as it came; a larger one as the start of its JSON text.
+    return encoded if len(text) <= MAX_ECHO else _bounded_text(text)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = jsonable_encoder(exc.errors())
+        errors = jsonable_encoder(clean_validation_errors(exc.errors()))
         if _is_openai(request.url.path):
             return AsciiJSONResponse(status_code=400, content=validation_error_content(errors))
         return AsciiJSONResponse(status_code=422, content={"detail": errors})
