@@ -533,3 +533,46 @@ async def test_cli_import_and_export_end_to_end(
     assert exported.returncode == 0 and "exported 4 documents (7 chunks)" in exported.stdout
     collection_id = await runtime.pool.fetchval("SELECT id FROM collections WHERE name = 'cli-notes'")
     assert isinstance(collection_id, UUID)
+
+
+def write_chroma(path: Path, name: str, rows: list[tuple[str, str, dict[str, Any]]], dim: int = 8) -> None:
+    """A Chroma collection written by chromadb, vectors of no known model (`dim`-d, re-embedded)."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+    client.create_collection(name).add(
+        ids=[r[0] for r in rows],
+        documents=[r[1] for r in rows],
+        metadatas=[r[2] for r in rows],
+        embeddings=np.random.default_rng(5).normal(size=(len(rows), dim)).tolist(),
+    )
+
+
+async def test_a_source_id_of_the_records_own_metadata_is_kept(runtime: Runtime, tmp_path: Path) -> None:
+    path = tmp_path / "ids"
+    write_chroma(
+        path,
+        "ids",
+        [
+            ("r1", CORPUS["field-notes/heron.txt"][0], {"source": "heron.txt", "source_id": "crm-1"}),
+            ("r2", CORPUS["field-notes/heron.txt"][1], {"source": "heron.txt", "source_id": "crm-1"}),
+            ("r3", CORPUS["manuals/turbine.txt"][0], {"source": "turbine.txt", "source_id": "a", "n": 1}),
+            ("r4", CORPUS["manuals/turbine.txt"][1], {"source": "turbine.txt", "source_id": "b", "n": 2}),
+            ("r5", LONE, {"source": "lone.txt"}),
+        ],
+    )
+    counts = await import_chroma(runtime, path, collection="ids", quiet=True, report=lambda _: None)
+    assert counts.created == 3, counts
+    docs = await collection_docs(runtime, "ids")
+    # Shared by every chunk: on the document; the record's id goes beside it, not over it.
+    assert docs["heron.txt"][0]["doc_metadata"] == {"source": "heron.txt", "source_id": "crm-1"}
+    assert [c["metadata"] for c in docs["heron.txt"]] == [
+        {"source_record_id": "r1"},
+        {"source_record_id": "r2"},
+    ]
+    assert [c["metadata"] for c in docs["turbine.txt"]] == [
+        {"source_id": "a", "n": 1, "source_record_id": "r3"},
+        {"source_id": "b", "n": 2, "source_record_id": "r4"},
+    ]
+    assert [c["metadata"] for c in docs["lone.txt"]] == [{"source_id": "r5"}]

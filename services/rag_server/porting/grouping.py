@@ -24,6 +24,8 @@ INTERNAL_KEYS = frozenset({"_node_content", "_node_type"})
 # `--group-by none`: one document per record.
 NO_GROUPING = "none"
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
+# Where a chunk keeps its record's id in the source: the first name its own metadata leaves free.
+RECORD_ID_KEYS = ("source_id", "source_record_id")
 
 
 def clean_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -85,6 +87,16 @@ def display_name(key: str, common: dict[str, Any]) -> str:
     return name if name.lower().endswith(TEXT_SUFFIXES) else f"{name}.txt"
 
 
+def _with_record_id(own: dict[str, Any], metadata: dict[str, Any], record_id: str) -> dict[str, Any]:
+    """A chunk's own metadata plus the record's id in the source, under the first of RECORD_ID_KEYS the
+    record's metadata (`metadata`, shared keys included) does not already use: the user's own
+    `source_id` is kept (filters read document and chunk metadata as one, the chunk's key winning)."""
+    for key in RECORD_ID_KEYS:
+        if key not in metadata:
+            return {**own, key: record_id}
+    return own  # both names taken by the source's own metadata: the id is not kept
+
+
 def build_document(key: str, records: Sequence[SourceRecord]) -> ImportDocument | None:
     """One document from its records in order; records without text are dropped (nothing to index).
     The metadata every chunk shares goes on the document, the rest (and the source id) on each chunk."""
@@ -97,7 +109,7 @@ def build_document(key: str, records: Sequence[SourceRecord]) -> ImportDocument 
         ImportChunk(
             text=r.text,
             search_text=r.text,
-            metadata={**{k: v for k, v in m.items() if k not in common}, "source_id": r.id},
+            metadata=_with_record_id({k: v for k, v in m.items() if k not in common}, m, r.id),
             embedding=r.embedding,
         )
         for r, m in zip(kept, metas, strict=True)
