@@ -576,3 +576,17 @@ async def test_a_source_id_of_the_records_own_metadata_is_kept(runtime: Runtime,
         {"source_id": "b", "n": 2, "source_record_id": "r4"},
     ]
     assert [c["metadata"] for c in docs["lone.txt"]] == [{"source_id": "r5"}]
+
+
+async def test_cli_refuses_a_directory_where_a_file_is_read_or_written(
+    settings: Settings, runtime: Runtime, tmp_path: Path
+) -> None:
+    folder = tmp_path / "some-dir"
+    folder.mkdir()
+    exported = await asyncio.to_thread(_cli, settings, "export", "--collection", "default", str(folder))
+    imported = await asyncio.to_thread(_cli, settings, "import", "jsonl", str(folder), "--quiet")
+    for result in (exported, imported):
+        output = result.stdout + result.stderr
+        assert result.returncode != 0 and "Traceback" not in output, output
+        assert f"error: {folder} is a directory" in output, output
+    assert list(folder.iterdir()) == []  # nothing written in it either (no .partial file)

@@ -66,7 +66,7 @@ def cmd_import_chroma(args: argparse.Namespace, settings: Settings) -> int:
             quiet=args.quiet,
         )
 
-    return _checked(args, settings, work)
+    return _checked(settings, work, _input_problem(args.path, file=False))
 
 
 def cmd_import_pgvector(args: argparse.Namespace, settings: Settings) -> int:
@@ -93,7 +93,7 @@ def cmd_import_jsonl(args: argparse.Namespace, settings: Settings) -> int:
     async def work(runtime: Runtime) -> None:
         await import_jsonl_file(runtime, args.file, collection=args.collection, quiet=args.quiet)
 
-    return _checked(args, settings, work)
+    return _checked(settings, work, _input_problem(args.file, file=True))
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
@@ -104,13 +104,30 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             runtime, args.collection, args.file, with_vectors=args.with_vectors, quiet=args.quiet
         )
 
-    return run_with_runtime(settings, work)
+    return _checked(settings, work, _output_problem(args.file))
 
 
-def _checked(args: argparse.Namespace, settings: Settings, work: Any) -> int:
-    """A missing input path is a sentence before the database is even opened."""
-    path: Path = args.path if hasattr(args, "path") else args.file
+def _input_problem(path: Path, *, file: bool) -> str | None:
+    """What is wrong with an input path (`file`: a file is read, not a directory)."""
     if not path.exists():
-        print(f"error: {path}: no such file or directory")
+        return f"{path}: no such file or directory"
+    if file and path.is_dir():
+        return f"{path} is a directory: name a file written by `rag-server export`"
+    return None
+
+
+def _output_problem(path: Path) -> str | None:
+    if path.is_dir():
+        return f"{path} is a directory: name the file to write"
+    if not path.parent.is_dir():
+        return f"{path.parent} is not a directory"
+    return None
+
+
+def _checked(settings: Settings, work: Any, problem: str | None) -> int:
+    """A wrong path is a sentence before the database is even opened (a directory would otherwise fail
+    mid-way with IsADirectoryError)."""
+    if problem is not None:
+        print(f"error: {problem}")
         return 1
     return run_with_runtime(settings, work)

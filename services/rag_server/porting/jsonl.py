@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import stat
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,6 +95,8 @@ async def export_collection(
 ) -> tuple[int, int]:
     """Write the collection's ready documents to `path` (atomically: a temporary file renamed at the end).
     Returns (documents, chunks) written."""
+    if await asyncio.to_thread(path.is_dir):
+        raise PortingError(f"{path} is a directory: name the file to write")
     if not path.parent.is_dir():
         raise PortingError(f"{path.parent} is not a directory")
     # The searched generation's model names the vectors (exported with --with-vectors: its own).
@@ -182,9 +185,12 @@ async def import_jsonl(
     runtime: Runtime, path: Path, collection_id: UUID, *, quiet: bool = False, report: Any = print
 ) -> ImportCounts:
     try:
-        file_size = (await asyncio.to_thread(path.stat)).st_size
+        found = await asyncio.to_thread(path.stat)
     except OSError as exc:
         raise PortingError(f"{path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(found.st_mode):
+        raise PortingError(f"{path} is a directory: name a file written by `rag-server export`")
+    file_size = found.st_size
     live = await live_generations(runtime.pool)
     total = ImportCounts()
     with path.open(encoding="utf-8") as f:
