@@ -26,6 +26,7 @@ class StoredDocument:
     metadata: dict[str, Any]
     status: str
     chunk_metadata: list[dict[str, Any]]
+    import_fingerprint: str | None
 
 
 async def ensure_collection(conn: Executor, name: str) -> tuple[UUID, bool]:
@@ -41,7 +42,7 @@ async def ensure_collection(conn: Executor, name: str) -> tuple[UUID, bool]:
 async def stored_documents(conn: Executor, ids: Sequence[UUID]) -> dict[UUID, StoredDocument]:
     rows = await conn.fetch(
         """
-        SELECT d.id, d.sha256, d.metadata, d.status,
+        SELECT d.id, d.sha256, d.metadata, d.status, d.import_fingerprint,
                (SELECT coalesce(jsonb_agg(c.metadata ORDER BY c.chunk_index), '[]'::jsonb)
                 FROM chunks c WHERE c.document_id = d.id) AS chunk_metadata
         FROM documents d WHERE d.id = ANY($1::uuid[])
@@ -49,9 +50,25 @@ async def stored_documents(conn: Executor, ids: Sequence[UUID]) -> dict[UUID, St
         list(ids),
     )
     return {
-        r["id"]: StoredDocument(r["sha256"], dict(r["metadata"]), r["status"], list(r["chunk_metadata"]))
+        r["id"]: StoredDocument(
+            r["sha256"], dict(r["metadata"]), r["status"], list(r["chunk_metadata"]), r["import_fingerprint"]
+        )
         for r in rows
     }
+
+
+async def record_fingerprints(conn: Executor, fingerprints: dict[UUID, str]) -> None:
+    """The fingerprints of documents imported before migration 0018, found unchanged (one statement;
+    a document that got one meanwhile keeps it)."""
+    await conn.execute(
+        """
+        UPDATE documents d SET import_fingerprint = f.fingerprint
+        FROM unnest($1::uuid[], $2::text[]) AS f(id, fingerprint)
+        WHERE d.id = f.id AND d.import_fingerprint IS NULL
+        """,
+        list(fingerprints),
+        list(fingerprints.values()),
+    )
 
 
 async def upsert_document(
@@ -62,14 +79,17 @@ async def upsert_document(
     content: bytes,
     sha: str,
     metadata: dict[str, Any],
+    fingerprint: str,
 ) -> Literal["created", "updated", "duplicate"]:
     """Insert or update an imported document and its bytes, inside the caller's transaction, locked;
-    'duplicate' when another document of the collection already has these bytes (nothing written)."""
+    'duplicate' when another document of the collection already has these bytes (nothing written).
+    An update is a new version (version + 1, replaced_at), as a replacement's swap makes one.
+    `fingerprint`: what the source gave (writer.fingerprint)."""
     created = await c.fetchval(
         """
         INSERT INTO documents (id, collection_id, filename, file_type, content_type, size_bytes, sha256,
-                               metadata, status)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'processing')
+                               metadata, status, import_fingerprint)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'processing', $9)
         ON CONFLICT DO NOTHING RETURNING id
         """,
         doc_id,
@@ -79,6 +99,7 @@ async def upsert_document(
         len(content),
         sha,
         metadata,
+        fingerprint,
     )
     if created is not None:
         await c.execute("INSERT INTO document_files (document_id, content) VALUES ($1, $2)", doc_id, content)
@@ -90,7 +111,7 @@ async def upsert_document(
             await c.execute(
                 """
                 UPDATE documents SET filename = $2, size_bytes = $3, sha256 = $4, metadata = $5,
-                                     updated_at = now()
+                       import_fingerprint = $6, version = version + 1, replaced_at = now(), updated_at = now()
                 WHERE id = $1
                 """,
                 doc_id,
@@ -98,6 +119,7 @@ async def upsert_document(
                 len(content),
                 sha,
                 metadata,
+                fingerprint,
             )
             await c.execute("UPDATE document_files SET content = $2 WHERE document_id = $1", doc_id, content)
     except asyncpg.UniqueViolationError:

@@ -1,14 +1,17 @@
 """The shared write path of every import: deterministic ids, unchanged documents skipped before any
-embedding, stored vectors reused or computed here, then ONE transaction per batch (documents, bytes,
-chunks through write_chunks, chunk metadata; the BM25 statistics follow in the chunk triggers)."""
+embedding (by the source's fingerprint: users' own changes stay), stored vectors reused or computed
+here, then ONE transaction per batch (documents, bytes, chunks through write_chunks, chunk metadata;
+the BM25 statistics follow in the chunk triggers)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 from uuid import UUID
 
 import numpy as np
@@ -21,7 +24,13 @@ from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.chunks import write_chunks
 from rag_server.porting.models import ImportCounts, ImportDocument
-from rag_server.porting.store import StoredDocument, set_chunk_metadata, stored_documents, upsert_document
+from rag_server.porting.store import (
+    StoredDocument,
+    record_fingerprints,
+    set_chunk_metadata,
+    stored_documents,
+    upsert_document,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,21 +46,56 @@ def document_content(doc: ImportDocument) -> bytes:
     return "\n\n".join(c.text for c in doc.chunks).encode("utf-8")
 
 
+def fingerprint(doc: ImportDocument) -> str:
+    """sha256 of what the source gave for the document (key, name, metadata, each chunk's texts,
+    metadata and place; not the vectors: the same text is the same chunk). Stored on the document
+    (`documents.import_fingerprint`, migration 0018): a re-run compares the source with what the source
+    gave last time, never with the document as users have changed it since."""
+    canonical = {
+        "key": doc.key,
+        "filename": doc.filename,
+        "metadata": doc.metadata,
+        "chunks": [
+            {
+                "text": c.text,
+                "search_text": c.search_text,
+                "metadata": c.metadata,
+                "page": c.page,
+                "char_start": c.char_start,
+                "char_end": c.char_end,
+            }
+            for c in doc.chunks
+        ],
+    }
+    text = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+Decision = Literal["write", "unchanged", "record"]
+
+
 @dataclass(frozen=True)
 class _Prepared:
     id: UUID
     doc: ImportDocument
     content: bytes
     sha256: str
+    fingerprint: str
 
-    def unchanged(self, stored: StoredDocument | None) -> bool:
-        return (
-            stored is not None
-            and stored.status == "ready"
-            and stored.sha256 == self.sha256
+    def decide(self, stored: StoredDocument | None) -> Decision:
+        """'write' (create, or update as a new version), 'unchanged', or 'record' (unchanged, imported
+        before migration 0018: its fingerprint is recorded now)."""
+        if stored is None or stored.status != "ready":
+            return "write"
+        if stored.import_fingerprint is not None:
+            return "unchanged" if stored.import_fingerprint == self.fingerprint else "write"
+        # Imported before the fingerprints: the old comparison with the document as it is, once.
+        same = (
+            stored.sha256 == self.sha256
             and stored.metadata == self.doc.metadata
             and stored.chunk_metadata == [c.metadata for c in self.doc.chunks]
         )
+        return "record" if same else "write"
 
 
 def _as_vector(value: object, dim: int) -> np.ndarray | None:
@@ -123,11 +167,15 @@ async def write_documents(
             continue
         content = document_content(doc)
         doc_id = document_id(collection_id, origin, doc.key)
-        by_id[doc_id] = _Prepared(doc_id, doc, content, hashlib.sha256(content).hexdigest())
+        by_id[doc_id] = _Prepared(doc_id, doc, content, hashlib.sha256(content).hexdigest(), fingerprint(doc))
     # Sorted: concurrent imports lock documents in the same order and cannot deadlock.
     prepared = [by_id[k] for k in sorted(by_id)]
     stored = await stored_documents(runtime.pool, [p.id for p in prepared])
-    todo = [p for p in prepared if not p.unchanged(stored.get(p.id))]
+    decided = [(p, p.decide(stored.get(p.id))) for p in prepared]
+    todo = [p for p, decision in decided if decision == "write"]
+    record = {p.id: p.fingerprint for p, decision in decided if decision == "record"}
+    if record:
+        await record_fingerprints(runtime.pool, record)
     counts = ImportCounts(unchanged=len(prepared) - len(todo))
     if not todo:
         return counts
@@ -157,11 +205,13 @@ async def _write(
     vectors: Sequence[tuple[np.ndarray | None, dict[int, np.ndarray]]],
     counts: ImportCounts,
 ) -> None:
-    """ONE transaction: documents, bytes, chunks with their vectors, chunk metadata."""
+    """ONE transaction: documents, bytes, chunks with their vectors, chunk metadata. A document that
+    exists is updated as a new version (version + 1, replaced_at), like a replacement: chat answers
+    citing its old chunks show them as from an earlier version."""
     async with transaction(runtime.pool) as c:
         for p, (base, later) in zip(todo, vectors, strict=True):
             outcome = await upsert_document(
-                c, p.id, collection_id, p.doc.filename, p.content, p.sha256, p.doc.metadata
+                c, p.id, collection_id, p.doc.filename, p.content, p.sha256, p.doc.metadata, p.fingerprint
             )
             if outcome == "duplicate":
                 counts.duplicates += 1

@@ -1,0 +1,213 @@
+"""Imports over time: running one again is a sync FROM THE SOURCE (what users did here since stays,
+what the source changed comes in as a new version that chat history shows as such).
+
+The real application in this process, a real `rag-server worker` subprocess for replacements;
+embeddings from the fake Ollama server (tests/fakes)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from rag_server.config import Settings
+from rag_server.infra.database import owner_connection
+from rag_server.infra.runtime import Runtime
+from rag_server.porting.models import ImportCounts
+from rag_server.porting.service import import_chroma
+from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
+from tests.support.processes import Proc, settings_env, start_worker
+
+HERON = [
+    "The grey heron hunts fish in shallow wetlands at dawn.",
+    "Herons build large nests called heronries in tall trees.",
+]
+TURBINE = "Wind turbines convert the kinetic energy of moving air into electricity."
+SOURDOUGH = "Sourdough bread rises with wild yeast and lactobacilli bacteria."
+USERS_SOURDOUGH = b"Our own sourdough notes: feed the starter twice a day in summer."
+NEW_HERON = "Herons roost together in colonies beside quiet lakes."
+
+NOTES_MD = b"""# Field guide
+
+## Wetlands
+
+The grey heron hunts fish in shallow wetlands at dawn.
+
+## Forests
+
+Woodpeckers drum on dead trunks to claim their territory.
+"""
+PEOPLE_CSV = b"name,city\nAda,London\nGrace,Arlington\n"
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
+    return fake_embedding_settings(database_url, data_dir, fake, worker_poll_interval_s=0.1)
+
+
+@pytest.fixture(scope="module")
+def worker(settings: Settings, runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """One worker for the module (after `runtime`: the database is migrated)."""
+    proc = start_worker(settings_env(settings), tmp_path_factory.mktemp("worker") / "worker.log")
+    yield proc
+    proc.stop()
+
+
+async def wait_done(client: httpx.AsyncClient, batch_id: str) -> dict[str, Any]:
+    for _ in range(1200):
+        status = (await client.get(f"/tasks/{batch_id}/status")).json()
+        if status["done"]:
+            return dict(status)
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"batch {batch_id} not done: {status}")
+
+
+def write_chroma(path: Path, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """A Chroma collection `notes` written by chromadb; 8-d vectors of no known model (re-embedded)."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+    client.create_collection("notes").add(
+        ids=[r[0] for r in rows],
+        documents=[r[1] for r in rows],
+        metadatas=[r[2] for r in rows],
+        embeddings=np.random.default_rng(3).normal(size=(len(rows), 8)).tolist(),
+    )
+
+
+def update_chroma(path: Path, record_id: str, text: str) -> None:
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+    # With a vector: without one Chroma would call its embedding function (a model download).
+    client.get_collection("notes").update(ids=[record_id], documents=[text], embeddings=[[0.5] * 8])
+
+
+async def documents_of(runtime: Runtime, collection: str) -> dict[str, dict[str, Any]]:
+    """filename -> the document's row (id, version, replaced_at, metadata, types) and chunk texts."""
+    rows = await runtime.pool.fetch(
+        """
+        SELECT d.id, d.filename, d.version, d.replaced_at, d.metadata, d.file_type, d.content_type,
+               array(SELECT c.text FROM chunks c WHERE c.document_id = d.id ORDER BY c.chunk_index) AS texts
+        FROM documents d JOIN collections k ON k.id = d.collection_id WHERE k.name = $1
+        """,
+        collection,
+    )
+    return {
+        r["filename"]: {**dict(r), "metadata": dict(r["metadata"]), "texts": list(r["texts"])} for r in rows
+    }
+
+
+def counted(counts: ImportCounts) -> tuple[int, int, int]:
+    return counts.created, counts.updated, counts.unchanged
+
+
+async def cited(client: httpx.AsyncClient, session: str) -> list[dict[str, Any]]:
+    messages = (await client.get(f"/chat/history/{session}")).json()["messages"]
+    return [s for m in messages for s in m["sources"]]
+
+
+async def test_a_re_run_keeps_users_changes_and_brings_source_changes_as_new_versions(
+    runtime: Runtime, app_client: httpx.AsyncClient, worker: Proc, tmp_path: Path
+) -> None:
+    source = tmp_path / "chroma"
+    write_chroma(
+        source,
+        [
+            ("heron-0", HERON[0], {"source": "heron.txt", "start_index": 0}),
+            ("heron-1", HERON[1], {"source": "heron.txt", "start_index": 100}),
+            ("turbine-0", TURBINE, {"source": "turbine.txt"}),
+            ("sourdough-0", SOURDOUGH, {"source": "sourdough.txt"}),
+        ],
+    )
+
+    async def run() -> ImportCounts:
+        return await import_chroma(runtime, source, collection="sync", quiet=True, report=lambda _: None)
+
+    assert counted(await run()) == (3, 0, 0)
+    docs = await documents_of(runtime, "sync")
+    heron, turbine, sourdough = (str(docs[f"{n}.txt"]["id"]) for n in ("heron", "turbine", "sourdough"))
+    answer = await app_client.post(
+        "/query", json={"query": "heron", "collections": ["sync"], "filters": {"document_ids": [heron]}}
+    )
+    assert answer.status_code == 200, answer.text
+    session = answer.json()["session_id"]
+    before = await cited(app_client, session)
+    assert before and all((s["document_version"], s["stale"]) == (1, False) for s in before), answer.json()
+
+    # Users' own changes: a metadata key by PATCH, a new file by PUT (version 2 once the worker swaps it).
+    patched = await app_client.patch(
+        f"/documents/{turbine}", json={"metadata": {"owner": "ops"}, "mode": "merge"}
+    )
+    assert patched.status_code == 200, patched.text
+    put = await app_client.put(
+        f"/documents/{sourdough}/file", files={"file": ("sourdough.txt", USERS_SOURDOUGH, "text/plain")}
+    )
+    assert put.status_code == 202, put.text
+    assert (await wait_done(app_client, put.json()["batch_id"]))["tasks"][0]["status"] == "completed"
+    edited = await documents_of(runtime, "sync")
+    assert edited["sourdough.txt"]["version"] == 2
+
+    # The source did not change: nothing is written, and both changes stay.
+    again = await run()
+    assert (*counted(again), again.chunks) == (0, 0, 3, 0), again
+    assert await documents_of(runtime, "sync") == edited
+    assert edited["turbine.txt"]["metadata"] == {"source": "turbine.txt", "owner": "ops"}
+    assert edited["sourdough.txt"]["texts"] == [USERS_SOURDOUGH.decode()]
+
+    # The source changed one record: that document comes in from the source as a new version.
+    update_chroma(source, "heron-1", NEW_HERON)
+    assert counted(await run()) == (0, 1, 2)
+    synced = await documents_of(runtime, "sync")
+    assert synced["heron.txt"]["texts"] == [HERON[0], NEW_HERON]
+    assert synced["heron.txt"]["version"] == 2 and synced["heron.txt"]["replaced_at"] is not None
+    assert {n: synced[n] for n in ("turbine.txt", "sourdough.txt")} == {
+        n: edited[n] for n in ("turbine.txt", "sourdough.txt")
+    }
+    sources = await cited(app_client, session)
+    assert sources and all(
+        (s["document_version"], s["current_version"], s["stale"]) == (1, 2, True) for s in sources
+    ), sources
+    assert counted(await run()) == (0, 0, 3)
+
+
+async def test_a_document_imported_before_fingerprints_is_compared_once(
+    runtime: Runtime, app_client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    source = tmp_path / "chroma"
+    write_chroma(
+        source,
+        [("turbine-0", TURBINE, {"source": "turbine.txt"}), ("sourdough-0", SOURDOUGH, {"source": "s.txt"})],
+    )
+
+    async def run() -> ImportCounts:
+        return await import_chroma(runtime, source, collection="legacy", quiet=True, report=lambda _: None)
+
+    assert counted(await run()) == (2, 0, 0)
+    fingerprints = (
+        "SELECT d.import_fingerprint FROM documents d JOIN collections k ON k.id = d.collection_id"
+        " WHERE k.name = 'legacy' ORDER BY d.filename"
+    )
+    recorded = [r["import_fingerprint"] for r in await runtime.pool.fetch(fingerprints)]
+    assert all(recorded)
+    # As an import before migration 0018 left them: no fingerprint.
+    async with owner_connection(runtime.database_url) as conn:
+        await conn.execute(
+            "UPDATE documents SET import_fingerprint = NULL"
+            " WHERE collection_id = (SELECT id FROM collections WHERE name = 'legacy')"
+        )
+    assert counted(await run()) == (0, 0, 2)
+    assert [r["import_fingerprint"] for r in await runtime.pool.fetch(fingerprints)] == recorded
+    # From then on users' changes stay.
+    turbine = str((await documents_of(runtime, "legacy"))["turbine.txt"]["id"])
+    patched = await app_client.patch(f"/documents/{turbine}", json={"metadata": {"owner": "ops"}})
+    assert patched.status_code == 200, patched.text
+    assert counted(await run()) == (0, 0, 2)
+    assert (await documents_of(runtime, "legacy"))["turbine.txt"]["metadata"] == {"owner": "ops"}
