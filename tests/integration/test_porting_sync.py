@@ -1,12 +1,14 @@
 """Imports over time: running one again is a sync FROM THE SOURCE (what users did here since stays,
-what the source changed comes in as a new version that chat history shows as such).
+what the source changed comes in as a new version that chat history shows as such), and what an export
+says about a document (name, type, heading paths, locations) comes back with it.
 
-The real application in this process, a real `rag-server worker` subprocess for replacements;
-embeddings from the fake Ollama server (tests/fakes)."""
+The real application in this process, a real `rag-server worker` subprocess for uploads and
+replacements; embeddings from the fake Ollama server (tests/fakes)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from rag_server.config import Settings
 from rag_server.infra.database import owner_connection
 from rag_server.infra.runtime import Runtime
 from rag_server.porting.models import ImportCounts
-from rag_server.porting.service import import_chroma
+from rag_server.porting.service import export_jsonl, import_chroma, import_jsonl_file
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
 from tests.support.processes import Proc, settings_env, start_worker
 
@@ -211,3 +213,59 @@ async def test_a_document_imported_before_fingerprints_is_compared_once(
     assert patched.status_code == 200, patched.text
     assert counted(await run()) == (0, 0, 2)
     assert (await documents_of(runtime, "legacy"))["turbine.txt"]["metadata"] == {"owner": "ops"}
+
+
+@pytest.fixture(scope="module")
+async def uploaded(app_client: httpx.AsyncClient, worker: Proc) -> dict[str, str]:
+    """Collection `up`: a Markdown file (heading paths) and a CSV (row locations), uploaded and parsed."""
+    assert (await app_client.post("/collections", json={"name": "up"})).status_code == 201
+    files = [
+        ("files", ("notes.md", NOTES_MD, "text/markdown")),
+        ("files", ("people.csv", PEOPLE_CSV, "text/csv")),
+    ]
+    r = await app_client.post("/upload", files=files, data={"collection": "up"})
+    assert r.status_code == 202, r.text
+    status = await wait_done(app_client, r.json()["batch_id"])
+    assert [t["status"] for t in status["tasks"]] == ["completed", "completed"], status
+    return {t["filename"]: t["document_id"] for t in status["tasks"]}
+
+
+CHUNK_PLACE = """
+SELECT d.filename, c.chunk_index, c.text, c.page, c.heading_path, c.location
+FROM chunks c JOIN documents d ON d.id = c.document_id JOIN collections k ON k.id = d.collection_id
+WHERE k.name = $1 ORDER BY d.filename, c.chunk_index
+"""
+
+
+async def test_an_export_keeps_names_types_headings_and_locations(
+    runtime: Runtime, app_client: httpx.AsyncClient, uploaded: dict[str, str], tmp_path: Path
+) -> None:
+    file = tmp_path / "typed.jsonl"
+    await export_jsonl(runtime, "up", file, quiet=True, report=lambda _: None)
+    lines = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()[1:]]
+    by_name = {d["filename"]: d for d in lines}
+    assert (by_name["people.csv"]["file_type"], by_name["people.csv"]["content_type"]) == (
+        "csv",
+        "text/csv; charset=utf-8",
+    )
+    assert any(c["heading_path"] for c in by_name["notes.md"]["chunks"]), by_name["notes.md"]
+    assert all(c["location"] for c in by_name["people.csv"]["chunks"]), by_name["people.csv"]
+
+    counts = await import_jsonl_file(runtime, file, collection="typed", quiet=True, report=lambda _: None)
+    assert counted(counts) == (2, 0, 0)
+    source, copy = await documents_of(runtime, "up"), await documents_of(runtime, "typed")
+    assert sorted(copy) == ["notes.md", "people.csv"]
+    for name in copy:
+        assert copy[name]["file_type"] == source[name]["file_type"]
+        assert copy[name]["texts"] == source[name]["texts"]
+        # Its bytes are the chunk texts: served as text, whatever the file was.
+        assert copy[name]["content_type"] == "text/plain; charset=utf-8"
+    rows = [dict(r) for r in await runtime.pool.fetch(CHUNK_PLACE, "up")]
+    assert [dict(r) for r in await runtime.pool.fetch(CHUNK_PLACE, "typed")] == rows
+    assert any(r["heading_path"] for r in rows) and any(r["location"] for r in rows)
+
+    download = await app_client.get(f"/documents/{copy['people.csv']['id']}/download")
+    assert download.status_code == 200
+    assert download.headers["content-type"] == "text/plain; charset=utf-8"
+    assert download.text == "\n\n".join(copy["people.csv"]["texts"])
+    assert 'filename="people.csv"' in download.headers["content-disposition"]

@@ -4,11 +4,20 @@ Format (version 1), UTF-8, one JSON object per line:
   line 1, the header: {"format": "rag-server-export", "version": 1, "collection": NAME,
       "embedding_model": MODEL, "embedding_dim": DIM, "vectors": BOOL, "exported_at": ISO-8601}
   then one line per ready document, its chunks inside, in order:
-      {"type": "document", "id": UUID, "filename": ..., "file_type": ..., "metadata": {...},
+      {"type": "document", "id": UUID, "filename": ..., "file_type": ..., "content_type": ...,
+       "metadata": {...},
        "chunks": [{"index": 0, "text": ..., "search_text": ..., "page": N|null, "char_start": N|null,
-                   "char_end": N|null, "metadata": {...}, "embedding": [floats] (only with --with-vectors)}]}
+                   "char_end": N|null, "heading_path": ...|null, "location": {...}|null,
+                   "metadata": {...}, "embedding": [floats] (only with --with-vectors)}]}
 A document is one line so an importer holds one document at a time; the original file bytes are not
-exported (an imported document stores its chunk texts as text). Readers skip unknown keys.
+exported (an imported document stores its chunk texts as text). Readers skip unknown keys, and only
+"id", "filename" and each chunk's "index" and "text" are required: `content_type`, `heading_path` and
+`location` were added later without a new version, since every older reader skips them and every
+older file imports without them.
+
+Importing keeps each document's file name and file type (a CSV stays `people.csv` of type `csv`) and
+each chunk's page, heading path and location. Its stored bytes are the chunk texts, so its
+`content_type` is text/plain (what the download serves), whatever the source's was.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from rag_server.evaluation.progress import progress_bar
 from rag_server.generations.store import active_generation, live_generations
 from rag_server.infra.database import vector_array
 from rag_server.infra.runtime import Runtime
-from rag_server.porting.grouping import display_name
+from rag_server.ingestion.parsing import FILE_TYPES, file_type_for, sanitize_filename
 from rag_server.porting.models import (
     ImportChunk,
     ImportCounts,
@@ -45,6 +54,7 @@ from rag_server.porting.writer import merge, write_documents
 FORMAT = "rag-server-export"
 VERSION = 1
 BATCH_CHUNKS = 256
+KNOWN_TYPES = frozenset(t.name for t in FILE_TYPES.values())
 
 
 def _vector_list(value: Any) -> list[float]:
@@ -59,6 +69,8 @@ def _chunk_json(row: asyncpg.Record, with_vectors: bool) -> dict[str, Any]:
         "page": row["page"],
         "char_start": row["char_start"],
         "char_end": row["char_end"],
+        "heading_path": row["heading_path"],
+        "location": None if row["location"] is None else dict(row["location"]),
         "metadata": dict(row["metadata"] or {}),
     }
     if with_vectors:
@@ -81,6 +93,7 @@ async def _documents(
                 "id": str(row["document_id"]),
                 "filename": row["filename"],
                 "file_type": row["file_type"],
+                "content_type": row["content_type"],
                 "metadata": dict(row["document_metadata"] or {}),
                 "created_at": row["created_at"].isoformat(),
                 "chunks": [],
@@ -144,10 +157,23 @@ def _read_header(f: IO[str], path: Path) -> dict[str, Any]:
     return header
 
 
+def _optional(value: Any, kind: type) -> Any:
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
+def _file_type(given: Any, filename: str) -> str:
+    """The document's type in the exporting server: kept when it is one this server knows (for
+    display and type filters), else the file name's, else txt."""
+    if isinstance(given, str) and given in KNOWN_TYPES:
+        return given
+    by_name = file_type_for(filename)
+    return by_name.name if by_name else "txt"
+
+
 def _document(line: str, number: int, path: Path) -> ImportDocument:
     try:
         obj = json.loads(line)
-        filename = str(obj["filename"])
+        filename = sanitize_filename(str(obj["filename"]))
         chunks = [
             ImportChunk(
                 text=c["text"],
@@ -159,14 +185,17 @@ def _document(line: str, number: int, path: Path) -> ImportDocument:
                 page=c.get("page"),
                 char_start=c.get("char_start"),
                 char_end=c.get("char_end"),
+                heading_path=_optional(c.get("heading_path"), str),
+                location=_optional(c.get("location"), dict),
             )
             for c in sorted(obj["chunks"], key=lambda c: c["index"])
         ]
         doc = ImportDocument(
             key=str(obj["id"]),
-            filename=display_name(filename, {}),
+            filename=filename,
             metadata=dict(obj.get("metadata") or {}),
             chunks=chunks,
+            file_type=_file_type(obj.get("file_type"), filename),
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PortingError(

@@ -34,16 +34,21 @@ class ImportChunk:
     page: int | None = None
     char_start: int | None = None
     char_end: int | None = None
+    heading_path: str | None = None
+    location: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class ImportDocument:
-    """`key` names the document in its source (with the origin it makes the deterministic id)."""
+    """`key` names the document in its source (with the origin it makes the deterministic id).
+    `file_type`: what the document was in its source (a JSONL export: "csv", "pdf"; else "txt"), for
+    display and type filters; the stored bytes are always the chunk texts (served as text/plain)."""
 
     key: str
     filename: str
     metadata: dict[str, Any]
     chunks: list[ImportChunk]
+    file_type: str = "txt"
 
 
 @dataclass

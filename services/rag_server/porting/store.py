@@ -17,7 +17,9 @@ from rag_server.generations.store import BASE_GENERATION
 from rag_server.infra.database import Executor
 from rag_server.infra.scoped_pool import ScopedPool
 
-TEXT_TYPE = ("txt", "text/plain; charset=utf-8")
+# What an imported document's stored bytes are, whatever its file type was in the source: its chunk
+# texts joined (the source kept no file). The download serves them as what they are.
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,17 @@ class StoredDocument:
     status: str
     chunk_metadata: list[dict[str, Any]]
     import_fingerprint: str | None
+
+
+@dataclass(frozen=True)
+class ImportedFile:
+    """What an import stores as the document: name, type (for display), bytes, their sha256, metadata."""
+
+    filename: str
+    file_type: str
+    content: bytes
+    sha256: str
+    metadata: dict[str, Any]
 
 
 async def ensure_collection(conn: Executor, name: str) -> tuple[UUID, bool]:
@@ -75,10 +88,7 @@ async def upsert_document(
     c: asyncpg.Connection,
     doc_id: UUID,
     collection_id: UUID,
-    filename: str,
-    content: bytes,
-    sha: str,
-    metadata: dict[str, Any],
+    f: ImportedFile,
     fingerprint: str,
 ) -> Literal["created", "updated", "duplicate"]:
     """Insert or update an imported document and its bytes, inside the caller's transaction, locked;
@@ -94,15 +104,18 @@ async def upsert_document(
         """,
         doc_id,
         collection_id,
-        filename,
-        *TEXT_TYPE,
-        len(content),
-        sha,
-        metadata,
+        f.filename,
+        f.file_type,
+        TEXT_CONTENT_TYPE,
+        len(f.content),
+        f.sha256,
+        f.metadata,
         fingerprint,
     )
     if created is not None:
-        await c.execute("INSERT INTO document_files (document_id, content) VALUES ($1, $2)", doc_id, content)
+        await c.execute(
+            "INSERT INTO document_files (document_id, content) VALUES ($1, $2)", doc_id, f.content
+        )
         return "created"
     if await c.fetchval("SELECT 1 FROM documents WHERE id = $1 FOR UPDATE", doc_id) is None:
         return "duplicate"  # the conflict was on (collection_id, sha256), not on the id
@@ -110,18 +123,23 @@ async def upsert_document(
         async with c.transaction():  # a savepoint: a sha256 clash leaves the batch's transaction usable
             await c.execute(
                 """
-                UPDATE documents SET filename = $2, size_bytes = $3, sha256 = $4, metadata = $5,
-                       import_fingerprint = $6, version = version + 1, replaced_at = now(), updated_at = now()
+                UPDATE documents SET filename = $2, file_type = $3, content_type = $4, size_bytes = $5,
+                       sha256 = $6, metadata = $7, import_fingerprint = $8,
+                       version = version + 1, replaced_at = now(), updated_at = now()
                 WHERE id = $1
                 """,
                 doc_id,
-                filename,
-                len(content),
-                sha,
-                metadata,
+                f.filename,
+                f.file_type,
+                TEXT_CONTENT_TYPE,
+                len(f.content),
+                f.sha256,
+                f.metadata,
                 fingerprint,
             )
-            await c.execute("UPDATE document_files SET content = $2 WHERE document_id = $1", doc_id, content)
+            await c.execute(
+                "UPDATE document_files SET content = $2 WHERE document_id = $1", doc_id, f.content
+            )
     except asyncpg.UniqueViolationError:
         return "duplicate"
     return "updated"
@@ -141,8 +159,9 @@ async def set_chunk_metadata(c: asyncpg.Connection, doc_id: UUID, metadata: list
 
 
 EXPORT_SQL = """
-SELECT d.id AS document_id, d.filename, d.file_type, d.metadata AS document_metadata, d.created_at,
-       c.chunk_index, c.text, c.search_text, c.page, c.char_start, c.char_end, c.metadata
+SELECT d.id AS document_id, d.filename, d.file_type, d.content_type, d.metadata AS document_metadata,
+       d.created_at, c.chunk_index, c.text, c.search_text, c.page, c.char_start, c.char_end, c.heading_path,
+       c.location, c.metadata
        {vector}
 FROM documents d JOIN chunks c ON c.document_id = d.id
 WHERE d.collection_id = $1 AND d.status = 'ready'

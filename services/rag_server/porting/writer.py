@@ -25,6 +25,7 @@ from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.chunks import write_chunks
 from rag_server.porting.models import ImportCounts, ImportDocument
 from rag_server.porting.store import (
+    ImportedFile,
     StoredDocument,
     record_fingerprints,
     set_chunk_metadata,
@@ -47,13 +48,14 @@ def document_content(doc: ImportDocument) -> bytes:
 
 
 def fingerprint(doc: ImportDocument) -> str:
-    """sha256 of what the source gave for the document (key, name, metadata, each chunk's texts,
+    """sha256 of what the source gave for the document (key, name, type, metadata, each chunk's texts,
     metadata and place; not the vectors: the same text is the same chunk). Stored on the document
     (`documents.import_fingerprint`, migration 0018): a re-run compares the source with what the source
     gave last time, never with the document as users have changed it since."""
     canonical = {
         "key": doc.key,
         "filename": doc.filename,
+        "file_type": doc.file_type,
         "metadata": doc.metadata,
         "chunks": [
             {
@@ -63,6 +65,8 @@ def fingerprint(doc: ImportDocument) -> str:
                 "page": c.page,
                 "char_start": c.char_start,
                 "char_end": c.char_end,
+                "heading_path": c.heading_path,
+                "location": c.location,
             }
             for c in doc.chunks
         ],
@@ -114,6 +118,8 @@ def _chunks(p: _Prepared) -> list[Chunk]:
             page=c.page,
             char_start=c.char_start,
             char_end=c.char_end,
+            heading_path=c.heading_path,
+            location=c.location,
         )
         for i, c in enumerate(p.doc.chunks)
     ]
@@ -211,7 +217,11 @@ async def _write(
     async with transaction(runtime.pool) as c:
         for p, (base, later) in zip(todo, vectors, strict=True):
             outcome = await upsert_document(
-                c, p.id, collection_id, p.doc.filename, p.content, p.sha256, p.doc.metadata, p.fingerprint
+                c,
+                p.id,
+                collection_id,
+                ImportedFile(p.doc.filename, p.doc.file_type, p.content, p.sha256, p.doc.metadata),
+                p.fingerprint,
             )
             if outcome == "duplicate":
                 counts.duplicates += 1
