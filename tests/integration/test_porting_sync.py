@@ -1,17 +1,21 @@
 """Imports over time: running one again is a sync FROM THE SOURCE (what users did here since stays,
-what the source changed comes in as a new version that chat history shows as such), and what an export
-says about a document (name, type, heading paths, locations) comes back with it.
+what the source changed comes in as a new version that chat history shows as such), an export imported
+back into its own collection is the same documents (never a copy), and what an export says about a
+document (name, type, heading paths, locations) comes back with it.
 
 The real application in this process, a real `rag-server worker` subprocess for uploads and
-replacements; embeddings from the fake Ollama server (tests/fakes)."""
+replacements, the CLI as subprocesses; embeddings from the fake Ollama server (tests/fakes)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import numpy as np
@@ -230,6 +234,16 @@ async def uploaded(app_client: httpx.AsyncClient, worker: Proc) -> dict[str, str
     return {t["filename"]: t["document_id"] for t in status["tasks"]}
 
 
+def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rag_server", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 CHUNK_PLACE = """
 SELECT d.filename, c.chunk_index, c.text, c.page, c.heading_path, c.location
 FROM chunks c JOIN documents d ON d.id = c.document_id JOIN collections k ON k.id = d.collection_id
@@ -269,3 +283,44 @@ async def test_an_export_keeps_names_types_headings_and_locations(
     assert download.headers["content-type"] == "text/plain; charset=utf-8"
     assert download.text == "\n\n".join(copy["people.csv"]["texts"])
     assert 'filename="people.csv"' in download.headers["content-disposition"]
+
+
+async def test_an_export_imported_back_into_its_own_collection_is_the_same_documents(
+    settings: Settings,
+    runtime: Runtime,
+    app_client: httpx.AsyncClient,
+    uploaded: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    file = tmp_path / "up.jsonl"
+    done = await asyncio.to_thread(cli, settings, "export", "--collection", "up", str(file), "--with-vectors")
+    assert done.returncode == 0, done.stdout + done.stderr
+    before = await documents_of(runtime, "up")
+
+    def back(collection: str) -> str:
+        run = cli(settings, "import", "jsonl", str(file), "--collection", collection, "--quiet")
+        assert run.returncode == 0 and "Traceback" not in run.stdout + run.stderr, run.stdout + run.stderr
+        return run.stdout
+
+    out = await asyncio.to_thread(back, "up")
+    assert "0 created, 0 updated, 2 unchanged" in out, out
+    assert await documents_of(runtime, "up") == before  # no copy, nothing rewritten
+
+    # Changed here after the export: importing the export restores the file's state, as a new version.
+    people = uploaded["people.csv"]
+    patched = await app_client.patch(f"/documents/{people}", json={"metadata": {"owner": "hr"}})
+    assert patched.status_code == 200, patched.text
+    out = await asyncio.to_thread(back, "up")
+    assert "0 created, 1 updated, 1 unchanged" in out, out
+    restored = (await documents_of(runtime, "up"))["people.csv"]
+    assert (restored["id"], restored["version"], restored["metadata"]) == (UUID(people), 2, {})
+    assert restored["texts"] == before["people.csv"]["texts"]
+    assert "0 created, 0 updated, 2 unchanged" in await asyncio.to_thread(back, "up")
+    assert len(await documents_of(runtime, "up")) == 2
+
+    # Into another collection: a copy, the same one on every re-run.
+    assert "2 created, 0 updated, 0 unchanged" in await asyncio.to_thread(back, "up-copy")
+    assert "0 created, 0 updated, 2 unchanged" in await asyncio.to_thread(back, "up-copy")
+    copy = await documents_of(runtime, "up-copy")
+    assert sorted(copy) == ["notes.md", "people.csv"]
+    assert {str(d["id"]) for d in copy.values()}.isdisjoint(uploaded.values())

@@ -17,7 +17,10 @@ older file imports without them.
 
 Importing keeps each document's file name and file type (a CSV stays `people.csv` of type `csv`) and
 each chunk's page, heading path and location. Its stored bytes are the chunk texts, so its
-`content_type` is text/plain (what the download serves), whatever the source's was.
+`content_type` is text/plain (what the download serves), whatever the source's was. Into the
+collection that was exported, a document still there under its exported id is that document (skipped
+when it holds the same texts and metadata, else updated as a new version); into another collection
+each document gets an id derived from its exported one (a copy, the same one on every re-run).
 """
 
 from __future__ import annotations
@@ -170,6 +173,13 @@ def _file_type(given: Any, filename: str) -> str:
     return by_name.name if by_name else "txt"
 
 
+def _exported_id(value: Any) -> UUID | None:
+    try:
+        return UUID(str(value))
+    except ValueError:
+        return None
+
+
 def _document(line: str, number: int, path: Path) -> ImportDocument:
     try:
         obj = json.loads(line)
@@ -196,6 +206,7 @@ def _document(line: str, number: int, path: Path) -> ImportDocument:
             metadata=dict(obj.get("metadata") or {}),
             chunks=chunks,
             file_type=_file_type(obj.get("file_type"), filename),
+            exported_id=_exported_id(obj["id"]),
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PortingError(

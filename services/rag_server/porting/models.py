@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+from uuid import UUID
 
 import numpy as np
 
@@ -42,13 +43,16 @@ class ImportChunk:
 class ImportDocument:
     """`key` names the document in its source (with the origin it makes the deterministic id).
     `file_type`: what the document was in its source (a JSONL export: "csv", "pdf"; else "txt"), for
-    display and type filters; the stored bytes are always the chunk texts (served as text/plain)."""
+    display and type filters; the stored bytes are always the chunk texts (served as text/plain).
+    `exported_id`: a JSONL export's document id: when the target collection holds a document with that
+    id, the import is about that document (exported, then imported back), not a copy of it."""
 
     key: str
     filename: str
     metadata: dict[str, Any]
     chunks: list[ImportChunk]
     file_type: str = "txt"
+    exported_id: UUID | None = None
 
 
 @dataclass

@@ -28,6 +28,7 @@ class StoredDocument:
     metadata: dict[str, Any]
     status: str
     chunk_metadata: list[dict[str, Any]]
+    chunk_texts: list[str]
     import_fingerprint: str | None
 
 
@@ -52,22 +53,42 @@ async def ensure_collection(conn: Executor, name: str) -> tuple[UUID, bool]:
         return (await create_collection(conn, CreateCollection(name=name))).id, True
 
 
-async def stored_documents(conn: Executor, ids: Sequence[UUID]) -> dict[UUID, StoredDocument]:
+async def stored_documents(
+    conn: Executor, ids: Sequence[UUID], texts_of: Sequence[UUID] = ()
+) -> dict[UUID, StoredDocument]:
+    """The documents of `ids` that exist; the chunk texts only of those in `texts_of` (else [])."""
     rows = await conn.fetch(
         """
         SELECT d.id, d.sha256, d.metadata, d.status, d.import_fingerprint,
                (SELECT coalesce(jsonb_agg(c.metadata ORDER BY c.chunk_index), '[]'::jsonb)
-                FROM chunks c WHERE c.document_id = d.id) AS chunk_metadata
+                FROM chunks c WHERE c.document_id = d.id) AS chunk_metadata,
+               CASE WHEN d.id = ANY($2::uuid[]) THEN
+                   (SELECT array_agg(c.text ORDER BY c.chunk_index) FROM chunks c WHERE c.document_id = d.id)
+               END AS chunk_texts
         FROM documents d WHERE d.id = ANY($1::uuid[])
         """,
         list(ids),
+        list(texts_of),
     )
     return {
         r["id"]: StoredDocument(
-            r["sha256"], dict(r["metadata"]), r["status"], list(r["chunk_metadata"]), r["import_fingerprint"]
+            r["sha256"],
+            dict(r["metadata"]),
+            r["status"],
+            list(r["chunk_metadata"]),
+            list(r["chunk_texts"] or []),
+            r["import_fingerprint"],
         )
         for r in rows
     }
+
+
+async def documents_in_collection(conn: Executor, collection_id: UUID, ids: Sequence[UUID]) -> set[UUID]:
+    """Which of `ids` are documents of the collection."""
+    rows = await conn.fetch(
+        "SELECT id FROM documents WHERE collection_id = $1 AND id = ANY($2::uuid[])", collection_id, list(ids)
+    )
+    return {r["id"] for r in rows}
 
 
 async def record_fingerprints(conn: Executor, fingerprints: dict[UUID, str]) -> None:
@@ -89,12 +110,12 @@ async def upsert_document(
     doc_id: UUID,
     collection_id: UUID,
     f: ImportedFile,
-    fingerprint: str,
+    fingerprint: str | None,
 ) -> Literal["created", "updated", "duplicate"]:
     """Insert or update an imported document and its bytes, inside the caller's transaction, locked;
     'duplicate' when another document of the collection already has these bytes (nothing written).
     An update is a new version (version + 1, replaced_at), as a replacement's swap makes one.
-    `fingerprint`: what the source gave (writer.fingerprint)."""
+    `fingerprint`: what the source gave (None: the document's fingerprint is left as it is)."""
     created = await c.fetchval(
         """
         INSERT INTO documents (id, collection_id, filename, file_type, content_type, size_bytes, sha256,
@@ -124,7 +145,7 @@ async def upsert_document(
             await c.execute(
                 """
                 UPDATE documents SET filename = $2, file_type = $3, content_type = $4, size_bytes = $5,
-                       sha256 = $6, metadata = $7, import_fingerprint = $8,
+                       sha256 = $6, metadata = $7, import_fingerprint = coalesce($8, import_fingerprint),
                        version = version + 1, replaced_at = now(), updated_at = now()
                 WHERE id = $1
                 """,

@@ -27,6 +27,7 @@ from rag_server.porting.models import ImportCounts, ImportDocument
 from rag_server.porting.store import (
     ImportedFile,
     StoredDocument,
+    documents_in_collection,
     record_fingerprints,
     set_chunk_metadata,
     stored_documents,
@@ -84,22 +85,33 @@ class _Prepared:
     doc: ImportDocument
     content: bytes
     sha256: str
-    fingerprint: str
+    # None: the document of an export imported back into its own collection (found by its exported
+    # id): compared with what it holds now, and its own source's fingerprint (if any) left as it is.
+    fingerprint: str | None
 
     def decide(self, stored: StoredDocument | None) -> Decision:
         """'write' (create, or update as a new version), 'unchanged', or 'record' (unchanged, imported
         before migration 0018: its fingerprint is recorded now)."""
         if stored is None or stored.status != "ready":
             return "write"
+        if self.fingerprint is None:
+            return "unchanged" if self._holds(stored, texts=True) else "write"
         if stored.import_fingerprint is not None:
             return "unchanged" if stored.import_fingerprint == self.fingerprint else "write"
         # Imported before the fingerprints: the old comparison with the document as it is, once.
-        same = (
-            stored.sha256 == self.sha256
+        return "record" if self._holds(stored, texts=False) else "write"
+
+    def _holds(self, stored: StoredDocument, *, texts: bool) -> bool:
+        """Whether the document holds what the source gives: chunk texts (or, for an imported one, the
+        bytes made of them), chunk metadata and document metadata."""
+        same_text = (
+            stored.chunk_texts == [c.text for c in self.doc.chunks] if texts else stored.sha256 == self.sha256
+        )
+        return (
+            same_text
             and stored.metadata == self.doc.metadata
             and stored.chunk_metadata == [c.metadata for c in self.doc.chunks]
         )
-        return "record" if same else "write"
 
 
 def _as_vector(value: object, dim: int) -> np.ndarray | None:
@@ -167,19 +179,28 @@ async def write_documents(
     `reuse_for`: the embedding generation the source's stored vectors are reused for (None: none are).
     Vectors are written for every live generation; when the generations change between embedding and
     the write (a switch, a new re-embed), the batch is embedded again, like the worker does."""
+    # An export imported back into its own collection: its documents are still there, by their ids.
+    wanted = [d.exported_id for d in docs if d.exported_id is not None]
+    present = await documents_in_collection(runtime.pool, collection_id, wanted) if wanted else set()
     by_id: dict[UUID, _Prepared] = {}
     for doc in docs:
         if not doc.chunks:
             continue
         content = document_content(doc)
-        doc_id = document_id(collection_id, origin, doc.key)
-        by_id[doc_id] = _Prepared(doc_id, doc, content, hashlib.sha256(content).hexdigest(), fingerprint(doc))
+        sha = hashlib.sha256(content).hexdigest()
+        if doc.exported_id is not None and doc.exported_id in present:
+            by_id[doc.exported_id] = _Prepared(doc.exported_id, doc, content, sha, None)
+        else:
+            doc_id = document_id(collection_id, origin, doc.key)
+            by_id[doc_id] = _Prepared(doc_id, doc, content, sha, fingerprint(doc))
     # Sorted: concurrent imports lock documents in the same order and cannot deadlock.
     prepared = [by_id[k] for k in sorted(by_id)]
-    stored = await stored_documents(runtime.pool, [p.id for p in prepared])
+    stored = await stored_documents(
+        runtime.pool, [p.id for p in prepared], [p.id for p in prepared if p.fingerprint is None]
+    )
     decided = [(p, p.decide(stored.get(p.id))) for p in prepared]
     todo = [p for p, decision in decided if decision == "write"]
-    record = {p.id: p.fingerprint for p, decision in decided if decision == "record"}
+    record = {p.id: p.fingerprint for p, decision in decided if decision == "record" and p.fingerprint}
     if record:
         await record_fingerprints(runtime.pool, record)
     counts = ImportCounts(unchanged=len(prepared) - len(todo))
