@@ -549,6 +549,125 @@ def write_chroma(path: Path, name: str, rows: list[tuple[str, str, dict[str, Any
     )
 
 
+async def test_cli_import_replaces_nul_in_texts_and_metadata_as_uploads_do(
+    settings: Settings, runtime: Runtime, tmp_path: Path
+) -> None:
+    """A NUL in a record's text or in a metadata string (PostgreSQL cannot store it) failed the whole
+    batch with a traceback, on every re-run; now it becomes a space, as in an upload."""
+    path = tmp_path / "dirty"
+    write_chroma(
+        path,
+        "dirty",
+        [
+            ("basalt-0", "Basalt columns form as lava\x00cools slowly.", {"source": "basalt.txt"}),
+            ("lichen-0", "Lichen grows on bare rock.", {"source": "lichen.txt", "note": "moss\x00like"}),
+            ("ice-0", LONE, {"topic": "ice"}),
+        ],
+    )
+    command = ("import", "chroma", str(path), "--collection", "dirty", "--quiet")
+    done = await asyncio.to_thread(_cli, settings, *command)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and "Traceback" not in output, output
+    assert "3 created, 0 updated, 0 unchanged" in done.stdout, output
+    docs = await collection_docs(runtime, "dirty")
+    assert [c["text"] for c in docs["basalt.txt"]] == ["Basalt columns form as lava cools slowly."]
+    assert docs["lichen.txt"][0]["doc_metadata"] == {"source": "lichen.txt", "note": "moss like"}
+    again = await asyncio.to_thread(_cli, settings, *command)
+    assert "0 created, 0 updated, 3 unchanged" in again.stdout, again.stdout + again.stderr
+
+
+def export_lines(path: Path, documents: list[dict[str, Any] | str], *, vectors: bool) -> None:
+    header = {
+        "format": "rag-server-export",
+        "version": 1,
+        "collection": "hand-made",
+        "embedding_model": MODEL,
+        "embedding_dim": 384,
+        "vectors": vectors,
+    }
+    lines = [json.dumps(header)] + [d if isinstance(d, str) else json.dumps(d) for d in documents]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+async def test_cli_import_skips_only_the_unusable_documents_and_re_embeds_bad_vectors(
+    settings: Settings, runtime: Runtime, vectors: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    text = CORPUS["kitchen/sourdough.txt"][0]
+    moraine = "Moraine ridges mark where the glacier stopped advancing."
+    file = tmp_path / "mixed.jsonl"
+    surrogate_id = "00000000-0000-0000-0000-00000000000b"
+    export_lines(
+        file,
+        [
+            # NaN in a vector: pgvector refuses it (DataError) -> embedded here instead.
+            {
+                "type": "document",
+                "id": "00000000-0000-0000-0000-00000000000a",
+                "filename": "sourdough.txt",
+                "chunks": [{"index": 0, "text": text, "embedding": [float("nan")] * 384}],
+            },
+            # Half a character (a JSON escape of a lone surrogate): no UTF-8 for it -> skipped alone.
+            {
+                "type": "document",
+                "id": surrogate_id,
+                "filename": "broken.txt",
+                "chunks": [{"index": 0, "text": "tea \ud800 kettle"}],
+            },
+            # NUL in metadata strings, a vector of the wrong dimension.
+            {
+                "type": "document",
+                "id": "00000000-0000-0000-0000-00000000000c",
+                "filename": "moraine.txt",
+                "metadata": {"note": "till\x00gravel"},
+                "chunks": [
+                    {"index": 0, "text": moraine, "metadata": {"k": "v\x00"}, "embedding": [1.0, 2.0]}
+                ],
+            },
+            "{this line is cut",
+        ],
+        vectors=True,
+    )
+    command = ("import", "jsonl", str(file), "--collection", "mixed", "--quiet")
+    done = await asyncio.to_thread(_cli, settings, *command)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and "Traceback" not in output, output
+    assert "2 created, 0 updated, 0 unchanged" in done.stdout and "2 skipped as unusable" in done.stdout, (
+        output
+    )
+    assert "2 embedded here" in done.stdout, output
+    assert f"skipped {surrogate_id}: chunk 0 text: lone surrogate U+D800" in done.stdout, output
+    assert "skipped line 5: not a document line" in done.stdout, output
+    docs = await collection_docs(runtime, "mixed")
+    assert sorted(docs) == ["moraine.txt", "sourdough.txt"]
+    assert np.allclose(docs["sourdough.txt"][0]["embedding"], vectors[text], atol=1e-5)
+    assert docs["moraine.txt"][0]["doc_metadata"] == {"note": "till gravel"}
+    assert docs["moraine.txt"][0]["metadata"] == {"k": "v "}
+    again = await asyncio.to_thread(_cli, settings, *command)
+    assert "0 created, 0 updated, 2 unchanged" in again.stdout, again.stdout + again.stderr
+    assert "2 skipped as unusable" in again.stdout, again.stdout
+
+
+async def test_a_record_the_database_refuses_is_skipped_alone(runtime: Runtime, tmp_path: Path) -> None:
+    """What cleaning cannot foresee: a record too large for to_tsvector (the BM25 triggers' tokenizer)
+    fails its batch's transaction; the batch is written again a document at a time."""
+    huge = " ".join(f"w{i:06d}q" for i in range(200_000))
+    file = tmp_path / "huge.jsonl"
+    export_lines(
+        file,
+        [
+            {"type": "document", "id": "1", "filename": "fine.txt", "chunks": [{"index": 0, "text": LONE}]},
+            {"type": "document", "id": "2", "filename": "huge.txt", "chunks": [{"index": 0, "text": huge}]},
+        ],
+        vectors=False,
+    )
+    lines: list[str] = []
+    counts = await import_jsonl_file(runtime, file, collection="huge", quiet=True, report=lines.append)
+    assert (counts.created, counts.chunks) == (1, 1), counts
+    assert [key for key, _ in counts.unusable] == ["2"], counts.unusable
+    assert any(line.startswith("skipped 2: ") and "tsvector" in line for line in lines), lines
+    assert list(await collection_docs(runtime, "huge")) == ["fine.txt"]
+
+
 async def test_a_source_id_of_the_records_own_metadata_is_kept(runtime: Runtime, tmp_path: Path) -> None:
     path = tmp_path / "ids"
     write_chroma(

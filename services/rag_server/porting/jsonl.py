@@ -43,6 +43,7 @@ from rag_server.generations.store import active_generation, live_generations
 from rag_server.infra.database import vector_array
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.parsing import FILE_TYPES, file_type_for, sanitize_filename
+from rag_server.porting.cleaning import UnusableDocument
 from rag_server.porting.models import (
     ImportChunk,
     ImportCounts,
@@ -160,6 +161,23 @@ def _read_header(f: IO[str], path: Path) -> dict[str, Any]:
     return header
 
 
+def _embedding(value: Any) -> np.ndarray | None:
+    """A chunk's vector as given; anything that is not a list of numbers is none (embedded here, as
+    is a vector the writer finds non-finite or of another dimension)."""
+    if value is None:
+        return None
+    try:
+        return np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _required_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"a chunk's text is {type(value).__name__}, not a string")
+    return value
+
+
 def _optional(value: Any, kind: type) -> Any:
     return value if isinstance(value, kind) and not isinstance(value, bool) else None
 
@@ -180,38 +198,35 @@ def _exported_id(value: Any) -> UUID | None:
         return None
 
 
-def _document(line: str, number: int, path: Path) -> ImportDocument:
+def _document(line: str) -> ImportDocument:
+    """A document line; UnusableDocument (a sentence) when it is not one."""
     try:
         obj = json.loads(line)
         filename = sanitize_filename(str(obj["filename"]))
         chunks = [
             ImportChunk(
-                text=c["text"],
-                search_text=c.get("search_text") or c["text"],
-                metadata=dict(c.get("metadata") or {}),
-                embedding=None
-                if c.get("embedding") is None
-                else np.asarray(c["embedding"], dtype=np.float32),
-                page=c.get("page"),
-                char_start=c.get("char_start"),
-                char_end=c.get("char_end"),
+                text=_required_text(c["text"]),
+                search_text=str(c.get("search_text") or c["text"]),
+                metadata=c.get("metadata") or {},
+                embedding=_embedding(c.get("embedding")),
+                page=_optional(c.get("page"), int),
+                char_start=_optional(c.get("char_start"), int),
+                char_end=_optional(c.get("char_end"), int),
                 heading_path=_optional(c.get("heading_path"), str),
                 location=_optional(c.get("location"), dict),
             )
-            for c in sorted(obj["chunks"], key=lambda c: c["index"])
+            for c in sorted(obj["chunks"], key=lambda c: int(c["index"]))
         ]
         doc = ImportDocument(
             key=str(obj["id"]),
             filename=filename,
-            metadata=dict(obj.get("metadata") or {}),
+            metadata=obj.get("metadata") or {},
             chunks=chunks,
             file_type=_file_type(obj.get("file_type"), filename),
             exported_id=_exported_id(obj["id"]),
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise PortingError(
-            f"{path} line {number}: not a document line ({exc.__class__.__name__}: {exc})"
-        ) from None
+        raise UnusableDocument(f"not a document line ({exc.__class__.__name__}: {exc})") from None
     return doc
 
 
@@ -250,9 +265,13 @@ async def import_jsonl(
         size = 0
         try:
             for number, line in _lines(f):
-                batch.append(_document(line, number, path))
-                size += len(batch[-1].chunks)
                 bar.update(len(line.encode("utf-8")))
+                try:
+                    batch.append(_document(line))
+                except UnusableDocument as exc:  # this line alone; the file goes on
+                    total.unusable.append((f"line {number}", str(exc)))
+                    continue
+                size += len(batch[-1].chunks)
                 if size >= BATCH_CHUNKS:
                     merge(
                         total,

@@ -65,11 +65,15 @@ class ImportCounts:
     chunks: int = 0
     embedded: int = 0  # chunks whose vectors were computed here (not reused)
     skipped_keys: list[str] = field(default_factory=list)
+    # Documents the source gave in a form nothing can store (a lone surrogate, metadata over the
+    # limits, a line that is not a document): (the document's key, why), each skipped alone.
+    unusable: list[tuple[str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
+        unusable = f", {len(self.unusable)} skipped as unusable" if self.unusable else ""
         return (
             f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged, "
-            f"{self.duplicates} skipped as duplicates; {self.chunks} chunks written, "
+            f"{self.duplicates} skipped as duplicates{unusable}; {self.chunks} chunks written, "
             f"{self.embedded} embedded here"
         )
 

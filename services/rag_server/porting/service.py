@@ -15,6 +15,7 @@ from rag_server.porting.pgvector_tables import open_pgvector_source
 from rag_server.porting.store import ensure_collection
 
 Report = Callable[[str], None]
+UNUSABLE_SHOWN = 20
 
 
 async def _run(
@@ -43,6 +44,11 @@ def _report_counts(counts: ImportCounts, collection: str, report: Report) -> Non
     if counts.skipped_keys:
         shown = ", ".join(counts.skipped_keys[:10]) + (" ..." if len(counts.skipped_keys) > 10 else "")
         report(f"skipped, their text is already a document of {collection}: {shown}")
+    # One line each (bounded): which documents of the source could not be stored, and why.
+    for key, reason in counts.unusable[:UNUSABLE_SHOWN]:
+        report(f"skipped {key}: {reason}")
+    if len(counts.unusable) > UNUSABLE_SHOWN:
+        report(f"... and {len(counts.unusable) - UNUSABLE_SHOWN} more skipped")
 
 
 async def import_chroma(

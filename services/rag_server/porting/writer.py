@@ -1,7 +1,8 @@
-"""The shared write path of every import: deterministic ids, unchanged documents skipped before any
-embedding (by the source's fingerprint: users' own changes stay), stored vectors reused or computed
-here, then ONE transaction per batch (documents, bytes, chunks through write_chunks, chunk metadata;
-the BM25 statistics follow in the chunk triggers)."""
+"""The shared write path of every import: input cleaned as uploads are (porting/cleaning.py),
+deterministic ids, unchanged documents skipped before any embedding (by the source's fingerprint:
+users' own changes stay), stored vectors reused or computed here, then ONE transaction per batch
+(documents, bytes, chunks through write_chunks, chunk metadata; the BM25 statistics follow in the chunk
+triggers)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 from uuid import UUID
 
+import asyncpg
 import numpy as np
 
 from rag_server.generations.active import embedder_for
@@ -23,6 +25,7 @@ from rag_server.infra.database import transaction, vector_array
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.chunks import write_chunks
+from rag_server.porting.cleaning import UnusableDocument, clean_document, printable
 from rag_server.porting.models import ImportCounts, ImportDocument
 from rag_server.porting.store import (
     ImportedFile,
@@ -115,10 +118,15 @@ class _Prepared:
 
 
 def _as_vector(value: object, dim: int) -> np.ndarray | None:
+    """The source's vector when it is one of this generation's (`dim` finite numbers), else None: the
+    chunk is embedded here (a NaN would be refused by pgvector and fail the whole batch)."""
     if value is None:
         return None
-    array = vector_array(value)
-    return array if array.shape == (dim,) else None
+    try:
+        array = vector_array(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return array if array.shape == (dim,) and bool(np.isfinite(array).all()) else None
 
 
 def _chunks(p: _Prepared) -> list[Chunk]:
@@ -167,6 +175,13 @@ def _per_document(
     return out
 
 
+# What PostgreSQL refuses in a value that cleaning could not foresee (asyncpg reports an argument it
+# cannot encode as DataError too; a record too large for to_tsvector, the BM25 triggers' tokenizer, is
+# over a program limit): the batch is written again a document at a time, so only that one is skipped.
+# Not constraint violations: cleaned input cannot cause one, a collection deleted meanwhile can.
+_BAD_VALUE = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
+
+
 async def write_documents(
     runtime: Runtime,
     collection_id: UUID,
@@ -178,7 +193,39 @@ async def write_documents(
     """Write one batch of documents into the collection; returns what happened to them.
     `reuse_for`: the embedding generation the source's stored vectors are reused for (None: none are).
     Vectors are written for every live generation; when the generations change between embedding and
-    the write (a switch, a new re-embed), the batch is embedded again, like the worker does."""
+    the write (a switch, a new re-embed), the batch is embedded again, like the worker does.
+    A document that cannot be stored is skipped alone with its reason (`ImportCounts.unusable`)."""
+    counts = ImportCounts()
+    cleaned: list[ImportDocument] = []
+    for doc in docs:
+        try:
+            cleaned.append(clean_document(doc))
+        except UnusableDocument as exc:
+            counts.unusable.append((printable(doc.key), str(exc)))
+    try:
+        merge(counts, await _write_batch(runtime, collection_id, origin, cleaned, reuse_for))
+    except _BAD_VALUE as exc:
+        if len(cleaned) == 1:
+            counts.unusable.append((printable(cleaned[0].key), _first_line(exc)))
+        else:  # the batch's transaction rolled back whole: each document alone, in its own
+            for doc in cleaned:
+                alone = await write_documents(runtime, collection_id, origin, [doc], reuse_for=reuse_for)
+                merge(counts, alone)
+    return counts
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {printable(text[0]) if text else ''}"
+
+
+async def _write_batch(
+    runtime: Runtime,
+    collection_id: UUID,
+    origin: str,
+    docs: Sequence[ImportDocument],
+    reuse_for: int | None,
+) -> ImportCounts:
     # An export imported back into its own collection: its documents are still there, by their ids.
     wanted = [d.exported_id for d in docs if d.exported_id is not None]
     present = await documents_in_collection(runtime.pool, collection_id, wanted) if wanted else set()
@@ -246,7 +293,7 @@ async def _write(
             )
             if outcome == "duplicate":
                 counts.duplicates += 1
-                counts.skipped_keys.append(p.doc.key)
+                counts.skipped_keys.append(printable(p.doc.key))
                 continue
             await write_chunks(c, p.id, _chunks(p), base, later)
             await set_chunk_metadata(c, p.id, [c_.metadata for c_ in p.doc.chunks])
@@ -265,3 +312,4 @@ def merge(total: ImportCounts, part: ImportCounts) -> None:
     total.chunks += part.chunks
     total.embedded += part.embedded
     total.skipped_keys.extend(part.skipped_keys)
+    total.unusable.extend(part.unusable)
