@@ -16,7 +16,7 @@ Revises: 0016_bm25_pack_deleted
 
 from __future__ import annotations
 
-from alembic import op
+from rag_server.infra.migrations.helpers import execute_sql
 
 revision = "0017_keys_and_turns"
 down_revision = "0016_bm25_pack_deleted"
@@ -54,8 +54,8 @@ CREATE OR REPLACE FUNCTION rag_keys_exist() RETURNS boolean
 
 
 def upgrade() -> None:
-    op.execute(UPGRADE)
+    execute_sql(UPGRADE)
 
 
 def downgrade() -> None:
-    op.execute(DOWNGRADE)
+    execute_sql(DOWNGRADE)
