@@ -259,7 +259,7 @@ async def test_keys_cli_prints_the_key_once_and_revokes(
     assert key[:12] in listing.stdout and key[12:] not in listing.stdout
     assert _cli(env, "keys", "create", "--name", "cli-key", "--role", "reader").returncode == 1
     bad = _cli(env, "keys", "create", "--name", "boss", "--role", "admin", "--collections", "red")
-    assert bad.returncode == 1 and "every collection" in bad.stdout
+    assert bad.returncode == 1 and "every collection" in bad.stderr
     assert (
         _cli(env, "keys", "create", "--name", "x", "--role", "reader", "--collections", "nope").returncode
         == 1

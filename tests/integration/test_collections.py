@@ -469,7 +469,7 @@ def test_cli_collections_ingest_and_search_take_a_collection(
     created = cli("collections", "create", "cli-docs", "--description", "from the CLI")
     assert created.returncode == 0, created.stderr
     again = cli("collections", "create", "cli-docs")
-    assert again.returncode == 1 and "already exists" in again.stdout
+    assert again.returncode == 1 and "already exists" in again.stderr and again.stdout == ""
     assert cli("collections", "create", "Not A Slug").returncode == 1
 
     (tmp_path / "note.txt").write_text("Herons hunt fish in shallow water at dawn.")
@@ -489,9 +489,9 @@ def test_cli_collections_ingest_and_search_take_a_collection(
     assert small_only.returncode == 0, small_only.stderr
     assert all(line.split()[4].startswith("small-") for line in small_only.stdout.splitlines()[1:-1])
     unknown = cli("search", "zebrafish", "--type", "bm25", "--collection", "nope")
-    assert unknown.returncode == 2 and "no collection 'nope'" in unknown.stdout
+    assert unknown.returncode == 2 and "no collection 'nope'" in unknown.stderr and unknown.stdout == ""
 
     refused = cli("collections", "delete", "cli-docs")
-    assert refused.returncode == 1 and "force" in refused.stdout
+    assert refused.returncode == 1 and "force" in refused.stderr
     assert cli("collections", "delete", "cli-docs", "--force").returncode == 0
     assert "cli-docs " not in cli("collections", "list").stdout

@@ -260,8 +260,9 @@ async def test_the_cli(runtime: Runtime, settings: Settings, database_url: str) 
 
     refused = rag_server(settings, "tasks", "retry", str(done.task_id))
     assert refused.returncode == 1
-    assert refused.stdout.strip().endswith("is completed, not failed: only a failed task can be retried")
-    assert rag_server(settings, "tasks", "retry").returncode == 1
+    assert refused.stderr.strip().endswith("is completed, not failed: only a failed task can be retried")
+    unnamed = rag_server(settings, "tasks", "retry")
+    assert unnamed.returncode == 1 and "error: name exactly one of" in unnamed.stderr
 
     cancelled = rag_server(settings, "tasks", "cancel", "--batch", batch)
     assert cancelled.returncode == 0, cancelled.stderr

@@ -495,16 +495,17 @@ async def test_cli_errors_are_sentences(
     assert missing.returncode == 1
     assert f"error: {tmp_path / 'nowhere'}: no such file or directory" in missing.stdout
     not_chroma = await asyncio.to_thread(_cli, settings, "import", "chroma", str(tmp_path))
-    assert not_chroma.returncode == 1 and "holds no Chroma data" in not_chroma.stdout
+    assert not_chroma.returncode == 1 and "holds no Chroma data" in not_chroma.stdout + not_chroma.stderr
     unknown = await asyncio.to_thread(
         _cli, settings, "import", "chroma", str(chroma_dir), "--chroma-collection", "nope", "--quiet"
     )
     assert unknown.returncode == 1
-    assert "no Chroma collection 'nope'" in unknown.stdout and "it holds: dups, notes, tiny" in unknown.stdout
+    said = unknown.stdout + unknown.stderr
+    assert "no Chroma collection 'nope'" in said and "it holds: dups, notes, tiny" in said
     bad_file = tmp_path / "bad.jsonl"
     bad_file.write_text('{"hello": 1}\n', encoding="utf-8")
     bad = await asyncio.to_thread(_cli, settings, "import", "jsonl", str(bad_file))
-    assert bad.returncode == 1 and "is not a rag-server export" in bad.stdout
+    assert bad.returncode == 1 and "is not a rag-server export" in bad.stdout + bad.stderr
     for result in (missing, not_chroma, unknown, bad):
         assert "Traceback" not in result.stdout + result.stderr
 

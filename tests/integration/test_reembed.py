@@ -113,7 +113,8 @@ async def cli(env: dict[str, str], *args: str, command: str = "reembed", status:
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=300)
     assert proc.returncode == status, out.decode() + err.decode()
-    return out.decode()  # what the command prints (its logs go to stderr)
+    # What the command prints (its logs go to stderr); a refusal's error line is on stderr.
+    return out.decode() if status == 0 else err.decode()
 
 
 async def until(predicate: Callable[[], object], what: str) -> None:

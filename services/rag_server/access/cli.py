@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from rag_server.config import Settings
@@ -37,7 +38,7 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     try:
         body = CreateKey(name=args.name, role=args.role, collections=collections)
     except ValidationError as exc:
-        print(f"error: {'; '.join(e['msg'] for e in exc.errors())}")
+        print(f"error: {'; '.join(e['msg'] for e in exc.errors())}", file=sys.stderr)
         return 1
 
     async def work(runtime: Runtime) -> None:

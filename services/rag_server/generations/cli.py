@@ -38,7 +38,7 @@ def register_reembed_command(sub: Any) -> None:
 
 def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
     if args.model and not args.dim:
-        print("error: --dim is required with --model")
+        print("error: --dim is required with --model", file=sys.stderr)
         return 2
 
     def report(line: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -158,7 +159,8 @@ async def _open_replicas(settings: Settings, primary: ScopedPool, scope: DbScope
 
 def run_with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[None]]) -> int:
     """For CLI commands that work straight on the database (no server needed), with the system scope:
-    exit status 0, or 1 after printing what the domain refused."""
+    exit status 0, or 1 after printing what the domain refused (on stderr: stdout is the command's
+    output, which a script may read or pipe)."""
 
     async def run() -> None:
         async with open_runtime(settings, migrate=True) as runtime:
@@ -167,6 +169,6 @@ def run_with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[Non
     try:
         asyncio.run(run())
     except (NotFoundError, ConflictError, InvalidInputError, ValueError) as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -4,6 +4,7 @@ the database (open_runtime, the system scope: every collection), no server neede
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 from uuid import UUID
 
@@ -11,7 +12,7 @@ from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime, run_with_runtime
 from rag_server.ingestion.models import TASK_STATUSES
 
-# Refusals of the CLI itself (bad arguments), printed and exit 1 like the domain's.
+# Refusals of the CLI itself (bad arguments), on stderr and exit 1 like the domain's.
 _SELECTION_HELP = "exactly one of TASK_ID, --batch and --collection"
 
 
@@ -78,7 +79,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.ingestion.operations_models import TaskSelection
 
     if (problem := _selection_error(args)) is not None:
-        print(problem)
+        print(problem, file=sys.stderr)
         return 1
 
     async def work(runtime: Runtime) -> None:
@@ -97,7 +98,7 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.ingestion.operations_models import TaskSelection
 
     if (problem := _selection_error(args)) is not None:
-        print(problem)
+        print(problem, file=sys.stderr)
         return 1
 
     async def work(runtime: Runtime) -> None:
@@ -123,7 +124,7 @@ def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.ingestion.archive import list_archive, purge_archive
 
     if args.older_than_days is not None and (not args.purge or args.older_than_days < 0):
-        print("error: --older-than-days takes a number of days >= 0, with --purge")
+        print("error: --older-than-days takes a number of days >= 0, with --purge", file=sys.stderr)
         return 1
 
     async def work(runtime: Runtime) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import textwrap
 from typing import Any
 
@@ -50,7 +51,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             group_by=args.group_by,
         )
     except ValueError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         response = (
@@ -59,7 +60,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             else asyncio.run(_in_process(settings, request))
         )
     except NotFoundError as exc:  # an unknown collection
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(response.model_dump_json(indent=2))
