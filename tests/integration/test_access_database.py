@@ -260,6 +260,15 @@ async def test_keys_cli_prints_the_key_once_and_revokes(
     assert _cli(env, "keys", "create", "--name", "cli-key", "--role", "reader").returncode == 1
     bad = _cli(env, "keys", "create", "--name", "boss", "--role", "admin", "--collections", "red")
     assert bad.returncode == 1 and "every collection" in bad.stderr
+    bad_name = _cli(env, "keys", "create", "--name", "bad name", "--role", "reader")
+    assert bad_name.returncode == 1 and bad_name.stderr.splitlines() == [
+        "error: --name 'bad name': letters, digits, '_', '.', '@' and '-', starting with a letter or digit;"
+        " up to 100"
+    ]
+    empty = _cli(env, "keys", "create", "--name", "x", "--role", "reader", "--collections", "red,")
+    assert empty.returncode == 1 and empty.stderr.splitlines() == [
+        "error: --collections '': must not be empty"
+    ]
     assert (
         _cli(env, "keys", "create", "--name", "x", "--role", "reader", "--collections", "nope").returncode
         == 1

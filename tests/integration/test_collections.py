@@ -470,7 +470,14 @@ def test_cli_collections_ingest_and_search_take_a_collection(
     assert created.returncode == 0, created.stderr
     again = cli("collections", "create", "cli-docs")
     assert again.returncode == 1 and "already exists" in again.stderr and again.stdout == ""
-    assert cli("collections", "create", "Not A Slug").returncode == 1
+    for bad, rule in (
+        ("Bad_Name", "lower-case letters, digits, '-' and '_', starting with a letter or digit; up to 63"),
+        ("00000000-0000-0000-0000-000000000009", "a collection name must not have the form of a UUID"),
+    ):
+        refused_name = cli("collections", "create", bad)
+        # pydantic's ValidationError was printed whole: several lines and a link to its site.
+        assert refused_name.returncode == 1 and refused_name.stdout == ""
+        assert refused_name.stderr.splitlines() == [f"error: collection name {bad!r}: {rule}"]
 
     (tmp_path / "note.txt").write_text("Herons hunt fish in shallow water at dawn.")
     ingested = cli(

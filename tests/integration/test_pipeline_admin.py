@@ -263,6 +263,11 @@ async def test_the_cli(runtime: Runtime, settings: Settings, database_url: str) 
     assert refused.stderr.strip().endswith("is completed, not failed: only a failed task can be retried")
     unnamed = rag_server(settings, "tasks", "retry")
     assert unnamed.returncode == 1 and "error: name exactly one of" in unnamed.stderr
+    # A model built from an argument inside the command: pydantic's many lines were printed whole.
+    too_long = rag_server(settings, "tasks", "retry", "--collection", "c" * 101)
+    assert too_long.returncode == 1 and too_long.stderr.splitlines()[-1] == (
+        f"error: collection '{'c' * 30}...': at most 100 characters, not 101"
+    )
 
     cancelled = rag_server(settings, "tasks", "cancel", "--batch", batch)
     assert cancelled.returncode == 0, cancelled.stderr

@@ -33,12 +33,14 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
 
     from rag_server.access.keys import create_key
     from rag_server.access.models import CreateKey
+    from rag_server.cli_args import refusal
 
     collections = None if args.collections is None else [c.strip() for c in args.collections.split(",")]
     try:
         body = CreateKey(name=args.name, role=args.role, collections=collections)
     except ValidationError as exc:
-        print(f"error: {'; '.join(e['msg'] for e in exc.errors())}", file=sys.stderr)
+        labels = {"name": "--name", "role": "--role", "collections": "--collections"}
+        print(f"error: {refusal(exc, CreateKey, labels)}", file=sys.stderr)
         return 1
 
     async def work(runtime: Runtime) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from rag_server.config import Settings
@@ -36,13 +37,21 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
+    from pydantic import ValidationError
+
+    from rag_server.cli_args import refusal
     from rag_server.collections.models import CreateCollection
     from rag_server.collections.store import create_collection
 
+    try:  # before opening the database: a bad name is refused with its rule, in one line
+        body = CreateCollection(name=args.name, description=args.description)
+    except ValidationError as exc:
+        labels = {"name": "collection name", "description": "--description"}
+        print(f"error: {refusal(exc, CreateCollection, labels)}", file=sys.stderr)
+        return 1
+
     async def work(runtime: Any) -> None:
-        created = await create_collection(
-            runtime.pool, CreateCollection(name=args.name, description=args.description)
-        )
+        created = await create_collection(runtime.pool, body)
         print(f"created collection {created.name} ({created.id})")
 
     return run_with_runtime(settings, work)

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 from llama_index.core.llms import LLM
+from pydantic import ValidationError
 
 from rag_server.config import Settings
 from rag_server.errors import ConflictError, InvalidInputError, NotFoundError
@@ -168,6 +169,11 @@ def run_with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[Non
 
     try:
         asyncio.run(run())
+    except ValidationError as exc:  # a model built from an argument: pydantic's many lines, as one
+        from rag_server.cli_args import refusal
+
+        print(f"error: {refusal(exc)}", file=sys.stderr)
+        return 1
     except (NotFoundError, ConflictError, InvalidInputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
