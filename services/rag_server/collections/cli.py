@@ -58,10 +58,14 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
-    from rag_server.collections.store import delete_collection
+    from rag_server.collections.store import CollectionNotEmptyError, delete_collection
+    from rag_server.errors import ConflictError
 
     async def work(runtime: Any) -> None:
-        await delete_collection(runtime.pool, runtime.queue, args.name, force=args.force)
+        try:
+            await delete_collection(runtime.pool, runtime.queue, args.name, force=args.force)
+        except CollectionNotEmptyError as exc:  # the API's advice names force=true: here it is a flag
+            raise ConflictError(exc.advice("--force")) from None
         print(f"deleted collection {args.name}")
 
     return run_with_runtime(settings, work)

@@ -141,6 +141,18 @@ async def update_collection(conn: Executor, id_or_name: str, body: UpdateCollect
         return await get_collection(c, str(current.id))
 
 
+class CollectionNotEmptyError(ConflictError):
+    """A delete refused because the collection holds documents. Its message names the API's parameter
+    (`force=true`); `advice` words it for another caller (the CLI's `--force`)."""
+
+    def __init__(self, name: str, documents: int) -> None:
+        self.name, self.documents = name, documents
+        super().__init__(self.advice("force=true"))
+
+    def advice(self, force: str) -> str:
+        return f"the collection {self.name!r} holds {self.documents} documents; delete with {force}"
+
+
 async def delete_collection(
     conn: Executor, queue: IngestQueue, id_or_name: str, *, force: bool = False
 ) -> None:
@@ -160,9 +172,7 @@ async def delete_collection(
             raise ConflictError("the collection 'default' cannot be deleted")
         documents = await c.fetchval("SELECT count(*) FROM documents WHERE collection_id = $1", row["id"])
         if documents and not force:
-            raise ConflictError(
-                f"the collection {row['name']!r} holds {documents} documents; delete with force=true"
-            )
+            raise CollectionNotEmptyError(row["name"], documents)
         await _delete_contents(c, queue, row["id"])
         await c.execute("DELETE FROM collections WHERE id = $1", row["id"])
 
