@@ -279,3 +279,36 @@ async def test_the_cli(runtime: Runtime, settings: Settings, database_url: str) 
     assert archive.returncode == 0 and str(queued.task_id) in archive.stdout
     purged = rag_server(settings, "queue", "archive", "--purge")
     assert purged.returncode == 0 and "deleted 1 archived messages" in purged.stdout
+
+
+async def test_the_cli_refuses_numbers_out_of_range_when_parsed(
+    runtime: Runtime, settings: Settings, database_url: str
+) -> None:
+    """A number past int64 reached the database (asyncpg's DataError, a traceback), --limit 0 or below
+    quietly listed 1 task: each is refused in one line (argparse's, after its usage), exit 2, nothing
+    done."""
+    await enqueue(runtime, [("range-a.txt", b"Moles dig."), ("range-b.txt", b"Voles too.")])
+    archived = "SELECT count(*) AS n FROM pgmq.a_ingest"
+    query(database_url, "SELECT pgmq.send('ingest', '{}'::jsonb)")
+    query(database_url, "SELECT pgmq.archive('ingest', max(msg_id)) FROM pgmq.q_ingest")
+    before = query(database_url, archived)[0]["n"]
+    bounds = {"--limit": "1 to 10000", "--older-than-days": "0 to 36500"}
+    for args in (
+        ("tasks", "list", "--limit", "99999999999999999999"),
+        ("tasks", "list", "--limit", "0"),
+        ("tasks", "list", "--limit", "-5"),
+        ("queue", "archive", "--limit", "0"),
+        ("queue", "archive", "--purge", "--older-than-days", "999999999999"),
+        ("queue", "archive", "--purge", "--older-than-days", "-1"),
+    ):
+        refused = rag_server(settings, *args)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        option, value = args[-2:]
+        assert refused.stderr.splitlines()[-1] == (
+            f"rag-server {args[0]} {args[1]}: error: argument {option}: takes a whole number from"
+            f" {bounds[option]}, got {value!r}"
+        )
+        assert refused.stdout == "" and "Traceback" not in refused.stderr
+    assert query(database_url, archived)[0]["n"] == before > 0
+    listed = rag_server(settings, "tasks", "list", "--limit", "1")
+    assert listed.returncode == 0 and listed.stdout.splitlines()[-1].startswith("1 of "), listed.stdout

@@ -294,3 +294,19 @@ async def test_a_model_that_does_not_answer_right_is_refused_before_any_work(
     if "retired" not in before.values():
         out = await cli(env, "--rollback", status=1)
         assert "error: no retired embedding generation" in out, out
+
+
+async def test_a_dimension_out_of_range_is_refused_when_parsed(
+    runtime: Runtime, database_url: str, env: dict[str, str], new_model: FakeEmbeddingServer
+) -> None:
+    """--dim 0 read as "no --dim", a negative one reached the table's CHECK and one past int4 the
+    database's integer: each is refused in one line before the database is opened."""
+    before = states(database_url)
+    for dim in ("0", "-5", "99999999999"):
+        model = ["--model", "m", "--dim", dim, "--provider", "openai", "--base-url", new_model.base_url]
+        err = await cli(env, *model, "--no-wait", status=2)
+        assert err.splitlines()[-1] == (
+            f"rag-server reembed: error: argument --dim: takes a whole number from 1 to 16000, got {dim!r}"
+        )
+        assert "Traceback" not in err
+    assert states(database_url) == before

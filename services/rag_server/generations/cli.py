@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rag_server.cli_args import whole_number
 from rag_server.config import Settings
 from rag_server.generations import reembed
-from rag_server.generations.store import Generation, active_generation
+from rag_server.generations.store import MAX_DIM, Generation, active_generation
 from rag_server.infra.embeddings import EmbeddingError, model_settings
 from rag_server.infra.runtime import Runtime, run_with_runtime
 
@@ -27,7 +28,9 @@ def register_reembed_command(sub: Any) -> None:
     action.add_argument(
         "--finalize", action="store_true", help="drop the retired generation's vectors and index"
     )
-    p.add_argument("--dim", type=int, help="the new model's dimension (required with --model)")
+    p.add_argument(
+        "--dim", type=whole_number(1, MAX_DIM), help="the new model's dimension (required with --model)"
+    )
     p.add_argument("--provider", choices=["local", "ollama", "openai"], default=None)
     p.add_argument("--base-url", default=None, help="the provider's URL (ollama, openai)")
     p.add_argument("--eval", type=Path, default=None, metavar="DATASET", help="BEIR dir: nDCG@10 of both")

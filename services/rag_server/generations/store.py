@@ -22,6 +22,8 @@ from rag_server.infra.database import Executor, transaction, vector_literal
 
 # Generation 1 is the model the database was created with: its vectors are chunks.embedding.
 BASE_GENERATION = 1
+# A generation's dimensions: embedding_generations.dim's CHECK (0011), RAG_EMBEDDING_DIM's range (0001).
+MAX_DIM = 16_000
 # pg_advisory_xact_lock key of the generations (any constant unique to this application).
 GENERATIONS_LOCK = 7_220_011_001
 

@@ -12,6 +12,9 @@ from rag_server.infra.database import Executor, connection
 from rag_server.infra.queue import IngestQueue
 from rag_server.ingestion.operations_models import ArchivedMessage, ArchiveList, ArchivePurge
 
+# The oldest age a purge may name (100 years): the API's and the CLI's bound. make_interval takes an
+# int4, and no archived message is older.
+MAX_AGE_DAYS = 36_500
 UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 

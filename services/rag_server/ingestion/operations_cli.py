@@ -8,12 +8,17 @@ import sys
 from typing import Any
 from uuid import UUID
 
+from rag_server.cli_args import whole_number
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime, run_with_runtime
+from rag_server.ingestion.archive import MAX_AGE_DAYS
 from rag_server.ingestion.models import TASK_STATUSES
 
 # Refusals of the CLI itself (bad arguments), on stderr and exit 1 like the domain's.
 _SELECTION_HELP = "exactly one of TASK_ID, --batch and --collection"
+# --limit of a listing: a page on a terminal (the API pages by up to 500). Checked when parsed: 0 and
+# below were quietly read as 1, a number past int64 reached the database (asyncpg's DataError).
+LIMIT = whole_number(1, 10_000)
 
 
 def register_operations_commands(sub: Any) -> None:
@@ -25,7 +30,7 @@ def register_operations_commands(sub: Any) -> None:
     listing.add_argument("--stuck", action="store_true", help="only tasks that do not move")
     listing.add_argument("--collection", default=None, help="name or id")
     listing.add_argument("--batch", type=UUID, default=None, help="an upload batch id")
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--limit", type=LIMIT, default=100)
     for name, handler, what in (
         ("retry", cmd_retry, "queue failed tasks again (the stored file is processed anew)"),
         ("cancel", cmd_cancel, "cancel queued tasks (they fail with 'Cancelled by an operator')"),
@@ -40,8 +45,13 @@ def register_operations_commands(sub: Any) -> None:
     arch = queue_actions.add_parser("archive", help="list the archived messages, or purge them")
     arch.set_defaults(handler=cmd_archive)
     arch.add_argument("--purge", action="store_true", help="delete archived messages")
-    arch.add_argument("--older-than-days", type=int, default=None, help="with --purge: only older ones")
-    arch.add_argument("--limit", type=int, default=50)
+    arch.add_argument(
+        "--older-than-days",
+        type=whole_number(0, MAX_AGE_DAYS),
+        default=None,
+        help="with --purge: only older ones",
+    )
+    arch.add_argument("--limit", type=LIMIT, default=50)
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -55,7 +65,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             collection=args.collection,
             batch_id=args.batch,
             stuck=args.stuck,
-            limit=max(1, args.limit),
+            limit=args.limit,
         )
         print(f"{'task':<36}  {'status':<10} {'att':>3} {'fail':>4}  {'collection':<16} {'file':<28} why")
         for t in listing.items:
@@ -123,8 +133,8 @@ def _print_bulk(result: Any, verb: str) -> None:
 def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.ingestion.archive import list_archive, purge_archive
 
-    if args.older_than_days is not None and (not args.purge or args.older_than_days < 0):
-        print("error: --older-than-days takes a number of days >= 0, with --purge", file=sys.stderr)
+    if args.older_than_days is not None and not args.purge:  # its range is checked when parsed
+        print("error: --older-than-days goes with --purge", file=sys.stderr)
         return 1
 
     async def work(runtime: Runtime) -> None:
@@ -132,7 +142,7 @@ def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
             purged = await purge_archive(runtime.pool, runtime.queue, args.older_than_days)
             print(f"deleted {purged.deleted} archived messages")
             return
-        listing = await list_archive(runtime.pool, runtime.queue, limit=max(1, args.limit))
+        listing = await list_archive(runtime.pool, runtime.queue, limit=args.limit)
         print(f"{'msg':>8}  {'archived at':<19}  {'task':<36}  {'file':<28} error")
         for m in listing.items:
             task = str(m.task_id) if m.task_id else "-"

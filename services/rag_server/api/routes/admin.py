@@ -100,7 +100,7 @@ async def list_archive(
 async def purge_archive(
     pool: PoolDep,
     queue: QueueDep,
-    older_than_days: Annotated[int | None, Query(ge=0, le=36_500)] = None,
+    older_than_days: Annotated[int | None, Query(ge=0, le=archive.MAX_AGE_DAYS)] = None,
 ) -> ArchivePurge:
     """Delete archived messages: all, or those archived more than `older_than_days` days ago."""
     return await archive.purge_archive(pool, queue, older_than_days)
