@@ -86,9 +86,10 @@ def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
-    from rag_server.infra.backup import backup
+    from rag_server.infra.backup import backup, backup_target
     from rag_server.infra.database import resolve_database_url
 
+    backup_target(args.file)  # a bad FILE is refused before the embedded server is started for it
     url = resolve_database_url(settings)  # DATABASE_URL, else the embedded server (started if needed)
     asyncio.run(backup(url, settings, args.file, report=print))
     return 0
@@ -96,8 +97,10 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.infra.backup import restore
+    from rag_server.infra.backup_archive import check_source
     from rag_server.infra.database import resolve_database_url
 
+    check_source(args.file)
     url = resolve_database_url(settings)  # an empty RAG_DATA_DIR: the embedded cluster is created
     asyncio.run(restore(url, settings, args.file, force=args.force, report=print))
     return 0
@@ -174,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true", help="a file named like a stored document replaces it")
     add("mcp", cmd_mcp, "serve the MCP tools (search, ask, documents) over stdio, for an assistant")
     p = add("backup", cmd_backup, "write the whole database to FILE (pg_dump, a consistent snapshot)")
-    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("file", type=Path, metavar="FILE", help="the backup file (an existing one is replaced)")
     p = add("restore", cmd_restore, "restore a backup FILE into an empty database (then migrate)")
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("--force", action="store_true", help="replace a database that already holds data")

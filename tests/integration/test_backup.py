@@ -5,8 +5,11 @@ worker writes restores to a consistent state; a database holding data and a bad 
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -332,3 +335,56 @@ async def test_a_backup_refuses_a_queue_whose_messages_pg_dump_would_leave_out(
     with pytest.raises(BackupError, match="would leave its messages out"):
         await backup(url, settings, scratch / "ext.backup", report=lambda _: None)
     assert not (scratch / "ext.backup").exists()
+
+
+def test_a_backup_into_a_folder_or_nowhere_is_refused_before_the_dump(
+    runtime: Runtime, scratch: Path
+) -> None:
+    """A folder was dumped whole, then os.replace failed (IsADirectoryError) and left `<folder>.partial`,
+    a dump's size, beside it."""
+    assert runtime.settings.database_url
+    env = process_env(runtime.settings.database_url, scratch / "src")
+    folder = scratch / "a-folder"
+    folder.mkdir()
+    nowhere = scratch / "nowhere" / "x.backup"
+    for target, line in (
+        (folder, f"error: {folder} is a folder: name the backup file, e.g. {folder / 'rag.ragbackup'}"),
+        (nowhere, f"error: the folder {nowhere.parent} does not exist"),
+    ):
+        refused = cli("backup", str(target), env=env)
+        assert refused.returncode == 1 and refused.stderr.splitlines() == [line], refused.stderr
+        assert refused.stdout == ""  # not even "backing up": no dump was started
+    assert list(folder.iterdir()) == [] and not nowhere.parent.exists()
+    assert not list(scratch.glob("*.partial")) and not list(scratch.glob(".rag-backup-*"))
+
+
+def test_a_restore_of_no_file_creates_no_cluster(scratch: Path) -> None:
+    """The file was checked only after the embedded cluster was created in the empty RAG_DATA_DIR (and
+    left running)."""
+    data_dir = scratch / "never"
+    try:
+        refused = cli("restore", str(scratch), env=embedded_env(data_dir))
+        assert refused.returncode == 1
+        assert refused.stderr.splitlines() == [f"error: {scratch} does not exist or is not a file"]
+        assert not data_dir.exists()
+    finally:
+        if (data_dir / "pg" / "postmaster.pid").exists():  # without the check: stop what it started
+            ensure_embedded_postgres(data_dir / "pg").stop()
+
+
+async def test_a_backup_whose_write_fails_leaves_nothing(
+    runtime: Runtime, scratch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk while the file is written: a sentence, and no `.partial` (nor the dump) left."""
+    target = scratch / "full-disk.backup"
+
+    def full_disk(self: tarfile.TarFile, *args: Any, **kwargs: Any) -> None:
+        assert self.fileobj is not None
+        self.fileobj.write(b"\0" * 2**20)  # part of the dump went out first
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tarfile.TarFile, "add", full_disk)
+    with pytest.raises(BackupError, match=re.escape(f"could not write {target}: No space left on device")):
+        await backup(runtime.database_url, runtime.settings, target, report=lambda _: None)
+    left = await asyncio.to_thread(lambda: [p.name for p in scratch.iterdir()])
+    assert not [name for name in left if name.startswith(("full-disk.backup", ".rag-backup-"))], left

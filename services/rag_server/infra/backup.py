@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -91,13 +92,26 @@ def _size(nbytes: int) -> str:
 # --- backup ---
 
 
+def backup_target(path: Path) -> Path:
+    """`path` resolved, where a backup file can be written (an existing file is replaced), else a
+    BackupError: checked before the dump, which a folder or a missing one failed only at its end."""
+    target = path.resolve()
+    if target.is_dir():
+        raise BackupError(f"{path} is a folder: name the backup file, e.g. {path / 'rag.ragbackup'}")
+    if target.exists() and not target.is_file():
+        raise BackupError(f"{path} exists and is not a regular file")
+    if not target.parent.is_dir():
+        raise BackupError(f"the folder {target.parent} does not exist")
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise BackupError(f"the folder {target.parent} is not writable")
+    return target
+
+
 async def backup(owner_url: str, settings: Settings, target: Path, report: Report) -> Manifest:
     """Dump the database at `owner_url` into the backup file `target`."""
     started = time.monotonic()
     url, env = libpq_target(owner_url)
-    target = await asyncio.to_thread(target.resolve)
-    if not await asyncio.to_thread(target.parent.is_dir):
-        raise BackupError(f"the folder {target.parent} does not exist")
+    target = await asyncio.to_thread(backup_target, target)
     conn = await asyncpg.connect(plain_url(owner_url))
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -118,11 +132,14 @@ async def backup(owner_url: str, settings: Settings, target: Path, report: Repor
                 counts=await database_counts(conn, settings.queue_name),
             )
             report(f"backing up {_describe(owner_url)} (schema {revision}): {summary(manifest.counts)}")
-            with tempfile.TemporaryDirectory(dir=target.parent, prefix=".rag-backup-") as tmp:
-                dump = Path(tmp) / "database.pgdump"
-                args = [pg_tool("pg_dump"), "--format=custom", f"--snapshot={snapshot}", "-f", str(dump)]
-                await asyncio.to_thread(run_tool, [*args, "--dbname", url], env)
-                await asyncio.to_thread(write_backup, target, manifest, dump)
+            try:  # the dump goes beside the target (same file system: the final rename is atomic)
+                with tempfile.TemporaryDirectory(dir=target.parent, prefix=".rag-backup-") as tmp:
+                    dump = Path(tmp) / "database.pgdump"
+                    args = [pg_tool("pg_dump"), "--format=custom", f"--snapshot={snapshot}", "-f", str(dump)]
+                    await asyncio.to_thread(run_tool, [*args, "--dbname", url], env)
+                    await asyncio.to_thread(write_backup, target, manifest, dump)
+            except OSError as exc:  # e.g. a full disk: a sentence, and nothing left (write_backup's cleanup)
+                raise BackupError(f"could not write {target}: {exc.strerror or exc}") from exc
     finally:
         await conn.close()
     elapsed = time.monotonic() - started

@@ -2,7 +2,8 @@
 
 The manifest comes first and says what the dump holds (schema revision, app version, counts taken in the
 dump's own snapshot) and the dump's sha256, so a restore can refuse a corrupt or too-new backup before it
-touches the target database. The file appears under its final name only once complete (a rename).
+touches the target database. The file appears under its final name only once complete (a rename); a
+failed write leaves nothing (no `.partial` beside it).
 """
 
 from __future__ import annotations
@@ -123,19 +124,29 @@ def write_backup(target: Path, manifest: Manifest, dump: Path) -> None:
     manifest.dump_bytes = dump.stat().st_size
     partial = target.with_name(target.name + ".partial")
     raw = json.dumps(asdict(manifest), indent=2).encode()
-    with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo(MANIFEST_NAME)
-        info.size = len(raw)
-        tar.addfile(info, io.BytesIO(raw))
-        tar.add(dump, arcname=DUMP_NAME)
-    os.replace(partial, target)
+    try:
+        with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo(MANIFEST_NAME)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+            tar.add(dump, arcname=DUMP_NAME)
+        os.replace(partial, target)
+    except BaseException:  # a full disk, an interrupt: a dump's worth of bytes must not stay behind
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def check_source(path: Path) -> None:
+    """Refuse a `restore FILE` that is no file before anything else (an empty RAG_DATA_DIR would get a
+    new cluster, left running, for nothing)."""
+    if not path.is_file():
+        raise BackupError(f"{path} does not exist or is not a file")
 
 
 @contextmanager
 def open_backup(path: Path) -> Iterator[tuple[Manifest, tarfile.TarFile, tarfile.TarInfo]]:
     """The manifest, the open tar and its dump member, after checking the dump's size and sha256."""
-    if not path.is_file():
-        raise BackupError(f"{path} does not exist or is not a file")
+    check_source(path)
     try:
         tar = tarfile.open(path, "r:")  # noqa: SIM115 (closed by the `with` below, once it opened)
     except (tarfile.TarError, OSError) as exc:
