@@ -495,6 +495,11 @@ def test_cli_collections_ingest_and_search_take_a_collection(
     small_only = cli("search", "zebrafish heart regeneration", "--url", live_app_url, "--collection", "small")
     assert small_only.returncode == 0, small_only.stderr
     assert all(line.split()[4].startswith("small-") for line in small_only.stdout.splitlines()[1:-1])
+    out_of_range = cli("search", "zebrafish", "--top-k", "0", "--alpha", "2")  # pydantic's lines, whole
+    assert out_of_range.returncode == 2 and out_of_range.stderr.splitlines() == [
+        "error: --top-k 0: input should be greater than or equal to 1;"
+        " --alpha 2.0: input should be less than or equal to 1"
+    ]
     unknown = cli("search", "zebrafish", "--type", "bm25", "--collection", "nope")
     assert unknown.returncode == 2 and "no collection 'nope'" in unknown.stderr and unknown.stdout == ""
 

@@ -40,6 +40,10 @@ def register_search_command(sub: Any) -> None:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from pydantic import ValidationError
+
+    from rag_server.cli_args import refusal
+
     try:
         request = SearchRequest(
             query=args.query,
@@ -50,6 +54,10 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             alpha=args.alpha,
             group_by=args.group_by,
         )
+    except ValidationError as exc:  # pydantic's many lines (and a link), as one
+        labels = {"query": "QUERY", "top_k": "--top-k", "alpha": "--alpha", "collections": "--collection"}
+        print(f"error: {refusal(exc, SearchRequest, labels)}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
