@@ -493,7 +493,7 @@ async def test_cli_errors_are_sentences(
 ) -> None:
     missing = await asyncio.to_thread(_cli, settings, "import", "chroma", str(tmp_path / "nowhere"))
     assert missing.returncode == 1
-    assert f"error: {tmp_path / 'nowhere'}: no such file or directory" in missing.stdout
+    assert f"error: {tmp_path / 'nowhere'}: no such file or directory" in missing.stderr
     not_chroma = await asyncio.to_thread(_cli, settings, "import", "chroma", str(tmp_path))
     assert not_chroma.returncode == 1 and "holds no Chroma data" in not_chroma.stdout + not_chroma.stderr
     unknown = await asyncio.to_thread(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,6 @@ def _checked(settings: Settings, work: Any, problem: str | None) -> int:
     """A wrong path is a sentence before the database is even opened (a directory would otherwise fail
     mid-way with IsADirectoryError)."""
     if problem is not None:
-        print(f"error: {problem}")
+        print(f"error: {problem}", file=sys.stderr)
         return 1
     return run_with_runtime(settings, work)
