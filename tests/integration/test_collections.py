@@ -466,8 +466,12 @@ def test_cli_collections_ingest_and_search_take_a_collection(
             [sys.executable, "-m", "rag_server", *args], env=env, capture_output=True, text=True, timeout=180
         )
 
-    created = cli("collections", "create", "cli-docs", "--description", "from the CLI")
+    created = cli(
+        "collections", "create", "cli-docs", "--description", "from the CLI", "--hybrid-alpha", "0.3"
+    )
     assert created.returncode == 0, created.stderr
+    refused_alpha = cli("collections", "create", "cli-other", "--hybrid-alpha", "1.5")
+    assert refused_alpha.returncode == 1 and refused_alpha.stderr.startswith("error: --hybrid-alpha 1.5:")
     again = cli("collections", "create", "cli-docs")
     assert again.returncode == 1 and "already exists" in again.stderr and again.stdout == ""
     for bad, rule in (
@@ -486,7 +490,7 @@ def test_cli_collections_ingest_and_search_take_a_collection(
     assert ingested.returncode == 0, ingested.stderr
     listed = cli("collections", "list")
     row = next(line for line in listed.stdout.splitlines() if line.startswith("cli-docs "))
-    assert row.split()[1] == "1" and row.endswith("from the CLI")
+    assert row.split()[1:3] == ["1", "0.3"] and row.endswith("from the CLI")
 
     scoped_search = cli("search", "zebrafish heart regeneration", "--type", "bm25", "--collection", "small")
     assert scoped_search.returncode == 0, scoped_search.stderr

@@ -28,7 +28,9 @@ async def test_valid_parts_become_incoming_files_with_sanitised_names() -> None:
         ("a.md", "md", b"# A"),
         ("b.TXT", "txt", b"b"),
     ]
-    assert files[0].content_type == "text/markdown; charset=utf-8" and files[0].metadata == {}
+    assert (
+        files[0].content_type == "text/markdown; charset=utf-8" and files[0].metadata is None
+    )  # none given: not the same as {}
 
 
 async def test_no_files_is_invalid_input() -> None:

@@ -18,6 +18,12 @@ def register_collections_command(sub: Any) -> None:
     create.set_defaults(handler=cmd_create)
     create.add_argument("name", help="lower-case letters, digits, '-' and '_' (up to 63)")
     create.add_argument("--description", default="")
+    create.add_argument(
+        "--hybrid-alpha",
+        type=float,
+        default=None,
+        help="its fusion weight of the vector leg, 0..1 (default: RAG_HYBRID_ALPHA)",
+    )
     delete = actions.add_parser("delete", help="delete a collection (refused while it holds documents)")
     delete.set_defaults(handler=cmd_delete)
     delete.add_argument("name", help="name or id")
@@ -29,9 +35,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
     async def work(runtime: Any) -> None:
         listing = await list_collections(runtime.pool, limit=10_000)
-        print(f"{'name':<32} {'documents':>9}  {'id':<36}  description")
+        print(f"{'name':<32} {'documents':>9}  {'alpha':>5}  {'id':<36}  description")
         for c in listing.items:
-            print(f"{c.name:<32} {c.document_count:>9}  {c.id!s:<36}  {c.description}")
+            alpha = "-" if c.hybrid_alpha is None else f"{c.hybrid_alpha:g}"
+            print(f"{c.name:<32} {c.document_count:>9}  {alpha:>5}  {c.id!s:<36}  {c.description}")
 
     return run_with_runtime(settings, work)
 
@@ -44,9 +51,9 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.collections.store import create_collection
 
     try:  # before opening the database: a bad name is refused with its rule, in one line
-        body = CreateCollection(name=args.name, description=args.description)
+        body = CreateCollection(name=args.name, description=args.description, hybrid_alpha=args.hybrid_alpha)
     except ValidationError as exc:
-        labels = {"name": "collection name", "description": "--description"}
+        labels = {"name": "collection name", "description": "--description", "hybrid_alpha": "--hybrid-alpha"}
         print(f"error: {refusal(exc, CreateCollection, labels)}", file=sys.stderr)
         return 1
 

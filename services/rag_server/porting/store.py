@@ -91,6 +91,11 @@ async def documents_in_collection(conn: Executor, collection_id: UUID, ids: Sequ
     return {r["id"] for r in rows}
 
 
+async def lock_documents(c: asyncpg.Connection, ids: Sequence[UUID]) -> None:
+    """Row locks on those of `ids` that exist, in id order, until the transaction ends."""
+    await c.execute("SELECT 1 FROM documents WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", list(ids))
+
+
 async def record_fingerprints(conn: Executor, fingerprints: dict[UUID, str]) -> None:
     """The fingerprints of documents imported before migration 0018, found unchanged (one statement;
     a document that got one meanwhile keeps it)."""

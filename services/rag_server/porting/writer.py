@@ -31,6 +31,7 @@ from rag_server.porting.store import (
     ImportedFile,
     StoredDocument,
     documents_in_collection,
+    lock_documents,
     record_fingerprints,
     set_chunk_metadata,
     stored_documents,
@@ -79,7 +80,13 @@ def fingerprint(doc: ImportDocument) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-Decision = Literal["write", "unchanged", "record"]
+Decision = Literal["write", "unchanged", "record", "kept"]
+
+# Why an exported document found in its own collection as an upload is not written over.
+KEPT_UPLOAD = (
+    "kept as it is: this collection holds it as an uploaded file, which an import never overwrites "
+    "(its file would become the export's chunk text); import into another collection to compare"
+)
 
 
 @dataclass(frozen=True)
@@ -93,12 +100,15 @@ class _Prepared:
     fingerprint: str | None
 
     def decide(self, stored: StoredDocument | None) -> Decision:
-        """'write' (create, or update as a new version), 'unchanged', or 'record' (unchanged, imported
-        before migration 0018: its fingerprint is recorded now)."""
+        """'write' (create, or update as a new version), 'unchanged', 'record' (unchanged, imported
+        before migration 0018: its fingerprint is recorded now) or 'kept' (an exported upload that
+        differs: its original file is not replaced by chunk text)."""
+        if self.fingerprint is None:  # found by its exported id, so it exists in the collection
+            if stored is not None and self._holds(stored, texts=True):
+                return "unchanged"
+            return "write" if stored is not None and stored.import_fingerprint is not None else "kept"
         if stored is None or stored.status != "ready":
             return "write"
-        if self.fingerprint is None:
-            return "unchanged" if self._holds(stored, texts=True) else "write"
         if stored.import_fingerprint is not None:
             return "unchanged" if stored.import_fingerprint == self.fingerprint else "write"
         # Imported before the fingerprints: the old comparison with the document as it is, once.
@@ -250,7 +260,9 @@ async def _write_batch(
     record = {p.id: p.fingerprint for p, decision in decided if decision == "record" and p.fingerprint}
     if record:
         await record_fingerprints(runtime.pool, record)
-    counts = ImportCounts(unchanged=len(prepared) - len(todo))
+    kept = [printable(p.doc.key) for p, decision in decided if decision == "kept"]
+    counts = ImportCounts(unchanged=len(prepared) - len(todo) - len(kept))
+    counts.unusable += [(key, KEPT_UPLOAD) for key in kept]
     if not todo:
         return counts
     # The source's vectors for `reuse_for` (while it is live); every other live generation is embedded.
@@ -283,6 +295,10 @@ async def _write(
     exists is updated as a new version (version + 1, replaced_at), like a replacement: chat answers
     citing its old chunks show them as from an earlier version."""
     async with transaction(runtime.pool) as c:
+        # Every existing document of the batch locked first, in id order (todo is sorted): the chunk
+        # writes below take the generations lock and bm25_stats, which must come after every document
+        # row (CLAUDE.md's lock order), else a worker finishing one of them could deadlock with us.
+        await lock_documents(c, [p.id for p in todo])
         for p, (base, later) in zip(todo, vectors, strict=True):
             outcome = await upsert_document(
                 c,
