@@ -48,6 +48,18 @@ async def test_head_is_get_without_the_body_on_every_get_operation(
         assert headers_of(head, length=not live) == headers_of(get, length=not live), path
 
 
+async def test_a_head_is_counted_and_logged_under_its_route(
+    app_client: httpx.AsyncClient, document_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its GET route's template, not `unmatched`: uptime checkers send HEAD all day long."""
+    with caplog.at_level("INFO", logger="rag_server.api.access"):
+        assert (await app_client.head(f"/documents/{document_id}")).status_code == 200
+    assert any("/documents/{document_id}" in r.getMessage() for r in caplog.records), caplog.text
+    metrics = (await app_client.get("/metrics")).text
+    counted = 'rag_http_requests_total{method="HEAD",route="/documents/{document_id}",status="200"}'
+    assert counted in metrics, [line for line in metrics.splitlines() if 'method="HEAD"' in line]
+
+
 async def test_head_of_a_download_has_the_files_headers(
     app_client: httpx.AsyncClient, document_id: str
 ) -> None:

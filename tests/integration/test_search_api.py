@@ -180,6 +180,7 @@ def test_a_metadata_filter_matches_equal_values_and_inside_lists(
         {"query": "x", "filters": {"metadata": {"k": {"nested": 1}}}},
         {"query": "x", "filters": {"metadata": {"k": [["nested"]]}}},
         {"query": "x", "filters": {"metadata": {"k": list(range(51))}}},
+        {"query": "x", "filters": {"metadata": {"k": []}}},  # would match any list
         {"query": "x" * 20_001},
         ["query"],
     ],

@@ -45,11 +45,11 @@ def test_statements_take_terms_as_parameters_and_join_nothing_without_filters() 
 def test_filters_join_chunks_and_documents_before_grouping() -> None:
     doc = UUID("00000000-0000-0000-0000-000000000002")
     filters = build_filters(SearchFilters(document_ids=[doc], metadata={"year": 2020}), first_param=9)
-    assert filters.params == [[doc], "year", "2020"]
+    assert filters.params == [[doc], "year", [2020]]
     sql = maxscore_sql(filters)
     assert "JOIN chunks c ON c.id = p.chunk_id" in sql
     assert "c.document_id = ANY($9::uuid[])" in sql
-    assert "(d.metadata || c.metadata) -> $10::text @> $11::jsonb" in sql
+    assert "(d.metadata || c.metadata) -> $10::text @> ($11::jsonb -> 0)" in sql
     assert sql.index("c.document_id = ANY") < sql.index("GROUP BY")
 
 

@@ -262,12 +262,12 @@ def test_pg_search_filters_are_bound_parameters_before_limit() -> None:
     doc = UUID("00000000-0000-0000-0000-000000000001")
     filters = SearchFilters(document_ids=[doc], file_types=[".PDF"], metadata={"lang": "en'--"})
     sql, params = pg_search_statement("heart attack", 5, filters)
-    assert params == ["heart attack", 5, [doc], ["pdf"], "lang", '"en\'--"']
+    assert params == ["heart attack", 5, [doc], ["pdf"], "lang", ["en'--"]]
     assert "c.document_id = ANY($3::uuid[])" in sql
     assert "lower(d.file_type) = ANY($4::text[])" in sql
-    assert "(d.metadata || c.metadata) -> $5::text @> $6::jsonb" in sql
+    assert "(d.metadata || c.metadata) -> $5::text @> ($6::jsonb -> 0)" in sql
     assert "JOIN documents d ON d.id = c.document_id" in sql
-    assert sql.index("@> $6") < sql.index("LIMIT $2")
+    assert sql.index("@> ($6") < sql.index("LIMIT $2")
     assert "en'--" not in sql
 
 

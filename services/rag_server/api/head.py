@@ -31,9 +31,17 @@ class HeadAsGetMiddleware:
             nonlocal ended
             if message["type"] == "http.response.start":
                 await send(message)
-            elif not ended:
+            elif message["type"] in ("http.response.body", "http.response.pathsend") and not ended:
                 # The first part of the body (or a pathsend of a file) ends the response; the rest goes.
                 ended = True
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+        as_get = {**scope, "method": "GET"}
+        try:
+            await self.app(as_get, receive, send_headers_only)
+        finally:
+            # What routing found, for the middlewares outside that label metrics and access lines by
+            # route (they would see no route and count every HEAD as unmatched).
+            for key in ("route", "endpoint", "path_params"):
+                if key in as_get:
+                    scope[key] = as_get[key]

@@ -285,7 +285,7 @@ async def append_exchange(
             )
     except asyncpg.InsufficientPrivilegeError:
         raise ForbiddenError(
-            "the answer was not saved: its API key was revoked while it was answered"
+            "the answer was not saved: its API key was revoked, or may not write to this session"
         ) from None
     return user_id, assistant_id
 

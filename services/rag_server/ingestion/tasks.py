@@ -40,7 +40,8 @@ class TaskWork:
     failures: int = 0  # errors this document caused so far (not deliveries lost to dead workers)
     worker_id: int | None = None  # the worker that started it (None: no liveness tracking)
     # A replacement (ingestion/replacement.py): the version it supersedes; `content` is then the new
-    # bytes, and `new_metadata` (None: keep the document's) goes onto the document at the swap.
+    # bytes. `new_metadata` as queued gives the chunks their title; the swap applies the task row's
+    # (read again under its lock: a PATCH meanwhile edits it).
     replaces_version: int | None = None
     new_metadata: dict[str, Any] | None = None
 

@@ -8,7 +8,6 @@ pg_search on `c`, native BM25 on its postings `p`), so a scope alone never needs
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,9 +79,11 @@ def build_filters(
         # Chunk metadata overrides the document's. Containment per key keeps JSON types (2020 != "2020")
         # and looks inside lists, as imports from Chroma and uploads store them: "rust" matches
         # ["rust", "go"], and a list of values matches a list holding all of them.
-        # The value goes as JSON text: the connections' jsonb codec passes a str through unparsed.
+        # The value is bound inside a one-element array (a bare str would reach the jsonb codec as JSON
+        # text, infra/database.py) and taken out again in SQL.
         for key, value in filters.metadata.items():
-            as_json = json.dumps(value)
-            out.clauses.append(f"(d.metadata || c.metadata) -> {bind(key)}::text @> {bind(as_json)}::jsonb")
+            out.clauses.append(
+                f"(d.metadata || c.metadata) -> {bind(key)}::text @> ({bind([value])}::jsonb -> 0)"
+            )
         out.needs_documents = True
     return out

@@ -35,7 +35,8 @@ class SearchFilters(BaseModel):
     document_ids: list[UUID] | None = Field(default=None, max_length=1_000)
     file_types: list[Annotated[CleanText, Field(max_length=50)]] | None = Field(default=None, max_length=100)
     metadata: (
-        dict[MetadataKey, MetadataValue | Annotated[list[MetadataValue], Field(max_length=50)]] | None
+        dict[MetadataKey, MetadataValue | Annotated[list[MetadataValue], Field(min_length=1, max_length=50)]]
+        | None
     ) = Field(
         default=None,
         max_length=50,
