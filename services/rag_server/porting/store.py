@@ -121,6 +121,8 @@ async def upsert_document(
     'duplicate' when another document of the collection already has these bytes (nothing written).
     An update is a new version (version + 1, replaced_at), as a replacement's swap makes one.
     `fingerprint`: what the source gave (None: the document's fingerprint is left as it is)."""
+    # filename, file_type, content_type, size_bytes, sha256, metadata: inserted or updated alike.
+    columns = (f.filename, f.file_type, TEXT_CONTENT_TYPE, len(f.content), f.sha256, f.metadata)
     created = await c.fetchval(
         """
         INSERT INTO documents (id, collection_id, filename, file_type, content_type, size_bytes, sha256,
@@ -130,12 +132,7 @@ async def upsert_document(
         """,
         doc_id,
         collection_id,
-        f.filename,
-        f.file_type,
-        TEXT_CONTENT_TYPE,
-        len(f.content),
-        f.sha256,
-        f.metadata,
+        *columns,
         fingerprint,
     )
     if created is not None:
@@ -155,12 +152,7 @@ async def upsert_document(
                 WHERE id = $1
                 """,
                 doc_id,
-                f.filename,
-                f.file_type,
-                TEXT_CONTENT_TYPE,
-                len(f.content),
-                f.sha256,
-                f.metadata,
+                *columns,
                 fingerprint,
             )
             await c.execute(
