@@ -148,7 +148,7 @@ class _Calls:
         replace: bool,
     ) -> Call[UploadResponse]:
         form = {"collection": collection}
-        if metadata:
+        if metadata is not None:  # {} is sent: a replaced document's metadata is cleared
             form["metadata"] = json.dumps(metadata)
         if file_metadata:
             form["file_metadata"] = json.dumps(file_metadata)

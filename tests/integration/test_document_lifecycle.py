@@ -399,9 +399,20 @@ def test_cli_ingest_metadata_and_replace(
         assert doc["metadata"] == {"team": "cli"}
         path.write_bytes(text_of("dugong"))
         assert ingest_paths([str(path)], base_url=live_app_url, replace=True) == 0
-    after = client.get(f"/documents/{doc['id']}").json()
-    assert (after["version"], after["metadata"]) == (2, {"team": "cli"})
-    assert doc["id"] in doc_ids(search(client, "dugong", "bm25"))
+        after = client.get(f"/documents/{doc['id']}").json()
+        assert (after["version"], after["metadata"]) == (2, {"team": "cli"})  # no --metadata: kept
+        path.write_bytes(text_of("platypus"))
+        assert ingest_paths([str(path)], base_url=live_app_url, replace=True, metadata="{}") == 0
+    cleared = client.get(f"/documents/{doc['id']}").json()
+    assert (cleared["version"], cleared["metadata"]) == (3, {})  # '{}' given: cleared, as the API does
+    assert doc["id"] in doc_ids(search(client, "platypus", "bm25"))
+    # One name in two folders with --replace: refused before anything is uploaded.
+    for folder in ("a", "b"):
+        (tmp_path / "tree" / folder).mkdir(parents=True)
+        (tmp_path / "tree" / folder / "same.txt").write_bytes(text_of(f"tapir {folder}"))
+    before = len(client.get("/documents", params={"limit": 500}).json()["items"])
+    assert ingest_paths([str(tmp_path / "tree")], base_url=live_app_url, replace=True) == 2
+    assert len(client.get("/documents", params={"limit": 500}).json()["items"]) == before
 
 
 async def test_the_async_client_sets_metadata_and_replaces_a_file(live_app_url: str, tmp_path: Path) -> None:

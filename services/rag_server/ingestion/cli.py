@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,9 @@ def ingest_paths(
     processed. `metadata`: a JSON object every file gets; `replace`: a file named like a stored document
     replaces its file. Exit code: 0 when nothing failed, 1 otherwise, 2 for metadata that is not a JSON
     object; a failed request raises ClientError (the server checks the object's limits)."""
-    common = _metadata_object(metadata)
-    if common is None:
+    # None (no --metadata): a replaced document keeps its metadata; '{}' given: it is cleared.
+    common: dict[str, Any] | None = None
+    if metadata is not None and (common := _metadata_object(metadata)) is None:
         return 2
     files, skipped = collect_files(paths)
     for p in skipped:
@@ -78,6 +80,17 @@ def ingest_paths(
     if not files:
         print("nothing to ingest", file=sys.stderr)
         return 1 if skipped else 0
+    repeated = sorted(name for name, n in Counter(p.name for p in files).items() if n > 1)
+    if replace and repeated:
+        # Before any upload: the server refuses a name twice in one replace, and the files may be split
+        # into several uploads, so a later one would fail after the first ones went in.
+        print(
+            f"error: with --replace each file name says which document it replaces, and {repeated[0]!r}"
+            f"{' (and others)' if len(repeated) > 1 else ''} is found more than once; ingest those folders"
+            " one at a time",
+            file=sys.stderr,
+        )
+        return 2
 
     with Client(base_url, api_key=api_key, timeout=timeout_s) as client:
         if skip_duplicates:
@@ -127,10 +140,8 @@ def _groups(files: list[Path]) -> Iterable[list[Path]]:
         yield group
 
 
-def _metadata_object(raw: str | None) -> dict[str, Any] | None:
+def _metadata_object(raw: str) -> dict[str, Any] | None:
     """--metadata parsed; None (after saying why) when it is not a JSON object."""
-    if raw is None:
-        return {}
     try:
         value = json.loads(raw)
     except ValueError as exc:
@@ -143,7 +154,7 @@ def _metadata_object(raw: str | None) -> dict[str, Any] | None:
 
 
 def _upload(
-    client: Client, group: list[Path], collection: str, metadata: dict[str, Any], replace: bool
+    client: Client, group: list[Path], collection: str, metadata: dict[str, Any] | None, replace: bool
 ) -> str:
     return str(client.upload(group, collection, metadata=metadata, replace=replace).batch_id)
 
