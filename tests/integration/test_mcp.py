@@ -143,6 +143,14 @@ async def test_http_errors_are_tool_errors(live_app_url: str, docs: Docs) -> Non
         assert invalid.is_error and "top_k" in error_text(invalid)
         no_query = await client.call_tool("search", {})
         assert no_query.is_error and "query" in error_text(no_query)
+        # Refused by the request the tool builds (a collection reference is at most 100 characters):
+        # one readable line, not pydantic's text with its type tags and documentation link.
+        long_name = await client.call_tool("search", {"query": "zebrafish", "collection": "x" * 150})
+        assert long_name.is_error, error_text(long_name)
+        assert "at most 100 characters" in error_text(long_name), error_text(long_name)
+        assert "errors.pydantic.dev" not in error_text(long_name) and "input_value" not in error_text(
+            long_name
+        )
         # The server is still there after the errors.
         assert data(await client.call_tool("search", {"query": "zebrafish"}))["results"]
 

@@ -32,6 +32,7 @@ from rag_server import __version__
 from rag_server.access import keys
 from rag_server.access.exposure import is_loopback
 from rag_server.access.models import Principal
+from rag_server.api.errors import clean_validation_errors
 from rag_server.chat.service import ChatService
 from rag_server.errors import (
     ConflictError,
@@ -75,8 +76,12 @@ def _request_scope(ctx: Context) -> Iterator[None]:
         yield
     except (NotFoundError, InvalidInputError, ConflictError, ForbiddenError) as exc:
         raise ToolError(str(exc)) from exc
-    except ValidationError as exc:
-        raise ToolError(f"invalid arguments: {exc}") from exc
+    except ValidationError as exc:  # what the tools build from their arguments refused them
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in clean_validation_errors([dict(e) for e in exc.errors()])
+        )
+        raise ToolError(f"invalid arguments: {problems}") from exc
     finally:
         if token is not None:
             reset_scope(token)
