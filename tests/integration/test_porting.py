@@ -710,3 +710,19 @@ async def test_cli_refuses_a_directory_where_a_file_is_read_or_written(
         assert result.returncode != 0 and "Traceback" not in output, output
         assert f"error: {folder} is a directory" in output, output
     assert list(folder.iterdir()) == []  # nothing written in it either (no .partial file)
+
+
+async def test_a_failed_import_leaves_no_collection_it_created_behind(
+    settings: Settings, runtime: Runtime, tmp_path: Path
+) -> None:
+    """Nothing was written: the collection it made for it would only be an empty name to clean up. An
+    import that wrote batches keeps its collection (tested by the interruption tests)."""
+    bad = tmp_path / "not-an-export.jsonl"
+    bad.write_text('{"format": "something-else"}\n', encoding="utf-8")
+    failed = await asyncio.to_thread(
+        _cli, settings, "import", "jsonl", str(bad), "--collection", "never-made"
+    )
+    assert failed.returncode != 0 and "Traceback" not in failed.stdout + failed.stderr, failed.stderr
+    assert "removed the collection never-made" in failed.stdout + failed.stderr
+    names = [r["name"] for r in await runtime.pool.fetch("SELECT name FROM collections")]
+    assert "never-made" not in names

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from uuid import UUID
 
+from rag_server.collections.store import delete_collection
+from rag_server.errors import ConflictError
 from rag_server.generations.store import live_generations
 from rag_server.infra.runtime import Runtime
 from rag_server.porting.chroma import ChromaSource
@@ -29,14 +34,30 @@ async def _run(
     quiet: bool,
     report: Report,
 ) -> ImportCounts:
+    async with _target(runtime, collection, report) as collection_id:
+        plan = generation_plan(source_model, source_dim, await live_generations(runtime.pool))
+        report(plan.reason)
+        counts = await import_source(runtime, source, collection_id, plan, group_by=group_by, quiet=quiet)
+    _report_counts(counts, collection, report)
+    return counts
+
+
+@asynccontextmanager
+async def _target(runtime: Runtime, collection: str, report: Report) -> AsyncIterator[UUID]:
+    """The collection imported into, created when missing. An import that fails (or is interrupted)
+    before any batch committed takes the collection it created away again; one holding documents stays
+    (the committed batches are kept, and the same command again writes the rest)."""
     collection_id, created = await ensure_collection(runtime.pool, collection)
     if created:
         report(f"created collection {collection}")
-    plan = generation_plan(source_model, source_dim, await live_generations(runtime.pool))
-    report(plan.reason)
-    counts = await import_source(runtime, source, collection_id, plan, group_by=group_by, quiet=quiet)
-    _report_counts(counts, collection, report)
-    return counts
+    try:
+        yield collection_id
+    except BaseException:
+        if created:
+            with contextlib.suppress(ConflictError):  # it holds documents: it stays
+                await delete_collection(runtime.pool, runtime.queue, str(collection_id))
+                report(f"removed the collection {collection} this import created: nothing was written")
+        raise
 
 
 def _report_counts(counts: ImportCounts, collection: str, report: Report) -> None:
@@ -99,10 +120,8 @@ async def import_pgvector(
 async def import_jsonl_file(
     runtime: Runtime, path: Path, *, collection: str = "default", quiet: bool = False, report: Report = print
 ) -> ImportCounts:
-    collection_id, created = await ensure_collection(runtime.pool, collection)
-    if created:
-        report(f"created collection {collection}")
-    counts = await import_jsonl(runtime, path, collection_id, quiet=quiet, report=report)
+    async with _target(runtime, collection, report) as collection_id:
+        counts = await import_jsonl(runtime, path, collection_id, quiet=quiet, report=report)
     _report_counts(counts, collection, report)
     return counts
 
