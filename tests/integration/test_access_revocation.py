@@ -6,7 +6,6 @@ last one revokes every key of this module's database."""
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from tests.fakes.llm_server import Behaviour, FakeLLM
 from tests.support.processes import settings_env
+from tests.support.sse import read_events
 
 
 @pytest.fixture(scope="module")
@@ -68,19 +68,14 @@ async def test_an_answer_streaming_when_its_key_is_revoked_is_not_saved(
     events: list[tuple[str, dict[str, Any]]] = []
     async with client.stream("POST", "/query/stream", json=body, headers=bearer(made_keys["reader"])) as r:
         assert r.status_code == 200
-        lines = r.aiter_lines()
-        async for line in lines:
-            if line.startswith("event: token"):
+        stream = read_events(r.aiter_lines())
+        async for kind, _ in stream:
+            if kind == "token":
                 break  # the answer is under way: revoke its key, then let the LLM finish
         revoked = await client.delete("/keys/reader", headers=bearer(made_keys["boss"]))
         assert revoked.status_code == 200, revoked.text
         release.set()
-        event: str | None = None
-        async for line in lines:
-            if line.startswith("event:"):
-                event = line.removeprefix("event:").strip()
-            elif line.startswith("data:") and event:
-                events.append((event, json.loads(line.removeprefix("data:"))))
+        events += [e async for e in stream]
     assert events[-1][0] == "error"
     assert "revoked" in events[-1][1]["detail"] and "not saved" in events[-1][1]["detail"]
     assert "done" not in [e for e, _ in events]

@@ -8,7 +8,6 @@ same pipeline the worker uses, before the servers start. The SIGTERM tests start
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import threading
 import time
@@ -27,6 +26,7 @@ from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from tests.fakes.llm_server import TITLE, Behaviour, FakeLLM
 from tests.support.processes import Proc, process_env, start_server
+from tests.support.sse import read_events
 
 DOCS = {
     "hnsw.txt": "HNSW is a graph-based index for approximate nearest neighbour search. pgvector builds "
@@ -133,19 +133,11 @@ async def stream_events(
     async with client.stream("POST", url, json=body) as response:
         assert response.status_code == 200, await response.aread()
         assert response.headers["content-type"].startswith("text/event-stream")
-        event: str | None = None
-        data: list[str] = []
-        async for line in response.aiter_lines():
-            if line.startswith("event:"):
-                event = line.removeprefix("event:").strip()
-            elif line.startswith("data:"):
-                data.append(line.removeprefix("data:").strip())
-            elif not line and event:
-                events.append((event, json.loads("\n".join(data))))
-                event, data = None, []
-                tokens = sum(1 for e, _ in events if e == "token")
-                if stop_after_tokens is not None and tokens >= stop_after_tokens:
-                    break  # leaving the block closes the connection mid-stream
+        async for event in read_events(response.aiter_lines()):
+            events.append(event)
+            tokens = sum(1 for e, _ in events if e == "token")
+            if stop_after_tokens is not None and tokens >= stop_after_tokens:
+                break  # leaving the block closes the connection mid-stream
     return events
 
 
@@ -513,18 +505,13 @@ async def test_session_deleted_mid_stream_ends_with_an_error_event(
     async with client.stream(
         "POST", f"{base}/query/stream", json={"query": "What is HNSW?", "session_id": sid}
     ) as r:
-        lines = r.aiter_lines()
-        async for line in lines:
-            if line.startswith("event: token"):
+        stream = read_events(r.aiter_lines())
+        async for kind, _ in stream:
+            if kind == "token":
                 break  # the answer is under way: delete its session, then let the LLM finish
         await ok(await client.delete(f"{base}/chat/sessions/{sid}"), 204)
         release.set()
-        event: str | None = None
-        async for line in lines:
-            if line.startswith("event:"):
-                event = line.removeprefix("event:").strip()
-            elif line.startswith("data:") and event:
-                events.append((event, json.loads(line.removeprefix("data:"))))
+        events += [e async for e in stream]
     assert events[-1][0] == "error"
     assert f"chat session {sid} not found" in events[-1][1]["detail"]
     assert "done" not in [e for e, _ in events]
