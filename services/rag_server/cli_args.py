@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 # Errors whose message only repeats the constraint (a regex, a length): a field's description says the
-# rule in words; without one a length is said plainly (pydantic counts a string's "items").
+# rule in words; without one a length is said plainly.
 _RULE_ERRORS = {"string_pattern_mismatch", "string_too_long", "string_too_short", "too_long", "too_short"}
 
 

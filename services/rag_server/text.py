@@ -37,5 +37,12 @@ def _clean_if_text(value: Any) -> Any:
     return clean_text(value) if isinstance(value, str) else value
 
 
-CleanText = Annotated[str, BeforeValidator(_clean_if_text)]
-"""A `str` field whose value is passed through `clean_text`; use it for every free-text request field."""
+Cleaned = BeforeValidator(_clean_if_text)
+"""Passes a `str` through `clean_text`. A length limit goes BEFORE it in the same `Annotated`:
+`Annotated[str, Field(max_length=100), Cleaned]`. After it (`Annotated[CleanText, Field(...)]`, or on
+`CleanText | None`), pydantic cannot apply the limit to the str and checks the validator's result as a
+container instead: the same limit, but its error counts "items", not characters."""
+
+CleanText = Annotated[str, Cleaned]
+"""A `str` field passed through `clean_text`; use it (or `Cleaned`) for every free-text request field.
+Unbounded, or bounded by its own `Field(...)` as a model's attribute (`query: CleanText = Field(...)`)."""

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
-from rag_server.text import CleanText, clean_text
+from rag_server.text import Cleaned, CleanText, clean_text
 
 
 @pytest.mark.parametrize(
@@ -40,3 +41,24 @@ def test_clean_text_fields_are_cleaned_and_limits_count_what_was_sent() -> None:
         for refused in ("ab\x00c", "\ud800"):
             with pytest.raises(ValidationError):
                 Model.model_validate({"text": "ok", field: refused})
+
+
+class Bounded(BaseModel):
+    attribute: CleanText = Field(default="", max_length=3)
+    alias: Annotated[str, Field(max_length=3), Cleaned] = ""
+    optional: Annotated[str, Field(max_length=3), Cleaned] | None = None
+    listed: list[Annotated[str, Field(max_length=3), Cleaned]] = []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("attribute", "abcd"), ("alias", "abcd"), ("optional", "abcd"), ("listed", ["abcd"])]
+)
+def test_a_limit_before_cleaned_is_a_strings_limit(field: str, value: object) -> None:
+    # After the validator (Annotated[CleanText, Field(max_length=3)]), pydantic checks the limit as a
+    # container's: "Value should have at most 3 items after validation".
+    with pytest.raises(ValidationError) as refused:
+        Bounded.model_validate({field: value})
+    (error,) = refused.value.errors()
+    assert (error["type"], error["msg"]) == ("string_too_long", "String should have at most 3 characters")
+    kept = Bounded.model_validate({field: "a\x00c" if isinstance(value, str) else ["a\x00c"]})
+    assert getattr(kept, field) in ("a c", ["a c"])

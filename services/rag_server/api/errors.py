@@ -147,8 +147,6 @@ def clean_validation_errors(errors: Sequence[dict[str, Any]]) -> list[dict[str, 
 
     - a union's members that the input is not even the type of are left out when another member took
       it and found something wrong (`input: [""]` was "Input should be a valid string");
-    - a length limit on text speaks of characters ("Value should have at most 200 items after
-      validation": CleanText's validator keeps pydantic from applying `max_length` to the str itself);
     - locations lose pydantic's schema names (they held a validator's repr with its address);
     - the input echoed, and a key in a location, are cut to MAX_ECHO characters.
     """
@@ -183,22 +181,13 @@ def _beside_the_matching_member(error: dict[str, Any], errors: Sequence[dict[str
 
 def _readable(error: dict[str, Any]) -> dict[str, Any]:
     error = dict(error)
-    value = error.get("input")
-    if error.get("type") in ("too_long", "too_short") and isinstance(value, str):
-        # Pydantic's own wording for a str field (its generic one counts items).
-        bound, limit = ("most", "max_length") if error["type"] == "too_long" else ("least", "min_length")
-        count = (error.get("ctx") or {}).get(limit)
-        if isinstance(count, int):
-            error["type"] = f"string_{error['type']}"
-            error["msg"] = f"String should have at {bound} {count} character{'' if count == 1 else 's'}"
-            error["ctx"] = {limit: count}
     error["loc"] = [
         _bounded_text(part) if isinstance(part, str) else part
         for part in error.get("loc", ())
         if not (isinstance(part, str) and _SCHEMA_TAG.match(part))
     ]
     if "input" in error:
-        error["input"] = _bounded_input(value)
+        error["input"] = _bounded_input(error["input"])
     return error
 
 

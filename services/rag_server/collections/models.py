@@ -10,7 +10,7 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from rag_server.text import CleanText
+from rag_server.text import Cleaned
 
 # Migration 0003 inserts `default` with this id; column DEFAULTs point at it.
 DEFAULT_COLLECTION_ID = UUID("00000000-0000-0000-0000-000000000001")
@@ -39,8 +39,8 @@ CollectionName = Annotated[
     ),
 ]
 # A collection named by its name or its id, as requests do.
-CollectionRef = Annotated[CleanText, Field(min_length=1, max_length=100)]
-Description = Annotated[CleanText, Field(max_length=2_000)]
+CollectionRef = Annotated[str, Field(min_length=1, max_length=100), Cleaned]
+Description = Annotated[str, Field(max_length=2_000), Cleaned]
 # Convex fusion's weight of the vector leg (docs/decisions/0004); the BM25 leg gets 1 - alpha.
 HybridAlpha = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
 

@@ -14,14 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from rag_server.chat.models import Source
 from rag_server.retrieval.models import SearchType
-from rag_server.text import CleanText
+from rag_server.text import Cleaned, CleanText
 
 MODEL_PREFIX = "rag:"
 # The suffix of a model id names the search mode; no suffix: hybrid.
 SEARCH_SUFFIXES: dict[str, SearchType] = {"bm25": "bm25", "vector": "vector"}
 MAX_TEXT = 20_000
-Text = Annotated[CleanText, Field(max_length=MAX_TEXT)]
-InputText = Annotated[CleanText, Field(min_length=1, max_length=MAX_TEXT)]
+Text = Annotated[str, Field(max_length=MAX_TEXT), Cleaned]
+InputText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), Cleaned]
 
 
 def model_id(collection: str, search_type: SearchType) -> str:
@@ -147,8 +147,8 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     stop: (
-        Annotated[CleanText, Field(max_length=100)]
-        | Annotated[list[Annotated[CleanText, Field(max_length=100)]], Field(max_length=4)]
+        Annotated[str, Field(max_length=100), Cleaned]
+        | Annotated[list[Annotated[str, Field(max_length=100), Cleaned]], Field(max_length=4)]
         | None
     ) = None
 

@@ -11,7 +11,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, StrictBool
 
 from rag_server.collections.models import CollectionRef, HybridAlpha
-from rag_server.text import CleanText
+from rag_server.text import Cleaned, CleanText
 
 SearchType = Literal["vector", "bm25", "hybrid"]
 FusionMethod = Literal["rrf", "convex"]
@@ -19,10 +19,10 @@ GroupBy = Literal["chunk", "document"]
 
 
 # A metadata value as stored in jsonb: text without NUL, an integer within bigint, a finite number.
-MetadataKey = Annotated[CleanText, Field(min_length=1, max_length=200)]
+MetadataKey = Annotated[str, Field(min_length=1, max_length=200), Cleaned]
 # Strict numbers: a string over the length limit must be refused, not coerced ("000..." -> 0).
 MetadataValue = (
-    Annotated[CleanText, Field(max_length=2_000)]
+    Annotated[str, Field(max_length=2_000), Cleaned]
     | Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
     | Annotated[float, Field(strict=True, allow_inf_nan=False)]
     | StrictBool
@@ -33,7 +33,9 @@ class SearchFilters(BaseModel):
     """Applied inside every leg, in SQL, before LIMIT."""
 
     document_ids: list[UUID] | None = Field(default=None, max_length=1_000)
-    file_types: list[Annotated[CleanText, Field(max_length=50)]] | None = Field(default=None, max_length=100)
+    file_types: list[Annotated[str, Field(max_length=50), Cleaned]] | None = Field(
+        default=None, max_length=100
+    )
     metadata: (
         dict[MetadataKey, MetadataValue | Annotated[list[MetadataValue], Field(min_length=1, max_length=50)]]
         | None

@@ -25,15 +25,17 @@ from rag_server.chat.models import (
 from rag_server.errors import ForbiddenError, NotFoundError
 from rag_server.read_after import lsn_text
 from rag_server.retrieval.models import SearchType
-from rag_server.text import CleanText
+from rag_server.text import Cleaned
 
 logger = logging.getLogger(__name__)
+
+SessionTitle = Annotated[str, Field(min_length=1, max_length=200), Cleaned]
 
 router = APIRouter(tags=["chat"], dependencies=[require("reader")], responses=error_responses(401))
 
 
 class CreateSessionRequest(BaseModel):
-    title: CleanText | None = Field(default=None, min_length=1, max_length=200)
+    title: SessionTitle | None = None
     # Strict: JSON has booleans; 0/1 or "yes" are a 422 like any other wrong type.
     is_temporary: StrictBool = False
     search_type: SearchType = "hybrid"
@@ -48,7 +50,7 @@ class CreateSessionRequest(BaseModel):
 
 
 class UpdateSessionRequest(BaseModel):
-    title: CleanText | None = Field(default=None, min_length=1, max_length=200)
+    title: SessionTitle | None = None
     is_archived: StrictBool | None = None
     search_type: SearchType | None = None
 

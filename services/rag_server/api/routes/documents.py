@@ -28,7 +28,7 @@ from rag_server.ingestion.replacement import replace_document_file
 from rag_server.ingestion.upload import check_declared_size, read_replacement
 from rag_server.retrieval.models import DocumentChunk
 from rag_server.retrieval.store import fetch_document_chunks
-from rag_server.text import CleanText
+from rag_server.text import Cleaned
 
 
 class ValidationErrors(BaseModel):
@@ -45,7 +45,7 @@ _EITHER_422: dict[int | str, dict[str, Any]] = {
 router = APIRouter(tags=["documents"], dependencies=[require("reader")], responses=error_responses(401))
 
 CollectionQuery = Annotated[
-    CleanText, Query(min_length=1, max_length=100, description="Collection name or id")
+    str, Query(min_length=1, max_length=100, description="Collection name or id"), Cleaned
 ]
 
 _FILE_BYTES: dict[int | str, dict[str, Any]] = {
@@ -64,7 +64,7 @@ async def list_documents(
     sort: DocumentSort = "uploaded",
     order: Literal["asc", "desc"] = "desc",
     status: DocumentStatus | None = None,
-    file_type: Annotated[CleanText | None, Query(alias="type", max_length=20)] = None,
+    file_type: Annotated[Annotated[str, Field(max_length=20), Cleaned] | None, Query(alias="type")] = None,
     collection: CollectionQuery = DEFAULT_COLLECTION,
 ) -> DocumentList:
     """The documents of one collection (name or id, default `default`; unknown: 404)."""
