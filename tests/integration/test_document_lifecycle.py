@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psycopg
 import pytest
 from starlette.testclient import TestClient
 
 from rag_server.client import AsyncClient, ClientError
 from rag_server.config import Settings
+from rag_server.infra.queue import queue_table
 from rag_server.ingestion.cli import ingest_paths
 from rag_server.ingestion.metadata import MAX_METADATA_BYTES
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
@@ -458,6 +462,48 @@ def test_a_patch_after_a_replacement_was_queued_wins_over_its_metadata(
     # A merge applies on top of the replacement's metadata, as if the swap had come first.
     merged = client.get(f"/documents/{ids[1]}").json()
     assert (merged["version"], merged["metadata"]) == (2, {"from": "put", "m": 2})
+
+
+def wait_for_lock_waiters(database_url: str, count: int) -> None:
+    """Until `count` backends of this database wait for a lock (a test's held lock blocks them)."""
+    sql = (
+        "SELECT count(*) AS n FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    for _ in range(600):
+        if query(database_url, sql)[0]["n"] >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{count} lock waiters never appeared")
+
+
+def test_a_patch_that_meets_a_replacement_queued_while_it_waited_edits_that_replacement_too(
+    client: TestClient, settings: Settings, database_url: str, logs: Path
+) -> None:
+    # The PATCH reads the pending replacements, then waits for the document row, which a PUT holds until
+    # it commits a new replacement: the PATCH must start again and edit it too, or the swap would bring
+    # back the PUT's metadata over the later edit.
+    r = upload(client, {"meet.txt": text_of("dikdik")}, metadata='{"from": "upload"}')
+    (doc_id,) = [t["document_id"] for t in r.json()["tasks"]]
+    with worker(settings, logs):
+        wait_batch(client, r.json()["batch_id"])
+    with psycopg.connect(database_url) as hold, ThreadPoolExecutor(2) as pool:
+        # The PUT locks the document, then waits to send its queue message.
+        hold.execute(f"LOCK TABLE {queue_table(settings.queue_name)} IN EXCLUSIVE MODE")
+        put = pool.submit(
+            put_file, client, doc_id, "meet.txt", text_of("dikdik v2"), metadata='{"from": "put"}'
+        )
+        wait_for_lock_waiters(database_url, 1)
+        patch = pool.submit(client.patch, f"/documents/{doc_id}", json={"metadata": {"from": "patch"}})
+        wait_for_lock_waiters(database_url, 2)
+        hold.rollback()
+        batch = put.result(timeout=60)
+        edit = patch.result(timeout=60)
+    assert batch.status_code == 202 and edit.status_code == 200, (batch.text, edit.text)
+    with worker(settings, logs):
+        assert wait_batch(client, batch.json()["batch_id"])["status"] == "completed"
+    replaced = client.get(f"/documents/{doc_id}").json()
+    assert (replaced["version"], replaced["metadata"]) == (2, {"from": "patch"})
 
 
 def test_empty_metadata_on_a_replacement_clears_it_and_absent_keeps_it(
