@@ -348,7 +348,7 @@ def test_a_backup_into_a_folder_or_nowhere_is_refused_before_the_dump(
     folder.mkdir()
     nowhere = scratch / "nowhere" / "x.backup"
     for target, line in (
-        (folder, f"error: {folder} is a folder: name the backup file, e.g. {folder / 'rag.ragbackup'}"),
+        (folder, f"error: {folder} is a folder: name the file to write, e.g. {folder / 'rag.ragbackup'}"),
         (nowhere, f"error: the folder {nowhere.parent} does not exist"),
     ):
         refused = cli("backup", str(target), env=env)

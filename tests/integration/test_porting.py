@@ -708,7 +708,7 @@ async def test_cli_refuses_a_directory_where_a_file_is_read_or_written(
     for result in (exported, imported):
         output = result.stdout + result.stderr
         assert result.returncode != 0 and "Traceback" not in output, output
-        assert f"error: {folder} is a directory" in output, output
+        assert f"error: {folder} is a folder" in output, output
     assert list(folder.iterdir()) == []  # nothing written in it either (no .partial file)
 
 

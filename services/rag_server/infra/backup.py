@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from rag_server.infra.backup_archive import (
 )
 from rag_server.infra.database import plain_url, with_database
 from rag_server.infra.migrations import MIGRATIONS_DIR, upgrade_to_head
+from rag_server.paths import output_file_problem
 
 Report = Callable[[str], None]
 
@@ -96,14 +96,8 @@ def backup_target(path: Path) -> Path:
     """`path` resolved, where a backup file can be written (an existing file is replaced), else a
     BackupError: checked before the dump, which a folder or a missing one failed only at its end."""
     target = path.resolve()
-    if target.is_dir():
-        raise BackupError(f"{path} is a folder: name the backup file, e.g. {path / 'rag.ragbackup'}")
-    if target.exists() and not target.is_file():
-        raise BackupError(f"{path} exists and is not a regular file")
-    if not target.parent.is_dir():
-        raise BackupError(f"the folder {target.parent} does not exist")
-    if not os.access(target.parent, os.W_OK | os.X_OK):
-        raise BackupError(f"the folder {target.parent} is not writable")
+    if problem := output_file_problem(target, "rag.ragbackup"):
+        raise BackupError(problem)
     return target
 
 

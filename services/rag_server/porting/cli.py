@@ -9,6 +9,7 @@ from typing import Any
 
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime, run_with_runtime
+from rag_server.paths import input_file_problem, output_file_problem
 
 GROUP_HELP = (
     "the metadata key naming a record's document (default: the first of ref_doc_id, document_id, doc_id, "
@@ -67,7 +68,7 @@ def cmd_import_chroma(args: argparse.Namespace, settings: Settings) -> int:
             quiet=args.quiet,
         )
 
-    return _checked(settings, work, _input_problem(args.path, file=False))
+    return _checked(settings, work, None if args.path.exists() else f"{args.path}: no such file or directory")
 
 
 def cmd_import_pgvector(args: argparse.Namespace, settings: Settings) -> int:
@@ -89,12 +90,13 @@ def cmd_import_pgvector(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_import_jsonl(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.porting.jsonl import EXPORT_FILE
     from rag_server.porting.service import import_jsonl_file
 
     async def work(runtime: Runtime) -> None:
         await import_jsonl_file(runtime, args.file, collection=args.collection, quiet=args.quiet)
 
-    return _checked(settings, work, _input_problem(args.file, file=True))
+    return _checked(settings, work, input_file_problem(args.file, EXPORT_FILE))
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
@@ -105,24 +107,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             runtime, args.collection, args.file, with_vectors=args.with_vectors, quiet=args.quiet
         )
 
-    return _checked(settings, work, _output_problem(args.file))
-
-
-def _input_problem(path: Path, *, file: bool) -> str | None:
-    """What is wrong with an input path (`file`: a file is read, not a directory)."""
-    if not path.exists():
-        return f"{path}: no such file or directory"
-    if file and path.is_dir():
-        return f"{path} is a directory: name a file written by `rag-server export`"
-    return None
-
-
-def _output_problem(path: Path) -> str | None:
-    if path.is_dir():
-        return f"{path} is a directory: name the file to write"
-    if not path.parent.is_dir():
-        return f"{path.parent} is not a directory"
-    return None
+    return _checked(settings, work, output_file_problem(args.file))
 
 
 def _checked(settings: Settings, work: Any, problem: str | None) -> int:

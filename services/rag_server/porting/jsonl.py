@@ -43,6 +43,7 @@ from rag_server.generations.store import active_generation, live_generations
 from rag_server.infra.database import vector_array
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.parsing import FILE_TYPES, file_type_for, sanitize_filename
+from rag_server.paths import output_file_problem
 from rag_server.porting.cleaning import UnusableDocument
 from rag_server.porting.models import (
     ImportChunk,
@@ -59,6 +60,9 @@ FORMAT = "rag-server-export"
 VERSION = 1
 BATCH_CHUNKS = 256
 KNOWN_TYPES = frozenset(t.name for t in FILE_TYPES.values())
+
+# What an import of a JSONL file reads, in the messages that name it.
+EXPORT_FILE = "a file written by `rag-server export`"
 
 
 def _vector_list(value: Any) -> list[float]:
@@ -112,10 +116,8 @@ async def export_collection(
 ) -> tuple[int, int]:
     """Write the collection's ready documents to `path` (atomically: a temporary file renamed at the end).
     Returns (documents, chunks) written."""
-    if await asyncio.to_thread(path.is_dir):
-        raise PortingError(f"{path} is a directory: name the file to write")
-    if not path.parent.is_dir():
-        raise PortingError(f"{path.parent} is not a directory")
+    if problem := await asyncio.to_thread(output_file_problem, path):
+        raise PortingError(problem)
     # The searched generation's model names the vectors (exported with --with-vectors: its own).
     generation = await active_generation(runtime.pool)
     _, total_chunks = await count_ready(runtime.pool, collection_id)
@@ -244,7 +246,7 @@ async def import_jsonl(
     except OSError as exc:
         raise PortingError(f"{path}: {exc.strerror or exc}") from None
     if stat.S_ISDIR(found.st_mode):
-        raise PortingError(f"{path} is a directory: name a file written by `rag-server export`")
+        raise PortingError(f"{path} is a folder: name {EXPORT_FILE}")
     file_size = found.st_size
     live = await live_generations(runtime.pool)
     total = ImportCounts()

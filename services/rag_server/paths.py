@@ -1,0 +1,31 @@
+"""Files the commands read or write, checked before any work: a folder or a missing one named as the
+file failed only at the end (a whole dump written, then IsADirectoryError, a `.partial` left behind)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def output_file_problem(path: Path, example_name: str | None = None) -> str | None:
+    """Why no file can be written at `path` (an existing file is replaced), or None. `example_name`:
+    a file name to suggest when `path` is a folder."""
+    if path.is_dir():
+        example = f", e.g. {path / example_name}" if example_name else ""
+        return f"{path} is a folder: name the file to write{example}"
+    if path.exists() and not path.is_file():
+        return f"{path} exists and is not a regular file"
+    if not path.parent.is_dir():
+        return f"the folder {path.parent} does not exist"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"the folder {path.parent} is not writable"
+    return None
+
+
+def input_file_problem(path: Path, what: str = "a file") -> str | None:
+    """Why `path` cannot be read as `what` (e.g. "a file written by `rag-server export`"), or None."""
+    if not path.exists():
+        return f"{path}: no such file or directory"
+    if path.is_dir():
+        return f"{path} is a folder: name {what}"
+    return None
