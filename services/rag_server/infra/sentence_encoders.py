@@ -196,6 +196,16 @@ def quantize_onnx(source: Path, target: Path) -> None:
 CACHE_LOCK = ".lock"
 
 
+def remove_dead_writes(cache_dir: Path) -> None:
+    """Delete what a process killed while writing the cache left: its temporary file (a model's size,
+    a new name each time) and ONNX Runtime's `-inferred.onnx` copy. Called under CACHE_LOCK, which every
+    writer holds, so nothing else is writing them."""
+    for pattern in ("*.onnx.tmp", "*-inferred.onnx"):
+        for leftover in cache_dir.glob(pattern):
+            logger.info("removing %s, left by an interrupted model export", leftover)
+            leftover.unlink(missing_ok=True)
+
+
 def onnx_model_path(layout: ModelLayout, cache_dir: Path, precision: Precision = "fp32") -> Path:
     """The cached graph of this model at this precision, exported (and quantized) on first use.
 
@@ -208,6 +218,7 @@ def onnx_model_path(layout: ModelLayout, cache_dir: Path, precision: Precision =
     if target.is_file():
         return target
     with file_lock(cache_dir / CACHE_LOCK):
+        remove_dead_writes(cache_dir)
         if not fp32.is_file():
             logger.info("exporting %s to ONNX at %s (once)", layout.root, fp32)
             export_onnx(layout, fp32)
