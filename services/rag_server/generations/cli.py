@@ -10,7 +10,6 @@ from typing import Any
 
 from rag_server.cli_args import whole_number
 from rag_server.config import Settings
-from rag_server.generations import reembed
 from rag_server.generations.store import MAX_DIM, Generation, active_generation
 from rag_server.infra.embeddings import EmbeddingError, model_settings
 from rag_server.infra.runtime import Runtime, run_with_runtime
@@ -54,6 +53,10 @@ def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
             raise ValueError(f"the new model failed: {exc}") from exc
 
     async def _run(runtime: Runtime) -> None:
+        # Here, not at the top: it imports the chunker (LlamaIndex, seconds), and every command's parser
+        # imports this module.
+        from rag_server.generations import reembed
+
         if args.status:
             _print_status(await reembed.status(runtime), args.json)
         elif args.rollback:

@@ -6,11 +6,12 @@ contacts the provider, so a wrong URL shows up as an `llm_error` on the first an
 
 from __future__ import annotations
 
-from typing import Any
-
-from llama_index.core.llms import LLM
+from typing import TYPE_CHECKING, Any
 
 from rag_server.config import Settings
+
+if TYPE_CHECKING:  # seconds to import: every CLI command imports this module, few build an LLM
+    from llama_index.core.llms import LLM
 
 
 class LLMConfigError(ValueError):

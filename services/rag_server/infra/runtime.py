@@ -12,10 +12,9 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from llama_index.core.llms import LLM
 from pydantic import ValidationError
 
 from rag_server.config import Settings
@@ -28,6 +27,9 @@ from rag_server.infra.migrations import upgrade_to_head
 from rag_server.infra.queue import IngestQueue
 from rag_server.infra.replicas import ReadRouting, ReplicaPool
 from rag_server.infra.scoped_pool import SYSTEM_SCOPE, DbScope, ScopedPool, request_scope
+
+if TYPE_CHECKING:  # LlamaIndex takes seconds to import: only a process that answers chat loads it
+    from llama_index.core.llms import LLM
 
 logger = logging.getLogger(__name__)
 

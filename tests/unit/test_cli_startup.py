@@ -1,0 +1,21 @@
+"""What every `rag-server` command pays before it does anything: its parser imports each command's module."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_the_command_line_does_not_import_llama_index_until_a_command_needs_it() -> None:
+    # LlamaIndex took ~1.1 s of CPU of every command (`keys list`, `tasks list`), through the runtime's
+    # LLM type and `reembed`'s chunker; only chat, ingestion and the eval use it.
+    code = (
+        "import sys\n"
+        "from rag_server.cli import build_parser\n"
+        "from rag_server.infra.runtime import open_runtime\n"
+        "build_parser()\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('llama_index')}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
