@@ -28,4 +28,15 @@ def input_file_problem(path: Path, what: str = "a file") -> str | None:
         return f"{path}: no such file or directory"
     if path.is_dir():
         return f"{path} is a folder: name {what}"
+    if not path.is_file():
+        return f"{path} is not a regular file: name {what}"
+    return None
+
+
+def input_folder_problem(path: Path, what: str = "a folder") -> str | None:
+    """Why `path` cannot be read as the folder `what`, or None."""
+    if not path.exists():
+        return f"{path}: no such file or directory"
+    if not path.is_dir():
+        return f"{path} is not a folder: name {what}"
     return None

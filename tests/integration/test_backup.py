@@ -235,7 +235,7 @@ async def test_a_restore_refuses_a_database_with_data_and_a_bad_file(
 
     missing = cli("restore", str(scratch / "nothing.backup"), env=env)
     assert missing.returncode == 1 and missing.stderr.strip().splitlines() == [
-        f"error: {scratch / 'nothing.backup'} does not exist or is not a file"
+        f"error: {scratch / 'nothing.backup'}: no such file or directory"
     ]
 
     garbage = scratch / "garbage.backup"
@@ -365,7 +365,8 @@ def test_a_restore_of_no_file_creates_no_cluster(scratch: Path) -> None:
     try:
         refused = cli("restore", str(scratch), env=embedded_env(data_dir))
         assert refused.returncode == 1
-        assert refused.stderr.splitlines() == [f"error: {scratch} does not exist or is not a file"]
+        said = f"error: {scratch} is a folder: name a file written by `rag-server backup`"
+        assert refused.stderr.splitlines() == [said]
         assert not data_dir.exists()
     finally:
         if (data_dir / "pg" / "postmaster.pid").exists():  # without the check: stop what it started

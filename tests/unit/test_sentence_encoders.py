@@ -155,7 +155,6 @@ def test_int8_variant_is_quantized_once_from_the_fp32_file_and_keyed_by_precisio
     fp32_mtime = fp32_path.stat().st_mtime_ns
     # What a process killed while writing the cache left (a model-sized file, a new name each time).
     (tmp_path / "tmpk1ll3d.onnx.tmp").write_bytes(b"half an export")
-    (tmp_path / fp32_path.name.replace(".onnx", "-inferred.onnx")).write_bytes(b"half a copy")
     int8 = load_sentence_encoder(MODEL, "onnx", tmp_path, "int8")
     int8_path = onnx_model_path(layout, tmp_path, "int8")
     assert int8_path.name == fp32_path.name.removesuffix(".onnx") + ".int8.onnx"

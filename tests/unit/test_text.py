@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Annotated
 
 import pytest
@@ -62,3 +64,19 @@ def test_a_limit_before_cleaned_is_a_strings_limit(field: str, value: object) ->
     assert (error["type"], error["msg"]) == ("string_too_long", "String should have at most 3 characters")
     kept = Bounded.model_validate({field: "a\x00c" if isinstance(value, str) else ["a\x00c"]})
     assert getattr(kept, field) in ("a c", ["a c"])
+
+
+def test_no_request_field_puts_its_length_limit_after_the_cleaning() -> None:
+    # The shapes whose limit pydantic checks as a container's (above); the API no longer rewords them.
+    wrong = re.compile(
+        r"Annotated\[CleanText( \| None)?, (Field|Query)\(|CleanText \| None = Field\([^)]*_length"
+    )
+    services = Path(__file__).resolve().parents[2] / "services"
+    found = [
+        f"{path.relative_to(services)}:{number}"
+        for path in services.rglob("*.py")
+        if path.name != "text.py"  # its docstring shows the wrong shape
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if wrong.search(line)
+    ]
+    assert found == []

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from rag_server.infra.database import plain_url
+from rag_server.paths import input_file_problem
 
 MANIFEST_NAME = "rag-server-backup.json"
 DUMP_NAME = "database.pgdump"
@@ -139,8 +140,8 @@ def write_backup(target: Path, manifest: Manifest, dump: Path) -> None:
 def check_source(path: Path) -> None:
     """Refuse a `restore FILE` that is no file before anything else (an empty RAG_DATA_DIR would get a
     new cluster, left running, for nothing)."""
-    if not path.is_file():
-        raise BackupError(f"{path} does not exist or is not a file")
+    if problem := input_file_problem(path, "a file written by `rag-server backup`"):
+        raise BackupError(problem)
 
 
 @contextmanager

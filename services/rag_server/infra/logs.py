@@ -162,9 +162,10 @@ def configure_logging(settings: Settings, *, verbose: bool = False) -> None:
         migration_logger.removeFilter(_alembic_preamble)
     else:
         migration_logger.addFilter(_alembic_preamble)  # once: a filter is not added twice
-        # On every command where no login session set XDG_RUNTIME_DIR (root shells, containers, systemd
-        # services): the embedded PostgreSQL package then keeps its runtime files under /tmp, as it should.
-        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        # platformdirs, on every command where XDG_RUNTIME_DIR is unset or unusable (root shells,
+        # containers, services): the embedded PostgreSQL package then keeps its runtime files in its
+        # fallback folder, which is all it needs.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR ")
 
 
 def _alembic_preamble(record: logging.LogRecord) -> bool:

@@ -28,7 +28,7 @@ from rag_server.infra.queue import IngestQueue
 from rag_server.infra.replicas import ReadRouting, ReplicaPool
 from rag_server.infra.scoped_pool import SYSTEM_SCOPE, DbScope, ScopedPool, request_scope
 
-if TYPE_CHECKING:  # LlamaIndex takes seconds to import: only a process that answers chat loads it
+if TYPE_CHECKING:  # LlamaIndex: seconds to import; only commands that chat, chunk or evaluate load it
     from llama_index.core.llms import LLM
 
 logger = logging.getLogger(__name__)

@@ -14,11 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from rag_server.paths import input_folder_problem
 from rag_server.porting.models import PortingError, SourceRecord
 
 PAGE = 1000
 # Chroma's `default` embedding function: all-MiniLM-L6-v2 on ONNX Runtime.
 CHROMA_DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# What `import chroma` reads, in the messages that name it.
+CHROMA_FOLDER = "the folder of a Chroma PersistentClient (it holds chroma.sqlite3)"
 
 
 def _client(path: Path) -> Any:
@@ -29,8 +32,8 @@ def _client(path: Path) -> Any:
         raise PortingError(
             "reading Chroma needs the chromadb package: pip install 'rag-server[chroma]'"
         ) from None
-    if not path.is_dir():
-        raise PortingError(f"{path} is not a directory (a Chroma persistent directory was expected)")
+    if problem := input_folder_problem(path, CHROMA_FOLDER):
+        raise PortingError(problem)
     if not (path / "chroma.sqlite3").is_file():
         # PersistentClient would create an empty store there; say what is missing instead.
         raise PortingError(f"{path} holds no Chroma data (no chroma.sqlite3 in it)")

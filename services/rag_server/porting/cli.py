@@ -9,7 +9,7 @@ from typing import Any
 
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime, run_with_runtime
-from rag_server.paths import input_file_problem, output_file_problem
+from rag_server.paths import input_file_problem, input_folder_problem, output_file_problem
 
 GROUP_HELP = (
     "the metadata key naming a record's document (default: the first of ref_doc_id, document_id, doc_id, "
@@ -55,6 +55,7 @@ def register_porting_commands(sub: Any) -> None:
 
 
 def cmd_import_chroma(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.porting.chroma import CHROMA_FOLDER
     from rag_server.porting.service import import_chroma
 
     async def work(runtime: Runtime) -> None:
@@ -68,7 +69,7 @@ def cmd_import_chroma(args: argparse.Namespace, settings: Settings) -> int:
             quiet=args.quiet,
         )
 
-    return _checked(settings, work, None if args.path.exists() else f"{args.path}: no such file or directory")
+    return _checked(settings, work, input_folder_problem(args.path, CHROMA_FOLDER))
 
 
 def cmd_import_pgvector(args: argparse.Namespace, settings: Settings) -> int:

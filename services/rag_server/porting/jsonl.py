@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import stat
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +42,7 @@ from rag_server.generations.store import active_generation, live_generations
 from rag_server.infra.database import vector_array
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.parsing import FILE_TYPES, file_type_for, sanitize_filename
-from rag_server.paths import output_file_problem
+from rag_server.paths import input_file_problem, output_file_problem
 from rag_server.porting.cleaning import UnusableDocument
 from rag_server.porting.models import (
     ImportChunk,
@@ -241,13 +240,12 @@ def _lines(f: IO[str]) -> Iterator[tuple[int, str]]:
 async def import_jsonl(
     runtime: Runtime, path: Path, collection_id: UUID, *, quiet: bool = False, report: Any = print
 ) -> ImportCounts:
+    if problem := await asyncio.to_thread(input_file_problem, path, EXPORT_FILE):
+        raise PortingError(problem)
     try:
-        found = await asyncio.to_thread(path.stat)
+        file_size = (await asyncio.to_thread(path.stat)).st_size
     except OSError as exc:
         raise PortingError(f"{path}: {exc.strerror or exc}") from None
-    if stat.S_ISDIR(found.st_mode):
-        raise PortingError(f"{path} is a folder: name {EXPORT_FILE}")
-    file_size = found.st_size
     live = await live_generations(runtime.pool)
     total = ImportCounts()
     with path.open(encoding="utf-8") as f:

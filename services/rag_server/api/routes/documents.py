@@ -48,6 +48,8 @@ CollectionQuery = Annotated[
     str, Query(min_length=1, max_length=100, description="Collection name or id"), Cleaned
 ]
 
+FileTypeParam = Annotated[str, Field(max_length=20), Cleaned]
+
 _FILE_BYTES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The original bytes, with the content type they were uploaded as",
@@ -64,7 +66,7 @@ async def list_documents(
     sort: DocumentSort = "uploaded",
     order: Literal["asc", "desc"] = "desc",
     status: DocumentStatus | None = None,
-    file_type: Annotated[Annotated[str, Field(max_length=20), Cleaned] | None, Query(alias="type")] = None,
+    file_type: Annotated[FileTypeParam | None, Query(alias="type")] = None,
     collection: CollectionQuery = DEFAULT_COLLECTION,
 ) -> DocumentList:
     """The documents of one collection (name or id, default `default`; unknown: 404)."""
