@@ -51,3 +51,15 @@ async def test_status_shows_engines_llm_and_queue(page: Page) -> None:
     await expect(facts).to_contain_text("openai: fake-llm")
     await expect(facts).to_contain_text("0 queued")
     assert page.url.endswith("#/status")
+
+
+async def test_a_link_with_broken_percent_encoding_opens_its_view(
+    page: Page, stack: Stack, page_console: Console
+) -> None:
+    """A link cut short inside a %-escape threw URIError: "Loading…" for ever on a fresh load."""
+    page_console.allow("422")  # the chat id "%zz" is refused by the API: "This chat does not exist"
+    await page.goto(stack.base_url + "/#/chat/%zz")
+    await page.reload()
+    await expect(page.get_by_text("This chat does not exist")).to_be_visible()
+    await page.goto(stack.base_url + "/#/documents/%E0%A4%A")
+    await expect(page.get_by_role("heading", name="Document not found")).to_be_visible()

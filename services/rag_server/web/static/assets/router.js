@@ -3,11 +3,21 @@
 
 export const VIEWS = ["chat", "documents", "search", "status"];
 
+// A segment as typed; one that is not valid percent-encoding (a link cut short: "%E0%A4%A") stays as it is
+// instead of throwing URIError, which left the app on "Loading…" or on the previous view.
+function decodeSegment(segment) {
+  try {
+    return decodeURIComponent(segment || "");
+  } catch {
+    return segment;
+  }
+}
+
 // {view, id, query}: `id` is the path segment after the view (a session or a document), or null.
 export function parseRoute(hash = location.hash) {
   const raw = hash.replace(/^#\/?/, "");
   const [path, qs = ""] = raw.split("?", 2);
-  const [view, id] = path.split("/").map((s) => decodeURIComponent(s || ""));
+  const [view, id] = path.split("/").map(decodeSegment);
   return {
     view: VIEWS.includes(view) ? view : "chat",
     id: id || null,
