@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 from playwright.async_api import Browser, Page, expect
 
 from tests.browser.conftest import Console, Stack, new_page
+from tests.browser.seed import create_key
 
 
 async def test_shell_is_served_with_a_strict_content_security_policy(stack: Stack) -> None:
@@ -63,3 +66,29 @@ async def test_a_link_with_broken_percent_encoding_opens_its_view(
     await expect(page.get_by_text("This chat does not exist")).to_be_visible()
     await page.goto(stack.base_url + "/#/documents/%E0%A4%A")
     await expect(page.get_by_role("heading", name="Document not found")).to_be_visible()
+
+
+async def test_sign_out_leaves_nothing_of_the_key_for_whoever_signs_in_next(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    """The tab forgot the key but kept its upload list (file names, links to the documents) and its chat in
+    memory: the next key signed in in the same tab saw them."""
+    await page.get_by_role("link", name="Documents").click()
+    await page.get_by_role("button", name="Upload", exact=True).click()
+    secret = tmp_path / "admins-secret-plan.txt"
+    secret.write_bytes(b"The admin's secret plan is about turtles.")
+    await page.get_by_label("Files to upload").set_input_files(secret)
+    row = page.locator(".upload-row", has_text="admins-secret-plan.txt")
+    await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
+
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_label("API key")).to_be_visible()
+    assert await page.evaluate("Object.keys(sessionStorage).filter(k => k.startsWith('rag.'))") == []
+    editor = await create_key(stack, "next-person", "editor")
+    await page.get_by_label("API key").fill(editor)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#whoami")).to_have_text("next-person · editor")
+    await page.get_by_role("link", name="Documents").click()
+    await page.get_by_role("button", name="Upload", exact=True).click()
+    await expect(page.get_by_text("Nothing uploaded yet.")).to_be_visible()
+    await expect(page.locator(".upload-row")).to_have_count(0)

@@ -146,9 +146,12 @@ collectionSelect.addEventListener("change", () => {
   sessionStorage.setItem(COLLECTION_STORAGE, ctx.collection);
   remount();
 });
+// Nothing of the signed-out key may stay in the tab for whoever signs in next: its upload list (file
+// names, links), its chat, its collection. The app starts afresh, on no particular page.
 signOut.addEventListener("click", () => {
   auth.clear();
-  showSignIn("");
+  for (const name of Object.keys(sessionStorage)) if (name.startsWith("rag.")) sessionStorage.removeItem(name);
+  location.replace(location.pathname);
 });
 window.addEventListener("hashchange", () => {
   if (ctx.status && !nav.hidden) render();
