@@ -11,6 +11,7 @@ from playwright.async_api import Browser, Page, expect
 
 from tests.browser.conftest import Console, Stack, new_page, sign_in
 from tests.browser.seed import upload_and_wait
+from tests.support.sample_files import pptx_bytes
 
 GARBAGE_PDF = b"%PDF-1.7\nthis is not really a PDF \x00\xff\xfe"
 
@@ -174,3 +175,19 @@ async def test_on_a_phone_in_dark_mode_the_table_scrolls_not_the_page(
     await phone.screenshot(path="/tmp/shots/document-phone-dark.png", full_page=True)
     await phone.context.close()
     assert not page_console.unexpected()
+
+
+async def test_every_stored_file_type_can_be_filtered(page: Page, stack: Stack) -> None:
+    """The Type filters (documents, search) offered no PowerPoint or Excel, types the server stores."""
+    deck = pptx_bytes([{"title": "Beavers", "body": "Beavers build dams of branches and mud."}])
+    await upload_and_wait(stack, {"beavers.pptx": deck})
+    await page.get_by_role("link", name="Documents").click()
+    await page.get_by_label("Type").select_option("pptx")
+    await expect(names(page)).to_have_text(["beavers.pptx"])
+    await page.get_by_role("link", name="Search").click()
+    await page.get_by_label("Query").fill("beavers dams")
+    await page.get_by_label("File type").select_option("pptx")
+    await expect(page.locator(".hit .hit-title a")).to_have_text(["beavers.pptx"])
+    await expect(page.get_by_label("File type").locator("option")).to_have_text(
+        ["All types", "PDF", "DOCX", "PPTX", "XLSX", "TXT", "MD", "HTML", "CSV", "JSON"]
+    )

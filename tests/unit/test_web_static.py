@@ -54,3 +54,15 @@ def test_the_policy_allows_only_this_origin_for_scripts() -> None:
     assert directives["script-src"] == "'self'"
     assert directives["default-src"] == "'none'"
     assert "unsafe" not in CONTENT_SECURITY_POLICY
+
+
+def test_the_type_filters_offer_every_type_the_server_stores() -> None:
+    """The documents and search filters had no pptx or xlsx: documents of those types could not be picked."""
+    from rag_server.ingestion.parsing import FILE_TYPES
+
+    common = (ASSETS / "views" / "document_common.js").read_text()
+    match = re.search(r"export const FILE_TYPES = \[([^\]]*)\];", common)
+    assert match, "document_common.js exports FILE_TYPES"
+    offered = re.findall(r'"([a-z]+)"', match.group(1))
+    assert len(offered) == len(set(offered))
+    assert set(offered) == {t.name for t in FILE_TYPES.values()}

@@ -6,6 +6,10 @@ import { append, clear, confirmDialog, h, toast } from "../dom.js";
 
 const STATUS_TONE = { ready: "ok", failed: "error", queued: "", processing: "warn" };
 
+// Every file type the server stores (documents.file_type; parsing.FILE_TYPES), for the type filters of
+// the documents list and of search. tests/unit/test_web_static.py keeps it equal to the server's.
+export const FILE_TYPES = ["pdf", "docx", "pptx", "xlsx", "txt", "md", "html", "csv", "json"];
+
 // Replace el's children; null children (optional parts) are left out.
 export function fill(el, ...children) {
   return append(clear(el), children);

@@ -4,7 +4,7 @@
 import { api } from "../api.js";
 import { clear, formatBytes, formatDate, h } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { deleteDocument, downloadDocument, fill, statusBadge } from "./document_common.js";
+import { deleteDocument, downloadDocument, FILE_TYPES, fill, statusBadge } from "./document_common.js";
 import { mountDetail } from "./document_detail.js";
 import { uploadPanel } from "./upload_panel.js";
 
@@ -12,7 +12,6 @@ const PAGE_SIZES = [10, 25, 50, 100];
 const PAGE_SIZE = 50;
 const REFRESH_MS = 4000;
 const STATUSES = ["queued", "processing", "ready", "failed"];
-const TYPES = ["pdf", "docx", "txt", "md", "html", "csv", "json"];
 // Column -> the API's sort key, and the order a first click asks for (names A-Z, numbers and dates biggest
 // or newest first).
 const COLUMNS = [
@@ -171,7 +170,7 @@ function mountList(root, ctx, route) {
   const statusSelect = select("filter-status", "Status", [["", "All statuses"], ...STATUSES.map((v) => [v, v])], (v) =>
     navigate(listHref(params, { status: v, page: 1 })),
   );
-  const typeSelect = select("filter-type", "Type", [["", "All types"], ...TYPES.map((t) => [t, t.toUpperCase()])], (v) =>
+  const typeSelect = select("filter-type", "Type", [["", "All types"], ...FILE_TYPES.map((t) => [t, t.toUpperCase()])], (v) =>
     navigate(listHref(params, { type: v, page: 1 })),
   );
   const perSelect = select("page-size", "Per page", PAGE_SIZES.map((n) => [String(n), String(n)]), (v) =>

@@ -5,14 +5,13 @@
 import { api } from "../api.js";
 import { clear, formatMs, h, announce } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { chunkPlace, chunkSection } from "./document_common.js";
+import { chunkPlace, chunkSection, FILE_TYPES } from "./document_common.js";
 
 const MODES = [
   ["hybrid", "Hybrid", "BM25 and vector, fused"],
   ["bm25", "BM25", "exact words"],
   ["vector", "Vector", "meaning"],
 ];
-const TYPES = ["pdf", "docx", "txt", "md", "html", "csv", "json"];
 const STAGES = { embed: "embed query", vector: "vector leg", bm25: "BM25 leg", fuse: "fusion", fetch: "fetch text", total: "total" };
 const DEFAULT_K = 10;
 const EXCERPT_CHARS = 700;
@@ -115,7 +114,7 @@ export function mount(root, ctx, route) {
     ),
   );
   const kInput = h("input", { type: "number", id: "search-k", min: 1, max: 100, value: String(p.k), inputmode: "numeric" });
-  const typeSelect = h("select", { id: "search-type" }, h("option", { value: "" }, "All types"), TYPES.map((t) => h("option", { value: t }, t.toUpperCase())));
+  const typeSelect = h("select", { id: "search-type" }, h("option", { value: "" }, "All types"), FILE_TYPES.map((t) => h("option", { value: t }, t.toUpperCase())));
   const docSelect = h("select", { id: "search-doc" }, h("option", { value: "" }, "All documents"));
   const status = h("p", { class: "muted small search-status", "aria-live": "polite" });
   const error = h("p", { class: "form-error", role: "alert" });

@@ -101,7 +101,7 @@ export function uploadPanel(ctx, { onSettled, onToggle }) {
     h(
       "p",
       { class: "muted small" },
-      `PDF, Word (.docx), text, Markdown, HTML, CSV and JSON · up to ${formatBytes(uploadLimits(ctx.status).max_file_bytes)} per file. ` +
+      `PDF, Word (.docx), PowerPoint (.pptx), Excel (.xlsx), text, Markdown, HTML, CSV and JSON · up to ${formatBytes(uploadLimits(ctx.status).max_file_bytes)} per file. ` +
         "Files already in this collection are skipped.",
     ),
   );
