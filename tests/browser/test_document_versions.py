@@ -50,3 +50,27 @@ async def test_an_editor_edits_metadata_and_replaces_the_file(page: Page, stack:
     )
     await page.get_by_role("button", name="Replace file").click()
     await expect(page.locator("#replace-status")).to_contain_text("Identical to version 2")
+
+
+async def test_the_keyboard_focus_stays_on_the_metadata_after_cancel_and_save(
+    page: Page, stack: Stack
+) -> None:
+    """Cancel left the focus on the hidden Cancel button and Save on nothing (the page is rebuilt): the next
+    Tab started over at the top of the page."""
+    tasks = await upload_and_wait(stack, {"focus.txt": b"The focus document is about wrens. " * 5})
+    await page.goto(f"{stack.base_url}/#/documents/{tasks['focus.txt']['document_id']}")
+    edit = page.get_by_role("button", name="Edit metadata")
+    await edit.focus()
+    await page.keyboard.press("Enter")
+    editor = page.get_by_label("Metadata (a JSON object")
+    await expect(editor).to_be_focused()
+    await page.get_by_role("button", name="Cancel").focus()
+    await page.keyboard.press("Enter")
+    await expect(edit).to_be_focused()
+
+    await page.keyboard.press("Enter")
+    await editor.fill('{"bird": "wren"}')
+    await page.get_by_role("button", name="Save metadata").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_label("Current metadata", exact=True)).to_contain_text('"bird": "wren"')
+    await expect(page.get_by_role("button", name="Edit metadata")).to_be_focused()

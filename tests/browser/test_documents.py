@@ -3,6 +3,7 @@ confirmation; a document's page shows its details, its failure reason and its ch
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,49 @@ async def test_on_a_phone_in_dark_mode_the_table_scrolls_not_the_page(
     await phone.screenshot(path="/tmp/shots/document-phone-dark.png", full_page=True)
     await phone.context.close()
     assert not page_console.unexpected()
+
+
+async def test_a_page_past_the_end_shows_the_last_page(
+    page: Page, stack: Stack, documents: dict[str, dict[str, Any]]
+) -> None:
+    """An old link, or the last documents deleted meanwhile: "981–980 of 12" over an empty table was shown."""
+    await page.goto(stack.base_url + "/#/documents?sort=name&order=asc&per=10&page=99")
+    await expect(page.locator(".pager span")).to_have_text(re.compile(r"^11–(\d+) of \1$"))
+    await expect(names(page).first).to_be_visible()
+    assert page.url.endswith("#/documents?sort=name&order=asc&per=10&page=2")
+
+
+LONG_TEXT = "\n\n".join(
+    f"Section {i} is about the river otter's day number {i}. " + "Otters swim, dive and eat fish. " * 20
+    for i in range(150)
+).encode()
+
+
+async def test_chunk_pages_open_at_their_first_chunk_and_a_page_past_the_end_shows_the_last(
+    page: Page, stack: Stack
+) -> None:
+    """Next at the bottom of 50 chunks left the next page scrolled to its bottom (and the focus nowhere);
+    a chunk page past the end said "No chunks" under "Chunks 4951–4950"."""
+    tasks = await upload_and_wait(stack, {"long-otters.txt": LONG_TEXT})
+    doc_id = tasks["long-otters.txt"]["document_id"]
+    await page.goto(f"{stack.base_url}/#/documents/{doc_id}")
+    pager = page.locator(".pager span")
+    await expect(pager).to_contain_text("Chunks 1–50 of ")
+    total = int((await pager.inner_text()).rsplit(" ", 1)[1])
+    assert total > 100
+    next_button = page.get_by_role("button", name="Next chunks")
+    await next_button.focus()
+    await page.keyboard.press("Enter")
+    await expect(pager).to_contain_text(f"Chunks 51–100 of {total}")
+    await expect(page.get_by_role("heading", name="Chunks")).to_be_focused()
+    await expect(page.locator(".chunk").first).to_contain_text("Chunk 50")
+    await expect(page.locator(".chunk").first).to_be_in_viewport()
+
+    await page.goto(f"{stack.base_url}/#/documents/{doc_id}?page=999")
+    last = (total - 1) // 50 + 1
+    await expect(pager).to_contain_text(f"Chunks {(last - 1) * 50 + 1}–{total} of {total}")
+    assert page.url.endswith(f"?page={last}")
+    await expect(page.get_by_text("This document has no chunks.")).to_have_count(0)
 
 
 async def test_every_stored_file_type_can_be_filtered(page: Page, stack: Stack) -> None:

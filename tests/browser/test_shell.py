@@ -56,6 +56,21 @@ async def test_status_shows_engines_llm_and_queue(page: Page) -> None:
     assert page.url.endswith("#/status")
 
 
+async def test_each_view_names_itself_in_the_tab_title(page: Page, stack: Stack) -> None:
+    """Tabs, history and a screen reader's page announcement tell the views apart (all were "rag-server")."""
+    await page.get_by_role("link", name="Documents").click()
+    await expect(page).to_have_title("Documents · rag-server")
+    await page.get_by_role("link", name="Search").click()
+    await expect(page).to_have_title("Search · rag-server")
+    await page.get_by_label("Query").fill("otters")
+    await page.get_by_role("button", name="Search", exact=True).click()
+    await expect(page).to_have_title("otters · Search · rag-server")
+    await page.get_by_role("link", name="Status").click()
+    await expect(page).to_have_title("Status · rag-server")
+    await page.get_by_role("link", name="Chat", exact=True).click()
+    await expect(page).to_have_title("New chat · rag-server")
+
+
 async def test_a_link_with_broken_percent_encoding_opens_its_view(
     page: Page, stack: Stack, page_console: Console
 ) -> None:

@@ -16,6 +16,8 @@ import * as search from "./views/search.js";
 import * as status from "./views/status.js";
 
 const VIEWS = { chat, documents, search, status };
+// The tab's title until the view names what it shows (a chat's title, a document's name, a query).
+const VIEW_TITLES = { chat: "Chat", documents: "Documents", search: "Search", status: "Status" };
 const ROLE_RANK = { reader: 1, editor: 2, admin: 3 };
 const COLLECTION_STORAGE = "rag.collection";
 
@@ -40,9 +42,14 @@ const ctx = {
 };
 
 let current = null; // {name, view}
+let shownHash = null;
 
 function render() {
   const route = parseRoute();
+  // A new place starts at its top: a pager at the bottom of a long page must not leave the next page
+  // scrolled to its bottom, nor a document opened from the end of the list open at its last chunks.
+  if (location.hash !== shownHash) main.scrollTop = 0;
+  shownHash = location.hash;
   for (const link of nav.querySelectorAll("a")) {
     const active = link.getAttribute("href") === `#/${route.view}`;
     if (active) link.setAttribute("aria-current", "page");
@@ -54,6 +61,7 @@ function render() {
   }
   current?.view.unmount?.();
   clear(main);
+  document.title = `${VIEW_TITLES[route.view]} · rag-server`;
   const root = h("div", { class: `view view-${route.view}` });
   main.append(root);
   current = { name: route.view, view: VIEWS[route.view].mount(root, ctx, route) || {} };
@@ -77,6 +85,8 @@ async function loadCollections() {
 function showSignIn(message) {
   current?.view.unmount?.();
   current = null;
+  shownHash = null;
+  document.title = "Sign in · rag-server";
   nav.hidden = true;
   topbarEnd.hidden = true;
   const input = h("input", {

@@ -36,7 +36,8 @@ function parseMetadata(text) {
   return { value };
 }
 
-// Metadata: shown to everyone; an editor edits it as JSON (PATCH replaces it whole).
+// Metadata: shown to everyone; an editor edits it as JSON (PATCH replaces it whole). onSaved() redraws
+// the page, with the keyboard focus back on "Edit metadata".
 function metadataSection(doc, canEdit, onSaved) {
   const shown = h("pre", { class: "metadata-json card", "aria-label": "Current metadata" }, JSON.stringify(doc.metadata, null, 2));
   if (!canEdit) return h("section", { "aria-labelledby": "metadata-title" }, h("h2", { id: "metadata-title" }, "Metadata"), shown);
@@ -52,13 +53,16 @@ function metadataSection(doc, canEdit, onSaved) {
     error,
     h("div", { class: "row" }, save, h("button", { type: "button", class: "quiet", onclick: () => toggle(false) }, "Cancel")),
   );
-  const edit = h("button", { type: "button", onclick: () => toggle(true) }, "Edit metadata");
+  const edit = h("button", { type: "button", id: "metadata-edit", onclick: () => toggle(true) }, "Edit metadata");
   function toggle(editing) {
     form.hidden = !editing;
     shown.hidden = editing;
     edit.hidden = editing;
     error.textContent = "";
+    // Focus goes where the person is now: into the editor, or back on the button that opened it (not
+    // left on a hidden Cancel, from where Tab starts over at the top of the page).
     if (editing) area.focus();
+    else edit.focus();
   }
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -143,6 +147,16 @@ export function mountDetail(root, ctx, route, backHref) {
   root.append(page);
 
   let currentQuery = route.query;
+  // The id of the control to focus once the page is drawn again after an edit (the whole page is rebuilt,
+  // so the focused button is gone); after a change of chunk page the focus goes to the chunks' heading.
+  let focusAfter = null;
+  let shownChunkPage = null;
+
+  // Redraw after an edit, focus on `target` (an id).
+  function reload(target) {
+    focusAfter = target;
+    load(currentQuery);
+  }
 
   async function load(query) {
     currentQuery = query;
@@ -160,6 +174,7 @@ export function mountDetail(root, ctx, route, backHref) {
     } catch (err) {
       if (err.name === "AbortError") return;
       const gone = err instanceof ApiError && (err.status === 404 || err.status === 422);
+      document.title = `${gone ? "Document not found" : "Could not load the document"} · rag-server`;
       fill(page,
         backLink(),
         h("h1", {}, gone ? "Document not found" : "Could not load the document"),
@@ -167,14 +182,24 @@ export function mountDetail(root, ctx, route, backHref) {
       );
       return;
     }
-    render(doc, chunks, chunkPage);
+    // A chunk page past the end (an old link, a shorter new version): the last page instead of "No
+    // chunks" under "Chunks 4951–4950 of 500".
+    if (!chunks.items.length && chunks.total && chunkPage > 1) {
+      navigate(href("documents", id, { page: Math.ceil(chunks.total / CHUNK_PAGE) }), { replace: true });
+      return;
+    }
+    render(doc, chunks, chunkPage, focusAfter);
+    focusAfter = null;
   }
 
   function backLink() {
     return h("a", { class: "back", href: backHref() }, "← All documents");
   }
 
-  function render(doc, chunks, chunkPage) {
+  function render(doc, chunks, chunkPage, focusTarget) {
+    document.title = `${doc.filename} · rag-server`;
+    const paged = shownChunkPage !== null && shownChunkPage !== chunkPage;
+    shownChunkPage = chunkPage;
     const collection = ctx.collections.find((c) => c.id === doc.collection_id)?.name ?? doc.collection_id;
     const canEdit = ctx.can("editor");
     const actions = h(
@@ -224,9 +249,9 @@ export function mountDetail(root, ctx, route, backHref) {
         ...fact("Content type", doc.content_type),
         ...fact("SHA-256", h("code", { class: "hash" }, doc.sha256)),
       ),
-      metadataSection(doc, canEdit, () => load(currentQuery)),
-      canEdit ? replaceSection(doc, controller.signal, () => load(currentQuery)) : null,
-      h("h2", { id: "chunks-title" }, "Chunks"),
+      metadataSection(doc, canEdit, () => reload("metadata-edit")),
+      canEdit ? replaceSection(doc, controller.signal, () => reload("replace-input")) : null,
+      h("h2", { id: "chunks-title", tabindex: "-1" }, "Chunks"),
       chunks.items.length
         ? h(
             "ol",
@@ -249,6 +274,14 @@ export function mountDetail(root, ctx, route, backHref) {
         : h("p", { class: "muted" }, NO_CHUNKS[doc.status] || NO_CHUNKS.queued),
       chunks.total > CHUNK_PAGE ? pager : null,
     );
+    if (focusTarget) document.getElementById(focusTarget)?.focus();
+    else if (paged) {
+      // Another page of chunks, asked for from the pager at the bottom: its first chunk, not the bottom
+      // of the new page, with the focus there (the pager's button was rebuilt).
+      const title = document.getElementById("chunks-title");
+      title.focus({ preventScroll: true });
+      title.scrollIntoView({ block: "start" });
+    }
     announce(`${doc.filename}: ${chunks.total} chunks`);
   }
 

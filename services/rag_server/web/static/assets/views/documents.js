@@ -249,6 +249,12 @@ function mountList(root, ctx, route) {
       wrap.removeAttribute("aria-busy");
       return;
     }
+    // A page past the end (an old link, the last documents deleted meanwhile): the last page instead of
+    // an empty table under "4901–4900 of 4".
+    if (!data.items.length && data.total && params.page > 1) {
+      navigate(listHref(params, { page: Math.ceil(data.total / params.per) }), { replace: true });
+      return;
+    }
     error.textContent = "";
     wrap.removeAttribute("aria-busy");
     clear(tableBody).append(...data.items.map((doc) => documentRow(doc, canEdit ? onDelete : null)));
@@ -268,6 +274,7 @@ function mountList(root, ctx, route) {
   renderControls();
   load();
   lastListQuery = listHref(params, {});
+  document.title = "Documents · rag-server";
 
   return {
     update(newRoute) {

@@ -212,6 +212,7 @@ export function mount(root, ctx, route) {
   async function run() {
     controller?.abort();
     clear(error);
+    document.title = p.q ? `${p.q} · Search · rag-server` : "Search · rag-server";
     if (!p.q) {
       clear(results);
       clear(timings);
