@@ -107,3 +107,21 @@ async def test_sign_out_leaves_nothing_of_the_key_for_whoever_signs_in_next(
     await page.get_by_role("button", name="Upload", exact=True).click()
     await expect(page.get_by_text("Nothing uploaded yet.")).to_be_visible()
     await expect(page.locator(".upload-row")).to_have_count(0)
+
+
+async def test_the_sign_in_form_offers_no_navigation(
+    browser: Browser, stack: Stack, page_console: Console
+) -> None:
+    """.mainnav's display: flex beat the hidden attribute: the sign-in form showed Chat, Documents, Search,
+    Status (links that did nothing) and an empty collection switch."""
+    page = await new_page(browser, page_console)
+    await page.goto(stack.base_url + "/")
+    await expect(page.get_by_label("API key")).to_be_visible()
+    await expect(page.get_by_role("navigation", name="Main")).to_be_hidden()
+    await expect(page.get_by_label("Collection")).to_be_hidden()
+    await page.get_by_label("API key").fill(stack.admin_key)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    await page.context.close()
+    assert not page_console.unexpected()
