@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -123,5 +124,38 @@ async def test_the_sign_in_form_offers_no_navigation(
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.get_by_role("navigation", name="Main")).to_be_visible()
     await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    await page.context.close()
+    assert not page_console.unexpected()
+
+
+async def test_a_server_that_cannot_be_reached_is_said_with_a_way_to_try_again(
+    browser: Browser, stack: Stack, page_console: Console
+) -> None:
+    """The start failing (server down, 503) left a bare red line where the app was: no form, no button."""
+    page = await new_page(browser, page_console)
+    page_console.allow("Failed to load resource")
+    await page.route("**/status", lambda route: route.abort())
+    await page.goto(stack.base_url + "/")
+    await page.get_by_label("API key").fill(stack.admin_key)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_have_text(
+        "The server cannot be reached. Is rag-server running?"
+    )
+    retry = page.get_by_role("button", name="Try again")
+    await expect(retry).to_be_focused()
+    await page.unroute("**/status")
+    await retry.click()
+    await expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+
+    # The documents list: the error while the server is away, the list again once it answers, by itself.
+    await page.route("**/documents?*", lambda route: route.abort())
+    await page.get_by_role("link", name="Documents").click()
+    error = page.locator(".page.documents .form-error")
+    await expect(error).to_have_text("The server cannot be reached. Is rag-server running?")
+    await expect(page.get_by_role("button", name="Next page")).to_be_hidden()
+    await page.unroute("**/documents?*")
+    await expect(error).to_be_empty(timeout=20_000)
+    loaded = re.compile(r"^(1–\d+ of \d+|No documents in this collection yet\.)$")
+    await expect(page.get_by_text(loaded)).to_be_visible()
     await page.context.close()
     assert not page_console.unexpected()

@@ -139,7 +139,19 @@ async function start() {
       showSignIn(hadKey ? err.message : "");
       return;
     }
-    clear(main).append(h("p", { class: "form-error", role: "alert" }, err.message));
+    // The server unreachable or failing (503): what happened, and a way to try again without a reload.
+    const retry = h("button", { type: "button", class: "primary", onclick: () => start() }, "Try again");
+    document.title = "Not connected · rag-server";
+    clear(main).append(
+      h(
+        "section",
+        { class: "signin card", "aria-labelledby": "start-error-title" },
+        h("h1", { id: "start-error-title" }, "The app could not start"),
+        h("p", { class: "form-error", role: "alert" }, err.message),
+        retry,
+      ),
+    );
+    retry.focus();
     return;
   }
   nav.hidden = false;

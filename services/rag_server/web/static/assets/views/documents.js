@@ -247,6 +247,10 @@ function mountList(root, ctx, route) {
       if (err.name === "AbortError") return;
       error.textContent = err.message;
       wrap.removeAttribute("aria-busy");
+      // The server gone or failing: no pager for a list that did not load, and the list comes back by
+      // itself once the server answers again.
+      if (!tableBody.children.length) pager.hidden = true;
+      timer = setTimeout(load, REFRESH_MS);
       return;
     }
     // A page past the end (an old link, the last documents deleted meanwhile): the last page instead of
