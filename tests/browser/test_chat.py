@@ -444,3 +444,33 @@ async def test_markdown_builds_nodes_and_keeps_html_literal(page: Page) -> None:
     assert "print('<script>')" in result["text"]
     assert "snake_case_name" in result["text"]
     assert tags.count("ul") == 2  # the nested list
+
+
+async def test_after_a_chat_is_deleted_or_archived_the_focus_stays_in_the_list(
+    page: Page, documents: dict[str, str], fake: FakeLLM
+) -> None:
+    """The removed row took the keyboard focus with it: the next Tab started over at the top of the page."""
+    for question in ("What is HNSW?", "How do I cook pasta?", "Where do quokkas live?"):
+        await page.get_by_role("button", name="New chat").click()
+        await ask(page, question)
+    rows = page.get_by_role("list", name="Chats", exact=True).locator(".session-item")
+    chats = rows.locator(".session-link")
+    await expect(chats).to_have_count(3)
+    second = await rows.nth(1).get_attribute("data-id")
+
+    await chats.nth(0).focus()
+    await page.keyboard.press("Tab")  # Rename
+    await page.keyboard.press("Tab")  # Archive
+    await page.keyboard.press("Tab")  # Delete
+    await page.keyboard.press("Enter")
+    await page.get_by_role("dialog").get_by_role("button", name="Delete").focus()
+    await page.keyboard.press("Enter")
+    await expect(chats).to_have_count(2)
+    await expect(rows.nth(0)).to_have_attribute("data-id", second or "")
+    await expect(chats.nth(0)).to_be_focused()
+
+    await page.keyboard.press("Tab")  # Rename
+    await page.keyboard.press("Tab")  # Archive
+    await page.keyboard.press("Enter")
+    await expect(chats).to_have_count(1)
+    await expect(chats.nth(0)).to_be_focused()

@@ -235,3 +235,15 @@ async def test_every_stored_file_type_can_be_filtered(page: Page, stack: Stack) 
     await expect(page.get_by_label("File type").locator("option")).to_have_text(
         ["All types", "PDF", "DOCX", "PPTX", "XLSX", "TXT", "MD", "HTML", "CSV", "JSON"]
     )
+
+
+async def test_after_a_delete_the_focus_goes_to_the_next_row(page: Page, stack: Stack) -> None:
+    """The deleted row took the keyboard focus with it: the next Tab started over at the top of the page."""
+    await upload_and_wait(stack, {"focus-a.txt": b"Focus A is about larks.", "focus-b.txt": b"B: owls."})
+    await page.goto(stack.base_url + "/#/documents?sort=name&order=asc")
+    await page.get_by_role("button", name="Delete focus-a.txt").focus()
+    await page.keyboard.press("Enter")
+    await page.get_by_role("dialog").get_by_role("button", name="Delete").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("link", name="focus-a.txt")).to_have_count(0)
+    await expect(page.get_by_role("link", name="focus-b.txt")).to_be_focused()

@@ -150,11 +150,24 @@ export function createSidebar({ onNew, temporary, currentId, onPicked }) {
     input.select();
   }
 
+  // Where the keyboard focus goes once a row left its list (deleted, archived, restored): the row now in
+  // its place, else the one above, else "New chat"; not the top of the page, where it fell with the row.
+  function rowPlace(session) {
+    const item = el.querySelector(`.session-item[data-id="${CSS.escape(session.id)}"]`);
+    return item ? { list: item.parentElement, index: [...item.parentElement.children].indexOf(item) } : null;
+  }
+  function focusNear(place) {
+    const links = place ? place.list.querySelectorAll(".session-link") : [];
+    (links[Math.min(place?.index ?? 0, links.length - 1)] || newButton).focus();
+  }
+
   async function setArchived(session, value) {
+    const place = rowPlace(session);
     try {
       await api(`/chat/sessions/${encodeURIComponent(session.id)}`, { method: "PATCH", json: { is_archived: value } });
       toast(value ? `Archived “${sessionTitle(session)}”.` : `Restored “${sessionTitle(session)}”.`);
       await refresh();
+      focusNear(place);
       if (value) archivedSection.open = true;
     } catch (err) {
       toast(err.message, "error");
@@ -162,6 +175,7 @@ export function createSidebar({ onNew, temporary, currentId, onPicked }) {
   }
 
   async function remove(session) {
+    const place = rowPlace(session);
     const ok = await confirmDialog(`Delete “${sessionTitle(session)}”? Its messages are deleted too; this cannot be undone.`);
     if (!ok) return;
     try {
@@ -169,6 +183,7 @@ export function createSidebar({ onNew, temporary, currentId, onPicked }) {
       toast(`Deleted “${sessionTitle(session)}”.`);
       if (currentId() === session.id) navigate(href("chat"), { replace: true });
       await refresh();
+      focusNear(place);
     } catch (err) {
       toast(err.message, "error");
     }

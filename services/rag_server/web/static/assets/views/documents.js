@@ -104,6 +104,7 @@ function mountList(root, ctx, route) {
   const canEdit = ctx.can("editor");
 
   const tableBody = h("tbody");
+  const heading = h("h1", { tabindex: "-1" }, "Documents");
   const headRow = h("tr");
   const table = h(
     "table",
@@ -151,7 +152,7 @@ function mountList(root, ctx, route) {
       h(
         "div",
         { class: "page-head" },
-        h("div", {}, h("h1", {}, "Documents"), h("p", { class: "muted small" }, `Collection ${ctx.collection}`)),
+        h("div", {}, heading, h("p", { class: "muted small" }, `Collection ${ctx.collection}`)),
         uploadButton,
       ),
       panel?.el,
@@ -204,8 +205,12 @@ function mountList(root, ctx, route) {
     }
   }
 
+  // After a delete the focus goes to the row now in the deleted one's place (else the one above, else the
+  // heading), not to the top of the page with the removed row.
+  let focusRow = null;
   async function onDelete(doc) {
     if (!(await deleteDocument(doc))) return;
+    focusRow = [...tableBody.children].findIndex((tr) => tr.dataset.id === doc.id);
     // The last row of a page gone: show the page before.
     if (tableBody.children.length === 1 && params.page > 1) navigate(listHref(params, { page: params.page - 1 }));
     else load();
@@ -269,6 +274,11 @@ function mountList(root, ctx, route) {
     prev.disabled = params.page <= 1;
     next.disabled = last >= data.total;
     renderEmpty(data.total);
+    if (focusRow !== null) {
+      const links = tableBody.querySelectorAll("td.name-cell a");
+      (links[Math.min(focusRow, links.length - 1)] || heading).focus();
+      focusRow = null;
+    }
     // Documents still being processed: keep their status and chunk counts current.
     if (data.items.some((d) => d.status === "queued" || d.status === "processing")) {
       timer = setTimeout(load, REFRESH_MS);
