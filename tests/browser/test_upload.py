@@ -171,3 +171,24 @@ async def test_files_dropped_on_the_page_are_uploaded(page: Page) -> None:
     await expect(page.get_by_role("heading", name="Upload to default")).to_be_visible()
     dropped = upload_row(page, "dropped.txt")
     await expect(dropped).to_have_attribute("data-status", "completed", timeout=60_000)
+
+
+async def test_a_file_dropped_outside_the_documents_view_keeps_the_app(page: Page) -> None:
+    """Nothing took a drop on Chat or Search: the browser left the app to open the dropped file (a chat
+    being written, gone). The app keeps the page and says where uploads go."""
+    await page.get_by_role("link", name="Chat", exact=True).click()
+    await expect(page.get_by_label("Message", exact=True)).to_be_visible()
+    kept = await page.evaluate(
+        """() => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File(["notes"], "notes.txt", {type: "text/plain"}));
+            const target = document.querySelector(".thread");
+            const over = new DragEvent("dragover", {dataTransfer: transfer, bubbles: true, cancelable: true});
+            const drop = new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true});
+            target.dispatchEvent(over);
+            target.dispatchEvent(drop);
+            return [over.defaultPrevented, drop.defaultPrevented];
+        }"""
+    )
+    assert kept == [True, True]  # not prevented = the browser opens the file in place of the app
+    await expect(page.locator(".toast")).to_have_text("To upload files, drop them on the Documents page.")

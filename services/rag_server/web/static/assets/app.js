@@ -178,6 +178,21 @@ signOut.addEventListener("click", () => {
 window.addEventListener("hashchange", () => {
   if (ctx.status && !nav.hidden) render();
 });
+// A file dropped where nothing takes it (any view but an editor's Documents, where the upload panel does;
+// a reader's anywhere) made the browser leave the app to show the file. It stays, and says where uploads go.
+const carriesFiles = (event) => Array.from(event.dataTransfer?.types || []).includes("Files");
+window.addEventListener("dragover", (event) => {
+  if (carriesFiles(event)) event.preventDefault();
+});
+window.addEventListener("drop", (event) => {
+  if (!carriesFiles(event)) return;
+  event.preventDefault();
+  if (document.getElementById("upload-panel") || !ctx.status || nav.hidden) return;
+  toast(
+    ctx.can("editor") ? "To upload files, drop them on the Documents page." : "This API key cannot upload files: it is a reader's.",
+    "error",
+  );
+});
 // Any request answered 401 (key revoked meanwhile): back to the sign-in form.
 window.addEventListener("rag:unauthorized", () => {
   if (!nav.hidden) {
