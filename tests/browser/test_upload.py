@@ -8,9 +8,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 from playwright.async_api import Page, Request, expect
 
 from tests.browser.conftest import Console, Stack
+from tests.browser.seed import bearer
 from tests.support.processes import start_worker
 
 GARBAGE_PDF = b"%PDF-1.7\nnot a real PDF at all \x00\xff\xfe trailer"
@@ -137,6 +139,30 @@ async def test_polling_resumes_after_navigating_away_and_after_a_reload(
     await expect(epsilon.locator(".badge")).to_have_text("ready")
     stored = await page.evaluate("sessionStorage.getItem('rag.uploads.default')")
     assert stored is None  # the batch is done: nothing left to resume
+
+
+async def test_the_keyboard_focus_survives_the_refresh_of_a_list_being_processed(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    """While a document is queued the table is rebuilt every 4 s, and the focused row's button went with it:
+    a keyboard user was thrown back to the top of the page at each refresh."""
+    stack.worker.stop()  # no worker: the upload stays queued, the list keeps refreshing
+    try:
+        async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+            files = [("files", ("zeta.txt", b"Zeta is about the last letters. " * 20))]
+            assert (await client.post("/upload", files=files)).status_code == 202
+        await page.get_by_role("link", name="Documents").click()
+        await expect(page.locator(".documents-table tr", has_text="zeta.txt").locator(".badge")).to_have_text(
+            "queued"
+        )
+        download = page.get_by_role("button", name="Download zeta.txt")
+        await download.focus()
+        for _ in range(2):  # the second refresh starts after the first one's rows were drawn
+            async with page.expect_response(lambda r: "/documents?" in r.url, timeout=20_000):
+                pass
+        await expect(download).to_be_focused()
+    finally:
+        stack.worker = start_worker(stack.env, tmp_path / "worker.log")
 
 
 async def test_a_folder_is_uploaded_with_its_subfolders_and_hidden_files_are_left_out(

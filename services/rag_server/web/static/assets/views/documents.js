@@ -51,6 +51,8 @@ function listHref(params, changes) {
   if (next.page > 1) query.page = String(next.page);
   return href("documents", null, query);
 }
+const accessibleName = (el) => el.getAttribute("aria-label") || el.textContent;
+
 function select(id, label, options, onchange) {
   return h(
     "label",
@@ -266,7 +268,15 @@ function mountList(root, ctx, route) {
     }
     error.textContent = "";
     wrap.removeAttribute("aria-busy");
+    // The rows are rebuilt (every 4 s while documents are processed): the focused link or button is put
+    // back on its row's new one, else keyboard focus fell to the top of the page at each refresh.
+    const active = tableBody.contains(document.activeElement) ? document.activeElement : null;
+    const focused = active && { id: active.closest("tr").dataset.id, name: accessibleName(active) };
     clear(tableBody).append(...data.items.map((doc) => documentRow(doc, canEdit ? onDelete : null)));
+    if (focused) {
+      const row = [...tableBody.children].find((tr) => tr.dataset.id === focused.id);
+      [...(row?.querySelectorAll("a, button") ?? [])].find((el) => accessibleName(el) === focused.name)?.focus();
+    }
     const first = data.total ? data.offset + 1 : 0;
     const last = data.offset + data.items.length;
     range.textContent = data.total ? `${first}–${last} of ${data.total}` : "";
