@@ -10,7 +10,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rag_server.config import Settings, get_settings
+from pydantic import ValidationError
+
+from rag_server.config import ConfigError, Settings, env_name, get_settings
 
 logger = logging.getLogger("rag_server")
 
@@ -205,7 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_settings() -> Settings:
+    """The settings; a variable they refuse (RAG_PORT=abc) is one `error:` line naming it, exit 2."""
+    from rag_server.cli_args import refusal
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        labels = {name: env_name(name) for name in Settings.model_fields}
+        print(f"error: {refusal(exc, Settings, labels)} (set in the environment or .env)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    load_settings()  # before the parser, whose defaults come from the settings
     parser = build_parser()
     args = parser.parse_args(argv)
     from rag_server.infra.logs import configure_logging
@@ -217,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         sys.exit(args.handler(args, get_settings()))
-    except SchemaMismatchError as exc:
+    except (SchemaMismatchError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except (ClientError, BackupError) as exc:  # a running server's answer; backup/restore refusals

@@ -14,6 +14,15 @@ def _upper(value: object) -> object:
     return value.upper() if isinstance(value, str) else value
 
 
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message is one sentence naming its variable."""
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a Settings field (`port` -> RAG_PORT; database_url -> DATABASE_URL)."""
+    return "DATABASE_URL" if field == "database_url" else f"RAG_{field.upper()}"
+
+
 def precision_error(precision: str, variable: str = "RAG_EMBEDDING_PRECISION") -> str:
     """The one sentence for int8 outside the local ONNX model (Settings and the encoder loader)."""
     return (
@@ -207,7 +216,13 @@ class Settings(BaseSettings):
         """The bootstrap admin key: the variable when set and not empty, else the file's content."""
         key = self.bootstrap_admin_key.get_secret_value().strip() if self.bootstrap_admin_key else ""
         if not key and self.bootstrap_admin_key_file is not None:
-            key = self.bootstrap_admin_key_file.read_text().strip()
+            try:
+                key = self.bootstrap_admin_key_file.read_text().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a text file"
+                raise ConfigError(
+                    f"RAG_BOOTSTRAP_ADMIN_KEY_FILE={self.bootstrap_admin_key_file}: cannot read it ({reason})"
+                ) from None
         return key or None
 
     def api_key_value(self) -> str | None:

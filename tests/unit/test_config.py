@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from rag_server.config import Settings
+from rag_server.config import ConfigError, Settings, env_name
 from rag_server.infra.database import plain_url, sqlalchemy_url, with_database
 
 
@@ -104,3 +107,83 @@ def test_every_setting_is_documented_in_env_example() -> None:
         if f"RAG_{name.upper()}" not in documented and name.upper() not in documented
     ]
     assert not missing, f"settings missing from .env.example: {missing}"
+
+
+def _example_values() -> dict[str, tuple[bool, str]]:
+    """.env.example's variables: name -> (commented out, value)."""
+    text = (Path(__file__).parents[2] / ".env.example").read_text()
+    lines = re.findall(r"^(# ?)?([A-Z][A-Z0-9_]*)=(.*)$", text, re.MULTILINE)
+    return {name: (bool(comment), value) for comment, name, value in lines}
+
+
+def test_every_variable_in_env_example_is_a_setting_with_that_default() -> None:
+    fields = {env_name(name): name for name in Settings.model_fields}
+    wrong = []
+    for variable, (commented, value) in _example_values().items():
+        if variable not in fields:
+            # A commented line may name a variable of another program in an example value.
+            assert commented and "=" not in variable, f".env.example names no setting: {variable}"
+            continue
+        if commented:  # an example value; the default is unset (None) or off
+            continue
+        name = fields[variable]
+        read = Settings.model_validate({name: value}).model_dump()[name]
+        if read != Settings.model_fields[name].get_default():
+            wrong.append(f"{variable}={value} (default {Settings.model_fields[name].get_default()!r})")
+    assert not wrong, f".env.example gives values that are not the defaults: {wrong}"
+
+
+def _rag_server(env: dict[str, str], tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAG_") and k != "DATABASE_URL"}
+    return subprocess.run(
+        [sys.executable, "-m", "rag_server", *args],
+        env={**clean, "RAG_DATA_DIR": str(tmp_path / "data"), **env},
+        cwd=tmp_path,  # no developer .env
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"RAG_PORT": "abc"}, "RAG_PORT 'abc': input should be a valid integer"),
+        ({"RAG_FUSION": "best"}, "RAG_FUSION 'best': input should be 'rrf' or 'convex'"),
+        (
+            {"RAG_CHUNK_INCLUDE_TITLE": "maybe"},
+            "RAG_CHUNK_INCLUDE_TITLE 'maybe': input should be a valid boolean",
+        ),
+        (
+            {"RAG_EMBEDDING_PRECISION": "int8", "RAG_EMBEDDING_RUNTIME": "torch"},
+            "RAG_EMBEDDING_PRECISION=int8 applies to the local model on ONNX Runtime only",
+        ),
+        (
+            {"RAG_BOOTSTRAP_ADMIN_KEY_FILE": "/nonexistent/key"},
+            "RAG_BOOTSTRAP_ADMIN_KEY_FILE=/nonexistent/key: cannot read it",
+        ),
+    ],
+)
+def test_a_bad_setting_is_one_error_line_at_start_up(env: dict[str, str], said: str, tmp_path: Path) -> None:
+    done = _rag_server(env, tmp_path, "serve", "--port", "1")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr  # one line
+    assert done.stderr.startswith(f"error: {said}"), done.stderr
+    assert not (tmp_path / "data").exists()  # refused before the database was started
+
+
+def test_two_bad_settings_are_said_in_the_same_line(tmp_path: Path) -> None:
+    done = _rag_server({"RAG_PORT": "abc", "RAG_HYBRID_ALPHA": "2"}, tmp_path, "doctor")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "RAG_PORT 'abc'" in done.stderr and "RAG_HYBRID_ALPHA '2'" in done.stderr
+
+
+def test_an_unreadable_bootstrap_key_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"RAG_BOOTSTRAP_ADMIN_KEY_FILE=.*: cannot read it \(Is a directory\)"
+    ):
+        Settings(bootstrap_admin_key_file=tmp_path).bootstrap_key()
+    key = tmp_path / "key"
+    key.write_text(" k" * 20 + "\n")
+    assert Settings(bootstrap_admin_key_file=key).bootstrap_key() == ("k " * 20).strip()

@@ -67,7 +67,9 @@ async def prepare_access(conn: Executor, settings: Settings) -> AccessMode:
 
 def refuse_open_exposure(settings: Settings) -> None:
     """Before `serve`/`up` listen beyond loopback: exit with a message when no API key exists (the
-    app's start-up checks again, this only spares the traceback and starting the worker)."""
+    app's start-up checks again, this only spares the traceback and starting the worker). An unreadable
+    RAG_BOOTSTRAP_ADMIN_KEY_FILE is refused here too (a ConfigError: the CLI's one line)."""
+    settings.bootstrap_key()
     if is_loopback(settings.host):
         return
     from rag_server.infra.runtime import open_runtime

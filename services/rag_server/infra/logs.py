@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from rag_server.config import Settings
+from rag_server.config import ConfigError, Settings
 from rag_server.infra.log_context import request_id_var, task_id_var
 
 # Extra fields an access line carries (api/request_id.py), in this order in JSON.
@@ -57,7 +57,7 @@ def settings_secrets(settings: Settings) -> list[str | None]:
         settings.runtime_db_password.get_secret_value() if settings.runtime_db_password else None,
         settings.bootstrap_admin_key.get_secret_value() if settings.bootstrap_admin_key else None,
     ]
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(ConfigError):
         secrets.append(settings.bootstrap_key())
     if settings.database_url:
         secrets.append(urlsplit(settings.database_url).password)
