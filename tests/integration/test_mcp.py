@@ -155,6 +155,35 @@ async def test_http_errors_are_tool_errors(live_app_url: str, docs: Docs) -> Non
         assert data(await client.call_tool("search", {"query": "zebrafish"}))["results"]
 
 
+@pytest.mark.parametrize(
+    ("tool", "arguments", "said"),
+    [
+        ("search", {"query": ""}, "invalid arguments: query: String should have at least 1 character"),
+        ("search", {"query": "x", "top_k": 0}, "invalid arguments: top_k: Input should be greater than"),
+        ("search", {"query": "x", "mode": "fuzzy"}, "invalid arguments: mode: Input should be 'hybrid'"),
+        ("search", {}, "invalid arguments: query: Field required"),
+        ("list_documents", {"status": "bogus"}, "invalid arguments: status: Input should be 'queued'"),
+        (
+            "get_document",
+            {"document_id": "nope"},
+            "invalid arguments: document_id: Input should be a valid UUID",
+        ),
+    ],
+)
+async def test_http_arguments_refused_by_a_tools_schema_are_one_readable_line(
+    live_app_url: str, docs: Docs, tool: str, arguments: dict[str, Any], said: str
+) -> None:
+    # The SDK validates a call against the tool's signature before it runs; its refusal was pydantic's
+    # text: "1 validation error for searchArguments ... [type=..., input_value=...] For further
+    # information visit https://errors.pydantic.dev/...".
+    async with mcp_http(live_app_url) as client:
+        result = await client.call_tool(tool, arguments)
+    text = error_text(result)
+    assert result.is_error, text
+    assert text == f"Error executing tool {tool}: {text.split(': ', 1)[1]}" and said in text, text
+    assert "errors.pydantic.dev" not in text and "input_value" not in text and "\n" not in text, text
+
+
 def stdio_params(settings: Settings, **env: str) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable, args=["-m", "rag_server", "mcp"], env={**settings_env(settings), **env}

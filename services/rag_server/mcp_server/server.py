@@ -16,13 +16,14 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import CallToolResult, InputRequiredResult
 from pydantic import Field, ValidationError
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -77,14 +78,36 @@ def _request_scope(ctx: Context) -> Iterator[None]:
     except (NotFoundError, InvalidInputError, ConflictError, ForbiddenError) as exc:
         raise ToolError(str(exc)) from exc
     except ValidationError as exc:  # what the tools build from their arguments refused them
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
-            for e in clean_validation_errors([dict(e) for e in exc.errors()])
-        )
-        raise ToolError(f"invalid arguments: {problems}") from exc
+        raise ToolError(invalid_arguments(exc)) from exc
     finally:
         if token is not None:
             reset_scope(token)
+
+
+def invalid_arguments(exc: ValidationError) -> str:
+    """Arguments refused (by a tool's signature or the request it builds) as one readable line: each
+    problem's field and message, without pydantic's type tags, echoed input and link."""
+    problems = "; ".join(
+        f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+        for e in clean_validation_errors([dict(e) for e in exc.errors()])
+    )
+    return f"invalid arguments: {problems}"
+
+
+class _ReadableErrorsServer(MCPServer):
+    """The SDK reports arguments that fail a tool's input schema with pydantic's whole text (type
+    tags, the input, an errors.pydantic.dev link): the same readable line as the tools' own refusals."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc, UnexpectedToolError) or not isinstance(exc.__cause__, ValidationError):
+                raise
+            refused = exc.__cause__
+            raise ToolError(f"Error executing tool {name}: {invalid_arguments(refused)}") from refused
 
 
 async def _read(ctx: Context, call: Callable[[], Awaitable[T]]) -> T:
@@ -145,12 +168,12 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
     return mcp
 
 
-def _quiet_mcp_server() -> MCPServer:
+def _quiet_mcp_server() -> _ReadableErrorsServer:
     """MCPServer() calls logging.basicConfig (a handler on the root logger when none is there yet):
     the server's logging is configured by the CLI/uvicorn, so take back whatever it added."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    mcp = MCPServer("rag-server", version=__version__, instructions=INSTRUCTIONS)
+    mcp = _ReadableErrorsServer("rag-server", version=__version__, instructions=INSTRUCTIONS)
     for handler in root.handlers[:]:
         if handler not in handlers:
             root.removeHandler(handler)
