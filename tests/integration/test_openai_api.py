@@ -216,6 +216,114 @@ async def test_an_invalid_embedding_input_is_named_for_what_is_wrong(
     assert (error["param"], error["message"]) == (param, message)
 
 
+QUESTION_MESSAGES: Any = [{"role": "user", "content": QUESTION}]
+
+
+@pytest.mark.parametrize(
+    ("extra_body", "param", "message"),
+    [
+        # Each was ignored: one choice for n=2, text for JSON, no tool call for "required", logprobs null.
+        ({"n": 2}, "n", "n: one answer is generated per request: n must be 1"),
+        (
+            {"response_format": {"type": "json_object"}},
+            "response_format",
+            "response_format: answers are cited text: response_format 'json_object' is not supported",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
+            "response_format",
+            "response_format: answers are cited text: response_format 'json_schema' is not supported",
+        ),
+        (
+            {"tool_choice": "required", "tools": [{"type": "function", "function": {"name": "f"}}]},
+            "tool_choice",
+            "tool_choice: this server calls no tools: tool_choice must be 'auto' or 'none'",
+        ),
+        (
+            {"logprobs": True},
+            "logprobs",
+            "logprobs: log probabilities are not available: logprobs must be false",
+        ),
+        # A validator's own sentence, without pydantic's "Value error, " in front of it.
+        (
+            {"messages": [{"role": "system", "content": "hi"}]},
+            "messages",
+            "messages: messages must contain a user message",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": QUESTION},
+                            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
+                        ],
+                    }
+                ]
+            },
+            "messages.0.content.1",
+            "messages.0.content.1: a part of type 'image_url' cannot be read: only text parts are",
+        ),
+    ],
+)
+async def test_what_the_server_cannot_honour_is_an_openai_400_naming_it(
+    reader: openai.AsyncOpenAI, extra_body: dict[str, Any], param: str, message: str
+) -> None:
+    body: dict[str, Any] = {"model": "rag:alpha", "messages": QUESTION_MESSAGES, **extra_body}
+    with pytest.raises(openai.BadRequestError) as caught:
+        await reader.chat.completions.create(**body)
+    error = caught.value.response.json()["error"]
+    assert error["param"] == param and error["message"].startswith(message), error
+
+
+async def test_sampling_hints_and_optional_tools_are_accepted(reader: openai.AsyncOpenAI) -> None:
+    completion = await reader.chat.completions.create(
+        model="rag:alpha",
+        messages=[{"role": "developer", "content": "Be brief."}, *QUESTION_MESSAGES],
+        n=1,
+        top_p=0.9,
+        seed=7,
+        user="u1",
+        presence_penalty=0.1,
+        response_format={"type": "text"},
+        tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+        tool_choice="auto",
+        logprobs=False,
+    )
+    assert len(completion.choices) == 1 and "BM25" in (completion.choices[0].message.content or "")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param", "message"),
+    [
+        ({"input": [[1, 2, 3]]}, "input", "input: token ids are not accepted, send the text"),
+        ({"input": [1, 2, 3]}, "input", "input: token ids are not accepted, send the text"),
+        ({"input": "x", "dimensions": 10}, None, "dimensions: this model's embeddings have 384 dimensions"),
+    ],
+)
+async def test_embeddings_the_model_cannot_make_are_an_openai_400(
+    reader: openai.AsyncOpenAI, kwargs: dict[str, Any], param: str | None, message: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await reader.embeddings.create(model="rag:alpha", **kwargs)
+    error = caught.value.response.json()["error"]
+    assert error["param"] == param and error["message"].startswith(message), error
+    same = await reader.embeddings.create(model="rag:alpha", input="x", dimensions=384)
+    assert len(same.data[0].embedding) == 384
+
+
+async def test_an_operation_this_server_lacks_is_not_a_missing_model(reader: openai.AsyncOpenAI) -> None:
+    # `client.completions` (and responses, images...): the 404 said code model_not_found, message
+    # "Not Found", so the SDK's NotFoundError blamed the model.
+    with pytest.raises(openai.NotFoundError) as caught:
+        await reader.completions.create(model="rag:alpha", prompt="What is BM25?")
+    error = caught.value.response.json()["error"]
+    assert error["code"] is None and error["type"] == "invalid_request_error"
+    assert error["message"].startswith("Invalid URL (POST /v1/completions): this server's OpenAI-compatible")
+    assert "POST /v1/chat/completions" in error["message"]
+
+
 async def test_a_bad_key_is_an_authentication_error(app: FastAPI, world: World) -> None:
     async with client_for(app, "rag_" + "x" * 43) as client:
         with pytest.raises(openai.AuthenticationError) as caught:

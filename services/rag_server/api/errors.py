@@ -31,7 +31,12 @@ from rag_server.errors import (
 )
 from rag_server.infra.database import is_conflict_db_error, is_transient_db_error
 from rag_server.infra.embeddings import EmbeddingError
-from rag_server.openai_compat.models import OpenAIError, error_content, validation_error_content
+from rag_server.openai_compat.models import (
+    OpenAIError,
+    error_content,
+    unknown_url_content,
+    validation_error_content,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +101,7 @@ def install_openapi(app: FastAPI) -> None:
 
 
 def _is_openai(path: str) -> bool:
-    return path.startswith(OPENAI_PREFIX)
+    return path.startswith(OPENAI_PREFIX) or path == OPENAI_PREFIX.rstrip("/")
 
 
 def _error(request: Request, status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -219,6 +224,8 @@ def install_error_handlers(app: FastAPI) -> None:
         # FastAPI's own (e.g. a body that is not JSON: 400); /v1 answers them in OpenAI's shape.
         if not _is_openai(request.url.path):
             return await http_exception_handler(request, exc)
+        if exc.status_code == 404:  # no such route (a model that does not exist is a domain 404)
+            return AsciiJSONResponse(unknown_url_content(request.method, request.url.path), 404)
         return _error(request, exc.status_code, str(exc.detail), dict(exc.headers or {}) or None)
 
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:

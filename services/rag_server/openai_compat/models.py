@@ -1,6 +1,6 @@
 """OpenAI's wire types, as far as this server speaks them (models, chat completions, embeddings, errors).
 
-Request models ignore unknown fields (clients send many: `n`, `top_p`, `user`, `tools`...); what they do
+Request models ignore unknown fields (clients send many: `top_p`, `seed`, `user`, `tools`...); what they do
 check is a 400 in OpenAI's error shape. Responses carry one extra top-level field, `sources`.
 """
 
@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from rag_server.chat.models import Source
 from rag_server.retrieval.models import SearchType
@@ -69,6 +69,17 @@ def error_content(status: int, message: str, param: str | None = None) -> dict[s
     return OpenAIError(error=OpenAIErrorBody(message=message, type=kind, param=param, code=code)).model_dump()
 
 
+OPERATIONS = "GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions and POST /v1/embeddings"
+
+
+def unknown_url_content(method: str, path: str) -> dict[str, Any]:
+    """A 404 for a path no /v1 route has (`client.completions`, `client.responses`...): not
+    `model_not_found`, which made the SDK's NotFoundError blame the model."""
+    message = f"Invalid URL ({method} {path}): this server's OpenAI-compatible API serves {OPERATIONS}"
+    body = OpenAIErrorBody(message=message, type="invalid_request_error", param=None, code=None)
+    return OpenAIError(error=body).model_dump()
+
+
 _FIELD = re.compile(r"^[a-z_][a-z0-9_]*$")
 # Pydantic names the member of a union that failed ("str", "list[TextPart]", "function-after[...]")
 # in an error's location: the field path ends before it.
@@ -88,7 +99,8 @@ def validation_error_content(errors: list[dict[str, Any]]) -> dict[str, Any]:
     """A 400 body for pydantic's errors: the first one's field and message (OpenAI names one `param`)."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     param = ".".join(_field_path(first.get("loc", ()))) or None
-    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    said = str(first.get("msg")).removeprefix("Value error, ")  # a validator's own sentence
+    message = f"{param}: {said}" if param else said
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
     return error_content(400, message, param)
@@ -116,6 +128,17 @@ class TextPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: Literal["text"]
     text: Text
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data: Any) -> Any:
+        # An image (or audio, file...) part: say so, not "type: Input should be 'text' (and 1 more)".
+        if isinstance(data, dict) and data.get("type") != "text":
+            raise ValueError(
+                f"a part of type {str(data.get('type'))[:40]!r} cannot be read: only text parts are "
+                "(answers come from the collection's text)"
+            )
+        return data
 
 
 class ChatMessageIn(BaseModel):
@@ -151,6 +174,41 @@ class ChatCompletionRequest(BaseModel):
         | Annotated[list[Annotated[str, Field(max_length=100), Cleaned]], Field(max_length=4)]
         | None
     ) = None
+    # Accepted only where they change nothing (a client relies on what it asked for: a second choice,
+    # JSON, a tool call, log probabilities); sampling hints (top_p, seed, penalties, user) are ignored.
+    n: int | None = None
+    response_format: dict[str, Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    logprobs: bool | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, n: int | None) -> int | None:
+        if n not in (None, 1):
+            raise ValueError("one answer is generated per request: n must be 1")
+        return n
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_answers(cls, response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+        kind = (response_format or {}).get("type", "text")
+        if kind != "text":
+            raise ValueError(f"answers are cited text: response_format {str(kind)[:40]!r} is not supported")
+        return response_format
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _no_tool_calls(cls, tool_choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if tool_choice not in (None, "auto", "none"):
+            raise ValueError("this server calls no tools: tool_choice must be 'auto' or 'none'")
+        return tool_choice
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, logprobs: bool | None) -> bool | None:
+        if logprobs:
+            raise ValueError("log probabilities are not available: logprobs must be false")
+        return logprobs
 
     @field_validator("messages")
     @classmethod
@@ -241,6 +299,20 @@ class EmbeddingRequest(BaseModel):
     input: InputText | Annotated[list[InputText], Field(min_length=1, max_length=256)]
     # The openai SDK asks for base64 unless told otherwise (and decodes it itself).
     encoding_format: Literal["float", "base64"] = "float"
+    # Only the model's own: its vectors cannot be shortened (embed() checks it against the model).
+    dimensions: int | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _text_not_tokens(cls, value: Any) -> Any:
+        # Token ids are another tokenizer's (LangChain's OpenAIEmbeddings sends tiktoken ids unless
+        # check_embedding_ctx_length=False): this model reads text.
+        if isinstance(value, list) and any(isinstance(item, int | list) for item in value):
+            raise ValueError(
+                "token ids are not accepted, send the text (LangChain's OpenAIEmbeddings: "
+                "check_embedding_ctx_length=False)"
+            )
+        return value
 
     @property
     def texts(self) -> list[str]:

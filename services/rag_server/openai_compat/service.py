@@ -236,6 +236,11 @@ async def embed(runtime: Runtime, conn: Executor, body: EmbeddingRequest) -> Emb
         if parsed is None:
             raise unknown_model(body.model)
         await _check_collection(conn, body.model, parsed[0])
+    if body.dimensions is not None and body.dimensions != runtime.embedder.dim:
+        raise InvalidInputError(
+            f"dimensions: this model's embeddings have {runtime.embedder.dim} dimensions "
+            f"and cannot be shortened to {body.dimensions}"
+        )
     texts = body.texts
     vectors = np.asarray(await runtime.embedder.embed(texts), dtype=np.float32)
     data = [Embedding(index=i, embedding=_encode(row, body.encoding_format)) for i, row in enumerate(vectors)]
