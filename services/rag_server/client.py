@@ -53,7 +53,18 @@ def _detail(response: httpx.Response) -> str:
         detail = response.json().get("detail")
     except ValueError:
         return response.text[:200] or response.reason_phrase
+    if isinstance(detail, list):  # a 422: the request's problems, each as `field: message`
+        return "; ".join(_problem(item) for item in detail) or response.reason_phrase
     return str(detail)
+
+
+def _problem(error: Any) -> str:
+    if not isinstance(error, dict):
+        return str(error)
+    loc = list(error.get("loc") or [])
+    field = ".".join(map(str, loc[1:] if loc[:1] in (["body"], ["query"], ["path"]) else loc))
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{field}: {message}" if field else message
 
 
 def _failure(response: httpx.Response) -> ClientError:

@@ -31,3 +31,20 @@ async def test_the_async_client_searches(live_app_url: str) -> None:
     async with AsyncClient(live_app_url) as client:
         response = await client.search("anything", search_type="bm25", top_k=3)
         assert response.results == [] and response.search_type == "bm25"
+
+
+def test_a_request_the_server_refuses_is_one_sentence_naming_each_field(live_app_url: str) -> None:
+    # A 422's detail is a list of problems; its Python repr ("[{'type': 'greater_than_equal', 'loc':
+    # ['body', 'top_k'], ...}]") was the message.
+    with Client(live_app_url) as client:
+        with pytest.raises(ClientError) as err:
+            client.search("zebrafish", top_k=0, search_type="fuzzy")
+        assert err.value.status == 422
+        assert str(err.value) == (
+            "the server answered 422 to POST /search: top_k: Input should be greater than or equal to 1; "
+            "search_type: Input should be 'vector', 'bm25' or 'hybrid'"
+        )
+        with pytest.raises(
+            ClientError, match=r"to GET /documents/abc: document_id: Input should be a valid UUID"
+        ):
+            client.document("abc")
