@@ -50,16 +50,20 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.api.server import serve_api
+    from rag_server.infra.embeddings import check_local_model
 
+    check_local_model(settings)
     serve_api(settings, args.host, args.port)
     return 0
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.infra.embeddings import check_local_model
     from rag_server.ingestion.worker import run_worker
 
     if args.concurrency:
         settings = settings.model_copy(update={"worker_concurrency": args.concurrency})
+    check_local_model(settings)
     asyncio.run(run_worker(settings))
     return 0
 
@@ -140,8 +144,10 @@ def cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.infra.embeddings import check_local_model
     from rag_server.stack import run_stack
 
+    check_local_model(settings)  # before the database, the worker and the server start
     run_stack(settings, args.host, args.port)
     return 0
 

@@ -187,3 +187,17 @@ def test_an_unreadable_bootstrap_key_file_is_a_config_error(tmp_path: Path) -> N
     key = tmp_path / "key"
     key.write_text(" k" * 20 + "\n")
     assert Settings(bootstrap_admin_key_file=key).bootstrap_key() == ("k " * 20).strip()
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "1"], ["worker"], ["up", "--port", "1"]])
+def test_a_local_model_that_is_not_installed_is_one_error_line(command: list[str], tmp_path: Path) -> None:
+    # It was the ValueError's traceback out of the app's start-up (117 lines) or the worker's.
+    done = _rag_server(
+        {"RAG_EMBEDDING_MODEL": "nonexistent/model", "HF_HUB_OFFLINE": "1"}, tmp_path, *command
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip() == (
+        "error: embedding model 'nonexistent/model' is neither a local sentence-transformers directory nor "
+        "in the Hugging Face cache; models are never downloaded"
+    )
+    assert not (tmp_path / "data").exists()  # before the database was started

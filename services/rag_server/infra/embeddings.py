@@ -18,7 +18,12 @@ import numpy as np
 
 from rag_server.config import Settings
 from rag_server.infra.batching import CoalescingEmbedder
-from rag_server.infra.sentence_encoders import Precision, SentenceEncoder, load_sentence_encoder
+from rag_server.infra.sentence_encoders import (
+    Precision,
+    SentenceEncoder,
+    load_sentence_encoder,
+    resolve_model_dir,
+)
 from rag_server.infra.sentence_encoders import Runtime as EncoderRuntime
 
 logger = logging.getLogger(__name__)
@@ -196,6 +201,13 @@ class LazyEmbedder:
     async def aclose(self) -> None:
         if self._embedder is not None:
             await self._embedder.aclose()
+
+
+def check_local_model(settings: Settings) -> None:
+    """Before a server or worker starts: a local RAG_EMBEDDING_MODEL that is not installed is a
+    ConfigError (the CLI's one line), not a traceback out of the app's start-up or the worker's."""
+    if settings.embedding_provider == "local":
+        resolve_model_dir(settings.embedding_model)
 
 
 def build_embedder(settings: Settings) -> Embedder:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from rag_server.config import precision_error
+from rag_server.config import ConfigError, precision_error
 from rag_server.infra.cores import usable_cores
 from rag_server.infra.file_lock import file_lock
 
@@ -79,7 +79,7 @@ def resolve_model_dir(model_name: str) -> Path:
     try:
         return Path(snapshot_download(model_name, local_files_only=True))
     except Exception as exc:  # not a repo id, or not in the cache: the same answer for the user
-        raise ValueError(
+        raise ConfigError(
             f"embedding model {model_name!r} is neither a local sentence-transformers directory nor in "
             "the Hugging Face cache; models are never downloaded"
         ) from exc
