@@ -48,3 +48,20 @@ def test_a_request_the_server_refuses_is_one_sentence_naming_each_field(live_app
             ClientError, match=r"to GET /documents/abc: document_id: Input should be a valid UUID"
         ):
             client.document("abc")
+
+
+@pytest.mark.parametrize(
+    ("params", "said"),
+    [
+        ({"filters": {"file_type": ["md"]}}, "filters.file_type: Extra inputs are not permitted"),
+        ({"filter": {"file_types": ["md"]}}, "filter: Extra inputs are not permitted"),
+        ({"topk": 1}, "topk: Extra inputs are not permitted"),
+    ],
+)
+def test_a_misspelt_search_option_is_refused_not_ignored(
+    live_app_url: str, params: dict[str, object], said: str
+) -> None:
+    # Ignored, the search ran without it: every hit, unfiltered.
+    with Client(live_app_url) as client, pytest.raises(ClientError) as err:
+        client.search("zebrafish", **params)
+    assert err.value.status == 422 and str(err.value).endswith(f"to POST /search: {said}"), err.value

@@ -164,6 +164,11 @@ async def test_http_errors_are_tool_errors(live_app_url: str, docs: Docs) -> Non
         ("search", {}, "invalid arguments: query: Field required"),
         ("list_documents", {"status": "bogus"}, "invalid arguments: status: Input should be 'queued'"),
         (
+            "search",
+            {"query": "x", "filters": {"file_type": ["md"]}},
+            "filters.file_type: Extra inputs are not",
+        ),
+        (
             "get_document",
             {"document_id": "nope"},
             "invalid arguments: document_id: Input should be a valid UUID",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from rag_server.collections.models import CollectionRef, HybridAlpha
 from rag_server.text import Cleaned, CleanText
@@ -30,7 +30,10 @@ MetadataValue = (
 
 
 class SearchFilters(BaseModel):
-    """Applied inside every leg, in SQL, before LIMIT."""
+    """Applied inside every leg, in SQL, before LIMIT. A key it does not know is refused: ignored, a
+    misspelt filter (`file_type`) returned every hit unfiltered."""
+
+    model_config = ConfigDict(extra="forbid")
 
     document_ids: list[UUID] | None = Field(default=None, max_length=1_000)
     file_types: list[Annotated[str, Field(max_length=50), Cleaned]] | None = Field(
@@ -49,6 +52,9 @@ class SearchFilters(BaseModel):
 
 
 class SearchRequest(BaseModel):
+    # A misspelt option (`filter`, `topk`) is refused, not searched without it.
+    model_config = ConfigDict(extra="forbid")
+
     query: CleanText = Field(min_length=1, max_length=20_000)
     top_k: int = Field(default=10, ge=1, le=100)
     search_type: SearchType = "hybrid"
