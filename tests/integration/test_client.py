@@ -65,3 +65,11 @@ def test_a_misspelt_search_option_is_refused_not_ignored(
     with Client(live_app_url) as client, pytest.raises(ClientError) as err:
         client.search("zebrafish", **params)
     assert err.value.status == 422 and str(err.value).endswith(f"to POST /search: {said}"), err.value
+
+
+def test_a_misspelt_query_option_is_refused_not_ignored(live_app_url: str) -> None:
+    # `collection` for `collections`: the answer came from `default`.
+    with Client(live_app_url) as client, pytest.raises(ClientError) as err:
+        client.query("zebrafish?", collection="papers")
+    assert err.value.status == 422
+    assert str(err.value).endswith("to POST /query: collection: Extra inputs are not permitted"), err.value

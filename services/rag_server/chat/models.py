@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field, PlainValidator, WithJsonSchema, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
 
 from rag_server.collections.models import CollectionRef
 from rag_server.errors import ForbiddenError, NotFoundError
@@ -145,6 +145,9 @@ class ChatMessageOut(BaseModel):
 
 
 class QueryRequest(BaseModel):
+    # A misspelt option (`collection`, `filter`) is refused, not answered without it.
+    model_config = ConfigDict(extra="forbid")
+
     query: CleanText = Field(min_length=1, max_length=20_000)
     # A UUID: an existing session (unknown: 404). Any other id: the caller's own session name, created
     # on first use and continued afterwards.
