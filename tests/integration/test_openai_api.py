@@ -322,6 +322,10 @@ async def test_an_operation_this_server_lacks_is_not_a_missing_model(reader: ope
     assert error["code"] is None and error["type"] == "invalid_request_error"
     assert error["message"].startswith("Invalid URL (POST /v1/completions): this server's OpenAI-compatible")
     assert "POST /v1/chat/completions" in error["message"]
+    # A model id with a slash (an embedding model's name) is still a model lookup.
+    with pytest.raises(openai.NotFoundError) as caught:
+        await reader.models.retrieve("sentence-transformers/all-MiniLM-L6-v2")
+    assert caught.value.response.json()["error"]["code"] == "model_not_found"
 
 
 async def test_a_bad_key_is_an_authentication_error(app: FastAPI, world: World) -> None:

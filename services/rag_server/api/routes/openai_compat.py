@@ -49,7 +49,7 @@ async def list_models(pool: ReadPoolDep) -> ModelList:
     return await service.list_models(pool)
 
 
-@router.get("/models/{model_id}", responses=openai_error_responses(404))
+@router.get("/models/{model_id:path}", responses=openai_error_responses(404))
 async def retrieve_model(
     model_id: Annotated[str, Path(description="A model id from GET /v1/models")],
     pool: ReadPoolDep,
