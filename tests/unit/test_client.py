@@ -48,10 +48,21 @@ def test_a_refused_key_says_how_to_send_one(monkeypatch: pytest.MonkeyPatch) -> 
         return httpx.Response(401, json={"detail": "the API key is not valid"})
 
     client = Client("http://rag", transport=httpx.MockTransport(answer))
-    with client, pytest.raises(ClientError, match=r"needs an API key .*RAG_API_KEY"):
+    # A key was sent: the server refused it (it said the server "needs an API key").
+    with (
+        client,
+        pytest.raises(
+            ClientError,
+            match=r"^the server refused the API key \(the API key is not valid\): check api_key= or RAG_",
+        ),
+    ):
         client.search("x")
     assert seen[0].headers["authorization"] == "Bearer rag_from_env"
     assert len(seen) == 1  # a 401 is not retried
+    monkeypatch.delenv("RAG_API_KEY")
+    keyless = Client("http://rag", transport=httpx.MockTransport(answer))
+    with keyless, pytest.raises(ClientError, match=r"needs an API key .*pass api_key= or set RAG_API_KEY"):
+        keyless.search("x")
 
 
 def test_an_unreachable_server_is_one_sentence() -> None:
