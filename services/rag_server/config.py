@@ -195,6 +195,23 @@ class Settings(BaseSettings):
     embedded_listen: str = ""
 
     @model_validator(mode="after")
+    def _database_addresses(self) -> Settings:
+        # Checked here, where a bad one is the CLI's one line (it was a ValueError's traceback when the
+        # database was opened). A URL is never echoed: it may hold a password.
+        urls = [("DATABASE_URL", self.database_url)] if self.database_url else []
+        for n, url in enumerate(self.read_replica_urls, start=1):
+            urls.append((f"RAG_READ_DATABASE_URLS (URL {n})", url))
+        for variable, url in urls:
+            scheme, sep, _ = url.partition("://")
+            if not sep or scheme.split("+", 1)[0] not in ("postgresql", "postgres"):
+                raise ValueError(f"{variable} is not a PostgreSQL URL (postgresql://user:password@host/db)")
+        if self.embedded_listen:
+            from rag_server.infra.embedded_postgres import parse_listen
+
+            parse_listen(self.embedded_listen)  # its ValueError names the variable and the form
+        return self
+
+    @model_validator(mode="after")
     def _precision_needs_local_onnx(self) -> Settings:
         if self.embedding_precision != "fp32" and not self._local_onnx():
             raise ValueError(precision_error(self.embedding_precision))

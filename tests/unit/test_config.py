@@ -201,3 +201,36 @@ def test_a_local_model_that_is_not_installed_is_one_error_line(command: list[str
         "in the Hugging Face cache; models are never downloaded"
     )
     assert not (tmp_path / "data").exists()  # before the database was started
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"DATABASE_URL": "mysql://u:secret@h/db"}, "DATABASE_URL is not a PostgreSQL URL"),
+        ({"DATABASE_URL": "secret"}, "DATABASE_URL is not a PostgreSQL URL"),
+        (
+            {"RAG_READ_DATABASE_URLS": "postgresql://u@replica/db,secret@replica2"},
+            "RAG_READ_DATABASE_URLS (URL 2) is not a PostgreSQL URL",
+        ),
+        ({"RAG_EMBEDDED_LISTEN": "garbage"}, "RAG_EMBEDDED_LISTEN must be host:port (e.g. 127.0.0.1:5433)"),
+    ],
+)
+def test_a_bad_database_address_is_one_error_line_that_never_shows_the_url(
+    env: dict[str, str], said: str, tmp_path: Path
+) -> None:
+    # It was a ValueError's traceback when the database was opened, quoting the URL (and its password).
+    done = _rag_server(env, tmp_path, "doctor")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"error: {said}") and len(done.stderr.strip().splitlines()) == 1, (
+        done.stderr
+    )
+    assert "secret" not in done.stderr
+
+
+def test_postgres_urls_of_every_accepted_form_are_settings() -> None:
+    settings = Settings(
+        database_url="postgresql+asyncpg://u:p@h/db",
+        read_database_urls="postgres://u@r1/db, postgresql://u@r2/db",
+        embedded_listen="127.0.0.1:5433",
+    )
+    assert settings.read_replica_urls == ["postgres://u@r1/db", "postgresql://u@r2/db"]
