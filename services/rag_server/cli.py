@@ -153,6 +153,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rag_server.cli_args import whole_number
+
     parser = argparse.ArgumentParser(prog="rag-server", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -169,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = add(name, handler, help_text)
         p.add_argument("--host", default=settings_defaults.host)
-        p.add_argument("--port", type=int, default=settings_defaults.port)
+        p.add_argument("--port", type=whole_number(1, 65535), default=settings_defaults.port)
 
     p = add("worker", cmd_worker, "run an ingestion worker (applies migrations first)")
     p.add_argument("--concurrency", type=int, default=None, help="tasks processed at once")

@@ -45,12 +45,12 @@ class Settings(BaseSettings):
     # the server authenticates TCP clients by password (docker-compose); unset: no password.
     runtime_db_user: str = Field(default="rag_runtime", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     runtime_db_password: SecretStr | None = None
-    db_pool_min: int = 2
-    db_pool_max: int = 10
+    db_pool_min: int = Field(default=2, ge=0)
+    db_pool_max: int = Field(default=10, ge=1)
 
     # --- HTTP -----------------------------------------------------------------------------
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=1, le=65535)
 
     # --- embeddings -----------------------------------------------------------------------
     embedding_provider: Literal["local", "ollama", "openai"] = "local"
@@ -209,6 +209,10 @@ class Settings(BaseSettings):
             from rag_server.infra.embedded_postgres import parse_listen
 
             parse_listen(self.embedded_listen)  # its ValueError names the variable and the form
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError(
+                f"RAG_DB_POOL_MIN ({self.db_pool_min}) is more than RAG_DB_POOL_MAX ({self.db_pool_max})"
+            )
         return self
 
     @model_validator(mode="after")

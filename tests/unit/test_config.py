@@ -154,6 +154,13 @@ def _rag_server(env: dict[str, str], tmp_path: Path, *args: str) -> subprocess.C
             {"RAG_CHUNK_INCLUDE_TITLE": "maybe"},
             "RAG_CHUNK_INCLUDE_TITLE 'maybe': input should be a valid boolean",
         ),
+        # 99999 listened nowhere (uvicorn started, said nothing); a pool of 0 was asyncpg's traceback.
+        ({"RAG_PORT": "99999"}, "RAG_PORT '99999': input should be less than or equal to 65535"),
+        ({"RAG_DB_POOL_MAX": "0"}, "RAG_DB_POOL_MAX '0': input should be greater than or equal to 1"),
+        (
+            {"RAG_DB_POOL_MIN": "5", "RAG_DB_POOL_MAX": "2"},
+            "RAG_DB_POOL_MIN (5) is more than RAG_DB_POOL_MAX (2)",
+        ),
         (
             {"RAG_EMBEDDING_PRECISION": "int8", "RAG_EMBEDDING_RUNTIME": "torch"},
             "RAG_EMBEDDING_PRECISION=int8 applies to the local model on ONNX Runtime only",
@@ -234,3 +241,11 @@ def test_postgres_urls_of_every_accepted_form_are_settings() -> None:
         embedded_listen="127.0.0.1:5433",
     )
     assert settings.read_replica_urls == ["postgres://u@r1/db", "postgresql://u@r2/db"]
+
+
+def test_a_port_out_of_range_on_the_command_line_is_refused(tmp_path: Path) -> None:
+    done = _rag_server({}, tmp_path, "serve", "--port", "70000")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith(
+        "error: argument --port: takes a whole number from 1 to 65535, got '70000'"
+    )
