@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     worker_retry_backoff_s: float = 5.0
     # SIGTERM: in-flight tasks get this long to finish, then their messages are released (vt = 0).
     worker_shutdown_grace_s: float = 30.0
+    # Parsing and chunking run in a child process of each worker (ingestion/parse_process.py). A file
+    # that takes longer than this, or more memory than this beyond the child's own, is stopped and its
+    # task fails with a sentence saying so; the worker goes on with other files.
+    parse_timeout_s: float = Field(default=600.0, gt=0)
+    parse_max_memory_mb: int = Field(default=4096, ge=256)
 
     # --- API server ------------------------------------------------------------------------
     # SIGTERM / Ctrl-C: in-flight requests (streamed answers too) get this long, then are cancelled;

@@ -28,12 +28,12 @@ from rag_server.generations.backfill import handle_reembed, is_reembed, write_fo
 from rag_server.infra.database import is_transient_db_error, runtime_url, transaction
 from rag_server.infra.embeddings import EmbeddingError
 from rag_server.infra.heap import startup_heap_frozen
-from rag_server.infra.log_context import log_context, valid_request_id
+from rag_server.infra.log_context import current_request_id, log_context, valid_request_id
 from rag_server.infra.queue import Message
 from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.ingestion import tasks
+from rag_server.ingestion.parse_process import ParseProcess, ParserCrashed
 from rag_server.ingestion.parsing import ParseError
-from rag_server.ingestion.pipeline import prepare_chunks, warm_up_chunking
 from rag_server.ingestion.recovery import WorkerLease, release_unstarted_messages, requeue_dead_workers_tasks
 from rag_server.retrieval.bm25 import read_engine
 from rag_server.retrieval.bm25_packs import pack_if_due
@@ -78,6 +78,8 @@ class Worker:
         self.runtime = runtime
         self.settings = runtime.settings
         self.lease = lease
+        # Every file is parsed and chunked in this child, with a time and a memory limit.
+        self.parser = ParseProcess(runtime.settings)
         self.stopping = asyncio.Event()
         self._heartbeats: dict[int, asyncio.Task[None]] = {}
 
@@ -227,6 +229,10 @@ class Worker:
             await self._ingest(work, msg.msg_id, attempt)
         except ParseError as exc:
             await self._fail(task_id, work, str(exc), msg)
+        except ParserCrashed as exc:
+            # The file (or the machine's memory) took the parser's process down, not this worker: a
+            # failure of this document, retried a bounded number of times like any other.
+            await self._retry(task_id, f"Unexpected error while processing: {exc}.", msg)
         except EmbeddingError as exc:
             # The task's error keeps the service's answer; the log line does not (it may quote the text).
             if exc.transient:
@@ -252,7 +258,8 @@ class Worker:
         """Parse, chunk, embed (progress recorded per batch), then the one final transaction."""
         pool, settings, task_id = self.runtime.pool, self.settings, work.task_id
         logger.info("task %s: %s (attempt %d)", task_id, work.filename, attempt)
-        chunks = await prepare_chunks(settings, work.filename, work.content, work.file_type, work.title)
+        ids = {"task_id": str(task_id), "request_id": current_request_id()}
+        chunks = await self.parser.prepare(work.filename, work.content, work.file_type, work.title, ids=ids)
         await tasks.set_task_total(pool, task_id, len(chunks))
 
         async def progress(done: int) -> None:
@@ -338,15 +345,19 @@ async def _run(runtime: Runtime, settings: Settings, lease: WorkerLease) -> None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stopping.set)
-    # Ready means ready to chunk too, as the model is loaded by now.
-    await asyncio.to_thread(warm_up_chunking, settings)
-    with startup_heap_frozen():
-        logger.info(
-            "worker ready: id %s, queue %s, concurrency %d, visibility timeout %d s",
-            lease.worker_id,
-            settings.queue_name,
-            settings.worker_concurrency,
-            settings.worker_visibility_timeout_s,
-        )
-        await worker.run()
+    # Ready means ready to parse and chunk too (the child's imports and warm-up), as the model is
+    # loaded by now.
+    await worker.parser.start()
+    try:
+        with startup_heap_frozen():
+            logger.info(
+                "worker ready: id %s, queue %s, concurrency %d, visibility timeout %d s",
+                lease.worker_id,
+                settings.queue_name,
+                settings.worker_concurrency,
+                settings.worker_visibility_timeout_s,
+            )
+            await worker.run()
+    finally:
+        await worker.parser.close()
     logger.info("worker stopped")

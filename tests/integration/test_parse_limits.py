@@ -1,0 +1,74 @@
+"""A file whose parsing runs too long fails with a sentence and the worker goes on; the parser's process
+dies with its worker. Parsing runs in a child of the worker (ingestion/parse_process.py): in the worker's
+own threads such a file held its slot for good, and one stuck in C code (a backtracking regular
+expression) froze the whole worker, heartbeats and SIGTERM included."""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+import psutil
+
+from rag_server.config import Settings
+from rag_server.infra.runtime import Runtime
+from rag_server.ingestion.parse_process import timeout_message
+from tests.support.ingest import assert_exact_chunks, enqueue, task_row, wait_for
+from tests.support.processes import Proc, process_env, start_worker
+from tests.support.sample_files import long_text
+
+# A log of ~8 MB with no blank line: chunking it takes far longer than the 2 s allowed below.
+SLOW = ("slow.txt", "".join(f"Line {i} of a long log, about item {i}.\n" for i in range(200_000)).encode())
+SMALL = ("small.txt", long_text(300, seed=3).encode())
+
+
+def _parser_pid(worker: Proc) -> int:
+    found = re.search(r"parser process (\d+) ready", worker.log())
+    assert found, worker.log_tail()
+    return int(found.group(1))
+
+
+async def test_a_file_parsed_past_the_time_limit_fails_and_the_worker_goes_on(
+    runtime: Runtime,
+    settings: Settings,
+    database_url: str,
+    data_dir: Path,
+    tmp_path: Path,
+    workers: list[Proc],
+) -> None:
+    slow, small = await enqueue(runtime, [SLOW, SMALL])
+    env = process_env(database_url, data_dir, RAG_PARSE_TIMEOUT_S="2", RAG_WORKER_POLL_INTERVAL_S="0.1")
+    worker = start_worker(env, tmp_path / "worker.log")
+    workers.append(worker)
+
+    failed = wait_for(
+        lambda: (row := task_row(database_url, slow.task_id))["status"] == "failed" and row,
+        timeout=240,
+        what="the slow file failed",
+    )
+    # Final at once, with a sentence: the same file would take as long again.
+    assert (failed["error"], failed["attempts"], failed["failures"]) == (timeout_message(2), 1, 1)
+    wait_for(
+        lambda: task_row(database_url, small.task_id)["status"] == "completed",
+        timeout=240,
+        what="the small file completed",
+    )
+    assert small.document_id is not None
+    assert_exact_chunks(database_url, settings, small.document_id, *SMALL)
+    assert worker.stop(signal.SIGTERM, timeout=60) == 0, worker.log_tail()
+    assert "Traceback" not in worker.log()
+
+
+async def test_the_parser_process_dies_with_its_worker(
+    runtime: Runtime, database_url: str, data_dir: Path, tmp_path: Path, workers: list[Proc]
+) -> None:
+    [task] = await enqueue(runtime, [("slow-again.txt", SLOW[1] + b"One more line.\n")])
+    worker = start_worker(process_env(database_url, data_dir), tmp_path / "worker.log")
+    workers.append(worker)
+    wait_for(lambda: task_row(database_url, task.task_id)["status"] == "processing", what="parsing started")
+    parser = psutil.Process(_parser_pid(worker))
+    assert parser.is_running()
+    worker.stop(signal.SIGKILL)
+    # PR_SET_PDEATHSIG: a hung parse never outlives the worker that started it.
+    wait_for(lambda: not parser.is_running() or parser.status() == psutil.STATUS_ZOMBIE, what="parser gone")
