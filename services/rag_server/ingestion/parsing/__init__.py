@@ -15,11 +15,13 @@ from dataclasses import dataclass, replace
 
 from rag_server.ingestion.parsing.base import (
     HEADING_SEPARATOR,
+    MAX_HEADING_CHARS,
     SECTION_SEPARATOR,
     ParsedDocument,
     ParseError,
     Section,
     clean_text,
+    short_heading,
 )
 from rag_server.ingestion.parsing.office import parse_docx, parse_pptx
 from rag_server.ingestion.parsing.pdf import parse_pdf
@@ -35,6 +37,7 @@ from rag_server.ingestion.parsing.text import (
 __all__ = [
     "FILE_TYPES",
     "HEADING_SEPARATOR",
+    "MAX_HEADING_CHARS",
     "SECTION_SEPARATOR",
     "SUPPORTED_EXTENSIONS",
     "FileType",
@@ -110,7 +113,9 @@ _PARSERS: dict[str, Parser] = {
 
 
 def _clean(section: Section) -> Section:
-    path = tuple(p for p in (" ".join(clean_text(h).split()) for h in section.heading_path) if p)
+    path = tuple(
+        short_heading(p) for p in (" ".join(clean_text(h).split()) for h in section.heading_path) if p
+    )
     return replace(section, text=clean_text(section.text), heading_path=path)
 
 
@@ -129,4 +134,7 @@ def parse_document(filename: str, content: bytes, file_type: str) -> ParsedDocum
                 "The PDF has no extractable text layer (it may be scanned images); OCR is not supported."
             )
         raise ParseError("The file contains no extractable text.")
-    return ParsedDocument(title=clean_text(title or "").strip() or filename, sections=sections)
+    title = clean_text(title or "").strip()
+    if len(title) > MAX_HEADING_CHARS:
+        title = short_heading(" ".join(title.split()))
+    return ParsedDocument(title=title or filename, sections=sections)

@@ -15,6 +15,9 @@ class ParseError(Exception):
 # How a heading path is shown and indexed ("Guide > Install > Linux").
 HEADING_SEPARATOR = " > "
 SECTION_SEPARATOR = "\n\n"
+# A heading or a title longer than this is cut at a word: it goes above every chunk below it, in the
+# search text BM25 indexes and the model embeds (a 1 MB first line of Markdown was in every chunk).
+MAX_HEADING_CHARS = 200
 # Consecutive rows of one table are joined by a single newline: a chunk of several rows is then one
 # contiguous span of ParsedDocument.text (its offsets stay exact).
 RECORD_SEPARATOR = "\n"
@@ -65,6 +68,14 @@ class ParsedDocument:
                 sep = SECTION_SEPARATOR
             yield section, start, sep
             start += len(section.text) + len(sep)
+
+
+def short_heading(text: str) -> str:
+    """`text` cut to MAX_HEADING_CHARS at a word (an ellipsis says so); shorter text as it is."""
+    if len(text) <= MAX_HEADING_CHARS:
+        return text
+    cut = text.rfind(" ", MAX_HEADING_CHARS // 2, MAX_HEADING_CHARS)
+    return text[: cut if cut > 0 else MAX_HEADING_CHARS].rstrip() + "…"
 
 
 def clean_text(text: str) -> str:

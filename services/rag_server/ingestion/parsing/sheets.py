@@ -11,7 +11,7 @@ from typing import Any
 
 from rag_server.ingestion.parsing.base import ParseError, Section
 from rag_server.ingestion.parsing.office import check_ooxml
-from rag_server.ingestion.parsing.text import decode_text
+from rag_server.ingestion.parsing.text import decode_document
 
 # Rows read per file (all sheets together): beyond it the file is refused, never silently cut short.
 MAX_ROWS = 200_000
@@ -63,7 +63,10 @@ def _bounded(rows: Iterable[tuple[int, list[str]]], counter: list[int]) -> Itera
 
 
 def parse_csv(content: bytes) -> tuple[str | None, list[Section]]:
-    text = decode_text(content)
+    text = decode_document(content)
+    # The csv module refuses a cell over 128 KiB by default ("field larger than field limit"); a cell
+    # is bounded by the file, and the file by the upload limit.
+    csv.field_size_limit(max(csv.field_size_limit(), min(len(text) + 1, 2**31 - 1)))
     try:
         dialect: Any = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
     except csv.Error:

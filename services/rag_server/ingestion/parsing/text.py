@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from rag_server.ingestion.parsing.base import Outline, ParseError, Section
+from rag_server.ingestion.parsing.base import MAX_HEADING_CHARS, Outline, ParseError, Section
 
 _LATIN_CODE_PAGES = frozenset(
     [
@@ -56,19 +56,57 @@ def decode_text(content: bytes) -> str:
     return content.decode("latin-1")
 
 
+# Control characters (besides whitespace, escape and NUL, which UTF-16 text read as UTF-8 is full of)
+# in the first BINARY_SAMPLE_CHARS of the text: over BINARY_SHARE, the file is binary data (a program,
+# an archive, an image: 16-34% here), not text (0 for text in any encoding, ANSI-coloured logs too).
+BINARY_SAMPLE_CHARS = 65_536
+BINARY_SHARE = 0.10
+_BINARY = re.compile("[\x01-\x08\x0e-\x1a\x1c-\x1f\x7f-\x9f\ufffd]")
+
+
+def decode_document(content: bytes) -> str:
+    """The text of a text file (decode_text), or ParseError when it is binary data under a text name
+    (its bytes would become chunks of noise)."""
+    text = decode_text(content)
+    sample = text[:BINARY_SAMPLE_CHARS].replace("\x00", "")
+    share = len(_BINARY.findall(sample)) / len(sample) if sample else 0.0
+    if share > BINARY_SHARE:
+        raise ParseError(
+            f"The file is binary data, not text ({share:.0%} of its first characters are control "
+            "characters): it may be another kind of file under a text file's name."
+        )
+    return text
+
+
 def parse_text(content: bytes) -> tuple[str | None, list[Section]]:
-    return None, [Section(decode_text(content))]
+    return None, [Section(decode_document(content))]
 
 
-_ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+# An ATX heading's opening: 1-6 #s and the spaces or tabs after them. Its closing #s are taken off with
+# string operations: one pattern for both backtracked quadratically on a long run of spaces (a single
+# line of 600 KB held a worker for most of an hour).
+_ATX_OPEN = re.compile(r" {0,3}(#{1,6})[ \t]+")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 
 
+def atx_heading(line: str) -> tuple[int, str] | None:
+    """(level, raw title) of an ATX heading line (`## Install ##`), else None."""
+    opening = _ATX_OPEN.match(line)
+    if opening is None:
+        return None
+    title = line[opening.end() :].rstrip(" \t")
+    closed = title.rstrip("#")
+    if closed != title and closed.endswith((" ", "\t")):
+        title = closed.rstrip(" \t")  # `## Install ##` -> Install
+    return len(opening.group(1)), title
+
+
 def heading_title(raw: str) -> str:
     """A Markdown heading as words: links keep their text; emphasis, code marks and inline HTML
-    (`<a id="install"></a>` anchors) go."""
-    text = re.sub(r"<[^>]*>", "", _MD_LINK.sub(r"\1", raw))
+    (`<a id="install"></a>` anchors) go. Only its start is read (its patterns are quadratic on a long
+    run of `[` or `<`): a heading path keeps MAX_HEADING_CHARS of each heading anyway."""
+    text = re.sub(r"<[^>]*>", "", _MD_LINK.sub(r"\1", raw[: 4 * MAX_HEADING_CHARS]))
     return re.sub(r"(\*\*|__|`|\*)", "", text).strip()
 
 
@@ -87,16 +125,16 @@ def markdown_sections(text: str) -> list[Section]:
             fence = marker.group(1)
             outline.body(line)
             continue
-        heading = _ATX_HEADING.match(line)
+        heading = atx_heading(line)
         if heading:
-            outline.heading(len(heading.group(1)), heading_title(heading.group(2)), line)
+            outline.heading(heading[0], heading_title(heading[1]), line)
         else:
             outline.body(line)
     return outline.finish()
 
 
 def parse_markdown(content: bytes) -> tuple[str | None, list[Section]]:
-    text = decode_text(content)
+    text = decode_document(content)
     heading = re.search(r"^#\s+(.+)$", text, flags=re.MULTILINE)
     return (heading.group(1).strip() if heading else None), markdown_sections(text)
 
@@ -108,7 +146,7 @@ _HTML_HEADING = re.compile("^\ue000([1-6])\ue001(.*)$")
 def parse_html(content: bytes) -> tuple[str | None, list[Section]]:
     from bs4 import BeautifulSoup
 
-    soup = BeautifulSoup(decode_text(content), "html.parser")
+    soup = BeautifulSoup(decode_document(content), "html.parser")
     for tag in soup(["script", "style", "noscript", "template"]):
         tag.decompose()
     title = soup.title.get_text(" ", strip=True) if soup.title else None
@@ -130,7 +168,7 @@ def parse_html(content: bytes) -> tuple[str | None, list[Section]]:
 
 def parse_json(content: bytes) -> tuple[str | None, list[Section]]:
     try:
-        value = json.loads(decode_text(content))
+        value = json.loads(decode_document(content))
     except json.JSONDecodeError as exc:
         raise ParseError(f"The file is not valid JSON ({exc.msg} at line {exc.lineno}).") from exc
     lines: list[str] = []

@@ -1,0 +1,118 @@
+"""Files a user can upload that once went wrong: binary data under a text name became chunks of noise, a
+Markdown heading line that made a regular expression backtrack for hours, a heading a megabyte long in
+every chunk's search text, a CSV cell over the csv module's 128 KiB default."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import random
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from rag_server.config import Settings
+from rag_server.ingestion.parsing import MAX_HEADING_CHARS, ParseError, parse_document
+from rag_server.ingestion.parsing.text import atx_heading
+from rag_server.ingestion.pipeline import prepare_chunks_sync
+
+
+def _zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a.bin", random.Random(3).randbytes(4000))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("filename", "content", "file_type"),
+    [
+        ("random.txt", random.Random(1).randbytes(20_000), "txt"),
+        ("program.txt", Path(sys.executable).read_bytes()[:300_000], "txt"),
+        ("archive.md", _zip(), "md"),
+        ("image.csv", bytes.fromhex("89504e470d0a1a0a") + random.Random(2).randbytes(3000), "csv"),
+        ("data.json", random.Random(4).randbytes(5000), "json"),
+    ],
+)
+def test_binary_data_under_a_text_name_is_refused(filename: str, content: bytes, file_type: str) -> None:
+    with pytest.raises(ParseError, match=r"^The file is binary data, not text \(\d+% of its first"):
+        parse_document(filename, content, file_type)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("Plain text, UTF-16 without a byte order mark.".encode("utf-16-be"), "Plain text, UTF-16"),
+        ("熊猫的文字，没有字节顺序标记。".encode("utf-16-le"), "熊猫的文字"),
+        (b"\x1b[32mINFO\x1b[0m a coloured log line\n" * 50, "[32mINFO[0m a coloured"),
+        ("Caf\u00e9 cr\u00e8me br\u00fbl\u00e9e".encode("latin-1"), "Café crème"),
+        (b"\xef\xbb\xbfA text with a BOM\r\nand CRLF", "A text with a BOM\nand CRLF"),
+    ],
+)
+def test_text_in_any_encoding_is_still_text(content: bytes, expected: str) -> None:
+    parsed = parse_document("t.txt", content, "txt")
+    assert parsed.sections[0].text.startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("# Title", (1, "Title")),
+        ("## Install ##", (2, "Install")),
+        ("# Title#", (1, "Title#")),
+        ("# ##", (1, "##")),
+        ("##\tTab\t#\t", (2, "Tab")),
+        ("# a # b #", (1, "a # b")),
+        ("#    ", (1, "")),
+        ("   # three", (1, "three")),
+        ("#", None),
+        ("    # code", None),
+        ("####### seven", None),
+    ],
+)
+def test_atx_headings(line: str, expected: tuple[int, str] | None) -> None:
+    assert atx_heading(line) == expected
+
+
+def test_a_heading_line_with_a_long_run_of_spaces_parses_at_once() -> None:
+    # The former pattern backtracked quadratically: this line took most of an hour and, holding the
+    # GIL, froze the whole worker. A child interpreter, so a regression fails here instead of hanging.
+    script = (
+        "from rag_server.ingestion.parsing import parse_document\n"
+        "text = '# Intro\\n\\nbody\\n\\n# a' + ' ' * 400_000 + 'b\\n\\n# ' + '[' * 400_000 + '\\n\\nend\\n'\n"
+        "parsed = parse_document('slow.md', text.encode(), 'md')\n"
+        "print(len(parsed.sections), parsed.sections[-1].text.split()[-1])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "end"]  # the bare heading `# a...b` joins the next one
+
+
+def test_long_headings_and_titles_are_cut_in_every_chunk() -> None:
+    heading = "word " * 200_000  # a 1 MB first line: once the title and heading path of every chunk
+    body = "A sentence of body text under a very long heading. " * 200
+    chunks = prepare_chunks_sync(Settings(), "long.md", f"# {heading}\n\n{body}".encode(), "md")
+    assert len(chunks) > 10
+    for chunk in chunks:
+        assert chunk.heading_path is not None and len(chunk.heading_path) <= MAX_HEADING_CHARS + 1
+        assert chunk.heading_path.endswith("…")
+        assert len(chunk.search_text) < len(chunk.text) + 2 * MAX_HEADING_CHARS + 10
+
+
+def test_a_csv_cell_over_128_kib_is_read() -> None:
+    cell = " ".join(f"word{i}" for i in range(40_000))  # ~300 KB
+    parsed = parse_document("big.csv", f'name,notes\nalpha,"{cell}"\nbeta,short\n'.encode(), "csv")
+    assert [s.location for s in parsed.sections] == [{"row": 2}, {"row": 3}]
+    assert parsed.sections[0].text == f"name: alpha; notes: {cell}"
+
+
+def test_random_bytes_of_every_length_never_crash_the_text_parsers() -> None:
+    rng = random.Random(7)
+    for size in (1, 2, 3, 17, 255, 4096):
+        data = rng.randbytes(size)
+        for file_type in ("txt", "md", "csv", "json", "html"):
+            with contextlib.suppress(ParseError):  # a readable refusal, or text: nothing else
+                parse_document(f"x.{file_type}", data, file_type)
