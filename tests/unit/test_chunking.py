@@ -6,6 +6,8 @@ import itertools
 import subprocess
 import sys
 
+import pytest
+
 from rag_server.ingestion.chunking import chunk_document
 from rag_server.ingestion.parsing import ParsedDocument, Section
 from tests.support.sample_files import long_text
@@ -58,3 +60,38 @@ def test_warming_up_loads_the_sentence_tokenizer_a_long_paragraph_needs() -> Non
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_long_section_reaches_the_sentence_splitter_in_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    # NLTK runs each regular expression under a 5 s wall-clock limit: a text file of a few MB with no
+    # blank line (one section, one paragraph) failed with a TimeoutError, sooner on a busy machine.
+    from rag_server.ingestion import chunking
+
+    seen: list[int] = []
+    real = chunking._splitter(64, 8)
+
+    class Recording:
+        def split_text(self, text: str) -> list[str]:
+            seen.append(len(text))
+            return real.split_text(text)
+
+    monkeypatch.setattr(chunking, "_splitter", lambda size, overlap: Recording())
+    monkeypatch.setattr(chunking, "WINDOW_CHARS", 5_000)
+    lines = [f"Line {i} of a log without blank lines, about item {i}." for i in range(600)]
+    parsed = ParsedDocument("Log", [Section("\n".join(lines))])
+    chunks = chunk_document(parsed, chunk_size=64, chunk_overlap=8, include_title=False)
+    assert len(seen) > 4 and max(seen) <= 5_000
+    for c in chunks:  # offsets still point at each chunk's text; nothing is lost between windows
+        assert c.char_start is not None and parsed.text[c.char_start : c.char_end] == c.text
+    assert all(line in "".join(c.text for c in chunks) for line in lines)
+
+
+def test_windows_cut_after_a_line_break_or_a_space() -> None:
+    from rag_server.ingestion.chunking import windows
+
+    text = "ab cd\n" * 5_000
+    pieces = list(windows(text, 1_000))
+    assert "".join(p for p, _ in pieces) == text and all(text[s : s + len(p)] == p for p, s in pieces)
+    assert all(p.endswith("\n") and len(p) <= 1_000 for p, _ in pieces[:-1])
+    assert [len(p) for p, _ in windows("x" * 2_500, 1_000)] == [1_000, 1_000, 500]
+    assert [p for p, _ in windows("short", 1_000)] == ["short"]

@@ -101,21 +101,46 @@ def _groups(parsed: ParsedDocument) -> Iterator[tuple[list[Section], int]]:
         yield group, group_start
 
 
+# LlamaIndex hands a paragraph longer than a chunk to NLTK's sentence tokenizer whole, and NLTK runs each
+# regular expression under a 5 s wall-clock limit (nltk.redos): a section of a few MB with no blank line
+# (a long text file, a big table cell) failed with a TimeoutError, sooner on a busy machine. Longer
+# sections are cut first, at a line break (else a space) in the last half of each window of this size.
+WINDOW_CHARS = 100_000
+
+
+def windows(text: str, size: int | None = None) -> Iterator[tuple[str, int]]:
+    """`text` as consecutive pieces of at most `size` (WINDOW_CHARS) characters, with their starts, cut
+    after a line break or a space where the last half of a window has one."""
+    size = size or WINDOW_CHARS
+    start = 0
+    while len(text) - start > size:
+        end = start + size
+        cut = text.rfind("\n", start + size // 2, end)
+        if cut < 0:
+            cut = text.rfind(" ", start + size // 2, end)
+        cut = end if cut < 0 else cut + 1
+        yield text[start:cut], start
+        start = cut
+    yield text[start:], start
+
+
 def _split(
     section: Section, section_start: int, chunk_size: int, chunk_overlap: int
 ) -> Iterator[tuple[str, int | None]]:
-    cursor = 0
-    for piece in _splitter(chunk_size, chunk_overlap).split_text(section.text):
-        if not piece.strip():
-            continue
-        found = section.text.find(piece, cursor)
-        if found < 0:
-            found = section.text.find(piece)
-        if found >= 0:
-            cursor = found + 1
-            yield piece, section_start + found
-        else:
-            yield piece, None
+    splitter = _splitter(chunk_size, chunk_overlap)
+    for window, window_start in windows(section.text):
+        cursor = 0
+        for piece in splitter.split_text(window):
+            if not piece.strip():
+                continue
+            found = window.find(piece, cursor)
+            if found < 0:
+                found = window.find(piece)
+            if found >= 0:
+                cursor = found + 1
+                yield piece, section_start + window_start + found
+            else:
+                yield piece, None
 
 
 def _pack_records(
