@@ -43,6 +43,11 @@ async def test_too_many_files_and_oversized_files_are_too_large() -> None:
         await read_upload([part(f"{n}.txt", b"x") for n in range(3)], limits(max_files_per_upload=2))
     with pytest.raises(TooLargeError, match=r"^big\.txt is 2\.0 MB, over the limit of 1\.0 MB\.$"):
         await read_upload([part("big.txt", b"x" * 2 * MB)], limits(max_upload_bytes=MB))
+    # Sizes that round to the same MB as the limit are given in bytes (not "1.0 MB, over 1.0 MB").
+    with pytest.raises(
+        TooLargeError, match=r"^big\.txt is 1,048,577 bytes, over the limit of 1,048,576 bytes\.$"
+    ):
+        await read_upload([part("big.txt", b"x" * (MB + 1))], limits(max_upload_bytes=MB))
     # Without a declared size the part is read counting bytes.
     with pytest.raises(TooLargeError, match=r"^big\.txt is over the limit of 1\.0 MB\.$"):
         await read_upload([part("big.txt", b"x" * 2 * MB, declared=False)], limits(max_upload_bytes=MB))
@@ -67,3 +72,7 @@ def test_declared_content_length_over_the_limit() -> None:
         TooLargeError, match=r"^The upload is 2\.0 MB, over the limit of 1\.0 MB per request; "
     ):
         check_declared_size(str(2 * MB), settings)
+    with pytest.raises(
+        TooLargeError, match=r"^The upload is 1,048,577 bytes, over the limit of 1,048,576 bytes "
+    ):
+        check_declared_size(str(MB + 1), settings)

@@ -27,13 +27,21 @@ def _mb(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
+def _sizes(size: int, limit: int) -> tuple[str, str]:
+    """A size over a limit, both in MB, or in bytes when MB would show the same number for both (a
+    file one byte over 50 MB was "50.0 MB, over the limit of 50.0 MB")."""
+    if _mb(size) != _mb(limit):
+        return _mb(size), _mb(limit)
+    return f"{size:,} bytes", f"{limit:,} bytes"
+
+
 def check_declared_size(content_length: str | None, settings: Settings) -> None:
     """Refuse a request whose Content-Length is over the limit, before reading a byte of its body."""
     limit = settings.max_upload_request_bytes
     if content_length and content_length.isdigit() and int(content_length) > limit:
+        size, most = _sizes(int(content_length), limit)
         raise TooLargeError(
-            f"The upload is {_mb(int(content_length))}, over the limit of {_mb(limit)} "
-            "per request; send the files in several uploads."
+            f"The upload is {size}, over the limit of {most} per request; send the files in several uploads."
         )
 
 
@@ -73,9 +81,8 @@ def _check_parts(parts: Sequence[UploadFile], settings: Settings) -> list[str]:
         )
     for name, part in zip(names, parts, strict=True):
         if part.size is not None and part.size > settings.max_upload_bytes:
-            raise TooLargeError(
-                f"{name} is {_mb(part.size)}, over the limit of {_mb(settings.max_upload_bytes)}."
-            )
+            size, most = _sizes(part.size, settings.max_upload_bytes)
+            raise TooLargeError(f"{name} is {size}, over the limit of {most}.")
     return names
 
 
