@@ -138,6 +138,10 @@ class _Calls:
         return Call("GET", "/health", lambda r: dict(r.json()))
 
     @staticmethod
+    def status() -> Call[dict[str, Any]]:
+        return Call("GET", "/status", lambda r: dict(r.json()))
+
+    @staticmethod
     def search(query: str, params: dict[str, Any]) -> Call[SearchResponse]:
         return Call("POST", "/search", _model(SearchResponse), kwargs={"json": {"query": query, **params}})
 
@@ -264,6 +268,10 @@ class Client:
     def health(self) -> dict[str, Any]:
         return self._send(_Calls.health())
 
+    def status(self) -> dict[str, Any]:
+        """GET /status: the server's version, this key's role, its upload limits (`upload`)."""
+        return self._send(_Calls.status())
+
     def search(self, query: str, **params: Any) -> SearchResponse:
         """POST /search; `params`: search_type, top_k, collections, filters... (SearchRequest)."""
         return self._send(_Calls.search(query, params))
@@ -354,6 +362,9 @@ class AsyncClient:
 
     async def health(self) -> dict[str, Any]:
         return await self._send(_Calls.health())
+
+    async def status(self) -> dict[str, Any]:
+        return await self._send(_Calls.status())
 
     async def search(self, query: str, **params: Any) -> SearchResponse:
         return await self._send(_Calls.search(query, params))

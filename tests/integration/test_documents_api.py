@@ -34,12 +34,21 @@ from tests.support.ingest import (
 from tests.support.processes import Proc, settings_env, start_worker
 from tests.support.sample_files import long_text, pdf_with_text
 
+# The server's limit per file, lower than the CLI's own setting (a client on another machine).
+SERVER_MAX_FILE_BYTES = 300_000
+
 
 @pytest.fixture(scope="module")
 def settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
     """The in-process app's settings, and the worker's (`settings_env`)."""
     return fake_embedding_settings(
-        database_url, data_dir, fake, embedding_batch_size=8, chunk_size=128, worker_poll_interval_s=0.1
+        database_url,
+        data_dir,
+        fake,
+        embedding_batch_size=8,
+        chunk_size=128,
+        worker_poll_interval_s=0.1,
+        max_upload_bytes=SERVER_MAX_FILE_BYTES,
     )
 
 
@@ -327,3 +336,22 @@ def test_cli_ingest_uploads_a_folder_and_waits(
     # A second run skips what is stored already (the failed file is retried and fails again).
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert "3 file(s) already stored, not uploaded again" in again.stderr
+
+
+def test_cli_ingest_skips_a_file_over_the_servers_limit_and_uploads_the_rest(
+    live_app_url: str, worker: Proc, env: dict[str, str], tmp_path: Path, database_url: str
+) -> None:
+    # The CLI took the limit from its own settings (50 MB here): the server's 413 for one file stopped
+    # the run before anything was uploaded. It reads the server's limits from GET /status.
+    (tmp_path / "fits.txt").write_text(long_text(120, seed=41))
+    (tmp_path / "too-big.txt").write_bytes(b"word " * (SERVER_MAX_FILE_BYTES // 5 + 1))
+    command = [sys.executable, "-m", "rag_server", "ingest", str(tmp_path), "--url", live_app_url]
+    client_env = {**env, "RAG_MAX_UPLOAD_BYTES": str(50 * 1024 * 1024)}
+    result = subprocess.run(command, env=client_env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"skipped (over the limit of {SERVER_MAX_FILE_BYTES:,} bytes): {tmp_path / 'too-big.txt'}" in (
+        result.stderr.splitlines()
+    )
+    assert "1 completed" in result.stderr
+    ready = query(database_url, "SELECT filename FROM documents WHERE status = 'ready'")
+    assert "fits.txt" in {r["filename"] for r in ready}

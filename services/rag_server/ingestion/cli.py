@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,18 @@ from rag_server.ingestion.parsing import file_type_for
 GROUP_FILES = 100
 GROUP_BYTES = 64 * 1024 * 1024
 FINISHED = ("completed", "failed", "duplicate")
+
+
+LIMITS = ("max_files_per_upload", "max_file_bytes", "max_request_bytes")
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """What the server's POST /upload accepts (GET /status `upload`)."""
+
+    max_files_per_upload: int
+    max_file_bytes: int
+    max_request_bytes: int
 
 
 def collect_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
@@ -72,11 +85,6 @@ def ingest_paths(
     files, skipped = collect_files(paths)
     for p in skipped:
         print(f"skipped (unsupported or missing): {p}", file=sys.stderr)
-    if max_file_bytes is not None:
-        too_big = [p for p in files if p.stat().st_size > max_file_bytes]
-        for p in too_big:
-            print(f"skipped (over {max_file_bytes} bytes): {p}", file=sys.stderr)
-        files = [p for p in files if p not in too_big]
     if not files:
         print("nothing to ingest", file=sys.stderr)
         return 1 if skipped else 0
@@ -93,12 +101,24 @@ def ingest_paths(
         return 2
 
     with Client(base_url, api_key=api_key, timeout=timeout_s) as client:
+        # The server's own limits (GET /status), not this machine's settings: a file over them was a
+        # 413 that stopped the whole run before anything was uploaded.
+        limits = UploadLimits(**{k: int(v) for k, v in client.status()["upload"].items() if k in LIMITS})
+        most = limits.max_file_bytes if max_file_bytes is None else min(max_file_bytes, limits.max_file_bytes)
+        too_big = [p for p in files if p.stat().st_size > most]
+        for p in too_big:
+            print(f"skipped (over the limit of {most:,} bytes): {p}", file=sys.stderr)
+        files = [p for p in files if p not in too_big]
+        if not files:
+            print("nothing to ingest", file=sys.stderr)
+            return 1
         if skip_duplicates:
             files = _without_duplicates(client, files, collection)
             if not files:
                 print("every file is already stored", file=sys.stderr)
                 return 0
-        batch_ids = [_upload(client, group, collection, common, replace) for group in _groups(files)]
+        groups = _groups(files, limits)
+        batch_ids = [_upload(client, group, collection, common, replace) for group in groups]
         print(f"uploaded {len(files)} files in {len(batch_ids)} batch(es)", file=sys.stderr)
         if not wait:
             for batch_id in batch_ids:
@@ -126,12 +146,16 @@ def _without_duplicates(client: Client, files: list[Path], collection: str) -> l
     return kept
 
 
-def _groups(files: list[Path]) -> Iterable[list[Path]]:
+def _groups(files: list[Path], limits: UploadLimits) -> Iterable[list[Path]]:
+    """Uploads of at most GROUP_FILES files and GROUP_BYTES, within the server's limits."""
+    most_files = min(GROUP_FILES, limits.max_files_per_upload)
+    # The request's multipart framing takes a little beside the files themselves.
+    most_bytes = min(GROUP_BYTES, limits.max_request_bytes - 64 * 1024)
     group: list[Path] = []
     size = 0
     for p in files:
         n = p.stat().st_size
-        if group and (len(group) >= GROUP_FILES or size + n > GROUP_BYTES):
+        if group and (len(group) >= most_files or size + n > most_bytes):
             yield group
             group, size = [], 0
         group.append(p)
