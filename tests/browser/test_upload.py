@@ -218,3 +218,20 @@ async def test_a_file_dropped_outside_the_documents_view_keeps_the_app(page: Pag
     )
     assert kept == [True, True]  # not prevented = the browser opens the file in place of the app
     await expect(page.locator(".toast")).to_have_text("To upload files, drop them on the Documents page.")
+
+
+async def test_closing_the_tab_while_files_are_being_sent_asks_first(page: Page, tmp_path: Path) -> None:
+    """A reload or a closed tab during the upload itself lost the unsent files without a word (a batch the
+    server has resumes after a reload; an unsent file's bytes exist only in the tab)."""
+    held: list[Any] = []
+    await page.route("**/upload", lambda route: held.append(route))  # the server never answers
+    await open_upload_panel(page)
+    await page.get_by_label("Files to upload").set_input_files(
+        write(tmp_path, {"eta.txt": b"Eta is about the seventh letter. " * 10})
+    )
+    await expect(upload_row(page, "eta.txt")).to_have_attribute("data-status", "sending")
+    async with page.expect_event("dialog") as asked:
+        await page.close(run_before_unload=True)
+    dialog = await asked.value
+    assert dialog.type == "beforeunload"
+    await dialog.accept()

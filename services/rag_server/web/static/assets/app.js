@@ -10,6 +10,7 @@
 import { api, ApiError, auth } from "./api.js";
 import { clear, h, toast } from "./dom.js";
 import { parseRoute } from "./router.js";
+import { unsentUploads } from "./upload.js";
 import * as chat from "./views/chat.js";
 import * as documents from "./views/documents.js";
 import * as search from "./views/search.js";
@@ -192,6 +193,11 @@ window.addEventListener("drop", (event) => {
     ctx.can("editor") ? "To upload files, drop them on the Documents page." : "This API key cannot upload files: it is a reader's.",
     "error",
   );
+});
+// Reloading or closing the tab while files are still being sent lost them without a word: the browser
+// asks first (a sent batch resumes after a reload; the bytes of an unsent file exist only in this tab).
+window.addEventListener("beforeunload", (event) => {
+  if (unsentUploads()) event.preventDefault();
 });
 // Any request answered 401 (key revoked meanwhile): back to the sign-in form.
 window.addEventListener("rag:unauthorized", () => {

@@ -347,6 +347,13 @@ export function tracker(collection) {
   return trackers.get(collection);
 }
 
+// Files picked or dropped that the server has not received yet (their bytes live only in this tab): a
+// reload or a closed tab loses them, unlike a sent batch, which resumes.
+export function unsentUploads() {
+  const unsent = new Set(["waiting", "hashing", "sending"]);
+  return [...trackers.values()].some((t) => [...t.rows.values()].some((row) => unsent.has(row.status)));
+}
+
 export function uploadLimits(status) {
   return { ...DEFAULT_LIMITS, ...(status?.upload || {}) };
 }
