@@ -17,7 +17,9 @@ HEADING_SEPARATOR = " > "
 SECTION_SEPARATOR = "\n\n"
 # A heading or a title longer than this is cut at a word: it goes above every chunk below it, in the
 # search text BM25 indexes and the model embeds (a 1 MB first line of Markdown was in every chunk).
-MAX_HEADING_CHARS = 200
+# Long enough for real titles (SciFact's longest paper title is 300 characters), short enough to leave
+# most of the model's 256 tokens to the chunk's own text.
+MAX_HEADING_CHARS = 300
 # Consecutive rows of one table are joined by a single newline: a chunk of several rows is then one
 # contiguous span of ParsedDocument.text (its offsets stay exact).
 RECORD_SEPARATOR = "\n"
