@@ -60,6 +60,38 @@ async def test_a_file_parsed_past_the_time_limit_fails_and_the_worker_goes_on(
     assert "Traceback" not in worker.log()
 
 
+async def test_a_parser_killed_mid_file_is_an_unexpected_error_of_that_file_and_the_worker_goes_on(
+    runtime: Runtime,
+    settings: Settings,
+    database_url: str,
+    data_dir: Path,
+    tmp_path: Path,
+    workers: list[Proc],
+) -> None:
+    # The kernel's OOM killer, or a crash in C code: counted against the document (it may be the cause),
+    # retried up to RAG_WORKER_MAX_ATTEMPTS (1 here: given up at its next delivery), with what happened.
+    # Before the test below, which leaves a slow file behind in the queue.
+    small_file = ("small-after-a-kill.txt", long_text(300, seed=4).encode())  # not a duplicate of SMALL
+    slow, small = await enqueue(runtime, [("killed.txt", SLOW[1] + b"Killed here.\n"), small_file])
+    env = process_env(database_url, data_dir, RAG_WORKER_MAX_ATTEMPTS="1", RAG_WORKER_POLL_INTERVAL_S="0.1")
+    worker = start_worker(env, tmp_path / "worker.log")
+    workers.append(worker)
+    wait_for(lambda: task_row(database_url, slow.task_id)["status"] == "processing", what="parsing started")
+    psutil.Process(_parser_pid(worker)).kill()
+    failed = wait_for(
+        lambda: (row := task_row(database_url, slow.task_id))["status"] == "failed" and row,
+        timeout=240,
+        what="the file given up",
+    )
+    assert failed["failures"] == 1, failed
+    assert failed["error"] == (
+        "Gave up after 1 attempts: Unexpected error while processing: the file's parser process was "
+        "killed by SIGKILL (out of memory?) before it answered."
+    ), failed
+    wait_for(lambda: task_row(database_url, small.task_id)["status"] == "completed", timeout=240, what="next")
+    assert worker.stop(signal.SIGTERM, timeout=60) == 0, worker.log_tail()
+
+
 async def test_the_parser_process_dies_with_its_worker(
     runtime: Runtime, database_url: str, data_dir: Path, tmp_path: Path, workers: list[Proc]
 ) -> None:
@@ -69,6 +101,9 @@ async def test_the_parser_process_dies_with_its_worker(
     wait_for(lambda: task_row(database_url, task.task_id)["status"] == "processing", what="parsing started")
     parser = psutil.Process(_parser_pid(worker))
     assert parser.is_running()
+    # Stopped, it can neither finish the file nor notice the closed pipe and exit by itself: only the
+    # signal its parent's death sends (SIGKILL ends a stopped process) takes it away.
+    parser.suspend()
     worker.stop(signal.SIGKILL)
     # PR_SET_PDEATHSIG: a hung parse never outlives the worker that started it.
     wait_for(lambda: not parser.is_running() or parser.status() == psutil.STATUS_ZOMBIE, what="parser gone")

@@ -5,6 +5,7 @@ collector's full walks (infra/heap.py)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tests.support.ingest import wait_for
@@ -18,7 +19,10 @@ def test_a_ready_worker_has_loaded_what_chunking_needs(
     worker = start_worker(process_env(database_url, data_dir), tmp_path / "worker.log")
     try:
         wait_for(lambda: "worker ready" in worker.log(), timeout=120, what="worker ready")
-        mapped = Path(f"/proc/{worker.popen.pid}/maps").read_text()
+        # The worker's parsing child (ingestion/parse_process.py) chunks; it is ready before the worker.
+        found = re.search(r"parser process (\d+) ready", worker.log())
+        assert found, worker.log()
+        mapped = Path(f"/proc/{found.group(1)}/maps").read_text()
         assert "/scipy/" in mapped, "the sentence tokenizer's libraries are not loaded yet"
         # Its start-up heap (the model, NLTK, SciPy) is then out of the collector's full walks.
         log = worker.log()

@@ -35,7 +35,8 @@ from rag_server.config import Settings
 from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.parsing import ParseError
 
-logger = logging.getLogger(__name__)
+# Named, not __name__: the child runs this module as __main__.
+logger = logging.getLogger("rag_server.ingestion.parse_process")
 
 _HEADER = struct.Struct("!Q")
 # The child's start: imports (LlamaIndex, NLTK, the parsers) and the chunker's warm-up.
@@ -44,6 +45,10 @@ START_TIMEOUT_S = 300.0
 
 class ParserCrashed(Exception):
     """The child stopped without answering (killed, or crashed in C code)."""
+
+
+class ParserUnavailable(Exception):
+    """The child could not be started (an upgrade in place, a broken environment): not the file's fault."""
 
 
 def _frame(value: Any) -> bytes:
@@ -120,7 +125,12 @@ class ParseProcess:
             "ids": ids or {},
         }
         async with self._lock:
-            proc = await self._running()
+            try:
+                proc = await self._running()
+            except ParserCrashed as exc:
+                raise ParserUnavailable(str(exc)) from None
+            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                raise ParserUnavailable(f"the parser process could not start: {exc!r}") from None
             try:
                 reply = await asyncio.wait_for(self._exchange(proc, request), s.parse_timeout_s)
             except TimeoutError:
@@ -154,6 +164,7 @@ class ParseProcess:
         await self._stop()
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
+            "-P",  # the worker's working directory is not on the child's path (a docx.py there would win)
             "-m",
             __name__,
             str(os.getpid()),
@@ -245,9 +256,16 @@ def _read_exactly(stream: Any, size: int) -> bytearray | None:
 
 def _serve(parent: int, memory_mb: int) -> None:
     _die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which stops this
-    requests, replies = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # a stray print() goes to the log, never into the replies
+    # Ctrl-C and a SIGTERM to the whole group (systemd, `kill -- -PGID`) reach the worker, which stops
+    # this child when it is done with the task (or kills it past its grace).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    requests = sys.stdin.buffer
+    # The replies get their own copy of fd 1; fd 1 itself then points at stderr, so nothing else that
+    # writes there (a print(), C code, a subprocess) can break into a reply.
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
 
     from rag_server.infra.logs import configure_logging
     from rag_server.ingestion.pipeline import warm_up_chunking
@@ -307,8 +325,9 @@ def _answer(settings: Settings, requests: Any, size: int) -> tuple[str, Any] | N
             return ("ok", chunks)
         except ParseError as exc:
             return ("parse_error", str(exc))
-        except TimeoutError:  # NLTK runs its regular expressions under a time limit (nltk.redos)
-            return ("parse_error", "The file's text could not be split into sentences in time.")
+        except TimeoutError:  # NLTK's regular expressions run under a wall-clock limit (nltk.redos): a
+            # busy machine can hit it, so it is retried like an unexpected error, not final
+            return ("error", "the file's text could not be split into sentences in time")
         except RecursionError:
             return ("parse_error", "The file is nested too deeply to be read.")
         except MemoryError:

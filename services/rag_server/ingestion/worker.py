@@ -32,7 +32,7 @@ from rag_server.infra.log_context import current_request_id, log_context, valid_
 from rag_server.infra.queue import Message
 from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.ingestion import tasks
-from rag_server.ingestion.parse_process import ParseProcess, ParserCrashed
+from rag_server.ingestion.parse_process import ParseProcess, ParserCrashed, ParserUnavailable
 from rag_server.ingestion.parsing import ParseError
 from rag_server.ingestion.recovery import WorkerLease, release_unstarted_messages, requeue_dead_workers_tasks
 from rag_server.retrieval.bm25 import read_engine
@@ -233,6 +233,10 @@ class Worker:
             # The file (or the machine's memory) took the parser's process down, not this worker: a
             # failure of this document, retried a bounded number of times like any other.
             await self._retry(task_id, f"Unexpected error while processing: {exc}.", msg)
+        except ParserUnavailable as exc:
+            # This worker's environment, not the document: redelivered without using up its attempts.
+            logger.error("task %s: %s", task_id, exc)
+            await self._retry(task_id, f"The worker could not read files: {exc}.", msg, count_failure=False)
         except EmbeddingError as exc:
             # The task's error keeps the service's answer; the log line does not (it may quote the text).
             if exc.transient:
