@@ -77,7 +77,6 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         base_url=base_url,
         wait=not args.no_wait,
         skip_duplicates=not args.force,
-        max_file_bytes=settings.max_upload_bytes,
         collection=args.collection,
         api_key=settings.api_key_value(),
         metadata=args.metadata,

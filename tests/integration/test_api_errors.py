@@ -197,7 +197,7 @@ async def test_an_error_echoes_at_most_200_characters_of_the_input(app_client: h
         reply = await app_client.post("/search", json=body)
         assert reply.status_code == 422, reply.text
         assert len(reply.content) < 1_000
-        (error,) = reply.json()["detail"]
-        assert len(error["input"]) <= 203 and error["input"].endswith("...")
+        for error in reply.json()["detail"]:  # querx: missing query, and an unknown field
+            assert len(error["input"]) <= 203 and error["input"].endswith("..."), error
     reply = await app_client.post("/search", json={"query": "q", "filters": {"metadata": {"k" * 100_000: 1}}})
     assert reply.status_code == 422 and len(reply.content) < 1_000, reply.text[:1_000]

@@ -86,7 +86,7 @@ def test_a_long_section_reaches_the_sentence_splitter_in_windows(monkeypatch: py
     assert all(line in "".join(c.text for c in chunks) for line in lines)
 
 
-def test_windows_cut_after_a_line_break_or_a_space() -> None:
+def test_windows_cut_after_a_paragraph_break_a_line_break_or_a_space() -> None:
     from rag_server.ingestion.chunking import windows
 
     text = "ab cd\n" * 5_000
@@ -95,3 +95,8 @@ def test_windows_cut_after_a_line_break_or_a_space() -> None:
     assert all(p.endswith("\n") and len(p) <= 1_000 for p, _ in pieces[:-1])
     assert [len(p) for p, _ in windows("x" * 2_500, 1_000)] == [1_000, 1_000, 500]
     assert [p for p, _ in windows("short", 1_000)] == ["short"]
+    # A paragraph break is preferred to the line breaks around it: a cut moves as few chunks as it can.
+    paragraphs = ("one line of a paragraph\n" * 12 + "\n") * 40
+    cuts = list(windows(paragraphs, 1_000))
+    assert "".join(p for p, _ in cuts) == paragraphs
+    assert all(p.endswith("\n\n") for p, _ in cuts[:-1])

@@ -50,6 +50,8 @@ def test_binary_data_under_a_text_name_is_refused(filename: str, content: bytes,
         (b"\x1b[32mINFO\x1b[0m a coloured log line\n" * 50, "[32mINFO[0m a coloured"),
         ("Caf\u00e9 cr\u00e8me br\u00fbl\u00e9e".encode("latin-1"), "Café crème"),
         (b"\xef\xbb\xbfA text with a BOM\r\nand CRLF", "A text with a BOM\nand CRLF"),
+        (b"hello\r\n\x1a", "hello"),  # a short DOS file ending in Ctrl-Z (1/8 control characters)
+        (b"An old DOS note, long enough to be judged on its characters alone.\r\n\x1a", "An old DOS"),
     ],
 )
 def test_text_in_any_encoding_is_still_text(content: bytes, expected: str) -> None:

@@ -104,21 +104,25 @@ def _groups(parsed: ParsedDocument) -> Iterator[tuple[list[Section], int]]:
 # LlamaIndex hands a paragraph longer than a chunk to NLTK's sentence tokenizer whole, and NLTK runs each
 # regular expression under a 5 s wall-clock limit (nltk.redos): a section of a few MB with no blank line
 # (a long text file, a big table cell) failed with a TimeoutError, sooner on a busy machine. Longer
-# sections are cut first, at a line break (else a space) in the last half of each window of this size.
-WINDOW_CHARS = 100_000
+# sections are cut first, at a paragraph break (else a line break, else a space) in the last half of each
+# window of this size: large enough that ordinary documents never meet it (their chunks stay as they were).
+WINDOW_CHARS = 500_000
 
 
 def windows(text: str, size: int | None = None) -> Iterator[tuple[str, int]]:
     """`text` as consecutive pieces of at most `size` (WINDOW_CHARS) characters, with their starts, cut
-    after a line break or a space where the last half of a window has one."""
+    after a paragraph break, a line break or a space where the last half of a window has one."""
     size = size or WINDOW_CHARS
     start = 0
     while len(text) - start > size:
         end = start + size
-        cut = text.rfind("\n", start + size // 2, end)
-        if cut < 0:
-            cut = text.rfind(" ", start + size // 2, end)
-        cut = end if cut < 0 else cut + 1
+        cut = -1
+        for boundary in ("\n\n", "\n", " "):
+            found = text.rfind(boundary, start + size // 2, end - len(boundary) + 1)
+            if found >= 0:
+                cut = found + len(boundary)
+                break
+        cut = end if cut < 0 else cut
         yield text[start:cut], start
         start = cut
     yield text[start:], start

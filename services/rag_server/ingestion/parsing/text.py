@@ -61,6 +61,8 @@ def decode_text(content: bytes) -> str:
 # an archive, an image: 16-34% here), not text (0 for text in any encoding, ANSI-coloured logs too).
 BINARY_SAMPLE_CHARS = 65_536
 BINARY_SHARE = 0.10
+# Fewer characters than this say too little (a 6-character DOS file ending in Ctrl-Z is 1/8 control).
+BINARY_MIN_SAMPLE = 64
 _BINARY = re.compile("[\x01-\x08\x0e-\x1a\x1c-\x1f\x7f-\x9f\ufffd]")
 
 
@@ -68,12 +70,13 @@ def decode_document(content: bytes) -> str:
     """The text of a text file (decode_text), or ParseError when it is binary data under a text name
     (its bytes would become chunks of noise)."""
     text = decode_text(content)
-    sample = text[:BINARY_SAMPLE_CHARS].replace("\x00", "")
-    share = len(_BINARY.findall(sample)) / len(sample) if sample else 0.0
+    sample = text[:BINARY_SAMPLE_CHARS].replace("\x00", "").removesuffix("\x1a")  # DOS's end-of-file
+    share = len(_BINARY.findall(sample)) / len(sample) if len(sample) >= BINARY_MIN_SAMPLE else 0.0
     if share > BINARY_SHARE:
         raise ParseError(
             f"The file is binary data, not text ({share:.0%} of its first characters are control "
-            "characters): it may be another kind of file under a text file's name."
+            "characters): it may be another kind of file under a text file's name, or text in an "
+            "encoding that could not be detected."
         )
     return text
 
