@@ -188,6 +188,21 @@ async def test_a_page_past_the_end_shows_the_last_page(
     assert page.url.endswith("#/documents?sort=name&order=asc&per=10&page=2")
 
 
+async def test_a_list_the_server_refuses_is_not_asked_for_again_and_again(
+    page: Page, stack: Stack, page_console: Console
+) -> None:
+    """A refusal (a type filter over its length in the URL: 422) was retried every 4 s, for ever, as if
+    the server were away; only an unreachable or failing server is."""
+    page_console.allow("422")
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/documents?" in request.url else None)
+    await page.clock.install()
+    await page.goto(stack.base_url + "/#/documents?type=" + "x" * 30)
+    await expect(page.get_by_text("String should have at most 20 characters")).to_be_visible()
+    await page.clock.run_for(30_000)  # the page's timers, not the test's: 30 s pass at once
+    assert len(asked) == 1, asked
+
+
 LONG_TEXT = "\n\n".join(
     f"Section {i} is about the river otter's day number {i}. " + "Otters swim, dive and eat fish. " * 20
     for i in range(150)

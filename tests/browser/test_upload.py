@@ -235,3 +235,23 @@ async def test_closing_the_tab_while_files_are_being_sent_asks_first(page: Page,
     dialog = await asked.value
     assert dialog.type == "beforeunload"
     await dialog.accept()
+
+
+async def test_signing_out_while_files_are_being_sent_asks_first(page: Page, tmp_path: Path) -> None:
+    """Sign-out cleared the key before the browser's leave prompt: "Stay" left the app up with no key and
+    the files failing with 401."""
+    held: list[Any] = []
+    await page.route("**/upload", lambda route: held.append(route))  # the server never answers
+    await open_upload_panel(page)
+    await page.get_by_label("Files to upload").set_input_files(
+        write(tmp_path, {"theta.txt": b"Theta is about the eighth letter. " * 10})
+    )
+    await expect(upload_row(page, "theta.txt")).to_have_attribute("data-status", "sending")
+    sign_out = page.get_by_role("button", name="Sign out")
+    await sign_out.click()
+    dialog = page.get_by_role("dialog", name="Confirm")
+    await expect(dialog).to_contain_text("Files are still being sent")
+    await dialog.get_by_role("button", name="Cancel").click()
+    # Still signed in, the file still on its way.
+    await expect(sign_out).to_be_visible()
+    await expect(upload_row(page, "theta.txt")).to_have_attribute("data-status", "sending")

@@ -8,7 +8,7 @@
 // `update` is called when only the route's id/query changed; without it the view is mounted again.
 
 import { api, ApiError, auth } from "./api.js";
-import { clear, h, toast } from "./dom.js";
+import { clear, confirmDialog, h, toast } from "./dom.js";
 import { parseRoute } from "./router.js";
 import { unsentUploads } from "./upload.js";
 import * as chat from "./views/chat.js";
@@ -171,7 +171,10 @@ collectionSelect.addEventListener("change", () => {
 });
 // Nothing of the signed-out key may stay in the tab for whoever signs in next: its upload list (file
 // names, links), its chat, its collection. The app starts afresh, on no particular page.
-signOut.addEventListener("click", () => {
+// Files still being sent are asked about first: the key they are sent with goes with the sign-out.
+signOut.addEventListener("click", async () => {
+  const leave = !unsentUploads() || (await confirmDialog("Files are still being sent: sign out and stop them?", "Sign out"));
+  if (!leave) return;
   auth.clear();
   for (const name of Object.keys(sessionStorage)) if (name.startsWith("rag.")) sessionStorage.removeItem(name);
   location.replace(location.pathname);
@@ -197,7 +200,9 @@ window.addEventListener("drop", (event) => {
 // Reloading or closing the tab while files are still being sent lost them without a word: the browser
 // asks first (a sent batch resumes after a reload; the bytes of an unsent file exist only in this tab).
 window.addEventListener("beforeunload", (event) => {
-  if (unsentUploads()) event.preventDefault();
+  if (!unsentUploads()) return;
+  event.preventDefault();
+  event.returnValue = true; // what browsers before Chromium 119 and Safari look for
 });
 // Any request answered 401 (key revoked meanwhile): back to the sign-in form.
 window.addEventListener("rag:unauthorized", () => {

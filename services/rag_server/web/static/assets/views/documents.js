@@ -1,7 +1,7 @@
 // Documents of the selected collection: the table (sort, filters, paging, all in the URL), per-row
 // download and delete, and the upload panel for editors; #/documents/<id> is document_detail.js.
 
-import { api } from "../api.js";
+import { api, ApiError } from "../api.js";
 import { clear, formatBytes, formatDate, h } from "../dom.js";
 import { href, navigate } from "../router.js";
 import { deleteDocument, downloadDocument, FILE_TYPES, fill, statusBadge } from "./document_common.js";
@@ -255,9 +255,9 @@ function mountList(root, ctx, route) {
       error.textContent = err.message;
       wrap.removeAttribute("aria-busy");
       // The server gone or failing: no pager for a list that did not load, and the list comes back by
-      // itself once the server answers again.
+      // itself once the server answers again. A refusal (a bad filter in the URL: 422) is not retried.
       if (!tableBody.children.length) pager.hidden = true;
-      timer = setTimeout(load, REFRESH_MS);
+      if (!(err instanceof ApiError) || err.status === 0 || err.status >= 500) timer = setTimeout(load, REFRESH_MS);
       return;
     }
     // A page past the end (an old link, the last documents deleted meanwhile): the last page instead of
