@@ -201,3 +201,12 @@ async def test_an_error_echoes_at_most_200_characters_of_the_input(app_client: h
             assert len(error["input"]) <= 203 and error["input"].endswith("..."), error
     reply = await app_client.post("/search", json={"query": "q", "filters": {"metadata": {"k" * 100_000: 1}}})
     assert reply.status_code == 422 and len(reply.content) < 1_000, reply.text[:1_000]
+
+
+async def test_a_validators_own_sentence_comes_without_pydantics_prefix(
+    app_client: httpx.AsyncClient,
+) -> None:
+    reply = await app_client.post("/chat/sessions", json={"is_temporary": True, "external_id": "mine"})
+    assert reply.status_code == 422, reply.text
+    (error,) = reply.json()["detail"]
+    assert error["msg"] == "a temporary session cannot take an external_id (it is never stored)", error

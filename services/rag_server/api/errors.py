@@ -152,6 +152,7 @@ def clean_validation_errors(errors: Sequence[dict[str, Any]]) -> list[dict[str, 
 
     - a union's members that the input is not even the type of are left out when another member took
       it and found something wrong (`input: [""]` was "Input should be a valid string");
+    - a validator's own sentence loses pydantic's "Value error, " prefix;
     - locations lose pydantic's schema names (they held a validator's repr with its address);
     - the input echoed, and a key in a location, are cut to MAX_ECHO characters.
     """
@@ -186,6 +187,8 @@ def _beside_the_matching_member(error: dict[str, Any], errors: Sequence[dict[str
 
 def _readable(error: dict[str, Any]) -> dict[str, Any]:
     error = dict(error)
+    if error.get("type") == "value_error":  # a validator's own sentence, without pydantic's prefix
+        error["msg"] = str(error.get("msg", "")).removeprefix("Value error, ")
     error["loc"] = [
         _bounded_text(part) if isinstance(part, str) else part
         for part in error.get("loc", ())

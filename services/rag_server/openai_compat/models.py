@@ -99,7 +99,7 @@ def validation_error_content(errors: list[dict[str, Any]]) -> dict[str, Any]:
     """A 400 body for pydantic's errors: the first one's field and message (OpenAI names one `param`)."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     param = ".".join(_field_path(first.get("loc", ()))) or None
-    said = str(first.get("msg")).removeprefix("Value error, ")  # a validator's own sentence
+    said = str(first.get("msg"))
     message = f"{param}: {said}" if param else said
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
