@@ -452,6 +452,8 @@ async def test_after_a_chat_is_deleted_or_archived_the_focus_stays_in_the_list(
     """The removed row took the keyboard focus with it: the next Tab started over at the top of the page."""
     for question in ("What is HNSW?", "How do I cook pasta?", "Where do quokkas live?"):
         await page.get_by_role("button", name="New chat").click()
+        # The new chat's empty thread first: `ask` counts the answers shown to know which one is new.
+        await expect(answers(page)).to_have_count(0)
         await ask(page, question)
     rows = page.get_by_role("list", name="Chats", exact=True).locator(".session-item")
     chats = rows.locator(".session-link")
