@@ -28,9 +28,12 @@ import httpx
 from pydantic import BaseModel
 
 from rag_server.chat.models import QueryResponse
+from rag_server.client_errors import ClientError, failure, unreachable
 from rag_server.ingestion.models import BatchStatus, Document, DuplicateCheckResult, UploadResponse
 from rag_server.read_after import READ_AFTER_HEADER, lsn_text, parse_lsn
 from rag_server.retrieval.models import SearchResponse
+
+__all__ = ["AsyncClient", "Client", "ClientError"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Statuses that say "not processed, try again": a proxy's rate limit, our database being unavailable.
@@ -38,55 +41,6 @@ RETRY_STATUSES = frozenset({429, 503})
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
-
-
-class ClientError(Exception):
-    """A request that failed; the message is one sentence that says what happened and what to do."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        detail = response.json().get("detail")
-    except ValueError:
-        return response.text[:200] or response.reason_phrase
-    if isinstance(detail, list):  # a 422: the request's problems, each as `field: message`
-        return "; ".join(_problem(item) for item in detail) or response.reason_phrase
-    return str(detail)
-
-
-def _problem(error: Any) -> str:
-    if not isinstance(error, dict):
-        return str(error)
-    loc = list(error.get("loc") or [])
-    field = ".".join(map(str, loc[1:] if loc[:1] in (["body"], ["query"], ["path"]) else loc))
-    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-    return f"{field}: {message}" if field else message
-
-
-def _failure(response: httpx.Response) -> ClientError:
-    status, where = response.status_code, f"{response.request.method} {response.request.url.path}"
-    detail = _detail(response)
-    if status == 401 and "authorization" in response.request.headers:
-        message = f"the server refused the API key ({detail}): check api_key= or RAG_API_KEY"
-    elif status == 401:
-        message = f"the server needs an API key ({detail}): pass api_key= or set RAG_API_KEY"
-    elif status == 403:
-        message = f"the API key may not do {where}: {detail}"
-    else:
-        message = f"the server answered {status} to {where}: {detail}"
-    return ClientError(message, status)
-
-
-def _unreachable(base_url: str, exc: httpx.TransportError) -> ClientError:
-    if isinstance(exc, httpx.TimeoutException):
-        return ClientError(f"the server at {base_url} did not answer in time ({type(exc).__name__})")
-    return ClientError(
-        f"cannot reach the server at {base_url} ({type(exc).__name__}): is it running (`just up`)?"
-    )
 
 
 def _delay(attempt: int, backoff_s: float, response: httpx.Response | None) -> float:
@@ -213,10 +167,10 @@ class _Settings:
         if attempt < self.retries and _retryable(response, error):
             return _delay(attempt, self.backoff_s, response)
         if error is not None:
-            raise _unreachable(self.base_url, error) from None
+            raise unreachable(self.base_url, error) from None
         assert response is not None
         if response.status_code != ok:
-            raise _failure(response)
+            raise failure(response)
         return response
 
 

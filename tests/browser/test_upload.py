@@ -220,16 +220,23 @@ async def test_a_file_dropped_outside_the_documents_view_keeps_the_app(page: Pag
     await expect(page.locator(".toast")).to_have_text("To upload files, drop them on the Documents page.")
 
 
+async def send_held(page: Page, tmp_path: Path, name: str) -> list[Any]:
+    """Start sending the file `name` to an /upload that never answers: it stays "sending" (the held
+    requests are returned: kept, they are never answered)."""
+    held: list[Any] = []
+    await page.route("**/upload", lambda route: held.append(route))
+    await open_upload_panel(page)
+    await page.get_by_label("Files to upload").set_input_files(
+        write(tmp_path, {name: f"{name} is a file still on its way. ".encode() * 10})
+    )
+    await expect(upload_row(page, name)).to_have_attribute("data-status", "sending")
+    return held
+
+
 async def test_closing_the_tab_while_files_are_being_sent_asks_first(page: Page, tmp_path: Path) -> None:
     """A reload or a closed tab during the upload itself lost the unsent files without a word (a batch the
     server has resumes after a reload; an unsent file's bytes exist only in the tab)."""
-    held: list[Any] = []
-    await page.route("**/upload", lambda route: held.append(route))  # the server never answers
-    await open_upload_panel(page)
-    await page.get_by_label("Files to upload").set_input_files(
-        write(tmp_path, {"eta.txt": b"Eta is about the seventh letter. " * 10})
-    )
-    await expect(upload_row(page, "eta.txt")).to_have_attribute("data-status", "sending")
+    await send_held(page, tmp_path, "eta.txt")
     async with page.expect_event("dialog") as asked:
         await page.close(run_before_unload=True)
     dialog = await asked.value
@@ -240,13 +247,7 @@ async def test_closing_the_tab_while_files_are_being_sent_asks_first(page: Page,
 async def test_signing_out_while_files_are_being_sent_asks_first(page: Page, tmp_path: Path) -> None:
     """Sign-out cleared the key before the browser's leave prompt: "Stay" left the app up with no key and
     the files failing with 401."""
-    held: list[Any] = []
-    await page.route("**/upload", lambda route: held.append(route))  # the server never answers
-    await open_upload_panel(page)
-    await page.get_by_label("Files to upload").set_input_files(
-        write(tmp_path, {"theta.txt": b"Theta is about the eighth letter. " * 10})
-    )
-    await expect(upload_row(page, "theta.txt")).to_have_attribute("data-status", "sending")
+    await send_held(page, tmp_path, "theta.txt")
     sign_out = page.get_by_role("button", name="Sign out")
     await sign_out.click()
     dialog = page.get_by_role("dialog", name="Confirm")

@@ -109,7 +109,8 @@ class ParseProcess:
         ids: dict[str, str | None] | None = None,
     ) -> list[Chunk]:
         """The file's chunks, as pipeline.prepare_chunks_sync makes them. Raises ParseError (the file's
-        fault, timeouts and memory included) or ParserCrashed."""
+        fault, timeouts and memory included), ParserCrashed (the child died or failed unexpectedly on
+        it) or ParserUnavailable (no child could be started: not the file's fault)."""
         s = self.settings
         request = {
             "filename": filename,
