@@ -41,6 +41,8 @@ logger = logging.getLogger("rag_server.ingestion.parse_process")
 _HEADER = struct.Struct("!Q")
 # The child's start: imports (LlamaIndex, NLTK, the parsers) and the chunker's warm-up.
 START_TIMEOUT_S = 300.0
+# How long a child that closed its reply pipe gets to exit by itself before it is killed.
+EXIT_GRACE_S = 5.0
 
 
 class ParserCrashed(Exception):
@@ -139,7 +141,7 @@ class ParseProcess:
                 await self._stop()
                 raise ParseError(timeout_message(s.parse_timeout_s)) from None
             except (asyncio.IncompleteReadError, BrokenPipeError, ConnectionResetError):
-                code = await self._stop()
+                code = await self._stop(grace_s=EXIT_GRACE_S)
                 raise ParserCrashed(_died(code)) from None
             except BaseException:  # cancelled (shutdown grace exceeded): no half-read pipe is reused
                 await asyncio.shield(self._stop())
@@ -195,11 +197,17 @@ class ParseProcess:
             pass  # it stopped reading (a request over its memory limit): its answer says why, if any
         return await _receive(proc.stdout)
 
-    async def _stop(self) -> int | None:
-        """Kill the child (if any) and reap it; its exit code."""
+    async def _stop(self, grace_s: float = 0.0) -> int | None:
+        """Reap the child (if any), killed unless it exits within `grace_s`; its exit code."""
         proc, self._proc = self._proc, None
         if proc is None:
             return None
+        if grace_s:
+            # A child that closed its pipe is dying: killing it now would misreport how it died.
+            # Popen.kill() polls first and reaps a child that is already dead, before asyncio's child
+            # watcher, which then reports exit code 255 instead of the signal that killed it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), grace_s)
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

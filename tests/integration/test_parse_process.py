@@ -1,0 +1,46 @@
+"""The worker's parsing child (ingestion/parse_process.py) used directly: how it reports its own death."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from rag_server.config import Settings
+from rag_server.ingestion.parse_process import ParseProcess, ParserCrashed
+from tests.integration.test_parse_limits import SLOW
+
+
+def _wait_until_dead(pid: int) -> None:
+    """Block (the event loop included) until the process is a zombie or reaped: the moment where
+    killing it again once reaped it before asyncio's child watcher, which then reported exit code 255."""
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split()[2] == "Z":
+                    return
+        except (FileNotFoundError, ProcessLookupError):
+            return
+
+
+async def test_a_killed_parser_is_reported_as_killed_not_as_an_unknown_exit(settings: Settings) -> None:
+    parser = ParseProcess(settings)
+    try:
+        # Each round lost the race about half the time before the fix: eight make a miss unlikely.
+        for _ in range(8):
+            await parser.start()
+            pid = parser.pid
+            assert pid is not None
+            parsing = asyncio.ensure_future(parser.prepare(*SLOW, "txt", None))
+            await asyncio.sleep(0.3)  # the request is sent and being parsed
+            os.kill(pid, signal.SIGKILL)
+            _wait_until_dead(pid)
+            with pytest.raises(ParserCrashed) as crashed:
+                await parsing
+            assert str(crashed.value) == (
+                "the file's parser process was killed by SIGKILL (out of memory?) before it answered"
+            )
+    finally:
+        await parser.close()
