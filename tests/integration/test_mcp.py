@@ -81,7 +81,10 @@ def error_text(result: CallToolResult) -> str:
 
 async def test_http_tools_search_and_cite(live_app_url: str, docs: Docs) -> None:
     async with mcp_http(live_app_url) as client:
-        assert {t.name for t in (await client.list_tools()).tools} == TOOLS
+        listed = (await client.list_tools()).tools
+        assert {t.name for t in listed} == TOOLS
+        # Clients that check arguments before sending learn that a misspelt one is refused.
+        assert all(t.input_schema["additionalProperties"] is False for t in listed)
         hits = data(await client.call_tool("search", {"query": "zebrafish heart regeneration"}))["results"]
         assert hits[0]["document_name"] == "zebrafish.txt"
         assert hits[0]["document_id"] == docs.ids["zebrafish.txt"]
@@ -168,6 +171,13 @@ async def test_http_errors_are_tool_errors(live_app_url: str, docs: Docs) -> Non
             {"query": "x", "filters": {"file_type": ["md"]}},
             "filters.file_type: Extra inputs are not",
         ),
+        # Not ignored: a misspelt collection searched `default`, a misspelt top_k returned 10 hits.
+        (
+            "search",
+            {"query": "x", "colection": "beta", "topk": 3},
+            "invalid arguments: unknown arguments colection, topk (this tool takes: collection, filters,",
+        ),
+        ("list_documents", {"colection": "beta"}, "invalid arguments: unknown argument colection (this"),
         (
             "get_document",
             {"document_id": "nope"},
@@ -209,7 +219,10 @@ async def test_http_methods_other_than_post_are_405(live_app_url: str, method: s
 
 async def test_stdio_lists_tools_and_searches(settings: Settings, docs: Docs) -> None:
     async with Client(stdio_params(settings), read_timeout_seconds=120) as client:
-        assert {t.name for t in (await client.list_tools()).tools} == TOOLS
+        listed = (await client.list_tools()).tools
+        assert {t.name for t in listed} == TOOLS
+        # Clients that check arguments before sending learn that a misspelt one is refused.
+        assert all(t.input_schema["additionalProperties"] is False for t in listed)
         hits = data(await client.call_tool("search", {"query": "zebrafish heart regeneration"}))["results"]
         assert hits[0]["document_name"] == "zebrafish.txt"
         # The system scope: every collection.

@@ -24,6 +24,7 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, InputRequiredResult
+from mcp_types import Tool as MCPTool
 from pydantic import Field, ValidationError
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -96,11 +97,26 @@ def invalid_arguments(exc: ValidationError) -> str:
 
 class _ReadableErrorsServer(MCPServer):
     """The SDK reports arguments that fail a tool's input schema with pydantic's whole text (type
-    tags, the input, an errors.pydantic.dev link): the same readable line as the tools' own refusals."""
+    tags, the input, an errors.pydantic.dev link): the same readable line as the tools' own refusals.
+    And it ignores arguments a tool does not have: a misspelt `colection` searched `default`, `topk`
+    returned 10 hits. They are refused, as the REST API refuses unknown fields, and the schemas say so."""
+
+    async def list_tools(self) -> list[MCPTool]:
+        listed = await super().list_tools()
+        for tool in listed:
+            tool.input_schema = {**tool.input_schema, "additionalProperties": False}
+        return listed
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        schema = self._tool_input_schema(name)
+        if schema is not None and (unknown := sorted(set(arguments) - set(schema.get("properties", {})))):
+            known = ", ".join(sorted(schema.get("properties", {})))
+            raise ToolError(
+                f"Error executing tool {name}: invalid arguments: unknown argument"
+                f"{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} (this tool takes: {known})"
+            )
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
