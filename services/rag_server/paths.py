@@ -7,18 +7,23 @@ import os
 from pathlib import Path
 
 
-def output_file_problem(path: Path, example_name: str | None = None) -> str | None:
+def output_file_problem(
+    path: Path, example_name: str | None = None, *, makes_folders: bool = False
+) -> str | None:
     """Why no file can be written at `path` (an existing file is replaced), or None. `example_name`:
-    a file name to suggest when `path` is a folder."""
+    a file name to suggest when `path` is a folder; `makes_folders`: the writer creates missing folders."""
     if path.is_dir():
         example = f", e.g. {path / example_name}" if example_name else ""
         return f"{path} is a folder: name the file to write{example}"
     if path.exists() and not path.is_file():
         return f"{path} exists and is not a regular file"
-    if not path.parent.is_dir():
-        return f"the folder {path.parent} does not exist"
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        return f"the folder {path.parent} is not writable"
+    folder = path.parent
+    while makes_folders and not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder" if folder.exists() else f"the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable"
     return None
 
 

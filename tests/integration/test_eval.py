@@ -214,6 +214,19 @@ def test_cli_reports_malformed_dataset(
     assert "--modes" in proc.stderr
 
 
+def test_cli_refuses_an_output_it_could_not_write_before_the_run(
+    dataset: Path, database_url: str, data_dir: Path, tmp_path: Path
+) -> None:
+    # Found only at the end before: after the whole evaluation, a traceback and nothing written.
+    (tmp_path / "notes.txt").write_text("x")
+    for option, target, said in (
+        ("--json", tmp_path, f"--json: {tmp_path} is a folder: name the file to write"),
+        ("--report", tmp_path / "notes.txt" / "r.md", f"--report: {tmp_path / 'notes.txt'} is not a folder"),
+    ):
+        proc = run_cli(["eval", "--dataset", str(dataset), option, str(target)], database_url, data_dir)
+        assert (proc.returncode, proc.stderr.strip(), proc.stdout) == (2, f"error: {said}", ""), proc.stderr
+
+
 # Each query's relevant document says it in other words; a decoy repeats the query's words off topic.
 # BM25 finds only the decoy, the vector leg ranks the relevant one first: only a weight near the vector
 # leg ranks both queries right (min-max convex: alpha above ~0.8 here), so tuning has one clear answer.

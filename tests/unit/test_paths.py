@@ -43,3 +43,14 @@ def test_what_cannot_be_read_is_said(tmp_path: Path) -> None:
     assert input_file_problem(tmp_path, "an export") == f"{tmp_path} is a folder: name an export"
     assert input_file_problem(fifo) == f"{fifo} is not a regular file: name a file"
     assert input_folder_problem(file, "a store") == f"{file} is not a folder: name a store"
+
+
+def test_a_writer_that_makes_its_folders_needs_only_a_writable_ancestor(tmp_path: Path) -> None:
+    deep = tmp_path / "reports" / "2026" / "r.json"
+    assert output_file_problem(deep, makes_folders=True) is None
+    assert output_file_problem(deep) == f"the folder {deep.parent} does not exist"
+    (tmp_path / "notes.txt").write_text("x")
+    under_a_file = tmp_path / "notes.txt" / "r.json"
+    assert (
+        output_file_problem(under_a_file, makes_folders=True) == f"{tmp_path / 'notes.txt'} is not a folder"
+    )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rag_server.config import Settings
+from rag_server.paths import output_file_problem
 
 
 def _quiet_libraries() -> None:
@@ -44,6 +45,17 @@ def refusing_bad_input(command: Command) -> Command:
     return run
 
 
+def output_path(text: str | None, option: str) -> Path | None:
+    """The file an option names to write, checked now: a run of minutes or hours failed only at its
+    end on a folder, a missing folder or a read-only one."""
+    if text is None:
+        return None
+    path = Path(text)
+    if problem := output_file_problem(path, makes_folders=True):
+        raise ValueError(f"{option}: {problem}")
+    return path
+
+
 def parse_counts(text: str, option: str) -> list[int]:
     """`1,8,32` -> [1, 8, 32]: comma-separated whole numbers of at least 1 (clients, workers)."""
     try:
@@ -70,8 +82,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         max_queries=args.max_queries,
         peers=args.peers,
         fresh=args.fresh,
-        json_path=Path(args.json) if args.json else None,
-        report_path=Path(args.report) if args.report else None,
+        json_path=output_path(args.json, "--json"),
+        report_path=output_path(args.report, "--report"),
         collection=args.collection,
         group_by=args.group_by,
         tune=args.tune,
@@ -113,6 +125,7 @@ def cmd_bench_search(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.evaluation.runner import parse_modes
 
     scales = parse_scales(args.scale)
+    report_path = output_path(args.report, "--report")
     options = BenchSearchOptions(
         url=args.url,
         scale=scales[0],
@@ -121,7 +134,7 @@ def cmd_bench_search(args: argparse.Namespace, settings: Settings) -> int:
         top_k=args.top_k,
         modes=parse_modes(args.modes),
         dataset=Path(args.dataset),
-        json_path=Path(args.json) if args.json else None,
+        json_path=output_path(args.json, "--json"),
         api_key=settings.api_key_value(),
         lock=Path(args.lock) if args.lock else None,
         build_only=args.build_only,
@@ -132,8 +145,8 @@ def cmd_bench_search(args: argparse.Namespace, settings: Settings) -> int:
     if args.url:
         raise ValueError("several --scale values (or --report) build their own databases: drop --url")
     result = asyncio.run(run_bench_scale(settings, options, scales))
-    if args.report and not args.build_only:
-        write_scale_report(result, Path(args.report))
+    if report_path is not None and not args.build_only:
+        write_scale_report(result, report_path)
     for one in result["scales"]:
         if not args.build_only:
             _print_bench(one, "search")
@@ -148,7 +161,7 @@ def cmd_bench_ingest(args: argparse.Namespace, settings: Settings) -> int:
         dataset=Path(args.dataset),
         workers=parse_counts(str(args.workers), "--workers"),
         limit=args.limit,
-        json_path=Path(args.json) if args.json else None,
+        json_path=output_path(args.json, "--json"),
     )
     _quiet_libraries()
     return _print_bench(run_bench_ingest(settings, options), "ingest")
