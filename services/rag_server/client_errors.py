@@ -31,7 +31,7 @@ def _problem(error: Any) -> str:
         return str(error)
     loc = list(error.get("loc") or [])
     field = ".".join(map(str, loc[1:] if loc[:1] in (["body"], ["query"], ["path"]) else loc))
-    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    message = str(error.get("msg", "invalid"))  # the server already dropped pydantic's prefixes
     return f"{field}: {message}" if field else message
 
 
