@@ -79,7 +79,10 @@ docker-up:
     #!/usr/bin/env sh
     set -eu
     if [ ! -s secrets/rag_admin_key ]; then
-        mkdir -p secrets && (umask 077 && openssl rand -hex 32 > secrets/rag_admin_key)
+        # Compose mounts a secret file with its owner and mode, and the server runs as uid 1000 in its
+        # container: the file must be readable by others, so the folder is what keeps other users out.
+        mkdir -p secrets && chmod 700 secrets
+        (umask 022 && openssl rand -hex 32 > secrets/rag_admin_key)
         echo "created the admin API key in secrets/rag_admin_key (send it as 'Authorization: Bearer <key>')"
     fi
     docker compose up -d --build

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -246,6 +247,8 @@ class Settings(BaseSettings):
                 key = self.bootstrap_admin_key_file.read_text().strip()
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a text file"
+                if isinstance(exc, PermissionError):  # in a container: the file's host owner and mode
+                    reason += f"; this process runs as uid {os.getuid()}"
                 raise ConfigError(
                     f"RAG_BOOTSTRAP_ADMIN_KEY_FILE={self.bootstrap_admin_key_file}: cannot read it ({reason})"
                 ) from None

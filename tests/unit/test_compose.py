@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +88,32 @@ def test_the_exposed_server_gets_an_admin_key_and_the_runtime_role_a_password() 
     justfile = (ROOT / "justfile").read_text()
     assert secret_file.removeprefix("./") in justfile and "openssl rand -hex 32" in justfile
     assert "secrets/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_docker_up_writes_a_secret_the_containers_user_can_read_and_other_users_cannot_reach(
+    tmp_path: Path,
+) -> None:
+    # Compose mounts the file with its host owner and mode; the server runs as uid 1000 in the image.
+    # A 600 file written by root (or any uid but 1000) was unreadable there: the server exited at start.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    docker = fake_bin / "docker"  # no Docker engine here: the recipe's last step only records its call
+    docker.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "docker-called"}\n')
+    docker.chmod(0o755)
+    project = tmp_path / "project"
+    project.mkdir()
+    just = shutil.which("just")
+    assert just, "the tests run under just (README)"
+    done = subprocess.run(
+        [just, "--justfile", str(ROOT / "justfile"), "--working-directory", str(project), "docker-up"],
+        env={**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    secret = project / "secrets" / "rag_admin_key"
+    assert re.fullmatch(r"[0-9a-f]{64}\n", secret.read_text())
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o644
+    assert stat.S_IMODE(secret.parent.stat().st_mode) == 0o700
+    assert (tmp_path / "docker-called").read_text().split() == ["compose", "up", "-d", "--build"]

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import re
+import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -194,6 +196,33 @@ def test_an_unreadable_bootstrap_key_file_is_a_config_error(tmp_path: Path) -> N
     key = tmp_path / "key"
     key.write_text(" k" * 20 + "\n")
     assert Settings(bootstrap_admin_key_file=key).bootstrap_key() == ("k " * 20).strip()
+
+
+def test_a_key_file_this_user_may_not_read_names_the_user(tmp_path: Path) -> None:
+    # In a container the secret keeps its host owner and mode: which uid tried is what to fix.
+    key = tmp_path / "key"
+    key.write_text("k" * 40)
+    key.chmod(0o000)
+    reader, writer = os.pipe()
+    pid = os.fork()  # root reads any file: a forked child drops to another uid to try (and may not undo it)
+    if pid == 0:
+        try:
+            if os.geteuid() == 0:
+                os.setuid(1000)
+            Settings(bootstrap_admin_key_file=key).bootstrap_key()
+            os.write(writer, b"read it")
+        except ConfigError as exc:
+            os.write(writer, str(exc).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    answered, _, _ = select.select([reader], [], [], 30)
+    said = os.read(reader, 4096).decode() if answered else "no answer in 30 s"
+    if not answered:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    uid = 1000 if os.geteuid() == 0 else os.geteuid()
+    assert said.endswith(f"cannot read it (Permission denied; this process runs as uid {uid})"), said
 
 
 @pytest.mark.parametrize("command", [["serve", "--port", "1"], ["worker"], ["up", "--port", "1"]])
