@@ -19,3 +19,16 @@ def test_the_command_line_does_not_import_llama_index_until_a_command_needs_it()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_workers_own_process_does_not_import_llama_index() -> None:
+    # Parsing and chunking run in the worker's child (ingestion/parse_process.py); the parent only
+    # receives Chunk objects. It imported LlamaIndex through chunking.py: ~1 s and ~35 MB per worker.
+    code = (
+        "import sys\n"
+        "import rag_server.ingestion.worker\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(('llama_index', 'nltk'))}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
-
-from llama_index.core.node_parser import SentenceSplitter
-from llama_index.core.utils import get_tokenizer
+from typing import TYPE_CHECKING, Any
 
 from rag_server.ingestion.parsing import HEADING_SEPARATOR, ParsedDocument, Section
+
+if (
+    TYPE_CHECKING
+):  # imported where used: the worker's parent process needs Chunk, not LlamaIndex (~1 s, ~35 MB)
+    from llama_index.core.node_parser import SentenceSplitter
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class Chunk:
 
 @lru_cache(maxsize=8)
 def _splitter(chunk_size: int, chunk_overlap: int) -> SentenceSplitter:
+    from llama_index.core.node_parser import SentenceSplitter
+
     # chunk_size/overlap are in tokens (tiktoken cl100k, close to MiniLM word pieces for English).
     return SentenceSplitter(chunk_size=chunk_size, chunk_overlap=min(chunk_overlap, chunk_size // 2))
 
@@ -151,6 +155,8 @@ def _pack_records(
     rows: list[Section], start: int, chunk_size: int
 ) -> Iterator[tuple[str, int | None, Section, dict[str, Any] | None]]:
     """Whole rows up to `chunk_size` tokens a chunk; a longer row is split and keeps its row number."""
+    from llama_index.core.utils import get_tokenizer
+
     count: Callable[[str], int] = lambda text: len(get_tokenizer()(text))  # noqa: E731
     batch: list[Section] = []
     batch_start = start
