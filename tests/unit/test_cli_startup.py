@@ -6,29 +6,26 @@ import subprocess
 import sys
 
 
+def _imported_after(setup: str, prefixes: tuple[str, ...]) -> str:
+    """The top-level packages among `prefixes` that a fresh interpreter has imported after `setup`."""
+    code = f"import sys\n{setup}\nprint(sorted({{m.split('.')[0] for m in sys.modules if m.startswith({prefixes!r})}}))\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def test_the_command_line_does_not_import_llama_index_until_a_command_needs_it() -> None:
     # LlamaIndex took ~1.1 s of CPU of every command (`keys list`, `tasks list`), through the runtime's
     # LLM type and `reembed`'s chunker; only chat, ingestion and the eval use it.
-    code = (
-        "import sys\n"
+    setup = (
         "from rag_server.cli import build_parser\n"
         "from rag_server.infra.runtime import open_runtime\n"
-        "build_parser()\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('llama_index')}))\n"
+        "build_parser()"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert _imported_after(setup, ("llama_index",)) == "[]"
 
 
 def test_the_workers_own_process_does_not_import_llama_index() -> None:
     # Parsing and chunking run in the worker's child (ingestion/parse_process.py); the parent only
     # receives Chunk objects. It imported LlamaIndex through chunking.py: ~1 s and ~35 MB per worker.
-    code = (
-        "import sys\n"
-        "import rag_server.ingestion.worker\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(('llama_index', 'nltk'))}))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert _imported_after("import rag_server.ingestion.worker", ("llama_index", "nltk")) == "[]"
