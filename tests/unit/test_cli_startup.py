@@ -8,7 +8,8 @@ import sys
 
 def _imported_after(setup: str, prefixes: tuple[str, ...]) -> str:
     """The top-level packages among `prefixes` that a fresh interpreter has imported after `setup`."""
-    code = f"import sys\n{setup}\nprint(sorted({{m.split('.')[0] for m in sys.modules if m.startswith({prefixes!r})}}))\n"
+    listed = f"sorted({{m.split('.')[0] for m in sys.modules if m.startswith({prefixes!r})}})"
+    code = f"import sys\n{setup}\nprint({listed})\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
