@@ -44,3 +44,17 @@ async def test_a_killed_parser_is_reported_as_killed_not_as_an_unknown_exit(sett
             )
     finally:
         await parser.close()
+
+
+async def test_the_parser_parses_by_the_worker_settings_not_by_its_environment(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An environment the child would read differently (here: not at all) from the worker's own settings.
+    monkeypatch.setenv("RAG_CHUNK_SIZE", "not a number")
+    parser = ParseProcess(settings.model_copy(update={"chunk_size": 64, "chunk_overlap": 0}))
+    try:
+        text = " ".join(f"word{i}" for i in range(2000)).encode()
+        chunks = await parser.prepare("words.txt", text, "txt", None)
+    finally:
+        await parser.close()
+    assert len(chunks) > 70  # 64-token chunks (the default 128 makes about half as many)

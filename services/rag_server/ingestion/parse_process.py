@@ -16,7 +16,9 @@ One child per worker process, one file at a time (parsing is Python holding the 
 in threads took turns anyway); it starts with the worker, which is ready once the child has imported the
 parsers and warmed the chunker up, and starts again after it was killed. The child dies with the worker
 (PR_SET_PDEATHSIG), so a worker killed with -9 leaves no parser running. Messages are length-prefixed
-pickles over the child's stdin and stdout; its log lines go to the worker's stderr, with the task's ids.
+pickles over the child's stdin and stdout, the worker's Settings first (the child parses, chunks and
+logs by the worker's settings, not by an environment that may say otherwise); its log lines go to the
+worker's stderr, with the task's ids.
 """
 
 from __future__ import annotations
@@ -119,12 +121,6 @@ class ParseProcess:
             "content": content,
             "file_type": file_type,
             "title": title,
-            "chunking": {
-                "chunk_size": s.chunk_size,
-                "chunk_overlap": s.chunk_overlap,
-                "chunk_include_title": s.chunk_include_title,
-                "chunk_include_headings": s.chunk_include_headings,
-            },
             "ids": ids or {},
         }
         async with self._lock:
@@ -171,13 +167,14 @@ class ParseProcess:
             "-m",
             __name__,
             str(os.getpid()),
-            str(self.settings.parse_max_memory_mb),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
         self._proc = proc
         try:
-            assert proc.stdout is not None
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(_frame(self.settings))
+            await proc.stdin.drain()
             ready = await asyncio.wait_for(_receive(proc.stdout), START_TIMEOUT_S)
         except BaseException:
             await asyncio.shield(self._stop())
@@ -263,7 +260,7 @@ def _read_exactly(stream: Any, size: int) -> bytearray | None:
     return data
 
 
-def _serve(parent: int, memory_mb: int) -> None:
+def _serve(parent: int) -> None:
     _die_with_parent(parent)
     # Ctrl-C and a SIGTERM to the whole group (systemd, `kill -- -PGID`) reach the worker, which stops
     # this child when it is done with the task (or kills it past its grace).
@@ -279,7 +276,11 @@ def _serve(parent: int, memory_mb: int) -> None:
     from rag_server.infra.logs import configure_logging
     from rag_server.ingestion.pipeline import warm_up_chunking
 
-    settings = Settings()
+    header = _read_exactly(requests, _HEADER.size)
+    body = None if header is None else _read_exactly(requests, _HEADER.unpack(header)[0])
+    if body is None:
+        return  # the worker stopped before it sent the settings
+    settings: Settings = pickle.loads(body)
     configure_logging(settings)
     # Every parser's imports now, and the chunker's tokenizers: each task then parses straight away.
     import bs4  # noqa: F401
@@ -290,7 +291,7 @@ def _serve(parent: int, memory_mb: int) -> None:
     import pypdf  # noqa: F401
 
     warm_up_chunking(settings)
-    _limit_memory(memory_mb)
+    _limit_memory(settings.parse_max_memory_mb)
 
     def reply(value: Any) -> None:
         replies.write(_frame(value))
@@ -325,7 +326,7 @@ def _answer(settings: Settings, requests: Any, size: int) -> tuple[str, Any] | N
     with log_context(request_id=ids.get("request_id"), task_id=ids.get("task_id")):
         try:
             chunks = prepare_chunks_sync(
-                settings.model_copy(update=request["chunking"]),
+                settings,
                 request["filename"],
                 request["content"],
                 request["file_type"],
@@ -347,4 +348,4 @@ def _answer(settings: Settings, requests: Any, size: int) -> tuple[str, Any] | N
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]), int(sys.argv[2]))
+    _serve(int(sys.argv[1]))
