@@ -104,6 +104,20 @@ def test_long_headings_and_titles_are_cut_in_every_chunk() -> None:
         assert len(chunk.search_text) < len(chunk.text) + 2 * MAX_HEADING_CHARS + 10
 
 
+def test_a_metadata_title_is_one_line_cut_like_a_heading() -> None:
+    # The upload's metadata title replaces the file's in every chunk's search text: 16 KiB of it was
+    # prefixed to each chunk as it came, newlines and all.
+    body = "A sentence of body text. " * 100
+    long_title = "Annual report\n\n" + "word " * 3000
+    chunks = prepare_chunks_sync(Settings(), "doc.txt", body.encode(), "txt", long_title)
+    title = parse_document("doc.txt", body.encode(), "txt", long_title).title
+    assert len(title) <= MAX_HEADING_CHARS + 1 and title.endswith("…")
+    assert title.startswith("Annual report word word") and "\n" not in title
+    assert all(c.search_text.startswith(title) for c in chunks)
+    # A blank one leaves the file's own title (here: its name).
+    assert parse_document("doc.txt", body.encode(), "txt", " \n ").title == "doc.txt"
+
+
 def test_a_csv_cell_over_128_kib_is_read() -> None:
     cell = " ".join(f"word{i}" for i in range(40_000))  # ~300 KB
     parsed = parse_document("big.csv", f'name,notes\nalpha,"{cell}"\nbeta,short\n'.encode(), "csv")

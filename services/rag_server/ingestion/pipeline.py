@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -32,9 +32,7 @@ def prepare_chunks_sync(
     `title` (e.g. documents.metadata.title) overrides the parsed title / filename as the context
     prefixed to each chunk's search text.
     """
-    parsed = parse_document(filename, content, file_type)
-    if title and title.strip():
-        parsed = replace(parsed, title=title.strip())
+    parsed = parse_document(filename, content, file_type, title)
     chunks = chunk_document(
         parsed,
         chunk_size=settings.chunk_size,

@@ -119,14 +119,16 @@ def _clean(section: Section) -> Section:
     return replace(section, text=clean_text(section.text), heading_path=path)
 
 
-def parse_document(filename: str, content: bytes, file_type: str) -> ParsedDocument:
-    """Extract text from stored bytes. Raises ParseError with a readable reason."""
+def parse_document(filename: str, content: bytes, file_type: str, title: str | None = None) -> ParsedDocument:
+    """Extract text from stored bytes. Raises ParseError with a readable reason. `title` (e.g. the
+    document's metadata title) replaces the file's own; either is one line of MAX_HEADING_CHARS at
+    most (a title is in every chunk's search text), else the file name."""
     if not content:
         raise ParseError("The file is empty.")
     parser = _PARSERS.get(file_type)
     if parser is None:
         raise ParseError(f"Files of type {file_type!r} are not supported.")
-    title, sections = parser(content)
+    own_title, sections = parser(content)
     sections = [s for s in map(_clean, sections) if s.text.strip()]
     if not sections:
         if file_type == "pdf":
@@ -134,7 +136,8 @@ def parse_document(filename: str, content: bytes, file_type: str) -> ParsedDocum
                 "The PDF has no extractable text layer (it may be scanned images); OCR is not supported."
             )
         raise ParseError("The file contains no extractable text.")
-    title = clean_text(title or "").strip()
-    if len(title) > MAX_HEADING_CHARS:
-        title = short_heading(" ".join(title.split()))
-    return ParsedDocument(title=title or filename, sections=sections)
+    return ParsedDocument(title=_one_line(title) or _one_line(own_title) or filename, sections=sections)
+
+
+def _one_line(title: str | None) -> str:
+    return short_heading(" ".join(clean_text(title or "").split()))
