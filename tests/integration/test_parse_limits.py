@@ -5,15 +5,19 @@ expression) froze the whole worker, heartbeats and SIGTERM included."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import signal
 from pathlib import Path
 
 import psutil
 
+import rag_server
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.parse_process import timeout_message
+from rag_server.ingestion.worker import EXIT_CODE_CHANGED
 from tests.support.ingest import assert_exact_chunks, enqueue, task_row, wait_for
 from tests.support.processes import Proc, process_env, start_worker
 from tests.support.sample_files import long_text
@@ -27,6 +31,34 @@ def _parser_pid(worker: Proc) -> int:
     found = re.search(r"parser process (\d+) ready", worker.log())
     assert found, worker.log_tail()
     return int(found.group(1))
+
+
+async def test_a_worker_whose_code_changed_on_disk_hands_its_task_back_and_exits_to_be_restarted(
+    runtime: Runtime, database_url: str, data_dir: Path, tmp_path: Path, workers: list[Proc]
+) -> None:
+    # A parser started after an upgrade in place would run the new code under the old worker (their
+    # messages, Settings and chunks may no longer agree). The worker runs a copy of rag_server here, so
+    # that the copy's files can change under it as an upgrade changes them.
+    site = tmp_path / "site"
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(Path(rag_server.__file__).parent, site / "rag_server", ignore=ignore)
+    [slow] = await enqueue(runtime, [("slow-upgraded.txt", SLOW[1] + b"Upgraded meanwhile.\n")])
+    env = process_env(
+        database_url, data_dir, PYTHONPATH=str(site), RAG_PARSE_TIMEOUT_S="3", RAG_WORKER_CONCURRENCY="1"
+    )
+    worker = start_worker(env, tmp_path / "worker.log")
+    workers.append(worker)
+    wait_for(lambda: task_row(database_url, slow.task_id)["status"] == "processing", what="parsing started")
+    [small] = await enqueue(runtime, [("small-upgraded.txt", long_text(300, seed=5).encode())])  # after it
+    changed = site / "rag_server" / "config.py"
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    # The slow file's time limit stops the parser; the next file needs a new one, on the new code: the
+    # worker stops instead, handing that file back uncounted, and its supervisor restarts it.
+    assert worker.popen.wait(120) == EXIT_CODE_CHANGED, worker.log_tail()
+    assert "stopping this worker so that it restarts on the new code" in worker.log()
+    assert task_row(database_url, slow.task_id)["error"] == timeout_message(3)
+    row = task_row(database_url, small.task_id)
+    assert (row["status"], row["failures"], row["error"]) == ("queued", 0, None), row
 
 
 async def test_a_file_parsed_past_the_time_limit_fails_and_the_worker_goes_on(

@@ -14,7 +14,8 @@ Timeouts and memory are final (`ParseError`): the same file does the same again.
 
 One child per worker process, one file at a time (parsing is Python holding the GIL: two slots parsing
 in threads took turns anyway); it starts with the worker, which is ready once the child has imported the
-parsers and warmed the chunker up, and starts again after it was killed. The child dies with the worker
+parsers and warmed the chunker up, and starts again after it was killed, unless rag_server's files
+changed since the worker started (`CodeChanged`: the worker restarts instead). The child dies with the worker
 (PR_SET_PDEATHSIG), so a worker killed with -9 leaves no parser running. Messages are length-prefixed
 pickles over the child's stdin and stdout, the worker's Settings first (the child parses, chunks and
 logs by the worker's settings, not by an environment that may say otherwise); its log lines go to the
@@ -31,6 +32,7 @@ import pickle
 import signal
 import struct
 import sys
+from pathlib import Path
 from typing import Any
 
 from rag_server.config import Settings
@@ -53,6 +55,27 @@ class ParserCrashed(Exception):
 
 class ParserUnavailable(Exception):
     """The child could not be started (an upgrade in place, a broken environment): not the file's fault."""
+
+
+class CodeChanged(ParserUnavailable):
+    """rag_server's files changed since this worker started (an upgrade in place): a child started now
+    would run other code than its worker, so the worker must restart instead."""
+
+
+def code_stamp() -> int:
+    """What rag_server's Python files are on disk now (names, sizes, modification times)."""
+    root = Path(__file__).resolve().parent.parent
+    return hash(
+        tuple(
+            sorted(
+                (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*.py")
+            )
+        )
+    )
+
+
+# The code this process runs: taken when it is imported, i.e. when the worker starts.
+STARTED_WITH = code_stamp()
 
 
 def _frame(value: Any) -> bytes:
@@ -161,6 +184,11 @@ class ParseProcess:
         if self._proc is not None and self._proc.returncode is None:
             return self._proc
         await self._stop()
+        if code_stamp() != STARTED_WITH:
+            raise CodeChanged(
+                "rag-server's files changed since this worker started (an upgrade?): a parser started now "
+                "would run other code than the worker's"
+            )
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-P",  # the worker's working directory is not on the child's path (a docx.py there would win)

@@ -32,13 +32,17 @@ from rag_server.infra.log_context import current_request_id, log_context, valid_
 from rag_server.infra.queue import Message
 from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.ingestion import tasks
-from rag_server.ingestion.parse_process import ParseProcess, ParserCrashed, ParserUnavailable
+from rag_server.ingestion.parse_process import CodeChanged, ParseProcess, ParserCrashed, ParserUnavailable
 from rag_server.ingestion.parsing import ParseError
 from rag_server.ingestion.recovery import WorkerLease, release_unstarted_messages, requeue_dead_workers_tasks
 from rag_server.retrieval.bm25 import read_engine
 from rag_server.retrieval.bm25_packs import pack_if_due
 
 logger = logging.getLogger(__name__)
+
+# The worker's exit status when it stopped to restart on upgraded code (EX_TEMPFAIL: systemd's
+# Restart=on-failure restarts it too).
+EXIT_CODE_CHANGED = 75
 
 
 def retry_delay_s(settings: Settings, failures: int) -> int:
@@ -81,6 +85,7 @@ class Worker:
         # Every file is parsed and chunked in this child, with a time and a memory limit.
         self.parser = ParseProcess(runtime.settings)
         self.stopping = asyncio.Event()
+        self.code_changed = False  # stopped because rag_server's files changed under it
         self._heartbeats: dict[int, asyncio.Task[None]] = {}
 
     @property
@@ -233,6 +238,15 @@ class Worker:
             # The file (or the machine's memory) took the parser's process down, not this worker: a
             # failure of this document, retried a bounded number of times like any other.
             await self._retry(task_id, f"Unexpected error while processing: {exc}.", msg)
+        except CodeChanged as exc:
+            # Not this document's fault nor this worker's to fix: it stops, handing the task back, and
+            # its supervisor (rag-server up, systemd, compose) starts it again on the new code.
+            logger.error(
+                "task %s: %s; stopping this worker so that it restarts on the new code", task_id, exc
+            )
+            await self._release(msg)
+            self.code_changed = True
+            self.stopping.set()
         except ParserUnavailable as exc:
             # This worker's environment, not the document: redelivered without using up its attempts.
             logger.error("task %s: %s", task_id, exc)
@@ -365,3 +379,5 @@ async def _run(runtime: Runtime, settings: Settings, lease: WorkerLease) -> None
     finally:
         await worker.parser.close()
     logger.info("worker stopped")
+    if worker.code_changed:
+        raise SystemExit(EXIT_CODE_CHANGED)
