@@ -123,6 +123,32 @@ def test_xlsx_rows_are_packed_with_their_sheet_and_row_numbers() -> None:
     assert chunks[-1].text == "Name: Ada"
 
 
+def _with_cached_value(content: bytes, sheet: str, value: bytes) -> bytes:
+    """The workbook as Excel saves it: the formula's computed value after it (openpyxl leaves it empty)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(content)) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == sheet:
+                data = data.replace(b"</f><v></v>", b"</f><v>" + value + b"</v>")
+            dst.writestr(item, data)
+    return out.getvalue()
+
+
+def test_an_xlsx_formula_shows_its_value_or_else_its_text() -> None:
+    rows: list[list[object]] = [["Item", "Price"], ["tea", 3], ["cake", 4], ["total", "=SUM(B2:B3)"]]
+    saved_by_a_library = xlsx_bytes({"Bill": rows})
+    [section] = [
+        s for s in parse_document("b.xlsx", saved_by_a_library, "xlsx").sections if s.location["row"] == 4
+    ]
+    assert section.text == "Item: total; Price: =SUM(B2:B3)"  # was "Item: total": no value was ever computed
+    saved_by_excel = _with_cached_value(saved_by_a_library, "xl/worksheets/sheet1.xml", b"7")
+    [section] = [
+        s for s in parse_document("b.xlsx", saved_by_excel, "xlsx").sections if s.location["row"] == 4
+    ]
+    assert section.text == "Item: total; Price: 7"
+
+
 def test_csv_rows_keep_their_numbers() -> None:
     content = b"name,city\nAda,London\n\nAlan,Wilmslow\n"
     chunks = _chunks("p.csv", content, "csv")

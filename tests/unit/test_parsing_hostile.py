@@ -125,6 +125,21 @@ def test_a_csv_cell_over_128_kib_is_read() -> None:
     assert parsed.sections[0].text == f"name: alpha; notes: {cell}"
 
 
+def test_a_csv_quote_never_closed_is_refused_with_its_row_not_read_as_one_cell() -> None:
+    content = b'name,notes\nAda,"unclosed note\nAlan,fine\nGrace,ok\n'  # 3 rows were read as 1
+    with pytest.raises(ParseError, match=r"^Row 2 of the CSV file opens a quoted cell that is never closed"):
+        parse_document("q.csv", content, "csv")
+    # Quotes that close, stray quotes inside a cell, and an open quote on the last line (it swallows
+    # nothing) are read as they are.
+    fine = b'name,notes\nAda,"a ""quoted"" word"\nAlan,"two\nlines"\nGrace,5" screen\nLin,"7 inch\n'
+    assert [s.text for s in parse_document("q.csv", fine, "csv").sections] == [
+        'name: Ada; notes: a "quoted" word',
+        "name: Alan; notes: two\nlines",
+        'name: Grace; notes: 5" screen',
+        "name: Lin; notes: 7 inch",
+    ]
+
+
 def test_random_bytes_of_every_length_never_crash_the_text_parsers() -> None:
     rng = random.Random(7)
     for size in (1, 2, 3, 17, 255, 4096):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
+import zipfile
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -72,10 +74,37 @@ def parse_csv(content: bytes) -> tuple[str | None, list[Section]]:
     except csv.Error:
         dialect = csv.excel
     try:
-        rows = ((n, row) for n, row in enumerate(csv.reader(io.StringIO(text), dialect), start=1))
-        return None, table_sections(_bounded(rows, [0]))
+        return None, table_sections(_bounded(_csv_rows(text, dialect), [0]))
     except csv.Error as exc:
         raise ParseError(f"The CSV file could not be read ({exc}).") from exc
+
+
+def _csv_rows(text: str, dialect: Any) -> Iterable[tuple[int, list[str]]]:
+    """(row number, cells). A quote opened and never closed is refused: the csv module (not strict,
+    since real files hold stray quotes like `5" screen`) reads the rest of the file as one cell."""
+    source = io.StringIO(text)
+    reader = csv.reader(source, dialect)
+    last_start = read = 0  # offsets in `text`: where the last row starts, how far the reader is
+    number = 0
+    for number, row in enumerate(reader, start=1):
+        last_start, read = read, source.tell()
+        yield number, row
+    # Only when it swallowed lines: an unclosed quote on the last line costs nothing.
+    if text.count("\n", last_start, read - 1) and _ends_inside_quotes(text[last_start:], dialect):
+        raise ParseError(
+            f"Row {number} of the CSV file opens a quoted cell that is never closed, so every line after "
+            "it would be read as that one cell: close the quote (a quote inside a cell is written twice) "
+            "and upload the file again."
+        )
+
+
+def _ends_inside_quotes(text: str, dialect: Any) -> bool:
+    try:
+        for _ in csv.reader(io.StringIO(text), dialect, strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 def _cell(value: Any) -> str:
@@ -90,6 +119,40 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+# A formula cell with no value after it (`<f>SUM(B2:B3)</f><v></v></c>`): saved by a program that
+# does not compute formulas (openpyxl, many exporters), so the workbook holds no value to show for it.
+_FORMULA_WITHOUT_VALUE = re.compile(rb"(?:</f>|<f\b[^>]*/>)(?:<v\s*/>|<v></v>)?</c>")
+
+
+def _has_formulas_without_values(content: bytes) -> bool:
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        for name in archive.namelist():
+            if not (name.startswith("xl/worksheets/") and name.endswith(".xml")):
+                continue
+            with archive.open(name) as sheet:  # in pieces: a sheet's XML can be far larger than the file
+                tail = b""
+                while piece := sheet.read(1 << 20):
+                    if _FORMULA_WITHOUT_VALUE.search(tail + piece):
+                        return True
+                    tail = piece[-256:]
+    return False
+
+
+def _with_formulas(
+    values: Iterable[tuple[Any, ...]], formulas: Iterable[tuple[Any, ...]] | None
+) -> Iterable[Any]:
+    """Each row's values; a formula with no computed value gives its text (`=SUM(B2:B3)`), which says
+    more than a blank cell."""
+    if formulas is None:
+        yield from values
+        return
+    for row, formula_row in zip(values, formulas, strict=False):
+        yield tuple(
+            getattr(f, "text", f) if v is None and f is not None else v
+            for v, f in zip(row, formula_row, strict=False)
+        )
+
+
 def parse_xlsx(content: bytes) -> tuple[str | None, list[Section]]:
     check_ooxml(content, "spreadsheetml")
     from openpyxl import load_workbook
@@ -98,16 +161,21 @@ def parse_xlsx(content: bytes) -> tuple[str | None, list[Section]]:
         # read_only streams each sheet's XML instead of building every cell object; data_only gives
         # the values Excel last computed for formulas (what a reader sees), not the formulas.
         workbook = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+        # Formulas nothing computed: read a second time for their text (only then: it doubles the time).
+        formulas = (
+            load_workbook(io.BytesIO(content), read_only=True)
+            if _has_formulas_without_values(content)
+            else None
+        )
     except Exception as exc:  # InvalidFileException, KeyError (no xl/workbook.xml), lxml errors
         raise ParseError(f"The file is not a valid Excel (.xlsx) workbook ({exc}).") from exc
     counter = [0]
     sections: list[Section] = []
     try:
-        for sheet in workbook.worksheets:
-            rows = (
-                (n, [_cell(v) for v in values])
-                for n, values in enumerate(sheet.iter_rows(values_only=True), start=1)
-            )
+        for i, sheet in enumerate(workbook.worksheets):
+            formula_rows = None if formulas is None else formulas.worksheets[i].iter_rows(values_only=True)
+            values = _with_formulas(sheet.iter_rows(values_only=True), formula_rows)
+            rows = ((n, [_cell(v) for v in row]) for n, row in enumerate(values, start=1))
             sections.extend(table_sections(_bounded(rows, counter), sheet=sheet.title))
         title = workbook.properties.title or None
     except ParseError:
@@ -116,4 +184,6 @@ def parse_xlsx(content: bytes) -> tuple[str | None, list[Section]]:
         raise ParseError(f"The Excel workbook is damaged and could not be read ({exc}).") from exc
     finally:
         workbook.close()
+        if formulas is not None:
+            formulas.close()
     return title, sections
