@@ -92,19 +92,26 @@ async def test_several_files_complete_one_fails_with_its_reason_and_a_duplicate_
     await expect(page.get_by_role("heading", name="alpha.txt")).to_be_visible()
 
 
-async def test_an_unsupported_type_shows_the_servers_sentence_and_the_rest_goes_through(
+async def test_an_unsupported_type_or_an_empty_file_is_refused_with_a_sentence_and_the_rest_goes_through(
     page: Page, page_console: Console, tmp_path: Path
 ) -> None:
     page_console.allow("415")  # the refused request, as the browser logs it
     await open_upload_panel(page)
     files = write(
         tmp_path,
-        {"picture.xyz": b"not a supported type", "delta.txt": b"Delta is about river deltas and silt. " * 5},
+        {
+            "picture.xyz": b"not a supported type",
+            "empty.md": b"",
+            "delta.txt": b"Delta is about river deltas and silt. " * 5,
+        },
     )
     await page.get_by_label("Files to upload").set_input_files(files)
     refused = upload_row(page, "picture.xyz")
     await expect(refused).to_have_attribute("data-status", "refused")
     await expect(refused).to_contain_text("Unsupported file type: picture.xyz. Supported: .csv")
+    empty = upload_row(page, "empty.md")  # refused before sending: the server refuses it, and its batch
+    await expect(empty).to_have_attribute("data-status", "refused")
+    await expect(empty).to_contain_text("empty.md is empty (0 bytes): there is nothing in it to read.")
     # The batch was refused as a whole for that file: the other file went again, alone, and completes.
     await expect(upload_row(page, "delta.txt")).to_have_attribute("data-status", "completed", timeout=60_000)
 

@@ -338,13 +338,14 @@ def test_cli_ingest_uploads_a_folder_and_waits(
     assert "3 file(s) already stored, not uploaded again" in again.stderr
 
 
-def test_cli_ingest_skips_a_file_over_the_servers_limit_and_uploads_the_rest(
+def test_cli_ingest_skips_an_empty_file_or_one_over_the_servers_limit_and_uploads_the_rest(
     live_app_url: str, worker: Proc, env: dict[str, str], tmp_path: Path, database_url: str
 ) -> None:
     # The CLI took the limit from its own settings (50 MB here): the server's 413 for one file stopped
     # the run before anything was uploaded. It reads the server's limits from GET /status.
     (tmp_path / "fits.txt").write_text(long_text(120, seed=41))
     (tmp_path / "too-big.txt").write_bytes(b"word " * (SERVER_MAX_FILE_BYTES // 5 + 1))
+    (tmp_path / "empty.md").write_bytes(b"")  # the server refuses it, and its upload with it
     command = [sys.executable, "-m", "rag_server", "ingest", str(tmp_path), "--url", live_app_url]
     client_env = {**env, "RAG_MAX_UPLOAD_BYTES": str(50 * 1024 * 1024)}
     result = subprocess.run(command, env=client_env, capture_output=True, text=True, timeout=120)
@@ -352,6 +353,7 @@ def test_cli_ingest_skips_a_file_over_the_servers_limit_and_uploads_the_rest(
     assert f"skipped (over the limit of {SERVER_MAX_FILE_BYTES:,} bytes): {tmp_path / 'too-big.txt'}" in (
         result.stderr.splitlines()
     )
+    assert f"skipped (empty): {tmp_path / 'empty.md'}" in result.stderr.splitlines()
     assert "1 completed" in result.stderr
-    ready = query(database_url, "SELECT filename FROM documents WHERE status = 'ready'")
-    assert "fits.txt" in {r["filename"] for r in ready}
+    stored = {r["filename"] for r in query(database_url, "SELECT filename FROM documents")}
+    assert "fits.txt" in stored and "empty.md" not in stored

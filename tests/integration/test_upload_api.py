@@ -132,8 +132,6 @@ def test_every_supported_type_becomes_exactly_the_expected_chunks(
 @pytest.mark.parametrize(
     ("filename", "content", "reason"),
     [
-        ("empty.txt", b"", "The file is empty."),
-        ("zero.pdf", b"", "The file is empty."),
         ("corrupt.pdf", corrupt_pdf(), "The PDF is damaged or not a PDF and could not be read"),
         ("locked.pdf", encrypted_pdf(), "The PDF is password-protected; upload an unprotected copy."),
         ("scan.pdf", image_only_pdf(), "The PDF has no extractable text layer"),
@@ -171,6 +169,14 @@ def test_unsupported_extension_is_415_and_stores_nothing(client: TestClient, dat
     response = upload(client, [("fine.txt", b"a fine file"), ("virus.exe", b"MZ..."), ("x.png", b"\x89PNG")])
     assert response.status_code == 415
     assert response.json()["detail"].startswith("Unsupported file type: virus.exe, x.png. Supported: .csv")
+    assert document_count(database_url) == before
+
+
+def test_an_empty_file_is_422_naming_it_and_stores_nothing(client: TestClient, database_url: str) -> None:
+    before = document_count(database_url)
+    response = upload(client, [("ok.txt", b"small and fine"), ("zero.pdf", b"")])
+    assert response.status_code == 422
+    assert response.json()["detail"] == "zero.pdf is empty (0 bytes): there is nothing in it to read."
     assert document_count(database_url) == before
 
 

@@ -105,10 +105,13 @@ def ingest_paths(
         # 413 that stopped the whole run before anything was uploaded.
         limits = UploadLimits(**{k: int(v) for k, v in client.status()["upload"].items() if k in LIMITS})
         most = limits.max_file_bytes if max_file_bytes is None else min(max_file_bytes, limits.max_file_bytes)
-        too_big = [p for p in files if p.stat().st_size > most]
-        for p in too_big:
-            print(f"skipped (over the limit of {most:,} bytes): {p}", file=sys.stderr)
-        files = [p for p in files if p not in too_big]
+        sizes = {p: p.stat().st_size for p in files}
+        for p in files:
+            if not sizes[p]:  # the server refuses it, and with it the rest of its upload
+                print(f"skipped (empty): {p}", file=sys.stderr)
+            elif sizes[p] > most:
+                print(f"skipped (over the limit of {most:,} bytes): {p}", file=sys.stderr)
+        files = [p for p in files if 0 < sizes[p] <= most]
         if not files:
             print("nothing to ingest", file=sys.stderr)
             return 1

@@ -1,4 +1,4 @@
-"""Upload validation: every file is checked (count, type, size) before anything is stored.
+"""Upload validation: every file is checked (count, type, size, not empty) before anything is stored.
 
 Takes Starlette's `UploadFile` parts (what a multipart form yields) and raises the domain errors the
 API maps to 413 / 415 / 422; no HTTP types beyond that.
@@ -53,6 +53,8 @@ async def read_upload(parts: Sequence[UploadFile | str], settings: Settings) -> 
     total = 0
     for name, part in zip(names, files, strict=True):
         content = await _read_limited(part, name, settings.max_upload_bytes)
+        if not content:  # before anything is stored: as a task it could only fail
+            raise InvalidInputError(f"{name} is empty (0 bytes): there is nothing in it to read.")
         total += len(content)
         if total > settings.max_upload_request_bytes:  # no Content-Length (chunked body)
             raise TooLargeError(

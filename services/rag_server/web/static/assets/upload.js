@@ -178,12 +178,16 @@ export class Tracker {
       return row;
     });
     this.emit("change");
-    const tooBig = rows.filter((r) => r.size > limits.max_file_bytes);
-    for (const row of tooBig) {
-      this.update(row, {
-        status: "refused",
-        error: `${row.name} is ${mb(row.size)}, over the limit of ${mb(limits.max_file_bytes)} per file.`,
-      });
+    // Refused here as the server would refuse them, which would refuse the rest of their batch too.
+    for (const row of rows) {
+      if (row.size === 0) {
+        this.update(row, { status: "refused", error: `${row.name} is empty (0 bytes): there is nothing in it to read.` });
+      } else if (row.size > limits.max_file_bytes) {
+        this.update(row, {
+          status: "refused",
+          error: `${row.name} is ${mb(row.size)}, over the limit of ${mb(limits.max_file_bytes)} per file.`,
+        });
+      }
     }
     let pending = rows.filter((r) => r.status === "waiting");
     if (canHash()) pending = await this.skipDuplicates(pending);
