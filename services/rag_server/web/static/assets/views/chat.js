@@ -39,23 +39,10 @@ export function mount(root, ctx, route) {
     { id: "chat-search-type", "aria-label": "Search mode" },
     SEARCH_TYPES.map(([value, label]) => h("option", { value }, label)),
   );
-  const log = h("div", {
-    class: "messages",
-    role: "log",
-    "aria-live": "polite",
-    "aria-busy": "false",
-    "aria-labelledby": "chat-title",
-    tabindex: "-1",
-  });
+  const log = h("div", { class: "messages", role: "log", "aria-live": "polite", "aria-busy": "false", "aria-labelledby": "chat-title", tabindex: "-1" });
   const thread = h("div", { class: "thread" });
   log.append(thread);
-  const textarea = h("textarea", {
-    id: "chat-message",
-    rows: "1",
-    placeholder: "Ask about your documents…",
-    autocomplete: "off",
-    maxlength: 20000,
-  });
+  const textarea = h("textarea", { id: "chat-message", rows: "1", placeholder: "Ask about your documents…", autocomplete: "off", maxlength: 20000 });
   const sendButton = h("button", { type: "submit", class: "primary send", "aria-label": "Send" }, icon("send"), h("span", {}, "Send"));
   const stopButton = h("button", { type: "button", class: "stop", hidden: true, "aria-label": "Stop" }, icon("stop"), h("span", {}, "Stop"));
   const formError = h("p", { class: "form-error", role: "alert" });
@@ -94,8 +81,14 @@ export function mount(root, ctx, route) {
     return state.session ? state.session.is_temporary : temporaryPreference;
   }
 
+  // The header cuts a long title (one line, an ellipsis) like the sidebar: the whole of it shows on hover.
+  function setTitle(text) {
+    title.textContent = text;
+    title.title = text;
+  }
+
   function drawHead() {
-    title.textContent = state.session ? sessionTitle(state.session) : "New chat";
+    setTitle(state.session ? sessionTitle(state.session) : "New chat");
     tempBadge.hidden = !isTemporary();
     modeSelect.value = state.searchType;
     document.title = `${title.textContent} · rag-server`;
@@ -165,7 +158,7 @@ export function mount(root, ctx, route) {
       drawThread();
       return;
     }
-    title.textContent = "Loading…";
+    setTitle("Loading…");
     thread.replaceChildren(h("p", { class: "muted loading" }, "Loading the conversation…"));
     try {
       const path = encodeURIComponent(id);
@@ -182,7 +175,7 @@ export function mount(root, ctx, route) {
       state.session = null;
       state.sessionId = null;
       sidebar.markCurrent();
-      title.textContent = "Chat not found";
+      setTitle("Chat not found");
       if (err instanceof ApiError && (err.status === 404 || err.status === 422)) {
         notice("This chat does not exist", "It may have been deleted, or the link is wrong. Your other chats are in the list.");
       } else {

@@ -193,7 +193,8 @@ export function createSidebar({ onNew, temporary, currentId, onPicked }) {
     const name = sessionTitle(session);
     const link = h(
       "a",
-      { class: "session-link", href: href("chat", session.id), "aria-current": currentId() === session.id ? "page" : null },
+      // The sidebar cuts a long title (one line, an ellipsis): the whole of it shows on hover.
+      { class: "session-link", href: href("chat", session.id), title: name, "aria-current": currentId() === session.id ? "page" : null },
       h("span", { class: "session-title" }, name),
       h("span", { class: "session-date" }, shortDate(session.updated_at)),
     );
