@@ -3,6 +3,7 @@ filters narrow the results, the query lives in the URL; text from documents is o
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -125,3 +126,17 @@ async def test_search_on_a_phone_in_dark_mode_fits_the_screen(
     await phone.screenshot(path="/tmp/shots/search-phone-dark.png", full_page=True)
     await phone.context.close()
     assert not page_console.unexpected()
+
+
+async def test_each_hit_is_read_as_its_result_number(
+    page: Page, documents: dict[str, dict[str, Any]]
+) -> None:
+    """The rank's digit alone was read as "1" (its aria-label on a plain span was ignored): a screen reader
+    says "Result 1", and the digit, drawn for the eye, is not read twice."""
+    await page.goto(page.url.split("#")[0] + "#/search?q=otters+shellfish")
+    hits = page.get_by_role("list", name="Results").get_by_role("listitem")
+    await expect(hits).to_have_count(4)
+    # Read first, before the document's name; no bare digit anywhere in the hit.
+    await expect(hits.first).to_match_aria_snapshot('- listitem:\n  - text: Result 1\n  - link "otters.txt"')
+    assert not re.search(r"^\s*- text: \"?1\"?$", await hits.first.aria_snapshot(), re.MULTILINE)
+    await expect(hits.nth(3).get_by_text("Result 4", exact=True)).to_have_count(1)

@@ -68,7 +68,8 @@ function hitElement(hit, rank, p) {
     h(
       "div",
       { class: "hit-head" },
-      h("span", { class: "hit-rank", "aria-label": `Result ${rank}` }, String(rank)),
+      // The digit alone read as "1": a screen reader says "Result 1" (an aria-label on a span is not read).
+      h("span", { class: "hit-rank" }, h("span", { class: "visually-hidden" }, `Result ${rank}`), h("span", { "aria-hidden": "true" }, String(rank))),
       h(
         "div",
         { class: "hit-title" },
