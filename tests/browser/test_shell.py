@@ -57,6 +57,45 @@ async def test_status_shows_engines_llm_and_queue(page: Page) -> None:
     assert page.url.endswith("#/status")
 
 
+async def test_status_says_when_its_facts_could_not_be_refreshed(page: Page, page_console: Console) -> None:
+    """A failed refresh put its error where the time was: the facts above still looked current (a queue of 0
+    while the server was gone). They stay, marked with their time, an alert says so, and it goes by itself."""
+    page_console.allow("Failed to load resource")  # the /status requests failed on purpose
+    await page.get_by_role("link", name="Status").click()
+    facts = page.locator(".facts")
+    await expect(facts).to_contain_text("BM25 engine")
+    alert = page.get_by_role("alert")
+    await expect(alert).to_have_text("")
+    clock = r"(\d\d:\d\d:\d\d)"
+
+    await page.route("**/status", lambda route: route.abort())
+    unreachable = re.compile(
+        rf"^The facts shown are from {clock} and could not be refreshed: "
+        r"The server cannot be reached\. Is rag-server running\?$"
+    )
+    await expect(alert).to_have_text(unreachable, timeout=15_000)
+    at = unreachable.match(await alert.inner_text())
+    assert at
+    await expect(facts).to_contain_text("BM25 engine")
+    await expect(facts).to_have_accessible_description(f"As of {at[1]}: not current")
+
+    # A 5xx: the server's sentence, and the facts still from the same time (the last that succeeded).
+    await page.unroute("**/status")
+    await page.route(
+        "**/status",
+        lambda route: route.fulfill(status=503, json={"detail": "The database is unavailable."}),
+    )
+    await expect(alert).to_have_text(
+        f"The facts shown are from {at[1]} and could not be refreshed: The database is unavailable.",
+        timeout=15_000,
+    )
+    await expect(facts).to_contain_text("0 queued")
+
+    await page.unroute("**/status")
+    await expect(alert).to_have_text("", timeout=15_000)
+    await expect(facts).to_have_accessible_description(re.compile(rf"^Updated {clock}$"))
+
+
 async def test_each_view_names_itself_in_the_tab_title(page: Page, stack: Stack) -> None:
     """Tabs, history and a screen reader's page announcement tell the views apart (all were "rag-server")."""
     await page.get_by_role("link", name="Documents").click()

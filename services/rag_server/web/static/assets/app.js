@@ -3,7 +3,7 @@
 //
 // A view module exports `mount(root, ctx, route)` and returns {update(route)?, unmount()?}:
 //   root  - the element it owns (emptied for it)
-//   ctx   - {status, collection, can(role), collections, refreshStatus()} (below)
+//   ctx   - {status, statusAt, collection, can(role), collections, refreshStatus()} (below)
 //   route - {view, id, query} from router.parseRoute
 // `update` is called when only the route's id/query changed; without it the view is mounted again.
 
@@ -31,6 +31,7 @@ const whoami = document.getElementById("whoami");
 
 const ctx = {
   status: null,
+  statusAt: null, // when `status` was fetched: the Status view says how old its facts are
   collections: [],
   collection: sessionStorage.getItem(COLLECTION_STORAGE) || "default",
   can(role) {
@@ -38,6 +39,7 @@ const ctx = {
   },
   async refreshStatus() {
     this.status = await api("/status");
+    this.statusAt = new Date();
     return this.status;
   },
 };

@@ -1,19 +1,25 @@
-// What the server runs on and how busy ingestion is; refreshed every few seconds while shown.
+// What the server runs on and how busy ingestion is; refreshed every few seconds while shown. A refresh
+// that fails keeps the facts last known, marked with their time, and an alert says so until one succeeds.
 
 import { clear, h } from "../dom.js";
 
 const REFRESH_MS = 5000;
+
+const clock = (date) => date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
 
 function row(label, value) {
   return [h("dt", {}, label), h("dd", {}, value)];
 }
 
 export function mount(root, ctx) {
-  const list = h("dl", { class: "facts" });
-  const updated = h("p", { class: "muted small" });
+  // The facts are described by the line under them: "Updated ..." or, once a refresh failed, "As of ...".
+  const list = h("dl", { class: "facts", "aria-describedby": "status-updated" });
+  const updated = h("p", { class: "muted small", id: "status-updated" });
+  // In the page from the start, empty: a live region's first text is announced, one added with it may not be.
+  const alert = h("p", { class: "status-alert", role: "alert" });
   root.append(
     h("section", { class: "card narrow", "aria-labelledby": "status-title" },
-      h("h1", { id: "status-title" }, "Status"), list, updated),
+      h("h1", { id: "status-title" }, "Status"), alert, list, updated),
   );
 
   function show(s) {
@@ -26,19 +32,40 @@ export function mount(root, ctx) {
       ...row("Ingestion queue", `${s.tasks.queued} queued, ${s.tasks.processing} processing`),
       ...row("Version", s.version),
     );
-    updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
+    list.classList.remove("stale");
+    updated.textContent = `Updated ${clock(ctx.statusAt)}`;
+    alert.textContent = "";
+  }
+
+  // A failed refresh used to put its error where the time was: the facts above looked current (a queue of
+  // 0 when the server had gone). They stay, as what was known then, and say so.
+  function showStale(err) {
+    const at = clock(ctx.statusAt);
+    list.classList.add("stale");
+    updated.textContent = `As of ${at}: not current`;
+    const text = `The facts shown are from ${at} and could not be refreshed: ${err.message}`;
+    // Every 5 s the same failure: announced once, not at each attempt.
+    if (alert.textContent !== text) alert.textContent = text;
   }
 
   let timer = null;
+  let shown = true;
   async function refresh() {
     try {
-      show(await ctx.refreshStatus());
+      const s = await ctx.refreshStatus();
+      if (shown) show(s);
     } catch (err) {
-      updated.textContent = err.message;
+      if (shown) showStale(err);
     }
-    timer = setTimeout(refresh, REFRESH_MS);
+    // Left while the request was on its way: no timer of a view that is gone.
+    if (shown) timer = setTimeout(refresh, REFRESH_MS);
   }
   if (ctx.status) show(ctx.status);
   timer = setTimeout(refresh, REFRESH_MS);
-  return { unmount: () => clearTimeout(timer) };
+  return {
+    unmount() {
+      shown = false;
+      clearTimeout(timer);
+    },
+  };
 }
