@@ -227,6 +227,41 @@ async def test_a_file_dropped_outside_the_documents_view_keeps_the_app(page: Pag
     await expect(page.locator(".toast")).to_have_text("To upload files, drop them on the Documents page.")
 
 
+async def test_after_leaving_the_documents_view_a_drop_uploads_nothing(page: Page, tmp_path: Path) -> None:
+    """The Documents list takes dropped files while it is shown; once left (for Search, or for a document's
+    page inside the same view) its target goes with it: a drop there is kept from the browser (which would
+    leave the app to show the file) and sends nothing."""
+    await open_upload_panel(page)
+    await page.get_by_label("Files to upload").set_input_files(
+        write(tmp_path, {"kept.txt": b"Kept notes about lighthouse keepers and their lamps."})
+    )
+    await expect(upload_row(page, "kept.txt")).to_have_attribute("data-status", "completed", timeout=60_000)
+    drop = """(name) => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File(["A stray file nobody meant to upload."], name, {type: "text/plain"}));
+        const over = new DragEvent("dragover", {dataTransfer: transfer, bubbles: true, cancelable: true});
+        const drop = new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true});
+        document.querySelector("main h1").dispatchEvent(over);
+        document.querySelector("main h1").dispatchEvent(drop);
+        return [over.defaultPrevented, drop.defaultPrevented];
+    }"""
+    where = "To upload files, drop them on the Documents page."
+    await page.get_by_role("link", name="Search").click()
+    await expect(page.get_by_role("heading", name="Search")).to_be_visible()
+    assert await page.evaluate(drop, "stray-search.txt") == [True, True]
+    await expect(page.locator(".toast").last).to_have_text(where)
+    # A document's page is still the Documents view, without the list's upload panel.
+    await page.get_by_role("link", name="Documents").click()
+    await page.locator(".documents-table").get_by_role("link", name="kept.txt").click()
+    await expect(page.get_by_role("heading", name="kept.txt")).to_be_visible()
+    assert await page.evaluate(drop, "stray-document.txt") == [True, True]
+    await expect(page.locator(".toast").last).to_have_text(where)
+    # Back on the list, whose panel shows this tab's uploads: neither stray file was sent.
+    await page.get_by_role("link", name="All documents").click()
+    await expect(upload_row(page, "kept.txt")).to_be_visible()
+    await expect(page.locator(".upload-row")).to_have_count(1)
+
+
 async def send_held(page: Page, tmp_path: Path, name: str) -> list[Any]:
     """Start sending the file `name` to an /upload that never answers: it stays "sending" (the held
     requests are returned: kept, they are never answered)."""

@@ -3,7 +3,7 @@
 //
 // A view module exports `mount(root, ctx, route)` and returns {update(route)?, unmount()?}:
 //   root  - the element it owns (emptied for it)
-//   ctx   - {status, statusAt, collection, can(role), collections, refreshStatus()} (below)
+//   ctx   - {status, statusAt, collection, can(role), collections, refreshStatus(), dropTarget} (below)
 //   route - {view, id, query} from router.parseRoute
 // `update` is called when only the route's id/query changed; without it the view is mounted again.
 
@@ -34,6 +34,9 @@ const ctx = {
   statusAt: null, // when `status` was fetched: the Status view says how old its facts are
   collections: [],
   collection: sessionStorage.getItem(COLLECTION_STORAGE) || "default",
+  // Where files dropped anywhere on the page go: {over(event), drop(dataTransfer)}, set by the view that
+  // uploads while it is shown (the Documents list's upload panel); null: no view takes files.
+  dropTarget: null,
   can(role) {
     return ROLE_RANK[this.status?.key.role] >= ROLE_RANK[role];
   },
@@ -63,6 +66,7 @@ function render() {
     return;
   }
   current?.view.unmount?.();
+  ctx.dropTarget = null; // a view that did not take its target back takes no more files
   clear(main);
   document.title = `${VIEW_TITLES[route.view]} · rag-server`;
   const root = h("div", { class: `view view-${route.view}` });
@@ -184,16 +188,25 @@ signOut.addEventListener("click", async () => {
 window.addEventListener("hashchange", () => {
   if (ctx.status && !nav.hidden) render();
 });
-// A file dropped where nothing takes it (any view but an editor's Documents, where the upload panel does;
-// a reader's anywhere) made the browser leave the app to show the file. It stays, and says where uploads go.
+// The one handler of files dropped on the page: they go to the current view's ctx.dropTarget, wherever on
+// the page they land. Without a target (any view but an editor's Documents list; a reader's anywhere) the
+// browser left the app to show the file: the app stays, and says where uploads go.
 const carriesFiles = (event) => Array.from(event.dataTransfer?.types || []).includes("Files");
 window.addEventListener("dragover", (event) => {
-  if (carriesFiles(event)) event.preventDefault();
+  if (!carriesFiles(event)) return;
+  event.preventDefault();
+  if (!ctx.dropTarget) return;
+  event.dataTransfer.dropEffect = "copy";
+  ctx.dropTarget.over(event);
 });
 window.addEventListener("drop", (event) => {
   if (!carriesFiles(event)) return;
   event.preventDefault();
-  if (document.getElementById("upload-panel") || !ctx.status || nav.hidden) return;
+  if (ctx.dropTarget) {
+    ctx.dropTarget.drop(event.dataTransfer); // now: the DataTransfer is emptied once this handler returns
+    return;
+  }
+  if (!ctx.status || nav.hidden) return;
   toast(
     ctx.can("editor") ? "To upload files, drop them on the Documents page." : "This API key cannot upload files: it is a reader's.",
     "error",

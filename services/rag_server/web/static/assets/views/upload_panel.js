@@ -135,24 +135,17 @@ export function uploadPanel(ctx, { onSettled, onToggle }) {
     folderInput.value = "";
     add(picked);
   });
-  // Files dropped anywhere on the page are uploaded too: without this the browser would leave the app to
-  // open the dropped file.
-  const carriesFiles = (event) => Array.from(event.dataTransfer?.types || []).includes("Files");
-  function onDragOver(event) {
-    if (!carriesFiles(event)) return;
-    event.preventDefault();
-    event.dataTransfer.dropEffect = "copy";
-    zone.classList.toggle("over", zone.contains(event.target));
-  }
-  async function onDrop(event) {
-    if (!carriesFiles(event)) return;
-    event.preventDefault();
-    zone.classList.remove("over");
-    open();
-    add(await filesFromDrop(event.dataTransfer));
-  }
-  window.addEventListener("dragover", onDragOver);
-  window.addEventListener("drop", onDrop);
+  // Files dropped anywhere on the page come here while the panel exists (app.js has the one handler):
+  // the drop zone is where to aim, not the only place that takes them.
+  const dropTarget = {
+    over: (event) => zone.classList.toggle("over", zone.contains(event.target)),
+    async drop(dataTransfer) {
+      zone.classList.remove("over");
+      open();
+      add(await filesFromDrop(dataTransfer));
+    },
+  };
+  ctx.dropTarget = dropTarget;
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
 
   const shown = new Map(); // row id -> {sig, li}
@@ -206,8 +199,7 @@ export function uploadPanel(ctx, { onSettled, onToggle }) {
     isOpen: () => !el.hidden,
     focus: () => fileInput.focus(),
     destroy() {
-      window.removeEventListener("dragover", onDragOver);
-      window.removeEventListener("drop", onDrop);
+      if (ctx.dropTarget === dropTarget) ctx.dropTarget = null;
       unsubscribe();
       clear(list);
     },
