@@ -2,7 +2,8 @@
 
 A throwaway stack like the browser tests' (embedded PostgreSQL in a temp dir, `rag-server serve` and
 `rag-server worker`, no LLM: answers are extractive), a few sample documents, one conversation; then one
-PNG per view and colour scheme. Run: `python -m tests.browser.screenshots [--out reports/ui]`.
+PNG per view and colour scheme (the status page also with its server gone, and phone-* shots at 390x844).
+Run: `python -m tests.browser.screenshots [--out reports/ui]`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ DECK = pptx_bytes(
     ]
 )
 QUESTION = "How far can a lighthouse beam be seen?"
+# A common phone's viewport (CSS pixels) for the phone-* shots.
+PHONE = {"width": 390, "height": 844}
 
 
 def upload_samples(stack: Stack) -> None:
@@ -91,10 +94,22 @@ async def views(browser: Browser, stack: Stack, out: Path, scheme: str) -> None:
     await page.goto(stack.base_url + "/#/status")
     await page.get_by_text("BM25 engine").wait_for()
     await shoot(page, out, "status", scheme)
-    await page.set_viewport_size({"width": 375, "height": 740})
+    # The server gone: the facts last known, marked with their time, under the alert.
+    await page.route("**/status", lambda route: route.abort())
+    await page.get_by_role("alert").get_by_text("could not be refreshed", exact=False).wait_for()
+    await page.screenshot(path=str(out / f"status-stale-{scheme}.png"))
+    print(f"wrote {out / f'status-stale-{scheme}.png'}")
+    await page.unroute("**/status")
+    await page.set_viewport_size(PHONE)
     await page.goto(stack.base_url + "/#/chat")
     await page.get_by_label("Message").wait_for()
     await shoot(page, out, "phone-chat", scheme)
+    await page.goto(stack.base_url + "/#/search?q=Fresnel+lens+beam&mode=hybrid")
+    await page.get_by_label("Time per stage").wait_for()
+    await shoot(page, out, "phone-search", scheme)
+    await page.goto(stack.base_url + "/#/status")
+    await page.get_by_text("BM25 engine").wait_for()
+    await shoot(page, out, "phone-status", scheme)
     await context.close()
 
 
