@@ -9,7 +9,8 @@ import signal
 import pytest
 
 from rag_server.config import Settings
-from rag_server.ingestion.parse_process import ParseProcess, ParserCrashed
+from rag_server.ingestion.parse_process import ParseProcess, ParserCrashed, memory_message
+from rag_server.ingestion.parsing import ParseError
 from tests.integration.test_parse_limits import SLOW
 
 
@@ -58,3 +59,16 @@ async def test_the_parser_parses_by_the_worker_settings_not_by_its_environment(
     finally:
         await parser.close()
     assert len(chunks) > 70  # 64-token chunks (the default 128 makes about half as many)
+
+
+async def test_a_file_over_the_memory_limit_is_refused_with_the_limit_not_a_crash(settings: Settings) -> None:
+    # 12 million words fill 256 MB while their chunks' search texts are built. The child's answer
+    # itself failed for lack of memory (the frames of the MemoryError still held it): the worker saw an
+    # exit with code 1, an unexpected error retried five times, not the limit.
+    parser = ParseProcess(settings.model_copy(update={"parse_max_memory_mb": 256}))
+    try:
+        with pytest.raises(ParseError) as refused:
+            await parser.prepare("words.txt", b"word " * 12_000_000, "txt", None)
+    finally:
+        await parser.close()
+    assert str(refused.value) == memory_message(256)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import pickle
@@ -330,14 +331,21 @@ def _serve(parent: int) -> None:
         header = _read_exactly(requests, _HEADER.size)
         if header is None:
             return  # the worker closed the pipe: it is stopping
+        outcome: tuple[str, Any] | None = None
         try:
             outcome = _answer(settings, requests, _HEADER.unpack(header)[0])
             if outcome is None:
                 return
             reply(outcome)  # the frame is whole before a byte is written
+            continue
         except MemoryError:
-            reply(("memory", None))
-            return  # a fresh process for the next file
+            pass
+        # Said outside the handler, the chunks let go: inside it, the traceback's frames still held what
+        # filled the memory, and even this small reply failed (the worker saw an exit, not the limit).
+        outcome = None
+        gc.collect()
+        reply(("memory", None))
+        return  # a fresh process for the next file
 
 
 def _answer(settings: Settings, requests: Any, size: int) -> tuple[str, Any] | None:
