@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from playwright.async_api import Browser, Page, expect
 
-from tests.browser.conftest import Console, Stack, new_page
+from tests.browser.conftest import Console, Stack, new_page, sign_in
 from tests.browser.seed import create_key
 
 
@@ -197,4 +197,27 @@ async def test_a_server_that_cannot_be_reached_is_said_with_a_way_to_try_again(
     loaded = re.compile(r"^(1–\d+ of \d+|No documents in this collection yet\.)$")
     await expect(page.get_by_text(loaded)).to_be_visible()
     await page.context.close()
+    assert not page_console.unexpected()
+
+
+async def test_on_a_phone_the_key_signed_in_is_said_on_its_own_line(
+    browser: Browser, stack: Stack, page_console: Console
+) -> None:
+    # It was hidden below 640 px: nothing on a phone said which key (and role) the app was using.
+    phone = await new_page(browser, page_console, viewport={"width": 390, "height": 844})
+    await sign_in(phone, stack.base_url, stack.admin_key)
+    await phone.get_by_role("link", name="Status").click()
+    whoami = phone.locator("#whoami")
+    await expect(whoami).to_be_visible()
+    await expect(whoami).to_have_text(re.compile(r" · admin$"))
+    name = await whoami.bounding_box()
+    sign_out = await phone.get_by_role("button", name="Sign out").bounding_box()
+    assert name is not None and sign_out is not None
+    assert name["y"] + name["height"] <= sign_out["y"]  # above it, not squeezed beside it
+    assert await phone.evaluate(
+        "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+    )
+    card = await phone.locator(".card").first.bounding_box()
+    assert card is not None and card["x"] >= 8 and card["x"] + card["width"] <= 390 - 8  # not edge to edge
+    await phone.context.close()
     assert not page_console.unexpected()
