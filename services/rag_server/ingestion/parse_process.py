@@ -15,11 +15,11 @@ Timeouts and memory are final (`ParseError`): the same file does the same again.
 One child per worker process, one file at a time (parsing is Python holding the GIL: two slots parsing
 in threads took turns anyway); it starts with the worker, which is ready once the child has imported the
 parsers and warmed the chunker up, and starts again after it was killed, unless rag_server's files
-changed since the worker started (`CodeChanged`: the worker restarts instead). The child dies with the worker
-(PR_SET_PDEATHSIG), so a worker killed with -9 leaves no parser running. Messages are length-prefixed
-pickles over the child's stdin and stdout, the worker's Settings first (the child parses, chunks and
-logs by the worker's settings, not by an environment that may say otherwise); its log lines go to the
-worker's stderr, with the task's ids.
+changed since the worker started (`CodeChanged`: the worker restarts instead). The child dies with the
+worker (PR_SET_PDEATHSIG), so a worker killed with -9 leaves no parser running. Messages are
+length-prefixed pickles over the child's stdin and stdout, the worker's Settings first (the child
+parses, chunks and logs by the worker's settings, not by an environment that may say otherwise); its
+log lines go to the worker's stderr, with the task's ids.
 """
 
 from __future__ import annotations
@@ -66,13 +66,13 @@ class CodeChanged(ParserUnavailable):
 def code_stamp() -> int:
     """What rag_server's Python files are on disk now (names, sizes, modification times)."""
     root = Path(__file__).resolve().parent.parent
-    return hash(
-        tuple(
-            sorted(
-                (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*.py")
-            )
-        )
-    )
+    try:
+        files = [
+            (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*.py")
+        ]
+    except OSError:  # a file went while listing: an upgrade is under way (any stamp taken later differs)
+        return 0
+    return hash(tuple(sorted(files)))
 
 
 # The code this process runs: taken when it is imported, i.e. when the worker starts.
