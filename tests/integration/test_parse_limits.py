@@ -49,11 +49,11 @@ async def test_a_worker_whose_code_changed_on_disk_hands_its_task_back_and_exits
     worker = start_worker(env, tmp_path / "worker.log")
     workers.append(worker)
     wait_for(lambda: task_row(database_url, slow.task_id)["status"] == "processing", what="parsing started")
-    [small] = await enqueue(runtime, [("small-upgraded.txt", long_text(300, seed=5).encode())])  # after it
     changed = site / "rag_server" / "config.py"
     os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
-    # The slow file's time limit stops the parser; the next file needs a new one, on the new code: the
-    # worker stops instead, handing that file back uncounted, and its supervisor restarts it.
+    # After the change, whenever the slow file's time limit stops the parser: the next file needs a new
+    # one, on the new code. The worker stops instead, handing that file back uncounted.
+    [small] = await enqueue(runtime, [("small-upgraded.txt", long_text(300, seed=5).encode())])
     assert worker.popen.wait(120) == EXIT_CODE_CHANGED, worker.log_tail()
     assert "stopping this worker so that it restarts on the new code" in worker.log()
     assert task_row(database_url, slow.task_id)["error"] == timeout_message(3)
