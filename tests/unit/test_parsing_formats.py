@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
 import zipfile
 
 import pytest
@@ -147,6 +148,29 @@ def test_an_xlsx_formula_shows_its_value_or_else_its_text() -> None:
         s for s in parse_document("b.xlsx", saved_by_excel, "xlsx").sections if s.location["row"] == 4
     ]
     assert section.text == "Item: total; Price: 7"
+
+
+def test_an_xlsx_formula_whose_result_is_empty_text_stays_blank() -> None:
+    # How Excel saves =IF(A3="","",2) filled down past the data: a computed "" (t="str", empty value).
+    # Shown as its formula, each such row became a record of its own.
+    rows: list[list[object]] = [["Item", "Double"], ["tea", "=2*2"]]
+    rows += [[None, f'=IF(A{n}="","",2)'] for n in (3, 4)]
+    content = _with_cached_value(xlsx_bytes({"Bill": rows}), "xl/worksheets/sheet1.xml", b"4")
+    with zipfile.ZipFile(io.BytesIO(content)) as src:
+        sheet = src.read("xl/worksheets/sheet1.xml")
+    excel_blanks = re.sub(
+        rb'<c r="(B[34])"><f>(.*?)</f><v>4</v>', rb'<c r="\1" t="str"><f>\2</f><v></v>', sheet
+    )
+    assert excel_blanks.count(b't="str"') == 2
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(content)) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            dst.writestr(
+                item, excel_blanks if item.filename == "xl/worksheets/sheet1.xml" else src.read(item)
+            )
+    assert [s.text for s in parse_document("b.xlsx", out.getvalue(), "xlsx").sections] == [
+        "Item: tea; Double: 4"
+    ]
 
 
 def test_csv_rows_keep_their_numbers() -> None:

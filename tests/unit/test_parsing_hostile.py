@@ -138,6 +138,12 @@ def test_a_csv_quote_never_closed_is_refused_with_its_row_not_read_as_one_cell()
         'name: Grace; notes: 5" screen',
         "name: Lin; notes: 7 inch",
     ]
+    # A last row whose quoted cell spans lines and closes: read (its quote is checked, and closed).
+    for ending in (b"\n", b"\r\n"):
+        last = b"name,notes" + ending + b'Ada,"two' + ending + b'lines"' + ending
+        assert [s.text for s in parse_document("q.csv", last, "csv").sections] == [
+            "name: Ada; notes: two\nlines"
+        ]
 
 
 def test_random_bytes_of_every_length_never_crash_the_text_parsers() -> None:

@@ -119,9 +119,12 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-# A formula cell with no value after it (`<f>SUM(B2:B3)</f><v></v></c>`): saved by a program that
-# does not compute formulas (openpyxl, many exporters), so the workbook holds no value to show for it.
-_FORMULA_WITHOUT_VALUE = re.compile(rb"(?:</f>|<f\b[^>]*/>)(?:<v\s*/>|<v></v>)?</c>")
+# A formula cell with no value after it (`<c r="B4"><f>SUM(B2:B3)</f><v></v></c>`): saved by a program
+# that does not compute formulas (openpyxl, many exporters), so the workbook holds no value to show for it.
+# Not a text result (`t="str"`): that is how Excel saves a formula whose result is "" (a blank it computed).
+_FORMULA_WITHOUT_VALUE = re.compile(
+    rb'<c\b(?![^>]*\bt="str")[^>]*>(?:<f\b[^>]*/>|<f\b[^>]*>[^<]*</f>)(?:<v\s*/>|<v></v>)?</c>'
+)
 
 
 def _has_formulas_without_values(content: bytes) -> bool:
@@ -134,22 +137,26 @@ def _has_formulas_without_values(content: bytes) -> bool:
                 while piece := sheet.read(1 << 20):
                     if _FORMULA_WITHOUT_VALUE.search(tail + piece):
                         return True
-                    tail = piece[-256:]
+                    tail = piece[-65536:]  # a cell cut between two pieces is whole in the next search
     return False
 
 
+def _formula_text(formula: Any) -> str | None:
+    if isinstance(formula, str):
+        return formula  # "=SUM(B2:B3)"
+    text = getattr(formula, "text", None)  # an array formula; a data table's has none: left blank
+    return text if isinstance(text, str) else None
+
+
 def _with_formulas(
-    values: Iterable[tuple[Any, ...]], formulas: Iterable[tuple[Any, ...]] | None
+    cell_rows: Iterable[tuple[Any, ...]], formula_rows: Iterable[tuple[Any, ...]]
 ) -> Iterable[Any]:
-    """Each row's values; a formula with no computed value gives its text (`=SUM(B2:B3)`), which says
-    more than a blank cell."""
-    if formulas is None:
-        yield from values
-        return
-    for row, formula_row in zip(values, formulas, strict=False):
+    """Each row's values, where a formula with no computed value gives its text (`=SUM(B2:B3)`), which
+    says more than a blank cell; an empty text result (data type "str") stays the blank it is."""
+    for cells, formulas in zip(cell_rows, formula_rows, strict=False):
         yield tuple(
-            getattr(f, "text", f) if v is None and f is not None else v
-            for v, f in zip(row, formula_row, strict=False)
+            _formula_text(f) if c.value is None and c.data_type != "str" else c.value
+            for c, f in zip(cells, formulas, strict=False)
         )
 
 
@@ -173,8 +180,10 @@ def parse_xlsx(content: bytes) -> tuple[str | None, list[Section]]:
     sections: list[Section] = []
     try:
         for i, sheet in enumerate(workbook.worksheets):
-            formula_rows = None if formulas is None else formulas.worksheets[i].iter_rows(values_only=True)
-            values = _with_formulas(sheet.iter_rows(values_only=True), formula_rows)
+            if formulas is None:
+                values: Iterable[Any] = sheet.iter_rows(values_only=True)
+            else:  # cells, not values: their data type tells a computed "" from nothing computed
+                values = _with_formulas(sheet.iter_rows(), formulas.worksheets[i].iter_rows(values_only=True))
             rows = ((n, [_cell(v) for v in row]) for n, row in enumerate(values, start=1))
             sections.extend(table_sections(_bounded(rows, counter), sheet=sheet.title))
         title = workbook.properties.title or None
