@@ -79,12 +79,14 @@ docker-up:
     #!/usr/bin/env sh
     set -eu
     if [ ! -s secrets/rag_admin_key ]; then
-        # Compose mounts a secret file with its owner and mode, and the server runs as uid 1000 in its
-        # container: the file must be readable by others, so the folder is what keeps other users out.
-        mkdir -p secrets && chmod 700 secrets
-        (umask 022 && openssl rand -hex 32 > secrets/rag_admin_key)
+        mkdir -p secrets
+        (umask 077 && openssl rand -hex 32 > secrets/rag_admin_key)
         echo "created the admin API key in secrets/rag_admin_key (send it as 'Authorization: Bearer <key>')"
     fi
+    # Compose mounts a secret file with its owner and mode, and the server runs as uid 1000 in its
+    # container: the file must be readable by others, so the folder is what keeps other users out. Every
+    # time: a key made by an earlier version of this recipe is 600 in a 755 folder.
+    chmod 700 secrets && chmod 644 secrets/rag_admin_key
     docker compose up -d --build
 
 docker-down:

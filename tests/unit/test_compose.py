@@ -100,20 +100,31 @@ def test_docker_up_writes_a_secret_the_containers_user_can_read_and_other_users_
     docker = fake_bin / "docker"  # no Docker engine here: the recipe's last step only records its call
     docker.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "docker-called"}\n')
     docker.chmod(0o755)
-    project = tmp_path / "project"
-    project.mkdir()
     just = shutil.which("just")
     assert just, "the tests run under just (README)"
-    done = subprocess.run(
-        [just, "--justfile", str(ROOT / "justfile"), "--working-directory", str(project), "docker-up"],
-        env={**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    secret = project / "secrets" / "rag_admin_key"
-    assert re.fullmatch(r"[0-9a-f]{64}\n", secret.read_text())
-    assert stat.S_IMODE(secret.stat().st_mode) == 0o644
-    assert stat.S_IMODE(secret.parent.stat().st_mode) == 0o700
-    assert (tmp_path / "docker-called").read_text().split() == ["compose", "up", "-d", "--build"]
+
+    def docker_up(project: Path) -> None:
+        done = subprocess.run(
+            [just, "--justfile", str(ROOT / "justfile"), "--working-directory", str(project), "docker-up"],
+            env={**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert stat.S_IMODE((project / "secrets" / "rag_admin_key").stat().st_mode) == 0o644
+        assert stat.S_IMODE((project / "secrets").stat().st_mode) == 0o700
+        assert (tmp_path / "docker-called").read_text().split() == ["compose", "up", "-d", "--build"]
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    docker_up(fresh)
+    assert re.fullmatch(r"[0-9a-f]{64}\n", (fresh / "secrets" / "rag_admin_key").read_text())
+    # A key an earlier version of the recipe made (600, in a 755 folder) is kept, and made readable.
+    earlier = tmp_path / "earlier"
+    (earlier / "secrets").mkdir(parents=True)
+    (earlier / "secrets").chmod(0o755)
+    (earlier / "secrets" / "rag_admin_key").write_text("a" * 64 + "\n")
+    (earlier / "secrets" / "rag_admin_key").chmod(0o600)
+    docker_up(earlier)
+    assert (earlier / "secrets" / "rag_admin_key").read_text() == "a" * 64 + "\n"
