@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import psutil
@@ -33,15 +34,26 @@ def _parser_pid(worker: Proc) -> int:
     return int(found.group(1))
 
 
+def _package_copy(tmp_path: Path) -> Path:
+    """A copy of rag_server for a worker to run (PYTHONPATH), whose files can change under it as an
+    upgrade in place changes them; the folder to put on the path."""
+    site = tmp_path / "site"
+    shutil.copytree(
+        Path(rag_server.__file__).parent, site / "rag_server", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return site
+
+
+def _touch(path: Path) -> None:
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+
+
 async def test_a_worker_whose_code_changed_on_disk_hands_its_task_back_and_exits_to_be_restarted(
     runtime: Runtime, database_url: str, data_dir: Path, tmp_path: Path, workers: list[Proc]
 ) -> None:
     # A parser started after an upgrade in place would run the new code under the old worker (their
-    # messages, Settings and chunks may no longer agree). The worker runs a copy of rag_server here, so
-    # that the copy's files can change under it as an upgrade changes them.
-    site = tmp_path / "site"
-    ignore = shutil.ignore_patterns("__pycache__")
-    shutil.copytree(Path(rag_server.__file__).parent, site / "rag_server", ignore=ignore)
+    # messages, Settings and chunks may no longer agree).
+    site = _package_copy(tmp_path)
     [slow] = await enqueue(runtime, [("slow-upgraded.txt", SLOW[1] + b"Upgraded meanwhile.\n")])
     env = process_env(
         database_url, data_dir, PYTHONPATH=str(site), RAG_PARSE_TIMEOUT_S="3", RAG_WORKER_CONCURRENCY="1"
@@ -49,8 +61,7 @@ async def test_a_worker_whose_code_changed_on_disk_hands_its_task_back_and_exits
     worker = start_worker(env, tmp_path / "worker.log")
     workers.append(worker)
     wait_for(lambda: task_row(database_url, slow.task_id)["status"] == "processing", what="parsing started")
-    changed = site / "rag_server" / "config.py"
-    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    _touch(site / "rag_server" / "config.py")
     # After the change, whenever the slow file's time limit stops the parser: the next file needs a new
     # one, on the new code. The worker stops instead, handing that file back uncounted.
     [small] = await enqueue(runtime, [("small-upgraded.txt", long_text(300, seed=5).encode())])
@@ -59,6 +70,22 @@ async def test_a_worker_whose_code_changed_on_disk_hands_its_task_back_and_exits
     assert task_row(database_url, slow.task_id)["error"] == timeout_message(3)
     row = task_row(database_url, small.task_id)
     assert (row["status"], row["failures"], row["error"]) == ("queued", 0, None), row
+
+
+def test_a_worker_whose_code_changes_while_it_starts_exits_to_be_restarted(
+    database_url: str, data_dir: Path, tmp_path: Path, workers: list[Proc]
+) -> None:
+    # Migrations and the model load take seconds between the code's import and the first parser: an
+    # upgrade then made the worker exit 1 with a traceback, not 75 as a restart on the new code.
+    site = _package_copy(tmp_path)
+    worker = start_worker(process_env(database_url, data_dir, PYTHONPATH=str(site)), tmp_path / "worker.log")
+    workers.append(worker)
+    while worker.popen.poll() is None and "parser process" not in worker.log():
+        _touch(site / "rag_server" / "config.py")  # from before its import until its first parser
+        time.sleep(0.05)
+    assert worker.popen.wait(120) == EXIT_CODE_CHANGED, worker.log_tail()
+    assert "exiting so that it restarts on the new code" in worker.log()
+    assert "Traceback" not in worker.log()
 
 
 async def test_a_file_parsed_past_the_time_limit_fails_and_the_worker_goes_on(

@@ -244,9 +244,9 @@ class Worker:
             logger.error(
                 "task %s: %s; stopping this worker so that it restarts on the new code", task_id, exc
             )
-            await self._release(msg)
             self.code_changed = True
-            self.stopping.set()
+            self.stopping.set()  # first: the other slot must not read the task handed back below
+            await self._release(msg)
         except ParserUnavailable as exc:
             # This worker's environment, not the document: redelivered without using up its attempts.
             logger.error("task %s: %s", task_id, exc)
@@ -365,7 +365,11 @@ async def _run(runtime: Runtime, settings: Settings, lease: WorkerLease) -> None
         loop.add_signal_handler(sig, worker.stopping.set)
     # Ready means ready to parse and chunk too (the child's imports and warm-up), as the model is
     # loaded by now.
-    await worker.parser.start()
+    try:
+        await worker.parser.start()
+    except CodeChanged as exc:  # upgraded while it started (migrations, the model): restart on the new code
+        logger.error("%s; exiting so that it restarts on the new code", exc)
+        raise SystemExit(EXIT_CODE_CHANGED) from None
     try:
         with startup_heap_frozen():
             logger.info(
