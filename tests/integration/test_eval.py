@@ -164,10 +164,12 @@ async def test_queries_at_int8_search_the_corpus_stored_at_its_own_precision(
     assert alone["settings"]["query_embedding_precision"] == "int8"
 
 
-def run_cli(args: list[str], database_url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], database_url: str, data_dir: Path, module: str = "rag_server"
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "RAG_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "rag_server", *args], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", module, *args], env=env, capture_output=True, text=True, timeout=600
     )
 
 
@@ -225,6 +227,11 @@ def test_cli_refuses_an_output_it_could_not_write_before_the_run(
     ):
         proc = run_cli(["eval", "--dataset", str(dataset), option, str(target)], database_url, data_dir)
         assert (proc.returncode, proc.stderr.strip(), proc.stdout) == (2, f"error: {said}", ""), proc.stderr
+    # The BM25 statistics study (`just bm25-stats`), an hour long, too.
+    study_args = ["--dataset", str(dataset), "--json", str(tmp_path)]
+    study = run_cli(study_args, database_url, data_dir, module="rag_server.evaluation.bm25_stats_study")
+    said = f"--json: {tmp_path} is a folder: name the file to write"
+    assert (study.returncode, study.stderr.strip(), study.stdout) == (2, f"error: {said}", ""), study.stderr
 
 
 # Each query's relevant document says it in other words; a decoy repeats the query's words off topic.

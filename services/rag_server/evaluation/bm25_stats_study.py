@@ -313,6 +313,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="rebuild the study databases")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    from rag_server.evaluation.commands import output_path
+
+    try:
+        json_path = output_path(args.json, "--json")  # now, not after the study's hour
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     options = StudyOptions(
         dataset=Path(args.dataset),
         setups=[s.strip() for s in args.setups.split(",") if s.strip()] if args.setups else None,
@@ -320,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_queries=args.max_queries,
         fresh=args.fresh,
         quiet=args.quiet,
-        json_path=Path(args.json) if args.json else None,
+        json_path=json_path,
     )
     from rag_server.config import get_settings
     from rag_server.evaluation.beir import BeirFormatError
