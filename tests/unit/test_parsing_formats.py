@@ -6,6 +6,7 @@ import io
 import itertools
 import re
 import zipfile
+from collections.abc import Callable
 
 import pytest
 
@@ -124,30 +125,29 @@ def test_xlsx_rows_are_packed_with_their_sheet_and_row_numbers() -> None:
     assert chunks[-1].text == "Name: Ada"
 
 
-def _with_cached_value(content: bytes, sheet: str, value: bytes) -> bytes:
-    """The workbook as Excel saves it: the formula's computed value after it (openpyxl leaves it empty)."""
+def _edited_sheet(content: bytes, edit: Callable[[bytes], bytes]) -> bytes:
+    """The workbook with its first sheet's XML edited: as Excel, or another program, would save it."""
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(content)) as src, zipfile.ZipFile(out, "w") as dst:
         for item in src.infolist():
             data = src.read(item)
-            if item.filename == sheet:
-                data = data.replace(b"</f><v></v>", b"</f><v>" + value + b"</v>")
-            dst.writestr(item, data)
+            dst.writestr(item, edit(data) if item.filename == "xl/worksheets/sheet1.xml" else data)
     return out.getvalue()
+
+
+def _texts(content: bytes) -> list[str]:
+    return [s.text for s in parse_document("b.xlsx", content, "xlsx").sections]
 
 
 def test_an_xlsx_formula_shows_its_value_or_else_its_text() -> None:
     rows: list[list[object]] = [["Item", "Price"], ["tea", 3], ["cake", 4], ["total", "=SUM(B2:B3)"]]
     saved_by_a_library = xlsx_bytes({"Bill": rows})
-    [section] = [
-        s for s in parse_document("b.xlsx", saved_by_a_library, "xlsx").sections if s.location["row"] == 4
-    ]
-    assert section.text == "Item: total; Price: =SUM(B2:B3)"  # was "Item: total": no value was ever computed
-    saved_by_excel = _with_cached_value(saved_by_a_library, "xl/worksheets/sheet1.xml", b"7")
-    [section] = [
-        s for s in parse_document("b.xlsx", saved_by_excel, "xlsx").sections if s.location["row"] == 4
-    ]
-    assert section.text == "Item: total; Price: 7"
+    # Was "Item: total": no value was ever computed.
+    assert _texts(saved_by_a_library)[-1] == "Item: total; Price: =SUM(B2:B3)"
+    saved_by_excel = _edited_sheet(
+        saved_by_a_library, lambda xml: xml.replace(b"</f><v></v>", b"</f><v>7</v>")
+    )
+    assert _texts(saved_by_excel)[-1] == "Item: total; Price: 7"
 
 
 def test_an_xlsx_formula_whose_result_is_empty_text_stays_blank() -> None:
@@ -155,21 +155,28 @@ def test_an_xlsx_formula_whose_result_is_empty_text_stays_blank() -> None:
     # Shown as its formula, each such row became a record of its own.
     rows: list[list[object]] = [["Item", "Double"], ["tea", "=2*2"]]
     rows += [[None, f'=IF(A{n}="","",2)'] for n in (3, 4)]
-    content = _with_cached_value(xlsx_bytes({"Bill": rows}), "xl/worksheets/sheet1.xml", b"4")
-    with zipfile.ZipFile(io.BytesIO(content)) as src:
-        sheet = src.read("xl/worksheets/sheet1.xml")
-    excel_blanks = re.sub(
-        rb'<c r="(B[34])"><f>(.*?)</f><v>4</v>', rb'<c r="\1" t="str"><f>\2</f><v></v>', sheet
-    )
-    assert excel_blanks.count(b't="str"') == 2
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(content)) as src, zipfile.ZipFile(out, "w") as dst:
-        for item in src.infolist():
-            dst.writestr(
-                item, excel_blanks if item.filename == "xl/worksheets/sheet1.xml" else src.read(item)
-            )
-    assert [s.text for s in parse_document("b.xlsx", out.getvalue(), "xlsx").sections] == [
-        "Item: tea; Double: 4"
+
+    def as_excel_saves_it(xml: bytes) -> bytes:
+        xml = xml.replace(b'<c r="B2"><f>2*2</f><v></v>', b'<c r="B2"><f>2*2</f><v>4</v>')
+        return re.sub(rb'<c r="(B[34])"><f>(.*?)</f><v></v>', rb'<c r="\1" t="str"><f>\2</f><v></v>', xml)
+
+    content = _edited_sheet(xlsx_bytes({"Bill": rows}), as_excel_saves_it)
+    with zipfile.ZipFile(io.BytesIO(content)) as saved:
+        assert saved.read("xl/worksheets/sheet1.xml").count(b't="str"') == 2
+    assert _texts(content) == ["Item: tea; Double: 4"]
+
+
+def test_an_xlsx_array_formula_shows_its_text_and_a_data_table_stays_blank() -> None:
+    rows: list[list[object]] = [["Item", "Double"], ["tea", "=2*2"], ["cake", "=3*2"]]
+
+    def as_saved(xml: bytes) -> bytes:
+        xml = xml.replace(b"<f>2*2</f>", b'<f t="array" ref="B2">A9:A10*2</f>')
+        # A data table's formula has no text: its object's repr was shown.
+        return xml.replace(b"<f>3*2</f><v></v>", b'<f t="dataTable" ref="B3" dt2D="0" dtr="0" r1="A1"/>')
+
+    assert _texts(_edited_sheet(xlsx_bytes({"Bill": rows}), as_saved)) == [
+        "Item: tea; Double: =A9:A10*2",
+        "Item: cake",
     ]
 
 
