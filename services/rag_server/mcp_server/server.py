@@ -101,18 +101,28 @@ class _ReadableErrorsServer(MCPServer):
     And it ignores arguments a tool does not have: a misspelt `colection` searched `default`, `topk`
     returned 10 hits. They are refused, as the REST API refuses unknown fields, and the schemas say so."""
 
+    # Each tool's argument names, read once from the SDK's public tool list (tools are all registered
+    # by build_mcp before the first call).
+    _arguments: dict[str, frozenset[str]] | None = None
+
     async def list_tools(self) -> list[MCPTool]:
         listed = await super().list_tools()
         for tool in listed:
             tool.input_schema = {**tool.input_schema, "additionalProperties": False}
         return listed
 
+    async def _arguments_of(self, name: str) -> frozenset[str] | None:
+        if self._arguments is None:
+            listed = await super().list_tools()
+            self._arguments = {t.name: frozenset(t.input_schema.get("properties", {})) for t in listed}
+        return self._arguments.get(name)
+
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
-        schema = self._tool_input_schema(name)
-        if schema is not None and (unknown := sorted(set(arguments) - set(schema.get("properties", {})))):
-            known = ", ".join(sorted(schema.get("properties", {})))
+        taken = await self._arguments_of(name)
+        if taken is not None and (unknown := sorted(set(arguments) - taken)):
+            known = ", ".join(sorted(taken))
             raise ToolError(
                 f"Error executing tool {name}: invalid arguments: unknown argument"
                 f"{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} (this tool takes: {known})"
