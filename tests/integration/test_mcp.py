@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp_types import CallToolResult, TextContent
@@ -252,9 +252,24 @@ async def test_http_without_a_valid_key_is_401(live_app_url: str, secured: dict[
             assert r.status_code == 401, r.text
             assert r.headers["www-authenticate"] == "Bearer"
             assert "key" in r.json()["detail"]
+            assert r.json()["error"]["message"] == r.json()["detail"]
     async with mcp_http(live_app_url, secured["admin"]) as client:
         beta = data(await client.call_tool("search", {"query": "planarians", "collection": "beta"}))
         assert [h["document_name"] for h in beta["results"]] == ["beta.txt"]
+
+
+async def test_the_sdk_client_says_why_a_key_is_refused(live_app_url: str, secured: dict[str, str]) -> None:
+    """The 401's body was `{"detail": ...}`, which the SDK's client does not read: it raised "Server
+    returned an error response" and the reason was lost. A JSON-RPC error in the body it reports."""
+    for key in ("rag_not-a-key", None):
+        with pytest.raises(BaseException) as refused:
+            async with mcp_http(live_app_url, key) as client:
+                await client.list_tools()
+        errors = [refused.value]
+        while isinstance(errors[-1], BaseExceptionGroup):
+            errors.append(errors[-1].exceptions[0])
+        assert isinstance(errors[-1], MCPError), errors
+        assert "API key" in str(errors[-1]), errors[-1]
 
 
 async def test_http_a_key_limited_to_alpha_sees_nothing_of_beta(

@@ -273,11 +273,28 @@ class McpEndpoint:
                 runtime.pool, _presented_key(headers), open_allowed=is_loopback(runtime.settings.host)
             )
         except UnauthenticatedError as exc:
-            response = JSONResponse({"detail": str(exc)}, 401, headers={"WWW-Authenticate": "Bearer"})
+            response = JSONResponse(
+                unauthenticated_body(str(exc)), 401, headers={"WWW-Authenticate": "Bearer"}
+            )
             await response(scope, receive, send)
             return
         scope[PRINCIPAL_KEY] = principal
         await self.manager.handle_request(scope, receive, send)
+
+
+# An implementation-defined JSON-RPC server error (-32000..-32019; the SDK's own are -32000 and -32001).
+UNAUTHENTICATED = -32010
+
+
+def unauthenticated_body(message: str) -> dict[str, Any]:
+    """A 401's body: a JSON-RPC error, which the SDK's client reports with its message (any other body
+    became "Server returned an error response", the reason lost), and `detail` as the REST API has it."""
+    return {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": UNAUTHENTICATED, "message": message},
+        "detail": message,
+    }
 
 
 def _presented_key(headers: Headers) -> str | None:
