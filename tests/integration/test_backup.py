@@ -373,6 +373,29 @@ def test_a_restore_of_no_file_creates_no_cluster(scratch: Path) -> None:
             ensure_embedded_postgres(data_dir / "pg").stop()
 
 
+def test_a_restore_of_a_file_that_is_no_backup_creates_no_cluster(
+    restored: tuple[Runtime, Path], scratch: Path
+) -> None:
+    """Only the file's existence was checked first: a file that is no backup, or one cut short, was
+    found out after the embedded cluster was created in the empty RAG_DATA_DIR (and left running)."""
+    _, file = restored
+    garbage = scratch / "garbage-early.backup"
+    garbage.write_bytes(b"not a backup at all" * 100)
+    cut = scratch / "cut-early.backup"
+    cut.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    for bad, said in ((garbage, "is not a rag-server backup"), (cut, "is damaged")):
+        data_dir = scratch / f"never-{bad.stem}"
+        try:
+            refused = cli("restore", str(bad), env=embedded_env(data_dir))
+            assert refused.returncode == 1
+            assert not data_dir.exists(), refused.stderr
+            [line] = refused.stderr.splitlines()
+            assert line.startswith(f"error: {bad} {said}"), line
+        finally:
+            if (data_dir / "pg" / "postmaster.pid").exists():  # without the check: stop what it started
+                ensure_embedded_postgres(data_dir / "pg").stop()
+
+
 async def test_a_backup_whose_write_fails_leaves_nothing(
     runtime: Runtime, scratch: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

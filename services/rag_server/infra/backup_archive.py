@@ -138,33 +138,43 @@ def write_backup(target: Path, manifest: Manifest, dump: Path) -> None:
 
 
 def check_source(path: Path) -> None:
-    """Refuse a `restore FILE` that is no file before anything else (an empty RAG_DATA_DIR would get a
-    new cluster, left running, for nothing)."""
+    """Refuse a `restore FILE` that is no file, or no backup (its manifest and dump's header, read without
+    reading the dump), before anything else: an empty RAG_DATA_DIR would get a new cluster, left
+    running, for nothing. The dump's checksum is checked by open_backup."""
     if problem := input_file_problem(path, "a file written by `rag-server backup`"):
         raise BackupError(problem)
+    with _open_tar(path) as tar:
+        _manifest_and_dump(path, tar)
+
+
+def _open_tar(path: Path) -> tarfile.TarFile:
+    try:
+        return tarfile.open(path, "r:")
+    except (tarfile.TarError, OSError) as exc:
+        raise BackupError(f"{path} is not a rag-server backup ({exc})") from None
+
+
+def _manifest_and_dump(path: Path, tar: tarfile.TarFile) -> tuple[Manifest, tarfile.TarInfo]:
+    try:  # the manifest is the first member: read it before scanning (maybe truncated) the rest
+        first = tar.next()
+        member = tar.extractfile(first) if first is not None and first.name == MANIFEST_NAME else None
+        manifest = Manifest.from_json(member.read() if member else b"")
+    except (KeyError, ValueError, TypeError, tarfile.TarError) as exc:
+        raise BackupError(f"{path} is not a rag-server backup (no valid manifest: {exc})") from None
+    try:
+        dump = tar.getmember(DUMP_NAME)
+    except (KeyError, tarfile.TarError) as exc:
+        raise BackupError(f"{path} is damaged: its database dump is missing or cut short ({exc})") from None
+    return manifest, dump
 
 
 @contextmanager
 def open_backup(path: Path) -> Iterator[tuple[Manifest, tarfile.TarFile, tarfile.TarInfo]]:
     """The manifest, the open tar and its dump member, after checking the dump's size and sha256."""
-    check_source(path)
-    try:
-        tar = tarfile.open(path, "r:")  # noqa: SIM115 (closed by the `with` below, once it opened)
-    except (tarfile.TarError, OSError) as exc:
-        raise BackupError(f"{path} is not a rag-server backup ({exc})") from None
-    with tar:
-        try:  # the manifest is the first member: read it before scanning (maybe truncated) the rest
-            first = tar.next()
-            member = tar.extractfile(first) if first is not None and first.name == MANIFEST_NAME else None
-            manifest = Manifest.from_json(member.read() if member else b"")
-        except (KeyError, ValueError, TypeError, tarfile.TarError) as exc:
-            raise BackupError(f"{path} is not a rag-server backup (no valid manifest: {exc})") from None
-        try:
-            dump = tar.getmember(DUMP_NAME)
-        except (KeyError, tarfile.TarError) as exc:
-            raise BackupError(
-                f"{path} is damaged: its database dump is missing or cut short ({exc})"
-            ) from None
+    if problem := input_file_problem(path, "a file written by `rag-server backup`"):
+        raise BackupError(problem)
+    with _open_tar(path) as tar:
+        manifest, dump = _manifest_and_dump(path, tar)
         _check_dump(path, tar, dump, manifest)
         yield manifest, tar, dump
 
