@@ -17,9 +17,13 @@ import asyncpg
 import numpy as np
 import pytest
 
+from rag_server.collections.models import CreateCollection
+from rag_server.collections.store import create_collection
 from rag_server.config import Settings
 from rag_server.infra.database import plain_url, sqlalchemy_url, vector_array
 from rag_server.infra.runtime import Runtime
+from rag_server.ingestion.batches import create_upload_batch
+from rag_server.ingestion.pipeline import DirectDocument, incoming_file, ingest_documents_direct
 from rag_server.porting.models import PortingError
 from rag_server.porting.service import export_jsonl, import_chroma, import_jsonl_file, import_pgvector
 from rag_server.retrieval.models import SearchRequest
@@ -479,6 +483,30 @@ async def test_export_then_import_into_another_collection(
     counts = await import_jsonl_file(runtime, bare, collection="exp-bare", quiet=True, report=lambda _: None)
     assert (counts.created, counts.embedded) == (4, 7)
     await assert_corpus(runtime, "exp-bare")
+
+
+async def test_an_export_says_which_documents_it_left_out(
+    settings: Settings, runtime: Runtime, tmp_path: Path
+) -> None:
+    """An export holds ready documents only; one still queued (or failed) was left out without a word,
+    while the README called an export "everything, to leave or to copy"."""
+    collection = await create_collection(runtime.pool, CreateCollection(name="half-done"))
+    await ingest_documents_direct(
+        runtime, [DirectDocument("ready.txt", b"Barley malt is kilned.", {})], collection_id=collection.id
+    )
+    await create_upload_batch(
+        runtime.pool, runtime.queue, [incoming_file("waiting.txt", b"Hops are dried.")], collection.id
+    )
+    out = tmp_path / "half.jsonl"
+    exported = await asyncio.to_thread(
+        _cli, settings, "export", "--collection", "half-done", str(out), "--quiet"
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.splitlines() == [
+        f"exported 1 documents (1 chunks) of half-done to {out}",
+        "left out 1 documents that are not ready (1 queued): an export holds ready documents only; "
+        "`rag-server tasks list --collection half-done` shows their tasks",
+    ]
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ from rag_server.porting.importer import Source, import_source
 from rag_server.porting.jsonl import export_collection, import_jsonl
 from rag_server.porting.models import ImportCounts, generation_plan
 from rag_server.porting.pgvector_tables import open_pgvector_source
-from rag_server.porting.store import ensure_collection
+from rag_server.porting.store import count_not_ready, ensure_collection
 
 Report = Callable[[str], None]
 UNUSABLE_SHOWN = 20
@@ -142,4 +142,13 @@ async def export_jsonl(
         runtime, found.id, found.name, path, with_vectors=with_vectors, quiet=quiet
     )
     report(f"exported {documents} documents ({chunks} chunks) of {found.name} to {path}")
+    # An export holds ready documents' chunks: say what it left out (it was silent: "everything" lost
+    # the documents still queued and those that failed).
+    left = await count_not_ready(runtime.pool, found.id)
+    if left:
+        counts = ", ".join(f"{n} {status}" for status, n in left.items())
+        report(
+            f"left out {sum(left.values())} documents that are not ready ({counts}): an export holds "
+            f"ready documents only; `rag-server tasks list --collection {found.name}` shows their tasks"
+        )
     return documents, chunks

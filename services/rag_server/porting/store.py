@@ -223,6 +223,16 @@ async def export_rows(
                 yield row
 
 
+async def count_not_ready(conn: Executor, collection_id: UUID) -> dict[str, int]:
+    """The collection's documents an export leaves out (queued, processing, failed), by status."""
+    rows = await conn.fetch(
+        "SELECT status, count(*) AS n FROM documents WHERE collection_id = $1 AND status <> 'ready'"
+        " GROUP BY status ORDER BY status",
+        collection_id,
+    )
+    return {row["status"]: int(row["n"]) for row in rows}
+
+
 async def count_ready(conn: Executor, collection_id: UUID) -> tuple[int, int]:
     row = await conn.fetchrow(
         "SELECT count(*) AS docs, coalesce(sum(chunk_count), 0) AS chunks FROM documents"
