@@ -166,6 +166,11 @@ async def test_http_errors_are_tool_errors(live_app_url: str, docs: Docs) -> Non
         ("search", {"query": "x", "mode": "fuzzy"}, "invalid arguments: mode: Input should be 'hybrid'"),
         ("search", {}, "invalid arguments: query: Field required"),
         ("list_documents", {"status": "bogus"}, "invalid arguments: status: Input should be 'queued'"),
+        # Refused by the request a tool builds, named as the tool's argument (they said `collections.0`,
+        # and `query` for ask's `question`).
+        ("search", {"query": "x", "collection": ""}, "invalid arguments: collection: String should have"),
+        ("ask", {"question": "x", "collection": ""}, "invalid arguments: collection: String should have"),
+        ("ask", {"question": "   "}, "invalid arguments: question: "),
         (
             "search",
             {"query": "x", "filters": {"file_type": ["md"]}},

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -64,10 +64,18 @@ class Services:
     chat: ChatService
 
 
+# What the request a tool builds (SearchRequest, QueryRequest) calls the tool's arguments: its refusals
+# name the argument the assistant sent (they said `collections.0` for `collection`, `query` for `ask`'s
+# `question`).
+SEARCH_ARGUMENTS = {"collections": "collection", "search_type": "mode"}
+ASK_ARGUMENTS = {**SEARCH_ARGUMENTS, "query": "question"}
+
+
 @contextmanager
-def _request_scope(ctx: Context) -> Iterator[None]:
+def _request_scope(ctx: Context, arguments: Mapping[str, str] | None = None) -> Iterator[None]:
     """Bind the database scope of the HTTP request's key for this tool call, and turn domain errors
-    into tool errors the assistant can read. Over stdio there is no request: the runtime's scope."""
+    into tool errors the assistant can read (`arguments`: the built request's field -> the tool's
+    argument). Over stdio there is no request: the runtime's scope."""
     try:
         request = ctx.request_context.request
     except ValueError:  # no request (a direct call)
@@ -79,20 +87,33 @@ def _request_scope(ctx: Context) -> Iterator[None]:
     except (NotFoundError, InvalidInputError, ConflictError, ForbiddenError) as exc:
         raise ToolError(str(exc)) from exc
     except ValidationError as exc:  # what the tools build from their arguments refused them
-        raise ToolError(invalid_arguments(exc)) from exc
+        raise ToolError(invalid_arguments(exc, arguments)) from exc
     finally:
         if token is not None:
             reset_scope(token)
 
 
-def invalid_arguments(exc: ValidationError) -> str:
+def invalid_arguments(exc: ValidationError, arguments: Mapping[str, str] | None = None) -> str:
     """Arguments refused (by a tool's signature or the request it builds) as one readable line: each
     problem's field and message, without pydantic's type tags, echoed input and link."""
     problems = "; ".join(
-        f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+        f"{'.'.join(map(str, loc))}: {e['msg']}"
+        if (loc := _argument(e["loc"], arguments or {}))
+        else e["msg"]
         for e in clean_validation_errors([dict(e) for e in exc.errors()])
     )
     return f"invalid arguments: {problems}"
+
+
+def _argument(loc: Sequence[Any], arguments: Mapping[str, str]) -> list[Any]:
+    """A built request's error location as the tool's argument: `collections.0` -> `collection` (the
+    tool takes one), `query` -> `question`."""
+    if not loc or loc[0] not in arguments:
+        return list(loc)
+    rest = list(loc[1:])
+    if loc[0] == "collections" and rest and isinstance(rest[0], int):
+        rest = rest[1:]
+    return [arguments[loc[0]], *rest]
 
 
 class _ReadableErrorsServer(MCPServer):
@@ -136,10 +157,12 @@ class _ReadableErrorsServer(MCPServer):
             raise ToolError(f"Error executing tool {name}: {invalid_arguments(refused)}") from refused
 
 
-async def _read(ctx: Context, call: Callable[[], Awaitable[T]]) -> T:
+async def _read(
+    ctx: Context, call: Callable[[], Awaitable[T]], arguments: Mapping[str, str] | None = None
+) -> T:
     """A read-only tool call in the request's scope, run again on the primary when a read replica failed
     under it."""
-    with _request_scope(ctx):
+    with _request_scope(ctx, arguments):
         return await read_again_on_primary(call)
 
 
@@ -158,7 +181,11 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         filters: SearchFilters | None = None,
     ) -> tools.SearchResult:
         runtime = services().runtime
-        return await _read(ctx, lambda: tools.search_chunks(runtime, query, mode, top_k, collection, filters))
+        return await _read(
+            ctx,
+            lambda: tools.search_chunks(runtime, query, mode, top_k, collection, filters),
+            SEARCH_ARGUMENTS,
+        )
 
     @mcp.tool(description="Answer a question from the documents, citing sources as [n]. Stores nothing.")
     async def ask(
@@ -168,7 +195,7 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         mode: tools.SearchMode | None = None,
     ) -> tools.AskResult:
         chat = services().chat
-        return await _read(ctx, lambda: tools.ask(chat, question, collection, mode))
+        return await _read(ctx, lambda: tools.ask(chat, question, collection, mode), ASK_ARGUMENTS)
 
     @mcp.tool(description="List the documents of a collection (default `default`), newest first.")
     async def list_documents(
