@@ -653,6 +653,13 @@ async def test_cli_import_skips_only_the_unusable_documents_and_re_embeds_bad_ve
                 ],
             },
             "{this line is cut",
+            # No chunks: it was left out without a word, counted nowhere.
+            {
+                "type": "document",
+                "id": "00000000-0000-0000-0000-00000000000d",
+                "filename": "e.txt",
+                "chunks": [],
+            },
         ],
         vectors=True,
     )
@@ -660,12 +667,15 @@ async def test_cli_import_skips_only_the_unusable_documents_and_re_embeds_bad_ve
     done = await asyncio.to_thread(_cli, settings, *command)
     output = done.stdout + done.stderr
     assert done.returncode == 0 and "Traceback" not in output, output
-    assert "2 created, 0 updated, 0 unchanged" in done.stdout and "2 skipped as unusable" in done.stdout, (
+    assert "2 created, 0 updated, 0 unchanged" in done.stdout and "3 skipped as unusable" in done.stdout, (
         output
     )
     assert "2 embedded here" in done.stdout, output
     assert f"skipped {surrogate_id}: chunk 0 text: lone surrogate U+D800" in done.stdout, output
     assert "skipped line 5: not a document line" in done.stdout, output
+    assert (
+        "skipped line 6: 00000000-0000-0000-0000-00000000000d: no chunks, nothing to store" in done.stdout
+    ), output
     docs = await collection_docs(runtime, "mixed")
     assert sorted(docs) == ["moraine.txt", "sourdough.txt"]
     assert np.allclose(docs["sourdough.txt"][0]["embedding"], vectors[text], atol=1e-5)
@@ -673,7 +683,7 @@ async def test_cli_import_skips_only_the_unusable_documents_and_re_embeds_bad_ve
     assert docs["moraine.txt"][0]["metadata"] == {"k": "v "}
     again = await asyncio.to_thread(_cli, settings, *command)
     assert "0 created, 0 updated, 2 unchanged" in again.stdout, again.stdout + again.stderr
-    assert "2 skipped as unusable" in again.stdout, again.stdout
+    assert "3 skipped as unusable" in again.stdout, again.stdout
 
 
 async def test_a_record_the_database_refuses_is_skipped_alone(runtime: Runtime, tmp_path: Path) -> None:

@@ -228,6 +228,8 @@ def _document(line: str) -> ImportDocument:
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UnusableDocument(f"not a document line ({exc.__class__.__name__}: {exc})") from None
+    if not doc.chunks:  # it was dropped without a word, counted nowhere
+        raise UnusableDocument(f"{doc.key}: no chunks, nothing to store")
     return doc
 
 
