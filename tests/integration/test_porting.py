@@ -504,7 +504,7 @@ async def test_an_export_says_which_documents_it_left_out(
     assert exported.returncode == 0, exported.stderr
     assert exported.stdout.splitlines() == [
         f"exported 1 documents (1 chunks) of half-done to {out}",
-        "left out 1 documents that are not ready (1 queued): an export holds ready documents only; "
+        "left out 1 document not ready (1 queued): an export holds ready documents only; "
         "`rag-server tasks list --collection half-done` shows their tasks",
     ]
 

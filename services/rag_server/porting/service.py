@@ -147,8 +147,9 @@ async def export_jsonl(
     left = await count_not_ready(runtime.pool, found.id)
     if left:
         counts = ", ".join(f"{n} {status}" for status, n in left.items())
+        total = sum(left.values())
         report(
-            f"left out {sum(left.values())} documents that are not ready ({counts}): an export holds "
+            f"left out {total} document{'s' if total > 1 else ''} not ready ({counts}): an export holds "
             f"ready documents only; `rag-server tasks list --collection {found.name}` shows their tasks"
         )
     return documents, chunks
