@@ -4,6 +4,7 @@ the secure defaults of `rag-server serve` (issue 11)."""
 from __future__ import annotations
 
 import asyncio
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -353,3 +354,23 @@ async def test_a_changed_bootstrap_key_replaces_the_previous_one(
     assert (await keys.authenticate(runtime.pool, second, open_allowed=False)).role == "admin"
     with pytest.raises(InvalidInputError, match="at least 32"):
         await keys.ensure_bootstrap_key(runtime.pool, "short")
+
+
+def _readme_key_commands() -> list[list[str]]:
+    """The `rag-server` lines of the README's "Sharing it: API keys" block, in order, as printed."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Sharing it: API keys", 1)[1]
+    block = section.split("```bash", 1)[1].split("```", 1)[0]
+    prefix = ".venv/bin/rag-server "
+    return [shlex.split(line.split("#", 1)[0])[1:] for line in block.splitlines() if line.startswith(prefix)]
+
+
+async def test_the_readme_key_commands_run_as_printed(settings: Settings) -> None:
+    """A reader following the README on a fresh database: each key command works in the order shown
+    (a reader key for `papers` failed while `papers` did not exist)."""
+    commands = _readme_key_commands()
+    assert {("keys", "create"), ("keys", "list"), ("keys", "revoke")} <= {tuple(c[:2]) for c in commands}
+    env = settings_env(settings)
+    for args in commands:
+        done = _cli(env, *args)
+        assert done.returncode == 0, (args, done.stdout + done.stderr)
