@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -151,7 +152,8 @@ async def restored(
 async def test_a_restore_gives_the_same_searches_bytes_statistics_chat_keys_and_queue(
     runtime: Runtime, source: dict[str, Any], restored: tuple[Runtime, Path], workers: list[Proc]
 ) -> None:
-    rt, _ = restored
+    rt, file = restored
+    assert stat.S_IMODE(file.stat().st_mode) == 0o600  # every document, chat and key hash: owner only
     before, after = await searches(runtime), await searches(rt)
     assert before.keys() == after.keys()
     for case, hits in before.items():

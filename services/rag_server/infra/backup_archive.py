@@ -126,7 +126,13 @@ def write_backup(target: Path, manifest: Manifest, dump: Path) -> None:
     partial = target.with_name(target.name + ".partial")
     raw = json.dumps(asdict(manifest), indent=2).encode()
     try:
-        with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
+        # Only its owner may read it: it holds every document, chat and key hash (the umask gave 644).
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a .partial left by an older version keeps its mode through O_CREAT
+        with (
+            os.fdopen(fd, "wb") as out,
+            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
             info = tarfile.TarInfo(MANIFEST_NAME)
             info.size = len(raw)
             tar.addfile(info, io.BytesIO(raw))
