@@ -9,7 +9,12 @@ class NotFoundError(Exception):
 
 
 class InvalidInputError(Exception):
-    """The request is well-formed but its content is unusable, e.g. an upload without files (422)."""
+    """The request is well-formed but its content is unusable, e.g. an upload without files (422).
+    `param`: the request field at fault, when one is (the OpenAI-compatible API's `param`)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class TooLargeError(Exception):

@@ -299,7 +299,11 @@ async def test_sampling_hints_and_optional_tools_are_accepted(reader: openai.Asy
     [
         ({"input": [[1, 2, 3]]}, "input", "input: token ids are not accepted, send the text"),
         ({"input": [1, 2, 3]}, "input", "input: token ids are not accepted, send the text"),
-        ({"input": "x", "dimensions": 10}, None, "dimensions: this model's embeddings have 384 dimensions"),
+        (
+            {"input": "x", "dimensions": 10},
+            "dimensions",
+            "dimensions: this model's embeddings have 384 dimensions",
+        ),
     ],
 )
 async def test_embeddings_the_model_cannot_make_are_an_openai_400(

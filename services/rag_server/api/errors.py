@@ -104,8 +104,14 @@ def _is_openai(path: str) -> bool:
     return path.startswith(OPENAI_PREFIX) or path == OPENAI_PREFIX.rstrip("/")
 
 
-def _error(request: Request, status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    content = error_content(status, detail) if _is_openai(request.url.path) else {"detail": detail}
+def _error(
+    request: Request,
+    status: int,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
+) -> JSONResponse:
+    content = error_content(status, detail, param) if _is_openai(request.url.path) else {"detail": detail}
     return AsciiJSONResponse(status_code=status, content=content, headers=headers)
 
 
@@ -237,7 +243,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if status == 422 and _is_openai(request.url.path):
             status = 400
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return _error(request, status, str(exc), headers)
+        return _error(request, status, str(exc), headers, getattr(exc, "param", None))
 
     for error_type in _DOMAIN_STATUS:
         app.add_exception_handler(error_type, domain_error)

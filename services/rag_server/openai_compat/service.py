@@ -96,8 +96,9 @@ def query_request(model: str, question: str, search_type: SearchType, collection
         if any(error["loc"][:1] == ("collections",) for error in errors):
             raise unknown_model(model) from None
         first = errors[0]
-        field = "the question" if first["loc"][:1] == ("query",) else ".".join(map(str, first["loc"]))
-        raise InvalidInputError(f"{field}: {first['msg']}") from None
+        about_question = first["loc"][:1] == ("query",)
+        field = "the question" if about_question else ".".join(map(str, first["loc"]))
+        raise InvalidInputError(f"{field}: {first['msg']}", "messages" if about_question else None) from None
 
 
 def _history(messages: Sequence[ChatMessageIn]) -> tuple[str, list[ChatMessageOut]]:
@@ -239,7 +240,8 @@ async def embed(runtime: Runtime, conn: Executor, body: EmbeddingRequest) -> Emb
     if body.dimensions is not None and body.dimensions != runtime.embedder.dim:
         raise InvalidInputError(
             f"dimensions: this model's embeddings have {runtime.embedder.dim} dimensions "
-            f"and cannot be shortened to {body.dimensions}"
+            f"and cannot be shortened to {body.dimensions}",
+            "dimensions",
         )
     texts = body.texts
     vectors = np.asarray(await runtime.embedder.embed(texts), dtype=np.float32)
