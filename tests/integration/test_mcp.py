@@ -171,6 +171,9 @@ async def test_http_errors_are_tool_errors(live_app_url: str, docs: Docs) -> Non
         ("search", {"query": "x", "collection": ""}, "invalid arguments: collection: String should have"),
         ("ask", {"question": "x", "collection": ""}, "invalid arguments: collection: String should have"),
         ("ask", {"question": "   "}, "invalid arguments: question: "),
+        # list_documents looked up "" (no collection '') and echoed a name of any length whole.
+        ("list_documents", {"collection": ""}, "invalid arguments: collection: String should have"),
+        ("list_documents", {"collection": "c" * 5000}, "collection: String should have at most 100"),
         (
             "search",
             {"query": "x", "filters": {"file_type": ["md"]}},

@@ -36,6 +36,7 @@ from rag_server.access.exposure import is_loopback
 from rag_server.access.models import Principal
 from rag_server.api.errors import clean_validation_errors
 from rag_server.chat.service import ChatService
+from rag_server.collections.models import CollectionRef
 from rag_server.errors import (
     ConflictError,
     ForbiddenError,
@@ -63,6 +64,10 @@ class Services:
     runtime: Runtime
     chat: ChatService
 
+
+# A collection as the REST API takes one (1 to 100 characters, cleaned): list_documents looked up an
+# empty name, and echoed a name of any length whole in its refusal.
+CollectionArgument = Annotated[CollectionRef, Field(description="Name or id; default `default`")]
 
 # What the request a tool builds (SearchRequest, QueryRequest) calls the tool's arguments: its refusals
 # name the argument the assistant sent (they said `collections.0` for `collection`, `query` for `ask`'s
@@ -177,7 +182,7 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         query: Annotated[str, Field(min_length=1, max_length=20_000)],
         mode: tools.SearchMode = "hybrid",
         top_k: Annotated[int, Field(ge=1, le=100)] = 10,
-        collection: Annotated[str | None, Field(description="Name or id; default `default`")] = None,
+        collection: CollectionArgument | None = None,
         filters: SearchFilters | None = None,
     ) -> tools.SearchResult:
         runtime = services().runtime
@@ -191,7 +196,7 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
     async def ask(
         ctx: Context,
         question: Annotated[str, Field(min_length=1, max_length=20_000)],
-        collection: Annotated[str | None, Field(description="Name or id; default `default`")] = None,
+        collection: CollectionArgument | None = None,
         mode: tools.SearchMode | None = None,
     ) -> tools.AskResult:
         chat = services().chat
@@ -200,7 +205,7 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
     @mcp.tool(description="List the documents of a collection (default `default`), newest first.")
     async def list_documents(
         ctx: Context,
-        collection: str = "default",
+        collection: CollectionArgument = "default",
         status: DocumentStatus | None = None,
         limit: Annotated[int, Field(ge=1, le=500)] = 50,
         offset: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
