@@ -53,7 +53,10 @@ def refusal(
             rule = (field.description if field is not None else None) or _length(error)
         value = error["input"]
         shown = repr(value[:30] + "..." if isinstance(value, str) and len(value) > 40 else value)
-        said.append(f"{(labels or {}).get(name, name)} {shown}: {_sentence_case(rule or message)}")
+        label = (labels or {}).get(name, name)
+        if len(error["loc"]) > 1 and isinstance(error["loc"][1], int):  # one value of a list: which one
+            label += f" (value {error['loc'][1] + 1})"
+        said.append(f"{label} {shown}: {_sentence_case(rule or message)}")
     return "; ".join(said)
 
 

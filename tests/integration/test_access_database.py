@@ -268,7 +268,7 @@ async def test_keys_cli_prints_the_key_once_and_revokes(
     ]
     empty = _cli(env, "keys", "create", "--name", "x", "--role", "reader", "--collections", "red,")
     assert empty.returncode == 1 and empty.stderr.splitlines() == [
-        "error: --collections '': must not be empty"
+        "error: --collections (value 2) '': must not be empty"
     ]
     assert (
         _cli(env, "keys", "create", "--name", "x", "--role", "reader", "--collections", "nope").returncode
