@@ -3,7 +3,6 @@ and report its status."""
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from uuid import UUID, uuid4
@@ -26,7 +25,7 @@ from rag_server.ingestion.models import (
     UploadResponse,
     task_message,
 )
-from rag_server.ingestion.replacement import document_named, queue_replacement, unchanged_task
+from rag_server.ingestion.replacement import document_named, lock_names, queue_replacement, unchanged_task
 
 
 async def create_upload_batch(
@@ -69,28 +68,6 @@ async def create_upload_batch(
         for i in order:
             tasks[i] = await _add_or_replace(c, queue, batch_id, files[i], collection_id, replace)
     return UploadResponse(batch_id=batch_id, tasks=[tasks[i] for i in range(len(files))])
-
-
-# The advisory lock class of "a file name in a collection" (two-int keys; the worker's is 0x52414757).
-NAME_LOCK_CLASS = 0x5241464E
-
-
-async def lock_names(conn: asyncpg.Connection, collection_id: UUID, filenames: Sequence[str]) -> None:
-    """Hold, until the transaction ends, a lock on each (collection, file name): what `replace=true`
-    decides by name (replace the document so named, or create it) must not interleave with another
-    upload deciding the same. Taken in one fixed order (by key), so two uploads sharing several names
-    cannot wait for each other in a cycle. A hash collision only serialises two unrelated names."""
-    keys = sorted({_name_key(collection_id, n) for n in filenames})
-    # unnest yields the array in its order and nothing sorts the rows: the locks are taken in `keys` order.
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k", NAME_LOCK_CLASS, keys
-    )
-
-
-def _name_key(collection_id: UUID, filename: str) -> int:
-    # The same in every process (Python's hash() is salted per process): 32 signed bits of a sha256.
-    digest = hashlib.sha256(f"{collection_id}/{filename}".encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(digest[:4], "big", signed=True)
 
 
 def _refuse_repeated_names(files: Sequence[IncomingFile]) -> None:

@@ -8,10 +8,20 @@ exact), the task completes and its message goes.
 
 The old bytes are not kept: they would be a second copy of every replaced file, while nothing could use
 them (their chunks are gone after the swap; a chat answer keeps the excerpt it cited).
+
+Names: `replace=true` decides by file name (replace the document so named, or create one) under a
+transaction advisory lock per (collection, name), `lock_names`. A replacement that renames its
+document (PUT with another file name) takes the same lock for the new name at the swap, before any row
+lock (`lock_new_name`), and never takes a name another document of the collection has: refused when
+queued (409) and, under the lock, at the swap (the task fails, the old version stays). So an upload's
+"no document has this name, create it" cannot interleave with a swap giving another document that
+name (two documents so named: every later replace-by-name a 409).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -23,6 +33,51 @@ from rag_server.infra.log_context import current_request_id
 from rag_server.infra.queue import IngestQueue
 from rag_server.ingestion.documents import IncomingFile, sha256_hex
 from rag_server.ingestion.models import TaskRef, UploadResponse, task_message
+
+# The advisory lock class of "a file name in a collection" (two-int keys; the worker's is 0x52414757).
+NAME_LOCK_CLASS = 0x5241464E
+
+
+async def lock_names(conn: asyncpg.Connection, collection_id: UUID, filenames: Sequence[str]) -> None:
+    """Hold, until the transaction ends, a lock on each (collection, file name): what `replace=true`
+    decides by name (replace the document so named, or create it) must not interleave with another
+    upload deciding the same, nor with a swap renaming a document to that name. Taken in one fixed
+    order (by key), before any row lock, so two holders cannot wait for each other in a cycle. A hash
+    collision only serialises two unrelated names."""
+    keys = sorted({_name_key(collection_id, n) for n in filenames})
+    # unnest yields the array in its order and nothing sorts the rows: the locks are taken in `keys` order.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k", NAME_LOCK_CLASS, keys
+    )
+
+
+def _name_key(collection_id: UUID, filename: str) -> int:
+    # The same in every process (Python's hash() is salted per process): 32 signed bits of a sha256.
+    digest = hashlib.sha256(f"{collection_id}/{filename}".encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:4], "big", signed=True)
+
+
+async def lock_new_name(conn: asyncpg.Connection, document_id: UUID, filename: str) -> None:
+    """At a swap, before the task and document rows are locked: the name lock of `filename` when it is
+    a new name for the document. Its current name changes only by its own swap (one active task per
+    document), so reading it unlocked is exact."""
+    doc = await conn.fetchrow("SELECT collection_id, filename FROM documents WHERE id = $1", document_id)
+    if doc is not None and doc["filename"] != filename:
+        await lock_names(conn, doc["collection_id"], [filename])
+
+
+async def _other_named(conn: asyncpg.Connection, document_id: UUID, filename: str) -> UUID | None:
+    """Another document of the document's collection named `filename`, when that is a new name for it."""
+    other: UUID | None = await conn.fetchval(
+        """
+        SELECT o.id FROM documents d JOIN documents o
+            ON o.collection_id = d.collection_id AND o.filename = $2 AND o.id <> d.id
+        WHERE d.id = $1 AND d.filename <> $2 LIMIT 1
+        """,
+        document_id,
+        filename,
+    )
+    return other
 
 
 async def document_named(conn: asyncpg.Connection, collection_id: UUID, filename: str) -> UUID | None:
@@ -46,8 +101,9 @@ async def queue_replacement(
 ) -> TaskRef | None:
     """A task (and its message) replacing the document's file with `f`; None when `f` holds the same
     bytes as the current version and the document is not failed (the caller records a no-op).
-    ConflictError while another task of the document is unfinished, or when these bytes are another
-    document's of the collection (dedup is per collection)."""
+    ConflictError while another task of the document is unfinished, when these bytes are another
+    document's of the collection (dedup is per collection), or when `f` renames the document to another
+    document's name (replace-by-name would then find two)."""
     doc = await conn.fetchrow(
         "SELECT id, collection_id, filename, sha256, version, status FROM documents WHERE id = $1 FOR UPDATE",
         document_id,
@@ -76,6 +132,11 @@ async def queue_replacement(
         raise ConflictError(
             f"The new bytes for {doc['filename']!r} are already stored in this collection as "
             f"{other['filename']!r} (document {other['id']}): not replaced."
+        )
+    if (named := await _other_named(conn, document_id, f.filename)) is not None:
+        raise ConflictError(
+            f"{f.filename!r} is the name of another document of this collection (document {named}): a new "
+            f"file for {doc['filename']!r} may not take it (replace=true would find two documents so named)."
         )
     task_id = uuid4()
     request_id = current_request_id()
@@ -157,7 +218,8 @@ async def swap_in(
 ) -> str | None:
     """The replacement's bytes, name, type and metadata onto the (locked) document, version + 1; the
     caller then writes the new chunks in the same transaction. Returns why not (and changes nothing)
-    when the same bytes were stored as another document of the collection meanwhile."""
+    when the same bytes were stored as another document of the collection meanwhile, or another
+    document took the new name meanwhile (the caller holds its name lock: `lock_new_name`)."""
     sha = sha256_hex(content)
     other = await conn.fetchval(
         """
@@ -170,6 +232,11 @@ async def swap_in(
     )
     if other is not None:
         return f"The new bytes were stored as {other!r} meanwhile; the document was not replaced."
+    if (named := await _other_named(conn, document_id, filename)) is not None:
+        return (
+            f"Another document named {filename!r} was stored meanwhile (document {named}); the document was "
+            "not replaced."
+        )
     await conn.execute(
         "INSERT INTO document_files (document_id, content) VALUES ($1, $2)"
         " ON CONFLICT (document_id) DO UPDATE SET content = excluded.content",

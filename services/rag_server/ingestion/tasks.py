@@ -25,7 +25,7 @@ from rag_server.infra.queue import IngestQueue
 from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.chunks import write_chunks
 from rag_server.ingestion.parsing import file_type_for
-from rag_server.ingestion.replacement import swap_in
+from rag_server.ingestion.replacement import lock_new_name, swap_in
 
 
 @dataclass(frozen=True)
@@ -263,13 +263,18 @@ async def complete_task(
 
     A replacement (`work.replaces_version`) first swaps its bytes, name and metadata onto the document
     and bumps its version (replacement.swap_in); `write_chunks` then deletes the old chunks: until this
-    commits, search finds the old version.
+    commits, search finds the old version. Locks, in this order: a new name's (replacement.lock_new_name),
+    task row, document row, then (write_chunks) the generations lock and `bm25_stats`.
 
     Returns False when the task was cancelled meanwhile (document deleted): then only the message goes;
     or when it is no longer this worker's (re-queued after this worker lost its liveness lock, or taken
     by another): then the message is left to whoever has it now.
     """
     async with transaction(conn) as c:
+        swap = work.replaces_version is not None
+        if swap:
+            # A new name's lock first, as uploads take theirs before any row (replacement.lock_names).
+            await lock_new_name(c, work.document_id, work.filename)
         task = await c.fetchrow(
             "SELECT status, worker_id, new_metadata FROM job_tasks WHERE id = $1 FOR UPDATE", work.task_id
         )
@@ -281,7 +286,6 @@ async def complete_task(
             return False  # re-queued or taken over: the message is no longer this worker's to delete
         # The metadata as the task row holds it now, not as it was read at the start: a PATCH meanwhile
         # edited it too (documents.update_metadata), and the later edit wins.
-        swap = work.replaces_version is not None
         if swap and (reason := await _swap_in(c, work, task["new_metadata"])) is not None:
             await fail_task(c, queue, work.task_id, work.document_id, reason, msg_id, count_failure=True)
             return False

@@ -186,7 +186,8 @@ async def replace_file(
     keeps its id; once processed its version grows by one and its old chunks are gone, in one
     transaction (until then search finds the old version; if the new file fails, the old one stays).
     Identical bytes: a 'duplicate' task with a `detail`, nothing changes. 409: still being processed,
-    or these bytes are another document's of the collection."""
+    these bytes are another document's of the collection, or the new file name is another document's
+    (upload's `replace=true` would find two so named)."""
     check_declared_size(request.headers.get("content-length"), settings)
     form = await request.form(max_files=2, max_fields=5)
     try:
