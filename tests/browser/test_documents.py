@@ -3,15 +3,19 @@ confirmation; a document's page shows its details, its failure reason and its ch
 
 from __future__ import annotations
 
+import asyncio
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.browser.conftest import Console, Stack, new_page, sign_in
-from tests.browser.seed import upload_and_wait
+from tests.browser.seed import bearer, upload_and_wait
 from tests.support.sample_files import pptx_bytes
 
 GARBAGE_PDF = b"%PDF-1.7\nthis is not really a PDF \x00\xff\xfe"
@@ -262,3 +266,34 @@ async def test_after_a_delete_the_focus_goes_to_the_next_row(page: Page, stack: 
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("link", name="focus-a.txt")).to_have_count(0)
     await expect(page.get_by_role("link", name="focus-b.txt")).to_be_focused()
+
+
+async def test_an_imported_documents_text_is_saved_under_a_name_that_says_so(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    # A CSV exported and imported into another collection: the copy's stored file is its chunk text
+    # (text/plain), so the browser saves it as people.csv.txt, not as a CSV file it is not.
+    await upload_and_wait(stack, {"people.csv": b"name,city\nAda,London\nAlan,Wilmslow\n"})
+    exported = tmp_path / "default.jsonl"
+    for args in (
+        ["export", "--collection", "default", str(exported)],
+        ["import", "jsonl", str(exported), "--collection", "imported", "--quiet"],
+    ):
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "rag_server", *args],
+            env=stack.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+        listed = await client.get("/documents", params={"collection": "imported", "limit": 500})
+    [doc_id] = [d["id"] for d in listed.json()["items"] if d["filename"] == "people.csv"]
+
+    await page.goto(f"{stack.base_url}/#/documents/{doc_id}")
+    async with page.expect_download() as info:
+        await page.get_by_role("button", name="Download", exact=True).click()
+    downloaded = await info.value
+    assert downloaded.suggested_filename == "people.csv.txt"

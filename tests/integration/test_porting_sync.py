@@ -282,7 +282,8 @@ async def test_an_export_keeps_names_types_headings_and_locations(
     assert download.status_code == 200
     assert download.headers["content-type"] == "text/plain; charset=utf-8"
     assert download.text == "\n\n".join(copy["people.csv"]["texts"])
-    assert 'filename="people.csv"' in download.headers["content-disposition"]
+    # ... and saved under a name that says so, not as a CSV file it is not.
+    assert 'filename="people.csv.txt"' in download.headers["content-disposition"]
 
 
 async def test_an_export_imported_back_into_its_own_collection_is_the_same_documents(
@@ -318,6 +319,7 @@ async def test_an_export_imported_back_into_its_own_collection_is_the_same_docum
     assert (kept["id"], kept["version"], kept["metadata"]) == (UUID(people), 1, {"owner": "hr"})
     download = await app_client.get(f"/documents/{people}/download")
     assert download.content == original and download.headers["content-type"].startswith("text/csv")
+    assert 'filename="people.csv"' in download.headers["content-disposition"]  # its own file: its name
     assert len(await documents_of(runtime, "up")) == 2
 
     # Into another collection: a copy, the same one on every re-run.

@@ -25,6 +25,7 @@ from rag_server.ingestion.models import (
     FileDigest,
     MetadataUpdate,
 )
+from rag_server.ingestion.parsing import FILE_TYPES, file_type_for
 from rag_server.retrieval.filters import normalise_file_type
 
 
@@ -49,7 +50,7 @@ class IncomingFile:
 
 @dataclass(frozen=True)
 class DocumentFile:
-    filename: str
+    filename: str  # the name to save it under: download_name()
     content_type: str
     content: bytes
 
@@ -243,7 +244,8 @@ def _edited(metadata: dict[str, Any], update: MetadataUpdate) -> dict[str, Any]:
 
 
 async def get_document_file(conn: Executor, document_id: UUID) -> DocumentFile:
-    """The original bytes as uploaded, with the display filename and content type."""
+    """The stored bytes (an upload's original file; an import's chunk text) with the name to save them
+    under and their content type."""
     row = await conn.fetchrow(
         """
         SELECT d.filename, d.content_type, f.content
@@ -253,7 +255,25 @@ async def get_document_file(conn: Executor, document_id: UUID) -> DocumentFile:
     )
     if row is None:
         raise NotFoundError(f"no document {document_id}")
-    return DocumentFile(row["filename"], row["content_type"], bytes(row["content"]))
+    name = download_name(row["filename"], row["content_type"])
+    return DocumentFile(name, row["content_type"], bytes(row["content"]))
+
+
+def download_name(filename: str, content_type: str) -> str:
+    """The name a download is saved under: the document's, unless its extension says another type than
+    the bytes served. An imported document's stored file is its chunk text, served as text/plain
+    (porting/store.py), while it keeps its source's name and type for display and filters: `people.csv`
+    is downloaded as `people.csv.txt`, not as a CSV file it is not."""
+    served = _media_type(content_type)
+    named = file_type_for(filename)
+    if named is None or _media_type(named.content_type) == served:
+        return filename
+    extension = next((e for e, t in FILE_TYPES.items() if _media_type(t.content_type) == served), None)
+    return filename + extension if extension else filename
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
 
 
 async def delete_document(conn: Executor, document_id: UUID) -> None:

@@ -17,10 +17,11 @@ older file imports without them.
 
 Importing keeps each document's file name and file type (a CSV stays `people.csv` of type `csv`) and
 each chunk's page, heading path and location. Its stored bytes are the chunk texts, so its
-`content_type` is text/plain (what the download serves), whatever the source's was. Into the
-collection that was exported, a document still there under its exported id is that document (skipped
-when it holds the same texts and metadata, else updated as a new version); into another collection
-each document gets an id derived from its exported one (a copy, the same one on every re-run).
+`content_type` is text/plain (what the download serves, saved as `people.csv.txt`), whatever the
+source's was. Into the collection that was exported, a document still there under its exported id is
+that document (skipped when it holds the same texts and metadata, else updated as a new version); into
+another collection each document gets an id derived from its exported one (a copy, the same one on
+every re-run).
 """
 
 from __future__ import annotations

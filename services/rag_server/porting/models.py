@@ -43,7 +43,8 @@ class ImportChunk:
 class ImportDocument:
     """`key` names the document in its source (with the origin it makes the deterministic id).
     `file_type`: what the document was in its source (a JSONL export: "csv", "pdf"; else "txt"), for
-    display and type filters; the stored bytes are always the chunk texts (served as text/plain).
+    display and type filters; the stored bytes are always the chunk texts (served as text/plain, a "csv"
+    saved as `<name>.txt`: ingestion.documents.download_name).
     `exported_id`: a JSONL export's document id: when the target collection holds a document with that
     id, the import is about that document (exported, then imported back), not a copy of it."""
 

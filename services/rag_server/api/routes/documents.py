@@ -52,7 +52,11 @@ FileTypeParam = Annotated[str, Field(max_length=20), Cleaned]
 
 _FILE_BYTES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "The original bytes, with the content type they were uploaded as",
+        "description": (
+            "The stored bytes: an upload's original file, with its content type; an imported document's "
+            "chunk text as text/plain, saved under its name + '.txt' when the name says another type "
+            "(people.csv.txt)"
+        ),
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
 }

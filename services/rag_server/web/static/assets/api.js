@@ -118,15 +118,27 @@ export function upload(path, formData, signal) {
   return api(path, { method: "POST", body: formData, signal });
 }
 
-// A download that needs the API key: fetch it, then hand the bytes to the browser as a file.
+// A download that needs the API key: fetch it, then hand the bytes to the browser as a file, under the
+// name the server gives (Content-Disposition: an imported document's text is "people.csv.txt"), else
+// `filename`.
 export async function download(path, filename) {
   const response = await send(path);
   const url = URL.createObjectURL(await response.blob());
   const link = document.createElement("a");
   link.href = url;
-  link.download = filename;
+  link.download = dispositionName(response.headers.get("Content-Disposition")) || filename;
   document.body.append(link);
   link.click();
   link.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+function dispositionName(header) {
+  const encoded = /filename\*=UTF-8''([^;]+)/i.exec(header || "");
+  if (!encoded) return "";
+  try {
+    return decodeURIComponent(encoded[1].trim());
+  } catch {
+    return "";
+  }
 }
