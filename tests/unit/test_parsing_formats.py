@@ -150,6 +150,30 @@ def test_an_xlsx_formula_shows_its_value_or_else_its_text() -> None:
     assert _texts(saved_by_excel)[-1] == "Item: total; Price: 7"
 
 
+def _prefixed(xml: bytes) -> bytes:
+    """The sheet as the .NET Open XML SDK writes it: every element of the main namespace as `x:`."""
+    xml = xml.replace(
+        b'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"',
+        b'xmlns:x="http://schemas.openxmlformats.org/spreadsheetml/2006/main"',
+    )
+    return re.sub(rb"<(/?)([A-Za-z]+[ />])", rb"<\1x:\2", xml)
+
+
+def _pretty_printed(xml: bytes) -> bytes:
+    return re.sub(rb">(<(?!/v>))", rb">\n    \1", xml)  # not inside an empty <v></v>: a value of "\n"
+
+
+@pytest.mark.parametrize("saved_as", [_prefixed, _pretty_printed], ids=["prefixed", "pretty-printed"])
+def test_an_xlsx_formula_without_value_is_found_in_any_xml_form(saved_as: Callable[[bytes], bytes]) -> None:
+    rows: list[list[object]] = [["Item", "Price"], ["tea", 3], ["cake", 4], ["total", "=SUM(B2:B3)"]]
+    content = _edited_sheet(xlsx_bytes({"Bill": rows}), saved_as)
+    with zipfile.ZipFile(io.BytesIO(content)) as saved:
+        xml = saved.read("xl/worksheets/sheet1.xml")
+    assert (b"<x:f>" in xml) if saved_as is _prefixed else (b"<f>SUM(B2:B3)</f>\n" in xml)
+    # Was "Item: total": the formula was not found, so its text was never read.
+    assert _texts(content)[-1] == "Item: total; Price: =SUM(B2:B3)"
+
+
 def test_an_xlsx_formula_whose_result_is_empty_text_stays_blank() -> None:
     # How Excel saves =IF(A3="","",2) filled down past the data: a computed "" (t="str", empty value).
     # Shown as its formula, each such row became a record of its own.
