@@ -75,8 +75,9 @@ def code_stamp() -> int:
     return hash(tuple(sorted(files)))
 
 
-# The code this process runs: taken when it is imported, i.e. when the worker starts.
-STARTED_WITH = code_stamp()
+# The code this process runs: taken when it is imported, i.e. when the worker starts. The child (this
+# module as __main__) never compares: it does not pay the walk of the package (3 ms per start).
+STARTED_WITH = code_stamp() if __name__ != "__main__" else 0
 
 
 def _frame(value: Any) -> bytes:
