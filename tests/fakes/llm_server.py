@@ -121,7 +121,7 @@ class FakeLLM:
                 {"error": {"message": f"fake failure {b.fail_status}", "type": "server_error"}},
                 status=b.fail_status,
             )
-        text = reply_for(body)
+        text, finish = cut_to_max_tokens(body, reply_for(body))
         model = body.get("model", "fake")
         usage = usage_for(body, text) if self.behaviour.report_usage else None
         if not body.get("stream"):
@@ -135,7 +135,7 @@ class FakeLLM:
                         {
                             "index": 0,
                             "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
+                            "finish_reason": finish,
                         }
                     ],
                     "usage": usage,
@@ -143,10 +143,16 @@ class FakeLLM:
             )
         if not (body.get("stream_options") or {}).get("include_usage"):
             usage = None
-        return await self._stream(request, text, model, b if misbehave else Behaviour(), usage)
+        return await self._stream(request, text, finish, model, b if misbehave else Behaviour(), usage)
 
     async def _stream(
-        self, request: web.Request, text: str, model: str, b: Behaviour, usage: dict[str, int] | None
+        self,
+        request: web.Request,
+        text: str,
+        finish: str,
+        model: str,
+        b: Behaviour,
+        usage: dict[str, int] | None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -166,7 +172,7 @@ class FakeLLM:
                 await response.write(_chunk(model, {"role": "assistant", "content": token}, None))
                 if b.chunk_delay_s:
                     await asyncio.sleep(b.chunk_delay_s)
-            await response.write(_chunk(model, {}, "stop"))
+            await response.write(_chunk(model, {}, finish))
             if usage is not None:  # OpenAI's usage chunk: no choices
                 payload = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model}
                 payload |= {"created": int(time.time()), "choices": [], "usage": usage}
@@ -187,6 +193,15 @@ def _chunk(model: str, delta: dict[str, Any], finish: str | None) -> bytes:
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
     return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def cut_to_max_tokens(body: dict[str, Any], reply: str) -> tuple[str, str]:
+    """The reply and its finish reason: at most max_tokens words (the fake's tokens), then "length"."""
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    words = reply.split(" ")
+    if isinstance(limit, int) and len(words) > limit:
+        return " ".join(words[:limit]), "length"
+    return reply, "stop"
 
 
 def usage_for(body: dict[str, Any], reply: str) -> dict[str, int]:

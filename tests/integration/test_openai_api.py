@@ -407,6 +407,34 @@ async def test_streamed_tokens_come_from_the_llm_with_the_callers_options(
     assert await runtime.pool.fetchval("SELECT count(*) FROM chat_sessions") == sessions_before
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_an_answer_cut_by_max_tokens_says_length(
+    llm_app: FastAPI, fake_llm: FakeLLM, world: World, stream: bool
+) -> None:
+    # OpenAI's clients learn from finish_reason that an answer was cut; it always said "stop".
+    fake_llm.reset()
+    messages: Any = [{"role": "user", "content": QUESTION}]
+    async with client_for(llm_app, world.alpha_reader) as client:
+        if stream:
+            chunks = [
+                c
+                async for c in await client.chat.completions.create(
+                    model="rag:alpha", messages=messages, max_tokens=3, stream=True
+                )
+                if c.choices
+            ]
+            text = "".join(c.choices[0].delta.content or "" for c in chunks)
+            finish = chunks[-1].choices[0].finish_reason
+        else:
+            completion = await client.chat.completions.create(
+                model="rag:alpha", messages=messages, max_tokens=3
+            )
+            text, finish = completion.choices[0].message.content or "", completion.choices[0].finish_reason
+        assert (text, finish) == ("According to the", "length")
+        whole = await client.chat.completions.create(model="rag:alpha", messages=messages, max_tokens=500)
+    assert whole.choices[0].finish_reason == "stop" and whole.choices[0].message.content.endswith("[1].")
+
+
 async def test_a_body_that_is_not_json_is_an_openai_400_only_under_v1(
     app_client: httpx.AsyncClient, world: World
 ) -> None:

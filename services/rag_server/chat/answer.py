@@ -11,6 +11,7 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from llama_index.core.llms import LLM, ChatMessage, MessageRole
@@ -238,6 +239,31 @@ async def complete(
     return (response.message.content or "").strip()
 
 
+@dataclass
+class StreamEnd:
+    """Why the provider ended a stream, as it says: OpenAI's `finish_reason` ("length": max_tokens was
+    reached), Ollama's `done_reason`; None when it said nothing."""
+
+    reason: str | None = None
+
+
+def reported_finish(raw: Any) -> str | None:
+    """The finish reason in one raw stream chunk (LlamaIndex's `ChatResponse.raw`), if it has one."""
+    if isinstance(raw, dict):
+        choices, done = raw.get("choices"), raw.get("done_reason")
+    else:
+        choices, done = getattr(raw, "choices", None), None
+    if isinstance(done, str):
+        return done
+    if choices:
+        first = choices[0]
+        reason = (
+            first.get("finish_reason") if isinstance(first, dict) else getattr(first, "finish_reason", None)
+        )
+        return reason if isinstance(reason, str) else None
+    return None
+
+
 def _count(usage: TokenUsage | None, raw: Any) -> None:
     reported = reported_usage(raw) if usage is not None else None
     if usage is not None and reported is not None:
@@ -245,11 +271,16 @@ def _count(usage: TokenUsage | None, raw: Any) -> None:
 
 
 async def stream(
-    llm: LLM, messages: list[ChatMessage], timeout_s: float, usage: TokenUsage | None = None, **options: Any
+    llm: LLM,
+    messages: list[ChatMessage],
+    timeout_s: float,
+    usage: TokenUsage | None = None,
+    end: StreamEnd | None = None,
+    **options: Any,
 ) -> AsyncIterator[str]:
     """Token deltas; the timeout applies to the first token and to every gap. Raises LLMFailure.
     `options` go to the provider's call (only what infra.llm.call_options allows for this LLM);
-    `usage` adds what the provider reports (its last chunk)."""
+    `usage` adds what the provider reports (its last chunk); `end` gets why it stopped."""
     started = time.perf_counter()
     try:
         responses = await guarded(llm, llm.astream_chat(messages, **options), timeout_s)
@@ -267,6 +298,8 @@ async def stream(
                 observe_llm(llm, "stream", started, exc.__cause__ or exc)
                 raise
             _count(usage, response.raw)
+            if end is not None and (reason := reported_finish(response.raw)) is not None:
+                end.reason = reason
             if response.delta:
                 yield response.delta
     finally:

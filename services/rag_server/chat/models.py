@@ -17,6 +17,8 @@ from rag_server.text import CleanText
 
 Role = Literal["system", "user", "assistant"]
 AnswerMode = Literal["llm", "extractive"]
+# Why an answer ended, in OpenAI's words: "length" when the LLM reached the caller's max_tokens.
+FinishReason = Literal["stop", "length", "content_filter"]
 
 # A client-chosen session id (chat_sessions.external_id; migration 0006 checks the same shape).
 EXTERNAL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"

@@ -24,6 +24,7 @@ from rag_server.chat.answer import (
     EXTRACTIVE_HEADER,
     FALLBACK_HEADER,
     LLMFailure,
+    StreamEnd,
     answer_messages,
     condense_question,
     extractive_answer,
@@ -292,13 +293,21 @@ class ChatService:
         try:
             messages = answer_messages(turn.question, turn.hits, turn.history)
             timeout = self.settings.llm_timeout_s
-            async for delta in stream(llm, messages, timeout, turn.usage, **turn.llm_options):
+            end = StreamEnd()
+            async for delta in stream(llm, messages, timeout, turn.usage, end, **turn.llm_options):
                 pieces.append(delta)
                 yield delta
             if not "".join(pieces).strip():
                 raise LLMFailure("The LLM returned an empty answer; showing the extractive answer.")
             turn.answer = "".join(pieces).strip()
             turn.mode = "llm"
+            turn.finish_reason = (
+                "length"
+                if end.reason == "length"
+                else "content_filter"
+                if end.reason == "content_filter"
+                else "stop"
+            )
         except LLMFailure as exc:
             logger.warning("LLM answer failed, falling back to extractive: %s", exc)
             turn.llm_error = str(exc)

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from rag_server.chat.models import AnswerMode, ChatMessageOut, ChatSession, QueryRequest, Source
+from rag_server.chat.models import (
+    AnswerMode,
+    ChatMessageOut,
+    ChatSession,
+    FinishReason,
+    QueryRequest,
+    Source,
+)
 from rag_server.chat.session_store import SessionStore
 from rag_server.chat.usage import TokenUsage
 from rag_server.infra.scoped_pool import ScopedPool
@@ -33,6 +40,7 @@ class Turn:
     answer: str = ""
     mode: AnswerMode = "extractive"
     llm_error: str | None = None
+    finish_reason: FinishReason = "stop"  # an extractive answer (no LLM, or its fallback): "stop"
     title_task: asyncio.Task[str] | None = None
     message_id: int | None = None
     collection_ids: list[UUID] = field(default_factory=list)  # the retrieval scope, resolved up front

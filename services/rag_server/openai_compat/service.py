@@ -151,7 +151,7 @@ async def complete(chat: ChatService, turn: Turn, model: str) -> ChatCompletion:
         id=completion_id,
         created=created,
         model=model,
-        choices=[Choice(message=AssistantMessage(content=turn.answer))],
+        choices=[Choice(message=AssistantMessage(content=turn.answer), finish_reason=turn.finish_reason)],
         usage=_usage(turn),
         sources=turn.sources,
         llm_error=turn.llm_error,
@@ -222,7 +222,7 @@ async def stream_chunks(
     note = fallback_note(turn, "".join(streamed))
     if note is not None:
         yield _sse(chunk(Delta(content=note)))
-    yield _sse(chunk(Delta(), finish="stop", llm_error=turn.llm_error))
+    yield _sse(chunk(Delta(), finish=turn.finish_reason, llm_error=turn.llm_error))
     if include_usage:
         usage = _usage(turn)
         # OpenAI's usage chunk: no choices; `usage` is there even when null (nothing was reported).
