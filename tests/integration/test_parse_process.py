@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from rag_server.config import Settings
 from rag_server.ingestion.parse_process import ParseProcess, ParserCrashed, memory_message
 from rag_server.ingestion.parsing import ParseError
 from tests.integration.test_parse_limits import SLOW
+from tests.support.child_hooks import TOKENIZER_PANICS_ON, run_at_child_start
 
 
 def _wait_until_dead(pid: int) -> None:
@@ -72,3 +74,28 @@ async def test_a_file_over_the_memory_limit_is_refused_with_the_limit_not_a_cras
     finally:
         await parser.close()
     assert str(refused.value) == memory_message(256)
+
+
+async def test_a_rust_panic_fails_the_file_with_a_sentence_and_the_next_file_gets_a_fresh_parser(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mark = "needs-a-broken-tokenizer"
+    run_at_child_start(TOKENIZER_PANICS_ON.format(mark=mark), tmp_path, monkeypatch)
+    parser = ParseProcess(settings)
+    try:
+        await parser.start()
+        first = parser.pid
+        # Before: the panic (a BaseException) ended the child: ParserCrashed, an "Unexpected error" the
+        # worker retried as if the process had been killed.
+        with pytest.raises(ParseError) as failed:
+            await parser.prepare("notes.csv", f"name,note\ntea,{mark}\n".encode(), "csv", None)
+        assert str(failed.value) == (
+            "Reading this CSV file failed inside a library it is read with (an internal error: Encoder and "
+            "decoder must be of equal length. Encoder length: 2, decoder length: 1.); the file may be "
+            "malformed: save it again or convert it, then upload it again."
+        )
+        chunks = await parser.prepare("notes.csv", b"name,note\ntea,green\n", "csv", None)
+        assert [c.text for c in chunks] == ["name: tea; note: green"]
+        assert parser.pid != first  # a fresh child: the panicked library's state may be broken
+    finally:
+        await parser.close()

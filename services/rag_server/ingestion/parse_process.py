@@ -10,7 +10,10 @@ timeout and froze the next worker too) and its SIGTERM handler. Here the worker 
   child, which answers with that and exits; the task fails the same way;
 - a child that dies (killed by the kernel, a crash in C) is an unexpected error of the task: retried
   up to RAG_WORKER_MAX_ATTEMPTS, and the worker goes on.
-Timeouts and memory are final (`ParseError`): the same file does the same again.
+Timeouts and memory are final (`ParseError`): the same file does the same again. So is a panic in a
+library written in Rust (tiktoken, pydantic-core, cryptography for encrypted PDFs), which pyo3 raises as
+`PanicException`, a BaseException (not an Exception): the child answers with a sentence and exits (that
+library's state may be broken), and the next file gets a fresh child.
 
 One child per worker process, one file at a time (parsing is Python holding the GIL: two slots parsing
 in threads took turns anyway); it starts with the worker, which is ready once the child has imported the
@@ -176,6 +179,9 @@ class ParseProcess:
         if kind == "memory":
             await self._stop()  # it exits after a MemoryError; do not wait for that
             raise ParseError(memory_message(s.parse_max_memory_mb))
+        if kind == "panic":
+            await self._stop()  # it exits after a panic too
+            raise ParseError(value)
         raise ParserCrashed(value)
 
     async def close(self) -> None:
@@ -338,6 +344,8 @@ def _serve(parent: int) -> None:
             if outcome is None:
                 return
             reply(outcome)  # the frame is whole before a byte is written
+            if outcome[0] == "panic":
+                return  # a fresh process for the next file: the panicked library's state may be broken
             continue
         except MemoryError:
             pass
@@ -351,14 +359,45 @@ def _serve(parent: int) -> None:
 
 def _answer(settings: Settings, requests: Any, size: int) -> tuple[str, Any] | None:
     """Read one request and parse it: the reply, or None when the worker closed the pipe."""
-    from rag_server.infra.log_context import log_context
-    from rag_server.ingestion.pipeline import prepare_chunks_sync
-
     body = _read_exactly(requests, size)
     if body is None:
         return None
     request = pickle.loads(body)
     del body
+    return _parse_one(settings, request)
+
+
+# How a file type is named in a sentence.
+_KINDS = {
+    "txt": "text",
+    "md": "Markdown",
+    "html": "HTML",
+    "docx": "Word",
+    "pptx": "PowerPoint",
+    "xlsx": "Excel",
+}
+
+
+def _is_rust_panic(exc: BaseException) -> bool:
+    """pyo3's PanicException: each Rust extension module has its own class (none exports it), all named
+    `pyo3_runtime.PanicException` and derived from BaseException."""
+    return any(c.__module__ == "pyo3_runtime" and c.__name__ == "PanicException" for c in type(exc).__mro__)
+
+
+def _panic_message(file_type: str, exc: BaseException) -> str:
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    kind = _KINDS.get(file_type, file_type.upper())
+    return (
+        f"Reading this {kind} file failed inside a library it is read with (an internal error: {detail}); "
+        "the file may be malformed: save it again or convert it, then upload it again."
+    )
+
+
+def _parse_one(settings: Settings, request: dict[str, Any]) -> tuple[str, Any]:
+    """The reply for one file: its chunks, or why not."""
+    from rag_server.infra.log_context import log_context
+    from rag_server.ingestion.pipeline import prepare_chunks_sync
+
     ids = request["ids"]
     with log_context(request_id=ids.get("request_id"), task_id=ids.get("task_id")):
         try:
@@ -382,6 +421,11 @@ def _answer(settings: Settings, requests: Any, size: int) -> tuple[str, Any] | N
         except Exception as exc:
             logger.exception("parsing failed unexpectedly")
             return ("error", f"{exc.__class__.__name__}: {exc}")
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: as before
+            if not _is_rust_panic(exc):
+                raise
+            logger.exception("a library panicked while parsing")
+            return ("panic", _panic_message(request["file_type"], exc))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+"""Code run at the start of the Python processes a test starts from now on (a `sitecustomize` module put
+first on PYTHONPATH), e.g. in the worker's real parsing child, which a test cannot reach otherwise."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+
+def run_at_child_start(code: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (folder / "sitecustomize.py").write_text(textwrap.dedent(code))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+    )
+
+
+# The chunker's tokenizer (LlamaIndex's global one) panics in tiktoken's Rust code, for real, on a text
+# containing `mark`: tiktoken refuses a vocabulary with a duplicate rank with a Rust panic (pyo3's
+# PanicException). No installed library is known to panic on any file, so this is the nearest real one.
+TOKENIZER_PANICS_ON = """
+    from llama_index.core.utils import get_tokenizer, set_global_tokenizer
+
+    real = get_tokenizer()
+
+    def tokenizer(text):
+        if {mark!r} in text:
+            import tiktoken
+
+            ranks = {{b"a": 0, b"b": 0}}
+            tiktoken.Encoding(name="broken", pat_str=r"\\w+", mergeable_ranks=ranks, special_tokens={{}})
+        return real(text)
+
+    set_global_tokenizer(tokenizer)
+"""
