@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+import rag_server
 from rag_server.config import Settings
 from rag_server.ingestion.parse_process import ParseProcess, ParserCrashed, memory_message
 from rag_server.ingestion.parsing import ParseError
 from tests.integration.test_parse_limits import SLOW
-from tests.support.child_hooks import TOKENIZER_PANICS_ON, run_at_child_start
+from tests.support.child_hooks import SCANDIRS_UNDER, TOKENIZER_PANICS_ON, run_at_child_start
 
 
 def _wait_until_dead(pid: int) -> None:
@@ -97,5 +98,21 @@ async def test_a_rust_panic_fails_the_file_with_a_sentence_and_the_next_file_get
         chunks = await parser.prepare("notes.csv", b"name,note\ntea,green\n", "csv", None)
         assert [c.text for c in chunks] == ["name: tea; note: green"]
         assert parser.pid != first  # a fresh child: the panicked library's state may be broken
+    finally:
+        await parser.close()
+
+
+async def test_the_parser_child_does_not_walk_the_package_for_a_code_stamp(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the worker compares code stamps (parse_process.STARTED_WITH); the child took one too when it
+    # imported the module, walking every .py file of rag_server on each start (~3 ms).
+    root, log = str(Path(rag_server.__file__).parent), tmp_path / "child.log"
+    run_at_child_start(SCANDIRS_UNDER.format(root=root, log=str(log)), tmp_path, monkeypatch)
+    parser = ParseProcess(settings)
+    try:
+        chunks = await parser.prepare("notes.csv", b"name,note\ntea,green\n", "csv", None)
+        assert [c.text for c in chunks] == ["name: tea; note: green"]
+        assert log.read_text().splitlines() == [f"started {parser.pid}"]
     finally:
         await parser.close()

@@ -35,3 +35,20 @@ TOKENIZER_PANICS_ON = """
 
     set_global_tokenizer(tokenizer)
 """
+
+
+# Writes `started PID` to `log`, then each directory under `root` that the process lists with os.scandir
+# (what pathlib's rglob does), seen through an audit hook: nothing of the process itself is changed.
+SCANDIRS_UNDER = """
+    import os
+    import sys
+
+    def hook(event, args):
+        if event == "os.scandir" and args and str(args[0]).startswith({root!r}):
+            with open({log!r}, "a") as log:
+                log.write(f"scandir {{args[0]}}\\n")
+
+    with open({log!r}, "a") as log:
+        log.write(f"started {{os.getpid()}}\\n")
+    sys.addaudithook(hook)
+"""
