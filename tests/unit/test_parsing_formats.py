@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from rag_server.ingestion.chunking import chunk_document, search_text_for
-from rag_server.ingestion.parsing import ParseError, office, parse_document
+from rag_server.ingestion.parsing import ParseError, office, parse_document, sheets
 from rag_server.retrieval.models import ChunkLocation
 from tests.support.sample_files import (
     docx_bytes,
@@ -172,6 +172,36 @@ def test_an_xlsx_formula_without_value_is_found_in_any_xml_form(saved_as: Callab
     assert (b"<x:f>" in xml) if saved_as is _prefixed else (b"<f>SUM(B2:B3)</f>\n" in xml)
     # Was "Item: total": the formula was not found, so its text was never read.
     assert _texts(content)[-1] == "Item: total; Price: =SUM(B2:B3)"
+
+
+def _as_is(xml: bytes) -> bytes:
+    return xml
+
+
+def _prefixed_and_pretty_printed(xml: bytes) -> bytes:
+    return _pretty_printed(_prefixed(xml))
+
+
+@pytest.mark.parametrize(
+    "saved_as",
+    [_as_is, _prefixed, _pretty_printed, _prefixed_and_pretty_printed],
+    ids=["as-is", "prefixed", "pretty-printed", "both"],
+)
+def test_only_a_formula_without_value_makes_an_xlsx_be_read_twice(saved_as: Callable[[bytes], bytes]) -> None:
+    # A second read (for the formulas' text) doubles the parse: never for formulas that have a value,
+    # nor for a computed "" (t="str"), whatever form the XML takes.
+    rows: list[list[object]] = [["Item", "Price"], ["tea", "=1+2"], ["cake", '=IF(A3="","",4)']]
+
+    def computed(xml: bytes) -> bytes:  # as Excel saves them: a number, and an empty text result
+        xml = xml.replace(b"<f>1+2</f><v></v>", b"<f>1+2</f><v>3</v>")
+        return xml.replace(b'<c r="B3"><f>', b'<c r="B3" t="str"><f>')
+
+    content = _edited_sheet(xlsx_bytes({"Bill": rows}), lambda xml: saved_as(computed(xml)))
+    assert not sheets._has_formulas_without_values(content)
+    assert _texts(content) == ["Item: tea; Price: 3", "Item: cake"]
+    rows.append(["total", "=SUM(B2:B3)"])  # nothing computed it
+    content = _edited_sheet(xlsx_bytes({"Bill": rows}), lambda xml: saved_as(computed(xml)))
+    assert sheets._has_formulas_without_values(content)
 
 
 def test_an_xlsx_formula_whose_result_is_empty_text_stays_blank() -> None:
