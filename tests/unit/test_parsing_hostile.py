@@ -146,6 +146,18 @@ def test_a_csv_quote_never_closed_is_refused_with_its_row_not_read_as_one_cell()
         ]
 
 
+def test_a_csv_multi_line_cell_is_read_whole_even_with_quotes_that_are_not_doubled() -> None:
+    # A writer that does not double quotes inside a cell: the note is read whole (its quotes are bent).
+    # Its shape, a quoted cell over lines closed by a quote with text after it, is also that of a quote
+    # left open and closed rows later by a stray one (`Carl,5" screen`): refusing one refuses the other,
+    # so neither is (sheets._csv_rows).
+    content = b'id,note\n1,"Customer called.\nSaid "urgent" twice"\n2,"ok"\n'
+    assert [(s.text, s.location) for s in parse_document("n.csv", content, "csv").sections] == [
+        ('id: 1; note: Customer called.\nSaid urgent" twice"', {"row": 2}),
+        ("id: 2; note: ok", {"row": 3}),
+    ]
+
+
 def test_random_bytes_of_every_length_never_crash_the_text_parsers() -> None:
     rng = random.Random(7)
     for size in (1, 2, 3, 17, 255, 4096):

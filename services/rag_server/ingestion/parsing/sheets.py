@@ -81,7 +81,13 @@ def parse_csv(content: bytes) -> tuple[str | None, list[Section]]:
 
 def _csv_rows(text: str, dialect: Any) -> Iterable[tuple[int, list[str]]]:
     """(row number, cells). A quote opened and never closed is refused: the csv module (not strict,
-    since real files hold stray quotes like `5" screen`) reads the rest of the file as one cell."""
+    since real files hold stray quotes like `5" screen`) reads the rest of the file as one cell.
+
+    One closed by a later stray quote is not: the lines between become one cell, but no rule tells that
+    from a real multi-line cell. `TV,"big` ... `Monitor,27"` is valid CSV, byte for byte like an address
+    over two lines; a stray quote followed by text (`5" screen`) fails a strict reading exactly as a
+    multi-line note with a quoted word from a writer that does not double quotes (`"Said "urgent" twice"`),
+    which is read whole today."""
     source = io.StringIO(text)
     reader = csv.reader(source, dialect)
     last_start = read = 0  # offsets in `text`: where the last row starts, how far the reader is
