@@ -84,6 +84,29 @@ def test_non_utf8_text_is_decoded() -> None:
     assert isinstance(decode_text(bytes(range(256))), str)
 
 
+def test_short_western_text_in_latin1_is_not_taken_for_another_script() -> None:
+    # The charset detector, given a few words, read these as Korean (johab), UTF-16 and Mac Turkish.
+    for text in (
+        "Übung macht den Meister.",
+        "Straße",
+        "Über die Brücke geht der Fuchs, Straße Nummer fünf.\n",
+        "Größe: 5 m², Preis: 30 €, «citation» ± 5° – l’été…",
+    ):
+        assert decode_text(text.encode("cp1252")) == text
+    doc = parse_document("kurz.txt", "Übung macht den Meister.".encode("latin-1"), "txt")
+    assert doc.text == "Übung macht den Meister."
+    # Other scripts in their legacy code pages still go to the detector: Windows-1252 would read
+    # every word of them as a run of accented letters.
+    for text, encoding in (
+        ("Привет мир, как дела? Это тест кодировки.", "cp1251"),
+        ("Καλημέρα κόσμε, τι κάνεις;", "cp1253"),
+        ("日本語のテキストです。これはテストです。", "shift_jis"),
+        ("这是一个中文测试文本，用于检测编码。", "gb2312"),
+        ("hello wörld, again and again", "utf-16-le"),  # no BOM: NULs, never Windows-1252
+    ):
+        assert decode_text(text.encode(encoding)) == text
+
+
 def test_html_drops_scripts_and_uses_title() -> None:
     html = (
         b"<html><head><title>Quarterly Report</title><style>p{}</style></head><body>"

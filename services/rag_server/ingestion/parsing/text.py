@@ -31,8 +31,35 @@ _LATIN_CODE_PAGES = frozenset(
 )
 
 
+# Three or more non-ASCII characters in a row. Western text in Windows-1252 has its accented letters
+# alone or in pairs between ASCII letters ("Straße", "Größe"); Cyrillic, Greek, Hebrew, Arabic or CJK
+# text read as Windows-1252 has runs of them in every word of three letters or more.
+_NON_ASCII_RUN = re.compile("[^\x00-\x7f]{3,}")
+# What else Western text puts next to its letters: currency, quotes, dashes, degrees, ordinals...
+_WESTERN_SIGNS = frozenset("€£¥¢‚„…–—‘’“”•«»‹›°±²³¹µ·§©®¿¡¼½¾×÷ªº")
+
+
+def _western(content: bytes) -> str | None:
+    """The text as Windows-1252 when it is plainly Western text in it (no NUL, which only UTF-16/32
+    or binary data has; every non-ASCII character a letter or a sign, at most two in a row), else
+    None. Short such text is what the detector gets wrong: "Übung macht den Meister." came out as
+    Korean (johab), "Straße" as UTF-16, a German sentence as Mac Turkish."""
+    if b"\x00" in content:
+        return None
+    try:
+        text = content.decode("cp1252")
+    except UnicodeDecodeError:
+        return None
+    if _NON_ASCII_RUN.search(text):
+        return None
+    if any(not (c.isalpha() or c in _WESTERN_SIGNS) for c in set(text) if c > "\x7f"):
+        return None
+    return text
+
+
 def decode_text(content: bytes) -> str:
-    """UTF-8 (with or without BOM) when valid, else the detected charset, else Latin-1. Never raises."""
+    """UTF-8 (with or without BOM) when valid, else plainly Western text as Windows-1252, else the
+    detected charset, else Latin-1. Never raises."""
     for bom, encoding in ((b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
         if content.startswith(bom):
             return content.decode(encoding, errors="replace")
@@ -40,6 +67,8 @@ def decode_text(content: bytes) -> str:
         return content.decode("utf-8-sig")
     except UnicodeDecodeError:
         pass
+    if (western := _western(content)) is not None:
+        return western
     from charset_normalizer import from_bytes
 
     best = from_bytes(content).best()
