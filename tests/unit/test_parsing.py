@@ -51,6 +51,15 @@ def test_supported_types_by_extension() -> None:
         ("..", "unnamed"),
         (None, "unnamed"),
         ("/", "unnamed"),
+        # Bidirectional overrides and isolates make a name show as another: gone. Joiners (emoji
+        # sequences) and right-to-left letters stay.
+        ("\u202eevil\u202dtxt.exe.txt", "eviltxt.exe.txt"),
+        ("invoice\u2067fdp.exe\u2069.txt", "invoicefdp.exe.txt"),
+        ("\u202aa\u202bb\u202cc\u2066d\u2068e.md", "abcde.md"),
+        (
+            "\U0001f469\u200d\U0001f467 \u05e9\u05dc\u05d5\u05dd.txt",
+            "\U0001f469\u200d\U0001f467 \u05e9\u05dc\u05d5\u05dd.txt",
+        ),
     ],
 )
 def test_sanitize_filename(raw: str | None, expected: str) -> None:

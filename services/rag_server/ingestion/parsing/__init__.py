@@ -75,11 +75,14 @@ FILE_TYPES: dict[str, FileType] = {
 }
 SUPPORTED_EXTENSIONS = sorted(FILE_TYPES)
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 and C1 controls, and the bidirectional embeddings, overrides and isolates (U+202A-U+202E,
+# U+2066-U+2069): "\u202eevil\u202dtxt.exe.txt" shows as "evil" and "txt.exe.txt" turned around.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def sanitize_filename(raw: str | None) -> str:
-    """A display name: last path segment, no control characters, bounded length.
+    """A display name: last path segment, no control characters (nor bidirectional overrides, which
+    make a name show as another), bounded length.
 
     Never used as a path anywhere: files live in Postgres, this is only shown and matched on.
     """
