@@ -8,6 +8,7 @@ inside the input texts, so tests sharing one server never interfere:
   ECHO400             HTTP 400 whose body quotes the input, as some services do (keep it out of logs)
   NOTANOBJECT         HTTP 200 with a JSON array instead of the protocol's object
   SLOW<ms>            the request sleeps this many milliseconds before answering
+  HOLD-<tag>          the request waits until the test calls `release("<tag>")` (`held` counts them)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import hashlib
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,12 @@ class FakeEmbeddingServer:
     seen: Counter[str] = field(default_factory=Counter)
     delay_s: float = 0.0  # applied to every request (timeouts)
     wrong_dim: bool = False
+    held: Counter[str] = field(default_factory=Counter)  # requests seen per HOLD-<tag>
+    _gates: defaultdict[str, threading.Event] = field(default_factory=lambda: defaultdict(threading.Event))
+
+    def release(self, tag: str) -> None:
+        """Answer the requests waiting on HOLD-<tag>, and every later one at once."""
+        self._gates[tag].set()
 
     @property
     def base_url(self) -> str:
@@ -67,6 +74,9 @@ class FakeEmbeddingServer:
         delay = self.delay_s + sum(int(ms) for ms in set(re.findall(r"SLOW(\d+)", joined))) / 1000
         if delay:
             await asyncio.sleep(delay)
+        for tag in set(re.findall(r"HOLD-(\w+)", joined)):
+            self.held[tag] += 1
+            await asyncio.to_thread(self._gates[tag].wait, 120)  # bounded: never blocks the fake's stop
         for marker, n in set(re.findall(r"(FAIL503x(\d+)-\w+)", joined)):
             self.seen[marker] += 1
             if self.seen[marker] <= int(n):

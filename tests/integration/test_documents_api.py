@@ -260,7 +260,7 @@ def test_delete_while_processing(client: TestClient, database_url: str) -> None:
     assert after["status"] == "failed"
     assert after["error"] == "The document was deleted before processing finished."
     assert chunk_count(database_url, task["document_id"]) == 0
-    # The worker drops the message when it reaches the final write, and keeps working.
+    # The worker drops the message (at its next batch, or at the final write) and keeps working.
     wait_for(
         lambda: query(database_url, "SELECT count(*) AS n FROM pgmq.q_ingest")[0]["n"] == 0,
         timeout=60,
@@ -268,6 +268,30 @@ def test_delete_while_processing(client: TestClient, database_url: str) -> None:
     )
     assert chunk_count(database_url, task["document_id"]) == 0
     later = upload(client, [("after-delete.txt", b"The worker still works after a delete.")]).json()
+    assert wait_batch(client, later["batch_id"])["status"] == "completed"
+
+
+def test_a_document_deleted_while_embedding_stops_its_worker_at_the_next_batch(
+    client: TestClient, database_url: str, fake: FakeEmbeddingServer
+) -> None:
+    # The file name is in every chunk's search text: each of its embedding requests holds at the fake
+    # until released, so the delete lands while the first batch (of 8 chunks) is being embedded.
+    response = upload(client, [("HOLD-dropped-report.txt", long_text(4000, seed=5).encode())])
+    [task] = response.json()["tasks"]
+    wait_for(lambda: fake.held["dropped"] >= 1, timeout=60, what="the first batch at the embedder")
+    assert client.delete(f"/documents/{task['document_id']}").status_code == 204
+    fake.release("dropped")
+    wait_for(
+        lambda: query(database_url, "SELECT count(*) AS n FROM pgmq.q_ingest")[0]["n"] == 0,
+        timeout=60,
+        what="message dropped",
+    )
+    [after] = wait_batch(client, response.json()["batch_id"])["tasks"]
+    assert after["error"] == "The document was deleted before processing finished."
+    assert after["total_chunks"] > 3 * 8  # several batches were still to come...
+    # ...and none was embedded: the worker stopped when it recorded the first batch, not at the end.
+    assert fake.held["dropped"] == 1
+    later = upload(client, [("after-a-dropped-task.txt", b"The worker goes on after a stop.")]).json()
     assert wait_batch(client, later["batch_id"])["status"] == "completed"
 
 

@@ -144,17 +144,36 @@ async def set_task_total(conn: Executor, task_id: UUID, total_chunks: int) -> No
     )
 
 
-async def set_task_progress(conn: Executor, task_id: UUID, completed_chunks: int) -> None:
-    await conn.execute(
-        "UPDATE job_tasks SET completed_chunks = $2, updated_at = now()"
-        " WHERE id = $1 AND status = 'processing'",
-        task_id,
-        completed_chunks,
-    )
-
-
 # The task is still this worker's: not finished, not re-queued by recovery, not taken by another.
 OWNED = "id = $1 AND status = 'processing' AND worker_id IS NOT DISTINCT FROM $2"
+
+
+class TaskDropped(Exception):
+    """The task stopped being this worker's while it worked on it (its document deleted, the task
+    cancelled, re-queued or taken over): its final write would be dropped, so the work stops."""
+
+
+async def set_task_progress(
+    conn: Executor, task_id: UUID, completed_chunks: int, worker_id: int | None
+) -> bool:
+    """Record how many chunks are embedded; False once the task is no longer this worker's."""
+    owned = await conn.fetchval(
+        f"UPDATE job_tasks SET completed_chunks = $3, updated_at = now() WHERE {OWNED} RETURNING true",
+        task_id,
+        worker_id,
+        completed_chunks,
+    )
+    return bool(owned)
+
+
+async def drop_stale_message(conn: Executor, queue: IngestQueue, task_id: UUID, msg_id: int) -> None:
+    """After TaskDropped, as complete_task would have at its final write: the message goes when the
+    task has ended (failed, cancelled, its document deleted); a task re-queued or taken over keeps it
+    (it is that delivery's)."""
+    async with transaction(conn) as c:
+        status = await c.fetchval("SELECT status FROM job_tasks WHERE id = $1 FOR UPDATE", task_id)
+        if status not in ("processing", "queued"):
+            await queue.delete(msg_id, conn=c)
 
 
 async def record_retry(

@@ -232,6 +232,9 @@ class Worker:
                 return
             self._heartbeats[msg.msg_id] = asyncio.create_task(self._keep_invisible(task_id, msg.msg_id))
             await self._ingest(work, msg.msg_id, attempt)
+        except tasks.TaskDropped:
+            logger.info("task %s: document deleted or task taken over while processing; stopped", task_id)
+            await tasks.drop_stale_message(pool, queue, task_id, msg.msg_id)
         except ParseError as exc:
             await self._fail(task_id, work, str(exc), msg)
         except ParserCrashed as exc:
@@ -281,7 +284,9 @@ class Worker:
         await tasks.set_task_total(pool, task_id, len(chunks))
 
         async def progress(done: int) -> None:
-            await tasks.set_task_progress(pool, task_id, done)
+            # A document deleted (or a task cancelled) mid-way: stop embedding it now, not at the end.
+            if not await tasks.set_task_progress(pool, task_id, done, work.worker_id):
+                raise tasks.TaskDropped(f"task {task_id} is no longer this worker's")
 
         async def write(base: np.ndarray | None, later: dict[int, np.ndarray]) -> bool:
             return await tasks.complete_task(pool, self.runtime.queue, work, msg_id, chunks, base, later)
