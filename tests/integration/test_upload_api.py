@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from starlette.testclient import TestClient
@@ -224,6 +225,29 @@ def test_chunked_request_over_the_total_limit_is_413(client: TestClient, databas
     assert response.status_code == 413, response.text
     assert response.json()["detail"] == "The upload is over the limit of 1.4 MB per request."
     assert document_count(database_url) == before
+
+
+def test_more_files_than_the_limit_is_one_413_naming_the_limit(
+    client: TestClient, settings: Settings, database_url: str
+) -> None:
+    # Two over the limit was Starlette's 400 "Maximum number of files is 1001" (the limit is 1000).
+    most = settings.max_files_per_upload
+    before = document_count(database_url)
+    for n in (most + 1, most + 2, most + 40):
+        files = [("files", (f"many-{i}.txt", f"file {i}".encode(), "text/plain")) for i in range(n)]
+        response = client.post("/upload", files=files)
+        assert response.status_code == 413, (n, response.text)
+        assert response.json() == {
+            "detail": f"Too many files in one upload: over the limit of {most}; send them in several."
+        }
+    assert document_count(database_url) == before
+    # PUT /documents/{id}/file takes one file: two or three is the same sentence (three was a 400
+    # saying the maximum is 2), before the document is even looked up.
+    for n in (2, 3, 5):
+        files = [("file", (f"new-{i}.txt", b"new text", "text/plain")) for i in range(n)]
+        response = client.put(f"/documents/{uuid4()}/file", files=files)
+        assert response.status_code == 422, (n, response.text)
+        assert response.json() == {"detail": "Send exactly one file, in the multipart field 'file'."}
 
 
 def test_no_files_is_422(client: TestClient) -> None:

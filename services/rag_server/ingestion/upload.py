@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 
 from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.config import Settings
@@ -43,6 +45,31 @@ def check_declared_size(content_length: str | None, settings: Settings) -> None:
         raise TooLargeError(
             f"The upload is {size}, over the limit of {most} per request; send the files in several uploads."
         )
+
+
+async def _form(request: Request, max_files: int, max_fields: int, too_many_files: Exception) -> FormData:
+    """The multipart form (file parts beyond 1 MB spooled to disk). Starlette stops parsing at the
+    file part after `max_files` with a 400 naming its own limit (one over ours, or 2 for a PUT that
+    takes one): that is `too_many_files` instead."""
+    try:
+        return await request.form(max_files=max_files, max_fields=max_fields)
+    except HTTPException as exc:
+        if exc.status_code == 400 and str(exc.detail).startswith("Too many files."):
+            raise too_many_files from None
+        raise
+
+
+async def read_upload_form(request: Request, settings: Settings) -> FormData:
+    """POST /upload's form: more than RAG_MAX_FILES_PER_UPLOAD files is a 413 saying the limit."""
+    most = settings.max_files_per_upload
+    too_many = TooLargeError(f"Too many files in one upload: over the limit of {most}; send them in several.")
+    return await _form(request, most, most + 10, too_many)
+
+
+async def read_replacement_form(request: Request) -> FormData:
+    """PUT /documents/{id}/file's form: one file (a second one is seen, and refused by read_replacement)."""
+    too_many = InvalidInputError("Send exactly one file, in the multipart field 'file'.")
+    return await _form(request, 2, 5, too_many)
 
 
 async def read_upload(parts: Sequence[UploadFile | str], settings: Settings) -> list[IncomingFile]:

@@ -25,7 +25,7 @@ from rag_server.ingestion.models import (
     UploadResponse,
 )
 from rag_server.ingestion.replacement import replace_document_file
-from rag_server.ingestion.upload import check_declared_size, read_replacement
+from rag_server.ingestion.upload import check_declared_size, read_replacement, read_replacement_form
 from rag_server.retrieval.models import DocumentChunk
 from rag_server.retrieval.store import fetch_document_chunks
 from rag_server.text import Cleaned
@@ -193,7 +193,7 @@ async def replace_file(
     these bytes are another document's of the collection, or the new file name is another document's
     (upload's `replace=true` would find two so named)."""
     check_declared_size(request.headers.get("content-length"), settings)
-    form = await request.form(max_files=2, max_fields=5)
+    form = await read_replacement_form(request)
     try:
         incoming = await read_replacement(form.getlist("file"), form.getlist("metadata"), settings)
     finally:

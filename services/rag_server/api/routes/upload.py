@@ -13,6 +13,7 @@ from rag_server.ingestion.upload import (
     check_declared_size,
     read_collection_field,
     read_upload,
+    read_upload_form,
     read_upload_options,
     with_metadata,
 )
@@ -76,9 +77,7 @@ async def upload(request: Request, settings: SettingsDep, pool: PoolDep, queue: 
     Returns the batch to poll. 409: `replace` names a document that is still being processed, or whose
     name several documents share."""
     check_declared_size(request.headers.get("content-length"), settings)
-    max_files = settings.max_files_per_upload
-    # The multipart parser spools file parts beyond 1 MB to disk, so memory stays bounded.
-    form = await request.form(max_files=max_files + 1, max_fields=max_files + 10)
+    form = await read_upload_form(request, settings)
     try:
         collection = read_collection_field(form.getlist("collection"))
         options = read_upload_options(
