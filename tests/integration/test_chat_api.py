@@ -361,6 +361,27 @@ async def test_deleted_documents_stay_readable_in_old_answers(
     assert "risotto" in answer["content"].lower()
 
 
+async def test_a_citation_shows_the_whole_passage_the_answer_came_from(
+    llm_server: Server, fake: FakeLLM, client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    # One chunk of about 490 characters whose last sentence is the answer: the excerpt was the first
+    # 400 characters, so citation [1] showed a passage without the launch code the LLM was given.
+    filler = "The committee reviewed routine items of business during the long afternoon session. " * 5
+    text = filler + "The launch code for the gazebo project is PURPLE-OTTER-42."
+    await ingest_documents_direct(runtime, [DirectDocument("minutes.txt", text.encode(), {})])
+    base = llm_server.url
+    question = {"query": "What is the launch code for the gazebo project?", "top_k": 3}
+    body = await ok(await client.post(f"{base}/query", json=question))
+    assert body["answer_mode"] == "llm" and "[1]" in body["answer"]
+    [cited] = [s for s in body["sources"] if s["document_name"] == "minutes.txt"]
+    assert cited["n"] == 1
+    [prompt] = [r for r in fake.requests if "PURPLE-OTTER-42" in str(r["messages"][0]["content"])]
+    assert text.strip() in prompt["messages"][0]["content"]  # the LLM was given the whole chunk...
+    assert cited["excerpt"] == text.strip()  # ...and the citation shows it whole
+    [_, answer] = await history(client, base, body["session_id"])
+    assert answer["sources"][0]["excerpt"] == text.strip()
+
+
 async def test_clear_and_delete(plain_server: Server, client: httpx.AsyncClient) -> None:
     base = plain_server.url
     body = await ok(await client.post(f"{base}/query", json={"query": "What is BM25?"}))

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from rag_server.chat.answer import (
+    EXCERPT_CHARS,
     EXTRACTIVE_HEADER,
     NO_SOURCES_ANSWER,
     LLMFailure,
@@ -75,12 +76,13 @@ def test_key_sentences_prefers_matching_sentences_and_falls_back_to_the_opening(
     assert key_sentences(text, {"zebra"}) == "First sentence here."
 
 
-def test_sources_are_numbered_from_one_with_short_excerpts() -> None:
-    long_hit = hit("word " * 500)
-    sources = sources_from_hits([*HITS[:2], long_hit])
-    assert [s.n for s in sources] == [1, 2, 3]
+def test_sources_are_numbered_from_one_with_whole_passages_as_excerpts() -> None:
+    passage = "A chunk of some length, the answer at its end. " * 14 + "The answer is 42."
+    sources = sources_from_hits([*HITS[:2], hit(passage), hit("word " * 1000)])
+    assert [s.n for s in sources] == [1, 2, 3, 4]
     assert sources[0].page == 3 and sources[0].document_name == "doc.txt"
-    assert len(sources[2].excerpt) <= 400 and sources[2].excerpt.endswith("…")
+    assert sources[2].excerpt == passage  # 675 characters: whole
+    assert len(sources[3].excerpt) <= EXCERPT_CHARS and sources[3].excerpt.endswith("…")
 
 
 def test_fallback_title_cuts_at_a_word_boundary() -> None:

@@ -24,7 +24,10 @@ from rag_server.retrieval.models import SearchHit
 EXTRACTIVE_HEADER = "Extractive answer (no LLM configured): the most relevant passages:"
 FALLBACK_HEADER = "Extractive answer (the LLM was unavailable): the most relevant passages:"
 NO_SOURCES_ANSWER = "No relevant passages were found in the indexed documents for this question."
-EXCERPT_CHARS = 400
+# A citation's excerpt is the passage as the LLM was given it: a chunk (RAG_CHUNK_SIZE tokens, 128 by
+# default: about 500-900 characters) whole, so the sentence an answer came from is in it (400
+# characters cut the end off most chunks). The bound is for sheet rows, which are packed whole.
+EXCERPT_CHARS = 4000
 TITLE_CHARS = 60
 
 T = TypeVar("T")
