@@ -347,6 +347,24 @@ def test_failed_document_is_requeued_when_uploaded_again(client: TestClient) -> 
     assert wait_batch(client, second["batch_id"])["tasks"][0]["status"] == "failed"
 
 
+def test_failed_document_uploaded_again_under_another_name_takes_that_name(client: TestClient) -> None:
+    # Not JSON, so it fails as notes.json; the same bytes sent as notes.txt are read as text.
+    content = b'{"unfinished": "export of the lab notes about zebrafish fins'
+    first = upload(client, [("notes.json", content)]).json()
+    assert wait_batch(client, first["batch_id"])["tasks"][0]["status"] == "failed"
+    second = client.post(
+        "/upload",
+        files=[("files", ("notes.txt", content, "text/plain"))],
+        data={"metadata": json.dumps({"lab": "fins"})},
+    ).json()
+    [task] = second["tasks"]
+    assert task["status"] == "queued" and task["document_id"] == first["tasks"][0]["document_id"]
+    assert wait_batch(client, second["batch_id"])["tasks"][0]["status"] == "completed"
+    document = client.get(f"/documents/{task['document_id']}").json()
+    assert (document["filename"], document["file_type"], document["status"]) == ("notes.txt", "txt", "ready")
+    assert document["metadata"] == {"lab": "fins"} and document["error"] is None
+
+
 def test_transient_embedding_failures_are_retried(client: TestClient, database_url: str) -> None:
     response = upload(client, [("flaky.txt", b"FAIL503x2-flaky this text fails twice then works.")])
     status = wait_batch(client, response.json()["batch_id"])

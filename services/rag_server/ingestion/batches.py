@@ -39,7 +39,8 @@ async def create_upload_batch(
     """Store every file, the batch, a task per file and one message per file to process: ONE transaction.
 
     Dedup by sha256 within the collection: an existing document (or an earlier file of this batch) makes
-    a 'duplicate' task pointing at it and sends no message; an existing *failed* document is queued again.
+    a 'duplicate' task pointing at it and sends no message; an existing *failed* document is queued again,
+    under this upload's name, type and metadata (its own metadata when the upload gives none).
     `replace`: a file named like a document of the collection replaces that document's file (a
     replacement task, ingestion/replacement.py) instead of becoming a new document.
     Every task and message carries the request's id (infra/log_context.py), for the worker's log lines.
@@ -127,10 +128,20 @@ async def _add_file(
             break
         # The conflicting document was deleted in between: try the insert again.
     doc_id = existing["id"]
-    # A failed document is queued again (once: this transaction sees it 'queued' afterwards).
+    # A failed document is queued again (once: this transaction sees it 'queued' afterwards), as this
+    # upload names it: the same bytes that failed as `notes.json` may be meant as `notes.txt`.
     if existing["status"] == "failed":
         await conn.execute(
-            "UPDATE documents SET status = 'queued', error = NULL, updated_at = now() WHERE id = $1", doc_id
+            """
+            UPDATE documents SET status = 'queued', error = NULL, filename = $2, file_type = $3,
+                   content_type = $4, metadata = coalesce($5, metadata), updated_at = now()
+            WHERE id = $1
+            """,
+            doc_id,
+            f.filename,
+            f.file_type,
+            f.content_type,
+            f.metadata,
         )
         return await _queue_task(conn, queue, batch_id, doc_id, f.filename, request_id)
     task_id = await conn.fetchval(

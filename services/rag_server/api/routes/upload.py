@@ -38,7 +38,8 @@ _MULTIPART_BODY = {
                             "description": "A JSON object given to every file of the upload, e.g. "
                             '{"team": "x"} (string keys, at most 8 levels, at most 16 KiB as JSON). '
                             "Search filters match it. A file already stored (a 'duplicate' task) keeps "
-                            "its own metadata: change it with PATCH /documents/{id}.",
+                            "its own metadata: change it with PATCH /documents/{id}. The same bytes as a "
+                            "failed document queue it again under this upload's name, type and metadata.",
                         },
                         "file_metadata": {
                             "type": "string",
