@@ -123,6 +123,9 @@ async def test_cancel_then_retry_after_the_embedding_service_recovers(
     assert r.status_code == 200, r.text
     assert set(r.json()["done"]) == {str(cancelled.task_id), str(flaky.task_id)}
     assert r.json()["skipped"] == []
+    # Their dead messages leave the archive with the retry (the new messages are live).
+    archived = (await admin.get("/admin/queue/archive", params={"limit": 500})).json()
+    assert not {str(cancelled.task_id), str(flaky.task_id)} & {m["task_id"] for m in archived["items"]}
     for ref in (cancelled, flaky):
         done = wait_for(
             lambda ref=ref: (row := task_row(database_url, ref.task_id))["status"] == "completed" and row,

@@ -80,5 +80,10 @@ class IngestQueue:
     async def archive(self, msg_id: int, conn: asyncpg.Connection | None = None) -> bool:
         return bool(await self._client.archive(self.name, msg_id, conn=conn))
 
+    async def delete_archived(self, msg_id: int, conn: asyncpg.Connection) -> bool:
+        """Remove a message from the archive (pgmq has no call for it)."""
+        sql = f"DELETE FROM {self.archive_table} WHERE msg_id = $1 RETURNING true"
+        return bool(await conn.fetchval(sql, msg_id))
+
     async def depth(self) -> int:
         return int((await self._client.metrics(self.name)).queue_length)

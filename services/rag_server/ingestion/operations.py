@@ -1,10 +1,10 @@
 """Pipeline administration: list tasks (and the stuck ones), retry failed tasks, cancel queued ones.
 
 What operators need when documents sit in `queued` or `processing` with no visible reason. Every change
-keeps the ingestion invariants: a retry resets the task and its document and sends the new pgmq message
-in ONE transaction (the bytes are still in `document_files`: nothing is uploaded again); a cancel fails
-the task and its document and archives its message in ONE transaction. Locks: task rows (by id), then
-their documents' rows, the worker's order (ingestion/tasks.py).
+keeps the ingestion invariants: a retry resets the task and its document, sends the new pgmq message and
+takes the old one out of the archive in ONE transaction (the bytes are still in `document_files`: nothing
+is uploaded again); a cancel fails the task and its document and archives its message in ONE transaction.
+Locks: task rows (by id), then their documents' rows, the worker's order (ingestion/tasks.py).
 
 A retry starts the task afresh: `failures` 0 (the document gets RAG_WORKER_MAX_ATTEMPTS again) and
 `attempts` 0 (attempts are the deliveries of the task's message, and the new message has none yet).
@@ -149,7 +149,10 @@ async def _retry_locked(c: asyncpg.Connection, queue: IngestQueue, task: asyncpg
     if not doc["has_bytes"]:
         return f"the stored file of {doc['filename']!r} is missing from the database: upload it again"
     if task["msg_id"] is not None:
-        await queue.delete(int(task["msg_id"]), conn=c)  # one message per task, never two
+        # One message per task, never two; and the archive lists dead messages, which this one no
+        # longer is once its task is queued again.
+        await queue.delete(int(task["msg_id"]), conn=c)
+        await queue.delete_archived(int(task["msg_id"]), conn=c)
     # The retry's own request id replaces the upload's: the new delivery's log lines carry it, and the
     # line below links the two (the older lines keep the task id).
     request_id = current_request_id()
