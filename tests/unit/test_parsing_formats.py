@@ -150,26 +150,34 @@ def test_an_xlsx_formula_shows_its_value_or_else_its_text() -> None:
     assert _texts(saved_by_excel)[-1] == "Item: total; Price: 7"
 
 
-def _prefixed(xml: bytes) -> bytes:
+def _prefixed(xml: bytes, prefix: bytes = b"x") -> bytes:
     """The sheet as the .NET Open XML SDK writes it: every element of the main namespace as `x:`."""
     xml = xml.replace(
         b'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"',
-        b'xmlns:x="http://schemas.openxmlformats.org/spreadsheetml/2006/main"',
+        b"xmlns:" + prefix + b'="http://schemas.openxmlformats.org/spreadsheetml/2006/main"',
     )
-    return re.sub(rb"<(/?)([A-Za-z]+[ />])", rb"<\1x:\2", xml)
+    return re.sub(rb"<(/?)([A-Za-z]+[ />])", rb"<\1" + prefix + rb":\2", xml)
+
+
+def _prefixed_with_dots_and_dashes(xml: bytes) -> bytes:
+    return _prefixed(xml, b"ss-main.v1")  # any XML name may be a prefix
 
 
 def _pretty_printed(xml: bytes) -> bytes:
     return re.sub(rb">(<(?!/v>))", rb">\n    \1", xml)  # not inside an empty <v></v>: a value of "\n"
 
 
-@pytest.mark.parametrize("saved_as", [_prefixed, _pretty_printed], ids=["prefixed", "pretty-printed"])
+@pytest.mark.parametrize(
+    "saved_as",
+    [_prefixed, _prefixed_with_dots_and_dashes, _pretty_printed],
+    ids=["prefixed", "prefixed-with-dots-and-dashes", "pretty-printed"],
+)
 def test_an_xlsx_formula_without_value_is_found_in_any_xml_form(saved_as: Callable[[bytes], bytes]) -> None:
     rows: list[list[object]] = [["Item", "Price"], ["tea", 3], ["cake", 4], ["total", "=SUM(B2:B3)"]]
     content = _edited_sheet(xlsx_bytes({"Bill": rows}), saved_as)
     with zipfile.ZipFile(io.BytesIO(content)) as saved:
         xml = saved.read("xl/worksheets/sheet1.xml")
-    assert (b"<x:f>" in xml) if saved_as is _prefixed else (b"<f>SUM(B2:B3)</f>\n" in xml)
+    assert (b":f>" in xml) if saved_as is not _pretty_printed else (b"<f>SUM(B2:B3)</f>\n" in xml)
     # Was "Item: total": the formula was not found, so its text was never read.
     assert _texts(content)[-1] == "Item: total; Price: =SUM(B2:B3)"
 

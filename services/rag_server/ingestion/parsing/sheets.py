@@ -128,13 +128,13 @@ def _cell(value: Any) -> str:
 # A formula cell with no value after it (`<c r="B4"><f>SUM(B2:B3)</f><v></v></c>`): saved by a program
 # that does not compute formulas (openpyxl, many exporters), so the workbook holds no value to show for it.
 # Not a text result (`t="str"`): that is how Excel saves a formula whose result is "" (a blank it computed).
-# Elements may carry a namespace prefix (`<x:c>`: the .NET Open XML SDK) and whitespace may stand between
-# them (pretty-printed XML). It starts with the literal `c` (then looks back for `<` or a prefix's `:`):
-# twice as fast as a leading `<(?:\w+:)?c` over a sheet of computed formulas.
+# Elements may carry a namespace prefix (`<x:c>`: the .NET Open XML SDK; any XML name, with `.` or `-`)
+# and whitespace may stand between them (pretty-printed XML). It starts with the literal `c` (then looks
+# back for `<` or a prefix's `:`): twice as fast as a leading `<(?:\w+:)?c` over computed formulas.
 _FORMULA_WITHOUT_VALUE = re.compile(
     rb"c\b(?<=[<:]c)(?![^>]*\bt=[\"']str[\"'])[^>]*>\s*"
-    rb"(?:<(?:\w+:)?f\b[^>]*/>|<((?:\w+:)?f)\b[^>]*>[^<]*</\1>)\s*"
-    rb"(?:<((?:\w+:)?v)\s*/>|<((?:\w+:)?v)>\s*</\3>)?\s*</(?:\w+:)?c>"
+    rb"(?:<(?:[\w.-]+:)?f\b[^>]*/>|<((?:[\w.-]+:)?f)\b[^>]*>[^<]*</\1>)\s*"
+    rb"(?:<((?:[\w.-]+:)?v)\s*/>|<((?:[\w.-]+:)?v)>\s*</\3>)?\s*</(?:[\w.-]+:)?c>"
 )
 
 
