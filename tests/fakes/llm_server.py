@@ -4,7 +4,8 @@ It runs aiohttp on its own event loop in a thread on 127.0.0.1:<free port>, so b
 and a `rag-server serve` subprocess reach it over real sockets. Behaviour is switched per test through
 `FakeLLM.behaviour`; every request body is recorded in `FakeLLM.requests`.
 
-Which prompt a request is: a system message mentioning "title" -> a title; "standalone question" ->
+Which prompt a request is: a system message starting "Write a short title" -> a title (an answer's
+system message holds the sources, which may say "title"); "standalone question" ->
 a condense step; anything else -> an answer, which cites [1] and quotes the question.
 """
 
@@ -222,7 +223,7 @@ def _last_user(body: dict[str, Any]) -> str:
 
 def request_kind(body: dict[str, Any]) -> str:
     system = _system(body).lower()
-    if "title" in system:
+    if system.startswith("write a short title"):
         return "title"
     if "standalone question" in system:
         return "condense"

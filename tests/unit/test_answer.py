@@ -11,6 +11,7 @@ from rag_server.chat.answer import (
     EXCERPT_CHARS,
     EXTRACTIVE_HEADER,
     NO_SOURCES_ANSWER,
+    TITLE_SYSTEM_PROMPT,
     LLMFailure,
     answer_messages,
     complete,
@@ -26,7 +27,7 @@ from rag_server.chat.models import ChatMessageOut
 from rag_server.config import Settings
 from rag_server.infra.llm import LLMConfigError, build_llm, configured_llm
 from rag_server.retrieval.models import SearchHit
-from tests.fakes.llm_server import TITLE, Behaviour, FakeLLM
+from tests.fakes.llm_server import TITLE, Behaviour, FakeLLM, request_kind
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -102,6 +103,15 @@ def test_answer_prompt_numbers_sources_and_keeps_history() -> None:
     assert "[2] (bm25.md)" in (messages[0].content or "")
     assert [m.role.value for m in messages[1:]] == ["user", "assistant", "user"]
     assert messages[-1].content == "new question"
+
+
+def test_the_fake_llm_tells_an_answer_whose_sources_say_title_from_a_title_request() -> None:
+    # The fake must answer each prompt as the kind it is, or a test of answers gets a title back.
+    sources = [hit("The title of the report is Harbour Safety.")]
+    messages = answer_messages("who?", sources, [])
+    answer = {"messages": [{"role": m.role.value, "content": m.content} for m in messages]}
+    title = {"messages": [{"role": "system", "content": TITLE_SYSTEM_PROMPT}]}
+    assert (request_kind(answer), request_kind(title)) == ("answer", "title")
 
 
 def test_llm_settings_are_validated() -> None:
