@@ -38,6 +38,8 @@ class Behaviour:
     affects: set[str] | None = None
     # Report token usage (`usage`; when streaming, only if asked with stream_options.include_usage).
     report_usage: bool = True
+    # The reply to answer requests (None: the usual one, citing [1]).
+    answer: str | None = None
 
 
 @dataclass
@@ -122,7 +124,8 @@ class FakeLLM:
                 {"error": {"message": f"fake failure {b.fail_status}", "type": "server_error"}},
                 status=b.fail_status,
             )
-        text, finish = cut_to_max_tokens(body, reply_for(body))
+        reply = b.answer if b.answer is not None and kind == "answer" else reply_for(body)
+        text, finish = cut_to_max_tokens(body, reply)
         model = body.get("model", "fake")
         usage = usage_for(body, text) if self.behaviour.report_usage else None
         if not body.get("stream"):

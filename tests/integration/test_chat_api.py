@@ -448,6 +448,23 @@ async def test_scripted_conversation_with_llm(
     assert again["answer_mode"] == "llm" and fake.kinds() == ["condense", "answer"]
 
 
+async def test_citations_of_sources_the_llm_was_not_given_are_dropped(
+    llm_server: Server, client: httpx.AsyncClient, fake: FakeLLM
+) -> None:
+    # Two sources; the model also cites [3], [9] and [0], one of them inside a list and cut between
+    # two streamed tokens ("[2, " "9]").
+    fake.behaviour = Behaviour(answer="HNSW is a graph [1][3] with layers [2, 9]. See [0] too [1].")
+    cleaned = "HNSW is a graph [1] with layers [2]. See too [1]."
+    base = llm_server.url
+    body = {"query": "What is HNSW?", "top_k": 2}
+    whole = await ok(await client.post(f"{base}/query", json=body))
+    assert len(whole["sources"]) == 2 and whole["answer"] == cleaned
+    events = await stream_events(client, f"{base}/query/stream", body)
+    assert tokens_text(events) == events[-1][1]["answer"] == cleaned
+    [*_, stored] = await history(client, base, events[-1][1]["session_id"])
+    assert stored["content"] == cleaned
+
+
 async def test_llm_errors_fall_back_to_extractive(
     llm_server: Server, client: httpx.AsyncClient, fake: FakeLLM
 ) -> None:

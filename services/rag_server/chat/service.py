@@ -33,6 +33,7 @@ from rag_server.chat.answer import (
     sources_from_hits,
     stream,
 )
+from rag_server.chat.citations import CitationFilter
 from rag_server.chat.models import (
     ChatMessageOut,
     ChatSession,
@@ -294,9 +295,14 @@ class ChatService:
             messages = answer_messages(turn.question, turn.hits, turn.history)
             timeout = self.settings.llm_timeout_s
             end = StreamEnd()
+            citations = CitationFilter(len(turn.sources))
             async for delta in stream(llm, messages, timeout, turn.usage, end, **turn.llm_options):
-                pieces.append(delta)
-                yield delta
+                if shown := citations.feed(delta):
+                    pieces.append(shown)
+                    yield shown
+            if shown := citations.flush():
+                pieces.append(shown)
+                yield shown
             if not "".join(pieces).strip():
                 raise LLMFailure("The LLM returned an empty answer; showing the extractive answer.")
             turn.answer = "".join(pieces).strip()

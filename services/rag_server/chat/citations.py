@@ -1,0 +1,68 @@
+"""Citations in an LLM's answer: `[n]` markers that name a source it was given, and only those.
+
+A model may cite `[9]` with five sources, or `[0]`: a marker that names no source points the reader at
+nothing, and the web app, API and MCP clients would show it as if it did. Such numbers are dropped from
+the answer as it streams (`[2, 9]` becomes `[2]`; `[9]` goes with the space before it), so the streamed
+text and the stored answer are the same text. Brackets that are no citation (`[a]`, `[1.5]`) pass as
+written.
+"""
+
+from __future__ import annotations
+
+import re
+
+# The markers the web app renders as citations (static/assets/markdown.js): up to three digits each.
+# Not a link's text (`[1](https://...)`).
+_MARKER = re.compile(r"(\s?)\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\](?!\()")
+# The longest text that can still grow into a marker: "[" and 3-digit numbers with ", " between them.
+_HOLD_CHARS = 64
+
+
+class CitationFilter:
+    """Streamed deltas in, the same text out without out-of-range citation numbers. `feed` returns what
+    is safe to send now; a possible marker cut between deltas is held back (at most `_HOLD_CHARS`
+    characters) until the next delta or `flush`."""
+
+    def __init__(self, sources: int) -> None:
+        self.sources = sources
+        self._held = ""
+
+    def feed(self, delta: str) -> str:
+        text = self._held + delta
+        cut = _incomplete_marker_start(text)
+        self._held = text[cut:]
+        return self._clean(text[:cut])
+
+    def flush(self) -> str:
+        text, self._held = self._held, ""
+        return self._clean(text)
+
+    def _clean(self, text: str) -> str:
+        return _MARKER.sub(self._keep_in_range, text)
+
+    def _keep_in_range(self, marker: re.Match[str]) -> str:
+        numbers = [n.strip() for n in marker.group(2).split(",")]
+        kept = [n for n in numbers if 1 <= int(n) <= self.sources]
+        if len(kept) == len(numbers):
+            return marker.group(0)
+        return f"{marker.group(1)}[{', '.join(kept)}]" if kept else ""
+
+
+def only_cited_sources(text: str, sources: int) -> str:
+    """The whole answer at once (what `CitationFilter` makes of it streamed)."""
+    citations = CitationFilter(sources)
+    return citations.feed(text) + citations.flush()
+
+
+# A marker not yet closed, or closed but maybe a link's text (what follows is still to come).
+_OPEN_MARKER = re.compile(r"\s?\[[\d\s,]*\]?$")
+
+
+def _incomplete_marker_start(text: str) -> int:
+    """Where an unfinished marker at the end of `text` starts (len(text) when there is none)."""
+    tail_from = max(0, len(text) - _HOLD_CHARS)
+    match = _OPEN_MARKER.search(text, tail_from)
+    if match is None:
+        # A lone trailing space may be the one before a marker still to come.
+        return len(text) - 1 if text.endswith((" ", "\n", "\t")) else len(text)
+    return match.start()

@@ -1,0 +1,44 @@
+"""Citation numbers an answer may show: those of the sources the LLM was given (chat/citations.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag_server.chat.citations import CitationFilter, only_cited_sources
+
+CASES = [
+    ("Graphs [1] and lists [2].", "Graphs [1] and lists [2]."),
+    ("Graphs [1][3] and [9].", "Graphs [1] and."),
+    ("Both [2, 9] and [9,1].", "Both [2] and [1]."),
+    ("None at all [0].", "None at all."),
+    ("Line one [7]\nLine two [1]", "Line one\nLine two [1]"),
+    ("A link [9](https://example.org) stays.", "A link [9](https://example.org) stays."),
+    ("Not citations: [a], [1.5], [], [1000].", "Not citations: [a], [1.5], [], [1000]."),
+    ("Ends cut [", "Ends cut ["),
+    ("Ends with one [9]", "Ends with one"),
+]
+
+
+@pytest.mark.parametrize(("answer", "shown"), CASES)
+def test_numbers_of_no_source_are_dropped_and_the_rest_is_as_written(answer: str, shown: str) -> None:
+    assert only_cited_sources(answer, sources=2) == shown
+
+
+@pytest.mark.parametrize(("answer", "shown"), CASES)
+def test_streamed_in_any_pieces_the_text_is_the_same(answer: str, shown: str) -> None:
+    # Every way of cutting the answer in two, and one character at a time.
+    cuts = [[answer[:i], answer[i:]] for i in range(len(answer) + 1)] + [list(answer)]
+    for pieces in cuts:
+        citations = CitationFilter(sources=2)
+        streamed = "".join(citations.feed(p) for p in pieces) + citations.flush()
+        assert streamed == shown, pieces
+
+
+def test_text_is_held_back_only_while_it_may_still_become_a_marker() -> None:
+    citations = CitationFilter(sources=2)
+    assert citations.feed("Graphs are fast") == "Graphs are fast"
+    assert citations.feed(" [") == ""
+    assert citations.feed("2, ") == ""
+    assert citations.feed("9]") == ""  # a link's text or a citation: the next character says
+    assert citations.feed(" here.") == " [2] here."
+    assert citations.flush() == ""
