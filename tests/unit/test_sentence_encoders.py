@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -85,6 +86,22 @@ def test_export_happens_once_per_model_and_is_reused(cache_dir: Path) -> None:
     mtime = files[0].stat().st_mtime_ns
     load_sentence_encoder(MODEL, "onnx", cache_dir)
     assert files[0].stat().st_mtime_ns == mtime
+
+
+def test_the_export_is_keyed_by_the_weights_content_not_their_files_times(tmp_path: Path) -> None:
+    # Every new virtualenv installs the same weights with new file times: it must reuse the export.
+    first, second = tmp_path / "venv-1" / "model", tmp_path / "venv-2" / "model"
+    shutil.copytree(resolve_model_dir(MODEL), first)
+    shutil.copytree(resolve_model_dir(MODEL), second)
+    [weights] = second.glob("*.safetensors")
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**12))
+    assert ModelLayout.read(first).cache_key() == ModelLayout.read(second).cache_key()
+    with weights.open("r+b") as changed:  # other weights of the same size (a fine-tune): a new export
+        changed.seek(weights.stat().st_size // 2)
+        byte = changed.read(1)
+        changed.seek(-1, os.SEEK_CUR)
+        changed.write(bytes([byte[0] ^ 1]))
+    assert ModelLayout.read(first).cache_key() != ModelLayout.read(second).cache_key()
 
 
 def test_unsupported_or_missing_models_are_clear_errors(tmp_path: Path) -> None:
