@@ -291,11 +291,11 @@ class ChatService:
             turn.timings["answer"] = _ms(start)
             return
         pieces: list[str] = []
+        citations = CitationFilter(len(turn.sources))
         try:
             messages = answer_messages(turn.question, turn.hits, turn.history)
             timeout = self.settings.llm_timeout_s
             end = StreamEnd()
-            citations = CitationFilter(len(turn.sources))
             async for delta in stream(llm, messages, timeout, turn.usage, end, **turn.llm_options):
                 if shown := citations.feed(delta):
                     pieces.append(shown)
@@ -322,6 +322,8 @@ class ChatService:
             if not pieces:  # nothing streamed yet: stream the fallback; otherwise `done` carries it
                 for line in turn.answer.splitlines(keepends=True):
                     yield line
+            elif held := citations.flush():  # the rest of the partial answer, as the LLM sent it
+                yield held
         turn.timings["answer"] = _ms(start)
 
     async def persist(self, turn: Turn) -> None:
