@@ -89,10 +89,11 @@ class WorkerSupervisor:
 
 def run_stack(settings: Settings, host: str, port: int) -> None:
     from rag_server.access.exposure import refuse_open_exposure
-    from rag_server.api.server import exit_on_sigterm, serve_api
+    from rag_server.api.server import exit_on_sigterm, listen, serve_api
 
     # From the start: a SIGTERM while the database starts or migrates also runs the `finally` below.
     exit_on_sigterm()
+    sock = listen(host, port)  # a port in use: nothing else starts
     embedded: EmbeddedPostgres | None = None
     if settings.database_url:
         url = settings.database_url
@@ -110,10 +111,11 @@ def run_stack(settings: Settings, host: str, port: int) -> None:
         try:
             logger.info("rag-server on http://%s:%s with one worker; Ctrl-C stops all", host, port)
             # SIGTERM ends it with SystemExit(0), which unwinds through the `finally` blocks below.
-            serve_api(settings, host, port, exposure_checked=True)
+            serve_api(settings, host, port, exposure_checked=True, sock=sock)
         finally:
             supervisor.stop()
     finally:
+        sock.close()
         if embedded is not None and embedded.started_here:
             embedded.stop()
             logger.info("embedded PostgreSQL stopped")

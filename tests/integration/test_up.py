@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from tests.support.ingest import wait_for
 from tests.support.processes import start_listening
@@ -52,3 +55,25 @@ def test_up_serves_health_supervises_the_worker_and_stops_everything() -> None:
         if up.poll() is None:
             up.kill()
             up.wait()
+
+
+@pytest.mark.parametrize("command", ["up", "serve"])
+def test_a_port_in_use_is_one_line_and_nothing_starts(command: str) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="ragu-", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update({"RAG_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"})
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "rag_server", command, "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"rag-server: cannot listen on 127.0.0.1:{port}: address already in use (another rag-server?): "
+        "stop it, or choose another port with --port"
+    )
+    assert not (data_dir / "pg").exists()  # `up` started no database (it was the first thing it did)

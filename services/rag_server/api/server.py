@@ -10,10 +10,16 @@ the pool closes, and every other write is one transaction that rolls back.
 
 from __future__ import annotations
 
+import errno
+import logging
 import signal
+import socket
+import sys
 from types import FrameType
 
 from rag_server.config import Settings
+
+logger = logging.getLogger(__name__)
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -30,19 +36,47 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
-def serve_api(settings: Settings, host: str, port: int, *, exposure_checked: bool = False) -> None:
+def listen(host: str, port: int) -> socket.socket:
+    """The API's socket, bound before anything else starts (for `up`: the database and the worker). A
+    port in use is one line and exit 2, not a whole stack started and stopped around a log line."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = (exc.strerror or str(exc)).lower()
+        if exc.errno == errno.EADDRINUSE:
+            reason += " (another rag-server?): stop it, or choose another port with --port"
+        print(f"rag-server: cannot listen on {host}:{port}: {reason}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    return sock
+
+
+def serve_api(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    exposure_checked: bool = False,
+    sock: socket.socket | None = None,
+) -> None:
     """Run the API until SIGTERM or Ctrl-C; returns (or raises SystemExit(0)) after a clean shutdown.
-    Bound beyond loopback with no API key it does not start (SystemExit(2), with how to create one)."""
+    Bound beyond loopback with no API key it does not start (SystemExit(2), with how to create one).
+    `sock`: the socket `listen` bound (else it binds here); a start-up failure exits 3, as uvicorn's."""
     import uvicorn
 
     from rag_server.access.exposure import refuse_open_exposure
     from rag_server.api.app import create_app
 
     exit_on_sigterm()
+    if sock is None:
+        sock = listen(host, port)
+        logger.info("rag-server on http://%s:%s", host, port)
     settings = settings.model_copy(update={"host": host, "port": port})  # the app knows where it listens
     if not exposure_checked:
         refuse_open_exposure(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
@@ -53,3 +87,8 @@ def serve_api(settings: Settings, host: str, port: int, *, exposure_checked: boo
         access_log=False,
         timeout_graceful_shutdown=settings.server_shutdown_grace_s,
     )
+    server = uvicorn.Server(config)
+    with sock:
+        server.run(sockets=[sock])
+    if not server.started:
+        raise SystemExit(3)
