@@ -26,7 +26,7 @@ from rag_server.chat.answer import (
 from rag_server.chat.models import ChatMessageOut
 from rag_server.config import Settings
 from rag_server.infra.llm import LLMConfigError, build_llm, configured_llm
-from rag_server.retrieval.models import SearchHit
+from rag_server.retrieval.models import LegScore, SearchHit
 from tests.fakes.llm_server import TITLE, Behaviour, FakeLLM, request_kind
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -65,6 +65,25 @@ def test_extractive_answer_is_marked_and_cites_passages_in_order() -> None:
     assert "[2] (bm25.md)" in lines[2]
     assert "[3]" in lines[3]
     assert "[4]" not in answer
+
+
+def test_an_extractive_answer_quotes_only_passages_that_bear_on_the_question() -> None:
+    # A small collection: the search returns every chunk; fusion ranks the unrelated ones last.
+    crew, tides, berths, pilots = (
+        hit("Bo is the pilot; Ada is the captain."),
+        hit("High tide is at noon in summer.", name="tides.md"),
+        hit("Ships dock at berth 4.", name="berths.md"),
+        hit("Pilots board ships outside the harbour.", name="pilots.md"),
+    )
+    crew.vector, crew.bm25 = LegScore(rank=1, score=0.52), LegScore(rank=1, score=1.05)
+    tides.vector = LegScore(rank=2, score=0.06)  # no word in common, barely similar: not quoted
+    berths.vector, berths.bm25 = LegScore(rank=3, score=0.03), LegScore(rank=2, score=0.2)  # a BM25 match
+    pilots.vector = LegScore(rank=4, score=0.31)  # no word in common, but similar: quoted
+    answer = extractive_answer("who is the pilot?", [crew, tides, berths, pilots], max_passages=4)
+    cited = [line.rsplit("[", 1)[1].split("]")[0] for line in answer.splitlines()[1:]]
+    assert cited == ["1", "3", "4"]  # numbers stay the sources' positions
+    # The best passage is always quoted, whatever its evidence.
+    assert extractive_answer("who?", [tides]).splitlines()[1].endswith("[1] (tides.md)")
 
 
 def test_extractive_answer_without_hits_says_nothing_was_found() -> None:

@@ -72,15 +72,30 @@ def sources_from_hits(hits: Sequence[SearchHit]) -> list[Source]:
 def extractive_answer(
     question: str, hits: Sequence[SearchHit], *, header: str = EXTRACTIVE_HEADER, max_passages: int = 3
 ) -> str:
-    """The best-matching sentences of the top passages, each cited [n] (n = position in the sources)."""
+    """The best-matching sentences of the top passages that bear on the question (`bears_on`), each
+    cited [n] (n = position in the sources)."""
     if not hits:
         return NO_SOURCES_ANSWER
     terms = _terms(question)
     lines = [header]
+    best_vector = max((h.vector.score for h in hits[:max_passages] if h.vector is not None), default=0.0)
     for n, hit in enumerate(hits[:max_passages], start=1):
+        if n > 1 and not bears_on(hit, best_vector):
+            continue
         where = _where(hit, "p.")
         lines.append(f"- {key_sentences(hit.text, terms)} [{n}] ({where})")
     return "\n".join(lines)
+
+
+def bears_on(hit: SearchHit, best_vector: float) -> bool:
+    """Whether a passage after the first has evidence of its own: a BM25 match, or a vector similarity at
+    least half the best one's. A search returns its top k whatever they are, and fusion ranks them
+    relative to each other (min-max: the last of a few is 0): in a small collection a question about the
+    crew also gets the tide tables, which an answer must not quote as "most relevant". A hit whose legs
+    are unknown is kept. Half: MiniLM's unrelated passages sit near 0.05 when a related one is ~0.5."""
+    if hit.bm25 is not None or (hit.vector is None and hit.bm25 is None):
+        return True
+    return hit.vector is not None and hit.vector.score >= 0.5 * best_vector
 
 
 def _where(hit: SearchHit, page_word: str) -> str:
