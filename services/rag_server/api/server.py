@@ -70,9 +70,9 @@ def serve_api(
     from rag_server.api.app import create_app
 
     exit_on_sigterm()
+    announce = sock is None  # `up` says where it listens itself
     if sock is None:
         sock = listen(host, port)
-        logger.info("rag-server on http://%s:%s", host, port)
     settings = settings.model_copy(update={"host": host, "port": port})  # the app knows where it listens
     if not exposure_checked:
         refuse_open_exposure(settings)
@@ -88,6 +88,8 @@ def serve_api(
         timeout_graceful_shutdown=settings.server_shutdown_grace_s,
     )
     server = uvicorn.Server(config)
+    if announce:
+        logger.info("rag-server on http://%s:%s", host, port)
     with sock:
         server.run(sockets=[sock])
     if not server.started:
