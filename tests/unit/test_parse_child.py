@@ -1,4 +1,4 @@
-"""The parsing child's answer for one file (ingestion/parse_process.py `_parse_one`) when a library written
+"""The parsing child's answer for one file (ingestion/parse_child.py `parse_one`) when a library written
 in Rust panics. No installed version of tiktoken, pydantic-core or cryptography is known to panic on
 any file, so the panic is tiktoken's own, real one (a vocabulary with a duplicate rank), raised from the
 chunker's tokenizer (LlamaIndex's global tokenizer, set through its public API) on a real CSV file."""
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from rag_server.config import Settings
-from rag_server.ingestion.parse_process import _parse_one
+from rag_server.ingestion.parse_child import parse_one
 
 MARK = "needs-a-broken-tokenizer"
 
@@ -60,7 +60,7 @@ def test_a_rust_panic_is_a_sentence_about_the_file_not_a_crash(
     tokenizer_failing_with(_tiktoken_panic)
     # Before: pyo3's PanicException (a BaseException) went through `except Exception` and ended the
     # child; the worker retried the file as an "Unexpected error".
-    kind, sentence = _parse_one(Settings(), _request("csv", f"name,note\ntea,{MARK}\n".encode()))
+    kind, sentence = parse_one(Settings(), _request("csv", f"name,note\ntea,{MARK}\n".encode()))
     assert (kind, sentence) == (
         "panic",
         "Reading this CSV file failed inside a library it is read with (an internal error: Encoder and "
@@ -68,7 +68,7 @@ def test_a_rust_panic_is_a_sentence_about_the_file_not_a_crash(
         "malformed: save it again or convert it, then upload it again.",
     )
     # The same child still parses another file (the worker gives it a fresh one all the same).
-    assert _parse_one(Settings(), _request("csv", b"name,note\ntea,green\n"))[0] == "ok"
+    assert parse_one(Settings(), _request("csv", b"name,note\ntea,green\n"))[0] == "ok"
 
 
 def _raise(exc: BaseException) -> Callable[[], None]:
@@ -86,14 +86,14 @@ def test_other_base_exceptions_go_through_as_before(
 ) -> None:
     tokenizer_failing_with(_raise(exc))
     with pytest.raises(type(exc)):
-        _parse_one(Settings(), _request("csv", f"name,note\ntea,{MARK}\n".encode()))
+        parse_one(Settings(), _request("csv", f"name,note\ntea,{MARK}\n".encode()))
 
 
 def test_an_ordinary_exception_is_still_an_unexpected_error(
     tokenizer_failing_with: Callable[[Callable[[], None]], None],
 ) -> None:
     tokenizer_failing_with(_raise(ValueError("boom")))
-    assert _parse_one(Settings(), _request("csv", f"name,note\ntea,{MARK}\n".encode())) == (
+    assert parse_one(Settings(), _request("csv", f"name,note\ntea,{MARK}\n".encode())) == (
         "error",
         "ValueError: boom",
     )

@@ -22,31 +22,29 @@ changed since the worker started (`CodeChanged`: the worker restarts instead). T
 worker (PR_SET_PDEATHSIG), so a worker killed with -9 leaves no parser running. Messages are
 length-prefixed pickles over the child's stdin and stdout, the worker's Settings first (the child
 parses, chunks and logs by the worker's settings, not by an environment that may say otherwise); its
-log lines go to the worker's stderr, with the task's ids.
+log lines go to the worker's stderr, with the task's ids. The child's side is ingestion/parse_child.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import pickle
 import signal
-import struct
 import sys
 from pathlib import Path
 from typing import Any
 
 from rag_server.config import Settings
+from rag_server.ingestion import parse_child
 from rag_server.ingestion.chunking import Chunk
+from rag_server.ingestion.parse_child import HEADER, frame
 from rag_server.ingestion.parsing import ParseError
 
-# Named, not __name__: the child runs this module as __main__.
-logger = logging.getLogger("rag_server.ingestion.parse_process")
+logger = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("!Q")
 # The child's start: imports (LlamaIndex, NLTK, the parsers) and the chunker's warm-up.
 START_TIMEOUT_S = 300.0
 # How long a child that closed its reply pipe gets to exit by itself before it is killed.
@@ -78,14 +76,9 @@ def code_stamp() -> int:
     return hash(tuple(sorted(files)))
 
 
-# The code this process runs: taken when it is imported, i.e. when the worker starts. The child (this
-# module as __main__) never compares: it does not pay the walk of the package (3 ms per start).
-STARTED_WITH = code_stamp() if __name__ != "__main__" else 0
-
-
-def _frame(value: Any) -> bytes:
-    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(data)) + data
+# The code this process runs: taken when it is imported, i.e. when the worker starts. The child
+# (parse_child) does not import this module: it does not pay the walk of the package (3 ms per start).
+STARTED_WITH = code_stamp()
 
 
 def timeout_message(seconds: float) -> str:
@@ -201,7 +194,7 @@ class ParseProcess:
             sys.executable,
             "-P",  # the worker's working directory is not on the child's path (a docx.py there would win)
             "-m",
-            __name__,
+            parse_child.__name__,
             str(os.getpid()),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -209,7 +202,7 @@ class ParseProcess:
         self._proc = proc
         try:
             assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(_frame(self.settings))
+            proc.stdin.write(frame(self.settings))
             await proc.stdin.drain()
             ready = await asyncio.wait_for(_receive(proc.stdout), START_TIMEOUT_S)
         except BaseException:
@@ -224,7 +217,7 @@ class ParseProcess:
     async def _exchange(self, proc: asyncio.subprocess.Process, request: dict[str, Any]) -> Any:
         assert proc.stdin is not None and proc.stdout is not None
         try:
-            proc.stdin.write(_frame(request))
+            proc.stdin.write(frame(request))
             await proc.stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             pass  # it stopped reading (a request over its memory limit): its answer says why, if any
@@ -248,185 +241,5 @@ class ParseProcess:
 
 
 async def _receive(stream: asyncio.StreamReader) -> Any:
-    (size,) = _HEADER.unpack(await stream.readexactly(_HEADER.size))
+    (size,) = HEADER.unpack(await stream.readexactly(HEADER.size))
     return pickle.loads(await stream.readexactly(size))
-
-
-# --- the child ------------------------------------------------------------------------------------
-
-
-def _die_with_parent(parent: int) -> None:
-    """SIGKILL this process when the worker dies (Linux), so a hung parse never outlives it."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before the line above
-        os._exit(0)
-
-
-def _limit_memory(megabytes: int) -> None:
-    """Address space: what the child maps now (interpreter, imports) plus the budget."""
-    try:
-        import resource
-
-        with open("/proc/self/status") as status:
-            mapped = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
-        limit = mapped + megabytes * 1024 * 1024
-        _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        if hard != resource.RLIM_INFINITY:
-            limit = min(limit, hard)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    except (ImportError, OSError, StopIteration, ValueError):
-        logger.warning("the parser process's memory limit could not be set on this system")
-
-
-def _read_exactly(stream: Any, size: int) -> bytearray | None:
-    """`size` bytes, or None at the end of the stream. Allocated at once: a request larger than the
-    memory limit is a MemoryError before it is read."""
-    data = bytearray(size)
-    view, done = memoryview(data), 0
-    while done < size:
-        n = stream.readinto(view[done:])
-        if not n:
-            return None
-        done += n
-    return data
-
-
-def _serve(parent: int) -> None:
-    _die_with_parent(parent)
-    # Ctrl-C and a SIGTERM to the whole group (systemd, `kill -- -PGID`) reach the worker, which stops
-    # this child when it is done with the task (or kills it past its grace).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    requests = sys.stdin.buffer
-    # The replies get their own copy of fd 1; fd 1 itself then points at stderr, so nothing else that
-    # writes there (a print(), C code, a subprocess) can break into a reply.
-    replies = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-
-    from rag_server.infra.logs import configure_logging
-    from rag_server.ingestion.pipeline import warm_up_chunking
-
-    header = _read_exactly(requests, _HEADER.size)
-    body = None if header is None else _read_exactly(requests, _HEADER.unpack(header)[0])
-    if body is None:
-        return  # the worker stopped before it sent the settings
-    settings: Settings = pickle.loads(body)
-    configure_logging(settings)
-    # Every parser's imports now, and the chunker's tokenizers: each task then parses straight away.
-    import bs4  # noqa: F401
-    import charset_normalizer  # noqa: F401
-    import docx  # noqa: F401
-    import openpyxl  # noqa: F401
-    import pptx  # noqa: F401
-    import pypdf  # noqa: F401
-
-    warm_up_chunking(settings)
-    _limit_memory(settings.parse_max_memory_mb)
-
-    def reply(value: Any) -> None:
-        replies.write(_frame(value))
-        replies.flush()
-
-    reply(("ready", os.getpid()))
-    while True:
-        header = _read_exactly(requests, _HEADER.size)
-        if header is None:
-            return  # the worker closed the pipe: it is stopping
-        outcome: tuple[str, Any] | None = None
-        try:
-            outcome = _answer(settings, requests, _HEADER.unpack(header)[0])
-            if outcome is None:
-                return
-            reply(outcome)  # the frame is whole before a byte is written
-            if outcome[0] == "panic":
-                return  # a fresh process for the next file: the panicked library's state may be broken
-            continue
-        except MemoryError:
-            pass
-        # Said outside the handler, the chunks let go: inside it, the traceback's frames still held what
-        # filled the memory, and even this small reply failed (the worker saw an exit, not the limit).
-        outcome = None
-        gc.collect()
-        reply(("memory", None))
-        return  # a fresh process for the next file
-
-
-def _answer(settings: Settings, requests: Any, size: int) -> tuple[str, Any] | None:
-    """Read one request and parse it: the reply, or None when the worker closed the pipe."""
-    body = _read_exactly(requests, size)
-    if body is None:
-        return None
-    request = pickle.loads(body)
-    del body
-    return _parse_one(settings, request)
-
-
-# How a file type is named in a sentence.
-_KINDS = {
-    "txt": "text",
-    "md": "Markdown",
-    "html": "HTML",
-    "docx": "Word",
-    "pptx": "PowerPoint",
-    "xlsx": "Excel",
-}
-
-
-def _is_rust_panic(exc: BaseException) -> bool:
-    """pyo3's PanicException: each Rust extension module has its own class (none exports it), all named
-    `pyo3_runtime.PanicException` and derived from BaseException."""
-    return any(c.__module__ == "pyo3_runtime" and c.__name__ == "PanicException" for c in type(exc).__mro__)
-
-
-def _panic_message(file_type: str, exc: BaseException) -> str:
-    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-    kind = _KINDS.get(file_type, file_type.upper())
-    return (
-        f"Reading this {kind} file failed inside a library it is read with (an internal error: {detail}); "
-        "the file may be malformed: save it again or convert it, then upload it again."
-    )
-
-
-def _parse_one(settings: Settings, request: dict[str, Any]) -> tuple[str, Any]:
-    """The reply for one file: its chunks, or why not."""
-    from rag_server.infra.log_context import log_context
-    from rag_server.ingestion.pipeline import prepare_chunks_sync
-
-    ids = request["ids"]
-    with log_context(request_id=ids.get("request_id"), task_id=ids.get("task_id")):
-        try:
-            chunks = prepare_chunks_sync(
-                settings,
-                request["filename"],
-                request["content"],
-                request["file_type"],
-                request["title"],
-            )
-            return ("ok", chunks)
-        except ParseError as exc:
-            return ("parse_error", str(exc))
-        except TimeoutError:  # NLTK's regular expressions run under a wall-clock limit (nltk.redos): a
-            # busy machine can hit it, so it is retried like an unexpected error, not final
-            return ("error", "the file's text could not be split into sentences in time")
-        except RecursionError:
-            return ("parse_error", "The file is nested too deeply to be read.")
-        except MemoryError:
-            raise
-        except Exception as exc:
-            logger.exception("parsing failed unexpectedly")
-            return ("error", f"{exc.__class__.__name__}: {exc}")
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt: as before
-            if not _is_rust_panic(exc):
-                raise
-            logger.exception("a library panicked while parsing")
-            return ("panic", _panic_message(request["file_type"], exc))
-
-
-if __name__ == "__main__":
-    _serve(int(sys.argv[1]))
