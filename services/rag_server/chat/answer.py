@@ -93,9 +93,7 @@ def bears_on(hit: SearchHit, best_vector: float) -> bool:
     relative to each other (min-max: the last of a few is 0): in a small collection a question about the
     crew also gets the tide tables, which an answer must not quote as "most relevant". A hit whose legs
     are unknown is kept. Half: MiniLM's unrelated passages sit near 0.05 when a related one is ~0.5."""
-    if hit.bm25 is not None or (hit.vector is None and hit.bm25 is None):
-        return True
-    return hit.vector is not None and hit.vector.score >= 0.5 * best_vector
+    return hit.bm25 is not None or hit.vector is None or hit.vector.score >= 0.5 * best_vector
 
 
 def _where(hit: SearchHit, page_word: str) -> str:

@@ -48,12 +48,6 @@ class CitationFilter:
         return f"{marker.group(1)}[{', '.join(kept)}]" if kept else ""
 
 
-def only_cited_sources(text: str, sources: int) -> str:
-    """The whole answer at once (what `CitationFilter` makes of it streamed)."""
-    citations = CitationFilter(sources)
-    return citations.feed(text) + citations.flush()
-
-
 # A marker not yet closed, or closed but maybe a link's text (what follows is still to come).
 _OPEN_MARKER = re.compile(r"\s?\[[\d\s,]*\]?$")
 
