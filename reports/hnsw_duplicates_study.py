@@ -50,9 +50,13 @@ async def vectors(scifact: Path) -> dict[str, np.ndarray]:
     }
 
 
-async def recall(conn: asyncpg.Connection, v: dict[str, np.ndarray], extra: np.ndarray, before: bool) -> float:
+async def recall(
+    conn: asyncpg.Connection, v: dict[str, np.ndarray], extra: np.ndarray, before: bool
+) -> float:
     await conn.execute("DROP TABLE IF EXISTS t; CREATE TABLE t (id int PRIMARY KEY, e vector(384))")
-    await conn.execute("CREATE INDEX ON t USING hnsw (e vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
+    await conn.execute(
+        "CREATE INDEX ON t USING hnsw (e vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+    )
     everything = np.vstack([v["docs"], extra]) if len(extra) else v["docs"]
     rows = list(enumerate(everything))
     if before:
