@@ -14,7 +14,13 @@ from rag_server.config import Settings
 from rag_server.ingestion.parse_process import ParseProcess, ParserCrashed, memory_message
 from rag_server.ingestion.parsing import ParseError
 from tests.integration.test_parse_limits import SLOW
-from tests.support.child_hooks import SCANDIRS_UNDER, TOKENIZER_PANICS_ON, run_at_child_start
+from tests.support.child_hooks import (
+    PANIC,
+    SCANDIRS_UNDER,
+    TOKENIZER_FILLS_MEMORY_ON,
+    TOKENIZER_PANICS_ON,
+    run_at_child_start,
+)
 
 
 def _wait_until_dead(pid: int) -> None:
@@ -65,16 +71,50 @@ async def test_the_parser_parses_by_the_worker_settings_not_by_its_environment(
 
 
 async def test_a_file_over_the_memory_limit_is_refused_with_the_limit_not_a_crash(settings: Settings) -> None:
-    # 12 million words fill 256 MB while their chunks' search texts are built. The child's answer
-    # itself failed for lack of memory (the frames of the MemoryError still held it): the worker saw an
-    # exit with code 1, an unexpected error retried five times, not the limit.
-    parser = ParseProcess(settings.model_copy(update={"parse_max_memory_mb": 256}))
+    # Five million distinct words fill 96 MB while they are chunked. The child's answer itself failed
+    # for lack of memory (the frames of the MemoryError still held it): the worker saw an exit with
+    # code 1, an unexpected error retried five times, not the limit.
+    parser = ParseProcess(settings.model_copy(update={"parse_max_memory_mb": 96}))
+    words = " ".join(f"w{i}" for i in range(5_000_000)).encode()
     try:
         with pytest.raises(ParseError) as refused:
-            await parser.prepare("words.txt", b"word " * 12_000_000, "txt", None)
+            await parser.prepare("words.txt", words, "txt", None)
     finally:
         await parser.close()
-    assert str(refused.value) == memory_message(256)
+    assert str(refused.value) == memory_message(96)
+
+
+@pytest.mark.parametrize(
+    ("then", "before"),
+    [
+        # tiktoken out of memory: "PyObject pointer is null", reported as a malformed file.
+        (PANIC, "Reading this text file failed inside a library"),
+        # CPython 3.11 failing to allocate while it unwinds spins in C: the parse timeout, minutes later.
+        ("while True: pass", "The file took longer than 60 s"),
+        # A Rust allocation that fails aborts the process: a crash, retried as if it had been killed.
+        ("import os, time; time.sleep(1); os.abort()", "killed by SIGABRT"),
+    ],
+    ids=["panic", "spin", "abort"],
+)
+async def test_a_library_out_of_memory_without_a_memory_error_is_the_memory_limit(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, then: str, before: str
+) -> None:
+    mark = "fills-the-memory"
+    # A panic's backtrace needs memory too: printing it spins like `while True`, which the worker's
+    # watch would catch. Without it, the child's own answer is what is tested.
+    monkeypatch.setenv("RUST_BACKTRACE", "0")
+    run_at_child_start(TOKENIZER_FILLS_MEMORY_ON.format(mark=mark, then=then), tmp_path, monkeypatch)
+    limits = {"parse_max_memory_mb": 64, "parse_timeout_s": 60.0}
+    parser = ParseProcess(settings.model_copy(update=limits))
+    try:
+        with pytest.raises((ParseError, ParserCrashed)) as refused:
+            await parser.prepare("notes.txt", f"tea {mark}".encode(), "txt", None)
+        assert str(refused.value) == memory_message(64), before
+        # The next file gets a fresh child, which parses it.
+        chunks = await parser.prepare("notes.txt", b"green tea", "txt", None)
+        assert [c.text for c in chunks] == ["green tea"]
+    finally:
+        await parser.close()
 
 
 async def test_a_rust_panic_fails_the_file_with_a_sentence_and_the_next_file_gets_a_fresh_parser(

@@ -37,6 +37,34 @@ TOKENIZER_PANICS_ON = """
 """
 
 
+# The chunker's tokenizer, on a text containing `mark`, fills the process's memory up to its limit (the
+# parsing child's address space limit), lets it go, then does `then`: what a library that ran out of
+# memory does where it cannot raise a MemoryError. `then` is a statement; `panic` below is a real one.
+TOKENIZER_FILLS_MEMORY_ON = """
+    from llama_index.core.utils import get_tokenizer, set_global_tokenizer
+
+    real = get_tokenizer()
+
+    def tokenizer(text):
+        if {mark!r} in text:
+            ballast = []
+            try:
+                while True:
+                    ballast.append(bytearray(1 << 20))
+            except MemoryError:
+                pass
+            del ballast
+            {then}
+        return real(text)
+
+    set_global_tokenizer(tokenizer)
+"""
+PANIC = (
+    "import tiktoken; tiktoken.Encoding(name='broken', pat_str=r'\\w+', "
+    "mergeable_ranks={b'a': 0, b'b': 0}, special_tokens={})"
+)
+
+
 # Writes `started PID` to `log`, then each directory under `root` that the process lists with os.scandir
 # (what pathlib's rglob does), seen through an audit hook: nothing of the process itself is changed.
 SCANDIRS_UNDER = """

@@ -61,6 +61,24 @@ def _limit_memory(megabytes: int) -> None:
         logger.warning("the parser process's memory limit could not be set on this system")
 
 
+def reached_memory_limit(pid: int | str, megabytes: int) -> bool:
+    """Whether a process's address space has reached its limit (within an eighth of the budget): then
+    an allocation failed in it. Where the process cannot be read (no /proc, gone): False.
+
+    Not every failed allocation is a MemoryError this child can answer with: a Rust library panics
+    ("PyObject pointer is null", its MemoryError only printed by pyo3), and CPython 3.11 can spin
+    forever failing to allocate while it unwinds. The peak tells these from a malformed file."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmPeak:"))
+        with open(f"/proc/{pid}/limits") as limits:
+            limit = next(line for line in limits if line.startswith("Max address space")).split()[3]
+    except (OSError, StopIteration, ValueError, IndexError):
+        return False
+    margin = max(16, megabytes // 8) * 1024 * 1024
+    return limit.isdigit() and peak >= int(limit) - margin
+
+
 def _read_exactly(stream: Any, size: int) -> bytearray | None:
     """`size` bytes, or None at the end of the stream. Allocated at once: a request larger than the
     memory limit is a MemoryError before it is read."""
@@ -202,6 +220,8 @@ def parse_one(settings: Settings, request: dict[str, Any]) -> tuple[str, Any]:
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: as before
             if not _is_rust_panic(exc):
                 raise
+            if reached_memory_limit("self", settings.parse_max_memory_mb):
+                raise MemoryError from exc
             logger.exception("a library panicked while parsing")
             return ("panic", _panic_message(request["file_type"], exc))
 

@@ -7,7 +7,9 @@ the whole worker froze: its other slot, its heartbeats (the message came back af
 timeout and froze the next worker too) and its SIGTERM handler. Here the worker only waits on a pipe:
 - past `RAG_PARSE_TIMEOUT_S` the child is killed and the task fails with a sentence saying so;
 - over `RAG_PARSE_MAX_MEMORY_MB` (beyond what the child holds once started) an allocation fails in the
-  child, which answers with that and exits; the task fails the same way;
+  child, which answers with that and exits; the task fails the same way. Where the failure is not a
+  MemoryError it can answer with (a Rust library panics or aborts, CPython spins), the worker, which
+  watches the child's peak memory, tells the limit from a malformed file or a timeout;
 - a child that dies (killed by the kernel, a crash in C) is an unexpected error of the task: retried
   up to RAG_WORKER_MAX_ATTEMPTS, and the worker goes on.
 Timeouts and memory are final (`ParseError`): the same file does the same again. So is a panic in a
@@ -49,6 +51,14 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_S = 300.0
 # How long a child that closed its reply pipe gets to exit by itself before it is killed.
 EXIT_GRACE_S = 5.0
+# How often the worker looks at the child's memory while it parses, and how long a child whose memory
+# reached its limit gets to answer before it is stopped (it answers in well under a second when it can).
+MEMORY_POLL_S = 0.5
+MEMORY_GRACE_S = 10.0
+
+
+class _OverMemory(Exception):
+    """The child reached its memory limit and then died or stopped answering."""
 
 
 class ParserCrashed(Exception):
@@ -152,7 +162,10 @@ class ParseProcess:
             except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
                 raise ParserUnavailable(f"the parser process could not start: {exc!r}") from None
             try:
-                reply = await asyncio.wait_for(self._exchange(proc, request), s.parse_timeout_s)
+                reply = await asyncio.wait_for(self._watch(proc, request), s.parse_timeout_s)
+            except _OverMemory:
+                await self._stop()
+                raise ParseError(memory_message(s.parse_max_memory_mb)) from None
             except TimeoutError:
                 logger.warning("parsing %s took over %g s: stopping its process", filename, s.parse_timeout_s)
                 await self._stop()
@@ -213,6 +226,31 @@ class ParseProcess:
             raise ParserCrashed(f"the file's parser process did not start (it said {ready!r})")
         logger.info("parser process %d ready", proc.pid)
         return proc
+
+    async def _watch(self, proc: asyncio.subprocess.Process, request: dict[str, Any]) -> Any:
+        """The child's reply to `request`, its memory watched meanwhile: a child that reached its limit
+        and then dies (a library aborts) or spins (CPython failing to allocate while it unwinds) is
+        `_OverMemory`, not a crash or the parse timeout."""
+        exchange = asyncio.ensure_future(self._exchange(proc, request))
+        loop = asyncio.get_running_loop()
+        reached_at: float | None = None
+        try:
+            while True:
+                await asyncio.wait({exchange}, timeout=MEMORY_POLL_S)
+                if exchange.done():
+                    try:
+                        return exchange.result()
+                    except (asyncio.IncompleteReadError, BrokenPipeError, ConnectionResetError):
+                        if reached_at is None:
+                            raise
+                        raise _OverMemory from None
+                if reached_at is None:
+                    if parse_child.reached_memory_limit(proc.pid, self.settings.parse_max_memory_mb):
+                        reached_at = loop.time()
+                elif loop.time() - reached_at > MEMORY_GRACE_S:
+                    raise _OverMemory
+        finally:
+            exchange.cancel()  # the child is stopped in every case that leaves it unread
 
     async def _exchange(self, proc: asyncio.subprocess.Process, request: dict[str, Any]) -> Any:
         assert proc.stdin is not None and proc.stdout is not None
