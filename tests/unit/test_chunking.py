@@ -100,3 +100,23 @@ def test_windows_cut_after_a_paragraph_break_a_line_break_or_a_space() -> None:
     cuts = list(windows(paragraphs, 1_000))
     assert "".join(p for p, _ in cuts) == paragraphs
     assert all(p.endswith("\n\n") for p, _ in cuts[:-1])
+
+
+def test_a_passage_repeated_word_for_word_is_kept_once() -> None:
+    notice = "This page intentionally left blank."
+    pages = [
+        Section(notice, 1),
+        Section("The pump starts at dawn.", 2),
+        Section(notice, 3),
+        Section(notice, 4),
+    ]
+    chunks = chunk_document(
+        ParsedDocument("Manual", pages), chunk_size=64, chunk_overlap=8, include_title=True
+    )
+    assert [(c.index, c.page, c.text) for c in chunks] == [(0, 1, notice), (1, 2, "The pump starts at dawn.")]
+    # The same words under another heading are another passage.
+    sections = [Section("Fixed nothing.", heading_path=(v, "Fixed")) for v in ("1.0", "1.1")]
+    chunks = chunk_document(
+        ParsedDocument("Changelog", sections), chunk_size=64, chunk_overlap=8, include_title=True
+    )
+    assert [c.heading_path for c in chunks] == ["1.0 > Fixed", "1.1 > Fixed"]

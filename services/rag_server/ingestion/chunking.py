@@ -71,15 +71,21 @@ def chunk_document(
                 for text, at in _split(section, start, chunk_size, chunk_overlap)
             )
     chunks: list[Chunk] = []
+    seen: set[str] = set()
     for text, at, section, location in pieces:
         path = HEADING_SEPARATOR.join(section.heading_path) or None
+        search_text = search_text_for(parsed.title, text, include_title, path if include_headings else None)
+        # A passage repeated word for word (a blank page's notice, a file of identical rows) is kept
+        # once: each copy would be the same vector, and thousands of equal vectors leave pgvector's HNSW
+        # graph unable to reach documents written after them (reports/hnsw-duplicates.md).
+        if search_text in seen:
+            continue
+        seen.add(search_text)
         chunks.append(
             Chunk(
                 index=len(chunks),
                 text=text,
-                search_text=search_text_for(
-                    parsed.title, text, include_title, path if include_headings else None
-                ),
+                search_text=search_text,
                 page=section.page,
                 char_start=at,
                 char_end=None if at is None else at + len(text),
