@@ -16,6 +16,7 @@ from playwright.async_api import Browser, Page, expect
 
 from tests.browser.conftest import Console, Stack, new_page, sign_in
 from tests.browser.seed import bearer, upload_and_wait
+from tests.support.processes import start_worker
 from tests.support.sample_files import pptx_bytes
 
 GARBAGE_PDF = b"%PDF-1.7\nthis is not really a PDF \x00\xff\xfe"
@@ -297,3 +298,22 @@ async def test_an_imported_documents_text_is_saved_under_a_name_that_says_so(
         await page.get_by_role("button", name="Download", exact=True).click()
     downloaded = await info.value
     assert downloaded.suggested_filename == "people.csv.txt"
+
+
+async def test_a_document_being_processed_shows_its_chunks_when_ready_without_a_reload(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    """The page said "queued" until it was reloaded by hand."""
+    stack.worker.stop()  # no worker: the document stays queued while the page is opened
+    try:
+        async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+            content = b"Lambda waits in the queue, then talks about lighthouses. " * 5
+            response = await client.post("/upload", files=[("files", ("lambda.txt", content))])
+            assert response.status_code == 202, response.text
+            doc_id = response.json()["tasks"][0]["document_id"]
+        await page.goto(f"{stack.base_url}/#/documents/{doc_id}")
+        await expect(page.locator(".document-detail .badge")).to_have_text("queued")
+    finally:
+        stack.worker = start_worker(stack.env, tmp_path / "worker.log")
+    await expect(page.locator(".document-detail .badge")).to_have_text("ready", timeout=60_000)
+    await expect(page.locator(".chunk-text").first).to_contain_text("talks about lighthouses")

@@ -140,3 +140,17 @@ async def test_each_hit_is_read_as_its_result_number(
     await expect(hits.first).to_match_aria_snapshot('- listitem:\n  - text: Result 1\n  - link "otters.txt"')
     assert not re.search(r"^\s*- text: \"?1\"?$", await hits.first.aria_snapshot(), re.MULTILINE)
     await expect(hits.nth(3).get_by_text("Result 4", exact=True)).to_have_count(1)
+
+
+async def test_a_failed_search_leaves_no_hits_of_the_query_before(
+    page: Page, page_console: Console, documents: dict[str, dict[str, Any]]
+) -> None:
+    # The error showed above the previous query's hits and timings, which read as this query's answer.
+    page_console.allow("422")
+    await page.get_by_role("link", name="Search").click()
+    await search(page, "otters shellfish", "Hybrid")
+    await expect(page.locator(".hit")).to_have_count(4)
+    await search(page, "otters " * 3_000, "Hybrid")  # over the 20,000 characters a query may have
+    await expect(page.get_by_role("alert")).to_contain_text("20000")
+    await expect(page.locator(".hit")).to_have_count(0)
+    await expect(page.locator(".timings")).to_have_count(0)

@@ -298,3 +298,32 @@ async def test_signing_out_while_files_are_being_sent_asks_first(page: Page, tmp
     # Still signed in, the file still on its way.
     await expect(sign_out).to_be_visible()
     await expect(upload_row(page, "theta.txt")).to_have_attribute("data-status", "sending")
+
+
+async def test_files_that_never_reached_the_server_can_be_sent_again(
+    page: Page, page_console: Console, tmp_path: Path
+) -> None:
+    """A connection refused marked the files "refused" with nothing to do about it but pick them again:
+    they are "not sent", kept in the tab, and one button sends them again."""
+    page_console.allow("ERR_CONNECTION_REFUSED")
+    await page.route("**/upload", lambda route: route.abort("connectionrefused"))
+    await open_upload_panel(page)
+    names = ["iota.txt", "kappa.txt"]
+    await page.get_by_label("Files to upload").set_input_files(
+        write(
+            tmp_path,
+            {name: f"{name} tells of a file that waited for the network. ".encode() * 5 for name in names},
+        )
+    )
+    for name in names:
+        row = upload_row(page, name)
+        await expect(row).to_have_attribute("data-status", "unsent")
+        await expect(row).to_contain_text("not sent")
+        await expect(row).to_contain_text("Not sent: The server cannot be reached.")
+        await expect(row.locator(".name")).to_have_attribute("title", name)  # shown whole on hover
+    await expect(page.locator(".upload-summary")).to_contain_text("2 not sent")
+    await page.unroute("**/upload")
+    await page.get_by_role("button", name="Send again").click()
+    for name in names:
+        await expect(upload_row(page, name)).to_have_attribute("data-status", "completed", timeout=60_000)
+    await expect(page.get_by_role("button", name="Send again")).to_be_hidden()

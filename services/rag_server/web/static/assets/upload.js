@@ -115,7 +115,8 @@ let nextRowId = 1;
 
 // The uploads of one collection. A row: {id, name, size, status, error, documentId, existingName,
 // totalChunks, completedChunks, taskId}; status is one of waiting, hashing, sending, refused (by the
-// server before storing anything), or a task status (queued, processing, completed, failed, duplicate).
+// server before storing anything), unsent (the server could not be reached: the file can be sent again),
+// or a task status (queued, processing, completed, failed, duplicate).
 export class Tracker {
   constructor(collection) {
     this.collection = collection;
@@ -172,6 +173,7 @@ export class Tracker {
 
   // Hash, skip what is already stored, send the rest in batches; resolves when every batch is sent.
   async add(picked, limits = DEFAULT_LIMITS) {
+    this.limits = limits;
     const rows = picked.map(({ file, path }) => {
       const row = { id: `f${nextRowId++}`, name: path || file.name, size: file.size, file, status: "waiting" };
       this.rows.set(row.id, row);
@@ -192,6 +194,13 @@ export class Tracker {
     let pending = rows.filter((r) => r.status === "waiting");
     if (canHash()) pending = await this.skipDuplicates(pending);
     for (const batch of planBatches(pending, limits)) await this.send(batch);
+  }
+
+  // The files that never reached the server (status "unsent"), sent again.
+  async resend() {
+    const rows = [...this.rows.values()].filter((r) => r.status === "unsent");
+    for (const row of rows) this.update(row, { status: "waiting", error: null });
+    for (const batch of planBatches(rows, this.limits || DEFAULT_LIMITS)) await this.send(batch);
   }
 
   update(row, fields) {
@@ -255,7 +264,12 @@ export class Tracker {
         await this.send(batch.slice(half));
         return;
       }
-      for (const row of batch) this.update(row, { status: "refused", error: err.message });
+      // Unreachable, or a gateway or outage (5xx): nothing says the server kept the files, and its
+      // dedup makes sending them again safe. The bytes stay in the tab for "Send again".
+      const unsent = !(err instanceof ApiError) || err.status === 0 || err.status >= 500;
+      for (const row of batch) {
+        this.update(row, unsent ? { status: "unsent", error: `Not sent: ${err.message}` } : { status: "refused", error: err.message });
+      }
       return;
     }
     response.tasks.forEach((task, i) => {
@@ -354,7 +368,7 @@ export function tracker(collection) {
 // Files picked or dropped that the server has not received yet (their bytes live only in this tab): a
 // reload or a closed tab loses them, unlike a sent batch, which resumes.
 export function unsentUploads() {
-  const unsent = new Set(["waiting", "hashing", "sending"]);
+  const unsent = new Set(["waiting", "hashing", "sending", "unsent"]);
   return [...trackers.values()].some((t) => [...t.rows.values()].some((row) => unsent.has(row.status)));
 }
 

@@ -7,6 +7,8 @@ import { href, navigate } from "../router.js";
 import { chunkPlace, chunkSection, deleteDocument, downloadDocument, fill, statusBadge } from "./document_common.js";
 
 const CHUNK_PAGE = 50;
+// How often a queued or processing document's status is asked again.
+const STATUS_POLL_MS = 4000;
 const NO_CHUNKS = {
   ready: "This document has no chunks.",
   failed: "No chunks: processing failed.",
@@ -143,6 +145,7 @@ async function followBatch(batchId, signal) {
 export function mountDetail(root, ctx, route, backHref) {
   const id = route.id;
   let controller = null;
+  let watchTimer = null;
   const page = h("div", { class: "page document-detail" });
   root.append(page);
 
@@ -158,8 +161,23 @@ export function mountDetail(root, ctx, route, backHref) {
     load(currentQuery);
   }
 
+  // A document still queued or processing: its status is asked again every few seconds, and the page is
+  // drawn again (chunks and all) once it changes; nothing is redrawn meanwhile (a metadata edit stays).
+  function watch(doc, signal) {
+    watchTimer = setTimeout(async () => {
+      try {
+        const now = await api(`/documents/${encodeURIComponent(id)}`, { signal });
+        if (now.status !== doc.status || now.version !== doc.version) load(currentQuery);
+        else watch(doc, signal);
+      } catch (err) {
+        if (err.name !== "AbortError") watch(doc, signal); // the server may be back next time
+      }
+    }, STATUS_POLL_MS);
+  }
+
   async function load(query) {
     currentQuery = query;
+    clearTimeout(watchTimer);
     controller?.abort();
     controller = new AbortController();
     const chunkPage = Math.max(1, Number.parseInt(query.get("page") || "1", 10) || 1);
@@ -190,6 +208,7 @@ export function mountDetail(root, ctx, route, backHref) {
     }
     render(doc, chunks, chunkPage, focusAfter);
     focusAfter = null;
+    if (doc.status === "queued" || doc.status === "processing") watch(doc, controller.signal);
   }
 
   function backLink() {
@@ -291,6 +310,7 @@ export function mountDetail(root, ctx, route, backHref) {
       load(newRoute.query);
     },
     unmount() {
+      clearTimeout(watchTimer);
       controller?.abort();
     },
   };

@@ -236,6 +236,9 @@ export function mount(root, ctx, route) {
     } catch (err) {
       if (err.name === "AbortError") return;
       results.removeAttribute("aria-busy");
+      // The previous query's hits and timings would read as this query's answer.
+      clear(results);
+      clear(timings);
       status.textContent = "";
       error.textContent = err.message;
       return;

@@ -10,6 +10,7 @@ const BADGE = {
   hashing: ["", "checking"],
   sending: ["warn", "uploading"],
   refused: ["error", "refused"],
+  unsent: ["error", "not sent"],
   queued: ["", "queued"],
   processing: ["warn", "processing"],
   completed: ["ok", "completed"],
@@ -30,6 +31,7 @@ function detail(row) {
     case "sending":
       return h("progress", { "aria-label": `Uploading ${row.name}` });
     case "refused":
+    case "unsent":
     case "failed":
       return h("span", { class: "upload-error" }, row.error || "Failed.");
     case "processing": {
@@ -59,7 +61,8 @@ function rowElement(row) {
     h(
       "div",
       { class: "upload-name" },
-      h("span", { class: "name" }, row.name),
+      // A long name is cut with an ellipsis: the whole of it on hover.
+      h("span", { class: "name", title: row.name }, row.name),
       row.size !== null && row.size !== undefined ? h("span", { class: "muted small" }, formatBytes(row.size)) : null,
     ),
     h("span", { class: `badge ${tone}` }, label),
@@ -75,6 +78,7 @@ function summaryText(rows) {
   const finished = rows.filter((r) => FINAL.has(r.status)).length;
   const parts = [`${finished} of ${rows.length} finished`];
   for (const s of ["completed", "duplicate", "failed", "refused"]) if (count(s)) parts.push(`${count(s)} ${s}`);
+  if (count("unsent")) parts.push(`${count("unsent")} not sent`);
   return parts.join(" · ");
 }
 
@@ -86,6 +90,7 @@ export function uploadPanel(ctx, { onSettled, onToggle }) {
   const list = h("ol", { class: "upload-list", "aria-label": "Uploads" });
   const summary = h("span", { class: "muted small", "aria-live": "polite" });
   const clearButton = h("button", { type: "button", class: "quiet", onclick: () => uploads.clearFinished() }, "Clear finished");
+  const resendButton = h("button", { type: "button", onclick: () => uploads.resend() }, "Send again");
   const zone = h(
     "div",
     { class: "dropzone" },
@@ -115,7 +120,7 @@ export function uploadPanel(ctx, { onSettled, onToggle }) {
       h("button", { type: "button", class: "quiet", "aria-label": "Close the upload panel", onclick: () => close() }, "Close"),
     ),
     zone,
-    h("div", { class: "row upload-summary" }, summary, clearButton),
+    h("div", { class: "row upload-summary" }, summary, resendButton, clearButton),
     list,
   );
 
@@ -174,6 +179,7 @@ export function uploadPanel(ctx, { onSettled, onToggle }) {
     }
     summary.textContent = rows.length ? summaryText(rows) : "Nothing uploaded yet.";
     clearButton.hidden = !rows.some((r) => FINAL.has(r.status));
+    resendButton.hidden = !rows.some((r) => r.status === "unsent");
     if (rows.length && el.hidden) open();
   }
 
