@@ -82,7 +82,9 @@ async def test_a_markdown_citation_shows_its_heading_path(
     )
     dialog = page.get_by_role("dialog", name=re.compile("guide.md"))
     await expect(dialog.locator("dd.passage-section")).to_have_text("Field Guide > Install > Linux")
-    await expect(dialog.locator("dt", has_text="Page")).to_be_visible()
+    # Markdown has no pages: no "Page —" row.
+    await expect(dialog.locator("dt", has_text="Page")).to_have_count(0)
+    await expect(dialog.locator(".passage-facts")).not_to_contain_text("—")
 
 
 async def test_a_search_hit_names_the_slide_and_its_title(page: Page, documents: None) -> None:

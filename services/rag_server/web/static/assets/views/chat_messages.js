@@ -26,6 +26,7 @@ export function openPassage(source, opener) {
   const titleId = `passage-title-${source.n}`;
   const close = h("button", { type: "button", class: "quiet", "aria-label": "Close passage" }, "Close");
   const downloadButton = h("button", { type: "button", disabled: source.document_deleted }, "Download");
+  const place = source.location?.label || (source.page === null || source.page === undefined ? "" : String(source.page));
   const dialog = h(
     "dialog",
     { class: "passage", "aria-labelledby": titleId },
@@ -38,8 +39,9 @@ export function openPassage(source, opener) {
     h(
       "dl",
       { class: "facts passage-facts" },
-      h("dt", {}, source.location?.label ? "Location" : "Page"),
-      h("dd", {}, source.location?.label || (source.page ?? "—")),
+      // A file without pages (Markdown, text, HTML) has no place to name: no row, not "Page —".
+      place ? h("dt", {}, source.location?.label ? "Location" : "Page") : null,
+      place ? h("dd", {}, place) : null,
       source.heading_path ? h("dt", {}, "Section") : null,
       source.heading_path ? h("dd", { class: "passage-section" }, source.heading_path) : null,
       h("dt", {}, "Score"),
