@@ -317,3 +317,27 @@ async def test_a_document_being_processed_shows_its_chunks_when_ready_without_a_
         stack.worker = start_worker(stack.env, tmp_path / "worker.log")
     await expect(page.locator(".document-detail .badge")).to_have_text("ready", timeout=60_000)
     await expect(page.locator(".chunk-text").first).to_contain_text("talks about lighthouses")
+
+
+async def test_a_document_deleted_in_another_tab_says_so_where_it_is_still_shown(
+    page: Page, stack: Stack, page_console: Console
+) -> None:
+    """Saving its metadata said "no document 3f2a…" (the server's 404, naming the id); deleting it again
+    said "Not deleted" and left the page up."""
+    page_console.allow("404")
+    tasks = await upload_and_wait(stack, {"mu.txt": b"Mu is a document about to be deleted elsewhere."})
+    doc_id = tasks["mu.txt"]["document_id"]
+    await page.goto(f"{stack.base_url}/#/documents/{doc_id}")
+    await expect(page.get_by_role("heading", name="mu.txt")).to_be_visible()
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+        assert (await client.delete(f"/documents/{doc_id}")).status_code == 204
+
+    await page.get_by_role("button", name="Edit metadata").click()
+    await page.get_by_role("button", name="Save metadata").click()
+    gone = "This document no longer exists: it was deleted, perhaps in another tab."
+    await expect(page.locator("#metadata-error")).to_have_text(gone)
+
+    await page.locator(".page-head").get_by_role("button", name="Delete").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    await expect(page.get_by_text("mu.txt was already deleted, perhaps in another tab")).to_be_visible()
+    await expect(page.get_by_role("columnheader", name="Name")).to_be_visible()  # back on the list

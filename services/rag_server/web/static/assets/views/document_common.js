@@ -1,7 +1,7 @@
 // What the documents table, a document's page, search hits and chat sources share: the status badge,
 // download, delete, and where a chunk sits in its file.
 
-import { api, download } from "../api.js";
+import { api, ApiError, download } from "../api.js";
 import { append, clear, confirmDialog, h, toast } from "../dom.js";
 
 const STATUS_TONE = { ready: "ok", failed: "error", queued: "", processing: "warn" };
@@ -31,11 +31,18 @@ export function statusBadge(status) {
   return h("span", { class: `badge ${STATUS_TONE[status] ?? ""}` }, status);
 }
 
+// A document deleted meanwhile (in another tab, by someone else) is a 404 naming its id: say it is gone.
+const GONE = "This document no longer exists: it was deleted, perhaps in another tab.";
+
+export function documentError(err) {
+  return err instanceof ApiError && err.status === 404 ? GONE : err.message;
+}
+
 export async function downloadDocument(doc) {
   try {
     await download(`/documents/${doc.id}/download`, doc.filename);
   } catch (err) {
-    toast(`Download failed: ${err.message}`, "error");
+    toast(`Download failed: ${documentError(err)}`, "error");
   }
 }
 
@@ -48,6 +55,10 @@ export async function deleteDocument(doc) {
   try {
     await api(`/documents/${doc.id}`, { method: "DELETE" });
   } catch (err) {
+    if (err instanceof ApiError && err.status === 404) {
+      toast(`${doc.filename} was already deleted, perhaps in another tab`);
+      return true; // gone either way: the list drops it
+    }
     toast(`Not deleted: ${err.message}`, "error");
     return false;
   }

@@ -4,7 +4,7 @@
 import { api, ApiError } from "../api.js";
 import { announce, formatBytes, formatDate, h, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { chunkPlace, chunkSection, deleteDocument, downloadDocument, fill, statusBadge } from "./document_common.js";
+import { chunkPlace, chunkSection, deleteDocument, documentError, downloadDocument, fill, statusBadge } from "./document_common.js";
 
 const CHUNK_PAGE = 50;
 // How often a queued or processing document's status is asked again.
@@ -79,7 +79,7 @@ function metadataSection(doc, canEdit, onSaved) {
       toast("Metadata saved");
       onSaved();
     } catch (err) {
-      error.textContent = err.message;
+      error.textContent = documentError(err);
     } finally {
       save.disabled = false;
     }
@@ -125,7 +125,7 @@ function replaceSection(doc, signal, onDone) {
       toast(`${doc.filename}: version ${task.replaces_version + 1} is in`);
       onDone();
     } catch (err) {
-      if (err.name !== "AbortError") status.textContent = err.message;
+      if (err.name !== "AbortError") status.textContent = documentError(err);
     } finally {
       button.disabled = false;
     }
