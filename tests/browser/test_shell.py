@@ -9,7 +9,7 @@ import httpx
 from playwright.async_api import Browser, Page, expect
 
 from tests.browser.conftest import Console, Stack, new_page, sign_in
-from tests.browser.seed import create_key
+from tests.browser.seed import bearer, create_key
 
 
 async def test_shell_is_served_with_a_strict_content_security_policy(stack: Stack) -> None:
@@ -219,5 +219,29 @@ async def test_on_a_phone_the_key_signed_in_is_said_on_its_own_line(
     )
     card = await phone.locator(".card").first.bounding_box()
     assert card is not None and card["x"] >= 8 and card["x"] + card["width"] <= 390 - 8  # not edge to edge
+    await phone.context.close()
+    assert not page_console.unexpected()
+
+
+async def test_on_a_phone_a_long_collection_name_fits_the_screen(
+    browser: Browser, stack: Stack, page_console: Console
+) -> None:
+    # The switcher (as wide as its longest option) and "Collection …" lines pushed the pages sideways.
+    name = "quarterly-engineering_reports" + "x" * 34  # the longest a name may be: 63 characters
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+        assert (await client.post("/collections", json={"name": name})).status_code == 201
+    phone = await new_page(browser, page_console, viewport={"width": 375, "height": 740}, color_scheme="dark")
+    await sign_in(phone, stack.base_url, stack.admin_key)
+    await phone.get_by_label("Collection").select_option(name)
+    for view in ("Documents", "Search", "Chat", "Status"):
+        await phone.get_by_role("link", name=view).click()
+        if view == "Documents":
+            await phone.get_by_role("button", name="Upload", exact=True).click()
+            await expect(phone.get_by_role("heading", name=f"Upload to {name}")).to_be_visible()
+            await phone.screenshot(path="/tmp/shots/long-collection-phone.png", full_page=True)
+        widths = await phone.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert widths[0] <= widths[1], (view, widths)
     await phone.context.close()
     assert not page_console.unexpected()
