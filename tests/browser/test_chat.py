@@ -475,3 +475,38 @@ async def test_after_a_chat_is_deleted_or_archived_the_focus_stays_in_the_list(
     await page.keyboard.press("Enter")
     await expect(rows.nth(0)).to_have_attribute("data-id", third or "")
     await expect(chats.nth(0)).to_be_focused()
+
+
+async def test_the_message_box_and_an_unanswered_question_survive_a_reload(
+    page: Page, page_console: Console, documents: dict[str, str], fake: FakeLLM
+) -> None:
+    """A reload, or another view, mid-answer lost the question (the server stores nothing for it) and
+    whatever was typed meanwhile; a reload lost a draft too."""
+    page_console.allow("404")  # the reload opens the id the unanswered turn's sources named
+    await page.get_by_role("link", name="Chat").click()
+    box = page.get_by_label("Message", exact=True)
+    await box.fill("A thought half written")
+    await page.reload()
+    await expect(box).to_have_value("A thought half written")
+
+    fake.behaviour = Behaviour(hang_after_tokens=2, affects={"answer"})
+    await box.press("Enter")
+    await expect(answers(page).first).to_contain_text("According")
+    await box.fill("and a second line")
+    await page.reload()
+    await expect(box).to_have_value("A thought half written\nand a second line")
+
+    await page.goto(page.url.split("#")[0] + "#/chat")
+    await box.fill("Keep me")
+    await box.press("Enter")
+    await expect(answers(page).first).to_contain_text("According")
+    await page.get_by_role("link", name="Search").click()  # another view mid-answer
+    await page.get_by_role("link", name="Chat").click()
+    await expect(box).to_have_value("Keep me")
+
+    fake.reset()
+    await box.press("Enter")
+    await expect(answers(page).first.get_by_role("button", name="Copy answer")).to_be_visible()
+    await expect(box).to_have_value("")
+    await page.reload()
+    await expect(box).to_have_value("")  # answered: nothing is kept

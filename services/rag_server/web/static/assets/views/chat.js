@@ -19,6 +19,9 @@ const SEARCH_TYPES = [
 ];
 // The switch outlives a remount (a collection change): it is the person's choice for new chats.
 let temporaryPreference = false;
+// The message box's text, and a question sent but not answered yet, live as long as the tab: a reload,
+// another view or another chat mid-answer does not lose them (sign-out forgets every rag.* key).
+const DRAFT_KEY = "rag.chatDraft";
 
 export function mount(root, ctx, route) {
   // sessionId: the session the next question goes to (null: a new chat); routeId: the id in the URL.
@@ -136,11 +139,22 @@ export function mount(root, ctx, route) {
   // --- sessions ------------------------------------------------------------------------------------
   function detachStream() {
     if (state.stream) {
+      const { question } = state.stream;
       state.stream.detached = true;
       state.stream.controller.abort();
       state.stream = null;
       setBusy(false);
+      // Left before its answer: the server stored nothing, so the question goes back into the box.
+      textarea.value = question + (textarea.value ? `\n${textarea.value}` : "");
+      saveDraft();
     }
+  }
+
+  // What a reload would lose: the question being answered, then what is in the box.
+  function saveDraft() {
+    const draft = [state.stream?.question, textarea.value].filter((part) => part?.trim()).join("\n");
+    if (draft) sessionStorage.setItem(DRAFT_KEY, draft);
+    else sessionStorage.removeItem(DRAFT_KEY);
   }
 
   async function loadSession(id) {
@@ -266,6 +280,7 @@ export function mount(root, ctx, route) {
     if (!state.messages.length) drawThread();
     textarea.value = stream.question + (textarea.value ? `\n${textarea.value}` : "");
     autosize();
+    saveDraft();
     if (stream.createdSession && !state.session) {
       // The id the `sources` event named was never stored: back to a new chat.
       state.sessionId = null;
@@ -298,6 +313,7 @@ export function mount(root, ctx, route) {
     autosize();
     const stream = { controller: new AbortController(), question, user, answer, userNode, createdSession: !sessionId, detached: false };
     state.stream = stream;
+    saveDraft();
     setBusy(true);
     const body = { query: question, session_id: sessionId, search_type: state.searchType, collections: [ctx.collection] };
     let done = null;
@@ -327,6 +343,7 @@ export function mount(root, ctx, route) {
     }
     if (stream.detached) return;
     state.stream = null;
+    saveDraft();
     Object.assign(answer, {
       content: done.answer,
       mode: done.answer_mode,
@@ -368,10 +385,15 @@ export function mount(root, ctx, route) {
       ask();
     }
   });
-  textarea.addEventListener("input", autosize);
+  textarea.addEventListener("input", () => {
+    autosize();
+    saveDraft();
+  });
   stopButton.addEventListener("click", () => state.stream?.controller.abort());
 
   // --- life cycle ----------------------------------------------------------------------------------
+  textarea.value = sessionStorage.getItem(DRAFT_KEY) || "";
+  autosize();
   sidebar.refresh();
   loadSession(route.id);
 
