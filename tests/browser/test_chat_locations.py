@@ -73,6 +73,9 @@ async def test_a_markdown_citation_shows_its_heading_path(
     page: Page, documents: None, fake_llm: FakeLLM
 ) -> None:
     fake_llm.reset()
+    # Search, then Chat: Back from the chat is a page of this app, not the document before it.
+    await page.get_by_role("link", name="Search").click()
+    await page.get_by_role("link", name="Chat").click()
     await page.get_by_label("Search mode").select_option("bm25")
     answer = await ask(page, "wombat tools")
     await (
@@ -85,6 +88,10 @@ async def test_a_markdown_citation_shows_its_heading_path(
     # Markdown has no pages: no "Page —" row.
     await expect(dialog.locator("dt", has_text="Page")).to_have_count(0)
     await expect(dialog.locator(".passage-facts")).not_to_contain_text("—")
+    # Back closes it rather than leaving it open over the page Back leads to.
+    await page.go_back()
+    await expect(page.get_by_role("heading", name="Search")).to_be_visible()
+    await expect(dialog).to_have_count(0)
 
 
 async def test_a_search_hit_names_the_slide_and_its_title(page: Page, documents: None) -> None:

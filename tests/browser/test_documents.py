@@ -341,3 +341,18 @@ async def test_a_document_deleted_in_another_tab_says_so_where_it_is_still_shown
     await page.get_by_role("dialog").get_by_role("button", name="Delete").click()
     await expect(page.get_by_text("mu.txt was already deleted, perhaps in another tab")).to_be_visible()
     await expect(page.get_by_role("columnheader", name="Name")).to_be_visible()  # back on the list
+
+
+async def test_back_closes_a_confirmation_and_counts_it_as_no(
+    page: Page, documents: dict[str, dict[str, Any]]
+) -> None:
+    """The confirmation stayed open over the page Back led to, where its "Delete" still deleted."""
+    await page.get_by_role("link", name="Search").click()
+    await page.get_by_role("link", name="Documents").click()
+    await page.get_by_role("button", name="Delete doc-07.txt").click()
+    await expect(page.get_by_role("dialog")).to_contain_text("Delete “doc-07.txt”?")
+    await page.go_back()
+    await expect(page.get_by_role("heading", name="Search")).to_be_visible()
+    await expect(page.get_by_role("dialog")).to_have_count(0)
+    await page.go_forward()
+    await expect(page.get_by_role("link", name="doc-07.txt")).to_be_visible()

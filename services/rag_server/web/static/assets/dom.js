@@ -60,7 +60,18 @@ export function toast(message, kind = "info") {
   setTimeout(() => item.remove(), kind === "error" ? 8000 : 4000);
 }
 
-// A modal confirmation (native <dialog>: focus is trapped and Escape cancels). Resolves true/false.
+// Show a <dialog> modally, in the body, until it closes. The browser's Back (or any other change of the
+// URL) closes it too: it stayed open over the page Back led to, where "Delete" still deleted.
+export function showModal(dialog) {
+  const closeOnNavigation = () => dialog.close();
+  window.addEventListener("hashchange", closeOnNavigation);
+  dialog.addEventListener("close", () => window.removeEventListener("hashchange", closeOnNavigation), { once: true });
+  document.body.append(dialog);
+  dialog.showModal();
+}
+
+// A modal confirmation (native <dialog>: focus is trapped and Escape cancels). Resolves true/false;
+// closed any other way than by its confirm button (Escape, Back) is false.
 export function confirmDialog(message, confirmLabel = "Delete") {
   return new Promise((resolve) => {
     const dialog = h(
@@ -78,8 +89,7 @@ export function confirmDialog(message, confirmLabel = "Delete") {
       resolve(dialog.returnValue === "confirm");
       dialog.remove();
     });
-    document.body.append(dialog);
-    dialog.showModal();
+    showModal(dialog);
   });
 }
 

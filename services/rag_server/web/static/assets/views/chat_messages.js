@@ -5,7 +5,7 @@
 // llmError?, condensedQuery? (the standalone question a follow-up was searched as), streaming?: bool}.
 
 import { download } from "../api.js";
-import { append, h, toast } from "../dom.js";
+import { append, h, showModal, toast } from "../dom.js";
 import { renderMarkdown } from "../markdown.js";
 import { href } from "../router.js";
 import { chunkPlace, chunkSection } from "./document_common.js";
@@ -76,8 +76,7 @@ export function openPassage(source, opener) {
     dialog.remove();
     if (opener?.isConnected) opener.focus();
   });
-  document.body.append(dialog);
-  dialog.showModal();
+  showModal(dialog);
   close.focus();
   return dialog;
 }
