@@ -510,3 +510,25 @@ async def test_the_message_box_and_an_unanswered_question_survive_a_reload(
     await expect(box).to_have_value("")
     await page.reload()
     await expect(box).to_have_value("")  # answered: nothing is kept
+
+
+async def test_a_follow_up_in_a_chat_deleted_in_another_tab_can_start_a_new_one(
+    page: Page, stack: Stack, page_console: Console, documents: dict[str, str], fake: FakeLLM
+) -> None:
+    """It said "chat session 3f2a… not found" and stayed on the deleted chat, where every send failed."""
+    page_console.allow("404")
+    await page.get_by_role("link", name="Chat").click()
+    await ask(page, "What is HNSW?")
+    session_id = page.url.rsplit("/", 1)[-1]
+    headers = {"Authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers) as client:
+        assert (await client.delete(f"/chat/sessions/{session_id}")).status_code == 204
+    box = page.get_by_label("Message", exact=True)
+    await box.fill("And what does ef_search change?")
+    await box.press("Enter")
+    await expect(page.get_by_role("alert")).to_contain_text("This chat no longer exists")
+    await expect(box).to_have_value("And what does ef_search change?")
+    await expect(page).to_have_url(re.compile(r"#/chat$"))
+    await box.press("Enter")
+    await expect(answers(page).first.get_by_role("button", name="Copy answer")).to_be_visible()
+    assert session_id not in page.url

@@ -337,7 +337,13 @@ export function mount(root, ctx, route) {
       setBusy(false);
       undoTurn(stream);
       if (err.name === "AbortError") announce("Stopped. Your question is back in the message box.");
-      else formError.textContent = err.message;
+      else if (err instanceof ApiError && err.status === 404 && !stream.createdSession) {
+        // The chat was deleted meanwhile (another tab): the question can start a new one instead.
+        loadSession(null);
+        replaceUrl(null);
+        sidebar.refresh();
+        formError.textContent = "This chat no longer exists: it was deleted, perhaps in another tab. Your question is back in the message box: send it to start a new chat.";
+      } else formError.textContent = err.message;
       textarea.focus();
       return;
     }
