@@ -22,6 +22,8 @@ CASES = [
     ("Not citations: [a], [1.5], [], [1000].", "Not citations: [a], [1.5], [], [1000]."),
     ("Ends cut [", "Ends cut ["),
     ("Ends with one [9]", "Ends with one"),
+    # Longer than the 64 characters once held back: streamed, its tail passed unfiltered.
+    ("Many [" + ", ".join(["1", "2"] * 12 + ["9"]) + "].", "Many [" + ", ".join(["1", "2"] * 12) + "]."),
 ]
 
 

@@ -14,14 +14,12 @@ import re
 # The markers the web app renders as citations (static/assets/markdown.js): up to three digits each.
 # Not a link's text (`[1](https://...)`).
 _MARKER = re.compile(r"(\s?)\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\](?!\()")
-# The longest text that can still grow into a marker: "[" and 3-digit numbers with ", " between them.
-_HOLD_CHARS = 64
 
 
 class CitationFilter:
     """Streamed deltas in, the same text out without out-of-range citation numbers. `feed` returns what
-    is safe to send now; a possible marker cut between deltas is held back (at most `_HOLD_CHARS`
-    characters) until the next delta or `flush`."""
+    is safe to send now; a possible marker cut between deltas is held back, however long, until the
+    next delta or `flush`."""
 
     def __init__(self, sources: int) -> None:
         self.sources = sources
@@ -48,15 +46,16 @@ class CitationFilter:
         return f"{marker.group(1)}[{', '.join(kept)}]" if kept else ""
 
 
-# A marker not yet closed, or closed but maybe a link's text (what follows is still to come).
-_OPEN_MARKER = re.compile(r"\s?\[[\d\s,]*\]?$")
+# What may follow a marker's "[" while it is not complete: numbers, commas, spaces, maybe its "]" (then
+# what comes next says whether it is a link's text).
+_OPEN_TAIL = re.compile(r"[\d\s,]*\]?")
 
 
 def _incomplete_marker_start(text: str) -> int:
-    """Where an unfinished marker at the end of `text` starts (len(text) when there is none)."""
-    tail_from = max(0, len(text) - _HOLD_CHARS)
-    match = _OPEN_MARKER.search(text, tail_from)
-    if match is None:
-        # A lone trailing space may be the one before a marker still to come.
-        return len(text) - 1 if text.endswith((" ", "\n", "\t")) else len(text)
-    return match.start()
+    """Where an unfinished marker at the end of `text` starts (len(text) when there is none). Not bounded:
+    a marker listing many sources, held back only in part, passed its out-of-range numbers unfiltered."""
+    bracket = text.rfind("[")
+    if bracket >= 0 and _OPEN_TAIL.fullmatch(text, bracket + 1):
+        return bracket - 1 if bracket and text[bracket - 1].isspace() else bracket
+    # A lone trailing space may be the one before a marker still to come.
+    return len(text) - 1 if text.endswith((" ", "\n", "\t")) else len(text)
