@@ -347,6 +347,22 @@ def test_failed_document_is_requeued_when_uploaded_again(client: TestClient) -> 
     assert wait_batch(client, second["batch_id"])["tasks"][0]["status"] == "failed"
 
 
+def test_failed_document_uploaded_again_with_replace_is_queued_again_not_unchanged(
+    client: TestClient,
+) -> None:
+    # With replace=true the same name finds the failed document and the same bytes are no new version:
+    # that path would record "unchanged" and leave the document failed for good.
+    content = b"REJECT400 once, then replaced by name"
+    first = upload(client, [("reject-by-name.txt", content)]).json()
+    assert wait_batch(client, first["batch_id"])["tasks"][0]["status"] == "failed"
+    second = client.post(
+        "/upload", files=[("files", ("reject-by-name.txt", content, "text/plain"))], data={"replace": "true"}
+    ).json()
+    [task] = second["tasks"]
+    assert task["status"] == "queued" and task["document_id"] == first["tasks"][0]["document_id"], task
+    assert wait_batch(client, second["batch_id"])["tasks"][0]["status"] == "failed"
+
+
 def test_failed_document_uploaded_again_under_another_name_takes_that_name(client: TestClient) -> None:
     # Not JSON, so it fails as notes.json; the same bytes sent as notes.txt are read as text.
     content = b'{"unfinished": "export of the lab notes about zebrafish fins'
