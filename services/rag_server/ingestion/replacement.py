@@ -100,7 +100,7 @@ async def queue_replacement(
     conn: asyncpg.Connection, queue: IngestQueue, batch_id: UUID, document_id: UUID, f: IncomingFile
 ) -> TaskRef | None:
     """A task (and its message) replacing the document's file with `f`; None when `f` holds the same
-    bytes as the current version and the document is not failed (the caller records a no-op).
+    bytes as the current version (the caller queues a failed document again, else records a no-op).
     ConflictError while another task of the document is unfinished, when these bytes are another
     document's of the collection (dedup is per collection), or when `f` renames the document to another
     document's name (replace-by-name would then find two)."""
