@@ -66,7 +66,14 @@ def remember_write(response: httpx.Response, headers: httpx.Headers) -> None:
 
 
 def _files(paths: Sequence[str | Path], field: str = "files") -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [(field, (Path(p).name, Path(p).read_bytes(), "application/octet-stream")) for p in paths]
+    return [(field, (Path(p).name, _read(Path(p)), "application/octet-stream")) for p in paths]
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:  # missing, a folder, no permission: the call's failure, said as one
+        raise ClientError(f"cannot read {path}: {exc.strerror or exc}; nothing was sent") from None
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,18 @@ class Call(Generic[T]):
 
 
 def _model(model: type[M]) -> Callable[[httpx.Response], M]:
-    return lambda response: model.model_validate(response.json())
+    def parse(response: httpx.Response) -> M:
+        try:
+            return model.model_validate(response.json())
+        except ValueError:  # not JSON, or not this API's (pydantic's ValidationError is a ValueError)
+            request = response.request
+            raise ClientError(
+                f"{request.url.scheme}://{request.url.netloc.decode()} answered {request.method} "
+                f"{request.url.path} with something that is not rag-server's API: is the URL rag-server's?",
+                response.status_code,
+            ) from None
+
+    return parse
 
 
 class _Calls:

@@ -3,6 +3,8 @@ server is exercised in tests/integration/test_client.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -122,3 +124,25 @@ def test_the_token_format_round_trips() -> None:
     assert lsn_text(0x16B374D848) == "16/B374D848"
     for bad in (None, "", "16", "x/1", "123456789/0", "-1/0"):
         assert parse_lsn(bad) == 0
+
+
+def test_a_file_that_cannot_be_read_is_one_sentence_and_nothing_is_sent(tmp_path: Path) -> None:
+    # It was FileNotFoundError's traceback (or IsADirectoryError's) out of a call said to fail as one.
+    seen: list[httpx.Request] = []
+    with Client("http://rag", transport=flaky([], seen)) as client:
+        with pytest.raises(ClientError, match=r"^cannot read .*missing\.pdf: No such file or directory"):
+            client.upload([tmp_path / "missing.pdf"])
+        with pytest.raises(ClientError, match=r"^cannot read .*: Is a directory; nothing was sent$"):
+            client.upload([tmp_path])
+    assert not seen
+
+
+def test_a_url_that_is_not_rag_servers_says_so() -> None:
+    # Another web server on that port answers 200 with its HTML: that was a JSONDecodeError's traceback.
+    page = httpx.MockTransport(lambda request: httpx.Response(200, text="<html>router admin</html>"))
+    with Client("http://192.168.1.1", transport=page) as client, pytest.raises(ClientError) as err:
+        client.document("3f2a")
+    assert str(err.value) == (
+        "http://192.168.1.1 answered GET /documents/3f2a with something that is not rag-server's API: "
+        "is the URL rag-server's?"
+    )
