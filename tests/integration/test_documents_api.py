@@ -347,16 +347,22 @@ def test_cli_ingest_uploads_a_folder_and_waits(
     (tmp_path / "nested" / "deeper" / "three.html").write_text(f"<p>{long_text(100, seed=33)}</p>")
     (tmp_path / "nested" / "skip.bin").write_bytes(b"\x00\x01")
     (tmp_path / "nested" / "broken.json").write_text("{oops")
+    # Hidden ones are left out, as the web app does: a checkout's .git, an editor's draft.
+    (tmp_path / ".git" / "info").mkdir(parents=True)
+    (tmp_path / ".git" / "info" / "exclude.md").write_text("# git's own notes")
+    (tmp_path / "nested" / ".draft.txt").write_text(long_text(50, seed=34))
     command = [sys.executable, "-m", "rag_server", "ingest", str(tmp_path), "--url", live_app_url]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr  # broken.json failed
+    assert "left out 2 hidden file(s) (names starting with '.')" in result.stderr.splitlines()
+    assert "exclude.md" not in result.stderr and ".draft.txt" not in result.stderr
     assert "skipped (unsupported or missing):" in result.stderr and "skip.bin" in result.stderr
     assert "3 completed, 1 failed" in result.stderr
     assert "failed: broken.json: The file is not valid JSON" in result.stderr
     names = {
         r["filename"] for r in query(database_url, "SELECT filename FROM documents WHERE status = 'ready'")
     }
-    assert {"one.txt", "two.md", "three.html"} <= names
+    assert {"one.txt", "two.md", "three.html"} <= names and not {"exclude.md", ".draft.txt"} & names
     # A second run skips what is stored already (the failed file is retried and fails again).
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert "3 file(s) already stored, not uploaded again" in again.stderr

@@ -41,14 +41,23 @@ class UploadLimits:
     max_request_bytes: int
 
 
-def collect_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
-    """(supported files, skipped files): files as given, folders recursively, sorted, no repeats."""
+def collect_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path], int]:
+    """(supported files, skipped files, hidden files left out): files as given, folders recursively,
+    sorted, no repeats. Inside a folder, what is hidden (a name starting with ".": .git, .DS_Store) is
+    left out, as the web app does: never what a person means by "this folder"."""
     found: list[Path] = []
     skipped: list[Path] = []
+    hidden = 0
     seen: set[Path] = set()
     for raw in paths:
         path = Path(raw)
-        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        candidates = [path]
+        if path.is_dir():
+            inside = sorted(p for p in path.rglob("*") if p.is_file())
+            candidates = [
+                p for p in inside if not any(part.startswith(".") for part in p.relative_to(path).parts)
+            ]
+            hidden += len(inside) - len(candidates)
         for p in candidates:
             resolved = p.resolve()
             if resolved in seen:
@@ -58,7 +67,7 @@ def collect_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
                 skipped.append(p)
             else:
                 found.append(p)
-    return found, skipped
+    return found, skipped, hidden
 
 
 def ingest_paths(
@@ -82,7 +91,9 @@ def ingest_paths(
     common: dict[str, Any] | None = None
     if metadata is not None and (common := _metadata_object(metadata)) is None:
         return 2
-    files, skipped = collect_files(paths)
+    files, skipped, hidden = collect_files(paths)
+    if hidden:
+        print(f"left out {hidden} hidden file(s) (names starting with '.')", file=sys.stderr)
     for p in skipped:
         print(f"skipped (unsupported or missing): {p}", file=sys.stderr)
     if not files:
