@@ -73,3 +73,32 @@ async def test_only_a_dead_workers_task_is_queued_again_and_the_dead_worker_cann
         assert await message_state(runtime, again.msg_id) == (2, True)
     finally:
         await other.close()
+
+
+async def test_a_dead_workers_message_read_again_meanwhile_is_left_to_its_reader(runtime: Runtime) -> None:
+    """The visibility timeout ran out before the dead worker was noticed, and a live worker read the
+    message: recovery made it visible again, a third read took it, and the file was processed twice
+    (seen in CI: attempts 2 and 3 started 30 ms apart)."""
+    await runtime.pool.execute(f"DELETE FROM {runtime.queue.table}")  # the test before left its message
+    batch = await batches.create_upload_batch(
+        runtime.pool, runtime.queue, [incoming_file("raced.txt", b"A task read again before recovery.")]
+    )
+    [ref] = batch.tasks
+    [msg] = await runtime.queue.read(120)
+    dead = WorkerLease(runtime_url(runtime.database_url, runtime.settings))
+    dead_id = await dead.acquire()
+    assert await tasks.start_task(runtime.pool, ref.task_id, int(msg.read_ct), dead_id, msg.msg_id)
+    await runtime.queue.extend(msg.msg_id, 0)  # its heartbeats stopped: the timeout runs out
+    [again] = await runtime.queue.read(120)  # a live worker reads it, not started yet
+    await dead.close()
+
+    assert await requeue_dead_workers_tasks(runtime.pool, runtime.queue) == [ref.task_id]
+    assert await message_state(runtime, msg.msg_id) == (2, False)  # still its reader's
+    assert await runtime.queue.read(120) == []
+    live = WorkerLease(runtime_url(runtime.database_url, runtime.settings))
+    live_id = await live.acquire()
+    try:
+        work = await tasks.start_task(runtime.pool, ref.task_id, int(again.read_ct), live_id, again.msg_id)
+        assert work is not None and work.worker_id == live_id
+    finally:
+        await live.close()

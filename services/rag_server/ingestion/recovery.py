@@ -6,7 +6,8 @@ PostgreSQL releases the lock the moment the worker's session ends (kill -9, OOM 
 the connection closes), so a task `processing` under an id whose lock no session holds belongs to a
 dead worker. Every live worker looks for such tasks every RAG_WORKER_RECOVERY_INTERVAL_S and, in ONE
 transaction under each task's row lock (the lock a worker's final write takes first), puts the task back
-to `queued` and makes its message visible now, instead of after the visibility timeout.
+to `queued` and makes its message visible now, instead of after the visibility timeout (unless another
+worker has read the message since: its timeout ran out first, and that worker starts the task).
 
 A worker can also die between reading a message (pgmq raised its read_ct and hid it for the visibility
 timeout) and recording the task as its own (`start_task` writes attempts = read_ct): the task is still
@@ -53,7 +54,7 @@ def worker_alive_sql(worker_id: str) -> str:
 
 # Tasks in progress whose worker holds no lock in this database.
 DEAD_WORKER_TASKS = f"""
-SELECT t.id, t.msg_id, t.worker_id FROM job_tasks t
+SELECT t.id, t.msg_id, t.worker_id, t.attempts FROM job_tasks t
 WHERE t.status = 'processing' AND t.worker_id IS NOT NULL AND NOT {worker_alive_sql("t.worker_id")}
 FOR UPDATE OF t SKIP LOCKED
 """
@@ -143,7 +144,15 @@ async def requeue_dead_workers_tasks(conn: Executor, queue: IngestQueue) -> list
             [r["id"] for r in rows],
         )
         for r in rows:
-            if r["msg_id"] is not None:
+            if r["msg_id"] is None:
+                continue
+            # Read again since the dead worker's delivery (its visibility timeout ran out first): a
+            # live worker holds it now and starts the task. Made visible, it was read a third time and
+            # processed twice. Locked, it cannot be read until this commits (pgmq skips locked rows).
+            read_ct = await c.fetchval(
+                f"SELECT read_ct FROM {queue.table} WHERE msg_id = $1 FOR UPDATE", r["msg_id"]
+            )
+            if read_ct is not None and read_ct <= r["attempts"]:
                 await queue.extend(int(r["msg_id"]), 0, conn=c)
     for r in rows:
         logger.warning("task %s: its worker %d died; queued again", r["id"], r["worker_id"])
