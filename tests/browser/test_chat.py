@@ -483,7 +483,7 @@ async def test_the_message_box_and_an_unanswered_question_survive_a_reload(
     """A reload, or another view, mid-answer lost the question (the server stores nothing for it) and
     whatever was typed meanwhile; a reload lost a draft too."""
     page_console.allow("404")  # the reload opens the id the unanswered turn's sources named
-    await page.get_by_role("link", name="Chat").click()
+    await page.get_by_role("link", name="Chat", exact=True).click()
     box = page.get_by_label("Message", exact=True)
     await box.fill("A thought half written")
     await page.reload()
@@ -500,8 +500,8 @@ async def test_the_message_box_and_an_unanswered_question_survive_a_reload(
     await box.fill("Keep me")
     await box.press("Enter")
     await expect(answers(page).first).to_contain_text("According")
-    await page.get_by_role("link", name="Search").click()  # another view mid-answer
-    await page.get_by_role("link", name="Chat").click()
+    await page.get_by_role("link", name="Search", exact=True).click()  # another view mid-answer
+    await page.get_by_role("link", name="Chat", exact=True).click()
     await expect(box).to_have_value("Keep me")
 
     fake.reset()
@@ -517,7 +517,7 @@ async def test_a_follow_up_in_a_chat_deleted_in_another_tab_can_start_a_new_one(
 ) -> None:
     """It said "chat session 3f2a… not found" and stayed on the deleted chat, where every send failed."""
     page_console.allow("404")
-    await page.get_by_role("link", name="Chat").click()
+    await page.get_by_role("link", name="Chat", exact=True).click()
     await ask(page, "What is HNSW?")
     session_id = page.url.rsplit("/", 1)[-1]
     headers = {"Authorization": f"Bearer {stack.admin_key}"}

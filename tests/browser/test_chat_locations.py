@@ -74,8 +74,8 @@ async def test_a_markdown_citation_shows_its_heading_path(
 ) -> None:
     fake_llm.reset()
     # Search, then Chat: Back from the chat is a page of this app, not the document before it.
-    await page.get_by_role("link", name="Search").click()
-    await page.get_by_role("link", name="Chat").click()
+    await page.get_by_role("link", name="Search", exact=True).click()
+    await page.get_by_role("link", name="Chat", exact=True).click()
     await page.get_by_label("Search mode").select_option("bm25")
     answer = await ask(page, "wombat tools")
     await (
@@ -95,7 +95,7 @@ async def test_a_markdown_citation_shows_its_heading_path(
 
 
 async def test_a_search_hit_names_the_slide_and_its_title(page: Page, documents: None) -> None:
-    await page.get_by_role("link", name="Search").click()
+    await page.get_by_role("link", name="Search", exact=True).click()
     await page.get_by_label("Query").fill("narwhal contract renewal")
     await page.get_by_role("radio", name="BM25", exact=True).check()
     await page.get_by_role("button", name="Search", exact=True).click()
@@ -107,7 +107,7 @@ async def test_a_search_hit_names_the_slide_and_its_title(page: Page, documents:
 
 
 async def test_a_document_page_shows_each_chunks_headings(page: Page, documents: None) -> None:
-    await page.get_by_role("link", name="Search").click()
+    await page.get_by_role("link", name="Search", exact=True).click()
     await page.get_by_label("Query").fill("wombat tools")
     await page.get_by_role("radio", name="BM25", exact=True).check()
     await page.get_by_role("button", name="Search", exact=True).click()

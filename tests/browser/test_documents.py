@@ -43,7 +43,7 @@ def names(page: Page) -> Any:
 async def test_table_sorts_filters_and_pages_with_the_state_in_the_url(
     page: Page, stack: Stack, documents: dict[str, dict[str, Any]]
 ) -> None:
-    await page.get_by_role("link", name="Documents").click()
+    await page.get_by_role("link", name="Documents", exact=True).click()
     await expect(page.get_by_role("heading", name="Documents")).to_be_visible()
     await expect(names(page)).to_have_count(12)
     # Newest first by default: the whole batch was uploaded at once, so check the column says so.
@@ -245,10 +245,10 @@ async def test_every_stored_file_type_can_be_filtered(page: Page, stack: Stack) 
     """The Type filters (documents, search) offered no PowerPoint or Excel, types the server stores."""
     deck = pptx_bytes([{"title": "Beavers", "body": "Beavers build dams of branches and mud."}])
     await upload_and_wait(stack, {"beavers.pptx": deck})
-    await page.get_by_role("link", name="Documents").click()
+    await page.get_by_role("link", name="Documents", exact=True).click()
     await page.get_by_label("Type").select_option("pptx")
     await expect(names(page)).to_have_text(["beavers.pptx"])
-    await page.get_by_role("link", name="Search").click()
+    await page.get_by_role("link", name="Search", exact=True).click()
     await page.get_by_label("Query").fill("beavers dams")
     await page.get_by_label("File type").select_option("pptx")
     await expect(page.locator(".hit .hit-title a")).to_have_text(["beavers.pptx"])
@@ -347,8 +347,8 @@ async def test_back_closes_a_confirmation_and_counts_it_as_no(
     page: Page, documents: dict[str, dict[str, Any]]
 ) -> None:
     """The confirmation stayed open over the page Back led to, where its "Delete" still deleted."""
-    await page.get_by_role("link", name="Search").click()
-    await page.get_by_role("link", name="Documents").click()
+    await page.get_by_role("link", name="Search", exact=True).click()
+    await page.get_by_role("link", name="Documents", exact=True).click()
     await page.get_by_role("button", name="Delete doc-07.txt").click()
     await expect(page.get_by_role("dialog")).to_contain_text("Delete “doc-07.txt”?")
     await page.go_back()

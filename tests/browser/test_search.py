@@ -39,7 +39,7 @@ async def search(page: Page, query: str, mode: str) -> None:
 async def test_each_mode_shows_results_with_both_legs_and_timings(
     page: Page, documents: dict[str, dict[str, Any]]
 ) -> None:
-    await page.get_by_role("link", name="Search").click()
+    await page.get_by_role("link", name="Search", exact=True).click()
     hits = page.locator(".hit")
 
     await search(page, "otters shellfish", "Hybrid")
@@ -80,7 +80,7 @@ async def test_each_mode_shows_results_with_both_legs_and_timings(
 
 
 async def test_filters_by_file_type_and_document(page: Page, documents: dict[str, dict[str, Any]]) -> None:
-    await page.get_by_role("link", name="Search").click()
+    await page.get_by_role("link", name="Search", exact=True).click()
     hits = page.locator(".hit")
     await search(page, "otters lava recipe", "Hybrid")
     await expect(hits).to_have_count(4)
@@ -99,7 +99,7 @@ async def test_filters_by_file_type_and_document(page: Page, documents: dict[str
 
 
 async def test_document_text_is_never_markup(page: Page, documents: dict[str, dict[str, Any]]) -> None:
-    await page.get_by_role("link", name="Search").click()
+    await page.get_by_role("link", name="Search", exact=True).click()
     await search(page, "pwnedmarker", "BM25")
     text = page.locator(".hit-text")
     await expect(text).to_have_count(1)
@@ -147,7 +147,7 @@ async def test_a_failed_search_leaves_no_hits_of_the_query_before(
 ) -> None:
     # The error showed above the previous query's hits and timings, which read as this query's answer.
     page_console.allow("422")
-    await page.get_by_role("link", name="Search").click()
+    await page.get_by_role("link", name="Search", exact=True).click()
     await search(page, "otters shellfish", "Hybrid")
     await expect(page.locator(".hit")).to_have_count(4)
     await search(page, "otters " * 3_000, "Hybrid")  # over the 20,000 characters a query may have

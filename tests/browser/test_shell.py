@@ -98,9 +98,9 @@ async def test_status_says_when_its_facts_could_not_be_refreshed(page: Page, pag
 
 async def test_each_view_names_itself_in_the_tab_title(page: Page, stack: Stack) -> None:
     """Tabs, history and a screen reader's page announcement tell the views apart (all were "rag-server")."""
-    await page.get_by_role("link", name="Documents").click()
+    await page.get_by_role("link", name="Documents", exact=True).click()
     await expect(page).to_have_title("Documents · rag-server")
-    await page.get_by_role("link", name="Search").click()
+    await page.get_by_role("link", name="Search", exact=True).click()
     await expect(page).to_have_title("Search · rag-server")
     await page.get_by_label("Query").fill("otters")
     await page.get_by_role("button", name="Search", exact=True).click()
@@ -128,7 +128,7 @@ async def test_sign_out_leaves_nothing_of_the_key_for_whoever_signs_in_next(
 ) -> None:
     """The tab forgot the key but kept its upload list (file names, links to the documents) and its chat in
     memory: the next key signed in in the same tab saw them."""
-    await page.get_by_role("link", name="Documents").click()
+    await page.get_by_role("link", name="Documents", exact=True).click()
     await page.get_by_role("button", name="Upload", exact=True).click()
     secret = tmp_path / "admins-secret-plan.txt"
     secret.write_bytes(b"The admin's secret plan is about turtles.")
@@ -143,7 +143,7 @@ async def test_sign_out_leaves_nothing_of_the_key_for_whoever_signs_in_next(
     await page.get_by_label("API key").fill(editor)
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.locator("#whoami")).to_have_text("next-person · editor")
-    await page.get_by_role("link", name="Documents").click()
+    await page.get_by_role("link", name="Documents", exact=True).click()
     await page.get_by_role("button", name="Upload", exact=True).click()
     await expect(page.get_by_text("Nothing uploaded yet.")).to_be_visible()
     await expect(page.locator(".upload-row")).to_have_count(0)
@@ -188,7 +188,7 @@ async def test_a_server_that_cannot_be_reached_is_said_with_a_way_to_try_again(
 
     # The documents list: the error while the server is away, the list again once it answers, by itself.
     await page.route("**/documents?*", lambda route: route.abort())
-    await page.get_by_role("link", name="Documents").click()
+    await page.get_by_role("link", name="Documents", exact=True).click()
     error = page.locator(".page.documents .form-error")
     await expect(error).to_have_text("The server cannot be reached. Is rag-server running?")
     await expect(page.get_by_role("button", name="Next page")).to_be_hidden()
@@ -234,7 +234,7 @@ async def test_on_a_phone_a_long_collection_name_fits_the_screen(
     await sign_in(phone, stack.base_url, stack.admin_key)
     await phone.get_by_label("Collection").select_option(name)
     for view in ("Documents", "Search", "Chat", "Status"):
-        await phone.get_by_role("link", name=view).click()
+        await phone.get_by_role("link", name=view, exact=True).click()
         if view == "Documents":
             await phone.get_by_role("button", name="Upload", exact=True).click()
             await expect(phone.get_by_role("heading", name=f"Upload to {name}")).to_be_visible()
