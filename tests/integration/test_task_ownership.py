@@ -4,6 +4,8 @@ lock (its task re-queued meanwhile) can no longer complete, extend, retry or rel
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from rag_server.infra.database import runtime_url
@@ -12,6 +14,21 @@ from rag_server.ingestion import batches, tasks
 from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.pipeline import incoming_file
 from rag_server.ingestion.recovery import WorkerLease, requeue_dead_workers_tasks
+
+
+async def queued_and_read(runtime: Runtime, name: str, text: bytes) -> tuple[Any, Any]:
+    """One uploaded file's task ref and its message, read (hidden for 120 s) as a worker reads it."""
+    batch = await batches.create_upload_batch(runtime.pool, runtime.queue, [incoming_file(name, text)])
+    [ref] = batch.tasks
+    [msg] = await runtime.queue.read(120)
+    return ref, msg
+
+
+async def worker_lease(runtime: Runtime) -> WorkerLease:
+    """A worker's liveness lock, held until `close()` (what kill -9 ends)."""
+    lease = WorkerLease(runtime_url(runtime.database_url, runtime.settings))
+    await lease.acquire()
+    return lease
 
 
 async def message_state(runtime: Runtime, msg_id: int) -> tuple[int, bool] | None:
@@ -24,13 +41,10 @@ async def message_state(runtime: Runtime, msg_id: int) -> tuple[int, bool] | Non
 async def test_only_a_dead_workers_task_is_queued_again_and_the_dead_worker_cannot_finish_it(
     runtime: Runtime,
 ) -> None:
-    batch = await batches.create_upload_batch(
-        runtime.pool, runtime.queue, [incoming_file("owned.txt", b"A task whose worker dies.")]
-    )
-    [ref] = batch.tasks
-    [msg] = await runtime.queue.read(120)
-    lease = WorkerLease(runtime_url(runtime.database_url, runtime.settings))
-    worker_id = await lease.acquire()
+    ref, msg = await queued_and_read(runtime, "owned.txt", b"A task whose worker dies.")
+    lease = await worker_lease(runtime)
+    worker_id = lease.worker_id
+    assert worker_id is not None
     work = await tasks.start_task(runtime.pool, ref.task_id, int(msg.read_ct), worker_id, msg.msg_id)
     assert work is not None and work.worker_id == worker_id and work.failures == 0
 
@@ -80,14 +94,10 @@ async def test_a_dead_workers_message_read_again_meanwhile_is_left_to_its_reader
     message: recovery made it visible again, a third read took it, and the file was processed twice
     (seen in CI: attempts 2 and 3 started 30 ms apart)."""
     await runtime.pool.execute(f"DELETE FROM {runtime.queue.table}")  # the test before left its message
-    batch = await batches.create_upload_batch(
-        runtime.pool, runtime.queue, [incoming_file("raced.txt", b"A task read again before recovery.")]
-    )
-    [ref] = batch.tasks
-    [msg] = await runtime.queue.read(120)
-    dead = WorkerLease(runtime_url(runtime.database_url, runtime.settings))
-    dead_id = await dead.acquire()
-    assert await tasks.start_task(runtime.pool, ref.task_id, int(msg.read_ct), dead_id, msg.msg_id)
+    ref, msg = await queued_and_read(runtime, "raced.txt", b"A task read again before recovery.")
+    dead = await worker_lease(runtime)
+    assert dead.worker_id is not None
+    assert await tasks.start_task(runtime.pool, ref.task_id, int(msg.read_ct), dead.worker_id, msg.msg_id)
     await runtime.queue.extend(msg.msg_id, 0)  # its heartbeats stopped: the timeout runs out
     [again] = await runtime.queue.read(120)  # a live worker reads it, not started yet
     await dead.close()
@@ -95,10 +105,12 @@ async def test_a_dead_workers_message_read_again_meanwhile_is_left_to_its_reader
     assert await requeue_dead_workers_tasks(runtime.pool, runtime.queue) == [ref.task_id]
     assert await message_state(runtime, msg.msg_id) == (2, False)  # still its reader's
     assert await runtime.queue.read(120) == []
-    live = WorkerLease(runtime_url(runtime.database_url, runtime.settings))
-    live_id = await live.acquire()
+    live = await worker_lease(runtime)
     try:
-        work = await tasks.start_task(runtime.pool, ref.task_id, int(again.read_ct), live_id, again.msg_id)
-        assert work is not None and work.worker_id == live_id
+        assert live.worker_id is not None
+        work = await tasks.start_task(
+            runtime.pool, ref.task_id, int(again.read_ct), live.worker_id, again.msg_id
+        )
+        assert work is not None and work.worker_id == live.worker_id
     finally:
         await live.close()
