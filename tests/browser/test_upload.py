@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from playwright.async_api import Page, Request, expect
 
 from tests.browser.conftest import Console, Stack
@@ -300,15 +301,26 @@ async def test_signing_out_while_files_are_being_sent_asks_first(page: Page, tmp
     await expect(upload_row(page, "theta.txt")).to_have_attribute("data-status", "sending")
 
 
+@pytest.mark.parametrize("failure", ["refused", "gateway 502"])
 async def test_files_that_never_reached_the_server_can_be_sent_again(
-    page: Page, page_console: Console, tmp_path: Path
+    page: Page, page_console: Console, tmp_path: Path, failure: str
 ) -> None:
-    """A connection refused marked the files "refused" with nothing to do about it but pick them again:
-    they are "not sent", kept in the tab, and one button sends them again."""
-    page_console.allow("ERR_CONNECTION_REFUSED")
-    await page.route("**/upload", lambda route: route.abort("connectionrefused"))
+    """A refused connection, or a proxy's 5xx page, marked the files "refused" with nothing to do about
+    it but pick them again: they are "not sent", kept in the tab, and one button sends them again."""
+    if failure == "refused":
+        page_console.allow("ERR_CONNECTION_REFUSED")
+        await page.route("**/upload", lambda route: route.abort("connectionrefused"))
+        reason = "The server cannot be reached."
+    else:
+        page_console.allow("502")
+        await page.route(
+            "**/upload",
+            lambda route: route.fulfill(status=502, content_type="text/html", body="<h1>Bad Gateway</h1>"),
+        )
+        reason = "The server answered 502."
     await open_upload_panel(page)
-    names = ["iota.txt", "kappa.txt"]
+    # Names (and so bytes) of their own per case: the stack is shared, and a second copy is a duplicate.
+    names = [f"iota-{failure[:3]}.txt", f"kappa-{failure[:3]}.txt"]
     await page.get_by_label("Files to upload").set_input_files(
         write(
             tmp_path,
@@ -319,7 +331,7 @@ async def test_files_that_never_reached_the_server_can_be_sent_again(
         row = upload_row(page, name)
         await expect(row).to_have_attribute("data-status", "unsent")
         await expect(row).to_contain_text("not sent")
-        await expect(row).to_contain_text("Not sent: The server cannot be reached.")
+        await expect(row).to_contain_text(f"Not sent: {reason}")
         await expect(row.locator(".name")).to_have_attribute("title", name)  # shown whole on hover
     await expect(page.locator(".upload-summary")).to_contain_text("2 not sent")
     await page.unroute("**/upload")
