@@ -14,13 +14,16 @@ from playwright.async_api import Page, expect
 from tests.browser.chat_support import ask
 from tests.browser.conftest import Stack
 from tests.fakes.llm_server import FakeLLM
-from tests.support.sample_files import pptx_bytes
+from tests.support.sample_files import pdf_with_text, pptx_bytes
 
 DECK = pptx_bytes(
     [
         {"title": "Roadmap", "body": "Ship the search page."},
         {"title": "Risks", "body": "Hiring is slow.", "notes": "Remember the narwhal contract renewal."},
     ]
+)
+REPORT = pdf_with_text(
+    ["An opening page about nothing much.", "The quokka census counted four hundred animals."]
 )
 GUIDE = b"# Field Guide\n\n## Install\n\n### Linux\n\nRun the package manager to fetch the wombat tools.\n"
 
@@ -32,6 +35,7 @@ async def documents(stack: Stack) -> None:
         files = [
             ("files", ("deck.pptx", DECK, "application/octet-stream")),
             ("files", ("guide.md", GUIDE, "text/markdown")),
+            ("files", ("report.pdf", REPORT, "application/pdf")),
         ]
         response = await client.post("/upload", files=files)
         assert response.status_code == 202, response.text
@@ -67,6 +71,24 @@ async def test_a_slide_citation_names_the_slide_and_its_title(
         "button", name=re.compile(r"^Open source 1: deck\.pptx, slide 2, speaker notes")
     )
     await expect(chip.locator(".source-section")).to_have_text("Risks")
+
+
+async def test_a_pdf_citation_names_its_page(page: Page, documents: None, fake_llm: FakeLLM) -> None:
+    fake_llm.reset()
+    await page.get_by_label("Search mode").select_option("bm25")
+    answer = await ask(page, "quokka census")
+    await (
+        answer.locator(".answer-body")
+        .get_by_role("button", name=re.compile(r"^Source 1: report\.pdf, page 2$"))
+        .click()
+    )
+    dialog = page.get_by_role("dialog", name=re.compile("report.pdf"))
+    await expect(dialog.locator("dt", has_text="Page")).to_be_visible()
+    await expect(
+        dialog.locator("dt", has_text="Page").locator("xpath=following-sibling::dd[1]")
+    ).to_have_text("2")
+    await expect(dialog.locator("dt", has_text="Location")).to_have_count(0)
+    await page.keyboard.press("Escape")
 
 
 async def test_a_markdown_citation_shows_its_heading_path(

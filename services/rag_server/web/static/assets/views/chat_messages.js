@@ -8,7 +8,7 @@ import { download } from "../api.js";
 import { append, h, showModal, toast } from "../dom.js";
 import { renderMarkdown } from "../markdown.js";
 import { href } from "../router.js";
-import { chunkPlace, chunkSection } from "./document_common.js";
+import { chunkPlace, chunkPlaceFact, chunkSection } from "./document_common.js";
 
 // The excerpt was cited from a version of the document that has since been replaced.
 function earlierVersion(source) {
@@ -26,7 +26,7 @@ export function openPassage(source, opener) {
   const titleId = `passage-title-${source.n}`;
   const close = h("button", { type: "button", class: "quiet", "aria-label": "Close passage" }, "Close");
   const downloadButton = h("button", { type: "button", disabled: source.document_deleted }, "Download");
-  const place = source.location?.label || (source.page === null || source.page === undefined ? "" : String(source.page));
+  const place = chunkPlaceFact(source);
   const dialog = h(
     "dialog",
     { class: "passage", "aria-labelledby": titleId },
@@ -40,8 +40,8 @@ export function openPassage(source, opener) {
       "dl",
       { class: "facts passage-facts" },
       // A file without pages (Markdown, text, HTML) has no place to name: no row, not "Page —".
-      place ? h("dt", {}, source.location?.label ? "Location" : "Page") : null,
-      place ? h("dd", {}, place) : null,
+      place ? h("dt", {}, place[0]) : null,
+      place ? h("dd", {}, place[1]) : null,
       source.heading_path ? h("dt", {}, "Section") : null,
       source.heading_path ? h("dd", { class: "passage-section" }, source.heading_path) : null,
       h("dt", {}, "Score"),

@@ -15,11 +15,19 @@ export function fill(el, ...children) {
   return append(clear(el), children);
 }
 
-// Where a chunk (a search hit, a chat source) sits in its file: a slide or sheet rows when the server
-// says so, else the page; null when the file has neither.
+// Where a chunk (a search hit, a chat source) sits in its file, as a labelled fact: a slide or sheet
+// rows when the server says so (["Location", "slide 3"]), else the page (["Page", "4"]); null when the
+// file has neither (Markdown, text, HTML).
+export function chunkPlaceFact(chunk) {
+  if (chunk.location?.label) return ["Location", chunk.location.label];
+  return chunk.page !== null && chunk.page !== undefined ? ["Page", String(chunk.page)] : null;
+}
+
+// The same in running text: "slide 3", "page 4", or null.
 export function chunkPlace(chunk) {
-  if (chunk.location?.label) return chunk.location.label;
-  return chunk.page !== null && chunk.page !== undefined ? `page ${chunk.page}` : null;
+  const fact = chunkPlaceFact(chunk);
+  if (!fact) return null;
+  return fact[0] === "Page" ? `page ${fact[1]}` : fact[1];
 }
 
 // The headings above a chunk ("Guide > Install", a slide's title, a sheet's name), or null.
