@@ -117,6 +117,29 @@ async def test_a_library_out_of_memory_without_a_memory_error_is_the_memory_limi
         await parser.close()
 
 
+async def test_a_file_that_reached_the_memory_limit_and_still_parsed_leaves_no_mark_on_the_next(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process's peak address space never goes down: a child that touched its limit and recovered
+    would count every later failure (here a library's panic) as the memory limit."""
+    fills, panics = "fills-the-memory", "needs-a-broken-tokenizer"
+    monkeypatch.setenv("RUST_BACKTRACE", "0")
+    hooks = TOKENIZER_FILLS_MEMORY_ON.format(mark=fills, then="pass") + TOKENIZER_PANICS_ON.format(
+        mark=panics
+    )
+    run_at_child_start(hooks, tmp_path, monkeypatch)
+    parser = ParseProcess(settings.model_copy(update={"parse_max_memory_mb": 64}))
+    try:
+        chunks = await parser.prepare("notes.txt", f"tea {fills}".encode(), "txt", None)
+        assert [c.text for c in chunks] == [f"tea {fills}"]
+        with pytest.raises(ParseError) as failed:
+            await parser.prepare("notes.txt", f"tea {panics}".encode(), "txt", None)
+        assert str(failed.value) != memory_message(64)
+        assert "failed inside a library" in str(failed.value)
+    finally:
+        await parser.close()
+
+
 async def test_a_rust_panic_fails_the_file_with_a_sentence_and_the_next_file_gets_a_fresh_parser(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,12 +20,11 @@ def run_at_child_start(code: str, folder: Path, monkeypatch: pytest.MonkeyPatch)
 # The chunker's tokenizer (LlamaIndex's global one) panics in tiktoken's Rust code, for real, on a text
 # containing `mark`: tiktoken refuses a vocabulary with a duplicate rank with a Rust panic (pyo3's
 # PanicException). No installed library is known to panic on any file, so this is the nearest real one.
+# The tokenizers below wrap the one set before them (`real`, bound at definition): they can be chained.
 TOKENIZER_PANICS_ON = """
     from llama_index.core.utils import get_tokenizer, set_global_tokenizer
 
-    real = get_tokenizer()
-
-    def tokenizer(text):
+    def tokenizer(text, real=get_tokenizer()):
         if {mark!r} in text:
             import tiktoken
 
@@ -43,9 +42,7 @@ TOKENIZER_PANICS_ON = """
 TOKENIZER_FILLS_MEMORY_ON = """
     from llama_index.core.utils import get_tokenizer, set_global_tokenizer
 
-    real = get_tokenizer()
-
-    def tokenizer(text):
+    def tokenizer(text, real=get_tokenizer()):
         if {mark!r} in text:
             ballast = []
             try:

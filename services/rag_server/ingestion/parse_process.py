@@ -176,6 +176,12 @@ class ParseProcess:
             except BaseException:  # cancelled (shutdown grace exceeded): no half-read pipe is reused
                 await asyncio.shield(self._stop())
                 raise
+            if reply[0] in ("ok", "parse_error") and parse_child.reached_memory_limit(
+                proc.pid, s.parse_max_memory_mb
+            ):
+                # It touched its limit and recovered, but a peak never goes down: reused, it would count
+                # every later failure as out of memory. The next file gets a fresh child.
+                await self._stop()
         kind, value = reply
         if kind == "ok":
             chunks: list[Chunk] = value
