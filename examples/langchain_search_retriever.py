@@ -1,6 +1,8 @@
 """A LangChain retriever over a running rag-server's /search (needs only langchain-core and httpx).
 
 RAG_URL=http://127.0.0.1:8000 RAG_API_KEY=... python examples/langchain_search_retriever.py "question"
+
+RAG_COLLECTIONS=handbook,wiki searches those collections (names or ids; unset: the key's `default`).
 """
 
 from __future__ import annotations
@@ -30,12 +32,15 @@ class RagServerRetriever(BaseRetriever):
     api_key: str | None = None
     top_k: int = 5
     search_type: str = "hybrid"  # or "bm25", "vector"
+    collections: list[str] | None = None  # names or ids; None: `default`
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        body = {"query": query, "top_k": self.top_k, "search_type": self.search_type}
+        body: dict[str, Any] = {"query": query, "top_k": self.top_k, "search_type": self.search_type}
+        if self.collections:
+            body["collections"] = self.collections
         response = httpx.post(f"{self.url}/search", json=body, headers=headers, timeout=60)
         response.raise_for_status()
         return [
@@ -50,7 +55,9 @@ class RagServerRetriever(BaseRetriever):
 
 if __name__ == "__main__":
     retriever = RagServerRetriever(
-        url=os.environ.get("RAG_URL", "http://127.0.0.1:8000"), api_key=os.environ.get("RAG_API_KEY")
+        url=os.environ.get("RAG_URL", "http://127.0.0.1:8000"),
+        api_key=os.environ.get("RAG_API_KEY"),
+        collections=[c for c in os.environ.get("RAG_COLLECTIONS", "").split(",") if c] or None,
     )
     query = " ".join(sys.argv[1:]) or "What is this about?"
     print(f"query: {query}")

@@ -1,6 +1,8 @@
 """A LlamaIndex retriever over a running rag-server's /search (needs only llama-index-core and httpx).
 
 RAG_URL=http://127.0.0.1:8000 RAG_API_KEY=... python examples/llamaindex_search_retriever.py "question"
+
+RAG_COLLECTIONS=handbook,wiki searches those collections (names or ids; unset: the key's `default`).
 """
 
 from __future__ import annotations
@@ -26,12 +28,19 @@ def place(hit: dict[str, Any]) -> dict[str, Any]:
 
 class RagServerRetriever(BaseRetriever):
     def __init__(
-        self, url: str, api_key: str | None = None, top_k: int = 5, search_type: str = "hybrid"
+        self,
+        url: str,
+        api_key: str | None = None,
+        top_k: int = 5,
+        search_type: str = "hybrid",
+        collections: list[str] | None = None,  # names or ids; None: `default`
     ) -> None:
         super().__init__()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=url, headers=headers, timeout=60)
-        self._body = {"top_k": top_k, "search_type": search_type}
+        self._body: dict[str, Any] = {"top_k": top_k, "search_type": search_type}
+        if collections:
+            self._body["collections"] = collections
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         response = self._http.post("/search", json={"query": query_bundle.query_str, **self._body})
@@ -51,7 +60,9 @@ class RagServerRetriever(BaseRetriever):
 
 if __name__ == "__main__":
     retriever = RagServerRetriever(
-        os.environ.get("RAG_URL", "http://127.0.0.1:8000"), api_key=os.environ.get("RAG_API_KEY")
+        os.environ.get("RAG_URL", "http://127.0.0.1:8000"),
+        api_key=os.environ.get("RAG_API_KEY"),
+        collections=[c for c in os.environ.get("RAG_COLLECTIONS", "").split(",") if c] or None,
     )
     query = " ".join(sys.argv[1:]) or "What is this about?"
     print(f"query: {query}")

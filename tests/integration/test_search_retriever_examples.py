@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from rag_server.collections import store
+from rag_server.collections.models import CreateCollection
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 
@@ -31,19 +33,35 @@ async def documents(runtime: Runtime) -> list[uuid.UUID]:
     )
 
 
-@pytest.mark.parametrize("script", ["llamaindex_search_retriever.py", "langchain_search_retriever.py"])
-async def test_the_retriever_example_returns_the_matching_document(
-    script: str, live_app_url: str, documents: list[uuid.UUID]
-) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "RAG_API_KEY"} | {"RAG_URL": live_app_url}
-    result = await asyncio.to_thread(
+SCRIPTS = ["llamaindex_search_retriever.py", "langchain_search_retriever.py"]
+
+
+async def run_example(script: str, url: str, *query: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, str(EXAMPLES / script), "Fresnel", "lens", "lighthouse"],
-        env=env,
+        [sys.executable, str(EXAMPLES / script), *query],
+        env={k: v for k, v in os.environ.items() if not k.startswith("RAG_")} | {"RAG_URL": url} | env,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+@pytest.fixture(scope="module")
+async def recipes(runtime: Runtime) -> str:
+    """A collection of its own, with a document that also speaks of lighthouses."""
+    name = f"recipes-{uuid.uuid4().hex[:8]}"
+    collection = await store.create_collection(runtime.pool, CreateCollection(name=name))
+    cake = DirectDocument("cake.txt", b"A lighthouse cake is iced in red and white stripes.", {})
+    await ingest_documents_direct(runtime, [cake], collection_id=collection.id)
+    return name
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+async def test_the_retriever_example_returns_the_matching_document(
+    script: str, live_app_url: str, documents: list[uuid.UUID]
+) -> None:
+    result = await run_example(script, live_app_url, "Fresnel", "lens", "lighthouse")
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert lines[0] == "query: Fresnel lens lighthouse"
@@ -51,23 +69,36 @@ async def test_the_retriever_example_returns_the_matching_document(
     assert len(lines) == 3 and "bread.txt" in lines[2]  # both documents, the matching one first
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+async def test_the_retriever_example_searches_the_collections_it_is_given(
+    script: str, live_app_url: str, documents: list[uuid.UUID], recipes: str
+) -> None:
+    result = await run_example(script, live_app_url, "lighthouse", RAG_COLLECTIONS=recipes)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and "cake.txt: 'A lighthouse cake" in lines[1]  # not the default's lighthouses
+    both = await run_example(script, live_app_url, "lighthouse", RAG_COLLECTIONS=f"default,{recipes}")
+    assert {line.split(": ")[0].split()[-1] for line in both.stdout.splitlines()[1:]} == {
+        "cake.txt",
+        "lighthouses.txt",
+        "bread.txt",
+    }
+
+
 async def test_the_retriever_example_fails_loudly_on_an_http_error(
     live_app_url: str, documents: list[uuid.UUID]
 ) -> None:
-    """Pointed at the wrong place, the example fails loudly (an HTTP error), never prints nothing."""
-    env = dict(os.environ) | {"RAG_URL": f"{live_app_url}/nowhere"}
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, str(EXAMPLES / "langchain_search_retriever.py"), "lighthouse"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    """Pointed at the wrong place, or at a collection that does not exist, the example fails loudly (an
+    HTTP error), never prints nothing."""
+    result = await run_example("langchain_search_retriever.py", f"{live_app_url}/nowhere", "lighthouse")
+    assert result.returncode != 0 and "404" in result.stderr
+    result = await run_example(
+        "llamaindex_search_retriever.py", live_app_url, "lighthouse", RAG_COLLECTIONS="no-such-collection"
     )
     assert result.returncode != 0 and "404" in result.stderr
 
 
-@pytest.mark.parametrize("script", ["llamaindex_search_retriever.py", "langchain_search_retriever.py"])
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_the_examples_keep_where_a_hit_is_from(script: str) -> None:
     """A /search hit's headings and location label reach the retriever's metadata, flat; absent ones
     are left out (a plain-text hit has neither)."""
