@@ -54,18 +54,19 @@ def records() -> list[tuple[str, str, dict[str, Any]]]:
     out = []
     for source, chunks in CORPUS.items():
         for i, text in reversed(list(enumerate(chunks))):
-            out.append(
-                (f"{Path(source).stem}-{i}", text, {"source": source, "start_index": i * 100, "lang": "en"})
-            )
+            metadata: dict[str, Any] = {"source": source, "start_index": i * 100, "lang": "en"}
+            if source.startswith("manuals/"):
+                metadata["page_label"] = str(i + 1)  # as LlamaIndex's and LangChain's PDF readers write it
+            out.append((f"{Path(source).stem}-{i}", text, metadata))
     out.append(("lone-0", LONE, {"topic": "ice"}))
     return out
 
 
 async def collection_docs(runtime: Runtime, name: str) -> dict[str, list[dict[str, Any]]]:
-    """filename -> its chunks (text, metadata, embedding) in order."""
+    """filename -> its chunks (text, page, metadata, embedding) in order."""
     rows = await runtime.pool.fetch(
         """
-        SELECT d.filename, c.chunk_index, c.text, c.metadata, c.embedding, d.metadata AS doc_metadata
+        SELECT d.filename, c.chunk_index, c.text, c.page, c.metadata, c.embedding, d.metadata AS doc_metadata
         FROM documents d JOIN collections k ON k.id = d.collection_id JOIN chunks c ON c.document_id = d.id
         WHERE k.name = $1 AND d.status = 'ready' ORDER BY d.filename, c.chunk_index
         """,
@@ -76,6 +77,7 @@ async def collection_docs(runtime: Runtime, name: str) -> dict[str, list[dict[st
         out.setdefault(r["filename"], []).append(
             {
                 "text": r["text"],
+                "page": r["page"],
                 "metadata": dict(r["metadata"]),
                 "doc_metadata": dict(r["doc_metadata"]),
                 "embedding": vector_array(r["embedding"]),
@@ -172,6 +174,9 @@ async def test_chroma_import_reuses_vectors_groups_by_source_and_is_idempotent(
     # Shared metadata on the document, the rest and the Chroma id on each chunk.
     assert heron[0]["doc_metadata"] == {"source": "field-notes/heron.txt", "lang": "en"}
     assert heron[1]["metadata"] == {"start_index": 100, "source_id": "heron-1"}
+    # The page a PDF reader named, numbered from 1, is the chunk's page (citations show it).
+    assert [c["page"] for c in docs["turbine.txt"]] == [1, 2]
+    assert [c["page"] for c in heron] == [None, None]
     for chunks in docs.values():
         for chunk in chunks:
             assert np.allclose(chunk["embedding"], vectors[chunk["text"]], atol=1e-6)

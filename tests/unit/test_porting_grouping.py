@@ -56,8 +56,29 @@ def test_shared_metadata_goes_on_the_document_the_rest_on_chunks() -> None:
         {"page": 1, "source_id": "r1"},
         {"page": 2, "source_id": "r3"},
     ]
+    assert [c.page for c in doc.chunks] == [None, None]  # `page`: 0- or 1-based, depending on who wrote it
     assert build_document("k", [SourceRecord("r", "", {}, None)]) is None
     assert display_name("notes/today.md", {}) == "today.md"
+
+
+def test_a_page_the_loader_numbered_from_one_becomes_the_chunks_page() -> None:
+    metadatas: list[dict[str, Any]] = [
+        {"page_label": "3", "page": 2},  # LangChain's PyPDFLoader: both
+        {"page_label": "iv"},  # a front-matter label is not a page number
+        {"page_label": " 12 "},  # LlamaIndex's PDF reader: a string
+        {"page_number": 5},  # Unstructured
+        {"page_number": 0},
+        {"page_number": True},
+        {"page_label": "99999999999"},  # past the column's integer
+        {"page_label": "\u0663"},  # a digit, but not one int() should read as a page here
+    ]
+    records = [
+        SourceRecord(f"r{i}", f"text {i}", {"source": "a.pdf", **m}, None) for i, m in enumerate(metadatas)
+    ]
+    doc = build_document("a.pdf", records)
+    assert doc is not None
+    assert [c.page for c in doc.chunks] == [3, None, 12, 5, None, None, None, None]
+    assert doc.chunks[0].metadata["page_label"] == "3"  # the source's metadata is kept as it was
 
 
 def test_vectors_are_reused_only_for_the_same_model_and_dimension() -> None:

@@ -28,6 +28,24 @@ TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 RECORD_ID_KEYS = ("source_id", "source_record_id")
 
 
+# Where loaders record a chunk's page, numbered from 1: LlamaIndex's readers and LangChain's PDF loaders
+# `page_label` (a label: only a number is a page; "iv" is not), Unstructured `page_number`. LangChain's
+# `page` counts from 0 in its PDF loaders but not in every pipeline, so it stays metadata only.
+PAGE_KEYS = ("page_label", "page_number")
+MAX_PAGE = 2**31 - 1  # chunks.page is an integer
+
+
+def page_of(metadata: dict[str, Any]) -> int | None:
+    """The chunk's page (the web app, citations and /search show it), when its loader named one."""
+    for key in PAGE_KEYS:
+        value = metadata.get(key)
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+            value = int(value.strip())
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_PAGE:
+            return value
+    return None
+
+
 def clean_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (metadata or {}).items() if k not in INTERNAL_KEYS}
 
@@ -111,6 +129,7 @@ def build_document(key: str, records: Sequence[SourceRecord]) -> ImportDocument 
             search_text=r.text,
             metadata=_with_record_id({k: v for k, v in m.items() if k not in common}, m, r.id),
             embedding=r.embedding,
+            page=page_of(m),
         )
         for r, m in zip(kept, metas, strict=True)
     ]
