@@ -8,6 +8,10 @@ class NotFoundError(Exception):
     """A domain object the request names does not exist (404 over HTTP)."""
 
 
+class CollectionNotFoundError(NotFoundError):
+    """A collection the request names does not exist, or is not one the key may read."""
+
+
 class InvalidInputError(Exception):
     """The request is well-formed but its content is unusable, e.g. an upload without files (422).
     `param`: the request field at fault, when one is (the OpenAI-compatible API's `param`)."""

@@ -27,7 +27,7 @@ from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from tests.support.processes import settings_env
 
-TOOLS = {"ask", "get_document", "list_documents", "search"}
+TOOLS = {"ask", "get_document", "list_collections", "list_documents", "search"}
 # Long enough for several 128-token chunks: each sentence names its number, so a chunk range is checkable.
 HERON_TEXT = " ".join(
     f"Observation {i}: the grey heron waits motionless in shallow water before striking at fish."
@@ -113,6 +113,11 @@ async def test_http_ask_is_cited_and_stores_nothing(live_app_url: str, runtime: 
 
 async def test_http_list_and_read_documents(live_app_url: str, docs: Docs) -> None:
     async with mcp_http(live_app_url) as client:
+        collections = data(await client.call_tool("list_collections", {}))
+        assert [c["name"] for c in collections["collections"]] == ["alpha", "beta", "default"]
+        assert [c["document_count"] for c in collections["collections"]] == [1, 1, 2]
+        page = data(await client.call_tool("list_collections", {"limit": 1, "offset": 1}))
+        assert [c["name"] for c in page["collections"]] == ["beta"] and page["total"] == 3
         listing = data(await client.call_tool("list_documents", {}))
         assert {d["name"] for d in listing["documents"]} == {"zebrafish.txt", "herons.txt"}
         assert listing["total"] == 2
@@ -298,6 +303,13 @@ async def test_http_a_key_limited_to_alpha_sees_nothing_of_beta(
             assert "beta.txt" not in error_text(result)
         listed = data(await client.call_tool("list_documents", {"collection": "alpha"}))
         assert [d["name"] for d in listed["documents"]] == ["alpha.txt"]
+        # What it may read, and a refusal that says where to look.
+        collections = data(await client.call_tool("list_collections", {}))
+        assert [c["name"] for c in collections["collections"]] == ["alpha"] and collections["total"] == 1
+        default = await client.call_tool("search", {"query": "zebrafish heart"})
+        assert error_text(default).endswith(
+            "no collection 'default': list_collections names the collections this key can read"
+        ), error_text(default)
 
 
 async def test_stdio_runs_under_rag_api_key(settings: Settings, secured: dict[str, str]) -> None:

@@ -22,7 +22,7 @@ from rag_server.collections.models import (
     ResolvedCollection,
     UpdateCollection,
 )
-from rag_server.errors import ConflictError, NotFoundError
+from rag_server.errors import CollectionNotFoundError, ConflictError
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.infra.queue import IngestQueue
 
@@ -75,7 +75,7 @@ async def get_collection(conn: Executor, id_or_name: str) -> Collection:
         column = "id" if isinstance(ref, UUID) else "name"
         row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM collections c WHERE c.{column} = $1", ref)
     if row is None:
-        raise NotFoundError(f"no collection {id_or_name!r}")
+        raise CollectionNotFoundError(f"no collection {id_or_name!r}")
     return Collection.model_validate(dict(row))
 
 
@@ -97,7 +97,7 @@ async def resolve(conn: Executor, names_or_ids: Sequence[str] | None) -> list[Re
     for ref, p in zip(refs, parsed, strict=True):
         row = by_ref.get(str(p)) if p is not None else None
         if row is None:
-            raise NotFoundError(f"no collection {ref!r}")
+            raise CollectionNotFoundError(f"no collection {ref!r}")
         found.setdefault(row["id"], ResolvedCollection(row["id"], row["name"], row["hybrid_alpha"]))
     return list(found.values())
 
@@ -167,7 +167,7 @@ async def delete_collection(
         if ref is not None:
             row = await c.fetchrow(f"SELECT id, name FROM collections WHERE {column} = $1 FOR UPDATE", ref)
         if row is None:
-            raise NotFoundError(f"no collection {id_or_name!r}")
+            raise CollectionNotFoundError(f"no collection {id_or_name!r}")
         if row["id"] == DEFAULT_COLLECTION_ID:
             raise ConflictError("the collection 'default' cannot be deleted")
         documents = await c.fetchval("SELECT count(*) FROM documents WHERE collection_id = $1", row["id"])

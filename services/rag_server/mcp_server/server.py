@@ -38,6 +38,7 @@ from rag_server.api.errors import clean_validation_errors
 from rag_server.chat.service import ChatService
 from rag_server.collections.models import CollectionRef
 from rag_server.errors import (
+    CollectionNotFoundError,
     ConflictError,
     ForbiddenError,
     InvalidInputError,
@@ -54,8 +55,9 @@ from rag_server.retrieval.models import SearchFilters
 T = TypeVar("T")
 PRINCIPAL_KEY = "rag_server.principal"  # where McpEndpoint leaves the authenticated principal
 INSTRUCTIONS = (
-    "Search and question a document collection. `search` returns passages with document names, ids, "
-    "chunk ids, pages and scores; `ask` answers with [n] citations; `get_document` reads a document."
+    "Search and question document collections. `search` returns passages with document names, ids, "
+    "chunk ids, pages and scores; `ask` answers with [n] citations; `get_document` reads a document. "
+    "Without `collection` the tools use `default`; `list_collections` names the ones you can read."
 )
 
 
@@ -89,6 +91,8 @@ def _request_scope(ctx: Context, arguments: Mapping[str, str] | None = None) -> 
     token = bind_scope(principal.scope) if principal is not None else None
     try:
         yield
+    except CollectionNotFoundError as exc:
+        raise ToolError(f"{exc}: list_collections names the collections this key can read") from exc
     except (NotFoundError, InvalidInputError, ConflictError, ForbiddenError) as exc:
         raise ToolError(str(exc)) from exc
     except ValidationError as exc:  # what the tools build from their arguments refused them
@@ -201,6 +205,15 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
     ) -> tools.AskResult:
         chat = services().chat
         return await _read(ctx, lambda: tools.ask(chat, question, collection, mode), ASK_ARGUMENTS)
+
+    @mcp.tool(description="List the collections this key can read, by name (the other tools' `collection`).")
+    async def list_collections(
+        ctx: Context,
+        limit: Annotated[int, Field(ge=1, le=500)] = 100,
+        offset: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
+    ) -> tools.CollectionListing:
+        runtime = services().runtime
+        return await _read(ctx, lambda: tools.list_collections(runtime, limit, offset))
 
     @mcp.tool(description="List the documents of a collection (default `default`), newest first.")
     async def list_documents(

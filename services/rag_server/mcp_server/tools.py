@@ -1,4 +1,5 @@
-"""What the MCP tools do, over the domain (no SQL, no MCP types): search, ask, list and read documents.
+"""What the MCP tools do, over the domain (no SQL, no MCP types): search, ask, list the collections, list
+and read documents.
 
 Every result names documents by name and id (search hits also chunk ids, pages and scores) so an
 assistant can cite what it used. Domain errors (NotFoundError...) propagate; server.py turns them into
@@ -15,8 +16,8 @@ from pydantic import BaseModel, Field
 
 from rag_server.chat.models import QueryRequest, Source
 from rag_server.chat.service import ChatService
+from rag_server.collections import store as collections
 from rag_server.collections.models import DEFAULT_COLLECTION
-from rag_server.collections.store import resolve_ids
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion import documents
 from rag_server.ingestion.models import Document, DocumentStatus
@@ -70,6 +71,20 @@ class DocumentContent(BaseModel):
     text: str = Field(description="The returned chunks' text joined in order.")
 
 
+class CollectionSummary(BaseModel):
+    name: str
+    id: UUID
+    description: str
+    document_count: int
+
+
+class CollectionListing(BaseModel):
+    collections: list[CollectionSummary]
+    total: int
+    limit: int
+    offset: int
+
+
 def _collections(collection: str | None) -> list[str] | None:
     return None if collection is None else [collection]
 
@@ -103,6 +118,23 @@ async def ask(
     )
 
 
+async def list_collections(runtime: Runtime, limit: int = 100, offset: int = 0) -> CollectionListing:
+    """The collections the caller's key can read (row-level security), by name: what the other tools'
+    `collection` takes. A key limited to some collections cannot search `default`: this says which."""
+    listing = await collections.list_collections(runtime.read_pool(), limit=limit, offset=offset)
+    return CollectionListing(
+        collections=[
+            CollectionSummary(
+                name=c.name, id=c.id, description=c.description, document_count=c.document_count
+            )
+            for c in listing.items
+        ],
+        total=listing.total,
+        limit=limit,
+        offset=offset,
+    )
+
+
 def _summary(doc: Document) -> DocumentSummary:
     return DocumentSummary(
         id=doc.id,
@@ -124,7 +156,7 @@ async def list_documents(
     offset: int = 0,
 ) -> DocumentListing:
     pool = runtime.read_pool()
-    scope = await resolve_ids(pool, [collection])
+    scope = await collections.resolve_ids(pool, [collection])
     listing = await documents.list_documents(
         pool, limit=limit, offset=offset, status=status, collection_ids=scope
     )
