@@ -96,6 +96,32 @@ async def test_table_sorts_filters_and_pages_with_the_state_in_the_url(
     await page.screenshot(path="/tmp/shots/documents.png", full_page=True)
 
 
+async def test_the_name_filter_narrows_the_list_while_typing_and_lives_in_the_url(
+    page: Page, documents: dict[str, dict[str, Any]]
+) -> None:
+    await page.goto(page.url.split("#")[0] + "#/documents?sort=name&order=asc")
+    await expect(names(page)).to_have_count(12)
+    field = page.get_by_label("Name", exact=True)
+    # Typed slowly (pauses longer than the wait before asking): each answer leaves the typing alone.
+    await field.press_sequentially("DOC-1", delay=450)
+    await expect(names(page)).to_have_text(["doc-10.txt", "doc-11.txt"])
+    await expect(field).to_have_value("DOC-1")
+    assert "name=DOC-1" in page.url and "sort=name" in page.url
+    await page.reload()
+    await expect(page.get_by_label("Name", exact=True)).to_have_value("DOC-1")
+    await expect(names(page)).to_have_text(["doc-10.txt", "doc-11.txt"])
+    # With another filter; then a name nothing has.
+    await page.get_by_label("Type").select_option("pdf")
+    await expect(page.get_by_text("No document matches these filters.")).to_be_visible()
+    await page.get_by_label("Type").select_option("")
+    await field.fill("100%")
+    await expect(page.get_by_text("No document matches these filters.")).to_be_visible()
+    await page.get_by_role("link", name="Clear filters").first.click()
+    await expect(field).to_have_value("")
+    await expect(names(page)).to_have_count(12)
+    assert "name=" not in page.url
+
+
 async def test_download_gives_the_original_bytes(
     page: Page, documents: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:

@@ -110,6 +110,26 @@ def test_list_sort_filter_paginate(client: TestClient, uploaded: dict[str, dict[
     assert client.get("/documents", params={"sort": "nonsense"}).status_code == 422
 
 
+def test_list_by_part_of_the_name(client: TestClient, uploaded: dict[str, dict[str, Any]]) -> None:
+    def names(**params: str) -> list[str]:
+        response = client.get("/documents", params={"sort": "name", "order": "asc", **params})
+        assert response.status_code == 200, response.text
+        return [d["filename"] for d in response.json()["items"]]
+
+    assert names(name="SMALL") == ["a-small.md"]  # any case
+    assert names(name=".txt") == ["b-medium.txt", "c-large.txt"]
+    assert names(name="-", type="pdf") == ["d-paper.pdf"]  # with the other filters
+    assert names(name="-", limit="1", offset="1") == ["b-medium.txt"]
+    assert client.get("/documents", params={"name": ".TXT", "limit": 1}).json()["total"] == 2
+    # Taken literally: LIKE's wildcards match no name here.
+    assert names(name="%") == [] and names(name="_") == [] and names(name="a%l") == []
+    assert names(name="otters") == []  # the name, not the text
+    for bad in ("", "n" * 256):
+        response = client.get("/documents", params={"name": bad})
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"] == ["query", "name"]
+
+
 def test_sort_by_size_type_and_status(client: TestClient, uploaded: dict[str, dict[str, Any]]) -> None:
     """Every column of the web app's documents table sorts on the server (the whole list, not a page)."""
 

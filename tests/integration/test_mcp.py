@@ -123,6 +123,8 @@ async def test_http_list_and_read_documents(live_app_url: str, docs: Docs) -> No
         assert listing["total"] == 2
         beta = data(await client.call_tool("list_documents", {"collection": "beta", "limit": 1}))
         assert [d["id"] for d in beta["documents"]] == [docs.ids["beta.txt"]]
+        herons = data(await client.call_tool("list_documents", {"name": "HERON"}))
+        assert [d["name"] for d in herons["documents"]] == ["herons.txt"] and herons["total"] == 1
         whole = data(await client.call_tool("get_document", {"document_id": docs.ids["herons.txt"]}))
         count = whole["document"]["chunk_count"]
         assert count >= 4
@@ -179,6 +181,7 @@ async def test_http_errors_are_tool_errors(live_app_url: str, docs: Docs) -> Non
         # list_documents looked up "" (no collection '') and echoed a name of any length whole.
         ("list_documents", {"collection": ""}, "invalid arguments: collection: String should have"),
         ("list_documents", {"collection": "c" * 5000}, "collection: String should have at most 100"),
+        ("list_documents", {"name": ""}, "invalid arguments: name: String should have at least 1 character"),
         (
             "search",
             {"query": "x", "filters": {"file_type": ["md"]}},

@@ -141,8 +141,10 @@ async def list_documents(
     status: DocumentStatus | None = None,
     file_type: str | None = None,
     collection_ids: Sequence[UUID] | None = None,
+    name: str | None = None,
 ) -> DocumentList:
-    """Documents in `collection_ids` (None: every collection), filtered, sorted and paged."""
+    """Documents in `collection_ids` (None: every collection), filtered, sorted and paged. `name`: only
+    those whose name contains it, ignoring case (taken literally: `%` and `_` are no wildcards)."""
     if file_type is not None:
         # The search filter's spelling rules ("TXT", ".txt" mean txt): a listing and a search given the
         # same type must agree on which documents have it.
@@ -150,16 +152,15 @@ async def list_documents(
     where = (
         "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR file_type = $2)"
         " AND ($3::uuid[] IS NULL OR collection_id = ANY($3::uuid[]))"
+        " AND ($4::text IS NULL OR strpos(lower(filename), lower($4)) > 0)"
     )
-    scope = None if collection_ids is None else list(collection_ids)
+    filters = (status, file_type, None if collection_ids is None else list(collection_ids), name)
     order = f"{_SORT_SQL[sort]} {'DESC' if descending else 'ASC'}, id"  # from a fixed map, not input
     async with connection(conn) as c:
-        total = await c.fetchval(f"SELECT count(*) FROM documents WHERE {where}", status, file_type, scope)
+        total = await c.fetchval(f"SELECT count(*) FROM documents WHERE {where}", *filters)
         rows = await c.fetch(
-            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {where} ORDER BY {order} LIMIT $4 OFFSET $5",
-            status,
-            file_type,
-            scope,
+            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {where} ORDER BY {order} LIMIT $5 OFFSET $6",
+            *filters,
             limit,
             offset,
         )

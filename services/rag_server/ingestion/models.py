@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 from pydantic import BaseModel, Field
 
 from rag_server.collections.models import DEFAULT_COLLECTION, CollectionRef
+from rag_server.text import Cleaned
 
 TaskStatus = Literal["queued", "processing", "completed", "failed", "duplicate"]
 TASK_STATUSES: tuple[TaskStatus, ...] = get_args(TaskStatus)
 DocumentStatus = Literal["queued", "processing", "ready", "failed"]
 BatchState = Literal["queued", "processing", "completed", "completed_with_errors", "failed"]
 DocumentSort = Literal["name", "uploaded", "chunks", "size", "type", "status"]
+# A listing's filter by name (GET /documents, MCP list_documents): a part of the name, matched literally.
+NamePart = Annotated[
+    str, Field(min_length=1, max_length=255, description="Part of the document's name, any case"), Cleaned
+]
 
 
 class TaskRef(BaseModel):

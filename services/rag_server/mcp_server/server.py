@@ -48,7 +48,7 @@ from rag_server.errors import (
 from rag_server.infra.replicas import read_again_on_primary
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import bind_scope, reset_scope
-from rag_server.ingestion.models import DocumentStatus
+from rag_server.ingestion.models import DocumentStatus, NamePart
 from rag_server.mcp_server import tools
 from rag_server.retrieval.models import SearchFilters
 
@@ -222,9 +222,12 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         status: DocumentStatus | None = None,
         limit: Annotated[int, Field(ge=1, le=500)] = 50,
         offset: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
+        name: NamePart | None = None,
     ) -> tools.DocumentListing:
         runtime = services().runtime
-        return await _read(ctx, lambda: tools.list_documents(runtime, collection, status, limit, offset))
+        return await _read(
+            ctx, lambda: tools.list_documents(runtime, collection, status, limit, offset, name)
+        )
 
     @mcp.tool(description="A document's metadata and text: chunks start <= index < end (max 200).")
     async def get_document(

@@ -154,11 +154,12 @@ async def list_documents(
     status: DocumentStatus | None = None,
     limit: int = 50,
     offset: int = 0,
+    name: str | None = None,
 ) -> DocumentListing:
     pool = runtime.read_pool()
     scope = await collections.resolve_ids(pool, [collection])
     listing = await documents.list_documents(
-        pool, limit=limit, offset=offset, status=status, collection_ids=scope
+        pool, limit=limit, offset=offset, status=status, collection_ids=scope, name=name
     )
     return DocumentListing(
         documents=[_summary(d) for d in listing.items], total=listing.total, limit=limit, offset=offset

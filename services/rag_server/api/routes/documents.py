@@ -22,6 +22,7 @@ from rag_server.ingestion.models import (
     DuplicateCheck,
     DuplicateCheckResult,
     MetadataUpdate,
+    NamePart,
     UploadResponse,
 )
 from rag_server.ingestion.replacement import replace_document_file
@@ -72,8 +73,10 @@ async def list_documents(
     status: DocumentStatus | None = None,
     file_type: Annotated[FileTypeParam | None, Query(alias="type")] = None,
     collection: CollectionQuery = DEFAULT_COLLECTION,
+    name: NamePart | None = None,
 ) -> DocumentList:
-    """The documents of one collection (name or id, default `default`; unknown: 404)."""
+    """The documents of one collection (name or id, default `default`; unknown: 404); `name`: those whose
+    name contains it, ignoring case."""
     return await documents.list_documents(
         pool,
         limit=limit,
@@ -83,6 +86,7 @@ async def list_documents(
         status=status,
         file_type=file_type,
         collection_ids=await resolve_ids(pool, [collection]),
+        name=name,
     )
 
 

@@ -11,6 +11,9 @@ import { uploadPanel } from "./upload_panel.js";
 const PAGE_SIZES = [10, 25, 50, 100];
 const PAGE_SIZE = 50;
 const REFRESH_MS = 4000;
+// Typing in the name filter asks the server once the typing pauses, not at every key.
+const NAME_DEBOUNCE_MS = 300;
+const NAME_MAX = 255; // the API's limit (GET /documents?name=)
 const STATUSES = ["queued", "processing", "ready", "failed"];
 // Column -> the API's sort key, and the order a first click asks for (names A-Z, numbers and dates biggest
 // or newest first).
@@ -37,8 +40,13 @@ function listParams(query) {
     per: PAGE_SIZES.includes(per) ? per : PAGE_SIZE,
     status: STATUSES.includes(query.get("status")) ? query.get("status") : "",
     type: query.get("type") || "",
+    name: (query.get("name") || "").trim().slice(0, NAME_MAX),
   };
 }
+
+// What "Clear filters" resets; the sort and page size stay.
+const NO_FILTERS = { status: "", type: "", name: "", page: 1 };
+const isFiltered = (params) => Boolean(params.status || params.type || params.name);
 
 function listHref(params, changes) {
   const next = { ...params, ...changes };
@@ -47,6 +55,7 @@ function listHref(params, changes) {
   if (next.order !== "desc") query.order = next.order;
   if (next.status) query.status = next.status;
   if (next.type) query.type = next.type;
+  if (next.name) query.name = next.name;
   if (next.per !== PAGE_SIZE) query.per = String(next.per);
   if (next.page > 1) query.page = String(next.page);
   return href("documents", null, query);
@@ -179,8 +188,26 @@ function mountList(root, ctx, route) {
   const perSelect = select("page-size", "Per page", PAGE_SIZES.map((n) => [String(n), String(n)]), (v) =>
     navigate(listHref(params, { per: Number(v), page: 1 })),
   );
+  const nameInput = h("input", {
+    id: "filter-name",
+    type: "search",
+    placeholder: "Part of a name",
+    maxlength: String(NAME_MAX),
+    autocomplete: "off",
+    spellcheck: "false",
+  });
+  let nameTimer = null;
+  nameInput.addEventListener("input", () => {
+    clearTimeout(nameTimer);
+    // replace: one history entry for a name being typed, not one per pause.
+    nameTimer = setTimeout(() => {
+      const name = nameInput.value.trim();
+      if (name !== params.name) navigate(listHref(params, { name, page: 1 }), { replace: true });
+    }, NAME_DEBOUNCE_MS);
+  });
+  const nameField = h("label", { class: "field name-filter", for: "filter-name" }, h("span", {}, "Name"), nameInput);
   const clearFilters = h("a", { class: "clear-filters" }, "Clear filters");
-  filters.append(statusSelect, typeSelect, perSelect, clearFilters);
+  filters.append(nameField, statusSelect, typeSelect, perSelect, clearFilters);
   const headers = COLUMNS.map((col) => {
     const mark = h("span", { class: "sort-mark", "aria-hidden": "true" });
     const button = h("button", { type: "button", class: "sort" }, col.label, mark);
@@ -198,8 +225,10 @@ function mountList(root, ctx, route) {
     statusSelect.querySelector("select").value = params.status;
     typeSelect.querySelector("select").value = params.type;
     perSelect.querySelector("select").value = String(params.per);
-    clearFilters.hidden = !(params.status || params.type);
-    clearFilters.setAttribute("href", listHref(params, { status: "", type: "", page: 1 }));
+    // Not while the same name is being typed (spaces at its ends, the caret): only when the URL changed it.
+    if (nameInput.value.trim() !== params.name) nameInput.value = params.name;
+    clearFilters.hidden = !isFiltered(params);
+    clearFilters.setAttribute("href", listHref(params, NO_FILTERS));
     for (const { col, th, mark } of headers) {
       const active = params.sort === col.key;
       th.setAttribute("aria-sort", active ? (params.order === "asc" ? "ascending" : "descending") : "none");
@@ -219,14 +248,14 @@ function mountList(root, ctx, route) {
   }
 
   function renderEmpty(total) {
-    const filtered = params.status || params.type;
+    const filtered = isFiltered(params);
     empty.hidden = total > 0;
     wrap.hidden = total === 0;
     if (total > 0) return;
     fill(empty,
       h("p", { class: "empty-title" }, filtered ? "No document matches these filters." : "No documents in this collection yet."),
       filtered
-        ? h("a", { href: listHref(params, { status: "", type: "", page: 1 }) }, "Clear filters")
+        ? h("a", { href: listHref(params, NO_FILTERS) }, "Clear filters")
         : h("p", { class: "muted" }, canEdit ? "Upload files to search them and chat about them." : "An editor can upload files here."),
     );
   }
@@ -248,6 +277,7 @@ function mountList(root, ctx, route) {
           order: params.order,
           status: params.status,
           type: params.type,
+          name: params.name,
         },
       });
     } catch (err) {
@@ -310,6 +340,7 @@ function mountList(root, ctx, route) {
     unmount() {
       controller?.abort();
       clearTimeout(timer);
+      clearTimeout(nameTimer);
       panel?.destroy();
     },
   };
