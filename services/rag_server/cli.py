@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metadata", default=None, help='a JSON object given to every file, e.g. \'{"team": "x"}\''
     )
     p.add_argument("--replace", action="store_true", help="a file named like a stored document replaces it")
-    add("mcp", cmd_mcp, "serve the MCP tools (search, ask, documents) over stdio, for an assistant")
+    add("mcp", cmd_mcp, "serve the MCP tools (search, ask, collections, documents) on stdio")
     p = add("backup", cmd_backup, "write the whole database to FILE (pg_dump, a consistent snapshot)")
     p.add_argument("file", type=Path, metavar="FILE", help="the backup file (an existing one is replaced)")
     p = add("restore", cmd_restore, "restore a backup FILE into an empty database (then migrate)")
