@@ -4,6 +4,7 @@ on the same database and settings, embeddings from a local fake Ollama server.""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -128,6 +129,45 @@ def test_list_by_part_of_the_name(client: TestClient, uploaded: dict[str, dict[s
         response = client.get("/documents", params={"name": bad})
         assert response.status_code == 422, response.text
         assert response.json()["detail"][0]["loc"] == ["query", "name"]
+
+
+def test_list_by_metadata(client: TestClient, uploaded: dict[str, dict[str, Any]]) -> None:
+    """As Chroma's get(where=...): the documents whose metadata matches, with a search filter's rules."""
+    tagged = {
+        "a-small.md": {"team": "blue", "year": 2024, "tags": ["otters", "rivers"]},
+        "b-medium.txt": {"team": "blue", "year": "2024"},
+        "c-large.txt": {"team": "red", "tags": ["otters"]},
+    }
+    for name, metadata in tagged.items():
+        doc = uploaded[name]["document_id"]
+        assert client.patch(f"/documents/{doc}", json={"metadata": metadata}).status_code == 200
+
+    def names(match: object, **params: str) -> list[str]:
+        query = {"sort": "name", "order": "asc", "metadata": json.dumps(match), **params}
+        response = client.get("/documents", params=query)
+        assert response.status_code == 200, response.text
+        return [d["filename"] for d in response.json()["items"]]
+
+    try:
+        assert names({"team": "blue"}) == ["a-small.md", "b-medium.txt"]
+        assert names({"team": "blue", "year": 2024}) == ["a-small.md"]  # 2024 is not "2024"
+        assert names({"tags": "otters"}) == ["a-small.md", "c-large.txt"]  # inside a list
+        assert names({"tags": ["otters", "rivers"]}) == ["a-small.md"]  # all of them
+        assert names({"team": "blue"}, name="medium") == ["b-medium.txt"]  # with the other filters
+        assert names({"team": "green"}) == [] and names({}) == sorted(uploaded)
+        for bad in (
+            "not json",
+            "[1, 2]",
+            '{"team": {"nested": 1}}',
+            json.dumps({f"k{i}": 1 for i in range(51)}),
+        ):
+            response = client.get("/documents", params={"metadata": bad})
+            assert response.status_code == 422, (bad, response.text)
+            assert response.json()["detail"][0]["loc"][:2] == ["query", "metadata"], response.text
+    finally:
+        for name in tagged:
+            doc = uploaded[name]["document_id"]
+            assert client.patch(f"/documents/{doc}", json={"metadata": {}}).status_code == 200
 
 
 def test_sort_by_size_type_and_status(client: TestClient, uploaded: dict[str, dict[str, Any]]) -> None:

@@ -52,8 +52,9 @@ async def docs(runtime: Runtime) -> Docs:
         ("beta.txt", "Beta notes: axolotls regrow limbs; planarians regrow whole bodies.", beta.id),
     ):
         kwargs: dict[str, Any] = {} if collection_id is None else {"collection_id": collection_id}
+        metadata = {"kind": "bird"} if name == "herons.txt" else {}
         (doc_id,) = await ingest_documents_direct(
-            runtime, [DirectDocument(name, text.encode(), {})], **kwargs
+            runtime, [DirectDocument(name, text.encode(), metadata)], **kwargs
         )
         ids[name] = str(doc_id)
     return Docs(ids)
@@ -125,6 +126,8 @@ async def test_http_list_and_read_documents(live_app_url: str, docs: Docs) -> No
         assert [d["id"] for d in beta["documents"]] == [docs.ids["beta.txt"]]
         herons = data(await client.call_tool("list_documents", {"name": "HERON"}))
         assert [d["name"] for d in herons["documents"]] == ["herons.txt"] and herons["total"] == 1
+        birds = data(await client.call_tool("list_documents", {"metadata": {"kind": "bird"}}))
+        assert [d["name"] for d in birds["documents"]] == ["herons.txt"] and birds["total"] == 1
         whole = data(await client.call_tool("get_document", {"document_id": docs.ids["herons.txt"]}))
         count = whole["document"]["chunk_count"]
         assert count >= 4
@@ -182,6 +185,7 @@ async def test_http_errors_are_tool_errors(live_app_url: str, docs: Docs) -> Non
         ("list_documents", {"collection": ""}, "invalid arguments: collection: String should have"),
         ("list_documents", {"collection": "c" * 5000}, "collection: String should have at most 100"),
         ("list_documents", {"name": ""}, "invalid arguments: name: String should have at least 1 character"),
+        ("list_documents", {"metadata": {"kind": {"x": 1}}}, "invalid arguments: metadata.kind"),
         (
             "search",
             {"query": "x", "filters": {"file_type": ["md"]}},

@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import TypeAdapter, ValidationError
 
 from rag_server.access import keys
 from rag_server.access.exposure import is_loopback
@@ -17,6 +19,7 @@ from rag_server.errors import ForbiddenError
 from rag_server.infra.queue import IngestQueue
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import ScopedPool, bind_scope
+from rag_server.retrieval.models import METADATA_MATCH_RULES, MetadataMatch
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -53,6 +56,33 @@ ChatDep = Annotated[ChatService, Depends(get_chat)]
 # Far below PostgreSQL's bigint (an OFFSET beyond it was a 500) and beyond any real listing.
 MAX_OFFSET = 2**31 - 1
 OffsetQuery = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip (paging)")]
+
+_METADATA_MATCH: TypeAdapter[MetadataMatch] = TypeAdapter(MetadataMatch)
+
+
+def metadata_query(
+    metadata: Annotated[
+        str | None,
+        Query(
+            max_length=100_000,
+            description='JSON, e.g. {"team": "a"}: every key must match the metadata. '
+            + METADATA_MATCH_RULES,
+        ),
+    ] = None,
+) -> MetadataMatch | None:
+    """A metadata match given as JSON in the query string (FastAPI reads no dict from a query), refused
+    as the other parameters are: a 422 located at `query.metadata`."""
+    if metadata is None:
+        return None
+    try:
+        return _METADATA_MATCH.validate_json(metadata)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("query", "metadata", *e["loc"])} for e in exc.errors()]
+        ) from None
+
+
+MetadataQuery = Annotated[MetadataMatch | None, Depends(metadata_query)]
 
 
 # Declared as security schemes (the interactive docs get an "Authorize" button); checked below.

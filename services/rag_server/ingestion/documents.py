@@ -26,7 +26,8 @@ from rag_server.ingestion.models import (
     MetadataUpdate,
 )
 from rag_server.ingestion.parsing import FILE_TYPES, file_type_for
-from rag_server.retrieval.filters import normalise_file_type
+from rag_server.retrieval.filters import metadata_clauses, normalise_file_type
+from rag_server.retrieval.models import MetadataMatch
 
 
 def sha256_hex(content: bytes) -> str:
@@ -142,25 +143,36 @@ async def list_documents(
     file_type: str | None = None,
     collection_ids: Sequence[UUID] | None = None,
     name: str | None = None,
+    metadata: MetadataMatch | None = None,
 ) -> DocumentList:
     """Documents in `collection_ids` (None: every collection), filtered, sorted and paged. `name`: only
-    those whose name contains it, ignoring case (taken literally: `%` and `_` are no wildcards)."""
+    those whose name contains it, ignoring case (taken literally: `%` and `_` are no wildcards).
+    `metadata`: only those whose metadata matches, as a search filter's (retrieval/filters.py)."""
     if file_type is not None:
         # The search filter's spelling rules ("TXT", ".txt" mean txt): a listing and a search given the
         # same type must agree on which documents have it.
         file_type = normalise_file_type(file_type)
-    where = (
-        "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR file_type = $2)"
-        " AND ($3::uuid[] IS NULL OR collection_id = ANY($3::uuid[]))"
-        " AND ($4::text IS NULL OR strpos(lower(filename), lower($4)) > 0)"
+    params: list[Any] = [status, file_type, None if collection_ids is None else list(collection_ids), name]
+
+    def bind(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    where = " AND ".join(
+        [
+            "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR file_type = $2)",
+            "($3::uuid[] IS NULL OR collection_id = ANY($3::uuid[]))",
+            "($4::text IS NULL OR strpos(lower(filename), lower($4)) > 0)",
+            *metadata_clauses("metadata", metadata or {}, bind),
+        ]
     )
-    filters = (status, file_type, None if collection_ids is None else list(collection_ids), name)
     order = f"{_SORT_SQL[sort]} {'DESC' if descending else 'ASC'}, id"  # from a fixed map, not input
+    page = f"LIMIT ${len(params) + 1} OFFSET ${len(params) + 2}"
     async with connection(conn) as c:
-        total = await c.fetchval(f"SELECT count(*) FROM documents WHERE {where}", *filters)
+        total = await c.fetchval(f"SELECT count(*) FROM documents WHERE {where}", *params)
         rows = await c.fetch(
-            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {where} ORDER BY {order} LIMIT $5 OFFSET $6",
-            *filters,
+            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {where} ORDER BY {order} {page}",
+            *params,
             limit,
             offset,
         )

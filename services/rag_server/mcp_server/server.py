@@ -50,7 +50,7 @@ from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import bind_scope, reset_scope
 from rag_server.ingestion.models import DocumentStatus, NamePart
 from rag_server.mcp_server import tools
-from rag_server.retrieval.models import SearchFilters
+from rag_server.retrieval.models import METADATA_MATCH_RULES, MetadataMatch, SearchFilters
 
 T = TypeVar("T")
 PRINCIPAL_KEY = "rag_server.principal"  # where McpEndpoint leaves the authenticated principal
@@ -223,10 +223,13 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         limit: Annotated[int, Field(ge=1, le=500)] = 50,
         offset: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
         name: NamePart | None = None,
+        metadata: Annotated[
+            MetadataMatch | None, Field(description=f"Every key must match. {METADATA_MATCH_RULES}")
+        ] = None,
     ) -> tools.DocumentListing:
         runtime = services().runtime
         return await _read(
-            ctx, lambda: tools.list_documents(runtime, collection, status, limit, offset, name)
+            ctx, lambda: tools.list_documents(runtime, collection, status, limit, offset, name, metadata)
         )
 
     @mcp.tool(description="A document's metadata and text: chunks start <= index < end (max 200).")

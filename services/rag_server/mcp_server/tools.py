@@ -21,7 +21,7 @@ from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion import documents
 from rag_server.ingestion.models import Document, DocumentStatus
-from rag_server.retrieval.models import DocumentChunk, SearchFilters, SearchHit, SearchRequest
+from rag_server.retrieval.models import DocumentChunk, MetadataMatch, SearchFilters, SearchHit, SearchRequest
 from rag_server.retrieval.service import search
 from rag_server.retrieval.store import fetch_document_chunks
 
@@ -155,11 +155,18 @@ async def list_documents(
     limit: int = 50,
     offset: int = 0,
     name: str | None = None,
+    metadata: MetadataMatch | None = None,
 ) -> DocumentListing:
     pool = runtime.read_pool()
     scope = await collections.resolve_ids(pool, [collection])
     listing = await documents.list_documents(
-        pool, limit=limit, offset=offset, status=status, collection_ids=scope, name=name
+        pool,
+        limit=limit,
+        offset=offset,
+        status=status,
+        collection_ids=scope,
+        name=name,
+        metadata=metadata,
     )
     return DocumentListing(
         documents=[_summary(d) for d in listing.items], total=listing.total, limit=limit, offset=offset

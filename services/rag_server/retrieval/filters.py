@@ -8,12 +8,12 @@ pg_search on `c`, native BM25 on its postings `p`), so a scope alone never needs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from rag_server.retrieval.models import SearchFilters
+from rag_server.retrieval.models import MetadataMatch, SearchFilters
 
 
 @dataclass
@@ -76,14 +76,15 @@ def build_filters(
         out.clauses.append(f"lower(d.file_type) = ANY({bind(types)}::text[])")
         out.needs_documents = True
     if filters.metadata:
-        # Chunk metadata overrides the document's. Containment per key keeps JSON types (2020 != "2020")
-        # and looks inside lists, as imports from Chroma and uploads store them: "rust" matches
-        # ["rust", "go"], and a list of values matches a list holding all of them.
-        # The value is bound inside a one-element array (a bare str would reach the jsonb codec as JSON
-        # text, infra/database.py) and taken out again in SQL.
-        for key, value in filters.metadata.items():
-            out.clauses.append(
-                f"(d.metadata || c.metadata) -> {bind(key)}::text @> ({bind([value])}::jsonb -> 0)"
-            )
+        # Chunk metadata overrides the document's.
+        out.clauses += metadata_clauses("(d.metadata || c.metadata)", filters.metadata, bind)
         out.needs_documents = True
     return out
+
+
+def metadata_clauses(column: str, match: MetadataMatch, bind: Callable[[Any], str]) -> list[str]:
+    """One clause per key of `match` over the jsonb `column` (models.METADATA_MATCH_RULES); `bind` binds
+    a value and gives its placeholder. Containment per key keeps JSON types (2020 != "2020") and looks
+    inside lists, as imports from Chroma and uploads store them. The value is bound inside a one-element
+    array (a bare str would reach the jsonb codec as JSON text, infra/database.py) and taken out in SQL."""
+    return [f"{column} -> {bind(key)}::text @> ({bind([value])}::jsonb -> 0)" for key, value in match.items()]

@@ -27,6 +27,15 @@ MetadataValue = (
     | Annotated[float, Field(strict=True, allow_inf_nan=False)]
     | StrictBool
 )
+# Metadata that must match, key by key: a value, or a list of values all of which must be there.
+MetadataMatch = Annotated[
+    dict[MetadataKey, MetadataValue | Annotated[list[MetadataValue], Field(min_length=1, max_length=50)]],
+    Field(max_length=50),
+]
+METADATA_MATCH_RULES = (
+    'A value matches an equal value of the same JSON type (2020 is not "2020") or a list holding it: '
+    '{"tags": "rust"} finds tags ["rust", "go"]; a list of values finds lists holding all of them.'
+)
 
 
 class SearchFilters(BaseModel):
@@ -39,15 +48,9 @@ class SearchFilters(BaseModel):
     file_types: list[Annotated[str, Field(max_length=50), Cleaned]] | None = Field(
         default=None, max_length=100
     )
-    metadata: (
-        dict[MetadataKey, MetadataValue | Annotated[list[MetadataValue], Field(min_length=1, max_length=50)]]
-        | None
-    ) = Field(
+    metadata: MetadataMatch | None = Field(
         default=None,
-        max_length=50,
-        description="Every key must match (chunk metadata over its document's). A value matches an equal "
-        'value of the same JSON type (2020 is not "2020") or a list holding it: {"tags": "rust"} finds '
-        'tags ["rust", "go"]; a list of values finds lists holding all of them.',
+        description=f"Every key must match (chunk metadata over its document's). {METADATA_MATCH_RULES}",
     )
 
 

@@ -9,7 +9,16 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from rag_server.api.deps import MAX_OFFSET, OffsetQuery, PoolDep, QueueDep, ReadPoolDep, SettingsDep, require
+from rag_server.api.deps import (
+    MAX_OFFSET,
+    MetadataQuery,
+    OffsetQuery,
+    PoolDep,
+    QueueDep,
+    ReadPoolDep,
+    SettingsDep,
+    require,
+)
 from rag_server.api.errors import ErrorResponse, error_responses
 from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.collections.store import resolve_ids
@@ -74,9 +83,10 @@ async def list_documents(
     file_type: Annotated[FileTypeParam | None, Query(alias="type")] = None,
     collection: CollectionQuery = DEFAULT_COLLECTION,
     name: NamePart | None = None,
+    metadata: MetadataQuery = None,
 ) -> DocumentList:
     """The documents of one collection (name or id, default `default`; unknown: 404); `name`: those whose
-    name contains it, ignoring case."""
+    name contains it, ignoring case; `metadata`: those whose metadata matches (as a search filter)."""
     return await documents.list_documents(
         pool,
         limit=limit,
@@ -87,6 +97,7 @@ async def list_documents(
         file_type=file_type,
         collection_ids=await resolve_ids(pool, [collection]),
         name=name,
+        metadata=metadata,
     )
 
 
