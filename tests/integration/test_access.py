@@ -119,6 +119,7 @@ CALLS = [
     Call("GET", "/documents/{target_doc}/chunks", "reader"),
     Call("GET", "/documents/{target_doc}/download", "reader"),
     Call("DELETE", "/documents/{target_doc}", "editor"),
+    Call("POST", "/documents/delete", "editor", {"metadata": {"team": "nobody"}}, True),
     Call("PATCH", "/documents/{target_doc}", "editor", {"metadata": {"team": "x"}}),
     Call("PUT", "/documents/{target_doc}/file", "editor"),
     Call(
@@ -449,3 +450,34 @@ async def test_an_editor_uploads_and_deletes_within_its_collections(
     document_id = r.json()["tasks"][0]["document_id"]
     assert (await app_client.delete(f"/documents/{document_id}", headers=editor)).status_code == 204
     assert (await app_client.get(f"/documents/{document_id}", headers=editor)).status_code == 404
+
+
+async def test_a_bulk_delete_never_reaches_another_collection(
+    app_client: httpx.AsyncClient, world: World
+) -> None:
+    """alpha's editor names beta's document by id inside alpha, or every document by a metadata match
+    that beta's also has: only alpha's own go."""
+    editor, admin = bearer(world.keys["alpha-editor"]), bearer(world.keys["admin"])
+    files = {"files": ("bulk.txt", b"zebrafish bulk", "text/plain")}
+    metadata = '{"bulk": "yes"}'
+    for collection in ("alpha", "beta"):
+        r = await app_client.post(
+            "/upload", files=files, data={"collection": collection, "metadata": metadata}, headers=admin
+        )
+        assert r.status_code == 202, r.text
+    beta_doc = world.ids["beta_doc"]
+    r = await app_client.post(
+        "/documents/delete", json={"collection": "alpha", "ids": [beta_doc]}, headers=editor
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"deleted": [], "not_deleted": [beta_doc]}
+    r = await app_client.post(
+        "/documents/delete", json={"collection": "alpha", "metadata": {"bulk": "yes"}}, headers=editor
+    )
+    assert r.status_code == 200, r.text
+    assert len(r.json()["deleted"]) == 1
+    beta = await app_client.get(
+        "/documents", params={"collection": "beta", "metadata": metadata}, headers=admin
+    )
+    assert beta.json()["total"] == 1
+    assert (await app_client.get(f"/documents/{beta_doc}", headers=admin)).status_code == 200

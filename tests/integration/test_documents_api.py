@@ -170,6 +170,65 @@ def test_list_by_metadata(client: TestClient, uploaded: dict[str, dict[str, Any]
             assert client.patch(f"/documents/{doc}", json={"metadata": {}}).status_code == 200
 
 
+def test_delete_by_ids_and_by_metadata(client: TestClient, uploaded: dict[str, dict[str, Any]]) -> None:
+    """As Chroma's delete(ids, where): in one collection, what the ids, the metadata or both name."""
+    assert client.post("/collections", json={"name": "bulk"}).status_code == 201
+    names = {"keep.txt": "keep", "one.txt": "drop", "two.txt": "drop", "three.txt": "drop"}
+    files = [
+        ("files", (n, f"{n} is about otters, {team}.".encode(), "text/plain")) for n, team in names.items()
+    ]
+    metadata = json.dumps({"team": "otters"})
+    file_metadata = json.dumps({n: {"fate": fate} for n, fate in names.items()})
+    batch = client.post(
+        "/upload",
+        files=files,
+        data={"collection": "bulk", "metadata": metadata, "file_metadata": file_metadata},
+    ).json()["batch_id"]
+    ids = {t["filename"]: t["document_id"] for t in wait_batch(client, batch)["tasks"]}
+
+    def remaining() -> list[str]:
+        listed = client.get("/documents", params={"collection": "bulk", "sort": "name", "order": "asc"})
+        return [d["filename"] for d in listed.json()["items"]]
+
+    def delete(body: dict[str, Any]) -> dict[str, Any]:
+        response = client.post("/documents/delete", json={"collection": "bulk", **body})
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    nowhere = "00000000-0000-0000-0000-00000000abcd"
+    assert delete({"ids": [ids["one.txt"], nowhere, ids["one.txt"]]}) == {
+        "deleted": [ids["one.txt"]],
+        "not_deleted": [nowhere],
+    }
+    # Both: a document in the list that does not match is kept.
+    both = delete({"ids": [ids["keep.txt"], ids["two.txt"]], "metadata": {"fate": "drop"}})
+    assert both == {"deleted": [ids["two.txt"]], "not_deleted": [ids["keep.txt"]]}
+    # Another collection's document, named by id here: not deleted.
+    other = uploaded["a-small.md"]["document_id"]
+    assert delete({"ids": [other]}) == {"deleted": [], "not_deleted": [other]}
+    assert client.get(f"/documents/{other}").status_code == 200
+    assert delete({"metadata": {"team": "otters", "fate": "drop"}})["deleted"] == [ids["three.txt"]]
+    assert remaining() == ["keep.txt"]
+    # Their chunks left search with them.
+    hits = client.post(
+        "/search", json={"query": "otters", "collections": ["bulk"], "search_type": "bm25"}
+    ).json()
+    assert {h["document_name"] for h in hits["results"]} == {"keep.txt"}
+
+    for bad in (
+        {},  # nothing named: that would be every document
+        {"ids": []},
+        {"metadata": {}},
+        {"ids": [ids["keep.txt"]], "metdata": {"fate": "drop"}},  # misspelt: refused, not ignored
+        {"ids": [nowhere] * 1001},
+        {"metadata": {"fate": {"nested": 1}}},
+    ):
+        response = client.post("/documents/delete", json={"collection": "bulk", **bad})
+        assert response.status_code == 422, (bad, response.text)
+    assert client.post("/documents/delete", json={"collection": "nope", "ids": [nowhere]}).status_code == 404
+    assert remaining() == ["keep.txt"]
+
+
 def test_sort_by_size_type_and_status(client: TestClient, uploaded: dict[str, dict[str, Any]]) -> None:
     """Every column of the web app's documents table sorts on the server (the whole list, not a page)."""
 

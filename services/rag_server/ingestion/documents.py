@@ -16,6 +16,8 @@ from rag_server.errors import NotFoundError
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.ingestion.metadata import check_metadata
 from rag_server.ingestion.models import (
+    DeletedDocuments,
+    DeleteDocuments,
     Document,
     DocumentList,
     DocumentSort,
@@ -290,25 +292,59 @@ def _media_type(content_type: str) -> str:
 
 
 async def delete_document(conn: Executor, document_id: UUID) -> None:
-    """Delete a document, its bytes and its chunks (cascade) together.
+    """Delete a document, its bytes and its chunks (cascade) together; NotFoundError when there is none."""
+    if not await delete_documents(conn, [document_id]):
+        raise NotFoundError(f"no document {document_id}")
 
-    A task still queued or processing for it is failed first, in the same transaction and in the
-    same lock order as the worker's final write (task, then document), so the worker sees it and
-    just drops its message instead of writing chunks for a document that is gone.
-    """
+
+async def delete_documents(conn: Executor, document_ids: Sequence[UUID]) -> list[UUID]:
+    """Delete these documents, their bytes and their chunks (cascade) in one transaction; returns the
+    ids deleted (the others did not exist, or are out of the caller's reach).
+
+    Tasks still queued or processing for them are failed first, in the worker's lock order for its
+    final write (task, then document), so a worker sees it and just drops its message instead of
+    writing chunks for a document that is gone. Rows are locked in id order: two deletions of
+    overlapping sets wait for each other instead of deadlocking."""
+    ids = sorted(set(document_ids))
     async with transaction(conn) as c:
         await c.execute(
             """
             UPDATE job_tasks
             SET status = 'failed', error = 'The document was deleted before processing finished.',
                 finished_at = now(), updated_at = now()
-            WHERE document_id = $1 AND status IN ('queued', 'processing')
+            WHERE id IN (
+                SELECT id FROM job_tasks
+                WHERE document_id = ANY($1::uuid[]) AND status IN ('queued', 'processing')
+                ORDER BY id FOR UPDATE
+            )
             """,
-            document_id,
+            ids,
         )
-        deleted = await c.fetchval("DELETE FROM documents WHERE id = $1 RETURNING id", document_id)
-        if deleted is None:
-            raise NotFoundError(f"no document {document_id}")
+        await c.execute("SELECT id FROM documents WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", ids)
+        rows = await c.fetch("DELETE FROM documents WHERE id = ANY($1::uuid[]) RETURNING id", ids)
+    return [r["id"] for r in rows]
+
+
+async def delete_matching(conn: Executor, collection_id: UUID, request: DeleteDocuments) -> DeletedDocuments:
+    """The documents of one collection that `request` names (ids, metadata or both), deleted."""
+    params: list[Any] = [collection_id, request.ids]
+
+    def bind(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    where = " AND ".join(
+        [
+            "collection_id = $1 AND ($2::uuid[] IS NULL OR id = ANY($2::uuid[]))",
+            *metadata_clauses("metadata", request.metadata or {}, bind),
+        ]
+    )
+    async with transaction(conn) as c:
+        chosen = [r["id"] for r in await c.fetch(f"SELECT id FROM documents WHERE {where}", *params)]
+        deleted = await delete_documents(c, chosen)
+    gone = set(deleted)
+    kept = [i for i in dict.fromkeys(request.ids or []) if i not in gone]
+    return DeletedDocuments(deleted=sorted(deleted), not_deleted=kept)
 
 
 # --- direct ingestion (no queue: evaluation, benchmarks) ------------------------------------------

@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rag_server.collections.models import DEFAULT_COLLECTION, CollectionRef
+from rag_server.retrieval.models import METADATA_MATCH_RULES, MetadataMatch
 from rag_server.text import Cleaned
 
 TaskStatus = Literal["queued", "processing", "completed", "failed", "duplicate"]
@@ -115,6 +116,35 @@ class DuplicateCheck(BaseModel):
     files: list[FileDigest] = Field(max_length=10_000)
     collection: CollectionRef = Field(
         default=DEFAULT_COLLECTION, description="Name or id; dedup is per collection."
+    )
+
+
+class DeleteDocuments(BaseModel):
+    """Which documents of one collection to delete, as Chroma's delete(ids, where): the ids, the
+    metadata, or both (then a document must be in the list and match)."""
+
+    # A misspelt `metdata` beside `ids` would delete the ids without the condition.
+    model_config = ConfigDict(extra="forbid")
+
+    collection: CollectionRef = Field(default=DEFAULT_COLLECTION, description="Name or id")
+    ids: list[UUID] | None = Field(default=None, min_length=1, max_length=1_000)
+    metadata: MetadataMatch | None = Field(
+        default=None, min_length=1, description=f"Every key must match. {METADATA_MATCH_RULES}"
+    )
+
+    @model_validator(mode="after")
+    def _names_documents(self) -> DeleteDocuments:
+        if self.ids is None and self.metadata is None:
+            # Nothing to match on would mean every document: deleting a collection says that outright.
+            raise ValueError("name the documents to delete: `ids`, `metadata` or both")
+        return self
+
+
+class DeletedDocuments(BaseModel):
+    deleted: list[UUID] = Field(description="The documents deleted, with their bytes and chunks")
+    not_deleted: list[UUID] = Field(
+        description="Ids asked for but not deleted: not in the collection (gone already, or elsewhere), or "
+        "not matching `metadata`"
     )
 
 

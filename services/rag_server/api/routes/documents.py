@@ -24,6 +24,8 @@ from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.collections.store import resolve_ids
 from rag_server.ingestion import documents
 from rag_server.ingestion.models import (
+    DeletedDocuments,
+    DeleteDocuments,
     Document,
     DocumentList,
     DocumentSort,
@@ -154,6 +156,20 @@ async def delete_document(document_id: UUID, pool: PoolDep) -> Response:
     """Deletes the document, its bytes and its chunks together; a task still running for it is failed."""
     await documents.delete_document(pool, document_id)
     return Response(status_code=204)
+
+
+@router.post(
+    "/documents/delete",
+    response_model=DeletedDocuments,
+    dependencies=[require("editor")],
+    responses=error_responses(403, 404, 503),
+)
+async def delete_documents(body: DeleteDocuments, pool: PoolDep) -> DeletedDocuments:
+    """Delete the documents of a collection that `ids`, `metadata` or both name (Chroma's
+    delete(ids, where)), with their bytes and chunks, in one transaction; tasks still running for them
+    are failed."""
+    (collection_id,) = await resolve_ids(pool, [body.collection])
+    return await documents.delete_matching(pool, collection_id, body)
 
 
 @router.patch(
