@@ -17,11 +17,17 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-async def upload_and_wait(stack: Stack, files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
-    """Upload `files` with the admin key, wait until the batch is done; the tasks by filename."""
+async def upload_and_wait(
+    stack: Stack, files: dict[str, bytes], collection: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Upload `files` with the admin key (into `collection`, else `default`), wait until the batch is
+    done; the tasks by filename."""
     headers = bearer(stack.admin_key)
+    data = {"collection": collection} if collection else None
     async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as client:
-        response = await client.post("/upload", files=[("files", (n, c)) for n, c in files.items()])
+        response = await client.post(
+            "/upload", files=[("files", (n, c)) for n, c in files.items()], data=data
+        )
         assert response.status_code == 202, response.text
         batch = response.json()["batch_id"]
         for _ in range(BATCH_TIMEOUT_S * 4):

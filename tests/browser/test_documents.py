@@ -295,6 +295,51 @@ async def test_after_a_delete_the_focus_goes_to_the_next_row(page: Page, stack: 
     await expect(page.get_by_role("link", name="focus-b.txt")).to_be_focused()
 
 
+async def test_an_editor_selects_documents_and_deletes_them_together(page: Page, stack: Stack) -> None:
+    name = "bulk-select"
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as admin:
+        assert (await admin.post("/collections", json={"name": name})).status_code == 201
+    files = {f"pick-{i}.txt": f"Pick {i} is about wrens, number {i}.".encode() for i in range(1, 5)}
+    tasks = await upload_and_wait(stack, files, collection=name)
+    await page.goto(stack.base_url + "/#/documents?sort=name&order=asc")
+    await page.reload()  # the switcher lists the collections there were at sign-in
+    await page.get_by_label("Collection").select_option(name)
+    await expect(names(page)).to_have_count(4)
+    bar = page.locator(".bulk-bar")
+    await expect(bar).to_be_hidden()
+    select_all = page.get_by_label("Select every document on this page")
+
+    await page.get_by_label("Select pick-1.txt").check()
+    await page.get_by_label("Select pick-3.txt").check()
+    await expect(bar).to_contain_text("2 documents selected")
+    assert await select_all.evaluate("box => box.indeterminate")
+    await page.screenshot(path="/tmp/shots/documents-selected.png")
+    await bar.get_by_role("button", name="Delete selected").click()
+    dialog = page.get_by_role("dialog", name="Confirm")
+    await expect(dialog).to_contain_text("Delete 2 documents?")
+    await dialog.get_by_role("button", name="Cancel").click()
+    await expect(names(page)).to_have_count(4)  # "no" keeps them, and the selection
+    await expect(bar).to_contain_text("2 documents selected")
+    await bar.get_by_role("button", name="Delete selected").click()
+    await page.get_by_role("dialog", name="Confirm").get_by_role("button", name="Delete").click()
+    await expect(page.locator(".toast").last).to_have_text("Deleted 2 documents")
+    await expect(names(page)).to_have_text(["pick-2.txt", "pick-4.txt"])
+    await expect(bar).to_be_hidden()
+
+    # Every row of the page; one of them deleted meanwhile elsewhere.
+    await select_all.check()
+    await expect(bar).to_contain_text("2 documents selected")
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+        gone = await client.delete(f"/documents/{tasks['pick-4.txt']['document_id']}")
+        assert gone.status_code == 204
+    await bar.get_by_role("button", name="Delete selected").click()
+    await page.get_by_role("dialog", name="Confirm").get_by_role("button", name="Delete").click()
+    await expect(page.locator(".toast").last).to_have_text("Deleted 1 document; 1 was already gone")
+    await expect(page.get_by_text("No documents in this collection yet.")).to_be_visible()
+    await expect(page.get_by_role("heading", name="Documents")).to_be_focused()
+    await page.get_by_label("Collection").select_option("default")
+
+
 async def test_an_imported_documents_text_is_saved_under_a_name_that_says_so(
     page: Page, stack: Stack, tmp_path: Path
 ) -> None:

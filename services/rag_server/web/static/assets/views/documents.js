@@ -2,7 +2,7 @@
 // download and delete, and the upload panel for editors; #/documents/<id> is document_detail.js.
 
 import { api, ApiError } from "../api.js";
-import { clear, formatBytes, formatDate, h } from "../dom.js";
+import { clear, confirmDialog, formatBytes, formatDate, h, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
 import { deleteDocument, downloadDocument, FILE_TYPES, fill, statusBadge } from "./document_common.js";
 import { mountDetail } from "./document_detail.js";
@@ -71,8 +71,10 @@ function select(id, label, options, onchange) {
   );
 }
 
-// One row; onDelete(doc) only for editors.
-function documentRow(doc, onDelete) {
+const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+
+// One row; onDelete(doc) and `selection` ({has(id), toggle(doc, on)}: the row's checkbox) only for editors.
+function documentRow(doc, onDelete, selection) {
   const actions = h(
     "div",
     { class: "row-actions" },
@@ -90,9 +92,22 @@ function documentRow(doc, onDelete) {
         )
       : null,
   );
+  const pick = selection
+    ? h(
+        "td",
+        { class: "pick" },
+        h("input", {
+          type: "checkbox",
+          checked: selection.has(doc.id),
+          "aria-label": `Select ${doc.filename}`,
+          onchange: (e) => selection.toggle(doc, e.target.checked),
+        }),
+      )
+    : null;
   return h(
     "tr",
     { dataset: { id: doc.id, status: doc.status } },
+    pick,
     h(
       "td",
       { class: "name-cell" },
@@ -133,6 +148,69 @@ function mountList(root, ctx, route) {
   const wrap = h("div", { class: "table-wrap" }, table);
   const pager = h("div", { class: "pager" }, prev, range, next);
 
+  // Editors select rows of the page shown and delete them together (POST /documents/delete).
+  const selected = new Map(); // id -> document
+  const shown = new Map(); // the page's documents by id, which the select-all box picks from
+  const selectAll = h("input", { type: "checkbox", "aria-label": "Select every document on this page" });
+  const selectedCount = h("span", { "aria-live": "polite" });
+  const deleteSelected = h("button", { type: "button", class: "danger" }, "Delete selected");
+  const clearSelection = h("button", { type: "button", class: "quiet" }, "Clear selection");
+  const bulkBar = h("div", { class: "bulk-bar", hidden: true }, selectedCount, deleteSelected, clearSelection);
+  const selection = canEdit
+    ? {
+        has: (id) => selected.has(id),
+        toggle(doc, on) {
+          if (on) selected.set(doc.id, doc);
+          else selected.delete(doc.id);
+          renderSelection();
+        },
+      }
+    : null;
+
+  function renderSelection() {
+    const boxes = [...tableBody.querySelectorAll("td.pick input")];
+    for (const box of boxes) box.checked = selected.has(box.closest("tr").dataset.id);
+    selectAll.checked = boxes.length > 0 && selected.size === boxes.length;
+    selectAll.indeterminate = selected.size > 0 && selected.size < boxes.length;
+    bulkBar.hidden = selected.size === 0;
+    selectedCount.textContent = `${plural(selected.size, "document", "documents")} selected`;
+  }
+
+  function setSelection(docs) {
+    selected.clear();
+    for (const doc of docs) selected.set(doc.id, doc);
+    renderSelection();
+  }
+
+  async function deleteSelection() {
+    const docs = [...selected.values()];
+    const ok = await confirmDialog(
+      `Delete ${plural(docs.length, "document", "documents")}? Their chunks leave search and chat at once. This cannot be undone.`,
+      "Delete",
+    );
+    if (!ok) return;
+    try {
+      const result = await api("/documents/delete", {
+        method: "POST",
+        json: { collection: ctx.collection, ids: docs.map((d) => d.id) },
+      });
+      const gone = result.not_deleted.length ? `; ${plural(result.not_deleted.length, "was", "were")} already gone` : "";
+      toast(`Deleted ${plural(result.deleted.length, "document", "documents")}${gone}`);
+    } catch (err) {
+      toast(`Delete failed: ${err.message}`, "error");
+      return;
+    }
+    setSelection([]);
+    heading.focus();
+    load();
+  }
+  selectAll.addEventListener("change", () => {
+    const rows = [...tableBody.querySelectorAll("tr")];
+    setSelection(selectAll.checked ? rows.map((tr) => shown.get(tr.dataset.id)).filter(Boolean) : []);
+  });
+  deleteSelected.addEventListener("click", deleteSelection);
+  clearSelection.addEventListener("click", () => setSelection([]));
+
   let panel = null;
   const uploadButton = canEdit
     ? h("button", { type: "button", class: "primary", "aria-expanded": "false", "aria-controls": "upload-panel" }, "Upload")
@@ -168,6 +246,7 @@ function mountList(root, ctx, route) {
       ),
       panel?.el,
       filters,
+      canEdit ? bulkBar : null,
       error,
       wrap,
       empty,
@@ -208,6 +287,7 @@ function mountList(root, ctx, route) {
   const nameField = h("label", { class: "field name-filter", for: "filter-name" }, h("span", {}, "Name"), nameInput);
   const clearFilters = h("a", { class: "clear-filters" }, "Clear filters");
   filters.append(nameField, statusSelect, typeSelect, perSelect, clearFilters);
+  if (canEdit) headRow.append(h("th", { scope: "col", class: "pick" }, selectAll));
   const headers = COLUMNS.map((col) => {
     const mark = h("span", { class: "sort-mark", "aria-hidden": "true" });
     const button = h("button", { type: "button", class: "sort" }, col.label, mark);
@@ -302,7 +382,12 @@ function mountList(root, ctx, route) {
     // back on its row's new one, else keyboard focus fell to the top of the page at each refresh.
     const active = tableBody.contains(document.activeElement) ? document.activeElement : null;
     const focused = active && { id: active.closest("tr").dataset.id, name: accessibleName(active) };
-    clear(tableBody).append(...data.items.map((doc) => documentRow(doc, canEdit ? onDelete : null)));
+    shown.clear();
+    for (const doc of data.items) shown.set(doc.id, doc);
+    // A selection holds only rows still shown (another page, a filter, a delete elsewhere drop theirs).
+    for (const id of [...selected.keys()]) if (!shown.has(id)) selected.delete(id);
+    clear(tableBody).append(...data.items.map((doc) => documentRow(doc, canEdit ? onDelete : null, selection)));
+    renderSelection();
     if (focused) {
       const row = [...tableBody.children].find((tr) => tr.dataset.id === focused.id);
       [...(row?.querySelectorAll("a, button") ?? [])].find((el) => accessibleName(el) === focused.name)?.focus();
