@@ -9,7 +9,7 @@ import re
 
 import httpx
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Locator, Page, expect
 
 from tests.browser.chat_support import ask
 from tests.browser.conftest import Stack
@@ -48,6 +48,15 @@ async def documents(stack: Stack) -> None:
         assert status["status"] == "completed", status
 
 
+async def open_first_citation(page: Page, question: str, source: str) -> Locator:
+    """Ask (BM25 only) and open the passage dialog of the answer's citation [1], named `source`."""
+    await page.get_by_label("Search mode").select_option("bm25")
+    answer = await ask(page, question)
+    name = re.compile(f"^Source 1: {re.escape(source)}$")
+    await answer.locator(".answer-body").get_by_role("button", name=name).click()
+    return page.get_by_role("dialog", name=re.compile(re.escape(source.split(",")[0])))
+
+
 async def test_a_slide_citation_names_the_slide_and_its_title(
     page: Page, documents: None, fake_llm: FakeLLM
 ) -> None:
@@ -75,14 +84,7 @@ async def test_a_slide_citation_names_the_slide_and_its_title(
 
 async def test_a_pdf_citation_names_its_page(page: Page, documents: None, fake_llm: FakeLLM) -> None:
     fake_llm.reset()
-    await page.get_by_label("Search mode").select_option("bm25")
-    answer = await ask(page, "quokka census")
-    await (
-        answer.locator(".answer-body")
-        .get_by_role("button", name=re.compile(r"^Source 1: report\.pdf, page 2$"))
-        .click()
-    )
-    dialog = page.get_by_role("dialog", name=re.compile("report.pdf"))
+    dialog = await open_first_citation(page, "quokka census", "report.pdf, page 2")
     await expect(dialog.locator("dt", has_text="Page")).to_be_visible()
     await expect(
         dialog.locator("dt", has_text="Page").locator("xpath=following-sibling::dd[1]")
@@ -98,14 +100,7 @@ async def test_a_markdown_citation_shows_its_heading_path(
     # Search, then Chat: Back from the chat is a page of this app, not the document before it.
     await page.get_by_role("link", name="Search", exact=True).click()
     await page.get_by_role("link", name="Chat", exact=True).click()
-    await page.get_by_label("Search mode").select_option("bm25")
-    answer = await ask(page, "wombat tools")
-    await (
-        answer.locator(".answer-body")
-        .get_by_role("button", name=re.compile(r"^Source 1: guide\.md$"))
-        .click()
-    )
-    dialog = page.get_by_role("dialog", name=re.compile("guide.md"))
+    dialog = await open_first_citation(page, "wombat tools", "guide.md")
     await expect(dialog.locator("dd.passage-section")).to_have_text("Field Guide > Install > Linux")
     # Markdown has no pages: no "Page —" row.
     await expect(dialog.locator("dt", has_text="Page")).to_have_count(0)
