@@ -29,7 +29,14 @@ from pydantic import BaseModel
 
 from rag_server.chat.models import QueryResponse
 from rag_server.client_errors import ClientError, failure, unreachable
-from rag_server.ingestion.models import BatchStatus, Document, DuplicateCheckResult, UploadResponse
+from rag_server.ingestion.models import (
+    BatchStatus,
+    DeletedDocuments,
+    Document,
+    DocumentList,
+    DuplicateCheckResult,
+    UploadResponse,
+)
 from rag_server.read_after import READ_AFTER_HEADER, lsn_text, parse_lsn
 from rag_server.retrieval.models import SearchResponse
 
@@ -159,6 +166,28 @@ class _Calls:
         return Call("GET", f"/documents/{document_id}", _model(Document))
 
     @staticmethod
+    def documents(collection: str, params: dict[str, Any]) -> Call[DocumentList]:
+        query = {"collection": collection, **{k: v for k, v in params.items() if v is not None}}
+        if "metadata" in query:  # a JSON object in the query string
+            query["metadata"] = json.dumps(query["metadata"])
+        return Call("GET", "/documents", _model(DocumentList), kwargs={"params": query})
+
+    @staticmethod
+    def delete_document(document_id: str) -> Call[None]:
+        return Call("DELETE", f"/documents/{document_id}", lambda _: None, ok=204)
+
+    @staticmethod
+    def delete_documents(
+        collection: str, ids: Sequence[str] | None, metadata: dict[str, Any] | None
+    ) -> Call[DeletedDocuments]:
+        body: dict[str, Any] = {"collection": collection}
+        if ids is not None:
+            body["ids"] = [str(i) for i in ids]
+        if metadata is not None:
+            body["metadata"] = metadata
+        return Call("POST", "/documents/delete", _model(DeletedDocuments), kwargs={"json": body})
+
+    @staticmethod
     def update_metadata(document_id: str, metadata: dict[str, Any], mode: str) -> Call[Document]:
         body = {"metadata": metadata, "mode": mode}
         return Call("PATCH", f"/documents/{document_id}", _model(Document), kwargs={"json": body})
@@ -280,6 +309,25 @@ class Client:
     def document(self, document_id: str) -> Document:
         return self._send(_Calls.document(document_id))
 
+    def documents(self, collection: str = "default", **params: Any) -> DocumentList:
+        """GET /documents: a page of the collection's documents; `params`: limit, offset, sort, order,
+        status, type, name (part of it), metadata (a dict every key of which must match)."""
+        return self._send(_Calls.documents(collection, params))
+
+    def delete_document(self, document_id: str) -> None:
+        """DELETE /documents/{id}: the document, its bytes and its chunks."""
+        self._send(_Calls.delete_document(document_id))
+
+    def delete_documents(
+        self,
+        collection: str = "default",
+        *,
+        ids: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> DeletedDocuments:
+        """POST /documents/delete: the collection's documents that `ids`, `metadata` or both name."""
+        return self._send(_Calls.delete_documents(collection, ids, metadata))
+
     def update_metadata(self, document_id: str, metadata: dict[str, Any], mode: str = "replace") -> Document:
         """PATCH /documents/{id}: `replace` the metadata, or `merge` top-level keys (null removes one)."""
         return self._send(_Calls.update_metadata(document_id, metadata, mode))
@@ -367,6 +415,21 @@ class AsyncClient:
 
     async def document(self, document_id: str) -> Document:
         return await self._send(_Calls.document(document_id))
+
+    async def documents(self, collection: str = "default", **params: Any) -> DocumentList:
+        return await self._send(_Calls.documents(collection, params))
+
+    async def delete_document(self, document_id: str) -> None:
+        await self._send(_Calls.delete_document(document_id))
+
+    async def delete_documents(
+        self,
+        collection: str = "default",
+        *,
+        ids: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> DeletedDocuments:
+        return await self._send(_Calls.delete_documents(collection, ids, metadata))
 
     async def update_metadata(
         self, document_id: str, metadata: dict[str, Any], mode: str = "replace"

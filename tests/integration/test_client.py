@@ -27,6 +27,37 @@ def test_the_client_uploads_checks_polls_and_searches(live_app_url: str, tmp_pat
         assert err.value.status == 404
 
 
+def test_the_client_lists_and_deletes_documents(live_app_url: str, tmp_path: Path) -> None:
+    paths = []
+    for name in ("keep.txt", "drop-1.txt", "drop-2.txt", "drop-3.txt"):
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(f"{name} holds words of its own.".encode())
+    with Client(live_app_url) as client:
+        uploaded = client.upload(
+            paths, metadata={"suite": "client"}, file_metadata={"keep.txt": {"keep": True}}
+        )
+        ids = {t.filename: str(t.document_id) for t in uploaded.tasks}
+
+        def listed(**params: object) -> list[str]:
+            return [d.filename for d in client.documents(metadata={"suite": "client"}, **params).items]
+
+        assert listed(sort="name", order="asc") == sorted(ids)
+        assert listed(name="DROP-", sort="name", order="asc", limit=2) == ["drop-1.txt", "drop-2.txt"]
+        assert client.documents(metadata={"keep": True}).total == 1
+        client.delete_document(ids["drop-1.txt"])
+        with pytest.raises(ClientError, match="answered 404") as err:
+            client.delete_document(ids["drop-1.txt"])
+        both = client.delete_documents(ids=[ids["drop-2.txt"], ids["drop-1.txt"]])
+        assert [str(i) for i in both.deleted] == [ids["drop-2.txt"]]
+        assert [str(i) for i in both.not_deleted] == [ids["drop-1.txt"]]
+        matched = client.delete_documents(metadata={"suite": "client"}, ids=[ids["drop-3.txt"]])
+        assert [str(i) for i in matched.deleted] == [ids["drop-3.txt"]]
+        assert listed() == ["keep.txt"]
+        with pytest.raises(ClientError, match="name the documents to delete") as err:
+            client.delete_documents()
+        assert err.value.status == 422
+
+
 async def test_the_async_client_searches(live_app_url: str) -> None:
     async with AsyncClient(live_app_url) as client:
         response = await client.search("anything", search_type="bm25", top_k=3)
