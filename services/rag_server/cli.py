@@ -200,12 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     from rag_server.collections.cli import register_collections_command
     from rag_server.evaluation.commands import register_eval_commands
     from rag_server.generations.cli import register_reembed_command
+    from rag_server.ingestion.documents_cli import register_documents_command
     from rag_server.ingestion.operations_cli import register_operations_commands
     from rag_server.porting.cli import register_porting_commands
     from rag_server.retrieval.cli import register_search_command
 
     register_search_command(sub)
     register_collections_command(sub)
+    register_documents_command(sub)
     register_keys_command(sub)
     register_operations_commands(sub)
     register_eval_commands(sub)

@@ -160,17 +160,17 @@ async def _open_replicas(settings: Settings, primary: ScopedPool, scope: DbScope
     return reads
 
 
-def run_with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[None]]) -> int:
+def run_with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[int | None]]) -> int:
     """For CLI commands that work straight on the database (no server needed), with the system scope:
-    exit status 0, or 1 after printing what the domain refused (on stderr: stdout is the command's
-    output, which a script may read or pipe)."""
+    exit status the work's (None: 0), or 1 after printing what the domain refused (on stderr: stdout is
+    the command's output, which a script may read or pipe)."""
 
-    async def run() -> None:
+    async def run() -> int | None:
         async with open_runtime(settings, migrate=True) as runtime:
-            await work(runtime)
+            return await work(runtime)
 
     try:
-        asyncio.run(run())
+        status = asyncio.run(run())
     except ValidationError as exc:  # a model built from an argument: pydantic's many lines, as one
         from rag_server.cli_args import refusal
 
@@ -179,4 +179,4 @@ def run_with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[Non
     except (NotFoundError, ConflictError, InvalidInputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return status or 0

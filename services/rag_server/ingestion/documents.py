@@ -325,8 +325,8 @@ async def delete_documents(conn: Executor, document_ids: Sequence[UUID]) -> list
     return [r["id"] for r in rows]
 
 
-async def delete_matching(conn: Executor, collection_id: UUID, request: DeleteDocuments) -> DeletedDocuments:
-    """The documents of one collection that `request` names (ids, metadata or both), deleted."""
+async def matching_documents(conn: Executor, collection_id: UUID, request: DeleteDocuments) -> list[Document]:
+    """The documents of one collection that `request` names (ids, metadata or both), by name."""
     params: list[Any] = [collection_id, request.ids]
 
     def bind(value: Any) -> str:
@@ -339,8 +339,16 @@ async def delete_matching(conn: Executor, collection_id: UUID, request: DeleteDo
             *metadata_clauses("metadata", request.metadata or {}, bind),
         ]
     )
+    rows = await conn.fetch(
+        f"SELECT {_DOC_COLUMNS} FROM documents WHERE {where} ORDER BY filename, id", *params
+    )
+    return [Document.model_validate(dict(r)) for r in rows]
+
+
+async def delete_matching(conn: Executor, collection_id: UUID, request: DeleteDocuments) -> DeletedDocuments:
+    """The documents of one collection that `request` names (ids, metadata or both), deleted."""
     async with transaction(conn) as c:
-        chosen = [r["id"] for r in await c.fetch(f"SELECT id FROM documents WHERE {where}", *params)]
+        chosen = [d.id for d in await matching_documents(c, collection_id, request)]
         deleted = await delete_documents(c, chosen)
     gone = set(deleted)
     kept = [i for i in dict.fromkeys(request.ids or []) if i not in gone]

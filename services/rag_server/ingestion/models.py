@@ -129,7 +129,9 @@ class DeleteDocuments(BaseModel):
     collection: CollectionRef = Field(default=DEFAULT_COLLECTION, description="Name or id")
     ids: list[UUID] | None = Field(default=None, min_length=1, max_length=1_000)
     metadata: MetadataMatch | None = Field(
-        default=None, min_length=1, description=f"Every key must match. {METADATA_MATCH_RULES}"
+        default=None,
+        min_length=1,
+        description=f"At least one key, and every key must match. {METADATA_MATCH_RULES}",
     )
 
     @model_validator(mode="after")

@@ -1,0 +1,111 @@
+"""`rag-server documents list|delete` as an operator runs it: a subprocess on the module's database."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from uuid import UUID
+
+import pytest
+
+from rag_server.collections import store
+from rag_server.collections.models import CreateCollection
+from rag_server.config import Settings
+from rag_server.infra.runtime import Runtime
+from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+from tests.support.processes import settings_env
+
+
+async def rag_server(settings: Settings, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "rag_server", *args],
+        env=settings_env(settings),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+async def ids(runtime: Runtime) -> dict[str, UUID]:
+    """`notes`: three documents from an old source, one from a new one; `default`: one from the old."""
+    notes = await store.create_collection(runtime.pool, CreateCollection(name="notes"))
+    docs = [
+        DirectDocument(f"{name}.txt", f"{name} is a note about herons.".encode(), {"source": source})
+        for name, source in (("alpha", "old"), ("beta", "old"), ("gamma", "old"), ("delta", "new"))
+    ]
+    made = await ingest_documents_direct(runtime, docs, collection_id=notes.id)
+    (elsewhere,) = await ingest_documents_direct(
+        runtime, [DirectDocument("epsilon.txt", b"epsilon, also old", {"source": "old"})]
+    )
+    return {d.filename: i for d, i in zip(docs, made, strict=True)} | {"epsilon.txt": elsewhere}
+
+
+async def test_list_filters_by_name_and_metadata(settings: Settings, ids: dict[str, UUID]) -> None:
+    listed = await rag_server(
+        settings,
+        "documents",
+        "list",
+        "--collection",
+        "notes",
+        "--metadata",
+        '{"source": "old"}',
+        "--sort",
+        "name",
+    )
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["id", "status", "chunks", "type", "name"]
+    assert [line.split()[-1] for line in lines[1:-1]] == ["alpha.txt", "beta.txt", "gamma.txt"]
+    assert lines[-1] == "3 of 3 documents"
+    named = await rag_server(settings, "documents", "list", "--collection", "notes", "--name", "ELTA")
+    assert named.stdout.splitlines()[-1] == "1 of 1 documents" and "delta.txt" in named.stdout
+
+
+async def test_delete_lists_first_asks_and_stays_in_its_collection(
+    settings: Settings, ids: dict[str, UUID]
+) -> None:
+    old = ("documents", "delete", "--collection", "notes", "--metadata", '{"source": "old"}')
+    # No terminal, neither --yes nor --dry-run: nothing to ask, nothing done.
+    refused = await rag_server(settings, *old)
+    assert refused.returncode == 1 and "add --yes" in refused.stderr
+    dry = await rag_server(settings, *old, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines()[-1] == "3 documents would be deleted (--dry-run)"
+    assert str(ids["alpha.txt"]) in dry.stdout and "epsilon" not in dry.stdout
+    # One of them by id, with the metadata too; then the rest by metadata alone.
+    one = await rag_server(settings, "documents", "delete", str(ids["alpha.txt"]), *old[2:], "--yes")
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.splitlines()[-1] == "deleted 1 document"
+    rest = await rag_server(settings, *old, "--yes")
+    assert rest.stdout.splitlines()[-1] == "deleted 2 documents", rest.stdout
+    again = await rag_server(settings, *old, "--yes")
+    assert again.returncode == 0 and again.stdout.splitlines()[-1] == "no document matches: nothing deleted"
+    left = await rag_server(settings, "documents", "list", "--collection", "notes")
+    assert left.stdout.splitlines()[-1] == "1 of 1 documents" and "delta.txt" in left.stdout
+    # `default`'s document of the same source is still there.
+    kept = await rag_server(settings, "documents", "list", "--metadata", '{"source": "old"}')
+    assert "epsilon.txt" in kept.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("documents", "delete", "--yes"), "name the documents to delete"),
+        (("documents", "delete", "--metadata", "{source: old}", "--yes"), "--metadata is not JSON"),
+        (("documents", "delete", "--metadata", '{"a": {"b": 1}}', "--yes"), "error: --metadata:"),
+        (("documents", "delete", "not-a-uuid", "--yes"), "invalid UUID value"),
+        (("documents", "list", "--collection", "nope"), "no collection 'nope'"),
+        (("documents", "list", "--limit", "0"), "--limit"),
+    ],
+)
+async def test_bad_arguments_are_one_error_line(
+    settings: Settings, ids: dict[str, UUID], args: tuple[str, ...], said: str
+) -> None:
+    result = await rag_server(settings, *args)
+    assert result.returncode != 0
+    assert said in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
