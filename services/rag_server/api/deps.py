@@ -64,7 +64,8 @@ def metadata_query(
     metadata: Annotated[
         str | None,
         Query(
-            max_length=100_000,
+            # Within a URL proxies pass (nginx: 8 KiB a request line) and HTTP clients build.
+            max_length=8_000,
             description='JSON, e.g. {"team": "a"}: every key must match the metadata. '
             + METADATA_MATCH_RULES,
         ),

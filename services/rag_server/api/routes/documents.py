@@ -162,7 +162,7 @@ async def delete_document(document_id: UUID, pool: PoolDep) -> Response:
     "/documents/delete",
     response_model=DeletedDocuments,
     dependencies=[require("editor")],
-    responses=error_responses(403, 404, 503),
+    responses=error_responses(400, 403, 404, 503),
 )
 async def delete_documents(body: DeleteDocuments, pool: PoolDep) -> DeletedDocuments:
     """Delete the documents of a collection that `ids`, `metadata` or both name (Chroma's
