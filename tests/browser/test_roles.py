@@ -24,6 +24,7 @@ async def test_a_reader_has_no_upload_or_delete_and_the_api_refuses_its_upload(
     await expect(page.get_by_role("button", name="Upload", exact=True)).to_have_count(0)
     await expect(page.get_by_label("Files to upload")).to_have_count(0)
     await expect(page.get_by_role("button", name="Delete handbook.txt")).to_have_count(0)
+    await expect(page.get_by_role("checkbox")).to_have_count(0)  # nothing to select for a deletion
     await page.get_by_role("link", name="handbook.txt").click()
     await expect(page.locator(".chunk-text")).to_contain_text("staff handbook")
     await expect(page.get_by_role("button", name="Download")).to_be_visible()
@@ -44,3 +45,4 @@ async def test_an_editor_sees_upload_and_delete(page: Page, stack: Stack) -> Non
     await page.get_by_role("link", name="Documents").click()
     await expect(page.get_by_role("button", name="Upload", exact=True)).to_be_visible()
     await expect(page.get_by_role("button", name="Delete handbook.txt")).to_be_visible()
+    await expect(page.get_by_label("Select handbook.txt")).to_be_visible()
