@@ -172,6 +172,50 @@ async def test_a_source_whose_document_was_deleted_says_so_on_its_chip(
     await expect(page.get_by_role("dialog")).to_contain_text("This document has since been deleted")
 
 
+async def test_a_chat_about_one_document_searches_it_alone(
+    page: Page, stack: Stack, documents: dict[str, str], fake: FakeLLM
+) -> None:
+    """ "Ask about it" on a document's page: every question of the chat, after a reload too, is answered
+    from that document alone, the header says which, and × asks about every document again."""
+    pasta = documents["pasta.txt"]
+    await page.goto(f"{stack.base_url}/#/documents/{pasta}")
+    await page.screenshot(path="/tmp/shots/document-page.png")
+    await page.get_by_role("link", name="Ask about it").click()
+    scope = page.locator(".doc-scope")
+    await expect(scope).to_contain_text("About pasta.txt")
+    await expect(page.locator(".chat-empty")).to_contain_text("“pasta.txt” alone")
+
+    async def sources(question: str) -> list[str]:
+        answer = await ask(page, question)
+        await expect(answer.locator(".source-chip").first).to_be_attached()
+        return await answer.locator(".source-chip").all_text_contents()
+
+    # About HNSW: without the limit, hnsw.txt would be its source.
+    assert all("pasta.txt" in s for s in await sources("How does pgvector build HNSW indexes?"))
+    await expect(page).to_have_url(re.compile(rf"#/chat/[0-9a-f-]{{36}}\?doc={pasta}$"))
+    await page.reload()
+    await expect(scope).to_contain_text("About pasta.txt")
+    assert all("pasta.txt" in s for s in await sources("And what is ef_search?"))
+    await page.screenshot(path="/tmp/shots/chat-about-a-document.png")
+    # On a phone the header holds the title, the document and the mode without pushing the page sideways.
+    size = page.viewport_size
+    await page.set_viewport_size({"width": 375, "height": 740})
+    await expect(scope).to_be_visible()
+    await page.wait_for_timeout(600)  # the drawer slides shut when the layout turns narrow
+    widths = await page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    await page.screenshot(path="/tmp/shots/chat-about-a-document-phone.png")
+    assert widths[0] <= widths[1], widths
+    assert size is not None
+    await page.set_viewport_size(size)
+
+    await page.get_by_role("button", name="Ask about every document").click()
+    await expect(scope).to_be_hidden()
+    await expect(page).to_have_url(SESSION_URL)
+    assert any("hnsw.txt" in s for s in await sources("How does pgvector build HNSW indexes?"))
+
+
 async def test_injected_markup_stays_inert_text(page: Page, documents: dict[str, str], fake: FakeLLM) -> None:
     image = '<img src=x onerror="window.__pwned=1">'
     link = "[click](javascript:window.__pwned=1)"

@@ -1,5 +1,6 @@
 // The chat view: the sessions sidebar (chat_sidebar.js), one conversation (chat_messages.js renders its
-// messages) and the message box. The URL carries the session (#/chat/<id>); a new chat gets its id from
+// messages) and the message box. The URL carries the session (#/chat/<id>) and, when the questions are
+// about one document ("Ask about it" on its page), that document (?doc=<id>); a new chat gets its id from
 // the first answer's `sources` event. Streaming redraws only the answer being written, at most once per
 // animation frame. Stop (or leaving) aborts the request: the server then stores nothing, so the
 // unanswered question leaves the conversation and goes back into the message box.
@@ -25,7 +26,8 @@ const DRAFT_KEY = "rag.chatDraft";
 
 export function mount(root, ctx, route) {
   // sessionId: the session the next question goes to (null: a new chat); routeId: the id in the URL.
-  const state = { sessionId: null, routeId: null, session: null, messages: [], stream: null, searchType: "hybrid", loads: 0 };
+  // doc: the document every question is limited to ({id, filename, collection_id}), or null.
+  const state = { sessionId: null, routeId: null, session: null, messages: [], stream: null, searchType: "hybrid", loads: 0, doc: null };
 
   // --- the parts ---------------------------------------------------------------------------------
   const sidebar = createSidebar({
@@ -37,6 +39,18 @@ export function mount(root, ctx, route) {
   const drawer = createDrawer(root, sidebar.el);
   const title = h("h1", { class: "chat-title", id: "chat-title" }, "New chat");
   const tempBadge = h("span", { class: "badge temp-badge", hidden: true }, "Temporary");
+  const docName = h("a", { class: "doc-scope-name" });
+  const docScope = h(
+    "span",
+    { class: "doc-scope", hidden: true },
+    h("span", { class: "muted" }, "About "),
+    docName,
+    h(
+      "button",
+      { type: "button", class: "quiet", "aria-label": "Ask about every document", onclick: () => navigate(chatHref(state.routeId, null)) },
+      "×",
+    ),
+  );
   const modeSelect = h(
     "select",
     { id: "chat-search-type", "aria-label": "Search mode" },
@@ -66,6 +80,7 @@ export function mount(root, ctx, route) {
       drawer.toggle,
       title,
       tempBadge,
+      docScope,
       h("label", { class: "mode-select" }, h("span", {}, "Search mode"), modeSelect),
     ),
     log,
@@ -98,18 +113,47 @@ export function mount(root, ctx, route) {
   }
 
   function emptyState() {
+    const source = state.doc ? `“${state.doc.filename}” alone` : `the “${ctx.collection}” collection`;
     return h(
       "div",
       { class: "chat-empty" },
-      h("h2", {}, isTemporary() ? "Temporary chat" : "Ask about your documents"),
+      h("h2", {}, isTemporary() ? "Temporary chat" : state.doc ? "Ask about this document" : "Ask about your documents"),
       h(
         "p",
         { class: "muted" },
         isTemporary()
           ? "Answered like any chat, but never stored: it is not listed and is gone when the server restarts."
-          : `Answers come from the “${ctx.collection}” collection and cite their passages: select a number to read the passage it comes from.`,
+          : `Answers come from ${source} and cite their passages: select a number to read the passage it comes from.`,
       ),
     );
+  }
+
+  // --- the document the questions are about ----------------------------------------------------------
+  const chatHref = (id, docId) => href("chat", id, docId ? { doc: docId } : null);
+
+  // The ?doc= of the URL: look the document up (its name for the header, its collection for the
+  // questions). One that is gone says so and the chat goes on without it.
+  async function setDoc(docId) {
+    if ((state.doc?.id ?? null) === (docId || null)) return;
+    state.doc = null;
+    if (docId) {
+      try {
+        const doc = await api(`/documents/${encodeURIComponent(docId)}`);
+        state.doc = { id: doc.id, filename: doc.filename, collection_id: doc.collection_id };
+      } catch (err) {
+        formError.textContent =
+          err instanceof ApiError && (err.status === 404 || err.status === 422)
+            ? "The document this chat was asked to be about no longer exists: questions go to the whole collection."
+            : err.message;
+      }
+    }
+    docScope.hidden = !state.doc;
+    if (state.doc) {
+      docName.textContent = state.doc.filename;
+      docName.title = state.doc.filename;
+      docName.setAttribute("href", href("documents", state.doc.id));
+    }
+    if (!state.messages.length && !state.stream) drawThread();
   }
 
   function notice(heading, text) {
@@ -269,7 +313,7 @@ export function mount(root, ctx, route) {
   // The URL follows the conversation without a new history entry (and without a reload: update() sees it).
   function replaceUrl(id) {
     state.routeId = id;
-    navigate(href("chat", id), { replace: true });
+    navigate(chatHref(id, state.doc?.id), { replace: true });
   }
 
   // Take the unanswered turn out again: the server stored nothing for it.
@@ -316,6 +360,7 @@ export function mount(root, ctx, route) {
     saveDraft();
     setBusy(true);
     const body = { query: question, session_id: sessionId, search_type: state.searchType, collections: [ctx.collection] };
+    if (state.doc) Object.assign(body, { collections: [state.doc.collection_id], filters: { document_ids: [state.doc.id] } });
     let done = null;
     try {
       for await (const { event, data } of streamEvents("/query/stream", body, stream.controller.signal)) {
@@ -402,9 +447,11 @@ export function mount(root, ctx, route) {
   autosize();
   sidebar.refresh();
   loadSession(route.id);
+  setDoc(route.query.get("doc"));
 
   return {
     update(next) {
+      setDoc(next.query.get("doc"));
       // Our own replace (a new chat got its id): nothing to load.
       if (next.id === state.routeId) {
         sidebar.markCurrent();

@@ -224,6 +224,9 @@ export function mountDetail(root, ctx, route, backHref) {
     const actions = h(
       "div",
       { class: "row" },
+      // Chat and search limited to this document (and its collection, whichever one is selected).
+      h("a", { class: "button-link", href: href("chat", null, { doc: doc.id }) }, "Ask about it"),
+      h("a", { class: "button-link", href: href("search", null, { doc: doc.id }) }, "Search in it"),
       h("button", { type: "button", onclick: () => downloadDocument(doc) }, "Download"),
       canEdit
         ? h(
