@@ -180,6 +180,9 @@ async def test_a_chat_about_one_document_searches_it_alone(
     pasta = documents["pasta.txt"]
     await page.goto(f"{stack.base_url}/#/documents/{pasta}")
     await page.screenshot(path="/tmp/shots/document-page.png")
+    await page.get_by_role("link", name="Search in it").click()
+    await expect(page.get_by_label("Document")).to_have_value(pasta)
+    await page.go_back()
     await page.get_by_role("link", name="Ask about it").click()
     scope = page.locator(".doc-scope")
     await expect(scope).to_contain_text("About pasta.txt")
