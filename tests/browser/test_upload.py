@@ -169,6 +169,15 @@ async def test_the_keyboard_focus_survives_the_refresh_of_a_list_being_processed
             async with page.expect_response(lambda r: "/documents?" in r.url, timeout=20_000):
                 pass
         await expect(download).to_be_focused()
+        # A row's selection box too: focused and checked after the rows are rebuilt.
+        box = page.get_by_label("Select zeta.txt")
+        await box.focus()
+        await page.keyboard.press("Space")
+        for _ in range(2):
+            async with page.expect_response(lambda r: "/documents?" in r.url, timeout=20_000):
+                pass
+        await expect(box).to_be_focused()
+        await expect(box).to_be_checked()
     finally:
         stack.worker = start_worker(stack.env, tmp_path / "worker.log")
 

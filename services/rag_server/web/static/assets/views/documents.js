@@ -390,7 +390,7 @@ function mountList(root, ctx, route) {
     renderSelection();
     if (focused) {
       const row = [...tableBody.children].find((tr) => tr.dataset.id === focused.id);
-      [...(row?.querySelectorAll("a, button") ?? [])].find((el) => accessibleName(el) === focused.name)?.focus();
+      [...(row?.querySelectorAll("a, button, input") ?? [])].find((el) => accessibleName(el) === focused.name)?.focus();
     }
     const first = data.total ? data.offset + 1 : 0;
     const last = data.offset + data.items.length;
