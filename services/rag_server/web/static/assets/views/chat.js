@@ -133,7 +133,12 @@ export function mount(root, ctx, route) {
 
   // The ?doc= of the URL: look the document up (its name for the header, its collection for the
   // questions). One that is gone says so and the chat goes on without it.
-  async function setDoc(docId) {
+  let docReady = Promise.resolve(); // a question waits for the lookup: it must not go out unlimited
+  function setDoc(docId) {
+    docReady = docReady.then(() => lookUpDoc(docId));
+  }
+
+  async function lookUpDoc(docId) {
     if ((state.doc?.id ?? null) === (docId || null)) return;
     state.doc = null;
     if (docId) {
@@ -153,7 +158,8 @@ export function mount(root, ctx, route) {
       docName.title = state.doc.filename;
       docName.setAttribute("href", href("documents", state.doc.id));
     }
-    if (!state.messages.length && !state.stream) drawThread();
+    // A new chat's empty state names the document (a stored chat draws its own when loaded).
+    if (!state.routeId && !state.messages.length && !state.stream) drawThread();
   }
 
   function notice(heading, text) {
@@ -333,6 +339,7 @@ export function mount(root, ctx, route) {
   }
 
   async function ask() {
+    await docReady;
     const question = textarea.value.trim();
     if (!question || state.stream) return;
     formError.textContent = "";
