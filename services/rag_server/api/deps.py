@@ -64,8 +64,9 @@ def metadata_query(
     metadata: Annotated[
         str | None,
         Query(
-            # Within a URL proxies pass (nginx: 8 KiB a request line) and HTTP clients build.
-            max_length=8_000,
+            # Within a URL proxies pass (nginx: 8 KiB a request line) and HTTP clients build: httpx
+            # refuses a query over 64 KiB, and a character can take 12 bytes percent-encoded.
+            max_length=4_000,
             description='JSON, e.g. {"team": "a"}: every key must match the metadata. '
             + METADATA_MATCH_RULES,
         ),
