@@ -15,19 +15,17 @@ sentence that says what to do.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
-from pydantic import BaseModel
 
 from rag_server.chat.models import QueryResponse
+from rag_server.client_calls import Call, Calls
 from rag_server.client_errors import ClientError, failure, unreachable
 from rag_server.ingestion.models import (
     BatchStatus,
@@ -47,7 +45,6 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 RETRY_STATUSES = frozenset({429, 503})
 
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 
 
 def _delay(attempt: int, backoff_s: float, response: httpx.Response | None) -> float:
@@ -70,131 +67,6 @@ def remember_write(response: httpx.Response, headers: httpx.Headers) -> None:
     new = parse_lsn(response.headers.get(READ_AFTER_HEADER))
     if new and new > parse_lsn(headers.get(READ_AFTER_HEADER)):
         headers[READ_AFTER_HEADER] = lsn_text(new)
-
-
-def _files(paths: Sequence[str | Path], field: str = "files") -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [(field, (Path(p).name, _read(Path(p)), "application/octet-stream")) for p in paths]
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:  # missing, a folder, no permission: the call's failure, said as one
-        raise ClientError(f"cannot read {path}: {exc.strerror or exc}; nothing was sent") from None
-
-
-@dataclass(frozen=True)
-class Call(Generic[T]):
-    """One API call, described once: the sync and the async client only send it and parse the answer."""
-
-    method: str
-    path: str
-    parse: Callable[[httpx.Response], T]
-    ok: int = 200
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-def _model(model: type[M]) -> Callable[[httpx.Response], M]:
-    def parse(response: httpx.Response) -> M:
-        try:
-            return model.model_validate(response.json())
-        except ValueError:  # not JSON, or not this API's (pydantic's ValidationError is a ValueError)
-            request = response.request
-            raise ClientError(
-                f"{request.url.scheme}://{request.url.netloc.decode()} answered {request.method} "
-                f"{request.url.path} with something that is not rag-server's API: is the URL rag-server's?",
-                response.status_code,
-            ) from None
-
-    return parse
-
-
-class _Calls:
-    """Every call of the API (both clients' methods are thin wrappers of these)."""
-
-    @staticmethod
-    def health() -> Call[dict[str, Any]]:
-        return Call("GET", "/health", lambda r: dict(r.json()))
-
-    @staticmethod
-    def status() -> Call[dict[str, Any]]:
-        return Call("GET", "/status", lambda r: dict(r.json()))
-
-    @staticmethod
-    def search(query: str, params: dict[str, Any]) -> Call[SearchResponse]:
-        return Call("POST", "/search", _model(SearchResponse), kwargs={"json": {"query": query, **params}})
-
-    @staticmethod
-    def query(query: str, params: dict[str, Any]) -> Call[QueryResponse]:
-        return Call("POST", "/query", _model(QueryResponse), kwargs={"json": {"query": query, **params}})
-
-    @staticmethod
-    def check_duplicates(files: Sequence[tuple[str, str]], collection: str) -> Call[DuplicateCheckResult]:
-        body = {"files": [{"filename": f, "sha256": s} for f, s in files], "collection": collection}
-        return Call(
-            "POST", "/documents/check-duplicates", _model(DuplicateCheckResult), kwargs={"json": body}
-        )
-
-    @staticmethod
-    def upload(
-        paths: Sequence[str | Path],
-        collection: str,
-        metadata: dict[str, Any] | None,
-        file_metadata: dict[str, dict[str, Any]] | None,
-        replace: bool,
-    ) -> Call[UploadResponse]:
-        form = {"collection": collection}
-        if metadata is not None:  # {} is sent: a replaced document's metadata is cleared
-            form["metadata"] = json.dumps(metadata)
-        if file_metadata:
-            form["file_metadata"] = json.dumps(file_metadata)
-        if replace:
-            form["replace"] = "true"
-        kwargs = {"files": _files(paths), "data": form}
-        return Call("POST", "/upload", _model(UploadResponse), ok=202, kwargs=kwargs)
-
-    @staticmethod
-    def replace_file(
-        document_id: str, path: str | Path, metadata: dict[str, Any] | None
-    ) -> Call[UploadResponse]:
-        form = {"metadata": json.dumps(metadata)} if metadata is not None else {}
-        kwargs = {"files": _files([path], "file"), "data": form}
-        return Call("PUT", f"/documents/{document_id}/file", _model(UploadResponse), ok=202, kwargs=kwargs)
-
-    @staticmethod
-    def document(document_id: str) -> Call[Document]:
-        return Call("GET", f"/documents/{document_id}", _model(Document))
-
-    @staticmethod
-    def documents(collection: str, params: dict[str, Any]) -> Call[DocumentList]:
-        query = {"collection": collection, **{k: v for k, v in params.items() if v is not None}}
-        if "metadata" in query:  # a JSON object in the query string
-            query["metadata"] = json.dumps(query["metadata"])
-        return Call("GET", "/documents", _model(DocumentList), kwargs={"params": query})
-
-    @staticmethod
-    def delete_document(document_id: str) -> Call[None]:
-        return Call("DELETE", f"/documents/{document_id}", lambda _: None, ok=204)
-
-    @staticmethod
-    def delete_documents(
-        collection: str, ids: Sequence[str] | None, metadata: dict[str, Any] | None
-    ) -> Call[DeletedDocuments]:
-        body: dict[str, Any] = {"collection": collection}
-        if ids is not None:
-            body["ids"] = [str(i) for i in ids]
-        if metadata is not None:
-            body["metadata"] = metadata
-        return Call("POST", "/documents/delete", _model(DeletedDocuments), kwargs={"json": body})
-
-    @staticmethod
-    def update_metadata(document_id: str, metadata: dict[str, Any], mode: str) -> Call[Document]:
-        body = {"metadata": metadata, "mode": mode}
-        return Call("PATCH", f"/documents/{document_id}", _model(Document), kwargs={"json": body})
-
-    @staticmethod
-    def batch_status(batch_id: str) -> Call[BatchStatus]:
-        return Call("GET", f"/tasks/{batch_id}/status", _model(BatchStatus))
 
 
 class _Settings:
@@ -267,25 +139,25 @@ class Client:
         return call.parse(self.request(call.method, call.path, ok=call.ok, **call.kwargs))
 
     def health(self) -> dict[str, Any]:
-        return self._send(_Calls.health())
+        return self._send(Calls.health())
 
     def status(self) -> dict[str, Any]:
         """GET /status: the server's version, this key's role, its upload limits (`upload`)."""
-        return self._send(_Calls.status())
+        return self._send(Calls.status())
 
     def search(self, query: str, **params: Any) -> SearchResponse:
         """POST /search; `params`: search_type, top_k, collections, filters... (SearchRequest)."""
-        return self._send(_Calls.search(query, params))
+        return self._send(Calls.search(query, params))
 
     def query(self, query: str, **params: Any) -> QueryResponse:
         """POST /query: a cited answer; `params`: session_id, collections, search_type..."""
-        return self._send(_Calls.query(query, params))
+        return self._send(Calls.query(query, params))
 
     def check_duplicates(
         self, files: Sequence[tuple[str, str]], collection: str = "default"
     ) -> DuplicateCheckResult:
         """`files`: (filename, sha256 hex) pairs."""
-        return self._send(_Calls.check_duplicates(files, collection))
+        return self._send(Calls.check_duplicates(files, collection))
 
     def upload(
         self,
@@ -298,25 +170,25 @@ class Client:
     ) -> UploadResponse:
         """POST /upload. `metadata`: every file's; `file_metadata`: by file name, on top; `replace`: a
         file named like a stored document of the collection replaces its file."""
-        return self._send(_Calls.upload(paths, collection, metadata, file_metadata, replace))
+        return self._send(Calls.upload(paths, collection, metadata, file_metadata, replace))
 
     def replace_file(
         self, document_id: str, path: str | Path, *, metadata: dict[str, Any] | None = None
     ) -> UploadResponse:
         """PUT /documents/{id}/file: a new version of the document (same id) once processed."""
-        return self._send(_Calls.replace_file(document_id, path, metadata))
+        return self._send(Calls.replace_file(document_id, path, metadata))
 
     def document(self, document_id: str) -> Document:
-        return self._send(_Calls.document(document_id))
+        return self._send(Calls.document(document_id))
 
     def documents(self, collection: str = "default", **params: Any) -> DocumentList:
         """GET /documents: a page of the collection's documents; `params`: limit, offset, sort, order,
         status, type, name (part of it), metadata (a dict every key of which must match)."""
-        return self._send(_Calls.documents(collection, params))
+        return self._send(Calls.documents(collection, params))
 
     def delete_document(self, document_id: str) -> None:
         """DELETE /documents/{id}: the document, its bytes and its chunks."""
-        self._send(_Calls.delete_document(document_id))
+        self._send(Calls.delete_document(document_id))
 
     def delete_documents(
         self,
@@ -326,14 +198,14 @@ class Client:
         metadata: dict[str, Any] | None = None,
     ) -> DeletedDocuments:
         """POST /documents/delete: the collection's documents that `ids`, `metadata` or both name."""
-        return self._send(_Calls.delete_documents(collection, ids, metadata))
+        return self._send(Calls.delete_documents(collection, ids, metadata))
 
     def update_metadata(self, document_id: str, metadata: dict[str, Any], mode: str = "replace") -> Document:
         """PATCH /documents/{id}: `replace` the metadata, or `merge` top-level keys (null removes one)."""
-        return self._send(_Calls.update_metadata(document_id, metadata, mode))
+        return self._send(Calls.update_metadata(document_id, metadata, mode))
 
     def batch_status(self, batch_id: str) -> BatchStatus:
-        return self._send(_Calls.batch_status(batch_id))
+        return self._send(Calls.batch_status(batch_id))
 
 
 class AsyncClient:
@@ -381,21 +253,21 @@ class AsyncClient:
         return call.parse(await self.request(call.method, call.path, ok=call.ok, **call.kwargs))
 
     async def health(self) -> dict[str, Any]:
-        return await self._send(_Calls.health())
+        return await self._send(Calls.health())
 
     async def status(self) -> dict[str, Any]:
-        return await self._send(_Calls.status())
+        return await self._send(Calls.status())
 
     async def search(self, query: str, **params: Any) -> SearchResponse:
-        return await self._send(_Calls.search(query, params))
+        return await self._send(Calls.search(query, params))
 
     async def query(self, query: str, **params: Any) -> QueryResponse:
-        return await self._send(_Calls.query(query, params))
+        return await self._send(Calls.query(query, params))
 
     async def check_duplicates(
         self, files: Sequence[tuple[str, str]], collection: str = "default"
     ) -> DuplicateCheckResult:
-        return await self._send(_Calls.check_duplicates(files, collection))
+        return await self._send(Calls.check_duplicates(files, collection))
 
     async def upload(
         self,
@@ -406,21 +278,21 @@ class AsyncClient:
         file_metadata: dict[str, dict[str, Any]] | None = None,
         replace: bool = False,
     ) -> UploadResponse:
-        return await self._send(_Calls.upload(paths, collection, metadata, file_metadata, replace))
+        return await self._send(Calls.upload(paths, collection, metadata, file_metadata, replace))
 
     async def replace_file(
         self, document_id: str, path: str | Path, *, metadata: dict[str, Any] | None = None
     ) -> UploadResponse:
-        return await self._send(_Calls.replace_file(document_id, path, metadata))
+        return await self._send(Calls.replace_file(document_id, path, metadata))
 
     async def document(self, document_id: str) -> Document:
-        return await self._send(_Calls.document(document_id))
+        return await self._send(Calls.document(document_id))
 
     async def documents(self, collection: str = "default", **params: Any) -> DocumentList:
-        return await self._send(_Calls.documents(collection, params))
+        return await self._send(Calls.documents(collection, params))
 
     async def delete_document(self, document_id: str) -> None:
-        await self._send(_Calls.delete_document(document_id))
+        await self._send(Calls.delete_document(document_id))
 
     async def delete_documents(
         self,
@@ -429,12 +301,12 @@ class AsyncClient:
         ids: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> DeletedDocuments:
-        return await self._send(_Calls.delete_documents(collection, ids, metadata))
+        return await self._send(Calls.delete_documents(collection, ids, metadata))
 
     async def update_metadata(
         self, document_id: str, metadata: dict[str, Any], mode: str = "replace"
     ) -> Document:
-        return await self._send(_Calls.update_metadata(document_id, metadata, mode))
+        return await self._send(Calls.update_metadata(document_id, metadata, mode))
 
     async def batch_status(self, batch_id: str) -> BatchStatus:
-        return await self._send(_Calls.batch_status(batch_id))
+        return await self._send(Calls.batch_status(batch_id))

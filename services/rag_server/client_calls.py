@@ -1,0 +1,153 @@
+"""Every call of the rag-server API described once (method, path, arguments, how to read the answer):
+what `client.Client` and `client.AsyncClient` send, each in its own way (sync, async)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from rag_server.chat.models import QueryResponse
+from rag_server.client_errors import ClientError
+from rag_server.ingestion.models import (
+    BatchStatus,
+    DeletedDocuments,
+    Document,
+    DocumentList,
+    DuplicateCheckResult,
+    UploadResponse,
+)
+from rag_server.retrieval.models import SearchResponse
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+def _files(paths: Sequence[str | Path], field: str = "files") -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [(field, (Path(p).name, _read(Path(p)), "application/octet-stream")) for p in paths]
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:  # missing, a folder, no permission: the call's failure, said as one
+        raise ClientError(f"cannot read {path}: {exc.strerror or exc}; nothing was sent") from None
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One API call, described once: the sync and the async client only send it and parse the answer."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    ok: int = 200
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _model(model: type[M]) -> Callable[[httpx.Response], M]:
+    def parse(response: httpx.Response) -> M:
+        try:
+            return model.model_validate(response.json())
+        except ValueError:  # not JSON, or not this API's (pydantic's ValidationError is a ValueError)
+            request = response.request
+            raise ClientError(
+                f"{request.url.scheme}://{request.url.netloc.decode()} answered {request.method} "
+                f"{request.url.path} with something that is not rag-server's API: is the URL rag-server's?",
+                response.status_code,
+            ) from None
+
+    return parse
+
+
+class Calls:
+    """Every call of the API (both clients' methods are thin wrappers of these)."""
+
+    @staticmethod
+    def health() -> Call[dict[str, Any]]:
+        return Call("GET", "/health", lambda r: dict(r.json()))
+
+    @staticmethod
+    def status() -> Call[dict[str, Any]]:
+        return Call("GET", "/status", lambda r: dict(r.json()))
+
+    @staticmethod
+    def search(query: str, params: dict[str, Any]) -> Call[SearchResponse]:
+        return Call("POST", "/search", _model(SearchResponse), kwargs={"json": {"query": query, **params}})
+
+    @staticmethod
+    def query(query: str, params: dict[str, Any]) -> Call[QueryResponse]:
+        return Call("POST", "/query", _model(QueryResponse), kwargs={"json": {"query": query, **params}})
+
+    @staticmethod
+    def check_duplicates(files: Sequence[tuple[str, str]], collection: str) -> Call[DuplicateCheckResult]:
+        body = {"files": [{"filename": f, "sha256": s} for f, s in files], "collection": collection}
+        return Call(
+            "POST", "/documents/check-duplicates", _model(DuplicateCheckResult), kwargs={"json": body}
+        )
+
+    @staticmethod
+    def upload(
+        paths: Sequence[str | Path],
+        collection: str,
+        metadata: dict[str, Any] | None,
+        file_metadata: dict[str, dict[str, Any]] | None,
+        replace: bool,
+    ) -> Call[UploadResponse]:
+        form = {"collection": collection}
+        if metadata is not None:  # {} is sent: a replaced document's metadata is cleared
+            form["metadata"] = json.dumps(metadata)
+        if file_metadata:
+            form["file_metadata"] = json.dumps(file_metadata)
+        if replace:
+            form["replace"] = "true"
+        kwargs = {"files": _files(paths), "data": form}
+        return Call("POST", "/upload", _model(UploadResponse), ok=202, kwargs=kwargs)
+
+    @staticmethod
+    def replace_file(
+        document_id: str, path: str | Path, metadata: dict[str, Any] | None
+    ) -> Call[UploadResponse]:
+        form = {"metadata": json.dumps(metadata)} if metadata is not None else {}
+        kwargs = {"files": _files([path], "file"), "data": form}
+        return Call("PUT", f"/documents/{document_id}/file", _model(UploadResponse), ok=202, kwargs=kwargs)
+
+    @staticmethod
+    def document(document_id: str) -> Call[Document]:
+        return Call("GET", f"/documents/{document_id}", _model(Document))
+
+    @staticmethod
+    def documents(collection: str, params: dict[str, Any]) -> Call[DocumentList]:
+        query = {"collection": collection, **{k: v for k, v in params.items() if v is not None}}
+        if "metadata" in query:  # a JSON object in the query string
+            query["metadata"] = json.dumps(query["metadata"])
+        return Call("GET", "/documents", _model(DocumentList), kwargs={"params": query})
+
+    @staticmethod
+    def delete_document(document_id: str) -> Call[None]:
+        return Call("DELETE", f"/documents/{document_id}", lambda _: None, ok=204)
+
+    @staticmethod
+    def delete_documents(
+        collection: str, ids: Sequence[str] | None, metadata: dict[str, Any] | None
+    ) -> Call[DeletedDocuments]:
+        body: dict[str, Any] = {"collection": collection}
+        if ids is not None:
+            body["ids"] = [str(i) for i in ids]
+        if metadata is not None:
+            body["metadata"] = metadata
+        return Call("POST", "/documents/delete", _model(DeletedDocuments), kwargs={"json": body})
+
+    @staticmethod
+    def update_metadata(document_id: str, metadata: dict[str, Any], mode: str) -> Call[Document]:
+        body = {"metadata": metadata, "mode": mode}
+        return Call("PATCH", f"/documents/{document_id}", _model(Document), kwargs={"json": body})
+
+    @staticmethod
+    def batch_status(batch_id: str) -> Call[BatchStatus]:
+        return Call("GET", f"/tasks/{batch_id}/status", _model(BatchStatus))
