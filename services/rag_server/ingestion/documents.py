@@ -156,16 +156,12 @@ async def list_documents(
         file_type = normalise_file_type(file_type)
     params: list[Any] = [status, file_type, None if collection_ids is None else list(collection_ids), name]
 
-    def bind(value: Any) -> str:
-        params.append(value)
-        return f"${len(params)}"
-
     where = " AND ".join(
         [
             "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR file_type = $2)",
             "($3::uuid[] IS NULL OR collection_id = ANY($3::uuid[]))",
             "($4::text IS NULL OR strpos(lower(filename), lower($4)) > 0)",
-            *metadata_clauses("metadata", metadata or {}, bind),
+            *metadata_clauses("metadata", metadata or {}, params),
         ]
     )
     order = f"{_SORT_SQL[sort]} {'DESC' if descending else 'ASC'}, id"  # from a fixed map, not input
@@ -329,14 +325,10 @@ async def matching_documents(conn: Executor, collection_id: UUID, request: Delet
     """The documents of one collection that `request` names (ids, metadata or both), by name."""
     params: list[Any] = [collection_id, request.ids]
 
-    def bind(value: Any) -> str:
-        params.append(value)
-        return f"${len(params)}"
-
     where = " AND ".join(
         [
             "collection_id = $1 AND ($2::uuid[] IS NULL OR id = ANY($2::uuid[]))",
-            *metadata_clauses("metadata", request.metadata or {}, bind),
+            *metadata_clauses("metadata", request.metadata or {}, params),
         ]
     )
     rows = await conn.fetch(

@@ -8,7 +8,7 @@ pg_search on `c`, native BM25 on its postings `p`), so a scope alone never needs
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -77,14 +77,22 @@ def build_filters(
         out.needs_documents = True
     if filters.metadata:
         # Chunk metadata overrides the document's.
-        out.clauses += metadata_clauses("(d.metadata || c.metadata)", filters.metadata, bind)
+        out.clauses += metadata_clauses(
+            "(d.metadata || c.metadata)", filters.metadata, out.params, first_param
+        )
         out.needs_documents = True
     return out
 
 
-def metadata_clauses(column: str, match: MetadataMatch, bind: Callable[[Any], str]) -> list[str]:
-    """One clause per key of `match` over the jsonb `column` (models.METADATA_MATCH_RULES); `bind` binds
-    a value and gives its placeholder. Containment per key keeps JSON types (2020 != "2020") and looks
-    inside lists, as imports from Chroma and uploads store them. The value is bound inside a one-element
-    array (a bare str would reach the jsonb codec as JSON text, infra/database.py) and taken out in SQL."""
-    return [f"{column} -> {bind(key)}::text @> ({bind([value])}::jsonb -> 0)" for key, value in match.items()]
+def metadata_clauses(column: str, match: MetadataMatch, params: list[Any], first_param: int = 1) -> list[str]:
+    """One clause per key of `match` over the jsonb `column` (models.METADATA_MATCH_RULES), its values
+    appended to `params`, whose first element is bound to `$first_param`. Containment per key keeps
+    JSON types (2020 != "2020") and looks inside lists, as imports from Chroma and uploads store them.
+    The value is bound inside a one-element array (a bare str would reach the jsonb codec as JSON
+    text, infra/database.py) and taken out in SQL."""
+    clauses = []
+    for key, value in match.items():
+        params.extend([key, [value]])
+        at = first_param + len(params) - 2
+        clauses.append(f"{column} -> ${at}::text @> (${at + 1}::jsonb -> 0)")
+    return clauses
