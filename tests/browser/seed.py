@@ -4,6 +4,7 @@ stack's worker."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
@@ -18,15 +19,22 @@ def bearer(key: str) -> dict[str, str]:
 
 
 async def upload_and_wait(
-    stack: Stack, files: dict[str, bytes], collection: str | None = None
+    stack: Stack,
+    files: dict[str, bytes],
+    collection: str | None = None,
+    file_metadata: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Upload `files` with the admin key (into `collection`, else `default`), wait until the batch is
-    done; the tasks by filename."""
+    """Upload `files` with the admin key (into `collection`, else `default`; each file's metadata from
+    `file_metadata`), wait until the batch is done; the tasks by filename."""
     headers = bearer(stack.admin_key)
-    data = {"collection": collection} if collection else None
+    data = {}
+    if collection:
+        data["collection"] = collection
+    if file_metadata:
+        data["file_metadata"] = json.dumps(file_metadata)
     async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as client:
         response = await client.post(
-            "/upload", files=[("files", (n, c)) for n, c in files.items()], data=data
+            "/upload", files=[("files", (n, c)) for n, c in files.items()], data=data or None
         )
         assert response.status_code == 202, response.text
         batch = response.json()["batch_id"]

@@ -31,7 +31,12 @@ def sized_text(i: int) -> bytes:
 async def documents(stack: Stack) -> dict[str, dict[str, Any]]:
     files = {f"doc-{i:02d}.txt": sized_text(i) for i in range(1, 12)}
     files["broken.pdf"] = GARBAGE_PDF
-    tasks = await upload_and_wait(stack, files)
+    teams = {
+        "doc-03.txt": {"team": "a"},
+        "doc-04.txt": {"team": "a", "year": 2021},
+        "doc-05.txt": {"team": "b"},
+    }
+    tasks = await upload_and_wait(stack, files, file_metadata=teams)
     assert tasks["broken.pdf"]["status"] == "failed"
     return {name: {**task, "content": files[name]} for name, task in tasks.items()}
 
@@ -120,6 +125,38 @@ async def test_the_name_filter_narrows_the_list_while_typing_and_lives_in_the_ur
     await expect(field).to_have_value("")
     await expect(names(page)).to_have_count(12)
     assert "name=" not in page.url
+
+
+async def test_the_metadata_filter_narrows_the_list_once_its_json_is_valid(
+    page: Page, documents: dict[str, dict[str, Any]], page_console: Console
+) -> None:
+    page_console.allow("422")  # the filter only the server refuses, at the end
+    await page.goto(page.url.split("#")[0] + "#/documents?sort=name&order=asc")
+    await expect(names(page)).to_have_count(12)
+    field = page.get_by_label("Metadata", exact=True)
+    await field.fill('{"team": "a"}')
+    await expect(names(page)).to_have_text(["doc-03.txt", "doc-04.txt"])
+    assert "meta=" in page.url and "sort=name" in page.url
+    # Half-typed: explained under the filters, the list left as it was.
+    await field.fill('{"team": "a", "year"')
+    await expect(page.locator("#filter-metadata-note")).to_contain_text("Not valid JSON")
+    await page.screenshot(path="/tmp/shots/documents-metadata-half-typed.png")
+    await expect(names(page)).to_have_text(["doc-03.txt", "doc-04.txt"])
+    await field.fill('{"team": "a", "year": 2021}')
+    await expect(names(page)).to_have_text(["doc-04.txt"])
+    await expect(page.locator("#filter-metadata-note")).to_be_hidden()
+    # With the name filter, after a reload; then Clear filters empties both.
+    await page.reload()
+    await expect(page.get_by_label("Metadata", exact=True)).to_have_value('{"team":"a","year":2021}')
+    await page.get_by_label("Name", exact=True).fill("doc-03")
+    await expect(page.get_by_text("No document matches these filters.")).to_be_visible()
+    await page.get_by_role("link", name="Clear filters").first.click()
+    await expect(page.get_by_label("Metadata", exact=True)).to_have_value("")
+    await expect(names(page)).to_have_count(12)
+    assert "meta=" not in page.url
+    # A filter the server refuses (a URL written by hand): its sentence, not an empty table.
+    await page.goto(page.url.split("#")[0] + '#/documents?meta={"team":{"x":1}}')
+    await expect(page.get_by_role("alert").filter(has_text="metadata")).to_be_visible()
 
 
 async def test_download_gives_the_original_bytes(

@@ -23,9 +23,16 @@ FILES = {
 }
 
 
+METADATA = {
+    "otters.txt": {"topic": "animals", "year": 2020},
+    "volcano.md": {"topic": "earth"},
+    "kitchen.txt": {"topic": "food", "tags": ["quick", "vegan"]},
+}
+
+
 @pytest.fixture(scope="module")
 async def documents(stack: Stack) -> dict[str, dict[str, Any]]:
-    tasks = await upload_and_wait(stack, FILES)
+    tasks = await upload_and_wait(stack, FILES, file_metadata=METADATA)
     assert {t["status"] for t in tasks.values()} == {"completed"}, tasks
     return tasks
 
@@ -96,6 +103,60 @@ async def test_filters_by_file_type_and_document(page: Page, documents: dict[str
     # A hit links to its document's chunks.
     await hits.first.locator(".hit-title a").click()
     await expect(page.get_by_role("heading", name="kitchen.txt")).to_be_visible()
+
+
+async def test_the_metadata_filter_narrows_hits_lives_in_the_url_and_explains_what_it_refuses(
+    page: Page, documents: dict[str, dict[str, Any]], page_console: Console
+) -> None:
+    page_console.allow("422")  # the filter only the server refuses, at the end
+    await page.get_by_role("link", name="Search", exact=True).click()
+    hits = page.locator(".hit")
+    titles = hits.locator(".hit-title a")
+    await search(page, "otters lava recipe", "Hybrid")
+    await expect(hits).to_have_count(4)
+    field = page.get_by_label("Metadata", exact=True)
+    note = page.locator("#search-metadata-note")
+
+    # A valid filter re-runs the query once typing pauses; a list value matches a list holding it.
+    await field.fill('{"topic": "earth"}')
+    await expect(titles).to_have_text(["volcano.md"])
+    await field.fill('{"tags": "vegan"}')
+    await expect(titles).to_have_text(["kitchen.txt"])
+    assert "meta=" in page.url
+
+    # Half-typed JSON: said under the field, marked, and neither searched nor sent by Enter.
+    await field.fill('{"tags": ')
+    await expect(note).to_contain_text("Not valid JSON")
+    await expect(field).to_have_attribute("aria-invalid", "true")
+    await field.press("Enter")
+    await expect(field).to_be_focused()
+    await expect(titles).to_have_text(["kitchen.txt"])
+    await field.fill("[1, 2]")
+    await expect(note).to_have_text('Metadata must be a JSON object, like {"team": "x"}.')
+    await page.screenshot(path="/tmp/shots/search-metadata-refused.png")
+
+    # Types are kept: the year 2020 is not the text "2020".
+    await field.fill('{"year": "2020"}')
+    await expect(page.locator(".search-status")).to_contain_text("No results.")
+    await expect(note).to_be_hidden()
+    await expect(field).not_to_have_attribute("aria-invalid", "true")
+    await field.fill('{"year": 2020}')
+    await expect(titles).to_have_text(["otters.txt"])
+
+    # Back from the URL after a reload, with the query.
+    await page.reload()
+    await expect(page.get_by_label("Metadata", exact=True)).to_have_value('{"year":2020}')
+    await expect(titles).to_have_text(["otters.txt"])
+
+    # What only the server refuses (a nested object) is its sentence, and no hits of the search before.
+    await field.fill('{"topic": {"nested": 1}}')
+    await expect(page.get_by_role("alert").filter(has_text="metadata")).to_be_visible()
+    await expect(hits).to_have_count(0)
+
+    # Emptied: every hit again, no filter in the URL.
+    await field.fill("")
+    await expect(hits).to_have_count(4)
+    assert "meta=" not in page.url
 
 
 async def test_document_text_is_never_markup(page: Page, documents: dict[str, dict[str, Any]]) -> None:

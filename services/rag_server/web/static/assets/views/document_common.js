@@ -35,6 +35,20 @@ export function chunkSection(chunk, className = "chunk-section") {
   return chunk.heading_path ? h("span", { class: className, title: chunk.heading_path }, chunk.heading_path) : null;
 }
 
+// Metadata typed by hand (a document's, a filter's): {value} for a JSON object ("" is {}), else {error}.
+export function parseJsonObject(text) {
+  let value;
+  try {
+    value = JSON.parse(text.trim() || "{}");
+  } catch (err) {
+    return { error: `Not valid JSON: ${err.message}` };
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    return { error: 'Metadata must be a JSON object, like {"team": "x"}.' };
+  }
+  return { value };
+}
+
 export function statusBadge(status) {
   return h("span", { class: `badge ${STATUS_TONE[status] ?? ""}` }, status);
 }

@@ -4,7 +4,7 @@
 import { api, ApiError } from "../api.js";
 import { announce, formatBytes, formatDate, h, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { chunkPlace, chunkSection, deleteDocument, documentError, downloadDocument, fill, statusBadge } from "./document_common.js";
+import { chunkPlace, chunkSection, deleteDocument, documentError, downloadDocument, fill, parseJsonObject, statusBadge } from "./document_common.js";
 
 const CHUNK_PAGE = 50;
 // How often a queued or processing document's status is asked again.
@@ -23,19 +23,11 @@ const METADATA_LIMIT = 16 * 1024;
 
 // The textarea's JSON as an object, or a sentence saying what is wrong with it.
 function parseMetadata(text) {
-  let value;
-  try {
-    value = JSON.parse(text.trim() || "{}");
-  } catch (err) {
-    return { error: `Not valid JSON: ${err.message}` };
-  }
-  if (value === null || typeof value !== "object" || Array.isArray(value)) {
-    return { error: 'Metadata must be a JSON object, like {"team": "x"}.' };
-  }
-  if (new TextEncoder().encode(JSON.stringify(value)).length > METADATA_LIMIT) {
+  const parsed = parseJsonObject(text);
+  if (parsed.value && new TextEncoder().encode(JSON.stringify(parsed.value)).length > METADATA_LIMIT) {
     return { error: "Metadata is over the limit of 16 KiB." };
   }
-  return { value };
+  return parsed;
 }
 
 // Metadata: shown to everyone; an editor edits it as JSON (PATCH replaces it whole). onSaved() redraws

@@ -6,6 +6,7 @@ import { clear, confirmDialog, formatBytes, formatDate, h, toast } from "../dom.
 import { href, navigate } from "../router.js";
 import { deleteDocument, downloadDocument, FILE_TYPES, fill, statusBadge } from "./document_common.js";
 import { mountDetail } from "./document_detail.js";
+import { METADATA_MAX, metadataFilter } from "./metadata_filter.js";
 import { uploadPanel } from "./upload_panel.js";
 
 const PAGE_SIZES = [10, 25, 50, 100];
@@ -41,12 +42,13 @@ function listParams(query) {
     status: STATUSES.includes(query.get("status")) ? query.get("status") : "",
     type: query.get("type") || "",
     name: (query.get("name") || "").trim().slice(0, NAME_MAX),
+    meta: (query.get("meta") || "").trim().slice(0, METADATA_MAX),
   };
 }
 
 // What "Clear filters" resets; the sort and page size stay.
-const NO_FILTERS = { status: "", type: "", name: "", page: 1 };
-const isFiltered = (params) => Boolean(params.status || params.type || params.name);
+const NO_FILTERS = { status: "", type: "", name: "", meta: "", page: 1 };
+const isFiltered = (params) => Boolean(params.status || params.type || params.name || params.meta);
 
 function listHref(params, changes) {
   const next = { ...params, ...changes };
@@ -56,6 +58,7 @@ function listHref(params, changes) {
   if (next.status) query.status = next.status;
   if (next.type) query.type = next.type;
   if (next.name) query.name = next.name;
+  if (next.meta) query.meta = next.meta;
   if (next.per !== PAGE_SIZE) query.per = String(next.per);
   if (next.page > 1) query.page = String(next.page);
   return href("documents", null, query);
@@ -143,6 +146,10 @@ function mountList(root, ctx, route) {
   const prev = h("button", { type: "button", "aria-label": "Previous page" }, "‹ Previous");
   const next = h("button", { type: "button", "aria-label": "Next page" }, "Next ›");
   const filters = h("div", { class: "toolbar" });
+  // Applied once typing pauses on valid JSON; replace: one history entry per filter typed, as for the name.
+  const metadata = metadataFilter("filter-metadata", (meta) => {
+    if (meta !== params.meta) navigate(listHref(params, { meta, page: 1 }), { replace: true });
+  });
   const empty = h("div", { class: "empty", hidden: true });
   const error = h("p", { class: "form-error", role: "alert" });
   const wrap = h("div", { class: "table-wrap" }, table);
@@ -246,6 +253,7 @@ function mountList(root, ctx, route) {
       ),
       panel?.el,
       filters,
+      metadata.note,
       canEdit ? bulkBar : null,
       error,
       wrap,
@@ -286,7 +294,7 @@ function mountList(root, ctx, route) {
   });
   const nameField = h("label", { class: "field name-filter", for: "filter-name" }, h("span", {}, "Name"), nameInput);
   const clearFilters = h("a", { class: "clear-filters" }, "Clear filters");
-  filters.append(nameField, statusSelect, typeSelect, perSelect, clearFilters);
+  filters.append(nameField, metadata.field, statusSelect, typeSelect, perSelect, clearFilters);
   if (canEdit) headRow.append(h("th", { scope: "col", class: "pick" }, selectAll));
   const headers = COLUMNS.map((col) => {
     const mark = h("span", { class: "sort-mark", "aria-hidden": "true" });
@@ -307,6 +315,7 @@ function mountList(root, ctx, route) {
     perSelect.querySelector("select").value = String(params.per);
     // Not while the same name is being typed (spaces at its ends, the caret): only when the URL changed it.
     if (nameInput.value.trim() !== params.name) nameInput.value = params.name;
+    metadata.show(params.meta);
     clearFilters.hidden = !isFiltered(params);
     clearFilters.setAttribute("href", listHref(params, NO_FILTERS));
     for (const { col, th, mark } of headers) {
@@ -358,6 +367,7 @@ function mountList(root, ctx, route) {
           status: params.status,
           type: params.type,
           name: params.name,
+          metadata: params.meta,
         },
       });
     } catch (err) {
@@ -426,6 +436,7 @@ function mountList(root, ctx, route) {
       controller?.abort();
       clearTimeout(timer);
       clearTimeout(nameTimer);
+      metadata.destroy();
       panel?.destroy();
     },
   };

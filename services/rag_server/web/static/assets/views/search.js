@@ -6,6 +6,7 @@ import { api } from "../api.js";
 import { clear, formatMs, h, announce } from "../dom.js";
 import { href, navigate } from "../router.js";
 import { chunkPlace, chunkSection, FILE_TYPES } from "./document_common.js";
+import { METADATA_MAX, metadataFilter, parseMetadata } from "./metadata_filter.js";
 
 const MODES = [
   ["hybrid", "Hybrid", "BM25 and vector, fused"],
@@ -25,6 +26,7 @@ function searchParams(query) {
     k: Number.isFinite(k) && k >= 1 && k <= 100 ? k : DEFAULT_K,
     type: query.get("type") || "",
     doc: query.get("doc") || "",
+    meta: (query.get("meta") || "").trim().slice(0, METADATA_MAX),
   };
 }
 
@@ -34,6 +36,7 @@ function searchHref(p) {
   if (p.k !== DEFAULT_K) query.k = String(p.k);
   if (p.type) query.type = p.type;
   if (p.doc) query.doc = p.doc;
+  if (p.meta) query.meta = p.meta;
   return href("search", null, query);
 }
 
@@ -117,6 +120,10 @@ export function mount(root, ctx, route) {
   const kInput = h("input", { type: "number", id: "search-k", min: 1, max: 100, value: String(p.k), inputmode: "numeric" });
   const typeSelect = h("select", { id: "search-type" }, h("option", { value: "" }, "All types"), FILE_TYPES.map((t) => h("option", { value: t }, t.toUpperCase())));
   const docSelect = h("select", { id: "search-doc" }, h("option", { value: "" }, "All documents"));
+  // Applied with the next search (Enter in it submits); a valid change re-runs a query already there.
+  const metadata = metadataFilter("search-metadata", (meta) => {
+    if (meta !== p.meta && queryInput.value.trim()) form.requestSubmit();
+  });
   const status = h("p", { class: "muted small search-status", "aria-live": "polite" });
   const error = h("p", { class: "form-error", role: "alert" });
   const results = h("ol", { class: "hits", "aria-label": "Results" });
@@ -139,7 +146,9 @@ export function mount(root, ctx, route) {
       h("label", { class: "field", for: "search-k" }, h("span", {}, "Results"), kInput),
       h("label", { class: "field", for: "search-type" }, h("span", {}, "File type"), typeSelect),
       h("label", { class: "field", for: "search-doc" }, h("span", {}, "Document"), docSelect),
+      metadata.field,
     ),
+    metadata.note,
   );
   root.append(
     h(
@@ -162,6 +171,7 @@ export function mount(root, ctx, route) {
       k: Number.isFinite(k) ? Math.min(100, Math.max(1, k)) : DEFAULT_K,
       type: typeSelect.value,
       doc: docSelect.value,
+      meta: metadata.check().text,
     };
   }
 
@@ -172,6 +182,7 @@ export function mount(root, ctx, route) {
     typeSelect.value = p.type;
     ensureDocOption(p.doc);
     docSelect.value = p.doc;
+    metadata.show(p.meta);
   }
 
   // A document id from the URL that is not among the listed ones (beyond the first 500) still selects.
@@ -182,6 +193,10 @@ export function mount(root, ctx, route) {
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const next = formParams();
+    if (next.meta === undefined) {
+      metadata.input.focus();
+      return;
+    }
     if (!next.q) {
       queryInput.focus();
       return;
@@ -214,10 +229,12 @@ export function mount(root, ctx, route) {
     controller?.abort();
     clear(error);
     document.title = p.q ? `${p.q} · Search · rag-server` : "Search · rag-server";
-    if (!p.q) {
+    const match = parseMetadata(p.meta);
+    // No query, or a filter from the URL that is no JSON object (the field's note says why): no search.
+    if (!p.q || !match.ok) {
       clear(results);
       clear(timings);
-      status.textContent = "Type a query: hybrid search combines exact words (BM25) with meaning (vector).";
+      status.textContent = p.q ? "" : "Type a query: hybrid search combines exact words (BM25) with meaning (vector).";
       return;
     }
     controller = new AbortController();
@@ -226,6 +243,7 @@ export function mount(root, ctx, route) {
     const filters = {};
     if (p.type) filters.file_types = [p.type];
     if (p.doc) filters.document_ids = [p.doc];
+    if (match.value) filters.metadata = match.value;
     let answer;
     try {
       answer = await api("/search", {
@@ -264,6 +282,7 @@ export function mount(root, ctx, route) {
     },
     unmount() {
       controller?.abort();
+      metadata.destroy();
     },
   };
 }
