@@ -175,8 +175,9 @@ async def test_a_source_whose_document_was_deleted_says_so_on_its_chip(
 async def test_a_chat_about_one_document_searches_it_alone(
     page: Page, stack: Stack, documents: dict[str, str], fake: FakeLLM
 ) -> None:
-    """ "Ask about it" on a document's page: every question of the chat, after a reload too, is answered
-    from that document alone, the header says which, and × asks about every document again."""
+    """ "Ask about it" on a document's page: every question of the chat, after a reload or reopened from
+    the list too, is answered from that document alone, the header says which, and × asks about every
+    document again."""
     pasta = documents["pasta.txt"]
     await page.goto(f"{stack.base_url}/#/documents/{pasta}")
     await page.screenshot(path="/tmp/shots/document-page.png")
@@ -200,6 +201,12 @@ async def test_a_chat_about_one_document_searches_it_alone(
     await expect(scope).to_contain_text("About pasta.txt")
     assert all("pasta.txt" in s for s in await sources("And what is ef_search?"))
     await page.screenshot(path="/tmp/shots/chat-about-a-document.png")
+    # Opened where its link has no ?doc= (the list of chats, a bookmark): the last answer's limit holds.
+    chat_url = page.url.split("?")[0]
+    await page.goto(f"{stack.base_url}/#/documents")
+    await page.goto(chat_url)
+    await expect(scope).to_contain_text("About pasta.txt")
+    await expect(page).to_have_url(re.compile(rf"\?doc={pasta}$"))
     # On a phone the header holds the title, the document and the mode without pushing the page sideways.
     size = page.viewport_size
     await page.set_viewport_size({"width": 375, "height": 740})
@@ -217,6 +224,12 @@ async def test_a_chat_about_one_document_searches_it_alone(
     await expect(scope).to_be_hidden()
     await expect(page).to_have_url(SESSION_URL)
     assert any("hnsw.txt" in s for s in await sources("How does pgvector build HNSW indexes?"))
+    # Its last answer was not limited: reopened, it stays about every document.
+    await page.goto(f"{stack.base_url}/#/documents")
+    await page.goto(chat_url)
+    await expect(page.locator(".source-chip", has_text="hnsw.txt").first).to_be_attached()
+    await expect(scope).to_be_hidden()
+    await expect(page).to_have_url(SESSION_URL)
 
 
 async def test_injected_markup_stays_inert_text(page: Page, documents: dict[str, str], fake: FakeLLM) -> None:

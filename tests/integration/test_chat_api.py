@@ -339,6 +339,31 @@ async def test_concurrent_queries_on_one_session_all_persist_in_pairs(
     assert sorted(ids) == [m["id"] for m in messages if m["role"] == "assistant"]
 
 
+async def test_each_stored_answer_records_the_collections_and_filters_it_was_drawn_from(
+    plain_server: Server, client: httpx.AsyncClient, documents: dict[str, uuid.UUID]
+) -> None:
+    base = plain_server.url
+    default = await ok(await client.get(f"{base}/collections/default"))
+    pasta = str(documents["pasta.txt"])
+    limited = {"document_ids": [pasta], "metadata": {"topic": "pasta"}}
+    body = await ok(
+        await client.post(
+            f"{base}/query",
+            json={"query": "How long is pasta cooked?", "collections": ["default"], "filters": limited},
+        )
+    )
+    assert {s["document_name"] for s in body["sources"]} == {"pasta.txt"}
+    sid = body["session_id"]
+    await ok(await client.post(f"{base}/query", json={"query": "And what is HNSW?", "session_id": sid}))
+
+    [_, first, _, second] = await history(client, base, sid)
+    assert first["metadata"]["collections"] == [default["id"]]
+    assert first["metadata"]["filters"] == limited
+    # A question asked without filters: none recorded (the chat is no longer limited).
+    assert second["metadata"]["collections"] == [default["id"]]
+    assert "filters" not in second["metadata"]
+
+
 async def test_deleted_documents_stay_readable_in_old_answers(
     plain_server: Server, client: httpx.AsyncClient, runtime: Runtime
 ) -> None:

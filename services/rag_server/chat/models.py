@@ -142,7 +142,11 @@ class ChatMessageOut(BaseModel):
     role: Role
     content: str
     sources: list[Source] = Field(default_factory=list)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="An answer's: answer_mode, search_type, llm_model, llm_error, condensed_query, and what "
+        "it was drawn from: `collections` (ids) and `filters` (as the question sent them, when it did).",
+    )
     created_at: datetime
 
 

@@ -366,6 +366,11 @@ class ChatService:
             metadata["llm_error"] = turn.llm_error
         if turn.condensed_query:
             metadata["condensed_query"] = turn.condensed_query
+        # What the answer was drawn from: the question's collections and filters. A client reopening the
+        # chat carries its limit on (the web app: a chat about one document stays about it).
+        metadata["collections"] = [str(c) for c in turn.collection_ids]
+        if turn.request.filters is not None:
+            metadata["filters"] = turn.request.filters.model_dump(mode="json", exclude_none=True)
         return metadata
 
     def _llm(self, turn: Turn) -> LLM | None:

@@ -9,7 +9,7 @@ import { api, ApiError, streamEvents } from "../api.js";
 import { announce, h, toast } from "../dom.js";
 import { icon } from "../icons.js";
 import { href, navigate } from "../router.js";
-import { fromHistory, renderAnswerBody, renderAnswerFooter, renderMessage } from "./chat_messages.js";
+import { documentLimit, fromHistory, renderAnswerBody, renderAnswerFooter, renderMessage } from "./chat_messages.js";
 import { createDrawer } from "./chat_drawer.js";
 import { createSidebar, sessionTitle } from "./chat_sidebar.js";
 
@@ -134,7 +134,9 @@ export function mount(root, ctx, route) {
   // The ?doc= of the URL: look the document up (its name for the header, its collection for the
   // questions). One that is gone says so and the chat goes on without it.
   let docReady = Promise.resolve(); // a question waits for the lookup: it must not go out unlimited
+  let docInUrl = null;
   function setDoc(docId) {
+    docInUrl = docId || null;
     docReady = docReady.then(() => lookUpDoc(docId));
   }
 
@@ -233,6 +235,9 @@ export function mount(root, ctx, route) {
       state.messages = history.messages.map(fromHistory);
       drawHead();
       drawThread();
+      // Opened without its ?doc= (the list of chats, a bookmark): the limit of its last answer holds.
+      const limit = docInUrl ? null : documentLimit(history.messages);
+      if (limit) navigate(chatHref(id, limit), { replace: true });
     } catch (err) {
       if (load !== state.loads) return;
       // A question asked here starts a new chat.

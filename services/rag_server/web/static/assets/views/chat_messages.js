@@ -219,3 +219,12 @@ export function fromHistory(m) {
     condensedQuery: m.metadata?.condensed_query || null,
   };
 }
+
+// The one document a stored chat's last answer was limited to (its metadata records the filters it was
+// asked with), or null: a chat about one document reopened from the list stays about it.
+export function documentLimit(history) {
+  const last = history.findLast((m) => m.role === "assistant");
+  const filters = last?.metadata?.filters;
+  if (!filters || Object.keys(filters).length !== 1 || filters.document_ids?.length !== 1) return null;
+  return filters.document_ids[0];
+}
