@@ -6,11 +6,12 @@ the answer to '<question>' is grounded [1]." (tests/fakes/llm_server.py).
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, Request, Route, expect
 
 from tests.browser.chat_support import DOCS, answers, ask, ingest, thread
 from tests.browser.conftest import Console, Stack, new_page, sign_in
@@ -230,6 +231,36 @@ async def test_a_chat_about_one_document_searches_it_alone(
     await expect(page.locator(".source-chip", has_text="hnsw.txt").first).to_be_attached()
     await expect(scope).to_be_hidden()
     await expect(page).to_have_url(SESSION_URL)
+
+
+async def test_a_question_sent_before_the_document_is_looked_up_waits_for_its_limit(
+    page: Page, stack: Stack, documents: dict[str, str], fake: FakeLLM
+) -> None:
+    """The chat's document is looked up (GET /documents/<id>) when it opens; a question sent while that
+    answer is held back goes out limited to the document once it comes, never unlimited before."""
+    pasta = documents["pasta.txt"]
+    release = asyncio.Event()
+
+    async def hold(route: Route) -> None:
+        await release.wait()
+        await route.continue_()
+
+    await page.route(f"**/documents/{pasta}", hold)
+    await page.goto(f"{stack.base_url}/#/chat?doc={pasta}")
+    box = page.get_by_label("Message", exact=True)
+    await box.fill("How does pgvector build HNSW indexes?")
+    sent: list[Request] = []
+    page.on("request", lambda r: sent.append(r) if r.url.endswith("/query/stream") else None)
+    await box.press("Enter")
+    await page.wait_for_timeout(500)  # time for a question that did not wait to go out
+    assert sent == []
+    release.set()
+    answer = answers(page).first
+    await expect(answer.get_by_role("button", name="Copy answer")).to_be_visible(timeout=60_000)
+    [query] = sent
+    body = query.post_data_json
+    assert body["filters"] == {"document_ids": [pasta]}, body
+    assert all("pasta.txt" in s for s in await answer.locator(".source-chip").all_text_contents())
 
 
 async def test_injected_markup_stays_inert_text(page: Page, documents: dict[str, str], fake: FakeLLM) -> None:
