@@ -30,7 +30,12 @@ DOCS = {
 
 @pytest.fixture(scope="module")
 async def doc_ids(runtime: Runtime) -> dict[str, UUID]:
-    extra = {"mice.txt": {"tags": ["oncology", "genetics"], "year": 2020}}
+    extra = {
+        "zebrafish.md": {"year": 2018, "journal": "Nature", "impact": 49.9},
+        "insulin.txt": {"year": 2019, "journal": "Lancet"},
+        "vitamin.txt": {"year": 2021, "journal": "BMJ", "tags": ["trial"]},
+        "mice.txt": {"tags": ["oncology", "genetics"], "year": 2020},
+    }
     docs = [
         DirectDocument(name, text.encode(), {"source": "test", **extra.get(name, {})})
         for name, text in DOCS.items()
@@ -163,6 +168,63 @@ def test_a_metadata_filter_matches_equal_values_and_inside_lists(
         {"tag": "oncology"},
     ):
         assert not found(other), other
+
+
+OPERATORS = [
+    ({"year": {"$gte": 2020}}, {"mice.txt", "vitamin.txt"}),
+    ({"year": {"$gt": 2018, "$lte": 2020}}, {"insulin.txt", "mice.txt"}),
+    ({"year": {"$lt": 2019.5}}, {"zebrafish.md", "insulin.txt"}),
+    ({"year": {"$eq": 2020}}, {"mice.txt"}),
+    ({"year": {"$in": [2018, 2021, 1999]}}, {"zebrafish.md", "vitamin.txt"}),
+    ({"year": {"$nin": [2018, 2021]}}, {"insulin.txt", "mice.txt"}),
+    # A key the metadata lacks matches no condition: mice.txt has no journal.
+    ({"journal": {"$ne": "Nature"}}, {"insulin.txt", "vitamin.txt"}),
+    ({"journal": {"$nin": ["Nature"]}}, {"insulin.txt", "vitamin.txt"}),
+    # Lists: $in finds a list holding one of the values, $ne one not holding it.
+    ({"tags": {"$in": ["trial", "genetics"]}}, {"vitamin.txt", "mice.txt"}),
+    ({"tags": {"$ne": "trial"}}, {"mice.txt"}),
+    ({"$or": [{"journal": "Nature"}, {"tags": "oncology"}]}, {"zebrafish.md", "mice.txt"}),
+    (
+        {"$and": [{"year": {"$gte": 2019}}, {"$or": [{"journal": "BMJ"}, {"journal": "Lancet"}]}]},
+        {"insulin.txt", "vitamin.txt"},
+    ),
+    # Comparisons are on numbers only: a text never compares (and never raises).
+    ({"journal": {"$gt": 0}}, set()),
+    ({"impact": {"$gt": 49.89}}, {"zebrafish.md"}),
+]
+
+
+@pytest.mark.parametrize("search_type", ["vector", "bm25", "hybrid"])
+def test_chromas_where_operators_select_the_same_documents_in_every_leg(
+    client: TestClient, doc_ids: dict[str, UUID], search_type: str
+) -> None:
+    for metadata, expected in OPERATORS:
+        body = {
+            "query": "zebrafish insulin vitamin knockout mice",
+            "search_type": search_type,
+            "filters": {"metadata": metadata},
+        }
+        reply = post(client, body)
+        assert reply.status_code == 200, reply.text
+        assert {r["document_name"] for r in reply.json()["results"]} == expected, metadata
+
+
+def test_the_document_listing_takes_the_same_operators(client: TestClient, doc_ids: dict[str, UUID]) -> None:
+    for metadata, expected in OPERATORS:
+        reply = client.get("/documents", params={"metadata": json.dumps(metadata), "limit": 100})
+        assert reply.status_code == 200, reply.text
+        names = {d["filename"] for d in reply.json()["items"]} & set(DOCS)
+        assert names == expected, metadata
+
+
+def test_an_operator_refused_is_a_422_naming_where(client: TestClient) -> None:
+    body = {"query": "x", "filters": {"metadata": {"$or": [{"year": {"$gt": "2020"}}]}}}
+    reply = post(client, body)
+    assert reply.status_code == 422, reply.text
+    assert "$or[0].year.$gt: a number, not a text" in reply.text
+    listing = client.get("/documents", params={"metadata": '{"year": {"$regex": "^20"}}'})
+    assert listing.status_code == 422, listing.text
+    assert "'$regex' is no operator" in listing.text
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,8 @@ from rag_server.errors import ForbiddenError
 from rag_server.infra.queue import IngestQueue
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import ScopedPool, bind_scope
-from rag_server.retrieval.models import METADATA_MATCH_RULES, MetadataMatch
+from rag_server.retrieval.metadata_match import METADATA_MATCH_RULES
+from rag_server.retrieval.models import MetadataMatch
 
 
 def get_runtime(request: Request) -> Runtime:

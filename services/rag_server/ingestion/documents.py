@@ -28,7 +28,8 @@ from rag_server.ingestion.models import (
     MetadataUpdate,
 )
 from rag_server.ingestion.parsing import FILE_TYPES, file_type_for
-from rag_server.retrieval.filters import metadata_clauses, normalise_file_type
+from rag_server.retrieval.filters import normalise_file_type
+from rag_server.retrieval.metadata_match import metadata_clauses
 from rag_server.retrieval.models import MetadataMatch
 
 

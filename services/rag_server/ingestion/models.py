@@ -9,7 +9,8 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rag_server.collections.models import DEFAULT_COLLECTION, CollectionRef
-from rag_server.retrieval.models import METADATA_MATCH_RULES, MetadataMatch
+from rag_server.retrieval.metadata_match import METADATA_MATCH_RULES
+from rag_server.retrieval.models import MetadataMatch
 from rag_server.text import Cleaned
 
 TaskStatus = Literal["queued", "processing", "completed", "failed", "duplicate"]

@@ -50,7 +50,8 @@ from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import bind_scope, reset_scope
 from rag_server.ingestion.models import DocumentStatus, NamePart
 from rag_server.mcp_server import tools
-from rag_server.retrieval.models import METADATA_MATCH_RULES, MetadataMatch, SearchFilters
+from rag_server.retrieval.metadata_match import METADATA_MATCH_RULES
+from rag_server.retrieval.models import MetadataMatch, SearchFilters
 
 T = TypeVar("T")
 PRINCIPAL_KEY = "rag_server.principal"  # where McpEndpoint leaves the authenticated principal

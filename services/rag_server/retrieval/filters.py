@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from rag_server.retrieval.models import MetadataMatch, SearchFilters
+from rag_server.retrieval.metadata_match import metadata_clauses
+from rag_server.retrieval.models import SearchFilters
 
 
 @dataclass
@@ -82,17 +83,3 @@ def build_filters(
         )
         out.needs_documents = True
     return out
-
-
-def metadata_clauses(column: str, match: MetadataMatch, params: list[Any], first_param: int = 1) -> list[str]:
-    """One clause per key of `match` over the jsonb `column` (models.METADATA_MATCH_RULES), its values
-    appended to `params`, whose first element is bound to `$first_param`. Containment per key keeps
-    JSON types (2020 != "2020") and looks inside lists, as imports from Chroma and uploads store them.
-    The value is bound inside a one-element array (a bare str would reach the jsonb codec as JSON
-    text, infra/database.py) and taken out in SQL."""
-    clauses = []
-    for key, value in match.items():
-        params.extend([key, [value]])
-        at = first_param + len(params) - 2
-        clauses.append(f"{column} -> ${at}::text @> (${at + 1}::jsonb -> 0)")
-    return clauses

@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from rag_server.collections.models import CollectionRef, HybridAlpha
+from rag_server.retrieval.metadata_match import METADATA_MATCH_RULES, check_match
 from rag_server.text import Cleaned, CleanText
 
 SearchType = Literal["vector", "bm25", "hybrid"]
@@ -18,24 +19,12 @@ FusionMethod = Literal["rrf", "convex"]
 GroupBy = Literal["chunk", "document"]
 
 
-# A metadata value as stored in jsonb: text without NUL, an integer within bigint, a finite number.
-MetadataKey = Annotated[str, Field(min_length=1, max_length=200), Cleaned]
-# Strict numbers: a string over the length limit must be refused, not coerced ("000..." -> 0).
-MetadataValue = (
-    Annotated[str, Field(max_length=2_000), Cleaned]
-    | Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
-    | Annotated[float, Field(strict=True, allow_inf_nan=False)]
-    | StrictBool
-)
-# Metadata that must match, key by key: a value, or a list of values all of which must be there.
+# A checked match (metadata_match.py: its forms, its checks, its SQL); a refusal is a 422 naming where.
 MetadataMatch = Annotated[
-    dict[MetadataKey, MetadataValue | Annotated[list[MetadataValue], Field(min_length=1, max_length=50)]],
-    Field(max_length=50),
+    dict[str, Any],
+    BeforeValidator(check_match),
+    WithJsonSchema({"type": "object", "description": METADATA_MATCH_RULES}),
 ]
-METADATA_MATCH_RULES = (
-    'A value matches an equal value of the same JSON type (2020 is not "2020") or a list holding it: '
-    '{"tags": "rust"} finds tags ["rust", "go"]; a list of values finds lists holding all of them.'
-)
 
 
 class SearchFilters(BaseModel):
