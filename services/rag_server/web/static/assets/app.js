@@ -11,14 +11,15 @@ import { api, ApiError, auth } from "./api.js";
 import { clear, confirmDialog, h, toast } from "./dom.js";
 import { parseRoute } from "./router.js";
 import { unsentUploads } from "./upload.js";
+import * as admin from "./views/admin.js";
 import * as chat from "./views/chat.js";
 import * as documents from "./views/documents.js";
 import * as search from "./views/search.js";
 import * as status from "./views/status.js";
 
-const VIEWS = { chat, documents, search, status };
+const VIEWS = { chat, documents, search, status, admin };
 // The tab's title until the view names what it shows (a chat's title, a document's name, a query).
-const VIEW_TITLES = { chat: "Chat", documents: "Documents", search: "Search", status: "Status" };
+const VIEW_TITLES = { chat: "Chat", documents: "Documents", search: "Search", status: "Status", admin: "Admin" };
 const ROLE_RANK = { reader: 1, editor: 2, admin: 3 };
 const COLLECTION_STORAGE = "rag.collection";
 
@@ -39,6 +40,10 @@ const ctx = {
   dropTarget: null,
   can(role) {
     return ROLE_RANK[this.status?.key.role] >= ROLE_RANK[role];
+  },
+  // The collections again (one created, renamed or deleted in Admin): the top bar's switcher follows.
+  async reloadCollections() {
+    await loadCollections();
   },
   async refreshStatus() {
     this.status = await api("/status");
@@ -164,6 +169,7 @@ async function start() {
   nav.hidden = false;
   topbarEnd.hidden = false;
   signOut.hidden = ctx.status.auth === "open";
+  nav.querySelector('a[href="#/admin"]').hidden = !ctx.can("admin");
   const key = ctx.status.key;
   whoami.textContent = key.name ? `${key.name} · ${key.role}` : "open (no API key)";
   current = null;

@@ -1,7 +1,7 @@
 // Routes live in the URL's fragment (#/chat/<session>, #/documents?status=failed), so reload, back and
 // forward work and no page path can shadow an API path.
 
-export const VIEWS = ["chat", "documents", "search", "status"];
+export const VIEWS = ["chat", "documents", "search", "status", "admin"];
 
 // A segment as typed; one that is not valid percent-encoding (a link cut short: "%E0%A4%A") stays as it is
 // instead of throwing URIError, which left the app on "Loading…" or on the previous view.

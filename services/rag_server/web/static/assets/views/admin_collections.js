@@ -1,0 +1,183 @@
+// The Admin view's collections: the list (documents, fusion weight), a form for a new one, an edit
+// dialog (name, description, weight) and delete (a collection's documents go with it, after asking).
+
+import { api } from "../api.js";
+import { clear, confirmDialog, h, showModal, toast } from "../dom.js";
+
+const NAME_HINT = "Lower-case letters, digits, - and _; up to 63";
+
+// The weight field's text -> the API's hybrid_alpha: "" is null (the server's RAG_HYBRID_ALPHA).
+function alphaOf(text) {
+  const trimmed = text.trim();
+  return trimmed === "" ? null : Number(trimmed);
+}
+
+function fields(prefix, collection = null) {
+  const name = h("input", { id: `${prefix}-name`, required: true, maxlength: "63", autocomplete: "off", spellcheck: "false", title: NAME_HINT });
+  const description = h("input", { id: `${prefix}-description`, maxlength: "2000", autocomplete: "off" });
+  const alpha = h("input", { id: `${prefix}-alpha`, type: "number", min: "0", max: "1", step: "0.05", placeholder: "default", inputmode: "decimal" });
+  if (collection) {
+    name.value = collection.name;
+    name.disabled = collection.name === "default"; // `default` keeps its name
+    description.value = collection.description;
+    alpha.value = collection.hybrid_alpha ?? "";
+  }
+  const label = (input, text, hint) => h("label", { class: "field", for: input.id }, h("span", { title: hint }, text), input);
+  return {
+    name,
+    description,
+    alpha,
+    els: [
+      label(name, "Name", NAME_HINT),
+      label(description, "Description"),
+      label(alpha, "Vector weight", "Hybrid search's weight of the vector leg, 0 to 1 (BM25 gets the rest); empty: the server's"),
+    ],
+  };
+}
+
+export function collectionsSection(ctx) {
+  let changed = () => {};
+  const body = h("tbody");
+  const error = h("p", { class: "form-error admin-error", role: "alert" });
+  const formError = h("p", { class: "form-error admin-error", role: "alert" });
+  const created = fields("new-collection");
+  const form = h(
+    "form",
+    { class: "admin-form", "aria-label": "New collection" },
+    ...created.els,
+    h("button", { type: "submit", class: "primary" }, "Create collection"),
+  );
+  const el = h(
+    "section",
+    { class: "admin-section", "aria-labelledby": "collections-title" },
+    h("h2", { id: "collections-title" }, "Collections"),
+    error,
+    h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        { class: "admin-table" },
+        h("caption", { class: "visually-hidden" }, "Collections"),
+        h("thead", {}, h("tr", {}, ["Name", "Description", "Documents", "Vector weight", ""].map((t, i) => h("th", { scope: "col", class: i === 2 || i === 3 ? "num" : null }, t)))),
+        body,
+      ),
+    ),
+    h("h3", {}, "New collection"),
+    form,
+    formError,
+  );
+
+  async function load() {
+    try {
+      const { items } = await api("/collections", { query: { limit: 200 } });
+      error.textContent = "";
+      clear(body).append(...items.map(row));
+    } catch (err) {
+      error.textContent = err.message;
+    }
+  }
+
+  // After any change: this list, the collection switcher of the top bar, and whoever listens (the keys).
+  async function after(message) {
+    toast(message);
+    await Promise.all([load(), ctx.reloadCollections()]);
+    changed();
+  }
+
+  function row(c) {
+    const actions = h(
+      "div",
+      { class: "row-actions" },
+      h("button", { type: "button", class: "quiet", "aria-label": `Edit ${c.name}`, onclick: () => edit(c) }, "Edit"),
+      c.name === "default"
+        ? null
+        : h("button", { type: "button", class: "quiet danger-text", "aria-label": `Delete ${c.name}`, onclick: () => remove(c) }, "Delete"),
+    );
+    return h(
+      "tr",
+      { "data-name": c.name },
+      h("td", { class: "name-cell" }, h("strong", {}, c.name)),
+      h("td", { class: "muted" }, c.description || "—"),
+      h("td", { class: "num" }, String(c.document_count)),
+      h("td", { class: "num" }, c.hybrid_alpha === null ? h("span", { class: "muted" }, "default") : String(c.hybrid_alpha)),
+      h("td", {}, actions),
+    );
+  }
+
+  async function remove(c) {
+    const n = c.document_count;
+    const question = n
+      ? `Delete the collection “${c.name}” and its ${n} document${n === 1 ? "" : "s"} (files, chunks, tasks)? This cannot be undone.`
+      : `Delete the empty collection “${c.name}”?`;
+    if (!(await confirmDialog(question))) return;
+    try {
+      await api(`/collections/${encodeURIComponent(c.id)}`, { method: "DELETE", query: n ? { force: "true" } : undefined });
+    } catch (err) {
+      toast(err.message, "error");
+      return;
+    }
+    await after(`Collection ${c.name} deleted.`);
+  }
+
+  function edit(c) {
+    const edited = fields("edit-collection", c);
+    const dialogError = h("p", { class: "form-error", role: "alert" });
+    const dialog = h(
+      "dialog",
+      { class: "admin-dialog", "aria-labelledby": "edit-collection-title" },
+      h(
+        "form",
+        { method: "dialog" },
+        h("h2", { id: "edit-collection-title" }, `Edit ${c.name}`),
+        ...edited.els,
+        dialogError,
+        h("div", { class: "row end" }, h("button", { value: "cancel", class: "quiet", formnovalidate: true }, "Cancel"), h("button", { value: "save", class: "primary" }, "Save")),
+      ),
+    );
+    dialog.querySelector("form").addEventListener("submit", async (event) => {
+      if (event.submitter?.value !== "save") return;
+      event.preventDefault();
+      const changes = {};
+      if (!edited.name.disabled && edited.name.value.trim() !== c.name) changes.name = edited.name.value.trim();
+      if (edited.description.value !== c.description) changes.description = edited.description.value;
+      const alpha = alphaOf(edited.alpha.value);
+      if (alpha !== c.hybrid_alpha) changes.hybrid_alpha = alpha;
+      try {
+        if (Object.keys(changes).length) await api(`/collections/${encodeURIComponent(c.id)}`, { method: "PATCH", json: changes });
+      } catch (err) {
+        dialogError.textContent = err.message;
+        return;
+      }
+      dialog.close();
+      if (Object.keys(changes).length) await after(`Collection ${changes.name ?? c.name} saved.`);
+    });
+    dialog.addEventListener("close", () => dialog.remove());
+    showModal(dialog);
+    (edited.name.disabled ? edited.description : edited.name).focus();
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const json = { name: created.name.value.trim(), description: created.description.value };
+    const alpha = alphaOf(created.alpha.value);
+    if (alpha !== null) json.hybrid_alpha = alpha;
+    try {
+      await api("/collections", { method: "POST", json });
+    } catch (err) {
+      formError.textContent = err.message;
+      return;
+    }
+    formError.textContent = "";
+    form.reset();
+    await after(`Collection ${json.name} created.`);
+  });
+
+  load();
+  return {
+    el,
+    onChange(listener) {
+      changed = listener;
+    },
+  };
+}

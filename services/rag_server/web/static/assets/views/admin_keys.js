@@ -1,0 +1,160 @@
+// The Admin view's API keys: the list (role, collections, last use; revoked ones on request), a form for a
+// new key (shown once, with Copy) and revoke. Only a hash of each key is stored: a lost key is revoked and
+// made again.
+
+import { api } from "../api.js";
+import { clear, confirmDialog, formatDate, h, toast } from "../dom.js";
+
+const ROLES = [
+  ["reader", "reader (search, chat, read)"],
+  ["editor", "editor (+ upload, edit, delete)"],
+  ["admin", "admin (+ collections, keys)"],
+];
+
+export function keysSection(ctx) {
+  const body = h("tbody");
+  const error = h("p", { class: "form-error admin-error", role: "alert" });
+  const formError = h("p", { class: "form-error admin-error", role: "alert" });
+  const showRevoked = h("input", { type: "checkbox", id: "keys-revoked" });
+  const name = h("input", { id: "new-key-name", required: true, maxlength: "100", autocomplete: "off", spellcheck: "false", title: "Letters, digits and _ . @ -" });
+  const role = h("select", { id: "new-key-role" }, ROLES.map(([value, text]) => h("option", { value }, text)));
+  const picks = h("div", { class: "key-collections" });
+  const scope = h(
+    "fieldset",
+    { class: "key-scope" },
+    h("legend", {}, "Collections"),
+    h("p", { class: "muted small" }, "None ticked: every collection, also those made later."),
+    picks,
+  );
+  // The key made last, shown until dismissed: it is never shown again.
+  const reveal = h("div", { class: "key-reveal card", role: "status", hidden: true });
+  const form = h(
+    "form",
+    { class: "admin-form", "aria-label": "New API key" },
+    h("label", { class: "field", for: name.id }, h("span", {}, "Name"), name),
+    h("label", { class: "field", for: role.id }, h("span", {}, "Role"), role),
+    scope,
+    h("button", { type: "submit", class: "primary" }, "Create key"),
+  );
+  const el = h(
+    "section",
+    { class: "admin-section", "aria-labelledby": "keys-title" },
+    h("h2", { id: "keys-title" }, "API keys"),
+    h("label", { class: "check", for: showRevoked.id }, showRevoked, " Show revoked keys"),
+    error,
+    h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        { class: "admin-table" },
+        h("caption", { class: "visually-hidden" }, "API keys"),
+        h("thead", {}, h("tr", {}, ["Name", "Role", "Collections", "Starts with", "Created", "Last used", ""].map((t) => h("th", { scope: "col" }, t)))),
+        body,
+      ),
+    ),
+    h("h3", {}, "New key"),
+    reveal,
+    form,
+    formError,
+  );
+
+  const when = (iso) => (iso ? h("time", { datetime: iso }, formatDate(iso)) : h("span", { class: "muted" }, "never"));
+
+  function row(key) {
+    const mine = key.name === ctx.status.key.name;
+    const end = key.revoked_at
+      ? h("span", { class: "badge error" }, "revoked")
+      : h("button", { type: "button", class: "quiet danger-text", "aria-label": `Revoke ${key.name}`, onclick: () => revoke(key, mine) }, "Revoke");
+    return h(
+      "tr",
+      { "data-name": key.name },
+      h("td", { class: "name-cell" }, h("strong", {}, key.name), mine ? h("span", { class: "muted small" }, " (this tab)") : null),
+      h("td", {}, key.role),
+      h("td", {}, key.collections ? key.collections.join(", ") : h("span", { class: "muted" }, "every collection")),
+      h("td", {}, h("code", {}, `${key.key_prefix}…`)),
+      h("td", { class: "nowrap" }, when(key.created_at)),
+      h("td", { class: "nowrap" }, when(key.last_used_at)),
+      h("td", {}, h("div", { class: "row-actions" }, end)),
+    );
+  }
+
+  async function load() {
+    try {
+      const { items } = await api("/keys", { query: { include_revoked: showRevoked.checked ? "true" : undefined } });
+      error.textContent = "";
+      clear(body).append(...items.map(row));
+    } catch (err) {
+      error.textContent = err.message;
+    }
+  }
+
+  async function revoke(key, mine) {
+    const warning = mine ? " It is the key this tab is signed in with: you will be asked for another." : "";
+    if (!(await confirmDialog(`Revoke the key “${key.name}”? Every client using it is refused at once.${warning}`, "Revoke"))) return;
+    try {
+      await api(`/keys/${encodeURIComponent(key.name)}`, { method: "DELETE" });
+    } catch (err) {
+      toast(err.message, "error");
+      return;
+    }
+    toast(`Key ${key.name} revoked.`);
+    await load();
+  }
+
+  function refreshCollections() {
+    const ticked = new Set([...picks.querySelectorAll("input:checked")].map((i) => i.value));
+    clear(picks).append(
+      ...ctx.collections.map((c) =>
+        h("label", { class: "check" }, h("input", { type: "checkbox", name: "collections", value: c.name, checked: ticked.has(c.name) }), ` ${c.name}`),
+      ),
+    );
+  }
+
+  function showKey(made) {
+    const value = h("code", { class: "key-value" }, made.key);
+    const copy = h("button", { type: "button", class: "primary" }, "Copy");
+    copy.addEventListener("click", async () => {
+      await navigator.clipboard.writeText(made.key);
+      toast("Key copied.");
+    });
+    const done = h("button", { type: "button", class: "quiet" }, "I have stored it");
+    done.addEventListener("click", () => {
+      reveal.hidden = true;
+      clear(reveal);
+    });
+    clear(reveal).append(
+      h("p", {}, h("strong", {}, `The key “${made.name}”`), ": shown this once (only its hash is kept). Store it now."),
+      h("div", { class: "row" }, value, copy, done),
+    );
+    reveal.hidden = false;
+    copy.focus();
+  }
+
+  role.addEventListener("change", () => {
+    scope.disabled = role.value === "admin"; // admins reach every collection
+  });
+  showRevoked.addEventListener("change", load);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const json = { name: name.value.trim(), role: role.value };
+    const ticked = [...picks.querySelectorAll("input:checked")].map((i) => i.value);
+    if (ticked.length && role.value !== "admin") json.collections = ticked;
+    let made;
+    try {
+      made = await api("/keys", { method: "POST", json });
+    } catch (err) {
+      formError.textContent = err.message;
+      return;
+    }
+    formError.textContent = "";
+    form.reset();
+    scope.disabled = false;
+    showKey(made);
+    await load();
+  });
+
+  refreshCollections();
+  load();
+  return { el, refreshCollections };
+}

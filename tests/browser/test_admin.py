@@ -1,0 +1,123 @@
+"""The Admin view: an admin makes, edits and deletes collections (the top bar follows at once) and makes
+API keys (shown once, working at once, limited as asked) and revokes them; other roles have no Admin."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.async_api import Browser, Page, expect
+
+from tests.browser.conftest import Console, Stack, new_page, sign_in
+from tests.browser.seed import bearer, create_key, upload_and_wait
+
+
+async def open_admin(page: Page) -> None:
+    await page.get_by_role("link", name="Admin", exact=True).click()
+    await expect(page.locator('.admin-table tr[data-name="default"]').first).to_be_visible()
+
+
+async def test_an_admin_makes_edits_and_deletes_a_collection(
+    page: Page, stack: Stack, page_console: Console
+) -> None:
+    page_console.allow("422")  # the refused name
+    await open_admin(page)
+    default = page.locator('tr[data-name="default"]')
+    await expect(default.get_by_role("button", name="Edit default")).to_be_visible()
+    await expect(default.get_by_role("button", name="Delete default")).to_have_count(0)
+
+    form = page.get_by_role("form", name="New collection")
+    await form.get_by_label("Name").fill("Lab Papers")
+    await form.get_by_role("button", name="Create collection").click()
+    await expect(page.get_by_role("alert").filter(has_text="name")).to_be_visible()
+    await form.get_by_label("Name").fill("lab-papers")
+    await form.get_by_label("Description").fill("Papers of the lab")
+    await form.get_by_label("Vector weight").fill("0.3")
+    await form.get_by_role("button", name="Create collection").click()
+    row = page.locator('tr[data-name="lab-papers"]')
+    await expect(row).to_contain_text("Papers of the lab")
+    await expect(row.locator("td.num").nth(1)).to_have_text("0.3")
+    await expect(form.get_by_label("Name")).to_have_value("")
+    # The top bar's switcher has it without a reload.
+    await expect(page.locator("#collection option", has_text="lab-papers")).to_have_count(1)
+    await page.screenshot(path="/tmp/shots/admin.png", full_page=True)
+
+    # Renamed, its weight back to the server's.
+    await row.get_by_role("button", name="Edit lab-papers").click()
+    dialog = page.get_by_role("dialog", name="Edit lab-papers")
+    await dialog.get_by_label("Name").fill("lab")
+    await dialog.get_by_label("Vector weight").fill("")
+    await dialog.get_by_role("button", name="Save").click()
+    row = page.locator('tr[data-name="lab"]')
+    await expect(row.locator("td.num").nth(1)).to_have_text("default")
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+        stored = (await client.get("/collections/lab")).json()
+    assert stored["hybrid_alpha"] is None and stored["description"] == "Papers of the lab"
+
+    # Deleted with its documents, after saying how many.
+    await upload_and_wait(
+        stack, {"notes.txt": b"Notes of the lab meeting about microscopes."}, collection="lab"
+    )
+    await page.reload()
+    row = page.locator('tr[data-name="lab"]')
+    await expect(row.locator("td.num").first).to_have_text("1")
+    await row.get_by_role("button", name="Delete lab").click()
+    confirm = page.get_by_role("dialog", name="Confirm")
+    await expect(confirm).to_contain_text("and its 1 document")
+    await confirm.get_by_role("button", name="Delete").click()
+    await expect(row).to_have_count(0)
+    await expect(page.locator("#collection option", has_text="lab")).to_have_count(0)
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+        assert (await client.get("/collections/lab")).status_code == 404
+
+
+async def test_an_admin_makes_a_key_shown_once_and_revokes_it(page: Page, stack: Stack) -> None:
+    await open_admin(page)
+    form = page.get_by_role("form", name="New API key")
+    # An admin key reaches every collection: no collections to tick.
+    await form.get_by_label("Role").select_option("admin")
+    await expect(form.get_by_label("default", exact=True)).to_be_disabled()
+    await form.get_by_label("Role").select_option("reader")
+    await expect(form.get_by_label("default", exact=True)).to_be_enabled()
+    await form.get_by_label("Name").fill("lab-bot")
+    await form.get_by_label("default", exact=True).check()
+    await form.get_by_role("button", name="Create key").click()
+
+    shown = page.locator(".key-value")
+    await expect(shown).to_be_visible()
+    key = (await shown.text_content() or "").strip()
+    row = page.locator('tr[data-name="lab-bot"]')
+    await expect(row).to_contain_text("reader")
+    await expect(row.locator("td").nth(2)).to_have_text("default")
+    prefix = (await row.locator("code").text_content() or "").removesuffix("…")
+    assert len(prefix) >= 4 and key.startswith(prefix), (prefix, key)
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(key)) as client:
+        status = (await client.get("/status")).json()
+    assert status["key"]["name"] == "lab-bot" and status["key"]["role"] == "reader"
+
+    # Dismissed, or after a reload: never shown again.
+    await page.get_by_role("button", name="I have stored it").click()
+    await expect(shown).to_have_count(0)
+    await page.reload()
+    await expect(row).to_be_visible()
+    await expect(page.get_by_text(key)).to_have_count(0)
+
+    await row.get_by_role("button", name="Revoke lab-bot").click()
+    await page.get_by_role("dialog", name="Confirm").get_by_role("button", name="Revoke").click()
+    await expect(row).to_have_count(0)
+    await page.get_by_label("Show revoked keys").check()
+    await expect(row.locator(".badge")).to_have_text("revoked")
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(key)) as client:
+        assert (await client.get("/status")).status_code == 401
+
+
+async def test_an_editor_has_no_admin(browser: Browser, stack: Stack, page_console: Console) -> None:
+    key = await create_key(stack, "admin-view-editor", "editor")
+    page = await new_page(browser, page_console)
+    await sign_in(page, stack.base_url, key)
+    await expect(page.get_by_role("link", name="Documents")).to_be_visible()
+    await expect(page.get_by_role("link", name="Admin", exact=True)).to_be_hidden()
+    await page.goto(f"{stack.base_url}/#/admin")
+    await expect(page.get_by_role("heading", name="Admin")).to_be_visible()
+    await expect(page.locator(".view-admin")).to_contain_text("managed with an admin key")
+    await expect(page.locator(".admin-table")).to_have_count(0)
+    await page.context.close()
+    assert not page_console.unexpected()
