@@ -3,11 +3,16 @@ API keys (shown once, working at once, limited as asked) and revokes them; other
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import httpx
 from playwright.async_api import Browser, Page, expect
 
 from tests.browser.conftest import Console, Stack, new_page, sign_in
 from tests.browser.seed import bearer, create_key, upload_and_wait
+from tests.conftest import create_database
+from tests.support.processes import process_env, start_server
 
 
 async def open_admin(page: Page) -> None:
@@ -121,3 +126,40 @@ async def test_an_editor_has_no_admin(browser: Browser, stack: Stack, page_conso
     await expect(page.locator(".admin-table")).to_have_count(0)
     await page.context.close()
     assert not page_console.unexpected()
+
+
+async def test_while_the_api_is_open_the_first_key_is_an_admin_key_this_tab_goes_on_with(
+    browser: Browser, pg_server: str, tmp_path: Path, page_console: Console
+) -> None:
+    """Open (no key ever made, loopback): the first key closes the API. Made here, it is an admin's (so
+    someone can still manage it), it is shown once, and this tab is signed in with it, not sent to the
+    sign-in form with the key lost."""
+    database_url = await create_database(pg_server, "open")
+    server = await asyncio.to_thread(
+        start_server, process_env(database_url, tmp_path), tmp_path / "server.log"
+    )
+    try:
+        page = await new_page(browser, page_console, viewport={"width": 1280, "height": 900})
+        await page.goto(f"{server.base_url}/#/admin")
+        await expect(page.locator("#whoami")).to_have_text("open (no API key)")
+        form = page.get_by_role("form", name="New API key")
+        await expect(page.locator(".open-note")).to_contain_text("The API is open")
+        await expect(form.get_by_label("Role")).to_be_disabled()
+        await expect(form.get_by_label("Role")).to_have_value("admin")
+        await form.get_by_label("Name").fill("first-admin")
+        await form.get_by_role("button", name="Create key").click()
+
+        key = (await page.locator(".key-value").text_content() or "").strip()
+        assert key
+        await expect(page.locator("#whoami")).to_have_text("first-admin · admin")
+        await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+        await expect(page.locator('tr[data-name="first-admin"]')).to_contain_text("(this tab)")
+        await expect(page.locator(".open-note")).to_have_count(0)
+        await expect(form.get_by_label("Role")).to_be_enabled()
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            assert (await client.get("/status")).status_code == 401
+            assert (await client.get("/status", headers=bearer(key))).status_code == 200
+        await page.context.close()
+        assert not page_console.unexpected()
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -45,6 +45,12 @@ const ctx = {
   async reloadCollections() {
     await loadCollections();
   },
+  // The first key, made in Admin while the API was open, closed it: this tab goes on signed in with it.
+  async adoptKey(key) {
+    auth.set(key);
+    await this.refreshStatus();
+    showIdentity();
+  },
   async refreshStatus() {
     this.status = await api("/status");
     this.statusAt = new Date();
@@ -168,12 +174,17 @@ async function start() {
   }
   nav.hidden = false;
   topbarEnd.hidden = false;
+  showIdentity();
+  current = null;
+  render();
+}
+
+// The top bar's who-am-I, Sign out and Admin link, from the status of the key in use.
+function showIdentity() {
   signOut.hidden = ctx.status.auth === "open";
   nav.querySelector('a[href="#/admin"]').hidden = !ctx.can("admin");
   const key = ctx.status.key;
   whoami.textContent = key.name ? `${key.name} · ${key.role}` : "open (no API key)";
-  current = null;
-  render();
 }
 
 collectionSelect.addEventListener("change", () => {

@@ -28,6 +28,17 @@ export function keysSection(ctx) {
   );
   // The key made last, shown until dismissed: it is never shown again.
   const reveal = h("div", { class: "key-reveal card", role: "status", hidden: true });
+  // Open (no key yet, loopback): the first key closes the API to every request without one. An admin's
+  // only, so the API cannot end up closed with nobody able to manage it; this tab signs in with it.
+  const open = ctx.status.auth === "open";
+  const openNote = open
+    ? h("p", { class: "open-note" }, "The API is open: no key exists yet. The first key closes it to every request without a key, so it is an admin key, and this tab goes on signed in with it.")
+    : null;
+  if (open) {
+    role.value = "admin";
+    role.disabled = true;
+  }
+  scope.disabled = role.value === "admin"; // admins reach every collection
   const form = h(
     "form",
     { class: "admin-form", "aria-label": "New API key" },
@@ -54,6 +65,7 @@ export function keysSection(ctx) {
       ),
     ),
     h("h3", {}, "New key"),
+    openNote,
     reveal,
     form,
     formError,
@@ -132,7 +144,7 @@ export function keysSection(ctx) {
   }
 
   role.addEventListener("change", () => {
-    scope.disabled = role.value === "admin"; // admins reach every collection
+    scope.disabled = role.value === "admin";
   });
   showRevoked.addEventListener("change", load);
   form.addEventListener("submit", async (event) => {
@@ -149,7 +161,12 @@ export function keysSection(ctx) {
     }
     formError.textContent = "";
     form.reset();
-    scope.disabled = false;
+    if (ctx.status.auth === "open") {
+      await ctx.adoptKey(made.key);
+      openNote?.remove();
+      role.disabled = false;
+    }
+    scope.disabled = role.value === "admin";
     showKey(made);
     await load();
   });
