@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 
 import httpx
 import pytest
@@ -89,6 +90,19 @@ async def test_a_scripted_conversation(
     await page.get_by_label("Chat title").press("Enter")
     await expect(sidebar_row(page, "Index notes")).to_have_count(1)
     await expect(page.get_by_role("heading", name="Index notes")).to_be_visible()
+
+    # Export: the conversation with its sources, saved under its title.
+    row = sidebar_row(page, "Index notes")
+    await row.hover()
+    await page.screenshot(path="/tmp/shots/chat-session-actions.png")
+    async with page.expect_download() as saving:
+        await row.get_by_role("button", name="Export as Markdown “Index notes”").click()
+    saved = await saving.value
+    assert saved.suggested_filename == "Index notes.md"
+    exported = await asyncio.to_thread(Path(await saved.path()).read_text)
+    assert exported.startswith("# Index notes\n")
+    assert exported.index("What is HNSW?") < exported.index("What does ef_search change?")
+    assert "Sources:" in exported and "**hnsw.txt**" in exported
 
     # Archive: it leaves the list for the Archived section; unarchive brings it back.
     row = sidebar_row(page, "Index notes")

@@ -136,6 +136,7 @@ CALLS = [
     Call("PATCH", "/chat/sessions/{target_session}", "reader", {"title": "renamed"}),
     Call("DELETE", "/chat/sessions/{target_session}", "reader"),
     Call("GET", "/chat/history/{target_session}", "reader"),
+    Call("GET", "/chat/sessions/{target_session}/export", "reader"),
     Call("POST", "/chat/clear", "reader", {"session_id": "{target_session}"}),
     Call("POST", "/query", "reader", {"query": "zebrafish heart"}, True),
     Call("POST", "/query/stream", "reader", {"query": "zebrafish heart"}, True),

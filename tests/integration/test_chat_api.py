@@ -231,6 +231,35 @@ async def test_query_without_session_creates_one(plain_server: Server, client: h
     assert [m["role"] for m in await history(client, base, body["session_id"])] == ["user", "assistant"]
 
 
+async def test_a_conversation_exports_as_markdown_with_its_sources(
+    plain_server: Server, client: httpx.AsyncClient
+) -> None:
+    base = plain_server.url
+    session = await ok(
+        await client.post(f"{base}/chat/sessions", json={"title": "Index notes: HNSW/ef?"}), 201
+    )
+    sid = session["id"]
+    first = await ok(await client.post(f"{base}/query", json={"query": "What is HNSW?", "session_id": sid}))
+    await ok(await client.post(f"{base}/query", json={"query": "How to cook pasta?", "session_id": sid}))
+
+    reply = await client.get(f"{base}/chat/sessions/{sid}/export")
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"] == "text/markdown; charset=utf-8"
+    # The title as a file name: the characters no system takes in one are spaces.
+    assert "filename*=UTF-8''Index%20notes%20HNSW%20ef.md" in reply.headers["content-disposition"]
+    text = reply.text
+    assert text.startswith("# Index notes: HNSW/ef?\n")
+    assert "2 questions" in text
+    assert text.index("What is HNSW?") < text.index(first["answer"]) < text.index("How to cook pasta?")
+    assert "## Answer (quoted from the sources: no LLM)" in text
+    top = first["sources"][0]
+    assert f"{top['n']}. **{top['document_name']}**" in text
+    assert "   > HNSW is a graph-based index" in text
+
+    unknown = await client.get(f"{base}/chat/sessions/{uuid.uuid4()}/export")
+    assert unknown.status_code == 404 and unknown.json()["detail"]
+
+
 async def test_only_archived_lists_the_archived_sessions_alone(
     plain_server: Server, client: httpx.AsyncClient
 ) -> None:

@@ -13,7 +13,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, StrictBool, model_validator
 
 from rag_server.api.deps import ChatDep, OffsetQuery, Reader, ReadPoolDep, RuntimeDep, require
+from rag_server.api.downloads import attachment
 from rag_server.api.errors import error_responses
+from rag_server.chat.export import export_filename, markdown
 from rag_server.chat.models import (
     ChatMessageOut,
     ChatSession,
@@ -157,6 +159,28 @@ async def history(session_id: SessionRef, chat: ChatDep, reads: ReadPoolDep) -> 
     `session_id`: the session's UUID or your external id for it."""
     found, messages = await chat.history(session_id, reads)
     return History(session_id=found, messages=messages)
+
+
+@router.get(
+    "/chat/sessions/{session_id}/export",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "A Markdown file named after the chat's title",
+            "content": {"text/markdown": {"schema": {"type": "string"}}},
+        },
+        **error_responses(404, 503),
+    },
+)
+async def export_session(session_id: SessionRef, chat: ChatDep, reads: ReadPoolDep) -> Response:
+    """The conversation as a Markdown file: questions, answers and each answer's numbered sources."""
+    session = await chat.get_session(session_id, reads)
+    _, messages = await chat.history(session.id, reads)  # by id: the reference is resolved once
+    return Response(
+        markdown(session, messages),
+        media_type="text/markdown; charset=utf-8",
+        headers=attachment(export_filename(session)),
+    )
 
 
 @router.post("/chat/clear", responses=error_responses(400, 404, 503))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
@@ -19,6 +18,7 @@ from rag_server.api.deps import (
     SettingsDep,
     require,
 )
+from rag_server.api.downloads import attachment
 from rag_server.api.errors import ErrorResponse, error_responses
 from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.collections.store import resolve_ids
@@ -141,9 +141,7 @@ async def document_chunks(
 )
 async def download_document(document_id: UUID, pool: ReadPoolDep) -> Response:
     f = await documents.get_document_file(pool, document_id)
-    ascii_name = f.filename.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
-    disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(f.filename)}"
-    return Response(f.content, media_type=f.content_type, headers={"Content-Disposition": disposition})
+    return Response(f.content, media_type=f.content_type, headers=attachment(f.filename))
 
 
 @router.delete(

@@ -10,6 +10,7 @@ const PATHS = {
   send: "M5 12h13 M12 6l6 6-6 6",
   stop: "M7 7h10v10H7z",
   copy: "M9 9h10v10H9z M5 15V5h10",
+  download: "M12 4v11 M7 10l5 5 5-5 M5 20h14",
 };
 
 const SVG = "http://www.w3.org/2000/svg";

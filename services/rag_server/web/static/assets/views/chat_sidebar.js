@@ -1,7 +1,7 @@
 // The sessions sidebar: "New chat", the temporary-chat switch, the stored sessions newest first (paged),
 // the Archived section (its own paged list), inline rename, archive/unarchive and delete.
 
-import { api } from "../api.js";
+import { api, download } from "../api.js";
 import { confirmDialog, h, toast } from "../dom.js";
 import { icon } from "../icons.js";
 import { href, navigate } from "../router.js";
@@ -189,6 +189,15 @@ export function createSidebar({ onNew, temporary, currentId, onPicked }) {
     }
   }
 
+  // The conversation with its sources, as the server writes it (a file named after the title).
+  async function exportChat(session) {
+    try {
+      await download(`/chat/sessions/${encodeURIComponent(session.id)}/export`, "chat.md");
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  }
+
   owner.row = (session, isArchived) => {
     const name = sessionTitle(session);
     const link = h(
@@ -210,6 +219,7 @@ export function createSidebar({ onNew, temporary, currentId, onPicked }) {
         "div",
         { class: "session-actions" },
         button("Rename", icon("pencil"), () => startRename(item, session, link)),
+        button("Export as Markdown", icon("download"), () => exportChat(session)),
         isArchived
           ? button("Unarchive", icon("unarchive"), () => setArchived(session, false))
           : button("Archive", icon("archive"), () => setArchived(session, true)),

@@ -1,0 +1,13 @@
+"""A response the browser saves as a file: its Content-Disposition, with the name kept in UTF-8."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+
+def attachment(filename: str) -> dict[str, str]:
+    """The header of a download named `filename`: an ASCII stand-in for old clients, the real name in
+    `filename*` (RFC 6266)."""
+    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
+    utf8_name = quote(filename)
+    return {"Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{utf8_name}"}

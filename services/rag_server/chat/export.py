@@ -1,0 +1,57 @@
+"""A conversation as a Markdown file: its questions, answers and each answer's numbered sources (where
+the passage sits and its excerpt), so an answer can be shared or kept with what it cites."""
+
+from __future__ import annotations
+
+import re
+
+from rag_server.chat.models import ChatMessageOut, ChatSession, Source
+
+EXCERPT_CHARS = 400
+_UNSAFE_IN_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
+
+
+def export_filename(session: ChatSession) -> str:
+    """`<title>.md`, the title made safe as a file name on every system (else `chat-<id>.md`)."""
+    name = " ".join(_UNSAFE_IN_NAME.sub(" ", session.title or "").split()).strip(".")[:100].strip()
+    return f"{name or f'chat-{session.id}'}.md"
+
+
+def markdown(session: ChatSession, messages: list[ChatMessageOut]) -> str:
+    lines = [f"# {session.title or 'Untitled chat'}", ""]
+    lines.append(
+        f"{session.created_at:%Y-%m-%d %H:%M} UTC · {sum(m.role == 'user' for m in messages)} questions"
+    )
+    for message in messages:
+        if message.role == "user":
+            lines += ["", "## Question", "", message.content]
+            continue
+        mode = message.metadata.get("answer_mode")
+        lines += [
+            "",
+            "## Answer" + (" (quoted from the sources: no LLM)" if mode == "extractive" else ""),
+            "",
+        ]
+        lines.append(message.content)
+        if message.sources:
+            lines += ["", "Sources:", ""]
+            lines += [line for source in message.sources for line in _source(source)]
+    return "\n".join(lines) + "\n"
+
+
+def _source(source: Source) -> list[str]:
+    place = [source.location.label] if source.location else [f"page {source.page}"] if source.page else []
+    if source.heading_path:
+        place.append(source.heading_path)
+    note = (
+        " (document deleted since)"
+        if source.document_deleted
+        else " (an earlier version)"
+        if source.stale
+        else ""
+    )
+    head = f"{source.n}. **{source.document_name}**" + "".join(f", {p}" for p in place) + note
+    excerpt = " ".join(source.excerpt.split())
+    if len(excerpt) > EXCERPT_CHARS:
+        excerpt = excerpt[:EXCERPT_CHARS].rstrip() + "…"
+    return [head, f"   > {excerpt}"]
