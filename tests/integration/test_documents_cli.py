@@ -63,6 +63,16 @@ async def test_list_filters_by_name_and_metadata(settings: Settings, ids: dict[s
     assert lines[-1] == "3 of 3 documents"
     named = await rag_server(settings, "documents", "list", "--collection", "notes", "--name", "ELTA")
     assert named.stdout.splitlines()[-1] == "1 of 1 documents" and "delta.txt" in named.stdout
+    # Chroma's operators, and a refusal as one `error:` line naming where.
+    either = await rag_server(
+        settings, "documents", "list", "--collection", "notes", "--metadata", '{"source": {"$in": ["new"]}}'
+    )
+    assert either.stdout.splitlines()[-1] == "1 of 1 documents" and "delta.txt" in either.stdout
+    refused = await rag_server(
+        settings, "documents", "list", "--collection", "notes", "--metadata", '{"source": {"$gt": "a"}}'
+    )
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert refused.stderr.strip() == "error: --metadata: source.$gt: a number, not a text"
 
 
 async def test_delete_lists_first_asks_and_stays_in_its_collection(

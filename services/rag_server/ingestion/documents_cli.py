@@ -19,7 +19,10 @@ from rag_server.ingestion.models import DeleteDocuments, Document, DocumentSort,
 from rag_server.retrieval.models import MetadataMatch
 
 LIMIT = whole_number(1, 10_000)
-_METADATA = 'a JSON object every key of which must match, e.g. \'{"source": "old.pdf"}\''
+_METADATA = (
+    'a JSON object every key of which must match, e.g. \'{"source": "old.pdf"}\' or, with Chroma\'s '
+    'operators, \'{"year": {"$lt": 2020}}\''
+)
 
 
 def register_documents_command(sub: Any) -> None:
