@@ -13,7 +13,8 @@ function alphaOf(text) {
 }
 
 function fields(prefix, collection = null) {
-  const name = h("input", { id: `${prefix}-name`, required: true, maxlength: "63", autocomplete: "off", spellcheck: "false", title: NAME_HINT });
+  // pattern: the browser says the rule (the title) before anything is sent; the server checks it again.
+  const name = h("input", { id: `${prefix}-name`, required: true, maxlength: "63", pattern: "[a-z0-9][a-z0-9_\\-]*", autocomplete: "off", spellcheck: "false", title: NAME_HINT });
   const description = h("input", { id: `${prefix}-description`, maxlength: "2000", autocomplete: "off" });
   const alpha = h("input", { id: `${prefix}-alpha`, type: "number", min: "0", max: "1", step: "0.05", placeholder: "default", inputmode: "decimal" });
   if (collection) {

@@ -16,7 +16,7 @@ export function keysSection(ctx) {
   const error = h("p", { class: "form-error admin-error", role: "alert" });
   const formError = h("p", { class: "form-error admin-error", role: "alert" });
   const showRevoked = h("input", { type: "checkbox", id: "keys-revoked" });
-  const name = h("input", { id: "new-key-name", required: true, maxlength: "100", autocomplete: "off", spellcheck: "false", title: "Letters, digits and _ . @ -" });
+  const name = h("input", { id: "new-key-name", required: true, maxlength: "100", pattern: "[A-Za-z0-9][A-Za-z0-9_.@\\-]*", autocomplete: "off", spellcheck: "false", title: "Letters, digits and _ . @ -, from a letter or digit" });
   const role = h("select", { id: "new-key-role" }, ROLES.map(([value, text]) => h("option", { value }, text)));
   const picks = h("div", { class: "key-collections" });
   const scope = h(
