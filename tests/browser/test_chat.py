@@ -567,6 +567,7 @@ async def test_after_a_chat_is_deleted_or_archived_the_focus_stays_in_the_list(
 
     await chats.nth(0).focus()
     await page.keyboard.press("Tab")  # Rename
+    await page.keyboard.press("Tab")  # Export
     await page.keyboard.press("Tab")  # Archive
     await page.keyboard.press("Tab")  # Delete
     await page.keyboard.press("Enter")
@@ -576,6 +577,7 @@ async def test_after_a_chat_is_deleted_or_archived_the_focus_stays_in_the_list(
     await expect(chats.nth(0)).to_be_focused()
 
     await page.keyboard.press("Tab")  # Rename
+    await page.keyboard.press("Tab")  # Export
     await page.keyboard.press("Tab")  # Archive
     await page.keyboard.press("Enter")
     await expect(rows.nth(0)).to_have_attribute("data-id", third or "")
