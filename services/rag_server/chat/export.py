@@ -19,9 +19,8 @@ def export_filename(session: ChatSession) -> str:
 
 def markdown(session: ChatSession, messages: list[ChatMessageOut]) -> str:
     lines = [f"# {session.title or 'Untitled chat'}", ""]
-    lines.append(
-        f"{session.created_at:%Y-%m-%d %H:%M} UTC · {sum(m.role == 'user' for m in messages)} questions"
-    )
+    asked = sum(m.role == "user" for m in messages)
+    lines.append(f"{session.created_at:%Y-%m-%d %H:%M} UTC · {asked} question{'' if asked == 1 else 's'}")
     for message in messages:
         if message.role == "user":
             lines += ["", "## Question", "", message.content]

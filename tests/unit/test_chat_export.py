@@ -1,0 +1,30 @@
+"""A chat as Markdown: counted questions, a file name every system takes (the HTTP side is in
+tests/integration/test_chat_api.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rag_server.chat.export import export_filename, markdown
+from rag_server.chat.models import ChatMessageOut, ChatSession
+
+
+def session(title: str | None) -> ChatSession:
+    return ChatSession.new(title=title, search_type="hybrid", llm_model=None, is_temporary=False)
+
+
+def test_one_question_is_said_in_the_singular() -> None:
+    now = datetime.now(UTC)
+    asked = [
+        ChatMessageOut(id=1, role="user", content="Why?", created_at=now),
+        ChatMessageOut(id=2, role="assistant", content="Because.", created_at=now),
+    ]
+    text = markdown(session("Why"), asked)
+    assert " · 1 question\n" in text and text.endswith("Because.\n")
+
+
+def test_a_title_becomes_a_file_name_every_system_takes() -> None:
+    assert export_filename(session('a/b: "c"?  ')) == "a b c.md"
+    chat = session("...")
+    assert export_filename(chat) == f"chat-{chat.id}.md"
+    assert export_filename(session(None)).startswith("chat-")
