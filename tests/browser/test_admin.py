@@ -24,6 +24,7 @@ async def test_an_admin_makes_edits_and_deletes_a_collection(
     page: Page, stack: Stack, page_console: Console
 ) -> None:
     page_console.allow("422")  # the name only the server refuses
+    page_console.allow("409")  # the name taken
     await open_admin(page)
     default = page.locator('tr[data-name="default"]')
     await expect(default.get_by_role("button", name="Edit default")).to_be_visible()
@@ -50,9 +51,13 @@ async def test_an_admin_makes_edits_and_deletes_a_collection(
     await expect(page.locator("#collection option", has_text="lab-papers")).to_have_count(1)
     await page.screenshot(path="/tmp/shots/admin.png", full_page=True)
 
-    # Renamed, its weight back to the server's.
+    # Renamed, its weight back to the server's; a name taken is the server's sentence in the dialog.
     await row.get_by_role("button", name="Edit lab-papers").click()
     dialog = page.get_by_role("dialog", name="Edit lab-papers")
+    await dialog.get_by_label("Name").fill("default")
+    await dialog.get_by_role("button", name="Save").click()
+    await expect(dialog.get_by_role("alert")).not_to_be_empty()
+    await expect(dialog).to_be_visible()
     await dialog.get_by_label("Name").fill("lab")
     await dialog.get_by_label("Vector weight").fill("")
     await dialog.get_by_role("button", name="Save").click()

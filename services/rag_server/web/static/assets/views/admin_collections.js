@@ -69,20 +69,21 @@ export function collectionsSection(ctx) {
     formError,
   );
 
+  // The list the top bar's switcher is built from, fetched again: one request shows both.
   async function load() {
     try {
-      const { items } = await api("/collections", { query: { limit: 200 } });
+      await ctx.reloadCollections();
       error.textContent = "";
-      clear(body).append(...items.map(row));
+      clear(body).append(...ctx.collections.map(row));
     } catch (err) {
       error.textContent = err.message;
     }
   }
 
-  // After any change: this list, the collection switcher of the top bar, and whoever listens (the keys).
+  // After any change: this list, the switcher, and whoever listens (the keys' collection choices).
   async function after(message) {
     toast(message);
-    await Promise.all([load(), ctx.reloadCollections()]);
+    await load();
     changed();
   }
 
