@@ -156,6 +156,9 @@ async def test_while_the_api_is_open_the_first_key_is_an_admin_key_this_tab_goes
         await expect(page.locator(".open-note")).to_contain_text("The API is open")
         await expect(form.get_by_label("Role")).to_be_disabled()
         await expect(form.get_by_label("Role")).to_have_value("admin")
+        await expect(page.locator("section[aria-labelledby=keys-title] tbody")).to_have_text(
+            "No key yet: the API is open on this machine."
+        )
         await form.get_by_label("Name").fill("first-admin")
         await form.get_by_role("button", name="Create key").click()
 

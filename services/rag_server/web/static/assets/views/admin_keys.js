@@ -95,7 +95,8 @@ export function keysSection(ctx) {
     try {
       const { items } = await api("/keys", { query: { include_revoked: showRevoked.checked ? "true" : undefined } });
       error.textContent = "";
-      clear(body).append(...items.map(row));
+      const none = h("tr", {}, h("td", { colspan: "7", class: "muted" }, ctx.status.auth === "open" ? "No key yet: the API is open on this machine." : "No keys."));
+      clear(body).append(...(items.length ? items.map(row) : [none]));
     } catch (err) {
       error.textContent = err.message;
     }
