@@ -183,7 +183,8 @@ class Client:
 
     def documents(self, collection: str = "default", **params: Any) -> DocumentList:
         """GET /documents: a page of the collection's documents; `params`: limit, offset, sort, order,
-        status, type, name (part of it), metadata (a dict every key of which must match)."""
+        status, type, name (part of it), metadata (a dict every key of which must match), text (Chroma's
+        where_document: {"$contains": "draft"}, on the documents' chunks)."""
         return self._send(Calls.documents(collection, params))
 
     def delete_document(self, document_id: str) -> None:
@@ -196,9 +197,11 @@ class Client:
         *,
         ids: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
+        text: dict[str, Any] | None = None,
     ) -> DeletedDocuments:
-        """POST /documents/delete: the collection's documents that `ids`, `metadata` or both name."""
-        return self._send(Calls.delete_documents(collection, ids, metadata))
+        """POST /documents/delete: the collection's documents that `ids`, `metadata`, `text` or several
+        name."""
+        return self._send(Calls.delete_documents(collection, ids, metadata, text))
 
     def update_metadata(self, document_id: str, metadata: dict[str, Any], mode: str = "replace") -> Document:
         """PATCH /documents/{id}: `replace` the metadata, or `merge` top-level keys (null removes one)."""
@@ -300,8 +303,9 @@ class AsyncClient:
         *,
         ids: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
+        text: dict[str, Any] | None = None,
     ) -> DeletedDocuments:
-        return await self._send(Calls.delete_documents(collection, ids, metadata))
+        return await self._send(Calls.delete_documents(collection, ids, metadata, text))
 
     async def update_metadata(
         self, document_id: str, metadata: dict[str, Any], mode: str = "replace"

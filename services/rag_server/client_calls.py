@@ -124,8 +124,9 @@ class Calls:
     @staticmethod
     def documents(collection: str, params: dict[str, Any]) -> Call[DocumentList]:
         query = {"collection": collection, **{k: v for k, v in params.items() if v is not None}}
-        if "metadata" in query:  # a JSON object in the query string
-            query["metadata"] = json.dumps(query["metadata"])
+        for match in ("metadata", "text"):  # JSON objects in the query string
+            if match in query:
+                query[match] = json.dumps(query[match])
         return Call("GET", "/documents", _model(DocumentList), kwargs={"params": query})
 
     @staticmethod
@@ -134,13 +135,18 @@ class Calls:
 
     @staticmethod
     def delete_documents(
-        collection: str, ids: Sequence[str] | None, metadata: dict[str, Any] | None
+        collection: str,
+        ids: Sequence[str] | None,
+        metadata: dict[str, Any] | None,
+        text: dict[str, Any] | None,
     ) -> Call[DeletedDocuments]:
         body: dict[str, Any] = {"collection": collection}
         if ids is not None:
             body["ids"] = [str(i) for i in ids]
         if metadata is not None:
             body["metadata"] = metadata
+        if text is not None:
+            body["text"] = text
         return Call("POST", "/documents/delete", _model(DeletedDocuments), kwargs={"json": body})
 
     @staticmethod

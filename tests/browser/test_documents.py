@@ -127,6 +127,27 @@ async def test_the_name_filter_narrows_the_list_while_typing_and_lives_in_the_ur
     assert "name=" not in page.url
 
 
+async def test_the_contains_filter_finds_documents_by_the_words_of_their_text(
+    page: Page, documents: dict[str, dict[str, Any]]
+) -> None:
+    await page.goto(page.url.split("#")[0] + "#/documents?sort=name&order=asc")
+    await expect(names(page)).to_have_count(12)
+    field = page.get_by_label("Contains", exact=True)
+    await field.fill("number 7 talks")
+    await expect(names(page)).to_have_text(["doc-07.txt"])
+    assert "has=number" in page.url
+    await page.reload()
+    await expect(page.get_by_label("Contains", exact=True)).to_have_value("number 7 talks")
+    await expect(names(page)).to_have_text(["doc-07.txt"])
+    # Exact words, case as written (as Chroma's $contains).
+    await page.get_by_label("Contains", exact=True).fill("Number 7 talks")
+    await expect(page.get_by_text("No document matches these filters.")).to_be_visible()
+    await page.get_by_role("link", name="Clear filters").first.click()
+    await expect(page.get_by_label("Contains", exact=True)).to_have_value("")
+    await expect(names(page)).to_have_count(12)
+    assert "has=" not in page.url
+
+
 async def test_the_metadata_filter_narrows_the_list_once_its_json_is_valid(
     page: Page, documents: dict[str, dict[str, Any]], page_console: Console
 ) -> None:

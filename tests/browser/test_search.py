@@ -105,6 +105,26 @@ async def test_filters_by_file_type_and_document(page: Page, documents: dict[str
     await expect(page.get_by_role("heading", name="kitchen.txt")).to_be_visible()
 
 
+async def test_the_contains_filter_keeps_passages_holding_the_words(
+    page: Page, documents: dict[str, dict[str, Any]]
+) -> None:
+    await page.get_by_role("link", name="Search", exact=True).click()
+    hits = page.locator(".hit")
+    await search(page, "otters lava recipe", "Hybrid")
+    await expect(hits).to_have_count(4)
+    await page.get_by_label("Contains", exact=True).fill("erupts as lava")
+    await page.get_by_label("Contains", exact=True).press("Enter")
+    await expect(hits.locator(".hit-title a")).to_have_text(["volcano.md"])
+    assert "has=erupts" in page.url
+    await page.reload()
+    await expect(page.get_by_label("Contains", exact=True)).to_have_value("erupts as lava")
+    await expect(hits.locator(".hit-title a")).to_have_text(["volcano.md"])
+    await page.get_by_label("Contains", exact=True).fill("")
+    await page.get_by_role("button", name="Search", exact=True).click()
+    await expect(hits).to_have_count(4)
+    assert "has=" not in page.url
+
+
 async def test_the_metadata_filter_narrows_hits_lives_in_the_url_and_explains_what_it_refuses(
     page: Page, documents: dict[str, dict[str, Any]], page_console: Console
 ) -> None:

@@ -56,6 +56,12 @@ def test_the_client_lists_and_deletes_documents(live_app_url: str, tmp_path: Pat
         with pytest.raises(ClientError, match="name the documents to delete") as err:
             client.delete_documents()
         assert err.value.status == 422
+        # Chroma's where_document reaches the server, as JSON in the query and in the body (no worker
+        # here: what it selects is tested where chunks are written).
+        with pytest.raises(ClientError, match=r"to GET /documents: text: '\$regex' is no operator"):
+            client.documents(text={"$regex": "x"})
+        with pytest.raises(ClientError, match="to POST /documents/delete: text: a JSON object with an"):
+            client.delete_documents(text={})
 
 
 async def test_the_async_client_searches(live_app_url: str) -> None:

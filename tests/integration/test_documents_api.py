@@ -173,7 +173,13 @@ def test_list_by_metadata(client: TestClient, uploaded: dict[str, dict[str, Any]
 def test_delete_by_ids_and_by_metadata(client: TestClient, uploaded: dict[str, dict[str, Any]]) -> None:
     """As Chroma's delete(ids, where): in one collection, what the ids, the metadata or both name."""
     assert client.post("/collections", json={"name": "bulk"}).status_code == 201
-    names = {"keep.txt": "keep", "one.txt": "drop", "two.txt": "drop", "three.txt": "drop"}
+    names = {
+        "keep.txt": "keep",
+        "one.txt": "drop",
+        "two.txt": "drop",
+        "three.txt": "drop",
+        "four.txt": "drop",
+    }
     files = [
         ("files", (n, f"{n} is about otters, {team}.".encode(), "text/plain")) for n, team in names.items()
     ]
@@ -207,6 +213,10 @@ def test_delete_by_ids_and_by_metadata(client: TestClient, uploaded: dict[str, d
     other = uploaded["a-small.md"]["document_id"]
     assert delete({"ids": [other]}) == {"deleted": [], "not_deleted": [other]}
     assert client.get(f"/documents/{other}").status_code == 200
+    # Chroma's where_document, on the documents' chunks; with a metadata match both must hold.
+    four = {"$contains": "four.txt is about"}
+    assert delete({"text": four, "metadata": {"fate": "keep"}}) == {"deleted": [], "not_deleted": []}
+    assert delete({"text": four}) == {"deleted": [ids["four.txt"]], "not_deleted": []}
     assert delete({"metadata": {"team": "otters", "fate": "drop"}})["deleted"] == [ids["three.txt"]]
     assert remaining() == ["keep.txt"]
     # Their chunks left search with them.
@@ -222,6 +232,8 @@ def test_delete_by_ids_and_by_metadata(client: TestClient, uploaded: dict[str, d
         {"ids": [ids["keep.txt"]], "metdata": {"fate": "drop"}},  # misspelt: refused, not ignored
         {"ids": [nowhere] * 1001},
         {"metadata": {"fate": {"nested": 1}}},
+        {"text": {}},
+        {"text": {"$contains": ""}},
     ):
         response = client.post("/documents/delete", json={"collection": "bulk", **bad})
         assert response.status_code == 422, (bad, response.text)

@@ -73,6 +73,11 @@ async def test_list_filters_by_name_and_metadata(settings: Settings, ids: dict[s
     )
     assert refused.returncode != 0 and refused.stdout == ""
     assert refused.stderr.strip() == "error: --metadata: source.$gt: a number, not a text"
+    # Chroma's where_document, on the documents' chunks.
+    worded = await rag_server(
+        settings, "documents", "list", "--collection", "notes", "--text", '{"$contains": "gamma is"}'
+    )
+    assert worded.stdout.splitlines()[-1] == "1 of 1 documents" and "gamma.txt" in worded.stdout
 
 
 async def test_delete_lists_first_asks_and_stays_in_its_collection(
@@ -107,6 +112,8 @@ async def test_delete_lists_first_asks_and_stays_in_its_collection(
         (("documents", "delete", "--yes"), "name the documents to delete"),
         (("documents", "delete", "--metadata", "{source: old}", "--yes"), "--metadata is not JSON"),
         (("documents", "delete", "--metadata", '{"a": {"b": 1}}', "--yes"), "error: --metadata:"),
+        (("documents", "delete", "--text", '{"$regex": "a"}', "--yes"), "error: --text: '$regex' is no"),
+        (("documents", "list", "--text", "heron"), "--text is not JSON"),
         (("documents", "delete", "not-a-uuid", "--yes"), "invalid UUID value"),
         (("documents", "list", "--collection", "nope"), "no collection 'nope'"),
         (("documents", "list", "--limit", "0"), "--limit"),

@@ -128,6 +128,13 @@ async def test_http_list_and_read_documents(live_app_url: str, docs: Docs) -> No
         assert [d["name"] for d in herons["documents"]] == ["herons.txt"] and herons["total"] == 1
         birds = data(await client.call_tool("list_documents", {"metadata": {"kind": "bird"}}))
         assert [d["name"] for d in birds["documents"]] == ["herons.txt"] and birds["total"] == 1
+        cryo = data(await client.call_tool("list_documents", {"text": {"$contains": "cryoinjury"}}))
+        assert [d["name"] for d in cryo["documents"]] == ["zebrafish.txt"] and cryo["total"] == 1
+        unfiltered = data(await client.call_tool("search", {"query": "heart muscle"}))["results"]
+        assert "zebrafish.txt" in {h["document_name"] for h in unfiltered}
+        filtered = {"query": "heart muscle", "filters": {"text": {"$not_contains": "Zebrafish"}}}
+        hits = data(await client.call_tool("search", filtered))["results"]
+        assert hits and {h["document_name"] for h in hits} == {"herons.txt"}
         whole = data(await client.call_tool("get_document", {"document_id": docs.ids["herons.txt"]}))
         count = whole["document"]["chunk_count"]
         assert count >= 4

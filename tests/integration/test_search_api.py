@@ -227,6 +227,61 @@ def test_an_operator_refused_is_a_422_naming_where(client: TestClient) -> None:
     assert "'$regex' is no operator" in listing.text
 
 
+# Chroma's where_document on each chunk's text: exact (case as written), `%` and `_` literal.
+TEXT_MATCHES = [
+    ({"$contains": "glucose"}, {"insulin.txt"}),
+    ({"$contains": "Vitamin"}, {"vitamin.txt"}),
+    ({"$contains": "vitamin"}, set()),
+    ({"$contains": "%"}, set()),
+    ({"$not_contains": "mice"}, {"zebrafish.md", "insulin.txt", "vitamin.txt"}),
+    ({"$or": [{"$contains": "glucose"}, {"$contains": "tumour"}]}, {"insulin.txt", "mice.txt"}),
+    (
+        {"$and": [{"$contains": "in"}, {"$not_contains": "glucose"}]},
+        {"zebrafish.md", "vitamin.txt", "mice.txt"},
+    ),
+    ({"$contains": "in", "$not_contains": "glucose"}, {"zebrafish.md", "vitamin.txt", "mice.txt"}),
+]
+
+
+@pytest.mark.parametrize("search_type", ["vector", "bm25", "hybrid"])
+def test_chromas_where_document_keeps_the_chunks_whose_text_matches_in_every_leg(
+    client: TestClient, doc_ids: dict[str, UUID], search_type: str
+) -> None:
+    query = "zebrafish insulin vitamin knockout mice"
+    for text, expected in TEXT_MATCHES:
+        reply = post(client, {"query": query, "search_type": search_type, "filters": {"text": text}})
+        assert reply.status_code == 200, reply.text
+        assert {r["document_name"] for r in reply.json()["results"]} == expected, text
+    # With a metadata match: both must hold.
+    both = {"text": {"$contains": "in"}, "metadata": {"year": {"$gte": 2020}}}
+    reply = post(client, {"query": query, "search_type": search_type, "filters": both})
+    assert {r["document_name"] for r in reply.json()["results"]} == {"vitamin.txt", "mice.txt"}
+
+
+def test_the_document_listing_takes_the_same_text_matches(
+    client: TestClient, doc_ids: dict[str, UUID]
+) -> None:
+    for text, expected in TEXT_MATCHES:
+        reply = client.get("/documents", params={"text": json.dumps(text), "limit": 100})
+        assert reply.status_code == 200, reply.text
+        assert {d["filename"] for d in reply.json()["items"]} & set(DOCS) == expected, text
+        assert reply.json()["total"] == len(reply.json()["items"])
+
+
+def test_a_text_match_refused_is_a_422_naming_where(client: TestClient) -> None:
+    body = {"query": "x", "filters": {"text": {"$or": [{"$contains": ""}]}}}
+    reply = post(client, body)
+    assert reply.status_code == 422, reply.text
+    assert "$or[0].$contains: String should have at least 1 character" in reply.text
+    listing = client.get("/documents", params={"text": '{"$regex": "^20"}'})
+    assert listing.status_code == 422, listing.text
+    assert "'$regex' is no operator" in listing.text
+    assert listing.json()["detail"][0]["loc"][:2] == ["query", "text"]
+    for bad in ('"glucose"', "{", '{"$contains": 1}', '{"$not_contains": ["a"]}', "{}"):
+        reply = client.get("/documents", params={"text": bad})
+        assert reply.status_code == 422, (bad, reply.text)
+
+
 @pytest.mark.parametrize(
     "body",
     [

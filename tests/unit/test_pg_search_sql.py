@@ -260,9 +260,12 @@ def test_pg_search_uses_match_any_operator_and_score_with_bound_text() -> None:
 
 def test_pg_search_filters_are_bound_parameters_before_limit() -> None:
     doc = UUID("00000000-0000-0000-0000-000000000001")
-    filters = SearchFilters(document_ids=[doc], file_types=[".PDF"], metadata={"lang": "en'--"})
+    filters = SearchFilters(
+        document_ids=[doc], file_types=[".PDF"], metadata={"lang": "en'--"}, text={"$not_contains": "x'"}
+    )
     sql, params = pg_search_statement("heart attack", 5, filters)
-    assert params == ["heart attack", 5, [doc], ["pdf"], "lang", ["en'--"]]
+    assert params == ["heart attack", 5, [doc], ["pdf"], "lang", ["en'--"], "x'"]
+    assert "NOT (strpos(c.text, $7::text) > 0)" in sql
     assert "c.document_id = ANY($3::uuid[])" in sql
     assert "lower(d.file_type) = ANY($4::text[])" in sql
     assert "(d.metadata || c.metadata) -> $5::text @> ($6::jsonb -> 0)" in sql

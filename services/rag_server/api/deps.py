@@ -20,7 +20,8 @@ from rag_server.infra.queue import IngestQueue
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import ScopedPool, bind_scope
 from rag_server.retrieval.metadata_match import METADATA_MATCH_RULES
-from rag_server.retrieval.models import MetadataMatch
+from rag_server.retrieval.models import MetadataMatch, TextMatch
+from rag_server.retrieval.text_match import TEXT_MATCH_RULES
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -59,33 +60,52 @@ MAX_OFFSET = 2**31 - 1
 OffsetQuery = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip (paging)")]
 
 _METADATA_MATCH: TypeAdapter[MetadataMatch] = TypeAdapter(MetadataMatch)
+_TEXT_MATCH: TypeAdapter[TextMatch] = TypeAdapter(TextMatch)
+# Within a URL proxies pass (nginx: 8 KiB a request line) and HTTP clients build: httpx refuses a query
+# over 64 KiB, and a character can take 12 bytes percent-encoded.
+_JSON_QUERY_MAX = 4_000
+
+
+def _json_query(adapter: TypeAdapter[Any], name: str, raw: str | None) -> Any:
+    """A match given as JSON in the query string (FastAPI reads no dict from a query), refused as the
+    other parameters are: a 422 located at `query.<name>`."""
+    if raw is None:
+        return None
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError as exc:
+        located = [{**e, "loc": ("query", name, *e["loc"])} for e in exc.errors()]
+        raise RequestValidationError(located) from None
 
 
 def metadata_query(
     metadata: Annotated[
         str | None,
         Query(
-            # Within a URL proxies pass (nginx: 8 KiB a request line) and HTTP clients build: httpx
-            # refuses a query over 64 KiB, and a character can take 12 bytes percent-encoded.
-            max_length=4_000,
+            max_length=_JSON_QUERY_MAX,
             description='JSON, e.g. {"team": "a"}: every key must match the metadata. '
             + METADATA_MATCH_RULES,
         ),
     ] = None,
 ) -> MetadataMatch | None:
-    """A metadata match given as JSON in the query string (FastAPI reads no dict from a query), refused
-    as the other parameters are: a 422 located at `query.metadata`."""
-    if metadata is None:
-        return None
-    try:
-        return _METADATA_MATCH.validate_json(metadata)
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**e, "loc": ("query", "metadata", *e["loc"])} for e in exc.errors()]
-        ) from None
+    return _json_query(_METADATA_MATCH, "metadata", metadata)
+
+
+def text_query(
+    text: Annotated[
+        str | None,
+        Query(
+            max_length=_JSON_QUERY_MAX,
+            description='JSON, e.g. {"$contains": "insulin"}: a chunk of the document must match. '
+            + TEXT_MATCH_RULES,
+        ),
+    ] = None,
+) -> TextMatch | None:
+    return _json_query(_TEXT_MATCH, "text", text)
 
 
 MetadataQuery = Annotated[MetadataMatch | None, Depends(metadata_query)]
+TextQuery = Annotated[TextMatch | None, Depends(text_query)]
 
 
 # Declared as security schemes (the interactive docs get an "Authorize" button); checked below.

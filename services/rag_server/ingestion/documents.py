@@ -30,7 +30,8 @@ from rag_server.ingestion.models import (
 from rag_server.ingestion.parsing import FILE_TYPES, file_type_for
 from rag_server.retrieval.filters import normalise_file_type
 from rag_server.retrieval.metadata_match import metadata_clauses
-from rag_server.retrieval.models import MetadataMatch
+from rag_server.retrieval.models import MetadataMatch, TextMatch
+from rag_server.retrieval.text_match import document_contains, text_clause
 
 
 def sha256_hex(content: bytes) -> str:
@@ -147,10 +148,12 @@ async def list_documents(
     collection_ids: Sequence[UUID] | None = None,
     name: str | None = None,
     metadata: MetadataMatch | None = None,
+    text: TextMatch | None = None,
 ) -> DocumentList:
     """Documents in `collection_ids` (None: every collection), filtered, sorted and paged. `name`: only
     those whose name contains it, ignoring case (taken literally: `%` and `_` are no wildcards).
-    `metadata`: only those whose metadata matches, as a search filter's (retrieval/filters.py)."""
+    `metadata`: only those whose metadata matches, as a search filter's (retrieval/filters.py); `text`:
+    only those whose chunks match it (retrieval/text_match.py)."""
     if file_type is not None:
         # The search filter's spelling rules ("TXT", ".txt" mean txt): a listing and a search given the
         # same type must agree on which documents have it.
@@ -163,6 +166,7 @@ async def list_documents(
             "($3::uuid[] IS NULL OR collection_id = ANY($3::uuid[]))",
             "($4::text IS NULL OR strpos(lower(filename), lower($4)) > 0)",
             *metadata_clauses("metadata", metadata or {}, params),
+            *_text_clauses(text, params),
         ]
     )
     order = f"{_SORT_SQL[sort]} {'DESC' if descending else 'ASC'}, id"  # from a fixed map, not input
@@ -177,6 +181,10 @@ async def list_documents(
         )
     items = [Document.model_validate(dict(r)) for r in rows]
     return DocumentList(items=items, total=int(total), limit=limit, offset=offset)
+
+
+def _text_clauses(text: TextMatch | None, params: list[Any]) -> list[str]:
+    return [text_clause(text, params, 1, document_contains("documents.id"))] if text else []
 
 
 async def get_document(conn: Executor, document_id: UUID) -> Document:
@@ -323,13 +331,14 @@ async def delete_documents(conn: Executor, document_ids: Sequence[UUID]) -> list
 
 
 async def matching_documents(conn: Executor, collection_id: UUID, request: DeleteDocuments) -> list[Document]:
-    """The documents of one collection that `request` names (ids, metadata or both), by name."""
+    """The documents of one collection that `request` names (ids, metadata, text), by name."""
     params: list[Any] = [collection_id, request.ids]
 
     where = " AND ".join(
         [
             "collection_id = $1 AND ($2::uuid[] IS NULL OR id = ANY($2::uuid[]))",
             *metadata_clauses("metadata", request.metadata or {}, params),
+            *_text_clauses(request.text, params),
         ]
     )
     rows = await conn.fetch(
@@ -339,7 +348,7 @@ async def matching_documents(conn: Executor, collection_id: UUID, request: Delet
 
 
 async def delete_matching(conn: Executor, collection_id: UUID, request: DeleteDocuments) -> DeletedDocuments:
-    """The documents of one collection that `request` names (ids, metadata or both), deleted."""
+    """The documents of one collection that `request` names (ids, metadata, text), deleted."""
     async with transaction(conn) as c:
         chosen = [d.id for d in await matching_documents(c, collection_id, request)]
         deleted = await delete_documents(c, chosen)

@@ -16,12 +16,16 @@ from rag_server.cli_args import refusal, whole_number
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime, run_with_runtime
 from rag_server.ingestion.models import DeleteDocuments, Document, DocumentSort, DocumentStatus
-from rag_server.retrieval.models import MetadataMatch
+from rag_server.retrieval.models import MetadataMatch, TextMatch
 
 LIMIT = whole_number(1, 10_000)
 _METADATA = (
     'a JSON object every key of which must match, e.g. \'{"source": "old.pdf"}\' or, with Chroma\'s '
     'operators, \'{"year": {"$lt": 2020}}\''
+)
+_TEXT = (
+    "a JSON object of Chroma's where_document, on the documents' chunks: '{\"$contains\": \"draft\"}', "
+    "$not_contains, $and, $or"
 )
 
 
@@ -35,32 +39,42 @@ def register_documents_command(sub: Any) -> None:
     listing.add_argument("--type", dest="file_type", default=None, help="a file type: pdf, txt...")
     listing.add_argument("--name", default=None, help="part of the name, any case")
     listing.add_argument("--metadata", default=None, help=_METADATA)
+    listing.add_argument("--text", default=None, help=_TEXT)
     listing.add_argument("--sort", choices=get_args(DocumentSort), default="uploaded")
     listing.add_argument("--limit", type=LIMIT, default=100)
     delete = actions.add_parser(
         "delete",
-        help="delete the documents that ids and/or --metadata name",
+        help="delete the documents that ids, --metadata and/or --text name",
         description="Delete a collection's documents (bytes, chunks, running tasks) that DOCUMENT_IDs, "
-        "--metadata or both name. It lists them first, then asks; --yes does not ask.",
+        "--metadata, --text or several name. It lists them first, then asks; --yes does not ask.",
     )
     delete.set_defaults(handler=cmd_delete)
     delete.add_argument("ids", nargs="*", type=UUID, metavar="DOCUMENT_ID")
     delete.add_argument("--collection", default="default", help="name or id (default: default)")
     delete.add_argument("--metadata", default=None, help=_METADATA)
+    delete.add_argument("--text", default=None, help=_TEXT)
     delete.add_argument("--yes", action="store_true", help="delete without asking")
     delete.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
 
 
-def _metadata(text: str | None) -> MetadataMatch | None:
-    """--metadata's JSON, checked as the API checks it; a refusal is one `error:` line."""
-    if text is None:
+def _match(flag: str, adapter: TypeAdapter[Any], form: str, value: str | None) -> Any:
+    """A match option's JSON, checked as the API checks it; a refusal is one `error:` line."""
+    if value is None:
         return None
     try:
-        return TypeAdapter(MetadataMatch).validate_python(json.loads(text))
+        return adapter.validate_python(json.loads(value))
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"error: --metadata is not JSON ({exc.msg}): give {_METADATA}") from None
+        raise SystemExit(f"error: {flag} is not JSON ({exc.msg}): give {form}") from None
     except ValidationError as exc:
-        raise SystemExit(f"error: --metadata: {refusal(exc)}") from None
+        raise SystemExit(f"error: {flag}: {refusal(exc)}") from None
+
+
+def _metadata(value: str | None) -> MetadataMatch | None:
+    return _match("--metadata", TypeAdapter(MetadataMatch), _METADATA, value)
+
+
+def _text(value: str | None) -> TextMatch | None:
+    return _match("--text", TypeAdapter(TextMatch), _TEXT, value)
 
 
 def _count(n: int) -> str:
@@ -77,7 +91,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.collections.store import resolve_ids
     from rag_server.ingestion.documents import list_documents
 
-    metadata = _metadata(args.metadata)
+    metadata, text = _metadata(args.metadata), _text(args.text)
 
     async def work(runtime: Runtime) -> None:
         listing = await list_documents(
@@ -90,6 +104,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             collection_ids=await resolve_ids(runtime.pool, [args.collection]),
             name=args.name,
             metadata=metadata,
+            text=text,
         )
         _print(listing.items)
         print(f"{len(listing.items)} of {listing.total} documents")
@@ -103,10 +118,18 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         request = DeleteDocuments(
-            collection=args.collection, ids=args.ids or None, metadata=_metadata(args.metadata)
+            collection=args.collection,
+            ids=args.ids or None,
+            metadata=_metadata(args.metadata),
+            text=_text(args.text),
         )
     except ValidationError as exc:
-        labels = {"ids": "DOCUMENT_ID", "metadata": "--metadata", "collection": "--collection"}
+        labels = {
+            "ids": "DOCUMENT_ID",
+            "metadata": "--metadata",
+            "text": "--text",
+            "collection": "--collection",
+        }
         print(f"error: {refusal(exc, DeleteDocuments, labels)}", file=sys.stderr)
         return 1
     if not (args.yes or args.dry_run or sys.stdin.isatty()):

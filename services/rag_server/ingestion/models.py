@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rag_server.collections.models import DEFAULT_COLLECTION, CollectionRef
 from rag_server.retrieval.metadata_match import METADATA_MATCH_RULES
-from rag_server.retrieval.models import MetadataMatch
+from rag_server.retrieval.models import MetadataMatch, TextMatch
+from rag_server.retrieval.text_match import TEXT_MATCH_RULES
 from rag_server.text import Cleaned
 
 TaskStatus = Literal["queued", "processing", "completed", "failed", "duplicate"]
@@ -121,8 +122,8 @@ class DuplicateCheck(BaseModel):
 
 
 class DeleteDocuments(BaseModel):
-    """Which documents of one collection to delete, as Chroma's delete(ids, where): the ids, the
-    metadata, or both (then a document must be in the list and match)."""
+    """Which documents of one collection to delete, as Chroma's delete(ids, where, where_document): the
+    ids, the metadata, the text, or several (then a document must be in the list and match them all)."""
 
     # A misspelt `metdata` beside `ids` would delete the ids without the condition.
     model_config = ConfigDict(extra="forbid")
@@ -134,12 +135,15 @@ class DeleteDocuments(BaseModel):
         min_length=1,
         description=f"At least one key, and every key must match. {METADATA_MATCH_RULES}",
     )
+    text: TextMatch | None = Field(
+        default=None, description=f"On the document's chunks (one holding it is enough). {TEXT_MATCH_RULES}"
+    )
 
     @model_validator(mode="after")
     def _names_documents(self) -> DeleteDocuments:
-        if self.ids is None and self.metadata is None:
+        if self.ids is None and self.metadata is None and self.text is None:
             # Nothing to match on would mean every document: deleting a collection says that outright.
-            raise ValueError("name the documents to delete: `ids`, `metadata` or both")
+            raise ValueError("name the documents to delete: `ids`, `metadata`, `text`, or several")
         return self
 
 
@@ -147,7 +151,7 @@ class DeletedDocuments(BaseModel):
     deleted: list[UUID] = Field(description="The documents deleted, with their bytes and chunks")
     not_deleted: list[UUID] = Field(
         description="Ids asked for but not deleted: not in the collection (gone already, or elsewhere), or "
-        "not matching `metadata`"
+        "not matching `metadata` or `text`"
     )
 
 

@@ -51,7 +51,8 @@ from rag_server.infra.scoped_pool import bind_scope, reset_scope
 from rag_server.ingestion.models import DocumentStatus, NamePart
 from rag_server.mcp_server import tools
 from rag_server.retrieval.metadata_match import METADATA_MATCH_RULES
-from rag_server.retrieval.models import MetadataMatch, SearchFilters
+from rag_server.retrieval.models import MetadataMatch, SearchFilters, TextMatch
+from rag_server.retrieval.text_match import TEXT_MATCH_RULES
 
 T = TypeVar("T")
 PRINCIPAL_KEY = "rag_server.principal"  # where McpEndpoint leaves the authenticated principal
@@ -227,10 +228,14 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         metadata: Annotated[
             MetadataMatch | None, Field(description=f"Every key must match. {METADATA_MATCH_RULES}")
         ] = None,
+        text: Annotated[
+            TextMatch | None, Field(description=f"A chunk of the document must match. {TEXT_MATCH_RULES}")
+        ] = None,
     ) -> tools.DocumentListing:
         runtime = services().runtime
         return await _read(
-            ctx, lambda: tools.list_documents(runtime, collection, status, limit, offset, name, metadata)
+            ctx,
+            lambda: tools.list_documents(runtime, collection, status, limit, offset, name, metadata, text),
         )
 
     @mcp.tool(description="A document's metadata and text: chunks start <= index < end (max 200).")

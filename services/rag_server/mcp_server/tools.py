@@ -21,7 +21,14 @@ from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion import documents
 from rag_server.ingestion.models import Document, DocumentStatus
-from rag_server.retrieval.models import DocumentChunk, MetadataMatch, SearchFilters, SearchHit, SearchRequest
+from rag_server.retrieval.models import (
+    DocumentChunk,
+    MetadataMatch,
+    SearchFilters,
+    SearchHit,
+    SearchRequest,
+    TextMatch,
+)
 from rag_server.retrieval.service import search
 from rag_server.retrieval.store import fetch_document_chunks
 
@@ -156,6 +163,7 @@ async def list_documents(
     offset: int = 0,
     name: str | None = None,
     metadata: MetadataMatch | None = None,
+    text: TextMatch | None = None,
 ) -> DocumentListing:
     pool = runtime.read_pool()
     scope = await collections.resolve_ids(pool, [collection])
@@ -167,6 +175,7 @@ async def list_documents(
         collection_ids=scope,
         name=name,
         metadata=metadata,
+        text=text,
     )
     return DocumentListing(
         documents=[_summary(d) for d in listing.items], total=listing.total, limit=limit, offset=offset

@@ -15,6 +15,7 @@ from uuid import UUID
 
 from rag_server.retrieval.metadata_match import metadata_clauses
 from rag_server.retrieval.models import SearchFilters
+from rag_server.retrieval.text_match import chunk_contains, text_clause
 
 
 @dataclass
@@ -82,4 +83,6 @@ def build_filters(
             "(d.metadata || c.metadata)", filters.metadata, out.params, first_param
         )
         out.needs_documents = True
+    if filters.text:
+        out.clauses.append(text_clause(filters.text, out.params, first_param, chunk_contains("c.text")))
     return out

@@ -12,6 +12,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from rag_server.collections.models import CollectionRef, HybridAlpha
 from rag_server.retrieval.metadata_match import METADATA_MATCH_RULES, check_match
+from rag_server.retrieval.text_match import TEXT_MATCH_RULES, check_text_match
 from rag_server.text import Cleaned, CleanText
 
 SearchType = Literal["vector", "bm25", "hybrid"]
@@ -24,6 +25,12 @@ MetadataMatch = Annotated[
     dict[str, Any],
     BeforeValidator(check_match),
     WithJsonSchema({"type": "object", "description": METADATA_MATCH_RULES}),
+]
+# A checked text match (text_match.py), Chroma's `where_document`.
+TextMatch = Annotated[
+    dict[str, Any],
+    BeforeValidator(check_text_match),
+    WithJsonSchema({"type": "object", "description": TEXT_MATCH_RULES}),
 ]
 
 
@@ -41,6 +48,7 @@ class SearchFilters(BaseModel):
         default=None,
         description=f"Every key must match (chunk metadata over its document's). {METADATA_MATCH_RULES}",
     )
+    text: TextMatch | None = Field(default=None, description=f"On each chunk's text. {TEXT_MATCH_RULES}")
 
 
 class SearchRequest(BaseModel):

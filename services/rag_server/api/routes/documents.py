@@ -16,6 +16,7 @@ from rag_server.api.deps import (
     QueueDep,
     ReadPoolDep,
     SettingsDep,
+    TextQuery,
     require,
 )
 from rag_server.api.downloads import attachment
@@ -86,9 +87,11 @@ async def list_documents(
     collection: CollectionQuery = DEFAULT_COLLECTION,
     name: NamePart | None = None,
     metadata: MetadataQuery = None,
+    text: TextQuery = None,
 ) -> DocumentList:
     """The documents of one collection (name or id, default `default`; unknown: 404); `name`: those whose
-    name contains it, ignoring case; `metadata`: those whose metadata matches (as a search filter)."""
+    name contains it, ignoring case; `metadata`: those whose metadata matches (as a search filter);
+    `text`: those with a chunk matching it (Chroma's where_document)."""
     return await documents.list_documents(
         pool,
         limit=limit,
@@ -100,6 +103,7 @@ async def list_documents(
         collection_ids=await resolve_ids(pool, [collection]),
         name=name,
         metadata=metadata,
+        text=text,
     )
 
 
@@ -163,9 +167,9 @@ async def delete_document(document_id: UUID, pool: PoolDep) -> Response:
     responses=error_responses(400, 403, 404, 503),
 )
 async def delete_documents(body: DeleteDocuments, pool: PoolDep) -> DeletedDocuments:
-    """Delete the documents of a collection that `ids`, `metadata` or both name (Chroma's
-    delete(ids, where)), with their bytes and chunks, in one transaction; tasks still running for them
-    are failed."""
+    """Delete the documents of a collection that `ids`, `metadata`, `text` or several name (Chroma's
+    delete(ids, where, where_document)), with their bytes and chunks, in one transaction; tasks still
+    running for them are failed."""
     (collection_id,) = await resolve_ids(pool, [body.collection])
     return await documents.delete_matching(pool, collection_id, body)
 

@@ -12,9 +12,10 @@ import { uploadPanel } from "./upload_panel.js";
 const PAGE_SIZES = [10, 25, 50, 100];
 const PAGE_SIZE = 50;
 const REFRESH_MS = 4000;
-// Typing in the name filter asks the server once the typing pauses, not at every key.
-const NAME_DEBOUNCE_MS = 300;
+// Typing in a filter asks the server once the typing pauses, not at every key.
+const TYPING_PAUSE_MS = 300;
 const NAME_MAX = 255; // the API's limit (GET /documents?name=)
+const CONTAINS_MAX = 1000; // the API's limit on a text of GET /documents?text=
 const STATUSES = ["queued", "processing", "ready", "failed"];
 // Column -> the API's sort key, and the order a first click asks for (names A-Z, numbers and dates biggest
 // or newest first).
@@ -42,13 +43,14 @@ function listParams(query) {
     status: STATUSES.includes(query.get("status")) ? query.get("status") : "",
     type: query.get("type") || "",
     name: (query.get("name") || "").trim().slice(0, NAME_MAX),
+    has: (query.get("has") || "").trim().slice(0, CONTAINS_MAX),
     meta: (query.get("meta") || "").trim().slice(0, METADATA_MAX),
   };
 }
 
 // What "Clear filters" resets; the sort and page size stay.
-const NO_FILTERS = { status: "", type: "", name: "", meta: "", page: 1 };
-const isFiltered = (params) => Boolean(params.status || params.type || params.name || params.meta);
+const NO_FILTERS = { status: "", type: "", name: "", has: "", meta: "", page: 1 };
+const isFiltered = (params) => Boolean(params.status || params.type || params.name || params.has || params.meta);
 
 function listHref(params, changes) {
   const next = { ...params, ...changes };
@@ -58,6 +60,7 @@ function listHref(params, changes) {
   if (next.status) query.status = next.status;
   if (next.type) query.type = next.type;
   if (next.name) query.name = next.name;
+  if (next.has) query.has = next.has;
   if (next.meta) query.meta = next.meta;
   if (next.per !== PAGE_SIZE) query.per = String(next.per);
   if (next.page > 1) query.page = String(next.page);
@@ -275,26 +278,21 @@ function mountList(root, ctx, route) {
   const perSelect = select("page-size", "Per page", PAGE_SIZES.map((n) => [String(n), String(n)]), (v) =>
     navigate(listHref(params, { per: Number(v), page: 1 })),
   );
-  const nameInput = h("input", {
-    id: "filter-name",
-    type: "search",
-    placeholder: "Part of a name",
-    maxlength: String(NAME_MAX),
-    autocomplete: "off",
-    spellcheck: "false",
+  // replace: one history entry for a filter being typed, not one per pause.
+  const typed = (key) => (value) => {
+    if (value !== params[key]) navigate(listHref(params, { [key]: value, page: 1 }), { replace: true });
+  };
+  const nameFilter = typedFilter({ id: "filter-name", label: "Name", placeholder: "Part of a name", max: NAME_MAX, onPause: typed("name") });
+  const containsFilter = typedFilter({
+    id: "filter-contains",
+    label: "Contains",
+    placeholder: "Words in the text",
+    max: CONTAINS_MAX,
+    title: "Documents whose text holds these exact words (case as written)",
+    onPause: typed("has"),
   });
-  let nameTimer = null;
-  nameInput.addEventListener("input", () => {
-    clearTimeout(nameTimer);
-    // replace: one history entry for a name being typed, not one per pause.
-    nameTimer = setTimeout(() => {
-      const name = nameInput.value.trim();
-      if (name !== params.name) navigate(listHref(params, { name, page: 1 }), { replace: true });
-    }, NAME_DEBOUNCE_MS);
-  });
-  const nameField = h("label", { class: "field name-filter", for: "filter-name" }, h("span", {}, "Name"), nameInput);
   const clearFilters = h("a", { class: "clear-filters" }, "Clear filters");
-  filters.append(nameField, metadata.field, statusSelect, typeSelect, perSelect, clearFilters);
+  filters.append(nameFilter.field, containsFilter.field, metadata.field, statusSelect, typeSelect, perSelect, clearFilters);
   if (canEdit) headRow.append(h("th", { scope: "col", class: "pick" }, selectAll));
   const headers = COLUMNS.map((col) => {
     const mark = h("span", { class: "sort-mark", "aria-hidden": "true" });
@@ -313,8 +311,8 @@ function mountList(root, ctx, route) {
     statusSelect.querySelector("select").value = params.status;
     typeSelect.querySelector("select").value = params.type;
     perSelect.querySelector("select").value = String(params.per);
-    // Not while the same name is being typed (spaces at its ends, the caret): only when the URL changed it.
-    if (nameInput.value.trim() !== params.name) nameInput.value = params.name;
+    nameFilter.show(params.name);
+    containsFilter.show(params.has);
     metadata.show(params.meta);
     clearFilters.hidden = !isFiltered(params);
     clearFilters.setAttribute("href", listHref(params, NO_FILTERS));
@@ -367,6 +365,7 @@ function mountList(root, ctx, route) {
           status: params.status,
           type: params.type,
           name: params.name,
+          text: params.has ? JSON.stringify({ $contains: params.has }) : "",
           metadata: params.meta,
         },
       });
@@ -435,9 +434,30 @@ function mountList(root, ctx, route) {
     unmount() {
       controller?.abort();
       clearTimeout(timer);
-      clearTimeout(nameTimer);
+      nameFilter.destroy();
+      containsFilter.destroy();
       metadata.destroy();
       panel?.destroy();
+    },
+  };
+}
+
+// A text filter applied once typing pauses: onPause(the trimmed text).
+function typedFilter({ id, label, placeholder, max, title, onPause }) {
+  const input = h("input", { id, type: "search", placeholder, title, maxlength: String(max), autocomplete: "off", spellcheck: "false" });
+  let pause = null;
+  input.addEventListener("input", () => {
+    clearTimeout(pause);
+    pause = setTimeout(() => onPause(input.value.trim()), TYPING_PAUSE_MS);
+  });
+  return {
+    field: h("label", { class: `field ${id}`, for: id }, h("span", {}, label), input),
+    // Not while the same text is being typed (spaces at its ends, the caret): only when the URL changed it.
+    show(value) {
+      if (input.value.trim() !== value) input.value = value;
+    },
+    destroy() {
+      clearTimeout(pause);
     },
   };
 }

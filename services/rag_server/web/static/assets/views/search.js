@@ -16,6 +16,7 @@ const MODES = [
 const STAGES = { embed: "embed query", vector: "vector leg", bm25: "BM25 leg", fuse: "fusion", fetch: "fetch text", total: "total" };
 const DEFAULT_K = 10;
 const EXCERPT_CHARS = 700;
+const CONTAINS_MAX = 1000; // the API's limit on a text of filters.text
 
 function searchParams(query) {
   const mode = MODES.some(([m]) => m === query.get("mode")) ? query.get("mode") : "hybrid";
@@ -26,6 +27,7 @@ function searchParams(query) {
     k: Number.isFinite(k) && k >= 1 && k <= 100 ? k : DEFAULT_K,
     type: query.get("type") || "",
     doc: query.get("doc") || "",
+    has: (query.get("has") || "").trim().slice(0, CONTAINS_MAX),
     meta: (query.get("meta") || "").trim().slice(0, METADATA_MAX),
   };
 }
@@ -36,6 +38,7 @@ function searchHref(p) {
   if (p.k !== DEFAULT_K) query.k = String(p.k);
   if (p.type) query.type = p.type;
   if (p.doc) query.doc = p.doc;
+  if (p.has) query.has = p.has;
   if (p.meta) query.meta = p.meta;
   return href("search", null, query);
 }
@@ -120,6 +123,15 @@ export function mount(root, ctx, route) {
   const kInput = h("input", { type: "number", id: "search-k", min: 1, max: 100, value: String(p.k), inputmode: "numeric" });
   const typeSelect = h("select", { id: "search-type" }, h("option", { value: "" }, "All types"), FILE_TYPES.map((t) => h("option", { value: t }, t.toUpperCase())));
   const docSelect = h("select", { id: "search-doc" }, h("option", { value: "" }, "All documents"));
+  const containsInput = h("input", {
+    type: "search",
+    id: "search-contains",
+    maxlength: String(CONTAINS_MAX),
+    placeholder: "Exact words",
+    title: "Only passages whose text holds these exact words (case as written)",
+    autocomplete: "off",
+    spellcheck: "false",
+  });
   // Applied with the next search (Enter in it submits); a valid change re-runs a query already there.
   const metadata = metadataFilter("search-metadata", (meta) => {
     if (meta !== p.meta && queryInput.value.trim()) form.requestSubmit();
@@ -146,6 +158,7 @@ export function mount(root, ctx, route) {
       h("label", { class: "field", for: "search-k" }, h("span", {}, "Results"), kInput),
       h("label", { class: "field", for: "search-type" }, h("span", {}, "File type"), typeSelect),
       h("label", { class: "field", for: "search-doc" }, h("span", {}, "Document"), docSelect),
+      h("label", { class: "field contains-filter", for: "search-contains" }, h("span", {}, "Contains"), containsInput),
       metadata.field,
     ),
     metadata.note,
@@ -171,6 +184,7 @@ export function mount(root, ctx, route) {
       k: Number.isFinite(k) ? Math.min(100, Math.max(1, k)) : DEFAULT_K,
       type: typeSelect.value,
       doc: docSelect.value,
+      has: containsInput.value.trim(),
       meta: metadata.check().text,
     };
   }
@@ -182,6 +196,7 @@ export function mount(root, ctx, route) {
     typeSelect.value = p.type;
     ensureDocOption(p.doc);
     docSelect.value = p.doc;
+    containsInput.value = p.has;
     metadata.show(p.meta);
   }
 
@@ -243,6 +258,7 @@ export function mount(root, ctx, route) {
     const filters = {};
     if (p.type) filters.file_types = [p.type];
     if (p.doc) filters.document_ids = [p.doc];
+    if (p.has) filters.text = { $contains: p.has };
     if (match.value) filters.metadata = match.value;
     let answer;
     try {
