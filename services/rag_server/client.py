@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -33,6 +33,7 @@ from rag_server.ingestion.models import (
     Document,
     DocumentList,
     DuplicateCheckResult,
+    UpdatedDocuments,
     UploadResponse,
 )
 from rag_server.read_after import READ_AFTER_HEADER, lsn_text, parse_lsn
@@ -207,6 +208,13 @@ class Client:
         """PATCH /documents/{id}: `replace` the metadata, or `merge` top-level keys (null removes one)."""
         return self._send(Calls.update_metadata(document_id, metadata, mode))
 
+    def update_documents(
+        self, collection: str = "default", *, metadata: Mapping[str, dict[str, Any]], mode: str = "replace"
+    ) -> UpdatedDocuments:
+        """POST /documents/metadata: `metadata` by document id, all in one transaction (Chroma's
+        update(ids, metadatas)); ids not in the collection come back in `not_updated`."""
+        return self._send(Calls.update_documents(collection, metadata, mode))
+
     def batch_status(self, batch_id: str) -> BatchStatus:
         return self._send(Calls.batch_status(batch_id))
 
@@ -311,6 +319,11 @@ class AsyncClient:
         self, document_id: str, metadata: dict[str, Any], mode: str = "replace"
     ) -> Document:
         return await self._send(Calls.update_metadata(document_id, metadata, mode))
+
+    async def update_documents(
+        self, collection: str = "default", *, metadata: Mapping[str, dict[str, Any]], mode: str = "replace"
+    ) -> UpdatedDocuments:
+        return await self._send(Calls.update_documents(collection, metadata, mode))
 
     async def batch_status(self, batch_id: str) -> BatchStatus:
         return await self._send(Calls.batch_status(batch_id))

@@ -4,7 +4,7 @@ what `client.Client` and `client.AsyncClient` send, each in its own way (sync, a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -20,6 +20,7 @@ from rag_server.ingestion.models import (
     Document,
     DocumentList,
     DuplicateCheckResult,
+    UpdatedDocuments,
     UploadResponse,
 )
 from rag_server.retrieval.models import SearchResponse
@@ -153,6 +154,14 @@ class Calls:
     def update_metadata(document_id: str, metadata: dict[str, Any], mode: str) -> Call[Document]:
         body = {"metadata": metadata, "mode": mode}
         return Call("PATCH", f"/documents/{document_id}", _model(Document), kwargs={"json": body})
+
+    @staticmethod
+    def update_documents(
+        collection: str, metadata: Mapping[str, dict[str, Any]], mode: str
+    ) -> Call[UpdatedDocuments]:
+        documents = [{"id": str(i), "metadata": m} for i, m in metadata.items()]
+        body = {"collection": collection, "documents": documents, "mode": mode}
+        return Call("POST", "/documents/metadata", _model(UpdatedDocuments), kwargs={"json": body})
 
     @staticmethod
     def batch_status(batch_id: str) -> Call[BatchStatus]:

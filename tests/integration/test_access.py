@@ -12,6 +12,7 @@ import logging
 import re
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
@@ -121,6 +122,13 @@ CALLS = [
     Call("DELETE", "/documents/{target_doc}", "editor"),
     Call("POST", "/documents/delete", "editor", {"metadata": {"team": "nobody"}}, True),
     Call("PATCH", "/documents/{target_doc}", "editor", {"metadata": {"team": "x"}}),
+    Call(
+        "POST",
+        "/documents/metadata",
+        "editor",
+        {"documents": [{"id": str(UUID(int=1)), "metadata": {}}]},
+        True,
+    ),
     Call("PUT", "/documents/{target_doc}/file", "editor"),
     Call(
         "POST",
@@ -453,7 +461,7 @@ async def test_an_editor_uploads_and_deletes_within_its_collections(
     assert (await app_client.get(f"/documents/{document_id}", headers=editor)).status_code == 404
 
 
-async def test_a_bulk_delete_never_reaches_another_collection(
+async def test_a_bulk_delete_or_edit_never_reaches_another_collection(
     app_client: httpx.AsyncClient, world: World
 ) -> None:
     """alpha's editor names beta's document by id inside alpha, or every document by a metadata match
@@ -482,3 +490,10 @@ async def test_a_bulk_delete_never_reaches_another_collection(
     )
     assert beta.json()["total"] == 1
     assert (await app_client.get(f"/documents/{beta_doc}", headers=admin)).status_code == 200
+    # A bulk metadata edit in alpha naming beta's document leaves it alone.
+    before = (await app_client.get(f"/documents/{beta_doc}", headers=admin)).json()["metadata"]
+    edit = {"collection": "alpha", "documents": [{"id": beta_doc, "metadata": {"bulk": "taken"}}]}
+    r = await app_client.post("/documents/metadata", json=edit, headers=editor)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"updated": [], "not_updated": [beta_doc]}
+    assert (await app_client.get(f"/documents/{beta_doc}", headers=admin)).json()["metadata"] == before

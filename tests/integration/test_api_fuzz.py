@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -140,7 +140,12 @@ async def send_and_check(
     checks: list[Any],
     hostile: st.DataObject | None = None,
 ) -> None:
-    request = client.build_request(**to_httpx(case, hostile))
+    try:
+        request = client.build_request(**to_httpx(case, hostile))
+    except httpx.InvalidURL:
+        # httpx builds no query over 64 KiB (two long JSON parameters, metadata and text, can reach it):
+        # such a request is never sent, so there is no answer to check.
+        reject()
     request.read()  # a multipart body is a stream: read it once so the checks can look at it
     response = await client.send(request)
     try:

@@ -44,6 +44,9 @@ def test_the_client_lists_and_deletes_documents(live_app_url: str, tmp_path: Pat
         assert listed(sort="name", order="asc") == sorted(ids)
         assert listed(name="DROP-", sort="name", order="asc", limit=2) == ["drop-1.txt", "drop-2.txt"]
         assert client.documents(metadata={"keep": True}).total == 1
+        edited = client.update_documents(metadata={ids["drop-1.txt"]: {"suite": "client", "keep": False}})
+        assert [str(i) for i in edited.updated] == [ids["drop-1.txt"]]
+        assert client.document(ids["drop-1.txt"]).metadata == {"suite": "client", "keep": False}
         client.delete_document(ids["drop-1.txt"])
         with pytest.raises(ClientError, match="answered 404") as err:
             client.delete_document(ids["drop-1.txt"])

@@ -198,6 +198,60 @@ def test_patch_metadata_updates_filters_in_both_legs(
     assert r.status_code == 404
 
 
+def test_a_bulk_metadata_edit_sets_each_document_in_one_transaction(client: TestClient) -> None:
+    """Chroma's update(ids, metadatas): each document its own metadata, replace or merge; ids of no
+    document of the collection are listed, and one value refused changes nothing at all."""
+    assert client.post("/collections", json={"name": "bulk-edit"}).status_code == 201
+    files = {f"edit-{i}.txt": text_of(f"okapi {i}") for i in range(3)}
+    r = upload(client, files, collection="bulk-edit", metadata=json.dumps({"team": "a", "n": 0}))
+    ids = [t["document_id"] for t in r.json()["tasks"]]  # no worker: queued documents have metadata too
+
+    def metadata() -> list[dict[str, Any]]:
+        return [client.get(f"/documents/{i}").json()["metadata"] for i in ids]
+
+    def edit(documents: list[dict[str, Any]], **body: Any) -> Any:
+        return client.post(
+            "/documents/metadata", json={"collection": "bulk-edit", "documents": documents, **body}
+        )
+
+    nowhere = "00000000-0000-0000-0000-00000000abcd"
+    r = edit(
+        [
+            {"id": ids[0], "metadata": {"n": 1}},
+            {"id": nowhere, "metadata": {}},
+            {"id": ids[2], "metadata": {}},
+        ]
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"updated": sorted([ids[0], ids[2]]), "not_updated": [nowhere]}
+    assert metadata() == [{"n": 1}, {"team": "a", "n": 0}, {}]
+    r = edit([{"id": i, "metadata": {"n": None, "year": 2021}} for i in ids], mode="merge")
+    assert r.status_code == 200 and len(r.json()["updated"]) == 3, r.text
+    assert metadata() == [{"year": 2021}, {"team": "a", "year": 2021}, {"year": 2021}]
+    listed = client.get("/documents", params={"collection": "bulk-edit", "metadata": '{"year": 2021}'})
+    assert listed.json()["total"] == 3
+
+    # The second value refused: the first is not written either.
+    r = edit(
+        [{"id": ids[0], "metadata": {"ok": 1}}, {"id": ids[1], "metadata": {"k": "v" * MAX_METADATA_BYTES}}]
+    )
+    assert r.status_code == 422 and "documents[1].metadata is" in r.json()["detail"], r.text
+    for bad in (
+        [],
+        [{"id": ids[0], "metadata": {}}, {"id": ids[0], "metadata": {"n": 2}}],  # which would win?
+        [{"id": ids[0], "metadata": [1]}],
+        [{"id": ids[0], "metdata": {}}],
+        [{"id": "not-a-uuid", "metadata": {}}],
+    ):
+        assert edit(bad).status_code == 422, bad
+    assert edit([{"id": ids[0], "metadata": {}}], mode="overwrite").status_code == 422
+    assert metadata() == [{"year": 2021}, {"team": "a", "year": 2021}, {"year": 2021}]
+    r = client.post(
+        "/documents/metadata", json={"collection": "nope", "documents": [{"id": ids[0], "metadata": {}}]}
+    )
+    assert r.status_code == 404
+
+
 def test_replacement_keeps_the_id_and_old_text_until_the_swap(
     client: TestClient, settings: Settings, database_url: str, logs: Path
 ) -> None:
@@ -429,6 +483,9 @@ async def test_the_async_client_sets_metadata_and_replaces_a_file(live_app_url: 
         assert (await rag.document(doc_id)).metadata == {"team": "a", "n": 1}
         merged = await rag.update_metadata(doc_id, {"n": None, "m": 2}, mode="merge")
         assert merged.metadata == {"team": "a", "m": 2}
+        many = await rag.update_documents(metadata={doc_id: {"m": 3}}, mode="merge")
+        assert [str(i) for i in many.updated] == [doc_id] and many.not_updated == []
+        assert (await rag.document(doc_id)).metadata == {"team": "a", "m": 3}
         with pytest.raises(ClientError) as refused:
             await rag.replace_file(doc_id, path)  # its first task is still queued: no worker here
         assert refused.value.status == 409
@@ -452,8 +509,11 @@ def test_a_patch_after_a_replacement_was_queued_wins_over_its_metadata(
     assert all(b.status_code == 202 for b in batches), [b.text for b in batches]
     edit = client.patch(f"/documents/{ids[0]}", json={"metadata": {"from": "patch", "other": 1}})
     assert edit.status_code == 200 and edit.json()["metadata"] == {"from": "patch", "other": 1}
-    edit = client.patch(f"/documents/{ids[1]}", json={"metadata": {"k": None, "m": 2}, "mode": "merge"})
-    assert edit.status_code == 200 and edit.json()["metadata"] == {"from": "upload", "m": 2}
+    # The bulk edit takes the same path.
+    bulk = {"documents": [{"id": ids[1], "metadata": {"k": None, "m": 2}}], "mode": "merge"}
+    edit = client.post("/documents/metadata", json=bulk)
+    assert edit.status_code == 200 and edit.json()["updated"] == [ids[1]], edit.text
+    assert client.get(f"/documents/{ids[1]}").json()["metadata"] == {"from": "upload", "m": 2}
     with worker(settings, logs):
         for b in batches:
             assert wait_batch(client, b.json()["batch_id"])["status"] == "completed"

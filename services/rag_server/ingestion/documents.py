@@ -9,12 +9,9 @@ from functools import cached_property
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from rag_server.collections.models import DEFAULT_COLLECTION_ID
 from rag_server.errors import NotFoundError
 from rag_server.infra.database import Executor, connection, transaction
-from rag_server.ingestion.metadata import check_metadata
 from rag_server.ingestion.models import (
     DeletedDocuments,
     DeleteDocuments,
@@ -25,7 +22,6 @@ from rag_server.ingestion.models import (
     DuplicateCheckResult,
     DuplicateResult,
     FileDigest,
-    MetadataUpdate,
 )
 from rag_server.ingestion.parsing import FILE_TYPES, file_type_for
 from rag_server.retrieval.filters import normalise_file_type
@@ -192,75 +188,6 @@ async def get_document(conn: Executor, document_id: UUID) -> Document:
     if row is None:
         raise NotFoundError(f"no document {document_id}")
     return Document.model_validate(dict(row))
-
-
-async def update_metadata(conn: Executor, document_id: UUID, update: MetadataUpdate) -> Document:
-    """Replace the document's metadata, or merge top-level keys into it (a null value removes the key).
-
-    Search filters read the document's metadata (`d.metadata || c.metadata`, retrieval/filters.py) in
-    both legs, so the new value applies to every chunk as soon as this commits; chunks' own metadata
-    (per-chunk keys, not a copy) is left alone.
-
-    The later edit wins: while a replacement that carries metadata is pending (queued or processing),
-    the edit is applied to the metadata it will swap in too, in this transaction, so the swap cannot
-    bring back the value the edit replaced. Lock order as the worker's final write: task row, then
-    document row.
-    """
-    check_metadata(update.metadata)
-    async with transaction(conn) as c:
-        while True:
-            try:
-                async with transaction(c) as attempt:  # a savepoint: a retry releases its row locks
-                    return await _update_metadata_locked(attempt, document_id, update)
-            except _ReplacementQueuedMeanwhile:
-                continue
-
-
-class _ReplacementQueuedMeanwhile(Exception):
-    """A replacement was queued between locking the pending tasks and locking the document."""
-
-
-_PENDING_REPLACEMENT = (
-    "document_id = $1 AND status IN ('queued', 'processing') AND replaces_version IS NOT NULL"
-    " AND new_metadata IS NOT NULL"
-)
-
-
-async def _update_metadata_locked(
-    c: asyncpg.Connection, document_id: UUID, update: MetadataUpdate
-) -> Document:
-    pending = await c.fetch(
-        f"SELECT id, new_metadata FROM job_tasks WHERE {_PENDING_REPLACEMENT} ORDER BY id FOR UPDATE",
-        document_id,
-    )
-    current = await c.fetchval("SELECT metadata FROM documents WHERE id = $1 FOR UPDATE", document_id)
-    if current is None:
-        raise NotFoundError(f"no document {document_id}")
-    # With the document locked no replacement can be queued (queue_replacement locks it first); one
-    # queued before that but after the tasks were read is not locked here, and locking it now would take
-    # the locks out of order: start again.
-    now_pending = await c.fetch(f"SELECT id FROM job_tasks WHERE {_PENDING_REPLACEMENT}", document_id)
-    if {r["id"] for r in now_pending} != {r["id"] for r in pending}:
-        raise _ReplacementQueuedMeanwhile
-    await c.execute(
-        "UPDATE documents SET metadata = $2, updated_at = now() WHERE id = $1",
-        document_id,
-        _edited(current, update),
-    )
-    for task in pending:
-        await c.execute(
-            "UPDATE job_tasks SET new_metadata = $2, updated_at = now() WHERE id = $1",
-            task["id"],
-            _edited(task["new_metadata"], update),
-        )
-    return await get_document(c, document_id)
-
-
-def _edited(metadata: dict[str, Any], update: MetadataUpdate) -> dict[str, Any]:
-    if update.mode == "merge":
-        merged = {**metadata, **update.metadata}
-        return check_metadata({k: v for k, v in merged.items() if v is not None})
-    return check_metadata(update.metadata)
 
 
 async def get_document_file(conn: Executor, document_id: UUID) -> DocumentFile:

@@ -178,6 +178,41 @@ class MetadataUpdate(BaseModel):
     mode: Literal["replace", "merge"] = "replace"
 
 
+class DocumentMetadata(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: UUID
+    metadata: dict[str, Any] = Field(description="As PATCH /documents/{id}'s `metadata`.")
+
+
+class MetadataUpdates(BaseModel):
+    """POST /documents/metadata, Chroma's update(ids, metadatas): several documents of one collection, each
+    with its own metadata, in one transaction; `mode` as PATCH /documents/{id}'s."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: CollectionRef = Field(default=DEFAULT_COLLECTION, description="Name or id")
+    documents: list[DocumentMetadata] = Field(min_length=1, max_length=1_000)
+    mode: Literal["replace", "merge"] = "replace"
+
+    @model_validator(mode="after")
+    def _each_document_once(self) -> MetadataUpdates:
+        seen: set[UUID] = set()
+        for d in self.documents:
+            if d.id in seen:
+                # Which of two values would win is a guess: refused rather than chosen.
+                raise ValueError(f"document {d.id} is named twice")
+            seen.add(d.id)
+        return self
+
+
+class UpdatedDocuments(BaseModel):
+    updated: list[UUID] = Field(description="The documents whose metadata was set, in id order")
+    not_updated: list[UUID] = Field(
+        description="Ids not in the collection (gone already, or elsewhere): nothing was changed for them"
+    )
+
+
 def task_message(task_id: UUID, document_id: UUID, request_id: str | None) -> dict[str, str]:
     """A task's queue message: what the worker needs, and the request id its log lines carry."""
     message = {"task_id": str(task_id), "document_id": str(document_id)}

@@ -23,7 +23,7 @@ from rag_server.api.downloads import attachment
 from rag_server.api.errors import ErrorResponse, error_responses
 from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.collections.store import resolve_ids
-from rag_server.ingestion import documents
+from rag_server.ingestion import documents, metadata_edits
 from rag_server.ingestion.models import (
     DeletedDocuments,
     DeleteDocuments,
@@ -34,7 +34,9 @@ from rag_server.ingestion.models import (
     DuplicateCheck,
     DuplicateCheckResult,
     MetadataUpdate,
+    MetadataUpdates,
     NamePart,
+    UpdatedDocuments,
     UploadResponse,
 )
 from rag_server.ingestion.replacement import replace_document_file
@@ -183,7 +185,20 @@ async def delete_documents(body: DeleteDocuments, pool: PoolDep) -> DeletedDocum
 async def update_document_metadata(document_id: UUID, body: MetadataUpdate, pool: PoolDep) -> Document:
     """Set the document's metadata: `mode` `replace` (default) stores `metadata` as it is; `merge` sets
     its top-level keys on the current metadata (null removes a key). Search filters see it at once."""
-    return await documents.update_metadata(pool, document_id, body)
+    return await metadata_edits.update_metadata(pool, document_id, body)
+
+
+@router.post(
+    "/documents/metadata",
+    response_model=UpdatedDocuments,
+    dependencies=[require("editor")],
+    responses={**error_responses(400, 403, 404, 503), **_EITHER_422},
+)
+async def update_documents_metadata(body: MetadataUpdates, pool: PoolDep) -> UpdatedDocuments:
+    """Set the metadata of several documents of a collection (Chroma's update(ids, metadatas)), each as
+    PATCH /documents/{id} would, in one transaction: a value refused refuses the whole request."""
+    (collection_id,) = await resolve_ids(pool, [body.collection])
+    return await metadata_edits.update_many(pool, collection_id, body)
 
 
 _FILE_BODY = {
