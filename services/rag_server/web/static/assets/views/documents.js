@@ -6,6 +6,7 @@ import { clear, confirmDialog, formatBytes, formatDate, h, toast } from "../dom.
 import { href, navigate } from "../router.js";
 import { deleteDocument, downloadDocument, FILE_TYPES, fill, statusBadge } from "./document_common.js";
 import { mountDetail } from "./document_detail.js";
+import { setSelectedMetadata } from "./bulk_metadata.js";
 import { METADATA_MAX, metadataFilter } from "./metadata_filter.js";
 import { uploadPanel } from "./upload_panel.js";
 
@@ -163,9 +164,10 @@ function mountList(root, ctx, route) {
   const shown = new Map(); // the page's documents by id, which the select-all box picks from
   const selectAll = h("input", { type: "checkbox", "aria-label": "Select every document on this page" });
   const selectedCount = h("span", { "aria-live": "polite" });
+  const editSelected = h("button", { type: "button" }, "Set metadata");
   const deleteSelected = h("button", { type: "button", class: "danger" }, "Delete selected");
   const clearSelection = h("button", { type: "button", class: "quiet" }, "Clear selection");
-  const bulkBar = h("div", { class: "bulk-bar", hidden: true }, selectedCount, deleteSelected, clearSelection);
+  const bulkBar = h("div", { class: "bulk-bar", hidden: true }, selectedCount, editSelected, deleteSelected, clearSelection);
   const selection = canEdit
     ? {
         has: (id) => selected.has(id),
@@ -219,6 +221,11 @@ function mountList(root, ctx, route) {
     setSelection(selectAll.checked ? rows.map((tr) => shown.get(tr.dataset.id)).filter(Boolean) : []);
   });
   deleteSelected.addEventListener("click", deleteSelection);
+  // The selection stays: the rows' new metadata may be what the next step (a delete, a filter) uses.
+  editSelected.addEventListener("click", async () => {
+    if (await setSelectedMetadata(ctx.collection, [...selected.values()])) load();
+    editSelected.focus();
+  });
   clearSelection.addEventListener("click", () => setSelection([]));
 
   let panel = null;
