@@ -20,6 +20,8 @@ TRANSIENT = [
     asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
     asyncpg.InterfaceError("connection is closed"),
     asyncpg.InterfaceError("pool is closing"),
+    # A COMMIT sent while asyncpg still read the FATAL of a terminated backend (seen in test_read_replicas).
+    asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress"),
     ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"),
     ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"),
     FileNotFoundError(errno.ENOENT, "No such file or directory"),  # the unix socket of a stopped server
@@ -34,6 +36,8 @@ NOT_TRANSIENT = [
     asyncpg_base.DataError("invalid input for query argument $1"),
     asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
     asyncpg.exceptions.ClientConfigurationError("bad option"),
+    asyncpg.InternalClientError("cannot switch to state 15; another operation (16) is in progress"),
+    asyncpg.InternalClientError('cannot switch to state 15; protocol is in the "failed" state'),
     OSError(errno.ENOSPC, "No space left on device"),
     OSError("a plain OSError"),
     ValueError("a bug"),

@@ -180,6 +180,12 @@ def is_transient_db_error(exc: BaseException) -> bool:
         # "connection is closed", "pool is closing": the connection went away under the query. Its
         # subclasses (DataError: a bad query argument, ClientConfigurationError...) are bugs, not outages.
         return "closed" in str(exc) or "closing" in str(exc)
+    if type(exc) is asyncpg.InternalClientError:
+        # The server ended the session on its own (a terminated backend, a replica restarting) and
+        # asyncpg was still reading that error (protocol state 2, "error consume") when the next
+        # statement (a COMMIT) was sent; a moment later the same failure reads "connection is closed".
+        # Any other InternalClientError is a misuse of a connection: a bug.
+        return "another operation (2) is in progress" in str(exc)
     if isinstance(exc, ConnectionError | TimeoutError):
         return True
     return isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS
