@@ -297,6 +297,11 @@ async def test_temporary_sessions_are_answered_but_never_stored(
     assert (await ok(await client.get(f"{base}/chat/sessions/{sid}")))["title"] == "What is BM25?"
     listed = await ok(await client.get(f"{base}/chat/sessions", params={"include_archived": "true"}))
     assert sid not in [s["id"] for s in listed["sessions"]]
+    # Exported from memory, like any chat: the only way to keep it.
+    exported = await client.get(f"{base}/chat/sessions/{sid}/export")
+    assert exported.status_code == 200, exported.text
+    assert exported.text.startswith("# What is BM25?\n") and "2 questions" in exported.text
+    assert exported.text.index("What is BM25?") < exported.text.index("k1 parameter?")
 
     conn = await asyncpg.connect(database_url)
     try:
@@ -309,6 +314,7 @@ async def test_temporary_sessions_are_answered_but_never_stored(
         await conn.close()
     await ok(await client.delete(f"{base}/chat/sessions/{sid}"), 204)
     assert (await client.get(f"{base}/chat/history/{sid}")).status_code == 404
+    assert (await client.get(f"{base}/chat/sessions/{sid}/export")).status_code == 404
 
 
 async def test_bad_input_and_unknown_ids_are_4xx(plain_server: Server, client: httpx.AsyncClient) -> None:

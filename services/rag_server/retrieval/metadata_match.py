@@ -54,7 +54,8 @@ def check_match(raw: Any) -> dict[str, Any]:
         raise PydanticCustomError("metadata_match", "{reason}", {"reason": str(exc)}) from None
 
 
-def _refuse(where: str, why: str) -> NoReturn:
+def refuse(where: str, why: str) -> NoReturn:
+    """The refusal of a match's part: `where` in it (from its top), then why."""
     raise ValueError(f"{where}: {why}" if where else why)
 
 
@@ -64,13 +65,13 @@ def _at(where: str, part: str) -> str:
 
 def _match(raw: Any, where: str, depth: int, counter: list[int]) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        _refuse(where, 'a JSON object, like {"team": "a"}')
+        refuse(where, 'a JSON object, like {"team": "a"}')
     checked: dict[str, Any] = {}
     for key, value in raw.items():
         if key in ("$and", "$or"):
             checked[key] = _logical(value, _at(where, key), depth, counter)
         elif isinstance(key, str) and key.startswith("$"):
-            _refuse(where, f"{key[:40]!r} is no operator here: $and and $or join matches")
+            refuse(where, f"{key[:40]!r} is no operator here: $and and $or join matches")
         else:
             name = _key(key, where)  # checked first: the paths of errors below carry it
             checked[name] = _condition(value, _at(where, name), counter)
@@ -79,12 +80,12 @@ def _match(raw: Any, where: str, depth: int, counter: list[int]) -> dict[str, An
 
 def _logical(value: Any, where: str, depth: int, counter: list[int]) -> list[dict[str, Any]]:
     if depth >= MAX_DEPTH:
-        _refuse(where, f"$and / $or nested deeper than {MAX_DEPTH} levels")
+        refuse(where, f"$and / $or nested deeper than {MAX_DEPTH} levels")
     if not isinstance(value, list) or not value or len(value) > MAX_CONDITIONS:
-        _refuse(where, f"a list of 1 to {MAX_CONDITIONS} matches")
+        refuse(where, f"a list of 1 to {MAX_CONDITIONS} matches")
     matches = [_match(m, f"{where}[{i}]", depth + 1, counter) for i, m in enumerate(value)]
     if not all(matches):
-        _refuse(where, "an empty match would select everything")
+        refuse(where, "an empty match would select everything")
     return matches
 
 
@@ -93,19 +94,19 @@ def _condition(value: Any, where: str, counter: list[int]) -> Any:
         _count(counter)
         return _values(value, where) if isinstance(value, list) else _value(value, where)
     if not value:
-        _refuse(where, 'an operator, like {"$gte": 2020}')
+        refuse(where, 'an operator, like {"$gte": 2020}')
     checked: dict[str, Any] = {}
     for op, operand in value.items():
         _count(counter)
         if op not in _OPERATORS:
-            _refuse(where, f"{op[:40]!r} is no operator ({', '.join(sorted(_OPERATORS))})")
+            refuse(where, f"{op[:40]!r} is no operator ({', '.join(sorted(_OPERATORS))})")
         if op in _COMPARISONS:
             if isinstance(operand, bool) or not isinstance(operand, int | float):
-                _refuse(_at(where, op), f"a number, not {_json_type(operand)}")
+                refuse(_at(where, op), f"a number, not {_json_type(operand)}")
             checked[op] = _value(operand, _at(where, op))
         elif op in ("$in", "$nin"):
             if not isinstance(operand, list):
-                _refuse(_at(where, op), "a list of values")
+                refuse(_at(where, op), "a list of values")
             checked[op] = _values(operand, _at(where, op))
         else:
             checked[op] = _value(operand, _at(where, op))
@@ -114,30 +115,30 @@ def _condition(value: Any, where: str, counter: list[int]) -> Any:
 
 def _values(values: list[Any], where: str) -> list[Any]:
     if not values or len(values) > MAX_VALUES:
-        _refuse(where, f"a list of 1 to {MAX_VALUES} values")
+        refuse(where, f"a list of 1 to {MAX_VALUES} values")
     return [_value(v, f"{where}[{i}]") for i, v in enumerate(values)]
 
 
 def _value(value: Any, where: str) -> Any:
     if value is None or isinstance(value, dict | list):
-        _refuse(where, f"a text, number or true/false, not {_json_type(value)}")
+        refuse(where, f"a text, number or true/false, not {_json_type(value)}")
     try:
         return _VALUE.validate_python(value)
     except ValidationError as exc:
-        _refuse(where, _first_message(exc))
+        refuse(where, _first_message(exc))
 
 
 def _key(key: Any, where: str) -> str:
     try:
         return _KEY.validate_python(key)
     except ValidationError as exc:
-        _refuse(where, f"the key {str(key)[:40]!r}: {_first_message(exc)}")
+        refuse(where, f"the key {str(key)[:40]!r}: {_first_message(exc)}")
 
 
 def _count(counter: list[int]) -> None:
     counter[0] += 1
     if counter[0] > MAX_CONDITIONS:
-        _refuse("", f"more than {MAX_CONDITIONS} conditions")
+        refuse("", f"more than {MAX_CONDITIONS} conditions")
 
 
 def _first_message(exc: ValidationError) -> str:

@@ -14,12 +14,12 @@ chunks overlap), and does not contain it when none does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
 
-from rag_server.retrieval.metadata_match import MAX_CONDITIONS, MAX_DEPTH
+from rag_server.retrieval.metadata_match import MAX_CONDITIONS, MAX_DEPTH, refuse
 from rag_server.text import Cleaned
 
 TEXT_MATCH_RULES = (
@@ -41,34 +41,30 @@ def check_text_match(raw: Any) -> dict[str, Any]:
         raise PydanticCustomError("text_match", "{reason}", {"reason": str(exc)}) from None
 
 
-def _refuse(where: str, why: str) -> NoReturn:
-    raise ValueError(f"{where}: {why}" if where else why)
-
-
 def _match(raw: Any, where: str, depth: int, counter: list[int]) -> dict[str, Any]:
     if not isinstance(raw, dict) or not raw:
-        _refuse(where, 'a JSON object with an operator, like {"$contains": "insulin"}')
+        refuse(where, 'a JSON object with an operator, like {"$contains": "insulin"}')
     checked: dict[str, Any] = {}
     for op, operand in raw.items():
         at = f"{where}.{op}" if where else op
         if op not in _OPERATORS:
-            _refuse(where, f"{str(op)[:40]!r} is no operator ({', '.join(_OPERATORS)})")
+            refuse(where, f"{str(op)[:40]!r} is no operator ({', '.join(_OPERATORS)})")
         if op in ("$and", "$or"):
             if depth >= MAX_DEPTH:
-                _refuse(at, f"$and / $or nested deeper than {MAX_DEPTH} levels")
+                refuse(at, f"$and / $or nested deeper than {MAX_DEPTH} levels")
             if not isinstance(operand, list) or not operand or len(operand) > MAX_CONDITIONS:
-                _refuse(at, f"a list of 1 to {MAX_CONDITIONS} matches")
+                refuse(at, f"a list of 1 to {MAX_CONDITIONS} matches")
             checked[op] = [_match(m, f"{at}[{i}]", depth + 1, counter) for i, m in enumerate(operand)]
             continue
         counter[0] += 1
         if counter[0] > MAX_CONDITIONS:
-            _refuse("", f"more than {MAX_CONDITIONS} conditions")
+            refuse("", f"more than {MAX_CONDITIONS} conditions")
         if not isinstance(operand, str):
-            _refuse(at, "a text")
+            refuse(at, "a text")
         try:
             checked[op] = _WORDS.validate_python(operand)
         except ValidationError as exc:
-            _refuse(at, str(exc.errors()[0]["msg"]))
+            refuse(at, str(exc.errors()[0]["msg"]))
     return checked
 
 

@@ -176,7 +176,10 @@ export function mount(root, ctx, route) {
     ),
   );
 
+  // The form's search, or null while the metadata filter is no JSON object (its note says why).
   function formParams() {
+    const match = metadata.check();
+    if (!match.ok) return null;
     const k = Number.parseInt(kInput.value, 10);
     return {
       q: queryInput.value.trim(),
@@ -185,7 +188,7 @@ export function mount(root, ctx, route) {
       type: typeSelect.value,
       doc: docSelect.value,
       has: containsInput.value.trim(),
-      meta: metadata.check().text,
+      meta: match.text,
     };
   }
 
@@ -208,7 +211,7 @@ export function mount(root, ctx, route) {
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const next = formParams();
-    if (next.meta === undefined) {
+    if (next === null) {
       metadata.input.focus();
       return;
     }
