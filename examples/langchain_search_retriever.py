@@ -3,10 +3,13 @@
 RAG_URL=http://127.0.0.1:8000 RAG_API_KEY=... python examples/langchain_search_retriever.py "question"
 
 RAG_COLLECTIONS=handbook,wiki searches those collections (names or ids; unset: the key's `default`).
+RAG_FILTERS='{"metadata": {"year": {"$gte": 2020}}, "text": {"$contains": "HNSW"}}' filters the search:
+/search's `filters` (Chroma's `where` is `metadata`, its `where_document` is `text`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Any
@@ -33,6 +36,7 @@ class RagServerRetriever(BaseRetriever):
     top_k: int = 5
     search_type: str = "hybrid"  # or "bm25", "vector"
     collections: list[str] | None = None  # names or ids; None: `default`
+    filters: dict[str, Any] | None = None  # /search's filters: metadata, text, file_types, document_ids
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
@@ -41,6 +45,8 @@ class RagServerRetriever(BaseRetriever):
         body: dict[str, Any] = {"query": query, "top_k": self.top_k, "search_type": self.search_type}
         if self.collections:
             body["collections"] = self.collections
+        if self.filters:
+            body["filters"] = self.filters
         response = httpx.post(f"{self.url}/search", json=body, headers=headers, timeout=60)
         response.raise_for_status()
         return [
@@ -58,6 +64,7 @@ if __name__ == "__main__":
         url=os.environ.get("RAG_URL", "http://127.0.0.1:8000"),
         api_key=os.environ.get("RAG_API_KEY"),
         collections=[c for c in os.environ.get("RAG_COLLECTIONS", "").split(",") if c] or None,
+        filters=json.loads(os.environ.get("RAG_FILTERS") or "null"),
     )
     query = " ".join(sys.argv[1:]) or "What is this about?"
     print(f"query: {query}")

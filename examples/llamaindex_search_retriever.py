@@ -3,10 +3,13 @@
 RAG_URL=http://127.0.0.1:8000 RAG_API_KEY=... python examples/llamaindex_search_retriever.py "question"
 
 RAG_COLLECTIONS=handbook,wiki searches those collections (names or ids; unset: the key's `default`).
+RAG_FILTERS='{"metadata": {"year": {"$gte": 2020}}, "text": {"$contains": "HNSW"}}' filters the search:
+/search's `filters` (Chroma's `where` is `metadata`, its `where_document` is `text`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Any
@@ -34,6 +37,7 @@ class RagServerRetriever(BaseRetriever):
         top_k: int = 5,
         search_type: str = "hybrid",
         collections: list[str] | None = None,  # names or ids; None: `default`
+        filters: dict[str, Any] | None = None,  # /search's filters: metadata, text, file_types, document_ids
     ) -> None:
         super().__init__()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -41,6 +45,8 @@ class RagServerRetriever(BaseRetriever):
         self._body: dict[str, Any] = {"top_k": top_k, "search_type": search_type}
         if collections:
             self._body["collections"] = collections
+        if filters:
+            self._body["filters"] = filters
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         response = self._http.post("/search", json={"query": query_bundle.query_str, **self._body})
@@ -63,6 +69,7 @@ if __name__ == "__main__":
         os.environ.get("RAG_URL", "http://127.0.0.1:8000"),
         api_key=os.environ.get("RAG_API_KEY"),
         collections=[c for c in os.environ.get("RAG_COLLECTIONS", "").split(",") if c] or None,
+        filters=json.loads(os.environ.get("RAG_FILTERS") or "null"),
     )
     query = " ".join(sys.argv[1:]) or "What is this about?"
     print(f"query: {query}")

@@ -85,6 +85,19 @@ async def test_the_retriever_example_searches_the_collections_it_is_given(
     }
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+async def test_the_retriever_example_passes_chromas_where_and_where_document_as_filters(
+    script: str, live_app_url: str, documents: list[uuid.UUID]
+) -> None:
+    words = await run_example(
+        script, live_app_url, "lighthouse", RAG_FILTERS='{"text": {"$contains": "yeast"}}'
+    )
+    assert words.returncode == 0, words.stderr[-3000:]
+    assert [line.split(": ")[0].split()[-1] for line in words.stdout.splitlines()[1:]] == ["bread.txt"]
+    other = await run_example(script, live_app_url, "lighthouse", RAG_FILTERS='{"metadata": {"year": 1822}}')
+    assert other.returncode == 0 and other.stdout.splitlines()[1:] == []  # no document has that metadata
+
+
 async def test_the_retriever_example_fails_loudly_on_an_http_error(
     live_app_url: str, documents: list[uuid.UUID]
 ) -> None:
