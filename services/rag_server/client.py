@@ -209,10 +209,11 @@ class Client:
         return self._send(Calls.update_metadata(document_id, metadata, mode))
 
     def update_documents(
-        self, collection: str = "default", *, metadata: Mapping[str, dict[str, Any]], mode: str = "replace"
+        self, collection: str = "default", *, metadata: Mapping[str, dict[str, Any]], mode: str = "merge"
     ) -> UpdatedDocuments:
-        """POST /documents/metadata: `metadata` by document id, all in one transaction (Chroma's
-        update(ids, metadatas)); ids not in the collection come back in `not_updated`."""
+        """POST /documents/metadata: `metadata` by document id, all in one transaction; `merge` (the
+        default, as Chroma's update(ids, metadatas)) or `replace`. Ids not in the collection come back in
+        `not_updated`."""
         return self._send(Calls.update_documents(collection, metadata, mode))
 
     def batch_status(self, batch_id: str) -> BatchStatus:
@@ -321,7 +322,7 @@ class AsyncClient:
         return await self._send(Calls.update_metadata(document_id, metadata, mode))
 
     async def update_documents(
-        self, collection: str = "default", *, metadata: Mapping[str, dict[str, Any]], mode: str = "replace"
+        self, collection: str = "default", *, metadata: Mapping[str, dict[str, Any]], mode: str = "merge"
     ) -> UpdatedDocuments:
         return await self._send(Calls.update_documents(collection, metadata, mode))
 

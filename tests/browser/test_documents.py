@@ -419,7 +419,9 @@ async def test_an_editor_sets_the_metadata_of_selected_documents_together(
     dialog = page.get_by_role("dialog", name="Set metadata of 2 documents")
     field = dialog.get_by_label("Metadata (a JSON object)")
     await expect(field).to_be_focused()
-    # Not JSON: said in the dialog, nothing sent. Refused by the server: its sentence.
+    # Empty, or not JSON: said in the dialog, nothing sent. Refused by the server: its sentence.
+    await dialog.get_by_role("button", name="Set metadata").click()
+    await expect(dialog.get_by_role("alert")).to_contain_text("Write a JSON object")
     await field.fill('{"flock": ')
     await dialog.get_by_role("button", name="Set metadata").click()
     await expect(dialog.get_by_role("alert")).to_contain_text("Not valid JSON")
@@ -445,7 +447,7 @@ async def test_an_editor_sets_the_metadata_of_selected_documents_together(
     dialog = page.get_by_role("dialog", name="Set metadata of 2 documents")
     await dialog.get_by_label("Metadata (a JSON object)").fill('{"flock": "south"}')
     await dialog.get_by_label("Replace", exact=False).check()
-    await dialog.get_by_role("button", name="Set metadata").click()
+    await dialog.get_by_label("Replace", exact=False).press("Enter")  # submits (Cancel is no submit button)
     await expect(page.get_by_text("No document matches these filters.")).to_be_visible()
     await page.get_by_label("Metadata", exact=True).fill('{"flock": "south"}')
     await expect(names(page)).to_have_text(["tag-1.txt", "tag-2.txt"])

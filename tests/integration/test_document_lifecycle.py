@@ -220,16 +220,26 @@ def test_a_bulk_metadata_edit_sets_each_document_in_one_transaction(client: Test
             {"id": ids[0], "metadata": {"n": 1}},
             {"id": nowhere, "metadata": {}},
             {"id": ids[2], "metadata": {}},
-        ]
+        ],
+        mode="replace",
     )
     assert r.status_code == 200, r.text
     assert r.json() == {"updated": sorted([ids[0], ids[2]]), "not_updated": [nowhere]}
     assert metadata() == [{"n": 1}, {"team": "a", "n": 0}, {}]
-    r = edit([{"id": i, "metadata": {"n": None, "year": 2021}} for i in ids], mode="merge")
+    # Merge by default, as Chroma's update: keys set, null removes one, the others kept.
+    r = edit([{"id": i, "metadata": {"n": None, "year": 2021}} for i in ids])
     assert r.status_code == 200 and len(r.json()["updated"]) == 3, r.text
     assert metadata() == [{"year": 2021}, {"team": "a", "year": 2021}, {"year": 2021}]
     listed = client.get("/documents", params={"collection": "bulk-edit", "metadata": '{"year": 2021}'})
     assert listed.json()["total"] == 3
+    # A text match says nothing of a document with no chunks yet (queued here), $not_contains included.
+    for text in ({"$contains": "okapi"}, {"$not_contains": "okapi"}):
+        unread = client.get("/documents", params={"collection": "bulk-edit", "text": json.dumps(text)})
+        assert unread.status_code == 200 and unread.json()["total"] == 0, (text, unread.text)
+    nothing = client.post(
+        "/documents/delete", json={"collection": "bulk-edit", "text": {"$not_contains": "x"}}
+    )
+    assert nothing.json() == {"deleted": [], "not_deleted": []}
 
     # The second value refused: the first is not written either.
     r = edit(

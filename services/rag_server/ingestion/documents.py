@@ -27,7 +27,7 @@ from rag_server.ingestion.parsing import FILE_TYPES, file_type_for
 from rag_server.retrieval.filters import normalise_file_type
 from rag_server.retrieval.metadata_match import metadata_clauses
 from rag_server.retrieval.models import MetadataMatch, TextMatch
-from rag_server.retrieval.text_match import document_contains, text_clause
+from rag_server.retrieval.text_match import document_clause
 
 
 def sha256_hex(content: bytes) -> str:
@@ -180,7 +180,7 @@ async def list_documents(
 
 
 def _text_clauses(text: TextMatch | None, params: list[Any]) -> list[str]:
-    return [text_clause(text, params, 1, document_contains("documents.id"))] if text else []
+    return [document_clause(text, params, 1, "documents.id")] if text else []
 
 
 async def get_document(conn: Executor, document_id: UUID) -> Document:

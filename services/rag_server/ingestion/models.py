@@ -187,13 +187,14 @@ class DocumentMetadata(BaseModel):
 
 class MetadataUpdates(BaseModel):
     """POST /documents/metadata, Chroma's update(ids, metadatas): several documents of one collection, each
-    with its own metadata, in one transaction; `mode` as PATCH /documents/{id}'s."""
+    with its own metadata, in one transaction. `mode` as PATCH /documents/{id}'s, but `merge` by default,
+    as Chroma's update (keys set, a null removing one; the others kept)."""
 
     model_config = ConfigDict(extra="forbid")
 
     collection: CollectionRef = Field(default=DEFAULT_COLLECTION, description="Name or id")
     documents: list[DocumentMetadata] = Field(min_length=1, max_length=1_000)
-    mode: Literal["replace", "merge"] = "replace"
+    mode: Literal["replace", "merge"] = "merge"
 
     @model_validator(mode="after")
     def _each_document_once(self) -> MetadataUpdates:

@@ -8,7 +8,7 @@ checked match (or a sentence saying what is wrong); `text_clause` turns a checke
 
 A search filter tests each chunk's own text, as Chroma tests each record's. A document is tested on its
 chunks: it contains a text when one of its chunks does (a phrase cut by a chunk boundary may be missed;
-chunks overlap), and does not contain it when none does.
+chunks overlap), and does not contain it when none does; a document with no chunks matches neither.
 """
 
 from __future__ import annotations
@@ -98,9 +98,14 @@ def chunk_contains(text_column: str) -> Callable[[str], str]:
     return lambda param: f"strpos({text_column}, {param}::text) > 0"
 
 
-def document_contains(document_id: str) -> Callable[[str], str]:
-    """One of the document's chunks holds the text."""
-    return lambda param: (
-        f"EXISTS (SELECT FROM chunks t WHERE t.document_id = {document_id} "
-        f"AND strpos(t.text, {param}::text) > 0)"
-    )
+def document_clause(match: dict[str, Any], params: list[Any], first_param: int, document_id: str) -> str:
+    """`match` over a document's chunks: it contains a text when one of its chunks does, and does not when
+    none does. A document with no chunks (queued, processing, failed, empty) matches no condition, as a
+    metadata key it lacks: its text is unknown, and `$not_contains` must not select (delete) it."""
+
+    chunks = f"SELECT FROM chunks t WHERE t.document_id = {document_id}"
+
+    def contains(param: str) -> str:
+        return f"EXISTS ({chunks} AND strpos(t.text, {param}::text) > 0)"
+
+    return f"(EXISTS ({chunks}) AND {text_clause(match, params, first_param, contains)})"

@@ -15,6 +15,7 @@ export function setSelectedMetadata(collection, docs) {
       h("label", { class: "bulk-mode" }, h("input", { type: "radio", name: "bulk-mode", value, checked }), h("span", {}, label));
     const error = h("p", { id: "bulk-metadata-error", class: "form-error", role: "alert" });
     const title = `Set metadata of ${plural(docs.length, "document", "documents")}`;
+    const save = h("button", { type: "submit", class: "primary" }, "Set metadata");
     const dialog = h(
       "dialog",
       { class: "form-dialog", "aria-labelledby": "bulk-metadata-title" },
@@ -32,14 +33,20 @@ export function setSelectedMetadata(collection, docs) {
           mode("replace", "Replace: each document's metadata becomes this object", false),
         ),
         error,
-        h("div", { class: "row end" }, h("button", { value: "cancel", class: "quiet", formnovalidate: true }, "Cancel"), h("button", { value: "save", class: "primary" }, "Set metadata")),
+        // Cancel is no submit button: Enter in the form (on a radio) sends it, not Cancel.
+        h("div", { class: "row end" }, h("button", { type: "button", class: "quiet", onclick: () => dialog.close() }, "Cancel"), save),
       ),
     );
     let saved = false;
+    let pending = null; // the request under way: Escape waits for it, a closing resolves after it
+    dialog.addEventListener("cancel", (event) => {
+      if (pending) event.preventDefault();
+    });
     dialog.querySelector("form").addEventListener("submit", async (event) => {
-      if (event.submitter?.value !== "save") return;
       event.preventDefault();
-      const parsed = parseJsonObject(area.value);
+      if (pending) return;
+      // An empty box would be {}: with Replace, every selected document's metadata cleared unasked.
+      const parsed = area.value.trim() ? parseJsonObject(area.value) : { error: 'Write a JSON object, like {"team": "a"}.' };
       if (parsed.error) {
         error.textContent = parsed.error;
         area.setAttribute("aria-invalid", "true");
@@ -49,15 +56,20 @@ export function setSelectedMetadata(collection, docs) {
       area.removeAttribute("aria-invalid");
       const how = dialog.querySelector("input[name=bulk-mode]:checked").value;
       let result;
+      save.disabled = true;
+      pending = api("/documents/metadata", {
+        method: "POST",
+        json: { collection, mode: how, documents: docs.map((d) => ({ id: d.id, metadata: parsed.value })) },
+      });
       try {
-        result = await api("/documents/metadata", {
-          method: "POST",
-          json: { collection, mode: how, documents: docs.map((d) => ({ id: d.id, metadata: parsed.value })) },
-        });
+        result = await pending;
       } catch (err) {
         // Every document gets the same object: which one the server names first says nothing here.
         error.textContent = err.message.replace(/documents\[\d+\]\.metadata/, "Metadata");
         return;
+      } finally {
+        pending = null;
+        save.disabled = false;
       }
       const gone = result.not_updated.length ? `; ${plural(result.not_updated.length, "was", "were")} gone meanwhile` : "";
       toast(`Metadata set on ${plural(result.updated.length, "document", "documents")}${gone}`);
@@ -66,7 +78,9 @@ export function setSelectedMetadata(collection, docs) {
     });
     dialog.addEventListener("close", () => {
       dialog.remove();
-      resolve(saved);
+      // Closed by a navigation while the request was under way: say whether it was saved once it is known.
+      if (pending) pending.then(() => resolve(true), () => resolve(false));
+      else resolve(saved);
     });
     showModal(dialog);
     area.focus();
