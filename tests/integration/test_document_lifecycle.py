@@ -517,13 +517,28 @@ def test_a_patch_after_a_replacement_was_queued_wins_over_its_metadata(
         ),
     ]
     assert all(b.status_code == 202 for b in batches), [b.text for b in batches]
+    # A bulk edit of both takes the same path, and locks as a delete does: every task row, then every
+    # document row. Held at the second task (here), it holds no document yet: a delete holding that task
+    # and wanting a document gets it (locking one document at a time, that was a deadlock).
+    bulk = {"documents": [{"id": i, "metadata": {"k": None, "m": 2}} for i in ids], "mode": "merge"}
+    # The task of the document locked last (ids in order): one-at-a-time locking held the other then.
+    (task,) = query(
+        database_url,
+        "SELECT id FROM job_tasks WHERE document_id = %s::uuid AND replaces_version IS NOT NULL",
+        max(ids),
+    )
+    with psycopg.connect(database_url) as hold, ThreadPoolExecutor(1) as pool:
+        hold.execute("SELECT FROM job_tasks WHERE id = %s FOR UPDATE", (task["id"],))
+        edit = pool.submit(client.post, "/documents/metadata", json=bulk)
+        wait_for_lock_waiters(database_url, 1)
+        hold.execute("SET LOCAL lock_timeout = '5s'")
+        hold.execute("SELECT FROM documents WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE", (ids,))
+        hold.rollback()
+        done = edit.result(timeout=60)
+    assert done.status_code == 200 and done.json()["updated"] == sorted(ids), done.text
+    assert client.get(f"/documents/{ids[1]}").json()["metadata"] == {"from": "upload", "m": 2}
     edit = client.patch(f"/documents/{ids[0]}", json={"metadata": {"from": "patch", "other": 1}})
     assert edit.status_code == 200 and edit.json()["metadata"] == {"from": "patch", "other": 1}
-    # The bulk edit takes the same path.
-    bulk = {"documents": [{"id": ids[1], "metadata": {"k": None, "m": 2}}], "mode": "merge"}
-    edit = client.post("/documents/metadata", json=bulk)
-    assert edit.status_code == 200 and edit.json()["updated"] == [ids[1]], edit.text
-    assert client.get(f"/documents/{ids[1]}").json()["metadata"] == {"from": "upload", "m": 2}
     with worker(settings, logs):
         for b in batches:
             assert wait_batch(client, b.json()["batch_id"])["status"] == "completed"
