@@ -26,9 +26,9 @@ async def update_metadata(conn: Executor, document_id: UUID, update: MetadataUpd
     the edit is applied to the metadata it will swap in too, in this transaction, so the swap cannot
     bring back the value the edit replaced.
     """
-    check_metadata(update.metadata)
+    checked = update.model_copy(update={"metadata": check_metadata(update.metadata)})
     async with transaction(conn) as c:
-        if not await _edit(c, {document_id: update}, collection_id=None):
+        if not await _edit(c, {document_id: checked}, collection_id=None):
             raise NotFoundError(f"no document {document_id}")
         return await get_document(c, document_id)
 
@@ -37,9 +37,12 @@ async def update_many(conn: Executor, collection_id: UUID, request: MetadataUpda
     """Each named document of the collection gets its metadata as `update_metadata` would give it, all in
     one transaction (every value is checked before any is written); a document not in the collection
     (gone, or elsewhere) is left out and listed in `not_updated`."""
-    edits = {d.id: MetadataUpdate(metadata=d.metadata, mode=request.mode) for d in request.documents}
-    for i, edit in enumerate(edits.values()):
-        check_metadata(edit.metadata, f"documents[{i}].metadata")
+    edits = {
+        d.id: MetadataUpdate(
+            metadata=check_metadata(d.metadata, f"documents[{i}].metadata"), mode=request.mode
+        )
+        for i, d in enumerate(request.documents)
+    }
     async with transaction(conn) as c:
         updated = await _edit(c, edits, collection_id)
     done = set(updated)
@@ -114,4 +117,4 @@ def _edited(metadata: dict[str, Any], update: MetadataUpdate, document_id: UUID)
         return check_metadata(
             {k: v for k, v in merged.items() if v is not None}, f"document {document_id}'s metadata"
         )
-    return check_metadata(update.metadata)
+    return update.metadata  # checked once where the edit came in

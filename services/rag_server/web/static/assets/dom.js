@@ -112,3 +112,6 @@ export function formatDate(iso) {
 export function formatMs(ms) {
   return `${Number(ms).toFixed(ms < 10 ? 1 : 0)} ms`;
 }
+
+// "1 document", "2 documents": the count with its word.
+export const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;

@@ -2,10 +2,8 @@
 // one's metadata, in one request and one transaction (POST /documents/metadata).
 
 import { api } from "../api.js";
-import { h, showModal, toast } from "../dom.js";
+import { h, plural, showModal, toast } from "../dom.js";
 import { parseJsonObject } from "./document_common.js";
-
-const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
 
 // Resolves true once the metadata is set, false when the dialog is closed without it.
 export function setSelectedMetadata(collection, docs) {

@@ -2,7 +2,7 @@
 // download and delete, and the upload panel for editors; #/documents/<id> is document_detail.js.
 
 import { api, ApiError } from "../api.js";
-import { clear, confirmDialog, formatBytes, formatDate, h, toast } from "../dom.js";
+import { clear, confirmDialog, formatBytes, formatDate, h, plural, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
 import { deleteDocument, downloadDocument, FILE_TYPES, fill, statusBadge } from "./document_common.js";
 import { mountDetail } from "./document_detail.js";
@@ -78,7 +78,6 @@ function select(id, label, options, onchange) {
   );
 }
 
-const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
 
 // One row; onDelete(doc) and `selection` ({has(id), toggle(doc, on)}: the row's checkbox) only for editors.
 function documentRow(doc, onDelete, selection) {
