@@ -451,15 +451,23 @@ async def through_a_recovery_conflict(
     async def replica_read_waits() -> bool:
         return bool(await on_standby("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
 
+    async def flush_wal() -> None:
+        # A lock's WAL record sits in the primary's buffers until something flushes them (the standby
+        # would see it up to 15 s later, at the next running-transactions record): a commit does.
+        async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as other:
+            await other.execute("SELECT pg_current_xact_id()")
+
     routed = app.state.runtime.reads.routed
     async with await psycopg.AsyncConnection.connect(settings.database_url) as primary:
         await primary.execute("LOCK TABLE bm25_postings IN ACCESS EXCLUSIVE MODE")
+        await flush_wal()
         await until(replay_holds_postings, "the standby replays the lock")
         before = dict(routed)
         answer = asyncio.create_task(request())
         await until(replica_read_waits, "the replica's read waits for bm25_postings")
         assert routed["replica"] > before["replica"]
         await primary.execute("LOCK TABLE bm25_terms IN ACCESS EXCLUSIVE MODE")
+        await flush_wal()
 
         async def rerouted_or_answered() -> bool:
             return routed["rerun"] > before["rerun"] or answer.done()
