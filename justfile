@@ -57,6 +57,10 @@ test-browser: install
 screenshots: install
     {{bin}}/python -m tests.browser.screenshots --out reports/ui
 
+# fuzz the whole API deeper than the suite does: DEPTH times its examples per operation, new random ones
+fuzz DEPTH="5": install
+    RAG_FUZZ_DEPTH={{DEPTH}} {{bin}}/pytest -n 3 tests/integration/test_api_fuzz.py
+
 # fault injection (tests/chaos): 200 documents while workers are SIGKILLed, PostgreSQL crash-restarts, the
 # embedder fails and the server dies mid-stream and mid-upload; then every invariant (`rag-server check`) and
 # each document's chunks against a clean chunking. Prints its figures; exit 1 on a violation.

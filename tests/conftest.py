@@ -16,8 +16,8 @@ import pytest
 
 from rag_server.config import Settings
 from rag_server.infra import admin
-from rag_server.infra.embedded_postgres import EmbeddedPostgres, ensure_embedded_postgres
 from rag_server.infra.runtime import Runtime, open_runtime
+from tests.chaos.cluster import CrashableCluster
 from tests.fakes.llm_server import FakeLLM
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,11 +34,12 @@ def pg_server() -> Iterator[str]:
         return
     # Short path: the server's unix socket lives in this directory (sun_path is 108 bytes).
     root = Path(tempfile.mkdtemp(prefix="ragt-", dir="/tmp"))
-    embedded: EmbeddedPostgres = ensure_embedded_postgres(root / "pg")
+    cluster = CrashableCluster.create(root / "pg")
     try:
-        yield embedded.uri
+        yield cluster.uri
     finally:
-        embedded.stop()
+        # Deleted next: no shutdown checkpoint writing the session's dirty buffers for nothing (seconds).
+        cluster.crash()
         shutil.rmtree(root, ignore_errors=True)  # a cluster per test session: ~50 MB each
 
 

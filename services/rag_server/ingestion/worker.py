@@ -148,6 +148,22 @@ class Worker:
             except Exception as exc:  # the database is down: try again next round
                 logger.warning("BM25 pack failed (%s: %s)", exc.__class__.__name__, exc)
 
+    async def unless_stopped(self, step: Awaitable[None]) -> bool:
+        """Run `step` unless a stop is asked for first (it is cancelled then); True when it ran."""
+        running = asyncio.ensure_future(step)
+        stopped = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if not running.done():
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            return False
+        running.result()  # its exception, if it failed
+        return True
+
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
@@ -368,10 +384,12 @@ async def _run(runtime: Runtime, settings: Settings, lease: WorkerLease) -> None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stopping.set)
-    # Ready means ready to parse and chunk too (the child's imports and warm-up), as the model is
-    # loaded by now.
     try:
-        await worker.parser.start()
+        # Ready means ready to parse and chunk too (the child's imports and warm-up: seconds), as the
+        # model is loaded by now. A stop asked for meanwhile is not kept waiting for them.
+        if not await worker.unless_stopped(worker.parser.start()):
+            logger.info("worker stopped before it was ready")
+            return
     except CodeChanged as exc:  # upgraded while it started (migrations, the model): restart on the new code
         logger.error("%s; exiting so that it restarts on the new code", exc)
         raise SystemExit(EXIT_CODE_CHANGED) from None
