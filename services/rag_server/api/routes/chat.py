@@ -174,8 +174,7 @@ async def history(session_id: SessionRef, chat: ChatDep, reads: ReadPoolDep) -> 
 )
 async def export_session(session_id: SessionRef, chat: ChatDep, reads: ReadPoolDep) -> Response:
     """The conversation as a Markdown file: questions, answers and each answer's numbered sources."""
-    session = await chat.get_session(session_id, reads)
-    _, messages = await chat.history(session.id, reads)  # by id: the reference is resolved once
+    session, messages = await chat.transcript(session_id, reads)
     return Response(
         markdown(session, messages),
         media_type="text/markdown; charset=utf-8",
