@@ -17,7 +17,7 @@ import psycopg
 from rag_server.config import Settings
 from rag_server.infra import admin
 from rag_server.ingestion.integrity import check_integrity
-from rag_server.ingestion.pipeline import prepare_chunks_sync
+from rag_server.ingestion.preparation import prepare_chunks_sync
 from tests.chaos.cluster import CrashableCluster
 from tests.chaos.faults import Injector, schedule
 from tests.chaos.services import FlakyEmbedder, Stack

@@ -18,12 +18,8 @@ from starlette.testclient import TestClient
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.documents import sha256_hex
-from rag_server.ingestion.pipeline import (
-    DirectDocument,
-    UnsupportedFileError,
-    ingest_documents_direct,
-    prepare_chunks_sync,
-)
+from rag_server.ingestion.pipeline import DirectDocument, UnsupportedFileError, ingest_documents_direct
+from rag_server.ingestion.preparation import prepare_chunks_sync
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
 from tests.support.ingest import (
     chunk_count,

@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from rag_server.config import Settings
 from rag_server.ingestion.documents import sha256_hex
 from rag_server.ingestion.parsing import file_type_for
-from rag_server.ingestion.pipeline import prepare_chunks_sync
+from rag_server.ingestion.preparation import prepare_chunks_sync
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
 from tests.support.ingest import query, upload, wait_batch
 from tests.support.processes import Proc, settings_env, start_worker

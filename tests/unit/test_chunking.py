@@ -52,7 +52,7 @@ def test_warming_up_loads_the_sentence_tokenizer_a_long_paragraph_needs() -> Non
     script = (
         "import sys\n"
         "from rag_server.config import Settings\n"
-        "from rag_server.ingestion.pipeline import warm_up_chunking\n"
+        "from rag_server.ingestion.preparation import warm_up_chunking\n"
         "assert 'nltk' not in sys.modules\n"
         "warm_up_chunking(Settings())\n"
         "from llama_index.core.utils import globals_helper\n"

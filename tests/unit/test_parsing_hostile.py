@@ -17,7 +17,7 @@ import pytest
 from rag_server.config import Settings
 from rag_server.ingestion.parsing import MAX_HEADING_CHARS, ParseError, parse_document
 from rag_server.ingestion.parsing.text import atx_heading
-from rag_server.ingestion.pipeline import prepare_chunks_sync
+from rag_server.ingestion.preparation import prepare_chunks_sync
 
 
 def _zip() -> bytes:

@@ -106,7 +106,7 @@ def serve(parent: int) -> None:
     sys.stdout = sys.stderr
 
     from rag_server.infra.logs import configure_logging
-    from rag_server.ingestion.pipeline import warm_up_chunking
+    from rag_server.ingestion.preparation import warm_up_chunking
 
     header = _read_exactly(requests, HEADER.size)
     body = None if header is None else _read_exactly(requests, HEADER.unpack(header)[0])
@@ -192,7 +192,7 @@ def _panic_message(file_type: str, exc: BaseException) -> str:
 def parse_one(settings: Settings, request: dict[str, Any]) -> tuple[str, Any]:
     """The reply for one file: its chunks, or why not."""
     from rag_server.infra.log_context import log_context
-    from rag_server.ingestion.pipeline import prepare_chunks_sync
+    from rag_server.ingestion.preparation import prepare_chunks_sync
 
     ids = request["ids"]
     with log_context(request_id=ids.get("request_id"), task_id=ids.get("task_id")):

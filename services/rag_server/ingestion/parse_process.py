@@ -143,7 +143,7 @@ class ParseProcess:
         *,
         ids: dict[str, str | None] | None = None,
     ) -> list[Chunk]:
-        """The file's chunks, as pipeline.prepare_chunks_sync makes them. Raises ParseError (the file's
+        """The file's chunks, as preparation.prepare_chunks_sync makes them. Raises ParseError (the file's
         fault, timeouts and memory included), ParserCrashed (the child died or failed unexpectedly on
         it) or ParserUnavailable (no child could be started: not the file's fault)."""
         s = self.settings
