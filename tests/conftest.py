@@ -38,7 +38,7 @@ def pg_server() -> Iterator[str]:
     try:
         yield cluster.uri
     finally:
-        # Deleted next: no shutdown checkpoint writing the session's dirty buffers for nothing (seconds).
+        # Deleted next: no shutdown checkpoint needed (it would write the dirty buffers for nothing).
         cluster.crash()
         shutil.rmtree(root, ignore_errors=True)  # a cluster per test session: ~50 MB each
 
