@@ -4,7 +4,7 @@ keeps coming back fails for good (failures it caused vs deliveries lost to dead 
 from __future__ import annotations
 
 from rag_server.config import Settings
-from rag_server.ingestion.worker import give_up_reason, retry_delay_s
+from rag_server.ingestion.retry_policy import give_up_reason, retry_delay_s
 from rag_server.stack import RestartBackoff
 
 

@@ -1,14 +1,25 @@
 """A conversation as a Markdown file: its questions, answers and each answer's numbered sources (where
-the passage sits and its excerpt), so an answer can be shared or kept with what it cites."""
+the passage sits and its excerpt), so an answer can be shared or kept with what it cites. `transcript`
+reads the conversation, its reference resolved once."""
 
 from __future__ import annotations
 
 import re
 
-from rag_server.chat.models import ChatMessageOut, ChatSession, Source
+from rag_server.chat.models import ChatMessageOut, ChatSession, SessionRef, Source
+from rag_server.chat.service import ChatService
+from rag_server.infra.scoped_pool import ScopedPool
 
 EXCERPT_CHARS = 400
 _UNSAFE_IN_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
+
+
+async def transcript(
+    chat: ChatService, ref: SessionRef, reads: ScopedPool | None = None
+) -> tuple[ChatSession, list[ChatMessageOut]]:
+    """The session and its messages in order, the reference resolved once."""
+    store, session_id = await chat.locate(ref, reads)
+    return await store.get(session_id), await store.history(session_id)
 
 
 def export_filename(session: ChatSession) -> str:

@@ -155,13 +155,6 @@ class ChatService:
         store, session_id = await self.locate(ref, reads)
         return session_id, await store.history(session_id)
 
-    async def transcript(
-        self, ref: SessionRef, reads: ScopedPool | None = None
-    ) -> tuple[ChatSession, list[ChatMessageOut]]:
-        """The session and its messages in order, the reference resolved once (an export)."""
-        store, session_id = await self.locate(ref, reads)
-        return await store.get(session_id), await store.history(session_id)
-
     async def clear(self, ref: SessionRef) -> tuple[UUID, int]:
         """(the session's id, how many messages were deleted)."""
         store, session_id = await self.locate(ref)

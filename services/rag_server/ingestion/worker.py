@@ -35,6 +35,7 @@ from rag_server.ingestion import tasks
 from rag_server.ingestion.parse_process import CodeChanged, ParseProcess, ParserCrashed, ParserUnavailable
 from rag_server.ingestion.parsing import ParseError
 from rag_server.ingestion.recovery import WorkerLease, release_unstarted_messages, requeue_dead_workers_tasks
+from rag_server.ingestion.retry_policy import give_up_reason, retry_delay_s
 from rag_server.retrieval.bm25 import read_engine
 from rag_server.retrieval.bm25_packs import pack_if_due
 
@@ -43,24 +44,6 @@ logger = logging.getLogger(__name__)
 # The worker's exit status when it stopped to restart on upgraded code (EX_TEMPFAIL: systemd's
 # Restart=on-failure restarts it too).
 EXIT_CODE_CHANGED = 75
-
-
-def retry_delay_s(settings: Settings, failures: int) -> int:
-    return int(min(300.0, settings.worker_retry_backoff_s * 2 ** max(0, failures - 1)))
-
-
-def give_up_reason(settings: Settings, failures: int, deliveries: int, last_error: str | None) -> str | None:
-    """Why a task delivered for the `deliveries`-th time must fail now, or None to process it."""
-    if failures >= settings.worker_max_attempts:
-        return f"Gave up after {failures} attempts: {last_error or 'processing it kept failing.'}"
-    if deliveries > settings.worker_max_deliveries:
-        stopped = deliveries - 1 - failures
-        return (
-            f"Gave up after {deliveries - 1} deliveries: workers died or were stopped while processing "
-            f"this document {stopped} times (killed, out of memory, or crashed by it)."
-            + (f" Its last error: {last_error}" if last_error else "")
-        )
-    return None
 
 
 def message_log_ids(msg: Message) -> dict[str, str | None]:

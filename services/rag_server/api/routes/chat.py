@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, StrictBool, model_validator
 from rag_server.api.deps import ChatDep, OffsetQuery, Reader, ReadPoolDep, RuntimeDep, require
 from rag_server.api.downloads import attachment
 from rag_server.api.errors import error_responses
-from rag_server.chat.export import export_filename, markdown
+from rag_server.chat.export import export_filename, markdown, transcript
 from rag_server.chat.models import (
     ChatMessageOut,
     ChatSession,
@@ -174,7 +174,7 @@ async def history(session_id: SessionRef, chat: ChatDep, reads: ReadPoolDep) -> 
 )
 async def export_session(session_id: SessionRef, chat: ChatDep, reads: ReadPoolDep) -> Response:
     """The conversation as a Markdown file: questions, answers and each answer's numbered sources."""
-    session, messages = await chat.transcript(session_id, reads)
+    session, messages = await transcript(chat, session_id, reads)
     return Response(
         markdown(session, messages),
         media_type="text/markdown; charset=utf-8",
