@@ -54,9 +54,25 @@ def worker_alive_sql(worker_id: str) -> str:
 
 # Tasks in progress whose worker holds no lock in this database.
 DEAD_WORKER_TASKS = f"""
-SELECT t.id, t.msg_id, t.worker_id, t.attempts FROM job_tasks t
+SELECT t.id FROM job_tasks t
 WHERE t.status = 'processing' AND t.worker_id IS NOT NULL AND NOT {worker_alive_sql("t.worker_id")}
 FOR UPDATE OF t SKIP LOCKED
+"""
+
+
+# The tasks DEAD_WORKER_TASKS locked ($1) whose worker is still dead, queued again. Looked at again:
+# a live worker that started the task between that statement's snapshot and its lock had its update
+# rechecked against the snapshot's pg_locks (PostgreSQL rechecks a concurrently updated row with the
+# other relations' rows as first read), which lacked the new owner's lock. Seen in CI: a task started by
+# a new worker queued again 60 ms later, and processed twice. Locked now, the rows cannot change.
+REQUEUE_LOCKED_TASKS = f"""
+WITH dead AS (
+    SELECT t.id, t.worker_id FROM job_tasks t
+    WHERE t.id = ANY($1::uuid[]) AND t.status = 'processing' AND NOT {worker_alive_sql("t.worker_id")}
+)
+UPDATE job_tasks t SET status = 'queued', worker_id = NULL, completed_chunks = 0, updated_at = now()
+FROM dead WHERE t.id = dead.id
+RETURNING t.id, t.msg_id, dead.worker_id, t.attempts
 """
 
 
@@ -133,16 +149,10 @@ async def requeue_dead_workers_tasks(conn: Executor, queue: IngestQueue) -> list
     """Tasks of dead workers back to `queued`, their messages visible now: ONE transaction. Rows
     locked by a worker finishing its task are skipped (looked at again next time)."""
     async with transaction(conn) as c:
-        rows = await c.fetch(DEAD_WORKER_TASKS)
-        if not rows:
+        locked = await c.fetch(DEAD_WORKER_TASKS)
+        if not locked:
             return []
-        await c.execute(
-            """
-            UPDATE job_tasks SET status = 'queued', worker_id = NULL, completed_chunks = 0, updated_at = now()
-            WHERE id = ANY($1::uuid[])
-            """,
-            [r["id"] for r in rows],
-        )
+        rows = await c.fetch(REQUEUE_LOCKED_TASKS, [r["id"] for r in locked])
         for r in rows:
             if r["msg_id"] is None:
                 continue
