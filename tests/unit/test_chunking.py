@@ -48,7 +48,7 @@ def test_chunk_size_changes_the_number_of_chunks() -> None:
 
 def test_warming_up_loads_the_sentence_tokenizer_a_long_paragraph_needs() -> None:
     # In a fresh interpreter: this one may have loaded NLTK already. A worker warms up before it
-    # reports ready, so its first document does not spend a second importing NLTK, SciPy, scikit-learn.
+    # reports ready, so its first document does not spend a second loading NLTK.
     script = (
         "import sys\n"
         "from rag_server.config import Settings\n"

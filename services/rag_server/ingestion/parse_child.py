@@ -26,6 +26,16 @@ logger = logging.getLogger("rag_server.ingestion.parse_child")
 
 HEADER = struct.Struct("!Q")
 
+# NLTK's package imports SciPy and scikit-learn for statistics, translation and a dependency parser the
+# chunker never calls, and guards each of those imports (both are optional for NLTK). Hidden from the
+# child, a start takes ~1.9 s less CPU and the child ~90 MB less memory (reports/test-suite-time.md).
+NOT_NEEDED_TO_PARSE = ("scipy", "sklearn")
+
+
+def _skip_unneeded_imports() -> None:
+    for name in NOT_NEEDED_TO_PARSE:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: `import name` fails
+
 
 def frame(value: Any) -> bytes:
     """One message: its pickle's length, then the pickle."""
@@ -105,6 +115,7 @@ def serve(parent: int) -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
 
+    _skip_unneeded_imports()
     from rag_server.infra.logs import configure_logging
     from rag_server.ingestion.preparation import warm_up_chunking
 

@@ -34,7 +34,7 @@ def prepare_chunks_sync(
 
 def warm_up_chunking(settings: Settings) -> None:
     """Chunk a text once, so the first document does not pay for loading the splitter's tokenizers:
-    NLTK's sentence tokenizer (~1 s of CPU: it imports SciPy and scikit-learn) loads only for a
-    paragraph longer than a chunk, hence one sentence repeated past the chunk size."""
+    NLTK's sentence tokenizer (~1 s of CPU) loads only for a paragraph longer than a chunk, hence one
+    sentence repeated past the chunk size."""
     text = "A sentence of warm-up text. " * settings.chunk_size
     prepare_chunks_sync(settings, "warm-up.txt", text.encode(), "txt")
