@@ -1,8 +1,8 @@
 """Documents over time (issue 15): metadata on upload and by PATCH, replacing a document's file.
 
-The real application in this process, real `rag-server worker` subprocesses on the same database
-(started and stopped by the tests: "no worker running" is how a test holds a replacement before its
-swap), search through both native legs (BM25 and vector) with metadata filters, chat history.
+The real application in this process, a real `rag-server worker` subprocess on the same database
+(frozen outside `with worker.running()`: "no worker running" is how a test holds a replacement before
+its swap), search through both native legs (BM25 and vector) with metadata filters, chat history.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,8 @@ from rag_server.ingestion.metadata import MAX_METADATA_BYTES
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
 from tests.integration.test_bm25_native import assert_stats_match_recount
 from tests.support.ingest import query, wait_batch
-from tests.support.processes import Proc, settings_env, start_worker
+from tests.support.paused_worker import PausedWorker
+from tests.support.processes import settings_env
 from tests.support.sample_files import corrupt_pdf, long_text
 
 LEGS = ("bm25", "vector")
@@ -54,18 +54,12 @@ def client(sync_app_client: TestClient) -> TestClient:
     return sync_app_client
 
 
-@contextmanager
-def worker(settings: Settings, logs: Path) -> Iterator[Proc]:
-    proc = start_worker(settings_env(settings), logs / "worker.log")
-    try:
-        yield proc
-    finally:
-        assert proc.stop() == 0, proc.log()
-
-
-@pytest.fixture
-def logs(tmp_path: Path) -> Path:
-    return tmp_path
+@pytest.fixture(scope="module")
+def worker(settings: Settings, data_dir: Path) -> Iterator[PausedWorker]:
+    """The module's worker, frozen outside `with worker.running()`: there, as if none ran."""
+    assert settings.database_url
+    with PausedWorker.start(settings_env(settings), data_dir / "worker.log", settings.database_url) as paused:
+        yield paused
 
 
 def upload(client: TestClient, files: dict[str, bytes], **form: str) -> Any:
@@ -109,9 +103,7 @@ def document_count(database_url: str) -> int:
     return int(query(database_url, "SELECT count(*) AS n FROM documents")[0]["n"])
 
 
-def test_metadata_on_upload_request_wide_and_per_file(
-    client: TestClient, settings: Settings, logs: Path
-) -> None:
+def test_metadata_on_upload_request_wide_and_per_file(client: TestClient, worker: PausedWorker) -> None:
     r = upload(
         client,
         {"meta-a.txt": text_of("okapi"), "meta-b.txt": text_of("quokka")},
@@ -125,7 +117,7 @@ def test_metadata_on_upload_request_wide_and_per_file(
     assert a["metadata"] == {"team": "x", "year": 2020, "tags": ["one", "two"]}  # the file's key wins
     assert b["metadata"] == {"team": "x", "year": 1999}
     assert a["version"] == 1 and a["replaced_at"] is None
-    with worker(settings, logs):
+    with worker.running():
         assert wait_batch(client, r.json()["batch_id"])["status"] == "completed"
     for leg in LEGS:
         assert doc_ids(search(client, "okapi quokka", leg, metadata={"year": 2020})) == {ids["meta-a.txt"]}
@@ -161,12 +153,10 @@ def test_metadata_validation_is_a_422_sentence_and_stores_nothing(
     assert document_count(database_url) == before
 
 
-def test_patch_metadata_updates_filters_in_both_legs(
-    client: TestClient, settings: Settings, logs: Path
-) -> None:
+def test_patch_metadata_updates_filters_in_both_legs(client: TestClient, worker: PausedWorker) -> None:
     r = upload(client, {"patch.txt": text_of("pangolin")}, metadata=json.dumps({"team": "red"}))
     doc_id = r.json()["tasks"][0]["document_id"]
-    with worker(settings, logs):
+    with worker.running():
         wait_batch(client, r.json()["batch_id"])
     for leg in LEGS:
         assert doc_id in doc_ids(search(client, "pangolin", leg, metadata={"team": "red"}))
@@ -263,11 +253,11 @@ def test_a_bulk_metadata_edit_sets_each_document_in_one_transaction(client: Test
 
 
 def test_replacement_keeps_the_id_and_old_text_until_the_swap(
-    client: TestClient, settings: Settings, database_url: str, logs: Path
+    client: TestClient, database_url: str, worker: PausedWorker
 ) -> None:
     r = upload(client, {"swap.txt": text_of("zebrafish")}, metadata=json.dumps({"team": "old"}))
     doc_id = r.json()["tasks"][0]["document_id"]
-    with worker(settings, logs):
+    with worker.running():
         wait_batch(client, r.json()["batch_id"])
     old_chunks = client.get(f"/documents/{doc_id}").json()["chunk_count"]
 
@@ -287,7 +277,7 @@ def test_replacement_keeps_the_id_and_old_text_until_the_swap(
     again = put_file(client, doc_id, "swap.txt", text_of("walrus"))
     assert again.status_code == 409 and "still being processed" in again.json()["detail"]
 
-    with worker(settings, logs):
+    with worker.running():
         assert wait_batch(client, r.json()["batch_id"])["status"] == "completed"
     doc = client.get(f"/documents/{doc_id}").json()
     assert (doc["id"], doc["version"], doc["status"]) == (doc_id, 2, "ready")
@@ -307,7 +297,7 @@ def test_replacement_keeps_the_id_and_old_text_until_the_swap(
         client, doc_id, "swap-v3.md", b"# Third\n\nThe axolotl " + text_of("axolotl"), metadata='{"v": 3}'
     )
     assert r.status_code == 202, r.text
-    with worker(settings, logs):
+    with worker.running():
         wait_batch(client, r.json()["batch_id"])
     doc = client.get(f"/documents/{doc_id}").json()
     assert (doc["version"], doc["filename"], doc["file_type"], doc["metadata"]) == (
@@ -326,11 +316,11 @@ def test_replacement_keeps_the_id_and_old_text_until_the_swap(
 
 
 def test_a_failed_replacement_keeps_the_old_version(
-    client: TestClient, settings: Settings, database_url: str, logs: Path
+    client: TestClient, database_url: str, worker: PausedWorker
 ) -> None:
     r = upload(client, {"keep.txt": text_of("capybara")})
     doc_id = r.json()["tasks"][0]["document_id"]
-    with worker(settings, logs):
+    with worker.running():
         wait_batch(client, r.json()["batch_id"])
         r = put_file(client, doc_id, "keep.pdf", corrupt_pdf())
         assert r.status_code == 202, r.text
@@ -344,10 +334,10 @@ def test_a_failed_replacement_keeps_the_old_version(
     stats_match_recount(database_url)
 
 
-def test_replacement_refusals(client: TestClient, settings: Settings, logs: Path) -> None:
+def test_replacement_refusals(client: TestClient, worker: PausedWorker) -> None:
     r = upload(client, {"one.txt": text_of("heron"), "two.txt": text_of("egret")})
     ids = {t["filename"]: t["document_id"] for t in r.json()["tasks"]}
-    with worker(settings, logs):
+    with worker.running():
         wait_batch(client, r.json()["batch_id"])
     # The bytes of another document of the collection: dedup is per collection.
     r = put_file(client, ids["one.txt"], "one.txt", text_of("egret"))
@@ -363,7 +353,7 @@ def test_replacement_refusals(client: TestClient, settings: Settings, logs: Path
     pending = put_file(client, ids["two.txt"], "two.txt", text_of("cormorant"))
     assert pending.status_code == 202, pending.text
     assert upload(client, {"four.txt": text_of("cormorant")}).status_code == 202
-    with worker(settings, logs):
+    with worker.running():
         (task,) = wait_batch(client, pending.json()["batch_id"])["tasks"]
     assert task["status"] == "failed" and "meanwhile" in task["error"], task
     doc = client.get(f"/documents/{ids['two.txt']}").json()
@@ -375,11 +365,11 @@ def test_replacement_refusals(client: TestClient, settings: Settings, logs: Path
 
 
 def test_chat_history_marks_an_excerpt_from_an_earlier_version(
-    client: TestClient, settings: Settings, logs: Path
+    client: TestClient, worker: PausedWorker
 ) -> None:
     r = upload(client, {"cited.txt": text_of("platypus")})
     doc_id = r.json()["tasks"][0]["document_id"]
-    with worker(settings, logs):
+    with worker.running():
         wait_batch(client, r.json()["batch_id"])
         answer = client.post("/query", json={"query": "platypus", "filters": {"document_ids": [doc_id]}})
         assert answer.status_code == 200, answer.text
@@ -429,12 +419,10 @@ def live_versions(client: TestClient, doc_id: str, marker: str) -> dict[str, lis
     return versions
 
 
-def test_live_answers_carry_the_version_they_cited(
-    client: TestClient, settings: Settings, logs: Path
-) -> None:
+def test_live_answers_carry_the_version_they_cited(client: TestClient, worker: PausedWorker) -> None:
     r = upload(client, {"versioned.txt": text_of("quokka")})
     doc_id = r.json()["tasks"][0]["document_id"]
-    with worker(settings, logs):
+    with worker.running():
         wait_batch(client, r.json()["batch_id"])
         first = live_versions(client, doc_id, "quokka")
         assert all(v and set(v) == {1} for v in first.values()), first
@@ -455,12 +443,12 @@ def test_live_answers_carry_the_version_they_cited(
 
 
 def test_cli_ingest_metadata_and_replace(
-    client: TestClient, settings: Settings, live_app_url: str, tmp_path: Path, logs: Path
+    client: TestClient, live_app_url: str, tmp_path: Path, worker: PausedWorker
 ) -> None:
     path = tmp_path / "cli-meta.txt"
     path.write_bytes(text_of("manatee"))
     assert ingest_paths([str(path)], base_url=live_app_url, wait=False, metadata="[1]") == 2
-    with worker(settings, logs):
+    with worker.running():
         assert ingest_paths([str(path)], base_url=live_app_url, metadata='{"team": "cli"}') == 0
         listed = client.get("/documents", params={"limit": 500}).json()["items"]
         (doc,) = [d for d in listed if d["filename"] == "cli-meta.txt"]
@@ -502,12 +490,12 @@ async def test_the_async_client_sets_metadata_and_replaces_a_file(live_app_url: 
 
 
 def test_a_patch_after_a_replacement_was_queued_wins_over_its_metadata(
-    client: TestClient, settings: Settings, database_url: str, logs: Path
+    client: TestClient, database_url: str, worker: PausedWorker
 ) -> None:
     files = {"later.txt": text_of("tapir"), "later-merge.txt": text_of("gerenuk")}
     r = upload(client, files, metadata=json.dumps({"from": "upload"}))
     ids = [t["document_id"] for t in r.json()["tasks"]]
-    with worker(settings, logs):
+    with worker.running():
         wait_batch(client, r.json()["batch_id"])
     # No worker running: both replacements wait with their metadata; then each document is edited.
     batches = [
@@ -539,7 +527,7 @@ def test_a_patch_after_a_replacement_was_queued_wins_over_its_metadata(
     assert client.get(f"/documents/{ids[1]}").json()["metadata"] == {"from": "upload", "m": 2}
     edit = client.patch(f"/documents/{ids[0]}", json={"metadata": {"from": "patch", "other": 1}})
     assert edit.status_code == 200 and edit.json()["metadata"] == {"from": "patch", "other": 1}
-    with worker(settings, logs):
+    with worker.running():
         for b in batches:
             assert wait_batch(client, b.json()["batch_id"])["status"] == "completed"
     replaced = client.get(f"/documents/{ids[0]}").json()
@@ -563,14 +551,14 @@ def wait_for_lock_waiters(database_url: str, count: int) -> None:
 
 
 def test_a_patch_that_meets_a_replacement_queued_while_it_waited_edits_that_replacement_too(
-    client: TestClient, settings: Settings, database_url: str, logs: Path
+    client: TestClient, settings: Settings, database_url: str, worker: PausedWorker
 ) -> None:
     # The PATCH reads the pending replacements, then waits for the document row, which a PUT holds until
     # it commits a new replacement: the PATCH must start again and edit it too, or the swap would bring
     # back the PUT's metadata over the later edit.
     r = upload(client, {"meet.txt": text_of("dikdik")}, metadata='{"from": "upload"}')
     (doc_id,) = [t["document_id"] for t in r.json()["tasks"]]
-    with worker(settings, logs):
+    with worker.running():
         wait_batch(client, r.json()["batch_id"])
     with psycopg.connect(database_url) as hold, ThreadPoolExecutor(2) as pool:
         # The PUT locks the document, then waits to send its queue message.
@@ -585,19 +573,19 @@ def test_a_patch_that_meets_a_replacement_queued_while_it_waited_edits_that_repl
         batch = put.result(timeout=60)
         edit = patch.result(timeout=60)
     assert batch.status_code == 202 and edit.status_code == 200, (batch.text, edit.text)
-    with worker(settings, logs):
+    with worker.running():
         assert wait_batch(client, batch.json()["batch_id"])["status"] == "completed"
     replaced = client.get(f"/documents/{doc_id}").json()
     assert (replaced["version"], replaced["metadata"]) == (2, {"from": "patch"})
 
 
 def test_empty_metadata_on_a_replacement_clears_it_and_absent_keeps_it(
-    client: TestClient, settings: Settings, logs: Path
+    client: TestClient, worker: PausedWorker
 ) -> None:
     names = ["clear-put.txt", "clear-upload.txt", "keep-meta.txt"]
     r = upload(client, {n: text_of(f"gecko {n}") for n in names}, metadata=json.dumps({"team": "old"}))
     ids = {t["filename"]: t["document_id"] for t in r.json()["tasks"]}
-    with worker(settings, logs):
+    with worker.running():
         wait_batch(client, r.json()["batch_id"])
         batches = [
             put_file(client, ids["clear-put.txt"], "clear-put.txt", text_of("gecko put"), metadata="{}"),
