@@ -57,7 +57,7 @@ test-browser: install
 screenshots: install
     {{bin}}/python -m tests.browser.screenshots --out reports/ui
 
-# fuzz the whole API deeper than the suite does: DEPTH times its examples per operation, new random ones
+# fuzz the whole API deeper than the suite does: DEPTH × (100 valid + 50 invalid) per operation, new random ones
 fuzz DEPTH="5": install
     RAG_FUZZ_DEPTH={{DEPTH}} {{bin}}/pytest -n 3 tests/integration/test_api_fuzz.py
 
