@@ -47,7 +47,9 @@ async def upload_and_wait(
 
 
 async def create_key(stack: Stack, name: str, role: str) -> str:
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as client:
         response = await client.post("/keys", json={"name": name, "role": role})
         assert response.status_code == 201, response.text
         return str(response.json()["key"])

@@ -63,7 +63,9 @@ async def test_an_admin_makes_edits_and_deletes_a_collection(
     await dialog.get_by_role("button", name="Save").click()
     row = page.locator('tr[data-name="lab"]')
     await expect(row.locator("td.num").nth(1)).to_have_text("default")
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as client:
         stored = (await client.get("/collections/lab")).json()
     assert stored["hybrid_alpha"] is None and stored["description"] == "Papers of the lab"
 
@@ -80,7 +82,9 @@ async def test_an_admin_makes_edits_and_deletes_a_collection(
     await confirm.get_by_role("button", name="Delete").click()
     await expect(row).to_have_count(0)
     await expect(page.locator("#collection option", has_text="lab")).to_have_count(0)
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as client:
         assert (await client.get("/collections/lab")).status_code == 404
 
 
@@ -104,7 +108,7 @@ async def test_an_admin_makes_a_key_shown_once_and_revokes_it(page: Page, stack:
     await expect(row.locator("td").nth(2)).to_have_text("default")
     prefix = (await row.locator("code").text_content() or "").removesuffix("…")
     assert len(prefix) >= 4 and key.startswith(prefix), (prefix, key)
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(key)) as client:
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(key), timeout=60) as client:
         status = (await client.get("/status")).json()
     assert status["key"]["name"] == "lab-bot" and status["key"]["role"] == "reader"
 
@@ -120,7 +124,7 @@ async def test_an_admin_makes_a_key_shown_once_and_revokes_it(page: Page, stack:
     await expect(row).to_have_count(0)
     await page.get_by_label("Show revoked keys").check()
     await expect(row.locator(".badge")).to_have_text("revoked")
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(key)) as client:
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(key), timeout=60) as client:
         assert (await client.get("/status")).status_code == 401
 
 
@@ -169,7 +173,7 @@ async def test_while_the_api_is_open_the_first_key_is_an_admin_key_this_tab_goes
         await expect(page.locator('tr[data-name="first-admin"]')).to_contain_text("(this tab)")
         await expect(page.locator(".open-note")).to_have_count(0)
         await expect(form.get_by_label("Role")).to_be_enabled()
-        async with httpx.AsyncClient(base_url=server.base_url) as client:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
             assert (await client.get("/status")).status_code == 401
             assert (await client.get("/status", headers=bearer(key))).status_code == 200
         await page.context.close()

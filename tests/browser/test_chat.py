@@ -176,7 +176,7 @@ async def test_a_source_whose_document_was_deleted_says_so_on_its_chip(
     chip = answer.locator(".source-chip", has_text="walrus.txt")
     await expect(chip.locator(".deleted-source")).to_have_count(0)
     headers = {"Authorization": f"Bearer {stack.admin_key}"}
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers) as client:
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as client:
         assert (await client.delete(f"/documents/{doc_id}")).status_code == 204
     await page.reload()
     answer = answers(page).last
@@ -328,7 +328,7 @@ async def test_a_temporary_chat_is_answered_but_not_listed(
     await expect(page.locator(".temp-badge")).to_be_visible()
     session_id = page.url.rsplit("/", 1)[1]
     headers = {"Authorization": f"Bearer {stack.admin_key}"}
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers) as client:
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as client:
         listed = (
             await client.get("/chat/sessions", params={"include_archived": "true", "limit": 200})
         ).json()
@@ -386,7 +386,7 @@ async def test_unknown_session_in_the_url(
 
 async def test_sessions_are_paged(page: Page, stack: Stack) -> None:
     headers = {"Authorization": f"Bearer {stack.admin_key}"}
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers) as client:
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as client:
         for i in range(32):
             response = await client.post("/chat/sessions", json={"title": f"Paged chat {i:02d}"})
             assert response.status_code == 201
@@ -462,7 +462,7 @@ async def test_stopping_the_first_answer_of_a_new_chat_leaves_no_chat(
     await expect(box).to_have_value("An unfinished first question")
     await expect(page.get_by_role("heading", name="Ask about your documents")).to_be_visible()
     headers = {"Authorization": f"Bearer {stack.admin_key}"}
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers) as client:
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as client:
         listed = (await client.get("/chat/sessions", params={"limit": 200})).json()
     assert not [s for s in listed["sessions"] if s["message_count"] == 0 and s["title"] is None]
     # Sent again, it is answered and becomes a chat.
@@ -635,7 +635,7 @@ async def test_a_follow_up_in_a_chat_deleted_in_another_tab_can_start_a_new_one(
     await ask(page, "What is HNSW?")
     session_id = page.url.rsplit("/", 1)[-1]
     headers = {"Authorization": f"Bearer {stack.admin_key}"}
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers) as client:
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as client:
         assert (await client.delete(f"/chat/sessions/{session_id}")).status_code == 204
     box = page.get_by_label("Message", exact=True)
     await box.fill("And what does ef_search change?")

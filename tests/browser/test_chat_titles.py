@@ -16,7 +16,9 @@ LONG_TITLE = (
 
 
 async def test_a_cut_title_shows_whole_on_hover(page: Page, stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as client:
         response = await client.post("/chat/sessions", json={"title": LONG_TITLE})
         assert response.status_code == 201, response.text
     await page.reload()

@@ -356,7 +356,9 @@ async def test_after_a_delete_the_focus_goes_to_the_next_row(page: Page, stack: 
 
 async def test_an_editor_selects_documents_and_deletes_them_together(page: Page, stack: Stack) -> None:
     name = "bulk-select"
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as admin:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as admin:
         assert (await admin.post("/collections", json={"name": name})).status_code == 201
     files = {f"pick-{i}.txt": f"Pick {i} is about wrens, number {i}.".encode() for i in range(1, 5)}
     tasks = await upload_and_wait(stack, files, collection=name)
@@ -388,7 +390,9 @@ async def test_an_editor_selects_documents_and_deletes_them_together(page: Page,
     # Every row of the page; one of them deleted meanwhile elsewhere.
     await select_all.check()
     await expect(bar).to_contain_text("2 documents selected")
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as client:
         gone = await client.delete(f"/documents/{tasks['pick-4.txt']['document_id']}")
         assert gone.status_code == 204
     await bar.get_by_role("button", name="Delete selected").click()
@@ -404,7 +408,9 @@ async def test_an_editor_sets_the_metadata_of_selected_documents_together(
 ) -> None:
     page_console.allow("422")  # the value only the server refuses
     name = "bulk-metadata"
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as admin:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as admin:
         assert (await admin.post("/collections", json={"name": name})).status_code == 201
     files = {f"tag-{i}.txt": f"Tag {i} is about finches, number {i}.".encode() for i in range(1, 4)}
     await upload_and_wait(stack, files, collection=name, file_metadata={"tag-2.txt": {"keep": 1}})
@@ -437,7 +443,9 @@ async def test_an_editor_sets_the_metadata_of_selected_documents_together(
     await expect(bar).to_contain_text("2 documents selected")
     await page.get_by_label("Metadata", exact=True).fill('{"flock": "north"}')
     await expect(names(page)).to_have_text(["tag-1.txt", "tag-2.txt"])
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as client:
         listed = (
             await client.get("/documents", params={"collection": name, "sort": "name", "order": "asc"})
         ).json()
@@ -451,7 +459,9 @@ async def test_an_editor_sets_the_metadata_of_selected_documents_together(
     await expect(page.get_by_text("No document matches these filters.")).to_be_visible()
     await page.get_by_label("Metadata", exact=True).fill('{"flock": "south"}')
     await expect(names(page)).to_have_text(["tag-1.txt", "tag-2.txt"])
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as client:
         listed = (
             await client.get("/documents", params={"collection": name, "sort": "name", "order": "asc"})
         ).json()
@@ -479,7 +489,9 @@ async def test_an_imported_documents_text_is_saved_under_a_name_that_says_so(
             timeout=300,
         )
         assert done.returncode == 0, done.stdout + done.stderr
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as client:
         listed = await client.get("/documents", params={"collection": "imported", "limit": 500})
     [doc_id] = [d["id"] for d in listed.json()["items"] if d["filename"] == "people.csv"]
 
@@ -496,7 +508,9 @@ async def test_a_document_being_processed_shows_its_chunks_when_ready_without_a_
     """The page said "queued" until it was reloaded by hand."""
     stack.worker.stop()  # no worker: the document stays queued while the page is opened
     try:
-        async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+        async with httpx.AsyncClient(
+            base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+        ) as client:
             content = b"Lambda waits in the queue, then talks about lighthouses. " * 5
             response = await client.post("/upload", files=[("files", ("lambda.txt", content))])
             assert response.status_code == 202, response.text
@@ -519,7 +533,9 @@ async def test_a_document_deleted_in_another_tab_says_so_where_it_is_still_shown
     doc_id = tasks["mu.txt"]["document_id"]
     await page.goto(f"{stack.base_url}/#/documents/{doc_id}")
     await expect(page.get_by_role("heading", name="mu.txt")).to_be_visible()
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as client:
         assert (await client.delete(f"/documents/{doc_id}")).status_code == 204
 
     await page.get_by_role("button", name="Edit metadata").click()

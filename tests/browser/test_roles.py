@@ -32,7 +32,7 @@ async def test_a_reader_has_no_upload_or_delete_and_the_api_refuses_its_upload(
     await page.context.close()
     assert not page_console.unexpected()
 
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(key)) as client:
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(key), timeout=60) as client:
         refused = await client.post("/upload", files=[("files", ("sneaky.txt", b"not allowed"))])
         listed = await client.get("/documents")
     assert refused.status_code == 403, refused.text

@@ -13,7 +13,7 @@ from tests.browser.seed import bearer, create_key
 
 
 async def test_shell_is_served_with_a_strict_content_security_policy(stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=stack.base_url) as client:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as client:
         index = await client.get("/")
         module = await client.get("/assets/app.js")
         missing = await client.get("/assets/nope.js")
@@ -228,7 +228,9 @@ async def test_on_a_phone_a_long_collection_name_fits_the_screen(
 ) -> None:
     # The switcher (as wide as its longest option) and "Collection …" lines pushed the pages sideways.
     name = "quarterly-engineering_reports" + "x" * 34  # the longest a name may be: 63 characters
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as client:
         assert (await client.post("/collections", json={"name": name})).status_code == 201
     phone = await new_page(browser, page_console, viewport={"width": 375, "height": 740}, color_scheme="dark")
     await sign_in(phone, stack.base_url, stack.admin_key)

@@ -156,7 +156,9 @@ async def test_the_keyboard_focus_survives_the_refresh_of_a_list_being_processed
     a keyboard user was thrown back to the top of the page at each refresh."""
     stack.worker.stop()  # no worker: the upload stays queued, the list keeps refreshing
     try:
-        async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+        async with httpx.AsyncClient(
+            base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+        ) as client:
             files = [("files", ("zeta.txt", b"Zeta is about the last letters. " * 20))]
             assert (await client.post("/upload", files=files)).status_code == 202
         await page.get_by_role("link", name="Documents").click()
