@@ -456,6 +456,17 @@ async def test_clear_and_delete(plain_server: Server, client: httpx.AsyncClient)
 # --- with the fake OpenAI-compatible LLM ------------------------------------------------------------------
 
 
+def test_the_llm_is_built_before_the_first_request(llm_server: Server) -> None:
+    """Built by the first chat request, its imports (seconds on a busy machine) held the event loop and
+    every request of the server waited: a client's 5 s timeout ran out in CI."""
+    assert llm_server.proc is not None
+    assert httpx.get(f"{llm_server.url}/chat/sessions", timeout=60).status_code == 200
+    lines = llm_server.proc.log().splitlines()
+    built = next(i for i, line in enumerate(lines) if "chat answers come from the LLM fake-model" in line)
+    first_request = next(i for i, line in enumerate(lines) if "rag_server.api.access" in line)
+    assert built < first_request
+
+
 async def test_scripted_conversation_with_llm(
     llm_server: Server, client: httpx.AsyncClient, fake: FakeLLM
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -40,6 +42,8 @@ from rag_server.infra.scoped_pool import SYSTEM_SCOPE, bind_scope, reset_scope
 from rag_server.mcp_server.server import McpEndpoint, Services, build_mcp, http_session_manager, running
 from rag_server.web.serve import mount_web_app
 
+logger = logging.getLogger(__name__)
+
 
 def create_app(
     settings: Settings | None = None, *, embedder: Embedder | None = None, llm: LLM | None = None
@@ -68,6 +72,14 @@ def create_app(
             finally:
                 reset_scope(token)
             app.state.runtime = runtime
+            # Built now, in a thread: built by the first chat request, its imports (seconds on a busy
+            # machine) held the event loop, and every request of the server waited (a 5 s client timeout
+            # ran out in CI on the first POST /chat/sessions).
+            chat_llm, problem = await asyncio.to_thread(runtime.chat_llm)
+            if problem is not None:
+                logger.warning("%s", problem)
+            elif chat_llm is not None:
+                logger.info("chat answers come from the LLM %s", chat_llm.metadata.model_name)
             # One per app: it holds the in-memory temporary sessions and in-flight answer writes.
             app.state.chat = ChatService(runtime)
             # Last: everything loaded by now lives as long as the server.
