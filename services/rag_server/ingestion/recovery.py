@@ -63,8 +63,9 @@ FOR UPDATE OF t SKIP LOCKED
 # The tasks DEAD_WORKER_TASKS locked ($1) whose worker is still dead, queued again. Looked at again:
 # a live worker that started the task between that statement's snapshot and its lock had its update
 # rechecked against the snapshot's pg_locks (PostgreSQL rechecks a concurrently updated row with the
-# other relations' rows as first read), which lacked the new owner's lock. Seen in CI: a task started by
-# a new worker queued again 60 ms later, and processed twice. Locked now, the rows cannot change.
+# other relations' rows as first read), which lacked the new owner's lock. Seen in a suite run: a task
+# a new worker had started was queued again 60 ms later and processed twice. Locked now, the rows cannot
+# change.
 REQUEUE_LOCKED_TASKS = f"""
 WITH dead AS (
     SELECT t.id, t.worker_id FROM job_tasks t
