@@ -91,3 +91,16 @@ async def test_a_started_app_is_out_of_the_collectors_full_walks(settings: Setti
         runtime = app.state.runtime
         assert not any(o is runtime for o in gc.get_objects())  # frozen: no generation holds it
     assert gc.get_freeze_count() == 0  # a stopped app's objects can be collected again
+
+
+async def test_an_app_says_at_start_up_why_its_llm_is_unusable(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The LLM is built when the server starts (not by the first chat request, whose event loop it held
+    for seconds): a misconfiguration is a warning in the start-up log, and the server still starts."""
+    broken = settings.model_copy(update={"llm_provider": "openai", "llm_model": None})
+    app = create_app(broken, embedder=RecordingEmbedder())
+    with caplog.at_level("WARNING", logger="rag_server.api.app"):
+        async with app.router.lifespan_context(app):
+            warned = [r.getMessage() for r in caplog.records if r.name == "rag_server.api.app"]
+            assert len(warned) == 1 and "RAG_LLM_MODEL" in warned[0], warned
