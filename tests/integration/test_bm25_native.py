@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import random
 import uuid
+from collections.abc import Callable
 
 import asyncpg
 import numpy as np
@@ -331,8 +332,29 @@ async def test_seeded_maxscore_equals_the_full_statement_bit_for_bit(
         some_docs = SearchFilters(
             document_ids=[r["id"] for r in await conn.fetch("SELECT id FROM documents ORDER BY id LIMIT 12")]
         )
+        # Text filters run inside the seed and the MaxScore statements too: the pruning's threshold must
+        # come from the chunks the filter keeps, or a pruned search loses filtered hits.
+        with_word = SearchFilters(text={"$contains": "protein"})
+        without_word = SearchFilters(text={"$not_contains": "protein"})
+        either = SearchFilters(text={"$or": [{"$contains": "rare3"}, {"$contains": "cells"}]})
+        keeps: dict[int, Callable[[str], bool]] = {
+            id(with_word): lambda text: "protein" in text,
+            id(without_word): lambda text: "protein" not in text,
+            id(either): lambda text: "rare3" in text or "cells" in text,
+        }
+        chunk_text = {r["id"]: r["text"] for r in await conn.fetch("SELECT id, text FROM chunks")}
+        maxscore_with_text = kept = 0
         for query in [*queries, *QUERIES]:
-            for k, filters in ((1, None), (5, None), (10, None), (50, None), (5, some_docs)):
+            for k, filters in (
+                (1, None),
+                (5, None),
+                (10, None),
+                (50, None),
+                (5, some_docs),
+                (5, with_word),
+                (10, without_word),
+                (5, either),
+            ):
                 full = await bm25_leg(conn, "native", query, k, filters, prune=False)
                 statements.clear()
                 pruned = await bm25_leg(conn, "native", query, k, filters)
@@ -340,7 +362,12 @@ async def test_seeded_maxscore_equals_the_full_statement_bit_for_bit(
                 assert [(h.chunk_id, h.score) for h in pruned] == [(h.chunk_id, h.score) for h in full]
                 if any("HAVING" in sql for sql in statements):
                     maxscore_used += 1
+                    maxscore_with_text += id(filters) in keeps
+                if id(filters) in keeps:
+                    assert all(keeps[id(filters)](chunk_text[h.chunk_id]) for h in pruned), (query, filters)
+                    kept += len(pruned)
         assert maxscore_used > 20
+        assert maxscore_with_text > 10 and kept > 100
         await assert_matches_reference(conn, queries[0], 1.2, 0.75)
 
 
