@@ -1,4 +1,4 @@
-"""`rag-server documents list|delete` as an operator runs it: a subprocess on the module's database."""
+"""`rag-server documents list|update|delete` as an operator runs it: a subprocess on the module's database."""
 
 from __future__ import annotations
 
@@ -80,6 +80,59 @@ async def test_list_filters_by_name_and_metadata(settings: Settings, ids: dict[s
     assert worded.stdout.splitlines()[-1] == "1 of 1 documents" and "gamma.txt" in worded.stdout
 
 
+async def test_update_sets_metadata_on_what_it_lists_and_stays_in_its_collection(
+    settings: Settings, ids: dict[str, UUID]
+) -> None:
+    async def names(*args: str) -> list[str]:
+        listed = await rag_server(settings, "documents", "list", "--sort", "name", *args)
+        assert listed.returncode == 0, listed.stderr
+        return [line.split()[-1] for line in listed.stdout.splitlines()[1:-1]]
+
+    old = ("documents", "update", "--collection", "notes", "--metadata", '{"source": "old"}')
+    reviewed = ("--metadata", '{"reviewed": true}')
+    refused = await rag_server(settings, *old, "--set", '{"reviewed": true}')
+    assert refused.returncode == 1 and "add --yes to update" in refused.stderr
+    dry = await rag_server(settings, *old, "--set", '{"reviewed": true}', "--dry-run")
+    assert dry.stdout.splitlines()[-1] == "3 documents would be updated (--dry-run)", dry.stdout
+    assert await names("--collection", "notes", *reviewed) == []
+    done = await rag_server(settings, *old, "--set", '{"reviewed": true}', "--yes")
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == "updated 3 documents", done.stdout
+    assert await names("--collection", "notes", *reviewed) == ["alpha.txt", "beta.txt", "gamma.txt"]
+    # Merged: the source is kept. `default`'s document of the same source is untouched.
+    assert await names("--collection", "notes", "--metadata", '{"source": "old", "reviewed": true}') == [
+        "alpha.txt",
+        "beta.txt",
+        "gamma.txt",
+    ]
+    assert await names(*reviewed) == []
+    # A null removes the key; --replace makes the value the whole metadata.
+    one = await rag_server(
+        settings, "documents", "update", str(ids["alpha.txt"]), "--collection", "notes", "--set",
+        '{"reviewed": null}', "--yes",
+    )  # fmt: skip
+    assert one.stdout.splitlines()[-1] == "updated 1 document", one.stdout
+    assert await names("--collection", "notes", *reviewed) == ["beta.txt", "gamma.txt"]
+    assert await names("--collection", "notes", "--metadata", '{"source": "old"}') == [
+        "alpha.txt",
+        "beta.txt",
+        "gamma.txt",
+    ]
+    replaced = await rag_server(
+        settings, "documents", "update", str(ids["delta.txt"]), "--collection", "notes", "--set",
+        '{"owner": "ana"}', "--replace", "--yes",
+    )  # fmt: skip
+    assert replaced.stdout.splitlines()[-1] == "updated 1 document", replaced.stdout
+    assert await names("--collection", "notes", "--metadata", '{"owner": "ana"}') == ["delta.txt"]
+    assert await names("--collection", "notes", "--metadata", '{"source": "new"}') == []
+    # Another collection's document, named by id, is not reached.
+    elsewhere = await rag_server(
+        settings, "documents", "update", str(ids["epsilon.txt"]), "--collection", "notes", "--set",
+        '{"owner": "ana"}', "--yes",
+    )  # fmt: skip
+    assert elsewhere.stdout.splitlines()[-1] == "no document matches: nothing updated", elsewhere.stdout
+    assert await names("--metadata", '{"owner": "ana"}') == []
+
+
 async def test_delete_lists_first_asks_and_stays_in_its_collection(
     settings: Settings, ids: dict[str, UUID]
 ) -> None:
@@ -117,6 +170,10 @@ async def test_delete_lists_first_asks_and_stays_in_its_collection(
         (("documents", "delete", "not-a-uuid", "--yes"), "invalid UUID value"),
         (("documents", "list", "--collection", "nope"), "no collection 'nope'"),
         (("documents", "list", "--limit", "0"), "--limit"),
+        (("documents", "update", "--set", '{"a": 1}', "--yes"), "name the documents to update"),
+        (("documents", "update", "--text", '{"$contains": "a"}', "--set", "[1]"), "--set must be a JSON"),
+        (("documents", "update", "--text", '{"$contains": "a"}', "--set", "{a}"), "--set is not JSON"),
+        (("documents", "update", "--text", '{"$contains": "a"}', "--yes"), "--set"),
     ],
 )
 async def test_bad_arguments_are_one_error_line(

@@ -17,6 +17,7 @@ from rag_server.ingestion.models import (
     DeleteDocuments,
     Document,
     DocumentList,
+    DocumentSelection,
     DocumentSort,
     DocumentStatus,
     DuplicateCheckResult,
@@ -257,7 +258,9 @@ async def delete_documents(conn: Executor, document_ids: Sequence[UUID]) -> list
     return [r["id"] for r in rows]
 
 
-async def matching_documents(conn: Executor, collection_id: UUID, request: DeleteDocuments) -> list[Document]:
+async def matching_documents(
+    conn: Executor, collection_id: UUID, request: DocumentSelection
+) -> list[Document]:
     """The documents of one collection that `request` names (ids, metadata, text), by name."""
     params: list[Any] = [collection_id, request.ids]
 

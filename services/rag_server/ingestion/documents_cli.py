@@ -1,5 +1,6 @@
-"""`rag-server documents list|delete`: a collection's documents straight on the database (open_runtime,
-the system scope), no server needed. A deletion shows what it matches first and asks (or needs --yes)."""
+"""`rag-server documents list|update|delete`: a collection's documents straight on the database
+(open_runtime, the system scope), no server needed. An update or a deletion shows what it matches first and
+asks (or needs --yes)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,24 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
 from uuid import UUID
 
 from pydantic import TypeAdapter, ValidationError
 
 from rag_server.cli_args import refusal, whole_number
 from rag_server.config import Settings
+from rag_server.errors import InvalidInputError
 from rag_server.infra.runtime import Runtime, run_with_runtime
-from rag_server.ingestion.models import DeleteDocuments, Document, DocumentSort, DocumentStatus
+from rag_server.ingestion.metadata import check_metadata
+from rag_server.ingestion.models import (
+    DeleteDocuments,
+    Document,
+    DocumentSelection,
+    DocumentSort,
+    DocumentStatus,
+    MetadataUpdate,
+)
 from rag_server.retrieval.models import MetadataMatch, TextMatch
 
 LIMIT = whole_number(1, 10_000)
@@ -27,10 +37,25 @@ _TEXT = (
     "a JSON object of Chroma's where_document, on the documents' chunks: '{\"$contains\": \"draft\"}', "
     "$not_contains, $and, $or"
 )
+_SET = (
+    "a JSON object: its keys are set on each document's metadata (a null removes one), e.g. '{\"reviewed\": "
+    "true}'; with --replace it becomes the whole metadata"
+)
+_LABELS = {"ids": "DOCUMENT_ID", "metadata": "--metadata", "text": "--text", "collection": "--collection"}
+
+Selection = TypeVar("Selection", bound=DocumentSelection)
+
+
+class UpdateSelection(DocumentSelection):
+    action = "update"
 
 
 def register_documents_command(sub: Any) -> None:
-    p = sub.add_parser("documents", help="list or delete a collection's documents", description=__doc__)
+    p = sub.add_parser(
+        "documents",
+        help="list, update the metadata of, or delete a collection's documents",
+        description=__doc__,
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="documents, newest first")
     listing.set_defaults(handler=cmd_list)
@@ -42,6 +67,18 @@ def register_documents_command(sub: Any) -> None:
     listing.add_argument("--text", default=None, help=_TEXT)
     listing.add_argument("--sort", choices=get_args(DocumentSort), default="uploaded")
     listing.add_argument("--limit", type=LIMIT, default=100)
+    update = actions.add_parser(
+        "update",
+        help="set metadata on the documents that ids, --metadata and/or --text name",
+        description="Set metadata (--set) on a collection's documents that DOCUMENT_IDs, --metadata, "
+        "--text or several name, in one transaction; search filters see it at once. It lists them "
+        "first, then asks; --yes does not ask.",
+    )
+    update.set_defaults(handler=cmd_update)
+    _selection_arguments(update)
+    update.add_argument("--set", dest="values", required=True, metavar="JSON", help=_SET)
+    update.add_argument("--replace", action="store_true", help="--set becomes the whole metadata")
+    _confirmation_arguments(update)
     delete = actions.add_parser(
         "delete",
         help="delete the documents that ids, --metadata and/or --text name",
@@ -49,12 +86,20 @@ def register_documents_command(sub: Any) -> None:
         "--metadata, --text or several name. It lists them first, then asks; --yes does not ask.",
     )
     delete.set_defaults(handler=cmd_delete)
-    delete.add_argument("ids", nargs="*", type=UUID, metavar="DOCUMENT_ID")
-    delete.add_argument("--collection", default="default", help="name or id (default: default)")
-    delete.add_argument("--metadata", default=None, help=_METADATA)
-    delete.add_argument("--text", default=None, help=_TEXT)
-    delete.add_argument("--yes", action="store_true", help="delete without asking")
-    delete.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    _selection_arguments(delete)
+    _confirmation_arguments(delete)
+
+
+def _selection_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ids", nargs="*", type=UUID, metavar="DOCUMENT_ID")
+    p.add_argument("--collection", default="default", help="name or id (default: default)")
+    p.add_argument("--metadata", default=None, help=_METADATA)
+    p.add_argument("--text", default=None, help=_TEXT)
+
+
+def _confirmation_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--yes", action="store_true", help="do it without asking")
+    p.add_argument("--dry-run", action="store_true", help="only list the documents it would change")
 
 
 def _match(flag: str, adapter: TypeAdapter[Any], form: str, value: str | None) -> Any:
@@ -112,53 +157,88 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     return run_with_runtime(settings, work)
 
 
-def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
-    from rag_server.collections.store import resolve_ids
-    from rag_server.ingestion.documents import delete_matching, matching_documents
-
+def _selection(args: argparse.Namespace, model: type[Selection]) -> Selection:
+    """The documents the arguments name, checked as the API checks them; a refusal is one `error:` line.
+    Without a terminal to ask on, --yes or --dry-run is needed."""
     try:
-        request = DeleteDocuments(
+        selection = model(
             collection=args.collection,
             ids=args.ids or None,
             metadata=_metadata(args.metadata),
             text=_text(args.text),
         )
     except ValidationError as exc:
-        labels = {
-            "ids": "DOCUMENT_ID",
-            "metadata": "--metadata",
-            "text": "--text",
-            "collection": "--collection",
-        }
-        print(f"error: {refusal(exc, DeleteDocuments, labels)}", file=sys.stderr)
-        return 1
+        raise SystemExit(f"error: {refusal(exc, model, _LABELS)}") from None
     if not (args.yes or args.dry_run or sys.stdin.isatty()):
-        print(
-            "error: nothing to ask here (no terminal): add --yes to delete, or --dry-run to list",
-            file=sys.stderr,
+        raise SystemExit(
+            f"error: nothing to ask here (no terminal): add --yes to {model.action}, or --dry-run to list"
         )
-        return 1
+    return selection
+
+
+async def _confirmed(
+    runtime: Runtime, selection: Selection, args: argparse.Namespace, done: str
+) -> tuple[UUID, Selection] | int:
+    """The collection, and the selection narrowed to the documents shown and confirmed (so only those,
+    and only if they still match, are changed); or the exit code when nothing is to be changed."""
+    from rag_server.collections.store import resolve_ids
+    from rag_server.ingestion.documents import matching_documents
+
+    (collection_id,) = await resolve_ids(runtime.pool, [selection.collection])
+    chosen = await matching_documents(runtime.pool, collection_id, selection)
+    _print(chosen)
+    if not chosen:
+        print(f"no document matches: nothing {done}")
+        return 0
+    if args.dry_run:
+        print(f"{_count(len(chosen))} would be {done} (--dry-run)")
+        return 0
+    if not args.yes:
+        question = f"{selection.action.capitalize()} {_count(len(chosen))}? [y/N] "
+        if (await asyncio.to_thread(input, question)).strip().lower() not in ("y", "yes"):
+            print(f"nothing {done}")
+            return 1
+    return collection_id, selection.model_copy(update={"ids": [d.id for d in chosen]})
+
+
+def _changed(verb: str, count: int, missed: int) -> str:
+    return f"{verb} {_count(count)}" + (f" ({missed} gone or changed meanwhile)" if missed else "")
+
+
+def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.ingestion.metadata_edits import update_matching
+
+    try:
+        values = check_metadata(json.loads(args.values), "--set")
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"error: --set is not JSON ({exc.msg}): give {_SET}") from None
+    except InvalidInputError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    update = MetadataUpdate(metadata=values, mode="replace" if args.replace else "merge")
+    selection = _selection(args, UpdateSelection)
 
     async def work(runtime: Runtime) -> int:
-        (collection_id,) = await resolve_ids(runtime.pool, [request.collection])
-        chosen = await matching_documents(runtime.pool, collection_id, request)
-        _print(chosen)
-        if not chosen:
-            print("no document matches: nothing deleted")
-            return 0
-        if args.dry_run:
-            print(f"{_count(len(chosen))} would be deleted (--dry-run)")
-            return 0
-        if not args.yes:
-            answer = await asyncio.to_thread(input, f"Delete {_count(len(chosen))}? [y/N] ")
-            if answer.strip().lower() not in ("y", "yes"):
-                print("nothing deleted")
-                return 1
-        # Only what was shown, and only if it still matches.
-        shown = request.model_copy(update={"ids": [d.id for d in chosen]})
-        result = await delete_matching(runtime.pool, collection_id, shown)
-        gone = f" ({len(result.not_deleted)} gone or changed meanwhile)" if result.not_deleted else ""
-        print(f"deleted {_count(len(result.deleted))}{gone}")
+        confirmed = await _confirmed(runtime, selection, args, "updated")
+        if isinstance(confirmed, int):
+            return confirmed
+        result = await update_matching(runtime.pool, *confirmed, update)
+        print(_changed("updated", len(result.updated), len(result.not_updated)))
+        return 0
+
+    return run_with_runtime(settings, work)
+
+
+def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.ingestion.documents import delete_matching
+
+    selection = _selection(args, DeleteDocuments)
+
+    async def work(runtime: Runtime) -> int:
+        confirmed = await _confirmed(runtime, selection, args, "deleted")
+        if isinstance(confirmed, int):
+            return confirmed
+        result = await delete_matching(runtime.pool, *confirmed)
+        print(_changed("deleted", len(result.deleted), len(result.not_deleted)))
         return 0
 
     return run_with_runtime(settings, work)

@@ -1,5 +1,6 @@
-"""Editing documents' metadata: one document (PATCH /documents/{id}) or several of a collection in one
-transaction (POST /documents/metadata, Chroma's `update(ids, metadatas)`)."""
+"""Editing documents' metadata: one document (PATCH /documents/{id}), several of a collection in one
+transaction (POST /documents/metadata, Chroma's `update(ids, metadatas)`), or every document a selection
+names with one value (`rag-server documents update`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,15 @@ import asyncpg
 
 from rag_server.errors import NotFoundError
 from rag_server.infra.database import Executor, transaction
-from rag_server.ingestion.documents import get_document
+from rag_server.ingestion.documents import get_document, matching_documents
 from rag_server.ingestion.metadata import check_metadata
-from rag_server.ingestion.models import Document, MetadataUpdate, MetadataUpdates, UpdatedDocuments
+from rag_server.ingestion.models import (
+    Document,
+    DocumentSelection,
+    MetadataUpdate,
+    MetadataUpdates,
+    UpdatedDocuments,
+)
 
 
 async def update_metadata(conn: Executor, document_id: UUID, update: MetadataUpdate) -> Document:
@@ -47,6 +54,22 @@ async def update_many(conn: Executor, collection_id: UUID, request: MetadataUpda
         updated = await _edit(c, edits, collection_id)
     done = set(updated)
     return UpdatedDocuments(updated=updated, not_updated=[i for i in edits if i not in done])
+
+
+async def update_matching(
+    conn: Executor, collection_id: UUID, selection: DocumentSelection, update: MetadataUpdate
+) -> UpdatedDocuments:
+    """Every document of the collection that `selection` names (matched in this transaction) gets its
+    metadata from `update`, as `update_metadata` would give it; the ids named that no longer match (gone,
+    changed meanwhile, elsewhere) are listed in `not_updated`."""
+    checked = update.model_copy(update={"metadata": check_metadata(update.metadata)})
+    async with transaction(conn) as c:
+        chosen = [d.id for d in await matching_documents(c, collection_id, selection)]
+        updated = await _edit(c, dict.fromkeys(chosen, checked), collection_id)
+    done = set(updated)
+    return UpdatedDocuments(
+        updated=updated, not_updated=[i for i in dict.fromkeys(selection.ids or []) if i not in done]
+    )
 
 
 class _ReplacementQueuedMeanwhile(Exception):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -121,12 +121,13 @@ class DuplicateCheck(BaseModel):
     )
 
 
-class DeleteDocuments(BaseModel):
-    """Which documents of one collection to delete, as Chroma's delete(ids, where, where_document): the
+class DocumentSelection(BaseModel):
+    """Which documents of one collection, as Chroma's delete(ids, where, where_document) names them: the
     ids, the metadata, the text, or several (then a document must be in the list and match them all)."""
 
-    # A misspelt `metdata` beside `ids` would delete the ids without the condition.
+    # A misspelt `metdata` beside `ids` would select the ids without the condition.
     model_config = ConfigDict(extra="forbid")
+    action: ClassVar[str] = "select"  # what the refusal of an empty selection says it is for
 
     collection: CollectionRef = Field(default=DEFAULT_COLLECTION, description="Name or id")
     ids: list[UUID] | None = Field(default=None, min_length=1, max_length=1_000)
@@ -140,11 +141,17 @@ class DeleteDocuments(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _names_documents(self) -> DeleteDocuments:
+    def _names_documents(self) -> DocumentSelection:
         if self.ids is None and self.metadata is None and self.text is None:
-            # Nothing to match on would mean every document: deleting a collection says that outright.
-            raise ValueError("name the documents to delete: `ids`, `metadata`, `text`, or several")
+            # Nothing to match on would mean every document: a whole collection is named outright.
+            raise ValueError(f"name the documents to {self.action}: `ids`, `metadata`, `text`, or several")
         return self
+
+
+class DeleteDocuments(DocumentSelection):
+    """POST /documents/delete: Chroma's delete(ids, where, where_document) within one collection."""
+
+    action: ClassVar[str] = "delete"
 
 
 class DeletedDocuments(BaseModel):
