@@ -37,7 +37,7 @@ from rag_server.ingestion.models import (
     UploadResponse,
 )
 from rag_server.read_after import READ_AFTER_HEADER, lsn_text, parse_lsn
-from rag_server.retrieval.models import SearchResponse
+from rag_server.retrieval.models import DocumentChunks, SearchResponse
 
 __all__ = ["AsyncClient", "Client", "ClientError"]
 
@@ -188,6 +188,13 @@ class Client:
         where_document: {"$contains": "draft"}, on the documents' chunks)."""
         return self._send(Calls.documents(collection, params))
 
+    def chunks(
+        self, document_id: str, *, offset: int = 0, limit: int = 50, text: dict[str, Any] | None = None
+    ) -> DocumentChunks:
+        """GET /documents/{id}/chunks: the document's chunks in order from `offset`; `text` (Chroma's
+        where_document: {"$contains": "dose"}): only those whose text matches, `offset` of them skipped."""
+        return self._send(Calls.chunks(document_id, offset, limit, text))
+
     def delete_document(self, document_id: str) -> None:
         """DELETE /documents/{id}: the document, its bytes and its chunks."""
         self._send(Calls.delete_document(document_id))
@@ -302,6 +309,11 @@ class AsyncClient:
 
     async def documents(self, collection: str = "default", **params: Any) -> DocumentList:
         return await self._send(Calls.documents(collection, params))
+
+    async def chunks(
+        self, document_id: str, *, offset: int = 0, limit: int = 50, text: dict[str, Any] | None = None
+    ) -> DocumentChunks:
+        return await self._send(Calls.chunks(document_id, offset, limit, text))
 
     async def delete_document(self, document_id: str) -> None:
         await self._send(Calls.delete_document(document_id))

@@ -23,7 +23,7 @@ from rag_server.ingestion.models import (
     UpdatedDocuments,
     UploadResponse,
 )
-from rag_server.retrieval.models import SearchResponse
+from rag_server.retrieval.models import DocumentChunks, SearchResponse
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -129,6 +129,17 @@ class Calls:
             if match in query:
                 query[match] = json.dumps(query[match])
         return Call("GET", "/documents", _model(DocumentList), kwargs={"params": query})
+
+    @staticmethod
+    def chunks(
+        document_id: str, offset: int, limit: int, text: dict[str, Any] | None
+    ) -> Call[DocumentChunks]:
+        query: dict[str, Any] = {"offset": offset, "limit": limit}
+        if text is not None:
+            query["text"] = json.dumps(text)
+        return Call(
+            "GET", f"/documents/{document_id}/chunks", _model(DocumentChunks), kwargs={"params": query}
+        )
 
     @staticmethod
     def delete_document(document_id: str) -> Call[None]:

@@ -326,6 +326,60 @@ async def test_chunk_pages_open_at_their_first_chunk_and_a_page_past_the_end_sho
     await expect(page.get_by_text("This document has no chunks.")).to_have_count(0)
 
 
+BIRD_TEXT = "\n\n".join(
+    f"Section {i} is about the river otter's day number {i}. "
+    + ("A kingfisher dives nearby. " if i % 2 == 0 else "")
+    + "Otters swim, dive and eat fish. " * 20
+    for i in range(150)
+).encode()
+
+
+async def test_find_in_chunks_keeps_the_matching_chunks_marked_and_paged(page: Page, stack: Stack) -> None:
+    tasks = await upload_and_wait(stack, {"bird-otters.txt": BIRD_TEXT})
+    doc_id = tasks["bird-otters.txt"]["document_id"]
+    chunks: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60) as api:
+        while True:
+            got = (
+                await api.get(f"/documents/{doc_id}/chunks", params={"offset": len(chunks), "limit": 200})
+            ).json()
+            chunks += got["items"]
+            if len(chunks) >= got["total"]:
+                break
+    holding = [c["chunk_index"] for c in chunks if "kingfisher" in c["text"]]
+    assert 50 < len(holding) < len(chunks)
+
+    await page.goto(f"{stack.base_url}/#/documents/{doc_id}")
+    pager = page.locator(".pager span")
+    await expect(pager).to_contain_text(f"Chunks 1–50 of {len(chunks)}")
+    find = page.get_by_label("Find in chunks")
+    # Typing goes on where it was after the page is drawn again with the first matches.
+    await find.press_sequentially("kingfish")
+    await expect(page.locator("#find-count")).to_have_text(f"{len(holding)} chunks hold “kingfish”")
+    await expect(find).to_be_focused()
+    await find.press_sequentially("er")
+    await expect(page.locator("#find-count")).to_have_text(f"{len(holding)} chunks hold “kingfisher”")
+    assert "find=kingfisher" in page.url
+    await expect(find).to_have_value("kingfisher")
+    await expect(pager).to_have_text(f"Matches 1–50 of {len(holding)}")
+    heads = page.locator(".chunk .chunk-head span:first-child")
+    await expect(heads).to_have_text([f"Chunk {i}" for i in holding[:50]])
+    await expect(page.locator(".chunk-text mark").first).to_have_text("kingfisher")
+    assert await page.locator(".chunk-text mark").count() >= 50
+    await page.get_by_role("button", name="Next chunks").click()
+    await expect(pager).to_have_text(f"Matches 51–{len(holding)} of {len(holding)}")
+    await expect(heads).to_have_text([f"Chunk {i}" for i in holding[50:]])
+    # Exact text; then every chunk again.
+    await find.fill("KINGFISHER")
+    await expect(
+        page.get_by_text("No chunk holds “KINGFISHER” (exact text, case as written).")
+    ).to_be_visible()
+    await page.get_by_role("link", name="Show all chunks").click()
+    await expect(pager).to_have_text(f"Chunks 1–50 of {len(chunks)}")
+    await expect(find).to_have_value("")
+    assert "find=" not in page.url
+
+
 async def test_every_stored_file_type_can_be_filtered(page: Page, stack: Stack) -> None:
     """The Type filters (documents, search) offered no PowerPoint or Excel, types the server stores."""
     deck = pptx_bytes([{"title": "Beavers", "body": "Beavers build dams of branches and mud."}])

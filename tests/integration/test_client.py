@@ -65,12 +65,19 @@ def test_the_client_lists_and_deletes_documents(live_app_url: str, tmp_path: Pat
             client.documents(text={"$regex": "x"})
         with pytest.raises(ClientError, match="to POST /documents/delete: text: a JSON object with an"):
             client.delete_documents(text={})
+        keep = ids["keep.txt"]
+        unread = client.chunks(keep, text={"$contains": "holds"}, offset=3, limit=5)
+        assert (unread.total, unread.offset, unread.limit, unread.items) == (0, 3, 5, [])
+        with pytest.raises(ClientError, match=rf"to GET /documents/{keep}/chunks: text: '\$regex' is no"):
+            client.chunks(keep, text={"$regex": "x"})
 
 
 async def test_the_async_client_searches(live_app_url: str) -> None:
     async with AsyncClient(live_app_url) as client:
         response = await client.search("anything", search_type="bm25", top_k=3)
         assert response.results == [] and response.search_type == "bm25"
+        with pytest.raises(ClientError, match="answered 404 to GET /documents/"):
+            await client.chunks("00000000-0000-0000-0000-000000000000", text={"$contains": "x"})
 
 
 def test_a_request_the_server_refuses_is_one_sentence_naming_each_field(live_app_url: str) -> None:

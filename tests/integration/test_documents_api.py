@@ -345,6 +345,47 @@ def test_chunks_are_read_in_order_and_paged(client: TestClient, uploaded: dict[s
     assert client.get(f"/documents/{large['document_id']}/chunks", params={"limit": 201}).status_code == 422
 
 
+def test_chunks_can_be_found_by_their_text(client: TestClient, uploaded: dict[str, dict[str, Any]]) -> None:
+    """`text` (Chroma's where_document) keeps the document's chunks whose own text matches, in order;
+    `total` counts them and `offset` skips matches."""
+    url = f"/documents/{uploaded['c-large.txt']['document_id']}/chunks"
+    every = client.get(url, params={"limit": 200}).json()["items"]
+    assert len(every) > 4
+
+    def found(match: dict[str, Any], **params: Any) -> dict[str, Any]:
+        response = client.get(url, params={"text": json.dumps(match), **params})
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    # A word some chunks hold and others do not.
+    words = {w for c in every for w in c["text"].split()}
+    word = next(w for w in sorted(words) if 1 < sum(w in c["text"] for c in every) < len(every) - 1)
+    holding = [c["chunk_index"] for c in every if word in c["text"]]
+    everything = found({"$contains": word}, limit=200)
+    assert everything["total"] == len(holding)
+    assert [c["chunk_index"] for c in everything["items"]] == holding
+    rest = found({"$not_contains": word}, limit=200)
+    assert [c["chunk_index"] for c in rest["items"]] == [
+        c["chunk_index"] for c in every if word not in c["text"]
+    ]
+    # Paged over the matches.
+    second = found({"$contains": word}, offset=1, limit=1)
+    assert (second["total"], second["offset"], second["limit"]) == (len(holding), 1, 1)
+    assert [c["chunk_index"] for c in second["items"]] == holding[1:2]
+    beyond = found({"$contains": word}, offset=len(holding))
+    assert (beyond["total"], beyond["items"]) == (len(holding), [])
+    # Exact text, and only this document's chunks: the PDF's words are not found here.
+    assert found({"$contains": word.upper() + "é"})["total"] == 0
+    assert found({"$contains": "otters"})["total"] == 0
+    pdf = f"/documents/{uploaded['d-paper.pdf']['document_id']}/chunks"
+    otters = client.get(pdf, params={"text": '{"$or": [{"$contains": "otters"}, {"$contains": "wolves"}]}'})
+    assert [c["page"] for c in otters.json()["items"]] == [1]
+    # A bad match is a 422 naming where in it.
+    refused = client.get(url, params={"text": '{"$regex": "a"}'})
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"][:2] == ["query", "text"]
+    assert client.get(url, params={"text": "otters"}).status_code == 422
+
+
 def test_delete_removes_document_bytes_and_chunks(
     client: TestClient, uploaded: dict[str, dict[str, Any]], database_url: str
 ) -> None:

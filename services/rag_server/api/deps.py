@@ -91,21 +91,27 @@ def metadata_query(
     return _json_query(_METADATA_MATCH, "metadata", metadata)
 
 
+def _text_parameter(meaning: str) -> Any:
+    """The `text` query parameter (Chroma's where_document as JSON); `meaning`: what it selects."""
+    description = f'JSON, e.g. {{"$contains": "insulin"}}: {meaning} {TEXT_MATCH_RULES}'
+    return Query(max_length=_JSON_QUERY_MAX, description=description)
+
+
 def text_query(
-    text: Annotated[
-        str | None,
-        Query(
-            max_length=_JSON_QUERY_MAX,
-            description='JSON, e.g. {"$contains": "insulin"}: a chunk of the document must match. '
-            + TEXT_MATCH_RULES,
-        ),
-    ] = None,
+    text: Annotated[str | None, _text_parameter("a chunk of the document must match.")] = None,
+) -> TextMatch | None:
+    return _json_query(_TEXT_MATCH, "text", text)
+
+
+def chunk_text_query(
+    text: Annotated[str | None, _text_parameter("only the chunks whose own text matches.")] = None,
 ) -> TextMatch | None:
     return _json_query(_TEXT_MATCH, "text", text)
 
 
 MetadataQuery = Annotated[MetadataMatch | None, Depends(metadata_query)]
 TextQuery = Annotated[TextMatch | None, Depends(text_query)]
+ChunkTextQuery = Annotated[TextMatch | None, Depends(chunk_text_query)]
 
 
 # Declared as security schemes (the interactive docs get an "Authorize" button); checked below.

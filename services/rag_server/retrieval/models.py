@@ -154,6 +154,16 @@ class DocumentChunk(BaseModel):
     location: ChunkLocation | None = None
 
 
+class DocumentChunks(BaseModel):
+    """GET /documents/{id}/chunks: a page of the document's chunks in order."""
+
+    document_id: UUID
+    total: int = Field(description="The document's chunk count; with `text`, how many chunks match it")
+    offset: int
+    limit: int
+    items: list[DocumentChunk]
+
+
 class SearchResponse(BaseModel):
     query: str
     search_type: SearchType

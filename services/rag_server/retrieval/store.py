@@ -1,4 +1,5 @@
-"""Reading the chunks a search returns (display fields), in one query."""
+"""Reading chunks: those a search returns (display fields, in one query), and a document's in order, all
+or those whose text matches."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncpg
 
 from rag_server.infra.database import Executor
 from rag_server.retrieval.models import ChunkLocation, DocumentChunk
+from rag_server.retrieval.text_match import chunk_contains, text_clause
 
 
 @dataclass(frozen=True)
@@ -77,15 +79,42 @@ async def fetch_document_chunks(
     conn: Executor, document_id: UUID, start: int, end: int
 ) -> list[DocumentChunk]:
     """One document's chunks with `start <= chunk_index < end`, in order (a reader's window on it)."""
-    rows = await conn.fetch(DOCUMENT_CHUNKS_SQL, document_id, start, end)
-    return [
-        DocumentChunk(
-            chunk_id=r["id"],
-            chunk_index=r["chunk_index"],
-            page=r["page"],
-            text=r["text"],
-            heading_path=r["heading_path"],
-            location=ChunkLocation.from_stored(r["location"]),
-        )
-        for r in rows
-    ]
+    return [_document_chunk(r) for r in await conn.fetch(DOCUMENT_CHUNKS_SQL, document_id, start, end)]
+
+
+MATCHING_CHUNKS_SQL = """
+    WITH matching AS MATERIALIZED (
+        SELECT c.id, c.chunk_index, c.page, c.text, c.heading_path, c.location
+        FROM chunks c
+        WHERE c.document_id = $1 AND {condition}
+    )
+    SELECT counted.total, m.*
+    FROM (SELECT count(*) AS total FROM matching) AS counted
+    LEFT JOIN LATERAL (SELECT * FROM matching ORDER BY chunk_index OFFSET $2 LIMIT $3) AS m ON true
+    ORDER BY m.chunk_index
+"""
+
+
+async def find_document_chunks(
+    conn: Executor, document_id: UUID, text: dict[str, Any], offset: int, limit: int
+) -> tuple[int, list[DocumentChunk]]:
+    """One document's chunks whose own text matches `text` (a checked match, retrieval/text_match.py),
+    in order: how many match, and at most `limit` of them after the first `offset`. One statement, so
+    the count and the page agree."""
+    params: list[Any] = []
+    condition = text_clause(text, params, 4, chunk_contains("c.text"))
+    rows = await conn.fetch(
+        MATCHING_CHUNKS_SQL.format(condition=condition), document_id, offset, limit, *params
+    )
+    return int(rows[0]["total"]), [_document_chunk(r) for r in rows if r["id"] is not None]
+
+
+def _document_chunk(r: asyncpg.Record) -> DocumentChunk:
+    return DocumentChunk(
+        chunk_id=r["id"],
+        chunk_index=r["chunk_index"],
+        page=r["page"],
+        text=r["text"],
+        heading_path=r["heading_path"],
+        location=ChunkLocation.from_stored(r["location"]),
+    )

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from rag_server.api.deps import (
     MAX_OFFSET,
+    ChunkTextQuery,
     MetadataQuery,
     OffsetQuery,
     PoolDep,
@@ -41,8 +42,8 @@ from rag_server.ingestion.models import (
 )
 from rag_server.ingestion.replacement import replace_document_file
 from rag_server.ingestion.upload import check_declared_size, read_replacement, read_replacement_form
-from rag_server.retrieval.models import DocumentChunk
-from rag_server.retrieval.store import fetch_document_chunks
+from rag_server.retrieval.models import DocumentChunks
+from rag_server.retrieval.store import fetch_document_chunks, find_document_chunks
 from rag_server.text import Cleaned
 
 
@@ -114,14 +115,6 @@ async def get_document(document_id: UUID, pool: ReadPoolDep) -> Document:
     return await documents.get_document(pool, document_id)
 
 
-class DocumentChunks(BaseModel):
-    document_id: UUID
-    total: int = Field(description="The document's chunk count")
-    offset: int
-    limit: int
-    items: list[DocumentChunk]
-
-
 @router.get(
     "/documents/{document_id}/chunks", response_model=DocumentChunks, responses=error_responses(404, 503)
 )
@@ -130,14 +123,18 @@ async def document_chunks(
     pool: ReadPoolDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: OffsetQuery = 0,
+    text: ChunkTextQuery = None,
 ) -> DocumentChunks:
-    """The document's chunks in order (`chunk_index` from `offset`), as search and chat cite them."""
+    """The document's chunks in order (`chunk_index` from `offset`), as search and chat cite them; with
+    `text`, only those whose own text matches it (Chroma's where_document), `offset` matches skipped."""
     doc = await documents.get_document(pool, document_id)
-    # chunk_index is an int4: the window end must not overflow it.
-    items = await fetch_document_chunks(pool, document_id, offset, min(offset + limit, MAX_OFFSET))
-    return DocumentChunks(
-        document_id=document_id, total=doc.chunk_count, offset=offset, limit=limit, items=items
-    )
+    if text is None:
+        # chunk_index is an int4: the window end must not overflow it.
+        items = await fetch_document_chunks(pool, document_id, offset, min(offset + limit, MAX_OFFSET))
+        total = doc.chunk_count
+    else:
+        total, items = await find_document_chunks(pool, document_id, text, offset, limit)
+    return DocumentChunks(document_id=document_id, total=total, offset=offset, limit=limit, items=items)
 
 
 @router.get(

@@ -87,3 +87,26 @@ export async function deleteDocument(doc) {
   toast(`Deleted ${doc.filename}`);
   return true;
 }
+
+// Typing in a filter asks the server once the typing pauses, not at every key.
+const TYPING_PAUSE_MS = 300;
+
+// A text filter applied once typing pauses: onPause(the trimmed text).
+export function typedFilter({ id, label, placeholder, max, title, onPause }) {
+  const input = h("input", { id, type: "search", placeholder, title, maxlength: String(max), autocomplete: "off", spellcheck: "false" });
+  let pause = null;
+  input.addEventListener("input", () => {
+    clearTimeout(pause);
+    pause = setTimeout(() => onPause(input.value.trim()), TYPING_PAUSE_MS);
+  });
+  return {
+    field: h("label", { class: `field ${id}`, for: id }, h("span", {}, label), input),
+    // Not while the same text is being typed (spaces at its ends, the caret): only when the URL changed it.
+    show(value) {
+      if (input.value.trim() !== value) input.value = value;
+    },
+    destroy() {
+      clearTimeout(pause);
+    },
+  };
+}

@@ -1,12 +1,14 @@
-// One document (#/documents/<id>?page=N): its details, version and metadata, its failure reason, its
-// chunks paged. An editor can edit the metadata (JSON) and replace the file with a new version.
+// One document (#/documents/<id>?page=N&find=T): its details, version and metadata, its failure reason,
+// its chunks paged, or only those holding a text (find). An editor can edit the metadata (JSON) and
+// replace the file with a new version.
 
 import { api, ApiError } from "../api.js";
 import { announce, formatBytes, formatDate, h, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { chunkPlace, chunkSection, deleteDocument, documentError, downloadDocument, fill, parseJsonObject, statusBadge } from "./document_common.js";
+import { chunkPlace, chunkSection, deleteDocument, documentError, downloadDocument, fill, parseJsonObject, statusBadge, typedFilter } from "./document_common.js";
 
 const CHUNK_PAGE = 50;
+const FIND_MAX = 1000; // the API's limit on a text of GET /documents/{id}/chunks?text=
 // How often a queued or processing document's status is asked again.
 const STATUS_POLL_MS = 4000;
 const NO_CHUNKS = {
@@ -14,6 +16,12 @@ const NO_CHUNKS = {
   failed: "No chunks: processing failed.",
   queued: "Chunks appear once processing is finished.",
 };
+
+// The text with every occurrence of `found` marked: text nodes and <mark> elements, never markup.
+function marked(text, found) {
+  if (!found) return text;
+  return text.split(found).flatMap((part, i) => (i ? [h("mark", {}, found), part] : [part]));
+}
 
 function fact(label, value) {
   return [h("dt", {}, label), h("dd", {}, value)];
@@ -142,6 +150,19 @@ export function mountDetail(root, ctx, route, backHref) {
   root.append(page);
 
   let currentQuery = route.query;
+  // Kept across redraws (the same element), so typing in it is not interrupted when the page is drawn.
+  const findField = typedFilter({
+    id: "find-chunks",
+    label: "Find in chunks",
+    placeholder: "Exact text",
+    max: FIND_MAX,
+    title: "Only the chunks that hold this exact text (case as written)",
+    onPause: (value) => {
+      if (value !== findOf(currentQuery)) navigate(chunksHref(1, value), { replace: true });
+    },
+  });
+  const findOf = (query) => (query.get("find") || "").trim().slice(0, FIND_MAX);
+  const chunksHref = (chunkPage, find) => href("documents", id, { ...(chunkPage > 1 ? { page: chunkPage } : {}), ...(find ? { find } : {}) });
   // The id of the control to focus once the page is drawn again after an edit (the whole page is rebuilt,
   // so the focused button is gone); after a change of chunk page the focus goes to the chunks' heading.
   let focusAfter = null;
@@ -174,12 +195,15 @@ export function mountDetail(root, ctx, route, backHref) {
     controller = new AbortController();
     const chunkPage = Math.max(1, Number.parseInt(query.get("page") || "1", 10) || 1);
     const offset = (chunkPage - 1) * CHUNK_PAGE;
+    const find = findOf(query);
+    findField.show(find);
+    const chunkQuery = { offset, limit: CHUNK_PAGE, ...(find ? { text: JSON.stringify({ $contains: find }) } : {}) };
     let doc;
     let chunks;
     try {
       [doc, chunks] = await Promise.all([
         api(`/documents/${encodeURIComponent(id)}`, { signal: controller.signal }),
-        api(`/documents/${encodeURIComponent(id)}/chunks`, { signal: controller.signal, query: { offset, limit: CHUNK_PAGE } }),
+        api(`/documents/${encodeURIComponent(id)}/chunks`, { signal: controller.signal, query: chunkQuery }),
       ]);
     } catch (err) {
       if (err.name === "AbortError") return;
@@ -195,10 +219,10 @@ export function mountDetail(root, ctx, route, backHref) {
     // A chunk page past the end (an old link, a shorter new version): the last page instead of "No
     // chunks" under "Chunks 4951–4950 of 500".
     if (!chunks.items.length && chunks.total && chunkPage > 1) {
-      navigate(href("documents", id, { page: Math.ceil(chunks.total / CHUNK_PAGE) }), { replace: true });
+      navigate(chunksHref(Math.ceil(chunks.total / CHUNK_PAGE), find), { replace: true });
       return;
     }
-    render(doc, chunks, chunkPage, focusAfter);
+    render(doc, chunks, chunkPage, find, focusAfter);
     focusAfter = null;
     if (doc.status === "queued" || doc.status === "processing") watch(doc, controller.signal);
   }
@@ -207,7 +231,10 @@ export function mountDetail(root, ctx, route, backHref) {
     return h("a", { class: "back", href: backHref() }, "← All documents");
   }
 
-  function render(doc, chunks, chunkPage, focusTarget) {
+  function render(doc, chunks, chunkPage, find, focusTarget) {
+    // The whole page is drawn again: the find field, moved with it, keeps the focus and the caret.
+    const input = findField.field.querySelector("input");
+    const typing = document.activeElement === input && [input.selectionStart, input.selectionEnd];
     document.title = `${doc.filename} · rag-server`;
     const paged = shownChunkPage !== null && shownChunkPage !== chunkPage;
     shownChunkPage = chunkPage;
@@ -239,10 +266,20 @@ export function mountDetail(root, ctx, route, backHref) {
     const pager = h(
       "div",
       { class: "pager" },
-      h("button", { type: "button", "aria-label": "Previous chunks", disabled: chunkPage <= 1, onclick: () => navigate(href("documents", id, { page: chunkPage - 1 })) }, "‹ Previous"),
-      h("span", { class: "muted" }, chunks.total ? `Chunks ${first}–${last} of ${chunks.total}` : "No chunks"),
-      h("button", { type: "button", "aria-label": "Next chunks", disabled: last >= chunks.total, onclick: () => navigate(href("documents", id, { page: chunkPage + 1 })) }, "Next ›"),
+      h("button", { type: "button", "aria-label": "Previous chunks", disabled: chunkPage <= 1, onclick: () => navigate(chunksHref(chunkPage - 1, find)) }, "‹ Previous"),
+      h("span", { class: "muted" }, chunks.total ? `${find ? "Matches" : "Chunks"} ${first}–${last} of ${chunks.total}` : "No chunks"),
+      h("button", { type: "button", "aria-label": "Next chunks", disabled: last >= chunks.total, onclick: () => navigate(chunksHref(chunkPage + 1, find)) }, "Next ›"),
     );
+    const found = `${chunks.total} ${chunks.total === 1 ? "chunk holds" : "chunks hold"} “${find}”`;
+    const findBar = doc.chunk_count
+      ? h(
+          "div",
+          { class: "toolbar find-bar" },
+          findField.field,
+          find ? h("span", { class: "muted", id: "find-count" }, found) : null,
+          find ? h("a", { href: chunksHref(1, "") }, "Show all chunks") : null,
+        )
+      : null;
     fill(page,
       backLink(),
       h("div", { class: "page-head" }, h("h1", { class: "doc-title" }, doc.filename), actions),
@@ -266,6 +303,7 @@ export function mountDetail(root, ctx, route, backHref) {
       metadataSection(doc, canEdit, () => reload("metadata-edit")),
       canEdit ? replaceSection(doc, controller.signal, () => reload("replace-input")) : null,
       h("h2", { id: "chunks-title", tabindex: "-1" }, "Chunks"),
+      findBar,
       chunks.items.length
         ? h(
             "ol",
@@ -281,14 +319,17 @@ export function mountDetail(root, ctx, route, backHref) {
                   chunkPlace(c) ? h("span", { class: "chunk-place" }, chunkPlace(c)) : null,
                   chunkSection(c),
                 ),
-                h("p", { class: "chunk-text" }, c.text),
+                h("p", { class: "chunk-text" }, marked(c.text, find)),
               ),
             ),
           )
-        : h("p", { class: "muted" }, NO_CHUNKS[doc.status] || NO_CHUNKS.queued),
+        : h("p", { class: "muted" }, find && doc.chunk_count ? `No chunk holds “${find}” (exact text, case as written).` : NO_CHUNKS[doc.status] || NO_CHUNKS.queued),
       chunks.total > CHUNK_PAGE ? pager : null,
     );
-    if (focusTarget) document.getElementById(focusTarget)?.focus();
+    if (typing) {
+      input.focus();
+      input.setSelectionRange(...typing);
+    } else if (focusTarget) document.getElementById(focusTarget)?.focus();
     else if (paged) {
       // Another page of chunks, asked for from the pager at the bottom: its first chunk, not the bottom
       // of the new page, with the focus there (the pager's button was rebuilt).
@@ -296,7 +337,7 @@ export function mountDetail(root, ctx, route, backHref) {
       title.focus({ preventScroll: true });
       title.scrollIntoView({ block: "start" });
     }
-    announce(`${doc.filename}: ${chunks.total} chunks`);
+    announce(find ? found : `${doc.filename}: ${chunks.total} chunks`);
   }
 
   load(route.query);
@@ -307,6 +348,7 @@ export function mountDetail(root, ctx, route, backHref) {
     unmount() {
       clearTimeout(watchTimer);
       controller?.abort();
+      findField.destroy();
     },
   };
 }

@@ -4,7 +4,7 @@
 import { api, ApiError } from "../api.js";
 import { clear, confirmDialog, formatBytes, formatDate, h, plural, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { deleteDocument, downloadDocument, FILE_TYPES, fill, statusBadge } from "./document_common.js";
+import { deleteDocument, downloadDocument, FILE_TYPES, fill, statusBadge, typedFilter } from "./document_common.js";
 import { mountDetail } from "./document_detail.js";
 import { setSelectedMetadata } from "./bulk_metadata.js";
 import { METADATA_MAX, metadataFilter } from "./metadata_filter.js";
@@ -13,8 +13,6 @@ import { uploadPanel } from "./upload_panel.js";
 const PAGE_SIZES = [10, 25, 50, 100];
 const PAGE_SIZE = 50;
 const REFRESH_MS = 4000;
-// Typing in a filter asks the server once the typing pauses, not at every key.
-const TYPING_PAUSE_MS = 300;
 const NAME_MAX = 255; // the API's limit (GET /documents?name=)
 const CONTAINS_MAX = 1000; // the API's limit on a text of GET /documents?text=
 const STATUSES = ["queued", "processing", "ready", "failed"];
@@ -444,26 +442,6 @@ function mountList(root, ctx, route) {
       containsFilter.destroy();
       metadata.destroy();
       panel?.destroy();
-    },
-  };
-}
-
-// A text filter applied once typing pauses: onPause(the trimmed text).
-function typedFilter({ id, label, placeholder, max, title, onPause }) {
-  const input = h("input", { id, type: "search", placeholder, title, maxlength: String(max), autocomplete: "off", spellcheck: "false" });
-  let pause = null;
-  input.addEventListener("input", () => {
-    clearTimeout(pause);
-    pause = setTimeout(() => onPause(input.value.trim()), TYPING_PAUSE_MS);
-  });
-  return {
-    field: h("label", { class: `field ${id}`, for: id }, h("span", {}, label), input),
-    // Not while the same text is being typed (spaces at its ends, the caret): only when the URL changed it.
-    show(value) {
-      if (input.value.trim() !== value) input.value = value;
-    },
-    destroy() {
-      clearTimeout(pause);
     },
   };
 }
