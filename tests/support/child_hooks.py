@@ -17,48 +17,51 @@ def run_at_child_start(code: str, folder: Path, monkeypatch: pytest.MonkeyPatch)
     )
 
 
-# The chunker's tokenizer (LlamaIndex's global one) panics in tiktoken's Rust code, for real, on a text
-# containing `mark`: tiktoken refuses a vocabulary with a duplicate rank with a Rust panic (pyo3's
-# PanicException). No installed library is known to panic on any file, so this is the nearest real one.
-# The tokenizers below wrap the one set before them (`real`, bound at definition): they can be chained.
-TOKENIZER_PANICS_ON = """
-    from llama_index.core.utils import get_tokenizer, set_global_tokenizer
+# The chunker's token count (infra/tokenizer.py's `encoding()`, replaced in the module) panics in
+# tiktoken's Rust code, for real, on a text containing `mark`: tiktoken refuses a vocabulary with a
+# duplicate rank with a Rust panic (pyo3's PanicException). No installed library is known to panic on any
+# file, so this is the nearest real one. The encodings below wrap the one set before them (`real`, bound
+# at definition): they can be chained.
+_WRAPPED_ENCODING = """
+    import rag_server.infra.tokenizer as _tokenizer
 
-    def tokenizer(text, real=get_tokenizer()):
-        if {mark!r} in text:
-            import tiktoken
+    def encoding(real=_tokenizer.encoding):
+        inner = real()
 
-            ranks = {{b"a": 0, b"b": 0}}
-            tiktoken.Encoding(name="broken", pat_str=r"\\w+", mergeable_ranks=ranks, special_tokens={{}})
-        return real(text)
+        class Encoding:
+            def encode(self, text, **options):
+                if {{mark!r}} in text:
+                    {when_marked}
+                return inner.encode(text, **options)
 
-    set_global_tokenizer(tokenizer)
+        return Encoding()
+
+    _tokenizer.encoding = encoding
 """
-
-
-# The chunker's tokenizer, on a text containing `mark`, fills the process's memory up to its limit (the
-# parsing child's address space limit), lets it go, then does `then`: what a library that ran out of
-# memory does where it cannot raise a MemoryError. `then` is a statement; `panic` below is a real one.
-TOKENIZER_FILLS_MEMORY_ON = """
-    from llama_index.core.utils import get_tokenizer, set_global_tokenizer
-
-    def tokenizer(text, real=get_tokenizer()):
-        if {mark!r} in text:
-            ballast = []
-            try:
-                while True:
-                    ballast.append(bytearray(1 << 20))
-            except MemoryError:
-                pass
-            del ballast
-            {then}
-        return real(text)
-
-    set_global_tokenizer(tokenizer)
-"""
+# A real Rust panic: a statement.
 PANIC = (
     "import tiktoken; tiktoken.Encoding(name='broken', pat_str=r'\\w+', "
     "mergeable_ranks={b'a': 0, b'b': 0}, special_tokens={})"
+)
+TOKENIZER_PANICS_ON = _WRAPPED_ENCODING.format(when_marked=PANIC.replace("{", "{{").replace("}", "}}"))
+
+
+# The chunker's token count, on a text containing `mark`, fills the process's memory up to its limit (the
+# parsing child's address space limit), lets it go, then does `then`: what a library that ran out of
+# memory does where it cannot raise a MemoryError. `then` is a statement (PANIC above is one).
+TOKENIZER_FILLS_MEMORY_ON = (
+    _WRAPPED_ENCODING.format(when_marked="_fill_memory_then()")
+    + """
+    def _fill_memory_then():
+        ballast = []
+        try:
+            while True:
+                ballast.append(bytearray(1 << 20))
+        except MemoryError:
+            pass
+        del ballast
+        {then}
+"""
 )
 
 

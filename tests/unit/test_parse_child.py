@@ -1,11 +1,11 @@
 """The parsing child's answer for one file (ingestion/parse_child.py `parse_one`) when a library written
 in Rust panics. No installed version of tiktoken, pydantic-core or cryptography is known to panic on
 any file, so the panic is tiktoken's own, real one (a vocabulary with a duplicate rank), raised from the
-chunker's tokenizer (LlamaIndex's global tokenizer, set through its public API) on a real CSV file."""
+chunker's token count (infra/tokenizer.py's encoding, replaced for the test) on a real CSV file."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,24 +24,25 @@ def _tiktoken_panic() -> None:
 
 
 @pytest.fixture
-def tokenizer_failing_with() -> Iterator[Callable[[Callable[[], None]], None]]:
+def tokenizer_failing_with(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], None]], None]:
     """Makes the chunker's tokenizer call `fail()` on a text containing MARK (the rest as usual)."""
-    import llama_index.core
-    from llama_index.core.utils import get_tokenizer, set_global_tokenizer
+    from rag_server.infra import tokenizer
 
-    real = get_tokenizer()
+    real = tokenizer.encoding()
 
-    def install(fail: Callable[[], None]) -> None:
-        def tokenizer(text: str) -> list[int]:
+    class Failing:
+        def encode(self, text: str, **options: Any) -> list[int]:
             if MARK in text:
-                fail()
-            tokens: list[int] = real(text)
-            return tokens
+                fail[0]()
+            return real.encode(text, **options)
 
-        set_global_tokenizer(tokenizer)
+    fail: list[Callable[[], None]] = []
 
-    yield install
-    llama_index.core.global_tokenizer = real
+    def install(failure: Callable[[], None]) -> None:
+        fail[:] = [failure]
+        monkeypatch.setattr(tokenizer, "encoding", Failing)
+
+    return install
 
 
 def _request(file_type: str, content: bytes) -> dict[str, Any]:

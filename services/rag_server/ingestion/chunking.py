@@ -1,19 +1,17 @@
-"""Sentence-aware chunking with LlamaIndex's SentenceSplitter; offsets, pages, heading paths and
-locations kept per chunk. Table rows are packed (whole rows) into chunks instead of split as prose."""
+"""Sentence-aware chunking (splitter.py: LlamaIndex's SentenceSplitter's rules); offsets, pages, heading
+paths and locations kept per chunk. Table rows are packed (whole rows) into chunks instead of split as
+prose."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from rag_server.infra.tokenizer import count_tokens
 from rag_server.ingestion.parsing import HEADING_SEPARATOR, ParsedDocument, Section
-
-if (
-    TYPE_CHECKING
-):  # imported where used: the worker's parent process needs Chunk, not LlamaIndex (~1 s, ~35 MB)
-    from llama_index.core.node_parser import SentenceSplitter
+from rag_server.ingestion.splitter import SentenceSplitter
 
 
 @dataclass(frozen=True)
@@ -32,10 +30,8 @@ class Chunk:
 
 @lru_cache(maxsize=8)
 def _splitter(chunk_size: int, chunk_overlap: int) -> SentenceSplitter:
-    from llama_index.core.node_parser import SentenceSplitter
-
     # chunk_size/overlap are in tokens (tiktoken cl100k, close to MiniLM word pieces for English).
-    return SentenceSplitter(chunk_size=chunk_size, chunk_overlap=min(chunk_overlap, chunk_size // 2))
+    return SentenceSplitter(chunk_size, min(chunk_overlap, chunk_size // 2))
 
 
 def search_text_for(title: str, text: str, include_title: bool, heading_path: str | None = None) -> str:
@@ -111,7 +107,7 @@ def _groups(parsed: ParsedDocument) -> Iterator[tuple[list[Section], int]]:
         yield group, group_start
 
 
-# LlamaIndex hands a paragraph longer than a chunk to NLTK's sentence tokenizer whole, and NLTK runs each
+# The splitter hands a paragraph longer than a chunk to NLTK's sentence tokenizer whole, and NLTK runs each
 # regular expression under a 5 s wall-clock limit (nltk.redos): a section of a few MB with no blank line
 # (a long text file, a big table cell) failed with a TimeoutError, sooner on a busy machine. Longer
 # sections are cut first, at a paragraph break (else a line break, else a space) in the last half of each
@@ -161,15 +157,12 @@ def _pack_records(
     rows: list[Section], start: int, chunk_size: int
 ) -> Iterator[tuple[str, int | None, Section, dict[str, Any] | None]]:
     """Whole rows up to `chunk_size` tokens a chunk; a longer row is split and keeps its row number."""
-    from llama_index.core.utils import get_tokenizer
-
-    count: Callable[[str], int] = lambda text: len(get_tokenizer()(text))  # noqa: E731
     batch: list[Section] = []
     batch_start = start
     tokens = 0
     at = start
     for row in rows:
-        size = count(row.text)
+        size = count_tokens(row.text)
         if batch and tokens + size > chunk_size:
             yield "\n".join(r.text for r in batch), batch_start, batch[0], _rows_location(batch)
             batch, tokens = [], 0

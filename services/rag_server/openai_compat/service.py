@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from llama_index.core.utils import get_tokenizer
 from pydantic import ValidationError
 
 from rag_server.chat.models import ChatMessageOut, QueryRequest
@@ -23,6 +22,7 @@ from rag_server.errors import InvalidInputError, NotFoundError
 from rag_server.infra.database import Executor
 from rag_server.infra.llm import call_options
 from rag_server.infra.runtime import Runtime
+from rag_server.infra.tokenizer import count_tokens
 from rag_server.openai_compat.models import (
     SEARCH_SUFFIXES,
     AssistantMessage,
@@ -266,6 +266,5 @@ def _encode(row: np.ndarray, encoding_format: str) -> list[float] | str:
 
 
 def _count_tokens(texts: list[str]) -> int:
-    """cl100k tokens (LlamaIndex's bundled tokenizer): close to, not exactly, the embedding model's own."""
-    tokenizer = get_tokenizer()
-    return sum(len(tokenizer(text)) for text in texts)
+    """cl100k tokens: close to, not exactly, the embedding model's own."""
+    return sum(count_tokens(text) for text in texts)
