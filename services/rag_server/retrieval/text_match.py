@@ -61,6 +61,10 @@ def _match(raw: Any, where: str, depth: int, counter: list[int]) -> dict[str, An
             refuse("", f"more than {MAX_CONDITIONS} conditions")
         if not isinstance(operand, str):
             refuse(at, "a text")
+        if "\x00" in operand:
+            # Free text elsewhere has each NUL made a space; here that would match (or, negated, select
+            # for a delete) a different text. No stored text holds a NUL.
+            refuse(at, "a text without NUL characters")
         try:
             checked[op] = _WORDS.validate_python(operand)
         except ValidationError as exc:
