@@ -1,4 +1,5 @@
-"""`rag-server documents list|update|delete` as an operator runs it: a subprocess on the module's database."""
+"""`rag-server documents list|show|update|delete` as an operator runs it: a subprocess on the module's
+database."""
 
 from __future__ import annotations
 
@@ -78,6 +79,27 @@ async def test_list_filters_by_name_and_metadata(settings: Settings, ids: dict[s
         settings, "documents", "list", "--collection", "notes", "--text", '{"$contains": "gamma is"}'
     )
     assert worded.stdout.splitlines()[-1] == "1 of 1 documents" and "gamma.txt" in worded.stdout
+
+
+async def test_show_prints_the_details_and_the_chunks_or_those_matching(
+    settings: Settings, ids: dict[str, UUID]
+) -> None:
+    alpha = str(ids["alpha.txt"])
+    shown = await rag_server(settings, "documents", "show", alpha)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[:3] == [f"id        {alpha}", "name      alpha.txt", "status    ready, version 1, 1 chunk"]
+    assert 'metadata  {"source": "old"}' in lines
+    assert lines[-4:] == ["[chunk 0]", "alpha is a note about herons.", "", "chunks 1-1 of 1"]
+    found = await rag_server(settings, "documents", "show", alpha, "--text", '{"$contains": "herons"}')
+    assert found.stdout.splitlines()[-1] == "matching chunks 1-1 of 1"
+    missed = await rag_server(settings, "documents", "show", alpha, "--text", '{"$contains": "Herons"}')
+    assert missed.stdout.splitlines()[-1] == "matching chunks none of 0"
+    assert "[chunk" not in missed.stdout
+    past = await rag_server(settings, "documents", "show", alpha, "--offset", "5")
+    assert past.stdout.splitlines()[-1] == "chunks none of 1"
+    unknown = await rag_server(settings, "documents", "show", "00000000-0000-0000-0000-000000000000")
+    assert unknown.returncode == 1 and unknown.stderr.startswith("error: no document"), unknown.stderr
 
 
 async def test_update_sets_metadata_on_what_it_lists_and_stays_in_its_collection(
@@ -170,6 +192,9 @@ async def test_delete_lists_first_asks_and_stays_in_its_collection(
         (("documents", "delete", "not-a-uuid", "--yes"), "invalid UUID value"),
         (("documents", "list", "--collection", "nope"), "no collection 'nope'"),
         (("documents", "list", "--limit", "0"), "--limit"),
+        (("documents", "show", "not-a-uuid"), "invalid UUID value"),
+        (("documents", "show", "00000000-0000-0000-0000-000000000000", "--limit", "201"), "--limit"),
+        (("documents", "show", "00000000-0000-0000-0000-000000000000", "--text", "{}"), "error: --text:"),
         (("documents", "update", "--set", '{"a": 1}', "--yes"), "name the documents to update"),
         (("documents", "update", "--text", '{"$contains": "a"}', "--set", "[1]"), "--set must be a JSON"),
         (("documents", "update", "--text", '{"$contains": "a"}', "--set", "{a}"), "--set is not JSON"),

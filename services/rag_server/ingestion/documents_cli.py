@@ -1,4 +1,4 @@
-"""`rag-server documents list|update|delete`: a collection's documents straight on the database
+"""`rag-server documents list|show|update|delete`: a collection's documents straight on the database
 (open_runtime, the system scope), no server needed. An update or a deletion shows what it matches first and
 asks (or needs --yes)."""
 
@@ -29,6 +29,8 @@ from rag_server.ingestion.models import (
 from rag_server.retrieval.models import MetadataMatch, TextMatch
 
 LIMIT = whole_number(1, 10_000)
+CHUNKS = whole_number(1, 200)
+OFFSET = whole_number(0, 2**31 - 1)
 _METADATA = (
     'a JSON object every key of which must match, e.g. \'{"source": "old.pdf"}\' or, with Chroma\'s '
     'operators, \'{"year": {"$lt": 2020}}\''
@@ -53,7 +55,7 @@ class UpdateSelection(DocumentSelection):
 def register_documents_command(sub: Any) -> None:
     p = sub.add_parser(
         "documents",
-        help="list, update the metadata of, or delete a collection's documents",
+        help="list, show (with their chunks), update the metadata of, or delete a collection's documents",
         description=__doc__,
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -67,6 +69,17 @@ def register_documents_command(sub: Any) -> None:
     listing.add_argument("--text", default=None, help=_TEXT)
     listing.add_argument("--sort", choices=get_args(DocumentSort), default="uploaded")
     listing.add_argument("--limit", type=LIMIT, default=100)
+    show = actions.add_parser(
+        "show",
+        help="a document's details and its chunks, in order (what search and chat cite)",
+        description="A document's details and a page of its chunks in order, with their page, slide or "
+        "rows and headings; --text keeps the chunks that match it.",
+    )
+    show.set_defaults(handler=cmd_show)
+    show.add_argument("id", type=UUID, metavar="DOCUMENT_ID")
+    show.add_argument("--text", default=None, help=_TEXT.replace("the documents' chunks", "each chunk"))
+    show.add_argument("--offset", type=OFFSET, default=0, help="chunks (or matches) to skip")
+    show.add_argument("--limit", type=CHUNKS, default=20, help="chunks to show (default 20, at most 200)")
     update = actions.add_parser(
         "update",
         help="set metadata on the documents that ids, --metadata and/or --text name",
@@ -122,8 +135,8 @@ def _text(value: str | None) -> TextMatch | None:
     return _match("--text", TypeAdapter(TextMatch), _TEXT, value)
 
 
-def _count(n: int) -> str:
-    return f"{n} document{'' if n == 1 else 's'}"
+def _count(n: int, noun: str = "document") -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _print(documents: list[Document]) -> None:
@@ -153,6 +166,42 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         )
         _print(listing.items)
         print(f"{len(listing.items)} of {listing.total} documents")
+
+    return run_with_runtime(settings, work)
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.ingestion.documents import get_document
+    from rag_server.retrieval.store import document_chunks_page
+
+    text = _text(args.text)
+
+    async def work(runtime: Runtime) -> None:
+        doc = await get_document(runtime.pool, args.id)
+        total, chunks = await document_chunks_page(
+            runtime.pool, doc.id, doc.chunk_count, args.offset, args.limit, text
+        )
+        facts = {
+            "id": str(doc.id),
+            "name": doc.filename,
+            "status": f"{doc.status}, version {doc.version}, {_count(doc.chunk_count, 'chunk')}",
+            "type": f"{doc.file_type} ({doc.content_type}), {doc.size_bytes} bytes",
+            "metadata": json.dumps(doc.metadata, ensure_ascii=False),
+            "error": doc.error,
+        }
+        for label, value in facts.items():
+            if value is not None:
+                print(f"{label:<9} {value}")
+        for chunk in chunks:
+            place = (
+                chunk.location.label
+                if chunk.location
+                else (f"page {chunk.page}" if chunk.page is not None else None)
+            )
+            head = " · ".join(filter(None, [f"chunk {chunk.chunk_index}", place, chunk.heading_path]))
+            print(f"\n[{head}]\n{chunk.text}")
+        shown = f"{args.offset + 1}-{args.offset + len(chunks)} of {total}" if chunks else f"none of {total}"
+        print(f"\n{'matching ' if text else ''}chunks {shown}")
 
     return run_with_runtime(settings, work)
 

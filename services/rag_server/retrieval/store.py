@@ -82,6 +82,21 @@ async def fetch_document_chunks(
     return [_document_chunk(r) for r in await conn.fetch(DOCUMENT_CHUNKS_SQL, document_id, start, end)]
 
 
+CHUNK_INDEX_MAX = 2**31 - 1  # chunks.chunk_index is an int4
+
+
+async def document_chunks_page(
+    conn: Executor, document_id: UUID, chunk_count: int, offset: int, limit: int, text: dict[str, Any] | None
+) -> tuple[int, list[DocumentChunk]]:
+    """A page of one document's chunks in order, and how many there are to page through: all of its
+    `chunk_count` from chunk_index `offset`, or, with `text` (a checked match), the chunks whose text
+    matches it, the first `offset` matches skipped."""
+    if text is not None:
+        return await find_document_chunks(conn, document_id, text, offset, limit)
+    end = min(offset + limit, CHUNK_INDEX_MAX)  # the window's end must not overflow chunk_index
+    return chunk_count, await fetch_document_chunks(conn, document_id, offset, end)
+
+
 MATCHING_CHUNKS_SQL = """
     WITH matching AS MATERIALIZED (
         SELECT c.id, c.chunk_index, c.page, c.text, c.heading_path, c.location

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from rag_server.api.deps import (
-    MAX_OFFSET,
     ChunkTextQuery,
     MetadataQuery,
     OffsetQuery,
@@ -43,7 +42,7 @@ from rag_server.ingestion.models import (
 from rag_server.ingestion.replacement import replace_document_file
 from rag_server.ingestion.upload import check_declared_size, read_replacement, read_replacement_form
 from rag_server.retrieval.models import DocumentChunks
-from rag_server.retrieval.store import fetch_document_chunks, find_document_chunks
+from rag_server.retrieval.store import document_chunks_page
 from rag_server.text import Cleaned
 
 
@@ -128,12 +127,7 @@ async def document_chunks(
     """The document's chunks in order (`chunk_index` from `offset`), as search and chat cite them; with
     `text`, only those whose own text matches it (Chroma's where_document), `offset` matches skipped."""
     doc = await documents.get_document(pool, document_id)
-    if text is None:
-        # chunk_index is an int4: the window end must not overflow it.
-        items = await fetch_document_chunks(pool, document_id, offset, min(offset + limit, MAX_OFFSET))
-        total = doc.chunk_count
-    else:
-        total, items = await find_document_chunks(pool, document_id, text, offset, limit)
+    total, items = await document_chunks_page(pool, document_id, doc.chunk_count, offset, limit, text)
     return DocumentChunks(document_id=document_id, total=total, offset=offset, limit=limit, items=items)
 
 
