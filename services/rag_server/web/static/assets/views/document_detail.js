@@ -274,7 +274,7 @@ export function mountDetail(root, ctx, route, backHref) {
     const findBar = doc.chunk_count
       ? h(
           "div",
-          { class: "toolbar find-bar" },
+          { class: "toolbar" },
           findField.field,
           find ? h("span", { class: "muted", id: "find-count" }, found) : null,
           find ? h("a", { href: chunksHref(1, "") }, "Show all chunks") : null,
