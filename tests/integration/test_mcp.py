@@ -25,6 +25,7 @@ from rag_server.config import Settings
 from rag_server.infra.database import owner_connection
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+from rag_server.mcp_server import tools
 from tests.support.processes import settings_env
 
 TOOLS = {"ask", "get_document", "list_collections", "list_documents", "search"}
@@ -149,6 +150,51 @@ async def test_http_list_and_read_documents(live_app_url: str, docs: Docs) -> No
     assert part["document"]["name"] == "herons.txt"
     assert part["text"] == "\n\n".join(c["text"] for c in whole["chunks"][1:3])
     assert "Observation 0:" not in part["text"]
+
+
+async def test_http_get_document_finds_text_in_its_chunks(
+    live_app_url: str, docs: Docs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    herons = {"document_id": docs.ids["herons.txt"]}
+    async with mcp_http(live_app_url) as client:
+        whole = data(await client.call_tool("get_document", herons))["chunks"]
+
+        async def found(text: dict[str, Any], **window: int) -> dict[str, Any]:
+            return data(await client.call_tool("get_document", {**herons, "text": text, **window}))
+
+        def indexes(part: dict[str, Any]) -> list[int]:
+            return [c["chunk_index"] for c in part["chunks"]]
+
+        one = {"$contains": "Observation 42:"}
+        hit = await found(one)
+        expected = [c["chunk_index"] for c in whole if "Observation 42:" in c["text"]]
+        assert expected and indexes(hit) == expected and hit["matches"] == len(expected)
+        assert hit["text"] == "\n\n".join(c["text"] for c in hit["chunks"])
+        assert hit["end"] == len(whole)  # everything asked for was read
+        # Within a window of chunk indexes only, and negations too.
+        inside = await found({"$not_contains": "Observation 0:"}, start=0, end=2)
+        assert indexes(inside) == [i for i in (0, 1) if "Observation 0:" not in whole[i]["text"]]
+        assert (await found(one, start=expected[-1] + 1))["matches"] == 0
+        none = await found({"$contains": "kingfisher"})
+        assert none["chunks"] == [] and none["matches"] == 0 and none["text"] == ""
+        # Without `text`, `matches` stays unset.
+        assert data(await client.call_tool("get_document", herons))["matches"] is None
+        # More matches than one read returns: `end` is after the last one returned, so that
+        # start = end reads on, and the pages together are every match once.
+        monkeypatch.setattr(tools, "MAX_CHUNKS_PER_READ", 2)
+        every = {"$contains": "heron"}
+        pages, start = [], 0
+        for _ in whole:  # bounded: a page that does not advance fails, it does not spin
+            page = await found(every, start=start)
+            pages.append(indexes(page))
+            if page["matches"] == len(page["chunks"]):
+                break
+            assert page["end"] == page["chunks"][-1]["chunk_index"] + 1 > start
+            start = page["end"]
+        assert [len(p) for p in pages[:-1]] == [2] * (len(pages) - 1)
+        assert [i for p in pages for i in p] == list(range(len(whole)))
+        refused = await client.call_tool("get_document", {**herons, "text": {"$regex": "her.n"}})
+    assert refused.is_error and "$regex" in error_text(refused), error_text(refused)
 
 
 async def test_http_errors_are_tool_errors(live_app_url: str, docs: Docs) -> None:

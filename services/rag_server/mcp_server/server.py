@@ -238,15 +238,21 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
             lambda: tools.list_documents(runtime, collection, status, limit, offset, name, metadata, text),
         )
 
-    @mcp.tool(description="A document's metadata and text: chunks start <= index < end (max 200).")
+    @mcp.tool(
+        description="A document's metadata and text: chunks start <= index < end (max 200), or with "
+        "`text` only those of them whose text matches."
+    )
     async def get_document(
         ctx: Context,
         document_id: UUID,
         start: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
         end: Annotated[int | None, Field(ge=0, le=2**31 - 1)] = None,
+        text: Annotated[
+            TextMatch | None, Field(description=f"The chunk's own text must match. {TEXT_MATCH_RULES}")
+        ] = None,
     ) -> tools.DocumentContent:
         runtime = services().runtime
-        return await _read(ctx, lambda: tools.get_document(runtime, document_id, start, end))
+        return await _read(ctx, lambda: tools.get_document(runtime, document_id, start, end, text))
 
     return mcp
 

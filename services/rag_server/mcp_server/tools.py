@@ -30,7 +30,7 @@ from rag_server.retrieval.models import (
     TextMatch,
 )
 from rag_server.retrieval.service import search
-from rag_server.retrieval.store import fetch_document_chunks
+from rag_server.retrieval.store import fetch_document_chunks, find_document_chunks
 
 SearchMode = Literal["hybrid", "bm25", "vector"]
 # A document read through a tool returns at most this many chunks per call (page with start/end).
@@ -72,8 +72,15 @@ class DocumentContent(BaseModel):
     document: DocumentSummary
     metadata: dict[str, Any]
     error: str | None
-    start: int = Field(description="First chunk index returned.")
-    end: int = Field(description="One past the last chunk index asked for.")
+    start: int = Field(description="First chunk index asked for.")
+    end: int = Field(
+        description="One past the last chunk index read: to read on, call again with start = end."
+    )
+    matches: int | None = Field(
+        default=None,
+        description="With `text`: how many chunks in start..end (as asked) match; more than returned "
+        "means the rest lie from `end` on.",
+    )
     chunks: list[DocumentChunk]
     text: str = Field(description="The returned chunks' text joined in order.")
 
@@ -183,20 +190,35 @@ async def list_documents(
 
 
 async def get_document(
-    runtime: Runtime, document_id: UUID, start: int = 0, end: int | None = None
+    runtime: Runtime,
+    document_id: UUID,
+    start: int = 0,
+    end: int | None = None,
+    text: TextMatch | None = None,
 ) -> DocumentContent:
     """The document's metadata and the text of chunks `start <= index < end` (at most
-    MAX_CHUNKS_PER_READ of them; default: from the first)."""
+    MAX_CHUNKS_PER_READ of them; default: from the first), or, with `text`, of the chunks among them
+    whose text matches (Chroma's `where_document` on one document)."""
     pool = runtime.read_pool()
     doc = await documents.get_document(pool, document_id)
-    stop = min(start + MAX_CHUNKS_PER_READ, end if end is not None else doc.chunk_count)
-    chunks = await fetch_document_chunks(pool, document_id, start, max(stop, start))
+    window_end = max(end if end is not None else doc.chunk_count, start)
+    matches = None
+    if text is None:
+        stop = min(start + MAX_CHUNKS_PER_READ, window_end)
+        chunks = await fetch_document_chunks(pool, document_id, start, stop)
+    else:
+        matches, chunks = await find_document_chunks(
+            pool, document_id, text, 0, MAX_CHUNKS_PER_READ, start=start, end=window_end
+        )
+        # A capped page ends after its last match, so that `start = end` reads the rest.
+        stop = chunks[-1].chunk_index + 1 if matches > len(chunks) else window_end
     return DocumentContent(
         document=_summary(doc),
         metadata=doc.metadata,
         error=doc.error,
         start=start,
-        end=max(stop, start),
+        end=stop,
+        matches=matches,
         chunks=chunks,
         text="\n\n".join(c.text for c in chunks),
     )

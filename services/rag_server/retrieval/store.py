@@ -101,7 +101,7 @@ MATCHING_CHUNKS_SQL = """
     WITH matching AS MATERIALIZED (
         SELECT c.id, c.chunk_index, c.page, c.text, c.heading_path, c.location
         FROM chunks c
-        WHERE c.document_id = $1 AND {condition}
+        WHERE c.document_id = $1 AND c.chunk_index >= $4 AND c.chunk_index < $5 AND {condition}
     )
     SELECT counted.total, m.*
     FROM (SELECT count(*) AS total FROM matching) AS counted
@@ -111,15 +111,27 @@ MATCHING_CHUNKS_SQL = """
 
 
 async def find_document_chunks(
-    conn: Executor, document_id: UUID, text: dict[str, Any], offset: int, limit: int
+    conn: Executor,
+    document_id: UUID,
+    text: dict[str, Any],
+    offset: int,
+    limit: int,
+    start: int = 0,
+    end: int = CHUNK_INDEX_MAX,
 ) -> tuple[int, list[DocumentChunk]]:
-    """One document's chunks whose own text matches `text` (a checked match, retrieval/text_match.py),
-    in order: how many match, and at most `limit` of them after the first `offset`. One statement, so
-    the count and the page agree."""
+    """One document's chunks with `start <= chunk_index < end` whose own text matches `text` (a checked
+    match, retrieval/text_match.py), in order: how many match, and at most `limit` of them after the
+    first `offset`. One statement, so the count and the page agree."""
     params: list[Any] = []
-    condition = text_clause(text, params, 4, chunk_contains("c.text"))
+    condition = text_clause(text, params, 6, chunk_contains("c.text"))
     rows = await conn.fetch(
-        MATCHING_CHUNKS_SQL.format(condition=condition), document_id, offset, limit, *params
+        MATCHING_CHUNKS_SQL.format(condition=condition),
+        document_id,
+        offset,
+        limit,
+        start,
+        min(end, CHUNK_INDEX_MAX),
+        *params,
     )
     return int(rows[0]["total"]), [_document_chunk(r) for r in rows if r["id"] is not None]
 
