@@ -180,6 +180,10 @@ class Settings(BaseSettings):
     # Retries inside the OpenAI client on 429/5xx; each retry can add up to llm_timeout_s.
     llm_max_retries: int = Field(default=1, ge=0, le=5)
     llm_temperature: float = 0.1
+    # Chat cites only passages whose cosine similarity with the question reaches this, or that hold
+    # every word of it (retrieval/relevance.py); none left: "no relevant passages", and no LLM call.
+    # Calibrated for all-MiniLM-L6-v2 (reports/relevance/chat-floor.md); -1 cites whatever search ranks.
+    chat_min_similarity: float = Field(default=0.3, ge=-1, le=1)
     # How many earlier messages of the session feed the condense step and the answer prompt.
     chat_history_messages: int = Field(default=6, ge=0, le=50)
     # Temporary sessions live only in server memory; forgotten after this many idle seconds.

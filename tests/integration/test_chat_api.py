@@ -28,6 +28,11 @@ from tests.fakes.llm_server import TITLE, Behaviour, FakeLLM
 from tests.support.processes import Proc, process_env, start_server
 from tests.support.sse import read_events
 
+# This module's questions test the answer's mechanics (follow-ups, which the fake LLM condenses into
+# "Standalone: and its parameters?", a text no passage resembles): chat's floor under its sources
+# (tests/integration/test_search_floor.py) is off, so every question gets what search ranks.
+ANY_SOURCE = {"RAG_CHAT_MIN_SIMILARITY": "-1"}
+
 DOCS = {
     "hnsw.txt": "HNSW is a graph-based index for approximate nearest neighbour search. pgvector builds "
     "HNSW indexes with the parameters m and ef_construction. A higher ef_search improves recall "
@@ -85,7 +90,7 @@ def plain_server(
     documents: dict[str, uuid.UUID],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
-    yield from _server(process_env(database_url, data_dir), tmp_path_factory.mktemp("plain"))
+    yield from _server(process_env(database_url, data_dir, **ANY_SOURCE), tmp_path_factory.mktemp("plain"))
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +109,7 @@ def llm_server(
         RAG_LLM_MODEL="fake-model",
         RAG_LLM_TIMEOUT_S="5",
         RAG_LLM_MAX_RETRIES="0",
+        **ANY_SOURCE,
     )
     yield from _server(env, tmp_path_factory.mktemp("llm"))
 

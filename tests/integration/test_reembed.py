@@ -243,6 +243,21 @@ async def test_reembed_survives_a_kill_switches_live_rolls_back_and_finalizes(
     assert query(database_url, "SELECT to_regclass('chunk_vectors_g2_hnsw') IS NOT NULL AS x")[0]["x"]
     hits = await search(runtime, SearchRequest(query="zebrafish heart", search_type="vector", top_k=5))
     assert len(hits.results) == 5
+    # A floor compares with the new generation's vectors (chunk_vectors): -1 keeps all, 1 only the
+    # chunks that hold every word.
+    ranked = [h.chunk_id for h in hits.results]
+    every_word = {
+        r["id"]
+        for r in query(
+            database_url,
+            "SELECT id FROM chunks"
+            " WHERE to_tsvector('english', search_text) @@ plainto_tsquery('english', %s)",
+            "zebrafish heart",
+        )
+    }
+    for floor, kept in ((-1.0, ranked), (1.0, [i for i in ranked if i in every_word])):
+        request = SearchRequest(query="zebrafish heart", search_type="vector", top_k=5, min_similarity=floor)
+        assert [h.chunk_id for h in (await search(runtime, request)).results][: len(kept)] == kept
     # The new generation's partial expression index is one the planner can use for the vector leg (on a
     # table this small it prefers the primary key and a sort; a large one makes the index cheaper).
     embedding = await embed_query(runtime, "zebrafish heart")

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchem
 
 from rag_server.collections.models import CollectionRef
 from rag_server.errors import ForbiddenError, NotFoundError
-from rag_server.retrieval.models import ChunkLocation, SearchFilters, SearchType
+from rag_server.retrieval.models import ChunkLocation, MinSimilarity, SearchFilters, SearchType
 from rag_server.text import CleanText
 
 Role = Literal["system", "user", "assistant"]
@@ -162,6 +162,12 @@ class QueryRequest(BaseModel):
     search_type: SearchType | None = None
     top_k: int = Field(default=5, ge=1, le=50)
     filters: SearchFilters | None = None
+    min_similarity: MinSimilarity | None = Field(
+        default=None,
+        description="Cite only passages whose cosine similarity with the question reaches this, or "
+        "that hold every word of it; none left: no relevant passages, and no LLM call. Default: "
+        "RAG_CHAT_MIN_SIMILARITY; -1 cites whatever search ranks.",
+    )
     # Scopes this question's retrieval only; the session stores nothing about it.
     collections: list[CollectionRef] | None = Field(
         default=None, min_length=1, max_length=100, description="Names or ids; default: ['default']."

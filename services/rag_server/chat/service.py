@@ -270,6 +270,7 @@ class ChatService:
                 top_k=turn.request.top_k,
                 search_type=turn.search_type,
                 filters=turn.request.filters,
+                min_similarity=self._floor(turn.request),
             ),
             scope=turn.collection_ids,
             pool=turn.reads,
@@ -279,6 +280,13 @@ class ChatService:
             turn.timings[f"search_{name}"] = value
         turn.hits = list(result.results)
         turn.sources = sources_from_hits(turn.hits)
+
+    def _floor(self, request: QueryRequest) -> float | None:
+        """The sources' min_similarity: the question's, else the setting's; -1 is none (saves a query)."""
+        floor = (
+            self.settings.chat_min_similarity if request.min_similarity is None else request.min_similarity
+        )
+        return None if floor <= -1 else floor
 
     async def _answer_text(self, turn: Turn, llm: LLM | None) -> AsyncIterator[str]:
         start = time.perf_counter()

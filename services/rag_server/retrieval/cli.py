@@ -27,6 +27,12 @@ def register_search_command(sub: Any) -> None:
         default="chunk",
         help="document: one hit per document (its best chunk), documents fused per document",
     )
+    p.add_argument(
+        "--min-similarity",
+        type=float,
+        default=None,
+        help="leave out hits whose cosine with the query is below this, unless they hold every word of it",
+    )
     p.add_argument("--url", default=None, help="ask a running server instead of opening the database")
     p.add_argument("--json", action="store_true", help="print the raw JSON response")
     p.add_argument(
@@ -53,9 +59,16 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             collections=args.collections,
             alpha=args.alpha,
             group_by=args.group_by,
+            min_similarity=args.min_similarity,
         )
     except ValidationError as exc:  # pydantic's many lines (and a link), as one
-        labels = {"query": "QUERY", "top_k": "--top-k", "alpha": "--alpha", "collections": "--collection"}
+        labels = {
+            "query": "QUERY",
+            "top_k": "--top-k",
+            "alpha": "--alpha",
+            "collections": "--collection",
+            "min_similarity": "--min-similarity",
+        }
         print(f"error: {refusal(exc, SearchRequest, labels)}", file=sys.stderr)
         return 2
     except ValueError as exc:
@@ -82,7 +95,9 @@ async def _in_process(settings: Settings, request: SearchRequest) -> SearchRespo
     from rag_server.infra.runtime import open_runtime
     from rag_server.retrieval.service import search
 
-    load: EmbedderRole | None = None if request.search_type == "bm25" else "queries"
+    # A floor compares vectors: a BM25 search under one embeds its query too.
+    alone = request.search_type == "bm25" and request.min_similarity is None
+    load: EmbedderRole | None = None if alone else "queries"
     async with open_runtime(settings, migrate=True, load_embedder=load) as rt:
         return await search(rt, request)
 

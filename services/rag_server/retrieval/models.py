@@ -51,6 +51,14 @@ class SearchFilters(BaseModel):
     text: TextMatch | None = Field(default=None, description=f"On each chunk's text. {TEXT_MATCH_RULES}")
 
 
+MIN_SIMILARITY_RULE = (
+    "Leave out the hits whose cosine similarity with the query is below this, unless their text holds "
+    "every word of the query (stemmed, stop words ignored: an exact name or code stays); the next ranked "
+    "take their places. Default: none (the top_k ranked, however weak)."
+)
+MinSimilarity = Annotated[float, Field(ge=-1, le=1)]
+
+
 class SearchRequest(BaseModel):
     # A misspelt option (`filter`, `topk`) is refused, not searched without it.
     model_config = ConfigDict(extra="forbid")
@@ -79,6 +87,7 @@ class SearchRequest(BaseModel):
         "hit per document, its best chunk, documents ranked by fusing each leg's best chunk per "
         "document; a hit's vector/bm25 rank is then the document's rank within that leg.",
     )
+    min_similarity: MinSimilarity | None = Field(default=None, description=MIN_SIMILARITY_RULE)
 
 
 class LegScore(BaseModel):

@@ -52,6 +52,7 @@ from rag_server.retrieval.models import (
     SearchRequest,
     SearchResponse,
 )
+from rag_server.retrieval.relevance import above_floor
 from rag_server.retrieval.store import ChunkRow, chunk_documents, fetch_chunks
 from rag_server.retrieval.vector import VectorSpace, vector_leg, vector_settings, vector_sql
 
@@ -193,9 +194,10 @@ def _convex(runtime: Runtime, request: SearchRequest, legs: dict[str, list[LegHi
 
 
 def leg_depth(settings: Settings, request: SearchRequest) -> int:
-    """Chunks each leg returns: top_k for a leg alone, RAG_HYBRID_CANDIDATES (at least top_k) for fusion
-    or for one hit per document (several chunks of one document fold into one hit)."""
-    if request.search_type != "hybrid" and request.group_by == "chunk":
+    """Chunks each leg returns: top_k for a leg alone, RAG_HYBRID_CANDIDATES (at least top_k) for fusion,
+    for one hit per document (several chunks of one document fold into one hit) or under a floor (the
+    hits below it give their places to the next ranked)."""
+    if request.search_type != "hybrid" and request.group_by == "chunk" and request.min_similarity is None:
         return request.top_k
     return max(settings.hybrid_candidates, request.top_k)
 
@@ -238,7 +240,10 @@ async def search(
     depth = leg_depth(settings, request)
     # What the legs read through the runtime's own pool, read before holding a connection (both are
     # cached): a request holding one connection must never wait for another.
-    generation = None if request.search_type == "bm25" else await searched_generation(runtime)
+    floor = request.min_similarity
+    # The floor compares the query's vector with the chunks': a BM25 search with one embeds it too.
+    embeds = request.search_type != "bm25" or floor is not None
+    generation = await searched_generation(runtime) if embeds else None
     if request.search_type != "vector":
         await bm25_engine(runtime)
 
@@ -247,12 +252,12 @@ async def search(
         # switch between the two cannot pair a vector with another model's index).
         return await _timed(timings, "embed", lambda: embed_query(runtime, query, generation))
 
-    # Alone, the vector leg needs no connection while the query is embedded.
-    embedded = await embed() if request.search_type == "vector" else None
+    # Alone, the vector leg (or a floor under BM25) needs no connection while the query is embedded.
+    embedded = await embed() if embeds and request.search_type != "hybrid" else None
     # The vector query's pgvector settings go with the scope's when the transaction starts: one round
     # trip less when it runs on this connection. Its collection scope is always a filter here.
     ef_search = request.ef_search or settings.hnsw_ef_search
-    pgvector = None if generation is None else vector_settings(depth, ef_search, filtered=True)
+    pgvector = None if request.search_type == "bm25" else vector_settings(depth, ef_search, filtered=True)
     async with pool.acquire(isolation="repeatable_read", readonly=True, settings=pgvector) as conn:
         alphas: list[float | None] | None = None
         if scope is None:
@@ -282,7 +287,8 @@ async def search(
                 timings, "bm25", lambda: bm25_search(runtime, query, depth, filters, searched, conn)
             )
 
-        if embedded is not None:
+        if request.search_type == "vector":
+            assert embedded is not None
             legs = {"vector": await run_vector(embedded, conn)}
         elif request.search_type == "bm25":
             legs = {"bm25": await run_bm25()}
@@ -306,13 +312,31 @@ async def search(
                 await asyncio.gather(bm25, return_exceptions=True)
                 raise
             legs = {"vector": vector_hits, "bm25": bm25_hits}
+            embedded = embedding
         convex_fusion = _convex(runtime, request, legs)
         alpha = await hybrid_alpha(runtime, request, scope, alphas, conn) if convex_fusion else None
         ranked = await _rank(conn, runtime, request, legs, timings, alpha)
+        if floor is not None and generation is not None and embedded is not None:
+            ranked = await _timed(
+                timings, "floor", lambda: _above_floor(conn, ranked, embedded, query, floor, generation)
+            )
         results = await _timed(timings, "fetch", lambda: _visible_hits(conn, ranked, top_k))
     timings["total"] = round((time.perf_counter() - started) * 1000, 3)
     observe_search(request.search_type, timings)  # Prometheus, when an app serves this search
     return SearchResponse(query=query, search_type=request.search_type, results=results, timings_ms=timings)
+
+
+async def _above_floor(
+    conn: asyncpg.Connection,
+    ranked: list[FusedHit],
+    embedding: np.ndarray,
+    query: str,
+    floor: float,
+    generation: Generation,
+) -> list[FusedHit]:
+    """The ranked chunks that reach the request's min_similarity (retrieval/relevance.py), in order."""
+    kept = await above_floor(conn, [h.chunk_id for h in ranked], embedding, query, floor, _space(generation))
+    return [h for h in ranked if h.chunk_id in kept]
 
 
 async def _visible_hits(conn: asyncpg.Connection, ranked: list[FusedHit], top_k: int) -> list[SearchHit]:
