@@ -222,3 +222,27 @@ def test_cli_search_takes_a_floor_and_refuses_one_out_of_range(
     assert [h["document_name"] for h in json.loads(done.stdout)["results"]] == ["museum.txt"]
     refused = run("--min-similarity", "2")
     assert refused.returncode == 2 and "--min-similarity" in refused.stderr, refused.stderr
+
+
+def test_a_follow_up_no_llm_made_standalone_searches_again_with_the_question_before_it(
+    sync_app_client: TestClient, documents: dict[str, UUID]
+) -> None:
+    client = sync_app_client  # no LLM: follow-ups are not condensed
+    first, follow_up = "How many vacation days do employees get?", "Is that the same for part-timers?"
+    assert search(client, query=follow_up, min_similarity=FLOOR) == []  # nothing on its own
+
+    def ask(query: str, session: str) -> dict[str, Any]:
+        reply = client.post("/query", json={"query": query, "session_id": session})
+        assert reply.status_code == 200, reply.text
+        return dict(reply.json())
+
+    ask(first, "floor-follow-up")
+    answer = ask(follow_up, "floor-follow-up")
+    assert answer["condensed_query"] == f"{first} {follow_up}"
+    assert answer["sources"] and "25 days of paid vacation" in answer["sources"][0]["excerpt"]
+    # A question that finds sources of its own is searched as asked, even in the middle of a session.
+    other = ask("How do I reset my password?", "floor-follow-up")
+    assert other["condensed_query"] is None and other["sources"][0]["document_name"] == "faq.html"
+    # Alone, the follow-up has nothing to fall back on.
+    alone = ask(follow_up, "floor-alone")
+    assert alone["sources"] == [] and alone["answer"] == NO_SOURCES_ANSWER

@@ -54,6 +54,11 @@ from rag_server.retrieval.service import search
 logger = logging.getLogger(__name__)
 
 
+def _last_question(turn: Turn) -> str | None:
+    """The session's previous question (None in a new session)."""
+    return next((m.content for m in reversed(turn.history) if m.role == "user"), None)
+
+
 def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 3)
 
@@ -254,6 +259,12 @@ class ChatService:
                     turn.llm_error = str(exc)
                 turn.timings["condense"] = _ms(start)
             await self._retrieve(turn, retrieval_query)
+            if not turn.hits and turn.condensed_query is None and (asked := _last_question(turn)):
+                # A follow-up no LLM made standalone ("How long does that take?") found nothing on its
+                # own: search again with the question before it, and say so (condensed_query).
+                await self._retrieve(turn, f"{asked} {turn.question}")
+                if turn.hits:
+                    turn.condensed_query = f"{asked} {turn.question}"
             yield ""  # sources are known: lets the streaming route send them before the first token
             async for piece in self._answer_text(turn, llm):
                 yield piece
