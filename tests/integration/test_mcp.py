@@ -97,6 +97,13 @@ async def test_http_tools_search_and_cite(live_app_url: str, docs: Docs) -> None
         assert {h["document_name"] for h in bm25["results"]} == {"herons.txt"}
         alpha = data(await client.call_tool("search", {"query": "axolotls limbs", "collection": "alpha"}))
         assert {h["document_name"] for h in alpha["results"]} == {"alpha.txt"}
+        # A floor says when nothing matches: search alone ranks whatever there is.
+        off_topic = {"query": "Who won the football world cup in 2014?"}
+        assert data(await client.call_tool("search", off_topic))["results"]
+        floored = await client.call_tool("search", {**off_topic, "min_similarity": 0.3})
+        assert data(floored)["results"] == []
+        kept = await client.call_tool("search", {"query": "zebrafish heart", "min_similarity": 0.3})
+        assert data(kept)["results"][0]["document_name"] == "zebrafish.txt"
 
 
 async def test_http_ask_is_cited_and_stores_nothing(live_app_url: str, runtime: Runtime, docs: Docs) -> None:

@@ -51,7 +51,13 @@ from rag_server.infra.scoped_pool import bind_scope, reset_scope
 from rag_server.ingestion.models import DocumentStatus, NamePart
 from rag_server.mcp_server import tools
 from rag_server.retrieval.metadata_match import METADATA_MATCH_RULES
-from rag_server.retrieval.models import MetadataMatch, SearchFilters, TextMatch
+from rag_server.retrieval.models import (
+    MIN_SIMILARITY_RULE,
+    MetadataMatch,
+    MinSimilarity,
+    SearchFilters,
+    TextMatch,
+)
 from rag_server.retrieval.text_match import TEXT_MATCH_RULES
 
 T = TypeVar("T")
@@ -190,11 +196,15 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         top_k: Annotated[int, Field(ge=1, le=100)] = 10,
         collection: CollectionArgument | None = None,
         filters: SearchFilters | None = None,
+        min_similarity: Annotated[
+            MinSimilarity | None,
+            Field(description=f"{MIN_SIMILARITY_RULE} No hit then means nothing in the documents matches."),
+        ] = None,
     ) -> tools.SearchResult:
         runtime = services().runtime
         return await _read(
             ctx,
-            lambda: tools.search_chunks(runtime, query, mode, top_k, collection, filters),
+            lambda: tools.search_chunks(runtime, query, mode, top_k, collection, filters, min_similarity),
             SEARCH_ARGUMENTS,
         )
 

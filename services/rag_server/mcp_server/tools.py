@@ -110,9 +110,15 @@ async def search_chunks(
     top_k: int = 10,
     collection: str | None = None,
     filters: SearchFilters | None = None,
+    min_similarity: float | None = None,
 ) -> SearchResult:
     request = SearchRequest(
-        query=query, top_k=top_k, search_type=mode, filters=filters, collections=_collections(collection)
+        query=query,
+        top_k=top_k,
+        search_type=mode,
+        filters=filters,
+        collections=_collections(collection),
+        min_similarity=min_similarity,
     )
     response = await search(runtime, request, pool=runtime.read_pool())
     return SearchResult(query=response.query, mode=response.search_type, results=response.results)
