@@ -235,3 +235,37 @@ async def test_a_failed_search_leaves_no_hits_of_the_query_before(
     await expect(page.get_by_role("alert")).to_contain_text("20000")
     await expect(page.locator(".hit")).to_have_count(0)
     await expect(page.locator(".timings")).to_have_count(0)
+
+
+async def test_a_similarity_floor_lives_in_the_url_and_says_when_nothing_bears_on_the_query(
+    page: Page, documents: dict[str, dict[str, Any]]
+) -> None:
+    await page.get_by_role("link", name="Search", exact=True).click()
+    hits = page.locator(".hit")
+    status = page.locator(".search-status")
+    await search(page, "Who won the football world cup in 2014?", "Hybrid")
+    await expect(hits.first).to_be_visible()  # search alone ranks whatever there is
+    await page.get_by_label("Min similarity").fill("0.3")
+    await page.get_by_role("button", name="Search", exact=True).click()
+    await expect(status).to_contain_text("nothing here bears on it")
+    await expect(hits).to_have_count(0)
+    assert "min=0.3" in page.url, page.url
+    # A query about one of the documents keeps it, and only what reaches the floor.
+    await search(page, "otters crack shellfish with stones", "Hybrid")
+    await expect(hits.first.locator(".hit-title a")).to_have_text("otters.txt")
+    await expect(hits).to_have_count(1)
+    await expect(page.locator(".timings")).to_contain_text("similarity floor")
+    await page.reload()
+    await expect(page.get_by_label("Min similarity")).to_have_value("0.3")
+    await expect(hits).to_have_count(1)
+    # A value out of range is the field's to refuse (the browser says why); the search stays as it was.
+    floor = page.get_by_label("Min similarity")
+    await floor.fill("7")
+    await page.get_by_role("button", name="Search", exact=True).click()
+    assert await floor.evaluate("el => el.validity.rangeOverflow")
+    assert "min=0.3" in page.url, page.url
+    # Emptied: no floor, every document ranked again.
+    await floor.fill("")
+    await page.get_by_role("button", name="Search", exact=True).click()
+    await expect(hits).to_have_count(4)
+    assert "min=" not in page.url, page.url

@@ -13,10 +13,16 @@ const MODES = [
   ["bm25", "BM25", "exact words"],
   ["vector", "Vector", "meaning"],
 ];
-const STAGES = { embed: "embed query", vector: "vector leg", bm25: "BM25 leg", fuse: "fusion", fetch: "fetch text", total: "total" };
+const STAGES = { embed: "embed query", vector: "vector leg", bm25: "BM25 leg", fuse: "fusion", floor: "similarity floor", fetch: "fetch text", total: "total" };
 const DEFAULT_K = 10;
 const EXCERPT_CHARS = 700;
 const CONTAINS_MAX = 1000; // the API's limit on a text of filters.text
+
+// The API's min_similarity (-1..1), or "" for none: a number the URL or the field holds.
+function floorValue(text) {
+  const value = Number.parseFloat(text || "");
+  return Number.isFinite(value) && value >= -1 && value <= 1 ? String(value) : "";
+}
 
 function searchParams(query) {
   const mode = MODES.some(([m]) => m === query.get("mode")) ? query.get("mode") : "hybrid";
@@ -29,6 +35,7 @@ function searchParams(query) {
     doc: query.get("doc") || "",
     has: (query.get("has") || "").trim().slice(0, CONTAINS_MAX),
     meta: (query.get("meta") || "").trim().slice(0, METADATA_MAX),
+    min: floorValue(query.get("min")),
   };
 }
 
@@ -40,6 +47,7 @@ function searchHref(p) {
   if (p.doc) query.doc = p.doc;
   if (p.has) query.has = p.has;
   if (p.meta) query.meta = p.meta;
+  if (p.min) query.min = p.min;
   return href("search", null, query);
 }
 
@@ -132,6 +140,15 @@ export function mount(root, ctx, route) {
     autocomplete: "off",
     spellcheck: "false",
   });
+  const floorInput = h("input", {
+    type: "number",
+    id: "search-floor",
+    min: "-1",
+    max: "1",
+    step: "0.05",
+    placeholder: "none",
+    title: "Leave out passages whose cosine similarity with the query is below this, unless they hold every word of it",
+  });
   // Applied with the next search (Enter in it submits); a valid change re-runs a query already there.
   const metadata = metadataFilter("search-metadata", (meta) => {
     if (meta !== p.meta && queryInput.value.trim()) form.requestSubmit();
@@ -159,6 +176,7 @@ export function mount(root, ctx, route) {
       h("label", { class: "field", for: "search-type" }, h("span", {}, "File type"), typeSelect),
       h("label", { class: "field", for: "search-doc" }, h("span", {}, "Document"), docSelect),
       h("label", { class: "field contains-filter", for: "search-contains" }, h("span", {}, "Contains"), containsInput),
+      h("label", { class: "field floor-filter", for: "search-floor" }, h("span", {}, "Min similarity"), floorInput),
       metadata.field,
     ),
     metadata.note,
@@ -189,6 +207,7 @@ export function mount(root, ctx, route) {
       doc: docSelect.value,
       has: containsInput.value.trim(),
       meta: match.text,
+      min: floorValue(floorInput.value),
     };
   }
 
@@ -200,6 +219,7 @@ export function mount(root, ctx, route) {
     ensureDocOption(p.doc);
     docSelect.value = p.doc;
     containsInput.value = p.has;
+    floorInput.value = p.min;
     metadata.show(p.meta);
   }
 
@@ -225,7 +245,7 @@ export function mount(root, ctx, route) {
     else navigate(target);
   });
   // A different mode or filter re-runs the current query at once.
-  for (const el of [typeSelect, docSelect, ...form.querySelectorAll("input[name=mode]")]) {
+  for (const el of [typeSelect, docSelect, floorInput, ...form.querySelectorAll("input[name=mode]")]) {
     el.addEventListener("change", () => {
       if (queryInput.value.trim()) form.requestSubmit();
     });
@@ -268,7 +288,14 @@ export function mount(root, ctx, route) {
       answer = await api("/search", {
         method: "POST",
         signal: controller.signal,
-        json: { query: p.q, search_type: p.mode, top_k: p.k, collections: [ctx.collection], filters: Object.keys(filters).length ? filters : undefined },
+        json: {
+          query: p.q,
+          search_type: p.mode,
+          top_k: p.k,
+          collections: [ctx.collection],
+          filters: Object.keys(filters).length ? filters : undefined,
+          min_similarity: p.min ? Number(p.min) : undefined,
+        },
       });
     } catch (err) {
       if (err.name === "AbortError") return;
@@ -284,7 +311,10 @@ export function mount(root, ctx, route) {
     clear(results).append(...answer.results.map((hit, i) => hitElement(hit, i + 1, p)));
     clear(timings).append(timingsElement(answer.timings_ms));
     const n = answer.results.length;
-    status.textContent = n ? `${n} result${n === 1 ? "" : "s"} · ${MODES.find(([m]) => m === p.mode)[1]}` : "No results. Try other words, or the vector mode for meaning.";
+    const none = p.min
+      ? `No passage reaches similarity ${p.min} or holds every word of the query: nothing here bears on it.`
+      : "No results. Try other words, or the vector mode for meaning.";
+    status.textContent = n ? `${n} result${n === 1 ? "" : "s"} · ${MODES.find(([m]) => m === p.mode)[1]}` : none;
     announce(status.textContent);
   }
 
