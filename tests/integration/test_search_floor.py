@@ -246,3 +246,22 @@ def test_a_follow_up_no_llm_made_standalone_searches_again_with_the_question_bef
     # Alone, the follow-up has nothing to fall back on.
     alone = ask(follow_up, "floor-alone")
     assert alone["sources"] == [] and alone["answer"] == NO_SOURCES_ANSWER
+
+
+def test_the_stream_says_so_too(client: TestClient, fake_llm: FakeLLM) -> None:
+    fake_llm.reset()
+    with client.stream("POST", "/query/stream", json={"query": OFF_TOPIC}) as reply:
+        assert reply.status_code == 200
+        body = reply.read().decode()
+    events = [
+        (block.split("\n", 1)[0].removeprefix("event:").strip(), json.loads(block.split("data:", 1)[1]))
+        for block in body.strip().split("\n\n")
+        if block.startswith("event:")
+    ]
+    names = [name for name, _ in events]
+    assert names[0] == "sources" and events[0][1]["sources"] == [] and names[-1] == "done", names
+    assert events[-1][1]["answer"] == NO_SOURCES_ANSWER
+    assert (
+        "".join(data.get("text", "") for name, data in events if name == "token").strip() == NO_SOURCES_ANSWER
+    )
+    assert "answer" not in fake_llm.kinds()
