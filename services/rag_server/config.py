@@ -156,6 +156,11 @@ class Settings(BaseSettings):
     bm25_pack_interval_s: float = Field(default=60.0, ge=0)
     # HNSW candidate list per query; raised to top_k when smaller (HNSW returns at most ef rows).
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+    # An HNSW answer whose best similarity is below this is checked by an exact scan (a cluster of
+    # near-equal vectors can trap the graph's search: reports/hnsw-duplicates.md), while the chunks
+    # table holds at most vector_recheck_max_chunks rows. -1: never. Calibrated for all-MiniLM-L6-v2.
+    vector_recheck_below: float = Field(default=0.3, ge=-1, le=1)
+    vector_recheck_max_chunks: int = Field(default=20_000, ge=0)
     # convex: SciFact nDCG@10 0.732 vs 0.714 for RRF (k=60) on the same legs; see CLAUDE.md.
     fusion: Literal["rrf", "convex"] = "convex"
     rrf_k: int = Field(default=60, ge=1)

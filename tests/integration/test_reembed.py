@@ -24,7 +24,7 @@ from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from rag_server.retrieval.models import SearchRequest
 from rag_server.retrieval.service import embed_query, search
-from rag_server.retrieval.vector import VectorSpace, vector_sql
+from rag_server.retrieval.vector import VectorSpace, exact_vector_leg, vector_sql
 from tests.fakes.embedding_server import FakeEmbeddingServer
 from tests.integration.test_eval import make_dataset
 from tests.support.ingest import enqueue, query
@@ -266,6 +266,16 @@ async def test_reembed_survives_a_kill_switches_live_rolls_back_and_finalizes(
         sql = vector_sql(None, None, VectorSpace(2, 64))[0]
         plan = "\n".join(r[0] for r in await owner.fetch(f"EXPLAIN {sql}", embedding, 5))
     assert "chunk_vectors_g2_hnsw" in plan, plan
+    # The exact scan a weak answer is checked by reads the new generation's vectors too: the same order
+    # as a sort over all of them.
+    async with owner_connection(database_url) as owner:
+        exact = await exact_vector_leg(owner, embedding, 5, space=VectorSpace(2, 64), up_to=10**9)
+        everything = await owner.fetch(
+            "SELECT chunk_id, 1 - ((embedding::vector(64)) <=> $1) AS s FROM chunk_vectors"
+            " WHERE generation_id = 2 ORDER BY s DESC, chunk_id LIMIT 5",
+            embedding,
+        )
+    assert [h.chunk_id for h in exact] == [r["chunk_id"] for r in everything]
 
     # A document ingested after finalize: its chunks carry only the new model's vectors.
     [late] = await enqueue(runtime, [("late.txt", long_text(200, seed=7).encode())])

@@ -24,6 +24,7 @@ from rag_server.infra.database import owner_connection
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from rag_server.retrieval.service import embed_query
+from rag_server.retrieval.vector import exact_vector_leg
 from tests.fakes.llm_server import FakeLLM
 from tests.integration.conftest import APP_BASE_URL
 from tests.support.processes import process_env
@@ -265,3 +266,29 @@ def test_the_stream_says_so_too(client: TestClient, fake_llm: FakeLLM) -> None:
         "".join(data.get("text", "") for name, data in events if name == "token").strip() == NO_SOURCES_ANSWER
     )
     assert "answer" not in fake_llm.kinds()
+
+
+async def test_a_weak_vector_answer_is_checked_by_an_exact_scan(
+    client: TestClient, runtime: Runtime, documents: dict[str, UUID]
+) -> None:
+    # HNSW can be trapped in a cluster of near-equal vectors, and its answer is then far from the query
+    # (reports/hnsw-duplicates.md). A trap cannot be built on demand (the graph's levels are random):
+    # what is checked is that a weak answer (best < RAG_VECTOR_RECHECK_BELOW) is replaced by the exact
+    # top k, and a strong one is not.
+    cosines, _ = await evidence(runtime, OFF_TOPIC)
+    exact = sorted(cosines, key=lambda i: (-cosines[i], i))[:3]
+    reply = client.post("/search", json={"query": OFF_TOPIC, "search_type": "vector", "top_k": 3}).json()
+    assert max(cosines.values()) < runtime.settings.vector_recheck_below
+    assert "vector_exact" in reply["timings_ms"], reply["timings_ms"]
+    assert [h["chunk_id"] for h in reply["results"]] == exact
+    strong = client.post("/search", json={"query": "How many vacation days do employees get?"}).json()
+    assert "vector_exact" not in strong["timings_ms"], strong["timings_ms"]
+    # Beyond the bound on the table's size the scan reads nothing and returns nothing.
+    vector = await embed_query(runtime, OFF_TOPIC)
+    async with owner_connection(runtime.database_url) as conn:
+        await conn.execute("ANALYZE chunks")
+        rows = await conn.fetchval("SELECT reltuples::int FROM pg_class WHERE oid = 'chunks'::regclass")
+        assert rows == len(cosines)
+        within = await exact_vector_leg(conn, vector, 3, up_to=rows)
+        beyond = await exact_vector_leg(conn, vector, 3, up_to=rows - 1)
+    assert [h.chunk_id for h in within] == exact and beyond == []

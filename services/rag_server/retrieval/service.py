@@ -54,7 +54,13 @@ from rag_server.retrieval.models import (
 )
 from rag_server.retrieval.relevance import above_floor
 from rag_server.retrieval.store import ChunkRow, chunk_documents, fetch_chunks
-from rag_server.retrieval.vector import VectorSpace, vector_leg, vector_settings, vector_sql
+from rag_server.retrieval.vector import (
+    VectorSpace,
+    exact_vector_leg,
+    vector_leg,
+    vector_settings,
+    vector_sql,
+)
 
 T = TypeVar("T")
 
@@ -313,6 +319,23 @@ async def search(
                 raise
             legs = {"vector": vector_hits, "bm25": bm25_hits}
             embedded = embedding
+        if "vector" in legs and _weak(settings, legs["vector"]):
+            assert generation is not None and embedded is not None
+            vector = embedded
+
+            async def recheck() -> list[LegHit]:
+                return await exact_vector_leg(
+                    conn,
+                    vector,
+                    depth,
+                    filters,
+                    searched,
+                    space=_space(generation),
+                    up_to=settings.vector_recheck_max_chunks,
+                )
+
+            # None: the table is beyond the bound (or the scope is empty).
+            legs["vector"] = await _timed(timings, "vector_exact", recheck) or legs["vector"]
         convex_fusion = _convex(runtime, request, legs)
         alpha = await hybrid_alpha(runtime, request, scope, alphas, conn) if convex_fusion else None
         ranked = await _rank(conn, runtime, request, legs, timings, alpha)
@@ -324,6 +347,12 @@ async def search(
     timings["total"] = round((time.perf_counter() - started) * 1000, 3)
     observe_search(request.search_type, timings)  # Prometheus, when an app serves this search
     return SearchResponse(query=query, search_type=request.search_type, results=results, timings_ms=timings)
+
+
+def _weak(settings: Settings, hits: list[LegHit]) -> bool:
+    """Whether a vector answer is checked by an exact scan (vector.exact_vector_leg)."""
+    bound = settings.vector_recheck_below
+    return bound > -1 and (not hits or hits[0].score < bound)
 
 
 async def _above_floor(

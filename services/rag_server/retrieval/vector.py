@@ -11,6 +11,7 @@ from uuid import UUID
 import asyncpg
 import numpy as np
 
+from rag_server.infra.database import Executor
 from rag_server.infra.scoped_pool import set_local
 from rag_server.retrieval.filters import build_filters
 from rag_server.retrieval.legs import LegHit
@@ -32,14 +33,19 @@ def vector_sql(
     filters: SearchFilters | None,
     collections: Sequence[UUID] | None = None,
     space: VectorSpace | None = None,
+    exact_up_to: int | None = None,
 ) -> tuple[str, list[object]]:
     """Parameters: $1 query vector, $2 limit, then the filter parameters (collection scope first).
 
     ORDER BY is the distance alone: anything more and the planner cannot use the HNSW index. A later
     generation's id and dimension are literals (integers): a partial index only matches a query whose
     predicate and expression are spelled like its own.
+
+    `exact_up_to`: the exact top k instead (`+ 0` keeps the planner off the index), and no row at all
+    when the chunks table holds more rows than this (a one-time filter: nothing is scanned then).
     """
     fsql = build_filters(filters, first_param=3, collections=collections)
+    exact = "" if exact_up_to is None else f"AND {_table_at_most(int(exact_up_to))}"
     if space is not None and space.generation_id != BASE_GENERATION:
         generation, dim = int(space.generation_id), int(space.dim or 0)
         distance = f"(v.embedding::vector({dim})) <=> $1"
@@ -47,8 +53,22 @@ def vector_sql(
         SELECT c.id AS chunk_id, 1 - ({distance}) AS score
         FROM chunk_vectors v JOIN chunks c ON c.id = v.chunk_id
         {fsql.joins()}
-        WHERE v.generation_id = {generation} {fsql.where(prefix="AND")}
-        ORDER BY {distance}
+        WHERE v.generation_id = {generation} {fsql.where(prefix="AND")} {exact}
+        ORDER BY {_order(distance, exact_up_to)}
+        LIMIT $2
+    """
+        return sql, fsql.params
+    if exact:
+        # The distance once per row: a vector stored out of line (TOAST) is read for each use.
+        sql = f"""
+        SELECT chunk_id, 1 - distance AS score FROM (
+            SELECT c.id AS chunk_id, c.embedding <=> $1 AS distance
+            FROM chunks c
+            {fsql.joins()}
+            {fsql.where() or "WHERE true"} {exact}
+            OFFSET 0
+        ) AS scanned
+        ORDER BY distance
         LIMIT $2
     """
         return sql, fsql.params
@@ -61,6 +81,36 @@ def vector_sql(
         LIMIT $2
     """
     return sql, fsql.params
+
+
+def _order(distance: str, exact_up_to: int | None) -> str:
+    return distance if exact_up_to is None else f"({distance}) + 0"
+
+
+def _table_at_most(rows: int) -> str:
+    # reltuples is -1 before the table's first ANALYZE: a table that new is small.
+    return f"(SELECT reltuples FROM pg_class WHERE oid = 'chunks'::regclass) <= {rows}"
+
+
+async def exact_vector_leg(
+    conn: Executor,
+    embedding: np.ndarray,
+    top_k: int,
+    filters: SearchFilters | None = None,
+    collections: Sequence[UUID] | None = None,
+    *,
+    space: VectorSpace | None = None,
+    up_to: int,
+) -> list[LegHit]:
+    """The exact `top_k` nearest chunks (a scan, no index), or none when the chunks table holds more than
+    `up_to` rows. What an HNSW answer is checked against when its best is weak: a tight cluster of
+    near-equal vectors (a log, a sheet of like rows) can hold the graph's search inside it, and the
+    answer then comes from the cluster, far from the query (reports/hnsw-duplicates.md)."""
+    sql, params = vector_sql(filters, collections, space, exact_up_to=up_to)
+    rows = await conn.fetch(sql, np.asarray(embedding, dtype=np.float32), top_k, *params)
+    hits = [LegHit(int(r["chunk_id"]), float(r["score"])) for r in rows if r["score"] is not None]
+    hits.sort(key=lambda h: (-h.score, h.chunk_id))
+    return hits
 
 
 def vector_settings(top_k: int, ef_search: int, filtered: bool) -> dict[str, str]:
