@@ -281,7 +281,9 @@ async def test_a_vector_query_on_a_second_connection_sets_its_own_settings(
 ) -> None:
     """While the BM25 leg still runs (held by a lock here), a ready vector query takes the pool's free
     connection: its pgvector settings are set there, with the scope's."""
-    two = settings.model_copy(update={"db_pool_min": 2, "db_pool_max": 2})
+    # The fake embedder's answers are weak: their exact recheck, on the request's own connection,
+    # would be a second vector statement there. This test is about the HNSW query's connection.
+    two = settings.model_copy(update={"db_pool_min": 2, "db_pool_max": 2, "vector_recheck_below": -1})
     async with (
         open_runtime(two, migrate=False, embedder=RecordingEmbedder()) as rt,
         owner_connection(rt.database_url) as owner,
