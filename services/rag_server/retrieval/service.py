@@ -334,7 +334,7 @@ async def search(
                     up_to=settings.vector_recheck_max_chunks,
                 )
 
-            # None: the table is beyond the bound (or the scope is empty).
+            # Nothing back: the table is beyond the bound (or the scope is empty); HNSW's answer stays.
             legs["vector"] = await _timed(timings, "vector_exact", recheck) or legs["vector"]
         convex_fusion = _convex(runtime, request, legs)
         alpha = await hybrid_alpha(runtime, request, scope, alphas, conn) if convex_fusion else None

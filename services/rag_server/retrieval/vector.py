@@ -41,8 +41,9 @@ def vector_sql(
     generation's id and dimension are literals (integers): a partial index only matches a query whose
     predicate and expression are spelled like its own.
 
-    `exact_up_to`: the exact top k instead (`+ 0` keeps the planner off the index), and no row at all
-    when the chunks table holds more rows than this (a one-time filter: nothing is scanned then).
+    `exact_up_to`: the exact top k instead (ordered by a distance the index cannot give: computed in a
+    subquery, or `+ 0`), and no row at all when the chunks table holds more rows than this (a one-time
+    filter: nothing is scanned then).
     """
     fsql = build_filters(filters, first_param=3, collections=collections)
     exact = "" if exact_up_to is None else f"AND {_table_at_most(int(exact_up_to))}"
