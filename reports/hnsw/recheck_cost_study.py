@@ -37,7 +37,8 @@ async def main() -> None:
     rows, toasted, heap, toast = await conn.fetchrow(
         "SELECT (SELECT count(*) FROM chunks),"
         " (SELECT count(*) FROM chunks WHERE pg_column_toast_chunk_id(embedding) IS NOT NULL),"
-        " pg_relation_size('chunks'), pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'chunks'::regclass"
+        " pg_relation_size('chunks'), pg_relation_size(reltoastrelid)"
+        " FROM pg_class WHERE oid = 'chunks'::regclass"
     )
     collection = await conn.fetchval(
         "SELECT d.collection_id FROM chunks c JOIN documents d ON d.id = c.document_id"
@@ -57,7 +58,8 @@ async def main() -> None:
                 assert len(hits) == 10
     await conn.close()
     print(
-        f"| {args.layout} | {rows:,} | {toasted:,} | {heap / 2**20:.0f} | {toast / 2**20:.0f} | {rewrite_s:.0f} | "
+        f"| {args.layout} | {rows:,} | {toasted:,} | {heap / 2**20:.0f} | {toast / 2**20:.0f} | "
+        f"{rewrite_s:.0f} | "
         + " | ".join(
             f"{statistics.median(t):.1f} / {statistics.quantiles(t, n=20)[-1]:.1f}" for t in timings.values()
         )

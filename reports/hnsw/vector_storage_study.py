@@ -108,7 +108,8 @@ async def main() -> None:
     await register_vector(conn)
     print("shared_buffers", await conn.fetchval("SHOW shared_buffers"))
     print(
-        "| rows | embedding storage | load s | heap MB | TOAST MB | exact top 10 p50 / max ms | fetch of 10 ms"
+        "| rows | embedding storage | load s | heap MB | TOAST MB | exact top 10 p50 / max ms"
+        " | fetch of 10 ms"
         " | floor of 50 ms |"
     )
     print("|---|---|---|---|---|---|---|---|")
