@@ -258,6 +258,16 @@ async def test_reembed_survives_a_kill_switches_live_rolls_back_and_finalizes(
     for floor, kept in ((-1.0, ranked), (1.0, [i for i in ranked if i in every_word])):
         request = SearchRequest(query="zebrafish heart", search_type="vector", top_k=5, min_similarity=floor)
         assert [h.chunk_id for h in (await search(runtime, request)).results][: len(kept)] == kept
+    # A floor between the 2nd and 3rd hit's similarity (the vector leg's score: generation 2's cosine)
+    # keeps the first two and drops the 3rd unless it holds every word; whatever comes after reaches it.
+    scores = [h.score for h in hits.results]
+    assert scores[1] > scores[2], scores
+    between = (scores[1] + scores[2]) / 2
+    request = SearchRequest(query="zebrafish heart", search_type="vector", top_k=5, min_similarity=between)
+    floored = (await search(runtime, request)).results
+    assert [h.chunk_id for h in floored][:2] == ranked[:2]
+    assert (ranked[2] in {h.chunk_id for h in floored}) == (ranked[2] in every_word)
+    assert all(h.score >= between or h.chunk_id in every_word for h in floored), floored
     # The new generation's partial expression index is one the planner can use for the vector leg (on a
     # table this small it prefers the primary key and a sort; a large one makes the index cheaper).
     embedding = await embed_query(runtime, "zebrafish heart")

@@ -23,6 +23,9 @@ from rag_server.config import Settings
 from rag_server.infra.database import owner_connection
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+from rag_server.retrieval import service as retrieval_service
+from rag_server.retrieval.legs import LegHit
+from rag_server.retrieval.models import MAX_QUERY_CHARS
 from rag_server.retrieval.service import embed_query
 from rag_server.retrieval.vector import exact_vector_leg
 from tests.fakes.llm_server import FakeLLM
@@ -247,6 +250,14 @@ def test_a_follow_up_no_llm_made_standalone_searches_again_with_the_question_bef
     # Alone, the follow-up has nothing to fall back on.
     alone = ask(follow_up, "floor-alone")
     assert alone["sources"] == [] and alone["answer"] == NO_SOURCES_ANSWER
+    # Two questions each as long as a question may be: the search again keeps the end of the two (a
+    # search query has the same limit), not a 500.
+    long_first = "word " * 3_990 + first
+    long_follow_up = follow_up + " qqq" * 4_980
+    assert len(long_first) <= MAX_QUERY_CHARS and len(long_follow_up) <= MAX_QUERY_CHARS
+    ask(long_first, "floor-long")
+    searched_again = ask(long_follow_up, "floor-long")["condensed_query"]
+    assert searched_again == f"{long_first} {long_follow_up}"[-MAX_QUERY_CHARS:]
 
 
 def test_the_stream_says_so_too(client: TestClient, fake_llm: FakeLLM) -> None:
@@ -292,3 +303,25 @@ async def test_a_weak_vector_answer_is_checked_by_an_exact_scan(
         within = await exact_vector_leg(conn, vector, 3, up_to=rows)
         beyond = await exact_vector_leg(conn, vector, 3, up_to=rows - 1)
     assert [h.chunk_id for h in within] == exact and beyond == []
+
+
+async def test_a_trapped_hnsw_answer_is_replaced_by_the_exact_top_k(
+    client: TestClient, runtime: Runtime, documents: dict[str, UUID], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a few chunks HNSW is exact, so a trap is made here, at pgvector's edge: the HNSW query answers
+    # as a trapped one does, with chunks far from the query at their own weak similarities.
+    cosines, _ = await evidence(runtime, OFF_TOPIC)
+    farthest = sorted(cosines, key=lambda i: (cosines[i], i))[:3]
+    exact = sorted(cosines, key=lambda i: (-cosines[i], i))[:3]
+    assert not set(farthest) & set(exact)
+
+    async def trapped(*args: object, **kwargs: object) -> list[LegHit]:
+        return sorted((LegHit(i, cosines[i]) for i in farthest), key=lambda h: (-h.score, h.chunk_id))
+
+    monkeypatch.setattr(retrieval_service, "vector_leg", trapped)
+    for mode in ("vector", "hybrid"):
+        reply = client.post("/search", json={"query": OFF_TOPIC, "search_type": mode, "top_k": 3}).json()
+        assert "vector_exact" in reply["timings_ms"], reply["timings_ms"]
+        assert not {h["chunk_id"] for h in reply["results"]} & set(farthest), (mode, reply["results"])
+        if mode == "vector":
+            assert [h["chunk_id"] for h in reply["results"]] == exact

@@ -12,7 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchem
 
 from rag_server.collections.models import CollectionRef
 from rag_server.errors import ForbiddenError, NotFoundError
-from rag_server.retrieval.models import ChunkLocation, MinSimilarity, SearchFilters, SearchType
+from rag_server.retrieval.models import (
+    MAX_QUERY_CHARS,
+    ChunkLocation,
+    MinSimilarity,
+    SearchFilters,
+    SearchType,
+)
 from rag_server.text import CleanText
 
 Role = Literal["system", "user", "assistant"]
@@ -154,7 +160,7 @@ class QueryRequest(BaseModel):
     # A misspelt option (`collection`, `filter`) is refused, not answered without it.
     model_config = ConfigDict(extra="forbid")
 
-    query: CleanText = Field(min_length=1, max_length=20_000)
+    query: CleanText = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     # A UUID: an existing session (unknown: 404). Any other id: the caller's own session name, created
     # on first use and continued afterwards.
     session_id: SessionRef | None = None
@@ -165,8 +171,8 @@ class QueryRequest(BaseModel):
     min_similarity: MinSimilarity | None = Field(
         default=None,
         description="Cite only passages whose cosine similarity with the question reaches this, or "
-        "that hold every word of it; none left: no relevant passages, and no LLM call. Default: "
-        "RAG_CHAT_MIN_SIMILARITY; -1 cites whatever search ranks.",
+        "that hold every word of it (with their title and headings); none left: no relevant passages, "
+        "and no LLM answer. Default: RAG_CHAT_MIN_SIMILARITY; -1 cites whatever search ranks.",
     )
     # Scopes this question's retrieval only; the session stores nothing about it.
     collections: list[CollectionRef] | None = Field(

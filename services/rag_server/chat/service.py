@@ -30,7 +30,6 @@ from rag_server.chat.answer import (
     extractive_answer,
     fallback_title,
     llm_title,
-    sources_from_hits,
     stream,
 )
 from rag_server.chat.citations import CitationFilter
@@ -42,25 +41,16 @@ from rag_server.chat.models import (
     SessionRef,
 )
 from rag_server.chat.session_store import PostgresSessionStore, SessionStore, external_session_id
+from rag_server.chat.sources import find_sources
 from rag_server.chat.temporary import TemporarySessions
-from rag_server.chat.turn import Turn
+from rag_server.chat.turn import Turn, elapsed_ms
 from rag_server.collections.store import resolve_ids
 from rag_server.errors import InvalidInputError, NotFoundError
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import ScopedPool
-from rag_server.retrieval.models import SearchRequest, SearchType
-from rag_server.retrieval.service import search
+from rag_server.retrieval.models import SearchType
 
 logger = logging.getLogger(__name__)
-
-
-def _last_question(turn: Turn) -> str | None:
-    """The session's previous question (None in a new session)."""
-    return next((m.content for m in reversed(turn.history) if m.role == "user"), None)
-
-
-def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 3)
 
 
 class ChatService:
@@ -257,47 +247,14 @@ class ChatService:
                 except LLMFailure as exc:
                     # Same provider for the answer: do not wait a second time, answer extractively.
                     turn.llm_error = str(exc)
-                turn.timings["condense"] = _ms(start)
-            await self._retrieve(turn, retrieval_query)
-            if not turn.hits and turn.condensed_query is None and (asked := _last_question(turn)):
-                # A follow-up no LLM made standalone ("How long does that take?") found nothing on its
-                # own: search again with the question before it, and say so (condensed_query).
-                await self._retrieve(turn, f"{asked} {turn.question}")
-                if turn.hits:
-                    turn.condensed_query = f"{asked} {turn.question}"
+                turn.timings["condense"] = elapsed_ms(start)
+            await find_sources(self.runtime, turn, retrieval_query)
             yield ""  # sources are known: lets the streaming route send them before the first token
             async for piece in self._answer_text(turn, llm):
                 yield piece
         except BaseException:
             self._cancel_title(turn)
             raise
-
-    async def _retrieve(self, turn: Turn, query: str) -> None:
-        start = time.perf_counter()
-        result = await search(
-            self.runtime,
-            SearchRequest(
-                query=query,
-                top_k=turn.request.top_k,
-                search_type=turn.search_type,
-                filters=turn.request.filters,
-                min_similarity=self._floor(turn.request),
-            ),
-            scope=turn.collection_ids,
-            pool=turn.reads,
-        )
-        turn.timings["search"] = _ms(start)
-        for name, value in result.timings_ms.items():
-            turn.timings[f"search_{name}"] = value
-        turn.hits = list(result.results)
-        turn.sources = sources_from_hits(turn.hits)
-
-    def _floor(self, request: QueryRequest) -> float | None:
-        """The sources' min_similarity: the question's, else the setting's; -1 is none (saves a query)."""
-        floor = (
-            self.settings.chat_min_similarity if request.min_similarity is None else request.min_similarity
-        )
-        return None if floor <= -1 else floor
 
     async def _answer_text(self, turn: Turn, llm: LLM | None) -> AsyncIterator[str]:
         start = time.perf_counter()
@@ -307,7 +264,7 @@ class ChatService:
             turn.mode = "extractive"
             for line in turn.answer.splitlines(keepends=True):
                 yield line
-            turn.timings["answer"] = _ms(start)
+            turn.timings["answer"] = elapsed_ms(start)
             return
         pieces: list[str] = []
         citations = CitationFilter(len(turn.sources))
@@ -343,7 +300,7 @@ class ChatService:
                     yield line
             elif held := citations.flush():  # the rest of the partial answer, as the LLM sent it
                 yield held
-        turn.timings["answer"] = _ms(start)
+        turn.timings["answer"] = elapsed_ms(start)
 
     async def persist(self, turn: Turn) -> None:
         """Write the question and the complete answer (temporary sessions: process memory only)."""
@@ -358,8 +315,8 @@ class ChatService:
             title_if_missing=title,
             create=turn.session if turn.new_session else None,
         )
-        turn.timings["persist"] = _ms(start)
-        turn.timings["total"] = _ms(turn.started)
+        turn.timings["persist"] = elapsed_ms(start)
+        turn.timings["total"] = elapsed_ms(turn.started)
 
     def response(self, turn: Turn) -> QueryResponse:
         return QueryResponse(

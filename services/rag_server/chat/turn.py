@@ -57,3 +57,8 @@ class Turn:
     @property
     def search_type(self) -> SearchType:
         return self.request.search_type or self.session.search_type
+
+
+def elapsed_ms(since: float) -> float:
+    """Milliseconds since `since` (a `time.perf_counter()`), as timings_ms reports them."""
+    return round((time.perf_counter() - since) * 1000, 3)

@@ -52,18 +52,23 @@ class SearchFilters(BaseModel):
 
 
 MIN_SIMILARITY_RULE = (
-    "Leave out the hits whose cosine similarity with the query is below this, unless their text holds "
-    "every word of the query (stemmed, stop words ignored: an exact name or code stays); the next ranked "
-    "take their places. Default: none (the top_k ranked, however weak)."
+    "Leave out the hits whose cosine similarity with the query is below this, unless their text (with "
+    "its document's title and headings) holds every word of the query (stemmed, stop words ignored: an "
+    "exact name or code stays); the next ranked take their places. Default: none (the top_k ranked, "
+    "however weak)."
 )
 MinSimilarity = Annotated[float, Field(ge=-1, le=1)]
+
+
+# The longest search query, and the longest chat question (chat/models.py).
+MAX_QUERY_CHARS = 20_000
 
 
 class SearchRequest(BaseModel):
     # A misspelt option (`filter`, `topk`) is refused, not searched without it.
     model_config = ConfigDict(extra="forbid")
 
-    query: CleanText = Field(min_length=1, max_length=20_000)
+    query: CleanText = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     top_k: int = Field(default=10, ge=1, le=100)
     search_type: SearchType = "hybrid"
     filters: SearchFilters | None = None

@@ -1,5 +1,6 @@
 """A floor under search results (`min_similarity`): a ranked chunk stays when the query's cosine similarity
-with it reaches the floor, or when its text holds every word of the query.
+with it reaches the floor, or when its `search_text` (the passage with its document's title and headings,
+what BM25 reads) holds every word of the query.
 
 Fusion ranks candidates relative to each other (min-max: the best of a list of strangers scores 1), so a
 ranking alone cannot say that nothing matches. The cosine can: on SciFact with the default model, relevant
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 import asyncpg
 import numpy as np
 
+from rag_server.retrieval.fusion import FusedHit
 from rag_server.retrieval.vector import BASE_GENERATION, VectorSpace
 
 EVERY_WORD = "to_tsvector('english', c.search_text) @@ plainto_tsquery('english', $4)"
@@ -39,17 +41,22 @@ def above_floor_sql(space: VectorSpace) -> str:
 
 async def above_floor(
     conn: asyncpg.Connection,
-    chunk_ids: Sequence[int],
+    ranked: Sequence[FusedHit],
     embedding: np.ndarray,
     query: str,
     floor: float,
     space: VectorSpace,
-) -> set[int]:
-    """Those of `chunk_ids` that reach `floor` or hold every word of `query` (`embedding`: the query
-    embedded by `space`'s model)."""
-    if not chunk_ids:
-        return set()
+) -> list[FusedHit]:
+    """The ranked chunks that reach `floor` or hold every word of `query`, in order (`embedding`: the
+    query embedded by `space`'s model)."""
+    if not ranked:
+        return []
     rows = await conn.fetch(
-        above_floor_sql(space), list(chunk_ids), np.asarray(embedding, dtype=np.float32), floor, query
+        above_floor_sql(space),
+        [h.chunk_id for h in ranked],
+        np.asarray(embedding, dtype=np.float32),
+        floor,
+        query,
     )
-    return {int(r["id"]) for r in rows}
+    kept = {int(r["id"]) for r in rows}
+    return [h for h in ranked if h.chunk_id in kept]

@@ -57,6 +57,7 @@ from rag_server.retrieval.store import ChunkRow, chunk_documents, fetch_chunks
 from rag_server.retrieval.vector import (
     VectorSpace,
     exact_vector_leg,
+    is_weak,
     vector_leg,
     vector_settings,
     vector_sql,
@@ -319,53 +320,36 @@ async def search(
                 raise
             legs = {"vector": vector_hits, "bm25": bm25_hits}
             embedded = embedding
-        if "vector" in legs and _weak(settings, legs["vector"]):
+        if "vector" in legs and is_weak(legs["vector"], settings.vector_recheck_below):
             assert generation is not None and embedded is not None
-            vector = embedded
-
-            async def recheck() -> list[LegHit]:
-                return await exact_vector_leg(
+            vector, space = embedded, _space(generation)
+            exact = await _timed(
+                timings,
+                "vector_exact",
+                lambda: exact_vector_leg(
                     conn,
                     vector,
                     depth,
                     filters,
                     searched,
-                    space=_space(generation),
+                    space=space,
                     up_to=settings.vector_recheck_max_chunks,
-                )
-
+                ),
+            )
             # Nothing back: the table is beyond the bound (or the scope is empty); HNSW's answer stays.
-            legs["vector"] = await _timed(timings, "vector_exact", recheck) or legs["vector"]
+            legs["vector"] = exact or legs["vector"]
         convex_fusion = _convex(runtime, request, legs)
         alpha = await hybrid_alpha(runtime, request, scope, alphas, conn) if convex_fusion else None
         ranked = await _rank(conn, runtime, request, legs, timings, alpha)
         if floor is not None and generation is not None and embedded is not None:
+            floored_space = _space(generation)
             ranked = await _timed(
-                timings, "floor", lambda: _above_floor(conn, ranked, embedded, query, floor, generation)
+                timings, "floor", lambda: above_floor(conn, ranked, embedded, query, floor, floored_space)
             )
         results = await _timed(timings, "fetch", lambda: _visible_hits(conn, ranked, top_k))
     timings["total"] = round((time.perf_counter() - started) * 1000, 3)
     observe_search(request.search_type, timings)  # Prometheus, when an app serves this search
     return SearchResponse(query=query, search_type=request.search_type, results=results, timings_ms=timings)
-
-
-def _weak(settings: Settings, hits: list[LegHit]) -> bool:
-    """Whether a vector answer is checked by an exact scan (vector.exact_vector_leg)."""
-    bound = settings.vector_recheck_below
-    return bound > -1 and (not hits or hits[0].score < bound)
-
-
-async def _above_floor(
-    conn: asyncpg.Connection,
-    ranked: list[FusedHit],
-    embedding: np.ndarray,
-    query: str,
-    floor: float,
-    generation: Generation,
-) -> list[FusedHit]:
-    """The ranked chunks that reach the request's min_similarity (retrieval/relevance.py), in order."""
-    kept = await above_floor(conn, [h.chunk_id for h in ranked], embedding, query, floor, _space(generation))
-    return [h for h in ranked if h.chunk_id in kept]
 
 
 async def _visible_hits(conn: asyncpg.Connection, ranked: list[FusedHit], top_k: int) -> list[SearchHit]:

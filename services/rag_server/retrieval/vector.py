@@ -114,6 +114,12 @@ async def exact_vector_leg(
     return hits
 
 
+def is_weak(hits: list[LegHit], below: float) -> bool:
+    """Whether an HNSW answer is checked by `exact_vector_leg`: nothing, or a best similarity under
+    `below` (-1: never). A trapped answer's best is far under a true one's (reports/hnsw-duplicates.md)."""
+    return below > -1 and (not hits or hits[0].score < below)
+
+
 def vector_settings(top_k: int, ef_search: int, filtered: bool) -> dict[str, str]:
     """The transaction-local pgvector settings of one query."""
     # HNSW returns at most ef_search rows per scan, so it must be at least top_k (and at most 1000).
