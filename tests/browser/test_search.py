@@ -258,8 +258,16 @@ async def test_a_similarity_floor_lives_in_the_url_and_says_when_nothing_bears_o
     await page.reload()
     await expect(page.get_by_label("Min similarity")).to_have_value("0.3")
     await expect(hits).to_have_count(1)
-    # A value out of range is the field's to refuse (the browser says why); the search stays as it was.
     floor = page.get_by_label("Min similarity")
+    # Any value the API takes is one the field takes (a step would refuse 0.33 and block every search).
+    await floor.fill("0.33")
+    await page.get_by_role("button", name="Search", exact=True).click()
+    await expect(page).to_have_url(re.compile(r"min=0\.33"))
+    assert await floor.evaluate("el => el.validity.valid")
+    await floor.fill("0.3")
+    await page.get_by_role("button", name="Search", exact=True).click()
+    await expect(page).to_have_url(re.compile(r"min=0\.3(&|$)"))
+    # A value out of range is the field's to refuse (the browser says why); the search stays as it was.
     await floor.fill("7")
     await page.get_by_role("button", name="Search", exact=True).click()
     assert await floor.evaluate("el => el.validity.rangeOverflow")

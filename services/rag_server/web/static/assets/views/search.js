@@ -145,7 +145,7 @@ export function mount(root, ctx, route) {
     id: "search-floor",
     min: "-1",
     max: "1",
-    step: "0.05",
+    step: "any",
     placeholder: "none",
     title: "Leave out passages whose cosine similarity with the query is below this, unless they hold every word of it",
   });
