@@ -187,7 +187,7 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(default=1, ge=0, le=5)
     llm_temperature: float = 0.1
     # Chat cites only passages whose cosine similarity with the question reaches this, or that hold
-    # every word of it (retrieval/relevance.py); none left: "no relevant passages", and no LLM call.
+    # every word of it (retrieval/relevance.py); none left: "no relevant passages", and no LLM answer.
     # Calibrated for all-MiniLM-L6-v2 (reports/relevance/chat-floor.md); -1 cites whatever search ranks.
     chat_min_similarity: float = Field(default=0.3, ge=-1, le=1)
     # How many earlier messages of the session feed the condense step and the answer prompt.
