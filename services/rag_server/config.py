@@ -157,9 +157,9 @@ class Settings(BaseSettings):
     # HNSW candidate list per query; raised to top_k when smaller (HNSW returns at most ef rows).
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
     # An HNSW answer whose best similarity is below this is checked by an exact scan (a cluster of
-    # near-equal vectors can trap the graph's search: reports/hnsw-duplicates.md), while the chunks
-    # table holds at most vector_recheck_max_chunks rows (~0.6 ms per 1,000 with the vectors in their rows,
-    # migration 0019). -1: never. Calibrated for all-MiniLM-L6-v2.
+    # near-equal vectors can trap the graph's search: reports/hnsw-duplicates.md), while the searched
+    # collections (or the documents a filter names) hold at most vector_recheck_max_chunks chunks (~0.6 ms
+    # per 1,000 with the vectors in their rows, migration 0019). -1: never. Calibrated for all-MiniLM-L6-v2.
     vector_recheck_below: float = Field(default=0.3, ge=-1, le=1)
     vector_recheck_max_chunks: int = Field(default=50_000, ge=0)
     # convex: SciFact nDCG@10 0.732 vs 0.714 for RRF (k=60) on the same legs; see CLAUDE.md.

@@ -25,7 +25,7 @@ from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from rag_server.retrieval import service as retrieval_service
 from rag_server.retrieval.legs import LegHit
-from rag_server.retrieval.models import MAX_QUERY_CHARS
+from rag_server.retrieval.models import MAX_QUERY_CHARS, SearchFilters
 from rag_server.retrieval.service import embed_query
 from rag_server.retrieval.vector import exact_vector_leg
 from tests.fakes.llm_server import FakeLLM
@@ -303,6 +303,50 @@ async def test_a_weak_vector_answer_is_checked_by_an_exact_scan(
         within = await exact_vector_leg(conn, vector, 3, up_to=rows)
         beyond = await exact_vector_leg(conn, vector, 3, up_to=rows - 1)
     assert [h.chunk_id for h in within] == exact and beyond == []
+
+
+async def test_the_recheck_bound_counts_the_searched_scope_not_the_whole_table(
+    runtime: Runtime, documents: dict[str, UUID]
+) -> None:
+    # A small collection (or a document) in a database past the bound is still rechecked: the bound
+    # counts the chunks a scan would read. The handbook moves to a collection of its own in a
+    # transaction that is rolled back.
+    cosines, _ = await evidence(runtime, OFF_TOPIC)
+    vector = await embed_query(runtime, OFF_TOPIC)
+    handbook = documents["handbook.md"]
+    found: dict[tuple[str, int], list[int]] = {}
+    async with owner_connection(runtime.database_url) as conn:
+        moved = conn.transaction()
+        await moved.start()
+        try:
+            own = [
+                r["id"] for r in await conn.fetch("SELECT id FROM chunks WHERE document_id = $1", handbook)
+            ]
+            size = len(own)
+            assert 1 < size < len(cosines)
+            collection = await conn.fetchval("INSERT INTO collections (name) VALUES ('scope') RETURNING id")
+            await conn.execute(  # one statement: the chunks' foreign key holds at its end
+                "WITH d AS (UPDATE documents SET collection_id = $1 WHERE id = $2)"
+                " UPDATE chunks SET collection_id = $1 WHERE document_id = $2",
+                collection,
+                handbook,
+            )
+            for up_to in (size, size - 1):
+                hits = await exact_vector_leg(conn, vector, 3, collections=[collection], up_to=up_to)
+                found["collection", up_to] = [h.chunk_id for h in hits]
+                hits = await exact_vector_leg(
+                    conn, vector, 3, SearchFilters(document_ids=[handbook]), up_to=up_to
+                )
+                found["document", up_to] = [h.chunk_id for h in hits]
+        finally:
+            await moved.rollback()
+    exact = sorted(own, key=lambda i: (-cosines[i], i))[:3]
+    assert found == {
+        ("collection", size): exact,
+        ("document", size): exact,
+        ("collection", size - 1): [],
+        ("document", size - 1): [],
+    }
 
 
 async def test_a_trapped_hnsw_answer_is_replaced_by_the_exact_top_k(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -55,6 +56,7 @@ def test_up_serves_health_supervises_the_worker_and_stops_everything() -> None:
         if up.poll() is None:
             up.kill()
             up.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.mark.parametrize("command", ["up", "serve"])
@@ -77,3 +79,4 @@ def test_a_port_in_use_is_one_line_and_nothing_starts(command: str) -> None:
         "stop it, or choose another port with --port"
     )
     assert not (data_dir / "pg").exists()  # `up` started no database (it was the first thing it did)
+    shutil.rmtree(data_dir)

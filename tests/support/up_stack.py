@@ -4,6 +4,7 @@ API) on a free port, stopped by SIGTERM and startable again on the same data dir
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -65,3 +66,4 @@ class UpStack:
     ) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.stop()  # SIGTERM first: `up` stops the embedded PostgreSQL it started
+        shutil.rmtree(self.data_dir, ignore_errors=True)  # ~40 MB a stack

@@ -27,6 +27,7 @@ class FilterSQL:
     params: list[Any] = field(default_factory=list)
     needs_documents: bool = False
     collections_param: str | None = None  # "$n" bound to the scope's uuid[]; None: any collection
+    documents_param: str | None = None  # "$n" bound to `document_ids`' uuid[]; None: no such filter
 
     def scope(self, column: str) -> list[str]:
         """The collection scope as a clause on `column`, a `collection_id` of the caller's table."""
@@ -72,7 +73,8 @@ def build_filters(
         return out
 
     if filters.document_ids is not None:
-        out.clauses.append(f"c.document_id = ANY({bind(list(filters.document_ids))}::uuid[])")
+        out.documents_param = bind(list(filters.document_ids))
+        out.clauses.append(f"c.document_id = ANY({out.documents_param}::uuid[])")
     if filters.file_types is not None:
         types = sorted({normalise_file_type(t) for t in filters.file_types})
         out.clauses.append(f"lower(d.file_type) = ANY({bind(types)}::text[])")

@@ -13,7 +13,7 @@ import numpy as np
 
 from rag_server.infra.database import Executor
 from rag_server.infra.scoped_pool import set_local
-from rag_server.retrieval.filters import build_filters
+from rag_server.retrieval.filters import FilterSQL, build_filters
 from rag_server.retrieval.legs import LegHit
 from rag_server.retrieval.models import SearchFilters
 
@@ -42,11 +42,11 @@ def vector_sql(
     predicate and expression are spelled like its own.
 
     `exact_up_to`: the exact top k instead (ordered by a distance the index cannot give: computed in a
-    subquery, or `+ 0`), and no row at all when the chunks table holds more rows than this (a one-time
+    subquery, or `+ 0`), and no row at all when the scope holds more chunks than this (a one-time
     filter: nothing is scanned then).
     """
     fsql = build_filters(filters, first_param=3, collections=collections)
-    exact = "" if exact_up_to is None else f"AND {_table_at_most(int(exact_up_to))}"
+    exact = "" if exact_up_to is None else f"AND {_scope_at_most(fsql, int(exact_up_to))}"
     if space is not None and space.generation_id != BASE_GENERATION:
         generation, dim = int(space.generation_id), int(space.dim or 0)
         distance = f"(v.embedding::vector({dim})) <=> $1"
@@ -88,9 +88,18 @@ def _order(distance: str, exact_up_to: int | None) -> str:
     return distance if exact_up_to is None else f"({distance}) + 0"
 
 
-def _table_at_most(rows: int) -> str:
-    # reltuples is -1 before the table's first ANALYZE: a table that new is small.
-    return f"(SELECT reltuples FROM pg_class WHERE oid = 'chunks'::regclass) <= {rows}"
+def _scope_at_most(fsql: FilterSQL, rows: int) -> str:
+    """Whether the chunks a scan would read number at most `rows`: those of the searched collections or
+    documents, counted on their index and only up to `rows` + 1 (a small collection in a large
+    database is rechecked, a large one costs that count and no scan), else the whole table's estimate."""
+    scope = fsql.scope("s.collection_id")
+    if fsql.documents_param is not None:
+        scope.append(f"s.document_id = ANY({fsql.documents_param}::uuid[])")
+    if not scope:
+        # reltuples is -1 before the table's first ANALYZE: a table that new is small.
+        return f"(SELECT reltuples FROM pg_class WHERE oid = 'chunks'::regclass) <= {rows}"
+    scoped = f"SELECT 1 FROM chunks s WHERE {' AND '.join(scope)} LIMIT {rows + 1}"
+    return f"(SELECT count(*) FROM ({scoped}) AS scoped) <= {rows}"
 
 
 async def exact_vector_leg(
@@ -103,10 +112,11 @@ async def exact_vector_leg(
     space: VectorSpace | None = None,
     up_to: int,
 ) -> list[LegHit]:
-    """The exact `top_k` nearest chunks (a scan, no index), or none when the chunks table holds more than
-    `up_to` rows. What an HNSW answer is checked against when its best is weak: a tight cluster of
-    near-equal vectors (a log, a sheet of like rows) can hold the graph's search inside it, and the
-    answer then comes from the cluster, far from the query (reports/hnsw-duplicates.md)."""
+    """The exact `top_k` nearest chunks (a scan, no index), or none when the scope (the collections, or
+    the documents a filter names; else the whole table) holds more than `up_to` chunks. What an HNSW
+    answer is checked against when its best is weak: a tight cluster of near-equal vectors (a log, a
+    sheet of like rows) can hold the graph's search inside it, and the answer then comes from the
+    cluster, far from the query (reports/hnsw-duplicates.md)."""
     sql, params = vector_sql(filters, collections, space, exact_up_to=up_to)
     rows = await conn.fetch(sql, np.asarray(embedding, dtype=np.float32), top_k, *params)
     hits = [LegHit(int(r["chunk_id"]), float(r["score"])) for r in rows if r["score"] is not None]
