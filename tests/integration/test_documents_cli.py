@@ -4,6 +4,8 @@ database."""
 from __future__ import annotations
 
 import asyncio
+import os
+import pty
 import subprocess
 import sys
 from uuid import UUID
@@ -179,6 +181,38 @@ async def test_delete_lists_first_asks_and_stays_in_its_collection(
     # `default`'s document of the same source is still there.
     kept = await rag_server(settings, "documents", "list", "--metadata", '{"source": "old"}')
     assert "epsilon.txt" in kept.stdout
+
+
+async def test_the_end_of_input_at_the_question_is_a_no(settings: Settings, ids: dict[str, UUID]) -> None:
+    # Ctrl-D on a terminal: the question reads the end of its input.
+    master, terminal = pty.openpty()
+    try:
+        os.write(master, b"\x04")
+        asked = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "rag_server",
+                "documents",
+                "delete",
+                str(ids["delta.txt"]),
+                "--collection",
+                "notes",
+            ],
+            env=settings_env(settings),
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(master)
+        os.close(terminal)
+    assert asked.returncode == 1 and asked.stderr == "", asked.stderr
+    assert "Delete 1 document? [y/N]" in asked.stdout and asked.stdout.splitlines()[-1] == "nothing deleted"
+    left = await rag_server(settings, "documents", "list", "--collection", "notes")
+    assert "delta.txt" in left.stdout
 
 
 @pytest.mark.parametrize(

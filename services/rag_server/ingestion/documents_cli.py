@@ -244,10 +244,18 @@ async def _confirmed(
         return 0
     if not args.yes:
         question = f"{selection.action.capitalize()} {_count(len(chosen))}? [y/N] "
-        if (await asyncio.to_thread(input, question)).strip().lower() not in ("y", "yes"):
+        if not await asyncio.to_thread(_yes, question):
             print(f"nothing {done}")
             return 1
     return collection_id, selection.model_copy(update={"ids": [d.id for d in chosen]})
+
+
+def _yes(question: str) -> bool:
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except EOFError:  # Ctrl-D: a no
+        print()
+        return False
 
 
 def _changed(verb: str, count: int, missed: int) -> str:
