@@ -386,3 +386,23 @@ async def test_stdio_runs_under_rag_api_key(settings: Settings, secured: dict[st
         assert {h["document_name"] for h in alpha["results"]} == {"alpha.txt"}
         beta = await client.call_tool("list_documents", {"collection": "beta"})
         assert beta.is_error
+
+
+async def test_stdio_stops_at_once_when_its_key_is_revoked(
+    settings: Settings, runtime: Runtime, secured: dict[str, str]
+) -> None:
+    # The key is checked at every tool call, not only at start-up: a revoked key stops as over HTTP.
+    made = await keys.create_key(
+        runtime.pool, CreateKey(name="stdio-bot", role="reader", collections=["alpha"])
+    )
+    async with Client(stdio_params(settings, RAG_API_KEY=made.key), read_timeout_seconds=120) as client:
+        alpha = data(await client.call_tool("search", {"query": "axolotls", "collection": "alpha"}))
+        assert {h["document_name"] for h in alpha["results"]} == {"alpha.txt"}
+        await keys.revoke_key(runtime.pool, "stdio-bot")
+        for tool, arguments in (
+            ("search", {"query": "axolotls", "collection": "alpha"}),
+            ("list_collections", {}),
+        ):
+            refused = await client.call_tool(tool, arguments)
+            assert refused.is_error, refused
+            assert error_text(refused).endswith("RAG_API_KEY: the API key is not valid (unknown or revoked)")

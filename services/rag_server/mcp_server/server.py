@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
@@ -73,6 +73,9 @@ INSTRUCTIONS = (
 class Services:
     runtime: Runtime
     chat: ChatService
+    # Over stdio, RAG_API_KEY: checked again at every tool call, so that a key revoked, or given other
+    # collections, applies at once, as over HTTP, where every request brings its key.
+    api_key: str | None = None
 
 
 # A collection as the REST API takes one (1 to 100 characters, cleaned): list_documents looked up an
@@ -86,16 +89,23 @@ SEARCH_ARGUMENTS = {"collections": "collection", "search_type": "mode"}
 ASK_ARGUMENTS = {**SEARCH_ARGUMENTS, "query": "question"}
 
 
-@contextmanager
-def _request_scope(ctx: Context, arguments: Mapping[str, str] | None = None) -> Iterator[None]:
-    """Bind the database scope of the HTTP request's key for this tool call, and turn domain errors
-    into tool errors the assistant can read (`arguments`: the built request's field -> the tool's
-    argument). Over stdio there is no request: the runtime's scope."""
+@asynccontextmanager
+async def _request_scope(
+    ctx: Context, services: Services, arguments: Mapping[str, str] | None = None
+) -> AsyncIterator[None]:
+    """Bind the database scope of the caller's key for this tool call (the HTTP request's, or over stdio
+    RAG_API_KEY's; without either, the runtime's scope), and turn domain errors into tool errors the
+    assistant can read (`arguments`: the built request's field -> the tool's argument)."""
     try:
         request = ctx.request_context.request
     except ValueError:  # no request (a direct call)
         request = None
     principal: Principal | None = getattr(request, "scope", {}).get(PRINCIPAL_KEY)
+    if principal is None and services.api_key is not None:
+        try:
+            principal = await keys.authenticate(services.runtime.pool, services.api_key, open_allowed=False)
+        except UnauthenticatedError as exc:
+            raise ToolError(f"RAG_API_KEY: {exc}") from exc
     token = bind_scope(principal.scope) if principal is not None else None
     try:
         yield
@@ -175,11 +185,14 @@ class _ReadableErrorsServer(MCPServer):
 
 
 async def _read(
-    ctx: Context, call: Callable[[], Awaitable[T]], arguments: Mapping[str, str] | None = None
+    ctx: Context,
+    services: Services,
+    call: Callable[[], Awaitable[T]],
+    arguments: Mapping[str, str] | None = None,
 ) -> T:
-    """A read-only tool call in the request's scope, run again on the primary when a read replica failed
+    """A read-only tool call in the caller's scope, run again on the primary when a read replica failed
     under it."""
-    with _request_scope(ctx, arguments):
+    async with _request_scope(ctx, services, arguments):
         return await read_again_on_primary(call)
 
 
@@ -201,9 +214,11 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
             Field(description=f"{MIN_SIMILARITY_RULE} No hit then means nothing in the documents matches."),
         ] = None,
     ) -> tools.SearchResult:
-        runtime = services().runtime
+        svc = services()
+        runtime = svc.runtime
         return await _read(
             ctx,
+            svc,
             lambda: tools.search_chunks(runtime, query, mode, top_k, collection, filters, min_similarity),
             SEARCH_ARGUMENTS,
         )
@@ -215,8 +230,8 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         collection: CollectionArgument | None = None,
         mode: tools.SearchMode | None = None,
     ) -> tools.AskResult:
-        chat = services().chat
-        return await _read(ctx, lambda: tools.ask(chat, question, collection, mode), ASK_ARGUMENTS)
+        svc = services()
+        return await _read(ctx, svc, lambda: tools.ask(svc.chat, question, collection, mode), ASK_ARGUMENTS)
 
     @mcp.tool(description="List the collections this key can read, by name (the other tools' `collection`).")
     async def list_collections(
@@ -224,8 +239,8 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         limit: Annotated[int, Field(ge=1, le=500)] = 100,
         offset: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
     ) -> tools.CollectionListing:
-        runtime = services().runtime
-        return await _read(ctx, lambda: tools.list_collections(runtime, limit, offset))
+        svc = services()
+        return await _read(ctx, svc, lambda: tools.list_collections(svc.runtime, limit, offset))
 
     @mcp.tool(description="List the documents of a collection (default `default`), newest first.")
     async def list_documents(
@@ -242,10 +257,13 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
             TextMatch | None, Field(description=f"A chunk of the document must match. {TEXT_MATCH_RULES}")
         ] = None,
     ) -> tools.DocumentListing:
-        runtime = services().runtime
+        svc = services()
         return await _read(
             ctx,
-            lambda: tools.list_documents(runtime, collection, status, limit, offset, name, metadata, text),
+            svc,
+            lambda: tools.list_documents(
+                svc.runtime, collection, status, limit, offset, name, metadata, text
+            ),
         )
 
     @mcp.tool(
@@ -261,8 +279,8 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
             TextMatch | None, Field(description=f"The chunk's own text must match. {TEXT_MATCH_RULES}")
         ] = None,
     ) -> tools.DocumentContent:
-        runtime = services().runtime
-        return await _read(ctx, lambda: tools.get_document(runtime, document_id, start, end, text))
+        svc = services()
+        return await _read(ctx, svc, lambda: tools.get_document(svc.runtime, document_id, start, end, text))
 
     return mcp
 

@@ -1,9 +1,9 @@
 """`rag-server mcp`: the MCP tools over stdio, for an assistant that starts the server itself.
 
 The process opens its own Runtime on the database (no API server needed). Its database scope is
-RAG_API_KEY's when one is set (the key's collections and role, checked like the API does), else the
-system scope: every collection, as for the other CLI commands. stdout carries only the protocol; logs go
-to stderr.
+RAG_API_KEY's when one is set (the key's collections and role, checked like the API does: at start-up,
+and again at every tool call, so that a revoked key stops at once), else the system scope: every
+collection, as for the other CLI commands. stdout carries only the protocol; logs go to stderr.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ async def serve_stdio(settings: Settings) -> None:
             # Bound before the SDK starts its tasks: they copy this context, so every tool runs under it.
             bind_scope(principal.scope)
         chat = ChatService(runtime)
-        mcp = build_mcp(lambda: Services(runtime, chat))
+        key = None if settings.api_key is None else settings.api_key.get_secret_value()
+        mcp = build_mcp(lambda: Services(runtime, chat, key))
         try:
             await mcp.run_stdio_async()
         finally:
