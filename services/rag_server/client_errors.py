@@ -40,9 +40,9 @@ def failure(response: httpx.Response) -> ClientError:
     status, where = response.status_code, f"{response.request.method} {response.request.url.path}"
     detail = _detail(response)
     if status == 401 and "authorization" in response.request.headers:
-        message = f"the server refused the API key ({detail}): check api_key= or RAG_API_KEY"
+        message = f"the server refused the API key ({detail}): check RAG_API_KEY (or the client's api_key=)"
     elif status == 401:
-        message = f"the server needs an API key ({detail}): pass api_key= or set RAG_API_KEY"
+        message = f"the server needs an API key ({detail}): set RAG_API_KEY (or the client's api_key=)"
     elif status == 403:
         message = f"the API key may not do {where}: {detail}"
     else:
