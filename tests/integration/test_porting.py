@@ -569,7 +569,9 @@ async def test_cli_import_and_export_end_to_end(
     assert isinstance(collection_id, UUID)
 
 
-def write_chroma(path: Path, name: str, rows: list[tuple[str, str, dict[str, Any]]], dim: int = 8) -> None:
+def write_chroma(
+    path: Path, name: str, rows: list[tuple[str, str | None, dict[str, Any]]], dim: int = 8
+) -> None:
     """A Chroma collection written by chromadb, vectors of no known model (`dim`-d, re-embedded)."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings
@@ -608,6 +610,39 @@ async def test_cli_import_replaces_nul_in_texts_and_metadata_as_uploads_do(
     assert docs["lichen.txt"][0]["doc_metadata"] == {"source": "lichen.txt", "note": "moss like"}
     again = await asyncio.to_thread(_cli, settings, *command)
     assert "0 created, 0 updated, 3 unchanged" in again.stdout, again.stdout + again.stderr
+
+
+async def test_cli_import_says_which_records_had_no_text(
+    settings: Settings, runtime: Runtime, tmp_path: Path
+) -> None:
+    """Chroma keeps a record without a document text (a vector and metadata): nothing to index. Such
+    records were left out without a word, and a document made only of them vanished."""
+    path = tmp_path / "textless"
+    write_chroma(
+        path,
+        "textless",
+        [
+            ("owl-0", "Owls hunt at night and sleep by day.", {"source": "owls.txt"}),
+            ("owl-1", None, {"source": "owls.txt"}),
+            ("bat-0", None, {"source": "bats.txt"}),
+            ("bat-1", None, {"source": "bats.txt"}),
+        ],
+    )
+    done = await asyncio.to_thread(
+        _cli, settings, "import", "chroma", str(path), "--collection", "textless", "--quiet"
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and "Traceback" not in output, output
+    assert "1 created, 0 updated, 0 unchanged, 0 skipped as duplicates, 1 skipped as unusable" in output, (
+        output
+    )
+    assert (
+        "1 record without text left out" in output and "skipped bats.txt: no text in any of its 2" in output
+    )
+    docs = await collection_docs(runtime, "textless")
+    assert {name: [c["text"] for c in chunks] for name, chunks in docs.items()} == {
+        "owls.txt": ["Owls hunt at night and sleep by day."]
+    }
 
 
 def export_lines(path: Path, documents: list[dict[str, Any] | str], *, vectors: bool) -> None:

@@ -115,10 +115,14 @@ def _with_record_id(own: dict[str, Any], metadata: dict[str, Any], record_id: st
     return own  # both names taken by the source's own metadata: the id is not kept
 
 
+def has_text(record: SourceRecord) -> bool:
+    return bool(record.text and record.text.strip())
+
+
 def build_document(key: str, records: Sequence[SourceRecord]) -> ImportDocument | None:
     """One document from its records in order; records without text are dropped (nothing to index).
     The metadata every chunk shares goes on the document, the rest (and the source id) on each chunk."""
-    kept = [r for r in records if r.text and r.text.strip()]
+    kept = [r for r in records if has_text(r)]
     if not kept:
         return None
     metas = [clean_metadata(r.metadata) for r in kept]

@@ -8,7 +8,8 @@ from uuid import UUID
 
 from rag_server.evaluation.progress import progress_bar
 from rag_server.infra.runtime import Runtime
-from rag_server.porting.grouping import GroupPlan, build_document
+from rag_server.porting.cleaning import printable
+from rag_server.porting.grouping import GroupPlan, build_document, has_text
 from rag_server.porting.models import ImportCounts, ImportDocument, SourceRecord, VectorPlan
 from rag_server.porting.writer import merge, write_documents
 
@@ -53,8 +54,13 @@ async def import_source(
         records = {r.id: r for r in await source.fetch([i for _, ids in batch for i in ids])}
         docs: list[ImportDocument] = []
         for key, ids in batch:
-            doc = build_document(key, [records[i] for i in ids if i in records])
-            if doc is not None:
+            group = [records[i] for i in ids if i in records]
+            doc = build_document(key, group)
+            if doc is None:
+                records_ = "its record" if len(group) == 1 else f"any of its {len(group)} records"
+                total.unusable.append((printable(key), f"no text in {records_}"))
+            else:
+                total.records_without_text += sum(not has_text(r) for r in group)
                 docs.append(doc)
         merge(
             total,

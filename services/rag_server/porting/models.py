@@ -69,13 +69,18 @@ class ImportCounts:
     # Documents the source gave in a form nothing can store (a lone surrogate, metadata over the
     # limits, a line that is not a document): (the document's key, why), each skipped alone.
     unusable: list[tuple[str, str]] = field(default_factory=list)
+    # Records without a text (Chroma keeps a vector and metadata without one) in documents that have
+    # others: nothing to index, left out. A document none of whose records has a text is `unusable`.
+    records_without_text: int = 0
 
     def summary(self) -> str:
         unusable = f", {len(self.unusable)} skipped as unusable" if self.unusable else ""
+        textless = self.records_without_text
+        left_out = f", {textless} record{'s' * (textless != 1)} without text left out" if textless else ""
         return (
             f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged, "
             f"{self.duplicates} skipped as duplicates{unusable}; {self.chunks} chunks written, "
-            f"{self.embedded} embedded here"
+            f"{self.embedded} embedded here{left_out}"
         )
 
 

@@ -329,3 +329,4 @@ def merge(total: ImportCounts, part: ImportCounts) -> None:
     total.embedded += part.embedded
     total.skipped_keys.extend(part.skipped_keys)
     total.unusable.extend(part.unusable)
+    total.records_without_text += part.records_without_text
