@@ -167,6 +167,14 @@ async def test_the_metadata_filter_narrows_the_list_once_its_json_is_valid(
     await field.fill('{"team": "a", "year": 2021}')
     await expect(names(page)).to_have_text(["doc-04.txt"])
     await expect(page.locator("#filter-metadata-note")).to_be_hidden()
+    # Valid JSON the server refuses: its sentence, and the rows of the filter before it gone (they read
+    # as this filter's matches).
+    await field.fill('{"team": {"$bogus": 1}}')
+    await expect(page.get_by_role("alert").filter(has_text="bogus")).to_be_visible()
+    await expect(names(page)).to_have_count(0)
+    await expect(page.locator(".pager")).to_be_hidden()
+    await field.fill('{"team": "a", "year": 2021}')
+    await expect(names(page)).to_have_text(["doc-04.txt"])
     # With the name filter, after a reload; then Clear filters empties both.
     await page.reload()
     await expect(page.get_by_label("Metadata", exact=True)).to_have_value('{"team":"a","year":2021}')

@@ -245,6 +245,10 @@ async def test_a_similarity_floor_lives_in_the_url_and_says_when_nothing_bears_o
     status = page.locator(".search-status")
     await search(page, "Who won the football world cup in 2014?", "Hybrid")
     await expect(hits.first).to_be_visible()  # search alone ranks whatever there is
+    # So weak a vector answer is checked by an exact scan: a stage named like the others.
+    timings = page.locator(".timings")
+    await expect(timings).to_contain_text("exact vector recheck")
+    await expect(timings).not_to_contain_text("vector_exact")
     await page.get_by_label("Min similarity").fill("0.3")
     await page.get_by_role("button", name="Search", exact=True).click()
     await expect(status).to_contain_text("nothing here bears on it")

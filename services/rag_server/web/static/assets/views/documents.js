@@ -351,38 +351,51 @@ function mountList(root, ctx, route) {
     );
   }
 
+  // The query of the rows on show: rows of another one must not stay under the filters now in the URL.
+  let shownQuery = null;
+  function dropRows() {
+    shown.clear();
+    selected.clear();
+    clear(tableBody);
+    renderSelection();
+    pager.hidden = true;
+    wrap.hidden = true;
+    empty.hidden = true;
+    shownQuery = null;
+  }
+
   async function load() {
     controller?.abort();
     controller = new AbortController();
     clearTimeout(timer);
     wrap.setAttribute("aria-busy", "true");
+    const query = {
+      collection: ctx.collection,
+      limit: params.per,
+      offset: (params.page - 1) * params.per,
+      sort: params.sort,
+      order: params.order,
+      status: params.status,
+      type: params.type,
+      name: params.name,
+      text: params.has ? JSON.stringify({ $contains: params.has }) : "",
+      metadata: params.meta,
+    };
     let data;
     try {
-      data = await api("/documents", {
-        signal: controller.signal,
-        query: {
-          collection: ctx.collection,
-          limit: params.per,
-          offset: (params.page - 1) * params.per,
-          sort: params.sort,
-          order: params.order,
-          status: params.status,
-          type: params.type,
-          name: params.name,
-          text: params.has ? JSON.stringify({ $contains: params.has }) : "",
-          metadata: params.meta,
-        },
-      });
+      data = await api("/documents", { signal: controller.signal, query });
     } catch (err) {
       if (err.name === "AbortError") return;
       error.textContent = err.message;
       wrap.removeAttribute("aria-busy");
-      // The server gone or failing: no pager for a list that did not load, and the list comes back by
-      // itself once the server answers again. A refusal (a bad filter in the URL: 422) is not retried.
-      if (!tableBody.children.length) pager.hidden = true;
+      // The server gone or failing: the list comes back by itself once it answers again. A refusal (a
+      // bad filter: 422) is not retried. Either way, rows of an earlier query do not stay on show (they
+      // read as this one's matches, still selected for a delete).
+      if (shownQuery !== JSON.stringify(query)) dropRows();
       if (!(err instanceof ApiError) || err.status === 0 || err.status >= 500) timer = setTimeout(load, REFRESH_MS);
       return;
     }
+    shownQuery = JSON.stringify(query);
     // A page past the end (an old link, the last documents deleted meanwhile): the last page instead of
     // an empty table under "4901–4900 of 4".
     if (!data.items.length && data.total && params.page > 1) {

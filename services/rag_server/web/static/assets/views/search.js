@@ -13,7 +13,18 @@ const MODES = [
   ["bm25", "BM25", "exact words"],
   ["vector", "Vector", "meaning"],
 ];
-const STAGES = { embed: "embed query", vector: "vector leg", bm25: "BM25 leg", fuse: "fusion", floor: "similarity floor", fetch: "fetch text", total: "total" };
+// Every stage the API times, in the order they run.
+const STAGES = {
+  embed: "embed query",
+  vector: "vector leg",
+  bm25: "BM25 leg",
+  vector_exact: "exact vector recheck",
+  group: "group by document",
+  fuse: "fusion",
+  floor: "similarity floor",
+  fetch: "fetch text",
+  total: "total",
+};
 const DEFAULT_K = 10;
 const EXCERPT_CHARS = 700;
 const CONTAINS_MAX = 1000; // the API's limit on a text of filters.text
