@@ -168,6 +168,8 @@ async def test_the_database_holds_the_same_rules(runtime: Runtime) -> None:
 
 async def test_external_ids_belong_to_their_key(runtime: Runtime, app_client: httpx.AsyncClient) -> None:
     """Runs last: once keys exist the API is no longer open."""
+    await ask(app_client, "before-keys")
+    await ask(app_client, "before-keys", "And how fast?")  # open mode: a session without an owner
     made = {
         name: (await keys.create_key(runtime.pool, CreateKey(name=name, role=role))).key
         for name, role in (("reader-a", "reader"), ("reader-b", "reader"), ("boss", "admin"))
@@ -178,6 +180,10 @@ async def test_external_ids_belong_to_their_key(runtime: Runtime, app_client: ht
 
     async def ask_as(name: str, query: str) -> Any:
         body = {"query": query, "session_id": "shared"}
+        return await ok(await app_client.post("/query", json=body, headers=auth(name)))
+
+    async def ask_as_with(name: str, session_id: str) -> Any:
+        body = {"query": "How do axolotls regenerate?", "session_id": session_id}
         return await ok(await app_client.post("/query", json=body, headers=auth(name)))
 
     a = await ask_as("reader-a", "Question of A about axolotls")
@@ -193,3 +199,20 @@ async def test_external_ids_belong_to_their_key(runtime: Runtime, app_client: ht
     boss = auth("boss")
     assert (await app_client.get("/chat/history/shared", headers=boss)).status_code == 404
     assert (await app_client.get(f"/chat/history/{a['session_id']}", headers=boss)).status_code == 200
+    # A session named in open mode (before any key) is an admin's to continue
+    # by that name: a client that keeps its session id across the switch to keys keeps its history.
+    before = await ok(await app_client.get("/chat/history/before-keys", headers=boss))
+    assert len(before["messages"]) == 4
+    more = await ok(
+        await app_client.post(
+            "/query", json={"query": "And in mice?", "session_id": "before-keys"}, headers=boss
+        )
+    )
+    assert more["session_id"] == before["session_id"]
+    after = await ok(await app_client.get("/chat/history/before-keys", headers=boss))
+    assert [m["content"] for m in after["messages"]][:4] == [m["content"] for m in before["messages"]]
+    assert after["messages"][4]["content"] == "And in mice?" and len(after["messages"]) == 6
+    # A reader's "before-keys" is its own: it starts empty, and the open-mode session is not reached.
+    assert (await app_client.get("/chat/history/before-keys", headers=auth("reader-a"))).status_code == 404
+    own = await ask_as_with("reader-a", "before-keys")
+    assert own["session_id"] != before["session_id"]

@@ -65,11 +65,16 @@ async def create_session(
 
 async def find_external(conn: Executor, external_id: str) -> UUID:
     """The id of the caller's own session with this external id (an admin's too: never another key's,
-    though row-level security would show it). NotFoundError if there is none."""
+    though row-level security would show it), else, for an admin, the one made under it in open mode
+    (before the first key; an admin may continue those, decision 0010), so a client that keeps its
+    session id across the switch to keys keeps its history. NotFoundError if there is none."""
     session_id = await conn.fetchval(
         """
         SELECT id FROM chat_sessions
-        WHERE external_id = $1 AND owner_key_id IS NOT DISTINCT FROM rag_key_id()
+        WHERE external_id = $1
+          AND (owner_key_id IS NOT DISTINCT FROM rag_key_id() OR (owner_key_id IS NULL AND rag_is_admin()))
+        ORDER BY owner_key_id IS NULL
+        LIMIT 1
         """,
         external_id,
     )
