@@ -135,6 +135,10 @@ def cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
         if await bm25_engine(runtime) != "native":
             print("the BM25 engine is pg_search: it has no pack")
             return
+        if args.status:
+            state = await bm25_packs.pack_state(runtime.pool)
+            print(f"pack: {state.describe()}; {'due' if state.due(settings) else 'not due'} now")
+            return
         packed = await bm25_packs.pack(runtime.pool, if_due=settings if args.if_due else None)
         state = await bm25_packs.pack_state(runtime.pool)
         print(("packed: " if packed else "not packed now: ") + state.describe())
@@ -195,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check", cmd_check, "verify the invariants (tasks, chunks, BM25, queue, chat); exit 1 if broken")
     p.add_argument("--quiescent", action="store_true", help="also fail on tasks still queued or processing")
     p = add("pack", cmd_pack, "rebuild the native BM25 engine's pack (workers do it when due)")
-    p.add_argument("--if-due", action="store_true", help="only when RAG_BM25_PACK_* say it is due")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--if-due", action="store_true", help="only when RAG_BM25_PACK_* say it is due")
+    when.add_argument("--status", action="store_true", help="only print its state (and whether it is due)")
     from rag_server.access.cli import register_keys_command
     from rag_server.collections.cli import register_collections_command
     from rag_server.evaluation.commands import register_eval_commands

@@ -479,6 +479,14 @@ async def test_pack_command_reports_and_truncate_empties_the_pack(
     assert out.stdout.startswith("packed: ") and "0 chunks changed since" in out.stdout
     out = await asyncio.to_thread(pack_command, "--if-due")
     assert out.returncode == 0 and out.stdout.startswith("not packed now: "), out.stdout + out.stderr
+    # --status reads the state and builds nothing (the time it was built stays).
+    async with owner_connection(runtime.database_url) as owner:
+        built = await owner.fetchval("SELECT packed_at FROM bm25_pack")
+        out = await asyncio.to_thread(pack_command, "--status")
+        state = await bm25_packs.pack_state(owner)
+        assert await owner.fetchval("SELECT packed_at FROM bm25_pack") == built
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"pack: {state.describe()}; {'due' if state.due(settings) else 'not due'} now\n"
     async with owner_connection(runtime.database_url) as owner:
         await owner.execute("TRUNCATE chunks CASCADE")
         assert await owner.fetchval("SELECT count(*) FROM bm25_packed") == 0

@@ -726,6 +726,27 @@ async def test_cli_import_skips_only_the_unusable_documents_and_re_embeds_bad_ve
     assert "3 skipped as unusable" in again.stdout, again.stdout
 
 
+async def test_an_import_that_writes_nothing_fails_and_leaves_no_collection(
+    settings: Settings, runtime: Runtime, tmp_path: Path
+) -> None:
+    """A cut copy of an export (its one document line ends mid-way) exited 0 and left the collection
+    it created, empty: a script could not tell it from a success."""
+    file = tmp_path / "cut.jsonl"
+    export_lines(
+        file, ['{"type": "document", "id": "00000000-0000-0000-0000-0000000000e1", "filen'], vectors=False
+    )
+    done = await asyncio.to_thread(
+        _cli, settings, "import", "jsonl", str(file), "--collection", "cut", "--quiet"
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "Traceback" not in output, output
+    assert "skipped line 2: not a document line" in output, output
+    assert "removed the collection cut this import created" in output, output
+    assert done.stderr.rstrip().endswith("nothing was imported: its one document was unusable"), output
+    async with runtime.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM collections WHERE name = 'cut'") == 0
+
+
 async def test_a_record_the_database_refuses_is_skipped_alone(runtime: Runtime, tmp_path: Path) -> None:
     """What cleaning cannot foresee: a record too large for to_tsvector (the BM25 triggers' tokenizer)
     fails its batch's transaction; the batch is written again a document at a time."""

@@ -73,6 +73,11 @@ class ImportCounts:
     # others: nothing to index, left out. A document none of whose records has a text is `unusable`.
     records_without_text: int = 0
 
+    @property
+    def stored(self) -> int:
+        """Documents of the source the collection holds now (written, or already there)."""
+        return self.created + self.updated + self.unchanged + self.duplicates
+
     def summary(self) -> str:
         unusable = f", {len(self.unusable)} skipped as unusable" if self.unusable else ""
         textless = self.records_without_text

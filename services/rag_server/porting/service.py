@@ -15,7 +15,7 @@ from rag_server.infra.runtime import Runtime
 from rag_server.porting.chroma import ChromaSource
 from rag_server.porting.importer import Source, import_source
 from rag_server.porting.jsonl import export_collection, import_jsonl
-from rag_server.porting.models import ImportCounts, generation_plan
+from rag_server.porting.models import ImportCounts, PortingError, generation_plan
 from rag_server.porting.pgvector_tables import open_pgvector_source
 from rag_server.porting.store import count_not_ready, ensure_collection
 
@@ -38,7 +38,7 @@ async def _run(
         plan = generation_plan(source_model, source_dim, await live_generations(runtime.pool))
         report(plan.reason)
         counts = await import_source(runtime, source, collection_id, plan, group_by=group_by, quiet=quiet)
-    _report_counts(counts, collection, report)
+        _report_counts(counts, collection, report)
     return counts
 
 
@@ -61,6 +61,9 @@ async def _target(runtime: Runtime, collection: str, report: Report) -> AsyncIte
 
 
 def _report_counts(counts: ImportCounts, collection: str, report: Report) -> None:
+    """The summary and its skipped documents; a PortingError when every document was unusable (a cut
+    file, a source of records without text): an import that wrote nothing is no success, and `_target`
+    then takes away the collection it created."""
     report(f"imported into {collection}: {counts.summary()}")
     if counts.skipped_keys:
         shown = ", ".join(counts.skipped_keys[:10]) + (" ..." if len(counts.skipped_keys) > 10 else "")
@@ -70,6 +73,10 @@ def _report_counts(counts: ImportCounts, collection: str, report: Report) -> Non
         report(f"skipped {key}: {reason}")
     if len(counts.unusable) > UNUSABLE_SHOWN:
         report(f"... and {len(counts.unusable) - UNUSABLE_SHOWN} more skipped")
+    if counts.unusable and not counts.stored:
+        n = len(counts.unusable)
+        what = "its one document was" if n == 1 else f"all {n} of its documents were"
+        raise PortingError(f"nothing was imported: {what} unusable")
 
 
 async def import_chroma(
@@ -122,7 +129,7 @@ async def import_jsonl_file(
 ) -> ImportCounts:
     async with _target(runtime, collection, report) as collection_id:
         counts = await import_jsonl(runtime, path, collection_id, quiet=quiet, report=report)
-    _report_counts(counts, collection, report)
+        _report_counts(counts, collection, report)
     return counts
 
 
