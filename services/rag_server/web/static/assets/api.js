@@ -32,6 +32,22 @@ function detailText(detail, status) {
   return `The server answered ${status}.`;
 }
 
+// JSON.parse that keeps an integer beyond 2^53 as written (an id from another system, set through the API or
+// an import): a plain parse rounds it, and saving an edit of another key of the same metadata wrote the
+// rounded value back. JSON.stringify writes such a value as it came (JSON.rawJSON).
+const RAW_JSON = typeof JSON.rawJSON === "function";
+
+function exactIntegers(key, value, context) {
+  if (RAW_JSON && typeof value === "number" && !Number.isSafeInteger(value) && /^-?\d+$/.test(context?.source ?? "")) {
+    return JSON.rawJSON(context.source);
+  }
+  return value;
+}
+
+export function parseJson(text) {
+  return JSON.parse(text, exactIntegers);
+}
+
 function headers(extra = {}) {
   const h = { ...extra };
   const key = auth.get();
@@ -78,7 +94,7 @@ async function send(path, { method = "GET", json, body, query, signal, accept } 
 export async function api(path, options = {}) {
   const response = await send(path, options);
   if (response.status === 204) return null;
-  return response.json();
+  return parseJson(await response.text());
 }
 
 // POST `json` and yield {event, data} for each Server-Sent Event (`data` parsed as JSON).

@@ -1,7 +1,7 @@
 // What the documents table, a document's page, search hits and chat sources share: the status badge,
 // download, delete, and where a chunk sits in its file.
 
-import { api, ApiError, download } from "../api.js";
+import { api, ApiError, download, parseJson } from "../api.js";
 import { append, clear, confirmDialog, h, toast } from "../dom.js";
 
 const STATUS_TONE = { ready: "ok", failed: "error", queued: "", processing: "warn" };
@@ -39,14 +39,22 @@ export function chunkSection(chunk, className = "chunk-section") {
 export function parseJsonObject(text) {
   let value;
   try {
-    value = JSON.parse(text.trim() || "{}");
+    value = parseJson(text.trim() || "{}");
   } catch (err) {
     return { error: `Not valid JSON: ${err.message}` };
   }
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     return { error: 'Metadata must be a JSON object, like {"team": "x"}.' };
   }
+  if (hasHugeNumber(value)) return { error: "A number is too large (like 1e400): it would be stored as null." };
   return { value };
+}
+
+// 1e400 parses as Infinity, which JSON.stringify writes as null.
+function hasHugeNumber(value) {
+  if (typeof value === "number") return !Number.isFinite(value);
+  if (value === null || typeof value !== "object" || JSON.isRawJSON?.(value)) return false;
+  return Object.values(value).some(hasHugeNumber);
 }
 
 export function statusBadge(status) {
