@@ -212,6 +212,12 @@ async def test_external_ids_belong_to_their_key(runtime: Runtime, app_client: ht
     after = await ok(await app_client.get("/chat/history/before-keys", headers=boss))
     assert [m["content"] for m in after["messages"]][:4] == [m["content"] for m in before["messages"]]
     assert after["messages"][4]["content"] == "And in mice?" and len(after["messages"]) == 6
+    # It is on the admin's own list too (it vanished from the app when the first key was made), and
+    # not on a reader's.
+    listed = await ok(await app_client.get("/chat/sessions", headers=boss))
+    assert before["session_id"] in [s["id"] for s in listed["sessions"]]
+    listed = await ok(await app_client.get("/chat/sessions", headers=auth("reader-b")))
+    assert before["session_id"] not in [s["id"] for s in listed["sessions"]]
     # A reader's "before-keys" is its own: it starts empty, and the open-mode session is not reached.
     assert (await app_client.get("/chat/history/before-keys", headers=auth("reader-a"))).status_code == 404
     own = await ask_as_with("reader-a", "before-keys")

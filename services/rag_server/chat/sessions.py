@@ -63,16 +63,20 @@ async def create_session(
     return _session(row)
 
 
+# The caller's own sessions: its key's, and for an admin those made in open mode (no owner, before the
+# first key: an admin may continue them, decision 0010), so they do not vanish when keys arrive.
+OWN = "(s.owner_key_id IS NOT DISTINCT FROM rag_key_id() OR (s.owner_key_id IS NULL AND rag_is_admin()))"
+
+
 async def find_external(conn: Executor, external_id: str) -> UUID:
     """The id of the caller's own session with this external id (an admin's too: never another key's,
     though row-level security would show it), else, for an admin, the one made under it in open mode
     (before the first key; an admin may continue those, decision 0010), so a client that keeps its
     session id across the switch to keys keeps its history. NotFoundError if there is none."""
     session_id = await conn.fetchval(
-        """
-        SELECT id FROM chat_sessions
-        WHERE external_id = $1
-          AND (owner_key_id IS NOT DISTINCT FROM rag_key_id() OR (owner_key_id IS NULL AND rag_is_admin()))
+        f"""
+        SELECT id FROM chat_sessions s
+        WHERE external_id = $1 AND {OWN}
         ORDER BY owner_key_id IS NULL
         LIMIT 1
         """,
@@ -99,11 +103,12 @@ async def list_sessions(
     every_owner: bool = False,
     only_archived: bool = False,
 ) -> tuple[list[ChatSession], int]:
-    """Most recently active first (updated_at moves with every answer). The scope's own sessions, or
+    """Most recently active first (updated_at moves with every answer). The scope's own sessions (an
+    admin's include those made in open mode, before the first key), or
     with `every_owner` all those row-level security shows it (an admin's: every session).
     `only_archived`: the archived ones alone (whatever `include_archived` says)."""
-    where = """($1 OR $3 OR NOT s.is_archived) AND (NOT $3 OR s.is_archived)
-        AND ($2 OR s.owner_key_id IS NOT DISTINCT FROM rag_key_id())"""
+    where = f"""($1 OR $3 OR NOT s.is_archived) AND (NOT $3 OR s.is_archived)
+        AND ($2 OR {OWN})"""
     rows = await conn.fetch(
         f"""
         SELECT {_SESSION_COLUMNS} FROM chat_sessions s WHERE {where}
