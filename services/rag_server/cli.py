@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -246,7 +248,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     from rag_server.infra.capabilities import SchemaMismatchError
 
     try:
-        sys.exit(args.handler(args, get_settings()))
+        code = args.handler(args, get_settings())
+        sys.stdout.flush()  # a reader gone early (`| head`) shows here, not at the interpreter's exit
+        sys.exit(code)
+    except BrokenPipeError:
+        # As `ls | head`: quiet, with the shell's status for SIGPIPE; stdout to /dev/null so that the
+        # interpreter's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + signal.SIGPIPE)
     except (SchemaMismatchError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

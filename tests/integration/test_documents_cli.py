@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pty
+import signal
 import subprocess
 import sys
 from uuid import UUID
@@ -213,6 +214,24 @@ async def test_the_end_of_input_at_the_question_is_a_no(settings: Settings, ids:
     assert "Delete 1 document? [y/N]" in asked.stdout and asked.stdout.splitlines()[-1] == "nothing deleted"
     left = await rag_server(settings, "documents", "list", "--collection", "notes")
     assert "delta.txt" in left.stdout
+
+
+async def test_a_reader_that_stops_early_is_no_traceback(settings: Settings, ids: dict[str, UUID]) -> None:
+    # `rag-server documents list | head -1`: the pipe closes before the listing is written.
+    def list_into_a_closed_pipe() -> tuple[int, bytes]:
+        listing = subprocess.Popen(
+            [sys.executable, "-m", "rag_server", "documents", "list", "--collection", "notes"],
+            env=settings_env(settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert listing.stdout is not None and listing.stderr is not None
+        listing.stdout.close()
+        stderr = listing.stderr.read()
+        return listing.wait(120), stderr
+
+    code, stderr = await asyncio.to_thread(list_into_a_closed_pipe)
+    assert (code, stderr) == (128 + signal.SIGPIPE, b"")
 
 
 @pytest.mark.parametrize(
