@@ -65,6 +65,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.concurrency:
         settings = settings.model_copy(update={"worker_concurrency": args.concurrency})
+    if args.parent is not None:
+        from rag_server.infra.lifetime import die_with_parent
+
+        die_with_parent(args.parent, signal.SIGTERM)  # `up` killed by -9 (or the OOM killer) runs no stop
     check_local_model(settings)
     asyncio.run(run_worker(settings))
     return 0
@@ -180,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("worker", cmd_worker, "run an ingestion worker (applies migrations first)")
     p.add_argument("--concurrency", type=int, default=None, help="tasks processed at once")
+    p.add_argument("--parent", type=int, default=None, help=argparse.SUPPRESS)  # `up`: stop when it dies
     p = add("ingest", cmd_ingest, "upload files/folders (recursive) to a running server and wait for them")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--url", default=None, help="server URL (default http://RAG_HOST:RAG_PORT)")

@@ -58,9 +58,9 @@ class WorkerSupervisor:
         # Own session: Ctrl-C in the terminal reaches only `up`, which then stops the worker
         # with SIGTERM (graceful) instead of both racing on SIGINT. The environment carries the
         # settings, RAG_LOG_FORMAT and RAG_LOG_LEVEL included (a .env file is read by both).
-        return subprocess.Popen(
-            [sys.executable, "-m", "rag_server", "worker"], env=os.environ.copy(), start_new_session=True
-        )
+        # --parent: the worker stops when this process dies, even by SIGKILL, which runs no stop().
+        command = [sys.executable, "-m", "rag_server", "worker", "--parent", str(os.getpid())]
+        return subprocess.Popen(command, env=os.environ.copy(), start_new_session=True)
 
     def _run(self) -> None:
         while not self._stopping.is_set():

@@ -59,6 +59,35 @@ def test_up_serves_health_supervises_the_worker_and_stops_everything() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def test_a_worker_stops_when_up_is_killed() -> None:
+    """`up` killed by SIGKILL (the OOM killer, kill -9) runs no stop: its worker ran on for good."""
+    data_dir = Path(tempfile.mkdtemp(prefix="ragu-", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update({"RAG_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"})
+    up = start_listening(["up"], env, data_dir / "up.log").popen
+    try:
+        wait_for(lambda: len(worker_children(up)) == 1, 60, "the worker process")
+        worker = worker_children(up)[0]
+        up.kill()
+        up.wait()
+        wait_for(
+            lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE,
+            30,
+            "the worker to stop",
+        )
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        # The embedded PostgreSQL it started outlives it (another `up` attaches to it): fast shutdown.
+        postmaster = data_dir / "pg" / "postmaster.pid"
+        if postmaster.exists():
+            pid = int(postmaster.read_text().split()[0])
+            os.kill(pid, signal.SIGINT)
+            wait_for(lambda: not psutil.pid_exists(pid), 60, "PostgreSQL to stop")
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 @pytest.mark.parametrize("command", ["up", "serve"])
 def test_a_port_in_use_is_one_line_and_nothing_starts(command: str) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="ragu-", dir="/tmp"))

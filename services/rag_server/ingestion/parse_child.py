@@ -8,7 +8,6 @@ child start does not walk the package for the worker's code stamp.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import os
@@ -19,6 +18,7 @@ import sys
 from typing import Any
 
 from rag_server.config import Settings
+from rag_server.infra.lifetime import die_with_parent
 from rag_server.ingestion.parsing import ParseError
 
 # Named, not __name__: this module runs as __main__.
@@ -41,18 +41,6 @@ def frame(value: Any) -> bytes:
     """One message: its pickle's length, then the pickle."""
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     return HEADER.pack(len(data)) + data
-
-
-def _die_with_parent(parent: int) -> None:
-    """SIGKILL this process when the worker dies (Linux), so a hung parse never outlives it."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before the line above
-        os._exit(0)
 
 
 def _limit_memory(megabytes: int) -> None:
@@ -103,7 +91,7 @@ def _read_exactly(stream: Any, size: int) -> bytearray | None:
 
 
 def serve(parent: int) -> None:
-    _die_with_parent(parent)
+    die_with_parent(parent, signal.SIGKILL)  # a hung parse never outlives its worker
     # Ctrl-C and a SIGTERM to the whole group (systemd, `kill -- -PGID`) reach the worker, which stops
     # this child when it is done with the task (or kills it past its grace).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
