@@ -4,6 +4,8 @@ database is then secured) and check that a key limited to one collection sees no
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -406,3 +408,27 @@ async def test_stdio_stops_at_once_when_its_key_is_revoked(
             refused = await client.call_tool(tool, arguments)
             assert refused.is_error, refused
             assert error_text(refused).endswith("RAG_API_KEY: the API key is not valid (unknown or revoked)")
+
+
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        ("", "RAG_API_KEY: it is empty: set it to an API key (`rag-server keys create`), or unset it"),
+        ("rag_wrong", "RAG_API_KEY: the API key is not valid (unknown or revoked)"),
+    ],
+)
+async def test_stdio_refuses_a_bad_key_at_start_in_one_line(
+    settings: Settings, secured: dict[str, str], key: str, said: str
+) -> None:
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "rag_server", "mcp"],
+        env={**settings_env(settings), "RAG_API_KEY": key},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == f"rag-server mcp: {said}", (
+        done.stderr
+    )

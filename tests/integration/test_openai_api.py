@@ -341,7 +341,16 @@ async def test_a_bad_key_is_an_authentication_error(app: FastAPI, world: World) 
 
 # "rag:aaa...": within the /v1 model id's 200 characters, longer than any collection reference (100).
 @pytest.mark.parametrize(
-    "model", ["rag:beta", "rag:beta:vector", "rag:nope", "gpt-4o", "rag:alpha:fuzzy", "rag:" + "a" * 150]
+    "model",
+    [
+        "rag:beta",
+        "rag:beta:vector",
+        "rag:nope",
+        "gpt-4o",
+        "rag:alpha:fuzzy",
+        "rag:alpha:",
+        "rag:" + "a" * 150,
+    ],
 )
 async def test_a_model_out_of_reach_is_not_found(reader: openai.AsyncOpenAI, model: str) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
@@ -444,6 +453,9 @@ async def test_a_body_that_is_not_json_is_an_openai_400_only_under_v1(
     headers = {"Authorization": f"Bearer {world.alpha_reader}", "Content-Type": "application/json"}
     r = await app_client.post("/v1/chat/completions", content=b"{not json", headers=headers)
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    # Named as what it is, not with the character offset as the parameter (it said param "1").
+    assert r.json()["error"]["param"] is None
+    assert r.json()["error"]["message"].startswith("the body is not valid JSON: "), r.json()
     r = await app_client.post("/query", content=b"{not json", headers=headers)
     assert r.status_code == 422 and set(r.json()) == {"detail"}
     missing = await app_client.post("/v1/chat/completions", json={"messages": []}, headers=headers)

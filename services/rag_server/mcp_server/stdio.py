@@ -23,6 +23,10 @@ from rag_server.mcp_server.server import Services, build_mcp
 async def serve_stdio(settings: Settings) -> None:
     async with open_runtime(settings, migrate=True) as runtime:
         if settings.api_key is not None:
+            if not settings.api_key.get_secret_value().strip():
+                raise UnauthenticatedError(
+                    "it is empty: set it to an API key (`rag-server keys create`), or unset it"
+                )
             principal = await keys.authenticate(
                 runtime.pool, settings.api_key.get_secret_value(), open_allowed=False
             )

@@ -32,8 +32,8 @@ def parse_model_id(model: str) -> tuple[str, SearchType] | None:
     """(collection name, search type) for a `rag:...` id, else None (not one of ours)."""
     if not model.startswith(MODEL_PREFIX):
         return None
-    name, _, suffix = model.removeprefix(MODEL_PREFIX).partition(":")
-    if not suffix:
+    name, colon, suffix = model.removeprefix(MODEL_PREFIX).partition(":")
+    if not colon:  # `rag:x:` is no id of ours: an unlisted alias of `rag:x`
         return (name, "hybrid") if name else None
     search_type = SEARCH_SUFFIXES.get(suffix)
     return (name, search_type) if name and search_type is not None else None
@@ -98,6 +98,9 @@ def _field_path(loc: Sequence[Any]) -> list[str]:
 def validation_error_content(errors: list[dict[str, Any]]) -> dict[str, Any]:
     """A 400 body for pydantic's errors: the first one's field and message (OpenAI names one `param`)."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":  # its location is a character offset, not a parameter
+        error = first.get("ctx", {}).get("error")
+        return error_content(400, "the body is not valid JSON" + (f": {error}" if error else ""), None)
     param = ".".join(_field_path(first.get("loc", ()))) or None
     said = str(first.get("msg"))
     message = f"{param}: {said}" if param else said
