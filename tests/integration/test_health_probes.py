@@ -5,6 +5,8 @@ migrations; live (and /metrics, with rag_database_up 0) while the database is do
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -101,6 +103,37 @@ async def test_a_database_outage_is_not_ready_but_live(
     r = await ready_when(app_client, 200)
     assert r.json()["status"] == "ready"
     assert "rag_database_up 1.0" in (await app_client.get("/metrics")).text
+
+
+async def test_a_database_that_hangs_is_not_ready_within_the_probes_bound(
+    app_client: httpx.AsyncClient, pg_server: str, database_url: str
+) -> None:
+    """A database that takes the query and never answers (frozen, a network dropping packets): the
+    probe waited for its cancelled query to unwind, which hung too, and never answered."""
+    await ready_when(app_client, 200)  # the pool holds connections to this database
+    database = urlsplit(database_url).path.lstrip("/")
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        backends = [
+            row[0]
+            for row in admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (database,)
+            )
+        ]
+    assert backends
+    for pid in backends:
+        os.kill(pid, signal.SIGSTOP)
+    probe = asyncio.create_task(app_client.get("/health/ready"))
+    try:
+        # Far beyond the probe's 3 s: what is checked is that it answers while the database hangs.
+        answered, _ = await asyncio.wait({probe}, timeout=20)
+    finally:
+        for pid in backends:
+            os.kill(pid, signal.SIGCONT)
+    r = await probe
+    assert answered, f"the probe answered only once the database did: {r.status_code} {r.text}"
+    assert r.status_code == 503, r.text
+    assert r.json()["checks"]["database"]["detail"] == "the database did not answer within 3 s"
+    await ready_when(app_client, 200)
 
 
 @pytest.mark.parametrize("path", ["/health/live", "/health/ready"])

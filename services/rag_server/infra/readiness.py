@@ -56,20 +56,39 @@ def _replicas_check(runtime: Runtime) -> dict[str, Check]:
     return {"read_replicas": Check(True, runtime.reads.summary()[1])}
 
 
+# Probes given up on, still unwinding: held here so that they are not collected mid-way.
+_unwinding: set[asyncio.Task[object]] = set()
+
+
+def _let_go(probe: asyncio.Task[object]) -> None:
+    """Cancel a probe without waiting for it: it ends when the database answers again (or its connection
+    is closed), and its outcome is of no interest by then."""
+    probe.cancel()
+    _unwinding.add(probe)
+    probe.add_done_callback(_unwinding.discard)
+    probe.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieved: never logged
+
+
 async def readiness(runtime: Runtime) -> dict[str, Check]:
     """Every check by name (database, migrations, embedding, queue, read_replicas when configured);
     never raises."""
     checks = {"embedding": _embedding_check(runtime.embedder), **_replicas_check(runtime)}
     queue = queue_table(runtime.settings.queue_name)
-    try:
-        row = await asyncio.wait_for(
-            runtime.pool.fetchrow(
-                "SELECT (SELECT array_agg(version_num::text) FROM alembic_version) AS versions, "
-                "to_regclass($1) IS NOT NULL AS queue",
-                queue,
-            ),
-            DATABASE_TIMEOUT_S,
+    probe = asyncio.create_task(
+        runtime.pool.fetchrow(
+            "SELECT (SELECT array_agg(version_num::text) FROM alembic_version) AS versions, "
+            "to_regclass($1) IS NOT NULL AS queue",
+            queue,
         )
+    )
+    try:
+        # Not asyncio.wait_for: it waits for the cancelled query to unwind, and a database that hangs
+        # (frozen, or a network that drops packets) holds that unwinding too: the probe never answered.
+        done, _ = await asyncio.wait({probe}, timeout=DATABASE_TIMEOUT_S)
+        if not done:
+            _let_go(probe)
+            raise TimeoutError
+        row = probe.result()
     except TimeoutError:
         reason = f"the database did not answer within {DATABASE_TIMEOUT_S:g} s"
         row = None
