@@ -269,3 +269,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        from rag_server.infra.database import unreachable_database
+
+        if (reason := unreachable_database(exc)) is None:
+            raise
+        print(f"error: {reason}", file=sys.stderr)
+        sys.exit(1)

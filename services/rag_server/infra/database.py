@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
@@ -209,3 +210,33 @@ def vector_array(value: object) -> np.ndarray:
 def vector_literal(vector: np.ndarray) -> str:
     """pgvector's text form: asyncpg cannot bind an array of vector values, text casts cleanly in unnest."""
     return "[" + ",".join(f"{x:.7g}" for x in vector.tolist()) + "]"
+
+
+# SQLSTATEs of a connection that could not be made: class 08 (connection exception), 28 (the user or its
+# password refused), 3D000 (no such database), 57P03 (starting up or shutting down), 53300 (too many
+# connections).
+_NO_CONNECTION_SQLSTATES = ("08", "28", "3D000", "57P03", "53300")
+
+
+def unreachable_database(exc: BaseException) -> str | None:
+    """One sentence when `exc` (or what caused it) says the database could not be reached or refused the
+    connection, else None. For the command line, which would otherwise print the driver's traceback."""
+    import psycopg
+
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        sqlstate = getattr(link, "sqlstate", None)
+        if (
+            isinstance(link, psycopg.OperationalError)
+            or (isinstance(sqlstate, str) and sqlstate.startswith(_NO_CONNECTION_SQLSTATES))
+            or isinstance(link, ConnectionError | socket.gaierror)
+            or (isinstance(link, OSError) and link.errno in _UNREACHABLE_ERRNOS and link.filename is None)
+        ):
+            said = " ".join(str(link).split("\n")[0].split()) or type(link).__name__
+            return (
+                f"cannot connect to the database ({said}): is PostgreSQL running, and is DATABASE_URL right?"
+            )
+        link = link.__cause__ or link.__context__
+    return None
