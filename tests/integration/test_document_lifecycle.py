@@ -462,6 +462,16 @@ def test_cli_ingest_metadata_and_replace(
     cleared = client.get(f"/documents/{doc['id']}").json()
     assert (cleared["version"], cleared["metadata"]) == (3, {})  # '{}' given: cleared, as the API does
     assert doc["id"] in doc_ids(search(client, "platypus", "bm25"))
+    # New bytes that are another document's: not "already stored" (they are, as another document), but
+    # the server's refusal, and the document stays at version 3.
+    other = tmp_path / "other.txt"
+    other.write_bytes(text_of("walrus"))
+    with worker.running():
+        assert ingest_paths([str(other)], base_url=live_app_url) == 0
+    path.write_bytes(text_of("walrus"))
+    with pytest.raises(ClientError, match=r"already stored in this collection as 'other\.txt'"):
+        ingest_paths([str(path)], base_url=live_app_url, replace=True)
+    assert client.get(f"/documents/{doc['id']}").json()["version"] == 3
     # One name in two folders with --replace: refused before anything is uploaded.
     for folder in ("a", "b"):
         (tmp_path / "tree" / folder).mkdir(parents=True)

@@ -127,7 +127,7 @@ def ingest_paths(
             print("nothing to ingest", file=sys.stderr)
             return 1
         if skip_duplicates:
-            files = _without_duplicates(client, files, collection)
+            files = _without_duplicates(client, files, collection, replace)
             if not files:
                 print("every file is already stored", file=sys.stderr)
                 return 0
@@ -150,11 +150,13 @@ def ingest_paths(
     return 1 if failed else 0
 
 
-def _without_duplicates(client: Client, files: list[Path], collection: str) -> list[Path]:
+def _without_duplicates(client: Client, files: list[Path], collection: str, replace: bool) -> list[Path]:
+    """The files whose bytes the collection does not hold yet. With `replace`, a file whose bytes are
+    another document's is kept: it names the document it replaces, and the server's refusal says why."""
     digests = {p: sha256_hex(p.read_bytes()) for p in files}
     checked = client.check_duplicates([(p.name, d) for p, d in digests.items()], collection)
-    stored = {r.sha256 for r in checked.results if r.duplicate}
-    kept = [p for p in files if digests[p] not in stored]
+    stored = {r.sha256: r.existing_filename for r in checked.results if r.duplicate}
+    kept = [p for p in files if digests[p] not in stored or (replace and stored[digests[p]] != p.name)]
     if len(kept) < len(files):
         print(f"{len(files) - len(kept)} file(s) already stored, not uploaded again", file=sys.stderr)
     return kept
