@@ -12,7 +12,11 @@ import time
 from dataclasses import dataclass
 
 from rag_server.config import Settings
-from rag_server.infra.embedded_postgres import EmbeddedPostgres, ensure_embedded_postgres
+from rag_server.infra.embedded_postgres import (
+    EmbeddedPostgres,
+    ensure_embedded_postgres,
+    restart_embedded_postgres,
+)
 from rag_server.infra.migrations import upgrade_to_head
 
 logger = logging.getLogger(__name__)
@@ -87,6 +91,38 @@ class WorkerSupervisor:
             process.wait()
 
 
+class DatabaseWatch:
+    """Starts the embedded PostgreSQL again when it dies under `up` (the OOM killer, a kill -9): the stack
+    otherwise answered 503 for ever with no line saying why. `current`: the server to stop at the end
+    (one started again here is this `up`'s, also when the first was only attached to)."""
+
+    def __init__(self, embedded: EmbeddedPostgres, listen: str, interval_s: float = 2.0) -> None:
+        self.current = embedded
+        self.listen = listen
+        self.interval_s = interval_s
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="database-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.interval_s):
+            if self.current.running():
+                continue
+            logger.error(
+                "embedded PostgreSQL in %s is gone (killed?): starting it again", self.current.pgdata
+            )
+            try:
+                self.current = restart_embedded_postgres(self.current.pgdata, self.listen)
+            except Exception:  # logged; the next round tries again
+                logger.exception("embedded PostgreSQL in %s did not start again", self.current.pgdata)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+
 def run_stack(settings: Settings, host: str, port: int) -> None:
     from rag_server.access.exposure import refuse_open_exposure
     from rag_server.api.server import exit_on_sigterm, listen, serve_api
@@ -94,13 +130,19 @@ def run_stack(settings: Settings, host: str, port: int) -> None:
     # From the start: a SIGTERM while the database starts or migrates also runs the `finally` below.
     exit_on_sigterm()
     sock = listen(host, port)  # a port in use: nothing else starts
-    embedded: EmbeddedPostgres | None = None
+    watch: DatabaseWatch | None = None
     if settings.database_url:
         url = settings.database_url
     else:
         embedded = ensure_embedded_postgres(settings.embedded_pgdata, settings.embedded_listen)
         url = embedded.uri
-        logger.info("embedded PostgreSQL 18 in %s", embedded.pgdata)
+        logger.info(
+            "embedded PostgreSQL 18 in %s (%s)",
+            embedded.pgdata,
+            "started" if embedded.started_here else "already running: left running at the end",
+        )
+        watch = DatabaseWatch(embedded, settings.embedded_listen)
+        watch.start()
     try:
         # Migrate once here so the worker and the server start on a ready schema.
         upgrade_to_head(url, settings)
@@ -116,6 +158,8 @@ def run_stack(settings: Settings, host: str, port: int) -> None:
             supervisor.stop()
     finally:
         sock.close()
-        if embedded is not None and embedded.started_here:
-            embedded.stop()
-            logger.info("embedded PostgreSQL stopped")
+        if watch is not None:
+            watch.stop()
+            if watch.current.started_here:
+                watch.current.stop()
+                logger.info("embedded PostgreSQL stopped")

@@ -59,6 +59,38 @@ def test_up_serves_health_supervises_the_worker_and_stops_everything() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def test_up_starts_its_database_again_when_it_dies() -> None:
+    """PostgreSQL killed under `up` (the OOM killer): the stack answered 503 for ever, with no line why."""
+    data_dir = Path(tempfile.mkdtemp(prefix="ragu-", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update({"RAG_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"})
+    child = start_listening(["up"], env, data_dir / "up.log")
+    up = child.popen
+    postmaster = data_dir / "pg" / "postmaster.pid"
+    try:
+        first = int(postmaster.read_text().split()[0])
+        os.kill(first, signal.SIGKILL)
+
+        def ready_again() -> bool:
+            try:
+                return httpx.get(f"{child.base_url}/health/ready", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready_again, 90, "the stack ready again")
+        assert "is gone (killed?): starting it again" in (data_dir / "up.log").read_text()
+        again = int(postmaster.read_text().split()[0])
+        assert again != first
+        up.send_signal(signal.SIGTERM)
+        up.wait(60)
+        assert not psutil.pid_exists(again) or psutil.Process(again).status() == psutil.STATUS_ZOMBIE
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def test_a_worker_stops_when_up_is_killed() -> None:
     """`up` killed by SIGKILL (the OOM killer, kill -9) runs no stop: its worker ran on for good."""
     data_dir = Path(tempfile.mkdtemp(prefix="ragu-", dir="/tmp"))

