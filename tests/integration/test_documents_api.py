@@ -536,6 +536,33 @@ def test_cli_ingest_uploads_a_folder_and_waits(
     assert "3 file(s) already stored, not uploaded again" in again.stderr
 
 
+def test_cli_ingest_of_a_fixed_file_replaces_its_failed_document_and_says_when_a_name_is_taken(
+    live_app_url: str, worker: Proc, env: dict[str, str], tmp_path: Path, database_url: str
+) -> None:
+    """ "Fix the file, ingest again" left the failed document beside the fixed one (and every later
+    --replace of that name was a 409); a changed file of a stored name was added beside it silently."""
+    notes = tmp_path / "fixed-notes.json"
+    notes.write_text('{"lemurs": "Madagascar", oops')
+    command = [sys.executable, "-m", "rag_server", "ingest", str(notes), "--url", live_app_url]
+    broken = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert broken.returncode == 1 and "not valid JSON" in broken.stderr, broken.stderr
+    notes.write_text(json.dumps({"lemurs": "Madagascar", "notes": long_text(60, seed=51)}))
+    fixed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "1 file(s) replace the failed document of their name" in fixed.stderr
+    sql = "SELECT status, version FROM documents WHERE filename = 'fixed-notes.json'"
+    assert [(r["status"], r["version"]) for r in query(database_url, sql)] == [("ready", 2)]
+    # Changed again, without --replace: added beside it, and the run says so.
+    notes.write_text(json.dumps({"lemurs": "sleep by day", "notes": long_text(60, seed=52)}))
+    beside = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert beside.returncode == 0, beside.stderr
+    assert (
+        f"{notes}: default already has a document named 'fixed-notes.json' with other content: this one is"
+        " added beside it (--replace makes it a new version of that one instead)"
+    ) in beside.stderr.splitlines()
+    assert len(query(database_url, sql)) == 2
+
+
 def test_cli_ingest_skips_an_empty_file_or_one_over_the_servers_limit_and_uploads_the_rest(
     live_app_url: str, worker: Proc, env: dict[str, str], tmp_path: Path, database_url: str
 ) -> None:

@@ -27,6 +27,7 @@ from rag_server.ingestion.parsing import file_type_for
 GROUP_FILES = 100
 GROUP_BYTES = 64 * 1024 * 1024
 FINISHED = ("completed", "failed", "duplicate")
+NAMES_SHOWN = 20  # lines naming files added beside a document of their name
 
 
 LIMITS = ("max_files_per_upload", "max_file_bytes", "max_request_bytes")
@@ -126,13 +127,15 @@ def ingest_paths(
         if not files:
             print("nothing to ingest", file=sys.stderr)
             return 1
+        fixes: list[Path] = []
         if skip_duplicates:
-            files = _without_duplicates(client, files, collection, replace)
-            if not files:
+            files, fixes = _checked(client, files, collection, replace, repeated)
+            if not files and not fixes:
                 print("every file is already stored", file=sys.stderr)
                 return 0
-        groups = _groups(files, limits)
-        batch_ids = [_upload(client, group, collection, common, replace) for group in groups]
+        batch_ids = [_upload(client, group, collection, common, replace) for group in _groups(files, limits)]
+        batch_ids += [_upload(client, group, collection, common, True) for group in _groups(fixes, limits)]
+        files += fixes
         print(f"uploaded {len(files)} files in {len(batch_ids)} batch(es)", file=sys.stderr)
         if not wait:
             for batch_id in batch_ids:
@@ -150,16 +153,43 @@ def ingest_paths(
     return 1 if failed else 0
 
 
-def _without_duplicates(client: Client, files: list[Path], collection: str, replace: bool) -> list[Path]:
-    """The files whose bytes the collection does not hold yet. With `replace`, a file whose bytes are
-    another document's is kept: it names the document it replaces, and the server's refusal says why."""
-    digests = {p: sha256_hex(p.read_bytes()) for p in files}
-    checked = client.check_duplicates([(p.name, d) for p, d in digests.items()], collection)
-    stored = {r.sha256: r.existing_filename for r in checked.results if r.duplicate}
-    kept = [p for p in files if digests[p] not in stored or (replace and stored[digests[p]] != p.name)]
+def _checked(
+    client: Client, files: list[Path], collection: str, replace: bool, repeated: list[str]
+) -> tuple[list[Path], list[Path]]:
+    """(the files to upload as asked, the fixes of failed documents), without those the collection holds
+    already. With `replace`, a file whose bytes are another document's is kept: it names the document it
+    replaces, and the server's refusal says why. Without it, a file of a failed document's name (and no
+    other) is that document's fix, uploaded as its new version ("fix the file, ingest again" left the
+    failed one beside it); one named like a document with other bytes is added beside it, and said so."""
+    digests = [sha256_hex(p.read_bytes()) for p in files]
+    checked = client.check_duplicates([(p.name, d) for p, d in zip(files, digests, strict=True)], collection)
+    results = dict(zip(files, checked.results, strict=True))
+    kept = [
+        p
+        for p, r in results.items()
+        if not r.duplicate or (replace and r.existing_filename is not None and r.existing_filename != p.name)
+    ]
     if len(kept) < len(files):
         print(f"{len(files) - len(kept)} file(s) already stored, not uploaded again", file=sys.stderr)
-    return kept
+    if replace:
+        return kept, []
+    fixes = [
+        p for p in kept if p.name not in repeated and [d.status for d in results[p].same_name] == ["failed"]
+    ]
+    beside = [p for p in kept if results[p].same_name and p not in fixes]
+    for p in beside[:NAMES_SHOWN]:
+        print(
+            f"{p}: {collection} already has a document named {p.name!r} with other content: this one is added"
+            " beside it (--replace makes it a new version of that one instead)",
+            file=sys.stderr,
+        )
+    if len(beside) > NAMES_SHOWN:
+        print(
+            f"... and {len(beside) - NAMES_SHOWN} more added beside a document of their name", file=sys.stderr
+        )
+    if fixes:
+        print(f"{len(fixes)} file(s) replace the failed document of their name", file=sys.stderr)
+    return [p for p in kept if p not in fixes], fixes
 
 
 def _groups(files: list[Path], limits: UploadLimits) -> Iterable[list[Path]]:

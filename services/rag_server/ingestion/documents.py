@@ -23,8 +23,9 @@ from rag_server.ingestion.models import (
     DuplicateCheckResult,
     DuplicateResult,
     FileDigest,
+    NamedDocument,
 )
-from rag_server.ingestion.parsing import FILE_TYPES, file_type_for
+from rag_server.ingestion.parsing import FILE_TYPES, file_type_for, sanitize_filename
 from rag_server.retrieval.filters import normalise_file_type
 from rag_server.retrieval.metadata_match import metadata_clauses
 from rag_server.retrieval.models import MetadataMatch, TextMatch
@@ -103,6 +104,15 @@ async def check_duplicates(
         collection_id,
     )
     existing = {r["sha256"]: r for r in rows}
+    names = {f.filename: sanitize_filename(f.filename) for f in files}
+    named: dict[str, list[NamedDocument]] = {}
+    for r in await conn.fetch(
+        "SELECT filename, sha256, id, status FROM documents"
+        " WHERE collection_id = $2 AND filename = ANY($1::text[]) ORDER BY created_at, id",
+        sorted(set(names.values())),
+        collection_id,
+    ):
+        named.setdefault(r["filename"], []).append(NamedDocument(id=r["id"], status=r["status"]))
     results = []
     for f in files:
         sha = f.sha256.lower()
@@ -116,6 +126,7 @@ async def check_duplicates(
                 document_id=hit["id"] if hit else None,
                 existing_filename=hit["filename"] if hit else None,
                 status=hit["status"] if hit else None,
+                same_name=[d for d in named.get(names[f.filename], []) if hit is None or d.id != hit["id"]],
             )
         )
     return DuplicateCheckResult(results=results)

@@ -162,6 +162,11 @@ class DeletedDocuments(BaseModel):
     )
 
 
+class NamedDocument(BaseModel):
+    id: UUID
+    status: DocumentStatus
+
+
 class DuplicateResult(BaseModel):
     filename: str
     sha256: str
@@ -169,6 +174,11 @@ class DuplicateResult(BaseModel):
     document_id: UUID | None
     existing_filename: str | None
     status: DocumentStatus | None
+    same_name: list[NamedDocument] = Field(
+        default_factory=list,
+        description="The collection's other documents of this file's name (other bytes): an upload without "
+        "`replace` adds a document beside them; with it, the file becomes a new version of the one.",
+    )
 
 
 class DuplicateCheckResult(BaseModel):
