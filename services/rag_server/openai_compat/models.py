@@ -97,9 +97,9 @@ def _field_path(loc: Sequence[Any]) -> list[str]:
 
 def validation_error_content(errors: list[dict[str, Any]]) -> dict[str, Any]:
     """A 400 body for pydantic's errors: the first one's field and message (OpenAI names one `param`)."""
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    first: dict[str, Any] = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     if first.get("type") == "json_invalid":  # its location is a character offset, not a parameter
-        error = first.get("ctx", {}).get("error")
+        error = (first.get("ctx") or {}).get("error")
         return error_content(400, "the body is not valid JSON" + (f": {error}" if error else ""), None)
     param = ".".join(_field_path(first.get("loc", ()))) or None
     said = str(first.get("msg"))
