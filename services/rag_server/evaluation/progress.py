@@ -36,15 +36,18 @@ class _LogLines:
             self._stream.flush()
 
 
-def progress_bar(desc: str, total: int, quiet: bool = False, stream: TextIO | None = None) -> tqdm:
-    """A tqdm bar for `total` steps (`bar.update(n)`), silent when `quiet`.
+def progress_bar(
+    desc: str, total: int, quiet: bool = False, stream: TextIO | None = None, unit: str = "it"
+) -> tqdm:
+    """A tqdm bar for `total` steps (`bar.update(n)`), silent when `quiet`; `unit="B"`: bytes, scaled.
 
     Quiet bars still count (`bar.n`): tqdm's own disable=True would freeze it at 0, and callers
     compute their next step from it.
     """
     out = stream if stream is not None else sys.stderr
+    scale = {"unit": unit, "unit_scale": unit == "B", "unit_divisor": 1024}
     if out.isatty() and not quiet:
-        return tqdm(total=total, desc=desc, file=out, dynamic_ncols=True)
+        return tqdm(total=total, desc=desc, file=out, dynamic_ncols=True, **scale)
     return tqdm(
         total=total,
         desc=desc,
@@ -52,4 +55,5 @@ def progress_bar(desc: str, total: int, quiet: bool = False, stream: TextIO | No
         mininterval=LOG_INTERVAL_S,
         ncols=100,
         ascii=True,
+        **scale,
     )

@@ -54,7 +54,8 @@ def collect_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path], 
         path = Path(raw)
         candidates = [path]
         if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.is_file())
+            # A dangling link is kept, to be reported as missing (it was left out without a word).
+            inside = sorted(p for p in path.rglob("*") if p.is_file() or (p.is_symlink() and not p.exists()))
             candidates = [
                 p for p in inside if not any(part.startswith(".") for part in p.relative_to(path).parts)
             ]

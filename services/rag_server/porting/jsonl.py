@@ -263,7 +263,7 @@ async def import_jsonl(
                 " --with-vectors)",
             )
         report(plan.reason)
-        bar = progress_bar("import", file_size, quiet=quiet)
+        bar = progress_bar("import", file_size, quiet=quiet, unit="B")
         batch: list[ImportDocument] = []
         size = 0
         try:
