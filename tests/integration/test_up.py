@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -9,6 +10,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -16,7 +19,7 @@ import psutil
 import pytest
 
 from tests.support.ingest import wait_for
-from tests.support.processes import start_listening
+from tests.support.processes import Proc, start_listening
 
 
 def worker_children(up: subprocess.Popen[bytes]) -> list[psutil.Process]:
@@ -27,13 +30,37 @@ def worker_children(up: subprocess.Popen[bytes]) -> list[psutil.Process]:
     ]
 
 
-def test_up_serves_health_supervises_the_worker_and_stops_everything() -> None:
+def fresh_data_dir() -> tuple[Path, dict[str, str]]:
     data_dir = Path(tempfile.mkdtemp(prefix="ragu-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env.update({"RAG_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"})
+    return data_dir, env
+
+
+@contextmanager
+def running_up() -> Iterator[tuple[Proc, Path]]:
+    """`up` on a data directory of its own; at the end nothing of it is left: the process, a PostgreSQL
+    left running (fast shutdown), the directory."""
+    data_dir, env = fresh_data_dir()
     child = start_listening(["up"], env, data_dir / "up.log")
-    up = child.popen
     try:
+        yield child, data_dir
+    finally:
+        if child.popen.poll() is None:
+            child.popen.kill()
+            child.popen.wait()
+        postmaster = data_dir / "pg" / "postmaster.pid"
+        if postmaster.exists():
+            pid = int(postmaster.read_text().split()[0])
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+            wait_for(lambda: not psutil.pid_exists(pid), 60, "PostgreSQL to stop")
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_up_serves_health_supervises_the_worker_and_stops_everything() -> None:
+    with running_up() as (child, data_dir):
+        up = child.popen
         body = httpx.get(f"{child.base_url}/health").json()
         assert body["extensions"]["vector"]["active"] and body["extensions"]["pgmq"]["active"]
         assert body["bm25_engine"] == "native"
@@ -52,22 +79,12 @@ def test_up_serves_health_supervises_the_worker_and_stops_everything() -> None:
         assert not second.is_running() or second.status() == psutil.STATUS_ZOMBIE
         assert not (data_dir / "pg" / "postmaster.pid").exists(), "embedded PostgreSQL still running"
         assert "embedded PostgreSQL stopped" in (data_dir / "up.log").read_text()
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def test_up_starts_its_database_again_when_it_dies() -> None:
     """PostgreSQL killed under `up` (the OOM killer): the stack answered 503 for ever, with no line why."""
-    data_dir = Path(tempfile.mkdtemp(prefix="ragu-", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update({"RAG_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"})
-    child = start_listening(["up"], env, data_dir / "up.log")
-    up = child.popen
-    postmaster = data_dir / "pg" / "postmaster.pid"
-    try:
+    with running_up() as (child, data_dir):
+        postmaster = data_dir / "pg" / "postmaster.pid"
         first = int(postmaster.read_text().split()[0])
         os.kill(first, signal.SIGKILL)
 
@@ -81,23 +98,15 @@ def test_up_starts_its_database_again_when_it_dies() -> None:
         assert "is gone (killed?): starting it again" in (data_dir / "up.log").read_text()
         again = int(postmaster.read_text().split()[0])
         assert again != first
-        up.send_signal(signal.SIGTERM)
-        up.wait(60)
+        child.popen.send_signal(signal.SIGTERM)
+        child.popen.wait(60)
         assert not psutil.pid_exists(again) or psutil.Process(again).status() == psutil.STATUS_ZOMBIE
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def test_a_worker_stops_when_up_is_killed() -> None:
     """`up` killed by SIGKILL (the OOM killer, kill -9) runs no stop: its worker ran on for good."""
-    data_dir = Path(tempfile.mkdtemp(prefix="ragu-", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update({"RAG_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"})
-    up = start_listening(["up"], env, data_dir / "up.log").popen
-    try:
+    with running_up() as (child, _):
+        up = child.popen
         wait_for(lambda: len(worker_children(up)) == 1, 60, "the worker process")
         worker = worker_children(up)[0]
         up.kill()
@@ -107,24 +116,11 @@ def test_a_worker_stops_when_up_is_killed() -> None:
             30,
             "the worker to stop",
         )
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-        # The embedded PostgreSQL it started outlives it (another `up` attaches to it): fast shutdown.
-        postmaster = data_dir / "pg" / "postmaster.pid"
-        if postmaster.exists():
-            pid = int(postmaster.read_text().split()[0])
-            os.kill(pid, signal.SIGINT)
-            wait_for(lambda: not psutil.pid_exists(pid), 60, "PostgreSQL to stop")
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.mark.parametrize("command", ["up", "serve"])
 def test_a_port_in_use_is_one_line_and_nothing_starts(command: str) -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="ragu-", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update({"RAG_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"})
+    data_dir, env = fresh_data_dir()
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         done = subprocess.run(
