@@ -3,6 +3,11 @@ the file replaced by a new version (same document, version 2, the new text in it
 
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import httpx
 from playwright.async_api import Locator, Page, expect
 
@@ -105,3 +110,50 @@ async def test_an_edit_keeps_an_integer_beyond_2_53_as_stored(page: Page, stack:
     await editor.fill('{"n": 1e400}')
     await page.get_by_role("button", name="Save metadata").click()
     await expect(page.locator("#metadata-error")).to_contain_text("too large")
+
+
+@contextmanager
+def worker_paused(stack: Stack) -> Iterator[None]:
+    """The stack's worker frozen: what is uploaded meanwhile stays queued until the block ends."""
+    os.kill(stack.worker.popen.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(stack.worker.popen.pid, signal.SIGCONT)
+
+
+async def test_a_replacement_is_followed_through_a_redraw_of_the_page(page: Page, stack: Stack) -> None:
+    """A find in the chunks while the new version was processed redrew the page: its progress line went,
+    and the new version was never shown (the redraw stopped the request that followed it)."""
+    tasks = await upload_and_wait(stack, {"colony.txt": OLD + b"The colony."})
+    await page.goto(f"{stack.base_url}/#/documents/{tasks['colony.txt']['document_id']}")
+    with worker_paused(stack):
+        await page.get_by_label("New version of the file").set_input_files(
+            {"name": "colony.txt", "mimeType": "text/plain", "buffer": NEW + b"The colony."}
+        )
+        await page.get_by_role("button", name="Replace file").click()
+        await expect(page.locator("#replace-status")).to_contain_text("Processing version 2")
+        await page.get_by_label("Find in chunks").fill("heron")  # the page is drawn again
+        await expect(page.locator("#find-count")).to_be_visible()
+        await expect(page.locator("#replace-status")).to_contain_text("Processing version 2")
+    await expect(fact(page, "Version")).to_have_text("2", timeout=60_000)
+    await expect(page.get_by_text("colony.txt: version 2 is in")).to_be_visible()
+
+
+async def test_a_metadata_edit_survives_the_end_of_processing(page: Page, stack: Stack) -> None:
+    """The page is drawn again when the document's processing ends: the edit being typed was lost."""
+    with worker_paused(stack):
+        async with httpx.AsyncClient(
+            base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+        ) as client:
+            sent = await client.post("/upload", files=[("files", ("edit-while.txt", OLD + b"Edited."))])
+            assert sent.status_code == 202, sent.text
+            doc_id = sent.json()["tasks"][0]["document_id"]
+        await page.goto(f"{stack.base_url}/#/documents/{doc_id}")
+        await expect(page.locator(".badge").first).to_have_text("queued")
+        await page.get_by_role("button", name="Edit metadata").click()
+        editor = page.get_by_label("Metadata (a JSON object")
+        await editor.fill('{"typed": "while it processed"}')
+    await expect(page.locator(".badge").first).to_have_text("ready", timeout=60_000)
+    await expect(editor).to_be_visible()
+    await expect(editor).to_have_value('{"typed": "while it processed"}')

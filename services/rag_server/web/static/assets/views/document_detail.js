@@ -39,12 +39,17 @@ function parseMetadata(text) {
 }
 
 // Metadata: shown to everyone; an editor edits it as JSON (PATCH replaces it whole). onSaved() redraws
-// the page, with the keyboard focus back on "Edit metadata".
-function metadataSection(doc, canEdit, onSaved) {
-  const shown = h("pre", { class: "metadata-json card", "aria-label": "Current metadata" }, JSON.stringify(doc.metadata, null, 2));
-  if (!canEdit) return h("section", { "aria-labelledby": "metadata-title" }, h("h2", { id: "metadata-title" }, "Metadata"), shown);
+// the page, with the keyboard focus back on "Edit metadata". Made once per page and kept across redraws
+// (`show` puts a newer document's metadata in): an edit being typed survives a redraw (the document's
+// processing ending, a find in its chunks).
+function metadataSection(id, canEdit, onSaved) {
+  const shown = h("pre", { class: "metadata-json card", "aria-label": "Current metadata" });
+  const title = h("h2", { id: "metadata-title" }, "Metadata");
+  if (!canEdit) {
+    const section = h("section", { "aria-labelledby": "metadata-title" }, title, shown);
+    return { section, show: (doc) => (shown.textContent = JSON.stringify(doc.metadata, null, 2)) };
+  }
   const area = h("textarea", { id: "metadata-input", rows: 6, spellcheck: "false", "aria-describedby": "metadata-error" });
-  area.value = JSON.stringify(doc.metadata, null, 2);
   const error = h("p", { id: "metadata-error", class: "form-error", role: "alert" });
   const save = h("button", { type: "submit" }, "Save metadata");
   const form = h(
@@ -75,8 +80,9 @@ function metadataSection(doc, canEdit, onSaved) {
     }
     save.disabled = true;
     try {
-      await api(`/documents/${encodeURIComponent(doc.id)}`, { method: "PATCH", json: { metadata: parsed.value } });
+      await api(`/documents/${encodeURIComponent(id)}`, { method: "PATCH", json: { metadata: parsed.value } });
       toast("Metadata saved");
+      toggle(false);
       onSaved();
     } catch (err) {
       error.textContent = documentError(err);
@@ -84,11 +90,18 @@ function metadataSection(doc, canEdit, onSaved) {
       save.disabled = false;
     }
   });
-  return h("section", { "aria-labelledby": "metadata-title" }, h("h2", { id: "metadata-title" }, "Metadata"), shown, edit, form);
+  const section = h("section", { "aria-labelledby": "metadata-title" }, title, shown, edit, form);
+  function show(doc) {
+    shown.textContent = JSON.stringify(doc.metadata, null, 2);
+    if (form.hidden) area.value = shown.textContent; // not while an edit is open
+  }
+  return { section, show };
 }
 
-// Replace the file: PUT /documents/{id}/file, then follow the task until the new version is in.
-function replaceSection(doc, signal, onDone) {
+// Replace the file: PUT /documents/{id}/file, then follow the task until the new version is in. Made
+// once per page and kept across redraws, with `signal` the page's own (not a redraw's): a find in the
+// chunks while the new version is processed left the progress line and the new version unshown.
+function replaceSection(id, nameOf, signal, onDone) {
   const input = h("input", { type: "file", id: "replace-input", "aria-describedby": "replace-status" });
   const status = h("p", { id: "replace-status", class: "muted", role: "status" });
   const button = h("button", { type: "submit" }, "Replace file");
@@ -110,7 +123,7 @@ function replaceSection(doc, signal, onDone) {
     body.append("file", file);
     button.disabled = true;
     try {
-      const batch = await api(`/documents/${encodeURIComponent(doc.id)}/file`, { method: "PUT", body, signal });
+      const batch = await api(`/documents/${encodeURIComponent(id)}/file`, { method: "PUT", body, signal });
       const task = batch.tasks[0];
       if (task.status === "duplicate") {
         status.textContent = task.detail || "Nothing to replace.";
@@ -122,7 +135,8 @@ function replaceSection(doc, signal, onDone) {
         status.textContent = `The new file failed, version ${task.replaces_version} stays: ${done.tasks[0].error}`;
         return;
       }
-      toast(`${doc.filename}: version ${task.replaces_version + 1} is in`);
+      status.textContent = "";
+      toast(`${nameOf()}: version ${task.replaces_version + 1} is in`);
       onDone();
     } catch (err) {
       if (err.name !== "AbortError") status.textContent = documentError(err);
@@ -145,6 +159,8 @@ async function followBatch(batchId, signal) {
 export function mountDetail(root, ctx, route, backHref) {
   const id = route.id;
   let controller = null;
+  const life = new AbortController(); // the page's: what outlives a redraw ends with the page
+  let shownDoc = null;
   let watchTimer = null;
   const page = h("div", { class: "page document-detail" });
   root.append(page);
@@ -167,6 +183,8 @@ export function mountDetail(root, ctx, route, backHref) {
   // so the focused button is gone); after a change of chunk page the focus goes to the chunks' heading.
   let focusAfter = null;
   let shownChunkPage = null;
+  let metadata = null; // the sections kept across redraws
+  let replace = null;
 
   // Redraw after an edit, focus on `target` (an id).
   function reload(target) {
@@ -222,6 +240,7 @@ export function mountDetail(root, ctx, route, backHref) {
       navigate(chunksHref(Math.ceil(chunks.total / CHUNK_PAGE), find), { replace: true });
       return;
     }
+    shownDoc = doc;
     render(doc, chunks, chunkPage, find, focusAfter);
     focusAfter = null;
     if (doc.status === "queued" || doc.status === "processing") watch(doc, controller.signal);
@@ -240,6 +259,9 @@ export function mountDetail(root, ctx, route, backHref) {
     shownChunkPage = chunkPage;
     const collection = ctx.collections.find((c) => c.id === doc.collection_id)?.name ?? doc.collection_id;
     const canEdit = ctx.can("editor");
+    metadata ??= metadataSection(id, canEdit, () => reload("metadata-edit"));
+    metadata.show(doc);
+    if (canEdit) replace ??= replaceSection(id, () => shownDoc.filename, life.signal, () => reload("replace-input"));
     const actions = h(
       "div",
       { class: "row" },
@@ -300,8 +322,8 @@ export function mountDetail(root, ctx, route, backHref) {
         ...fact("Content type", doc.content_type),
         ...fact("SHA-256", h("code", { class: "hash" }, doc.sha256)),
       ),
-      metadataSection(doc, canEdit, () => reload("metadata-edit")),
-      canEdit ? replaceSection(doc, controller.signal, () => reload("replace-input")) : null,
+      metadata.section,
+      canEdit ? replace : null,
       h("h2", { id: "chunks-title", tabindex: "-1" }, "Chunks"),
       findBar,
       chunks.items.length
@@ -348,6 +370,7 @@ export function mountDetail(root, ctx, route, backHref) {
     unmount() {
       clearTimeout(watchTimer);
       controller?.abort();
+      life.abort();
       findField.destroy();
     },
   };
