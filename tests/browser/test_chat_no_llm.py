@@ -33,3 +33,21 @@ async def test_answers_without_an_llm_carry_the_extractive_badge(page: Page, sta
     await page.keyboard.press("Escape")
     await page.reload()
     await expect(page.locator(".msg-assistant").get_by_text("Extractive answer", exact=True)).to_be_visible()
+
+
+async def test_a_question_answered_as_the_page_was_left_is_not_put_back_in_the_box(
+    page: Page, stack: Stack
+) -> None:
+    """The server stores an answer that was complete before it saw the client go (an extractive one is at
+    once), but the question came back in the box as unanswered, and sending it asked it twice. What a
+    reload right after Enter leaves in the tab is set by hand here (a race otherwise)."""
+    question = "How long does pasta boil?"
+    await ask(page, question)
+    await page.evaluate(
+        "([q]) => { sessionStorage.setItem('rag.chatDraft', q + '\\nand my next thought');"
+        " sessionStorage.setItem('rag.chatPending', q); }",
+        [question],
+    )
+    await page.reload()
+    await expect(page.locator(".msg-assistant")).to_have_count(1)
+    await expect(page.locator("#chat-message")).to_have_value("and my next thought")

@@ -23,11 +23,15 @@ let temporaryPreference = false;
 // The message box's text, and a question sent but not answered yet, live as long as the tab: a reload,
 // another view or another chat mid-answer does not lose them (sign-out forgets every rag.* key).
 const DRAFT_KEY = "rag.chatDraft";
+// The question being answered when the page was left. The server stores an answer that was complete
+// before it saw the client go (an extractive one is at once): then the question is not put back.
+const PENDING_KEY = "rag.chatPending";
 
 export function mount(root, ctx, route) {
   // sessionId: the session the next question goes to (null: a new chat); routeId: the id in the URL.
   // doc: the document every question is limited to ({id, filename, collection_id}), or null.
   const state = { sessionId: null, routeId: null, session: null, messages: [], stream: null, searchType: "hybrid", loads: 0, doc: null };
+  let leftPending = null; // the question of PENDING_KEY, until the chat's history says whether it was answered
 
   // --- the parts ---------------------------------------------------------------------------------
   const sidebar = createSidebar({
@@ -207,6 +211,20 @@ export function mount(root, ctx, route) {
     const draft = [state.stream?.question, textarea.value].filter((part) => part?.trim()).join("\n");
     if (draft) sessionStorage.setItem(DRAFT_KEY, draft);
     else sessionStorage.removeItem(DRAFT_KEY);
+    if (state.stream) sessionStorage.setItem(PENDING_KEY, state.stream.question);
+    else sessionStorage.removeItem(PENDING_KEY);
+  }
+
+  // A question put back in the box that the chat's stored history answers after all (left or stopped
+  // just after its answer was complete): out of the box again, and no second ask of it.
+  function dropAnswered(question) {
+    const last = state.messages.at(-2);
+    if (!question || last?.role !== "user" || last.content !== question || state.messages.at(-1)?.role !== "assistant") return false;
+    const rest = textarea.value.startsWith(question) ? textarea.value.slice(question.length).replace(/^\n/, "") : textarea.value;
+    textarea.value = rest;
+    autosize();
+    saveDraft();
+    return true;
   }
 
   async function loadSession(id) {
@@ -235,6 +253,9 @@ export function mount(root, ctx, route) {
       state.messages = history.messages.map(fromHistory);
       drawHead();
       drawThread();
+      const answered = dropAnswered(leftPending);
+      leftPending = null;
+      if (answered) announce("Your last question was answered already: its answer is in the chat.");
       // Opened without its ?doc= (the list of chats, a bookmark): the limit of its last answer holds.
       const limit = docInUrl ? null : documentLimit(history.messages);
       if (limit) navigate(chatHref(id, limit), { replace: true });
@@ -393,7 +414,11 @@ export function mount(root, ctx, route) {
       state.stream = null;
       setBusy(false);
       undoTurn(stream);
-      if (err.name === "AbortError") announce("Stopped. Your question is back in the message box.");
+      if (err.name === "AbortError") {
+        announce("Stopped. Your question is back in the message box.");
+        // A new chat's id is asked after by the list of chats, which shows it if it was stored.
+        if (!stream.createdSession) settleStopped(state.sessionId, stream.question);
+      }
       else if (err instanceof ApiError && err.status === 404 && !stream.createdSession) {
         // The chat was deleted meanwhile (another tab): the question can start a new one instead.
         loadSession(null);
@@ -419,6 +444,22 @@ export function mount(root, ctx, route) {
     setBusy(false);
     announce(`Answer ready${answer.mode === "extractive" ? " (extractive)" : ""}.`);
     await afterAnswer(done.session_id);
+  }
+
+  // Stopped just after the answer was complete: the server stored it. The chat shows it then, and the
+  // question leaves the box again.
+  async function settleStopped(sessionId, question) {
+    try {
+      const history = await api(`/chat/history/${encodeURIComponent(sessionId)}`);
+      const messages = history.messages.map(fromHistory);
+      if (state.sessionId !== sessionId || state.stream || messages.at(-2)?.content !== question) return;
+      leftPending = question;
+      await loadSession(sessionId);
+      replaceUrl(sessionId);
+      sidebar.refresh();
+    } catch {
+      /* nothing stored, or the server away: the question stays in the box */
+    }
   }
 
   async function afterAnswer(sessionId) {
@@ -456,6 +497,8 @@ export function mount(root, ctx, route) {
 
   // --- life cycle ----------------------------------------------------------------------------------
   textarea.value = sessionStorage.getItem(DRAFT_KEY) || "";
+  leftPending = sessionStorage.getItem(PENDING_KEY);
+  sessionStorage.removeItem(PENDING_KEY);
   autosize();
   sidebar.refresh();
   loadSession(route.id);
