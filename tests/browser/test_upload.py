@@ -350,3 +350,19 @@ async def test_files_that_never_reached_the_server_can_be_sent_again(
     for name in names:
         await expect(upload_row(page, name)).to_have_attribute("data-status", "completed", timeout=60_000)
     await expect(page.get_by_role("button", name="Send again")).to_be_hidden()
+
+
+async def test_a_file_one_byte_over_the_limit_says_so_in_bytes(page: Page, stack: Stack) -> None:
+    """One byte too many read "50.0 MB, over the limit of 50.0 MB"; the server already said it in bytes."""
+    await page.goto(stack.base_url + "/")
+    said = await page.evaluate(
+        """async () => {
+            const { tooLarge } = await import("/assets/upload.js");
+            const limit = 50 * 1024 * 1024;
+            return [tooLarge("huge.txt", limit + 1, limit), tooLarge("huger.txt", 2 * limit, limit)];
+        }"""
+    )
+    assert said == [
+        "huge.txt is 52,428,801 bytes, over the limit of 52,428,800 bytes per file.",
+        "huger.txt is 100.0 MB, over the limit of 50.0 MB per file.",
+    ]

@@ -80,6 +80,14 @@ function mb(n) {
   return `${(n / (1024 * 1024)).toFixed(1)} MB`;
 }
 
+// A file over the server's limit, in MB, or in bytes when MB shows the two sizes equal ("50.0 MB, over
+// the limit of 50.0 MB" for one byte too many), as the server says it.
+export function tooLarge(name, size, limit) {
+  const bytes = (n) => `${n.toLocaleString("en-US")} bytes`;
+  const [over, most] = mb(size) === mb(limit) ? [bytes(size), bytes(limit)] : [mb(size), mb(limit)];
+  return `${name} is ${over}, over the limit of ${most} per file.`;
+}
+
 // Groups of rows the server takes in one POST: count and bytes under its limits.
 export function planBatches(rows, limits) {
   const maxFiles = Math.max(1, Math.min(BATCH_FILES, limits.max_files_per_upload));
@@ -187,7 +195,7 @@ export class Tracker {
       } else if (row.size > limits.max_file_bytes) {
         this.update(row, {
           status: "refused",
-          error: `${row.name} is ${mb(row.size)}, over the limit of ${mb(limits.max_file_bytes)} per file.`,
+          error: tooLarge(row.name, row.size, limits.max_file_bytes),
         });
       }
     }
