@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.browser.conftest import Console, Stack, new_page, sign_in
-from tests.browser.seed import upload_and_wait
+from tests.browser.seed import bearer, upload_and_wait
 
 INJECTION = (
     '<script>window.__pwned=1</script> and <img src=x onerror="window.__pwned=1"> in a pwnedmarker note.'
@@ -281,3 +282,21 @@ async def test_a_similarity_floor_lives_in_the_url_and_says_when_nothing_bears_o
     await page.get_by_role("button", name="Search", exact=True).click()
     await expect(hits).to_have_count(4)
     assert "min=" not in page.url, page.url
+
+
+async def test_a_document_filter_is_dropped_with_the_collection_it_belongs_to(
+    page: Page, stack: Stack, documents: dict[str, dict[str, Any]]
+) -> None:
+    """Switching collection kept the `doc` of the one left: every search of the new one found nothing."""
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as client:
+        made = await client.post("/collections", json={"name": "search-elsewhere"})
+        assert made.status_code in (201, 409), made.text
+    doc_id = next(iter(documents.values()))["document_id"]
+    await page.goto(f"{stack.base_url}/#/search?q=otters&doc={doc_id}")
+    await page.reload()  # the collection list, with the new one
+    await expect(page.locator("#search-doc")).to_have_value(doc_id)
+    await page.get_by_label("Collection").select_option("search-elsewhere")
+    await expect(page.locator("#search-doc")).to_have_value("")
+    assert "doc=" not in page.url and "q=otters" in page.url, page.url

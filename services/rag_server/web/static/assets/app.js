@@ -9,7 +9,7 @@
 
 import { api, ApiError, auth } from "./api.js";
 import { clear, confirmDialog, h, toast } from "./dom.js";
-import { parseRoute } from "./router.js";
+import { href, parseRoute } from "./router.js";
 import { unsentUploads } from "./upload.js";
 import * as admin from "./views/admin.js";
 import * as chat from "./views/chat.js";
@@ -190,6 +190,13 @@ function showIdentity() {
 collectionSelect.addEventListener("change", () => {
   ctx.collection = collectionSelect.value;
   sessionStorage.setItem(COLLECTION_STORAGE, ctx.collection);
+  // Search's document filter names a document of the collection left: it goes with it (a search of the
+  // new collection within that document found nothing, and said to try other words).
+  const route = parseRoute();
+  if (route.view === "search" && route.query.has("doc")) {
+    route.query.delete("doc");
+    history.replaceState(history.state, "", href("search", null, route.query));
+  }
   remount();
 });
 // Nothing of the signed-out key may stay in the tab for whoever signs in next: its upload list (file
