@@ -624,3 +624,20 @@ async def test_back_closes_a_confirmation_and_counts_it_as_no(
     await expect(page.get_by_role("dialog")).to_have_count(0)
     await page.go_forward()
     await expect(page.get_by_role("link", name="doc-07.txt")).to_be_visible()
+
+
+async def test_on_a_phone_a_long_name_takes_the_room_and_stops_at_three_lines(
+    browser: Browser, stack: Stack, page_console: Console
+) -> None:
+    """A 200-character name wrapped every few letters in a column of ~60 px: one row as tall as the screen."""
+    name = "very_long_document_name_without_any_spaces_" * 4 + ".md"
+    await upload_and_wait(stack, {name: b"# Long\n\nA document with a long name."})
+    phone = await new_page(browser, page_console, viewport={"width": 390, "height": 844})
+    await sign_in(phone, stack.base_url, stack.admin_key)
+    await phone.goto(stack.base_url + "/#/documents?name=very_long_document")
+    link = phone.get_by_role("link", name=name)
+    await expect(link).to_be_visible()
+    box = await link.bounding_box()
+    line = await link.evaluate("el => parseFloat(getComputedStyle(el).lineHeight)")
+    assert box is not None and box["width"] >= 150 and box["height"] <= 3.5 * line, (box, line)
+    await phone.context.close()

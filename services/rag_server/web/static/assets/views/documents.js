@@ -115,7 +115,7 @@ function documentRow(doc, onDelete, selection) {
     h(
       "td",
       { class: "name-cell" },
-      h("a", { href: href("documents", doc.id), title: "Details and chunks" }, doc.filename),
+      h("a", { href: href("documents", doc.id), title: `${doc.filename}: details and chunks` }, doc.filename),
       doc.status === "failed" && doc.error ? h("p", { class: "row-error" }, doc.error) : null,
     ),
     h("td", {}, h("span", { class: "type" }, doc.file_type.toUpperCase())),
