@@ -452,7 +452,9 @@ export function mount(root, ctx, route) {
     try {
       const history = await api(`/chat/history/${encodeURIComponent(sessionId)}`);
       const messages = history.messages.map(fromHistory);
-      if (state.sessionId !== sessionId || state.stream || messages.at(-2)?.content !== question) return;
+      // One turn more than shown, and it is this question (not the same question asked earlier).
+      const stored = messages.length === state.messages.length + 2 && messages.at(-2)?.content === question;
+      if (state.sessionId !== sessionId || state.stream || !stored) return;
       leftPending = question;
       await loadSession(sessionId);
       replaceUrl(sessionId);
