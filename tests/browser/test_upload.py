@@ -366,3 +366,22 @@ async def test_a_file_one_byte_over_the_limit_says_so_in_bytes(page: Page, stack
         "huge.txt is 52,428,801 bytes, over the limit of 52,428,800 bytes per file.",
         "huger.txt is 100.0 MB, over the limit of 50.0 MB per file.",
     ]
+
+
+async def test_a_changed_file_of_a_stored_name_says_it_is_added_beside_it(page: Page, tmp_path: Path) -> None:
+    """It became a second document of that name without a word (the old text still searched and cited)."""
+    await open_upload_panel(page)
+    for version in ("v1", "v2"):
+        (tmp_path / version).mkdir()
+    first = write(tmp_path / "v1", {"policy.txt": b"Employees get 20 vacation days a year."})
+    await page.get_by_label("Files to upload").set_input_files(first)
+    row = upload_row(page, "policy.txt")
+    await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
+    await expect(row.locator(".namesake")).to_have_count(0)
+    stored = await row.get_by_role("link").first.get_attribute("href")
+    second = write(tmp_path / "v2", {"policy.txt": b"Employees get 25 vacation days a year."})
+    await page.get_by_label("Files to upload").set_input_files(second)
+    changed = upload_row(page, "policy.txt").last
+    await expect(changed).to_have_attribute("data-status", "completed", timeout=60_000)
+    await expect(changed).to_contain_text("added beside the document of this name")
+    assert await changed.locator(".namesake").get_attribute("href") == stored

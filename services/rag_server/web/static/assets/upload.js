@@ -228,15 +228,20 @@ export class Tracker {
       }
     }
     const known = new Map();
+    const namesake = new Map(); // row -> the id of a stored document of its name (other bytes)
     const hashed = rows.filter((r) => digests.has(r));
     try {
       for (let i = 0; i < hashed.length; i += CHECK_CHUNK) {
-        const files = hashed.slice(i, i + CHECK_CHUNK).map((r) => ({ filename: r.name.slice(-1000), sha256: digests.get(r) }));
+        const part = hashed.slice(i, i + CHECK_CHUNK);
+        const files = part.map((r) => ({ filename: r.name.slice(-1000), sha256: digests.get(r) }));
         const { results } = await api("/documents/check-duplicates", {
           method: "POST",
           json: { files, collection: this.collection },
         });
-        for (const result of results) if (result.duplicate) known.set(result.sha256, result);
+        results.forEach((result, j) => {
+          if (result.duplicate) known.set(result.sha256, result);
+          else if (result.same_name?.length) namesake.set(part[j], result.same_name[0].id);
+        });
       }
     } catch {
       /* the check only saves bandwidth: the server dedups on upload anyway */
@@ -247,7 +252,7 @@ export class Tracker {
       if (dup) {
         this.update(row, { status: "duplicate", documentId: dup.document_id, existingName: dup.existing_filename });
       } else {
-        this.update(row, { status: "waiting" });
+        this.update(row, { status: "waiting", namesakeId: namesake.get(row) ?? null });
         rest.push(row);
       }
     }

@@ -45,7 +45,16 @@ function detail(row) {
       );
     }
     case "completed":
-      return docLink(row, `${plural(row.totalChunks ?? 0, "chunk")} · view`);
+      if (!row.namesakeId) return docLink(row, `${plural(row.totalChunks ?? 0, "chunk")} · view`);
+      // A changed file of a stored name is a second document: say so, and where a new version is made.
+      return h(
+        "span",
+        {},
+        docLink(row, `${plural(row.totalChunks ?? 0, "chunk")} · view`),
+        " · added beside ",
+        h("a", { href: href("documents", row.namesakeId), class: "namesake" }, "the document of this name"),
+        " (Replace file there makes a new version instead)",
+      );
     case "duplicate":
       return docLink(row, row.existingName ? `Already stored as ${row.existingName}` : "Already stored · view");
     default:
