@@ -25,7 +25,7 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from rag_server.chat.models import QueryResponse
-from rag_server.client_calls import Call, Calls
+from rag_server.client_calls import Call, Calls, FileToSend
 from rag_server.client_errors import ClientError, failure, unreachable
 from rag_server.ingestion.models import (
     BatchStatus,
@@ -162,15 +162,16 @@ class Client:
 
     def upload(
         self,
-        paths: Sequence[str | Path],
+        paths: Sequence[FileToSend],
         collection: str = "default",
         *,
         metadata: dict[str, Any] | None = None,
         file_metadata: dict[str, dict[str, Any]] | None = None,
         replace: bool = False,
     ) -> UploadResponse:
-        """POST /upload. `metadata`: every file's; `file_metadata`: by file name, on top; `replace`: a
-        file named like a stored document of the collection replaces its file."""
+        """POST /upload. `paths`: a path, or (the document's name, which may hold folders, path);
+        `metadata`: every file's; `file_metadata`: by file name, on top; `replace`: a file named like a
+        stored document of the collection replaces its file."""
         return self._send(Calls.upload(paths, collection, metadata, file_metadata, replace))
 
     def replace_file(
@@ -290,7 +291,7 @@ class AsyncClient:
 
     async def upload(
         self,
-        paths: Sequence[str | Path],
+        paths: Sequence[FileToSend],
         collection: str = "default",
         *,
         metadata: dict[str, Any] | None = None,

@@ -29,8 +29,14 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 
-def _files(paths: Sequence[str | Path], field: str = "files") -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [(field, (Path(p).name, _read(Path(p)), "application/octet-stream")) for p in paths]
+# A file to send: its path (sent under its own name), or (the document's name, its path): a name may
+# hold folders ("setup/README.md"), which the server keeps.
+FileToSend = str | Path | tuple[str, str | Path]
+
+
+def _files(files: Sequence[FileToSend], field: str = "files") -> list[tuple[str, tuple[str, bytes, str]]]:
+    named = [(f[0], Path(f[1])) if isinstance(f, tuple) else (Path(f).name, Path(f)) for f in files]
+    return [(field, (name, _read(path), "application/octet-stream")) for name, path in named]
 
 
 def _read(path: Path) -> bytes:
@@ -94,7 +100,7 @@ class Calls:
 
     @staticmethod
     def upload(
-        paths: Sequence[str | Path],
+        paths: Sequence[FileToSend],
         collection: str,
         metadata: dict[str, Any] | None,
         file_metadata: dict[str, dict[str, Any]] | None,

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from playwright.async_api import Page, Request, expect
 
+from rag_server.client import AsyncClient
 from tests.browser.conftest import Console, Stack
 from tests.browser.seed import bearer
 from tests.support.processes import start_worker
@@ -30,6 +31,13 @@ def write(folder: Path, files: dict[str, bytes]) -> list[Path]:
 
 def upload_row(page: Page, name: str) -> Any:
     return page.locator(".upload-row", has=page.locator(".name", has_text=name))
+
+
+async def stored_documents(stack: Stack, name: str) -> list[tuple[str, int]]:
+    """(name, version) of the documents whose name holds `name`, by name."""
+    async with AsyncClient(stack.base_url, api_key=stack.admin_key) as rag:
+        listed = await rag.documents(name=name, sort="name", order="asc")
+    return [(d.filename, d.version) for d in listed.items]
 
 
 async def open_upload_panel(page: Page) -> None:
@@ -185,18 +193,25 @@ async def test_the_keyboard_focus_survives_the_refresh_of_a_list_being_processed
 
 
 async def test_a_folder_is_uploaded_with_its_subfolders_and_hidden_files_are_left_out(
-    page: Page, tmp_path: Path
+    page: Page, stack: Stack, tmp_path: Path
 ) -> None:
+    """A file's document is named by its path inside the folder picked, as `rag-server ingest FOLDER`
+    names it: one file name in two sub-folders is two documents (it was one name, twice)."""
     folder = tmp_path / "notes"
-    (folder / "nested").mkdir(parents=True)
+    for sub in ("nested", "other"):
+        (folder / sub).mkdir(parents=True)
+        (folder / sub / "two.md").write_bytes(
+            f"# Two\n\nNote two of {sub} is about migrating cranes.".encode()
+        )
     (folder / "one.txt").write_bytes(b"Note one is about lighthouses on rocky coasts. " * 5)
-    (folder / "nested" / "two.md").write_bytes(b"# Two\n\nNote two is about migrating cranes.")
     (folder / ".DS_Store").write_bytes(b"\x00\x01 finder junk")
     await open_upload_panel(page)
     await page.get_by_label("Folder to upload").set_input_files(folder)
-    for name in ("notes/one.txt", "notes/nested/two.md"):
-        await expect(upload_row(page, name)).to_have_attribute("data-status", "completed", timeout=60_000)
-    await expect(page.locator(".upload-row")).to_have_count(2)
+    for name in ("one.txt", "nested/two.md", "other/two.md"):
+        row = page.locator(".upload-row", has=page.locator(".name", has_text=re.compile(f"^{name}$")))
+        await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
+    await expect(page.locator(".upload-row")).to_have_count(3)
+    assert await stored_documents(stack, "two.md") == [("nested/two.md", 1), ("other/two.md", 1)]
 
 
 async def test_files_dropped_on_the_page_are_uploaded(page: Page) -> None:
@@ -385,3 +400,26 @@ async def test_a_changed_file_of_a_stored_name_says_it_is_added_beside_it(page: 
     await expect(changed).to_have_attribute("data-status", "completed", timeout=60_000)
     await expect(changed).to_contain_text("added beside the document of this name")
     assert await changed.locator(".namesake").get_attribute("href") == stored
+
+
+async def test_replace_documents_of_the_same_name_makes_a_new_version(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    """The panel had no way to say "this is the new version" (the CLI's --replace): a changed file was
+    always a second document."""
+    await open_upload_panel(page)
+    for version in ("v1", "v2"):
+        (tmp_path / version).mkdir()
+    first = write(tmp_path / "v1", {"rota.txt": b"The night shift starts at 22:00 on weekdays."})
+    await page.get_by_label("Files to upload").set_input_files(first)
+    row = upload_row(page, "rota.txt")
+    await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
+    stored = await row.get_by_role("link").first.get_attribute("href")
+    await page.get_by_label("Replace documents of the same name").check()
+    second = write(tmp_path / "v2", {"rota.txt": b"The night shift starts at 23:00 on weekdays."})
+    await page.get_by_label("Files to upload").set_input_files(second)
+    changed = upload_row(page, "rota.txt").last
+    await expect(changed).to_have_attribute("data-status", "completed", timeout=60_000)
+    await expect(changed).to_contain_text("version 2")
+    assert await changed.get_by_role("link").first.get_attribute("href") == stored
+    assert await stored_documents(stack, "rota.txt") == [("rota.txt", 2)]

@@ -334,6 +334,32 @@ def test_a_failed_replacement_keeps_the_old_version(
     stats_match_recount(database_url)
 
 
+def test_a_new_file_for_a_document_in_a_folder_stays_in_that_folder(
+    client: TestClient, worker: PausedWorker
+) -> None:
+    """A file picker sends a bare name: replacing "guides/setup.md" with "setup.md" keeps it there (it
+    became a second "setup.md" of no folder). A name with folders is taken as it is."""
+    r = upload(client, {"guides/setup.md": text_of("kestrel"), "notes/setup.md": text_of("merlin")})
+    assert [t["filename"] for t in r.json()["tasks"]] == ["guides/setup.md", "notes/setup.md"]
+    doc_id = r.json()["tasks"][0]["document_id"]
+    with worker.running():
+        wait_batch(client, r.json()["batch_id"])
+        r = put_file(client, doc_id, "setup.md", text_of("osprey"))
+        assert r.status_code == 202 and r.json()["tasks"][0]["filename"] == "guides/setup.md", r.text
+        wait_batch(client, r.json()["batch_id"])
+        assert client.get(f"/documents/{doc_id}").json()["filename"] == "guides/setup.md"
+        r = put_file(client, doc_id, "howto/install.md", text_of("harrier"))
+        wait_batch(client, r.json()["batch_id"])
+    doc = client.get(f"/documents/{doc_id}").json()
+    assert (doc["filename"], doc["version"]) == ("howto/install.md", 3)
+    # Downloaded under the file's own name (a browser would save "howto_install.md").
+    disposition = client.get(f"/documents/{doc_id}/download").headers["content-disposition"]
+    assert disposition.startswith('attachment; filename="install.md";'), disposition
+    # The other folder's document of the same file name is a document of its own, untouched.
+    listed = client.get("/documents", params={"name": "setup.md"}).json()["items"]
+    assert [(d["filename"], d["version"]) for d in listed] == [("notes/setup.md", 1)]
+
+
 def test_replacement_refusals(client: TestClient, worker: PausedWorker) -> None:
     r = upload(client, {"one.txt": text_of("heron"), "two.txt": text_of("egret")})
     ids = {t["filename"]: t["document_id"] for t in r.json()["tasks"]}
@@ -472,12 +498,25 @@ def test_cli_ingest_metadata_and_replace(
     with pytest.raises(ClientError, match=r"already stored in this collection as 'other\.txt'"):
         ingest_paths([str(path)], base_url=live_app_url, replace=True)
     assert client.get(f"/documents/{doc['id']}").json()["version"] == 3
-    # One name in two folders with --replace: refused before anything is uploaded.
+    # One file name in two sub-folders: two documents, named by their paths in the folder given, and
+    # each changed file replaces its own.
+    tree = tmp_path / "tree"
     for folder in ("a", "b"):
-        (tmp_path / "tree" / folder).mkdir(parents=True)
-        (tmp_path / "tree" / folder / "same.txt").write_bytes(text_of(f"tapir {folder}"))
+        (tree / folder).mkdir(parents=True)
+        (tree / folder / "same.txt").write_bytes(text_of(f"tapir {folder}"))
+    with worker.running():
+        assert ingest_paths([str(tree)], base_url=live_app_url, replace=True) == 0
+        named = {
+            d["filename"]: d for d in client.get("/documents", params={"name": "same.txt"}).json()["items"]
+        }
+        assert sorted(named) == ["a/same.txt", "b/same.txt"]
+        (tree / "b" / "same.txt").write_bytes(text_of("tapir b, second version"))
+        assert ingest_paths([str(tree)], base_url=live_app_url, replace=True) == 0
+    versions = {n: client.get(f"/documents/{d['id']}").json()["version"] for n, d in named.items()}
+    assert versions == {"a/same.txt": 1, "b/same.txt": 2}
+    # The same name from two folders given: refused before anything is uploaded.
     before = len(client.get("/documents", params={"limit": 500}).json()["items"])
-    assert ingest_paths([str(tmp_path / "tree")], base_url=live_app_url, replace=True) == 2
+    assert ingest_paths([str(tree / "a"), str(tree / "b")], base_url=live_app_url, replace=True) == 2
     assert len(client.get("/documents", params={"limit": 500}).json()["items"]) == before
 
 

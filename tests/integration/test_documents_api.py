@@ -526,11 +526,13 @@ def test_cli_ingest_uploads_a_folder_and_waits(
     assert "exclude.md" not in result.stderr and ".draft.txt" not in result.stderr
     assert "skipped (unsupported or missing):" in result.stderr and "skip.bin" in result.stderr
     assert "3 completed, 1 failed" in result.stderr
-    assert "failed: broken.json: The file is not valid JSON" in result.stderr
+    assert "failed: nested/broken.json: The file is not valid JSON" in result.stderr
     names = {
         r["filename"] for r in query(database_url, "SELECT filename FROM documents WHERE status = 'ready'")
     }
-    assert {"one.txt", "two.md", "three.html"} <= names and not {"exclude.md", ".draft.txt"} & names
+    # Named by their paths inside the folder given.
+    assert {"one.txt", "nested/two.md", "nested/deeper/three.html"} <= names
+    assert not {n for n in names if n.endswith(("exclude.md", ".draft.txt"))}
     # A second run skips what is stored already (the failed file is retried and fails again).
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert "3 file(s) already stored, not uploaded again" in again.stderr

@@ -411,7 +411,7 @@ def test_five_hundred_files_in_one_request(client: TestClient, database_url: str
     response = upload(client, files)
     assert response.status_code == 202, response.text
     body = response.json()
-    assert len(body["tasks"]) == 500 and body["tasks"][7]["filename"] == "007.txt"
+    assert len(body["tasks"]) == 500 and body["tasks"][7]["filename"] == "bulk/007.txt"
     status = wait_batch(client, body["batch_id"], timeout=300)
     assert status["counts"]["completed"] == 500 and status["status"] == "completed"
     rows = query(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rag_server.ingestion.cli import collect_files
+from rag_server.ingestion.cli import LocalFile, collect_files
 
 
 def test_a_folder_gives_its_files_sorted_and_reports_what_it_cannot_read(tmp_path: Path) -> None:
@@ -16,6 +16,15 @@ def test_a_folder_gives_its_files_sorted_and_reports_what_it_cannot_read(tmp_pat
     (tmp_path / "linked.txt").symlink_to(tmp_path / "a.txt")  # the same file twice: once
     (tmp_path / "dangling.txt").symlink_to(tmp_path / "gone.txt")  # left out without a word before
     found, skipped, hidden = collect_files([tmp_path])
-    assert found == [tmp_path / "a.txt", tmp_path / "sub" / "b.md"]
+    # A file in a folder is named by its path inside the folder given: one name in two sub-folders is
+    # two documents.
+    assert found == [LocalFile(tmp_path / "a.txt", "a.txt"), LocalFile(tmp_path / "sub" / "b.md", "sub/b.md")]
     assert skipped == [tmp_path / "dangling.txt", tmp_path / "tool.exe"]
     assert hidden == 1
+
+
+def test_a_file_given_by_itself_is_named_by_its_own_name(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / ".notes.md").write_text("# N")  # named on purpose: not left out
+    found, _, hidden = collect_files([tmp_path / "sub" / ".notes.md", tmp_path / "sub"])
+    assert found == [LocalFile(tmp_path / "sub" / ".notes.md", ".notes.md")] and hidden == 1

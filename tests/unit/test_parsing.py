@@ -51,6 +51,20 @@ def test_supported_types_by_extension() -> None:
         ("..", "unnamed"),
         (None, "unnamed"),
         ("/", "unnamed"),
+        (".", "unnamed"),
+        # A relative path keeps its folders (one file name in two folders: two names); an absolute one
+        # or one climbing out keeps its last segment.
+        ("guides/setup/README.md", "guides/setup/README.md"),
+        ("guides\\setup\\README.md", "guides/setup/README.md"),
+        ("./a//b /c.md", "a/b/c.md"),
+        ("a/../b.md", "b.md"),
+        ("/home/me/notes.md", "notes.md"),
+        ("~/notes.md", "notes.md"),
+        ("\\\\server\\share\\notes.md", "notes.md"),
+        ("a/\x1b\u202e/b.md", "a/b.md"),
+        # A leading dot is part of the name; a trailing one is not.
+        (".env.md", ".env.md"),
+        (".config/.notes.md.", ".config/.notes.md"),
         # Bidirectional overrides and isolates make a name show as another: gone. Joiners (emoji
         # sequences) and right-to-left letters stay.
         ("\u202eevil\u202dtxt.exe.txt", "eviltxt.exe.txt"),
@@ -69,6 +83,13 @@ def test_sanitize_filename(raw: str | None, expected: str) -> None:
 def test_sanitize_filename_bounds_length_and_keeps_extension() -> None:
     name = sanitize_filename("x" * 1000 + ".pdf")
     assert len(name) <= 255 and name.endswith(".pdf")
+    # Too long with its folders: the outer ones go first, the file's own name stays whole.
+    deep = sanitize_filename("/".join(f"folder{i:02}" for i in range(40)) + "/report.pdf")
+    assert len(deep) <= 255 and deep.endswith("/folder39/report.pdf") and not deep.startswith("folder00")
+
+
+def test_a_source_path_in_an_import_keeps_only_its_file_name() -> None:
+    assert sanitize_filename("docs/a/README.md", folders=False) == "README.md"
 
 
 def test_text_and_markdown() -> None:

@@ -42,18 +42,29 @@ class UploadLimits:
     max_request_bytes: int
 
 
-def collect_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path], int]:
+@dataclass(frozen=True)
+class LocalFile:
+    """A file to upload: where it is, and the name of its document: its path inside the folder given
+    ("setup/README.md", so one file name in two sub-folders makes two documents), or its own name for a
+    file given by itself."""
+
+    path: Path
+    name: str
+
+
+def collect_files(paths: Iterable[str | Path]) -> tuple[list[LocalFile], list[Path], int]:
     """(supported files, skipped files, hidden files left out): files as given, folders recursively,
     sorted, no repeats. Inside a folder, what is hidden (a name starting with ".": .git, .DS_Store) is
     left out, as the web app does: never what a person means by "this folder"."""
-    found: list[Path] = []
+    found: list[LocalFile] = []
     skipped: list[Path] = []
     hidden = 0
     seen: set[Path] = set()
     for raw in paths:
         path = Path(raw)
         candidates = [path]
-        if path.is_dir():
+        inside_folder = path.is_dir()
+        if inside_folder:
             # A dangling link is kept, to be reported as missing (it was left out without a word).
             inside = sorted(p for p in path.rglob("*") if p.is_file() or (p.is_symlink() and not p.exists()))
             candidates = [
@@ -68,7 +79,7 @@ def collect_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path], 
             if not p.is_file() or file_type_for(p.name) is None:
                 skipped.append(p)
             else:
-                found.append(p)
+                found.append(LocalFile(p, p.relative_to(path).as_posix() if inside_folder else p.name))
     return found, skipped, hidden
 
 
@@ -106,9 +117,9 @@ def ingest_paths(
         # Before any upload: the server refuses a name twice in one replace, and the files may be split
         # into several uploads, so a later one would fail after the first ones went in.
         print(
-            f"error: with --replace each file name says which document it replaces, and {repeated[0]!r}"
-            f"{' (and others)' if len(repeated) > 1 else ''} is found more than once; ingest those folders"
-            " one at a time",
+            f"error: with --replace each file's name says which document it replaces, and {repeated[0]!r}"
+            f"{' (and others)' if len(repeated) > 1 else ''} is the name of more than one file given (a name"
+            " is the path inside the folder given); give their common folder, or ingest them one at a time",
             file=sys.stderr,
         )
         return 2
@@ -118,17 +129,17 @@ def ingest_paths(
         # 413 that stopped the whole run before anything was uploaded.
         limits = UploadLimits(**{k: int(v) for k, v in client.status()["upload"].items() if k in LIMITS})
         most = limits.max_file_bytes if max_file_bytes is None else min(max_file_bytes, limits.max_file_bytes)
-        sizes = {p: p.stat().st_size for p in files}
-        for p in files:
-            if not sizes[p]:  # the server refuses it, and with it the rest of its upload
-                print(f"skipped (empty): {p}", file=sys.stderr)
-            elif sizes[p] > most:
-                print(f"skipped (over the limit of {most:,} bytes): {p}", file=sys.stderr)
-        files = [p for p in files if 0 < sizes[p] <= most]
+        sizes = {f: f.path.stat().st_size for f in files}
+        for f in files:
+            if not sizes[f]:  # the server refuses it, and with it the rest of its upload
+                print(f"skipped (empty): {f.path}", file=sys.stderr)
+            elif sizes[f] > most:
+                print(f"skipped (over the limit of {most:,} bytes): {f.path}", file=sys.stderr)
+        files = [f for f in files if 0 < sizes[f] <= most]
         if not files:
             print("nothing to ingest", file=sys.stderr)
             return 1
-        fixes: list[Path] = []
+        fixes: list[LocalFile] = []
         if skip_duplicates:
             files, fixes = _checked(client, files, collection, replace, repeated)
             if not files and not fixes:
@@ -155,14 +166,14 @@ def ingest_paths(
 
 
 def _checked(
-    client: Client, files: list[Path], collection: str, replace: bool, repeated: list[str]
-) -> tuple[list[Path], list[Path]]:
+    client: Client, files: list[LocalFile], collection: str, replace: bool, repeated: list[str]
+) -> tuple[list[LocalFile], list[LocalFile]]:
     """(the files to upload as asked, the fixes of failed documents), without those the collection holds
     already. With `replace`, a file whose bytes are another document's is kept: it names the document it
     replaces, and the server's refusal says why. Without it, a file of a failed document's name (and no
     other) is that document's fix, uploaded as its new version ("fix the file, ingest again" left the
     failed one beside it); one named like a document with other bytes is added beside it, and said so."""
-    digests = [sha256_hex(p.read_bytes()) for p in files]
+    digests = [sha256_hex(p.path.read_bytes()) for p in files]
     checked = client.check_duplicates([(p.name, d) for p, d in zip(files, digests, strict=True)], collection)
     results = dict(zip(files, checked.results, strict=True))
     kept = [
@@ -180,8 +191,8 @@ def _checked(
     beside = [p for p in kept if results[p].same_name and p not in fixes]
     for p in beside[:NAMES_SHOWN]:
         print(
-            f"{p}: {collection} already has a document named {p.name!r} with other content: this one is added"
-            " beside it (--replace makes it a new version of that one instead)",
+            f"{p.path}: {collection} already has a document named {p.name!r} with other content: this one is"
+            " added beside it (--replace makes it a new version of that one instead)",
             file=sys.stderr,
         )
     if len(beside) > NAMES_SHOWN:
@@ -193,15 +204,15 @@ def _checked(
     return [p for p in kept if p not in fixes], fixes
 
 
-def _groups(files: list[Path], limits: UploadLimits) -> Iterable[list[Path]]:
+def _groups(files: list[LocalFile], limits: UploadLimits) -> Iterable[list[LocalFile]]:
     """Uploads of at most GROUP_FILES files and GROUP_BYTES, within the server's limits."""
     most_files = min(GROUP_FILES, limits.max_files_per_upload)
     # The request's multipart framing takes a little beside the files themselves.
     most_bytes = min(GROUP_BYTES, limits.max_request_bytes - 64 * 1024)
-    group: list[Path] = []
+    group: list[LocalFile] = []
     size = 0
     for p in files:
-        n = p.stat().st_size
+        n = p.path.stat().st_size
         if group and (len(group) >= most_files or size + n > most_bytes):
             yield group
             group, size = [], 0
@@ -225,9 +236,10 @@ def _metadata_object(raw: str) -> dict[str, Any] | None:
 
 
 def _upload(
-    client: Client, group: list[Path], collection: str, metadata: dict[str, Any] | None, replace: bool
+    client: Client, group: list[LocalFile], collection: str, metadata: dict[str, Any] | None, replace: bool
 ) -> str:
-    return str(client.upload(group, collection, metadata=metadata, replace=replace).batch_id)
+    named = [(f.name, f.path) for f in group]
+    return str(client.upload(named, collection, metadata=metadata, replace=replace).batch_id)
 
 
 def _wait(client: Client, batch_ids: list[str], total: int, poll_s: float = 0.5) -> list[BatchStatus]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -33,6 +34,7 @@ from rag_server.infra.log_context import current_request_id
 from rag_server.infra.queue import IngestQueue
 from rag_server.ingestion.documents import IncomingFile, sha256_hex
 from rag_server.ingestion.models import TaskRef, UploadResponse, task_message
+from rag_server.ingestion.parsing import sanitize_filename
 
 # The advisory lock class of "a file name in a collection" (two-int keys; the worker's is 0x52414757).
 NAME_LOCK_CLASS = 0x5241464E
@@ -94,6 +96,14 @@ async def document_named(conn: asyncpg.Connection, collection_id: UUID, filename
             "PUT /documents/{id}/file."
         )
     return rows[0]["id"] if rows else None
+
+
+def in_folder_of(current: str, new: str) -> str:
+    """A new file's name for a document named `current`: a bare file name stays in the document's
+    folder ("guides/README.md" replaced by "README.md" from a file picker, which sends no folder); a
+    name with a folder is taken as it is."""
+    folder, slash, _ = current.rpartition("/")
+    return sanitize_filename(f"{folder}/{new}") if slash and "/" not in new else new
 
 
 async def queue_replacement(
@@ -195,9 +205,11 @@ async def replace_document_file(
 ) -> UploadResponse:
     """PUT /documents/{id}/file: a batch of one replacement task, ONE transaction (like an upload)."""
     async with transaction(conn) as c:
-        collection_id = await c.fetchval("SELECT collection_id FROM documents WHERE id = $1", document_id)
-        if collection_id is None or not await c.fetchval("SELECT rag_share_collection($1)", collection_id):
+        doc = await c.fetchrow("SELECT collection_id, filename FROM documents WHERE id = $1", document_id)
+        if doc is None or not await c.fetchval("SELECT rag_share_collection($1)", doc["collection_id"]):
             raise NotFoundError(f"no document {document_id}")
+        collection_id = doc["collection_id"]
+        f = replace(f, filename=in_folder_of(doc["filename"], f.filename))
         batch_id: UUID = await c.fetchval(
             "INSERT INTO job_batches (collection_id) VALUES ($1) RETURNING id", collection_id
         )

@@ -101,7 +101,7 @@ def display_name(key: str, common: dict[str, Any]) -> str:
         if isinstance(value, str) and value.strip():
             key = value
             break
-    name = sanitize_filename(key.rstrip("/"))
+    name = sanitize_filename(key.rstrip("/"), folders=False)
     return name if name.lower().endswith(TEXT_SUFFIXES) else f"{name}.txt"
 
 

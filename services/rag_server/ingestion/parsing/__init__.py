@@ -78,21 +78,41 @@ SUPPORTED_EXTENSIONS = sorted(FILE_TYPES)
 # C0 and C1 controls, and the bidirectional embeddings, overrides and isolates (U+202A-U+202E,
 # U+2066-U+2069): "\u202eevil\u202dtxt.exe.txt" shows as "evil" and "txt.exe.txt" turned around.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# "/home/me/a.md", "\\server\\share\\a.md", "C:\\Users\\a.md", "~/a.md": a path on the sender's machine.
+_ABSOLUTE = re.compile(r"^\s*(?:[\\/~]|[A-Za-z]:)")
+MAX_NAME_CHARS = 255
 
 
-def sanitize_filename(raw: str | None) -> str:
-    """A display name: last path segment, no control characters (nor bidirectional overrides, which
-    make a name show as another), bounded length.
+def sanitize_filename(raw: str | None, *, folders: bool = True) -> str:
+    """A document's name: a file name, or a relative path ("guides/setup/README.md") as a folder upload
+    sends it, so that one file name in two folders makes two names. An absolute path, or one climbing
+    out with "..", keeps only its last segment, as does every path when `folders` is False (a source's
+    own path in an import). No control characters (nor bidirectional overrides, which make a name show
+    as another); a segment keeps a leading dot (".env.md") but no trailing one; bounded length, the
+    outer folders given up first.
 
     Never used as a path anywhere: files live in Postgres, this is only shown and matched on.
     """
     name = unicodedata.normalize("NFC", raw or "")
-    name = re.split(r"[\\/]", name)[-1]
-    name = _CONTROL.sub("", name).strip().strip(".").strip()
-    if len(name) > 255:
-        stem, dot, ext = name.rpartition(".")
-        name = f"{stem[: 250 - len(ext)]}.{ext}" if dot and len(ext) <= 10 else name[:255]
-    return name or "unnamed"
+    parts = re.split(r"[\\/]", name)
+    base = _segment(parts[-1])
+    if not base:
+        return "unnamed"
+    outer = parts[:-1]
+    climbs = any(_CONTROL.sub("", p).strip() == ".." for p in outer)
+    kept = [] if not folders or climbs or _ABSOLUTE.match(name) else [s for s in map(_segment, outer) if s]
+    if len(base) > MAX_NAME_CHARS:
+        stem, dot, ext = base.rpartition(".")
+        short = MAX_NAME_CHARS - 5 - len(ext)
+        base = f"{stem[:short]}.{ext}" if dot and len(ext) <= 10 else base[:MAX_NAME_CHARS]
+    while kept and len("/".join([*kept, base])) > MAX_NAME_CHARS:
+        kept.pop(0)
+    return "/".join([*kept, base])
+
+
+def _segment(raw: str) -> str:
+    """One folder or file name, cleaned: "" for nothing, "." or ".."."""
+    return _CONTROL.sub("", raw).strip().rstrip(". ")
 
 
 def file_type_for(filename: str) -> FileType | None:

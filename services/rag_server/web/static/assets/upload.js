@@ -37,6 +37,10 @@ export async function sha256Hex(file) {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+// A file's path is the name of its document: the file's own name, or its path inside the folder picked or
+// dropped ("setup/README.md"; the folder's own name left out, as `rag-server ingest FOLDER` does), so one
+// file name in two sub-folders makes two documents.
+
 // [{file, path}] from a drop: folders are walked (webkitGetAsEntry). The entries must be taken before the
 // first await: the DataTransfer is emptied once the event handler returns.
 export async function filesFromDrop(dataTransfer) {
@@ -46,14 +50,14 @@ export async function filesFromDrop(dataTransfer) {
     return Array.from(dataTransfer.files || [], (file) => ({ file, path: file.name }));
   }
   const found = [];
-  for (const entry of entries) await walk(entry, found);
+  for (const entry of entries) await walk(entry, found, entry.isDirectory ? `${entry.fullPath}/` : "/");
   return found;
 }
 
-async function walk(entry, found) {
+async function walk(entry, found, root) {
   if (entry.isFile) {
     const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
-    found.push({ file, path: entry.fullPath.replace(/^\//, "") });
+    found.push({ file, path: entry.fullPath.slice(root.length) });
     return;
   }
   if (!entry.isDirectory) return;
@@ -63,17 +67,21 @@ async function walk(entry, found) {
     const page = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
     if (!page.length) break;
     // Hidden files (.DS_Store, .git) are never what a person means by "this folder".
-    for (const child of page) if (!child.name.startsWith(".")) await walk(child, found);
+    for (const child of page) if (!child.name.startsWith(".")) await walk(child, found, root);
   }
 }
 
-// [{file, path}] from an <input type=file> (with webkitdirectory, webkitRelativePath is the folder path).
+// [{file, path}] from an <input type=file>. A file picked by itself is kept even when hidden (it was
+// meant); inside a picked folder hidden ones are left out.
 export function filesFromInput(input) {
-  return Array.from(input.files || [], (file) => ({
-    file,
-    path: file.webkitRelativePath || file.name,
-  }))
-    .filter(({ path }) => !path.split("/").some((part) => part.startsWith(".")));
+  const picked = [];
+  for (const file of input.files || []) {
+    // With webkitdirectory: the picked folder's name, then the path inside it.
+    const inside = (file.webkitRelativePath || "").split("/").slice(1);
+    if (!inside.length) picked.push({ file, path: file.name });
+    else if (!inside.some((part) => part.startsWith("."))) picked.push({ file, path: inside.join("/") });
+  }
+  return picked;
 }
 
 function mb(n) {
@@ -122,7 +130,7 @@ function sleep(ms, signal) {
 let nextRowId = 1;
 
 // The uploads of one collection. A row: {id, name, size, status, error, documentId, existingName,
-// totalChunks, completedChunks, taskId}; status is one of waiting, hashing, sending, refused (by the
+// namesakeId, replace, replacesVersion, totalChunks, completedChunks, taskId}; status is one of waiting, hashing, sending, refused (by the
 // server before storing anything), unsent (the server could not be reached: the file can be sent again),
 // or a task status (queued, processing, completed, failed, duplicate).
 export class Tracker {
@@ -180,10 +188,12 @@ export class Tracker {
   }
 
   // Hash, skip what is already stored, send the rest in batches; resolves when every batch is sent.
-  async add(picked, limits = DEFAULT_LIMITS) {
+  // `replace`: a file named like a stored document of the collection is a new version of it (the API's
+  // replace=true), not a second document beside it.
+  async add(picked, limits = DEFAULT_LIMITS, { replace = false } = {}) {
     this.limits = limits;
     const rows = picked.map(({ file, path }) => {
-      const row = { id: `f${nextRowId++}`, name: path || file.name, size: file.size, file, status: "waiting" };
+      const row = { id: `f${nextRowId++}`, name: path || file.name, size: file.size, file, status: "waiting", replace };
       this.rows.set(row.id, row);
       return row;
     });
@@ -208,7 +218,10 @@ export class Tracker {
   async resend() {
     const rows = [...this.rows.values()].filter((r) => r.status === "unsent");
     for (const row of rows) this.update(row, { status: "waiting", error: null });
-    for (const batch of planBatches(rows, this.limits || DEFAULT_LIMITS)) await this.send(batch);
+    for (const replace of [false, true]) {
+      const some = rows.filter((r) => r.replace === replace);
+      for (const batch of planBatches(some, this.limits || DEFAULT_LIMITS)) await this.send(batch);
+    }
   }
 
   update(row, fields) {
@@ -259,18 +272,20 @@ export class Tracker {
     return rest;
   }
 
-  // One POST. A 413/415 refuses the whole request for one file's sake: split it until the refused files
-  // stand alone, each with the server's sentence, and the others go through.
+  // One POST (its rows all replace, or none). A 409/413/415 refuses the whole request for one file's
+  // sake (409: a replacement the server refuses): split it until the refused files stand alone, each
+  // with the server's sentence, and the others go through.
   async send(batch) {
     for (const row of batch) this.update(row, { status: "sending" });
     const form = new FormData();
     form.append("collection", this.collection);
-    for (const row of batch) form.append("files", row.file, row.file.name);
+    if (batch[0].replace) form.append("replace", "true");
+    for (const row of batch) form.append("files", row.file, row.name);
     let response;
     try {
       response = await postForm("/upload", form);
     } catch (err) {
-      const splittable = err instanceof ApiError && (err.status === 413 || err.status === 415);
+      const splittable = err instanceof ApiError && [409, 413, 415].includes(err.status);
       if (splittable && batch.length > 1) {
         const half = Math.ceil(batch.length / 2);
         await this.send(batch.slice(0, half));
@@ -289,7 +304,7 @@ export class Tracker {
       const row = batch[i];
       row.taskId = task.task_id;
       this.byTask.set(task.task_id, row);
-      this.update(row, { status: task.status, documentId: task.document_id });
+      this.update(row, { status: task.status, documentId: task.document_id, replacesVersion: task.replaces_version });
     });
     if (response.tasks.some((t) => !FINAL.has(t.status))) {
       this.batchIds = [...this.batchIds, response.batch_id];
@@ -317,6 +332,7 @@ export class Tracker {
         completedChunks: task.completed_chunks,
         error: task.error,
         documentId: task.document_id,
+        replacesVersion: task.replaces_version,
       };
       if (Object.entries(fields).some(([k, v]) => row[k] !== v)) {
         if (FINAL.has(task.status) && row.status !== task.status) settled = true;

@@ -45,6 +45,9 @@ function detail(row) {
       );
     }
     case "completed":
+      if (row.replacesVersion) {
+        return docLink(row, `${plural(row.totalChunks ?? 0, "chunk")} · version ${row.replacesVersion + 1} · view`);
+      }
       if (!row.namesakeId) return docLink(row, `${plural(row.totalChunks ?? 0, "chunk")} · view`);
       // A changed file of a stored name is a second document: say so, and where a new version is made.
       return h(
@@ -53,7 +56,7 @@ function detail(row) {
         docLink(row, `${plural(row.totalChunks ?? 0, "chunk")} · view`),
         " · added beside ",
         h("a", { href: href("documents", row.namesakeId), class: "namesake" }, "the document of this name"),
-        " (Replace file there makes a new version instead)",
+        " (Replace file there, or upload with “Replace documents of the same name”, makes a new version instead)",
       );
     case "duplicate":
       return docLink(row, row.existingName ? `Already stored as ${row.existingName}` : "Already stored · view");
@@ -80,7 +83,7 @@ function rowElement(row) {
 }
 
 const signature = (row) =>
-  [row.status, row.completedChunks, row.totalChunks, row.error, row.documentId, row.existingName].join("|");
+  [row.status, row.completedChunks, row.totalChunks, row.error, row.documentId, row.existingName, row.replacesVersion].join("|");
 
 function summaryText(rows) {
   const count = (s) => rows.filter((r) => r.status === s).length;
@@ -100,6 +103,8 @@ export function uploadPanel(ctx, { onSettled, onToggle }) {
   const summary = h("span", { class: "muted small", "aria-live": "polite" });
   const clearButton = h("button", { type: "button", class: "quiet", onclick: () => uploads.clearFinished() }, "Clear finished");
   const resendButton = h("button", { type: "button", onclick: () => uploads.resend() }, "Send again");
+  // Off by default: a changed file of a stored name is added beside it, and the row links that one.
+  const replaceBox = h("input", { type: "checkbox", id: "upload-replace" });
   const zone = h(
     "div",
     { class: "dropzone" },
@@ -111,6 +116,17 @@ export function uploadPanel(ctx, { onSettled, onToggle }) {
       h("label", { for: "upload-files", class: "button-like" }, "Select files to upload"),
       folderInput,
       h("label", { for: "upload-folder", class: "button-like" }, "Select a folder to upload"),
+    ),
+    h(
+      "p",
+      { class: "row upload-replace" },
+      replaceBox,
+      h(
+        "label",
+        { for: "upload-replace" },
+        "Replace documents of the same name",
+        h("span", { class: "muted small" }, " · a changed file becomes a new version of the stored one, not a second document"),
+      ),
     ),
     h(
       "p",
@@ -136,7 +152,7 @@ export function uploadPanel(ctx, { onSettled, onToggle }) {
   async function add(picked) {
     if (!picked.length) return;
     announce(`${picked.length} file${picked.length === 1 ? "" : "s"} added to the uploads`);
-    await uploads.add(picked, uploadLimits(ctx.status));
+    await uploads.add(picked, uploadLimits(ctx.status), { replace: replaceBox.checked });
   }
 
   fileInput.addEventListener("change", () => {
