@@ -383,21 +383,34 @@ async def test_a_file_one_byte_over_the_limit_says_so_in_bytes(page: Page, stack
     ]
 
 
-async def test_a_changed_file_of_a_stored_name_says_it_is_added_beside_it(page: Page, tmp_path: Path) -> None:
-    """It became a second document of that name without a word (the old text still searched and cited)."""
+async def upload_two_versions(
+    page: Page, tmp_path: Path, name: str, versions: tuple[bytes, bytes], *, replace: bool
+) -> tuple[str | None, Any]:
+    """One file uploaded, then a changed file of its name: (the first one's document link, the second's
+    row once completed)."""
     await open_upload_panel(page)
-    for version in ("v1", "v2"):
-        (tmp_path / version).mkdir()
-    first = write(tmp_path / "v1", {"policy.txt": b"Employees get 20 vacation days a year."})
+    first = tmp_path / "v1" / name
+    second = tmp_path / "v2" / name
+    for path, content in zip((first, second), versions, strict=True):
+        path.parent.mkdir()
+        path.write_bytes(content)
     await page.get_by_label("Files to upload").set_input_files(first)
-    row = upload_row(page, "policy.txt")
+    row = upload_row(page, name)
     await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
     await expect(row.locator(".namesake")).to_have_count(0)
     stored = await row.get_by_role("link").first.get_attribute("href")
-    second = write(tmp_path / "v2", {"policy.txt": b"Employees get 25 vacation days a year."})
+    if replace:
+        await page.get_by_label("Replace documents of the same name").check()
     await page.get_by_label("Files to upload").set_input_files(second)
-    changed = upload_row(page, "policy.txt").last
+    changed = upload_row(page, name).last
     await expect(changed).to_have_attribute("data-status", "completed", timeout=60_000)
+    return stored, changed
+
+
+async def test_a_changed_file_of_a_stored_name_says_it_is_added_beside_it(page: Page, tmp_path: Path) -> None:
+    """It became a second document of that name without a word (the old text still searched and cited)."""
+    versions = (b"Employees get 20 vacation days a year.", b"Employees get 25 vacation days a year.")
+    stored, changed = await upload_two_versions(page, tmp_path, "policy.txt", versions, replace=False)
     await expect(changed).to_contain_text("added beside the document of this name")
     assert await changed.locator(".namesake").get_attribute("href") == stored
 
@@ -407,19 +420,11 @@ async def test_replace_documents_of_the_same_name_makes_a_new_version(
 ) -> None:
     """The panel had no way to say "this is the new version" (the CLI's --replace): a changed file was
     always a second document."""
-    await open_upload_panel(page)
-    for version in ("v1", "v2"):
-        (tmp_path / version).mkdir()
-    first = write(tmp_path / "v1", {"rota.txt": b"The night shift starts at 22:00 on weekdays."})
-    await page.get_by_label("Files to upload").set_input_files(first)
-    row = upload_row(page, "rota.txt")
-    await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
-    stored = await row.get_by_role("link").first.get_attribute("href")
-    await page.get_by_label("Replace documents of the same name").check()
-    second = write(tmp_path / "v2", {"rota.txt": b"The night shift starts at 23:00 on weekdays."})
-    await page.get_by_label("Files to upload").set_input_files(second)
-    changed = upload_row(page, "rota.txt").last
-    await expect(changed).to_have_attribute("data-status", "completed", timeout=60_000)
+    versions = (
+        b"The night shift starts at 22:00 on weekdays.",
+        b"The night shift starts at 23:00 on weekdays.",
+    )
+    stored, changed = await upload_two_versions(page, tmp_path, "rota.txt", versions, replace=True)
     await expect(changed).to_contain_text("version 2")
     assert await changed.get_by_role("link").first.get_attribute("href") == stored
     assert await stored_documents(stack, "rota.txt") == [("rota.txt", 2)]
