@@ -65,6 +65,7 @@ def create_app(
             llm=llm,
             scope=None,
             read_replicas=True,
+            db_timeout_s=settings.api_db_timeout_s or None,
         ) as runtime:
             token = bind_scope(SYSTEM_SCOPE)
             try:

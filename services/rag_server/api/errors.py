@@ -264,6 +264,11 @@ def unexpected_error_response(exc: BaseException, path: str = "") -> JSONRespons
         # Retryable like an outage (same 503, which clients retry), but the database is up: say so.
         logger.warning("conflict with a concurrent transaction: %s: %s", type(exc).__name__, exc)
         status, detail = 503, "the request conflicted with a concurrent request; retry it"
+    elif isinstance(exc, TimeoutError):
+        # A statement past RAG_API_DB_TIMEOUT_S (or a connection that could not be made in time): a
+        # database that hangs, or one too busy to answer.
+        logger.warning("database did not answer in time: %s", type(exc).__name__)
+        status, detail = 503, "the database did not answer in time, retry shortly"
     elif is_transient_db_error(exc):
         logger.warning("database unavailable: %s: %s", type(exc).__name__, exc)
         status, detail = 503, "the database is unavailable, retry shortly"

@@ -23,7 +23,7 @@ from rag_server.collections.models import (
     UpdateCollection,
 )
 from rag_server.errors import CollectionNotFoundError, ConflictError
-from rag_server.infra.database import Executor, connection, transaction
+from rag_server.infra.database import LONG_STATEMENT_TIMEOUT_S, Executor, connection, transaction
 from rag_server.infra.queue import IngestQueue
 
 _COLUMNS = """c.id, c.name, c.description, c.hybrid_alpha, c.created_at, c.updated_at,
@@ -186,10 +186,14 @@ async def _delete_contents(c: asyncpg.Connection, queue: IngestQueue, collection
         WHERE b.collection_id = $1 ORDER BY t.id FOR UPDATE OF t
         """,
         collection_id,
+        timeout=LONG_STATEMENT_TIMEOUT_S,
     )
     for t in tasks:
         if t["status"] in ("queued", "processing") and t["msg_id"] is not None:
             await queue.delete(t["msg_id"], conn=c)
-    await c.execute("SELECT 1 FROM documents WHERE collection_id = $1 ORDER BY id FOR UPDATE", collection_id)
-    await c.execute("DELETE FROM documents WHERE collection_id = $1", collection_id)
-    await c.execute("DELETE FROM job_batches WHERE collection_id = $1", collection_id)
+    long = LONG_STATEMENT_TIMEOUT_S
+    await c.execute(
+        "SELECT 1 FROM documents WHERE collection_id = $1 ORDER BY id FOR UPDATE", collection_id, timeout=long
+    )
+    await c.execute("DELETE FROM documents WHERE collection_id = $1", collection_id, timeout=long)
+    await c.execute("DELETE FROM job_batches WHERE collection_id = $1", collection_id, timeout=long)

@@ -118,6 +118,11 @@ async def owner_connection(owner_url: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
+# The bound of a statement whose time grows with what it deletes (a collection's documents, chunks and
+# their BM25 postings): beyond the API server's RAG_API_DB_TIMEOUT_S, which is for a database that hangs.
+LONG_STATEMENT_TIMEOUT_S = 24 * 3600.0
+
+
 # The transaction seam every store function takes as its first parameter (like pgmq's `conn=`): the
 # scoped pool runs the call on a pooled connection of its own, a connection joins the caller's
 # transaction.

@@ -80,6 +80,7 @@ async def open_runtime(
     llm: LLM | None = None,
     scope: DbScope | None = SYSTEM_SCOPE,
     read_replicas: bool = False,
+    db_timeout_s: float | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open the database (migrated unless `migrate=False`) and build the runtime's services.
 
@@ -89,6 +90,8 @@ async def open_runtime(
     stays its owner's. Without `llm` the settings' one is built on first use. `scope`: what its queries
     see outside a request (the API server passes None: nothing until a request binds its key's scope).
     `read_replicas`: also open RAG_READ_DATABASE_URLS and check them in the background (the API server).
+    `db_timeout_s`: the bound on each statement of its pools (asyncpg's command_timeout; the API server's
+    RAG_API_DB_TIMEOUT_S), None for none.
     """
     if embedder is not None and embedder.dim != settings.embedding_dim:
         raise ValueError(
@@ -97,7 +100,7 @@ async def open_runtime(
     database_url = await asyncio.to_thread(resolve_database_url, settings)
     if migrate:
         await asyncio.to_thread(upgrade_to_head, database_url, settings)
-    raw = await _runtime_pool(database_url, settings, settings.db_pool_min)
+    raw = await _runtime_pool(database_url, settings, settings.db_pool_min, command_timeout=db_timeout_s)
     pool = ScopedPool(raw, scope)
     reads: ReadRouting | None = None
     owned: LazyEmbedder | None = None
@@ -105,7 +108,7 @@ async def open_runtime(
         embedder = owned = LazyEmbedder(settings)
     try:
         if read_replicas and settings.read_replica_urls:
-            reads = await _open_replicas(settings, pool, scope)
+            reads = await _open_replicas(settings, pool, scope, db_timeout_s)
         await check_embedding_settings(pool, settings)
         if owned is not None and load_embedder is not None:
             await asyncio.to_thread(owned.load, load_embedder)
@@ -141,13 +144,17 @@ async def _runtime_pool(url: str, settings: Settings, min_size: int, **kwargs: A
     return await create_pool(runtime_url(url, settings), min_size, settings.db_pool_max, **kwargs)
 
 
-async def _open_replicas(settings: Settings, primary: ScopedPool, scope: DbScope | None) -> ReadRouting:
+async def _open_replicas(
+    settings: Settings, primary: ScopedPool, scope: DbScope | None, db_timeout_s: float | None
+) -> ReadRouting:
     """A pool per replica, logged in as the runtime role like the primary's (row-level security applies
     the same way); none connects yet (min size 0), so a replica that is down never stops the start-up.
     One check runs before the first request."""
     pools = []
     for url in settings.read_replica_urls:
-        raw = await _runtime_pool(plain_url(url), settings, 0, timeout=settings.read_replica_timeout_s)
+        raw = await _runtime_pool(
+            plain_url(url), settings, 0, timeout=settings.read_replica_timeout_s, command_timeout=db_timeout_s
+        )
         pools.append((url, ReplicaPool(raw, scope, primary)))
     reads = ReadRouting(
         primary,

@@ -8,7 +8,7 @@ scope). The runtime role may read and delete there: it is granted DML on every p
 
 from __future__ import annotations
 
-from rag_server.infra.database import Executor, connection
+from rag_server.infra.database import LONG_STATEMENT_TIMEOUT_S, Executor, connection
 from rag_server.infra.queue import IngestQueue
 from rag_server.ingestion.operations_models import ArchivedMessage, ArchiveList, ArchivePurge
 
@@ -44,15 +44,17 @@ async def purge_archive(
     conn: Executor, queue: IngestQueue, older_than_days: int | None = None
 ) -> ArchivePurge:
     """Delete archived messages: all, or those archived more than `older_than_days` days ago."""
-    deleted = await conn.fetchval(
-        f"""
-        WITH gone AS (
-            DELETE FROM {queue.archive_table}
-            WHERE $1::integer IS NULL OR archived_at < now() - make_interval(days => $1::integer)
-            RETURNING 1
+    async with connection(conn) as c:
+        deleted = await c.fetchval(
+            f"""
+            WITH gone AS (
+                DELETE FROM {queue.archive_table}
+                WHERE $1::integer IS NULL OR archived_at < now() - make_interval(days => $1::integer)
+                RETURNING 1
+            )
+            SELECT count(*) FROM gone
+            """,
+            older_than_days,
+            timeout=LONG_STATEMENT_TIMEOUT_S,
         )
-        SELECT count(*) FROM gone
-        """,
-        older_than_days,
-    )
     return ArchivePurge(deleted=int(deleted))

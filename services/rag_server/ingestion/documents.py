@@ -11,7 +11,7 @@ from uuid import UUID
 
 from rag_server.collections.models import DEFAULT_COLLECTION_ID
 from rag_server.errors import NotFoundError
-from rag_server.infra.database import Executor, connection, transaction
+from rag_server.infra.database import LONG_STATEMENT_TIMEOUT_S, Executor, connection, transaction
 from rag_server.ingestion.models import (
     DeletedDocuments,
     DeleteDocuments,
@@ -263,9 +263,18 @@ async def delete_documents(conn: Executor, document_ids: Sequence[UUID]) -> list
             )
             """,
             ids,
+            timeout=LONG_STATEMENT_TIMEOUT_S,
         )
-        await c.execute("SELECT id FROM documents WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", ids)
-        rows = await c.fetch("DELETE FROM documents WHERE id = ANY($1::uuid[]) RETURNING id", ids)
+        await c.execute(
+            "SELECT id FROM documents WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+            ids,
+            timeout=LONG_STATEMENT_TIMEOUT_S,
+        )
+        rows = await c.fetch(
+            "DELETE FROM documents WHERE id = ANY($1::uuid[]) RETURNING id",
+            ids,
+            timeout=LONG_STATEMENT_TIMEOUT_S,
+        )
     return [r["id"] for r in rows]
 
 

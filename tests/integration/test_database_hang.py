@@ -1,0 +1,94 @@
+"""A database that hangs (a frozen host, a network dropping packets) under a running API server: a request
+is a 503 after RAG_API_DB_TIMEOUT_S instead of a request that never ends, and the server answers again
+once the database does. A deletion, whose time grows with what it deletes, is not bound by it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+import psycopg
+import pytest
+
+from rag_server.config import Settings
+
+BOUND_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"api_db_timeout_s": BOUND_S})
+
+
+def backends(pg_server: str, database_url: str) -> list[int]:
+    """The server processes of every connection to the test's database (the app's pool)."""
+    database = urlsplit(database_url).path.lstrip("/")
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (database,)
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+async def test_a_request_to_a_database_that_hangs_is_a_503_then_the_server_answers_again(
+    app_client: httpx.AsyncClient, pg_server: str, database_url: str
+) -> None:
+    assert (await app_client.get("/documents")).status_code == 200  # the pool holds connections
+    frozen = backends(pg_server, database_url)
+    assert frozen
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    request = asyncio.create_task(app_client.get("/documents"))
+    try:
+        # Far beyond the bound: what is checked is that the request ends while the database hangs.
+        answered, _ = await asyncio.wait({request}, timeout=30)
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    r = await request
+    assert answered, f"the request ended only once the database answered: {r.status_code} {r.text}"
+    assert r.status_code == 503, r.text
+    assert r.json() == {"detail": "the database did not answer in time, retry shortly"}
+    for _ in range(50):  # the connections given up on are replaced
+        r = await app_client.get("/documents")
+        if r.status_code == 200:
+            break
+        await asyncio.sleep(0.2)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("what", ["collection", "document"])
+async def test_a_deletion_may_take_longer_than_the_bound(
+    app_client: httpx.AsyncClient, database_url: str, what: str
+) -> None:
+    """Its statements' time grows with what it deletes: a large collection, or one waiting for a worker's
+    write, is no database that hangs. Here it waits for a row lock for twice the bound, then deletes."""
+    name = f"slow-{what}"
+    created = await app_client.post("/collections", json={"name": name})
+    assert created.status_code == 201, created.text
+    files = {"files": (f"{name}.txt", f"A document of {name}, about lock waits.".encode(), "text/plain")}
+    uploaded = await app_client.post("/upload", files=files, data={"collection": name})
+    assert uploaded.status_code == 202, uploaded.text
+    document_id = uploaded.json()["tasks"][0]["document_id"]
+    owner = await asyncpg.connect(database_url)
+    try:
+        holding = owner.transaction()
+        await holding.start()
+        await owner.execute("SELECT 1 FROM documents WHERE id = $1 FOR UPDATE", document_id)
+        deleting = asyncio.create_task(
+            app_client.delete(f"/collections/{name}", params={"force": "true"})
+            if what == "collection"
+            else app_client.delete(f"/documents/{document_id}")
+        )
+        await asyncio.sleep(2 * BOUND_S)
+        assert not deleting.done(), deleting.result().text  # it waits for the lock
+        await holding.rollback()
+        r = await deleting
+    finally:
+        await owner.close()
+    assert r.status_code == 204, r.text
+    assert (await app_client.get(f"/documents/{document_id}")).status_code == 404
