@@ -8,8 +8,8 @@ from urllib.parse import quote
 def attachment(filename: str) -> dict[str, str]:
     """The header of a download named `filename`: an ASCII stand-in for old clients, the real name in
     `filename*` (RFC 6266). A document's name with folders ("setup/README.md") is saved as its file's
-    own name."""
-    filename = filename.rpartition("/")[2]
+    own name, and never as a hidden file (".env.md" as "env.md")."""
+    filename = filename.rpartition("/")[2].lstrip(".") or "download"
     ascii_name = filename.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
     utf8_name = quote(filename)
     return {"Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{utf8_name}"}
