@@ -212,6 +212,11 @@ async def test_a_folder_is_uploaded_with_its_subfolders_and_hidden_files_are_lef
         await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
     await expect(page.locator(".upload-row")).to_have_count(3)
     assert await stored_documents(stack, "two.md") == [("nested/two.md", 1), ("other/two.md", 1)]
+    # The table shows each folder before the file's own name, muted.
+    await page.get_by_label("Name", exact=True).fill("nested/two.md")
+    link = page.get_by_role("link", name="nested/two.md", exact=True)
+    await expect(link.locator(".doc-folder")).to_have_text("nested/")
+    await expect(page.locator("tbody tr")).to_have_count(1)
 
 
 async def test_files_dropped_on_the_page_are_uploaded(page: Page) -> None:

@@ -10,6 +10,13 @@ const STATUS_TONE = { ready: "ok", failed: "error", queued: "", processing: "war
 // the documents list and of search. tests/unit/test_web_static.py keeps it equal to the server's.
 export const FILE_TYPES = ["pdf", "docx", "pptx", "xlsx", "txt", "md", "html", "csv", "json"];
 
+// A document's name as shown: its folders ("setup/", a document named by its path in the folder uploaded)
+// muted before the file's own name.
+export function nameParts(filename) {
+  const cut = filename.lastIndexOf("/") + 1;
+  return cut ? [h("span", { class: "doc-folder" }, filename.slice(0, cut)), filename.slice(cut)] : [filename];
+}
+
 // Replace el's children; null children (optional parts) are left out.
 export function fill(el, ...children) {
   return append(clear(el), children);

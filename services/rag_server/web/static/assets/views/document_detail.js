@@ -5,7 +5,7 @@
 import { api, ApiError } from "../api.js";
 import { announce, formatBytes, formatDate, h, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { chunkPlace, chunkSection, deleteDocument, documentError, downloadDocument, fill, parseJsonObject, statusBadge, typedFilter } from "./document_common.js";
+import { chunkPlace, chunkSection, deleteDocument, documentError, downloadDocument, fill, nameParts, parseJsonObject, statusBadge, typedFilter } from "./document_common.js";
 
 const CHUNK_PAGE = 50;
 const FIND_MAX = 1000; // the API's limit on a text of GET /documents/{id}/chunks?text=
@@ -304,7 +304,7 @@ export function mountDetail(root, ctx, route, backHref) {
       : null;
     fill(page,
       backLink(),
-      h("div", { class: "page-head" }, h("h1", { class: "doc-title" }, doc.filename), actions),
+      h("div", { class: "page-head" }, h("h1", { class: "doc-title" }, ...nameParts(doc.filename)), actions),
       h("p", { class: "row" }, statusBadge(doc.status), h("span", { class: "type" }, doc.file_type.toUpperCase())),
       doc.status === "failed"
         ? h("div", { class: "callout error", role: "note" }, h("strong", {}, "Processing failed: "), doc.error || "no reason was recorded.")

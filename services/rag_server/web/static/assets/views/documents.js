@@ -4,7 +4,7 @@
 import { api, ApiError } from "../api.js";
 import { clear, confirmDialog, formatBytes, formatDate, h, plural, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { deleteDocument, downloadDocument, FILE_TYPES, fill, statusBadge, typedFilter } from "./document_common.js";
+import { deleteDocument, downloadDocument, FILE_TYPES, fill, nameParts, statusBadge, typedFilter } from "./document_common.js";
 import { mountDetail } from "./document_detail.js";
 import { setSelectedMetadata } from "./bulk_metadata.js";
 import { METADATA_MAX, metadataFilter } from "./metadata_filter.js";
@@ -115,7 +115,7 @@ function documentRow(doc, onDelete, selection) {
     h(
       "td",
       { class: "name-cell" },
-      h("a", { href: href("documents", doc.id), title: `${doc.filename}: details and chunks` }, doc.filename),
+      h("a", { href: href("documents", doc.id), title: `${doc.filename}: details and chunks` }, ...nameParts(doc.filename)),
       doc.status === "failed" && doc.error ? h("p", { class: "row-error" }, doc.error) : null,
     ),
     h("td", {}, h("span", { class: "type" }, doc.file_type.toUpperCase())),

@@ -3,6 +3,7 @@
 
 import { clear, formatBytes, h, announce } from "../dom.js";
 import { href } from "../router.js";
+import { nameParts } from "./document_common.js";
 import { FINAL, filesFromDrop, filesFromInput, tracker, uploadLimits } from "../upload.js";
 
 const BADGE = {
@@ -74,7 +75,7 @@ function rowElement(row) {
       "div",
       { class: "upload-name" },
       // A long name is cut with an ellipsis: the whole of it on hover.
-      h("span", { class: "name", title: row.name }, row.name),
+      h("span", { class: "name", title: row.name }, ...nameParts(row.name)),
       row.size !== null && row.size !== undefined ? h("span", { class: "muted small" }, formatBytes(row.size)) : null,
     ),
     h("span", { class: `badge ${tone}` }, label),
