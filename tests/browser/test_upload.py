@@ -219,6 +219,32 @@ async def test_a_folder_is_uploaded_with_its_subfolders_and_hidden_files_are_lef
     await expect(page.locator("tbody tr")).to_have_count(1)
 
 
+async def test_a_dropped_folder_names_its_files_by_their_paths_inside_it(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    """A real drop of a folder from disk (Chromium's drag and drop, driven through CDP): its files are named
+    as a picked folder's are, the folder's own name left out, and its hidden files stay behind."""
+    folder = tmp_path / "dropped-notes"
+    (folder / "deep").mkdir(parents=True)
+    (folder / "deep" / "three.md").write_bytes(b"# Three\n\nA dropped folder's note about tidal bores.")
+    (folder / "four.txt").write_bytes(b"A dropped folder's fourth note, about sand dunes.")
+    (folder / ".hidden.txt").write_bytes(b"An editor's scratch file.")
+    await open_upload_panel(page)
+    box = await page.locator(".dropzone").bounding_box()
+    assert box is not None
+    where = {"x": box["x"] + box["width"] / 2, "y": box["y"] + box["height"] / 2}
+    data = {"items": [], "files": [str(folder)], "dragOperationsMask": 1}
+    cdp = await page.context.new_cdp_session(page)
+    for kind in ("dragEnter", "dragOver", "drop"):
+        await cdp.send("Input.dispatchDragEvent", {"type": kind, **where, "data": data})
+    rows = page.locator(".upload-row")
+    await expect(rows).to_have_count(2)
+    await expect(rows.locator(".name")).to_have_text(["four.txt", "deep/three.md"])
+    for i in range(2):
+        await expect(rows.nth(i)).to_have_attribute("data-status", "completed", timeout=60_000)
+    assert await stored_documents(stack, "three.md") == [("deep/three.md", 1)]
+
+
 async def test_files_dropped_on_the_page_are_uploaded(page: Page) -> None:
     await page.get_by_role("link", name="Documents").click()
     await expect(page.get_by_role("button", name="Upload", exact=True)).to_be_visible()
