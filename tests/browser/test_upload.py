@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Page, Request, expect
+from playwright.async_api import Browser, Page, Request, expect
 
 from rag_server.client import AsyncClient
-from tests.browser.conftest import Console, Stack
+from tests.browser.conftest import Console, Stack, new_page, sign_in
 from tests.browser.seed import bearer
 from tests.support.processes import start_worker
 
@@ -219,6 +219,18 @@ async def test_a_folder_is_uploaded_with_its_subfolders_and_hidden_files_are_lef
     await expect(page.locator("tbody tr")).to_have_count(1)
 
 
+async def drop_from_disk(page: Page, paths: list[Path]) -> None:
+    """Files and folders dropped on the upload panel's drop zone as from a file manager (Chromium's drag
+    and drop, driven through CDP): folders arrive as entries to walk, like a person's drop."""
+    box = await page.locator(".dropzone").bounding_box()
+    assert box is not None
+    where = {"x": box["x"] + box["width"] / 2, "y": box["y"] + box["height"] / 2}
+    data = {"items": [], "files": [str(p) for p in paths], "dragOperationsMask": 1}
+    cdp = await page.context.new_cdp_session(page)
+    for kind in ("dragEnter", "dragOver", "drop"):
+        await cdp.send("Input.dispatchDragEvent", {"type": kind, **where, "data": data})
+
+
 async def test_a_dropped_folder_names_its_files_by_their_paths_inside_it(
     page: Page, stack: Stack, tmp_path: Path
 ) -> None:
@@ -230,13 +242,7 @@ async def test_a_dropped_folder_names_its_files_by_their_paths_inside_it(
     (folder / "four.txt").write_bytes(b"A dropped folder's fourth note, about sand dunes.")
     (folder / ".hidden.txt").write_bytes(b"An editor's scratch file.")
     await open_upload_panel(page)
-    box = await page.locator(".dropzone").bounding_box()
-    assert box is not None
-    where = {"x": box["x"] + box["width"] / 2, "y": box["y"] + box["height"] / 2}
-    data = {"items": [], "files": [str(folder)], "dragOperationsMask": 1}
-    cdp = await page.context.new_cdp_session(page)
-    for kind in ("dragEnter", "dragOver", "drop"):
-        await cdp.send("Input.dispatchDragEvent", {"type": kind, **where, "data": data})
+    await drop_from_disk(page, [folder])
     rows = page.locator(".upload-row")
     await expect(rows).to_have_count(2)
     await expect(rows.locator(".name")).to_have_text(["four.txt", "deep/three.md"])
@@ -459,3 +465,68 @@ async def test_replace_documents_of_the_same_name_makes_a_new_version(
     await expect(changed).to_contain_text("version 2")
     assert await changed.get_by_role("link").first.get_attribute("href") == stored
     assert await stored_documents(stack, "rota.txt") == [("rota.txt", 2)]
+
+
+async def test_replacing_refuses_one_name_from_two_folders_dropped_together(
+    page: Page, tmp_path: Path
+) -> None:
+    """Two folders, each with a handbook.md: which one is the new version of the stored handbook.md? The
+    server refused the whole batch (a 422) and every file of it was marked refused; now those two are,
+    with why, and the rest goes through."""
+    for team in ("team-a", "team-b"):
+        (tmp_path / team).mkdir()
+        (tmp_path / team / "handbook.md").write_bytes(
+            f"# Handbook\n\nThe {team} handbook on kayaks.".encode()
+        )
+    (tmp_path / "team-b" / "roster.md").write_bytes(b"# Roster\n\nWho paddles which kayak on Sundays.")
+    await open_upload_panel(page)
+    await page.get_by_label("Replace documents of the same name").check()
+    await drop_from_disk(page, [tmp_path / "team-a", tmp_path / "team-b"])
+    refused = page.locator(".upload-row", has=page.locator(".name", has_text=re.compile("^handbook.md$")))
+    await expect(refused).to_have_count(2)
+    for i in range(2):
+        await expect(refused.nth(i)).to_have_attribute("data-status", "refused")
+        await expect(refused.nth(i)).to_contain_text("handbook.md is the name of 2 files added together")
+    await expect(upload_row(page, "roster.md")).to_have_attribute("data-status", "completed", timeout=60_000)
+
+
+async def test_a_refused_replacement_is_refused_alone_when_files_are_not_checked_first(
+    page: Page, browser: Browser, stack: Stack, page_console: Console, tmp_path: Path
+) -> None:
+    """Without hashing in the browser (plain http on a LAN address), nothing is checked before sending: a
+    file whose bytes another document holds makes the server refuse its whole replacing upload (409). The
+    batch is split until that file stands alone, with the server's sentence, and the others go through."""
+    page_console.allow("409")
+    (tmp_path / "stored").mkdir()
+    stored = write(
+        tmp_path / "stored",
+        {
+            "ferry.txt": b"The ferry to the island leaves at 07:15 and 16:40.",
+            "timetable.txt": b"The island's bus meets every ferry at the harbour.",
+        },
+    )
+    await open_upload_panel(page)
+    await page.get_by_label("Files to upload").set_input_files(stored)
+    for name in ("ferry.txt", "timetable.txt"):
+        await expect(upload_row(page, name)).to_have_attribute("data-status", "completed", timeout=60_000)
+    plain = await new_page(browser, page_console)
+    await plain.add_init_script("Object.defineProperty(window, 'isSecureContext', { value: false })")
+    await sign_in(plain, stack.base_url, stack.admin_key)
+    await open_upload_panel(plain)
+    await plain.get_by_label("Replace documents of the same name").check()
+    files = write(
+        tmp_path,
+        {
+            # A new version of timetable.txt with ferry.txt's bytes: refused (dedup is per collection).
+            "timetable.txt": b"The ferry to the island leaves at 07:15 and 16:40.",
+            "fares.txt": b"A return ticket to the island costs 12 euros.",
+            "piers.txt": b"Boarding is from pier 3 in summer and pier 1 in winter.",
+        },
+    )
+    await plain.get_by_label("Files to upload").set_input_files(files)
+    clash = upload_row(plain, "timetable.txt")
+    await expect(clash).to_have_attribute("data-status", "refused", timeout=60_000)
+    await expect(clash).to_contain_text("already stored in this collection as 'ferry.txt'")
+    for name in ("fares.txt", "piers.txt"):
+        await expect(upload_row(plain, name)).to_have_attribute("data-status", "completed", timeout=60_000)
+    await plain.context.close()

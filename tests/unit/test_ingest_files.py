@@ -28,3 +28,13 @@ def test_a_file_given_by_itself_is_named_by_its_own_name(tmp_path: Path) -> None
     (tmp_path / "sub" / ".notes.md").write_text("# N")  # named on purpose: not left out
     found, _, hidden = collect_files([tmp_path / "sub" / ".notes.md", tmp_path / "sub"])
     assert found == [LocalFile(tmp_path / "sub" / ".notes.md", ".notes.md")] and hidden == 1
+
+
+def test_names_are_the_servers_so_that_a_repeated_one_is_found_before_sending(tmp_path: Path) -> None:
+    """A folder named "~old" kept its name; one whose name ends in a no-break space lost it only on the
+    server, where two files then had one name."""
+    for folder in ("~old", "notes\u00a0", "notes"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.md").write_text(f"# {folder}")
+    found, _, _ = collect_files([tmp_path])
+    assert sorted(f.name for f in found) == ["notes/a.md", "notes/a.md", "~old/a.md"]

@@ -59,7 +59,12 @@ def test_supported_types_by_extension() -> None:
         ("./a//b /c.md", "a/b/c.md"),
         ("a/../b.md", "b.md"),
         ("/home/me/notes.md", "notes.md"),
-        ("~/notes.md", "notes.md"),
+        # A shell expands "~"; sent as a name, it is a folder of that name, like "~old".
+        ("~/notes.md", "~/notes.md"),
+        ("docs/~old/a.md", "docs/~old/a.md"),
+        ("~old/a.md", "~old/a.md"),
+        ("C:/Users/a.md", "a.md"),
+        ("dir\u00a0./a.md", "dir/a.md"),
         ("\\\\server\\share\\notes.md", "notes.md"),
         ("a/\x1b\u202e/b.md", "a/b.md"),
         # A leading dot is part of the name; a trailing one is not.
@@ -86,6 +91,25 @@ def test_sanitize_filename_bounds_length_and_keeps_extension() -> None:
     # Too long with its folders: the outer ones go first, the file's own name stays whole.
     deep = sanitize_filename("/".join(f"folder{i:02}" for i in range(40)) + "/report.pdf")
     assert len(deep) <= 255 and deep.endswith("/folder39/report.pdf") and not deep.startswith("folder00")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "dir\u00a0./a.md",
+        "a/b .\u00a0/c.md. \u00a0",
+        "x" * 300,
+        "x" * 254 + " y",
+        "/".join(f"f{i}" for i in range(120)) + "/z.md",
+        "~/a.md",
+        "q/C:/a.md",
+    ],
+)
+def test_a_cleaned_name_is_clean(raw: str) -> None:
+    """A name cleaned again is the same name: a replacement's name in its document's folder, and a JSONL
+    export imported again, go through it twice."""
+    once = sanitize_filename(raw)
+    assert sanitize_filename(once) == once
 
 
 def test_a_source_path_in_an_import_keeps_only_its_file_name() -> None:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from rag_server.client import Client
 from rag_server.ingestion.documents import sha256_hex
 from rag_server.ingestion.models import BatchStatus
-from rag_server.ingestion.parsing import file_type_for
+from rag_server.ingestion.parsing import file_type_for, sanitize_filename
 
 # One request carries at most this many files / bytes; bigger loads become several batches.
 GROUP_FILES = 100
@@ -79,7 +79,9 @@ def collect_files(paths: Iterable[str | Path]) -> tuple[list[LocalFile], list[Pa
             if not p.is_file() or file_type_for(p.name) is None:
                 skipped.append(p)
             else:
-                found.append(LocalFile(p, p.relative_to(path).as_posix() if inside_folder else p.name))
+                # The name the server will give it: repeated names are found before anything is sent.
+                name = sanitize_filename(p.relative_to(path).as_posix() if inside_folder else p.name)
+                found.append(LocalFile(p, name))
     return found, skipped, hidden
 
 

@@ -78,8 +78,11 @@ SUPPORTED_EXTENSIONS = sorted(FILE_TYPES)
 # C0 and C1 controls, and the bidirectional embeddings, overrides and isolates (U+202A-U+202E,
 # U+2066-U+2069): "\u202eevil\u202dtxt.exe.txt" shows as "evil" and "txt.exe.txt" turned around.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-# "/home/me/a.md", "\\server\\share\\a.md", "C:\\Users\\a.md", "~/a.md": a path on the sender's machine.
-_ABSOLUTE = re.compile(r"^\s*(?:[\\/~]|[A-Za-z]:)")
+# "/home/me/a.md", "\\server\\share\\a.md", "C:\\Users\\a.md": a path on the sender's machine. ("~/a.md"
+# is a folder named "~": a shell expands the home folder, and "~old/" is a folder's name too.)
+_ABSOLUTE = re.compile(r"^\s*(?:[\\/]|[A-Za-z]:[\\/])")
+# A segment's end: dots and any white space (a no-break space included), however mixed.
+_TRAILING = re.compile(r"[\s.]+$")
 MAX_NAME_CHARS = 255
 
 
@@ -104,7 +107,7 @@ def sanitize_filename(raw: str | None, *, folders: bool = True) -> str:
     if len(base) > MAX_NAME_CHARS:
         stem, dot, ext = base.rpartition(".")
         short = MAX_NAME_CHARS - 5 - len(ext)
-        base = f"{stem[:short]}.{ext}" if dot and len(ext) <= 10 else base[:MAX_NAME_CHARS]
+        base = f"{stem[:short]}.{ext}" if dot and len(ext) <= 10 else _segment(base[:MAX_NAME_CHARS])
     while kept and len("/".join([*kept, base])) > MAX_NAME_CHARS:
         kept.pop(0)
     return "/".join([*kept, base])
@@ -112,7 +115,7 @@ def sanitize_filename(raw: str | None, *, folders: bool = True) -> str:
 
 def _segment(raw: str) -> str:
     """One folder or file name, cleaned: "" for nothing, "." or ".."."""
-    return _CONTROL.sub("", raw).strip().rstrip(". ")
+    return _TRAILING.sub("", _CONTROL.sub("", raw).lstrip())
 
 
 def file_type_for(filename: str) -> FileType | None:

@@ -199,8 +199,16 @@ export class Tracker {
     });
     this.emit("change");
     // Refused here as the server would refuse them, which would refuse the rest of their batch too.
+    const count = new Map();
+    for (const row of rows) count.set(row.name, (count.get(row.name) || 0) + 1);
     for (const row of rows) {
-      if (row.size === 0) {
+      if (replace && count.get(row.name) > 1) {
+        // Two folders dropped together, each with a README.md: which one replaces the document?
+        this.update(row, {
+          status: "refused",
+          error: `${row.name} is the name of ${count.get(row.name)} files added together: each name says which document it replaces. Add those folders one at a time.`,
+        });
+      } else if (row.size === 0) {
         this.update(row, { status: "refused", error: `${row.name} is empty (0 bytes): there is nothing in it to read.` });
       } else if (row.size > limits.max_file_bytes) {
         this.update(row, {
