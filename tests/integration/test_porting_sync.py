@@ -221,10 +221,11 @@ async def test_a_document_imported_before_fingerprints_is_compared_once(
 
 @pytest.fixture(scope="module")
 async def uploaded(app_client: httpx.AsyncClient, worker: Proc) -> dict[str, str]:
-    """Collection `up`: a Markdown file (heading paths) and a CSV (row locations), uploaded and parsed."""
+    """Collection `up`: a Markdown file in a folder (heading paths) and a CSV (row locations), uploaded and
+    parsed."""
     assert (await app_client.post("/collections", json={"name": "up"})).status_code == 201
     files = [
-        ("files", ("notes.md", NOTES_MD, "text/markdown")),
+        ("files", ("guides/notes.md", NOTES_MD, "text/markdown")),  # a name with its folder
         ("files", ("people.csv", PEOPLE_CSV, "text/csv")),
     ]
     r = await app_client.post("/upload", files=files, data={"collection": "up"})
@@ -262,13 +263,13 @@ async def test_an_export_keeps_names_types_headings_and_locations(
         "csv",
         "text/csv; charset=utf-8",
     )
-    assert any(c["heading_path"] for c in by_name["notes.md"]["chunks"]), by_name["notes.md"]
+    assert any(c["heading_path"] for c in by_name["guides/notes.md"]["chunks"]), by_name["guides/notes.md"]
     assert all(c["location"] for c in by_name["people.csv"]["chunks"]), by_name["people.csv"]
 
     counts = await import_jsonl_file(runtime, file, collection="typed", quiet=True, report=lambda _: None)
     assert counted(counts) == (2, 0, 0)
     source, copy = await documents_of(runtime, "up"), await documents_of(runtime, "typed")
-    assert sorted(copy) == ["notes.md", "people.csv"]
+    assert sorted(copy) == ["guides/notes.md", "people.csv"]  # the folder kept
     for name in copy:
         assert copy[name]["file_type"] == source[name]["file_type"]
         assert copy[name]["texts"] == source[name]["texts"]
@@ -326,5 +327,5 @@ async def test_an_export_imported_back_into_its_own_collection_is_the_same_docum
     assert "2 created, 0 updated, 0 unchanged" in await asyncio.to_thread(back, "up-copy")
     assert "0 created, 0 updated, 2 unchanged" in await asyncio.to_thread(back, "up-copy")
     copy = await documents_of(runtime, "up-copy")
-    assert sorted(copy) == ["notes.md", "people.csv"]
+    assert sorted(copy) == ["guides/notes.md", "people.csv"]  # the folder kept
     assert {str(d["id"]) for d in copy.values()}.isdisjoint(uploaded.values())
