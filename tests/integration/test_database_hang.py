@@ -13,8 +13,10 @@ import asyncpg
 import httpx
 import psycopg
 import pytest
+from mcp.shared.exceptions import MCPError
 
 from rag_server.config import Settings
+from tests.integration.test_mcp import error_text, mcp_http
 
 BOUND_S = 2.0
 
@@ -59,6 +61,41 @@ async def test_a_request_to_a_database_that_hangs_is_a_503_then_the_server_answe
             break
         await asyncio.sleep(0.2)
     assert r.status_code == 200, r.text
+
+
+async def test_mcp_over_http_says_when_the_database_does_not_answer_in_time(
+    live_app_url: str, pg_server: str, database_url: str
+) -> None:
+    """Through the MCP SDK's client, the API's sentence: the SDK said "Server returned an error response"
+    when the key's check hung, and "Error executing tool" with a timeout's empty text when the tool's
+    query did."""
+    async with mcp_http(live_app_url) as client:
+        assert not (await client.call_tool("list_documents", {})).is_error
+        # The tool's own query waits (a lock on the table) while the key's check answers: a tool error.
+        owner = await asyncpg.connect(database_url)
+        try:
+            async with owner.transaction():
+                await owner.execute("LOCK TABLE documents IN ACCESS EXCLUSIVE MODE")
+                result = await asyncio.wait_for(client.call_tool("list_documents", {}), 30)
+        finally:
+            await owner.close()
+        said = "Error executing tool list_documents: the database did not answer in time, retry shortly"
+        assert result.is_error and error_text(result) == said
+        # The whole database hangs, the key's check with it: the request's JSON-RPC error.
+        frozen = backends(pg_server, database_url)
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        call = asyncio.create_task(client.call_tool("list_documents", {}))
+        try:
+            answered, _ = await asyncio.wait({call}, timeout=30)
+        finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+        assert answered, "the call answered only once the database did"
+        with pytest.raises(MCPError, match=r"^the database did not answer in time, retry shortly$"):
+            await call
+        again = await client.call_tool("list_documents", {})
+        assert not again.is_error, error_text(again)
 
 
 @pytest.mark.parametrize("what", ["collection", "document"])

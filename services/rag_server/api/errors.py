@@ -29,7 +29,7 @@ from rag_server.errors import (
     UnauthenticatedError,
     UnsupportedTypeError,
 )
-from rag_server.infra.database import is_conflict_db_error, is_transient_db_error
+from rag_server.infra.database import retry_sentence
 from rag_server.infra.embeddings import EmbeddingError
 from rag_server.openai_compat.models import (
     OpenAIError,
@@ -259,19 +259,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def unexpected_error_response(exc: BaseException, path: str = "") -> JSONResponse:
-    """503 when the database is unavailable right now (a retry may succeed), else a logged 500."""
-    if is_conflict_db_error(exc):
-        # Retryable like an outage (same 503, which clients retry), but the database is up: say so.
-        logger.warning("conflict with a concurrent transaction: %s: %s", type(exc).__name__, exc)
-        status, detail = 503, "the request conflicted with a concurrent request; retry it"
-    elif isinstance(exc, TimeoutError):
-        # A statement past RAG_API_DB_TIMEOUT_S (or a connection that could not be made in time): a
-        # database that hangs, or one too busy to answer.
-        logger.warning("database did not answer in time: %s", type(exc).__name__)
-        status, detail = 503, "the database did not answer in time, retry shortly"
-    elif is_transient_db_error(exc):
-        logger.warning("database unavailable: %s: %s", type(exc).__name__, exc)
-        status, detail = 503, "the database is unavailable, retry shortly"
+    """503 when a retry may succeed (the database is unavailable or too slow right now, or the request
+    lost a race: `retry_sentence` says which; a conflict is retryable like an outage, but the database
+    is up, and the sentence says so), else a logged 500."""
+    if (said := retry_sentence(exc)) is not None:
+        logger.warning("%s: %s: %s", said, type(exc).__name__, exc)
+        status, detail = 503, said
     else:
         logger.error("unexpected error", exc_info=exc)
         status, detail = 500, "internal error"

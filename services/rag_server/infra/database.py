@@ -197,6 +197,19 @@ def is_transient_db_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS
 
 
+def retry_sentence(exc: BaseException) -> str | None:
+    """What a client is told (the API's 503, an MCP tool's error) when a retry may cure the failure: a
+    lost race with a concurrent transaction, a database that did not answer in time (a statement past
+    RAG_API_DB_TIMEOUT_S), or one that is unavailable; None for anything else (a bug)."""
+    if is_conflict_db_error(exc):
+        return "the request conflicted with a concurrent request; retry it"
+    if isinstance(exc, TimeoutError):
+        return "the database did not answer in time, retry shortly"
+    if is_transient_db_error(exc):
+        return "the database is unavailable, retry shortly"
+    return None
+
+
 def is_conflict_db_error(exc: BaseException) -> bool:
     """A transient error that is no outage: the transaction lost to a concurrent one (SQLSTATE class
     40: serialization failure 40001, deadlock 40P01). Retrying the request may succeed at once; saying

@@ -45,6 +45,7 @@ from rag_server.errors import (
     NotFoundError,
     UnauthenticatedError,
 )
+from rag_server.infra.database import retry_sentence
 from rag_server.infra.replicas import read_again_on_primary
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import bind_scope, reset_scope
@@ -67,6 +68,8 @@ INSTRUCTIONS = (
     "chunk ids, pages and scores; `ask` answers with [n] citations; `get_document` reads a document. "
     "Without `collection` the tools use `default`; `list_collections` names the ones you can read."
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,13 @@ async def _request_scope(
         raise ToolError(str(exc)) from exc
     except ValidationError as exc:  # what the tools build from their arguments refused them
         raise ToolError(invalid_arguments(exc, arguments)) from exc
+    except Exception as exc:
+        # A database that is unavailable or does not answer in time: the API's 503 sentence, where the
+        # SDK would say only "Error executing tool" and the exception's text (a timeout's is empty).
+        if (said := retry_sentence(exc)) is None:
+            raise
+        logger.warning("tool call failed: %s: %s: %s", said, type(exc).__name__, exc)
+        raise ToolError(said) from exc
     finally:
         if token is not None:
             reset_scope(token)
@@ -365,27 +375,30 @@ class McpEndpoint:
             )
         except UnauthenticatedError as exc:
             response = JSONResponse(
-                unauthenticated_body(str(exc)), 401, headers={"WWW-Authenticate": "Bearer"}
+                error_body(UNAUTHENTICATED, str(exc)), 401, headers={"WWW-Authenticate": "Bearer"}
             )
             await response(scope, receive, send)
+            return
+        except Exception as exc:  # the key's check needs the database: the API's 503, said to the client
+            if (said := retry_sentence(exc)) is None:
+                raise
+            logger.warning("%s: %s: %s", said, type(exc).__name__, exc)
+            await JSONResponse(error_body(UNAVAILABLE, said), 503)(scope, receive, send)
             return
         scope[PRINCIPAL_KEY] = principal
         await self.manager.handle_request(scope, receive, send)
 
 
-# An implementation-defined JSON-RPC server error (-32000..-32019; the SDK's own are -32000 and -32001).
+# Implementation-defined JSON-RPC server errors (-32000..-32019; the SDK's own are -32000 and -32001).
 UNAUTHENTICATED = -32010
+UNAVAILABLE = -32011  # the database is unavailable or did not answer in time: retry
 
 
-def unauthenticated_body(message: str) -> dict[str, Any]:
-    """A 401's body: a JSON-RPC error, which the SDK's client reports with its message (any other body
-    became "Server returned an error response", the reason lost), and `detail` as the REST API has it."""
-    return {
-        "jsonrpc": "2.0",
-        "id": None,
-        "error": {"code": UNAUTHENTICATED, "message": message},
-        "detail": message,
-    }
+def error_body(code: int, message: str) -> dict[str, Any]:
+    """A refusal's body (401, 503): a JSON-RPC error, which the SDK's client reports with its message (any
+    other body became "Server returned an error response", the reason lost), and `detail` as the REST
+    API has it."""
+    return {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}, "detail": message}
 
 
 def _presented_key(headers: Headers) -> str | None:
