@@ -13,10 +13,10 @@ import asyncpg
 import httpx
 import psycopg
 import pytest
-from mcp.shared.exceptions import MCPError
+from mcp import Client, MCPError
 
 from rag_server.config import Settings
-from tests.integration.test_mcp import error_text, mcp_http
+from tests.integration.test_mcp import error_text, mcp_http, stdio_params
 
 BOUND_S = 2.0
 
@@ -96,6 +96,22 @@ async def test_mcp_over_http_says_when_the_database_does_not_answer_in_time(
             await call
         again = await client.call_tool("list_documents", {})
         assert not again.is_error, error_text(again)
+
+
+async def test_mcp_over_stdio_is_bound_like_the_api(settings: Settings, database_url: str) -> None:
+    """`rag-server mcp` serves an assistant, which waits on each tool call like on a request: a tool
+    call that waits for the database past RAG_API_DB_TIMEOUT_S is a tool error that says so."""
+    async with Client(stdio_params(settings), read_timeout_seconds=120) as client:
+        assert not (await client.call_tool("list_documents", {})).is_error
+        owner = await asyncpg.connect(database_url)
+        try:
+            async with owner.transaction():
+                await owner.execute("LOCK TABLE documents IN ACCESS EXCLUSIVE MODE")
+                result = await asyncio.wait_for(client.call_tool("list_documents", {}), 30)
+        finally:
+            await owner.close()
+    said = "Error executing tool list_documents: the database did not answer in time, retry shortly"
+    assert result.is_error and error_text(result) == said
 
 
 @pytest.mark.parametrize("what", ["collection", "document"])

@@ -21,7 +21,10 @@ from rag_server.mcp_server.server import Services, build_mcp
 
 
 async def serve_stdio(settings: Settings) -> None:
-    async with open_runtime(settings, migrate=True) as runtime:
+    # An assistant waits on each tool call like a request: the API server's bound on a statement.
+    async with open_runtime(
+        settings, migrate=True, db_timeout_s=settings.api_db_timeout_s or None
+    ) as runtime:
         if settings.api_key is not None:
             if not settings.api_key.get_secret_value().strip():
                 raise UnauthenticatedError(
