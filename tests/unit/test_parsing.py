@@ -91,6 +91,10 @@ def test_sanitize_filename_bounds_length_and_keeps_extension() -> None:
     # Too long with its folders: the outer ones go first, the file's own name stays whole.
     deep = sanitize_filename("/".join(f"folder{i:02}" for i in range(40)) + "/report.pdf")
     assert len(deep) <= 255 and deep.endswith("/folder39/report.pdf") and not deep.startswith("folder00")
+    # ... a digest of them in their place: paths that differ only in the folders given up stay apart.
+    other = sanitize_filename("elsewhere/" + "/".join(f"folder{i:02}" for i in range(40)) + "/report.pdf")
+    assert deep.startswith("…") and other.startswith("…") and deep != other
+    assert deep.split("/", 1)[1] == other.split("/", 1)[1]
 
 
 @pytest.mark.parametrize(

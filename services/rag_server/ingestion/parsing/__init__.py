@@ -8,6 +8,7 @@ with it and never retries. Parsers live by family: text.py (txt, md, html, json)
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Callable
@@ -92,7 +93,7 @@ def sanitize_filename(raw: str | None, *, folders: bool = True) -> str:
     out with "..", keeps only its last segment, as does every path when `folders` is False (a source's
     own path in an import). No control characters (nor bidirectional overrides, which make a name show
     as another); a segment keeps a leading dot (".env.md") but no trailing one; bounded length, the
-    outer folders given up first.
+    outer folders given up first for a digest of them.
 
     Never used as a path anywhere: files live in Postgres, this is only shown and matched on.
     """
@@ -108,8 +109,13 @@ def sanitize_filename(raw: str | None, *, folders: bool = True) -> str:
         stem, dot, ext = base.rpartition(".")
         short = MAX_NAME_CHARS - 5 - len(ext)
         base = f"{stem[:short]}.{ext}" if dot and len(ext) <= 10 else _segment(base[:MAX_NAME_CHARS])
-    while kept and len("/".join([*kept, base])) > MAX_NAME_CHARS:
-        kept.pop(0)
+    if len("/".join([*kept, base])) > MAX_NAME_CHARS:
+        # The outer folders go, a digest of all of them in their place ("…3f9a0c1d/"): two deep paths
+        # that differ only there stay two names (else one would replace the other by name).
+        cut = f"…{hashlib.sha256('/'.join(kept).encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+        while kept and len("/".join([cut, *kept, base])) > MAX_NAME_CHARS:
+            kept.pop(0)
+        kept = [cut, *kept] if len(f"{cut}/{base}") <= MAX_NAME_CHARS else []
     return "/".join([*kept, base])
 
 
