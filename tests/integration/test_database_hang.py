@@ -5,18 +5,15 @@ once the database does. A deletion, whose time grows with what it deletes, is no
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
-import psycopg
 import pytest
 from mcp import Client, MCPError
 
 from rag_server.config import Settings
 from tests.integration.test_mcp import error_text, mcp_http, stdio_params
+from tests.support.hangs import PATIENCE_S, table_locked, while_frozen
 
 BOUND_S = 2.0
 
@@ -26,35 +23,19 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"api_db_timeout_s": BOUND_S})
 
 
-def backends(pg_server: str, database_url: str) -> list[int]:
-    """The server processes of every connection to the test's database (the app's pool)."""
-    database = urlsplit(database_url).path.lstrip("/")
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        rows = admin.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (database,)
-        ).fetchall()
-    return [row[0] for row in rows]
+SAID = "the database did not answer in time, retry shortly"
+TOOL_SAID = f"Error executing tool list_documents: {SAID}"
 
 
 async def test_a_request_to_a_database_that_hangs_is_a_503_then_the_server_answers_again(
     app_client: httpx.AsyncClient, pg_server: str, database_url: str
 ) -> None:
     assert (await app_client.get("/documents")).status_code == 200  # the pool holds connections
-    frozen = backends(pg_server, database_url)
-    assert frozen
-    for pid in frozen:
-        os.kill(pid, signal.SIGSTOP)
-    request = asyncio.create_task(app_client.get("/documents"))
-    try:
-        # Far beyond the bound: what is checked is that the request ends while the database hangs.
-        answered, _ = await asyncio.wait({request}, timeout=30)
-    finally:
-        for pid in frozen:
-            os.kill(pid, signal.SIGCONT)
-    r = await request
-    assert answered, f"the request ended only once the database answered: {r.status_code} {r.text}"
+    ended, request = await while_frozen(pg_server, database_url, app_client.get("/documents"))
+    r = request.result()
+    assert ended, f"the request ended only once the database answered: {r.status_code} {r.text}"
     assert r.status_code == 503, r.text
-    assert r.json() == {"detail": "the database did not answer in time, retry shortly"}
+    assert r.json() == {"detail": SAID}
     for _ in range(50):  # the connections given up on are replaced
         r = await app_client.get("/documents")
         if r.status_code == 200:
@@ -72,28 +53,14 @@ async def test_mcp_over_http_says_when_the_database_does_not_answer_in_time(
     async with mcp_http(live_app_url) as client:
         assert not (await client.call_tool("list_documents", {})).is_error
         # The tool's own query waits (a lock on the table) while the key's check answers: a tool error.
-        owner = await asyncpg.connect(database_url)
-        try:
-            async with owner.transaction():
-                await owner.execute("LOCK TABLE documents IN ACCESS EXCLUSIVE MODE")
-                result = await asyncio.wait_for(client.call_tool("list_documents", {}), 30)
-        finally:
-            await owner.close()
-        said = "Error executing tool list_documents: the database did not answer in time, retry shortly"
-        assert result.is_error and error_text(result) == said
+        async with table_locked(database_url, "documents"):
+            result = await asyncio.wait_for(client.call_tool("list_documents", {}), PATIENCE_S)
+        assert result.is_error and error_text(result) == TOOL_SAID
         # The whole database hangs, the key's check with it: the request's JSON-RPC error.
-        frozen = backends(pg_server, database_url)
-        for pid in frozen:
-            os.kill(pid, signal.SIGSTOP)
-        call = asyncio.create_task(client.call_tool("list_documents", {}))
-        try:
-            answered, _ = await asyncio.wait({call}, timeout=30)
-        finally:
-            for pid in frozen:
-                os.kill(pid, signal.SIGCONT)
-        assert answered, "the call answered only once the database did"
-        with pytest.raises(MCPError, match=r"^the database did not answer in time, retry shortly$"):
-            await call
+        ended, call = await while_frozen(pg_server, database_url, client.call_tool("list_documents", {}))
+        assert ended, "the call answered only once the database did"
+        with pytest.raises(MCPError, match=f"^{SAID}$"):
+            call.result()
         again = await client.call_tool("list_documents", {})
         assert not again.is_error, error_text(again)
 
@@ -103,15 +70,9 @@ async def test_mcp_over_stdio_is_bound_like_the_api(settings: Settings, database
     call that waits for the database past RAG_API_DB_TIMEOUT_S is a tool error that says so."""
     async with Client(stdio_params(settings), read_timeout_seconds=120) as client:
         assert not (await client.call_tool("list_documents", {})).is_error
-        owner = await asyncpg.connect(database_url)
-        try:
-            async with owner.transaction():
-                await owner.execute("LOCK TABLE documents IN ACCESS EXCLUSIVE MODE")
-                result = await asyncio.wait_for(client.call_tool("list_documents", {}), 30)
-        finally:
-            await owner.close()
-    said = "Error executing tool list_documents: the database did not answer in time, retry shortly"
-    assert result.is_error and error_text(result) == said
+        async with table_locked(database_url, "documents"):
+            result = await asyncio.wait_for(client.call_tool("list_documents", {}), PATIENCE_S)
+    assert result.is_error and error_text(result) == TOOL_SAID
 
 
 @pytest.mark.parametrize("what", ["collection", "document"])

@@ -5,8 +5,6 @@ migrations; live (and /metrics, with rag_database_up 0) while the database is do
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -17,6 +15,7 @@ import pytest
 
 from rag_server.config import Settings
 from rag_server.infra.readiness import head_revisions
+from tests.support.hangs import while_frozen
 
 CHECKS = {"database", "migrations", "embedding", "queue"}
 
@@ -111,26 +110,9 @@ async def test_a_database_that_hangs_is_not_ready_within_the_probes_bound(
     """A database that takes the query and never answers (frozen, a network dropping packets): the
     probe waited for its cancelled query to unwind, which hung too, and never answered."""
     await ready_when(app_client, 200)  # the pool holds connections to this database
-    database = urlsplit(database_url).path.lstrip("/")
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        backends = [
-            row[0]
-            for row in admin.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (database,)
-            )
-        ]
-    assert backends
-    for pid in backends:
-        os.kill(pid, signal.SIGSTOP)
-    probe = asyncio.create_task(app_client.get("/health/ready"))
-    try:
-        # Far beyond the probe's 3 s: what is checked is that it answers while the database hangs.
-        answered, _ = await asyncio.wait({probe}, timeout=20)
-    finally:
-        for pid in backends:
-            os.kill(pid, signal.SIGCONT)
-    r = await probe
-    assert answered, f"the probe answered only once the database did: {r.status_code} {r.text}"
+    ended, probe = await while_frozen(pg_server, database_url, app_client.get("/health/ready"))
+    r = probe.result()
+    assert ended, f"the probe answered only once the database did: {r.status_code} {r.text}"
     assert r.status_code == 503, r.text
     assert r.json()["checks"]["database"]["detail"] == "the database did not answer within 3 s"
     await ready_when(app_client, 200)

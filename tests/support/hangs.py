@@ -1,0 +1,62 @@
+"""A database that hangs, on demand: every backend of a database stopped (SIGSTOP, as a frozen host or a
+network dropping packets looks to its clients), or one table locked by another transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+import psycopg
+
+T = TypeVar("T")
+
+# Far beyond any bound under test: what is checked is that a call ends while the database hangs.
+PATIENCE_S = 30.0
+
+
+def backends(pg_server: str, database_url: str) -> list[int]:
+    """The server processes of every connection to `database_url`'s database (a pool's, say)."""
+    database = urlsplit(database_url).path.lstrip("/")
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (database,)
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+async def while_frozen(
+    pg_server: str, database_url: str, call: Coroutine[Any, Any, T]
+) -> tuple[bool, asyncio.Task[T]]:
+    """Run `call` while every backend of the database is stopped: (whether it ended before they were let
+    go again, its task). The backends are always let go."""
+    frozen = backends(pg_server, database_url)
+    assert frozen, "no connection to freeze: make one first"
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    task = asyncio.create_task(call)
+    try:
+        await asyncio.wait({task}, timeout=PATIENCE_S)
+        ended = task.done()
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    await asyncio.wait({task})
+    return ended, task
+
+
+@asynccontextmanager
+async def table_locked(database_url: str, table: str) -> AsyncIterator[None]:
+    """`table` locked ACCESS EXCLUSIVE (no read gets through) by another transaction while inside."""
+    owner = await asyncpg.connect(database_url)
+    try:
+        async with owner.transaction():
+            await owner.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            yield
+    finally:
+        await owner.close()
