@@ -67,6 +67,9 @@ def test_supported_types_by_extension() -> None:
         ("dir\u00a0./a.md", "dir/a.md"),
         ("\\\\server\\share\\notes.md", "notes.md"),
         ("a/\x1b\u202e/b.md", "a/b.md"),
+        # Drawn as a slash, read as one: it would show as a path it is not.
+        ("setup\u2215README.md", "setup/README.md"),
+        ("a\u2044b\uff0fc\u29f8d.md", "a/b/c/d.md"),
         # A leading dot is part of the name; a trailing one is not.
         (".env.md", ".env.md"),
         (".config/.notes.md.", ".config/.notes.md"),

@@ -85,6 +85,9 @@ _ABSOLUTE = re.compile(r"^\s*(?:[\\/]|[A-Za-z]:[\\/])")
 # A segment's end: dots and any white space (a no-break space included), however mixed.
 _TRAILING = re.compile(r"[\s.]+$")
 MAX_NAME_CHARS = 255
+# Characters drawn as a slash (division, fraction, fullwidth, big solidus): a name holding one would show
+# as a path it is not ("setup∕README.md"). They are read as the folder separator they look like.
+_SLASHES = str.maketrans(dict.fromkeys("\u2215\u2044\uff0f\u29f8", "/"))
 
 
 def sanitize_filename(raw: str | None, *, folders: bool = True) -> str:
@@ -97,7 +100,7 @@ def sanitize_filename(raw: str | None, *, folders: bool = True) -> str:
 
     Never used as a path anywhere: files live in Postgres, this is only shown and matched on.
     """
-    name = unicodedata.normalize("NFC", raw or "")
+    name = unicodedata.normalize("NFC", raw or "").translate(_SLASHES)
     parts = re.split(r"[\\/]", name)
     base = _segment(parts[-1])
     if not base:
