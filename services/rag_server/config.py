@@ -48,10 +48,11 @@ class Settings(BaseSettings):
     runtime_db_password: SecretStr | None = None
     db_pool_min: int = Field(default=2, ge=0)
     db_pool_max: int = Field(default=10, ge=1)
-    # The API server's (and `rag-server mcp`'s) bound on one database statement: a database that hangs
-    # (a frozen host, a network dropping packets) makes a request a 503 after it, not one that never
-    # ends. Deleting a collection, documents or the queue archive is exempt (LONG_STATEMENT_TIMEOUT_S:
-    # their time grows with what they delete). 0: no bound. Workers and the other commands: none.
+    # The API server's (and `rag-server mcp`'s) bound on each wait for the database (a statement, a new
+    # connection, a free one): a database that hangs (a frozen host, a network dropping packets) makes a
+    # request a 503 after it, not one that never ends. Deleting a collection, documents or the queue
+    # archive is exempt (LONG_STATEMENT_TIMEOUT_S: their time grows with what they delete). 0: no bound.
+    # Workers and the other commands: none.
     api_db_timeout_s: float = Field(default=60.0, ge=0)
 
     # --- HTTP -----------------------------------------------------------------------------

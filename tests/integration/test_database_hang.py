@@ -8,12 +8,16 @@ import asyncio
 
 import asyncpg
 import httpx
+import openai
 import pytest
+from fastapi import FastAPI
 from mcp import Client, MCPError
 
 from rag_server.config import Settings
+from tests.integration.conftest import APP_BASE_URL
 from tests.integration.test_mcp import error_text, mcp_http, stdio_params
 from tests.support.hangs import PATIENCE_S, table_locked, while_frozen
+from tests.support.sse import read_events
 
 BOUND_S = 2.0
 
@@ -42,6 +46,52 @@ async def test_a_request_to_a_database_that_hangs_is_a_503_then_the_server_answe
             break
         await asyncio.sleep(0.2)
     assert r.status_code == 200, r.text
+
+
+async def test_requests_beyond_the_pool_to_a_database_frozen_whole_each_end_with_a_503(
+    app_client: httpx.AsyncClient, pg_server: str, database_url: str
+) -> None:
+    """The whole server frozen (its main process too): more requests than the pool has connections.
+    Each waits for a connection, or to make one, within the bound too: a connection being made waited
+    for asyncpg's own 60 s, and those waiting for a free one waited in turn (QA measured 60-120 s)."""
+    assert (await app_client.get("/documents")).status_code == 200
+    many = asyncio.gather(*(app_client.get("/documents") for _ in range(14)))  # RAG_DB_POOL_MAX is 10
+    ended, requests = await while_frozen(pg_server, database_url, many, whole=True)
+    assert ended, "the requests ended only once the database answered"
+    assert [(r.status_code, r.json()) for r in requests.result()] == [(503, {"detail": SAID})] * 14
+    for _ in range(50):
+        r = await app_client.get("/documents")
+        if r.status_code == 200:
+            break
+        await asyncio.sleep(0.2)
+    assert r.status_code == 200, r.text
+
+
+async def test_a_streamed_answer_says_the_database_did_not_answer_in_time(
+    app_client: httpx.AsyncClient, app: FastAPI, database_url: str
+) -> None:
+    """Its headers are gone when the search waits: the stream's error said "the answer failed:
+    TimeoutError: " (and so did /v1's), where the 503 says why."""
+    async with table_locked(database_url, "chunks"):  # what the search reads
+        async with app_client.stream("POST", "/query/stream", json={"query": "What do kayaks need?"}) as r:
+            assert r.status_code == 200
+            events = [e async for e in read_events(r.aiter_lines())]
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with openai.AsyncOpenAI(
+            base_url=f"{APP_BASE_URL}/v1",
+            api_key="unused",
+            max_retries=0,
+            http_client=httpx.AsyncClient(transport=transport, timeout=PATIENCE_S),
+        ) as client:
+            stream = await client.chat.completions.create(
+                model="rag:default",
+                messages=[{"role": "user", "content": "What do kayaks need?"}],
+                stream=True,
+            )
+            with pytest.raises(openai.APIError, match=f"^{SAID}$"):
+                async for _ in stream:
+                    pass
+    assert events[-1] == ("error", {"detail": SAID}), events
 
 
 async def test_mcp_over_http_says_when_the_database_does_not_answer_in_time(

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
+import psutil
 import psycopg
 
 T = TypeVar("T")
@@ -31,16 +32,19 @@ def backends(pg_server: str, database_url: str) -> list[int]:
 
 
 async def while_frozen(
-    pg_server: str, database_url: str, call: Coroutine[Any, Any, T]
-) -> tuple[bool, asyncio.Task[T]]:
-    """Run `call` while every backend of the database is stopped: (whether it ended before they were let
-    go again, its task). The backends are always let go."""
+    pg_server: str, database_url: str, call: Awaitable[T], *, whole: bool = False
+) -> tuple[bool, asyncio.Future[T]]:
+    """Run `call` while every backend of the database is stopped, and with `whole` the server's main
+    process too (a new connection is then never answered): (whether it ended before they were let go
+    again, its task). They are always let go."""
     frozen = backends(pg_server, database_url)
     assert frozen, "no connection to freeze: make one first"
-    for pid in frozen:
-        os.kill(pid, signal.SIGSTOP)
-    task = asyncio.create_task(call)
+    if whole:
+        frozen.append(psutil.Process(frozen[0]).ppid())
     try:
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        task = asyncio.ensure_future(call)
         await asyncio.wait({task}, timeout=PATIENCE_S)
         ended = task.done()
     finally:

@@ -140,7 +140,7 @@ class ReplicaPool(ScopedPool):
     that writes nothing is run again on the primary."""
 
     def __init__(self, raw: asyncpg.Pool, default: DbScope | None, primary: ScopedPool) -> None:
-        super().__init__(raw, default)
+        super().__init__(raw, default, primary.timeout)
         self.primary = primary
         self.replica: Replica | None = None
         self.routed: dict[str, int] = {"fallback": 0}  # ReadRouting's counters once it owns this pool

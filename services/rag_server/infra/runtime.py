@@ -90,8 +90,8 @@ async def open_runtime(
     stays its owner's. Without `llm` the settings' one is built on first use. `scope`: what its queries
     see outside a request (the API server passes None: nothing until a request binds its key's scope).
     `read_replicas`: also open RAG_READ_DATABASE_URLS and check them in the background (the API server).
-    `db_timeout_s`: the bound on each statement of its pools (asyncpg's command_timeout; the API server's
-    RAG_API_DB_TIMEOUT_S), None for none.
+    `db_timeout_s`: the bound on each statement of its pools, on making a connection and on waiting for
+    one (the API server's RAG_API_DB_TIMEOUT_S), None for none.
     """
     if embedder is not None and embedder.dim != settings.embedding_dim:
         raise ValueError(
@@ -100,8 +100,10 @@ async def open_runtime(
     database_url = await asyncio.to_thread(resolve_database_url, settings)
     if migrate:
         await asyncio.to_thread(upgrade_to_head, database_url, settings)
-    raw = await _runtime_pool(database_url, settings, settings.db_pool_min, command_timeout=db_timeout_s)
-    pool = ScopedPool(raw, scope)
+    # With a bound, every wait on the database has it: a statement, a connection made, one waited for.
+    bounds = {} if db_timeout_s is None else {"command_timeout": db_timeout_s, "timeout": db_timeout_s}
+    raw = await _runtime_pool(database_url, settings, settings.db_pool_min, **bounds)
+    pool = ScopedPool(raw, scope, db_timeout_s)
     reads: ReadRouting | None = None
     owned: LazyEmbedder | None = None
     if embedder is None:

@@ -65,9 +65,12 @@ class ScopedPool:
     the API server, where a query that runs before authentication (or without it) sees no row.
     """
 
-    def __init__(self, pool: asyncpg.Pool, default: DbScope | None) -> None:
+    def __init__(self, pool: asyncpg.Pool, default: DbScope | None, timeout: float | None = None) -> None:
         self.raw = pool
         self.default = default
+        # The bound on getting a connection (a free one, or a new one made) and on handing it back; None:
+        # none. The API server's is RAG_API_DB_TIMEOUT_S, like its statements'.
+        self.timeout = timeout
 
     @property
     def scope(self) -> DbScope | None:
@@ -87,7 +90,7 @@ class ScopedPool:
         scope = self.scope
         pairs = list(zip(SCOPE_SETTINGS, scope.settings(), strict=True)) if scope else []
         pairs += list((settings or {}).items())
-        async with self.raw.acquire() as conn:
+        async with self.raw.acquire(timeout=self.timeout) as conn:
             if not pairs:
                 yield conn
                 return

@@ -19,7 +19,7 @@ from rag_server.chat.service import ChatService
 from rag_server.chat.turn import Turn
 from rag_server.collections.store import get_collection, list_collections, resolve
 from rag_server.errors import InvalidInputError, NotFoundError
-from rag_server.infra.database import Executor
+from rag_server.infra.database import Executor, retry_sentence
 from rag_server.infra.llm import call_options
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.tokenizer import count_tokens
@@ -217,7 +217,10 @@ async def stream_chunks(
         yield _sse(error_content(404, str(exc)))
         return
     except Exception as exc:  # headers are gone: report in-band, as OpenAI's streams do
-        yield _sse(error_content(500, f"the answer failed: {type(exc).__name__}: {exc}"))
+        if (said := retry_sentence(exc)) is not None:  # what the 503 would have said
+            yield _sse(error_content(503, said))
+        else:
+            yield _sse(error_content(500, f"the answer failed: {type(exc).__name__}: {exc}"))
         return
     note = fallback_note(turn, "".join(streamed))
     if note is not None:

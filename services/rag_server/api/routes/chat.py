@@ -25,6 +25,7 @@ from rag_server.chat.models import (
     SessionRef,
 )
 from rag_server.errors import ForbiddenError, NotFoundError
+from rag_server.infra.database import retry_sentence
 from rag_server.read_after import lsn_text
 from rag_server.retrieval.models import SearchType
 from rag_server.text import Cleaned
@@ -237,9 +238,14 @@ async def query_stream(body: QueryRequest, chat: ChatDep, runtime: RuntimeDep) -
             yield sse("error", {"detail": str(exc)})
             return
         except Exception as exc:
-            # Headers are gone already: report in-band. Nothing was persisted for this answer.
-            logger.exception("streamed answer failed")
-            yield sse("error", {"detail": f"the answer failed: {type(exc).__name__}: {exc}"})
+            # Headers are gone already: report in-band, as the 503 would have said it (a database that
+            # did not answer in time, ...). Nothing was persisted for this answer.
+            if (said := retry_sentence(exc)) is None:
+                logger.exception("streamed answer failed")
+                said = f"the answer failed: {type(exc).__name__}: {exc}"
+            else:
+                logger.warning("streamed answer failed: %s: %s: %s", said, type(exc).__name__, exc)
+            yield sse("error", {"detail": said})
             return
         done = chat.response(turn).model_dump(mode="json", exclude={"sources"})
         if (position := await runtime.remember_write()) is not None:
