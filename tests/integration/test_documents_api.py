@@ -563,6 +563,15 @@ def test_cli_ingest_of_a_fixed_file_replaces_its_failed_document_and_says_when_a
         " added beside it (--replace makes it a new version of that one instead)"
     ) in beside.stderr.splitlines()
     assert len(query(database_url, sql)) == 2
+    # Changed once more: two documents have that name now, and --replace could not tell which is meant.
+    notes.write_text(json.dumps({"lemurs": "eat fruit", "notes": long_text(60, seed=53)}))
+    third = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0, third.stderr
+    assert (
+        f"{notes}: default already has 2 documents named 'fixed-notes.json': this one is added beside them"
+        " (to make it a new version of one, delete the others first: `rag-server documents list --name`,"
+        " `rag-server documents delete ID`)"
+    ) in third.stderr.splitlines()
 
 
 def test_cli_ingest_skips_an_empty_file_or_one_over_the_servers_limit_and_uploads_the_rest(

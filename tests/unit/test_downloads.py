@@ -15,6 +15,9 @@ from rag_server.api.downloads import attachment
         (".env.md", "env.md"),  # never a hidden file
         ("notes/.draft.md", "draft.md"),
         ("...", "download"),
+        ("..md", "download.md"),  # the extension's dot is not a leading one
+        ("notes/...md", "download.md"),
+        ("README", "README"),
     ],
 )
 def test_a_download_is_saved_under_the_files_own_name(name: str, saved_as: str) -> None:

@@ -192,9 +192,15 @@ def _checked(
     ]
     beside = [p for p in kept if results[p].same_name and p not in fixes]
     for p in beside[:NAMES_SHOWN]:
+        stored = len(results[p].same_name)
         print(
             f"{p.path}: {collection} already has a document named {p.name!r} with other content: this one is"
-            " added beside it (--replace makes it a new version of that one instead)",
+            " added beside it (--replace makes it a new version of that one instead)"
+            if stored == 1
+            # --replace would be a 409: it cannot tell which one is meant.
+            else f"{p.path}: {collection} already has {stored} documents named {p.name!r}: this one is added"
+            " beside them (to make it a new version of one, delete the others first: `rag-server documents"
+            " list --name`, `rag-server documents delete ID`)",
             file=sys.stderr,
         )
     if len(beside) > NAMES_SHOWN:

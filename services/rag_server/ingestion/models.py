@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, get_args
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from rag_server.collections.models import DEFAULT_COLLECTION, CollectionRef
 from rag_server.retrieval.metadata_match import METADATA_MATCH_RULES
@@ -21,7 +22,11 @@ BatchState = Literal["queued", "processing", "completed", "completed_with_errors
 DocumentSort = Literal["name", "uploaded", "chunks", "size", "type", "status"]
 # A listing's filter by name (GET /documents, MCP list_documents): a part of the name, matched literally.
 NamePart = Annotated[
-    str, Field(min_length=1, max_length=255, description="Part of the document's name, any case"), Cleaned
+    str,
+    Field(min_length=1, max_length=255, description="Part of the document's name, any case"),
+    Cleaned,
+    # Names are stored composed (NFC, as uploads are cleaned): "u" + a combining diaeresis finds "ü".
+    AfterValidator(lambda part: unicodedata.normalize("NFC", part)),
 ]
 
 
