@@ -75,6 +75,9 @@ async def test_unexpected_errors_are_json_503_only_for_an_unavailable_service(
     assert reply.headers["content-type"] == "application/json"
     if detail is not None:
         assert reply.json() == {"detail": detail}
+        # When to try again: at once after a lost race, shortly when the database is down.
+        retry_after = {CONFLICT: "1", DATABASE_DOWN: "5"}.get(detail)
+        assert reply.headers.get("retry-after") == retry_after, reply.headers
     else:
         assert reply.json() == {"detail": "internal error"}
         logged = [r for r in caplog.records if r.exc_info is not None]

@@ -39,7 +39,7 @@ async def test_a_request_to_a_database_that_hangs_is_a_503_then_the_server_answe
     r = request.result()
     assert ended, f"the request ended only once the database answered: {r.status_code} {r.text}"
     assert r.status_code == 503, r.text
-    assert r.json() == {"detail": SAID}
+    assert r.json() == {"detail": SAID} and r.headers["retry-after"] == "5"
     for _ in range(50):  # the connections given up on are replaced
         r = await app_client.get("/documents")
         if r.status_code == 200:

@@ -29,7 +29,7 @@ from rag_server.errors import (
     UnauthenticatedError,
     UnsupportedTypeError,
 )
-from rag_server.infra.database import retry_sentence
+from rag_server.infra.database import is_conflict_db_error, retry_sentence
 from rag_server.infra.embeddings import EmbeddingError
 from rag_server.openai_compat.models import (
     OpenAIError,
@@ -258,18 +258,24 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_middleware(UnexpectedErrorMiddleware)
 
 
+RETRY_AFTER_S = 5  # a 503 of a database that is unavailable or did not answer in time
+
+
 def unexpected_error_response(exc: BaseException, path: str = "") -> JSONResponse:
     """503 when a retry may succeed (the database is unavailable or too slow right now, or the request
     lost a race: `retry_sentence` says which; a conflict is retryable like an outage, but the database
     is up, and the sentence says so), else a logged 500."""
+    headers = None
     if (said := retry_sentence(exc)) is not None:
         logger.warning("%s: %s: %s", said, type(exc).__name__, exc)
         status, detail = 503, said
+        # When to try again (clients and proxies honour it): at once after a lost race, else shortly.
+        headers = {"Retry-After": "1" if is_conflict_db_error(exc) else str(RETRY_AFTER_S)}
     else:
         logger.error("unexpected error", exc_info=exc)
         status, detail = 500, "internal error"
     content = error_content(status, detail) if _is_openai(path) else {"detail": detail}
-    return JSONResponse(status_code=status, content=content)
+    return JSONResponse(status_code=status, content=content, headers=headers)
 
 
 class UnexpectedErrorMiddleware:
