@@ -31,6 +31,16 @@ SAID = "the database did not answer in time, retry shortly"
 TOOL_SAID = f"Error executing tool list_documents: {SAID}"
 
 
+async def answers_again(app_client: httpx.AsyncClient) -> None:
+    """The server answers once the database does: the connections given up on are replaced."""
+    for _ in range(50):
+        r = await app_client.get("/documents")
+        if r.status_code == 200:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the server did not answer again: {r.status_code} {r.text}")
+
+
 async def test_a_request_to_a_database_that_hangs_is_a_503_then_the_server_answers_again(
     app_client: httpx.AsyncClient, pg_server: str, database_url: str
 ) -> None:
@@ -40,12 +50,7 @@ async def test_a_request_to_a_database_that_hangs_is_a_503_then_the_server_answe
     assert ended, f"the request ended only once the database answered: {r.status_code} {r.text}"
     assert r.status_code == 503, r.text
     assert r.json() == {"detail": SAID} and r.headers["retry-after"] == "5"
-    for _ in range(50):  # the connections given up on are replaced
-        r = await app_client.get("/documents")
-        if r.status_code == 200:
-            break
-        await asyncio.sleep(0.2)
-    assert r.status_code == 200, r.text
+    await answers_again(app_client)
 
 
 async def test_requests_beyond_the_pool_to_a_database_frozen_whole_each_end_with_a_503(
@@ -59,12 +64,7 @@ async def test_requests_beyond_the_pool_to_a_database_frozen_whole_each_end_with
     ended, requests = await while_frozen(pg_server, database_url, many, whole=True)
     assert ended, "the requests ended only once the database answered"
     assert [(r.status_code, r.json()) for r in requests.result()] == [(503, {"detail": SAID})] * 14
-    for _ in range(50):
-        r = await app_client.get("/documents")
-        if r.status_code == 200:
-            break
-        await asyncio.sleep(0.2)
-    assert r.status_code == 200, r.text
+    await answers_again(app_client)
 
 
 async def test_a_streamed_answer_says_the_database_did_not_answer_in_time(

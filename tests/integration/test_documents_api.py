@@ -554,24 +554,25 @@ def test_cli_ingest_of_a_fixed_file_replaces_its_failed_document_and_says_when_a
     assert "1 file(s) replace the failed document of their name" in fixed.stderr
     sql = "SELECT status, version FROM documents WHERE filename = 'fixed-notes.json'"
     assert [(r["status"], r["version"]) for r in query(database_url, sql)] == [("ready", 2)]
+
     # Changed again, without --replace: added beside it, and the run says so.
-    notes.write_text(json.dumps({"lemurs": "sleep by day", "notes": long_text(60, seed=52)}))
-    beside = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert beside.returncode == 0, beside.stderr
+    def ingest_changed(lemurs: str, seed: int) -> list[str]:
+        notes.write_text(json.dumps({"lemurs": lemurs, "notes": long_text(60, seed=seed)}))
+        run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        return run.stderr.splitlines()
+
     assert (
         f"{notes}: default already has a document named 'fixed-notes.json' with other content: this one is"
         " added beside it (--replace makes it a new version of that one instead)"
-    ) in beside.stderr.splitlines()
+    ) in ingest_changed("sleep by day", 52)
     assert len(query(database_url, sql)) == 2
     # Changed once more: two documents have that name now, and --replace could not tell which is meant.
-    notes.write_text(json.dumps({"lemurs": "eat fruit", "notes": long_text(60, seed=53)}))
-    third = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert third.returncode == 0, third.stderr
     assert (
         f"{notes}: default already has 2 documents named 'fixed-notes.json': this one is added beside them"
         " (to make it a new version of one, delete the others first: `rag-server documents list --name`,"
         " `rag-server documents delete ID`)"
-    ) in third.stderr.splitlines()
+    ) in ingest_changed("eat fruit", 53)
 
 
 def test_cli_ingest_skips_an_empty_file_or_one_over_the_servers_limit_and_uploads_the_rest(
