@@ -39,7 +39,8 @@ from rag_server.infra.heap import startup_heap_frozen
 from rag_server.infra.metrics import Metrics, MetricsMiddleware
 from rag_server.infra.runtime import open_runtime
 from rag_server.infra.scoped_pool import SYSTEM_SCOPE, bind_scope, reset_scope
-from rag_server.mcp_server.server import McpEndpoint, Services, build_mcp, http_session_manager, running
+from rag_server.mcp_server.endpoint import McpEndpoint, http_session_manager, running
+from rag_server.mcp_server.server import Services, build_mcp
 from rag_server.web.serve import mount_web_app
 
 logger = logging.getLogger(__name__)
