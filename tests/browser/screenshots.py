@@ -27,9 +27,9 @@ SAMPLES = {
     "lighthouses.md": "# Lighthouses\n\nA Fresnel lens focuses the lamp's light into a beam visible for "
     "more than twenty nautical miles. Augustin Fresnel designed it in 1822 for French lighthouses.\n\n"
     "Each lighthouse has its own flash pattern, its *characteristic*, so sailors can tell them apart.",
-    "tides.txt": "Tides are caused by the Moon's gravity pulling on the oceans. Spring tides happen at new "
-    "and full moon, when Sun and Moon line up; neap tides at the quarter moons.",
-    "harbours.txt": "A harbour shelters ships from waves. Breakwaters are built of rock or concrete "
+    "coast/tides.txt": "Tides are caused by the Moon's gravity pulling on the oceans. Spring tides happen at "
+    "new and full moon, when Sun and Moon line up; neap tides at the quarter moons.",
+    "coast/harbours.txt": "A harbour shelters ships from waves. Breakwaters are built of rock or concrete "
     "blocks; lighthouses at their ends mark the entrance at night.",
 }
 # A deck: search hits and chunks name their slide and its title.
@@ -41,7 +41,7 @@ DECK = pptx_bytes(
 )
 QUESTION = "How far can a lighthouse beam be seen?"
 # A common phone's viewport (CSS pixels) for the phone-* shots.
-PHONE = {"width": 390, "height": 844}
+PHONE = {"width": 375, "height": 812}
 
 
 def upload_samples(stack: Stack) -> None:
@@ -113,6 +113,12 @@ async def views(browser: Browser, stack: Stack, out: Path, scheme: str) -> None:
     await page.goto(stack.base_url + "/#/status")
     await page.get_by_text("BM25 engine").wait_for()
     await shoot(page, out, "phone-status", scheme)
+    # Documents named with their folders, and the upload panel with its "replace" choice.
+    await page.goto(stack.base_url + "/#/documents")
+    await page.get_by_role("link", name="coast/tides.txt").wait_for()
+    await page.get_by_role("button", name="Upload", exact=True).click()
+    await page.get_by_label("Replace documents of the same name").wait_for()
+    await shoot(page, out, "phone-documents", scheme)
     await context.close()
 
 
