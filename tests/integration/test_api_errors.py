@@ -148,6 +148,25 @@ async def test_an_offset_beyond_the_bound_is_a_422(app_client: httpx.AsyncClient
     assert reply.status_code == 422, reply.text
 
 
+async def test_a_query_parameter_a_route_does_not_take_is_a_422_naming_what_it_takes(
+    app_client: httpx.AsyncClient,
+) -> None:
+    # Misspelt: FastAPI ignores it, and the listing came back unfiltered.
+    reply = await app_client.get("/documents", params={"metadata": '{"team": "a"}', "colection": "hr"})
+    assert reply.status_code == 422, reply.text
+    (error,) = reply.json()["detail"]
+    assert error["loc"] == ["query", "colection"] and error["input"] == "hr"
+    # `metadata` and `text` are taken by dependencies of the route: they count as its own.
+    assert error["msg"].startswith("not a query parameter of this route: it takes ")
+    assert {"collection", "limit", "metadata", "offset", "text"} <= set(
+        error["msg"].split(": it takes ")[1].split(", ")
+    )
+    assert (await app_client.get("/documents", params={"metadata": '{"team": "a"}'})).status_code == 200
+    assert (await app_client.get("/health", params={"verbose": "1"})).status_code == 422
+    # /v1 keeps OpenAI's leniency: its clients may send query parameters of OpenAI's or Azure's.
+    assert (await app_client.get("/v1/models", params={"api-version": "2024-10-21"})).status_code == 200
+
+
 async def test_hostile_search_filters_are_a_4xx_or_cleaned(app_client: httpx.AsyncClient) -> None:
     cases = {
         b'{"query": "q", "filters": {"metadata": {"k\\u0000": "v\\u0000"}}}': 200,

@@ -254,6 +254,27 @@ def test_no_files_is_422(client: TestClient) -> None:
     assert client.post("/upload", data={"other": "x"}).status_code == 422
 
 
+def test_a_query_parameter_the_upload_does_not_take_is_422_and_stores_nothing(
+    client: TestClient, database_url: str
+) -> None:
+    # The collection is a form field: given in the URL, it used to be ignored and the files went
+    # into `default`.
+    before = document_count(database_url)
+    files = [("files", ("in-the-url.txt", b"a collection given in the url", "text/plain"))]
+    response = client.post("/upload?collection=hr&replace=true", files=files)
+    assert response.status_code == 422, response.text
+    errors = response.json()["detail"]
+    assert [(e["loc"], e["input"]) for e in errors] == [
+        (["query", "collection"], "hr"),
+        (["query", "replace"], "true"),
+    ]
+    assert (
+        errors[0]["msg"]
+        == "not a query parameter of this route: it takes none (the upload's fields are form fields)"
+    )
+    assert document_count(database_url) == before
+
+
 def test_filenames_are_sanitised_for_display(client: TestClient) -> None:
     # Built by hand: httpx would percent-encode the control characters a hostile client can send raw.
     body = (

@@ -7,13 +7,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from llama_index.core.llms import LLM
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rag_server import __version__
 from rag_server.access.exposure import prepare_access
+from rag_server.api.deps import refuse_unknown_query
 from rag_server.api.errors import install_error_handlers, install_openapi
 from rag_server.api.head import HeadAsGetMiddleware
 from rag_server.api.read_routing import ReadRoutingMiddleware
@@ -105,18 +106,23 @@ def create_app(
     # Prometheus (GET /metrics): this app's own registry; around every route, so it times whole requests.
     app.state.metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.include_router(metrics.metrics_router(settings.metrics_public))
     app.add_middleware(RequestIdMiddleware)  # added last = outermost: its header is on every answer
-    app.include_router(health.router)
-    app.include_router(status.router)
-    app.include_router(collections.router)
-    app.include_router(keys.router)
-    app.include_router(upload.router)
-    app.include_router(tasks.router)
-    app.include_router(admin.router)
-    app.include_router(documents.router)
-    app.include_router(chat.router)
-    app.include_router(search.router)
+    own_routers = (
+        metrics.metrics_router(settings.metrics_public),
+        health.router,
+        status.router,
+        collections.router,
+        keys.router,
+        upload.router,
+        tasks.router,
+        admin.router,
+        documents.router,
+        chat.router,
+        search.router,
+    )
+    for router in own_routers:
+        app.include_router(router, dependencies=[Depends(refuse_unknown_query)])
+    # Not /v1: OpenAI's clients may send query parameters of OpenAI's or Azure's (`api-version`).
     app.include_router(openai_compat.router)
     # A plain route, not in the OpenAPI (MCP speaks JSON-RPC); it authenticates like the API.
     app.router.routes.append(

@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter, ValidationError
 
@@ -58,6 +60,41 @@ ChatDep = Annotated[ChatService, Depends(get_chat)]
 # Far below PostgreSQL's bigint (an OFFSET beyond it was a 500) and beyond any real listing.
 MAX_OFFSET = 2**31 - 1
 OffsetQuery = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip (paging)")]
+
+
+def refuse_unknown_query(request: Request) -> None:
+    """A query parameter the route does not take is a 422, not ignored as FastAPI would: `POST
+    /upload?collection=hr` stored the files in `default`, and a misspelt filter listed everything."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    taken = _query_names(route.dependant)
+    unknown = [(name, value) for name, value in request.query_params.multi_items() if name not in taken]
+    if unknown:
+        takes = f"it takes {', '.join(sorted(taken))}" if taken else "it takes none"
+        hint = " (the upload's fields are form fields)" if route.path == "/upload" else ""
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name),
+                    "msg": f"not a query parameter of this route: {takes}{hint}",
+                    "input": value,
+                }
+                for name, value in unknown
+            ]
+        )
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters of a route and of every dependency it has."""
+    names = {field.alias for field in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
 
 _METADATA_MATCH: TypeAdapter[MetadataMatch] = TypeAdapter(MetadataMatch)
 _TEXT_MATCH: TypeAdapter[TextMatch] = TypeAdapter(TextMatch)
