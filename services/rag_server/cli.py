@@ -87,6 +87,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         api_key=settings.api_key_value(),
         metadata=args.metadata,
         replace=args.replace,
+        name=args.name,
     )
 
 
@@ -195,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--metadata", default=None, help='a JSON object given to every file, e.g. \'{"team": "x"}\''
     )
     p.add_argument("--replace", action="store_true", help="a file named like a stored document replaces it")
+    p.add_argument(
+        "--name",
+        default=None,
+        help="the document's name for the one file given, e.g. guides/README.md (default: the file's name)",
+    )
     add("mcp", cmd_mcp, "serve the MCP tools (search, ask, collections, documents) on stdio")
     p = add("backup", cmd_backup, "write the whole database to FILE (pg_dump, a consistent snapshot)")
     p.add_argument("file", type=Path, metavar="FILE", help="the backup file (an existing one is replaced)")

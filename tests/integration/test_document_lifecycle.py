@@ -469,7 +469,11 @@ def test_live_answers_carry_the_version_they_cited(client: TestClient, worker: P
 
 
 def test_cli_ingest_metadata_and_replace(
-    client: TestClient, live_app_url: str, tmp_path: Path, worker: PausedWorker
+    client: TestClient,
+    live_app_url: str,
+    tmp_path: Path,
+    worker: PausedWorker,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = tmp_path / "cli-meta.txt"
     path.write_bytes(text_of("manatee"))
@@ -517,6 +521,21 @@ def test_cli_ingest_metadata_and_replace(
     # The same name from two folders given: refused before anything is uploaded.
     before = len(client.get("/documents", params={"limit": 500}).json()["items"])
     assert ingest_paths([str(tree / "a"), str(tree / "b")], base_url=live_app_url, replace=True) == 2
+    assert len(client.get("/documents", params={"limit": 500}).json()["items"]) == before
+    # Without --replace they are two documents of one name, and the run says so (both already stored
+    # here, under their paths: nothing is sent).
+    capsys.readouterr()
+    assert ingest_paths([str(tree / "a"), str(tree / "b")], base_url=live_app_url) == 0
+    assert "'same.txt' is the name of more than one file given" in capsys.readouterr().err
+    # One file given by itself is named by --name: a changed b/same.txt replaces its document.
+    (tree / "b" / "same.txt").write_bytes(text_of("tapir b, third version"))
+    single = [str(tree / "b" / "same.txt")]
+    with worker.running():
+        assert ingest_paths(single, base_url=live_app_url, replace=True, name="b/same.txt") == 0
+    assert client.get(f"/documents/{named['b/same.txt']['id']}").json()["version"] == 3
+    for paths, name in [(single * 2, "b/same.txt"), ([str(tree)], "b/same.txt"), (single, "b/same")]:
+        assert ingest_paths(paths, base_url=live_app_url, replace=True, name=name) == 2
+    assert "--name 'b/same': its extension is not of a supported type" in capsys.readouterr().err
     assert len(client.get("/documents", params={"limit": 500}).json()["items"]) == before
 
 

@@ -97,11 +97,14 @@ def ingest_paths(
     api_key: str | None = None,
     metadata: str | None = None,
     replace: bool = False,
+    name: str | None = None,
 ) -> int:
     """Upload every supported file under `paths` into `collection` and (by default) wait until all are
     processed. `metadata`: a JSON object every file gets; `replace`: a file named like a stored document
-    replaces its file. Exit code: 0 when nothing failed, 1 otherwise, 2 for metadata that is not a JSON
-    object; a failed request raises ClientError (the server checks the object's limits)."""
+    replaces its file; `name`: the document's name for the one file given (the file's own name
+    otherwise). Exit code: 0 when nothing failed, 1 otherwise, 2 for a bad argument (metadata that is not
+    a JSON object, a name for more than one file); a failed request raises ClientError (the server checks
+    the object's limits)."""
     # None (no --metadata): a replaced document keeps its metadata; '{}' given: it is cleared.
     common: dict[str, Any] | None = None
     if metadata is not None and (common := _metadata_object(metadata)) is None:
@@ -114,7 +117,11 @@ def ingest_paths(
     if not files:
         print("nothing to ingest", file=sys.stderr)
         return 1 if skipped else 0
-    repeated = sorted(name for name, n in Counter(p.name for p in files).items() if n > 1)
+    if name is not None:
+        if (named := _named(files, skipped, paths, name)) is None:
+            return 2
+        files = [named]
+    repeated = sorted(shared for shared, n in Counter(p.name for p in files).items() if n > 1)
     if replace and repeated:
         # Before any upload: the server refuses a name twice in one replace, and the files may be split
         # into several uploads, so a later one would fail after the first ones went in.
@@ -125,6 +132,13 @@ def ingest_paths(
             file=sys.stderr,
         )
         return 2
+    if repeated:
+        print(
+            f"{repeated[0]!r}{f' (and {len(repeated) - 1} other name(s))' if len(repeated) > 1 else ''}"
+            " is the name of more than one file given: each becomes a document of that name (a name is the"
+            " path inside the folder given: give their common folder to tell them apart)",
+            file=sys.stderr,
+        )
 
     with Client(base_url, api_key=api_key, timeout=timeout_s) as client:
         # The server's own limits (GET /status), not this machine's settings: a file over them was a
@@ -210,6 +224,20 @@ def _checked(
     if fixes:
         print(f"{len(fixes)} file(s) replace the failed document of their name", file=sys.stderr)
     return [p for p in kept if p not in fixes], fixes
+
+
+def _named(files: list[LocalFile], skipped: list[Path], paths: Sequence[str], name: str) -> LocalFile | None:
+    """The one file given (`files` holds at least one), under `name` as the server will clean it; None
+    (after saying why) when more than one file, or a folder, is given, or the name is not of a supported
+    type."""
+    if len(paths) != 1 or len(files) + len(skipped) != 1 or Path(paths[0]).is_dir():
+        print("error: --name names one document: give exactly one file, not a folder", file=sys.stderr)
+        return None
+    cleaned = sanitize_filename(name)
+    if file_type_for(cleaned) is None:
+        print(f"error: --name {name!r}: its extension is not of a supported type", file=sys.stderr)
+        return None
+    return LocalFile(files[0].path, cleaned)
 
 
 def _groups(files: list[LocalFile], limits: UploadLimits) -> Iterable[list[LocalFile]]:
