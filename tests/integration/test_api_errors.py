@@ -149,7 +149,7 @@ async def test_an_offset_beyond_the_bound_is_a_422(app_client: httpx.AsyncClient
 
 
 async def test_a_query_parameter_a_route_does_not_take_is_a_422_naming_what_it_takes(
-    app_client: httpx.AsyncClient,
+    app: FastAPI, app_client: httpx.AsyncClient
 ) -> None:
     # Misspelt: FastAPI ignores it, and the listing came back unfiltered.
     reply = await app_client.get("/documents", params={"metadata": '{"team": "a"}', "colection": "hr"})
@@ -163,6 +163,11 @@ async def test_a_query_parameter_a_route_does_not_take_is_a_422_naming_what_it_t
     )
     assert (await app_client.get("/documents", params={"metadata": '{"team": "a"}'})).status_code == 200
     assert (await app_client.get("/health", params={"verbose": "1"})).status_code == 422
+    # Declared, also where FastAPI declares none (no parameters); /upload's may be a list or a sentence.
+    paths = app.openapi()["paths"]
+    assert "HTTPValidationError" in str(paths["/health"]["get"]["responses"]["422"])
+    assert "ValidationErrors" in str(paths["/upload"]["post"]["responses"]["422"])
+    assert "422" not in paths["/v1/models"]["get"]["responses"]
     # /v1 keeps OpenAI's leniency: its clients may send query parameters of OpenAI's or Azure's.
     assert (await app_client.get("/v1/models", params={"api-version": "2024-10-21"})).status_code == 200
 

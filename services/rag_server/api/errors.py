@@ -55,6 +55,12 @@ class ErrorResponse(BaseModel):
     detail: str
 
 
+class ValidationErrors(BaseModel):
+    """FastAPI's 422 for a request that fails validation: the list of errors."""
+
+    detail: list[dict[str, Any]]
+
+
 _DESCRIPTIONS = {
     400: "Bad request",
     401: "No API key, or an unknown or revoked one",
@@ -74,6 +80,12 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse, "description": _DESCRIPTIONS[code]} for code in codes}
 
 
+# Routes that answer 422 both from request validation (a list of errors) and from the domain (a sentence).
+EITHER_422: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorResponse | ValidationErrors, "description": _DESCRIPTIONS[422]}
+}
+
+
 # The OpenAI-compatible API answers its errors in OpenAI's shape (its clients parse it); 422 is a 400 there.
 OPENAI_PREFIX = "/v1/"
 
@@ -84,20 +96,31 @@ def openai_error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def install_openapi(app: FastAPI) -> None:
-    """FastAPI declares a 422 on every operation with parameters; /v1 never answers one (its validation
-    errors are OpenAI's 400, declared by its routes), so its operations lose that 422."""
+    """FastAPI declares a 422 on every operation with parameters. /v1 never answers one (its validation
+    errors are OpenAI's 400, declared by its routes), so its operations lose that 422; every other one
+    may (a query parameter it does not take: deps.refuse_unknown_query), so one without gets it."""
     default = app.openapi
 
     def openapi() -> dict[str, Any]:
-        schema = default()  # built once and cached by FastAPI; the edit below is idempotent
+        schema = default()  # built once and cached by FastAPI; the edits below are idempotent
         for path, item in schema.get("paths", {}).items():
-            if _is_openai(path):
-                for operation in item.values():
-                    if isinstance(operation, dict):
-                        operation.get("responses", {}).pop("422", None)
+            for operation in item.values():
+                if not isinstance(operation, dict):
+                    continue
+                responses = operation.setdefault("responses", {})
+                if _is_openai(path):
+                    responses.pop("422", None)
+                else:
+                    responses.setdefault("422", _VALIDATION_422)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_VALIDATION_422 = {
+    "description": "Validation Error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+}
 
 
 def _is_openai(path: str) -> bool:

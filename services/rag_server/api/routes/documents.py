@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from rag_server.api.deps import (
     ChunkTextQuery,
@@ -20,7 +20,7 @@ from rag_server.api.deps import (
     require,
 )
 from rag_server.api.downloads import attachment
-from rag_server.api.errors import ErrorResponse, error_responses
+from rag_server.api.errors import EITHER_422, error_responses
 from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.collections.store import resolve_ids
 from rag_server.ingestion import documents, metadata_edits
@@ -44,18 +44,6 @@ from rag_server.ingestion.upload import check_declared_size, read_replacement, r
 from rag_server.retrieval.models import DocumentChunks
 from rag_server.retrieval.store import document_chunks_page
 from rag_server.text import Cleaned
-
-
-class ValidationErrors(BaseModel):
-    """FastAPI's 422 for a request that fails validation: the list of errors."""
-
-    detail: list[dict[str, Any]]
-
-
-# Routes that answer 422 both from request validation (a list of errors) and from the domain (a sentence).
-_EITHER_422: dict[int | str, dict[str, Any]] = {
-    422: {"model": ErrorResponse | ValidationErrors, "description": "Invalid request"}
-}
 
 router = APIRouter(tags=["documents"], dependencies=[require("reader")], responses=error_responses(401))
 
@@ -171,7 +159,7 @@ async def delete_documents(body: DeleteDocuments, pool: PoolDep) -> DeletedDocum
     "/documents/{document_id}",
     response_model=Document,
     dependencies=[require("editor")],
-    responses={**error_responses(400, 403, 404, 503), **_EITHER_422},
+    responses={**error_responses(400, 403, 404, 503), **EITHER_422},
 )
 async def update_document_metadata(document_id: UUID, body: MetadataUpdate, pool: PoolDep) -> Document:
     """Set the document's metadata: `mode` `replace` (default) stores `metadata` as it is; `merge` sets
@@ -183,7 +171,7 @@ async def update_document_metadata(document_id: UUID, body: MetadataUpdate, pool
     "/documents/metadata",
     response_model=UpdatedDocuments,
     dependencies=[require("editor")],
-    responses={**error_responses(400, 403, 404, 503), **_EITHER_422},
+    responses={**error_responses(400, 403, 404, 503), **EITHER_422},
 )
 async def update_documents_metadata(body: MetadataUpdates, pool: PoolDep) -> UpdatedDocuments:
     """Set the metadata of several documents of a collection (Chroma's update(ids, metadatas)), each as
@@ -219,7 +207,7 @@ _FILE_BODY = {
     status_code=202,
     response_model=UploadResponse,
     dependencies=[require("editor")],
-    responses={**error_responses(400, 403, 404, 409, 413, 415, 503), **_EITHER_422},
+    responses={**error_responses(400, 403, 404, 409, 413, 415, 503), **EITHER_422},
     openapi_extra=_FILE_BODY,
 )
 async def replace_file(

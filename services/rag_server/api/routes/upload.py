@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from rag_server.api.deps import PoolDep, QueueDep, SettingsDep, require
-from rag_server.api.errors import error_responses
+from rag_server.api.errors import EITHER_422, error_responses
 from rag_server.collections.store import resolve
 from rag_server.ingestion.batches import create_upload_batch
 from rag_server.ingestion.models import UploadResponse
@@ -69,7 +69,7 @@ _MULTIPART_BODY = {
     "/upload",
     status_code=202,
     response_model=UploadResponse,
-    responses=error_responses(400, 404, 409, 413, 415, 422, 503),
+    responses={**error_responses(400, 404, 409, 413, 415, 503), **EITHER_422},
     openapi_extra=_MULTIPART_BODY,
 )
 async def upload(request: Request, settings: SettingsDep, pool: PoolDep, queue: QueueDep) -> UploadResponse:
