@@ -1,12 +1,14 @@
 """A database that hangs (a frozen host, a network dropping packets) under a running API server: a request
 is a 503 after RAG_API_DB_TIMEOUT_S instead of a request that never ends, and the server answers again
-once the database does. A deletion, whose time grows with what it deletes, is not bound by it."""
+once the database does. A deletion (a collection, a document, the queue's archive), whose time grows with
+what it deletes, is not bound by it."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from contextlib import AbstractAsyncContextManager
 
-import asyncpg
 import httpx
 import openai
 import pytest
@@ -16,7 +18,7 @@ from mcp import Client, MCPError
 from rag_server.config import Settings
 from tests.integration.conftest import APP_BASE_URL
 from tests.integration.test_mcp import error_text, mcp_http, stdio_params
-from tests.support.hangs import PATIENCE_S, table_locked, while_frozen
+from tests.support.hangs import PATIENCE_S, locked, table_locked, while_frozen
 from tests.support.sse import read_events
 
 BOUND_S = 2.0
@@ -125,6 +127,18 @@ async def test_mcp_over_stdio_is_bound_like_the_api(settings: Settings, database
     assert result.is_error and error_text(result) == TOOL_SAID
 
 
+async def outlasting_the_bound(
+    held: AbstractAsyncContextManager[None], request: Awaitable[httpx.Response]
+) -> httpx.Response:
+    """`request`, sent while `held` (a lock) keeps it waiting: it still waits after twice the bound,
+    and answers once the lock is released."""
+    async with held:
+        waiting = asyncio.ensure_future(request)
+        await asyncio.sleep(2 * BOUND_S)
+        assert not waiting.done(), waiting.result().text  # it waits for the lock
+    return await waiting
+
+
 @pytest.mark.parametrize("what", ["collection", "document"])
 async def test_a_deletion_may_take_longer_than_the_bound(
     app_client: httpx.AsyncClient, database_url: str, what: str
@@ -138,21 +152,33 @@ async def test_a_deletion_may_take_longer_than_the_bound(
     uploaded = await app_client.post("/upload", files=files, data={"collection": name})
     assert uploaded.status_code == 202, uploaded.text
     document_id = uploaded.json()["tasks"][0]["document_id"]
-    owner = await asyncpg.connect(database_url)
-    try:
-        holding = owner.transaction()
-        await holding.start()
-        await owner.execute("SELECT 1 FROM documents WHERE id = $1 FOR UPDATE", document_id)
-        deleting = asyncio.create_task(
-            app_client.delete(f"/collections/{name}", params={"force": "true"})
-            if what == "collection"
-            else app_client.delete(f"/documents/{document_id}")
-        )
-        await asyncio.sleep(2 * BOUND_S)
-        assert not deleting.done(), deleting.result().text  # it waits for the lock
-        await holding.rollback()
-        r = await deleting
-    finally:
-        await owner.close()
+    r = await outlasting_the_bound(
+        locked(database_url, "SELECT 1 FROM documents WHERE id = $1 FOR UPDATE", document_id),
+        app_client.delete(f"/collections/{name}", params={"force": "true"})
+        if what == "collection"
+        else app_client.delete(f"/documents/{document_id}"),
+    )
     assert r.status_code == 204, r.text
     assert (await app_client.get(f"/documents/{document_id}")).status_code == 404
+
+
+async def test_the_queue_archive_purge_may_take_longer_than_the_bound(
+    app_client: httpx.AsyncClient, app: FastAPI, database_url: str
+) -> None:
+    """Like a deletion, its time grows with what it deletes (every archived message at once): it waits
+    for a lock on the archive's rows for twice the bound, then purges them."""
+    files = {"files": ("archived.txt", b"A cancelled upload, its message archived.", "text/plain")}
+    uploaded = await app_client.post("/upload", files=files)  # no worker runs here: it stays queued
+    assert uploaded.status_code == 202, uploaded.text
+    task_id = uploaded.json()["tasks"][0]["task_id"]
+    cancelled = await app_client.post(f"/admin/tasks/{task_id}/cancel")  # its message is archived
+    assert cancelled.status_code == 200, cancelled.text
+    archived = (await app_client.get("/admin/queue/archive", params={"limit": 500})).json()
+    assert task_id in {m["task_id"] for m in archived["items"]}
+    table = app.state.runtime.queue.archive_table
+    r = await outlasting_the_bound(
+        locked(database_url, f"SELECT 1 FROM {table} FOR UPDATE"), app_client.delete("/admin/queue/archive")
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"deleted": archived["total"]}
+    assert (await app_client.get("/admin/queue/archive")).json()["total"] == 0

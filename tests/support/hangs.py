@@ -7,7 +7,7 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -55,12 +55,18 @@ async def while_frozen(
 
 
 @asynccontextmanager
-async def table_locked(database_url: str, table: str) -> AsyncIterator[None]:
-    """`table` locked ACCESS EXCLUSIVE (no read gets through) by another transaction while inside."""
+async def locked(database_url: str, sql: str, *args: object) -> AsyncIterator[None]:
+    """What `sql` locks (a LOCK TABLE, a SELECT ... FOR UPDATE) held by another transaction, as the
+    database's owner, while inside."""
     owner = await asyncpg.connect(database_url)
     try:
         async with owner.transaction():
-            await owner.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            await owner.execute(sql, *args)
             yield
     finally:
         await owner.close()
+
+
+def table_locked(database_url: str, table: str) -> AbstractAsyncContextManager[None]:
+    """`table` locked ACCESS EXCLUSIVE (no read gets through) by another transaction while inside."""
+    return locked(database_url, f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
