@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -40,6 +40,7 @@ from rag_server.infra.scoped_pool import SYSTEM_SCOPE, bind_scope, reset_scope
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from rag_server.read_after import READ_AFTER_HEADER
 from tests.support.clusters import tcp_cluster
+from tests.support.hangs import while_frozen
 from tests.support.replica import Standby, start_standby
 
 T = TypeVar("T")
@@ -423,6 +424,57 @@ async def test_a_stopped_replica_is_skipped_and_used_again_when_back(
             assert "after-restart" not in await collection_names(client, other)
         finally:
             standby.resume()
+
+
+def answered_by(response: httpx.Response, fresh: str) -> str:
+    """Who answered a collection listing: "the primary" when it lists `fresh`, a collection written on the
+    primary while the replica's replay is paused; else "the replica", or the error."""
+    if response.status_code != 200:
+        return f"{response.status_code} {response.text}"
+    return "the primary" if fresh in {c["name"] for c in response.json()["items"]} else "the replica"
+
+
+async def test_reads_on_a_frozen_replica_give_up_on_it_within_the_bound_and_the_primary_answers(
+    settings: Settings, runtime: Runtime, standby: Standby, principals: dict[str, dict[str, str]]
+) -> None:
+    """The replica's pool is bound by RAG_API_DB_TIMEOUT_S like the primary's, its statements and its
+    waits for a connection: reads sent to a replica whose backends hang (a frozen host), more of them
+    than its pool has connections, each give up on it after the bound, mark it down and are served by
+    the primary (ReplicaPool's fallback), rather than waiting for the replica. Without the bound on
+    waiting for a connection, those beyond the pool would get one once the first gave up on theirs, a
+    new one, and be served by the replica. It is used again once a check finds it answering."""
+    other = principals["other"]
+    # No check during the test (the first is at start-up): only the reads can find the replica hanging.
+    options = {"api_db_timeout_s": 1.0, "read_replica_max_lag_s": 3600, "read_replica_check_interval_s": 60}
+    async with replica_app(settings, standby, runtime, **options) as (app, client):
+        reads = app.state.runtime.reads
+        pool = reads.replicas[0].pool.raw
+        (replica_url,) = app.state.runtime.settings.read_replica_urls
+        standby.pause()
+        try:
+            await direct_writes(runtime, "frozen")
+            # Served by the paused replica: the fresh write is not there.
+            assert "frozen" not in await collection_names(client, other)
+            async with AsyncExitStack() as every:  # every connection the pool may hold open (then idle)
+                for _ in range(pool.get_max_size()):
+                    await every.enter_async_context(pool.acquire())
+            routed = dict(reads.routed)
+            n = pool.get_max_size() + 4
+            many = asyncio.gather(*(client.get("/collections", headers=other) for _ in range(n)))
+            ended, requests = await while_frozen(standby.url(), replica_url, many)
+        finally:
+            standby.resume()
+        served = [answered_by(r, fresh="frozen") for r in requests.result()]
+        assert ended, f"the reads ended only once the replica answered: {served}"
+        assert served == ["the primary"] * n
+        assert reads.routed["replica"] == routed["replica"] + n
+        assert reads.routed["fallback"] == routed["fallback"] + n
+        assert not any(s.healthy for s in reads.status())  # down until a check finds it answering
+        assert "frozen" in await collection_names(client, other)  # the primary, meanwhile
+        await reads.check()  # the next check, without waiting for it
+        await until(caught_up(runtime, standby), "standby caught up")
+        await until(served_by_replica(app, client, other), "other's reads served by the replica again")
+        assert "frozen" in await collection_names(client, other)  # replayed since the resume
 
 
 def standby_value(standby: Standby, database: str, sql: str) -> Any:
