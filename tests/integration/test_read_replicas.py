@@ -445,7 +445,9 @@ async def test_reads_on_a_frozen_replica_give_up_on_it_within_the_bound_and_the_
     new one, and be served by the replica. It is used again once a check finds it answering."""
     other = principals["other"]
     # No check during the test (the first is at start-up): only the reads can find the replica hanging.
-    options = {"api_db_timeout_s": 1.0, "read_replica_max_lag_s": 3600, "read_replica_check_interval_s": 60}
+    # 2 s: the margin between the waits beyond the pool giving up (1x) and the first hung connection
+    # being given up (about 2x) is one bound; 1 s of it is thin on two loaded cores.
+    options = {"api_db_timeout_s": 2.0, "read_replica_max_lag_s": 3600, "read_replica_check_interval_s": 60}
     async with replica_app(settings, standby, runtime, **options) as (app, client):
         reads = app.state.runtime.reads
         pool = reads.replicas[0].pool.raw
