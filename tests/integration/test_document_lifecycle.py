@@ -352,6 +352,10 @@ def test_a_new_file_for_a_document_in_a_folder_stays_in_that_folder(
         wait_batch(client, r.json()["batch_id"])
     doc = client.get(f"/documents/{doc_id}").json()
     assert (doc["filename"], doc["version"]) == ("howto/install.md", 3)
+    # A field it does not take (the upload's `replace`): refused, nothing queued.
+    r = put_file(client, doc_id, "install.md", text_of("goshawk"), replace="true")
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == "Unknown form field 'replace': the fields are file, metadata."
     # Downloaded under the file's own name (a browser would save "howto_install.md").
     disposition = client.get(f"/documents/{doc_id}/download").headers["content-disposition"]
     assert disposition.startswith('attachment; filename="install.md";'), disposition

@@ -251,7 +251,27 @@ def test_more_files_than_the_limit_is_one_413_naming_the_limit(
 
 
 def test_no_files_is_422(client: TestClient) -> None:
-    assert client.post("/upload", data={"other": "x"}).status_code == 422
+    response = client.post("/upload", data={"collection": "default"})
+    assert response.status_code == 422
+    assert response.json()["detail"] == "Send at least one file in the multipart field 'files'."
+
+
+def test_a_form_field_the_upload_does_not_take_is_422_and_stores_nothing(
+    client: TestClient, database_url: str
+) -> None:
+    # Misspelt, the collection was ignored and the files went into `default`.
+    before = document_count(database_url)
+    files = [("files", ("misspelt.txt", b"a misspelt collection field", "text/plain"))]
+    response = client.post("/upload", files=files, data={"colection": "hr", "replace": "false"})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == (
+        "Unknown form field 'colection': the fields are files, collection, metadata, file_metadata, replace."
+    )
+    # A file under the PUT's field name.
+    response = client.post("/upload", files=[("file", ("one.txt", b"one", "text/plain"))])
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("Unknown form field 'file': the fields are files,")
+    assert document_count(database_url) == before
 
 
 def test_a_query_parameter_the_upload_does_not_take_is_422_and_stores_nothing(

@@ -47,29 +47,43 @@ def check_declared_size(content_length: str | None, settings: Settings) -> None:
         )
 
 
-async def _form(request: Request, max_files: int, max_fields: int, too_many_files: Exception) -> FormData:
-    """The multipart form (file parts beyond 1 MB spooled to disk). Starlette stops parsing at the
+UPLOAD_FIELDS = ("files", "collection", "metadata", "file_metadata", "replace")
+REPLACEMENT_FIELDS = ("file", "metadata")
+
+
+async def _form(
+    request: Request, fields: tuple[str, ...], max_files: int, max_fields: int, too_many_files: Exception
+) -> FormData:
+    """The multipart form (file parts beyond 1 MB spooled to disk), holding no field but `fields` (a
+    misspelt `colection` was ignored, and the files went into `default`). Starlette stops parsing at the
     file part after `max_files` with a 400 naming its own limit (one over ours, or 2 for a PUT that
     takes one): that is `too_many_files` instead."""
     try:
-        return await request.form(max_files=max_files, max_fields=max_fields)
+        form = await request.form(max_files=max_files, max_fields=max_fields)
     except HTTPException as exc:
         if exc.status_code == 400 and str(exc.detail).startswith("Too many files."):
             raise too_many_files from None
         raise
+    unknown = sorted(set(form.keys()) - set(fields))
+    if unknown:
+        await form.close()
+        named = ", ".join(repr(name[:100]) for name in unknown[:5])
+        plural = "s" if len(unknown) > 1 else ""
+        raise InvalidInputError(f"Unknown form field{plural} {named}: the fields are {', '.join(fields)}.")
+    return form
 
 
 async def read_upload_form(request: Request, settings: Settings) -> FormData:
     """POST /upload's form: more than RAG_MAX_FILES_PER_UPLOAD files is a 413 saying the limit."""
     most = settings.max_files_per_upload
     too_many = TooLargeError(f"Too many files in one upload: over the limit of {most}; send them in several.")
-    return await _form(request, most, most + 10, too_many)
+    return await _form(request, UPLOAD_FIELDS, most, most + 10, too_many)
 
 
 async def read_replacement_form(request: Request) -> FormData:
     """PUT /documents/{id}/file's form: one file (a second one is seen, and refused by read_replacement)."""
     too_many = InvalidInputError("Send exactly one file, in the multipart field 'file'.")
-    return await _form(request, 2, 5, too_many)
+    return await _form(request, REPLACEMENT_FIELDS, 2, 5, too_many)
 
 
 async def read_upload(parts: Sequence[UploadFile | str], settings: Settings) -> list[IncomingFile]:
