@@ -404,6 +404,15 @@ async def test_admin_endpoints_manage_keys(app_client: httpx.AsyncClient, world:
     assert (await app_client.post("/keys", json=limited_admin, headers=admin)).status_code == 422
     unknown = {"name": "y", "role": "reader", "collections": ["nope"]}
     assert (await app_client.post("/keys", json=unknown, headers=admin)).status_code == 404
+    # Misspelt, the limit was ignored: a key for every collection.
+    misspelt = await app_client.post(
+        "/keys", json={"name": "z", "role": "reader", "colections": ["beta"]}, headers=admin
+    )
+    assert misspelt.status_code == 422, misspelt.text
+    assert [(e["type"], e["loc"]) for e in misspelt.json()["detail"]] == [
+        ("extra_forbidden", ["body", "colections"])
+    ]
+    assert "z" not in {k["name"] for k in (await app_client.get("/keys", headers=admin)).json()["items"]}
     revoked = await app_client.delete("/keys/temp-reader", headers=admin)
     assert revoked.status_code == 200 and revoked.json()["revoked_at"]
     assert (await app_client.get("/documents?collection=beta", headers=bearer(key))).status_code == 401

@@ -1,5 +1,5 @@
 """The OpenAPI document says what the API answers: /v1 validation errors are OpenAI's 400, never a 422;
-session ids accept the server's UUID or a client-chosen id."""
+session ids accept the server's UUID or a client-chosen id; our request bodies take no unknown field."""
 
 from __future__ import annotations
 
@@ -56,3 +56,30 @@ def test_session_ids_are_a_uuid_or_a_client_chosen_id(document: dict[str, Any]) 
     ]
     session = document["components"]["schemas"]["ChatSession"]["properties"]
     assert "external_id" in session
+
+
+def test_every_request_body_of_ours_refuses_a_field_it_does_not_take(document: dict[str, Any]) -> None:
+    """A misspelt field was ignored: `colections` made a key for every collection. Every object a body
+    of ours holds declares its fields and forbids others (extra="forbid"); /v1 keeps OpenAI's leniency."""
+    schemas = document["components"]["schemas"]
+    reached: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            name = ref.rsplit("/", 1)[-1]
+            if ref and name not in reached:
+                reached.add(name)
+                walk(schemas[name])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for name, op in operations(document, "/").items():
+        if not name.split(" ")[1].startswith("/v1/"):
+            walk(op.get("requestBody"))
+    models = {name for name in reached if "properties" in schemas[name]}
+    assert {"CreateKey", "SearchRequest", "DuplicateCheck", "FileDigest"} <= models
+    assert [name for name in sorted(models) if schemas[name].get("additionalProperties") is not False] == []

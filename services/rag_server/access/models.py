@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rag_server.collections.models import CollectionRef
 from rag_server.infra.scoped_pool import DbScope
@@ -29,6 +29,8 @@ KeyName = Annotated[
 
 
 class CreateKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: KeyName
     role: Role
     # None: every collection (admin keys always). Names or ids.

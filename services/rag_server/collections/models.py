@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from rag_server.text import Cleaned
 
@@ -77,6 +77,8 @@ class CollectionList(BaseModel):
 
 
 class CreateCollection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: CollectionName
     description: Description = ""
     # As PATCH takes it (it was silently dropped here); null or absent: the server's RAG_HYBRID_ALPHA.
@@ -86,6 +88,8 @@ class CreateCollection(BaseModel):
 class UpdateCollection(BaseModel):
     """Only the fields given change; a rename follows the same name rule. `hybrid_alpha: null` clears
     the collection's weight (back to the server's), leaving it out keeps it."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: CollectionName | None = None
     description: Description | None = None

@@ -115,11 +115,15 @@ class BatchStatus(BaseModel):
 
 
 class FileDigest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     filename: str = Field(max_length=1000)
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
 
 
 class DuplicateCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     files: list[FileDigest] = Field(max_length=10_000)
     collection: CollectionRef = Field(
         default=DEFAULT_COLLECTION, description="Name or id; dedup is per collection."
@@ -193,6 +197,8 @@ class DuplicateCheckResult(BaseModel):
 class MetadataUpdate(BaseModel):
     """PATCH /documents/{id}: `replace` (default) makes `metadata` the document's whole metadata; `merge`
     sets its top-level keys on the current metadata, a key set to null removing it."""
+
+    model_config = ConfigDict(extra="forbid")
 
     metadata: dict[str, Any] = Field(
         description="A JSON object (string keys, at most 8 levels, at most 16 KiB as JSON)."

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rag_server.collections.models import CollectionRef
 from rag_server.ingestion.models import TaskStatus
@@ -54,6 +54,8 @@ class AdminTaskList(BaseModel):
 
 class TaskSelection(BaseModel):
     """Every task of one batch, or of one collection, in the status the action applies to."""
+
+    model_config = ConfigDict(extra="forbid")
 
     batch_id: UUID | None = None
     collection: CollectionRef | None = Field(default=None, description="A collection's name or id.")

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from rag_server.api.deps import ChatDep, OffsetQuery, Reader, ReadPoolDep, RuntimeDep, require
 from rag_server.api.downloads import attachment
@@ -38,6 +38,8 @@ router = APIRouter(tags=["chat"], dependencies=[require("reader")], responses=er
 
 
 class CreateSessionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     title: SessionTitle | None = None
     # Strict: JSON has booleans; 0/1 or "yes" are a 422 like any other wrong type.
     is_temporary: StrictBool = False
@@ -53,6 +55,8 @@ class CreateSessionRequest(BaseModel):
 
 
 class UpdateSessionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     title: SessionTitle | None = None
     is_archived: StrictBool | None = None
     search_type: SearchType | None = None
@@ -71,6 +75,8 @@ class History(BaseModel):
 
 
 class ClearRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     session_id: SessionRef
 
 
