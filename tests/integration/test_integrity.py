@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 import pytest
+from llama_index.core.llms import ChatMessage
 
 from rag_server.config import Settings
 from rag_server.infra.database import owner_connection
@@ -22,6 +23,7 @@ from rag_server.infra.runtime import Runtime
 from rag_server.ingestion import tasks
 from rag_server.ingestion.integrity import IntegrityReport, check_integrity
 from rag_server.ingestion.pipeline import prepare_chunks
+from rag_server.integrations.llamaindex_chat_store import PostgresChatStore
 from rag_server.retrieval import bm25_packs
 from tests.support.ingest import enqueue
 from tests.support.processes import settings_env
@@ -65,9 +67,13 @@ async def healthy(runtime: Runtime) -> dict[str, uuid.UUID]:
     session = uuid.uuid4()
     async with owner_connection(runtime.database_url) as conn:
         await conn.execute("INSERT INTO chat_sessions (id) VALUES ($1)", session)
-        for role in ("user", "assistant"):
+        # As the chat service writes a turn: a question, then its answer with the answer's metadata.
+        for role, metadata in (("user", {}), ("assistant", {"answer_mode": "extractive", "sources": []})):
             await conn.execute(
-                "INSERT INTO chat_messages (session_id, role, content) VALUES ($1, $2, 'x')", session, role
+                "INSERT INTO chat_messages (session_id, role, content, metadata) VALUES ($1, $2, 'x', $3)",
+                session,
+                role,
+                metadata,
             )
     assert refs[0].document_id and refs[1].document_id
     return {"doc": refs[0].document_id, "task": refs[0].task_id, "failed": bad.task_id, "session": session}
@@ -315,6 +321,35 @@ async def test_half_written_chat(runtime: Runtime, healthy: dict[str, uuid.UUID]
         report = await check(conn, runtime)
     assert checks(report) == {"half-written chat"}
     assert len(report.violations) == 1
+
+
+async def test_a_llamaindex_chat_memory_waiting_for_its_answer_is_no_half_written_chat(
+    runtime: Runtime, healthy: dict[str, uuid.UUID]
+) -> None:
+    # The chat store writes one message at a time: a question stored before its answer is normal there.
+    key = str(uuid.uuid4())
+    store = PostgresChatStore(runtime.pool)
+    await store.async_add_message(key, ChatMessage(role="user", content="hello"))
+    await store.async_add_message(
+        key, ChatMessage(role="assistant", content="hi", additional_kwargs={"n": 1})
+    )
+    await store.async_add_message(key, ChatMessage(role="user", content="and then?"))
+    try:
+        async with owner_connection(runtime.database_url) as conn:
+            assert (await check(conn, runtime)).ok
+            # A session the chat service answers in is still checked.
+            await conn.execute(
+                "INSERT INTO chat_messages (session_id, role, content) VALUES ($1, 'user', 'z')",
+                healthy["session"],
+            )
+            try:
+                assert checks(await check(conn, runtime)) == {"half-written chat"}
+            finally:
+                await conn.execute(
+                    "DELETE FROM chat_messages WHERE session_id = $1 AND content = 'z'", healthy["session"]
+                )
+    finally:
+        await store.adelete_messages(key)
 
 
 def run_check(settings: Settings) -> subprocess.CompletedProcess[str]:
