@@ -17,8 +17,9 @@ install:
     if [ ! -x {{bin}}/rag-server ] || [ pyproject.toml -nt .venv/.installed ]; then
         python3 -m venv .venv
         {{bin}}/pip install -q --upgrade pip
-        # torch first and pinned: an unpinned resolve pulls GBs of CUDA wheels
-        {{bin}}/pip install -q torch==2.13.0
+        # torch first, pinned, from PyTorch's CPU index: PyPI's torch pulls GBs of CUDA wheels. Offline,
+        # pip says it cannot reach that index and takes a CPU wheel it finds elsewhere (--find-links).
+        {{bin}}/pip install -q torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu
         {{bin}}/pip install -q -e '.[dev,eval]'
         touch .venv/.installed
     fi
@@ -35,9 +36,9 @@ migrate: install
 doctor: install
     {{bin}}/rag-server doctor
 
-# all tests: unit, integration (real embedded PostgreSQL and processes), browser (Chromium on the web app).
 # Three pytest processes, a module each at a time (its fixtures stay together): the suite mostly waits on
 # subprocesses and sockets, so three share two cores well (about half the time of one).
+[doc("all tests: unit, integration (real embedded PostgreSQL and processes), browser (Chromium on the web app)")]
 test: install
     {{bin}}/pytest -n 3 --dist loadfile tests/unit tests/integration tests/browser
 
@@ -61,9 +62,10 @@ screenshots: install
 fuzz DEPTH="5": install
     RAG_FUZZ_DEPTH={{DEPTH}} {{bin}}/pytest -n 3 tests/integration/test_api_fuzz.py
 
-# fault injection (tests/chaos): 200 documents while workers are SIGKILLed, PostgreSQL crash-restarts, the
-# embedder fails and the server dies mid-stream and mid-upload; then every invariant (`rag-server check`) and
-# each document's chunks against a clean chunking. Prints its figures; exit 1 on a violation.
+# 200 documents while workers are SIGKILLed, PostgreSQL crash-restarts, the embedder fails and the server
+# dies mid-stream and mid-upload; then every invariant (`rag-server check`) and each document's chunks
+# against a clean chunking. Prints its figures; exit 1 on a violation.
+[doc("fault injection (tests/chaos): kills, crashes, failures, then every invariant checked")]
 chaos *ARGS: install
     {{bin}}/python -m tests.chaos {{ARGS}}
 
@@ -111,7 +113,7 @@ bench-search *ARGS: install
 
 # Builds (in bulk, under nice) or reuses each scale's bench database, then times each scale (hybrid, bm25,
 # vector at 1 and 8 clients); `--lock FILE` takes turns with other measurements on a shared machine.
-# search cost by corpus size -> reports/bench-search-scale.{json,md,png} (e.g. `just bench-scale 10k,100k`)
+[doc("search cost by corpus size -> reports/bench-search-scale.{json,md,png} (e.g. `just bench-scale 10k,100k`)")]
 bench-scale scales="10000,100000,300000,1000000" *ARGS: install
     nice -n 15 {{bin}}/rag-server bench search --dataset {{dataset}} --scale {{scales}} --build-only
     {{bin}}/rag-server bench search --dataset {{dataset}} --scale {{scales}} --clients 1,8 --requests 600 --json reports/bench-search-scale.json --report reports/bench-search-scale.md {{ARGS}}
