@@ -15,6 +15,9 @@ def _upper(value: object) -> object:
     return value.upper() if isinstance(value, str) else value
 
 
+MIN_BOOTSTRAP_KEY_CHARS = 32
+
+
 class ConfigError(ValueError):
     """A setting that cannot be used; the message is one sentence naming its variable."""
 
@@ -256,9 +259,13 @@ class Settings(BaseSettings):
         return "int8" if self._local_onnx() else self.embedding_precision
 
     def bootstrap_key(self) -> str | None:
-        """The bootstrap admin key: the variable when set and not empty, else the file's content."""
+        """The bootstrap admin key: the variable when set and not empty, else the file's content. One
+        too short to be a secret is a ConfigError before anything starts (it was a traceback out of
+        the server's start-up)."""
         key = self.bootstrap_admin_key.get_secret_value().strip() if self.bootstrap_admin_key else ""
+        source = "RAG_BOOTSTRAP_ADMIN_KEY"
         if not key and self.bootstrap_admin_key_file is not None:
+            source = "RAG_BOOTSTRAP_ADMIN_KEY_FILE's key"
             try:
                 key = self.bootstrap_admin_key_file.read_text().strip()
             except (OSError, UnicodeDecodeError) as exc:
@@ -268,6 +275,11 @@ class Settings(BaseSettings):
                 raise ConfigError(
                     f"RAG_BOOTSTRAP_ADMIN_KEY_FILE={self.bootstrap_admin_key_file}: cannot read it ({reason})"
                 ) from None
+        if key and len(key) < MIN_BOOTSTRAP_KEY_CHARS:
+            raise ConfigError(
+                f"{source} has {len(key)} characters: a bootstrap admin key needs at least "
+                f"{MIN_BOOTSTRAP_KEY_CHARS} (e.g. `openssl rand -hex 32`)"
+            )
         return key or None
 
     def api_key_value(self) -> str | None:

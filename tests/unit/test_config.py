@@ -171,6 +171,16 @@ def _rag_server(env: dict[str, str], tmp_path: Path, *args: str) -> subprocess.C
             {"RAG_BOOTSTRAP_ADMIN_KEY_FILE": "/nonexistent/key"},
             "RAG_BOOTSTRAP_ADMIN_KEY_FILE=/nonexistent/key: cannot read it",
         ),
+        # Both were tracebacks out of the server's start-up; the second after a database of 768-d
+        # vectors was made, which the right setting could then no longer use.
+        (
+            {"RAG_BOOTSTRAP_ADMIN_KEY": "short"},
+            "RAG_BOOTSTRAP_ADMIN_KEY has 5 characters: a bootstrap admin key needs at least 32",
+        ),
+        (
+            {"RAG_EMBEDDING_DIM": "768"},
+            "RAG_EMBEDDING_DIM=768, but sentence-transformers/all-MiniLM-L6-v2 makes 384-d vectors",
+        ),
     ],
 )
 def test_a_bad_setting_is_one_error_line_at_start_up(env: dict[str, str], said: str, tmp_path: Path) -> None:

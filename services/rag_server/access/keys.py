@@ -15,10 +15,9 @@ import asyncpg
 
 from rag_server.access.models import KEY_PREFIX, OPEN, ApiKey, CreatedKey, CreateKey, KeyList, Principal
 from rag_server.collections.store import resolve_ids
-from rag_server.errors import ConflictError, InvalidInputError, NotFoundError, UnauthenticatedError
+from rag_server.errors import ConflictError, NotFoundError, UnauthenticatedError
 from rag_server.infra.database import Executor, transaction
 
-MIN_BOOTSTRAP_KEY_CHARS = 32
 BOOTSTRAP_KEY_NAME = "bootstrap-admin"
 HOW_TO_CREATE = "create one with `rag-server keys create --name NAME --role admin`"
 
@@ -121,14 +120,9 @@ async def authenticate(conn: Executor, presented: str | None, *, open_allowed: b
 
 
 async def ensure_bootstrap_key(conn: Executor, key: str) -> bool:
-    """Install the configured admin key unless a key with its hash exists (revoked: it stays revoked).
-    A changed secret revokes the previous
-    bootstrap key. Returns whether a key was created."""
-    if len(key) < MIN_BOOTSTRAP_KEY_CHARS:
-        raise InvalidInputError(
-            f"the bootstrap admin key must be at least {MIN_BOOTSTRAP_KEY_CHARS} characters "
-            "(e.g. `openssl rand -hex 32`)"
-        )
+    """Install the configured admin key (long enough: Settings.bootstrap_key) unless a key with its hash
+    exists (revoked: it stays revoked). A changed secret revokes the previous bootstrap key. Returns
+    whether a key was created."""
     async with transaction(conn) as c:
         if await c.fetchval("SELECT 1 FROM api_keys WHERE key_hash = $1", hash_key(key)):
             return False

@@ -16,12 +16,13 @@ from typing import Literal, Protocol
 import httpx
 import numpy as np
 
-from rag_server.config import Settings
+from rag_server.config import ConfigError, Settings
 from rag_server.infra.batching import CoalescingEmbedder
 from rag_server.infra.sentence_encoders import (
     Precision,
     SentenceEncoder,
     load_sentence_encoder,
+    model_dim,
     resolve_model_dir,
 )
 from rag_server.infra.sentence_encoders import Runtime as EncoderRuntime
@@ -204,10 +205,17 @@ class LazyEmbedder:
 
 
 def check_local_model(settings: Settings) -> None:
-    """Before a server or worker starts: a local RAG_EMBEDDING_MODEL that is not installed is a
-    ConfigError (the CLI's one line), not a traceback out of the app's start-up or the worker's."""
-    if settings.embedding_provider == "local":
-        resolve_model_dir(settings.embedding_model)
+    """Before a server or worker starts: a local RAG_EMBEDDING_MODEL that is not installed, or that makes
+    vectors of another size than RAG_EMBEDDING_DIM, is a ConfigError (the CLI's one line), not a
+    traceback out of the app's start-up or the worker's, after a new database was made for that size."""
+    if settings.embedding_provider != "local":
+        return
+    dim = model_dim(resolve_model_dir(settings.embedding_model))
+    if dim is not None and dim != settings.embedding_dim:
+        raise ConfigError(
+            f"RAG_EMBEDDING_DIM={settings.embedding_dim}, but {settings.embedding_model} makes {dim}-d "
+            f"vectors: set RAG_EMBEDDING_DIM={dim}"
+        )
 
 
 def build_embedder(settings: Settings) -> Embedder:

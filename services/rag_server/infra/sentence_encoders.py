@@ -85,6 +85,22 @@ def resolve_model_dir(model_name: str) -> Path:
         ) from exc
 
 
+# Modules that keep the transformer's width: past them the vector has `hidden_size` numbers.
+_SAME_WIDTH = ("Transformer", "Pooling", "Normalize")
+
+
+def model_dim(root: Path) -> int | None:
+    """The size of the vectors the sentence-transformers model in `root` makes, read from its files
+    (no weights loaded); None when a module may change it (a Dense layer) or the files do not say."""
+    try:
+        modules = [m.get("type", "") for m in json.loads((root / "modules.json").read_text())]
+        if not modules or not all(m.endswith(_SAME_WIDTH) for m in modules):
+            return None
+        return int(json.loads((root / "config.json").read_text())["hidden_size"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 @dataclass(frozen=True)
 class ModelLayout:
     """What the ONNX path needs to know about a sentence-transformers model directory."""
