@@ -373,7 +373,10 @@ def test_replacement_refusals(client: TestClient, worker: PausedWorker) -> None:
     r = put_file(client, ids["one.txt"], "one.txt", text_of("egret"))
     assert r.status_code == 409 and "already stored" in r.json()["detail"]
     r = client.put(f"/documents/{ids['one.txt']}/file", files={"nope": ("x.txt", b"x", "text/plain")})
-    assert r.status_code == 422 and "exactly one file" in r.json()["detail"]
+    assert r.status_code == 422 and r.json()["detail"].startswith("Unknown form field 'nope'"), r.text
+    two = [("file", (name, b"x", "text/plain")) for name in ("x.txt", "y.txt")]
+    r = client.put(f"/documents/{ids['one.txt']}/file", files=two)
+    assert r.status_code == 422 and "exactly one file" in r.json()["detail"], r.text
     r = put_file(client, ids["one.txt"], "one.exe", b"MZ")
     assert r.status_code == 415
     r = put_file(client, "00000000-0000-0000-0000-000000000000", "one.txt", b"new text")
