@@ -6,6 +6,7 @@ last one revokes every key of this module's database."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from rag_server.access import keys
+from rag_server.access.exposure import prepare_access
 from rag_server.access.models import CreateKey
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
@@ -86,7 +88,11 @@ async def test_an_answer_streaming_when_its_key_is_revoked_is_not_saved(
 
 
 async def test_revoking_the_last_key_closes_the_api_and_never_reopens_it(
-    client: httpx.AsyncClient, made_keys: dict[str, str], settings: Settings
+    client: httpx.AsyncClient,
+    made_keys: dict[str, str],
+    settings: Settings,
+    runtime: Runtime,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     boss = bearer(made_keys["boss"])
     assert (await client.get("/collections", headers=boss)).status_code == 200
@@ -106,3 +112,7 @@ async def test_revoking_the_last_key_closes_the_api_and_never_reopens_it(
         assert (await client.get("/collections", headers=headers)).status_code == 401
         made = await client.post("/keys", json={"name": "sneaky", "role": "admin"}, headers=headers)
         assert made.status_code == 401, made.text
+    # A server starting now says why everything is a 401 (after an upgrade past 0017 nothing else did).
+    with caplog.at_level(logging.WARNING, logger="rag_server.access.exposure"):
+        assert await prepare_access(runtime.pool, settings) == "api_key"
+    assert any(r.getMessage().startswith("every API key is revoked") for r in caplog.records), caplog.text

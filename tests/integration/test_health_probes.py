@@ -1,10 +1,13 @@
 """/health/live and /health/ready through the real app on a real database: ready on a healthy stack;
-503 naming the failing check when the database refuses connections or its schema is behind this code's
-migrations; live (and /metrics, with rag_database_up 0) while the database is down."""
+503 naming the failing check when the database refuses connections or its schema is not this code's
+(behind: migrate; ahead: a newer version migrated it); live (and /metrics, with rag_database_up 0)
+while the database is down."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -16,6 +19,7 @@ import pytest
 from rag_server.config import Settings
 from rag_server.infra.readiness import head_revisions
 from tests.support.hangs import while_frozen
+from tests.support.processes import settings_env
 
 CHECKS = {"database", "migrations", "embedding", "queue"}
 
@@ -63,23 +67,47 @@ async def test_a_healthy_stack_is_live_and_ready(app_client: httpx.AsyncClient) 
     assert sorted(head_revisions())[0] in body["checks"]["migrations"]["detail"]
 
 
-async def test_a_schema_behind_the_code_is_not_ready(
-    app_client: httpx.AsyncClient, database_url: str
+@pytest.mark.parametrize(
+    ("found", "said"),
+    [
+        ("0007_task_failures_and_workers", "run `rag-server migrate`"),
+        # Migrated by a newer rag-server: `migrate` cannot help (it said to run it).
+        ("0099_from_a_newer_version", "which this rag-server does not have: a newer version migrated it"),
+    ],
+)
+async def test_a_schema_other_than_the_codes_is_not_ready_and_says_what_to_do(
+    app_client: httpx.AsyncClient, settings: Settings, database_url: str, found: str, said: str
 ) -> None:
-    """The alembic_version row of this throwaway database says one revision older than the head."""
+    """The alembic_version row of this throwaway database says another revision than the head."""
     [head] = head_revisions()
     with psycopg.connect(database_url, autocommit=True) as owner:
-        owner.execute("UPDATE alembic_version SET version_num = '0007_task_failures_and_workers'")
+        owner.execute("UPDATE alembic_version SET version_num = %s", (found,))
         try:
             r = await app_client.get("/health/ready")
+            migrated = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "rag_server", "migrate"],
+                env=settings_env(settings),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            at = owner.execute("SELECT version_num FROM alembic_version").fetchone()
         finally:
             owner.execute("UPDATE alembic_version SET version_num = %s", (head,))
     assert r.status_code == 503, r.text
     body = r.json()
     assert body["status"] == "not_ready" and body["failing"] == ["migrations"]
-    assert "0007_task_failures_and_workers" in body["detail"] and head in body["detail"]
-    assert "rag-server migrate" in body["detail"]
+    assert found in body["detail"] and said in body["detail"], body["detail"]
     assert body["checks"]["database"]["ok"] and body["checks"]["queue"]["ok"]
+    if found.startswith("0099"):
+        # Refused in one line, the database left as it was (Alembic's was a traceback).
+        assert "rag-server migrate" not in body["detail"]
+        assert (migrated.returncode, at) == (2, (found,)), migrated.stderr
+        assert migrated.stderr.startswith(f"error: the database is at revision {found}, which"), (
+            migrated.stderr
+        )
+        assert "Traceback" not in migrated.stderr
     await ready_when(app_client, 200)
 
 

@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import Literal
 
-from rag_server.access.keys import HOW_TO_CREATE, ensure_bootstrap_key, keys_exist
+from rag_server.access.keys import HOW_TO_CREATE, ensure_bootstrap_key, keys_exist, list_keys
 from rag_server.config import Settings
 from rag_server.infra.database import Executor
 
@@ -54,6 +54,14 @@ async def prepare_access(conn: Executor, settings: Settings) -> AccessMode:
             f"refusing to serve on {settings.host}: no API key exists, so anyone who can reach this "
             f"address could read and change everything. To go on: {HOW_TO_CREATE} (then send it as "
             "`Authorization: Bearer <key>`), set RAG_BOOTSTRAP_ADMIN_KEY, or listen on 127.0.0.1."
+        )
+    if mode == "api_key" and (await list_keys(conn)).total == 0:
+        # Every key revoked: after an upgrade past 0017 from a version where that reopened the API, or
+        # as `keys revoke` said at the time. Nothing else in the log would say why everything is a 401.
+        logger.warning(
+            "every API key is revoked: the API answers 401 to everything but /health (keys were made "
+            "once, so it never reopens): %s",
+            HOW_TO_CREATE,
         )
     if mode == "open":
         logger.warning(

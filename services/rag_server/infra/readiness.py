@@ -11,7 +11,7 @@ from functools import lru_cache
 from alembic.script import ScriptDirectory
 
 from rag_server.infra.embeddings import Embedder, LazyEmbedder
-from rag_server.infra.migrations import MIGRATIONS_DIR
+from rag_server.infra.migrations import MIGRATIONS_DIR, newer_schema
 from rag_server.infra.queue import queue_table
 from rag_server.infra.runtime import Runtime
 
@@ -41,6 +41,8 @@ def _migrations_check(versions: list[str] | None) -> Check:
     heads, current = head_revisions(), frozenset(versions or ())
     if current == heads:
         return Check(True, f"at head {', '.join(sorted(heads))}")
+    if said := newer_schema(current):  # `migrate` would not help: it is this code that is too old
+        return Check(False, said)
     found = ", ".join(sorted(current)) or "none"
     return Check(
         False,

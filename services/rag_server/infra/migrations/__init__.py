@@ -6,10 +6,13 @@ CLI starting at the same moment apply each migration exactly once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from rag_server.config import Settings
 from rag_server.infra.database import sqlalchemy_url
@@ -26,6 +29,25 @@ def alembic_config(database_url: str, settings: Settings) -> Config:
     cfg.attributes["sqlalchemy_url"] = sqlalchemy_url(database_url)
     cfg.attributes["settings"] = settings
     return cfg
+
+
+@lru_cache(maxsize=1)
+def shipped_revisions() -> frozenset[str]:
+    """Every migration this code ships (read once from the migration scripts)."""
+    return frozenset(script.revision for script in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions())
+
+
+def newer_schema(revisions: Iterable[str]) -> str | None:
+    """What to say when the database is at a revision this code does not ship: a newer rag-server
+    migrated it (Alembic only said "Can't locate revision", in a traceback). None when every one is known."""
+    unknown = sorted(set(revisions) - shipped_revisions())
+    if not unknown:
+        return None
+    return (
+        f"the database is at revision {', '.join(unknown)}, which this rag-server does not have: a newer "
+        "version migrated it. Run that version (or a newer one); going back is not supported, except by "
+        "restoring a backup made before the upgrade"
+    )
 
 
 def upgrade_to_head(database_url: str, settings: Settings) -> None:

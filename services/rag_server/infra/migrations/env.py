@@ -5,7 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from rag_server.infra.migrations import ADVISORY_LOCK_KEY
+from rag_server.infra.capabilities import SchemaMismatchError
+from rag_server.infra.migrations import ADVISORY_LOCK_KEY, newer_schema
 from rag_server.infra.migrations.helpers import migration_settings
 from rag_server.infra.migrations.runtime_role import ensure_runtime_role
 
@@ -23,6 +24,8 @@ def run_migrations_online() -> None:
         connection.commit()
         try:
             context.configure(connection=connection, transaction_per_migration=True)
+            if said := newer_schema(context.get_context().get_current_heads()):
+                raise SchemaMismatchError(said)
             with context.begin_transaction():
                 context.run_migrations()
             connection.commit()
