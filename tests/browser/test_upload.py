@@ -452,6 +452,29 @@ async def test_a_changed_file_of_a_stored_name_says_it_is_added_beside_it(page: 
     assert await changed.locator(".namesake").get_attribute("href") == stored
 
 
+async def test_a_changed_file_of_a_folder_says_which_document_of_its_bare_name_it_is_added_beside(
+    page: Page, tmp_path: Path
+) -> None:
+    """A document stored before names kept their folders has the file's name alone: a folder's changed
+    file of that name became a second document without a word (the names differ: "water/pond.txt")."""
+    bare = tmp_path / "bare" / "pond.txt"
+    bare.parent.mkdir()
+    bare.write_bytes(b"The garden pond holds 12 carp in spring.")
+    await open_upload_panel(page)
+    await page.get_by_label("Files to upload").set_input_files(bare)
+    row = upload_row(page, "pond.txt")
+    await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
+    stored = await row.get_by_role("link").first.get_attribute("href")
+    folder = tmp_path / "garden"
+    (folder / "water").mkdir(parents=True)
+    (folder / "water" / "pond.txt").write_bytes(b"The garden pond holds 14 carp in spring.")
+    await page.get_by_label("Folder to upload").set_input_files(folder)
+    changed = page.locator(".upload-row", has=page.locator(".name", has_text=re.compile("^water/pond.txt$")))
+    await expect(changed).to_have_attribute("data-status", "completed", timeout=60_000)
+    await expect(changed).to_contain_text("added beside the document named “pond.txt” (stored before")
+    assert await changed.locator(".namesake").get_attribute("href") == stored
+
+
 async def test_replace_documents_of_the_same_name_makes_a_new_version(
     page: Page, stack: Stack, tmp_path: Path
 ) -> None:

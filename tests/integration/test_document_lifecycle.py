@@ -24,6 +24,7 @@ from rag_server.client import AsyncClient, ClientError
 from rag_server.config import Settings
 from rag_server.infra.queue import queue_table
 from rag_server.ingestion.cli import ingest_paths
+from rag_server.ingestion.documents import sha256_hex
 from rag_server.ingestion.metadata import MAX_METADATA_BYTES
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
 from tests.integration.test_bm25_native import assert_stats_match_recount
@@ -544,6 +545,34 @@ def test_cli_ingest_metadata_and_replace(
         assert ingest_paths(paths, base_url=live_app_url, replace=True, name=name) == 2
     assert "--name 'b/same': its extension is not of a supported type" in capsys.readouterr().err
     assert len(client.get("/documents", params={"limit": 500}).json()["items"]) == before
+    # A document stored before names kept their folders has its bare name: a changed file of the folder
+    # is added beside it, and says so (it was silent), also with --replace; --name makes it its version.
+    r = upload(client, {"legacy.txt": text_of("okapi")})
+    legacy = r.json()["tasks"][0]["document_id"]
+    digest = sha256_hex(text_of("okapi, changed"))
+    checked = client.post(
+        "/documents/check-duplicates",
+        json={"files": [{"filename": n, "sha256": digest} for n in ("sub/legacy.txt", "legacy.txt")]},
+    ).json()["results"]
+    assert [([d["id"] for d in c["same_name"]], [d["id"] for d in c["bare_name"]]) for c in checked] == [
+        ([], [legacy]),
+        ([legacy], []),
+    ]
+    with worker.running():
+        wait_batch(client, r.json()["batch_id"])
+        for n, replace in enumerate((False, True)):
+            (tmp_path / f"old{n}" / f"sub{n}").mkdir(parents=True)
+            (tmp_path / f"old{n}" / f"sub{n}" / "legacy.txt").write_bytes(text_of(f"okapi, changed {n}"))
+            capsys.readouterr()
+            folder = [str(tmp_path / f"old{n}")]
+            assert ingest_paths(folder, base_url=live_app_url, replace=replace, wait=False) == 0
+            said = capsys.readouterr().err
+            assert "has 1 document(s) named 'legacy.txt', stored before documents were named by" in said
+            assert f"rag-server documents delete {legacy}" in said
+        single = tmp_path / "legacy.txt"
+        single.write_bytes(text_of("okapi, changed"))
+        assert ingest_paths([str(single)], base_url=live_app_url, replace=True, name="legacy.txt") == 0
+    assert client.get(f"/documents/{legacy}").json()["version"] == 2
 
 
 async def test_the_async_client_sets_metadata_and_replaces_a_file(live_app_url: str, tmp_path: Path) -> None:

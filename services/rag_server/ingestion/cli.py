@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from rag_server.client import Client
 from rag_server.ingestion.documents import sha256_hex
-from rag_server.ingestion.models import BatchStatus
+from rag_server.ingestion.models import BatchStatus, NamedDocument
 from rag_server.ingestion.parsing import file_type_for, sanitize_filename
 
 # One request carries at most this many files / bytes; bigger loads become several batches.
@@ -199,6 +199,7 @@ def _checked(
     ]
     if len(kept) < len(files):
         print(f"{len(files) - len(kept)} file(s) already stored, not uploaded again", file=sys.stderr)
+    _say_bare_names([(p, results[p].bare_name) for p in kept if results[p].bare_name], collection)
     if replace:
         return kept, []
     fixes = [
@@ -238,6 +239,28 @@ def _named(files: list[LocalFile], skipped: list[Path], paths: Sequence[str], na
         print(f"error: --name {name!r}: its extension is not of a supported type", file=sys.stderr)
         return None
     return LocalFile(files[0].path, cleaned)
+
+
+def _say_bare_names(files: list[tuple[LocalFile, list[NamedDocument]]], collection: str) -> None:
+    """Files of a folder whose name only documents stored before names had folders (0013) share: each
+    is added beside them, also with --replace (which matches whole names), and says how else."""
+    for p, stored in files[:NAMES_SHOWN]:
+        bare = p.name.rpartition("/")[2]
+        if len(stored) == 1:
+            instead = (
+                f"make it that document's new version instead: `rag-server ingest --replace --name {bare}"
+                f" {p.path}`, or delete that one once this is in: `rag-server documents delete"
+                f" {stored[0].id}`"
+            )
+        else:
+            instead = f"they are listed by `rag-server documents list --name {bare}`"
+        print(
+            f"{p.path}: {collection} has {len(stored)} document(s) named {bare!r}, stored before documents"
+            f" were named by their path: this one is added beside as {p.name!r} ({instead})",
+            file=sys.stderr,
+        )
+    if len(files) > NAMES_SHOWN:
+        print(f"... and {len(files) - NAMES_SHOWN} more named so before", file=sys.stderr)
 
 
 def _groups(files: list[LocalFile], limits: UploadLimits) -> Iterable[list[LocalFile]]:

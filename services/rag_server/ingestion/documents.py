@@ -105,11 +105,13 @@ async def check_duplicates(
     )
     existing = {r["sha256"]: r for r in rows}
     names = {f.filename: sanitize_filename(f.filename) for f in files}
+    # A name's last part too: a document stored before names kept their folders (0013) has only that.
+    bare = {name: name.rpartition("/")[2] for name in names.values() if "/" in name}
     named: dict[str, list[NamedDocument]] = {}
     for r in await conn.fetch(
         "SELECT filename, sha256, id, status FROM documents"
         " WHERE collection_id = $2 AND filename = ANY($1::text[]) ORDER BY created_at, id",
-        sorted(set(names.values())),
+        sorted(set(names.values()) | set(bare.values())),
         collection_id,
     ):
         named.setdefault(r["filename"], []).append(NamedDocument(id=r["id"], status=r["status"]))
@@ -117,6 +119,7 @@ async def check_duplicates(
     for f in files:
         sha = f.sha256.lower()
         hit = existing.get(sha)
+        name = names[f.filename]
         results.append(
             DuplicateResult(
                 filename=f.filename,
@@ -126,7 +129,10 @@ async def check_duplicates(
                 document_id=hit["id"] if hit else None,
                 existing_filename=hit["filename"] if hit else None,
                 status=hit["status"] if hit else None,
-                same_name=[d for d in named.get(names[f.filename], []) if hit is None or d.id != hit["id"]],
+                same_name=[d for d in named.get(name, []) if hit is None or d.id != hit["id"]],
+                bare_name=[]
+                if name in named or name not in bare
+                else [d for d in named.get(bare[name], []) if hit is None or d.id != hit["id"]],
             )
         )
     return DuplicateCheckResult(results=results)

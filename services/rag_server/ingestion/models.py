@@ -188,6 +188,13 @@ class DuplicateResult(BaseModel):
         description="The collection's other documents of this file's name (other bytes): an upload without "
         "`replace` adds a document beside them; with it, the file becomes a new version of the one.",
     )
+    bare_name: list[NamedDocument] = Field(
+        default_factory=list,
+        description="For a name with folders ('hr/benefits.txt') that no document has: the collection's "
+        "documents named by its last part alone ('benefits.txt'), stored before documents were named by "
+        "their path. An upload adds a document beside them, also with `replace` (PUT "
+        "/documents/{id}/file makes a new version of one).",
+    )
 
 
 class DuplicateCheckResult(BaseModel):

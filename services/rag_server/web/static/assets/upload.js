@@ -130,7 +130,7 @@ function sleep(ms, signal) {
 let nextRowId = 1;
 
 // The uploads of one collection. A row: {id, name, size, status, error, documentId, existingName,
-// namesakeId, replace, replacesVersion, totalChunks, completedChunks, taskId}; status is one of waiting, hashing, sending, refused (by the
+// namesakeId, namesakeBare, replace, replacesVersion, totalChunks, completedChunks, taskId}; status is one of waiting, hashing, sending, refused (by the
 // server before storing anything), unsent (the server could not be reached: the file can be sent again),
 // or a task status (queued, processing, completed, failed, duplicate).
 export class Tracker {
@@ -249,7 +249,9 @@ export class Tracker {
       }
     }
     const known = new Map();
-    const namesake = new Map(); // row -> the id of a stored document of its name (other bytes)
+    // row -> {id, bare} of a stored document of its name (other bytes); bare: the name it has, when that
+    // is only the file's own name (stored before documents were named by their path)
+    const namesake = new Map();
     const hashed = rows.filter((r) => digests.has(r));
     try {
       for (let i = 0; i < hashed.length; i += CHECK_CHUNK) {
@@ -261,7 +263,10 @@ export class Tracker {
         });
         results.forEach((result, j) => {
           if (result.duplicate) known.set(result.sha256, result);
-          else if (result.same_name?.length) namesake.set(part[j], result.same_name[0].id);
+          else if (result.same_name?.length) namesake.set(part[j], { id: result.same_name[0].id, bare: null });
+          else if (result.bare_name?.length) {
+            namesake.set(part[j], { id: result.bare_name[0].id, bare: part[j].name.split("/").pop() });
+          }
         });
       }
     } catch {
@@ -273,7 +278,8 @@ export class Tracker {
       if (dup) {
         this.update(row, { status: "duplicate", documentId: dup.document_id, existingName: dup.existing_filename });
       } else {
-        this.update(row, { status: "waiting", namesakeId: namesake.get(row) ?? null });
+        const stored = namesake.get(row);
+        this.update(row, { status: "waiting", namesakeId: stored?.id ?? null, namesakeBare: stored?.bare ?? null });
         rest.push(row);
       }
     }

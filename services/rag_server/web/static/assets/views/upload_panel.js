@@ -51,6 +51,17 @@ function detail(row) {
       }
       if (!row.namesakeId) return docLink(row, `${plural(row.totalChunks ?? 0, "chunk")} · view`);
       // A changed file of a stored name is a second document: say so, and where a new version is made.
+      if (row.namesakeBare) {
+        // Replacing matches whole names: only "Replace file" on that document makes a new version.
+        return h(
+          "span",
+          {},
+          docLink(row, `${plural(row.totalChunks ?? 0, "chunk")} · view`),
+          " · added beside ",
+          h("a", { href: href("documents", row.namesakeId), class: "namesake" }, `the document named “${row.namesakeBare}”`),
+          " (stored before documents were named by their folder; Replace file there makes a new version instead)",
+        );
+      }
       return h(
         "span",
         {},
