@@ -547,8 +547,9 @@ def test_cli_ingest_metadata_and_replace(
     assert len(client.get("/documents", params={"limit": 500}).json()["items"]) == before
     # A document stored before names kept their folders has its bare name: a changed file of the folder
     # is added beside it, and says so (it was silent), also with --replace; --name makes it its version.
-    r = upload(client, {"legacy.txt": text_of("okapi")})
+    r = upload(client, {"legacy.txt": text_of("okapi in the old bare-named file")})
     legacy = r.json()["tasks"][0]["document_id"]
+    assert r.json()["tasks"][0]["status"] == "queued", r.text  # bytes of its own in the whole module
     digest = sha256_hex(text_of("okapi, changed"))
     checked = client.post(
         "/documents/check-duplicates",
@@ -572,6 +573,12 @@ def test_cli_ingest_metadata_and_replace(
         single = tmp_path / "legacy.txt"
         single.write_bytes(text_of("okapi, changed"))
         assert ingest_paths([str(single)], base_url=live_app_url, replace=True, name="legacy.txt") == 0
+    # Its bytes in a folder now: stored (under its bare name), not sent again, also with --replace.
+    (tmp_path / "old2" / "sub2").mkdir(parents=True)
+    (tmp_path / "old2" / "sub2" / "legacy.txt").write_bytes(text_of("okapi, changed"))
+    capsys.readouterr()
+    assert ingest_paths([str(tmp_path / "old2")], base_url=live_app_url, replace=True) == 0
+    assert "every file is already stored" in capsys.readouterr().err
     assert client.get(f"/documents/{legacy}").json()["version"] == 2
 
 

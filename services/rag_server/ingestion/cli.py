@@ -185,17 +185,20 @@ def _checked(
     client: Client, files: list[LocalFile], collection: str, replace: bool, repeated: list[str]
 ) -> tuple[list[LocalFile], list[LocalFile]]:
     """(the files to upload as asked, the fixes of failed documents), without those the collection holds
-    already. With `replace`, a file whose bytes are another document's is kept: it names the document it
-    replaces, and the server's refusal says why. Without it, a file of a failed document's name (and no
-    other) is that document's fix, uploaded as its new version ("fix the file, ingest again" left the
-    failed one beside it); one named like a document with other bytes is added beside it, and said so."""
+    already. With `replace`, a file whose bytes are another document's is kept when a document has its
+    name: it names the document it replaces, and the server's refusal says why (when none has, the
+    upload would only be a duplicate: an unchanged file of a folder ingested before names had folders).
+    Without it, a file of a failed document's name (and no other) is that document's fix, uploaded as
+    its new version ("fix the file, ingest again" left the failed one beside it); one named like a
+    document with other bytes is added beside it, and said so."""
     digests = [sha256_hex(p.path.read_bytes()) for p in files]
     checked = client.check_duplicates([(p.name, d) for p, d in zip(files, digests, strict=True)], collection)
     results = dict(zip(files, checked.results, strict=True))
     kept = [
         p
         for p, r in results.items()
-        if not r.duplicate or (replace and r.existing_filename is not None and r.existing_filename != p.name)
+        if not r.duplicate
+        or (replace and r.existing_filename is not None and r.existing_filename != p.name and r.same_name)
     ]
     if len(kept) < len(files):
         print(f"{len(files) - len(kept)} file(s) already stored, not uploaded again", file=sys.stderr)
