@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from playwright.async_api import Browser, Page, Request, expect
 
@@ -453,7 +454,7 @@ async def test_a_changed_file_of_a_stored_name_says_it_is_added_beside_it(page: 
 
 
 async def test_a_changed_file_of_a_folder_says_which_document_of_its_bare_name_it_is_added_beside(
-    page: Page, tmp_path: Path
+    page: Page, tmp_path: Path, database_url: str
 ) -> None:
     """A document stored before names kept their folders has the file's name alone: a folder's changed
     file of that name became a second document without a word (the names differ: "water/pond.txt")."""
@@ -465,6 +466,8 @@ async def test_a_changed_file_of_a_folder_says_which_document_of_its_bare_name_i
     row = upload_row(page, "pond.txt")
     await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
     stored = await row.get_by_role("link").first.get_attribute("href")
+    async with await psycopg.AsyncConnection.connect(database_url) as owner:  # as migration 0020 marks it
+        await owner.execute("UPDATE documents SET named_before_paths = true WHERE filename = 'pond.txt'")
     folder = tmp_path / "garden"
     (folder / "water").mkdir(parents=True)
     (folder / "water" / "pond.txt").write_bytes(b"The garden pond holds 14 carp in spring.")

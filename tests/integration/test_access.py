@@ -404,6 +404,8 @@ async def test_admin_endpoints_manage_keys(app_client: httpx.AsyncClient, world:
     assert (await app_client.post("/keys", json=limited_admin, headers=admin)).status_code == 422
     unknown = {"name": "y", "role": "reader", "collections": ["nope"]}
     assert (await app_client.post("/keys", json=unknown, headers=admin)).status_code == 404
+    # Without a key, a parameter the route does not take is still a 401 first.
+    assert (await app_client.get("/keys", params={"nope": "1"})).status_code == 401
     # Misspelt, the limit was ignored: a key for every collection.
     misspelt = await app_client.post(
         "/keys", json={"name": "z", "role": "reader", "colections": ["beta"]}, headers=admin

@@ -478,6 +478,7 @@ def test_live_answers_carry_the_version_they_cited(client: TestClient, worker: P
 
 def test_cli_ingest_metadata_and_replace(
     client: TestClient,
+    database_url: str,
     live_app_url: str,
     tmp_path: Path,
     worker: PausedWorker,
@@ -547,17 +548,23 @@ def test_cli_ingest_metadata_and_replace(
     assert len(client.get("/documents", params={"limit": 500}).json()["items"]) == before
     # A document stored before names kept their folders has its bare name: a changed file of the folder
     # is added beside it, and says so (it was silent), also with --replace; --name makes it its version.
-    r = upload(client, {"legacy.txt": text_of("okapi in the old bare-named file")})
-    legacy = r.json()["tasks"][0]["document_id"]
-    assert r.json()["tasks"][0]["status"] == "queued", r.text  # bytes of its own in the whole module
+    # A top-level file stored since ("fresh.txt") is no such document: a sub-folder's file of its name
+    # is simply another document.
+    r = upload(client, {"legacy.txt": text_of("okapi in the old bare-named file"), "fresh.txt": b"fresh"})
+    legacy, fresh = (t["document_id"] for t in r.json()["tasks"])
+    assert [t["status"] for t in r.json()["tasks"]] == ["queued"] * 2, r.text  # bytes of their own
+    with psycopg.connect(database_url) as owner:  # as migration 0020 marks what was stored before it
+        owner.execute("UPDATE documents SET named_before_paths = true WHERE id = %s", (legacy,))
     digest = sha256_hex(text_of("okapi, changed"))
+    names = ("sub/legacy.txt", "legacy.txt", "sub/fresh.txt", "fresh.txt")
     checked = client.post(
-        "/documents/check-duplicates",
-        json={"files": [{"filename": n, "sha256": digest} for n in ("sub/legacy.txt", "legacy.txt")]},
+        "/documents/check-duplicates", json={"files": [{"filename": n, "sha256": digest} for n in names]}
     ).json()["results"]
     assert [([d["id"] for d in c["same_name"]], [d["id"] for d in c["bare_name"]]) for c in checked] == [
         ([], [legacy]),
         ([legacy], []),
+        ([], []),
+        ([fresh], []),
     ]
     with worker.running():
         wait_batch(client, r.json()["batch_id"])

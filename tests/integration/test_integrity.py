@@ -337,17 +337,19 @@ async def test_a_llamaindex_chat_memory_waiting_for_its_answer_is_no_half_writte
     try:
         async with owner_connection(runtime.database_url) as conn:
             assert (await check(conn, runtime)).ok
-            # A session the chat service answers in is still checked.
+            # A session of the chat service is still checked, also a new one whose only turn is half-written.
+            lone = uuid.uuid4()
+            await conn.execute("INSERT INTO chat_sessions (id) VALUES ($1)", lone)
             await conn.execute(
-                "INSERT INTO chat_messages (session_id, role, content) VALUES ($1, 'user', 'z')",
-                healthy["session"],
+                "INSERT INTO chat_messages (session_id, role, content) VALUES ($1, 'user', 'z')", lone
             )
             try:
-                assert checks(await check(conn, runtime)) == {"half-written chat"}
+                report = await check(conn, runtime)
+                assert [(v.check, str(lone) in v.detail) for v in report.violations] == [
+                    ("half-written chat", True)
+                ], report.lines()
             finally:
-                await conn.execute(
-                    "DELETE FROM chat_messages WHERE session_id = $1 AND content = 'z'", healthy["session"]
-                )
+                await conn.execute("DELETE FROM chat_sessions WHERE id = $1", lone)
     finally:
         await store.adelete_messages(key)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rag_server.ingestion.cli import LocalFile, collect_files
+from rag_server.ingestion.cli import LocalFile, _command, collect_files
 
 
 def test_a_folder_gives_its_files_sorted_and_reports_what_it_cannot_read(tmp_path: Path) -> None:
@@ -38,3 +38,11 @@ def test_names_are_the_servers_so_that_a_repeated_one_is_found_before_sending(tm
         (tmp_path / folder / "a.md").write_text(f"# {folder}")
     found, _, _ = collect_files([tmp_path])
     assert sorted(f.name for f in found) == ["notes/a.md", "notes/a.md", "~old/a.md"]
+
+
+def test_a_command_it_advises_names_the_collection_and_is_quoted_for_a_shell() -> None:
+    # Without the collection it would have deleted (or listed) in `default`; a space split the name.
+    assert _command("documents", "list", "--name", "my notes.md", collection="hr") == (
+        "rag-server documents list --name 'my notes.md' --collection hr"
+    )
+    assert _command("documents", "delete", "ID", collection="default") == "rag-server documents delete ID"

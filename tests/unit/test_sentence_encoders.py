@@ -24,6 +24,7 @@ from rag_server.infra.sentence_encoders import (
     TorchSentenceEncoder,
     inference_batches,
     load_sentence_encoder,
+    model_dim,
     onnx_model_path,
     resolve_model_dir,
 )
@@ -275,3 +276,25 @@ def test_a_query_model_that_cannot_be_written_falls_back_to_the_documents_precis
     assert embedder.load_queries() is documents
     assert "queries are embedded at fp32" in caplog.text
     assert embedder._query_precision == "fp32"  # fp32 queries share a call again
+
+
+def test_the_vector_size_is_read_from_the_files_only_when_no_module_changes_it(tmp_path: Path) -> None:
+    """`rag-server` checks RAG_EMBEDDING_DIM against it before a database is made for that size."""
+    installed = resolve_model_dir("sentence-transformers/all-MiniLM-L6-v2")
+    assert model_dim(installed) == 384
+
+    def model(modules: list[str], pooling: dict[str, bool]) -> Path:
+        root = tmp_path / f"m{len(list(tmp_path.iterdir()))}"
+        (root / "1_Pooling").mkdir(parents=True)
+        (root / "modules.json").write_text(
+            json.dumps([{"type": f"sentence_transformers.models.{m}"} for m in modules])
+        )
+        (root / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+        (root / "config.json").write_text(json.dumps({"hidden_size": 384}))
+        return root
+
+    mean = {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False}
+    assert model_dim(model(["Transformer", "Pooling", "Normalize"], mean)) == 384
+    assert model_dim(model(["Transformer", "Pooling", "Dense", "Normalize"], mean)) is None
+    both = {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True}  # 768 numbers side by side
+    assert model_dim(model(["Transformer", "Pooling"], both)) is None

@@ -107,9 +107,10 @@ def create_app(
     app.state.metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)  # added last = outermost: its header is on every answer
+    # Probes and scrapers (health, metrics) may add parameters of their own, and answer without a key.
+    app.include_router(metrics.metrics_router(settings.metrics_public))
+    app.include_router(health.router)
     own_routers = (
-        metrics.metrics_router(settings.metrics_public),
-        health.router,
         status.router,
         collections.router,
         keys.router,

@@ -3,7 +3,7 @@ for the role it needs (`require("editor")`): authenticating binds the key's data
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args, get_origin
 
 from fastapi import Depends, Query, Request
 from fastapi.dependencies.models import Dependant
@@ -60,40 +60,6 @@ ChatDep = Annotated[ChatService, Depends(get_chat)]
 # Far below PostgreSQL's bigint (an OFFSET beyond it was a 500) and beyond any real listing.
 MAX_OFFSET = 2**31 - 1
 OffsetQuery = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip (paging)")]
-
-
-def refuse_unknown_query(request: Request) -> None:
-    """A query parameter the route does not take is a 422, not ignored as FastAPI would: `POST
-    /upload?collection=hr` stored the files in `default`, and a misspelt filter listed everything."""
-    if not request.query_params:
-        return
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute):
-        return
-    taken = _query_names(route.dependant)
-    unknown = [(name, value) for name, value in request.query_params.multi_items() if name not in taken]
-    if unknown:
-        takes = f"it takes {', '.join(sorted(taken))}" if taken else "it takes none"
-        hint = " (the upload's fields are form fields)" if route.path == "/upload" else ""
-        raise RequestValidationError(
-            [
-                {
-                    "type": "extra_forbidden",
-                    "loc": ("query", name),
-                    "msg": f"not a query parameter of this route: {takes}{hint}",
-                    "input": value,
-                }
-                for name, value in unknown
-            ]
-        )
-
-
-def _query_names(dependant: Dependant) -> set[str]:
-    """The query parameters of a route and of every dependency it has."""
-    names = {field.alias for field in dependant.query_params}
-    for sub in dependant.dependencies:
-        names |= _query_names(sub)
-    return names
 
 
 _METADATA_MATCH: TypeAdapter[MetadataMatch] = TypeAdapter(MetadataMatch)
@@ -192,3 +158,48 @@ async def get_read_pool(
 
 
 ReadPoolDep = Annotated[ScopedPool, Depends(get_read_pool)]
+
+
+async def refuse_unknown_query(
+    request: Request, _authenticated: Annotated[Principal, Depends(authenticate)]
+) -> None:
+    """A query parameter the route does not take, or one it takes once given several times, is a 422,
+    not ignored (or the last one taken) as FastAPI does: `POST /upload?collection=hr` stored the files in
+    `default`, and a misspelt filter listed everything. After authentication: no key is a 401 first."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    taken = _query_fields(route.dependant)
+    errors: list[dict[str, Any]] = []
+    for name in dict.fromkeys(request.query_params):
+        values = request.query_params.getlist(name)
+        if name not in taken:
+            takes = f"it takes {', '.join(sorted(taken))}" if taken else "it takes none"
+            hint = " (the upload's fields are form fields)" if route.path == "/upload" else ""
+            said = f"not a query parameter of this route: {takes}{hint}"
+            errors += [
+                {"type": "extra_forbidden", "loc": ("query", name), "msg": said, "input": v} for v in values
+            ]
+        elif len(values) > 1 and not _takes_many(taken[name].field_info.annotation):
+            said = f"given {len(values)} times: give it once"
+            errors.append({"type": "value_error", "loc": ("query", name), "msg": said, "input": values})
+    if errors:
+        raise RequestValidationError(errors)
+
+
+def _query_fields(dependant: Dependant) -> dict[str, Any]:
+    """The query parameters of a route and of every dependency it has, by name."""
+    fields = {field.alias: field for field in dependant.query_params}
+    for sub in dependant.dependencies:
+        fields |= _query_fields(sub)
+    return fields
+
+
+def _takes_many(annotation: Any) -> bool:
+    """Whether a parameter of this type is a list (`?id=1&id=2`), also inside Optional or Annotated."""
+    origin = get_origin(annotation)
+    if origin in (list, set, frozenset, tuple):
+        return True
+    return any(_takes_many(arg) for arg in get_args(annotation)) if origin is not None else False

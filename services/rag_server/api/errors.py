@@ -98,7 +98,8 @@ def openai_error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 def install_openapi(app: FastAPI) -> None:
     """FastAPI declares a 422 on every operation with parameters. /v1 never answers one (its validation
     errors are OpenAI's 400, declared by its routes), so its operations lose that 422; every other one
-    may (a query parameter it does not take: deps.refuse_unknown_query), so one without gets it."""
+    but the probes' and the scrapers' (api/app.py) may (a query parameter it does not take:
+    deps.refuse_unknown_query), so one without gets it."""
     default = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -110,13 +111,14 @@ def install_openapi(app: FastAPI) -> None:
                 responses = operation.setdefault("responses", {})
                 if _is_openai(path):
                     responses.pop("422", None)
-                else:
+                elif not path.startswith(_LENIENT):
                     responses.setdefault("422", _VALIDATION_422)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+_LENIENT = ("/health", "/metrics")  # routers without deps.refuse_unknown_query (api/app.py)
 _VALIDATION_422 = {
     "description": "Validation Error",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},

@@ -68,14 +68,19 @@ def serve_api(
 
     from rag_server.access.exposure import refuse_open_exposure
     from rag_server.api.app import create_app
+    from rag_server.infra.database import resolve_database_url
+    from rag_server.infra.migrations import upgrade_to_head
 
     exit_on_sigterm()
     announce = sock is None  # `up` says where it listens itself
     if sock is None:
         sock = listen(host, port)
     settings = settings.model_copy(update={"host": host, "port": port})  # the app knows where it listens
-    if not exposure_checked:
+    if not exposure_checked:  # `up` checked and migrated before it started its worker
         refuse_open_exposure(settings)
+        # Migrated here, not first in the app's start-up: a database it cannot use (a newer version
+        # migrated it; another model's) is then the CLI's one line, not a traceback out of uvicorn's.
+        upgrade_to_head(resolve_database_url(settings), settings)
     config = uvicorn.Config(
         create_app(settings),
         host=host,

@@ -13,7 +13,8 @@ Bm25Engine = Literal["native", "pg_search"]
 
 
 class SchemaMismatchError(RuntimeError):
-    """The database was built for other settings (e.g. another embedding model)."""
+    """The database was built for other settings (e.g. another embedding model), or migrated by a newer
+    rag-server (infra/migrations.newer_schema)."""
 
 
 # The embedding generations (rag_server.generations, migration 0011), when the table exists.

@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from functools import lru_cache
-
-from alembic.script import ScriptDirectory
 
 from rag_server.infra.embeddings import Embedder, LazyEmbedder
-from rag_server.infra.migrations import MIGRATIONS_DIR, newer_schema
+from rag_server.infra.migrations import head_revisions, newer_schema
 from rag_server.infra.queue import queue_table
 from rag_server.infra.runtime import Runtime
 
@@ -23,12 +20,6 @@ DATABASE_TIMEOUT_S = 3.0
 class Check:
     ok: bool
     detail: str
-
-
-@lru_cache(maxsize=1)
-def head_revisions() -> frozenset[str]:
-    """The migration heads this code ships (read once from the migration scripts)."""
-    return frozenset(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())
 
 
 def _embedding_check(embedder: Embedder) -> Check:

@@ -91,10 +91,14 @@ _SAME_WIDTH = ("Transformer", "Pooling", "Normalize")
 
 def model_dim(root: Path) -> int | None:
     """The size of the vectors the sentence-transformers model in `root` makes, read from its files
-    (no weights loaded); None when a module may change it (a Dense layer) or the files do not say."""
+    (no weights loaded); None when a module may change it (a Dense layer, a pooling of several modes
+    side by side) or the files do not say."""
     try:
         modules = [m.get("type", "") for m in json.loads((root / "modules.json").read_text())]
         if not modules or not all(m.endswith(_SAME_WIDTH) for m in modules):
+            return None
+        pooling = json.loads((root / "1_Pooling" / "config.json").read_text())
+        if sum(1 for key, on in pooling.items() if key.startswith("pooling_mode_") and on) != 1:
             return None
         return int(json.loads((root / "config.json").read_text())["hidden_size"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):

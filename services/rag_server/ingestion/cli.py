@@ -8,6 +8,7 @@ do the processing.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from rag_server.client import Client
+from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.ingestion.documents import sha256_hex
 from rag_server.ingestion.models import BatchStatus, NamedDocument
 from rag_server.ingestion.parsing import file_type_for, sanitize_filename
@@ -217,8 +219,9 @@ def _checked(
             if stored == 1
             # --replace would be a 409: it cannot tell which one is meant.
             else f"{p.path}: {collection} already has {stored} documents named {p.name!r}: this one is added"
-            " beside them (to make it a new version of one, delete the others first: `rag-server documents"
-            " list --name`, `rag-server documents delete ID`)",
+            " beside them (to make it a new version of one, delete the others first:"
+            f" `{_command('documents', 'list', '--name', p.name, collection=collection)}`,"
+            f" `{_command('documents', 'delete', 'ID', collection=collection)}`)",
             file=sys.stderr,
         )
     if len(beside) > NAMES_SHOWN:
@@ -250,13 +253,15 @@ def _say_bare_names(files: list[tuple[LocalFile, list[NamedDocument]]], collecti
     for p, stored in files[:NAMES_SHOWN]:
         bare = p.name.rpartition("/")[2]
         if len(stored) == 1:
+            replacing = _command("ingest", "--replace", "--name", bare, str(p.path), collection=collection)
+            deleting = _command("documents", "delete", str(stored[0].id), collection=collection)
             instead = (
-                f"make it that document's new version instead: `rag-server ingest --replace --name {bare}"
-                f" {p.path}`, or delete that one once this is in: `rag-server documents delete"
-                f" {stored[0].id}`"
+                f"make it that document's new version instead: `{replacing}`, or delete that one once"
+                f" this is in: `{deleting}`"
             )
         else:
-            instead = f"they are listed by `rag-server documents list --name {bare}`"
+            listing = _command("documents", "list", "--name", bare, collection=collection)
+            instead = f"they are among those `{listing}` lists"
         print(
             f"{p.path}: {collection} has {len(stored)} document(s) named {bare!r}, stored before documents"
             f" were named by their path: this one is added beside as {p.name!r} ({instead})",
@@ -264,6 +269,12 @@ def _say_bare_names(files: list[tuple[LocalFile, list[NamedDocument]]], collecti
         )
     if len(files) > NAMES_SHOWN:
         print(f"... and {len(files) - NAMES_SHOWN} more named so before", file=sys.stderr)
+
+
+def _command(*args: str, collection: str) -> str:
+    """A `rag-server` command line to print, for the collection being ingested into, quoted for a shell."""
+    where = () if collection == DEFAULT_COLLECTION else ("--collection", collection)
+    return shlex.join(("rag-server", *args, *where))
 
 
 def _groups(files: list[LocalFile], limits: UploadLimits) -> Iterable[list[LocalFile]]:

@@ -105,16 +105,20 @@ async def check_duplicates(
     )
     existing = {r["sha256"]: r for r in rows}
     names = {f.filename: sanitize_filename(f.filename) for f in files}
-    # A name's last part too: a document stored before names kept their folders (0013) has only that.
+    # A name's last part too: a document stored before names kept their folders (0013, 0020) has only that.
     bare = {name: name.rpartition("/")[2] for name in names.values() if "/" in name}
     named: dict[str, list[NamedDocument]] = {}
+    named_before: dict[str, list[NamedDocument]] = {}
     for r in await conn.fetch(
-        "SELECT filename, sha256, id, status FROM documents"
+        "SELECT filename, sha256, id, status, named_before_paths FROM documents"
         " WHERE collection_id = $2 AND filename = ANY($1::text[]) ORDER BY created_at, id",
         sorted(set(names.values()) | set(bare.values())),
         collection_id,
     ):
-        named.setdefault(r["filename"], []).append(NamedDocument(id=r["id"], status=r["status"]))
+        document = NamedDocument(id=r["id"], status=r["status"])
+        named.setdefault(r["filename"], []).append(document)
+        if r["named_before_paths"]:
+            named_before.setdefault(r["filename"], []).append(document)
     results = []
     for f in files:
         sha = f.sha256.lower()
@@ -132,7 +136,7 @@ async def check_duplicates(
                 same_name=[d for d in named.get(name, []) if hit is None or d.id != hit["id"]],
                 bare_name=[]
                 if name in named or name not in bare
-                else [d for d in named.get(bare[name], []) if hit is None or d.id != hit["id"]],
+                else [d for d in named_before.get(bare[name], []) if hit is None or d.id != hit["id"]],
             )
         )
     return DuplicateCheckResult(results=results)

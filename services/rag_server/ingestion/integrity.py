@@ -210,17 +210,15 @@ def _queue_checks(quiescent: bool, queue_table: str) -> dict[str, str]:
     }
 
 
-# Only the sessions the chat service answers in (its answers carry `answer_mode`): it writes a question
-# and its answer in one transaction. A LlamaIndex chat memory (integrations/llamaindex_chat_store.py)
-# writes one message at a time, and a question waiting for its answer is normal there.
+# Not in the sessions a LlamaIndex chat memory made (`chat_store`, migration 0021): the chat service writes
+# a question and its answer in one transaction, a chat memory one message at a time.
 CHAT_CHECKS = {
     "half-written chat": """
         WITH m AS (
             SELECT session_id, id, role,
                    lag(role) OVER w AS before, lead(role) OVER w AS after
             FROM chat_messages
-            WHERE role <> 'system' AND session_id IN (
-                SELECT session_id FROM chat_messages WHERE role = 'assistant' AND metadata ? 'answer_mode')
+            WHERE role <> 'system' AND session_id IN (SELECT id FROM chat_sessions WHERE NOT chat_store)
             WINDOW w AS (PARTITION BY session_id ORDER BY id))
         SELECT session_id, 'session ' || session_id || ': ' || role || ' message ' || id
                || CASE role WHEN 'user' THEN ' has no answer after it' ELSE ' has no question before it' END

@@ -32,9 +32,18 @@ def alembic_config(database_url: str, settings: Settings) -> Config:
 
 
 @lru_cache(maxsize=1)
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory(str(MIGRATIONS_DIR))
+
+
+def head_revisions() -> frozenset[str]:
+    """The migration heads this code ships."""
+    return frozenset(_scripts().get_heads())
+
+
 def shipped_revisions() -> frozenset[str]:
-    """Every migration this code ships (read once from the migration scripts)."""
-    return frozenset(script.revision for script in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions())
+    """Every migration this code ships."""
+    return frozenset(script.revision for script in _scripts().walk_revisions())
 
 
 def newer_schema(revisions: Iterable[str]) -> str | None:
@@ -51,7 +60,11 @@ def newer_schema(revisions: Iterable[str]) -> str | None:
 
 
 def upgrade_to_head(database_url: str, settings: Settings) -> None:
-    """Blocking; call through asyncio.to_thread from async code."""
+    """Blocking; call through asyncio.to_thread from async code. The local model's vector size is
+    checked first: a new database fixes RAG_EMBEDDING_DIM (0001), which could not be changed after."""
+    from rag_server.infra.embeddings import check_local_model
+
+    check_local_model(settings)
     command.upgrade(alembic_config(database_url, settings), "head")
 
 
