@@ -61,7 +61,6 @@ ChatDep = Annotated[ChatService, Depends(get_chat)]
 MAX_OFFSET = 2**31 - 1
 OffsetQuery = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip (paging)")]
 
-
 _METADATA_MATCH: TypeAdapter[MetadataMatch] = TypeAdapter(MetadataMatch)
 _TEXT_MATCH: TypeAdapter[TextMatch] = TypeAdapter(TextMatch)
 # Within a URL proxies pass (nginx: 8 KiB a request line) and HTTP clients build: httpx refuses a query

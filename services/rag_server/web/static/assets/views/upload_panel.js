@@ -51,24 +51,20 @@ function detail(row) {
       }
       if (!row.namesakeId) return docLink(row, `${plural(row.totalChunks ?? 0, "chunk")} · view`);
       // A changed file of a stored name is a second document: say so, and where a new version is made.
-      if (row.namesakeBare) {
-        // Replacing matches whole names: only "Replace file" on that document makes a new version.
-        return h(
-          "span",
-          {},
-          docLink(row, `${plural(row.totalChunks ?? 0, "chunk")} · view`),
-          " · added beside ",
-          h("a", { href: href("documents", row.namesakeId), class: "namesake" }, `the document named “${row.namesakeBare}”`),
-          " (stored before documents were named by their folder; Replace file there makes a new version instead)",
-        );
-      }
+      // Of a bare name (stored before names had folders), replacing by name would not find it.
       return h(
         "span",
         {},
         docLink(row, `${plural(row.totalChunks ?? 0, "chunk")} · view`),
         " · added beside ",
-        h("a", { href: href("documents", row.namesakeId), class: "namesake" }, "the document of this name"),
-        " (Replace file there, or upload with “Replace documents of the same name”, makes a new version instead)",
+        h(
+          "a",
+          { href: href("documents", row.namesakeId), class: "namesake" },
+          row.namesakeBare ? `the document named “${row.namesakeBare}”` : "the document of this name",
+        ),
+        row.namesakeBare
+          ? " (stored before documents were named by their folder; Replace file there makes a new version instead)"
+          : " (Replace file there, or upload with “Replace documents of the same name”, makes a new version instead)",
       );
     case "duplicate":
       return docLink(row, row.existingName ? `Already stored as ${row.existingName}` : "Already stored · view");
