@@ -17,9 +17,11 @@ install:
     if [ ! -x {{bin}}/rag-server ] || [ pyproject.toml -nt .venv/.installed ]; then
         python3 -m venv .venv
         {{bin}}/pip install -q --upgrade pip
-        # torch first, pinned, from PyTorch's CPU index: PyPI's torch pulls GBs of CUDA wheels. Offline,
-        # pip says it cannot reach that index and takes a CPU wheel it finds elsewhere (--find-links).
-        {{bin}}/pip install -q torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu
+        # torch first, pinned, from PyTorch's CPU index (PyPI's torch pulls GBs of CUDA wheels), then its
+        # dependencies from PyPI. Offline, pip says it cannot reach that index and takes a CPU wheel it
+        # finds elsewhere (--find-links); only torch is looked up there, once.
+        {{bin}}/pip install -q --no-deps torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+        {{bin}}/pip install -q torch==2.13.0
         {{bin}}/pip install -q -e '.[dev,eval]'
         touch .venv/.installed
     fi
