@@ -570,8 +570,8 @@ def test_cli_ingest_of_a_fixed_file_replaces_its_failed_document_and_says_when_a
     # Changed once more: two documents have that name now, and --replace could not tell which is meant.
     assert (
         f"{notes}: default already has 2 documents named 'fixed-notes.json': this one is added beside them"
-        " (to make it a new version of one, delete the others first: `rag-server documents list --name`,"
-        " `rag-server documents delete ID`)"
+        " (to make it a new version of one, delete the others first: `rag-server documents list --name"
+        " fixed-notes.json`, `rag-server documents delete ID`)"
     ) in ingest_changed("eat fruit", 53)
 
 

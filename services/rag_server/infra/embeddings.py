@@ -208,9 +208,25 @@ def check_local_model(settings: Settings) -> None:
     """Before a server or worker starts: a local RAG_EMBEDDING_MODEL that is not installed, or that makes
     vectors of another size than RAG_EMBEDDING_DIM, is a ConfigError (the CLI's one line), not a
     traceback out of the app's start-up or the worker's, after a new database was made for that size."""
+    if settings.embedding_provider == "local":
+        _check_dim(settings, resolve_model_dir(settings.embedding_model))
+
+
+def check_new_database_dim(settings: Settings) -> None:
+    """Before a new database is made (migration 0001 fixes RAG_EMBEDDING_DIM for good): a ConfigError
+    when the local model, installed here, makes vectors of another size. Not installed (a host that only
+    migrates): what loads it says so."""
     if settings.embedding_provider != "local":
         return
-    dim = model_dim(resolve_model_dir(settings.embedding_model))
+    try:
+        root = resolve_model_dir(settings.embedding_model)
+    except ConfigError:
+        return
+    _check_dim(settings, root)
+
+
+def _check_dim(settings: Settings, model_root: Path) -> None:
+    dim = model_dim(model_root)
     if dim is not None and dim != settings.embedding_dim:
         raise ConfigError(
             f"RAG_EMBEDDING_DIM={settings.embedding_dim}, but {settings.embedding_model} makes {dim}-d "

@@ -60,11 +60,7 @@ def newer_schema(revisions: Iterable[str]) -> str | None:
 
 
 def upgrade_to_head(database_url: str, settings: Settings) -> None:
-    """Blocking; call through asyncio.to_thread from async code. The local model's vector size is
-    checked first: a new database fixes RAG_EMBEDDING_DIM (0001), which could not be changed after."""
-    from rag_server.infra.embeddings import check_local_model
-
-    check_local_model(settings)
+    """Blocking; call through asyncio.to_thread from async code."""
     command.upgrade(alembic_config(database_url, settings), "head")
 
 

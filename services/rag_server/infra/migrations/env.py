@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from rag_server.infra.capabilities import SchemaMismatchError
+from rag_server.infra.embeddings import check_new_database_dim
 from rag_server.infra.migrations import ADVISORY_LOCK_KEY, newer_schema
 from rag_server.infra.migrations.helpers import migration_settings
 from rag_server.infra.migrations.runtime_role import ensure_runtime_role
@@ -24,8 +25,11 @@ def run_migrations_online() -> None:
         connection.commit()
         try:
             context.configure(connection=connection, transaction_per_migration=True)
-            if said := newer_schema(context.get_context().get_current_heads()):
+            heads = context.get_context().get_current_heads()
+            if said := newer_schema(heads):
                 raise SchemaMismatchError(said)
+            if not heads:  # a new database: 0001 fixes its vectors' size for good
+                check_new_database_dim(migration_settings())
             with context.begin_transaction():
                 context.run_migrations()
             connection.commit()
