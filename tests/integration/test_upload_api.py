@@ -20,7 +20,7 @@ from rag_server.ingestion.documents import sha256_hex
 from rag_server.ingestion.parsing import file_type_for
 from rag_server.ingestion.preparation import prepare_chunks_sync
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
-from tests.support.ingest import query, upload, wait_batch
+from tests.support.ingest import query, upload, wait_batch, wait_for
 from tests.support.processes import Proc, settings_env, start_worker
 from tests.support.sample_files import (
     blank_pdf,
@@ -58,6 +58,8 @@ def settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Se
 @pytest.fixture(scope="module")
 def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     proc = start_worker(settings_env(settings), tmp_path_factory.mktemp("logs") / "worker.log")
+    # Ready before the tests: stopped while it still starts (a `-k` of quick tests), it dies by SIGTERM.
+    wait_for(lambda: "worker ready" in proc.log() or proc.popen.poll() is not None, 120, "worker ready")
     yield proc
     assert proc.stop() == 0, proc.log()
 

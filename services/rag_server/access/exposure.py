@@ -42,9 +42,11 @@ async def access_mode(conn: Executor, settings: Settings) -> AccessMode:
     return "open" if is_loopback(settings.host) else "locked"
 
 
-async def prepare_access(conn: Executor, settings: Settings) -> AccessMode:
+async def prepare_access(conn: Executor, settings: Settings, *, announce: bool = True) -> AccessMode:
     """At start-up: install the bootstrap admin key if one is configured, then refuse to serve an open
-    API beyond this machine. `conn` needs an admin scope (the bootstrap key is written)."""
+    API beyond this machine. `conn` needs an admin scope (the bootstrap key is written). `announce`:
+    warn of an API open to this machine, or closed to everyone; False for a check before the app's own
+    start-up, which says it (once)."""
     key = settings.bootstrap_key()
     if key and await ensure_bootstrap_key(conn, key):
         logger.info("installed the bootstrap admin key (RAG_BOOTSTRAP_ADMIN_KEY or its _FILE)")
@@ -55,6 +57,8 @@ async def prepare_access(conn: Executor, settings: Settings) -> AccessMode:
             f"address could read and change everything. To go on: {HOW_TO_CREATE} (then send it as "
             "`Authorization: Bearer <key>`), set RAG_BOOTSTRAP_ADMIN_KEY, or listen on 127.0.0.1."
         )
+    if not announce:
+        return mode
     if mode == "api_key" and (await list_keys(conn)).total == 0:
         # Every key revoked: after an upgrade past 0017 from a version where that reopened the API, or
         # as `keys revoke` said at the time. Nothing else in the log would say why everything is a 401.
@@ -84,7 +88,7 @@ def refuse_open_exposure(settings: Settings) -> None:
 
     async def check() -> None:
         async with open_runtime(settings, migrate=True) as runtime:
-            await prepare_access(runtime.pool, settings)
+            await prepare_access(runtime.pool, settings, announce=False)
 
     try:
         asyncio.run(check())
