@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from rag_server.config import Settings
-from rag_server.infra.embeddings import EmbeddingError, OllamaEmbedder, OpenAIEmbedder
+from rag_server.infra.embeddings import EmbeddingError
+from rag_server.infra.http_embedders import OllamaEmbedder, OpenAIEmbedder
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_vector
 
 
