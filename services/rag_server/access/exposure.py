@@ -80,14 +80,15 @@ async def prepare_access(conn: Executor, settings: Settings, *, announce: bool =
 def refuse_open_exposure(settings: Settings) -> None:
     """Before `serve`/`up` listen beyond loopback: exit with a message when no API key exists (the
     app's start-up checks again, this only spares the traceback and starting the worker). An unreadable
-    RAG_BOOTSTRAP_ADMIN_KEY_FILE is refused here too (a ConfigError: the CLI's one line)."""
+    RAG_BOOTSTRAP_ADMIN_KEY_FILE is refused here too (a ConfigError: the CLI's one line). The database
+    is migrated already (both callers do it first)."""
     settings.bootstrap_key()
     if is_loopback(settings.host):
         return
     from rag_server.infra.runtime import open_runtime
 
     async def check() -> None:
-        async with open_runtime(settings, migrate=True) as runtime:
+        async with open_runtime(settings, migrate=False) as runtime:
             await prepare_access(runtime.pool, settings, announce=False)
 
     try:

@@ -48,9 +48,14 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings | None = None, *, embedder: Embedder | None = None, llm: LLM | None = None
+    settings: Settings | None = None,
+    *,
+    embedder: Embedder | None = None,
+    llm: LLM | None = None,
+    migrate: bool = True,
 ) -> FastAPI:
-    """The app; `embedder`/`llm` are handed to its Runtime (tests share one model between apps)."""
+    """The app; `embedder`/`llm` are handed to its Runtime (tests share one model between apps).
+    `migrate`: at start-up (False: its caller did, as serve_api)."""
     settings = settings or get_settings()
     # MCP over streamable HTTP at /mcp: same process, same Runtime and ChatService as the REST API.
     mcp = build_mcp(lambda: Services(app.state.runtime, app.state.chat))
@@ -61,7 +66,7 @@ def create_app(
         # scope=None: a query sees no row until the request's key binds its scope (api/deps.py).
         async with open_runtime(
             settings,
-            migrate=True,
+            migrate=migrate,
             load_embedder="queries",
             embedder=embedder,
             llm=llm,

@@ -76,13 +76,14 @@ def serve_api(
     if sock is None:
         sock = listen(host, port)
     settings = settings.model_copy(update={"host": host, "port": port})  # the app knows where it listens
-    if not exposure_checked:  # `up` checked and migrated before it started its worker
-        refuse_open_exposure(settings)
-        # Migrated here, not first in the app's start-up: a database it cannot use (a newer version
-        # migrated it; another model's) is then the CLI's one line, not a traceback out of uvicorn's.
+    if not exposure_checked:  # `up` migrated and checked before it started its worker
+        settings.bootstrap_key()  # a bad one is one line before the database starts
+        # Migrated here, not in the app's start-up: a database it cannot use (a newer version migrated
+        # it; another model's) is then the CLI's one line, not a traceback out of uvicorn's.
         upgrade_to_head(resolve_database_url(settings), settings)
+        refuse_open_exposure(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, migrate=False),
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
