@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rag_server import __version__
 from rag_server.access.exposure import prepare_access
 from rag_server.api.deps import refuse_unknown_query
-from rag_server.api.errors import install_error_handlers, install_openapi
+from rag_server.api.errors import VALIDATION_422, install_error_handlers, install_openapi
 from rag_server.api.head import HeadAsGetMiddleware
 from rag_server.api.read_routing import ReadRoutingMiddleware
 from rag_server.api.request_id import RequestIdMiddleware
@@ -127,7 +127,7 @@ def create_app(
         search.router,
     )
     for router in own_routers:
-        app.include_router(router, dependencies=[Depends(refuse_unknown_query)])
+        app.include_router(router, dependencies=[Depends(refuse_unknown_query)], responses=VALIDATION_422)
     # Not /v1: OpenAI's clients may send query parameters of OpenAI's or Azure's (`api-version`).
     app.include_router(openai_compat.router)
     # A plain route, not in the OpenAPI (MCP speaks JSON-RPC); it authenticates like the API.

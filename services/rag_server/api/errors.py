@@ -97,31 +97,28 @@ def openai_error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def install_openapi(app: FastAPI) -> None:
     """FastAPI declares a 422 on every operation with parameters. /v1 never answers one (its validation
-    errors are OpenAI's 400, declared by its routes), so its operations lose that 422; every other one
-    but the probes' and the scrapers' (api/app.py) may (a query parameter it does not take:
-    deps.refuse_unknown_query), so one without gets it."""
+    errors are OpenAI's 400, declared by its routes), so its operations lose that 422."""
     default = app.openapi
 
     def openapi() -> dict[str, Any]:
         schema = default()  # built once and cached by FastAPI; the edits below are idempotent
         for path, item in schema.get("paths", {}).items():
-            for operation in item.values():
-                if not isinstance(operation, dict):
-                    continue
-                responses = operation.setdefault("responses", {})
-                if _is_openai(path):
-                    responses.pop("422", None)
-                elif not path.startswith(_LENIENT):
-                    responses.setdefault("422", _VALIDATION_422)
+            if _is_openai(path):
+                for operation in item.values():
+                    if isinstance(operation, dict):
+                        operation.get("responses", {}).pop("422", None)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-_LENIENT = ("/health", "/metrics")  # routers without deps.refuse_unknown_query (api/app.py)
-_VALIDATION_422 = {
-    "description": "Validation Error",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+# What FastAPI declares for a request that fails validation; declared by the routers that refuse unknown
+# query parameters (deps.refuse_unknown_query, api/app.py) also on operations without parameters.
+VALIDATION_422: dict[int | str, dict[str, Any]] = {
+    422: {
+        "description": "Validation Error",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+    }
 }
 
 
