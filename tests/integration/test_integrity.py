@@ -354,6 +354,28 @@ async def test_a_llamaindex_chat_memory_waiting_for_its_answer_is_no_half_writte
         await store.adelete_messages(key)
 
 
+async def test_a_chat_memory_writing_into_a_chat_service_session_marks_it(
+    runtime: Runtime, healthy: dict[str, uuid.UUID]
+) -> None:
+    # An app may hand the chat service's session id to a LlamaIndex memory: from then on a question may
+    # wait for its answer there too.
+    store = PostgresChatStore(runtime.pool)
+    key = str(healthy["session"])
+    await store.async_add_message(key, ChatMessage(role="user", content="and a follow-up?"))
+    async with owner_connection(runtime.database_url) as conn:
+        try:
+            report = await check(conn, runtime)
+            assert report.ok, report.lines()
+        finally:
+            await conn.execute(
+                "DELETE FROM chat_messages WHERE session_id = $1 AND content = 'and a follow-up?'",
+                healthy["session"],
+            )
+            await conn.execute(
+                "UPDATE chat_sessions SET chat_store = false WHERE id = $1", healthy["session"]
+            )
+
+
 def run_check(settings: Settings) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "rag_server", "check", "--quiescent"],

@@ -321,10 +321,14 @@ async def insert_message(
 
 
 async def ensure_session(conn: Executor, session_id: UUID) -> None:
-    """Create a bare session with this id when missing (the LlamaIndex chat store adds by key), marked as
-    a chat memory's: it writes a message at a time (`rag-server check` allows it a lone question)."""
+    """Create a bare session with this id when missing (the LlamaIndex chat store adds by key), and mark
+    it a chat memory's, also one the chat service made: a memory writes a message at a time (`rag-server
+    check` allows it a lone question)."""
     await conn.execute(
-        "INSERT INTO chat_sessions (id, chat_store) VALUES ($1, true) ON CONFLICT (id) DO NOTHING",
+        """
+        INSERT INTO chat_sessions (id, chat_store) VALUES ($1, true)
+        ON CONFLICT (id) DO UPDATE SET chat_store = true WHERE NOT chat_sessions.chat_store
+        """,
         session_id,
     )
 
