@@ -146,6 +146,15 @@ def chroma_dir(tmp_path_factory: pytest.TempPathFactory, vectors: dict[str, np.n
         embeddings=[vectors[LONE].tolist()] * 2,
     )
     rng = np.random.default_rng(7)
+    # 384-d vectors of another model in a collection made as LlamaIndex's docs make one
+    # (get_or_create_collection(name): Chroma records its `default` function, MiniLM, whatever made them).
+    other = rng.normal(size=(len(rows), 384))
+    client.create_collection("other384").add(
+        ids=[r[0] for r in rows],
+        documents=[r[1] for r in rows],
+        metadatas=[r[2] for r in rows],
+        embeddings=(other / np.linalg.norm(other, axis=1, keepdims=True)).tolist(),
+    )
     client.create_collection("tiny").add(
         ids=[r[0] for r in rows],
         documents=[r[1] for r in rows],
@@ -213,6 +222,28 @@ async def test_chroma_vectors_of_another_dimension_are_re_embedded(
     assert (counts.created, counts.embedded) == (4, 7)
     assert any("re-embedding" in line and "8-d" in line for line in lines), lines
     await assert_corpus(runtime, "chroma-tiny")
+
+
+async def test_chroma_vectors_of_another_model_of_the_same_dimension_are_re_embedded(
+    runtime: Runtime, chroma_dir: Path, vectors: dict[str, np.ndarray]
+) -> None:
+    """The recorded embedding function is not proof: a sample of the texts embedded here must match the
+    stored vectors before they are reused (else every search of the collection compares unlike vectors)."""
+    lines: list[str] = []
+    counts = await import_chroma(
+        runtime,
+        chroma_dir,
+        collection="chroma-other384",
+        chroma_collection="other384",
+        quiet=True,
+        report=lines.append,
+    )
+    assert (counts.created, counts.embedded) == (4, 7), counts
+    assert any("re-embedding" in line and "are not" in line for line in lines), lines
+    docs = await assert_corpus(runtime, "chroma-other384")
+    for chunks in docs.values():
+        for chunk in chunks:
+            assert np.allclose(chunk["embedding"], vectors[chunk["text"]], atol=1e-5)
 
 
 HERON_IN_TINY = (
@@ -534,7 +565,7 @@ async def test_cli_errors_are_sentences(
     )
     assert unknown.returncode == 1
     said = unknown.stdout + unknown.stderr
-    assert "no Chroma collection 'nope'" in said and "it holds: dups, notes, tiny" in said
+    assert "no Chroma collection 'nope'" in said and "it holds: dups, notes, other384, tiny" in said
     bad_file = tmp_path / "bad.jsonl"
     bad_file.write_text('{"hello": 1}\n', encoding="utf-8")
     bad = await asyncio.to_thread(_cli, settings, "import", "jsonl", str(bad_file))

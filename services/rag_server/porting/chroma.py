@@ -8,7 +8,7 @@ is all-MiniLM-L6-v2. Nothing here ever calls that function (it would download a 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,7 @@ class ChromaSource:
     def count(self) -> int:
         return int(self._collection.count())
 
-    async def scan(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    async def scan(self) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         offset = 0
         while True:
             page = await asyncio.to_thread(

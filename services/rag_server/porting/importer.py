@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -21,7 +21,7 @@ class Source(Protocol):
     # Part of every imported document's id (with the collection and the document key).
     origin: str
 
-    def scan(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    def scan(self) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         """(record id, metadata) of every record, in the source's order: the grouping pass."""
         ...
 

@@ -13,7 +13,7 @@ database's model and the dimensions match.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -103,7 +103,7 @@ class PgVectorSource:
         )
         return None if value is None else int(value)
 
-    async def scan(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    async def scan(self) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         lay = self._layout
         sql = (
             f"SELECT {lay.id_sql}::text AS id, {lay.metadata_sql}::text AS metadata FROM {self._table}"

@@ -18,6 +18,7 @@ from rag_server.porting.jsonl import export_collection, import_jsonl
 from rag_server.porting.models import ImportCounts, PortingError, generation_plan
 from rag_server.porting.pgvector_tables import open_pgvector_source
 from rag_server.porting.store import count_not_ready, ensure_collection
+from rag_server.porting.vector_check import checked_plan
 
 Report = Callable[[str], None]
 UNUSABLE_SHOWN = 20
@@ -36,6 +37,7 @@ async def _run(
 ) -> ImportCounts:
     async with _target(runtime, collection, report) as collection_id:
         plan = generation_plan(source_model, source_dim, await live_generations(runtime.pool))
+        plan = await checked_plan(runtime, source, plan)
         report(plan.reason)
         counts = await import_source(runtime, source, collection_id, plan, group_by=group_by, quiet=quiet)
         _report_counts(counts, collection, report)
