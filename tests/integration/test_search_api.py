@@ -191,6 +191,11 @@ OPERATORS = [
     # Comparisons are on numbers only: a text never compares (and never raises).
     ({"journal": {"$gt": 0}}, set()),
     ({"impact": {"$gt": 49.89}}, {"zebrafish.md"}),
+    # A float compares as written (49.9), not as its binary expansion (49.899999999999998578...).
+    ({"impact": {"$gte": 49.9}}, {"zebrafish.md"}),
+    ({"impact": {"$lte": 49.9}}, {"zebrafish.md"}),
+    ({"impact": {"$gt": 49.9}}, set()),
+    ({"impact": {"$lt": 49.9}}, set()),
 ]
 
 

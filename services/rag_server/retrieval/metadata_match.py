@@ -10,6 +10,7 @@ selects. `check_match` turns the caller's JSON into a checked match (or a senten
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any, NoReturn
 
 from pydantic import Field, StrictBool, TypeAdapter, ValidationError
@@ -190,7 +191,7 @@ def metadata_clauses(
             # CASE: the cast runs only on numbers (a text would raise, not fail to match).
             return (
                 f"(CASE WHEN jsonb_typeof({field}) = 'number' "
-                f"THEN ({field})::numeric {_COMPARISONS[op]} {bind(operand)}::numeric END)"
+                f"THEN ({field})::numeric {_COMPARISONS[op]} {bind(_as_written(operand))}::numeric END)"
             )
         if op in ("$in", "$nin"):
             values = f"jsonb_array_elements({bind(operand)}::jsonb) AS v(x)"
@@ -200,3 +201,10 @@ def metadata_clauses(
         return contains if op == "$eq" else f"(NOT ({contains}))"
 
     return clauses(match)
+
+
+def _as_written(number: Any) -> Any:
+    """A comparison's operand as the JSON number stored metadata holds: a float by its shortest repr
+    (0.9, as json.dumps writes it), not its binary expansion, which asyncpg binds to numeric exactly
+    (0.90000000000000002220...: a stored 0.9 was not $gte 0.9, and was $lt 0.9)."""
+    return Decimal(repr(number)) if isinstance(number, float) else number
