@@ -105,8 +105,10 @@ def test_without_chromadb_the_chroma_import_says_which_extra_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setitem(sys.modules, "chromadb", None)  # `import chromadb` now raises ImportError
-    with pytest.raises(PortingError, match=r"pip install 'rag-server\[chroma\]'"):
+    # Not `pip install 'rag-server[chroma]'`: PyPI's rag-server is an unrelated project.
+    with pytest.raises(PortingError, match=r"\.venv/bin/pip install -e '\.\[chroma\]'") as refused:
         ChromaSource(tmp_path, None)
+    assert "rag-server[" not in str(refused.value)
 
 
 def plan_groups(scanned: list[tuple[str, dict[str, Any]]], group_by: str | None) -> GroupPlan:

@@ -30,7 +30,9 @@ def _client(path: Path) -> Any:
         from chromadb.config import Settings as ChromaSettings
     except ImportError:
         raise PortingError(
-            "reading Chroma needs the chromadb package: pip install 'rag-server[chroma]'"
+            # Not `pip install 'rag-server[chroma]'`: PyPI's rag-server is an unrelated project.
+            "reading Chroma needs the chromadb package: .venv/bin/pip install -e '.[chroma]' in the "
+            "project's folder (or pip install 'chromadb>=1.5,<2' into the environment rag-server runs in)"
         ) from None
     if problem := input_folder_problem(path, CHROMA_FOLDER):
         raise PortingError(problem)
