@@ -778,6 +778,29 @@ async def test_an_import_that_writes_nothing_fails_and_leaves_no_collection(
         assert await conn.fetchval("SELECT count(*) FROM collections WHERE name = 'cut'") == 0
 
 
+async def test_an_empty_chroma_collection_fails_and_leaves_no_collection(
+    settings: Settings, runtime: Runtime, tmp_path: Path
+) -> None:
+    """An empty Chroma collection (a wrong --chroma-collection, a store whose app never added) exited 0
+    and left the collection it created, empty: the README says an import that finds nothing it can
+    store exits 1 and removes it."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    path = tmp_path / "empty"
+    client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+    client.create_collection("nothing")
+    done = await asyncio.to_thread(
+        _cli, settings, "import", "chroma", str(path), "--collection", "from-nothing", "--quiet"
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "Traceback" not in output, output
+    assert "removed the collection from-nothing this import created" in output, output
+    assert done.stderr.rstrip().endswith("nothing was imported: the source holds no records"), output
+    async with runtime.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM collections WHERE name = 'from-nothing'") == 0
+
+
 async def test_a_record_the_database_refuses_is_skipped_alone(runtime: Runtime, tmp_path: Path) -> None:
     """What cleaning cannot foresee: a record too large for to_tsvector (the BM25 triggers' tokenizer)
     fails its batch's transaction; the batch is written again a document at a time."""

@@ -41,6 +41,10 @@ async def _run(
         report(plan.reason)
         counts = await import_source(runtime, source, collection_id, plan, group_by=group_by, quiet=quiet)
         _report_counts(counts, collection, report)
+        if not counts.stored and not counts.unusable:
+            # An empty source (a wrong --chroma-collection, a store nothing was added to) is no success
+            # either: `_target` takes away the collection it created.
+            raise PortingError("nothing was imported: the source holds no records")
     return counts
 
 
