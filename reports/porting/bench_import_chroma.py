@@ -2,12 +2,14 @@
 nothing changed), each as a whole command on a fresh embedded database. A measurement, not a test: run
 from the repository root, `.venv/bin/python reports/porting/bench_import_chroma.py [--documents 200]`.
 
-Records: `--documents` sources x `--chunks` records each, ~80 words of text, unit 384-d vectors stored
-with them and named as all-MiniLM-L6-v2's (so the import reuses them and embeds nothing)."""
+Records: `--documents` sources x `--chunks` records each, ~80 words of text, their all-MiniLM-L6-v2
+vectors stored with them and named as its (so the import's sample check passes: it reuses them and
+embeds nothing)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import subprocess
 import sys
@@ -26,17 +28,20 @@ def build_store(path: Path, documents: int, chunks: int) -> None:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
+    from rag_server.config import Settings
+    from rag_server.infra.embeddings import build_embedder
+
     rng = np.random.default_rng(1)
+    embedder = build_embedder(Settings())  # the model's own vectors: random ones are re-embedded
     client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
     notes = client.create_collection("notes")
     for d in range(documents):
-        vectors = rng.normal(size=(chunks, 384))
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        texts = [f"Document {d}, part {c}: " + " ".join(rng.choice(WORDS, 80)) for c in range(chunks)]
         notes.add(
             ids=[f"doc{d}-{c}" for c in range(chunks)],
-            documents=[f"Document {d}, part {c}: " + " ".join(rng.choice(WORDS, 80)) for c in range(chunks)],
+            documents=texts,
             metadatas=[{"source": f"doc{d}.txt", "part": c} for c in range(chunks)],
-            embeddings=vectors.tolist(),
+            embeddings=asyncio.run(embedder.embed(texts)).tolist(),
         )
 
 
