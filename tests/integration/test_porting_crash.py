@@ -106,3 +106,35 @@ async def test_an_import_killed_between_batches_finishes_when_run_again(
     async with owner_connection(runtime.database_url) as conn:
         report = await check_integrity(conn, settings.queue_name, quiescent=True)
     assert report.violations == []
+
+
+async def test_an_import_stopped_by_ctrl_c_says_what_it_kept(
+    settings: Settings, runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    """Ctrl-C mid-import exited 130 without a word: nothing said that the batches written stay, nor
+    that the same command writes the rest."""
+    source = tmp_path / "notes.jsonl"
+    write_export(source)
+    command = ["import", "jsonl", str(source), "--collection", "interrupted", "--quiet"]
+    first = start(command, settings_env(settings), tmp_path / "first.log")
+    try:
+        wait_for(
+            lambda: (
+                int(
+                    query(
+                        database_url,
+                        "SELECT count(*) AS n FROM documents d JOIN collections c ON c.id = d.collection_id"
+                        " WHERE c.name = 'interrupted'",
+                    )[0]["n"]
+                )
+                > 0
+            ),
+            timeout=240,
+            what="the first batch committed",
+        )
+        first.popen.send_signal(signal.SIGINT)
+    finally:
+        status = first.popen.wait(timeout=120)
+    assert status == 130, first.log()
+    assert "interrupted: the documents written into interrupted are kept" in first.log(), first.log()
+    assert "Traceback" not in first.log(), first.log()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -58,11 +59,17 @@ async def _target(runtime: Runtime, collection: str, report: Report) -> AsyncIte
         report(f"created collection {collection}")
     try:
         yield collection_id
-    except BaseException:
+    except BaseException as exc:
         if created:
             with contextlib.suppress(ConflictError):  # it holds documents: it stays
                 await delete_collection(runtime.pool, runtime.queue, str(collection_id))
                 report(f"removed the collection {collection} this import created: nothing was written")
+                raise
+        if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):  # Ctrl-C: the CLI exits 130
+            report(
+                f"interrupted: the documents written into {collection} are kept (a transaction per "
+                "batch); the same command again writes the rest"
+            )
         raise
 
 
