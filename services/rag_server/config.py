@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # --- HTTP -----------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # Any request body but an upload's (api/body_limit.py): larger is 413, before authentication reads
+    # it. 64 MiB holds the largest the routes take (1,000 documents' metadata, 16 KiB each, escaped).
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
     # --- embeddings -----------------------------------------------------------------------
     embedding_provider: Literal["local", "ollama", "openai"] = "local"

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rag_server import __version__
 from rag_server.access.exposure import prepare_access
+from rag_server.api.body_limit import BodyLimitMiddleware
 from rag_server.api.deps import refuse_unknown_query
 from rag_server.api.errors import VALIDATION_422, install_error_handlers, install_openapi
 from rag_server.api.head import HeadAsGetMiddleware
@@ -108,6 +109,8 @@ def create_app(
     # can run a read-only request again on the primary before anything is sent.
     app.add_middleware(ReadRoutingMiddleware)
     app.add_middleware(ScopeMiddleware)
+    # Outside everything that reads a body: FastAPI parses one before authenticating.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     # Prometheus (GET /metrics): this app's own registry; around every route, so it times whole requests.
     app.state.metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

@@ -1,0 +1,72 @@
+"""A bound on every request body but an upload's: RAG_MAX_REQUEST_BYTES.
+
+FastAPI reads and parses a route's JSON body before it runs any dependency, authentication included, so
+without a bound anyone who could reach the port made the server hold and parse a body of any size: 200 MB
+of `[1,1,...]` with no key took the API process from 0.3 to 1.5 GB before its 401. A Content-Length over
+the bound is a 413 before a byte is read; a body sent without one (chunked) is read up to the bound and
+then refused the same way. The uploads (POST /upload, PUT /documents/{id}/file) stream their files to disk
+under limits of their own (RAG_MAX_UPLOAD_REQUEST_BYTES, ingestion/upload.py) and are not bounded here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_UPLOADS = re.compile(r"^/(upload|documents/[^/]+/file)/?$")
+
+
+def is_upload(method: str, path: str) -> bool:
+    match = _UPLOADS.match(path)
+    return match is not None and method == ("POST" if match.group(1) == "upload" else "PUT")
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or is_upload(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        received = 0
+        refused = False
+        started = False
+
+        async def bounded_receive() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request" and not refused:
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # Answered here (unless the app already began its answer); the app sees a client
+                    # gone and whatever it sends next is dropped.
+                    refused = True
+                    if not started:
+                        await self._refuse(send)
+            return {"type": "http.disconnect"} if refused else message
+
+        async def send_unless_refused(message: Message) -> None:
+            nonlocal started
+            if not refused:
+                started = True
+                await send(message)
+
+        await self.app(scope, bounded_receive, send_unless_refused)
+
+    async def _refuse(self, send: Send) -> None:
+        detail = (
+            f"The request body is over the limit of {self.max_bytes:,} bytes (RAG_MAX_REQUEST_BYTES); "
+            "files go to POST /upload."
+        )
+        body = json.dumps({"detail": detail}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
