@@ -17,7 +17,8 @@ from tests.fakes.embedding_server import FakeEmbeddingServer
 from tests.support.live_app import serve_in_thread
 from tests.support.processes import Proc
 
-APP_BASE_URL = "http://rag-server.test"
+# A loopback address: the open API (no key) answers only requests addressed to one (access/exposure.py).
+APP_BASE_URL = "http://127.0.0.1"
 HERE = Path(__file__).parent
 
 

@@ -35,6 +35,37 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
+def _host_of(authority: str) -> str:
+    """The host of a Host header's value or an origin's authority: `[::1]:8000` -> `[::1]`."""
+    if authority.startswith("["):
+        return authority.partition("]")[0] + "]"
+    return authority.rpartition(":")[0] if authority.count(":") == 1 else authority
+
+
+def open_mode_refusal(host: str | None, origin: str | None) -> str | None:
+    """Why a request may not use the open API (no key exists), else None.
+
+    Open means "anyone on this machine", but a web page from anywhere runs on this machine too: a page of
+    another site could send forms here (a cross-site POST: its Origin names that site), and one whose
+    name it points at 127.0.0.1 (DNS rebinding: its Host names that site) could read every answer. Only
+    requests addressed to a loopback name, from no page or a page of one, use the open API: the web app's
+    own requests, curl and the clients on this machine. /mcp has the MCP SDK's check of the same."""
+    if host is None or not is_loopback(_host_of(host.strip().lower())):
+        return (
+            f"no API key exists, so the API answers only requests addressed to this machine's loopback "
+            f"address (127.0.0.1, localhost or [::1]), not to {host!r}: reached by another name (a "
+            f"reverse proxy, a host alias), {HOW_TO_CREATE}"
+        )
+    if origin is not None:
+        scheme, _, authority = origin.strip().lower().partition("://")
+        if scheme not in ("http", "https") or not is_loopback(_host_of(authority)):
+            return (
+                f"no API key exists, so the API answers no web page of another site (Origin {origin!r}): "
+                f"only its own web app and the clients on this machine; to allow others, {HOW_TO_CREATE}"
+            )
+    return None
+
+
 async def access_mode(conn: Executor, settings: Settings) -> AccessMode:
     """open: no key, loopback; api_key: keys required; locked: no key, not loopback (nothing answers)."""
     if await keys_exist(conn):

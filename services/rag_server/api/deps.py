@@ -13,8 +13,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import TypeAdapter, ValidationError
 
 from rag_server.access import keys
-from rag_server.access.exposure import is_loopback
-from rag_server.access.models import Principal, Role
+from rag_server.access.exposure import is_loopback, open_mode_refusal
+from rag_server.access.models import OPEN, Principal, Role
 from rag_server.chat.service import ChatService
 from rag_server.config import Settings
 from rag_server.errors import ForbiddenError
@@ -122,14 +122,20 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 
 
 async def authenticate(
+    request: Request,
     runtime: RuntimeDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header_key: Annotated[str | None, Depends(_api_key_header)],
 ) -> Principal:
-    """The request's principal; from here on every query of the request runs under its scope."""
+    """The request's principal; from here on every query of the request runs under its scope. The open
+    API (no key exists) refuses a web page of another site (access/exposure.py)."""
     presented = bearer.credentials if bearer is not None else header_key
     open_allowed = is_loopback(runtime.settings.host)
     principal = await keys.authenticate(runtime.pool, presented, open_allowed=open_allowed)
+    if principal is OPEN:
+        refusal = open_mode_refusal(request.headers.get("host"), request.headers.get("origin"))
+        if refusal is not None:
+            raise ForbiddenError(refusal)
     bind_scope(principal.scope)  # api/app.py's ScopeMiddleware unbinds it when the request ends
     return principal
 
