@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -324,6 +325,13 @@ class UnexpectedErrorMiddleware:
 
         try:
             await self.app(scope, receive, send_tracking)
+        except ClientDisconnect:
+            # The client went away while its body was read (a tab closed mid-upload): nothing is wrong
+            # here, and nobody reads the answer (the access line says 400, not 500 with a traceback).
+            if not started:
+                await JSONResponse({"detail": "the client went away before its request was read"}, 400)(
+                    scope, receive, send
+                )
         except Exception as exc:
             if started:
                 raise
