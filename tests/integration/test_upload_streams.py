@@ -1,14 +1,17 @@
-"""An upload's body as it streams in, on a real socket: a client gone mid-upload is no server error (it
-was a 500 and an ERROR line with Starlette's ClientDisconnect traceback)."""
+"""An upload's body as it streams in, on a real socket: a client gone mid-upload is no server error, and a
+body sent without a Content-Length (chunked) is refused once it passes RAG_MAX_UPLOAD_REQUEST_BYTES, not
+read to its end first (1.5 GB were spooled to disk before the 413, so an editor key could fill it)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from rag_server.access import keys
@@ -63,3 +66,30 @@ async def test_a_client_gone_mid_upload_is_no_server_error(
     access = [r.getMessage() for r in caplog.records if r.name == "rag_server.api.access"]
     assert access and access[0].startswith("POST /upload 400"), access
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_chunked_upload_over_the_request_limit_is_refused_as_it_streams(
+    url: str, editor_key: str
+) -> None:
+    total = 64 * MB
+    sent = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield part_head("huge.txt")
+        block = b"a" * (256 * 1024)
+        while sent < total:
+            sent += len(block)
+            yield block
+        yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+    headers = {
+        "Authorization": f"Bearer {editor_key}",
+        "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+    }
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        reply = await client.post("/upload", content=body(), headers=headers)
+    assert reply.status_code == 413, reply.text
+    # Refused as it passed the request's bound: read to its end, the file's own limit said "huge.txt is
+    # 64.0 MB, over the limit of 1.0 MB" (the rest is received and dropped, no longer stored).
+    assert reply.json()["detail"] == "The upload is over the limit of 2.0 MB per request."

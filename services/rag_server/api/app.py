@@ -110,7 +110,11 @@ def create_app(
     app.add_middleware(ReadRoutingMiddleware)
     app.add_middleware(ScopeMiddleware)
     # Outside everything that reads a body: FastAPI parses one before authenticating.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        max_upload_bytes=settings.max_upload_request_bytes,
+    )
     # Prometheus (GET /metrics): this app's own registry; around every route, so it times whole requests.
     app.state.metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

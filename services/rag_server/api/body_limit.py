@@ -4,8 +4,10 @@ FastAPI reads and parses a route's JSON body before it runs any dependency, auth
 without a bound anyone who could reach the port made the server hold and parse a body of any size: 200 MB
 of `[1,1,...]` with no key took the API process from 0.3 to 1.5 GB before its 401. A Content-Length over
 the bound is a 413 before a byte is read; a body sent without one (chunked) is read up to the bound and
-then refused the same way. The uploads (POST /upload, PUT /documents/{id}/file) stream their files to disk
-under limits of their own (RAG_MAX_UPLOAD_REQUEST_BYTES, ingestion/upload.py) and are not bounded here.
+then refused the same way. The uploads (POST /upload, PUT /documents/{id}/file) have their own bound,
+RAG_MAX_UPLOAD_REQUEST_BYTES: their routes refuse a Content-Length over it once the key is checked
+(ingestion/upload.py), and a body sent without one is counted here as it streams in (it was read to its end,
+the files spooled to disk, before the 413: an editor could fill the disk).
 """
 
 from __future__ import annotations
@@ -24,17 +26,20 @@ def is_upload(method: str, path: str) -> bool:
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_upload_bytes = max_upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or is_upload(scope["method"], scope["path"]):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = is_upload(scope["method"], scope["path"])
+        limit = self.max_upload_bytes if upload else self.max_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if not upload and declared.isdigit() and int(declared) > limit:
+            await self._refuse(send, upload)
             return
         received = 0
         refused = False
@@ -45,12 +50,12 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request" and not refused:
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     # Answered here (unless the app already began its answer); the app sees a client
                     # gone and whatever it sends next is dropped.
                     refused = True
                     if not started:
-                        await self._refuse(send)
+                        await self._refuse(send, upload)
             return {"type": "http.disconnect"} if refused else message
 
         async def send_unless_refused(message: Message) -> None:
@@ -61,11 +66,16 @@ class BodyLimitMiddleware:
 
         await self.app(scope, bounded_receive, send_unless_refused)
 
-    async def _refuse(self, send: Send) -> None:
-        detail = (
-            f"The request body is over the limit of {self.max_bytes:,} bytes (RAG_MAX_REQUEST_BYTES); "
-            "files go to POST /upload."
-        )
+    async def _refuse(self, send: Send, upload: bool) -> None:
+        if upload:  # as ingestion/upload.py says it
+            detail = (
+                f"The upload is over the limit of {self.max_upload_bytes / (1024 * 1024):.1f} MB per request."
+            )
+        else:
+            detail = (
+                f"The request body is over the limit of {self.max_bytes:,} bytes (RAG_MAX_REQUEST_BYTES); "
+                "files go to POST /upload."
+            )
         body = json.dumps({"detail": detail}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
