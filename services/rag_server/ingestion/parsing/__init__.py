@@ -116,9 +116,14 @@ def sanitize_filename(raw: str | None, *, folders: bool = True) -> str:
         # The outer folders go, a digest of all of them in their place ("…3f9a0c1d/"): two deep paths
         # that differ only there stay two names (else one would replace the other by name).
         cut = f"…{hashlib.sha256('/'.join(kept).encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
-        while kept and len("/".join([cut, *kept, base])) > MAX_NAME_CHARS:
-            kept.pop(0)
-        kept = [cut, *kept] if len(f"{cut}/{base}") <= MAX_NAME_CHARS else []
+        # The innermost folders that fit between the digest and the name, counted once each (dropping the
+        # outermost one at a time and joining again took seconds for a request of many deep paths).
+        room = MAX_NAME_CHARS - len(cut) - 1 - len(base)
+        inner = len(kept)
+        while inner > 0 and room >= len(kept[inner - 1]) + 1:
+            inner -= 1
+            room -= len(kept[inner]) + 1
+        kept = [cut, *kept[inner:]] if len(f"{cut}/{base}") <= MAX_NAME_CHARS else []
     return "/".join([*kept, base])
 
 
