@@ -424,6 +424,28 @@ def test_failed_document_uploaded_again_under_another_name_takes_that_name(clien
     assert document["metadata"] == {"lab": "fins"} and document["error"] is None
 
 
+def test_a_duplicate_of_a_document_that_then_fails_is_failed_too(client: TestClient) -> None:
+    # The same bytes as notes.pptx (not a presentation) and as notes.txt: the second is a duplicate of
+    # the first, which fails. The duplicate said nothing, its batch "completed", and its text was never
+    # read under the name that would have worked (QA 4).
+    content = b"Plain lab notes about axolotl gills, sent twice under two names."
+    first = upload(client, [("notes.pptx", content), ("notes.txt", content)]).json()
+    assert [t["status"] for t in first["tasks"]] == ["queued", "duplicate"]
+    status = wait_batch(client, first["batch_id"])
+    assert status["status"] == "failed" and status["counts"]["failed"] == 2, status
+    [duplicate] = [t for t in status["tasks"] if t["filename"] == "notes.txt"]
+    assert duplicate["status"] == "failed" and duplicate["error"].startswith(
+        "The same file was uploaded as 'notes.pptx', which failed: The file is not a PowerPoint"
+    ), duplicate
+    assert duplicate["error"].endswith("Upload this file again to process it as 'notes.txt'."), duplicate
+    # Uploaded again, it is read as text.
+    again = upload(client, [("notes.txt", content)]).json()
+    assert again["tasks"][0]["status"] == "queued"
+    assert wait_batch(client, again["batch_id"])["tasks"][0]["status"] == "completed"
+    statuses = {t["filename"]: t["status"] for t in wait_batch(client, first["batch_id"])["tasks"]}
+    assert statuses == {"notes.pptx": "failed", "notes.txt": "duplicate"}
+
+
 def test_transient_embedding_failures_are_retried(client: TestClient, database_url: str) -> None:
     response = upload(client, [("flaky.txt", b"FAIL503x2-flaky this text fails twice then works.")])
     status = wait_batch(client, response.json()["batch_id"])

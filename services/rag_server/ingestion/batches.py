@@ -190,13 +190,16 @@ async def batch_status(conn: Executor, batch_id: UUID) -> BatchStatus:
             raise NotFoundError(f"no upload batch {batch_id}")
         rows = await c.fetch(
             """
-            SELECT id AS task_id, filename, status, total_chunks, completed_chunks, attempts, failures, error,
-                   document_id, replaces_version, started_at, finished_at, request_id
-            FROM job_tasks WHERE batch_id = $1 ORDER BY created_at, id
+            SELECT t.id AS task_id, t.filename, t.status, t.total_chunks, t.completed_chunks, t.attempts,
+                   t.failures, t.error, t.document_id, t.replaces_version, t.started_at, t.finished_at,
+                   t.request_id, d.status AS document_status, d.filename AS document_filename,
+                   d.error AS document_error
+            FROM job_tasks t LEFT JOIN documents d ON d.id = t.document_id
+            WHERE t.batch_id = $1 ORDER BY t.created_at, t.id
             """,
             batch_id,
         )
-    tasks = [BatchTask.model_validate(dict(r)) for r in rows]
+    tasks = [_reported(dict(r)) for r in rows]
     counts = dict.fromkeys(TASK_STATUSES, 0)
     for t in tasks:
         counts[t.status] += 1
@@ -211,6 +214,22 @@ async def batch_status(conn: Executor, batch_id: UUID) -> BatchStatus:
         completed_chunks=sum(t.completed_chunks for t in tasks),
         tasks=tasks,
     )
+
+
+def _reported(row: dict[str, object]) -> BatchTask:
+    """A task as its batch shows it. A duplicate of a document still queued or processing was finished
+    at upload; if that document then failed, so did this file (its bytes were never read under this
+    file's name): failed, saying why and that uploading it again tries it under this name."""
+    document_status = row.pop("document_status")
+    document_filename = row.pop("document_filename")
+    document_error = row.pop("document_error")
+    if row["status"] == "duplicate" and document_status == "failed":
+        row["status"] = "failed"
+        row["error"] = (
+            f"The same file was uploaded as {document_filename!r}, which failed: {document_error} "
+            f"Upload this file again to process it as {row['filename']!r}."
+        )
+    return BatchTask.model_validate(row)
 
 
 def _batch_state(counts: dict[TaskStatus, int], total: int) -> BatchState:
