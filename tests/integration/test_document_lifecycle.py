@@ -697,6 +697,37 @@ def test_a_patch_that_meets_a_replacement_queued_while_it_waited_edits_that_repl
     assert (replaced["version"], replaced["metadata"]) == (2, {"from": "patch"})
 
 
+def test_a_delete_that_meets_a_replacement_queued_while_it_waited_fails_that_replacement_too(
+    client: TestClient, settings: Settings, database_url: str, worker: PausedWorker
+) -> None:
+    # The DELETE fails the document's unfinished tasks, then waits for the document row, which a PUT holds
+    # until it commits a new replacement task: that task, missed, outlived its document, 'queued' for good
+    # (the worker dropped its message), and its batch never finished (QA 4).
+    r = upload(client, {"gone.txt": text_of("klipspringer")})
+    (doc_id,) = [t["document_id"] for t in r.json()["tasks"]]
+    with worker.running():
+        wait_batch(client, r.json()["batch_id"])
+    with psycopg.connect(database_url) as hold, ThreadPoolExecutor(2) as pool:
+        # The PUT locks the document, then waits to send its queue message.
+        hold.execute(f"LOCK TABLE {queue_table(settings.queue_name)} IN EXCLUSIVE MODE")
+        put = pool.submit(put_file, client, doc_id, "gone.txt", text_of("klipspringer v2"))
+        wait_for_lock_waiters(database_url, 1)
+        delete = pool.submit(client.delete, f"/documents/{doc_id}")
+        wait_for_lock_waiters(database_url, 2)
+        hold.rollback()
+        batch = put.result(timeout=60)
+        deleted = delete.result(timeout=60)
+    assert batch.status_code == 202 and deleted.status_code == 204, (batch.text, deleted.text)
+    assert client.get(f"/documents/{doc_id}").status_code == 404
+    with worker.running():
+        status = wait_batch(client, batch.json()["batch_id"], timeout=30)
+    [task] = status["tasks"]
+    assert (task["status"], task["error"]) == (
+        "failed",
+        "The document was deleted before processing finished.",
+    ), task
+
+
 def test_empty_metadata_on_a_replacement_clears_it_and_absent_keeps_it(
     client: TestClient, worker: PausedWorker
 ) -> None:

@@ -10,6 +10,8 @@ from functools import cached_property
 from typing import Any
 from uuid import UUID
 
+import asyncpg
+
 from rag_server.collections.models import DEFAULT_COLLECTION_ID
 from rag_server.errors import NotFoundError
 from rag_server.infra.database import LONG_STATEMENT_TIMEOUT_S, Executor, connection, transaction
@@ -263,30 +265,53 @@ async def delete_documents(conn: Executor, document_ids: Sequence[UUID]) -> list
     overlapping sets wait for each other instead of deadlocking."""
     ids = sorted(set(document_ids))
     async with transaction(conn) as c:
-        await c.execute(
-            """
-            UPDATE job_tasks
-            SET status = 'failed', error = 'The document was deleted before processing finished.',
-                finished_at = now(), updated_at = now()
-            WHERE id IN (
-                SELECT id FROM job_tasks
-                WHERE document_id = ANY($1::uuid[]) AND status IN ('queued', 'processing')
-                ORDER BY id FOR UPDATE
-            )
-            """,
-            ids,
-            timeout=LONG_STATEMENT_TIMEOUT_S,
+        while True:
+            try:
+                async with transaction(c) as attempt:  # a savepoint: a retry releases its row locks
+                    return await _delete_locked(attempt, ids)
+            except _TaskQueuedMeanwhile:
+                continue
+
+
+class _TaskQueuedMeanwhile(Exception):
+    """A task of a document being deleted was queued after its tasks were failed (see _delete_locked)."""
+
+
+async def _delete_locked(c: asyncpg.Connection, ids: list[UUID]) -> list[UUID]:
+    await c.execute(
+        """
+        UPDATE job_tasks
+        SET status = 'failed', error = 'The document was deleted before processing finished.',
+            finished_at = now(), updated_at = now()
+        WHERE id IN (
+            SELECT id FROM job_tasks
+            WHERE document_id = ANY($1::uuid[]) AND status IN ('queued', 'processing')
+            ORDER BY id FOR UPDATE
         )
-        await c.execute(
-            "SELECT id FROM documents WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
-            ids,
-            timeout=LONG_STATEMENT_TIMEOUT_S,
-        )
-        rows = await c.fetch(
-            "DELETE FROM documents WHERE id = ANY($1::uuid[]) RETURNING id",
-            ids,
-            timeout=LONG_STATEMENT_TIMEOUT_S,
-        )
+        """,
+        ids,
+        timeout=LONG_STATEMENT_TIMEOUT_S,
+    )
+    await c.execute(
+        "SELECT id FROM documents WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+        ids,
+        timeout=LONG_STATEMENT_TIMEOUT_S,
+    )
+    # With the documents locked no task can be queued for them (a replacement, or a failed document
+    # uploaded again, locks its document first); one committed while this waited for them was not
+    # failed above, and would outlive its document 'queued' for good. Locking it now would take the
+    # locks out of order: start again.
+    if await c.fetchval(
+        "SELECT EXISTS (SELECT FROM job_tasks WHERE document_id = ANY($1::uuid[])"
+        " AND status IN ('queued', 'processing'))",
+        ids,
+    ):
+        raise _TaskQueuedMeanwhile
+    rows = await c.fetch(
+        "DELETE FROM documents WHERE id = ANY($1::uuid[]) RETURNING id",
+        ids,
+        timeout=LONG_STATEMENT_TIMEOUT_S,
+    )
     return [r["id"] for r in rows]
 
 
