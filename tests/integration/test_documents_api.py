@@ -524,7 +524,7 @@ def test_cli_ingest_uploads_a_folder_and_waits(
     assert result.returncode == 1, result.stderr  # broken.json failed
     assert "left out 2 hidden file(s) (names starting with '.')" in result.stderr.splitlines()
     assert "exclude.md" not in result.stderr and ".draft.txt" not in result.stderr
-    assert "skipped (unsupported or missing):" in result.stderr and "skip.bin" in result.stderr
+    assert "skipped (unsupported, missing or unreadable):" in result.stderr and "skip.bin" in result.stderr
     assert "3 completed, 1 failed" in result.stderr
     assert "failed: nested/broken.json: The file is not valid JSON" in result.stderr
     names = {

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 from rag_server.ingestion.cli import LocalFile, _command, collect_files
 
@@ -21,6 +24,30 @@ def test_a_folder_gives_its_files_sorted_and_reports_what_it_cannot_read(tmp_pat
     assert found == [LocalFile(tmp_path / "a.txt", "a.txt"), LocalFile(tmp_path / "sub" / "b.md", "sub/b.md")]
     assert skipped == [tmp_path / "dangling.txt", tmp_path / "tool.exe"]
     assert hidden == 1
+
+
+def unreadable_file(path: Path) -> Path:
+    """A file this process may not open: mode 000, or for root (who opens any mode) a link to a write-only
+    sysfs file."""
+    if os.geteuid() != 0:
+        path.write_text("secret")
+        path.chmod(0)
+        return path
+    target = Path("/sys/bus/pci/rescan")
+    if not target.exists():
+        pytest.skip("running as root, with no write-only file to link to")
+    path.symlink_to(target)
+    return path
+
+
+def test_a_file_that_cannot_be_read_is_skipped_not_a_traceback(tmp_path: Path) -> None:
+    # `ingest` read every file for its digest before sending any: one unreadable file (PermissionError)
+    # ended the whole run with a traceback, nothing sent (QA 4).
+    (tmp_path / "ok.txt").write_text("ok")
+    locked = unreadable_file(tmp_path / "locked.txt")
+    found, skipped, _ = collect_files([tmp_path])
+    assert found == [LocalFile(tmp_path / "ok.txt", "ok.txt")]
+    assert skipped == [locked]
 
 
 def test_a_file_given_by_itself_is_named_by_its_own_name(tmp_path: Path) -> None:

@@ -55,9 +55,10 @@ class LocalFile:
 
 
 def collect_files(paths: Iterable[str | Path]) -> tuple[list[LocalFile], list[Path], int]:
-    """(supported files, skipped files, hidden files left out): files as given, folders recursively,
-    sorted, no repeats. Inside a folder, what is hidden (a name starting with ".": .git, .DS_Store) is
-    left out, as the web app does: never what a person means by "this folder"."""
+    """(supported files, skipped files (unsupported, missing or unreadable), hidden files left out): files
+    as given, folders recursively, sorted, no repeats. Inside a folder, what is hidden (a name starting
+    with ".": .git, .DS_Store) is left out, as the web app does: never what a person means by "this
+    folder"."""
     found: list[LocalFile] = []
     skipped: list[Path] = []
     hidden = 0
@@ -78,13 +79,23 @@ def collect_files(paths: Iterable[str | Path]) -> tuple[list[LocalFile], list[Pa
             if resolved in seen:
                 continue
             seen.add(resolved)
-            if not p.is_file() or file_type_for(p.name) is None:
+            if not p.is_file() or file_type_for(p.name) is None or not _readable(p):
                 skipped.append(p)
             else:
                 # The name the server will give it: repeated names are found before anything is sent.
                 name = sanitize_filename(p.relative_to(path).as_posix() if inside_folder else p.name)
                 found.append(LocalFile(p, name))
     return found, skipped, hidden
+
+
+def _readable(path: Path) -> bool:
+    """Whether this process may open the file (one it may not, mode 000, ended the whole run with a
+    traceback when its digest was read, before anything was sent)."""
+    try:
+        with path.open("rb"):
+            return True
+    except OSError:
+        return False
 
 
 def ingest_paths(
@@ -115,7 +126,7 @@ def ingest_paths(
     if hidden:
         print(f"left out {hidden} hidden file(s) (names starting with '.')", file=sys.stderr)
     for p in skipped:
-        print(f"skipped (unsupported or missing): {p}", file=sys.stderr)
+        print(f"skipped (unsupported, missing or unreadable): {p}", file=sys.stderr)
     if not files:
         print("nothing to ingest", file=sys.stderr)
         return 1 if skipped else 0
