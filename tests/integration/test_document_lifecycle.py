@@ -697,6 +697,29 @@ def test_a_patch_that_meets_a_replacement_queued_while_it_waited_edits_that_repl
     assert (replaced["version"], replaced["metadata"]) == (2, {"from": "patch"})
 
 
+def test_a_duplicate_of_a_queued_document_is_unfinished_until_it_is_then_fails_with_it(
+    client: TestClient, worker: PausedWorker
+) -> None:
+    # The same bytes uploaded as notes.pptx, then (still queued: no worker running) as notes.txt: the
+    # second batch was "completed" at once, and stayed so when pangolin.pptx failed; its text was never read
+    # under the name that would have worked (QA 4).
+    content = b"Plain field notes about pangolin scales, sent twice under two names."
+    first = upload(client, {"pangolin.pptx": content}).json()
+    second = upload(client, {"pangolin.txt": content}).json()
+    assert second["tasks"][0]["status"] == "duplicate"
+    waiting = client.get(f"/tasks/{second['batch_id']}/status").json()
+    assert (waiting["done"], waiting["tasks"][0]["status"]) == (False, "queued"), waiting
+    with worker.running():
+        assert wait_batch(client, first["batch_id"])["status"] == "failed"
+        status = wait_batch(client, second["batch_id"])
+    [task] = status["tasks"]
+    assert status["status"] == "failed" and task["status"] == "failed", status
+    assert task["error"].startswith(
+        "The same file was uploaded as 'pangolin.pptx', which failed: The file is not a PowerPoint"
+    ), task
+    assert task["error"].endswith("Upload this file again to process it as 'pangolin.txt'."), task
+
+
 def test_a_delete_that_meets_a_replacement_queued_while_it_waited_fails_that_replacement_too(
     client: TestClient, settings: Settings, database_url: str, worker: PausedWorker
 ) -> None:

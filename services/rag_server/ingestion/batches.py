@@ -217,13 +217,16 @@ async def batch_status(conn: Executor, batch_id: UUID) -> BatchStatus:
 
 
 def _reported(row: dict[str, object]) -> BatchTask:
-    """A task as its batch shows it. A duplicate of a document still queued or processing was finished
-    at upload; if that document then failed, so did this file (its bytes were never read under this
-    file's name): failed, saying why and that uploading it again tries it under this name."""
+    """A task as its batch shows it. A duplicate of a document still queued or processing is as
+    unfinished as that document (its batch was "completed" at once); if that document then fails, so did
+    this file (its bytes were never read under this file's name): failed, saying why and that uploading
+    it again tries it under this name."""
     document_status = row.pop("document_status")
     document_filename = row.pop("document_filename")
     document_error = row.pop("document_error")
-    if row["status"] == "duplicate" and document_status == "failed":
+    if row["status"] == "duplicate" and document_status in ("queued", "processing"):
+        row["status"] = document_status
+    elif row["status"] == "duplicate" and document_status == "failed":
         row["status"] = "failed"
         row["error"] = (
             f"The same file was uploaded as {document_filename!r}, which failed: {document_error} "
