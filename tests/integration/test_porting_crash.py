@@ -20,7 +20,7 @@ DOCUMENTS = 600  # 1,200 chunks to embed: about five batches of 256 (porting/jso
 WORDS = ["heron", "turbine", "sourdough", "glacier", "moraine", "lichen", "estuary", "basalt", "orchard"]
 
 
-def write_export(path: Path) -> None:
+def write_export(path: Path, documents: int = DOCUMENTS) -> None:
     """A version-1 export without vectors (so the import embeds, batch by batch): unique texts."""
     header = {
         "format": "rag-server-export",
@@ -32,7 +32,7 @@ def write_export(path: Path) -> None:
         "exported_at": "2026-12-01T00:00:00+00:00",
     }
     lines = [json.dumps(header)]
-    for i in range(DOCUMENTS):
+    for i in range(documents):
         words = [WORDS[(i * 7 + k) % len(WORDS)] for k in range(12)]
         chunks = [
             {"index": j, "text": f"Note {i}, part {j}: " + " ".join(words[j * 6 : j * 6 + 6]) + "."}
@@ -114,7 +114,8 @@ async def test_an_import_stopped_by_ctrl_c_says_what_it_kept(
     """Ctrl-C mid-import exited 130 without a word: nothing said that the batches written stay, nor
     that the same command writes the rest."""
     source = tmp_path / "notes.jsonl"
-    write_export(source)
+    # Ten times the other test's: its ~5 batches could all commit between the first one seen and SIGINT.
+    write_export(source, documents=10 * DOCUMENTS)
     command = ["import", "jsonl", str(source), "--collection", "interrupted", "--quiet"]
     first = start(command, settings_env(settings), tmp_path / "first.log")
     try:
