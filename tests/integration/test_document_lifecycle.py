@@ -705,6 +705,13 @@ def test_a_duplicate_of_a_queued_document_is_unfinished_until_it_is_then_fails_w
     # under the name that would have worked (QA 4).
     content = b"Plain field notes about pangolin scales, sent twice under two names."
     first = upload(client, {"pangolin.pptx": content}).json()
+    # The clients' check before sending does not call it stored (the web app and `ingest` skipped it for
+    # good): it is sent, and its batch follows that document.
+    [check] = client.post(
+        "/documents/check-duplicates",
+        json={"files": [{"filename": "pangolin.txt", "sha256": sha256_hex(content)}]},
+    ).json()["results"]
+    assert (check["duplicate"], check["status"]) == (False, "queued"), check
     second = upload(client, {"pangolin.txt": content}).json()
     assert second["tasks"][0]["status"] == "duplicate"
     waiting = client.get(f"/tasks/{second['batch_id']}/status").json()

@@ -132,8 +132,10 @@ async def check_duplicates(
             DuplicateResult(
                 filename=f.filename,
                 sha256=sha,
-                # A failed document is worth uploading again: the upload re-queues it.
-                duplicate=hit is not None and hit["status"] != "failed",
+                # Only a ready document: a failed one is worth uploading again (the upload re-queues
+                # it), and a copy of one still queued or processing is sent so that its batch follows
+                # that document (and says so if it fails: ingestion/batches.py).
+                duplicate=hit is not None and hit["status"] == "ready",
                 document_id=hit["id"] if hit else None,
                 existing_filename=hit["filename"] if hit else None,
                 status=hit["status"] if hit else None,

@@ -179,7 +179,10 @@ class NamedDocument(BaseModel):
 class DuplicateResult(BaseModel):
     filename: str
     sha256: str
-    duplicate: bool = Field(description="Already stored; a failed document is not (uploading re-queues it).")
+    duplicate: bool = Field(
+        description="Already stored and ready; one failed (uploading re-queues it), queued or processing "
+        "(its upload follows that document) is not."
+    )
     document_id: UUID | None
     existing_filename: str | None
     status: DocumentStatus | None

@@ -320,7 +320,8 @@ export class Tracker {
       this.byTask.set(task.task_id, row);
       this.update(row, { status: task.status, documentId: task.document_id, replacesVersion: task.replaces_version });
     });
-    if (response.tasks.some((t) => !FINAL.has(t.status))) {
+    // A duplicate too: its batch follows the document it copies while that one runs, and says if it fails.
+    if (response.tasks.some((t) => !FINAL.has(t.status) || t.status === "duplicate")) {
       this.batchIds = [...this.batchIds, response.batch_id];
       if (this.watch) this.poll(response.batch_id);
     }
