@@ -117,7 +117,13 @@ async def test_an_import_stopped_by_ctrl_c_says_what_it_kept(
     # Ten times the other test's: its ~5 batches could all commit between the first one seen and SIGINT.
     write_export(source, documents=10 * DOCUMENTS)
     command = ["import", "jsonl", str(source), "--collection", "interrupted", "--quiet"]
-    first = start(command, settings_env(settings), tmp_path / "first.log")
+    # A suite started in the background by a non-interactive shell inherits SIGINT ignored, and so would
+    # the import (Python keeps an ignored SIGINT): the child gets it back as a terminal's Ctrl-C is.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        first = start(command, settings_env(settings), tmp_path / "first.log")
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     try:
         wait_for(
             lambda: (
