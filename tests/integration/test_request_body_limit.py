@@ -55,7 +55,12 @@ async def test_a_body_over_the_limit_is_413_before_authentication(
     headers = {"Content-Type": "application/json"}
     reply = await client.post(path, content=over_the_limit(), headers=headers)
     assert reply.status_code == 413, reply.text
-    assert "RAG_MAX_REQUEST_BYTES" in reply.json()["detail"]
+    # In the shape each API's clients read: OpenAI's error on /v1, a JSON-RPC error on /mcp.
+    said = {
+        "/v1/embeddings": lambda r: r["error"]["message"],
+        "/mcp": lambda r: r["error"]["message"],
+    }.get(path, lambda r: r["detail"])(reply.json())
+    assert "RAG_MAX_REQUEST_BYTES" in said, reply.text
     # With a key, and sent in pieces without a Content-Length: the same.
     headers["Authorization"] = f"Bearer {editor_key}"
     reply = await client.post(path, content=in_pieces(over_the_limit()), headers=headers)
@@ -77,3 +82,13 @@ async def test_an_upload_keeps_its_own_limits(client: httpx.AsyncClient, editor_
         "/upload", files={"files": ("herons.txt", text)}, headers={"Authorization": f"Bearer {editor_key}"}
     )
     assert reply.status_code == 202, reply.text
+
+
+async def test_the_openai_package_reads_why(live_app_url: str, editor_key: str) -> None:
+    from openai import APIStatusError, AsyncOpenAI
+
+    async with AsyncOpenAI(base_url=f"{live_app_url}/v1", api_key=editor_key, max_retries=0) as openai:
+        with pytest.raises(APIStatusError) as refused:
+            await openai.embeddings.create(model="rag:default", input=["heron " * (LIMIT // 5)])
+    assert refused.value.status_code == 413
+    assert "RAG_MAX_REQUEST_BYTES" in refused.value.message, refused.value.message

@@ -225,7 +225,9 @@ def test_chunked_request_over_the_total_limit_is_413(client: TestClient, databas
         "/upload", content=body(), headers={"content-type": "multipart/form-data; boundary=XyZ"}
     )
     assert response.status_code == 413, response.text
-    assert response.json()["detail"] == "The upload is over the limit of 1.4 MB per request."
+    assert response.json()["detail"] == (
+        "The upload is over the limit of 1.4 MB per request; send the files in several uploads."
+    )
     assert document_count(database_url) == before
 
 

@@ -92,4 +92,7 @@ async def test_a_chunked_upload_over_the_request_limit_is_refused_as_it_streams(
     assert reply.status_code == 413, reply.text
     # Refused as it passed the request's bound: read to its end, the file's own limit said "huge.txt is
     # 64.0 MB, over the limit of 1.0 MB" (the rest is received and dropped, no longer stored).
-    assert reply.json()["detail"] == "The upload is over the limit of 2.0 MB per request."
+    assert (
+        reply.json()["detail"]
+        == "The upload is over the limit of 2.0 MB per request; send the files in several uploads."
+    )

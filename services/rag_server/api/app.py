@@ -41,7 +41,7 @@ from rag_server.infra.heap import startup_heap_frozen
 from rag_server.infra.metrics import Metrics, MetricsMiddleware
 from rag_server.infra.runtime import open_runtime
 from rag_server.infra.scoped_pool import SYSTEM_SCOPE, bind_scope, reset_scope
-from rag_server.mcp_server.endpoint import McpEndpoint, http_session_manager, running
+from rag_server.mcp_server.endpoint import MCP_PATH, McpEndpoint, http_session_manager, running
 from rag_server.mcp_server.server import Services, build_mcp
 from rag_server.web.serve import mount_web_app
 
@@ -139,7 +139,7 @@ def create_app(
     app.include_router(openai_compat.router)
     # A plain route, not in the OpenAPI (MCP speaks JSON-RPC); it authenticates like the API.
     app.router.routes.append(
-        Route("/mcp", McpEndpoint(lambda: app.state.runtime, mcp_sessions), include_in_schema=False)
+        Route(MCP_PATH, McpEndpoint(lambda: app.state.runtime, mcp_sessions), include_in_schema=False)
     )
     mount_web_app(app)
     return app

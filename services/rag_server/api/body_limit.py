@@ -14,8 +14,14 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rag_server.api.errors import is_openai_path
+from rag_server.ingestion.upload import upload_over_limit
+from rag_server.mcp_server.endpoint import INVALID_REQUEST, MCP_PATH, error_body
+from rag_server.openai_compat.models import error_content
 
 _UPLOADS = re.compile(r"^/(upload|documents/[^/]+/file)/?$")
 
@@ -39,7 +45,7 @@ class BodyLimitMiddleware:
         limit = self.max_upload_bytes if upload else self.max_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
         if not upload and declared.isdigit() and int(declared) > limit:
-            await self._refuse(send, upload)
+            await self._refuse(scope, send, upload)
             return
         received = 0
         refused = False
@@ -55,7 +61,7 @@ class BodyLimitMiddleware:
                     # gone and whatever it sends next is dropped.
                     refused = True
                     if not started:
-                        await self._refuse(send, upload)
+                        await self._refuse(scope, send, upload)
             return {"type": "http.disconnect"} if refused else message
 
         async def send_unless_refused(message: Message) -> None:
@@ -66,17 +72,25 @@ class BodyLimitMiddleware:
 
         await self.app(scope, bounded_receive, send_unless_refused)
 
-    async def _refuse(self, send: Send, upload: bool) -> None:
-        if upload:  # as ingestion/upload.py says it
-            detail = (
-                f"The upload is over the limit of {self.max_upload_bytes / (1024 * 1024):.1f} MB per request."
-            )
+    async def _refuse(self, scope: Scope, send: Send, upload: bool) -> None:
+        if upload:
+            detail = upload_over_limit(self.max_upload_bytes)
         else:
             detail = (
                 f"The request body is over the limit of {self.max_bytes:,} bytes (RAG_MAX_REQUEST_BYTES); "
                 "files go to POST /upload."
             )
-        body = json.dumps({"detail": detail}).encode()
+        body = json.dumps(_content(scope["path"], detail)).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _content(path: str, detail: str) -> dict[str, Any]:
+    """The refusal in the shape each API's clients read: OpenAI's error on /v1, a JSON-RPC error on
+    /mcp (the SDKs show its message; any other body loses it), else `{"detail": ...}`."""
+    if is_openai_path(path):
+        return error_content(413, detail)
+    if path.rstrip("/") == MCP_PATH:
+        return error_body(INVALID_REQUEST, detail)
+    return {"detail": detail}

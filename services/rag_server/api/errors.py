@@ -104,7 +104,7 @@ def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         schema = default()  # built once and cached by FastAPI; the edits below are idempotent
         for path, item in schema.get("paths", {}).items():
-            if _is_openai(path):
+            if is_openai_path(path):
                 for operation in item.values():
                     if isinstance(operation, dict):
                         operation.get("responses", {}).pop("422", None)
@@ -123,7 +123,7 @@ VALIDATION_422: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _is_openai(path: str) -> bool:
+def is_openai_path(path: str) -> bool:
     return path.startswith(OPENAI_PREFIX) or path == OPENAI_PREFIX.rstrip("/")
 
 
@@ -134,7 +134,7 @@ def _error(
     headers: dict[str, str] | None = None,
     param: str | None = None,
 ) -> JSONResponse:
-    content = error_content(status, detail, param) if _is_openai(request.url.path) else {"detail": detail}
+    content = error_content(status, detail, param) if is_openai_path(request.url.path) else {"detail": detail}
     return AsciiJSONResponse(status_code=status, content=content, headers=headers)
 
 
@@ -247,14 +247,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = jsonable_encoder(clean_validation_errors(exc.errors()))
-        if _is_openai(request.url.path):
+        if is_openai_path(request.url.path):
             return AsciiJSONResponse(status_code=400, content=validation_error_content(errors))
         return AsciiJSONResponse(status_code=422, content={"detail": errors})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         # FastAPI's own (e.g. a body that is not JSON: 400); /v1 answers them in OpenAI's shape.
-        if not _is_openai(request.url.path):
+        if not is_openai_path(request.url.path):
             return await http_exception_handler(request, exc)
         if exc.status_code == 404:  # no such route (a model that does not exist is a domain 404)
             return AsciiJSONResponse(unknown_url_content(request.method, request.url.path), 404)
@@ -263,7 +263,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
         # Starlette picks the handler by the exception's MRO; a subclass answers as its base does.
         status = next(_DOMAIN_STATUS[t] for t in type(exc).__mro__ if t in _DOMAIN_STATUS)
-        if status == 422 and _is_openai(request.url.path):
+        if status == 422 and is_openai_path(request.url.path):
             status = 400
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return _error(request, status, str(exc), headers, getattr(exc, "param", None))
@@ -297,7 +297,7 @@ def unexpected_error_response(exc: BaseException, path: str = "") -> JSONRespons
     else:
         logger.error("unexpected error", exc_info=exc)
         status, detail = 500, "internal error"
-    content = error_content(status, detail) if _is_openai(path) else {"detail": detail}
+    content = error_content(status, detail) if is_openai_path(path) else {"detail": detail}
     return JSONResponse(status_code=status, content=content, headers=headers)
 
 

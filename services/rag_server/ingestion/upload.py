@@ -38,13 +38,19 @@ def _sizes(size: int, limit: int) -> tuple[str, str]:
 
 
 def check_declared_size(content_length: str | None, settings: Settings) -> None:
-    """Refuse a request whose Content-Length is over the limit, before reading a byte of its body."""
+    """Refuse a request whose Content-Length is over the limit, before reading a byte of its body (one
+    sent without a Content-Length: api/body_limit.py, as it streams)."""
     limit = settings.max_upload_request_bytes
     if content_length and content_length.isdigit() and int(content_length) > limit:
-        size, most = _sizes(int(content_length), limit)
-        raise TooLargeError(
-            f"The upload is {size}, over the limit of {most} per request; send the files in several uploads."
-        )
+        raise TooLargeError(upload_over_limit(limit, int(content_length)))
+
+
+def upload_over_limit(limit: int, size: int | None = None) -> str:
+    """Why an upload request is refused for its size (`size` when it is known)."""
+    if size is None:
+        return f"The upload is over the limit of {_mb(limit)} per request; send the files in several uploads."
+    shown, most = _sizes(size, limit)
+    return f"The upload is {shown}, over the limit of {most} per request; send the files in several uploads."
 
 
 UPLOAD_FIELDS = ("files", "collection", "metadata", "file_metadata", "replace")
@@ -91,16 +97,10 @@ async def read_upload(parts: Sequence[UploadFile | str], settings: Settings) -> 
     files = [p for p in parts if isinstance(p, UploadFile)]
     names = _check_parts(files, settings)
     incoming: list[IncomingFile] = []
-    total = 0
     for name, part in zip(names, files, strict=True):
         content = await _read_limited(part, name, settings.max_upload_bytes)
         if not content:  # before anything is stored: as a task it could only fail
             raise InvalidInputError(f"{name} is empty (0 bytes): there is nothing in it to read.")
-        total += len(content)
-        if total > settings.max_upload_request_bytes:  # no Content-Length (chunked body)
-            raise TooLargeError(
-                f"The upload is over the limit of {_mb(settings.max_upload_request_bytes)} per request."
-            )
         file_type = file_type_for(name)
         assert file_type is not None  # checked by _check_parts
         incoming.append(IncomingFile(name, file_type.name, file_type.content_type, content, None))

@@ -110,6 +110,8 @@ class McpEndpoint:
 
 
 # Implementation-defined JSON-RPC server errors (-32000..-32019; the SDK's own are -32000 and -32001).
+MCP_PATH = "/mcp"
+INVALID_REQUEST = -32600  # JSON-RPC's own: a request too large to read
 UNAUTHENTICATED = -32010
 UNAVAILABLE = -32011  # the database is unavailable or did not answer in time: retry
 
