@@ -106,7 +106,7 @@ async def test_store_results_are_typed(runtime: Runtime) -> None:
         ],
     )
     assert [(r.duplicate, r.document_id, r.status) for r in check.results] == [
-        (True, batch.tasks[0].document_id, "queued"),
+        (False, batch.tasks[0].document_id, "queued"),
         (False, None, None),
     ]
     listed = await documents.list_documents(runtime.pool, limit=1, offset=0, sort="name", descending=False)

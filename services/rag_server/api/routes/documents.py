@@ -234,7 +234,8 @@ async def replace_file(
     responses=error_responses(400, 404, 503),
 )
 async def check_duplicates(body: DuplicateCheck, pool: PoolDep) -> DuplicateCheckResult:
-    """Which of these files are already stored in the collection (by sha256), so a client can skip
-    re-uploading them."""
+    """Which of these files are already stored in the collection (by sha256) and ready, so a client can
+    skip re-uploading them; a copy of a document still queued or processing is worth sending (its batch
+    then follows that document, and says so if it fails)."""
     (collection_id,) = await resolve_ids(pool, [body.collection])
     return await documents.check_duplicates(pool, body.files, collection_id)
