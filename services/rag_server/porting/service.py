@@ -37,8 +37,8 @@ async def _run(
     report: Report,
 ) -> ImportCounts:
     async with _target(runtime, collection, report) as collection_id:
-        plan = generation_plan(source_model, source_dim, await live_generations(runtime.pool))
-        plan = await checked_plan(runtime, source, plan)
+        live = await live_generations(runtime.pool)
+        plan = await checked_plan(runtime, source, generation_plan(source_model, source_dim, live), live)
         report(plan.reason)
         counts = await import_source(runtime, source, collection_id, plan, group_by=group_by, quiet=quiet)
         _report_counts(counts, collection, report)

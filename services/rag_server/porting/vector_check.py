@@ -12,12 +12,13 @@ text, as LlamaIndex does), another model's coordinates near 0.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
 
 from rag_server.generations.active import embedder_for
-from rag_server.generations.store import live_generations
+from rag_server.generations.store import Generation
 from rag_server.infra.runtime import Runtime
 from rag_server.porting.importer import Source
 from rag_server.porting.models import SourceRecord, VectorPlan
@@ -62,12 +63,14 @@ def _usable(record: SourceRecord, dim: int) -> tuple[str, np.ndarray] | None:
     return text, vector
 
 
-async def checked_plan(runtime: Runtime, source: Source, plan: VectorPlan) -> VectorPlan:
-    """`plan`, unless it reuses vectors that a sample shows are not its generation's model's: then the
-    plan that embeds every chunk here, with the sentence that says why."""
+async def checked_plan(
+    runtime: Runtime, source: Source, plan: VectorPlan, live: Sequence[Generation]
+) -> VectorPlan:
+    """`plan` (made against the `live` generations), unless it reuses vectors that a sample shows are not
+    its generation's model's: then the plan that embeds every chunk here, with the sentence that says why."""
     if not plan.reuse or plan.generation_id is None:
         return plan
-    generation = next((g for g in await live_generations(runtime.pool) if g.id == plan.generation_id), None)
+    generation = next((g for g in live if g.id == plan.generation_id), None)
     if generation is None:
         return plan
     sample = await _sample(source, generation.dim)
