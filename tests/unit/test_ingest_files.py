@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +52,43 @@ def test_a_file_that_cannot_be_read_is_skipped_not_a_traceback(tmp_path: Path) -
     found, skipped, _ = collect_files([tmp_path])
     assert found == [LocalFile(tmp_path / "ok.txt", "ok.txt")]
     assert skipped == [locked]
+
+
+def _collected_without_root_s_reach(paths: list[Path]) -> tuple[list[str], list[str]]:
+    """collect_files(paths) as names (found, skipped), run where permissions hold: for root (who lists
+    any folder) in a child without the capabilities that pass over them."""
+    code = (
+        "import json, sys; from rag_server.ingestion.cli import collect_files;"
+        "found, skipped, _ = collect_files(sys.argv[1:]);"
+        "print(json.dumps([[f.name for f in found], [str(p) for p in skipped]]))"
+    )
+    command = [sys.executable, "-c", code, *map(str, paths)]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root, without setpriv to drop the capability to read any folder")
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env=os.environ).stdout
+    found, skipped = json.loads(out)
+    return found, skipped
+
+
+def test_a_folder_that_cannot_be_listed_is_reported_not_left_out_unsaid(tmp_path: Path) -> None:
+    # rglob passed over a folder it may not list without a word: its files were not sent, and nothing
+    # said so (QA 4).
+    (tmp_path / "ok.txt").write_text("ok")
+    for locked in (tmp_path / "locked", tmp_path / ".cache" / "locked"):
+        locked.mkdir(parents=True)
+        (locked / "secret.txt").write_text("secret")
+        locked.chmod(0)
+    try:
+        found, skipped = _collected_without_root_s_reach([tmp_path])
+        # A hidden folder's content is left out anyway: not a line of its own.
+        assert (found, skipped) == (["ok.txt"], [str(tmp_path / "locked")])
+        # The folder given itself: it said "nothing to ingest", as if it were empty.
+        assert _collected_without_root_s_reach([tmp_path / "locked"]) == ([], [str(tmp_path / "locked")])
+    finally:
+        (tmp_path / "locked").chmod(0o700)
+        (tmp_path / ".cache" / "locked").chmod(0o700)
 
 
 def test_a_file_given_by_itself_is_named_by_its_own_name(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ do the processing.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import time
@@ -68,11 +69,9 @@ def collect_files(paths: Iterable[str | Path]) -> tuple[list[LocalFile], list[Pa
         candidates = [path]
         inside_folder = path.is_dir()
         if inside_folder:
-            # A dangling link is kept, to be reported as missing (it was left out without a word).
-            inside = sorted(p for p in path.rglob("*") if p.is_file() or (p.is_symlink() and not p.exists()))
-            candidates = [
-                p for p in inside if not any(part.startswith(".") for part in p.relative_to(path).parts)
-            ]
+            inside, unlisted = _walk(path)
+            skipped += [p for p in unlisted if not _hidden(p, path)]
+            candidates = [p for p in inside if not _hidden(p, path)]
             hidden += len(inside) - len(candidates)
         for p in candidates:
             resolved = p.resolve()
@@ -86,6 +85,25 @@ def collect_files(paths: Iterable[str | Path]) -> tuple[list[LocalFile], list[Pa
                 name = sanitize_filename(p.relative_to(path).as_posix() if inside_folder else p.name)
                 found.append(LocalFile(p, name))
     return found, skipped, hidden
+
+
+def _hidden(path: Path, folder: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+
+def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(the files under `folder`, sorted, a dangling link among them to be reported as missing; the
+    folders that could not be listed). pathlib's rglob passes over a folder it may not list without a
+    word, so its files were left out unsaid (and "nothing to ingest" for the folder given itself)."""
+    files: list[Path] = []
+    unlisted: list[Path] = []
+
+    def unlistable(error: OSError) -> None:
+        unlisted.append(Path(error.filename))
+
+    for root, _, names in os.walk(folder, onerror=unlistable):
+        files += (Path(root, n) for n in names)
+    return sorted(p for p in files if p.is_file() or (p.is_symlink() and not p.exists())), sorted(unlisted)
 
 
 def _readable(path: Path) -> bool:
