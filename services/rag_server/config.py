@@ -99,8 +99,8 @@ class Settings(BaseSettings):
     queue_name: str = Field(default="ingest", pattern=r"^[a-z_][a-z0-9_]{0,39}$")
     max_upload_bytes: int = 50 * 1024 * 1024
     max_files_per_upload: int = 1000
-    # The whole POST /upload body: a larger Content-Length is refused (413) before reading it; a chunked
-    # body, once it passes this (api/body_limit.py).
+    # An upload's whole body (a route taking files: api/upload_routes.py): a larger Content-Length is
+    # refused (413) before reading it; a chunked body, once it passes this (api/body_limit.py).
     max_upload_request_bytes: int = 512 * 1024 * 1024
     # Tokens (tiktoken). 128/16 measured best with MiniLM (its window is 256 word pieces; bigger chunks
     # get truncated when embedded): see CLAUDE.md "Ingestion" for the table.

@@ -6,8 +6,10 @@ limits."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -82,6 +84,31 @@ async def test_an_upload_keeps_its_own_limits(client: httpx.AsyncClient, editor_
         "/upload", files={"files": ("herons.txt", text)}, headers={"Authorization": f"Bearer {editor_key}"}
     )
     assert reply.status_code == 202, reply.text
+
+
+async def test_every_route_taking_files_and_no_other_gets_the_upload_bound(client: httpx.AsyncClient) -> None:
+    """Read from the app's own OpenAPI: the body limit had its own copy of the upload routes' paths, so a
+    renamed or new one was refused at RAG_MAX_REQUEST_BYTES."""
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    operations = [
+        (method.upper(), path, "multipart/form-data" in operation.get("requestBody", {}).get("content", {}))
+        for path, item in paths.items()
+        for method, operation in item.items()
+    ]
+    uploads = {f"{method} {path}" for method, path, takes_files in operations if takes_files}
+    assert {"POST /upload", "PUT /documents/{document_id}/file"} <= uploads
+    body = b"x" * (LIMIT + 1)
+    for method, path, takes_files in operations:
+        url = re.sub(r"\{[^}/]+\}", str(uuid4()), path)
+        reply = await client.request(method, url, content=body)
+        if takes_files:
+            # Past the body limit: the route asks for a key before it reads a byte.
+            assert reply.status_code == 401, (method, path, reply.text)
+            # And with a trailing slash: the router's redirect, not a 413.
+            assert (await client.request(method, f"{url}/", content=body)).status_code == 307, (method, path)
+        else:
+            assert reply.status_code == 413, (method, path, reply.text)
+            assert "RAG_MAX_REQUEST_BYTES" in reply.text, (method, path, reply.text)
 
 
 async def test_the_openai_package_reads_why(live_app_url: str, editor_key: str) -> None:

@@ -34,6 +34,7 @@ from rag_server.api.routes import (
     tasks,
     upload,
 )
+from rag_server.api.upload_routes import UploadRoutes
 from rag_server.chat.service import ChatService
 from rag_server.config import Settings, get_settings
 from rag_server.infra.embeddings import Embedder
@@ -100,6 +101,18 @@ def create_app(
                     await app.state.chat.drain()
 
     app = FastAPI(title="rag-server", version=__version__, lifespan=lifespan)
+    # Ours: they refuse unknown query parameters (below), and the body limit finds the uploads among them.
+    own_routers = (
+        status.router,
+        collections.router,
+        keys.router,
+        upload.router,
+        tasks.router,
+        admin.router,
+        documents.router,
+        chat.router,
+        search.router,
+    )
     install_error_handlers(app)
     # Outside the error handlers' middleware (its answers lose their body too), inside the others.
     app.add_middleware(HeadAsGetMiddleware)
@@ -114,6 +127,9 @@ def create_app(
         BodyLimitMiddleware,
         max_bytes=settings.max_request_bytes,
         max_upload_bytes=settings.max_upload_request_bytes,
+        # The routes as declared: FastAPI may keep an included router whole in app.routes (0.165 does).
+        # Included without a prefix, so a route's own path is its URL's.
+        uploads=UploadRoutes(route for router in own_routers for route in router.routes),
     )
     # Prometheus (GET /metrics): this app's own registry; around every route, so it times whole requests.
     app.state.metrics = Metrics()
@@ -122,17 +138,6 @@ def create_app(
     # Probes and scrapers (health, metrics) may add parameters of their own, and answer without a key.
     app.include_router(metrics.metrics_router(settings.metrics_public))
     app.include_router(health.router)
-    own_routers = (
-        status.router,
-        collections.router,
-        keys.router,
-        upload.router,
-        tasks.router,
-        admin.router,
-        documents.router,
-        chat.router,
-        search.router,
-    )
     for router in own_routers:
         app.include_router(router, dependencies=[Depends(refuse_unknown_query)], responses=VALIDATION_422)
     # Not /v1: OpenAI's clients may send query parameters of OpenAI's or Azure's (`api-version`).

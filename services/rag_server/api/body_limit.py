@@ -4,44 +4,40 @@ FastAPI reads and parses a route's JSON body before it runs any dependency, auth
 without a bound anyone who could reach the port made the server hold and parse a body of any size: 200 MB
 of `[1,1,...]` with no key took the API process from 0.3 to 1.5 GB before its 401. A Content-Length over
 the bound is a 413 before a byte is read; a body sent without one (chunked) is read up to the bound and
-then refused the same way. The uploads (POST /upload, PUT /documents/{id}/file) have their own bound,
-RAG_MAX_UPLOAD_REQUEST_BYTES: their routes refuse a Content-Length over it once the key is checked
-(ingestion/upload.py), and a body sent without one is counted here as it streams in (it was read to its end,
-the files spooled to disk, before the 413: an editor could fill the disk).
+then refused the same way. The uploads (the routes taking a multipart body: api/upload_routes.py) have
+their own bound, RAG_MAX_UPLOAD_REQUEST_BYTES: their routes refuse a Content-Length over it once the key is
+checked (ingestion/upload.py), and a body sent without one is counted here as it streams in (it was read to
+its end, the files spooled to disk, before the 413: an editor could fill the disk).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_server.api.errors import is_openai_path
+from rag_server.api.upload_routes import UploadRoutes
 from rag_server.ingestion.upload import upload_over_limit
 from rag_server.mcp_server.endpoint import INVALID_REQUEST, MCP_PATH, error_body
 from rag_server.openai_compat.models import error_content
 
-_UPLOADS = re.compile(r"^/(upload|documents/[^/]+/file)/?$")
-
-
-def is_upload(method: str, path: str) -> bool:
-    match = _UPLOADS.match(path)
-    return match is not None and method == ("POST" if match.group(1) == "upload" else "PUT")
-
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int) -> None:
+    """`uploads`: the app's upload routes, found once all its routes are in (api/app.py)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int, uploads: UploadRoutes) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_upload_bytes = max_upload_bytes
+        self.uploads = uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = is_upload(scope["method"], scope["path"])
+        upload = self.uploads.matches(scope)
         limit = self.max_upload_bytes if upload else self.max_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
         if not upload and declared.isdigit() and int(declared) > limit:

@@ -21,6 +21,7 @@ from rag_server.api.deps import (
 )
 from rag_server.api.downloads import attachment
 from rag_server.api.errors import EITHER_422, error_responses
+from rag_server.api.upload_routes import multipart_body
 from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.collections.store import resolve_ids
 from rag_server.ingestion import documents, metadata_edits
@@ -180,26 +181,21 @@ async def update_documents_metadata(body: MetadataUpdates, pool: PoolDep) -> Upd
     return await metadata_edits.update_many(pool, collection_id, body)
 
 
-_FILE_BODY = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "metadata": {
-                            "type": "string",
-                            "description": "A JSON object: the document's metadata once the new file is in "
-                            "(absent: it keeps its own).",
-                        },
-                    },
-                    "required": ["file"],
-                }
-            }
-        }
+# An upload: api/upload_routes.py gives its body the upload bound.
+_FILE_BODY = multipart_body(
+    {
+        "type": "object",
+        "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "metadata": {
+                "type": "string",
+                "description": "A JSON object: the document's metadata once the new file is in "
+                "(absent: it keeps its own).",
+            },
+        },
+        "required": ["file"],
     }
-}
+)
 
 
 @router.put(

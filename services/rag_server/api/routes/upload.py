@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 
 from rag_server.api.deps import PoolDep, QueueDep, SettingsDep, require
 from rag_server.api.errors import EITHER_422, error_responses
+from rag_server.api.upload_routes import multipart_body
 from rag_server.collections.store import resolve
 from rag_server.ingestion.batches import create_upload_batch
 from rag_server.ingestion.models import UploadResponse
@@ -20,49 +21,44 @@ from rag_server.ingestion.upload import (
 
 router = APIRouter(tags=["ingestion"], dependencies=[require("editor")], responses=error_responses(401, 403))
 
-_MULTIPART_BODY = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                        "collection": {
-                            "type": "string",
-                            "default": "default",
-                            "description": "The collection (name or id) the files go into.",
-                        },
-                        "metadata": {
-                            "type": "string",
-                            "description": "A JSON object given to every file of the upload, e.g. "
-                            '{"team": "x"} (string keys, at most 8 levels, at most 16 KiB as JSON). '
-                            "Search filters match it. A file already stored (a 'duplicate' task) keeps "
-                            "its own metadata: change it with PATCH /documents/{id}. The same bytes as a "
-                            "failed document queue it again under this upload's name, type and metadata.",
-                        },
-                        "file_metadata": {
-                            "type": "string",
-                            "description": "A JSON object of file name -> object, e.g. "
-                            '{"a.pdf": {"year": 2020}}: that file\'s own keys, on top of `metadata` '
-                            "(the file's value wins). A name that is no file of the upload: 422.",
-                        },
-                        "replace": {
-                            "type": "string",
-                            "enum": ["true", "false"],
-                            "default": "false",
-                            "description": "true: a file named like a document of the collection replaces "
-                            "that document's file (same id, version + 1 once processed; the old version "
-                            "stays searchable until then). Identical bytes: a 'duplicate' task, nothing "
-                            "changes. Without metadata, the document keeps its own.",
-                        },
-                    },
-                    "required": ["files"],
-                }
-            }
-        }
+# An upload: api/upload_routes.py gives its body the upload bound.
+_MULTIPART_BODY = multipart_body(
+    {
+        "type": "object",
+        "properties": {
+            "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+            "collection": {
+                "type": "string",
+                "default": "default",
+                "description": "The collection (name or id) the files go into.",
+            },
+            "metadata": {
+                "type": "string",
+                "description": "A JSON object given to every file of the upload, e.g. "
+                '{"team": "x"} (string keys, at most 8 levels, at most 16 KiB as JSON). '
+                "Search filters match it. A file already stored (a 'duplicate' task) keeps "
+                "its own metadata: change it with PATCH /documents/{id}. The same bytes as a "
+                "failed document queue it again under this upload's name, type and metadata.",
+            },
+            "file_metadata": {
+                "type": "string",
+                "description": "A JSON object of file name -> object, e.g. "
+                '{"a.pdf": {"year": 2020}}: that file\'s own keys, on top of `metadata` '
+                "(the file's value wins). A name that is no file of the upload: 422.",
+            },
+            "replace": {
+                "type": "string",
+                "enum": ["true", "false"],
+                "default": "false",
+                "description": "true: a file named like a document of the collection replaces "
+                "that document's file (same id, version + 1 once processed; the old version "
+                "stays searchable until then). Identical bytes: a 'duplicate' task, nothing "
+                "changes. Without metadata, the document keeps its own.",
+            },
+        },
+        "required": ["files"],
     }
-}
+)
 
 
 @router.post(
