@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from uuid import uuid4
 
 import asyncpg
 import httpx
@@ -178,6 +180,31 @@ async def test_a_query_parameter_a_route_does_not_take_is_a_422_naming_what_it_t
     assert "422" not in paths["/v1/models"]["get"]["responses"]
     # /v1 keeps OpenAI's leniency: its clients may send query parameters of OpenAI's or Azure's.
     assert (await app_client.get("/v1/models", params={"api-version": "2024-10-21"})).status_code == 200
+
+
+async def test_every_route_taking_files_says_its_fields_are_form_fields(
+    app: FastAPI, app_client: httpx.AsyncClient
+) -> None:
+    """The routes with a multipart body in the app's OpenAPI, not only the one whose path was "/upload"
+    (the hint was chosen by that path: PUT /documents/{id}/file went without it)."""
+    uploads = [
+        (method.upper(), path)
+        for path, item in app.openapi()["paths"].items()
+        for method, operation in item.items()
+        if "multipart/form-data" in operation.get("requestBody", {}).get("content", {})
+    ]
+    assert {("POST", "/upload"), ("PUT", "/documents/{document_id}/file")} <= set(uploads)
+    for method, path in uploads:
+        url = re.sub(r"\{[^}/]+\}", str(uuid4()), path)
+        reply = await app_client.request(method, url, params={"metadata": '{"team": "a"}'})
+        assert reply.status_code == 422, (method, path, reply.text)
+        (error,) = reply.json()["detail"]
+        assert error["loc"] == ["query", "metadata"], (method, path)
+        assert error["msg"].endswith(" (the upload's fields are form fields)"), (method, path, error)
+    # Not on a route that takes no files.
+    reply = await app_client.get("/documents", params={"colection": "hr"})
+    assert reply.status_code == 422, reply.text
+    assert "form fields" not in reply.json()["detail"][0]["msg"]
 
 
 async def test_hostile_search_filters_are_a_4xx_or_cleaned(app_client: httpx.AsyncClient) -> None:

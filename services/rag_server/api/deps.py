@@ -15,6 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from rag_server.access import keys
 from rag_server.access.exposure import is_loopback, open_mode_refusal
 from rag_server.access.models import OPEN, Principal, Role
+from rag_server.api.upload_routes import is_upload
 from rag_server.chat.service import ChatService
 from rag_server.config import Settings
 from rag_server.errors import ForbiddenError
@@ -182,7 +183,7 @@ async def refuse_unknown_query(
         values = request.query_params.getlist(name)
         if name not in taken:
             takes = f"it takes {', '.join(sorted(taken))}" if taken else "it takes none"
-            hint = " (the upload's fields are form fields)" if route.path == "/upload" else ""
+            hint = " (the upload's fields are form fields)" if is_upload(route) else ""
             said = f"not a query parameter of this route: {takes}{hint}"
             errors += [
                 {"type": "extra_forbidden", "loc": ("query", name), "msg": said, "input": v} for v in values
