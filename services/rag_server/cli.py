@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -11,14 +10,18 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
+# Only what main() needs before it catches the stop signals: pydantic, the settings and asyncio (~0.4 s
+# on a loaded host) are imported after, so a stop during their imports is caught too.
+from rag_server.infra.lifetime import StoppedBeforeReady, StopSignals
 
-from rag_server.config import ConfigError, Settings, env_name, get_settings
+if TYPE_CHECKING:
+    from rag_server.config import Settings
 
 logger = logging.getLogger("rag_server")
 
-Handler = Callable[[argparse.Namespace, Settings], int]
+Handler = Callable[[argparse.Namespace, "Settings"], int]
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -32,6 +35,8 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
     from rag_server.infra.capabilities import capability_report
     from rag_server.infra.runtime import open_runtime
 
@@ -55,11 +60,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.infra.embeddings import check_local_model
 
     check_local_model(settings)
-    serve_api(settings, args.host, args.port)
+    serve_api(settings, args.host, args.port, args.stop_signals)
     return 0
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
     from rag_server.infra.embeddings import check_local_model
     from rag_server.ingestion.worker import run_worker
 
@@ -70,7 +77,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
         die_with_parent(args.parent, signal.SIGTERM)  # `up` killed by -9 (or the OOM killer) runs no stop
     check_local_model(settings)
-    asyncio.run(run_worker(settings))
+    asyncio.run(run_worker(settings, args.stop_signals))
     return 0
 
 
@@ -98,6 +105,8 @@ def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
     from rag_server.infra.backup import backup, backup_target
     from rag_server.infra.database import resolve_database_url
 
@@ -108,6 +117,8 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
     from rag_server.infra.backup import restore
     from rag_server.infra.backup_archive import check_source
     from rag_server.infra.database import resolve_database_url
@@ -158,12 +169,13 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.stack import run_stack
 
     check_local_model(settings)  # before the database, the worker and the server start
-    run_stack(settings, args.host, args.port)
+    run_stack(settings, args.host, args.port, args.stop_signals)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     from rag_server.cli_args import whole_number
+    from rag_server.config import get_settings
 
     parser = argparse.ArgumentParser(prog="rag-server", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -180,10 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("serve", cmd_serve, "run the API server (applies migrations first)"),
     ):
         p = add(name, handler, help_text)
+        p.set_defaults(stops_in_order=True)
         p.add_argument("--host", default=settings_defaults.host)
         p.add_argument("--port", type=whole_number(1, 65535), default=settings_defaults.port)
 
     p = add("worker", cmd_worker, "run an ingestion worker (applies migrations first)")
+    p.set_defaults(stops_in_order=True)
     p.add_argument("--concurrency", type=int, default=None, help="tasks processed at once")
     p.add_argument("--parent", type=int, default=None, help=argparse.SUPPRESS)  # `up`: stop when it dies
     p = add("ingest", cmd_ingest, "upload files/folders (recursive) to a running server and wait for them")
@@ -237,7 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_settings() -> Settings:
     """The settings; a variable they refuse (RAG_PORT=abc) is one `error:` line naming it, exit 2."""
+    from pydantic import ValidationError
+
     from rag_server.cli_args import refusal
+    from rag_server.config import Settings, env_name, get_settings
 
     try:
         return get_settings()
@@ -248,9 +265,16 @@ def load_settings() -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    load_settings()  # before the parser, whose defaults come from the settings
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    # First: the parser's imports take a second or more, and a supervisor may stop `worker`, `serve` or
+    # `up` during them (or during migrations, the model's load) just as well as later.
+    signals = StopSignals().install()
+    try:
+        load_settings()  # before the parser, whose defaults come from the settings
+        args = build_parser().parse_args(argv)
+    except BaseException:  # -h, a bad argument: the caller's handlers back (a test calls main itself)
+        signals.restore()
+        raise
+    from rag_server.config import ConfigError, get_settings
     from rag_server.infra.logs import configure_logging
 
     configure_logging(get_settings(), verbose=args.verbose)
@@ -259,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from rag_server.infra.capabilities import SchemaMismatchError
 
     try:
+        if getattr(args, "stops_in_order", False):
+            args.stop_signals = signals
+        else:
+            signals.restore()  # a short command: the usual Ctrl-C and SIGTERM
         code = args.handler(args, get_settings())
         sys.stdout.flush()  # a reader gone early (`| head`) shows here, not at the interpreter's exit
         sys.exit(code)
@@ -273,6 +301,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ClientError, BackupError) as exc:  # a running server's answer; backup/restore refusals
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except StoppedBeforeReady:
+        logger.info("rag-server %s stopped before it was ready", args.command)
+        sys.exit(0)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:

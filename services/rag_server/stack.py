@@ -17,6 +17,7 @@ from rag_server.infra.embedded_postgres import (
     ensure_embedded_postgres,
     restart_embedded_postgres,
 )
+from rag_server.infra.lifetime import StopSignals
 from rag_server.infra.migrations import upgrade_to_head
 
 logger = logging.getLogger(__name__)
@@ -123,37 +124,38 @@ class DatabaseWatch:
         self._thread.join()
 
 
-def run_stack(settings: Settings, host: str, port: int) -> None:
+def run_stack(settings: Settings, host: str, port: int, signals: StopSignals) -> None:
+    """Until SIGTERM or Ctrl-C (`signals`, caught since the process started): a stop during the start-up
+    lets the step under way finish (the database's start, migrations), then undoes what was started."""
     from rag_server.access.exposure import refuse_open_exposure
-    from rag_server.api.server import exit_on_sigterm, listen, serve_api
+    from rag_server.api.server import listen, serve_api
 
-    # From the start: a SIGTERM while the database starts or migrates also runs the `finally` below.
-    exit_on_sigterm()
     sock = listen(host, port)  # a port in use: nothing else starts
     watch: DatabaseWatch | None = None
-    if settings.database_url:
-        url = settings.database_url
-    else:
-        embedded = ensure_embedded_postgres(settings.embedded_pgdata, settings.embedded_listen)
-        url = embedded.uri
-        logger.info(
-            "embedded PostgreSQL 18 in %s (%s)",
-            embedded.pgdata,
-            "started" if embedded.started_here else "already running: left running at the end",
-        )
-        watch = DatabaseWatch(embedded, settings.embedded_listen)
-        watch.start()
     try:
+        if settings.database_url:
+            url = settings.database_url
+        else:
+            embedded = ensure_embedded_postgres(settings.embedded_pgdata, settings.embedded_listen)
+            url = embedded.uri
+            logger.info(
+                "embedded PostgreSQL 18 in %s (%s)",
+                embedded.pgdata,
+                "started" if embedded.started_here else "already running: left running at the end",
+            )
+            watch = DatabaseWatch(embedded, settings.embedded_listen)
+            watch.start()
+        signals.check()
         # Migrate once here so the worker and the server start on a ready schema.
         upgrade_to_head(url, settings)
         settings = settings.model_copy(update={"host": host, "port": port})
         refuse_open_exposure(settings)  # before the worker starts: no key and not loopback, no stack
+        signals.check()
         supervisor = WorkerSupervisor()
         supervisor.start()
         try:
             logger.info("rag-server on http://%s:%s with one worker; Ctrl-C stops all", host, port)
-            # SIGTERM ends it with SystemExit(0), which unwinds through the `finally` blocks below.
-            serve_api(settings, host, port, exposure_checked=True, sock=sock)
+            serve_api(settings, host, port, signals, exposure_checked=True, sock=sock)
         finally:
             supervisor.stop()
     finally:

@@ -12,28 +12,13 @@ from __future__ import annotations
 
 import errno
 import logging
-import signal
 import socket
 import sys
-from types import FrameType
 
 from rag_server.config import Settings
+from rag_server.infra.lifetime import StopSignals
 
 logger = logging.getLogger(__name__)
-
-
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
-
-
-def exit_on_sigterm() -> None:
-    """SIGTERM raises SystemExit(0) in the main thread, so `finally` blocks run and the exit is clean.
-
-    uvicorn re-raises the signal after its graceful shutdown. With the default SIGTERM handler that
-    kills the process (exit -15) and skips the callers' `finally` blocks (`up` stops its worker and
-    database there); as SystemExit(0) it unwinds through them and reports a clean stop.
-    """
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -57,11 +42,13 @@ def serve_api(
     settings: Settings,
     host: str,
     port: int,
+    signals: StopSignals,
     *,
     exposure_checked: bool = False,
     sock: socket.socket | None = None,
 ) -> None:
-    """Run the API until SIGTERM or Ctrl-C; returns (or raises SystemExit(0)) after a clean shutdown.
+    """Run the API until SIGTERM or Ctrl-C (`signals`, caught since the process started); returns after a
+    clean shutdown, or raises StoppedBeforeReady when stopped before uvicorn started (migrations).
     Bound beyond loopback with no API key it does not start (SystemExit(2), with how to create one).
     `sock`: the socket `listen` bound (else it binds here); a start-up failure exits 3, as uvicorn's."""
     import uvicorn
@@ -71,7 +58,7 @@ def serve_api(
     from rag_server.infra.database import resolve_database_url
     from rag_server.infra.migrations import upgrade_to_head
 
-    exit_on_sigterm()
+    signals.check()
     announce = sock is None  # `up` says where it listens itself
     if sock is None:
         sock = listen(host, port)
@@ -82,6 +69,7 @@ def serve_api(
         # it; another model's) is then the CLI's one line, not a traceback out of uvicorn's.
         upgrade_to_head(resolve_database_url(settings), settings)
         refuse_open_exposure(settings)
+        signals.check()  # a stop during migrations: they finished, the app never starts
     config = uvicorn.Config(
         create_app(settings, migrate=False),
         host=host,
@@ -96,7 +84,14 @@ def serve_api(
     server = uvicorn.Server(config)
     if announce:
         logger.info("rag-server on http://%s:%s", host, port)
-    with sock:
+
+    # While uvicorn runs its own handlers catch the signals (stopping it gracefully, then raising the
+    # signal again: `signals` records it, where the default SIGTERM killed the process, exit -15, before
+    # `up` stopped its worker and database). A signal just before they are installed stops it too.
+    def stop_server() -> None:
+        server.should_exit = True
+
+    with sock, signals.calling(stop_server):
         server.run(sockets=[sock])
     if not server.started:
         raise SystemExit(3)

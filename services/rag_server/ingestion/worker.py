@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from uuid import UUID
@@ -28,6 +27,7 @@ from rag_server.generations.backfill import handle_reembed, is_reembed, write_fo
 from rag_server.infra.database import is_transient_db_error, runtime_url, transaction
 from rag_server.infra.embeddings import EmbeddingError
 from rag_server.infra.heap import startup_heap_frozen
+from rag_server.infra.lifetime import StopSignals, unless_stopped
 from rag_server.infra.log_context import current_request_id, log_context, valid_request_id
 from rag_server.infra.queue import Message
 from rag_server.infra.runtime import Runtime, open_runtime
@@ -61,13 +61,15 @@ def message_log_ids(msg: Message) -> dict[str, str | None]:
 
 
 class Worker:
-    def __init__(self, runtime: Runtime, lease: WorkerLease | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, lease: WorkerLease | None = None, stopping: asyncio.Event | None = None
+    ) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
         self.lease = lease
         # Every file is parsed and chunked in this child, with a time and a memory limit.
         self.parser = ParseProcess(runtime.settings)
-        self.stopping = asyncio.Event()
+        self.stopping = asyncio.Event() if stopping is None else stopping
         self.code_changed = False  # stopped because rag_server's files changed under it
         self._heartbeats: dict[int, asyncio.Task[None]] = {}
 
@@ -130,22 +132,6 @@ class Worker:
                     await pack_if_due(self.runtime.pool, s)
             except Exception as exc:  # the database is down: try again next round
                 logger.warning("BM25 pack failed (%s: %s)", exc.__class__.__name__, exc)
-
-    async def unless_stopped(self, step: Awaitable[None]) -> bool:
-        """Run `step` unless a stop is asked for first (it is cancelled then); True when it ran."""
-        running = asyncio.ensure_future(step)
-        stopped = asyncio.ensure_future(self.stopping.wait())
-        try:
-            await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
-        if not running.done():
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
-            return False
-        running.result()  # its exception, if it failed
-        return True
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -350,33 +336,38 @@ class Worker:
                 await self._sleep(1.0)
 
 
-async def run_worker(settings: Settings) -> None:
-    """Run until SIGTERM/SIGINT; in-flight tasks finish (or are released) before returning."""
-    async with open_runtime(settings, migrate=True, load_embedder="documents") as runtime:
-        lease = WorkerLease(runtime_url(runtime.database_url, settings))
-        # Before the first task: the lock is what tells other workers this one is alive.
-        await lease.acquire()
+async def run_worker(settings: Settings, signals: StopSignals) -> None:
+    """Run until SIGTERM/SIGINT; in-flight tasks finish (or are released) before returning. A stop while
+    it starts raises StoppedBeforeReady once what it opened is closed: it never goes on to take tasks."""
+    signals.check()  # stopped while its imports ran: not even the database is looked up
+    with signals.in_loop() as stopping:
+        async with contextlib.AsyncExitStack() as opened:
+            runtime, lease = await unless_stopped(stopping, _start(settings, opened))
+            await _run(runtime, settings, lease, stopping)
+
+
+async def _start(settings: Settings, opened: contextlib.AsyncExitStack) -> tuple[Runtime, WorkerLease]:
+    """Migrations, the pool, the model, the liveness lock; each closed by `opened` (a stop cancels this
+    at any step: the steps in threads, a migration or the model's load, end on their own)."""
+    opening = open_runtime(settings, migrate=True, load_embedder="documents")
+    runtime = await opened.enter_async_context(opening)
+    lease = WorkerLease(runtime_url(runtime.database_url, settings))
+    opened.push_async_callback(lease.close)
+    # Before the first task: the lock is what tells other workers this one is alive.
+    await lease.acquire()
+    return runtime, lease
+
+
+async def _run(runtime: Runtime, settings: Settings, lease: WorkerLease, stopping: asyncio.Event) -> None:
+    worker = Worker(runtime, lease, stopping)
+    try:
         try:
-            await _run(runtime, settings, lease)
-        finally:
-            await lease.close()
-
-
-async def _run(runtime: Runtime, settings: Settings, lease: WorkerLease) -> None:
-    worker = Worker(runtime, lease)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stopping.set)
-    try:
-        # Ready means ready to parse and chunk too (the child's imports and warm-up: seconds), as the
-        # model is loaded by now. A stop asked for meanwhile is not kept waiting for them.
-        if not await worker.unless_stopped(worker.parser.start()):
-            logger.info("worker stopped before it was ready")
-            return
-    except CodeChanged as exc:  # upgraded while it started (migrations, the model): restart on the new code
-        logger.error("%s; exiting so that it restarts on the new code", exc)
-        raise SystemExit(EXIT_CODE_CHANGED) from None
-    try:
+            # Ready means ready to parse and chunk too (the child's imports and warm-up: seconds), as the
+            # model is loaded by now. A stop asked for meanwhile is not kept waiting for them.
+            await unless_stopped(stopping, worker.parser.start())
+        except CodeChanged as exc:  # upgraded while it started (migrations, the model): restart on it
+            logger.error("%s; exiting so that it restarts on the new code", exc)
+            raise SystemExit(EXIT_CODE_CHANGED) from None
         with startup_heap_frozen():
             logger.info(
                 "worker ready: id %s, queue %s, concurrency %d, visibility timeout %d s",
