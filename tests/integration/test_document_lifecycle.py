@@ -727,6 +727,62 @@ def test_a_duplicate_of_a_queued_document_is_unfinished_until_it_is_then_fails_w
     assert task["error"].endswith("Upload this file again to process it as 'pangolin.txt'."), task
 
 
+def test_a_finished_batch_holding_a_duplicate_stays_finished_when_its_document_is_queued_again(
+    client: TestClient, worker: PausedWorker
+) -> None:
+    # The duplicate followed its document's current status: when the failed tapir.pptx was uploaded
+    # again, the batch of tapir.txt went from "failed" back to "processing", after the web app and
+    # `rag-server ingest` had reported it finished. It follows the task that was current when it was
+    # uploaded, which is over.
+    content = b"Plain field notes about tapir snouts, sent twice under two names."
+    first = upload(client, {"tapir.pptx": content}).json()
+    second = upload(client, {"tapir.txt": content}).json()
+    assert second["tasks"][0]["status"] == "duplicate", second
+    with worker.running():
+        assert wait_batch(client, first["batch_id"])["status"] == "failed"
+        finished = wait_batch(client, second["batch_id"])
+    [duplicate] = finished["tasks"]
+    assert (finished["status"], finished["done"], duplicate["status"]) == ("failed", True, "failed"), finished
+    again = upload(client, {"tapir.pptx": content}).json()
+    [requeued] = again["tasks"]
+    assert (requeued["status"], requeued["document_id"]) == ("queued", first["tasks"][0]["document_id"])
+    assert client.get(f"/tasks/{second['batch_id']}/status").json() == finished
+    with worker.running():
+        assert wait_batch(client, again["batch_id"])["status"] == "failed"
+    assert client.get(f"/tasks/{second['batch_id']}/status").json() == finished
+
+
+def test_a_duplicate_found_after_waiting_for_a_concurrent_upload_follows_that_uploads_task(
+    client: TestClient, settings: Settings, database_url: str, worker: PausedWorker
+) -> None:
+    # The earlier upload stores its other file first (sha256 order), then waits on the later one's
+    # uncommitted document for the shared file: its duplicate's transaction began before the task it
+    # stands for was created. Timed by its transaction's start it would stand for no task and be
+    # "done" while that document is still queued.
+    shared = b"Plain notes about capybara whiskers, uploaded twice at once."
+    other = b"Plain notes about capybara teeth, first of two files (1)."
+    assert sha256_hex(other) < sha256_hex(shared)
+    with psycopg.connect(database_url) as hold, ThreadPoolExecutor(2) as pool:
+        # Each upload inserts its first document, then waits to send its queue message.
+        hold.execute(f"LOCK TABLE {queue_table(settings.queue_name)} IN EXCLUSIVE MODE")
+        earlier = pool.submit(upload, client, {"capybara-teeth.txt": other, "capybara.txt": shared})
+        wait_for_lock_waiters(database_url, 1)
+        later = pool.submit(upload, client, {"capybara-copy.txt": shared})
+        wait_for_lock_waiters(database_url, 2)
+        hold.rollback()
+        first, second = earlier.result(timeout=60).json(), later.result(timeout=60).json()
+    statuses = {t["filename"]: t["status"] for t in first["tasks"]}
+    assert statuses == {"capybara-teeth.txt": "queued", "capybara.txt": "duplicate"}, first
+    assert second["tasks"][0]["status"] == "queued", second
+    waiting = client.get(f"/tasks/{first['batch_id']}/status").json()
+    [copy] = [t for t in waiting["tasks"] if t["filename"] == "capybara.txt"]
+    assert copy["status"] == "queued", waiting
+    with worker.running():
+        assert wait_batch(client, second["batch_id"])["status"] == "completed"
+        done = wait_batch(client, first["batch_id"])
+    assert done["status"] == "completed" and done["counts"]["duplicate"] == 1, done
+
+
 def test_a_delete_that_meets_a_replacement_queued_while_it_waited_fails_that_replacement_too(
     client: TestClient, settings: Settings, database_url: str, worker: PausedWorker
 ) -> None:

@@ -144,11 +144,13 @@ async def _add_file(
             f.metadata,
         )
         return await _queue_task(conn, queue, batch_id, doc_id, f.filename, request_id)
+    # finished_at: the clock, not the transaction's start, which may be before the task this duplicate
+    # stands for was committed (batch_status's _DUPLICATE_SOURCE).
     task_id = await conn.fetchval(
         """
         INSERT INTO job_tasks (batch_id, document_id, filename, status, total_chunks,
                                completed_chunks, finished_at, request_id)
-        VALUES ($1, $2, $3, 'duplicate', $4, $4, now(), $5) RETURNING id
+        VALUES ($1, $2, $3, 'duplicate', $4, $4, clock_timestamp(), $5) RETURNING id
         """,
         batch_id,
         doc_id,
@@ -189,12 +191,12 @@ async def batch_status(conn: Executor, batch_id: UUID) -> BatchStatus:
         if created_at is None:
             raise NotFoundError(f"no upload batch {batch_id}")
         rows = await c.fetch(
-            """
+            f"""
             SELECT t.id AS task_id, t.filename, t.status, t.total_chunks, t.completed_chunks, t.attempts,
                    t.failures, t.error, t.document_id, t.replaces_version, t.started_at, t.finished_at,
-                   t.request_id, d.status AS document_status, d.filename AS document_filename,
-                   d.error AS document_error
-            FROM job_tasks t LEFT JOIN documents d ON d.id = t.document_id
+                   t.request_id, s.status AS source_status, s.filename AS source_filename,
+                   s.error AS source_error
+            FROM job_tasks t LEFT JOIN LATERAL ({_DUPLICATE_SOURCE}) s ON t.status = 'duplicate'
             WHERE t.batch_id = $1 ORDER BY t.created_at, t.id
             """,
             batch_id,
@@ -216,20 +218,35 @@ async def batch_status(conn: Executor, batch_id: UUID) -> BatchStatus:
     )
 
 
+# The task a duplicate `t` stands for: its document's task that was current when `t` was recorded (the
+# latest one created by then; `t.finished_at` is the clock at its insert, so a task committed while the
+# upload waited for it counts). A queued, processing or failed replacement is left out: until its swap
+# the document keeps the bytes `t` matched; a completed one brought those bytes. Following this task,
+# not the document's current status, a duplicate's view stops changing once the task is over: uploading
+# a failed document again (a new task) must not take a finished batch back to "processing".
+_DUPLICATE_SOURCE = """
+    SELECT o.status, o.filename, o.error FROM job_tasks o
+    WHERE o.document_id = t.document_id AND o.status <> 'duplicate'
+      AND (o.replaces_version IS NULL OR o.status = 'completed') AND o.created_at <= t.finished_at
+    ORDER BY o.created_at DESC, o.id DESC LIMIT 1
+"""
+
+
 def _reported(row: dict[str, object]) -> BatchTask:
-    """A task as its batch shows it. A duplicate of a document still queued or processing is as
-    unfinished as that document (its batch was "completed" at once); if that document then fails, so did
-    this file (its bytes were never read under this file's name): failed, saying why and that uploading
-    it again tries it under this name."""
-    document_status = row.pop("document_status")
-    document_filename = row.pop("document_filename")
-    document_error = row.pop("document_error")
-    if row["status"] == "duplicate" and document_status in ("queued", "processing"):
-        row["status"] = document_status
-    elif row["status"] == "duplicate" and document_status == "failed":
+    """A task as its batch shows it. A duplicate of a document still queued or processing (by the task
+    current when the duplicate was uploaded, `_DUPLICATE_SOURCE`) is as unfinished as that task (its batch
+    was "completed" at once); if that task then fails, so did this file (its bytes were never read under
+    this file's name): failed, saying why and that uploading it again tries it under this name. A document
+    no task of which came first (imported, or written without the queue) leaves the duplicate as it is."""
+    source_status = row.pop("source_status")
+    source_filename = row.pop("source_filename")
+    source_error = row.pop("source_error")
+    if source_status in ("queued", "processing"):
+        row["status"] = source_status
+    elif source_status == "failed":
         row["status"] = "failed"
         row["error"] = (
-            f"The same file was uploaded as {document_filename!r}, which failed: {document_error} "
+            f"The same file was uploaded as {source_filename!r}, which failed: {source_error} "
             f"Upload this file again to process it as {row['filename']!r}."
         )
     return BatchTask.model_validate(row)
