@@ -24,7 +24,7 @@ from rag_server.client import AsyncClient, ClientError
 from rag_server.config import Settings
 from rag_server.infra.queue import queue_table
 from rag_server.ingestion.cli import ingest_paths
-from rag_server.ingestion.documents import sha256_hex
+from rag_server.ingestion.documents import DELETE_ATTEMPTS, sha256_hex
 from rag_server.ingestion.metadata import MAX_METADATA_BYTES
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
 from tests.integration.test_bm25_native import assert_stats_match_recount
@@ -812,6 +812,74 @@ def test_a_delete_that_meets_a_replacement_queued_while_it_waited_fails_that_rep
         "failed",
         "The document was deleted before processing finished.",
     ), task
+
+
+def wait_until_blocked_by(database_url: str, pid: int, count: int) -> None:
+    """Until `count` backends wait for a lock that backend `pid` holds (or is ahead of them for)."""
+    sql = "SELECT count(*) AS n FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))"
+    for _ in range(600):
+        if query(database_url, sql, pid)[0]["n"] >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{count} backends never waited for backend {pid}")
+
+
+@pytest.mark.parametrize("rounds", [DELETE_ATTEMPTS - 1, DELETE_ATTEMPTS])
+def test_a_delete_that_meets_a_new_task_on_every_attempt_gives_up_with_a_409(
+    client: TestClient, database_url: str, worker: PausedWorker, rounds: int
+) -> None:
+    # A delete starts again when a task was queued for its documents while it waited for their locks; it
+    # did so for ever, holding its connection, while tasks kept coming. Here one comes during each wait
+    # of `rounds`: the delete's FOR UPDATE waits for the `documents` table, which two connections hold in
+    # turn (EXCLUSIVE); each is queued for it behind the delete before the other commits a queued task,
+    # so it gets the table when the delete's attempt ends, before the next attempt's FOR UPDATE.
+    r = upload(client, {f"busy-{rounds}.txt": text_of(f"busy {rounds}")}).json()
+    [task] = r["tasks"]
+    with worker.running():
+        assert wait_batch(client, r["batch_id"])["status"] == "completed"
+    lock = "LOCK TABLE documents IN EXCLUSIVE MODE"
+    holders = [psycopg.connect(database_url), psycopg.connect(database_url)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            holders[0].execute(lock)
+            delete = pool.submit(client.delete, f"/documents/{task['document_id']}")
+            for k in range(rounds):
+                holder, after = holders[k % 2], holders[(k + 1) % 2]
+                wait_until_blocked_by(database_url, holder.info.backend_pid, 1)  # the delete
+                taken = pool.submit(after.execute, lock)
+                wait_until_blocked_by(database_url, holder.info.backend_pid, 2)  # and the next holder
+                holder.execute(
+                    "INSERT INTO job_tasks (batch_id, document_id, filename) VALUES (%s, %s, %s)",
+                    (r["batch_id"], task["document_id"], f"busy-{rounds}.txt"),
+                )
+                holder.commit()
+                taken.result(timeout=60)
+            holders[rounds % 2].rollback()
+            response = delete.result(timeout=60)
+    finally:
+        for h in holders:
+            h.close()
+    # The tasks committed meanwhile, by batch: a deleted document's tasks lose its id.
+    sql = "SELECT status, error FROM job_tasks WHERE batch_id = %s AND id <> %s"
+    deleted = {"status": "failed", "error": "The document was deleted before processing finished."}
+    if rounds < DELETE_ATTEMPTS:
+        # The last attempt met no new task: deleted, and every task queued meanwhile failed with it.
+        assert response.status_code == 204, response.text
+        assert client.get(f"/documents/{task['document_id']}").status_code == 404
+        assert query(database_url, sql, r["batch_id"], task["task_id"]) == [deleted] * rounds
+        return
+    assert response.status_code == 409, response.text
+    assert response.json()["detail"] == (
+        "New work kept being queued for the documents while this delete waited for them "
+        f"({DELETE_ATTEMPTS} times): nothing was deleted; try again."
+    )
+    assert client.get(f"/documents/{task['document_id']}").json()["status"] == "ready"
+    queued = query(database_url, sql, r["batch_id"], task["task_id"])
+    assert [t["status"] for t in queued] == ["queued"] * rounds, queued
+    # Tried again with nothing new coming, it deletes the document and fails those tasks.
+    assert client.delete(f"/documents/{task['document_id']}").status_code == 204
+    assert client.get(f"/documents/{task['document_id']}").status_code == 404
+    assert query(database_url, sql, r["batch_id"], task["task_id"]) == [deleted] * rounds
 
 
 def test_empty_metadata_on_a_replacement_clears_it_and_absent_keeps_it(

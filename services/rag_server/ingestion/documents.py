@@ -13,7 +13,7 @@ from uuid import UUID
 import asyncpg
 
 from rag_server.collections.models import DEFAULT_COLLECTION_ID
-from rag_server.errors import NotFoundError
+from rag_server.errors import ConflictError, NotFoundError
 from rag_server.infra.database import LONG_STATEMENT_TIMEOUT_S, Executor, connection, transaction
 from rag_server.ingestion.models import (
     DeletedDocuments,
@@ -257,6 +257,12 @@ async def delete_document(conn: Executor, document_id: UUID) -> None:
         raise NotFoundError(f"no document {document_id}")
 
 
+# Attempts of a delete that finds a task queued for its documents while it waited for their locks. One
+# more is needed only when an upload or replacement committed during that wait; documents that keep
+# getting new work would otherwise hold the delete, its connection and its locks for ever.
+DELETE_ATTEMPTS = 5
+
+
 async def delete_documents(conn: Executor, document_ids: Sequence[UUID]) -> list[UUID]:
     """Delete these documents, their bytes and their chunks (cascade) in one transaction; returns the
     ids deleted (the others did not exist, or are out of the caller's reach).
@@ -264,15 +270,20 @@ async def delete_documents(conn: Executor, document_ids: Sequence[UUID]) -> list
     Tasks still queued or processing for them are failed first, in the worker's lock order for its
     final write (task, then document), so a worker sees it and just drops its message instead of
     writing chunks for a document that is gone. Rows are locked in id order: two deletions of
-    overlapping sets wait for each other instead of deadlocking."""
+    overlapping sets wait for each other instead of deadlocking. ConflictError when a task was queued
+    for them during each of DELETE_ATTEMPTS waits (nothing is deleted)."""
     ids = sorted(set(document_ids))
     async with transaction(conn) as c:
-        while True:
+        for _ in range(DELETE_ATTEMPTS):
             try:
                 async with transaction(c) as attempt:  # a savepoint: a retry releases its row locks
                     return await _delete_locked(attempt, ids)
             except _TaskQueuedMeanwhile:
                 continue
+        raise ConflictError(
+            "New work kept being queued for the documents while this delete waited for them "
+            f"({DELETE_ATTEMPTS} times): nothing was deleted; try again."
+        )
 
 
 class _TaskQueuedMeanwhile(Exception):

@@ -134,10 +134,11 @@ async def download_document(document_id: UUID, pool: ReadPoolDep) -> Response:
     "/documents/{document_id}",
     status_code=204,
     dependencies=[require("editor")],
-    responses=error_responses(403, 404, 503),
+    responses=error_responses(403, 404, 409, 503),
 )
 async def delete_document(document_id: UUID, pool: PoolDep) -> Response:
-    """Deletes the document, its bytes and its chunks together; a task still running for it is failed."""
+    """Deletes the document, its bytes and its chunks together; a task still running for it is failed.
+    409: new tasks kept being queued for it while the delete waited (nothing deleted; try again)."""
     await documents.delete_document(pool, document_id)
     return Response(status_code=204)
 
@@ -146,12 +147,13 @@ async def delete_document(document_id: UUID, pool: PoolDep) -> Response:
     "/documents/delete",
     response_model=DeletedDocuments,
     dependencies=[require("editor")],
-    responses=error_responses(400, 403, 404, 503),
+    responses=error_responses(400, 403, 404, 409, 503),
 )
 async def delete_documents(body: DeleteDocuments, pool: PoolDep) -> DeletedDocuments:
     """Delete the documents of a collection that `ids`, `metadata`, `text` or several name (Chroma's
     delete(ids, where, where_document)), with their bytes and chunks, in one transaction; tasks still
-    running for them are failed."""
+    running for them are failed. 409: new tasks kept being queued for them while the delete waited
+    (nothing deleted; try again)."""
     (collection_id,) = await resolve_ids(pool, [body.collection])
     return await documents.delete_matching(pool, collection_id, body)
 
