@@ -783,6 +783,125 @@ def test_a_duplicate_found_after_waiting_for_a_concurrent_upload_follows_that_up
     assert done["status"] == "completed" and done["counts"]["duplicate"] == 1, done
 
 
+def chunk_texts(database_url: str, doc_id: str) -> list[str]:
+    rows = query(database_url, "SELECT text FROM chunks WHERE document_id = %s ORDER BY chunk_index", doc_id)
+    return [r["text"] for r in rows]
+
+
+def active_tasks(database_url: str, doc_id: str) -> list[dict[str, Any]]:
+    sql = "SELECT id, replaces_version FROM job_tasks WHERE document_id = %s AND status = ANY(%s)"
+    return query(database_url, sql, doc_id, ["queued", "processing"])
+
+
+def failed_with_a_new_file_queued(
+    client: TestClient, worker: PausedWorker, marker: str, new_name: str, new_bytes: bytes
+) -> tuple[bytes, str, Any]:
+    """A document of `marker`'s text that failed (sent as .pptx), then a new file for it queued and not
+    processed yet (the worker frozen): (its bytes, its id, the replacement's upload answer)."""
+    old = (
+        f"{long_text(60, seed=11)} The {marker} HOLD-{marker} appears here. {long_text(40, seed=3)}".encode()
+    )
+    first = upload(client, {f"{marker}.pptx": old}).json()
+    doc_id = first["tasks"][0]["document_id"]
+    with worker.running():
+        assert wait_batch(client, first["batch_id"])["status"] == "failed"
+    replacement = put_file(client, doc_id, new_name, new_bytes)
+    assert replacement.status_code == 202, replacement.text
+    assert replacement.json()["tasks"][0]["replaces_version"] == 1
+    assert client.get(f"/documents/{doc_id}").json()["status"] == "failed"  # until the swap
+    return old, doc_id, replacement.json()
+
+
+def assert_refused_while_replaced(
+    client: TestClient, database_url: str, doc_id: str, again: Any, marker: str, new_name: str
+) -> str:
+    """`again` (the failed bytes uploaded as <marker>.txt) made no second active task for the document:
+    a task failed at once, saying why and what to do; the reason."""
+    [task] = again["tasks"]
+    assert (task["status"], task["document_id"]) == ("failed", doc_id), again
+    reason = task["detail"]
+    assert f"{marker}.pptx" in reason and f"{new_name!r}" in reason and "waiting to replace them" in reason
+    assert reason.endswith(f"upload this file again to process it as '{marker}.txt'.")
+    assert [t["replaces_version"] for t in active_tasks(database_url, doc_id)] == [1]
+    status = client.get(f"/tasks/{again['batch_id']}/status").json()
+    assert (status["status"], status["done"], status["tasks"][0]["error"]) == ("failed", True, reason), status
+    return str(reason)
+
+
+def test_a_failed_documents_bytes_uploaded_while_a_new_file_for_it_waits_are_not_queued_beside_it(
+    client: TestClient, settings: Settings, database_url: str, worker: PausedWorker, fake: FakeEmbeddingServer
+) -> None:
+    # The failed aardvark.pptx was queued again as aardvark.txt beside its pending new file: two active
+    # tasks. The old bytes' task, started before the swap (held here in embedding) and finished after
+    # it, left the document with the new file (bushbaby.txt, version 2) and the old bytes' chunks; taken
+    # after the swap it processed the new file under the old bytes' name; either way "completed" for
+    # bytes the document no longer held.
+    new = text_of("bushbaby")
+    old, doc_id, replacement = failed_with_a_new_file_queued(client, worker, "aardvark", "bushbaby.txt", new)
+    again = upload(client, {"aardvark.txt": old}).json()
+    reason = assert_refused_while_replaced(client, database_url, doc_id, again, "aardvark", "bushbaby.txt")
+    with worker.running():
+        assert wait_batch(client, replacement["batch_id"])["status"] == "completed"
+        fake.release("aardvark")  # a task embedding the old bytes would finish now
+        ended = wait_batch(client, again["batch_id"])
+    assert active_tasks(database_url, doc_id) == []
+    doc = client.get(f"/documents/{doc_id}").json()
+    assert (doc["status"], doc["version"], doc["filename"], doc["error"]) == (
+        "ready",
+        2,
+        "bushbaby.txt",
+        None,
+    )
+    assert doc["sha256"] == sha256_hex(new)
+    assert client.get(f"/documents/{doc_id}/download").content == new
+    texts = chunk_texts(database_url, doc_id)
+    assert texts and any("bushbaby" in t for t in texts) and not any("aardvark" in t for t in texts), texts
+    assert doc["chunk_count"] == len(texts)
+    # The refusal as it was answered, and it does not change.
+    assert (ended["status"], [(t["status"], t["error"]) for t in ended["tasks"]]) == (
+        "failed",
+        [("failed", reason)],
+    )
+    stats_match_recount(database_url)
+
+    # What it says to do works: the document holds other bytes now, so these are a document of their own.
+    retried = upload(client, {"aardvark.txt": old}).json()
+    [task] = retried["tasks"]
+    assert task["status"] == "queued" and task["document_id"] != doc_id, retried
+    # And the refused task stands for nothing: a copy of the new file is a duplicate of the ready document.
+    copy = upload(client, {"bushbaby-copy.txt": new}).json()
+    assert copy["tasks"][0]["status"] == "duplicate", copy
+    with worker.running():
+        assert wait_batch(client, retried["batch_id"])["status"] == "completed"
+    assert any("aardvark" in t for t in chunk_texts(database_url, task["document_id"]))
+    assert wait_batch(client, copy["batch_id"])["status"] == "completed"
+
+
+def test_when_the_waiting_new_file_fails_uploading_the_old_bytes_again_queues_the_document(
+    client: TestClient, database_url: str, worker: PausedWorker, fake: FakeEmbeddingServer
+) -> None:
+    fake.release("oryx")  # its bytes are processed in the end
+    old, doc_id, replacement = failed_with_a_new_file_queued(
+        client, worker, "oryx", "oryx.pdf", corrupt_pdf()
+    )
+    again = upload(client, {"oryx.txt": old}).json()
+    reason = assert_refused_while_replaced(client, database_url, doc_id, again, "oryx", "oryx.pdf")
+    with worker.running():
+        assert wait_batch(client, replacement["batch_id"])["status"] == "failed"
+    doc = client.get(f"/documents/{doc_id}").json()
+    assert (doc["status"], doc["version"], doc["sha256"]) == ("failed", 1, sha256_hex(old))
+    assert client.get(f"/tasks/{again['batch_id']}/status").json()["tasks"][0]["error"] == reason
+    retried = upload(client, {"oryx.txt": old}).json()
+    assert [(t["status"], t["document_id"]) for t in retried["tasks"]] == [("queued", doc_id)], retried
+    with worker.running():
+        assert wait_batch(client, retried["batch_id"])["status"] == "completed"
+    doc = client.get(f"/documents/{doc_id}").json()
+    assert (doc["status"], doc["version"], doc["filename"]) == ("ready", 1, "oryx.txt")
+    assert client.get(f"/documents/{doc_id}/download").content == old
+    texts = chunk_texts(database_url, doc_id)
+    assert texts and any("oryx" in t for t in texts) and doc["chunk_count"] == len(texts)
+
+
 def test_a_delete_that_meets_a_replacement_queued_while_it_waited_fails_that_replacement_too(
     client: TestClient, settings: Settings, database_url: str, worker: PausedWorker
 ) -> None:

@@ -40,7 +40,8 @@ async def create_upload_batch(
 
     Dedup by sha256 within the collection: an existing document (or an earlier file of this batch) makes
     a 'duplicate' task pointing at it and sends no message; an existing *failed* document is queued again,
-    under this upload's name, type and metadata (its own metadata when the upload gives none).
+    under this upload's name, type and metadata (its own metadata when the upload gives none), unless a
+    new file for it is queued: then a task failed at once says so (one active task per document).
     `replace`: a file named like a document of the collection replaces that document's file (a
     replacement task, ingestion/replacement.py) instead of becoming a new document.
     Every task and message carries the request's id (infra/log_context.py), for the worker's log lines.
@@ -119,7 +120,7 @@ async def _add_file(
         if doc_id is not None:
             return await _queue_task(conn, queue, batch_id, doc_id, f.filename, request_id)
         existing = await conn.fetchrow(
-            "SELECT id, status, chunk_count FROM documents"
+            "SELECT id, status, chunk_count, filename FROM documents"
             " WHERE collection_id = $1 AND sha256 = $2 FOR UPDATE",
             collection_id,
             sha,
@@ -131,6 +132,17 @@ async def _add_file(
     # A failed document is queued again (once: this transaction sees it 'queued' afterwards), as this
     # upload names it: the same bytes that failed as `notes.json` may be meant as `notes.txt`.
     if existing["status"] == "failed":
+        # Unless a new file for it is queued (a replacement leaves the document failed until its swap):
+        # a second task would process the old bytes beside it, and whichever wrote last would win, even
+        # the old bytes' chunks under the new file. Tasks are queued for a document only under its row
+        # lock, held here, so none can appear after this read.
+        pending = await conn.fetchrow(
+            "SELECT id, filename FROM job_tasks WHERE document_id = $1 AND status IN ('queued', 'processing')"
+            " ORDER BY created_at LIMIT 1",
+            doc_id,
+        )
+        if pending is not None:
+            return await _refused_task(conn, batch_id, doc_id, existing["filename"], pending, f, request_id)
         await conn.execute(
             """
             UPDATE documents SET status = 'queued', error = NULL, filename = $2, file_type = $3,
@@ -159,6 +171,40 @@ async def _add_file(
         request_id,
     )
     return TaskRef(task_id=task_id, filename=f.filename, status="duplicate", document_id=doc_id)
+
+
+async def _refused_task(
+    conn: asyncpg.Connection,
+    batch_id: UUID,
+    doc_id: UUID,
+    doc_filename: str,
+    pending: asyncpg.Record,
+    f: IncomingFile,
+    request_id: str | None,
+) -> TaskRef:
+    """The bytes of a failed document a new file of which is queued: not queued again, a task failed at
+    once saying so. Not a `duplicate`: once that file is swapped in, the document no longer holds these
+    bytes, and a duplicate would then read as stored. Whatever that task's outcome, uploading them again
+    afterwards processes them (a new document, or this one queued again)."""
+    reason = (
+        f"These bytes are those of {doc_filename!r} (document {doc_id}), which failed, and a new file for "
+        f"that document, {pending['filename']!r} (task {pending['id']}), is waiting to replace them: they "
+        f"were not processed again. Once that task is finished, upload this file again to process it as "
+        f"{f.filename!r}."
+    )
+    # No message: never queued. finished_at: the clock, as a duplicate's.
+    task_id = await conn.fetchval(
+        """
+        INSERT INTO job_tasks (batch_id, document_id, filename, status, error, finished_at, request_id)
+        VALUES ($1, $2, $3, 'failed', $4, clock_timestamp(), $5) RETURNING id
+        """,
+        batch_id,
+        doc_id,
+        f.filename,
+        reason,
+        request_id,
+    )
+    return TaskRef(task_id=task_id, filename=f.filename, status="failed", document_id=doc_id, detail=reason)
 
 
 async def _queue_task(
@@ -221,12 +267,13 @@ async def batch_status(conn: Executor, batch_id: UUID) -> BatchStatus:
 # The task a duplicate `t` stands for: its document's task that was current when `t` was recorded (the
 # latest one created by then; `t.finished_at` is the clock at its insert, so a task committed while the
 # upload waited for it counts). A queued, processing or failed replacement is left out: until its swap
-# the document keeps the bytes `t` matched; a completed one brought those bytes. Following this task,
-# not the document's current status, a duplicate's view stops changing once the task is over: uploading
-# a failed document again (a new task) must not take a finished batch back to "processing".
+# the document keeps the bytes `t` matched; a completed one brought those bytes. A task never queued
+# (no message: refused at upload, `_refused_task`) processed nothing and is left out too. Following this
+# task, not the document's current status, a duplicate's view stops changing once the task is over:
+# uploading a failed document again (a new task) must not take a finished batch back to "processing".
 _DUPLICATE_SOURCE = """
     SELECT o.status, o.filename, o.error FROM job_tasks o
-    WHERE o.document_id = t.document_id AND o.status <> 'duplicate'
+    WHERE o.document_id = t.document_id AND o.status <> 'duplicate' AND o.msg_id IS NOT NULL
       AND (o.replaces_version IS NULL OR o.status = 'completed') AND o.created_at <= t.finished_at
     ORDER BY o.created_at DESC, o.id DESC LIMIT 1
 """

@@ -31,7 +31,8 @@ NamePart = Annotated[
 
 
 class TaskRef(BaseModel):
-    """One uploaded file's task: queued, or `duplicate` of an already stored document."""
+    """One uploaded file's task: queued, or `duplicate` of an already stored document, or `failed` at
+    once (the bytes of a failed document a new file of which is queued: `detail` says why)."""
 
     task_id: UUID
     filename: str
@@ -41,7 +42,9 @@ class TaskRef(BaseModel):
         default=None, description="A replacement: the document version it supersedes once processed."
     )
     detail: str | None = Field(
-        default=None, description="Why nothing was done (a replacement: identical bytes)."
+        default=None,
+        description="Why nothing was done (a replacement: identical bytes; a failed document's bytes while a "
+        "new file for it is queued).",
     )
 
 
