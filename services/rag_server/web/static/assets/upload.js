@@ -318,7 +318,10 @@ export class Tracker {
       const row = batch[i];
       row.taskId = task.task_id;
       this.byTask.set(task.task_id, row);
-      this.update(row, { status: task.status, documentId: task.document_id, replacesVersion: task.replaces_version });
+      // A task failed at once (a failed document's bytes while a new file for it waits) is not polled:
+      // its reason comes with the answer.
+      const error = task.status === "failed" ? task.detail : row.error;
+      this.update(row, { status: task.status, documentId: task.document_id, replacesVersion: task.replaces_version, error });
     });
     // A duplicate too: its batch follows the document it copies while that one runs, and says if it fails.
     if (response.tasks.some((t) => !FINAL.has(t.status) || t.status === "duplicate")) {
