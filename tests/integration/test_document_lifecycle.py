@@ -323,16 +323,33 @@ def test_a_failed_replacement_keeps_the_old_version(
     doc_id = r.json()["tasks"][0]["document_id"]
     with worker.running():
         wait_batch(client, r.json()["batch_id"])
+        before = client.get(f"/documents/{doc_id}").json()
         r = put_file(client, doc_id, "keep.pdf", corrupt_pdf())
         assert r.status_code == 202, r.text
         status = wait_batch(client, r.json()["batch_id"])
     (task,) = status["tasks"]
     assert task["status"] == "failed" and task["error"], task
     doc = client.get(f"/documents/{doc_id}").json()
+    assert doc == before  # updated_at included: the failure touched nothing of the document
     assert (doc["status"], doc["version"], doc["filename"], doc["error"]) == ("ready", 1, "keep.txt", None)
+    assert doc["chunk_count"] == len(chunk_texts(database_url, doc_id)) > 0
     assert doc_id in doc_ids(search(client, "capybara", "bm25"))
     assert b"capybara" in client.get(f"/documents/{doc_id}/download").content
     stats_match_recount(database_url)
+
+
+def assert_unchanged(client: TestClient, database_url: str, doc_id: str, before: Any, marker: str) -> None:
+    """The document exactly as `before` (every field, updated_at too), its chunks those it had, all
+    holding `marker`'s text and found by both legs."""
+    assert client.get(f"/documents/{doc_id}").json() == before
+    texts = chunk_texts(database_url, doc_id)
+    assert len(texts) == before["chunk_count"]
+    if before["status"] == "ready":
+        assert any(marker in t for t in texts), texts
+        for leg in LEGS:
+            assert doc_id in doc_ids(search(client, marker, leg, document_ids=[doc_id])), leg
+        listed = client.get("/documents", params={"status": "ready", "limit": 500}).json()["items"]
+        assert doc_id in {d["id"] for d in listed}
 
 
 def test_a_new_file_for_a_document_in_a_folder_stays_in_that_folder(
@@ -900,6 +917,40 @@ def test_when_the_waiting_new_file_fails_uploading_the_old_bytes_again_queues_th
     assert client.get(f"/documents/{doc_id}/download").content == old
     texts = chunk_texts(database_url, doc_id)
     assert texts and any("oryx" in t for t in texts) and doc["chunk_count"] == len(texts)
+
+
+def failed_and_replaced(client: TestClient, worker: PausedWorker, marker: str) -> tuple[bytes, str, Any, Any]:
+    """A failed document (`failed_with_a_new_file_queued`) a corrupt PDF is queued to replace: (its bytes,
+    its id, the document as it is, the replacement's upload answer)."""
+    old, doc_id, replacement = failed_with_a_new_file_queued(
+        client, worker, marker, f"{marker}.pdf", corrupt_pdf()
+    )
+    before = client.get(f"/documents/{doc_id}").json()
+    assert (before["status"], before["version"], before["filename"]) == ("failed", 1, f"{marker}.pptx")
+    assert before["error"] and "PowerPoint" in before["error"], before
+    return old, doc_id, before, replacement
+
+
+def test_a_failed_documents_error_stays_its_own_when_a_new_file_for_it_fails_or_is_cancelled(
+    client: TestClient, database_url: str, worker: PausedWorker
+) -> None:
+    # The failed document still holds its own bytes, and its error is about them: a failing replacement
+    # wrote its own reason there (the PDF's, while the document held the .pptx), a cancel "Cancelled
+    # by". Both are the task's: the document stays exactly as it was.
+    _, doc_id, before, replacement = failed_and_replaced(client, worker, "gecko")
+    cancelled = client.post(f"/admin/tasks/{replacement['tasks'][0]['task_id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["error"] == "Cancelled by an operator."
+    assert_unchanged(client, database_url, doc_id, before, "gecko")
+
+    r = put_file(client, doc_id, "gecko.pdf", corrupt_pdf())
+    assert r.status_code == 202, r.text
+    with worker.running():
+        ended = wait_batch(client, r.json()["batch_id"])
+    (task,) = ended["tasks"]
+    assert task["status"] == "failed" and "PDF" in task["error"], ended
+    assert_unchanged(client, database_url, doc_id, before, "gecko")
+    assert active_tasks(database_url, doc_id) == []
 
 
 def test_a_delete_that_meets_a_replacement_queued_while_it_waited_fails_that_replacement_too(

@@ -3,7 +3,8 @@
 What operators need when documents sit in `queued` or `processing` with no visible reason. Every change
 keeps the ingestion invariants: a retry resets the task and its document, sends the new pgmq message and
 takes the old one out of the archive in ONE transaction (the bytes are still in `document_files`: nothing
-is uploaded again); a cancel fails the task and its document and archives its message in ONE transaction.
+is uploaded again); a cancel fails the task and its document and archives its message in ONE transaction
+(a replacement's task alone: its document keeps its current version until the swap, replacement.py).
 Locks: task rows (by id), then their documents' rows, the worker's order (ingestion/tasks.py).
 
 A retry starts the task afresh: `failures` 0 (the document gets RAG_WORKER_MAX_ATTEMPTS again) and
@@ -114,7 +115,8 @@ async def _message_exists(c: asyncpg.Connection, queue: IngestQueue, msg_id: int
 async def _lock_tasks(c: asyncpg.Connection, where: str, *args: Any) -> list[asyncpg.Record]:
     return await c.fetch(
         f"""
-        SELECT t.id, t.status, t.document_id, t.msg_id, t.worker_id, t.request_id FROM job_tasks t
+        SELECT t.id, t.status, t.document_id, t.msg_id, t.worker_id, t.request_id, t.replaces_version
+        FROM job_tasks t
         JOIN job_batches b ON b.id = t.batch_id WHERE {where} ORDER BY t.id FOR UPDATE OF t
         """,
         *args,
@@ -202,7 +204,8 @@ async def _cancel_locked(
         task_id,
         reason,
     )
-    if task["document_id"] is not None:
+    # A replacement's document still holds its current version: the cancel is the task's alone.
+    if task["document_id"] is not None and task["replaces_version"] is None:
         await c.execute(
             "UPDATE documents SET status = 'failed', error = $2, chunk_count = 0, updated_at = now()"
             " WHERE id = $1 AND status <> 'ready'",

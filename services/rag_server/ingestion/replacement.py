@@ -1,7 +1,9 @@
 """Replacing a document's file: queue the new bytes as a task, and swap them in when the worker is done.
 
-Until the swap nothing of the document changes: its stored file, chunks and metadata stay the current
-version's, so search keeps finding the old text and a replacement that fails leaves it live. The swap
+Until the swap nothing of the document changes: its stored file, chunks, metadata, status and error stay
+the current version's, so search keeps finding the old text and a replacement that fails leaves it live.
+Failing or cancelled, the replacement is its task's alone (tasks.fail_task): a failed document keeps the
+error about its own bytes. The swap
 (ingestion/tasks.complete_task) is one transaction: new bytes and metadata in, version + 1, then
 `write_chunks` deletes the old chunks and inserts the new ones (the BM25 triggers keep the statistics
 exact), the task completes and its message goes.

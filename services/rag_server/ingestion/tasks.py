@@ -102,15 +102,16 @@ async def start_task(
 
 async def _fail_missing_file(c: asyncpg.Connection, task_id: UUID) -> None:
     """The document row exists but its bytes do not (removed by hand, restored from a partial backup):
-    fail loudly instead of leaving the task 'processing' forever."""
+    fail loudly instead of leaving the task 'processing' forever. A replacement's missing bytes are its
+    task's: the document keeps its current version (as `fail_task`)."""
     await c.execute(
         """
         WITH t AS (
             UPDATE job_tasks SET status = 'failed', error = $2, updated_at = now(), finished_at = now()
-            WHERE id = $1 RETURNING document_id
+            WHERE id = $1 RETURNING document_id, replaces_version
         )
         UPDATE documents SET status = 'failed', error = $2, updated_at = now()
-        WHERE id = (SELECT document_id FROM t)
+        WHERE id = (SELECT document_id FROM t WHERE replaces_version IS NULL)
         """,
         task_id,
         MISSING_FILE_ERROR,
@@ -243,7 +244,10 @@ async def fail_task(
 ) -> None:
     """Fail the task and its document with a readable reason and archive its message: one transaction.
     No chunks are ever written before success, so nothing partial remains. `count_failure`: the document
-    caused this failure itself (not a give-up decision on earlier ones)."""
+    caused this failure itself (not a give-up decision on earlier ones).
+
+    A replacement's failure is its task's alone: the document still holds its current version, whose
+    status, chunk count and error (a failed document's, about its own bytes) stay as they are."""
     async with transaction(conn) as c:
         await c.execute(
             """
@@ -260,9 +264,11 @@ async def fail_task(
                 """
                 UPDATE documents SET status = 'failed', error = $2, chunk_count = 0, updated_at = now()
                 WHERE id = $1 AND status <> 'ready'
+                  AND NOT EXISTS (SELECT 1 FROM job_tasks WHERE id = $3 AND replaces_version IS NOT NULL)
                 """,
                 document_id,
                 reason,
+                task_id,
             )
         if msg_id is not None:
             await queue.archive(msg_id, conn=c)
