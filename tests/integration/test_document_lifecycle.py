@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -338,6 +340,16 @@ def test_a_failed_replacement_keeps_the_old_version(
     stats_match_recount(database_url)
 
 
+def rag_server(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rag_server", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def assert_unchanged(client: TestClient, database_url: str, doc_id: str, before: Any, marker: str) -> None:
     """The document exactly as `before` (every field, updated_at too), its chunks those it had, all
     holding `marker`'s text and found by both legs."""
@@ -350,6 +362,80 @@ def assert_unchanged(client: TestClient, database_url: str, doc_id: str, before:
             assert doc_id in doc_ids(search(client, marker, leg, document_ids=[doc_id])), leg
         listed = client.get("/documents", params={"status": "ready", "limit": 500}).json()["items"]
         assert doc_id in {d["id"] for d in listed}
+
+
+def test_a_retried_replacement_of_a_ready_document_changes_nothing_before_its_swap(
+    client: TestClient, settings: Settings, database_url: str, worker: PausedWorker
+) -> None:
+    # An operator's retry of a failed replacement of a ready document was refused ("ready (a later
+    # upload processed it): nothing to retry"), though that document still held the old bytes: the new
+    # file could only be uploaded again. Queued again, it must leave the document as it is until its swap,
+    # and a second failure too. The fake embedder fails every request holding the marker six times:
+    # three requests (RAG_EMBEDDING_RETRIES 2) per delivery, one failure is the limit (max attempts 1).
+    r = upload(client, {"retry-ready.txt": text_of("binturong")})
+    doc_id = r.json()["tasks"][0]["document_id"]
+    with worker.running():
+        assert wait_batch(client, r.json()["batch_id"])["status"] == "completed"
+    before = client.get(f"/documents/{doc_id}").json()
+    assert (before["status"], before["version"], before["error"]) == ("ready", 1, None)
+    new = text_of("hoatzin") + b" FAIL503x6-retryready"
+    r = put_file(client, doc_id, "retry-ready.txt", new)
+    assert r.status_code == 202, r.text
+    batch_id, task_id = r.json()["batch_id"], r.json()["tasks"][0]["task_id"]
+    with worker.running():
+        first = wait_batch(client, batch_id)
+    assert first["tasks"][0]["status"] == "failed", first
+    assert first["tasks"][0]["error"].startswith("Gave up after 1 attempts"), first
+    assert_unchanged(client, database_url, doc_id, before, "binturong")
+
+    # The admin route: queued again; the worker frozen, the document stays the old version.
+    retried = client.post(f"/admin/tasks/{task_id}/retry")
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["status"] == "queued"
+    assert_unchanged(client, database_url, doc_id, before, "binturong")
+    with worker.running():
+        second = wait_batch(client, batch_id)
+    assert second["tasks"][0]["status"] == "failed", second
+    assert_unchanged(client, database_url, doc_id, before, "binturong")
+
+    # The CLI: the embedder has recovered, the retried replacement is swapped in.
+    cli = rag_server(settings, "tasks", "retry", task_id)
+    assert cli.returncode == 0, cli.stderr
+    assert_unchanged(client, database_url, doc_id, before, "binturong")
+    with worker.running():
+        assert wait_batch(client, batch_id)["status"] == "completed"
+    doc = client.get(f"/documents/{doc_id}").json()
+    assert (doc["status"], doc["version"], doc["error"]) == ("ready", 2, None)
+    assert client.get(f"/documents/{doc_id}/download").content == new
+    texts = chunk_texts(database_url, doc_id)
+    assert doc["chunk_count"] == len(texts) > 0
+    assert any("hoatzin" in t for t in texts) and not any("binturong" in t for t in texts), texts
+    stats_match_recount(database_url)
+
+
+def test_a_retried_replacement_needs_the_version_it_replaces(
+    client: TestClient, database_url: str, worker: PausedWorker
+) -> None:
+    # A failed replacement of version 1, retried after another new file made version 2, would swap
+    # older bytes over newer ones: refused, the document left as it is.
+    r = upload(client, {"retry-stale.txt": text_of("saola")})
+    doc_id = r.json()["tasks"][0]["document_id"]
+    with worker.running():
+        wait_batch(client, r.json()["batch_id"])
+        failed = put_file(client, doc_id, "retry-stale.pdf", corrupt_pdf()).json()
+        assert wait_batch(client, failed["batch_id"])["status"] == "failed"
+        newer = put_file(client, doc_id, "retry-stale.txt", text_of("fossa")).json()
+        assert wait_batch(client, newer["batch_id"])["status"] == "completed"
+    before = client.get(f"/documents/{doc_id}").json()
+    assert before["version"] == 2
+    task_id = failed["tasks"][0]["task_id"]
+    refused = client.post(f"/admin/tasks/{task_id}/retry")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["detail"] == (
+        f"task {task_id} replaces version 1 of 'retry-stale.txt', which is at version 2 now: upload the"
+        " file again to replace it"
+    )
+    assert_unchanged(client, database_url, doc_id, before, "fossa")
 
 
 def test_a_new_file_for_a_document_in_a_folder_stays_in_that_folder(
@@ -950,6 +1036,39 @@ def test_a_failed_documents_error_stays_its_own_when_a_new_file_for_it_fails_or_
     (task,) = ended["tasks"]
     assert task["status"] == "failed" and "PDF" in task["error"], ended
     assert_unchanged(client, database_url, doc_id, before, "gecko")
+    assert active_tasks(database_url, doc_id) == []
+
+
+def test_a_retried_replacement_of_a_failed_document_leaves_it_failed_until_its_swap(
+    client: TestClient, settings: Settings, database_url: str, worker: PausedWorker
+) -> None:
+    # An operator's retry set the document `queued` with no error before anything was swapped: its old
+    # bytes uploaded meanwhile became a `duplicate` of a document "being processed" instead of refused
+    # (one active task per document), and a second failure wrote the replacement's reason on it.
+    old, doc_id, before, replacement = failed_and_replaced(client, worker, "kinkajou")
+    batch_id, task_id = replacement["batch_id"], replacement["tasks"][0]["task_id"]
+    with worker.running():
+        first = wait_batch(client, batch_id)
+    assert first["tasks"][0]["status"] == "failed", first
+    assert_unchanged(client, database_url, doc_id, before, "kinkajou")
+
+    cli = rag_server(settings, "tasks", "retry", task_id)
+    assert cli.returncode == 0, cli.stderr
+    assert_unchanged(client, database_url, doc_id, before, "kinkajou")
+    again = upload(client, {"kinkajou.txt": old}).json()
+    assert_refused_while_replaced(client, database_url, doc_id, again, "kinkajou", "kinkajou.pdf")
+    with worker.running():
+        second = wait_batch(client, batch_id)
+    assert second["tasks"][0]["status"] == "failed", second
+    assert second["tasks"][0]["error"] == first["tasks"][0]["error"]
+    assert_unchanged(client, database_url, doc_id, before, "kinkajou")
+
+    # Retried and cancelled through the admin routes: still the task's alone.
+    retried = client.post(f"/admin/tasks/{task_id}/retry")
+    assert retried.status_code == 200, retried.text
+    assert_unchanged(client, database_url, doc_id, before, "kinkajou")
+    assert client.post(f"/admin/tasks/{task_id}/cancel").status_code == 200
+    assert_unchanged(client, database_url, doc_id, before, "kinkajou")
     assert active_tasks(database_url, doc_id) == []
 
 

@@ -3,9 +3,12 @@
 What operators need when documents sit in `queued` or `processing` with no visible reason. Every change
 keeps the ingestion invariants: a retry resets the task and its document, sends the new pgmq message and
 takes the old one out of the archive in ONE transaction (the bytes are still in `document_files`: nothing
-is uploaded again); a cancel fails the task and its document and archives its message in ONE transaction
-(a replacement's task alone: its document keeps its current version until the swap, replacement.py).
+is uploaded again); a cancel fails the task and its document and archives its message in ONE transaction.
 Locks: task rows (by id), then their documents' rows, the worker's order (ingestion/tasks.py).
+
+A replacement's task (ingestion/replacement.py) is retried and cancelled alone: its document keeps its
+current version, status, chunks and error until the swap. Its retry needs that version to be the one it
+replaces, and its bytes are on the task row.
 
 A retry starts the task afresh: `failures` 0 (the document gets RAG_WORKER_MAX_ATTEMPTS again) and
 `attempts` 0 (attempts are the deliveries of the task's message, and the new message has none yet).
@@ -115,7 +118,8 @@ async def _message_exists(c: asyncpg.Connection, queue: IngestQueue, msg_id: int
 async def _lock_tasks(c: asyncpg.Connection, where: str, *args: Any) -> list[asyncpg.Record]:
     return await c.fetch(
         f"""
-        SELECT t.id, t.status, t.document_id, t.msg_id, t.worker_id, t.request_id, t.replaces_version
+        SELECT t.id, t.status, t.document_id, t.msg_id, t.worker_id, t.request_id, t.replaces_version,
+               t.new_content IS NOT NULL AS has_new_content
         FROM job_tasks t
         JOIN job_batches b ON b.id = t.batch_id WHERE {where} ORDER BY t.id FOR UPDATE OF t
         """,
@@ -133,7 +137,7 @@ async def _retry_locked(c: asyncpg.Connection, queue: IngestQueue, task: asyncpg
         return f"the document of task {task_id} was deleted: upload the file again"
     doc = await c.fetchrow(
         """
-        SELECT d.id, d.status, d.filename,
+        SELECT d.id, d.status, d.filename, d.version,
                EXISTS (SELECT 1 FROM document_files f WHERE f.document_id = d.id) AS has_bytes,
                (SELECT o.id FROM job_tasks o WHERE o.document_id = d.id AND o.id <> $2
                   AND o.status IN ('queued', 'processing') LIMIT 1) AS other_task
@@ -146,9 +150,14 @@ async def _retry_locked(c: asyncpg.Connection, queue: IngestQueue, task: asyncpg
         return f"the document of task {task_id} was deleted: upload the file again"
     if doc["other_task"] is not None:
         return f"document {doc['filename']!r} is already queued again, by task {doc['other_task']}"
-    if doc["status"] == "ready":
+    replacement = task["replaces_version"] is not None
+    if replacement:
+        refused = _replacement_refusal(task, doc)
+        if refused is not None:
+            return refused
+    elif doc["status"] == "ready":
         return f"document {doc['filename']!r} is ready (a later upload processed it): nothing to retry"
-    if not doc["has_bytes"]:
+    elif not doc["has_bytes"]:
         return f"the stored file of {doc['filename']!r} is missing from the database: upload it again"
     if task["msg_id"] is not None:
         # One message per task, never two; and the archive lists dead messages, which this one no
@@ -171,11 +180,26 @@ async def _retry_locked(c: asyncpg.Connection, queue: IngestQueue, task: asyncpg
         request_id,
     )
     logger.info("task %s queued again (queued before by request %s)", task_id, task["request_id"] or "-")
-    await c.execute(
-        "UPDATE documents SET status = 'queued', error = NULL, chunk_count = 0, updated_at = now()"
-        " WHERE id = $1",
-        doc["id"],
-    )
+    if not replacement:
+        await c.execute(
+            "UPDATE documents SET status = 'queued', error = NULL, chunk_count = 0, updated_at = now()"
+            " WHERE id = $1",
+            doc["id"],
+        )
+    return None
+
+
+def _replacement_refusal(task: asyncpg.Record, doc: asyncpg.Record) -> str | None:
+    """Why a failed replacement cannot be queued again, or None. Its document's status does not matter:
+    until the swap the document keeps its current version, ready or failed, and the retry leaves it so
+    (replacement.py). But a version swapped in since is newer than these bytes."""
+    if doc["version"] != task["replaces_version"]:
+        return (
+            f"task {task['id']} replaces version {task['replaces_version']} of {doc['filename']!r}, which is"
+            f" at version {doc['version']} now: upload the file again to replace it"
+        )
+    if not task["has_new_content"]:
+        return f"the new file of task {task['id']} is missing from the database: upload it again"
     return None
 
 

@@ -2,8 +2,8 @@
 
 Until the swap nothing of the document changes: its stored file, chunks, metadata, status and error stay
 the current version's, so search keeps finding the old text and a replacement that fails leaves it live.
-Failing or cancelled, the replacement is its task's alone (tasks.fail_task): a failed document keeps the
-error about its own bytes. The swap
+Failing, cancelled or retried by an operator, the replacement is its task's alone (tasks.fail_task,
+operations._retry_locked): a failed document keeps the error about its own bytes. The swap
 (ingestion/tasks.complete_task) is one transaction: new bytes and metadata in, version + 1, then
 `write_chunks` deletes the old chunks and inserts the new ones (the BM25 triggers keep the statistics
 exact), the task completes and its message goes.

@@ -74,7 +74,9 @@ async def cancel_tasks(
 @router.post("/tasks/{task_id}/retry", response_model=AdminTask, responses=error_responses(404, 409, 503))
 async def retry_task(task_id: UUID, pool: PoolDep, queue: QueueDep) -> AdminTask:
     """Queue a failed task again (failures and attempts start over); its stored file is processed anew.
-    409 when it is not failed, its file is missing or its document is queued again by another task."""
+    409 when it is not failed, its file is missing, its document is queued again by another task or (a new
+    file for the document) another version was swapped in since. A new file's retry leaves its document as
+    it is until the swap."""
     return await operations.retry_task(pool, queue, task_id)
 
 
