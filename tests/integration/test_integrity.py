@@ -63,7 +63,10 @@ async def healthy(runtime: Runtime) -> dict[str, uuid.UUID]:
         assert await tasks.complete_task(runtime.pool, runtime.queue, work, msg.msg_id, chunks, vectors)
     [bad] = await enqueue(runtime, [("bad.txt", b"x")])
     [msg] = await runtime.queue.read(120)
-    await tasks.fail_task(runtime.pool, runtime.queue, bad.task_id, bad.document_id, "Too short.", msg.msg_id)
+    assert await tasks.start_task(runtime.pool, bad.task_id, int(msg.read_ct), None, msg.msg_id)
+    assert await tasks.fail_task(
+        runtime.pool, runtime.queue, bad.task_id, None, bad.document_id, "Too short.", msg.msg_id
+    )
     session = uuid.uuid4()
     async with owner_connection(runtime.database_url) as conn:
         await conn.execute("INSERT INTO chat_sessions (id) VALUES ($1)", session)

@@ -83,6 +83,19 @@ async def test_only_a_dead_workers_task_is_queued_again_and_the_dead_worker_cann
         assert await tasks.start_task(runtime.pool, ref.task_id, int(again.read_ct), other_id, again.msg_id)
         assert not await tasks.release_task(runtime.pool, runtime.queue, ref.task_id, worker_id, again.msg_id)
         assert await message_state(runtime, again.msg_id) == (2, False)
+        # Nor fail it: its verdict (a give-up, an error of its own attempt) would end the other's attempt,
+        # fail the document and archive the message the other one holds.
+        failed = tasks.fail_task(
+            runtime.pool, runtime.queue, ref.task_id, worker_id, work.document_id, "late", again.msg_id
+        )
+        assert not await failed
+        row = await runtime.pool.fetchrow(
+            "SELECT status, worker_id FROM job_tasks WHERE id = $1", ref.task_id
+        )
+        assert row is not None and (row["status"], row["worker_id"]) == ("processing", other_id)
+        status = await runtime.pool.fetchval("SELECT status FROM documents WHERE id = $1", work.document_id)
+        assert status == "processing"
+        assert await message_state(runtime, again.msg_id) == (2, False)
         assert await tasks.release_task(runtime.pool, runtime.queue, ref.task_id, other_id, again.msg_id)
         assert await message_state(runtime, again.msg_id) == (2, True)
     finally:

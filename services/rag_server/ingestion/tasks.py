@@ -237,28 +237,35 @@ async def fail_task(
     conn: Executor,
     queue: IngestQueue,
     task_id: UUID,
+    worker_id: int | None,
     document_id: UUID | None,
     reason: str,
     msg_id: int | None,
     count_failure: bool = False,
-) -> None:
+) -> bool:
     """Fail the task and its document with a readable reason and archive its message: one transaction.
     No chunks are ever written before success, so nothing partial remains. `count_failure`: the document
-    caused this failure itself (not a give-up decision on earlier ones).
+    caused this failure itself (not a give-up decision on earlier ones). False, and nothing written, when
+    the task is no longer this worker's: re-queued after it lost its liveness lock, another worker's
+    attempt, and its message, are not this one's to end.
 
     A replacement's failure is its task's alone: the document still holds its current version, whose
     status, chunk count and error (a failed document's, about its own bytes) stay as they are."""
     async with transaction(conn) as c:
-        await c.execute(
-            """
-            UPDATE job_tasks SET status = 'failed', error = $2, finished_at = now(), updated_at = now(),
-                   failures = failures + $3
-            WHERE id = $1 AND status IN ('queued', 'processing')
+        failed = await c.fetchval(
+            f"""
+            UPDATE job_tasks SET status = 'failed', error = $3, finished_at = now(), updated_at = now(),
+                   failures = failures + $4
+            WHERE {OWNED}
+            RETURNING true
             """,
             task_id,
+            worker_id,
             reason,
             int(count_failure),
         )
+        if not failed:
+            return False
         if document_id is not None:
             await c.execute(
                 """
@@ -272,6 +279,7 @@ async def fail_task(
             )
         if msg_id is not None:
             await queue.archive(msg_id, conn=c)
+    return True
 
 
 async def complete_task(
@@ -312,7 +320,9 @@ async def complete_task(
         # The metadata as the task row holds it now, not as it was read at the start: a PATCH meanwhile
         # edited it too (documents.update_metadata), and the later edit wins.
         if swap and (reason := await _swap_in(c, work, task["new_metadata"])) is not None:
-            await fail_task(c, queue, work.task_id, work.document_id, reason, msg_id, count_failure=True)
+            await fail_task(
+                c, queue, work.task_id, work.worker_id, work.document_id, reason, msg_id, count_failure=True
+            )
             return False
         await write_chunks(c, work.document_id, chunks, vectors, generations)
         await c.execute(

@@ -213,7 +213,9 @@ class Worker:
                 return
             reason = give_up_reason(settings, work.failures, attempt, work.error)
             if reason is not None:
-                await tasks.fail_task(pool, queue, task_id, work.document_id, reason, msg.msg_id)
+                await tasks.fail_task(
+                    pool, queue, task_id, work.worker_id, work.document_id, reason, msg.msg_id
+                )
                 return
             self._heartbeats[msg.msg_id] = asyncio.create_task(self._keep_invisible(task_id, msg.msg_id))
             await self._ingest(work, msg.msg_id, attempt)
@@ -292,7 +294,10 @@ class Worker:
         pool, queue = self.runtime.pool, self.runtime.queue
 
         async def record() -> None:
-            await tasks.fail_task(pool, queue, task_id, document_id, reason, msg.msg_id, count_failure=True)
+            if not await tasks.fail_task(
+                pool, queue, task_id, self.worker_id, document_id, reason, msg.msg_id, count_failure=True
+            ):
+                logger.info("task %s: taken over meanwhile; its failure here is not recorded", task_id)
 
         await self._until_recorded(f"record failure of task {task_id}", record)
 
