@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +30,7 @@ from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_set
 from tests.integration.test_bm25_native import assert_stats_match_recount
 from tests.support.ingest import query, wait_batch
 from tests.support.paused_worker import PausedWorker
-from tests.support.processes import settings_env
+from tests.support.processes import rag_server_cli, settings_env
 from tests.support.sample_files import corrupt_pdf, long_text
 
 LEGS = ("bm25", "vector")
@@ -340,16 +338,6 @@ def test_a_failed_replacement_keeps_the_old_version(
     stats_match_recount(database_url)
 
 
-def rag_server(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rag_server", *args],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def assert_unchanged(client: TestClient, database_url: str, doc_id: str, before: Any, marker: str) -> None:
     """The document exactly as `before` (every field, updated_at too), its chunks those it had, all
     holding `marker`'s text and found by both legs."""
@@ -399,7 +387,7 @@ def test_a_retried_replacement_of_a_ready_document_changes_nothing_before_its_sw
     assert_unchanged(client, database_url, doc_id, before, "binturong")
 
     # The CLI: the embedder has recovered, the retried replacement is swapped in.
-    cli = rag_server(settings, "tasks", "retry", task_id)
+    cli = rag_server_cli(settings, "tasks", "retry", task_id)
     assert cli.returncode == 0, cli.stderr
     assert_unchanged(client, database_url, doc_id, before, "binturong")
     with worker.running():
@@ -1052,7 +1040,7 @@ def test_a_retried_replacement_of_a_failed_document_leaves_it_failed_until_its_s
     assert first["tasks"][0]["status"] == "failed", first
     assert_unchanged(client, database_url, doc_id, before, "kinkajou")
 
-    cli = rag_server(settings, "tasks", "retry", task_id)
+    cli = rag_server_cli(settings, "tasks", "retry", task_id)
     assert cli.returncode == 0, cli.stderr
     assert_unchanged(client, database_url, doc_id, before, "kinkajou")
     again = upload(client, {"kinkajou.txt": old}).json()

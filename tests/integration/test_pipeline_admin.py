@@ -5,8 +5,6 @@ listed and purged; only admin keys reach any of it."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.recovery import WORKER_LOCK_CLASS
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings, fake_ollama_env
 from tests.support.ingest import chunk_count, enqueue, query, task_row, wait_for
-from tests.support.processes import Proc, process_env, settings_env, start_worker
+from tests.support.processes import Proc, process_env, rag_server_cli, start_worker
 
 WAIT_S = 60  # a correctness bound on each wait, not a speed assertion
 ADMIN = "ops-admin"
@@ -53,16 +51,6 @@ def admin(app_client: httpx.AsyncClient, headers: dict[str, dict[str, str]]) -> 
 
 def in_queue(database_url: str, msg_id: int) -> bool:
     return bool(query(database_url, "SELECT 1 FROM pgmq.q_ingest WHERE msg_id = %s", msg_id))
-
-
-def rag_server(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rag_server", *args],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 async def test_cancel_then_retry_after_the_embedding_service_recovers(
@@ -257,30 +245,30 @@ async def test_the_cli(runtime: Runtime, settings: Settings, database_url: str) 
     query(database_url, "UPDATE job_tasks SET status = 'completed' WHERE id = %s RETURNING 1", done.task_id)
     batch = str(task_row(database_url, queued.task_id)["batch_id"])
 
-    listed = rag_server(settings, "tasks", "list", "--batch", batch)
+    listed = rag_server_cli(settings, "tasks", "list", "--batch", batch)
     assert listed.returncode == 0, listed.stderr
     assert str(queued.task_id) in listed.stdout and "2 of 2 tasks" in listed.stdout
 
-    refused = rag_server(settings, "tasks", "retry", str(done.task_id))
+    refused = rag_server_cli(settings, "tasks", "retry", str(done.task_id))
     assert refused.returncode == 1
     assert refused.stderr.strip().endswith("is completed, not failed: only a failed task can be retried")
-    unnamed = rag_server(settings, "tasks", "retry")
+    unnamed = rag_server_cli(settings, "tasks", "retry")
     assert unnamed.returncode == 1 and "error: name exactly one of" in unnamed.stderr
     # A model built from an argument inside the command: pydantic's many lines were printed whole.
-    too_long = rag_server(settings, "tasks", "retry", "--collection", "c" * 101)
+    too_long = rag_server_cli(settings, "tasks", "retry", "--collection", "c" * 101)
     assert too_long.returncode == 1 and too_long.stderr.splitlines()[-1] == (
         f"error: collection '{'c' * 30}...': at most 100 characters, not 101"
     )
 
-    cancelled = rag_server(settings, "tasks", "cancel", "--batch", batch)
+    cancelled = rag_server_cli(settings, "tasks", "cancel", "--batch", batch)
     assert cancelled.returncode == 0, cancelled.stderr
     assert "1 cancelled, 0 skipped" in cancelled.stdout
     row: dict[str, Any] = task_row(database_url, queued.task_id)
     assert (row["status"], row["error"]) == ("failed", "Cancelled by an operator.")
 
-    archive = rag_server(settings, "queue", "archive")
+    archive = rag_server_cli(settings, "queue", "archive")
     assert archive.returncode == 0 and str(queued.task_id) in archive.stdout
-    purged = rag_server(settings, "queue", "archive", "--purge")
+    purged = rag_server_cli(settings, "queue", "archive", "--purge")
     assert purged.returncode == 0 and "deleted 1 archived messages" in purged.stdout
 
 
@@ -304,7 +292,7 @@ async def test_the_cli_refuses_numbers_out_of_range_when_parsed(
         ("queue", "archive", "--purge", "--older-than-days", "999999999999"),
         ("queue", "archive", "--purge", "--older-than-days", "-1"),
     ):
-        refused = rag_server(settings, *args)
+        refused = rag_server_cli(settings, *args)
         assert refused.returncode == 2, refused.stdout + refused.stderr
         option, value = args[-2:]
         assert refused.stderr.splitlines()[-1] == (
@@ -313,5 +301,5 @@ async def test_the_cli_refuses_numbers_out_of_range_when_parsed(
         )
         assert refused.stdout == "" and "Traceback" not in refused.stderr
     assert query(database_url, archived)[0]["n"] == before > 0
-    listed = rag_server(settings, "tasks", "list", "--limit", "1")
+    listed = rag_server_cli(settings, "tasks", "list", "--limit", "1")
     assert listed.returncode == 0 and listed.stdout.splitlines()[-1].startswith("1 of "), listed.stdout

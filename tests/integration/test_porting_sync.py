@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from rag_server.infra.runtime import Runtime
 from rag_server.porting.models import ImportCounts
 from rag_server.porting.service import export_jsonl, import_chroma, import_jsonl_file
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
-from tests.support.processes import Proc, settings_env, start_worker
+from tests.support.processes import Proc, rag_server_cli, settings_env, start_worker
 
 HERON = [
     "The grey heron hunts fish in shallow wetlands at dawn.",
@@ -235,16 +233,6 @@ async def uploaded(app_client: httpx.AsyncClient, worker: Proc) -> dict[str, str
     return {t["filename"]: t["document_id"] for t in status["tasks"]}
 
 
-def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rag_server", *args],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 CHUNK_PLACE = """
 SELECT d.filename, c.chunk_index, c.text, c.page, c.heading_path, c.location
 FROM chunks c JOIN documents d ON d.id = c.document_id JOIN collections k ON k.id = d.collection_id
@@ -295,12 +283,16 @@ async def test_an_export_imported_back_into_its_own_collection_is_the_same_docum
     tmp_path: Path,
 ) -> None:
     file = tmp_path / "up.jsonl"
-    done = await asyncio.to_thread(cli, settings, "export", "--collection", "up", str(file), "--with-vectors")
+    done = await asyncio.to_thread(
+        rag_server_cli, settings, "export", "--collection", "up", str(file), "--with-vectors", timeout_s=300
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     before = await documents_of(runtime, "up")
 
     def back(collection: str) -> str:
-        run = cli(settings, "import", "jsonl", str(file), "--collection", collection, "--quiet")
+        run = rag_server_cli(
+            settings, "import", "jsonl", str(file), "--collection", collection, "--quiet", timeout_s=300
+        )
         assert run.returncode == 0 and "Traceback" not in run.stdout + run.stderr, run.stdout + run.stderr
         return run.stdout
 

@@ -7,6 +7,8 @@ The same helpers the benchmarks use (rag_server.evaluation.processes), under the
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from rag_server.config import Settings
 from rag_server.evaluation.processes import Child as Proc
@@ -26,6 +28,7 @@ __all__ = [
     "free_port",
     "listens_on",
     "process_env",
+    "rag_server_cli",
     "settings_env",
     "start",
     "start_listening",
@@ -42,3 +45,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
     extra = {f"RAG_{name.upper()}": v if isinstance(v, str) else json.dumps(v) for name, v in fields.items()}
     assert settings.database_url and settings.data_dir
     return process_env(settings.database_url, settings.data_dir, **extra)
+
+
+def rag_server_cli(
+    settings: Settings, *args: str, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`rag-server ARGS...` run to its end with `settings` (settings_env), its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "rag_server", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
