@@ -15,7 +15,7 @@ from playwright.async_api import Browser, Page, Request, expect
 
 from rag_server.client import AsyncClient
 from tests.browser.conftest import Console, Stack, new_page, sign_in
-from tests.browser.seed import bearer
+from tests.browser.seed import bearer, upload_and_wait
 from tests.support.processes import start_worker
 
 GARBAGE_PDF = b"%PDF-1.7\nnot a real PDF at all \x00\xff\xfe trailer"
@@ -189,6 +189,36 @@ async def test_the_keyboard_focus_survives_the_refresh_of_a_list_being_processed
                 pass
         await expect(box).to_be_focused()
         await expect(box).to_be_checked()
+    finally:
+        stack.worker = start_worker(stack.env, tmp_path / "worker.log")
+
+
+async def test_a_failed_documents_bytes_while_a_new_file_for_it_waits_fail_at_once_with_the_reason(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    """The upload's answer already says the task failed (a second task of that document would have
+    raced the waiting new file): the row shows why, not a bare "failed" (nothing of it is polled)."""
+    broken = GARBAGE_PDF + b" quokka"
+    [failed] = (await upload_and_wait(stack, {"quokka.pdf": broken})).values()
+    assert failed["status"] == "failed"
+    stack.worker.stop()  # no worker: the new file for the document waits, queued
+    try:
+        async with httpx.AsyncClient(
+            base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+        ) as client:
+            put = await client.put(
+                f"/documents/{failed['document_id']}/file",
+                files={"file": ("quokka.txt", b"Quokkas live on Rottnest Island. " * 10)},
+            )
+            assert put.status_code == 202, put.text
+        await open_upload_panel(page)
+        await page.get_by_label("Files to upload").set_input_files(
+            write(tmp_path, {"quokka-copy.pdf": broken})
+        )
+        row = upload_row(page, "quokka-copy.pdf")
+        await expect(row).to_have_attribute("data-status", "failed")
+        await expect(row).to_contain_text("is waiting to replace them")
+        await expect(row).to_contain_text("upload this file again")
     finally:
         stack.worker = start_worker(stack.env, tmp_path / "worker.log")
 
