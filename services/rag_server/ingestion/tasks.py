@@ -252,30 +252,28 @@ async def fail_task(
     A replacement's failure is its task's alone: the document still holds its current version, whose
     status, chunk count and error (a failed document's, about its own bytes) stay as they are."""
     async with transaction(conn) as c:
-        failed = await c.fetchval(
+        failed = await c.fetchrow(
             f"""
             UPDATE job_tasks SET status = 'failed', error = $3, finished_at = now(), updated_at = now(),
                    failures = failures + $4
             WHERE {OWNED}
-            RETURNING true
+            RETURNING replaces_version
             """,
             task_id,
             worker_id,
             reason,
             int(count_failure),
         )
-        if not failed:
+        if failed is None:
             return False
-        if document_id is not None:
+        if document_id is not None and failed["replaces_version"] is None:
             await c.execute(
                 """
                 UPDATE documents SET status = 'failed', error = $2, chunk_count = 0, updated_at = now()
                 WHERE id = $1 AND status <> 'ready'
-                  AND NOT EXISTS (SELECT 1 FROM job_tasks WHERE id = $3 AND replaces_version IS NOT NULL)
                 """,
                 document_id,
                 reason,
-                task_id,
             )
         if msg_id is not None:
             await queue.archive(msg_id, conn=c)
