@@ -21,6 +21,7 @@ from tests.chaos.cluster import CrashableCluster
 from tests.fakes.llm_server import FakeLLM
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+pytest_plugins = ["tests.support.watchdog"]
 # Helpers that assert on behalf of tests report their failures like the tests themselves.
 pytest.register_assert_rewrite("tests.support.ingest")
 
