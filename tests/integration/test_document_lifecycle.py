@@ -426,6 +426,73 @@ def test_a_retried_replacement_needs_the_version_it_replaces(
     assert_unchanged(client, database_url, doc_id, before, "fossa")
 
 
+def messages_of(settings: Settings, database_url: str, task_id: str) -> int:
+    """The queue messages naming the task (waiting or taken; not the archive's)."""
+    sql = f"SELECT count(*) AS n FROM {queue_table(settings.queue_name)} WHERE message ->> 'task_id' = %s"
+    return int(query(database_url, sql, task_id)[0]["n"])
+
+
+def drop_new_file(database_url: str, task_id: str) -> None:
+    """A replacement's new bytes gone (removed by hand, a partial restore), as the database's owner."""
+    assert query(database_url, "UPDATE job_tasks SET new_content = NULL WHERE id = %s RETURNING id", task_id)
+
+
+def test_a_failed_replacement_whose_new_file_is_missing_cannot_be_retried(
+    client: TestClient, settings: Settings, database_url: str, worker: PausedWorker
+) -> None:
+    # Queued again, it would only fail once more at its claim: refused, saying what to do, and nothing
+    # changes (the task failed as it was, no message, the document as it was).
+    r = upload(client, {"retry-gone.txt": text_of("pangolin")})
+    doc_id = r.json()["tasks"][0]["document_id"]
+    with worker.running():
+        wait_batch(client, r.json()["batch_id"])
+        failed = put_file(client, doc_id, "retry-gone.pdf", corrupt_pdf()).json()
+        assert wait_batch(client, failed["batch_id"])["status"] == "failed"
+    task_id = failed["tasks"][0]["task_id"]
+    drop_new_file(database_url, task_id)
+    before = client.get(f"/documents/{doc_id}").json()
+    assert (before["status"], before["version"]) == ("ready", 1)
+    task_before = query(database_url, "SELECT * FROM job_tasks WHERE id = %s", task_id)
+    refused = client.post(f"/admin/tasks/{task_id}/retry")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["detail"] == (
+        f"the new file of task {task_id} is missing from the database: upload it again"
+    )
+    assert query(database_url, "SELECT * FROM job_tasks WHERE id = %s", task_id) == task_before
+    assert task_before[0]["status"] == "failed"
+    assert messages_of(settings, database_url, task_id) == 0
+    assert active_tasks(database_url, doc_id) == []
+    assert_unchanged(client, database_url, doc_id, before, "pangolin")
+
+
+def test_a_claimed_replacement_whose_new_file_is_missing_fails_alone(
+    client: TestClient, settings: Settings, database_url: str, worker: PausedWorker
+) -> None:
+    # The worker's claim finds no bytes on the task: the task fails saying so, its message goes, and the
+    # document (which never lost its own file) keeps its version, status, chunks and error.
+    r = upload(client, {"claim-gone.txt": text_of("tamandua")})
+    doc_id = r.json()["tasks"][0]["document_id"]
+    with worker.running():
+        assert wait_batch(client, r.json()["batch_id"])["status"] == "completed"
+    before = client.get(f"/documents/{doc_id}").json()
+    assert (before["status"], before["version"], before["error"]) == ("ready", 1, None)
+    queued = put_file(client, doc_id, "claim-gone.txt", text_of("tamandua v2")).json()
+    task_id = queued["tasks"][0]["task_id"]
+    drop_new_file(database_url, task_id)
+    with worker.running():
+        ended = wait_batch(client, queued["batch_id"])
+    [task] = ended["tasks"]
+    assert (task["status"], task["error"], task["replaces_version"]) == (
+        "failed",
+        "The stored file is missing from the database; upload it again.",
+        1,
+    ), ended
+    assert messages_of(settings, database_url, task_id) == 0
+    assert active_tasks(database_url, doc_id) == []
+    assert_unchanged(client, database_url, doc_id, before, "tamandua")
+    stats_match_recount(database_url)
+
+
 def test_a_new_file_for_a_document_in_a_folder_stays_in_that_folder(
     client: TestClient, worker: PausedWorker
 ) -> None:
