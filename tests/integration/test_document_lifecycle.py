@@ -1060,6 +1060,85 @@ def test_when_the_waiting_new_file_fails_uploading_the_old_bytes_again_queues_th
     assert texts and any("oryx" in t for t in texts) and doc["chunk_count"] == len(texts)
 
 
+def refused_retry(task_id: str, filename: str) -> str:
+    return (
+        f"task {task_id} was refused when {filename!r} was uploaded and holds no file of its own: upload"
+        f" {filename!r} again to process it"
+    )
+
+
+def test_a_task_refused_at_upload_is_not_retried_under_the_documents_name(
+    client: TestClient, settings: Settings, database_url: str, worker: PausedWorker, fake: FakeEmbeddingServer
+) -> None:
+    # `tasks retry` on a task refused at upload, once the new file in its way had failed, queued the
+    # document: its old bytes as the document's margay.pptx (failing again as a presentation), not as the
+    # margay.txt that upload gave, under a task named margay.txt. Refused, saying to upload the file again,
+    # by the route, the CLI and a batch's retry; nothing changes, and uploading it again works.
+    fake.release("margay")  # its bytes are processed in the end
+    old, doc_id, replacement = failed_with_a_new_file_queued(
+        client, worker, "margay", "margay.pdf", corrupt_pdf()
+    )
+    again = upload(client, {"margay.txt": old}).json()
+    reason = assert_refused_while_replaced(client, database_url, doc_id, again, "margay", "margay.pdf")
+    refused_id = again["tasks"][0]["task_id"]
+    with worker.running():
+        assert wait_batch(client, replacement["batch_id"])["status"] == "failed"
+    before = client.get(f"/documents/{doc_id}").json()
+    assert (before["status"], before["version"], before["filename"]) == ("failed", 1, "margay.pptx")
+    sentence = refused_retry(refused_id, "margay.txt")
+    r = client.post(f"/admin/tasks/{refused_id}/retry")
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == sentence
+    cli = rag_server_cli(settings, "tasks", "retry", refused_id)
+    assert cli.returncode == 1 and cli.stderr.strip().endswith(sentence), cli.stderr
+    bulk = client.post("/admin/tasks/retry", json={"batch_id": again["batch_id"]})
+    assert bulk.json() == {"done": [], "skipped": [{"task_id": refused_id, "reason": sentence}]}, bulk.text
+    assert_unchanged(client, database_url, doc_id, before, "margay")
+    assert active_tasks(database_url, doc_id) == []
+    assert messages_of(settings, database_url, refused_id) == 0
+    status = client.get(f"/tasks/{again['batch_id']}/status").json()
+    assert (status["status"], status["tasks"][0]["status"], status["tasks"][0]["error"]) == (
+        "failed",
+        "failed",
+        reason,
+    )
+    # What it says works: the document is queued as margay.txt and processed as text.
+    retried = upload(client, {"margay.txt": old}).json()
+    assert [(t["status"], t["document_id"]) for t in retried["tasks"]] == [("queued", doc_id)], retried
+    with worker.running():
+        assert wait_batch(client, retried["batch_id"])["status"] == "completed"
+    doc = client.get(f"/documents/{doc_id}").json()
+    assert (doc["status"], doc["version"], doc["filename"], doc["file_type"]) == (
+        "ready",
+        1,
+        "margay.txt",
+        "txt",
+    )
+
+
+def test_a_task_refused_at_upload_is_not_retried_once_the_new_file_was_swapped_in(
+    client: TestClient, settings: Settings, database_url: str, worker: PausedWorker
+) -> None:
+    # The document holds the new file now, not the refused bytes: a retry has nothing of them to process
+    # (and must never process the new version in their name). It said "ready (a later upload processed
+    # it): nothing to retry", though no upload ever processed those bytes.
+    new = text_of("numbat")
+    old, doc_id, replacement = failed_with_a_new_file_queued(client, worker, "quoll", "numbat.txt", new)
+    again = upload(client, {"quoll.txt": old}).json()
+    assert_refused_while_replaced(client, database_url, doc_id, again, "quoll", "numbat.txt")
+    refused_id = again["tasks"][0]["task_id"]
+    with worker.running():
+        assert wait_batch(client, replacement["batch_id"])["status"] == "completed"
+    before = client.get(f"/documents/{doc_id}").json()
+    assert (before["status"], before["version"], before["filename"]) == ("ready", 2, "numbat.txt")
+    r = client.post(f"/admin/tasks/{refused_id}/retry")
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == refused_retry(refused_id, "quoll.txt")
+    assert_unchanged(client, database_url, doc_id, before, "numbat")
+    assert active_tasks(database_url, doc_id) == []
+    assert messages_of(settings, database_url, refused_id) == 0
+
+
 def failed_and_replaced(client: TestClient, worker: PausedWorker, marker: str) -> tuple[bytes, str, Any, Any]:
     """A failed document (`failed_with_a_new_file_queued`) a corrupt PDF is queued to replace: (its bytes,
     its id, the document as it is, the replacement's upload answer)."""

@@ -8,7 +8,8 @@ Locks: task rows (by id), then their documents' rows, the worker's order (ingest
 
 A replacement's task (ingestion/replacement.py) is retried and cancelled alone: its document keeps its
 current version, status, chunks and error until the swap. Its retry needs that version to be the one it
-replaces, and its bytes are on the task row.
+replaces, and its bytes are on the task row. A task refused at upload (never queued: no message) holds
+no bytes to retry: its file is uploaded again (`_refused_at_upload`).
 
 A retry starts the task afresh: `failures` 0 (the document gets RAG_WORKER_MAX_ATTEMPTS again) and
 `attempts` 0 (attempts are the deliveries of the task's message, and the new message has none yet).
@@ -118,8 +119,8 @@ async def _message_exists(c: asyncpg.Connection, queue: IngestQueue, msg_id: int
 async def _lock_tasks(c: asyncpg.Connection, where: str, *args: Any) -> list[asyncpg.Record]:
     return await c.fetch(
         f"""
-        SELECT t.id, t.status, t.document_id, t.msg_id, t.worker_id, t.request_id, t.replaces_version,
-               t.new_content IS NOT NULL AS has_new_content
+        SELECT t.id, t.status, t.document_id, t.filename, t.msg_id, t.worker_id, t.request_id,
+               t.replaces_version, t.new_content IS NOT NULL AS has_new_content
         FROM job_tasks t
         JOIN job_batches b ON b.id = t.batch_id WHERE {where} ORDER BY t.id FOR UPDATE OF t
         """,
@@ -133,6 +134,8 @@ async def _retry_locked(c: asyncpg.Connection, queue: IngestQueue, task: asyncpg
     orphan = status == "queued" and not await _message_exists(c, queue, task["msg_id"])
     if status != "failed" and not orphan:
         return f"task {task_id} is {status}, not failed: only a failed task can be retried"
+    if status == "failed" and task["msg_id"] is None:
+        return _refused_at_upload(task)
     if task["document_id"] is None:
         return f"the document of task {task_id} was deleted: upload the file again"
     doc = await c.fetchrow(
@@ -187,6 +190,21 @@ async def _retry_locked(c: asyncpg.Connection, queue: IngestQueue, task: asyncpg
             doc["id"],
         )
     return None
+
+
+def _refused_at_upload(task: asyncpg.Record) -> str:
+    """A failed task that never had a message was refused at upload (batches._refused_task): the bytes
+    were a failed document's while a new file of it waited. Not retried, as it holds nothing to retry:
+    its bytes were never stored as its own, only as the document's, which may hold a new version since
+    (a retry would process that in this task's name); and while it still holds them, the upload's name,
+    type and metadata were not kept, so the document would be processed as it failed before (a .pptx
+    again, not the .txt uploaded). Uploading the file again does what that upload asked, as its
+    refusal already says; telling when a retry would be the same is not worth a second path."""
+    name = task["filename"]
+    return (
+        f"task {task['id']} was refused when {name!r} was uploaded and holds no file of its own: upload"
+        f" {name!r} again to process it"
+    )
 
 
 def _replacement_refusal(task: asyncpg.Record, doc: asyncpg.Record) -> str | None:
@@ -278,7 +296,7 @@ async def _select(c: asyncpg.Connection, selection: TaskSelection, status: str) 
 
 async def retry_tasks(conn: Executor, queue: IngestQueue, selection: TaskSelection) -> BulkTaskResult:
     """Every failed task of a batch or a collection queued again, ONE transaction; those that cannot be
-    (file missing, document deleted or queued again) are skipped with the reason."""
+    (file missing, document deleted or queued again, refused at upload) are skipped with the reason."""
     async with transaction(conn) as c:
         done, skipped = [], []
         for task in await _select(c, selection, "failed"):

@@ -59,7 +59,8 @@ async def list_tasks(
 @router.post("/tasks/retry", response_model=BulkTaskResult, responses=error_responses(400, 404, 503))
 async def retry_tasks(body: RetrySelection, pool: PoolDep, queue: QueueDep) -> BulkTaskResult:
     """Every failed task of a batch (`batch_id`) or a collection (`collection`) queued again, without
-    uploading again; those that cannot be (file missing, document deleted or queued again) are skipped."""
+    uploading again; those that cannot be (file missing, document deleted or queued again, refused at
+    upload) are skipped."""
     return await operations.retry_tasks(pool, queue, body)
 
 
@@ -74,9 +75,9 @@ async def cancel_tasks(
 @router.post("/tasks/{task_id}/retry", response_model=AdminTask, responses=error_responses(404, 409, 503))
 async def retry_task(task_id: UUID, pool: PoolDep, queue: QueueDep) -> AdminTask:
     """Queue a failed task again (failures and attempts start over); its stored file is processed anew.
-    409 when it is not failed, its file is missing, its document is queued again by another task or (a new
-    file for the document) another version was swapped in since. A new file's retry leaves its document as
-    it is until the swap."""
+    409 when it is not failed, its file is missing, it was refused at upload (never queued: upload the file
+    again), its document is queued again by another task or (a new file for the document) another version
+    was swapped in since. A new file's retry leaves its document as it is until the swap."""
     return await operations.retry_task(pool, queue, task_id)
 
 
