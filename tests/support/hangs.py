@@ -15,6 +15,8 @@ import asyncpg
 import psutil
 import psycopg
 
+from tests.support.watchdog import task_stacks
+
 T = TypeVar("T")
 
 # Far beyond any bound under test: what is checked is that a call ends while the database hangs.
@@ -37,6 +39,8 @@ async def while_frozen(
     """Run `call` while every backend of the database is stopped, and with `whole` the server's main
     process too (a new connection is then never answered): (whether it ended before they were let go
     again, its task). They are always let go."""
+    # No await before the freeze: `call` may be tasks already scheduled (a gather), which must meet the
+    # database frozen, not start their statements first.
     frozen = backends(pg_server, database_url)
     assert frozen, "no connection to freeze: make one first"
     if whole:
@@ -47,6 +51,8 @@ async def while_frozen(
         task = asyncio.ensure_future(call)
         await asyncio.wait({task}, timeout=PATIENCE_S)
         ended = task.done()
+        if not ended:  # shown with the test's failure: where the call waits
+            print(f"still waiting after {PATIENCE_S:.0f} s, before the database is let go:\n{task_stacks()}")
     finally:
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)

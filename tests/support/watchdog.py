@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import gc
 import io
 import os
 import sys
@@ -84,13 +85,25 @@ def _task_stacks() -> str:
         return "--- no event loop ---\n"
 
     async def dump() -> str:
-        out = io.StringIO()
-        for task in asyncio.all_tasks() - {asyncio.current_task()}:
-            out.write(f"--- {task!r}\n")
-            task.print_stack(limit=40, file=out)
-        return out.getvalue()
+        return task_stacks()
 
     try:
         return asyncio.run_coroutine_threadsafe(dump(), loop).result(timeout=10)
     except Exception as exc:  # the loop itself is blocked: the thread stacks show where
         return f"--- the event loop did not answer ({type(exc).__name__}): it is blocked ---\n"
+
+
+def task_stacks() -> str:
+    """Every task of the running loop but the caller's, with its stack (what each one waits for); then
+    every suspended coroutine and async generator, as a task's stack stops at the first async generator
+    it awaits (Starlette's middlewares, asyncpg's pool)."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks() - {asyncio.current_task()}:
+        out.write(f"--- {task!r}\n")
+        task.print_stack(limit=40, file=out)
+    out.write("--- suspended coroutines and async generators (innermost code first) ---\n")
+    for obj in gc.get_objects():
+        frame = getattr(obj, "cr_frame", None) or getattr(obj, "ag_frame", None)
+        if frame is not None and not (getattr(obj, "cr_running", False) or getattr(obj, "ag_running", False)):
+            out.write(f"{frame.f_code.co_qualname} at {frame.f_code.co_filename}:{frame.f_lineno}\n")
+    return out.getvalue()
