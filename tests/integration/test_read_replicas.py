@@ -44,6 +44,8 @@ from tests.support.hangs import while_frozen
 from tests.support.replica import Standby, start_standby
 
 T = TypeVar("T")
+# Far beyond any bound of the routing: a request past it hangs.
+REQUEST_BOUND_S = 120.0
 TEXT = "Axolotls regrow whole limbs; the blastema forms within days of the amputation."
 
 
@@ -80,6 +82,18 @@ async def principals(runtime: Runtime) -> dict[str, dict[str, str]]:
     return out
 
 
+class Bounded(httpx.AsyncBaseTransport):
+    """An in-process request that does not end within REQUEST_BOUND_S fails, its traceback showing where
+    it waited (httpx's timeouts apply to sockets only, not to an ASGI app called in the same loop)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        async with asyncio.timeout(REQUEST_BOUND_S):
+            return await self._inner.handle_async_request(request)
+
+
 @asynccontextmanager
 async def replica_app(
     settings: Settings, standby: Standby, runtime: Runtime, **options: Any
@@ -95,7 +109,7 @@ async def replica_app(
     )
     app = create_app(configured, embedder=runtime.embedder)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        transport = Bounded(httpx.ASGITransport(app=app, raise_app_exceptions=False))
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=60) as client:
             yield app, client
 
@@ -314,7 +328,7 @@ class Alternating(httpx.AsyncBaseTransport):
     """A load balancer in front of two server processes: requests go to each in turn."""
 
     def __init__(self, *apps: FastAPI) -> None:
-        self._backends = [httpx.ASGITransport(app=app) for app in apps]
+        self._backends = [Bounded(httpx.ASGITransport(app=app)) for app in apps]
         self._turn = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -551,7 +565,7 @@ async def through_a_recovery_conflict(
         # The run again on the primary waits for this transaction's locks: release them.
         await until(rerouted_or_answered, "the request runs again on the primary")
         await primary.rollback()
-    result = await answer
+    result = await asyncio.wait_for(answer, REQUEST_BOUND_S)
     assert routed["rerun"] > before["rerun"]
     assert not await replica_read_waits()
     # A cancelled read leaves the replica in use: it is healthy, only that read moved.
@@ -599,7 +613,7 @@ async def test_an_mcp_search_cancelled_on_the_replica_runs_again_on_the_primary(
             # 127.0.0.1: a loopback server's MCP transport accepts only loopback Host headers.
             async with Client(streamable_http_client("http://127.0.0.1/mcp", http_client=client)) as mcp:
                 arguments = {"query": "conflict axolotls blastema", "mode": "bm25", "top_k": 20}
-                return await mcp.call_tool("search", arguments)
+                return await mcp.call_tool("search", arguments, read_timeout_seconds=REQUEST_BOUND_S)
 
         client.headers.update(principals["other"])
         result = await through_a_recovery_conflict(settings, standby, app, mcp_search)
