@@ -62,7 +62,7 @@ screenshots: install
 
 # fuzz the whole API deeper than the suite does: DEPTH × (100 valid + 50 invalid) per operation, new random ones
 fuzz DEPTH="5": install
-    RAG_FUZZ_DEPTH={{DEPTH}} {{bin}}/pytest -n 3 tests/integration/test_api_fuzz.py
+    RAG_FUZZ_DEPTH={{DEPTH}} RAG_TEST_HANG_S=0 {{bin}}/pytest -n 3 tests/integration/test_api_fuzz.py
 
 # 200 documents while workers are SIGKILLed, PostgreSQL crash-restarts, the embedder fails and the server
 # dies mid-stream and mid-upload; then every invariant (`rag-server check`) and each document's chunks
