@@ -17,12 +17,12 @@ import os
 import sys
 import threading
 import time
+import types
 from collections.abc import Generator
 from pathlib import Path
 
 import pytest
 
-HANG_S = float(os.environ.get("RAG_TEST_HANG_S", "300"))
 _running: tuple[str, float] | None = None  # (test id, time.monotonic() at its start)
 _loop: asyncio.AbstractEventLoop | None = None
 
@@ -45,23 +45,28 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if HANG_S > 0:
-        threading.Thread(target=_watch, args=(config,), name="hang-watchdog", daemon=True).start()
+    raw = os.environ.get("RAG_TEST_HANG_S", "300")
+    try:
+        hang_s = float(raw)
+    except ValueError:
+        raise pytest.UsageError(f"RAG_TEST_HANG_S is seconds (0: no bound), not {raw!r}") from None
+    if hang_s > 0:
+        threading.Thread(target=_watch, args=(config, hang_s), name="hang-watchdog", daemon=True).start()
 
 
-def _watch(config: pytest.Config) -> None:
+def _watch(config: pytest.Config, hang_s: float) -> None:
     while True:
-        time.sleep(min(5.0, HANG_S))
+        time.sleep(min(5.0, hang_s))
         running = _running
-        if running is not None and time.monotonic() - running[1] > HANG_S:
-            _report(config, running[0])
+        if running is not None and time.monotonic() - running[1] > hang_s:
+            _report(config, running[0], hang_s)
             os._exit(70)
 
 
-def _report(config: pytest.Config, nodeid: str) -> None:
+def _report(config: pytest.Config, nodeid: str, hang_s: float) -> None:
     out = io.StringIO()
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    out.write(f"\n=== HANG: {nodeid} ran past {HANG_S:.0f} s ({worker}); its stacks follow ===\n")
+    out.write(f"\n=== HANG: {nodeid} ran past {hang_s:.0f} s ({worker}); its stacks follow ===\n")
     out.write(_task_stacks())
     text = out.getvalue()
     hangs = Path(config.rootpath, ".pytest-hangs")
@@ -89,8 +94,10 @@ def _task_stacks() -> str:
 
     try:
         return asyncio.run_coroutine_threadsafe(dump(), loop).result(timeout=10)
-    except Exception as exc:  # the loop itself is blocked: the thread stacks show where
-        return f"--- the event loop did not answer ({type(exc).__name__}): it is blocked ---\n"
+    except TimeoutError:  # the loop itself is blocked: the thread stacks show where
+        return "--- the event loop did not answer within 10 s: it is blocked ---\n"
+    except Exception as exc:
+        return f"--- the tasks could not be listed: {exc!r} ---\n"
 
 
 def task_stacks() -> str:
@@ -101,9 +108,12 @@ def task_stacks() -> str:
     for task in asyncio.all_tasks() - {asyncio.current_task()}:
         out.write(f"--- {task!r}\n")
         task.print_stack(limit=40, file=out)
-    out.write("--- suspended coroutines and async generators (innermost code first) ---\n")
+    out.write("--- every suspended coroutine and async generator, at its line ---\n")
     for obj in gc.get_objects():
-        frame = getattr(obj, "cr_frame", None) or getattr(obj, "ag_frame", None)
-        if frame is not None and not (getattr(obj, "cr_running", False) or getattr(obj, "ag_running", False)):
+        if not isinstance(obj, types.CoroutineType | types.AsyncGeneratorType):
+            continue  # (and never a proxy's __getattr__, which may do anything)
+        frame = obj.cr_frame if isinstance(obj, types.CoroutineType) else obj.ag_frame
+        running = obj.cr_running if isinstance(obj, types.CoroutineType) else obj.ag_running
+        if frame is not None and not running:
             out.write(f"{frame.f_code.co_qualname} at {frame.f_code.co_filename}:{frame.f_lineno}\n")
     return out.getvalue()
