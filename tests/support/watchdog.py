@@ -2,9 +2,10 @@
 
 A test (its setup, call and teardown) running longer than RAG_TEST_HANG_S (default 300 s; the slowest
 test takes about a minute on two loaded cores) is a hang, not slowness. The watchdog then writes every
-asyncio task's stack and every thread's stack to the terminal (and to `.pytest-hangs/<worker>.txt`) and
-exits the process: pytest-xdist reports "worker crashed while running <test>", replaces the worker and
-goes on with the other modules. Without it a hung test held CI until its own deadline, saying nothing.
+asyncio task's stack, every suspended coroutine and every thread's stack to the terminal (and to
+`.pytest-hangs/<worker>.txt`) and exits the process: pytest-xdist reports "worker crashed while
+running <test>", replaces the worker and goes on with the other modules. Without it a hung test held CI
+until its own deadline, saying nothing.
 """
 
 from __future__ import annotations
@@ -24,14 +25,6 @@ from pathlib import Path
 import pytest
 
 _running: tuple[str, float] | None = None  # (test id, time.monotonic() at its start)
-_loop: asyncio.AbstractEventLoop | None = None
-
-
-@pytest.fixture(scope="session", autouse=True)
-async def _watched_loop() -> None:
-    """Remembers the session's event loop, so that a dump can list its tasks."""
-    global _loop
-    _loop = asyncio.get_running_loop()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -85,19 +78,24 @@ def _report(config: pytest.Config, nodeid: str, hang_s: float) -> None:
 
 
 def _task_stacks() -> str:
-    loop = _loop
-    if loop is None or loop.is_closed():
-        return "--- no event loop ---\n"
+    """task_stacks() run in each running event loop: the test's, whichever loop scope pytest-asyncio
+    gave it (found among all objects, as the running loop is the main thread's own to ask)."""
+    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()]
+    if not loops:
+        return "--- no event loop is running ---\n"
 
     async def dump() -> str:
         return task_stacks()
 
-    try:
-        return asyncio.run_coroutine_threadsafe(dump(), loop).result(timeout=10)
-    except TimeoutError:  # the loop itself is blocked: the thread stacks show where
-        return "--- the event loop did not answer within 10 s: it is blocked ---\n"
-    except Exception as exc:
-        return f"--- the tasks could not be listed: {exc!r} ---\n"
+    out = []
+    for loop in loops:
+        try:
+            out.append(asyncio.run_coroutine_threadsafe(dump(), loop).result(timeout=10))
+        except TimeoutError:  # the loop itself is blocked: the thread stacks show where
+            out.append("--- the event loop did not answer within 10 s: it is blocked ---\n")
+        except Exception as exc:
+            out.append(f"--- the tasks could not be listed: {exc!r} ---\n")
+    return "".join(out)
 
 
 def task_stacks() -> str:
