@@ -31,7 +31,7 @@ from tests.integration.test_bm25_native import assert_stats_match_recount
 from tests.support.ingest import query, wait_batch
 from tests.support.paused_worker import PausedWorker
 from tests.support.processes import rag_server_cli, settings_env
-from tests.support.sample_files import corrupt_pdf, long_text
+from tests.support.sample_files import corrupt_pdf, long_text, pdf_with_text
 
 LEGS = ("bm25", "vector")
 
@@ -1058,6 +1058,45 @@ def test_when_the_waiting_new_file_fails_uploading_the_old_bytes_again_queues_th
     assert client.get(f"/documents/{doc_id}/download").content == old
     texts = chunk_texts(database_url, doc_id)
     assert texts and any("oryx" in t for t in texts) and doc["chunk_count"] == len(texts)
+
+
+@pytest.mark.parametrize("new_sorts_first", [True, False])
+def test_a_replacing_upload_of_a_new_file_and_the_old_bytes_refuses_the_old_bytes_in_either_order(
+    client: TestClient, database_url: str, worker: PausedWorker, new_sorts_first: bool
+) -> None:
+    # One replace=true upload: a failed document's new file (by its name) and its old bytes (another
+    # name). Stored in sha256 order, the outcome hung on the two hashes: the new file first, the old
+    # bytes were refused; the old bytes first, they queued the document again under their name, and the
+    # new file became a second document instead of the document's new version.
+    marker = f"tamarin{int(new_sorts_first)}"
+    old = corrupt_pdf() + marker.encode()
+    first = upload(client, {f"{marker}.pdf": old}).json()
+    doc_id = first["tasks"][0]["document_id"]
+    with worker.running():
+        assert wait_batch(client, first["batch_id"])["status"] == "failed"
+    new = next(
+        data
+        for n in range(64)
+        if (sha256_hex(data := pdf_with_text([text_of(f"{marker} {n}").decode()])) < sha256_hex(old))
+        == new_sorts_first
+    )
+    both = upload(client, {f"{marker}.txt": old, f"{marker}.pdf": new}, replace="true").json()
+    refused, replacement = both["tasks"]  # the request's order
+    assert (replacement["status"], replacement["document_id"], replacement["replaces_version"]) == (
+        "queued",
+        doc_id,
+        1,
+    ), both
+    assert (refused["status"], refused["document_id"]) == ("failed", doc_id), both
+    assert "waiting to replace them" in refused["detail"], refused
+    doc = client.get(f"/documents/{doc_id}").json()
+    assert (doc["filename"], doc["status"], doc["version"]) == (f"{marker}.pdf", "failed", 1)
+    assert [str(t["id"]) for t in active_tasks(database_url, doc_id)] == [replacement["task_id"]]
+    with worker.running():
+        assert wait_batch(client, both["batch_id"])["status"] == "completed_with_errors"  # one refused
+    doc = client.get(f"/documents/{doc_id}").json()
+    assert (doc["filename"], doc["status"], doc["version"]) == (f"{marker}.pdf", "ready", 2)
+    assert client.get(f"/documents/{doc_id}/download").content == new
 
 
 def refused_retry(task_id: str, filename: str) -> str:

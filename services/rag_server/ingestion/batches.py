@@ -51,6 +51,9 @@ async def create_upload_batch(
     document still being processed). Files are stored in sha256 order, whatever the request's order:
     two uploads of the same new files wait for each other on UNIQUE (collection_id, sha256) in the same
     order, never in a cycle (a deadlock, 40P01). The tasks come back in the request's order.
+    With `replace`, the new files of named documents are queued before the other files, so a file that
+    holds a failed document's old bytes beside that document's new file is always the one refused
+    (`_refused_task`), whichever of the two sorts first by sha256.
     """
     if replace:
         _refuse_repeated_names(files)
@@ -60,15 +63,17 @@ async def create_upload_batch(
         # gone.
         if not await c.fetchval("SELECT rag_share_collection($1)", collection_id):
             raise NotFoundError(f"no collection {str(collection_id)!r}")
+        targets: list[UUID | None] = [None] * len(files)
         if replace:
             await lock_names(c, collection_id, [f.filename for f in files])
+            targets = [await document_named(c, collection_id, f.filename) for f in files]
         batch_id: UUID = await c.fetchval(
             "INSERT INTO job_batches (collection_id) VALUES ($1) RETURNING id", collection_id
         )
-        order = sorted(range(len(files)), key=lambda i: (files[i].sha256, i))
+        order = sorted(range(len(files)), key=lambda i: (targets[i] is None, files[i].sha256, i))
         tasks: dict[int, TaskRef] = {}
         for i in order:
-            tasks[i] = await _add_or_replace(c, queue, batch_id, files[i], collection_id, replace)
+            tasks[i] = await _add_or_replace(c, queue, batch_id, files[i], collection_id, targets[i])
     return UploadResponse(batch_id=batch_id, tasks=[tasks[i] for i in range(len(files))])
 
 
@@ -90,10 +95,10 @@ async def _add_or_replace(
     batch_id: UUID,
     f: IncomingFile,
     collection_id: UUID,
-    replace: bool,
+    target: UUID | None,
 ) -> TaskRef:
+    """`f` as a new file of the document `target` (replace=true found it by name), else as an upload."""
     request_id = current_request_id()
-    target = await document_named(conn, collection_id, f.filename) if replace else None
     if target is None:
         return await _add_file(conn, queue, batch_id, f, collection_id, request_id)
     task = await queue_replacement(conn, queue, batch_id, target, f)
