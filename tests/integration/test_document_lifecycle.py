@@ -125,6 +125,21 @@ def test_metadata_on_upload_request_wide_and_per_file(client: TestClient, worker
         assert doc_ids(search(client, "okapi quokka", leg, metadata={"team": "x"})) == set(ids.values())
 
 
+def test_metadata_numbers_keep_their_type_however_large(client: TestClient) -> None:
+    # jsonb keeps a number's digits, not its type: 1e16 (which Python writes with an exponent) was read
+    # back as the int 10000000000000000, so an exported or edited document changed its metadata's types.
+    numbers = {"f": 1e16, "neg": -2.5e20, "huge": 1.5e300, "tiny": 1e-7, "i": 10**16, "whole": 3.0}
+    r = upload(client, {"numbers.txt": text_of("tapir")}, metadata=json.dumps({"n": numbers}))
+    assert r.status_code == 202, r.text
+    doc_id = r.json()["tasks"][0]["document_id"]
+    stored = client.get(f"/documents/{doc_id}").json()["metadata"]["n"]
+    assert stored == numbers
+    assert {k: type(v) for k, v in stored.items()} == {k: type(v) for k, v in numbers.items()}, stored
+    patched = client.patch(f"/documents/{doc_id}", json={"metadata": {"g": [1e17, 10**17]}})
+    assert patched.status_code == 200, patched.text
+    assert [type(v) for v in client.get(f"/documents/{doc_id}").json()["metadata"]["g"]] == [float, int]
+
+
 @pytest.mark.parametrize(
     ("form", "needle"),
     [

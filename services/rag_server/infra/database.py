@@ -71,7 +71,27 @@ def runtime_url(owner_url: str, settings: Settings) -> str:
 def _encode_json(value: Any) -> str:
     # Strings pass through untouched: pgmq's client hands over JSON it already serialised.
     # Our own code never binds a bare Python str as a jsonb value.
-    return value if isinstance(value, str) else json.dumps(value)
+    if isinstance(value, str):
+        return value
+    text = json.dumps(value)
+    # jsonb keeps a number's digits, not its type: 1e+16 is stored as 10000000000000000 and read back as
+    # an int. Python writes a float with an exponent from 1e16 up (each one whole), so those are written
+    # out with ".0" (exact: the double's own integer), which jsonb keeps and reads back as a float.
+    return _json_with_whole_floats(value) if "e+" in text else text
+
+
+def _json_with_whole_floats(value: Any) -> str:
+    if isinstance(value, float) and "e+" in repr(value):
+        return f"{int(value)}.0"
+    if isinstance(value, dict):
+        items = (
+            f"{json.dumps(k if isinstance(k, str) else json.dumps(k))}:{_json_with_whole_floats(v)}"
+            for k, v in value.items()
+        )
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_json_with_whole_floats(v) for v in value) + "]"
+    return json.dumps(value)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
