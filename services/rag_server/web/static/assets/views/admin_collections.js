@@ -60,7 +60,16 @@ export function collectionsSection(ctx) {
         "table",
         { class: "admin-table" },
         h("caption", { class: "visually-hidden" }, "Collections"),
-        h("thead", {}, h("tr", {}, ["Name", "Description", "Documents", "Vector weight", ""].map((t, i) => h("th", { scope: "col", class: i === 2 || i === 3 ? "num" : null }, t)))),
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            ["Name", "Description", "Documents", "Vector weight"].map((t, i) => h("th", { scope: "col", class: i === 2 || i === 3 ? "num" : null }, t)),
+            h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")),
+          ),
+        ),
         body,
       ),
     ),

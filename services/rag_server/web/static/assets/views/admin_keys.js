@@ -60,7 +60,16 @@ export function keysSection(ctx) {
         "table",
         { class: "admin-table" },
         h("caption", { class: "visually-hidden" }, "API keys"),
-        h("thead", {}, h("tr", {}, ["Name", "Role", "Collections", "Starts with", "Created", "Last used", ""].map((t) => h("th", { scope: "col" }, t)))),
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            ["Name", "Role", "Collections", "Starts with", "Created", "Last used"].map((t) => h("th", { scope: "col" }, t)),
+            h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")),
+          ),
+        ),
         body,
       ),
     ),

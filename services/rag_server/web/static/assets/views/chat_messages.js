@@ -49,7 +49,7 @@ export function openPassage(source, opener) {
     ),
     source.document_deleted ? h("p", { class: "badge warn" }, "This document has since been deleted") : null,
     source.stale ? h("p", { class: "badge warn stale-source" }, `This excerpt is ${earlierVersion(source)}`) : null,
-    h("blockquote", { class: "passage-excerpt", "aria-label": "Excerpt" }, source.excerpt),
+    h("blockquote", { class: "passage-excerpt", role: "figure", "aria-label": "Excerpt" }, source.excerpt),
     h(
       "div",
       { class: "row end" },

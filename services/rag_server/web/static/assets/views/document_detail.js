@@ -43,7 +43,7 @@ function parseMetadata(text) {
 // (`show` puts a newer document's metadata in): an edit being typed survives a redraw (the document's
 // processing ending, a find in its chunks).
 function metadataSection(id, canEdit, onSaved) {
-  const shown = h("pre", { class: "metadata-json card", "aria-label": "Current metadata" });
+  const shown = h("pre", { class: "metadata-json card", role: "figure", "aria-label": "Current metadata" });
   const title = h("h2", { id: "metadata-title" }, "Metadata");
   if (!canEdit) {
     const section = h("section", { "aria-labelledby": "metadata-title" }, title, shown);
