@@ -1,5 +1,6 @@
 // Below 760 px the sessions sidebar is a drawer: a toggle button in the chat's header, a backdrop that
-// closes it, Escape closes it too. A closed drawer is inert: out of the tab order and the accessibility tree.
+// closes it, Escape closes it too, and so does the focus leaving it. A closed drawer is inert: out of the
+// tab order and the accessibility tree.
 
 import { h } from "../dom.js";
 import { icon } from "../icons.js";
@@ -33,6 +34,13 @@ export function createDrawer(root, panel) {
     }
   };
   const onResize = () => set(false);
+  // Tab out of the open drawer closes it: the focus went on to the chat behind its backdrop, where what had
+  // the focus could not be seen. A dialog opened from the drawer (deleting a chat) keeps it open.
+  panel.addEventListener("focusout", (event) => {
+    const next = event.relatedTarget;
+    if (!isOpen() || !NARROW.matches || !next || panel.contains(next) || next.closest("dialog")) return;
+    set(false);
+  });
   document.addEventListener("keydown", onKey);
   NARROW.addEventListener("change", onResize);
   set(false);
