@@ -104,11 +104,13 @@ def _where(hit: SearchHit, page_word: str) -> str:
 
 
 def key_sentences(text: str, terms: set[str], max_sentences: int = 2, max_chars: int = 350) -> str:
-    """Up to `max_sentences` sentences sharing the most question words, in their original order."""
+    """Up to `max_sentences` sentences sharing the most question words (in any inflection: `_stem`), in
+    their original order."""
     sentences = [s.strip() for unit in _text_units(text) for s in _SENTENCE_END.split(unit) if s.strip()]
     if not sentences:
         return ""
-    overlap = [len(terms & _terms(sentence)) for sentence in sentences]
+    stems = {_stem(term) for term in terms}
+    overlap = [len(stems & {_stem(word) for word in _terms(sentence)}) for sentence in sentences]
     best = sorted((i for i in range(len(sentences)) if overlap[i]), key=lambda i: (-overlap[i], i))
     # Nothing matches a question word: the passage's opening says what it is about.
     chosen = best[:max_sentences] or [0]
@@ -150,6 +152,20 @@ def fallback_title(question: str) -> str:
 
 def _terms(text: str) -> set[str]:
     return {w for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOPWORDS and len(w) > 1}
+
+
+# Inflections stripped from a word's end (first match), and what replaces them. Question and sentence
+# words go through the same rule once, so only its consistency matters: "last" meets "lasts" and "lasting",
+# "bake" meets "baked", "bakes" and "baking" (the BM25 leg stems too; without this, "How long does it
+# last?" quoted "the last dose" over "lasts ten years").
+_SUFFIXES = (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""), ("e", ""))
+
+
+def _stem(word: str) -> str:
+    for suffix, replacement in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
+            return word[: -len(suffix)] + replacement
+    return word
 
 
 def _shorten(text: str, limit: int) -> str:
