@@ -40,6 +40,10 @@ class Behaviour:
     report_usage: bool = True
     # The reply to answer requests (None: the usual one, citing [1]).
     answer: str | None = None
+    # Refuse (400) messages whose roles, after the system message, do not alternate user/assistant
+    # starting with a user message: what vLLM or llama.cpp answer for a model whose chat template
+    # insists on it (Mistral, Llama 2, Gemma...).
+    alternating_roles: bool = False
 
 
 @dataclass
@@ -124,6 +128,10 @@ class FakeLLM:
                 {"error": {"message": f"fake failure {b.fail_status}", "type": "server_error"}},
                 status=b.fail_status,
             )
+        roles = [m.get("role") for m in body.get("messages", []) if m.get("role") != "system"]
+        if b.alternating_roles and roles != ["user", "assistant"] * (len(roles) // 2) + ["user"]:
+            message = "Conversation roles must alternate user/assistant/user/assistant/..."
+            return web.json_response({"error": {"message": message, "type": "BadRequestError"}}, status=400)
         reply = b.answer if b.answer is not None and kind == "answer" else reply_for(body)
         text, finish = cut_to_max_tokens(body, reply)
         model = body.get("model", "fake")

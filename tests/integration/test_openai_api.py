@@ -419,6 +419,35 @@ async def test_streamed_tokens_come_from_the_llm_with_the_callers_options(
     assert await runtime.pool.fetchval("SELECT count(*) FROM chat_sessions") == sessions_before
 
 
+@pytest.mark.parametrize(
+    "before",
+    [
+        # A chat UI's greeting first (Streamlit's chat example): an assistant message before any question.
+        [{"role": "assistant", "content": "How can I help you?"}],
+        # A question sent again after a failed answer: two user messages in a row.
+        [{"role": "user", "content": "Hello?"}],
+        # An empty assistant message between two questions (a tool call's), which the history drops.
+        [{"role": "user", "content": "Hello?"}, {"role": "assistant", "content": ""}],
+    ],
+    ids=["greeting-first", "user-twice", "blank-answer"],
+)
+async def test_the_llm_gets_roles_that_alternate_whatever_the_caller_sent(
+    llm_app: FastAPI, fake_llm: FakeLLM, world: World, before: list[Any]
+) -> None:
+    # Many models' chat templates (vLLM, llama.cpp: Mistral, Llama 2, Gemma) refuse a conversation whose
+    # roles do not alternate user/assistant from a user message: every answer fell back to extractive.
+    fake_llm.reset()
+    fake_llm.behaviour = Behaviour(alternating_roles=True)
+    messages: Any = [*before, {"role": "user", "content": QUESTION}]
+    async with client_for(llm_app, world.alpha_reader) as client:
+        completion = await client.chat.completions.create(model="rag:alpha", messages=messages)
+    assert extra(completion, "llm_error") is None
+    assert completion.choices[0].message.content.startswith("According to the sources")
+    answer = fake_llm.requests[-1]
+    assert [m["role"] for m in answer["messages"]] == ["system", "user"]
+    assert answer["messages"][-1]["content"].endswith(QUESTION)
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 async def test_an_answer_cut_by_max_tokens_says_length(
     llm_app: FastAPI, fake_llm: FakeLLM, world: World, stream: bool

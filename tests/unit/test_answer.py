@@ -137,6 +137,18 @@ def test_answer_prompt_numbers_sources_and_keeps_history() -> None:
     assert messages[-1].content == "new question"
 
 
+def test_an_odd_history_window_still_starts_the_prompt_with_a_question() -> None:
+    # RAG_CHAT_HISTORY_MESSAGES=5 cuts a session's history after an answer: its first message is one.
+    said = [("assistant", "old answer"), ("user", "q1"), ("assistant", "a1"), ("user", "q2")]
+    history = [ChatMessageOut(id=i, role=r, content=c, created_at=NOW) for i, (r, c) in enumerate(said)]
+    messages = answer_messages("q3", HITS[:1], history)
+    assert [(m.role.value, m.content) for m in messages[1:]] == [
+        ("user", "q1"),
+        ("assistant", "a1"),
+        ("user", "q2\n\nq3"),  # q2 was never answered: it goes with the question
+    ]
+
+
 def test_the_fake_llm_tells_an_answer_whose_sources_say_title_from_a_title_request() -> None:
     # The fake must answer each prompt as the kind it is, or a test of answers gets a title back.
     sources = [hit("The title of the report is Harbour Safety.")]

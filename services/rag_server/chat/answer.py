@@ -209,16 +209,28 @@ def format_sources(hits: Sequence[SearchHit]) -> str:
 def answer_messages(
     question: str, hits: Sequence[SearchHit], history: Sequence[ChatMessageOut]
 ) -> list[ChatMessage]:
-    messages = [
-        ChatMessage(
-            role=MessageRole.SYSTEM, content=ANSWER_SYSTEM_PROMPT.format(sources=format_sources(hits))
-        )
+    system = ANSWER_SYSTEM_PROMPT.format(sources=format_sources(hits))
+    turns = [(m.role, m.content) for m in history if m.role != "system" and m.content.strip()]
+    return [
+        ChatMessage(role=MessageRole.SYSTEM, content=system),
+        *(ChatMessage(role=MessageRole(role), content=text) for role, text in _alternating(turns, question)),
     ]
-    messages += [
-        ChatMessage(role=MessageRole(m.role), content=m.content) for m in history if m.role != "system"
-    ]
-    messages.append(ChatMessage(role=MessageRole.USER, content=question))
-    return messages
+
+
+def _alternating(turns: Sequence[tuple[str, str]], question: str) -> list[tuple[str, str]]:
+    """The conversation as user/assistant turns that alternate from a user's and end with the question:
+    many models' chat templates (Mistral, Llama 2, Gemma, as vLLM or llama.cpp serve them) refuse any
+    other order, and a caller-held conversation may start with a chat UI's greeting or hold a question
+    sent twice. A leading assistant message is left out; messages of one role in a row are joined."""
+    merged: list[tuple[str, str]] = []
+    for role, text in [*turns, ("user", question)]:
+        if not merged and role == "assistant":
+            continue
+        if merged and merged[-1][0] == role:
+            merged[-1] = (role, f"{merged[-1][1]}\n\n{text}")
+        else:
+            merged.append((role, text))
+    return merged
 
 
 def condense_messages(question: str, history: Sequence[ChatMessageOut]) -> list[ChatMessage]:
