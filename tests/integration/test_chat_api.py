@@ -361,6 +361,20 @@ async def test_bad_input_and_unknown_ids_are_4xx(plain_server: Server, client: h
     assert (await client.get(f"{base}/chat/sessions", params={"limit": 0})).status_code == 422
 
 
+async def test_a_session_title_is_never_blank(plain_server: Server, client: httpx.AsyncClient) -> None:
+    # A blank title was stored as given: a listing (and the web app's sidebar) showed an unnamed chat.
+    base = plain_server.url
+    for blank in ("   ", "\t\n", "\u0000"):
+        created = await client.post(f"{base}/chat/sessions", json={"title": blank})
+        assert created.status_code == 422 and "title must not be blank" in created.text, created.text
+    created = await client.post(f"{base}/chat/sessions", json={"title": "  Index notes "})
+    sid = (await ok(created, 201))["id"]
+    assert (await ok(await client.get(f"{base}/chat/sessions/{sid}")))["title"] == "Index notes"
+    renamed = await client.patch(f"{base}/chat/sessions/{sid}", json={"title": "  "})
+    assert renamed.status_code == 422 and "title must not be blank" in renamed.text
+    assert (await ok(await client.get(f"{base}/chat/sessions/{sid}")))["title"] == "Index notes"
+
+
 async def test_concurrent_queries_on_one_session_all_persist_in_pairs(
     plain_server: Server, client: httpx.AsyncClient
 ) -> None:

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from rag_server.api.deps import ChatDep, OffsetQuery, Reader, ReadPoolDep, RuntimeDep, require
 from rag_server.api.downloads import attachment
@@ -32,7 +32,15 @@ from rag_server.text import Cleaned
 
 logger = logging.getLogger(__name__)
 
-SessionTitle = Annotated[str, Field(min_length=1, max_length=200), Cleaned]
+
+def _title(value: str) -> str:
+    if not value.strip():
+        raise ValueError("title must not be blank")
+    return value.strip()
+
+
+# Stored without surrounding whitespace; a blank one showed as an unnamed chat in every listing.
+SessionTitle = Annotated[str, Field(min_length=1, max_length=200), Cleaned, AfterValidator(_title)]
 
 router = APIRouter(tags=["chat"], dependencies=[require("reader")], responses=error_responses(401))
 
