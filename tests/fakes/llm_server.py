@@ -44,6 +44,9 @@ class Behaviour:
     # starting with a user message: what vLLM or llama.cpp answer for a model whose chat template
     # insists on it (Mistral, Llama 2, Gemma...).
     alternating_roles: bool = False
+    # Refuse (400, as vLLM words it) a prompt of more words than this: a model's context window, with
+    # the fake's tokens (words, as usage_for counts them).
+    context_tokens: int | None = None
 
 
 @dataclass
@@ -128,6 +131,13 @@ class FakeLLM:
                 {"error": {"message": f"fake failure {b.fail_status}", "type": "server_error"}},
                 status=b.fail_status,
             )
+        words = usage_for(body, "")["prompt_tokens"]
+        if b.context_tokens is not None and words > b.context_tokens:
+            message = (
+                f"This model's maximum context length is {b.context_tokens} tokens. However, your request "
+                f"has {words} input tokens. Please reduce the length of the input messages."
+            )
+            return web.json_response({"error": {"message": message, "type": "BadRequestError"}}, status=400)
         roles = [m.get("role") for m in body.get("messages", []) if m.get("role") != "system"]
         if b.alternating_roles and roles != ["user", "assistant"] * (len(roles) // 2) + ["user"]:
             message = "Conversation roles must alternate user/assistant/user/assistant/..."

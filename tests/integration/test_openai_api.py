@@ -448,6 +448,53 @@ async def test_the_llm_gets_roles_that_alternate_whatever_the_caller_sent(
     assert answer["messages"][-1]["content"].endswith(QUESTION)
 
 
+async def test_a_long_conversation_is_cut_to_the_llms_context_oldest_first(
+    settings: Settings, app: FastAPI, fake_llm: FakeLLM, world: World
+) -> None:
+    # A conversation longer than the model's context (a pasted text, a long session) made the provider
+    # refuse every prompt: the condense step and the answer both fell back to extractive, turn after
+    # turn. The oldest messages go first; the newest exchange and the question stay.
+    fake_llm.reset()
+    fake_llm.behaviour = Behaviour(context_tokens=3000)
+    small = settings.model_copy(
+        update={
+            "llm_provider": "openai",
+            "llm_base_url": fake_llm.base_url,
+            "llm_model": "fake-model",
+            "llm_timeout_s": 5.0,
+            "llm_max_retries": 0,
+            "chat_min_similarity": -1.0,
+            "llm_context_tokens": 4096,  # the budget keeps room for the answer
+        }
+    )
+    pasted = " ".join(["lorem"] * 1800)
+    messages: Any = [
+        {"role": "user", "content": f"Summarise this: {pasted}"},
+        {"role": "assistant", "content": "It is placeholder text [1]."},
+        {"role": "user", "content": f"And this: {pasted}"},
+        {"role": "assistant", "content": "More placeholder text [1]."},
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": "BM25 is a ranking function [1]."},
+        {"role": "user", "content": "and k1?"},
+    ]
+    application = create_app(small, embedder=app.state.runtime.embedder)
+    async with (
+        application.router.lifespan_context(application),
+        client_for(application, world.alpha_reader) as client,
+    ):
+        completion = await client.chat.completions.create(model="rag:alpha", messages=messages)
+    assert extra(completion, "llm_error") is None
+    assert completion.choices[0].message.content.startswith("According to the sources")
+    condense, answer = fake_llm.requests
+    for prompt in (condense, answer):
+        assert "Summarise this" not in json.dumps(prompt) and QUESTION in json.dumps(prompt)
+    assert [(m["role"], m["content"]) for m in answer["messages"][-3:]] == [
+        ("user", QUESTION),
+        ("assistant", "BM25 is a ranking function [1]."),
+        ("user", "and k1?"),
+    ]
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 async def test_an_answer_cut_by_max_tokens_says_length(
     llm_app: FastAPI, fake_llm: FakeLLM, world: World, stream: bool

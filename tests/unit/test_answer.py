@@ -149,6 +149,20 @@ def test_an_odd_history_window_still_starts_the_prompt_with_a_question() -> None
     ]
 
 
+def test_a_conversation_is_cut_to_the_models_context_oldest_first() -> None:
+    said = [("user", "word " * 3000), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2")]
+    history = [ChatMessageOut(id=i, role=r, content=c, created_at=NOW) for i, (r, c) in enumerate(said)]
+    cut = answer_messages("q3", HITS[:1], history, context_tokens=2048)
+    # The pasted text goes, and with it its answer (a conversation starts with a question).
+    assert [(m.role.value, m.content) for m in cut[1:]] == [
+        ("user", "q2"),
+        ("assistant", "a2"),
+        ("user", "q3"),
+    ]
+    assert len(answer_messages("q3", HITS[:1], history, context_tokens=8192)) == 6  # all fits: all kept
+    assert len(answer_messages("q3", HITS[:1], history)) == 6  # no context given: no cut
+
+
 def test_the_fake_llm_tells_an_answer_whose_sources_say_title_from_a_title_request() -> None:
     # The fake must answer each prompt as the kind it is, or a test of answers gets a title back.
     sources = [hit("The title of the report is Harbour Safety.")]

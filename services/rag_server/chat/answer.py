@@ -19,6 +19,7 @@ from llama_index.core.llms import LLM, ChatMessage, MessageRole
 from rag_server.chat.models import ChatMessageOut, Source
 from rag_server.chat.usage import TokenUsage, reported_usage
 from rag_server.infra.metrics import observe_llm
+from rag_server.infra.tokenizer import count_tokens
 from rag_server.retrieval.models import SearchHit
 
 EXTRACTIVE_HEADER = "Extractive answer (no LLM configured): the most relevant passages:"
@@ -206,10 +207,40 @@ def format_sources(hits: Sequence[SearchHit]) -> str:
     return "\n\n".join(blocks) if blocks else "(no sources were found)"
 
 
+# Room kept for the answer in the model's context (a quarter of a small one) when a prompt is fitted.
+ANSWER_RESERVE_TOKENS = 1024
+# What each message adds to the prompt beyond its text (role, separators), roughly.
+_MESSAGE_TOKENS = 4
+
+
+def fitting_history(
+    history: Sequence[ChatMessageOut], context_tokens: int | None, *prompt: str
+) -> list[ChatMessageOut]:
+    """The newest messages of `history` that fit in the model's context with the rest of the `prompt`
+    (its other texts) and room for the answer; the oldest go first. None: no limit."""
+    if context_tokens is None:
+        return list(history)
+    budget = context_tokens - min(ANSWER_RESERVE_TOKENS, context_tokens // 4)
+    budget -= sum(count_tokens(text) + _MESSAGE_TOKENS for text in prompt)
+    kept: list[ChatMessageOut] = []
+    for message in reversed(history):
+        budget -= count_tokens(message.content) + _MESSAGE_TOKENS
+        if budget < 0:
+            break
+        kept.append(message)
+    return kept[::-1]
+
+
 def answer_messages(
-    question: str, hits: Sequence[SearchHit], history: Sequence[ChatMessageOut]
+    question: str,
+    hits: Sequence[SearchHit],
+    history: Sequence[ChatMessageOut],
+    context_tokens: int | None = None,
 ) -> list[ChatMessage]:
+    """The answer prompt: the sources, the conversation (its newest messages that fit `context_tokens`,
+    the model's context) and the question."""
     system = ANSWER_SYSTEM_PROMPT.format(sources=format_sources(hits))
+    history = fitting_history(history, context_tokens, system, question)
     turns = [(m.role, m.content) for m in history if m.role != "system" and m.content.strip()]
     return [
         ChatMessage(role=MessageRole.SYSTEM, content=system),
@@ -233,7 +264,10 @@ def _alternating(turns: Sequence[tuple[str, str]], question: str) -> list[tuple[
     return merged
 
 
-def condense_messages(question: str, history: Sequence[ChatMessageOut]) -> list[ChatMessage]:
+def condense_messages(
+    question: str, history: Sequence[ChatMessageOut], context_tokens: int | None = None
+) -> list[ChatMessage]:
+    history = fitting_history(history, context_tokens, CONDENSE_SYSTEM_PROMPT, question)
     transcript = "\n".join(f"{m.role.capitalize()}: {m.content}" for m in history if m.role != "system")
     return [
         ChatMessage(role=MessageRole.SYSTEM, content=CONDENSE_SYSTEM_PROMPT),
@@ -360,11 +394,14 @@ async def condense_question(
     history: Sequence[ChatMessageOut],
     timeout_s: float,
     usage: TokenUsage | None = None,
+    context_tokens: int | None = None,
 ) -> str:
-    """A standalone version of a follow-up question (the question itself when there is no history)."""
+    """A standalone version of a follow-up question (the question itself when there is no history).
+    `context_tokens`: the model's context, which the conversation is cut to (oldest messages first)."""
     if not history:
         return question
-    condensed = await complete(llm, condense_messages(question, history), timeout_s, usage)
+    messages = condense_messages(question, history, context_tokens)
+    condensed = await complete(llm, messages, timeout_s, usage)
     return condensed.strip().strip('"') or question
 
 

@@ -241,7 +241,12 @@ class ChatService:
                 start = time.perf_counter()
                 try:
                     retrieval_query = await condense_question(
-                        llm, turn.question, turn.history, self.settings.llm_timeout_s, turn.usage
+                        llm,
+                        turn.question,
+                        turn.history,
+                        self.settings.llm_timeout_s,
+                        turn.usage,
+                        self.settings.llm_context_tokens,
                     )
                     turn.condensed_query = retrieval_query
                 except LLMFailure as exc:
@@ -269,7 +274,9 @@ class ChatService:
         pieces: list[str] = []
         citations = CitationFilter(len(turn.sources))
         try:
-            messages = answer_messages(turn.question, turn.hits, turn.history)
+            messages = answer_messages(
+                turn.question, turn.hits, turn.history, self.settings.llm_context_tokens
+            )
             timeout = self.settings.llm_timeout_s
             end = StreamEnd()
             async for delta in stream(llm, messages, timeout, turn.usage, end, **turn.llm_options):

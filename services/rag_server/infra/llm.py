@@ -47,7 +47,7 @@ def build_llm(settings: Settings) -> LLM:
             request_timeout=settings.llm_timeout_s,
             temperature=settings.llm_temperature,
             # A fixed window: with the default (-1) the client asks the server, a blocking HTTP call.
-            context_window=8192,
+            context_window=settings.llm_context_tokens,
         )
     if settings.llm_provider == "openai":
         # The openai package imports its chat resources lazily, on the first request: import them now so
@@ -66,7 +66,7 @@ def build_llm(settings: Settings) -> LLM:
             max_retries=settings.llm_max_retries,
             temperature=settings.llm_temperature,
             is_chat_model=True,
-            context_window=8192,
+            context_window=settings.llm_context_tokens,
             # Streams end with a usage chunk (LlamaIndex drops this option from non-streamed calls):
             # /v1/chat/completions reports the provider's token counts, never estimates.
             additional_kwargs={"stream_options": {"include_usage": True}},
