@@ -28,3 +28,18 @@ def test_a_title_becomes_a_file_name_every_system_takes() -> None:
     chat = session("...")
     assert export_filename(chat) == f"chat-{chat.id}.md"
     assert export_filename(session(None)).startswith("chat-")
+
+
+def test_only_an_answer_quoting_sources_is_labelled_as_quoted() -> None:
+    # "No relevant passages were found" quotes nothing: labelled "quoted from the sources", it said the
+    # opposite of itself.
+    now = datetime.now(UTC)
+    extractive = {"answer_mode": "extractive"}
+    asked = [
+        ChatMessageOut(id=1, role="user", content="Capital of Mongolia?", created_at=now),
+        ChatMessageOut(
+            id=2, role="assistant", content="No relevant passages.", metadata=extractive, created_at=now
+        ),
+    ]
+    text = markdown(session("Mongolia"), asked)
+    assert "\n## Answer\n\nNo relevant passages.\n" in text and "quoted" not in text

@@ -39,7 +39,8 @@ def markdown(session: ChatSession, messages: list[ChatMessageOut]) -> str:
         mode = message.metadata.get("answer_mode")
         lines += [
             "",
-            "## Answer" + (" (quoted from the sources: no LLM)" if mode == "extractive" else ""),
+            "## Answer"
+            + (" (quoted from the sources: no LLM)" if mode == "extractive" and message.sources else ""),
             "",
         ]
         lines.append(message.content)
