@@ -163,6 +163,16 @@ def test_a_conversation_is_cut_to_the_models_context_oldest_first() -> None:
     assert len(answer_messages("q3", HITS[:1], history)) == 6  # no context given: no cut
 
 
+def test_earlier_answers_reach_the_llm_without_their_citation_numbers() -> None:
+    # An earlier answer's [2] named that turn's second source; this turn's [2] is another passage. Left
+    # in the history, the model repeated "[2]" with the fact and the reader was shown the wrong passage.
+    said = [("user", "q1"), ("assistant", "Ten years [2], then a booster [1, 3]. See [a] too.")]
+    history = [ChatMessageOut(id=i, role=r, content=c, created_at=NOW) for i, (r, c) in enumerate(said)]
+    messages = answer_messages("q2", HITS[:2], history)
+    assert messages[2].content == "Ten years, then a booster. See [a] too."
+    assert "[1] (doc.txt, page 3)" in (messages[0].content or "")  # this turn's sources keep theirs
+
+
 def test_the_fake_llm_tells_an_answer_whose_sources_say_title_from_a_title_request() -> None:
     # The fake must answer each prompt as the kind it is, or a test of answers gets a title back.
     sources = [hit("The title of the report is Harbour Safety.")]

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from llama_index.core.llms import LLM, ChatMessage, MessageRole
 
+from rag_server.chat.citations import without_citations
 from rag_server.chat.models import ChatMessageOut, Source
 from rag_server.chat.usage import TokenUsage, reported_usage
 from rag_server.infra.metrics import observe_llm
@@ -241,7 +242,9 @@ def answer_messages(
     the model's context) and the question."""
     system = ANSWER_SYSTEM_PROMPT.format(sources=format_sources(hits))
     history = fitting_history(history, context_tokens, system, question)
-    turns = [(m.role, m.content) for m in history if m.role != "system" and m.content.strip()]
+    # An earlier answer's [n] named that turn's sources: the model would repeat it for another passage.
+    said = [(m.role, without_citations(m.content) if m.role == "assistant" else m.content) for m in history]
+    turns = [(role, text) for role, text in said if role != "system" and text.strip()]
     return [
         ChatMessage(role=MessageRole.SYSTEM, content=system),
         *(ChatMessage(role=MessageRole(role), content=text) for role, text in _alternating(turns, question)),

@@ -16,6 +16,12 @@ import re
 _MARKER = re.compile(r"(\s?)\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\](?!\()")
 
 
+def without_citations(text: str) -> str:
+    """`text` without its citation markers (each with the space before it): an earlier answer in a
+    prompt, whose numbers named that turn's sources, not this one's."""
+    return _MARKER.sub("", text)
+
+
 class CitationFilter:
     """Streamed deltas in, the same text out without out-of-range citation numbers. `feed` returns what
     is safe to send now; a possible marker cut between deltas is held back, however long, until the
