@@ -31,6 +31,15 @@ def clean_text(value: str) -> str:
     return value.replace("\x00", " ")
 
 
+def clean_generated(text: str) -> str:
+    """A model's text (an LLM's answer, title, condensed question) made storable: NUL replaced by a space,
+    as `clean_text` does, and a lone surrogate (half of a pair a provider split, or sent alone) by U+FFFD.
+    Not refused: the text is not the caller's input, and the rest of it is the answer."""
+    if not text.isascii():
+        text = _SURROGATE.sub("\ufffd", text)
+    return text.replace("\x00", " ")
+
+
 def _clean_if_text(value: Any) -> Any:
     # Before pydantic's own str validation (whose refusal of a surrogate depends on the field's constraints);
     # anything but a str is left to that validation.

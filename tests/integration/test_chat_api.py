@@ -556,6 +556,24 @@ async def test_citations_of_sources_the_llm_was_not_given_are_dropped(
     assert stored["content"] == cleaned
 
 
+async def test_an_llm_answer_holding_nul_or_a_lone_surrogate_is_stored(
+    llm_server: Server, client: httpx.AsyncClient, fake: FakeLLM
+) -> None:
+    # PostgreSQL text holds neither: the answer's write failed, /query was a 500 and the stream's `error`
+    # lost the whole answer. The model's text is cleaned as a request's is (NUL -> space), and a lone
+    # surrogate (half an emoji) is the replacement character.
+    fake.behaviour = Behaviour(answer="HNSW\u0000is a graph \ud83d [1].")
+    cleaned = "HNSW is a graph \ufffd [1]."
+    base = llm_server.url
+    whole = await ok(await client.post(f"{base}/query", json={"query": "What is HNSW?"}))
+    assert whole["answer_mode"] == "llm" and whole["answer"] == cleaned
+    events = await stream_events(client, f"{base}/query/stream", {"query": "What is HNSW?"})
+    assert events[-1][0] == "done", events[-1]
+    assert tokens_text(events) == events[-1][1]["answer"] == cleaned
+    [*_, stored] = await history(client, base, events[-1][1]["session_id"])
+    assert stored["content"] == cleaned
+
+
 async def test_llm_errors_fall_back_to_extractive(
     llm_server: Server, client: httpx.AsyncClient, fake: FakeLLM
 ) -> None:

@@ -22,6 +22,7 @@ from rag_server.chat.usage import TokenUsage, reported_usage
 from rag_server.infra.metrics import observe_llm
 from rag_server.infra.tokenizer import count_tokens
 from rag_server.retrieval.models import SearchHit
+from rag_server.text import clean_generated
 
 EXTRACTIVE_HEADER = "Extractive answer (no LLM configured): the most relevant passages:"
 FALLBACK_HEADER = "Extractive answer (the LLM was unavailable): the most relevant passages:"
@@ -317,7 +318,7 @@ async def complete(
         raise
     observe_llm(llm, "complete", started)
     _count(usage, response.raw)
-    return (response.message.content or "").strip()
+    return clean_generated(response.message.content or "").strip()
 
 
 @dataclass
@@ -382,7 +383,8 @@ async def stream(
             if end is not None and (reason := reported_finish(response.raw)) is not None:
                 end.reason = reason
             if response.delta:
-                yield response.delta
+                # What PostgreSQL cannot store (NUL, a lone surrogate) would fail the answer's write.
+                yield clean_generated(response.delta)
     finally:
         # Closes the HTTP stream too, also when our caller was cancelled (client disconnect).
         aclose = getattr(responses, "aclose", None)
