@@ -200,7 +200,7 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(default=1, ge=0, le=5)
     llm_temperature: float = 0.1
     # The model's context window in tokens: a conversation's oldest messages are left out of the
-    # condense and answer prompts so the prompt and room for the answer fit in it.
+    # condense and answer prompts so the prompt and room for the answer fit in it (Ollama: its num_ctx).
     llm_context_tokens: int = Field(default=8192, ge=1024, le=10_000_000)
     # Chat cites only passages whose cosine similarity with the question reaches this, or that hold
     # every word of it (retrieval/relevance.py); none left: "no relevant passages", and no LLM answer.
