@@ -448,6 +448,21 @@ async def test_the_llm_gets_roles_that_alternate_whatever_the_caller_sent(
     assert answer["messages"][-1]["content"].endswith(QUESTION)
 
 
+async def test_a_greeting_alone_before_the_question_is_not_condensed(
+    llm_app: FastAPI, fake_llm: FakeLLM, world: World
+) -> None:
+    # No earlier question: nothing for a follow-up to lean on. Condensing cost an LLM call before the
+    # answer could start, and rewrote a standalone question for nothing.
+    fake_llm.reset()
+    messages: Any = [
+        {"role": "assistant", "content": "How can I help you?"},
+        {"role": "user", "content": QUESTION},
+    ]
+    async with client_for(llm_app, world.alpha_reader) as client:
+        completion = await client.chat.completions.create(model="rag:alpha", messages=messages)
+    assert extra(completion, "llm_error") is None and fake_llm.kinds() == ["answer"]
+
+
 async def test_a_long_conversation_is_cut_to_the_llms_context_oldest_first(
     settings: Settings, app: FastAPI, fake_llm: FakeLLM, world: World
 ) -> None:

@@ -237,7 +237,8 @@ class ChatService:
                     llm_title(llm, turn.question, self.settings.llm_timeout_s)
                 )
             retrieval_query = turn.question
-            if llm is not None and turn.history:
+            # A follow-up leans on an earlier question; a greeting alone (a /v1 chat UI's) is no reason.
+            if llm is not None and any(m.role == "user" for m in turn.history):
                 start = time.perf_counter()
                 try:
                     retrieval_query = await condense_question(
