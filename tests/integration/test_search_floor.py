@@ -247,6 +247,14 @@ def test_a_follow_up_no_llm_made_standalone_searches_again_with_the_question_bef
     # A question that finds sources of its own is searched as asked, even in the middle of a session.
     other = ask("How do I reset my password?", "floor-follow-up")
     assert other["condensed_query"] is None and other["sources"][0]["document_name"] == "faq.html"
+    # A question naming its own subject, which nothing bears on: not a follow-up. Searched again with the
+    # question before it, the vacation passages passed the floor and were quoted as its answer.
+    unrelated = ask(OFF_TOPIC, "floor-follow-up")
+    assert (unrelated["sources"], unrelated["answer"], unrelated["condensed_query"]) == (
+        [],
+        NO_SOURCES_ANSWER,
+        None,
+    )
     # Alone, the follow-up has nothing to fall back on.
     alone = ask(follow_up, "floor-alone")
     assert alone["sources"] == [] and alone["answer"] == NO_SOURCES_ANSWER

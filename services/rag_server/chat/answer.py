@@ -79,7 +79,7 @@ def extractive_answer(
     cited [n] (n = position in the sources)."""
     if not hits:
         return NO_SOURCES_ANSWER
-    terms = _terms(question)
+    terms = content_words(question)
     lines = [header]
     best_vector = max((h.vector.score for h in hits[:max_passages] if h.vector is not None), default=0.0)
     for n, hit in enumerate(hits[:max_passages], start=1):
@@ -113,7 +113,7 @@ def key_sentences(text: str, terms: set[str], max_sentences: int = 2, max_chars:
     if not sentences:
         return ""
     stems = {_stem(term) for term in terms}
-    overlap = [len(stems & {_stem(word) for word in _terms(sentence)}) for sentence in sentences]
+    overlap = [len(stems & {_stem(word) for word in content_words(sentence)}) for sentence in sentences]
     best = sorted((i for i in range(len(sentences)) if overlap[i]), key=lambda i: (-overlap[i], i))
     # Nothing matches a question word: the passage's opening says what it is about.
     chosen = best[:max_sentences] or [0]
@@ -153,7 +153,8 @@ def fallback_title(question: str) -> str:
     return _shorten(" ".join(question.split()), TITLE_CHARS)
 
 
-def _terms(text: str) -> set[str]:
+def content_words(text: str) -> set[str]:
+    """The words of `text` that say what it is about: lower-cased, without English stop words."""
     return {w for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOPWORDS and len(w) > 1}
 
 

@@ -3,9 +3,10 @@ follow-up no LLM made standalone searched again with the question before it."""
 
 from __future__ import annotations
 
+import re
 import time
 
-from rag_server.chat.answer import sources_from_hits
+from rag_server.chat.answer import content_words, sources_from_hits
 from rag_server.chat.models import QueryRequest
 from rag_server.chat.turn import Turn, elapsed_ms
 from rag_server.config import Settings
@@ -17,7 +18,12 @@ from rag_server.retrieval.service import search
 async def find_sources(runtime: Runtime, turn: Turn, query: str) -> None:
     """Set `turn.hits` and `turn.sources` for `query` (the question, or its condensed form)."""
     await _search(runtime, turn, query)
-    if not turn.hits and turn.condensed_query is None and (asked := _last_question(turn)):
+    if (
+        not turn.hits
+        and turn.condensed_query is None
+        and (asked := _last_question(turn))
+        and leans_on_earlier(turn.question)
+    ):
         # A follow-up no LLM made standalone ("How long does that take?") found nothing on its own:
         # search again with the question before it, and say so (condensed_query).
         joined = f"{asked} {turn.question}"
@@ -57,6 +63,32 @@ def _searchable(query: str) -> str:
     # A question and the one before it, or an LLM's condensed question, can each be as long as a search
     # query may be: keep the end, where the latest question is.
     return query[-MAX_QUERY_CHARS:]
+
+
+# Words by which a question leans on an earlier one ("Is that the same for part-timers?", "How long does
+# it last?", "And the other kind?"), and openings of one ("What about children?").
+_BACK_REFERENCES = frozenset(
+    """
+    it its itself that this these those they them their theirs there he him his she her same other others
+    else also too again more
+    """.split()  # noqa: SIM905
+)
+_FOLLOW_UP_OPENINGS = ("and", "but", "or", "so", "what about", "how about", "what if")
+
+
+def leans_on_earlier(question: str) -> bool:
+    """Whether `question` reads as a follow-up: it refers back, opens as one, or names at most one thing
+    ("Why?", "Children?"). One that names its own subject ("Who won the world cup in 2014?") found
+    nothing because nothing bears on it: searched with the question before it, the earlier topic's
+    passages passed the floor and were quoted as its answer. The words are English, as the extractive
+    answer's; a question with no word of the Latin alphabet names nothing here and is taken as a follow-up."""
+    words = re.findall(r"[a-z0-9]+(?:'[a-z]+)?", question.lower())
+    opening = " ".join(words[:2])
+    return (
+        any(w in _BACK_REFERENCES for w in words)
+        or any(opening == o or opening.startswith(f"{o} ") for o in _FOLLOW_UP_OPENINGS)
+        or len(content_words(question)) <= 1
+    )
 
 
 def _last_question(turn: Turn) -> str | None:
