@@ -11,9 +11,7 @@ from rag_server.chat.answer import (
     EXCERPT_CHARS,
     EXTRACTIVE_HEADER,
     NO_SOURCES_ANSWER,
-    TITLE_SYSTEM_PROMPT,
     LLMFailure,
-    answer_messages,
     complete,
     condense_question,
     extractive_answer,
@@ -24,6 +22,7 @@ from rag_server.chat.answer import (
     stream,
 )
 from rag_server.chat.models import ChatMessageOut
+from rag_server.chat.prompts import TITLE_SYSTEM_PROMPT, answer_messages
 from rag_server.config import Settings
 from rag_server.infra.llm import LLMConfigError, build_llm, configured_llm
 from rag_server.retrieval.models import LegScore, SearchHit

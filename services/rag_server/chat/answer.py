@@ -1,4 +1,5 @@
-"""Building answers: extractive (no LLM), or LLM-written with inline [n] citations; condense; titles.
+"""Building answers: extractive (no LLM), or LLM-written with inline [n] citations (the prompts are
+chat/prompts.py); condense; titles.
 
 Everything LLM-related is guarded: a failure or timeout raises `LLMFailure` with a readable sentence,
 and the caller falls back to the extractive answer. Nothing here touches the database.
@@ -16,11 +17,10 @@ from typing import Any, TypeVar
 
 from llama_index.core.llms import LLM, ChatMessage, MessageRole
 
-from rag_server.chat.citations import without_citations
 from rag_server.chat.models import ChatMessageOut, Source
+from rag_server.chat.prompts import TITLE_SYSTEM_PROMPT, condense_messages, hit_place
 from rag_server.chat.usage import TokenUsage, reported_usage
 from rag_server.infra.metrics import observe_llm
-from rag_server.infra.tokenizer import count_tokens
 from rag_server.retrieval.models import SearchHit
 from rag_server.text import clean_generated
 
@@ -85,7 +85,7 @@ def extractive_answer(
     for n, hit in enumerate(hits[:max_passages], start=1):
         if n > 1 and not bears_on(hit, best_vector):
             continue
-        where = _where(hit, "p.")
+        where = hit_place(hit, "p.")
         lines.append(f"- {key_sentences(hit.text, terms)} [{n}] ({where})")
     return "\n".join(lines)
 
@@ -97,13 +97,6 @@ def bears_on(hit: SearchHit, best_vector: float) -> bool:
     crew also gets the tide tables, which an answer must not quote as "most relevant". A hit whose legs
     are unknown is kept. Half: MiniLM's unrelated passages sit near 0.05 when a related one is ~0.5."""
     return hit.bm25 is not None or hit.vector is None or hit.vector.score >= 0.5 * best_vector
-
-
-def _where(hit: SearchHit, page_word: str) -> str:
-    """The document and the place in it: a slide or sheet rows when known, else the page."""
-    if hit.location is not None and hit.location.label:
-        return f"{hit.document_name}, {hit.location.label}"
-    return hit.document_name + (f", {page_word} {hit.page}" if hit.page is not None else "")
 
 
 def key_sentences(text: str, terms: set[str], max_sentences: int = 2, max_chars: int = 350) -> str:
@@ -180,107 +173,6 @@ def _shorten(text: str, limit: int) -> str:
     if " " in cut[limit // 2 :]:
         cut = cut[: cut.rfind(" ")]
     return cut.rstrip(" ,;:") + "…"
-
-
-# --- prompts ----------------------------------------------------------------------------------------
-
-ANSWER_SYSTEM_PROMPT = """You answer questions using only the numbered sources below.
-Cite every source you use inline with its number in square brackets, like [1] or [2][3].
-If the sources do not contain the answer, say so briefly instead of guessing.
-
-Sources:
-{sources}"""
-
-CONDENSE_SYSTEM_PROMPT = (
-    "Rewrite the user's follow-up question as one standalone question that can be understood "
-    "without the conversation. Reply with the standalone question only."
-)
-
-TITLE_SYSTEM_PROMPT = (
-    "Write a short title (at most 6 words) for a conversation that starts with the user's question. "
-    "Reply with the title only, without quotes."
-)
-
-
-def format_sources(hits: Sequence[SearchHit]) -> str:
-    blocks = []
-    for n, hit in enumerate(hits, start=1):
-        where = _where(hit, "page") + (f"; {hit.heading_path}" if hit.heading_path else "")
-        blocks.append(f"[{n}] ({where})\n{hit.text.strip()}")
-    return "\n\n".join(blocks) if blocks else "(no sources were found)"
-
-
-# Room kept for the answer in the model's context (a quarter of a small one) when a prompt is fitted.
-ANSWER_RESERVE_TOKENS = 1024
-# What each message adds to the prompt beyond its text (role, separators), roughly.
-_MESSAGE_TOKENS = 4
-
-
-def fitting_history(
-    history: Sequence[ChatMessageOut], context_tokens: int | None, *prompt: str
-) -> list[ChatMessageOut]:
-    """The newest messages of `history` that fit in the model's context with the rest of the `prompt`
-    (its other texts) and room for the answer; the oldest go first. None: no limit."""
-    if context_tokens is None:
-        return list(history)
-    budget = context_tokens - min(ANSWER_RESERVE_TOKENS, context_tokens // 4)
-    budget -= sum(count_tokens(text) + _MESSAGE_TOKENS for text in prompt)
-    kept: list[ChatMessageOut] = []
-    for message in reversed(history):
-        budget -= count_tokens(message.content) + _MESSAGE_TOKENS
-        if budget < 0:
-            break
-        kept.append(message)
-    return kept[::-1]
-
-
-def answer_messages(
-    question: str,
-    hits: Sequence[SearchHit],
-    history: Sequence[ChatMessageOut],
-    context_tokens: int | None = None,
-) -> list[ChatMessage]:
-    """The answer prompt: the sources, the conversation (its newest messages that fit `context_tokens`,
-    the model's context) and the question."""
-    system = ANSWER_SYSTEM_PROMPT.format(sources=format_sources(hits))
-    history = fitting_history(history, context_tokens, system, question)
-    # An earlier answer's [n] named that turn's sources: the model would repeat it for another passage.
-    said = [(m.role, without_citations(m.content) if m.role == "assistant" else m.content) for m in history]
-    turns = [(role, text) for role, text in said if role != "system" and text.strip()]
-    return [
-        ChatMessage(role=MessageRole.SYSTEM, content=system),
-        *(ChatMessage(role=MessageRole(role), content=text) for role, text in _alternating(turns, question)),
-    ]
-
-
-def _alternating(turns: Sequence[tuple[str, str]], question: str) -> list[tuple[str, str]]:
-    """The conversation as user/assistant turns that alternate from a user's and end with the question:
-    many models' chat templates (Mistral, Llama 2, Gemma, as vLLM or llama.cpp serve them) refuse any
-    other order, and a caller-held conversation may start with a chat UI's greeting or hold a question
-    sent twice. A leading assistant message is left out; messages of one role in a row are joined."""
-    merged: list[tuple[str, str]] = []
-    for role, text in [*turns, ("user", question)]:
-        if not merged and role == "assistant":
-            continue
-        if merged and merged[-1][0] == role:
-            merged[-1] = (role, f"{merged[-1][1]}\n\n{text}")
-        else:
-            merged.append((role, text))
-    return merged
-
-
-def condense_messages(
-    question: str, history: Sequence[ChatMessageOut], context_tokens: int | None = None
-) -> list[ChatMessage]:
-    history = fitting_history(history, context_tokens, CONDENSE_SYSTEM_PROMPT, question)
-    transcript = "\n".join(f"{m.role.capitalize()}: {m.content}" for m in history if m.role != "system")
-    return [
-        ChatMessage(role=MessageRole.SYSTEM, content=CONDENSE_SYSTEM_PROMPT),
-        ChatMessage(
-            role=MessageRole.USER,
-            content=f"Conversation:\n{transcript}\n\nFollow-up question: {question}\n\nStandalone question:",
-        ),
-    ]
 
 
 # --- LLM calls (guarded) ---------------------------------------------------------------------------

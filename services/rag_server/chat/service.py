@@ -25,7 +25,6 @@ from rag_server.chat.answer import (
     FALLBACK_HEADER,
     LLMFailure,
     StreamEnd,
-    answer_messages,
     condense_question,
     extractive_answer,
     fallback_title,
@@ -40,6 +39,7 @@ from rag_server.chat.models import (
     QueryResponse,
     SessionRef,
 )
+from rag_server.chat.prompts import answer_messages
 from rag_server.chat.session_store import PostgresSessionStore, SessionStore, external_session_id
 from rag_server.chat.sources import find_sources
 from rag_server.chat.temporary import TemporarySessions
