@@ -27,8 +27,9 @@ from rag_server.collections.models import CreateCollection
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
-from tests.fakes.llm_server import Behaviour, FakeLLM, reply_for, usage_for
+from tests.fakes.llm_server import Behaviour, FakeLLM, reply_for, request_kind, usage_for
 from tests.integration.conftest import APP_BASE_URL
+from tests.support.sample_files import long_text
 
 ALPHA = {
     "bm25.txt": "BM25 is a lexical ranking function based on term frequency and inverse document "
@@ -508,6 +509,48 @@ async def test_a_long_conversation_is_cut_to_the_llms_context_oldest_first(
         ("assistant", "BM25 is a ranking function."),  # an earlier turn's [1] named its own sources
         ("user", "and k1?"),
     ]
+
+
+async def test_only_the_sources_that_fit_the_llms_context_are_given_shown_and_cited(
+    settings: Settings, app: FastAPI, runtime: Runtime, fake_llm: FakeLLM, world: World
+) -> None:
+    # Sources alone could outgrow a small context (a large top_k, long chunks): the provider refused the
+    # prompt and the answer fell back to extractive, over sources the LLM had never been given.
+    collection = await store.create_collection(runtime.pool, CreateCollection(name="tides"))
+    texts = {f"tides-{i}.txt": f"Tide table {i}. {long_text(900, seed=i)}" for i in range(3)}
+    await ingest_documents_direct(
+        runtime, [DirectDocument(n, t.encode(), {}) for n, t in texts.items()], collection_id=collection.id
+    )
+    fake_llm.reset()
+    fake_llm.behaviour = Behaviour(context_tokens=1100)  # the fake counts words
+    small = settings.model_copy(
+        update={
+            "llm_provider": "openai",
+            "llm_base_url": fake_llm.base_url,
+            "llm_model": "fake-model",
+            "llm_timeout_s": 5.0,
+            "llm_max_retries": 0,
+            "chat_min_similarity": -1.0,
+            "llm_context_tokens": 1024,
+        }
+    )
+    application = create_app(small, embedder=app.state.runtime.embedder)
+    transport = httpx.ASGITransport(app=application)
+    headers = {"Authorization": f"Bearer {world.admin}"}
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(transport=transport, base_url=APP_BASE_URL, timeout=60) as client,
+    ):
+        body = {"query": "Which tide table?", "collections": ["tides"], "top_k": 20}
+        reply = await client.post("/query", json=body, headers=headers)
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()
+    assert answer["answer_mode"] == "llm" and answer["llm_error"] is None, answer
+    [prompt] = [r for r in fake_llm.requests if request_kind(r) == "answer"]
+    given = json.dumps(prompt)
+    shown = [s["n"] for s in answer["sources"]]
+    assert 1 <= len(shown) < 20 and shown == list(range(1, len(shown) + 1)), shown
+    assert f"[{len(shown)}] (" in given and f"[{len(shown) + 1}] (" not in given
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])

@@ -22,7 +22,7 @@ from rag_server.chat.answer import (
     stream,
 )
 from rag_server.chat.models import ChatMessageOut
-from rag_server.chat.prompts import TITLE_SYSTEM_PROMPT, answer_messages
+from rag_server.chat.prompts import TITLE_SYSTEM_PROMPT, answer_messages, fitting_sources
 from rag_server.config import Settings
 from rag_server.infra.llm import LLMConfigError, build_llm, configured_llm
 from rag_server.retrieval.models import LegScore, SearchHit
@@ -170,6 +170,17 @@ def test_earlier_answers_reach_the_llm_without_their_citation_numbers() -> None:
     messages = answer_messages("q2", HITS[:2], history)
     assert messages[2].content == "Ten years, then a booster. See [a] too."
     assert "[1] (doc.txt, page 3)" in (messages[0].content or "")  # this turn's sources keep theirs
+
+
+def test_sources_are_kept_best_first_while_they_fit_the_models_context() -> None:
+    long = [hit(f"Passage {i}. " + "word " * 300) for i in range(6)]
+    kept = fitting_sources(long, "q", context_tokens=1024)  # 768 for the prompt: two of ~300 tokens
+    assert kept == 2
+    assert fitting_sources(long, "q", context_tokens=8192) == 6
+    assert fitting_sources(long, "q", context_tokens=None) == 6
+    # One is always given, even when it alone is too long: the provider says whether it fits.
+    assert fitting_sources([hit("word " * 5000)], "q", context_tokens=1024) == 1
+    assert fitting_sources([], "q", context_tokens=1024) == 0
 
 
 def test_the_fake_llm_tells_an_answer_whose_sources_say_title_from_a_title_request() -> None:

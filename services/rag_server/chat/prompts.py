@@ -31,17 +31,40 @@ TITLE_SYSTEM_PROMPT = (
 
 
 def format_sources(hits: Sequence[SearchHit]) -> str:
-    blocks = []
-    for n, hit in enumerate(hits, start=1):
-        where = hit_place(hit, "page") + (f"; {hit.heading_path}" if hit.heading_path else "")
-        blocks.append(f"[{n}] ({where})\n{hit.text.strip()}")
+    blocks = [_source_block(n, hit) for n, hit in enumerate(hits, start=1)]
     return "\n\n".join(blocks) if blocks else "(no sources were found)"
+
+
+def _source_block(n: int, hit: SearchHit) -> str:
+    where = hit_place(hit, "page") + (f"; {hit.heading_path}" if hit.heading_path else "")
+    return f"[{n}] ({where})\n{hit.text.strip()}"
 
 
 # Room kept for the answer in the model's context (a quarter of a small one) when a prompt is fitted.
 ANSWER_RESERVE_TOKENS = 1024
 # What each message adds to the prompt beyond its text (role, separators), roughly.
 _MESSAGE_TOKENS = 4
+
+
+def _prompt_budget(context_tokens: int, *prompt: str) -> int:
+    """What is left of the model's context for the rest of a prompt beside these texts, with room kept
+    for the answer."""
+    budget = context_tokens - min(ANSWER_RESERVE_TOKENS, context_tokens // 4)
+    return budget - sum(count_tokens(text) + _MESSAGE_TOKENS for text in prompt)
+
+
+def fitting_sources(hits: Sequence[SearchHit], question: str, context_tokens: int | None) -> int:
+    """How many of `hits` (best first) the answer prompt can hold beside the question, with room for the
+    answer: at least one (whether that one fits is the provider's to say). The conversation gets what
+    they leave (`fitting_history`). None: no limit."""
+    if context_tokens is None:
+        return len(hits)
+    budget = _prompt_budget(context_tokens, ANSWER_SYSTEM_PROMPT.format(sources=""), question)
+    for kept, hit in enumerate(hits):
+        budget -= count_tokens(_source_block(kept + 1, hit)) + 1  # the blank line between two
+        if budget < 0:
+            return max(kept, 1)
+    return len(hits)
 
 
 def fitting_history(
@@ -51,8 +74,7 @@ def fitting_history(
     (its other texts) and room for the answer; the oldest go first. None: no limit."""
     if context_tokens is None:
         return list(history)
-    budget = context_tokens - min(ANSWER_RESERVE_TOKENS, context_tokens // 4)
-    budget -= sum(count_tokens(text) + _MESSAGE_TOKENS for text in prompt)
+    budget = _prompt_budget(context_tokens, *prompt)
     kept: list[ChatMessageOut] = []
     for message in reversed(history):
         budget -= count_tokens(message.content) + _MESSAGE_TOKENS

@@ -39,7 +39,7 @@ from rag_server.chat.models import (
     QueryResponse,
     SessionRef,
 )
-from rag_server.chat.prompts import answer_messages
+from rag_server.chat.prompts import answer_messages, fitting_sources
 from rag_server.chat.session_store import PostgresSessionStore, SessionStore, external_session_id
 from rag_server.chat.sources import find_sources
 from rag_server.chat.temporary import TemporarySessions
@@ -255,6 +255,10 @@ class ChatService:
                     turn.llm_error = str(exc)
                 turn.timings["condense"] = elapsed_ms(start)
             await find_sources(self.runtime, turn, retrieval_query)
+            if llm is not None and turn.llm_error is None:
+                # Only what the LLM is given is shown and citable: [n] must name the same passage.
+                kept = fitting_sources(turn.hits, turn.question, self.settings.llm_context_tokens)
+                turn.hits, turn.sources = turn.hits[:kept], turn.sources[:kept]
             yield ""  # sources are known: lets the streaming route send them before the first token
             async for piece in self._answer_text(turn, llm):
                 yield piece
