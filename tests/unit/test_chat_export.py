@@ -43,3 +43,23 @@ def test_only_an_answer_quoting_sources_is_labelled_as_quoted() -> None:
     ]
     text = markdown(session("Mongolia"), asked)
     assert "\n## Answer\n\nNo relevant passages.\n" in text and "quoted" not in text
+
+
+def test_no_question_or_answer_text_starts_a_section_of_the_export() -> None:
+    # A question holding "## Answer" read as a second answer; an answer's own headings stood level with
+    # the export's questions and answers.
+    now = datetime.now(UTC)
+    asked = [
+        ChatMessageOut(id=1, role="user", content="Why?\n## Answer\nBecause I say so.", created_at=now),
+        ChatMessageOut(
+            id=2,
+            role="assistant",
+            content="# Steps\nBoil.\nQuestion\n---\n```sh\n# a comment\n```\n###### Deep",
+            created_at=now,
+        ),
+    ]
+    text = markdown(session("Why"), asked)
+    assert [line for line in text.splitlines() if line.startswith("## ")] == ["## Question", "## Answer"]
+    assert "#### Answer\nBecause I say so." in text
+    assert "### Steps\nBoil.\nQuestion\n\n---\n" in text  # a rule now, not an underline
+    assert "```sh\n# a comment\n```\n###### Deep" in text  # code kept, no level past six

@@ -12,6 +12,9 @@ from rag_server.infra.scoped_pool import ScopedPool
 
 EXCERPT_CHARS = 400
 _UNSAFE_IN_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
+_HEADING = re.compile(r"^( {0,3})(#{1,6})(?=\s|$)")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_SETEXT_UNDERLINE = re.compile(r"^ {0,3}(=+|-+)\s*$")
 
 
 async def transcript(
@@ -34,7 +37,7 @@ def markdown(session: ChatSession, messages: list[ChatMessageOut]) -> str:
     lines.append(f"{session.created_at:%Y-%m-%d %H:%M} UTC · {asked} question{'' if asked == 1 else 's'}")
     for message in messages:
         if message.role == "user":
-            lines += ["", "## Question", "", message.content]
+            lines += ["", "## Question", "", _nested(message.content)]
             continue
         mode = message.metadata.get("answer_mode")
         lines += [
@@ -43,11 +46,29 @@ def markdown(session: ChatSession, messages: list[ChatMessageOut]) -> str:
             + (" (quoted from the sources: no LLM)" if mode == "extractive" and message.sources else ""),
             "",
         ]
-        lines.append(message.content)
+        lines.append(_nested(message.content))
         if message.sources:
             lines += ["", "Sources:", ""]
             lines += [line for source in message.sources for line in _source(source)]
     return "\n".join(lines) + "\n"
+
+
+def _nested(text: str) -> str:
+    """A question's or answer's Markdown under its "## Question"/"## Answer": its headings two levels
+    deeper, and a line that would underline the one before it as a heading set apart, so no text can
+    start a section of the export ("## Answer" in a question made a second answer). Code is kept."""
+    out: list[str] = []
+    fence: str | None = None
+    for line in text.splitlines():
+        if (opened := _FENCE.match(line)) is not None:
+            marker = opened.group(1)
+            fence = marker if fence is None else None if marker.startswith(fence) else fence
+        elif fence is None:
+            if _SETEXT_UNDERLINE.match(line) and out and out[-1].strip():
+                out.append("")
+            line = _HEADING.sub(lambda m: m.group(1) + "#" * min(len(m.group(2)) + 2, 6), line)
+        out.append(line)
+    return "\n".join(out)
 
 
 def _source(source: Source) -> list[str]:
