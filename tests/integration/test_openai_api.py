@@ -373,9 +373,8 @@ async def test_a_model_out_of_reach_is_not_found(reader: openai.AsyncOpenAI, mod
 # --- with an LLM ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-async def llm_app(settings: Settings, app: FastAPI, fake_llm: FakeLLM) -> AsyncIterator[FastAPI]:
-    llm_settings = settings.model_copy(
+def with_fake_llm(settings: Settings, fake_llm: FakeLLM, **changes: Any) -> Settings:
+    return settings.model_copy(
         update={
             "llm_provider": "openai",
             "llm_base_url": fake_llm.base_url,
@@ -385,9 +384,14 @@ async def llm_app(settings: Settings, app: FastAPI, fake_llm: FakeLLM) -> AsyncI
             # Follow-ups the fake LLM condenses into "Standalone: and k1?", which no passage resembles:
             # chat's floor under its sources (test_search_floor.py) is off, every question gets sources.
             "chat_min_similarity": -1.0,
+            **changes,
         }
     )
-    application = create_app(llm_settings, embedder=app.state.runtime.embedder)
+
+
+@pytest.fixture(scope="module")
+async def llm_app(settings: Settings, app: FastAPI, fake_llm: FakeLLM) -> AsyncIterator[FastAPI]:
+    application = create_app(with_fake_llm(settings, fake_llm), embedder=app.state.runtime.embedder)
     async with application.router.lifespan_context(application):
         yield application
 
@@ -472,17 +476,7 @@ async def test_a_long_conversation_is_cut_to_the_llms_context_oldest_first(
     # turn. The oldest messages go first; the newest exchange and the question stay.
     fake_llm.reset()
     fake_llm.behaviour = Behaviour(context_tokens=3000)
-    small = settings.model_copy(
-        update={
-            "llm_provider": "openai",
-            "llm_base_url": fake_llm.base_url,
-            "llm_model": "fake-model",
-            "llm_timeout_s": 5.0,
-            "llm_max_retries": 0,
-            "chat_min_similarity": -1.0,
-            "llm_context_tokens": 4096,  # the budget keeps room for the answer
-        }
-    )
+    small = with_fake_llm(settings, fake_llm, llm_context_tokens=4096)  # the budget keeps room for the answer
     pasted = " ".join(["lorem"] * 1800)
     messages: Any = [
         {"role": "user", "content": f"Summarise this: {pasted}"},
@@ -523,17 +517,7 @@ async def test_only_the_sources_that_fit_the_llms_context_are_given_shown_and_ci
     )
     fake_llm.reset()
     fake_llm.behaviour = Behaviour(context_tokens=1100)  # the fake counts words
-    small = settings.model_copy(
-        update={
-            "llm_provider": "openai",
-            "llm_base_url": fake_llm.base_url,
-            "llm_model": "fake-model",
-            "llm_timeout_s": 5.0,
-            "llm_max_retries": 0,
-            "chat_min_similarity": -1.0,
-            "llm_context_tokens": 1024,
-        }
-    )
+    small = with_fake_llm(settings, fake_llm, llm_context_tokens=1024)
     application = create_app(small, embedder=app.state.runtime.embedder)
     transport = httpx.ASGITransport(app=application)
     headers = {"Authorization": f"Bearer {world.admin}"}
