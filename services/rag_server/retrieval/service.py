@@ -338,9 +338,33 @@ async def search(
             )
             # Nothing back: the table is beyond the bound (or the scope is empty); HNSW's answer stays.
             legs["vector"] = exact or legs["vector"]
+            exact_vector = bool(exact)
+        else:
+            exact_vector = False
+
+        async def deeper_leg(leg: str, deeper: int) -> list[LegHit]:
+            """A leg again, `deeper` chunks: as it ran (HNSW, or the exact scan that replaced it)."""
+            if leg == "bm25":
+                return await bm25_search(runtime, query, deeper, filters, searched, conn)
+            assert generation is not None and embedded is not None
+            if exact_vector:
+                up_to = settings.vector_recheck_max_chunks
+                space = _space(generation)
+                return await exact_vector_leg(
+                    conn, embedded, deeper, filters, searched, space=space, up_to=up_to
+                )
+            return await vector_search_embedding(
+                runtime, embedded, deeper, filters, ef_search, searched, generation, conn
+            )
+
+        document_of = None
+        if request.group_by == "document":
+            document_of = await _timed(
+                timings, "group", lambda: _fill_documents(conn, legs, depth, top_k, deeper_leg)
+            )
         convex_fusion = _convex(runtime, request, legs)
         alpha = await hybrid_alpha(runtime, request, scope, alphas, conn) if convex_fusion else None
-        ranked = await _rank(conn, runtime, request, legs, timings, alpha)
+        ranked = await _rank(conn, runtime, request, legs, timings, alpha, document_of)
         if floor is not None and generation is not None and embedded is not None:
             floored_space = _space(generation)
             ranked = await _timed(
@@ -366,6 +390,42 @@ async def _visible_hits(conn: asyncpg.Connection, ranked: list[FusedHit], top_k:
     return hits
 
 
+# The most chunks a leg reads to find top_k documents (group_by=document); HNSW's ef_search bound too.
+DOCUMENT_DEPTH_MAX = 1000
+DOCUMENT_DEPTH_GROWTH = 4
+
+
+def _chunk_ids(legs: dict[str, list[LegHit]]) -> list[int]:
+    return list({h.chunk_id for hits in legs.values() for h in hits})
+
+
+async def _fill_documents(
+    conn: asyncpg.Connection,
+    legs: dict[str, list[LegHit]],
+    depth: int,
+    top_k: int,
+    deeper_leg: Callable[[str, int], Awaitable[list[LegHit]]],
+) -> dict[int, UUID]:
+    """Each hit's document, once every leg holds `top_k` documents or all it can give. A leg's `depth`
+    chunks may come from a few documents (long ones: every chunk near the query): a leg that came back
+    full (more chunks may match) with fewer than `top_k` documents runs again, deeper, up to
+    DOCUMENT_DEPTH_MAX chunks. `legs` is updated in place."""
+    document_of = await chunk_documents(conn, _chunk_ids(legs))
+    while depth < DOCUMENT_DEPTH_MAX:
+        short = [
+            leg
+            for leg, hits in legs.items()
+            if len(hits) >= depth and len({document_of.get(h.chunk_id) for h in hits} - {None}) < top_k
+        ]
+        if not short:
+            break
+        depth = min(depth * DOCUMENT_DEPTH_GROWTH, DOCUMENT_DEPTH_MAX)
+        for leg in short:
+            legs[leg] = await deeper_leg(leg, depth)
+        document_of = await chunk_documents(conn, _chunk_ids(legs))
+    return document_of
+
+
 async def _rank(
     conn: asyncpg.Connection,
     runtime: Runtime,
@@ -373,15 +433,13 @@ async def _rank(
     legs: dict[str, list[LegHit]],
     timings: dict[str, float],
     alpha: float | None,
+    document_of: dict[int, UUID] | None = None,
 ) -> list[FusedHit]:
-    """The legs' hits as one ranking: a leg alone or fused, per chunk or per document (group_by)."""
-    document_of: dict[int, UUID] = {}
-    if request.group_by == "document":
-
-        async def lookup() -> dict[int, UUID]:
-            return await chunk_documents(conn, list({h.chunk_id for hits in legs.values() for h in hits}))
-
-        document_of = await _timed(timings, "group", lookup)
+    """The legs' hits as one ranking: a leg alone or fused, per chunk or per document (group_by;
+    `document_of`: each hit's document, from _fill_documents)."""
+    if request.group_by == "document" and document_of is None:
+        document_of = await _timed(timings, "group", lambda: chunk_documents(conn, _chunk_ids(legs)))
+    document_of = document_of or {}
     if len(legs) == 1:
         leg, hits = next(iter(legs.items()))
         if request.group_by == "document":
