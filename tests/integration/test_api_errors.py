@@ -137,11 +137,18 @@ async def test_a_nul_in_a_session_title_is_cleaned_and_a_lone_surrogate_refused(
     assert "lone surrogate" in refused.text
     renamed = await app_client.patch(
         f"/chat/sessions/{session['id']}",
-        content=b'{"title": "\\u0000"}',
+        content=b'{"title": "c\\u0000d"}',
         headers={"content-type": "application/json"},
     )
     assert renamed.status_code == 200, renamed.text
-    assert renamed.json()["title"] == " "
+    assert renamed.json()["title"] == "c d"
+    # A NUL alone cleans to a blank title: refused as any blank one is.
+    blank = await app_client.patch(
+        f"/chat/sessions/{session['id']}",
+        content=b'{"title": "\\u0000"}',
+        headers={"content-type": "application/json"},
+    )
+    assert blank.status_code == 422 and "must not be blank" in blank.text, blank.text
 
 
 @pytest.mark.parametrize("offset", [2**31, 2**63, 10**30])
