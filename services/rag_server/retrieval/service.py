@@ -35,25 +35,20 @@ from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import Isolation, ScopedPool, set_local
 from rag_server.retrieval.bm25 import bm25_leg, read_engine
 from rag_server.retrieval.fusion import (
-    Fuse,
     FusedHit,
     collection_alpha,
-    convex,
-    fold_single_leg,
-    fuse_documents,
-    rrf,
 )
 from rag_server.retrieval.legs import LegHit, clean_query
 from rag_server.retrieval.models import (
-    FusionMethod,
     LegScore,
     SearchFilters,
     SearchHit,
     SearchRequest,
     SearchResponse,
 )
+from rag_server.retrieval.ranking import fill_documents, is_convex, rank
 from rag_server.retrieval.relevance import above_floor
-from rag_server.retrieval.store import ChunkRow, chunk_documents, fetch_chunks
+from rag_server.retrieval.store import ChunkRow, fetch_chunks
 from rag_server.retrieval.vector import (
     VectorSpace,
     exact_vector_leg,
@@ -165,16 +160,6 @@ async def vector_search(
     )
 
 
-def fusion_of(runtime: Runtime, method: FusionMethod, alpha: float | None = None) -> Fuse:
-    """The configured fusion as a function of the two legs (vector, bm25)."""
-    settings = runtime.settings
-    if method == "convex":
-        weight = settings.hybrid_alpha if alpha is None else alpha
-        return lambda vector, bm25: convex(vector, bm25, weight)
-    weights = {"vector": settings.hybrid_vector_weight, "bm25": settings.hybrid_bm25_weight}
-    return lambda vector, bm25: rrf({"vector": vector, "bm25": bm25}, settings.rrf_k, weights)
-
-
 async def hybrid_alpha(
     runtime: Runtime,
     request: SearchRequest,
@@ -190,14 +175,6 @@ async def hybrid_alpha(
         async with connection(conn or runtime.pool) as c:
             alphas = await hybrid_alphas(c, scope)
     return collection_alpha(runtime.settings.hybrid_alpha, alphas)
-
-
-def _single_leg(hits: list[LegHit], leg: str) -> list[FusedHit]:
-    return [FusedHit(h.chunk_id, h.score, {leg: (rank, h.score)}) for rank, h in enumerate(hits, 1)]
-
-
-def _convex(runtime: Runtime, request: SearchRequest, legs: dict[str, list[LegHit]]) -> bool:
-    return len(legs) > 1 and (request.fusion or runtime.settings.fusion) == "convex"
 
 
 def leg_depth(settings: Settings, request: SearchRequest) -> int:
@@ -360,11 +337,11 @@ async def search(
         document_of = None
         if request.group_by == "document":
             document_of = await _timed(
-                timings, "group", lambda: _fill_documents(conn, legs, depth, top_k, deeper_leg)
+                timings, "group", lambda: fill_documents(conn, legs, depth, top_k, deeper_leg)
             )
-        convex_fusion = _convex(runtime, request, legs)
+        convex_fusion = is_convex(runtime, request, legs)
         alpha = await hybrid_alpha(runtime, request, scope, alphas, conn) if convex_fusion else None
-        ranked = await _rank(conn, runtime, request, legs, timings, alpha, document_of)
+        ranked = rank(runtime, request, legs, timings, alpha, document_of or {})
         if floor is not None and generation is not None and embedded is not None:
             floored_space = _space(generation)
             ranked = await _timed(
@@ -388,69 +365,3 @@ async def _visible_hits(conn: asyncpg.Connection, ranked: list[FusedHit], top_k:
         hits += [_to_hit(h, rows[h.chunk_id]) for h in batch if h.chunk_id in rows]
         start += len(batch)
     return hits
-
-
-# The most chunks a leg reads to find top_k documents (group_by=document); HNSW's ef_search bound too.
-DOCUMENT_DEPTH_MAX = 1000
-DOCUMENT_DEPTH_GROWTH = 4
-
-
-def _chunk_ids(legs: dict[str, list[LegHit]]) -> list[int]:
-    return list({h.chunk_id for hits in legs.values() for h in hits})
-
-
-async def _fill_documents(
-    conn: asyncpg.Connection,
-    legs: dict[str, list[LegHit]],
-    depth: int,
-    top_k: int,
-    deeper_leg: Callable[[str, int], Awaitable[list[LegHit]]],
-) -> dict[int, UUID]:
-    """Each hit's document, once every leg holds `top_k` documents or all it can give. A leg's `depth`
-    chunks may come from a few documents (long ones: every chunk near the query): a leg that came back
-    full (more chunks may match) with fewer than `top_k` documents runs again, deeper, up to
-    DOCUMENT_DEPTH_MAX chunks. `legs` is updated in place."""
-    document_of = await chunk_documents(conn, _chunk_ids(legs))
-    while depth < DOCUMENT_DEPTH_MAX:
-        short = [
-            leg
-            for leg, hits in legs.items()
-            if len(hits) >= depth and len({document_of.get(h.chunk_id) for h in hits} - {None}) < top_k
-        ]
-        if not short:
-            break
-        depth = min(depth * DOCUMENT_DEPTH_GROWTH, DOCUMENT_DEPTH_MAX)
-        for leg in short:
-            legs[leg] = await deeper_leg(leg, depth)
-        document_of = await chunk_documents(conn, _chunk_ids(legs))
-    return document_of
-
-
-async def _rank(
-    conn: asyncpg.Connection,
-    runtime: Runtime,
-    request: SearchRequest,
-    legs: dict[str, list[LegHit]],
-    timings: dict[str, float],
-    alpha: float | None,
-    document_of: dict[int, UUID] | None = None,
-) -> list[FusedHit]:
-    """The legs' hits as one ranking: a leg alone or fused, per chunk or per document (group_by;
-    `document_of`: each hit's document, from _fill_documents)."""
-    if request.group_by == "document" and document_of is None:
-        document_of = await _timed(timings, "group", lambda: chunk_documents(conn, _chunk_ids(legs)))
-    document_of = document_of or {}
-    if len(legs) == 1:
-        leg, hits = next(iter(legs.items()))
-        if request.group_by == "document":
-            return fold_single_leg(hits, leg, document_of)
-        return _single_leg(hits, leg)
-    method = request.fusion or runtime.settings.fusion
-    fuse_start = time.perf_counter()
-    fused = fusion_of(runtime, method, alpha)
-    if request.group_by == "document":
-        ranked = fuse_documents(legs["vector"], legs["bm25"], document_of, fused)
-    else:
-        ranked = fused(legs["vector"], legs["bm25"])
-    timings["fuse"] = round((time.perf_counter() - fuse_start) * 1000, 3)
-    return ranked
