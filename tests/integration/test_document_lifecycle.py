@@ -24,7 +24,8 @@ from rag_server.client import AsyncClient, ClientError
 from rag_server.config import Settings
 from rag_server.infra.queue import queue_table
 from rag_server.ingestion.cli import ingest_paths
-from rag_server.ingestion.documents import DELETE_ATTEMPTS, sha256_hex
+from rag_server.ingestion.deletion import DELETE_ATTEMPTS
+from rag_server.ingestion.documents import sha256_hex
 from rag_server.ingestion.metadata import MAX_METADATA_BYTES
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
 from tests.integration.test_bm25_native import assert_stats_match_recount

@@ -8,7 +8,7 @@ import pytest
 from rag_server.errors import NotFoundError
 from rag_server.infra.database import transaction
 from rag_server.infra.runtime import Runtime
-from rag_server.ingestion import batches, chunks, documents, tasks
+from rag_server.ingestion import batches, chunks, deletion, documents, tasks
 from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.models import BatchStatus, FileDigest, UploadResponse
 from rag_server.ingestion.pipeline import incoming_file
@@ -75,7 +75,7 @@ async def test_a_delete_and_a_chunk_write_join_the_callers_transaction(runtime: 
             async with transaction(conn) as c:
                 await chunks.write_chunks(c, doc_id, [chunk], vectors)
                 assert (await documents.get_document(c, doc_id)).status == "ready"
-                await documents.delete_document(c, doc_id)
+                await deletion.delete_document(c, doc_id)
                 with pytest.raises(NotFoundError):
                     await documents.get_document(c, doc_id)
                 raise Rollback
@@ -117,6 +117,6 @@ async def test_missing_documents_raise_not_found(runtime: Runtime) -> None:
     from uuid import uuid4
 
     missing = uuid4()
-    for call in (documents.get_document, documents.get_document_file, documents.delete_document):
+    for call in (documents.get_document, documents.get_document_file, deletion.delete_document):
         with pytest.raises(NotFoundError):
             await call(runtime.pool, missing)

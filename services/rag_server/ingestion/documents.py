@@ -1,4 +1,5 @@
-"""Documents and their original bytes: store, list, read, delete, duplicate check, direct ingestion."""
+"""Documents and their original bytes: store, list, read, select, duplicate check, direct ingestion
+(deleting them: deletion.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,10 @@ from functools import cached_property
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from rag_server.collections.models import DEFAULT_COLLECTION_ID
-from rag_server.errors import ConflictError, NotFoundError
-from rag_server.infra.database import LONG_STATEMENT_TIMEOUT_S, Executor, connection, transaction
+from rag_server.errors import NotFoundError
+from rag_server.infra.database import Executor, connection, transaction
 from rag_server.ingestion.models import (
-    DeletedDocuments,
-    DeleteDocuments,
     Document,
     DocumentList,
     DocumentSelection,
@@ -280,83 +277,6 @@ def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-async def delete_document(conn: Executor, document_id: UUID) -> None:
-    """Delete a document, its bytes and its chunks (cascade) together; NotFoundError when there is none."""
-    if not await delete_documents(conn, [document_id]):
-        raise NotFoundError(f"no document {document_id}")
-
-
-# Attempts of a delete that finds a task queued for its documents while it waited for their locks. One
-# more is needed only when an upload or replacement committed during that wait; documents that keep
-# getting new work would otherwise hold the delete, its connection and its locks for ever.
-DELETE_ATTEMPTS = 5
-
-
-async def delete_documents(conn: Executor, document_ids: Sequence[UUID]) -> list[UUID]:
-    """Delete these documents, their bytes and their chunks (cascade) in one transaction; returns the
-    ids deleted (the others did not exist, or are out of the caller's reach).
-
-    Tasks still queued or processing for them are failed first, in the worker's lock order for its
-    final write (task, then document), so a worker sees it and just drops its message instead of
-    writing chunks for a document that is gone. Rows are locked in id order: two deletions of
-    overlapping sets wait for each other instead of deadlocking. ConflictError when a task was queued
-    for them during each of DELETE_ATTEMPTS waits (nothing is deleted)."""
-    ids = sorted(set(document_ids))
-    async with transaction(conn) as c:
-        for _ in range(DELETE_ATTEMPTS):
-            try:
-                async with transaction(c) as attempt:  # a savepoint: a retry releases its row locks
-                    return await _delete_locked(attempt, ids)
-            except _TaskQueuedMeanwhile:
-                continue
-        raise ConflictError(
-            "New work kept being queued for the documents while this delete waited for them "
-            f"({DELETE_ATTEMPTS} times): nothing was deleted; try again."
-        )
-
-
-class _TaskQueuedMeanwhile(Exception):
-    """A task of a document being deleted was queued after its tasks were failed (see _delete_locked)."""
-
-
-async def _delete_locked(c: asyncpg.Connection, ids: list[UUID]) -> list[UUID]:
-    await c.execute(
-        """
-        UPDATE job_tasks
-        SET status = 'failed', error = 'The document was deleted before processing finished.',
-            finished_at = now(), updated_at = now()
-        WHERE id IN (
-            SELECT id FROM job_tasks
-            WHERE document_id = ANY($1::uuid[]) AND status IN ('queued', 'processing')
-            ORDER BY id FOR UPDATE
-        )
-        """,
-        ids,
-        timeout=LONG_STATEMENT_TIMEOUT_S,
-    )
-    await c.execute(
-        "SELECT id FROM documents WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
-        ids,
-        timeout=LONG_STATEMENT_TIMEOUT_S,
-    )
-    # With the documents locked no task can be queued for them (a replacement, or a failed document
-    # uploaded again, locks its document first); one committed while this waited for them was not
-    # failed above, and would outlive its document 'queued' for good. Locking it now would take the
-    # locks out of order: start again.
-    if await c.fetchval(
-        "SELECT EXISTS (SELECT FROM job_tasks WHERE document_id = ANY($1::uuid[])"
-        " AND status IN ('queued', 'processing'))",
-        ids,
-    ):
-        raise _TaskQueuedMeanwhile
-    rows = await c.fetch(
-        "DELETE FROM documents WHERE id = ANY($1::uuid[]) RETURNING id",
-        ids,
-        timeout=LONG_STATEMENT_TIMEOUT_S,
-    )
-    return [r["id"] for r in rows]
-
-
 async def matching_documents(
     conn: Executor, collection_id: UUID, request: DocumentSelection
 ) -> list[Document]:
@@ -374,16 +294,6 @@ async def matching_documents(
         f"SELECT {_DOC_COLUMNS} FROM documents WHERE {where} ORDER BY filename, id", *params
     )
     return [Document.model_validate(dict(r)) for r in rows]
-
-
-async def delete_matching(conn: Executor, collection_id: UUID, request: DeleteDocuments) -> DeletedDocuments:
-    """The documents of one collection that `request` names (ids, metadata, text), deleted."""
-    async with transaction(conn) as c:
-        chosen = [d.id for d in await matching_documents(c, collection_id, request)]
-        deleted = await delete_documents(c, chosen)
-    gone = set(deleted)
-    kept = [i for i in dict.fromkeys(request.ids or []) if i not in gone]
-    return DeletedDocuments(deleted=sorted(deleted), not_deleted=kept)
 
 
 # --- direct ingestion (no queue: evaluation, benchmarks) ------------------------------------------

@@ -286,7 +286,7 @@ def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
-    from rag_server.ingestion.documents import delete_matching
+    from rag_server.ingestion.deletion import delete_matching
 
     selection = _selection(args, DeleteDocuments)
 

@@ -97,7 +97,7 @@ async def _edit(
 async def _edit_locked(
     c: asyncpg.Connection, edits: dict[UUID, MetadataUpdate], collection_id: UUID | None
 ) -> list[UUID]:
-    # The lock order of a delete (documents.delete_documents) and of the worker's final write: every
+    # The lock order of a delete (deletion.delete_documents) and of the worker's final write: every
     # task row first, then every document row, each set in id order.
     ids = list(edits)
     pending = await c.fetch(

@@ -24,7 +24,7 @@ from rag_server.api.errors import EITHER_422, error_responses
 from rag_server.api.upload_routes import multipart_body
 from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.collections.store import resolve_ids
-from rag_server.ingestion import documents, metadata_edits
+from rag_server.ingestion import deletion, documents, metadata_edits
 from rag_server.ingestion.models import (
     DeletedDocuments,
     DeleteDocuments,
@@ -139,7 +139,7 @@ async def download_document(document_id: UUID, pool: ReadPoolDep) -> Response:
 async def delete_document(document_id: UUID, pool: PoolDep) -> Response:
     """Deletes the document, its bytes and its chunks together; a task still running for it is failed.
     409: new tasks kept being queued for it while the delete waited (nothing deleted; try again)."""
-    await documents.delete_document(pool, document_id)
+    await deletion.delete_document(pool, document_id)
     return Response(status_code=204)
 
 
@@ -155,7 +155,7 @@ async def delete_documents(body: DeleteDocuments, pool: PoolDep) -> DeletedDocum
     running for them are failed. 409: new tasks kept being queued for them while the delete waited
     (nothing deleted; try again)."""
     (collection_id,) = await resolve_ids(pool, [body.collection])
-    return await documents.delete_matching(pool, collection_id, body)
+    return await deletion.delete_matching(pool, collection_id, body)
 
 
 @router.patch(
