@@ -37,7 +37,7 @@ def clean_generated(text: str) -> str:
     Not refused: the text is not the caller's input, and the rest of it is the answer."""
     if not text.isascii():
         text = _SURROGATE.sub("\ufffd", text)
-    return text.replace("\x00", " ")
+    return clean_text(text)
 
 
 def _clean_if_text(value: Any) -> Any:

@@ -146,9 +146,14 @@ def fallback_title(question: str) -> str:
     return _shorten(" ".join(question.split()), TITLE_CHARS)
 
 
+def words(text: str) -> list[str]:
+    """The words of `text` in order, lower-cased (a hyphen or apostrophe inside one keeps it whole)."""
+    return [m.lower() for m in _WORD.findall(text)]
+
+
 def content_words(text: str) -> set[str]:
-    """The words of `text` that say what it is about: lower-cased, without English stop words."""
-    return {w for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOPWORDS and len(w) > 1}
+    """The words of `text` that say what it is about: without English stop words."""
+    return {w for w in words(text) if w not in _STOPWORDS and len(w) > 1}
 
 
 # Inflections stripped from a word's end (first match), and what replaces them. Question and sentence

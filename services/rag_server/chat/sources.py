@@ -3,10 +3,9 @@ follow-up no LLM made standalone searched again with the question before it."""
 
 from __future__ import annotations
 
-import re
 import time
 
-from rag_server.chat.answer import content_words, sources_from_hits
+from rag_server.chat.answer import content_words, sources_from_hits, words
 from rag_server.chat.models import QueryRequest
 from rag_server.chat.turn import Turn, elapsed_ms
 from rag_server.config import Settings
@@ -82,10 +81,10 @@ def leans_on_earlier(question: str) -> bool:
     nothing because nothing bears on it: searched with the question before it, the earlier topic's
     passages passed the floor and were quoted as its answer. The words are English, as the extractive
     answer's; a question with no word of the Latin alphabet names nothing here and is taken as a follow-up."""
-    words = re.findall(r"[a-z0-9]+(?:'[a-z]+)?", question.lower())
-    opening = " ".join(words[:2])
+    said = words(question)
+    opening = " ".join(said[:2])
     return (
-        any(w in _BACK_REFERENCES for w in words)
+        any(w in _BACK_REFERENCES for w in said)
         or any(opening == o or opening.startswith(f"{o} ") for o in _FOLLOW_UP_OPENINGS)
         or len(content_words(question)) <= 1
     )

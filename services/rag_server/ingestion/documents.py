@@ -226,7 +226,7 @@ WITH matching AS MATERIALIZED (SELECT id, {{key}} AS sort_key FROM documents WHE
 SELECT counted.total, d.*
 FROM (SELECT count(*) AS total FROM matching) AS counted
 LEFT JOIN LATERAL (
-    SELECT {", ".join(f"documents.{name.strip()}" for name in _DOC_COLUMNS.split(","))}, shown.sort_key
+    SELECT {", ".join(f"documents.{name}" for name in _DOC_FIELDS)}, shown.sort_key
     FROM shown JOIN documents USING (id)
 ) AS d ON true
 ORDER BY d.sort_key {{direction}}, d.id
