@@ -17,6 +17,7 @@ import pytest
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+from rag_server.retrieval import ranking
 
 QUERY = "zebrafish heart regeneration"
 DOCUMENTS = 5
@@ -71,3 +72,25 @@ async def test_group_by_document_returns_top_k_documents(http: httpx.AsyncClient
     # Every document this matches when asked for more than there are: all of them, once each.
     everything = await search(http, top_k=20, search_type=search_type, group_by="document")
     assert sorted(h["document_name"] for h in everything) == [f"doc{n}.txt" for n in range(DOCUMENTS)]
+
+
+@pytest.mark.parametrize("search_type", ["hybrid", "bm25", "vector"])
+async def test_documents_past_the_deepest_read(
+    http: httpx.AsyncClient, search_type: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A document whose every chunk is nearer than any other document (a book on the query's topic)
+    fills a leg even at its deepest read: the leg then reads on past the documents it holds. Here the
+    deepest read is the legs' own depth (4 chunks: from fewer than 4 documents)."""
+    monkeypatch.setattr(ranking, "DOCUMENT_DEPTH_MAX", TOP_K)
+    monkeypatch.setattr(ranking, "DOCUMENT_EXCLUSION_READS", 0)
+    short = await search(http, top_k=TOP_K, search_type=search_type, group_by="document")
+    assert len(short) < TOP_K  # what reading past the documents it holds is for
+    monkeypatch.undo()
+    monkeypatch.setattr(ranking, "DOCUMENT_DEPTH_MAX", TOP_K)
+    grouped = await search(http, top_k=TOP_K, search_type=search_type, group_by="document")
+    names = [h["document_name"] for h in grouped]
+    assert len(names) == len(set(names)) == TOP_K, names
+    # The documents in their order of the unbounded reads: each one's score is its best chunk's.
+    monkeypatch.undo()
+    unbounded = await search(http, top_k=TOP_K, search_type=search_type, group_by="document")
+    assert names == [h["document_name"] for h in unbounded]

@@ -22,6 +22,7 @@ from sqlalchemy.schema import CreateIndex
 
 from rag_server.infra.migrations import MIGRATIONS_DIR
 from rag_server.retrieval.bm25 import pg_search_statement
+from rag_server.retrieval.filters import LegFilters
 from rag_server.retrieval.models import SearchFilters
 
 HOSTILE = '\'; DROP TABLE chunks; -- title:"x" (a OR b) +c -d 🚀'
@@ -272,6 +273,16 @@ def test_pg_search_filters_are_bound_parameters_before_limit() -> None:
     assert "JOIN documents d ON d.id = c.document_id" in sql
     assert sql.index("@> ($6") < sql.index("LIMIT $2")
     assert "en'--" not in sql
+
+
+def test_pg_search_leaves_out_documents_bound_with_the_request_filters() -> None:
+    """group_by=document reading past the documents a leg holds (ranking.fill_documents)."""
+    held, named = UUID(int=1), UUID(int=2)
+    filters = LegFilters.beside(SearchFilters(document_ids=[held, named]), [held])
+    sql, params = pg_search_statement("heart attack", 5, filters, [UUID(int=9)])
+    assert params == ["heart attack", 5, [UUID(int=9)], [held], [held, named]]
+    assert "c.document_id <> ALL($4::uuid[])" in sql and "c.document_id = ANY($5::uuid[])" in sql
+    assert sql.index("<> ALL($4") < sql.index("LIMIT $2")
 
 
 def test_pg_search_scope_alone_needs_no_join_and_an_empty_scope_matches_nothing() -> None:

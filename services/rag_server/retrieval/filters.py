@@ -52,6 +52,18 @@ class FilterSQL:
         return f"{prefix} " + " AND ".join(clauses) if clauses else ""
 
 
+class LegFilters(SearchFilters):
+    """A request's filters, and documents a leg leaves out: group_by=document reading past the documents
+    whose chunks filled it (ranking.fill_documents). Built by the search, never part of a request."""
+
+    excluded_documents: list[UUID]
+
+    @classmethod
+    def beside(cls, filters: SearchFilters | None, excluded: Sequence[UUID]) -> LegFilters:
+        fields = dict(filters) if filters is not None else {}
+        return cls.model_construct(**fields, excluded_documents=list(excluded))
+
+
 def normalise_file_type(value: str) -> str:
     return value.strip().lower().lstrip(".")
 
@@ -72,6 +84,8 @@ def build_filters(
     if filters is None:
         return out
 
+    if isinstance(filters, LegFilters) and filters.excluded_documents:
+        out.clauses.append(f"c.document_id <> ALL({bind(filters.excluded_documents)}::uuid[])")
     if filters.document_ids is not None:
         out.documents_param = bind(list(filters.document_ids))
         out.clauses.append(f"c.document_id = ANY({out.documents_param}::uuid[])")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from uuid import UUID
 
 import asyncpg
@@ -37,10 +37,19 @@ def is_convex(runtime: Runtime, request: SearchRequest, legs: dict[str, list[Leg
 # The most chunks a leg reads to find top_k documents (group_by=document); HNSW's ef_search bound too.
 DOCUMENT_DEPTH_MAX = 1000
 DOCUMENT_DEPTH_GROWTH = 4
+# Reads past the documents a leg holds, once it is that deep and still short (each at DOCUMENT_DEPTH_MAX).
+DOCUMENT_EXCLUSION_READS = 3
+
+# A leg again: (leg, chunks, documents left out).
+ReadLeg = Callable[[str, int, Sequence[UUID]], Awaitable[list[LegHit]]]
 
 
 def _chunk_ids(legs: dict[str, list[LegHit]]) -> list[int]:
     return list({h.chunk_id for hits in legs.values() for h in hits})
+
+
+def _documents(hits: list[LegHit], document_of: dict[int, UUID]) -> set[UUID]:
+    return {document_of[h.chunk_id] for h in hits if h.chunk_id in document_of}
 
 
 async def fill_documents(
@@ -48,24 +57,41 @@ async def fill_documents(
     legs: dict[str, list[LegHit]],
     depth: int,
     top_k: int,
-    deeper_leg: Callable[[str, int], Awaitable[list[LegHit]]],
+    read_leg: ReadLeg,
 ) -> dict[int, UUID]:
     """Each hit's document, once every leg holds `top_k` documents or all it can give. A leg's `depth`
     chunks may come from a few documents (long ones: every chunk near the query): a leg that came back
     full (more chunks may match) with fewer than `top_k` documents runs again, deeper, up to
-    DOCUMENT_DEPTH_MAX chunks. `legs` is updated in place."""
+    DOCUMENT_DEPTH_MAX chunks; still short there (a book whose every chunk is nearer than any other
+    document), it reads on past the documents it holds (their best chunks are in it already: all a
+    document's score needs). `legs` is updated in place, best first."""
     document_of = await chunk_documents(conn, _chunk_ids(legs))
-    while depth < DOCUMENT_DEPTH_MAX:
-        short = [
+    exhausted = {leg for leg, hits in legs.items() if len(hits) < depth}
+
+    def short() -> list[str]:
+        return [
             leg
             for leg, hits in legs.items()
-            if len(hits) >= depth and len({document_of.get(h.chunk_id) for h in hits} - {None}) < top_k
+            if leg not in exhausted and len(_documents(hits, document_of)) < top_k
         ]
-        if not short:
-            break
+
+    while depth < DOCUMENT_DEPTH_MAX and (deepened := short()):
         depth = min(depth * DOCUMENT_DEPTH_GROWTH, DOCUMENT_DEPTH_MAX)
-        for leg in short:
-            legs[leg] = await deeper_leg(leg, depth)
+        for leg in deepened:
+            legs[leg] = await read_leg(leg, depth, ())
+            if len(legs[leg]) < depth:
+                exhausted.add(leg)
+        document_of = await chunk_documents(conn, _chunk_ids(legs))
+    for _ in range(DOCUMENT_EXCLUSION_READS):
+        if not (widened := short()):
+            break
+        for leg in widened:
+            more = await read_leg(leg, depth, sorted(_documents(legs[leg], document_of)))
+            if len(more) < depth:
+                exhausted.add(leg)
+            # Only other documents' chunks: none of them was in the leg. Best first again (HNSW's
+            # order is approximate across the two reads).
+            legs[leg] = sorted(legs[leg] + more, key=lambda h: (-h.score, h.chunk_id))
         document_of = await chunk_documents(conn, _chunk_ids(legs))
     return document_of
 

@@ -34,6 +34,7 @@ from rag_server.infra.metrics import observe_search
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import Isolation, ScopedPool, set_local
 from rag_server.retrieval.bm25 import bm25_leg, read_engine
+from rag_server.retrieval.filters import LegFilters
 from rag_server.retrieval.fusion import (
     FusedHit,
     collection_alpha,
@@ -319,25 +320,27 @@ async def search(
         else:
             exact_vector = False
 
-        async def deeper_leg(leg: str, deeper: int) -> list[LegHit]:
-            """A leg again, `deeper` chunks: as it ran (HNSW, or the exact scan that replaced it)."""
+        async def read_leg(leg: str, chunks: int, excluded: Sequence[UUID]) -> list[LegHit]:
+            """A leg again, as it ran (HNSW, or the exact scan that replaced it): `chunks` deep, without
+            the `excluded` documents."""
+            leg_filters = LegFilters.beside(filters, excluded) if excluded else filters
             if leg == "bm25":
-                return await bm25_search(runtime, query, deeper, filters, searched, conn)
+                return await bm25_search(runtime, query, chunks, leg_filters, searched, conn)
             assert generation is not None and embedded is not None
             if exact_vector:
                 up_to = settings.vector_recheck_max_chunks
                 space = _space(generation)
                 return await exact_vector_leg(
-                    conn, embedded, deeper, filters, searched, space=space, up_to=up_to
+                    conn, embedded, chunks, leg_filters, searched, space=space, up_to=up_to
                 )
             return await vector_search_embedding(
-                runtime, embedded, deeper, filters, ef_search, searched, generation, conn
+                runtime, embedded, chunks, leg_filters, ef_search, searched, generation, conn
             )
 
         document_of = None
         if request.group_by == "document":
             document_of = await _timed(
-                timings, "group", lambda: fill_documents(conn, legs, depth, top_k, deeper_leg)
+                timings, "group", lambda: fill_documents(conn, legs, depth, top_k, read_leg)
             )
         convex_fusion = is_convex(runtime, request, legs)
         alpha = await hybrid_alpha(runtime, request, scope, alphas, conn) if convex_fusion else None
