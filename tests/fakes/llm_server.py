@@ -38,8 +38,10 @@ class Behaviour:
     affects: set[str] | None = None
     # Report token usage (`usage`; when streaming, only if asked with stream_options.include_usage).
     report_usage: bool = True
-    # The reply to answer requests (None: the usual one, citing [1]).
+    # The reply to answer requests (None: the usual one, citing [1]), to title and condense requests.
     answer: str | None = None
+    title: str | None = None
+    condensed: str | None = None
     # Refuse (400) messages whose roles, after the system message, do not alternate user/assistant
     # starting with a user message: what vLLM or llama.cpp answer for a model whose chat template
     # insists on it (Mistral, Llama 2, Gemma...).
@@ -142,7 +144,8 @@ class FakeLLM:
         if b.alternating_roles and roles != ["user", "assistant"] * (len(roles) // 2) + ["user"]:
             message = "Conversation roles must alternate user/assistant/user/assistant/..."
             return web.json_response({"error": {"message": message, "type": "BadRequestError"}}, status=400)
-        reply = b.answer if b.answer is not None and kind == "answer" else reply_for(body)
+        given = {"answer": b.answer, "title": b.title, "condense": b.condensed}[kind]
+        reply = reply_for(body) if given is None else given
         text, finish = cut_to_max_tokens(body, reply)
         model = body.get("model", "fake")
         usage = usage_for(body, text) if self.behaviour.report_usage else None

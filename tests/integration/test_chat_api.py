@@ -574,6 +574,21 @@ async def test_an_llm_answer_holding_nul_or_a_lone_surrogate_is_stored(
     assert stored["content"] == cleaned
 
 
+async def test_an_llm_title_or_condensed_question_holding_nul_or_a_lone_surrogate_is_cleaned(
+    llm_server: Server, client: httpx.AsyncClient, fake: FakeLLM
+) -> None:
+    # The same complete() as the answer's: the title is stored, the condensed question searched with.
+    fake.behaviour = Behaviour(title="Graph\u0000indexes \ud83d", condensed="What\u0000is BM25 \udc00?")
+    base = llm_server.url
+    first = await ok(await client.post(f"{base}/query", json={"query": "What is HNSW?"}))
+    sid = first["session_id"]
+    assert (await ok(await client.get(f"{base}/chat/sessions/{sid}")))["title"] == "Graph indexes \ufffd"
+    follow_up = await ok(await client.post(f"{base}/query", json={"query": "and BM25?", "session_id": sid}))
+    assert follow_up["answer_mode"] == "llm" and follow_up["sources"]
+    [*_, stored] = await history(client, base, sid)
+    assert stored["metadata"]["condensed_query"] == "What is BM25 \ufffd?"
+
+
 async def test_llm_errors_fall_back_to_extractive(
     llm_server: Server, client: httpx.AsyncClient, fake: FakeLLM
 ) -> None:
