@@ -68,19 +68,24 @@ def test_extractive_answer_is_marked_and_cites_passages_in_order() -> None:
 
 def test_an_extractive_answer_quotes_only_passages_that_bear_on_the_question() -> None:
     # A small collection: the search returns every chunk; fusion ranks the unrelated ones last.
-    crew, tides, berths, pilots = (
+    crew, tides, berths, pilots, notes = (
         hit("Bo is the pilot; Ada is the captain."),
         hit("High tide is at noon in summer.", name="tides.md"),
-        hit("Ships dock at berth 4.", name="berths.md"),
+        hit("The pilot boat waits at berth 4.", name="berths.md"),
         hit("Pilots board ships outside the harbour.", name="pilots.md"),
+        hit("Mention 1822.", name="Pilot handbook.pptx"),
     )
     crew.vector, crew.bm25 = LegScore(rank=1, score=0.52), LegScore(rank=1, score=1.05)
     tides.vector = LegScore(rank=2, score=0.06)  # no word in common, barely similar: not quoted
     berths.vector, berths.bm25 = LegScore(rank=3, score=0.03), LegScore(rank=2, score=0.2)  # a BM25 match
     pilots.vector = LegScore(rank=4, score=0.31)  # no word in common, but similar: quoted
-    answer = extractive_answer("who is the pilot?", [crew, tides, berths, pilots], max_passages=4)
+    # BM25 found "pilot" in the deck's title only: the note itself says nothing of it.
+    notes.vector, notes.bm25 = LegScore(rank=5, score=0.05), LegScore(rank=3, score=0.3)
+    answer = extractive_answer("who is the pilot?", [crew, tides, berths, pilots, notes], max_passages=5)
     cited = [line.rsplit("[", 1)[1].split("]")[0] for line in answer.splitlines()[1:]]
     assert cited == ["1", "3", "4"]  # numbers stay the sources' positions
+    notes.vector = None  # BM25's hit alone (the vector leg's candidates missed it): the same
+    assert extractive_answer("who is the pilot?", [crew, notes]).count("[") == 1
     # The best passage is always quoted, whatever its evidence.
     assert extractive_answer("who?", [tides]).splitlines()[1].endswith("[1] (tides.md)")
 
@@ -295,3 +300,18 @@ def test_key_sentences_keep_headings_and_list_items_apart_and_drop_their_markers
     assert key_sentences(text, {"rotate"}) == "beams rotate"
     # Hard-wrapped lines of one paragraph are still one sentence.
     assert key_sentences("A lens focuses\nthe beam far.", {"lens"}) == "A lens focuses the beam far."
+
+
+def test_a_heading_without_a_marker_is_not_quoted_as_part_of_a_sentence() -> None:
+    # A Word heading or a slide's title is a line of its own in the text, and the passage's heading path:
+    # "Optics The Fresnel lens beam turns once a minute." ran the title into the sentence below it.
+    slide = hit("Optics\nThe Fresnel lens beam turns once a minute.", name="deck.pptx")
+    slide.heading_path = "Optics"
+    answer = extractive_answer("How far is the beam seen?", [slide])
+    assert answer.splitlines()[1] == "- The Fresnel lens beam turns once a minute. [1] (deck.pptx)"
+    guide = "Install\nRun the installer with\n--quiet on Linux hosts.\nUse\nStart it."
+    assert key_sentences(guide, {"linux"}, headings=frozenset({"Install"})) == (
+        "Run the installer with --quiet on Linux hosts."
+    )
+    # Without its heading path, a line is a wrapped line of the paragraph (plain text wraps so).
+    assert key_sentences("Install\nRun it on Linux.", {"linux"}) == "Install Run it on Linux."

@@ -21,6 +21,7 @@ from rag_server.chat.models import ChatMessageOut, Source
 from rag_server.chat.prompts import TITLE_SYSTEM_PROMPT, condense_messages, hit_place
 from rag_server.chat.usage import TokenUsage, reported_usage
 from rag_server.infra.metrics import observe_llm
+from rag_server.ingestion.parsing.base import HEADING_SEPARATOR
 from rag_server.retrieval.models import SearchHit
 from rag_server.text import clean_generated
 
@@ -83,30 +84,45 @@ def extractive_answer(
     lines = [header]
     best_vector = max((h.vector.score for h in hits[:max_passages] if h.vector is not None), default=0.0)
     for n, hit in enumerate(hits[:max_passages], start=1):
-        if n > 1 and not bears_on(hit, best_vector):
+        if n > 1 and not bears_on(hit, best_vector, terms):
             continue
         where = hit_place(hit, "p.")
-        lines.append(f"- {key_sentences(hit.text, terms)} [{n}] ({where})")
+        headings = frozenset(hit.heading_path.split(HEADING_SEPARATOR)) if hit.heading_path else frozenset()
+        lines.append(f"- {key_sentences(hit.text, terms, headings=headings)} [{n}] ({where})")
     return "\n".join(lines)
 
 
-def bears_on(hit: SearchHit, best_vector: float) -> bool:
-    """Whether a passage after the first has evidence of its own: a BM25 match, or a vector similarity at
-    least half the best one's. A search returns its top k whatever they are, and fusion ranks them
-    relative to each other (min-max: the last of a few is 0): in a small collection a question about the
-    crew also gets the tide tables, which an answer must not quote as "most relevant". A hit whose legs
-    are unknown is kept. Half: MiniLM's unrelated passages sit near 0.05 when a related one is ~0.5."""
-    return hit.bm25 is not None or hit.vector is None or hit.vector.score >= 0.5 * best_vector
+def bears_on(hit: SearchHit, best_vector: float, terms: set[str]) -> bool:
+    """Whether a passage after the first has evidence of its own: a vector similarity at least half the
+    best one's, or a BM25 match with a question word in its own text. A search returns its top k
+    whatever they are, and fusion ranks them relative to each other (min-max: the last of a few is 0):
+    in a small collection a question about the crew also gets the tide tables, which an answer must not
+    quote as "most relevant". BM25 also reads the document's title and headings (`search_text`): in a
+    deck titled "Lighthouses" every slide matches "lighthouse", and a speaker note "Mention 1822." was
+    quoted. A hit whose legs are unknown is kept. Half: MiniLM's unrelated passages sit near 0.05 when a
+    related one is ~0.5."""
+    if hit.vector is not None and hit.vector.score >= 0.5 * best_vector:
+        return True
+    if hit.bm25 is not None:
+        return bool(_stems(terms) & _stems(content_words(hit.text)))
+    return hit.vector is None
 
 
-def key_sentences(text: str, terms: set[str], max_sentences: int = 2, max_chars: int = 350) -> str:
+def key_sentences(
+    text: str,
+    terms: set[str],
+    max_sentences: int = 2,
+    max_chars: int = 350,
+    headings: frozenset[str] = frozenset(),
+) -> str:
     """Up to `max_sentences` sentences sharing the most question words (in any inflection: `_stem`), in
-    their original order."""
-    sentences = [s.strip() for unit in _text_units(text) for s in _SENTENCE_END.split(unit) if s.strip()]
+    their original order. `headings`: the passage's heading path, whose lines in `text` are headings."""
+    units = _text_units(text, headings)
+    sentences = [s.strip() for unit in units for s in _SENTENCE_END.split(unit) if s.strip()]
     if not sentences:
         return ""
-    stems = {_stem(term) for term in terms}
-    overlap = [len(stems & {_stem(word) for word in content_words(sentence)}) for sentence in sentences]
+    stems = _stems(terms)
+    overlap = [len(stems & _stems(content_words(sentence))) for sentence in sentences]
     best = sorted((i for i in range(len(sentences)) if overlap[i]), key=lambda i: (-overlap[i], i))
     # Nothing matches a question word: the passage's opening says what it is about.
     chosen = best[:max_sentences] or [0]
@@ -117,12 +133,13 @@ def key_sentences(text: str, terms: set[str], max_sentences: int = 2, max_chars:
 _LINE_MARKER = re.compile(r"^\s{0,3}(?:#{1,6}|[-*+>]|\d{1,3}[.)])\s+")
 
 
-def _text_units(text: str) -> list[str]:
+def _text_units(text: str, headings: frozenset[str] = frozenset()) -> list[str]:
     """Paragraphs and list items with their markers dropped: a sentence never runs from a heading into
     the paragraph below it, and a quoted line never starts with `#` (it would render as a heading inside
     the answer's list). Headings are left out when there is anything else: they label the passage (its
     heading path goes with the citation), they do not answer (a heading "Install" would outrank the
-    sentence saying how)."""
+    sentence saying how). A heading is a Markdown one or a line that is one of `headings` (a Word
+    heading, a slide's title: lines of their own, no marker)."""
     units: list[tuple[str, bool]] = []  # (text, is a heading)
     for block in re.split(r"\n\s*\n", text):
         current: list[str] = []
@@ -133,6 +150,12 @@ def _text_units(text: str) -> list[str]:
                 current = []
             if marker and marker.group(0).lstrip().startswith("#"):
                 units.append((line[marker.end() :], True))
+                continue
+            if not marker and " ".join(line.split()) in headings:
+                if current:
+                    units.append((" ".join(current), False))
+                    current = []
+                units.append((line, True))
                 continue
             current.append(line[marker.end() :] if marker else line)
         units.append((" ".join(current), False))
@@ -161,6 +184,10 @@ def content_words(text: str) -> set[str]:
 # "bake" meets "baked", "bakes" and "baking" (the BM25 leg stems too; without this, "How long does it
 # last?" quoted "the last dose" over "lasts ten years").
 _SUFFIXES = (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""), ("e", ""))
+
+
+def _stems(words: set[str]) -> set[str]:
+    return {_stem(word) for word in words}
 
 
 def _stem(word: str) -> str:
