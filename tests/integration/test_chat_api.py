@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +283,46 @@ async def test_only_archived_lists_the_archived_sessions_alone(
     active = await ok(await client.get(f"{base}/chat/sessions", params={"only_archived": "false"}))
     assert kept["id"] in [s["id"] for s in active["sessions"]]
     assert shelved["id"] not in [s["id"] for s in active["sessions"]]
+
+
+async def _listed_ids(client: httpx.AsyncClient, base: str) -> list[str]:
+    listed = await ok(await client.get(f"{base}/chat/sessions", params={"limit": 200}))
+    return [s["id"] for s in listed["sessions"]]
+
+
+async def test_sessions_are_listed_by_their_last_answer_not_by_edits(
+    plain_server: Server, client: httpx.AsyncClient
+) -> None:
+    """A rename, a new search type, an archive and its undo, a clear: the session keeps its place among
+    the recent chats (updated_at moves, last_active_at does not); a new answer moves it to the top."""
+    base = plain_server.url
+    old = (await ok(await client.post(f"{base}/query", json={"query": "What is BM25?"})))["session_id"]
+    new = (await ok(await client.post(f"{base}/query", json={"query": "What is HNSW?"})))["session_id"]
+
+    def before(ids: list[str], first: str, second: str) -> bool:
+        return ids.index(first) < ids.index(second)
+
+    assert before(await _listed_ids(client, base), new, old)
+    answered = await ok(await client.get(f"{base}/chat/sessions/{old}"))
+    edits: list[dict[str, Any]] = [{"title": "renamed"}, {"search_type": "bm25"}, {"is_archived": True}]
+    for edit in [*edits, {"is_archived": False}]:
+        edited = await ok(await client.patch(f"{base}/chat/sessions/{old}", json=edit))
+        assert edited["last_active_at"] == answered["last_active_at"]
+        assert datetime.fromisoformat(edited["updated_at"]) > datetime.fromisoformat(answered["updated_at"])
+        if not edited["is_archived"]:
+            assert before(await _listed_ids(client, base), new, old)
+    await ok(await client.post(f"{base}/chat/clear", json={"session_id": old}))
+    cleared = await ok(await client.get(f"{base}/chat/sessions/{old}"))
+    assert cleared["last_active_at"] == answered["last_active_at"] and cleared["message_count"] == 0
+    assert before(await _listed_ids(client, base), new, old)
+
+    await ok(await client.post(f"{base}/query", json={"query": "And k1?", "session_id": old}))
+    ids = await _listed_ids(client, base)
+    assert ids[0] == old and before(ids, old, new)
+    again = await ok(await client.get(f"{base}/chat/sessions/{old}"))
+    moved = datetime.fromisoformat(again["last_active_at"])
+    assert moved > datetime.fromisoformat(answered["last_active_at"])
+    assert again["title"] == "renamed"  # an answer names only an untitled session
 
 
 async def test_temporary_sessions_are_answered_but_never_stored(

@@ -51,6 +51,26 @@ async def test_async_methods_round_trip(runtime: Runtime) -> None:
     assert await store.adelete_last_message(key) is None
 
 
+async def test_a_message_written_is_activity_a_delete_is_not(runtime: Runtime) -> None:
+    """A chat memory's message moves its session up the recent chats (last_active_at); deleting one
+    changes the session (updated_at) but is no activity."""
+    store = PostgresChatStore(runtime.pool)
+    key = str(uuid.uuid4())
+    await store.async_add_message(key, msg(MessageRole.USER, "hello"))
+    first = await sessions.get_session(runtime.pool, uuid.UUID(key))
+    await store.async_add_message(key, msg(MessageRole.ASSISTANT, "hi"))
+    added = await sessions.get_session(runtime.pool, uuid.UUID(key))
+    assert added.last_active_at > first.last_active_at and added.updated_at > first.updated_at
+    await store.adelete_last_message(key)
+    deleted = await sessions.get_session(runtime.pool, uuid.UUID(key))
+    assert deleted.last_active_at == added.last_active_at and deleted.updated_at > added.updated_at
+    await store.aset_messages(key, [msg(MessageRole.USER, "again")])
+    reset = await sessions.get_session(runtime.pool, uuid.UUID(key))
+    assert reset.last_active_at > deleted.last_active_at
+    listed, _ = await sessions.list_sessions(runtime.pool, limit=1, offset=0, include_archived=True)
+    assert listed[0].id == uuid.UUID(key)
+
+
 async def test_invalid_keys_and_roles_are_rejected(runtime: Runtime) -> None:
     store = PostgresChatStore(runtime.pool)
     with pytest.raises(ValueError, match="UUID"):

@@ -51,6 +51,7 @@ async def test_create_get_update(store: SessionStore) -> None:
     archived = await store.update(session.id, title=None, is_archived=True, search_type="vector")
     assert (archived.title, archived.is_archived, archived.search_type) == ("renamed", True, "vector")
     assert archived.updated_at >= session.updated_at
+    assert archived.last_active_at == session.last_active_at  # an edit is no activity
     assert (await store.get(session.id)).title == "renamed"
 
 

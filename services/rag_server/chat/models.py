@@ -112,7 +112,13 @@ class ChatSession(BaseModel):
     is_archived: bool
     is_temporary: bool
     created_at: datetime
-    updated_at: datetime
+    updated_at: datetime = Field(
+        description="Its last change: a message written or cleared, a rename, an archive, a search type."
+    )
+    last_active_at: datetime = Field(
+        description="Its last activity: its creation or its last message written (a rename, an archive or a "
+        "clear is none). Sessions are listed most recently active first."
+    )
     message_count: int = 0
     # The client-chosen id (None: only the server's id addresses it).
     external_id: str | None = None
@@ -140,6 +146,7 @@ class ChatSession(BaseModel):
             is_temporary=is_temporary,
             created_at=now,
             updated_at=now,
+            last_active_at=now,
         )
 
 

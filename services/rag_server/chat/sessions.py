@@ -22,7 +22,7 @@ from rag_server.retrieval.models import SearchType
 
 _SESSION_COLUMNS = """
     s.id, s.external_id, s.title, s.llm_model, s.search_type, s.is_archived, s.is_temporary, s.created_at,
-    s.updated_at,
+    s.updated_at, s.last_active_at,
     (SELECT count(*) FROM chat_messages m WHERE m.session_id = s.id) AS message_count
 """
 
@@ -103,8 +103,9 @@ async def list_sessions(
     every_owner: bool = False,
     only_archived: bool = False,
 ) -> tuple[list[ChatSession], int]:
-    """Most recently active first (updated_at moves with every answer). The scope's own sessions (an
-    admin's include those made in open mode, before the first key), or
+    """Most recently active first: `last_active_at` (creation, then each message written; a rename,
+    an archive or a clear is no activity). The scope's own sessions (an admin's include those made in
+    open mode, before the first key), or
     with `every_owner` all those row-level security shows it (an admin's: every session).
     `only_archived`: the archived ones alone (whatever `include_archived` says)."""
     where = f"""($1 OR $3 OR NOT s.is_archived) AND (NOT $3 OR s.is_archived)
@@ -112,7 +113,7 @@ async def list_sessions(
     rows = await conn.fetch(
         f"""
         SELECT {_SESSION_COLUMNS} FROM chat_sessions s WHERE {where}
-        ORDER BY s.updated_at DESC, s.id
+        ORDER BY s.last_active_at DESC, s.id
         LIMIT $4 OFFSET $5
         """,
         include_archived,
@@ -135,7 +136,8 @@ async def update_session(
     is_archived: bool | None = None,
     search_type: SearchType | None = None,
 ) -> ChatSession:
-    """Rename / archive / unarchive / change the default search type; None leaves a field as is."""
+    """Rename / archive / unarchive / change the default search type; None leaves a field as is.
+    `updated_at` moves, `last_active_at` (the order of recent chats) does not: an edit is no activity."""
     row = await conn.fetchrow(
         f"""
         WITH s AS (
@@ -167,7 +169,8 @@ async def delete_session(conn: Executor, session_id: UUID) -> None:
 
 
 async def clear_messages(conn: Executor, session_id: UUID) -> int:
-    """Delete every message of a session, keep the session. Returns how many were deleted."""
+    """Delete every message of a session, keep the session. Returns how many were deleted. An edit, no
+    activity: `updated_at` moves, `last_active_at` does not."""
     async with transaction(conn) as c:
         await lock_session(c, session_id)
         deleted = await delete_messages(c, session_id)
@@ -289,7 +292,11 @@ async def append_exchange(
             user_id = await insert_message(c, session_id, "user", question, {})
             assistant_id = await insert_message(c, session_id, "assistant", answer, answer_metadata)
             await c.execute(
-                "UPDATE chat_sessions SET updated_at = now(), title = coalesce(title, $2) WHERE id = $1",
+                """
+                UPDATE chat_sessions
+                SET updated_at = now(), last_active_at = now(), title = coalesce(title, $2)
+                WHERE id = $1
+                """,
                 session_id,
                 title_if_missing,
             )
@@ -330,6 +337,17 @@ async def ensure_session(conn: Executor, session_id: UUID) -> None:
         ON CONFLICT (id) DO UPDATE SET chat_store = true WHERE NOT chat_sessions.chat_store
         """,
         session_id,
+    )
+
+
+async def touch_session(conn: Executor, session_id: UUID, *, activity: bool) -> None:
+    """A chat memory changed the session's messages: `updated_at` moves; with `activity` (a message
+    written, not only deleted) `last_active_at` too, so the session rises in the recent chats."""
+    await conn.execute(
+        "UPDATE chat_sessions SET updated_at = now(),"
+        " last_active_at = CASE WHEN $2 THEN now() ELSE last_active_at END WHERE id = $1",
+        session_id,
+        activity,
     )
 
 

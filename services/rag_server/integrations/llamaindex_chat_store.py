@@ -90,6 +90,7 @@ class PostgresChatStore(BaseChatStore):
         async with transaction(self._pool) as conn:
             await sessions.ensure_session(conn, session_id)
             await sessions.insert_message(conn, session_id, role, content, metadata)  # type: ignore[arg-type]
+            await sessions.touch_session(conn, session_id, activity=True)
 
     async def aset_messages(self, key: str, messages: list[ChatMessage], **kwargs: Any) -> None:
         session_id = _session_id(key)
@@ -100,6 +101,7 @@ class PostgresChatStore(BaseChatStore):
             await sessions.delete_messages(conn, session_id)
             for role, content, metadata in rows:
                 await sessions.insert_message(conn, session_id, role, content, metadata)  # type: ignore[arg-type]
+            await sessions.touch_session(conn, session_id, activity=bool(rows))
 
     async def adelete_messages(self, key: str, **kwargs: Any) -> list[ChatMessage] | None:
         """Delete every message of the session (the session itself stays); returns them."""
@@ -124,6 +126,7 @@ class PostgresChatStore(BaseChatStore):
             if not chosen:
                 return None
             await sessions.delete_message_ids(conn, [r["id"] for r in chosen])
+            await sessions.touch_session(conn, session_id, activity=False)
         return [_from_row(r) for r in chosen]
 
     # --- sync (delegates to the pool's loop) ------------------------------------------------------

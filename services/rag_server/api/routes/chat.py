@@ -135,7 +135,8 @@ async def list_sessions(
     only_archived: Annotated[bool, Query(description="Only the archived sessions")] = False,
     all_owners: Annotated[bool, Query(description="Every key's sessions (admin keys only)")] = False,
 ) -> SessionList:
-    """Your stored sessions (the API key's), most recently active first."""
+    """Your stored sessions (the API key's), most recently active first (`last_active_at`: created, or
+    its last question answered; a rename, an archive or a clear does not move a session up)."""
     if all_owners and not principal.can("admin"):
         raise ForbiddenError("only an admin key may list every key's sessions")
     items, total = await chat.list_sessions(
@@ -156,7 +157,8 @@ async def get_session(session_id: SessionRef, chat: ChatDep, reads: ReadPoolDep)
 
 @router.patch("/chat/sessions/{session_id}", responses=error_responses(400, 404, 503))
 async def update_session(session_id: SessionRef, body: UpdateSessionRequest, chat: ChatDep) -> ChatSession:
-    """Rename, archive / unarchive, or change the session's default search type."""
+    """Rename, archive / unarchive, or change the session's default search type. `updated_at` moves,
+    `last_active_at` (the listing's order) does not."""
     return await chat.update_session(
         session_id, title=body.title, is_archived=body.is_archived, search_type=body.search_type
     )

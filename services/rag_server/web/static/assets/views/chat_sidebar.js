@@ -1,4 +1,5 @@
-// The sessions sidebar: "New chat", the temporary-chat switch, the stored sessions newest first (paged),
+// The sessions sidebar: "New chat", the temporary-chat switch, the stored sessions most recently active
+// first (their last question, not a rename or an archive; paged),
 // the Archived section (its own paged list), inline rename, archive/unarchive and delete.
 
 import { api, download } from "../api.js";
@@ -205,7 +206,7 @@ export function createSidebar({ onNew, temporary, currentId, onPicked }) {
       // The sidebar cuts a long title (one line, an ellipsis): the whole of it shows on hover.
       { class: "session-link", href: href("chat", session.id), title: name, "aria-current": currentId() === session.id ? "page" : null },
       h("span", { class: "session-title" }, name),
-      h("span", { class: "session-date" }, shortDate(session.updated_at)),
+      h("span", { class: "session-date" }, shortDate(session.last_active_at)),
     );
     link.addEventListener("click", () => onPicked());
     const item = h("li", { class: "session-item", dataset: { id: session.id } }, link);
