@@ -1,5 +1,6 @@
 """Migration 0022: chat sessions get `last_active_at`, backfilled from their last message (else their
-creation), whatever their `updated_at` says (a rename moved it); the downgrade drops it."""
+creation), whatever their `updated_at` says (a rename moved it); documents get `name_key`, their name in
+natural order, the ones stored before it too. The downgrade drops both."""
 
 from __future__ import annotations
 
@@ -50,6 +51,33 @@ async def test_0022_backfills_last_active_at_from_the_messages(pg_server: str, t
         assert not await conn.fetchval(
             "SELECT count(*) FROM information_schema.columns WHERE column_name = 'last_active_at'"
         )
+        await asyncio.to_thread(command.upgrade, cfg, "head")
+    finally:
+        await conn.close()
+
+
+async def test_0022_keys_the_names_stored_before_it_in_natural_order(pg_server: str, tmp_path: Path) -> None:
+    url = await create_database(pg_server, "namekey")
+    cfg = alembic_config(url, Settings(database_url=url, data_dir=tmp_path))
+    await asyncio.to_thread(command.upgrade, cfg, DOWN_REVISION)
+    conn = await asyncpg.connect(url)
+    try:
+        for name in ("v10.txt", "V9.txt", "v009b.txt"):
+            await conn.execute(
+                "INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, status)"
+                " VALUES ($1, 'txt', 'text/plain', 1, md5($1) || md5($1), 'ready')",
+                name,
+            )
+        await asyncio.to_thread(command.upgrade, cfg, REVISION)
+        rows = await conn.fetch("SELECT filename, name_key FROM documents ORDER BY name_key, id")
+        assert [tuple(r) for r in rows] == [
+            ("V9.txt", "v119.txt"),
+            ("v009b.txt", "v119b.txt"),
+            ("v10.txt", "v1210.txt"),
+        ]
+        await asyncio.to_thread(command.downgrade, cfg, DOWN_REVISION)
+        assert await conn.fetchval("SELECT to_regclass('documents_filename_idx') IS NOT NULL")
+        assert not await conn.fetchval("SELECT to_regproc('rag_name_key') IS NOT NULL")
         await asyncio.to_thread(command.upgrade, cfg, "head")
     finally:
         await conn.close()

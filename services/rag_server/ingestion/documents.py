@@ -146,7 +146,7 @@ async def check_duplicates(
 
 
 _SORT_SQL = {
-    "name": "lower(filename)",
+    "name": "name_key",  # natural order (migration 0022: rag_name_key)
     "uploaded": "created_at",
     "chunks": "chunk_count",
     "size": "size_bytes",
