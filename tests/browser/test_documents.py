@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
@@ -641,3 +642,69 @@ async def test_on_a_phone_a_long_name_takes_the_room_and_stops_at_three_lines(
     line = await link.evaluate("el => parseFloat(getComputedStyle(el).lineHeight)")
     assert box is not None and box["width"] >= 150 and box["height"] <= 3.5 * line, (box, line)
     await phone.context.close()
+
+
+NATURAL_FILES = {
+    "part 10.txt": b"Rivers and herons, with a capital.",
+    "part 2.txt": b"A heron in the reeds.",
+    "part 11.txt": b"Nothing of birds here.",
+    "Part 3.txt": b"Otters in the river at dusk.",
+    "part 1.txt": b"A heron by the river.",
+}
+
+
+async def test_names_sort_in_natural_order_and_contains_typed_quickly_shows_the_last_text(
+    page: Page, stack: Stack, database_url: str
+) -> None:
+    """Sorting by name is natural order ("part 2" before "part 10"). Typing in "Contains" while the
+    listing's statements wait in PostgreSQL (a lock this test holds): each pause's request supersedes the
+    one before, which the browser aborts and the server stops (its statement gone from pg_stat_activity:
+    one waits, not one per pause); once the lock is released the table shows the last text's matches,
+    with no error on the page or in its console."""
+    name = "natural"
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as admin:
+        assert (await admin.post("/collections", json={"name": name})).status_code == 201
+    await upload_and_wait(stack, NATURAL_FILES, collection=name)
+    await page.goto(stack.base_url + "/#/documents?sort=name&order=asc")
+    await page.reload()  # the switcher lists the collections there were at sign-in
+    await page.get_by_label("Collection").select_option(name)
+    natural = ["part 1.txt", "part 2.txt", "Part 3.txt", "part 10.txt", "part 11.txt"]
+    await expect(names(page)).to_have_text(natural)
+    await page.get_by_role("columnheader", name="Name").get_by_role("button").click()
+    await expect(names(page)).to_have_text(natural[::-1])
+    await page.get_by_role("columnheader", name="Name").get_by_role("button").click()
+    await expect(names(page)).to_have_text(natural)
+
+    aborted: list[str] = []
+    page.on("requestfailed", lambda r: aborted.append(r.url) if "/documents?" in r.url else None)
+    locker = await asyncpg.connect(database_url)
+    try:
+        async with locker.transaction():
+            await locker.execute("LOCK TABLE documents IN ACCESS EXCLUSIVE MODE")
+            # Pauses longer than the app's wait before asking (300 ms): one request per letter.
+            await page.get_by_label("Contains", exact=True).press_sequentially("river", delay=450)
+            await page.wait_for_timeout(500)
+
+            async def listings_waiting() -> int:
+                await locker.execute("SELECT pg_stat_clear_snapshot()")
+                return int(
+                    await locker.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock' AND query LIKE '%WITH matching AS MATERIALIZED%'"
+                    )
+                )
+
+            for _ in range(100):
+                if await listings_waiting() == 1:
+                    break
+                await asyncio.sleep(0.1)
+            assert await listings_waiting() == 1  # the superseded ones were stopped, not left waiting
+    finally:
+        await locker.close()
+    await expect(names(page)).to_have_text(["part 1.txt", "Part 3.txt"])
+    assert "has=river" in page.url
+    assert len(aborted) >= 3  # "r", "ri", "riv", "rive": aborted in the browser as they were superseded
+    await expect(page.locator(".documents .form-error")).to_have_text("")  # no error for an abort
+    await page.get_by_label("Collection").select_option("default")

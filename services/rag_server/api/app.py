@@ -16,6 +16,7 @@ from rag_server import __version__
 from rag_server.access.exposure import prepare_access
 from rag_server.api.body_limit import BodyLimitMiddleware
 from rag_server.api.deps import refuse_unknown_query
+from rag_server.api.disconnect import CancelOnDisconnectMiddleware
 from rag_server.api.errors import VALIDATION_422, install_error_handlers, install_openapi
 from rag_server.api.head import HeadAsGetMiddleware
 from rag_server.api.read_routing import ReadRoutingMiddleware
@@ -114,6 +115,9 @@ def create_app(
         search.router,
     )
     install_error_handlers(app)
+    # Inside HEAD's (it sees a GET), outside the error handlers: a read-only request whose client left
+    # is cancelled, its statement with it (api/disconnect.py).
+    app.add_middleware(CancelOnDisconnectMiddleware)
     # Outside the error handlers' middleware (its answers lose their body too), inside the others.
     app.add_middleware(HeadAsGetMiddleware)
     install_openapi(app)
