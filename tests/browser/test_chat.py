@@ -646,3 +646,23 @@ async def test_a_follow_up_in_a_chat_deleted_in_another_tab_can_start_a_new_one(
     await box.press("Enter")
     await expect(answers(page).first.get_by_role("button", name="Copy answer")).to_be_visible()
     assert session_id not in page.url
+
+
+async def test_renaming_an_older_chat_leaves_it_in_its_place(page: Page, stack: Stack) -> None:
+    """The list is by last activity: a rename is an edit, not activity (it moved the chat to the top)."""
+    headers = {"Authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as client:
+        for title in ("Older chat", "Newer chat"):
+            assert (await client.post("/chat/sessions", json={"title": title})).status_code == 201
+    await page.goto(stack.base_url + "/#/chat")
+    await page.reload()
+    rows = page.get_by_role("list", name="Chats", exact=True).locator(".session-item .session-title")
+    await expect(rows.nth(0)).to_have_text("Newer chat")
+    await expect(rows.nth(1)).to_have_text("Older chat")
+    row = sidebar_row(page, "Older chat")
+    await row.hover()
+    await row.get_by_role("button", name="Rename “Older chat”").click()
+    await page.get_by_label("Chat title").fill("Older, renamed")
+    await page.get_by_label("Chat title").press("Enter")
+    await expect(rows.nth(1)).to_have_text("Older, renamed")
+    await expect(rows.nth(0)).to_have_text("Newer chat")
