@@ -201,6 +201,83 @@ async def test_bm25_statistics_differ_from_a_recount(
     assert checks(report) <= {"bm25 stats", "bm25 terms", "bm25 postings"}
 
 
+async def test_each_wrong_posting_is_named_as_extra_or_missing(
+    runtime: Runtime, healthy: dict[str, uuid.UUID]
+) -> None:
+    async with broken(runtime) as conn:
+        chunk = await conn.fetchrow(
+            "SELECT p.term, p.chunk_id, p.tf, p.doc_len FROM bm25_postings p"
+            " WHERE p.chunk_id = (SELECT min(id) FROM chunks) ORDER BY p.term LIMIT 1"
+        )
+        # A posting of a word the chunk does not hold; another with a wrong tf: listed as both.
+        await conn.execute(
+            "INSERT INTO bm25_postings (term, chunk_id, tf, doc_len, collection_id)"
+            " SELECT 'zzzq', id, 1, $2, collection_id FROM chunks WHERE id = $1",
+            chunk["chunk_id"],
+            chunk["doc_len"],
+        )
+        await conn.execute(
+            "UPDATE bm25_postings SET tf = tf + 1 WHERE term = $1 AND chunk_id = $2",
+            chunk["term"],
+            chunk["chunk_id"],
+        )
+        report = await check(conn, runtime)
+    where, tf, doc_len = f"chunk {chunk['chunk_id']}", chunk["tf"], chunk["doc_len"]
+    assert sorted(v.detail for v in report.violations) == sorted(
+        [
+            f"extra posting: term 'zzzq', {where}, tf 1, doc_len {doc_len}",
+            f"extra posting: term '{chunk['term']}', {where}, tf {tf + 1}, doc_len {doc_len}",
+            f"missing posting: term '{chunk['term']}', {where}, tf {tf}, doc_len {doc_len}",
+        ]
+    )
+    assert checks(report) == {"bm25 postings"}
+
+
+async def test_a_term_missing_or_extra_in_bm25_terms(runtime: Runtime, healthy: dict[str, uuid.UUID]) -> None:
+    async with broken(runtime) as conn:
+        term, df = await conn.fetchrow("SELECT term, df FROM bm25_terms ORDER BY term LIMIT 1")
+        await conn.execute("DELETE FROM bm25_terms WHERE term = $1", term)
+        await conn.execute("INSERT INTO bm25_terms (term, df) VALUES ('zzzq', 2)")
+        report = await check(conn, runtime)
+    assert sorted(v.detail for v in report.violations) == [
+        f"term '{term}': df missing, recount {df}",
+        "term 'zzzq': df 2, recount none",
+    ]
+    assert checks(report) == {"bm25 terms"}
+
+
+async def test_chunks_of_a_document_that_is_not_ready(
+    runtime: Runtime, healthy: dict[str, uuid.UUID]
+) -> None:
+    async with broken(runtime) as conn:
+        await conn.execute("UPDATE documents SET status = 'failed' WHERE id = $1", healthy["doc"])
+        report = await check(conn, runtime)
+    unready = [v.detail for v in report.violations if v.check == "chunks of unready document"]
+    assert unready == [f"document {healthy['doc']} is failed but has chunks"]
+
+
+async def test_a_wide_bm25_pack_is_read_as_well(runtime: Runtime, healthy: dict[str, uuid.UUID]) -> None:
+    """A wide pack (int8 ids, int4 values: a chunk of more than 32,767 terms) is decoded as such."""
+    async with broken(runtime) as conn:
+        assert await bm25_packs.pack(conn) is not None
+        watermark = await conn.fetchval("SELECT watermark FROM bm25_pack")
+        await conn.execute("DELETE FROM bm25_packed")
+        await conn.execute(bm25_packs.fill_sql(False), watermark)
+        await conn.execute("UPDATE bm25_pack SET narrow = false")
+        assert (await check(conn, runtime)).ok, (await check(conn, runtime)).lines()
+        # The last entry of a term's list: tf 99 (int4) where the postings say otherwise.
+        term = await conn.fetchval("SELECT max(term) FROM bm25_packed")
+        await conn.execute(
+            "UPDATE bm25_packed SET tfs = overlay(tfs PLACING '\\x00000063'::bytea FROM length(tfs) - 3)"
+            " WHERE term = $1",
+            term,
+        )
+        report = await check(conn, runtime)
+    assert checks(report) == {"bm25 pack"}
+    wrong = [v.detail for v in report.violations if v.detail.startswith("wrong")]
+    assert len(wrong) == 1 and f"term '{term}'" in wrong[0] and ", tf 99, " in wrong[0]
+
+
 async def test_the_bm25_pack_must_hold_what_the_postings_hold(
     runtime: Runtime, healthy: dict[str, uuid.UUID]
 ) -> None:

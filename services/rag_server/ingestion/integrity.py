@@ -16,14 +16,20 @@ Each check is one query that returns the rows breaking an invariant, so an empty
 - chat: every question has its answer right after it and every answer its question (the server writes
   both in ONE transaction; system messages aside).
 Run with the owner's or the system scope's view: under a key's scope rows it cannot see look missing.
+Every check reads one snapshot (REPEATABLE READ, READ ONLY); the BM25 recount is computed once.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+
+import asyncpg
 
 from rag_server.infra import queue as infra_queue
 from rag_server.infra.database import Executor
+from rag_server.infra.scoped_pool import ScopedPool
 from rag_server.ingestion.recovery import worker_alive_sql
 
 # A live system's stale message is read and dropped by a worker within its poll interval.
@@ -118,48 +124,86 @@ WITH toks AS (
 """
 
 
-_RECOUNT = recount_sql()
-BM25_CHECKS = {
-    "bm25 stats": f"""{_RECOUNT}
+# The recount's checks: each reads `toks` and `lens` of recount_sql(). They run as ONE statement
+# (recount_checks_sql), so PostgreSQL tokenises every chunk once (a CTE read several times is materialised)
+# instead of once per check: to_tsvector is most of their cost (about 5 s per 40k chunks).
+BM25_RECOUNT_CHECKS = {
+    "bm25 stats": """
         SELECT NULL::uuid, 'bm25_stats n_docs ' || s.n_docs || ', total_len ' || s.total_len
                || '; recount ' || r.n || ', ' || r.len
         FROM bm25_stats s,
              (SELECT (SELECT count(*) FROM chunks) AS n,
                      (SELECT coalesce(sum(doc_len), 0) FROM lens) AS len) r
         WHERE s.n_docs <> r.n OR s.total_len <> r.len""",
-    "bm25 terms": f"""{_RECOUNT}
+    "bm25 terms": """
         SELECT NULL::uuid, 'term ' || quote_literal(coalesce(b.term, r.term)) || ': df '
                || coalesce(b.df::text, 'missing') || ', recount ' || coalesce(r.df::text, 'none')
         FROM bm25_terms b FULL JOIN (SELECT term, count(*) AS df FROM toks GROUP BY term) r ON r.term = b.term
         WHERE b.df IS DISTINCT FROM r.df""",
-    "bm25 postings": f"""{_RECOUNT}
-        , expected AS (
-            SELECT toks.term, toks.chunk_id, toks.tf, lens.doc_len, toks.collection_id
-            FROM toks JOIN lens USING (chunk_id))
-        , wrong AS (
-            (SELECT 'extra' AS kind, * FROM (SELECT term, chunk_id, tf, doc_len, collection_id
-                                            FROM bm25_postings EXCEPT SELECT * FROM expected) x)
-            UNION ALL
-            (SELECT 'missing', * FROM (SELECT * FROM expected EXCEPT SELECT term, chunk_id, tf, doc_len,
-                                       collection_id FROM bm25_postings) y))
-        SELECT NULL::uuid, kind || ' posting: term ' || quote_literal(term) || ', chunk ' || chunk_id
-               || ', tf ' || tf || ', doc_len ' || doc_len FROM wrong""",
+    # What `bm25_postings EXCEPT expected` and `expected EXCEPT bm25_postings` list, by one hash join on
+    # the key instead of two sorts of every posting: (term, chunk_id) is unique on both sides (the
+    # primary key; a tsvector's lexemes), so a row of either side is in the other's EXCEPT exactly when
+    # no row there has its key and values. A posting with a wrong value is listed as extra and missing.
+    "bm25 postings": """
+        SELECT NULL::uuid, w.kind || ' posting: term ' || quote_literal(w.term) || ', chunk ' || w.chunk_id
+               || ', tf ' || w.tf || ', doc_len ' || w.doc_len
+        FROM bm25_postings b
+        FULL JOIN (SELECT toks.term, toks.chunk_id, toks.tf, lens.doc_len, toks.collection_id
+                   FROM toks JOIN lens USING (chunk_id)) e ON e.term = b.term AND e.chunk_id = b.chunk_id
+        CROSS JOIN LATERAL (VALUES ('extra', b.term, b.chunk_id, b.tf, b.doc_len),
+                                   ('missing', e.term, e.chunk_id, e.tf, e.doc_len))
+                           AS w (kind, term, chunk_id, tf, doc_len)
+        WHERE (b.tf, b.doc_len, b.collection_id) IS DISTINCT FROM (e.tf, e.doc_len, e.collection_id)
+          AND w.term IS NOT NULL""",
+}
+
+
+def recount_checks_sql(limit: int) -> str:
+    """BM25_RECOUNT_CHECKS in one statement over one recount: rows (check, id, detail), at most `limit`
+    per check."""
+    parts = [
+        f"SELECT {_literal(name)} AS name, v.* FROM ({sql}) v LIMIT {limit}"
+        for name, sql in BM25_RECOUNT_CHECKS.items()
+    ]
+    return recount_sql() + "\n" + "\nUNION ALL\n".join(f"({part})" for part in parts)
+
+
+def _literal(name: str) -> str:
+    """A check's name (ours: no quote in it) as an SQL literal."""
+    return "'" + name.replace("'", "''") + "'"
+
+
+def _big_endian(data: str, index: str, width: int) -> str:
+    """SQL: entry `index` of the bytea `data`, an unsigned big-endian integer of `width` bytes, as bigint.
+    get_byte arithmetic: about 10x cheaper than substring + hex + bit casts per entry."""
+    return " | ".join(
+        f"(get_byte({data}, {index} * {width} + {j})::bigint << {8 * (width - 1 - j)})" for j in range(width)
+    )
+
+
+def _pack_entry(data: str, narrow: int, wide: int) -> str:
+    return f"CASE WHEN k.narrow THEN {_big_endian(data, 'i', narrow)} ELSE {_big_endian(data, 'i', wide)} END"
+
+
+PACK_CHECKS = {
     # The pack (0014) holds exactly the postings of every live chunk at or below its watermark that
     # was not written again since (bm25_unpacked); deleted chunks' entries may stay until the next pack,
     # but only while it counts them (0016: with none counted, searches do not check for them).
-    # Entries are big-endian and never negative: left-padded to 8 or 4 bytes, they read as bigint, int.
-    "bm25 pack": """
-        WITH k AS (SELECT watermark, deleted, CASE WHEN narrow THEN 4 ELSE 8 END AS id_bytes,
-                          CASE WHEN narrow THEN 2 ELSE 4 END AS value_bytes FROM bm25_pack)
+    # Entries are big-endian and never negative: ids 4 (narrow) or 8 bytes, tf and length 2 or 4 (read
+    # through bit(32) like int4 bytes). The byte arrays are stored out of line (TOAST): `|| ''` reads
+    # each once, in a subquery kept apart (OFFSET 0); get_byte on the stored column would fetch its
+    # TOAST chunks again for every entry (most of this check's time before).
+    "bm25 pack": f"""
+        WITH k AS (SELECT watermark, deleted, narrow, CASE WHEN narrow THEN 4 ELSE 8 END AS id_bytes
+                   FROM bm25_pack)
         , packed AS (
-            SELECT b.collection_id, b.term,
-                   ('x' || lpad(encode(substring(b.chunk_ids FROM i * k.id_bytes + 1 FOR k.id_bytes),
-                                       'hex'), 16, '0'))::bit(64)::bigint AS chunk_id,
-                   ('x' || lpad(encode(substring(b.tfs FROM i * k.value_bytes + 1 FOR k.value_bytes),
-                                       'hex'), 8, '0'))::bit(32)::int AS tf,
-                   ('x' || lpad(encode(substring(b.lens FROM i * k.value_bytes + 1 FOR k.value_bytes),
-                                       'hex'), 8, '0'))::bit(32)::int AS doc_len
-            FROM k, bm25_packed b, generate_series(0, length(b.chunk_ids) / k.id_bytes - 1) AS i)
+            SELECT b.collection_id, b.term, {_pack_entry("b.ids", 4, 8)} AS chunk_id,
+                   ({_pack_entry("b.tfs", 2, 4)})::bit(32)::int AS tf,
+                   ({_pack_entry("b.lens", 2, 4)})::bit(32)::int AS doc_len
+            FROM k, (SELECT p.collection_id, p.term, p.chunk_ids || ''::bytea AS ids,
+                            p.tfs || ''::bytea AS tfs, p.lens || ''::bytea AS lens
+                     FROM bm25_packed p OFFSET 0) b,
+                 generate_series(0, length(b.ids) / k.id_bytes - 1) AS i)
         , held AS (
             SELECT * FROM packed p
             WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.id = p.chunk_id)
@@ -198,7 +242,9 @@ GENERATION_CHECKS = {
 
 
 def _queue_checks(quiescent: bool, queue_table: str) -> dict[str, str]:
-    stale = "true" if quiescent else f"q.vt < clock_timestamp() - interval '{ORPHAN_VISIBLE_S} seconds'"
+    # now(): the check's transaction start, when its snapshot was taken (a message a worker dropped since
+    # is still in it; the clock at this statement, after the BM25 checks, would shorten the grace).
+    stale = "true" if quiescent else f"q.vt < now() - interval '{ORPHAN_VISIBLE_S} seconds'"
     return {
         "orphan message": f"""
             SELECT t.id, 'message ' || q.msg_id || ' (read ' || q.read_ct || ' times) for task '
@@ -236,13 +282,48 @@ COUNTS = {
 
 
 async def check_integrity(conn: Executor, queue_name: str, *, quiescent: bool = False) -> IntegrityReport:
-    """Every invariant above; `quiescent`: nothing may still be queued or running (a stopped pipeline)."""
+    """Every invariant above; `quiescent`: nothing may still be queued or running (a stopped pipeline).
+    All checks read one snapshot (see _snapshot)."""
+    async with _snapshot(conn) as c:
+        return await _check(c, queue_name, quiescent)
+
+
+@asynccontextmanager
+async def _snapshot(conn: Executor) -> AsyncIterator[asyncpg.Connection]:
+    """One REPEATABLE READ READ ONLY transaction for the whole check: its checks compare tables with each
+    other (chunks with postings with the pack, tasks with documents) and with separate statements a
+    writer committing between two of them would look like a violation. Read-only (a check never
+    writes; it may then also run on a standby), hence one statement for the recount rather than a
+    temporary table, which needs a writable transaction. Inside the caller's transaction (tests break
+    rows and check them uncommitted): that transaction as it is."""
+    if isinstance(conn, ScopedPool):
+        async with conn.acquire(isolation="repeatable_read", readonly=True) as pooled:
+            yield pooled
+    elif conn.is_in_transaction():
+        yield conn
+    else:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            yield conn
+
+
+# Marks the checks that recount_checks_sql() answers together.
+_RECOUNTED = "(recount_checks_sql)"
+
+
+async def _recounted(conn: asyncpg.Connection) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {check: [] for check in BM25_RECOUNT_CHECKS}
+    for name, _, detail in await conn.fetch(recount_checks_sql(SAMPLE + 1)):
+        found[name].append(str(detail))
+    return found
+
+
+async def _check(conn: asyncpg.Connection, queue_name: str, quiescent: bool) -> IntegrityReport:
     # Settings.queue_name's pattern allows only [a-z0-9_]: safe as an identifier.
     queue_table = infra_queue.queue_table(queue_name)
     report = IntegrityReport()
     checks = _task_checks(quiescent, queue_table) | CHUNK_CHECKS | _queue_checks(quiescent, queue_table)
     if await conn.fetchval("SELECT to_regclass('bm25_stats') IS NOT NULL"):
-        checks |= BM25_CHECKS
+        checks |= dict.fromkeys(BM25_RECOUNT_CHECKS, _RECOUNTED) | PACK_CHECKS
     else:
         report.skipped.append("BM25 recount (pg_search keeps its own index)")
     if await conn.fetchval("SELECT count(*) > 1 FROM embedding_generations"):
@@ -253,10 +334,17 @@ async def check_integrity(conn: Executor, queue_name: str, *, quiescent: bool = 
     for name, sql in COUNTS.items():
         report.counts[name] = int(await conn.fetchval(sql))
     report.counts["queue messages"] = int(await conn.fetchval(f"SELECT count(*) FROM {queue_table}"))
+    found: dict[str, list[str]] = {}  # check -> details, in the order of `checks`
     for check, sql in checks.items():
-        rows = await conn.fetch(f"SELECT * FROM ({sql}) v LIMIT {SAMPLE + 1}")
-        for row in rows[:SAMPLE]:
-            report.violations.append(Violation(check, str(row[1])))
-        if len(rows) > SAMPLE:
+        if sql is _RECOUNTED:
+            if check not in found:  # the first of them: the one statement answers them all
+                found |= await _recounted(conn)
+            continue
+        found[check] = [
+            str(row[1]) for row in await conn.fetch(f"SELECT * FROM ({sql}) v LIMIT {SAMPLE + 1}")
+        ]
+    for check, details in found.items():
+        report.violations += [Violation(check, detail) for detail in details[:SAMPLE]]
+        if len(details) > SAMPLE:
             report.violations.append(Violation(check, f"... and more (first {SAMPLE} shown)"))
     return report
