@@ -1,5 +1,6 @@
 """Migrations of the native BM25 engine on the embedded database: the pg_search 0.26 one changes
-nothing; 0016 starts the pack's count of deleted chunks at a bound that never misses one."""
+nothing; 0016 starts the pack's count of deleted chunks at a bound that never misses one; 0023 removes
+a deleted chunk's postings by its id."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from alembic.script import ScriptDirectory
 
 from rag_server.config import Settings
 from rag_server.infra.migrations import MIGRATIONS_DIR, alembic_config
+from rag_server.ingestion.integrity import check_integrity
 from tests.conftest import create_database
 
 
@@ -142,6 +144,71 @@ async def test_the_deleted_count_of_a_pack_made_before_it_never_misses_a_deletio
             assert not migrating.done()
         await migrating
         assert await conn.fetchval("SELECT deleted FROM bm25_pack") == 1
+    finally:
+        await conn.close()
+    await asyncio.to_thread(command.upgrade, cfg, "head")
+
+
+async def test_0023_removes_a_deleted_chunks_postings_by_its_id(pg_server: str, tmp_path: Path) -> None:
+    """0023: a deleted chunk's postings go by its id, also one its text no longer yields (0002 removed
+    only the lexemes it recomputed: such a posting stayed, and its df); the check then finds nothing.
+    Down restores 0002's function and drops the index."""
+    url = await create_database(pg_server, "remove0023")
+    settings = Settings(database_url=url, data_dir=tmp_path)
+    cfg = alembic_config(url, settings)
+    [script] = [
+        s
+        for s in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()
+        if s.revision.endswith("_bm25_remove_by_chunk")
+    ]
+    assert isinstance(script.down_revision, str)
+    await asyncio.to_thread(command.upgrade, cfg, script.down_revision)
+    before = await schema_snapshot(url)
+    conn = await asyncpg.connect(url)
+    try:
+        docs = {}
+        for name, texts in (("a.txt", ["zebrafish hearts", "zebrafish fins"]), ("b.txt", ["coral reefs"])):
+            docs[name] = await conn.fetchval(
+                "INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, status,"
+                " chunk_count) VALUES ($1, 'txt', 'text/plain', 1, md5($1) || md5($1), 'ready', $2)"
+                " RETURNING id",
+                name,
+                len(texts),
+            )
+            await conn.execute(
+                "INSERT INTO chunks (document_id, chunk_index, text, search_text, embedding)"
+                " SELECT $1, i - 1, t, t, $3::vector FROM unnest($2::text[]) WITH ORDINALITY AS u (t, i)",
+                docs[name],
+                texts,
+                "[" + ",".join(["0.1"] * 384) + "]",
+            )
+        # A posting of another tokenisation of a.txt's first chunk (unstemmed: an older dictionary, say).
+        await conn.execute(
+            "INSERT INTO bm25_postings (term, chunk_id, tf, doc_len, collection_id)"
+            " SELECT 'hearts', id, 1, 2, collection_id FROM chunks"
+            " WHERE document_id = $1 AND chunk_index = 0",
+            docs["a.txt"],
+        )
+        await conn.execute("INSERT INTO bm25_terms (term, df) VALUES ('hearts', 1)")
+
+        await asyncio.to_thread(command.upgrade, cfg, script.revision)
+        assert "bm25_postings_chunk_idx" in {r["indexname"] for r in (await schema_snapshot(url))["indexes"]}
+        await conn.execute("DELETE FROM documents WHERE id = $1", docs["a.txt"])
+        assert await conn.fetch("SELECT term, tf FROM bm25_postings ORDER BY term") == [
+            ("coral", 1),
+            ("reef", 1),
+        ]
+        assert await conn.fetch("SELECT term, df FROM bm25_terms ORDER BY term") == [
+            ("coral", 1),
+            ("reef", 1),
+        ]
+        assert tuple(await conn.fetchrow("SELECT n_docs, total_len FROM bm25_stats")) == (1, 2)
+        report = await check_integrity(conn, settings.queue_name, quiescent=True)
+        assert report.ok, report.lines()
+
+        await asyncio.to_thread(command.downgrade, cfg, script.down_revision)
+        after = await schema_snapshot(url)
+        assert (after["indexes"], after["functions"]) == (before["indexes"], before["functions"])
     finally:
         await conn.close()
     await asyncio.to_thread(command.upgrade, cfg, "head")
