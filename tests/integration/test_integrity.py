@@ -256,6 +256,31 @@ async def test_chunks_of_a_document_that_is_not_ready(
     assert unready == [f"document {healthy['doc']} is failed but has chunks"]
 
 
+async def test_an_entry_packed_twice_is_listed_once(runtime: Runtime, healthy: dict[str, uuid.UUID]) -> None:
+    async with broken(runtime) as conn:
+        assert await bm25_packs.pack(conn) is not None
+        term = await conn.fetchval("SELECT max(term) FROM bm25_packed")
+        chunk_id, tf, doc_len = await conn.fetchrow(
+            "SELECT chunk_id, tf, doc_len FROM bm25_postings WHERE term = $1 ORDER BY chunk_id DESC LIMIT 1",
+            term,
+        )
+        # Its last entry (narrow: 4-byte id, 2-byte tf and length) once more at the end of the lists.
+        await conn.execute(
+            "UPDATE bm25_packed SET chunk_ids = chunk_ids || substring(chunk_ids FROM length(chunk_ids) - 3),"
+            " tfs = tfs || substring(tfs FROM length(tfs) - 1),"
+            " lens = lens || substring(lens FROM length(lens) - 1)"
+            " WHERE term = $1",
+            term,
+        )
+        report = await check(conn, runtime)
+    assert [(v.check, v.detail) for v in report.violations] == [
+        (
+            "bm25 pack",
+            f"wrong entry in the BM25 pack: term '{term}', chunk {chunk_id}, tf {tf}, doc_len {doc_len}",
+        )
+    ]
+
+
 async def test_a_wide_bm25_pack_is_read_as_well(runtime: Runtime, healthy: dict[str, uuid.UUID]) -> None:
     """A wide pack (int8 ids, int4 values: a chunk of more than 32,767 terms) is decoded as such."""
     async with broken(runtime) as conn:

@@ -212,10 +212,18 @@ PACK_CHECKS = {
             SELECT p.collection_id, p.term, p.chunk_id, p.tf, p.doc_len FROM bm25_postings p, k
             WHERE p.chunk_id <= k.watermark
               AND NOT EXISTS (SELECT 1 FROM bm25_unpacked u WHERE u.chunk_id = p.chunk_id))
+        -- held EXCEPT ALL expected ('wrong') and expected EXCEPT ALL held ('missing') in one aggregate
+        -- of both sides instead of two set operations over each: a row held h times and expected e
+        -- times is listed |h - e| times, as the one whose side has more.
+        , counted AS (
+            SELECT collection_id, term, chunk_id, tf, doc_len, sum(h) AS h, sum(e) AS e
+            FROM (SELECT *, 1 AS h, 0 AS e FROM held UNION ALL SELECT *, 0, 1 FROM expected) sides
+            GROUP BY collection_id, term, chunk_id, tf, doc_len
+            HAVING sum(h) <> sum(e))
         , wrong AS (
-            (SELECT 'wrong' AS kind, * FROM (SELECT * FROM held EXCEPT ALL SELECT * FROM expected) x)
-            UNION ALL
-            (SELECT 'missing', * FROM (SELECT * FROM expected EXCEPT ALL SELECT * FROM held) y)
+            (SELECT CASE WHEN h > e THEN 'wrong' ELSE 'missing' END AS kind,
+                    collection_id, term, chunk_id, tf, doc_len
+             FROM counted, generate_series(1, abs(h - e)))
             UNION ALL
             (SELECT 'uncounted deleted', p.* FROM packed p, k
              WHERE k.deleted = 0 AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = p.chunk_id)))
