@@ -15,7 +15,7 @@ Building the index locks bm25_postings against writes (SHARE) for its duration: 
 postings here; chunk writers wait, searches do not.
 
 Revision ID: 0023_bm25_remove_by_chunk
-Revises: 0021_chat_store_sessions
+Revises: 0022_activity_and_name_order
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 from rag_server.infra.migrations.helpers import execute_sql, scalar
 
 revision = "0023_bm25_remove_by_chunk"
-down_revision = "0021_chat_store_sessions"
+down_revision = "0022_activity_and_name_order"
 branch_labels = None
 depends_on = None
 
