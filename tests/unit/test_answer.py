@@ -68,20 +68,24 @@ def test_extractive_answer_is_marked_and_cites_passages_in_order() -> None:
 
 def test_an_extractive_answer_quotes_only_passages_that_bear_on_the_question() -> None:
     # A small collection: the search returns every chunk; fusion ranks the unrelated ones last.
-    crew, tides, berths, pilots, notes = (
+    crew, tides, berths, guides, notes = (
         hit("Bo is the pilot; Ada is the captain."),
         hit("High tide is at noon in summer.", name="tides.md"),
         hit("The pilot boat waits at berth 4.", name="berths.md"),
-        hit("Pilots board ships outside the harbour.", name="pilots.md"),
+        hit(
+            "A licensed harbour guide boards every incoming ship beyond the breakwater and steers it "
+            "safely to its berth.",
+            name="guides.md",
+        ),
         hit("Mention 1822.", name="Pilot handbook.pptx"),
     )
     crew.vector, crew.bm25 = LegScore(rank=1, score=0.52), LegScore(rank=1, score=1.05)
     tides.vector = LegScore(rank=2, score=0.06)  # no word in common, barely similar: not quoted
-    berths.vector, berths.bm25 = LegScore(rank=3, score=0.03), LegScore(rank=2, score=0.2)  # a BM25 match
-    pilots.vector = LegScore(rank=4, score=0.31)  # no word in common, but similar: quoted
-    # BM25 found "pilot" in the deck's title only: the note itself says nothing of it.
-    notes.vector, notes.bm25 = LegScore(rank=5, score=0.05), LegScore(rank=3, score=0.3)
-    answer = extractive_answer("who is the pilot?", [crew, tides, berths, pilots, notes], max_passages=5)
+    berths.vector, berths.bm25 = LegScore(rank=3, score=0.03), LegScore(rank=2, score=0.2)  # a word in common
+    guides.vector = LegScore(rank=4, score=0.31)  # no word in common, but a long text as similar: quoted
+    # Both legs found the deck's title ("Pilot"): the note's own two words say nothing of it.
+    notes.vector, notes.bm25 = LegScore(rank=5, score=0.48), LegScore(rank=3, score=0.3)
+    answer = extractive_answer("who is the pilot?", [crew, tides, berths, guides, notes], max_passages=5)
     cited = [line.rsplit("[", 1)[1].split("]")[0] for line in answer.splitlines()[1:]]
     assert cited == ["1", "3", "4"]  # numbers stay the sources' positions
     notes.vector = None  # BM25's hit alone (the vector leg's candidates missed it): the same

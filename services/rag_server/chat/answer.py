@@ -92,20 +92,30 @@ def extractive_answer(
     return "\n".join(lines)
 
 
+# Content words from which a passage's text, not its title and headings, is most of its embedding.
+SELF_EMBEDDED_WORDS = 8
+
+
 def bears_on(hit: SearchHit, best_vector: float, terms: set[str]) -> bool:
-    """Whether a passage after the first has evidence of its own: a vector similarity at least half the
-    best one's, or a BM25 match with a question word in its own text. A search returns its top k
-    whatever they are, and fusion ranks them relative to each other (min-max: the last of a few is 0):
-    in a small collection a question about the crew also gets the tide tables, which an answer must not
-    quote as "most relevant". BM25 also reads the document's title and headings (`search_text`): in a
-    deck titled "Lighthouses" every slide matches "lighthouse", and a speaker note "Mention 1822." was
-    quoted. A hit whose legs are unknown is kept. Half: MiniLM's unrelated passages sit near 0.05 when a
-    related one is ~0.5."""
-    if hit.vector is not None and hit.vector.score >= 0.5 * best_vector:
+    """Whether a passage after the first has evidence of its own: a question word in its text, or a
+    vector similarity at least half the best one's from a text long enough to be what was embedded. A
+    search returns its top k whatever they are, and fusion ranks them relative to each other (min-max:
+    the last of a few is 0): in a small collection a question about the crew also gets the tide tables,
+    which an answer must not quote as "most relevant". Both legs also read the document's title and
+    headings (`search_text`): in a deck titled "Lighthouses" every slide matches "lighthouse", and a
+    speaker note "Mention 1822." (0.52 against the best passage's 0.59, through its title) was quoted. A
+    hit whose legs are unknown is kept. Half: MiniLM's unrelated passages sit near 0.05 when a related
+    one is ~0.5."""
+    if hit.vector is None and hit.bm25 is None:
         return True
-    if hit.bm25 is not None:
-        return bool(_stems(terms) & _stems(content_words(hit.text)))
-    return hit.vector is None
+    own_words = content_words(hit.text)
+    if _stems(terms) & _stems(own_words):
+        return True
+    return (
+        hit.vector is not None
+        and hit.vector.score >= 0.5 * best_vector
+        and len(own_words) >= SELF_EMBEDDED_WORDS
+    )
 
 
 def key_sentences(
