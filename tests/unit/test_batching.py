@@ -76,3 +76,20 @@ async def test_cancelled_leader_does_not_strand_the_others() -> None:
     leader.cancel()
     results = await asyncio.gather(*followers)
     assert [r[0, 0] for r in results] == [2, 3]
+
+
+async def test_texts_of_callers_who_left_are_not_embedded() -> None:
+    # A search whose client disconnects is cancelled (api/disconnect.py): its query, waiting for the
+    # model or re-queued from a batch cut short, was embedded by the next caller for nobody.
+    model = RecordingModel(delay_s=0.2)
+    embedder = CoalescingEmbedder(model)
+    leader = asyncio.create_task(embedder.embed(["1"]))
+    await asyncio.sleep(0.05)  # the leader is inside the model call
+    waiting = asyncio.create_task(embedder.embed(["2"]))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    leader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.gather(leader, waiting)
+    assert (await embedder.embed(["3"]))[0, 0] == 3
+    assert model.calls == [["1"], ["3"]]

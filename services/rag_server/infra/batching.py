@@ -9,6 +9,7 @@ with whatever is pending, and callers arriving meanwhile form the next batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,10 +58,18 @@ class CoalescingEmbedder:
         state = self._state()
         request = _Request(texts, asyncio.get_running_loop().create_future())
         state.pending.append(request)
-        async with state.lock:
-            # Usually one round; more when requests queued ahead of ours exceed max_batch.
-            while not request.future.done():
-                await self._run_batch(state)
+        try:
+            async with state.lock:
+                # Usually one round; more when requests queued ahead of ours exceed max_batch.
+                while not request.future.done():
+                    await self._run_batch(state)
+        except asyncio.CancelledError:
+            # Nobody waits for these texts any more (a search whose client left): the next lock
+            # holder must not spend the model on them.
+            request.future.cancel()
+            with contextlib.suppress(ValueError):
+                state.pending.remove(request)
+            raise
         return await request.future
 
     def _take_batch(self, state: _LoopState) -> list[_Request]:
@@ -68,6 +77,8 @@ class CoalescingEmbedder:
         size = 0
         while state.pending and (not batch or size + len(state.pending[0].texts) <= self._max_batch):
             request = state.pending.pop(0)
+            if request.future.done():  # cancelled: its caller left
+                continue
             batch.append(request)
             size += len(request.texts)
         return batch
