@@ -90,6 +90,10 @@ def test_an_extractive_answer_quotes_only_passages_that_bear_on_the_question() -
     assert cited == ["1", "3", "4"]  # numbers stay the sources' positions
     notes.vector = None  # BM25's hit alone (the vector leg's candidates missed it): the same
     assert extractive_answer("who is the pilot?", [crew, notes]).count("[") == 1
+    # A word BM25 matched through its Snowball stem ("regenerate" and "regeneration": "regener").
+    first, regeneration = hit("Zebrafish fins grow back."), hit("Regeneration of cardiac muscle in adults.")
+    first.vector, regeneration.bm25 = LegScore(rank=1, score=0.6), LegScore(rank=1, score=2.0)
+    assert extractive_answer("How do zebrafish regenerate?", [first, regeneration]).count("[") == 2
     # The best passage is always quoted, whatever its evidence.
     assert extractive_answer("who?", [tides]).splitlines()[1].endswith("[1] (tides.md)")
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import Stemmer
 from llama_index.core.llms import LLM, ChatMessage, MessageRole
 
 from rag_server.chat.models import ChatMessageOut, Source
@@ -125,7 +127,7 @@ def key_sentences(
     max_chars: int = 350,
     headings: frozenset[str] = frozenset(),
 ) -> str:
-    """Up to `max_sentences` sentences sharing the most question words (in any inflection: `_stem`), in
+    """Up to `max_sentences` sentences sharing the most question words (in any inflection: `_stems`), in
     their original order. `headings`: the passage's heading path, whose lines in `text` are headings."""
     units = _text_units(text, headings)
     sentences = [s.strip() for unit in units for s in _SENTENCE_END.split(unit) if s.strip()]
@@ -189,22 +191,18 @@ def content_words(text: str) -> set[str]:
     return {w for w in words(text) if w not in _STOPWORDS and len(w) > 1}
 
 
-# Inflections stripped from a word's end (first match), and what replaces them. Question and sentence
-# words go through the same rule once, so only its consistency matters: "last" meets "lasts" and "lasting",
-# "bake" meets "baked", "bakes" and "baking" (the BM25 leg stems too; without this, "How long does it
-# last?" quoted "the last dose" over "lasts ten years").
-_SUFFIXES = (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""), ("e", ""))
+# Question and sentence words are compared by their Snowball English stems, the stems of PostgreSQL's
+# 'english' configuration (the BM25 leg): "last" meets "lasts" and "lasting" (without it, "How long does
+# it last?" quoted "the last dose" over "lasts ten years"), "regenerate" meets "regeneration" (a passage
+# BM25 found by that word must show it). A stemmer object is not for two threads at once: one each.
+_stemmers = threading.local()
 
 
 def _stems(words: set[str]) -> set[str]:
-    return {_stem(word) for word in words}
-
-
-def _stem(word: str) -> str:
-    for suffix, replacement in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
-            return word[: -len(suffix)] + replacement
-    return word
+    stemmer = getattr(_stemmers, "english", None)
+    if stemmer is None:
+        stemmer = _stemmers.english = Stemmer.Stemmer("english")
+    return set(stemmer.stemWords(list(words)))
 
 
 def _shorten(text: str, limit: int) -> str:
