@@ -17,7 +17,8 @@ import pytest
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
-from rag_server.retrieval import ranking
+from rag_server.retrieval import ranking, service
+from rag_server.retrieval.filters import LegFilters
 
 QUERY = "zebrafish heart regeneration"
 DOCUMENTS = 5
@@ -94,3 +95,26 @@ async def test_documents_past_the_deepest_read(
     monkeypatch.undo()
     unbounded = await search(http, top_k=TOP_K, search_type=search_type, group_by="document")
     assert names == [h["document_name"] for h in unbounded]
+
+
+async def test_no_read_past_the_documents_when_the_scope_has_no_other(
+    http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few long documents fill a leg at any depth: once it holds every document of the scope, it
+    does not read past them (a read that could find nothing; on HNSW it scans up to
+    hnsw.max_scan_tuples before it gives up)."""
+    monkeypatch.setattr(ranking, "DOCUMENT_DEPTH_MAX", TOP_K)
+    monkeypatch.setattr(ranking, "DOCUMENT_EXCLUSION_READS", 10)  # as many as it may want
+    excluded: list[int] = []
+    real = service.bm25_search
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        filters = args[3] if len(args) > 3 else kwargs.get("filters")
+        if isinstance(filters, LegFilters):
+            excluded.append(len(filters.excluded_documents))
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(service, "bm25_search", counted)
+    everything = await search(http, top_k=20, search_type="bm25", group_by="document")
+    assert len(everything) == DOCUMENTS
+    assert excluded and max(excluded) < DOCUMENTS  # reads past some documents, never past all

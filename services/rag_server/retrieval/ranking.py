@@ -58,13 +58,15 @@ async def fill_documents(
     depth: int,
     top_k: int,
     read_leg: ReadLeg,
+    holds_more: Callable[[int], Awaitable[bool]],
 ) -> dict[int, UUID]:
     """Each hit's document, once every leg holds `top_k` documents or all it can give. A leg's `depth`
     chunks may come from a few documents (long ones: every chunk near the query): a leg that came back
     full (more chunks may match) with fewer than `top_k` documents runs again, deeper, up to
     DOCUMENT_DEPTH_MAX chunks; still short there (a book whose every chunk is nearer than any other
     document), it reads on past the documents it holds (their best chunks are in it already: all a
-    document's score needs). `legs` is updated in place, best first."""
+    document's score needs), unless the scope holds no other (`holds_more(n)`: more than n documents?
+    A few long books fill any depth). `legs` is updated in place, best first."""
     document_of = await chunk_documents(conn, _chunk_ids(legs))
     exhausted = {leg for leg, hits in legs.items() if len(hits) < depth}
 
@@ -86,7 +88,11 @@ async def fill_documents(
         if not (widened := short()):
             break
         for leg in widened:
-            more = await read_leg(leg, depth, sorted(_documents(legs[leg], document_of)))
+            held = sorted(_documents(legs[leg], document_of))
+            if not await holds_more(len(held)):  # a few long documents: no other to read
+                exhausted.add(leg)
+                continue
+            more = await read_leg(leg, depth, held)
             if len(more) < depth:
                 exhausted.add(leg)
             # Only other documents' chunks: none of them was in the leg. Best first again (HNSW's

@@ -49,7 +49,7 @@ from rag_server.retrieval.models import (
 )
 from rag_server.retrieval.ranking import fill_documents, is_convex, rank
 from rag_server.retrieval.relevance import above_floor
-from rag_server.retrieval.store import ChunkRow, fetch_chunks
+from rag_server.retrieval.store import ChunkRow, fetch_chunks, holds_more_documents
 from rag_server.retrieval.vector import (
     VectorSpace,
     exact_vector_leg,
@@ -337,10 +337,14 @@ async def search(
                 runtime, embedded, chunks, leg_filters, ef_search, searched, generation, conn
             )
 
+        async def holds_more(documents: int) -> bool:
+            document_ids = filters.document_ids if filters is not None else None
+            return await holds_more_documents(conn, searched, document_ids, documents)
+
         document_of = None
         if request.group_by == "document":
             document_of = await _timed(
-                timings, "group", lambda: fill_documents(conn, legs, depth, top_k, read_leg)
+                timings, "group", lambda: fill_documents(conn, legs, depth, top_k, read_leg, holds_more)
             )
         convex_fusion = is_convex(runtime, request, legs)
         alpha = await hybrid_alpha(runtime, request, scope, alphas, conn) if convex_fusion else None

@@ -3,6 +3,7 @@ or those whose text matches."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -50,6 +51,29 @@ async def chunk_documents(conn: Executor, chunk_ids: list[int]) -> dict[int, UUI
         return {}
     rows = await conn.fetch("SELECT id, document_id FROM chunks WHERE id = ANY($1::bigint[])", chunk_ids)
     return {int(r["id"]): r["document_id"] for r in rows}
+
+
+async def holds_more_documents(
+    conn: Executor, collections: Sequence[UUID] | None, document_ids: Sequence[UUID] | None, than: int
+) -> bool:
+    """Whether the collections (None: all; `document_ids`: only those) hold more than `than` ready
+    documents: counted on the (collection_id, ...) index, up to `than` + 1."""
+    return bool(
+        await conn.fetchval(
+            """
+            SELECT count(*) > $4 FROM (
+                SELECT 1 FROM documents
+                WHERE status = 'ready' AND ($1::uuid[] IS NULL OR collection_id = ANY($1::uuid[]))
+                  AND ($2::uuid[] IS NULL OR id = ANY($2::uuid[]))
+                LIMIT $3
+            ) AS held
+            """,
+            None if collections is None else list(collections),
+            None if document_ids is None else list(document_ids),
+            than + 1,
+            than,
+        )
+    )
 
 
 def _row(r: asyncpg.Record) -> ChunkRow:
