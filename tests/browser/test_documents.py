@@ -677,8 +677,6 @@ async def test_names_sort_in_natural_order_and_contains_typed_quickly_shows_the_
     await page.get_by_role("columnheader", name="Name").get_by_role("button").click()
     await expect(names(page)).to_have_text(natural)
 
-    aborted: list[str] = []
-    page.on("requestfailed", lambda r: aborted.append(r.url) if "/documents?" in r.url else None)
     locker = await asyncpg.connect(database_url)
     try:
         async with locker.transaction():
@@ -700,11 +698,12 @@ async def test_names_sort_in_natural_order_and_contains_typed_quickly_shows_the_
                 if await listings_waiting() == 1:
                     break
                 await asyncio.sleep(0.1)
-            assert await listings_waiting() == 1  # the superseded ones were stopped, not left waiting
+            # The superseded ones were aborted by the browser (else their connections stayed open)
+            # and so stopped by the server, not left waiting.
+            assert await listings_waiting() == 1
     finally:
         await locker.close()
     await expect(names(page)).to_have_text(["part 1.txt", "Part 3.txt"])
     assert "has=river" in page.url
-    assert len(aborted) >= 3  # "r", "ri", "riv", "rive": aborted in the browser as they were superseded
     await expect(page.locator(".documents .form-error")).to_have_text("")  # no error for an abort
     await page.get_by_label("Collection").select_option("default")

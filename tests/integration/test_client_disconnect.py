@@ -91,6 +91,7 @@ async def test_a_read_whose_client_left_stops_its_statement(
     live_app_url: str, locked: asyncpg.Connection, method: str, path: str, body: dict[str, Any] | None
 ) -> None:
     pattern = "%documents%"
+    closed_before, failed_before = await requests_counted(live_app_url, method)
     await leave(
         lambda c: c.request(method, live_app_url + path, json=body),
         lambda: _some(waiting(locked, pattern)),
@@ -101,8 +102,21 @@ async def test_a_read_whose_client_left_stops_its_statement(
     await locked.close()
     async with httpx.AsyncClient(timeout=60) as client:  # the pool's connections still work
         assert (await client.get(live_app_url + "/documents")).status_code == 200
-        metrics = (await client.get(live_app_url + "/metrics")).text
-    assert 'status="499"' in metrics  # counted as "client closed request", not as a 500
+    # Counted as "client closed request", not as a 500.
+    assert await requests_counted(live_app_url, method) == (closed_before + 1, failed_before)
+
+
+async def requests_counted(url: str, method: str) -> tuple[float, float]:
+    """The server's requests of this method that ended as 499 and as 500, from its /metrics."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        metrics = (await client.get(url + "/metrics")).text
+    counts = {"499": 0.0, "500": 0.0}
+    for line in metrics.splitlines():
+        if line.startswith("rag_http_requests_total{") and f'method="{method}"' in line:
+            for status in counts:
+                if f'status="{status}"' in line:
+                    counts[status] += float(line.rsplit(" ", 1)[1])
+    return counts["499"], counts["500"]
 
 
 async def test_a_write_whose_client_left_still_completes(
