@@ -89,7 +89,8 @@ def extractive_answer(
         if n > 1 and not bears_on(hit, best_vector, terms):
             continue
         where = hit_place(hit, "p.")
-        headings = frozenset(hit.heading_path.split(HEADING_SEPARATOR)) if hit.heading_path else frozenset()
+        path = (hit.heading_path or "").split(HEADING_SEPARATOR)
+        headings = frozenset(" ".join(h.split()) for h in path if h.strip())
         lines.append(f"- {key_sentences(hit.text, terms, headings=headings)} [{n}] ({where})")
     return "\n".join(lines)
 

@@ -142,8 +142,11 @@ class TemporarySessions:
         sources = [Source(**s) for s in metadata.pop("sources", [])]
         entry.messages.append(_message("user", question, [], {}, now))
         entry.messages.append(_message("assistant", answer, sources, metadata, now))
-        update: dict[str, Any] = {"updated_at": now, "last_active_at": now}
-        update["message_count"] = len(entry.messages)
+        update: dict[str, Any] = {
+            "updated_at": now,
+            "last_active_at": now,
+            "message_count": len(entry.messages),
+        }
         if entry.session.title is None:
             update["title"] = title_if_missing
         entry.session = entry.session.model_copy(update=update)

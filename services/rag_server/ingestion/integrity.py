@@ -314,43 +314,34 @@ async def _snapshot(conn: Executor) -> AsyncIterator[asyncpg.Connection]:
             yield conn
 
 
-# Marks the checks that recount_checks_sql() answers together.
-_RECOUNTED = "(recount_checks_sql)"
-
-
-async def _recounted(conn: asyncpg.Connection) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {check: [] for check in BM25_RECOUNT_CHECKS}
-    for name, _, detail in await conn.fetch(recount_checks_sql(SAMPLE + 1)):
-        found[name].append(str(detail))
-    return found
-
-
 async def _check(conn: asyncpg.Connection, queue_name: str, quiescent: bool) -> IntegrityReport:
     # Settings.queue_name's pattern allows only [a-z0-9_]: safe as an identifier.
     queue_table = infra_queue.queue_table(queue_name)
     report = IntegrityReport()
-    checks = _task_checks(quiescent, queue_table) | CHUNK_CHECKS | _queue_checks(quiescent, queue_table)
-    if await conn.fetchval("SELECT to_regclass('bm25_stats') IS NOT NULL"):
-        checks |= dict.fromkeys(BM25_RECOUNT_CHECKS, _RECOUNTED) | PACK_CHECKS
-    else:
-        report.skipped.append("BM25 recount (pg_search keeps its own index)")
-    if await conn.fetchval("SELECT count(*) > 1 FROM embedding_generations"):
-        checks |= GENERATION_CHECKS
-    else:
-        report.skipped.append("vectors per embedding generation (only generation 1 exists)")
-    checks |= CHAT_CHECKS
     for name, sql in COUNTS.items():
         report.counts[name] = int(await conn.fetchval(sql))
     report.counts["queue messages"] = int(await conn.fetchval(f"SELECT count(*) FROM {queue_table}"))
-    found: dict[str, list[str]] = {}  # check -> details, in the order of `checks`
-    for check, sql in checks.items():
-        if sql is _RECOUNTED:
-            if check not in found:  # the first of them: the one statement answers them all
-                found |= await _recounted(conn)
-            continue
-        found[check] = [
-            str(row[1]) for row in await conn.fetch(f"SELECT * FROM ({sql}) v LIMIT {SAMPLE + 1}")
-        ]
+    found: dict[str, list[str]] = {}  # check -> details, in the order run
+
+    async def run(checks: dict[str, str]) -> None:
+        for check, sql in checks.items():
+            rows = await conn.fetch(f"SELECT * FROM ({sql}) v LIMIT {SAMPLE + 1}")
+            found[check] = [str(row[1]) for row in rows]
+
+    await run(_task_checks(quiescent, queue_table) | CHUNK_CHECKS | _queue_checks(quiescent, queue_table))
+    if await conn.fetchval("SELECT to_regclass('bm25_stats') IS NOT NULL"):
+        found.update({check: [] for check in BM25_RECOUNT_CHECKS})
+        # One statement answers the recount's checks: each chunk is tokenised once.
+        for name, _, detail in await conn.fetch(recount_checks_sql(SAMPLE + 1)):
+            found[name].append(str(detail))
+        await run(PACK_CHECKS)
+    else:
+        report.skipped.append("BM25 recount (pg_search keeps its own index)")
+    if await conn.fetchval("SELECT count(*) > 1 FROM embedding_generations"):
+        await run(GENERATION_CHECKS)
+    else:
+        report.skipped.append("vectors per embedding generation (only generation 1 exists)")
+    await run(CHAT_CHECKS)
     for check, details in found.items():
         report.violations += [Violation(check, detail) for detail in details[:SAMPLE]]
         if len(details) > SAMPLE:

@@ -48,14 +48,14 @@ async def lock_names(conn: asyncpg.Connection, collection_id: UUID, filenames: S
     upload deciding the same, nor with a swap renaming a document to that name. Taken in one fixed
     order (by key), before any row lock, so two holders cannot wait for each other in a cycle. A hash
     collision only serialises two unrelated names."""
-    keys = sorted({_name_key(collection_id, n) for n in filenames})
+    keys = sorted({_name_lock_key(collection_id, n) for n in filenames})
     # unnest yields the array in its order and nothing sorts the rows: the locks are taken in `keys` order.
     await conn.execute(
         "SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k", NAME_LOCK_CLASS, keys
     )
 
 
-def _name_key(collection_id: UUID, filename: str) -> int:
+def _name_lock_key(collection_id: UUID, filename: str) -> int:
     # The same in every process (Python's hash() is salted per process): 32 signed bits of a sha256.
     digest = hashlib.sha256(f"{collection_id}/{filename}".encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:4], "big", signed=True)
