@@ -288,7 +288,8 @@ class ReadRouting:
             return None
         at = time.monotonic()
         try:
-            lsn = int(await asyncio.wait_for(self.primary.raw.fetchval(WRITE_SQL), self.timeout_s))
+            async with asyncio.timeout(self.timeout_s):
+                lsn = int(await self.primary.raw.fetchval(WRITE_SQL))
         except Exception as exc:  # the write is done: never fail its response for the bookkeeping
             logger.warning("could not read the primary's WAL position after a write: %s", type(exc).__name__)
             lsn = _UNKNOWN_LSN
@@ -303,7 +304,10 @@ class ReadRouting:
         """One round: sample the primary's position, then every replica's state, concurrently."""
         started = time.monotonic()
         try:
-            lsn = int(await asyncio.wait_for(self.primary.raw.fetchval(PRIMARY_SQL), self.timeout_s))
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancel that arrives as its
+            # awaitable completes, and this loop then never stopped (a shutdown waited for ever).
+            async with asyncio.timeout(self.timeout_s):
+                lsn = int(await self.primary.raw.fetchval(PRIMARY_SQL))
             if self._samples and self._samples[-1][1] == lsn:  # idle primary: one sample, its latest time
                 self._samples[-1] = (started, lsn)
             else:
@@ -318,7 +322,8 @@ class ReadRouting:
 
     async def _check(self, replica: Replica) -> None:
         try:
-            row = await asyncio.wait_for(self._replica_state(replica), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                row = await self._replica_state(replica)
         except Exception as exc:
             if replica.up:
                 logger.warning("read replica %s (%s) is down: %s", replica.index, replica.where, exc)

@@ -124,7 +124,8 @@ class WorkerLease:
         """Check the lock's connection is alive; take the lock again on a new one when it is not."""
         if self._conn is not None and not self._conn.is_closed():
             try:
-                await asyncio.wait_for(self._conn.fetchval("SELECT 1"), timeout_s)
+                async with asyncio.timeout(timeout_s):  # not wait_for: it can drop a cancel (3.11)
+                    await self._conn.fetchval("SELECT 1")
                 return
             except Exception as exc:
                 logger.warning(
