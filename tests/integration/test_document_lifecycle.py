@@ -442,6 +442,62 @@ def test_a_retried_replacement_needs_the_version_it_replaces(
     assert_unchanged(client, database_url, doc_id, before, "fossa")
 
 
+def new_file_kept(database_url: str, task_id: str) -> bool:
+    """Whether the task row still holds a replacement's new bytes or metadata."""
+    sql = "SELECT new_content IS NOT NULL OR new_metadata IS NOT NULL AS kept FROM job_tasks WHERE id = %s"
+    return bool(query(database_url, sql, task_id)[0]["kept"])
+
+
+def test_a_swap_drops_the_new_files_of_the_documents_earlier_failed_replacements(
+    client: TestClient, database_url: str, worker: PausedWorker
+) -> None:
+    # A failed replacement keeps its new file for a retry; once a later one is swapped in, a retry is
+    # refused (it replaces an older version), yet its bytes stayed in job_tasks for good (QA 3, a soak).
+    r = upload(client, {"swap-drop.txt": text_of("hirola")})
+    doc_id = r.json()["tasks"][0]["document_id"]
+    with worker.running():
+        wait_batch(client, r.json()["batch_id"])
+        failed = put_file(client, doc_id, "swap-drop.pdf", corrupt_pdf(), metadata='{"v": 2}').json()
+        assert wait_batch(client, failed["batch_id"])["status"] == "failed"
+        task_id = failed["tasks"][0]["task_id"]
+        assert new_file_kept(database_url, task_id)  # version 1 is current: a retry may still use it
+        newer = put_file(client, doc_id, "swap-drop.txt", text_of("sitatunga")).json()
+        assert wait_batch(client, newer["batch_id"])["status"] == "completed"
+    assert client.get(f"/documents/{doc_id}").json()["version"] == 2
+    assert not new_file_kept(database_url, task_id)
+    refused = client.post(f"/admin/tasks/{task_id}/retry")
+    assert refused.status_code == 409, refused.text
+    assert "which is at version 2 now" in refused.json()["detail"]
+
+
+def test_a_deleted_documents_replacements_keep_no_new_file(
+    client: TestClient, database_url: str, worker: PausedWorker
+) -> None:
+    # The rows of a deleted document's tasks stay (document_id NULL): a failed replacement's new file, and
+    # the one of a replacement still queued, stayed with them, though no retry can reach a deleted
+    # document (QA 3: a soak's DELETEs meeting queued PUTs left their bytes behind).
+    r = upload(client, {"delete-drop.txt": text_of("markhor")})
+    doc_id = r.json()["tasks"][0]["document_id"]
+    with worker.running():
+        wait_batch(client, r.json()["batch_id"])
+        failed = put_file(client, doc_id, "delete-drop.pdf", corrupt_pdf(), metadata='{"v": 2}').json()
+        assert wait_batch(client, failed["batch_id"])["status"] == "failed"
+    queued = put_file(client, doc_id, "delete-drop.txt", text_of("markhor v2"), metadata='{"v": 3}')
+    assert queued.status_code == 202, queued.text
+    failed_id, queued_id = failed["tasks"][0]["task_id"], queued.json()["tasks"][0]["task_id"]
+    assert new_file_kept(database_url, failed_id) and new_file_kept(database_url, queued_id)
+    before = query(database_url, "SELECT error, updated_at FROM job_tasks WHERE id = %s", failed_id)
+
+    assert client.delete(f"/documents/{doc_id}").status_code == 204
+    assert not new_file_kept(database_url, failed_id) and not new_file_kept(database_url, queued_id)
+    # The failed task keeps its own failure; the queued one fails as the delete's.
+    assert query(database_url, "SELECT error, updated_at FROM job_tasks WHERE id = %s", failed_id) == before
+    with worker.running():
+        [task] = wait_batch(client, queued.json()["batch_id"], timeout=30)["tasks"]
+    assert task["status"] == "failed"
+    assert task["error"] == "The document was deleted before processing finished."
+
+
 def messages_of(settings: Settings, database_url: str, task_id: str) -> int:
     """The queue messages naming the task (waiting or taken; not the archive's)."""
     sql = f"SELECT count(*) AS n FROM {queue_table(settings.queue_name)} WHERE message ->> 'task_id' = %s"

@@ -54,16 +54,24 @@ class _TaskQueuedMeanwhile(Exception):
 
 
 async def _delete_locked(c: asyncpg.Connection, ids: list[UUID]) -> list[UUID]:
+    # The unfinished tasks fail; and every task's new file goes: a replacement's bytes are kept for a
+    # retry (ON DELETE SET NULL keeps the row), and once its document is gone no retry can use them.
     await c.execute(
         """
-        UPDATE job_tasks
-        SET status = 'failed', error = 'The document was deleted before processing finished.',
-            finished_at = now(), updated_at = now()
-        WHERE id IN (
-            SELECT id FROM job_tasks
-            WHERE document_id = ANY($1::uuid[]) AND status IN ('queued', 'processing')
+        WITH locked AS (
+            SELECT id, status IN ('queued', 'processing') AS unfinished FROM job_tasks
+            WHERE document_id = ANY($1::uuid[])
+              AND (status IN ('queued', 'processing') OR new_content IS NOT NULL OR new_metadata IS NOT NULL)
             ORDER BY id FOR UPDATE
         )
+        UPDATE job_tasks t
+        SET status = CASE WHEN l.unfinished THEN 'failed' ELSE t.status END,
+            error = CASE WHEN l.unfinished THEN 'The document was deleted before processing finished.'
+                         ELSE t.error END,
+            finished_at = CASE WHEN l.unfinished THEN now() ELSE t.finished_at END,
+            updated_at = CASE WHEN l.unfinished THEN now() ELSE t.updated_at END,
+            new_content = NULL, new_metadata = NULL
+        FROM locked l WHERE t.id = l.id
         """,
         ids,
         timeout=LONG_STATEMENT_TIMEOUT_S,

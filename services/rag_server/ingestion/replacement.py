@@ -273,4 +273,20 @@ async def swap_in(
         sha,
         metadata,
     )
+    # The new files of its failed replacements: each replaces an older version now, which a retry
+    # refuses (operations._replacement_refusal), so nothing could use them again. SKIP LOCKED: the document
+    # row is held, and waiting for a task row would take the locks out of order; a row skipped is one a
+    # retry holds, which the version refuses.
+    await conn.execute(
+        """
+        UPDATE job_tasks SET new_content = NULL, new_metadata = NULL
+        WHERE id IN (
+            SELECT id FROM job_tasks
+            WHERE document_id = $1 AND status = 'failed'
+              AND (new_content IS NOT NULL OR new_metadata IS NOT NULL)
+            ORDER BY id FOR UPDATE SKIP LOCKED
+        )
+        """,
+        document_id,
+    )
     return None
