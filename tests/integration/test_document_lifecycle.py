@@ -498,6 +498,29 @@ def test_a_deleted_documents_replacements_keep_no_new_file(
     assert task["error"] == "The document was deleted before processing finished."
 
 
+def test_a_delete_locks_every_task_of_its_documents_before_the_documents(
+    client: TestClient, database_url: str, worker: PausedWorker
+) -> None:
+    # A retry of a finished task locks its task row, then its document. The delete locked only its
+    # documents' unfinished tasks first; a finished one's row was locked by ON DELETE SET NULL after the
+    # document's: each waited for the other (QA 3, read from the code; PostgreSQL ended one as a deadlock).
+    r = upload(client, {"lock-order.txt": text_of("okapi")})
+    doc_id = r.json()["tasks"][0]["document_id"]
+    with worker.running():
+        [task] = wait_batch(client, r.json()["batch_id"])["tasks"]
+    assert task["status"] == "completed"
+    with psycopg.connect(database_url) as hold, ThreadPoolExecutor(1) as pool:
+        hold.execute("SELECT FROM job_tasks WHERE id = %s FOR UPDATE", (task["task_id"],))
+        deleting = pool.submit(client.delete, f"/documents/{doc_id}")
+        wait_for_lock_waiters(database_url, 1)
+        # The delete waits for the task row, holding no document yet: a retry's next lock is granted.
+        hold.execute("SET LOCAL lock_timeout = '5s'")
+        hold.execute("SELECT FROM documents WHERE id = %s FOR UPDATE", (doc_id,))
+        hold.rollback()
+        assert deleting.result(timeout=60).status_code == 204
+    assert client.get(f"/documents/{doc_id}").status_code == 404
+
+
 def messages_of(settings: Settings, database_url: str, task_id: str) -> int:
     """The queue messages naming the task (waiting or taken; not the archive's)."""
     sql = f"SELECT count(*) AS n FROM {queue_table(settings.queue_name)} WHERE message ->> 'task_id' = %s"

@@ -54,14 +54,17 @@ class _TaskQueuedMeanwhile(Exception):
 
 
 async def _delete_locked(c: asyncpg.Connection, ids: list[UUID]) -> list[UUID]:
+    # Every task row of the documents first, in id order (the lock order: task rows, then document
+    # rows). The ones left unlocked here were locked by the document's ON DELETE SET NULL after its row:
+    # a retry of a finished task (its task row, then its document) and this delete waited for each other.
     # The unfinished tasks fail; and every task's new file goes: a replacement's bytes are kept for a
     # retry (ON DELETE SET NULL keeps the row), and once its document is gone no retry can use them.
     await c.execute(
         """
-        WITH locked AS (
-            SELECT id, status IN ('queued', 'processing') AS unfinished FROM job_tasks
-            WHERE document_id = ANY($1::uuid[])
-              AND (status IN ('queued', 'processing') OR new_content IS NOT NULL OR new_metadata IS NOT NULL)
+        WITH locked AS MATERIALIZED (
+            SELECT id, status IN ('queued', 'processing') AS unfinished,
+                   new_content IS NOT NULL OR new_metadata IS NOT NULL AS holds_file
+            FROM job_tasks WHERE document_id = ANY($1::uuid[])
             ORDER BY id FOR UPDATE
         )
         UPDATE job_tasks t
@@ -71,7 +74,7 @@ async def _delete_locked(c: asyncpg.Connection, ids: list[UUID]) -> list[UUID]:
             finished_at = CASE WHEN l.unfinished THEN now() ELSE t.finished_at END,
             updated_at = CASE WHEN l.unfinished THEN now() ELSE t.updated_at END,
             new_content = NULL, new_metadata = NULL
-        FROM locked l WHERE t.id = l.id
+        FROM locked l WHERE t.id = l.id AND (l.unfinished OR l.holds_file)
         """,
         ids,
         timeout=LONG_STATEMENT_TIMEOUT_S,
