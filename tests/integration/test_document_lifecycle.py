@@ -504,7 +504,7 @@ def test_a_delete_locks_every_task_of_its_documents_before_the_documents(
     # A retry of a finished task locks its task row, then its document. The delete locked only its
     # documents' unfinished tasks first; a finished one's row was locked by ON DELETE SET NULL after the
     # document's: each waited for the other (QA 3, read from the code; PostgreSQL ended one as a deadlock).
-    r = upload(client, {"lock-order.txt": text_of("okapi")})
+    r = upload(client, {"lock-order.txt": text_of("solenodon")})
     doc_id = r.json()["tasks"][0]["document_id"]
     with worker.running():
         [task] = wait_batch(client, r.json()["batch_id"])["tasks"]
