@@ -3,9 +3,11 @@
 A test (its setup, call and teardown) running longer than RAG_TEST_HANG_S (default 300 s; the slowest
 test takes about a minute on two loaded cores) is a hang, not slowness. The watchdog then writes every
 asyncio task's stack, every suspended coroutine and every thread's stack to the terminal (and to
-`.pytest-hangs/<worker>.txt`) and exits the process: pytest-xdist reports "worker crashed while
-running <test>", replaces the worker and goes on with the other modules. Without it a hung test held CI
-until its own deadline, saying nothing.
+`.pytest-hangs/<worker>.txt`), and cancels every task of the running event loops: the test fails with
+CancelledError and the run goes on. Only a test still running CANCEL_GRACE_S later (a blocked loop, a
+cancel swallowed again) ends its process. That is the last resort: pytest-xdist then replaces the worker,
+but under --dist loadfile it may never hand out the work left (pytest-xdist issue 1378), and the run
+waited for its deadline, as a hung test without the watchdog did, saying nothing.
 """
 
 from __future__ import annotations
@@ -47,13 +49,42 @@ def pytest_configure(config: pytest.Config) -> None:
         threading.Thread(target=_watch, args=(config, hang_s), name="hang-watchdog", daemon=True).start()
 
 
+CANCEL_GRACE_S = 30.0
+
+
 def _watch(config: pytest.Config, hang_s: float) -> None:
     while True:
         time.sleep(min(5.0, hang_s))
         running = _running
         if running is not None and time.monotonic() - running[1] > hang_s:
             _report(config, running[0], hang_s)
+            if _cancel_running_loops() and _ends(running, CANCEL_GRACE_S):
+                continue  # the test failed with CancelledError; the next one runs
+            sys.stderr.write(
+                f"=== the test did not end within {CANCEL_GRACE_S:.0f} s of a cancel: exiting ===\n"
+            )
             os._exit(70)
+
+
+def _cancel_running_loops() -> bool:
+    """Cancel every task of each running event loop (the test's, its fixtures'); whether there was one."""
+    loops = _running_loops()
+    for loop in loops:
+        loop.call_soon_threadsafe(lambda loop=loop: [t.cancel() for t in asyncio.all_tasks(loop)])
+    return bool(loops)
+
+
+def _ends(running: tuple[str, float], within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if _running is not running:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _running_loops() -> list[asyncio.AbstractEventLoop]:
+    return [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()]
 
 
 def _report(config: pytest.Config, nodeid: str, hang_s: float) -> None:
@@ -80,7 +111,7 @@ def _report(config: pytest.Config, nodeid: str, hang_s: float) -> None:
 def _task_stacks() -> str:
     """task_stacks() run in each running event loop: the test's, whichever loop scope pytest-asyncio
     gave it (found among all objects, as the running loop is the main thread's own to ask)."""
-    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()]
+    loops = _running_loops()
     if not loops:
         return "--- no event loop is running ---\n"
 
