@@ -24,7 +24,7 @@ from collections import deque
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rag_server.api.read_routing import may_write
+from rag_server.api.read_routing import may_write, request_messages
 from rag_server.infra.metrics import CLIENT_CLOSED
 
 _FINAL = ("http.response.pathsend", "http.response.zerocopysend")
@@ -41,7 +41,7 @@ class CancelOnDisconnectMiddleware:
         if scope["type"] != "http" or may_write(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
-        body = await _body(receive)
+        body = await request_messages(receive)
         if body[-1]["type"] == "http.disconnect":  # gone before it was read
             await _client_closed(send)
             return
@@ -94,16 +94,6 @@ class CancelOnDisconnectMiddleware:
             raise
         finally:
             watcher.cancel()
-
-
-async def _body(receive: Receive) -> list[Message]:
-    """The request's messages up to its body's last part (or a disconnect before it)."""
-    messages = []
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            return messages
 
 
 async def _client_closed(send: Send) -> None:

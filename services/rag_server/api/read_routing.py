@@ -52,7 +52,7 @@ class ReadRoutingMiddleware:
                 await self._reading(scope, receive, send)
 
     async def _reading(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _request_messages(receive)
+        body = await request_messages(receive)
         for attempt in (ReadAttempt(), ReadAttempt(on_primary=True)):
             with read_attempt(attempt):
                 # A copy of the scope each time: routing writes into it (a Mount extends root_path).
@@ -95,8 +95,8 @@ class ReadRoutingMiddleware:
         return send_after_recording
 
 
-async def _request_messages(receive: Receive) -> list[Message]:
-    """The request's body messages, up to the last one (a GET has one, empty)."""
+async def request_messages(receive: Receive) -> list[Message]:
+    """The request's body messages, up to the last one (a GET has one, empty), or a disconnect before it."""
     messages = []
     while True:
         message = await receive()
