@@ -96,7 +96,8 @@ def _report(config: pytest.Config, nodeid: str, hang_s: float) -> None:
     hangs = Path(config.rootpath, ".pytest-hangs")
     hangs.mkdir(exist_ok=True)
     path = hangs / f"{worker}.txt"
-    path.write_text(text)
+    with path.open("a") as file:  # a worker that goes on may meet another hang
+        file.write(text)
     capture = config.pluginmanager.getplugin("capturemanager")
     if capture is not None:
         capture.suspend_global_capture()  # the terminal, not pytest's capture of this test
