@@ -210,6 +210,9 @@ class Settings(BaseSettings):
     chat_history_messages: int = Field(default=6, ge=0, le=50)
     # Temporary sessions live only in server memory; forgotten after this many idle seconds.
     chat_temporary_ttl_s: int = Field(default=3600, ge=60)
+    # At most this many live temporary sessions per API key (one more forgets that key's least recently
+    # used): a client creating them in a loop cannot grow the server's memory without bound.
+    chat_temporary_per_key: int = Field(default=100, ge=1, le=100_000)
 
     # --- read replicas and remote workers --------------------------------------------------
     # Streaming replicas of DATABASE_URL's server (comma-separated URLs; empty: none). Searches,

@@ -8,6 +8,7 @@ import pytest
 
 from rag_server.chat.temporary import TemporarySessions
 from rag_server.errors import NotFoundError
+from rag_server.infra.scoped_pool import DbScope, bind_scope, reset_scope
 
 
 def source(n: int) -> dict[str, object]:
@@ -23,7 +24,7 @@ def source(n: int) -> dict[str, object]:
 
 
 async def test_append_keeps_order_sources_and_first_title() -> None:
-    registry = TemporarySessions(ttl_s=3600)
+    registry = TemporarySessions(ttl_s=3600, per_key=100)
     session = await registry.create(title=None, search_type="bm25", llm_model=None)
     entry = registry.entry(session.id)
     assert entry is not None and entry.session.is_temporary
@@ -49,7 +50,7 @@ async def test_append_keeps_order_sources_and_first_title() -> None:
 
 
 async def test_idle_sessions_expire_and_delete_forgets() -> None:
-    registry = TemporarySessions(ttl_s=3600)
+    registry = TemporarySessions(ttl_s=3600, per_key=100)
     kept = await registry.create(title="t", search_type="hybrid", llm_model=None)
     gone = await registry.create(title="t", search_type="hybrid", llm_model=None)
     entry = registry.entry(gone.id)
@@ -64,7 +65,7 @@ async def test_idle_sessions_expire_and_delete_forgets() -> None:
 
 
 async def test_clear_forgets_messages_and_resets_the_count() -> None:
-    registry = TemporarySessions(ttl_s=3600)
+    registry = TemporarySessions(ttl_s=3600, per_key=100)
     session = await registry.create(title=None, search_type="hybrid", llm_model=None)
     await registry.append_exchange(
         session.id, question="q", answer="a", answer_metadata={"sources": []}, title_if_missing="q"
@@ -77,7 +78,7 @@ async def test_clear_forgets_messages_and_resets_the_count() -> None:
 
 
 async def test_an_answer_for_a_session_deleted_meanwhile_is_refused_like_a_stored_one() -> None:
-    registry = TemporarySessions(ttl_s=3600)
+    registry = TemporarySessions(ttl_s=3600, per_key=100)
     session = await registry.create(title=None, search_type="bm25", llm_model=None)
     await registry.delete(session.id)  # e.g. DELETE /chat/sessions/{id} while the answer streamed
     with pytest.raises(NotFoundError):
@@ -85,3 +86,41 @@ async def test_an_answer_for_a_session_deleted_meanwhile_is_refused_like_a_store
             session.id, question="q", answer="a", answer_metadata={}, title_if_missing=None
         )
     assert not registry.holds(session.id)  # nothing was resurrected
+
+
+async def test_each_key_keeps_at_most_its_own_cap_of_sessions() -> None:
+    # A client creating temporary sessions in a loop grew the server's memory without bound: beyond the
+    # cap, that key's least recently used goes, and never another key's.
+    registry = TemporarySessions(ttl_s=3600, per_key=3)
+    looping, other = (DbScope(None, "editor", uuid.uuid4()) for _ in range(2))
+    token = bind_scope(other)
+    try:
+        kept = await registry.create(title="other", search_type="hybrid", llm_model=None)
+    finally:
+        reset_scope(token)
+    token = bind_scope(looping)
+    try:
+        made = [await registry.create(title=str(i), search_type="hybrid", llm_model=None) for i in range(5)]
+        assert [s.title for s in made if registry.holds(s.id)] == ["2", "3", "4"]
+        registry.entry(made[2].id)  # used again: no longer the least recently used
+        made.append(await registry.create(title="5", search_type="hybrid", llm_model=None))
+        assert [s.title for s in made if registry.holds(s.id)] == ["2", "4", "5"]
+        # An answer's first turn creates its session: the same cap. (holds() is a use too: the check
+        # above used 2, 4 and 5 in that order, so 2 is now the least recently used.)
+        answered = uuid.uuid4()
+        await registry.append_exchange(
+            answered,
+            question="q",
+            answer="a",
+            answer_metadata={},
+            title_if_missing="q",
+            create=made[0].model_copy(update={"id": answered}),
+        )
+        assert registry.holds(answered) and [s.title for s in made if registry.holds(s.id)] == ["4", "5"]
+    finally:
+        reset_scope(token)
+    token = bind_scope(other)
+    try:
+        assert registry.holds(kept.id)
+    finally:
+        reset_scope(token)

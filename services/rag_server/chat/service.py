@@ -57,7 +57,9 @@ class ChatService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
-        self.temporary = TemporarySessions(self.settings.chat_temporary_ttl_s)
+        self.temporary = TemporarySessions(
+            self.settings.chat_temporary_ttl_s, self.settings.chat_temporary_per_key
+        )
         self.stored = PostgresSessionStore(runtime.pool)
 
     async def drain(self) -> None:

@@ -53,8 +53,9 @@ def _caller() -> tuple[UUID | None, bool]:
 
 
 class TemporarySessions:
-    def __init__(self, ttl_s: float) -> None:
+    def __init__(self, ttl_s: float, per_key: int) -> None:
         self.ttl_s = ttl_s
+        self.per_key = per_key
         self._sessions: dict[UUID, TemporarySession] = {}
 
     def entry(self, session_id: UUID) -> TemporarySession | None:
@@ -84,7 +85,7 @@ class TemporarySessions:
         session = ChatSession.new(
             title=title, search_type=search_type, llm_model=llm_model, is_temporary=True
         )
-        self._sessions[session.id] = TemporarySession(session)
+        self._add(TemporarySession(session))
         return session
 
     async def get(self, session_id: UUID) -> ChatSession:
@@ -134,8 +135,8 @@ class TemporarySessions:
         title_if_missing: str | None,
         create: ChatSession | None = None,
     ) -> int | None:
-        if create is not None:
-            self._sessions.setdefault(session_id, TemporarySession(create))
+        if create is not None and session_id not in self._sessions:
+            self._add(TemporarySession(create))
         entry = self._live(session_id)
         now = datetime.now(UTC)
         metadata = dict(answer_metadata)
@@ -151,6 +152,16 @@ class TemporarySessions:
             update["title"] = title_if_missing
         entry.session = entry.session.model_copy(update=update)
         return None
+
+    def _add(self, entry: TemporarySession) -> None:
+        """Keep `entry`; its key's least recently used sessions go beyond `per_key` (theirs alone: one
+        key's loop never drops another's)."""
+        self._sessions[entry.session.id] = entry
+        own = sorted(
+            (e for e in self._sessions.values() if e.owner == entry.owner), key=lambda e: e.last_used
+        )
+        for oldest in own[: max(0, len(own) - self.per_key)]:
+            del self._sessions[oldest.session.id]
 
     def _expire(self) -> None:
         cutoff = time.monotonic() - self.ttl_s
