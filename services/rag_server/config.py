@@ -131,6 +131,14 @@ class Settings(BaseSettings):
     # task fails with a sentence saying so; the worker goes on with other files.
     parse_timeout_s: float = Field(default=600.0, gt=0)
     parse_max_memory_mb: int = Field(default=4096, ge=256)
+    # Retention (ingestion/retention.py, docs/operations.md "Retention"): finished upload batches and
+    # their tasks, and the queue's dead-message archive, are removed this many days after they finished
+    # (0: kept forever); never a task a document still needs (a failed document's, a replacement's bytes,
+    # a document's current one). Chat sessions idle this many days are removed (0, the default: kept
+    # forever). A worker prunes every interval (0: never; `rag-server prune` does it by hand).
+    task_retention_days: int = Field(default=30, ge=0, le=36_500)
+    chat_retention_days: int = Field(default=0, ge=0, le=36_500)
+    retention_interval_s: float = Field(default=3600.0, ge=0)
 
     # --- API server ------------------------------------------------------------------------
     # SIGTERM / Ctrl-C: in-flight requests (streamed answers too) get this long, then are cancelled;
