@@ -164,6 +164,28 @@ def cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
     return run_with_runtime(settings, work)
 
 
+def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_server.infra.runtime import Runtime, run_with_runtime
+    from rag_server.ingestion.retention import prune
+
+    async def work(runtime: Runtime) -> None:
+        result = await prune(
+            runtime.pool,
+            runtime.queue,
+            settings,
+            dry_run=args.dry_run,
+            task_days=args.task_days,
+            chat_days=args.chat_days,
+        )
+        for why in result.skipped:
+            print(f"skipped: {why}")
+        print(result.line())
+        if result.busy:
+            print("stopped: another process is pruning now (a worker prunes every RAG_RETENTION_INTERVAL_S)")
+
+    return run_with_runtime(settings, work)
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.infra.embeddings import check_local_model
     from rag_server.stack import run_stack
@@ -229,6 +251,27 @@ def build_parser() -> argparse.ArgumentParser:
     when = p.add_mutually_exclusive_group()
     when.add_argument("--if-due", action="store_true", help="only when RAG_BM25_PACK_* say it is due")
     when.add_argument("--status", action="store_true", help="only print its state (and whether it is due)")
+    p = add(
+        "prune",
+        cmd_prune,
+        "remove finished batches, tasks, dead messages, idle chats past their retention (workers: hourly)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only count what would be removed, per kind")
+    days = whole_number(0, 36_500)
+    p.add_argument(
+        "--task-days",
+        type=days,
+        default=None,
+        metavar="N",
+        help="instead of RAG_TASK_RETENTION_DAYS (0: keep)",
+    )
+    p.add_argument(
+        "--chat-days",
+        type=days,
+        default=None,
+        metavar="N",
+        help="instead of RAG_CHAT_RETENTION_DAYS (0: keep)",
+    )
     from rag_server.access.cli import register_keys_command
     from rag_server.collections.cli import register_collections_command
     from rag_server.evaluation.commands import register_eval_commands

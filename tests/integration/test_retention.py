@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from uuid import UUID
 
 import numpy as np
 import psycopg
 
 from rag_server.chat import sessions
+from rag_server.config import Settings
 from rag_server.errors import NotFoundError
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion import retention, tasks
@@ -23,6 +25,7 @@ from rag_server.ingestion.models import UploadResponse
 from rag_server.ingestion.pipeline import incoming_file
 from rag_server.ingestion.replacement import replace_document_file
 from tests.support.ingest import query
+from tests.support.processes import rag_server_cli
 
 OLD = 40  # days back: past the default retention of 30
 
@@ -210,7 +213,7 @@ async def test_a_task_a_kept_duplicate_stands_for_stays(runtime: Runtime, databa
     await finish(runtime, third.tasks[0].task_id)
     age(database_url, [first.batch_id, second.batch_id, third.batch_id])
     shown = await batch_status(runtime.pool, second.batch_id)
-    assert shown.tasks[0].status == "failed"
+    assert [t.status for t in shown.tasks if t.filename == "dup-again.txt"] == ["failed"]
     await prune(runtime)
     assert await exists(runtime, first.batch_id)
     assert await batch_status(runtime.pool, second.batch_id) == shown
@@ -297,3 +300,28 @@ async def test_one_prune_at_a_time(runtime: Runtime, database_url: str) -> None:
     assert sum(r.counts["tasks"] for r in both) == expected.counts["tasks"]
     assert sum(r.counts["batches"] for r in both) == expected.counts["batches"]
     assert not any([await exists(runtime, b) for b in batch_ids])
+
+
+async def test_the_prune_command(runtime: Runtime, database_url: str, settings: Settings) -> None:
+    batch_id = await deleted_document_batch(runtime, database_url, files=2)
+    age(database_url, [batch_id])
+    dry = rag_server_cli(settings, "prune", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert "skipped: chat sessions: kept forever (RAG_CHAT_RETENTION_DAYS=0)" in lines
+    assert re.fullmatch(
+        r"would remove: batches \d+, tasks \d+, archived messages \d+, chat sessions 0, chat messages 0",
+        lines[-1],
+    )
+    assert await exists(runtime, batch_id)
+    done = rag_server_cli(settings, "prune")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == lines[-1].replace("would remove", "removed")
+    assert not await exists(runtime, batch_id)
+    check = rag_server_cli(settings, "check")
+    assert check.returncode == 0, check.stdout
+    bad = rag_server_cli(settings, "prune", "--chat-days", "-1")
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines()[-1] == (
+        "rag-server prune: error: argument --chat-days: takes a whole number from 0 to 36500, got '-1'"
+    )
