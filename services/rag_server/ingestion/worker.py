@@ -31,7 +31,7 @@ from rag_server.infra.lifetime import StopSignals, unless_stopped
 from rag_server.infra.log_context import current_request_id, log_context, valid_request_id
 from rag_server.infra.queue import Message
 from rag_server.infra.runtime import Runtime, open_runtime
-from rag_server.ingestion import tasks
+from rag_server.ingestion import retention, tasks
 from rag_server.ingestion.parse_process import CodeChanged, ParseProcess, ParserCrashed, ParserUnavailable
 from rag_server.ingestion.parsing import ParseError
 from rag_server.ingestion.recovery import WorkerLease, release_unstarted_messages, requeue_dead_workers_tasks
@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 # The worker's exit status when it stopped to restart on upgraded code (EX_TEMPFAIL: systemd's
 # Restart=on-failure restarts it too).
 EXIT_CODE_CHANGED = 75
+# A worker's first prune (retention.py) comes this long after it starts (sooner with a shorter interval).
+FIRST_PRUNE_S = 60.0
 
 
 def message_log_ids(msg: Message) -> dict[str, str | None]:
@@ -82,6 +84,9 @@ class Worker:
         background = [asyncio.create_task(self._watch())]
         if self.settings.bm25_pack_interval_s > 0:
             background.append(asyncio.create_task(self._pack_when_due()))
+        s = self.settings
+        if s.retention_interval_s > 0 and (s.task_retention_days or s.chat_retention_days):
+            background.append(asyncio.create_task(self._prune_when_due()))
         await self.stopping.wait()
         for task in background:
             task.cancel()  # a pack in progress rolls back: the previous one stays
@@ -132,6 +137,24 @@ class Worker:
                     await pack_if_due(self.runtime.pool, s)
             except Exception as exc:  # the database is down: try again next round
                 logger.warning("BM25 pack failed (%s: %s)", exc.__class__.__name__, exc)
+
+    async def _prune_when_due(self) -> None:
+        """Retention (ingestion/retention.py): every RAG_RETENTION_INTERVAL_S, the first soon after the
+        start. One process at a time prunes (its advisory lock): another's run makes this one stop at
+        once. A failure is logged and tried again next round; a stop cancels it (its transaction rolls
+        back: what earlier ones removed stays removed)."""
+        s = self.settings
+        await self._sleep(min(FIRST_PRUNE_S, s.retention_interval_s))
+        while not self.stopping.is_set():
+            try:
+                result = await retention.prune(self.runtime.pool, self.runtime.queue, s)
+                # Nothing to remove, the usual hourly case: at DEBUG.
+                level = logging.INFO if result.total else logging.DEBUG
+                busy = "another process is pruning; " if result.busy else ""
+                logger.log(level, "retention: %s%s", busy, result.line())
+            except Exception as exc:  # the database is down, a statement timed out: next round
+                logger.warning("retention prune failed (%s: %s)", exc.__class__.__name__, exc)
+            await self._sleep(s.retention_interval_s)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
