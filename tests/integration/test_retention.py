@@ -13,6 +13,7 @@ from uuid import UUID
 import numpy as np
 import psycopg
 
+from rag_server.api.routes.metrics import pipeline_families
 from rag_server.chat import sessions
 from rag_server.config import Settings
 from rag_server.errors import NotFoundError
@@ -23,6 +24,7 @@ from rag_server.ingestion.deletion import delete_document
 from rag_server.ingestion.integrity import check_integrity
 from rag_server.ingestion.models import UploadResponse
 from rag_server.ingestion.pipeline import incoming_file
+from rag_server.ingestion.pipeline_stats import read_pipeline_stats
 from rag_server.ingestion.replacement import replace_document_file
 from tests.support.ingest import query
 from tests.support.processes import rag_server_cli
@@ -227,9 +229,15 @@ async def test_dry_run_removes_nothing_and_counts_what_a_prune_removes(
     dry = await retention.prune(runtime.pool, runtime.queue, runtime.settings, dry_run=True)
     assert dry.counts["batches"] >= 3 and dry.counts["tasks"] >= 6
     assert all([await exists(runtime, b) for b in batch_ids])
+    counted = (await read_pipeline_stats(runtime.pool, runtime.queue)).pruned
     done = await prune(runtime)
     assert done.counts == dry.counts
     assert not any([await exists(runtime, b) for b in batch_ids])
+    # GET /metrics: rag_retention_pruned_rows_total{kind}, counted with the rows' removal.
+    stats = await read_pipeline_stats(runtime.pool, runtime.queue)
+    assert {k: stats.pruned[k] - counted[k] for k in retention.KINDS} == done.counts
+    rendered = [f for f in pipeline_families(stats) if f.name == "rag_retention_pruned_rows"]
+    assert {s.labels["kind"]: s.value for s in rendered[0].samples} == stats.pruned
 
 
 async def test_the_dead_message_archive_is_pruned_by_age(runtime: Runtime, database_url: str) -> None:

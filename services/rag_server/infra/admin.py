@@ -8,7 +8,7 @@ result never depends on which kind of connection a caller holds.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -113,6 +113,22 @@ async def set_meta(conn: Executor, key: str, value: Any) -> None:
         "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
         key,
         json.dumps(value),
+    )
+
+
+async def add_meta_counts(conn: Executor, key: str, counts: Mapping[str, int]) -> None:
+    """Add `counts` to the object of counters under `key` (created at 0), in the caller's transaction:
+    figures that count what committed with them (retention's rows removed, for /metrics)."""
+    await conn.execute(
+        """
+        INSERT INTO app_meta (key, value) VALUES ($1, $2::text::jsonb)
+        ON CONFLICT (key) DO UPDATE SET updated_at = now(), value = (
+            SELECT jsonb_object_agg(k, coalesce((app_meta.value ->> k)::bigint, 0)
+                                       + coalesce((EXCLUDED.value ->> k)::bigint, 0))
+            FROM jsonb_object_keys(app_meta.value || EXCLUDED.value) k)
+        """,
+        key,
+        json.dumps(dict(counts)),
     )
 
 

@@ -7,11 +7,14 @@ Reads every row whatever the collection: the caller passes a system-scoped execu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from rag_server.infra.admin import get_meta
 from rag_server.infra.database import Executor, transaction
 from rag_server.infra.queue import IngestQueue
 from rag_server.ingestion.recovery import WORKER_LOCKS
+from rag_server.ingestion.retention import KINDS as PRUNED_KINDS
+from rag_server.ingestion.retention import PRUNED_META_KEY
 
 TASK_STATUSES = ("queued", "processing", "completed", "failed", "duplicate")
 
@@ -72,6 +75,8 @@ class PipelineStats:
     recent_tasks: int  # completed in the last THROUGHPUT_WINDOW_S seconds
     recent_chunks: int  # their chunks
     workers_alive: int
+    # Rows retention removed since the database was created, per kind (ingestion/retention.py).
+    pruned: dict[str, int] = field(default_factory=dict)
 
     @property
     def chunks_per_second(self) -> float:
@@ -115,6 +120,7 @@ async def read_pipeline_stats(conn: Executor, queue: IngestQueue) -> PipelineSta
             THROUGHPUT_WINDOW_S,
         )
         workers = await c.fetchval(_LIVE_WORKERS)
+        pruned = await get_meta(c, PRUNED_META_KEY, {})
     assert q is not None and recent is not None
     tasks, failures = dict.fromkeys(TASK_STATUSES, 0), dict.fromkeys(FAILURE_CLASS_NAMES, 0)
     for r in counts:
@@ -128,4 +134,5 @@ async def read_pipeline_stats(conn: Executor, queue: IngestQueue) -> PipelineSta
         recent_tasks=int(recent["tasks"]),
         recent_chunks=int(recent["chunks"]),
         workers_alive=int(workers),
+        pruned={kind: int(pruned.get(kind, 0)) for kind in PRUNED_KINDS},
     )

@@ -47,6 +47,7 @@ import asyncpg
 
 from rag_server.chat import sessions as sessions_store
 from rag_server.config import Settings
+from rag_server.infra.admin import add_meta_counts
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.infra.queue import IngestQueue
 
@@ -59,6 +60,10 @@ RETENTION_LOCK = 7_220_024_001
 CHUNK_BATCHES = 1000
 CHUNK_ROWS = 10_000
 CHUNK_SESSIONS = 1000
+
+# app_meta key: rows removed per kind since the database was created, counted in the transactions that
+# removed them (GET /metrics: rag_retention_pruned_rows_total{kind}).
+PRUNED_META_KEY = "retention_pruned"
 
 Kind = Literal["batches", "tasks", "archived_messages", "chat_sessions", "chat_messages"]
 KINDS: tuple[Kind, ...] = ("batches", "tasks", "archived_messages", "chat_sessions", "chat_messages")
@@ -209,8 +214,10 @@ async def _prune_chunk(
         return
     tasks = await c.execute("DELETE FROM job_tasks WHERE batch_id = ANY($1::uuid[])", gone)
     batches = await c.execute("DELETE FROM job_batches WHERE id = ANY($1::uuid[])", gone)
-    result.counts["tasks"] += _rows(tasks)
-    result.counts["batches"] += _rows(batches)
+    removed = {"tasks": _rows(tasks), "batches": _rows(batches)}
+    await add_meta_counts(c, PRUNED_META_KEY, removed)
+    result.counts["tasks"] += removed["tasks"]
+    result.counts["batches"] += removed["batches"]
 
 
 async def _prune_archive(conn: Executor, queue: IngestQueue, cutoff: datetime, result: PruneResult) -> None:
@@ -233,7 +240,9 @@ async def _prune_archive(conn: Executor, queue: IngestQueue, cutoff: datetime, r
                 cutoff,
                 CHUNK_ROWS,
             )
-        n = _rows(status)
+            n = _rows(status)
+            if n:
+                await add_meta_counts(c, PRUNED_META_KEY, {"archived_messages": n})
         result.counts["archived_messages"] += n
         if n < CHUNK_ROWS:
             return
@@ -250,6 +259,10 @@ async def _prune_chat(conn: Executor, cutoff: datetime, result: PruneResult) -> 
             if not await _locked(c, result):
                 return
             sessions, messages = await sessions_store.delete_idle_sessions(c, cutoff, CHUNK_SESSIONS)
+            if sessions:
+                await add_meta_counts(
+                    c, PRUNED_META_KEY, {"chat_sessions": sessions, "chat_messages": messages}
+                )
         result.counts["chat_sessions"] += sessions
         result.counts["chat_messages"] += messages
         if sessions < CHUNK_SESSIONS:

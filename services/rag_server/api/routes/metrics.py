@@ -114,7 +114,20 @@ def pipeline_families(stats: PipelineStats) -> list[Metric]:
             "Worker processes alive (each holds its liveness lock in this database)",
             stats.workers_alive,
         ),
+        _pruned(stats.pruned),
     ]
+
+
+def _pruned(counts: Mapping[str, int]) -> Metric:
+    family = CounterMetricFamily(
+        "rag_retention_pruned_rows",
+        "Rows removed by retention (RAG_TASK_RETENTION_DAYS, RAG_CHAT_RETENTION_DAYS) since the database was "
+        "created: batches, tasks, archived_messages, chat_sessions, chat_messages",
+        labels=["kind"],
+    )
+    for kind, n in counts.items():
+        family.add_metric([kind], n)
+    return family
 
 
 def replica_families(reads: ReadRouting) -> list[Metric]:
