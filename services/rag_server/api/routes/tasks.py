@@ -19,7 +19,7 @@ router = APIRouter(tags=["ingestion"], dependencies=[require("reader")], respons
 async def batch_status(batch_id: UUID, pool: PoolDep, runtime: RuntimeDep, response: Response) -> BatchStatus:
     """Batch status (queued, processing, completed, completed_with_errors, failed), counts per task
     status, and per task: filename, status, total/completed chunks, attempts (deliveries), failures, error,
-    document_id."""
+    document_id. 404: no such batch, or removed by retention (RAG_TASK_RETENTION_DAYS after it finished)."""
     status = await batches.batch_status(pool, batch_id)
     # The workers wrote the chunks, not this caller: its next reads must still see them (read replicas).
     if status.done and (position := await runtime.remember_write()) is not None:
