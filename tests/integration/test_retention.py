@@ -13,11 +13,14 @@ from uuid import UUID
 import numpy as np
 import psycopg
 
+from rag_server.access import keys
+from rag_server.access.models import CreateKey
 from rag_server.api.routes.metrics import pipeline_families
 from rag_server.chat import sessions
 from rag_server.config import Settings
 from rag_server.errors import NotFoundError
 from rag_server.infra.runtime import Runtime
+from rag_server.infra.scoped_pool import DbScope, bind_scope, reset_scope
 from rag_server.ingestion import retention, tasks
 from rag_server.ingestion.batches import batch_status, create_upload_batch
 from rag_server.ingestion.deletion import delete_document
@@ -263,15 +266,27 @@ async def test_the_dead_message_archive_is_pruned_by_age(runtime: Runtime, datab
 
 
 async def test_chat_sessions_idle_past_the_chat_retention_go(runtime: Runtime, database_url: str) -> None:
-    idle = await sessions.create_session(runtime.pool, title="idle", search_type="hybrid", llm_model=None)
+    # A key's own session: the system scope prunes every key's (row-level security shows a key only its own).
+    key = await keys.create_key(runtime.pool, CreateKey(name="chat-retention", role="editor"))
+    token = bind_scope(DbScope(collections=None, role="editor", key_id=key.id))
+    try:
+        idle = await sessions.create_session(runtime.pool, title="idle", search_type="hybrid", llm_model=None)
+    finally:
+        reset_scope(token)
+    assert query(database_url, "SELECT owner_key_id FROM chat_sessions WHERE id = %s", idle.id)[0][
+        "owner_key_id"
+    ]
     archived = await sessions.create_session(
         runtime.pool, title="archived", search_type="hybrid", llm_model=None
     )
     recent = await sessions.create_session(runtime.pool, title="recent", search_type="hybrid", llm_model=None)
     for s in (idle, archived, recent):
-        await sessions.append_exchange(
-            runtime.pool, s.id, question="q?", answer="a.", answer_metadata={}, title_if_missing=None
-        )
+        with psycopg.connect(database_url) as conn:  # as the owner: any key's session
+            conn.execute(
+                "INSERT INTO chat_messages (session_id, role, content)"
+                " VALUES (%s, 'user', 'q?'), (%s, 'assistant', 'a.')",
+                (s.id, s.id),
+            )
     with psycopg.connect(database_url) as conn:
         conn.execute(
             "UPDATE chat_sessions SET last_active_at = now() - interval '100 days',"
