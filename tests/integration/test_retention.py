@@ -135,7 +135,15 @@ async def test_removal_follows_the_cutoff_and_a_batch_with_a_recent_end_stays(
 
 
 async def test_a_batch_with_an_unfinished_task_stays(runtime: Runtime, database_url: str) -> None:
-    batch = await upload(runtime, ("done.txt", unique("done")), ("waiting.txt", unique("waiting")))
+    batch = await upload(
+        runtime,
+        ("done.txt", unique("done")),
+        ("waiting.txt", unique("waiting")),
+        ("running.txt", unique("run")),
+    )
+    running = batch.tasks[2].task_id
+    msg_id = await runtime.pool.fetchval("SELECT msg_id FROM job_tasks WHERE id = $1", running)
+    assert await tasks.start_task(runtime.pool, running, 1, None, msg_id) is not None  # now processing
     await finish(runtime, batch.tasks[0].task_id)
     assert batch.tasks[0].document_id is not None
     await delete_document(runtime.pool, batch.tasks[0].document_id)
@@ -143,12 +151,14 @@ async def test_a_batch_with_an_unfinished_task_stays(runtime: Runtime, database_
     # Even with an end recorded long ago (a retry resets it; an operator's hand might not).
     with psycopg.connect(database_url) as conn:
         conn.execute(
-            "UPDATE job_tasks SET finished_at = now() - interval '90 days' WHERE id = %s",
-            (batch.tasks[1].task_id,),
+            "UPDATE job_tasks SET finished_at = now() - interval '90 days' WHERE id = ANY(%s)",
+            ([batch.tasks[1].task_id, running],),
         )
     await prune(runtime)
     status = await batch_status(runtime.pool, batch.batch_id)
-    assert status.total == 2 and status.counts["queued"] == 1
+    assert status.total == 3 and status.counts["queued"] == 1 and status.counts["processing"] == 1
+    # Handed back as a stopping worker does (no worker holds it: `check` would call it stuck).
+    assert await tasks.release_task(runtime.pool, runtime.queue, running, None, msg_id)
 
 
 async def test_a_failed_documents_tasks_stay(runtime: Runtime, database_url: str) -> None:
