@@ -276,6 +276,7 @@ async def batch_status(conn: Executor, batch_id: UUID) -> BatchStatus:
 # (no message: refused at upload, `_refused_task`) processed nothing and is left out too. Following this
 # task, not the document's current status, a duplicate's view stops changing once the task is over:
 # uploading a failed document again (a new task) must not take a finished batch back to "processing".
+# Retention (ingestion/retention.py) keeps every task this may name for a kept duplicate: keep in step.
 _DUPLICATE_SOURCE = """
     SELECT o.status, o.filename, o.error FROM job_tasks o
     WHERE o.document_id = t.document_id AND o.status <> 'duplicate' AND o.msg_id IS NOT NULL

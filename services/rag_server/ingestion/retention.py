@@ -37,7 +37,6 @@ Runs as the system scope (every collection) on the runtime pool; the archive has
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -50,8 +49,6 @@ from rag_server.config import Settings
 from rag_server.infra.admin import add_meta_counts
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.infra.queue import IngestQueue
-
-logger = logging.getLogger(__name__)
 
 # pg_try_advisory_xact_lock key (the generations' 7_220_011_001, the pack's 7_220_014_001; 0024 here).
 RETENTION_LOCK = 7_220_024_001
@@ -69,7 +66,8 @@ Kind = Literal["batches", "tasks", "archived_messages", "chat_sessions", "chat_m
 KINDS: tuple[Kind, ...] = ("batches", "tasks", "archived_messages", "chat_sessions", "chat_messages")
 
 # A task `t` keeps its batch: unfinished, finished since the cutoff ($1), or one a document still needs
-# (the module's docstring says why each).
+# (the module's docstring says why each). "Current" and "a duplicate stands for it" follow
+# batches._DUPLICATE_SOURCE (which tasks it may name, newest by (created_at, id)): keep them in step.
 _KEEPS_BATCH = """
     t.status NOT IN ('completed', 'failed', 'duplicate')
     OR t.finished_at IS NULL OR t.finished_at >= $1

@@ -378,7 +378,7 @@ export class Tracker {
         } catch (err) {
           if (err.name === "AbortError") return;
           if (err instanceof ApiError && err.status === 404) {
-            this.forget(batchId); // deleted with its collection, or not visible to this key
+            this.forget(batchId); // deleted with its collection, removed by retention, or not visible to this key
             return;
           }
         }
