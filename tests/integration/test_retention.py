@@ -358,3 +358,23 @@ async def test_the_prune_command(runtime: Runtime, database_url: str, settings: 
     assert bad.stderr.splitlines()[-1] == (
         "rag-server prune: error: argument --chat-days: takes a whole number from 0 to 36500, got '-1'"
     )
+
+
+async def test_a_batch_whose_task_another_transaction_holds_is_left_without_waiting(
+    runtime: Runtime, database_url: str
+) -> None:
+    """A retry, a delete or a worker's final write holding one task row (in id order, before the
+    document's): the prune neither waits for it (SKIP LOCKED) nor takes that batch in part."""
+    held = await deleted_document_batch(runtime, database_url, files=3)
+    free = await deleted_document_batch(runtime, database_url, files=2)
+    age(database_url, [held, free])
+    with psycopg.connect(database_url) as other:
+        other.execute(
+            "SELECT id FROM job_tasks WHERE batch_id = %s ORDER BY id LIMIT 1 OFFSET 1 FOR UPDATE", (held,)
+        )
+        async with asyncio.timeout(30):  # a correctness bound: waiting for the lock would hang here
+            await prune(runtime)
+        assert not await exists(runtime, free)
+        assert (await batch_status(runtime.pool, held)).total == 3
+    await prune(runtime)
+    assert not await exists(runtime, held)
