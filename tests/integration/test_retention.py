@@ -12,6 +12,7 @@ from uuid import UUID
 
 import numpy as np
 import psycopg
+import pytest
 
 from rag_server.access import keys
 from rag_server.access.models import CreateKey
@@ -109,7 +110,8 @@ async def test_an_old_finished_batch_goes_whole_and_then_reads_as_not_found(
     age(database_url, [batch_id])
     result = await prune(runtime)
     assert result.counts["batches"] >= 1 and result.counts["tasks"] >= 3
-    assert not await exists(runtime, batch_id)  # GET /tasks/{batch_id}/status: 404
+    with pytest.raises(NotFoundError, match="finished batches are removed after a while"):
+        await batch_status(runtime.pool, batch_id)  # GET /tasks/{batch_id}/status: 404, saying so
     assert not query(database_url, "SELECT 1 FROM job_tasks WHERE batch_id = %s", batch_id)
     assert await exists(runtime, recent)  # finished, but within the retention
 

@@ -240,7 +240,8 @@ async def batch_status(conn: Executor, batch_id: UUID) -> BatchStatus:
     async with connection(conn) as c:
         created_at = await c.fetchval("SELECT created_at FROM job_batches WHERE id = $1", batch_id)
         if created_at is None:
-            raise NotFoundError(f"no upload batch {batch_id}")
+            # Also a batch retention removed (ingestion/retention.py: RAG_TASK_RETENTION_DAYS after its end).
+            raise NotFoundError(f"no upload batch {batch_id} (finished batches are removed after a while)")
         rows = await c.fetch(
             f"""
             SELECT t.id AS task_id, t.filename, t.status, t.total_chunks, t.completed_chunks, t.attempts,
