@@ -221,6 +221,9 @@ class Settings(BaseSettings):
     # At most this many live temporary sessions per API key (one more forgets that key's least recently
     # used): a client creating them in a loop cannot grow the server's memory without bound.
     chat_temporary_per_key: int = Field(default=100, ge=1, le=100_000)
+    # A temporary session keeps its newest this many messages (even: one more exchange forgets the
+    # oldest question with its answer), so a client looping turns on one cannot grow the server's memory.
+    chat_temporary_messages: int = Field(default=200, ge=2, le=100_000, multiple_of=2)
 
     # --- read replicas and remote workers --------------------------------------------------
     # Streaming replicas of DATABASE_URL's server (comma-separated URLs; empty: none). Searches,

@@ -115,6 +115,30 @@ def llm_server(
     yield from _server(env, tmp_path_factory.mktemp("llm"))
 
 
+@pytest.fixture(scope="module")
+def bounded_server(
+    database_url: str,
+    data_dir: Path,
+    documents: dict[str, uuid.UUID],
+    fake_llm: FakeLLM,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    """The LLM server's settings, with temporary sessions keeping 4 messages (the LLM may be shown 10)."""
+    env = process_env(
+        database_url,
+        data_dir,
+        RAG_LLM_PROVIDER="openai",
+        RAG_LLM_BASE_URL=fake_llm.base_url,
+        RAG_LLM_MODEL="fake-model",
+        RAG_LLM_TIMEOUT_S="5",
+        RAG_LLM_MAX_RETRIES="0",
+        RAG_CHAT_TEMPORARY_MESSAGES="4",
+        RAG_CHAT_HISTORY_MESSAGES="10",
+        **ANY_SOURCE,
+    )
+    yield from _server(env, tmp_path_factory.mktemp("bounded"))
+
+
 @pytest.fixture
 def fake(fake_llm: FakeLLM) -> FakeLLM:
     fake_llm.reset()
@@ -362,6 +386,40 @@ async def test_temporary_sessions_are_answered_but_never_stored(
     await ok(await client.delete(f"{base}/chat/sessions/{sid}"), 204)
     assert (await client.get(f"{base}/chat/history/{sid}")).status_code == 404
     assert (await client.get(f"{base}/chat/sessions/{sid}/export")).status_code == 404
+
+
+async def test_a_temporary_session_keeps_its_newest_exchanges_and_the_llm_sees_those(
+    bounded_server: Server, client: httpx.AsyncClient, fake: FakeLLM
+) -> None:
+    """RAG_CHAT_TEMPORARY_MESSAGES=4: a third exchange forgets the first question with its answer (never
+    refused); the history, its count, the export and what the LLM is shown are the same two exchanges."""
+    base = bounded_server.url
+    sid = (await ok(await client.post(f"{base}/chat/sessions", json={"is_temporary": True}), 201))["id"]
+    questions = ["What is HNSW?", "What is BM25?", "How do I cook pasta?", "and the k1 parameter?"]
+    for question in questions[:3]:
+        await ok(await client.post(f"{base}/query", json={"query": question, "session_id": sid}))
+    messages = await history(client, base, sid)
+    assert [(m["role"], m["content"]) for m in messages[::2]] == [("user", q) for q in questions[1:3]]
+    assert [m["role"] for m in messages] == ["user", "assistant"] * 2
+    assert (await ok(await client.get(f"{base}/chat/sessions/{sid}")))["message_count"] == 4
+
+    fake.reset()
+    events = await stream_events(client, f"{base}/query/stream", {"query": questions[3], "session_id": sid})
+    assert events[-1][0] == "done" and events[-1][1]["answer_mode"] == "llm"
+    condense, answer = fake.requests
+    transcript = condense["messages"][-1]["content"]
+    assert questions[0] not in transcript and questions[1] in transcript and questions[2] in transcript
+    shown = answer["messages"][1:]
+    assert [(m["role"], m["content"]) for m in shown[::2]] == [("user", q) for q in questions[1:]]
+    assert [m["role"] for m in shown] == ["user", "assistant", "user", "assistant", "user"]
+
+    messages = await history(client, base, sid)
+    assert [m["content"] for m in messages[::2]] == questions[2:]
+    assert messages[-1]["content"] == events[-1][1]["answer"]
+    session = await ok(await client.get(f"{base}/chat/sessions/{sid}"))
+    assert session["message_count"] == 4 and session["title"] == TITLE  # named by its first question
+    exported = (await client.get(f"{base}/chat/sessions/{sid}/export")).text
+    assert "2 questions" in exported and questions[1] not in exported
 
 
 async def test_bad_input_and_unknown_ids_are_4xx(plain_server: Server, client: httpx.AsyncClient) -> None:

@@ -20,7 +20,7 @@ async def store(request: pytest.FixtureRequest, runtime: Runtime) -> AsyncIterat
         yield postgres
         await postgres.drain()
     else:
-        yield TemporarySessions(ttl_s=3600, per_key=100)
+        yield TemporarySessions(ttl_s=3600, per_key=100, max_messages=200)
 
 
 def source(n: int, document_id: uuid.UUID) -> dict[str, object]:

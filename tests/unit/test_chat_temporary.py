@@ -24,7 +24,7 @@ def source(n: int) -> dict[str, object]:
 
 
 async def test_append_keeps_order_sources_and_first_title() -> None:
-    registry = TemporarySessions(ttl_s=3600, per_key=100)
+    registry = TemporarySessions(ttl_s=3600, per_key=100, max_messages=200)
     session = await registry.create(title=None, search_type="bm25", llm_model=None)
     entry = registry.entry(session.id)
     assert entry is not None and entry.session.is_temporary
@@ -50,7 +50,7 @@ async def test_append_keeps_order_sources_and_first_title() -> None:
 
 
 async def test_idle_sessions_expire_and_delete_forgets() -> None:
-    registry = TemporarySessions(ttl_s=3600, per_key=100)
+    registry = TemporarySessions(ttl_s=3600, per_key=100, max_messages=200)
     kept = await registry.create(title="t", search_type="hybrid", llm_model=None)
     gone = await registry.create(title="t", search_type="hybrid", llm_model=None)
     entry = registry.entry(gone.id)
@@ -65,7 +65,7 @@ async def test_idle_sessions_expire_and_delete_forgets() -> None:
 
 
 async def test_clear_forgets_messages_and_resets_the_count() -> None:
-    registry = TemporarySessions(ttl_s=3600, per_key=100)
+    registry = TemporarySessions(ttl_s=3600, per_key=100, max_messages=200)
     session = await registry.create(title=None, search_type="hybrid", llm_model=None)
     await registry.append_exchange(
         session.id, question="q", answer="a", answer_metadata={"sources": []}, title_if_missing="q"
@@ -78,7 +78,7 @@ async def test_clear_forgets_messages_and_resets_the_count() -> None:
 
 
 async def test_an_answer_for_a_session_deleted_meanwhile_is_refused_like_a_stored_one() -> None:
-    registry = TemporarySessions(ttl_s=3600, per_key=100)
+    registry = TemporarySessions(ttl_s=3600, per_key=100, max_messages=200)
     session = await registry.create(title=None, search_type="bm25", llm_model=None)
     await registry.delete(session.id)  # e.g. DELETE /chat/sessions/{id} while the answer streamed
     with pytest.raises(NotFoundError):
@@ -91,7 +91,7 @@ async def test_an_answer_for_a_session_deleted_meanwhile_is_refused_like_a_store
 async def test_each_key_keeps_at_most_its_own_cap_of_sessions() -> None:
     # A client creating temporary sessions in a loop grew the server's memory without bound: beyond the
     # cap, that key's least recently used goes, and never another key's.
-    registry = TemporarySessions(ttl_s=3600, per_key=3)
+    registry = TemporarySessions(ttl_s=3600, per_key=3, max_messages=200)
     looping, other = (DbScope(None, "editor", uuid.uuid4()) for _ in range(2))
     token = bind_scope(other)
     try:

@@ -58,7 +58,9 @@ class ChatService:
         self.runtime = runtime
         self.settings = runtime.settings
         self.temporary = TemporarySessions(
-            self.settings.chat_temporary_ttl_s, self.settings.chat_temporary_per_key
+            self.settings.chat_temporary_ttl_s,
+            self.settings.chat_temporary_per_key,
+            self.settings.chat_temporary_messages,
         )
         self.stored = PostgresSessionStore(runtime.pool)
 

@@ -2,7 +2,9 @@
 
 They live in this server process only, by design: a restart (or `chat_temporary_ttl_s` of idleness)
 forgets them, and with several server processes each one knows only its own. `TemporarySessions` is
-the in-memory `SessionStore` (chat/session_store.py); its messages have no ids.
+the in-memory `SessionStore` (chat/session_store.py); its messages have no ids. Bounded: at most
+`per_key` sessions per API key, and each keeps its newest `max_messages` messages (older exchanges, a
+question with its answer, are forgotten: what the history lists is what the LLM can still be shown).
 """
 
 from __future__ import annotations
@@ -53,9 +55,10 @@ def _caller() -> tuple[UUID | None, bool]:
 
 
 class TemporarySessions:
-    def __init__(self, ttl_s: float, per_key: int) -> None:
+    def __init__(self, ttl_s: float, per_key: int, max_messages: int) -> None:
         self.ttl_s = ttl_s
         self.per_key = per_key
+        self.max_messages = max_messages  # even (config.py): whole exchanges go, a question with its answer
         self._sessions: dict[UUID, TemporarySession] = {}
 
     def entry(self, session_id: UUID) -> TemporarySession | None:
@@ -143,6 +146,8 @@ class TemporarySessions:
         sources = [Source(**s) for s in metadata.pop("sources", [])]
         entry.messages.append(_message("user", question, [], {}, now))
         entry.messages.append(_message("assistant", answer, sources, metadata, now))
+        # The oldest exchanges go (a client looping turns on one session cannot grow the server's memory).
+        del entry.messages[: max(0, len(entry.messages) - self.max_messages)]
         update: dict[str, Any] = {
             "updated_at": now,
             "last_active_at": now,
