@@ -8,9 +8,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import numpy as np
@@ -18,7 +19,7 @@ import pytest
 from llama_index.core.llms import ChatMessage
 
 from rag_server.config import Settings
-from rag_server.infra.database import owner_connection
+from rag_server.infra.database import owner_connection, plain_url
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion import tasks
 from rag_server.ingestion.integrity import IntegrityReport, check_integrity
@@ -505,3 +506,61 @@ async def test_the_check_command_exits_1_on_a_violation(
     passed = run_check(settings)
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "integrity: OK" in passed.stdout
+
+
+class _HookAfterFirstStatement(asyncpg.Connection):
+    """A real connection that, once its first query has answered, awaits `hook` before returning: the
+    point between the check's first statement and the rest, deterministically (no timing)."""
+
+    hook: Callable[[], Awaitable[None]] | None = None
+
+    async def _after(self) -> None:
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            await hook()
+
+    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
+        value = await super().fetchval(*args, **kwargs)
+        await self._after()
+        return value
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> list[asyncpg.Record]:
+        rows = await super().fetch(*args, **kwargs)
+        await self._after()
+        return rows
+
+
+async def test_the_check_reads_one_snapshot_while_a_document_is_processed_meanwhile(
+    runtime: Runtime, healthy: dict[str, uuid.UUID]
+) -> None:
+    """Between the check's first statement and the others, another connection uploads a document and
+    completes its task (chunks, BM25 postings, task, message: committed). The check's figures and checks
+    all describe the database before that (its REPEATABLE READ snapshot): no violation, and the counts of
+    that moment, not documents from before with chunks from after. Runs last: it adds a document."""
+    before = await check_integrity(runtime.pool, runtime.settings.queue_name, quiescent=True)
+    assert before.ok, before.lines()
+
+    async def process_a_document() -> None:
+        [ref] = await enqueue(runtime, [("three.txt", long_text(300, seed=3).encode())])
+        [msg] = await runtime.queue.read(120)
+        work = await tasks.start_task(runtime.pool, ref.task_id, int(msg.read_ct), None, msg.msg_id)
+        assert work is not None
+        chunks = await prepare_chunks(runtime.settings, work.filename, work.content, work.file_type)
+        vectors = np.random.default_rng(3).standard_normal((len(chunks), 8)).astype(np.float32)
+        assert await tasks.complete_task(runtime.pool, runtime.queue, work, msg.msg_id, chunks, vectors)
+
+    conn = await asyncpg.connect(plain_url(runtime.database_url), connection_class=_HookAfterFirstStatement)
+    try:
+        conn.hook = process_a_document
+        during = await check_integrity(conn, runtime.settings.queue_name, quiescent=True)
+        assert conn.hook is None  # it ran
+    finally:
+        await conn.close()
+    assert during.ok, during.lines()
+    assert during.counts == before.counts
+
+    after = await check_integrity(runtime.pool, runtime.settings.queue_name, quiescent=True)
+    assert after.ok, after.lines()
+    assert after.counts["documents"] == before.counts["documents"] + 1
+    assert after.counts["tasks"] == before.counts["tasks"] + 1
+    assert after.counts["chunks"] > before.counts["chunks"]
