@@ -102,17 +102,7 @@ def llm_server(
     fake_llm: FakeLLM,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
-    env = process_env(
-        database_url,
-        data_dir,
-        RAG_LLM_PROVIDER="openai",
-        RAG_LLM_BASE_URL=fake_llm.base_url,
-        RAG_LLM_MODEL="fake-model",
-        RAG_LLM_TIMEOUT_S="5",
-        RAG_LLM_MAX_RETRIES="0",
-        **ANY_SOURCE,
-    )
-    yield from _server(env, tmp_path_factory.mktemp("llm"))
+    yield from _server(process_env(database_url, data_dir, **_llm(fake_llm)), tmp_path_factory.mktemp("llm"))
 
 
 @pytest.fixture(scope="module")
@@ -127,16 +117,23 @@ def bounded_server(
     env = process_env(
         database_url,
         data_dir,
-        RAG_LLM_PROVIDER="openai",
-        RAG_LLM_BASE_URL=fake_llm.base_url,
-        RAG_LLM_MODEL="fake-model",
-        RAG_LLM_TIMEOUT_S="5",
-        RAG_LLM_MAX_RETRIES="0",
         RAG_CHAT_TEMPORARY_MESSAGES="4",
         RAG_CHAT_HISTORY_MESSAGES="10",
-        **ANY_SOURCE,
+        **_llm(fake_llm),
     )
     yield from _server(env, tmp_path_factory.mktemp("bounded"))
+
+
+def _llm(fake_llm: FakeLLM) -> dict[str, str]:
+    """The settings of a server answering with the fake LLM (every source allowed)."""
+    return {
+        "RAG_LLM_PROVIDER": "openai",
+        "RAG_LLM_BASE_URL": fake_llm.base_url,
+        "RAG_LLM_MODEL": "fake-model",
+        "RAG_LLM_TIMEOUT_S": "5",
+        "RAG_LLM_MAX_RETRIES": "0",
+        **ANY_SOURCE,
+    }
 
 
 @pytest.fixture
