@@ -10,6 +10,7 @@ import os
 import re
 from uuid import UUID
 
+import httpx
 import numpy as np
 import psycopg
 import pytest
@@ -103,15 +104,19 @@ async def deleted_document_batch(runtime: Runtime, database_url: str, files: int
 
 
 async def test_an_old_finished_batch_goes_whole_and_then_reads_as_not_found(
-    runtime: Runtime, database_url: str
+    runtime: Runtime, database_url: str, app_client: httpx.AsyncClient
 ) -> None:
     batch_id = await deleted_document_batch(runtime, database_url, files=3)
     recent = await deleted_document_batch(runtime, database_url)
     age(database_url, [batch_id])
+    assert (await app_client.get(f"/tasks/{batch_id}/status")).status_code == 200
     result = await prune(runtime)
     assert result.counts["batches"] >= 1 and result.counts["tasks"] >= 3
     with pytest.raises(NotFoundError, match="finished batches are removed after a while"):
-        await batch_status(runtime.pool, batch_id)  # GET /tasks/{batch_id}/status: 404, saying so
+        await batch_status(runtime.pool, batch_id)
+    gone = await app_client.get(f"/tasks/{batch_id}/status")
+    assert gone.status_code == 404
+    assert "finished batches are removed after a while" in gone.json()["detail"]
     assert not query(database_url, "SELECT 1 FROM job_tasks WHERE batch_id = %s", batch_id)
     assert await exists(runtime, recent)  # finished, but within the retention
 
