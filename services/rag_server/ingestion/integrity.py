@@ -298,9 +298,10 @@ async def check_integrity(conn: Executor, queue_name: str, *, quiescent: bool = 
 
 @asynccontextmanager
 async def _snapshot(conn: Executor) -> AsyncIterator[asyncpg.Connection]:
-    """One REPEATABLE READ READ ONLY transaction for the whole check: its checks compare tables with each
-    other (chunks with postings with the pack, tasks with documents) and with separate statements a
-    writer committing between two of them would look like a violation. Read-only (a check never
+    """One REPEATABLE READ READ ONLY transaction for the whole check: every figure and check describes one
+    moment (a writer committing between two statements cannot pair documents from before with chunks
+    from after: test_integrity's snapshot test), and a future check spanning statements stays exact
+    (each of today's compares tables within one statement). Read-only (a check never
     writes; it may then also run on a standby), hence one statement for the recount rather than a
     temporary table, which needs a writable transaction. Inside the caller's transaction (tests break
     rows and check them uncommitted): that transaction as it is."""
