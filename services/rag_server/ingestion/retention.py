@@ -44,7 +44,7 @@ from uuid import UUID
 
 import asyncpg
 
-from rag_server.chat import sessions as sessions_store
+from rag_server.chat import idle_sessions
 from rag_server.config import Settings
 from rag_server.infra.admin import add_meta_counts
 from rag_server.infra.database import Executor, connection, transaction
@@ -248,7 +248,7 @@ async def _prune_archive(conn: Executor, queue: IngestQueue, cutoff: datetime, r
 
 async def _prune_chat(conn: Executor, cutoff: datetime, result: PruneResult) -> None:
     if result.dry_run:
-        sessions, messages = await sessions_store.count_idle_sessions(conn, cutoff)
+        sessions, messages = await idle_sessions.count_idle_sessions(conn, cutoff)
         result.counts["chat_sessions"] += sessions
         result.counts["chat_messages"] += messages
         return
@@ -256,7 +256,7 @@ async def _prune_chat(conn: Executor, cutoff: datetime, result: PruneResult) -> 
         async with transaction(conn) as c:
             if not await _locked(c, result):
                 return
-            sessions, messages = await sessions_store.delete_idle_sessions(c, cutoff, CHUNK_SESSIONS)
+            sessions, messages = await idle_sessions.delete_idle_sessions(c, cutoff, CHUNK_SESSIONS)
             if sessions:
                 await add_meta_counts(
                     c, PRUNED_META_KEY, {"chat_sessions": sessions, "chat_messages": messages}

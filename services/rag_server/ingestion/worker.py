@@ -31,21 +31,17 @@ from rag_server.infra.lifetime import StopSignals, unless_stopped
 from rag_server.infra.log_context import current_request_id, log_context, valid_request_id
 from rag_server.infra.queue import Message
 from rag_server.infra.runtime import Runtime, open_runtime
-from rag_server.ingestion import retention, tasks
+from rag_server.ingestion import housekeeping, tasks
 from rag_server.ingestion.parse_process import CodeChanged, ParseProcess, ParserCrashed, ParserUnavailable
 from rag_server.ingestion.parsing import ParseError
-from rag_server.ingestion.recovery import WorkerLease, release_unstarted_messages, requeue_dead_workers_tasks
+from rag_server.ingestion.recovery import WorkerLease
 from rag_server.ingestion.retry_policy import give_up_reason, retry_delay_s
-from rag_server.retrieval.bm25 import read_engine
-from rag_server.retrieval.bm25_packs import pack_if_due
 
 logger = logging.getLogger(__name__)
 
 # The worker's exit status when it stopped to restart on upgraded code (EX_TEMPFAIL: systemd's
 # Restart=on-failure restarts it too).
 EXIT_CODE_CHANGED = 75
-# A worker's first prune (retention.py) comes this long after it starts (sooner with a shorter interval).
-FIRST_PRUNE_S = 60.0
 
 
 def message_log_ids(msg: Message) -> dict[str, str | None]:
@@ -81,12 +77,9 @@ class Worker:
 
     async def run(self) -> None:
         slots = [asyncio.create_task(self._slot(i)) for i in range(max(1, self.settings.worker_concurrency))]
-        background = [asyncio.create_task(self._watch())]
-        if self.settings.bm25_pack_interval_s > 0:
-            background.append(asyncio.create_task(self._pack_when_due()))
-        s = self.settings
-        if s.retention_interval_s > 0 and (s.task_retention_days or s.chat_retention_days):
-            background.append(asyncio.create_task(self._prune_when_due()))
+        background = [
+            asyncio.create_task(job) for job in housekeeping.jobs(self.runtime, self.lease, self.stopping)
+        ]
         await self.stopping.wait()
         for task in background:
             task.cancel()  # a pack in progress rolls back: the previous one stays
@@ -106,59 +99,15 @@ class Worker:
             except Exception as exc:
                 # Never let a slot die: a database outage ends, and the queue is still there after it.
                 logger.warning("queue read failed (%s: %s); retrying", exc.__class__.__name__, exc)
-                await self._sleep(max(1.0, self.settings.worker_poll_interval_s))
+                await self._pause(max(1.0, self.settings.worker_poll_interval_s))
                 continue
             if not messages:
-                await self._sleep(self.settings.worker_poll_interval_s)
+                await self._pause(self.settings.worker_poll_interval_s)
                 continue
             await self.handle(messages[0])
 
-    async def _watch(self) -> None:
-        """Keep this worker's liveness lock, and queue dead workers' tasks again at once."""
-        while not self.stopping.is_set():
-            try:
-                if self.lease is not None:
-                    await self.lease.ensure()
-                await requeue_dead_workers_tasks(self.runtime.pool, self.runtime.queue)
-                await release_unstarted_messages(self.runtime.pool, self.runtime.queue)
-            except Exception as exc:  # the database is down: try again next round
-                logger.warning("dead-worker check failed (%s: %s)", exc.__class__.__name__, exc)
-            await self._sleep(self.settings.worker_recovery_interval_s)
-
-    async def _pack_when_due(self) -> None:
-        """Refresh the native BM25 engine's pack when enough chunks changed (decision 0014)."""
-        s = self.settings
-        while not self.stopping.is_set():
-            await self._sleep(s.bm25_pack_interval_s)
-            try:
-                async with self.runtime.pool.acquire() as conn:
-                    native = await read_engine(conn) == "native"
-                if native:
-                    await pack_if_due(self.runtime.pool, s)
-            except Exception as exc:  # the database is down: try again next round
-                logger.warning("BM25 pack failed (%s: %s)", exc.__class__.__name__, exc)
-
-    async def _prune_when_due(self) -> None:
-        """Retention (ingestion/retention.py): every RAG_RETENTION_INTERVAL_S, the first soon after the
-        start. One process at a time prunes (its advisory lock): another's run makes this one stop at
-        once. A failure is logged and tried again next round; a stop cancels it (its transaction rolls
-        back: what earlier ones removed stays removed)."""
-        s = self.settings
-        await self._sleep(min(FIRST_PRUNE_S, s.retention_interval_s))
-        while not self.stopping.is_set():
-            try:
-                result = await retention.prune(self.runtime.pool, self.runtime.queue, s)
-                # Nothing to remove, the usual hourly case: at DEBUG.
-                level = logging.INFO if result.total else logging.DEBUG
-                busy = "another process is pruning; " if result.busy else ""
-                logger.log(level, "retention: %s%s", busy, result.line())
-            except Exception as exc:  # the database is down, a statement timed out: next round
-                logger.warning("retention prune failed (%s: %s)", exc.__class__.__name__, exc)
-            await self._sleep(s.retention_interval_s)
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), seconds)
+    async def _pause(self, seconds: float) -> None:
+        await housekeeping.pause(self.stopping, seconds)
 
     async def handle(self, msg: Message) -> None:
         """Process one message; never raises except on cancellation. Its log lines carry the task id
@@ -361,7 +310,7 @@ class Worker:
                     logger.warning("could not %s (%s); its message comes back after its timeout", what, exc)
                     return
                 logger.warning("could not %s (%s); trying again", what, exc)
-                await self._sleep(1.0)
+                await self._pause(1.0)
 
 
 async def run_worker(settings: Settings, signals: StopSignals) -> None:
