@@ -358,6 +358,13 @@ async def test_the_prune_command(runtime: Runtime, database_url: str, settings: 
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == lines[-1].replace("would remove", "removed")
     assert not await exists(runtime, batch_id)
+    # A kind kept by the flag names the flag, not the setting.
+    flag = rag_server_cli(settings, "prune", "--dry-run", "--task-days", "0", "--chat-days", "0")
+    assert flag.returncode == 0, flag.stderr
+    assert flag.stdout.splitlines()[:2] == [
+        "skipped: batches, tasks, archived messages: kept forever (--task-days 0)",
+        "skipped: chat sessions: kept forever (--chat-days 0)",
+    ]
     check = rag_server_cli(settings, "check")
     assert check.returncode == 0, check.stdout
     bad = rag_server_cli(settings, "prune", "--chat-days", "-1")

@@ -125,6 +125,9 @@ async def prune(
 ) -> PruneResult:
     """Remove what the retention settings (or `task_days`, `chat_days`) let go; `dry_run`: only count.
     Stops at the first transaction another process's prune holds the lock of (`busy`)."""
+    # A skipped kind names what kept it: the flag given, else the setting.
+    task_source = "RAG_TASK_RETENTION_DAYS=0" if task_days is None else "--task-days 0"
+    chat_source = "RAG_CHAT_RETENTION_DAYS=0" if chat_days is None else "--chat-days 0"
     task_days = settings.task_retention_days if task_days is None else task_days
     chat_days = settings.chat_retention_days if chat_days is None else chat_days
     result = PruneResult(dry_run=dry_run)
@@ -133,13 +136,13 @@ async def prune(
         if await _prune_batches(conn, cutoff, result) and not result.busy:
             await _prune_archive(conn, queue, cutoff, result)
     else:
-        result.skipped.append("batches, tasks, archived messages: kept forever (RAG_TASK_RETENTION_DAYS=0)")
+        result.skipped.append(f"batches, tasks, archived messages: kept forever ({task_source})")
     if result.busy:
         return result
     if chat_days:
         await _prune_chat(conn, await _cutoff(conn, chat_days), result)
     else:
-        result.skipped.append("chat sessions: kept forever (RAG_CHAT_RETENTION_DAYS=0)")
+        result.skipped.append(f"chat sessions: kept forever ({chat_source})")
     return result
 
 
