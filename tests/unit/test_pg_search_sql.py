@@ -325,3 +325,68 @@ def test_migration_rebuilds_the_index_only_on_pg_search(monkeypatch: pytest.Monk
     assert parse_index(upgrade.split(";", 1)[1]) == parse_index(official_index_sql())
     assert downgrade.startswith("DROP INDEX IF EXISTS chunks_bm25_idx;")
     assert parse_index(downgrade.split(";", 1)[1]).options == {"key_field": "id"}
+
+
+# --- the migrations since 0019: each engine's path names only its own objects ---
+
+# The native engine's tables, functions and triggers (0002, 0003, 0014-0016, 0023: all `bm25_*`, the
+# triggers `chunks_bm25_*`), and pg_search's index and namespaces. A migration reaching one of them on the
+# other engine fails there (pg_search cannot run here, so that path is only ever recorded).
+NATIVE_ONLY = re.compile(r"\bbm25_\w+|\bchunks_bm25_(?!idx\b)\w+")
+PG_SEARCH_ONLY = re.compile(r"\bchunks_bm25_idx\b|\bpdb\.|\bparadedb\b")
+
+
+def revisions_since(first: str) -> list[str]:
+    oldest_first = [s.revision for s in reversed(list(scripts().walk_revisions()))]
+    return oldest_first[oldest_first.index(first) :]
+
+
+def recorded_upgrade(monkeypatch: pytest.MonkeyPatch, revision: str, engine: str) -> list[str]:
+    """The statements `revision`'s upgrade runs on a database whose BM25 engine is `engine`."""
+    from rag_server.infra.migrations import helpers
+
+    module = scripts().get_revision(revision).module
+    executed: list[str] = []
+
+    def scalar(sql: str) -> Any:
+        if re.search(r"to_regclass\('bm25_\w+'\)", sql):  # 0002's native tables (0014 on: the pack's)
+            return engine == "native"
+        if "bm25_engine" in sql:
+            return engine
+        if "paradedb.version_info()" in sql:
+            return "0.26.2"
+        if sql.startswith("SELECT count(*) FROM (SELECT 1 FROM"):  # 0019: a table's size, bounded
+            return 10
+        raise AssertionError(f"{revision} asks {sql!r}: say here what each engine answers")
+
+    for target in (module, helpers):
+        monkeypatch.setattr(target, "scalar", scalar, raising=False)
+        monkeypatch.setattr(
+            target, "execute_sql", lambda sql, params=None: executed.append(sql), raising=False
+        )
+    settings = SimpleNamespace(vector_recheck_max_chunks=50_000)
+    monkeypatch.setattr(module, "migration_settings", lambda: settings, raising=False)
+    module.upgrade()
+    return executed
+
+
+@pytest.mark.parametrize("revision", revisions_since("0019_vectors_in_row"))
+def test_a_migration_since_0019_names_no_object_of_the_other_engine(
+    monkeypatch: pytest.MonkeyPatch, revision: str
+) -> None:
+    """docs/decisions/0003 (migrations 0019-0024 on ParadeDB) says why each is safe there; this keeps
+    the part a test can: no native-only object on a pg_search database, and the reverse."""
+    for engine, foreign in (("pg_search", NATIVE_ONLY), ("native", PG_SEARCH_ONLY)):
+        statements = recorded_upgrade(monkeypatch, revision, engine)
+        assert [s for s in statements if foreign.search(s)] == [], engine
+
+
+def test_0023_does_nothing_on_pg_search_and_0019_rewrites_chunks_there_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert recorded_upgrade(monkeypatch, "0023_bm25_remove_by_chunk", "pg_search") == []
+    # CLUSTER rebuilds every index of the table, the ParadeDB one too (as VACUUM FULL, which pg_search's
+    # own tests run over its index); nothing in 0019 depends on the engine.
+    assert recorded_upgrade(monkeypatch, "0019_vectors_in_row", "pg_search") == recorded_upgrade(
+        monkeypatch, "0019_vectors_in_row", "native"
+    )
