@@ -212,6 +212,8 @@ async def test_0023_removes_a_deleted_chunks_postings_by_its_id(pg_server: str, 
             ("reef", 1),
         ]
         assert tuple(await conn.fetchrow("SELECT n_docs, total_len FROM bm25_stats")) == (1, 2)
+        # The check's recount is this code's: it reads the head's schema (0025's rag_bm25_text).
+        await asyncio.to_thread(command.upgrade, cfg, "head")
         report = await check_integrity(conn, settings.queue_name, quiescent=True)
         assert report.ok, report.lines()
 

@@ -6,8 +6,8 @@ Each check is one query that returns the rows breaking an invariant, so an empty
 - chunks: each document's chunk indexes are exactly 0..n-1 and n = documents.chunk_count; only ready
   documents have chunks; a completed task wrote its document's chunks;
 - native BM25: bm25_stats, bm25_terms and bm25_postings equal a recount from the chunks' text
-  (the triggers' own formulas: to_tsvector('english', search_text), tf = positions); the pack holds
-  what bm25_postings holds for the chunks it covers;
+  (the triggers' own formulas: to_tsvector('english', rag_bm25_text(search_text)), tf = positions);
+  the pack holds what bm25_postings holds for the chunks it covers;
 - queue: no message whose task is finished or missing (complete/fail delete or archive it in the task's
   own transaction). On a live system a document deleted while queued leaves its message until a worker
   reads it, so without `quiescent` only a message visible for over ORPHAN_VISIBLE_S counts;
@@ -118,7 +118,7 @@ def recount_sql(where: str = "") -> str:
     return f"""
 WITH toks AS (
     SELECT c.id AS chunk_id, c.collection_id, t.lexeme AS term, cardinality(t.positions) AS tf
-    FROM chunks c CROSS JOIN LATERAL unnest(to_tsvector('english', c.search_text)) AS t
+    FROM chunks c CROSS JOIN LATERAL unnest(to_tsvector('english', rag_bm25_text(c.search_text))) AS t
     {where}
 ), lens AS (SELECT chunk_id, sum(tf)::integer AS doc_len FROM toks GROUP BY chunk_id)
 """

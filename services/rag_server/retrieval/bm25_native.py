@@ -95,7 +95,7 @@ INT4_MAX = 2**31 - 1
 TERMS_SQL = """
     SELECT bt.term, bt.df, s.n_docs, s.total_len,
            k.watermark AS packed_upto, k.narrow AS packed_narrow, k.deleted AS packed_deleted
-    FROM unnest(to_tsvector('english', $1::text)) AS q  -- a tsvector holds each lexeme once
+    FROM unnest(to_tsvector('english', rag_bm25_text($1::text))) AS q  -- each lexeme once; CJK split (0025)
     JOIN bm25_terms bt ON bt.term = q.lexeme
     CROSS JOIN bm25_stats s
     LEFT JOIN bm25_pack k ON true  -- migration 0014's one row, when a pack exists

@@ -20,7 +20,10 @@ import numpy as np
 from rag_server.retrieval.fusion import FusedHit
 from rag_server.retrieval.vector import BASE_GENERATION, VectorSpace
 
-EVERY_WORD = "to_tsvector('english', c.search_text) @@ plainto_tsquery('english', $4)"
+# rag_bm25_text (migration 0025): a run of CJK characters as its characters and pairs, as BM25 reads it.
+EVERY_WORD = (
+    "to_tsvector('english', rag_bm25_text(c.search_text)) @@ plainto_tsquery('english', rag_bm25_text($4))"
+)
 
 
 def above_floor_sql(space: VectorSpace) -> str:

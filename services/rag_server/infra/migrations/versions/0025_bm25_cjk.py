@@ -1,0 +1,137 @@
+"""Native BM25: Chinese, Japanese and Korean text is split into characters and character pairs
+(`rag_bm25_text`), so a word inside a sentence is found.
+
+These scripts write no spaces between words. PostgreSQL's parser (the `english` configuration) made a
+whole run of them ONE token: "公司的年假政策规定每位员工" was one lexeme, so a search for 年假 (annual
+leave) found nothing by BM25, nor did the chat's every-word check; only a run standing alone (a heading,
+a cell) was findable, and only by its exact whole run.
+
+`rag_bm25_text(text)` is the text BM25 tokenises, applied identically to a chunk at index time
+(bm25_index_add) and to the query (bm25_native's terms, relevance's every-word check, the recount of
+`rag-server check`): each run of Han, Hiragana, Katakana or Hangul characters becomes its characters
+and its overlapping pairs, separated by spaces ("年假政策" -> "年 假 政 策 年假 假政 政策"), as Lucene's
+CJKBigramFilter does with outputUnigrams (Elasticsearch's `cjk_bigram`, `output_unigrams: true`). A
+query's pairs are rare terms, so chunks holding the word itself rank first; the single characters let a
+one-character query (猫) match too. Any other text is returned as it is (a regular expression test, about
+1 us per chunk: English search and indexing are unchanged).
+
+Existing chunks holding such characters are indexed again here (the UPDATE trigger's steps: postings
+removed and added, the chunk noted in bm25_unpacked when a pack covers it, so the pack's stale copy is not
+read). Native engine only: ParadeDB's index (`search_text::pdb.simple('stemmer=english')`) is unchanged,
+and its tokenizer also keeps such a run as one token (docs/search.md, "Languages").
+
+Revision ID: 0025_bm25_cjk
+Revises: 0023_bm25_remove_by_chunk
+"""
+
+from __future__ import annotations
+
+from rag_server.infra.migrations.helpers import execute_sql, scalar
+
+revision = "0025_bm25_cjk"
+down_revision = "0023_bm25_remove_by_chunk"
+branch_labels = None
+depends_on = None
+
+# Hiragana, Katakana; CJK Extension A; CJK Unified Ideographs; Compatibility Ideographs; Hangul syllables;
+# Extensions B-G (planes 2 and 3).
+CJK_CLASS = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0003134f"
+
+FUNCTION = rf"""
+CREATE FUNCTION rag_bm25_text(t text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+SELECT CASE WHEN t !~ '[{CJK_CLASS}]' THEN t ELSE (
+    SELECT string_agg(
+        CASE WHEN m.part[1] IS NULL THEN m.part[2] ELSE
+            ' ' || array_to_string(regexp_split_to_array(m.part[1], ''), ' ')
+            || coalesce((SELECT ' ' || string_agg(substr(m.part[1], i, 2), ' ' ORDER BY i)
+                         FROM generate_series(1, char_length(m.part[1]) - 1) AS i), '')
+            || ' '
+        END, '' ORDER BY m.n)
+    FROM regexp_matches(t, '([{CJK_CLASS}]+)|([^{CJK_CLASS}]+)', 'g') WITH ORDINALITY AS m (part, n)
+) END
+$fn$;
+COMMENT ON FUNCTION rag_bm25_text(text) IS
+    'The text BM25 tokenises: runs of CJK characters as characters and overlapping pairs (0025).';
+"""
+
+# 0003's bm25_index_add with `{tokens}` for what to_tsvector reads.
+INDEX_ADD = """
+CREATE OR REPLACE FUNCTION bm25_index_add(p_ids bigint[], p_texts text[], p_collections uuid[]) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    added_len bigint;
+BEGIN
+    IF coalesce(cardinality(p_ids), 0) = 0 THEN
+        RETURN;
+    END IF;
+    -- The writers' mutex: taken first, so every other lock below is taken in its shadow.
+    PERFORM 1 FROM bm25_stats WHERE id = 1 FOR UPDATE;
+
+    WITH docs AS (
+        SELECT d.id AS chunk_id, d.collection_id, to_tsvector('english', {tokens}) AS tsv
+        FROM unnest(p_ids, p_texts, p_collections) AS d (id, search_text, collection_id)
+    ), toks AS (
+        SELECT docs.chunk_id, docs.collection_id, t.lexeme AS term, cardinality(t.positions) AS tf
+        FROM docs CROSS JOIN LATERAL unnest(docs.tsv) AS t
+    ), lens AS (
+        SELECT chunk_id, sum(tf)::integer AS doc_len FROM toks GROUP BY chunk_id
+    ), postings AS (
+        INSERT INTO bm25_postings (term, chunk_id, tf, doc_len, collection_id)
+        SELECT toks.term, toks.chunk_id, toks.tf, lens.doc_len, toks.collection_id
+        FROM toks JOIN lens USING (chunk_id)
+    ), df AS (
+        -- Sorted: concurrent upserts of the same terms lock them in one order.
+        INSERT INTO bm25_terms AS bt (term, df)
+        SELECT term, count(*) FROM toks GROUP BY term ORDER BY term
+        ON CONFLICT (term) DO UPDATE SET df = bt.df + EXCLUDED.df
+    )
+    SELECT coalesce(sum(doc_len), 0) INTO added_len FROM lens;
+
+    UPDATE bm25_stats
+    SET n_docs = n_docs + cardinality(p_ids), total_len = total_len + added_len
+    WHERE id = 1;
+END
+$fn$;
+"""
+
+# What the UPDATE triggers do for a chunk whose text changed, for every chunk holding CJK characters.
+REINDEX = rf"""
+DO $do$
+DECLARE
+    ids bigint[];
+    texts text[];
+    colls uuid[];
+BEGIN
+    SELECT array_agg(id ORDER BY id), array_agg(search_text ORDER BY id), array_agg(collection_id ORDER BY id)
+    INTO ids, texts, colls
+    FROM chunks WHERE search_text ~ '[{CJK_CLASS}]';
+    IF ids IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM bm25_index_remove(ids, texts);
+    PERFORM bm25_index_add(ids, texts, colls);
+    INSERT INTO bm25_unpacked (chunk_id, collection_id)
+    SELECT u.id, u.collection_id FROM unnest(ids, colls) AS u (id, collection_id), bm25_pack k
+    WHERE u.id <= k.watermark
+    ON CONFLICT (chunk_id) DO NOTHING;
+END
+$do$;
+"""
+
+
+def _native_bm25() -> bool:
+    return bool(scalar("SELECT to_regclass('bm25_postings') IS NOT NULL"))
+
+
+def upgrade() -> None:
+    # Both engines: the chat's every-word check (retrieval/relevance.py) reads it on either.
+    execute_sql(FUNCTION)
+    if _native_bm25():
+        execute_sql(INDEX_ADD.format(tokens="rag_bm25_text(d.search_text)") + REINDEX)
+
+
+def downgrade() -> None:
+    if _native_bm25():
+        execute_sql(INDEX_ADD.format(tokens="d.search_text") + REINDEX)
+    execute_sql("DROP FUNCTION rag_bm25_text(text);")
