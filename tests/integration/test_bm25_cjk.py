@@ -30,7 +30,8 @@ REVISION, DOWN_REVISION = "0025_bm25_cjk", "0023_bm25_remove_by_chunk"
 
 FILES = {
     "手册.md": "# 员工手册\n\n公司的年假政策规定每位员工每年享有十五天带薪年假。差旅费用报销必须提交发票。",
-    "ガイド.txt": "東京本社の会議室は予約制です。予約はポータルサイトから行ってください。",
+    "ガイド.txt": "社内ガイド\n\n東京本社の会議室は予約制です。予約はポータルサイトから行ってください。"
+    "富士山の写真は受付に飾られています。",
     "안내.txt": "직원은 학교에서 교육을 받습니다. 휴가 신청은 두 주 전에 해야 합니다.",
     "fridge.md": "# Fridge care\n\nThe refrigerator door seals are checked every six months.",
 }
@@ -79,6 +80,20 @@ async def test_a_cjk_query_word_counts_for_the_every_word_floor(
     for word, name in [("年假", "手册.md"), ("予約", "ガイド.txt")]:
         hits = await search(app_client, query=word, search_type="hybrid", min_similarity=0.99)
         assert [h["document_name"] for h in hits] == [name], word
+
+
+async def test_the_chat_quotes_the_sentence_a_japanese_question_is_about(
+    app_client: httpx.AsyncClient, documents: dict[UUID, str]
+) -> None:
+    """No LLM: the extractive answer quotes the sentences holding the question's words (split at 。), and
+    no passage that shares none (the Chinese one, which the English model's vector ranks close)."""
+    reply = await app_client.post("/query", json={"query": "ポータルサイトで予約できますか？"})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["sources"][0]["document_name"] == "ガイド.txt"
+    assert body["answer"].splitlines()[1:] == [
+        "- 東京本社の会議室は予約制です。予約はポータルサイトから行ってください。 [1] (ガイド.txt)"
+    ]
 
 
 async def test_the_recount_agrees_with_the_triggers(runtime: Runtime, documents: dict[UUID, str]) -> None:

@@ -20,6 +20,7 @@ from rag_server.chat.answer import (
     llm_title,
     sources_from_hits,
     stream,
+    topic_terms,
 )
 from rag_server.chat.models import ChatMessageOut
 from rag_server.chat.prompts import TITLE_SYSTEM_PROMPT, answer_messages, fitting_sources
@@ -119,6 +120,61 @@ def test_an_extractive_answer_quotes_the_sentence_whose_word_is_in_another_form(
     bread = hit("Shape the dough gently. The loaf is baked at 250 degrees for twenty minutes.")
     quoted = extractive_answer("What temperature should I bake it at?", [bread]).splitlines()[1]
     assert quoted == "- The loaf is baked at 250 degrees for twenty minutes. [1] (doc.txt)"
+
+
+@pytest.mark.parametrize(
+    ("question", "text", "quoted"),
+    [
+        # German: umlauts and ß are letters (only ASCII ones were: "Kühlschrank" was "k" + "hlschrank").
+        (
+            "Wann prüft der Außendienst die Türdichtung?",
+            "Wartung der Kühlschränke. Der Außendienst prüft die Türdichtung halbjährlich. Sonst nichts.",
+            "Der Außendienst prüft die Türdichtung halbjährlich.",
+        ),
+        # French: an elided word (l'élève) matches the word (élève).
+        (
+            "Que doit présenter un élève ?",
+            "Le règlement de l'école. L'élève doit présenter sa carte. Les parents sont invités.",
+            "L'élève doit présenter sa carte.",
+        ),
+        # Hebrew and Arabic: no word was found in them, so the passage's opening (its title) was quoted.
+        (
+            "כמה ימי חופשה מגיעים לעובד?",
+            "מדריך עובדים. כל עובד זכאי לעשרים ימי חופשה בשנה. יש להגיש בקשה מראש.",
+            "כל עובד זכאי לעשרים ימי חופשה בשנה.",
+        ),
+        (
+            "كم يوما إجازة سنوية للموظف؟",
+            "دليل الموظفين\n\nيحق لكل موظف إجازة سنوية مدتها واحد وعشرون يوما. يجب تقديم الطلب قبل أسبوعين.",
+            "يحق لكل موظف إجازة سنوية مدتها واحد وعشرون يوما.",
+        ),
+        # Japanese, Chinese: sentences end at 。 with no space, words are not spaced: pairs of characters.
+        (
+            "会議室は予約制ですか？",
+            "社内ガイド\n\n東京本社の会議室は予約制です。富士山の写真は受付に飾られています。",
+            "東京本社の会議室は予約制です。",
+        ),
+        (
+            "请假申请要提前多久？",
+            "公司的年假政策规定每位员工每年享有十五天带薪年假。请假申请需要提前两周提交给人力资源部门。",
+            "请假申请需要提前两周提交给人力资源部门。",
+        ),
+    ],
+)
+def test_the_sentence_answering_a_question_not_in_english_is_quoted(
+    question: str, text: str, quoted: str
+) -> None:
+    assert key_sentences(text, topic_terms(question), max_sentences=1) == quoted
+
+
+def test_a_passage_after_the_first_bears_on_a_hebrew_question_by_its_words() -> None:
+    """Without a word of the question, a later passage is dropped unless its vector score is high."""
+    first, second = hit("מדיניות חופשות לעובדים."), hit("בקשה לחופשה מוגשת שבועיים מראש.", name="b.txt")
+    second = second.model_copy(
+        update={"vector": LegScore(rank=2, score=0.01), "bm25": LegScore(rank=1, score=1)}
+    )
+    answer = extractive_answer("מתי מגישים בקשה לחופשה?", [first, second])
+    assert "[2] (b.txt)" in answer
 
 
 def test_sources_are_numbered_from_one_with_whole_passages_as_excerpts() -> None:

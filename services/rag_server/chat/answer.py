@@ -46,8 +46,21 @@ _STOPWORDS = frozenset(
     what when where which who whom why will with would you your about tell explain please
     """.split()  # noqa: SIM905
 )
-_WORD = re.compile(r"[A-Za-z0-9]+(?:['-][A-Za-z0-9]+)*")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# A word: letters and digits of any script ([^\W_]), with the combining marks some texts spell accents
+# and vowel points with (decomposed Latin, Hebrew niqqud, Arabic harakat; not alphanumeric to `re`), and
+# an apostrophe or hyphen inside it. Only ASCII letters counted before: "Kühlschrank" was "k" and
+# "hlschrank", a Hebrew or Arabic question had no word at all.
+_LETTER = r"[^\W_][\u0300-\u036f\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0670]*"
+_WORD = re.compile(rf"(?:{_LETTER})+(?:['’-](?:{_LETTER})+)*")
+# Chinese and Japanese end a sentence with 。！？ and no space after it; Arabic asks with ؟, Hindi ends
+# with ।.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？؟।])\s*")
+_FULL_STOPS = ("。", "！", "？")
+_ELISION = re.compile(r"^[^\W\d_]{1,4}['’](?=[^\W\d_]{2})")
+# Han, Hiragana, Katakana, Hangul: the scripts migration 0025's rag_bm25_text splits for BM25.
+_CJK = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0003134f]+"
+)
 
 
 class LLMFailure(Exception):
@@ -82,7 +95,7 @@ def extractive_answer(
     cited [n] (n = position in the sources)."""
     if not hits:
         return NO_SOURCES_ANSWER
-    terms = content_words(question)
+    terms = topic_terms(question)
     lines = [header]
     best_vector = max((h.vector.score for h in hits[:max_passages] if h.vector is not None), default=0.0)
     for n, hit in enumerate(hits[:max_passages], start=1):
@@ -111,13 +124,14 @@ def bears_on(hit: SearchHit, best_vector: float, terms: set[str]) -> bool:
     one is ~0.5."""
     if hit.vector is None and hit.bm25 is None:
         return True
-    own_words = content_words(hit.text)
-    if _stems(terms) & _stems(own_words):
+    if _stems(terms) & _stems(topic_terms(hit.text)):
         return True
+    # Words, not topic terms: a run of CJK characters counts once (its pairs would make a line of nine
+    # characters "long enough", and the English model's vectors for these scripts are weak evidence).
     return (
         hit.vector is not None
         and hit.vector.score >= 0.5 * best_vector
-        and len(own_words) >= SELF_EMBEDDED_WORDS
+        and len(content_words(hit.text)) >= SELF_EMBEDDED_WORDS
     )
 
 
@@ -135,11 +149,15 @@ def key_sentences(
     if not sentences:
         return ""
     stems = _stems(terms)
-    overlap = [len(stems & _stems(content_words(sentence))) for sentence in sentences]
+    overlap = [len(stems & _stems(topic_terms(sentence))) for sentence in sentences]
     best = sorted((i for i in range(len(sentences)) if overlap[i]), key=lambda i: (-overlap[i], i))
     # Nothing matches a question word: the passage's opening says what it is about.
     chosen = best[:max_sentences] or [0]
-    return _shorten(" ".join(sentences[i] for i in sorted(chosen)), max_chars)
+    quoted = ""
+    for i in sorted(chosen):
+        # No space after a CJK sentence end (none is written there).
+        quoted += sentences[i] if not quoted or quoted.endswith(_FULL_STOPS) else f" {sentences[i]}"
+    return _shorten(quoted, max_chars)
 
 
 # A markdown heading, list item or quote marker at the start of a line.
@@ -190,6 +208,25 @@ def words(text: str) -> list[str]:
 def content_words(text: str) -> set[str]:
     """The words of `text` that say what it is about: without English stop words."""
     return {w for w in words(text) if w not in _STOPWORDS and len(w) > 1}
+
+
+def topic_terms(text: str) -> set[str]:
+    """What a question and a sentence are matched by: their content words, each run of CJK characters in
+    them as its pairs of characters (a lone one as itself), as the BM25 leg reads them (rag_bm25_text):
+    these scripts put no space between words, so "会議室は予約制ですか" is one "word" that no sentence
+    holds, while its pairs 会議, 議室, 予約 are in the sentence that answers it."""
+    terms: set[str] = set()
+    for word in words(text):
+        # French and Italian elisions: l'élève, d'hygiène, qu'il, dell'anno also match élève, hygiène...
+        elided = _ELISION.match(word)
+        if elided:
+            terms.add(word[elided.end() :])
+        for part in _CJK.split(word):
+            if len(part) > 1 and part not in _STOPWORDS:
+                terms.add(part)
+        for run in _CJK.findall(word):
+            terms.update(run[i : i + 2] for i in range(max(len(run) - 1, 1)))
+    return terms
 
 
 # Question and sentence words are compared by their Snowball English stems, the stems of PostgreSQL's

@@ -79,8 +79,9 @@ def leans_on_earlier(question: str) -> bool:
     """Whether `question` reads as a follow-up: it refers back, opens as one, or names at most one thing
     ("Why?", "Children?"). One that names its own subject ("Who won the world cup in 2014?") found
     nothing because nothing bears on it: searched with the question before it, the earlier topic's
-    passages passed the floor and were quoted as its answer. The words are English, as the extractive
-    answer's; a question with no word of the Latin alphabet names nothing here and is taken as a follow-up."""
+    passages passed the floor and were quoted as its answer. The back references are English words; a
+    question in Chinese or Japanese is one run of characters (`words`), so it names at most one thing and
+    is taken as a follow-up."""
     said = words(question)
     opening = " ".join(said[:2])
     return (
