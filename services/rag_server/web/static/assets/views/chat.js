@@ -63,7 +63,7 @@ export function mount(root, ctx, route) {
   const log = h("div", { class: "messages", role: "log", "aria-live": "polite", "aria-busy": "false", "aria-labelledby": "chat-title", tabindex: "-1" });
   const thread = h("div", { class: "thread" });
   log.append(thread);
-  const textarea = h("textarea", { id: "chat-message", rows: "1", placeholder: "Ask about your documents…", autocomplete: "off", maxlength: 20000 });
+  const textarea = h("textarea", { id: "chat-message", dir: "auto", rows: "1", placeholder: "Ask about your documents…", autocomplete: "off", maxlength: 20000 });
   const sendButton = h("button", { type: "submit", class: "primary send", "aria-label": "Send" }, icon("send"), h("span", {}, "Send"));
   const stopButton = h("button", { type: "button", class: "stop", hidden: true, "aria-label": "Stop" }, icon("stop"), h("span", {}, "Stop"));
   const formError = h("p", { class: "form-error", role: "alert" });

@@ -130,7 +130,7 @@ export function mount(root, ctx, route) {
   let p = searchParams(route.query);
   let controller = null;
 
-  const queryInput = h("input", { type: "search", id: "search-query", name: "q", required: true, autocomplete: "off", placeholder: "What are you looking for?", value: p.q });
+  const queryInput = h("input", { type: "search", id: "search-query", name: "q", dir: "auto", required: true, autocomplete: "off", placeholder: "What are you looking for?", value: p.q });
   const modeInputs = MODES.map(([value, label, hint]) =>
     h(
       "label",
@@ -145,6 +145,7 @@ export function mount(root, ctx, route) {
   const containsInput = h("input", {
     type: "search",
     id: "search-contains",
+    dir: "auto",
     maxlength: String(CONTAINS_MAX),
     placeholder: "Exact words",
     title: "Only passages whose text holds these exact words (case as written)",
