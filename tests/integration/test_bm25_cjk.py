@@ -1,5 +1,6 @@
 """Chinese, Japanese and Korean words inside a sentence are found by the native BM25 leg (migration 0025:
-`rag_bm25_text` splits a run of such characters into characters and pairs, at index and query time), and
+`rag_bm25_text` splits a run of such characters into characters and pairs, at index and query time), so
+are words of a text in decomposed Unicode (NFD, composed by the same function), and
 they count as "every word of the query" for the chat's floor. English is tokenised as before. The
 migration indexes chunks stored before it again, a pack made before it included; its downgrade gives
 back the postings it found."""
@@ -7,6 +8,7 @@ back the postings it found."""
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -34,6 +36,8 @@ FILES = {
     "富士山の写真は受付に飾られています。",
     "안내.txt": "직원은 학교에서 교육을 받습니다. 휴가 신청은 두 주 전에 해야 합니다.",
     "fridge.md": "# Fridge care\n\nThe refrigerator door seals are checked every six months.",
+    # Decomposed (NFD), as macOS writes a file: "o" + U+0308 for "ö".
+    "prüfung.txt": unicodedata.normalize("NFD", "Die Größenprüfung übernimmt das Mädchen."),
 }
 # A word inside a sentence (never a run of its own) -> the document that holds it.
 FOUND_IN = {
@@ -45,6 +49,8 @@ FOUND_IN = {
     "会議室": "ガイド.txt",
     "학교": "안내.txt",
     "seal": "fridge.md",
+    "Größenprüfung": "prüfung.txt",  # typed composed (NFC)
+    unicodedata.normalize("NFD", "Mädchen"): "prüfung.txt",  # pasted decomposed
 }
 
 
@@ -117,10 +123,10 @@ async def test_0025_indexes_the_chunks_stored_before_it(pg_server: str, tmp_path
     try:
         doc_id = await conn.fetchval(
             "INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, status,"
-            " chunk_count) VALUES ('a.md', 'md', 'text/markdown', 1, $1, 'ready', 2) RETURNING id",
+            " chunk_count) VALUES ('a.md', 'md', 'text/markdown', 1, $1, 'ready', 3) RETURNING id",
             "d" * 64,
         )
-        for i, text in enumerate([FILES["手册.md"], FILES["fridge.md"]]):
+        for i, text in enumerate([FILES["手册.md"], FILES["fridge.md"], FILES["prüfung.txt"]]):
             await conn.execute(
                 "INSERT INTO chunks (document_id, chunk_index, text, search_text, embedding)"
                 " VALUES ($1, $2, $3, $3, $4::vector)",
@@ -140,6 +146,7 @@ async def test_0025_indexes_the_chunks_stored_before_it(pg_server: str, tmp_path
         assert len(packed) == 1
         assert packed == await bm25_leg(conn, "native", "年假", 5, prune=False)
         assert len(await bm25_leg(conn, "native", "refrigerator", 5)) == 1
+        assert len(await bm25_leg(conn, "native", "Größenprüfung", 5)) == 1
         report = await check_integrity(conn, Settings(database_url=url).queue_name)
         assert report.ok, report
 
