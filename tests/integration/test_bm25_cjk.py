@@ -79,6 +79,15 @@ async def test_a_word_inside_a_cjk_sentence_is_found_by_bm25(
     assert await search(app_client, query="猫狗", search_type="bm25") == []
 
 
+async def test_a_decomposed_text_is_stored_composed(
+    app_client: httpx.AsyncClient, documents: dict[UUID, str]
+) -> None:
+    """So "Contains" (exact text) and the web app's highlights find it by a word typed composed."""
+    hits = await search(app_client, query="Mädchen", filters={"text": {"$contains": "Größenprüfung"}})
+    assert [h["document_name"] for h in hits] == ["prüfung.txt"]
+    assert unicodedata.is_normalized("NFC", hits[0]["text"])
+
+
 async def test_a_cjk_query_word_counts_for_the_every_word_floor(
     app_client: httpx.AsyncClient, documents: dict[UUID, str]
 ) -> None:
