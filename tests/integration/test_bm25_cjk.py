@@ -28,7 +28,7 @@ from rag_server.retrieval import bm25_packs
 from rag_server.retrieval.bm25 import bm25_leg
 from tests.conftest import create_database
 
-REVISION, DOWN_REVISION = "0025_bm25_cjk", "0023_bm25_remove_by_chunk"
+REVISION, DOWN_REVISION = "0025_bm25_cjk", "0024_stale_replacement_bytes"
 
 FILES = {
     "手册.md": "# 员工手册\n\n公司的年假政策规定每位员工每年享有十五天带薪年假。差旅费用报销必须提交发票。",

@@ -143,7 +143,7 @@ async def test_0024_clears_the_new_files_no_retry_can_use_and_keeps_a_retrys(
         await conn.execute("DELETE FROM documents WHERE id = $1", docs["gone"])
         before = await conn.fetch("SELECT id, status, error, updated_at FROM job_tasks ORDER BY id")
 
-        await asyncio.to_thread(command.upgrade, cfg, "head")
+        await asyncio.to_thread(command.upgrade, cfg, REVISION)
         assert await new_files(conn, ids) == KEPT
         # Only the files: statuses and times as they were.
         assert await conn.fetch("SELECT id, status, error, updated_at FROM job_tasks ORDER BY id") == before

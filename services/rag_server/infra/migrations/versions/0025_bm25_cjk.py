@@ -26,7 +26,7 @@ read). Native engine only: ParadeDB's index (`search_text::pdb.simple('stemmer=e
 and its tokenizer also keeps such a run as one token (README, "Languages").
 
 Revision ID: 0025_bm25_cjk
-Revises: 0023_bm25_remove_by_chunk
+Revises: 0024_stale_replacement_bytes
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from __future__ import annotations
 from rag_server.infra.migrations.helpers import execute_sql, scalar
 
 revision = "0025_bm25_cjk"
-down_revision = "0023_bm25_remove_by_chunk"
+down_revision = "0024_stale_replacement_bytes"
 branch_labels = None
 depends_on = None
 
