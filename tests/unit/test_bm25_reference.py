@@ -7,12 +7,13 @@ and whose tf is 1 gets exactly idf (tf (k1 + 1) / (tf + k1) = 1).
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from rag_server.evaluation.bm25_reference import Bm25Index, Bm25Stats, ranked
+from rag_server.evaluation.bm25_reference import Bm25Index, Bm25Stats, bm25_text, ranked
 from rag_server.evaluation.bm25_stats_corpora import queries_inside, stdlib_docstrings
 
 # Collection A: chunks 1, 2, 5; collection B: chunks 3, 4, 6, where "cat" is common. Every chunk has 2 tokens.
@@ -95,3 +96,20 @@ def test_stdlib_docstrings_read_definitions_without_importing_and_skip_tests(tmp
     assert sorted(d.doc_id for d in docs) == ["pkg", "pkg.Thing", "pkg.Thing.method"]
     assert {d.doc_id: d.text for d in docs}["pkg.Thing.method"] == f"{words} method"
     assert len(stdlib_docstrings(2, root=tmp_path)) == 2
+
+
+def test_bm25_text_splits_cjk_runs_into_characters_and_pairs_and_composes() -> None:
+    """The reference's own statement of migration 0025's rag_bm25_text."""
+    assert bm25_text("The 年假政策 rule") == "The  年 假 政 策 年假 假政 政策  rule"
+    assert bm25_text("猫") == " 猫 "  # a lone character: no pair
+    assert bm25_text("휴가 신청") == " 휴 가 휴가   신 청 신청 "  # Hangul syllables; the space ends a run
+    assert bm25_text("予約はポータル") == " 予 約 は ポ ー タ ル 予約 約は はポ ポー ータ タル "
+    # Extension B (U+20BB7, outside the BMP): one character, not two surrogates.
+    assert bm25_text("\U00020bb7野家") == " \U00020bb7 野 家 \U00020bb7野 野家 "
+    # Decomposed (NFD) Latin is composed; text with neither is returned as it is.
+    nfd = unicodedata.normalize("NFD", "Größenprüfung café")
+    assert nfd != "Größenprüfung café"
+    assert bm25_text(nfd) == "Größenprüfung café"
+    assert bm25_text("e-mail x-ray 3.14 🚀") == "e-mail x-ray 3.14 🚀"
+    # Decomposed Hangul (conjoining jamo) composes into syllables, which are then split.
+    assert bm25_text(unicodedata.normalize("NFD", "학교")) == " 학 교 학교 "

@@ -5,16 +5,42 @@ statistics study (`bm25_stats_study`) scores with them under statistics from dif
 Formula and parameters: docs/decisions/0003-native-bm25.md. Tokens come from `ts_debug` (the parser and
 the `english` dictionaries, token by token), counted here: independent of the engine's to_tsvector
 positions, which the comparison therefore checks too.
+
+What they tokenise is `bm25_text(text)`: this module's own Python statement of what migration 0025's
+`rag_bm25_text` is meant to do (composed, NFC; a run of Han, Hiragana, Katakana or Hangul characters as its
+characters and overlapping pairs), written from that description and never calling the SQL function, so
+the comparison holds the function to it too.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
+
+# Hiragana, Katakana; CJK Extension A; Unified Ideographs; Compatibility Ideographs; Hangul syllables;
+# Extensions B-G (planes 2 and 3): migration 0025's classes.
+_CJK_RUN = re.compile(
+    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0003134f]+"
+)
+
+
+def _characters_and_pairs(run: re.Match[str]) -> str:
+    chars = run.group()
+    pairs = [chars[i : i + 2] for i in range(len(chars) - 1)]
+    return " " + " ".join([*chars, *pairs]) + " "
+
+
+def bm25_text(text: str) -> str:
+    """The text BM25 tokenises: `text` composed (NFC), each CJK run replaced by its characters and its
+    overlapping pairs, spaced ("年假政策" -> " 年 假 政 策 年假 假政 政策 ")."""
+    return _CJK_RUN.sub(_characters_and_pairs, unicodedata.normalize("NFC", text))
+
 
 # One row per lexeme a token yields (a hyphenated word yields its parts too); stopwords yield none.
 _LEXEMES_SQL = """
@@ -28,15 +54,16 @@ _TOKENIZE_BATCH = 500
 
 
 async def lexemes(conn: asyncpg.Connection, text: str) -> list[str]:
-    """Every lexeme the english configuration emits for `text`, with repeats."""
+    """Every lexeme the english configuration emits for `bm25_text(text)`, with repeats."""
     return list((await token_counts(conn, [text]))[0].elements())
 
 
 async def token_counts(conn: asyncpg.Connection, texts: Sequence[str]) -> list[Counter[str]]:
-    """Lexeme -> number of occurrences (tf), one Counter per text, in input order."""
+    """Lexeme -> number of occurrences (tf) in `bm25_text(text)`, one Counter per text, in input order."""
     counts: list[Counter[str]] = [Counter() for _ in texts]
     for start in range(0, len(texts), _TOKENIZE_BATCH):
-        rows = await conn.fetch(_LEXEMES_SQL, list(texts[start : start + _TOKENIZE_BATCH]))
+        batch = [bm25_text(text) for text in texts[start : start + _TOKENIZE_BATCH]]
+        rows = await conn.fetch(_LEXEMES_SQL, batch)
         for row in rows:
             counts[start + row["i"] - 1].update(row["lexemes"])
     return counts
