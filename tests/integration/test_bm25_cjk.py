@@ -8,6 +8,7 @@ back the postings it found."""
 from __future__ import annotations
 
 import asyncio
+import random
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -19,14 +20,16 @@ import pytest
 from alembic import command
 
 from rag_server.config import Settings
+from rag_server.evaluation.bm25_reference import bm25_text, ranked
 from rag_server.infra.database import owner_connection
 from rag_server.infra.migrations import alembic_config
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.integrity import check_integrity
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
-from rag_server.retrieval import bm25_packs
+from rag_server.retrieval import bm25_native, bm25_packs
 from rag_server.retrieval.bm25 import bm25_leg
 from tests.conftest import create_database
+from tests.integration.test_bm25_native import assert_matches_reference, insert_document, reference_scores
 
 REVISION, DOWN_REVISION = "0025_bm25_cjk", "0024_stale_replacement_bytes"
 
@@ -172,3 +175,91 @@ async def test_english_text_is_tokenised_as_before(runtime: Runtime) -> None:
         text = "L'élève's Kühlschränke: running runners ran, e-mail café 🚀 x-ray 3.5"
         assert await conn.fetchval("SELECT rag_bm25_text($1) = $1", text)
         assert await conn.fetchval("SELECT rag_bm25_text('年假政策')") == " 年 假 政 策 年假 假政 政策 "
+
+
+# Sentences a corpus is drawn from: Chinese, Japanese, Korean, German (stored decomposed, NFD), English,
+# and mixes; a character of Extension B (U+20BB7, outside the BMP) too.
+CORPUS_PARTS = [
+    "公司的年假政策规定每位员工每年享有十五天带薪年假。",
+    "差旅费用报销必须提交发票。",
+    "猫在沙发上睡觉，狗在院子里跑。",
+    "年假不能转让给其他员工。",
+    "\U00020bb7野家的牛丼很好吃。",
+    "東京本社の会議室は予約制です。",
+    "予約はポータルサイトから行ってください。",
+    "富士山の写真は受付に飾られています。",
+    "猫カフェは駅の近くにあります。",
+    "직원은 학교에서 교육을 받습니다.",
+    "휴가 신청은 두 주 전에 해야 합니다.",
+    "학교 식당은 열두 시에 엽니다.",
+    unicodedata.normalize("NFD", "Die Größenprüfung übernimmt das Mädchen."),
+    unicodedata.normalize("NFD", "Das Mädchen prüft die Kühlschränke."),
+    "The refrigerator door seals are checked every six months.",
+    "Annual leave (年假) is booked on the portal (ポータル).",
+    "Book the meeting room: 予約 required, café on the 3rd floor.",
+    "Running connections of proteins in the cells.",
+]
+CJK_QUERIES = [
+    "年假",  # a word inside sentences
+    "猫",  # a single character
+    "학교",  # Hangul
+    "予約 portal 年假 refrigerator",  # mixed scripts
+    "会議室の予約",  # a Japanese phrase: its characters and pairs
+    unicodedata.normalize("NFD", "Mädchen Größenprüfung"),  # typed decomposed
+    "Kühlschränke café",  # typed composed, stored decomposed
+    "\U00020bb7野家",  # Extension B
+    "年假 年假 年假",  # repeats count once
+]
+
+
+async def assert_cjk_queries_match_reference(conn: asyncpg.Connection) -> int:
+    """Every query: the native leg's every hit and score equal the reference's (1e-6), and its top 5 (the
+    seeded MaxScore, or the pack when there is one) is the reference's top 5."""
+    matched = 0
+    for query in CJK_QUERIES:
+        matched += await assert_matches_reference(conn, query, 1.2, 0.75)
+        expected = await reference_scores(conn, query)
+        top = await bm25_leg(conn, "native", query, 5)
+        assert [h.chunk_id for h in top] == ranked(expected, 5), query
+        assert [h.score for h in top] == pytest.approx([expected[h.chunk_id] for h in top], abs=1e-6)
+    await assert_matches_reference(conn, CJK_QUERIES[3], 2.0, 0.3)
+    return matched
+
+
+async def test_cjk_and_decomposed_scores_equal_the_reference_bm25(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reference tokenises its own Python transform's text (bm25_reference.bm25_text, not the SQL
+    function): the engine's characters, pairs and composition agree with it, through the full statement,
+    the seeded MaxScore and the pack (with chunks written after it)."""
+    monkeypatch.setattr(bm25_native, "SEED_POSTINGS", 8)
+    rng = random.Random(25)
+    async with owner_connection(runtime.database_url) as conn:
+        for _ in range(6):  # 36 chunks of one to three sentences
+            texts = [" ".join(rng.sample(CORPUS_PARTS, rng.randint(1, 3))) for _ in range(6)]
+            await insert_document(conn, texts, rng)
+        # The SQL function and the Python transform write the same text, chunk by chunk.
+        rows = await conn.fetch("SELECT search_text, rag_bm25_text(search_text) AS t FROM chunks")
+        assert [r["t"] for r in rows] == [bm25_text(r["search_text"]) for r in rows]
+
+        assert await assert_cjk_queries_match_reference(conn) > 60
+        for threshold in (bm25_native.FULL_MAX_POSTINGS, 0):  # the full statement, then MaxScore
+            monkeypatch.setattr(bm25_native, "FULL_MAX_POSTINGS", threshold)
+            await assert_cjk_queries_match_reference(conn)
+
+        await bm25_packs.pack(conn)
+        assert await conn.fetchval("SELECT watermark FROM bm25_pack") == await conn.fetchval(
+            "SELECT max(id) FROM chunks"
+        )
+        await assert_cjk_queries_match_reference(conn)
+        # After the pack: a chunk added and a packed one changed (its stale packed copy is skipped).
+        await insert_document(conn, [CORPUS_PARTS[0] + CORPUS_PARTS[2], CORPUS_PARTS[13]], rng)
+        changed = await conn.fetchval("SELECT min(id) FROM chunks")
+        await conn.execute("UPDATE chunks SET search_text = $2 WHERE id = $1", changed, "猫 年假 学校 학교")
+        assert await conn.fetchval("SELECT count(*) FROM bm25_unpacked") > 0
+        await assert_cjk_queries_match_reference(conn)
+
+        # `rag-server check`'s BM25 recount and pack checks agree (these documents' chunk_count is not set:
+        # insert_document's direct INSERT, which the "chunk indexes" check reports).
+        report = await check_integrity(conn, runtime.settings.queue_name)
+        assert [v for v in report.violations if v.check.startswith("bm25")] == [], report
