@@ -263,3 +263,30 @@ async def test_cjk_and_decomposed_scores_equal_the_reference_bm25(
         # insert_document's direct INSERT, which the "chunk indexes" check reports).
         report = await check_integrity(conn, runtime.settings.queue_name)
         assert [v for v in report.violations if v.check.startswith("bm25")] == [], report
+
+
+# Not composed (NFC) and holding no character of 0025's slow-path class: Greek typed with oxia (U+1F71 for
+# U+03AC), Arabic alef + a combining madda (U+0653), Devanagari na + nukta (U+093C), Hebrew dagesh typed
+# before the vowel (NFC orders them by combining class).
+UNCOMPOSED = [
+    "\u1f00\u03b3\u1f71\u03c0\u03b7",
+    "\u0627\u0653\u0645\u0646",
+    "\u0928\u093c\u092f\u093e",
+    "\u05d1\u05bc\u05b0\u05e8\u05d0\u05e9\u05d9\u05ea",
+]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="rag_bm25_text returns a text holding none of SLOW_CLASS as it is, so such a query is not "
+    "composed and misses the chunk stored composed; the reference (NFC) finds it",
+)
+@pytest.mark.parametrize("query", UNCOMPOSED)
+async def test_a_query_uncomposed_outside_the_slow_class_finds_the_chunk_stored_composed(
+    runtime: Runtime, query: str
+) -> None:
+    composed = unicodedata.normalize("NFC", query)
+    assert composed != query
+    async with owner_connection(runtime.database_url) as conn:
+        await insert_document(conn, [f"{composed} filler"], random.Random(26))
+        assert await assert_matches_reference(conn, query, 1.2, 0.75) == 1, query
