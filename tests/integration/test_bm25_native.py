@@ -152,13 +152,14 @@ async def assert_matches_reference(conn: asyncpg.Connection, query: str, k1: flo
 
 
 async def assert_stats_match_recount(conn: asyncpg.Connection) -> None:
-    """bm25_stats, bm25_terms and bm25_postings equal a recount from the chunks table."""
+    """bm25_stats, bm25_terms and bm25_postings equal a recount from the chunks table (of the text the
+    triggers tokenise: rag_bm25_text, migration 0025)."""
     stats = await conn.fetchrow("SELECT n_docs, total_len FROM bm25_stats")
     recount = await conn.fetchrow(
         """
         SELECT count(*) AS n_docs, coalesce(sum(len), 0) AS total_len FROM (
             SELECT (SELECT coalesce(sum(cardinality(t.positions)), 0)
-                    FROM unnest(to_tsvector('english', c.search_text)) t) AS len
+                    FROM unnest(to_tsvector('english', rag_bm25_text(c.search_text))) t) AS len
             FROM chunks c) per_chunk
         """
     )
@@ -167,8 +168,8 @@ async def assert_stats_match_recount(conn: asyncpg.Connection) -> None:
     expected_df = {
         r["lexeme"]: r["df"]
         for r in await conn.fetch(
-            "SELECT t.lexeme, count(*) AS df FROM chunks c, unnest(to_tsvector('english', c.search_text)) t "
-            "GROUP BY t.lexeme"
+            "SELECT t.lexeme, count(*) AS df"
+            " FROM chunks c, unnest(to_tsvector('english', rag_bm25_text(c.search_text))) t GROUP BY t.lexeme"
         )
     }
     assert terms == expected_df
@@ -177,7 +178,7 @@ async def assert_stats_match_recount(conn: asyncpg.Connection) -> None:
         WITH expected AS (
             SELECT t.lexeme AS term, c.id AS chunk_id, cardinality(t.positions) AS tf,
                    sum(cardinality(t.positions)) OVER (PARTITION BY c.id) AS doc_len
-            FROM chunks c, unnest(to_tsvector('english', c.search_text)) t
+            FROM chunks c, unnest(to_tsvector('english', rag_bm25_text(c.search_text))) t
         )
         SELECT count(*) FROM (
             (SELECT term, chunk_id, tf, doc_len FROM expected
