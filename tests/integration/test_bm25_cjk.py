@@ -267,7 +267,8 @@ async def test_cjk_and_decomposed_scores_equal_the_reference_bm25(
 
 # Not composed (NFC) and holding no character of 0025's slow-path class: Greek typed with oxia (U+1F71 for
 # U+03AC), Arabic alef + a combining madda (U+0653), Devanagari na + nukta (U+093C), Hebrew dagesh typed
-# before the vowel (NFC orders them by combining class).
+# before the vowel (NFC orders them by combining class). rag_bm25_text leaves them as they are; the query
+# is composed before it reaches SQL (retrieval.legs.clean_query), as chunks are at parse time.
 UNCOMPOSED = [
     "\u1f00\u03b3\u1f71\u03c0\u03b7",
     "\u0627\u0653\u0645\u0646",
@@ -276,11 +277,6 @@ UNCOMPOSED = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rag_bm25_text returns a text holding none of SLOW_CLASS as it is, so such a query is not "
-    "composed and misses the chunk stored composed; the reference (NFC) finds it",
-)
 @pytest.mark.parametrize("query", UNCOMPOSED)
 async def test_a_query_uncomposed_outside_the_slow_class_finds_the_chunk_stored_composed(
     runtime: Runtime, query: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 
@@ -12,5 +13,13 @@ class LegHit:
 
 
 def clean_query(text: str) -> str:
-    """Text Postgres accepts: no NUL bytes, no lone surrogates. Everything else passes untouched."""
-    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", " ")
+    """Text Postgres accepts (no NUL bytes, no lone surrogates), composed (NFC) as stored chunks are
+    (parsing.base.clean_text): a query typed decomposed (macOS, some keyboards: Greek with oxia, Arabic
+    madda, Devanagari nukta, Hebrew marks in typing order) otherwise misses them in BM25 and the floor's
+    every-word check, on either engine; rag_bm25_text composes only where its CJK test looks (0025)."""
+    text = text.encode("utf-8", "replace").decode("utf-8").replace("\x00", " ")
+    return (
+        text
+        if text.isascii() or unicodedata.is_normalized("NFC", text)
+        else unicodedata.normalize("NFC", text)
+    )
