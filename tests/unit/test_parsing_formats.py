@@ -399,3 +399,38 @@ def test_row_limit(monkeypatch: pytest.MonkeyPatch) -> None:
         parse_document("many.csv", b"n\n" + b"".join(b"%d\n" % i for i in range(20)), "csv")
     with pytest.raises(ParseError, match="more than 10 rows"):
         parse_document("many.xlsx", xlsx_bytes({"S": [[i] for i in range(20)]}), "xlsx")
+
+
+def test_blank_rows_do_not_count_towards_the_row_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Excel saves the rows (and the sheet's dimension) down to a formatted cell: a 1,001-row sheet
+    with one bold empty cell at row 500,000 was refused as "more than 200,000 rows"."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.title = "Budget"
+    for row in [["item", "amount"], *([f"item {i}", i] for i in range(1, 12))]:
+        sheet.append(row)
+    sheet.cell(row=500, column=1).font = Font(bold=True)  # formatted, no value
+    out = io.BytesIO()
+    workbook.save(out)
+    monkeypatch.setattr(sheets, "MAX_ROWS", 20)
+    parsed = parse_document("budget.xlsx", out.getvalue(), "xlsx").sections
+    assert [s.location for s in parsed] == [{"sheet": "Budget", "row": n} for n in range(2, 13)]
+    csv = b"n\n" + b"".join(b"%d\n" % i for i in range(12)) + b",\n" * 100
+    assert len(parse_document("blank-tail.csv", csv, "csv").sections) == 12
+
+
+def test_a_cell_beyond_the_header_keeps_its_column_number() -> None:
+    """A CSV row longer than its header lost its last cells without a word (an unlabelled notes column)."""
+    csv = b"name,amount\nalpha,1,paid late\nbeta,2\n"
+    assert [s.text for s in parse_document("p.csv", csv, "csv").sections] == [
+        "name: alpha; amount: 1; column 3: paid late",
+        "name: beta; amount: 2",
+    ]
+    content = xlsx_bytes({"S": [["name", "amount"], ["alpha", 1, "paid late"], ["beta", 2]]})
+    assert [s.text for s in parse_document("p.xlsx", content, "xlsx").sections] == [
+        "name: alpha; amount: 1; column 3: paid late",
+        "name: beta; amount: 2",
+    ]

@@ -15,16 +15,19 @@ from rag_server.ingestion.parsing.base import ParseError, Section
 from rag_server.ingestion.parsing.office import check_ooxml
 from rag_server.ingestion.parsing.text import decode_document
 
-# Rows read per file (all sheets together): beyond it the file is refused, never silently cut short.
+# Rows holding a value per file (all sheets together): beyond it the file is refused, never silently cut
+# short. Blank rows do not count: Excel saves rows (and a sheet's dimension) down to a formatted cell far
+# below the data, and a 1,000-row sheet with one such cell at row 500,000 was refused as too long.
 MAX_ROWS = 200_000
 
 
 def record_line(header: Sequence[str], row: Sequence[str]) -> str:
     """`column: value; ...`: each row readable on its own, whichever chunk it lands in (empty cells
-    are left out: a wide sheet's blank columns would only pad the chunk)."""
+    are left out: a wide sheet's blank columns would only pad the chunk). A cell beyond the header's
+    last column is named by its number (a CSV's unlabelled last column was dropped)."""
     return "; ".join(
-        f"{h.strip() or f'column {i + 1}'}: {v.strip()}"
-        for i, (h, v) in enumerate(zip(header, row, strict=False))
+        f"{(header[i].strip() if i < len(header) else '') or f'column {i + 1}'}: {v.strip()}"
+        for i, v in enumerate(row)
         if v.strip()
     )
 
@@ -58,6 +61,9 @@ def table_sections(rows: Iterable[tuple[int, list[str]]], sheet: str | None = No
 
 def _bounded(rows: Iterable[tuple[int, list[str]]], counter: list[int]) -> Iterable[tuple[int, list[str]]]:
     for item in rows:
+        if not any(c.strip() for c in item[1]):
+            yield item  # blank: skipped by table_sections, not counted
+            continue
         counter[0] += 1
         if counter[0] > MAX_ROWS:
             raise ParseError(f"The table has more than {MAX_ROWS:,} rows; split it into smaller files.")
@@ -174,6 +180,11 @@ def _with_formulas(
         )
 
 
+def _reset_dimensions(sheet: Any) -> None:
+    if hasattr(sheet, "reset_dimensions"):  # a read-only sheet (a chartsheet has no rows)
+        sheet.reset_dimensions()
+
+
 def parse_xlsx(content: bytes) -> tuple[str | None, list[Section]]:
     check_ooxml(content, "spreadsheetml")
     from openpyxl import load_workbook
@@ -194,6 +205,12 @@ def parse_xlsx(content: bytes) -> tuple[str | None, list[Section]]:
     sections: list[Section] = []
     try:
         for i, sheet in enumerate(workbook.worksheets):
+            # Rows as the XML holds them, each as wide as its last cell: the saved dimension (the used
+            # range, down to any formatted cell) would pad every row to its width and add empty rows
+            # down to its last; a cell beyond the header's width keeps a "column N" name (record_line).
+            _reset_dimensions(sheet)
+            if formulas is not None:
+                _reset_dimensions(formulas.worksheets[i])
             if formulas is None:
                 values: Iterable[Any] = sheet.iter_rows(values_only=True)
             else:  # cells, not values: their data type tells a computed "" from nothing computed
