@@ -31,6 +31,7 @@ from rag_server.ingestion.models import (
     BatchStatus,
     DeletedDocuments,
     Document,
+    DocumentDetail,
     DocumentList,
     DuplicateCheckResult,
     UpdatedDocuments,
@@ -180,7 +181,7 @@ class Client:
         """PUT /documents/{id}/file: a new version of the document (same id) once processed."""
         return self._send(Calls.replace_file(document_id, path, metadata))
 
-    def document(self, document_id: str) -> Document:
+    def document(self, document_id: str) -> DocumentDetail:
         return self._send(Calls.document(document_id))
 
     def documents(self, collection: str = "default", **params: Any) -> DocumentList:
@@ -305,7 +306,7 @@ class AsyncClient:
     ) -> UploadResponse:
         return await self._send(Calls.replace_file(document_id, path, metadata))
 
-    async def document(self, document_id: str) -> Document:
+    async def document(self, document_id: str) -> DocumentDetail:
         return await self._send(Calls.document(document_id))
 
     async def documents(self, collection: str = "default", **params: Any) -> DocumentList:

@@ -18,6 +18,7 @@ from rag_server.ingestion.models import (
     BatchStatus,
     DeletedDocuments,
     Document,
+    DocumentDetail,
     DocumentList,
     DuplicateCheckResult,
     UpdatedDocuments,
@@ -125,8 +126,8 @@ class Calls:
         return Call("PUT", f"/documents/{document_id}/file", _model(UploadResponse), ok=202, kwargs=kwargs)
 
     @staticmethod
-    def document(document_id: str) -> Call[Document]:
-        return Call("GET", f"/documents/{document_id}", _model(Document))
+    def document(document_id: str) -> Call[DocumentDetail]:
+        return Call("GET", f"/documents/{document_id}", _model(DocumentDetail))
 
     @staticmethod
     def documents(collection: str, params: dict[str, Any]) -> Call[DocumentList]:

@@ -466,6 +466,26 @@ def test_a_document_deleted_while_embedding_stops_its_worker_at_the_next_batch(
     assert wait_batch(client, later["batch_id"])["status"] == "completed"
 
 
+def test_a_document_being_processed_shows_its_tasks_progress(
+    client: TestClient, fake: FakeEmbeddingServer
+) -> None:
+    """A large file takes minutes: GET /documents/{id} shows how far its task is (the web app's page of a
+    document uploaded elsewhere, or before a reload, said only "processing" until the end)."""
+    response = upload(client, [("HOLD-progress-report.txt", long_text(4000, seed=6).encode())])
+    [task] = response.json()["tasks"]
+    wait_for(lambda: fake.held["progress"] >= 1, timeout=60, what="the first batch at the embedder")
+    doc = client.get(f"/documents/{task['document_id']}").json()
+    assert doc["status"] == "processing"
+    shown = doc["task"]
+    assert (shown["task_id"], shown["batch_id"]) == (task["task_id"], response.json()["batch_id"])
+    assert shown["status"] == "processing" and shown["error"] is None and shown["replaces_version"] is None
+    assert shown["total_chunks"] > 3 * 8 and shown["completed_chunks"] == 0
+    fake.release("progress")
+    assert wait_batch(client, response.json()["batch_id"])["status"] == "completed"
+    done = client.get(f"/documents/{task['document_id']}").json()
+    assert (done["status"], done["task"]) == ("ready", None)
+
+
 async def test_direct_ingestion_uses_the_same_pipeline(
     runtime: Runtime, settings: Settings, database_url: str
 ) -> None:

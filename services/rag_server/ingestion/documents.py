@@ -16,6 +16,7 @@ from rag_server.errors import NotFoundError
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.ingestion.models import (
     Document,
+    DocumentDetail,
     DocumentList,
     DocumentSelection,
     DocumentSort,
@@ -242,6 +243,26 @@ async def get_document(conn: Executor, document_id: UUID) -> Document:
     if row is None:
         raise NotFoundError(f"no document {document_id}")
     return Document.model_validate(dict(row))
+
+
+async def get_document_detail(conn: Executor, document_id: UUID) -> DocumentDetail:
+    """The document and its unfinished task, if any (one at a time per document), in one statement."""
+    row = await conn.fetchrow(
+        f"""
+        SELECT {_DOC_COLUMNS},
+               (SELECT to_jsonb(t) FROM (
+                    SELECT id AS task_id, batch_id, status, total_chunks, completed_chunks, failures, error,
+                           replaces_version, started_at
+                    FROM job_tasks
+                    WHERE document_id = $1 AND status IN ('queued', 'processing')
+                    ORDER BY created_at DESC LIMIT 1) t) AS task
+        FROM documents WHERE id = $1
+        """,
+        document_id,
+    )
+    if row is None:
+        raise NotFoundError(f"no document {document_id}")
+    return DocumentDetail.model_validate(dict(row))
 
 
 async def get_document_file(conn: Executor, document_id: UUID) -> DocumentFile:

@@ -71,6 +71,30 @@ class Document(BaseModel):
     updated_at: datetime
 
 
+class DocumentTask(BaseModel):
+    """A document's unfinished task (its upload's, or a new version's) and how far it is."""
+
+    task_id: UUID
+    batch_id: UUID
+    status: Literal["queued", "processing"]
+    total_chunks: int = Field(description="0 while the file is being read; then the chunks to embed.")
+    completed_chunks: int = Field(description="Chunks embedded so far (written together at the end).")
+    failures: int = Field(description="Errors so far (limit RAG_WORKER_MAX_ATTEMPTS).")
+    error: str | None = Field(description="The last error, while the task waits to be tried again.")
+    replaces_version: int | None = Field(
+        description="A new version of the file: the version it supersedes once processed."
+    )
+    started_at: datetime | None
+
+
+class DocumentDetail(Document):
+    task: DocumentTask | None = Field(
+        default=None,
+        description="Its upload's or a replacement's task while it is queued or processing (a large file "
+        "takes minutes: its progress), else null.",
+    )
+
+
 class DocumentList(BaseModel):
     items: list[Document]
     total: int

@@ -29,6 +29,7 @@ from rag_server.ingestion.models import (
     DeletedDocuments,
     DeleteDocuments,
     Document,
+    DocumentDetail,
     DocumentList,
     DocumentSort,
     DocumentStatus,
@@ -100,9 +101,10 @@ async def list_documents(
     )
 
 
-@router.get("/documents/{document_id}", response_model=Document, responses=error_responses(404, 503))
-async def get_document(document_id: UUID, pool: ReadPoolDep) -> Document:
-    return await documents.get_document(pool, document_id)
+@router.get("/documents/{document_id}", response_model=DocumentDetail, responses=error_responses(404, 503))
+async def get_document(document_id: UUID, pool: ReadPoolDep) -> DocumentDetail:
+    """The document, and while it (or a new version of it) is queued or processing, its task's progress."""
+    return await documents.get_document_detail(pool, document_id)
 
 
 @router.get(

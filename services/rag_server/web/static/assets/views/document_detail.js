@@ -179,6 +179,32 @@ export function mountDetail(root, ctx, route, backHref) {
   });
   const findOf = (query) => (query.get("find") || "").trim().slice(0, FIND_MAX);
   const chunksHref = (chunkPage, find) => href("documents", id, { ...(chunkPage > 1 ? { page: chunkPage } : {}), ...(find ? { find } : {}) });
+  // Its task while it (or a new version) is queued or processing: a large file takes minutes to read and
+  // embed. Kept across redraws and brought up to date by the status watch, which draws nothing else.
+  const progress = h("div", { class: "upload-progress doc-progress", id: "doc-progress" });
+  function showProgress(doc) {
+    const task = doc.task;
+    progress.hidden = !task;
+    if (!task) {
+      progress.replaceChildren();
+      return;
+    }
+    const what = task.replaces_version ? `Version ${task.replaces_version + 1}: ` : "";
+    const count = (n) => n.toLocaleString("en-US");
+    if (task.status === "queued") {
+      const waiting = task.error
+        ? `${what}to be tried again after ${task.failures === 1 ? "a failure" : `${task.failures} failures`}: ${task.error}`
+        : `${what}queued, waiting for a worker.`;
+      progress.replaceChildren(h("span", { class: "muted" }, waiting));
+    } else if (!task.total_chunks) {
+      progress.replaceChildren(h("progress", { "aria-label": "Reading the file" }), h("span", { class: "muted" }, `${what}reading the file…`));
+    } else {
+      progress.replaceChildren(
+        h("progress", { max: task.total_chunks, value: task.completed_chunks, "aria-label": "Chunks embedded" }),
+        h("span", { class: "muted" }, `${what}${count(task.completed_chunks)} / ${count(task.total_chunks)} chunks embedded`),
+      );
+    }
+  }
   // The id of the control to focus once the page is drawn again after an edit (the whole page is rebuilt,
   // so the focused button is gone); after a change of chunk page the focus goes to the chunks' heading.
   let focusAfter = null;
@@ -198,8 +224,11 @@ export function mountDetail(root, ctx, route, backHref) {
     watchTimer = setTimeout(async () => {
       try {
         const now = await api(`/documents/${encodeURIComponent(id)}`, { signal });
-        if (now.status !== doc.status || now.version !== doc.version) load(currentQuery);
-        else watch(doc, signal);
+        if (now.status !== doc.status || now.version !== doc.version || !now.task !== !doc.task) load(currentQuery);
+        else {
+          showProgress(now);
+          watch(doc, signal);
+        }
       } catch (err) {
         if (err.name !== "AbortError") watch(doc, signal); // the server may be back next time
       }
@@ -243,7 +272,7 @@ export function mountDetail(root, ctx, route, backHref) {
     shownDoc = doc;
     render(doc, chunks, chunkPage, find, focusAfter);
     focusAfter = null;
-    if (doc.status === "queued" || doc.status === "processing") watch(doc, controller.signal);
+    if (doc.status === "queued" || doc.status === "processing" || doc.task) watch(doc, controller.signal);
   }
 
   function backLink() {
@@ -302,10 +331,12 @@ export function mountDetail(root, ctx, route, backHref) {
           find ? h("a", { href: chunksHref(1, "") }, "Show all chunks") : null,
         )
       : null;
+    showProgress(doc);
     fill(page,
       backLink(),
       h("div", { class: "page-head" }, h("h1", { class: "doc-title" }, ...nameParts(doc.filename)), actions),
       h("p", { class: "row" }, statusBadge(doc.status), h("span", { class: "type" }, doc.file_type.toUpperCase())),
+      progress,
       doc.status === "failed"
         ? h("div", { class: "callout error", role: "note" }, h("strong", {}, "Processing failed: "), doc.error || "no reason was recorded.")
         : null,
