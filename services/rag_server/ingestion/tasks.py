@@ -295,7 +295,8 @@ async def complete_task(
     A replacement (`work.replaces_version`) first swaps its bytes, name and metadata onto the document
     and bumps its version (replacement.swap_in); `write_chunks` then deletes the old chunks: until this
     commits, search finds the old version. Locks, in this order: a new name's (replacement.lock_new_name),
-    task row, document row, then (write_chunks) the generations lock and `bm25_stats`.
+    task row, document row, the queue message's row, then (write_chunks) the generations lock and
+    `bm25_stats`.
 
     Returns False when the task was cancelled meanwhile (document deleted): then only the message goes;
     or when it is no longer this worker's (re-queued after this worker lost its liveness lock, or taken
@@ -315,6 +316,11 @@ async def complete_task(
             return False
         if task["status"] == "queued" or task["worker_id"] != work.worker_id:
             return False  # re-queued or taken over: the message is no longer this worker's to delete
+        # The message row locked until this commits (after the task row, as the heartbeat and recovery
+        # take them): pgmq's read skips locked rows. A big document's write takes minutes (73k chunks:
+        # over 5 min), while the heartbeat waits for the task row this holds; the message's visibility
+        # ran out and another slot read it, its start then waiting on the task row too.
+        await c.execute(f"SELECT 1 FROM {queue.table} WHERE msg_id = $1 FOR UPDATE", msg_id)
         # The metadata as the task row holds it now, not as it was read at the start: a PATCH meanwhile
         # edited it too (documents.update_metadata), and the later edit wins.
         if swap and (reason := await _swap_in(c, work, task["new_metadata"])) is not None:
