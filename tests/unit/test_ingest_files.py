@@ -114,3 +114,44 @@ def test_a_command_it_advises_names_the_collection_and_is_quoted_for_a_shell() -
         "rag-server documents list --name 'my notes.md' --collection hr"
     )
     assert _command("documents", "delete", "ID", collection="default") == "rag-server documents delete ID"
+
+
+def test_the_progress_counts_chunks_against_the_files_read_so_far() -> None:
+    """One 50 MB file is minutes of `0/1 files`: the chunks embedded are shown out of those to embed
+    (it said `chunks=1088`, out of nothing)."""
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    from rag_server.ingestion.cli import chunk_progress
+    from rag_server.ingestion.models import BatchStatus, BatchTask
+
+    def task(status: str, total: int, done: int) -> BatchTask:
+        return BatchTask.model_validate(
+            {
+                "task_id": uuid4(),
+                "filename": "f",
+                "status": status,
+                "total_chunks": total,
+                "completed_chunks": done,
+                "attempts": 1,
+                "failures": 0,
+                "error": None,
+                "document_id": uuid4(),
+                "started_at": None,
+                "finished_at": None,
+            }
+        )
+
+    tasks = [task("completed", 300, 300), task("processing", 52776, 1088), task("queued", 0, 0)]
+    status = BatchStatus(
+        batch_id=uuid4(),
+        status="processing",
+        done=False,
+        created_at=datetime.now(UTC),
+        total=3,
+        counts={"completed": 1, "processing": 1, "queued": 1},
+        total_chunks=53076,
+        completed_chunks=1388,
+        tasks=tasks,
+    )
+    assert chunk_progress([status]) == "1,388/53,076"

@@ -344,15 +344,21 @@ def _upload(
     return str(client.upload(named, collection, metadata=metadata, replace=replace).batch_id)
 
 
+def chunk_progress(statuses: Sequence[BatchStatus]) -> str:
+    """`embedded/total` chunks of the files being processed (a big file's total is known once it is
+    read): the bar counts files, and one 50 MB file is minutes of `0/1`."""
+    tasks = [t for s in statuses for t in s.tasks if t.status in ("processing", "completed")]
+    return f"{sum(t.completed_chunks for t in tasks):,}/{sum(t.total_chunks for t in tasks):,}"
+
+
 def _wait(client: Client, batch_ids: list[str], total: int, poll_s: float = 0.5) -> list[BatchStatus]:
     """Poll every batch until all tasks are finished; the bar counts finished files."""
     with tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True) as bar:
         while True:
             statuses = [client.batch_status(batch_id) for batch_id in batch_ids]
             finished = sum(1 for s in statuses for t in s.tasks if t.status in FINISHED)
-            chunks = sum(s.completed_chunks for s in statuses)
             bar.update(finished - bar.n)
-            bar.set_postfix(chunks=chunks, refresh=False)
+            bar.set_postfix(chunks=chunk_progress(statuses), refresh=False)
             if all(s.done for s in statuses):
                 return statuses
             time.sleep(poll_s)
