@@ -51,6 +51,14 @@ async def insert_chunks(
     )
 
 
+# Rows per INSERT when one document's chunks are written: all 72,969 chunks of a 40 MB file in one
+# statement bound every text and every vector (as text) at once, and the worker and the PostgreSQL backend
+# each held ~1.9 GiB for the whole write (a worker in a 2 GB container is killed there, then retried from
+# the start). Same transaction, so readers see all or nothing as before; a document of up to this many
+# chunks is still one statement (the BM25 triggers run once per statement).
+INSERT_BATCH_ROWS = 4096
+
+
 async def write_chunks(
     conn: Executor,
     document_id: UUID,
@@ -75,7 +83,10 @@ async def write_chunks(
         live = await lock_for_writer(c, given)
         await c.execute("DELETE FROM chunks WHERE document_id = $1", document_id)
         base = vectors if BASE_GENERATION in live else None
-        await insert_chunks(c, [document_id] * len(chunks), chunks, base)
+        for start in range(0, len(chunks), INSERT_BATCH_ROWS):
+            part = chunks[start : start + INSERT_BATCH_ROWS]
+            part_vectors = None if base is None else base[start : start + INSERT_BATCH_ROWS]
+            await insert_chunks(c, [document_id] * len(part), part, part_vectors)
         for generation_id, generation_vectors in extra.items():
             if generation_id in live and generation_id != BASE_GENERATION:
                 indexes = [chunk.index for chunk in chunks]
