@@ -128,7 +128,7 @@ async def insert_synthetic(
                     for n, doc_id in enumerate(doc_ids)
                 ],
             )
-            # ONE statement for the whole batch (the ingestion write): the BM25 triggers are statement-level.
+            # ONE statement for the whole batch: the BM25 triggers are statement-level.
             await insert_chunks(
                 conn,
                 [doc_ids[n // CHUNKS_PER_DOCUMENT] for n in range(len(batch_texts))],
