@@ -104,26 +104,32 @@ END
 $fn$;
 """
 
-# What the UPDATE triggers do for a chunk whose text changed, for every chunk the function may change.
+# What the UPDATE triggers do for a chunk whose text changed, for every chunk taking the slow path, in
+# batches in id order: a corpus mostly in these scripts (millions of chunks) is never held in one array.
+REINDEX_BATCH = 5000
 REINDEX = rf"""
 DO $do$
 DECLARE
     ids bigint[];
     texts text[];
     colls uuid[];
+    after bigint := 0;
 BEGIN
-    SELECT array_agg(id ORDER BY id), array_agg(search_text ORDER BY id), array_agg(collection_id ORDER BY id)
-    INTO ids, texts, colls
-    FROM chunks WHERE search_text ~ '[{SLOW_CLASS}]';
-    IF ids IS NULL THEN
-        RETURN;
-    END IF;
-    PERFORM bm25_index_remove(ids, texts);
-    PERFORM bm25_index_add(ids, texts, colls);
-    INSERT INTO bm25_unpacked (chunk_id, collection_id)
-    SELECT u.id, u.collection_id FROM unnest(ids, colls) AS u (id, collection_id), bm25_pack k
-    WHERE u.id <= k.watermark
-    ON CONFLICT (chunk_id) DO NOTHING;
+    LOOP
+        SELECT array_agg(id ORDER BY id), array_agg(search_text ORDER BY id),
+               array_agg(collection_id ORDER BY id)
+        INTO ids, texts, colls
+        FROM (SELECT id, search_text, collection_id FROM chunks
+              WHERE id > after AND search_text ~ '[{SLOW_CLASS}]' ORDER BY id LIMIT {REINDEX_BATCH}) AS slow;
+        EXIT WHEN ids IS NULL;
+        PERFORM bm25_index_remove(ids, texts);
+        PERFORM bm25_index_add(ids, texts, colls);
+        INSERT INTO bm25_unpacked (chunk_id, collection_id)
+        SELECT u.id, u.collection_id FROM unnest(ids, colls) AS u (id, collection_id), bm25_pack k
+        WHERE u.id <= k.watermark
+        ON CONFLICT (chunk_id) DO NOTHING;
+        after := ids[cardinality(ids)];
+    END LOOP;
 END
 $do$;
 """
