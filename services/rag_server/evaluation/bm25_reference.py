@@ -36,10 +36,16 @@ def _characters_and_pairs(run: re.Match[str]) -> str:
     return " " + " ".join([*chars, *pairs]) + " "
 
 
+# A longer text is only composed (migration 0025's bound: its pairs could pass a tsvector's 1 MB).
+SPLIT_MAX_CHARS = 20000
+
+
 def bm25_text(text: str) -> str:
     """The text BM25 tokenises: `text` composed (NFC), each CJK run replaced by its characters and its
-    overlapping pairs, spaced ("年假政策" -> " 年 假 政 策 年假 假政 政策 ")."""
-    return _CJK_RUN.sub(_characters_and_pairs, unicodedata.normalize("NFC", text))
+    overlapping pairs, spaced ("年假政策" -> " 年 假 政 策 年假 假政 政策 "); over SPLIT_MAX_CHARS, composed
+    only."""
+    composed = unicodedata.normalize("NFC", text)
+    return composed if len(text) > SPLIT_MAX_CHARS else _CJK_RUN.sub(_characters_and_pairs, composed)
 
 
 # One row per lexeme a token yields (a hyphenated word yields its parts too); stopwords yield none.

@@ -16,9 +16,10 @@ composed at upload; a text was not). The function composes such a text (NFC) fir
 and its overlapping pairs, separated by spaces ("年假政策" -> "年 假 政 策 年假 假政 政策"), as Lucene's
 CJKBigramFilter does with outputUnigrams (Elasticsearch's `cjk_bigram`, `output_unigrams: true`). A
 query's pairs are rare terms, so chunks holding the word itself rank first; the single characters let a
-one-character query (猫) match too. Any other text is returned as it is (a regular expression test, about
-10 us per chunk of 1,100 characters, where to_tsvector takes about 200: English search and indexing are
-unchanged within the noise).
+one-character query (猫) match too. A text over 20,000 characters (an imported record) is only
+composed: its pairs could pass PostgreSQL's 1 MB bound on a tsvector. Any other text is returned as it
+is (a regular expression test, about 10 us per chunk of 1,100 characters, where to_tsvector takes about
+200: English search and indexing are unchanged within the noise).
 
 Existing chunks holding such characters or marks are indexed again here (the UPDATE trigger's steps: postings
 removed and added, the chunk noted in bm25_unpacked when a pack covers it, so the pack's stale copy is not
@@ -42,13 +43,20 @@ depends_on = None
 # Extensions B-G (planes 2 and 3).
 CJK_CLASS = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0003134f"
 # What makes a text take the slow path: CJK, or the combining marks of decomposed (NFD) Latin, Greek and
-# Cyrillic letters and Hangul jamo (a test of about 10 us; `IS NFC NORMALIZED` took 40 us per chunk).
-SLOW_CLASS = CJK_CLASS + r"\u0300-\u036f\u1100-\u11ff"
+# Cyrillic letters, Hangul jamo, Hebrew points, Arabic marks and the Devanagari nukta (a test of about 10 us;
+# `IS NFC NORMALIZED` took 40 us per chunk).
+SLOW_CLASS = CJK_CLASS + r"\u0300-\u036f\u1100-\u11ff\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0670\u093c"
+# Longer texts are only composed, their CJK runs kept whole as before: characters and pairs of 60,000 Han
+# characters already make a 906 kB tsvector, and PostgreSQL refuses one over 1 MB ("string is too long
+# for tsvector"), which would fail the re-index below, and so this migration, on one big imported record.
+# A worker's chunk is far shorter (RAG_CHUNK_SIZE tokens); bm25_reference.SPLIT_MAX_CHARS is the same.
+SPLIT_MAX_CHARS = 20000
 
 FUNCTION = rf"""
 CREATE FUNCTION rag_bm25_text(t text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
-SELECT CASE WHEN t !~ '[{SLOW_CLASS}]' THEN t ELSE (
+SELECT CASE WHEN t !~ '[{SLOW_CLASS}]' THEN t
+            WHEN char_length(t) > {SPLIT_MAX_CHARS} THEN normalize(t, NFC) ELSE (
     SELECT string_agg(
         CASE WHEN m.part[1] IS NULL THEN m.part[2] ELSE
             ' ' || array_to_string(regexp_split_to_array(m.part[1], ''), ' ')
