@@ -167,6 +167,23 @@ def test_the_sentence_answering_a_question_not_in_english_is_quoted(
     assert key_sentences(text, topic_terms(question), max_sentences=1) == quoted
 
 
+def test_english_apostrophes_read_as_before_any_script_was() -> None:
+    # A typographic apostrophe (Word, PDF, phones) is an apostrophe: "employee’s" meets "employees".
+    text = "Contractors are paid weekly. Each employee’s salary is paid monthly."
+    assert key_sentences(text, topic_terms("When are employees paid?"), max_sentences=1) == (
+        "Each employee’s salary is paid monthly."
+    )
+    # English contractions are words, not French elisions: no "re", "ll" or "ve" to match "Re:" lines.
+    assert topic_terms("Are they're and we'll and you've kept whole?") == {
+        "they're",
+        "we'll",
+        "you've",
+        "kept",
+        "whole",
+    }
+    assert {"élève", "hygiène"} <= topic_terms("L’élève d'hygiène")
+
+
 def test_a_passage_after_the_first_bears_on_a_hebrew_question_by_its_words() -> None:
     """Without a word of the question, a later passage is dropped unless its vector score is high."""
     first, second = hit("מדיניות חופשות לעובדים."), hit("בקשה לחופשה מוגשת שבועיים מראש.", name="b.txt")

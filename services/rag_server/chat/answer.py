@@ -56,7 +56,8 @@ _WORD = re.compile(rf"(?:{_LETTER})+(?:['’-](?:{_LETTER})+)*")
 # with ।.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？؟।])\s*")
 _FULL_STOPS = ("。", "！", "？")
-_ELISION = re.compile(r"^[^\W\d_]{1,4}['’](?=[^\W\d_]{2})")
+# French and Italian elided articles and pronouns only: English contractions (they're, we'll) are not.
+_ELISION = re.compile(r"^(?:[cdjlmnst]|qu|jusqu|lorsqu|puisqu|un|all|dall|dell|nell|sull)'(?=[^\W\d_]{2})")
 # Han, Hiragana, Katakana, Hangul: the scripts migration 0025's rag_bm25_text splits for BM25.
 _CJK = re.compile(
     r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0003134f]+"
@@ -201,8 +202,9 @@ def fallback_title(question: str) -> str:
 
 
 def words(text: str) -> list[str]:
-    """The words of `text` in order, lower-cased (a hyphen or apostrophe inside one keeps it whole)."""
-    return [m.lower() for m in _WORD.findall(text)]
+    """The words of `text` in order, lower-cased (a hyphen or apostrophe inside one keeps it whole; a
+    typographic apostrophe is read as ', so "employee’s" stems as "employee's" does)."""
+    return [m.lower().replace("’", "'") for m in _WORD.findall(text)]
 
 
 def content_words(text: str) -> set[str]:
@@ -219,8 +221,8 @@ def topic_terms(text: str) -> set[str]:
     for word in words(text):
         # French and Italian elisions: l'élève, d'hygiène, qu'il, dell'anno also match élève, hygiène...
         elided = _ELISION.match(word)
-        if elided:
-            terms.add(word[elided.end() :])
+        if elided and (rest := word[elided.end() :]) not in _STOPWORDS:
+            terms.add(rest)
         for part in _CJK.split(word):
             if len(part) > 1 and part not in _STOPWORDS:
                 terms.add(part)
