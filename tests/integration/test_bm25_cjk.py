@@ -89,6 +89,10 @@ async def test_a_decomposed_text_is_stored_composed(
     hits = await search(app_client, query="Mädchen", filters={"text": {"$contains": "Größenprüfung"}})
     assert [h["document_name"] for h in hits] == ["prüfung.txt"]
     assert unicodedata.is_normalized("NFC", hits[0]["text"])
+    # And by one pasted decomposed: the filter's text is composed as the stored text is.
+    pasted = {"$contains": unicodedata.normalize("NFD", "Größenprüfung")}
+    hits = await search(app_client, query="Mädchen", filters={"text": pasted})
+    assert [h["document_name"] for h in hits] == ["prüfung.txt"]
 
 
 async def test_a_cjk_query_word_counts_for_the_every_word_floor(

@@ -13,6 +13,7 @@ chunks overlap), and does not contain it when none does; a document with no chun
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -66,9 +67,12 @@ def _match(raw: Any, where: str, depth: int, counter: list[int]) -> dict[str, An
             # for a delete) a different text. No stored text holds a NUL.
             refuse(at, "a text without NUL characters")
         try:
-            checked[op] = _WORDS.validate_python(operand)
+            words = _WORDS.validate_python(operand)
         except ValidationError as exc:
             refuse(at, str(exc.errors()[0]["msg"]))
+        # Composed (NFC), as stored text is (parsing, import): "Gro" + U+0308 + "ße" typed decomposed is
+        # the text "Größe" the chunks hold.
+        checked[op] = words if words.isascii() else unicodedata.normalize("NFC", words)
     return checked
 
 
