@@ -87,10 +87,16 @@ async def write_chunks(
             part = chunks[start : start + INSERT_BATCH_ROWS]
             part_vectors = None if base is None else base[start : start + INSERT_BATCH_ROWS]
             await insert_chunks(c, [document_id] * len(part), part, part_vectors)
+        indexes = [chunk.index for chunk in chunks]
         for generation_id, generation_vectors in extra.items():
             if generation_id in live and generation_id != BASE_GENERATION:
-                indexes = [chunk.index for chunk in chunks]
-                await insert_document_vectors(c, document_id, indexes, generation_id, generation_vectors)
+                # In slices too: after `reembed --finalize` every vector is written here (generation
+                # 1's column is NULL), and one statement would bind them all again.
+                for start in range(0, len(chunks), INSERT_BATCH_ROWS):
+                    end = start + INSERT_BATCH_ROWS
+                    await insert_document_vectors(
+                        c, document_id, indexes[start:end], generation_id, generation_vectors[start:end]
+                    )
         await c.execute(
             """
             UPDATE documents SET status = 'ready', error = NULL, chunk_count = $2, updated_at = now()
