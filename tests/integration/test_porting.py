@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -26,7 +27,7 @@ from rag_server.ingestion.batches import create_upload_batch
 from rag_server.ingestion.pipeline import DirectDocument, incoming_file, ingest_documents_direct
 from rag_server.porting.models import PortingError
 from rag_server.porting.service import export_jsonl, import_chroma, import_jsonl_file, import_pgvector
-from rag_server.retrieval.models import SearchRequest
+from rag_server.retrieval.models import SearchFilters, SearchRequest
 from rag_server.retrieval.service import search
 from tests.conftest import create_database
 
@@ -820,6 +821,53 @@ async def test_a_record_the_database_refuses_is_skipped_alone(runtime: Runtime, 
     assert [key for key, _ in counts.unusable] == ["2"], counts.unusable
     assert any(line.startswith("skipped 2: ") and "tsvector" in line for line in lines), lines
     assert list(await collection_docs(runtime, "huge")) == ["fine.txt"]
+
+
+async def test_an_imported_decomposed_record_is_stored_composed_and_found_either_way(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """Parsed text is stored composed (NFC) and every query is composed; an import stored a record's text
+    as given (NFD, as macOS writes): shown and cited decomposed, missed by a "Contains" filter typed
+    composed, and on ParadeDB (pg_search does not compose) by BM25 for the word however it was typed."""
+    decomposed = "Die Gro\u0308ße der Tu\u0308r steht im Datenblatt."
+    composed = unicodedata.normalize("NFC", decomposed)
+    assert decomposed != composed
+    file = tmp_path / "nfd.jsonl"
+    export_lines(
+        file,
+        [
+            {
+                "type": "document",
+                "id": "nfd-1",
+                "filename": "Gro\u0308ße.txt",
+                "chunks": [{"index": 0, "text": decomposed, "heading_path": "Ma\u00dfe > Gro\u0308ße"}],
+            }
+        ],
+        vectors=False,
+    )
+    for attempt in range(2):  # a re-run finds it unchanged
+        counts = await import_jsonl_file(runtime, file, collection="nfd", quiet=True, report=lambda _: None)
+        assert (counts.created, counts.unchanged) == ((1, 0) if attempt == 0 else (0, 1)), counts
+    for query in ("Größe", "Gro\u0308ße"):
+        response = await search(
+            runtime, SearchRequest(query=query, collections=["nfd"], search_type="bm25", top_k=5)
+        )
+        assert [h.text for h in response.results] == [composed], (ascii(query), response.results)
+    # "Contains" (where_document) compares the stored text as it is: a word typed composed finds it.
+    request = SearchRequest(
+        query="Datenblatt", collections=["nfd"], filters=SearchFilters(text={"$contains": "Größe der Tür"})
+    )
+    assert [h.text for h in (await search(runtime, request)).results] == [composed]
+    row = await runtime.pool.fetchrow(
+        """
+        SELECT d.filename, c.text, c.search_text, c.heading_path
+        FROM documents d JOIN collections k ON k.id = d.collection_id JOIN chunks c ON c.document_id = d.id
+        WHERE k.name = 'nfd'
+        """
+    )
+    assert row is not None
+    assert row["text"] == composed and composed in row["search_text"], row
+    assert all(unicodedata.is_normalized("NFC", row[k]) for k in ("filename", "search_text", "heading_path"))
 
 
 async def test_a_source_id_of_the_records_own_metadata_is_kept(runtime: Runtime, tmp_path: Path) -> None:

@@ -7,10 +7,14 @@ used to fail its whole batch's transaction with a traceback, and every re-run ag
 is cleaned as an upload is (`text.clean_text`: NUL -> space, a lone surrogate refused;
 `ingestion.metadata.check_metadata`: the metadata rules and limits), before anything is written; what
 is still unusable is refused for that document alone (`UnusableDocument`, a sentence for the summary).
+Chunk texts are stored composed (NFC) as parsed ones are (`parsing.base.clean_text`): every query is
+composed (`retrieval.legs.clean_query`), so a record kept decomposed (NFD) would be shown decomposed and
+missed by a "Contains" filter typed composed (and by BM25 on ParadeDB, whose pg_search does not compose).
 """
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import replace
 from typing import Any
 
@@ -39,6 +43,13 @@ def _text(value: str, what: str) -> str:
         raise UnusableDocument(f"{what}: {exc}") from None
 
 
+def _composed(value: str, what: str) -> str:
+    """A stored chunk text: cleaned, then composed (NFC) unless it already is (the common case: a check,
+    no copy). Not for the key: it names the document (its id on every re-run), as the source wrote it."""
+    text = _text(value, what)
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
 def _metadata(value: dict[str, Any], what: str) -> dict[str, Any]:
     try:
         return check_metadata(value, what)
@@ -58,13 +69,15 @@ def _chunk(chunk: ImportChunk, i: int) -> ImportChunk:
     where = f"chunk {i}"
     return replace(
         chunk,
-        text=_text(chunk.text, f"{where} text"),
-        search_text=_text(chunk.search_text, f"{where} search text"),
+        text=_composed(chunk.text, f"{where} text"),
+        search_text=_composed(chunk.search_text, f"{where} search text"),
         metadata=_metadata(chunk.metadata, f"{where} metadata"),
         page=_position(chunk.page),
         char_start=_position(chunk.char_start),
         char_end=_position(chunk.char_end),
-        heading_path=None if chunk.heading_path is None else _text(chunk.heading_path, f"{where} heading"),
+        heading_path=(
+            None if chunk.heading_path is None else _composed(chunk.heading_path, f"{where} heading")
+        ),
         location=None if chunk.location is None else _metadata(chunk.location, f"{where} location"),
     )
 
@@ -73,7 +86,7 @@ def clean_document(doc: ImportDocument) -> ImportDocument:
     """`doc` with every text and metadata string cleaned as an upload's; UnusableDocument (a sentence)
     when something in it cannot be stored even so."""
     # The key only names the document (its id, the summary), it is never stored: it may keep a NUL,
-    # but a lone surrogate cannot be hashed into the id (UTF-8 first).
+    # but a lone surrogate cannot be hashed into the id (UTF-8 first). sanitize_filename composes the name.
     _text(doc.key, "its key")
     return replace(
         doc,
