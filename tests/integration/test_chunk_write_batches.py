@@ -15,27 +15,24 @@ from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.integrity import check_integrity
 from rag_server.ingestion.pipeline import incoming_file
 
-COUNTER = """
-CREATE TABLE qa_chunk_inserts (n int NOT NULL);
-CREATE FUNCTION qa_count_chunk_insert() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
-BEGIN
-    INSERT INTO qa_chunk_inserts SELECT count(*) FROM new_chunks;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER qa_chunk_inserts AFTER INSERT ON chunks REFERENCING NEW TABLE AS new_chunks
-    FOR EACH STATEMENT EXECUTE FUNCTION qa_count_chunk_insert();
-"""
 
-VECTOR_COUNTER = """
-CREATE TABLE qa_vector_inserts (n int NOT NULL);
-CREATE FUNCTION qa_count_vector_insert() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
-BEGIN
-    INSERT INTO qa_vector_inserts SELECT count(*) FROM new_vectors;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER qa_vector_inserts AFTER INSERT ON chunk_vectors REFERENCING NEW TABLE AS new_vectors
-    FOR EACH STATEMENT EXECUTE FUNCTION qa_count_vector_insert();
-"""
+def statement_counter(table: str) -> tuple[str, str]:
+    """SQL that records the rows of each INSERT statement on `table` in qa_<table>_inserts, and SQL that
+    removes it again."""
+    return (
+        f"""
+        CREATE TABLE qa_{table}_inserts (n int NOT NULL);
+        CREATE FUNCTION qa_count_{table}_insert() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+        BEGIN
+            INSERT INTO qa_{table}_inserts SELECT count(*) FROM new_rows;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER qa_{table}_inserts AFTER INSERT ON {table} REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION qa_count_{table}_insert();
+        """,
+        f"DROP TRIGGER qa_{table}_inserts ON {table}; DROP FUNCTION qa_count_{table}_insert(); "
+        f"DROP TABLE qa_{table}_inserts",
+    )
 
 
 async def test_a_document_is_written_in_bounded_statements_in_one_transaction(
@@ -51,11 +48,12 @@ async def test_a_document_is_written_in_bounded_statements_in_one_transaction(
     ]
     vectors = np.random.default_rng(0).random((5, runtime.settings.embedding_dim), dtype=np.float32)
     monkeypatch.setattr(chunks, "INSERT_BATCH_ROWS", 2, raising=False)
+    count_inserts, stop_counting = statement_counter("chunks")
     async with owner_connection(runtime.database_url) as owner:
-        await owner.execute(COUNTER)
+        await owner.execute(count_inserts)
         try:
             await chunks.write_chunks(runtime.pool, document_id, written, vectors)
-            assert [r["n"] for r in await owner.fetch("SELECT n FROM qa_chunk_inserts")] == [2, 2, 1]
+            assert [r["n"] for r in await owner.fetch("SELECT n FROM qa_chunks_inserts")] == [2, 2, 1]
             rows = await owner.fetch(
                 "SELECT chunk_index, text FROM chunks WHERE document_id = $1 ORDER BY chunk_index",
                 document_id,
@@ -66,10 +64,7 @@ async def test_a_document_is_written_in_bounded_statements_in_one_transaction(
             report = await check_integrity(owner, runtime.settings.queue_name)  # BM25 = a recount
             assert report.violations == [], report.lines()
         finally:
-            await owner.execute(
-                "DROP TRIGGER qa_chunk_inserts ON chunks; DROP FUNCTION qa_count_chunk_insert(); "
-                "DROP TABLE qa_chunk_inserts"
-            )
+            await owner.execute(stop_counting)
 
 
 async def test_a_later_generations_vectors_are_written_in_bounded_statements_too(
@@ -91,11 +86,12 @@ async def test_a_later_generations_vectors_are_written_in_bounded_statements_too
     base = rng.random((5, runtime.settings.embedding_dim), dtype=np.float32)
     second = rng.random((5, 8), dtype=np.float32)
     monkeypatch.setattr(chunks, "INSERT_BATCH_ROWS", 2, raising=False)
+    count_inserts, stop_counting = statement_counter("chunk_vectors")
     async with owner_connection(runtime.database_url) as owner:
-        await owner.execute(VECTOR_COUNTER)
+        await owner.execute(count_inserts)
         try:
             await chunks.write_chunks(runtime.pool, document_id, written, base, {generation.id: second})
-            assert [r["n"] for r in await owner.fetch("SELECT n FROM qa_vector_inserts")] == [2, 2, 1]
+            assert [r["n"] for r in await owner.fetch("SELECT n FROM qa_chunk_vectors_inserts")] == [2, 2, 1]
             rows = await owner.fetch(
                 """
                 SELECT c.chunk_index, v.embedding::text AS embedding
@@ -110,7 +106,4 @@ async def test_a_later_generations_vectors_are_written_in_bounded_statements_too
             for i, vector in enumerate(stored):  # each chunk has its own vector, not a neighbour's
                 np.testing.assert_allclose(vector, second[i], rtol=1e-6)
         finally:
-            await owner.execute(
-                "DROP TRIGGER qa_vector_inserts ON chunk_vectors; DROP FUNCTION qa_count_vector_insert(); "
-                "DROP TABLE qa_vector_inserts"
-            )
+            await owner.execute(stop_counting)
