@@ -9,9 +9,17 @@ encoded for the database, a tokenizer or the reply. Request models check every f
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator
+
+# Han, Hiragana, Katakana, Hangul (CJK Extension A, Unified and Compatibility Ideographs, Extensions B-G):
+# scripts written without spaces between words, which BM25 reads as characters and pairs (migration
+# 0025's rag_bm25_text, its SQL copy of this class) and the extractive answer by pairs.
+CJK_RUN = re.compile(
+    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0003134f]+"
+)
 
 # A JSON parser joins a valid escaped pair into one character: any surrogate left in a str is lone.
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -29,6 +37,17 @@ def clean_text(value: str) -> str:
             f"lone surrogate U+{ord(bad.group()):04X} at position {bad.start()}: not valid Unicode"
         )
     return value.replace("\x00", " ")
+
+
+def composed(text: str) -> str:
+    """`text` in Unicode's composed form (NFC), as every text is stored and searched (parsed and imported
+    chunks, queries, "Contains"): "o" + U+0308, as macOS writes it, is then "ö". A check, no copy, when it
+    already is (nearly always)."""
+    return (
+        text
+        if text.isascii() or unicodedata.is_normalized("NFC", text)
+        else unicodedata.normalize("NFC", text)
+    )
 
 
 def clean_generated(text: str) -> str:

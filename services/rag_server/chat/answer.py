@@ -25,7 +25,7 @@ from rag_server.chat.usage import TokenUsage, reported_usage
 from rag_server.infra.metrics import observe_llm
 from rag_server.ingestion.parsing.base import HEADING_SEPARATOR
 from rag_server.retrieval.models import SearchHit
-from rag_server.text import clean_generated
+from rag_server.text import CJK_RUN, clean_generated
 
 EXTRACTIVE_HEADER = "Extractive answer (no LLM configured): the most relevant passages:"
 FALLBACK_HEADER = "Extractive answer (the LLM was unavailable): the most relevant passages:"
@@ -58,10 +58,6 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？؟।])\s*")
 _FULL_STOPS = ("。", "！", "？")
 # French and Italian elided articles and pronouns only: English contractions (they're, we'll) are not.
 _ELISION = re.compile(r"^(?:[cdjlmnst]|qu|jusqu|lorsqu|puisqu|un|all|dall|dell|nell|sull)'(?=[^\W\d_]{2})")
-# Han, Hiragana, Katakana, Hangul: the scripts migration 0025's rag_bm25_text splits for BM25.
-_CJK = re.compile(
-    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0003134f]+"
-)
 
 
 class LLMFailure(Exception):
@@ -223,10 +219,10 @@ def topic_terms(text: str) -> set[str]:
         elided = _ELISION.match(word)
         if elided and (rest := word[elided.end() :]) not in _STOPWORDS:
             terms.add(rest)
-        for part in _CJK.split(word):
+        for part in CJK_RUN.split(word):
             if len(part) > 1 and part not in _STOPWORDS:
                 terms.add(part)
-        for run in _CJK.findall(word):
+        for run in CJK_RUN.findall(word):
             terms.update(run[i : i + 2] for i in range(max(len(run) - 1, 1)))
     return terms
 

@@ -23,11 +23,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-# Hiragana, Katakana; CJK Extension A; Unified Ideographs; Compatibility Ideographs; Hangul syllables;
-# Extensions B-G (planes 2 and 3): migration 0025's classes.
-_CJK_RUN = re.compile(
-    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0003134f]+"
-)
+from rag_server.text import CJK_RUN
 
 
 def _characters_and_pairs(run: re.Match[str]) -> str:
@@ -45,7 +41,7 @@ def bm25_text(text: str) -> str:
     overlapping pairs, spaced ("年假政策" -> " 年 假 政 策 年假 假政 政策 "); over SPLIT_MAX_CHARS, composed
     only."""
     composed = unicodedata.normalize("NFC", text)
-    return composed if len(text) > SPLIT_MAX_CHARS else _CJK_RUN.sub(_characters_and_pairs, composed)
+    return composed if len(text) > SPLIT_MAX_CHARS else CJK_RUN.sub(_characters_and_pairs, composed)
 
 
 # One row per lexeme a token yields (a hyphenated word yields its parts too); stopwords yield none.

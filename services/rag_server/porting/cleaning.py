@@ -14,7 +14,6 @@ missed by a "Contains" filter typed composed (and by BM25 on ParadeDB, whose pg_
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import replace
 from typing import Any
 
@@ -22,7 +21,7 @@ from rag_server.errors import InvalidInputError
 from rag_server.ingestion.metadata import check_metadata
 from rag_server.ingestion.parsing import sanitize_filename
 from rag_server.porting.models import ImportChunk, ImportDocument
-from rag_server.text import clean_text
+from rag_server.text import clean_text, composed
 
 INT4_MAX = 2**31 - 1
 
@@ -47,7 +46,7 @@ def _composed(value: str, what: str) -> str:
     """A stored chunk text: cleaned, then composed (NFC) unless it already is (the common case: a check,
     no copy). Not for the key: it names the document (its id on every re-run), as the source wrote it."""
     text = _text(value, what)
-    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+    return composed(text)
 
 
 def _metadata(value: dict[str, Any], what: str) -> dict[str, Any]:

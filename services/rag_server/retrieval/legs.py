@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
+
+from rag_server.text import composed
 
 
 @dataclass(frozen=True)
@@ -18,8 +19,4 @@ def clean_query(text: str) -> str:
     madda, Devanagari nukta, Hebrew marks in typing order) otherwise misses them in BM25 and the floor's
     every-word check, on either engine; rag_bm25_text composes only where its CJK test looks (0025)."""
     text = text.encode("utf-8", "replace").decode("utf-8").replace("\x00", " ")
-    return (
-        text
-        if text.isascii() or unicodedata.is_normalized("NFC", text)
-        else unicodedata.normalize("NFC", text)
-    )
+    return composed(text)

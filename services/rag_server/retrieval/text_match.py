@@ -13,7 +13,6 @@ chunks overlap), and does not contain it when none does; a document with no chun
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -21,7 +20,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
 
 from rag_server.retrieval.metadata_match import MAX_CONDITIONS, MAX_DEPTH, refuse
-from rag_server.text import Cleaned
+from rag_server.text import Cleaned, composed
 
 TEXT_MATCH_RULES = (
     'Chroma\'s `where_document`: {"$contains": "insulin"} or {"$not_contains": "draft"} (exact text: case '
@@ -72,7 +71,7 @@ def _match(raw: Any, where: str, depth: int, counter: list[int]) -> dict[str, An
             refuse(at, str(exc.errors()[0]["msg"]))
         # Composed (NFC), as stored text is (parsing, import): "Gro" + U+0308 + "ße" typed decomposed is
         # the text "Größe" the chunks hold.
-        checked[op] = words if words.isascii() else unicodedata.normalize("NFC", words)
+        checked[op] = composed(words)
     return checked
 
 

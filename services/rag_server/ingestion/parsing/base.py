@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from rag_server.text import composed
 
 
 class ParseError(Exception):
@@ -87,7 +88,7 @@ def clean_text(text: str) -> str:
     # composed then finds it in "Contains" and highlights (BM25 composes on its own: rag_bm25_text, 0025).
     text = text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
     text = re.sub(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]", "", text)
-    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+    return composed(text)
 
 
 class Outline:
