@@ -35,6 +35,13 @@ def statement_counter(table: str) -> tuple[str, str]:
     )
 
 
+def as_chunks(texts: list[str]) -> list[Chunk]:
+    return [
+        Chunk(index=i, text=t, search_text=t, page=None, char_start=0, char_end=len(t))
+        for i, t in enumerate(texts)
+    ]
+
+
 async def test_a_document_is_written_in_bounded_statements_in_one_transaction(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -42,10 +49,7 @@ async def test_a_document_is_written_in_bounded_statements_in_one_transaction(
     document_id = batch.tasks[0].document_id
     assert document_id is not None
     texts = [f"Chunk {i} of a large document about river otters." for i in range(5)]
-    written = [
-        Chunk(index=i, text=t, search_text=t, page=None, char_start=0, char_end=len(t))
-        for i, t in enumerate(texts)
-    ]
+    written = as_chunks(texts)
     vectors = np.random.default_rng(0).random((5, runtime.settings.embedding_dim), dtype=np.float32)
     monkeypatch.setattr(chunks, "INSERT_BATCH_ROWS", 2, raising=False)
     count_inserts, stop_counting = statement_counter("chunks")
@@ -78,10 +82,7 @@ async def test_a_later_generations_vectors_are_written_in_bounded_statements_too
     document_id = batch.tasks[0].document_id
     assert document_id is not None
     texts = [f"Chunk {i} of a large document about sea otters." for i in range(5)]
-    written = [
-        Chunk(index=i, text=t, search_text=t, page=None, char_start=0, char_end=len(t))
-        for i, t in enumerate(texts)
-    ]
+    written = as_chunks(texts)
     rng = np.random.default_rng(1)
     base = rng.random((5, runtime.settings.embedding_dim), dtype=np.float32)
     second = rng.random((5, 8), dtype=np.float32)
