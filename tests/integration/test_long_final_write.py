@@ -62,3 +62,36 @@ async def test_a_message_whose_final_write_outlasts_its_visibility_is_not_read_a
         assert status == "completed"
     finally:
         await lease.close()
+
+
+async def test_a_long_final_write_finishes_its_task_when_it_ends_not_when_it_began(runtime: Runtime) -> None:
+    """finished_at is when the chunks were written: the clock, not the final transaction's start."""
+    text = "A document whose final write waits for the BM25 statistics."
+    ref, msg = await queued_and_read(runtime, "late-finish.txt", text.encode())
+    lease: WorkerLease = await worker_lease(runtime)
+    try:
+        work = await tasks.start_task(
+            runtime.pool, ref.task_id, int(msg.read_ct), lease.worker_id, msg.msg_id
+        )
+        assert work is not None
+        chunk = Chunk(index=0, text=text, search_text=text, page=None, char_start=0, char_end=len(text))
+        vectors = np.zeros((1, runtime.settings.embedding_dim), dtype=np.float32)
+        async with owner_connection(runtime.database_url) as owner:
+            async with owner.transaction():
+                await owner.execute("SELECT 1 FROM bm25_stats FOR UPDATE")
+                write = asyncio.ensure_future(
+                    tasks.complete_task(runtime.pool, runtime.queue, work, msg.msg_id, [chunk], vectors)
+                )
+                for _ in range(600):
+                    if await _waiting_on_a_lock(runtime, "INSERT INTO chunks"):
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError("the final write never reached the chunks")
+                await asyncio.sleep(1.0)
+                released_at = await owner.fetchval("SELECT clock_timestamp()")
+            assert await write
+            finished_at = await owner.fetchval("SELECT finished_at FROM job_tasks WHERE id = $1", ref.task_id)
+        assert finished_at >= released_at
+    finally:
+        await lease.close()

@@ -71,7 +71,7 @@ async def _delete_locked(c: asyncpg.Connection, ids: list[UUID]) -> list[UUID]:
         SET status = CASE WHEN l.unfinished THEN 'failed' ELSE t.status END,
             error = CASE WHEN l.unfinished THEN 'The document was deleted before processing finished.'
                          ELSE t.error END,
-            finished_at = CASE WHEN l.unfinished THEN now() ELSE t.finished_at END,
+            finished_at = CASE WHEN l.unfinished THEN clock_timestamp() ELSE t.finished_at END,
             updated_at = CASE WHEN l.unfinished THEN now() ELSE t.updated_at END,
             new_content = NULL, new_metadata = NULL
         FROM locked l WHERE t.id = l.id AND (l.unfinished OR l.holds_file)

@@ -240,7 +240,7 @@ async def _cancel_locked(
     await c.execute(
         """
         UPDATE job_tasks SET status = 'failed', error = $2, worker_id = NULL, completed_chunks = 0,
-               finished_at = now(), updated_at = now()
+               finished_at = clock_timestamp(), updated_at = now()
         WHERE id = $1
         """,
         task_id,

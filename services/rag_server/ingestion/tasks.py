@@ -107,7 +107,8 @@ async def _fail_missing_file(c: asyncpg.Connection, task_id: UUID) -> None:
     await c.execute(
         """
         WITH t AS (
-            UPDATE job_tasks SET status = 'failed', error = $2, updated_at = now(), finished_at = now()
+            UPDATE job_tasks SET status = 'failed', error = $2, updated_at = now(),
+                   finished_at = clock_timestamp()
             WHERE id = $1 RETURNING document_id, replaces_version
         )
         UPDATE documents SET status = 'failed', error = $2, updated_at = now()
@@ -254,8 +255,8 @@ async def fail_task(
     async with transaction(conn) as c:
         failed = await c.fetchrow(
             f"""
-            UPDATE job_tasks SET status = 'failed', error = $3, finished_at = now(), updated_at = now(),
-                   failures = failures + $4
+            UPDATE job_tasks SET status = 'failed', error = $3, finished_at = clock_timestamp(),
+                   updated_at = now(), failures = failures + $4
             WHERE {OWNED}
             RETURNING replaces_version
             """,
@@ -329,10 +330,13 @@ async def complete_task(
             )
             return False
         await write_chunks(c, work.document_id, chunks, vectors, generations)
+        # finished_at: the clock, not now() (the transaction's start): a big write runs for minutes, and
+        # the task finished when its chunks were written. Every other finish takes the clock too.
         await c.execute(
             """
             UPDATE job_tasks SET status = 'completed', total_chunks = $2, completed_chunks = $2, error = NULL,
-                   worker_id = NULL, new_content = NULL, finished_at = now(), updated_at = now()
+                   worker_id = NULL, new_content = NULL, finished_at = clock_timestamp(),
+                   updated_at = clock_timestamp()
             WHERE id = $1
             """,
             work.task_id,
