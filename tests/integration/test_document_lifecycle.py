@@ -285,6 +285,8 @@ def test_replacement_keeps_the_id_and_old_text_until_the_swap(
     assert (task["document_id"], task["status"], task["replaces_version"]) == (doc_id, "queued", 1)
     doc = client.get(f"/documents/{doc_id}").json()
     assert (doc["version"], doc["status"], doc["chunk_count"]) == (1, "ready", old_chunks)
+    shown = doc["task"]  # the new version's task, beside the version still served
+    assert (shown["task_id"], shown["status"], shown["replaces_version"]) == (task["task_id"], "queued", 1)
     for leg in LEGS:
         hits = search(client, "zebrafish", leg, document_ids=[doc_id])
         assert any("zebrafish" in h["text"] for h in hits), leg

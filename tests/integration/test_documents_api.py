@@ -486,6 +486,25 @@ def test_a_document_being_processed_shows_its_tasks_progress(
     assert (done["status"], done["task"]) == ("ready", None)
 
 
+def test_a_document_waiting_to_be_tried_again_shows_why(client: TestClient) -> None:
+    """Between a failed attempt and the next (RAG_WORKER_RETRY_BACKOFF_S), the document's task is queued
+    again and carries the error and the failure count: the page says why it is not ready yet."""
+    # Three refused requests: one delivery's (RAG_EMBEDDING_RETRIES 2); the second delivery passes.
+    response = upload(client, [("retried-later.txt", b"An otter holds a stone. FAIL503x3-waitingagain")])
+    [task] = response.json()["tasks"]
+
+    def waiting() -> dict[str, Any] | None:
+        shown = client.get(f"/documents/{task['document_id']}").json()["task"]
+        return shown if shown and shown["status"] == "queued" and shown["failures"] else None
+
+    shown = wait_for(waiting, timeout=60, what="the task queued again after its first failure")
+    assert shown["task_id"] == task["task_id"] and shown["failures"] == 1
+    assert "503" in shown["error"], shown
+    assert wait_batch(client, response.json()["batch_id"])["status"] == "completed"
+    done = client.get(f"/documents/{task['document_id']}").json()
+    assert (done["status"], done["task"]) == ("ready", None)
+
+
 async def test_direct_ingestion_uses_the_same_pipeline(
     runtime: Runtime, settings: Settings, database_url: str
 ) -> None:

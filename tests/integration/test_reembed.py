@@ -251,7 +251,8 @@ async def test_reembed_survives_a_kill_switches_live_rolls_back_and_finalizes(
         for r in query(
             database_url,
             "SELECT id FROM chunks"
-            " WHERE to_tsvector('english', search_text) @@ plainto_tsquery('english', %s)",
+            " WHERE to_tsvector('english', rag_bm25_text(search_text))"
+            " @@ plainto_tsquery('english', rag_bm25_text(%s))",
             "zebrafish heart",
         )
     }

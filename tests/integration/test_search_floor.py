@@ -101,12 +101,13 @@ def search(client: TestClient, **body: Any) -> list[dict[str, Any]]:
 
 async def evidence(runtime: Runtime, query: str) -> tuple[dict[int, float], set[int]]:
     """Every chunk's cosine with the query (numpy, from the stored vectors) and the chunks that hold every
-    word of it (PostgreSQL's english text search, which the BM25 leg also uses)."""
+    word of it (PostgreSQL's english text search over rag_bm25_text, as the BM25 leg reads it)."""
     vector = await embed_query(runtime, query)
     async with owner_connection(runtime.database_url) as conn:
         rows = await conn.fetch(
             "SELECT id, embedding::text AS e,"
-            " to_tsvector('english', search_text) @@ plainto_tsquery('english', $1) AS every_word"
+            " to_tsvector('english', rag_bm25_text(search_text))"
+            " @@ plainto_tsquery('english', rag_bm25_text($1)) AS every_word"
             " FROM chunks",
             query,
         )
