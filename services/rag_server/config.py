@@ -127,8 +127,10 @@ class Settings(BaseSettings):
     # SIGTERM: in-flight tasks get this long to finish, then their messages are released (vt = 0).
     worker_shutdown_grace_s: float = 30.0
     # Parsing and chunking run in a child process of each worker (ingestion/parse_process.py). A file
-    # that takes longer than this, or more memory than this beyond the child's own, is stopped and its
-    # task fails with a sentence saying so; the worker goes on with other files.
+    # that takes more processor time than this (seconds; by the clock where /proc cannot be read), or
+    # more memory than this beyond the child's own, is stopped and its task fails with a sentence saying
+    # so; the worker goes on with other files. A child stuck without using the processor is stopped at
+    # 5x the time by the clock (parse_process.WALL_LIMIT_FACTOR) and its task retried.
     parse_timeout_s: float = Field(default=600.0, gt=0)
     parse_max_memory_mb: int = Field(default=4096, ge=256)
     # Retention (ingestion/retention.py, docs/operations.md "Retention"): finished upload batches and

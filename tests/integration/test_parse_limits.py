@@ -13,17 +13,20 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 import rag_server
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
-from rag_server.ingestion.parse_process import timeout_message
+from rag_server.ingestion.parse_process import WALL_LIMIT_FACTOR, timeout_message
 from rag_server.ingestion.worker import EXIT_CODE_CHANGED
+from tests.support.child_hooks import TOKENIZER_BURNS_THEN_SLEEPS_ON, run_at_child_start
 from tests.support.ingest import assert_exact_chunks, enqueue, task_row, wait_for
 from tests.support.processes import Proc, process_env, start_worker
 from tests.support.sample_files import long_text
 
-# A log of ~8 MB with no blank line: chunking it takes far longer than the 2 s allowed below.
+# A log of ~8 MB with no blank line: chunking it takes far more than the 2 s of processor time allowed
+# below.
 SLOW = ("slow.txt", "".join(f"Line {i} of a long log, about item {i}.\n" for i in range(200_000)).encode())
 SMALL = ("small.txt", long_text(300, seed=3).encode())
 
@@ -148,6 +151,47 @@ async def test_a_parser_killed_mid_file_is_an_unexpected_error_of_that_file_and_
         "killed by SIGKILL (out of memory?) before it answered."
     ), failed
     wait_for(lambda: task_row(database_url, small.task_id)["status"] == "completed", timeout=240, what="next")
+    assert worker.stop(signal.SIGTERM, timeout=60) == 0, worker.log_tail()
+
+
+async def test_a_parser_stuck_without_using_the_processor_is_stopped_by_the_clock_and_its_file_retried(
+    runtime: Runtime,
+    database_url: str,
+    data_dir: Path,
+    tmp_path: Path,
+    workers: list[Proc],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Past WALL_LIMIT_FACTOR x RAG_PARSE_TIMEOUT_S by the clock: not the file's final verdict, as the
+    # processor-time limit is, but an unexpected error retried up to RAG_WORKER_MAX_ATTEMPTS (1 here:
+    # given up at its next delivery). Before the test below, which leaves a slow file behind in the queue.
+    mark = "blocks-the-parser"
+    hook = TOKENIZER_BURNS_THEN_SLEEPS_ON.format(mark=mark, burn_s=0, sleep_s=3600)
+    run_at_child_start(hook, tmp_path, monkeypatch)
+    [stuck] = await enqueue(runtime, [("stuck.txt", f"tea {mark}".encode())])
+    env = process_env(
+        database_url,
+        data_dir,
+        RAG_PARSE_TIMEOUT_S="1",
+        RAG_WORKER_MAX_ATTEMPTS="1",
+        RAG_WORKER_POLL_INTERVAL_S="0.1",
+        RAG_WORKER_RETRY_BACKOFF_S="0.1",
+    )
+    worker = start_worker(env, tmp_path / "worker.log")
+    workers.append(worker)
+    failed = wait_for(
+        lambda: (row := task_row(database_url, stuck.task_id))["status"] == "failed" and row,
+        timeout=120,
+        what="the stuck file given up",
+    )
+    assert failed["failures"] == 1, failed
+    assert re.fullmatch(
+        rf"Gave up after 1 attempts: Unexpected error while processing: the file's parser process was "
+        rf"stopped after waiting {WALL_LIMIT_FACTOR} s for it \({WALL_LIMIT_FACTOR} x RAG_PARSE_TIMEOUT_S\), "
+        r"in which it used only 0\.\d s of processor time: it was stuck \(blocked, stopped or deadlocked\) "
+        r"or starved by a busy machine\.",
+        failed["error"],
+    ), failed
     assert worker.stop(signal.SIGTERM, timeout=60) == 0, worker.log_tail()
 
 

@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 import rag_server
 from rag_server.config import Settings
-from rag_server.ingestion.parse_process import ParseProcess, ParserCrashed, memory_message
+from rag_server.ingestion.parse_process import (
+    WALL_LIMIT_FACTOR,
+    ParseProcess,
+    ParserCrashed,
+    memory_message,
+    timeout_message,
+)
 from rag_server.ingestion.parsing import ParseError
 from tests.integration.test_parse_limits import SLOW
 from tests.support.child_hooks import (
     PANIC,
     SCANDIRS_UNDER,
+    TOKENIZER_BURNS_THEN_SLEEPS_ON,
     TOKENIZER_FILLS_MEMORY_ON,
     TOKENIZER_PANICS_ON,
     run_at_child_start,
@@ -90,7 +100,7 @@ async def test_a_file_over_the_memory_limit_is_refused_with_the_limit_not_a_cras
         # tiktoken out of memory: "PyObject pointer is null", reported as a malformed file.
         (PANIC, "Reading this text file failed inside a library"),
         # CPython 3.11 failing to allocate while it unwinds spins in C: the parse timeout, minutes later.
-        ("while True: pass", "The file took longer than 60 s"),
+        ("while True: pass", "The file needed more than 60 s of processor time"),
         # A Rust allocation that fails aborts the process: a crash, retried as if it had been killed.
         ("import os, time; time.sleep(1); os.abort()", "killed by SIGABRT"),
     ],
@@ -177,5 +187,97 @@ async def test_the_parser_child_does_not_walk_the_package_for_a_code_stamp(
         chunks = await parser.prepare("notes.csv", b"name,note\ntea,green\n", "csv", None)
         assert [c.text for c in chunks] == ["name: tea; note: green"]
         assert log.read_text().splitlines() == [f"started {parser.pid}"]
+    finally:
+        await parser.close()
+
+
+# RAG_PARSE_TIMEOUT_S counts the parser's processor time; a wall-clock backstop WALL_LIMIT_FACTOR times
+# longer ends a parser that waits without using any. Before, the limit was time by the clock: a busy
+# machine (the worker's own embedding, other workers) could fail a file for good that passed later.
+def _limit(settings: Settings, seconds: float) -> Settings:
+    return settings.model_copy(update={"parse_timeout_s": seconds})
+
+
+async def test_a_parser_waiting_past_the_limit_without_using_the_processor_is_not_stopped(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a parser starved of the processor on a busy machine looks like: time passes, its work does not.
+    mark = "waits"
+    run_at_child_start(
+        TOKENIZER_BURNS_THEN_SLEEPS_ON.format(mark=mark, burn_s=0, sleep_s=2), tmp_path, monkeypatch
+    )
+    parser = ParseProcess(_limit(settings, 1))
+    try:
+        chunks = await parser.prepare("notes.txt", f"tea {mark}".encode(), "txt", None)
+    finally:
+        await parser.close()
+    assert [c.text for c in chunks] == [f"tea {mark}"]
+
+
+async def test_a_parser_using_the_processor_past_the_limit_is_stopped_with_that_sentence(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mark = "spins"
+    run_at_child_start(
+        TOKENIZER_BURNS_THEN_SLEEPS_ON.format(mark=mark, burn_s=3600, sleep_s=0), tmp_path, monkeypatch
+    )
+    parser = ParseProcess(_limit(settings, 1))
+    try:
+        with pytest.raises(ParseError) as stopped:  # final: the same file does the same again
+            await parser.prepare("notes.txt", f"tea {mark}".encode(), "txt", None)
+        assert str(stopped.value) == timeout_message(1)
+        assert str(stopped.value).startswith("The file needed more than 1 s of processor time to read")
+        chunks = await parser.prepare("notes.txt", b"green tea", "txt", None)  # a fresh child
+        assert [c.text for c in chunks] == ["green tea"]
+    finally:
+        await parser.close()
+
+
+async def test_a_parser_stuck_without_using_the_processor_is_stopped_by_the_clock_and_retried(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mark = "blocks"
+    run_at_child_start(
+        TOKENIZER_BURNS_THEN_SLEEPS_ON.format(mark=mark, burn_s=0, sleep_s=3600), tmp_path, monkeypatch
+    )
+    parser = ParseProcess(_limit(settings, 1))
+    try:
+        await parser.start()
+        started = time.monotonic()
+        # ParserCrashed: the worker retries it (RAG_WORKER_MAX_ATTEMPTS); a parser that does nothing is
+        # not the file's verdict.
+        with pytest.raises(ParserCrashed) as stopped:
+            await parser.prepare("notes.txt", f"tea {mark}".encode(), "txt", None)
+        waited = time.monotonic() - started
+        assert WALL_LIMIT_FACTOR <= waited < WALL_LIMIT_FACTOR + 3
+        assert re.fullmatch(
+            rf"the file's parser process was stopped after waiting {WALL_LIMIT_FACTOR} s for it "
+            rf"\({WALL_LIMIT_FACTOR} x RAG_PARSE_TIMEOUT_S\), in which it used only 0\.\d s of processor "
+            r"time: it was stuck \(blocked, stopped or deadlocked\) or starved by a busy machine",
+            str(stopped.value),
+        ), stopped.value
+        chunks = await parser.prepare("notes.txt", b"green tea", "txt", None)  # a fresh child
+        assert [c.text for c in chunks] == ["green tea"]
+    finally:
+        await parser.close()
+
+
+async def test_the_processor_time_a_parser_used_before_a_file_does_not_count_against_it(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each file takes 1.5 s of processor time under a 2 s limit, and 2.5 s or more by the clock. The
+    # child is reused across files, and its start-up takes processor time too (~0.8 s).
+    limit, mark = 2, "works-then-waits"
+    run_at_child_start(
+        TOKENIZER_BURNS_THEN_SLEEPS_ON.format(mark=mark, burn_s=1.5, sleep_s=1), tmp_path, monkeypatch
+    )
+    parser = ParseProcess(_limit(settings, limit))
+    try:
+        for n in (1, 2):
+            chunks = await parser.prepare("notes.txt", f"tea {mark} {n}".encode(), "txt", None)
+            assert [c.text for c in chunks] == [f"tea {mark} {n}"]
+            assert parser.pid is not None
+            used = psutil.Process(parser.pid).cpu_times()
+            assert used.user + used.system > limit  # more than the limit, all files together
     finally:
         await parser.close()

@@ -80,3 +80,20 @@ SCANDIRS_UNDER = """
         log.write(f"started {{os.getpid()}}\\n")
     sys.addaudithook(hook)
 """
+
+
+# The chunker's token count, on a text containing `mark`, first spends `burn_s` seconds of processor
+# time, then sleeps `sleep_s` seconds (using none): a parser at work, then one blocked. A short text's
+# tokens are counted once (a longer one's again, piece by piece: each time).
+TOKENIZER_BURNS_THEN_SLEEPS_ON = (
+    _WRAPPED_ENCODING.format(when_marked="_burn_then_sleep()")
+    + """
+    import time
+
+    def _burn_then_sleep():
+        end = time.process_time() + {burn_s}
+        while time.process_time() < end:
+            pass
+        time.sleep({sleep_s})
+"""
+)

@@ -5,17 +5,25 @@ that backtracks on a long line, a PDF whose structure loops) or take gigabytes. 
 thread pool such a file held its slot for good; one stuck in C code (`re`, lxml) also held the GIL, so
 the whole worker froze: its other slot, its heartbeats (the message came back after the visibility
 timeout and froze the next worker too) and its SIGTERM handler. Here the worker only waits on a pipe:
-- past `RAG_PARSE_TIMEOUT_S` the child is killed and the task fails with a sentence saying so;
+- past `RAG_PARSE_TIMEOUT_S` seconds of processor time (user + system, read from /proc) spent on the
+  file, the child is killed and the task fails with a sentence saying so. Processor time, not time by
+  the clock: on a busy machine (the worker's own embedding, other workers) the same file took 2-5x
+  longer by the clock, and a final verdict on a file must not depend on the machine's load. It counts
+  from the request: the child's start-up and the files it read before do not count;
+- a child that waits without using the processor (blocked, stopped, deadlocked) never reaches that
+  limit: by the clock, `WALL_LIMIT_FACTOR` times the limit, it is killed and the task is retried like
+  a crash (below). Where /proc cannot be read (not Linux), `RAG_PARSE_TIMEOUT_S` is time by the clock,
+  and final;
 - over `RAG_PARSE_MAX_MEMORY_MB` (beyond what the child holds once started) an allocation fails in the
   child, which answers with that and exits; the task fails the same way. Where the failure is not a
   MemoryError it can answer with (a Rust library panics or aborts, CPython spins), the worker, which
   watches the child's peak memory, tells the limit from a malformed file or a timeout;
 - a child that dies (killed by the kernel, a crash in C) is an unexpected error of the task: retried
   up to RAG_WORKER_MAX_ATTEMPTS, and the worker goes on.
-Timeouts and memory are final (`ParseError`): the same file does the same again. So is a panic in a
-library written in Rust (tiktoken, pydantic-core, cryptography for encrypted PDFs), which pyo3 raises as
-`PanicException`, a BaseException (not an Exception): the child answers with a sentence and exits (that
-library's state may be broken), and the next file gets a fresh child.
+The processor-time and memory limits are final (`ParseError`): the same file does the same again. So is
+a panic in a library written in Rust (tiktoken, pydantic-core, cryptography for encrypted PDFs), which
+pyo3 raises as `PanicException`, a BaseException (not an Exception): the child answers with a sentence
+and exits (that library's state may be broken), and the next file gets a fresh child.
 
 One child per worker process, one file at a time (parsing is Python holding the GIL: two slots parsing
 in threads took turns anyway); it starts with the worker, which is ready once the child has imported the
@@ -51,18 +59,34 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_S = 300.0
 # How long a child that closed its reply pipe gets to exit by itself before it is killed.
 EXIT_GRACE_S = 5.0
-# How often the worker looks at the child's memory while it parses, and how long a child whose memory
-# reached its limit gets to answer before it is stopped (it answers in well under a second when it can).
-MEMORY_POLL_S = 0.5
+# How often the worker looks at the child's memory and time while it parses, and how long a child whose
+# memory reached its limit gets to answer before it is stopped (it answers in well under a second when
+# it can).
+POLL_S = 0.5
 MEMORY_GRACE_S = 10.0
+# The wall-clock backstop, in multiples of RAG_PARSE_TIMEOUT_S (processor time): a child reaches it first
+# only when it got less than a fifth of a core on average. A busy machine here read files 2-5x slower
+# by the clock than by processor time (reports/qa-2026-12-05.md), so a parser at work reaches its own
+# limit first; one waiting without using the processor (blocked, stopped, deadlocked) still ends. Scaled
+# with the limit, not a setting of its own: raising the limit for larger files raises it too.
+WALL_LIMIT_FACTOR = 5
 
 
 class _OverMemory(Exception):
     """The child reached its memory limit and then died or stopped answering."""
 
 
+class _OverTime(Exception):
+    """The child spent more than RAG_PARSE_TIMEOUT_S on the file (its message says how it was counted)."""
+
+
+class _Stalled(Exception):
+    """The wall-clock backstop passed before the child used up its processor time."""
+
+
 class ParserCrashed(Exception):
-    """The child stopped without answering (killed, or crashed in C code)."""
+    """The child stopped without answering (killed, or crashed in C code), or was stopped after waiting
+    past the wall-clock backstop without using up its processor time."""
 
 
 class ParserUnavailable(Exception):
@@ -93,8 +117,25 @@ STARTED_WITH = code_stamp()
 
 def timeout_message(seconds: float) -> str:
     return (
+        f"The file needed more than {seconds:g} s of processor time to read (RAG_PARSE_TIMEOUT_S) and was "
+        "stopped; it may be malformed or pathologically complex: split it or save it again, or raise the "
+        "limit."
+    )
+
+
+def wall_timeout_message(seconds: float) -> str:
+    """Where the child's processor time cannot be read: the limit is time by the clock."""
+    return (
         f"The file took longer than {seconds:g} s to read (RAG_PARSE_TIMEOUT_S) and was stopped; it may be "
         "malformed or pathologically complex: split it or save it again, or raise the limit."
+    )
+
+
+def stalled_message(waited_s: float, used_s: float) -> str:
+    return (
+        f"the file's parser process was stopped after waiting {waited_s:g} s for it ({WALL_LIMIT_FACTOR} x "
+        f"RAG_PARSE_TIMEOUT_S), in which it used only {used_s:.1f} s of processor time: it was stuck "
+        "(blocked, stopped or deadlocked) or starved by a busy machine"
     )
 
 
@@ -117,6 +158,32 @@ def _died(code: int | None) -> str:
     return f"the file's parser process {how} before it answered"
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """The processor time (user + system, all its threads) a process has used, or None where it cannot
+    be read (no /proc: not Linux; the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # The command's name (2nd field) is in parentheses and may hold spaces and parentheses.
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+class _Clock:
+    """The time the child has spent on one request, processor time and time by the clock."""
+
+    def __init__(self, pid: int, now: float) -> None:
+        self.pid = pid
+        self.started = now
+        # Read before the request is sent, while the child waits for it: its start-up and earlier files.
+        self.cpu_before = cpu_seconds(pid)
+
+    def cpu_used(self) -> float | None:
+        now = cpu_seconds(self.pid)
+        return None if now is None or self.cpu_before is None else now - self.cpu_before
+
+
 class ParseProcess:
     """The worker's parsing child: `start()`, then `prepare(...)` per task, `close()` at the end."""
 
@@ -124,6 +191,7 @@ class ParseProcess:
         self.settings = settings
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
+        self._said_no_cpu_clock = False
 
     @property
     def pid(self) -> int | None:
@@ -144,8 +212,9 @@ class ParseProcess:
         ids: dict[str, str | None] | None = None,
     ) -> list[Chunk]:
         """The file's chunks, as preparation.prepare_chunks_sync makes them. Raises ParseError (the file's
-        fault, timeouts and memory included), ParserCrashed (the child died or failed unexpectedly on
-        it) or ParserUnavailable (no child could be started: not the file's fault)."""
+        fault, the processor-time and memory limits included), ParserCrashed (the child died, failed
+        unexpectedly on it or waited past the wall-clock backstop) or ParserUnavailable (no child could
+        be started: not the file's fault)."""
         s = self.settings
         request = {
             "filename": filename,
@@ -162,14 +231,21 @@ class ParseProcess:
             except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
                 raise ParserUnavailable(f"the parser process could not start: {exc!r}") from None
             try:
-                reply = await asyncio.wait_for(self._watch(proc, request), s.parse_timeout_s)
+                reply = await self._watch(proc, request)
             except _OverMemory:
                 await self._stop()
                 raise ParseError(memory_message(s.parse_max_memory_mb)) from None
-            except TimeoutError:
-                logger.warning("parsing %s took over %g s: stopping its process", filename, s.parse_timeout_s)
+            except _OverTime as exc:
+                logger.warning("parsing %s: %s", filename, exc)
                 await self._stop()
-                raise ParseError(timeout_message(s.parse_timeout_s)) from None
+                raise ParseError(str(exc)) from None
+            except _Stalled as exc:
+                # Not final: a child that waits without using the processor is not obviously the file's
+                # doing (a stopped process, a lock in a library, a machine too busy to run it), and the
+                # attempts (RAG_WORKER_MAX_ATTEMPTS) still bound a file that does it every time.
+                logger.warning("parsing %s: %s", filename, exc)
+                await self._stop()
+                raise ParserCrashed(str(exc)) from None
             except (asyncio.IncompleteReadError, BrokenPipeError, ConnectionResetError):
                 code = await self._stop(grace_s=EXIT_GRACE_S)
                 raise ParserCrashed(_died(code)) from None
@@ -234,15 +310,23 @@ class ParseProcess:
         return proc
 
     async def _watch(self, proc: asyncio.subprocess.Process, request: dict[str, Any]) -> Any:
-        """The child's reply to `request`, its memory watched meanwhile: a child that reached its limit
-        and then dies (a library aborts) or spins (CPython failing to allocate while it unwinds) is
-        `_OverMemory`, not a crash or the parse timeout."""
-        exchange = asyncio.ensure_future(self._exchange(proc, request))
+        """The child's reply to `request`, its memory and time watched meanwhile: a child that reached its
+        memory limit and then dies (a library aborts) or spins (CPython failing to allocate while it
+        unwinds) is `_OverMemory`, not a crash or the time limit; past its time, `_OverTime` or
+        `_Stalled` (`_check_time`)."""
         loop = asyncio.get_running_loop()
+        clock = _Clock(proc.pid, loop.time())
+        if clock.cpu_before is None and not self._said_no_cpu_clock:
+            self._said_no_cpu_clock = True
+            logger.warning(
+                "the parser process's processor time cannot be read on this system (no /proc): "
+                "RAG_PARSE_TIMEOUT_S counts time by the clock instead"
+            )
+        exchange = asyncio.ensure_future(self._exchange(proc, request))
         reached_at: float | None = None
         try:
             while True:
-                await asyncio.wait({exchange}, timeout=MEMORY_POLL_S)
+                await asyncio.wait({exchange}, timeout=POLL_S)
                 if exchange.done():
                     try:
                         return exchange.result()
@@ -255,8 +339,22 @@ class ParseProcess:
                         reached_at = loop.time()
                 elif loop.time() - reached_at > MEMORY_GRACE_S:
                     raise _OverMemory
+                self._check_time(clock, loop.time())
         finally:
             exchange.cancel()  # the child is stopped in every case that leaves it unread
+
+    def _check_time(self, clock: _Clock, now: float) -> None:
+        limit = self.settings.parse_timeout_s
+        waited = now - clock.started
+        if clock.cpu_before is None:  # no processor time here: the clock is the limit
+            if waited > limit:
+                raise _OverTime(wall_timeout_message(limit))
+            return
+        used = clock.cpu_used()  # None: the child is gone, and its reply says how
+        if used is not None and used > limit:
+            raise _OverTime(timeout_message(limit))
+        if waited > WALL_LIMIT_FACTOR * limit:
+            raise _Stalled(stalled_message(WALL_LIMIT_FACTOR * limit, used or 0.0))
 
     async def _exchange(self, proc: asyncio.subprocess.Process, request: dict[str, Any]) -> Any:
         assert proc.stdin is not None and proc.stdout is not None

@@ -197,8 +197,9 @@ class Worker:
         except ParseError as exc:
             await self._fail(task_id, work, str(exc), msg)
         except ParserCrashed as exc:
-            # The file (or the machine's memory) took the parser's process down, not this worker: a
-            # failure of this document, retried a bounded number of times like any other.
+            # The file (or the machine's memory) took the parser's process down, or left it stuck past
+            # the wall-clock backstop, not this worker: a failure of this document, retried a bounded
+            # number of times like any other.
             await self._retry(task_id, f"Unexpected error while processing: {exc}.", msg)
         except CodeChanged as exc:
             # Not this document's fault nor this worker's to fix: it stops, handing the task back, and
