@@ -285,6 +285,122 @@ async def test_a_page_past_the_end_shows_the_last_page(
     await expect(page.locator(".pager span")).to_have_text(re.compile(r"^11–(\d+) of \1$"))
     await expect(names(page).first).to_be_visible()
     assert page.url.endswith("#/documents?sort=name&order=asc&per=10&page=2")
+    await expect(page.get_by_label("Page number")).to_have_value("2")
+    await expect(page.locator(".pager-page")).to_have_text("Page of 2")
+    await expect(page.get_by_role("button", name="Last page")).to_be_disabled()
+    # Further than the API pages (an offset over 2**31 - 1): its 422 was shown instead of the last page.
+    await page.goto(stack.base_url + "/#/documents?sort=name&order=asc&per=10&page=99999999999")
+    await expect(page).to_have_url(re.compile(r"&per=10&page=2$"))
+    await expect(page.get_by_label("Page number")).to_have_value("2")
+    await expect(page.locator(".documents .form-error")).to_have_text("")
+    # Page 0, a negative page or no number at all: the first page.
+    for asked in ("0", "-3", "last"):
+        await page.goto(f"{stack.base_url}/#/documents?sort=name&order=asc&per=10&page={asked}")
+        await expect(page.locator(".pager span")).to_have_text(re.compile(r"^1–10 of \d+$"))
+        await expect(page.get_by_label("Page number")).to_have_value("1")
+        await expect(page.get_by_role("button", name="First page")).to_be_disabled()
+
+
+PAGED = "paged"
+
+
+@pytest.fixture(scope="module")
+async def paged_collection(stack: Stack) -> str:
+    """A collection of 31 documents: 4 pages of 10 (paged-01.txt ... paged-31.txt by name)."""
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as admin:
+        assert (await admin.post("/collections", json={"name": PAGED})).status_code == 201
+    files = {f"paged-{i:02d}.txt": f"Paged document {i} is about herons.".encode() for i in range(1, 32)}
+    await upload_and_wait(stack, files, collection=PAGED)
+    return PAGED
+
+
+async def open_paged(page: Page, stack: Stack, collection: str, query: str) -> None:
+    await page.goto(f"{stack.base_url}/#/documents?{query}")
+    await page.reload()  # the switcher lists the collections there were at sign-in
+    await page.get_by_label("Collection").select_option(collection)
+
+
+async def test_the_documents_pager_goes_to_the_last_page_the_first_and_a_page_typed(
+    page: Page, stack: Stack, paged_collection: str
+) -> None:
+    """Only Previous and Next: the last of hundreds of pages was hundreds of clicks away."""
+    await open_paged(page, stack, paged_collection, "sort=name&order=asc&per=10")
+    count = page.locator(".pager span")
+    number = page.get_by_label("Page number")
+    await expect(count).to_have_text("1–10 of 31")
+    await expect(number).to_have_value("1")
+    await expect(page.locator(".pager-page")).to_have_text("Page of 4")
+    await expect(page.get_by_role("button", name="First page")).to_be_disabled()
+    await expect(page.get_by_role("button", name="Previous page")).to_be_disabled()
+
+    last = page.get_by_role("button", name="Last page")
+    await last.click()
+    await expect(count).to_have_text("31–31 of 31")
+    await expect(names(page)).to_have_text(["paged-31.txt"])
+    await expect(number).to_have_value("4")
+    await expect(last).to_be_disabled()
+    await expect(page.get_by_role("button", name="Next page")).to_be_disabled()
+    await expect(number).to_be_focused()  # not lost with the button it was on, now disabled
+    assert page.url.endswith("per=10&page=4")
+    await page.get_by_role("button", name="First page").click()
+    await expect(count).to_have_text("1–10 of 31")
+    await expect(names(page).first).to_have_text("paged-01.txt")
+    assert "page=" not in page.url
+
+    # A page typed, Enter: there; the URL holds it, reload and back keep it.
+    await number.fill("3")
+    await number.press("Enter")
+    await expect(count).to_have_text("21–30 of 31")
+    await expect(names(page).first).to_have_text("paged-21.txt")
+    assert page.url.endswith("per=10&page=3")
+    await page.reload()
+    await expect(count).to_have_text("21–30 of 31")
+    await expect(page.get_by_label("Page number")).to_have_value("3")
+    # Past the last page: the last; below the first: the first.
+    await number.fill("40")
+    await number.press("Enter")
+    await expect(count).to_have_text("31–31 of 31")
+    await expect(number).to_have_value("4")
+    await number.fill("0")
+    await number.press("Enter")
+    await expect(count).to_have_text("1–10 of 31")
+    await page.go_back()
+    await expect(count).to_have_text("31–31 of 31")
+    await page.go_back()
+    await expect(count).to_have_text("21–30 of 31")
+    await expect(number).to_have_value("3")
+
+
+async def test_on_a_phone_the_pagers_fit_the_width(
+    browser: Browser, stack: Stack, page_console: Console, paged_collection: str, long_document: str
+) -> None:
+    """First, Previous, the page's number, Next and Last side by side are wider than a phone."""
+    phone = await new_page(browser, page_console, viewport={"width": 375, "height": 740})
+    await sign_in(phone, stack.base_url, stack.admin_key)
+
+    async def fits(what: str) -> None:
+        pager = phone.locator(".pager")
+        await pager.scroll_into_view_if_needed()
+        await expect(pager.get_by_role("button")).to_have_count(4)
+        for button in await pager.get_by_role("button").all():
+            box = await button.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375, what
+        page_width = "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        scroll, client = await phone.evaluate(page_width)
+        assert scroll <= client, what
+        await phone.screenshot(path=f"/tmp/shots/{what}.png")
+
+    await open_paged(phone, stack, paged_collection, "sort=name&order=asc&per=10&page=2")
+    await expect(phone.locator(".pager span")).to_have_text("11–20 of 31")
+    await fits("pager-phone-light")
+    await phone.emulate_media(color_scheme="dark")
+    await phone.goto(f"{stack.base_url}/#/documents/{long_document}?page=2")
+    await expect(phone.locator(".pager span")).to_contain_text("Chunks 51–100 of ")
+    await fits("chunk-pager-phone-dark")
+    await phone.context.close()
+    assert not page_console.unexpected()
 
 
 async def test_a_list_the_server_refuses_is_not_asked_for_again_and_again(
@@ -308,13 +424,19 @@ LONG_TEXT = "\n\n".join(
 ).encode()
 
 
+@pytest.fixture(scope="module")
+async def long_document(stack: Stack) -> str:
+    """A document of a few pages of chunks (4 at 50 a page, the server's chunks of 128 tokens): its id."""
+    tasks = await upload_and_wait(stack, {"long-otters.txt": LONG_TEXT})
+    return str(tasks["long-otters.txt"]["document_id"])
+
+
 async def test_chunk_pages_open_at_their_first_chunk_and_a_page_past_the_end_shows_the_last(
-    page: Page, stack: Stack
+    page: Page, stack: Stack, long_document: str
 ) -> None:
     """Next at the bottom of 50 chunks left the next page scrolled to its bottom (and the focus nowhere);
     a chunk page past the end said "No chunks" under "Chunks 4951–4950"."""
-    tasks = await upload_and_wait(stack, {"long-otters.txt": LONG_TEXT})
-    doc_id = tasks["long-otters.txt"]["document_id"]
+    doc_id = long_document
     await page.goto(f"{stack.base_url}/#/documents/{doc_id}")
     pager = page.locator(".pager span")
     await expect(pager).to_contain_text("Chunks 1–50 of ")
@@ -333,6 +455,65 @@ async def test_chunk_pages_open_at_their_first_chunk_and_a_page_past_the_end_sho
     await expect(pager).to_contain_text(f"Chunks {(last - 1) * 50 + 1}–{total} of {total}")
     assert page.url.endswith(f"?page={last}")
     await expect(page.get_by_text("This document has no chunks.")).to_have_count(0)
+    await expect(page.get_by_label("Page of chunks")).to_have_value(str(last))
+    # Further than the API pages (an offset over 2**31 - 1): its 422 read as "Document not found".
+    await page.goto(f"{stack.base_url}/#/documents/{doc_id}?page=99999999999")
+    await expect(page).to_have_url(re.compile(rf"\?page={last}$"))
+    await expect(pager).to_contain_text(f"Chunks {(last - 1) * 50 + 1}–{total} of {total}")
+    # Page 0 or no number: the first page.
+    await page.goto(f"{stack.base_url}/#/documents/{doc_id}?page=zero")
+    await expect(pager).to_contain_text(f"Chunks 1–50 of {total}")
+    await expect(page.get_by_label("Page of chunks")).to_have_value("1")
+
+
+async def test_the_chunk_pager_goes_to_the_last_chunks_and_to_a_page_typed(
+    page: Page, stack: Stack, long_document: str
+) -> None:
+    """Only Previous and Next: the last chunks of a document of 50,000 were a thousand clicks away."""
+    await page.goto(f"{stack.base_url}/#/documents/{long_document}")
+    pager = page.locator(".pager span")
+    await expect(pager).to_contain_text("Chunks 1–50 of ")
+    total = int((await pager.inner_text()).rsplit(" ", 1)[1])
+    last = (total - 1) // 50 + 1
+    assert last >= 3
+    number = page.get_by_label("Page of chunks")
+    await expect(number).to_have_value("1")
+    await expect(page.locator(".pager-page")).to_have_text(f"Page of {last}")
+    await expect(page.get_by_role("button", name="First chunks")).to_be_disabled()
+    heads = page.locator(".chunk .chunk-head span:first-child")
+
+    await page.get_by_role("button", name="Last chunks").click()
+    await expect(pager).to_have_text(f"Chunks {(last - 1) * 50 + 1}–{total} of {total}")
+    await expect(heads.last).to_have_text(f"Chunk {total - 1}")
+    await expect(number).to_have_value(str(last))
+    await expect(page.get_by_role("button", name="Last chunks")).to_be_disabled()
+    await expect(page.get_by_role("button", name="Next chunks")).to_be_disabled()
+    assert page.url.endswith(f"?page={last}")
+
+    # A page typed, Enter: there, at its first chunk; the URL holds it, reload and back keep it.
+    await number.fill("2")
+    await number.press("Enter")
+    await expect(pager).to_have_text(f"Chunks 51–100 of {total}")
+    await expect(heads.first).to_have_text("Chunk 50")
+    await expect(page.get_by_role("heading", name="Chunks")).to_be_focused()
+    assert page.url.endswith("?page=2")
+    await page.reload()
+    await expect(pager).to_have_text(f"Chunks 51–100 of {total}")
+    await expect(number).to_have_value("2")
+    await page.go_back()
+    await expect(pager).to_have_text(f"Chunks {(last - 1) * 50 + 1}–{total} of {total}")
+    # A number past the last page goes to the last page; First to the first.
+    await number.fill("2")
+    await number.press("Enter")
+    await expect(pager).to_have_text(f"Chunks 51–100 of {total}")
+    await number.fill("900")
+    await number.press("Enter")
+    await expect(number).to_have_value(str(last))
+    await expect(pager).to_have_text(f"Chunks {(last - 1) * 50 + 1}–{total} of {total}")
+    await page.get_by_role("button", name="First chunks").click()
+    await expect(pager).to_have_text(f"Chunks 1–50 of {total}")
+    await expect(heads.first).to_have_text("Chunk 0")
+    assert page.url.endswith(long_document)
 
 
 BIRD_TEXT = "\n\n".join(
@@ -378,6 +559,13 @@ async def test_find_in_chunks_keeps_the_matching_chunks_marked_and_paged(page: P
     await page.get_by_role("button", name="Next chunks").click()
     await expect(pager).to_have_text(f"Matches 51–{len(holding)} of {len(holding)}")
     await expect(heads).to_have_text([f"Chunk {i}" for i in holding[50:]])
+    # The pager's pages are the matches' (2), not the document's.
+    await expect(page.locator(".pager-page")).to_have_text("Page of 2")
+    await page.get_by_role("button", name="First chunks").click()
+    await expect(pager).to_have_text(f"Matches 1–50 of {len(holding)}")
+    await page.get_by_role("button", name="Last chunks").click()
+    await expect(pager).to_have_text(f"Matches 51–{len(holding)} of {len(holding)}")
+    assert "find=kingfisher" in page.url and "page=2" in page.url
     # Exact text; then every chunk again.
     await find.fill("KINGFISHER")
     await expect(

@@ -6,6 +6,7 @@ import { api, ApiError } from "../api.js";
 import { announce, formatBytes, formatDate, h, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
 import { chunkPlace, chunkSection, deleteDocument, documentError, downloadDocument, fill, nameParts, parseJsonObject, statusBadge, typedFilter } from "./document_common.js";
+import { lastPageInstead, pageOf, pager } from "./pager.js";
 
 const CHUNK_PAGE = 50;
 const FIND_MAX = 1000; // the API's limit on a text of GET /documents/{id}/chunks?text=
@@ -179,6 +180,11 @@ export function mountDetail(root, ctx, route, backHref) {
   });
   const findOf = (query) => (query.get("find") || "").trim().slice(0, FIND_MAX);
   const chunksHref = (chunkPage, find) => href("documents", id, { ...(chunkPage > 1 ? { page: chunkPage } : {}), ...(find ? { find } : {}) });
+  // Pages over the chunks shown: with a find, its matches.
+  const chunkPager = pager(
+    { first: "First chunks", previous: "Previous chunks", next: "Next chunks", last: "Last chunks", page: "Page of chunks" },
+    (chunkPage) => chunksHref(chunkPage, findOf(currentQuery)),
+  );
   // Its task while it (or a new version) is queued or processing: a large file takes minutes to read and
   // embed. Kept across redraws and brought up to date by the status watch, which draws nothing else.
   const progress = h("div", { class: "upload-progress doc-progress", id: "doc-progress" });
@@ -240,7 +246,7 @@ export function mountDetail(root, ctx, route, backHref) {
     clearTimeout(watchTimer);
     controller?.abort();
     controller = new AbortController();
-    const chunkPage = Math.max(1, Number.parseInt(query.get("page") || "1", 10) || 1);
+    const chunkPage = pageOf(query, CHUNK_PAGE);
     const offset = (chunkPage - 1) * CHUNK_PAGE;
     const find = findOf(query);
     findField.show(find);
@@ -265,8 +271,9 @@ export function mountDetail(root, ctx, route, backHref) {
     }
     // A chunk page past the end (an old link, a shorter new version): the last page instead of "No
     // chunks" under "Chunks 4951–4950 of 500".
-    if (!chunks.items.length && chunks.total && chunkPage > 1) {
-      navigate(chunksHref(Math.ceil(chunks.total / CHUNK_PAGE), find), { replace: true });
+    const lastPage = lastPageInstead(chunkPage, CHUNK_PAGE, chunks.total, chunks.items.length);
+    if (lastPage) {
+      navigate(chunksHref(lastPage, find), { replace: true });
       return;
     }
     shownDoc = doc;
@@ -312,15 +319,7 @@ export function mountDetail(root, ctx, route, backHref) {
           )
         : null,
     );
-    const first = chunks.total ? chunks.offset + 1 : 0;
-    const last = chunks.offset + chunks.items.length;
-    const pager = h(
-      "div",
-      { class: "pager" },
-      h("button", { type: "button", "aria-label": "Previous chunks", disabled: chunkPage <= 1, onclick: () => navigate(chunksHref(chunkPage - 1, find)) }, "‹ Previous"),
-      h("span", { class: "muted" }, chunks.total ? `${find ? "Matches" : "Chunks"} ${first}–${last} of ${chunks.total}` : "No chunks"),
-      h("button", { type: "button", "aria-label": "Next chunks", disabled: last >= chunks.total, onclick: () => navigate(chunksHref(chunkPage + 1, find)) }, "Next ›"),
-    );
+    chunkPager.show({ page: chunkPage, per: CHUNK_PAGE, total: chunks.total, count: chunks.items.length, text: find ? "Matches" : "Chunks" });
     const found = `${chunks.total} ${chunks.total === 1 ? "chunk holds" : "chunks hold"} “${find}”`;
     const findBar = doc.chunk_count
       ? h(
@@ -377,7 +376,7 @@ export function mountDetail(root, ctx, route, backHref) {
             ),
           )
         : h("p", { class: "muted" }, find && doc.chunk_count ? `No chunk holds “${find}” (exact text, case as written).` : NO_CHUNKS[doc.status] || NO_CHUNKS.queued),
-      chunks.total > CHUNK_PAGE ? pager : null,
+      chunks.total > CHUNK_PAGE ? chunkPager.el : null,
     );
     if (typing) {
       input.focus();

@@ -6,6 +6,7 @@ import { clear, confirmDialog, formatBytes, formatDate, h, plural, toast } from 
 import { href, navigate } from "../router.js";
 import { deleteDocument, downloadDocument, FILE_TYPES, fill, nameParts, statusBadge, typedFilter } from "./document_common.js";
 import { mountDetail } from "./document_detail.js";
+import { lastPageInstead, pageOf, pager } from "./pager.js";
 import { setSelectedMetadata } from "./bulk_metadata.js";
 import { METADATA_MAX, metadataFilter } from "./metadata_filter.js";
 import { uploadPanel } from "./upload_panel.js";
@@ -32,13 +33,13 @@ let lastListQuery = "";
 function listParams(query) {
   const sort = COLUMNS.some((c) => c.key === query.get("sort")) ? query.get("sort") : "uploaded";
   const order = query.get("order") === "asc" || query.get("order") === "desc" ? query.get("order") : "desc";
-  const page = Math.max(1, Number.parseInt(query.get("page") || "1", 10) || 1);
-  const per = Number.parseInt(query.get("per") || "", 10);
+  const asked = Number.parseInt(query.get("per") || "", 10);
+  const per = PAGE_SIZES.includes(asked) ? asked : PAGE_SIZE;
   return {
     sort,
     order,
-    page,
-    per: PAGE_SIZES.includes(per) ? per : PAGE_SIZE,
+    page: pageOf(query, per),
+    per,
     status: STATUSES.includes(query.get("status")) ? query.get("status") : "",
     type: query.get("type") || "",
     name: (query.get("name") || "").trim().slice(0, NAME_MAX),
@@ -143,9 +144,6 @@ function mountList(root, ctx, route) {
     h("thead", {}, headRow),
     tableBody,
   );
-  const range = h("span", { class: "muted", "aria-live": "polite" });
-  const prev = h("button", { type: "button", "aria-label": "Previous page" }, "‹ Previous");
-  const next = h("button", { type: "button", "aria-label": "Next page" }, "Next ›");
   const filters = h("div", { class: "toolbar" });
   // Applied once typing pauses on valid JSON; replace: one history entry per filter typed, as for the name.
   const metadata = metadataFilter("filter-metadata", (meta) => {
@@ -154,7 +152,10 @@ function mountList(root, ctx, route) {
   const empty = h("div", { class: "empty", hidden: true });
   const error = h("p", { class: "form-error", role: "alert" });
   const wrap = h("div", { class: "table-wrap" }, table);
-  const pager = h("div", { class: "pager" }, prev, range, next);
+  const paging = pager(
+    { first: "First page", previous: "Previous page", next: "Next page", last: "Last page", page: "Page number" },
+    (page) => listHref(params, { page }),
+  );
 
   // Editors select rows of the page shown and delete them together (POST /documents/delete).
   const selected = new Map(); // id -> document
@@ -265,12 +266,9 @@ function mountList(root, ctx, route) {
       error,
       wrap,
       empty,
-      pager,
+      paging.el,
     ),
   );
-
-  prev.addEventListener("click", () => navigate(listHref(params, { page: params.page - 1 })));
-  next.addEventListener("click", () => navigate(listHref(params, { page: params.page + 1 })));
 
   // Built once and kept in sync with the URL, so a control keeps the keyboard focus after it is used.
   const statusSelect = select("filter-status", "Status", [["", "All statuses"], ...STATUSES.map((v) => [v, v])], (v) =>
@@ -358,7 +356,7 @@ function mountList(root, ctx, route) {
     selected.clear();
     clear(tableBody);
     renderSelection();
-    pager.hidden = true;
+    paging.el.hidden = true;
     wrap.hidden = true;
     empty.hidden = true;
     shownQuery = null;
@@ -398,8 +396,9 @@ function mountList(root, ctx, route) {
     shownQuery = JSON.stringify(query);
     // A page past the end (an old link, the last documents deleted meanwhile): the last page instead of
     // an empty table under "4901–4900 of 4".
-    if (!data.items.length && data.total && params.page > 1) {
-      navigate(listHref(params, { page: Math.ceil(data.total / params.per) }), { replace: true });
+    const lastPage = lastPageInstead(params.page, params.per, data.total, data.items.length);
+    if (lastPage) {
+      navigate(listHref(params, { page: lastPage }), { replace: true });
       return;
     }
     error.textContent = "";
@@ -418,12 +417,8 @@ function mountList(root, ctx, route) {
       const row = [...tableBody.children].find((tr) => tr.dataset.id === focused.id);
       [...(row?.querySelectorAll("a, button, input") ?? [])].find((el) => accessibleName(el) === focused.name)?.focus();
     }
-    const first = data.total ? data.offset + 1 : 0;
-    const last = data.offset + data.items.length;
-    range.textContent = data.total ? `${first}–${last} of ${data.total}` : "";
-    pager.hidden = !data.total;
-    prev.disabled = params.page <= 1;
-    next.disabled = last >= data.total;
+    paging.show({ page: params.page, per: params.per, total: data.total, count: data.items.length });
+    paging.el.hidden = !data.total;
     renderEmpty(data.total);
     if (focusRow !== null) {
       const links = tableBody.querySelectorAll("td.name-cell a");
