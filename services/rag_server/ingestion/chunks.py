@@ -58,6 +58,13 @@ async def insert_chunks(
 # chunks is still one statement (the BM25 triggers run once per statement).
 INSERT_BATCH_ROWS = 4096
 
+# Sets migration 0026's transaction-local flag, under which the native engine's INSERT triggers wait for
+# bm25_defer_end; true where it did, NULL on ParadeDB's pg_search (no such function, nothing to defer).
+DEFER_BEGIN_SQL = """
+    SELECT CASE WHEN to_regprocedure('bm25_defer_end(uuid)') IS NOT NULL
+                THEN set_config('rag.bm25_defer', 'on', true) = 'on' END
+"""
+
 
 async def write_chunks(
     conn: Executor,
@@ -76,12 +83,16 @@ async def write_chunks(
             raise ValueError(f"{len(chunks)} chunks but {len(array)} vectors")
     extra = dict(generations or {})
     async with transaction(conn) as c:
-        # The document row first, then the generations lock (shared), then (in the BM25 triggers) the
-        # bm25_stats row: the order every chunk writer and DELETE /documents/{id} take them in.
+        # The document row first, then the generations lock (shared), then (in the BM25 triggers, or
+        # bm25_defer_end) the bm25_stats row: the order every chunk writer and DELETE /documents/{id}
+        # take them in.
         await c.execute("SELECT 1 FROM documents WHERE id = $1 FOR UPDATE", document_id)
         given = ([BASE_GENERATION] if vectors is not None else []) + list(extra)
         live = await lock_for_writer(c, given)
         await c.execute("DELETE FROM chunks WHERE document_id = $1", document_id)
+        # Native BM25 (migration 0026): the chunks are indexed for BM25 once, after the inserts, so the
+        # writers' mutex is not held while they go into the HNSW index (most of a big document's write).
+        deferred = await c.fetchval(DEFER_BEGIN_SQL)
         base = vectors if BASE_GENERATION in live else None
         for start in range(0, len(chunks), INSERT_BATCH_ROWS):
             part = chunks[start : start + INSERT_BATCH_ROWS]
@@ -97,6 +108,8 @@ async def write_chunks(
                     await insert_document_vectors(
                         c, document_id, indexes[start:end], generation_id, generation_vectors[start:end]
                     )
+        if deferred:
+            await c.execute("SELECT bm25_defer_end($1)", document_id)
         await c.execute(
             """
             UPDATE documents SET status = 'ready', error = NULL, chunk_count = $2, updated_at = now()
