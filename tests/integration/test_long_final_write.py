@@ -174,3 +174,29 @@ async def test_a_pack_while_a_final_write_runs_leaves_its_chunks_found(runtime: 
         await assert_stats_match_recount(owner)
     hits = await search(runtime, SearchRequest(query="pangolin", search_type="bm25", top_k=5))
     assert [h.document_id for h in hits.results] == [early.document_id]
+
+
+async def test_a_new_versions_write_takes_the_writers_mutex_after_its_inserts_too(runtime: Runtime) -> None:
+    """A replacement's write deletes the old version's chunks first: their BM25 work waits for the end as
+    well (a pack covers them here: the pack's count of deleted chunks takes them, the unpacked list and
+    the postings lose them), and the new version's chunks are found, the old ones not."""
+    ref, _ = await queued_and_read(runtime, "versions.txt", b"The first version mentions a quokka.")
+    vector = np.zeros((3, runtime.settings.embedding_dim), dtype=np.float32)
+    old = [f"Version one, part {i}: the quokka smiles." for i in range(3)]
+    await chunks_module.write_chunks(runtime.pool, ref.document_id, chunks_of(old), vector)
+    async with owner_connection(runtime.database_url) as owner:
+        await bm25_packs.pack(owner)
+        deleted_before = await owner.fetchval("SELECT deleted FROM bm25_pack")
+        new = [f"Version two, part {i}: the numbat digs." for i in range(2)]
+        async with owner.transaction():
+            await owner.execute("SELECT 1 FROM bm25_stats FOR UPDATE")
+            write = asyncio.ensure_future(
+                chunks_module.write_chunks(runtime.pool, ref.document_id, chunks_of(new), vector[:2])
+            )
+            await until_waiting(runtime, TAKES_THE_MUTEX)
+        await write
+        assert await owner.fetchval("SELECT deleted FROM bm25_pack") == deleted_before + 3
+        await assert_stats_match_recount(owner)
+    for word, found in (("numbat", 2), ("quokka", 0)):
+        hits = await search(runtime, SearchRequest(query=word, search_type="bm25", top_k=5))
+        assert [h.document_id for h in hits.results] == [ref.document_id] * found, word

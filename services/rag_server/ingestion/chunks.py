@@ -58,10 +58,11 @@ async def insert_chunks(
 # chunks is still one statement (the BM25 triggers run once per statement).
 INSERT_BATCH_ROWS = 4096
 
-# Sets migration 0026's transaction-local flag, under which the native engine's INSERT triggers wait for
-# bm25_defer_end; true where it did, NULL on ParadeDB's pg_search (no such function, nothing to defer).
+# Sets migration 0026's transaction-local flag, under which the native engine's INSERT and DELETE
+# triggers wait for bm25_defer_end; true where it did, NULL on ParadeDB's pg_search (no such function,
+# nothing to defer).
 DEFER_BEGIN_SQL = """
-    SELECT CASE WHEN to_regprocedure('bm25_defer_end(uuid)') IS NOT NULL
+    SELECT CASE WHEN to_regprocedure('bm25_defer_end(uuid, bigint[])') IS NOT NULL
                 THEN set_config('rag.bm25_defer', 'on', true) = 'on' END
 """
 
@@ -89,10 +90,11 @@ async def write_chunks(
         await c.execute("SELECT 1 FROM documents WHERE id = $1 FOR UPDATE", document_id)
         given = ([BASE_GENERATION] if vectors is not None else []) + list(extra)
         live = await lock_for_writer(c, given)
-        await c.execute("DELETE FROM chunks WHERE document_id = $1", document_id)
-        # Native BM25 (migration 0026): the chunks are indexed for BM25 once, after the inserts, so the
-        # writers' mutex is not held while they go into the HNSW index (most of a big document's write).
+        # Native BM25 (migration 0026): the old chunks (a replacement's) leave the BM25 tables and the new
+        # ones enter them once, after the inserts, so the writers' mutex is not held while the chunks go
+        # into the HNSW index (most of a big document's write).
         deferred = await c.fetchval(DEFER_BEGIN_SQL)
+        removed = await c.fetch("DELETE FROM chunks WHERE document_id = $1 RETURNING id", document_id)
         base = vectors if BASE_GENERATION in live else None
         for start in range(0, len(chunks), INSERT_BATCH_ROWS):
             part = chunks[start : start + INSERT_BATCH_ROWS]
@@ -109,7 +111,7 @@ async def write_chunks(
                         c, document_id, indexes[start:end], generation_id, generation_vectors[start:end]
                     )
         if deferred:
-            await c.execute("SELECT bm25_defer_end($1)", document_id)
+            await c.execute("SELECT bm25_defer_end($1, $2)", document_id, [r["id"] for r in removed])
         await c.execute(
             """
             UPDATE documents SET status = 'ready', error = NULL, chunk_count = $2, updated_at = now()

@@ -9,15 +9,16 @@ chunks took 36-43 s, 1.8 s of it without the HNSW index (the chunks' rows and BM
 write took 18.5 minutes.
 
 A transaction-local flag (`SELECT set_config('rag.bm25_defer', 'on', true)`, set by the chunk writer only
-where `bm25_defer_end` exists) stops the two INSERT triggers from firing; `bm25_defer_end(document)`
-clears it and does what they would have done, once, for every chunk of that document: the chunks at or
-below the pack's watermark are noted as unpacked, then `bm25_index_add` (the mutex first, as before). The
-caller holds the document's row, so its chunks are exactly the ones it wrote. A transaction that fails in
-between rolls the flag back with everything else; a flag left on could only skip the indexing of this
-transaction's own inserts, which `rag-server check` would report (BM25 against a recount).
+where `bm25_defer_end` exists) stops the INSERT and DELETE triggers that write BM25 tables from firing;
+`bm25_defer_end(document, removed chunk ids)` clears it and, under the mutex, does what they would have
+done, once: a replacement's old chunks (their ids, from the writer's DELETE ... RETURNING) out of the
+postings, the unpacked list and the pack's count of deleted chunks; then every chunk of the document,
+noted as unpacked at or below the pack's watermark, into the postings (`bm25_index_add`). The caller
+holds the document's row, so its chunks are exactly the ones it wrote. A transaction that fails in
+between rolls the flag back with everything else; a flag left on could only skip the BM25 work of this
+transaction's own inserts and deletes, which `rag-server check` would report (BM25 against a recount).
 
-Deletes and updates are unchanged: a replacement's delete of the old version's chunks still takes the
-mutex at its start (the old postings go before the new rows can take their chunk indexes).
+Other deletes (a document's), updates and imports are unchanged: their triggers fire as before.
 
 Native engine only: on ParadeDB the chunk writer finds no `bm25_defer_end` and writes as before.
 
@@ -38,22 +39,46 @@ depends_on = None
 # ended: only 'on' defers.
 NOT_DEFERRED = "current_setting('rag.bm25_defer', true) IS DISTINCT FROM 'on'"
 
-UPGRADE = f"""
-DROP TRIGGER chunks_bm25_insert ON chunks;
-CREATE TRIGGER chunks_bm25_insert AFTER INSERT ON chunks
-    REFERENCING NEW TABLE AS new_chunks
-    FOR EACH STATEMENT WHEN ({NOT_DEFERRED}) EXECUTE FUNCTION bm25_chunks_changed();
-DROP TRIGGER chunks_bm25_unpacked_insert ON chunks;
-CREATE TRIGGER chunks_bm25_unpacked_insert AFTER INSERT ON chunks
-    REFERENCING NEW TABLE AS new_chunks
-    FOR EACH STATEMENT WHEN ({NOT_DEFERRED}) EXECUTE FUNCTION bm25_note_unpacked();
+# The triggers a final write defers: (name, event, transition table, function). Every one of them that
+# writes a BM25 table: none may take a row lock there before the mutex (the pack, holding the mutex,
+# deletes every bm25_unpacked row: a writer holding one of them first would deadlock with it).
+DEFERRED_TRIGGERS = (
+    ("chunks_bm25_insert", "INSERT", "NEW TABLE AS new_chunks", "bm25_chunks_changed"),
+    ("chunks_bm25_unpacked_insert", "INSERT", "NEW TABLE AS new_chunks", "bm25_note_unpacked"),
+    ("chunks_bm25_delete", "DELETE", "OLD TABLE AS old_chunks", "bm25_chunks_changed"),
+    ("chunks_bm25_unpacked_delete", "DELETE", "OLD TABLE AS old_chunks", "bm25_note_unpacked"),
+    ("chunks_bm25_pack_deleted", "DELETE", "OLD TABLE AS old_chunks", "bm25_pack_note_deleted"),
+)
 
-CREATE FUNCTION bm25_defer_end(p_document uuid) RETURNS void
+
+def triggers(when: str) -> str:
+    return "".join(
+        f"""
+DROP TRIGGER {name} ON chunks;
+CREATE TRIGGER {name} AFTER {event} ON chunks
+    REFERENCING {table}
+    FOR EACH STATEMENT {when}EXECUTE FUNCTION {function}();"""
+        for name, event, table, function in DEFERRED_TRIGGERS
+    )
+
+
+# What the deferred triggers would have done, in their order, once: the old version's chunks (a
+# replacement's, `p_removed`) out of the postings, the unpacked list and the pack's deleted count; the
+# document's chunks now (the new ones) noted unpacked at or below the watermark, and into the postings.
+END_FUNCTION = """
+CREATE FUNCTION bm25_defer_end(p_document uuid, p_removed bigint[]) RETURNS void
 LANGUAGE plpgsql AS $fn$
 BEGIN
     PERFORM set_config('rag.bm25_defer', 'off', true);
-    -- The mutex first, as the INSERT triggers take it: the watermark read below cannot move under it.
+    -- The mutex first, as the triggers take it: the watermark read below cannot move under it.
     PERFORM 1 FROM bm25_stats WHERE id = 1 FOR UPDATE;
+    IF coalesce(cardinality(p_removed), 0) > 0 THEN
+        PERFORM bm25_index_remove(p_removed, NULL);
+        DELETE FROM bm25_unpacked WHERE chunk_id = ANY (p_removed);
+        UPDATE bm25_pack k SET deleted = k.deleted + d.n
+        FROM (SELECT count(*) AS n FROM unnest(p_removed) AS r (id), bm25_pack p WHERE r.id <= p.watermark) d
+        WHERE d.n > 0;
+    END IF;
     INSERT INTO bm25_unpacked (chunk_id, collection_id)
     SELECT c.id, c.collection_id FROM chunks c, bm25_pack k
     WHERE c.document_id = p_document AND c.id <= k.watermark
@@ -65,22 +90,10 @@ END
 $fn$;
 """
 
-DOWNGRADE = """
-DROP FUNCTION bm25_defer_end(uuid);
-DROP TRIGGER chunks_bm25_insert ON chunks;
-CREATE TRIGGER chunks_bm25_insert AFTER INSERT ON chunks
-    REFERENCING NEW TABLE AS new_chunks
-    FOR EACH STATEMENT EXECUTE FUNCTION bm25_chunks_changed();
-DROP TRIGGER chunks_bm25_unpacked_insert ON chunks;
-CREATE TRIGGER chunks_bm25_unpacked_insert AFTER INSERT ON chunks
-    REFERENCING NEW TABLE AS new_chunks
-    FOR EACH STATEMENT EXECUTE FUNCTION bm25_note_unpacked();
-"""
-
 
 def upgrade() -> None:
-    execute_on_native_bm25(UPGRADE)
+    execute_on_native_bm25(triggers(f"WHEN ({NOT_DEFERRED}) ") + END_FUNCTION)
 
 
 def downgrade() -> None:
-    execute_on_native_bm25(DOWNGRADE)
+    execute_on_native_bm25("DROP FUNCTION bm25_defer_end(uuid, bigint[]);" + triggers(""))
