@@ -5,8 +5,8 @@ the current version's, so search keeps finding the old text and a replacement th
 Failing, cancelled or retried by an operator, the replacement is its task's alone (tasks.fail_task,
 operations._retry_locked): a failed document keeps the error about its own bytes. The swap
 (ingestion/tasks.complete_task) is one transaction: new bytes and metadata in, version + 1, then
-`write_chunks` deletes the old chunks and inserts the new ones (the BM25 triggers keep the statistics
-exact), the task completes and its message goes.
+`write_chunks` deletes the old chunks and inserts the new ones (the BM25 statistics stay exact: migration
+0026 does both sides' BM25 work at the end), the task completes and its message goes.
 
 The old bytes are not kept: they would be a second copy of every replaced file, while nothing could use
 them (their chunks are gone after the swap; a chat answer keeps the excerpt it cited).
