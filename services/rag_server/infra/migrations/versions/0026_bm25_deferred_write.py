@@ -52,10 +52,12 @@ DEFERRED_TRIGGERS = (
 
 
 def triggers(when: str) -> str:
+    """Each trigger redefined in place: DROP TRIGGER would take ACCESS EXCLUSIVE on `chunks`, and queued
+    behind a write in flight (an older worker finishing a big document during an upgrade) it would stop
+    every search until that write commits. CREATE OR REPLACE TRIGGER takes SHARE ROW EXCLUSIVE."""
     return "".join(
         f"""
-DROP TRIGGER {name} ON chunks;
-CREATE TRIGGER {name} AFTER {event} ON chunks
+CREATE OR REPLACE TRIGGER {name} AFTER {event} ON chunks
     REFERENCING {table}
     FOR EACH STATEMENT {when}EXECUTE FUNCTION {function}();"""
         for name, event, table, function in DEFERRED_TRIGGERS
