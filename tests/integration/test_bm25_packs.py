@@ -22,12 +22,16 @@ from rag_server.config import Settings
 from rag_server.infra.database import owner_connection
 from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.infra.scoped_pool import DbScope, bind_scope, reset_scope
+from rag_server.ingestion import batches
+from rag_server.ingestion.pipeline import incoming_file
 from rag_server.retrieval import bm25_packed, bm25_packs
 from rag_server.retrieval.bm25 import bm25_leg
 from rag_server.retrieval.models import SearchFilters
 from tests.conftest import create_database
+from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
 from tests.integration.test_bm25_native import QUERIES, WORDS, insert_document, random_text
 from tests.support.processes import Proc, settings_env, start_worker
+from tests.support.sample_files import long_text
 
 SEARCHES = [*QUERIES, "running connection protein rare3 rare4", "cells genes cancer", "rare17"]
 
@@ -534,3 +538,34 @@ async def test_a_worker_packs_when_due_and_again_after_changes(
             for query in SEARCHES:
                 full = await bm25_leg(conn, "native", query, 10, prune=False)
                 assert await bm25_leg(conn, "native", query, 10) == full
+
+
+async def test_a_worker_packs_right_after_writing_a_big_document(
+    pg_server: str, tmp_path: Path, workers: list[Proc], fake: FakeEmbeddingServer
+) -> None:
+    """A document of more than UNPACKED_MAX chunks: the worker packs when it is due right after writing
+    it, not at its next round (an hour away here). A pack that ran during that write's inserts (0026)
+    left its chunks unpacked, each probed by every search until the next pack."""
+    settings = fake_embedding_settings(await create_database(pg_server), tmp_path, fake, chunk_size=64)
+    env = settings_env(settings) | {"RAG_BM25_PACK_MIN_CHUNKS": "10", "RAG_BM25_PACK_INTERVAL_S": "3600"}
+    async with open_runtime(settings, migrate=True) as runtime:
+        workers.append(start_worker(env, tmp_path / "worker.log"))
+        batch = await batches.create_upload_batch(
+            runtime.pool, runtime.queue, [incoming_file("big.txt", long_text(9000, seed=4).encode())]
+        )
+        [ref] = batch.tasks
+        for _ in range(1200):
+            status = await runtime.pool.fetchval("SELECT status FROM job_tasks WHERE id = $1", ref.task_id)
+            if status == "completed":
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError((tmp_path / "worker.log").read_text()[-3000:])
+        chunks = await runtime.pool.fetchval("SELECT count(*) FROM chunks")
+        assert chunks > bm25_packs.UNPACKED_MAX
+        for _ in range(300):
+            if await runtime.pool.fetchval("SELECT chunks FROM bm25_pack") == chunks:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("no pack after the write: " + (tmp_path / "worker.log").read_text()[-2000:])

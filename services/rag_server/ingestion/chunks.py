@@ -62,7 +62,7 @@ INSERT_BATCH_ROWS = 4096
 # triggers wait for bm25_defer_end; true where it did, NULL on ParadeDB's pg_search (no such function,
 # nothing to defer).
 DEFER_BEGIN_SQL = """
-    SELECT CASE WHEN to_regprocedure('bm25_defer_end(uuid, bigint[])') IS NOT NULL
+    SELECT CASE WHEN to_regprocedure('bm25_defer_end(uuid, bigint[], integer)') IS NOT NULL
                 THEN set_config('rag.bm25_defer', 'on', true) = 'on' END
 """
 
@@ -111,7 +111,8 @@ async def write_chunks(
                         c, document_id, indexes[start:end], generation_id, generation_vectors[start:end]
                     )
         if deferred:
-            await c.execute("SELECT bm25_defer_end($1, $2)", document_id, [r["id"] for r in removed])
+            removed_ids = [r["id"] for r in removed]
+            await c.execute("SELECT bm25_defer_end($1, $2, $3)", document_id, removed_ids, INSERT_BATCH_ROWS)
         await c.execute(
             """
             UPDATE documents SET status = 'ready', error = NULL, chunk_count = $2, updated_at = now()

@@ -17,7 +17,7 @@ from rag_server.infra.runtime import Runtime
 from rag_server.ingestion import retention
 from rag_server.ingestion.recovery import WorkerLease, release_unstarted_messages, requeue_dead_workers_tasks
 from rag_server.retrieval.bm25 import read_engine
-from rag_server.retrieval.bm25_packs import pack_if_due
+from rag_server.retrieval.bm25_packs import UNPACKED_MAX, pack_if_due
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,27 @@ async def repeat(
         await pause(stopping, interval_s)
 
 
+async def pack(runtime: Runtime) -> None:
+    """Refresh the native BM25 engine's pack when enough chunks changed (decision 0014)."""
+    async with runtime.pool.acquire() as conn:
+        native = await read_engine(conn) == "native"
+    if native:
+        await pack_if_due(runtime.pool, runtime.settings)
+
+
+async def pack_after_write(runtime: Runtime, chunks: int) -> None:
+    """After a final write of more than UNPACKED_MAX chunks, the pack now if it is due, not at the next
+    round: a pack that ran while the write inserted (0026 lets it) leaves all its chunks unpacked, and
+    every search probes each of them (seconds for tens of thousands) until the next pack. A failure is
+    logged: the document is written, and the next round packs."""
+    if chunks <= UNPACKED_MAX or runtime.settings.bm25_pack_interval_s <= 0:
+        return
+    try:
+        await pack(runtime)
+    except Exception as exc:
+        logger.warning("BM25 pack after a write failed (%s: %s)", exc.__class__.__name__, exc)
+
+
 def jobs(
     runtime: Runtime, lease: WorkerLease | None, stopping: asyncio.Event
 ) -> list[Coroutine[Any, Any, None]]:
@@ -62,13 +83,6 @@ def jobs(
         await requeue_dead_workers_tasks(runtime.pool, runtime.queue)
         await release_unstarted_messages(runtime.pool, runtime.queue)
 
-    async def pack() -> None:
-        """Refresh the native BM25 engine's pack when enough chunks changed (decision 0014)."""
-        async with runtime.pool.acquire() as conn:
-            native = await read_engine(conn) == "native"
-        if native:
-            await pack_if_due(runtime.pool, s)
-
     async def prune() -> None:
         """Retention (retention.py): one process at a time; another's run makes this one stop at once."""
         result = await retention.prune(runtime.pool, runtime.queue, s)
@@ -79,7 +93,13 @@ def jobs(
     loops = [repeat(stopping, "dead-worker check", recover, s.worker_recovery_interval_s)]
     if s.bm25_pack_interval_s > 0:
         loops.append(
-            repeat(stopping, "BM25 pack", pack, s.bm25_pack_interval_s, first_s=s.bm25_pack_interval_s)
+            repeat(
+                stopping,
+                "BM25 pack",
+                lambda: pack(runtime),
+                s.bm25_pack_interval_s,
+                first_s=s.bm25_pack_interval_s,
+            )
         )
     if s.retention_interval_s > 0 and (s.task_retention_days or s.chat_retention_days):
         first = min(FIRST_PRUNE_S, s.retention_interval_s)

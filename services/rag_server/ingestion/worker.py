@@ -256,6 +256,7 @@ class Worker:
         )
         if written:
             logger.info("task %s completed: %d chunks written", task_id, len(chunks))
+            await housekeeping.pack_after_write(self.runtime, len(chunks))
         else:
             logger.info("task %s: document deleted or task taken over while processing; dropped", task_id)
 

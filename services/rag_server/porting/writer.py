@@ -299,14 +299,20 @@ async def _write(
         # writes below take the generations lock and bm25_stats, which must come after every document
         # row (CLAUDE.md's lock order), else a worker finishing one of them could deadlock with us.
         await lock_documents(c, [p.id for p in todo])
-        for p, (base, later) in zip(todo, vectors, strict=True):
-            outcome = await upsert_document(
+        # Every document row written before any chunk: a chunk write takes bm25_stats (at its end,
+        # migration 0026) and keeps it to commit, and an upsert may wait for another transaction holding
+        # the same (collection, sha256) (a replacement's swap), which may be waiting for bm25_stats.
+        outcomes = [
+            await upsert_document(
                 c,
                 p.id,
                 collection_id,
                 ImportedFile(p.doc.filename, p.doc.file_type, p.content, p.sha256, p.doc.metadata),
                 p.fingerprint,
             )
+            for p in todo
+        ]
+        for p, (base, later), outcome in zip(todo, vectors, outcomes, strict=True):
             if outcome == "duplicate":
                 counts.duplicates += 1
                 counts.skipped_keys.append(printable(p.doc.key))

@@ -10,7 +10,7 @@ write took 18.5 minutes.
 
 A transaction-local flag (`SELECT set_config('rag.bm25_defer', 'on', true)`, set by the chunk writer only
 where `bm25_defer_end` exists) stops the INSERT and DELETE triggers that write BM25 tables from firing;
-`bm25_defer_end(document, removed chunk ids)` clears it and, under the mutex, does what they would have
+`bm25_defer_end(document, removed chunk ids, batch)` clears it and, under the mutex, does what they would have
 done, once: a replacement's old chunks (their ids, from the writer's DELETE ... RETURNING) out of the
 postings, the unpacked list and the pack's count of deleted chunks; then every chunk of the document,
 noted as unpacked at or below the pack's watermark, into the postings (`bm25_index_add`). The caller
@@ -18,7 +18,9 @@ holds the document's row, so its chunks are exactly the ones it wrote. A transac
 between rolls the flag back with everything else; a flag left on could only skip the BM25 work of this
 transaction's own inserts and deletes, which `rag-server check` would report (BM25 against a recount).
 
-Other deletes (a document's), updates and imports are unchanged: their triggers fire as before.
+Imports write through the same `write_chunks` (a batch of documents in one transaction: the lock comes
+at its first document's end and stays to commit). Other deletes (a document's), updates and the
+synthetic bench corpus (`insert_chunks` directly) are unchanged: their triggers fire as before.
 
 Native engine only: on ParadeDB the chunk writer finds no `bm25_defer_end` and writes as before.
 
@@ -68,8 +70,13 @@ CREATE OR REPLACE TRIGGER {name} AFTER {event} ON chunks
 # replacement's, `p_removed`) out of the postings, the unpacked list and the pack's deleted count; the
 # document's chunks now (the new ones) noted unpacked at or below the watermark, and into the postings.
 END_FUNCTION = """
-CREATE FUNCTION bm25_defer_end(p_document uuid, p_removed bigint[]) RETURNS void
+CREATE FUNCTION bm25_defer_end(p_document uuid, p_removed bigint[], p_batch integer) RETURNS void
 LANGUAGE plpgsql AS $fn$
+DECLARE
+    ids bigint[];
+    texts text[];
+    colls uuid[];
+    last_index integer := -1;
 BEGIN
     PERFORM set_config('rag.bm25_defer', 'off', true);
     -- The mutex first, as the triggers take it: the watermark read below cannot move under it.
@@ -85,9 +92,18 @@ BEGIN
     SELECT c.id, c.collection_id FROM chunks c, bm25_pack k
     WHERE c.document_id = p_document AND c.id <= k.watermark
     ON CONFLICT (chunk_id) DO NOTHING;
-    PERFORM bm25_index_add(array_agg(id ORDER BY id), array_agg(search_text ORDER BY id),
-                           array_agg(collection_id ORDER BY id))
-    FROM chunks WHERE document_id = p_document;
+    -- p_batch chunks at a time (the writer's INSERT_BATCH_ROWS): a 73k-chunk document's texts are never
+    -- one array (memory; a value's 1 GB bound).
+    LOOP
+        SELECT array_agg(id ORDER BY chunk_index), array_agg(search_text ORDER BY chunk_index),
+               array_agg(collection_id ORDER BY chunk_index), max(chunk_index)
+        INTO ids, texts, colls, last_index
+        FROM (SELECT id, search_text, collection_id, chunk_index FROM chunks
+              WHERE document_id = p_document AND chunk_index > last_index
+              ORDER BY chunk_index LIMIT p_batch) AS part;
+        EXIT WHEN ids IS NULL;
+        PERFORM bm25_index_add(ids, texts, colls);
+    END LOOP;
 END
 $fn$;
 """
@@ -98,4 +114,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    execute_on_native_bm25("DROP FUNCTION bm25_defer_end(uuid, bigint[]);" + triggers(""))
+    execute_on_native_bm25("DROP FUNCTION bm25_defer_end(uuid, bigint[], integer);" + triggers(""))
