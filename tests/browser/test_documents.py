@@ -295,6 +295,9 @@ async def test_a_page_past_the_end_shows_the_last_page(
     await expect(page.locator(".documents .form-error")).to_have_text("")
     # Page 0, a negative page or no number at all: the first page.
     for asked in ("0", "-3", "last"):
+        # From page 2 each time: the first page must be this URL's doing, not what was on screen.
+        await page.goto(stack.base_url + "/#/documents?sort=name&order=asc&per=10&page=2")
+        await expect(page.locator(".pager span")).to_have_text(re.compile(r"^11–(\d+) of \1$"))
         await page.goto(f"{stack.base_url}/#/documents?sort=name&order=asc&per=10&page={asked}")
         await expect(page.locator(".pager span")).to_have_text(re.compile(r"^1–10 of \d+$"))
         await expect(page.get_by_label("Page number")).to_have_value("1")

@@ -384,7 +384,7 @@ export function mountDetail(root, ctx, route, backHref) {
     } else if (focusTarget) document.getElementById(focusTarget)?.focus();
     else if (paged) {
       // Another page of chunks, asked for from the pager at the bottom: its first chunk, not the bottom
-      // of the new page, with the focus there (the pager's button was rebuilt).
+      // of the new page, with the focus there (the pager is drawn again below the new chunks).
       const title = document.getElementById("chunks-title");
       title.focus({ preventScroll: true });
       title.scrollIntoView({ block: "start" });
