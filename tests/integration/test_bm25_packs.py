@@ -24,7 +24,7 @@ from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.infra.scoped_pool import DbScope, bind_scope, reset_scope
 from rag_server.ingestion import batches
 from rag_server.ingestion.pipeline import incoming_file
-from rag_server.retrieval import bm25_packed, bm25_packs
+from rag_server.retrieval import bm25_native, bm25_packed, bm25_packs
 from rag_server.retrieval.bm25 import bm25_leg
 from rag_server.retrieval.models import SearchFilters
 from tests.conftest import create_database
@@ -569,3 +569,33 @@ async def test_a_worker_packs_right_after_writing_a_big_document(
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("no pack after the write: " + (tmp_path / "worker.log").read_text()[-2000:])
+
+
+async def test_many_unpacked_chunks_are_read_by_one_join_with_the_same_answers(
+    runtime: Runtime, collections: list[uuid.UUID]
+) -> None:
+    """Past PROBED_UNPACKED_MAX unpacked chunks (after a big write that overlapped a pack) a search reads
+    them with a semi-join, not a probe each: the same answers as every posting summed, in every scope."""
+    a, b = collections
+    scopes: list[list[uuid.UUID] | None] = [None, [a], [b], [a, b], []]
+    rng = random.Random(21)
+    async with runtime.pool.acquire() as conn:  # the module's chunks may have been truncated by now
+        for collection in collections:
+            await add_documents(conn, rng, 25, collection)
+    await bm25_packs.pack(runtime.pool)
+    many = bm25_packed.PROBED_UNPACKED_MAX + 20
+    async with owner_connection(runtime.database_url) as conn:
+        # Rewritten texts: chunks at or below the watermark whose packed entries are stale.
+        await conn.execute(
+            "UPDATE chunks SET search_text = search_text || ' mice' WHERE id IN"
+            " (SELECT id FROM chunks ORDER BY id LIMIT $1)",
+            many,
+        )
+        assert await conn.fetchval("SELECT count(*) FROM bm25_unpacked") == many
+        [row, *_] = await conn.fetch(bm25_native.TERMS_SQL, "mice cancer")
+        assert row["packed_many_unpacked"]
+        assert await assert_pack_answers_like_the_full_statement(conn, scopes) > 1000
+    await bm25_packs.pack(runtime.pool)
+    async with owner_connection(runtime.database_url) as conn:
+        [row, *_] = await conn.fetch(bm25_native.TERMS_SQL, "mice cancer")
+        assert not row["packed_many_unpacked"]

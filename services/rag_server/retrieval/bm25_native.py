@@ -50,7 +50,7 @@ from uuid import UUID
 
 import asyncpg
 
-from rag_server.retrieval.bm25_packed import Pack, Weights, packed_top_k
+from rag_server.retrieval.bm25_packed import PROBED_UNPACKED_MAX, Pack, Weights, packed_top_k
 from rag_server.retrieval.filters import FilterSQL, build_filters
 from rag_server.retrieval.legs import LegHit
 from rag_server.retrieval.models import SearchFilters
@@ -92,9 +92,12 @@ WORK_MEM_MAX_KB = 64 * 1024
 
 INT4_MAX = 2**31 - 1
 
-TERMS_SQL = """
+TERMS_SQL = f"""
     SELECT bt.term, bt.df, s.n_docs, s.total_len,
-           k.watermark AS packed_upto, k.narrow AS packed_narrow, k.deleted AS packed_deleted
+           k.watermark AS packed_upto, k.narrow AS packed_narrow, k.deleted AS packed_deleted,
+           k.watermark IS NOT NULL AND (SELECT count(*) FROM (
+               SELECT 1 FROM bm25_unpacked LIMIT {PROBED_UNPACKED_MAX + 1}) u) > {PROBED_UNPACKED_MAX}
+               AS packed_many_unpacked
     FROM unnest(to_tsvector('english', rag_bm25_text($1::text))) AS q  -- each lexeme once; CJK split (0025)
     JOIN bm25_terms bt ON bt.term = q.lexeme
     CROSS JOIN bm25_stats s
@@ -285,7 +288,10 @@ async def native_top_k(
     watermark = rows[0]["packed_upto"]
     if prune and watermark is not None and not build_filters(filters, first_param=1).clauses:
         weights = Weights(q.terms, q.weights, q.c0, q.c1, q.scale)
-        pack = Pack(watermark, rows[0]["packed_narrow"], rows[0]["packed_deleted"] > 0)
+        first = rows[0]
+        pack = Pack(
+            watermark, first["packed_narrow"], first["packed_deleted"] > 0, first["packed_many_unpacked"]
+        )
         return await packed_top_k(conn, weights, sum(q.dfs), top_k, pack, collections)
 
     def bind(flagged: int, *extra: Any) -> list[Any]:
