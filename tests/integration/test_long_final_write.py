@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import numpy as np
 import pytest
 
@@ -200,3 +201,21 @@ async def test_a_new_versions_write_takes_the_writers_mutex_after_its_inserts_to
     for word, found in (("numbat", 2), ("quokka", 0)):
         hits = await search(runtime, SearchRequest(query=word, search_type="bm25", top_k=5))
         assert [h.document_id for h in hits.results] == [ref.document_id] * found, word
+
+
+async def test_a_write_failing_after_it_deferred_leaves_no_flag_for_the_next_write(runtime: Runtime) -> None:
+    """A final write that fails midway (a bad row after the flag was set) inside a caller's transaction
+    rolls back to its savepoint, the flag with it: a chunk written next in that transaction, without
+    write_chunks (as the synthetic corpus does), is indexed by its triggers as before."""
+    failing, _ = await queued_and_read(runtime, "fails.txt", b"A write that fails midway.")
+    next_one, _ = await queued_and_read(runtime, "next.txt", b"The next write in the transaction.")
+    vector = np.zeros((1, runtime.settings.embedding_dim), dtype=np.float32)
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        with pytest.raises(asyncpg.PostgresError):  # PostgreSQL's text holds no NUL: the INSERT fails
+            await chunks_module.write_chunks(conn, failing.document_id, chunks_of(["a wombat\x00"]), vector)
+        assert await conn.fetchval("SELECT current_setting('rag.bm25_defer', true)") != "on"
+        await chunks_module.insert_chunks(conn, [next_one.document_id], chunks_of(["a wombat digs"]), vector)
+    async with owner_connection(runtime.database_url) as owner:
+        await assert_stats_match_recount(owner)
+    hits = await search(runtime, SearchRequest(query="wombat", search_type="bm25", top_k=5))
+    assert [h.document_id for h in hits.results] == [next_one.document_id]
