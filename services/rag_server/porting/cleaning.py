@@ -42,13 +42,6 @@ def _text(value: str, what: str) -> str:
         raise UnusableDocument(f"{what}: {exc}") from None
 
 
-def _composed(value: str, what: str) -> str:
-    """A stored chunk text: cleaned, then composed (NFC) unless it already is (the common case: a check,
-    no copy). Not for the key: it names the document (its id on every re-run), as the source wrote it."""
-    text = _text(value, what)
-    return composed(text)
-
-
 def _metadata(value: dict[str, Any], what: str) -> dict[str, Any]:
     try:
         return check_metadata(value, what)
@@ -68,14 +61,14 @@ def _chunk(chunk: ImportChunk, i: int) -> ImportChunk:
     where = f"chunk {i}"
     return replace(
         chunk,
-        text=_composed(chunk.text, f"{where} text"),
-        search_text=_composed(chunk.search_text, f"{where} search text"),
+        text=composed(_text(chunk.text, f"{where} text")),
+        search_text=composed(_text(chunk.search_text, f"{where} search text")),
         metadata=_metadata(chunk.metadata, f"{where} metadata"),
         page=_position(chunk.page),
         char_start=_position(chunk.char_start),
         char_end=_position(chunk.char_end),
         heading_path=(
-            None if chunk.heading_path is None else _composed(chunk.heading_path, f"{where} heading")
+            None if chunk.heading_path is None else composed(_text(chunk.heading_path, f"{where} heading"))
         ),
         location=None if chunk.location is None else _metadata(chunk.location, f"{where} location"),
     )
@@ -85,7 +78,8 @@ def clean_document(doc: ImportDocument) -> ImportDocument:
     """`doc` with every text and metadata string cleaned as an upload's; UnusableDocument (a sentence)
     when something in it cannot be stored even so."""
     # The key only names the document (its id, the summary), it is never stored: it may keep a NUL,
-    # but a lone surrogate cannot be hashed into the id (UTF-8 first). sanitize_filename composes the name.
+    # but a lone surrogate cannot be hashed into the id (UTF-8 first); it is not composed either: it makes
+    # the id on every re-run, as the source wrote it. sanitize_filename composes the name.
     _text(doc.key, "its key")
     return replace(
         doc,
