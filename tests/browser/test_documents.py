@@ -236,7 +236,7 @@ async def test_a_document_page_shows_details_and_chunks(
     await expect(facts).to_contain_text("default")
     await expect(facts).to_contain_text("text/plain")
     chunks = page.locator(".chunk")
-    await expect(chunks.first).to_contain_text("Chunk 0")
+    await expect(chunks.first.locator(".chunk-head span").first).to_have_text("Chunk 1")  # as the pager counts
     await expect(chunks.first.locator(".chunk-text")).to_contain_text("Document number 11 talks about otters")
     await page.screenshot(path="/tmp/shots/document.png", full_page=True)
     await expect(page.locator("main")).not_to_contain_text("null")  # no missing part printed as text
@@ -450,7 +450,7 @@ async def test_chunk_pages_open_at_their_first_chunk_and_a_page_past_the_end_sho
     await page.keyboard.press("Enter")
     await expect(pager).to_contain_text(f"Chunks 51–100 of {total}")
     await expect(page.get_by_role("heading", name="Chunks")).to_be_focused()
-    await expect(page.locator(".chunk").first).to_contain_text("Chunk 50")
+    await expect(page.locator(".chunk .chunk-head span").first).to_have_text("Chunk 51")
     await expect(page.locator(".chunk").first).to_be_in_viewport()
 
     await page.goto(f"{stack.base_url}/#/documents/{doc_id}?page=999")
@@ -487,7 +487,7 @@ async def test_the_chunk_pager_goes_to_the_last_chunks_and_to_a_page_typed(
 
     await page.get_by_role("button", name="Last chunks").click()
     await expect(pager).to_have_text(f"Chunks {(last - 1) * 50 + 1}–{total} of {total}")
-    await expect(heads.last).to_have_text(f"Chunk {total - 1}")
+    await expect(heads.last).to_have_text(f"Chunk {total}")
     await expect(number).to_have_value(str(last))
     await expect(page.get_by_role("button", name="Last chunks")).to_be_disabled()
     await expect(page.get_by_role("button", name="Next chunks")).to_be_disabled()
@@ -497,7 +497,7 @@ async def test_the_chunk_pager_goes_to_the_last_chunks_and_to_a_page_typed(
     await number.fill("2")
     await number.press("Enter")
     await expect(pager).to_have_text(f"Chunks 51–100 of {total}")
-    await expect(heads.first).to_have_text("Chunk 50")
+    await expect(heads.first).to_have_text("Chunk 51")
     await expect(page.get_by_role("heading", name="Chunks")).to_be_focused()
     assert page.url.endswith("?page=2")
     await page.reload()
@@ -515,7 +515,7 @@ async def test_the_chunk_pager_goes_to_the_last_chunks_and_to_a_page_typed(
     await expect(pager).to_have_text(f"Chunks {(last - 1) * 50 + 1}–{total} of {total}")
     await page.get_by_role("button", name="First chunks").click()
     await expect(pager).to_have_text(f"Chunks 1–50 of {total}")
-    await expect(heads.first).to_have_text("Chunk 0")
+    await expect(heads.first).to_have_text("Chunk 1")
     assert page.url.endswith(long_document)
 
 
@@ -556,12 +556,12 @@ async def test_find_in_chunks_keeps_the_matching_chunks_marked_and_paged(page: P
     await expect(find).to_have_value("kingfisher")
     await expect(pager).to_have_text(f"Matches 1–50 of {len(holding)}")
     heads = page.locator(".chunk .chunk-head span:first-child")
-    await expect(heads).to_have_text([f"Chunk {i}" for i in holding[:50]])
+    await expect(heads).to_have_text([f"Chunk {i + 1}" for i in holding[:50]])
     await expect(page.locator(".chunk-text mark").first).to_have_text("kingfisher")
     assert await page.locator(".chunk-text mark").count() >= 50
     await page.get_by_role("button", name="Next chunks").click()
     await expect(pager).to_have_text(f"Matches 51–{len(holding)} of {len(holding)}")
-    await expect(heads).to_have_text([f"Chunk {i}" for i in holding[50:]])
+    await expect(heads).to_have_text([f"Chunk {i + 1}" for i in holding[50:]])
     # The pager's pages are the matches' (2), not the document's.
     await expect(page.locator(".pager-page")).to_have_text("Page of 2")
     await page.get_by_role("button", name="First chunks").click()

@@ -52,6 +52,7 @@ async def test_each_mode_shows_results_with_both_legs_and_timings(
 
     await search(page, "otters shellfish", "Hybrid")
     await expect(hits.first.locator(".hit-title a")).to_have_text("otters.txt")
+    await expect(hits.first.locator(".hit-title .muted")).to_have_text("chunk 1")  # chunk_index 0
     # The words matched by BM25 carry both legs; documents only the vector leg found show "—" for BM25.
     first_legs = hits.first.locator(".leg")
     await expect(first_legs.nth(0)).to_contain_text("Vector#")

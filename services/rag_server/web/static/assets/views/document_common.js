@@ -37,6 +37,12 @@ export function chunkPlace(chunk) {
   return fact[0] === "Page" ? `page ${fact[1]}` : fact[1];
 }
 
+// A chunk as people count it: the first is "Chunk 1", as the pager's first page is page 1 (the API's
+// chunk_index counts from 0).
+export function chunkNumber(chunk) {
+  return chunk.chunk_index + 1;
+}
+
 // The headings above a chunk ("Guide > Install", a slide's title, a sheet's name), or null.
 export function chunkSection(chunk, className = "chunk-section") {
   return chunk.heading_path ? h("span", { class: className, title: chunk.heading_path }, chunk.heading_path) : null;

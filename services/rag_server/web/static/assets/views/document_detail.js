@@ -5,7 +5,7 @@
 import { api, ApiError } from "../api.js";
 import { announce, formatBytes, formatDate, h, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { chunkPlace, chunkSection, deleteDocument, documentError, downloadDocument, fill, nameParts, parseJsonObject, statusBadge, typedFilter } from "./document_common.js";
+import { chunkNumber, chunkPlace, chunkSection, deleteDocument, documentError, downloadDocument, fill, nameParts, parseJsonObject, statusBadge, typedFilter } from "./document_common.js";
 import { lastPageInstead, pageOf, pager } from "./pager.js";
 
 const CHUNK_PAGE = 50;
@@ -367,7 +367,7 @@ export function mountDetail(root, ctx, route, backHref) {
                 h(
                   "div",
                   { class: "chunk-head muted small" },
-                  h("span", {}, `Chunk ${c.chunk_index}`),
+                  h("span", {}, `Chunk ${chunkNumber(c)}`),
                   chunkPlace(c) ? h("span", { class: "chunk-place" }, chunkPlace(c)) : null,
                   chunkSection(c),
                 ),

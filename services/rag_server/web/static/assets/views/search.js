@@ -5,7 +5,7 @@
 import { api } from "../api.js";
 import { clear, formatMs, h, announce } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { chunkPlace, chunkSection, FILE_TYPES } from "./document_common.js";
+import { chunkNumber, chunkPlace, chunkSection, FILE_TYPES } from "./document_common.js";
 import { METADATA_MAX, metadataFilter, parseMetadata } from "./metadata_filter.js";
 
 const MODES = [
@@ -102,7 +102,7 @@ function hitElement(hit, rank, p) {
         h(
           "span",
           { class: "muted small" },
-          [chunkPlace(hit), `chunk ${hit.chunk_index}`].filter(Boolean).join(" · "),
+          [chunkPlace(hit), `chunk ${chunkNumber(hit)}`].filter(Boolean).join(" · "),
         ),
         chunkSection(hit, "hit-section"),
       ),
