@@ -14,6 +14,7 @@ import pytest
 
 import rag_server
 from rag_server.config import Settings
+from rag_server.ingestion import parse_process
 from rag_server.ingestion.parse_process import (
     WALL_LIMIT_FACTOR,
     ParseProcess,
@@ -260,6 +261,48 @@ async def test_a_parser_stuck_without_using_the_processor_is_stopped_by_the_cloc
         assert [c.text for c in chunks] == ["green tea"]
     finally:
         await parser.close()
+
+
+async def test_a_parser_using_no_processor_for_the_stall_window_is_stopped_long_before_the_backstop(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file that blocks its parser held a slot WALL_LIMIT_FACTOR x RAG_PARSE_TIMEOUT_S (50 minutes by
+    # default) per attempt. The window is 60 s; 2 s here, under a limit of an hour.
+    monkeypatch.setattr(parse_process, "STALL_WINDOW_S", 2.0)
+    mark = "blocks-after-working"
+    run_at_child_start(
+        TOKENIZER_BURNS_THEN_SLEEPS_ON.format(mark=mark, burn_s=3, sleep_s=3600), tmp_path, monkeypatch
+    )
+    parser = ParseProcess(_limit(settings, 3600))
+    try:
+        await parser.start()
+        with pytest.raises(ParserCrashed) as stopped:  # retried, as the backstop's verdict is
+            await asyncio.wait_for(parser.prepare("notes.txt", f"tea {mark}".encode(), "txt", None), 600)
+        assert re.fullmatch(
+            r"the file's parser process was stopped: in the last 2 s it used only 0\.\d\d s of processor "
+            r"time: it was stuck \(blocked, stopped or deadlocked\) or starved by a busy machine",
+            str(stopped.value),
+        ), stopped.value
+        chunks = await parser.prepare("notes.txt", b"green tea", "txt", None)  # a fresh child
+        assert [c.text for c in chunks] == ["green tea"]
+    finally:
+        await parser.close()
+
+
+async def test_a_parser_at_work_longer_than_the_stall_window_is_not_stopped(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parse_process, "STALL_WINDOW_S", 1.0)
+    mark = "works"
+    run_at_child_start(
+        TOKENIZER_BURNS_THEN_SLEEPS_ON.format(mark=mark, burn_s=4, sleep_s=0), tmp_path, monkeypatch
+    )
+    parser = ParseProcess(_limit(settings, 3600))
+    try:
+        chunks = await parser.prepare("notes.txt", f"tea {mark}".encode(), "txt", None)
+    finally:
+        await parser.close()
+    assert [c.text for c in chunks] == [f"tea {mark}"]
 
 
 async def test_the_processor_time_a_parser_used_before_a_file_does_not_count_against_it(

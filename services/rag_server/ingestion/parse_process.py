@@ -11,9 +11,9 @@ timeout and froze the next worker too) and its SIGTERM handler. Here the worker 
   longer by the clock, and a final verdict on a file must not depend on the machine's load. It counts
   from the request: the child's start-up and the files it read before do not count;
 - a child that waits without using the processor (blocked, stopped, deadlocked) never reaches that
-  limit: by the clock, `WALL_LIMIT_FACTOR` times the limit, it is killed and the task is retried like
-  a crash (below). Where /proc cannot be read (not Linux), `RAG_PARSE_TIMEOUT_S` is time by the clock,
-  and final;
+  limit: once it has used almost none for `STALL_WINDOW_S` by the clock, or at the latest after
+  `WALL_LIMIT_FACTOR` times the limit, it is killed and the task is retried like a crash (below).
+  Where /proc cannot be read (not Linux), `RAG_PARSE_TIMEOUT_S` is time by the clock, and final;
 - over `RAG_PARSE_MAX_MEMORY_MB` (beyond what the child holds once started) an allocation fails in the
   child, which answers with that and exits; the task fails the same way. Where the failure is not a
   MemoryError it can answer with (a Rust library panics or aborts, CPython spins), the worker, which
@@ -70,6 +70,11 @@ MEMORY_GRACE_S = 10.0
 # limit first; one waiting without using the processor (blocked, stopped, deadlocked) still ends. Scaled
 # with the limit, not a setting of its own: raising the limit for larger files raises it too.
 WALL_LIMIT_FACTOR = 5
+# A child that used less than STALL_MIN_SHARE of a core over the last STALL_WINDOW_S of the clock is stuck:
+# one at work on a busy machine still gets a few percent (8 busy processes on 2 cores: 25%), while a
+# blocked one gets nothing. Without it a stuck file held a slot 5 x 600 s by default per attempt.
+STALL_WINDOW_S = 60.0
+STALL_MIN_SHARE = 0.01
 
 
 class _OverMemory(Exception):
@@ -131,6 +136,13 @@ def wall_timeout_message(seconds: float) -> str:
     )
 
 
+def idle_message(window_s: float, used_s: float) -> str:
+    return (
+        f"the file's parser process was stopped: in the last {window_s:g} s it used only {used_s:.2f} s of "
+        "processor time: it was stuck (blocked, stopped or deadlocked) or starved by a busy machine"
+    )
+
+
 def stalled_message(waited_s: float, used_s: float) -> str:
     return (
         f"the file's parser process was stopped after waiting {waited_s:g} s for it ({WALL_LIMIT_FACTOR} x "
@@ -182,6 +194,8 @@ class _Clock:
         self.cpu_before = cpu_seconds(pid)
         if self.cpu_before is None and os.path.exists("/proc/self/stat"):
             self.cpu_before = 0.0
+        # The last time it used STALL_MIN_SHARE of the window's processor time, and its total then.
+        self.active_at, self.active_used = now, 0.0
 
     def cpu_used(self) -> float | None:
         now = cpu_seconds(self.pid)
@@ -357,6 +371,11 @@ class ParseProcess:
         used = clock.cpu_used()  # None: the child is gone, and its reply says how
         if used is not None and used > limit:
             raise _OverTime(timeout_message(limit))
+        if used is not None:
+            if used - clock.active_used >= STALL_MIN_SHARE * STALL_WINDOW_S:
+                clock.active_at, clock.active_used = now, used
+            elif now - clock.active_at > STALL_WINDOW_S:
+                raise _Stalled(idle_message(STALL_WINDOW_S, used - clock.active_used))
         if waited > WALL_LIMIT_FACTOR * limit:
             raise _Stalled(stalled_message(WALL_LIMIT_FACTOR * limit, used or 0.0))
 
