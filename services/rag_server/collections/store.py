@@ -25,6 +25,7 @@ from rag_server.collections.models import (
 from rag_server.errors import CollectionNotFoundError, ConflictError
 from rag_server.infra.database import LONG_STATEMENT_TIMEOUT_S, Executor, connection, transaction
 from rag_server.infra.queue import IngestQueue
+from rag_server.ingestion.deletion import lock_out_writes
 
 _COLUMNS = """c.id, c.name, c.description, c.hybrid_alpha, c.created_at, c.updated_at,
               (SELECT count(*) FROM documents d WHERE d.collection_id = c.id)::int AS document_count"""
@@ -179,7 +180,14 @@ async def delete_collection(
 
 async def _delete_contents(c: asyncpg.Connection, queue: IngestQueue, collection_id: UUID) -> None:
     # Lock order task -> document -> (BM25 triggers) bm25_stats, as the worker's final write takes them:
-    # a worker finishing one of these tasks waits, then finds its task and document gone.
+    # a worker finishing one of these tasks waits, then finds its task and document gone; one writing its
+    # chunks gives way at its next statement (deletion.lock_out_writes: that lock first).
+    await lock_out_writes(
+        c,
+        "SELECT t.document_id FROM job_tasks t JOIN job_batches b ON b.id = t.batch_id"
+        " WHERE b.collection_id = $1 AND t.status = 'processing'",
+        collection_id,
+    )
     tasks = await c.fetch(
         """
         SELECT t.id, t.msg_id, t.status FROM job_tasks t JOIN job_batches b ON b.id = t.batch_id

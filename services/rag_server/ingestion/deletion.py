@@ -10,6 +10,7 @@ import asyncpg
 
 from rag_server.errors import ConflictError, NotFoundError
 from rag_server.infra.database import LONG_STATEMENT_TIMEOUT_S, Executor, transaction
+from rag_server.ingestion.chunks import DELETE_LOCK_CLASS
 from rag_server.ingestion.documents import matching_documents
 from rag_server.ingestion.models import DeletedDocuments, DeleteDocuments
 
@@ -32,9 +33,11 @@ async def delete_documents(conn: Executor, document_ids: Sequence[UUID]) -> list
 
     Tasks still queued or processing for them are failed first, in the worker's lock order for its
     final write (task, then document), so a worker sees it and just drops its message instead of
-    writing chunks for a document that is gone. Rows are locked in id order: two deletions of
-    overlapping sets wait for each other instead of deadlocking. ConflictError when a task was queued
-    for them during each of DELETE_ATTEMPTS waits (nothing is deleted)."""
+    writing chunks for a document that is gone. A final write under way gives way at its next
+    statement (`lock_out_writes`), so the delete does not wait for the rest of it. Rows are locked in
+    id order: two deletions of overlapping sets wait for each other instead of deadlocking.
+    ConflictError when a task was queued for them during each of DELETE_ATTEMPTS waits (nothing is
+    deleted)."""
     ids = sorted(set(document_ids))
     async with transaction(conn) as c:
         for _ in range(DELETE_ATTEMPTS):
@@ -53,7 +56,39 @@ class _TaskQueuedMeanwhile(Exception):
     """A task of a document being deleted was queued after its tasks were failed (see _delete_locked)."""
 
 
+async def lock_out_writes(c: asyncpg.Connection, processing_sql: str, *args: object) -> None:
+    """Before any row lock, this transaction's lock on each document whose task is processing (the
+    `processing_sql` query's `document_id`s, read without locking): a worker writing its chunks sees it
+    between two statements (chunks.give_way_to_delete), rolls back and so lets go of the task and
+    document rows this delete waits for. Only processing ones (a few per worker): each lock takes a slot
+    of the shared lock table, and a delete may name tens of thousands of documents. A task that starts
+    processing after this read is waited for. Taken in key order (unnest keeps the array's): two deletes
+    wait for each other, never in a cycle."""
+    keys = [
+        r["k"]
+        for r in await c.fetch(
+            f"SELECT DISTINCT hashtext(p.document_id::text) AS k FROM ({processing_sql}) p ORDER BY k",
+            *args,
+            timeout=LONG_STATEMENT_TIMEOUT_S,
+        )
+    ]
+    if keys:
+        await c.execute(
+            "SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k",
+            DELETE_LOCK_CLASS,
+            keys,
+            timeout=LONG_STATEMENT_TIMEOUT_S,
+        )
+
+
 async def _delete_locked(c: asyncpg.Connection, ids: list[UUID]) -> list[UUID]:
+    # A final write under way gives way: its task and document rows are free sooner (the lock first, in
+    # this savepoint: a retry takes them again, as the tasks processing may have changed).
+    await lock_out_writes(
+        c,
+        "SELECT document_id FROM job_tasks WHERE status = 'processing' AND document_id = ANY($1::uuid[])",
+        ids,
+    )
     # Every task row of the documents first, in id order (the lock order: task rows, then document
     # rows). The ones left unlocked here were locked by the document's ON DELETE SET NULL after its row:
     # a retry of a finished task (its task row, then its document) and this delete waited for each other.

@@ -23,7 +23,7 @@ import numpy as np
 from rag_server.infra.database import Executor, transaction
 from rag_server.infra.queue import IngestQueue
 from rag_server.ingestion.chunking import Chunk
-from rag_server.ingestion.chunks import write_chunks
+from rag_server.ingestion.chunks import DELETE_LOCK_CLASS, write_chunks
 from rag_server.ingestion.parsing import file_type_for
 from rag_server.ingestion.replacement import lock_new_name, swap_in
 
@@ -176,6 +176,25 @@ async def drop_stale_message(conn: Executor, queue: IngestQueue, task_id: UUID, 
         status = await c.fetchval("SELECT status FROM job_tasks WHERE id = $1 FOR UPDATE", task_id)
         if status not in ("processing", "queued"):
             await queue.delete(msg_id, conn=c)
+
+
+async def end_after_giving_way(conn: Executor, queue: IngestQueue, work: TaskWork, msg_id: int) -> bool:
+    """After the final write gave way to a delete (DeleteWaitingError, rolled back): waits for that
+    delete to end (its lock on the document, shared), then as drop_stale_message: True, the message
+    gone, when the task has ended (the delete committed: failed, or gone with its collection); False
+    when the delete rolled back (or the lock was another document's, a hash collision): the task is
+    still there to retry, its message kept."""
+    async with transaction(conn) as c:
+        await c.execute(
+            "SELECT pg_advisory_xact_lock_shared($1, hashtext($2::uuid::text))",
+            DELETE_LOCK_CLASS,
+            work.document_id,
+        )
+        status = await c.fetchval("SELECT status FROM job_tasks WHERE id = $1 FOR UPDATE", work.task_id)
+        if status in ("processing", "queued"):
+            return False
+        await queue.delete(msg_id, conn=c)
+    return True
 
 
 async def record_retry(

@@ -23,6 +23,7 @@ from uuid import UUID
 import numpy as np
 
 from rag_server.config import Settings
+from rag_server.errors import DeleteWaitingError
 from rag_server.generations.backfill import handle_reembed, is_reembed, write_for_generations
 from rag_server.infra.database import is_transient_db_error, runtime_url, transaction
 from rag_server.infra.embeddings import EmbeddingError
@@ -194,6 +195,10 @@ class Worker:
         except tasks.TaskDropped:
             logger.info("task %s: document deleted or task taken over while processing; stopped", task_id)
             await tasks.drop_stale_message(pool, queue, task_id, msg.msg_id)
+        except DeleteWaitingError:
+            if work is None:  # raised by its final write only
+                raise
+            await self._after_giving_way(work, msg)
         except ParseError as exc:
             await self._fail(task_id, work, str(exc), msg)
         except ParserCrashed as exc:
@@ -259,6 +264,26 @@ class Worker:
             await housekeeping.pack_after_write(self.runtime, len(chunks))
         else:
             logger.info("task %s: document deleted or task taken over while processing; dropped", task_id)
+
+    async def _after_giving_way(self, work: tasks.TaskWork, msg: Message) -> None:
+        """The final write gave way to a delete of its document (rolled back, nothing written): once the
+        delete ends, its message goes as when a delete wins before the write; if the delete rolled back,
+        the task is retried later without counting a failure."""
+        task_id = work.task_id
+        logger.info("task %s: a delete of its document is waiting; its final write gave way", task_id)
+        await self._stop_heartbeat(msg.msg_id)
+        ended = False
+
+        async def end() -> None:
+            nonlocal ended
+            ended = await tasks.end_after_giving_way(self.runtime.pool, self.runtime.queue, work, msg.msg_id)
+
+        await self._until_recorded(f"end task {task_id} after its write gave way", end)
+        if ended:
+            logger.info("task %s: document deleted while its chunks were written; stopped", task_id)
+            return
+        reason = "A delete of the document stopped its final write, then did not happen."
+        await self._retry(task_id, reason, msg, count_failure=False)
 
     async def _fail(
         self, task_id: UUID, work: tasks.TaskWork | None, reason: str, msg: Message, logged: str | None = None
