@@ -18,13 +18,18 @@ from uuid import UUID
 import asyncpg
 import pytest
 
+from rag_server.collections.models import DEFAULT_COLLECTION_ID, CreateCollection
+from rag_server.collections.store import create_collection, delete_collection
 from rag_server.config import Settings
 from rag_server.infra.database import owner_connection
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion import tasks
+from rag_server.ingestion.batches import create_upload_batch
 from rag_server.ingestion.chunks import DELETE_LOCK_CLASS
 from rag_server.ingestion.deletion import delete_documents
+from rag_server.ingestion.pipeline import incoming_file
 from rag_server.ingestion.recovery import WorkerLease
+from rag_server.ingestion.replacement import replace_document_file
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings, fake_ollama_env
 from tests.integration.test_task_ownership import queued_and_read, worker_lease
 from tests.support.child_hooks import run_at_child_start
@@ -113,13 +118,32 @@ async def ids_taken(owner: asyncpg.Connection) -> int:
 SEQUENCE = "SELECT pg_get_serial_sequence('chunks', 'id')"
 
 
-async def _paused_final_write(runtime: Runtime, name: str, data: bytes) -> tuple[UUID, UUID]:
+async def _paused_final_write(
+    runtime: Runtime, name: str, data: bytes, collection_id: UUID = DEFAULT_COLLECTION_ID
+) -> tuple[UUID, UUID]:
     """Upload the file; return once the worker's final write holds its task and document rows and waits
-    before its first INSERT (the caller's `table` holds `chunks` in SHARE mode)."""
-    [task] = await enqueue(runtime, [(name, data)])
+    before its first INSERT (the caller holds `chunks` in SHARE mode)."""
+    batch = await create_upload_batch(runtime.pool, runtime.queue, [incoming_file(name, data)], collection_id)
+    [task] = batch.tasks
     assert task.document_id is not None
     await until_waiting(runtime, FIRST_WRITE)
     return task.task_id, task.document_id
+
+
+def _ended(database_url: str, task_id: UUID) -> dict[str, Any]:
+    return wait_for(
+        lambda: (r := task_row(database_url, task_id))["status"] in ("completed", "failed") and r,
+        120,
+        "the task to end",
+    )
+
+
+def _message_gone(database_url: str, msg_id: int) -> None:
+    wait_for(
+        lambda: not query(database_url, "SELECT 1 FROM pgmq.q_ingest WHERE msg_id = %s", msg_id),
+        60,
+        "the worker to drop its message",
+    )
 
 
 def _log_since(worker: Proc, start: int) -> str:
@@ -240,3 +264,77 @@ async def test_a_delete_that_rolls_back_after_the_write_gave_way_leaves_the_docu
     written = assert_exact_chunks(database_url, settings, document_id, name, data)
     assert doc == {"status": "ready", "chunk_count": written}
     assert written > SLICE * 2
+
+
+async def test_a_delete_stops_a_new_versions_final_write(
+    runtime: Runtime, worker: Proc, database_url: str
+) -> None:
+    """A replacement's final write (the new bytes swapped in, the old chunks deleted, the new ones
+    inserted) gives way as well: rolled back, the old version would have stayed; the delete then takes
+    the document, old chunks and all. (The old chunks' BM25 removal takes the writers' mutex: the mutex is
+    not held here; one statement of new chunks shows where the write stopped.)"""
+    name = "replaced-then-deleted.txt"
+    [first] = await enqueue(runtime, [(name, long_text(300, seed=23).encode())])
+    assert first.document_id is not None
+    assert _ended(database_url, first.task_id)["status"] == "completed"
+    document_id = first.document_id
+    async with owner_connection(runtime.database_url) as table:
+        async with table.transaction():
+            await table.execute("LOCK TABLE chunks IN SHARE MODE")
+            before = await ids_taken(table)
+            new = await replace_document_file(
+                runtime.pool,
+                runtime.queue,
+                document_id,
+                incoming_file(name, long_text(1500, seed=24).encode()),
+            )
+            [task] = new.tasks
+            await until_waiting(runtime, FIRST_WRITE)
+            deleting = asyncio.ensure_future(delete_documents(runtime.pool, [document_id]))
+            await until_waiting(runtime, DELETE_LOCKS_TASKS)
+        assert await deleting == [document_id]
+        assert await ids_taken(table) - before == SLICE
+    row = _ended(database_url, task.task_id)
+    assert (row["status"], row["error"], row["failures"], row["new_content"]) == ("failed", DELETED, 0, None)
+    _message_gone(database_url, row["msg_id"])
+    assert not query(database_url, "SELECT 1 FROM documents WHERE id = %s", document_id)
+    assert chunk_count(database_url, document_id) == 0
+
+
+async def test_deleting_a_collection_stops_a_final_write_of_one_of_its_documents(
+    runtime: Runtime, worker: Proc, database_url: str
+) -> None:
+    """delete_collection takes the same locks (deletion.lock_out_writes): the write gives way, and the
+    worker, finding its task gone with the collection, drops its message."""
+    collection = await create_collection(runtime.pool, CreateCollection(name="going-away"))
+    log_start = len(worker.log())
+    async with (
+        owner_connection(runtime.database_url) as mutex,
+        owner_connection(runtime.database_url) as table,mutex.transaction()
+    ):
+        await mutex.execute("SELECT 1 FROM bm25_stats FOR UPDATE")
+        paused = table.transaction()
+        await paused.start()
+        await table.execute("LOCK TABLE chunks IN SHARE MODE")
+        task_id, document_id = await _paused_final_write(
+            runtime, "in-a-collection.txt", long_text(1500, seed=25).encode(), collection.id
+        )
+        [msg_id] = [
+            r["msg_id"]
+            for r in query(database_url, "SELECT msg_id FROM job_tasks WHERE id = %s", task_id)
+        ]
+        deleting = asyncio.ensure_future(
+            delete_collection(runtime.pool, runtime.queue, str(collection.id), force=True)
+        )
+        await until_waiting(runtime, "FOR UPDATE OF t")  # its lock taken, waiting for the task row
+        await paused.commit()
+        assert await first_done(runtime, deleting) == "delete"
+        await deleting
+    _message_gone(database_url, msg_id)
+    wait_for(
+        lambda: "document deleted while its chunks were written" in worker.log(), 60, "the worker's line"
+    )
+    assert not query(database_url, "SELECT 1 FROM job_tasks WHERE id = %s", task_id)
+    assert not query(database_url, "SELECT 1 FROM documents WHERE id = %s", document_id)
+    log = _log_since(worker, log_start)
+    assert "ERROR" not in log and "Traceback" not in log, log
