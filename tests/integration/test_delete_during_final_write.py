@@ -310,7 +310,8 @@ async def test_deleting_a_collection_stops_a_final_write_of_one_of_its_documents
     log_start = len(worker.log())
     async with (
         owner_connection(runtime.database_url) as mutex,
-        owner_connection(runtime.database_url) as table,mutex.transaction()
+        owner_connection(runtime.database_url) as table,
+        mutex.transaction(),
     ):
         await mutex.execute("SELECT 1 FROM bm25_stats FOR UPDATE")
         paused = table.transaction()
@@ -320,8 +321,7 @@ async def test_deleting_a_collection_stops_a_final_write_of_one_of_its_documents
             runtime, "in-a-collection.txt", long_text(1500, seed=25).encode(), collection.id
         )
         [msg_id] = [
-            r["msg_id"]
-            for r in query(database_url, "SELECT msg_id FROM job_tasks WHERE id = %s", task_id)
+            r["msg_id"] for r in query(database_url, "SELECT msg_id FROM job_tasks WHERE id = %s", task_id)
         ]
         deleting = asyncio.ensure_future(
             delete_collection(runtime.pool, runtime.queue, str(collection.id), force=True)
