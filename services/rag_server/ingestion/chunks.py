@@ -74,7 +74,8 @@ DEFER_BEGIN_SQL = """
 # ('RAFN'), workers' WORKER_LOCK_CLASS ('RAGW'); this one is 'RADL'.
 DELETE_LOCK_CLASS = 0x5241444C
 
-# Whether a delete holds (or waits for) the document's lock: a read of pg_locks, which takes no lock (a
+# Whether a delete holds (or waits for) the document's lock, exclusive (a worker waiting for a delete
+# takes it shared: tasks.end_after_giving_way): a read of pg_locks, which takes no lock (a
 # try-lock and its unlock would be a session lock, left held on the pooled connection if the statement
 # ended between the two). A hash collision only makes a write give way to another document's delete:
 # it is then retried, as after a delete that rolled back.
@@ -82,7 +83,7 @@ DELETE_WAITING_SQL = f"""
     SELECT EXISTS (
         SELECT FROM pg_locks
         WHERE locktype = 'advisory' AND objsubid = 2 AND classid = {DELETE_LOCK_CLASS}::oid
-          AND objid = hashtext($1::uuid::text)::oid
+          AND mode = 'ExclusiveLock' AND objid = hashtext($1::uuid::text)::oid
           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
     )
 """
