@@ -34,6 +34,7 @@ from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_set
 from tests.integration.test_task_ownership import queued_and_read, worker_lease
 from tests.support.child_hooks import run_at_child_start
 from tests.support.ingest import assert_exact_chunks, chunk_count, enqueue, query, task_row, wait_for
+from tests.support.locks import until_waiting, waiting_on_a_lock
 from tests.support.processes import Proc, process_env, start_worker
 from tests.support.sample_files import long_text
 
@@ -80,30 +81,12 @@ def worker(
         proc.kill()
 
 
-async def _waiting_on_a_lock(runtime: Runtime, query_start: str) -> bool:
-    async with owner_connection(runtime.database_url) as owner:
-        return bool(
-            await owner.fetchval(
-                "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
-                f"%{query_start}%",
-            )
-        )
-
-
-async def until_waiting(runtime: Runtime, query_start: str) -> None:
-    for _ in range(2400):
-        if await _waiting_on_a_lock(runtime, query_start):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no statement {query_start!r} waited for a lock")
-
-
 async def first_done(runtime: Runtime, deleting: asyncio.Future[Any]) -> str:
     """Which comes first: the delete ends, or the write reaches its end (waits for the mutex)."""
     for _ in range(2400):
         if deleting.done():
             return "delete"
-        if await _waiting_on_a_lock(runtime, TAKES_THE_MUTEX):
+        if await waiting_on_a_lock(runtime, TAKES_THE_MUTEX):
             return "write"
         await asyncio.sleep(0.05)
     raise AssertionError("neither the delete nor the write ended")

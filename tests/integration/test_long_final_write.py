@@ -23,27 +23,10 @@ from rag_server.retrieval.models import SearchRequest
 from rag_server.retrieval.service import search
 from tests.integration.test_bm25_native import assert_stats_match_recount
 from tests.integration.test_task_ownership import message_state, queued_and_read, worker_lease
+from tests.support.locks import until_waiting, waiting_on_a_lock
 
 # The statement of a final write that takes the writers' mutex (after every chunk INSERT).
 TAKES_THE_MUTEX = "SELECT bm25_defer_end"
-
-
-async def _waiting_on_a_lock(runtime: Runtime, query_start: str) -> bool:
-    async with owner_connection(runtime.database_url) as owner:
-        return bool(
-            await owner.fetchval(
-                "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
-                f"%{query_start}%",
-            )
-        )
-
-
-async def until_waiting(runtime: Runtime, query_start: str) -> None:
-    for _ in range(600):
-        if await _waiting_on_a_lock(runtime, query_start):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no statement {query_start!r} waited for a lock")
 
 
 def chunks_of(texts: list[str]) -> list[Chunk]:
@@ -130,7 +113,7 @@ async def test_every_slice_of_a_documents_chunks_is_written_before_the_writers_m
                 chunks_module.write_chunks(runtime.pool, ref.document_id, chunks_of(texts), vectors)
             )
             await until_waiting(runtime, TAKES_THE_MUTEX)
-            assert not await _waiting_on_a_lock(runtime, "INSERT INTO chunks")
+            assert not await waiting_on_a_lock(runtime, "INSERT INTO chunks")
         await write
         assert (
             await owner.fetchval(

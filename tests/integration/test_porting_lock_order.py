@@ -15,7 +15,7 @@ from rag_server.infra.database import owner_connection
 from rag_server.infra.runtime import Runtime
 from rag_server.porting.models import ImportChunk, ImportDocument
 from rag_server.porting.writer import document_content, document_id, write_documents
-from tests.integration.test_long_final_write import until_waiting
+from tests.support.locks import until_waiting
 
 ORIGIN = "jsonl"
 
