@@ -199,6 +199,16 @@ def _limit(settings: Settings, seconds: float) -> Settings:
     return settings.model_copy(update={"parse_timeout_s": seconds})
 
 
+async def _stopped_then_fresh(parser: ParseProcess, mark: str, error: type[Exception]) -> str:
+    """The sentence `parser` stops the marked file with (raising `error`); the next file gets a fresh
+    child that reads it."""
+    with pytest.raises(error) as stopped:
+        await asyncio.wait_for(parser.prepare("notes.txt", f"tea {mark}".encode(), "txt", None), 600)
+    chunks = await parser.prepare("notes.txt", b"green tea", "txt", None)
+    assert [c.text for c in chunks] == ["green tea"]
+    return str(stopped.value)
+
+
 async def test_a_parser_waiting_past_the_limit_without_using_the_processor_is_not_stopped(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -224,12 +234,9 @@ async def test_a_parser_using_the_processor_past_the_limit_is_stopped_with_that_
     )
     parser = ParseProcess(_limit(settings, 1))
     try:
-        with pytest.raises(ParseError) as stopped:  # final: the same file does the same again
-            await parser.prepare("notes.txt", f"tea {mark}".encode(), "txt", None)
-        assert str(stopped.value) == timeout_message(1)
-        assert str(stopped.value).startswith("The file needed more than 1 s of processor time to read")
-        chunks = await parser.prepare("notes.txt", b"green tea", "txt", None)  # a fresh child
-        assert [c.text for c in chunks] == ["green tea"]
+        stopped = await _stopped_then_fresh(parser, mark, ParseError)  # final: the same file does the same
+        assert stopped == timeout_message(1)
+        assert stopped.startswith("The file needed more than 1 s of processor time to read")
     finally:
         await parser.close()
 
@@ -247,18 +254,15 @@ async def test_a_parser_stuck_without_using_the_processor_is_stopped_by_the_cloc
         started = time.monotonic()
         # ParserCrashed: the worker retries it (RAG_WORKER_MAX_ATTEMPTS); a parser that does nothing is
         # not the file's verdict.
-        with pytest.raises(ParserCrashed) as stopped:
-            await parser.prepare("notes.txt", f"tea {mark}".encode(), "txt", None)
+        stopped = await _stopped_then_fresh(parser, mark, ParserCrashed)
         waited = time.monotonic() - started
         assert waited >= WALL_LIMIT_FACTOR  # not before the backstop (how much later: the machine's load)
         assert re.fullmatch(
             rf"the file's parser process was stopped after waiting {WALL_LIMIT_FACTOR} s for it "
             rf"\({WALL_LIMIT_FACTOR} x RAG_PARSE_TIMEOUT_S\), in which it used only \d+\.\d s of processor "
             r"time: it was stuck \(blocked, stopped or deadlocked\) or starved by a busy machine",
-            str(stopped.value),
-        ), stopped.value
-        chunks = await parser.prepare("notes.txt", b"green tea", "txt", None)  # a fresh child
-        assert [c.text for c in chunks] == ["green tea"]
+            stopped,
+        ), stopped
     finally:
         await parser.close()
 
@@ -275,16 +279,12 @@ async def test_a_parser_using_no_processor_for_the_stall_window_is_stopped_long_
     )
     parser = ParseProcess(_limit(settings, 3600))
     try:
-        await parser.start()
-        with pytest.raises(ParserCrashed) as stopped:  # retried, as the backstop's verdict is
-            await asyncio.wait_for(parser.prepare("notes.txt", f"tea {mark}".encode(), "txt", None), 600)
+        stopped = await _stopped_then_fresh(parser, mark, ParserCrashed)  # retried, as the backstop's is
         assert re.fullmatch(
             r"the file's parser process was stopped: in the last 2 s it used only 0\.\d\d s of processor "
             r"time: it was stuck \(blocked, stopped or deadlocked\) or starved by a busy machine",
-            str(stopped.value),
-        ), stopped.value
-        chunks = await parser.prepare("notes.txt", b"green tea", "txt", None)  # a fresh child
-        assert [c.text for c in chunks] == ["green tea"]
+            stopped,
+        ), stopped
     finally:
         await parser.close()
 
