@@ -98,6 +98,18 @@ def test_stdlib_docstrings_read_definitions_without_importing_and_skip_tests(tmp
     assert len(stdlib_docstrings(2, root=tmp_path)) == 2
 
 
+def test_bm25_text_folds_latin_letters_as_lucene_and_nothing_else() -> None:
+    """The reference's own statement of migration 0027's folding: Latin-1 Supplement, Latin Extended-A,
+    the decomposable letters of Extended-B and Extended Additional; other scripts keep their marks."""
+    assert bm25_text("élève información Straße café") == "eleve informacion Strasse cafe"
+    assert bm25_text("Ærøskøbing Œuvre Þing Łódź đ ħ ı ŉ ſ ĸ") == "AEroskobing OEuvre THing Lodz d h i n s q"
+    assert bm25_text("ẞ ș ț ǎ ệ ơ ư Ǿ ǽ") == "SS s t a e o u O ae"
+    assert bm25_text("× ÷ « ¹ ƀ ǝ ﬁ") == "× ÷ « ¹ ƀ ǝ ﬁ"  # Lucene folds these; 0027 does not
+    others = "Йод ёлка ΐά שָׁלוֹם العَرَبِيَّة हिन्दी ภาษาไทย"
+    assert bm25_text(others) == unicodedata.normalize("NFC", others)
+    assert "й" in bm25_text("йод") and "ё" in bm25_text(unicodedata.normalize("NFD", "ёлка"))
+
+
 def test_bm25_text_splits_cjk_runs_into_characters_and_pairs_and_composes() -> None:
     """The reference's own statement of migration 0025's rag_bm25_text."""
     assert bm25_text("The 年假政策 rule") == "The  年 假 政 策 年假 假政 政策  rule"
@@ -106,10 +118,10 @@ def test_bm25_text_splits_cjk_runs_into_characters_and_pairs_and_composes() -> N
     assert bm25_text("予約はポータル") == " 予 約 は ポ ー タ ル 予約 約は はポ ポー ータ タル "
     # Extension B (U+20BB7, outside the BMP): one character, not two surrogates.
     assert bm25_text("\U00020bb7野家") == " \U00020bb7 野 家 \U00020bb7野 野家 "
-    # Decomposed (NFD) Latin is composed; text with neither is returned as it is.
+    # Decomposed (NFD) Latin is composed, then folded (0027); text with neither is returned as it is.
     nfd = unicodedata.normalize("NFD", "Größenprüfung café")
     assert nfd != "Größenprüfung café"
-    assert bm25_text(nfd) == "Größenprüfung café"
+    assert bm25_text(nfd) == bm25_text("Größenprüfung café") == "Grossenprufung cafe"
     assert bm25_text("e-mail x-ray 3.14 🚀") == "e-mail x-ray 3.14 🚀"
     # Decomposed Hangul (conjoining jamo) composes into syllables, which are then split.
     assert bm25_text(unicodedata.normalize("NFD", "학교")) == " 학 교 학교 "

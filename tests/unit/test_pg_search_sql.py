@@ -39,6 +39,12 @@ def migration_0005() -> ModuleType:
     return script.module
 
 
+def migration_0027() -> ModuleType:
+    """The folding migration (the index's tokenizer with `ascii_folding`), found by its name."""
+    [script] = [s for s in scripts().walk_revisions() if s.revision.endswith("_bm25_ascii_folding")]
+    return script.module
+
+
 # --- the official integration's side: the same table, index and query, compiled with its constructs ---
 
 CHUNKS = Table(
@@ -51,13 +57,15 @@ CHUNKS = Table(
 
 
 STEMMED = tokenizer.simple(options={"stemmer": "english"})
+# 0027: the same tokenizer with Lucene's ASCII folding (ParadeDB's docs: "token filters", "ASCII folding").
+FOLDED = tokenizer.simple(options={"stemmer": "english", "ascii_folding": True})
 
 
-def official_index_sql() -> str:
+def official_index_sql(text_tokenizer: tokenizer.Tokenizer = STEMMED) -> str:
     index = Index(
         "chunks_bm25_idx",
         indexing.ParadeDBField(CHUNKS.c.id),
-        indexing.ParadeDBField(CHUNKS.c.search_text, tokenizer=STEMMED),
+        indexing.ParadeDBField(CHUNKS.c.search_text, tokenizer=text_tokenizer),
         indexing.ParadeDBField(CHUNKS.c.collection_id),
         postgresql_using="paradedb",
     )
@@ -126,6 +134,8 @@ def normalise_field(field: str) -> str:
     field = field.strip()
     while field.startswith("(") and balanced_end(field, 0) == len(field) - 1:
         field = field[1:-1].strip()
+    # `pdb.simple('a', 'b')` and `pdb.simple('a','b')`: spaces between a tokenizer's quoted arguments.
+    field = re.sub(r"',\s+'", "','", field)
     return re.sub(r"\((\w+)\)::", r"\1::", field)
 
 
@@ -325,6 +335,75 @@ def test_migration_rebuilds_the_index_only_on_pg_search(monkeypatch: pytest.Monk
     assert parse_index(upgrade.split(";", 1)[1]) == parse_index(official_index_sql())
     assert downgrade.startswith("DROP INDEX IF EXISTS chunks_bm25_idx;")
     assert parse_index(downgrade.split(";", 1)[1]).options == {"key_field": "id"}
+
+
+# --- 0027: the index folds accents (pg_search's `ascii_folding`, as rag_bm25_text on the native engine) ---
+
+
+def test_0027s_index_is_what_sqlalchemy_paradedb_compiles_with_ascii_folding() -> None:
+    ours = parse_index(migration_0027().bm25_index_sql("0.26.2"))
+    assert ours == parse_index(official_index_sql(FOLDED))
+    assert ours.fields == (
+        "id",
+        "search_text::pdb.simple('stemmer=english','ascii_folding=true')",
+        "collection_id",
+    )
+    assert ours.options == {}
+    # As ParadeDB's documentation writes it (a space after the comma), and only the tokenizer differs.
+    assert "pdb.simple('stemmer=english', 'ascii_folding=true')" in migration_0027().bm25_index_sql("0.26.2")
+    assert replace(ours, fields=parse_index(official_index_sql()).fields) == parse_index(official_index_sql())
+
+
+@pytest.mark.parametrize(
+    ("version", "options"), [("0.26.0", {}), ("1.0.0", {}), ("0.25.3", {"key_field": "id"})]
+)
+def test_0027s_index_is_keyless_from_026(version: str, options: dict[str, str]) -> None:
+    assert parse_index(migration_0027().bm25_index_sql(version)).options == options
+    with pytest.raises(ValueError, match="unrecognised pg_search version"):
+        migration_0027().bm25_index_sql("latest")
+
+
+@pytest.mark.parametrize("engine", ["pg_search", "native"])
+def test_0027_rebuilds_the_folding_index_only_on_pg_search_and_its_downgrade_0005s(
+    monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    """Both engines get the folding rag_bm25_text (the chat's every-word check reads it on either); the
+    pg_search index is dropped and built again with the folding tokenizer, and back to 0005's on the way
+    down; the native re-index runs only where the native tables are."""
+    from rag_server.infra.migrations import helpers
+
+    module = migration_0027()
+    executed: list[str] = []
+
+    def scalar(sql: str) -> Any:
+        if "bm25_engine" in sql:
+            return engine
+        if "to_regclass('bm25_pack')" in sql:
+            return engine == "native"
+        assert "paradedb.version_info()" in sql, sql
+        return "0.26.2"
+
+    for target in (module, helpers):
+        monkeypatch.setattr(target, "scalar", scalar)
+        monkeypatch.setattr(target, "execute_sql", lambda sql, params=None: executed.append(sql))
+    monkeypatch.setattr(module, "context", SimpleNamespace(script=scripts()))
+    module.upgrade()
+    upgraded = list(executed)
+    executed.clear()
+    module.downgrade()
+    downgraded = executed
+    assert "CREATE OR REPLACE FUNCTION rag_bm25_text" in upgraded[0] and "translate(" in upgraded[0]
+    assert "CREATE OR REPLACE FUNCTION rag_bm25_text" in downgraded[0] and "translate(" not in downgraded[0]
+    if engine == "native":
+        assert [s for s in upgraded if "chunks_bm25_idx" in s] == []
+        assert len(upgraded) == len(downgraded) == 2 and "bm25_index_add" in upgraded[1]
+        return
+    _, index_up = upgraded
+    assert index_up.index("DROP INDEX IF EXISTS chunks_bm25_idx;") < index_up.index("CREATE INDEX")
+    assert parse_index(index_up.split(";", 1)[1]) == parse_index(official_index_sql(FOLDED))
+    _, index_down = downgraded
+    assert index_down.startswith("DROP INDEX IF EXISTS chunks_bm25_idx;")
+    assert parse_index(index_down.split(";", 1)[1]) == parse_index(official_index_sql())
 
 
 # --- the migrations since 0019: each engine's path names only its own objects ---

@@ -7,9 +7,11 @@ the `english` dictionaries, token by token), counted here: independent of the en
 positions, which the comparison therefore checks too.
 
 What they tokenise is `bm25_text(text)`: this module's own Python statement of what migration 0025's
-`rag_bm25_text` is meant to do (composed, NFC; a run of Han, Hiragana, Katakana or Hangul characters as its
-characters and overlapping pairs), written from that description and never calling the SQL function, so
-the comparison holds the function to it too.
+`rag_bm25_text` is meant to do (composed, NFC; Latin accents folded as migration 0027 says; a run of Han,
+Hiragana, Katakana or Hangul characters as its characters and overlapping pairs), written from that
+description and never calling the SQL function, so the comparison holds the function to it too. The
+folding here is a rule (a Latin letter whose canonical decomposition is a letter plus marks becomes that
+letter, plus a short list of letters without one), where the migration lists every letter it maps.
 """
 
 from __future__ import annotations
@@ -32,16 +34,47 @@ def _characters_and_pairs(run: re.Match[str]) -> str:
     return " " + " ".join([*chars, *pairs]) + " "
 
 
+# Latin letters Lucene's ASCIIFoldingFilter folds that no canonical decomposition reduces to ASCII (also
+# the base of a decomposable one: Ǿ is Ø + acute, Ǽ is Æ + acute).
+_FOLD_SPECIAL = {
+    "Æ": "AE", "æ": "ae", "Ð": "D", "ð": "d", "Ø": "O", "ø": "o", "Þ": "TH", "þ": "th", "ß": "ss",
+    "ẞ": "SS", "Đ": "D", "đ": "d", "Ħ": "H", "ħ": "h", "ı": "i", "Ĳ": "IJ", "ĳ": "ij", "ĸ": "q",
+    "Ŀ": "L", "ŀ": "l", "Ł": "L", "ł": "l", "ŉ": "n", "Ŋ": "N", "ŋ": "n", "Œ": "OE", "œ": "oe",
+    "Ŧ": "T", "ŧ": "t", "ſ": "s",
+}  # fmt: skip
+# The blocks folded: Latin-1 Supplement, Latin Extended-A and -B, Latin Extended Additional.
+_FOLD_BLOCKS = ((0x00C0, 0x024F), (0x1E00, 0x1EFF))
+
+
+def fold_letter(char: str) -> str:
+    """`char` folded to ASCII (one or two letters), or itself when migration 0027 does not fold it."""
+    if char.isascii() or not any(lo <= ord(char) <= hi for lo, hi in _FOLD_BLOCKS):
+        return char
+    if char in _FOLD_SPECIAL:
+        return _FOLD_SPECIAL[char]
+    decomposed = unicodedata.normalize("NFD", char)
+    marks = decomposed[1:]
+    if not marks or not all(unicodedata.combining(m) for m in marks):
+        return char
+    base = _FOLD_SPECIAL.get(decomposed[0], decomposed[0])
+    return base if base.isascii() and base.isalpha() else char
+
+
+def fold(text: str) -> str:
+    """`text` (composed) with every Latin letter migration 0027 folds folded."""
+    return text if text.isascii() else "".join(map(fold_letter, text))
+
+
 # A longer text is only composed (migration 0025's bound: its pairs could pass a tsvector's 1 MB).
 SPLIT_MAX_CHARS = 20000
 
 
 def bm25_text(text: str) -> str:
-    """The text BM25 tokenises: `text` composed (NFC), each CJK run replaced by its characters and its
-    overlapping pairs, spaced ("年假政策" -> " 年 假 政 策 年假 假政 政策 "); over SPLIT_MAX_CHARS, composed
-    only."""
-    composed = unicodedata.normalize("NFC", text)
-    return composed if len(text) > SPLIT_MAX_CHARS else CJK_RUN.sub(_characters_and_pairs, composed)
+    """The text BM25 tokenises: `text` composed (NFC), its Latin accents folded ("Größe" -> "Grosse"),
+    each CJK run replaced by its characters and its overlapping pairs, spaced ("年假政策" -> " 年 假 政 策
+    年假 假政 政策 "); over SPLIT_MAX_CHARS, composed and folded only."""
+    folded = fold(unicodedata.normalize("NFC", text))
+    return folded if len(text) > SPLIT_MAX_CHARS else CJK_RUN.sub(_characters_and_pairs, folded)
 
 
 # One row per lexeme a token yields (a hyphenated word yields its parts too); stopwords yield none.

@@ -1,0 +1,202 @@
+"""BM25 folds Latin accents: `eleve` finds `élève`, `Strasse` finds `Straße`, and the reverse.
+
+Users type French, Spanish, Portuguese or German without accents. BM25 matched words as written, so an
+unaccented query missed an accented text in the BM25 leg and in the chat's every-word check (README,
+"Languages"). Now both sides are folded, the way Lucene's ASCIIFoldingFilter does for Latin script.
+
+Native engine: `rag_bm25_text(text)` (0025: composed, CJK as characters and pairs) also folds, after
+composing (NFC), each Latin letter with an accent, cedilla, umlaut, tilde, ring, caron, ogonek, stroke...
+to its base letter, and a few letters to two (ß -> ss, æ -> ae, œ -> oe, þ -> th). It is the one
+transform of a chunk at index time (bm25_index_add), of a query (bm25_native), of the chat floor's
+every-word check (retrieval/relevance.py) and of `rag-server check`'s recount, so they all fold alike.
+Covered, as Lucene (and pg_search's `ascii_folding`, a port of it) maps them:
+- Latin-1 Supplement (U+00C0-U+00FF): every letter (not × ÷);
+- Latin Extended-A (U+0100-U+017F): every letter (ı -> i, ĸ -> q, ŉ -> n, ſ -> s, ŋ -> n, ħ -> h...);
+- Latin Extended-B (U+0180-U+024F) and Latin Extended Additional (U+1E00-U+1EFF, Vietnamese): the letters
+  whose canonical decomposition is a letter above plus marks (ǎ, ș, ț, ơ, ư, ạ, ế...), and ẞ -> SS.
+Not covered (Lucene folds them too): the other letters of Extended-B (ƀ, ƒ, ǝ, ǅ...), IPA, small
+capitals, ligatures such as ﬁ, fullwidth and circled letters, and the symbols and digits Lucene maps
+(« » ¹ ² ³). ẛ (long s with dot) becomes s where Lucene writes f. Other scripts are untouched: no
+combining mark is stripped, so Cyrillic й, Greek, Hebrew, Arabic, Devanagari and Thai stay as they are.
+
+It stays IMMUTABLE and cheap: ASCII text (a length test) and text with none of these characters (0025's
+regular expression, now with them) return as they are; the rest is composed, replace()d for the 14
+two-letter folds, translate()d.
+
+The upgrade indexes again only the chunks whose BM25 text changes (those holding a folded letter once
+composed), 5,000 per statement as 0025 did: postings out and in (`bm25_index_remove`, `bm25_index_add`:
+document frequencies, lengths, N), and the chunk noted in bm25_unpacked when a pack covers it (the
+pack's copy is stale). An English corpus upgrades in the time of one scan. The downgrade restores 0025's
+function and indexes the same chunks again.
+
+ParadeDB (production): the index's tokenizer becomes `pdb.simple('stemmer=english',
+'ascii_folding=true')`, built again as 0005 did (dropped, created keyless on 0.26; searches wait on the
+table lock meanwhile); the query is tokenised by the index's tokenizer, so it folds too.
+
+Revision ID: 0027_bm25_ascii_folding
+Revises: 0026_bm25_deferred_write
+"""
+
+from __future__ import annotations
+
+import re
+
+from alembic import context
+
+from rag_server.infra.migrations.helpers import execute_on_native_bm25, execute_sql, scalar
+
+revision = "0027_bm25_ascii_folding"
+down_revision = "0026_bm25_deferred_write"
+branch_labels = None
+depends_on = None
+
+# One letter to one (translate): each character of FOLD_FROM becomes the one at its place in FOLD_TO.
+FOLD_FROM = (
+    # Latin-1 Supplement
+    "ÀÁÂÃÄÅÇÈÉÊËÌÍÎÏÐÑÒÓÔÕÖØÙÚÛÜÝàáâãäåçèéêëìíîïðñòóôõöøùúûüýÿ"
+    # Latin Extended-A
+    "ĀāĂăĄąĆćĈĉĊċČčĎďĐđĒēĔĕĖėĘęĚěĜĝĞğĠġĢģĤĥĦħĨĩĪīĬĭĮįİıĴĵĶķĸĹĺĻļĽľĿŀŁłŃńŅņŇňŉŊŋŌōŎŏŐőŔŕŖŗŘřŚśŜŝŞşŠšŢţŤť"
+    "ŦŧŨũŪūŬŭŮůŰűŲųŴŵŶŷŸŹźŻżŽžſ"
+    # Latin Extended-B (decomposable letters)
+    "ƠơƯưǍǎǏǐǑǒǓǔǕǖǗǘǙǚǛǜǞǟǠǡǦǧǨǩǪǫǬǭǰǴǵǸǹǺǻǾǿȀȁȂȃȄȅȆȇȈȉȊȋȌȍȎȏȐȑȒȓȔȕȖȗȘșȚțȞȟȦȧȨȩȪȫȬȭȮȯȰȱȲȳ"
+    # Latin Extended Additional (decomposable letters)
+    "ḀḁḂḃḄḅḆḇḈḉḊḋḌḍḎḏḐḑḒḓḔḕḖḗḘḙḚḛḜḝḞḟḠḡḢḣḤḥḦḧḨḩḪḫḬḭḮḯḰḱḲḳḴḵḶḷḸḹḺḻḼḽḾḿṀṁṂṃṄṅṆṇṈṉṊṋṌṍṎṏṐṑṒṓṔṕṖṗṘṙṚṛ"
+    "ṜṝṞṟṠṡṢṣṤṥṦṧṨṩṪṫṬṭṮṯṰṱṲṳṴṵṶṷṸṹṺṻṼṽṾṿẀẁẂẃẄẅẆẇẈẉẊẋẌẍẎẏẐẑẒẓẔẕẖẗẘẙẛẠạẢảẤấẦầẨẩẪẫẬậẮắẰằẲẳẴẵẶặẸẹẺẻẼẽ"
+    "ẾếỀềỂểỄễỆệỈỉỊịỌọỎỏỐốỒồỔổỖỗỘộỚớỜờỞởỠỡỢợỤụỦủỨứỪừỬửỮữỰựỲỳỴỵỶỷỸỹ"
+)
+FOLD_TO = (
+    "AAAAAACEEEEIIIIDNOOOOOOUUUUYaaaaaaceeeeiiiidnoooooouuuuyy"
+    "AaAaAaCcCcCcCcDdDdEeEeEeEeEeGgGgGgGgHhHhIiIiIiIiIiJjKkqLlLlLlLlLlNnNnNnnNnOoOoOoRrRrRrSsSsSsSsTt"
+    "TtTtUuUuUuUuUuUuWwYyYZzZzZzs"
+    "OoUuAaIiOoUuUuUuUuUuAaAaGgKkOoOojGgNnAaOoAaAaEeEeIiIiOoOoRrRrUuUuSsTtHhAaEeOoOoOoOoYy"
+    "AaBbBbBbCcDdDdDdDdDdEeEeEeEeEeFfGgHhHhHhHhHhIiIiKkKkKkLlLlLlLlMmMmMmNnNnNnNnOoOoOoOoPpPpRrRr"
+    "RrRrSsSsSsSsSsTtTtTtTtUuUuUuUuUuVvVvWwWwWwWwWwXxXxYyZzZzZzhtwysAaAaAaAaAaAaAaAaAaAaAaAaEeEeEe"
+    "EeEeEeEeEeIiIiOoOoOoOoOoOoOoOoOoOoOoOoUuUuUuUuUuUuUuYyYyYyYy"
+)
+# One letter to two (replace, before translate).
+FOLD_TWO = (
+    ("Æ", "AE"), ("æ", "ae"), ("Ǣ", "AE"), ("ǣ", "ae"), ("Ǽ", "AE"), ("ǽ", "ae"), ("Þ", "TH"),
+    ("þ", "th"), ("ß", "ss"), ("ẞ", "SS"), ("Ĳ", "IJ"), ("ĳ", "ij"), ("Œ", "OE"), ("œ", "oe"),
+)  # fmt: skip
+if len(FOLD_FROM) != len(FOLD_TO) or not FOLD_TO.isascii():
+    raise AssertionError("FOLD_FROM and FOLD_TO must pair letter by letter")
+
+# What makes a text fold: a letter above, or U+212B (ANGSTROM SIGN, which composes to Å). A text is
+# composed first, so decomposed letters ("e" + U+0301) fold too: their marks are in 0025's SLOW_CLASS.
+FOLD_CLASS = FOLD_FROM + "".join(letter for letter, _ in FOLD_TWO) + "\u212b"
+
+
+def fold_sql(expr: str) -> str:
+    """SQL folding the (composed) text `expr`."""
+    for letter, pair in FOLD_TWO:
+        expr = f"replace({expr}, '{letter}', '{pair}')"
+    return f"translate({expr}, '{FOLD_FROM}', '{FOLD_TO}')"
+
+
+# 0025's, as they were: CJK scripts; what else takes the slow path (decomposed marks of Latin, Greek and
+# Cyrillic letters, Hangul jamo, Hebrew points, Arabic marks, the Devanagari nukta); the bound on splitting.
+CJK_CLASS = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0003134f"
+SLOW_CLASS = CJK_CLASS + r"\u0300-\u036f\u1100-\u11ff\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0670\u093c"
+SPLIT_MAX_CHARS = 20000
+
+
+def function_sql() -> str:
+    """0025's function with the folding after composing, and a length test before its regular expression
+    (ASCII: returned at once)."""
+    slow, cjk, split_max = SLOW_CLASS, CJK_CLASS, SPLIT_MAX_CHARS
+    folded = fold_sql("normalize(t, NFC)")
+    return rf"""
+CREATE OR REPLACE FUNCTION rag_bm25_text(t text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+SELECT CASE WHEN octet_length(t) = char_length(t) OR t !~ '[{slow}{FOLD_CLASS}]' THEN t
+            WHEN char_length(t) > {split_max} THEN {folded} ELSE (
+    SELECT string_agg(
+        CASE WHEN m.part[1] IS NULL THEN m.part[2] ELSE
+            ' ' || array_to_string(regexp_split_to_array(m.part[1], ''), ' ')
+            || coalesce((SELECT ' ' || string_agg(substr(m.part[1], i, 2), ' ' ORDER BY i)
+                         FROM generate_series(1, char_length(m.part[1]) - 1) AS i), '')
+            || ' '
+        END, '' ORDER BY m.n)
+    FROM regexp_matches({folded}, '([{cjk}]+)|([^{cjk}]+)', 'g')
+         WITH ORDINALITY AS m (part, n)
+) END
+$fn$;
+COMMENT ON FUNCTION rag_bm25_text(text) IS
+    'The text BM25 tokenises: composed (NFC), Latin accents folded (0027), CJK runs as characters '
+    'and pairs (0025).';
+"""
+
+
+# The chunks whose rag_bm25_text this migration changes: those holding a folded letter once composed (a
+# cheap test first: such a letter, a combining mark, or the Angstrom sign). Re-indexed as 0025 did, in
+# batches in id order.
+REINDEX_BATCH = 5000
+REINDEX = rf"""
+DO $do$
+DECLARE
+    ids bigint[];
+    texts text[];
+    colls uuid[];
+    after bigint := 0;
+BEGIN
+    LOOP
+        SELECT array_agg(id ORDER BY id), array_agg(search_text ORDER BY id),
+               array_agg(collection_id ORDER BY id)
+        INTO ids, texts, colls
+        FROM (SELECT id, search_text, collection_id FROM chunks
+              WHERE id > after AND search_text ~ '[{FOLD_CLASS}\u0300-\u036f]'
+                AND normalize(search_text, NFC) ~ '[{FOLD_CLASS}]'
+              ORDER BY id LIMIT {REINDEX_BATCH}) AS folded;
+        EXIT WHEN ids IS NULL;
+        PERFORM bm25_index_remove(ids, texts);
+        PERFORM bm25_index_add(ids, texts, colls);
+        INSERT INTO bm25_unpacked (chunk_id, collection_id)
+        SELECT u.id, u.collection_id FROM unnest(ids, colls) AS u (id, collection_id), bm25_pack k
+        WHERE u.id <= k.watermark
+        ON CONFLICT (chunk_id) DO NOTHING;
+        after := ids[cardinality(ids)];
+    END LOOP;
+END
+$do$;
+"""
+
+# ParadeDB: 0005's index with the folding filter on the text (id first, the collection a pushed-down scope).
+INDEX_NAME = "chunks_bm25_idx"
+INDEX_FIELDS = ("id", "(search_text::pdb.simple('stemmer=english', 'ascii_folding=true'))", "collection_id")
+
+
+def bm25_index_sql(pg_search_version: str) -> str:
+    """The chunks BM25 index, folding, for this pg_search version: keyless from 0.26 (as 0005's)."""
+    match = re.match(r"(\d+)\.(\d+)", pg_search_version)
+    if match is None:
+        raise ValueError(f"unrecognised pg_search version {pg_search_version!r}")
+    keyless = (int(match[1]), int(match[2])) >= (0, 26)
+    with_key = "" if keyless else "\n    WITH (key_field = 'id')"
+    return f"CREATE INDEX {INDEX_NAME} ON chunks\n    USING paradedb ({', '.join(INDEX_FIELDS)}){with_key};\n"
+
+
+def _engine() -> str:
+    """0002's choice, recorded in app_meta: 'pg_search' or 'native'."""
+    return str(scalar("SELECT value #>> '{}' FROM app_meta WHERE key = 'bm25_engine'"))
+
+
+def _pg_search_version() -> str:
+    # The library's version, not pg_extension's (0005 says why).
+    return str(scalar("SELECT version FROM paradedb.version_info()"))
+
+
+def upgrade() -> None:
+    # Both engines: the chat's every-word check reads it on either (0025).
+    execute_sql(function_sql())
+    if _engine() == "pg_search":
+        execute_sql(f"DROP INDEX IF EXISTS {INDEX_NAME};\n" + bm25_index_sql(_pg_search_version()))
+    execute_on_native_bm25(REINDEX)
+
+
+def downgrade() -> None:
+    v25 = context.script.get_revision("0025_bm25_cjk").module
+    execute_sql(v25.FUNCTION.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
+    if _engine() == "pg_search":
+        v5 = context.script.get_revision("0005_paradedb_026").module
+        execute_sql(f"DROP INDEX IF EXISTS {INDEX_NAME};\n" + v5.bm25_index_sql(_pg_search_version()))
+    execute_on_native_bm25(REINDEX)
