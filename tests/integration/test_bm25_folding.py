@@ -115,6 +115,8 @@ SAMPLES = [
     "".join(chr(c) for c in range(0x1E00, 0x1F00)),
     "Йй Ёё Ўў ΐ ά ῶ ח֫ب ँ़ ก้ 年假 \u212bngstr\u00f6m " + unicodedata.normalize("NFD", "Mädchen ǖ Ǿ ệ"),
     "Ærøskøbing " * 2500,
+    # Marks no letter composes with: dropped after a Latin letter, kept elsewhere.
+    "x\u0301y \u0142\u0301 \u00e9\u0301\u0308 1\u0301 \u0436\u0301 \u00c6\u0301 q\u0323\u031b",
 ]
 
 

@@ -60,9 +60,16 @@ def fold_letter(char: str) -> str:
     return base if base.isascii() and base.isalpha() else char
 
 
+# A combining mark (U+0300-U+036F) left after a letter folded to ASCII, or after an ASCII letter, is dropped
+# too: "x" + U+0301 (no such letter composed) -> "x".
+_MARKS_AFTER_LETTER = re.compile("(?<=[A-Za-z])[\u0300-\u036f]+")
+
+
 def fold(text: str) -> str:
     """`text` (composed) with every Latin letter migration 0027 folds folded."""
-    return text if text.isascii() else "".join(map(fold_letter, text))
+    if text.isascii():
+        return text
+    return _MARKS_AFTER_LETTER.sub("", "".join(map(fold_letter, text)))
 
 
 # A longer text is only composed (migration 0025's bound: its pairs could pass a tsvector's 1 MB).
