@@ -1,11 +1,13 @@
 """The BM25 leg: ParadeDB pg_search when the migration found it, else the native engine.
 
 pg_search (ParadeDB 0.26.x, production image): one statement over the index migration 0004 builds on
-(id, search_text, collection_id); see pg_search_sql.
+(id, search_text, collection_id); see pg_search_sql. Its tokenizer stems English and folds accents
+(`pdb.simple('stemmer=english', 'ascii_folding=true')`, 0027), the query's as the text's.
 
 Native engine (migration 0002): exact Okapi BM25 over an inverted index kept in plain tables
 (bm25_postings, bm25_terms, bm25_stats) by triggers on `chunks`, tokenised and stemmed by
-Postgres's `english` text search configuration. The query goes through the same to_tsvector, which
+Postgres's `english` text search configuration, over rag_bm25_text (0025: CJK as characters and pairs;
+0027: Latin accents folded). The query goes through the same to_tsvector, which
 accepts any text, so user input never reaches a query parser. The formula, the tables and why:
 docs/decisions/0003-native-bm25.md. How a native query finds its exact top k without summing every
 posting: bm25_native.

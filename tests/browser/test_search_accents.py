@@ -1,0 +1,49 @@
+"""A word typed without its accents finds the accented text by BM25 (migration 0027 folds them) and the
+Search view marks the word as the text writes it ("eleve" marks "élève", "Strasse" marks "Straße"); a
+word typed with accents marks the text written without. Other scripts keep their marks (й is not и)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.browser.conftest import Stack
+from tests.browser.seed import upload_and_wait
+
+FILES = {
+    "ecole.txt": "L'élève présente sa carte à l'entrée de l'École.".encode(),
+    "strasse.txt": "Die Straße vor dem Rathaus wird im Frühjahr gesperrt.".encode(),
+    "cafe.txt": b"The cafe near the station serves creme brulee until noon.",
+    "russian.txt": "Йод и йогурт лежат в холодильнике.".encode(),
+}
+
+
+@pytest.fixture(scope="module")
+async def documents(stack: Stack) -> dict[str, dict[str, Any]]:
+    tasks = await upload_and_wait(stack, FILES)
+    assert {t["status"] for t in tasks.values()} == {"completed"}, tasks
+    return tasks
+
+
+@pytest.mark.parametrize(
+    ("query", "name", "marked"),
+    [
+        ("eleve ecole", "ecole.txt", ["élève", "École"]),
+        ("Strasse fruhjahr", "strasse.txt", ["Straße", "Frühjahr"]),
+        ("café crème", "cafe.txt", ["cafe", "creme"]),
+        ("йогурт иод", "russian.txt", ["йогурт"]),
+    ],
+)
+async def test_an_unaccented_word_finds_and_marks_the_accented_one(
+    page: Page, documents: dict[str, dict[str, Any]], query: str, name: str, marked: list[str]
+) -> None:
+    await page.get_by_role("link", name="Search", exact=True).click()
+    await page.get_by_label("Query").fill(query)
+    await page.get_by_role("radio", name="BM25", exact=True).check()
+    await page.get_by_role("button", name="Search", exact=True).click()
+    hits = page.locator(".hit")
+    await expect(hits).to_have_count(1)
+    await expect(hits.first.locator(".hit-title a")).to_have_text(name)
+    await expect(hits.first.locator(".hit-text mark")).to_have_text(marked)
