@@ -39,6 +39,26 @@ def clean_text(value: str) -> str:
     return value.replace("\x00", " ")
 
 
+# Latin letters without a decomposition to an ASCII letter, folded as BM25 folds them (migration 0027's
+# rag_bm25_text, whose SQL lists them too); a mark after a Latin letter is dropped once decomposed.
+_LATIN_FOLDS = str.maketrans({
+    "Æ": "AE", "æ": "ae", "Þ": "TH", "þ": "th", "ß": "ss", "ẞ": "SS", "Ĳ": "IJ", "ĳ": "ij", "Œ": "OE",
+    "œ": "oe", "Ð": "D", "ð": "d", "Ø": "O", "ø": "o", "Đ": "D", "đ": "d", "Ħ": "H", "ħ": "h", "ı": "i",
+    "ĸ": "q", "Ŀ": "L", "ŀ": "l", "Ł": "L", "ł": "l", "ŉ": "n", "Ŋ": "N", "ŋ": "n", "Ŧ": "T", "ŧ": "t",
+    "ſ": "s",
+})  # fmt: skip
+_LATIN_MARKS = re.compile("(?<=[A-Za-zÆæÞþßẞĲĳŒœÐðØøĐđĦħıĸĿŀŁłŉŊŋŦŧſ])[\u0300-\u036f]+")
+
+
+def fold_latin(text: str) -> str:
+    """`text` with its Latin accents folded as the BM25 leg folds them: "élève" -> "eleve", "Straße" ->
+    "Strasse"; other scripts keep their marks ("й" stays "й")."""
+    if text.isascii():
+        return text
+    stripped = _LATIN_MARKS.sub("", unicodedata.normalize("NFD", text))
+    return unicodedata.normalize("NFC", stripped).translate(_LATIN_FOLDS)
+
+
 def composed(text: str) -> str:
     """`text` in Unicode's composed form (NFC), as every text is stored and searched (parsed and imported
     chunks, queries, "Contains"): "o" + U+0308, as macOS writes it, is then "ö". A check, no copy, when it

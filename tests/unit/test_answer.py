@@ -137,6 +137,18 @@ def test_an_extractive_answer_quotes_the_sentence_whose_word_is_in_another_form(
             "Le règlement de l'école. L'élève doit présenter sa carte. Les parents sont invités.",
             "L'élève doit présenter sa carte.",
         ),
+        # Typed without accents: folded as BM25 folds them (0027), on both sides (else only the opening,
+        # or a sentence sharing "der" and "die", was quoted).
+        (
+            "Que presente un eleve ?",
+            "Le règlement de l'école. L'élève présente sa carte. Les parents sont invités.",
+            "L'élève présente sa carte.",
+        ),
+        (
+            "Wann pruft der Aussendienst die Turdichtung?",
+            "Wartung der Kühlschränke und die Reinigung. Der Außendienst prüft die Türdichtung halbjährlich.",
+            "Der Außendienst prüft die Türdichtung halbjährlich.",
+        ),
         # Hebrew and Arabic: no word was found in them, so the passage's opening (its title) was quoted.
         (
             "כמה ימי חופשה מגיעים לעובד?",

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from rag_server.evaluation.bm25_reference import Bm25Index, Bm25Stats, bm25_text, ranked
+from rag_server.evaluation.bm25_reference import Bm25Index, Bm25Stats, bm25_text, fold, ranked
 from rag_server.evaluation.bm25_stats_corpora import queries_inside, stdlib_docstrings
+from rag_server.text import fold_latin
 
 # Collection A: chunks 1, 2, 5; collection B: chunks 3, 4, 6, where "cat" is common. Every chunk has 2 tokens.
 A = {1: Counter(cat=1, x=1), 2: Counter(dog=1, y=1), 5: Counter(dog=1, z=1)}
@@ -125,3 +126,13 @@ def test_bm25_text_splits_cjk_runs_into_characters_and_pairs_and_composes() -> N
     assert bm25_text("e-mail x-ray 3.14 🚀") == "e-mail x-ray 3.14 🚀"
     # Decomposed Hangul (conjoining jamo) composes into syllables, which are then split.
     assert bm25_text(unicodedata.normalize("NFD", "학교")) == " 학 교 학교 "
+
+
+def test_the_extractive_answers_folding_is_the_references() -> None:
+    """text.fold_latin (the chat's extractive answer) folds as BM25 does, on every letter of the folded
+    blocks, marks left after a letter and other scripts."""
+    samples = [chr(c) for c in [*range(0x00A0, 0x0250), *range(0x1E00, 0x1F00)]]
+    samples += ["x\u0301y \u0142\u0301 \u00e9\u0301\u0308", "Йод ёлка ΐά हिन्दी", "Straße Ærø œuvre"]
+    for sample in samples:
+        text = unicodedata.normalize("NFC", sample)
+        assert fold_latin(text) == fold(text), sample

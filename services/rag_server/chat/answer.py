@@ -25,7 +25,7 @@ from rag_server.chat.usage import TokenUsage, reported_usage
 from rag_server.infra.metrics import observe_llm
 from rag_server.ingestion.parsing.base import HEADING_SEPARATOR
 from rag_server.retrieval.models import SearchHit
-from rag_server.text import CJK_RUN, clean_generated
+from rag_server.text import CJK_RUN, clean_generated, fold_latin
 
 EXTRACTIVE_HEADER = "Extractive answer (no LLM configured): the most relevant passages:"
 FALLBACK_HEADER = "Extractive answer (the LLM was unavailable): the most relevant passages:"
@@ -235,10 +235,11 @@ _stemmers = threading.local()
 
 
 def _stems(words: set[str]) -> set[str]:
+    """Their stems, accents folded first as the BM25 leg folds them (0027): "eleve" meets "élève"."""
     stemmer = getattr(_stemmers, "english", None)
     if stemmer is None:
         stemmer = _stemmers.english = Stemmer.Stemmer("english")
-    return set(stemmer.stemWords(list(words)))
+    return set(stemmer.stemWords([fold_latin(w) for w in words]))
 
 
 def _shorten(text: str, limit: int) -> str:
