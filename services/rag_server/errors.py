@@ -33,11 +33,6 @@ class ConflictError(Exception):
     """The request conflicts with what is stored, e.g. a duplicate name or a non-empty collection (409)."""
 
 
-class DeleteWaitingError(ConflictError):
-    """A delete of the document whose chunks are being written waits for it: the write gives way, its
-    transaction rolled back (ingestion/chunks.py write_chunks; the worker then ends or retries its task)."""
-
-
 class UnauthenticatedError(Exception):
     """No API key, or one that is unknown or revoked (401 with `WWW-Authenticate: Bearer`)."""
 

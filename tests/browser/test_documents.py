@@ -236,7 +236,7 @@ async def test_a_document_page_shows_details_and_chunks(
     await expect(facts).to_contain_text("default")
     await expect(facts).to_contain_text("text/plain")
     chunks = page.locator(".chunk")
-    await expect(chunks.first.locator(".chunk-head span").first).to_have_text("Chunk 1")  # as the pager counts
+    await expect(chunks.first.locator(".chunk-head span").first).to_have_text("Chunk 1")
     await expect(chunks.first.locator(".chunk-text")).to_contain_text("Document number 11 talks about otters")
     await page.screenshot(path="/tmp/shots/document.png", full_page=True)
     await expect(page.locator("main")).not_to_contain_text("null")  # no missing part printed as text

@@ -201,7 +201,7 @@ async def test_a_delete_stops_a_final_write_at_its_next_slice(
 
     wait_for(message_gone, 60, "the worker to drop its message")
     wait_for(
-        lambda: "document deleted while its chunks were written" in worker.log(), 60, "the worker's line"
+        lambda: "ended while its write waited (its document deleted)" in worker.log(), 60, "the worker's line"
     )
     row = task_row(database_url, task_id)
     assert (row["status"], row["error"], row["failures"], row["attempts"]) == ("failed", DELETED, 0, 1)
@@ -315,7 +315,7 @@ async def test_deleting_a_collection_stops_a_final_write_of_one_of_its_documents
         await deleting
     _message_gone(database_url, msg_id)
     wait_for(
-        lambda: "document deleted while its chunks were written" in worker.log(), 60, "the worker's line"
+        lambda: "ended while its write waited (its document deleted)" in worker.log(), 60, "the worker's line"
     )
     assert not query(database_url, "SELECT 1 FROM job_tasks WHERE id = %s", task_id)
     assert not query(database_url, "SELECT 1 FROM documents WHERE id = %s", document_id)

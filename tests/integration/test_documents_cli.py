@@ -93,7 +93,7 @@ async def test_show_prints_the_details_and_the_chunks_or_those_matching(
     lines = shown.stdout.splitlines()
     assert lines[:3] == [f"id        {alpha}", "name      alpha.txt", "status    ready, version 1, 1 chunk"]
     assert 'metadata  {"source": "old"}' in lines
-    assert lines[-4:] == ["[chunk 0]", "alpha is a note about herons.", "", "chunks 1-1 of 1"]
+    assert lines[-4:] == ["[chunk 1]", "alpha is a note about herons.", "", "chunks 1-1 of 1"]
     found = await rag_server(settings, "documents", "show", alpha, "--text", '{"$contains": "herons"}')
     assert found.stdout.splitlines()[-1] == "matching chunks 1-1 of 1"
     missed = await rag_server(settings, "documents", "show", alpha, "--text", '{"$contains": "Herons"}')

@@ -182,12 +182,7 @@ async def _delete_contents(c: asyncpg.Connection, queue: IngestQueue, collection
     # Lock order task -> document -> (BM25 triggers) bm25_stats, as the worker's final write takes them:
     # a worker finishing one of these tasks waits, then finds its task and document gone; one writing its
     # chunks gives way at its next statement (deletion.lock_out_writes: that lock first).
-    await lock_out_writes(
-        c,
-        "SELECT t.document_id FROM job_tasks t JOIN job_batches b ON b.id = t.batch_id"
-        " WHERE b.collection_id = $1 AND t.status = 'processing'",
-        collection_id,
-    )
+    await lock_out_writes(c, collection_id=collection_id)
     tasks = await c.fetch(
         """
         SELECT t.id, t.msg_id, t.status FROM job_tasks t JOIN job_batches b ON b.id = t.batch_id

@@ -8,7 +8,6 @@ from uuid import UUID
 
 import numpy as np
 
-from rag_server.errors import DeleteWaitingError
 from rag_server.generations.store import BASE_GENERATION, insert_document_vectors, lock_for_writer
 from rag_server.infra.database import Executor, transaction, vector_literal
 from rag_server.ingestion.chunking import Chunk
@@ -70,15 +69,15 @@ DEFER_BEGIN_SQL = """
 
 # The advisory lock class of "a delete waits for this document" (two-int keys: this class, then
 # hashtext(document id)): a delete (ingestion/deletion.py) holds it, exclusive and until it ends, for each
-# document it deletes whose task is processing, before any row lock. Names' is NAME_LOCK_CLASS
-# ('RAFN'), workers' WORKER_LOCK_CLASS ('RAGW'); this one is 'RADL'.
+# document it deletes whose task is processing, before any task or document row. Names' is
+# NAME_LOCK_CLASS ('RAFN'), workers' WORKER_LOCK_CLASS ('RAGW'); this one is 'RADL'.
 DELETE_LOCK_CLASS = 0x5241444C
 
 # Whether a delete holds (or waits for) the document's lock, exclusive (a worker waiting for a delete
 # takes it shared: tasks.end_after_giving_way): a read of pg_locks, which takes no lock (a
 # try-lock and its unlock would be a session lock, left held on the pooled connection if the statement
-# ended between the two). A hash collision only makes a write give way to another document's delete:
-# it is then retried, as after a delete that rolled back.
+# ended between the two). A hash collision only makes a task's write give way to another document's
+# delete: the task is then retried, as after a delete that rolled back.
 DELETE_WAITING_SQL = f"""
     SELECT EXISTS (
         SELECT FROM pg_locks
@@ -87,6 +86,11 @@ DELETE_WAITING_SQL = f"""
           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
     )
 """
+
+
+class DeleteWaitingError(Exception):
+    """A delete of the document whose chunks a task is writing waits for it: the write gives way (its
+    transaction must roll back); the worker then ends the task, or retries it (tasks.end_after_giving_way)."""
 
 
 async def give_way_to_delete(conn: Executor, document_id: UUID) -> None:
@@ -103,7 +107,7 @@ async def write_chunks(
     vectors: np.ndarray | None,
     generations: Mapping[int, np.ndarray] | None = None,
     *,
-    slice_rows: int | None = None,
+    give_way: bool = False,
 ) -> None:
     """Replace the document's chunks (idempotent after a crash) and mark it ready, in one transaction
     (the caller's, when `conn` is a connection inside one). `vectors`: embedding generation 1's;
@@ -111,21 +115,21 @@ async def write_chunks(
     given (else GenerationsChangedError: embed again); a building one may be missing (its backfill
     catches up); a dropped one's vectors are not written.
 
-    Rows go `slice_rows` (INSERT_BATCH_ROWS) per statement. Before each statement after the first, and
-    before the BM25 work at the end of a write of several, DeleteWaitingError when a delete of the
-    document waits (ingestion/deletion.py): the caller's transaction must then roll back. A write of
-    one statement asks nothing."""
+    Rows go INSERT_BATCH_ROWS per statement. `give_way` (a task's final write, which its worker can end
+    or retry): before each statement after the first, and before the BM25 work at the end of a write of
+    several, DeleteWaitingError when a delete of the document waits (ingestion/deletion.py); the caller's
+    transaction must then roll back. Other writers (an import) have nothing to end or retry afterwards:
+    a delete waits for them."""
     for array in [vectors, *(generations or {}).values()]:
         if array is not None and len(chunks) != len(array):
             raise ValueError(f"{len(chunks)} chunks but {len(array)} vectors")
     extra = dict(generations or {})
-    rows = slice_rows or INSERT_BATCH_ROWS
     async with transaction(conn) as c:
         statements = 0
 
         async def next_statement() -> None:
             nonlocal statements
-            if statements:
+            if statements and give_way:
                 await give_way_to_delete(c, document_id)
             statements += 1
 
@@ -141,9 +145,9 @@ async def write_chunks(
         deferred = await c.fetchval(DEFER_BEGIN_SQL)
         removed = await c.fetch("DELETE FROM chunks WHERE document_id = $1 RETURNING id", document_id)
         base = vectors if BASE_GENERATION in live else None
-        for start in range(0, len(chunks), rows):
-            part = chunks[start : start + rows]
-            part_vectors = None if base is None else base[start : start + rows]
+        for start in range(0, len(chunks), INSERT_BATCH_ROWS):
+            part = chunks[start : start + INSERT_BATCH_ROWS]
+            part_vectors = None if base is None else base[start : start + INSERT_BATCH_ROWS]
             await next_statement()
             await insert_chunks(c, [document_id] * len(part), part, part_vectors)
         indexes = [chunk.index for chunk in chunks]
@@ -151,14 +155,14 @@ async def write_chunks(
             if generation_id in live and generation_id != BASE_GENERATION:
                 # In slices too: after `reembed --finalize` every vector is written here (generation
                 # 1's column is NULL), and one statement would bind them all again.
-                for start in range(0, len(chunks), rows):
-                    end = start + rows
+                for start in range(0, len(chunks), INSERT_BATCH_ROWS):
+                    end = start + INSERT_BATCH_ROWS
                     await next_statement()
                     await insert_document_vectors(
                         c, document_id, indexes[start:end], generation_id, generation_vectors[start:end]
                     )
         if deferred:
-            if statements > 1:  # a big document's BM25 work (under the writers' mutex) takes seconds too
+            if statements > 1 and give_way:  # a big document's BM25 work (under the mutex) takes seconds
                 await give_way_to_delete(c, document_id)
             removed_ids = [r["id"] for r in removed]
             await c.execute("SELECT bm25_defer_end($1, $2, $3)", document_id, removed_ids, INSERT_BATCH_ROWS)

@@ -56,9 +56,11 @@ class _TaskQueuedMeanwhile(Exception):
     """A task of a document being deleted was queued after its tasks were failed (see _delete_locked)."""
 
 
-async def lock_out_writes(c: asyncpg.Connection, processing_sql: str, *args: object) -> None:
-    """Before any row lock, this transaction's lock on each document whose task is processing (the
-    `processing_sql` query's `document_id`s, read without locking): a worker writing its chunks sees it
+async def lock_out_writes(
+    c: asyncpg.Connection, *, document_ids: Sequence[UUID] = (), collection_id: UUID | None = None
+) -> None:
+    """Before any task or document row, this transaction's lock on each of these documents (or of this
+    collection's) whose task is processing, read without locking: a worker writing its chunks sees it
     between two statements (chunks.give_way_to_delete), rolls back and so lets go of the task and
     document rows this delete waits for. Only processing ones (a few per worker): each lock takes a slot
     of the shared lock table, and a delete may name tens of thousands of documents. A task that starts
@@ -67,8 +69,15 @@ async def lock_out_writes(c: asyncpg.Connection, processing_sql: str, *args: obj
     keys = [
         r["k"]
         for r in await c.fetch(
-            f"SELECT DISTINCT hashtext(p.document_id::text) AS k FROM ({processing_sql}) p ORDER BY k",
-            *args,
+            """
+            SELECT DISTINCT hashtext(t.document_id::text) AS k FROM job_tasks t
+            WHERE t.status = 'processing'
+              AND (t.document_id = ANY($1::uuid[])
+                   OR t.batch_id IN (SELECT id FROM job_batches WHERE collection_id = $2))
+            ORDER BY k
+            """,
+            list(document_ids),
+            collection_id,
             timeout=LONG_STATEMENT_TIMEOUT_S,
         )
     ]
@@ -84,11 +93,7 @@ async def lock_out_writes(c: asyncpg.Connection, processing_sql: str, *args: obj
 async def _delete_locked(c: asyncpg.Connection, ids: list[UUID]) -> list[UUID]:
     # A final write under way gives way: its task and document rows are free sooner (the lock first, in
     # this savepoint: a retry takes them again, as the tasks processing may have changed).
-    await lock_out_writes(
-        c,
-        "SELECT document_id FROM job_tasks WHERE status = 'processing' AND document_id = ANY($1::uuid[])",
-        ids,
-    )
+    await lock_out_writes(c, document_ids=ids)
     # Every task row of the documents first, in id order (the lock order: task rows, then document
     # rows). The ones left unlocked here were locked by the document's ON DELETE SET NULL after its row:
     # a retry of a finished task (its task row, then its document) and this delete waited for each other.

@@ -198,7 +198,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
                 if chunk.location
                 else (f"page {chunk.page}" if chunk.page is not None else None)
             )
-            head = " · ".join(filter(None, [f"chunk {chunk.chunk_index}", place, chunk.heading_path]))
+            head = " · ".join(filter(None, [f"chunk {chunk.chunk_index + 1}", place, chunk.heading_path]))
             print(f"\n[{head}]\n{chunk.text}")
         shown = f"{args.offset + 1}-{args.offset + len(chunks)} of {total}" if chunks else f"none of {total}"
         print(f"\n{'matching ' if text else ''}chunks {shown}")

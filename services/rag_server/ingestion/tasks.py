@@ -348,7 +348,7 @@ async def complete_task(
                 c, queue, work.task_id, work.worker_id, work.document_id, reason, msg_id, count_failure=True
             )
             return False
-        await write_chunks(c, work.document_id, chunks, vectors, generations)
+        await write_chunks(c, work.document_id, chunks, vectors, generations, give_way=True)
         # finished_at: the clock, not now() (the transaction's start): a big write runs for minutes, and
         # the task finished when its chunks were written. Every other finish takes the clock too.
         await c.execute(

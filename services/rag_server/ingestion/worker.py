@@ -23,7 +23,6 @@ from uuid import UUID
 import numpy as np
 
 from rag_server.config import Settings
-from rag_server.errors import DeleteWaitingError
 from rag_server.generations.backfill import handle_reembed, is_reembed, write_for_generations
 from rag_server.infra.database import is_transient_db_error, runtime_url, transaction
 from rag_server.infra.embeddings import EmbeddingError
@@ -33,6 +32,7 @@ from rag_server.infra.log_context import current_request_id, log_context, valid_
 from rag_server.infra.queue import Message
 from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.ingestion import housekeeping, tasks
+from rag_server.ingestion.chunks import DeleteWaitingError
 from rag_server.ingestion.parse_process import CodeChanged, ParseProcess, ParserCrashed, ParserUnavailable
 from rag_server.ingestion.parsing import ParseError
 from rag_server.ingestion.recovery import WorkerLease
@@ -196,8 +196,7 @@ class Worker:
             logger.info("task %s: document deleted or task taken over while processing; stopped", task_id)
             await tasks.drop_stale_message(pool, queue, task_id, msg.msg_id)
         except DeleteWaitingError:
-            if work is None:  # raised by its final write only
-                raise
+            assert work is not None  # raised by its final write only
             await self._after_giving_way(work, msg)
         except ParseError as exc:
             await self._fail(task_id, work, str(exc), msg)
@@ -280,9 +279,10 @@ class Worker:
 
         await self._until_recorded(f"end task {task_id} after its write gave way", end)
         if ended:
-            logger.info("task %s: document deleted while its chunks were written; stopped", task_id)
+            logger.info("task %s: ended while its write waited (its document deleted); stopped", task_id)
             return
-        reason = "A delete of the document stopped its final write, then did not happen."
+        # The delete rolled back, or its lock was another document's (hashtext keys collide).
+        reason = "Its final write gave way to a delete of the document that did not happen; tried again."
         await self._retry(task_id, reason, msg, count_failure=False)
 
     async def _fail(
