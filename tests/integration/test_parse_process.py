@@ -281,12 +281,34 @@ async def test_a_parser_using_no_processor_for_the_stall_window_is_stopped_long_
     try:
         stopped = await _stopped_then_fresh(parser, mark, ParserCrashed)  # retried, as the backstop's is
         assert re.fullmatch(
-            r"the file's parser process was stopped: in the last 2 s it used only 0\.\d\d s of processor "
-            r"time: it was stuck \(blocked, stopped or deadlocked\) or starved by a busy machine",
+            r"the file's parser process was stopped after sleeping more than 2 s, in which it used only "
+            r"0\.\d\d s of processor time: it was stuck \(blocked, stopped or deadlocked\)",
             stopped,
         ), stopped
     finally:
         await parser.close()
+
+
+async def test_a_worker_that_did_not_run_for_a_while_does_not_stop_its_parser_on_waking(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The whole stack paused (Ctrl-Z on `rag-server up`, `docker pause`, a VM stopped): the clock ran on,
+    # neither process did. On waking, the child had not "slept" for the window: the worker had not looked.
+    monkeypatch.setattr(parse_process, "STALL_WINDOW_S", 2.0)
+    monkeypatch.setattr(parse_process, "FROZEN_GAP_S", 1.0)
+    mark = "sleeps-while-the-worker-is-frozen"
+    run_at_child_start(
+        TOKENIZER_BURNS_THEN_SLEEPS_ON.format(mark=mark, burn_s=0, sleep_s=4), tmp_path, monkeypatch
+    )
+    parser = ParseProcess(_limit(settings, 3600))
+    try:
+        await parser.start()
+        # The worker's event loop stands still for 3 s, from just after the request is sent.
+        asyncio.get_running_loop().call_later(0.2, time.sleep, 3)
+        chunks = await parser.prepare("notes.txt", f"tea {mark}".encode(), "txt", None)
+    finally:
+        await parser.close()
+    assert [c.text for c in chunks] == [f"tea {mark}"]
 
 
 async def test_a_parser_at_work_longer_than_the_stall_window_is_not_stopped(

@@ -11,7 +11,7 @@ timeout and froze the next worker too) and its SIGTERM handler. Here the worker 
   longer by the clock, and a final verdict on a file must not depend on the machine's load. It counts
   from the request: the child's start-up and the files it read before do not count;
 - a child that waits without using the processor (blocked, stopped, deadlocked) never reaches that
-  limit: once it has used almost none for `STALL_WINDOW_S` by the clock, or at the latest after
+  limit: once it has slept using almost none for `STALL_WINDOW_S` by the clock, or at the latest after
   `WALL_LIMIT_FACTOR` times the limit, it is killed and the task is retried like a crash (below).
   Where /proc cannot be read (not Linux), `RAG_PARSE_TIMEOUT_S` is time by the clock, and final;
 - over `RAG_PARSE_MAX_MEMORY_MB` (beyond what the child holds once started) an allocation fails in the
@@ -70,11 +70,14 @@ MEMORY_GRACE_S = 10.0
 # limit first; one waiting without using the processor (blocked, stopped, deadlocked) still ends. Scaled
 # with the limit, not a setting of its own: raising the limit for larger files raises it too.
 WALL_LIMIT_FACTOR = 5
-# A child that used less than STALL_MIN_SHARE of a core over the last STALL_WINDOW_S of the clock is stuck:
-# one at work on a busy machine still gets a few percent (8 busy processes on 2 cores: 25%), while a
-# blocked one gets nothing. Without it a stuck file held a slot 5 x 600 s by default per attempt.
+# A child that slept or stood stopped (state S or T), using less than STALL_MIN_SHARE of a core, for
+# STALL_WINDOW_S of the clock is stuck: one at work on a busy machine is runnable (R) or waits for the disk
+# (D, page faults) and gets a few percent anyway (8 busy processes on 2 cores: 25%). Without it a stuck
+# file held a slot 5 x 600 s by default per attempt. A gap of FROZEN_GAP_S between two looks means the
+# worker itself did not run (the stack paused, suspended, a VM stopped): the window starts again.
 STALL_WINDOW_S = 60.0
 STALL_MIN_SHARE = 0.01
+FROZEN_GAP_S = 10 * POLL_S
 
 
 class _OverMemory(Exception):
@@ -138,8 +141,8 @@ def wall_timeout_message(seconds: float) -> str:
 
 def idle_message(window_s: float, used_s: float) -> str:
     return (
-        f"the file's parser process was stopped: in the last {window_s:g} s it used only {used_s:.2f} s of "
-        "processor time: it was stuck (blocked, stopped or deadlocked) or starved by a busy machine"
+        f"the file's parser process was stopped after sleeping more than {window_s:g} s, in which it used "
+        f"only {used_s:.2f} s of processor time: it was stuck (blocked, stopped or deadlocked)"
     )
 
 
@@ -170,14 +173,16 @@ def _died(code: int | None) -> str:
     return f"the file's parser process {how} before it answered"
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """The processor time (user + system, all its threads) a process has used, or None where it cannot
-    be read (no /proc: not Linux; the process is gone)."""
+def process_stat(pid: int) -> tuple[str, float] | None:
+    """A process's state (R running or runnable, S sleeping, D waiting for the disk, T stopped...) and the
+    processor time (user + system, all its threads) it has used, or None where they cannot be read (no
+    /proc: not Linux; the process is gone)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             # The command's name (2nd field) is in parentheses and may hold spaces and parentheses.
             fields = stat.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15
+        # state, utime, stime: fields 3, 14, 15
+        return fields[0], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, AttributeError):
         return None
 
@@ -191,15 +196,18 @@ class _Clock:
         # Read before the request is sent, while the child waits for it: its start-up and earlier files.
         # Unreadable where /proc exists (a passing error: out of file descriptors): all of its time counts,
         # a few seconds more, rather than a verdict by the clock.
-        self.cpu_before = cpu_seconds(pid)
+        stat = process_stat(pid)
+        self.cpu_before = None if stat is None else stat[1]
         if self.cpu_before is None and os.path.exists("/proc/self/stat"):
             self.cpu_before = 0.0
-        # The last time it used STALL_MIN_SHARE of the window's processor time, and its total then.
+        # The last time it was seen at work (STALL_WINDOW_S), and its processor time then; the last look.
         self.active_at, self.active_used = now, 0.0
+        self.looked_at = now
 
-    def cpu_used(self) -> float | None:
-        now = cpu_seconds(self.pid)
-        return None if now is None or self.cpu_before is None else now - self.cpu_before
+    def used(self) -> tuple[str, float] | None:
+        """The child's state and the processor time it spent on the request, or None (gone, no /proc)."""
+        stat = process_stat(self.pid)
+        return None if stat is None or self.cpu_before is None else (stat[0], stat[1] - self.cpu_before)
 
 
 class ParseProcess:
@@ -368,16 +376,20 @@ class ParseProcess:
             if waited > limit:
                 raise _OverTime(wall_timeout_message(limit))
             return
-        used = clock.cpu_used()  # None: the child is gone, and its reply says how
-        if used is not None and used > limit:
+        stat = clock.used()  # None: the child is gone, and its reply says how
+        frozen, clock.looked_at = now - clock.looked_at > FROZEN_GAP_S, now
+        if stat is None:
+            return
+        state, used = stat
+        if used > limit:
             raise _OverTime(timeout_message(limit))
-        if used is not None:
-            if used - clock.active_used >= STALL_MIN_SHARE * STALL_WINDOW_S:
-                clock.active_at, clock.active_used = now, used
-            elif now - clock.active_at > STALL_WINDOW_S:
-                raise _Stalled(idle_message(STALL_WINDOW_S, used - clock.active_used))
+        asleep = state in ("S", "T", "t")
+        if not asleep or frozen or used - clock.active_used >= STALL_MIN_SHARE * STALL_WINDOW_S:
+            clock.active_at, clock.active_used = now, used
+        elif now - clock.active_at > STALL_WINDOW_S:
+            raise _Stalled(idle_message(STALL_WINDOW_S, used - clock.active_used))
         if waited > WALL_LIMIT_FACTOR * limit:
-            raise _Stalled(stalled_message(WALL_LIMIT_FACTOR * limit, used or 0.0))
+            raise _Stalled(stalled_message(WALL_LIMIT_FACTOR * limit, used))
 
     async def _exchange(self, proc: asyncio.subprocess.Process, request: dict[str, Any]) -> Any:
         assert proc.stdin is not None and proc.stdout is not None
