@@ -272,3 +272,57 @@ async def test_0027_indexes_again_the_chunks_holding_accents_and_only_those(
         await asyncio.to_thread(command.upgrade, cfg, "head")
     finally:
         await conn.close()
+
+
+async def test_0027_does_not_index_again_a_chunk_deleted_while_it_waits_for_the_writers_mutex(
+    pg_server: str, tmp_path: Path
+) -> None:
+    """A delete in flight during the upgrade (an older API or worker still running): its triggers hold the
+    writers' mutex, the upgrade has already read the chunk (uncommitted delete: still visible) and waits
+    for the mutex; once the delete commits, the re-index must not put the deleted chunk's postings back
+    (a phantom chunk in the postings, df and total_len counting it, `rag-server check` failing)."""
+    url = await create_database(pg_server, "fold0027race")
+    cfg = alembic_config(url, Settings(database_url=url, data_dir=tmp_path))
+    await asyncio.to_thread(command.upgrade, cfg, DOWN_REVISION)
+    conn = await asyncpg.connect(url)
+    deleter = await asyncpg.connect(url)
+    try:
+        doc_id = await conn.fetchval(
+            "INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, status,"
+            " chunk_count) VALUES ('a.md', 'md', 'text/markdown', 1, $1, 'ready', 2) RETURNING id",
+            "f" * 64,
+        )
+        ids = [
+            await conn.fetchval(
+                "INSERT INTO chunks (document_id, chunk_index, text, search_text, embedding)"
+                " VALUES ($1, $2, $3, $3, $4::vector) RETURNING id",
+                doc_id,
+                i,
+                text,
+                "[" + ",".join(["0.1"] * 384) + "]",
+            )
+            for i, text in enumerate([FILES["ecole.md"], FILES["fridge.md"]])
+        ]
+        deleting = deleter.transaction()
+        await deleting.start()
+        await deleter.execute("DELETE FROM chunks WHERE id = $1", ids[0])  # triggers: the mutex, held
+
+        upgrade = asyncio.create_task(asyncio.to_thread(command.upgrade, cfg, REVISION))
+        for _ in range(2400):
+            if await conn.fetchval(
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE '%DO $do$%'"
+            ):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the upgrade's re-index never waited for the delete")
+        await deleting.commit()
+        await upgrade
+
+        assert await conn.fetchval("SELECT count(*) FROM bm25_postings WHERE chunk_id = $1", ids[0]) == 0
+        report = await check_integrity(conn, Settings(database_url=url).queue_name)
+        assert [v for v in report.violations if v.check.startswith("bm25")] == [], report
+    finally:
+        await deleter.close()
+        await conn.close()
