@@ -4,6 +4,7 @@ word typed with accents marks the text written without. Other scripts keep their
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import pytest
@@ -47,3 +48,19 @@ async def test_an_unaccented_word_finds_and_marks_the_accented_one(
     await expect(hits).to_have_count(1)
     await expect(hits.first.locator(".hit-title a")).to_have_text(name)
     await expect(hits.first.locator(".hit-text mark")).to_have_text(marked)
+
+
+async def test_a_query_typed_decomposed_marks_the_whole_word(
+    page: Page, documents: dict[str, dict[str, Any]]
+) -> None:
+    """A query typed or pasted decomposed (macOS, a PDF's text: "e" + U+0301): the server composes it and
+    BM25 finds the text; the highlighter must mark the words, not the pieces between the marks ("lè", "ve",
+    which \\p{L} alone splits "élève" into, and which also mark "ve" inside any other word)."""
+    await page.get_by_role("link", name="Search", exact=True).click()
+    await page.get_by_label("Query").fill(unicodedata.normalize("NFD", "élève école"))
+    await page.get_by_role("radio", name="BM25", exact=True).check()
+    await page.get_by_role("button", name="Search", exact=True).click()
+    hits = page.locator(".hit")
+    await expect(hits).to_have_count(1)
+    await expect(hits.first.locator(".hit-title a")).to_have_text("ecole.txt")
+    await expect(hits.first.locator(".hit-text mark")).to_have_text(["élève", "École"])
