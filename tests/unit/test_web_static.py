@@ -66,3 +66,19 @@ def test_the_type_filters_offer_every_type_the_server_stores() -> None:
     offered = re.findall(r'"([a-z]+)"', match.group(1))
     assert len(offered) == len(set(offered))
     assert set(offered) == {t.name for t in FILE_TYPES.values()}
+
+
+def test_the_highlighter_folds_the_letters_bm25_folds() -> None:
+    """search.js's copy of the letters without a decomposition (FOLDED) is the lower-case half of
+    text.fold_latin's: a letter left out would mark nothing where BM25 found the word."""
+    from rag_server.text import _LATIN_FOLDS, fold_latin
+
+    search = (ASSETS / "views" / "search.js").read_text()
+    match = re.search(r"const FOLDED = \{([^}]*)\};", search)
+    assert match, "search.js declares FOLDED"
+    folded = dict(re.findall(r'(\w): "(\w+)"', match.group(1)))
+    specials = {chr(code) for code in _LATIN_FOLDS if chr(code).islower()}
+    assert set(folded) == specials
+    assert all(fold_latin(letter) == pair for letter, pair in folded.items())
+    base = re.search(r"const LATIN_BASE = /\^\[a-z([^\]]*)\]", search)
+    assert base and set(base.group(1)) == specials, "LATIN_BASE names the same letters"

@@ -17,6 +17,6 @@ def clean_query(text: str) -> str:
     """Text Postgres accepts (no NUL bytes, no lone surrogates), composed (NFC) as stored chunks are
     (parsing.base.clean_text): a query typed decomposed (macOS, some keyboards: Greek with oxia, Arabic
     madda, Devanagari nukta, Hebrew marks in typing order) otherwise misses them in BM25 and the floor's
-    every-word check, on either engine; rag_bm25_text composes only where its CJK test looks (0025)."""
+    every-word check, on either engine; rag_bm25_text composes only where its tests look (0025, 0027)."""
     text = text.encode("utf-8", "replace").decode("utf-8").replace("\x00", " ")
     return composed(text)

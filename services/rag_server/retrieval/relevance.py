@@ -20,7 +20,7 @@ import numpy as np
 from rag_server.retrieval.fusion import FusedHit
 from rag_server.retrieval.vector import BASE_GENERATION, VectorSpace
 
-# rag_bm25_text (migration 0025): a run of CJK characters as its characters and pairs, as BM25 reads it.
+# rag_bm25_text (0025, 0027): CJK runs as characters and pairs, Latin accents folded, as BM25 reads it.
 EVERY_WORD = (
     "to_tsvector('english', rag_bm25_text(c.search_text)) @@ plainto_tsquery('english', rag_bm25_text($4))"
 )

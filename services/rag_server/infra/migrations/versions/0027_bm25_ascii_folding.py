@@ -37,8 +37,9 @@ bm25_unpacked when a pack covers it (the pack's copy is stale). 5,000 English ch
 accented ones: 5.7 s. The downgrade restores 0025's function and indexes the same chunks again.
 
 ParadeDB (production): the index's tokenizer becomes `pdb.simple('stemmer=english',
-'ascii_folding=true')`, built again as 0005 did (dropped, created keyless on 0.26; searches wait on the
-table lock meanwhile); the query is tokenised by the index's tokenizer, so it folds too.
+'ascii_folding=true')`, built again as 0005 did (dropped, created keyless on 0.26; the drop locks `chunks`
+whole until the commit, so everything reading or writing chunks waits for the build: docs/operations.md
+says to stop the API and workers for it); the query is tokenised by the index's tokenizer, so it folds.
 
 Revision ID: 0027_bm25_ascii_folding
 Revises: 0026_bm25_deferred_write
@@ -143,7 +144,8 @@ COMMENT ON FUNCTION rag_bm25_text(text) IS
 
 # The chunks whose rag_bm25_text this migration changes: those holding, once composed, a folded letter or
 # a mark left after a letter of BASES (a cheap test first: such a letter, a combining mark, or the
-# Angstrom sign). Re-indexed as 0025 did, in batches in id order.
+# Angstrom sign). Re-indexed as 0025 did, in batches in id order, but under the writers' mutex from the
+# first read (0025 read each batch before it: a chunk deleted meanwhile was indexed again).
 REINDEX_BATCH = 5000
 REINDEX = rf"""
 DO $do$
@@ -153,6 +155,9 @@ DECLARE
     colls uuid[];
     after bigint := 0;
 BEGIN
+    -- The writers' mutex first, to commit: a batch read before it could hold a chunk whose delete (or a
+    -- replacement's final write) was waiting for the mutex, and index that chunk again once it is gone.
+    PERFORM 1 FROM bm25_stats WHERE id = 1 FOR UPDATE;
     LOOP
         SELECT array_agg(id ORDER BY id), array_agg(search_text ORDER BY id),
                array_agg(collection_id ORDER BY id)
