@@ -59,15 +59,22 @@ def fold_latin(text: str) -> str:
     return unicodedata.normalize("NFC", stripped).translate(_LATIN_FOLDS)
 
 
-def composed(text: str) -> str:
-    """`text` in Unicode's composed form (NFC), as every text is stored and searched (parsed and imported
-    chunks, queries, "Contains"): "o" + U+0308, as macOS writes it, is then "ö". A check, no copy, when it
-    already is (nearly always)."""
-    return (
-        text
-        if text.isascii() or unicodedata.is_normalized("NFC", text)
-        else unicodedata.normalize("NFC", text)
-    )
+# The Latin ligatures of Unicode's Alphabetic Presentation Forms, spelled out (their compatibility
+# decomposition). A PDF's text gives "ﬁnancial" where its font drew one glyph for "fi"; neither BM25 nor the
+# model reads that as "financial", and no one types it.
+_LIGATURES = str.maketrans({"ﬀ": "ff", "ﬁ": "fi", "ﬂ": "fl", "ﬃ": "ffi", "ﬄ": "ffl", "ﬅ": "st", "ﬆ": "st"})
+_LIGATURE = re.compile("[\ufb00-\ufb06]")
+
+
+def canonical(text: str) -> str:
+    """`text` in the one form every text is stored and searched in (parsed and imported chunks, queries,
+    "Contains"): composed (NFC: "o" + U+0308, as macOS writes it, is then "ö"), Latin ligatures spelled
+    out ("ﬁ" -> "fi"). A check, no copy, when it already is (nearly always)."""
+    if text.isascii():
+        return text
+    if not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
+    return text.translate(_LIGATURES) if _LIGATURE.search(text) else text
 
 
 def clean_generated(text: str) -> str:

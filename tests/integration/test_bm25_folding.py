@@ -103,6 +103,19 @@ async def test_an_unaccented_query_word_counts_for_the_every_word_floor(
     assert await search(app_client, query="eleve Strasse", search_type="hybrid", min_similarity=0.99) == []
 
 
+async def test_a_pdfs_ligatures_are_spelled_out_so_their_words_are_found(
+    runtime: Runtime, app_client: httpx.AsyncClient
+) -> None:
+    """PDF text extraction gives "\ufb01nancial" where the font drew one glyph for "fi" (text.canonical)."""
+    text = "The \ufb01nancial report shows cash \ufb02ows of the o\ufb03ce."
+    [doc_id] = await ingest_documents_direct(runtime, [DirectDocument("ligatures.txt", text.encode(), {})])
+    for query in ["financial", "flows office", "\ufb01nancial"]:  # the last pasted from the PDF
+        hits = await search(app_client, query=query, search_type="bm25")
+        assert [h["document_id"] for h in hits] == [str(doc_id)], query
+    chunks = (await app_client.get(f"/documents/{doc_id}/chunks")).json()["items"]
+    assert [c["text"] for c in chunks] == ["The financial report shows cash flows of the office."]
+
+
 async def test_the_recount_agrees_with_the_triggers(runtime: Runtime, documents: dict[UUID, str]) -> None:
     async with owner_connection(runtime.database_url) as conn:
         report = await check_integrity(conn, runtime.settings.queue_name)

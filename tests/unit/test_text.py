@@ -8,7 +8,7 @@ from typing import Annotated
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
-from rag_server.text import Cleaned, CleanText, clean_text
+from rag_server.text import Cleaned, CleanText, canonical, clean_text
 
 
 @pytest.mark.parametrize(
@@ -80,3 +80,19 @@ def test_no_request_field_puts_its_length_limit_after_the_cleaning() -> None:
         if wrong.search(line)
     ]
     assert found == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [
+        ("plain ascii", "plain ascii"),
+        ("Gro\u0308\u00dfe", "Gr\u00f6\u00dfe"),  # decomposed, as macOS writes it: composed
+        ("\ufb01nancial \ufb02ows, e\ufb00ect, o\ufb03ce", "financial flows, effect, office"),
+        ("ba\ufb04e", "baffle"),
+        ("\ufb06reet of \ufb05ars, caf\u00e9", "street of stars, caf\u00e9"),
+        ("\u00e9l\u00e8ve", "\u00e9l\u00e8ve"),  # accents stay: BM25 folds them, the text keeps them
+    ],
+)
+def test_canonical_text_is_composed_with_latin_ligatures_spelled_out(raw: str, stored: str) -> None:
+    """A PDF's text held "\ufb01nancial" (one glyph for "fi"): BM25 and the model never read "financial"."""
+    assert canonical(raw) == stored

@@ -7,9 +7,10 @@ used to fail its whole batch's transaction with a traceback, and every re-run ag
 is cleaned as an upload is (`text.clean_text`: NUL -> space, a lone surrogate refused;
 `ingestion.metadata.check_metadata`: the metadata rules and limits), before anything is written; what
 is still unusable is refused for that document alone (`UnusableDocument`, a sentence for the summary).
-Chunk texts are stored composed (NFC) as parsed ones are (`parsing.base.clean_text`): every query is
-composed (`retrieval.legs.clean_query`), so a record kept decomposed (NFD) would be shown decomposed and
-missed by a "Contains" filter typed composed (and by BM25 on ParadeDB, whose pg_search does not compose).
+Chunk texts are stored canonical (composed, NFC; ligatures spelled out: `text.canonical`) as parsed
+ones are (`parsing.base.clean_text`): every query is too (`retrieval.legs.clean_query`), so a record
+kept decomposed (NFD) would be shown decomposed and missed by a "Contains" filter typed composed (and by
+BM25 on ParadeDB, whose pg_search does not compose).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rag_server.errors import InvalidInputError
 from rag_server.ingestion.metadata import check_metadata
 from rag_server.ingestion.parsing import sanitize_filename
 from rag_server.porting.models import ImportChunk, ImportDocument
-from rag_server.text import clean_text, composed
+from rag_server.text import canonical, clean_text
 
 INT4_MAX = 2**31 - 1
 
@@ -61,14 +62,14 @@ def _chunk(chunk: ImportChunk, i: int) -> ImportChunk:
     where = f"chunk {i}"
     return replace(
         chunk,
-        text=composed(_text(chunk.text, f"{where} text")),
-        search_text=composed(_text(chunk.search_text, f"{where} search text")),
+        text=canonical(_text(chunk.text, f"{where} text")),
+        search_text=canonical(_text(chunk.search_text, f"{where} search text")),
         metadata=_metadata(chunk.metadata, f"{where} metadata"),
         page=_position(chunk.page),
         char_start=_position(chunk.char_start),
         char_end=_position(chunk.char_end),
         heading_path=(
-            None if chunk.heading_path is None else composed(_text(chunk.heading_path, f"{where} heading"))
+            None if chunk.heading_path is None else canonical(_text(chunk.heading_path, f"{where} heading"))
         ),
         location=None if chunk.location is None else _metadata(chunk.location, f"{where} location"),
     )

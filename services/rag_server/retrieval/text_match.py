@@ -20,7 +20,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
 
 from rag_server.retrieval.metadata_match import MAX_CONDITIONS, MAX_DEPTH, refuse
-from rag_server.text import Cleaned, composed
+from rag_server.text import Cleaned, canonical
 
 TEXT_MATCH_RULES = (
     'Chroma\'s `where_document`: {"$contains": "insulin"} or {"$not_contains": "draft"} (exact text: case '
@@ -69,9 +69,9 @@ def _match(raw: Any, where: str, depth: int, counter: list[int]) -> dict[str, An
             words = _WORDS.validate_python(operand)
         except ValidationError as exc:
             refuse(at, str(exc.errors()[0]["msg"]))
-        # Composed (NFC), as stored text is (parsing, import): "Gro" + U+0308 + "ße" typed decomposed is
-        # the text "Größe" the chunks hold.
-        checked[op] = composed(words)
+        # Canonical (NFC, ligatures spelled out), as stored text is (parsing, import): "Gro" + U+0308 +
+        # "ße" typed decomposed is the text "Größe" the chunks hold.
+        checked[op] = canonical(words)
     return checked
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from rag_server.text import composed
+from rag_server.text import canonical
 
 
 class ParseError(Exception):
@@ -83,12 +83,13 @@ def short_heading(text: str) -> str:
 
 
 def clean_text(text: str) -> str:
-    # Postgres text cannot hold NUL; other control characters only confuse tokenisers. Composed (NFC), as
-    # names are: a decomposed text (macOS writes "o" + U+0308 for "ö") reads the same, and a word typed
-    # composed then finds it in "Contains" and highlights (BM25 composes on its own: rag_bm25_text, 0025).
+    # Postgres text cannot hold NUL; other control characters only confuse tokenisers. Canonical: composed
+    # (NFC), as names are, so a decomposed text (macOS writes "o" + U+0308 for "ö") reads the same and a
+    # word typed composed finds it in "Contains" and highlights (BM25 composes on its own: rag_bm25_text,
+    # 0025); a PDF's ligatures spelled out ("ﬁ" -> "fi"), so "financial" finds "ﬁnancial".
     text = text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
     text = re.sub(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]", "", text)
-    return composed(text)
+    return canonical(text)
 
 
 class Outline:
