@@ -28,6 +28,7 @@ from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direc
 from rag_server.retrieval import bm25_native, bm25_packs
 from rag_server.retrieval.bm25 import bm25_leg
 from tests.conftest import create_database
+from tests.integration.test_bm25_cjk import search
 from tests.integration.test_bm25_native import assert_matches_reference, insert_document, reference_scores
 
 REVISION, DOWN_REVISION = "0027_bm25_ascii_folding", "0026_bm25_deferred_write"
@@ -70,12 +71,6 @@ async def documents(runtime: Runtime) -> dict[UUID, str]:
         runtime, [DirectDocument(name, text.encode(), {}) for name, text in FILES.items()]
     )
     return dict(zip(ids, FILES, strict=True))
-
-
-async def search(client: httpx.AsyncClient, **body: Any) -> list[dict[str, Any]]:
-    reply = await client.post("/search", json={"top_k": 10, **body})
-    assert reply.status_code == 200, reply.text
-    return list(reply.json()["results"])
 
 
 async def test_a_word_is_found_by_bm25_typed_with_or_without_its_accents(
@@ -224,6 +219,20 @@ async def postings(conn: asyncpg.Connection) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in rows] + [tuple(stats)] + [tuple(t) for t in terms]
 
 
+async def insert_chunk(conn: asyncpg.Connection, doc_id: UUID, index: int, text: str) -> int:
+    """A chunk as the database had it before 0027 (its triggers index it with the function of the day)."""
+    return int(
+        await conn.fetchval(
+            "INSERT INTO chunks (document_id, chunk_index, text, search_text, embedding)"
+            " VALUES ($1, $2, $3, $3, $4::vector) RETURNING id",
+            doc_id,
+            index,
+            text,
+            "[" + ",".join(["0.1"] * 384) + "]",
+        )
+    )
+
+
 async def test_0027_indexes_again_the_chunks_holding_accents_and_only_those(
     pg_server: str, tmp_path: Path
 ) -> None:
@@ -245,18 +254,7 @@ async def test_0027_indexes_again_the_chunks_holding_accents_and_only_those(
             "\u212bngstr\u00f6m units",  # the Angstrom sign composes to Å
             "Ærøskøbing " * 2500,  # over 0025's split bound: composed and folded
         ]
-        ids = []
-        for i, text in enumerate(texts):
-            ids.append(
-                await conn.fetchval(
-                    "INSERT INTO chunks (document_id, chunk_index, text, search_text, embedding)"
-                    " VALUES ($1, $2, $3, $3, $4::vector) RETURNING id",
-                    doc_id,
-                    i,
-                    text,
-                    "[" + ",".join(["0.1"] * 384) + "]",
-                )
-            )
+        ids = [await insert_chunk(conn, doc_id, i, text) for i, text in enumerate(texts)]
         await bm25_packs.pack(conn)
         before = await postings(conn)
         assert not await conn.fetchval("SELECT count(*) FROM bm25_postings WHERE term = 'elev'")
@@ -306,14 +304,7 @@ async def test_0027_does_not_index_again_a_chunk_deleted_while_it_waits_for_the_
             "f" * 64,
         )
         ids = [
-            await conn.fetchval(
-                "INSERT INTO chunks (document_id, chunk_index, text, search_text, embedding)"
-                " VALUES ($1, $2, $3, $3, $4::vector) RETURNING id",
-                doc_id,
-                i,
-                text,
-                "[" + ",".join(["0.1"] * 384) + "]",
-            )
+            await insert_chunk(conn, doc_id, i, text)
             for i, text in enumerate([FILES["ecole.md"], FILES["fridge.md"]])
         ]
         deleting = deleter.transaction()
