@@ -82,3 +82,17 @@ def test_the_highlighter_folds_the_letters_bm25_folds() -> None:
     assert all(fold_latin(letter) == pair for letter, pair in folded.items())
     base = re.search(r"const LATIN_BASE = /\^\[a-z([^\]]*)\]", search)
     assert base and set(base.group(1)) == specials, "LATIN_BASE names the same letters"
+
+
+def test_the_web_apps_canonical_form_spells_out_the_ligatures_the_server_does() -> None:
+    """document_common.js's LIGATURES equal text.canonical's: a pasted "ﬁnancial" marks "financial"."""
+    from rag_server.text import canonical
+
+    common = (ASSETS / "views" / "document_common.js").read_text()
+    match = re.search(r"const LIGATURES = \{([^}]*)\};", common)
+    assert match, "document_common.js declares LIGATURES"
+    pairs = {
+        chr(int(code, 16)): letters for code, letters in re.findall(r'"\\u(\w{4})": "(\w+)"', match.group(1))
+    }
+    assert set(pairs) == {chr(c) for c in range(0xFB00, 0xFB07)}
+    assert all(canonical(ligature) == letters for ligature, letters in pairs.items())

@@ -37,6 +37,13 @@ export function chunkPlace(chunk) {
   return fact[0] === "Page" ? `page ${fact[1]}` : fact[1];
 }
 
+// Text in the form the server stores and searches it (text.canonical): composed (NFC), Latin ligatures
+// spelled out, so what a user typed or pasted (from macOS, from a PDF) marks what the server found.
+const LIGATURES = { "\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl", "\ufb05": "st", "\ufb06": "st" };
+export function canonical(text) {
+  return text.normalize("NFC").replace(/[\ufb00-\ufb06]/gu, (ligature) => LIGATURES[ligature]);
+}
+
 // A chunk as people count it: the first is "Chunk 1", as the pager's first page is page 1 (the API's
 // chunk_index counts from 0).
 export function chunkNumber(chunk) {

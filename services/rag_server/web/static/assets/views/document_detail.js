@@ -5,7 +5,7 @@
 import { api, ApiError } from "../api.js";
 import { announce, formatBytes, formatDate, h, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { chunkNumber, chunkPlace, chunkSection, deleteDocument, documentError, downloadDocument, fill, nameParts, parseJsonObject, statusBadge, typedFilter } from "./document_common.js";
+import { canonical, chunkNumber, chunkPlace, chunkSection, deleteDocument, documentError, downloadDocument, fill, nameParts, parseJsonObject, statusBadge, typedFilter } from "./document_common.js";
 import { lastPageInstead, pageOf, pager } from "./pager.js";
 
 const CHUNK_PAGE = 50;
@@ -19,8 +19,10 @@ const NO_CHUNKS = {
 };
 
 // The text with every occurrence of `found` marked: text nodes and <mark> elements, never markup.
-function marked(text, found) {
-  if (!found) return text;
+// The chunk's text with each place holding `find` marked, as the server matched it (canonical form).
+function marked(text, find) {
+  if (!find) return text;
+  const found = canonical(find);
   return text.split(found).flatMap((part, i) => (i ? [h("mark", {}, found), part] : [part]));
 }
 

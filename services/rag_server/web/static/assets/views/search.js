@@ -5,7 +5,7 @@
 import { api } from "../api.js";
 import { clear, formatMs, h, announce } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { chunkNumber, chunkPlace, chunkSection, FILE_TYPES } from "./document_common.js";
+import { canonical, chunkNumber, chunkPlace, chunkSection, FILE_TYPES } from "./document_common.js";
 import { METADATA_MAX, metadataFilter, parseMetadata } from "./metadata_filter.js";
 
 const MODES = [
@@ -105,7 +105,7 @@ function foldWithOffsets(text) {
 // The text with the query's words marked: text nodes and <mark> elements only, never markup from a string.
 // Words are compared folded, so a word typed without its accents marks the accented one, and the reverse.
 function highlighted(text, q) {
-  const words = [...new Set((q.normalize("NFC").toLowerCase().match(/[\p{L}\p{N}]{2,}/gu) || []).map((w) => foldWithOffsets(w).folded))];
+  const words = [...new Set((canonical(q).toLowerCase().match(/[\p{L}\p{N}]{2,}/gu) || []).map((w) => foldWithOffsets(w).folded))];
   if (!words.length) return [text];
   const escaped = words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
   const pattern = new RegExp(escaped.join("|"), "gu");
