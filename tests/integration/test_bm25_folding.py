@@ -142,6 +142,18 @@ async def test_the_function_folds_as_the_reference_says_and_leaves_other_scripts
         assert await conn.fetchval("SELECT rag_bm25_text($1) = $1", english)
 
 
+async def test_the_function_means_the_same_with_standard_conforming_strings_off(runtime: Runtime) -> None:
+    """A SQL function's body is parsed in the calling session, at its first call there: 0025's backslash
+    escapes read otherwise with standard_conforming_strings off ('\\1' is then the character U+0001), and
+    such a session indexed other words."""
+    samples = [*SAMPLES, "x\u0301 élève Straße 年假政策 Größe"]
+    async with owner_connection(runtime.database_url) as conn:
+        expected = [await conn.fetchval("SELECT rag_bm25_text($1)", sample) for sample in samples]
+    async with owner_connection(runtime.database_url) as conn:  # a session that has not called it yet
+        await conn.execute("SET standard_conforming_strings = off")
+        assert [await conn.fetchval("SELECT rag_bm25_text($1)", sample) for sample in samples] == expected
+
+
 # Sentences a corpus is drawn from: French, Spanish, German, with and without their accents, some stored
 # decomposed (NFD), and English.
 CORPUS_PARTS = [

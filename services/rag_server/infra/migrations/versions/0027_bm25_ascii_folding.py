@@ -47,6 +47,7 @@ Revises: 0026_bm25_deferred_write
 
 from __future__ import annotations
 
+import codecs
 import re
 
 from alembic import context
@@ -86,6 +87,9 @@ BASES = "A-Za-z" + SPECIALS
 # What makes a text fold: a letter above, a combining mark (0025's SLOW_CLASS has them), or U+212B
 # (ANGSTROM SIGN, which is A + ring once decomposed).
 FOLD_CLASS = FOLDED_LETTERS + "\u212b"
+# Combining Diacritical Marks, as characters: the function's literals hold no backslash, so its body means
+# the same in a session with standard_conforming_strings off (0025's \u escapes did not).
+MARKS = "\u0300-\u036f"
 
 
 def fold_sql(expr: str) -> str:
@@ -94,7 +98,7 @@ def fold_sql(expr: str) -> str:
     when the text holds one of it (a test of a few microseconds, where translate() costs about 5 us per
     letter it maps per 1,500 characters, each replace() about 4 us). OFFSET 0: the planner would otherwise
     copy the expression into each place that reads it, and compute it there."""
-    marks_dropped = f"regexp_replace(normalize({expr}, NFD), '([{BASES}])[\\u0300-\\u036f]+', '\\1', 'g')"
+    marks_dropped = f"regexp_replace(normalize({expr}, NFD), '([{BASES}])[{MARKS}]+', E'\\\\1', 'g')"
     two = "s.y"
     for letter, pair in SPECIAL_TWO:
         two = f"replace({two}, '{letter}', '{pair}')"
@@ -117,7 +121,8 @@ def function_sql() -> str:
     """0025's function, composing by the folding, with a length test before its regular expression (ASCII:
     returned at once) and the CJK split only where a CJK character is (a test of a few microseconds);
     the folded text is computed once (OFFSET 0, as in fold_sql)."""
-    slow, cjk, split_max = SLOW_CLASS, CJK_CLASS, SPLIT_MAX_CHARS
+    slow, cjk = (codecs.decode(c, "unicode_escape") for c in (SLOW_CLASS, CJK_CLASS))  # characters, as MARKS
+    split_max = SPLIT_MAX_CHARS
     folded = fold_sql("t")
     return rf"""
 CREATE OR REPLACE FUNCTION rag_bm25_text(t text) RETURNS text
