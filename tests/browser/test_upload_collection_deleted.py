@@ -1,0 +1,50 @@
+"""The upload panel while an admin deletes the collection its files go to (Admin's Delete, another tab,
+`rag-server collections delete NAME --force`): the batch, its tasks and documents go with it, and the
+panel's next poll of the batch is a 404, on which it stops polling (upload.js forgets the batch). The rows
+must not then say "processing" (with a progress bar) and "0 of 1 finished" forever.
+
+Seen by QA on 2026-12-06, twice: 25 s after the delete the panel still showed "processing, 448 / 2642
+chunks" and "0 of 1 finished", and the table below a stale "processing" row under "no collection ..."."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from playwright.async_api import Page, expect
+
+from tests.browser.conftest import Console, Stack
+from tests.browser.seed import bearer
+from tests.support.processes import start_worker
+
+
+async def test_the_upload_panel_does_not_show_processing_after_its_collection_was_deleted(
+    page: Page, stack: Stack, tmp_path: Path, page_console: Console
+) -> None:
+    page_console.allow("404")  # the polls of the deleted batch and collection
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
+        assert (await api.post("/collections", json={"name": "doomed"})).status_code == 201
+    await page.reload()
+    await page.get_by_role("navigation", name="Main").wait_for()
+    # No worker: the file stays queued for as long as the test needs.
+    assert stack.worker.stop() == 0
+    try:
+        await page.get_by_label("Collection").select_option(label="doomed")
+        await page.get_by_role("link", name="Documents").click()
+        await page.get_by_role("button", name="Upload", exact=True).click()
+        await expect(page.get_by_role("heading", name="Upload to doomed")).to_be_visible()
+        path = tmp_path / "waiting.txt"
+        path.write_bytes(b"A file whose collection is deleted before it is read. " * 30)
+        await page.get_by_label("Files to upload").set_input_files([path])
+        row = page.locator(".upload-row", has=page.locator(".name", has_text="waiting.txt"))
+        await expect(row).to_have_attribute("data-status", "queued")
+
+        async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
+            response = await api.delete("/collections/doomed", params={"force": "true"})
+            assert response.status_code == 204, response.text
+        # The panel polls at most every 5 s: within 15 s it has seen the 404.
+        await expect(row).not_to_have_attribute("data-status", "queued", timeout=15_000)
+        await expect(row).not_to_have_attribute("data-status", "processing")
+        await expect(page.locator(".upload-summary")).not_to_contain_text("0 of 1 finished")
+    finally:
+        stack.worker = start_worker(stack.env, tmp_path / "worker.log")
