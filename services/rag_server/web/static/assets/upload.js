@@ -317,6 +317,7 @@ export class Tracker {
     response.tasks.forEach((task, i) => {
       const row = batch[i];
       row.taskId = task.task_id;
+      row.batchId = response.batch_id;
       this.byTask.set(task.task_id, row);
       // A task failed at once (a failed document's bytes while a new file for it waits) is not polled:
       // its reason comes with the answer.
@@ -333,14 +334,14 @@ export class Tracker {
   }
 
   // Rows from one /tasks/{batch}/status answer; true when something changed.
-  apply(status) {
+  apply(status, batchId) {
     let changed = false;
     let settled = false;
     for (const task of status.tasks) {
       let row = this.byTask.get(task.task_id);
       if (!row) {
         // A batch resumed after a reload: its rows come from the server.
-        row = { id: task.task_id, name: task.filename, size: null, taskId: task.task_id };
+        row = { id: task.task_id, name: task.filename, size: null, taskId: task.task_id, batchId };
         this.rows.set(row.id, row);
         this.byTask.set(task.task_id, row);
       }
@@ -378,12 +379,15 @@ export class Tracker {
         } catch (err) {
           if (err.name === "AbortError") return;
           if (err instanceof ApiError && err.status === 404) {
-            this.forget(batchId); // deleted with its collection, removed by retention, or not visible to this key
+            // Deleted with its collection, removed by retention, or not visible to this key: its rows
+            // still under way would otherwise say "processing" for good.
+            this.forget(batchId);
+            this.gone(batchId);
             return;
           }
         }
         if (status) {
-          const moved = this.apply(status);
+          const moved = this.apply(status, batchId);
           if (status.done) {
             this.forget(batchId);
             this.emit("settled");
@@ -402,6 +406,14 @@ export class Tracker {
 
   forget(batchId) {
     this.batchIds = this.batchIds.filter((id) => id !== batchId);
+  }
+
+  // The batch is no longer on the server: its rows not finished yet end failed, saying so.
+  gone(batchId) {
+    const error = "No longer on the server: its collection or document was deleted (or the upload was removed).";
+    const left = [...this.rows.values()].filter((row) => row.batchId === batchId && !FINAL.has(row.status));
+    for (const row of left) this.update(row, { status: "failed", error });
+    if (left.length) this.emit("settled");
   }
 }
 
