@@ -20,7 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from rag_server.client import Client
+from rag_server.client import Client, ClientError
 from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.ingestion.documents import sha256_hex
 from rag_server.ingestion.models import BatchStatus, NamedDocument
@@ -200,7 +200,7 @@ def ingest_paths(
             for batch_id in batch_ids:
                 print(batch_id)
             return 0
-        statuses = _wait(client, batch_ids, len(files))
+        statuses = _wait(client, batch_ids, len(files), collection)
     failed = [t for s in statuses for t in s.tasks if t.status == "failed"]
     counts: dict[str, int] = {}
     for s in statuses:
@@ -351,14 +351,36 @@ def chunk_progress(statuses: Sequence[BatchStatus]) -> str:
     return f"{sum(t.completed_chunks for t in tasks):,}/{sum(t.total_chunks for t in tasks):,}"
 
 
-def _wait(client: Client, batch_ids: list[str], total: int, poll_s: float = 0.5) -> list[BatchStatus]:
+def _wait(
+    client: Client, batch_ids: list[str], total: int, collection: str, poll_s: float = 0.5
+) -> list[BatchStatus]:
     """Poll every batch until all tasks are finished; the bar counts finished files."""
     with tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True) as bar:
         while True:
-            statuses = [client.batch_status(batch_id) for batch_id in batch_ids]
+            statuses = [_batch_status(client, batch_id, collection) for batch_id in batch_ids]
             finished = sum(1 for s in statuses for t in s.tasks if t.status in FINISHED)
             bar.update(finished - bar.n)
             bar.set_postfix(chunks=chunk_progress(statuses), refresh=False)
             if all(s.done for s in statuses):
                 return statuses
             time.sleep(poll_s)
+
+
+def _batch_status(client: Client, batch_id: str, collection: str) -> BatchStatus:
+    """The batch's status; a batch gone with its collection (deleted meanwhile, with its documents and
+    tasks) says so, where the server can only say the batch is not there."""
+    try:
+        return client.batch_status(batch_id)
+    except ClientError as exc:
+        if exc.status != 404:
+            raise
+        try:
+            client.documents(collection, limit=1)
+        except ClientError as gone:
+            if gone.status == 404:
+                raise ClientError(
+                    f"the collection {collection!r} was deleted while its files were processed: its"
+                    " documents, tasks and uploads went with it",
+                    404,
+                ) from None
+        raise
