@@ -122,7 +122,8 @@ def format_table(response: SearchResponse) -> str:
         bm25 = str(hit.bm25.rank) if hit.bm25 else "-"
         name = textwrap.shorten(hit.document_name, 28, placeholder="…")
         text = textwrap.shorten(" ".join(hit.text.split()), 70, placeholder="…")
-        lines.append(f"{i:>3} {hit.score:>8.4f} {vec:>5} {bm25:>5}  {name:<28} {hit.chunk_index:>5}  {text}")
+        chunk = hit.chunk_index + 1  # counted from 1, as the web app and `documents show` do
+        lines.append(f"{i:>3} {hit.score:>8.4f} {vec:>5} {bm25:>5}  {name:<28} {chunk:>5}  {text}")
     if not response.results:
         lines.append("    (no results)")
     timings = ", ".join(f"{k} {v:.1f}" for k, v in response.timings_ms.items())
