@@ -1,6 +1,9 @@
 """A word typed without its accents finds the accented text by BM25 (migration 0027 folds them) and the
 Search view marks the word as the text writes it ("eleve" marks "élève", "Strasse" marks "Straße"); a
-word typed with accents marks the text written without. Other scripts keep their marks (й is not и)."""
+word typed with accents marks the text written without. Other scripts keep their marks (й is not и).
+A word typed or pasted with a ligature ("ﬁnancial", U+FB01, a PDF's text) is stored and searched spelled
+out (text.canonical), and marks "financial" in a hit and in the document's "Find in chunks" (QA,
+2026-12-06: found, but nothing marked)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ FILES = {
     "strasse.txt": "Die Straße vor dem Rathaus wird im Frühjahr gesperrt.".encode(),
     "cafe.txt": b"The cafe near the station serves creme brulee until noon.",
     "russian.txt": "Йод и йогурт лежат в холодильнике.".encode(),
+    "report.txt": "Quarterly report. The \ufb01nancial \ufb02ows of the company improved.".encode(),
 }
 
 
@@ -35,6 +39,8 @@ async def documents(stack: Stack) -> dict[str, dict[str, Any]]:
         ("Strasse fruhjahr", "strasse.txt", ["Straße", "Frühjahr"]),
         ("café crème", "cafe.txt", ["cafe", "creme"]),
         ("йогурт иод", "russian.txt", ["йогурт"]),
+        ("financial flows", "report.txt", ["financial", "flows"]),
+        ("\ufb01nancial \ufb02ows", "report.txt", ["financial", "flows"]),
     ],
 )
 async def test_an_unaccented_word_finds_and_marks_the_accented_one(
@@ -64,3 +70,13 @@ async def test_a_query_typed_decomposed_marks_the_whole_word(
     await expect(hits).to_have_count(1)
     await expect(hits.first.locator(".hit-title a")).to_have_text("ecole.txt")
     await expect(hits.first.locator(".hit-text mark")).to_have_text(["élève", "École"])
+
+
+@pytest.mark.parametrize("find", ["financial", "\ufb01nancial"])
+async def test_a_ligature_in_find_in_chunks_marks_the_word(
+    page: Page, stack: Stack, documents: dict[str, dict[str, Any]], find: str
+) -> None:
+    doc = documents["report.txt"]["document_id"]
+    await page.goto(f"{stack.base_url}/#/documents/{doc}?find={find}")
+    await expect(page.locator("#find-count")).to_contain_text("1 chunk holds")
+    await expect(page.locator("main mark")).to_have_text(["financial"])
