@@ -129,8 +129,8 @@ class Settings(BaseSettings):
     # Parsing and chunking run in a child process of each worker (ingestion/parse_process.py). A file
     # that takes more processor time than this (seconds; by the clock where /proc cannot be read), or
     # more memory than this beyond the child's own, is stopped and its task fails with a sentence saying
-    # so; the worker goes on with other files. A child stuck without using the processor is stopped at
-    # 5x the time by the clock (parse_process.WALL_LIMIT_FACTOR) and its task retried.
+    # so; the worker goes on with other files. A child stuck without using the processor is stopped once
+    # it slept a minute, at the latest at 5x the time by the clock (parse_clock.py), and its task retried.
     parse_timeout_s: float = Field(default=600.0, gt=0)
     parse_max_memory_mb: int = Field(default=4096, ge=256)
     # Retention (ingestion/retention.py, docs/operations.md "Retention"): finished upload batches and

@@ -18,7 +18,7 @@ import pytest
 import rag_server
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
-from rag_server.ingestion.parse_process import WALL_LIMIT_FACTOR, timeout_message
+from rag_server.ingestion.parse_clock import WALL_LIMIT_FACTOR, timeout_message
 from rag_server.ingestion.worker import EXIT_CODE_CHANGED
 from tests.support.child_hooks import TOKENIZER_BURNS_THEN_SLEEPS_ON, run_at_child_start
 from tests.support.ingest import assert_exact_chunks, enqueue, task_row, wait_for

@@ -14,14 +14,9 @@ import pytest
 
 import rag_server
 from rag_server.config import Settings
-from rag_server.ingestion import parse_process
-from rag_server.ingestion.parse_process import (
-    WALL_LIMIT_FACTOR,
-    ParseProcess,
-    ParserCrashed,
-    memory_message,
-    timeout_message,
-)
+from rag_server.ingestion import parse_clock
+from rag_server.ingestion.parse_clock import WALL_LIMIT_FACTOR, timeout_message
+from rag_server.ingestion.parse_process import ParseProcess, ParserCrashed, memory_message
 from rag_server.ingestion.parsing import ParseError
 from tests.integration.test_parse_limits import SLOW
 from tests.support.child_hooks import (
@@ -272,7 +267,7 @@ async def test_a_parser_using_no_processor_for_the_stall_window_is_stopped_long_
 ) -> None:
     # A file that blocks its parser held a slot WALL_LIMIT_FACTOR x RAG_PARSE_TIMEOUT_S (50 minutes by
     # default) per attempt. The window is 60 s; 2 s here, under a limit of an hour.
-    monkeypatch.setattr(parse_process, "STALL_WINDOW_S", 2.0)
+    monkeypatch.setattr(parse_clock, "STALL_WINDOW_S", 2.0)
     mark = "blocks-after-working"
     run_at_child_start(
         TOKENIZER_BURNS_THEN_SLEEPS_ON.format(mark=mark, burn_s=3, sleep_s=3600), tmp_path, monkeypatch
@@ -294,8 +289,8 @@ async def test_a_worker_that_did_not_run_for_a_while_does_not_stop_its_parser_on
 ) -> None:
     # The whole stack paused (Ctrl-Z on `rag-server up`, `docker pause`, a VM stopped): the clock ran on,
     # neither process did. On waking, the child had not "slept" for the window: the worker had not looked.
-    monkeypatch.setattr(parse_process, "STALL_WINDOW_S", 2.0)
-    monkeypatch.setattr(parse_process, "FROZEN_GAP_S", 1.0)
+    monkeypatch.setattr(parse_clock, "STALL_WINDOW_S", 2.0)
+    monkeypatch.setattr(parse_clock, "FROZEN_GAP_S", 1.0)
     mark = "sleeps-while-the-worker-is-frozen"
     run_at_child_start(
         TOKENIZER_BURNS_THEN_SLEEPS_ON.format(mark=mark, burn_s=0, sleep_s=4), tmp_path, monkeypatch
@@ -314,7 +309,7 @@ async def test_a_worker_that_did_not_run_for_a_while_does_not_stop_its_parser_on
 async def test_a_parser_at_work_longer_than_the_stall_window_is_not_stopped(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(parse_process, "STALL_WINDOW_S", 1.0)
+    monkeypatch.setattr(parse_clock, "STALL_WINDOW_S", 1.0)
     mark = "works"
     run_at_child_start(
         TOKENIZER_BURNS_THEN_SLEEPS_ON.format(mark=mark, burn_s=4, sleep_s=0), tmp_path, monkeypatch

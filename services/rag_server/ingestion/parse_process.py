@@ -5,15 +5,10 @@ that backtracks on a long line, a PDF whose structure loops) or take gigabytes. 
 thread pool such a file held its slot for good; one stuck in C code (`re`, lxml) also held the GIL, so
 the whole worker froze: its other slot, its heartbeats (the message came back after the visibility
 timeout and froze the next worker too) and its SIGTERM handler. Here the worker only waits on a pipe:
-- past `RAG_PARSE_TIMEOUT_S` seconds of processor time (user + system, read from /proc) spent on the
-  file, the child is killed and the task fails with a sentence saying so. Processor time, not time by
-  the clock: on a busy machine (the worker's own embedding, other workers) the same file took 2-5x
-  longer by the clock, and a final verdict on a file must not depend on the machine's load. It counts
-  from the request: the child's start-up and the files it read before do not count;
-- a child that waits without using the processor (blocked, stopped, deadlocked) never reaches that
-  limit: once it has slept using almost none for `STALL_WINDOW_S` by the clock, or at the latest after
-  `WALL_LIMIT_FACTOR` times the limit, it is killed and the task is retried like a crash (below).
-  Where /proc cannot be read (not Linux), `RAG_PARSE_TIMEOUT_S` is time by the clock, and final;
+- past `RAG_PARSE_TIMEOUT_S` seconds of processor time spent on the file (counted from the request:
+  the child's start-up and earlier files do not count), the child is killed and the task fails with a
+  sentence saying so; a child that sleeps without using the processor (blocked, stopped, deadlocked) is
+  killed within a minute and the task retried like a crash (below). How each is counted: parse_clock.py;
 - over `RAG_PARSE_MAX_MEMORY_MB` (beyond what the child holds once started) an allocation fails in the
   child, which answers with that and exits; the task fails the same way. Where the failure is not a
   MemoryError it can answer with (a Rust library panics or aborts, CPython spins), the worker, which
@@ -51,6 +46,7 @@ from rag_server.config import Settings
 from rag_server.ingestion import parse_child
 from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.parse_child import HEADER, frame
+from rag_server.ingestion.parse_clock import OverTime, ParseClock, Stalled
 from rag_server.ingestion.parsing import ParseError
 
 logger = logging.getLogger(__name__)
@@ -64,32 +60,10 @@ EXIT_GRACE_S = 5.0
 # it can).
 POLL_S = 0.5
 MEMORY_GRACE_S = 10.0
-# The wall-clock backstop, in multiples of RAG_PARSE_TIMEOUT_S (processor time): a child reaches it first
-# only when it got less than a fifth of a core on average. A busy machine here read files 2-5x slower
-# by the clock than by processor time (reports/qa-2026-12-05.md), so a parser at work reaches its own
-# limit first; one waiting without using the processor (blocked, stopped, deadlocked) still ends. Scaled
-# with the limit, not a setting of its own: raising the limit for larger files raises it too.
-WALL_LIMIT_FACTOR = 5
-# A child that slept or stood stopped (state S or T), using less than STALL_MIN_SHARE of a core, for
-# STALL_WINDOW_S of the clock is stuck: one at work on a busy machine is runnable (R) or waits for the disk
-# (D, page faults) and gets a few percent anyway (8 busy processes on 2 cores: 25%). Without it a stuck
-# file held a slot 5 x 600 s by default per attempt. A gap of FROZEN_GAP_S between two looks means the
-# worker itself did not run (the stack paused, suspended, a VM stopped): the window starts again.
-STALL_WINDOW_S = 60.0
-STALL_MIN_SHARE = 0.01
-FROZEN_GAP_S = 10 * POLL_S
 
 
 class _OverMemory(Exception):
     """The child reached its memory limit and then died or stopped answering."""
-
-
-class _OverTime(Exception):
-    """The child spent more than RAG_PARSE_TIMEOUT_S on the file (its message says how it was counted)."""
-
-
-class _Stalled(Exception):
-    """The wall-clock backstop passed before the child used up its processor time."""
 
 
 class ParserCrashed(Exception):
@@ -123,37 +97,6 @@ def code_stamp() -> int:
 STARTED_WITH = code_stamp()
 
 
-def timeout_message(seconds: float) -> str:
-    return (
-        f"The file needed more than {seconds:g} s of processor time to read (RAG_PARSE_TIMEOUT_S) and was "
-        "stopped; it may be malformed or pathologically complex: split it or save it again, or raise the "
-        "limit."
-    )
-
-
-def wall_timeout_message(seconds: float) -> str:
-    """Where the child's processor time cannot be read: the limit is time by the clock."""
-    return (
-        f"The file took longer than {seconds:g} s to read (RAG_PARSE_TIMEOUT_S) and was stopped; it may be "
-        "malformed or pathologically complex: split it or save it again, or raise the limit."
-    )
-
-
-def idle_message(window_s: float, used_s: float) -> str:
-    return (
-        f"the file's parser process was stopped after sleeping more than {window_s:g} s, in which it used "
-        f"only {used_s:.2f} s of processor time: it was stuck (blocked, stopped or deadlocked)"
-    )
-
-
-def stalled_message(waited_s: float, used_s: float) -> str:
-    return (
-        f"the file's parser process was stopped after waiting {waited_s:g} s for it ({WALL_LIMIT_FACTOR} x "
-        f"RAG_PARSE_TIMEOUT_S), in which it used only {used_s:.1f} s of processor time: it was stuck "
-        "(blocked, stopped or deadlocked) or starved by a busy machine"
-    )
-
-
 def memory_message(megabytes: int) -> str:
     return (
         f"The file needed more than {megabytes} MB of memory to read (RAG_PARSE_MAX_MEMORY_MB) and was "
@@ -171,43 +114,6 @@ def _died(code: int | None) -> str:
     else:
         how = f"exited with code {code}"
     return f"the file's parser process {how} before it answered"
-
-
-def process_stat(pid: int) -> tuple[str, float] | None:
-    """A process's state (R running or runnable, S sleeping, D waiting for the disk, T stopped...) and the
-    processor time (user + system, all its threads) it has used, or None where they cannot be read (no
-    /proc: not Linux; the process is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            # The command's name (2nd field) is in parentheses and may hold spaces and parentheses.
-            fields = stat.read().rpartition(")")[2].split()
-        # state, utime, stime: fields 3, 14, 15
-        return fields[0], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None
-
-
-class _Clock:
-    """The time the child has spent on one request, processor time and time by the clock."""
-
-    def __init__(self, pid: int, now: float) -> None:
-        self.pid = pid
-        self.started = now
-        # Read before the request is sent, while the child waits for it: its start-up and earlier files.
-        # Unreadable where /proc exists (a passing error: out of file descriptors): all of its time counts,
-        # a few seconds more, rather than a verdict by the clock.
-        stat = process_stat(pid)
-        self.cpu_before = None if stat is None else stat[1]
-        if self.cpu_before is None and os.path.exists("/proc/self/stat"):
-            self.cpu_before = 0.0
-        # The last time it was seen at work (STALL_WINDOW_S), and its processor time then; the last look.
-        self.active_at, self.active_used = now, 0.0
-        self.looked_at = now
-
-    def used(self) -> tuple[str, float] | None:
-        """The child's state and the processor time it spent on the request, or None (gone, no /proc)."""
-        stat = process_stat(self.pid)
-        return None if stat is None or self.cpu_before is None else (stat[0], stat[1] - self.cpu_before)
 
 
 class ParseProcess:
@@ -261,11 +167,11 @@ class ParseProcess:
             except _OverMemory:
                 await self._stop()
                 raise ParseError(memory_message(s.parse_max_memory_mb)) from None
-            except _OverTime as exc:
+            except OverTime as exc:
                 logger.warning("parsing %s: %s", filename, exc)
                 await self._stop()
                 raise ParseError(str(exc)) from None
-            except _Stalled as exc:
+            except Stalled as exc:
                 # Not final: a child that waits without using the processor is not obviously the file's
                 # doing (a stopped process, a lock in a library, a machine too busy to run it), and the
                 # attempts (RAG_WORKER_MAX_ATTEMPTS) still bound a file that does it every time.
@@ -338,10 +244,10 @@ class ParseProcess:
     async def _watch(self, proc: asyncio.subprocess.Process, request: dict[str, Any]) -> Any:
         """The child's reply to `request`, its memory and time watched meanwhile: a child that reached its
         memory limit and then dies (a library aborts) or spins (CPython failing to allocate while it
-        unwinds) is `_OverMemory`, not a crash or the time limit; past its time, `_OverTime` or
-        `_Stalled` (`_check_time`)."""
+        unwinds) is `_OverMemory`, not a crash or the time limit; past its time, `OverTime` or
+        `Stalled` (`ParseClock.check`)."""
         loop = asyncio.get_running_loop()
-        clock = _Clock(proc.pid, loop.time())
+        clock = ParseClock(proc.pid, loop.time())
         if clock.cpu_before is None and not self._said_no_cpu_clock:
             self._said_no_cpu_clock = True
             logger.warning(
@@ -365,31 +271,9 @@ class ParseProcess:
                         reached_at = loop.time()
                 elif loop.time() - reached_at > MEMORY_GRACE_S:
                     raise _OverMemory
-                self._check_time(clock, loop.time())
+                clock.check(loop.time(), self.settings.parse_timeout_s)
         finally:
             exchange.cancel()  # the child is stopped in every case that leaves it unread
-
-    def _check_time(self, clock: _Clock, now: float) -> None:
-        limit = self.settings.parse_timeout_s
-        waited = now - clock.started
-        if clock.cpu_before is None:  # no processor time here: the clock is the limit
-            if waited > limit:
-                raise _OverTime(wall_timeout_message(limit))
-            return
-        stat = clock.used()  # None: the child is gone, and its reply says how
-        frozen, clock.looked_at = now - clock.looked_at > FROZEN_GAP_S, now
-        if stat is None:
-            return
-        state, used = stat
-        if used > limit:
-            raise _OverTime(timeout_message(limit))
-        asleep = state in ("S", "T", "t")
-        if not asleep or frozen or used - clock.active_used >= STALL_MIN_SHARE * STALL_WINDOW_S:
-            clock.active_at, clock.active_used = now, used
-        elif now - clock.active_at > STALL_WINDOW_S:
-            raise _Stalled(idle_message(STALL_WINDOW_S, used - clock.active_used))
-        if waited > WALL_LIMIT_FACTOR * limit:
-            raise _Stalled(stalled_message(WALL_LIMIT_FACTOR * limit, used))
 
     async def _exchange(self, proc: asyncio.subprocess.Process, request: dict[str, Any]) -> Any:
         assert proc.stdin is not None and proc.stdout is not None
