@@ -59,7 +59,7 @@ class Server:
 
     def start(self) -> None:
         self.starts += 1
-        self.proc = start_server(self.env, self.log_dir / f"server-{self.starts}.log", timeout=120)
+        self.proc = start_server(self.env, self.log_dir / f"server-{self.starts}.log")
 
     def stop(self) -> None:
         if self.proc is not None:

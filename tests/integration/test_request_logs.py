@@ -64,7 +64,7 @@ def stack(
         RAG_BOOTSTRAP_ADMIN_KEY=BOOTSTRAP_KEY,
         RAG_WORKER_POLL_INTERVAL_S="0.1",
     )
-    server = start_server(env, logs / "server.log", timeout=180)
+    server = start_server(env, logs / "server.log")
     worker = start_worker(env, logs / "worker.log")
     stack = Stack(server, worker)
     try:
@@ -90,7 +90,7 @@ def test_an_upload_carries_its_request_id_to_the_task_and_the_worker_logs(stack:
     assert response.headers["x-request-id"] == UPLOAD_ID
     batch = response.json()
     [task] = batch["tasks"]
-    status = wait_batch(stack.client, batch["batch_id"], timeout=180)
+    status = wait_batch(stack.client, batch["batch_id"])
     assert status["status"] == "completed", status
     assert status["tasks"][0]["request_id"] == UPLOAD_ID
     listed = stack.client.get("/admin/tasks", params={"batch_id": batch["batch_id"]}).json()

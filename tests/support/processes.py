@@ -11,9 +11,8 @@ import subprocess
 import sys
 
 from rag_server.config import Settings
-from rag_server.evaluation.processes import Child as Proc
-from rag_server.evaluation.processes import child_env as process_env
 from rag_server.evaluation.processes import (
+    START_TIMEOUT_S,
     free_port,
     listens_on,
     start,
@@ -22,8 +21,11 @@ from rag_server.evaluation.processes import (
     start_worker,
     wait_healthy,
 )
+from rag_server.evaluation.processes import Child as Proc
+from rag_server.evaluation.processes import child_env as process_env
 
 __all__ = [
+    "START_TIMEOUT_S",
     "Proc",
     "free_port",
     "listens_on",

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from tests.support.processes import Proc, start_listening
+from tests.support.processes import START_TIMEOUT_S, Proc, start_listening
 
 
 class UpStack:
@@ -38,7 +38,7 @@ class UpStack:
     def log(self) -> Path:
         return self.data_dir / f"up-{self.starts}.log"
 
-    def start(self, timeout: float = 180) -> UpStack:
+    def start(self, timeout: float = START_TIMEOUT_S) -> UpStack:
         """Start (again) on this data directory; a restart may get another port (`url` follows)."""
         self.starts += 1
         self.child = start_listening(["up"], self.env, self.log, timeout)

@@ -67,11 +67,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# A child that exits fails the wait at once; the limit is for one that runs but does not answer. A full
+# CI run (three test processes, each with its stacks and Chromium, on two cores) once took two minutes
+# to start a server that starts in seconds alone.
+START_TIMEOUT_S = 300
+
 ADDRESS_IN_USE = "address already in use"  # uvicorn's log line when its port was taken
 
 
 def start_listening(
-    args: list[str], env: dict[str, str], log_path: Path, timeout: float = 120, attempts: int = 3
+    args: list[str], env: dict[str, str], log_path: Path, timeout: float = START_TIMEOUT_S, attempts: int = 3
 ) -> Child:
     """`rag-server <args> --port N` (`serve`, `up`) on a free port, once it answers /health on a socket of
     its own. A port `free_port` handed out can be taken by another process before the child binds it:
@@ -91,7 +96,7 @@ def start_listening(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def start_server(env: dict[str, str], log_path: Path, timeout: float = 120) -> Child:
+def start_server(env: dict[str, str], log_path: Path, timeout: float = START_TIMEOUT_S) -> Child:
     return start_listening(["serve", "--host", "127.0.0.1"], env, log_path, timeout)
 
 
@@ -112,7 +117,7 @@ def listens_on(pid: int, port: int) -> bool:
     return False
 
 
-def wait_healthy(child: Child, timeout: float = 120) -> None:
+def wait_healthy(child: Child, timeout: float = START_TIMEOUT_S) -> None:
     """Wait until the child answers /health on its own socket: an answer alone may come from another
     server that took the port first (seen when parallel tests were handed the same free port)."""
     assert child.base_url
