@@ -5,9 +5,12 @@ compiles for the same index and the same query."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from types import ModuleType, SimpleNamespace
 from typing import Any
+from unittest import mock
 from uuid import UUID
 
 import pytest
@@ -368,8 +371,9 @@ def test_0027_rebuilds_the_folding_index_only_on_pg_search_and_its_downgrade_000
     monkeypatch: pytest.MonkeyPatch, engine: str
 ) -> None:
     """Both engines get the folding rag_bm25_text (the chat's every-word check reads it on either); the
-    pg_search index is dropped and built again with the folding tokenizer, and back to 0005's on the way
-    down; the native re-index runs only where the native tables are."""
+    pg_search index is built again CONCURRENTLY with the folding tokenizer and swapped in, outside the
+    migration's transaction, and back to 0005's on the way down; the native re-index runs only where the
+    native tables are."""
     from rag_server.infra.migrations import helpers
 
     module = migration_0027()
@@ -387,6 +391,7 @@ def test_0027_rebuilds_the_folding_index_only_on_pg_search_and_its_downgrade_000
         monkeypatch.setattr(target, "scalar", scalar)
         monkeypatch.setattr(target, "execute_sql", lambda sql, params=None: executed.append(sql))
     monkeypatch.setattr(module, "context", SimpleNamespace(script=scripts()))
+    record_autocommit_blocks(monkeypatch, executed)
     module.upgrade()
     upgraded = list(executed)
     executed.clear()
@@ -398,12 +403,39 @@ def test_0027_rebuilds_the_folding_index_only_on_pg_search_and_its_downgrade_000
         assert [s for s in upgraded if "chunks_bm25_idx" in s] == []
         assert len(upgraded) == len(downgraded) == 2 and "bm25_index_add" in upgraded[1]
         return
-    _, index_up = upgraded
-    assert index_up.index("DROP INDEX IF EXISTS chunks_bm25_idx;") < index_up.index("CREATE INDEX")
-    assert parse_index(index_up.split(";", 1)[1]) == parse_index(official_index_sql(FOLDED))
-    _, index_down = downgraded
-    assert index_down.startswith("DROP INDEX IF EXISTS chunks_bm25_idx;")
-    assert parse_index(index_down.split(";", 1)[1]) == parse_index(official_index_sql())
+    for statements, official in ((upgraded, official_index_sql(FOLDED)), (downgraded, official_index_sql())):
+        assert statements[1:] == [AUTOCOMMIT_BLOCK, *CONCURRENT_SWAP, AUTOCOMMIT_BLOCK_END], statements
+        build = statements[4]
+        assert build.startswith("CREATE INDEX CONCURRENTLY chunks_bm25_idx_next ON chunks")
+        assert parse_index(build.replace(" CONCURRENTLY chunks_bm25_idx_next", " chunks_bm25_idx")) == (
+            parse_index(official)
+        )
+
+
+# What each run of helpers.concurrent_rebuild_sql does around its CREATE INDEX CONCURRENTLY (the 4th).
+AUTOCOMMIT_BLOCK, AUTOCOMMIT_BLOCK_END = "-- autocommit block", "-- end of the autocommit block"
+CONCURRENT_SWAP = [
+    "DROP INDEX CONCURRENTLY IF EXISTS chunks_bm25_idx_old",
+    "DROP INDEX CONCURRENTLY IF EXISTS chunks_bm25_idx_next",
+    mock.ANY,
+    "BEGIN; ALTER INDEX IF EXISTS chunks_bm25_idx RENAME TO chunks_bm25_idx_old; "
+    "ALTER INDEX chunks_bm25_idx_next RENAME TO chunks_bm25_idx; COMMIT",
+    "DROP INDEX CONCURRENTLY IF EXISTS chunks_bm25_idx_old",
+]
+
+
+def record_autocommit_blocks(monkeypatch: pytest.MonkeyPatch, executed: list[str]) -> None:
+    """Alembic's autocommit block (CONCURRENTLY refuses a transaction) noted among the statements."""
+    from rag_server.infra.migrations import helpers
+
+    @contextmanager
+    def autocommit_block() -> Iterator[None]:
+        executed.append(AUTOCOMMIT_BLOCK)
+        yield
+        executed.append(AUTOCOMMIT_BLOCK_END)
+
+    migration_context = SimpleNamespace(autocommit_block=autocommit_block)
+    monkeypatch.setattr(helpers, "op", SimpleNamespace(get_context=lambda: migration_context))
 
 
 # --- the migrations since 0019: each engine's path names only its own objects ---
@@ -411,8 +443,8 @@ def test_0027_rebuilds_the_folding_index_only_on_pg_search_and_its_downgrade_000
 # The native engine's tables, functions and triggers (0002, 0003, 0014-0016, 0023: all `bm25_*`, the
 # triggers `chunks_bm25_*`), and pg_search's index and namespaces. A migration reaching one of them on the
 # other engine fails there (pg_search cannot run here, so that path is only ever recorded).
-NATIVE_ONLY = re.compile(r"\bbm25_\w+|\bchunks_bm25_(?!idx\b)\w+")
-PG_SEARCH_ONLY = re.compile(r"\bchunks_bm25_idx\b|\bpdb\.|\bparadedb\b")
+NATIVE_ONLY = re.compile(r"\bbm25_\w+|\bchunks_bm25_(?!idx(_next|_old)?\b)\w+")
+PG_SEARCH_ONLY = re.compile(r"\bchunks_bm25_idx(_next|_old)?\b|\bpdb\.|\bparadedb\b")
 
 
 def revisions_since(first: str) -> list[str]:
@@ -445,6 +477,7 @@ def recorded_upgrade(monkeypatch: pytest.MonkeyPatch, revision: str, engine: str
         )
     settings = SimpleNamespace(vector_recheck_max_chunks=50_000)
     monkeypatch.setattr(module, "migration_settings", lambda: settings, raising=False)
+    record_autocommit_blocks(monkeypatch, executed)
     module.upgrade()
     return executed
 

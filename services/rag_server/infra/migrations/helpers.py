@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,3 +48,35 @@ def execute_on_native_bm25(sql: str) -> None:
 def migration_settings() -> Settings:
     settings = context.config.attributes.get("settings")
     return settings if isinstance(settings, Settings) else get_settings()
+
+
+def concurrent_rebuild_sql(create_sql: str) -> list[str]:
+    """The statements that replace an index by `create_sql`'s (`CREATE INDEX <name> ON ...`) without
+    locking its table: reads and writes go on, and the old index serves until the new one is valid.
+
+    ParadeDB's documented way to change a BM25 index's tokenizer (a second index built CONCURRENTLY, then
+    the first dropped). The two renames are one short transaction, so `<name>` is always a valid index:
+    a run stopped anywhere is run again from the top, dropping what a stopped run left (`<name>_next`,
+    maybe invalid; `<name>_old`) and building again.
+    """
+    match = re.match(r"CREATE INDEX (\w+) (ON .*?);?\s*$", create_sql, re.DOTALL)
+    if match is None:
+        raise ValueError(f"not a CREATE INDEX <name> ON ... statement: {create_sql[:80]!r}")
+    name, definition = match[1], match[2]
+    building, retired = f"{name}_next", f"{name}_old"
+    return [
+        f"DROP INDEX CONCURRENTLY IF EXISTS {retired}",
+        f"DROP INDEX CONCURRENTLY IF EXISTS {building}",
+        f"CREATE INDEX CONCURRENTLY {building} {definition}",
+        f"BEGIN; ALTER INDEX IF EXISTS {name} RENAME TO {retired}; "
+        f"ALTER INDEX {building} RENAME TO {name}; COMMIT",
+        f"DROP INDEX CONCURRENTLY IF EXISTS {retired}",
+    ]
+
+
+def rebuild_index_concurrently(create_sql: str) -> None:
+    """Run `concurrent_rebuild_sql` outside the migration's transaction (CONCURRENTLY refuses to run in
+    one): what the migration did before it is committed first."""
+    with op.get_context().autocommit_block():
+        for statement in concurrent_rebuild_sql(create_sql):
+            execute_sql(statement)

@@ -37,9 +37,9 @@ bm25_unpacked when a pack covers it (the pack's copy is stale). 5,000 English ch
 accented ones: 5.7 s. The downgrade restores 0025's function and indexes the same chunks again.
 
 ParadeDB (production): the index's tokenizer becomes `pdb.simple('stemmer=english',
-'ascii_folding=true')`, built again as 0005 did (dropped, created keyless on 0.26; the drop locks `chunks`
-whole until the commit, so everything reading or writing chunks waits for the build: docs/operations.md
-says to stop the API and workers for it); the query is tokenised by the index's tokenizer, so it folds.
+'ascii_folding=true')` (keyless on 0.26, as 0005's), built beside the old one CONCURRENTLY and then swapped
+in, ParadeDB's documented way (helpers.rebuild_index_concurrently): searches and writes go on meanwhile,
+on the old index until the new one is valid. The query is tokenised by the index's tokenizer, so it folds.
 
 Revision ID: 0027_bm25_ascii_folding
 Revises: 0026_bm25_deferred_write
@@ -52,7 +52,12 @@ import re
 
 from alembic import context
 
-from rag_server.infra.migrations.helpers import execute_on_native_bm25, execute_sql, scalar
+from rag_server.infra.migrations.helpers import (
+    execute_on_native_bm25,
+    execute_sql,
+    rebuild_index_concurrently,
+    scalar,
+)
 
 revision = "0027_bm25_ascii_folding"
 down_revision = "0026_bm25_deferred_write"
@@ -213,7 +218,7 @@ def upgrade() -> None:
     # Both engines: the chat's every-word check reads it on either (0025).
     execute_sql(function_sql())
     if _engine() == "pg_search":
-        execute_sql(f"DROP INDEX IF EXISTS {INDEX_NAME};\n" + bm25_index_sql(_pg_search_version()))
+        rebuild_index_concurrently(bm25_index_sql(_pg_search_version()))
     execute_on_native_bm25(REINDEX)
 
 
@@ -222,5 +227,5 @@ def downgrade() -> None:
     execute_sql(v25.FUNCTION.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
     if _engine() == "pg_search":
         v5 = context.script.get_revision("0005_paradedb_026").module
-        execute_sql(f"DROP INDEX IF EXISTS {INDEX_NAME};\n" + v5.bm25_index_sql(_pg_search_version()))
+        rebuild_index_concurrently(v5.bm25_index_sql(_pg_search_version()))
     execute_on_native_bm25(REINDEX)
