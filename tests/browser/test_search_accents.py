@@ -10,11 +10,12 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
+import httpx
 import pytest
 from playwright.async_api import Page, expect
 
 from tests.browser.conftest import Stack
-from tests.browser.seed import upload_and_wait
+from tests.browser.seed import bearer, upload_and_wait
 
 FILES = {
     "ecole.txt": "L'élève présente sa carte à l'entrée de l'École.".encode(),
@@ -80,3 +81,27 @@ async def test_a_ligature_in_find_in_chunks_marks_the_word(
     await page.goto(f"{stack.base_url}/#/documents/{doc}?find={find}")
     await expect(page.locator("#find-count")).to_contain_text("1 chunk holds")
     await expect(page.locator("main mark")).to_have_text(["financial"])
+
+
+async def test_a_word_is_marked_where_a_word_starts_not_inside_another(page: Page, stack: Stack) -> None:
+    """BM25 reads "Hauptstraße" as one word (hauptstrasse): a search for "Strasse" finds the chunk by the
+    street standing alone, and only that is marked, not "straße" at the end of the main street's name.
+    In a collection of its own: the default one's "Strasse fruhjahr" case above expects one hit."""
+    name = "streets"
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as admin:
+        assert (await admin.post("/collections", json={"name": name})).status_code == 201
+    text = "Die Hauptstraße kreuzt die Strasse am Markt; die Hauptstrasse ist gesperrt."
+    tasks = await upload_and_wait(stack, {"streets.txt": text.encode()}, collection=name)
+    assert tasks["streets.txt"]["status"] == "completed", tasks
+    await page.reload()  # the switcher lists the collections there were at sign-in
+    await page.get_by_label("Collection").select_option(name)
+    await page.get_by_role("link", name="Search", exact=True).click()
+    await page.get_by_label("Query").fill("Strasse")
+    await page.get_by_role("radio", name="BM25", exact=True).check()
+    await page.get_by_role("button", name="Search", exact=True).click()
+    hits = page.locator(".hit")
+    await expect(hits).to_have_count(1)
+    await expect(hits.first.locator(".hit-title a")).to_have_text("streets.txt")
+    await expect(hits.first.locator(".hit-text mark")).to_have_text(["Strasse"])

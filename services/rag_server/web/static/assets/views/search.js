@@ -5,7 +5,8 @@
 import { api } from "../api.js";
 import { clear, formatMs, h, announce } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { canonical, chunkNumber, chunkPlace, chunkSection, FILE_TYPES } from "./document_common.js";
+import { chunkNumber, chunkPlace, chunkSection, FILE_TYPES } from "./document_common.js";
+import { highlighted } from "./highlight.js";
 import { METADATA_MAX, metadataFilter, parseMetadata } from "./metadata_filter.js";
 
 const MODES = [
@@ -60,69 +61,6 @@ function searchHref(p) {
   if (p.meta) query.meta = p.meta;
   if (p.min) query.min = p.min;
   return href("search", null, query);
-}
-
-// Letters folded as BM25 folds them (migration 0027): a Latin letter loses its marks (NFD), these become
-// ASCII letters; other scripts stay as they are. So "eleve" marks "élève" and "strasse" marks "Straße".
-const FOLDED = { ß: "ss", æ: "ae", œ: "oe", þ: "th", ĳ: "ij", ø: "o", ł: "l", đ: "d", ð: "d", ħ: "h", ı: "i", ĸ: "q", ŀ: "l", ŉ: "n", ŋ: "n", ŧ: "t", ſ: "s" };
-const LATIN_BASE = /^[a-zßæœþĳøłđðħıĸŀŉŋŧſ][\u0300-\u036f]*$/u;
-
-function foldLetter(ch) {
-  if (ch < "\u00c0") return ch;
-  const decomposed = ch.normalize("NFD");
-  if (!LATIN_BASE.test(decomposed)) return ch;
-  return FOLDED[decomposed[0]] || decomposed[0];
-}
-
-// `text` lower-cased and folded, with where in `text` each of its characters came from.
-function foldWithOffsets(text) {
-  let folded = "";
-  const from = [];
-  const to = [];
-  let at = 0;
-  let afterLatin = false;
-  for (const ch of text) {
-    const mark = /^[\u0300-\u036f]$/u.test(ch);
-    // A mark after a Latin letter (decomposed text) is part of it: it extends the letter, adds nothing.
-    if (mark && afterLatin) {
-      if (to.length) to[to.length - 1] = at + ch.length;
-      at += ch.length;
-      continue;
-    }
-    const f = [...ch.toLowerCase()].map(foldLetter).join("").replace(/(?<=[a-z])[\u0300-\u036f]+/gu, "");
-    folded += f;
-    // One entry per UTF-16 unit of `folded`, as match indexes count.
-    for (let i = 0; i < f.length; i += 1) {
-      from.push(at);
-      to.push(at + ch.length);
-    }
-    afterLatin = LATIN_BASE.test(ch.toLowerCase().normalize("NFD"));
-    at += ch.length;
-  }
-  return { folded, from, to };
-}
-
-// The text with the query's words marked: text nodes and <mark> elements only, never markup from a string.
-// Words are compared folded, so a word typed without its accents marks the accented one, and the reverse.
-function highlighted(text, q) {
-  const words = [...new Set((canonical(q).toLowerCase().match(/[\p{L}\p{N}]{2,}/gu) || []).map((w) => foldWithOffsets(w).folded))];
-  if (!words.length) return [text];
-  const escaped = words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
-  const pattern = new RegExp(escaped.join("|"), "gu");
-  const { folded, from, to } = foldWithOffsets(text);
-  const parts = [];
-  let last = 0;
-  for (const m of folded.matchAll(pattern)) {
-    if (!m[0].length) continue;
-    const start = from[m.index];
-    const end = to[m.index + m[0].length - 1];
-    if (start < last) continue;
-    if (start > last) parts.push(text.slice(last, start));
-    parts.push(h("mark", {}, text.slice(start, end)));
-    last = end;
-  }
-  if (last < text.length) parts.push(text.slice(last));
-  return parts;
 }
 
 function excerpt(text) {
