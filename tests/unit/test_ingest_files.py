@@ -155,3 +155,51 @@ def test_the_progress_counts_chunks_against_the_files_read_so_far() -> None:
         tasks=tasks,
     )
     assert chunk_progress([status]) == "1,388/53,076"
+
+
+def test_the_bar_of_a_run_whose_document_was_deleted_says_so_not_chunks_0_of_0(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """QA, 2026-12-07: `rag-server ingest` waited for a file whose document was deleted meanwhile (its
+    task failed, its document_id null) and its bar ended at `chunks=0/0`: it reads `deleted=1`."""
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    from rag_server.ingestion.cli import _wait
+    from rag_server.ingestion.models import BatchStatus, BatchTask
+
+    deleted = BatchTask.model_validate(
+        {
+            "task_id": uuid4(),
+            "filename": "big.txt",
+            "status": "failed",
+            "total_chunks": 5675,
+            "completed_chunks": 2944,
+            "attempts": 1,
+            "failures": 0,
+            "error": "The document was deleted before processing finished.",
+            "document_id": None,
+            "started_at": None,
+            "finished_at": None,
+        }
+    )
+    status = BatchStatus(
+        batch_id=uuid4(),
+        status="failed",
+        done=True,
+        created_at=datetime.now(UTC),
+        total=1,
+        counts={"failed": 1},
+        total_chunks=5675,
+        completed_chunks=2944,
+        tasks=[deleted],
+    )
+
+    class Server:
+        def batch_status(self, batch_id: str) -> BatchStatus:
+            return status
+
+    _wait(Server(), [str(status.batch_id)], 1, "default")  # type: ignore[arg-type]
+    bar = capsys.readouterr().err.split("\r")[-1]
+    assert "1/1" in bar and "deleted=1" in bar, bar
+    assert "chunks" not in bar, bar

@@ -30,6 +30,7 @@ from rag_server.ingestion.parsing import file_type_for, sanitize_filename
 GROUP_FILES = 100
 GROUP_BYTES = 64 * 1024 * 1024
 FINISHED = ("completed", "failed", "duplicate")
+_COUNTED = ("processing", "completed")  # the tasks whose chunks the bar counts (of a document still there)
 NAMES_SHOWN = 20  # lines naming files added beside a document of their name
 
 
@@ -346,9 +347,21 @@ def _upload(
 
 def chunk_progress(statuses: Sequence[BatchStatus]) -> str:
     """`embedded/total` chunks of the files being processed (a big file's total is known once it is
-    read): the bar counts files, and one 50 MB file is minutes of `0/1`."""
-    tasks = [t for s in statuses for t in s.tasks if t.status in ("processing", "completed")]
+    read; a deleted document's are gone): the bar counts files, and one 50 MB file is minutes of `0/1`."""
+    tasks = [t for s in statuses for t in s.tasks if t.document_id and t.status in _COUNTED]
     return f"{sum(t.completed_chunks for t in tasks):,}/{sum(t.total_chunks for t in tasks):,}"
+
+
+def progress_postfix(statuses: Sequence[BatchStatus]) -> dict[str, str]:
+    """The bar's words after its count of files: the chunks (chunk_progress) once a file is read, and the
+    documents deleted while it waited (their tasks name none), not `chunks=0/0` as if they held no text."""
+    tasks = [t for s in statuses for t in s.tasks]
+    postfix: dict[str, str] = {}
+    if any(t.document_id and t.status in _COUNTED for t in tasks):
+        postfix["chunks"] = chunk_progress(statuses)
+    if deleted := sum(1 for t in tasks if t.document_id is None):
+        postfix["deleted"] = f"{deleted:,}"
+    return postfix
 
 
 def _wait(
@@ -360,7 +373,7 @@ def _wait(
             statuses = [_batch_status(client, batch_id, collection) for batch_id in batch_ids]
             finished = sum(1 for s in statuses for t in s.tasks if t.status in FINISHED)
             bar.update(finished - bar.n)
-            bar.set_postfix(chunks=chunk_progress(statuses), refresh=False)
+            bar.set_postfix(progress_postfix(statuses), refresh=False)
             if all(s.done for s in statuses):
                 return statuses
             time.sleep(poll_s)
