@@ -71,7 +71,8 @@ WITH dead AS (
     SELECT t.id, t.worker_id FROM job_tasks t
     WHERE t.id = ANY($1::uuid[]) AND t.status = 'processing' AND NOT {worker_alive_sql("t.worker_id")}
 )
-UPDATE job_tasks t SET status = 'queued', worker_id = NULL, completed_chunks = 0, updated_at = now()
+UPDATE job_tasks t SET status = 'queued', worker_id = NULL, total_chunks = 0, completed_chunks = 0,
+                       updated_at = now()
 FROM dead WHERE t.id = dead.id
 RETURNING t.id, t.msg_id, dead.worker_id, t.attempts
 """

@@ -57,8 +57,9 @@ async def start_task(
     async with transaction(conn) as c:
         row = await c.fetchrow(
             """
-            UPDATE job_tasks SET status = 'processing', attempts = $2, worker_id = $3,
-                   msg_id = coalesce($4, msg_id), updated_at = now(), started_at = coalesce(started_at, now())
+            UPDATE job_tasks SET status = 'processing', attempts = $2, worker_id = $3, total_chunks = 0,
+                   completed_chunks = 0, msg_id = coalesce($4, msg_id), updated_at = now(),
+                   started_at = coalesce(started_at, now())
             WHERE id = $1 AND status IN ('queued', 'processing') AND document_id IS NOT NULL
             RETURNING document_id, filename, error, failures, replaces_version, new_metadata
             """,
@@ -205,8 +206,8 @@ async def record_retry(
     failures, or None when the task is no longer this worker's."""
     failures: int | None = await conn.fetchval(
         f"""
-        UPDATE job_tasks SET status = 'queued', error = $3, completed_chunks = 0, worker_id = NULL,
-               failures = failures + $4, updated_at = now()
+        UPDATE job_tasks SET status = 'queued', error = $3, total_chunks = 0, completed_chunks = 0,
+               worker_id = NULL, failures = failures + $4, updated_at = now()
         WHERE {OWNED}
         RETURNING failures
         """,
@@ -241,7 +242,8 @@ async def release_task(
     async with transaction(conn) as c:
         released = await c.fetchval(
             f"""
-            UPDATE job_tasks SET status = 'queued', completed_chunks = 0, worker_id = NULL, updated_at = now()
+            UPDATE job_tasks SET status = 'queued', total_chunks = 0, completed_chunks = 0, worker_id = NULL,
+                   updated_at = now()
             WHERE ({OWNED}) OR (id = $1 AND status = 'queued')
             RETURNING true
             """,
