@@ -82,7 +82,7 @@ export function statusBadge(status) {
 }
 
 // A document deleted meanwhile (in another tab, by someone else) is a 404 naming its id: say it is gone.
-const GONE = "This document no longer exists: it was deleted, perhaps in another tab.";
+export const GONE = "This document no longer exists: it was deleted, perhaps in another tab.";
 
 export function documentError(err) {
   return err instanceof ApiError && err.status === 404 ? GONE : err.message;

@@ -5,7 +5,8 @@
 import { api, ApiError } from "../api.js";
 import { announce, formatBytes, formatDate, h, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { canonical, chunkNumber, chunkPlace, chunkSection, deleteDocument, documentError, downloadDocument, fill, nameParts, parseJsonObject, statusBadge, typedFilter } from "./document_common.js";
+import { canonical, chunkNumber, chunkPlace, chunkSection, deleteDocument, documentError, downloadDocument, fill, GONE, nameParts, parseJsonObject, statusBadge, typedFilter } from "./document_common.js";
+import { replaceSection } from "./document_replace.js";
 import { lastPageInstead, pageOf, pager } from "./pager.js";
 
 const CHUNK_PAGE = 50;
@@ -101,63 +102,6 @@ function metadataSection(id, canEdit, onSaved) {
   return { section, show };
 }
 
-// Replace the file: PUT /documents/{id}/file, then follow the task until the new version is in. Made
-// once per page and kept across redraws, with `signal` the page's own (not a redraw's): a find in the
-// chunks while the new version is processed left the progress line and the new version unshown.
-function replaceSection(id, nameOf, signal, onDone) {
-  const input = h("input", { type: "file", id: "replace-input", "aria-describedby": "replace-status" });
-  const status = h("p", { id: "replace-status", class: "muted", role: "status" });
-  const button = h("button", { type: "submit" }, "Replace file");
-  const form = h(
-    "form",
-    { class: "replace-form row" },
-    h("label", { for: "replace-input" }, "New version of the file"),
-    input,
-    button,
-  );
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const file = input.files?.[0];
-    if (!file) {
-      status.textContent = "Choose a file first.";
-      return;
-    }
-    const body = new FormData();
-    body.append("file", file);
-    button.disabled = true;
-    try {
-      const batch = await api(`/documents/${encodeURIComponent(id)}/file`, { method: "PUT", body, signal });
-      const task = batch.tasks[0];
-      if (task.status === "duplicate") {
-        status.textContent = task.detail || "Nothing to replace.";
-        return;
-      }
-      status.textContent = `Processing version ${task.replaces_version + 1}; version ${task.replaces_version} stays searchable until it is ready.`;
-      const done = await followBatch(batch.batch_id, signal);
-      if (done.tasks[0].status === "failed") {
-        status.textContent = `The new file failed, version ${task.replaces_version} stays: ${done.tasks[0].error}`;
-        return;
-      }
-      status.textContent = "";
-      toast(`${nameOf()}: version ${task.replaces_version + 1} is in`);
-      onDone();
-    } catch (err) {
-      if (err.name !== "AbortError") status.textContent = documentError(err);
-    } finally {
-      button.disabled = false;
-    }
-  });
-  return h("section", { "aria-labelledby": "replace-title" }, h("h2", { id: "replace-title" }, "Replace the file"), form, status);
-}
-
-async function followBatch(batchId, signal) {
-  for (;;) {
-    const batch = await api(`/tasks/${encodeURIComponent(batchId)}/status`, { signal });
-    if (batch.done) return batch;
-    await new Promise((resolve) => setTimeout(resolve, 700));
-  }
-}
-
 // backHref(): the list the person came from (its filters, sort and page).
 export function mountDetail(root, ctx, route, backHref) {
   const id = route.id;
@@ -228,19 +172,39 @@ export function mountDetail(root, ctx, route, backHref) {
 
   // A document still queued or processing: its status is asked again every few seconds, and the page is
   // drawn again (chunks and all) once it changes; nothing is redrawn meanwhile (a metadata edit stays).
+  // Asked of its task's batch, which answers after the document was deleted too (its task failed, its
+  // document_id null): a poll of the document itself was then a 404, which the browser logs as an error
+  // in the console, and which the page took for a server away and asked again every 4 s, for ever.
   function watch(doc, signal) {
     watchTimer = setTimeout(async () => {
       try {
-        const now = await api(`/documents/${encodeURIComponent(id)}`, { signal });
-        if (now.status !== doc.status || now.version !== doc.version || !now.task !== !doc.task) load(currentQuery);
-        else {
-          showProgress(now);
-          watch(doc, signal);
+        if (!doc.task) {
+          const now = await api(`/documents/${encodeURIComponent(id)}`, { signal });
+          if (now.status !== doc.status || now.version !== doc.version || !now.task !== !doc.task) load(currentQuery);
+          else watch(doc, signal);
+          return;
         }
+        const batch = await api(`/tasks/${encodeURIComponent(doc.task.batch_id)}/status`, { signal });
+        const task = batch.tasks.find((t) => t.task_id === doc.task.task_id);
+        if (task && !task.document_id) showGone(GONE); // deleted meanwhile: nothing left to ask about
+        else if (task?.status === doc.task.status) {
+          showProgress({ task });
+          watch(doc, signal);
+        } else load(currentQuery); // started, finished or failed: the document has changed
       } catch (err) {
-        if (err.name !== "AbortError") watch(doc, signal); // the server may be back next time
+        if (err.name === "AbortError") return;
+        // A 404: the document is gone (or its batch, with its collection): said, and asked no more.
+        if (err instanceof ApiError && err.status === 404) showGone(GONE);
+        else watch(doc, signal); // the server may be back next time
       }
     }, STATUS_POLL_MS);
+  }
+
+  // The page of a document that is not there (deleted, or in a collection this key cannot read).
+  function showGone(reason = "It was deleted, or it is in a collection this key cannot read.") {
+    clearTimeout(watchTimer);
+    document.title = "Document not found · rag-server";
+    fill(page, backLink(), h("h1", {}, "Document not found"), h("p", { class: "form-error", role: "alert" }, reason));
   }
 
   async function load(query) {
@@ -262,13 +226,11 @@ export function mountDetail(root, ctx, route, backHref) {
       ]);
     } catch (err) {
       if (err.name === "AbortError") return;
-      const gone = err instanceof ApiError && (err.status === 404 || err.status === 422);
-      document.title = `${gone ? "Document not found" : "Could not load the document"} · rag-server`;
-      fill(page,
-        backLink(),
-        h("h1", {}, gone ? "Document not found" : "Could not load the document"),
-        h("p", { class: "form-error", role: "alert" }, gone ? "It was deleted, or it is in a collection this key cannot read." : err.message),
-      );
+      if (err instanceof ApiError && (err.status === 404 || err.status === 422)) showGone();
+      else {
+        document.title = "Could not load the document · rag-server";
+        fill(page, backLink(), h("h1", {}, "Could not load the document"), h("p", { class: "form-error", role: "alert" }, err.message));
+      }
       return;
     }
     // A chunk page past the end (an old link, a shorter new version): the last page instead of "No
