@@ -333,6 +333,35 @@ async def test_an_operation_this_server_lacks_is_not_a_missing_model(reader: ope
     assert caught.value.response.json()["error"]["code"] == "model_not_found"
 
 
+@pytest.mark.parametrize(
+    "earlier",
+    [
+        # Legacy function calling: a `function` message (both SDKs' ChatCompletionFunctionMessageParam)
+        # after the assistant's `function_call`. It was a 400 "messages.2.role: Input should be ...".
+        [
+            {"role": "user", "content": "Look it up."},
+            {"role": "assistant", "content": None, "function_call": {"name": "lookup", "arguments": "{}"}},
+            {"role": "function", "name": "lookup", "content": "nothing found"},
+        ],
+        # An assistant's refusal as a content part (ChatCompletionContentPartRefusalParam, what an
+        # assistant message's parts may be besides text). It was a 400 "a part of type 'refusal' cannot
+        # be read".
+        [
+            {"role": "user", "content": "Tell me a secret."},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "I cannot help with that."}]},
+        ],
+    ],
+    ids=["function-message", "refusal-part"],
+)
+async def test_earlier_turns_of_every_openai_message_type_are_accepted(
+    reader: openai.AsyncOpenAI, earlier: Any
+) -> None:
+    completion = await reader.chat.completions.create(
+        model="rag:alpha", messages=[*earlier, *QUESTION_MESSAGES]
+    )
+    assert "BM25" in (completion.choices[0].message.content or "")
+
+
 async def test_a_bad_key_is_an_authentication_error(app: FastAPI, world: World) -> None:
     async with client_for(app, "rag_" + "x" * 43) as client:
         with pytest.raises(openai.AuthenticationError) as caught:
