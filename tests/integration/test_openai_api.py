@@ -362,6 +362,49 @@ async def test_earlier_turns_of_every_openai_message_type_are_accepted(
     assert "BM25" in (completion.choices[0].message.content or "")
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/models"),
+        ("GET", "/models/rag:alpha"),
+        ("POST", "/chat/completions"),
+        ("POST", "/embeddings"),
+        ("POST", "/responses"),
+        ("POST", "/completions"),
+    ],
+)
+async def test_an_openai_client_whose_base_url_lacks_v1_is_told_so(
+    app_client: httpx.AsyncClient, world: World, method: str, path: str
+) -> None:
+    # `OpenAI(base_url="http://host:8000")`, /v1 forgotten: the SDK asks for /chat/completions... The
+    # 404 was `{"detail": "Not Found"}`, which openai 3.x shows as "Error code: 404" and nothing else
+    # (it reads `error.message`; 2.x printed the whole body): the message must say where the API is.
+    headers = {"Authorization": f"Bearer {world.alpha_reader}"}
+    body = {"model": "rag:alpha", "messages": QUESTION_MESSAGES, "input": "x", "prompt": "x"}
+    r = await app_client.request(method, path, headers=headers, json=body if method == "POST" else None)
+    assert r.status_code == 404, r.text
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] is None, error
+    assert error["message"].startswith(f"Invalid URL ({method} {path}): "), error
+    assert f"/v1{path}" in error["message"] and "base_url" in error["message"], error
+    assert r.json()["detail"] == error["message"]  # the REST API's shape, kept beside OpenAI's
+
+
+async def test_the_sdk_names_the_missing_v1_in_its_error(app: FastAPI, world: World) -> None:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with openai.AsyncOpenAI(
+        base_url=APP_BASE_URL,
+        api_key=world.alpha_reader,
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=transport, timeout=60),
+    ) as client:
+        with pytest.raises(openai.NotFoundError) as caught:
+            await client.chat.completions.create(model="rag:alpha", messages=QUESTION_MESSAGES)
+    # What openai 3.x puts after "Error code: 404 - " (the 2.x client reads the same `body`).
+    body: Any = caught.value.body
+    assert "/v1/chat/completions" in body["message"], body
+
+
 async def test_a_bad_key_is_an_authentication_error(app: FastAPI, world: World) -> None:
     async with client_for(app, "rag_" + "x" * 43) as client:
         with pytest.raises(openai.AuthenticationError) as caught:
