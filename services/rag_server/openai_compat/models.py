@@ -146,9 +146,29 @@ class TextPart(BaseModel):
 
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # `function`: legacy function calling's result message, ignored as a `tool` message is.
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     # A string or text parts (images and other parts are not understood: a 400); null for tool calls.
     content: Text | Annotated[list[TextPart], Field(max_length=100)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refusal_as_text(cls, data: Any) -> Any:
+        # An assistant's parts are text or refusal (OpenAI's ChatCompletionContentPartRefusalParam): a
+        # refusal is what it said.
+        if (
+            not isinstance(data, dict)
+            or data.get("role") != "assistant"
+            or not isinstance(data.get("content"), list)
+        ):
+            return data
+        parts = [
+            {"type": "text", "text": part.get("refusal")}
+            if isinstance(part, dict) and part.get("type") == "refusal"
+            else part
+            for part in data["content"]
+        ]
+        return {**data, "content": parts}
 
     @property
     def text(self) -> str:
