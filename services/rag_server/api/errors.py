@@ -35,6 +35,8 @@ from rag_server.infra.embeddings import EmbeddingError
 from rag_server.openai_compat.models import (
     OpenAIError,
     error_content,
+    is_openai_operation_outside_v1,
+    missing_v1_content,
     unknown_url_content,
     validation_error_content,
 )
@@ -255,6 +257,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         # FastAPI's own (e.g. a body that is not JSON: 400); /v1 answers them in OpenAI's shape.
         if not is_openai_path(request.url.path):
+            if exc.status_code == 404 and is_openai_operation_outside_v1(request.url.path):
+                return AsciiJSONResponse(missing_v1_content(request.method, request.url.path), 404)
             return await http_exception_handler(request, exc)
         if exc.status_code == 404:  # no such route (a model that does not exist is a domain 404)
             return AsciiJSONResponse(unknown_url_content(request.method, request.url.path), 404)

@@ -80,6 +80,26 @@ def unknown_url_content(method: str, path: str) -> dict[str, Any]:
     return OpenAIError(error=body).model_dump()
 
 
+# The paths OpenAI's clients build for the operations above (and `client.responses`, `client.completions`)
+# from a base_url that lacks /v1.
+_OPERATIONS_OUTSIDE_V1 = re.compile(r"^/(models(/.*)?|chat/completions|embeddings|responses|completions)$")
+
+
+def is_openai_operation_outside_v1(path: str) -> bool:
+    return _OPERATIONS_OUTSIDE_V1.match(path) is not None
+
+
+def missing_v1_content(method: str, path: str) -> dict[str, Any]:
+    """A 404 for an OpenAI client whose base_url lacks /v1: in OpenAI's shape (openai 3.x shows only
+    `error.message`) and the REST API's (`detail`), saying where the API is."""
+    message = (
+        f"Invalid URL ({method} {path}): this server's OpenAI-compatible API is under /v1 "
+        f"({method} /v1{path}): end the client's base_url with /v1"
+    )
+    body = OpenAIErrorBody(message=message, type="invalid_request_error", param=None, code=None)
+    return {**OpenAIError(error=body).model_dump(), "detail": message}
+
+
 _FIELD = re.compile(r"^[a-z_][a-z0-9_]*$")
 # Pydantic names the member of a union that failed ("str", "list[TextPart]", "function-after[...]")
 # in an error's location: the field path ends before it.
