@@ -240,6 +240,13 @@ QUESTION_MESSAGES: Any = [{"role": "user", "content": QUESTION}]
             "tool_choice",
             "tool_choice: this server calls no tools: tool_choice must be 'auto' or 'none'",
         ),
+        # Legacy function calling's forced call (both SDKs still send `function_call`): it was ignored,
+        # the caller got text where it relies on a call.
+        (
+            {"function_call": {"name": "f"}, "functions": [{"name": "f", "parameters": {"type": "object"}}]},
+            "function_call",
+            "function_call: this server calls no functions: function_call must be 'auto' or 'none'",
+        ),
         (
             {"logprobs": True},
             "logprobs",
