@@ -222,6 +222,7 @@ class ChatCompletionRequest(BaseModel):
     n: int | None = None
     response_format: dict[str, Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    function_call: str | dict[str, Any] | None = None  # legacy function calling's tool_choice
     logprobs: bool | None = None
 
     @field_validator("n")
@@ -245,6 +246,13 @@ class ChatCompletionRequest(BaseModel):
         if tool_choice not in (None, "auto", "none"):
             raise ValueError("this server calls no tools: tool_choice must be 'auto' or 'none'")
         return tool_choice
+
+    @field_validator("function_call")
+    @classmethod
+    def _no_function_calls(cls, function_call: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if function_call not in (None, "auto", "none"):
+            raise ValueError("this server calls no functions: function_call must be 'auto' or 'none'")
+        return function_call
 
     @field_validator("logprobs")
     @classmethod
