@@ -369,6 +369,22 @@ async def test_earlier_turns_of_every_openai_message_type_are_accepted(
     assert "BM25" in (completion.choices[0].message.content or "")
 
 
+async def test_a_long_conversation_is_answered_not_refused(reader: openai.AsyncOpenAI) -> None:
+    # A chat client resends the whole conversation: from its 101st question on (201 messages) every
+    # turn was a 400 "messages: List should have at most 200 items", the conversation dead for good.
+    # OpenAI's own bound is 2048 messages; the server reads only the newest (chat_history_messages).
+    earlier: Any = [
+        {"role": role, "content": f"{role} turn {i}"} for i in range(150) for role in ("user", "assistant")
+    ]
+    completion = await reader.chat.completions.create(
+        model="rag:alpha", messages=[*earlier, *QUESTION_MESSAGES]
+    )
+    assert "BM25" in (completion.choices[0].message.content or "")
+    with pytest.raises(openai.BadRequestError) as caught:
+        await reader.chat.completions.create(model="rag:alpha", messages=[*QUESTION_MESSAGES] * 2049)
+    assert caught.value.response.json()["error"]["param"] == "messages"
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
