@@ -20,6 +20,7 @@ MODEL_PREFIX = "rag:"
 # The suffix of a model id names the search mode; no suffix: hybrid.
 SEARCH_SUFFIXES: dict[str, SearchType] = {"bm25": "bm25", "vector": "vector"}
 MAX_TEXT = 20_000
+MAX_MESSAGES = 2048
 Text = Annotated[str, Field(max_length=MAX_TEXT), Cleaned]
 InputText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), Cleaned]
 
@@ -205,7 +206,9 @@ class StreamOptions(BaseModel):
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: CleanText = Field(min_length=1, max_length=200)
-    messages: list[ChatMessageIn] = Field(min_length=1, max_length=200)
+    # OpenAI's own bound. A chat client resends the whole conversation (200 ended one at its 101st
+    # question); the turn reads only the newest chat_history_messages of them.
+    messages: list[ChatMessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: StrictBool = False
     # include_usage: a last chunk (no choices) carries `usage`, as OpenAI's streams do.
     stream_options: StreamOptions | None = None
