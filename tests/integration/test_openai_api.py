@@ -217,6 +217,16 @@ async def test_an_invalid_embedding_input_is_named_for_what_is_wrong(
     assert (error["param"], error["message"]) == (param, message)
 
 
+async def test_a_batch_as_langchain_sends_it_is_embedded(reader: openai.AsyncOpenAI) -> None:
+    # LangChain's OpenAIEmbeddings (with check_embedding_ctx_length=False, as the README says) sends
+    # `embed_documents` in batches of its chunk_size, 1000 texts: from 257 texts on it was a 400 "input:
+    # List should have at most 256 items". OpenAI takes 2048 inputs a request.
+    texts = [f"passage {i} about ranking" for i in range(1000)]
+    embedded = await reader.embeddings.create(model="rag:alpha", input=texts, encoding_format="float")
+    assert [e.index for e in embedded.data] == list(range(1000))
+    assert len(embedded.data[999].embedding) == 384
+
+
 QUESTION_MESSAGES: Any = [{"role": "user", "content": QUESTION}]
 
 
