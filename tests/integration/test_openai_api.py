@@ -203,7 +203,7 @@ async def test_an_invalid_embedding_request_is_an_openai_400(reader: openai.Asyn
     ("given", "param", "message"),
     [
         ([""], "input.0", "input.0: String should have at least 1 character"),
-        ([""] * 257, "input", "input: List should have at most 256 items after validation, not 257"),
+        ([""] * 2049, "input", "input: List should have at most 2048 items after validation, not 2049"),
         ("", "input", "input: String should have at least 1 character"),
     ],
 )

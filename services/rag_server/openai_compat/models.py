@@ -21,6 +21,7 @@ MODEL_PREFIX = "rag:"
 SEARCH_SUFFIXES: dict[str, SearchType] = {"bm25": "bm25", "vector": "vector"}
 MAX_TEXT = 20_000
 MAX_MESSAGES = 2048
+MAX_EMBEDDING_INPUTS = 2048
 Text = Annotated[str, Field(max_length=MAX_TEXT), Cleaned]
 InputText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), Cleaned]
 
@@ -350,7 +351,8 @@ class ChatCompletionChunk(BaseModel):
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: CleanText = Field(min_length=1, max_length=200)
-    input: InputText | Annotated[list[InputText], Field(min_length=1, max_length=256)]
+    # OpenAI's own bound: LangChain's OpenAIEmbeddings sends batches of 1000 (256 refused them).
+    input: InputText | Annotated[list[InputText], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
     # The openai SDK asks for base64 unless told otherwise (and decodes it itself).
     encoding_format: Literal["float", "base64"] = "float"
     # Only the model's own: its vectors cannot be shortened (embed() checks it against the model).
