@@ -227,6 +227,30 @@ async def test_a_batch_as_langchain_sends_it_is_embedded(reader: openai.AsyncOpe
     assert len(embedded.data[999].embedding) == 384
 
 
+async def test_a_large_embedding_request_leaves_the_model_to_searches_between_its_slices(
+    reader: openai.AsyncOpenAI, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The model serves one call at a time: 2048 inputs of 20,000 characters in one call held a
+    # search's query embedding for 85 s (2 cores), 256 of them for 12 s. In slices, a search waits for
+    # one slice at most.
+    embedder = app.state.runtime.embedder
+    sizes: list[int] = []
+    embed = embedder.embed
+
+    async def counted(texts: list[str]) -> np.ndarray:
+        sizes.append(len(texts))
+        return await embed(texts)
+
+    monkeypatch.setattr(embedder, "embed", counted)
+    embedded = await reader.embeddings.create(
+        model="rag:alpha", input=[f"text {i}" for i in range(300)], encoding_format="float"
+    )
+    assert sum(sizes) == 300 and max(sizes) <= 64, sizes
+    whole = np.asarray([e.embedding for e in embedded.data])
+    assert whole.shape == (300, 384)
+    assert np.allclose(whole[299], (await embed(["text 299"]))[0], atol=1e-5)
+
+
 QUESTION_MESSAGES: Any = [{"role": "user", "content": QUESTION}]
 
 
