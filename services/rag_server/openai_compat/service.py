@@ -48,6 +48,7 @@ from rag_server.retrieval.models import SearchType
 
 OWNER = "rag-server"
 _PAGE = 500
+EMBED_SLICE = 64  # texts per model call of /v1/embeddings
 
 
 async def list_models(conn: Executor) -> ModelList:
@@ -247,7 +248,13 @@ async def embed(runtime: Runtime, conn: Executor, body: EmbeddingRequest) -> Emb
             "dimensions",
         )
     texts = body.texts
-    vectors = np.asarray(await runtime.embedder.embed(texts), dtype=np.float32)
+    # In slices: the model serves one call at a time, and a search's query waits for one slice at most
+    # (2048 long inputs in one call held searches for 85 s).
+    slices = [
+        np.asarray(await runtime.embedder.embed(texts[i : i + EMBED_SLICE]), dtype=np.float32)
+        for i in range(0, len(texts), EMBED_SLICE)
+    ]
+    vectors = np.concatenate(slices)
     data = [Embedding(index=i, embedding=_encode(row, body.encoding_format)) for i, row in enumerate(vectors)]
     tokens = _count_tokens(texts)
     return EmbeddingList(
