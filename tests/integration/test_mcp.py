@@ -108,6 +108,24 @@ async def test_http_tools_search_and_cite(live_app_url: str, docs: Docs) -> None
         assert data(kept)["results"][0]["document_name"] == "zebrafish.txt"
 
 
+@pytest.mark.parametrize(("mode", "version"), [("legacy", "2025-11-25"), ("2026-07-28", "2026-07-28")])
+async def test_http_serves_handshake_era_and_modern_clients(
+    live_app_url: str, docs: Docs, mode: str, version: str
+) -> None:
+    # The SDK's client discovers the stateless 2026-07-28 protocol (the other tests); most assistants'
+    # clients (the TypeScript SDK 1.x) still open with the initialize handshake.
+    async with (
+        create_mcp_http_client() as http,
+        Client(streamable_http_client(f"{live_app_url}/mcp", http_client=http), mode=mode) as client,
+    ):
+        assert client.session.protocol_version == version
+        assert {t.name for t in (await client.list_tools()).tools} == TOOLS
+        hits = data(await client.call_tool("search", {"query": "zebrafish heart regeneration"}))["results"]
+        assert hits[0]["document_name"] == "zebrafish.txt"
+        refused = await client.call_tool("search", {"query": "x", "collection": "nope"})
+        assert refused.is_error and "nope" in error_text(refused)
+
+
 async def test_http_ask_is_cited_and_stores_nothing(live_app_url: str, runtime: Runtime, docs: Docs) -> None:
     async with mcp_http(live_app_url) as client:
         answer = data(
