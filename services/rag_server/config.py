@@ -6,6 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -160,6 +161,11 @@ class Settings(BaseSettings):
     # /health/ready never need one.
     metrics_public: bool = False
 
+    # --- web pages of other sites (CORS, api/cors.py) -----------------------------------
+    # Origins whose pages may call the API from a browser, comma-separated (https://chat.example.com),
+    # or * for any site; empty: none. A page still needs an API key (sent as a header, never a cookie).
+    cors_origins: str = ""
+
     # --- logs -----------------------------------------------------------------------------
     # text: readable lines; json: one JSON object per line (time, level, logger, message, request_id,
     # task_id; access lines add route, method, status, duration_ms). Server, worker and CLI alike.
@@ -253,6 +259,7 @@ class Settings(BaseSettings):
             scheme, sep, _ = url.partition("://")
             if not sep or scheme.split("+", 1)[0] not in ("postgresql", "postgres"):
                 raise ValueError(f"{variable} is not a PostgreSQL URL (postgresql://user:password@host/db)")
+        parse_origins(self.cors_origins)  # its ValueError names the variable
         if self.embedded_listen:
             from rag_server.infra.embedded_postgres import parse_listen
 
@@ -310,6 +317,10 @@ class Settings(BaseSettings):
         return None if self.api_key is None else self.api_key.get_secret_value()
 
     @property
+    def cors_origin_list(self) -> list[str]:
+        return parse_origins(self.cors_origins)
+
+    @property
     def read_replica_urls(self) -> list[str]:
         return [url.strip() for url in self.read_database_urls.split(",") if url.strip()]
 
@@ -321,3 +332,32 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+ANY_ORIGIN = "*"
+
+
+def parse_origins(value: str) -> list[str]:
+    """RAG_CORS_ORIGINS' origins (comma-separated `scheme://host[:port]`, or `*` alone), lower-cased as
+    browsers send them; a ValueError naming the variable for anything else (a path, no scheme)."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if ANY_ORIGIN in items:
+        if len(items) > 1:
+            raise ValueError("RAG_CORS_ORIGINS: '*' (any site) stands alone, not beside other origins")
+        return [ANY_ORIGIN]
+    origins: list[str] = []
+    for item in items:
+        parts = urlsplit(item)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+            raise ValueError(
+                f"RAG_CORS_ORIGINS: {item!r} is not an origin: write scheme://host[:port], e.g. "
+                "https://chat.example.com (no path)"
+            )
+        try:
+            parts.port  # noqa: B018  (reading it checks it: a port that is not 0-65535 raises)
+        except ValueError:
+            raise ValueError(f"RAG_CORS_ORIGINS: {item!r} has no valid port") from None
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError(f"RAG_CORS_ORIGINS: {item!r} is not an origin: scheme://host[:port] only")
+        origins.append(f"{parts.scheme}://{parts.netloc.lower()}")
+    return origins

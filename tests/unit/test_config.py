@@ -288,3 +288,32 @@ def test_a_port_out_of_range_on_the_command_line_is_refused(tmp_path: Path) -> N
     assert done.stderr.strip().endswith(
         "error: argument --port: takes a whole number from 1 to 65535, got '70000'"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "origins"),
+    [
+        ("", []),
+        ("https://Chat.Example.com", ["https://chat.example.com"]),
+        (" https://a.example , http://127.0.0.1:3000/ ", ["https://a.example", "http://127.0.0.1:3000"]),
+        ("*", ["*"]),
+    ],
+)
+def test_cors_origins_are_origins_as_browsers_send_them(value: str, origins: list[str]) -> None:
+    assert Settings(_env_file=None, cors_origins=value).cors_origin_list == origins  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("chat.example.com", "is not an origin"),  # no scheme
+        ("https://chat.example.com/app", "no path"),
+        ("ftp://files.example", "is not an origin"),
+        ("https://user:pw@chat.example.com", "scheme://host[:port] only"),
+        ("https://chat.example.com:99999", "no valid port"),
+        ("*, https://chat.example.com", "stands alone"),
+    ],
+)
+def test_a_cors_origin_that_is_not_one_is_refused_naming_the_variable(value: str, says: str) -> None:
+    with pytest.raises(ValidationError, match=f"RAG_CORS_ORIGINS.*{re.escape(says)}"):
+        Settings(_env_file=None, cors_origins=value)  # type: ignore[call-arg]

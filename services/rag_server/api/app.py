@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rag_server import __version__
 from rag_server.access.exposure import prepare_access
 from rag_server.api.body_limit import BodyLimitMiddleware
+from rag_server.api.cors import install_cors
 from rag_server.api.deps import refuse_unknown_query
 from rag_server.api.disconnect import CancelOnDisconnectMiddleware
 from rag_server.api.errors import VALIDATION_422, install_error_handlers, install_openapi
@@ -62,7 +63,7 @@ def create_app(
     settings = settings or get_settings()
     # MCP over streamable HTTP at /mcp: same process, same Runtime and ChatService as the REST API.
     mcp = build_mcp(lambda: Services(app.state.runtime, app.state.chat))
-    mcp_sessions = http_session_manager(mcp, settings.host)
+    mcp_sessions = http_session_manager(mcp, settings.host, settings.cors_origin_list)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -138,7 +139,8 @@ def create_app(
     # Prometheus (GET /metrics): this app's own registry; around every route, so it times whole requests.
     app.state.metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(RequestIdMiddleware)  # added last = outermost: its header is on every answer
+    app.add_middleware(RequestIdMiddleware)  # outermost but CORS: its header is on every answer
+    install_cors(app, settings)  # added last = outermost: other sites' pages can read every answer
     # Probes and scrapers (health, metrics) may add parameters of their own, and answer without a key.
     app.include_router(metrics.metrics_router(settings.metrics_public))
     app.include_router(health.router)

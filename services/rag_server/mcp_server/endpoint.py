@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from rag_server.access import keys
 from rag_server.access.exposure import is_loopback
+from rag_server.config import ANY_ORIGIN
 from rag_server.errors import UnauthenticatedError
 from rag_server.infra.database import retry_sentence
 from rag_server.infra.runtime import Runtime
@@ -28,15 +29,19 @@ from rag_server.mcp_server.server import PRINCIPAL_KEY
 logger = logging.getLogger(__name__)
 
 
-def http_session_manager(mcp: MCPServer, host: str) -> StreamableHTTPSessionManager:
+def http_session_manager(
+    mcp: MCPServer, host: str, cors_origins: Sequence[str] = ()
+) -> StreamableHTTPSessionManager:
     """Stateless JSON-response transport: every POST stands alone (authenticated on its own, no
-    session to hijack or reap). Loopback servers get the SDK's DNS-rebinding protection."""
+    session to hijack or reap). Loopback servers get the SDK's DNS-rebinding protection, which lets
+    pages of loopback origins in, and those RAG_CORS_ORIGINS lists by name (its `*` it cannot express)."""
     security = None
     if is_loopback(host):
+        listed = [origin for origin in cors_origins if origin != ANY_ORIGIN]
         security = TransportSecuritySettings(
             enable_dns_rebinding_protection=True,
             allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"],
-            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*", *listed],
         )
     # streamable_http_app() is how the SDK builds its session manager; its Starlette app is not used.
     mcp.streamable_http_app(stateless_http=True, json_response=True, transport_security=security)
