@@ -199,6 +199,18 @@ class ChatMessageIn(BaseModel):
         return self.content or ""
 
 
+def check_question(messages: Sequence[ChatMessageIn], field: str) -> None:
+    """A conversation ends with a question: a user message, not blank, within MAX_TEXT."""
+    users = [m for m in messages if m.role == "user"]
+    if not users:
+        raise ValueError(f"{field} must contain a user message")
+    question = users[-1].text
+    if not question.strip():
+        raise ValueError("the last user message must not be blank")
+    if (n := len(question)) > MAX_TEXT:  # its text parts are each within MAX_TEXT, joined into one query
+        raise ValueError(f"the last user message has {n} characters: at most {MAX_TEXT} are allowed")
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
     include_usage: StrictBool = False
@@ -268,17 +280,7 @@ class ChatCompletionRequest(BaseModel):
     @field_validator("messages")
     @classmethod
     def _has_a_question(cls, messages: list[ChatMessageIn]) -> list[ChatMessageIn]:
-        users = [m for m in messages if m.role == "user"]
-        if not users:
-            raise ValueError("messages must contain a user message")
-        question = users[-1].text
-        if not question.strip():
-            raise ValueError("the last user message must not be blank")
-        # Its text parts are each within MAX_TEXT but are joined into one question (a search query).
-        if len(question) > MAX_TEXT:
-            raise ValueError(
-                f"the last user message has {len(question)} characters: at most {MAX_TEXT} are allowed"
-            )
+        check_question(messages, "messages")
         return messages
 
     @property

@@ -85,7 +85,9 @@ def unknown_model(model: str) -> NotFoundError:
     return NotFoundError(f"The model {model!r} does not exist or this API key cannot read it")
 
 
-def query_request(model: str, question: str, search_type: SearchType, collection: str) -> QueryRequest:
+def query_request(
+    model: str, question: str, search_type: SearchType, collection: str, question_param: str = "messages"
+) -> QueryRequest:
     """The server's own request for a /v1 turn. The /v1 request model's limits differ from
     QueryRequest's (a model id of 200 characters holds a longer collection reference than any collection
     can have; text parts are joined), so whatever QueryRequest refuses is the caller's input: a 404 for
@@ -99,7 +101,9 @@ def query_request(model: str, question: str, search_type: SearchType, collection
         first = errors[0]
         about_question = first["loc"][:1] == ("query",)
         field = "the question" if about_question else ".".join(map(str, first["loc"]))
-        raise InvalidInputError(f"{field}: {first['msg']}", "messages" if about_question else None) from None
+        raise InvalidInputError(
+            f"{field}: {first['msg']}", question_param if about_question else None
+        ) from None
 
 
 def _history(messages: Sequence[ChatMessageIn]) -> tuple[str, list[ChatMessageOut]]:
@@ -117,27 +121,44 @@ def _history(messages: Sequence[ChatMessageIn]) -> tuple[str, list[ChatMessageOu
 
 async def start_turn(chat: ChatService, body: ChatCompletionRequest) -> Turn:
     """Resolve the model to a collection and search mode (404 for an unknown or unreachable one)."""
-    parsed = parse_model_id(body.model)
+    return await open_turn(
+        chat,
+        body.model,
+        body.messages,
+        temperature=body.temperature,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        stop=body.stop_list,
+    )
+
+
+async def open_turn(
+    chat: ChatService,
+    model: str,
+    messages: Sequence[ChatMessageIn],
+    *,
+    temperature: float | None,
+    max_tokens: int | None,
+    stop: list[str] | None = None,
+    question_param: str = "messages",
+) -> Turn:
+    """A turn of a caller-held conversation (chat completions, responses) on the model's collection and
+    search mode: 404 for an unknown or unreachable model, before anything is generated."""
+    parsed = parse_model_id(model)
     if parsed is None:
-        raise unknown_model(body.model)
+        raise unknown_model(model)
     collection, search_type = parsed
-    question, history = _history(body.messages)
-    request = query_request(body.model, question, search_type, collection)
+    question, history = _history(messages)
+    request = query_request(model, question, search_type, collection, question_param)
     llm, _ = chat.runtime.chat_llm()
     options = (
-        call_options(
-            llm,
-            temperature=body.temperature,
-            max_tokens=body.max_completion_tokens or body.max_tokens,
-            stop=body.stop_list,
-        )
+        call_options(llm, temperature=temperature, max_tokens=max_tokens, stop=stop)
         if llm is not None
         else {}
     )
     try:
         return await chat.resolve_unstored(request, history, options)
     except NotFoundError:
-        raise unknown_model(body.model) from None
+        raise unknown_model(model) from None
 
 
 def _ids() -> tuple[str, int]:
