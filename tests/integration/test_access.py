@@ -157,6 +157,7 @@ CALLS = [
         "reader",
         {"model": "rag:{target}", "messages": [{"role": "user", "content": "zebrafish heart"}]},
     ),
+    Call("POST", "/v1/responses", "reader", {"model": "rag:{target}", "input": "zebrafish heart"}),
     Call("POST", "/v1/embeddings", "reader", {"model": "rag:{target}", "input": "zebrafish"}),
 ]
 

@@ -28,14 +28,19 @@ def operations(document: dict[str, Any], prefix: str) -> dict[str, dict[str, Any
 
 def test_v1_operations_declare_openai_400s_and_no_422(document: dict[str, Any]) -> None:
     v1 = operations(document, "/v1/")
-    assert {"GET /v1/models", "POST /v1/chat/completions", "POST /v1/embeddings"} <= set(v1)
+    assert {
+        "GET /v1/models",
+        "POST /v1/chat/completions",
+        "POST /v1/responses",
+        "POST /v1/embeddings",
+    } <= set(v1)
     for name, op in v1.items():
         assert "422" not in op["responses"], name
         for status, response in op["responses"].items():
             if status != "200":
                 ref = response["content"]["application/json"]["schema"]["$ref"]
                 assert ref == "#/components/schemas/OpenAIError", (name, status)
-    for name in ("POST /v1/chat/completions", "POST /v1/embeddings"):
+    for name in ("POST /v1/chat/completions", "POST /v1/responses", "POST /v1/embeddings"):
         assert "400" in v1[name]["responses"], name
     # The rest of the API keeps FastAPI's 422 (its validation errors are {"detail": [...]}).
     assert "422" in operations(document, "/query")["POST /query"]["responses"]

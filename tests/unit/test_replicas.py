@@ -98,6 +98,7 @@ def test_describe_drops_the_credentials() -> None:
         ("POST", "/search", False),
         ("POST", "/mcp/", False),
         ("POST", "/v1/chat/completions", False),
+        ("POST", "/v1/responses", False),
         ("POST", "/upload", True),
         ("POST", "/query/stream", True),
         ("PATCH", "/documents/x", True),

@@ -14,7 +14,14 @@ from rag_server.read_after import READ_AFTER_HEADER, lsn_text, parse_lsn
 
 # Requests that change nothing although their method is not a safe one (they read or compute only).
 READ_ONLY_POSTS = frozenset(
-    {"/search", "/documents/check-duplicates", "/v1/embeddings", "/v1/chat/completions", "/mcp"}
+    {
+        "/search",
+        "/documents/check-duplicates",
+        "/v1/embeddings",
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/mcp",
+    }
 )
 
 

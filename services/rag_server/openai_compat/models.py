@@ -71,11 +71,14 @@ def error_content(status: int, message: str, param: str | None = None) -> dict[s
     return OpenAIError(error=OpenAIErrorBody(message=message, type=kind, param=param, code=code)).model_dump()
 
 
-OPERATIONS = "GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions and POST /v1/embeddings"
+OPERATIONS = (
+    "GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions, POST /v1/responses "
+    "and POST /v1/embeddings"
+)
 
 
 def unknown_url_content(method: str, path: str) -> dict[str, Any]:
-    """A 404 for a path no /v1 route has (`client.completions`, `client.responses`...): not
+    """A 404 for a path no /v1 route has (`client.completions`, `client.images`...): not
     `model_not_found`, which made the SDK's NotFoundError blame the model."""
     message = f"Invalid URL ({method} {path}): this server's OpenAI-compatible API serves {OPERATIONS}"
     body = OpenAIErrorBody(message=message, type="invalid_request_error", param=None, code=None)

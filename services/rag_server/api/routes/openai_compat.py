@@ -1,5 +1,6 @@
-"""The OpenAI-compatible API under /v1 (models, chat completions, embeddings) for OpenAI clients such as
-the openai SDK or Open WebUI. Same API keys; errors in OpenAI's shape (api/errors.py). No SQL here."""
+"""The OpenAI-compatible API under /v1 (models, chat completions, responses, embeddings) for OpenAI
+clients such as the openai SDK, the Agents SDK or Open WebUI. Same API keys; errors in OpenAI's shape
+(api/errors.py). No SQL here."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from rag_server.api.deps import ChatDep, PoolDep, ReadPoolDep, RuntimeDep, require
 from rag_server.api.errors import openai_error_responses
-from rag_server.openai_compat import service
+from rag_server.openai_compat import responses_service, service
 from rag_server.openai_compat.models import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -19,6 +20,7 @@ from rag_server.openai_compat.models import (
     ModelCard,
     ModelList,
 )
+from rag_server.openai_compat.responses import ResponseObject, ResponsesRequest
 
 router = APIRouter(
     prefix="/v1",
@@ -73,6 +75,42 @@ async def chat_completions(body: ChatCompletionRequest, chat: ChatDep) -> ChatCo
     include_usage = body.stream_options is not None and body.stream_options.include_usage
     return StreamingResponse(
         service.stream_chunks(chat, turn, body.model, include_usage=include_usage),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+_RESPONSES_200: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A response (JSON), or with `stream: true` Server-Sent Events: `event: <type>` and "
+        "`data: {the event}` (response.created ... response.completed, whose response carries `sources`)",
+        "model": ResponseObject,
+        "content": {"text/event-stream": {"itemSchema": _EVENT_SCHEMA}},
+    }
+}
+
+
+@router.post(
+    "/responses",
+    response_model=None,
+    responses={**_RESPONSES_200, **openai_error_responses(400, 404)},
+)
+async def create_response(body: ResponsesRequest, chat: ChatDep) -> ResponseObject | StreamingResponse:
+    """OpenAI's Responses API (`client.responses.create`): the answer a chat completion gives, to the
+    last user message of `input`. Nothing is stored (`previous_response_id`, `conversation`: a 400)."""
+    turn = await responses_service.start(chat, body)  # unknown model -> 404 before any streaming starts
+    if not body.stream:
+        return await responses_service.respond(chat, turn, body)
+    return StreamingResponse(
+        responses_service.stream_events(chat, turn, body),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
