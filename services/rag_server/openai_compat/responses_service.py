@@ -112,9 +112,10 @@ def _usage(turn: Turn) -> ResponseUsage | None:
 
 
 async def respond(chat: ChatService, turn: Turn, body: ResponsesRequest) -> ResponseObject:
+    draft = _Draft(body)  # created_at: when the answer began
     async for _ in chat.generate(turn):
         pass
-    return _Draft(body).response(turn)
+    return draft.response(turn)
 
 
 def _sse(event: StreamEvent) -> str:
