@@ -1,0 +1,100 @@
+"""Open tabs while the collections change under them (a team sharing one server): the collection a tab has
+selected is deleted or renamed by an admin elsewhere (another tab, the CLI, the API), or a link opens a
+document of a collection other than the one selected.
+
+Seen by QA on 2026-12-07: after the delete or the rename, the tab stayed on the old name for good: the
+switcher still offered it, and every view (Documents, Search, Chat) said only "no collection 'x'" until
+the person reloaded the page or guessed to pick another collection. A link to a document of collection
+`b` opened in a tab on `a` kept `a` selected: "Search in it" searched `a` for that document and said
+"No results", and "All documents" listed `a`."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.async_api import Page, expect
+
+from tests.browser.conftest import Console, Stack
+from tests.browser.seed import bearer, upload_and_wait
+
+
+async def _admin(stack: Stack) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60)
+
+
+async def _select(page: Page, collection: str) -> None:
+    await page.reload()
+    await page.get_by_role("navigation", name="Main").wait_for()
+    await page.get_by_label("Collection").select_option(collection)
+
+
+async def _search(page: Page, query: str) -> None:
+    await page.get_by_label("Query").fill(query)
+    await page.get_by_role("button", name="Search", exact=True).click()
+
+
+async def test_a_tab_on_a_collection_deleted_elsewhere_leaves_it_and_says_so(
+    page: Page, stack: Stack, page_console: Console
+) -> None:
+    page_console.allow("404")  # the search of the deleted collection
+    async with await _admin(stack) as api:
+        assert (await api.post("/collections", json={"name": "doomed"})).status_code == 201
+    await upload_and_wait(stack, {"doomed.txt": b"Comets trail long tails of ice and dust."}, "doomed")
+    await upload_and_wait(stack, {"kept.txt": b"Comets also visit the default collection."})
+    await _select(page, "doomed")
+    await page.get_by_role("link", name="Search", exact=True).click()
+    await _search(page, "comets")
+    await expect(page.locator(".hit")).to_have_count(1)
+
+    async with await _admin(stack) as api:
+        response = await api.delete("/collections/doomed", params={"force": "true"})
+        assert response.status_code == 204, response.text
+    await _search(page, "comets tails")
+    # The tab says what happened, leaves the deleted collection and offers it no more.
+    await expect(page.get_by_text("The collection “doomed” no longer exists").first).to_be_visible()
+    switcher = page.get_by_label("Collection")
+    await expect(switcher).to_have_value("default")
+    await expect(switcher.locator("option", has_text="doomed")).to_have_count(0)
+    # The view shows the collection now selected, and works: no "no collection" left on the page.
+    await expect(page.locator("#main")).not_to_contain_text("no collection")
+    await _search(page, "comets")
+    await expect(page.locator(".hit .hit-title a")).to_have_text(["kept.txt"])
+
+
+async def test_a_tab_on_a_collection_renamed_elsewhere_follows_the_new_name(
+    page: Page, stack: Stack, page_console: Console
+) -> None:
+    page_console.allow("404")  # the search under the old name
+    async with await _admin(stack) as api:
+        created = await api.post("/collections", json={"name": "drafts"})
+        assert created.status_code == 201, created.text
+    await upload_and_wait(stack, {"owls.txt": b"Owls hunt at night over the fields."}, "drafts")
+    await _select(page, "drafts")
+    await page.get_by_role("link", name="Search", exact=True).click()
+
+    async with await _admin(stack) as api:
+        renamed = await api.patch(f"/collections/{created.json()['id']}", json={"name": "published"})
+        assert renamed.status_code == 200, renamed.text
+    await _search(page, "owls")
+    switcher = page.get_by_label("Collection")
+    await expect(switcher).to_have_value("published")
+    await expect(switcher.locator("option", has_text="drafts")).to_have_count(0)
+    await _search(page, "owls")
+    await expect(page.locator(".hit .hit-title a")).to_have_text(["owls.txt"])
+
+
+async def test_a_link_to_a_document_of_another_collection_selects_its_collection(
+    page: Page, stack: Stack
+) -> None:
+    async with await _admin(stack) as api:
+        assert (await api.post("/collections", json={"name": "linked"})).status_code == 201
+    tasks = await upload_and_wait(stack, {"badgers.txt": b"Badgers dig setts under old hedgerows."}, "linked")
+    await _select(page, "default")
+    # A teammate's link to the document, opened in this tab (on `default`).
+    await page.goto(f"{stack.base_url}/#/documents/{tasks['badgers.txt']['document_id']}")
+    await expect(page.get_by_role("heading", name="badgers.txt")).to_be_visible()
+    await expect(page.get_by_label("Collection")).to_have_value("linked")
+    await page.get_by_role("link", name="Search in it").click()
+    await _search(page, "badgers")
+    await expect(page.locator(".hit .hit-title a")).to_have_text(["badgers.txt"])
+    await page.get_by_role("link", name="Documents", exact=True).click()
+    await expect(page.get_by_role("link", name="badgers.txt")).to_be_visible()
