@@ -85,6 +85,11 @@ async function send(path, { method = "GET", json, body, query, signal, accept } 
       /* not JSON: a proxy's page; the status says enough */
     }
     if (response.status === 401) window.dispatchEvent(new CustomEvent("rag:unauthorized"));
+    // A collection this request named is gone (deleted or renamed elsewhere, or out of the key's reach):
+    // the app checks whether it is the one selected.
+    if (response.status === 404 && typeof detail === "string" && detail.startsWith("no collection ")) {
+      window.dispatchEvent(new CustomEvent("rag:collection-missing"));
+    }
     throw new ApiError(response.status, detailText(detail, response.status));
   }
   return response;

@@ -45,6 +45,16 @@ const ctx = {
   async reloadCollections() {
     await loadCollections();
   },
+  // A document's page selects its collection (by id), without showing the view again: a link to a document
+  // of another collection left the tab's own selected, so "Search in it" searched that one and found nothing,
+  // and "All documents" listed it.
+  selectCollectionOf(id) {
+    const name = this.collections.find((c) => c.id === id)?.name;
+    if (!name || name === this.collection) return;
+    this.collection = name;
+    sessionStorage.setItem(COLLECTION_STORAGE, name);
+    collectionSelect.value = name;
+  },
   // The first key, made in Admin while the API was open, closed it: this tab goes on signed in with it.
   async adoptKey(key) {
     auth.set(key);
@@ -93,11 +103,20 @@ function remount() {
 
 async function loadCollections() {
   const { items } = await api("/collections", { query: { limit: 200 } });
+  // The selected collection renamed meanwhile (in Admin, another tab, the CLI) is followed by its id.
+  const selectedId = ctx.collections.find((c) => c.name === ctx.collection)?.id;
   ctx.collections = items;
-  if (!items.some((c) => c.name === ctx.collection)) ctx.collection = items[0]?.name ?? "default";
+  let change = null; // "renamed" or "gone": the selected collection changed under this tab
+  if (!items.some((c) => c.name === ctx.collection)) {
+    const same = items.find((c) => c.id === selectedId);
+    change = same ? "renamed" : "gone";
+    ctx.collection = (same ?? items.find((c) => c.name === "default") ?? items[0])?.name ?? "default";
+    sessionStorage.setItem(COLLECTION_STORAGE, ctx.collection);
+  }
   clear(collectionSelect);
   for (const c of items) collectionSelect.append(h("option", { value: c.name, selected: c.name === ctx.collection }, c.name));
   collectionSelect.disabled = items.length < 2;
+  return change;
 }
 
 function showSignIn(message) {
@@ -190,14 +209,43 @@ function showIdentity() {
 collectionSelect.addEventListener("change", () => {
   ctx.collection = collectionSelect.value;
   sessionStorage.setItem(COLLECTION_STORAGE, ctx.collection);
-  // Search's document filter names a document of the collection left: it goes with it (a search of the
-  // new collection within that document found nothing, and said to try other words).
+  showCollection();
+});
+// The view again, of the collection now selected. Search's document filter names a document of the
+// collection left: it goes with it (a search of the new collection within that document found nothing, and
+// said to try other words).
+function showCollection() {
   const route = parseRoute();
   if (route.view === "search" && route.query.has("doc")) {
     route.query.delete("doc");
     history.replaceState(history.state, "", href("search", null, route.query));
   }
   remount();
+}
+// A request named a collection that is gone. If it is the one selected (deleted or renamed elsewhere while
+// this tab was open), the tab says so and shows the collection now selected; before, every view said only
+// "no collection 'x'" and the switcher offered it until a reload.
+let checkingCollections = false;
+window.addEventListener("rag:collection-missing", async () => {
+  if (checkingCollections || !ctx.status || nav.hidden) return;
+  checkingCollections = true;
+  const before = ctx.collection;
+  let change;
+  try {
+    change = await loadCollections();
+  } catch {
+    return; // the server unreachable or the key refused: that request's own error says so
+  } finally {
+    checkingCollections = false;
+  }
+  if (!change) return;
+  toast(
+    change === "renamed"
+      ? `The collection “${before}” is now called “${ctx.collection}”.`
+      : `The collection “${before}” no longer exists (deleted, or this key may not read it): showing “${ctx.collection}”.`,
+    "error",
+  );
+  if (current?.name !== "admin") showCollection();
 });
 // Nothing of the signed-out key may stay in the tab for whoever signs in next: its upload list (file
 // names, links), its chat, its collection. The app starts afresh, on no particular page.

@@ -258,6 +258,7 @@ export function mountDetail(root, ctx, route, backHref) {
     const paged = shownChunkPage !== null && shownChunkPage !== chunkPage;
     shownChunkPage = chunkPage;
     const collection = ctx.collections.find((c) => c.id === doc.collection_id)?.name ?? doc.collection_id;
+    ctx.selectCollectionOf(doc.collection_id);
     const canEdit = ctx.can("editor");
     metadata ??= metadataSection(id, canEdit, () => reload("metadata-edit"));
     metadata.show(doc);
@@ -265,7 +266,7 @@ export function mountDetail(root, ctx, route, backHref) {
     const actions = h(
       "div",
       { class: "row" },
-      // Chat and search limited to this document (and its collection, whichever one is selected).
+      // Chat and search limited to this document (and its collection, selected above).
       h("a", { class: "button-link", href: href("chat", null, { doc: doc.id }) }, "Ask about it"),
       h("a", { class: "button-link", href: href("search", null, { doc: doc.id }) }, "Search in it"),
       h("button", { type: "button", onclick: () => downloadDocument(doc) }, "Download"),
