@@ -1,7 +1,7 @@
 // The Admin view's collections: the list (documents, fusion weight), a form for a new one, an edit
 // dialog (name, description, weight) and delete (a collection's documents go with it, after asking).
 
-import { api } from "../api.js";
+import { api, ApiError } from "../api.js";
 import { clear, confirmDialog, h, showModal, toast } from "../dom.js";
 
 const NAME_HINT = "Lower-case letters, digits, - and _; up to 63";
@@ -96,6 +96,15 @@ export function collectionsSection(ctx) {
     changed();
   }
 
+  // Deleted meanwhile by another admin (a tab, the CLI): said by its name, and its row goes. The server's
+  // 404 named the id ("no collection '9f7d...'") and the row stayed, to be tried again.
+  function gone(err, c) {
+    if (!(err instanceof ApiError) || err.status !== 404) return false;
+    toast(`The collection “${c.name}” was already deleted, in another tab or by another admin.`, "error");
+    load().then(() => changed());
+    return true;
+  }
+
   function row(c) {
     const actions = h(
       "div",
@@ -125,6 +134,7 @@ export function collectionsSection(ctx) {
     try {
       await api(`/collections/${encodeURIComponent(c.id)}`, { method: "DELETE", query: n ? { force: "true" } : undefined });
     } catch (err) {
+      if (gone(err, c)) return;
       toast(err.message, "error");
       return;
     }
@@ -157,6 +167,10 @@ export function collectionsSection(ctx) {
       try {
         if (Object.keys(changes).length) await api(`/collections/${encodeURIComponent(c.id)}`, { method: "PATCH", json: changes });
       } catch (err) {
+        if (gone(err, c)) {
+          dialog.close();
+          return;
+        }
         dialogError.textContent = err.message;
         return;
       }

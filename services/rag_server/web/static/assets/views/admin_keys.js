@@ -2,7 +2,7 @@
 // new key (shown once, with Copy) and revoke. Only a hash of each key is stored: a lost key is revoked and
 // made again.
 
-import { api } from "../api.js";
+import { api, ApiError } from "../api.js";
 import { clear, confirmDialog, formatDate, h, toast } from "../dom.js";
 
 const ROLES = [
@@ -117,7 +117,10 @@ export function keysSection(ctx) {
     try {
       await api(`/keys/${encodeURIComponent(key.name)}`, { method: "DELETE" });
     } catch (err) {
-      toast(err.message, "error");
+      // Revoked meanwhile by another admin: said so, and its row goes (it stayed, to be revoked again).
+      const revoked = err instanceof ApiError && err.status === 404;
+      toast(revoked ? `The key “${key.name}” was already revoked, in another tab or by another admin.` : err.message, "error");
+      if (revoked) await load();
       return;
     }
     toast(`Key ${key.name} revoked.`);
