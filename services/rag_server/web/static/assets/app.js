@@ -296,6 +296,9 @@ window.addEventListener("rag:unauthorized", () => {
   if (!nav.hidden) {
     auth.clear();
     toast("The API key was not accepted any more: sign in again.", "error");
+    // A dialog open over the view (Set metadata, an Admin edit) would stay, modal, over the sign-in form,
+    // leaving its key field inert.
+    for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
     showSignIn("");
   }
 });
