@@ -5,7 +5,8 @@
 import { api, ApiError } from "../api.js";
 import { announce, formatBytes, formatDate, h, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { canonical, chunkNumber, chunkPlace, chunkSection, deleteDocument, documentError, downloadDocument, fill, GONE, nameParts, parseJsonObject, statusBadge, typedFilter } from "./document_common.js";
+import { canonical, chunkNumber, chunkPlace, chunkSection, deleteDocument, downloadDocument, fill, GONE, nameParts, statusBadge, typedFilter } from "./document_common.js";
+import { metadataSection } from "./document_metadata.js";
 import { replaceSection } from "./document_replace.js";
 import { lastPageInstead, pageOf, pager } from "./pager.js";
 
@@ -29,77 +30,6 @@ function marked(text, find) {
 
 function fact(label, value) {
   return [h("dt", {}, label), h("dd", {}, value)];
-}
-
-const METADATA_LIMIT = 16 * 1024;
-
-// The textarea's JSON as an object, or a sentence saying what is wrong with it.
-function parseMetadata(text) {
-  const parsed = parseJsonObject(text);
-  if (parsed.value && new TextEncoder().encode(JSON.stringify(parsed.value)).length > METADATA_LIMIT) {
-    return { error: "Metadata is over the limit of 16 KiB." };
-  }
-  return parsed;
-}
-
-// Metadata: shown to everyone; an editor edits it as JSON (PATCH replaces it whole). onSaved() redraws
-// the page, with the keyboard focus back on "Edit metadata". Made once per page and kept across redraws
-// (`show` puts a newer document's metadata in): an edit being typed survives a redraw (the document's
-// processing ending, a find in its chunks).
-function metadataSection(id, canEdit, onSaved) {
-  const shown = h("pre", { class: "metadata-json card", role: "figure", "aria-label": "Current metadata" });
-  const title = h("h2", { id: "metadata-title" }, "Metadata");
-  if (!canEdit) {
-    const section = h("section", { "aria-labelledby": "metadata-title" }, title, shown);
-    return { section, show: (doc) => (shown.textContent = JSON.stringify(doc.metadata, null, 2)) };
-  }
-  const area = h("textarea", { id: "metadata-input", rows: 6, spellcheck: "false", "aria-describedby": "metadata-error" });
-  const error = h("p", { id: "metadata-error", class: "form-error", role: "alert" });
-  const save = h("button", { type: "submit" }, "Save metadata");
-  const form = h(
-    "form",
-    { class: "metadata-form", hidden: true },
-    h("label", { for: "metadata-input" }, "Metadata (a JSON object; it replaces the current metadata)"),
-    area,
-    error,
-    h("div", { class: "row" }, save, h("button", { type: "button", class: "quiet", onclick: () => toggle(false) }, "Cancel")),
-  );
-  const edit = h("button", { type: "button", id: "metadata-edit", onclick: () => toggle(true) }, "Edit metadata");
-  function toggle(editing) {
-    form.hidden = !editing;
-    shown.hidden = editing;
-    edit.hidden = editing;
-    error.textContent = "";
-    // Focus goes where the person is now: into the editor, or back on the button that opened it (not
-    // left on a hidden Cancel, from where Tab starts over at the top of the page).
-    if (editing) area.focus();
-    else edit.focus();
-  }
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const parsed = parseMetadata(area.value);
-    if (parsed.error) {
-      error.textContent = parsed.error;
-      return;
-    }
-    save.disabled = true;
-    try {
-      await api(`/documents/${encodeURIComponent(id)}`, { method: "PATCH", json: { metadata: parsed.value } });
-      toast("Metadata saved");
-      toggle(false);
-      onSaved();
-    } catch (err) {
-      error.textContent = documentError(err);
-    } finally {
-      save.disabled = false;
-    }
-  });
-  const section = h("section", { "aria-labelledby": "metadata-title" }, title, shown, edit, form);
-  function show(doc) {
-    shown.textContent = JSON.stringify(doc.metadata, null, 2);
-    if (form.hidden) area.value = shown.textContent; // not while an edit is open
-  }
-  return { section, show };
 }
 
 // backHref(): the list the person came from (its filters, sort and page).
