@@ -12,6 +12,7 @@ import { href, navigate } from "../router.js";
 import { documentLimit, fromHistory, renderAnswerBody, renderAnswerFooter, renderMessage } from "./chat_messages.js";
 import { createDrawer } from "./chat_drawer.js";
 import { createSidebar, sessionTitle } from "./chat_sidebar.js";
+import { documentExists } from "./document_common.js";
 
 const SEARCH_TYPES = [
   ["hybrid", "Hybrid"],
@@ -443,6 +444,7 @@ export function mount(root, ctx, route) {
     renderAnswerFooter(answer.nodes.footer, answer);
     setBusy(false);
     announce(`Answer ready${answer.mode === "extractive" ? " (extractive)" : ""}.`);
+    if (state.doc && !answer.sources?.length && !(await documentExists(state.doc.id))) formError.textContent = `“${state.doc.filename}” no longer exists (deleted, perhaps in another tab): remove it (×) above to ask about every document.`;
     await afterAnswer(done.session_id);
   }
 

@@ -88,6 +88,17 @@ export function documentError(err) {
   return err instanceof ApiError && err.status === 404 ? GONE : err.message;
 }
 
+// False only when the server says the document is gone (404): a search within it, or a chat about it,
+// that found nothing says so instead of "try other words".
+export async function documentExists(id) {
+  try {
+    await api(`/documents/${encodeURIComponent(id)}`);
+    return true;
+  } catch (err) {
+    return !(err instanceof ApiError && (err.status === 404 || err.status === 422));
+  }
+}
+
 export async function downloadDocument(doc) {
   try {
     await download(`/documents/${doc.id}/download`, doc.filename);

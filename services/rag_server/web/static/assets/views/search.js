@@ -5,9 +5,11 @@
 import { api } from "../api.js";
 import { clear, formatMs, h, announce } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { chunkNumber, chunkPlace, chunkSection, FILE_TYPES } from "./document_common.js";
+import { chunkNumber, chunkPlace, chunkSection, documentExists, FILE_TYPES } from "./document_common.js";
 import { highlighted } from "./highlight.js";
 import { METADATA_MAX, metadataFilter, parseMetadata } from "./metadata_filter.js";
+
+const DOC_GONE = "The document this search is limited to no longer exists (deleted, perhaps in another tab): choose All documents.";
 
 const MODES = [
   ["hybrid", "Hybrid", "BM25 and vector, fused"],
@@ -319,6 +321,8 @@ export function mount(root, ctx, route) {
       ? `No passage reaches similarity ${p.min} or holds every word of the query: nothing here bears on it.`
       : "No results. Try other words, or the vector mode for meaning.";
     status.textContent = n ? `${n} result${n === 1 ? "" : "s"} · ${MODES.find(([m]) => m === p.mode)[1]}` : none;
+    const shown = controller; // a newer search meanwhile has its own status
+    if (!n && p.doc && !(await documentExists(p.doc)) && shown === controller) status.textContent = DOC_GONE;
     announce(status.textContent);
   }
 
