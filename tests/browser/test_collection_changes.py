@@ -11,9 +11,9 @@ the person reloaded the page or guessed to pick another collection. A link to a 
 from __future__ import annotations
 
 import httpx
-from playwright.async_api import Page, expect
+from playwright.async_api import Browser, Page, expect
 
-from tests.browser.conftest import Console, Stack
+from tests.browser.conftest import Console, Stack, new_page, sign_in
 from tests.browser.seed import bearer, upload_and_wait
 
 
@@ -98,3 +98,31 @@ async def test_a_link_to_a_document_of_another_collection_selects_its_collection
     await expect(page.locator(".hit .hit-title a")).to_have_text(["badgers.txt"])
     await page.get_by_role("link", name="Documents", exact=True).click()
     await expect(page.get_by_role("link", name="badgers.txt")).to_be_visible()
+
+
+async def test_a_key_whose_every_collection_is_deleted_is_told_once(
+    browser: Browser, stack: Stack, page_console: Console
+) -> None:
+    """The fallback after a deleted collection must not itself be a collection that is gone: a key
+    limited to one collection, deleted, left nothing to fall back on, and each view shown again asked
+    again, for ever."""
+    page_console.allow("404")
+    async with await _admin(stack) as api:
+        assert (await api.post("/collections", json={"name": "lonely"})).status_code == 201
+        made = await api.post(
+            "/keys", json={"name": "lonely-reader", "role": "reader", "collections": ["lonely"]}
+        )
+        assert made.status_code == 201, made.text
+    page = await new_page(browser, page_console)
+    await sign_in(page, stack.base_url, made.json()["key"])
+    await expect(page.get_by_label("Collection")).to_have_value("lonely")
+    await page.get_by_role("link", name="Search", exact=True).click()
+    async with await _admin(stack) as api:
+        assert (await api.delete("/collections/lonely")).status_code == 204
+    await _search(page, "anything")
+    gone = page.locator(".toast", has_text="no longer exists")
+    await expect(gone).to_contain_text("The collection “lonely” no longer exists")
+    await expect(gone).to_contain_text("this key reaches no other collection")
+    await page.wait_for_timeout(3000)  # a loop shows the view again and again, each time with a toast
+    await expect(gone).to_have_count(1)
+    await page.context.close()
