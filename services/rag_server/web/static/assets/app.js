@@ -109,8 +109,11 @@ async function loadCollections() {
   let change = null; // "renamed" or "gone": the selected collection changed under this tab
   if (!items.some((c) => c.name === ctx.collection)) {
     const same = items.find((c) => c.id === selectedId);
-    change = same ? "renamed" : "gone";
-    ctx.collection = (same ?? items.find((c) => c.name === "default") ?? items[0])?.name ?? "default";
+    const next = (same ?? items.find((c) => c.name === "default") ?? items[0])?.name ?? "default";
+    // Only a change of name: a key left with no collection falls back on "default" once, not again at
+    // every view that fails with it.
+    if (next !== ctx.collection) change = same ? "renamed" : "gone";
+    ctx.collection = next;
     sessionStorage.setItem(COLLECTION_STORAGE, ctx.collection);
   }
   clear(collectionSelect);
@@ -239,10 +242,11 @@ window.addEventListener("rag:collection-missing", async () => {
     checkingCollections = false;
   }
   if (!change) return;
+  const showing = ctx.collections.length ? `showing “${ctx.collection}”.` : "this key reaches no other collection.";
   toast(
     change === "renamed"
       ? `The collection “${before}” is now called “${ctx.collection}”.`
-      : `The collection “${before}” no longer exists (deleted, or this key may not read it): showing “${ctx.collection}”.`,
+      : `The collection “${before}” no longer exists (deleted, or this key may not read it): ${showing}`,
     "error",
   );
   if (current?.name !== "admin") showCollection();
