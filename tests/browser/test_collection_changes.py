@@ -37,7 +37,8 @@ async def test_a_tab_on_a_collection_deleted_elsewhere_leaves_it_and_says_so(
 ) -> None:
     page_console.allow("404")  # the search of the deleted collection
     async with await _admin(stack) as api:
-        assert (await api.post("/collections", json={"name": "doomed"})).status_code == 201
+        for name in ("doomed", "spare"):
+            assert (await api.post("/collections", json={"name": name})).status_code == 201
     await upload_and_wait(stack, {"doomed.txt": b"Comets trail long tails of ice and dust."}, "doomed")
     await upload_and_wait(stack, {"kept.txt": b"Comets also visit the default collection."})
     await _select(page, "doomed")
@@ -54,6 +55,9 @@ async def test_a_tab_on_a_collection_deleted_elsewhere_leaves_it_and_says_so(
     switcher = page.get_by_label("Collection")
     await expect(switcher).to_have_value("default")
     await expect(switcher.locator("option", has_text="doomed")).to_have_count(0)
+    # The search button pressed is gone with the view shown again: the focus goes to the switcher, where
+    # another collection is chosen, not to the page's body.
+    await expect(switcher).to_be_focused()
     # The view shows the collection now selected, and works: no "no collection" left on the page.
     await expect(page.locator("#main")).not_to_contain_text("no collection")
     await _search(page, "comets")
