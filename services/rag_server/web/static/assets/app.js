@@ -249,7 +249,10 @@ window.addEventListener("rag:collection-missing", async () => {
       : `The collection “${before}” no longer exists (deleted, or this key may not read it): ${showing}`,
     "error",
   );
-  if (current?.name !== "admin") showCollection();
+  if (current?.name === "admin") return;
+  showCollection();
+  // What had the focus went with the view: the switcher has it, where another collection is chosen.
+  if (!main.contains(document.activeElement) && !collectionSelect.disabled) collectionSelect.focus();
 });
 // Nothing of the signed-out key may stay in the tab for whoever signs in next: its upload list (file
 // names, links), its chat, its collection. The app starts afresh, on no particular page.
