@@ -51,3 +51,38 @@ async def test_the_upload_panel_does_not_show_processing_after_its_collection_wa
         await expect(page.get_by_text("The collection “doomed” no longer exists").first).to_be_visible()
     finally:
         stack.worker = start_worker(stack.env, tmp_path / "worker.log")
+
+
+async def test_the_upload_panel_follows_its_collection_renamed_meanwhile(
+    page: Page, stack: Stack, tmp_path: Path, page_console: Console
+) -> None:
+    """Renamed while this tab uploads to it (Admin in another tab): the tab follows the new name
+    (test_collection_changes.py), and so must its uploads. Seen by QA on 2026-12-07: the panel of the
+    new name was empty, the rows (and files not yet sent, which went to the old name: 404) left behind
+    under the old one."""
+    page_console.allow("404")  # the list's refresh under the old name
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
+        created = await api.post("/collections", json={"name": "inbox"})
+        assert created.status_code == 201, created.text
+    await page.reload()
+    await page.get_by_role("navigation", name="Main").wait_for()
+    assert stack.worker.stop() == 0  # the file stays queued: the list refreshes until it is read
+    try:
+        await page.get_by_label("Collection").select_option(label="inbox")
+        await page.get_by_role("link", name="Documents").click()
+        await page.get_by_role("button", name="Upload", exact=True).click()
+        path = tmp_path / "moving.txt"
+        path.write_bytes(b"A file whose collection is renamed while it waits. " * 30)
+        await page.get_by_label("Files to upload").set_input_files([path])
+        row = page.locator(".upload-row", has=page.locator(".name", has_text="moving.txt"))
+        await expect(row).to_have_attribute("data-status", "queued")
+
+        async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
+            renamed = await api.patch(f"/collections/{created.json()['id']}", json={"name": "archive"})
+            assert renamed.status_code == 200, renamed.text
+        await expect(page.get_by_label("Collection")).to_have_value("archive", timeout=15_000)
+        await expect(page.get_by_role("heading", name="Upload to archive")).to_be_visible()
+        await expect(row).to_have_attribute("data-status", "queued")
+    finally:
+        stack.worker = start_worker(stack.env, tmp_path / "worker.log")
+    await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
