@@ -10,7 +10,7 @@
 import { api, ApiError, auth } from "./api.js";
 import { clear, confirmDialog, h, toast } from "./dom.js";
 import { href, parseRoute } from "./router.js";
-import { unsentUploads } from "./upload.js";
+import { renameTracker, unsentUploads } from "./upload.js";
 import * as admin from "./views/admin.js";
 import * as chat from "./views/chat.js";
 import * as documents from "./views/documents.js";
@@ -113,6 +113,7 @@ async function loadCollections() {
     // Only a change of name: a key left with no collection falls back on "default" once, not again at
     // every view that fails with it.
     if (next !== ctx.collection) change = same ? "renamed" : "gone";
+    if (change === "renamed") renameTracker(ctx.collection, next);
     ctx.collection = next;
     sessionStorage.setItem(COLLECTION_STORAGE, ctx.collection);
   }

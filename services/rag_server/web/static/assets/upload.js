@@ -424,6 +424,19 @@ export function tracker(collection) {
   return trackers.get(collection);
 }
 
+// A collection renamed while this tab uploads to it (Admin, another tab): its uploads, and the files not
+// sent yet, follow the new name (they stayed under the old one, unshown, and were sent to it: 404).
+export function renameTracker(from, to) {
+  const moving = trackers.get(from);
+  if (!moving || trackers.has(to)) return;
+  const ids = moving.batchIds;
+  moving.batchIds = [];
+  trackers.delete(from);
+  moving.collection = to;
+  moving.batchIds = ids;
+  trackers.set(to, moving);
+}
+
 // Files picked or dropped that the server has not received yet (their bytes live only in this tab): a
 // reload or a closed tab loses them, unlike a sent batch, which resumes.
 export function unsentUploads() {
