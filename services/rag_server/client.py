@@ -213,9 +213,17 @@ class Client:
         name."""
         return self._send(Calls.delete_documents(collection, ids, metadata, text))
 
-    def update_metadata(self, document_id: str, metadata: dict[str, Any], mode: str = "replace") -> Document:
-        """PATCH /documents/{id}: `replace` the metadata, or `merge` top-level keys (null removes one)."""
-        return self._send(Calls.update_metadata(document_id, metadata, mode))
+    def update_metadata(
+        self,
+        document_id: str,
+        metadata: dict[str, Any],
+        mode: str = "replace",
+        *,
+        expected: dict[str, Any] | None = None,
+    ) -> Document:
+        """PATCH /documents/{id}: `replace` the metadata, or `merge` top-level keys (null removes one).
+        `expected`: the metadata as last read; changed since, nothing is written (a 409 error)."""
+        return self._send(Calls.update_metadata(document_id, metadata, mode, expected))
 
     def update_documents(
         self, collection: str = "default", *, metadata: Mapping[str, dict[str, Any]], mode: str = "merge"
@@ -331,9 +339,14 @@ class AsyncClient:
         return await self._send(Calls.delete_documents(collection, ids, metadata, text))
 
     async def update_metadata(
-        self, document_id: str, metadata: dict[str, Any], mode: str = "replace"
+        self,
+        document_id: str,
+        metadata: dict[str, Any],
+        mode: str = "replace",
+        *,
+        expected: dict[str, Any] | None = None,
     ) -> Document:
-        return await self._send(Calls.update_metadata(document_id, metadata, mode))
+        return await self._send(Calls.update_metadata(document_id, metadata, mode, expected))
 
     async def update_documents(
         self, collection: str = "default", *, metadata: Mapping[str, dict[str, Any]], mode: str = "merge"

@@ -169,8 +169,12 @@ class Calls:
         return Call("POST", "/documents/delete", _model(DeletedDocuments), kwargs={"json": body})
 
     @staticmethod
-    def update_metadata(document_id: str, metadata: dict[str, Any], mode: str) -> Call[Document]:
-        body = {"metadata": metadata, "mode": mode}
+    def update_metadata(
+        document_id: str, metadata: dict[str, Any], mode: str, expected: dict[str, Any] | None = None
+    ) -> Call[Document]:
+        body: dict[str, Any] = {"metadata": metadata, "mode": mode}
+        if expected is not None:
+            body["expected_metadata"] = expected
         return Call("PATCH", f"/documents/{document_id}", _model(Document), kwargs={"json": body})
 
     @staticmethod

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from rag_server.errors import NotFoundError
+from rag_server.errors import ConflictError, NotFoundError
 from rag_server.infra.database import Executor, transaction
 from rag_server.ingestion.documents import get_document, matching_documents
 from rag_server.ingestion.metadata import check_metadata
@@ -117,6 +117,13 @@ async def _edit_locked(
     now_pending = await c.fetch(f"SELECT id FROM job_tasks WHERE {_PENDING_REPLACEMENTS}", ids)
     if {r["id"] for r in now_pending} != {r["id"] for r in pending}:
         raise _ReplacementQueuedMeanwhile
+    for d in documents:  # read under the row lock: no edit can land between this and the write
+        expected = edits[d["id"]].expected_metadata
+        if expected is not None and d["metadata"] != expected:
+            raise ConflictError(
+                f"the metadata of document {d['id']} was changed since it was read (another edit came "
+                "first); nothing was written: read it again, then edit"
+            )
     await c.executemany(
         "UPDATE documents SET metadata = $2, updated_at = now() WHERE id = $1",
         [(d["id"], _edited(d["metadata"], edits[d["id"]], d["id"])) for d in documents],

@@ -241,6 +241,12 @@ class MetadataUpdate(BaseModel):
         description="A JSON object (string keys, at most 8 levels, at most 16 KiB as JSON)."
     )
     mode: Literal["replace", "merge"] = "replace"
+    expected_metadata: dict[str, Any] | None = Field(
+        default=None,
+        description="The metadata as the caller last read it: the edit applies only if it is still that "
+        "(else a 409 saying what it is now, and nothing is written), so an edit made meanwhile by someone "
+        "else is never overwritten unseen.",
+    )
 
 
 class DocumentMetadata(BaseModel):

@@ -166,11 +166,12 @@ async def delete_documents(body: DeleteDocuments, pool: PoolDep) -> DeletedDocum
     "/documents/{document_id}",
     response_model=Document,
     dependencies=[require("editor")],
-    responses={**error_responses(400, 403, 404, 503), **EITHER_422},
+    responses={**error_responses(400, 403, 404, 409, 503), **EITHER_422},
 )
 async def update_document_metadata(document_id: UUID, body: MetadataUpdate, pool: PoolDep) -> Document:
     """Set the document's metadata: `mode` `replace` (default) stores `metadata` as it is; `merge` sets
-    its top-level keys on the current metadata (null removes a key). Search filters see it at once."""
+    its top-level keys on the current metadata (null removes a key). Search filters see it at once.
+    409: `expected_metadata` was given and the metadata is no longer that."""
     return await metadata_edits.update_metadata(pool, document_id, body)
 
 

@@ -1,6 +1,6 @@
 // A document's metadata on its page: shown to everyone, edited as JSON by an editor.
 
-import { api } from "../api.js";
+import { api, ApiError } from "../api.js";
 import { h, toast } from "../dom.js";
 import { documentError, parseJsonObject } from "./document_common.js";
 
@@ -38,7 +38,11 @@ export function metadataSection(id, canEdit, onSaved) {
     h("div", { class: "row" }, save, h("button", { type: "button", class: "quiet", onclick: () => toggle(false) }, "Cancel")),
   );
   const edit = h("button", { type: "button", id: "metadata-edit", onclick: () => toggle(true) }, "Edit metadata");
-  let openedWith = null; // the metadata shown when the editor opened, as shown
+  let current = null; // the metadata last shown
+  // What the editor was opened on: the server saves only over that (expected_metadata), so an edit made
+  // meanwhile by someone else (another tab, the API, the CLI) is never thrown away without a word. null
+  // after the person was told and chose to Save again: theirs replaces it.
+  let openedWith = null;
   function toggle(editing) {
     form.hidden = !editing;
     shown.hidden = editing;
@@ -46,7 +50,7 @@ export function metadataSection(id, canEdit, onSaved) {
     error.textContent = "";
     // Focus goes where the person is now: into the editor, or back on the button that opened it (not
     // left on a hidden Cancel, from where Tab starts over at the top of the page).
-    if (editing) openedWith = shown.textContent;
+    if (editing) openedWith = current;
     if (editing) area.focus();
     else edit.focus();
   }
@@ -58,28 +62,30 @@ export function metadataSection(id, canEdit, onSaved) {
       return;
     }
     save.disabled = true;
+    const url = `/documents/${encodeURIComponent(id)}`;
     try {
-      // Changed by someone else since the editor opened (another tab, the API, the CLI): saving would throw
-      // their edit away without a word. Said, with the metadata now stored; a second Save replaces it.
-      const now = JSON.stringify((await api(`/documents/${encodeURIComponent(id)}`)).metadata, null, 2);
-      if (now !== openedWith) {
-        openedWith = now;
-        shown.textContent = now;
-        error.textContent = `This metadata was changed since you opened the editor; it is now ${now}. Save again to replace it with yours.`;
-        return;
-      }
-      await api(`/documents/${encodeURIComponent(id)}`, { method: "PATCH", json: { metadata: parsed.value } });
+      const json = openedWith === null ? { metadata: parsed.value } : { metadata: parsed.value, expected_metadata: openedWith };
+      await api(url, { method: "PATCH", json });
       toast("Metadata saved");
       toggle(false);
       onSaved();
     } catch (err) {
-      error.textContent = documentError(err);
+      if (err instanceof ApiError && err.status === 409 && openedWith !== null) {
+        try {
+          show(await api(url));
+          openedWith = null;
+          error.textContent = `This metadata was changed since you opened the editor; it is now ${shown.textContent}. Save again to replace it with yours.`;
+        } catch (again) {
+          error.textContent = documentError(again);
+        }
+      } else error.textContent = documentError(err);
     } finally {
       save.disabled = false;
     }
   });
   const section = h("section", { "aria-labelledby": "metadata-title" }, title, shown, edit, form);
   function show(doc) {
+    current = doc.metadata;
     shown.textContent = JSON.stringify(doc.metadata, null, 2);
     if (form.hidden) area.value = shown.textContent; // not while an edit is open
   }
