@@ -19,7 +19,8 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from rag_server.access import keys
-from rag_server.access.exposure import is_loopback
+from rag_server.access.exposure import is_loopback, open_mode_refusal
+from rag_server.access.models import OPEN
 from rag_server.config import ANY_ORIGIN
 from rag_server.errors import UnauthenticatedError
 from rag_server.infra.database import retry_sentence
@@ -34,7 +35,8 @@ def http_session_manager(
 ) -> StreamableHTTPSessionManager:
     """Stateless JSON-response transport: every POST stands alone (authenticated on its own, no
     session to hijack or reap). Loopback servers get the SDK's DNS-rebinding protection, which lets
-    pages of loopback origins in, and those RAG_CORS_ORIGINS lists by name (its `*` it cannot express)."""
+    pages of loopback origins in, and those RAG_CORS_ORIGINS lists by name (its `*` it cannot express);
+    with no key (the open API) McpEndpoint refuses every other site's page, as the REST API does."""
     security = None
     if is_loopback(host):
         listed = [origin for origin in cors_origins if origin != ANY_ORIGIN]
@@ -110,6 +112,13 @@ class McpEndpoint:
             logger.warning("%s: %s: %s", said, type(exc).__name__, exc)
             await JSONResponse(error_body(UNAVAILABLE, said), 503)(scope, receive, send)
             return
+        if principal is OPEN:
+            # The open API answers no page of another site, listed in RAG_CORS_ORIGINS or not: the SDK's
+            # origin check below lets listed ones in (for keyed requests), so it is not enough here.
+            refusal = open_mode_refusal(headers.get("host"), headers.get("origin"))
+            if refusal is not None:
+                await JSONResponse(error_body(FORBIDDEN, refusal), 403)(scope, receive, send)
+                return
         scope[PRINCIPAL_KEY] = principal
         await self.manager.handle_request(scope, receive, send)
 
@@ -119,6 +128,7 @@ MCP_PATH = "/mcp"
 INVALID_REQUEST = -32600  # JSON-RPC's own: a request too large to read
 UNAUTHENTICATED = -32010
 UNAVAILABLE = -32011  # the database is unavailable or did not answer in time: retry
+FORBIDDEN = -32012  # the open API (no key exists) refuses a web page of another site
 
 
 def error_body(code: int, message: str) -> dict[str, Any]:
