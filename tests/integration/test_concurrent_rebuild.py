@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,11 +20,14 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, pool
 
+from rag_server.config import Settings
 from rag_server.infra.database import sqlalchemy_url
+from rag_server.infra.migrations import ADVISORY_LOCK_KEY, upgrade_to_head
 from rag_server.infra.migrations.helpers import (
     concurrent_rebuild_sql,
     execute_sql,
     rebuild_index_concurrently,
+    scalar,
 )
 from tests.conftest import create_database
 
@@ -124,3 +129,45 @@ def test_a_run_stopped_half_way_is_cleaned_up_by_the_next(url: str) -> None:
     with migration(url):
         rebuild_index_concurrently(NEW_INDEX)
     assert indexes(url) == REBUILT
+
+
+def test_a_migrator_waiting_for_the_migration_lock_does_not_stop_the_build(url: str, tmp_path: Path) -> None:
+    """A server and a worker started together both migrate: one runs 0027 under env.py's advisory lock,
+    the other waits for that lock as env.py waits (`SELECT pg_advisory_lock(...)` in SQLAlchemy's implicit
+    transaction). CREATE INDEX CONCURRENTLY waits for every transaction of the database holding a snapshot
+    older than its own, the waiting one too, which waits for the lock: a deadlock, and one of the two
+    processes fails to start."""
+    data_dir = tmp_path
+    failures: list[BaseException] = []
+
+    def second_migrator() -> None:
+        try:
+            upgrade_to_head(url, Settings(database_url=url, data_dir=data_dir))
+        except BaseException as exc:
+            failures.append(exc)
+
+    with migration(url):  # the first migrator: 0027's rebuild under env.py's lock
+        execute_sql(f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})")  # session-level, as env.py's
+        first = scalar("SELECT pg_backend_pid()")
+        waiter = threading.Thread(target=second_migrator)
+        waiter.start()
+        try:
+            with psycopg.connect(url, autocommit=True) as watch:
+                for _ in range(600):
+                    row = watch.execute(  # the second waits for the lock, or asked for it and goes on asking
+                        "SELECT count(*) FROM pg_stat_activity WHERE (wait_event = 'advisory' OR "
+                        "query = 'COMMIT') AND pid NOT IN (%s, pg_backend_pid())",
+                        (first,),
+                    ).fetchone()
+                    if row == (1,):
+                        break
+                    time.sleep(0.05)
+                else:
+                    raise AssertionError("the second migrator never asked for the lock")
+            rebuild_index_concurrently(NEW_INDEX)
+        finally:
+            execute_sql(f"SELECT pg_advisory_unlock({ADVISORY_LOCK_KEY})")
+            waiter.join(60)
+    assert not waiter.is_alive()
+    assert failures == []
+    assert indexes(url) == REBUILT  # the second then migrated the database beside t (head)
