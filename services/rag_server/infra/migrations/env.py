@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import Connection, create_engine, pool
 
 from rag_server.infra.capabilities import SchemaMismatchError
 from rag_server.infra.embeddings import check_new_database_dim
@@ -12,6 +14,19 @@ from rag_server.infra.migrations.helpers import migration_settings
 from rag_server.infra.migrations.runtime_role import ensure_runtime_role
 
 config = context.config
+LOCK_POLL_S = 0.2
+
+
+def take_migration_lock(connection: Connection) -> None:
+    """The session-level lock, waited for between short transactions: a `SELECT pg_advisory_lock()`
+    blocked in one holds its snapshot, and CREATE INDEX CONCURRENTLY (0027) waits for every transaction
+    of the database with an older one: the running migration and the waiting one deadlocked."""
+    while True:
+        taken = connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({ADVISORY_LOCK_KEY})").scalar()
+        connection.commit()
+        if taken:
+            return
+        time.sleep(LOCK_POLL_S)
 
 
 def run_migrations_online() -> None:
@@ -21,8 +36,7 @@ def run_migrations_online() -> None:
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         # Session-level lock: a second process waits here, then finds the schema at head.
-        connection.exec_driver_sql(f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})")
-        connection.commit()
+        take_migration_lock(connection)
         try:
             context.configure(connection=connection, transaction_per_migration=True)
             heads = context.get_context().get_current_heads()
