@@ -139,16 +139,21 @@ async def _replacement_source(
     )
 
 
-async def set_task_total(conn: Executor, task_id: UUID, total_chunks: int) -> None:
-    await conn.execute(
-        "UPDATE job_tasks SET total_chunks = $2, completed_chunks = 0, updated_at = now() WHERE id = $1",
-        task_id,
-        total_chunks,
-    )
-
-
 # The task is still this worker's: not finished, not re-queued by recovery, not taken by another.
 OWNED = "id = $1 AND status = 'processing' AND worker_id IS NOT DISTINCT FROM $2"
+
+
+async def set_task_total(conn: Executor, task_id: UUID, total_chunks: int, worker_id: int | None) -> bool:
+    """This attempt's chunk count, once its file is chunked; False once the task is no longer this
+    worker's (its counts are then another attempt's, or none)."""
+    owned = await conn.fetchval(
+        f"UPDATE job_tasks SET total_chunks = $3, completed_chunks = 0, updated_at = now() WHERE {OWNED}"
+        " RETURNING true",
+        task_id,
+        worker_id,
+        total_chunks,
+    )
+    return bool(owned)
 
 
 class TaskDropped(Exception):

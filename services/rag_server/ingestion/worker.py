@@ -245,7 +245,8 @@ class Worker:
         logger.info("task %s: %s (attempt %d)", task_id, work.filename, attempt)
         ids = {"task_id": str(task_id), "request_id": current_request_id()}
         chunks = await self.parser.prepare(work.filename, work.content, work.file_type, work.title, ids=ids)
-        await tasks.set_task_total(pool, task_id, len(chunks))
+        if not await tasks.set_task_total(pool, task_id, len(chunks), work.worker_id):
+            raise tasks.TaskDropped(f"task {task_id} is no longer this worker's")
 
         async def progress(done: int) -> None:
             # A document deleted (or a task cancelled) mid-way: stop embedding it now, not at the end.
