@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 from alembic import context
+from psycopg.errors import LockNotAvailable
 from sqlalchemy import Connection, create_engine, pool
+from sqlalchemy.exc import OperationalError
 
 from rag_server.infra.capabilities import SchemaMismatchError
 from rag_server.infra.embeddings import check_new_database_dim
@@ -14,19 +14,28 @@ from rag_server.infra.migrations.helpers import migration_settings
 from rag_server.infra.migrations.runtime_role import ensure_runtime_role
 
 config = context.config
-LOCK_POLL_S = 0.2
+# The longest a blocked `SELECT pg_advisory_lock()` of a waiting process lives (then it asks again): under
+# deadlock_timeout (1 s by default), so CREATE INDEX CONCURRENTLY never waits on it long enough to be
+# taken for a deadlock.
+LOCK_WAIT_MS = 200
 
 
 def take_migration_lock(connection: Connection) -> None:
-    """The session-level lock, waited for between short transactions: a `SELECT pg_advisory_lock()`
-    blocked in one holds its snapshot, and CREATE INDEX CONCURRENTLY (0027) waits for every transaction
-    of the database with an older one: the running migration and the waiting one deadlocked."""
+    """The session-level migration lock, waited for in short statements: a blocked `SELECT
+    pg_advisory_lock()` holds its snapshot, and CREATE INDEX CONCURRENTLY (0027) waits for every
+    transaction of the database with an older one: the migration running and the one waiting for it
+    deadlocked (a server and a worker started together: one of them failed)."""
     while True:
-        taken = connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({ADVISORY_LOCK_KEY})").scalar()
-        connection.commit()
-        if taken:
-            return
-        time.sleep(LOCK_POLL_S)
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'")
+        try:
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})")
+        except OperationalError as exc:
+            connection.rollback()
+            if not isinstance(exc.orig, LockNotAvailable):
+                raise
+            continue
+        connection.commit()  # the lock is the session's: it outlives the transaction
+        return
 
 
 def run_migrations_online() -> None:
