@@ -82,3 +82,20 @@ async def test_the_client_sends_what_it_read(live_app_url: str, tmp_path: Path) 
         with pytest.raises(ClientError) as refused:
             await rag.update_metadata(doc, {"team": "c"}, expected=read)
         assert refused.value.status == 409 and "changed since it was read" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("stored", "read"),
+    [({"reviewed": True}, {"reviewed": 1}), ({"n": 0}, {"n": False}), ({"tags": [1]}, {"tags": [True]})],
+    ids=["true-read-as-1", "0-read-as-false", "nested"],
+)
+async def test_metadata_of_another_json_type_is_not_the_metadata_read(
+    app_client: httpx.AsyncClient, stored: dict[str, object], read: dict[str, object]
+) -> None:
+    # JSON's true is not 1 (nor false 0): an editor who read `1` where `true` was saved meanwhile overwrote
+    # it unseen (Python's True == 1 passed the check).
+    doc = await uploaded(app_client, f"typed-{next(iter(stored))}.txt")
+    assert (await app_client.patch(f"/documents/{doc}", json={"metadata": stored})).status_code == 200
+    stale = await app_client.patch(f"/documents/{doc}", json={"metadata": {}, "expected_metadata": read})
+    assert stale.status_code == 409, stale.text
+    assert (await app_client.get(f"/documents/{doc}")).json()["metadata"] == stored
