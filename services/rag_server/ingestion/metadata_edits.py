@@ -119,7 +119,7 @@ async def _edit_locked(
         raise _ReplacementQueuedMeanwhile
     for d in documents:  # read under the row lock: no edit can land between this and the write
         expected = edits[d["id"]].expected_metadata
-        if expected is not None and d["metadata"] != expected:
+        if expected is not None and not same_json(d["metadata"], expected):
             raise ConflictError(
                 f"the metadata of document {d['id']} was changed since it was read (another edit came "
                 "first); nothing was written: read it again, then edit"
@@ -138,6 +138,17 @@ async def _edit_locked(
         ],
     )
     return [d["id"] for d in documents]
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """JSON values equal as jsonb compares them: Python's `==` takes true for 1 and false for 0."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(same_json, a, b))
+    return bool(a == b)
 
 
 def _edited(metadata: dict[str, Any], update: MetadataUpdate, document_id: UUID) -> dict[str, Any]:
