@@ -244,7 +244,7 @@ class MetadataUpdate(BaseModel):
     expected_metadata: dict[str, Any] | None = Field(
         default=None,
         description="The metadata as the caller last read it: the edit applies only if it is still that "
-        "(else a 409 saying what it is now, and nothing is written), so an edit made meanwhile by someone "
+        "(else a 409, and nothing is written: read it again), so an edit made meanwhile by someone "
         "else is never overwritten unseen.",
     )
 
