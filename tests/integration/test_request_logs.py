@@ -90,7 +90,7 @@ def test_an_upload_carries_its_request_id_to_the_task_and_the_worker_logs(stack:
     assert response.headers["x-request-id"] == UPLOAD_ID
     batch = response.json()
     [task] = batch["tasks"]
-    status = wait_batch(stack.client, batch["batch_id"])
+    status = wait_batch(stack.client, batch["batch_id"], timeout=180)
     assert status["status"] == "completed", status
     assert status["tasks"][0]["request_id"] == UPLOAD_ID
     listed = stack.client.get("/admin/tasks", params={"batch_id": batch["batch_id"]}).json()
@@ -282,7 +282,7 @@ def test_up_passes_the_json_format_to_its_worker(
         RAG_BOOTSTRAP_ADMIN_KEY=BOOTSTRAP_KEY,
         RAG_WORKER_POLL_INTERVAL_S="0.1",
     )
-    up = start_listening(["up"], env, tmp_path / "up.log", timeout=180)
+    up = start_listening(["up"], env, tmp_path / "up.log")
     try:
         stack = Stack(up, up)
         response = upload(stack, "up.txt", b"A file uploaded through the supervised stack.", "via-up-1")
