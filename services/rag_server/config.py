@@ -354,10 +354,16 @@ def parse_origins(value: str) -> list[str]:
                 "https://chat.example.com (no path)"
             )
         try:
-            parts.port  # noqa: B018  (reading it checks it: a port that is not 0-65535 raises)
-        except ValueError:
-            raise ValueError(f"RAG_CORS_ORIGINS: {item!r} has no valid port") from None
+            port = parts.port  # a port that is not 0-65535 raises
+            # As a browser's Origin header spells it: an international name in ASCII (IDNA), and no
+            # port where it is the scheme's own (else such an origin would never match).
+            host = parts.hostname.encode("idna").decode("ascii")
+        except (ValueError, UnicodeError):
+            raise ValueError(f"RAG_CORS_ORIGINS: {item!r} has no valid host and port") from None
         if parts.query or parts.fragment or parts.username or parts.password:
             raise ValueError(f"RAG_CORS_ORIGINS: {item!r} is not an origin: scheme://host[:port] only")
-        origins.append(f"{parts.scheme}://{parts.netloc.lower()}")
+        if ":" in host:
+            host = f"[{host}]"  # IPv6
+        default_port = {"http": 80, "https": 443}[parts.scheme]
+        origins.append(f"{parts.scheme}://{host}" + ("" if port in (None, default_port) else f":{port}"))
     return origins

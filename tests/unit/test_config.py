@@ -297,6 +297,12 @@ def test_a_port_out_of_range_on_the_command_line_is_refused(tmp_path: Path) -> N
         ("https://Chat.Example.com", ["https://chat.example.com"]),
         (" https://a.example , http://127.0.0.1:3000/ ", ["https://a.example", "http://127.0.0.1:3000"]),
         ("*", ["*"]),
+        (
+            "https://chat.example.com:443, http://a.example:80",
+            ["https://chat.example.com", "http://a.example"],
+        ),
+        ("https://bücher.example", ["https://xn--bcher-kva.example"]),
+        ("http://[::1]:8080", ["http://[::1]:8080"]),
     ],
 )
 def test_cors_origins_are_origins_as_browsers_send_them(value: str, origins: list[str]) -> None:
@@ -310,7 +316,7 @@ def test_cors_origins_are_origins_as_browsers_send_them(value: str, origins: lis
         ("https://chat.example.com/app", "no path"),
         ("ftp://files.example", "is not an origin"),
         ("https://user:pw@chat.example.com", "scheme://host[:port] only"),
-        ("https://chat.example.com:99999", "no valid port"),
+        ("https://chat.example.com:99999", "no valid host and port"),
         ("*, https://chat.example.com", "stands alone"),
     ],
 )
