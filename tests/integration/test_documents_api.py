@@ -271,7 +271,7 @@ def test_openapi_declares_the_ingestion_responses(client: TestClient) -> None:
     expected = {
         # 409: replace=true names a document still being processed, or a name several documents share.
         ("/upload", "post"): ("202", {"400", "401", "403", "404", "409", "413", "415", "422", "503"}),
-        ("/documents/{document_id}", "patch"): ("200", {"400", "401", "403", "404", "422", "503"}),
+        ("/documents/{document_id}", "patch"): ("200", {"400", "401", "403", "404", "409", "422", "503"}),
         ("/documents/{document_id}/file", "put"): (
             "202",
             {"400", "401", "403", "404", "409", "413", "415", "422", "503"},
