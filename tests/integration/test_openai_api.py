@@ -50,6 +50,11 @@ class World:
 
 @pytest.fixture(scope="module")
 async def world(runtime: Runtime, app: FastAPI) -> World:
+    return await seed_world(runtime)
+
+
+async def seed_world(runtime: Runtime) -> World:
+    """Collections alpha and beta with their documents, an admin key and a reader of alpha only."""
     docs: dict[str, str] = {}
     for name, texts in (("alpha", ALPHA), ("beta", BETA)):
         collection = await store.create_collection(runtime.pool, CreateCollection(name=name))

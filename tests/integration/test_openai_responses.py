@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -18,29 +17,16 @@ import pytest
 from fastapi import FastAPI
 from openai.types.responses import Response
 
-from rag_server.access import keys
-from rag_server.access.models import CreateKey
 from rag_server.api.app import create_app
 from rag_server.chat.answer import EXTRACTIVE_HEADER, FALLBACK_HEADER
 from rag_server.chat.service import ChatService
 from rag_server.chat.turn import Turn
-from rag_server.collections import store
-from rag_server.collections.models import CreateCollection
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
-from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from tests.fakes.llm_server import Behaviour, FakeLLM
-from tests.integration.test_openai_api import reported, with_fake_llm
+from tests.integration.test_openai_api import QUESTION, World, reported, seed_world, with_fake_llm
 from tests.support.live_app import serve_in_thread
 
-ALPHA = {
-    "bm25.txt": "BM25 is a lexical ranking function based on term frequency and inverse document "
-    "frequency. The k1 parameter controls term frequency saturation and b controls length normalisation.",
-    "hnsw.txt": "HNSW is a graph-based index for approximate nearest neighbour search. pgvector builds "
-    "HNSW indexes with the parameters m and ef_construction.",
-}
-BETA = {"pasta.txt": "To cook pasta, boil salted water, add the pasta and cook it until al dente."}
-QUESTION = "What is BM25?"
 LLM_ANSWER = f"According to the sources, the answer to '{QUESTION}' is grounded [1]."
 STREAM_EVENTS_BEFORE = [
     "response.created",
@@ -55,28 +41,9 @@ STREAM_EVENTS_AFTER = [
 ]
 
 
-@dataclass
-class World:
-    alpha_reader: str
-    docs: dict[str, str]  # file name -> document id
-
-
 @pytest.fixture(scope="module")
 async def world(runtime: Runtime) -> World:
-    docs: dict[str, str] = {}
-    for name, texts in (("alpha", ALPHA), ("beta", BETA)):
-        collection = await store.create_collection(runtime.pool, CreateCollection(name=name))
-        ids = await ingest_documents_direct(
-            runtime,
-            [DirectDocument(n, t.encode(), {}) for n, t in texts.items()],
-            collection_id=collection.id,
-        )
-        docs |= {n: str(i) for n, i in zip(texts, ids, strict=True)}
-    await keys.create_key(runtime.pool, CreateKey(name="admin", role="admin"))  # the API is secured
-    reader = await keys.create_key(
-        runtime.pool, CreateKey(name="alpha-reader", role="reader", collections=["alpha"])
-    )
-    return World(alpha_reader=reader.key, docs=docs)
+    return await seed_world(runtime)
 
 
 @pytest.fixture(scope="module")
