@@ -130,3 +130,38 @@ async def test_a_key_whose_every_collection_is_deleted_is_told_once(
     await page.wait_for_timeout(3000)  # a loop shows the view again and again, each time with a toast
     await expect(gone).to_have_count(1)
     await page.context.close()
+
+
+async def test_a_chat_going_on_when_its_collection_is_renamed_elsewhere_stays_open(
+    page: Page, stack: Stack, page_console: Console
+) -> None:
+    """A follow-up sent after the collection was renamed elsewhere is a 404 "no collection 'x'", which the
+    chat took for its own session deleted: it closed the conversation (a "New chat" under the new name,
+    the session gone from the URL) although the session was never deleted. Seen by QA on 2026-12-07."""
+    page_console.allow("404")  # the question sent under the old name
+    async with await _admin(stack) as api:
+        created = await api.post("/collections", json={"name": "atlas"})
+        assert created.status_code == 201, created.text
+    await upload_and_wait(stack, {"rivers.txt": b"The Danube flows through ten countries."}, "atlas")
+    await _select(page, "atlas")
+    box = page.get_by_label("Message", exact=True)
+    await box.fill("Which river flows through ten countries?")
+    await box.press("Enter")
+    first = page.locator(".thread .msg-assistant").first
+    await expect(first.get_by_role("button", name="Copy answer")).to_be_visible(timeout=60_000)
+    session_url = page.url
+    assert "#/chat/" in session_url
+
+    async with await _admin(stack) as api:
+        renamed = await api.patch(f"/collections/{created.json()['id']}", json={"name": "globe"})
+        assert renamed.status_code == 200, renamed.text
+    await box.fill("And the Rhine?")
+    await box.press("Enter")
+    await expect(page.get_by_label("Collection")).to_have_value("globe")
+    # The conversation is still the one shown: its session was never deleted.
+    await expect(page.locator(".thread")).to_contain_text("Which river flows through ten countries?")
+    assert page.url == session_url
+    await expect(page.locator("#chat-title")).not_to_have_text("New chat")
+    await expect(page.locator("#main")).not_to_contain_text("This chat no longer exists")
+    # The follow-up, not answered, is back in the box, to be sent again in this chat.
+    await expect(page.get_by_label("Message", exact=True)).to_have_value("And the Rhine?")
