@@ -420,8 +420,10 @@ export function mount(root, ctx, route) {
         // A new chat's id is asked after by the list of chats, which shows it if it was stored.
         if (!stream.createdSession) settleStopped(state.sessionId, stream.question);
       }
-      else if (err instanceof ApiError && err.status === 404 && !stream.createdSession) {
-        // The chat was deleted meanwhile (another tab): the question can start a new one instead.
+      else if (err instanceof ApiError && err.status === 404 && !stream.createdSession && !err.message.startsWith("no collection ")) {
+        // The chat was deleted meanwhile (another tab): the question can start a new one instead. Not a
+        // collection gone (renamed or deleted elsewhere): the app follows it (rag:collection-missing) and
+        // this chat, still there, stays open.
         loadSession(null);
         replaceUrl(null);
         sidebar.refresh();
