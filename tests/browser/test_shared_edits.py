@@ -8,9 +8,9 @@ a save over metadata changed since, in the same transaction as the write."""
 from __future__ import annotations
 
 import httpx
-from playwright.async_api import Page, expect
+from playwright.async_api import Browser, Page, expect
 
-from tests.browser.conftest import Console, Stack
+from tests.browser.conftest import Console, Stack, new_page, sign_in
 from tests.browser.seed import bearer, upload_and_wait
 
 
@@ -37,3 +37,47 @@ async def test_saving_metadata_someone_changed_meanwhile_says_so_before_replacin
         await page.get_by_role("button", name="Save metadata").click()
         await expect(page.get_by_role("button", name="Edit metadata")).to_be_focused()
         assert (await api.get(f"/documents/{document_id}")).json()["metadata"] == {"team": "b"}
+
+
+async def test_on_a_phone_with_the_keyboard_the_changed_metadata_is_read_and_saved_again(
+    browser: Browser, stack: Stack, page_console: Console
+) -> None:
+    """QA, 2026-12-07, 375 px, dark, keyboard only. The Save button is disabled while the save is sent,
+    and a disabled button loses the focus: after the 409 it was on the page's body, so Enter, pressed to
+    "Save again" as the message says, did nothing. And the message quotes the stored metadata: a URL in
+    it (a `source`, common in metadata) is one unbreakable word, which widened the message past the
+    phone's screen (cut off on the right, the whole section scrolled sideways)."""
+    page_console.allow("409")
+    tasks = await upload_and_wait(stack, {"phone.txt": b"A document edited on a phone while a colleague edits it."})
+    document_id = tasks["phone.txt"]["document_id"]
+    phone = await new_page(
+        browser, page_console, viewport={"width": 375, "height": 740}, color_scheme="dark"
+    )
+    await sign_in(phone, stack.base_url, stack.admin_key)
+    await phone.goto(f"{stack.base_url}/#/documents/{document_id}")
+    await phone.get_by_role("button", name="Edit metadata").focus()
+    await phone.keyboard.press("Enter")
+    area = phone.get_by_label("Metadata (a JSON object")
+    await expect(area).to_be_focused()
+    await phone.keyboard.press("Control+A")
+    await phone.keyboard.type('{"team": "mine"}')
+    theirs = {"team": "theirs", "source": "https://intranet.example.com/handbooks/2026/berlin-office"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
+        changed = await api.patch(f"/documents/{document_id}", json={"metadata": theirs})
+        assert changed.status_code == 200, changed.text
+        await phone.keyboard.press("Tab")
+        save = phone.get_by_role("button", name="Save metadata")
+        await expect(save).to_be_focused()
+        await phone.keyboard.press("Enter")
+        alert = phone.locator("#metadata-error")
+        await expect(alert).to_contain_text("changed since you opened the editor")
+        # The message fits the screen.
+        box = await alert.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375, box
+        assert await alert.evaluate("el => el.scrollWidth <= el.clientWidth")
+        # The focus is still on Save: Enter saves again, knowingly.
+        await expect(save).to_be_focused()
+        await phone.keyboard.press("Enter")
+        await expect(phone.get_by_role("button", name="Edit metadata")).to_be_focused()
+        assert (await api.get(f"/documents/{document_id}")).json()["metadata"] == {"team": "mine"}
+    await phone.context.close()
