@@ -61,6 +61,9 @@ export function metadataSection(id, canEdit, onSaved) {
       error.textContent = parsed.error;
       return;
     }
+    // Disabled while sent, the button loses the focus (to the page's body): it gets it back when the
+    // save fails, so Enter saves again (the 409's "Save again") without the mouse.
+    const refocus = document.activeElement === save;
     save.disabled = true;
     const url = `/documents/${encodeURIComponent(id)}`;
     try {
@@ -81,6 +84,7 @@ export function metadataSection(id, canEdit, onSaved) {
       } else error.textContent = documentError(err);
     } finally {
       save.disabled = false;
+      if (refocus && !form.hidden && document.activeElement === document.body) save.focus();
     }
   });
   const section = h("section", { "aria-labelledby": "metadata-title" }, title, shown, edit, form);
