@@ -81,3 +81,34 @@ async def test_on_a_phone_with_the_keyboard_the_changed_metadata_is_read_and_sav
         await expect(phone.get_by_role("button", name="Edit metadata")).to_be_focused()
         assert (await api.get(f"/documents/{document_id}")).json()["metadata"] == {"team": "mine"}
     await phone.context.close()
+
+
+async def test_saving_again_after_the_409_does_not_throw_away_a_third_edit_made_meanwhile(
+    page: Page, stack: Stack, page_console: Console
+) -> None:
+    """After the 409 the page shows the metadata now stored and says "Save again to replace it with
+    yours": the second Save is meant to replace *that*, knowingly. It was sent with no expected metadata at
+    all, so an edit made between the message and the second Save was thrown away without a word, the very
+    loss the first check prevents. QA, 2026-12-07."""
+    page_console.allow("409")
+    tasks = await upload_and_wait(stack, {"thrice.txt": b"A document three people describe at once."})
+    document_id = tasks["thrice.txt"]["document_id"]
+    await page.goto(f"{stack.base_url}/#/documents/{document_id}")
+    await page.get_by_role("button", name="Edit metadata").click()
+    await page.get_by_label("Metadata (a JSON object").fill('{"team": "b"}')
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
+        second = await api.patch(f"/documents/{document_id}", json={"metadata": {"team": "a"}})
+        assert second.status_code == 200, second.text
+        await page.get_by_role("button", name="Save metadata").click()
+        alert = page.locator("#metadata-error")
+        await expect(alert).to_contain_text('"team": "a"')
+        # A third person saves while this one reads the message.
+        third = await api.patch(f"/documents/{document_id}", json={"metadata": {"team": "c", "year": 2027}})
+        assert third.status_code == 200, third.text
+        await page.get_by_role("button", name="Save metadata").click()
+        # Told again, with what is stored now; nothing was written.
+        await expect(alert).to_contain_text('"year": 2027')
+        assert (await api.get(f"/documents/{document_id}")).json()["metadata"] == {"team": "c", "year": 2027}
+        await page.get_by_role("button", name="Save metadata").click()
+        await expect(page.get_by_role("button", name="Edit metadata")).to_be_focused()
+        assert (await api.get(f"/documents/{document_id}")).json()["metadata"] == {"team": "b"}
