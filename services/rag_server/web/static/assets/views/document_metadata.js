@@ -40,8 +40,8 @@ export function metadataSection(id, canEdit, onSaved) {
   const edit = h("button", { type: "button", id: "metadata-edit", onclick: () => toggle(true) }, "Edit metadata");
   let current = null; // the metadata last shown
   // What the editor was opened on: the server saves only over that (expected_metadata), so an edit made
-  // meanwhile by someone else (another tab, the API, the CLI) is never thrown away without a word. null
-  // after the person was told and chose to Save again: theirs replaces it.
+  // meanwhile by someone else (another tab, the API, the CLI) is never thrown away without a word. After a
+  // 409: the metadata then shown, which the person was told of and chooses to replace by saving again.
   let openedWith = null;
   function toggle(editing) {
     form.hidden = !editing;
@@ -75,8 +75,12 @@ export function metadataSection(id, canEdit, onSaved) {
     } catch (err) {
       if (err instanceof ApiError && err.status === 409 && openedWith !== null) {
         try {
-          show(await api(url));
-          openedWith = null;
+          const now = await api(url);
+          // The next Save replaces what is shown now, and only that: an edit made after this message
+          // is a 409 again. Unless what is stored reads here as what was expected (a value JSON cannot
+          // carry to the server as it is stored): then the next Save replaces it without the check.
+          openedWith = JSON.stringify(now.metadata) === JSON.stringify(openedWith) ? null : now.metadata;
+          show(now);
           error.textContent = `This metadata was changed since you opened the editor; it is now ${shown.textContent}. Save again to replace it with yours.`;
         } catch (again) {
           error.textContent = documentError(again);
