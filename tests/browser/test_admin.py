@@ -219,3 +219,32 @@ async def test_two_admins_at_once_a_collection_or_key_the_other_removed_is_said_
     await expect(page.get_by_text("The key “gone-key” was already revoked").first).to_be_visible()
     await expect(page.locator('tr[data-name="gone-key"]')).to_have_count(0)
     await expect(page.locator("#toasts")).not_to_contain_text("no collection")
+
+
+async def test_enter_in_the_edit_dialog_saves_the_collection(page: Page, stack: Stack) -> None:
+    """Keyboard only: the new name typed, Enter. The dialog's first submit button, its default, was
+    Cancel, so Enter closed the dialog and threw the new name away without a word (QA, 2026-12-07)."""
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as client:
+        assert (await client.post("/collections", json={"name": "keyed"})).status_code == 201
+    await open_admin(page)
+    await page.get_by_role("button", name="Edit keyed").focus()
+    await page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Edit keyed")
+    await expect(dialog.get_by_label("Name")).to_be_focused()
+    await page.keyboard.press("End")
+    await page.keyboard.type("-board")
+    await page.keyboard.press("Enter")
+    await expect(dialog).to_have_count(0)
+    await expect(page.locator('tr[data-name="keyed-board"]')).to_have_count(1)
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as client:
+        assert (await client.get("/collections/keyed-board")).status_code == 200
+    # Escape still cancels.
+    await page.get_by_role("button", name="Edit keyed-board").click()
+    await page.keyboard.type("x")
+    await page.keyboard.press("Escape")
+    await expect(page.get_by_role("dialog", name="Edit keyed-board")).to_have_count(0)
+    await expect(page.locator('tr[data-name="keyed-board"]')).to_have_count(1)
