@@ -153,11 +153,12 @@ export function collectionsSection(ctx) {
         h("h2", { id: "edit-collection-title" }, `Edit ${c.name}`),
         ...edited.els,
         dialogError,
-        h("div", { class: "row end" }, h("button", { value: "cancel", class: "quiet", formnovalidate: true }, "Cancel"), h("button", { value: "save", class: "primary" }, "Save")),
+        h("div", { class: "row end" }, h("button", { type: "button", class: "quiet", onclick: () => dialog.close() }, "Cancel"), h("button", { value: "save", class: "primary" }, "Save")),
       ),
     );
+    // Cancel is a plain button, so Enter in a field submits with Save, the form's default button (as the
+    // first submit button, Cancel took Enter and threw the edit away); Escape cancels.
     dialog.querySelector("form").addEventListener("submit", async (event) => {
-      if (event.submitter?.value !== "save") return;
       event.preventDefault();
       const changes = {};
       if (!edited.name.disabled && edited.name.value.trim() !== c.name) changes.name = edited.name.value.trim();
