@@ -86,3 +86,48 @@ async def test_the_upload_panel_follows_its_collection_renamed_meanwhile(
     finally:
         stack.worker = start_worker(stack.env, tmp_path / "worker.log")
     await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
+
+
+async def test_uploads_follow_a_collection_renamed_in_admin_while_another_is_selected(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    """Files uploaded to `outbox`, then `spare` selected, then `outbox` renamed in this tab's Admin: only
+    the selected collection's uploads followed a rename, so the panel of the new name said "Nothing
+    uploaded yet" while its file waited in the queue, and files not yet sent would go to the old name
+    (a 404). QA, 2026-12-07."""
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
+        for name in ("outbox", "spare"):
+            assert (await api.post("/collections", json={"name": name})).status_code == 201
+    await page.reload()
+    await page.get_by_role("navigation", name="Main").wait_for()
+    assert stack.worker.stop() == 0  # the file stays queued while the test looks at it
+    try:
+        await page.get_by_label("Collection").select_option(label="outbox")
+        await page.get_by_role("link", name="Documents").click()
+        await page.get_by_role("button", name="Upload", exact=True).click()
+        path = tmp_path / "parcel.txt"
+        path.write_bytes(b"A file whose collection is renamed while another one is selected. " * 30)
+        await page.get_by_label("Files to upload").set_input_files([path])
+        row = page.locator(".upload-row", has=page.locator(".name", has_text="parcel.txt"))
+        await expect(row).to_have_attribute("data-status", "queued")
+
+        await page.get_by_label("Collection").select_option(label="spare")
+        await page.get_by_role("link", name="Admin", exact=True).click()
+        await page.get_by_role("button", name="Edit outbox").click()
+        dialog = page.get_by_role("dialog", name="Edit outbox")
+        await dialog.get_by_label("Name").fill("sent")
+        await dialog.get_by_role("button", name="Save").click()
+        await expect(page.locator('tr[data-name="sent"]')).to_have_count(1)
+
+        await page.locator("#collection").select_option(label="sent")
+        await page.get_by_role("link", name="Documents").click()
+        # The panel opens by itself when it holds rows; else "Upload" opens it (as it shows nothing).
+        button = page.get_by_role("button", name="Upload", exact=True)
+        await expect(button).to_be_visible()
+        if await button.get_attribute("aria-expanded") == "false":
+            await button.click()
+        await expect(page.get_by_role("heading", name="Upload to sent")).to_be_visible()
+        await expect(row).to_have_attribute("data-status", "queued")
+    finally:
+        stack.worker = start_worker(stack.env, tmp_path / "worker.log")
+    await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
