@@ -105,6 +105,12 @@ async function loadCollections() {
   const { items } = await api("/collections", { query: { limit: 200 } });
   // The selected collection renamed meanwhile (in Admin, another tab, the CLI) is followed by its id.
   const selectedId = ctx.collections.find((c) => c.name === ctx.collection)?.id;
+  // Uploads follow their collection renamed, selected or not (one renamed in Admin while another is
+  // selected kept its uploads under the old name: unshown, and files not yet sent went there, a 404).
+  for (const before of ctx.collections) {
+    const now = items.find((c) => c.id === before.id);
+    if (now && now.name !== before.name) renameTracker(before.name, now.name);
+  }
   ctx.collections = items;
   let change = null; // "renamed" or "gone": the selected collection changed under this tab
   if (!items.some((c) => c.name === ctx.collection)) {
@@ -113,7 +119,6 @@ async function loadCollections() {
     // Only a change of name: a key left with no collection falls back on "default" once, not again at
     // every view that fails with it.
     if (next !== ctx.collection) change = same ? "renamed" : "gone";
-    if (change === "renamed") renameTracker(ctx.collection, next);
     ctx.collection = next;
     sessionStorage.setItem(COLLECTION_STORAGE, ctx.collection);
   }
