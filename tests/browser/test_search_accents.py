@@ -105,3 +105,27 @@ async def test_a_word_is_marked_where_a_word_starts_not_inside_another(page: Pag
     await expect(hits).to_have_count(1)
     await expect(hits.first.locator(".hit-title a")).to_have_text("streets.txt")
     await expect(hits.first.locator(".hit-text mark")).to_have_text(["Strasse"])
+
+
+async def test_a_number_is_marked_where_bm25_reads_it_as_a_word(page: Page, stack: Stack) -> None:
+    """PostgreSQL's parser, which BM25 reads words with, keeps a number after a hyphen as a signed one
+    ("FY-2024" is `fy` and `-2024`, "Q3-2024" `q3` and `-2024`) and a decimal whole ("10.5"): a search for
+    "2024 10" matches neither, yet the hit marked "2024" in both and "10" in "10.5%", beside the "2024"
+    BM25 did find. QA, 2026-12-07."""
+    name = "fiscal"
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as admin:
+        assert (await admin.post("/collections", json={"name": name})).status_code == 201
+    text = "Results for FY-2024 and Q3-2024 were 10.5% above the 2024 target."
+    tasks = await upload_and_wait(stack, {"fiscal.txt": text.encode()}, collection=name)
+    assert tasks["fiscal.txt"]["status"] == "completed", tasks
+    await page.reload()
+    await page.get_by_label("Collection").select_option(name)
+    await page.get_by_role("link", name="Search", exact=True).click()
+    await page.get_by_label("Query").fill("2024 10")
+    await page.get_by_role("radio", name="BM25", exact=True).check()
+    await page.get_by_role("button", name="Search", exact=True).click()
+    hits = page.locator(".hit")
+    await expect(hits).to_have_count(1)
+    await expect(hits.first.locator(".hit-text mark")).to_have_text(["2024"])
