@@ -57,13 +57,22 @@ const STARTS_CJK = new RegExp(`^[${CJK}]`, "u");
 // the middle of 公司的年假政策. A mark may end inside a word: the English stemmer makes "vacation" find
 // "vacations", and the stem's letters are marked there.
 const WORD_START = `(?<=^|[^\\p{L}\\p{N}\\p{M}]|[${CJK}])`;
+// A number is read as PostgreSQL's parser reads it: after a hyphen it is a signed number ("FY-2024" is
+// `fy` and `-2024`, so "2024" does not match it), and a decimal is one word ("10.5": not "10", nor "5").
+const NUMBER_START = `(?<=^|[^\\p{L}\\p{N}\\p{M}\\-.]|[${CJK}]|(?<!\\d)\\.)`;
+const NUMBER_END = "(?!\\.\\d)";
 
 // The text with the query's words marked: text nodes and <mark> elements only, never markup from a string.
 // Words are compared folded, so a word typed without its accents marks the accented one, and the reverse.
 export function highlighted(text, q) {
   const words = [...new Set((canonical(q).toLowerCase().match(/[\p{L}\p{N}]{2,}/gu) || []).map((w) => foldWithOffsets(w).folded))];
   if (!words.length) return [text];
-  const escaped = words.map((w) => (STARTS_CJK.test(w) ? "" : WORD_START) + w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  const escaped = words.map((w) => {
+    const literal = w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    if (STARTS_CJK.test(w)) return literal;
+    if (/^\p{N}/u.test(w)) return NUMBER_START + literal + (/\p{N}$/u.test(w) ? NUMBER_END : "");
+    return WORD_START + literal + (/\p{N}$/u.test(w) ? NUMBER_END : "");
+  });
   const pattern = new RegExp(escaped.join("|"), "gu");
   const { folded, from, to } = foldWithOffsets(text);
   const parts = [];
