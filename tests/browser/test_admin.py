@@ -248,3 +248,27 @@ async def test_enter_in_the_edit_dialog_saves_the_collection(page: Page, stack: 
     await page.keyboard.press("Escape")
     await expect(page.get_by_role("dialog", name="Edit keyed-board")).to_have_count(0)
     await expect(page.locator('tr[data-name="keyed-board"]')).to_have_count(1)
+
+
+async def test_deleting_the_selected_collection_another_admin_deleted_is_told_once(
+    page: Page, stack: Stack, page_console: Console
+) -> None:
+    """The collection this tab has selected, deleted by another admin, then deleted here in Admin: the
+    404 is said by Admin ("already deleted") and also by the tab's collection check (rag:collection-
+    missing), a second red toast about the same collection in other words, "no longer exists (deleted,
+    or this key may not read it): showing 'default'". QA, 2026-12-07."""
+    page_console.allow("404")
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
+        assert (await api.post("/collections", json={"name": "twice"})).status_code == 201
+    await page.reload()
+    await page.get_by_role("navigation", name="Main").wait_for()
+    await page.locator("#collection").select_option("twice")
+    await open_admin(page)
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
+        assert (await api.delete("/collections/twice")).status_code == 204
+    await page.get_by_role("button", name="Delete twice").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    await expect(page.get_by_text("The collection “twice” was already deleted")).to_be_visible()
+    await expect(page.locator("#collection")).to_have_value("default")
+    await page.wait_for_timeout(1500)  # the tab's own check, if it speaks, has spoken
+    await expect(page.locator(".toast", has_text="twice")).to_have_count(1)
