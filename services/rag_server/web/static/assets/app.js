@@ -247,7 +247,9 @@ window.addEventListener("rag:collection-missing", async () => {
   } finally {
     checkingCollections = false;
   }
-  if (!change) return;
+  // Admin says itself what became of a collection it acted on, and lists them all: a second toast about
+  // the same collection, in other words, only repeated it.
+  if (!change || current?.name === "admin") return;
   const showing = ctx.collections.length ? `showing “${ctx.collection}”.` : "this key reaches no other collection.";
   toast(
     change === "renamed"
@@ -255,7 +257,6 @@ window.addEventListener("rag:collection-missing", async () => {
       : `The collection “${before}” no longer exists (deleted, or this key may not read it): ${showing}`,
     "error",
   );
-  if (current?.name === "admin") return;
   showCollection();
   // What had the focus went with the view: the switcher has it, where another collection is chosen.
   if (!main.contains(document.activeElement) && !collectionSelect.disabled) collectionSelect.focus();
