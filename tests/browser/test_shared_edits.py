@@ -48,11 +48,11 @@ async def test_on_a_phone_with_the_keyboard_the_changed_metadata_is_read_and_sav
     it (a `source`, common in metadata) is one unbreakable word, which widened the message past the
     phone's screen (cut off on the right, the whole section scrolled sideways)."""
     page_console.allow("409")
-    tasks = await upload_and_wait(stack, {"phone.txt": b"A document edited on a phone while a colleague edits it."})
-    document_id = tasks["phone.txt"]["document_id"]
-    phone = await new_page(
-        browser, page_console, viewport={"width": 375, "height": 740}, color_scheme="dark"
+    tasks = await upload_and_wait(
+        stack, {"phone.txt": b"A document edited on a phone while a colleague edits it."}
     )
+    document_id = tasks["phone.txt"]["document_id"]
+    phone = await new_page(browser, page_console, viewport={"width": 375, "height": 740}, color_scheme="dark")
     await sign_in(phone, stack.base_url, stack.admin_key)
     await phone.goto(f"{stack.base_url}/#/documents/{document_id}")
     await phone.get_by_role("button", name="Edit metadata").focus()
