@@ -165,3 +165,27 @@ async def test_a_chat_going_on_when_its_collection_is_renamed_elsewhere_stays_op
     await expect(page.locator("#main")).not_to_contain_text("This chat no longer exists")
     # The follow-up, not answered, is back in the box, to be sent again in this chat.
     await expect(page.get_by_label("Message", exact=True)).to_have_value("And the Rhine?")
+
+
+async def test_a_link_to_a_document_of_a_collection_made_after_the_tab_opened_selects_it(
+    page: Page, stack: Stack
+) -> None:
+    """A teammate makes a collection, uploads to it and sends a link to the document, to a tab open since
+    before: its list of collections lacked the new one, so the page said "Collection 3f0c...-..." (an id),
+    kept `default` selected, and "Search in it" searched `default` and said "No results. Try other
+    words". QA, 2026-12-07."""
+    await page.reload()  # the tab's list of collections: those there are now
+    await page.get_by_role("navigation", name="Main").wait_for()
+    async with await _admin(stack) as api:
+        assert (await api.post("/collections", json={"name": "latecomer"})).status_code == 201
+    tasks = await upload_and_wait(
+        stack, {"hedgehogs.txt": b"Hedgehogs sleep through the winter."}, "latecomer"
+    )
+    # The link opened in this tab (no reload: the app's collections are those it loaded at sign-in).
+    await page.evaluate(f"location.hash = '#/documents/{tasks['hedgehogs.txt']['document_id']}'")
+    await expect(page.get_by_role("heading", name="hedgehogs.txt")).to_be_visible()
+    await expect(page.locator(".facts")).to_contain_text("latecomer")
+    await expect(page.get_by_label("Collection")).to_have_value("latecomer")
+    await page.get_by_role("link", name="Search in it").click()
+    await _search(page, "hedgehogs")
+    await expect(page.locator(".hit .hit-title a")).to_have_text(["hedgehogs.txt"])
