@@ -170,6 +170,16 @@ export function mountDetail(root, ctx, route, backHref) {
       navigate(chunksHref(lastPage, find), { replace: true });
       return;
     }
+    // A collection made since the tab loaded its list (a teammate's new one, linked): the list again, so
+    // the page names it and selects it (it showed an id, and kept the tab's own selected).
+    if (!ctx.collections.some((c) => c.id === doc.collection_id)) {
+      try {
+        await ctx.reloadCollections();
+      } catch {
+        /* the server away: the id is shown, as before */
+      }
+      if (controller.signal.aborted) return;
+    }
     shownDoc = doc;
     render(doc, chunks, chunkPage, find, focusAfter);
     focusAfter = null;
