@@ -189,3 +189,30 @@ async def test_a_link_to_a_document_of_a_collection_made_after_the_tab_opened_se
     await page.get_by_role("link", name="Search in it").click()
     await _search(page, "hedgehogs")
     await expect(page.locator(".hit .hit-title a")).to_have_text(["hedgehogs.txt"])
+
+
+async def test_a_dialog_open_when_its_collection_is_renamed_elsewhere_goes_with_its_view(
+    page: Page, stack: Stack, page_console: Console
+) -> None:
+    """ "Set metadata" of selected documents, open while the collection is renamed elsewhere: its save is
+    a 404 "no collection 'x'", the tab follows the new name and shows the view again, without the
+    selection, but the dialog stayed open over it, modal (the focus on the body), and each "Set
+    metadata" was sent to the old name again: the same 404, for as long as one tried. QA, 2026-12-07."""
+    page_console.allow("404")
+    async with await _admin(stack) as api:
+        created = await api.post("/collections", json={"name": "flocks"})
+        assert created.status_code == 201, created.text
+    await upload_and_wait(stack, {"finch.txt": b"Finches flock in winter."}, "flocks")
+    await _select(page, "flocks")
+    await page.get_by_role("link", name="Documents", exact=True).click()
+    await page.get_by_label("Select finch.txt").check()
+    await page.locator(".bulk-bar").get_by_role("button", name="Set metadata").click()
+    dialog = page.get_by_role("dialog", name="Set metadata of 1 document")
+    await dialog.get_by_label("Metadata (a JSON object)").fill('{"season": "winter"}')
+    async with await _admin(stack) as api:
+        renamed = await api.patch(f"/collections/{created.json()['id']}", json={"name": "herds"})
+        assert renamed.status_code == 200, renamed.text
+    await dialog.get_by_role("button", name="Set metadata").click()
+    await expect(page.get_by_label("Collection")).to_have_value("herds")
+    await expect(page.locator("dialog[open]")).to_have_count(0)
+    await expect(page.get_by_label("Collection")).to_be_focused()
