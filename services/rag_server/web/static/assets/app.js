@@ -257,6 +257,9 @@ window.addEventListener("rag:collection-missing", async () => {
       : `The collection “${before}” no longer exists (deleted, or this key may not read it): ${showing}`,
     "error",
   );
+  // A dialog of the view left (Set metadata of its selection) goes with it: it stayed, modal, over the view
+  // shown again, and sent to the old collection again.
+  for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
   showCollection();
   // What had the focus went with the view: the switcher has it, where another collection is chosen.
   if (!main.contains(document.activeElement) && !collectionSelect.disabled) collectionSelect.focus();
