@@ -16,6 +16,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from tests.browser.conftest import ADMIN_KEY, Console, chromium_path, new_page
+from tests.support.mcp_wire import INITIALIZE, MCP_HEADERS
 from tests.support.processes import Proc, process_env, start_server
 
 PAGE = b"<!doctype html><title>another site</title><p>a chat app of another site</p>"
@@ -143,21 +144,11 @@ async def test_the_page_of_a_site_not_listed_reads_nothing(
 
 
 async def test_a_listed_sites_page_speaks_mcp(listed_page: Page, server: Proc) -> None:
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "a web page", "version": "1"},
-        },
-    }
-    headers = key({"Content-Type": "application/json", "Accept": "application/json, text/event-stream"})
+    headers = key(MCP_HEADERS)
     answer = await fetch(
         listed_page,
         f"{server.base_url}/mcp",
-        {"method": "POST", "headers": headers, "body": json.dumps(initialize)},
+        {"method": "POST", "headers": headers, "body": json.dumps(INITIALIZE)},
     )
     assert answer.get("status") == 200, answer
     assert answer["body"]["result"]["serverInfo"]["name"]

@@ -15,19 +15,9 @@ from rag_server.access import keys
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
 from tests.support.live_app import serve_in_thread
+from tests.support.mcp_wire import INITIALIZE, MCP_HEADERS
 
 LISTED = "http://chat.test:3000"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "a web page", "version": "1"},
-    },
-}
-MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
 
 @pytest.fixture(scope="module")
