@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Locator, Page, expect
 
 from tests.browser.conftest import Stack
 from tests.browser.seed import bearer, upload_and_wait
@@ -83,25 +83,30 @@ async def test_a_ligature_in_find_in_chunks_marks_the_word(
     await expect(page.locator("main mark")).to_have_text(["financial"])
 
 
-async def test_a_word_is_marked_where_a_word_starts_not_inside_another(page: Page, stack: Stack) -> None:
-    """BM25 reads "Hauptstraße" as one word (hauptstrasse): a search for "Strasse" finds the chunk by the
-    street standing alone, and only that is marked, not "straße" at the end of the main street's name.
-    In a collection of its own: the default one's "Strasse fruhjahr" case above expects one hit."""
-    name = "streets"
+async def bm25_hits_alone(page: Page, stack: Stack, name: str, text: str, query: str) -> Locator:
+    """The BM25 hits of `query` in a collection `name` of its own holding `text` as `<name>.txt` (the
+    default collection's cases expect their own hits), searched in the web app."""
     async with httpx.AsyncClient(
         base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
     ) as admin:
         assert (await admin.post("/collections", json={"name": name})).status_code == 201
-    text = "Die Hauptstraße kreuzt die Strasse am Markt; die Hauptstrasse ist gesperrt."
-    tasks = await upload_and_wait(stack, {"streets.txt": text.encode()}, collection=name)
-    assert tasks["streets.txt"]["status"] == "completed", tasks
+    tasks = await upload_and_wait(stack, {f"{name}.txt": text.encode()}, collection=name)
+    assert tasks[f"{name}.txt"]["status"] == "completed", tasks
     await page.reload()  # the switcher lists the collections there were at sign-in
     await page.get_by_label("Collection").select_option(name)
     await page.get_by_role("link", name="Search", exact=True).click()
-    await page.get_by_label("Query").fill("Strasse")
+    await page.get_by_label("Query").fill(query)
     await page.get_by_role("radio", name="BM25", exact=True).check()
     await page.get_by_role("button", name="Search", exact=True).click()
-    hits = page.locator(".hit")
+    return page.locator(".hit")
+
+
+async def test_a_word_is_marked_where_a_word_starts_not_inside_another(page: Page, stack: Stack) -> None:
+    """BM25 reads "Hauptstraße" as one word (hauptstrasse): a search for "Strasse" finds the chunk by the
+    street standing alone, and only that is marked, not "straße" at the end of the main street's name.
+    In a collection of its own: the default one's "Strasse fruhjahr" case above expects one hit."""
+    text = "Die Hauptstraße kreuzt die Strasse am Markt; die Hauptstrasse ist gesperrt."
+    hits = await bm25_hits_alone(page, stack, "streets", text, "Strasse")
     await expect(hits).to_have_count(1)
     await expect(hits.first.locator(".hit-title a")).to_have_text("streets.txt")
     await expect(hits.first.locator(".hit-text mark")).to_have_text(["Strasse"])
@@ -112,20 +117,7 @@ async def test_a_number_is_marked_where_bm25_reads_it_as_a_word(page: Page, stac
     ("FY-2024" is `fy` and `-2024`, "Q3-2024" `q3` and `-2024`) and a decimal whole ("10.5"): a search for
     "2024 10" matches neither, yet the hit marked "2024" in both and "10" in "10.5%", beside the "2024"
     BM25 did find. QA, 2026-12-07."""
-    name = "fiscal"
-    async with httpx.AsyncClient(
-        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
-    ) as admin:
-        assert (await admin.post("/collections", json={"name": name})).status_code == 201
     text = "Results for FY-2024 and Q3-2024 were 10.5% above the 2024 target."
-    tasks = await upload_and_wait(stack, {"fiscal.txt": text.encode()}, collection=name)
-    assert tasks["fiscal.txt"]["status"] == "completed", tasks
-    await page.reload()
-    await page.get_by_label("Collection").select_option(name)
-    await page.get_by_role("link", name="Search", exact=True).click()
-    await page.get_by_label("Query").fill("2024 10")
-    await page.get_by_role("radio", name="BM25", exact=True).check()
-    await page.get_by_role("button", name="Search", exact=True).click()
-    hits = page.locator(".hit")
+    hits = await bm25_hits_alone(page, stack, "fiscal", text, "2024 10")
     await expect(hits).to_have_count(1)
     await expect(hits.first.locator(".hit-text mark")).to_have_text(["2024"])

@@ -263,24 +263,23 @@ class OutputItemEvent(StreamEvent):
     item: OutputMessage
 
 
-class ContentPartEvent(StreamEvent):
+class _ContentEvent(StreamEvent):
+    """An event about the answer's one content part (the first of the first output item)."""
+
     item_id: str
     output_index: int = 0
     content_index: int = 0
+
+
+class ContentPartEvent(_ContentEvent):
     part: OutputText
 
 
-class TextDeltaEvent(StreamEvent):
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
+class TextDeltaEvent(_ContentEvent):
     delta: str
     logprobs: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class TextDoneEvent(StreamEvent):
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
+class TextDoneEvent(_ContentEvent):
     text: str
     logprobs: list[dict[str, Any]] = Field(default_factory=list)
