@@ -96,3 +96,15 @@ def test_no_request_field_puts_its_length_limit_after_the_cleaning() -> None:
 def test_canonical_text_is_composed_with_latin_ligatures_spelled_out(raw: str, stored: str) -> None:
     """A PDF's text held "\ufb01nancial" (one glyph for "fi"): BM25 and the model never read "financial"."""
     assert canonical(raw) == stored
+
+
+def test_the_cjk_characters_are_the_ones_bm25_reads_one_by_one() -> None:
+    """CJK_RUN (the search highlights' one-character words, the extractive answer's pairs) holds migration
+    0025's CJK_CLASS, the characters rag_bm25_text sets apart: a character in one and not the other would be
+    marked where BM25 did not match it, or missed where it did."""
+    import importlib
+
+    from rag_server.text import CJK_RUN
+
+    migration = importlib.import_module("rag_server.infra.migrations.versions.0025_bm25_cjk")
+    assert CJK_RUN.pattern == f"[{migration.CJK_CLASS.encode().decode('unicode_escape')}]+"

@@ -68,37 +68,6 @@ def test_the_type_filters_offer_every_type_the_server_stores() -> None:
     assert set(offered) == {t.name for t in FILE_TYPES.values()}
 
 
-def test_the_highlighter_folds_the_letters_bm25_folds() -> None:
-    """highlight.js's copy of the letters without a decomposition (FOLDED) is the lower-case half of
-    text.fold_latin's: a letter left out would mark nothing where BM25 found the word."""
-    from rag_server.text import _LATIN_FOLDS, fold_latin
-
-    search = (ASSETS / "views" / "highlight.js").read_text()
-    match = re.search(r"const FOLDED = \{([^}]*)\};", search)
-    assert match, "highlight.js declares FOLDED"
-    folded = dict(re.findall(r'(\w): "(\w+)"', match.group(1)))
-    specials = {chr(code) for code in _LATIN_FOLDS if chr(code).islower()}
-    assert set(folded) == specials
-    assert all(fold_latin(letter) == pair for letter, pair in folded.items())
-    base = re.search(r"const LATIN_BASE = /\^\[a-z([^\]]*)\]", search)
-    assert base and set(base.group(1)) == specials, "LATIN_BASE names the same letters"
-
-
-def test_the_highlighter_reads_cjk_characters_as_bm25_does() -> None:
-    """highlight.js's CJK characters are migration 0025's CJK_CLASS: a query word starting with one is
-    marked inside a run of them, and a word right after one starts there, as rag_bm25_text splits them."""
-    import importlib
-
-    migration = importlib.import_module("rag_server.infra.migrations.versions.0025_bm25_cjk")
-    highlight = (ASSETS / "views" / "highlight.js").read_text()
-    match = re.search(r'const CJK = "([^"]*)";', highlight)
-    assert match, "highlight.js declares CJK"
-    ours = re.sub(r"\\\\u\{(\w+)\}", lambda m: chr(int(m.group(1), 16)), match.group(1))
-    ours = re.sub(r"\\\\u(\w{4})", lambda m: chr(int(m.group(1), 16)), ours)
-    theirs = migration.CJK_CLASS.encode().decode("unicode_escape")
-    assert ours == theirs
-
-
 def test_the_web_apps_canonical_form_spells_out_the_ligatures_the_server_does() -> None:
     """document_common.js's LIGATURES equal text.canonical's: a pasted "ﬁnancial" marks "financial"."""
     from rag_server.text import canonical

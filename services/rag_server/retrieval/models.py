@@ -93,6 +93,11 @@ class SearchRequest(BaseModel):
         "document; a hit's vector/bm25 rank is then the document's rank within that leg.",
     )
     min_similarity: MinSimilarity | None = Field(default=None, description=MIN_SIMILARITY_RULE)
+    highlight: bool = Field(
+        default=False,
+        description="Each hit's `highlights`: where its text holds a word the query matched, as BM25 "
+        "reads words (stemmed, accents folded, stop words left out).",
+    )
 
 
 class LegScore(BaseModel):
@@ -155,6 +160,11 @@ class SearchHit(BaseModel):
     vector: LegScore | None = None
     bm25: LegScore | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    highlights: list[tuple[int, int]] | None = Field(
+        default=None,
+        description="With `highlight`: the [start, end) offsets in `text` of the words the query matched, "
+        "in Unicode code points (in JavaScript, indexes of Array.from(text)).",
+    )
 
 
 class DocumentChunk(BaseModel):

@@ -39,6 +39,7 @@ from rag_server.retrieval.fusion import (
     FusedHit,
     collection_alpha,
 )
+from rag_server.retrieval.highlights import highlight
 from rag_server.retrieval.legs import LegHit, clean_query
 from rag_server.retrieval.models import (
     LegScore,
@@ -355,6 +356,9 @@ async def search(
                 timings, "floor", lambda: above_floor(conn, ranked, embedded, query, floor, floored_space)
             )
         results = await _timed(timings, "fetch", lambda: _visible_hits(conn, ranked, top_k))
+        if request.highlight and results:
+            hits = results
+            results = await _timed(timings, "highlight", lambda: highlight(conn, query, hits))
     timings["total"] = round((time.perf_counter() - started) * 1000, 3)
     observe_search(request.search_type, timings)  # Prometheus, when an app serves this search
     return SearchResponse(query=query, search_type=request.search_type, results=results, timings_ms=timings)

@@ -65,10 +65,6 @@ function searchHref(p) {
   return href("search", null, query);
 }
 
-function excerpt(text) {
-  return text.length > EXCERPT_CHARS ? `${text.slice(0, EXCERPT_CHARS).trimEnd()}…` : text;
-}
-
 function leg(name, value) {
   return h(
     "div",
@@ -102,7 +98,7 @@ function hitElement(hit, rank, p) {
       ),
       h("div", { class: "hit-score", title: p.mode === "hybrid" ? "Fused score" : "Score" }, h("span", { class: "muted small" }, p.mode === "hybrid" ? "fused" : "score"), " ", hit.score.toFixed(4)),
     ),
-    h("p", { class: "hit-text" }, highlighted(excerpt(hit.text), p.q)),
+    h("p", { class: "hit-text" }, highlighted(hit.text, hit.highlights, EXCERPT_CHARS)),
     h("div", { class: "legs" }, leg("Vector", hit.vector), leg("BM25", hit.bm25)),
   );
 }
@@ -301,6 +297,7 @@ export function mount(root, ctx, route) {
           collections: [ctx.collection],
           filters: Object.keys(filters).length ? filters : undefined,
           min_similarity: p.min ? Number(p.min) : undefined,
+          highlight: true,
         },
       });
     } catch (err) {
