@@ -16,7 +16,6 @@ from typing import Any
 from uuid import UUID
 
 import httpx
-import numpy as np
 import pytest
 
 from rag_server.config import Settings
@@ -25,6 +24,7 @@ from rag_server.infra.runtime import Runtime
 from rag_server.porting.models import ImportCounts
 from rag_server.porting.service import export_jsonl, import_chroma, import_jsonl_file
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
+from tests.support.chroma_stores import update_chroma, write_chroma
 from tests.support.processes import Proc, rag_server_cli, settings_env, start_worker
 
 HERON = [
@@ -69,29 +69,6 @@ async def wait_done(client: httpx.AsyncClient, batch_id: str) -> dict[str, Any]:
             return dict(status)
         await asyncio.sleep(0.1)
     raise TimeoutError(f"batch {batch_id} not done: {status}")
-
-
-def write_chroma(path: Path, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
-    """A Chroma collection `notes` written by chromadb; 8-d vectors of no known model (re-embedded)."""
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
-
-    client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
-    client.create_collection("notes").add(
-        ids=[r[0] for r in rows],
-        documents=[r[1] for r in rows],
-        metadatas=[r[2] for r in rows],
-        embeddings=np.random.default_rng(3).normal(size=(len(rows), 8)).tolist(),
-    )
-
-
-def update_chroma(path: Path, record_id: str, text: str) -> None:
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
-
-    client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
-    # With a vector: without one Chroma would call its embedding function (a model download).
-    client.get_collection("notes").update(ids=[record_id], documents=[text], embeddings=[[0.5] * 8])
 
 
 async def documents_of(runtime: Runtime, collection: str) -> dict[str, dict[str, Any]]:
