@@ -83,6 +83,7 @@ class ChromaSource:
         self._collection = self._client.get_collection(collection)
         self.name = collection
         self.origin = f"chroma:{collection}"
+        self.identity: str | None = f"chroma:{self._collection.id}"
         self.model = _model_of(self._collection)
         self.dim = self._dimension()
 

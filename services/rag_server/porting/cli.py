@@ -28,6 +28,12 @@ def register_porting_commands(sub: Any) -> None:
     chroma.add_argument(
         "--chroma-collection", default=None, help="the Chroma collection (if it holds several)"
     )
+    chroma.add_argument(
+        "--take-over",
+        action="store_true",
+        help="update the documents another Chroma store's collection of this name imported into the "
+        "collection with the same keys (else refused)",
+    )
     pg = kinds.add_parser("pgvector", help="a LlamaIndex PGVectorStore or LangChain PGVector table")
     pg.set_defaults(handler=cmd_import_pgvector)
     pg.add_argument("--from-url", required=True, help="the source database's URL")
@@ -67,6 +73,7 @@ def cmd_import_chroma(args: argparse.Namespace, settings: Settings) -> int:
             embedding_model=args.embedding_model,
             group_by=args.group_by,
             quiet=args.quiet,
+            take_over=args.take_over,
         )
 
     return _checked(settings, work, input_folder_problem(args.path, CHROMA_FOLDER))

@@ -10,8 +10,9 @@ from rag_server.evaluation.progress import progress_bar
 from rag_server.infra.runtime import Runtime
 from rag_server.porting.cleaning import printable
 from rag_server.porting.grouping import GroupPlan, build_document, has_text
-from rag_server.porting.models import ImportCounts, ImportDocument, SourceRecord, VectorPlan
-from rag_server.porting.writer import merge, write_documents
+from rag_server.porting.models import ImportCounts, ImportDocument, PortingError, SourceRecord, VectorPlan
+from rag_server.porting.store import imported_elsewhere
+from rag_server.porting.writer import document_id, merge, write_documents
 
 # Records fetched, embedded and written per transaction: bounded memory, a few seconds of work each.
 BATCH_RECORDS = 256
@@ -20,6 +21,9 @@ BATCH_RECORDS = 256
 class Source(Protocol):
     # Part of every imported document's id (with the collection and the document key).
     origin: str
+    # The store itself (a Chroma collection's id), recorded on its documents: two stores of one origin
+    # (two Chroma directories' `langchain` collections) make the same ids. None: not known.
+    identity: str | None
 
     def scan(self) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         """(record id, metadata) of every record, in the source's order: the grouping pass."""
@@ -39,11 +43,15 @@ async def import_source(
     group_by: str | None = None,
     quiet: bool = False,
     batch_records: int | None = None,
+    take_over: bool = False,
 ) -> ImportCounts:
+    """`take_over`: update documents another store of the same origin imported (else refused, 0028)."""
     limit = batch_records or BATCH_RECORDS
     plan = GroupPlan()
     async for record_id, metadata in source.scan():
         plan.add(record_id, metadata, group_by)
+    if source.identity is not None and not take_over:
+        await _refuse_other_stores(runtime, source, collection_id, [key for key, _ in plan.groups()])
     total = ImportCounts()
     bar = progress_bar("import", plan.records, quiet=quiet)
     batch: list[tuple[str, list[str]]] = []
@@ -65,7 +73,12 @@ async def import_source(
         merge(
             total,
             await write_documents(
-                runtime, collection_id, source.origin, docs, reuse_for=vectors.generation_id
+                runtime,
+                collection_id,
+                source.origin,
+                docs,
+                reuse_for=vectors.generation_id,
+                source=source.identity,
             ),
         )
         bar.update(size)
@@ -82,3 +95,23 @@ async def import_source(
     finally:
         bar.close()
     return total
+
+
+async def _refuse_other_stores(
+    runtime: Runtime, source: Source, collection_id: UUID, keys: list[str]
+) -> None:
+    """A PortingError, before anything is written, when documents this import would update came from
+    another store: the same keys of another Chroma directory's collection of the same name."""
+    assert source.identity is not None
+    ids = [document_id(collection_id, source.origin, key) for key in keys]
+    elsewhere = await imported_elsewhere(runtime.pool, ids, source.identity)
+    if not elsewhere:
+        return
+    n = sum(elsewhere.values())
+    stores = ", ".join(elsewhere)
+    raise PortingError(
+        f"{n} of the {len(ids)} documents this import would write are already in the collection from "
+        f"another store of the same name ({stores}), with the same keys: importing would replace them. "
+        "Import this store into another collection (a search takes several), or pass --take-over to "
+        "update them from this store"
+    )

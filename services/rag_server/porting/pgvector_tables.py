@@ -81,6 +81,7 @@ class PgVectorSource:
         self._collection_id = collection_id
         self.kind = layout.kind
         self.origin = f"{layout.kind}:{table}" + (f":{collection_id}" if collection_id else "")
+        self.identity: str | None = None  # a LangChain collection's id is in the origin already
         self.model: str | None = None
         self.dim: int | None = None
 

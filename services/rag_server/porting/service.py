@@ -35,12 +35,15 @@ async def _run(
     group_by: str | None,
     quiet: bool,
     report: Report,
+    take_over: bool = False,
 ) -> ImportCounts:
     async with _target(runtime, collection, report) as collection_id:
         live = await live_generations(runtime.pool)
         plan = await checked_plan(runtime, source, generation_plan(source_model, source_dim, live), live)
         report(plan.reason)
-        counts = await import_source(runtime, source, collection_id, plan, group_by=group_by, quiet=quiet)
+        counts = await import_source(
+            runtime, source, collection_id, plan, group_by=group_by, quiet=quiet, take_over=take_over
+        )
         _report_counts(counts, collection, report)
         if not counts.stored and not counts.unusable:
             # An empty source (a wrong --chroma-collection, a store nothing was added to) is no success
@@ -102,12 +105,23 @@ async def import_chroma(
     group_by: str | None = None,
     quiet: bool = False,
     report: Report = print,
+    take_over: bool = False,
 ) -> ImportCounts:
+    """`take_over`: update the documents of the same keys another Chroma store's collection of this name
+    imported into `collection` (else the import is refused before writing)."""
     source = ChromaSource(path, chroma_collection)
     report(f"Chroma collection {source.name}: {source.count()} records")
     model = embedding_model or source.model
     return await _run(
-        runtime, source, model, source.dim, collection, group_by=group_by, quiet=quiet, report=report
+        runtime,
+        source,
+        model,
+        source.dim,
+        collection,
+        group_by=group_by,
+        quiet=quiet,
+        report=report,
+        take_over=take_over,
     )
 
 

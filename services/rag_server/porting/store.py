@@ -110,30 +110,56 @@ async def record_fingerprints(conn: Executor, fingerprints: dict[UUID, str]) -> 
     )
 
 
+async def imported_elsewhere(conn: Executor, ids: Sequence[UUID], source: str) -> dict[str, int]:
+    """Of the documents `ids` that exist, how many each other source store wrote (0028), by store."""
+    rows = await conn.fetch(
+        """
+        SELECT import_source, count(*) AS n FROM documents
+        WHERE id = ANY($1::uuid[]) AND import_source <> $2
+        GROUP BY import_source ORDER BY count(*) DESC, import_source
+        """,
+        list(ids),
+        source,
+    )
+    return {r["import_source"]: r["n"] for r in rows}
+
+
+async def claim_documents(conn: Executor, ids: Sequence[UUID], source: str) -> None:
+    """Record `source` as the store of the documents `ids` imported before migration 0028 (NULL)."""
+    await conn.execute(
+        "UPDATE documents SET import_source = $2 WHERE id = ANY($1::uuid[]) AND import_source IS NULL",
+        list(ids),
+        source,
+    )
+
+
 async def upsert_document(
     c: asyncpg.Connection,
     doc_id: UUID,
     collection_id: UUID,
     f: ImportedFile,
     fingerprint: str | None,
+    source: str | None = None,
 ) -> Literal["created", "updated", "duplicate"]:
     """Insert or update an imported document and its bytes, inside the caller's transaction, locked;
     'duplicate' when another document of the collection already has these bytes (nothing written).
     An update is a new version (version + 1, replaced_at), as a replacement's swap makes one.
-    `fingerprint`: what the source gave (None: the document's fingerprint is left as it is)."""
+    `fingerprint`: what the source gave (None: the document's fingerprint is left as it is); `source`: the
+    store it came from (None: left as it is)."""
     # filename, file_type, content_type, size_bytes, sha256, metadata: inserted or updated alike.
     columns = (f.filename, f.file_type, TEXT_CONTENT_TYPE, len(f.content), f.sha256, f.metadata)
     created = await c.fetchval(
         """
         INSERT INTO documents (id, collection_id, filename, file_type, content_type, size_bytes, sha256,
-                               metadata, status, import_fingerprint)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'processing', $9)
+                               metadata, status, import_fingerprint, import_source)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'processing', $9, $10)
         ON CONFLICT DO NOTHING RETURNING id
         """,
         doc_id,
         collection_id,
         *columns,
         fingerprint,
+        source,
     )
     if created is not None:
         await c.execute(
@@ -148,12 +174,14 @@ async def upsert_document(
                 """
                 UPDATE documents SET filename = $2, file_type = $3, content_type = $4, size_bytes = $5,
                        sha256 = $6, metadata = $7, import_fingerprint = coalesce($8, import_fingerprint),
+                       import_source = coalesce($9, import_source),
                        version = version + 1, replaced_at = now(), updated_at = now()
                 WHERE id = $1
                 """,
                 doc_id,
                 *columns,
                 fingerprint,
+                source,
             )
             await c.execute(
                 "UPDATE document_files SET content = $2 WHERE document_id = $1", doc_id, f.content

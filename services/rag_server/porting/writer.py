@@ -30,6 +30,7 @@ from rag_server.porting.models import ImportCounts, ImportDocument
 from rag_server.porting.store import (
     ImportedFile,
     StoredDocument,
+    claim_documents,
     documents_in_collection,
     lock_documents,
     record_fingerprints,
@@ -199,9 +200,11 @@ async def write_documents(
     docs: Sequence[ImportDocument],
     *,
     reuse_for: int | None,
+    source: str | None = None,
 ) -> ImportCounts:
     """Write one batch of documents into the collection; returns what happened to them.
     `reuse_for`: the embedding generation the source's stored vectors are reused for (None: none are).
+    `source`: the store the documents come from, recorded on each (0028; None: a source without one).
     Vectors are written for every live generation; when the generations change between embedding and
     the write (a switch, a new re-embed), the batch is embedded again, like the worker does.
     A document that cannot be stored is skipped alone with its reason (`ImportCounts.unusable`)."""
@@ -213,13 +216,15 @@ async def write_documents(
         except UnusableDocument as exc:
             counts.unusable.append((printable(doc.key), str(exc)))
     try:
-        merge(counts, await _write_batch(runtime, collection_id, origin, cleaned, reuse_for))
+        merge(counts, await _write_batch(runtime, collection_id, origin, cleaned, reuse_for, source))
     except _BAD_VALUE as exc:
         if len(cleaned) == 1:
             counts.unusable.append((printable(cleaned[0].key), _first_line(exc)))
         else:  # the batch's transaction rolled back whole: each document alone, in its own
             for doc in cleaned:
-                alone = await write_documents(runtime, collection_id, origin, [doc], reuse_for=reuse_for)
+                alone = await write_documents(
+                    runtime, collection_id, origin, [doc], reuse_for=reuse_for, source=source
+                )
                 merge(counts, alone)
     return counts
 
@@ -235,6 +240,7 @@ async def _write_batch(
     origin: str,
     docs: Sequence[ImportDocument],
     reuse_for: int | None,
+    source: str | None,
 ) -> ImportCounts:
     # An export imported back into its own collection: its documents are still there, by their ids.
     wanted = [d.exported_id for d in docs if d.exported_id is not None]
@@ -260,6 +266,9 @@ async def _write_batch(
     record = {p.id: p.fingerprint for p, decision in decided if decision == "record" and p.fingerprint}
     if record:
         await record_fingerprints(runtime.pool, record)
+    if source is not None:  # those left as they are, imported before 0028, are this store's from now on
+        left = [p.id for p, decision in decided if decision != "write" and p.fingerprint is not None]
+        await claim_documents(runtime.pool, left, source)
     kept = [printable(p.doc.key) for p, decision in decided if decision == "kept"]
     counts = ImportCounts(unchanged=len(prepared) - len(todo) - len(kept))
     counts.unusable += [(key, KEPT_UPLOAD) for key in kept]
@@ -276,7 +285,7 @@ async def _write_batch(
 
     async def write(base: np.ndarray | None, later: dict[int, np.ndarray]) -> ImportCounts:
         written = ImportCounts()  # fresh per attempt: a write rolled back counts nothing
-        await _write(runtime, collection_id, todo, _per_document(todo, base, later), written)
+        await _write(runtime, collection_id, todo, _per_document(todo, base, later), written, source)
         return written
 
     batch = max(1, runtime.settings.embedding_batch_size)
@@ -290,6 +299,7 @@ async def _write(
     todo: Sequence[_Prepared],
     vectors: Sequence[tuple[np.ndarray | None, dict[int, np.ndarray]]],
     counts: ImportCounts,
+    source: str | None,
 ) -> None:
     """ONE transaction: documents, bytes, chunks with their vectors, chunk metadata. A document that
     exists is updated as a new version (version + 1, replaced_at), like a replacement: chat answers
@@ -309,6 +319,7 @@ async def _write(
                 collection_id,
                 ImportedFile(p.doc.filename, p.doc.file_type, p.content, p.sha256, p.doc.metadata),
                 p.fingerprint,
+                source if p.fingerprint is not None else None,
             )
             for p in todo
         ]

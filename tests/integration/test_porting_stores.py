@@ -1,0 +1,127 @@
+"""Two Chroma stores whose collections share a name (LangChain's `langchain`, the same `notes` here) make
+the same document ids for the same keys. Importing the second into the collection of the first used to
+update the first's documents from it, silently, as new versions; now it is refused before anything is
+written (migration 0028 records each document's store), unless `--take-over` says so. The same store run
+again still syncs.
+
+The real chromadb package writes the stores; the importer runs in this process and as the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rag_server.config import Settings
+from rag_server.infra.database import owner_connection
+from rag_server.infra.runtime import Runtime
+from rag_server.porting.models import ImportCounts, PortingError
+from rag_server.porting.service import import_chroma
+from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
+from tests.support.chroma_stores import update_chroma, write_chroma
+from tests.support.processes import rag_server_cli
+
+OURS = "Our install guide: run the installer, then sign in with your team account."
+THEIRS = "Their install guide: unpack the archive and edit the configuration file by hand."
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
+    return fake_embedding_settings(database_url, data_dir, fake)
+
+
+def two_stores(tmp_path: Path) -> tuple[Path, Path]:
+    """Two directories, each with a Chroma collection `notes` holding a `guide.md` of its own."""
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    write_chroma(ours, [("1", OURS, {"source": "guide.md"})], seed=1)
+    write_chroma(theirs, [("1", THEIRS, {"source": "guide.md"})], seed=2)
+    return ours, theirs
+
+
+async def run(runtime: Runtime, path: Path, collection: str, **options: bool) -> ImportCounts:
+    return await import_chroma(
+        runtime, path, collection=collection, quiet=True, report=lambda _: None, **options
+    )
+
+
+async def guide(runtime: Runtime, collection: str) -> tuple[int, list[str], str | None]:
+    """The collection's guide.md: its version, chunk texts and the store recorded on it."""
+    row = await runtime.pool.fetchrow(
+        """
+        SELECT d.version, d.import_source,
+               array(SELECT c.text FROM chunks c WHERE c.document_id = d.id ORDER BY c.chunk_index) AS texts
+        FROM documents d JOIN collections k ON k.id = d.collection_id
+        WHERE k.name = $1 AND d.filename LIKE 'guide.md%'
+        """,
+        collection,
+    )
+    assert row is not None
+    return row["version"], list(row["texts"]), row["import_source"]
+
+
+async def test_another_store_of_the_same_name_is_refused_before_anything_is_written(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    ours, theirs = two_stores(tmp_path)
+    assert (await run(runtime, ours, "refused")).created == 1
+    with pytest.raises(PortingError, match=r"1 of the 1 documents .* another store .* --take-over"):
+        await run(runtime, theirs, "refused")
+    version, texts, store = await guide(runtime, "refused")
+    assert (version, texts) == (1, [OURS])
+    assert store is not None and store.startswith("chroma:")
+    # Into a collection of its own, the other store imports as ever.
+    assert (await run(runtime, theirs, "theirs")).created == 1
+
+
+async def test_take_over_updates_from_the_new_store_which_then_syncs(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    ours, theirs = two_stores(tmp_path)
+    await run(runtime, ours, "moved")
+    _, _, first = await guide(runtime, "moved")
+    assert (await run(runtime, theirs, "moved", take_over=True)).updated == 1
+    version, texts, second = await guide(runtime, "moved")
+    assert (version, texts) == (2, [THEIRS]) and second != first
+    again = await run(runtime, theirs, "moved")  # the store it took over from is now the other one
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 1)
+    with pytest.raises(PortingError, match="another store"):
+        await run(runtime, ours, "moved")
+
+
+async def test_the_same_store_run_again_syncs_its_changes(runtime: Runtime, tmp_path: Path) -> None:
+    ours, _ = two_stores(tmp_path)
+    await run(runtime, ours, "synced")
+    update_chroma(ours, "1", OURS + " Ask IT for a licence first.")
+    assert (await run(runtime, ours, "synced")).updated == 1
+    assert (await guide(runtime, "synced"))[:2] == (2, [OURS + " Ask IT for a licence first."])
+
+
+async def test_a_document_imported_before_0028_is_claimed_by_its_next_import(
+    runtime: Runtime, settings: Settings, tmp_path: Path
+) -> None:
+    ours, theirs = two_stores(tmp_path)
+    await run(runtime, ours, "older")
+    async with owner_connection(runtime.database_url) as owner:  # as a database imported before 0028
+        await owner.execute("UPDATE documents SET import_source = NULL")
+    assert (await run(runtime, ours, "older")).unchanged == 1
+    assert (await guide(runtime, "older"))[2] is not None
+    with pytest.raises(PortingError, match="another store"):
+        await run(runtime, theirs, "older")
+
+
+async def test_the_cli_refuses_in_one_line_and_takes_over_when_told(
+    runtime: Runtime, settings: Settings, tmp_path: Path
+) -> None:
+    ours, theirs = two_stores(tmp_path)
+    await run(runtime, ours, "cli")
+    refused = rag_server_cli(settings, "import", "chroma", str(theirs), "--collection", "cli", "--quiet")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--take-over" in errors[0], refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert (await guide(runtime, "cli"))[:2] == (1, [OURS])
+    taken = rag_server_cli(
+        settings, "import", "chroma", str(theirs), "--collection", "cli", "--quiet", "--take-over"
+    )
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+    assert (await guide(runtime, "cli"))[:2] == (2, [THEIRS])
