@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+from rag_server.retrieval.highlights import word_spans
 
 DOCS = {
     "leave.txt": "Employees get 25 vacation days. Unused vacations carry over; the statement of the "
@@ -95,3 +96,20 @@ def test_highlight_must_be_a_boolean(client: TestClient) -> None:
     reply = client.post("/search", json={"query": "vacation", "highlight": "sometimes"})
     assert reply.status_code == 422
     assert reply.json()["detail"][0]["loc"] == ["body", "highlight"]
+
+
+async def test_an_ascii_word_is_its_own_bm25_text(runtime: Runtime) -> None:
+    """highlights.MATCHING_WORDS skips rag_bm25_text for ASCII words, which must then be returned as they
+    are: a change to rag_bm25_text that splits or rewrites such a word must change the skip too."""
+    text = (
+        "FY-2024 Q3-2024 10.5% 3.14159 v2.3.1 x86_64 COVID-19 e-mail state-of-the-art jane.doe@example.com "
+        "https://docs.example.com/guide/install-steps.html /var/log/app_server.log 1e10 -7 a1b2 snake_case "
+        "it's O'Brien U.S.A. 12:30 #hash @mention"
+    )
+    words = sorted({word for _, _, word in word_spans(text)})
+    assert {"2024", "10.5", "x86", "64", "install", "app", "server"} <= set(words)
+    async with runtime.pool.acquire() as conn:
+        changed = await conn.fetch(
+            "SELECT w, rag_bm25_text(w) AS t FROM unnest($1::text[]) AS w WHERE rag_bm25_text(w) <> w", words
+        )
+    assert changed == []
