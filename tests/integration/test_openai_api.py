@@ -558,6 +558,33 @@ async def test_streamed_tokens_come_from_the_llm_with_the_callers_options(
     assert await runtime.pool.fetchval("SELECT count(*) FROM chat_sessions") == sessions_before
 
 
+async def test_the_callers_system_and_developer_messages_reach_the_answer_under_the_servers_rules(
+    llm_app: FastAPI, fake_llm: FakeLLM, world: World
+) -> None:
+    """A chat UI's system prompt (Open WebUI's, an agent's instructions) sets the answer's language, tone
+    or format: it is kept in the answer's system prompt after the server's rules, which it cannot lift.
+    They were left out, so "Answer in French" was never seen by the LLM."""
+    fake_llm.reset()
+    messages: Any = [
+        {"role": "system", "content": "Answer in French."},
+        {"role": "developer", "content": "Keep it to one sentence."},
+        {"role": "user", "content": QUESTION},
+    ]
+    async with client_for(llm_app, world.alpha_reader) as client:
+        await client.chat.completions.create(model="rag:alpha", messages=messages)
+    system, *turns = fake_llm.requests[-1]["messages"]
+    assert system["role"] == "system"
+    text = system["content"]
+    rules, caller, sources = (
+        text.index("Cite every source"),
+        text.index("Answer in French."),
+        text.index("Sources:"),
+    )
+    assert rules < caller < text.index("Keep it to one sentence.") < sources
+    assert "HNSW" in text[sources:] or "BM25" in text[sources:]
+    assert [m["role"] for m in turns] == ["user"]
+
+
 @pytest.mark.parametrize(
     "before",
     [

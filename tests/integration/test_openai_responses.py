@@ -156,9 +156,13 @@ def test_a_message_list_is_the_conversation_and_the_options_reach_the_llm(
     assert answer["messages"][1]["content"].endswith(QUESTION)
     assert answer["messages"][2]["content"] == "BM25 is a ranking function."  # its [1] named its sources
     assert answer["messages"][3]["content"].endswith("and k1?")
-    # `instructions` is a system message: the server's own system prompt grounds the answer instead, as
-    # for chat completions' system messages.
-    assert "pirate" not in json.dumps(fake_llm.requests)
+    # `instructions` reach the answer's system prompt, after the server's own rules and before the
+    # sources (chat/prompts.py CALLER_INSTRUCTIONS); the condensing call does not need them.
+    system = answer["messages"][0]["content"]
+    assert (
+        system.index("Cite every source") < system.index("Answer like a pirate.") < system.index("Sources:")
+    )
+    assert "pirate" not in json.dumps(condense)
     assert response.instructions == "Answer like a pirate." and response.temperature == 0.5
 
 

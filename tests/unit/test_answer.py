@@ -23,9 +23,15 @@ from rag_server.chat.answer import (
     topic_terms,
 )
 from rag_server.chat.models import ChatMessageOut
-from rag_server.chat.prompts import TITLE_SYSTEM_PROMPT, answer_messages, fitting_sources
+from rag_server.chat.prompts import (
+    TITLE_SYSTEM_PROMPT,
+    answer_messages,
+    fitting_instructions,
+    fitting_sources,
+)
 from rag_server.config import Settings
 from rag_server.infra.llm import LLMConfigError, build_llm, configured_llm
+from rag_server.infra.tokenizer import count_tokens
 from rag_server.retrieval.models import LegScore, SearchHit
 from tests.fakes.llm_server import TITLE, Behaviour, FakeLLM, request_kind
 
@@ -279,6 +285,20 @@ def test_sources_are_kept_best_first_while_they_fit_the_models_context() -> None
     # One is always given, even when it alone is too long: the provider says whether it fits.
     assert fitting_sources([hit("word " * 5000)], "q", context_tokens=1024) == 1
     assert fitting_sources([], "q", context_tokens=1024) == 0
+
+
+def test_a_callers_instructions_sit_between_the_rules_and_the_sources_and_take_a_quarter_at_most() -> None:
+    plain = answer_messages("q", HITS[:1], [])[0].content or ""
+    assert "guessing.\n\nSources:\n[1]" in plain  # none: the prompt as it always was
+    told = answer_messages("q", HITS[:1], [], instructions="  Answer in French.  ")[0].content or ""
+    assert "guessing.\n\nThe application asking adds these instructions." in told
+    assert told.index("Answer in French.") < told.index("Sources:\n[1]")
+    # Cut to a quarter of the model's context, so they never push every source out.
+    long = "Be precise. " * 2000
+    assert count_tokens(fitting_instructions(long, 1024)) == 256
+    assert fitting_instructions("Be brief.", 1024) == "Be brief."
+    assert fitting_instructions(long, None) == long
+    assert fitting_sources([hit("word " * 300)] * 3, "q", 1024, fitting_instructions(long, 1024)) == 1
 
 
 def test_the_fake_llm_tells_an_answer_whose_sources_say_title_from_a_title_request() -> None:

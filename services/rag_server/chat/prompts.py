@@ -9,15 +9,25 @@ from llama_index.core.llms import ChatMessage, MessageRole
 
 from rag_server.chat.citations import without_citations
 from rag_server.chat.models import ChatMessageOut
-from rag_server.infra.tokenizer import count_tokens
+from rag_server.infra.tokenizer import count_tokens, encoding
 from rag_server.retrieval.models import SearchHit
 
 ANSWER_SYSTEM_PROMPT = """You answer questions using only the numbered sources below.
 Cite every source you use inline with its number in square brackets, like [1] or [2][3].
 If the sources do not contain the answer, say so briefly instead of guessing.
-
+{instructions}
 Sources:
 {sources}"""
+
+# A caller's own system prompt (an OpenAI client's system or developer messages, the Responses API's
+# `instructions`): its language, tone or format reach the answer, under the rules above, which it cannot
+# lift (it comes from whoever sends the question, who could write the same in the question anyway).
+CALLER_INSTRUCTIONS = """
+The application asking adds these instructions. Follow them where they agree with the rules above:
+{text}
+"""
+# The most of a model's context a caller's instructions take (the rest is sources, conversation, answer).
+INSTRUCTIONS_SHARE = 4
 
 CONDENSE_SYSTEM_PROMPT = (
     "Rewrite the user's follow-up question as one standalone question that can be understood "
@@ -28,6 +38,21 @@ TITLE_SYSTEM_PROMPT = (
     "Write a short title (at most 6 words) for a conversation that starts with the user's question. "
     "Reply with the title only, without quotes."
 )
+
+
+def answer_system_prompt(sources: str, instructions: str = "") -> str:
+    text = instructions.strip()
+    extra = CALLER_INSTRUCTIONS.format(text=text) if text else ""
+    return ANSWER_SYSTEM_PROMPT.format(sources=sources, instructions=extra)
+
+
+def fitting_instructions(instructions: str, context_tokens: int | None) -> str:
+    """The caller's instructions, cut to a quarter of the model's context (None: no limit)."""
+    if context_tokens is None or not instructions:
+        return instructions
+    tokens = encoding().encode(instructions, allowed_special="all")
+    limit = context_tokens // INSTRUCTIONS_SHARE
+    return instructions if len(tokens) <= limit else encoding().decode(tokens[:limit])
 
 
 def format_sources(hits: Sequence[SearchHit]) -> str:
@@ -53,13 +78,15 @@ def _prompt_budget(context_tokens: int, *prompt: str) -> int:
     return budget - sum(count_tokens(text) + _MESSAGE_TOKENS for text in prompt)
 
 
-def fitting_sources(hits: Sequence[SearchHit], question: str, context_tokens: int | None) -> int:
+def fitting_sources(
+    hits: Sequence[SearchHit], question: str, context_tokens: int | None, instructions: str = ""
+) -> int:
     """How many of `hits` (best first) the answer prompt can hold beside the question, with room for the
     answer: at least one (whether that one fits is the provider's to say). The conversation gets what
     they leave (`fitting_history`). None: no limit."""
     if context_tokens is None:
         return len(hits)
-    budget = _prompt_budget(context_tokens, ANSWER_SYSTEM_PROMPT.format(sources=""), question)
+    budget = _prompt_budget(context_tokens, answer_system_prompt("", instructions), question)
     for kept, hit in enumerate(hits):
         budget -= count_tokens(_source_block(kept + 1, hit)) + 1  # the blank line between two
         if budget < 0:
@@ -89,10 +116,12 @@ def answer_messages(
     hits: Sequence[SearchHit],
     history: Sequence[ChatMessageOut],
     context_tokens: int | None = None,
+    instructions: str = "",
 ) -> list[ChatMessage]:
-    """The answer prompt: the sources, the conversation (its newest messages that fit `context_tokens`,
-    the model's context) and the question."""
-    system = ANSWER_SYSTEM_PROMPT.format(sources=format_sources(hits))
+    """The answer prompt: the rules, the caller's `instructions` (already cut: fitting_instructions), the
+    sources, the conversation (its newest messages that fit `context_tokens`, the model's context) and
+    the question."""
+    system = answer_system_prompt(format_sources(hits), instructions)
     history = fitting_history(history, context_tokens, system, question)
     # An earlier answer's [n] named that turn's sources: the model would repeat it for another passage.
     said = [(m.role, without_citations(m.content) if m.role == "assistant" else m.content) for m in history]

@@ -261,7 +261,9 @@ class ChatService:
             await find_sources(self.runtime, turn, retrieval_query)
             if llm is not None and turn.llm_error is None:
                 # Only what the LLM is given is shown and citable: [n] must name the same passage.
-                kept = fitting_sources(turn.hits, turn.question, self.settings.llm_context_tokens)
+                kept = fitting_sources(
+                    turn.hits, turn.question, self.settings.llm_context_tokens, turn.instructions
+                )
                 turn.hits, turn.sources = turn.hits[:kept], turn.sources[:kept]
             yield ""  # sources are known: lets the streaming route send them before the first token
             async for piece in self._answer_text(turn, llm):
@@ -283,9 +285,8 @@ class ChatService:
         pieces: list[str] = []
         citations = CitationFilter(len(turn.sources))
         try:
-            messages = answer_messages(
-                turn.question, turn.hits, turn.history, self.settings.llm_context_tokens
-            )
+            context = self.settings.llm_context_tokens
+            messages = answer_messages(turn.question, turn.hits, turn.history, context, turn.instructions)
             timeout = self.settings.llm_timeout_s
             end = StreamEnd()
             async for delta in stream(llm, messages, timeout, turn.usage, end, **turn.llm_options):

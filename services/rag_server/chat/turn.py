@@ -47,6 +47,8 @@ class Turn:
     # A turn of a caller-held conversation (the OpenAI-compatible API): no session is read, titled or
     # written; `persist` must not be called for it.
     unstored: bool = False
+    # The caller's system prompt for the answer (chat/prompts.py CALLER_INSTRUCTIONS), cut to fit.
+    instructions: str = ""
     # Per-call LLM options (temperature, max_tokens, stop) for the answer, where the LLM accepts them.
     llm_options: dict[str, Any] = field(default_factory=dict)
     # Tokens the LLM reported for this answer (condense + answer calls); empty when it reported none.

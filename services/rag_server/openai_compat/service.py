@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from rag_server.chat.models import ChatMessageOut, QueryRequest
+from rag_server.chat.prompts import fitting_instructions
 from rag_server.chat.service import ChatService
 from rag_server.chat.turn import Turn
 from rag_server.collections.store import get_collection, list_collections, resolve
@@ -106,9 +107,10 @@ def query_request(
         ) from None
 
 
-def _history(messages: Sequence[ChatMessageIn]) -> tuple[str, list[ChatMessageOut]]:
-    """(the question: the last user message, the user/assistant turns before it). System prompts and
-    tool messages are ignored: the server's own prompts ground the answer in the sources."""
+def _history(messages: Sequence[ChatMessageIn]) -> tuple[str, list[ChatMessageOut], str]:
+    """(the question: the last user message, the user/assistant turns before it, the system and developer
+    messages joined: the caller's instructions, which the answer prompt keeps under its own rules). Tool
+    messages are ignored."""
     last_user = max(i for i, m in enumerate(messages) if m.role == "user")
     now = datetime.now(UTC)
     history = [
@@ -116,7 +118,10 @@ def _history(messages: Sequence[ChatMessageIn]) -> tuple[str, list[ChatMessageOu
         for m in messages[:last_user]
         if m.role in ("user", "assistant") and m.text.strip()
     ]
-    return messages[last_user].text, history
+    instructions = "\n\n".join(
+        m.text.strip() for m in messages if m.role in ("system", "developer") and m.text.strip()
+    )
+    return messages[last_user].text, history, instructions
 
 
 async def start_turn(chat: ChatService, body: ChatCompletionRequest) -> Turn:
@@ -147,7 +152,7 @@ async def open_turn(
     if parsed is None:
         raise unknown_model(model)
     collection, search_type = parsed
-    question, history = _history(messages)
+    question, history, instructions = _history(messages)
     request = query_request(model, question, search_type, collection, question_param)
     llm, _ = chat.runtime.chat_llm()
     options = (
@@ -156,9 +161,12 @@ async def open_turn(
         else {}
     )
     try:
-        return await chat.resolve_unstored(request, history, options)
+        turn = await chat.resolve_unstored(request, history, options)
     except NotFoundError:
         raise unknown_model(model) from None
+    # No LLM: an extractive answer, which no instruction changes.
+    turn.instructions = fitting_instructions(instructions, chat.settings.llm_context_tokens) if llm else ""
+    return turn
 
 
 def _ids() -> tuple[str, int]:
