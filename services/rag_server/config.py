@@ -147,6 +147,11 @@ class Settings(BaseSettings):
     # SIGTERM / Ctrl-C: in-flight requests (streamed answers too) get this long, then are cancelled;
     # a cancelled answer writes nothing, a completed one is still written (api/server.py).
     server_shutdown_grace_s: int = Field(default=5, ge=0)
+    # A streamed answer (chat's SSE, /v1 with stream: true) writes an SSE comment (`: keep-alive`, which
+    # clients ignore) after each this many seconds without an event (a follow-up's condensing, retrieval,
+    # an LLM slow to its first token): a client or proxy whose idle read timeout is longer (httpx's
+    # default 5 s, nginx's 60 s) does not give up on an answer that is coming (api/sse.py). 0: none.
+    stream_keepalive_s: float = Field(default=2.5, ge=0, le=60)
     # An admin API key installed at start-up (docker-compose: from a secret file). At least 32
     # characters; create it with e.g. `openssl rand -hex 32`. Without any key the API is open, and only
     # on a loopback host (docs/decisions/0010-access-control.md).

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, m
 from rag_server.api.deps import ChatDep, OffsetQuery, Reader, ReadPoolDep, RuntimeDep, require
 from rag_server.api.downloads import attachment
 from rag_server.api.errors import error_responses
+from rag_server.api.sse import event_stream
 from rag_server.chat.export import export_filename, markdown, transcript
 from rag_server.chat.models import (
     ChatMessageOut,
@@ -106,7 +107,8 @@ _EVENT_STREAM: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events: `sources` (session_id, external_id, sources, "
         "condensed_query), then `token`... (text), then `done` (a QueryResponse without sources; "
-        "with read replicas also read_after) or `error` (detail)",
+        "with read replicas also read_after) or `error` (detail); while the server waits, `: keep-alive` "
+        "comments (RAG_STREAM_KEEPALIVE_S)",
         "content": {"text/event-stream": {"itemSchema": _EVENT_SCHEMA}},
     }
 }
@@ -268,8 +270,4 @@ async def query_stream(body: QueryRequest, chat: ChatDep, runtime: RuntimeDep) -
             done["read_after"] = lsn_text(position)
         yield sse("done", done)
 
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return event_stream(events(), runtime.settings.stream_keepalive_s)

@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from rag_server.api.deps import ChatDep, PoolDep, ReadPoolDep, RuntimeDep, require
 from rag_server.api.errors import openai_error_responses
+from rag_server.api.sse import event_stream
 from rag_server.openai_compat import responses_service, service
 from rag_server.openai_compat.models import (
     ChatCompletion,
@@ -37,7 +38,8 @@ _CHUNK_SCHEMA: dict[str, Any] = {
 _CHAT_200: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "A chat.completion (JSON), or with `stream: true` Server-Sent Events: `data: "
-        "{chat.completion.chunk}` lines (the first carries `sources`), then `data: [DONE]`",
+        "{chat.completion.chunk}` lines (the first carries `sources`), then `data: [DONE]`; while the "
+        "server waits, `: keep-alive` comments",
         "model": ChatCompletion,
         "content": {"text/event-stream": {"itemSchema": _CHUNK_SCHEMA}},
     }
@@ -73,10 +75,9 @@ async def chat_completions(body: ChatCompletionRequest, chat: ChatDep) -> ChatCo
     if not body.stream:
         return await service.complete(chat, turn, body.model)
     include_usage = body.stream_options is not None and body.stream_options.include_usage
-    return StreamingResponse(
+    return event_stream(
         service.stream_chunks(chat, turn, body.model, include_usage=include_usage),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        chat.settings.stream_keepalive_s,
     )
 
 
@@ -91,7 +92,8 @@ _EVENT_SCHEMA: dict[str, Any] = {
 _RESPONSES_200: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "A response (JSON), or with `stream: true` Server-Sent Events: `event: <type>` and "
-        "`data: {the event}` (response.created ... response.completed, whose response carries `sources`)",
+        "`data: {the event}` (response.created ... response.completed, whose response carries `sources`); "
+        "while the server waits, `: keep-alive` comments",
         "model": ResponseObject,
         "content": {"text/event-stream": {"itemSchema": _EVENT_SCHEMA}},
     }
@@ -109,11 +111,7 @@ async def create_response(body: ResponsesRequest, chat: ChatDep) -> ResponseObje
     turn = await responses_service.start(chat, body)  # unknown model -> 404 before any streaming starts
     if not body.stream:
         return await responses_service.respond(chat, turn, body)
-    return StreamingResponse(
-        responses_service.stream_events(chat, turn, body),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return event_stream(responses_service.stream_events(chat, turn, body), chat.settings.stream_keepalive_s)
 
 
 @router.post("/embeddings", responses=openai_error_responses(400, 404))
