@@ -317,6 +317,19 @@ async def test_the_fallback_note_when_the_llm_fails(
     await expect(answers(page).first.get_by_role("note")).to_contain_text("The LLM failed")
 
 
+async def test_an_answer_slow_to_its_first_token_arrives_whole_past_the_keepalives(
+    page: Page, documents: dict[str, str], fake: FakeLLM
+) -> None:
+    # Longer than RAG_STREAM_KEEPALIVE_S (2.5 s): the stream carries `: keep-alive` comments before the
+    # first token, which the app's reader (api.js streamEvents) must skip.
+    fake.behaviour = Behaviour(delay_s=3.5, affects={"answer"})
+    async with page.expect_response(lambda r: r.url.endswith("/query/stream")) as streamed:
+        answer = await ask(page, "What is BM25?")
+    assert b"\n: keep-alive\n\n" in await (await streamed.value).body()
+    await expect(answer).to_contain_text("the answer to 'What is BM25?' is grounded")
+    await expect(answer.get_by_role("note")).to_have_count(0)  # no fallback: the LLM's own answer
+
+
 async def test_a_temporary_chat_is_answered_but_not_listed(
     page: Page, stack: Stack, documents: dict[str, str], fake: FakeLLM
 ) -> None:
