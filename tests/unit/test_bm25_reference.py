@@ -128,6 +128,21 @@ def test_bm25_text_splits_cjk_runs_into_characters_and_pairs_and_composes() -> N
     assert bm25_text(unicodedata.normalize("NFD", "학교")) == " 학 교 학교 "
 
 
+def test_bm25_text_splits_urls_addresses_paths_and_a_number_after_a_hyphen() -> None:
+    """The reference's own statement of migration 0028: a hyphen after a letter or digit before a digit,
+    every / and @, a dot between letters or a letter and a digit become spaces; decimals stay."""
+    assert bm25_text("FY-2024 COVID-19 2024-01-15") == "FY 2024 COVID 19 2024 01 15"
+    assert bm25_text("https://a.example.com/x-y.html") == "https:  a example com x-y html"
+    assert (
+        bm25_text("jane.doe@example.com /var/log/app_server.log")
+        == "jane doe example com  var log app_server log"
+    )
+    assert (
+        bm25_text("10.5% v2.3.1 -5 (-5) x--5 e.g. end. Fig.3") == "10.5% v2.3.1 -5 (-5) x--5 e g. end. Fig 3"
+    )
+    assert bm25_text("ёлка.рф Größe-2") == "ёлка рф Grosse 2"
+
+
 def test_the_extractive_answers_folding_is_the_references() -> None:
     """text.fold_latin (the chat's extractive answer) folds as BM25 does, on every letter of the folded
     blocks, marks left after a letter and other scripts."""

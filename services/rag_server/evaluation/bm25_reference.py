@@ -8,8 +8,9 @@ positions, which the comparison therefore checks too.
 
 What they tokenise is `bm25_text(text)`: this module's own Python statement of what migration 0025's
 `rag_bm25_text` is meant to do (composed, NFC; Latin accents folded as migration 0027 says; a run of Han,
-Hiragana, Katakana or Hangul characters as its characters and overlapping pairs), written from that
-description and never calling the SQL function, so the comparison holds the function to it too. The
+Hiragana, Katakana or Hangul characters as its characters and overlapping pairs; a hyphen before a digit,
+`/`, `@` and a dot between letters spaced as migration 0028 says), written from that description and never
+calling the SQL function, so the comparison holds the function to it too. The
 folding here is a rule (a Latin letter whose canonical decomposition is a letter plus marks becomes that
 letter, plus a short list of letters without one), where the migration lists every letter it maps.
 """
@@ -75,13 +76,26 @@ def fold(text: str) -> str:
 # A longer text is only composed (migration 0025's bound: its pairs could pass a tsvector's 1 MB).
 SPLIT_MAX_CHARS = 20000
 
+# Migration 0028: a hyphen after a letter or digit before a digit (not a lone minus sign), every / and @,
+# a dot with a letter on one side and a letter or digit on the other (not between two digits: 10.5, v2.3.1).
+_LETTER, _ALNUM = r"[^\W\d_]", r"[^\W_]"
+_SEPARATOR = re.compile(
+    rf"(?<={_ALNUM})-(?=[0-9])|[/@]|(?<={_LETTER})\.(?={_ALNUM})|(?<=[0-9])\.(?={_LETTER})"
+)
+
+
+def split_words(text: str) -> str:
+    """`text` with the separators of URLs, hosts, e-mail addresses, file paths and of a number after a
+    hyphen spaced: "FY-2024" -> "FY 2024", "jane.doe@example.com" -> "jane doe example com"."""
+    return _SEPARATOR.sub(" ", text)
+
 
 def bm25_text(text: str) -> str:
     """The text BM25 tokenises: `text` composed (NFC), its Latin accents folded ("Größe" -> "Grosse"),
     each CJK run replaced by its characters and its overlapping pairs, spaced ("年假政策" -> " 年 假 政 策
-    年假 假政 政策 "); over SPLIT_MAX_CHARS, composed and folded only."""
+    年假 假政 政策 "), over SPLIT_MAX_CHARS composed and folded only; then its words split (split_words)."""
     folded = fold(unicodedata.normalize("NFC", text))
-    return folded if len(text) > SPLIT_MAX_CHARS else CJK_RUN.sub(_characters_and_pairs, folded)
+    return split_words(folded if len(text) > SPLIT_MAX_CHARS else CJK_RUN.sub(_characters_and_pairs, folded))
 
 
 # One row per lexeme a token yields (a hyphenated word yields its parts too); stopwords yield none.

@@ -7,7 +7,8 @@ pg_search (ParadeDB 0.26.x, production image): one statement over the index migr
 Native engine (migration 0002): exact Okapi BM25 over an inverted index kept in plain tables
 (bm25_postings, bm25_terms, bm25_stats) by triggers on `chunks`, tokenised and stemmed by
 Postgres's `english` text search configuration, over rag_bm25_text (0025: CJK as characters and pairs;
-0027: Latin accents folded). The query goes through the same to_tsvector, which
+0027: Latin accents folded; 0028: URLs, addresses, paths and a number after a hyphen split into words, as
+pg_search's tokenizer splits them). The query goes through the same to_tsvector, which
 accepts any text, so user input never reaches a query parser. The formula, the tables and why:
 docs/decisions/0003-native-bm25.md. How a native query finds its exact top k without summing every
 posting: bm25_native.

@@ -20,7 +20,8 @@ import numpy as np
 from rag_server.retrieval.fusion import FusedHit
 from rag_server.retrieval.vector import BASE_GENERATION, VectorSpace
 
-# rag_bm25_text (0025, 0027): CJK runs as characters and pairs, Latin accents folded, as BM25 reads it.
+# rag_bm25_text (0025, 0027, 0028): CJK runs as characters and pairs, Latin accents folded, URLs and
+# addresses split into words, as BM25 reads it: a query's every word is one a BM25 hit can hold.
 EVERY_WORD = (
     "to_tsvector('english', rag_bm25_text(c.search_text)) @@ plainto_tsquery('english', rag_bm25_text($4))"
 )
