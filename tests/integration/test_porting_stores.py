@@ -1,7 +1,7 @@
 """Two Chroma stores whose collections share a name (LangChain's `langchain`, the same `notes` here) make
 the same document ids for the same keys. Importing the second into the collection of the first used to
 update the first's documents from it, silently, as new versions; now it is refused before anything is
-written (migration 0028 records each document's store), unless `--take-over` says so. The same store run
+written (migration 0029 records each document's store), unless `--take-over` says so. The same store run
 again still syncs.
 
 The real chromadb package writes the stores; the importer runs in this process and as the CLI."""
@@ -96,12 +96,12 @@ async def test_the_same_store_run_again_syncs_its_changes(runtime: Runtime, tmp_
     assert (await guide(runtime, "synced"))[:2] == (2, [OURS + " Ask IT for a licence first."])
 
 
-async def test_a_document_imported_before_0028_is_claimed_by_its_next_import(
+async def test_a_document_imported_before_0029_is_claimed_by_its_next_import(
     runtime: Runtime, settings: Settings, tmp_path: Path
 ) -> None:
     ours, theirs = two_stores(tmp_path)
     await run(runtime, ours, "older")
-    async with owner_connection(runtime.database_url) as owner:  # as a database imported before 0028
+    async with owner_connection(runtime.database_url) as owner:  # as a database imported before 0029
         await owner.execute("UPDATE documents SET import_source = NULL")
     assert (await run(runtime, ours, "older")).unchanged == 1
     assert (await guide(runtime, "older"))[2] is not None

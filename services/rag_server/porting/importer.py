@@ -45,7 +45,7 @@ async def import_source(
     batch_records: int | None = None,
     take_over: bool = False,
 ) -> ImportCounts:
-    """`take_over`: update documents another store of the same origin imported (else refused, 0028)."""
+    """`take_over`: update documents another store of the same origin imported (else refused, 0029)."""
     limit = batch_records or BATCH_RECORDS
     plan = GroupPlan()
     async for record_id, metadata in source.scan():

@@ -111,7 +111,7 @@ async def record_fingerprints(conn: Executor, fingerprints: dict[UUID, str]) -> 
 
 
 async def imported_elsewhere(conn: Executor, ids: Sequence[UUID], source: str) -> dict[str, int]:
-    """Of the documents `ids` that exist, how many each other source store wrote (0028), by store."""
+    """Of the documents `ids` that exist, how many each other source store wrote (0029), by store."""
     rows = await conn.fetch(
         """
         SELECT import_source, count(*) AS n FROM documents
@@ -125,7 +125,7 @@ async def imported_elsewhere(conn: Executor, ids: Sequence[UUID], source: str) -
 
 
 async def claim_documents(conn: Executor, ids: Sequence[UUID], source: str) -> None:
-    """Record `source` as the store of the documents `ids` imported before migration 0028 (NULL)."""
+    """Record `source` as the store of the documents `ids` imported before migration 0029 (NULL)."""
     await conn.execute(
         "UPDATE documents SET import_source = $2 WHERE id = ANY($1::uuid[]) AND import_source IS NULL",
         list(ids),

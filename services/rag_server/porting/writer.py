@@ -204,7 +204,7 @@ async def write_documents(
 ) -> ImportCounts:
     """Write one batch of documents into the collection; returns what happened to them.
     `reuse_for`: the embedding generation the source's stored vectors are reused for (None: none are).
-    `source`: the store the documents come from, recorded on each (0028; None: a source without one).
+    `source`: the store the documents come from, recorded on each (0029; None: a source without one).
     Vectors are written for every live generation; when the generations change between embedding and
     the write (a switch, a new re-embed), the batch is embedded again, like the worker does.
     A document that cannot be stored is skipped alone with its reason (`ImportCounts.unusable`)."""
@@ -266,7 +266,7 @@ async def _write_batch(
     record = {p.id: p.fingerprint for p, decision in decided if decision == "record" and p.fingerprint}
     if record:
         await record_fingerprints(runtime.pool, record)
-    if source is not None:  # those left as they are, imported before 0028, are this store's from now on
+    if source is not None:  # those left as they are, imported before 0029, are this store's from now on
         left = [p.id for p, decision in decided if decision != "write" and p.fingerprint is not None]
         await claim_documents(runtime.pool, left, source)
     kept = [printable(p.doc.key) for p, decision in decided if decision == "kept"]

@@ -10,16 +10,16 @@ before writing anything, refuses an import whose documents another store wrote, 
 them over (`--take-over`). NULL: a document not imported, imported from a source without such an
 identity, or imported before this migration (the next import of it records its store).
 
-Revision ID: 0028_import_source
-Revises: 0027_bm25_ascii_folding
+Revision ID: 0029_import_source
+Revises: 0028_bm25_split_words
 """
 
 from __future__ import annotations
 
 from rag_server.infra.migrations.helpers import execute_sql
 
-revision = "0028_import_source"
-down_revision = "0027_bm25_ascii_folding"
+revision = "0029_import_source"
+down_revision = "0028_bm25_split_words"
 branch_labels = None
 depends_on = None
 
