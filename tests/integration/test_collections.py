@@ -241,7 +241,22 @@ async def test_an_unknown_collection_is_a_404_everywhere(app_client: httpx.Async
     ]
     for response in responses:
         assert response.status_code == 404, (response.request.url, response.text)
+        # A stable code beside the sentence: the web app tells a collection gone (renamed or deleted
+        # elsewhere) from any other 404 by it, not by the start of an English sentence.
+        assert response.json()["code"] == "collection_not_found", (response.request.url, response.text)
     assert missing in responses[3].json()["detail"]
+    # Any other 404 carries no code (a chat, a document that is not there).
+    other = await c.get("/documents/00000000-0000-0000-0000-00000000ffff")
+    assert other.status_code == 404 and "code" not in other.json(), other.text
+    # /v1 keeps OpenAI's shape: there the collection is the model, and its code says so.
+    v1 = await c.post(
+        "/v1/chat/completions",
+        json={"model": f"rag:{missing}", "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert v1.status_code == 404 and v1.json()["error"]["code"] == "model_not_found", v1.text
+    assert "detail" not in v1.json()
+    schema = (await c.get("/openapi.json")).json()["components"]["schemas"]["ErrorResponse"]
+    assert schema["required"] == ["detail"] and "collection_not_found" in str(schema["properties"]["code"])
 
 
 async def _queue_rows(conn: asyncpg.Connection, queue: str, msg_ids: list[int]) -> int:
