@@ -7,9 +7,16 @@ Domain code never imports from `api/`: it says what went wrong, the API says how
 class NotFoundError(Exception):
     """A domain object the request names does not exist (404 over HTTP)."""
 
+    # A stable, machine-readable name of the case (the API's `code` beside `detail`): clients branch on
+    # it, never on the sentence. None: the status says enough.
+    code: str | None = None
+
 
 class CollectionNotFoundError(NotFoundError):
-    """A collection the request names does not exist, or is not one the key may read."""
+    """A collection the request names does not exist, or is not one the key may read (renamed or deleted
+    elsewhere: the web app follows the selected one by this code)."""
+
+    code = "collection_not_found"
 
 
 class InvalidInputError(Exception):

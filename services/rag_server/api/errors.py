@@ -1,6 +1,6 @@
-"""Every error leaves the API as JSON `{"detail": ...}`: a domain error with its status, a database that
-is unavailable right now as a 503, anything else unexpected as a 500 `{"detail": "internal error"}`
-(logged with its traceback) — never Starlette's plain-text 500 page."""
+"""Every error leaves the API as JSON `{"detail": ...}`: a domain error with its status (and its `code`, when
+it has one), a database that is unavailable right now as a 503, anything else unexpected as a 500
+`{"detail": "internal error"}` (logged with its traceback) — never Starlette's plain-text 500 page."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -52,10 +52,20 @@ class AsciiJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
+# The `code`s a domain error may carry (errors.py): stable names a client may branch on.
+ErrorCode = Literal["collection_not_found"]
+
+
 class ErrorResponse(BaseModel):
     """The body of every error the API answers: a readable sentence (422: the validation errors)."""
 
     detail: str
+    code: ErrorCode | None = Field(
+        default=None,
+        description="A stable name of the case, for clients to branch on (the sentence may change); "
+        "absent when the status says enough. collection_not_found: a collection the request names does "
+        "not exist, or the key may not read it (renamed or deleted meanwhile).",
+    )
 
 
 class ValidationErrors(BaseModel):
@@ -135,8 +145,13 @@ def _error(
     detail: str,
     headers: dict[str, str] | None = None,
     param: str | None = None,
+    code: str | None = None,
 ) -> JSONResponse:
-    content = error_content(status, detail, param) if is_openai_path(request.url.path) else {"detail": detail}
+    # /v1 keeps OpenAI's shape and codes: there a collection is a model, and its 404 is `model_not_found`.
+    if is_openai_path(request.url.path):
+        content = error_content(status, detail, param)
+    else:
+        content = {"detail": detail} if code is None else {"detail": detail, "code": code}
     return AsciiJSONResponse(status_code=status, content=content, headers=headers)
 
 
@@ -270,7 +285,9 @@ def install_error_handlers(app: FastAPI) -> None:
         if status == 422 and is_openai_path(request.url.path):
             status = 400
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return _error(request, status, str(exc), headers, getattr(exc, "param", None))
+        return _error(
+            request, status, str(exc), headers, getattr(exc, "param", None), getattr(exc, "code", None)
+        )
 
     for error_type in _DOMAIN_STATUS:
         app.add_exception_handler(error_type, domain_error)

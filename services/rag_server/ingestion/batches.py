@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from rag_server.collections.models import DEFAULT_COLLECTION_ID
-from rag_server.errors import InvalidInputError, NotFoundError
+from rag_server.errors import CollectionNotFoundError, InvalidInputError, NotFoundError
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.infra.log_context import current_request_id
 from rag_server.infra.queue import IngestQueue
@@ -62,7 +62,7 @@ async def create_upload_batch(
         # themselves): a concurrent delete of the collection waits for this upload, or this one finds it
         # gone.
         if not await c.fetchval("SELECT rag_share_collection($1)", collection_id):
-            raise NotFoundError(f"no collection {str(collection_id)!r}")
+            raise CollectionNotFoundError(f"no collection {str(collection_id)!r}")
         targets: list[UUID | None] = [None] * len(files)
         if replace:
             await lock_names(c, collection_id, [f.filename for f in files])

@@ -10,13 +10,18 @@ export const auth = {
   clear: () => sessionStorage.removeItem(KEY_STORAGE),
 };
 
+// `code`: the error's stable name when the server gives one ("collection_not_found"), else null. Branch on
+// it, never on the sentence.
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, code = null) {
     super(message);
     this.name = "ApiError";
     this.status = status;
+    this.code = code;
   }
 }
+
+export const COLLECTION_NOT_FOUND = "collection_not_found";
 
 // FastAPI's 422 detail is a list of {loc, msg}; every other error is one sentence.
 function detailText(detail, status) {
@@ -79,18 +84,17 @@ async function send(path, { method = "GET", json, body, query, signal, accept } 
   }
   if (!response.ok) {
     let detail = null;
+    let code = null;
     try {
-      detail = (await response.json()).detail;
+      ({ detail, code = null } = await response.json());
     } catch {
       /* not JSON: a proxy's page; the status says enough */
     }
     if (response.status === 401) window.dispatchEvent(new CustomEvent("rag:unauthorized"));
     // A collection this request named is gone (deleted or renamed elsewhere, or out of the key's reach):
     // the app checks whether it is the one selected.
-    if (response.status === 404 && typeof detail === "string" && detail.startsWith("no collection ")) {
-      window.dispatchEvent(new CustomEvent("rag:collection-missing"));
-    }
-    throw new ApiError(response.status, detailText(detail, response.status));
+    if (code === COLLECTION_NOT_FOUND) window.dispatchEvent(new CustomEvent("rag:collection-missing"));
+    throw new ApiError(response.status, detailText(detail, response.status), typeof code === "string" ? code : null);
   }
   return response;
 }

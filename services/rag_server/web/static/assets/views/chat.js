@@ -5,7 +5,7 @@
 // animation frame. Stop (or leaving) aborts the request: the server then stores nothing, so the
 // unanswered question leaves the conversation and goes back into the message box.
 
-import { api, ApiError, streamEvents } from "../api.js";
+import { api, ApiError, COLLECTION_NOT_FOUND, streamEvents } from "../api.js";
 import { announce, h, toast } from "../dom.js";
 import { icon } from "../icons.js";
 import { href, navigate } from "../router.js";
@@ -420,7 +420,7 @@ export function mount(root, ctx, route) {
         // A new chat's id is asked after by the list of chats, which shows it if it was stored.
         if (!stream.createdSession) settleStopped(state.sessionId, stream.question);
       }
-      else if (err instanceof ApiError && err.status === 404 && !stream.createdSession && !err.message.startsWith("no collection ")) {
+      else if (err instanceof ApiError && err.status === 404 && !stream.createdSession && err.code !== COLLECTION_NOT_FOUND) {
         // The chat was deleted meanwhile (another tab): the question can start a new one instead. Not a
         // collection gone (renamed or deleted elsewhere): the app follows it (rag:collection-missing) and
         // this chat, still there, stays open.
