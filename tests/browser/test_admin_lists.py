@@ -1,0 +1,64 @@
+"""The Admin view's lists as a keyboard user and a team of admins meet them: where the focus goes when a
+row goes (Delete, Revoke), and the new key's collection choices while other admins change collections."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.async_api import Page, expect
+
+from tests.browser.conftest import Stack
+from tests.browser.seed import bearer, create_key
+
+
+async def _admin(stack: Stack) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60)
+
+
+async def _open_admin(page: Page) -> None:
+    await page.reload()
+    await page.get_by_role("navigation", name="Main").wait_for()
+    await page.get_by_role("link", name="Admin", exact=True).click()
+    await expect(page.locator('.admin-table tr[data-name="default"]').first).to_be_visible()
+
+
+async def _confirm(page: Page, action: str) -> None:
+    await page.get_by_role("dialog", name="Confirm").get_by_role("button", name=action).click()
+
+
+async def test_the_focus_after_a_delete_or_a_revoke_goes_to_the_next_rows_action(
+    page: Page, stack: Stack
+) -> None:
+    """The focus fell on the page's body with the removed row's button: a keyboard user started again
+    from the top of the page. It goes to the same action on the next row, else on the row before."""
+    async with await _admin(stack) as api:
+        for name in ("zf-a", "zf-b", "zf-c"):
+            assert (await api.post("/collections", json={"name": name})).status_code == 201
+    for name in ("zk-a", "zk-b", "zk-c"):
+        await create_key(stack, name, "reader")
+    await _open_admin(page)
+
+    await page.get_by_role("button", name="Delete zf-b").click()
+    await _confirm(page, "Delete")
+    await expect(page.locator('tr[data-name="zf-b"]')).to_have_count(0)
+    await expect(page.get_by_role("button", name="Delete zf-c")).to_be_focused()
+    await page.keyboard.press("Enter")  # the last row: the focus goes to the row before
+    await _confirm(page, "Delete")
+    await expect(page.locator('tr[data-name="zf-c"]')).to_have_count(0)
+    await expect(page.get_by_role("button", name="Delete zf-a")).to_be_focused()
+
+    await page.get_by_role("button", name="Revoke zk-b").click()
+    await _confirm(page, "Revoke")
+    await expect(page.locator('tr[data-name="zk-b"]')).to_have_count(0)
+    await expect(page.get_by_role("button", name="Revoke zk-c")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await _confirm(page, "Revoke")
+    await expect(page.locator('tr[data-name="zk-c"]')).to_have_count(0)
+    await expect(page.get_by_role("button", name="Revoke zk-a")).to_be_focused()
+    # Revoked keys shown, the revoked row stays (a badge, no button): the focus goes on past it.
+    await page.get_by_label("Show revoked keys").check()
+    await expect(page.locator('tr[data-name="zk-b"] .badge')).to_have_text("revoked")
+    await page.get_by_role("button", name="Revoke zk-a").click()
+    await _confirm(page, "Revoke")
+    await expect(page.locator('tr[data-name="zk-a"] .badge')).to_have_text("revoked")
+    await expect(page.get_by_role("button", name="Revoke bootstrap-admin")).to_be_focused()
+    assert await page.evaluate("document.activeElement !== document.body")
