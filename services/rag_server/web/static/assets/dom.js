@@ -52,6 +52,20 @@ export function announce(message) {
   requestAnimationFrame(() => (region.textContent = message));
 }
 
+// The focus after a row of `tbody` went (deleted, revoked) and the list was drawn again: on `selector` (the
+// same action, else the row's first button) of the row now at `index`, else of the nearest row after or
+// before it that has one, else on `fallback` (the list's heading). It fell on the page's body with the
+// removed button, and a keyboard user started again from the top of the page.
+export function focusNear(tbody, index, selector, fallback) {
+  const rows = [...tbody.rows];
+  const action = (row) => row.querySelector(selector) ?? row.querySelector("button");
+  const order = [...rows.slice(index), ...rows.slice(0, index).reverse()];
+  (order.map(action).find(Boolean) ?? fallback).focus();
+}
+
+// The index of the row of `tbody` whose data-name is `name` (-1: none).
+export const rowIndex = (tbody, name) => [...tbody.rows].findIndex((row) => row.dataset.name === name);
+
 // A short message at the bottom of the screen; kind: "info" | "error".
 export function toast(message, kind = "info") {
   const box = document.getElementById("toasts");

@@ -2,7 +2,7 @@
 // dialog (name, description, weight) and delete (a collection's documents go with it, after asking).
 
 import { api, ApiError } from "../api.js";
-import { clear, confirmDialog, h, showModal, toast } from "../dom.js";
+import { clear, confirmDialog, focusNear, h, rowIndex, showModal, toast } from "../dom.js";
 
 const NAME_HINT = "Lower-case letters, digits, - and _; up to 63";
 
@@ -51,7 +51,7 @@ export function collectionsSection(ctx) {
   const el = h(
     "section",
     { class: "admin-section", "aria-labelledby": "collections-title" },
-    h("h2", { id: "collections-title" }, "Collections"),
+    h("h2", { id: "collections-title", tabindex: "-1" }, "Collections"),
     error,
     h(
       "div",
@@ -96,12 +96,20 @@ export function collectionsSection(ctx) {
     changed();
   }
 
+  // The row of `c` went: the focus goes to the Delete of the row in its place (see focusNear).
+  async function afterRemoval(c, message, kind) {
+    const index = rowIndex(body, c.name);
+    toast(message, kind);
+    await load();
+    changed();
+    if (index >= 0) focusNear(body, index, 'button[aria-label^="Delete "]', el.querySelector("#collections-title"));
+  }
+
   // Deleted meanwhile by another admin (a tab, the CLI): said by its name, and its row goes. The server's
   // 404 named the id ("no collection '9f7d...'") and the row stayed, to be tried again.
   function gone(err, c) {
     if (!(err instanceof ApiError) || err.status !== 404) return false;
-    toast(`The collection “${c.name}” was already deleted, in another tab or by another admin.`, "error");
-    load().then(() => changed());
+    afterRemoval(c, `The collection “${c.name}” was already deleted, in another tab or by another admin.`, "error");
     return true;
   }
 
@@ -138,7 +146,7 @@ export function collectionsSection(ctx) {
       toast(err.message, "error");
       return;
     }
-    await after(`Collection ${c.name} deleted.`);
+    await afterRemoval(c, `Collection ${c.name} deleted.`);
   }
 
   function edit(c) {

@@ -3,7 +3,7 @@
 // made again.
 
 import { api, ApiError } from "../api.js";
-import { clear, confirmDialog, formatDate, h, toast } from "../dom.js";
+import { clear, confirmDialog, focusNear, formatDate, h, rowIndex, toast } from "../dom.js";
 
 const ROLES = [
   ["reader", "reader (search, chat, read)"],
@@ -50,7 +50,7 @@ export function keysSection(ctx) {
   const el = h(
     "section",
     { class: "admin-section", "aria-labelledby": "keys-title" },
-    h("h2", { id: "keys-title" }, "API keys"),
+    h("h2", { id: "keys-title", tabindex: "-1" }, "API keys"),
     h("label", { class: "check", for: showRevoked.id }, showRevoked, " Show revoked keys"),
     error,
     h(
@@ -114,17 +114,25 @@ export function keysSection(ctx) {
   async function revoke(key, mine) {
     const warning = mine ? " It is the key this tab is signed in with: you will be asked for another." : "";
     if (!(await confirmDialog(`Revoke the key “${key.name}”? Every client using it is refused at once.${warning}`, "Revoke"))) return;
+    const index = rowIndex(body, key.name);
     try {
       await api(`/keys/${encodeURIComponent(key.name)}`, { method: "DELETE" });
     } catch (err) {
       // Revoked meanwhile by another admin: said so, and its row goes (it stayed, to be revoked again).
       const revoked = err instanceof ApiError && err.status === 404;
       toast(revoked ? `The key “${key.name}” was already revoked, in another tab or by another admin.` : err.message, "error");
-      if (revoked) await load();
+      if (revoked) await reloadAfterRevoke(index);
       return;
     }
     toast(`Key ${key.name} revoked.`);
+    await reloadAfterRevoke(index);
+  }
+
+  // Its Revoke went (its row, or its button when revoked keys are shown): the focus goes to the next one.
+  async function reloadAfterRevoke(index) {
     await load();
+    // This tab's own key revoked: the app is back at its sign-in form, where the focus already is.
+    if (index >= 0 && el.isConnected) focusNear(body, index, 'button[aria-label^="Revoke "]', el.querySelector("#keys-title"));
   }
 
   function refreshCollections() {
