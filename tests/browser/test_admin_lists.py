@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 from playwright.async_api import Page, expect
 
-from tests.browser.conftest import Stack
+from tests.browser.conftest import Console, Stack
 from tests.browser.seed import bearer, create_key
 
 
@@ -62,3 +62,53 @@ async def test_the_focus_after_a_delete_or_a_revoke_goes_to_the_next_rows_action
     await expect(page.locator('tr[data-name="zk-a"] .badge')).to_have_text("revoked")
     await expect(page.get_by_role("button", name="Revoke bootstrap-admin")).to_be_focused()
     assert await page.evaluate("document.activeElement !== document.body")
+
+
+async def test_the_new_keys_collections_follow_what_other_admins_did_meanwhile(
+    page: Page, stack: Stack
+) -> None:
+    """The form's collection checkboxes were those of the page's load: a collection another admin deleted
+    stayed offered (a key made with it: a 404), one renamed kept its old name, one created was missing
+    until a reload. Entering the form fetches them again; a tick follows its collection renamed."""
+    async with await _admin(stack) as api:
+        for name in ("kc-old", "kc-gone"):
+            assert (await api.post("/collections", json={"name": name})).status_code == 201
+    await _open_admin(page)
+    form = page.get_by_role("form", name="New API key")
+    await form.get_by_label("Role").select_option("reader")
+    await form.get_by_label("kc-old", exact=True).check()
+    await page.get_by_role("heading", name="API keys").click()  # the focus leaves the form
+
+    async with await _admin(stack) as api:
+        assert (await api.patch("/collections/kc-old", json={"name": "kc-new"})).status_code == 200
+        assert (await api.delete("/collections/kc-gone")).status_code == 204
+        assert (await api.post("/collections", json={"name": "kc-fresh"})).status_code == 201
+    await form.get_by_label("Name").fill("kc-reader")
+    await expect(form.get_by_label("kc-gone", exact=True)).to_have_count(0)
+    await expect(form.get_by_label("kc-old", exact=True)).to_have_count(0)
+    await expect(form.get_by_label("kc-fresh", exact=True)).not_to_be_checked()
+    await expect(form.get_by_label("kc-new", exact=True)).to_be_checked()
+    await expect(form.get_by_label("Name")).to_be_focused()  # the refresh took no focus away
+    await form.get_by_role("button", name="Create key").click()
+    await expect(page.locator('tr[data-name="kc-reader"] td').nth(2)).to_have_text("kc-new")
+
+
+async def test_a_collection_deleted_while_the_key_form_is_in_use_goes_from_it(
+    page: Page, stack: Stack, page_console: Console
+) -> None:
+    """Deleted by another admin while this one is in the form: creating the key is refused (404) and the
+    form, and the list of collections above it, offer it no more, without a reload."""
+    page_console.allow("404")  # the key asked for with the deleted collection
+    async with await _admin(stack) as api:
+        assert (await api.post("/collections", json={"name": "kd-doomed"})).status_code == 201
+    await _open_admin(page)
+    form = page.get_by_role("form", name="New API key")
+    await form.get_by_label("Name").fill("kd-reader")
+    await form.get_by_label("Role").select_option("reader")
+    await form.get_by_label("kd-doomed", exact=True).check()
+    async with await _admin(stack) as api:
+        assert (await api.delete("/collections/kd-doomed")).status_code == 204
+    await form.get_by_role("button", name="Create key").click()
+    await expect(page.get_by_role("alert").filter(has_text="kd-doomed")).to_be_visible()
+    await expect(form.get_by_label("kd-doomed", exact=True)).to_have_count(0)
+    await expect(page.locator('tr[data-name="kd-doomed"]')).to_have_count(0)
