@@ -3,7 +3,8 @@
 //
 // A view module exports `mount(root, ctx, route)` and returns {update(route)?, unmount()?}:
 //   root  - the element it owns (emptied for it)
-//   ctx   - {status, statusAt, collection, can(role), collections, refreshStatus(), dropTarget} (below)
+//   ctx   - {status, statusAt, collection, can(role), collections, refreshStatus(), dropTarget} (below);
+//           `rag:collections` on window: ctx.collections was fetched again
 //   route - {view, id, query} from router.parseRoute
 // `update` is called when only the route's id/query changed; without it the view is mounted again.
 
@@ -125,6 +126,9 @@ async function loadCollections() {
   clear(collectionSelect);
   for (const c of items) collectionSelect.append(h("option", { value: c.name, selected: c.name === ctx.collection }, c.name));
   collectionSelect.disabled = items.length < 2;
+  // Views that show the collections follow (Admin's list and its new key's choices): they kept the list of
+  // their mount while another admin created, renamed or deleted some.
+  window.dispatchEvent(new CustomEvent("rag:collections"));
   return change;
 }
 

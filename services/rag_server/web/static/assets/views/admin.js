@@ -19,8 +19,13 @@ export function mount(root, ctx) {
   }
   const collections = collectionsSection(ctx);
   const keys = keysSection(ctx);
-  // A collection created, renamed or deleted changes what a new key may be limited to.
-  collections.onChange(() => keys.refreshCollections());
+  // The collections fetched again (a change here, a 404 of one gone, the key form entered): the list and
+  // what a new key may be limited to follow.
+  const follow = () => {
+    collections.draw();
+    keys.refreshCollections();
+  };
+  window.addEventListener("rag:collections", follow);
   root.append(
     h(
       "div",
@@ -32,6 +37,7 @@ export function mount(root, ctx) {
   );
   return {
     unmount() {
+      window.removeEventListener("rag:collections", follow);
       clear(root);
     },
   };

@@ -37,7 +37,6 @@ function fields(prefix, collection = null) {
 }
 
 export function collectionsSection(ctx) {
-  let changed = () => {};
   const body = h("tbody");
   const error = h("p", { class: "form-error admin-error", role: "alert" });
   const formError = h("p", { class: "form-error admin-error", role: "alert" });
@@ -78,22 +77,25 @@ export function collectionsSection(ctx) {
     formError,
   );
 
-  // The list the top bar's switcher is built from, fetched again: one request shows both.
+  // The list the top bar's switcher is built from, fetched again: one request shows both (the app's
+  // `rag:collections` draws it: admin.js).
   async function load() {
     try {
       await ctx.reloadCollections();
       error.textContent = "";
-      clear(body).append(...ctx.collections.map(row));
     } catch (err) {
       error.textContent = err.message;
     }
+  }
+
+  function draw() {
+    clear(body).append(...ctx.collections.map(row));
   }
 
   // After any change: this list, the switcher, and whoever listens (the keys' collection choices).
   async function after(message) {
     toast(message);
     await load();
-    changed();
   }
 
   // The row of `c` went: the focus goes to the Delete of the row in its place (see focusNear).
@@ -101,7 +103,6 @@ export function collectionsSection(ctx) {
     const index = rowIndex(body, c.name);
     toast(message, kind);
     await load();
-    changed();
     if (index >= 0) focusNear(body, index, 'button[aria-label^="Delete "]', el.querySelector("#collections-title"));
   }
 
@@ -207,11 +208,7 @@ export function collectionsSection(ctx) {
     await after(`Collection ${json.name} created.`);
   });
 
+  draw();
   load();
-  return {
-    el,
-    onChange(listener) {
-      changed = listener;
-    },
-  };
+  return { el, draw };
 }

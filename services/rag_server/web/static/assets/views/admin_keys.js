@@ -135,13 +135,20 @@ export function keysSection(ctx) {
     if (index >= 0 && el.isConnected) focusNear(body, index, 'button[aria-label^="Revoke "]', el.querySelector("#keys-title"));
   }
 
+  // The choices as ctx.collections says now, in place: a box is its collection's (by id), so a tick follows
+  // it renamed and one that gets focus keeps it; one deleted goes, one created comes.
   function refreshCollections() {
-    const ticked = new Set([...picks.querySelectorAll("input:checked")].map((i) => i.value));
-    clear(picks).append(
-      ...ctx.collections.map((c) =>
-        h("label", { class: "check" }, h("input", { type: "checkbox", name: "collections", value: c.name, checked: ticked.has(c.name) }), ` ${c.name}`),
-      ),
-    );
+    const shown = new Map([...picks.querySelectorAll("input")].map((input) => [input.dataset.id, input.closest("label")]));
+    const labels = ctx.collections.map((c) => {
+      const label = shown.get(c.id) ?? h("label", { class: "check" }, h("input", { type: "checkbox", name: "collections", dataset: { id: c.id } }), h("span"));
+      label.querySelector("input").value = c.name;
+      label.querySelector("span").textContent = c.name;
+      return label;
+    });
+    labels.forEach((label, i) => {
+      if (picks.children[i] !== label) picks.insertBefore(label, picks.children[i] ?? null);
+    });
+    while (picks.children.length > labels.length) picks.lastElementChild.remove();
   }
 
   function showKey(made) {
@@ -164,6 +171,11 @@ export function keysSection(ctx) {
     copy.focus();
   }
 
+  // Entering the form (from outside it): the collections again, as other admins may have changed them since
+  // (rag:collections then refreshes the choices).
+  form.addEventListener("focusin", (event) => {
+    if (!form.contains(event.relatedTarget)) ctx.reloadCollections().catch(() => {});
+  });
   role.addEventListener("change", () => {
     scope.disabled = role.value === "admin";
   });
