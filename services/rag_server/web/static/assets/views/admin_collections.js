@@ -208,7 +208,6 @@ export function collectionsSection(ctx) {
     await after(`Collection ${json.name} created.`);
   });
 
-  draw();
   load();
   return { el, draw };
 }
