@@ -23,6 +23,9 @@ const VIEWS = { chat, documents, search, status, admin };
 const VIEW_TITLES = { chat: "Chat", documents: "Documents", search: "Search", status: "Status", admin: "Admin" };
 const ROLE_RANK = { reader: 1, editor: 2, admin: 3 };
 const COLLECTION_STORAGE = "rag.collection";
+// The selected collection's id beside its name: a tab reloaded after a rename elsewhere follows it by id (by
+// its name alone it found none, and showed `default` without a word).
+const COLLECTION_ID_STORAGE = "rag.collectionId";
 
 const main = document.getElementById("main");
 const nav = document.querySelector(".mainnav");
@@ -52,8 +55,7 @@ const ctx = {
   selectCollectionOf(id) {
     const name = this.collections.find((c) => c.id === id)?.name;
     if (!name || name === this.collection) return;
-    this.collection = name;
-    sessionStorage.setItem(COLLECTION_STORAGE, name);
+    selectCollection(name);
     collectionSelect.value = name;
   },
   // The first key, made in Admin while the API was open, closed it: this tab goes on signed in with it.
@@ -102,10 +104,20 @@ function remount() {
   render();
 }
 
+// The collection this tab shows, remembered for a reload: its name, and its id (ctx.collections must hold it).
+function selectCollection(name) {
+  ctx.collection = name;
+  sessionStorage.setItem(COLLECTION_STORAGE, name);
+  const id = ctx.collections.find((c) => c.name === name)?.id;
+  if (id) sessionStorage.setItem(COLLECTION_ID_STORAGE, id);
+  else sessionStorage.removeItem(COLLECTION_ID_STORAGE);
+}
+
 async function loadCollections() {
   const { items } = await api("/collections", { query: { limit: 200 } });
-  // The selected collection renamed meanwhile (in Admin, another tab, the CLI) is followed by its id.
-  const selectedId = ctx.collections.find((c) => c.name === ctx.collection)?.id;
+  // The selected collection renamed meanwhile (in Admin, another tab, the CLI) is followed by its id: the
+  // one of the list loaded before, else (the tab's first load, after a reload) the one remembered.
+  const selectedId = ctx.collections.find((c) => c.name === ctx.collection)?.id ?? sessionStorage.getItem(COLLECTION_ID_STORAGE);
   // Uploads follow their collection renamed, selected or not (one renamed in Admin while another is
   // selected kept its uploads under the old name: unshown, and files not yet sent went there, a 404).
   for (const before of ctx.collections) {
@@ -114,15 +126,17 @@ async function loadCollections() {
   }
   ctx.collections = items;
   let change = null; // "renamed" or "gone": the selected collection changed under this tab
-  if (!items.some((c) => c.name === ctx.collection)) {
-    const same = items.find((c) => c.id === selectedId);
-    const next = (same ?? items.find((c) => c.name === "default") ?? items[0])?.name ?? "default";
+  const same = items.find((c) => c.id === selectedId);
+  if (same && same.name !== ctx.collection) {
+    change = "renamed";
+    selectCollection(same.name);
+  } else if (!items.some((c) => c.name === ctx.collection)) {
+    const next = (items.find((c) => c.name === "default") ?? items[0])?.name ?? "default";
     // Only a change of name: a key left with no collection falls back on "default" once, not again at
     // every view that fails with it.
-    if (next !== ctx.collection) change = same ? "renamed" : "gone";
-    ctx.collection = next;
-    sessionStorage.setItem(COLLECTION_STORAGE, ctx.collection);
-  }
+    if (next !== ctx.collection) change = "gone";
+    selectCollection(next);
+  } else selectCollection(ctx.collection); // its id remembered (a tab of before it was)
   clear(collectionSelect);
   for (const c of items) collectionSelect.append(h("option", { value: c.name, selected: c.name === ctx.collection }, c.name));
   collectionSelect.disabled = items.length < 2;
@@ -181,7 +195,12 @@ async function start() {
       }
     }
     await ctx.refreshStatus();
-    await loadCollections();
+    const before = ctx.collection;
+    const chosen = sessionStorage.getItem(COLLECTION_STORAGE) !== null; // not the first start's `default`
+    // Renamed or deleted elsewhere since this tab last showed it (a reload): said once, as when it happens
+    // while the tab is open. A key that cannot read `default`, at its first start, is just shown its own.
+    const change = await loadCollections();
+    if (change && chosen) sayCollectionChange(change, before);
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) {
       const hadKey = Boolean(auth.get());
@@ -220,8 +239,7 @@ function showIdentity() {
 }
 
 collectionSelect.addEventListener("change", () => {
-  ctx.collection = collectionSelect.value;
-  sessionStorage.setItem(COLLECTION_STORAGE, ctx.collection);
+  selectCollection(collectionSelect.value);
   showCollection();
 });
 // The view again, of the collection now selected. Search's document filter names a document of the
@@ -235,6 +253,16 @@ function showCollection() {
   }
   remount();
 }
+function sayCollectionChange(change, before) {
+  const showing = ctx.collections.length ? `showing “${ctx.collection}”.` : "this key reaches no other collection.";
+  toast(
+    change === "renamed"
+      ? `The collection “${before}” is now called “${ctx.collection}”.`
+      : `The collection “${before}” no longer exists (deleted, or this key may not read it): ${showing}`,
+    "error",
+  );
+}
+
 // A request named a collection that is gone. If it is the one selected (deleted or renamed elsewhere while
 // this tab was open), the tab says so and shows the collection now selected; before, every view said only
 // "no collection 'x'" and the switcher offered it until a reload.
@@ -254,13 +282,7 @@ window.addEventListener("rag:collection-missing", async () => {
   // Admin says itself what became of a collection it acted on, and lists them all: a second toast about
   // the same collection, in other words, only repeated it.
   if (!change || current?.name === "admin") return;
-  const showing = ctx.collections.length ? `showing “${ctx.collection}”.` : "this key reaches no other collection.";
-  toast(
-    change === "renamed"
-      ? `The collection “${before}” is now called “${ctx.collection}”.`
-      : `The collection “${before}” no longer exists (deleted, or this key may not read it): ${showing}`,
-    "error",
-  );
+  sayCollectionChange(change, before);
   // A dialog of the view left (Set metadata of its selection) goes with it: it stayed, modal, over the view
   // shown again, and sent to the old collection again.
   for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
