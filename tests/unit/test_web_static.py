@@ -33,6 +33,16 @@ def test_no_script_parses_strings_as_html_or_code() -> None:
         assert not found, f"{path.relative_to(STATIC_DIR)} uses {found}"
 
 
+MAX_LINES = 400  # as for a Python module: one that grows past it is split by noun (chat_messages.js)
+
+
+def test_no_module_is_over_400_lines() -> None:
+    long = {
+        str(p.relative_to(ASSETS)): n for p in scripts() if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert not long, f"over {MAX_LINES} lines (split them by noun): {long}"
+
+
 def test_the_shell_preloads_every_module_and_links_every_stylesheet() -> None:
     preloaded = set(re.findall(r'<link rel="modulepreload" href="/assets/([^"]+)">', INDEX))
     entry = set(re.findall(r'<script type="module" src="/assets/([^"]+)">', INDEX))
