@@ -1,71 +1,22 @@
-// Documents of the selected collection: the table (sort, filters, paging, all in the URL), per-row
-// download and delete, and the upload panel for editors; #/documents/<id> is document_detail.js.
+// Documents of the selected collection: the table (sort, filters, paging, all in the URL: document_query.js;
+// its rows: document_row.js), and the upload panel for editors; #/documents/<id> is document_detail.js.
 
 import { api, ApiError } from "../api.js";
-import { clear, confirmDialog, formatBytes, formatDate, h, plural, toast } from "../dom.js";
+import { clear, confirmDialog, h, plural, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
-import { deleteDocument, downloadDocument, FILE_TYPES, fill, nameParts, statusBadge, typedFilter } from "./document_common.js";
+import { deleteDocument, FILE_TYPES, fill, typedFilter } from "./document_common.js";
 import { mountDetail } from "./document_detail.js";
-import { lastPageInstead, pageOf, pager } from "./pager.js";
+import { COLUMNS, CONTAINS_MAX, isFiltered, listHref, listParams, NAME_MAX, NO_FILTERS, PAGE_SIZES, STATUSES } from "./document_query.js";
+import { documentRow } from "./document_row.js";
+import { lastPageInstead, pager } from "./pager.js";
 import { setSelectedMetadata } from "./bulk_metadata.js";
-import { METADATA_MAX, metadataFilter } from "./metadata_filter.js";
+import { metadataFilter } from "./metadata_filter.js";
 import { uploadPanel } from "./upload_panel.js";
 
-const PAGE_SIZES = [10, 25, 50, 100];
-const PAGE_SIZE = 50;
 const REFRESH_MS = 4000;
-const NAME_MAX = 255; // the API's limit (GET /documents?name=)
-const CONTAINS_MAX = 1000; // the API's limit on a text of GET /documents?text=
-const STATUSES = ["queued", "processing", "ready", "failed"];
-// Column -> the API's sort key, and the order a first click asks for (names A-Z, numbers and dates biggest
-// or newest first).
-const COLUMNS = [
-  { key: "name", label: "Name", first: "asc" },
-  { key: "type", label: "Type", first: "asc" },
-  { key: "status", label: "Status", first: "asc" },
-  { key: "chunks", label: "Chunks", first: "desc", numeric: true },
-  { key: "size", label: "Size", first: "desc", numeric: true },
-  { key: "uploaded", label: "Uploaded", first: "desc" },
-];
 // The list's query last shown, so "back to documents" from a document returns to the same page.
 let lastListQuery = "";
 
-function listParams(query) {
-  const sort = COLUMNS.some((c) => c.key === query.get("sort")) ? query.get("sort") : "uploaded";
-  const order = query.get("order") === "asc" || query.get("order") === "desc" ? query.get("order") : "desc";
-  const asked = Number.parseInt(query.get("per") || "", 10);
-  const per = PAGE_SIZES.includes(asked) ? asked : PAGE_SIZE;
-  return {
-    sort,
-    order,
-    page: pageOf(query, per),
-    per,
-    status: STATUSES.includes(query.get("status")) ? query.get("status") : "",
-    type: query.get("type") || "",
-    name: (query.get("name") || "").trim().slice(0, NAME_MAX),
-    has: (query.get("has") || "").trim().slice(0, CONTAINS_MAX),
-    meta: (query.get("meta") || "").trim().slice(0, METADATA_MAX),
-  };
-}
-
-// What "Clear filters" resets; the sort and page size stay.
-const NO_FILTERS = { status: "", type: "", name: "", has: "", meta: "", page: 1 };
-const isFiltered = (params) => Boolean(params.status || params.type || params.name || params.has || params.meta);
-
-function listHref(params, changes) {
-  const next = { ...params, ...changes };
-  const query = {};
-  if (next.sort !== "uploaded") query.sort = next.sort;
-  if (next.order !== "desc") query.order = next.order;
-  if (next.status) query.status = next.status;
-  if (next.type) query.type = next.type;
-  if (next.name) query.name = next.name;
-  if (next.has) query.has = next.has;
-  if (next.meta) query.meta = next.meta;
-  if (next.per !== PAGE_SIZE) query.per = String(next.per);
-  if (next.page > 1) query.page = String(next.page);
-  return href("documents", null, query);
-}
 const accessibleName = (el) => el.getAttribute("aria-label") || el.textContent;
 
 function select(id, label, options, onchange) {
@@ -74,57 +25,6 @@ function select(id, label, options, onchange) {
     { class: "field", for: id },
     h("span", {}, label),
     h("select", { id, onchange: (e) => onchange(e.target.value) }, options.map(([v, text]) => h("option", { value: v }, text))),
-  );
-}
-
-
-// One row; onDelete(doc) and `selection` ({has(id), toggle(doc, on)}: the row's checkbox) only for editors.
-function documentRow(doc, onDelete, selection) {
-  const actions = h(
-    "div",
-    { class: "row-actions" },
-    h("button", { type: "button", class: "quiet", "aria-label": `Download ${doc.filename}`, onclick: () => downloadDocument(doc) }, "Download"),
-    onDelete
-      ? h(
-          "button",
-          {
-            type: "button",
-            class: "quiet danger-text",
-            "aria-label": `Delete ${doc.filename}`,
-            onclick: () => onDelete(doc),
-          },
-          "Delete",
-        )
-      : null,
-  );
-  const pick = selection
-    ? h(
-        "td",
-        { class: "pick" },
-        h("input", {
-          type: "checkbox",
-          checked: selection.has(doc.id),
-          "aria-label": `Select ${doc.filename}`,
-          onchange: (e) => selection.toggle(doc, e.target.checked),
-        }),
-      )
-    : null;
-  return h(
-    "tr",
-    { dataset: { id: doc.id, status: doc.status } },
-    pick,
-    h(
-      "td",
-      { class: "name-cell" },
-      h("a", { href: href("documents", doc.id), title: `${doc.filename}: details and chunks` }, ...nameParts(doc.filename)),
-      doc.status === "failed" && doc.error ? h("p", { class: "row-error" }, doc.error) : null,
-    ),
-    h("td", {}, h("span", { class: "type" }, doc.file_type.toUpperCase())),
-    h("td", {}, statusBadge(doc.status)),
-    h("td", { class: "num" }, String(doc.chunk_count)),
-    h("td", { class: "num" }, formatBytes(doc.size_bytes)),
-    h("td", { class: "nowrap" }, h("time", { datetime: doc.created_at }, formatDate(doc.created_at))),
-    h("td", {}, actions),
   );
 }
 

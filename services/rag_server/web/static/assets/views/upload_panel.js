@@ -4,7 +4,8 @@
 import { clear, formatBytes, h, announce } from "../dom.js";
 import { href } from "../router.js";
 import { nameParts } from "./document_common.js";
-import { FINAL, filesFromDrop, filesFromInput, tracker, uploadLimits } from "../upload.js";
+import { FINAL, tracker, uploadLimits } from "../upload.js";
+import { filesFromDrop, filesFromInput } from "../upload_files.js";
 
 const BADGE = {
   waiting: ["", "waiting"],
