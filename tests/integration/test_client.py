@@ -30,6 +30,8 @@ def test_the_client_uploads_checks_polls_and_searches(live_app_url: str, tmp_pat
         with pytest.raises(ClientError, match="answered 404 to POST /search: no collection 'nope'") as err:
             client.search("zebrafish", collections=["nope"])
         assert err.value.status == 404
+        # The API's stable code, for a caller to branch on rather than the sentence.
+        assert err.value.code == "collection_not_found"
 
 
 def test_the_client_lists_and_deletes_documents(live_app_url: str, tmp_path: Path) -> None:
