@@ -9,11 +9,23 @@ import httpx
 
 
 class ClientError(Exception):
-    """A request that failed; the message is one sentence that says what happened and what to do."""
+    """A request that failed; the message is one sentence that says what happened and what to do.
+    `code`: the API's stable name of the case when it gives one (`collection_not_found`): branch on it,
+    not on the sentence."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
+
+
+def _code(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _detail(response: httpx.Response) -> str:
@@ -47,7 +59,7 @@ def failure(response: httpx.Response) -> ClientError:
         message = f"the API key may not do {where}: {detail}"
     else:
         message = f"the server answered {status} to {where}: {detail}"
-    return ClientError(message, status)
+    return ClientError(message, status, _code(response))
 
 
 def unreachable(base_url: str, exc: httpx.TransportError) -> ClientError:
