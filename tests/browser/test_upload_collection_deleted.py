@@ -131,3 +131,41 @@ async def test_uploads_follow_a_collection_renamed_in_admin_while_another_is_sel
     finally:
         stack.worker = start_worker(stack.env, tmp_path / "worker.log")
     await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
+
+
+async def test_uploads_follow_their_collection_renamed_before_a_reload(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    """The tab follows its collection renamed elsewhere across a reload (by its id,
+    test_collection_followed.py); its uploads waiting in the queue were kept under the old name, so the
+    panel of the new name said nothing of them and stopped following them."""
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
+        created = await api.post("/collections", json={"name": "relay"})
+        assert created.status_code == 201, created.text
+    await page.reload()
+    await page.get_by_role("navigation", name="Main").wait_for()
+    assert stack.worker.stop() == 0  # the file stays queued across the reload
+    try:
+        await page.get_by_label("Collection").select_option(label="relay")
+        await page.get_by_role("link", name="Documents").click()
+        await page.get_by_role("button", name="Upload", exact=True).click()
+        path = tmp_path / "baton.txt"
+        path.write_bytes(b"A file whose collection is renamed before the tab is reloaded. " * 30)
+        await page.get_by_label("Files to upload").set_input_files([path])
+        row = page.locator(".upload-row", has=page.locator(".name", has_text="baton.txt"))
+        await expect(row).to_have_attribute("data-status", "queued")
+
+        async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
+            renamed = await api.patch(f"/collections/{created.json()['id']}", json={"name": "relayed"})
+            assert renamed.status_code == 200, renamed.text
+        await page.reload()
+        await expect(page.get_by_label("Collection")).to_have_value("relayed")
+        button = page.get_by_role("button", name="Upload", exact=True)
+        await expect(button).to_be_visible()
+        if await button.get_attribute("aria-expanded") == "false":
+            await button.click()
+        await expect(page.get_by_role("heading", name="Upload to relayed")).to_be_visible()
+        await expect(row).to_have_attribute("data-status", "queued")
+    finally:
+        stack.worker = start_worker(stack.env, tmp_path / "worker.log")
+    await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
