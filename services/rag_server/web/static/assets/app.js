@@ -129,6 +129,7 @@ async function loadCollections() {
   const same = items.find((c) => c.id === selectedId);
   if (same && same.name !== ctx.collection) {
     change = "renamed";
+    renameTracker(ctx.collection, same.name); // after a reload, the loop above knew no name before
     selectCollection(same.name);
   } else if (!items.some((c) => c.name === ctx.collection)) {
     const next = (items.find((c) => c.name === "default") ?? items[0])?.name ?? "default";

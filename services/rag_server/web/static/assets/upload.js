@@ -1,6 +1,5 @@
-// Uploads, without any DOM: files (picked, or dropped with their folders) -> SHA-256 in the browser ->
-// /documents/check-duplicates -> POST /upload in batches the server accepts -> /tasks/{batch}/status polled
-// until each batch is done.
+// Uploads, without any DOM: files (upload_files.js: picked or dropped, hashed) -> /documents/check-duplicates
+// -> POST /upload in batches the server accepts -> /tasks/{batch}/status polled until each batch is done.
 //
 // One Tracker per collection lives as long as the tab: a view subscribes to it while shown. Polling runs
 // only while someone watches; the active batch ids are kept in sessionStorage, so after a reload, or after
@@ -371,7 +370,16 @@ export function tracker(collection) {
 // sent yet, follow the new name (they stayed under the old one, unshown, and were sent to it: 404).
 export function renameTracker(from, to) {
   const moving = trackers.get(from);
-  if (!moving || trackers.has(to)) return;
+  if (!moving) {
+    // None shown since a reload: its batches, kept under the old name, resume under the new one.
+    const stored = sessionStorage.getItem(storageKey(from));
+    if (stored && !sessionStorage.getItem(storageKey(to))) {
+      sessionStorage.setItem(storageKey(to), stored);
+      sessionStorage.removeItem(storageKey(from));
+    }
+    return;
+  }
+  if (trackers.has(to)) return;
   const ids = moving.batchIds;
   moving.batchIds = [];
   trackers.delete(from);
