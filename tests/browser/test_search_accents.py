@@ -7,6 +7,7 @@ out (text.canonical), and marks "financial" in a hit and in the document's "Find
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Any
 
@@ -129,3 +130,27 @@ async def test_the_stemmer_decides_what_is_marked(page: Page, stack: Stack) -> N
     hits = await bm25_hits_alone(page, stack, "leave", text, "vacation state")
     await expect(hits).to_have_count(1)
     await expect(hits.first.locator(".hit-text mark")).to_have_text(["vacations", "state"])
+
+
+HIGHLIGHT_PROBE = """
+async ([text, spans, limit]) => {
+  const { highlighted } = await import('/assets/views/highlight.js');
+  const box = document.createElement('p');
+  box.append(...highlighted(text, spans, limit));
+  return { text: box.textContent, marks: [...box.querySelectorAll('mark')].map((m) => m.textContent) };
+}
+"""
+
+
+async def test_an_excerpt_cut_keeps_a_character_outside_the_bmp_whole(page: Page) -> None:
+    """The Search view cuts a hit's text at 700 UTF-16 units: an emoji (two units) across the cut was cut
+    in half, its lone first half shown as a replacement glyph, and a mark ending in it too."""
+    text = "a" * 699 + "\U0001f600" + "b" * 10
+    shown = await page.evaluate(HIGHLIGHT_PROBE, [text, [], 700])
+    assert shown["text"] in ("a" * 699 + "…", "a" * 699 + "\U0001f600…"), shown["text"][-5:]
+    # A marked word across the cut: its shown part is marked, whole characters only.
+    text = "a " * 347 + "xy\U0001f600\U0001f600z tail"
+    start = len("a " * 347)
+    shown = await page.evaluate(HIGHLIGHT_PROBE, [text, [[start, start + 5]], 700])
+    assert shown["marks"] in (["xy"], ["xy\U0001f600"]), shown["marks"]
+    assert not re.search("[\ud800-\udfff]", shown["text"]), shown["text"][-8:]
