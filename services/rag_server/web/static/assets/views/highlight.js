@@ -4,14 +4,21 @@
 
 import { h } from "../dom.js";
 
-// `text` cut to `limit` UTF-16 units (then `…`), with each span of `spans` inside it marked: text nodes
-// and <mark> elements only, never markup from a string.
+// `text` cut to `limit` UTF-16 units (then `…`), never inside a character, with each span of `spans`
+// inside it marked: text nodes and <mark> elements only, never markup from a string.
 export function highlighted(text, spans, limit = Infinity) {
-  const shown = text.length > limit ? text.slice(0, limit).trimEnd() : text;
-  const parts = [];
   // Code points to UTF-16 offsets: an emoji or a rare CJK character is one code point and two units.
   const units = [0];
   for (const ch of text) units.push(units[units.length - 1] + ch.length);
+  // The cut at the last character's end within `limit`: slice(0, limit) could keep half of an emoji.
+  let cut = text.length;
+  if (text.length > limit) {
+    let fits = 0;
+    while (fits + 1 < units.length && units[fits + 1] <= limit) fits += 1;
+    cut = units[fits];
+  }
+  const shown = cut < text.length ? text.slice(0, cut).trimEnd() : text;
+  const parts = [];
   let last = 0;
   for (const [from, to] of spans || []) {
     const start = units[from];
