@@ -108,6 +108,20 @@ async def test_http_tools_search_and_cite(live_app_url: str, docs: Docs) -> None
         assert data(kept)["results"][0]["document_name"] == "zebrafish.txt"
 
 
+async def test_http_search_marks_the_matched_words_when_asked(live_app_url: str, docs: Docs) -> None:
+    # POST /search's `highlight`: where each hit's text holds a word the query matched, as BM25 reads it.
+    async with mcp_http(live_app_url) as client:
+        asked = {"query": "herons striking", "mode": "hybrid", "top_k": 1, "highlight": True}
+        (hit,) = data(await client.call_tool("search", asked))["results"]
+        assert hit["document_name"] == "herons.txt"
+        marked = {hit["text"][start:end] for start, end in hit["highlights"]}
+        assert marked == {"heron", "striking"}
+        (plain,) = data(await client.call_tool("search", {**asked, "highlight": False}))["results"]
+        assert plain.get("highlights") is None
+        refused = await client.call_tool("search", {**asked, "highlight": "yes"})
+        assert refused.is_error
+
+
 @pytest.mark.parametrize(("mode", "version"), [("legacy", "2025-11-25"), ("2026-07-28", "2026-07-28")])
 async def test_http_serves_handshake_era_and_modern_clients(
     live_app_url: str, docs: Docs, mode: str, version: str
