@@ -20,7 +20,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp_types import CallToolResult, InputRequiredResult
 from mcp_types import Tool as MCPTool
-from pydantic import Field, ValidationError
+from pydantic import Field, StrictBool, ValidationError
 
 from rag_server import __version__
 from rag_server.access import keys
@@ -214,13 +214,22 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
             MinSimilarity | None,
             Field(description=f"{MIN_SIMILARITY_RULE} No hit then means nothing in the documents matches."),
         ] = None,
+        highlight: Annotated[
+            StrictBool,
+            Field(
+                description="Each hit's `highlights`: the [start, end) code-point offsets in its text of "
+                "the words the query matched, as BM25 reads words."
+            ),
+        ] = False,
     ) -> tools.SearchResult:
         svc = services()
         runtime = svc.runtime
         return await _read(
             ctx,
             svc,
-            lambda: tools.search_chunks(runtime, query, mode, top_k, collection, filters, min_similarity),
+            lambda: tools.search_chunks(
+                runtime, query, mode, top_k, collection, filters, min_similarity, highlight=highlight
+            ),
             SEARCH_ARGUMENTS,
         )
 

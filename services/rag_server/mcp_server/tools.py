@@ -111,6 +111,8 @@ async def search_chunks(
     collection: str | None = None,
     filters: SearchFilters | None = None,
     min_similarity: float | None = None,
+    *,
+    highlight: bool = False,
 ) -> SearchResult:
     request = SearchRequest(
         query=query,
@@ -119,6 +121,7 @@ async def search_chunks(
         filters=filters,
         collections=_collections(collection),
         min_similarity=min_similarity,
+        highlight=highlight,
     )
     response = await search(runtime, request, pool=runtime.read_pool())
     return SearchResult(query=response.query, mode=response.search_type, results=response.results)
