@@ -88,6 +88,26 @@ async def test_take_over_updates_from_the_new_store_which_then_syncs(
         await run(runtime, ours, "moved")
 
 
+async def test_a_store_rebuilt_from_scratch_takes_over_its_unchanged_documents_too(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """A Chroma directory deleted and written again (a pipeline rebuilding its store) is another store to
+    the import: --take-over once, and its later runs sync. A document it holds unchanged kept the old
+    store's name, so every later run without --take-over was refused again."""
+    ours = tmp_path / "ours"
+    write_chroma(ours, [("1", OURS, {"source": "guide.md"}), ("2", THEIRS, {"source": "other.md"})], seed=1)
+    await run(runtime, ours, "rebuilt")
+    rebuilt = tmp_path / "rebuilt"
+    changed = OURS + " Ask IT for a licence first."
+    write_chroma(rebuilt, [("1", changed, {"source": "guide.md"}), ("2", THEIRS, {"source": "other.md"})])
+    with pytest.raises(PortingError, match="2 of the 2 documents"):
+        await run(runtime, rebuilt, "rebuilt")
+    taken = await run(runtime, rebuilt, "rebuilt", take_over=True)
+    assert (taken.updated, taken.unchanged) == (1, 1)
+    again = await run(runtime, rebuilt, "rebuilt")
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 2)
+
+
 async def test_the_same_store_run_again_syncs_its_changes(runtime: Runtime, tmp_path: Path) -> None:
     ours, _ = two_stores(tmp_path)
     await run(runtime, ours, "synced")
