@@ -11,7 +11,7 @@ from rag_server.infra.runtime import Runtime
 from rag_server.porting.cleaning import printable
 from rag_server.porting.grouping import GroupPlan, build_document, has_text
 from rag_server.porting.models import ImportCounts, ImportDocument, PortingError, SourceRecord, VectorPlan
-from rag_server.porting.store import imported_elsewhere
+from rag_server.porting.store import claim_documents, imported_elsewhere
 from rag_server.porting.writer import document_id, merge, write_documents
 
 # Records fetched, embedded and written per transaction: bounded memory, a few seconds of work each.
@@ -50,8 +50,13 @@ async def import_source(
     plan = GroupPlan()
     async for record_id, metadata in source.scan():
         plan.add(record_id, metadata, group_by)
-    if source.identity is not None and not take_over:
-        await _refuse_other_stores(runtime, source, collection_id, [key for key, _ in plan.groups()])
+    if source.identity is not None:
+        doc_ids = [document_id(collection_id, source.origin, key) for key, _ in plan.groups()]
+        if take_over:
+            # All of them, the ones it leaves unchanged too: else its next run is refused for those.
+            await claim_documents(runtime.pool, doc_ids, source.identity, taking_over=True)
+        else:
+            await _refuse_other_stores(runtime, source, doc_ids)
     total = ImportCounts()
     bar = progress_bar("import", plan.records, quiet=quiet)
     batch: list[tuple[str, list[str]]] = []
@@ -97,13 +102,10 @@ async def import_source(
     return total
 
 
-async def _refuse_other_stores(
-    runtime: Runtime, source: Source, collection_id: UUID, keys: list[str]
-) -> None:
-    """A PortingError, before anything is written, when documents this import would update came from
-    another store: the same keys of another Chroma directory's collection of the same name."""
+async def _refuse_other_stores(runtime: Runtime, source: Source, ids: list[UUID]) -> None:
+    """A PortingError, before anything is written, when documents this import would update (`ids`) came
+    from another store: the same keys of another Chroma directory's collection of the same name."""
     assert source.identity is not None
-    ids = [document_id(collection_id, source.origin, key) for key in keys]
     elsewhere = await imported_elsewhere(runtime.pool, ids, source.identity)
     if not elsewhere:
         return

@@ -124,12 +124,19 @@ async def imported_elsewhere(conn: Executor, ids: Sequence[UUID], source: str) -
     return {r["import_source"]: r["n"] for r in rows}
 
 
-async def claim_documents(conn: Executor, ids: Sequence[UUID], source: str) -> None:
-    """Record `source` as the store of the documents `ids` imported before migration 0029 (NULL)."""
+async def claim_documents(
+    conn: Executor, ids: Sequence[UUID], source: str, *, taking_over: bool = False
+) -> None:
+    """Record `source` as the store of the documents `ids` imported before migration 0029 (NULL), or, when
+    `taking_over` (`--take-over`), of every one of them another store wrote."""
     await conn.execute(
-        "UPDATE documents SET import_source = $2 WHERE id = ANY($1::uuid[]) AND import_source IS NULL",
+        """
+        UPDATE documents SET import_source = $2
+        WHERE id = ANY($1::uuid[]) AND (import_source IS NULL OR ($3 AND import_source <> $2))
+        """,
         list(ids),
         source,
+        taking_over,
     )
 
 
