@@ -428,3 +428,11 @@ def test_a_heading_without_a_marker_is_not_quoted_as_part_of_a_sentence() -> Non
     )
     # Without its heading path, a line is a wrapped line of the paragraph (plain text wraps so).
     assert key_sentences("Install\nRun it on Linux.", {"linux"}) == "Install Run it on Linux."
+
+
+@pytest.mark.parametrize("context", range(4080, 4100, 4))
+def test_instructions_cut_inside_a_character_keep_no_half_of_it(context: int) -> None:
+    # A Chinese character or an emoji is several tokens: a cut between them sent the LLM a U+FFFD.
+    cut = fitting_instructions("请用中文回答，并且简洁。\U0001f600" * 400, context)
+    assert "\ufffd" not in cut
+    assert count_tokens(cut) <= context // 4 and cut
