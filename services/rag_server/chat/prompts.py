@@ -52,7 +52,10 @@ def fitting_instructions(instructions: str, context_tokens: int | None) -> str:
         return instructions
     tokens = encoding().encode(instructions, allowed_special="all")
     limit = context_tokens // INSTRUCTIONS_SHARE
-    return instructions if len(tokens) <= limit else encoding().decode(tokens[:limit])
+    if len(tokens) <= limit:
+        return instructions
+    # A character of several tokens (CJK, an emoji) cut in two: its bytes left out, not a U+FFFD.
+    return encoding().decode_bytes(tokens[:limit]).decode("utf-8", errors="ignore")
 
 
 def format_sources(hits: Sequence[SearchHit]) -> str:
