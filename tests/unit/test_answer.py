@@ -298,6 +298,11 @@ def test_a_callers_instructions_sit_between_the_rules_and_the_sources_and_take_a
     assert count_tokens(fitting_instructions(long, 1024)) == 256
     assert fitting_instructions("Be brief.", 1024) == "Be brief."
     assert fitting_instructions(long, None) == long
+    # Megabytes of system messages are cut by characters before they are counted (the event loop waits).
+    huge = "Be precise about every number and name you quote. " * 100_000
+    assert count_tokens(fitting_instructions(huge, 1024)) == 256
+    few_long_tokens = fitting_instructions(" " * 100_000, 1024)  # whatever a token's length, the cut holds
+    assert count_tokens(few_long_tokens) <= 256 and len(few_long_tokens) <= 256 * 16
     assert fitting_sources([hit("word " * 300)] * 3, "q", 1024, fitting_instructions(long, 1024)) == 1
 
 
