@@ -185,6 +185,16 @@ def test_the_sentence_answering_a_question_not_in_english_is_quoted(
     assert key_sentences(text, topic_terms(question), max_sentences=1) == quoted
 
 
+def test_a_number_after_a_hyphen_is_a_word_of_its_own_as_bm25_reads_it() -> None:
+    # BM25 finds "2024" in "FY-2024" and "19" in "COVID-19" (migration 0028); the extractive answer read
+    # "fy-2024" as one word, so the sentence BM25 found by the year was not the one quoted.
+    text = "The FY-2023 budget was flat. The FY-2024 budget grew by a tenth."
+    assert key_sentences(text, topic_terms("What was the 2024 budget?"), max_sentences=1) == (
+        "The FY-2024 budget grew by a tenth."
+    )
+    assert topic_terms("COVID-19 and state-of-the-art") == {"covid", "19", "state-of-the-art"}
+
+
 def test_english_apostrophes_read_as_before_any_script_was() -> None:
     # A typographic apostrophe (Word, PDF, phones) is an apostrophe: "employee’s" meets "employees".
     text = "Contractors are paid weekly. Each employee’s salary is paid monthly."
