@@ -49,9 +49,10 @@ _STOPWORDS = frozenset(
 # A word: letters and digits of any script ([^\W_]), with the combining marks some texts spell accents
 # and vowel points with (decomposed Latin, Hebrew niqqud, Arabic harakat; not alphanumeric to `re`), and
 # an apostrophe or hyphen inside it. Only ASCII letters counted before: "Kühlschrank" was "k" and
-# "hlschrank", a Hebrew or Arabic question had no word at all.
+# "hlschrank", a Hebrew or Arabic question had no word at all. A hyphen before a digit ends the word, as
+# BM25 reads it (migration 0028): "FY-2024" is "fy" and "2024".
 _LETTER = r"[^\W_][\u0300-\u036f\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0670]*"
-_WORD = re.compile(rf"(?:{_LETTER})+(?:['’-](?:{_LETTER})+)*")
+_WORD = re.compile(rf"(?:{_LETTER})+(?:(?:['’]|-(?!\d))(?:{_LETTER})+)*")
 # Chinese and Japanese end a sentence with 。！？ and no space after it; Arabic asks with ؟, Hindi ends
 # with ।.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？؟।])\s*")
