@@ -42,6 +42,9 @@ FILES = {
     "n5.txt": "Images are served by the mirror downloads.fabrikam.net today.",
     "n6.txt": "Prices rose 10.5% in the third quarter; release v2.3.1 fixed the totals.",
     "n7.txt": "Keep the samples at -20 degrees.",
+    # HTML quoted in a document: PostgreSQL's parser skips a script's or style's content up to its closing
+    # tag, so `</script>` must stay whole (split at its `/`, every word after it was lost: QA).
+    "n8.html.txt": "Embed <script>track()</script> then the zebrafish widget, <style>p{}</style> styled.",
 }
 FOUND_IN = {
     # A number after a hyphen that follows a letter or digit.
@@ -69,6 +72,9 @@ FOUND_IN = {
     "10.5%": "n6.txt",
     "v2.3.1": "n6.txt",
     "-20": "n7.txt",
+    # The words after a quoted script or style.
+    "zebrafish widget": "n8.html.txt",
+    "styled": "n8.html.txt",
 }
 # Written whole, their text first (their `com`, `log` are in others too).
 FIRST_FOR = {
