@@ -76,11 +76,12 @@ def fold(text: str) -> str:
 # A longer text is only composed (migration 0025's bound: its pairs could pass a tsvector's 1 MB).
 SPLIT_MAX_CHARS = 20000
 
-# Migration 0028: a hyphen after a letter or digit before a digit (not a lone minus sign), every / and @,
+# Migration 0028: a hyphen after a letter or digit before a digit (not a lone minus sign), every / (not a
+# closing tag's `</`) and @,
 # a dot with a letter on one side and a letter or digit on the other (not between two digits: 10.5, v2.3.1).
 _LETTER, _ALNUM = r"[^\W\d_]", r"[^\W_]"
 _SEPARATOR = re.compile(
-    rf"(?<={_ALNUM})-(?=[0-9])|[/@]|(?<={_LETTER})\.(?={_ALNUM})|(?<=[0-9])\.(?={_LETTER})"
+    rf"(?<={_ALNUM})-(?=[0-9])|(?<!<)/|@|(?<={_LETTER})\.(?={_ALNUM})|(?<=[0-9])\.(?={_LETTER})"
 )
 
 

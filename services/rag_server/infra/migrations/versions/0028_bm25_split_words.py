@@ -16,7 +16,9 @@ composing, folding and the CJK split, turns into a space:
   a bracket, another hyphen, the text's start) is a minus sign and stays: `-5` and `(-5)` keep the signed
   number `-5`, found by `-5`, not by `5` (ParadeDB finds it by `5`: it drops every sign). A CJK character
   before it is spaced out first (0025), so `年-5` keeps `-5` too;
-- every `/` and `@`: `and/or` -> `and or`, `12/05/2024` -> `12 05 2024`;
+- every `/` and `@`: `and/or` -> `and or`, `12/05/2024` -> `12 05 2024`; but not the `/` of `</`, a
+  closing tag: PostgreSQL's parser skips what `<script>` or `<style>` holds up to its closing tag, and
+  without one it skipped every word after it (a document quoting HTML);
 - a `.` between two letters, a letter and a digit, or a digit and a letter: `docs.example.com` -> `docs
   example com`, `e.g.` -> `e g.`, `Fig.3` -> `Fig 3`. A `.` between two digits stays, so decimal and
   version numbers stay one word: `10.5`, `3.14`, `v2.3.1` (a query `10` does not find `10.5%`, as before;
@@ -71,9 +73,11 @@ branch_labels = None
 depends_on = None
 
 # What becomes a space, each alternative a single character with its neighbours only looked at: a hyphen
-# after a letter or digit and before a digit; / and @; a dot between letters and digits, not two digits.
+# after a letter or digit and before a digit; / (not a closing tag's: PostgreSQL's parser skips a script's
+# or style's content up to `</script>`, and everything after a broken one) and @; a dot between letters
+# and digits, not two digits.
 SPLIT = (
-    "(?<=[[:alnum:]])-(?=[0-9])|[/@]"
+    "(?<=[[:alnum:]])-(?=[0-9])|(?<!<)/|@"
     "|(?<=[[:alpha:]])[.](?=[[:alnum:]])|(?<=[0-9])[.](?=[[:alpha:]])"
 )  # fmt: skip
 # Combining Diacritical Marks, as characters (0027's MARKS).
