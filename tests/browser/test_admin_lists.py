@@ -112,3 +112,22 @@ async def test_a_collection_deleted_while_the_key_form_is_in_use_goes_from_it(
     await expect(page.get_by_role("alert").filter(has_text="kd-doomed")).to_be_visible()
     await expect(form.get_by_label("kd-doomed", exact=True)).to_have_count(0)
     await expect(page.locator('tr[data-name="kd-doomed"]')).to_have_count(0)
+
+
+async def test_a_collection_renamed_while_the_key_form_is_in_use_is_the_keys_under_its_new_name(
+    page: Page, stack: Stack
+) -> None:
+    """Ticked, then renamed by another admin while the focus stays in the form (no refetch): the form sent
+    the tick's old name, so creating the key was refused, "no collection 'kr-old'". A tick is its
+    collection's, by id: the key is made for the collection, whatever it is called now."""
+    async with await _admin(stack) as api:
+        assert (await api.post("/collections", json={"name": "kr-old"})).status_code == 201
+    await _open_admin(page)
+    form = page.get_by_role("form", name="New API key")
+    await form.get_by_label("Name").fill("kr-reader")
+    await form.get_by_label("Role").select_option("reader")
+    await form.get_by_label("kr-old", exact=True).check()
+    async with await _admin(stack) as api:
+        assert (await api.patch("/collections/kr-old", json={"name": "kr-new"})).status_code == 200
+    await form.get_by_role("button", name="Create key").click()
+    await expect(page.locator('tr[data-name="kr-reader"] td').nth(2)).to_have_text("kr-new")
