@@ -2,7 +2,7 @@
 // new key (shown once, with Copy) and revoke. Only a hash of each key is stored: a lost key is revoked and
 // made again.
 
-import { api, ApiError } from "../api.js";
+import { api, ApiError, COLLECTION_NOT_FOUND } from "../api.js";
 import { clear, confirmDialog, focusNear, formatDate, h, rowIndex, toast } from "../dom.js";
 
 const ROLES = [
@@ -183,13 +183,20 @@ export function keysSection(ctx) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const json = { name: name.value.trim(), role: role.value };
-    const ticked = [...picks.querySelectorAll("input:checked")].map((i) => i.value);
-    if (ticked.length && role.value !== "admin") json.collections = ticked;
+    // By id: a tick is its collection's, renamed meanwhile by another admin too (its name: a 404).
+    const ticked = [...picks.querySelectorAll("input:checked")].map((i) => ({ id: i.dataset.id, name: i.value }));
+    if (ticked.length && role.value !== "admin") json.collections = ticked.map((t) => t.id);
     let made;
     try {
       made = await api("/keys", { method: "POST", json });
     } catch (err) {
       formError.textContent = err.message;
+      // Deleted meanwhile: named (the server's sentence names the id), its box gone with the list fetched again.
+      if (err instanceof ApiError && err.code === COLLECTION_NOT_FOUND) {
+        await ctx.reloadCollections().catch(() => {});
+        const gone = ticked.filter((t) => !ctx.collections.some((c) => c.id === t.id)).map((t) => `“${t.name}”`);
+        if (gone.length) formError.textContent = `Deleted meanwhile, by another admin: ${gone.join(", ")}. Choose again.`;
+      }
       return;
     }
     formError.textContent = "";
