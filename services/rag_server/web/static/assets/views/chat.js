@@ -27,6 +27,7 @@ const DRAFT_KEY = "rag.chatDraft";
 // The question being answered when the page was left. The server stores an answer that was complete
 // before it saw the client go (an extractive one is at once): then the question is not put back.
 const PENDING_KEY = "rag.chatPending";
+const PENDING_NEW_KEY = "rag.chatPendingNew"; // set: the pending question's chat is new (stored once answered)
 
 export function mount(root, ctx, route) {
   // sessionId: the session the next question goes to (null: a new chat); routeId: the id in the URL.
@@ -214,6 +215,8 @@ export function mount(root, ctx, route) {
     else sessionStorage.removeItem(DRAFT_KEY);
     if (state.stream) sessionStorage.setItem(PENDING_KEY, state.stream.question);
     else sessionStorage.removeItem(PENDING_KEY);
+    if (state.stream?.createdSession) sessionStorage.setItem(PENDING_NEW_KEY, "1");
+    else sessionStorage.removeItem(PENDING_NEW_KEY);
   }
 
   // A question put back in the box that the chat's stored history answers after all (left or stopped
@@ -262,6 +265,15 @@ export function mount(root, ctx, route) {
       if (limit) navigate(chatHref(id, limit), { replace: true });
     } catch (err) {
       if (load !== state.loads) return;
+      // A new chat reloaded before its first answer: the server stored nothing, not even the id its sources
+      // named. A new chat again, the question back in the box (the draft kept for a reload), and why.
+      if (err instanceof ApiError && err.status === 404 && leftPending && pendingNew) {
+        leftPending = null;
+        loadSession(null);
+        navigate(chatHref(null, state.doc?.id), { replace: true });
+        formError.textContent = "The page was reloaded before its answer came, so this chat was not stored. Your question is back in the message box: send it again.";
+        return;
+      }
       // A question asked here starts a new chat.
       state.session = null;
       state.sessionId = null;
@@ -355,7 +367,9 @@ export function mount(root, ctx, route) {
   // --- life cycle ----------------------------------------------------------------------------------
   textarea.value = sessionStorage.getItem(DRAFT_KEY) || "";
   leftPending = sessionStorage.getItem(PENDING_KEY);
+  const pendingNew = sessionStorage.getItem(PENDING_NEW_KEY) !== null; // leftPending began a new chat
   sessionStorage.removeItem(PENDING_KEY);
+  sessionStorage.removeItem(PENDING_NEW_KEY);
   autosize();
   sidebar.refresh();
   loadSession(route.id);
