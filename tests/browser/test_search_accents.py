@@ -154,3 +154,13 @@ async def test_an_excerpt_cut_keeps_a_character_outside_the_bmp_whole(page: Page
     shown = await page.evaluate(HIGHLIGHT_PROBE, [text, [[start, start + 5]], 700])
     assert shown["marks"] == ["xyz\U0001f600"], shown["marks"]
     assert not re.search("[\ud800-\udfff]", shown["text"]), shown["text"][-8:]
+
+
+async def test_an_excerpt_cut_keeps_a_flag_or_a_vowel_sign_with_its_character(page: Page) -> None:
+    """Cut at whole code points, a flag (two regional indicators) across the cut kept its first half (a
+    lone letter in a box), a skin tone was dropped from its hand, and a Devanagari vowel sign cut from its
+    consonant was shown on a dotted circle: the cut is at the last whole grapheme within 700 units."""
+    for cluster in ("\U0001f1eb\U0001f1f7", "\U0001f44d\U0001f3fd", "\u0915\u093f"):
+        before = "a" * (700 - len(cluster.encode("utf-16-le")) // 2 + 1)  # the cluster ends one unit past 700
+        shown = await page.evaluate(HIGHLIGHT_PROBE, [before + cluster + " b", [], 700])
+        assert shown["text"] == before + "…", ascii(shown["text"][-4:])
