@@ -4,8 +4,17 @@
 
 import { h } from "../dom.js";
 
-// `text` cut to `limit` UTF-16 units (then `…`), never inside a character, with each span of `spans`
-// inside it marked: text nodes and <mark> elements only, never markup from a string.
+const graphemes = typeof Intl.Segmenter === "function" ? new Intl.Segmenter(undefined, { granularity: "grapheme" }) : null;
+
+// `at`, or the start of the character as a reader sees it (a grapheme) that `at` falls inside: a flag is two
+// code points, a hand and its skin tone too, a Devanagari consonant and its vowel sign.
+function graphemeStart(text, at) {
+  const segment = graphemes?.segment(text).containing(at);
+  return segment && segment.index < at ? segment.index : at;
+}
+
+// `text` cut to `limit` UTF-16 units (then `…`), never inside a character (a grapheme), with each span of
+// `spans` inside it marked: text nodes and <mark> elements only, never markup from a string.
 export function highlighted(text, spans, limit = Infinity) {
   // Code points to UTF-16 offsets: an emoji or a rare CJK character is one code point and two units.
   const units = [0];
@@ -15,7 +24,7 @@ export function highlighted(text, spans, limit = Infinity) {
   if (text.length > limit) {
     let fits = 0;
     while (fits + 1 < units.length && units[fits + 1] <= limit) fits += 1;
-    cut = units[fits];
+    cut = graphemeStart(text, units[fits]);
   }
   const shown = cut < text.length ? text.slice(0, cut).trimEnd() : text;
   const parts = [];
