@@ -131,3 +131,24 @@ async def test_a_collection_renamed_while_the_key_form_is_in_use_is_the_keys_und
         assert (await api.patch("/collections/kr-old", json={"name": "kr-new"})).status_code == 200
     await form.get_by_role("button", name="Create key").click()
     await expect(page.locator('tr[data-name="kr-reader"] td').nth(2)).to_have_text("kr-new")
+
+
+async def test_a_tick_given_as_the_key_form_is_entered_keeps_its_focus_while_the_choices_follow(
+    page: Page, stack: Stack
+) -> None:
+    """Entering the form fetches the collections again; a box after one deleted meanwhile was moved up in
+    the DOM to fill its place, and moving the focused box took the focus away (to the page's body): the
+    keyboard user who ticked it entered the form from the top again."""
+    async with await _admin(stack) as api:
+        for name in ("kt-a", "kt-b", "kt-c"):
+            assert (await api.post("/collections", json={"name": name})).status_code == 201
+    await _open_admin(page)
+    form = page.get_by_role("form", name="New API key")
+    await form.get_by_label("Role").select_option("reader")
+    await page.get_by_role("heading", name="API keys").click()  # the focus leaves the form
+    async with await _admin(stack) as api:
+        assert (await api.delete("/collections/kt-b")).status_code == 204
+    await form.get_by_label("kt-c", exact=True).check()  # enters the form: the choices are fetched
+    await expect(form.get_by_label("kt-b", exact=True)).to_have_count(0)
+    await expect(form.get_by_label("kt-c", exact=True)).to_be_checked()
+    await expect(form.get_by_label("kt-c", exact=True)).to_be_focused()
