@@ -136,9 +136,13 @@ export function keysSection(ctx) {
   }
 
   // The choices as ctx.collections says now, in place: a box is its collection's (by id), so a tick follows
-  // it renamed and one that gets focus keeps it; one deleted goes, one created comes.
+  // it renamed and one that has the focus keeps it; one deleted goes, one created comes.
   function refreshCollections() {
     const shown = new Map([...picks.querySelectorAll("input")].map((input) => [input.dataset.id, input.closest("label")]));
+    const ids = new Set(ctx.collections.map((c) => c.id));
+    // The ones deleted go first: a box after one of them is not moved up (a move takes the focus away).
+    for (const [id, label] of shown) if (!ids.has(id)) label.remove();
+    const focused = picks.contains(document.activeElement) ? document.activeElement : null;
     const labels = ctx.collections.map((c) => {
       const label = shown.get(c.id) ?? h("label", { class: "check" }, h("input", { type: "checkbox", name: "collections", dataset: { id: c.id } }), h("span"));
       label.querySelector("input").value = c.name;
@@ -148,7 +152,8 @@ export function keysSection(ctx) {
     labels.forEach((label, i) => {
       if (picks.children[i] !== label) picks.insertBefore(label, picks.children[i] ?? null);
     });
-    while (picks.children.length > labels.length) picks.lastElementChild.remove();
+    // A rename that changes the order moves boxes: the focused one gets its focus back.
+    if (focused && document.activeElement !== focused) focused.focus({ preventScroll: true });
   }
 
   function showKey(made) {
