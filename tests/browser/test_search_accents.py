@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -164,3 +165,12 @@ async def test_an_excerpt_cut_keeps_a_flag_or_a_vowel_sign_with_its_character(pa
         before = "a" * (700 - len(cluster.encode("utf-16-le")) // 2 + 1)  # the cluster ends one unit past 700
         shown = await page.evaluate(HIGHLIGHT_PROBE, [before + cluster + " b", [], 700])
         assert shown["text"] == before + "…", ascii(shown["text"][-4:])
+
+
+async def test_a_filter_from_the_url_cut_to_its_limit_keeps_an_emoji_whole(page: Page, stack: Stack) -> None:
+    """A link's "Contains" longer than the API's 1000 is cut to it: at 1000 UTF-16 units, an emoji across
+    the cut left its first half, and the search was refused, "lone surrogate U+D83D at position 999"."""
+    has = quote("vacation " + "a" * 990 + "\U0001f600")
+    await page.goto(f"{stack.base_url}/#/search?q=vacation&has={has}")
+    await expect(page.locator(".search-status")).to_contain_text("No results.")
+    await expect(page.get_by_text("surrogate", exact=False)).to_have_count(0)
