@@ -129,3 +129,11 @@ export function formatMs(ms) {
 
 // "1 document", "2 documents": the count with its word.
 export const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+
+// `text` cut to at most `max` UTF-16 units (an API's limit), never between an emoji's two halves: a lone
+// half is not valid Unicode, and the API refuses it (422).
+export function cutText(text, max) {
+  if (text.length <= max) return text;
+  const end = /[\ud800-\udbff]/.test(text[max - 1]) ? max - 1 : max;
+  return text.slice(0, end);
+}

@@ -3,7 +3,7 @@
 // replace the file with a new version.
 
 import { api, ApiError } from "../api.js";
-import { announce, formatBytes, formatDate, h, toast } from "../dom.js";
+import { announce, cutText, formatBytes, formatDate, h, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
 import { canonical, chunkNumber, chunkPlace, chunkSection, deleteDocument, downloadDocument, fill, GONE, nameParts, statusBadge, typedFilter } from "./document_common.js";
 import { metadataSection } from "./document_metadata.js";
@@ -54,7 +54,7 @@ export function mountDetail(root, ctx, route, backHref) {
       if (value !== findOf(currentQuery)) navigate(chunksHref(1, value), { replace: true });
     },
   });
-  const findOf = (query) => (query.get("find") || "").trim().slice(0, FIND_MAX);
+  const findOf = (query) => cutText((query.get("find") || "").trim(), FIND_MAX);
   const chunksHref = (chunkPage, find) => href("documents", id, { ...(chunkPage > 1 ? { page: chunkPage } : {}), ...(find ? { find } : {}) });
   // Pages over the chunks shown: with a find, its matches.
   const chunkPager = pager(

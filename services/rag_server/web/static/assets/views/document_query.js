@@ -1,6 +1,7 @@
 // The Documents list's query: its sort, filters, page and page size, read from the URL and written back to
 // it (every state of the list is a link).
 
+import { cutText } from "../dom.js";
 import { href } from "../router.js";
 import { pageOf } from "./pager.js";
 import { METADATA_MAX } from "./metadata_filter.js";
@@ -33,9 +34,9 @@ export function listParams(query) {
     per,
     status: STATUSES.includes(query.get("status")) ? query.get("status") : "",
     type: query.get("type") || "",
-    name: (query.get("name") || "").trim().slice(0, NAME_MAX),
-    has: (query.get("has") || "").trim().slice(0, CONTAINS_MAX),
-    meta: (query.get("meta") || "").trim().slice(0, METADATA_MAX),
+    name: cutText((query.get("name") || "").trim(), NAME_MAX),
+    has: cutText((query.get("has") || "").trim(), CONTAINS_MAX),
+    meta: cutText((query.get("meta") || "").trim(), METADATA_MAX),
   };
 }
 

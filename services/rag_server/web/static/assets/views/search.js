@@ -3,7 +3,7 @@
 // and the answer shows the time each stage took: what hybrid adds is visible hit by hit.
 
 import { api } from "../api.js";
-import { clear, formatMs, h, announce } from "../dom.js";
+import { clear, cutText, formatMs, h, announce } from "../dom.js";
 import { href, navigate } from "../router.js";
 import { chunkNumber, chunkPlace, chunkSection, documentExists, FILE_TYPES } from "./document_common.js";
 import { highlighted } from "./highlight.js";
@@ -47,8 +47,8 @@ function searchParams(query) {
     k: Number.isFinite(k) && k >= 1 && k <= 100 ? k : DEFAULT_K,
     type: query.get("type") || "",
     doc: query.get("doc") || "",
-    has: (query.get("has") || "").trim().slice(0, CONTAINS_MAX),
-    meta: (query.get("meta") || "").trim().slice(0, METADATA_MAX),
+    has: cutText((query.get("has") || "").trim(), CONTAINS_MAX),
+    meta: cutText((query.get("meta") || "").trim(), METADATA_MAX),
     min: floorValue(query.get("min")),
   };
 }
