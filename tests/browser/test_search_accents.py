@@ -174,3 +174,11 @@ async def test_a_filter_from_the_url_cut_to_its_limit_keeps_an_emoji_whole(page:
     await page.goto(f"{stack.base_url}/#/search?q=vacation&has={has}")
     await expect(page.locator(".search-status")).to_contain_text("No results.")
     await expect(page.get_by_text("surrogate", exact=False)).to_have_count(0)
+
+
+async def test_the_characters_of_a_cjk_word_marked_one_by_one_are_one_mark(page: Page) -> None:
+    """BM25 reads CJK by characters, so the server marks 休暇 as 休 and 暇: two <mark>s side by side, which
+    a screen reader announces as two highlights, one per character. Spans that touch are one mark."""
+    shown = await page.evaluate(HIGHLIGHT_PROBE, ["休暇の申請", [[0, 1], [1, 2], [3, 4], [4, 5]], 700])
+    assert shown["marks"] == ["休暇", "申請"], shown["marks"]
+    assert shown["text"] == "休暇の申請"
