@@ -34,7 +34,10 @@ export function highlighted(text, spans, limit = Infinity) {
     const end = Math.min(units[to] ?? text.length, shown.length);
     if (start === undefined || start < last || start >= end) continue;
     if (start > last) parts.push(shown.slice(last, start));
-    parts.push(h("mark", {}, shown.slice(start, end)));
+    // Touching the mark before it (CJK, marked character by character): one mark, one highlight read out.
+    const previous = start === last ? parts.at(-1) : null;
+    if (previous instanceof Element) previous.append(shown.slice(start, end));
+    else parts.push(h("mark", {}, shown.slice(start, end)));
     last = end;
   }
   if (last < shown.length) parts.push(shown.slice(last));
