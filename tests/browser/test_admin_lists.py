@@ -4,9 +4,9 @@ row goes (Delete, Revoke), and the new key's collection choices while other admi
 from __future__ import annotations
 
 import httpx
-from playwright.async_api import Page, expect
+from playwright.async_api import Browser, Page, expect
 
-from tests.browser.conftest import Console, Stack
+from tests.browser.conftest import Console, Stack, new_page, sign_in
 from tests.browser.seed import bearer, create_key
 
 
@@ -152,3 +152,30 @@ async def test_a_tick_given_as_the_key_form_is_entered_keeps_its_focus_while_the
     await expect(form.get_by_label("kt-b", exact=True)).to_have_count(0)
     await expect(form.get_by_label("kt-c", exact=True)).to_be_checked()
     await expect(form.get_by_label("kt-c", exact=True)).to_be_focused()
+
+
+async def test_a_key_whose_collections_were_all_deleted_says_it_reaches_none(page: Page, stack: Stack) -> None:
+    """Its only collection deleted, the key reaches nothing: its Collections cell was empty, as if unknown."""
+    async with await _admin(stack) as api:
+        assert (await api.post("/collections", json={"name": "kz-only"})).status_code == 201
+        made = await api.post("/keys", json={"name": "kz-reader", "role": "reader", "collections": ["kz-only"]})
+        assert made.status_code == 201, made.text
+        assert (await api.delete("/collections/kz-only")).status_code == 204
+    await _open_admin(page)
+    await expect(page.locator('tr[data-name="kz-reader"] td').nth(2)).to_contain_text("none")
+
+
+async def test_the_keys_short_cells_are_not_broken_inside_a_word_on_a_phone(
+    browser: Browser, stack: Stack, page_console: Console
+) -> None:
+    """The table scrolls sideways on a 375 px screen, yet its columns were squeezed first: a role read
+    "adm" / "in", a key's first characters one per line (words broken anywhere to fit)."""
+    await create_key(stack, "kw-reader", "reader")
+    phone = await new_page(browser, page_console, viewport={"width": 375, "height": 740}, color_scheme="dark")
+    await sign_in(phone, stack.base_url, stack.admin_key)
+    await phone.get_by_role("link", name="Admin", exact=True).click()
+    row = phone.locator('tr[data-name="kw-reader"]')
+    await expect(row).to_be_visible()
+    lines = "td => { const r = document.createRange(); r.selectNodeContents(td); return r.getClientRects().length; }"
+    for cell in (row.locator("td").nth(1), row.locator("td").nth(3).locator("code")):
+        assert await cell.evaluate(lines) == 1, await cell.inner_text()
