@@ -154,11 +154,14 @@ async def test_a_tick_given_as_the_key_form_is_entered_keeps_its_focus_while_the
     await expect(form.get_by_label("kt-c", exact=True)).to_be_focused()
 
 
-async def test_a_key_whose_collections_were_all_deleted_says_it_reaches_none(page: Page, stack: Stack) -> None:
+async def test_a_key_whose_collections_were_all_deleted_says_it_reaches_none(
+    page: Page, stack: Stack
+) -> None:
     """Its only collection deleted, the key reaches nothing: its Collections cell was empty, as if unknown."""
     async with await _admin(stack) as api:
         assert (await api.post("/collections", json={"name": "kz-only"})).status_code == 201
-        made = await api.post("/keys", json={"name": "kz-reader", "role": "reader", "collections": ["kz-only"]})
+        key = {"name": "kz-reader", "role": "reader", "collections": ["kz-only"]}
+        made = await api.post("/keys", json=key)
         assert made.status_code == 201, made.text
         assert (await api.delete("/collections/kz-only")).status_code == 204
     await _open_admin(page)
@@ -176,6 +179,7 @@ async def test_the_keys_short_cells_are_not_broken_inside_a_word_on_a_phone(
     await phone.get_by_role("link", name="Admin", exact=True).click()
     row = phone.locator('tr[data-name="kw-reader"]')
     await expect(row).to_be_visible()
-    lines = "td => { const r = document.createRange(); r.selectNodeContents(td); return r.getClientRects().length; }"
+    # The lines its text takes: one rectangle a line.
+    lines = "e => { const r = new Range(); r.selectNodeContents(e); return r.getClientRects().length; }"
     for cell in (row.locator("td").nth(1), row.locator("td").nth(3).locator("code")):
         assert await cell.evaluate(lines) == 1, await cell.inner_text()
