@@ -80,6 +80,9 @@ export function keysSection(ctx) {
     formError,
   );
 
+  // A key limited to collections all deleted since reaches none: said so (an empty cell said nothing).
+  const collectionsOf = (key) =>
+    !key.collections ? h("span", { class: "muted" }, "every collection") : key.collections.join(", ") || h("span", { class: "muted" }, "none (deleted)");
   const when = (iso) => (iso ? h("time", { datetime: iso }, formatDate(iso)) : h("span", { class: "muted" }, "never"));
 
   function row(key) {
@@ -91,9 +94,9 @@ export function keysSection(ctx) {
       "tr",
       { "data-name": key.name },
       h("td", { class: "name-cell" }, h("strong", {}, key.name), mine ? h("span", { class: "muted small" }, " (this tab)") : null),
-      h("td", {}, key.role),
-      h("td", {}, key.collections ? key.collections.join(", ") : h("span", { class: "muted" }, "every collection")),
-      h("td", {}, h("code", {}, `${key.key_prefix}…`)),
+      h("td", { class: "nowrap" }, key.role),
+      h("td", {}, collectionsOf(key)),
+      h("td", { class: "nowrap" }, h("code", {}, `${key.key_prefix}…`)),
       h("td", { class: "nowrap" }, when(key.created_at)),
       h("td", { class: "nowrap" }, when(key.last_used_at)),
       h("td", {}, h("div", { class: "row-actions" }, end)),
