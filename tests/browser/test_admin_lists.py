@@ -183,3 +183,20 @@ async def test_the_keys_short_cells_are_not_broken_inside_a_word_on_a_phone(
     lines = "e => { const r = new Range(); r.selectNodeContents(e); return r.getClientRects().length; }"
     for cell in (row.locator("td").nth(1), row.locator("td").nth(3).locator("code")):
         assert await cell.evaluate(lines) == 1, await cell.inner_text()
+
+
+async def test_the_row_actions_are_not_broken_letter_by_letter_on_a_phone(
+    browser: Browser, stack: Stack, page_console: Console
+) -> None:
+    """Squeezed on a 375 px screen, Revoke and Delete were written one letter a line, every row as tall."""
+    await create_key(stack, "ka-reader", "reader")
+    async with await _admin(stack) as api:
+        assert (await api.post("/collections", json={"name": "ka-coll"})).status_code == 201
+    phone = await new_page(browser, page_console, viewport={"width": 375, "height": 740})
+    await sign_in(phone, stack.base_url, stack.admin_key)
+    await phone.get_by_role("link", name="Admin", exact=True).click()
+    lines = "e => { const r = new Range(); r.selectNodeContents(e); return r.getClientRects().length; }"
+    for name in ("Revoke ka-reader", "Delete ka-coll", "Edit ka-coll"):
+        button = phone.get_by_role("button", name=name)
+        await expect(button).to_be_visible()
+        assert await button.evaluate(lines) == 1, name
