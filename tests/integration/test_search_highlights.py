@@ -92,9 +92,11 @@ def test_a_query_with_no_word_marks_nothing(client: TestClient) -> None:
     assert all(hit["highlights"] == [] for hit in reply.json()["results"])
 
 
-def test_highlight_must_be_a_boolean(client: TestClient) -> None:
-    reply = client.post("/search", json={"query": "vacation", "highlight": "sometimes"})
-    assert reply.status_code == 422
+@pytest.mark.parametrize("value", ["sometimes", "true", "yes", 1, 0])
+def test_highlight_must_be_a_boolean(client: TestClient, value: object) -> None:
+    # Strict, as every boolean of the API: "yes", "true" or 1 are not read as true.
+    reply = client.post("/search", json={"query": "vacation", "highlight": value})
+    assert reply.status_code == 422, reply.text
     assert reply.json()["detail"][0]["loc"] == ["body", "highlight"]
 
 
