@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from rag_server.collections.models import CollectionRef, HybridAlpha
 from rag_server.retrieval.metadata_match import METADATA_MATCH_RULES, check_match
@@ -93,7 +93,7 @@ class SearchRequest(BaseModel):
         "document; a hit's vector/bm25 rank is then the document's rank within that leg.",
     )
     min_similarity: MinSimilarity | None = Field(default=None, description=MIN_SIMILARITY_RULE)
-    highlight: bool = Field(
+    highlight: StrictBool = Field(
         default=False,
         description="Each hit's `highlights`: where its text holds a word the query matched, as BM25 "
         "reads words (stemmed, accents folded, stop words left out).",
