@@ -20,6 +20,7 @@ DOCS = {
     "streets.txt": "Die Hauptstraße kreuzt die Strasse am Markt; die Straße ist im Frühjahr gesperrt.",
     "fiscal.txt": "Results for FY-2024 were 10.5% above the 2024 target; contact jane.doe@example.com.",
     "policy.txt": "公司的年假政策：员工每年享有年假。 Emoji \U0001f600 before the policy word.",
+    "release.txt": "Release v2.3.1 (build 2.5e3) moved the offset to -7 and the gain to +3 after FY-2024.",
 }
 
 
@@ -64,6 +65,18 @@ def test_numbers_are_words_as_postgres_reads_them(client: TestClient) -> None:
     # A decimal is one word: "10" is not marked inside "10.5".
     assert marked(client, "2024 10", "fiscal.txt") == ["2024", "2024"]
     assert marked(client, "10.5", "fiscal.txt") == ["10.5"]
+
+
+def test_a_version_a_signed_number_and_a_number_with_an_exponent_are_marked_as_bm25_found_them(
+    client: TestClient,
+) -> None:
+    # PostgreSQL reads `v2.3.1`, `2.5e3`, `-7` and `+3` whole: BM25 finds each by it written so, and its
+    # hit must show where (they were cut at the dot or left without their sign, and nothing was marked).
+    assert marked(client, "v2.3.1", "release.txt") == ["v2.3.1"]
+    assert marked(client, "2.5e3", "release.txt") == ["2.5e3"]
+    assert marked(client, "-7 +3", "release.txt") == ["-7", "+3"]
+    # A hyphen after a letter or digit is no sign (0028): FY-2024 is FY and 2024.
+    assert marked(client, "2024", "release.txt") == ["2024"]
 
 
 def test_offsets_count_code_points_and_cjk_characters_are_words(client: TestClient) -> None:
