@@ -7,10 +7,13 @@ stemmer, so "state" marked the start of "statement" (another word to BM25) and "
 `to_tsvector('english', rag_bm25_text(word))`, the BM25 leg's own (bm25_native, relevance.EVERY_WORD), and
 a word is marked when one of its lexemes is one of the query's. One statement for all the hits.
 
-A word here is a run of letters and digits with their combining marks, a decimal number (`10.5`, which
-PostgreSQL reads whole), or one Chinese, Japanese or Korean character (BM25 reads those scripts by
-characters and pairs, 0025). So `FY-2024` holds the words `FY` and `2024`, an e-mail address its names.
-A stop word (`the`) is never marked: the analyzer drops it from the query as from the text.
+A word here is a run of letters and digits with their combining marks, a `.` between two digits inside it
+(`10.5`, `v2.3.1`, which PostgreSQL reads whole), a sign before it as PostgreSQL keeps one (`-7`, `+3`), or
+one Chinese, Japanese or Korean character (BM25 reads those scripts by characters and pairs, 0025). So
+`FY-2024` holds the words `FY` and `2024`, an e-mail address its names. A stop word (`the`) is never
+marked: the analyzer drops it from the query as from the text. The parser has cases a regular expression
+does not follow: `1.5x`, one word here, is two tokens to it (the word is marked whole when one matched);
+`a1.2_3`, one token to it, is two words here (neither is marked by a query `a1.2_3`).
 """
 
 from __future__ import annotations
@@ -47,10 +50,15 @@ def _marks_class() -> str:
 
 @cache
 def word_pattern() -> re.Pattern[str]:
-    """A decimal number, one CJK character, or letters and digits with their marks. Possessive: a run of
-    letters is never given back to try the marks' large class inside it (2.5x faster)."""
+    """One CJK character, or letters and digits with their marks, joined by a `.` between two digits
+    (`10.5`, `v2.3.1`, `2.5e3`: PostgreSQL reads them whole), after a sign before a digit as PostgreSQL
+    keeps it: `+` always, `-` unless a letter or digit is before it (`-7`, `(-5)`; `FY-2024` is split,
+    0028). Possessive: a run of letters is never given back to try the marks' large class inside it."""
     cjk = CJK_RUN.pattern.removesuffix("+")[1:-1]  # the class's ranges, without its brackets
-    return re.compile(rf"\d++(?:\.\d++)++(?![^\W_])|[{cjk}]|(?:[^\W_{cjk}]++[{_marks_class()}]*+)++")
+    marks = _marks_class()
+    run = rf"(?:[^\W_{cjk}]++[{marks}]*+)++"
+    sign = rf"(?:\+|(?<![^\W_{cjk}])(?<![{marks}])-)(?=[0-9])"
+    return re.compile(rf"[{cjk}]|(?:{sign})?{run}(?:(?<=[0-9])\.(?=[0-9]){run})*+")
 
 
 # The hits' distinct words whose lexemes meet the query's; the query's lexemes are an InitPlan (once). An
