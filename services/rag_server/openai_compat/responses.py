@@ -90,7 +90,7 @@ class ResponsesRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: CleanText = Field(min_length=1, max_length=200)
     input: Text | Annotated[list[InputMessage | None], Field(min_length=1, max_length=MAX_MESSAGES)]
-    instructions: Text | None = None  # a system message, which the server's own prompt replaces
+    instructions: Text | None = None  # a system message: kept under the server's rules (CALLER_INSTRUCTIONS)
     stream: StrictBool = False
     max_output_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
