@@ -53,12 +53,13 @@ def word_pattern() -> re.Pattern[str]:
     """One CJK character, or letters and digits with their marks, joined by a `.` between two digits
     (`10.5`, `v2.3.1`, `2.5e3`: PostgreSQL reads them whole), after a sign before a digit as PostgreSQL
     keeps it: `+` always, `-` unless a letter or digit is before it (`-7`, `(-5)`; `FY-2024` is split,
-    0028). Possessive: a run of letters is never given back to try the marks' large class inside it."""
+    0028). Possessive: a run of letters is never given back to try the marks' large class inside it. Each
+    lookbehind follows the `-` or `.` it tests, so a word that has none is not slowed by them."""
     cjk = CJK_RUN.pattern.removesuffix("+")[1:-1]  # the class's ranges, without its brackets
     marks = _marks_class()
     run = rf"(?:[^\W_{cjk}]++[{marks}]*+)++"
-    sign = rf"(?:\+|(?<![^\W_{cjk}])(?<![{marks}])-)(?=[0-9])"
-    return re.compile(rf"[{cjk}]|(?:{sign})?{run}(?:(?<=[0-9])\.(?=[0-9]){run})*+")
+    sign = rf"(?:\+|-(?<![^\W_{cjk}]-)(?<![{marks}]-))(?=[0-9])"
+    return re.compile(rf"[{cjk}]|(?:{sign})?{run}(?:\.(?<=[0-9]\.)(?=[0-9]){run})*+")
 
 
 # The hits' distinct words whose lexemes meet the query's; the query's lexemes are an InitPlan (once). An
