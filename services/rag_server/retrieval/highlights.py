@@ -18,6 +18,7 @@ does not follow: `1.5x`, one word here, is two tokens to it (the word is marked 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -81,7 +82,9 @@ def word_spans(text: str) -> list[tuple[int, int, str]]:
 async def highlight(conn: asyncpg.Connection, query: str, hits: Sequence[SearchHit]) -> list[SearchHit]:
     """`hits`, each with `highlights`: the [start, end) code-point spans of its text's words that share a
     lexeme with `query` (empty when none does)."""
-    spans = [word_spans(hit.text) for hit in hits]
+    # CPU work off the event loop: 100 hits of 1,500 characters take ~15 ms, the first call builds the
+    # pattern (~0.15 s).
+    spans = await asyncio.to_thread(lambda: [word_spans(hit.text) for hit in hits])
     words = sorted({word for hit_spans in spans for _, _, word in hit_spans})
     matching = {row["w"] for row in await conn.fetch(MATCHING_WORDS, words, query)} if words else set()
     return [
