@@ -46,11 +46,12 @@ by BM25 alone (one chunk per abstract, 300 test queries): nDCG@10 0.6909 -> 0.69
 
 The upgrade indexes again only the chunks whose BM25 text changes: those the same pattern matches in their
 stored text, or with a combining mark before a `.` or `-` (decomposed: the letter it ends is composed
-first), 5,000 per statement under the writers' mutex as 0027 did: postings out and in, and the chunk noted
-in bm25_unpacked when a pack covers it. Scientific and technical text holds many (`IL-10`, `75-250`,
-`ligand/receptor`): 3,270 of the 5,000 SciFact chunks, indexed again in 6.0-9.1 s (the downgrade 5.0-5.9
-s); an English text without them is only read (the pattern). The downgrade restores 0027's function and
-indexes the same chunks again.
+first), 5,000 per statement in one transaction holding the writers' mutex to its end, as 0027 did (chunk
+writes wait: at 1-2 ms a chunk, 20-30 minutes for a million technical chunks): postings out and in, the
+chunk noted in bm25_unpacked when a pack covers it. Scientific and technical text holds many (`IL-10`,
+`75-250`, `ligand/receptor`): 3,270 of the 5,000 SciFact chunks, indexed again in 6.0-9.1 s (the downgrade
+5.0-5.9 s); an English text without them is only read (the pattern). The downgrade restores 0027's function
+and indexes the same chunks again.
 
 ParadeDB (production): the index is unchanged (its tokenizer already splits them); the function changes on
 both engines, since the chat's every-word check reads it on either (0025).
