@@ -129,10 +129,15 @@ async def claim_documents(
 ) -> None:
     """Record `source` as the store of the documents `ids` imported before migration 0029 (NULL), or, when
     `taking_over` (`--take-over`), of every one of them another store wrote."""
+    # Rows locked in id order first, as every writer of documents locks them (CLAUDE.md's lock order).
     await conn.execute(
         """
-        UPDATE documents SET import_source = $2
-        WHERE id = ANY($1::uuid[]) AND (import_source IS NULL OR ($3 AND import_source <> $2))
+        WITH locked AS (
+            SELECT id FROM documents
+            WHERE id = ANY($1::uuid[]) AND (import_source IS NULL OR ($3 AND import_source <> $2))
+            ORDER BY id FOR UPDATE
+        )
+        UPDATE documents d SET import_source = $2 FROM locked WHERE d.id = locked.id
         """,
         list(ids),
         source,
