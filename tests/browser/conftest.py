@@ -69,7 +69,12 @@ class Stack:
 def _stack_env(database_url: str, data_dir: Path, llm: FakeLLM | None) -> dict[str, str]:
     # Chat's floor under its sources is off: the tests' follow-ups, condensed by the fake LLM into
     # "Standalone: ...", resemble no passage (the floor: tests/integration/test_search_floor.py).
-    extra = {"RAG_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY, "RAG_CHAT_MIN_SIMILARITY": "-1"}
+    # Keep-alives on (off by default): the chat's reader must skip them (test_chat.py).
+    extra = {
+        "RAG_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+        "RAG_CHAT_MIN_SIMILARITY": "-1",
+        "RAG_STREAM_KEEPALIVE_S": "2.5",
+    }
     if llm is not None:
         extra.update(
             {"RAG_LLM_PROVIDER": "openai", "RAG_LLM_BASE_URL": llm.base_url, "RAG_LLM_MODEL": "fake-llm"}
