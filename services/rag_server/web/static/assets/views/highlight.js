@@ -2,7 +2,7 @@
 // `highlights`, [start, end) offsets in code points), with the BM25 leg's own analyzer: its stemmer, its
 // accent folding, its reading of numbers and CJK. A copy of those rules here could not follow the stemmer.
 
-import { h } from "../dom.js";
+import { cutText, h } from "../dom.js";
 
 const graphemes = typeof Intl.Segmenter === "function" ? new Intl.Segmenter(undefined, { granularity: "grapheme" }) : null;
 
@@ -19,13 +19,9 @@ export function highlighted(text, spans, limit = Infinity) {
   // Code points to UTF-16 offsets: an emoji or a rare CJK character is one code point and two units.
   const units = [0];
   for (const ch of text) units.push(units[units.length - 1] + ch.length);
-  // The cut at the last character's end within `limit`: slice(0, limit) could keep half of an emoji.
-  let cut = text.length;
-  if (text.length > limit) {
-    let fits = 0;
-    while (fits + 1 < units.length && units[fits + 1] <= limit) fits += 1;
-    cut = graphemeStart(text, units[fits]);
-  }
+  // The cut within `limit`, at the start of the character it would fall inside (cutText keeps an emoji's
+  // two halves together; graphemeStart a flag's or a vowel sign's code points).
+  const cut = text.length > limit ? graphemeStart(text, cutText(text, limit).length) : text.length;
   const shown = cut < text.length ? text.slice(0, cut).trimEnd() : text;
   const parts = [];
   let last = 0;
