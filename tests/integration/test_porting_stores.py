@@ -8,15 +8,20 @@ The real chromadb package writes the stores; the importer runs in this process a
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import asyncpg
 import pytest
+from alembic import command
 
 from rag_server.config import Settings
 from rag_server.infra.database import owner_connection
+from rag_server.infra.migrations import alembic_config
 from rag_server.infra.runtime import Runtime
 from rag_server.porting.models import ImportCounts, PortingError
 from rag_server.porting.service import import_chroma
+from tests.conftest import create_database
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
 from tests.support.chroma_stores import update_chroma, write_chroma
 from tests.support.processes import rag_server_cli
@@ -145,3 +150,33 @@ async def test_the_cli_refuses_in_one_line_and_takes_over_when_told(
     )
     assert taken.returncode == 0, taken.stdout + taken.stderr
     assert (await guide(runtime, "cli"))[:2] == (2, [THEIRS])
+
+
+async def test_0029_adds_the_column_empty_and_its_downgrade_removes_it(
+    pg_server: str, tmp_path: Path
+) -> None:
+    """A database imported before 0029 holds no store for its documents (the next import claims them);
+    the downgrade drops the column and an upgrade again adds it back empty."""
+    url = await create_database(pg_server, "store0029")
+    cfg = alembic_config(url, Settings(database_url=url, data_dir=tmp_path))
+    await asyncio.to_thread(command.upgrade, cfg, "0028_bm25_split_words")
+    conn = await asyncpg.connect(url)
+    column = (
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'documents' AND column_name = $1"
+    )
+    try:
+        await conn.execute(
+            "INSERT INTO documents (filename, file_type, content_type, size_bytes, sha256, status,"
+            " import_fingerprint) VALUES ('a.txt', 'txt', 'text/plain', 1, $1, 'ready', 'f')",
+            "a" * 64,
+        )
+        await asyncio.to_thread(command.upgrade, cfg, "0029_import_source")
+        assert await conn.fetchval("SELECT import_source FROM documents") is None
+        await conn.execute("UPDATE documents SET import_source = 'chroma:x'")
+        await asyncio.to_thread(command.downgrade, cfg, "0028_bm25_split_words")
+        assert await conn.fetchval(column, "import_source") == 0
+        assert await conn.fetchval("SELECT import_fingerprint FROM documents") == "f"
+        await asyncio.to_thread(command.upgrade, cfg, "0029_import_source")
+        assert await conn.fetchval("SELECT import_source FROM documents") is None
+    finally:
+        await conn.close()
