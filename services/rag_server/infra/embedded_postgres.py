@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from rag_server.infra.file_lock import file_lock
 
 logger = logging.getLogger(__name__)
@@ -42,10 +44,13 @@ def _running_pid(pgdata: Path) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        # A zombie still answers kill(pid, 0): a killed postmaster stays one where nobody reaps orphans
+        # (a container whose PID 1 is not an init), and the watch never started PostgreSQL again.
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return None
+    except psutil.NoSuchProcess:
         return None
-    except PermissionError:
+    except psutil.AccessDenied:
         pass  # alive, owned by the pgserver system user
     return pid
 
