@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -10,6 +11,8 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+
+import psutil
 
 from rag_server.config import Settings
 from rag_server.infra.embedded_postgres import (
@@ -92,6 +95,27 @@ class WorkerSupervisor:
             process.wait()
 
 
+def become_subreaper() -> None:
+    """Orphans of the stack (the postmaster, once pg_ctl exits) become this process's children, so a killed
+    postmaster is reaped here at once: under a PID 1 that reaps late or never (some containers), it stayed
+    a zombie whose postmaster.pid looked alive, and PostgreSQL refused to start again over it."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_child_subreaper = 36
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+
+
+def reap_ended_postgres() -> None:
+    """Collect PostgreSQL processes that ended as this process's children (see `become_subreaper`); the
+    worker's processes are left to the supervisor's Popen, which waits for its own."""
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error, ChildProcessError):
+            if child.status() == psutil.STATUS_ZOMBIE and child.name() == "postgres":
+                os.waitpid(child.pid, os.WNOHANG)
+
+
 class DatabaseWatch:
     """Starts the embedded PostgreSQL again when it dies under `up` (the OOM killer, a kill -9): the stack
     otherwise answered 503 for ever with no line saying why. `current`: the server to stop at the end
@@ -109,6 +133,7 @@ class DatabaseWatch:
 
     def _run(self) -> None:
         while not self._stopping.wait(self.interval_s):
+            reap_ended_postgres()
             if self.current.running():
                 continue
             logger.error(
@@ -131,6 +156,7 @@ def run_stack(settings: Settings, host: str, port: int, signals: StopSignals) ->
     from rag_server.api.server import listen, serve_api
 
     sock = listen(host, port)  # a port in use: nothing else starts
+    become_subreaper()
     watch: DatabaseWatch | None = None
     try:
         if settings.database_url:
