@@ -5,13 +5,15 @@ request). The inner iterators wait on events the tests set: no assertion depends
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import anyio
 import pytest
+from starlette.requests import ClientDisconnect
 
-from rag_server.api.sse import keep_alive
+from rag_server.api.sse import KEEP_ALIVE, event_stream, keep_alive
 
 BEAT = ": beat"
 EVERY_S = 0.01
@@ -120,3 +122,59 @@ async def test_zero_is_the_iterator_itself() -> None:
 
     inner = pieces()
     assert keep_alive(inner, 0, BEAT) is inner
+
+
+# --- the response: a client leaving while a piece is being written ------------------------------------
+
+
+def _scope(spec_version: str) -> dict[str, object]:
+    return {"type": "http", "asgi": {"spec_version": spec_version}, "method": "POST", "path": "/"}
+
+
+@pytest.mark.parametrize("every_s", [EVERY_S, 0])
+async def test_a_write_failing_on_a_gone_client_closes_the_stream_at_once(every_s: float) -> None:
+    """ASGI 2.4 servers raise OSError from `send` to a gone client. The iterator was left suspended at its
+    `yield`, so the piece under way (the LLM request) ran on until garbage collection."""
+    slow = Slow()
+    written: list[bytes] = []
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.body":
+            written.append(message["body"])  # type: ignore[arg-type]
+            raise OSError("broken pipe")
+
+    async def receive() -> dict[str, object]:
+        await asyncio.Event().wait()
+        return {}
+
+    gc.disable()  # nothing is left to the collector
+    try:
+        with pytest.raises(ClientDisconnect):
+            await event_stream(slow.pieces(), every_s)(_scope("2.4"), receive, send)
+        assert written == [b"a"]
+        assert slow.cleaned_up and (slow.closed or slow.cancelled)
+    finally:
+        gc.enable()
+
+
+async def test_a_disconnect_while_a_beat_is_being_written_cancels_the_late_piece_at_once() -> None:
+    """Older ASGI servers report the disconnect on `receive`; Starlette then cancels the write under way,
+    and the iterator was left suspended at the beat's `yield` with its late piece running."""
+    slow = Slow()
+    writing_beat = asyncio.Event()
+
+    async def send(message: dict[str, object]) -> None:
+        if message.get("body") == KEEP_ALIVE.encode():
+            writing_beat.set()
+            await asyncio.Event().wait()  # a write that never completes: the socket is gone
+
+    async def receive() -> dict[str, object]:
+        await writing_beat.wait()
+        return {"type": "http.disconnect"}
+
+    gc.disable()
+    try:
+        await event_stream(slow.pieces(), EVERY_S)(_scope("2.3"), receive, send)
+        assert slow.cancelled and slow.cleaned_up
+    finally:
+        gc.enable()

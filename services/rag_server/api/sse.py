@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import AsyncIterator
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 T = TypeVar("T")
 
@@ -18,10 +19,25 @@ KEEP_ALIVE = ": keep-alive\n\n"
 _END = object()
 
 
+class _ClosingStreamingResponse(StreamingResponse):
+    """Closes its body when the response ends, however it ends. A client leaving while a piece is being
+    written stops Starlette in `send`, with the body suspended at its `yield`: Starlette drops it unclosed,
+    and what it was waiting on (the LLM request, the answer's write) ran on until garbage collection."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                # A task of its own: the request's task may be cancelled again at every await.
+                await _await_through_cancels(asyncio.create_task(aclose()))
+
+
 def event_stream(events: AsyncIterator[str], keepalive_s: float) -> StreamingResponse:
     """The response streaming `events`, with a keep-alive comment every `keepalive_s` (0: none) of a
     wait for the next one."""
-    return StreamingResponse(
+    return _ClosingStreamingResponse(
         keep_alive(events, keepalive_s, KEEP_ALIVE),
         media_type="text/event-stream",
         # X-Accel-Buffering: nginx would hold the events (and the keep-alives) in its buffer.
@@ -86,7 +102,7 @@ async def _stop(pieces: AsyncIterator[T], step: asyncio.Task[object] | None) -> 
         await aclose()
 
 
-async def _await_through_cancels(task: asyncio.Task[None]) -> None:
+async def _await_through_cancels(task: asyncio.Task[Any]) -> None:
     """Await `task` to its end even if this task is cancelled meanwhile (then cancelled once it ended)."""
     cancelled = False
     while not task.done():
