@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 from datetime import UTC, datetime
 
@@ -19,9 +20,9 @@ from rag_server.chat.answer import (
     key_sentences,
     llm_title,
     sources_from_hits,
-    stream,
     topic_terms,
 )
+from rag_server.chat.llm_stream import stream
 from rag_server.chat.models import ChatMessageOut
 from rag_server.chat.prompts import (
     TITLE_SYSTEM_PROMPT,
@@ -396,6 +397,22 @@ async def test_a_stream_stalling_mid_answer_times_out(fake: FakeLLM) -> None:
             pieces.append(piece)
     assert len(pieces) == 2
     fake.wait_for_aborted(1)  # our side closed the HTTP stream
+
+
+async def test_closing_the_stream_between_tokens_closes_the_http_stream(fake: FakeLLM) -> None:
+    """A client that left while a token was being written closes our stream at its `yield`. LlamaIndex's
+    stream and the openai package's under it were then left to garbage collection: the provider went on
+    generating for nobody."""
+    fake.behaviour = Behaviour(hang_after_tokens=2)
+    llm = build_llm(llm_settings(fake))
+    tokens = stream(llm, answer_messages("q", HITS, []), 30)
+    gc.disable()
+    try:
+        assert [await anext(tokens), await anext(tokens)]
+        await tokens.aclose()
+        fake.wait_for_aborted(1, timeout=10)  # blocks the loop: closed by aclose itself
+    finally:
+        gc.enable()
 
 
 async def test_a_dropped_stream_is_a_failure(fake: FakeLLM) -> None:

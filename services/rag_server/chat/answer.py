@@ -8,12 +8,10 @@ and the caller falls back to the extractive answer. Nothing here touches the dat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 import Stemmer
@@ -288,80 +286,15 @@ async def complete(
         observe_llm(llm, "complete", started, exc.__cause__ or exc)
         raise
     observe_llm(llm, "complete", started)
-    _count(usage, response.raw)
+    count_usage(usage, response.raw)
     return clean_generated(response.message.content or "").strip()
 
 
-@dataclass
-class StreamEnd:
-    """Why the provider ended a stream, as it says: OpenAI's `finish_reason` ("length": max_tokens was
-    reached), Ollama's `done_reason`; None when it said nothing."""
-
-    reason: str | None = None
-
-
-def reported_finish(raw: Any) -> str | None:
-    """The finish reason in one raw stream chunk (LlamaIndex's `ChatResponse.raw`), if it has one."""
-    if isinstance(raw, dict):
-        choices, done = raw.get("choices"), raw.get("done_reason")
-    else:
-        choices, done = getattr(raw, "choices", None), None
-    if isinstance(done, str):
-        return done
-    if choices:
-        first = choices[0]
-        reason = (
-            first.get("finish_reason") if isinstance(first, dict) else getattr(first, "finish_reason", None)
-        )
-        return reason if isinstance(reason, str) else None
-    return None
-
-
-def _count(usage: TokenUsage | None, raw: Any) -> None:
+def count_usage(usage: TokenUsage | None, raw: Any) -> None:
+    """Add to `usage` what the provider reports in `raw` (a response, a stream chunk), if anything."""
     reported = reported_usage(raw) if usage is not None else None
     if usage is not None and reported is not None:
         usage.add(reported)
-
-
-async def stream(
-    llm: LLM,
-    messages: list[ChatMessage],
-    timeout_s: float,
-    usage: TokenUsage | None = None,
-    end: StreamEnd | None = None,
-    **options: Any,
-) -> AsyncIterator[str]:
-    """Token deltas; the timeout applies to the first token and to every gap. Raises LLMFailure.
-    `options` go to the provider's call (only what infra.llm.call_options allows for this LLM);
-    `usage` adds what the provider reports (its last chunk); `end` gets why it stopped."""
-    started = time.perf_counter()
-    try:
-        responses = await guarded(llm, llm.astream_chat(messages, **options), timeout_s)
-    except LLMFailure as exc:
-        observe_llm(llm, "stream", started, exc.__cause__ or exc)
-        raise
-    try:
-        while True:
-            try:
-                response = await guarded(llm, anext(responses), timeout_s)
-            except StopAsyncIteration:
-                observe_llm(llm, "stream", started)
-                return
-            except LLMFailure as exc:
-                observe_llm(llm, "stream", started, exc.__cause__ or exc)
-                raise
-            _count(usage, response.raw)
-            if end is not None and (reason := reported_finish(response.raw)) is not None:
-                end.reason = reason
-            if response.delta:
-                # What PostgreSQL cannot store (NUL, a lone surrogate) would fail the answer's write.
-                yield clean_generated(response.delta)
-    finally:
-        # Closes the HTTP stream too, also when our caller was cancelled (client disconnect).
-        aclose = getattr(responses, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()
 
 
 async def condense_question(

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 from uuid import UUID
 
@@ -24,14 +25,13 @@ from rag_server.chat.answer import (
     EXTRACTIVE_HEADER,
     FALLBACK_HEADER,
     LLMFailure,
-    StreamEnd,
     condense_question,
     extractive_answer,
     fallback_title,
     llm_title,
-    stream,
 )
 from rag_server.chat.citations import CitationFilter
+from rag_server.chat.llm_stream import StreamEnd, stream
 from rag_server.chat.models import (
     ChatMessageOut,
     ChatSession,
@@ -232,7 +232,7 @@ class ChatService:
         session, history = await store.recent(session_id, last=limit)
         return Turn(session=session, question=question, request=request, store=store, history=history)
 
-    async def generate(self, turn: Turn) -> AsyncIterator[str]:
+    async def generate(self, turn: Turn) -> AsyncGenerator[str, None]:
         """Retrieve, then yield answer text pieces. Sets turn.sources before the first piece."""
         llm = self._llm(turn)
         try:
@@ -266,13 +266,14 @@ class ChatService:
                 )
                 turn.hits, turn.sources = turn.hits[:kept], turn.sources[:kept]
             yield ""  # sources are known: lets the streaming route send them before the first token
-            async for piece in self._answer_text(turn, llm):
-                yield piece
+            async with aclosing(self._answer_text(turn, llm)) as pieces:
+                async for piece in pieces:
+                    yield piece
         except BaseException:
             self._cancel_title(turn)
             raise
 
-    async def _answer_text(self, turn: Turn, llm: LLM | None) -> AsyncIterator[str]:
+    async def _answer_text(self, turn: Turn, llm: LLM | None) -> AsyncGenerator[str, None]:
         start = time.perf_counter()
         if llm is None or turn.llm_error is not None or not turn.hits:
             header = EXTRACTIVE_HEADER if turn.llm_error is None else FALLBACK_HEADER
@@ -289,10 +290,12 @@ class ChatService:
             messages = answer_messages(turn.question, turn.hits, turn.history, context, turn.instructions)
             timeout = self.settings.llm_timeout_s
             end = StreamEnd()
-            async for delta in stream(llm, messages, timeout, turn.usage, end, **turn.llm_options):
-                if shown := citations.feed(delta):
-                    pieces.append(shown)
-                    yield shown
+            deltas = stream(llm, messages, timeout, turn.usage, end, **turn.llm_options)
+            async with aclosing(deltas):
+                async for delta in deltas:
+                    if shown := citations.feed(delta):
+                        pieces.append(shown)
+                        yield shown
             if shown := citations.flush():
                 pieces.append(shown)
                 yield shown

@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -141,10 +142,11 @@ async def stream_events(chat: ChatService, turn: Turn, body: ResponsesRequest) -
     yield at(ContentPartEvent, "response.content_part.added", item_id=item, part=part)
     streamed: list[str] = []
     try:
-        async for piece in chat.generate(turn):
-            if piece:
-                streamed.append(piece)
-                yield at(TextDeltaEvent, "response.output_text.delta", item_id=item, delta=piece)
+        async with aclosing(chat.generate(turn)) as pieces:
+            async for piece in pieces:
+                if piece:
+                    streamed.append(piece)
+                    yield at(TextDeltaEvent, "response.output_text.delta", item_id=item, delta=piece)
     except Exception as exc:  # headers are gone: report in-band, as OpenAI's streams do
         said = str(exc) if isinstance(exc, NotFoundError) else retry_sentence(exc)
         failed = draft.response(None).model_copy(

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
 
@@ -236,13 +237,14 @@ async def stream_chunks(
     sent_first = False
     streamed: list[str] = []
     try:
-        async for piece in chat.generate(turn):
-            if not sent_first:
-                sent_first = True
-                yield _sse(chunk(Delta(role="assistant", content=""), sources=turn.sources))
-            if piece:
-                streamed.append(piece)
-                yield _sse(chunk(Delta(content=piece)))
+        async with aclosing(chat.generate(turn)) as pieces:
+            async for piece in pieces:
+                if not sent_first:
+                    sent_first = True
+                    yield _sse(chunk(Delta(role="assistant", content=""), sources=turn.sources))
+                if piece:
+                    streamed.append(piece)
+                    yield _sse(chunk(Delta(content=piece)))
     except NotFoundError as exc:
         yield _sse(error_content(404, str(exc)))
         return

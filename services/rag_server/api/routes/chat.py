@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -237,20 +238,21 @@ async def query_stream(body: QueryRequest, chat: ChatDep, runtime: RuntimeDep) -
     async def events() -> AsyncIterator[str]:
         sent_sources = False
         try:
-            async for piece in chat.generate(turn):
-                if not sent_sources:
-                    sent_sources = True
-                    yield sse(
-                        "sources",
-                        {
-                            "session_id": str(turn.session.id),
-                            "external_id": turn.session.external_id,
-                            "sources": [s.model_dump(mode="json") for s in turn.sources],
-                            "condensed_query": turn.condensed_query,
-                        },
-                    )
-                if piece:
-                    yield sse("token", {"text": piece})
+            async with aclosing(chat.generate(turn)) as pieces:
+                async for piece in pieces:
+                    if not sent_sources:
+                        sent_sources = True
+                        yield sse(
+                            "sources",
+                            {
+                                "session_id": str(turn.session.id),
+                                "external_id": turn.session.external_id,
+                                "sources": [s.model_dump(mode="json") for s in turn.sources],
+                                "condensed_query": turn.condensed_query,
+                            },
+                        )
+                    if piece:
+                        yield sse("token", {"text": piece})
             await chat.persist(turn)
         except (NotFoundError, ForbiddenError) as exc:  # the session deleted, the key revoked meanwhile
             yield sse("error", {"detail": str(exc)})
