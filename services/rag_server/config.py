@@ -151,9 +151,8 @@ class Settings(BaseSettings):
     # clients ignore) after each this many seconds without an event (a follow-up's condensing, retrieval,
     # an LLM slow to its first token): a client or proxy whose idle read timeout is longer than this
     # (httpx's default 5 s, nginx's 60 s) does not give up on an answer that is coming (api/sse.py).
-    # 0 (the default): none. Off by default: with it, a client that leaves while a keep-alive is being
-    # written can leave the LLM request open until garbage collection (a CI run saw it once).
-    stream_keepalive_s: float = Field(default=0, ge=0, le=60)
+    # 0: none. A client leaving mid-stream closes the stream down to the LLM request (api/sse.py).
+    stream_keepalive_s: float = Field(default=2.5, ge=0, le=60)
     # An admin API key installed at start-up (docker-compose: from a secret file). At least 32
     # characters; create it with e.g. `openssl rand -hex 32`. Without any key the API is open, and only
     # on a loopback host (docs/decisions/0010-access-control.md).
