@@ -113,6 +113,25 @@ async def test_a_store_rebuilt_from_scratch_takes_over_its_unchanged_documents_t
     assert (again.created, again.updated, again.unchanged) == (0, 0, 2)
 
 
+async def test_two_stores_imported_at_once_never_overwrite_each_other(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """Both imports pass the check before either writes: the second writer replaced the first's document.
+    The check is made again under each batch's row locks, so one import writes and the other is refused."""
+    ours, theirs = two_stores(tmp_path)
+    for attempt in range(3):
+        collection = f"race{attempt}"
+        results = await asyncio.gather(
+            run(runtime, ours, collection), run(runtime, theirs, collection), return_exceptions=True
+        )
+        refused = [r for r in results if isinstance(r, PortingError)]
+        written = [r for r in results if isinstance(r, ImportCounts)]
+        assert len(refused) == 1 and "another store" in str(refused[0]), results
+        assert len(written) == 1 and written[0].created == 1
+        version, texts, _ = await guide(runtime, collection)
+        assert version == 1 and texts == ([OURS] if results[0] is written[0] else [THEIRS])
+
+
 async def test_the_same_store_run_again_syncs_its_changes(runtime: Runtime, tmp_path: Path) -> None:
     ours, _ = two_stores(tmp_path)
     await run(runtime, ours, "synced")

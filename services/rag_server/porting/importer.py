@@ -10,7 +10,13 @@ from rag_server.evaluation.progress import progress_bar
 from rag_server.infra.runtime import Runtime
 from rag_server.porting.cleaning import printable
 from rag_server.porting.grouping import GroupPlan, build_document, has_text
-from rag_server.porting.models import ImportCounts, ImportDocument, PortingError, SourceRecord, VectorPlan
+from rag_server.porting.models import (
+    ImportCounts,
+    ImportDocument,
+    SourceRecord,
+    VectorPlan,
+    other_stores_error,
+)
 from rag_server.porting.store import claim_documents, imported_elsewhere
 from rag_server.porting.writer import document_id, merge, write_documents
 
@@ -84,6 +90,7 @@ async def import_source(
                 docs,
                 reuse_for=vectors.generation_id,
                 source=source.identity,
+                take_over=take_over,
             ),
         )
         bar.update(size)
@@ -106,14 +113,5 @@ async def _refuse_other_stores(runtime: Runtime, source: Source, ids: list[UUID]
     """A PortingError, before anything is written, when documents this import would update (`ids`) came
     from another store: the same keys of another Chroma directory's collection of the same name."""
     assert source.identity is not None
-    elsewhere = await imported_elsewhere(runtime.pool, ids, source.identity)
-    if not elsewhere:
-        return
-    n = sum(elsewhere.values())
-    stores = ", ".join(elsewhere)
-    raise PortingError(
-        f"{n} of the {len(ids)} documents this import would write are already in the collection from "
-        f"another store of the same name ({stores}), with the same keys: importing would replace them. "
-        "Import this store into another collection (a search takes several), or pass --take-over to "
-        "update them from this store"
-    )
+    if elsewhere := await imported_elsewhere(runtime.pool, ids, source.identity):
+        raise other_stores_error(elsewhere, len(ids))

@@ -16,6 +16,23 @@ class PortingError(ValueError):
     """A source cannot be read as asked (a readable sentence; the CLI prints it, no traceback)."""
 
 
+def other_stores_error(elsewhere: dict[str, int], total: int, *, meanwhile: bool = False) -> PortingError:
+    """Documents the import would write came from another store (`elsewhere`: how many per store, 0029):
+    the same keys of another Chroma directory's collection of the same name. `meanwhile`: found at a
+    batch's write, written by an import running at the same time."""
+    when = (
+        "were written meanwhile by an import running at the same time from"
+        if meanwhile
+        else "are already in the collection from"
+    )
+    return PortingError(
+        f"{sum(elsewhere.values())} of the {total} documents this import would write {when} another "
+        f"store of the same name ({', '.join(elsewhere)}), with the same keys: importing would replace "
+        "them. Import this store into another collection (a search takes several), or pass --take-over "
+        "to update them from this store" + ("; the batches written before are kept" if meanwhile else "")
+    )
+
+
 @dataclass(frozen=True)
 class SourceRecord:
     """One stored chunk of another vector store: its id there, text, metadata and vector (if any)."""

@@ -12,7 +12,7 @@ import asyncpg
 
 from rag_server.collections.models import CreateCollection
 from rag_server.collections.store import create_collection, get_collection, parse_ref
-from rag_server.errors import NotFoundError
+from rag_server.errors import ConflictError, NotFoundError
 from rag_server.generations.store import BASE_GENERATION
 from rag_server.infra.database import Executor
 from rag_server.infra.scoped_pool import ScopedPool
@@ -50,7 +50,10 @@ async def ensure_collection(conn: Executor, name: str) -> tuple[UUID, bool]:
     except NotFoundError:
         if isinstance(parse_ref(name), UUID):
             raise  # an id names an existing collection; only a name can make a new one
+    try:
         return (await create_collection(conn, CreateCollection(name=name))).id, True
+    except ConflictError:  # another import (or an admin) created it meanwhile: that one is used
+        return (await get_collection(conn, name)).id, False
 
 
 async def stored_documents(
@@ -152,12 +155,15 @@ async def upsert_document(
     f: ImportedFile,
     fingerprint: str | None,
     source: str | None = None,
-) -> Literal["created", "updated", "duplicate"]:
+    *,
+    only_from: str | None = None,
+) -> Literal["created", "updated", "duplicate", "elsewhere"]:
     """Insert or update an imported document and its bytes, inside the caller's transaction, locked;
     'duplicate' when another document of the collection already has these bytes (nothing written).
     An update is a new version (version + 1, replaced_at), as a replacement's swap makes one.
     `fingerprint`: what the source gave (None: the document's fingerprint is left as it is); `source`: the
-    store it came from (None: left as it is)."""
+    store it came from (None: left as it is). `only_from`: a store; a document another store wrote is
+    left as it is, 'elsewhere' (0029)."""
     # filename, file_type, content_type, size_bytes, sha256, metadata: inserted or updated alike.
     columns = (f.filename, f.file_type, TEXT_CONTENT_TYPE, len(f.content), f.sha256, f.metadata)
     created = await c.fetchval(
@@ -178,8 +184,13 @@ async def upsert_document(
             "INSERT INTO document_files (document_id, content) VALUES ($1, $2)", doc_id, f.content
         )
         return "created"
-    if await c.fetchval("SELECT 1 FROM documents WHERE id = $1 FOR UPDATE", doc_id) is None:
+    # Read under the row's lock: an import of another store that passed its check together with this
+    # one may have inserted the document since (the INSERT above waited for it).
+    row = await c.fetchrow("SELECT import_source FROM documents WHERE id = $1 FOR UPDATE", doc_id)
+    if row is None:
         return "duplicate"  # the conflict was on (collection_id, sha256), not on the id
+    if only_from is not None and row["import_source"] not in (None, only_from):
+        return "elsewhere"
     try:
         async with c.transaction():  # a savepoint: a sha256 clash leaves the batch's transaction usable
             await c.execute(

@@ -26,12 +26,13 @@ from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.chunks import write_chunks
 from rag_server.porting.cleaning import UnusableDocument, clean_document, printable
-from rag_server.porting.models import ImportCounts, ImportDocument
+from rag_server.porting.models import ImportCounts, ImportDocument, other_stores_error
 from rag_server.porting.store import (
     ImportedFile,
     StoredDocument,
     claim_documents,
     documents_in_collection,
+    imported_elsewhere,
     lock_documents,
     record_fingerprints,
     set_chunk_metadata,
@@ -201,10 +202,12 @@ async def write_documents(
     *,
     reuse_for: int | None,
     source: str | None = None,
+    take_over: bool = False,
 ) -> ImportCounts:
     """Write one batch of documents into the collection; returns what happened to them.
     `reuse_for`: the embedding generation the source's stored vectors are reused for (None: none are).
-    `source`: the store the documents come from, recorded on each (0029; None: a source without one).
+    `source`: the store the documents come from, recorded on each (0029; None: a source without one);
+    a document another store wrote is refused (PortingError, the batch rolled back) unless `take_over`.
     Vectors are written for every live generation; when the generations change between embedding and
     the write (a switch, a new re-embed), the batch is embedded again, like the worker does.
     A document that cannot be stored is skipped alone with its reason (`ImportCounts.unusable`)."""
@@ -216,14 +219,23 @@ async def write_documents(
         except UnusableDocument as exc:
             counts.unusable.append((printable(doc.key), str(exc)))
     try:
-        merge(counts, await _write_batch(runtime, collection_id, origin, cleaned, reuse_for, source))
+        merge(
+            counts,
+            await _write_batch(runtime, collection_id, origin, cleaned, reuse_for, source, take_over),
+        )
     except _BAD_VALUE as exc:
         if len(cleaned) == 1:
             counts.unusable.append((printable(cleaned[0].key), _first_line(exc)))
         else:  # the batch's transaction rolled back whole: each document alone, in its own
             for doc in cleaned:
                 alone = await write_documents(
-                    runtime, collection_id, origin, [doc], reuse_for=reuse_for, source=source
+                    runtime,
+                    collection_id,
+                    origin,
+                    [doc],
+                    reuse_for=reuse_for,
+                    source=source,
+                    take_over=take_over,
                 )
                 merge(counts, alone)
     return counts
@@ -241,6 +253,7 @@ async def _write_batch(
     docs: Sequence[ImportDocument],
     reuse_for: int | None,
     source: str | None,
+    take_over: bool,
 ) -> ImportCounts:
     # An export imported back into its own collection: its documents are still there, by their ids.
     wanted = [d.exported_id for d in docs if d.exported_id is not None]
@@ -285,7 +298,8 @@ async def _write_batch(
 
     async def write(base: np.ndarray | None, later: dict[int, np.ndarray]) -> ImportCounts:
         written = ImportCounts()  # fresh per attempt: a write rolled back counts nothing
-        await _write(runtime, collection_id, todo, _per_document(todo, base, later), written, source)
+        guard = None if source is None or take_over else source
+        await _write(runtime, collection_id, todo, _per_document(todo, base, later), written, source, guard)
         return written
 
     batch = max(1, runtime.settings.embedding_batch_size)
@@ -300,10 +314,12 @@ async def _write(
     vectors: Sequence[tuple[np.ndarray | None, dict[int, np.ndarray]]],
     counts: ImportCounts,
     source: str | None,
+    refuse_other_than: str | None,
 ) -> None:
     """ONE transaction: documents, bytes, chunks with their vectors, chunk metadata. A document that
     exists is updated as a new version (version + 1, replaced_at), like a replacement: chat answers
-    citing its old chunks show them as from an earlier version."""
+    citing its old chunks show them as from an earlier version. `refuse_other_than`: a store; a document
+    of the batch another store wrote rolls it back (PortingError)."""
     async with transaction(runtime.pool) as c:
         # Every existing document of the batch locked first, in id order (todo is sorted): the chunk
         # writes below take the generations lock and bm25_stats, which must come after every document
@@ -320,9 +336,15 @@ async def _write(
                 ImportedFile(p.doc.filename, p.doc.file_type, p.content, p.sha256, p.doc.metadata),
                 p.fingerprint,
                 source if p.fingerprint is not None else None,
+                only_from=refuse_other_than if p.fingerprint is not None else None,
             )
             for p in todo
         ]
+        if refuse_other_than is not None and "elsewhere" in outcomes:
+            # The import's check before its first write, made again under the rows' locks, failed.
+            taken = [p.id for p, outcome in zip(todo, outcomes, strict=True) if outcome == "elsewhere"]
+            elsewhere = await imported_elsewhere(c, taken, refuse_other_than)
+            raise other_stores_error(elsewhere, len(todo), meanwhile=True)  # the batch rolls back
         for p, (base, later), outcome in zip(todo, vectors, outcomes, strict=True):
             if outcome == "duplicate":
                 counts.duplicates += 1
