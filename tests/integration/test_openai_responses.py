@@ -16,6 +16,7 @@ import openai
 import pytest
 from fastapi import FastAPI
 from openai.types.responses import Response
+from openai.types.responses.response_output_text import AnnotationFileCitation
 
 from rag_server.api.app import create_app
 from rag_server.chat.answer import EXTRACTIVE_HEADER, FALLBACK_HEADER
@@ -114,6 +115,11 @@ def test_a_response_is_the_llms_cited_answer_with_sources_and_usage(
     assert [part.type for part in message.content] == ["output_text"]
     sources = extra(response, "sources")
     assert sources and sources[0]["document_id"] == world.docs["bm25.txt"]
+    # The [1] of the text as OpenAI's file citation (the SDK parses it into its own type).
+    [citation] = message.content[0].annotations
+    assert isinstance(citation, AnnotationFileCitation)
+    assert (citation.file_id, citation.filename) == (world.docs["bm25.txt"], sources[0]["document_name"])
+    assert citation.index == LLM_ANSWER.index("[1]")
     assert {s["document_id"] for s in sources} <= {world.docs["bm25.txt"], world.docs["hnsw.txt"]}
     assert fake_llm.kinds() == ["answer"]
     assert response.usage is not None
@@ -176,7 +182,14 @@ def test_a_streamed_response_is_openais_event_sequence(llm: openai.OpenAI, world
     deltas = [e for e in events if e.type == "response.output_text.delta"]
     assert len(deltas) > 1  # token by token
     text_deltas = ["response.output_text.delta"] * len(deltas)
-    assert types == [*STREAM_EVENTS_BEFORE, *text_deltas, *STREAM_EVENTS_AFTER, "response.completed"]
+    annotated = ["response.output_text.annotation.added"]  # the one [1], once the text is whole
+    assert types == [
+        *STREAM_EVENTS_BEFORE,
+        *text_deltas,
+        *annotated,
+        *STREAM_EVENTS_AFTER,
+        "response.completed",
+    ]
     assert [e.sequence_number for e in events] == list(range(len(events)))
     text = "".join(d.delta for d in deltas)
     assert text == LLM_ANSWER
@@ -190,6 +203,13 @@ def test_a_streamed_response_is_openais_event_sequence(llm: openai.OpenAI, world
     assert completed.status == "completed" and completed.output_text == text
     assert extra(completed, "sources")[0]["document_id"] == world.docs["bm25.txt"]
     assert completed.usage is not None and completed.usage.output_tokens > 0
+    [added] = [e for e in events if e.type == "response.output_text.annotation.added"]
+    assert (added.item_id, added.annotation_index, added.content_index) == (item_id, 0, 0)
+    assert completed.output[0].content[0].annotations == events[-3].part.annotations
+    assert [a.to_dict() for a in completed.output[0].content[0].annotations] == [added.annotation]
+    assert added.annotation["file_id"] == world.docs["bm25.txt"] and added.annotation["index"] == text.index(
+        "[1]"
+    )
 
 
 def test_the_sdks_stream_helper_gets_the_final_response(llm: openai.OpenAI, world: World) -> None:
@@ -198,6 +218,7 @@ def test_the_sdks_stream_helper_gets_the_final_response(llm: openai.OpenAI, worl
         final = stream.get_final_response()
     assert "".join(deltas) == LLM_ANSWER == final.output_text
     assert final.status == "completed"
+    assert [a.file_id for a in final.output[0].content[0].annotations] == [world.docs["bm25.txt"]]
     assert extra(final, "sources")[0]["document_id"] == world.docs["bm25.txt"]
 
 
@@ -307,7 +328,15 @@ async def test_without_an_llm_the_answer_is_extractive_streamed_or_not(
     assert_a_valid_response(response)
     assert response.output_text.startswith(EXTRACTIVE_HEADER) and "[1]" in response.output_text
     assert response.status == "completed" and response.usage is None and extra(response, "llm_error") is None
-    assert extra(response, "sources")[0]["document_id"] == world.docs["bm25.txt"]
+    sources = {s["n"]: s["document_id"] for s in extra(response, "sources")}
+    assert sources[1] == world.docs["bm25.txt"]
+    # Each [n] of the extractive answer is a file citation of source n, where its marker is.
+    annotations = response.output[0].content[0].annotations
+    assert len(annotations) == response.output_text.count("[") >= 1
+    for a in annotations:
+        assert isinstance(a, AnnotationFileCitation)
+        n = int(response.output_text[a.index + 1 : response.output_text.index("]", a.index)])
+        assert a.file_id == sources[n]
     events = [
         e async for e in await aplain.responses.create(model="rag:alpha:bm25", input=QUESTION, stream=True)
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag_server.chat.citations import CitationFilter
+from rag_server.chat.citations import CitationFilter, cited
 
 
 def shown_whole(answer: str, sources: int) -> str:
@@ -50,3 +50,9 @@ def test_text_is_held_back_only_while_it_may_still_become_a_marker() -> None:
     assert citations.feed("9]") == ""  # a link's text or a citation: the next character says
     assert citations.feed(" here.") == " [2] here."
     assert citations.flush() == ""
+
+
+def test_cited_gives_each_number_with_its_markers_bracket() -> None:
+    text = "BM25 ranks [1]. HNSW [2, 3] links; [x] and [4](https://example.org) are no citations."
+    assert cited(text) == [(11, 1), (21, 2), (21, 3)]
+    assert text[11] == text[21] == "["

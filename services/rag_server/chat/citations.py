@@ -22,6 +22,14 @@ def without_citations(text: str) -> str:
     return _MARKER.sub("", text)
 
 
+def cited(text: str) -> list[tuple[int, int]]:
+    """(where, n) for each source number `text` cites, in order: `where` is the index of its marker's
+    `[` (code points)."""
+    return [
+        (marker.start(2) - 1, int(n)) for marker in _MARKER.finditer(text) for n in marker.group(2).split(",")
+    ]
+
+
 class CitationFilter:
     """Streamed deltas in, the same text out without out-of-range citation numbers. `feed` returns what
     is safe to send now; a possible marker cut between deltas is held back, however long, until the

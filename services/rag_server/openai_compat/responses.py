@@ -9,10 +9,12 @@ top-level field, `sources` (and `llm_error` when the LLM's answer was replaced b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
+from rag_server.chat.citations import cited
 from rag_server.chat.models import Source
 from rag_server.openai_compat.models import MAX_MESSAGES, ChatMessageIn, Text, TextPart, check_question
 from rag_server.text import CleanText
@@ -156,11 +158,32 @@ def _chat_messages(value: str | list[InputMessage | None]) -> list[ChatMessageIn
 # --- the response -----------------------------------------------------------------------------------
 
 
+class FileCitation(BaseModel):
+    """One [n] of the text (which keeps it): the cited source's document. `index`: where its marker's `[`
+    is in the text, in code points (OpenAI's file search puts a citation's index where it applies)."""
+
+    type: Literal["file_citation"] = "file_citation"
+    file_id: str  # the document's id (GET /documents/{id})
+    filename: str
+    index: int
+
+
 class OutputText(BaseModel):
     type: Literal["output_text"] = "output_text"
     text: str
-    annotations: list[dict[str, Any]] = Field(default_factory=list)  # citations stay [n] in the text
+    annotations: list[FileCitation] = Field(default_factory=list)
     logprobs: list[dict[str, Any]] = Field(default_factory=list)
+
+    @classmethod
+    def with_citations(cls, text: str, sources: Sequence[Source]) -> OutputText:
+        """`text` with a file citation for each source number it cites (one of `sources`)."""
+        by_number = {s.n: s for s in sources}
+        annotations = [
+            FileCitation(file_id=str(source.document_id), filename=source.document_name, index=where)
+            for where, n in cited(text)
+            if (source := by_number.get(n)) is not None
+        ]
+        return cls(text=text, annotations=annotations)
 
 
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
@@ -278,6 +301,13 @@ class ContentPartEvent(_ContentEvent):
 class TextDeltaEvent(_ContentEvent):
     delta: str
     logprobs: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class AnnotationAddedEvent(_ContentEvent):
+    """response.output_text.annotation.added: one citation, once the text is whole."""
+
+    annotation_index: int
+    annotation: FileCitation
 
 
 class TextDoneEvent(_ContentEvent):

@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from itertools import count
 
+from rag_server.chat.models import Source
 from rag_server.chat.service import ChatService
 from rag_server.chat.turn import Turn
 from rag_server.errors import NotFoundError
 from rag_server.infra.database import retry_sentence
 from rag_server.openai_compat.responses import (
+    AnnotationAddedEvent,
     ContentPartEvent,
     IncompleteDetails,
     ItemStatus,
@@ -56,9 +58,9 @@ class _Draft:
     item_id: str = field(default_factory=lambda: f"msg_{uuid.uuid4().hex}")
     created_at: int = field(default_factory=lambda: int(time.time()))
 
-    def message(self, text: str | None, status: ItemStatus) -> OutputMessage:
-        """The answer's message item (no content yet: None)."""
-        content = [] if text is None else [OutputText(text=text)]
+    def message(self, text: str | None, status: ItemStatus, sources: Sequence[Source] = ()) -> OutputMessage:
+        """The answer's message item (no content yet: None), its citations of `sources` annotated."""
+        content = [] if text is None else [OutputText.with_citations(text, sources)]
         return OutputMessage(id=self.item_id, status=status, content=content)
 
     def response(self, turn: Turn | None, text: str | None = None) -> ResponseObject:
@@ -71,7 +73,7 @@ class _Draft:
         if turn is not None:
             incomplete = _incomplete(turn)
             status = "completed" if incomplete is None else "incomplete"
-            output = [self.message(turn.answer if text is None else text, status)]
+            output = [self.message(turn.answer if text is None else text, status, turn.sources)]
             usage = _usage(turn)
         return ResponseObject(
             id=self.id,
@@ -166,8 +168,17 @@ async def stream_events(chat: ChatService, turn: Turn, body: ResponsesRequest) -
         yield at(TextDeltaEvent, "response.output_text.delta", item_id=item, delta=note)
     text = "".join(streamed)
     response = draft.response(turn, text)
+    done = response.output[0].content[0]
+    for number, annotation in enumerate(done.annotations):
+        yield at(
+            AnnotationAddedEvent,
+            "response.output_text.annotation.added",
+            item_id=item,
+            annotation_index=number,
+            annotation=annotation,
+        )
     yield at(TextDoneEvent, "response.output_text.done", item_id=item, text=text)
-    yield at(ContentPartEvent, "response.content_part.done", item_id=item, part=OutputText(text=text))
+    yield at(ContentPartEvent, "response.content_part.done", item_id=item, part=done)
     yield at(OutputItemEvent, "response.output_item.done", item=response.output[0])
     final = "response.completed" if response.status == "completed" else "response.incomplete"
     yield at(ResponseEvent, final, response=response)
