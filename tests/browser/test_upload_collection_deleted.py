@@ -166,3 +166,41 @@ async def test_uploads_follow_their_collection_renamed_before_a_reload(
     finally:
         stack.worker = start_worker(stack.env, tmp_path / "worker.log")
     await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
+
+
+async def test_uploads_of_a_collection_not_selected_follow_its_rename_across_a_reload(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    """Files uploaded to `depot`, then `yard` selected, then `depot` renamed elsewhere and the tab reloaded:
+    the uploads were kept under the old name, and after the reload nothing knew the name before, so the
+    panel of the new name said nothing of its waiting file."""
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
+        created = await api.post("/collections", json={"name": "depot"})
+        assert created.status_code == 201, created.text
+        assert (await api.post("/collections", json={"name": "yard"})).status_code == 201
+    await page.reload()
+    await page.get_by_role("navigation", name="Main").wait_for()
+    assert stack.worker.stop() == 0  # the file stays queued across the reload
+    try:
+        await page.get_by_label("Collection").select_option(label="depot")
+        await page.get_by_role("link", name="Documents").click()
+        await page.get_by_role("button", name="Upload", exact=True).click()
+        path = tmp_path / "crate.txt"
+        path.write_bytes(b"A file whose collection is renamed while another one is selected. " * 30)
+        await page.get_by_label("Files to upload").set_input_files([path])
+        row = page.locator(".upload-row", has=page.locator(".name", has_text="crate.txt"))
+        await expect(row).to_have_attribute("data-status", "queued")
+        await page.get_by_label("Collection").select_option(label="yard")
+
+        async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
+            renamed = await api.patch(f"/collections/{created.json()['id']}", json={"name": "depot-2"})
+            assert renamed.status_code == 200, renamed.text
+        await page.reload()
+        await expect(page.get_by_label("Collection")).to_have_value("yard")
+        await page.get_by_label("Collection").select_option(label="depot-2")
+        # The panel opens by itself once its batch, resumed, has rows (no click: it would race that).
+        await expect(row).to_have_attribute("data-status", "queued", timeout=15_000)
+        await expect(page.get_by_role("heading", name="Upload to depot-2")).to_be_visible()
+    finally:
+        stack.worker = start_worker(stack.env, tmp_path / "worker.log")
+    await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)

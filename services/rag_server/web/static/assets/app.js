@@ -11,7 +11,7 @@
 import { api, ApiError, auth } from "./api.js";
 import { clear, confirmDialog, h, toast } from "./dom.js";
 import { href, parseRoute } from "./router.js";
-import { renameTracker, unsentUploads } from "./upload.js";
+import { unsentUploads } from "./upload.js";
 import * as admin from "./views/admin.js";
 import * as chat from "./views/chat.js";
 import * as documents from "./views/documents.js";
@@ -39,6 +39,10 @@ const ctx = {
   statusAt: null, // when `status` was fetched: the Status view says how old its facts are
   collections: [],
   collection: sessionStorage.getItem(COLLECTION_STORAGE) || "default",
+  // The selected collection's id (uploads are kept by it), once the collections are loaded.
+  get collectionId() {
+    return this.collections.find((c) => c.name === this.collection)?.id ?? this.collection;
+  },
   // Where files dropped anywhere on the page go: {over(event), drop(dataTransfer)}, set by the view that
   // uploads while it is shown (the Documents list's upload panel); null: no view takes files.
   dropTarget: null,
@@ -118,18 +122,11 @@ async function loadCollections() {
   // The selected collection renamed meanwhile (in Admin, another tab, the CLI) is followed by its id: the
   // one of the list loaded before, else (the tab's first load, after a reload) the one remembered.
   const selectedId = ctx.collections.find((c) => c.name === ctx.collection)?.id ?? sessionStorage.getItem(COLLECTION_ID_STORAGE);
-  // Uploads follow their collection renamed, selected or not (one renamed in Admin while another is
-  // selected kept its uploads under the old name: unshown, and files not yet sent went there, a 404).
-  for (const before of ctx.collections) {
-    const now = items.find((c) => c.id === before.id);
-    if (now && now.name !== before.name) renameTracker(before.name, now.name);
-  }
   ctx.collections = items;
   let change = null; // "renamed" or "gone": the selected collection changed under this tab
   const same = items.find((c) => c.id === selectedId);
   if (same && same.name !== ctx.collection) {
     change = "renamed";
-    renameTracker(ctx.collection, same.name); // after a reload, the loop above knew no name before
     selectCollection(same.name);
   } else if (!items.some((c) => c.name === ctx.collection)) {
     const next = (items.find((c) => c.name === "default") ?? items[0])?.name ?? "default";

@@ -24,7 +24,7 @@ const DEFAULT_LIMITS = {
 // A row's status after which nothing about it changes any more.
 export const FINAL = new Set(["completed", "failed", "duplicate", "refused"]);
 
-const storageKey = (collection) => `rag.uploads.${collection}`;
+const storageKey = (collectionId) => `rag.uploads.${collectionId}`;
 
 function mb(n) {
   return `${(n / (1024 * 1024)).toFixed(1)} MB`;
@@ -76,8 +76,8 @@ let nextRowId = 1;
 // server before storing anything), unsent (the server could not be reached: the file can be sent again),
 // or a task status (queued, processing, completed, failed, duplicate).
 export class Tracker {
-  constructor(collection) {
-    this.collection = collection;
+  constructor(collectionId) {
+    this.collectionId = collectionId; // the API takes a collection's id wherever it takes its name
     this.rows = new Map(); // id -> row, in the order files were added
     this.byTask = new Map(); // task id -> row
     this.listeners = new Set();
@@ -87,15 +87,15 @@ export class Tracker {
 
   get batchIds() {
     try {
-      return JSON.parse(sessionStorage.getItem(storageKey(this.collection)) || "[]");
+      return JSON.parse(sessionStorage.getItem(storageKey(this.collectionId)) || "[]");
     } catch {
       return [];
     }
   }
 
   set batchIds(ids) {
-    if (ids.length) sessionStorage.setItem(storageKey(this.collection), JSON.stringify(ids));
-    else sessionStorage.removeItem(storageKey(this.collection));
+    if (ids.length) sessionStorage.setItem(storageKey(this.collectionId), JSON.stringify(ids));
+    else sessionStorage.removeItem(storageKey(this.collectionId));
   }
 
   // fn(event): "change" (rows changed) or "settled" (documents were stored or finished: the table may
@@ -201,7 +201,7 @@ export class Tracker {
         const files = part.map((r) => ({ filename: r.name.slice(-1000), sha256: digests.get(r) }));
         const { results } = await api("/documents/check-duplicates", {
           method: "POST",
-          json: { files, collection: this.collection },
+          json: { files, collection: this.collectionId },
         });
         results.forEach((result, j) => {
           if (result.duplicate) known.set(result.sha256, result);
@@ -234,7 +234,7 @@ export class Tracker {
   async send(batch) {
     for (const row of batch) this.update(row, { status: "sending" });
     const form = new FormData();
-    form.append("collection", this.collection);
+    form.append("collection", this.collectionId);
     if (batch[0].replace) form.append("replace", "true");
     for (const row of batch) form.append("files", row.file, row.name);
     let response;
@@ -361,31 +361,12 @@ export class Tracker {
 
 const trackers = new Map();
 
-export function tracker(collection) {
-  if (!trackers.has(collection)) trackers.set(collection, new Tracker(collection));
-  return trackers.get(collection);
-}
-
-// A collection renamed while this tab uploads to it (Admin, another tab): its uploads, and the files not
-// sent yet, follow the new name (they stayed under the old one, unshown, and were sent to it: 404).
-export function renameTracker(from, to) {
-  const moving = trackers.get(from);
-  if (!moving) {
-    // None shown since a reload: its batches, kept under the old name, resume under the new one.
-    const stored = sessionStorage.getItem(storageKey(from));
-    if (stored && !sessionStorage.getItem(storageKey(to))) {
-      sessionStorage.setItem(storageKey(to), stored);
-      sessionStorage.removeItem(storageKey(from));
-    }
-    return;
-  }
-  if (trackers.has(to)) return;
-  const ids = moving.batchIds;
-  moving.batchIds = [];
-  trackers.delete(from);
-  moving.collection = to;
-  moving.batchIds = ids;
-  trackers.set(to, moving);
+// By the collection's id: a collection renamed (Admin, another tab, the CLI), selected or not, before a
+// reload or not, keeps its uploads and the files not sent yet (kept by name, they were left under the old
+// one: unshown, and sent there, a 404).
+export function tracker(collectionId) {
+  if (!trackers.has(collectionId)) trackers.set(collectionId, new Tracker(collectionId));
+  return trackers.get(collectionId);
 }
 
 // Files picked or dropped that the server has not received yet (their bytes live only in this tab): a

@@ -105,7 +105,7 @@ function summaryText(rows) {
 
 // {el, open(), close(), isOpen(), destroy()}; onSettled() when a document finished (refresh the table).
 export function uploadPanel(ctx, { onSettled, onToggle }) {
-  const uploads = tracker(ctx.collection);
+  const uploads = tracker(ctx.collectionId);
   const fileInput = h("input", { type: "file", multiple: true, id: "upload-files", class: "visually-hidden" });
   const folderInput = h("input", { type: "file", id: "upload-folder", class: "visually-hidden", webkitdirectory: true });
   const list = h("ol", { class: "upload-list", "aria-label": "Uploads" });
