@@ -39,10 +39,11 @@ doctor: install
     {{bin}}/rag-server doctor
 
 # Three pytest processes, a module each at a time (its fixtures stay together): the suite mostly waits on
-# subprocesses and sockets, so three share two cores well (about half the time of one).
+# subprocesses and sockets, so three share two cores well (about half the time of one). The 25 slowest
+# tests are listed at the end: the suite must stay under CI's 20 minutes.
 [doc("all tests: unit, integration (real embedded PostgreSQL and processes), browser (Chromium on the web app)")]
 test: install
-    {{bin}}/pytest -n 3 --dist loadfile tests/unit tests/integration tests/browser
+    {{bin}}/pytest -n 3 --dist loadfile --durations=25 tests/unit tests/integration tests/browser
 
 # unit tests (no database)
 test-unit: install
