@@ -11,11 +11,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from playwright.async_api import Page, expect
+from playwright.async_api import Locator, Page, expect
 
 from tests.browser.conftest import Console, Stack
 from tests.browser.seed import bearer
 from tests.support.processes import start_worker
+
+
+async def queue_a_file(page: Page, tmp_path: Path, collection: str, name: str) -> Locator:
+    """Upload one file to `collection` from its Documents view (no worker runs: it stays queued); its row."""
+    await page.get_by_label("Collection").select_option(label=collection)
+    await page.get_by_role("link", name="Documents").click()
+    await page.get_by_role("button", name="Upload", exact=True).click()
+    path = tmp_path / name
+    path.write_bytes(
+        f"A file of {collection} that waits in the queue while the test looks at it. ".encode() * 30
+    )
+    await page.get_by_label("Files to upload").set_input_files([path])
+    row = page.locator(".upload-row", has=page.locator(".name", has_text=name))
+    await expect(row).to_have_attribute("data-status", "queued")
+    return row
 
 
 async def test_the_upload_panel_does_not_show_processing_after_its_collection_was_deleted(
@@ -29,15 +44,8 @@ async def test_the_upload_panel_does_not_show_processing_after_its_collection_wa
     # No worker: the file stays queued for as long as the test needs.
     assert stack.worker.stop() == 0
     try:
-        await page.get_by_label("Collection").select_option(label="doomed")
-        await page.get_by_role("link", name="Documents").click()
-        await page.get_by_role("button", name="Upload", exact=True).click()
+        await queue_a_file(page, tmp_path, "doomed", "waiting.txt")
         await expect(page.get_by_role("heading", name="Upload to doomed")).to_be_visible()
-        path = tmp_path / "waiting.txt"
-        path.write_bytes(b"A file whose collection is deleted before it is read. " * 30)
-        await page.get_by_label("Files to upload").set_input_files([path])
-        row = page.locator(".upload-row", has=page.locator(".name", has_text="waiting.txt"))
-        await expect(row).to_have_attribute("data-status", "queued")
 
         async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
             response = await api.delete("/collections/doomed", params={"force": "true"})
@@ -68,14 +76,7 @@ async def test_the_upload_panel_follows_its_collection_renamed_meanwhile(
     await page.get_by_role("navigation", name="Main").wait_for()
     assert stack.worker.stop() == 0  # the file stays queued: the list refreshes until it is read
     try:
-        await page.get_by_label("Collection").select_option(label="inbox")
-        await page.get_by_role("link", name="Documents").click()
-        await page.get_by_role("button", name="Upload", exact=True).click()
-        path = tmp_path / "moving.txt"
-        path.write_bytes(b"A file whose collection is renamed while it waits. " * 30)
-        await page.get_by_label("Files to upload").set_input_files([path])
-        row = page.locator(".upload-row", has=page.locator(".name", has_text="moving.txt"))
-        await expect(row).to_have_attribute("data-status", "queued")
+        row = await queue_a_file(page, tmp_path, "inbox", "moving.txt")
 
         async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
             renamed = await api.patch(f"/collections/{created.json()['id']}", json={"name": "archive"})
@@ -102,14 +103,7 @@ async def test_uploads_follow_a_collection_renamed_in_admin_while_another_is_sel
     await page.get_by_role("navigation", name="Main").wait_for()
     assert stack.worker.stop() == 0  # the file stays queued while the test looks at it
     try:
-        await page.get_by_label("Collection").select_option(label="outbox")
-        await page.get_by_role("link", name="Documents").click()
-        await page.get_by_role("button", name="Upload", exact=True).click()
-        path = tmp_path / "parcel.txt"
-        path.write_bytes(b"A file whose collection is renamed while another one is selected. " * 30)
-        await page.get_by_label("Files to upload").set_input_files([path])
-        row = page.locator(".upload-row", has=page.locator(".name", has_text="parcel.txt"))
-        await expect(row).to_have_attribute("data-status", "queued")
+        row = await queue_a_file(page, tmp_path, "outbox", "parcel.txt")
 
         await page.get_by_label("Collection").select_option(label="spare")
         await page.get_by_role("link", name="Admin", exact=True).click()
@@ -146,14 +140,7 @@ async def test_uploads_follow_their_collection_renamed_before_a_reload(
     await page.get_by_role("navigation", name="Main").wait_for()
     assert stack.worker.stop() == 0  # the file stays queued across the reload
     try:
-        await page.get_by_label("Collection").select_option(label="relay")
-        await page.get_by_role("link", name="Documents").click()
-        await page.get_by_role("button", name="Upload", exact=True).click()
-        path = tmp_path / "baton.txt"
-        path.write_bytes(b"A file whose collection is renamed before the tab is reloaded. " * 30)
-        await page.get_by_label("Files to upload").set_input_files([path])
-        row = page.locator(".upload-row", has=page.locator(".name", has_text="baton.txt"))
-        await expect(row).to_have_attribute("data-status", "queued")
+        row = await queue_a_file(page, tmp_path, "relay", "baton.txt")
 
         async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
             renamed = await api.patch(f"/collections/{created.json()['id']}", json={"name": "relayed"})
@@ -182,14 +169,7 @@ async def test_uploads_of_a_collection_not_selected_follow_its_rename_across_a_r
     await page.get_by_role("navigation", name="Main").wait_for()
     assert stack.worker.stop() == 0  # the file stays queued across the reload
     try:
-        await page.get_by_label("Collection").select_option(label="depot")
-        await page.get_by_role("link", name="Documents").click()
-        await page.get_by_role("button", name="Upload", exact=True).click()
-        path = tmp_path / "crate.txt"
-        path.write_bytes(b"A file whose collection is renamed while another one is selected. " * 30)
-        await page.get_by_label("Files to upload").set_input_files([path])
-        row = page.locator(".upload-row", has=page.locator(".name", has_text="crate.txt"))
-        await expect(row).to_have_attribute("data-status", "queued")
+        row = await queue_a_file(page, tmp_path, "depot", "crate.txt")
         await page.get_by_label("Collection").select_option(label="yard")
 
         async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
