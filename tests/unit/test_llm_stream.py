@@ -1,0 +1,54 @@
+"""chat/llm_stream.py's reader task: a close of the stream cancels the task reading the provider, and that
+cancel is never lost, whenever it arrives (the provider's stream is closed at once, not after its answer).
+The provider here is a LlamaIndex LLM whose chunks wait on events the test sets: the race is made exact."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from llama_index.core.llms import ChatMessage, ChatResponse, MockLLM
+from pydantic import PrivateAttr
+
+from rag_server.chat.llm_stream import stream
+
+
+class HeldLLM(MockLLM):
+    """Chunk i is sent once `go[i]` is set; `closed`: its stream ended (closed, cancelled)."""
+
+    _go: list[asyncio.Event] = PrivateAttr(default_factory=lambda: [asyncio.Event() for _ in range(3)])
+    _closed: bool = PrivateAttr(default=False)
+
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> Any:  # type: ignore[override]
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[ChatResponse]:
+        try:
+            for i, go in enumerate(self._go):
+                await go.wait()
+                yield ChatResponse(message=ChatMessage(role="assistant", content=""), delta=f"t{i}")
+        finally:
+            self._closed = True
+
+
+async def test_a_close_meeting_a_chunk_as_it_arrives_still_ends_the_provider_stream() -> None:
+    """Python 3.11's wait_for (under `guarded`) returns a result that arrived in the iteration its task
+    was cancelled, and drops the cancel: the reader then read the provider's whole answer for nobody,
+    and the stream's close waited for it (here: until the 30 s timeout)."""
+    llm = HeldLLM()
+    llm._go[0].set()
+    tokens = stream(llm, [ChatMessage(role="user", content="q")], 30)
+    assert await anext(tokens) == "t0"
+    await asyncio.sleep(0)  # the reader now awaits chunk 1
+    llm._go[1].set()
+    await asyncio.sleep(0)  # chunk 1 arrives; the reader wakes in the next iteration
+    closing = asyncio.ensure_future(tokens.aclose())
+    try:
+        done, _ = await asyncio.wait((closing,), timeout=2)
+        assert done, "closing the stream waited for the provider's next chunk"
+        assert llm._closed
+    finally:
+        for go in llm._go:
+            go.set()
+        await closing
