@@ -265,10 +265,13 @@ def describe_failure(llm: LLM, exc: BaseException, timeout_s: float) -> str:
 async def guarded(llm: LLM, call: Awaitable[T], timeout_s: float) -> T:
     """Await one LLM call within `timeout_s`; any failure becomes LLMFailure.
 
-    Cancellation and the end of a stream (StopAsyncIteration) pass through.
+    Cancellation and the end of a stream (StopAsyncIteration) pass through. `asyncio.timeout`, not
+    `wait_for`: on Python 3.11 wait_for returns a result that arrived as its task was cancelled and drops
+    the cancel (the stream's reader task then read the whole answer for nobody, test_llm_stream.py).
     """
     try:
-        return await asyncio.wait_for(call, timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await call
     except (asyncio.CancelledError, StopAsyncIteration):
         raise
     except Exception as exc:
