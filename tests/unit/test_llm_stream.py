@@ -8,9 +8,11 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import pytest
 from llama_index.core.llms import ChatMessage, ChatResponse, MockLLM
 from pydantic import PrivateAttr
 
+from rag_server.chat.answer import LLMFailure
 from rag_server.chat.llm_stream import stream
 
 
@@ -52,3 +54,19 @@ async def test_a_close_meeting_a_chunk_as_it_arrives_still_ends_the_provider_str
         for go in llm._go:
             go.set()
         await closing
+
+
+class BrokenLLM(HeldLLM):
+    """A provider whose stream raises what is no Exception (a stray CancelledError from its own code)."""
+
+    async def _chunks(self) -> AsyncIterator[ChatResponse]:
+        yield ChatResponse(message=ChatMessage(role="assistant", content=""), delta="t0")
+        raise asyncio.CancelledError
+
+
+async def test_a_reader_ending_without_an_end_is_a_failure_not_a_hang() -> None:
+    """The answer waited on the queue for ever when its reader ended without putting the end there."""
+    tokens = stream(BrokenLLM(), [ChatMessage(role="user", content="q")], 30)
+    assert await anext(tokens) == "t0"
+    with pytest.raises(LLMFailure, match="stopped"):
+        await asyncio.wait_for(anext(tokens), 5)

@@ -100,6 +100,14 @@ async def _read(
             except LLMFailure as exc:
                 received.put_nowait(exc)
                 return
+    except BaseException as exc:
+        # Cancelled (the stream closed: nobody reads this), or what guarded passes through from the
+        # provider: the answer must not wait on the queue for an end that never comes.
+        failure = LLMFailure(
+            f"The LLM's stream stopped ({type(exc).__name__}); showing the extractive answer."
+        )
+        received.put_nowait(failure)
+        raise
     finally:
         aclose = getattr(responses, "aclose", None)
         if aclose is not None:
