@@ -20,16 +20,17 @@ def other_stores_error(elsewhere: dict[str, int], total: int, *, meanwhile: bool
     """Documents the import would write came from another store (`elsewhere`: how many per store, 0029):
     the same keys of another Chroma directory's collection of the same name. `meanwhile`: found at a
     batch's write, written by an import running at the same time."""
-    when = (
-        "were written meanwhile by an import running at the same time from"
+    what = (
+        f"of the {total} documents of the batch this import was writing were written meanwhile by an import "
+        "running at the same time from"
         if meanwhile
-        else "are already in the collection from"
+        else f"of the {total} documents this import would write are already in the collection from"
     )
     return PortingError(
-        f"{sum(elsewhere.values())} of the {total} documents this import would write {when} another "
-        f"store of the same name ({', '.join(elsewhere)}), with the same keys: importing would replace "
-        "them. Import this store into another collection (a search takes several), or pass --take-over "
-        "to update them from this store" + ("; the batches written before are kept" if meanwhile else "")
+        f"{sum(elsewhere.values())} {what} another store of the same name ({', '.join(elsewhere)}), with "
+        "the same keys: importing would replace them. Import this store into another collection (a search "
+        "takes several), or pass --take-over to update them from this store"
+        + ("; the batches written before are kept" if meanwhile else "")
     )
 
 
