@@ -98,8 +98,6 @@ def test_up_starts_its_database_again_when_it_dies() -> None:
         # A backend that has not yet noticed its postmaster's death can still answer the first check.
         wait_for(lambda: "is gone (killed?): starting it again" in log.read_text(), 30, "the watch's line")
         wait_for(ready_again, 90, "the stack ready again")
-        # Reaped by `up` itself: started again at the first try, whatever the host's PID 1 does.
-        assert "did not start again" not in log.read_text()
         again = int(postmaster.read_text().split()[0])
         assert again != first
         child.popen.send_signal(signal.SIGTERM)
