@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import psutil
@@ -62,6 +63,11 @@ class WorkerSupervisor:
     def start(self) -> None:
         self._thread.start()
 
+    def pids(self) -> set[int]:
+        """The worker's pid (none before the first start): its Popen waits for it."""
+        process = self.process
+        return set() if process is None else {process.pid}
+
     def _spawn(self) -> subprocess.Popen[bytes]:
         # Own session: Ctrl-C in the terminal reaches only `up`, which then stops the worker
         # with SIGTERM (graceful) instead of both racing on SIGINT. The environment carries the
@@ -107,12 +113,15 @@ def become_subreaper() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
 
 
-def reap_ended_postgres() -> None:
-    """Collect PostgreSQL processes that ended as this process's children (see `become_subreaper`); the
-    worker's processes are left to the supervisor's Popen, which waits for its own."""
+def reap_orphans(spared: Callable[[], Collection[int]]) -> None:
+    """Collect the children that ended here without being ours to wait for (see `become_subreaper`): a
+    killed postmaster and its backends, a killed worker's parse child. `spared`: the pids a Popen of this
+    process waits for itself (the worker), whose exit status it needs. Called from the thread that runs
+    this process's only other subprocesses (pg_ctl, one after the other), so none of theirs is taken."""
+    keep = set(spared())
     for child in psutil.Process().children():
         with contextlib.suppress(psutil.Error, ChildProcessError):
-            if child.status() == psutil.STATUS_ZOMBIE and child.name() == "postgres":
+            if child.pid not in keep and child.status() == psutil.STATUS_ZOMBIE:
                 os.waitpid(child.pid, os.WNOHANG)
 
 
@@ -121,9 +130,16 @@ class DatabaseWatch:
     otherwise answered 503 for ever with no line saying why. `current`: the server to stop at the end
     (one started again here is this `up`'s, also when the first was only attached to)."""
 
-    def __init__(self, embedded: EmbeddedPostgres, listen: str, interval_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        embedded: EmbeddedPostgres,
+        listen: str,
+        spared: Callable[[], Collection[int]],
+        interval_s: float = 2.0,
+    ) -> None:
         self.current = embedded
         self.listen = listen
+        self.spared = spared  # reap_orphans'
         self.interval_s = interval_s
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="database-watch", daemon=True)
@@ -133,7 +149,7 @@ class DatabaseWatch:
 
     def _run(self) -> None:
         while not self._stopping.wait(self.interval_s):
-            reap_ended_postgres()
+            reap_orphans(self.spared)
             if self.current.running():
                 continue
             logger.error(
@@ -156,12 +172,13 @@ def run_stack(settings: Settings, host: str, port: int, signals: StopSignals) ->
     from rag_server.api.server import listen, serve_api
 
     sock = listen(host, port)  # a port in use: nothing else starts
-    become_subreaper()
+    supervisor = WorkerSupervisor()
     watch: DatabaseWatch | None = None
     try:
         if settings.database_url:
             url = settings.database_url
         else:
+            become_subreaper()  # before the postmaster starts: it is an orphan once pg_ctl exits
             embedded = ensure_embedded_postgres(settings.embedded_pgdata, settings.embedded_listen)
             url = embedded.uri
             logger.info(
@@ -169,7 +186,7 @@ def run_stack(settings: Settings, host: str, port: int, signals: StopSignals) ->
                 embedded.pgdata,
                 "started" if embedded.started_here else "already running: left running at the end",
             )
-            watch = DatabaseWatch(embedded, settings.embedded_listen)
+            watch = DatabaseWatch(embedded, settings.embedded_listen, spared=supervisor.pids)
             watch.start()
         signals.check()
         # Migrate once here so the worker and the server start on a ready schema.
@@ -177,7 +194,6 @@ def run_stack(settings: Settings, host: str, port: int, signals: StopSignals) ->
         settings = settings.model_copy(update={"host": host, "port": port})
         refuse_open_exposure(settings)  # before the worker starts: no key and not loopback, no stack
         signals.check()
-        supervisor = WorkerSupervisor()
         supervisor.start()
         try:
             logger.info("rag-server on http://%s:%s with one worker; Ctrl-C stops all", host, port)

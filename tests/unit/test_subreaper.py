@@ -1,39 +1,38 @@
-"""`rag-server up` adopts its stack's orphans (become_subreaper) and reaps its ended PostgreSQL processes
-(reap_ended_postgres): a killed postmaster is never left a zombie whose postmaster.pid looks alive."""
+"""`rag-server up` adopts its stack's orphans (become_subreaper) and reaps those that ended (reap_orphans):
+a killed postmaster is never left a zombie whose postmaster.pid looks alive, nor a killed worker's parse
+child a zombie for the life of `up`; a child a Popen waits for keeps its exit status."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 # Run in a process of its own: a subreaper stays one for its life, and pytest's must not become one.
 SCRIPT = """
-import os, subprocess, sys, time
+import subprocess, sys, time
 import psutil
-from rag_server.stack import become_subreaper, reap_ended_postgres
+from rag_server.stack import become_subreaper, reap_orphans
 
 become_subreaper()
-# The shell exits at once: its child, named like PostgreSQL's processes, is an orphan.
-subprocess.run(["sh", "-c", sys.argv[1] + " 0.2 &"], check=True)
-orphan = None
+worker = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])  # spared: its Popen waits
+# Each shell exits at once: its child is an orphan.
+subprocess.run(["sh", "-c", "sleep 0.2 &"], check=True)
+subprocess.run(["sh", "-c", "sleep 0.3 &"], check=True)
+zombies = []
 for _ in range(100):
-    zombies = [c for c in psutil.Process().children() if c.status() == psutil.STATUS_ZOMBIE]
-    if zombies:
-        orphan = zombies[0].pid
+    zombies = [c.pid for c in psutil.Process().children() if c.status() == psutil.STATUS_ZOMBIE]
+    if len(zombies) == 3:
         break
     time.sleep(0.05)
-print("adopted" if orphan else "not adopted")
-reap_ended_postgres()
-print("reaped" if orphan and not psutil.pid_exists(orphan) else "left")
+print(f"zombies={len(zombies)}")
+reap_orphans(lambda: {worker.pid})
+left = [pid for pid in zombies if psutil.pid_exists(pid)]
+print(f"left={left == [worker.pid]}", f"worker={worker.wait()}")
 """
 
 
-def test_an_orphaned_postgres_process_is_adopted_and_reaped(tmp_path: Path) -> None:
-    postgres = tmp_path / "postgres"  # its name is what the reaper looks at
-    shutil.copy(shutil.which("sleep") or "/bin/sleep", postgres)
+def test_ended_orphans_are_reaped_and_a_spared_child_keeps_its_exit_status() -> None:
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(postgres)], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60, check=True
     )
-    assert done.stdout.split() == ["adopted", "reaped"], done.stderr
+    assert done.stdout.split() == ["zombies=3", "left=True", "worker=3"], done.stderr
