@@ -22,6 +22,10 @@ CASES = [
     ("Not citations: [a], [1.5], [], [1000].", "Not citations: [a], [1.5], [], [1000]."),
     ("Ends cut [", "Ends cut ["),
     ("Ends with one [9]", "Ends with one"),
+    # A dropped marker right before a kept one leaves the space before them: not "ahead[2]".
+    ("Booked ahead [9][2].", "Booked ahead [2]."),
+    ("Booked ahead [1][9][2].", "Booked ahead [1][2]."),
+    ("Booked ahead [9][8] done.", "Booked ahead done."),
     # Longer than the 64 characters once held back: streamed, its tail passed unfiltered.
     ("Many [" + ", ".join(["1", "2"] * 12 + ["9"]) + "].", "Many [" + ", ".join(["1", "2"] * 12) + "]."),
 ]
