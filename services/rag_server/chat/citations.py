@@ -14,6 +14,10 @@ import re
 # The markers the web app renders as citations (static/assets/markdown.js): up to three digits each.
 # Not a link's text (`[1](https://...)`).
 _MARKER = re.compile(r"(\s?)\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\](?!\()")
+# Markers written side by side ("[9][2]"), cleaned as one: the space before the first stays while one is
+# kept. `_RUN_END`: such a run, complete, at the end of a text.
+_RUN = re.compile(r"(\s?)((?:\[\d{1,3}(?:\s*,\s*\d{1,3})*\](?!\())+)")
+_RUN_END = re.compile(r"(?:\[\d{1,3}(?:\s*,\s*\d{1,3})*\])+\Z")
 
 
 def without_citations(text: str) -> str:
@@ -50,14 +54,18 @@ class CitationFilter:
         return self._clean(text)
 
     def _clean(self, text: str) -> str:
-        return _MARKER.sub(self._keep_in_range, text)
+        return _RUN.sub(self._keep_run_in_range, text)
+
+    def _keep_run_in_range(self, run: re.Match[str]) -> str:
+        kept = "".join(self._keep_in_range(marker) for marker in _MARKER.finditer(run.group(2)))
+        return f"{run.group(1)}{kept}" if kept else ""
 
     def _keep_in_range(self, marker: re.Match[str]) -> str:
         numbers = [n.strip() for n in marker.group(2).split(",")]
         kept = [n for n in numbers if 1 <= int(n) <= self.sources]
         if len(kept) == len(numbers):
             return marker.group(0)
-        return f"{marker.group(1)}[{', '.join(kept)}]" if kept else ""
+        return f"[{', '.join(kept)}]" if kept else ""
 
 
 # What may follow a marker's "[" while it is not complete: numbers, commas, spaces, maybe its "]" (then
@@ -70,6 +78,9 @@ def _incomplete_marker_start(text: str) -> int:
     a marker listing many sources, held back only in part, passed its out-of-range numbers unfiltered."""
     bracket = text.rfind("[")
     if bracket >= 0 and _OPEN_TAIL.fullmatch(text, bracket + 1):
+        # With the complete markers just before it: a run is cleaned whole (the space before it).
+        if before := _RUN_END.search(text, 0, bracket):
+            bracket = before.start()
         return bracket - 1 if bracket and text[bracket - 1].isspace() else bracket
     # A lone trailing space may be the one before a marker still to come.
     return len(text) - 1 if text.endswith((" ", "\n", "\t")) else len(text)
