@@ -277,7 +277,8 @@ class ChatService:
         start = time.perf_counter()
         if llm is None or turn.llm_error is not None or not turn.hits:
             header = EXTRACTIVE_HEADER if turn.llm_error is None else FALLBACK_HEADER
-            turn.answer = extractive_answer(turn.question, turn.hits, header=header)
+            # A follow-up searched again (condensed_query): its sentences are picked by what was searched.
+            turn.answer = extractive_answer(turn.condensed_query or turn.question, turn.hits, header=header)
             turn.mode = "extractive"
             for line in turn.answer.splitlines(keepends=True):
                 yield line
@@ -313,7 +314,9 @@ class ChatService:
         except LLMFailure as exc:
             logger.warning("LLM answer failed, falling back to extractive: %s", exc)
             turn.llm_error = str(exc)
-            turn.answer = extractive_answer(turn.question, turn.hits, header=FALLBACK_HEADER)
+            turn.answer = extractive_answer(
+                turn.condensed_query or turn.question, turn.hits, header=FALLBACK_HEADER
+            )
             turn.mode = "extractive"
             if not pieces:  # nothing streamed yet: stream the fallback; otherwise `done` carries it
                 for line in turn.answer.splitlines(keepends=True):
