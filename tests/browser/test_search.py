@@ -301,3 +301,30 @@ async def test_a_document_filter_is_dropped_with_the_collection_it_belongs_to(
     await page.get_by_label("Collection").select_option("search-elsewhere")
     await expect(page.locator("#search-doc")).to_have_value("")
     assert "doc=" not in page.url and "q=otters" in page.url, page.url
+
+
+async def test_documents_of_the_same_name_are_told_apart_in_the_document_filter(
+    page: Page, stack: Stack, documents: dict[str, dict[str, Any]]
+) -> None:
+    """A changed file uploaded again without replace is a second document of its name: both were listed
+    as "notes.txt", and the filter could not say which one it searched."""
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60
+    ) as client:
+        made = await client.post("/collections", json={"name": "same-names"})
+        assert made.status_code in (201, 409), made.text
+    first = await upload_and_wait(stack, {"notes.txt": b"Tide tables for the harbour."}, "same-names")
+    second = await upload_and_wait(stack, {"notes.txt": b"Tide tables, revised."}, "same-names")
+    await upload_and_wait(stack, {"alone.txt": b"A name given once."}, "same-names")
+    await page.reload()  # the collection list, with the new one
+    await page.get_by_label("Collection").select_option("same-names")
+    await page.get_by_role("link", name="Search", exact=True).click()
+    options = page.locator("#search-doc option")
+    await expect(options).to_have_count(4)
+    labels = {
+        await option.get_attribute("value"): await option.text_content() for option in await options.all()
+    }
+    ids = [first["notes.txt"]["document_id"], second["notes.txt"]["document_id"]]
+    named = [labels[i] or "" for i in ids]
+    assert named[0] != named[1] and all(n.startswith("notes.txt (") for n in named), labels
+    assert "alone.txt" in labels.values(), labels  # a name given once is shown as it is
