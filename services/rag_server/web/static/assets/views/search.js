@@ -3,7 +3,7 @@
 // and the answer shows the time each stage took: what hybrid adds is visible hit by hit.
 
 import { api } from "../api.js";
-import { clear, cutText, formatMs, h, announce } from "../dom.js";
+import { clear, cutText, formatDate, formatMs, h, announce } from "../dom.js";
 import { href, navigate } from "../router.js";
 import { chunkNumber, chunkPlace, chunkSection, documentExists, FILE_TYPES } from "./document_common.js";
 import { highlighted } from "./highlight.js";
@@ -253,13 +253,21 @@ export function mount(root, ctx, route) {
     });
   }
 
+  // Documents of one name (a changed file uploaded again without replace): told apart by when they came.
+  function docLabels(items) {
+    const counts = new Map();
+    for (const d of items) counts.set(d.filename, (counts.get(d.filename) || 0) + 1);
+    const label = (d) => (counts.get(d.filename) > 1 ? `${d.filename} (uploaded ${formatDate(d.created_at)}, id ${d.id.slice(0, 8)})` : d.filename);
+    return new Map(items.map((d) => [d.id, label(d)]));
+  }
+
   async function loadDocuments() {
     try {
       const { items } = await api("/documents", { query: { collection: ctx.collection, limit: 500, sort: "name", order: "asc", status: "ready" } });
-      for (const d of items) if (d.id !== p.doc) docSelect.append(h("option", { value: d.id }, d.filename));
+      const labels = docLabels(items);
+      for (const d of items) if (d.id !== p.doc) docSelect.append(h("option", { value: d.id }, labels.get(d.id)));
       const chosen = [...docSelect.options].find((o) => o.value === p.doc && o.textContent === "The chosen document");
-      const real = items.find((d) => d.id === p.doc);
-      if (chosen && real) chosen.textContent = real.filename;
+      if (chosen && labels.has(p.doc)) chosen.textContent = labels.get(p.doc);
     } catch {
       /* the filter is optional: search still works without the list */
     }
