@@ -26,6 +26,14 @@ CASES = [
     ("Booked ahead [9][2].", "Booked ahead [2]."),
     ("Booked ahead [1][9][2].", "Booked ahead [1][2]."),
     ("Booked ahead [9][8] done.", "Booked ahead done."),
+    # Code is no citation (the web app shows it as written): an index in it stays.
+    ("Use `rows[5]` [1].", "Use `rows[5]` [1]."),
+    (
+        "Code:\n```python\nrow = table[3]\nx = m[0]\n```\nDone [2] [9].",
+        "Code:\n```python\nrow = table[3]\nx = m[0]\n```\nDone [2].",
+    ),
+    ("Unclosed:\n~~~\nm[7]", "Unclosed:\n~~~\nm[7]"),
+    ("A lone ` then [9] [1].", "A lone ` then [1]."),
     # Longer than the 64 characters once held back: streamed, its tail passed unfiltered.
     ("Many [" + ", ".join(["1", "2"] * 12 + ["9"]) + "].", "Many [" + ", ".join(["1", "2"] * 12) + "]."),
 ]
@@ -60,3 +68,4 @@ def test_cited_gives_each_number_with_its_markers_bracket() -> None:
     text = "BM25 ranks [1]. HNSW [2, 3] links; [x] and [4](https://example.org) are no citations."
     assert cited(text) == [(11, 1), (21, 2), (21, 3)]
     assert text[11] == text[21] == "["
+    assert cited("In code `m[1]` and\n```\nm[2]\n```\n[2]") == [(32, 2)]
