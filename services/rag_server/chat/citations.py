@@ -4,12 +4,14 @@ A model may cite `[9]` with five sources, or `[0]`: a marker that names no sourc
 nothing, and the web app, API and MCP clients would show it as if it did. Such numbers are dropped from
 the answer as it streams (`[2, 9]` becomes `[2]`; `[9]` goes with the space before it), so the streamed
 text and the stored answer are the same text. Brackets that are no citation (`[a]`, `[1.5]`) pass as
-written.
+written, and so does code (a fenced block, an inline code span: `rows[3]` is an index, which the web app
+shows as code).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 # The markers the web app renders as citations (static/assets/markdown.js): up to three digits each.
 # Not a link's text (`[1](https://...)`).
@@ -23,38 +25,46 @@ _RUN_END = re.compile(r"(?:\[\d{1,3}(?:\s*,\s*\d{1,3})*\])+\Z")
 def without_citations(text: str) -> str:
     """`text` without its citation markers (each with the space before it): an earlier answer in a
     prompt, whose numbers named that turn's sources, not this one's."""
-    return _MARKER.sub("", text)
+    return _outside_code(text, 0, len(text), lambda piece: _MARKER.sub("", piece))
 
 
 def cited(text: str) -> list[tuple[int, int]]:
     """(where, n) for each source number `text` cites, in order: `where` is the index of its marker's
     `[` (code points)."""
+    code, _ = _code_spans(text)
     return [
-        (marker.start(2) - 1, int(n)) for marker in _MARKER.finditer(text) for n in marker.group(2).split(",")
+        (marker.start(2) - 1, int(n))
+        for marker in _MARKER.finditer(text)
+        if not any(a <= marker.start(2) < b for a, b in code)
+        for n in marker.group(2).split(",")
     ]
 
 
 class CitationFilter:
     """Streamed deltas in, the same text out without out-of-range citation numbers. `feed` returns what
     is safe to send now; a possible marker cut between deltas is held back, however long, until the
-    next delta or `flush`."""
+    next delta or `flush`, and so is an inline code span still open (its brackets are code, not
+    citations: code is shown as written)."""
 
     def __init__(self, sources: int) -> None:
         self.sources = sources
-        self._held = ""
+        self._text = ""  # everything fed
+        self._sent = 0  # how much of it was returned
 
     def feed(self, delta: str) -> str:
-        text = self._held + delta
-        cut = _incomplete_marker_start(text)
-        self._held = text[cut:]
-        return self._clean(text[:cut])
+        self._text += delta
+        _, open_at = _code_spans(self._text)
+        cut = _incomplete_marker_start(self._text)
+        return self._release(max(self._sent, cut if open_at is None else min(cut, open_at)))
 
     def flush(self) -> str:
-        text, self._held = self._held, ""
-        return self._clean(text)
+        return self._release(len(self._text))
 
-    def _clean(self, text: str) -> str:
-        return _RUN.sub(self._keep_run_in_range, text)
+    def _release(self, end: int) -> str:
+        start, self._sent = self._sent, end
+        return _outside_code(
+            self._text[:end], start, end, lambda piece: _RUN.sub(self._keep_run_in_range, piece)
+        )
 
     def _keep_run_in_range(self, run: re.Match[str]) -> str:
         kept = "".join(self._keep_in_range(marker) for marker in _MARKER.finditer(run.group(2)))
@@ -66,6 +76,51 @@ class CitationFilter:
         if len(kept) == len(numbers):
             return marker.group(0)
         return f"[{', '.join(kept)}]" if kept else ""
+
+
+# Code as the web app reads it (static/assets/markdown.js): a fenced block (``` or ~~~, to its closing
+# fence or the end), an inline code span (backticks, within a paragraph).
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})\s*[\w+#.-]*\s*")
+_INLINE = re.compile(r"(`+)(?:[^`]|[^`](?:(?!\n[ \t]*\n)[\s\S])*?[^`])\1(?!`)")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+
+
+def _code_spans(text: str) -> tuple[list[tuple[int, int]], int | None]:
+    """The [start, end) of each code span of `text`, and where an inline span still open at its end
+    starts (a backtick run its last paragraph does not close; None: none)."""
+    spans: list[tuple[int, int]] = []
+    fence, fence_start, prose_start, pos = "", 0, 0, 0
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n").strip()
+        if not fence and (opening := _FENCE.fullmatch(line.rstrip("\r\n"))):
+            spans += _inline_spans(text, prose_start, pos)
+            fence, fence_start = opening.group(1), pos
+        elif fence and body.startswith(fence) and not body.strip(fence[0]):
+            spans.append((fence_start, pos + len(line)))
+            fence, prose_start = "", pos + len(line)
+        pos += len(line)
+    if fence:
+        return [*spans, (fence_start, len(text))], None
+    spans += _inline_spans(text, prose_start, len(text))
+    paragraph = max((m.end() for m in _BLANK_LINE.finditer(text, prose_start)), default=prose_start)
+    ticks = re.compile("`+").finditer(text, paragraph)
+    open_at = next((t.start() for t in ticks if not any(a <= t.start() < b for a, b in spans)), None)
+    return spans, open_at
+
+
+def _inline_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    return [m.span() for m in _INLINE.finditer(text, start, end)]
+
+
+def _outside_code(text: str, start: int, end: int, clean: Callable[[str], str]) -> str:
+    """text[start:end] with `clean` applied to each piece of it outside code."""
+    out, pos = [], start
+    for a, b in _code_spans(text[:end])[0]:
+        if b <= pos or a >= end:
+            continue
+        out += [clean(text[pos:a]) if a > pos else "", text[max(a, pos) : min(b, end)]]
+        pos = min(b, end)
+    return "".join([*out, clean(text[pos:end]) if end > pos else ""])
 
 
 # What may follow a marker's "[" while it is not complete: numbers, commas, spaces, maybe its "]" (then
