@@ -69,3 +69,22 @@ def test_cited_gives_each_number_with_its_markers_bracket() -> None:
     assert cited(text) == [(11, 1), (21, 2), (21, 3)]
     assert text[11] == text[21] == "["
     assert cited("In code `m[1]` and\n```\nm[2]\n```\n[2]") == [(32, 2)]
+
+
+def test_a_long_answer_streamed_in_any_pieces_is_cleaned_as_in_one() -> None:
+    """The filter looks for code from the current paragraph only (else each delta re-read the whole
+    answer: quadratic); paragraphs, fences and spans across its restart points must not change a thing."""
+    part = (
+        "Vacation is booked ahead [1][9]. Use `rows[3]` or `m[0]`, not [7].\n\n"
+        "```python\nx = table[3]\n\ny = m[12]\n```\n\n"
+        "Sick leave needs a note [2, 8]; see ``a`b[4]`` and [3].\n   \n"
+        "~~~\n[5]\n"
+    )
+    text = part * 6 + "An open fence's [1] stays.\n"
+    whole = CitationFilter(2)
+    expected = whole.feed(text) + whole.flush()
+    assert "`rows[3]`" in expected and "x = table[3]" in expected and "[7]" not in expected.split("```")[0]
+    for size in (1, 2, 3, 5, 8, 13, 64):
+        f = CitationFilter(2)
+        streamed = "".join(f.feed(text[i : i + size]) for i in range(0, len(text), size)) + f.flush()
+        assert streamed == expected, size

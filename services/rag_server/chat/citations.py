@@ -25,13 +25,14 @@ _RUN_END = re.compile(r"(?:\[\d{1,3}(?:\s*,\s*\d{1,3})*\])+\Z")
 def without_citations(text: str) -> str:
     """`text` without its citation markers (each with the space before it): an earlier answer in a
     prompt, whose numbers named that turn's sources, not this one's."""
-    return _outside_code(text, 0, len(text), lambda piece: _MARKER.sub("", piece))
+    spans, _, _ = _code_spans(text)
+    return _outside_code(text, 0, len(text), spans, lambda piece: _MARKER.sub("", piece))
 
 
 def cited(text: str) -> list[tuple[int, int]]:
     """(where, n) for each source number `text` cites, in order: `where` is the index of its marker's
     `[` (code points)."""
-    code, _ = _code_spans(text)
+    code, _, _ = _code_spans(text)
     return [
         (marker.start(2) - 1, int(n))
         for marker in _MARKER.finditer(text)
@@ -50,20 +51,27 @@ class CitationFilter:
         self.sources = sources
         self._text = ""  # everything fed
         self._sent = 0  # how much of it was returned
+        # Where code is looked for from (a paragraph's start outside a fence, at most `_sent`): what is
+        # before it is settled, so each delta costs its paragraph's length, not the answer's (quadratic).
+        self._base = 0
 
     def feed(self, delta: str) -> str:
         self._text += delta
-        _, open_at = _code_spans(self._text)
-        cut = _incomplete_marker_start(self._text)
-        return self._release(max(self._sent, cut if open_at is None else min(cut, open_at)))
+        spans, open_at, restart = _code_spans(self._text, self._base)
+        cut = self._sent + _incomplete_marker_start(self._text[self._sent :])
+        released = self._release(max(self._sent, cut if open_at is None else min(cut, open_at)), spans)
+        if restart <= self._sent:
+            self._base = restart
+        return released
 
     def flush(self) -> str:
-        return self._release(len(self._text))
+        spans, _, _ = _code_spans(self._text, self._base)
+        return self._release(len(self._text), spans)
 
-    def _release(self, end: int) -> str:
+    def _release(self, end: int, spans: list[tuple[int, int]]) -> str:
         start, self._sent = self._sent, end
         return _outside_code(
-            self._text[:end], start, end, lambda piece: _RUN.sub(self._keep_run_in_range, piece)
+            self._text, start, end, spans, lambda piece: _RUN.sub(self._keep_run_in_range, piece)
         )
 
     def _keep_run_in_range(self, run: re.Match[str]) -> str:
@@ -85,13 +93,18 @@ _INLINE = re.compile(r"(`+)(?:[^`]|[^`](?:(?!\n[ \t]*\n)[\s\S])*?[^`])\1(?!`)")
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 
 
-def _code_spans(text: str) -> tuple[list[tuple[int, int]], int | None]:
-    """The [start, end) of each code span of `text`, and where an inline span still open at its end
-    starts (a backtick run its last paragraph does not close; None: none)."""
+def _code_spans(text: str, start: int = 0) -> tuple[list[tuple[int, int]], int | None, int]:
+    """The [start, end) of each code span of `text` from `start` (a paragraph's start outside a fence),
+    where an inline span still open at its end starts (a backtick run its last paragraph does not close;
+    None: none), and the last paragraph's start outside a fence (a `start` for a longer text: no span
+    crosses a blank line, none is open there)."""
     spans: list[tuple[int, int]] = []
-    fence, fence_start, prose_start, pos = "", 0, 0, 0
-    for line in text.splitlines(keepends=True):
+    fence, fence_start, prose_start, pos = "", start, start, start
+    restart = start
+    for line in text[start:].splitlines(keepends=True):
         body = line.rstrip("\r\n").strip()
+        if not fence and not body:
+            restart = pos + len(line)
         if not fence and (opening := _FENCE.fullmatch(line.rstrip("\r\n"))):
             spans += _inline_spans(text, prose_start, pos)
             fence, fence_start = opening.group(1), pos
@@ -100,22 +113,24 @@ def _code_spans(text: str) -> tuple[list[tuple[int, int]], int | None]:
             fence, prose_start = "", pos + len(line)
         pos += len(line)
     if fence:
-        return [*spans, (fence_start, len(text))], None
+        return [*spans, (fence_start, len(text))], None, min(restart, fence_start)
     spans += _inline_spans(text, prose_start, len(text))
     paragraph = max((m.end() for m in _BLANK_LINE.finditer(text, prose_start)), default=prose_start)
     ticks = re.compile("`+").finditer(text, paragraph)
     open_at = next((t.start() for t in ticks if not any(a <= t.start() < b for a, b in spans)), None)
-    return spans, open_at
+    return spans, open_at, restart
 
 
 def _inline_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return [m.span() for m in _INLINE.finditer(text, start, end)]
 
 
-def _outside_code(text: str, start: int, end: int, clean: Callable[[str], str]) -> str:
-    """text[start:end] with `clean` applied to each piece of it outside code."""
+def _outside_code(
+    text: str, start: int, end: int, spans: list[tuple[int, int]], clean: Callable[[str], str]
+) -> str:
+    """text[start:end] with `clean` applied to each piece of it outside code (`spans`)."""
     out, pos = [], start
-    for a, b in _code_spans(text[:end])[0]:
+    for a, b in spans:
         if b <= pos or a >= end:
             continue
         out += [clean(text[pos:a]) if a > pos else "", text[max(a, pos) : min(b, end)]]
