@@ -246,6 +246,11 @@ async def test_http_errors_are_tool_errors(live_app_url: str, docs: Docs) -> Non
             "get_document", {"document_id": "00000000-0000-0000-0000-000000000001"}
         )
         assert missing.is_error and "00000000-0000-0000-0000-000000000001" in error_text(missing)
+        # A window that ends before it starts read no chunks without a word.
+        backwards = await client.call_tool(
+            "get_document", {"document_id": docs.ids["herons.txt"], "start": 5, "end": 2}
+        )
+        assert backwards.is_error and "end (2)" in error_text(backwards), error_text(backwards)
         invalid = await client.call_tool("search", {"query": "zebrafish", "top_k": 1000})
         assert invalid.is_error and "top_k" in error_text(invalid)
         no_query = await client.call_tool("search", {})

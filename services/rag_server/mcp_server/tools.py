@@ -18,6 +18,7 @@ from rag_server.chat.models import QueryRequest, Source
 from rag_server.chat.service import ChatService
 from rag_server.collections import store as collections
 from rag_server.collections.models import DEFAULT_COLLECTION
+from rag_server.errors import InvalidInputError
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion import documents
 from rag_server.ingestion.models import Document, DocumentStatus
@@ -208,6 +209,8 @@ async def get_document(
     """The document's metadata and the text of chunks `start <= index < end` (at most
     MAX_CHUNKS_PER_READ of them; default: from the first), or, with `text`, of the chunks among them
     whose text matches (Chroma's `where_document` on one document)."""
+    if end is not None and end < start:
+        raise InvalidInputError(f"end ({end}) is before start ({start}): chunks start <= index < end")
     pool = runtime.read_pool()
     doc = await documents.get_document(pool, document_id)
     window_end = max(end if end is not None else doc.chunk_count, start)
