@@ -356,3 +356,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise
         print(f"error: {reason}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":  # `python -m rag_server.cli` runs it, as `python -m rag_server` does
+    main()

@@ -30,3 +30,12 @@ def test_the_workers_own_process_does_not_import_llama_index() -> None:
     # Parsing and chunking run in the worker's child (ingestion/parse_process.py); the parent only
     # receives Chunk objects. It imported LlamaIndex through chunking.py: ~1 s and ~35 MB per worker.
     assert _imported_after("import rag_server.ingestion.worker", ("llama_index", "nltk")) == "[]"
+
+
+def test_python_m_rag_server_cli_is_the_command_line() -> None:
+    """`python -m rag_server.cli up` exited 0 without a word: the module had no entry point."""
+    for module in ("rag_server", "rag_server.cli"):
+        done = subprocess.run(
+            [sys.executable, "-m", module, "-h"], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0 and "usage: rag-server" in done.stdout, (module, done.stdout, done.stderr)
