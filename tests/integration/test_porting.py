@@ -802,6 +802,25 @@ async def test_an_empty_chroma_collection_fails_and_leaves_no_collection(
         assert await conn.fetchval("SELECT count(*) FROM collections WHERE name = 'from-nothing'") == 0
 
 
+async def test_an_export_file_with_no_document_fails_and_leaves_no_collection(
+    settings: Settings, runtime: Runtime, tmp_path: Path
+) -> None:
+    """A JSONL file of the header alone (a copy cut after its first line) exited 0 and left the
+    collection it created, empty, where an empty Chroma collection exits 1 and removes it: the README
+    says an import that finds nothing it can store (a cut file) exits 1."""
+    file = tmp_path / "header-only.jsonl"
+    export_lines(file, [], vectors=False)
+    done = await asyncio.to_thread(
+        _cli, settings, "import", "jsonl", str(file), "--collection", "header-only", "--quiet"
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "Traceback" not in output, output
+    assert "removed the collection header-only this import created" in output, output
+    assert done.stderr.rstrip().endswith("nothing was imported: the file holds no documents"), output
+    async with runtime.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM collections WHERE name = 'header-only'") == 0
+
+
 async def test_a_record_the_database_refuses_is_skipped_alone(runtime: Runtime, tmp_path: Path) -> None:
     """What cleaning cannot foresee: a record too large for to_tsvector (the BM25 triggers' tokenizer)
     fails its batch's transaction; the batch is written again a document at a time."""
