@@ -157,6 +157,8 @@ async def import_jsonl_file(
     async with _target(runtime, collection, report) as collection_id:
         counts = await import_jsonl(runtime, path, collection_id, quiet=quiet, report=report)
         _report_counts(counts, collection, report)
+        if not counts.stored and not counts.unusable:  # the header alone (a cut copy), as `_run` does
+            raise PortingError("nothing was imported: the file holds no documents")
     return counts
 
 
