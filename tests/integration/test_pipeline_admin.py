@@ -303,3 +303,16 @@ async def test_the_cli_refuses_numbers_out_of_range_when_parsed(
     assert query(database_url, archived)[0]["n"] == before > 0
     listed = rag_server_cli(settings, "tasks", "list", "--limit", "1")
     assert listed.returncode == 0 and listed.stdout.splitlines()[-1].startswith("1 of "), listed.stdout
+
+
+async def test_listing_an_unknown_batch_is_refused_as_retrying_it_is(
+    runtime: Runtime, settings: Settings, database_url: str
+) -> None:
+    """`tasks list --batch` with a task's id (an id of the wrong kind) or a pruned batch's printed
+    "0 of 0 tasks" and exit 0, as if the batch had none, where `tasks retry --batch` and `tasks list
+    --collection nope` say there is no such thing: one `error:` line, exit 1."""
+    (queued,) = await enqueue(runtime, [("unknown-batch.txt", b"Herons wait.")])
+    listed = rag_server_cli(settings, "tasks", "list", "--batch", str(queued.task_id))
+    assert listed.returncode == 1, listed.stdout + listed.stderr
+    assert "Traceback" not in listed.stderr and "0 of 0 tasks" not in listed.stdout
+    assert listed.stderr.splitlines()[-1].startswith(f"error: no upload batch {queued.task_id}")
