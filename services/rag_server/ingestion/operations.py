@@ -91,9 +91,14 @@ async def list_tasks(
     offset: int = 0,
 ) -> AdminTaskList:
     """Newest first. `stuck`: only tasks that do not move (see AdminTask.stuck). An unknown collection
-    is a NotFoundError; the tasks are those of the collections the caller may read (row-level security)."""
+    or batch is a NotFoundError; the tasks are those of the collections the caller may read (row-level
+    security)."""
     async with connection(conn) as c:
         collection_id = (await get_collection(c, collection)).id if collection is not None else None
+        if batch_id is not None and not await c.fetchval(
+            "SELECT true FROM job_batches WHERE id = $1", batch_id
+        ):
+            raise NotFoundError(f"no upload batch {batch_id} (finished batches are removed after a while)")
         filtered = f"SELECT * FROM ({_tasks_sql(queue)}) x WHERE (NOT $5::boolean OR stuck_kind IS NOT NULL)"
         args: list[Any] = [status, collection_id, batch_id, None, stuck]
         total = await c.fetchval(f"SELECT count(*) FROM ({filtered}) y", *args)
