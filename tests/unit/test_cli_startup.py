@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _imported_after(setup: str, prefixes: tuple[str, ...]) -> str:
@@ -39,3 +40,21 @@ def test_python_m_rag_server_cli_is_the_command_line() -> None:
             [sys.executable, "-m", module, "-h"], capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0 and "usage: rag-server" in done.stdout, (module, done.stdout, done.stderr)
+
+
+def test_ingest_refuses_bad_metadata_in_one_error_line(tmp_path: Path) -> None:
+    """`ingest --metadata '[1]'` (or JSON that does not parse) printed its sentence without the `error:`
+    every other refused argument starts with; it exits 2 before reaching any server."""
+    note = tmp_path / "note.md"
+    note.write_text("A note.\n", encoding="utf-8")
+    for given in ("[1]", "{bad"):
+        command = [sys.executable, "-m", "rag_server", "ingest", "--url", "http://127.0.0.1:9"]
+        done = subprocess.run(
+            [*command, "--metadata", given, str(note)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2, done.stdout + done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: --metadata "), done.stderr
