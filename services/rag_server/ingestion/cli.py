@@ -330,10 +330,10 @@ def _metadata_object(raw: str) -> dict[str, Any] | None:
     try:
         value = json.loads(raw)
     except ValueError as exc:
-        print(f"--metadata is not valid JSON: {exc}", file=sys.stderr)
+        print(f"error: --metadata is not valid JSON: {exc}", file=sys.stderr)
         return None
     if not isinstance(value, dict):
-        print('--metadata must be a JSON object, like \'{"team": "x"}\'', file=sys.stderr)
+        print('error: --metadata must be a JSON object, like \'{"team": "x"}\'', file=sys.stderr)
         return None
     return value
 
