@@ -821,6 +821,39 @@ async def test_an_export_file_with_no_document_fails_and_leaves_no_collection(
         assert await conn.fetchval("SELECT count(*) FROM collections WHERE name = 'header-only'") == 0
 
 
+async def test_a_line_that_is_not_utf8_is_skipped_alone(
+    settings: Settings, runtime: Runtime, tmp_path: Path
+) -> None:
+    """One line of bytes that are not UTF-8 (a copy damaged in transit) stopped the whole import with
+    Python's "'utf-8' codec can't decode byte 0xff in position 540" and wrote nothing, where a line that
+    is not JSON is skipped alone; a binary file (a backup given by mistake) said the same, not that it
+    is no export."""
+    good = [
+        {"type": "document", "id": f"00000000-0000-0000-0000-0000000000f{n}", "filename": f"u{n}.md"}
+        | {"chunks": [{"index": 0, "text": f"Document {n} about kingfishers."}]}
+        for n in (1, 2)
+    ]
+    file = tmp_path / "damaged.jsonl"
+    export_lines(file, [good[0], "PLACEHOLDER", good[1]], vectors=False)
+    file.write_bytes(file.read_bytes().replace(b"PLACEHOLDER", b'{"type": "document", "id": "\xff\xfe'))
+    done = await asyncio.to_thread(
+        _cli, settings, "import", "jsonl", str(file), "--collection", "damaged", "--quiet"
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and "Traceback" not in output, output
+    assert "imported into damaged: 2 created" in output and "skipped line 3: " in output, output
+
+    binary = tmp_path / "backup.jsonl"
+    binary.write_bytes(b"\x1f\x8b\x08\x00\xff\xfe binary\n\xc8\x00")
+    refused = await asyncio.to_thread(
+        _cli, settings, "import", "jsonl", str(binary), "--collection", "binary", "--quiet"
+    )
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.rstrip().endswith(
+        f"{binary} is not a rag-server export (its first line is not the export header)"
+    ), refused.stderr
+
+
 async def test_a_record_the_database_refuses_is_skipped_alone(runtime: Runtime, tmp_path: Path) -> None:
     """What cleaning cannot foresee: a record too large for to_tsvector (the BM25 triggers' tokenizer)
     fails its batch's transaction; the batch is written again a document at a time."""
