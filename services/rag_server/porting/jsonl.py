@@ -202,6 +202,12 @@ def _exported_id(value: Any) -> UUID | None:
 
 def _document(line: str) -> ImportDocument:
     """A document line; UnusableDocument (a sentence) when it is not one."""
+    try:  # the file is read with surrogateescape: bytes that are not UTF-8 are this line's alone
+        line.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UnusableDocument(
+            f"not a document line (its bytes are not UTF-8 at character {exc.start})"
+        ) from None
     try:
         obj = json.loads(line)
         filename = sanitize_filename(str(obj["filename"]))
@@ -251,7 +257,7 @@ async def import_jsonl(
         raise PortingError(f"{path}: {exc.strerror or exc}") from None
     live = await live_generations(runtime.pool)
     total = ImportCounts()
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8", errors="surrogateescape") as f:
         header = _read_header(f, path)
         if header.get("vectors"):
             plan = generation_plan(header.get("embedding_model"), header.get("embedding_dim"), live)
@@ -268,7 +274,7 @@ async def import_jsonl(
         size = 0
         try:
             for number, line in _lines(f):
-                bar.update(len(line.encode("utf-8")))
+                bar.update(len(line.encode("utf-8", "surrogateescape")))
                 try:
                     batch.append(_document(line))
                 except UnusableDocument as exc:  # this line alone; the file goes on
