@@ -5,6 +5,7 @@ on the same database and settings, embeddings from a local fake Ollama server.""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -636,3 +637,22 @@ def test_cli_ingest_skips_an_empty_file_or_one_over_the_servers_limit_and_upload
     assert "1 completed" in result.stderr
     stored = {r["filename"] for r in query(database_url, "SELECT filename FROM documents")}
     assert "fits.txt" in stored and "empty.md" not in stored
+
+
+def test_cli_ingest_of_a_file_named_in_latin_1_uploads_it_and_the_rest(
+    live_app_url: str, worker: Proc, env: dict[str, str], tmp_path: Path, database_url: str
+) -> None:
+    """A folder holding one file whose name is not UTF-8 (an old archive's `café.md` in Latin-1) ended
+    the whole run with a UnicodeEncodeError traceback (its name went into the JSON of check-duplicates
+    as a lone surrogate), nothing uploaded. Its name's stray bytes are now U+FFFD, as a browser sends
+    them, and every file goes in."""
+    folder = tmp_path / "latin"
+    folder.mkdir()
+    (folder / "plain.md").write_text("Herons stand still in shallow water.\n")
+    Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9.md")).write_text("Bitterns boom in reed beds.\n")
+    command = [sys.executable, "-m", "rag_server", "ingest", str(folder), "--url", live_app_url]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "2 completed" in result.stderr, result.stderr
+    names = {r["filename"] for r in query(database_url, "SELECT filename FROM documents")}
+    assert {"plain.md", "caf\ufffd.md"} <= names, names
