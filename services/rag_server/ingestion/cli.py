@@ -83,7 +83,8 @@ def collect_files(paths: Iterable[str | Path]) -> tuple[list[LocalFile], list[Pa
                 skipped.append(p)
             else:
                 # The name the server will give it: repeated names are found before anything is sent.
-                name = sanitize_filename(p.relative_to(path).as_posix() if inside_folder else p.name)
+                local = p.relative_to(path) if inside_folder else Path(p.name)  # bytes not UTF-8: U+FFFD
+                name = sanitize_filename(os.fsencode(local).decode("utf-8", "replace"))
                 found.append(LocalFile(p, name))
     return found, skipped, hidden
 
