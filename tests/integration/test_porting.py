@@ -791,15 +791,23 @@ async def test_an_empty_chroma_collection_fails_and_leaves_no_collection(
     path = tmp_path / "empty"
     client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
     client.create_collection("nothing")
+    await fails_leaving_no_collection(settings, runtime, ["chroma", str(path)], "the source holds no records")
+
+
+async def fails_leaving_no_collection(
+    settings: Settings, runtime: Runtime, source: list[str], why: str
+) -> None:
+    """`import SOURCE...` into a new collection finds nothing to store: exit 1, one line saying `why`,
+    and the collection it created removed."""
     done = await asyncio.to_thread(
-        _cli, settings, "import", "chroma", str(path), "--collection", "from-nothing", "--quiet"
+        _cli, settings, "import", *source, "--collection", "nothing-here", "--quiet"
     )
     output = done.stdout + done.stderr
     assert done.returncode != 0 and "Traceback" not in output, output
-    assert "removed the collection from-nothing this import created" in output, output
-    assert done.stderr.rstrip().endswith("nothing was imported: the source holds no records"), output
+    assert "removed the collection nothing-here this import created" in output, output
+    assert done.stderr.rstrip().endswith(f"nothing was imported: {why}"), output
     async with runtime.pool.acquire() as conn:
-        assert await conn.fetchval("SELECT count(*) FROM collections WHERE name = 'from-nothing'") == 0
+        assert await conn.fetchval("SELECT count(*) FROM collections WHERE name = 'nothing-here'") == 0
 
 
 async def test_an_export_file_with_no_document_fails_and_leaves_no_collection(
@@ -810,15 +818,7 @@ async def test_an_export_file_with_no_document_fails_and_leaves_no_collection(
     says an import that finds nothing it can store (a cut file) exits 1."""
     file = tmp_path / "header-only.jsonl"
     export_lines(file, [], vectors=False)
-    done = await asyncio.to_thread(
-        _cli, settings, "import", "jsonl", str(file), "--collection", "header-only", "--quiet"
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode != 0 and "Traceback" not in output, output
-    assert "removed the collection header-only this import created" in output, output
-    assert done.stderr.rstrip().endswith("nothing was imported: the file holds no documents"), output
-    async with runtime.pool.acquire() as conn:
-        assert await conn.fetchval("SELECT count(*) FROM collections WHERE name = 'header-only'") == 0
+    await fails_leaving_no_collection(settings, runtime, ["jsonl", str(file)], "the file holds no documents")
 
 
 async def test_a_line_that_is_not_utf8_is_skipped_alone(
