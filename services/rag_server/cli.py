@@ -317,6 +317,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BaseException:  # -h, a bad argument: the caller's handlers back (a test calls main itself)
         signals.restore()
         raise
+    from rag_server.cli_args import not_utf8
+
+    if (name := not_utf8(args)) is not None:
+        signals.restore()
+        print(
+            f"error: {name.replace('_', '-')} is not UTF-8 text (typed in another encoding?)", file=sys.stderr
+        )
+        sys.exit(2)
     from rag_server.config import ConfigError, get_settings
     from rag_server.infra.logs import configure_logging
 

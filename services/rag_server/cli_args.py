@@ -74,3 +74,21 @@ def _length(error: Any) -> str | None:
 
 def _sentence_case(text: str) -> str:
     return (text[:1].lower() + text[1:]).rstrip(".")
+
+
+# The values that name files: a file's name may be any bytes (Python keeps those that are not UTF-8 as
+# surrogates, and gives them back to the system as they were).
+FILE_ARGUMENTS = frozenset({"paths", "path", "file", "json", "report", "lock", "out", "data", "repo", "eval"})
+
+
+def not_utf8(args: argparse.Namespace) -> str | None:
+    """The first argument (its name) whose value is not UTF-8 text (typed in a terminal of another
+    encoding): it failed deep in a command, as a traceback. None: every one is."""
+    for name, value in vars(args).items():
+        for item in value if isinstance(value, list) else [value]:
+            if name not in FILE_ARGUMENTS and isinstance(item, str) and not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return name
+    return None

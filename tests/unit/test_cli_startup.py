@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,24 @@ def test_ingest_refuses_bad_metadata_in_one_error_line(tmp_path: Path) -> None:
         assert done.returncode == 2, done.stdout + done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: --metadata "), done.stderr
+
+
+def test_a_value_that_is_not_utf8_is_one_error_line_and_a_path_may_be_any_bytes(tmp_path: Path) -> None:
+    """A name typed in a Latin-1 terminal (`café` as one byte 0xe9) ended in a traceback (asyncpg's
+    DataError, httpx's UnicodeEncodeError), depending on the command; a file's name may be any bytes."""
+    rag = [sys.executable, "-m", "rag_server"]
+    # No database is reached: an unreachable one, never the checkout's embedded server.
+    env = {**os.environ, "RAG_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgresql://127.0.0.1:9/none"}
+    for argv in (
+        ["documents", "list", "--name", b"caf\xe9"],
+        ["ingest", "--collection", b"c\xe9", "/nonexistent"],
+    ):
+        done = subprocess.run([*rag, *argv], capture_output=True, timeout=120, env=env)
+        stderr = done.stderr.decode("utf-8", "replace")
+        assert done.returncode == 2 and "Traceback" not in stderr, (argv, stderr)
+        assert stderr.strip().splitlines()[-1].startswith("error: ") and "UTF-8" in stderr, stderr
+    # A path of such bytes is a file's name: refused for not existing, not for its bytes.
+    done = subprocess.run(
+        [*rag, "import", "jsonl", b"/nonexistent/caf\xe9.jsonl"], capture_output=True, timeout=120, env=env
+    )
+    assert "UTF-8" not in done.stderr.decode("utf-8", "replace")
