@@ -4,7 +4,7 @@ row goes (Delete, Revoke), and the new key's collection choices while other admi
 from __future__ import annotations
 
 import httpx
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
 from tests.browser.conftest import Console, Stack, new_page, sign_in
 from tests.browser.seed import bearer, create_key
@@ -19,6 +19,18 @@ async def _open_admin(page: Page) -> None:
     await page.get_by_role("navigation", name="Main").wait_for()
     await page.get_by_role("link", name="Admin", exact=True).click()
     await expect(page.locator('.admin-table tr[data-name="default"]').first).to_be_visible()
+
+
+async def _reader_key_form_for(page: Page, stack: Stack, key: str, collection: str) -> Locator:
+    """`collection` made, Admin opened, and the new-key form filled for a reader `key` of it, not sent."""
+    async with await _admin(stack) as api:
+        assert (await api.post("/collections", json={"name": collection})).status_code == 201
+    await _open_admin(page)
+    form = page.get_by_role("form", name="New API key")
+    await form.get_by_label("Name").fill(key)
+    await form.get_by_label("Role").select_option("reader")
+    await form.get_by_label(collection, exact=True).check()
+    return form
 
 
 async def _confirm(page: Page, action: str) -> None:
@@ -99,13 +111,7 @@ async def test_a_collection_deleted_while_the_key_form_is_in_use_goes_from_it(
     """Deleted by another admin while this one is in the form: creating the key is refused (404) and the
     form, and the list of collections above it, offer it no more, without a reload."""
     page_console.allow("404")  # the key asked for with the deleted collection
-    async with await _admin(stack) as api:
-        assert (await api.post("/collections", json={"name": "kd-doomed"})).status_code == 201
-    await _open_admin(page)
-    form = page.get_by_role("form", name="New API key")
-    await form.get_by_label("Name").fill("kd-reader")
-    await form.get_by_label("Role").select_option("reader")
-    await form.get_by_label("kd-doomed", exact=True).check()
+    form = await _reader_key_form_for(page, stack, "kd-reader", "kd-doomed")
     async with await _admin(stack) as api:
         assert (await api.delete("/collections/kd-doomed")).status_code == 204
     await form.get_by_role("button", name="Create key").click()
@@ -120,13 +126,7 @@ async def test_a_collection_renamed_while_the_key_form_is_in_use_is_the_keys_und
     """Ticked, then renamed by another admin while the focus stays in the form (no refetch): the form sent
     the tick's old name, so creating the key was refused, "no collection 'kr-old'". A tick is its
     collection's, by id: the key is made for the collection, whatever it is called now."""
-    async with await _admin(stack) as api:
-        assert (await api.post("/collections", json={"name": "kr-old"})).status_code == 201
-    await _open_admin(page)
-    form = page.get_by_role("form", name="New API key")
-    await form.get_by_label("Name").fill("kr-reader")
-    await form.get_by_label("Role").select_option("reader")
-    await form.get_by_label("kr-old", exact=True).check()
+    form = await _reader_key_form_for(page, stack, "kr-reader", "kr-old")
     async with await _admin(stack) as api:
         assert (await api.patch("/collections/kr-old", json={"name": "kr-new"})).status_code == 200
     await form.get_by_role("button", name="Create key").click()
