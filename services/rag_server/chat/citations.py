@@ -91,6 +91,7 @@ class CitationFilter:
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})\s*[\w+#.-]*\s*")
 _INLINE = re.compile(r"(`+)(?:[^`]|[^`](?:(?!\n[ \t]*\n)[\s\S])*?[^`])\1(?!`)")
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
+_TICKS = re.compile("`+")
 
 
 def _code_spans(text: str, start: int = 0) -> tuple[list[tuple[int, int]], int | None, int]:
@@ -116,7 +117,7 @@ def _code_spans(text: str, start: int = 0) -> tuple[list[tuple[int, int]], int |
         return [*spans, (fence_start, len(text))], None, min(restart, fence_start)
     spans += _inline_spans(text, prose_start, len(text))
     paragraph = max((m.end() for m in _BLANK_LINE.finditer(text, prose_start)), default=prose_start)
-    ticks = re.compile("`+").finditer(text, paragraph)
+    ticks = _TICKS.finditer(text, paragraph)
     open_at = next((t.start() for t in ticks if not any(a <= t.start() < b for a, b in spans)), None)
     return spans, open_at, restart
 
