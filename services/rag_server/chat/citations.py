@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import NamedTuple
 
 # The markers the web app renders as citations (static/assets/markdown.js): up to three digits each.
 # Not a link's text (`[1](https://...)`).
@@ -51,21 +52,22 @@ class CitationFilter:
         self.sources = sources
         self._text = ""  # everything fed
         self._sent = 0  # how much of it was returned
-        # Where code is looked for from (a paragraph's start outside a fence, at most `_sent`): what is
-        # before it is settled, so each delta costs its paragraph's length, not the answer's (quadratic).
-        self._base = 0
+        # Where code is looked for from: a paragraph's start outside a fence, or a line's start inside a
+        # fence still open, at or before `_sent`. What is before it is settled, so each delta costs its
+        # paragraph's (or its line's) length, not the answer's (quadratic).
+        self._resume = _START
 
     def feed(self, delta: str) -> str:
         self._text += delta
-        spans, open_at, restart = _code_spans(self._text, self._base)
+        spans, open_at, resume = _code_spans(self._text, self._resume)
         cut = self._sent + _incomplete_marker_start(self._text[self._sent :])
         released = self._release(max(self._sent, cut if open_at is None else min(cut, open_at)), spans)
-        if restart <= self._sent:
-            self._base = restart
+        if (resume.fence_start if resume.fence else resume.at) <= self._sent:
+            self._resume = resume
         return released
 
     def flush(self) -> str:
-        spans, _, _ = _code_spans(self._text, self._base)
+        spans, _, _ = _code_spans(self._text, self._resume)
         return self._release(len(self._text), spans)
 
     def _release(self, end: int, spans: list[tuple[int, int]]) -> str:
@@ -94,32 +96,52 @@ _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _TICKS = re.compile("`+")
 
 
-def _code_spans(text: str, start: int = 0) -> tuple[list[tuple[int, int]], int | None, int]:
-    """The [start, end) of each code span of `text` from `start` (a paragraph's start outside a fence),
-    where an inline span still open at its end starts (a backtick run its last paragraph does not close;
-    None: none), and the last paragraph's start outside a fence (a `start` for a longer text: no span
-    crosses a blank line, none is open there)."""
+class _Resume(NamedTuple):
+    """Where a scan for code may start: `at`, a paragraph's start outside a fence, or (`fence` set) a
+    line's start inside the fence opened at `fence_start`."""
+
+    at: int
+    fence: str = ""
+    fence_start: int = 0
+
+
+_START = _Resume(0)
+
+
+def _code_spans(text: str, resume: _Resume = _START) -> tuple[list[tuple[int, int]], int | None, _Resume]:
+    """The [start, end) of each code span of `text` from `resume`, where an inline span still open at its
+    end starts (a backtick run its last paragraph does not close; None: none), and where a scan of a
+    longer text may start (no inline span crosses a blank line or a fence, none is open there)."""
     spans: list[tuple[int, int]] = []
-    fence, fence_start, prose_start, pos = "", start, start, start
-    restart = start
-    for line in text[start:].splitlines(keepends=True):
+    fence, fence_start = resume.fence, resume.fence_start
+    prose_start = pos = line_start = resume.at
+    again = resume
+    for line in text[resume.at :].splitlines(keepends=True):
+        line_start, complete = pos, line.endswith("\n")
         body = line.rstrip("\r\n").strip()
         if not fence and not body:
-            restart = pos + len(line)
+            again = _Resume(pos + len(line))
         if not fence and (opening := _FENCE.fullmatch(line.rstrip("\r\n"))):
             spans += _inline_spans(text, prose_start, pos)
             fence, fence_start = opening.group(1), pos
         elif fence and body.startswith(fence) and not body.strip(fence[0]):
             spans.append((fence_start, pos + len(line)))
+            # A closing line still open may grow into none ("```x"): from its start, in the fence.
+            again = _Resume(pos + len(line)) if complete else _Resume(pos, fence, fence_start)
             fence, prose_start = "", pos + len(line)
         pos += len(line)
     if fence:
-        return [*spans, (fence_start, len(text))], None, min(restart, fence_start)
+        # A last line still open may grow into the closing fence (or its "\r" into "\r\n"): from its
+        # start. The opening fence's own line may still grow into no fence: from the paragraph.
+        at = pos if text.endswith("\n") else line_start
+        if at > fence_start:
+            again = _Resume(at, fence, fence_start)
+        return [*spans, (fence_start, len(text))], None, again
     spans += _inline_spans(text, prose_start, len(text))
     paragraph = max((m.end() for m in _BLANK_LINE.finditer(text, prose_start)), default=prose_start)
     ticks = _TICKS.finditer(text, paragraph)
     open_at = next((t.start() for t in ticks if not any(a <= t.start() < b for a, b in spans)), None)
-    return spans, open_at, restart
+    return spans, open_at, again
 
 
 def _inline_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
