@@ -41,6 +41,11 @@ CASES = [
     ("~~~\r\nm[9]\r\n~~~~\r\nDone [9] [1].", "~~~\r\nm[9]\r\n~~~~\r\nDone [1]."),
     ("```\nm[9]\n```x [9]\n```\nDone [9] [1].", "```\nm[9]\n```x [9]\n```\nDone [1]."),
     ("```a b [9]\nDone [1].", "```a b\nDone [1]."),
+    # Streamed, a span's closing run may still grow ("``" closes no "`"), a line starting "```" may
+    # still become no fence; a span never crosses a blank line, even right after its backtick.
+    ("Odd ticks `m[9]`` [1].", "Odd ticks `m`` [1]."),
+    ("`[9]\n``` ` [1]", "`[9]\n``` ` [1]"),
+    ("A tick `\n\n`m[9]` [1] [9].", "A tick `\n\n`m[9]` [1]."),
     # Longer than the 64 characters once held back: streamed, its tail passed unfiltered.
     ("Many [" + ", ".join(["1", "2"] * 12 + ["9"]) + "].", "Many [" + ", ".join(["1", "2"] * 12) + "]."),
 ]

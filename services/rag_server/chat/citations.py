@@ -91,7 +91,7 @@ class CitationFilter:
 # Code as the web app reads it (static/assets/markdown.js): a fenced block (``` or ~~~, to its closing
 # fence or the end), an inline code span (backticks, within a paragraph).
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})\s*[\w+#.-]*\s*")
-_INLINE = re.compile(r"(`+)(?:[^`]|[^`](?:(?!\n[ \t]*\n)[\s\S])*?[^`])\1(?!`)")
+_INLINE = re.compile(r"(`+)(?!\n[ \t]*\n)(?:[^`]|[^`](?:(?!\n[ \t]*\n)[\s\S])*?[^`])\1(?!`)")
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _TICKS = re.compile("`+")
 
@@ -133,15 +133,25 @@ def _code_spans(text: str, resume: _Resume = _START) -> tuple[list[tuple[int, in
     if fence:
         # A last line still open may grow into the closing fence (or its "\r" into "\r\n"): from its
         # start. The opening fence's own line may still grow into no fence: from the paragraph.
+        # Until then, a backtick before it may still pair with one in that line.
         at = pos if text.endswith("\n") else line_start
         if at > fence_start:
-            again = _Resume(at, fence, fence_start)
-        return [*spans, (fence_start, len(text))], None, again
-    spans += _inline_spans(text, prose_start, len(text))
-    paragraph = max((m.end() for m in _BLANK_LINE.finditer(text, prose_start)), default=prose_start)
-    ticks = _TICKS.finditer(text, paragraph)
-    open_at = next((t.start() for t in ticks if not any(a <= t.start() < b for a, b in spans)), None)
+            return [*spans, (fence_start, len(text))], None, _Resume(at, fence, fence_start)
+        open_at = _open_tick(text, spans, prose_start, fence_start)
+        return [*spans, (fence_start, len(text))], open_at, again
+    inline = _inline_spans(text, prose_start, len(text))
+    spans += inline
+    open_at = _open_tick(text, spans, prose_start, len(text))
+    if inline and inline[-1][1] == len(text):  # its closing run may still grow ("`a``": no span)
+        open_at = min(open_at, inline[-1][0]) if open_at is not None else inline[-1][0]
     return spans, open_at, again
+
+
+def _open_tick(text: str, spans: list[tuple[int, int]], start: int, end: int) -> int | None:
+    """Where the first backtick of text[start:end]'s last paragraph that opens no span is."""
+    paragraph = max((m.end() for m in _BLANK_LINE.finditer(text, start, end)), default=start)
+    ticks = _TICKS.finditer(text, paragraph, end)
+    return next((t.start() for t in ticks if not any(a <= t.start() < b for a, b in spans)), None)
 
 
 def _inline_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
