@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -122,3 +123,20 @@ def test_each_delta_reads_its_own_line_of_a_long_code_block_not_the_block(
     streamed = "".join(f.feed(answer[i : i + 4]) for i in range(0, len(answer), 4)) + f.flush()
     assert streamed == answer
     assert scanned < 20 * len(answer)
+
+
+def test_random_answers_streamed_in_random_pieces_are_cleaned_as_whole() -> None:
+    # Prose, spans, fences and markers at random (a fixed seed): streamed text disagreed with the whole
+    # in about 1 answer of 18 before spans that may still grow were held back.
+    atoms = ["`", "``", "```", "~~~", "\n", "\n\n", "\r\n", " ", "[9]", "[1]", "[2, 9]", "x", ". ", "rows[3]"]
+    rnd = random.Random(7)
+    for _ in range(2000):
+        text = "".join(rnd.choice(atoms) for _ in range(rnd.randint(1, 24)))
+        pieces, at = [], 0
+        while at < len(text):
+            step = rnd.randint(1, 6)
+            pieces.append(text[at : at + step])
+            at += step
+        streamed_filter, whole_filter = CitationFilter(2), CitationFilter(2)
+        streamed = "".join(streamed_filter.feed(p) for p in pieces) + streamed_filter.flush()
+        assert streamed == whole_filter.feed(text) + whole_filter.flush(), pieces

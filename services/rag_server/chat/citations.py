@@ -91,8 +91,8 @@ class CitationFilter:
 # Code as the web app reads it (static/assets/markdown.js): a fenced block (``` or ~~~, to its closing
 # fence or the end), an inline code span (backticks, within a paragraph).
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})\s*[\w+#.-]*\s*")
-_INLINE = re.compile(r"(`+)(?!\n[ \t]*\n)(?:[^`]|[^`](?:(?!\n[ \t]*\n)[\s\S])*?[^`])\1(?!`)")
-_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+_INLINE = re.compile(r"(`+)(?!\n[ \t\r]*\n)(?:[^`]|[^`](?:(?!\n[ \t\r]*\n)[\s\S])*?[^`])\1(?!`)")
+_BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
 _TICKS = re.compile("`+")
 
 
