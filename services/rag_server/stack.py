@@ -10,7 +10,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import psutil
@@ -59,14 +60,24 @@ class WorkerSupervisor:
         self.process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="worker-supervisor", daemon=True)
+        self._spawning = threading.Lock()
 
     def start(self) -> None:
         self._thread.start()
 
-    def pids(self) -> set[int]:
-        """The worker's pid (none before the first start): its Popen waits for it."""
-        process = self.process
-        return set() if process is None else {process.pid}
+    @contextlib.contextmanager
+    def waited_for(self) -> Iterator[set[int]]:
+        """The worker's pid (none before the first start), its Popen waits for it; no worker starts
+        until the block ends: one that died between its fork and its Popen's return was reaped as an
+        orphan, and its Popen then read exit code 0."""
+        with self._spawning:
+            process = self.process
+            yield set() if process is None else {process.pid}
+
+    def _start_worker(self) -> subprocess.Popen[bytes]:
+        with self._spawning:
+            self.process = self._spawn()
+            return self.process
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         # Own session: Ctrl-C in the terminal reaches only `up`, which then stops the worker
@@ -79,8 +90,7 @@ class WorkerSupervisor:
     def _run(self) -> None:
         while not self._stopping.is_set():
             started = time.monotonic()
-            self.process = self._spawn()
-            code = self.process.wait()
+            code = self._start_worker().wait()
             if self._stopping.is_set():
                 return
             delay = self.backoff.delay_after(time.monotonic() - started)
@@ -113,16 +123,17 @@ def become_subreaper() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
 
 
-def reap_orphans(spared: Callable[[], Collection[int]]) -> None:
+def reap_orphans(spared: Callable[[], AbstractContextManager[Collection[int]]]) -> None:
     """Collect the children that ended here without being ours to wait for (see `become_subreaper`): a
     killed postmaster and its backends, a killed worker's parse child. `spared`: the pids a Popen of this
-    process waits for itself (the worker), whose exit status it needs. Called from the thread that runs
-    this process's only other subprocesses (pg_ctl, one after the other), so none of theirs is taken."""
-    keep = set(spared())
-    for child in psutil.Process().children():
-        with contextlib.suppress(psutil.Error, ChildProcessError):
-            if child.pid not in keep and child.status() == psutil.STATUS_ZOMBIE:
-                os.waitpid(child.pid, os.WNOHANG)
+    process waits for itself (the worker), whose exit status it needs, none started meanwhile. Called from
+    the thread that runs this process's only other subprocesses (pg_ctl, one after the other), so none of
+    theirs is taken."""
+    with spared() as keep:
+        for child in psutil.Process().children():
+            with contextlib.suppress(psutil.Error, ChildProcessError):
+                if child.pid not in keep and child.status() == psutil.STATUS_ZOMBIE:
+                    os.waitpid(child.pid, os.WNOHANG)
 
 
 class DatabaseWatch:
@@ -134,7 +145,7 @@ class DatabaseWatch:
         self,
         embedded: EmbeddedPostgres,
         listen: str,
-        spared: Callable[[], Collection[int]],
+        spared: Callable[[], AbstractContextManager[Collection[int]]],
         interval_s: float = 2.0,
     ) -> None:
         self.current = embedded
@@ -186,7 +197,7 @@ def run_stack(settings: Settings, host: str, port: int, signals: StopSignals) ->
                 embedded.pgdata,
                 "started" if embedded.started_here else "already running: left running at the end",
             )
-            watch = DatabaseWatch(embedded, settings.embedded_listen, spared=supervisor.pids)
+            watch = DatabaseWatch(embedded, settings.embedded_listen, spared=supervisor.waited_for)
             watch.start()
         signals.check()
         # Migrate once here so the worker and the server start on a ready schema.

@@ -9,7 +9,7 @@ import sys
 
 # Run in a process of its own: a subreaper stays one for its life, and pytest's must not become one.
 SCRIPT = """
-import subprocess, sys, time
+import contextlib, subprocess, sys, time
 import psutil
 from rag_server.stack import become_subreaper, reap_orphans
 
@@ -25,7 +25,7 @@ for _ in range(100):
         break
     time.sleep(0.05)
 print(f"zombies={len(zombies)}")
-reap_orphans(lambda: {worker.pid})
+reap_orphans(lambda: contextlib.nullcontext({worker.pid}))
 left = [pid for pid in zombies if psutil.pid_exists(pid)]
 print(f"left={left == [worker.pid]}", f"worker={worker.wait()}")
 """
@@ -36,3 +36,36 @@ def test_ended_orphans_are_reaped_and_a_spared_child_keeps_its_exit_status() -> 
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.split() == ["zombies=3", "left=True", "worker=3"], done.stderr
+
+
+# A worker that dies before its Popen is assigned (a spawn that takes a while to return): the watch reaping
+# in between took its exit status, and the supervisor read 0.
+RACE = """
+import subprocess, sys, threading, time
+from rag_server.stack import WorkerSupervisor, become_subreaper, reap_orphans
+
+class Quick(WorkerSupervisor):
+    def _spawn(self):
+        process = subprocess.Popen(["sh", "-c", "exit 3"])
+        time.sleep(0.05)  # it has ended before this returns
+        return process
+
+become_subreaper()
+supervisor, done = Quick(), threading.Event()
+
+def watch():
+    while not done.is_set():
+        reap_orphans(supervisor.waited_for)
+
+threading.Thread(target=watch, daemon=True).start()
+codes = [supervisor._start_worker().wait() for _ in range(10)]
+done.set()
+print(*codes)
+"""
+
+
+def test_a_worker_ending_before_its_popen_returns_keeps_its_exit_status() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", RACE], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["3"] * 10, done.stderr
