@@ -20,6 +20,8 @@ from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 from tests.support.processes import settings_env
 
+NO_SUCH_ID = "00000000-0000-0000-0000-000000000000"
+
 
 async def rag_server(settings: Settings, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
@@ -154,8 +156,17 @@ async def test_update_sets_metadata_on_what_it_lists_and_stays_in_its_collection
         settings, "documents", "update", str(ids["epsilon.txt"]), "--collection", "notes", "--set",
         '{"owner": "ana"}', "--yes",
     )  # fmt: skip
-    assert elsewhere.stdout.splitlines()[-1] == "no document matches: nothing updated", elsewhere.stdout
+    assert (elsewhere.returncode, elsewhere.stdout) == (1, ""), elsewhere.stdout
+    assert elsewhere.stderr == (
+        f"error: no document {ids['epsilon.txt']} in the collection 'notes': nothing updated\n"
+    )
     assert await names("--metadata", '{"owner": "ana"}') == []
+    unknown = await rag_server(
+        settings, "documents", "update", NO_SUCH_ID, "--collection", "notes", "--set", '{"owner": "ana"}',
+        "--yes",
+    )  # fmt: skip
+    assert (unknown.returncode, unknown.stdout) == (1, ""), unknown.stdout
+    assert unknown.stderr == f"error: no document {NO_SUCH_ID} in the collection 'notes': nothing updated\n"
 
 
 async def test_delete_lists_first_asks_and_stays_in_its_collection(
@@ -169,14 +180,35 @@ async def test_delete_lists_first_asks_and_stays_in_its_collection(
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.splitlines()[-1] == "3 documents would be deleted (--dry-run)"
     assert str(ids["alpha.txt"]) in dry.stdout and "epsilon" not in dry.stdout
+    # An id that is no document of the collection is an error, with --dry-run too, and among others it
+    # stops the command before anything is deleted; an id that the metadata leaves out is not.
+    for named in ((NO_SUCH_ID,), (str(ids["alpha.txt"]), NO_SUCH_ID, str(ids["epsilon.txt"]))):
+        for how in ("--yes", "--dry-run"):
+            missing = await rag_server(settings, "documents", "delete", *named, "--collection", "notes", how)
+            assert (missing.returncode, missing.stdout) == (1, ""), missing.stdout
+            assert missing.stderr.splitlines() == [
+                f"error: no document{'s' if len(named) > 1 else ''} {', '.join(named[1:] or named)} in the "
+                "collection 'notes': nothing deleted"
+            ]
+    left_out = await rag_server(settings, "documents", "delete", str(ids["delta.txt"]), *old[2:], "--yes")
+    assert left_out.returncode == 0, left_out.stderr
+    assert left_out.stdout.splitlines()[-1] == "no document matches: nothing deleted"
     # One of them by id, with the metadata too; then the rest by metadata alone.
     one = await rag_server(settings, "documents", "delete", str(ids["alpha.txt"]), *old[2:], "--yes")
     assert one.returncode == 0, one.stderr
     assert one.stdout.splitlines()[-1] == "deleted 1 document"
     rest = await rag_server(settings, *old, "--yes")
     assert rest.stdout.splitlines()[-1] == "deleted 2 documents", rest.stdout
+    # A selection that matches nothing (any more) is no error: nothing to do.
     again = await rag_server(settings, *old, "--yes")
     assert again.returncode == 0 and again.stdout.splitlines()[-1] == "no document matches: nothing deleted"
+    gone = await rag_server(
+        settings, "documents", "delete", str(ids["alpha.txt"]), "--collection", "notes", "--yes"
+    )
+    assert (gone.returncode, gone.stdout) == (1, ""), gone.stdout
+    assert (
+        gone.stderr == f"error: no document {ids['alpha.txt']} in the collection 'notes': nothing deleted\n"
+    )
     left = await rag_server(settings, "documents", "list", "--collection", "notes")
     assert left.stdout.splitlines()[-1] == "1 of 1 documents" and "delta.txt" in left.stdout
     # `default`'s document of the same source is still there.

@@ -15,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from rag_server.cli_args import refusal, whole_number
 from rag_server.config import Settings
-from rag_server.errors import InvalidInputError
+from rag_server.errors import InvalidInputError, NotFoundError
 from rag_server.infra.runtime import Runtime, run_with_runtime
 from rag_server.ingestion.metadata import check_metadata
 from rag_server.ingestion.models import (
@@ -42,6 +42,12 @@ _TEXT = (
 _SET = (
     "a JSON object: its keys are set on each document's metadata (a null removes one), e.g. '{\"reviewed\": "
     "true}'; with --replace it becomes the whole metadata"
+)
+# Named documents that do not exist are an error, as a TASK_ID or a --batch that is none; a selection that
+# matches nothing is not (as a listing of nothing, or `tasks retry --collection C` with nothing to retry).
+_EXITS = (
+    "A DOCUMENT_ID that is not one of the collection's documents is an error (exit 1, nothing {done}); "
+    "--metadata or --text matching no document (or none of the ids) is not (nothing {done}, exit 0)."
 )
 _LABELS = {"ids": "DOCUMENT_ID", "metadata": "--metadata", "text": "--text", "collection": "--collection"}
 
@@ -85,7 +91,7 @@ def register_documents_command(sub: Any) -> None:
         help="set metadata on the documents that ids, --metadata and/or --text name",
         description="Set metadata (--set) on a collection's documents that DOCUMENT_IDs, --metadata, "
         "--text or several name, in one transaction; search filters see it at once. It lists them "
-        "first, then asks; --yes does not ask.",
+        f"first, then asks; --yes does not ask. {_EXITS.format(done='updated')}",
     )
     update.set_defaults(handler=cmd_update)
     _selection_arguments(update)
@@ -96,7 +102,8 @@ def register_documents_command(sub: Any) -> None:
         "delete",
         help="delete the documents that ids, --metadata and/or --text name",
         description="Delete a collection's documents (bytes, chunks, running tasks) that DOCUMENT_IDs, "
-        "--metadata, --text or several name. It lists them first, then asks; --yes does not ask.",
+        "--metadata, --text or several name. It lists them first, then asks; --yes does not ask. "
+        f"{_EXITS.format(done='deleted')}",
     )
     delete.set_defaults(handler=cmd_delete)
     _selection_arguments(delete)
@@ -235,6 +242,8 @@ async def _confirmed(
 
     (collection_id,) = await resolve_ids(runtime.pool, [selection.collection])
     chosen = await matching_documents(runtime.pool, collection_id, selection)
+    if selection.ids:
+        await _check_named(runtime, collection_id, selection, chosen, done)
     _print(chosen)
     if not chosen:
         print(f"no document matches: nothing {done}")
@@ -248,6 +257,26 @@ async def _confirmed(
             print(f"nothing {done}")
             return 1
     return collection_id, selection.model_copy(update={"ids": [d.id for d in chosen]})
+
+
+async def _check_named(
+    runtime: Runtime, collection_id: UUID, selection: Selection, chosen: list[Document], done: str
+) -> None:
+    """A DOCUMENT_ID that is no document of the collection is a NotFoundError (the CLI's `error:` line,
+    exit 1), nothing changed: a mistyped or already deleted id printed "no document matches", exit 0,
+    as if the command had done what it was asked. An id of the collection's that --metadata or --text
+    leaves out is a selection that matches nothing, as a filter alone (exit 0)."""
+    from rag_server.ingestion.documents import matching_documents
+
+    found = {d.id for d in chosen}
+    if selection.metadata is not None or selection.text is not None:
+        named = DocumentSelection(collection=selection.collection, ids=selection.ids)
+        found = {d.id for d in await matching_documents(runtime.pool, collection_id, named)}
+    missing = [str(i) for i in dict.fromkeys(selection.ids or []) if i not in found]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        what = f"document {missing[0]}" if len(missing) == 1 else f"documents {', '.join(missing[:3])}{more}"
+        raise NotFoundError(f"no {what} in the collection {selection.collection!r}: nothing {done}")
 
 
 def _yes(question: str) -> bool:
