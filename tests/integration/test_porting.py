@@ -951,6 +951,36 @@ async def test_a_source_id_of_the_records_own_metadata_is_kept(runtime: Runtime,
     assert [c["metadata"] for c in docs["lone.txt"]] == [{"source_id": "r5"}]
 
 
+async def test_an_export_to_a_symbolic_link_writes_its_target(
+    settings: Settings, runtime: Runtime, tmp_path: Path
+) -> None:
+    """`export ... LINK` renamed its temporary file over the link: the link became a regular file and its
+    target kept the old export (a `latest.jsonl` link to a dated file, a dotfiles-managed path)."""
+    collection = await create_collection(runtime.pool, CreateCollection(name="linked"))
+    await ingest_documents_direct(
+        runtime, [DirectDocument("wort.txt", b"Wort is boiled with hops.", {})], collection_id=collection.id
+    )
+    (tmp_path / "exports").mkdir()
+    target = tmp_path / "exports" / "2026-12-07.jsonl"
+    target.write_text("an older export\n", encoding="utf-8")
+    link, fresh = tmp_path / "latest.jsonl", tmp_path / "fresh.jsonl"
+    link.symlink_to(Path("exports") / target.name)
+    fresh.symlink_to(tmp_path / "exports" / "new.jsonl")  # dangling: its target is created, as by `>`
+    for out, written in ((link, target), (fresh, tmp_path / "exports" / "new.jsonl")):
+        exported = await asyncio.to_thread(
+            _cli, settings, "export", "--collection", "linked", str(out), "--quiet"
+        )
+        assert exported.returncode == 0, exported.stderr
+        assert exported.stdout.splitlines()[0] == f"exported 1 documents (1 chunks) of linked to {out}"
+        assert out.is_symlink() and out.resolve() == written
+        lines = written.read_text(encoding="utf-8").splitlines()
+        assert json.loads(lines[0])["format"] == "rag-server-export"
+        assert json.loads(lines[1])["filename"] == "wort.txt"
+    # Nothing else is left: no .partial beside the link or the target.
+    assert sorted(os.listdir(tmp_path)) == ["exports", "fresh.jsonl", "latest.jsonl"]
+    assert sorted(os.listdir(tmp_path / "exports")) == ["2026-12-07.jsonl", "new.jsonl"]
+
+
 async def test_cli_refuses_a_directory_where_a_file_is_read_or_written(
     settings: Settings, runtime: Runtime, tmp_path: Path
 ) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rag_server.paths import input_file_problem, input_folder_problem, output_file_problem
+from rag_server.paths import input_file_problem, input_folder_problem, output_file_problem, written_file
 
 
 def test_a_file_can_be_written_in_an_existing_folder_over_an_existing_file(tmp_path: Path) -> None:
@@ -54,3 +54,23 @@ def test_a_writer_that_makes_its_folders_needs_only_a_writable_ancestor(tmp_path
     assert (
         output_file_problem(under_a_file, makes_folders=True) == f"{tmp_path / 'notes.txt'} is not a folder"
     )
+
+
+def test_a_link_is_written_through_to_its_target(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "notes.jsonl"
+    target.write_text("old")
+    link, dangling, plain = tmp_path / "link.jsonl", tmp_path / "dangling.jsonl", tmp_path / "plain.jsonl"
+    link.symlink_to(Path("real") / "notes.jsonl")  # relative, as `ln -s` makes them
+    dangling.symlink_to(tmp_path / "real" / "new.jsonl")
+    assert written_file(link) == target and written_file(dangling) == tmp_path / "real" / "new.jsonl"
+    assert written_file(plain) == plain
+    assert output_file_problem(link) is None and output_file_problem(dangling) is None
+    # Checked where the file is written: the target's folder, not the link's.
+    lost = tmp_path / "lost.jsonl"
+    lost.symlink_to(tmp_path / "gone" / "x.jsonl")
+    assert output_file_problem(lost) == f"the folder {tmp_path / 'gone'} does not exist"
+    loop_a, loop_b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    loop_a.symlink_to(loop_b)
+    loop_b.symlink_to(loop_a)
+    assert output_file_problem(loop_a) == f"{loop_a} is a symbolic link that leads to no file (a loop)"

@@ -43,7 +43,7 @@ from rag_server.generations.store import active_generation, live_generations
 from rag_server.infra.database import vector_array
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.parsing import FILE_TYPES, file_type_for, sanitize_filename
-from rag_server.paths import input_file_problem, output_file_problem
+from rag_server.paths import input_file_problem, output_file_problem, written_file
 from rag_server.porting.cleaning import UnusableDocument
 from rag_server.porting.models import (
     ImportChunk,
@@ -130,7 +130,8 @@ async def export_collection(
         "vectors": with_vectors,
         "exported_at": datetime.now(UTC).isoformat(),
     }
-    tmp = path.with_name(path.name + ".partial")
+    target = written_file(path)  # a link is written through: the rename replaces its target
+    tmp = target.with_name(target.name + ".partial")
     documents = chunks = 0
     bar = progress_bar("export", total_chunks, quiet=quiet)
     try:
@@ -144,7 +145,7 @@ async def export_collection(
                 documents += 1
                 chunks += len(doc["chunks"])
                 bar.update(len(doc["chunks"]))
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     finally:
         bar.close()
         tmp.unlink(missing_ok=True)
