@@ -133,9 +133,10 @@ def test_a_port_in_use_is_one_line_and_nothing_starts(command: str) -> None:
             timeout=120,
         )
     assert done.returncode == 2, done.stderr[-2000:]
-    assert done.stderr.strip().splitlines()[-1] == (
-        f"rag-server: cannot listen on 127.0.0.1:{port}: address already in use (another rag-server?): "
+    assert done.stderr.splitlines() == [  # the CLI's form of a refusal: one `error:` line, nothing else
+        f"error: cannot listen on 127.0.0.1:{port}: address already in use (another rag-server?): "
         "stop it, or choose another port with --port"
-    )
+    ]
+    assert done.stdout == ""
     assert not (data_dir / "pg").exists()  # `up` started no database (it was the first thing it did)
     shutil.rmtree(data_dir)

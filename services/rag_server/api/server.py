@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 
 def listen(host: str, port: int) -> socket.socket:
     """The API's socket, bound before anything else starts (for `up`: the database and the worker). A
-    port in use is one line and exit 2, not a whole stack started and stopped around a log line."""
+    port in use is one `error:` line, as the CLI's every refusal, and exit 2, not a whole stack started and
+    stopped around a log line."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -33,7 +34,7 @@ def listen(host: str, port: int) -> socket.socket:
         reason = (exc.strerror or str(exc)).lower()
         if exc.errno == errno.EADDRINUSE:
             reason += " (another rag-server?): stop it, or choose another port with --port"
-        print(f"rag-server: cannot listen on {host}:{port}: {reason}", file=sys.stderr, flush=True)
+        print(f"error: cannot listen on {host}:{port}: {reason}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     return sock
 
