@@ -125,5 +125,5 @@ def refuse_open_exposure(settings: Settings) -> None:
     try:
         asyncio.run(check())
     except ExposureRefusedError as exc:
-        print(f"rag-server: {exc}", file=sys.stderr, flush=True)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
