@@ -162,16 +162,16 @@ async def test_http_list_and_read_documents(live_app_url: str, docs: Docs) -> No
         page = data(await client.call_tool("list_collections", {"limit": 1, "offset": 1}))
         assert [c["name"] for c in page["collections"]] == ["beta"] and page["total"] == 3
         listing = data(await client.call_tool("list_documents", {}))
-        assert {d["name"] for d in listing["documents"]} == {"zebrafish.txt", "herons.txt"}
+        assert {d["filename"] for d in listing["documents"]} == {"zebrafish.txt", "herons.txt"}
         assert listing["total"] == 2
         beta = data(await client.call_tool("list_documents", {"collection": "beta", "limit": 1}))
         assert [d["id"] for d in beta["documents"]] == [docs.ids["beta.txt"]]
         herons = data(await client.call_tool("list_documents", {"name": "HERON"}))
-        assert [d["name"] for d in herons["documents"]] == ["herons.txt"] and herons["total"] == 1
+        assert [d["filename"] for d in herons["documents"]] == ["herons.txt"] and herons["total"] == 1
         birds = data(await client.call_tool("list_documents", {"metadata": {"kind": "bird"}}))
-        assert [d["name"] for d in birds["documents"]] == ["herons.txt"] and birds["total"] == 1
+        assert [d["filename"] for d in birds["documents"]] == ["herons.txt"] and birds["total"] == 1
         cryo = data(await client.call_tool("list_documents", {"text": {"$contains": "cryoinjury"}}))
-        assert [d["name"] for d in cryo["documents"]] == ["zebrafish.txt"] and cryo["total"] == 1
+        assert [d["filename"] for d in cryo["documents"]] == ["zebrafish.txt"] and cryo["total"] == 1
         unfiltered = data(await client.call_tool("search", {"query": "heart muscle"}))["results"]
         assert "zebrafish.txt" in {h["document_name"] for h in unfiltered}
         filtered = {"query": "heart muscle", "filters": {"text": {"$not_contains": "Zebrafish"}}}
@@ -188,9 +188,31 @@ async def test_http_list_and_read_documents(live_app_url: str, docs: Docs) -> No
             )
         )
     assert [c["chunk_index"] for c in part["chunks"]] == [1, 2]
-    assert part["document"]["name"] == "herons.txt"
+    assert part["document"]["filename"] == "herons.txt"
     assert part["text"] == "\n\n".join(c["text"] for c in whole["chunks"][1:3])
     assert "Observation 0:" not in part["text"]
+
+
+async def test_http_a_document_is_named_as_the_rest_api_names_it(live_app_url: str, docs: Docs) -> None:
+    """list_documents and get_document called a document's file `name`, GET /documents `filename`: an
+    assistant given both, or code moving from one to the other, read a key the other has not."""
+    async with httpx.AsyncClient(base_url=live_app_url) as rest:
+        reply = await rest.get("/documents", params={"collection": "default"})
+        assert reply.status_code == 200, reply.text
+    rest_documents = {d["id"]: d for d in reply.json()["items"]}
+    async with mcp_http(live_app_url) as client:
+        listing = data(await client.call_tool("list_documents", {}))["documents"]
+        read = data(await client.call_tool("get_document", {"document_id": docs.ids["herons.txt"], "end": 1}))
+    assert (
+        {d["id"] for d in listing}
+        == set(rest_documents)
+        == {docs.ids["zebrafish.txt"], docs.ids["herons.txt"]}
+    )
+    for document in [*listing, read["document"]]:
+        # Every field the tools give is the REST API's, under its name and with its value.
+        assert document == {k: rest_documents[document["id"]][k] for k in document}
+        assert "filename" in document and "name" not in document
+    assert read["document"]["filename"] == "herons.txt"
 
 
 async def test_http_get_document_finds_text_in_its_chunks(
@@ -346,7 +368,7 @@ async def test_stdio_lists_tools_and_searches(settings: Settings, docs: Docs) ->
         assert hits[0]["document_name"] == "zebrafish.txt"
         # The system scope: every collection.
         beta = data(await client.call_tool("list_documents", {"collection": "beta"}))
-        assert [d["name"] for d in beta["documents"]] == ["beta.txt"]
+        assert [d["filename"] for d in beta["documents"]] == ["beta.txt"]
 
 
 # --- secured: from here on keys exist ------------------------------------------------------------
@@ -408,7 +430,7 @@ async def test_http_a_key_limited_to_alpha_sees_nothing_of_beta(
             assert result.is_error, (name, args, result.structured_content)
             assert "beta.txt" not in error_text(result)
         listed = data(await client.call_tool("list_documents", {"collection": "alpha"}))
-        assert [d["name"] for d in listed["documents"]] == ["alpha.txt"]
+        assert [d["filename"] for d in listed["documents"]] == ["alpha.txt"]
         # What it may read, and a refusal that says where to look.
         collections = data(await client.call_tool("list_collections", {}))
         assert [c["name"] for c in collections["collections"]] == ["alpha"] and collections["total"] == 1

@@ -52,8 +52,10 @@ class AskResult(BaseModel):
 
 
 class DocumentSummary(BaseModel):
+    """A document, its fields named as `GET /documents` names them (its file: `filename`)."""
+
     id: UUID
-    name: str
+    filename: str
     collection_id: UUID
     file_type: str
     status: DocumentStatus
@@ -162,7 +164,7 @@ async def list_collections(runtime: Runtime, limit: int = 100, offset: int = 0) 
 def _summary(doc: Document) -> DocumentSummary:
     return DocumentSummary(
         id=doc.id,
-        name=doc.filename,
+        filename=doc.filename,
         collection_id=doc.collection_id,
         file_type=doc.file_type,
         status=doc.status,
