@@ -17,6 +17,8 @@ import pytest
 
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
+from rag_server.porting.service import import_jsonl_file
+from rag_server.porting.store import IMPORT_LOCK_CLASS, ensure_collection
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
 from tests.support.ingest import wait_for
 from tests.support.processes import Proc, settings_env, start
@@ -96,3 +98,34 @@ async def test_a_failed_import_keeps_the_new_collection_another_import_is_writin
     assert await asyncio.to_thread(alone.popen.wait, 120) == 1, alone.log()
     assert "removed the collection alone this import created" in alone.log(), alone.log()
     assert await documents(runtime, "alone") is None
+
+
+async def test_an_import_that_found_the_collection_as_a_cleanup_removed_it_makes_it_again(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """An import looks its collection up, then takes its lock: a failed import's cleanup may delete the
+    collection between the two. The import waits for the cleanup's transaction, finds the collection gone,
+    and makes it again (it wrote into a deleted collection: a ForeignKeyViolationError)."""
+    file = export_file(tmp_path / "late.jsonl", "The glacier retreats in summer.")
+    collection_id, created = await ensure_collection(runtime.pool, "late")
+    assert created
+    async with runtime.pool.acquire() as cleanup:  # a cleanup that took the lock, deleting `late`
+        assert await cleanup.fetchval(
+            "SELECT pg_try_advisory_xact_lock($1, hashtext($2::uuid::text))", IMPORT_LOCK_CLASS, collection_id
+        )
+        importing = asyncio.create_task(
+            import_jsonl_file(runtime, file, collection="late", quiet=True, report=lambda _: None)
+        )
+        waiting = (
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            f" AND classid = {IMPORT_LOCK_CLASS}::oid"
+        )
+        async with asyncio.timeout(60):
+            while not await runtime.pool.fetchval(waiting):
+                assert not importing.done(), importing
+                await asyncio.sleep(0.05)
+        await cleanup.execute("DELETE FROM collections WHERE id = $1", collection_id)
+    counts = await asyncio.wait_for(importing, 120)
+    assert counts.created == 1
+    assert await documents(runtime, "late") == ["late.txt"]
+    assert await runtime.pool.fetchval("SELECT id FROM collections WHERE name = 'late'") != collection_id

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from uuid import UUID
 
-from rag_server.collections.store import delete_collection
-from rag_server.errors import ConflictError
+import asyncpg
+
 from rag_server.generations.store import live_generations
+from rag_server.infra.database import plain_url, runtime_url
 from rag_server.infra.runtime import Runtime
 from rag_server.porting.chroma import ChromaSource
 from rag_server.porting.importer import Source, import_source
 from rag_server.porting.jsonl import export_collection, import_jsonl
 from rag_server.porting.models import ImportCounts, PortingError, generation_plan
 from rag_server.porting.pgvector_tables import open_pgvector_source
-from rag_server.porting.store import count_not_ready, ensure_collection
+from rag_server.porting.store import (
+    collection_exists,
+    count_not_ready,
+    delete_unused_collection,
+    ensure_collection,
+    hold_import_lock,
+    release_import_lock,
+)
 from rag_server.porting.vector_check import checked_plan
 
 Report = Callable[[str], None]
@@ -54,26 +61,66 @@ async def _run(
 
 @asynccontextmanager
 async def _target(runtime: Runtime, collection: str, report: Report) -> AsyncIterator[UUID]:
-    """The collection imported into, created when missing. An import that fails (or is interrupted)
-    before any batch committed takes the collection it created away again; one holding documents stays
-    (the committed batches are kept, and the same command again writes the rest)."""
-    collection_id, created = await ensure_collection(runtime.pool, collection)
-    if created:
-        report(f"created collection {collection}")
+    """The collection imported into, created when missing, its import lock held shared to the end (on a
+    connection of its own: IMPORT_LOCK_CLASS). An import that fails (or is interrupted) before any batch
+    committed takes the collection it created away again, unless another import holds the lock (two
+    imports started at once into a new collection share it: the other may be embedding its first batch)
+    or documents are in it; one holding documents stays (the committed batches are kept, and the same
+    command again writes the rest)."""
+    lease = await asyncpg.connect(plain_url(runtime_url(runtime.database_url, runtime.settings)))
     try:
-        yield collection_id
-    except BaseException as exc:
+        collection_id, created = await _held_collection(runtime, lease, collection)
         if created:
-            with contextlib.suppress(ConflictError):  # it holds documents: it stays
-                await delete_collection(runtime.pool, runtime.queue, str(collection_id))
-                report(f"removed the collection {collection} this import created: nothing was written")
-                raise
-        if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):  # Ctrl-C: the CLI exits 130
-            report(
-                f"interrupted: the documents written into {collection} are kept (a transaction per "
-                "batch); the same command again writes the rest"
-            )
-        raise
+            report(f"created collection {collection}")
+        try:
+            yield collection_id
+        except BaseException as exc:
+            if created:
+                await _release(lease, collection_id)  # ours only: another import's keeps it
+                outcome = await delete_unused_collection(runtime.pool, runtime.queue, collection_id)
+                if outcome == "removed":
+                    report(f"removed the collection {collection} this import created: nothing was written")
+                    raise
+                if outcome == "importing":
+                    report(
+                        f"kept the collection {collection} this import created: another import is writing "
+                        "into it"
+                    )
+            if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):  # Ctrl-C: the CLI exits 130
+                report(
+                    f"interrupted: the documents written into {collection} are kept (a transaction per "
+                    "batch); the same command again writes the rest"
+                )
+            raise
+    finally:
+        await _close(lease)
+
+
+async def _held_collection(runtime: Runtime, lease: asyncpg.Connection, collection: str) -> tuple[UUID, bool]:
+    """(id, created) of the collection, its import lock held on `lease`. One found gone once the lock is
+    held (a failed import's cleanup deleted it after it was looked up) is looked up, or made, again."""
+    while True:
+        collection_id, created = await ensure_collection(runtime.pool, collection)
+        await hold_import_lock(lease, collection_id)
+        if await collection_exists(runtime.pool, collection_id):  # a statement after the lock: sees a delete
+            return collection_id, created
+        await release_import_lock(lease, collection_id)
+
+
+async def _release(lease: asyncpg.Connection, collection_id: UUID) -> None:
+    try:
+        await release_import_lock(lease, collection_id)
+    except Exception:  # a lost connection holds no lock
+        lease.terminate()
+
+
+async def _close(lease: asyncpg.Connection) -> None:
+    """Closed now, its lock released (as recovery.WorkerLease closes its connection); else dropped."""
+    try:
+        async with asyncio.timeout(2.0):  # not wait_for: it can drop a cancel (3.11)
+            await lease.close()
+    except Exception:
+        lease.terminate()
 
 
 def _report_counts(counts: ImportCounts, collection: str, report: Report) -> None:

@@ -1,5 +1,6 @@
 """All SQL of imports and exports: imported documents (deterministic ids), chunk metadata, the export
-cursor. Chunks themselves go through ingestion.chunks.write_chunks, the one chunk INSERT."""
+cursor, a collection's import lock. Chunks themselves go through ingestion.chunks.write_chunks, the one
+chunk INSERT."""
 
 from __future__ import annotations
 
@@ -11,10 +12,17 @@ from uuid import UUID
 import asyncpg
 
 from rag_server.collections.models import CreateCollection
-from rag_server.collections.store import create_collection, get_collection, parse_ref
-from rag_server.errors import ConflictError, NotFoundError
+from rag_server.collections.store import (
+    CollectionNotEmptyError,
+    create_collection,
+    delete_collection,
+    get_collection,
+    parse_ref,
+)
+from rag_server.errors import CollectionNotFoundError, ConflictError, NotFoundError
 from rag_server.generations.store import BASE_GENERATION
-from rag_server.infra.database import Executor
+from rag_server.infra.database import Executor, transaction
+from rag_server.infra.queue import IngestQueue
 from rag_server.infra.scoped_pool import ScopedPool
 
 # What an imported document's stored bytes are, whatever its file type was in the source: its chunk
@@ -54,6 +62,54 @@ async def ensure_collection(conn: Executor, name: str) -> tuple[UUID, bool]:
         return (await create_collection(conn, CreateCollection(name=name))).id, True
     except ConflictError:  # another import (or an admin) created it meanwhile: that one is used
         return (await get_collection(conn, name)).id, False
+
+
+# The advisory lock class of "an import is writing into this collection" ('RAIM'; two-int keys: this
+# class, then hashtext(collection id)). Every running import holds it shared, as a session lock on a
+# connection of its own (`ImportLease`), from the moment it has its collection to its end; the cleanup of
+# a failed import's new collection takes it exclusive with a try (`delete_unused_collection`). A hash
+# collision only keeps an empty collection that could have gone.
+IMPORT_LOCK_CLASS = 0x5241494D
+
+
+async def hold_import_lock(conn: asyncpg.Connection, collection_id: UUID) -> None:
+    """The collection's import lock, shared, until `release_import_lock` or the session's end (waits
+    while a failed import's cleanup deletes it: the caller then finds it gone)."""
+    await conn.execute(
+        "SELECT pg_advisory_lock_shared($1, hashtext($2::uuid::text))", IMPORT_LOCK_CLASS, collection_id
+    )
+
+
+async def release_import_lock(conn: asyncpg.Connection, collection_id: UUID) -> None:
+    await conn.execute(
+        "SELECT pg_advisory_unlock_shared($1, hashtext($2::uuid::text))", IMPORT_LOCK_CLASS, collection_id
+    )
+
+
+async def collection_exists(conn: Executor, collection_id: UUID) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT FROM collections WHERE id = $1)", collection_id))
+
+
+async def delete_unused_collection(
+    conn: Executor, queue: IngestQueue, collection_id: UUID
+) -> Literal["removed", "importing", "holds documents", "gone"]:
+    """Delete a collection a failed import created, in ONE transaction, unless another import holds its
+    import lock ('importing': it may be embedding its first batch, nothing of it written yet) or it holds
+    documents now ('holds documents': written by an import, an upload...; counted under the collection's
+    row lock by delete_collection); 'gone': someone deleted it meanwhile. The caller has released its own
+    import lock."""
+    async with transaction(conn) as c:
+        if not await c.fetchval(
+            "SELECT pg_try_advisory_xact_lock($1, hashtext($2::uuid::text))", IMPORT_LOCK_CLASS, collection_id
+        ):
+            return "importing"
+        try:  # the lock is held to the commit: an import starting now waits, then finds it gone
+            await delete_collection(c, queue, str(collection_id))
+        except CollectionNotEmptyError:
+            return "holds documents"
+        except CollectionNotFoundError:
+            return "gone"
+    return "removed"
 
 
 async def stored_documents(
