@@ -9,6 +9,8 @@ The real chromadb package writes the stores; the importer runs in this process a
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -18,9 +20,9 @@ from alembic import command
 from rag_server.config import Settings
 from rag_server.infra.database import owner_connection
 from rag_server.infra.migrations import alembic_config
-from rag_server.infra.runtime import Runtime
+from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.porting.models import ImportCounts, PortingError
-from rag_server.porting.service import import_chroma
+from rag_server.porting.service import export_jsonl, import_chroma, import_jsonl_file
 from tests.conftest import create_database
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
 from tests.support.chroma_stores import update_chroma, write_chroma
@@ -199,3 +201,47 @@ async def test_0029_adds_the_column_empty_and_its_downgrade_removes_it(
         assert await conn.fetchval("SELECT import_source FROM documents") is None
     finally:
         await conn.close()
+
+
+async def test_an_export_keeps_each_documents_store_imported_into_a_fresh_database(
+    runtime: Runtime, pg_server: str, fake: FakeEmbeddingServer, data_dir: Path, tmp_path: Path
+) -> None:
+    """An export did not hold the store each document came from (0029): imported into another database it
+    was lost. The export writes it on each document's line; `import jsonl` records it again, and fills it
+    on a copy imported before (an unchanged document, like the Chroma import's claim)."""
+    ours, _ = two_stores(tmp_path)
+    await run(runtime, ours, "exported")
+    _, _, store = await guide(runtime, "exported")
+    assert store is not None and store.startswith("chroma:")
+    file = tmp_path / "exported.jsonl"
+    await export_jsonl(runtime, "exported", file, quiet=True, report=lambda _: None)
+    assert json.loads(file.read_text(encoding="utf-8").splitlines()[1])["import_source"] == store
+
+    fresh = fake_embedding_settings(await create_database(pg_server, "fresh"), data_dir, fake)
+    async with open_runtime(fresh, migrate=True) as other:
+        counts = await import_jsonl_file(
+            other, file, collection="restored", quiet=True, report=lambda _: None
+        )
+        assert counts.created == 1
+        assert await guide(other, "restored") == (1, [OURS], store)
+        async with owner_connection(other.database_url) as owner:  # as a copy imported before the fix
+            await owner.execute("UPDATE documents SET import_source = NULL")
+        again = await import_jsonl_file(other, file, collection="restored", quiet=True, report=lambda _: None)
+        assert again.unchanged == 1
+        assert await guide(other, "restored") == (1, [OURS], store)
+
+
+async def test_an_export_line_without_a_store_still_imports(runtime: Runtime, tmp_path: Path) -> None:
+    """A file exported before the lines held `import_source` (or one of an uploaded document: null)."""
+    file = tmp_path / "older.jsonl"
+    header = {"format": "rag-server-export", "version": 1, "collection": "x", "vectors": False}
+    line = {
+        "type": "document",
+        "id": str(uuid.uuid4()),
+        "filename": "guide.md",
+        "chunks": [{"index": 0, "text": OURS}],
+    }
+    file.write_text(json.dumps(header) + "\n" + json.dumps(line) + "\n", encoding="utf-8")
+    counts = await import_jsonl_file(runtime, file, collection="storeless", quiet=True, report=lambda _: None)
+    assert counts.created == 1
+    assert await guide(runtime, "storeless") == (1, [OURS], None)
