@@ -87,4 +87,5 @@ def clean_document(doc: ImportDocument) -> ImportDocument:
         filename=sanitize_filename(_text(doc.filename, "file name")),
         metadata=_metadata(doc.metadata, "metadata"),
         chunks=[_chunk(c, i) for i, c in enumerate(doc.chunks)],
+        import_source=None if doc.import_source is None else _text(doc.import_source, "its store"),
     )

@@ -5,15 +5,15 @@ Format (version 1), UTF-8, one JSON object per line:
       "embedding_model": MODEL, "embedding_dim": DIM, "vectors": BOOL, "exported_at": ISO-8601}
   then one line per ready document, its chunks inside, in order:
       {"type": "document", "id": UUID, "filename": ..., "file_type": ..., "content_type": ...,
-       "metadata": {...},
+       "metadata": {...}, "created_at": ISO-8601, "import_source": STORE|null,
        "chunks": [{"index": 0, "text": ..., "search_text": ..., "page": N|null, "char_start": N|null,
                    "char_end": N|null, "heading_path": ...|null, "location": {...}|null,
                    "metadata": {...}, "embedding": [floats] (only with --with-vectors)}]}
 A document is one line so an importer holds one document at a time; the original file bytes are not
 exported (an imported document stores its chunk texts as text). Readers skip unknown keys, and only
-"id", "filename" and each chunk's "index" and "text" are required: `content_type`, `heading_path` and
-`location` were added later without a new version, since every older reader skips them and every
-older file imports without them.
+"id", "filename" and each chunk's "index" and "text" are required: `content_type`, `heading_path`,
+`location` and `import_source` were added later without a new version, since every older reader skips
+them and every older file imports without them.
 
 Importing keeps each document's file name and file type (a CSV stays `people.csv` of type `csv`) and
 each chunk's page, heading path and location. Its stored bytes are the chunk texts, so its
@@ -22,6 +22,15 @@ source's was. Into the collection that was exported, a document still there unde
 that document (skipped when it holds the same texts and metadata, else updated as a new version); into
 another collection each document gets an id derived from its exported one (a copy, the same one on
 every re-run).
+
+`import_source` is the store an imported document came from (migration 0029: `chroma:<collection id>`;
+null for an uploaded document, or one imported before 0029). A copy records the same store, the one its
+text came from (a JSONL file is no store of its own: a copy of a copy still names it); an import of the
+file fills it on a copy imported before exports held it. A line without it (an older export) leaves the
+document's as it is. A document found by its exported id keeps its own: an export imported back into
+its own collection is the same documents, which a re-run of their Chroma import still syncs as its own.
+A copy in another collection has ids of that collection (a Chroma import into it would meet the copies
+as duplicates of the same text): there the store says where the text came from.
 """
 
 from __future__ import annotations
@@ -104,6 +113,7 @@ async def _documents(
                 "content_type": row["content_type"],
                 "metadata": dict(row["document_metadata"] or {}),
                 "created_at": row["created_at"].isoformat(),
+                "import_source": row["import_source"],
                 "chunks": [],
             }
         current["chunks"].append(_chunk_json(row, with_vectors))
@@ -233,6 +243,7 @@ def _document(line: str) -> ImportDocument:
             chunks=chunks,
             file_type=_file_type(obj.get("file_type"), filename),
             exported_id=_exported_id(obj["id"]),
+            import_source=_optional(obj.get("import_source"), str),
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UnusableDocument(f"not a document line ({exc.__class__.__name__}: {exc})") from None

@@ -64,7 +64,9 @@ class ImportDocument:
     display and type filters; the stored bytes are always the chunk texts (served as text/plain, a "csv"
     saved as `<name>.txt`: ingestion.documents.download_name).
     `exported_id`: a JSONL export's document id: when the target collection holds a document with that
-    id, the import is about that document (exported, then imported back), not a copy of it."""
+    id, the import is about that document (exported, then imported back), not a copy of it.
+    `import_source`: the store the document came from as its export line names it (0029), recorded on
+    the copy; None: the import's own store (a Chroma import's), if any."""
 
     key: str
     filename: str
@@ -72,6 +74,7 @@ class ImportDocument:
     chunks: list[ImportChunk]
     file_type: str = "txt"
     exported_id: UUID | None = None
+    import_source: str | None = None
 
 
 @dataclass

@@ -285,8 +285,8 @@ async def set_chunk_metadata(c: asyncpg.Connection, doc_id: UUID, metadata: list
 
 EXPORT_SQL = """
 SELECT d.id AS document_id, d.filename, d.file_type, d.content_type, d.metadata AS document_metadata,
-       d.created_at, c.chunk_index, c.text, c.search_text, c.page, c.char_start, c.char_end, c.heading_path,
-       c.location, c.metadata
+       d.created_at, d.import_source, c.chunk_index, c.text, c.search_text, c.page, c.char_start, c.char_end,
+       c.heading_path, c.location, c.metadata
        {vector}
 FROM documents d JOIN chunks c ON c.document_id = d.id
 WHERE d.collection_id = $1 AND d.status = 'ready'

@@ -116,6 +116,13 @@ class _Prepared:
         # Imported before the fingerprints: the old comparison with the document as it is, once.
         return "record" if self._holds(stored, texts=False) else "write"
 
+    def store(self, source: str | None) -> str | None:
+        """The store recorded on the document (0029): its export line's (JSONL), else the import's
+        `source`; None: left as it is (a document found by its exported id is the same document)."""
+        if self.fingerprint is None:
+            return None
+        return self.doc.import_source if self.doc.import_source is not None else source
+
     def _holds(self, stored: StoredDocument, *, texts: bool) -> bool:
         """Whether the document holds what the source gives: chunk texts (or, for an imported one, the
         bytes made of them), chunk metadata and document metadata."""
@@ -206,7 +213,8 @@ async def write_documents(
 ) -> ImportCounts:
     """Write one batch of documents into the collection; returns what happened to them.
     `reuse_for`: the embedding generation the source's stored vectors are reused for (None: none are).
-    `source`: the store the documents come from, recorded on each (0029; None: a source without one);
+    `source`: the store the documents come from, recorded on each (0029; None: a source without one) that
+    names none of its own (`ImportDocument.import_source`: an export line's);
     a document another store wrote is refused (PortingError, the batch rolled back) unless `take_over`.
     Vectors are written for every live generation; when the generations change between embedding and
     the write (a switch, a new re-embed), the batch is embedded again, like the worker does.
@@ -279,9 +287,14 @@ async def _write_batch(
     record = {p.id: p.fingerprint for p, decision in decided if decision == "record" and p.fingerprint}
     if record:
         await record_fingerprints(runtime.pool, record)
-    if source is not None:  # those left as they are, imported before 0029, are this store's from now on
-        left = [p.id for p, decision in decided if decision != "write" and p.fingerprint is not None]
-        await claim_documents(runtime.pool, left, source)
+    # Those left as they are with no store (imported before 0029, or copied from an export before its
+    # lines held one) are their store's from now on.
+    left: dict[str, list[UUID]] = {}
+    for p, decision in decided:
+        if decision != "write" and (store := p.store(source)) is not None:
+            left.setdefault(store, []).append(p.id)
+    for store, ids in left.items():
+        await claim_documents(runtime.pool, ids, store)
     kept = [printable(p.doc.key) for p, decision in decided if decision == "kept"]
     counts = ImportCounts(unchanged=len(prepared) - len(todo) - len(kept))
     counts.unusable += [(key, KEPT_UPLOAD) for key in kept]
@@ -335,7 +348,7 @@ async def _write(
                 collection_id,
                 ImportedFile(p.doc.filename, p.doc.file_type, p.content, p.sha256, p.doc.metadata),
                 p.fingerprint,
-                source if p.fingerprint is not None else None,
+                p.store(source),
                 only_from=refuse_other_than if p.fingerprint is not None else None,
             )
             for p in todo
