@@ -66,9 +66,9 @@ async def ensure_collection(conn: Executor, name: str) -> tuple[UUID, bool]:
 
 # The advisory lock class of "an import is writing into this collection" ('RAIM'; two-int keys: this
 # class, then hashtext(collection id)). Every running import holds it shared, as a session lock on a
-# connection of its own (`ImportLease`), from the moment it has its collection to its end; the cleanup of
-# a failed import's new collection takes it exclusive with a try (`delete_unused_collection`). A hash
-# collision only keeps an empty collection that could have gone.
+# connection of its own (porting.service._target), from the moment it has its collection to its end; the
+# cleanup of a failed import's new collection takes it exclusive with a try (`delete_unused_collection`).
+# A hash collision only keeps an empty collection that could have gone.
 IMPORT_LOCK_CLASS = 0x5241494D
 
 
