@@ -97,6 +97,9 @@ async def test_a_failed_import_keeps_the_new_collection_another_import_is_writin
     alone = start([*command[:3], "alone", "--quiet", str(failing)], env, tmp_path / "alone.log")
     assert await asyncio.to_thread(alone.popen.wait, 120) == 1, alone.log()
     assert "removed the collection alone this import created" in alone.log(), alone.log()
+    # The embedding service's refusal is one sentence (it was Python's traceback of EmbeddingError).
+    assert "Traceback" not in alone.log(), alone.log()
+    assert alone.log().strip().splitlines()[-1].startswith("error: "), alone.log()
     assert await documents(runtime, "alone") is None
 
 

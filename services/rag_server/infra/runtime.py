@@ -21,7 +21,7 @@ from rag_server.config import Settings
 from rag_server.errors import ConflictError, InvalidInputError, NotFoundError
 from rag_server.infra.capabilities import Bm25Engine, check_embedding_settings
 from rag_server.infra.database import create_pool, plain_url, resolve_database_url, runtime_url
-from rag_server.infra.embeddings import Embedder, EmbedderRole, LazyEmbedder
+from rag_server.infra.embeddings import Embedder, EmbedderRole, EmbeddingError, LazyEmbedder
 from rag_server.infra.llm import configured_llm
 from rag_server.infra.migrations import upgrade_to_head
 from rag_server.infra.queue import IngestQueue
@@ -171,8 +171,8 @@ async def _open_replicas(
 
 def run_with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[int | None]]) -> int:
     """For CLI commands that work straight on the database (no server needed), with the system scope:
-    exit status the work's (None: 0), or 1 after printing what the domain refused (on stderr: stdout is
-    the command's output, which a script may read or pipe)."""
+    exit status the work's (None: 0), or 1 after printing what the domain or the embedding service
+    refused (on stderr: stdout is the command's output, which a script may read or pipe)."""
 
     async def run() -> int | None:
         async with open_runtime(settings, migrate=True) as runtime:
@@ -185,7 +185,7 @@ def run_with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[int
 
         print(f"error: {refusal(exc)}", file=sys.stderr)
         return 1
-    except (NotFoundError, ConflictError, InvalidInputError, ValueError) as exc:
+    except (NotFoundError, ConflictError, InvalidInputError, ValueError, EmbeddingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return status or 0
