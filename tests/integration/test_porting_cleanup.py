@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from rag_server.collections.store import delete_collection
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
 from rag_server.porting.service import import_jsonl_file
@@ -132,3 +133,26 @@ async def test_an_import_that_found_the_collection_as_a_cleanup_removed_it_makes
     assert counts.created == 1
     assert await documents(runtime, "late") == ["late.txt"]
     assert await runtime.pool.fetchval("SELECT id FROM collections WHERE name = 'late'") != collection_id
+
+
+async def test_a_collection_deleted_while_an_import_embeds_ends_it_with_one_sentence(
+    settings: Settings, runtime: Runtime, fake: FakeEmbeddingServer, tmp_path: Path
+) -> None:
+    """An admin deletes the collection while an import embeds a batch for it: the batch's write found no
+    collection row (a ForeignKeyViolationError traceback). It now holds the row as an upload does (KEY
+    SHARE), so the delete and the write take turns, and the import ends in one `error:` line."""
+    file = export_file(tmp_path / "doomed.jsonl", "The comet returns. HOLD-doomed")
+    command = ["import", "jsonl", "--collection", "doomed", "--quiet", str(file)]
+    proc = start(command, settings_env(settings), tmp_path / "doomed.log")
+    try:
+        await held(fake, "doomed", proc)
+        await delete_collection(runtime.pool, runtime.queue, "doomed", force=True)
+        fake.release("doomed")
+        assert await asyncio.to_thread(proc.popen.wait, 120) == 1, proc.log()
+    finally:
+        fake.release("doomed")
+        proc.kill()
+    assert "Traceback" not in proc.log(), proc.log()
+    last = proc.log().strip().splitlines()[-1]
+    assert last.startswith("error: the collection was deleted while this import ran"), proc.log()
+    assert await documents(runtime, "doomed") is None

@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from rag_server.collections.models import DEFAULT_COLLECTION_ID
+from rag_server.collections.store import share_collection
 from rag_server.errors import CollectionNotFoundError, InvalidInputError, NotFoundError
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.infra.log_context import current_request_id
@@ -58,10 +59,7 @@ async def create_upload_batch(
     if replace:
         _refuse_repeated_names(files)
     async with transaction(conn) as c:
-        # KEY SHARE on the collection row (migration 0004's function, as editors may not lock it
-        # themselves): a concurrent delete of the collection waits for this upload, or this one finds it
-        # gone.
-        if not await c.fetchval("SELECT rag_share_collection($1)", collection_id):
+        if not await share_collection(c, collection_id):  # a delete of it waits, or it is gone
             raise CollectionNotFoundError(f"no collection {str(collection_id)!r}")
         targets: list[UUID | None] = [None] * len(files)
         if replace:

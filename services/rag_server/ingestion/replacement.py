@@ -30,6 +30,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
+from rag_server.collections.store import share_collection
 from rag_server.errors import ConflictError, NotFoundError
 from rag_server.infra.database import Executor, transaction
 from rag_server.infra.log_context import current_request_id
@@ -209,7 +210,7 @@ async def replace_document_file(
     """PUT /documents/{id}/file: a batch of one replacement task, ONE transaction (like an upload)."""
     async with transaction(conn) as c:
         doc = await c.fetchrow("SELECT collection_id, filename FROM documents WHERE id = $1", document_id)
-        if doc is None or not await c.fetchval("SELECT rag_share_collection($1)", doc["collection_id"]):
+        if doc is None or not await share_collection(c, doc["collection_id"]):
             raise NotFoundError(f"no document {document_id}")
         collection_id = doc["collection_id"]
         f = replace(f, filename=in_folder_of(doc["filename"], f.filename))

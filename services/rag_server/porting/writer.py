@@ -18,6 +18,7 @@ from uuid import UUID
 import asyncpg
 import numpy as np
 
+from rag_server.collections.store import share_collection
 from rag_server.generations.active import embedder_for
 from rag_server.generations.backfill import write_for_generations
 from rag_server.generations.store import Generation, live_generations
@@ -26,7 +27,7 @@ from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.chunks import write_chunks
 from rag_server.porting.cleaning import UnusableDocument, clean_document, printable
-from rag_server.porting.models import ImportCounts, ImportDocument, other_stores_error
+from rag_server.porting.models import ImportCounts, ImportDocument, PortingError, other_stores_error
 from rag_server.porting.store import (
     ImportedFile,
     StoredDocument,
@@ -334,6 +335,10 @@ async def _write(
     citing its old chunks show them as from an earlier version. `refuse_other_than`: a store; a document
     of the batch another store wrote rolls it back (PortingError)."""
     async with transaction(runtime.pool) as c:
+        if not await share_collection(c, collection_id):  # deleted meanwhile (a delete waits for this)
+            raise PortingError(
+                "the collection was deleted while this import ran: the documents it wrote went with it"
+            )
         # Every existing document of the batch locked first, in id order (todo is sorted): the chunk
         # writes below take the generations lock and bm25_stats, which must come after every document
         # row (CLAUDE.md's lock order), else a worker finishing one of them could deadlock with us.
