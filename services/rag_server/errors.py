@@ -19,6 +19,18 @@ class CollectionNotFoundError(NotFoundError):
     code = "collection_not_found"
 
 
+class ResponseNotFoundError(NotFoundError):
+    """A stored response (/v1/responses) that does not exist, was deleted or pruned, was not stored
+    (`store: false`), or is not one the key may read. `param`: the request field that named it."""
+
+    code = "response_not_found"
+
+    def __init__(self, response_id: str, param: str | None = None) -> None:
+        what = "Previous response" if param == "previous_response_id" else "Response"
+        super().__init__(f"{what} with id {response_id[:100]!r} not found.")
+        self.param = param
+
+
 class InvalidInputError(Exception):
     """The request is well-formed but its content is unusable, e.g. an upload without files (422).
     `param`: the request field at fault, when one is (the OpenAI-compatible API's `param`)."""

@@ -81,6 +81,12 @@ async def world(runtime: Runtime, app: FastAPI, app_client: httpx.AsyncClient) -
         r = await app_client.post("/chat/sessions", json={"title": owner}, headers=bearer(created[owner]))
         assert r.status_code == 201, r.text
         ids[f"{owner}_session"] = r.json()["id"]
+    # A stored /v1 response in each collection, by its reader (beta's: by beta's reader).
+    for name, owner in (("alpha", "alpha-reader"), ("beta", "beta-reader")):
+        body = {"model": f"rag:{name}", "input": "zebrafish heart"}
+        r = await app_client.post("/v1/responses", json=body, headers=bearer(created[owner]))
+        assert r.status_code == 200 and r.json()["store"], r.text
+        ids[f"{name}_response"] = r.json()["id"]
     return World(created, ids)
 
 
@@ -158,6 +164,10 @@ CALLS = [
         {"model": "rag:{target}", "messages": [{"role": "user", "content": "zebrafish heart"}]},
     ),
     Call("POST", "/v1/responses", "reader", {"model": "rag:{target}", "input": "zebrafish heart"}),
+    # A stored response: its key's own (beta's reader's; alpha's for the 401 walk).
+    Call("GET", "/v1/responses/{target_response}", "reader"),
+    Call("DELETE", "/v1/responses/{target_response}", "reader"),
+    Call("GET", "/v1/responses/{target_response}/input_items", "reader"),
     Call("POST", "/v1/embeddings", "reader", {"model": "rag:{target}", "input": "zebrafish"}),
 ]
 
@@ -186,6 +196,7 @@ async def send(
         "target_session": world.ids["admin_session" if target == "beta" else "beta-reader_session"],
         "key_name": "beta-reader",
         "target_model": f"rag:{target}",
+        "target_response": world.ids[f"{target}_response"],
     }
     path = call.path.format(**values)
     if call.path == "/upload":
@@ -260,6 +271,8 @@ async def test_another_collections_objects_are_404_for_a_limited_key(
     assert (await app_client.get(f"/documents/{world.ids['beta_doc']}", headers=admin)).status_code == 200
     session = world.ids["admin_session"]
     assert (await app_client.get(f"/chat/sessions/{session}", headers=admin)).status_code == 200
+    response = world.ids["beta_response"]
+    assert (await app_client.get(f"/v1/responses/{response}", headers=admin)).status_code == 200
 
 
 async def test_status_names_the_calling_key_and_its_reach(

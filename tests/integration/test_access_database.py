@@ -42,6 +42,7 @@ TABLES = [
     "job_tasks",
     "chat_sessions",
     "chat_messages",
+    "v1_responses",
     "api_keys",
     "api_key_collections",
 ]
@@ -79,6 +80,17 @@ async def two_collections(runtime: Runtime) -> dict[str, Any]:
             await owner.execute(
                 "INSERT INTO chat_messages (session_id, role, content) VALUES ($1, 'user', 'hi')", session
             )
+        # Stored /v1 responses (0030): red's key's in red and in blue, and one of no key's in red.
+        for n, (name, key_id) in enumerate(
+            (("red", made["red_key"].id), ("blue", made["red_key"].id), ("red", None))
+        ):
+            await owner.execute(
+                "INSERT INTO v1_responses (id, collection_id, owner_key_id, input, response)"
+                " VALUES ($1, $2, $3, '[]', '{}')",
+                f"resp_{n:032x}",
+                made[name],
+                key_id,
+            )
     return made
 
 
@@ -113,6 +125,7 @@ async def test_the_runtime_role_sees_only_its_scope_in_raw_sql(
             assert counts["bm25_packed"] > 0 and counts["bm25_unpacked"] == 1
             assert counts["document_files"] == 2  # the ingested document and the queued upload
             assert counts["chat_sessions"] == 1 and counts["chat_messages"] == 1
+            assert counts["v1_responses"] == 1
             assert counts["api_keys"] == 0 and counts["api_key_collections"] == 0  # admins only
             for table in (
                 "documents",
@@ -201,6 +214,45 @@ async def test_messages_go_only_into_the_writing_keys_own_session_while_it_is_li
     finally:
         await conn.close()
         await runtime.pool.execute("UPDATE api_keys SET revoked_at = NULL WHERE id = $1", red_key.id)
+
+
+async def test_a_stored_response_is_its_keys_in_its_collections(
+    runtime: Runtime, settings: Settings, two_collections: dict[str, Any]
+) -> None:
+    """Migration 0030's policy, in raw SQL as the runtime role: a key reads and deletes only its own
+    stored responses in collections it can read, and writes only its own into them."""
+    red, blue, red_key = two_collections["red"], two_collections["blue"], two_collections["red_key"]
+    conn = await asyncpg.connect(as_user(runtime.database_url, settings.runtime_db_user))
+    try:
+        async with conn.transaction():
+            scope = DbScope(collections=(red,), role="reader", key_id=red_key.id)
+            await conn.execute(
+                "SELECT set_config('rag.collections', $1, true), set_config('rag.role', $2, true),"
+                " set_config('rag.key_id', $3, true)",
+                *scope.settings(),
+            )
+            assert [r["id"] for r in await conn.fetch("SELECT id FROM v1_responses")] == [f"resp_{0:032x}"]
+            insert = "INSERT INTO v1_responses (id, collection_id, owner_key_id, input, response)"
+            made = await conn.fetchval(
+                insert + " VALUES ($1, $2, DEFAULT, '[]', '{}') RETURNING owner_key_id", f"resp_{9:032x}", red
+            )
+            assert made == red_key.id  # the writing key, filled in by the database
+            for collection, owner in ((blue, red_key.id), (red, None)):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    async with conn.transaction():
+                        await conn.execute(
+                            insert + " VALUES ($1, $2, $3, '[]', '{}')", f"resp_{8:032x}", collection, owner
+                        )
+            assert (
+                await conn.execute("DELETE FROM v1_responses WHERE id <> $1", f"resp_{9:032x}") == "DELETE 1"
+            )
+            raise _RolledBack
+    except _RolledBack:
+        pass
+    finally:
+        await conn.close()
+    async with owner_connection(runtime.database_url) as owner:
+        assert await owner.fetchval("SELECT count(*) FROM v1_responses") == 3
 
 
 class _RolledBack(Exception):

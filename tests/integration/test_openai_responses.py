@@ -377,8 +377,9 @@ TOOLS: Any = [{"type": "function", "name": "f", "parameters": {"type": "object"}
 @pytest.mark.parametrize(
     ("kwargs", "param", "message"),
     [
-        ({"previous_response_id": "resp_123"}, "previous_response_id", "previous_response_id: this server"),
-        ({"conversation": "conv_123"}, "conversation", "conversation: this server keeps no"),
+        # Stored responses are continued by previous_response_id (test_openai_stored_responses.py); OpenAI's
+        # Conversations API is not served.
+        ({"conversation": "conv_123"}, "conversation", "conversation: this server keeps no conversations"),
         (
             {"tools": TOOLS, "tool_choice": "required"},
             "tool_choice",

@@ -393,6 +393,43 @@ async def test_a_streamed_answer_tells_its_client_the_position_holding_it(
             await off_loop(standby.resume)
 
 
+async def test_a_stored_response_is_found_by_any_server_while_the_replica_lags(
+    settings: Settings, runtime: Runtime, standby: Standby, principals: dict[str, dict[str, str]]
+) -> None:
+    """A stored /v1 response (written on the primary) is read and continued at once: on the server that
+    stored it (its key's reads go to the primary), and on another, whose replica lacks it (a miss there is
+    looked for on the primary); `store: false` writes nothing and stays a read-only POST."""
+    writer = principals["writer"]
+    async with two_servers(settings, standby, runtime) as ((_, client), (app2, client2)):
+        await until(caught_up(runtime, standby), "standby caught up")
+        await off_loop(standby.pause)
+        try:
+            stored: list[str] = []
+            for stream in (False, True):
+                body = {"model": "rag:default", "input": "How do axolotls regrow limbs?", "stream": stream}
+                r = await client.post("/v1/responses", json=body, headers=writer)
+                assert r.status_code == 200, r.text
+                if stream:
+                    final = r.text.split("event: response.completed\ndata: ", 1)[1].split("\n", 1)[0]
+                    stored.append(json.loads(final)["response"]["id"])
+                else:
+                    stored.append(r.json()["id"])
+                assert (await ok(client.get(f"/v1/responses/{stored[-1]}", headers=writer)))["store"]
+            routed = app2.state.runtime.reads.routed
+            for response_id in stored:  # the writer has written nothing through the second server yet
+                tried = routed["replica"]
+                got = await ok(client2.get(f"/v1/responses/{response_id}", headers=writer))
+                assert got["id"] == response_id and routed["replica"] > tried  # the replica was asked first
+            for response_id in stored:
+                more = {"model": "rag:default", "input": "And then?", "previous_response_id": response_id}
+                assert (await ok(client2.post("/v1/responses", json=more, headers=writer)))["store"]
+            unstored = {"model": "rag:default", "input": "Axolotls?", "store": False}
+            r = await client.post("/v1/responses", json=unstored, headers=principals["other"])
+            assert r.status_code == 200 and READ_AFTER_HEADER not in r.headers  # no write recorded
+        finally:
+            await off_loop(standby.resume)
+
+
 async def _has(names: Awaitable[set[str]], name: str) -> bool:
     return name in await names
 

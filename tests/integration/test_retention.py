@@ -31,6 +31,7 @@ from rag_server.ingestion.models import UploadResponse
 from rag_server.ingestion.pipeline import incoming_file
 from rag_server.ingestion.pipeline_stats import read_pipeline_stats
 from rag_server.ingestion.replacement import replace_document_file
+from rag_server.openai_compat import response_store
 from tests.support.ingest import query
 from tests.support.processes import rag_server_cli
 
@@ -323,6 +324,35 @@ async def test_chat_sessions_idle_past_the_chat_retention_go(runtime: Runtime, d
     assert left == {recent.id}
 
 
+async def test_stored_responses_older_than_the_chat_retention_go(runtime: Runtime, database_url: str) -> None:
+    """Every key's (the system scope prunes all), by creation: a newer response of an old chain stays."""
+    key = await keys.create_key(runtime.pool, CreateKey(name="responses-retention", role="reader"))
+    collection = await runtime.pool.fetchval("SELECT id FROM collections WHERE name = 'default'")
+    ids = [f"resp_{i:032x}" for i in range(3)]
+    token = bind_scope(DbScope(collections=None, role="reader", key_id=key.id))
+    try:
+        for previous, response_id in zip([None, *ids], ids, strict=False):
+            await response_store.save(
+                runtime.pool,
+                response_id,
+                collection_id=collection,
+                previous_id=previous,
+                input_items=[],
+                response={"id": response_id},
+            )
+    finally:
+        reset_scope(token)
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "UPDATE v1_responses SET created_at = now() - interval '100 days' WHERE id = ANY(%s)", (ids[:2],)
+        )
+    assert (await prune(runtime)).counts["stored_responses"] == 0  # RAG_CHAT_RETENTION_DAYS=0: kept
+    assert (await prune(runtime, chat_days=90, dry_run=True)).counts["stored_responses"] == 2
+    assert (await prune(runtime, chat_days=90)).counts["stored_responses"] == 2
+    left = query(database_url, "SELECT id, owner_key_id FROM v1_responses WHERE id = ANY(%s)", ids)
+    assert [(r["id"], r["owner_key_id"]) for r in left] == [(ids[2], key.id)]
+
+
 async def test_one_prune_at_a_time(runtime: Runtime, database_url: str) -> None:
     batch_ids = [await deleted_document_batch(runtime, database_url) for _ in range(2)]
     age(database_url, batch_ids)
@@ -348,9 +378,10 @@ async def test_the_prune_command(runtime: Runtime, database_url: str, settings: 
     dry = rag_server_cli(settings, "prune", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     lines = dry.stdout.splitlines()
-    assert "skipped: chat sessions: kept forever (RAG_CHAT_RETENTION_DAYS=0)" in lines
+    assert "skipped: chat sessions, stored responses: kept forever (RAG_CHAT_RETENTION_DAYS=0)" in lines
     assert re.fullmatch(
-        r"would remove: batches \d+, tasks \d+, archived messages \d+, chat sessions 0, chat messages 0",
+        r"would remove: batches \d+, tasks \d+, archived messages \d+, chat sessions 0, chat messages 0,"
+        r" stored responses 0",
         lines[-1],
     )
     assert await exists(runtime, batch_id)
@@ -363,7 +394,7 @@ async def test_the_prune_command(runtime: Runtime, database_url: str, settings: 
     assert flag.returncode == 0, flag.stderr
     assert flag.stdout.splitlines()[:2] == [
         "skipped: batches, tasks, archived messages: kept forever (--task-days 0)",
-        "skipped: chat sessions: kept forever (--chat-days 0)",
+        "skipped: chat sessions, stored responses: kept forever (--chat-days 0)",
     ]
     check = rag_server_cli(settings, "check")
     assert check.returncode == 0, check.stdout

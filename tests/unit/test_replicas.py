@@ -10,7 +10,7 @@ from uuid import uuid4
 
 import pytest
 
-from rag_server.api.read_routing import may_write
+from rag_server.api.read_routing import may_write, writes
 from rag_server.config import Settings
 from rag_server.infra.embedded_postgres import parse_listen
 from rag_server.infra.replicas import ReadRouting, Replica, ReplicaPool, describe
@@ -98,7 +98,7 @@ def test_describe_drops_the_credentials() -> None:
         ("POST", "/search", False),
         ("POST", "/mcp/", False),
         ("POST", "/v1/chat/completions", False),
-        ("POST", "/v1/responses", False),
+        ("POST", "/v1/responses", True),  # unless its body says `"store": false`: see below
         ("POST", "/upload", True),
         ("POST", "/query/stream", True),
         ("PATCH", "/documents/x", True),
@@ -107,6 +107,40 @@ def test_describe_drops_the_credentials() -> None:
 )
 def test_what_counts_as_a_write(method: str, path: str, writes: bool) -> None:
     assert may_write(method, path) is writes
+
+
+@pytest.mark.parametrize(
+    ("body", "writing"),
+    [
+        (b'{"model": "rag:a", "input": "q", "store": false}', False),
+        (b'{"model": "rag:a", "input": "q"}', True),  # OpenAI's default: stored
+        (b'{"model": "rag:a", "input": "q", "store": true}', True),
+        (b'{"store": "false"}', True),  # not a boolean: refused (400), never read-only by mistake
+        (b"[1]", True),
+        (b"{not json", True),
+        (b"[" * 100_000, True),
+    ],
+)
+async def test_a_response_writes_unless_its_body_says_store_false(body: bytes, writing: bool) -> None:
+    half = len(body) // 2
+    messages = [
+        {"type": "http.request", "body": body[:half], "more_body": True},
+        {"type": "http.request", "body": body[half:], "more_body": False},
+    ]
+    pending = list(messages)
+
+    async def receive() -> dict[str, object]:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/responses"}
+    decided, replay = await writes(scope, receive)
+    assert decided is writing
+    assert [await replay() for _ in messages] == messages  # the app reads the same body
+    assert await replay() == {"type": "http.disconnect"}
+    # Any other request is decided by its method and path alone, its body left to the app.
+    for method, path, expected in (("GET", "/v1/responses/x", False), ("DELETE", "/v1/responses/x", True)):
+        decided, same = await writes({"type": "http", "method": method, "path": path}, receive)
+        assert decided is expected and same is receive
 
 
 def test_replica_urls_and_listen_address_settings() -> None:

@@ -3,9 +3,10 @@
 Nothing stopped a request whose client had left: the web app's "Contains" box aborts a superseded
 listing in the browser, but its chunk scan ran on to the end in PostgreSQL (0.1-0.2 s at 40k chunks, per
 typing pause), and so did any search or listing a client gave up on. Here a request that may not write
-(GET, HEAD, OPTIONS and `read_routing.READ_ONLY_POSTS`) runs in its own task while its `receive()` is
-watched: an `http.disconnect` before the response's last part cancels that task, and asyncpg, cancelled
-while it awaits a statement, sends PostgreSQL a cancel request, so the backend stops too.
+(GET, HEAD, OPTIONS, `read_routing.READ_ONLY_POSTS`, a /v1/responses with `"store": false`) runs in
+its own task while its `receive()` is watched: an `http.disconnect` before the response's last part
+cancels that task, and asyncpg, cancelled while it awaits a statement, sends PostgreSQL a cancel request,
+so the backend stops too.
 
 A write is never cancelled this way (its outcome must not depend on the client staying): it runs as
 before, in the request's task. So do streams that write (chat's SSE: Starlette stops its generator on a
@@ -24,7 +25,7 @@ from collections import deque
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rag_server.api.read_routing import may_write, request_messages
+from rag_server.api.read_routing import request_messages, writes
 from rag_server.infra.metrics import CLIENT_CLOSED
 
 _FINAL = ("http.response.pathsend", "http.response.zerocopysend")
@@ -38,7 +39,11 @@ class CancelOnDisconnectMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or may_write(scope["method"], scope["path"]):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        writing, receive = await writes(scope, receive)
+        if writing:
             await self.app(scope, receive, send)
             return
         body = await request_messages(receive)

@@ -26,6 +26,7 @@ from rag_server.errors import (
     ForbiddenError,
     InvalidInputError,
     NotFoundError,
+    ResponseNotFoundError,
     TooLargeError,
     UnauthenticatedError,
     UnsupportedTypeError,
@@ -147,9 +148,12 @@ def _error(
     param: str | None = None,
     code: str | None = None,
 ) -> JSONResponse:
-    # /v1 keeps OpenAI's shape and codes: there a collection is a model, and its 404 is `model_not_found`.
+    # /v1 keeps OpenAI's shape and codes: there a collection is a model, and its 404 is `model_not_found`
+    # (a stored response's is its own, `response_not_found`).
     if is_openai_path(request.url.path):
         content = error_content(status, detail, param)
+        if code == ResponseNotFoundError.code:
+            content["error"]["code"] = code
     else:
         content = {"detail": detail} if code is None else {"detail": detail, "code": code}
     return AsciiJSONResponse(status_code=status, content=content, headers=headers)

@@ -4,6 +4,7 @@ positions after writes, and a read-only request run again on the primary when a 
 
 from __future__ import annotations
 
+import json
 from collections import deque
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,14 +20,36 @@ READ_ONLY_POSTS = frozenset(
         "/documents/check-duplicates",
         "/v1/embeddings",
         "/v1/chat/completions",
-        "/v1/responses",
         "/mcp",
     }
 )
+# POSTs that write only when their body says so: /v1/responses stores its response unless `"store": false`.
+STORING_POSTS = frozenset({"/v1/responses"})
 
 
 def may_write(method: str, path: str) -> bool:
     return method not in ("GET", "HEAD", "OPTIONS") and path.rstrip("/") not in READ_ONLY_POSTS
+
+
+async def writes(scope: Scope, receive: Receive) -> tuple[bool, Receive]:
+    """(whether the request may write, the receive to run it with). A STORING_POSTS request's body (a
+    small JSON, bounded by BodyLimitMiddleware outside) is read to tell, then replayed to the app."""
+    if not may_write(scope["method"], scope["path"]):
+        return False, receive
+    if scope["method"] != "POST" or scope["path"].rstrip("/") not in STORING_POSTS:
+        return True, receive
+    body = await request_messages(receive)
+    return _stores(body), _replaying(body, receive)
+
+
+def _stores(body: list[Message]) -> bool:
+    """False only for a JSON object with `"store": false` (a body that is not one is refused, unstored)."""
+    raw = b"".join(m.get("body", b"") for m in body if m["type"] == "http.request")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return True
+    return not (isinstance(data, dict) and data.get("store") is False)
 
 
 class ReadRoutingMiddleware:
@@ -53,7 +76,8 @@ class ReadRoutingMiddleware:
             return
         header = dict(scope.get("headers") or []).get(READ_AFTER_HEADER.lower().encode())
         with reading_after(parse_lsn(header.decode("latin-1")) if header else 0):
-            if may_write(scope["method"], scope["path"]):
+            writing, receive = await writes(scope, receive)
+            if writing:
                 await self.app(scope, receive, self._recording(reads, send))
             else:
                 await self._reading(scope, receive, send)

@@ -7,13 +7,16 @@ raise NotFoundError for an unknown session id and keep history in message order.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from rag_server.chat import sessions
 from rag_server.chat.models import ChatMessageOut, ChatSession, external_session_uuid, not_your_session
 from rag_server.infra.scoped_pool import ScopedPool, request_scope
 from rag_server.retrieval.models import SearchType
+
+T = TypeVar("T")
 
 
 class SessionStore(Protocol):
@@ -76,7 +79,7 @@ class PostgresSessionStore:
     def __init__(self, pool: ScopedPool) -> None:
         self.pool = pool
         # Shielded writes still running after their request was cancelled (kept from the GC).
-        self._pending_writes: set[asyncio.Task[tuple[int, int]]] = set()
+        self._pending_writes: set[asyncio.Task[Any]] = set()
 
     async def drain(self) -> None:
         """Wait for answer writes that outlived their request, so shutdown loses none of them."""
@@ -166,7 +169,7 @@ class PostgresSessionStore:
         create: ChatSession | None = None,
     ) -> int | None:
         """One transaction under the session row lock, shielded: a cancelled request still completes it."""
-        write = asyncio.create_task(
+        _, assistant_id = await self.shielded(
             sessions.append_exchange(
                 self.pool,
                 session_id,
@@ -177,10 +180,15 @@ class PostgresSessionStore:
                 create=create,
             )
         )
-        self._pending_writes.add(write)
-        write.add_done_callback(self._pending_writes.discard)
-        _, assistant_id = await asyncio.shield(write)
         return assistant_id
+
+    async def shielded(self, write: Coroutine[Any, Any, T]) -> T:
+        """Run `write` to its end even when the caller is cancelled (`drain` waits for it): a complete
+        answer is stored whole or not at all (also a stored /v1 response's)."""
+        task = asyncio.create_task(write)
+        self._pending_writes.add(task)
+        task.add_done_callback(self._pending_writes.discard)
+        return await asyncio.shield(task)
 
 
 def external_session_id(external_id: str | None) -> UUID | None:

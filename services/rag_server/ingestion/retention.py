@@ -21,6 +21,8 @@ What goes, past RAG_TASK_RETENTION_DAYS (0: nothing):
 - past RAG_CHAT_RETENTION_DAYS (0, the default: nothing): chat sessions, archived or not, with no
   activity since the cutoff (`last_active_at`: a session's creation and each message), with their
   messages. Once an operator sets it, a conversation left that long is gone, as such a policy means.
+  Stored /v1 responses (`v1_responses`, 0030) created before the same cutoff go too: a chain continued
+  since then keeps its newer responses, whose history then starts after the pruned ones.
 
 How: in transactions of at most CHUNK_BATCHES batches (CHUNK_ROWS messages, CHUNK_SESSIONS sessions),
 so a backlog holds no lock long and meets no statement timeout. Each transaction first takes the
@@ -49,6 +51,7 @@ from rag_server.config import Settings
 from rag_server.infra.admin import add_meta_counts
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.infra.queue import IngestQueue
+from rag_server.openai_compat import response_store
 
 # pg_try_advisory_xact_lock key (the generations' 7_220_011_001, the pack's 7_220_014_001; 0024 here).
 RETENTION_LOCK = 7_220_024_001
@@ -62,8 +65,15 @@ CHUNK_SESSIONS = 1000
 # removed them (GET /metrics: rag_retention_pruned_rows_total{kind}).
 PRUNED_META_KEY = "retention_pruned"
 
-Kind = Literal["batches", "tasks", "archived_messages", "chat_sessions", "chat_messages"]
-KINDS: tuple[Kind, ...] = ("batches", "tasks", "archived_messages", "chat_sessions", "chat_messages")
+Kind = Literal["batches", "tasks", "archived_messages", "chat_sessions", "chat_messages", "stored_responses"]
+KINDS: tuple[Kind, ...] = (
+    "batches",
+    "tasks",
+    "archived_messages",
+    "chat_sessions",
+    "chat_messages",
+    "stored_responses",
+)
 
 # A task `t` keeps its batch: unfinished, finished since the cutoff ($1), or one a document still needs
 # (the module's docstring says why each). "Current" and "a duplicate stands for it" follow
@@ -140,9 +150,11 @@ async def prune(
     if result.busy:
         return result
     if chat_days:
-        await _prune_chat(conn, await _cutoff(conn, chat_days), result)
+        cutoff = await _cutoff(conn, chat_days)
+        if await _prune_chat(conn, cutoff, result):
+            await _prune_responses(conn, cutoff, result)
     else:
-        result.skipped.append(f"chat sessions: kept forever ({chat_source})")
+        result.skipped.append(f"chat sessions, stored responses: kept forever ({chat_source})")
     return result
 
 
@@ -249,16 +261,17 @@ async def _prune_archive(conn: Executor, queue: IngestQueue, cutoff: datetime, r
             return
 
 
-async def _prune_chat(conn: Executor, cutoff: datetime, result: PruneResult) -> None:
+async def _prune_chat(conn: Executor, cutoff: datetime, result: PruneResult) -> bool:
+    """False when another prune holds the lock (`busy`)."""
     if result.dry_run:
         sessions, messages = await idle_sessions.count_idle_sessions(conn, cutoff)
         result.counts["chat_sessions"] += sessions
         result.counts["chat_messages"] += messages
-        return
+        return True
     while True:
         async with transaction(conn) as c:
             if not await _locked(c, result):
-                return
+                return False
             sessions, messages = await idle_sessions.delete_idle_sessions(c, cutoff, CHUNK_SESSIONS)
             if sessions:
                 await add_meta_counts(
@@ -267,6 +280,22 @@ async def _prune_chat(conn: Executor, cutoff: datetime, result: PruneResult) -> 
         result.counts["chat_sessions"] += sessions
         result.counts["chat_messages"] += messages
         if sessions < CHUNK_SESSIONS:
+            return True
+
+
+async def _prune_responses(conn: Executor, cutoff: datetime, result: PruneResult) -> None:
+    if result.dry_run:
+        result.counts["stored_responses"] += await response_store.count_old(conn, cutoff)
+        return
+    while True:
+        async with transaction(conn) as c:
+            if not await _locked(c, result):
+                return
+            n = await response_store.delete_old(c, cutoff, CHUNK_ROWS)
+            if n:
+                await add_meta_counts(c, PRUNED_META_KEY, {"stored_responses": n})
+        result.counts["stored_responses"] += n
+        if n < CHUNK_ROWS:
             return
 
 

@@ -72,8 +72,8 @@ def error_content(status: int, message: str, param: str | None = None) -> dict[s
 
 
 OPERATIONS = (
-    "GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions, POST /v1/responses "
-    "and POST /v1/embeddings"
+    "GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions, POST /v1/responses, "
+    "GET and DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items and POST /v1/embeddings"
 )
 
 

@@ -1,14 +1,16 @@
 """OpenAI's Responses API (`POST /v1/responses`) wire types, as far as this server speaks it.
 
-A request is a conversation the caller holds (`input`: a string or message items), answered by the same
-turn as a chat completion. Nothing is stored, so what needs a stored response (`previous_response_id`,
-`conversation`, `background`) is a 400, as is what the server cannot give (a forced tool call, JSON output,
-images and files). Unknown fields are ignored, as on the rest of /v1. A response carries one extra
+A request is a conversation (`input`: a string or message items), answered by the same turn as a chat
+completion. With `store` (OpenAI's default) the response is kept (response_store.py), and a later request's
+`previous_response_id` continues it: the chain's messages are that turn's history. `conversation` (OpenAI's
+Conversations API) and `background` are a 400, as is what the server cannot give (a forced tool call, JSON
+output, images and files). Unknown fields are ignored, as on the rest of /v1. A response carries one extra
 top-level field, `sources` (and `llm_error` when the LLM's answer was replaced by the extractive one).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -56,13 +58,30 @@ class InputMessage(BaseModel):
         if isinstance(data, dict) and data.get("type", "message") != "message":
             raise ValueError(
                 f"an input item of type {str(data.get('type'))[:40]!r} cannot be read: only messages are "
-                "(this server keeps no items to refer to and calls no tools)"
+                "(items are not referred to by id, and this server calls no tools)"
             )
         return data
 
+    def texts(self) -> list[str]:
+        return [self.content] if isinstance(self.content, str) else [part.text for part in self.content]
+
     def as_chat(self) -> ChatMessageIn:
-        texts = [self.content] if isinstance(self.content, str) else [part.text for part in self.content]
-        return ChatMessageIn(role=self.role, content=[TextPart(type="text", text=text) for text in texts])
+        return ChatMessageIn(role=self.role, content=[TextPart(type="text", text=t) for t in self.texts()])
+
+    def as_item(self) -> dict[str, Any]:
+        """The message as a stored input item (GET /v1/responses/{id}/input_items), with an id."""
+        kind = "output_text" if self.role == "assistant" else "input_text"
+        content: list[dict[str, Any]] = [
+            {"type": kind, "text": t, **({"annotations": []} if kind == "output_text" else {})}
+            for t in self.texts()
+        ]
+        return {
+            "id": f"msg_{uuid.uuid4().hex}",
+            "type": "message",
+            "role": self.role,
+            "content": content,
+            "status": "completed",
+        }
 
 
 class TextConfig(BaseModel):
@@ -86,8 +105,8 @@ def _forced(tool_choice: str | dict[str, Any] | None) -> bool:
 
 
 class ResponsesRequest(BaseModel):
-    """Ignored, beyond their types: `metadata`, `user`, `store`, `truncation`, `top_p`, `tools` (never
-    called), `parallel_tool_calls`, `include`, `reasoning` and other hints."""
+    """Ignored, beyond their types: `metadata`, `user`, `truncation`, `top_p`, `tools` (never called),
+    `parallel_tool_calls`, `include`, `reasoning` and other hints."""
 
     model_config = ConfigDict(extra="ignore")
     model: CleanText = Field(min_length=1, max_length=200)
@@ -101,8 +120,10 @@ class ResponsesRequest(BaseModel):
     tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
     tool_choice: str | dict[str, Any] | None = None
     text: TextConfig | None = None
-    # What needs a stored response or conversation: none is kept.
-    previous_response_id: str | None = None
+    # Keep the response (OpenAI's default), so that it can be read, deleted and continued.
+    store: StrictBool | None = None
+    # A stored response (of this key, in a collection it reads) whose conversation this one continues.
+    previous_response_id: str | None = Field(default=None, max_length=200)
     conversation: str | dict[str, Any] | None = None
     background: StrictBool | None = None
 
@@ -126,12 +147,13 @@ class ResponsesRequest(BaseModel):
             raise ValueError("this server calls no tools: tool_choice must be 'auto' or 'none'")
         return tool_choice
 
-    @field_validator("previous_response_id", "conversation")
+    @field_validator("conversation")
     @classmethod
-    def _nothing_stored(cls, value: Any) -> Any:
+    def _no_conversations(cls, value: Any) -> Any:
         if value is not None:
             raise ValueError(
-                "this server keeps no responses or conversations: send the whole conversation in `input`"
+                "this server keeps no conversations: continue a stored response with "
+                "`previous_response_id`, or send the whole conversation in `input`"
             )
         return value
 
@@ -141,6 +163,16 @@ class ResponsesRequest(BaseModel):
         if value:
             raise ValueError("responses are answered while the request waits: background must be false")
         return value
+
+    @property
+    def stores(self) -> bool:
+        return self.store is not False
+
+    def input_items(self) -> list[dict[str, Any]]:
+        """`input` as stored input items (a string: one user message)."""
+        if isinstance(self.input, str):
+            return [InputMessage(role="user", content=self.input).as_item()]
+        return [item.as_item() for item in self.input if item is not None]
 
     @property
     def messages(self) -> list[ChatMessageIn]:
@@ -251,8 +283,8 @@ class ResponseObject(BaseModel):
     model: str
     output: list[OutputMessage]
     parallel_tool_calls: bool = True
-    previous_response_id: None = None
-    store: Literal[False] = False  # nothing is kept: there is no response to retrieve later
+    previous_response_id: str | None = None
+    store: bool = False  # kept: GET /v1/responses/{id}, and `previous_response_id` continues it
     temperature: float | None = None
     text: TextOut = Field(default_factory=TextOut)
     tool_choice: str | dict[str, Any] = "auto"
@@ -265,6 +297,34 @@ class ResponseObject(BaseModel):
     sources: list[Source]
     # Not OpenAI's: why the LLM's answer was replaced by the extractive one (None: it was not).
     llm_error: str | None = None
+
+
+class DeletedResponse(BaseModel):
+    """DELETE /v1/responses/{id}: OpenAI's deleted object."""
+
+    id: str
+    object: Literal["response"] = "response"
+    deleted: Literal[True] = True
+
+
+class InputItem(BaseModel):
+    """A stored request's message (`input_text` parts; an assistant's: `output_text`)."""
+
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["user", "assistant", "system", "developer"]
+    content: list[dict[str, Any]]
+    status: ItemStatus = "completed"
+
+
+class InputItemList(BaseModel):
+    """GET /v1/responses/{id}/input_items: a page of the request's input items."""
+
+    object: Literal["list"] = "list"
+    data: list[InputItem]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
 
 
 # --- stream events (`event: <type>`, `data: <the event>`) -------------------------------------------

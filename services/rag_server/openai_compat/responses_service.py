@@ -1,25 +1,38 @@
-"""`POST /v1/responses`: the turn of a chat completion (service.open_turn, ChatService.generate), answered
-as a Responses API object or its event stream. Nothing is stored."""
+"""`/v1/responses`: the turn of a chat completion (service.open_turn, ChatService.generate), answered as a
+Responses API object or its event stream; with `store` (the default) kept once complete (response_store.py),
+so that `previous_response_id` continues it and GET/DELETE /v1/responses/{id} find it.
+
+Read-your-writes: a stored response is read where the key's reads go (a replica that has replayed the key's
+own writes, else the primary); one not found there is looked for on the primary too, which has every
+write (one made through another server process, which this one's memory of the key's writes misses)."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from itertools import count
+from typing import Literal, TypeVar
 
 from rag_server.chat.models import Source
 from rag_server.chat.service import ChatService
 from rag_server.chat.turn import Turn
-from rag_server.errors import NotFoundError
+from rag_server.errors import NotFoundError, ResponseNotFoundError
 from rag_server.infra.database import retry_sentence
+from rag_server.infra.runtime import Runtime
+from rag_server.infra.scoped_pool import ScopedPool
+from rag_server.openai_compat import response_store
+from rag_server.openai_compat.models import ChatMessageIn
 from rag_server.openai_compat.responses import (
     AnnotationAddedEvent,
     ContentPartEvent,
+    DeletedResponse,
     IncompleteDetails,
+    InputItem,
+    InputItemList,
     ItemStatus,
     OutputItemEvent,
     OutputMessage,
@@ -36,16 +49,93 @@ from rag_server.openai_compat.responses import (
 )
 from rag_server.openai_compat.service import fallback_note, open_turn
 
+T = TypeVar("T")
+
 
 async def start(chat: ChatService, body: ResponsesRequest) -> Turn:
-    """Resolve the model (404 for an unknown or unreachable one) before anything is answered."""
+    """Resolve the previous response (404) and the model (404 for an unknown or unreachable one) before
+    anything is answered."""
+    earlier = await _earlier(chat, body.previous_response_id)
     return await open_turn(
         chat,
         body.model,
-        body.messages,
+        [*earlier, *body.messages],
         temperature=body.temperature,
         max_tokens=body.max_output_tokens,
         question_param="input",
+    )
+
+
+async def _earlier(chat: ChatService, previous_id: str | None) -> list[ChatMessageIn]:
+    """The user and assistant messages of the stored chain `previous_id` ends, as the new turn's history
+    (what a chat turn's is: its last RAG_CHAT_HISTORY_MESSAGES; each response holds at least two)."""
+    if previous_id is None:
+        return []
+    depth = (chat.settings.chat_history_messages + 1) // 2
+    messages = await _read(chat.runtime, lambda c: response_store.conversation(c, previous_id, depth=depth))
+    # Stored texts passed their own request's checks: not validated again (an answer may be longer).
+    return [ChatMessageIn.model_construct(role=role, content=text) for role, text in messages if text.strip()]
+
+
+async def _read(runtime: Runtime, read: Callable[[ScopedPool], Awaitable[T]]) -> T:
+    """`read` on the request's read pool; not found on a replica: on the primary (module docstring)."""
+    reads = runtime.read_pool()
+    try:
+        return await read(reads)
+    except ResponseNotFoundError:
+        if reads is runtime.pool:
+            raise
+        return await read(runtime.pool)
+
+
+async def retrieve(runtime: Runtime, response_id: str) -> ResponseObject:
+    stored = await _read(runtime, lambda c: response_store.get(c, response_id))
+    return ResponseObject.model_validate(stored.response)
+
+
+async def delete(runtime: Runtime, response_id: str) -> DeletedResponse:
+    await response_store.delete(runtime.pool, response_id)
+    return DeletedResponse(id=response_id)
+
+
+async def input_items(
+    runtime: Runtime,
+    response_id: str,
+    *,
+    limit: int,
+    order: Literal["asc", "desc"],
+    after: str | None,
+) -> InputItemList:
+    """A page of the stored request's input items (`order` desc: the last first, OpenAI's default),
+    those after the item `after` (an id of this list; an unknown one: from the start)."""
+    stored = await _read(runtime, lambda c: response_store.get(c, response_id))
+    items = [InputItem.model_validate(item) for item in stored.input]
+    if order == "desc":
+        items.reverse()
+    ids = [item.id for item in items]
+    start = ids.index(after) + 1 if after in ids else 0
+    page = items[start : start + limit]
+    return InputItemList(
+        data=page,
+        first_id=page[0].id if page else None,
+        last_id=page[-1].id if page else None,
+        has_more=start + limit < len(items),
+    )
+
+
+async def _keep(chat: ChatService, turn: Turn, body: ResponsesRequest, response: ResponseObject) -> None:
+    """Store a complete response (`store`), shielded: a client leaving now does not lose it halfway."""
+    if not body.stores:
+        return
+    await chat.stored.shielded(
+        response_store.save(
+            chat.runtime.pool,
+            response.id,
+            collection_id=turn.collection_ids[0],
+            previous_id=body.previous_response_id,
+            input_items=body.input_items(),
+            response=response.model_dump(mode="json"),
+        )
     )
 
 
@@ -86,6 +176,8 @@ class _Draft:
             model=body.model,
             output=output,
             parallel_tool_calls=body.parallel_tool_calls is not False,
+            previous_response_id=body.previous_response_id,
+            store=body.stores,
             temperature=body.temperature,
             tool_choice=body.tool_choice or "auto",
             top_p=body.top_p,
@@ -118,7 +210,9 @@ async def respond(chat: ChatService, turn: Turn, body: ResponsesRequest) -> Resp
     draft = _Draft(body)  # created_at: when the answer began
     async for _ in chat.generate(turn):
         pass
-    return draft.response(turn)
+    response = draft.response(turn)
+    await _keep(chat, turn, body, response)
+    return response
 
 
 def _sse(event: StreamEvent) -> str:
@@ -130,7 +224,8 @@ async def stream_events(chat: ChatService, turn: Turn, body: ResponsesRequest) -
     content_part.added, an output_text.delta per piece of the answer (after an LLM failure mid-answer: a
     note and the extractive answer, as /v1/chat/completions streams it, `llm_error` on the response),
     output_text.done, content_part.done, output_item.done, then response.completed (response.incomplete
-    when the LLM stopped at max_output_tokens). A failure after the headers went out is response.failed."""
+    when the LLM stopped at max_output_tokens), once the response is stored (`store`). A failure after the
+    headers went out is response.failed (nothing is stored)."""
     draft = _Draft(body)
     numbers = count()
     item, part = draft.item_id, OutputText(text="")
@@ -150,17 +245,7 @@ async def stream_events(chat: ChatService, turn: Turn, body: ResponsesRequest) -
                     streamed.append(piece)
                     yield at(TextDeltaEvent, "response.output_text.delta", item_id=item, delta=piece)
     except Exception as exc:  # headers are gone: report in-band, as OpenAI's streams do
-        said = str(exc) if isinstance(exc, NotFoundError) else retry_sentence(exc)
-        failed = draft.response(None).model_copy(
-            update={
-                "status": "failed",
-                "error": ResponseError(
-                    code="server_error", message=said or f"the answer failed: {type(exc).__name__}: {exc}"
-                ),
-                "sources": turn.sources,
-            }
-        )
-        yield at(ResponseEvent, "response.failed", response=failed)
+        yield at(ResponseEvent, "response.failed", response=_failed(draft, turn, exc))
         return
     note = fallback_note(turn, "".join(streamed))
     if note is not None:
@@ -180,5 +265,22 @@ async def stream_events(chat: ChatService, turn: Turn, body: ResponsesRequest) -
     yield at(TextDoneEvent, "response.output_text.done", item_id=item, text=text)
     yield at(ContentPartEvent, "response.content_part.done", item_id=item, part=done)
     yield at(OutputItemEvent, "response.output_item.done", item=response.output[0])
+    try:
+        await _keep(chat, turn, body, response)
+    except Exception as exc:
+        yield at(ResponseEvent, "response.failed", response=_failed(draft, turn, exc))
+        return
     final = "response.completed" if response.status == "completed" else "response.incomplete"
     yield at(ResponseEvent, final, response=response)
+
+
+def _failed(draft: _Draft, turn: Turn, exc: Exception) -> ResponseObject:
+    said = str(exc) if isinstance(exc, NotFoundError) else retry_sentence(exc)
+    message = said or f"the answer failed: {type(exc).__name__}: {exc}"
+    return draft.response(None).model_copy(
+        update={
+            "status": "failed",
+            "error": ResponseError(code="server_error", message=message),
+            "sources": turn.sources,
+        }
+    )

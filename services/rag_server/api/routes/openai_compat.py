@@ -4,9 +4,9 @@ clients such as the openai SDK, the Agents SDK or Open WebUI. Same API keys; err
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 
 from rag_server.api.deps import ChatDep, PoolDep, ReadPoolDep, RuntimeDep, require
@@ -21,7 +21,12 @@ from rag_server.openai_compat.models import (
     ModelCard,
     ModelList,
 )
-from rag_server.openai_compat.responses import ResponseObject, ResponsesRequest
+from rag_server.openai_compat.responses import (
+    DeletedResponse,
+    InputItemList,
+    ResponseObject,
+    ResponsesRequest,
+)
 
 router = APIRouter(
     prefix="/v1",
@@ -107,11 +112,44 @@ _RESPONSES_200: dict[int | str, dict[str, Any]] = {
 )
 async def create_response(body: ResponsesRequest, chat: ChatDep) -> ResponseObject | StreamingResponse:
     """OpenAI's Responses API (`client.responses.create`): the answer a chat completion gives, to the
-    last user message of `input`. Nothing is stored (`previous_response_id`, `conversation`: a 400)."""
+    last user message of `input`. With `store` (the default) the response is kept for this key: GET and
+    DELETE /v1/responses/{id}, and `previous_response_id` continues it (its conversation is the history;
+    404 for one not stored, deleted or not this key's). Not in the web app's chat history;
+    `conversation`: a 400."""
     turn = await responses_service.start(chat, body)  # unknown model -> 404 before any streaming starts
     if not body.stream:
         return await responses_service.respond(chat, turn, body)
     return event_stream(responses_service.stream_events(chat, turn, body), chat.settings.stream_keepalive_s)
+
+
+ResponseId = Annotated[str, Path(description="A stored response's id (`resp_...`)", max_length=200)]
+
+
+@router.get("/responses/{response_id}", responses=openai_error_responses(404))
+async def retrieve_response(response_id: ResponseId, runtime: RuntimeDep) -> ResponseObject:
+    """A stored response as it was answered (`client.responses.retrieve`); 404 response_not_found for one
+    not stored (`store: false`), deleted, pruned, or not this key's."""
+    return await responses_service.retrieve(runtime, response_id)
+
+
+@router.delete("/responses/{response_id}", responses=openai_error_responses(404))
+async def delete_response(response_id: ResponseId, runtime: RuntimeDep) -> DeletedResponse:
+    """Delete a stored response of this key's (`client.responses.delete`); a response that continued it
+    keeps its own messages, and its history ends there."""
+    return await responses_service.delete(runtime, response_id)
+
+
+@router.get("/responses/{response_id}/input_items", responses=openai_error_responses(404))
+async def list_input_items(
+    response_id: ResponseId,
+    runtime: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+    after: Annotated[str | None, Query(max_length=200)] = None,
+) -> InputItemList:
+    """The stored request's input items (`client.responses.input_items.list`): its messages, the last
+    first (`order=asc`: the first first), `limit` at a time, `after` the item of that id."""
+    return await responses_service.input_items(runtime, response_id, limit=limit, order=order, after=after)
 
 
 @router.post("/embeddings", responses=openai_error_responses(400, 404))
