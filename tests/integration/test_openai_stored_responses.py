@@ -170,6 +170,26 @@ def test_a_streamed_response_is_stored_and_read_back_at_once(llm: openai.OpenAI,
     assert [role for role, _ in answer_messages(fake_llm)] == ["system", "user", "assistant", "user"]
 
 
+async def test_async_streamed_responses_are_stored_and_continued(
+    llm_url: str, world: Keys, fake_llm: FakeLLM
+) -> None:
+    fake_llm.reset()
+    async with openai.AsyncOpenAI(
+        base_url=f"{llm_url}/v1", api_key=world.alpha, max_retries=0, timeout=60
+    ) as c:
+        events = [e async for e in await c.responses.create(model="rag:alpha", input=QUESTION, stream=True)]
+        done = events[-1].response
+        assert done.store is True and (await c.responses.retrieve(done.id)).output_text == done.output_text
+        async with c.responses.stream(
+            model="rag:alpha", input="and k1?", previous_response_id=done.id
+        ) as stream:
+            final = await stream.get_final_response()
+        assert [role for role, _ in answer_messages(fake_llm)] == ["system", "user", "assistant", "user"]
+        kept = await c.responses.retrieve(final.id)
+        assert kept.previous_response_id == done.id and kept.output_text == final.output_text
+    fake_llm.reset()
+
+
 # --- retrieve, input items, delete --------------------------------------------------------------------
 
 

@@ -122,7 +122,7 @@ async def create_response(body: ResponsesRequest, chat: ChatDep) -> ResponseObje
     return event_stream(responses_service.stream_events(chat, turn, body), chat.settings.stream_keepalive_s)
 
 
-ResponseId = Annotated[str, Path(description="A stored response's id (`resp_...`)", max_length=200)]
+ResponseId = Annotated[str, Path(description="A stored response's id (`resp_...`): any other is a 404")]
 
 
 @router.get("/responses/{response_id}", responses=openai_error_responses(404))
@@ -139,7 +139,7 @@ async def delete_response(response_id: ResponseId, runtime: RuntimeDep) -> Delet
     return await responses_service.delete(runtime, response_id)
 
 
-@router.get("/responses/{response_id}/input_items", responses=openai_error_responses(404))
+@router.get("/responses/{response_id}/input_items", responses=openai_error_responses(400, 404))
 async def list_input_items(
     response_id: ResponseId,
     runtime: RuntimeDep,
