@@ -253,6 +253,26 @@ async def test_a_stored_response_is_its_keys_in_its_collections(
         await conn.close()
     async with owner_connection(runtime.database_url) as owner:
         assert await owner.fetchval("SELECT count(*) FROM v1_responses") == 3
+    # A key revoked while it answered stores nothing (as a chat turn, 0017).
+    await keys.revoke_key(runtime.pool, "red")
+    conn = await asyncpg.connect(as_user(runtime.database_url, settings.runtime_db_user))
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT set_config('rag.collections', $1, true), set_config('rag.role', $2, true),"
+                    " set_config('rag.key_id', $3, true)",
+                    *DbScope(collections=(red,), role="reader", key_id=red_key.id).settings(),
+                )
+                await conn.execute(
+                    "INSERT INTO v1_responses (id, collection_id, input, response)"
+                    " VALUES ($1, $2, '[]', '{}')",
+                    f"resp_{7:032x}",
+                    red,
+                )
+    finally:
+        await conn.close()
+        await runtime.pool.execute("UPDATE api_keys SET revoked_at = NULL WHERE id = $1", red_key.id)
 
 
 class _RolledBack(Exception):

@@ -6,6 +6,7 @@ last one revokes every key of this module's database."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import subprocess
 import sys
@@ -85,6 +86,38 @@ async def test_an_answer_streaming_when_its_key_is_revoked_is_not_saved(
     every = await client.get("/chat/sessions?all_owners=true", headers=bearer(made_keys["boss"]))
     assert every.status_code == 200 and every.json()["sessions"] == []
     assert (await client.get("/collections", headers=bearer(made_keys["reader"]))).status_code == 401
+
+
+async def test_a_response_streaming_when_its_key_is_revoked_is_not_stored(
+    client: httpx.AsyncClient, runtime: Runtime, made_keys: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    """A stored /v1 response (migration 0030) is written like a chat turn: only while its key is live."""
+    key = (await keys.create_key(runtime.pool, CreateKey(name="responder", role="reader"))).key
+    release = threading.Event()
+    fake_llm.behaviour = Behaviour(hang_after_tokens=1, release=release, affects={"answer"})
+    body = {"model": "rag:default", "input": "What regenerates heart muscle?", "stream": True}
+    events: list[dict[str, Any]] = []
+    async with client.stream("POST", "/v1/responses", json=body, headers=bearer(key)) as r:
+        assert r.status_code == 200
+        lines = r.aiter_lines()
+        async for line in lines:
+            if line.startswith("data: "):
+                events.append(json.loads(line.removeprefix("data: ")))
+                if events[-1]["type"] == "response.output_text.delta":
+                    break  # the answer is under way: revoke its key, then let the LLM finish
+        revoked = await client.delete("/keys/responder", headers=bearer(made_keys["boss"]))
+        assert revoked.status_code == 200, revoked.text
+        release.set()
+        events += [
+            json.loads(line.removeprefix("data: ")) async for line in lines if line.startswith("data: ")
+        ]
+    assert events[-1]["type"] == "response.failed"
+    assert (
+        events[-1]["response"]["error"]["message"] == "the response was not stored: its API key was revoked"
+    )
+    response_id = events[0]["response"]["id"]
+    kept = await client.get(f"/v1/responses/{response_id}", headers=bearer(made_keys["boss"]))
+    assert kept.status_code == 404, kept.text
 
 
 async def test_revoking_the_last_key_closes_the_api_and_never_reopens_it(

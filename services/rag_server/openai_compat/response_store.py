@@ -15,7 +15,7 @@ from uuid import UUID
 
 import asyncpg
 
-from rag_server.errors import CollectionNotFoundError, ResponseNotFoundError
+from rag_server.errors import CollectionNotFoundError, ForbiddenError, ResponseNotFoundError
 from rag_server.infra.database import Executor
 
 # The ids this server gives (responses_service._Draft): anything else names no stored response.
@@ -46,7 +46,8 @@ async def save(
     input_items: list[dict[str, Any]],
     response: dict[str, Any],
 ) -> None:
-    """Store an answered response; its owner is the calling key (the column's default, 0030)."""
+    """Store an answered response; its owner is the calling key (the column's default, 0030), which must
+    still be live (ForbiddenError)."""
     try:
         await conn.execute(
             """
@@ -61,6 +62,8 @@ async def save(
         )
     except asyncpg.ForeignKeyViolationError:
         raise CollectionNotFoundError("the model's collection was deleted while it answered") from None
+    except asyncpg.InsufficientPrivilegeError:  # 0030's policy: a key revoked since the answer began
+        raise ForbiddenError("the response was not stored: its API key was revoked") from None
 
 
 async def get(conn: Executor, response_id: str, param: str | None = None) -> StoredResponse:

@@ -20,7 +20,7 @@ from typing import Literal, TypeVar
 from rag_server.chat.models import Source
 from rag_server.chat.service import ChatService
 from rag_server.chat.turn import Turn
-from rag_server.errors import NotFoundError, ResponseNotFoundError
+from rag_server.errors import ForbiddenError, NotFoundError, ResponseNotFoundError
 from rag_server.infra.database import retry_sentence
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import ScopedPool
@@ -275,7 +275,7 @@ async def stream_events(chat: ChatService, turn: Turn, body: ResponsesRequest) -
 
 
 def _failed(draft: _Draft, turn: Turn, exc: Exception) -> ResponseObject:
-    said = str(exc) if isinstance(exc, NotFoundError) else retry_sentence(exc)
+    said = str(exc) if isinstance(exc, NotFoundError | ForbiddenError) else retry_sentence(exc)
     message = said or f"the answer failed: {type(exc).__name__}: {exc}"
     return draft.response(None).model_copy(
         update={

@@ -4,9 +4,10 @@ and `GET`/`DELETE /v1/responses/{id}` find it (openai_compat/response_store.py).
 
 A row belongs to a collection (the model's: `rag:<collection>`) and to the key that made it, as a chat
 session does (0004): a key reads, continues and deletes only its own responses, in collections it can
-read; an admin any in its reach. `previous_id` links a chain (no foreign key: a response deleted or pruned
-before its successors ends their history there). Rows go with their collection; retention prunes them
-after RAG_CHAT_RETENTION_DAYS by `created_at` (ingestion/retention.py).
+read; an admin any in its reach. As a chat turn (0017), a response is stored only while its key is live:
+one answering when its key was revoked is not kept. `previous_id` links a chain (no foreign key: a
+response deleted or pruned before its successors ends their history there). Rows go with their
+collection; retention prunes them after RAG_CHAT_RETENTION_DAYS by `created_at` (ingestion/retention.py).
 
 Revision ID: 0030_stored_responses
 Revises: 0029_import_source
@@ -48,10 +49,20 @@ ALTER TABLE v1_responses ENABLE ROW LEVEL SECURITY;
 CREATE POLICY v1_responses_own ON v1_responses FOR ALL
     USING ((SELECT rag_role()) <> 'none' AND {VISIBLE} AND {OWN})
     WITH CHECK ((SELECT rag_role()) <> 'none' AND {VISIBLE} AND ({MINE} OR (SELECT rag_role()) = 'system'));
+
+-- SECURITY DEFINER: the runtime role cannot read api_keys. No key (open mode, the system scope): live.
+CREATE FUNCTION rag_key_is_live() RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    SELECT rag_key_id() IS NULL
+        OR EXISTS (SELECT 1 FROM api_keys k WHERE k.id = rag_key_id() AND k.revoked_at IS NULL)
+$$;
+CREATE POLICY v1_responses_live_key ON v1_responses AS RESTRICTIVE FOR INSERT
+    WITH CHECK ((SELECT rag_key_is_live()));
 """
 
 DOWNGRADE = """
 DROP TABLE v1_responses;
+DROP FUNCTION rag_key_is_live();
 """
 
 
