@@ -11,7 +11,7 @@ shows as code).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 # The markers the web app renders as citations (static/assets/markdown.js): up to three digits each.
@@ -52,17 +52,16 @@ class CitationFilter:
         self.sources = sources
         self._text = ""  # everything fed
         self._sent = 0  # how much of it was returned
-        # Where code is looked for from: a paragraph's start outside a fence, or a line's start inside a
-        # fence still open, at or before `_sent`. What is before it is settled, so each delta costs its
-        # paragraph's (or its line's) length, not the answer's (quadratic).
+        # Where code is looked for from (_Resume): spans from at or before `_sent`. What is before it is
+        # settled, so each delta costs about its own line's length, not its paragraph's or the answer's.
         self._resume = _START
 
     def feed(self, delta: str) -> str:
         self._text += delta
-        spans, open_at, resume = _code_spans(self._text, self._resume)
+        spans, open_at, resume = _code_spans(self._text, self._resume, self._sent)
         cut = self._sent + _incomplete_marker_start(self._text[self._sent :])
         released = self._release(max(self._sent, cut if open_at is None else min(cut, open_at)), spans)
-        if (resume.fence_start if resume.fence else resume.at) <= self._sent:
+        if (resume.fence_start if resume.fence else resume.prose) <= self._sent:
             self._resume = resume
         return released
 
@@ -89,62 +88,100 @@ class CitationFilter:
 
 
 # Code as the web app reads it (static/assets/markdown.js): a fenced block (``` or ~~~, to its closing
-# fence or the end), an inline code span (backticks, within a paragraph).
+# fence or the end), an inline code span (backticks, within a paragraph). A line ends at "\n", "\r\n" or
+# a lone "\r", as the web app splits it (not at str.splitlines' others: U+2028, form feed...).
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})\s*[\w+#.-]*\s*")
-_INLINE = re.compile(r"(`+)(?!\n[ \t\r]*\n)(?:[^`]|[^`](?:(?!\n[ \t\r]*\n)[\s\S])*?[^`])\1(?!`)")
-_BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
+_NL = r"(?:\r\n|\r(?!\n)|\n)"  # "\r\n" is one line end, never "\r" then "\n"
+_INLINE = re.compile(rf"(`+)(?!{_NL}[ \t]*{_NL})(?:[^`]|[^`](?:(?!{_NL}[ \t]*{_NL})[\s\S])*?[^`])\1(?!`)")
+_BLANK_LINE = re.compile(rf"{_NL}[ \t]*{_NL}")
 _TICKS = re.compile("`+")
 
 
 class _Resume(NamedTuple):
-    """Where a scan for code may start: `at`, a paragraph's start outside a fence, or (`fence` set) a
-    line's start inside the fence opened at `fence_start`."""
+    """Where a scan for code may start: `at`, a line's start, outside a fence or (`fence` set) inside the
+    fence opened at `fence_start`. Outside one, `prose` is where inline spans are looked for from: what is
+    before it is settled (no backtick before it may still open a span, none of its spans may still grow),
+    so a delta costs its own line, not its paragraph (a long list of `code` items: cubic)."""
 
     at: int
     fence: str = ""
     fence_start: int = 0
+    prose: int = 0
 
 
 _START = _Resume(0)
 
 
-def _code_spans(text: str, resume: _Resume = _START) -> tuple[list[tuple[int, int]], int | None, _Resume]:
+def _code_spans(
+    text: str, resume: _Resume = _START, settled: int | None = None
+) -> tuple[list[tuple[int, int]], int | None, _Resume]:
     """The [start, end) of each code span of `text` from `resume`, where an inline span still open at its
     end starts (a backtick run its last paragraph does not close; None: none), and where a scan of a
-    longer text may start (no inline span crosses a blank line or a fence, none is open there)."""
+    longer text may start, at or before `settled` (default: the end) outside a fence."""
+    limit = len(text) if settled is None else settled
     spans: list[tuple[int, int]] = []
     fence, fence_start = resume.fence, resume.fence_start
-    prose_start = pos = line_start = resume.at
-    again = resume
-    for line in text[resume.at :].splitlines(keepends=True):
-        line_start, complete = pos, line.endswith("\n")
+    prose_start, pos, line_start, complete = resume.prose, resume.at, resume.at, True
+    reopen: _Resume | None = None
+    for line in _lines(text, resume.at):
+        line_start = pos
+        # A last line may still grow: its "\r" into "\r\n", its text into a fence or none.
+        complete = line.endswith("\n") or (line.endswith("\r") and pos + len(line) < len(text))
         body = line.rstrip("\r\n").strip()
-        if not fence and not body:
-            again = _Resume(pos + len(line))
         if not fence and (opening := _FENCE.fullmatch(line.rstrip("\r\n"))):
             spans += _inline_spans(text, prose_start, pos)
             fence, fence_start = opening.group(1), pos
         elif fence and body.startswith(fence) and not body.strip(fence[0]):
             spans.append((fence_start, pos + len(line)))
             # A closing line still open may grow into none ("```x"): from its start, in the fence.
-            again = _Resume(pos + len(line)) if complete else _Resume(pos, fence, fence_start)
+            reopen = None if complete else _Resume(pos, fence, fence_start)
             fence, prose_start = "", pos + len(line)
         pos += len(line)
+    at = pos if complete else line_start
     if fence:
-        # A last line still open may grow into the closing fence (or its "\r" into "\r\n"): from its
-        # start. The opening fence's own line may still grow into no fence: from the paragraph.
-        # Until then, a backtick before it may still pair with one in that line.
-        at = pos if text.endswith("\n") else line_start
+        # A last line still open may grow into the closing fence: from its start. The opening fence's own
+        # line may still grow into no fence: from it, outside the fence. Until then, a backtick before it
+        # may still pair with one in that line.
         if at > fence_start:
             return [*spans, (fence_start, len(text))], None, _Resume(at, fence, fence_start)
         open_at = _open_tick(text, spans, prose_start, fence_start)
-        return [*spans, (fence_start, len(text))], open_at, again
+        inline = [s for s in spans if s[0] >= prose_start]
+        prose = _settled(inline, prose_start, min(limit, fence_start), open_at)
+        return [*spans, (fence_start, len(text))], open_at, _Resume(fence_start, prose=prose)
+    if reopen is not None:
+        return spans, None, reopen
     inline = _inline_spans(text, prose_start, len(text))
     spans += inline
     open_at = _open_tick(text, spans, prose_start, len(text))
     if inline and inline[-1][1] == len(text):  # its closing run may still grow ("`a``": no span)
         open_at = min(open_at, inline[-1][0]) if open_at is not None else inline[-1][0]
-    return spans, open_at, again
+    return spans, open_at, _Resume(at, prose=_settled(inline, prose_start, limit, open_at))
+
+
+def _lines(text: str, pos: int) -> Iterator[str]:
+    """The lines of text[pos:], each with its end ("\n", "\r\n", "\r"): str.find, as fast as splitlines."""
+    nl, cr = text.find("\n", pos), text.find("\r", pos)
+    while pos < len(text):
+        if nl < 0 and cr < 0:
+            end = len(text)
+        elif cr < 0 or 0 <= nl < cr:
+            end = nl + 1
+        else:
+            end = cr + 2 if text.startswith("\n", cr + 1) else cr + 1
+        yield text[pos:end]
+        pos = end
+        if 0 <= nl < pos:
+            nl = text.find("\n", pos)
+        if 0 <= cr < pos:
+            cr = text.find("\r", pos)
+
+
+def _settled(inline: list[tuple[int, int]], start: int, end: int, open_at: int | None) -> int:
+    """Where in text[start:end] (prose) a scan for inline spans may restart: before the first backtick
+    that opens no span yet (it may pair with a later run), and never inside a span (its start instead)."""
+    at = end if open_at is None else min(end, open_at)
+    at = next((a for a, b in inline if a < at < b), at)
+    return max(start, at)
 
 
 def _open_tick(text: str, spans: list[tuple[int, int]], start: int, end: int) -> int | None:
@@ -186,4 +223,4 @@ def _incomplete_marker_start(text: str) -> int:
             bracket = before.start()
         return bracket - 1 if bracket and text[bracket - 1].isspace() else bracket
     # A lone trailing space may be the one before a marker still to come.
-    return len(text) - 1 if text.endswith((" ", "\n", "\t")) else len(text)
+    return len(text) - 1 if text[-1:].isspace() else len(text)
