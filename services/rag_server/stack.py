@@ -74,8 +74,11 @@ class WorkerSupervisor:
             process = self.process
             yield set() if process is None else {process.pid}
 
-    def _start_worker(self) -> subprocess.Popen[bytes]:
+    def _start_worker(self) -> subprocess.Popen[bytes] | None:
+        """A new worker, or None once `stop` began (it reads `process` under the same lock)."""
         with self._spawning:
+            if self._stopping.is_set():
+                return None
             self.process = self._spawn()
             return self.process
 
@@ -90,7 +93,10 @@ class WorkerSupervisor:
     def _run(self) -> None:
         while not self._stopping.is_set():
             started = time.monotonic()
-            code = self._start_worker().wait()
+            process = self._start_worker()
+            if process is None:
+                return
+            code = process.wait()
             if self._stopping.is_set():
                 return
             delay = self.backoff.delay_after(time.monotonic() - started)
@@ -99,8 +105,11 @@ class WorkerSupervisor:
                 return
 
     def stop(self, grace_s: float = 30.0) -> None:
-        self._stopping.set()
-        process = self.process
+        # Under the spawn's lock: a worker starting now is the one stopped (read before its Popen returned,
+        # `process` was the previous one, and the new worker ran on unsignalled), and none starts after.
+        with self._spawning:
+            self._stopping.set()
+            process = self.process
         if process is None or process.poll() is not None:
             return
         process.send_signal(signal.SIGTERM)

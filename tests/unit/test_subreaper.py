@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+
+from rag_server.stack import WorkerSupervisor
 
 # Run in a process of its own: a subreaper stays one for its life, and pytest's must not become one.
 SCRIPT = """
@@ -69,3 +72,31 @@ def test_a_worker_ending_before_its_popen_returns_keeps_its_exit_status() -> Non
         [sys.executable, "-c", RACE], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.split() == ["3"] * 10, done.stderr
+
+
+def test_a_worker_starting_while_up_stops_is_stopped_too() -> None:
+    """stop() while a worker was being spawned read the previous Popen (none), returned, and the worker
+    then started ran on, unsignalled, as long as `up` lived; and none starts once stop() began."""
+    spawning, stop_returned = threading.Event(), threading.Event()
+
+    class Slow(WorkerSupervisor):
+        def _spawn(self) -> subprocess.Popen[bytes]:
+            spawning.set()
+            stop_returned.wait(1.0)  # stop() returns first, or waits for this spawn (then: 1 s)
+            return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+    supervisor = Slow()
+    supervisor.start()
+    assert spawning.wait(30)
+    supervisor.stop(grace_s=30)
+    stop_returned.set()
+    supervisor._thread.join(5)
+    worker = supervisor.process
+    assert worker is not None
+    try:
+        assert worker.poll() is not None, "the worker spawned during stop() still runs"
+        assert not supervisor._thread.is_alive()
+    finally:
+        worker.kill()
+        worker.wait()
+    assert supervisor._start_worker() is None
