@@ -313,3 +313,33 @@ def test_a_continuation_in_an_unreadable_collection_is_the_models_404(plain: ope
     with pytest.raises(openai.NotFoundError) as caught:
         plain.responses.create(model="rag:beta", input="and k1?", previous_response_id=mine.id)
     assert caught.value.response.json()["error"]["code"] == "model_not_found"
+
+
+# --- what is echoed is stored -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_nul_in_an_echoed_tool_choice_is_stored_as_a_space(plain: openai.OpenAI, stream: bool) -> None:
+    """A tool_choice that forces no call (mode auto) is echoed whole in the stored response, whose jsonb
+    holds no NUL: the answer's write failed (a 500; streamed, response.failed after the whole answer)."""
+    choice = {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "a\x00b"}]}
+    body: dict[str, Any] = {"model": "rag:alpha", "input": QUESTION, "tool_choice": choice, "stream": stream}
+    created = plain.responses.create(**body)
+    response = list(created)[-1].response if stream else created
+    assert response.status == "completed"
+    assert plain.responses.retrieve(response.id).model_dump()["tool_choice"]["tools"][0]["name"] == "a b"
+
+
+def test_a_lone_surrogate_in_tool_choice_is_a_400(plain_url: str, world: Keys) -> None:
+    body = (
+        '{"model": "rag:alpha", "input": "k1?", "tool_choice": {"type": "allowed_tools", "mode": "auto", '
+        '"tools": [{"type": "function", "name": "\\ud800"}]}}'
+    )
+    answered = httpx.post(
+        f"{plain_url}/v1/responses",
+        content=body,
+        headers={"Authorization": f"Bearer {world.alpha}", "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert answered.status_code == 400, answered.text
+    assert answered.json()["error"]["param"] == "tool_choice"

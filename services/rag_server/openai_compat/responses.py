@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, 
 from rag_server.chat.citations import cited
 from rag_server.chat.models import Source
 from rag_server.openai_compat.models import MAX_MESSAGES, ChatMessageIn, Text, TextPart, check_question
-from rag_server.text import CleanText
+from rag_server.text import CleanText, clean_text
 
 # Input items of a conversation that used tools (the caller's): ignored, as chat completions' tool messages.
 IGNORED_ITEMS = frozenset({"function_call", "function_call_output", "reasoning"})
@@ -97,6 +97,19 @@ class TextConfig(BaseModel):
         return value
 
 
+def _storable(value: Any) -> Any:
+    """A JSON value echoed in a stored response, its strings (keys too) cleaned as CleanText's: jsonb
+    holds no NUL (a space instead) nor a lone surrogate (a ValueError: the request's 400); either failed
+    the response's write after the whole answer (a 500)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
+
+
 def _forced(tool_choice: str | dict[str, Any] | None) -> bool:
     """A tool_choice that makes the model call a tool (the caller then relies on a call)."""
     if tool_choice in (None, "auto", "none"):
@@ -145,7 +158,7 @@ class ResponsesRequest(BaseModel):
     def _no_tool_calls(cls, tool_choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
         if _forced(tool_choice):
             raise ValueError("this server calls no tools: tool_choice must be 'auto' or 'none'")
-        return tool_choice
+        return _storable(tool_choice)  # echoed in the response, stored as jsonb
 
     @field_validator("conversation")
     @classmethod
