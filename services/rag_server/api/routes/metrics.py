@@ -122,7 +122,7 @@ def _pruned(counts: Mapping[str, int]) -> Metric:
     family = CounterMetricFamily(
         "rag_retention_pruned_rows",
         "Rows removed by retention (RAG_TASK_RETENTION_DAYS, RAG_CHAT_RETENTION_DAYS) since the database was "
-        "created: batches, tasks, archived_messages, chat_sessions, chat_messages",
+        "created: batches, tasks, archived_messages, chat_sessions, chat_messages, stored_responses",
         labels=["kind"],
     )
     for kind, n in counts.items():
