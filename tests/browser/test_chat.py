@@ -14,6 +14,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, Request, Route, expect
 
+from rag_server.chat.citations import CODE_SPAN_MAX
 from tests.browser.chat_support import DOCS, answers, ask, ingest, thread
 from tests.browser.conftest import Console, Stack, new_page, sign_in
 from tests.fakes.llm_server import TITLE, Behaviour, FakeLLM
@@ -569,6 +570,16 @@ async def test_markdown_builds_nodes_and_keeps_html_literal(page: Page) -> None:
     assert "print('<script>')" in result["text"]
     assert "snake_case_name" in result["text"]
     assert tags.count("ul") == 2  # the nested list
+
+
+async def test_markdown_reads_code_spans_as_the_citation_filter_does(page: Page) -> None:
+    """A span is code up to CODE_SPAN_MAX characters (chat/citations.py drops no [n] inside one); a
+    longer run between backticks is text, where [n] is a citation, as the filter treats it."""
+    long = "w " * (CODE_SPAN_MAX // 2)
+    result = await page.evaluate(MARKDOWN_PROBE, f"Use `rows[2]` here, and `{long}[1]` there.")
+    assert result["tags"].count("code") == 1
+    assert result["cited"] == [1]
+    assert "rows[2]" in result["text"]
 
 
 async def test_after_a_chat_is_deleted_or_archived_the_focus_stays_in_the_list(

@@ -168,3 +168,23 @@ def test_random_answers_streamed_in_random_pieces_are_cleaned_as_whole() -> None
         streamed_filter, whole_filter = CitationFilter(2), CitationFilter(2)
         streamed = "".join(streamed_filter.feed(p) for p in pieces) + streamed_filter.flush()
         assert streamed == whole_filter.feed(text) + whole_filter.flush(), pieces
+
+
+def test_a_stray_backtick_holds_back_at_most_a_code_spans_length() -> None:
+    """An unpaired backtick may open a span, so the text after it waits for its closing run; it waited to
+    the paragraph's end (a long paragraph: nothing shown for its whole length, re-read on every delta).
+    A span is at most CODE_SPAN_MAX characters, in the web app too: past that, the text goes on."""
+    tail = "".join(f"Sentence {i} goes on [1] and [9]. " for i in range(60))
+    answer = "Run the `--force flag carefully. " + tail
+    f = CitationFilter(2)
+    shown = "".join(f.feed(answer[i : i + 5]) for i in range(0, len(answer), 5))
+    assert len(shown) > len(answer) - citations.CODE_SPAN_MAX - 400  # [9]s dropped: 60 x 4 characters
+    whole = CitationFilter(2)
+    assert shown + f.flush() == whole.feed(answer) + whole.flush()
+    assert "[9]" not in shown
+
+
+def test_a_span_longer_than_the_bound_is_no_code() -> None:
+    inside = "word " * (citations.CODE_SPAN_MAX // 5)
+    assert shown_whole(f"`{inside}[9]`", sources=2) == f"`{inside.rstrip()}`"
+    assert shown_whole(f"`{inside[:200]}[9]`", sources=2) == f"`{inside[:200]}[9]`"

@@ -92,7 +92,13 @@ class CitationFilter:
 # a lone "\r", as the web app splits it (not at str.splitlines' others: U+2028, form feed...).
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})\s*[\w+#.-]*\s*")
 _NL = r"(?:\r\n|\r(?!\n)|\n)"  # "\r\n" is one line end, never "\r" then "\n"
-_INLINE = re.compile(rf"(`+)(?!{_NL}[ \t]*{_NL})(?:[^`]|[^`](?:(?!{_NL}[ \t]*{_NL})[\s\S])*?[^`])\1(?!`)")
+# An inline span holds at most CODE_SPAN_MAX characters (markdown.js's bound too): a stray backtick is
+# code's start only that long, so a paragraph after one is held back and re-read that far, not to its end.
+CODE_SPAN_MAX = 500
+_INLINE = re.compile(
+    rf"(`+)(?!{_NL}[ \t]*{_NL})"
+    rf"(?:[^`]|[^`](?:(?!{_NL}[ \t]*{_NL})[\s\S]){{0,{CODE_SPAN_MAX - 2}}}?[^`])\1(?!`)"
+)
 _BLANK_LINE = re.compile(rf"{_NL}[ \t]*{_NL}")
 _TICKS = re.compile("`+")
 
@@ -185,10 +191,19 @@ def _settled(inline: list[tuple[int, int]], start: int, end: int, open_at: int |
 
 
 def _open_tick(text: str, spans: list[tuple[int, int]], start: int, end: int) -> int | None:
-    """Where the first backtick of text[start:end]'s last paragraph that opens no span is."""
+    """Where the first backtick of text[start:end]'s last paragraph that may still open a span is: in no
+    span, and less than CODE_SPAN_MAX characters before the text's end."""
     paragraph = max((m.end() for m in _BLANK_LINE.finditer(text, start, end)), default=start)
+    paragraph = max(paragraph, len(text) - CODE_SPAN_MAX - 64)  # 64: a run's own backticks
     ticks = _TICKS.finditer(text, paragraph, end)
-    return next((t.start() for t in ticks if not any(a <= t.start() < b for a, b in spans)), None)
+    return next(
+        (
+            t.start()
+            for t in ticks
+            if len(text) - t.end() <= CODE_SPAN_MAX and not any(a <= t.start() < b for a, b in spans)
+        ),
+        None,
+    )
 
 
 def _inline_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:

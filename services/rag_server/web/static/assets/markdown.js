@@ -17,7 +17,7 @@ const ITEM = /^(\s*)([-*+]|\d{1,9}[.)])\s+(.*)$/;
 const INLINE = new RegExp(
   [
     /\\([\\`*_{}[\]()#+\-.!~>|])/.source, // 1 escaped character
-    /(`+)([^`]|[^`][\s\S]*?[^`])\2(?!`)/.source, // 2,3 code span
+    /(`+)([^`]|[^`][\s\S]{0,498}?[^`])\2(?!`)/.source, // 2,3 code span (500 characters at most, as chat/citations.py)
     /\[([^\][]+)\]\(\s*([^()\s]*(?:\([^()\s]*\)[^()\s]*)*)(?:\s+"[^"]*")?\s*\)/.source, // 4,5 link
     /\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]/.source, // 6 citation(s)
     /\*\*(?=\S)([\s\S]*?\S)\*\*/.source, // 7 strong
