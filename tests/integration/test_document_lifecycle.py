@@ -858,6 +858,7 @@ async def test_the_async_client_sets_metadata_and_replaces_a_file(live_app_url: 
         many = await rag.update_documents(metadata={doc_id: {"m": 3}}, mode="merge")
         assert [str(i) for i in many.updated] == [doc_id] and many.not_updated == []
         assert (await rag.document(doc_id)).metadata == {"team": "a", "m": 3}
+        path.write_bytes(text_of("margay"))
         with pytest.raises(ClientError) as refused:
             await rag.replace_file(doc_id, path)  # its first task is still queued: no worker here
         assert refused.value.status == 409

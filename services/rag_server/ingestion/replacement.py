@@ -113,28 +113,33 @@ async def queue_replacement(
     conn: asyncpg.Connection, queue: IngestQueue, batch_id: UUID, document_id: UUID, f: IncomingFile
 ) -> TaskRef | None:
     """A task (and its message) replacing the document's file with `f`; None when `f` holds the same
-    bytes as the current version (the caller queues a failed document again, else records a no-op).
-    ConflictError while another task of the document is unfinished, when these bytes are another
-    document's of the collection (dedup is per collection), or when `f` renames the document to another
-    document's name (replace-by-name would then find two)."""
+    bytes as the current version, also while its own task is unfinished (the caller queues a failed
+    document again, else records a no-op, a duplicate following that task). ConflictError while another
+    task of the document is unfinished (other bytes, or any while a new file for it waits), when these
+    bytes are another document's of the collection (dedup is per collection), or when `f` renames the
+    document to another document's name (replace-by-name would then find two)."""
     doc = await conn.fetchrow(
         "SELECT id, collection_id, filename, sha256, version, status FROM documents WHERE id = $1 FOR UPDATE",
         document_id,
     )
     if doc is None:
         raise NotFoundError(f"no document {document_id}")
-    active = await conn.fetchval(
-        "SELECT id FROM job_tasks WHERE document_id = $1 AND status IN ('queued', 'processing') LIMIT 1",
+    active = await conn.fetchrow(
+        "SELECT id, replaces_version FROM job_tasks"
+        " WHERE document_id = $1 AND status IN ('queued', 'processing') LIMIT 1",
         document_id,
     )
+    sha = f.sha256
+    # The bytes the document holds, whatever its own task's outcome: nothing to replace (not while a new
+    # file waits: these may be the old bytes that file replaces). `ingest --replace` sends a folder's
+    # unchanged files too, and one whose document was still processing made the whole upload a 409.
+    if sha == doc["sha256"] and (active is None or active["replaces_version"] is None):
+        return None
     if active is not None:
         raise ConflictError(
-            f"{doc['filename']!r} is still being processed (task {active}): replace it once that task is "
-            "finished."
+            f"{doc['filename']!r} is still being processed (task {active['id']}): replace it once that task "
+            "is finished."
         )
-    sha = f.sha256
-    if sha == doc["sha256"]:
-        return None
     other = await conn.fetchrow(
         "SELECT id, filename FROM documents WHERE collection_id = $1 AND sha256 = $2 AND id <> $3",
         doc["collection_id"],
