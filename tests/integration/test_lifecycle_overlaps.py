@@ -105,3 +105,52 @@ def test_a_replacing_upload_sends_a_file_unchanged_while_its_document_waits_as_a
     assert refused.status_code == 409 and "still being processed" in refused.json()["detail"], refused.text
     with worker.running():
         wait_batch(client, pending.json()["batch_id"])
+
+
+def test_a_duplicate_of_a_document_deleted_before_it_was_read_fails_with_it(
+    client: TestClient, worker: PausedWorker
+) -> None:
+    # The same bytes sent as okapi.txt, then (still queued) as okapi-copy.txt: a duplicate. okapi.txt was
+    # then deleted before any worker read it, and the copy's batch read "completed", its task "duplicate"
+    # of no document: nothing of that file was stored, and `rag-server ingest` said "1 duplicate", exit 0
+    # (QA). It fails as its document's task did, saying why, as when that task fails.
+    content = b"Field notes about okapi stripes, sent twice under two names."
+    first = upload(client, {"okapi.txt": content}).json()
+    second = upload(client, {"okapi-copy.txt": content}).json()
+    assert second["tasks"][0]["status"] == "duplicate", second
+    assert client.delete(f"/documents/{first['tasks'][0]['document_id']}").status_code == 204
+    status = client.get(f"/tasks/{second['batch_id']}/status").json()
+    [task] = status["tasks"]
+    assert (status["status"], status["done"], task["status"]) == ("failed", True, "failed"), status
+    assert task["error"] == (
+        "The same file was uploaded as 'okapi.txt', which failed: The document was deleted before processing"
+        " finished. Upload this file again to process it as 'okapi-copy.txt'."
+    ), task
+    # Uploading it again stores it.
+    third = upload(client, {"okapi-copy.txt": content}).json()
+    assert third["tasks"][0]["status"] == "queued", third
+    with worker.running():
+        assert wait_batch(client, third["batch_id"])["status"] == "completed"
+
+
+def test_a_failed_duplicate_stays_failed_when_its_document_is_deleted(
+    client: TestClient, worker: PausedWorker
+) -> None:
+    # The duplicate of a document that failed showed "failed" (its bytes were never read under its own
+    # name) until that document was deleted: then it read "duplicate" again, its batch "completed" (QA).
+    content = b"Plain field notes about tarsier eyes, sent twice under two names."
+    first = upload(client, {"tarsier.pptx": content}).json()
+    second = upload(client, {"tarsier.txt": content}).json()
+    with worker.running():
+        assert wait_batch(client, first["batch_id"])["status"] == "failed"
+        failed = wait_batch(client, second["batch_id"])
+    assert failed["status"] == "failed", failed
+    assert client.delete(f"/documents/{first['tasks'][0]['document_id']}").status_code == 204
+    after = client.get(f"/tasks/{second['batch_id']}/status").json()
+    [task] = after["tasks"]
+    assert (after["status"], task["status"], task["error"]) == (
+        "failed",
+        "failed",
+        failed["tasks"][0]["error"],
+    ), after
+    assert task["document_id"] is None

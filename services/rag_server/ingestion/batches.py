@@ -12,7 +12,7 @@ import asyncpg
 from rag_server.collections.models import DEFAULT_COLLECTION_ID
 from rag_server.collections.store import share_collection
 from rag_server.errors import CollectionNotFoundError, InvalidInputError, NotFoundError
-from rag_server.infra.database import Executor, connection, transaction
+from rag_server.infra.database import LONG_STATEMENT_TIMEOUT_S, Executor, connection, transaction
 from rag_server.infra.log_context import current_request_id
 from rag_server.infra.queue import IngestQueue
 from rag_server.ingestion.documents import IncomingFile, insert_new_document
@@ -297,11 +297,40 @@ def _reported(row: dict[str, object]) -> BatchTask:
         row["status"] = source_status
     elif source_status == "failed":
         row["status"] = "failed"
-        row["error"] = (
-            f"The same file was uploaded as {source_filename!r}, which failed: {source_error} "
-            f"Upload this file again to process it as {row['filename']!r}."
-        )
+        row["error"] = _failed_duplicate_error(str(source_filename), source_error, str(row["filename"]))
     return BatchTask.model_validate(row)
+
+
+def _failed_duplicate_error(source_filename: str, source_error: object, filename: str) -> str:
+    return (
+        f"The same file was uploaded as {source_filename!r}, which failed: {source_error} "
+        f"Upload this file again to process it as {filename!r}."
+    )
+
+
+async def fail_duplicates_of_failed_tasks(conn: asyncpg.Connection, document_ids: Sequence[UUID]) -> None:
+    """Before these documents are deleted (their task rows locked): each duplicate of them that reads
+    failed by the task it stands for (`_reported`), also one that failed just before, deleted before
+    processing finished, is written failed as it reads. Deleting the document sets the duplicate's
+    `document_id` NULL (ON DELETE SET NULL), which loses that task: it read "duplicate", its batch
+    "completed", for a file nothing of which was ever stored."""
+    rows = await conn.fetch(
+        f"""
+        SELECT t.id, t.filename, s.filename AS source_filename, s.error AS source_error
+        FROM job_tasks t JOIN LATERAL ({_DUPLICATE_SOURCE}) s ON true
+        WHERE t.document_id = ANY($1::uuid[]) AND t.status = 'duplicate' AND s.status = 'failed'
+        ORDER BY t.id
+        """,
+        list(document_ids),
+        timeout=LONG_STATEMENT_TIMEOUT_S,  # a delete of many documents
+    )
+    await conn.executemany(
+        "UPDATE job_tasks SET status = 'failed', error = $2, updated_at = now() WHERE id = $1",
+        [
+            (r["id"], _failed_duplicate_error(r["source_filename"], r["source_error"], r["filename"]))
+            for r in rows
+        ],
+    )
 
 
 def _batch_state(counts: dict[TaskStatus, int], total: int) -> BatchState:

@@ -10,6 +10,7 @@ import asyncpg
 
 from rag_server.errors import ConflictError, NotFoundError
 from rag_server.infra.database import LONG_STATEMENT_TIMEOUT_S, Executor, transaction
+from rag_server.ingestion.batches import fail_duplicates_of_failed_tasks
 from rag_server.ingestion.chunks import DELETE_LOCK_CLASS
 from rag_server.ingestion.documents import matching_documents
 from rag_server.ingestion.models import DeletedDocuments, DeleteDocuments
@@ -119,6 +120,8 @@ async def _delete_locked(c: asyncpg.Connection, ids: list[UUID]) -> list[UUID]:
         ids,
         timeout=LONG_STATEMENT_TIMEOUT_S,
     )
+    # A copy of a document deleted before it was read reads failed, as when its task fails, and stays so.
+    await fail_duplicates_of_failed_tasks(c, ids)
     await c.execute(
         "SELECT id FROM documents WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
         ids,
