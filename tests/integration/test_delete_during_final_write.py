@@ -24,12 +24,11 @@ from rag_server.config import Settings
 from rag_server.infra.database import owner_connection
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion import tasks
-from rag_server.ingestion.batches import create_upload_batch
+from rag_server.ingestion.batches import create_upload_batch, replace_document_file
 from rag_server.ingestion.chunks import DELETE_LOCK_CLASS
 from rag_server.ingestion.deletion import delete_documents
 from rag_server.ingestion.pipeline import incoming_file
 from rag_server.ingestion.recovery import WorkerLease
-from rag_server.ingestion.replacement import replace_document_file
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings, fake_ollama_env
 from tests.integration.test_task_ownership import queued_and_read, worker_lease
 from tests.support.child_hooks import run_at_child_start

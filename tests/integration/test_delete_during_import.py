@@ -18,9 +18,9 @@ from rag_server.collections.models import DEFAULT_COLLECTION_ID
 from rag_server.infra.database import owner_connection
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion import tasks
+from rag_server.ingestion.batches import replace_document_file
 from rag_server.ingestion.deletion import delete_documents
 from rag_server.ingestion.pipeline import incoming_file
-from rag_server.ingestion.replacement import replace_document_file
 from rag_server.porting.models import ImportChunk, ImportDocument
 from rag_server.porting.writer import document_id, write_documents
 from tests.integration.test_task_ownership import worker_lease

@@ -8,6 +8,7 @@ test_document_lifecycle.py.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,35 @@ def test_a_failed_duplicate_stays_failed_when_its_document_is_deleted(
         failed["tasks"][0]["error"],
     ), after
     assert task["document_id"] is None
+
+
+def test_a_new_file_for_a_failed_document_holding_its_bytes_queues_it_again_as_an_upload_does(
+    client: TestClient, worker: PausedWorker
+) -> None:
+    # Plain text sent as gibbon.pptx failed; "Replace file" on its page (PUT /documents/{id}/file) with the
+    # same bytes named gibbon.txt said "Identical to version 1 of the document: nothing to replace", then
+    # "failed: ... Upload this file again to process it as 'gibbon.txt'", which it had just done: the
+    # document stayed failed. An upload of it (replace=true or not) queued the document again (QA).
+    content = b"Plain field notes about gibbon songs at dawn."
+    first = upload(client, {"gibbon.pptx": content}).json()
+    with worker.running():
+        assert wait_batch(client, first["batch_id"])["status"] == "failed"
+    doc_id = first["tasks"][0]["document_id"]
+    r = client.put(
+        f"/documents/{doc_id}/file",
+        files={"file": ("gibbon.txt", content, "text/plain")},
+        data={"metadata": json.dumps({"fixed": True})},
+    )
+    assert r.status_code == 202, r.text
+    [task] = r.json()["tasks"]
+    assert (task["status"], task["document_id"], task["replaces_version"]) == ("queued", doc_id, None), task
+    with worker.running():
+        assert wait_batch(client, r.json()["batch_id"])["status"] == "completed"
+    doc = client.get(f"/documents/{doc_id}").json()
+    assert (doc["status"], doc["filename"], doc["metadata"], doc["version"]) == (
+        "ready",
+        "gibbon.txt",
+        {"fixed": True},
+        1,
+    ), doc
+    assert search_ids(client, "gibbon songs") == {doc_id}

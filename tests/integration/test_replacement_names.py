@@ -55,7 +55,7 @@ async def ready_document(runtime: Runtime, name: str, text: str) -> UUID:
 async def rename_pending(runtime: Runtime, name: str, new_name: str) -> tuple[UUID, tasks.TaskWork, int]:
     """A ready document `name` and a started replacement of it named `new_name`, before its final write."""
     doc_id = await ready_document(runtime, name, f"The first text of {name}.")
-    queued = await replacement.replace_document_file(
+    queued = await batches.replace_document_file(
         runtime.pool, runtime.queue, doc_id, incoming_file(new_name, f"The new text of {name}.".encode())
     )
     [ref] = queued.tasks
@@ -159,6 +159,6 @@ async def test_a_new_file_may_not_take_another_documents_name(runtime: Runtime) 
     first = await ready_document(runtime, "third-a.md", "The text of third-a.")
     await ready_document(runtime, "third-b.md", "The text of third-b.")
     with pytest.raises(ConflictError, match=r"'third-b\.md' is the name of another document"):
-        await replacement.replace_document_file(
+        await batches.replace_document_file(
             runtime.pool, runtime.queue, first, incoming_file("third-b.md", b"A new text for third-a.")
         )

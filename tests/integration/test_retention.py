@@ -24,13 +24,12 @@ from rag_server.errors import NotFoundError
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import DbScope, bind_scope, reset_scope
 from rag_server.ingestion import retention, tasks
-from rag_server.ingestion.batches import batch_status, create_upload_batch
+from rag_server.ingestion.batches import batch_status, create_upload_batch, replace_document_file
 from rag_server.ingestion.deletion import delete_document
 from rag_server.ingestion.integrity import check_integrity
 from rag_server.ingestion.models import UploadResponse
 from rag_server.ingestion.pipeline import incoming_file
 from rag_server.ingestion.pipeline_stats import read_pipeline_stats
-from rag_server.ingestion.replacement import replace_document_file
 from rag_server.openai_compat import response_store
 from tests.support.ingest import query
 from tests.support.processes import rag_server_cli

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -26,7 +27,13 @@ from rag_server.ingestion.models import (
     UploadResponse,
     task_message,
 )
-from rag_server.ingestion.replacement import document_named, lock_names, queue_replacement, unchanged_task
+from rag_server.ingestion.replacement import (
+    document_named,
+    in_folder_of,
+    lock_names,
+    queue_replacement,
+    unchanged_task,
+)
 
 
 async def create_upload_batch(
@@ -73,6 +80,29 @@ async def create_upload_batch(
         for i in order:
             tasks[i] = await _add_or_replace(c, queue, batch_id, files[i], collection_id, targets[i])
     return UploadResponse(batch_id=batch_id, tasks=[tasks[i] for i in range(len(files))])
+
+
+async def replace_document_file(
+    conn: Executor, queue: IngestQueue, document_id: UUID, f: IncomingFile
+) -> UploadResponse:
+    """PUT /documents/{id}/file: a batch of one task, ONE transaction (like an upload): a new file for the
+    document (replacement.queue_replacement); its own bytes queue a failed document again as an upload of
+    them does (under this file's name, type and metadata), and are a no-op for any other."""
+    async with transaction(conn) as c:
+        doc = await c.fetchrow("SELECT collection_id, filename FROM documents WHERE id = $1", document_id)
+        if doc is None or not await share_collection(c, doc["collection_id"]):
+            raise NotFoundError(f"no document {document_id}")
+        collection_id = doc["collection_id"]
+        f = replace(f, filename=in_folder_of(doc["filename"], f.filename))
+        if f.filename != doc["filename"]:
+            # A failed document queued again takes its new name now, not at a swap: the name's lock,
+            # before any row lock, as an upload takes it (replacement.lock_names).
+            await lock_names(c, collection_id, [f.filename])
+        batch_id: UUID = await c.fetchval(
+            "INSERT INTO job_batches (collection_id) VALUES ($1) RETURNING id", collection_id
+        )
+        task = await _add_or_replace(c, queue, batch_id, f, collection_id, document_id)
+    return UploadResponse(batch_id=batch_id, tasks=[task])
 
 
 def _refuse_repeated_names(files: Sequence[IncomingFile]) -> None:

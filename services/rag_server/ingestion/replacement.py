@@ -24,19 +24,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
 
-from rag_server.collections.store import share_collection
 from rag_server.errors import ConflictError, NotFoundError
-from rag_server.infra.database import Executor, transaction
 from rag_server.infra.log_context import current_request_id
 from rag_server.infra.queue import IngestQueue
 from rag_server.ingestion.documents import IncomingFile, sha256_hex
-from rag_server.ingestion.models import TaskRef, UploadResponse, task_message
+from rag_server.ingestion.models import TaskRef, task_message
 from rag_server.ingestion.parsing import sanitize_filename
 
 # The advisory lock class of "a file name in a collection" (two-int keys; the worker's is 0x52414757).
@@ -130,6 +127,12 @@ async def queue_replacement(
         document_id,
     )
     sha = f.sha256
+    # Also before its own bytes are a no-op: those queue a failed document again under this name.
+    if (named := await _other_named(conn, document_id, f.filename)) is not None:
+        raise ConflictError(
+            f"{f.filename!r} is the name of another document of this collection (document {named}): a new "
+            f"file for {doc['filename']!r} may not take it (replace=true would find two documents so named)."
+        )
     # The bytes the document holds, whatever its own task's outcome: nothing to replace (not while a new
     # file waits: these may be the old bytes that file replaces). `ingest --replace` sends a folder's
     # unchanged files too, and one whose document was still processing made the whole upload a 409.
@@ -150,11 +153,6 @@ async def queue_replacement(
         raise ConflictError(
             f"The new bytes for {doc['filename']!r} are already stored in this collection as "
             f"{other['filename']!r} (document {other['id']}): not replaced."
-        )
-    if (named := await _other_named(conn, document_id, f.filename)) is not None:
-        raise ConflictError(
-            f"{f.filename!r} is the name of another document of this collection (document {named}): a new "
-            f"file for {doc['filename']!r} may not take it (replace=true would find two documents so named)."
         )
     task_id = uuid4()
     request_id = current_request_id()
@@ -207,25 +205,6 @@ async def unchanged_task(
     return TaskRef(
         task_id=task_id, filename=f.filename, status="duplicate", document_id=document_id, detail=detail
     )
-
-
-async def replace_document_file(
-    conn: Executor, queue: IngestQueue, document_id: UUID, f: IncomingFile
-) -> UploadResponse:
-    """PUT /documents/{id}/file: a batch of one replacement task, ONE transaction (like an upload)."""
-    async with transaction(conn) as c:
-        doc = await c.fetchrow("SELECT collection_id, filename FROM documents WHERE id = $1", document_id)
-        if doc is None or not await share_collection(c, doc["collection_id"]):
-            raise NotFoundError(f"no document {document_id}")
-        collection_id = doc["collection_id"]
-        f = replace(f, filename=in_folder_of(doc["filename"], f.filename))
-        batch_id: UUID = await c.fetchval(
-            "INSERT INTO job_batches (collection_id) VALUES ($1) RETURNING id", collection_id
-        )
-        task = await queue_replacement(c, queue, batch_id, document_id, f)
-        if task is None:
-            task = await unchanged_task(c, batch_id, document_id, f)
-    return UploadResponse(batch_id=batch_id, tasks=[task])
 
 
 async def swap_in(

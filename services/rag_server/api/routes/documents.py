@@ -25,6 +25,7 @@ from rag_server.api.upload_routes import multipart_body
 from rag_server.collections.models import DEFAULT_COLLECTION
 from rag_server.collections.store import resolve_ids
 from rag_server.ingestion import deletion, documents, metadata_edits
+from rag_server.ingestion.batches import replace_document_file
 from rag_server.ingestion.models import (
     DeletedDocuments,
     DeleteDocuments,
@@ -41,7 +42,6 @@ from rag_server.ingestion.models import (
     UpdatedDocuments,
     UploadResponse,
 )
-from rag_server.ingestion.replacement import replace_document_file
 from rag_server.ingestion.upload import check_declared_size, read_replacement, read_replacement_form
 from rag_server.retrieval.models import DocumentChunks
 from rag_server.retrieval.store import document_chunks_page
