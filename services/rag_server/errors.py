@@ -51,6 +51,15 @@ class UnsupportedTypeError(Exception):
 class ConflictError(Exception):
     """The request conflicts with what is stored, e.g. a duplicate name or a non-empty collection (409)."""
 
+    code: str | None = None  # as NotFoundError's
+
+
+class DocumentBusyError(ConflictError):
+    """A document's rows stayed held by a write under way (its chunks being written) past the wait a
+    request allows itself (ingestion/locks.py): try again later, nothing is wrong with the request."""
+
+    code = "document_busy"
+
 
 class UnauthenticatedError(Exception):
     """No API key, or one that is unknown or revoked (401 with `WWW-Authenticate: Bearer`)."""

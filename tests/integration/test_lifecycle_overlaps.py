@@ -8,17 +8,21 @@ test_document_lifecycle.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from starlette.testclient import TestClient
 
 from rag_server.config import Settings
+from rag_server.ingestion import locks
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
-from tests.support.ingest import wait_batch
+from tests.support.ingest import query, wait_batch
 from tests.support.paused_worker import PausedWorker
 from tests.support.processes import settings_env
 
@@ -187,3 +191,93 @@ def test_a_new_file_for_a_failed_document_holding_its_bytes_queues_it_again_as_a
         1,
     ), doc
     assert search_ids(client, "gibbon songs") == {doc_id}
+
+
+def test_an_edit_of_a_document_whose_chunks_are_being_written_is_a_409_not_a_wait(
+    client: TestClient, worker: PausedWorker, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A new version of a 12 MB file (30,000 chunks) was written in ~80 s holding its document's row (its
+    # task's too): a PATCH of its metadata, or a new file for it (PUT, replace=true), waited the whole
+    # RAG_API_DB_TIMEOUT_S (60 s) for that row, then was a 503 "the database did not answer in time",
+    # nothing written, while the database was fine (QA; the README: 73,000 chunks write for 18 minutes).
+    # They wait a few seconds (LOCK_WAIT_S), then a 409 says why. The test holds the rows as the final
+    # write does (task row, then document row).
+    monkeypatch.setattr(locks, "LOCK_WAIT_S", 0.5)
+    first = upload(client, {"capybara.txt": b"Notes about capybara herds."}).json()
+    with worker.running():
+        assert wait_batch(client, first["batch_id"])["status"] == "completed"
+    doc_id = first["tasks"][0]["document_id"]
+    pending = client.put(
+        f"/documents/{doc_id}/file",
+        files={"file": ("capybara.txt", b"Notes about capybara swims.", "text/plain")},
+        data={"metadata": json.dumps({"v": 2})},
+    ).json()
+    [task] = pending["tasks"]
+
+    async def held() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT 1 FROM job_tasks WHERE id = $1 FOR UPDATE", uuid.UUID(task["task_id"])
+                )
+                await conn.execute("SELECT 1 FROM documents WHERE id = $1 FOR UPDATE", uuid.UUID(doc_id))
+                patch = await asyncio.to_thread(
+                    client.patch, f"/documents/{doc_id}", json={"metadata": {"team": "a"}, "mode": "merge"}
+                )
+                assert patch.status_code == 409, patch.text
+                assert patch.json()["code"] == "document_busy", patch.text
+                assert "being written" in patch.json()["detail"], patch.text
+                bulk = await asyncio.to_thread(
+                    client.post,
+                    "/documents/metadata",
+                    json={"documents": [{"id": doc_id, "metadata": {"team": "a"}}]},
+                )
+                assert bulk.status_code == 409 and "being written" in bulk.json()["detail"], bulk.text
+        finally:
+            await conn.close()
+
+    asyncio.run(held())
+    doc = client.get(f"/documents/{doc_id}").json()
+    assert doc["metadata"] == {}, doc
+    # Once the rows are free the same edit goes through, and reaches the new file waiting too.
+    r = client.patch(f"/documents/{doc_id}", json={"metadata": {"team": "a"}, "mode": "merge"})
+    assert r.status_code == 200, r.text
+    with worker.running():
+        assert wait_batch(client, pending["batch_id"])["status"] == "completed"
+    assert client.get(f"/documents/{doc_id}").json()["metadata"] == {"v": 2, "team": "a"}
+
+
+def test_a_new_file_for_a_document_whose_chunks_are_being_written_is_a_409_not_a_wait(
+    client: TestClient, worker: PausedWorker, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(locks, "LOCK_WAIT_S", 0.5)
+    first = upload(client, {"coati.txt": b"Notes about coati tails."}).json()
+    with worker.running():
+        assert wait_batch(client, first["batch_id"])["status"] == "completed"
+    doc_id = first["tasks"][0]["document_id"]
+
+    async def held() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT 1 FROM documents WHERE id = $1 FOR UPDATE", uuid.UUID(doc_id))
+                put = await asyncio.to_thread(
+                    client.put,
+                    f"/documents/{doc_id}/file",
+                    files={"file": ("coati.txt", b"Notes about coati snouts.", "text/plain")},
+                )
+                assert put.status_code == 409 and "being written" in put.json()["detail"], put.text
+                replacing = await asyncio.to_thread(
+                    upload, client, {"coati.txt": b"Notes about coati snouts."}, replace="true"
+                )
+                assert replacing.status_code == 409, replacing.text
+                assert "being written" in replacing.json()["detail"], replacing.text
+        finally:
+            await conn.close()
+
+    asyncio.run(held())
+    assert client.get(f"/documents/{doc_id}").json()["version"] == 1
+    assert (
+        query(database_url, "SELECT count(*) AS n FROM job_tasks WHERE document_id = %s", doc_id)[0]["n"] == 1
+    )

@@ -54,7 +54,7 @@ class AsciiJSONResponse(JSONResponse):
 
 
 # The `code`s a domain error may carry (errors.py): stable names a client may branch on.
-ErrorCode = Literal["collection_not_found"]
+ErrorCode = Literal["collection_not_found", "document_busy"]
 
 
 class ErrorResponse(BaseModel):
@@ -65,7 +65,8 @@ class ErrorResponse(BaseModel):
         default=None,
         description="A stable name of the case, for clients to branch on (the sentence may change); "
         "absent when the status says enough. collection_not_found: a collection the request names does "
-        "not exist, or the key may not read it (renamed or deleted meanwhile).",
+        "not exist, or the key may not read it (renamed or deleted meanwhile). document_busy (409): a "
+        "document the request edits is being written (a new version's chunks): try again later.",
     )
 
 

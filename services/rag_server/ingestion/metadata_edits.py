@@ -11,6 +11,7 @@ import asyncpg
 
 from rag_server.errors import ConflictError, NotFoundError
 from rag_server.infra.database import Executor, transaction
+from rag_server.ingestion import locks
 from rag_server.ingestion.documents import get_document, matching_documents
 from rag_server.ingestion.metadata import check_metadata
 from rag_server.ingestion.models import (
@@ -100,17 +101,19 @@ async def _edit_locked(
     # The lock order of a delete (deletion.delete_documents) and of the worker's final write: every
     # task row first, then every document row, each set in id order.
     ids = list(edits)
-    pending = await c.fetch(
-        f"SELECT id, document_id, new_metadata FROM job_tasks WHERE {_PENDING_REPLACEMENTS}"
-        " ORDER BY id FOR UPDATE",
-        ids,
-    )
-    documents = await c.fetch(
-        "SELECT id, metadata FROM documents WHERE id = ANY($1::uuid[]) AND ($2::uuid IS NULL OR"
-        " collection_id = $2) ORDER BY id FOR UPDATE",
-        ids,
-        collection_id,
-    )
+    what = f"document {ids[0]}" if len(ids) == 1 else "a document of these"
+    async with locks.document_rows(c, what):
+        pending = await c.fetch(
+            f"SELECT id, document_id, new_metadata FROM job_tasks WHERE {_PENDING_REPLACEMENTS}"
+            " ORDER BY id FOR UPDATE",
+            ids,
+        )
+        documents = await c.fetch(
+            "SELECT id, metadata FROM documents WHERE id = ANY($1::uuid[]) AND ($2::uuid IS NULL OR"
+            " collection_id = $2) ORDER BY id FOR UPDATE",
+            ids,
+            collection_id,
+        )
     # With the documents locked no replacement can be queued (queue_replacement locks the document
     # first); one queued before that but after the tasks were read is not locked here, and locking it
     # now would take the locks out of order: start again.

@@ -32,6 +32,7 @@ import asyncpg
 from rag_server.errors import ConflictError, NotFoundError
 from rag_server.infra.log_context import current_request_id
 from rag_server.infra.queue import IngestQueue
+from rag_server.ingestion import locks
 from rag_server.ingestion.documents import IncomingFile, sha256_hex
 from rag_server.ingestion.models import TaskRef, task_message
 from rag_server.ingestion.parsing import sanitize_filename
@@ -115,10 +116,12 @@ async def queue_replacement(
     task of the document is unfinished (other bytes, or any while a new file for it waits), when these
     bytes are another document's of the collection (dedup is per collection), or when `f` renames the
     document to another document's name (replace-by-name would then find two)."""
-    doc = await conn.fetchrow(
-        "SELECT id, collection_id, filename, sha256, version, status FROM documents WHERE id = $1 FOR UPDATE",
-        document_id,
-    )
+    async with locks.document_rows(conn, f"document {document_id}"):
+        doc = await conn.fetchrow(
+            "SELECT id, collection_id, filename, sha256, version, status FROM documents WHERE id = $1"
+            " FOR UPDATE",
+            document_id,
+        )
     if doc is None:
         raise NotFoundError(f"no document {document_id}")
     active = await conn.fetchrow(

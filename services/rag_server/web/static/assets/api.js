@@ -22,6 +22,8 @@ export class ApiError extends Error {
 }
 
 export const COLLECTION_NOT_FOUND = "collection_not_found";
+// A 409 of a document being written (its new version's chunks): not an edit made meanwhile; try later.
+export const DOCUMENT_BUSY = "document_busy";
 
 // FastAPI's 422 detail is a list of {loc, msg}; every other error is one sentence.
 function detailText(detail, status) {

@@ -1,6 +1,6 @@
 // A document's metadata on its page: shown to everyone, edited as JSON by an editor.
 
-import { api, ApiError } from "../api.js";
+import { api, ApiError, DOCUMENT_BUSY } from "../api.js";
 import { h, toast } from "../dom.js";
 import { documentError, parseJsonObject } from "./document_common.js";
 
@@ -73,7 +73,7 @@ export function metadataSection(id, canEdit, onSaved) {
       toggle(false);
       onSaved();
     } catch (err) {
-      if (err instanceof ApiError && err.status === 409 && openedWith !== null) {
+      if (err instanceof ApiError && err.status === 409 && err.code !== DOCUMENT_BUSY && openedWith !== null) {
         try {
           const now = await api(url);
           // The next Save replaces what is shown now, and only that: an edit made after this message
