@@ -54,7 +54,7 @@ class AsciiJSONResponse(JSONResponse):
 
 
 # The `code`s a domain error may carry (errors.py): stable names a client may branch on.
-ErrorCode = Literal["collection_not_found", "document_busy"]
+ErrorCode = Literal["collection_not_found", "document_busy", "response_not_found"]
 
 
 class ErrorResponse(BaseModel):
@@ -66,7 +66,8 @@ class ErrorResponse(BaseModel):
         description="A stable name of the case, for clients to branch on (the sentence may change); "
         "absent when the status says enough. collection_not_found: a collection the request names does "
         "not exist, or the key may not read it (renamed or deleted meanwhile). document_busy (409): a "
-        "document the request edits is being written (a new version's chunks): try again later.",
+        "document the request edits is being written (a new version's chunks): try again later. "
+        "response_not_found (/v1, in OpenAI's error shape): a stored response missing or not this key's.",
     )
 
 

@@ -154,14 +154,6 @@ class CollectionNotEmptyError(ConflictError):
         return f"the collection {self.name!r} holds {self.documents} documents; delete with {force}"
 
 
-async def share_collection(conn: Executor, collection_id: UUID) -> bool:
-    """Hold the collection's row (FOR KEY SHARE) to the end of the caller's transaction, as every write
-    into a collection does (an upload, a replacement, an import's batch): a delete of the collection
-    waits for it, or it finds the collection gone (False; also outside the caller's scope). Through
-    migration 0004's function: row locks need the UPDATE policy, which editors do not pass."""
-    return bool(await conn.fetchval("SELECT rag_share_collection($1)", collection_id))
-
-
 async def delete_collection(
     conn: Executor, queue: IngestQueue, id_or_name: str, *, force: bool = False
 ) -> None:

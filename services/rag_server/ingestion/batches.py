@@ -10,8 +10,8 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
+from rag_server.collections.locks import share_collection
 from rag_server.collections.models import DEFAULT_COLLECTION_ID
-from rag_server.collections.store import share_collection
 from rag_server.errors import CollectionNotFoundError, InvalidInputError, NotFoundError
 from rag_server.infra.database import LONG_STATEMENT_TIMEOUT_S, Executor, connection, transaction
 from rag_server.infra.log_context import current_request_id

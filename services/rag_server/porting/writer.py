@@ -18,7 +18,7 @@ from uuid import UUID
 import asyncpg
 import numpy as np
 
-from rag_server.collections.store import share_collection
+from rag_server.collections.locks import share_collection
 from rag_server.generations.active import embedder_for
 from rag_server.generations.backfill import write_for_generations
 from rag_server.generations.store import Generation, live_generations
