@@ -98,6 +98,11 @@ def test_sanitize_filename_bounds_length_and_keeps_extension() -> None:
     other = sanitize_filename("elsewhere/" + "/".join(f"folder{i:02}" for i in range(40)) + "/report.pdf")
     assert deep.startswith("…") and other.startswith("…") and deep != other
     assert deep.split("/", 1)[1] == other.split("/", 1)[1]
+    # A long name is cut with a digest of it: two that differ only past the cut stay two (QA: they became
+    # one name, and replace=true would replace one by the other).
+    first, second = (sanitize_filename("report " * 60 + f"{n}.pdf") for n in (1, 2))
+    assert first != second and len(first) <= 255 and first.endswith(".pdf") and "…" in first
+    assert sanitize_filename("x" * 300) != sanitize_filename("x" * 299 + "y")
 
 
 @pytest.mark.parametrize(

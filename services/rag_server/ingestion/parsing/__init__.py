@@ -109,13 +109,18 @@ def sanitize_filename(raw: str | None, *, folders: bool = True) -> str:
     climbs = any(_CONTROL.sub("", p).strip() == ".." for p in outer)
     kept = [] if not folders or climbs or _ABSOLUTE.match(name) else [s for s in map(_segment, outer) if s]
     if len(base) > MAX_NAME_CHARS:
+        # Cut, with a digest of the whole name before its extension ("…3f9a0c1d.pdf"): two long names that
+        # differ only past the cut stay two names (else one would replace the other by name).
         stem, dot, ext = base.rpartition(".")
-        short = MAX_NAME_CHARS - 5 - len(ext)
-        base = f"{stem[:short]}.{ext}" if dot and len(ext) <= 10 else _segment(base[:MAX_NAME_CHARS])
+        digest = f"…{_digest(base)}"
+        if not (dot and len(ext) <= 10):
+            stem, ext = base, ""
+        short = MAX_NAME_CHARS - 5 - len(ext) - len(digest)
+        base = f"{_segment(stem[:short])}{digest}" + (f".{ext}" if ext else "")
     if len("/".join([*kept, base])) > MAX_NAME_CHARS:
         # The outer folders go, a digest of all of them in their place ("…3f9a0c1d/"): two deep paths
         # that differ only there stay two names (else one would replace the other by name).
-        cut = f"…{hashlib.sha256('/'.join(kept).encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+        cut = f"…{_digest('/'.join(kept))}"
         # The innermost folders that fit between the digest and the name, counted once each (dropping the
         # outermost one at a time and joining again took seconds for a request of many deep paths).
         room = MAX_NAME_CHARS - len(cut) - 1 - len(base)
@@ -125,6 +130,10 @@ def sanitize_filename(raw: str | None, *, folders: bool = True) -> str:
             room -= len(kept[inner]) + 1
         kept = [cut, *kept[inner:]] if len(f"{cut}/{base}") <= MAX_NAME_CHARS else []
     return "/".join([*kept, base])
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 def _segment(raw: str) -> str:
