@@ -38,13 +38,23 @@ async def writes(scope: Scope, receive: Receive) -> tuple[bool, Receive]:
         return False, receive
     if scope["method"] != "POST" or scope["path"].rstrip("/") not in STORING_POSTS:
         return True, receive
+    if (known := scope.get("state", {}).get(_STORES)) is not None:  # told by an outer middleware
+        return known, receive
     body = await request_messages(receive)
-    return _stores(body), _replaying(body, receive)
+    scope.setdefault("state", {})[_STORES] = stores = _stores(body)
+    return stores, _replaying(body, receive)
+
+
+_STORES = "rag_stores"
 
 
 def _stores(body: list[Message]) -> bool:
-    """False only for a JSON object with `"store": false` (a body that is not one is refused, unstored)."""
+    """False only for a JSON object with `"store": false` (a body that is not one is refused, unstored).
+    Not parsed without a "store" key: a request (up to RAG_MAX_REQUEST_BYTES, before its key is checked)
+    is parsed here once at most, and only when it may say so."""
     raw = b"".join(m.get("body", b"") for m in body if m["type"] == "http.request")
+    if b'"store"' not in raw and b"\\u" not in raw:  # a key may be written with escapes: parse those
+        return True
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError):
