@@ -66,6 +66,23 @@ def test_prose_gives_llamaindex_chunks(text: str) -> None:
         assert ours(text, size, overlap) == theirs(text, size, overlap)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hello\n\n\n" + " " * 20_000 + "\n\n\nworld",
+        "a\n\n\n" + "\t" * 3_000 + "\n\n\nb",
+        "a\n\n\n" + " \n" * 3_000 + "\n\n\nb",
+        " " * 20_000,
+    ],
+)
+def test_a_long_run_of_white_space_gives_llamaindex_chunks(text: str) -> None:
+    """A paragraph of white space alone, over the size, holds no sentence: it is cut by the next level.
+    The sentence cut raised a ValueError of zip() on it, and such a file (a text file padded with
+    spaces) failed as an unexpected error, retried, in those words."""
+    for size, overlap in ((128, 16), (16, 4)):
+        assert ours(text, size, overlap) == theirs(text, size, overlap)
+
+
 def test_tokens_are_llamaindex_tokens() -> None:
     tokenizer = get_tokenizer()
     for text in [*PARTS, "A sentence of some length, with punctuation; and more.", ""]:

@@ -58,8 +58,11 @@ def _keeping_separator(separator: str) -> Callable[[str], list[str]]:
 
 
 def _sentences(text: str) -> list[str]:
-    """Each sentence with the space after it, up to the next; what precedes the first is dropped."""
+    """Each sentence with the space after it, up to the next; what precedes the first is dropped (white
+    space alone holds no sentence: none, and the next level cuts it)."""
     starts = [start for start, _ in _punkt().span_tokenize(text)]
+    if not starts:
+        return []
     return [text[start:end] for start, end in zip(starts, [*starts[1:], len(text)], strict=True)]
 
 
