@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,57 @@ def test_a_metadata_title_is_one_line_cut_like_a_heading() -> None:
     assert all(c.search_text.startswith(title) for c in chunks)
     # A blank one leaves the file's own title (here: its name).
     assert parse_document("doc.txt", body.encode(), "txt", " \n ").title == "doc.txt"
+
+
+def _pdf(objects: list[bytes]) -> bytes:
+    """A PDF of these objects (1 0 obj is the catalog), with a correct cross-reference table."""
+    out, offsets = b"%PDF-1.4\n", []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    return out + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+
+
+def _pdf_page(contents: bytes, kids: bytes = b"3 0 R") -> bytes:
+    return _pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [%s] /Count 1 >>" % kids,
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+            b"/Resources << /Font << /F1 5 0 R >> >> >>",
+            contents,
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        ]
+    )
+
+
+def test_a_pdf_past_the_readers_bounds_is_refused_with_a_sentence() -> None:
+    """pypdf's LimitReachedError (a stream inflating past 75 MB, an array of too many elements) is no
+    PdfReadError: such a PDF, 80 KB holding a page of 80 MB, failed as an unexpected error, retried to
+    the last attempt."""
+    packer = zlib.compressobj(9)
+    inflated = packer.compress(b"BT /F1 12 Tf 72 720 Td (hi) Tj ET\n")
+    inflated += b"".join(packer.compress(b" " * 2**20) for _ in range(80)) + packer.flush()
+    bomb = _pdf_page(
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream" % (len(inflated), inflated)
+    )
+    text = b"<< /Length 35 >>\nstream\nBT /F1 12 Tf 72 720 Td (hi) Tj ET\nendstream"
+    long_array = _pdf_page(text, kids=b"3 0 R " * 200_000)
+    assert "hi" in parse_document("fine.pdf", _pdf_page(text), "pdf").sections[0].text
+    for content in (bomb, long_array):
+        with pytest.raises(ParseError, match=r"^The PDF is too large or too complex to read \(past a bound"):
+            parse_document("bomb.pdf", content, "pdf")
+
+
+def test_a_json_integer_of_any_length_is_read_as_its_digits() -> None:
+    """int() refuses over 4,300 digits: json.loads raised a ValueError that was no JSONDecodeError, and the
+    file failed as an unexpected error, retried. Every integer keeps its digits as they were written."""
+    content = b'{"id": ' + b"9" * 5_000 + b', "n": [-20, 0, 7], "x": 1.5}'
+    text = parse_document("big.json", content, "json").sections[0].text
+    assert text.splitlines() == ["id: " + "9" * 5_000, "n[0]: -20", "n[1]: 0", "n[2]: 7", "x: 1.5"]
 
 
 def test_a_csv_cell_over_128_kib_is_read() -> None:

@@ -9,7 +9,7 @@ from rag_server.ingestion.parsing.base import ParseError, Section
 
 def parse_pdf(content: bytes) -> tuple[str | None, list[Section]]:
     from pypdf import PdfReader
-    from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
+    from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError, PyPdfError
 
     try:
         reader = PdfReader(io.BytesIO(content))
@@ -35,7 +35,12 @@ def parse_pdf(content: bytes) -> tuple[str | None, list[Section]]:
         raise
     except FileNotDecryptedError as exc:
         raise ParseError("The PDF is password-protected; upload an unprotected copy.") from exc
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as exc:
+    except LimitReachedError as exc:  # pypdf's bounds: a stream inflating past them, an array too long
+        raise ParseError(
+            f"The PDF is too large or too complex to read (past a bound of the PDF reader: {exc}); split it "
+            "or save it again."
+        ) from exc
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as exc:
         raise ParseError(f"The PDF is damaged or not a PDF and could not be read ({exc}).") from exc
     except RecursionError as exc:
         raise ParseError("The PDF is damaged (its structure is circular) and could not be read.") from exc

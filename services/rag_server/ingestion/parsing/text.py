@@ -200,7 +200,9 @@ def parse_html(content: bytes) -> tuple[str | None, list[Section]]:
 
 def parse_json(content: bytes) -> tuple[str | None, list[Section]]:
     try:
-        value = json.loads(decode_document(content))
+        # An integer as its digits: int() refuses a number over 4,300 digits (a ValueError the worker
+        # took for an unexpected error, retried), and a chunk holds the digits anyway.
+        value = json.loads(decode_document(content), parse_int=str)
     except json.JSONDecodeError as exc:
         raise ParseError(f"The file is not valid JSON ({exc.msg} at line {exc.lineno}).") from exc
     lines: list[str] = []
