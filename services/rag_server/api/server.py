@@ -56,6 +56,7 @@ def serve_api(
 
     from rag_server.access.exposure import refuse_open_exposure
     from rag_server.api.app import create_app
+    from rag_server.api.request_head import BoundedHttpToolsProtocol
     from rag_server.infra.database import resolve_database_url
     from rag_server.infra.migrations import upgrade_to_head
 
@@ -81,6 +82,8 @@ def serve_api(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=settings.server_shutdown_grace_s,
+        # httptools with a bound on each request's line and headers (api/request_head.py): it has none.
+        http=BoundedHttpToolsProtocol,
     )
     server = uvicorn.Server(config)
     if announce:

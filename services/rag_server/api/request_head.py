@@ -1,0 +1,99 @@
+"""A bound on a request's head (its request line and headers): MAX_HEAD_BYTES, before any of it is kept.
+
+uvicorn reads HTTP with httptools (`uvicorn[standard]`), which keeps a request's line and headers whole,
+however long, before the app sees a byte of them, and joins the pieces of a long URL or header value by
+copying all that came before (quadratic). So anyone who could reach the port, with no key, made the API
+process hold 300 MB of headers (0.3 -> 0.6 GB, never given back), or hold its event loop, and with it
+every other request, for seconds with a 150 MB URL (13 s for /health/live). h11 has such a bound
+(16 KiB); uvicorn gives httptools none. Here a head over the bound is a 431 with a JSON `detail`, the
+connection closed, before the app runs (no key is checked: nothing of the request is kept).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+logger = logging.getLogger(__name__)
+
+# Far beyond what a client sends (a key, a JSON match in a query string: 4,000 characters, 12 bytes
+# each percent-encoded) and what proxies pass (nginx: 8 KiB a line, 32 KiB in all).
+MAX_HEAD_BYTES = 64 * 1024
+
+# How long a refused connection is read (and dropped) for its 431 to reach the client (see _refuse).
+LINGER_S = 2.0
+
+HEAD_TOO_LARGE = (
+    f"The request's line and headers are over the limit of {MAX_HEAD_BYTES:,} bytes: send long values "
+    "(a query, a filter) in a POST body."
+)
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, counting the bytes of each request's head as they arrive."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._head_bytes = 0
+        self._in_head = True
+        self._refused = False
+        self._heads = 0  # heads read whole on this connection
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._heads += 1
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0  # a next request on the connection: its own head
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # what the client still sends after its 431 (see _refuse)
+        if not self._in_head:
+            super().data_received(data)
+            return
+        room = MAX_HEAD_BYTES - self._head_bytes
+        if len(data) <= room:
+            self._head_bytes += len(data)
+            super().data_received(data)
+            return
+        # The head may end inside what fits, its body (or the next request) after it: read up to the
+        # bound and go on only if the head ended there. (A next request begun there counts from what
+        # follows: its head is bounded all the same, by twice the bound at most.)
+        self._head_bytes = MAX_HEAD_BYTES
+        heads = self._heads
+        if room > 0:
+            super().data_received(data[:room])
+        if self.transport.is_closing():
+            return  # refused by the parser already (a malformed request: uvicorn's 400)
+        if self._heads == heads:
+            self._refuse()
+            return
+        self.data_received(data[room:])
+
+    def _refuse(self) -> None:
+        logger.warning(
+            "a request's line and headers went over %d bytes: 431, connection closed", MAX_HEAD_BYTES
+        )
+        body = json.dumps({"detail": HEAD_TOO_LARGE}).encode()
+        head = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        # A lingering close: closed at once with the rest of the request unread, the socket answers the
+        # client's next bytes with a reset, which drops the 431 unread on the client's side ("connection
+        # reset by peer"). The answer is followed by a FIN, what the client still sends is read and
+        # dropped, and the connection closes once the client closes it, or after LINGER_S.
+        self._refused = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
