@@ -391,6 +391,35 @@ def test_xml_heavy_presentation_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
     parse_document("ok.xlsx", xlsx_bytes({"S": [["a" * 5000], ["b"]]}), "xlsx")  # streamed: rows bound it
 
 
+def _renamed_part(content: bytes, old: str, new: str, override: str) -> bytes:
+    """The package with its part `old` stored as `new`, its content type's Override naming `override`."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(content)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "[Content_Types].xml":
+                data = data.replace(f'PartName="/{old}"'.encode(), f'PartName="/{override}"'.encode())
+            elif item.filename.endswith(".rels"):
+                data = data.replace(old.encode(), new.encode()).replace(
+                    old.split("/")[-1].encode(), new.split("/")[-1].encode()
+                )
+            z.writestr(new if item.filename == old else item.filename, data)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("override", ["word/body.dat", "WORD/Body.DAT"])
+def test_xml_under_another_name_counts_as_xml(monkeypatch: pytest.MonkeyPatch, override: str) -> None:
+    """The document's XML in a part named `body.dat` (its content type says XML) was not counted: a
+    600 KB file of 200 MB of paragraphs so named reached the parser's 4 GB memory limit (QA)."""
+    content = _renamed_part(docx_bytes(["x" * 5000]), "word/document.xml", "word/body.dat", override)
+    assert "x" * 5000 in parse_document("renamed.docx", content, "docx").sections[0].text  # a valid package
+    with zipfile.ZipFile(io.BytesIO(content)) as package:
+        rest = sum(m.file_size for m in package.infolist() if m.filename.endswith((".xml", ".rels")))
+    monkeypatch.setattr(office, "MAX_TREE_XML_BYTES", rest + 4000)  # the body's 5,000 characters go over
+    with pytest.raises(ParseError, match=r"too large once uncompressed \(over 0 MiB of text"):
+        parse_document("renamed.docx", content, "docx")
+
+
 def test_row_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     from rag_server.ingestion.parsing import sheets
 

@@ -51,8 +51,10 @@ def check_ooxml(content: bytes, family: str) -> None:
     try:
         with zipfile.ZipFile(io.BytesIO(content)) as package:
             members = package.infolist()
-            _check_sizes(members, kind, streamed=family == "spreadsheetml")
+            _check_sizes(members, kind)
             types = package.read("[Content_Types].xml").decode("utf-8", "replace")
+            if family != "spreadsheetml":
+                _check_xml_size(members, types, kind)
     except KeyError as exc:  # no [Content_Types].xml
         raise ParseError(
             f"The file is not {_a(kind)} ({extension}): it is a zip, not an Office package."
@@ -69,14 +71,48 @@ def check_ooxml(content: bytes, family: str) -> None:
         )
 
 
-def _check_sizes(members: list[zipfile.ZipInfo], kind: str, *, streamed: bool) -> None:
+def _check_sizes(members: list[zipfile.ZipInfo], kind: str) -> None:
     if len(members) > MAX_ZIP_MEMBERS or sum(m.file_size for m in members) > MAX_UNCOMPRESSED_BYTES:
         raise ParseError(
             f"The {kind} is too large once uncompressed (over {MAX_UNCOMPRESSED_BYTES // 2**20} MiB "
             f"or {MAX_ZIP_MEMBERS} parts); split it into smaller files."
         )
-    xml = sum(m.file_size for m in members if m.filename.endswith((".xml", ".rels")))
-    if not streamed and xml > MAX_TREE_XML_BYTES:
+
+
+# [Content_Types].xml's entries: <Default Extension="rels" ContentType="..."/>, <Override PartName=...>.
+_TYPE_ENTRY = re.compile(r"<(?:\w+:)?(Default|Override)\b([^>]*)>")
+_ATTRIBUTE = re.compile(r"""(\w+)\s*=\s*(["'])(.*?)\2""")
+
+
+def _xml_parts(types: str) -> tuple[set[str], set[str]]:
+    """The extensions and the part names (lower case, no leading slash) the package declares
+    XML: what python-docx and python-pptx parse into a tree, whatever the part is called."""
+    extensions: set[str] = set()
+    names: set[str] = set()
+    for entry, attributes in _TYPE_ENTRY.findall(types):
+        values = {name: value for name, _, value in _ATTRIBUTE.findall(attributes)}
+        if not values.get("ContentType", "").strip().lower().endswith("xml"):
+            continue
+        if entry == "Default":
+            extensions.add(values.get("Extension", "").lower())
+        else:
+            names.add(values.get("PartName", "").lstrip("/").lower())  # part names ignore case (OPC)
+    return extensions, names
+
+
+def _check_xml_size(members: list[zipfile.ZipInfo], types: str, kind: str) -> None:
+    """The XML parsed into trees, counted by the package's own content types: a part holding the
+    document's XML may be named anything ("word/body.dat"), and one named so was not counted (a 600 KB
+    file reached the parser's 4 GB memory limit)."""
+    extensions, names = _xml_parts(types)
+    xml = sum(
+        m.file_size
+        for m in members
+        if m.filename.endswith((".xml", ".rels"))
+        or m.filename.lower() in names
+        or m.filename.rpartition(".")[2].lower() in extensions
+    )
+    if xml > MAX_TREE_XML_BYTES:
         raise ParseError(
             f"The {kind} is too large once uncompressed (over {MAX_TREE_XML_BYTES // 2**20} MiB of "
             "text and layout); split it into smaller files."
