@@ -1,21 +1,28 @@
 """A request's line and headers are bounded (api/request_head.py) on a real `rag-server serve`: over 64 KiB
 is a 431 with a JSON detail, the connection closed, before any key is checked. uvicorn's httptools kept a
 head of any size: 300 MB of headers with no key took the server from 0.3 to 0.6 GB, and a 150 MB URL
-held its event loop for seconds. A body is no part of the head, whatever arrives with it."""
+held its event loop for seconds. A body is no part of the head, whatever arrives with it. A head must
+also arrive in time (408): uvicorn waited for ever on a connection that sent nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
-from rag_server.api.request_head import MAX_HEAD_BYTES
+from rag_server.api import request_head
+from rag_server.api.request_head import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_ollama_env
-from tests.support.processes import Proc, process_env, start_server
+from tests.support.processes import Proc, free_port, process_env, start_server
 
 KEY = "bootstrap-admin-key-for-the-head-tests-0123456789"
 
@@ -96,3 +103,68 @@ def test_heads_within_the_bound_are_answered_with_their_bodies_and_on_one_connec
     assert statuses == [b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK", b"HTTP/1.1 422 Unprocessable Entity"], answer[
         -500:
     ]
+
+
+async def slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers after SLOW_ANSWER_S: longer than the head's time, which it must not be cut by."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await asyncio.sleep(SLOW_ANSWER_S)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+SLOW_ANSWER_S = 3.0
+
+
+@pytest.fixture
+def short_head_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """The protocol on an in-process server, the head's time 1 s instead of HEAD_TIMEOUT_S; its port."""
+    monkeypatch.setattr(request_head, "HEAD_TIMEOUT_S", 1.0)
+    port = free_port()
+    config = uvicorn.Config(
+        slow_app, host="127.0.0.1", port=port, http=BoundedHttpToolsProtocol, log_level="error"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive()
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def read_to_close(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def test_a_head_that_does_not_arrive_in_time_is_408_and_closed(short_head_time: int) -> None:
+    """uvicorn held such a connection for ever: idle sockets held every connection the server could
+    accept (its open files)."""
+    with socket.create_connection(("127.0.0.1", short_head_time), timeout=20) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        answer = read_to_close(sock)  # a timeout here: the server kept it open
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 408 Request Timeout", answer
+    assert "did not arrive within 1 s" in json.loads(rest.partition(b"\r\n\r\n")[2])["detail"]
+
+
+def test_a_connection_that_sends_nothing_is_closed(short_head_time: int) -> None:
+    with socket.create_connection(("127.0.0.1", short_head_time), timeout=20) as sock:
+        assert read_to_close(sock) == b""  # closed, with nothing to answer (a timeout: kept open)
+
+
+def test_an_answer_longer_than_the_heads_time_is_not_cut(short_head_time: int) -> None:
+    with socket.create_connection(("127.0.0.1", short_head_time), timeout=20) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        answer = read_to_close(sock)
+    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"ok"), answer

@@ -7,10 +7,16 @@ process hold 300 MB of headers (0.3 -> 0.6 GB, never given back), or hold its ev
 every other request, for seconds with a 150 MB URL (13 s for /health/live). h11 has such a bound
 (16 KiB); uvicorn gives httptools none. Here a head over the bound is a 431 with a JSON `detail`, the
 connection closed, before the app runs (no key is checked: nothing of the request is kept).
+
+A head is bounded in time too: HEAD_TIMEOUT_S from a connection's start, or from a request's first byte,
+to its last header. uvicorn waited for ever on a connection that sent nothing, or half a head, so anyone
+could hold the server's connections (and its open files: 20,000 here) with idle sockets until it could
+accept no other. Half a head is answered 408, and the connection closed; one that sent nothing is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -25,6 +31,10 @@ MAX_HEAD_BYTES = 64 * 1024
 # How long a refused connection is read (and dropped) for its 431 to reach the client (see _refuse).
 LINGER_S = 2.0
 
+# From a connection's start, or a request's first byte, to the end of its headers: a client sends a head
+# at once (nginx's client_header_timeout: 60 s; Apache's mod_reqtimeout: 20 to 40 s).
+HEAD_TIMEOUT_S = 30.0
+
 HEAD_TOO_LARGE = (
     f"The request's line and headers are over the limit of {MAX_HEAD_BYTES:,} bytes: send long values "
     "(a query, a filter) in a POST body."
@@ -32,7 +42,8 @@ HEAD_TOO_LARGE = (
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, counting the bytes of each request's head as they arrive."""
+    """uvicorn's httptools protocol, counting the bytes of each request's head as they arrive, and the
+    time they take."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -40,8 +51,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._refused = False
         self._heads = 0  # heads read whole on this connection
+        self._head_clock: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_head_clock()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_clock()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._start_head_clock()
 
     def on_headers_complete(self) -> None:
+        self._stop_head_clock()
         self._in_head = False
         self._heads += 1
         super().on_headers_complete()
@@ -75,20 +100,40 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         self.data_received(data[room:])
 
-    def _refuse(self) -> None:
-        logger.warning(
-            "a request's line and headers went over %d bytes: 431, connection closed", MAX_HEAD_BYTES
+    def _start_head_clock(self) -> None:
+        self._stop_head_clock()
+        self._head_clock = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timed_out)
+
+    def _stop_head_clock(self) -> None:
+        if self._head_clock is not None:
+            self._head_clock.cancel()
+            self._head_clock = None
+
+    def _head_timed_out(self) -> None:
+        self._head_clock = None
+        if not self._in_head or self._refused or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._start_head_clock()  # an earlier request (pipelined) is still answered: not before it ends
+            return
+        if self._head_bytes == 0:
+            # Nothing of a request came (a browser's spare connection, opened in case): closed quietly.
+            logger.debug("a connection sent no request within %g s: closed", HEAD_TIMEOUT_S)
+            self.transport.close()
+            return
+        logger.info("a request's line and headers did not arrive within %g s: 408, closed", HEAD_TIMEOUT_S)
+        self._answer(
+            408,
+            "Request Timeout",
+            f"The request's line and headers did not arrive within {HEAD_TIMEOUT_S:g} s of the connection "
+            "or of the request's start.",
         )
-        body = json.dumps({"detail": HEAD_TOO_LARGE}).encode()
-        head = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
-        for name, value in self.server_state.default_headers:
-            head += [name, b": ", value, b"\r\n"]
-        head += [
-            b"content-type: application/json\r\n",
-            b"content-length: %d\r\n" % len(body),
-            b"connection: close\r\n\r\n",
-        ]
-        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+    def _refuse(self) -> None:
+        logger.warning("a request's line and headers went over %d bytes: 431, closed", MAX_HEAD_BYTES)
+        self._stop_head_clock()
+        self._answer(431, "Request Header Fields Too Large", HEAD_TOO_LARGE)
         # A lingering close: closed at once with the rest of the request unread, the socket answers the
         # client's next bytes with a reset, which drops the 431 unread on the client's side ("connection
         # reset by peer"). The answer is followed by a FIN, what the client still sends is read and
@@ -97,3 +142,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_S, self.transport.close)
+
+    def _answer(self, status: int, reason: str, detail: str) -> None:
+        """A JSON error written straight to the connection (the app never saw the request)."""
+        body = json.dumps({"detail": detail}).encode()
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason.encode())]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
