@@ -121,8 +121,10 @@ SLOW_ANSWER_S = 3.0
 
 @pytest.fixture
 def short_head_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
-    """The protocol on an in-process server, the head's time 1 s instead of HEAD_TIMEOUT_S; its port."""
+    """The protocol on an in-process server, the head's time and a body's pause 1 s instead of
+    HEAD_TIMEOUT_S and BODY_IDLE_S; its port."""
     monkeypatch.setattr(request_head, "HEAD_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(request_head, "BODY_IDLE_S", 1.0)
     port = free_port()
     config = uvicorn.Config(
         slow_app, host="127.0.0.1", port=port, http=BoundedHttpToolsProtocol, log_level="error"
@@ -166,5 +168,25 @@ def test_a_connection_that_sends_nothing_is_closed(short_head_time: int) -> None
 def test_an_answer_longer_than_the_heads_time_is_not_cut(short_head_time: int) -> None:
     with socket.create_connection(("127.0.0.1", short_head_time), timeout=20) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        answer = read_to_close(sock)
+    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"ok"), answer
+
+
+def test_a_body_that_stops_arriving_is_408_and_closed(short_head_time: int) -> None:
+    """A head announcing 100 bytes, then 3 of them: uvicorn held the connection for ever."""
+    with socket.create_connection(("127.0.0.1", short_head_time), timeout=20) as sock:
+        sock.sendall(b'POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{"q')
+        answer = read_to_close(sock)  # a timeout here: the server kept it open
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 408 Request Timeout", answer
+    assert "nothing more of it came for 1 s" in json.loads(rest.partition(b"\r\n\r\n")[2])["detail"]
+
+
+def test_a_slow_body_that_keeps_arriving_is_answered(short_head_time: int) -> None:
+    with socket.create_connection(("127.0.0.1", short_head_time), timeout=20) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 6\r\nConnection: close\r\n\r\n")
+        for piece in (b"ab", b"cd", b"ef"):  # 1.5 s in all, never 1 s without a piece
+            time.sleep(0.5)
+            sock.sendall(piece)
         answer = read_to_close(sock)
     assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"ok"), answer

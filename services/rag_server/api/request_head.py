@@ -12,6 +12,8 @@ A head is bounded in time too: HEAD_TIMEOUT_S from a connection's start, or from
 to its last header. uvicorn waited for ever on a connection that sent nothing, or half a head, so anyone
 could hold the server's connections (and its open files: 20,000 here) with idle sockets until it could
 accept no other. Half a head is answered 408, and the connection closed; one that sent nothing is closed.
+So is a body: one that stops arriving for BODY_IDLE_S while the server reads it (a head announcing 100
+bytes, then 3 of them, held a connection for ever as well) is answered 408 and its connection closed.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ LINGER_S = 2.0
 # at once (nginx's client_header_timeout: 60 s; Apache's mod_reqtimeout: 20 to 40 s).
 HEAD_TIMEOUT_S = 30.0
 
+# Between two pieces of a request's body while the server reads it (a slow upload still sends something
+# every second; one waiting for the server to read on, or for its 100 Continue, is not counted).
+BODY_IDLE_S = 60.0
+
 HEAD_TOO_LARGE = (
     f"The request's line and headers are over the limit of {MAX_HEAD_BYTES:,} bytes: send long values "
     "(a query, a filter) in a POST body."
@@ -52,6 +58,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refused = False
         self._heads = 0  # heads read whole on this connection
         self._head_clock: asyncio.TimerHandle | None = None
+        self._body_clock: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -59,6 +66,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_clock()
+        self._stop_body_clock()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -70,15 +78,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._heads += 1
         super().on_headers_complete()
+        self._start_body_clock()  # stopped when the message ends: at once for a request without a body
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._stop_body_clock()
         self._in_head, self._head_bytes = True, 0  # a next request on the connection: its own head
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # what the client still sends after its 431 (see _refuse)
         if not self._in_head:
+            if self._body_clock is not None:
+                self._start_body_clock()  # a piece of the body came: its clock starts again
             super().data_received(data)
             return
         room = MAX_HEAD_BYTES - self._head_bytes
@@ -128,6 +140,32 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             f"The request's line and headers did not arrive within {HEAD_TIMEOUT_S:g} s of the connection "
             "or of the request's start.",
         )
+        self.transport.close()
+
+    def _start_body_clock(self) -> None:
+        self._stop_body_clock()
+        self._body_clock = self.loop.call_later(BODY_IDLE_S, self._body_stalled)
+
+    def _stop_body_clock(self) -> None:
+        if self._body_clock is not None:
+            self._body_clock.cancel()
+            self._body_clock = None
+
+    def _body_stalled(self) -> None:
+        self._body_clock = None
+        cycle = self.cycle
+        if self._in_head or cycle is None or self.transport.is_closing():
+            return
+        if self.flow.read_paused or cycle.waiting_for_100_continue:
+            self._start_body_clock()  # the server does not read on yet: the client is not the one waiting
+            return
+        logger.info("a request's body stopped arriving for %g s: closed", BODY_IDLE_S)
+        if not cycle.response_started:
+            self._answer(
+                408,
+                "Request Timeout",
+                f"The request's body stopped arriving: nothing more of it came for {BODY_IDLE_S:g} s.",
+            )
         self.transport.close()
 
     def _refuse(self) -> None:
