@@ -183,6 +183,16 @@ def test_an_empty_file_is_422_naming_it_and_stores_nothing(client: TestClient, d
     assert document_count(database_url) == before
 
 
+def test_an_unknown_collection_is_404_before_the_files_are_read(client: TestClient) -> None:
+    """The collection is looked up before the files' bytes are read into the server's memory (an upload
+    into a collection the key cannot reach held them all, 392 MB each, to answer 404): an empty file,
+    refused only once it is read, is not reached."""
+    files = [("files", ("zero.txt", b"", "text/plain"))]
+    response = client.post("/upload", files=files, data={"collection": "no-such-collection"})
+    assert response.status_code == 404, response.text
+    assert response.json()["code"] == "collection_not_found"
+
+
 def test_file_over_the_limit_is_413_and_stores_nothing(client: TestClient, database_url: str) -> None:
     before = document_count(database_url)
     response = upload(client, [("ok.txt", b"small and fine"), ("huge.txt", b"x" * (MAX_UPLOAD + 1))])

@@ -80,8 +80,10 @@ async def upload(request: Request, settings: SettingsDep, pool: PoolDep, queue: 
         options = read_upload_options(
             form.getlist("metadata"), form.getlist("file_metadata"), form.getlist("replace")
         )
+        # The collection before the files' bytes are read into memory (the form spooled them to disk):
+        # an upload into one the key cannot reach is refused without holding them (QA: 392 MB each).
+        (target,) = await resolve(pool, [collection])
         files = with_metadata(await read_upload(form.getlist("files"), settings), options)
     finally:
         await form.close()
-    (target,) = await resolve(pool, [collection])
     return await create_upload_batch(pool, queue, files, target.id, replace=options.replace)
