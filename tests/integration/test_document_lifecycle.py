@@ -27,10 +27,11 @@ from rag_server.ingestion.cli import ingest_paths
 from rag_server.ingestion.deletion import DELETE_ATTEMPTS
 from rag_server.ingestion.documents import sha256_hex
 from rag_server.ingestion.metadata import MAX_METADATA_BYTES
-from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
+from tests.fakes.embedding_server import FakeEmbeddingServer
 from tests.integration.test_bm25_native import assert_stats_match_recount
 from tests.support.ingest import query, wait_batch
-from tests.support.paused_worker import PausedWorker
+from tests.support.ingest import upload_named as upload
+from tests.support.paused_worker import PausedWorker, one_try_settings
 from tests.support.processes import rag_server_cli, settings_env
 from tests.support.sample_files import corrupt_pdf, long_text, pdf_with_text
 
@@ -39,16 +40,7 @@ LEGS = ("bm25", "vector")
 
 @pytest.fixture(scope="module")
 def settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
-    return fake_embedding_settings(
-        database_url,
-        data_dir,
-        fake,
-        chunk_size=128,
-        chunk_overlap=16,
-        worker_max_attempts=1,
-        worker_retry_backoff_s=0,
-        worker_poll_interval_s=0.1,
-    )
+    return one_try_settings(database_url, data_dir, fake)
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +54,6 @@ def worker(settings: Settings, data_dir: Path) -> Iterator[PausedWorker]:
     assert settings.database_url
     with PausedWorker.start(settings_env(settings), data_dir / "worker.log", settings.database_url) as paused:
         yield paused
-
-
-def upload(client: TestClient, files: dict[str, bytes], **form: str) -> Any:
-    parts = [("files", (name, data, "application/octet-stream")) for name, data in files.items()]
-    return client.post("/upload", files=parts, data=form)
 
 
 def put_file(client: TestClient, doc_id: str, name: str, data: bytes, **form: str) -> Any:

@@ -13,7 +13,6 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -21,24 +20,16 @@ from starlette.testclient import TestClient
 
 from rag_server.config import Settings
 from rag_server.ingestion import locks
-from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
+from tests.fakes.embedding_server import FakeEmbeddingServer
 from tests.support.ingest import query, wait_batch
-from tests.support.paused_worker import PausedWorker
+from tests.support.ingest import upload_named as upload
+from tests.support.paused_worker import PausedWorker, one_try_settings
 from tests.support.processes import settings_env
 
 
 @pytest.fixture(scope="module")
 def settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
-    return fake_embedding_settings(
-        database_url,
-        data_dir,
-        fake,
-        chunk_size=128,
-        chunk_overlap=16,
-        worker_max_attempts=1,
-        worker_retry_backoff_s=0,
-        worker_poll_interval_s=0.1,
-    )
+    return one_try_settings(database_url, data_dir, fake)
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +42,6 @@ def worker(settings: Settings, data_dir: Path) -> Iterator[PausedWorker]:
     assert settings.database_url
     with PausedWorker.start(settings_env(settings), data_dir / "worker.log", settings.database_url) as paused:
         yield paused
-
-
-def upload(client: TestClient, files: dict[str, bytes], **form: str) -> Any:
-    parts = [("files", (name, data, "application/octet-stream")) for name, data in files.items()]
-    return client.post("/upload", files=parts, data=form)
 
 
 def search_ids(client: TestClient, text: str) -> set[str]:

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from rag_server.config import Settings
+from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
 from tests.support.ingest import query, wait_for
 from tests.support.processes import Proc, start_worker
 
@@ -72,3 +74,18 @@ class PausedWorker:
     def _stopped(self) -> bool:
         stat = Path(f"/proc/{self.proc.popen.pid}/stat").read_text()
         return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+
+def one_try_settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Settings:
+    """A module's settings for a worker paused and resumed by its tests: small chunks, one attempt per
+    task (a failure is final), no backoff, quick polls."""
+    return fake_embedding_settings(
+        database_url,
+        data_dir,
+        fake,
+        chunk_size=128,
+        chunk_overlap=16,
+        worker_max_attempts=1,
+        worker_retry_backoff_s=0,
+        worker_poll_interval_s=0.1,
+    )
