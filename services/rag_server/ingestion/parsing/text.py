@@ -165,8 +165,13 @@ def markdown_sections(text: str) -> list[Section]:
     return outline.finish()
 
 
+# An image (or any file) embedded as a base64 data URI, as many editors export Markdown: its payload is
+# no text (1 MB of it made 8,930 chunks of noise, each embedded and searchable). The URI's type stays.
+_DATA_URI = re.compile(r"(data:[\w.+-]+/[\w.+-]+(?:;[\w.+=-]+)*;base64,)[A-Za-z0-9+/=]{64,}")
+
+
 def parse_markdown(content: bytes) -> tuple[str | None, list[Section]]:
-    text = decode_document(content)
+    text = _DATA_URI.sub(r"\1…", decode_document(content))
     heading = re.search(r"^#\s+(.+)$", text, flags=re.MULTILINE)
     return (heading.group(1).strip() if heading else None), markdown_sections(text)
 
