@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # An upload's whole body (a route taking files: api/upload_routes.py): a larger Content-Length is
     # refused (413) before reading it; a chunked body, once it passes this (api/body_limit.py).
     max_upload_request_bytes: int = 512 * 1024 * 1024
+    # Uploads' file bytes held in the API process's memory at once (read, until their transaction ends):
+    # one more waits its turn (api/upload_budget.py), else N editors' uploads at once held N x 512 MB.
+    upload_memory_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024 * 1024)
     # Tokens (tiktoken). 128/16 measured best with MiniLM (its window is 256 word pieces; bigger chunks
     # get truncated when embedded): see CLAUDE.md "Ingestion" for the table.
     chunk_size: int = 128

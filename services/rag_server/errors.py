@@ -44,6 +44,11 @@ class TooLargeError(Exception):
     """The request or one of its files is over a configured size or count limit (413)."""
 
 
+class BusyError(Exception):
+    """The server holds as much as it may of a kind of work right now (503, Retry-After): the request is
+    fine, a retry shortly will be taken."""
+
+
 class UnsupportedTypeError(Exception):
     """A file type the parsers do not handle (415)."""
 

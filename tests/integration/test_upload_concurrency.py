@@ -9,7 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
+from rag_server.api import upload_budget
+from rag_server.api.upload_budget import UploadBudget
 from rag_server.config import Settings
 from rag_server.ingestion.documents import sha256_hex
 from tests.fakes.embedding_server import FakeEmbeddingServer, fake_embedding_settings
@@ -65,3 +68,25 @@ async def test_uploads_of_the_same_new_files_in_opposite_orders_both_succeed(
         for _, data in (a, b):
             docs = query(database_url, "SELECT id FROM documents WHERE sha256 = %s", sha256_hex(data))
             assert len(docs) == 1
+
+
+async def test_uploads_past_the_memory_budget_wait_their_turn_else_a_503(
+    app: FastAPI, app_client: httpx.AsyncClient, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every upload's files were read into the API's memory at once (N editors: N x 512 MB). Past
+    RAG_UPLOAD_MEMORY_BYTES an upload waits for earlier ones to be stored, else answers a 503 to retry."""
+    budget: UploadBudget = app.state.upload_budget
+    async with budget.holding(budget.limit):  # as if other uploads held all of it
+        monkeypatch.setattr(upload_budget, "WAIT_S", 0.5)
+        refused = await upload(app_client, [("budget-busy.txt", b"The lighthouse keeper's log.")])
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == "5" and "other uploads" in refused.json()["detail"]
+        monkeypatch.setattr(upload_budget, "WAIT_S", 60.0)
+        waiting = asyncio.create_task(upload(app_client, [("budget-later.txt", b"The beacon's oil.")]))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+    later = await waiting  # taken once the budget is free
+    assert later.status_code == 202, later.text
+    stored = query(database_url, "SELECT filename FROM documents WHERE filename LIKE %s", "budget-%")
+    assert [row["filename"] for row in stored] == ["budget-later.txt"]
+    assert budget.held == 0

@@ -36,6 +36,7 @@ from rag_server.api.routes import (
     tasks,
     upload,
 )
+from rag_server.api.upload_budget import UploadBudget
 from rag_server.api.upload_routes import UploadRoutes
 from rag_server.chat.service import ChatService
 from rag_server.config import Settings, get_settings
@@ -136,6 +137,7 @@ def create_app(
         # Included without a prefix, so a route's own path is its URL's.
         uploads=UploadRoutes(route for router in own_routers for route in router.routes),
     )
+    app.state.upload_budget = UploadBudget(settings.upload_memory_bytes)
     # Prometheus (GET /metrics): this app's own registry; around every route, so it times whole requests.
     app.state.metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

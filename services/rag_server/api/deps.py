@@ -15,6 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from rag_server.access import keys
 from rag_server.access.exposure import is_loopback, open_mode_refusal
 from rag_server.access.models import OPEN, Principal, Role
+from rag_server.api.upload_budget import UploadBudget
 from rag_server.api.upload_routes import is_upload
 from rag_server.chat.service import ChatService
 from rag_server.config import Settings
@@ -53,10 +54,16 @@ def get_chat(request: Request) -> ChatService:
     return service
 
 
+def get_upload_budget(request: Request) -> UploadBudget:
+    budget: UploadBudget = request.app.state.upload_budget
+    return budget
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PoolDep = Annotated[ScopedPool, Depends(get_pool)]
 QueueDep = Annotated[IngestQueue, Depends(get_queue)]
 ChatDep = Annotated[ChatService, Depends(get_chat)]
+UploadBudgetDep = Annotated[UploadBudget, Depends(get_upload_budget)]
 
 # Far below PostgreSQL's bigint (an OFFSET beyond it was a 500) and beyond any real listing.
 MAX_OFFSET = 2**31 - 1

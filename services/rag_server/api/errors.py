@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_server.errors import (
+    BusyError,
     ConflictError,
     ForbiddenError,
     InvalidInputError,
@@ -169,6 +170,7 @@ _DOMAIN_STATUS: dict[type[Exception], int] = {
     InvalidInputError: 422,
     TooLargeError: 413,
     UnsupportedTypeError: 415,
+    BusyError: 503,
 }
 
 
@@ -291,6 +293,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if status == 422 and is_openai_path(request.url.path):
             status = 400
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status == 503:
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
         return _error(
             request, status, str(exc), headers, getattr(exc, "param", None), getattr(exc, "code", None)
         )

@@ -92,6 +92,11 @@ async def read_replacement_form(request: Request) -> FormData:
     return await _form(request, REPLACEMENT_FIELDS, 2, 5, too_many)
 
 
+def spooled_bytes(parts: Sequence[UploadFile | str]) -> int:
+    """The bytes of a form's files (spooled to disk by the form's parser): what reading them will hold."""
+    return sum(p.size or 0 for p in parts if isinstance(p, UploadFile))
+
+
 async def read_upload(parts: Sequence[UploadFile | str], settings: Settings) -> list[IncomingFile]:
     """Validate every part first (count, names, types, declared sizes), then read each with a limit."""
     files = [p for p in parts if isinstance(p, UploadFile)]

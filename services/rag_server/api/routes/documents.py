@@ -17,6 +17,7 @@ from rag_server.api.deps import (
     ReadPoolDep,
     SettingsDep,
     TextQuery,
+    UploadBudgetDep,
     require,
 )
 from rag_server.api.downloads import attachment
@@ -42,7 +43,12 @@ from rag_server.ingestion.models import (
     UpdatedDocuments,
     UploadResponse,
 )
-from rag_server.ingestion.upload import check_declared_size, read_replacement, read_replacement_form
+from rag_server.ingestion.upload import (
+    check_declared_size,
+    read_replacement,
+    read_replacement_form,
+    spooled_bytes,
+)
 from rag_server.retrieval.models import DocumentChunks
 from rag_server.retrieval.store import document_chunks_page
 from rag_server.text import Cleaned
@@ -214,7 +220,12 @@ _FILE_BODY = multipart_body(
     openapi_extra=_FILE_BODY,
 )
 async def replace_file(
-    document_id: UUID, request: Request, settings: SettingsDep, pool: PoolDep, queue: QueueDep
+    document_id: UUID,
+    request: Request,
+    settings: SettingsDep,
+    pool: PoolDep,
+    queue: QueueDep,
+    budget: UploadBudgetDep,
 ) -> UploadResponse:
     """Replace the document's file (multipart field `file`, one file): a batch of one task. The document
     keeps its id; once processed its version grows by one and its old chunks are gone, in one
@@ -225,10 +236,12 @@ async def replace_file(
     check_declared_size(request.headers.get("content-length"), settings)
     form = await read_replacement_form(request)
     try:
-        incoming = await read_replacement(form.getlist("file"), form.getlist("metadata"), settings)
+        parts = form.getlist("file")
+        async with budget.holding(spooled_bytes(parts)):  # in memory from here to the transaction's end
+            incoming = await read_replacement(parts, form.getlist("metadata"), settings)
+            return await replace_document_file(pool, queue, document_id, incoming)
     finally:
         await form.close()
-    return await replace_document_file(pool, queue, document_id, incoming)
 
 
 @router.post(

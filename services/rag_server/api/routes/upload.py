@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from rag_server.api.deps import PoolDep, QueueDep, SettingsDep, require
+from rag_server.api.deps import PoolDep, QueueDep, SettingsDep, UploadBudgetDep, require
 from rag_server.api.errors import EITHER_422, error_responses
 from rag_server.api.upload_routes import multipart_body
 from rag_server.collections.store import resolve
@@ -16,6 +16,7 @@ from rag_server.ingestion.upload import (
     read_upload,
     read_upload_form,
     read_upload_options,
+    spooled_bytes,
     with_metadata,
 )
 
@@ -68,7 +69,9 @@ _MULTIPART_BODY = multipart_body(
     responses={**error_responses(400, 404, 409, 413, 415, 503), **EITHER_422},
     openapi_extra=_MULTIPART_BODY,
 )
-async def upload(request: Request, settings: SettingsDep, pool: PoolDep, queue: QueueDep) -> UploadResponse:
+async def upload(
+    request: Request, settings: SettingsDep, pool: PoolDep, queue: QueueDep, budget: UploadBudgetDep
+) -> UploadResponse:
     """Upload one or many files (multipart field `files`) into a collection (field `collection`, default
     `default`; unknown: 404), with optional `metadata` / `file_metadata` (JSON objects) and `replace`.
     Returns the batch to poll. 409: `replace` names a document that is still being processed, or whose
@@ -83,7 +86,9 @@ async def upload(request: Request, settings: SettingsDep, pool: PoolDep, queue: 
         # The collection before the files' bytes are read into memory (the form spooled them to disk):
         # an upload into one the key cannot reach is refused without holding them (QA: 392 MB each).
         (target,) = await resolve(pool, [collection])
-        files = with_metadata(await read_upload(form.getlist("files"), settings), options)
+        parts = form.getlist("files")
+        async with budget.holding(spooled_bytes(parts)):  # in memory from here to the transaction's end
+            files = with_metadata(await read_upload(parts, settings), options)
+            return await create_upload_batch(pool, queue, files, target.id, replace=options.replace)
     finally:
         await form.close()
-    return await create_upload_batch(pool, queue, files, target.id, replace=options.replace)
