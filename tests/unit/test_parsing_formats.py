@@ -407,17 +407,39 @@ def _renamed_part(content: bytes, old: str, new: str, override: str) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("override", ["word/body.dat", "WORD/Body.DAT"])
-def test_xml_under_another_name_counts_as_xml(monkeypatch: pytest.MonkeyPatch, override: str) -> None:
+@pytest.mark.parametrize(
+    ("part", "override"),
+    [
+        ("word/body.dat", "word/body.dat"),
+        ("word/body.dat", "WORD/Body.DAT"),
+        # As python-docx reads the list: a character reference decoded, a '>' inside a name (review).
+        ("word/body.dat", "word/b&#111;dy.dat"),
+        ("word/a>b.dat", "word/a>b.dat"),
+    ],
+)
+def test_xml_under_another_name_counts_as_xml(
+    monkeypatch: pytest.MonkeyPatch, part: str, override: str
+) -> None:
     """The document's XML in a part named `body.dat` (its content type says XML) was not counted: a
     600 KB file of 200 MB of paragraphs so named reached the parser's 4 GB memory limit (QA)."""
-    content = _renamed_part(docx_bytes(["x" * 5000]), "word/document.xml", "word/body.dat", override)
+    content = _renamed_part(docx_bytes(["x" * 5000]), "word/document.xml", part, override)
     assert "x" * 5000 in parse_document("renamed.docx", content, "docx").sections[0].text  # a valid package
     with zipfile.ZipFile(io.BytesIO(content)) as package:
         rest = sum(m.file_size for m in package.infolist() if m.filename.endswith((".xml", ".rels")))
     monkeypatch.setattr(office, "MAX_TREE_XML_BYTES", rest + 4000)  # the body's 5,000 characters go over
     with pytest.raises(ParseError, match=r"too large once uncompressed \(over 0 MiB of text"):
         parse_document("renamed.docx", content, "docx")
+
+
+def test_a_package_whose_list_of_parts_is_no_xml_is_damaged() -> None:
+    content = _renamed_part(docx_bytes(["x"]), "word/document.xml", "word/document.xml", "word/document.xml")
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(content)) as source, zipfile.ZipFile(out, "w") as z:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            z.writestr(item.filename, data[:-20] if item.filename == "[Content_Types].xml" else data)
+    with pytest.raises(ParseError, match=r"^The Word document is damaged \(its list of parts is not XML"):
+        parse_document("cut.docx", out.getvalue(), "docx")
 
 
 def test_row_limit(monkeypatch: pytest.MonkeyPatch) -> None:

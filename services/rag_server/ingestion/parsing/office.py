@@ -52,12 +52,17 @@ def check_ooxml(content: bytes, family: str) -> None:
         with zipfile.ZipFile(io.BytesIO(content)) as package:
             members = package.infolist()
             _check_sizes(members, kind)
-            types = package.read("[Content_Types].xml").decode("utf-8", "replace")
+            raw_types = package.read("[Content_Types].xml")
             if family != "spreadsheetml":
-                _check_xml_size(members, types, kind)
+                _check_xml_size(members, raw_types, kind)
+            types = raw_types.decode("utf-8", "replace")
     except KeyError as exc:  # no [Content_Types].xml
         raise ParseError(
             f"The file is not {_a(kind)} ({extension}): it is a zip, not an Office package."
+        ) from exc
+    except SyntaxError as exc:  # lxml's XMLSyntaxError: [Content_Types].xml is no XML
+        raise ParseError(
+            f"The {kind} is damaged (its list of parts is not XML: {exc}) and could not be read."
         ) from exc
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as exc:
         raise ParseError(
@@ -79,39 +84,43 @@ def _check_sizes(members: list[zipfile.ZipInfo], kind: str) -> None:
         )
 
 
-# [Content_Types].xml's entries: <Default Extension="rels" ContentType="..."/>, <Override PartName=...>.
-_TYPE_ENTRY = re.compile(r"<(?:\w+:)?(Default|Override)\b([^>]*)>")
-_ATTRIBUTE = re.compile(r"""(\w+)\s*=\s*(["'])(.*?)\2""")
-
-
-def _xml_parts(types: str) -> tuple[set[str], set[str]]:
+def _xml_parts(types: bytes) -> tuple[set[str], set[str]]:
     """The extensions and the part names (lower case, no leading slash) the package declares
-    XML: what python-docx and python-pptx parse into a tree, whatever the part is called."""
+    XML: what python-docx and python-pptx parse into a tree, whatever the part is called. Read by lxml
+    as they read it (character references decoded, entities not resolved): a pattern over the text took
+    `/word/b&#111;dy.dat`, or a name holding a '>', for another part than theirs."""
+    from lxml import etree
+
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
     extensions: set[str] = set()
     names: set[str] = set()
-    for entry, attributes in _TYPE_ENTRY.findall(types):
-        values = {name: value for name, _, value in _ATTRIBUTE.findall(attributes)}
-        if not values.get("ContentType", "").strip().lower().endswith("xml"):
+    for entry in etree.fromstring(types, parser).iter():
+        if not isinstance(entry.tag, str):
+            continue  # a comment, a processing instruction
+        if not (entry.get("ContentType") or "").strip().lower().endswith("xml"):
             continue
-        if entry == "Default":
-            extensions.add(values.get("Extension", "").lower())
+        if etree.QName(entry).localname == "Default":
+            extensions.add((entry.get("Extension") or "").lower())
         else:
-            names.add(values.get("PartName", "").lstrip("/").lower())  # part names ignore case (OPC)
+            names.add((entry.get("PartName") or "").lstrip("/").lower())  # part names ignore case (OPC)
     return extensions, names
 
 
-def _check_xml_size(members: list[zipfile.ZipInfo], types: str, kind: str) -> None:
+def _check_xml_size(members: list[zipfile.ZipInfo], types: bytes, kind: str) -> None:
     """The XML parsed into trees, counted by the package's own content types: a part holding the
     document's XML may be named anything ("word/body.dat"), and one named so was not counted (a 600 KB
-    file reached the parser's 4 GB memory limit)."""
-    extensions, names = _xml_parts(types)
-    xml = sum(
-        m.file_size
-        for m in members
-        if m.filename.endswith((".xml", ".rels"))
-        or m.filename.lower() in names
-        or m.filename.rpartition(".")[2].lower() in extensions
-    )
+    file reached the parser's 4 GB memory limit). The parts named .xml/.rels first: [Content_Types].xml
+    itself is read into a tree only within the bound."""
+    named = [m for m in members if m.filename.endswith((".xml", ".rels"))]
+    xml = sum(m.file_size for m in named)
+    if xml <= MAX_TREE_XML_BYTES:
+        extensions, names = _xml_parts(types)
+        xml += sum(
+            m.file_size
+            for m in members
+            if not m.filename.endswith((".xml", ".rels"))
+            and (m.filename.lower() in names or m.filename.rpartition(".")[2].lower() in extensions)
+        )
     if xml > MAX_TREE_XML_BYTES:
         raise ParseError(
             f"The {kind} is too large once uncompressed (over {MAX_TREE_XML_BYTES // 2**20} MiB of "
