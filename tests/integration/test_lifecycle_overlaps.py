@@ -124,6 +124,57 @@ def test_a_duplicate_of_a_document_deleted_before_it_was_read_fails_with_it(
         assert wait_batch(client, third["batch_id"])["status"] == "completed"
 
 
+def test_a_duplicate_committed_while_the_delete_waits_for_its_document_fails_with_it(
+    client: TestClient, database_url: str
+) -> None:
+    # An upload of the same bytes holds the document's row (as batches._add_file does) while it writes
+    # its 'duplicate' task; the delete fails the duplicates it sees, then waits for that row. The
+    # duplicate committed meanwhile was left 'duplicate', its document_id then NULL: its batch read
+    # "completed", nothing of that file stored (review). The delete starts again and fails it too.
+    content = b"Field notes about pangolin scales, sent twice while one is deleted."
+    first = upload(client, {"pangolin.txt": content}).json()
+    doc_id = uuid.UUID(first["tasks"][0]["document_id"])
+
+    async def race() -> tuple[uuid.UUID, int]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            async with conn.transaction():
+                collection = await conn.fetchval(
+                    "SELECT collection_id FROM documents WHERE id = $1 FOR UPDATE", doc_id
+                )
+                batch = await conn.fetchval(
+                    "INSERT INTO job_batches (collection_id) VALUES ($1) RETURNING id", collection
+                )
+                await conn.execute(
+                    "INSERT INTO job_tasks (batch_id, document_id, filename, status, total_chunks,"
+                    " completed_chunks, finished_at) VALUES ($1, $2, 'pangolin-copy.txt', 'duplicate', 0, 0,"
+                    " clock_timestamp())",
+                    batch,
+                    doc_id,
+                )
+                deleting = asyncio.ensure_future(asyncio.to_thread(client.delete, f"/documents/{doc_id}"))
+                # Until the delete waits for the document's row (its tasks failed already).
+                for _ in range(200):
+                    blocked = await conn.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+                    )
+                    if blocked:
+                        break
+                    await asyncio.sleep(0.05)
+                assert blocked, "the delete did not wait for the document's row"
+            return batch, (await deleting).status_code
+        finally:
+            await conn.close()
+
+    batch, deleted = asyncio.run(race())
+    assert deleted == 204
+    status = client.get(f"/tasks/{batch}/status").json()
+    [task] = status["tasks"]
+    assert (status["status"], task["status"]) == ("failed", "failed"), status
+    assert "The document was deleted before processing finished." in task["error"], task
+
+
 def test_a_failed_duplicate_stays_failed_when_its_document_is_deleted(
     client: TestClient, worker: PausedWorker
 ) -> None:

@@ -338,6 +338,26 @@ def _failed_duplicate_error(source_filename: str, source_error: object, filename
     )
 
 
+# The duplicates of these documents ($1) that read failed by the task they stand for.
+_FAILED_DUPLICATES = f"""
+    FROM job_tasks t JOIN LATERAL ({_DUPLICATE_SOURCE}) s ON true
+    WHERE t.document_id = ANY($1::uuid[]) AND t.status = 'duplicate' AND s.status = 'failed'
+"""
+
+
+async def any_duplicate_of_failed_tasks(conn: asyncpg.Connection, document_ids: Sequence[UUID]) -> bool:
+    """A duplicate `fail_duplicates_of_failed_tasks` would write failed: one committed after it ran (an
+    upload of the same bytes holds the document's row while it writes its duplicate, and a delete waits
+    for that row after failing the ones it saw)."""
+    return bool(
+        await conn.fetchval(
+            f"SELECT EXISTS (SELECT {_FAILED_DUPLICATES})",
+            list(document_ids),
+            timeout=LONG_STATEMENT_TIMEOUT_S,
+        )
+    )
+
+
 async def fail_duplicates_of_failed_tasks(conn: asyncpg.Connection, document_ids: Sequence[UUID]) -> None:
     """Before these documents are deleted (their task rows locked): each duplicate of them that reads
     failed by the task it stands for (`_reported`), also one that failed just before, deleted before
@@ -345,12 +365,8 @@ async def fail_duplicates_of_failed_tasks(conn: asyncpg.Connection, document_ids
     `document_id` NULL (ON DELETE SET NULL), which loses that task: it read "duplicate", its batch
     "completed", for a file nothing of which was ever stored."""
     rows = await conn.fetch(
-        f"""
-        SELECT t.id, t.filename, s.filename AS source_filename, s.error AS source_error
-        FROM job_tasks t JOIN LATERAL ({_DUPLICATE_SOURCE}) s ON true
-        WHERE t.document_id = ANY($1::uuid[]) AND t.status = 'duplicate' AND s.status = 'failed'
-        ORDER BY t.id
-        """,
+        "SELECT t.id, t.filename, s.filename AS source_filename, s.error AS source_error"
+        f" {_FAILED_DUPLICATES} ORDER BY t.id",
         list(document_ids),
         timeout=LONG_STATEMENT_TIMEOUT_S,  # a delete of many documents
     )

@@ -10,7 +10,7 @@ import asyncpg
 
 from rag_server.errors import ConflictError, NotFoundError
 from rag_server.infra.database import LONG_STATEMENT_TIMEOUT_S, Executor, transaction
-from rag_server.ingestion.batches import fail_duplicates_of_failed_tasks
+from rag_server.ingestion.batches import any_duplicate_of_failed_tasks, fail_duplicates_of_failed_tasks
 from rag_server.ingestion.chunks import DELETE_LOCK_CLASS
 from rag_server.ingestion.documents import matching_documents
 from rag_server.ingestion.models import DeletedDocuments, DeleteDocuments
@@ -129,13 +129,14 @@ async def _delete_locked(c: asyncpg.Connection, ids: list[UUID]) -> list[UUID]:
     )
     # With the documents locked no task can be queued for them (a replacement, or a failed document
     # uploaded again, locks its document first); one committed while this waited for them was not
-    # failed above, and would outlive its document 'queued' for good. Locking it now would take the
-    # locks out of order: start again.
+    # failed above, and would outlive its document 'queued' for good. So would a duplicate of them then
+    # committed (an upload of the same bytes writes it under the document's row lock): 'duplicate' of no
+    # document. Locking it now would take the locks out of order: start again.
     if await c.fetchval(
         "SELECT EXISTS (SELECT FROM job_tasks WHERE document_id = ANY($1::uuid[])"
         " AND status IN ('queued', 'processing'))",
         ids,
-    ):
+    ) or await any_duplicate_of_failed_tasks(c, ids):
         raise _TaskQueuedMeanwhile
     rows = await c.fetch(
         "DELETE FROM documents WHERE id = ANY($1::uuid[]) RETURNING id",
