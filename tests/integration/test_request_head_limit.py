@@ -190,3 +190,18 @@ def test_a_slow_body_that_keeps_arriving_is_answered(short_head_time: int) -> No
             sock.sendall(piece)
         answer = read_to_close(sock)
     assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"ok"), answer
+
+
+def test_a_head_over_the_bound_after_a_request_still_answered_is_refused_after_its_answer(
+    short_head_time: int,
+) -> None:
+    """The 431 was written at once, while the request before it (pipelined) was still answered: the
+    client read it as that request's answer, and the real one was lost (review)."""
+    with socket.create_connection(("127.0.0.1", short_head_time), timeout=20) as sock:
+        sock.sendall(b"GET /first HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        time.sleep(0.3)  # read and under way (SLOW_ANSWER_S)
+        sock.sendall(head("/second", b"X-Big: " + b"x" * (MAX_HEAD_BYTES + 1000)))
+        answer = read_to_close(sock)
+    first, _, rest = answer.partition(b"\r\n\r\nok")
+    assert first.startswith(b"HTTP/1.1 200 OK"), answer[:300]
+    refused(rest)

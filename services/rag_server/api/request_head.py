@@ -168,15 +168,26 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             )
         self.transport.close()
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # the next pipelined request starts, if any
+        if self._refused and not self.transport.is_closing() and self.cycle.response_complete:
+            self._refuse_now()  # its 431 waited for the answers to the requests before it
+
     def _refuse(self) -> None:
         logger.warning("a request's line and headers went over %d bytes: 431, closed", MAX_HEAD_BYTES)
         self._stop_head_clock()
+        self._refused = True  # what comes next is dropped
+        if self.cycle is None or self.cycle.response_complete:
+            self._refuse_now()
+        # Else an earlier request (pipelined) is still answered: its answer first, the 431 after it (written
+        # now, it was read as that request's answer, and the request's own was lost).
+
+    def _refuse_now(self) -> None:
         self._answer(431, "Request Header Fields Too Large", HEAD_TOO_LARGE)
         # A lingering close: closed at once with the rest of the request unread, the socket answers the
         # client's next bytes with a reset, which drops the 431 unread on the client's side ("connection
         # reset by peer"). The answer is followed by a FIN, what the client still sends is read and
         # dropped, and the connection closes once the client closes it, or after LINGER_S.
-        self._refused = True
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_S, self.transport.close)
