@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,49 @@ BODY_IDLE_S = 60.0
 HEAD_TOO_LARGE = (
     f"The request's line and headers are over the limit of {MAX_HEAD_BYTES:,} bytes: send long values "
     "(a query, a filter) in a POST body."
+)
+
+
+def check_uvicorn() -> None:
+    """RuntimeError unless the installed uvicorn has what this protocol reads of it: hooks it overrides,
+    and attributes of its protocol, request cycle, flow control and server state read in the clocks'
+    callbacks. A uvicorn without one (pyproject bounds it from below only) would raise there, in the
+    event loop's log, and leave the connection open: the bounds gone without a word. At import, so
+    `serve` and `up` stop at start."""
+    from uvicorn.protocols.http.flow_control import FlowControl
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+    from uvicorn.server import ServerState
+
+    hooks = [h for h in _HOOKS if not callable(getattr(HttpToolsProtocol, h, None))]
+    uses = [
+        (HttpToolsProtocol.__init__, {"loop", "server_state", "cycle", "pipeline"}),
+        (HttpToolsProtocol.connection_made, {"transport", "flow"}),
+        (
+            RequestResponseCycle.__init__,
+            {"response_started", "response_complete", "waiting_for_100_continue"},
+        ),
+        (FlowControl.__init__, {"read_paused"}),
+        (ServerState.__init__, {"default_headers"}),
+    ]
+    attributes = sorted(
+        n for f, names in uses for n in names - set(getattr(getattr(f, "__code__", None), "co_names", ()))
+    )
+    if hooks or attributes:
+        raise RuntimeError(
+            f"uvicorn {uvicorn.__version__} is not the uvicorn api/request_head.py was written for (no "
+            f"{', '.join([*hooks, *attributes])}): install the uvicorn[standard] it was tested with (0.55), "
+            "or adapt it."
+        )
+
+
+_HOOKS = (
+    "connection_made",
+    "connection_lost",
+    "data_received",
+    "on_message_begin",
+    "on_headers_complete",
+    "on_message_complete",
+    "on_response_complete",
 )
 
 
@@ -204,3 +248,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             b"connection: close\r\n\r\n",
         ]
         self.transport.write(b"".join(head) + body)
+
+
+check_uvicorn()
