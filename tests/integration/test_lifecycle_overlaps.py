@@ -310,6 +310,12 @@ def test_a_new_file_for_a_document_whose_chunks_are_being_written_is_a_409_not_a
                 )
                 assert replacing.status_code == 409, replacing.text
                 assert "being written" in replacing.json()["detail"], replacing.text
+                # The same bytes again, a plain upload (a folder ingested again): it waited for the row
+                # too, to RAG_API_DB_TIMEOUT_S (review).
+                again = await asyncio.to_thread(
+                    upload, client, {"coati-copy.txt": b"Notes about coati tails."}
+                )
+                assert again.status_code == 409 and again.json()["code"] == "document_busy", again.text
         finally:
             await conn.close()
 

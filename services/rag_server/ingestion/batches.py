@@ -16,6 +16,7 @@ from rag_server.errors import CollectionNotFoundError, InvalidInputError, NotFou
 from rag_server.infra.database import LONG_STATEMENT_TIMEOUT_S, Executor, connection, transaction
 from rag_server.infra.log_context import current_request_id
 from rag_server.infra.queue import IngestQueue
+from rag_server.ingestion import locks
 from rag_server.ingestion.documents import IncomingFile, insert_new_document
 from rag_server.ingestion.models import (
     TASK_STATUSES,
@@ -152,12 +153,14 @@ async def _add_file(
         doc_id = await insert_new_document(conn, f, sha, "queued", collection_id)
         if doc_id is not None:
             return await _queue_task(conn, queue, batch_id, doc_id, f.filename, request_id)
-        existing = await conn.fetchrow(
-            "SELECT id, status, chunk_count, filename FROM documents"
-            " WHERE collection_id = $1 AND sha256 = $2 FOR UPDATE",
-            collection_id,
-            sha,
-        )
+        # Its row: held by a final write for as long as a big file's chunks take (locks.py).
+        async with locks.document_rows(conn, f"the document holding {f.filename!r}'s bytes"):
+            existing = await conn.fetchrow(
+                "SELECT id, status, chunk_count, filename FROM documents"
+                " WHERE collection_id = $1 AND sha256 = $2 FOR UPDATE",
+                collection_id,
+                sha,
+            )
         if existing is not None:
             break
         # The conflicting document was deleted in between: try the insert again.
