@@ -7,6 +7,7 @@ also arrive in time (408): uvicorn waited for ever on a connection that sent not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -125,6 +126,7 @@ def short_head_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     HEAD_TIMEOUT_S and BODY_IDLE_S; its port."""
     monkeypatch.setattr(request_head, "HEAD_TIMEOUT_S", 1.0)
     monkeypatch.setattr(request_head, "BODY_IDLE_S", 1.0)
+    monkeypatch.setattr(request_head, "BODY_MIN_BYTES", 1)
     port = free_port()
     config = uvicorn.Config(
         slow_app, host="127.0.0.1", port=port, http=BoundedHttpToolsProtocol, log_level="error"
@@ -179,7 +181,7 @@ def test_a_body_that_stops_arriving_is_408_and_closed(short_head_time: int) -> N
         answer = read_to_close(sock)  # a timeout here: the server kept it open
     status, _, rest = answer.partition(b"\r\n")
     assert status == b"HTTP/1.1 408 Request Timeout", answer
-    assert "nothing more of it came for 1 s" in json.loads(rest.partition(b"\r\n\r\n")[2])["detail"]
+    assert "of it came in 1 s" in json.loads(rest.partition(b"\r\n\r\n")[2])["detail"]
 
 
 def test_a_slow_body_that_keeps_arriving_is_answered(short_head_time: int) -> None:
@@ -190,6 +192,33 @@ def test_a_slow_body_that_keeps_arriving_is_answered(short_head_time: int) -> No
             sock.sendall(piece)
         answer = read_to_close(sock)
     assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"ok"), answer
+
+
+def test_a_body_trickled_too_slowly_is_408_and_closed(
+    short_head_time: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A byte every 59 s kept BODY_IDLE_S from ever passing: the connection held for as long as the
+    client liked. Under BODY_MIN_BYTES in a window, the body is over."""
+    monkeypatch.setattr(request_head, "BODY_MIN_BYTES", 100)
+    with socket.create_connection(("127.0.0.1", short_head_time), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n")
+        stop = threading.Event()
+
+        def trickle() -> None:  # 2 bytes each 0.3 s, until the server closes: never 1 s without one
+            with contextlib.suppress(OSError):
+                while not stop.wait(0.3):
+                    sock.sendall(b"ab")
+
+        sender = threading.Thread(target=trickle, daemon=True)
+        sender.start()
+        try:
+            answer = read_to_close(sock)  # a timeout here: the server kept it open
+        finally:
+            stop.set()
+            sender.join()
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 408 Request Timeout", answer
+    assert "under 100 bytes of it came in 1 s" in json.loads(rest.partition(b"\r\n\r\n")[2])["detail"]
 
 
 def test_a_head_over_the_bound_after_a_request_still_answered_is_refused_after_its_answer(

@@ -12,8 +12,9 @@ A head is bounded in time too: HEAD_TIMEOUT_S from a connection's start, or from
 to its last header. uvicorn waited for ever on a connection that sent nothing, or half a head, so anyone
 could hold the server's connections (and its open files: 20,000 here) with idle sockets until it could
 accept no other. Half a head is answered 408, and the connection closed; one that sent nothing is closed.
-So is a body: one that stops arriving for BODY_IDLE_S while the server reads it (a head announcing 100
-bytes, then 3 of them, held a connection for ever as well) is answered 408 and its connection closed.
+So is a body: one that stops arriving while the server reads it (under BODY_MIN_BYTES in BODY_IDLE_S: a
+head announcing 100 bytes, then 3 of them, held a connection for ever as well) is answered 408 and its
+connection closed.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ HEAD_TIMEOUT_S = 30.0
 # Between two pieces of a request's body while the server reads it (a slow upload still sends something
 # every second; one waiting for the server to read on, or for its 100 Continue, is not counted).
 BODY_IDLE_S = 60.0
+# ... and at least this much of it in each BODY_IDLE_S: a body trickled a byte every 59 s held its
+# connection for as long as it liked (any real client, even on a poor link, sends far more).
+BODY_MIN_BYTES = 1024
 
 HEAD_TOO_LARGE = (
     f"The request's line and headers are over the limit of {MAX_HEAD_BYTES:,} bytes: send long values "
@@ -103,6 +107,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._heads = 0  # heads read whole on this connection
         self._head_clock: asyncio.TimerHandle | None = None
         self._body_clock: asyncio.TimerHandle | None = None
+        self._body_window = 0  # bytes of the body since its clock started
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -133,8 +138,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:
             return  # what the client still sends after its 431 (see _refuse)
         if not self._in_head:
-            if self._body_clock is not None:
-                self._start_body_clock()  # a piece of the body came: its clock starts again
+            self._body_window += len(data)
+            if self._body_clock is not None and self._body_window >= BODY_MIN_BYTES:
+                self._start_body_clock()  # enough of the body came: its clock starts again
             super().data_received(data)
             return
         room = MAX_HEAD_BYTES - self._head_bytes
@@ -188,6 +194,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _start_body_clock(self) -> None:
         self._stop_body_clock()
+        self._body_window = 0
         self._body_clock = self.loop.call_later(BODY_IDLE_S, self._body_stalled)
 
     def _stop_body_clock(self) -> None:
@@ -208,7 +215,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._answer(
                 408,
                 "Request Timeout",
-                f"The request's body stopped arriving: nothing more of it came for {BODY_IDLE_S:g} s.",
+                f"The request's body stopped arriving: under {BODY_MIN_BYTES:,} bytes of it came in "
+                f"{BODY_IDLE_S:g} s.",
             )
         self.transport.close()
 
