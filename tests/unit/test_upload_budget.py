@@ -39,3 +39,24 @@ async def test_no_room_in_time_is_a_busy_error(monkeypatch: pytest.MonkeyPatch) 
 async def _hold(budget: UploadBudget, size: int) -> int:
     async with budget.holding(size):
         return budget.held
+
+
+async def test_an_upload_cancelled_while_it_holds_the_budget_gives_it_back() -> None:
+    """A client gone mid-upload cancels its request: what it held must come back, else the budget shrank
+    for the life of the process and later uploads waited for nothing."""
+    budget = UploadBudget(100)
+    holding = asyncio.Event()
+
+    async def stalled() -> None:
+        async with budget.holding(100):
+            holding.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(stalled())
+    await holding.wait()
+    waiting = asyncio.create_task(_hold(budget, 60))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    task.cancel()
+    assert await waiting == 60
+    assert budget.held == 0
