@@ -223,6 +223,10 @@ async def test_retrieve_list_input_items_and_delete(
     assert first.has_more and first.last_id == first.data[-1].id  # type: ignore[union-attr]
     rest = await aplain.responses.input_items.list(created.id, order="asc", after=first.last_id)
     assert [i.role for i in rest.data] == ["user"] and not rest.has_more  # type: ignore[union-attr]
+    # An id that is not one of its items is a 400 naming `after`, not the first page again.
+    with pytest.raises(openai.BadRequestError) as bad:
+        await aplain.responses.input_items.list(created.id, after="msg_unknown")
+    assert bad.value.param == "after" and "msg_unknown" in bad.value.message
     # Every page the SDK's iterator follows.
     every = [i.id async for i in aplain.responses.input_items.list(created.id, limit=1)]  # type: ignore[union-attr]
     assert every == [i.id for i in items.data]  # type: ignore[union-attr]

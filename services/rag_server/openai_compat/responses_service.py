@@ -20,7 +20,7 @@ from typing import Literal, TypeVar
 from rag_server.chat.models import Source
 from rag_server.chat.service import ChatService
 from rag_server.chat.turn import Turn
-from rag_server.errors import ForbiddenError, NotFoundError, ResponseNotFoundError
+from rag_server.errors import ForbiddenError, InvalidInputError, NotFoundError, ResponseNotFoundError
 from rag_server.infra.database import retry_sentence
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import ScopedPool
@@ -107,13 +107,15 @@ async def input_items(
     after: str | None,
 ) -> InputItemList:
     """A page of the stored request's input items (`order` desc: the last first, OpenAI's default),
-    those after the item `after` (an id of this list; an unknown one: from the start)."""
+    those after the item `after` (an id of this list; any other is a 400, not a silent first page)."""
     stored = await _read(runtime, lambda c: response_store.get(c, response_id))
     items = [InputItem.model_validate(item) for item in stored.input]
     if order == "desc":
         items.reverse()
     ids = [item.id for item in items]
-    start = ids.index(after) + 1 if after in ids else 0
+    if after is not None and after not in ids:
+        raise InvalidInputError(f"No input item with id {after[:100]!r} in response {response_id!r}.", "after")
+    start = ids.index(after) + 1 if after is not None else 0
     page = items[start : start + limit]
     return InputItemList(
         data=page,
