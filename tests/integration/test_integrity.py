@@ -79,6 +79,10 @@ async def healthy(runtime: Runtime) -> dict[str, uuid.UUID]:
                 role,
                 metadata,
             )
+        await conn.execute(
+            """INSERT INTO v1_responses (id, collection_id, input, response)
+               SELECT 'resp_' || repeat('0', 32), collection_id, '[]', '{}' FROM documents LIMIT 1"""
+        )
     assert refs[0].document_id and refs[1].document_id
     return {"doc": refs[0].document_id, "task": refs[0].task_id, "failed": bad.task_id, "session": session}
 
@@ -108,6 +112,7 @@ async def test_a_healthy_database_passes(runtime: Runtime, healthy: dict[str, uu
     assert report.ok, report.lines()
     assert report.counts["documents"] == 3 and report.counts["chunks"] >= 8
     assert report.counts["chat messages"] == 2 and report.counts["queue messages"] == 0
+    assert report.counts["stored responses"] == 1
     assert report.lines()[-1] == "integrity: OK"
 
 

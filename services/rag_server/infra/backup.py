@@ -46,6 +46,7 @@ COUNTED_TABLES = {
     "chunks": "chunks",
     "chat sessions": "chat_sessions",
     "chat messages": "chat_messages",
+    "stored responses": "v1_responses",
     "API keys": "api_keys",
     "tasks": "job_tasks",
 }

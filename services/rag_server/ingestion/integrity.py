@@ -286,6 +286,7 @@ COUNTS = {
     "chunks": "SELECT count(*) FROM chunks",
     "tasks": "SELECT count(*) FROM job_tasks",
     "chat messages": "SELECT count(*) FROM chat_messages",
+    "stored responses": "SELECT count(*) FROM v1_responses",
 }
 
 
