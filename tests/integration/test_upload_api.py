@@ -445,11 +445,20 @@ def test_a_duplicate_of_a_document_that_then_fails_is_failed_too(client: TestCli
     assert [t["status"] for t in first["tasks"]] == ["queued", "duplicate"]
     status = wait_batch(client, first["batch_id"])
     assert status["status"] == "failed" and status["counts"]["failed"] == 2, status
-    [duplicate] = [t for t in status["tasks"] if t["filename"] == "notes.txt"]
+    [original, duplicate] = sorted(status["tasks"], key=lambda t: t["filename"])
     assert duplicate["status"] == "failed" and duplicate["error"].startswith(
         "The same file was uploaded as 'notes.pptx', which failed: The file is not a PowerPoint"
     ), duplicate
     assert duplicate["error"].endswith("Upload this file again to process it as 'notes.txt'."), duplicate
+    # The task list shows it as its batch does, and finds it among the failed; a retry of it names the
+    # task to retry instead. It was listed as "duplicate" and missing from --status failed.
+    listed = client.get("/admin/tasks", params={"batch_id": first["batch_id"], "status": "failed"}).json()
+    assert sorted((t["filename"], t["error"]) for t in listed["items"]) == [
+        ("notes.pptx", original["error"]),
+        ("notes.txt", duplicate["error"]),
+    ], listed
+    refused = client.post(f"/admin/tasks/{duplicate['task_id']}/retry")
+    assert refused.status_code == 409 and "retry that task" in refused.json()["detail"], refused.json()
     # Uploaded again, it is read as text, in a batch of its own: the first batch, finished, stays as it
     # was (its duplicate follows the task of notes.pptx, not the document).
     again = upload(client, [("notes.txt", content)]).json()

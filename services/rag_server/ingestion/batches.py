@@ -193,7 +193,7 @@ async def _add_file(
         )
         return await _queue_task(conn, queue, batch_id, doc_id, f.filename, request_id)
     # finished_at: the clock, not the transaction's start, which may be before the task this duplicate
-    # stands for was committed (batch_status's _DUPLICATE_SOURCE).
+    # stands for was committed (batch_status's DUPLICATE_SOURCE).
     task_id = await conn.fetchval(
         """
         INSERT INTO job_tasks (batch_id, document_id, filename, status, total_chunks,
@@ -279,7 +279,7 @@ async def batch_status(conn: Executor, batch_id: UUID) -> BatchStatus:
                    t.failures, t.error, t.document_id, t.replaces_version, t.started_at, t.finished_at,
                    t.request_id, s.status AS source_status, s.filename AS source_filename,
                    s.error AS source_error
-            FROM job_tasks t LEFT JOIN LATERAL ({_DUPLICATE_SOURCE}) s ON t.status = 'duplicate'
+            FROM job_tasks t LEFT JOIN LATERAL ({DUPLICATE_SOURCE}) s ON t.status = 'duplicate'
             WHERE t.batch_id = $1 ORDER BY t.created_at, t.id
             """,
             batch_id,
@@ -309,7 +309,7 @@ async def batch_status(conn: Executor, batch_id: UUID) -> BatchStatus:
 # task, not the document's current status, a duplicate's view stops changing once the task is over:
 # uploading a failed document again (a new task) must not take a finished batch back to "processing".
 # Retention (ingestion/retention.py) keeps every task this may name for a kept duplicate: keep in step.
-_DUPLICATE_SOURCE = """
+DUPLICATE_SOURCE = """
     SELECT o.status, o.filename, o.error FROM job_tasks o
     WHERE o.document_id = t.document_id AND o.status <> 'duplicate' AND o.msg_id IS NOT NULL
       AND (o.replaces_version IS NULL OR o.status = 'completed') AND o.created_at <= t.finished_at
@@ -317,12 +317,22 @@ _DUPLICATE_SOURCE = """
 """
 
 
+# as_reported's status in SQL, for a list filtered on it (`s`: DUPLICATE_SOURCE): keep the two in step.
+REPORTED_STATUS = "CASE WHEN s.status IN ('queued', 'processing', 'failed') THEN s.status ELSE t.status END"
+
+
 def _reported(row: dict[str, object]) -> BatchTask:
-    """A task as its batch shows it. A duplicate of a document still queued or processing (by the task
-    current when the duplicate was uploaded, `_DUPLICATE_SOURCE`) is as unfinished as that task (its batch
-    was "completed" at once); if that task then fails, so did this file (its bytes were never read under
-    this file's name): failed, saying why and that uploading it again tries it under this name. A document
-    no task of which came first (imported, or written without the queue) leaves the duplicate as it is."""
+    return BatchTask.model_validate(as_reported(row))
+
+
+def as_reported(row: dict[str, object]) -> dict[str, object]:
+    """A task's row as its batch and the task list show it, from its DUPLICATE_SOURCE columns (popped:
+    source_status, source_filename, source_error). A duplicate of a document still queued or processing
+    (by the task current when the duplicate was uploaded) is as unfinished as that task (its batch was
+    "completed" at once); if that task then fails, so did this file (its bytes were never read under
+    this file's name): failed, saying why and that uploading it again tries it under this name. A
+    document no task of which came first (imported, or written without the queue) leaves the duplicate
+    as it is."""
     source_status = row.pop("source_status")
     source_filename = row.pop("source_filename")
     source_error = row.pop("source_error")
@@ -331,7 +341,7 @@ def _reported(row: dict[str, object]) -> BatchTask:
     elif source_status == "failed":
         row["status"] = "failed"
         row["error"] = _failed_duplicate_error(str(source_filename), source_error, str(row["filename"]))
-    return BatchTask.model_validate(row)
+    return row
 
 
 def _failed_duplicate_error(source_filename: str, source_error: object, filename: str) -> str:
@@ -343,7 +353,7 @@ def _failed_duplicate_error(source_filename: str, source_error: object, filename
 
 # The duplicates of these documents ($1) that read failed by the task they stand for.
 _FAILED_DUPLICATES = f"""
-    FROM job_tasks t JOIN LATERAL ({_DUPLICATE_SOURCE}) s ON true
+    FROM job_tasks t JOIN LATERAL ({DUPLICATE_SOURCE}) s ON true
     WHERE t.document_id = ANY($1::uuid[]) AND t.status = 'duplicate' AND s.status = 'failed'
 """
 

@@ -34,6 +34,7 @@ from rag_server.errors import ConflictError, NotFoundError
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.infra.log_context import current_request_id
 from rag_server.infra.queue import IngestQueue
+from rag_server.ingestion.batches import DUPLICATE_SOURCE, REPORTED_STATUS, as_reported
 from rag_server.ingestion.models import TaskStatus, task_message
 from rag_server.ingestion.operations_models import (
     STUCK_DEAD_WORKER,
@@ -51,11 +52,14 @@ logger = logging.getLogger(__name__)
 
 def _tasks_sql(queue: IngestQueue) -> str:
     """Tasks with their collection and why they are stuck; $1 status, $2 collection id, $3 batch id,
-    $4 task id (each NULL: any)."""
+    $4 task id (each NULL: any). A duplicate's status is the one its batch shows (batches.as_reported):
+    one whose original failed is listed, and filtered, as failed. The source is looked up for duplicates
+    only (the WHERE on `t` alone is a one-time filter of the lateral query)."""
     return f"""
     SELECT t.id AS task_id, t.batch_id, b.collection_id, c.name AS collection, t.document_id, t.filename,
            t.status, t.attempts, t.failures, t.error, t.worker_id, t.msg_id, t.created_at, t.updated_at,
            t.started_at, t.finished_at, t.request_id,
+           s.status AS source_status, s.filename AS source_filename, s.error AS source_error,
            CASE WHEN t.status = 'processing' AND t.worker_id IS NOT NULL
                      AND NOT {worker_alive_sql("t.worker_id")} THEN 'dead_worker'
                 WHEN t.status = 'queued'
@@ -63,7 +67,8 @@ def _tasks_sql(queue: IngestQueue) -> str:
                      THEN 'no_message'
            END AS stuck_kind
     FROM job_tasks t JOIN job_batches b ON b.id = t.batch_id JOIN collections c ON c.id = b.collection_id
-    WHERE ($1::text IS NULL OR t.status = $1) AND ($2::uuid IS NULL OR b.collection_id = $2)
+    LEFT JOIN LATERAL (SELECT * FROM ({DUPLICATE_SOURCE}) d WHERE t.status = 'duplicate') s ON true
+    WHERE ($1::text IS NULL OR {REPORTED_STATUS} = $1) AND ($2::uuid IS NULL OR b.collection_id = $2)
       AND ($3::uuid IS NULL OR t.batch_id = $3) AND ($4::uuid IS NULL OR t.id = $4)
     """
 
@@ -76,7 +81,7 @@ def _admin_task(row: asyncpg.Record) -> AdminTask:
         "dead_worker": STUCK_DEAD_WORKER.format(worker_id=values["worker_id"]),
         "no_message": STUCK_NO_MESSAGE,
     }.get(kind)
-    return AdminTask.model_validate(values | {"stuck": stuck})
+    return AdminTask.model_validate(as_reported(values) | {"stuck": stuck})
 
 
 async def list_tasks(
@@ -136,6 +141,12 @@ async def _lock_tasks(c: asyncpg.Connection, where: str, *args: Any) -> list[asy
 async def _retry_locked(c: asyncpg.Connection, queue: IngestQueue, task: asyncpg.Record) -> str | None:
     """Queue the (locked) task again with a new message; None, or the sentence saying why not."""
     task_id, status = task["id"], task["status"]
+    if status == "duplicate":
+        # Listed as its original's task reads (as_reported): that task is the one to retry.
+        return (
+            f"task {task_id} is a duplicate of an earlier upload of the same bytes, whose task it follows:"
+            f" retry that task, or upload {task['filename']!r} again"
+        )
     orphan = status == "queued" and not await _message_exists(c, queue, task["msg_id"])
     if status != "failed" and not orphan:
         return f"task {task_id} is {status}, not failed: only a failed task can be retried"

@@ -192,7 +192,7 @@ async def unchanged_task(
     row = await conn.fetchrow("SELECT version, chunk_count FROM documents WHERE id = $1", document_id)
     assert row is not None  # locked by queue_replacement
     detail = f"Identical to version {row['version']} of the document: nothing to replace."
-    # finished_at: the clock, as every duplicate's (batches._DUPLICATE_SOURCE reads it).
+    # finished_at: the clock, as every duplicate's (batches.DUPLICATE_SOURCE reads it).
     task_id = await conn.fetchval(
         """
         INSERT INTO job_tasks (batch_id, document_id, filename, status, total_chunks, completed_chunks,

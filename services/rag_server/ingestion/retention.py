@@ -9,7 +9,7 @@ What goes, past RAG_TASK_RETENTION_DAYS (0: nothing):
     POST /admin/tasks/{id}/retry) takes;
   * a task holding a replacement's bytes (`new_content`: a failed replacement a retry can still
     process; the swap, a later replacement's swap and the document's deletion clear them);
-  * a document's current task: the latest one `batches._DUPLICATE_SOURCE` could name (queued once, not
+  * a document's current task: the latest one `batches.DUPLICATE_SOURCE` could name (queued once, not
     a duplicate, not an unfinished or failed replacement). A file uploaded again later is shown as that
     task's outcome; were it gone, an older task (a failure before the document was uploaded again) would
     speak for the document instead. So a live document keeps one task (and its batch): what goes is
@@ -77,7 +77,7 @@ KINDS: tuple[Kind, ...] = (
 
 # A task `t` keeps its batch: unfinished, finished since the cutoff ($1), or one a document still needs
 # (the module's docstring says why each). "Current" and "a duplicate stands for it" follow
-# batches._DUPLICATE_SOURCE (which tasks it may name, newest by (created_at, id)): keep them in step.
+# batches.DUPLICATE_SOURCE (which tasks it may name, newest by (created_at, id)): keep them in step.
 _KEEPS_BATCH = """
     t.status NOT IN ('completed', 'failed', 'duplicate')
     OR t.finished_at IS NULL OR t.finished_at >= $1
