@@ -328,6 +328,16 @@ def test_filenames_are_sanitised_for_display(client: TestClient) -> None:
     assert 'filename="evil[2J.txt"' in download.headers["content-disposition"]
 
 
+def test_a_file_name_over_the_parsers_header_limit_is_a_400_saying_so(
+    client: TestClient, database_url: str
+) -> None:
+    before = document_count(database_url)
+    response = client.post("/upload", files=[("files", ("n" * 5000 + ".txt", b"text", "text/plain"))])
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith("A part's header line is over 4 KiB"), response.json()
+    assert document_count(database_url) == before
+
+
 def test_non_utf8_text_is_decoded(client: TestClient, database_url: str) -> None:
     content = ("Crème brûlée and café au lait are served. " * 5).encode("cp1252")
     response = upload(client, [("menu.txt", content)])

@@ -69,6 +69,8 @@ async def _form(
     except HTTPException as exc:
         if exc.status_code == 400 and str(exc.detail).startswith("Too many files."):
             raise too_many_files from None
+        if _header_too_long(exc):
+            raise HTTPException(400, _HEADER_TOO_LONG) from None
         raise
     unknown = sorted(set(form.keys()) - set(fields))
     if unknown:
@@ -77,6 +79,25 @@ async def _form(
         plural = "s" if len(unknown) > 1 else ""
         raise InvalidInputError(f"Unknown form field{plural} {named}: the fields are {', '.join(fields)}.")
     return form
+
+
+# python-multipart's limit on one header line of a part (its default, which Starlette keeps): a file name
+# of over ~4,000 characters. Longer names than 255 are shortened when stored (parsing.sanitize_filename).
+_HEADER_TOO_LONG = (
+    "A part's header line is over 4 KiB (a file name of thousands of characters?): the multipart parser"
+    " refuses it. Rename the file; names over 255 characters are shortened when stored anyway."
+)
+
+
+def _header_too_long(exc: BaseException) -> bool:
+    """Starlette's bare "Invalid multipart data." for python-multipart's header limit: its cause is on the
+    exception chain (Starlette raises the 400 while handling its own parse error)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if "Maximum header size exceeded" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def read_upload_form(request: Request, settings: Settings) -> FormData:
