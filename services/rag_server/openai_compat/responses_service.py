@@ -114,7 +114,7 @@ async def input_items(
         items.reverse()
     ids = [item.id for item in items]
     if after is not None and after not in ids:
-        raise InvalidInputError(f"No input item with id {after[:100]!r} in response {response_id!r}.", "after")
+        raise InvalidInputError(f"No input item {after[:100]!r} in response {response_id!r}.", "after")
     start = ids.index(after) + 1 if after is not None else 0
     page = items[start : start + limit]
     return InputItemList(
