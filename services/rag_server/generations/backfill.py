@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import numpy as np
@@ -23,10 +23,12 @@ from rag_server.generations import store
 from rag_server.generations.active import embedder_for
 from rag_server.infra.database import is_transient_db_error, transaction
 from rag_server.infra.embeddings import EmbeddingError
-from rag_server.infra.queue import Message
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.pipeline import embed_chunks
+
+if TYPE_CHECKING:
+    from rag_server.infra.queue import Message
 
 logger = logging.getLogger(__name__)
 

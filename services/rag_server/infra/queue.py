@@ -7,11 +7,14 @@ caller's transaction (upload + enqueue, chunks + task done + delete are each one
 from __future__ import annotations
 
 import logging
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from pgmq import Message
-from pgmq.async_queue import PGMQueue
+
+if TYPE_CHECKING:  # pgmq's package imports its psycopg and SQLAlchemy clients too (~0.3 s): when used
+    from pgmq import Message
+    from pgmq.async_queue import PGMQueue
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +60,13 @@ class IngestQueue:
         self.name = name
         self.table = queue_table(name)
         self.archive_table = archive_table(name)
-        self._client = PGMQueue(pool=pool, init_extension=False)
+        self._pool = pool
+
+    @cached_property
+    def _client(self) -> PGMQueue:
+        from pgmq.async_queue import PGMQueue
+
+        return PGMQueue(pool=self._pool, init_extension=False)
 
     async def send(self, message: dict[str, Any], conn: asyncpg.Connection | None = None) -> int:
         return int(await self._client.send(self.name, message, conn=conn))

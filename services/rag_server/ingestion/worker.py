@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import numpy as np
@@ -29,7 +30,6 @@ from rag_server.infra.embeddings import EmbeddingError
 from rag_server.infra.heap import startup_heap_frozen
 from rag_server.infra.lifetime import StopSignals, unless_stopped
 from rag_server.infra.log_context import current_request_id, log_context, valid_request_id
-from rag_server.infra.queue import Message
 from rag_server.infra.runtime import Runtime, open_runtime
 from rag_server.ingestion import housekeeping, tasks
 from rag_server.ingestion.chunks import DeleteWaitingError
@@ -37,6 +37,9 @@ from rag_server.ingestion.parse_process import CodeChanged, ParseProcess, Parser
 from rag_server.ingestion.parsing import ParseError
 from rag_server.ingestion.recovery import WorkerLease
 from rag_server.ingestion.retry_policy import give_up_reason, retry_delay_s
+
+if TYPE_CHECKING:  # pgmq is imported when the queue is first used (infra/queue.py)
+    from rag_server.infra.queue import Message
 
 logger = logging.getLogger(__name__)
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
+from typing import TYPE_CHECKING
 
 from rag_server.config import Settings
 from rag_server.infra.database import sqlalchemy_url
+
+if TYPE_CHECKING:  # Alembic is imported when it runs: every CLI command imports this module
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 MIGRATIONS_DIR = Path(__file__).parent
 # Any constant works; it only has to be the same in every process that migrates this database.
@@ -23,6 +24,8 @@ ADVISORY_LOCK_KEY = 0x5241_4753  # "RAGS"
 
 
 def alembic_config(database_url: str, settings: Settings) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     # Not set_main_option: ConfigParser would try to interpolate '%' in passwords.
@@ -33,6 +36,8 @@ def alembic_config(database_url: str, settings: Settings) -> Config:
 
 @lru_cache(maxsize=1)
 def _scripts() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory(str(MIGRATIONS_DIR))
 
 
@@ -61,6 +66,8 @@ def newer_schema(revisions: Iterable[str]) -> str | None:
 
 def upgrade_to_head(database_url: str, settings: Settings) -> None:
     """Blocking; call through asyncio.to_thread from async code."""
+    from alembic import command
+
     command.upgrade(alembic_config(database_url, settings), "head")
 
 
