@@ -31,6 +31,16 @@ class ResponseNotFoundError(NotFoundError):
         self.param = param
 
 
+class PreviousResponseNotFoundError(ResponseNotFoundError):
+    """`previous_response_id` names no stored response this key reaches: a 400 with OpenAI's own code,
+    `previous_response_not_found` (agents such as Codex recover on it by resending the conversation)."""
+
+    code = "previous_response_not_found"
+
+    def __init__(self, response_id: str) -> None:
+        super().__init__(response_id, "previous_response_id")
+
+
 class InvalidInputError(Exception):
     """The request is well-formed but its content is unusable, e.g. an upload without files (422).
     `param`: the request field at fault, when one is (the OpenAI-compatible API's `param`)."""

@@ -94,15 +94,15 @@ def answer_messages(fake_llm: FakeLLM) -> list[tuple[str, str]]:
     return [(m["role"], m["content"]) for m in answer["messages"]]
 
 
-def assert_not_found(
-    caught: pytest.ExceptionInfo[openai.NotFoundError], response_id: str, param: Any
-) -> None:
-    what = "Previous response" if param else "Response"
+def assert_not_found(caught: pytest.ExceptionInfo[openai.APIStatusError], response_id: str, param: Any) -> None:
+    """A stored response not found: a 404; as `previous_response_id`, OpenAI's 400 and its code."""
+    previous = param == "previous_response_id"
+    assert caught.value.status_code == (400 if previous else 404)
     assert caught.value.response.json()["error"] == {
-        "message": f"{what} with id {response_id!r} not found.",
+        "message": f"{'Previous response' if previous else 'Response'} with id {response_id!r} not found.",
         "type": "invalid_request_error",
         "param": param,
-        "code": "response_not_found",
+        "code": "previous_response_not_found" if previous else "response_not_found",
     }
 
 
@@ -239,7 +239,7 @@ async def test_retrieve_list_input_items_and_delete(
         await aplain.responses.retrieve(created.id)
     assert_not_found(caught, created.id, None)
     for stream in (False, True):
-        with pytest.raises(openai.NotFoundError) as caught:
+        with pytest.raises(openai.BadRequestError) as caught:
             await aplain.responses.create(
                 model="rag:alpha", input="and k1?", previous_response_id=created.id, stream=stream
             )
@@ -266,7 +266,7 @@ async def test_store_false_keeps_nothing(aplain: openai.AsyncOpenAI) -> None:
         with pytest.raises(openai.NotFoundError) as caught:
             await aplain.responses.retrieve(response.id)
         assert_not_found(caught, response.id, None)
-        with pytest.raises(openai.NotFoundError) as caught:
+        with pytest.raises(openai.BadRequestError) as caught:
             await aplain.responses.create(
                 model="rag:alpha", input="and k1?", previous_response_id=response.id
             )
@@ -293,7 +293,7 @@ def test_another_keys_response_is_not_found_and_stays(
                 attempt()
             assert caught.value.response.json()["error"]["code"] == "response_not_found"
         model = "rag:alpha" if who == "other_alpha" else "rag:beta"
-        with pytest.raises(openai.NotFoundError) as caught:
+        with pytest.raises(openai.BadRequestError) as caught:
             other.responses.create(model=model, input="and k1?", previous_response_id=mine.id)
         assert_not_found(caught, mine.id, "previous_response_id")
     # An admin reads it (as it reads any key's chat session); the owner still has it.
@@ -307,9 +307,10 @@ def test_an_unknown_id_is_not_found(plain: openai.OpenAI, response_id: str) -> N
     with pytest.raises(openai.NotFoundError) as caught:
         plain.responses.retrieve(response_id)
     assert caught.value.response.json()["error"]["code"] == "response_not_found"
-    with pytest.raises(openai.NotFoundError) as caught:
+    with pytest.raises(openai.BadRequestError) as caught:
         plain.responses.create(model="rag:alpha", input=QUESTION, previous_response_id=response_id)
     assert caught.value.response.json()["error"]["param"] == "previous_response_id"
+    assert caught.value.code == "previous_response_not_found"
 
 
 def test_a_continuation_in_an_unreadable_collection_is_the_models_404(plain: openai.OpenAI) -> None:

@@ -27,6 +27,7 @@ from rag_server.errors import (
     ForbiddenError,
     InvalidInputError,
     NotFoundError,
+    PreviousResponseNotFoundError,
     ResponseNotFoundError,
     TooLargeError,
     UnauthenticatedError,
@@ -55,7 +56,7 @@ class AsciiJSONResponse(JSONResponse):
 
 
 # The `code`s a domain error may carry (errors.py): stable names a client may branch on.
-ErrorCode = Literal["collection_not_found", "document_busy", "response_not_found"]
+ErrorCode = Literal["collection_not_found", "document_busy", "response_not_found", "previous_response_not_found"]
 
 
 class ErrorResponse(BaseModel):
@@ -68,7 +69,8 @@ class ErrorResponse(BaseModel):
         "absent when the status says enough. collection_not_found: a collection the request names does "
         "not exist, or the key may not read it (renamed or deleted meanwhile). document_busy (409): a "
         "document the request edits is being written (a new version's chunks): try again later. "
-        "response_not_found (/v1, in OpenAI's error shape): a stored response missing or not this key's.",
+        "response_not_found (/v1, in OpenAI's error shape): a stored response missing or not this key's; "
+        "previous_response_not_found (/v1, 400): the same for `previous_response_id`.",
     )
 
 
@@ -152,10 +154,10 @@ def _error(
     code: str | None = None,
 ) -> JSONResponse:
     # /v1 keeps OpenAI's shape and codes: there a collection is a model, and its 404 is `model_not_found`
-    # (a stored response's is its own, `response_not_found`).
+    # (a stored response's is its own, `response_not_found`, or OpenAI's `previous_response_not_found`).
     if is_openai_path(request.url.path):
         content = error_content(status, detail, param)
-        if code == ResponseNotFoundError.code:
+        if code in (ResponseNotFoundError.code, PreviousResponseNotFoundError.code):
             content["error"]["code"] = code
     else:
         content = {"detail": detail} if code is None else {"detail": detail, "code": code}
@@ -165,6 +167,7 @@ def _error(
 _DOMAIN_STATUS: dict[type[Exception], int] = {
     UnauthenticatedError: 401,
     ForbiddenError: 403,
+    PreviousResponseNotFoundError: 400,  # OpenAI's status, before its base's 404
     NotFoundError: 404,
     ConflictError: 409,
     InvalidInputError: 422,

@@ -15,7 +15,12 @@ from uuid import UUID
 
 import asyncpg
 
-from rag_server.errors import CollectionNotFoundError, ForbiddenError, ResponseNotFoundError
+from rag_server.errors import (
+    CollectionNotFoundError,
+    ForbiddenError,
+    PreviousResponseNotFoundError,
+    ResponseNotFoundError,
+)
 from rag_server.infra.database import Executor
 
 # The ids this server gives (responses_service._Draft): anything else names no stored response.
@@ -31,9 +36,9 @@ class StoredResponse:
     response: dict[str, Any]
 
 
-def _checked(response_id: str, param: str | None) -> str:
+def _checked(response_id: str, missing: ResponseNotFoundError) -> str:
     if RESPONSE_ID.fullmatch(response_id) is None:  # never sent to the database (a NUL, 10 MB...)
-        raise ResponseNotFoundError(response_id, param)
+        raise missing
     return response_id
 
 
@@ -66,20 +71,20 @@ async def save(
         raise ForbiddenError("the response was not stored: its API key was revoked") from None
 
 
-async def get(conn: Executor, response_id: str, param: str | None = None) -> StoredResponse:
+async def get(conn: Executor, response_id: str) -> StoredResponse:
     row = await conn.fetchrow(
         "SELECT id, collection_id, previous_id, input, response FROM v1_responses WHERE id = $1",
-        _checked(response_id, param),
+        _checked(response_id, ResponseNotFoundError(response_id)),
     )
     if row is None:
-        raise ResponseNotFoundError(response_id, param)
+        raise ResponseNotFoundError(response_id)
     return StoredResponse(**dict(row))
 
 
 async def conversation(conn: Executor, response_id: str, *, depth: int) -> list[tuple[str, str]]:
     """The user and assistant messages of the chain that ends with `response_id`, oldest first: each
     response's input messages, then its answer; at most `depth` responses back (a response deleted,
-    pruned or out of the key's reach ends the chain there). ResponseNotFoundError for `response_id`."""
+    pruned or out of the key's reach ends the chain there). PreviousResponseNotFoundError for `response_id`."""
     rows = await conn.fetch(
         """
         WITH RECURSIVE chain AS (
@@ -92,11 +97,11 @@ async def conversation(conn: Executor, response_id: str, *, depth: int) -> list[
         )
         SELECT input, output FROM chain ORDER BY depth DESC
         """,
-        _checked(response_id, "previous_response_id"),
+        _checked(response_id, PreviousResponseNotFoundError(response_id)),
         max(depth, 1),
     )
     if not rows:
-        raise ResponseNotFoundError(response_id, "previous_response_id")
+        raise PreviousResponseNotFoundError(response_id)
     messages: list[tuple[str, str]] = []
     for row in rows:
         for item in [*row["input"], *(row["output"] or [])]:
@@ -108,7 +113,7 @@ async def conversation(conn: Executor, response_id: str, *, depth: int) -> list[
 
 async def delete(conn: Executor, response_id: str) -> None:
     deleted = await conn.fetchval(
-        "DELETE FROM v1_responses WHERE id = $1 RETURNING id", _checked(response_id, None)
+        "DELETE FROM v1_responses WHERE id = $1 RETURNING id", _checked(response_id, ResponseNotFoundError(response_id))
     )
     if deleted is None:
         raise ResponseNotFoundError(response_id)
