@@ -94,7 +94,9 @@ def answer_messages(fake_llm: FakeLLM) -> list[tuple[str, str]]:
     return [(m["role"], m["content"]) for m in answer["messages"]]
 
 
-def assert_not_found(caught: pytest.ExceptionInfo[openai.APIStatusError], response_id: str, param: Any) -> None:
+def assert_not_found(
+    caught: pytest.ExceptionInfo[openai.APIStatusError], response_id: str, param: Any
+) -> None:
     """A stored response not found: a 404; as `previous_response_id`, OpenAI's 400 and its code."""
     previous = param == "previous_response_id"
     assert caught.value.status_code == (400 if previous else 404)

@@ -56,7 +56,9 @@ class AsciiJSONResponse(JSONResponse):
 
 
 # The `code`s a domain error may carry (errors.py): stable names a client may branch on.
-ErrorCode = Literal["collection_not_found", "document_busy", "response_not_found", "previous_response_not_found"]
+ErrorCode = Literal[
+    "collection_not_found", "document_busy", "response_not_found", "previous_response_not_found"
+]
 
 
 class ErrorResponse(BaseModel):

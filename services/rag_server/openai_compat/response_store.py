@@ -84,7 +84,8 @@ async def get(conn: Executor, response_id: str) -> StoredResponse:
 async def conversation(conn: Executor, response_id: str, *, depth: int) -> list[tuple[str, str]]:
     """The user and assistant messages of the chain that ends with `response_id`, oldest first: each
     response's input messages, then its answer; at most `depth` responses back (a response deleted,
-    pruned or out of the key's reach ends the chain there). PreviousResponseNotFoundError for `response_id`."""
+    pruned or out of the key's reach ends the chain there). PreviousResponseNotFoundError for
+    `response_id`."""
     rows = await conn.fetch(
         """
         WITH RECURSIVE chain AS (
@@ -112,11 +113,12 @@ async def conversation(conn: Executor, response_id: str, *, depth: int) -> list[
 
 
 async def delete(conn: Executor, response_id: str) -> None:
+    missing = ResponseNotFoundError(response_id)
     deleted = await conn.fetchval(
-        "DELETE FROM v1_responses WHERE id = $1 RETURNING id", _checked(response_id, ResponseNotFoundError(response_id))
+        "DELETE FROM v1_responses WHERE id = $1 RETURNING id", _checked(response_id, missing)
     )
     if deleted is None:
-        raise ResponseNotFoundError(response_id)
+        raise missing
 
 
 # --- retention (ingestion/retention.py: every key's, as the system scope) ---------------------------
