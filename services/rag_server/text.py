@@ -13,6 +13,7 @@ import unicodedata
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 
 # Han, Hiragana, Katakana, Hangul (CJK Extension A, Unified and Compatibility Ideographs, Extensions B-G):
 # scripts written without spaces between words, which BM25 reads as characters and pairs (migration
@@ -101,3 +102,16 @@ container instead: the same limit, but its error counts "items", not characters.
 CleanText = Annotated[str, Cleaned]
 """A `str` field passed through `clean_text`; use it (or `Cleaned`) for every free-text request field.
 Unbounded, or bounded by its own `Field(...)` as a model's attribute (`query: CleanText = Field(...)`)."""
+
+
+def _refuse_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_is_no_number", "a number, not true/false")
+    return value
+
+
+NotBool = BeforeValidator(_refuse_bool)
+"""On a request's number field: JSON's true/false refused (a 422; /v1: OpenAI's 400), where pydantic's
+lax mode reads true as 1 and false as 0 (`top_k: true` searched for one hit, `max_tokens: true` cut the
+answer after one token, `min_similarity: false` set a floor of 0). A bound goes before it, as with
+`Cleaned`: `Annotated[int, Field(ge=1), NotBool]`."""

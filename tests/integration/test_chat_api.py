@@ -438,6 +438,8 @@ async def test_bad_input_and_unknown_ids_are_4xx(plain_server: Server, client: h
         {"query": "   "},
         {"query": "x", "top_k": 0},
         {"query": "x", "top_k": 1000},
+        {"query": "x", "top_k": True},  # no number: it was read as 1
+        {"query": "x", "min_similarity": False},  # it was read as a floor of 0
         {},
     ):
         assert (await client.post(f"{base}/query", json=body)).status_code == 422, body

@@ -286,6 +286,11 @@ QUESTION_MESSAGES: Any = [{"role": "user", "content": QUESTION}]
             "function_call",
             "function_call: this server calls no functions: function_call must be 'auto' or 'none'",
         ),
+        # JSON's true/false is no number (OpenAI's 400): pydantic read true as 1, an answer of one token.
+        ({"max_tokens": True}, "max_tokens", "max_tokens: a number, not true/false"),
+        ({"max_completion_tokens": True}, "max_completion_tokens", "max_completion_tokens: a number"),
+        ({"temperature": True}, "temperature", "temperature: a number, not true/false"),
+        ({"n": True}, "n", "n: a number, not true/false"),
         (
             {"logprobs": True},
             "logprobs",

@@ -447,6 +447,9 @@ TOOLS: Any = [{"type": "function", "name": "f", "parameters": {"type": "object"}
         ),
         ({"instructions": "a" * 20_001}, "instructions", "instructions: String should have at most 20000"),
         ({"max_output_tokens": 0}, "max_output_tokens", "max_output_tokens: "),
+        # JSON's true/false is no number: true was read as 1, an answer cut after one token.
+        ({"max_output_tokens": True}, "max_output_tokens", "max_output_tokens: a number, not true/false"),
+        ({"temperature": True}, "temperature", "temperature: a number, not true/false"),
     ],
 )
 async def test_what_the_server_cannot_honour_is_an_openai_400_naming_it(

@@ -295,6 +295,11 @@ def test_a_text_match_refused_is_a_422_naming_where(client: TestClient) -> None:
         {"query": "x", "top_k": 0},
         {"query": "x", "top_k": 101},
         {"query": "x", "top_k": "many"},
+        # JSON's true/false is no number: pydantic's lax mode read true as 1 (one hit, ef_search 1) and
+        # false as a floor of 0, without a word.
+        {"query": "x", "top_k": True},
+        {"query": "x", "ef_search": True},
+        {"query": "x", "min_similarity": False},
         {"query": "x", "search_type": "fuzzy"},
         {"query": "x", "fusion": "max"},
         {"query": "x", "ef_search": 0},

@@ -19,7 +19,7 @@ from rag_server.retrieval.models import (
     SearchFilters,
     SearchType,
 )
-from rag_server.text import CleanText
+from rag_server.text import CleanText, NotBool
 
 Role = Literal["system", "user", "assistant"]
 AnswerMode = Literal["llm", "extractive"]
@@ -173,7 +173,7 @@ class QueryRequest(BaseModel):
     session_id: SessionRef | None = None
     # None: the session's search type.
     search_type: SearchType | None = None
-    top_k: int = Field(default=5, ge=1, le=50)
+    top_k: Annotated[int, Field(ge=1, le=50), NotBool] = 5
     filters: SearchFilters | None = None
     min_similarity: MinSimilarity | None = Field(
         default=None,

@@ -51,6 +51,7 @@ from rag_server.retrieval.models import (
     TextMatch,
 )
 from rag_server.retrieval.text_match import TEXT_MATCH_RULES
+from rag_server.text import NotBool
 
 T = TypeVar("T")
 PRINCIPAL_KEY = "rag_server.principal"  # where McpEndpoint leaves the authenticated principal
@@ -207,7 +208,7 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         ctx: Context,
         query: Annotated[str, Field(min_length=1, max_length=20_000)],
         mode: tools.SearchMode = "hybrid",
-        top_k: Annotated[int, Field(ge=1, le=100)] = 10,
+        top_k: Annotated[int, Field(ge=1, le=100), NotBool] = 10,
         collection: CollectionArgument | None = None,
         filters: SearchFilters | None = None,
         min_similarity: Annotated[

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, 
 
 from rag_server.chat.models import FinishReason, Source
 from rag_server.retrieval.models import SearchType
-from rag_server.text import Cleaned, CleanText
+from rag_server.text import Cleaned, CleanText, NotBool
 
 MODEL_PREFIX = "rag:"
 # The suffix of a model id names the search mode; no suffix: hybrid.
@@ -228,9 +228,9 @@ class ChatCompletionRequest(BaseModel):
     stream: StrictBool = False
     # include_usage: a last chunk (no choices) carries `usage`, as OpenAI's streams do.
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    temperature: Annotated[float, Field(ge=0, le=2), NotBool] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000), NotBool] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=1_000_000), NotBool] | None = None
     stop: (
         Annotated[str, Field(max_length=100), Cleaned]
         | Annotated[list[Annotated[str, Field(max_length=100), Cleaned]], Field(max_length=4)]
@@ -238,7 +238,7 @@ class ChatCompletionRequest(BaseModel):
     ) = None
     # Accepted only where they change nothing (a client relies on what it asked for: a second choice,
     # JSON, a tool call, log probabilities); sampling hints (top_p, seed, penalties, user) are ignored.
-    n: int | None = None
+    n: Annotated[int, NotBool] | None = None
     response_format: dict[str, Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
     function_call: str | dict[str, Any] | None = None  # legacy function calling's tool_choice

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, 
 from rag_server.chat.citations import cited
 from rag_server.chat.models import Source
 from rag_server.openai_compat.models import MAX_MESSAGES, ChatMessageIn, Text, TextPart, check_question
-from rag_server.text import CleanText, clean_text
+from rag_server.text import CleanText, NotBool, clean_text
 
 # Input items of a conversation that used tools (the caller's): ignored, as chat completions' tool messages.
 IGNORED_ITEMS = frozenset({"function_call", "function_call_output", "reasoning"})
@@ -126,8 +126,8 @@ class ResponsesRequest(BaseModel):
     input: Text | Annotated[list[InputMessage | None], Field(min_length=1, max_length=MAX_MESSAGES)]
     instructions: Text | None = None  # a system message: kept under the server's rules (CALLER_INSTRUCTIONS)
     stream: StrictBool = False
-    max_output_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_output_tokens: Annotated[int, Field(ge=1, le=1_000_000), NotBool] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2), NotBool] | None = None
     top_p: float | None = Field(default=None, ge=0, le=1)
     parallel_tool_calls: StrictBool | None = None
     tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from rag_server.collections.models import CollectionRef, HybridAlpha
 from rag_server.retrieval.metadata_match import METADATA_MATCH_RULES, check_match
 from rag_server.retrieval.text_match import TEXT_MATCH_RULES, check_text_match
-from rag_server.text import Cleaned, CleanText
+from rag_server.text import Cleaned, CleanText, NotBool
 
 SearchType = Literal["vector", "bm25", "hybrid"]
 FusionMethod = Literal["rrf", "convex"]
@@ -57,7 +57,7 @@ MIN_SIMILARITY_RULE = (
     "exact name or code stays); the next ranked take their places. Default: none (the top_k ranked, "
     "however weak)."
 )
-MinSimilarity = Annotated[float, Field(ge=-1, le=1)]
+MinSimilarity = Annotated[float, Field(ge=-1, le=1), NotBool]
 
 
 # The longest search query, and the longest chat question (chat/models.py).
@@ -69,7 +69,7 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: CleanText = Field(min_length=1, max_length=MAX_QUERY_CHARS)
-    top_k: int = Field(default=10, ge=1, le=100)
+    top_k: Annotated[int, Field(ge=1, le=100), NotBool] = 10
     search_type: SearchType = "hybrid"
     filters: SearchFilters | None = None
     collections: list[CollectionRef] | None = Field(
@@ -80,7 +80,7 @@ class SearchRequest(BaseModel):
     )
     # Optional overrides of the configured defaults (RAG_FUSION, RAG_HNSW_EF_SEARCH).
     fusion: FusionMethod | None = None
-    ef_search: int | None = Field(default=None, ge=1, le=1000)
+    ef_search: Annotated[int, Field(ge=1, le=1000), NotBool] | None = None
     alpha: HybridAlpha | None = Field(
         default=None,
         description="Convex fusion: the vector leg's weight (BM25 gets 1 - alpha). Default: the searched "
