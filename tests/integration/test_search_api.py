@@ -32,9 +32,9 @@ DOCS = {
 async def doc_ids(runtime: Runtime) -> dict[str, UUID]:
     extra = {
         "zebrafish.md": {"year": 2018, "journal": "Nature", "impact": 49.9},
-        "insulin.txt": {"year": 2019, "journal": "Lancet"},
+        "insulin.txt": {"year": 2019, "journal": "Lancet", "reviewer": "ann"},
         "vitamin.txt": {"year": 2021, "journal": "BMJ", "tags": ["trial"]},
-        "mice.txt": {"tags": ["oncology", "genetics"], "year": 2020},
+        "mice.txt": {"tags": ["oncology", "genetics"], "year": 2020, "reviewer": None},
     }
     docs = [
         DirectDocument(name, text.encode(), {"source": "test", **extra.get(name, {})})
@@ -180,6 +180,10 @@ OPERATORS = [
     # A key the metadata lacks matches no condition: mice.txt has no journal.
     ({"journal": {"$ne": "Nature"}}, {"insulin.txt", "vitamin.txt"}),
     ({"journal": {"$nin": ["Nature"]}}, {"insulin.txt", "vitamin.txt"}),
+    # Nor does a key holding null (an upload or a replace keeps it; a merge's null removes the key, as
+    # Chroma's update does): mice.txt's reviewer is null. It matched both, and a delete by $ne took it.
+    ({"reviewer": {"$ne": "bob"}}, {"insulin.txt"}),
+    ({"reviewer": {"$nin": ["bob"]}}, {"insulin.txt"}),
     # Lists: $in finds a list holding one of the values, $ne one not holding it.
     ({"tags": {"$in": ["trial", "genetics"]}}, {"vitamin.txt", "mice.txt"}),
     ({"tags": {"$ne": "trial"}}, {"mice.txt"}),

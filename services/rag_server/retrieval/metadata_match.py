@@ -22,8 +22,8 @@ METADATA_MATCH_RULES = (
     'A value matches an equal value of the same JSON type (2020 is not "2020") or a list holding it: '
     '{"tags": "rust"} finds tags ["rust", "go"]; a list of values finds lists holding all of them. '
     'Operators as Chroma\'s `where`: {"year": {"$gte": 2019, "$lt": 2022}} ($eq, $ne, $gt, $gte, $lt, '
-    '$lte on numbers, $in, $nin), {"$or": [{...}, {...}]} and $and. A key the metadata lacks matches no '
-    "condition, $ne and $nin included."
+    '$lte on numbers, $in, $nin), {"$or": [{...}, {...}]} and $and. A key the metadata lacks, or holds '
+    "null, matches no condition, $ne and $nin included."
 )
 
 # A metadata value as stored in jsonb: text without NUL, an integer within bigint, a finite number.
@@ -164,8 +164,9 @@ def metadata_clauses(
 
     Containment per key keeps JSON types (2020 != "2020") and looks inside lists, as imports from Chroma
     and uploads store them. A value is bound inside a one-element array (a bare str would reach the jsonb
-    codec as JSON text, infra/database.py) and taken out in SQL. A key the metadata lacks gives NULL:
-    no condition holds for it, negations included."""
+    codec as JSON text, infra/database.py) and taken out in SQL. A key the metadata lacks, or holds
+    null (an upload keeps one; PATCH's merge and Chroma's update read null as "remove the key"), gives
+    NULL: no condition holds for it, negations included."""
 
     def bind(value: Any) -> str:
         params.append(value)
@@ -178,7 +179,7 @@ def metadata_clauses(
                 joined = f" {key[1:].upper()} ".join("(" + " AND ".join(clauses(sub)) + ")" for sub in value)
                 out.append(f"({joined})")
                 continue
-            field = f"{column} -> {bind(key)}::text"
+            field = f"NULLIF({column} -> {bind(key)}::text, 'null'::jsonb)"
             if not isinstance(value, dict):
                 out.append(f"{field} @> ({bind([value])}::jsonb -> 0)")
                 continue
