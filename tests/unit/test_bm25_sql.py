@@ -49,7 +49,7 @@ def test_filters_join_chunks_and_documents_before_grouping() -> None:
     sql = maxscore_sql(filters)
     assert "JOIN chunks c ON c.id = p.chunk_id" in sql
     assert "c.document_id = ANY($9::uuid[])" in sql
-    assert "(d.metadata || c.metadata) -> $10::text @> ($11::jsonb -> 0)" in sql
+    assert "NULLIF((d.metadata || c.metadata) -> $10::text, 'null'::jsonb) @> ($11::jsonb -> 0)" in sql
     assert sql.index("c.document_id = ANY") < sql.index("GROUP BY")
 
 

@@ -282,7 +282,7 @@ def test_pg_search_filters_are_bound_parameters_before_limit() -> None:
     assert "NOT (strpos(c.text, $7::text) > 0)" in sql
     assert "c.document_id = ANY($3::uuid[])" in sql
     assert "lower(d.file_type) = ANY($4::text[])" in sql
-    assert "(d.metadata || c.metadata) -> $5::text @> ($6::jsonb -> 0)" in sql
+    assert "NULLIF((d.metadata || c.metadata) -> $5::text, 'null'::jsonb) @> ($6::jsonb -> 0)" in sql
     assert "JOIN documents d ON d.id = c.document_id" in sql
     assert sql.index("@> ($6") < sql.index("LIMIT $2")
     assert "en'--" not in sql
