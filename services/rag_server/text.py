@@ -12,7 +12,7 @@ import re
 import unicodedata
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 from pydantic_core import PydanticCustomError
 
 # Han, Hiragana, Katakana, Hangul (CJK Extension A, Unified and Compatibility Ideographs, Extensions B-G):
@@ -115,3 +115,14 @@ NotBool = BeforeValidator(_refuse_bool)
 lax mode reads true as 1 and false as 0 (`top_k: true` searched for one hit, `max_tokens: true` cut the
 answer after one token, `min_similarity: false` set a floor of 0). A bound goes before it, as with
 `Cleaned`: `Annotated[int, Field(ge=1), NotBool]`."""
+
+
+def _refuse_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("blank", "must not be blank (white space only)")
+    return value
+
+
+NotBlank = AfterValidator(_refuse_blank)
+"""On a question or query: white space alone is refused (a 422), where it searched for whatever is nearest
+to an empty text. After `Cleaned`: a NUL is white space by then."""

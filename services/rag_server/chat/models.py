@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 from rag_server.collections.models import CollectionRef
 from rag_server.errors import ForbiddenError, NotFoundError
@@ -19,7 +19,7 @@ from rag_server.retrieval.models import (
     SearchFilters,
     SearchType,
 )
-from rag_server.text import CleanText, NotBool
+from rag_server.text import CleanText, NotBlank, NotBool
 
 Role = Literal["system", "user", "assistant"]
 AnswerMode = Literal["llm", "extractive"]
@@ -167,7 +167,7 @@ class QueryRequest(BaseModel):
     # A misspelt option (`collection`, `filter`) is refused, not answered without it.
     model_config = ConfigDict(extra="forbid")
 
-    query: CleanText = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    query: Annotated[CleanText, NotBlank] = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     # A UUID: an existing session (unknown: 404). Any other id: the caller's own session name, created
     # on first use and continued afterwards.
     session_id: SessionRef | None = None
@@ -185,13 +185,6 @@ class QueryRequest(BaseModel):
     collections: list[CollectionRef] | None = Field(
         default=None, min_length=1, max_length=100, description="Names or ids; default: ['default']."
     )
-
-    @field_validator("query")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("query must not be blank")
-        return value
 
 
 class QueryResponse(BaseModel):

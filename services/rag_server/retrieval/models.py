@@ -13,7 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from rag_server.collections.models import CollectionRef, HybridAlpha
 from rag_server.retrieval.metadata_match import METADATA_MATCH_RULES, check_match
 from rag_server.retrieval.text_match import TEXT_MATCH_RULES, check_text_match
-from rag_server.text import Cleaned, CleanText, NotBool
+from rag_server.text import Cleaned, CleanText, NotBlank, NotBool
 
 SearchType = Literal["vector", "bm25", "hybrid"]
 FusionMethod = Literal["rrf", "convex"]
@@ -68,7 +68,7 @@ class SearchRequest(BaseModel):
     # A misspelt option (`filter`, `topk`) is refused, not searched without it.
     model_config = ConfigDict(extra="forbid")
 
-    query: CleanText = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    query: Annotated[CleanText, NotBlank] = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     top_k: Annotated[int, Field(ge=1, le=100), NotBool] = 10
     search_type: SearchType = "hybrid"
     filters: SearchFilters | None = None
