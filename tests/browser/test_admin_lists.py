@@ -3,6 +3,8 @@ row goes (Delete, Revoke), and the new key's collection choices while other admi
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from playwright.async_api import Browser, Locator, Page, expect
 
@@ -200,3 +202,29 @@ async def test_the_row_actions_are_not_broken_letter_by_letter_on_a_phone(
         button = phone.get_by_role("button", name=name)
         await expect(button).to_be_visible()
         assert await button.evaluate(lines) == 1, name
+
+
+async def test_a_team_with_more_than_two_hundred_collections_reaches_every_one(
+    page: Page, stack: Stack
+) -> None:
+    """The app asked for the first 200 collections (by name) and no more: at 230 the last 30 were in no
+    switcher, no Admin list and no new key's choices, as if they did not exist. Last in this module: the
+    collections stay."""
+    async with await _admin(stack) as api:
+        names = [f"zmany-{n:03d}" for n in range(205)]
+        for start in range(0, len(names), 25):
+            made = await asyncio.gather(
+                *(api.post("/collections", json={"name": n}) for n in names[start : start + 25])
+            )
+            assert all(r.status_code == 201 for r in made), [r.text for r in made if r.status_code != 201]
+        total = (await api.get("/collections", params={"limit": 1})).json()["total"]
+    assert total > 205
+    await _open_admin(page)
+    await expect(page.locator('.admin-table tr[data-name="zmany-204"]')).to_have_count(1)
+    switcher = page.locator("select#collection")
+    await expect(switcher.locator("option")).to_have_count(total)
+    await switcher.select_option("zmany-204")
+    await expect(switcher).to_have_value("zmany-204")
+    form = page.get_by_role("form", name="New API key")
+    await form.get_by_label("Role").select_option("reader")
+    await expect(form.get_by_label("zmany-204", exact=True)).to_have_count(1)

@@ -117,8 +117,19 @@ function selectCollection(name) {
   else sessionStorage.removeItem(COLLECTION_ID_STORAGE);
 }
 
+// Every collection the key reaches, a page (the API's largest) at a time: one page of 200 left a team's
+// 201st collection and after (by name) out of the switcher, Admin's list and a new key's choices.
+async function fetchCollections() {
+  const items = [];
+  for (;;) {
+    const page = await api("/collections", { query: { limit: 500, offset: items.length } });
+    items.push(...page.items);
+    if (!page.items.length || items.length >= page.total) return items;
+  }
+}
+
 async function loadCollections() {
-  const { items } = await api("/collections", { query: { limit: 200 } });
+  const items = await fetchCollections();
   // The selected collection renamed meanwhile (in Admin, another tab, the CLI) is followed by its id: the
   // one of the list loaded before, else (the tab's first load, after a reload) the one remembered.
   const selectedId = ctx.collections.find((c) => c.name === ctx.collection)?.id ?? sessionStorage.getItem(COLLECTION_ID_STORAGE);
