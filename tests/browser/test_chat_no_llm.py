@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.async_api import Page, expect
 
 from tests.browser.chat_support import DOCS, ask, ingest
 from tests.browser.conftest import Stack, start_stack
+from tests.browser.seed import bearer
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +54,31 @@ async def test_a_question_answered_as_the_page_was_left_is_not_put_back_in_the_b
     await page.reload()
     await expect(page.locator(".msg-assistant")).to_have_count(1)
     await expect(page.locator("#chat-message")).to_have_value("and my next thought")
+
+
+async def test_the_chats_loaded_stay_listed_after_an_answer(page: Page, stack: Stack) -> None:
+    """After an answer the sidebar fetches its sessions again, as many as it showed, but at most 200 (the
+    API's largest page): a list loaded to its 230th chat with Load more fell back to 200 rows at the next
+    answer. It keeps them all."""
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60) as api:
+        for start in range(0, 230, 23):
+            made = await asyncio.gather(
+                *(
+                    api.post("/chat/sessions", json={"title": f"Old chat {n:03d}"})
+                    for n in range(start, start + 23)
+                )
+            )
+            assert all(r.status_code == 201 for r in made)
+    await page.reload()
+    chats = page.get_by_role("list", name="Chats", exact=True).locator(".session-item")
+    more = page.get_by_role("button", name="Load more")
+    await expect(chats).to_have_count(30)  # the first page
+    while await more.is_visible():
+        shown = await chats.count()
+        await more.click()
+        await expect(chats).not_to_have_count(shown)
+    listed = await chats.count()
+    assert listed > 230
+    await ask(page, "How do I cook pasta?")  # a new chat: one more
+    await expect(page.locator('.session-link[aria-current="page"]')).to_have_count(1)
+    await expect(chats).to_have_count(listed + 1)

@@ -8,6 +8,7 @@ import { icon } from "../icons.js";
 import { href, navigate } from "../router.js";
 
 const PAGE = 30;
+const MAX_PAGE = 200; // the API's largest (GET /chat/sessions?limit=)
 
 export function sessionTitle(session) {
   return session?.title || "New chat";
@@ -41,11 +42,20 @@ function sessionList({ label, archived, emptyText, owner }) {
   }
 
   async function reload() {
-    // Keep as many rows as were shown: a refresh after an answer must not collapse a paged list.
-    const limit = Math.min(200, Math.max(PAGE, state.sessions.length));
+    // Keep as many rows as were shown: a refresh after an answer must not collapse a paged list. The API
+    // gives at most 200 a page (a list loaded to 500 fell back to 200): as many pages as it takes. A list
+    // shown whole stays whole (a new chat on top must not push its last row out behind "Load more").
+    const whole = state.loaded && state.sessions.length >= state.total;
+    const wanted = whole ? Infinity : Math.max(PAGE, state.sessions.length);
     try {
-      const page = await fetchPage(0, limit);
-      state.sessions = page.sessions;
+      const sessions = [];
+      let page;
+      do {
+        page = await fetchPage(sessions.length, Math.min(MAX_PAGE, wanted - sessions.length));
+        const known = new Set(sessions.map((s) => s.id));
+        sessions.push(...page.sessions.filter((s) => !known.has(s.id)));
+      } while (page.sessions.length && sessions.length < Math.min(wanted, page.total));
+      state.sessions = sessions;
       state.total = page.total;
       state.loaded = true;
       draw();
