@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from uuid import UUID
 
+import asyncpg
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
@@ -328,3 +330,36 @@ async def test_documents_of_the_same_name_are_told_apart_in_the_document_filter(
     named = [labels[i] or "" for i in ids]
     assert named[0] != named[1] and all(n.startswith("notes.txt (") for n in named), labels
     assert "alone.txt" in labels.values(), labels  # a name given once is shown as it is
+
+
+async def test_the_document_filter_names_a_document_beyond_those_listed_and_says_how_many_are_not(
+    page: Page, stack: Stack, database_url: str
+) -> None:
+    """The Document choice lists the first 500 documents by name. One past them (Documents' "Search in
+    it") read "The chosen document", and nothing said that 2 of the 502 were not in the list at all."""
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as client:
+        made = await client.post("/collections", json={"name": "search-many"})
+        assert made.status_code == 201, made.text
+    # Rows of ready documents (no chunks, no bytes: the list is all this reads), written at once.
+    conn = await asyncpg.connect(database_url)
+    try:
+        ids = await conn.fetch(
+            """
+            INSERT INTO documents
+                (filename, file_type, content_type, size_bytes, sha256, status, collection_id)
+            SELECT format('note-%s.txt', lpad(n::text, 3, '0')), 'txt', 'text/plain', 1,
+                   encode(sha256(n::text::bytea), 'hex'), 'ready', $1
+            FROM generate_series(0, 501) n ORDER BY n RETURNING id
+            """,
+            UUID(made.json()["id"]),
+        )
+    finally:
+        await conn.close()
+    last = str(ids[-1]["id"])
+    await page.reload()  # the collection list, with the new one
+    await page.get_by_label("Collection").select_option("search-many")
+    await page.goto(f"{stack.base_url}/#/search?q=otters&doc={last}")
+    choice = page.locator("#search-doc")
+    await expect(choice).to_have_value(last)
+    await expect(choice.locator("option:checked")).to_have_text("note-501.txt")
+    await expect(choice.locator("option[disabled]")).to_contain_text("2 more")

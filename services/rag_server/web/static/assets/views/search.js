@@ -9,6 +9,8 @@ import { chunkNumber, chunkPlace, chunkSection, documentExists, FILE_TYPES } fro
 import { highlighted } from "./highlight.js";
 import { METADATA_MAX, metadataFilter, parseMetadata } from "./metadata_filter.js";
 
+// The Document choice lists this many, the first by name.
+const LISTED = 500;
 const DOC_GONE = "The document this search is limited to no longer exists (deleted, perhaps in another tab): choose All documents.";
 
 const MODES = [
@@ -225,9 +227,21 @@ export function mount(root, ctx, route) {
     metadata.show(p.meta);
   }
 
-  // A document id from the URL that is not among the listed ones (beyond the first 500) still selects.
+  // A document id from the URL that is not among the listed ones (beyond the first 500) still selects, under
+  // its name once the list is in (a deleted one keeps "The chosen document": the search says it is gone).
+  let listed = false;
   function ensureDocOption(id) {
-    if (id && ![...docSelect.options].some((o) => o.value === id)) docSelect.append(h("option", { value: id }, "The chosen document"));
+    if (!id || [...docSelect.options].some((o) => o.value === id)) return;
+    const option = h("option", { value: id }, "The chosen document");
+    docSelect.append(option);
+    if (listed) nameOption(option);
+  }
+  async function nameOption(option) {
+    try {
+      option.textContent = (await api(`/documents/${encodeURIComponent(option.value)}`)).filename;
+    } catch {
+      /* gone, or unreachable: the search says which */
+    }
   }
 
   form.addEventListener("submit", (event) => {
@@ -263,11 +277,17 @@ export function mount(root, ctx, route) {
 
   async function loadDocuments() {
     try {
-      const { items } = await api("/documents", { query: { collection: ctx.collection, limit: 500, sort: "name", order: "asc", status: "ready" } });
+      const query = { collection: ctx.collection, limit: LISTED, sort: "name", order: "asc", status: "ready" };
+      const { items, total } = await api("/documents", { query });
       const labels = docLabels(items);
       for (const d of items) if (d.id !== p.doc) docSelect.append(h("option", { value: d.id }, labels.get(d.id)));
+      // The rest of a big collection is no option: said, with the way to search in one of them.
+      const rest = total - items.length;
+      if (rest > 0) docSelect.append(h("option", { value: "", disabled: true }, `${rest} more not listed: open one in Documents, then “Search in it”`));
+      listed = true;
       const chosen = [...docSelect.options].find((o) => o.value === p.doc && o.textContent === "The chosen document");
       if (chosen && labels.has(p.doc)) chosen.textContent = labels.get(p.doc);
+      else if (chosen) nameOption(chosen);
     } catch {
       /* the filter is optional: search still works without the list */
     }
