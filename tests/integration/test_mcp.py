@@ -295,6 +295,11 @@ async def test_http_errors_are_tool_errors(live_app_url: str, docs: Docs) -> Non
         ("search", {"query": ""}, "invalid arguments: query: String should have at least 1 character"),
         ("search", {"query": "x", "top_k": 0}, "invalid arguments: top_k: Input should be greater than"),
         ("search", {"query": "x", "mode": "fuzzy"}, "invalid arguments: mode: Input should be 'hybrid'"),
+        # JSON's true is no number (pydantic read it as 1: one hit, a page of one).
+        ("search", {"query": "x", "top_k": True}, "invalid arguments: top_k: a number, not true/false"),
+        ("search", {"query": "   "}, "invalid arguments: query: must not be blank"),
+        ("list_documents", {"limit": True}, "invalid arguments: limit: a number, not true/false"),
+        ("list_collections", {"offset": False}, "invalid arguments: offset: a number, not true/false"),
         ("search", {}, "invalid arguments: query: Field required"),
         ("list_documents", {"status": "bogus"}, "invalid arguments: status: Input should be 'queued'"),
         # Refused by the request a tool builds, named as the tool's argument (they said `collections.0`,

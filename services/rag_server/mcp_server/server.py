@@ -247,8 +247,8 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
     @mcp.tool(description="List the collections this key can read, by name (the other tools' `collection`).")
     async def list_collections(
         ctx: Context,
-        limit: Annotated[int, Field(ge=1, le=500)] = 100,
-        offset: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
+        limit: Annotated[int, Field(ge=1, le=500), NotBool] = 100,
+        offset: Annotated[int, Field(ge=0, le=2**31 - 1), NotBool] = 0,
     ) -> tools.CollectionListing:
         svc = services()
         return await _read(ctx, svc, lambda: tools.list_collections(svc.runtime, limit, offset))
@@ -258,8 +258,8 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
         ctx: Context,
         collection: CollectionArgument = "default",
         status: DocumentStatus | None = None,
-        limit: Annotated[int, Field(ge=1, le=500)] = 50,
-        offset: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
+        limit: Annotated[int, Field(ge=1, le=500), NotBool] = 50,
+        offset: Annotated[int, Field(ge=0, le=2**31 - 1), NotBool] = 0,
         name: NamePart | None = None,
         metadata: Annotated[
             MetadataMatch | None, Field(description=f"Every key must match. {METADATA_MATCH_RULES}")
