@@ -7,6 +7,8 @@ inside the input texts, so tests sharing one server never interfere:
   REJECT400           HTTP 400 (a non-transient error)
   ECHO400             HTTP 400 whose body quotes the input, as some services do (keep it out of logs)
   NOTANOBJECT         HTTP 200 with a JSON array instead of the protocol's object
+  NANVECTOR           HTTP 200 whose vectors hold a null: what llama.cpp and serde_json servers (TEI) write
+                      for a NaN a model overflowed to
   SLOW<ms>            the request sleeps this many milliseconds before answering
   HOLD-<tag>          the request waits until the test calls `release("<tag>")` (`held` counts them)
 """
@@ -90,7 +92,9 @@ class FakeEmbeddingServer:
         if "NOTANOBJECT" in joined:
             return JSONResponse([])
         dim = self.dim + 1 if self.wrong_dim else self.dim
-        vectors = [fake_vector(t, dim) for t in texts]
+        vectors: list[list[float | None]] = [list(fake_vector(t, dim)) for t in texts]
+        if "NANVECTOR" in joined:
+            vectors[0][0] = None
         if openai:
             data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
             data.reverse()  # the protocol orders by `index`, not by position

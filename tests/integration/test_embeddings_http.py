@@ -140,3 +140,18 @@ async def test_malformed_answer_is_not_transient(fake: FakeEmbeddingServer, prov
     assert not info.value.transient
     assert "unexpected answer (a JSON object was expected, not list)" in str(info.value)
     assert len(fake.requests) == 1  # never retried
+
+
+@pytest.mark.parametrize("provider", ["ollama", "openai"])
+async def test_a_vector_holding_nan_is_not_transient(fake: FakeEmbeddingServer, provider: str) -> None:
+    """A model that overflowed answers NaN (null in JSON): it was stored as NaN, so a search was a 500
+    ("NaN not allowed in vector") and a document retried as an "Unexpected error" until it gave up."""
+    fake.requests.clear()
+    embedder = (OllamaEmbedder if provider == "ollama" else OpenAIEmbedder)(
+        embedding_settings(fake, embedding_provider=provider)
+    )
+    with pytest.raises(EmbeddingError) as info:
+        await embedder.embed(["NANVECTOR", "fine"])
+    assert not info.value.transient
+    assert "not a number" in str(info.value)
+    assert len(fake.requests) == 1  # never retried

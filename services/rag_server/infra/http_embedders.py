@@ -118,6 +118,12 @@ class _HttpEmbedder:
                     f"expected ({len(texts)}, {self.dim}): check RAG_EMBEDDING_MODEL/RAG_EMBEDDING_DIM",
                     transient=False,
                 )
+            if not np.isfinite(vectors).all():  # NaN (null in JSON: llama.cpp, serde_json) or infinite
+                raise EmbeddingError(
+                    f"the {self.provider} model {self.model_name} returned a vector holding a value that is "
+                    "not a number (NaN, infinite or null)",
+                    transient=False,
+                )
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             return vectors / np.where(norms == 0, 1, norms)
         assert last is not None
