@@ -21,6 +21,7 @@ from tests.integration.conftest import APP_BASE_URL
 
 DATABASE_DOWN = "the database is unavailable, retry shortly"
 CONFLICT = "the request conflicted with a concurrent request; retry it"
+DISK_FULL = "the database's disk is full: retry once space is freed on it"
 # name: (what a route or store raises, the status, the detail; None: the JSON 500's "internal error").
 FAILURES: dict[str, tuple[BaseException, int, str | None]] = {
     "refused": (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), 503, DATABASE_DOWN),
@@ -42,6 +43,12 @@ FAILURES: dict[str, tuple[BaseException, int, str | None]] = {
         EmbeddingError("The embedding service refused the request: HTTP 401", transient=False),
         503,
         "the embedding service failed: The embedding service refused the request: HTTP 401",
+    ),
+    # PostgreSQL's own disk is full (SQLSTATE 53100): the database answers, "unavailable" misled.
+    "database-disk-full": (
+        asyncpg.exceptions.DiskFullError('could not extend file "base/5/16765": No space left on device'),
+        503,
+        DISK_FULL,
     ),
     "disk-full": (OSError(errno.ENOSPC, "No space left on device"), 500, None),
     "bare-oserror": (OSError("something local broke"), 500, None),
@@ -78,7 +85,7 @@ async def test_unexpected_errors_are_json_503_only_for_an_unavailable_service(
     if detail is not None:
         assert reply.json() == {"detail": detail}
         # When to try again: at once after a lost race, shortly when the database is down.
-        retry_after = {CONFLICT: "1", DATABASE_DOWN: "5"}.get(detail)
+        retry_after = {CONFLICT: "1", DATABASE_DOWN: "5", DISK_FULL: "5"}.get(detail)
         assert reply.headers.get("retry-after") == retry_after, reply.headers
     else:
         assert reply.json() == {"detail": "internal error"}

@@ -225,9 +225,25 @@ def retry_sentence(exc: BaseException) -> str | None:
         return "the request conflicted with a concurrent request; retry it"
     if isinstance(exc, TimeoutError):
         return "the database did not answer in time, retry shortly"
+    if is_disk_full(exc):
+        return "the database's disk is full: retry once space is freed on it"
     if is_transient_db_error(exc):
         return "the database is unavailable, retry shortly"
     return None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """PostgreSQL could not extend a file (SQLSTATE 53100): it still answers, so "unavailable" sent an
+    operator after a database that is up, while what cures it is freeing space on its disk."""
+    return isinstance(exc, asyncpg.PostgresError) and getattr(exc, "sqlstate", None) == "53100"
+
+
+def unavailable_reason(exc: BaseException) -> str:
+    """A task's reason while the database cannot take its work (retried without counting a failure)."""
+    if is_disk_full(exc):
+        name = exc.__class__.__name__
+        return f"The database was unavailable ({name}: its disk is full; retried once space is freed)."
+    return f"The database was unavailable ({exc.__class__.__name__})."
 
 
 def is_conflict_db_error(exc: BaseException) -> bool:

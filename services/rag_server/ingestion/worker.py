@@ -25,7 +25,7 @@ import numpy as np
 
 from rag_server.config import Settings
 from rag_server.generations.backfill import handle_reembed, is_reembed, write_for_generations
-from rag_server.infra.database import is_transient_db_error, runtime_url, transaction
+from rag_server.infra.database import is_transient_db_error, runtime_url, transaction, unavailable_reason
 from rag_server.infra.embeddings import EmbeddingError
 from rag_server.infra.heap import startup_heap_frozen
 from rag_server.infra.lifetime import StopSignals, unless_stopped
@@ -234,8 +234,7 @@ class Worker:
         except Exception as exc:
             if is_transient_db_error(exc):
                 # Not the document's doing: redelivered without using up one of its attempts.
-                reason = f"The database was unavailable ({exc.__class__.__name__})."
-                await self._retry(task_id, reason, msg, count_failure=False)
+                await self._retry(task_id, unavailable_reason(exc), msg, count_failure=False)
                 return
             # A bug or a file the parsers choke on: a failure of this document, retried a bounded
             # number of times (worker_max_attempts), the reason kept.
