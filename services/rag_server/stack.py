@@ -21,6 +21,7 @@ from rag_server.infra.embedded_postgres import (
     EmbeddedPostgres,
     ensure_embedded_postgres,
     restart_embedded_postgres,
+    start_failure,
 )
 from rag_server.infra.lifetime import StopSignals
 from rag_server.infra.migrations import upgrade_to_head
@@ -177,8 +178,20 @@ class DatabaseWatch:
             )
             try:
                 self.current = restart_embedded_postgres(self.current.pgdata, self.listen)
-            except Exception:  # logged; the next round tries again
-                logger.exception("embedded PostgreSQL in %s did not start again", self.current.pgdata)
+            except Exception as exc:  # logged; the next round tries again
+                pgdata = self.current.pgdata
+                cause = start_failure(pgdata) if isinstance(exc, subprocess.CalledProcessError) else None
+                if cause is None:
+                    logger.exception("embedded PostgreSQL in %s did not start again", pgdata)
+                else:  # its own sentence, not pg_ctl's traceback every round (a full disk: for hours)
+                    logger.error(
+                        "embedded PostgreSQL in %s did not start again: %s (its log: %s); "
+                        "trying again in %g s",
+                        pgdata,
+                        cause,
+                        pgdata / "log",
+                        self.interval_s,
+                    )
 
     def stop(self) -> None:
         self._stopping.set()

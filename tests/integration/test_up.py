@@ -109,6 +109,17 @@ def test_up_starts_its_database_again_when_it_dies() -> None:
         wait_for(ready_again, 90, "the stack ready again after a start cut short")
         assert "did not start again" not in log.read_text()
         again = int(postmaster.read_text().split()[0])
+        # One that cannot start (a full disk, a bad setting) says why in one line, not pg_ctl's traceback.
+        settings = data_dir / "pg" / "postgresql.auto.conf"
+        kept = settings.read_text()
+        settings.write_text(kept + "shared_buffers = 'plenty'\n")
+        os.kill(again, signal.SIGKILL)
+        said = 'did not start again: FATAL: configuration file "'
+        wait_for(lambda: said in log.read_text(), 60, "the reason it did not start")
+        assert "CalledProcessError" not in log.read_text()
+        settings.write_text(kept)
+        wait_for(ready_again, 90, "the stack ready again once it can start")
+        again = int(postmaster.read_text().split()[0])
         child.popen.send_signal(signal.SIGTERM)
         child.popen.wait(60)
         assert not psutil.pid_exists(again) or psutil.Process(again).status() == psutil.STATUS_ZOMBIE

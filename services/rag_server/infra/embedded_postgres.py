@@ -72,6 +72,24 @@ def _complete_stale_pid_file(pgdata: Path) -> None:
         pass  # none, or not ours to write: the start says why
 
 
+def start_failure(pgdata: Path) -> str | None:
+    """Why PostgreSQL refused to start, from the last FATAL or PANIC line of its log (pg_ctl only says
+    "could not start server"): "could not write to file ...: No space left on device", a bad setting."""
+    try:
+        with (pgdata / "log").open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - 65536))
+            tail = log.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(tail):
+        for level in ("PANIC:", "FATAL:"):
+            said = line.split(level, 1)[1].strip() if level in line else ""
+            # Not a client's connection refused meanwhile ("the database system is starting up"...).
+            if said and not said.startswith("the database system is"):
+                return f"{level} {said}"
+    return None
+
+
 def server_settings(ram_bytes: int | None = None) -> dict[str, str]:
     """Memory settings for the embedded server, from the machine's RAM (PostgreSQL's defaults are tiny)."""
     ram_mb = (ram_bytes or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) // 2**20
