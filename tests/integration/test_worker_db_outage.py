@@ -33,7 +33,13 @@ def settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Se
 
 
 @pytest.fixture
-def worker(database_url: str, data_dir: Path, fake: FakeEmbeddingServer, tmp_path: Path) -> Iterator[Proc]:
+def worker(
+    request: pytest.FixtureRequest,
+    database_url: str,
+    data_dir: Path,
+    fake: FakeEmbeddingServer,
+    tmp_path: Path,
+) -> Iterator[Proc]:
     # application_name lets the test terminate exactly this worker's connections.
     url = f"{database_url}{'&' if '?' in database_url else '?'}application_name={APP_NAME}"
     env = process_env(
@@ -45,6 +51,7 @@ def worker(database_url: str, data_dir: Path, fake: FakeEmbeddingServer, tmp_pat
         RAG_WORKER_VISIBILITY_TIMEOUT_S="3",
         RAG_WORKER_RETRY_BACKOFF_S="1",
         RAG_WORKER_POLL_INTERVAL_S="0.1",
+        **getattr(request, "param", {}),
     )
     proc = start_worker(env, tmp_path / "worker.log")
     yield proc
@@ -91,3 +98,39 @@ async def test_terminated_connections_mid_task_are_retried(
     assert done["status"] == "completed", (done, worker.log())
     assert done["attempts"] >= 2 and done["error"] is None
     assert_exact_chunks(database_url, settings, task.document_id, name, data)
+
+
+DISK_FULL_TRIGGER = """
+CREATE FUNCTION qa_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+  RAISE EXCEPTION USING ERRCODE = 'disk_full',
+    MESSAGE = 'could not extend file "base/5/16765": No space left on device';
+END $$;
+CREATE TRIGGER qa_disk_full BEFORE INSERT ON chunks EXECUTE FUNCTION qa_disk_full();
+"""
+
+
+@pytest.mark.parametrize("worker", [{"RAG_WORKER_MAX_DELIVERIES": "3"}], indirect=True)
+async def test_a_database_disk_full_backs_off_and_never_blames_the_document(
+    runtime: Runtime, worker: Proc, database_url: str
+) -> None:
+    """PostgreSQL's disk full at the final write (SQLSTATE 53100, what a full tmpfs gave): the task was
+    handed back every 5 s, each try writing WAL again on the full disk, and after RAG_WORKER_MAX_DELIVERIES
+    it failed saying workers "died or were stopped while processing this document" — none had."""
+    with psycopg.connect(database_url, autocommit=True) as owner:
+        owner.execute(DISK_FULL_TRIGGER)
+        try:
+            [task] = await enqueue(runtime, [("disk-full.txt", long_text(200, seed=9).encode())])
+            done = wait_for(
+                lambda: (r := task_row(database_url, task.task_id))["status"] == "failed" and r,
+                timeout=60,
+                what="the task given up",
+            )
+        finally:
+            owner.execute("DROP TRIGGER qa_disk_full ON chunks; DROP FUNCTION qa_disk_full()")
+    assert done["error"].startswith(
+        "Gave up after 3 deliveries: The database was unavailable (DiskFullError: its disk is full"
+    )
+    assert "workers died" not in done["error"]
+    # Each hand-back waits longer (1, 2, 4 s here; 5 s doubling to 300 s by default), not 1 s each time.
+    assert "retry in 2 s" in worker.log() and "retry in 4 s" in worker.log(), worker.log()
+    assert task.document_id is not None and chunk_count(database_url, task.document_id) == 0

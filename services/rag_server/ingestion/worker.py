@@ -320,7 +320,9 @@ class Worker:
                 if failures is None:
                     logger.warning("task %s is no longer this worker's: not retried from here", task_id)
                     return
-                delay = retry_delay_s(self.settings, max(1, failures))
+                # A hand-back not counted as a failure waits longer each delivery (a full disk is not
+                # cured in 5 s, and each try writes WAL on it again).
+                delay = retry_delay_s(self.settings, max(1, failures if count_failure else int(msg.read_ct)))
                 await self.runtime.queue.extend(msg.msg_id, delay, conn=c)
             logger.info("task %s: %d failures so far; retry in %d s", task_id, failures, delay)
 
