@@ -34,6 +34,9 @@ class Behaviour:
     release: threading.Event | None = None
     # After this many streamed tokens: drop the connection (a mid-stream failure).
     drop_after_tokens: int | None = None
+    # After this many streamed tokens: end the stream as if complete ("data: [DONE]", the HTTP body
+    # closed cleanly) but without a chunk giving its finish_reason (a provider's stream cut short).
+    end_after_tokens: int | None = None
     # Only requests of these kinds misbehave (None = all): "answer", "condense", "title".
     affects: set[str] | None = None
     # Report token usage (`usage`; when streaming, only if asked with stream_options.include_usage).
@@ -188,6 +191,10 @@ class FakeLLM:
                 if b.drop_after_tokens is not None and i == b.drop_after_tokens:
                     assert request.transport is not None
                     request.transport.close()
+                    return response
+                if b.end_after_tokens is not None and i == b.end_after_tokens:
+                    await response.write(b"data: [DONE]\n\n")
+                    await response.write_eof()
                     return response
                 if b.hang_after_tokens is not None and i == b.hang_after_tokens:
                     # SSE comments keep the stream alive; the writes fail once the client has gone.

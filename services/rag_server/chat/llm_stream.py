@@ -14,6 +14,7 @@ from llama_index.core.llms import LLM, ChatMessage, ChatResponse
 
 from rag_server.chat.answer import LLMFailure, count_usage, guarded
 from rag_server.chat.usage import TokenUsage
+from rag_server.infra.llm import reports_finish
 from rag_server.infra.metrics import observe_llm
 from rag_server.text import clean_generated
 
@@ -62,17 +63,29 @@ async def stream(
         raise
     received: asyncio.Queue[ChatResponse | LLMFailure | None] = asyncio.Queue()
     reader = asyncio.create_task(_read(llm, responses, timeout_s, received))
+    finished = False  # the provider said why it stopped
     try:
         while (response := await received.get()) is not None:
             if isinstance(response, LLMFailure):
                 observe_llm(llm, "stream", started, response.__cause__ or response)
                 raise response
             count_usage(usage, response.raw)
-            if end is not None and (reason := reported_finish(response.raw)) is not None:
-                end.reason = reason
+            if (reason := reported_finish(response.raw)) is not None:
+                finished = True
+                if end is not None:
+                    end.reason = reason
             if response.delta:
                 # What PostgreSQL cannot store (NUL, a lone surrogate) would fail the answer's write.
                 yield clean_generated(response.delta)
+        if not finished and reports_finish(llm):
+            # OpenAI's protocol ends each choice with a finish_reason: a stream closed without one (an
+            # empty choice list, a plain end) was cut short, and its first words are no answer.
+            failure = LLMFailure(
+                "The LLM's answer stopped before its end (its stream closed without a finish reason); "
+                "showing the extractive answer."
+            )
+            observe_llm(llm, "stream", started, failure)
+            raise failure
         observe_llm(llm, "stream", started)
     finally:
         reader.cancel()

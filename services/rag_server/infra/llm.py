@@ -88,3 +88,11 @@ def call_options(
         return {}
     options: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, "stop": stop}
     return {name: value for name, value in options.items() if value is not None}
+
+
+def reports_finish(llm: LLM) -> bool:
+    """Whether this LLM's streams end each answer with a finish reason (OpenAI's protocol: `stop`,
+    `length`...), so that one closed without it was cut short."""
+    from llama_index.llms.openai import OpenAI
+
+    return isinstance(llm, OpenAI)
