@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, expect
 
 from tests.browser.chat_support import DOCS, ask, ingest
 from tests.browser.conftest import Stack, start_stack
@@ -82,3 +82,38 @@ async def test_the_chats_loaded_stay_listed_after_an_answer(page: Page, stack: S
     await ask(page, "How do I cook pasta?")  # a new chat: one more
     await expect(page.locator('.session-link[aria-current="page"]')).to_have_count(1)
     await expect(chats).to_have_count(listed + 1)
+
+
+async def test_a_chat_started_elsewhere_during_the_refresh_ends_it_listed(page: Page, stack: Stack) -> None:
+    """The refresh after an answer pages by the rows it kept, not by the rows it fetched: a chat started
+    elsewhere (another tab) between two of its pages shifted the list by one, the overlap was dropped as
+    a duplicate and the next page asked for the same row again, forever (requests without end, the
+    sidebar never redrawn). Here the other chat starts just as the refresh asks for its second page."""
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60) as api:
+        have = (await api.get("/chat/sessions", params={"limit": 1})).json()["total"]
+        for n in range(have, 210):  # more than one page of 200
+            made = await api.post("/chat/sessions", json={"title": f"Older chat {n:03d}"})
+            assert made.status_code == 201
+        await page.reload()
+        chats = page.get_by_role("list", name="Chats", exact=True).locator(".session-item")
+        more = page.get_by_role("button", name="Load more")
+        await expect(chats).to_have_count(30)
+        while await more.is_visible():
+            shown = await chats.count()
+            await more.click()
+            await expect(chats).not_to_have_count(shown)
+        listed = await chats.count()
+        asked: list[str] = []
+
+        async def elsewhere(route: Route) -> None:
+            asked.append(route.request.url)
+            if "offset=200" in route.request.url and len(asked) < 5:  # a chat starts in another tab first
+                made = await api.post("/chat/sessions", json={"title": "From another tab"})
+                assert made.status_code == 201
+            await route.continue_()
+
+        await page.route(lambda url: "/chat/sessions?" in url and "only_archived" not in url, elsewhere)
+        await ask(page, "How do I cook pasta?")  # a new chat, and the refresh
+        await expect(chats).to_have_count(listed + 2)
+        await expect(chats.get_by_text("From another tab", exact=True)).to_have_count(1)
+        assert len(asked) < 10, asked

@@ -47,14 +47,28 @@ function sessionList({ label, archived, emptyText, owner }) {
     // shown whole stays whole (a new chat on top must not push its last row out behind "Load more").
     const whole = state.loaded && state.sessions.length >= state.total;
     const wanted = whole ? Infinity : Math.max(PAGE, state.sessions.length);
+    // Paged by the rows fetched, not those kept: a chat started or answered elsewhere meanwhile shifts the
+    // list down, a row comes twice and is kept once, and paging by the rows kept asked for that row again,
+    // forever. Each row that came twice stands for one that went to the top after it was read: the top
+    // again, that many.
     try {
       const sessions = [];
+      const known = new Set();
+      let offset = 0;
       let page;
       do {
-        page = await fetchPage(sessions.length, Math.min(MAX_PAGE, wanted - sessions.length));
-        const known = new Set(sessions.map((s) => s.id));
-        sessions.push(...page.sessions.filter((s) => !known.has(s.id)));
-      } while (page.sessions.length && sessions.length < Math.min(wanted, page.total));
+        page = await fetchPage(offset, Math.min(MAX_PAGE, wanted - sessions.length));
+        offset += page.sessions.length;
+        for (const s of page.sessions) {
+          if (!known.has(s.id)) sessions.push(s);
+          known.add(s.id);
+        }
+      } while (page.sessions.length && offset < page.total && sessions.length < wanted);
+      const twice = offset - sessions.length;
+      if (twice > 0) {
+        const top = await fetchPage(0, Math.min(MAX_PAGE, twice));
+        sessions.unshift(...top.sessions.filter((s) => !known.has(s.id)));
+      }
       state.sessions = sessions;
       state.total = page.total;
       state.loaded = true;
