@@ -17,7 +17,7 @@ import sys
 import tarfile
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -244,20 +244,51 @@ async def test_a_restore_refuses_a_database_with_data_and_a_bad_file(
     garbage.write_bytes(b"not a backup at all" * 100)
     truncated = scratch / "truncated.backup"
     truncated.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
-    future = scratch / "future.backup"
-    with tarfile.open(file) as src, tarfile.open(future, "w") as dst:
+    future = with_manifest(file, scratch / "future.backup", lambda m: m | {"schema_revision": "9999_future"})
+    for bad, words in ((garbage, "not a rag-server backup"), (truncated, "damaged"), (future, "newer")):
+        with pytest.raises(BackupError, match=words):
+            await restore(runtime.database_url, runtime.settings, bad, force=True, report=lambda _: None)
+    assert query(runtime.database_url, "SELECT count(*) AS n FROM documents")[0]["n"] == 5
+
+
+def with_manifest(file: Path, copy: Path, change: Callable[[dict[str, Any]], dict[str, Any]]) -> Path:
+    """A copy of the backup `file` whose manifest is `change`d (the dump as it was)."""
+    with tarfile.open(file) as src, tarfile.open(copy, "w") as dst:
         for member in src.getmembers():
             data = src.extractfile(member)
             assert data is not None
             raw = data.read()
             if member.name == MANIFEST_NAME:
-                raw = json.dumps(json.loads(raw) | {"schema_revision": "9999_future"}).encode()
+                raw = json.dumps(change(json.loads(raw))).encode()
                 member.size = len(raw)
             dst.addfile(member, io.BytesIO(raw))
-    for bad, words in ((garbage, "not a rag-server backup"), (truncated, "damaged"), (future, "newer")):
-        with pytest.raises(BackupError, match=words):
-            await restore(runtime.database_url, runtime.settings, bad, force=True, report=lambda _: None)
-    assert query(runtime.database_url, "SELECT count(*) AS n FROM documents")[0]["n"] == 5
+    return copy
+
+
+async def test_a_backup_of_an_older_version_counting_fewer_tables_restores(
+    runtime: Runtime, source: dict[str, Any], pg_server: str, scratch: Path
+) -> None:
+    """A manifest holds the counts its version took: one written before "stored responses" were counted
+    lacks them. The restore compared every count it takes now with the manifest's, and refused every
+    backup written before ("the backup recorded otherwise"). It compares the counts both know."""
+    assert runtime.settings.database_url
+    file = scratch / "counted.backup"
+    manifest = await backup(runtime.settings.database_url, runtime.settings, file, report=lambda _: None)
+    assert "stored responses" in manifest.counts
+
+    def without_stored_responses(m: dict[str, Any]) -> dict[str, Any]:
+        return m | {"counts": {k: v for k, v in m["counts"].items() if k != "stored responses"}}
+
+    older = with_manifest(file, scratch / "older.backup", without_stored_responses)
+    target = await create_database(pg_server, "bolder")
+    restored = await restore(target, runtime.settings, older, force=False, report=lambda _: None)
+    assert restored.counts["documents"] == manifest.counts["documents"]
+    # A count that differs still fails the restore.
+    wrong = with_manifest(
+        file, scratch / "wrong.backup", lambda m: m | {"counts": m["counts"] | {"documents": 99}}
+    )
+    with pytest.raises(BackupError, match="recorded otherwise"):
+        await restore(target, runtime.settings, wrong, force=True, report=lambda _: None)
 
 
 def test_the_password_goes_to_the_environment_not_the_command_line() -> None:
