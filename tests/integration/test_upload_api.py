@@ -446,6 +446,23 @@ def test_failed_document_uploaded_again_under_another_name_takes_that_name(clien
     assert document["metadata"] == {"lab": "fins"} and document["error"] is None
 
 
+def test_a_retry_of_a_duplicate_of_a_completed_upload_says_there_is_nothing_to_retry(
+    client: TestClient,
+) -> None:
+    """A duplicate whose upload completed reads "duplicate": its retry was told to "retry that task",
+    which is completed and refuses too."""
+    content = b"Field notes on the migration of arctic terns, kept once."
+    first = upload(client, [("terns.txt", content)]).json()
+    [original] = wait_batch(client, first["batch_id"])["tasks"]
+    assert original["status"] == "completed", original
+    [duplicate] = upload(client, [("terns-copy.txt", content)]).json()["tasks"]
+    assert duplicate["status"] == "duplicate", duplicate
+    refused = client.post(f"/admin/tasks/{duplicate['task_id']}/retry")
+    assert refused.status_code == 409, refused.json()
+    detail = refused.json()["detail"]
+    assert "nothing to retry" in detail and str(original["task_id"]) in detail, detail
+
+
 def test_a_duplicate_of_a_document_that_then_fails_is_failed_too(client: TestClient) -> None:
     # The same bytes as notes.pptx (not a presentation) and as notes.txt: the second is a duplicate of
     # the first, which fails. The duplicate said nothing, its batch "completed", and its text was never
@@ -468,7 +485,8 @@ def test_a_duplicate_of_a_document_that_then_fails_is_failed_too(client: TestCli
         ("notes.txt", duplicate["error"]),
     ], listed
     refused = client.post(f"/admin/tasks/{duplicate['task_id']}/retry")
-    assert refused.status_code == 409 and "retry that task" in refused.json()["detail"], refused.json()
+    assert refused.status_code == 409, refused.json()
+    assert f"retry task {original['task_id']}" in refused.json()["detail"], refused.json()
     # Uploaded again, it is read as text, in a batch of its own: the first batch, finished, stays as it
     # was (its duplicate follows the task of notes.pptx, not the document).
     again = upload(client, [("notes.txt", content)]).json()

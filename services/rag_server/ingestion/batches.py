@@ -310,7 +310,7 @@ async def batch_status(conn: Executor, batch_id: UUID) -> BatchStatus:
 # uploading a failed document again (a new task) must not take a finished batch back to "processing".
 # Retention (ingestion/retention.py) keeps every task this may name for a kept duplicate: keep in step.
 DUPLICATE_SOURCE = """
-    SELECT o.status, o.filename, o.error FROM job_tasks o
+    SELECT o.id, o.status, o.filename, o.error FROM job_tasks o
     WHERE o.document_id = t.document_id AND o.status <> 'duplicate' AND o.msg_id IS NOT NULL
       AND (o.replaces_version IS NULL OR o.status = 'completed') AND o.created_at <= t.finished_at
     ORDER BY o.created_at DESC, o.id DESC LIMIT 1

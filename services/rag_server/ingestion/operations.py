@@ -142,11 +142,7 @@ async def _retry_locked(c: asyncpg.Connection, queue: IngestQueue, task: asyncpg
     """Queue the (locked) task again with a new message; None, or the sentence saying why not."""
     task_id, status = task["id"], task["status"]
     if status == "duplicate":
-        # Listed as its original's task reads (as_reported): that task is the one to retry.
-        return (
-            f"task {task_id} is a duplicate of an earlier upload of the same bytes, whose task it follows:"
-            f" retry that task, or upload {task['filename']!r} again"
-        )
+        return await _duplicate_refusal(c, task)
     orphan = status == "queued" and not await _message_exists(c, queue, task["msg_id"])
     if status != "failed" and not orphan:
         return f"task {task_id} is {status}, not failed: only a failed task can be retried"
@@ -206,6 +202,24 @@ async def _retry_locked(c: asyncpg.Connection, queue: IngestQueue, task: asyncpg
             doc["id"],
         )
     return None
+
+
+async def _duplicate_refusal(c: asyncpg.Connection, task: asyncpg.Record) -> str:
+    """A duplicate is listed as the task it follows reads (as_reported): that task, named, is the one to
+    retry when it failed; else there is nothing to retry."""
+    source = await c.fetchrow(
+        f"SELECT s.id, s.status FROM job_tasks t JOIN LATERAL ({DUPLICATE_SOURCE}) s ON true WHERE t.id = $1",
+        task["id"],
+    )
+    head = f"task {task['id']} is a duplicate of an earlier upload of the same bytes"
+    if source is None:  # a document imported or written without the queue
+        return f"{head}: nothing to retry"
+    if source["status"] != "failed":
+        return f"{head}, whose task {source['id']} it follows, {source['status']}: nothing to retry"
+    return (
+        f"{head}, whose task {source['id']} it follows: retry task {source['id']}, or upload"
+        f" {task['filename']!r} again"
+    )
 
 
 def _refused_at_upload(task: asyncpg.Record) -> str:
