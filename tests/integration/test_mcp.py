@@ -300,6 +300,17 @@ async def test_http_errors_are_tool_errors(live_app_url: str, docs: Docs) -> Non
         ("search", {"query": "   "}, "invalid arguments: query: must not be blank"),
         ("list_documents", {"limit": True}, "invalid arguments: limit: a number, not true/false"),
         ("list_collections", {"offset": False}, "invalid arguments: offset: a number, not true/false"),
+        # get_document's chunk range too: start true read chunk 1 on, end false no chunk.
+        (
+            "get_document",
+            {"document_id": "00000000-0000-4000-8000-000000000000", "start": True},
+            "invalid arguments: start: a number, not true/false",
+        ),
+        (
+            "get_document",
+            {"document_id": "00000000-0000-4000-8000-000000000000", "end": False},
+            "invalid arguments: end: a number, not true/false",
+        ),
         ("search", {}, "invalid arguments: query: Field required"),
         ("list_documents", {"status": "bogus"}, "invalid arguments: status: Input should be 'queued'"),
         # Refused by the request a tool builds, named as the tool's argument (they said `collections.0`,

@@ -284,8 +284,8 @@ def build_mcp(services: Callable[[], Services]) -> MCPServer:
     async def get_document(
         ctx: Context,
         document_id: UUID,
-        start: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
-        end: Annotated[int | None, Field(ge=0, le=2**31 - 1)] = None,
+        start: Annotated[int, Field(ge=0, le=2**31 - 1), NotBool] = 0,
+        end: Annotated[int | None, Field(ge=0, le=2**31 - 1), NotBool] = None,
         text: Annotated[
             TextMatch | None, Field(description=f"The chunk's own text must match. {TEXT_MATCH_RULES}")
         ] = None,
