@@ -154,14 +154,18 @@ async def test_a_retry_without_the_stored_bytes_is_refused(
 async def test_stuck_tasks_are_listed_with_the_reason(
     runtime: Runtime, admin: httpx.AsyncClient, database_url: str
 ) -> None:
-    dead, alive, orphan = await enqueue(
+    # And a duplicate of two of them (the same bytes): listed as the task it follows reads.
+    dead, alive, orphan, dead_again, orphan_again = await enqueue(
         runtime,
         [
             ("dead-worker.txt", b"Octopuses have three hearts."),
             ("live-worker.txt", b"Crows recognise human faces."),
             ("orphan.txt", b"Bees dance to share directions."),
+            ("dead-worker-again.txt", b"Octopuses have three hearts."),
+            ("orphan-again.txt", b"Bees dance to share directions."),
         ],
     )
+    assert dead_again.status == orphan_again.status == "duplicate"
     with psycopg.connect(database_url, autocommit=True) as live_session:
         # A live worker: a session holds its liveness lock. 999999: a worker no session holds.
         live_session.execute("SELECT pg_advisory_lock(%s, 4242)", (WORKER_LOCK_CLASS,))
@@ -184,11 +188,24 @@ async def test_stuck_tasks_are_listed_with_the_reason(
         }
         assert r.json()["total"] == 2
         processing = (await admin.get("/admin/tasks", params={"status": "processing"})).json()
-        assert {t["task_id"] for t in processing["items"]} == {str(dead.task_id), str(alive.task_id)}
+        assert {t["task_id"] for t in processing["items"]} == {
+            str(dead.task_id),
+            str(alive.task_id),
+            str(dead_again.task_id),
+        }
 
         refused = await admin.post(f"/admin/tasks/{alive.task_id}/cancel")
         assert refused.status_code == 409 and "being processed (worker 4242)" in refused.json()["detail"]
         assert (await admin.post(f"/admin/tasks/{alive.task_id}/retry")).status_code == 409
+        # A duplicate listed queued or processing is not cancelled itself: the refusal names the task it
+        # follows ("is duplicate: only a queued task can be cancelled", of a task listed as queued).
+        refused = await admin.post(f"/admin/tasks/{orphan_again.task_id}/cancel")
+        assert refused.status_code == 409, refused.json()
+        assert f"which is queued: cancel task {orphan.task_id}" in refused.json()["detail"], refused.json()
+        refused = await admin.post(f"/admin/tasks/{dead_again.task_id}/cancel")
+        assert refused.status_code == 409, refused.json()
+        said = refused.json()["detail"]
+        assert f"follows task {dead.task_id}, which is processing: nothing to cancel" in said, said
 
     # A queued task whose message is lost gets a new one.
     r = await admin.post(f"/admin/tasks/{orphan.task_id}/retry")
@@ -198,7 +215,7 @@ async def test_stuck_tasks_are_listed_with_the_reason(
     # Leave nothing for the modules' later tests to trip on.
     batch = str(task_row(database_url, orphan.task_id)["batch_id"])
     query(database_url, "UPDATE job_tasks SET status = 'queued' WHERE batch_id = %s RETURNING 1", batch)
-    assert len((await admin.post("/admin/tasks/cancel", json={"batch_id": batch})).json()["done"]) == 3
+    assert len((await admin.post("/admin/tasks/cancel", json={"batch_id": batch})).json()["done"]) == 5
 
 
 async def test_the_archive_is_purged_by_age(

@@ -142,7 +142,7 @@ async def _retry_locked(c: asyncpg.Connection, queue: IngestQueue, task: asyncpg
     """Queue the (locked) task again with a new message; None, or the sentence saying why not."""
     task_id, status = task["id"], task["status"]
     if status == "duplicate":
-        return await _duplicate_refusal(c, task)
+        return await _duplicate_refusal(c, task, "retry")
     orphan = status == "queued" and not await _message_exists(c, queue, task["msg_id"])
     if status != "failed" and not orphan:
         return f"task {task_id} is {status}, not failed: only a failed task can be retried"
@@ -204,22 +204,21 @@ async def _retry_locked(c: asyncpg.Connection, queue: IngestQueue, task: asyncpg
     return None
 
 
-async def _duplicate_refusal(c: asyncpg.Connection, task: asyncpg.Record) -> str:
-    """A duplicate is listed as the task it follows reads (as_reported): that task, named, is the one to
-    retry when it failed; else there is nothing to retry."""
+async def _duplicate_refusal(c: asyncpg.Connection, task: asyncpg.Record, action: str) -> str:
+    """A duplicate is listed as the task it follows reads (batches.as_reported), and is never retried or
+    cancelled itself: that task, named, is the one to act on when it can be (failed, queued)."""
     source = await c.fetchrow(
         f"SELECT s.id, s.status FROM job_tasks t JOIN LATERAL ({DUPLICATE_SOURCE}) s ON true WHERE t.id = $1",
         task["id"],
     )
     head = f"task {task['id']} is a duplicate of an earlier upload of the same bytes"
     if source is None:  # a document imported or written without the queue
-        return f"{head}: nothing to retry"
-    if source["status"] != "failed":
-        return f"{head}, whose task {source['id']} it follows, {source['status']}: nothing to retry"
-    return (
-        f"{head}, whose task {source['id']} it follows: retry task {source['id']}, or upload"
-        f" {task['filename']!r} again"
-    )
+        return f"{head}: nothing to {action}"
+    follows = f"{head}; it follows task {source['id']}, which is {source['status']}"
+    if source["status"] != {"retry": "failed", "cancel": "queued"}[action]:
+        return f"{follows}: nothing to {action}"
+    upload = f", or upload {task['filename']!r} again" if action == "retry" else ""
+    return f"{follows}: {action} task {source['id']}{upload}"
 
 
 def _refused_at_upload(task: asyncpg.Record) -> str:
@@ -260,6 +259,8 @@ async def _cancel_locked(
 ) -> str | None:
     """Fail the (locked) queued task and its document, archive its message; None, or why not."""
     task_id, status = task["id"], task["status"]
+    if status == "duplicate":
+        return await _duplicate_refusal(c, task, "cancel")
     if status == "processing":
         return (
             f"task {task_id} is being processed (worker {task['worker_id']}): only a queued task can be "
