@@ -687,6 +687,21 @@ async def test_an_llm_title_or_condensed_question_holding_nul_or_a_lone_surrogat
     assert stored["metadata"]["condensed_query"] == "What is BM25 \ufffd?"
 
 
+async def test_a_blank_condensed_question_searches_with_the_question(
+    llm_server: Server, client: httpx.AsyncClient, fake: FakeLLM
+) -> None:
+    """An LLM's condensed question of white space in quotes was searched with as it was: since search
+    refuses a blank query (NotBlank), that failed the turn. The question itself is searched instead."""
+    base = llm_server.url
+    first = await ok(await client.post(f"{base}/query", json={"query": "What is HNSW?"}))
+    fake.behaviour = Behaviour(condensed='" "')
+    follow_up = await client.post(
+        f"{base}/query", json={"query": "and HNSW's parameters?", "session_id": first["session_id"]}
+    )
+    assert follow_up.status_code == 200, follow_up.text
+    assert follow_up.json()["sources"], follow_up.json()
+
+
 async def test_llm_errors_fall_back_to_extractive(
     llm_server: Server, client: httpx.AsyncClient, fake: FakeLLM
 ) -> None:

@@ -314,7 +314,8 @@ async def condense_question(
         return question
     messages = condense_messages(question, history, context_tokens)
     condensed = await complete(llm, messages, timeout_s, usage)
-    return condensed.strip().strip('"') or question
+    # White space in quotes is no question either: search refuses a blank query (text.NotBlank).
+    return condensed.strip().strip('"').strip() or question
 
 
 async def llm_title(llm: LLM, question: str, timeout_s: float) -> str:
