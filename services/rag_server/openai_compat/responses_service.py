@@ -53,8 +53,8 @@ T = TypeVar("T")
 
 
 async def start(chat: ChatService, body: ResponsesRequest) -> Turn:
-    """Resolve the previous response (404) and the model (404 for an unknown or unreachable one) before
-    anything is answered."""
+    """Resolve the previous response (400 previous_response_not_found) and the model (404 for an unknown
+    or unreachable one) before anything is answered."""
     earlier = await _earlier(chat, body.previous_response_id)
     return await open_turn(
         chat,

@@ -114,7 +114,8 @@ async def create_response(body: ResponsesRequest, chat: ChatDep) -> ResponseObje
     """OpenAI's Responses API (`client.responses.create`): the answer a chat completion gives, to the
     last user message of `input`. With `store` (the default) the response is kept for this key: GET and
     DELETE /v1/responses/{id}, and `previous_response_id` continues it (its conversation is the history;
-    404 for one not stored, deleted or not this key's). Not in the web app's chat history;
+    OpenAI's 400 previous_response_not_found for one not stored, deleted or not this key's). Not in the
+    web app's chat history;
     `conversation`: a 400."""
     turn = await responses_service.start(chat, body)  # unknown model -> 404 before any streaming starts
     if not body.stream:
