@@ -450,6 +450,8 @@ TOOLS: Any = [{"type": "function", "name": "f", "parameters": {"type": "object"}
         # JSON's true/false is no number: true was read as 1, an answer cut after one token.
         ({"max_output_tokens": True}, "max_output_tokens", "max_output_tokens: a number, not true/false"),
         ({"temperature": True}, "temperature", "temperature: a number, not true/false"),
+        # top_p too (kept, echoed in the response as 1.0).
+        ({"top_p": True}, "top_p", "top_p: a number, not true/false"),
     ],
 )
 async def test_what_the_server_cannot_honour_is_an_openai_400_naming_it(

@@ -128,7 +128,7 @@ class ResponsesRequest(BaseModel):
     stream: StrictBool = False
     max_output_tokens: Annotated[int, Field(ge=1, le=1_000_000), NotBool] | None = None
     temperature: Annotated[float, Field(ge=0, le=2), NotBool] | None = None
-    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_p: Annotated[float, Field(ge=0, le=1), NotBool] | None = None
     parallel_tool_calls: StrictBool | None = None
     tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
     tool_choice: str | dict[str, Any] | None = None
