@@ -356,6 +356,8 @@ async def test_sampling_hints_and_optional_tools_are_accepted(reader: openai.Asy
             "dimensions",
             "dimensions: this model's embeddings have 384 dimensions",
         ),
+        # JSON's true is no number: it was read as 1 ("cannot be shortened to 1").
+        ({"input": "x", "dimensions": True}, "dimensions", "dimensions: a number, not true/false"),
     ],
 )
 async def test_embeddings_the_model_cannot_make_are_an_openai_400(

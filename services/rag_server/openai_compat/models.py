@@ -361,7 +361,7 @@ class EmbeddingRequest(BaseModel):
     # The openai SDK asks for base64 unless told otherwise (and decodes it itself).
     encoding_format: Literal["float", "base64"] = "float"
     # Only the model's own: its vectors cannot be shortened (embed() checks it against the model).
-    dimensions: int | None = None
+    dimensions: Annotated[int, NotBool] | None = None
 
     @field_validator("input", mode="before")
     @classmethod
