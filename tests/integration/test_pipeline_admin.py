@@ -218,6 +218,28 @@ async def test_stuck_tasks_are_listed_with_the_reason(
     assert len((await admin.post("/admin/tasks/cancel", json={"batch_id": batch})).json()["done"]) == 5
 
 
+async def test_a_retry_of_a_batch_names_the_task_its_failed_duplicate_follows(
+    runtime: Runtime, admin: httpx.AsyncClient, database_url: str
+) -> None:
+    """A duplicate whose upload, in another batch, failed is listed failed in its own batch; a retry of
+    that batch passed over it without a word (nothing done, nothing skipped). It is skipped, naming the
+    task to retry."""
+    content = b"Narwhal tusks are teeth that sense the water around them."
+    [first] = await enqueue(runtime, [("narwhal.pptx", content)])
+    [again] = await enqueue(runtime, [("narwhal.txt", content)])
+    assert again.status == "duplicate"
+    row = task_row(database_url, first.task_id)
+    query(database_url, "SELECT pgmq.delete('ingest', %s::bigint)", row["msg_id"])
+    failed = "UPDATE job_tasks SET status = 'failed', error = 'Broken.' WHERE id = %s RETURNING 1"
+    query(database_url, failed, first.task_id)
+    batch = str(task_row(database_url, again.task_id)["batch_id"])
+    listed = (await admin.get("/admin/tasks", params={"batch_id": batch, "status": "failed"})).json()
+    assert [t["task_id"] for t in listed["items"]] == [str(again.task_id)], listed
+    result = (await admin.post("/admin/tasks/retry", json={"batch_id": batch})).json()
+    assert result["done"] == [] and [s["task_id"] for s in result["skipped"]] == [str(again.task_id)], result
+    assert f"retry task {first.task_id}" in result["skipped"][0]["reason"], result
+
+
 async def test_the_archive_is_purged_by_age(
     runtime: Runtime, admin: httpx.AsyncClient, database_url: str
 ) -> None:

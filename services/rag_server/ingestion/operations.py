@@ -315,27 +315,46 @@ async def cancel_task(conn: Executor, queue: IngestQueue, task_id: UUID, by: str
     return await get_task(conn, queue, task_id)
 
 
-async def _select(c: asyncpg.Connection, selection: TaskSelection, status: str) -> list[asyncpg.Record]:
+async def _selected(c: asyncpg.Connection, selection: TaskSelection) -> tuple[str, UUID]:
+    """The WHERE of the selection's tasks (`t`, their batch `b`) and its argument ($1)."""
     if selection.batch_id is not None:
         if not await c.fetchval("SELECT true FROM job_batches WHERE id = $1", selection.batch_id):
             raise NotFoundError(f"no upload batch {selection.batch_id}")
-        return await _lock_tasks(c, "t.batch_id = $1 AND t.status = $2", selection.batch_id, status)
+        return "t.batch_id = $1", selection.batch_id
     assert selection.collection is not None
-    collection = await get_collection(c, selection.collection)
-    return await _lock_tasks(c, "b.collection_id = $1 AND t.status = $2", collection.id, status)
+    return "b.collection_id = $1", (await get_collection(c, selection.collection)).id
+
+
+async def _select(c: asyncpg.Connection, selection: TaskSelection, status: str) -> list[asyncpg.Record]:
+    where, arg = await _selected(c, selection)
+    return await _lock_tasks(c, f"{where} AND t.status = $2", arg, status)
 
 
 async def retry_tasks(conn: Executor, queue: IngestQueue, selection: TaskSelection) -> BulkTaskResult:
     """Every failed task of a batch or a collection queued again, ONE transaction; those that cannot be
-    (file missing, document deleted or queued again, refused at upload) are skipped with the reason."""
+    (file missing, document deleted or queued again, refused at upload) are skipped with the reason, as
+    are the duplicates listed failed (the task they follow failed, and was not retried here; read, not
+    locked: nothing changes them, and a lock after the documents' would break the lock order)."""
     async with transaction(conn) as c:
         done, skipped = [], []
-        for task in await _select(c, selection, "failed"):
+        where, arg = await _selected(c, selection)
+        for task in await _lock_tasks(c, f"{where} AND t.status = 'failed'", arg):
             refused = await _retry_locked(c, queue, task)
             if refused is None:
                 done.append(task["id"])
             else:
                 skipped.append(SkippedTask(task_id=task["id"], reason=refused))
+        duplicates = await c.fetch(
+            f"""
+            SELECT t.id, t.filename FROM job_tasks t JOIN job_batches b ON b.id = t.batch_id
+            WHERE {where} AND t.status = 'duplicate'
+              AND (SELECT s.status FROM ({DUPLICATE_SOURCE}) s) = 'failed'
+            ORDER BY t.id
+            """,
+            arg,
+        )
+        for task in duplicates:
+            skipped.append(SkippedTask(task_id=task["id"], reason=await _duplicate_refusal(c, task, "retry")))
     return BulkTaskResult(done=done, skipped=skipped)
 
 
