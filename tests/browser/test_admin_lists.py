@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from playwright.async_api import Browser, Locator, Page, expect
+from playwright.async_api import Browser, Locator, Page, Route, expect
 
 from tests.browser.conftest import Console, Stack, new_page, sign_in
 from tests.browser.seed import bearer, create_key
@@ -228,3 +228,35 @@ async def test_a_team_with_more_than_two_hundred_collections_reaches_every_one(
     form = page.get_by_role("form", name="New API key")
     await form.get_by_label("Role").select_option("reader")
     await expect(form.get_by_label("zmany-204", exact=True)).to_have_count(1)
+
+
+async def test_a_collection_made_while_the_list_is_paged_leaves_no_row_twice(
+    page: Page, stack: Stack
+) -> None:
+    """The app pages the collections by name, 500 at a time. One made elsewhere between two pages, named
+    before the first page's end, shifts the rest by one: the first page's last came again on the second,
+    and stood twice in the switcher, Admin's list and a new key's choices."""
+    async with await _admin(stack) as api:
+        have = (await api.get("/collections", params={"limit": 1})).json()["total"]
+        names = [f"zpaged-{n:03d}" for n in range(max(0, 505 - have))]
+        for start in range(0, len(names), 25):
+            made = await asyncio.gather(
+                *(api.post("/collections", json={"name": n}) for n in names[start : start + 25])
+            )
+            assert all(r.status_code == 201 for r in made), [r.text for r in made if r.status_code != 201]
+
+        made_meanwhile: list[int] = []
+
+        async def elsewhere(route: Route) -> None:
+            if "offset=500" in route.request.url:  # each time the list is loaded
+                name = f"aaa-meanwhile-{len(made_meanwhile)}"
+                made_meanwhile.append((await api.post("/collections", json={"name": name})).status_code)
+            await route.continue_()
+
+        await page.route(lambda url: "/collections?" in url, elsewhere)
+        await _open_admin(page)
+        options = page.locator("select#collection option")
+        await expect(options).not_to_have_count(0)
+        values = await options.evaluate_all("(all) => all.map((o) => o.value)")
+        assert made_meanwhile and set(made_meanwhile) == {201}, made_meanwhile
+        assert len(values) >= 505 and len(values) == len(set(values)), len(values) - len(set(values))

@@ -118,13 +118,15 @@ function selectCollection(name) {
 }
 
 // Every collection the key reaches, a page (the API's largest) at a time: one page of 200 left a team's
-// 201st collection and after (by name) out of the switcher, Admin's list and a new key's choices.
+// 201st collection and after (by name) out of the switcher, Admin's list and a new key's choices. One made
+// meanwhile, named before a page's end, shifts the rest: a row comes twice, kept once (by id).
 async function fetchCollections() {
-  const items = [];
-  for (;;) {
-    const page = await api("/collections", { query: { limit: 500, offset: items.length } });
-    items.push(...page.items);
-    if (!page.items.length || items.length >= page.total) return items;
+  const byId = new Map();
+  for (let offset = 0; ; ) {
+    const page = await api("/collections", { query: { limit: 500, offset } });
+    for (const c of page.items) if (!byId.has(c.id)) byId.set(c.id, c);
+    offset += page.items.length;
+    if (!page.items.length || offset >= page.total) return [...byId.values()];
   }
 }
 
