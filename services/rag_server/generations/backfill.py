@@ -28,7 +28,7 @@ from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.pipeline import embed_chunks
 
 if TYPE_CHECKING:
-    from rag_server.infra.queue import Message
+    from pgmq import Message
 
 logger = logging.getLogger(__name__)
 

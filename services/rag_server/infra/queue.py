@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # pgmq's package imports its psycopg and SQLAlchemy clients t
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IngestQueue", "Message", "install_pgmq"]
+__all__ = ["IngestQueue", "install_pgmq"]
 
 
 def install_pgmq() -> str:

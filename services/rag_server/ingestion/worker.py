@@ -39,7 +39,7 @@ from rag_server.ingestion.recovery import WorkerLease
 from rag_server.ingestion.retry_policy import give_up_reason, retry_delay_s
 
 if TYPE_CHECKING:  # pgmq is imported when the queue is first used (infra/queue.py)
-    from rag_server.infra.queue import Message
+    from pgmq import Message
 
 logger = logging.getLogger(__name__)
 
