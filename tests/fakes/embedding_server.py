@@ -9,6 +9,7 @@ inside the input texts, so tests sharing one server never interfere:
   NOTANOBJECT         HTTP 200 with a JSON array instead of the protocol's object
   NANVECTOR           HTTP 200 whose vectors hold a null: what llama.cpp and serde_json servers (TEI) write
                       for a NaN a model overflowed to
+  ZEROVECTOR          HTTP 200 whose first vector is all zeros (a model that failed silently)
   SLOW<ms>            the request sleeps this many milliseconds before answering
   HOLD-<tag>          the request waits until the test calls `release("<tag>")` (`held` counts them)
 """
@@ -95,6 +96,8 @@ class FakeEmbeddingServer:
         vectors: list[list[float | None]] = [list(fake_vector(t, dim)) for t in texts]
         if "NANVECTOR" in joined:
             vectors[0][0] = None
+        if "ZEROVECTOR" in joined:
+            vectors[0] = [0.0] * dim
         if openai:
             data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
             data.reverse()  # the protocol orders by `index`, not by position

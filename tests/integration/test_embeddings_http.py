@@ -143,15 +143,21 @@ async def test_malformed_answer_is_not_transient(fake: FakeEmbeddingServer, prov
 
 
 @pytest.mark.parametrize("provider", ["ollama", "openai"])
-async def test_a_vector_holding_nan_is_not_transient(fake: FakeEmbeddingServer, provider: str) -> None:
+@pytest.mark.parametrize(
+    ("marker", "said"), [("NANVECTOR", "not a number"), ("ZEROVECTOR", "a vector of zeros")]
+)
+async def test_a_vector_holding_nan_or_only_zeros_is_not_transient(
+    fake: FakeEmbeddingServer, provider: str, marker: str, said: str
+) -> None:
     """A model that overflowed answers NaN (null in JSON): it was stored as NaN, so a search was a 500
-    ("NaN not allowed in vector") and a document retried as an "Unexpected error" until it gave up."""
+    ("NaN not allowed in vector") and a document retried as an "Unexpected error" until it gave up. One
+    that failed silently answers zeros: stored, its chunks had no direction (every cosine NaN)."""
     fake.requests.clear()
     embedder = (OllamaEmbedder if provider == "ollama" else OpenAIEmbedder)(
         embedding_settings(fake, embedding_provider=provider)
     )
     with pytest.raises(EmbeddingError) as info:
-        await embedder.embed(["NANVECTOR", "fine"])
+        await embedder.embed([marker, "fine"])
     assert not info.value.transient
-    assert "not a number" in str(info.value)
+    assert said in str(info.value)
     assert len(fake.requests) == 1  # never retried

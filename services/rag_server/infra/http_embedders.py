@@ -125,7 +125,12 @@ class _HttpEmbedder:
                     transient=False,
                 )
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            return vectors / np.where(norms == 0, 1, norms)
+            if not norms.all():  # no direction: every cosine with it is NaN, it would match nothing or noise
+                raise EmbeddingError(
+                    f"the {self.provider} model {self.model_name} returned a vector of zeros",
+                    transient=False,
+                )
+            return vectors / norms
         assert last is not None
         raise last
 
