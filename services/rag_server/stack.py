@@ -146,6 +146,10 @@ def reap_orphans(spared: Callable[[], AbstractContextManager[Collection[int]]]) 
                     os.waitpid(child.pid, os.WNOHANG)
 
 
+# The longest wait between two starts of an embedded PostgreSQL that keeps failing to start.
+MAX_RESTART_WAIT_S = 30.0
+
+
 class DatabaseWatch:
     """Starts the embedded PostgreSQL again when it dies under `up` (the OOM killer, a kill -9): the stack
     otherwise answered 503 for ever with no line saying why. `current`: the server to stop at the end
@@ -169,17 +173,21 @@ class DatabaseWatch:
         self._thread.start()
 
     def _run(self) -> None:
+        failed = 0  # starts failed in a row: PostgreSQL cannot start (a full disk, a bad setting)
+        retry_at = 0.0
         while not self._stopping.wait(self.interval_s):
             reap_orphans(self.spared)
-            if self.current.running():
+            if self.current.running() or time.monotonic() < retry_at:
                 continue
-            logger.error(
-                "embedded PostgreSQL in %s is gone (killed?): starting it again", self.current.pgdata
-            )
+            pgdata = self.current.pgdata
+            if not failed:
+                logger.error("embedded PostgreSQL in %s is gone (killed?): starting it again", pgdata)
             try:
-                self.current = restart_embedded_postgres(self.current.pgdata, self.listen)
-            except Exception as exc:  # logged; the next round tries again
-                pgdata = self.current.pgdata
+                self.current = restart_embedded_postgres(pgdata, self.listen)
+            except Exception as exc:  # logged; tried again ever less often (each try logs, on that disk)
+                failed += 1
+                wait_s = min(self.interval_s * 2**failed, MAX_RESTART_WAIT_S)
+                retry_at = time.monotonic() + wait_s - self.interval_s
                 cause = start_failure(pgdata) if isinstance(exc, subprocess.CalledProcessError) else None
                 if cause is None:
                     logger.exception("embedded PostgreSQL in %s did not start again", pgdata)
@@ -190,8 +198,12 @@ class DatabaseWatch:
                         pgdata,
                         cause,
                         pgdata / "log",
-                        self.interval_s,
+                        wait_s,
                     )
+                continue
+            if failed:
+                logger.info("embedded PostgreSQL in %s started again after %d failed starts", pgdata, failed)
+            failed, retry_at = 0, 0.0
 
     def stop(self) -> None:
         self._stopping.set()

@@ -104,13 +104,12 @@ def test_up_starts_its_database_again_when_it_dies() -> None:
         # lacks the socket directory, listen address and status lines. Every start asserted on it, for ever.
         lines = postmaster.read_text().splitlines()
         postmaster.write_text("\n".join([*lines[:4], "", "", lines[6]]) + "\n")
-        mark = len(log.read_text())
         os.kill(again, signal.SIGKILL)
         wait_for(lambda: _postmaster_pid(postmaster) not in (None, again), 60, "a new postmaster")
         wait_for(ready_again, 90, "the stack ready again after a start cut short")
-        # A start may still fail while the killed server's backends exit ("shared memory block is still in
-        # use"); the next round starts it. What the short file did was an assertion at every start.
-        assert "AssertionError" not in log.read_text()[mark:]
+        # Ready again is the test: the short file made every start an assertion, for ever. A single start
+        # may still fail (the killed server's backends still exiting, a pid file read while a new
+        # postmaster writes it); the next round starts it.
         again = int(postmaster.read_text().split()[0])
         # One that cannot start (a full disk, a bad setting) says why in one line, not pg_ctl's traceback.
         settings = data_dir / "pg" / "postgresql.auto.conf"
@@ -123,6 +122,8 @@ def test_up_starts_its_database_again_when_it_dies() -> None:
         assert "CalledProcessError" not in log.read_text()[mark:]
         # Nor the library's copy of the whole server log, at every round (found filling a disk).
         assert "Showing contents of postgres server log" not in log.read_text()[mark:]
+        # Tried again ever less often: 4 s, 8 s... (every 2 s, each try a line, for as long as it lasted).
+        wait_for(lambda: "trying again in 8 s" in log.read_text()[mark:], 60, "a longer wait")
         settings.write_text(kept)
         wait_for(ready_again, 90, "the stack ready again once it can start")
         again = int(postmaster.read_text().split()[0])
