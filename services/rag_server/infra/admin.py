@@ -96,6 +96,16 @@ async def reuse_or_recreate(
 # --- app_meta: one jsonb value per key ---
 
 
+async def row_counts(conn: Executor, tables: Mapping[str, str]) -> dict[str, int]:
+    """label -> rows of `tables` (label -> qualified or public table name); a table this database lacks
+    (a schema migrated by an older version, a queue not made yet) counts 0."""
+    counts: dict[str, int] = {}
+    for label, table in tables.items():
+        exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table)
+        counts[label] = int(await conn.fetchval(f"SELECT count(*) FROM {table}")) if exists else 0
+    return counts
+
+
 async def has_app_meta(conn: Executor) -> bool:
     """Whether migrations have created app_meta here (a new, empty database has none)."""
     return bool(await conn.fetchval("SELECT to_regclass('app_meta') IS NOT NULL"))

@@ -54,16 +54,8 @@ COUNTED_TABLES = {
 
 async def database_counts(conn: asyncpg.Connection, queue_name: str) -> dict[str, int]:
     """Rows of the tables a user cares about, and the messages in the ingestion queue (0: absent)."""
-    counts: dict[str, int] = {}
-    for label, table in COUNTED_TABLES.items():
-        exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"public.{table}")
-        counts[label] = int(await conn.fetchval(f"SELECT count(*) FROM {table}")) if exists else 0
     queue_table = f"pgmq.{admin.quote_ident('q_' + queue_name)}"
-    exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", queue_table)
-    counts["queue messages"] = (
-        int(await conn.fetchval(f"SELECT count(*) FROM {queue_table}")) if exists else 0
-    )
-    return counts
+    return await admin.row_counts(conn, {**COUNTED_TABLES, "queue messages": queue_table})
 
 
 async def check_queue_dumpable(conn: asyncpg.Connection, queue_name: str) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from rag_server.infra import admin
 from rag_server.infra import queue as infra_queue
 from rag_server.infra.database import Executor
 from rag_server.infra.scoped_pool import ScopedPool
@@ -281,8 +282,7 @@ CHAT_CHECKS = {
            OR (role = 'assistant' AND before IS DISTINCT FROM 'user')""",
 }
 
-# label -> table; one a database migrated by an older version lacks (a check inside a migration's test,
-# a restore's) counts 0.
+# label -> table (admin.row_counts: one a database migrated by an older version lacks counts 0).
 COUNTS = {
     "documents": "documents",
     "chunks": "chunks",
@@ -322,10 +322,7 @@ async def _check(conn: asyncpg.Connection, queue_name: str, quiescent: bool) -> 
     # Settings.queue_name's pattern allows only [a-z0-9_]: safe as an identifier.
     queue_table = infra_queue.queue_table(queue_name)
     report = IntegrityReport()
-    for name, table in COUNTS.items():
-        exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table)
-        report.counts[name] = int(await conn.fetchval(f"SELECT count(*) FROM {table}")) if exists else 0
-    report.counts["queue messages"] = int(await conn.fetchval(f"SELECT count(*) FROM {queue_table}"))
+    report.counts = await admin.row_counts(conn, {**COUNTS, "queue messages": queue_table})
     found: dict[str, list[str]] = {}  # check -> details, in the order run
 
     async def run(checks: dict[str, str]) -> None:
