@@ -23,7 +23,7 @@ from rag_server.infra.capabilities import Bm25Engine, check_embedding_settings
 from rag_server.infra.database import create_pool, plain_url, resolve_database_url, runtime_url
 from rag_server.infra.embeddings import Embedder, EmbedderRole, EmbeddingError, LazyEmbedder
 from rag_server.infra.llm import configured_llm
-from rag_server.infra.migrations import upgrade_to_head
+from rag_server.infra.migrations import migrate as migrate_database
 from rag_server.infra.queue import IngestQueue
 from rag_server.infra.replicas import ReadRouting, ReplicaPool
 from rag_server.infra.scoped_pool import SYSTEM_SCOPE, DbScope, ScopedPool, request_scope
@@ -99,7 +99,7 @@ async def open_runtime(
         )
     database_url = await asyncio.to_thread(resolve_database_url, settings)
     if migrate:
-        await asyncio.to_thread(upgrade_to_head, database_url, settings)
+        await migrate_database(database_url, settings)
     # With a bound, every wait on the database has it: a statement, a connection made, one waited for.
     bounds = {} if db_timeout_s is None else {"command_timeout": db_timeout_s, "timeout": db_timeout_s}
     raw = await _runtime_pool(database_url, settings, settings.db_pool_min, **bounds)
