@@ -24,7 +24,7 @@ from rag_server.infra.embedded_postgres import (
     start_failure,
 )
 from rag_server.infra.lifetime import StopSignals
-from rag_server.infra.migrations import upgrade_to_head
+from rag_server.infra.migrations import migrate_before_loop
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def run_stack(settings: Settings, host: str, port: int, signals: StopSignals) ->
             watch.start()
         signals.check()
         # Migrate once here so the worker and the server start on a ready schema.
-        upgrade_to_head(url, settings)
+        migrate_before_loop(url, settings)
         settings = settings.model_copy(update={"host": host, "port": port})
         refuse_open_exposure(settings)  # before the worker starts: no key and not loopback, no stack
         signals.check()

@@ -38,8 +38,11 @@ def settings(database_url: str, data_dir: Path, fake: FakeEmbeddingServer) -> Se
 
 @contextmanager
 def migrations_locked(database_url: str) -> Iterator[None]:
-    """The lock every migration run takes first, held as another process migrating would hold it."""
+    """The lock every migration run takes first, held as another process migrating would hold it, with
+    a grant of the runtime role missing: a database at head with its grants is not migrated (no lock)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
+        runtime_role = Settings.model_fields["runtime_db_user"].default
+        conn.execute(f"REVOKE INSERT ON chunks FROM {runtime_role}")
         conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
         yield
 

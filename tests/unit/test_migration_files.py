@@ -6,7 +6,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from rag_server.infra.migrations import MIGRATIONS_DIR, head_revisions, shipped_head
+from alembic.script import ScriptDirectory
+
+from rag_server.infra.migrations import MIGRATIONS_DIR, shipped_head, shipped_revisions
 
 
 def _assigned(path: Path, name: str) -> object:
@@ -28,7 +30,9 @@ def test_each_revision_is_its_file_name_and_follows_the_one_before() -> None:
         assert _assigned(path, "down_revision") == previous
         previous = path.stem
     assert shipped_head() == previous
-    assert head_revisions() == {previous}  # Alembic's own reading agrees
+    alembic = ScriptDirectory(str(MIGRATIONS_DIR))  # Alembic's own reading agrees
+    assert alembic.get_heads() == [previous]
+    assert shipped_revisions() == {script.revision for script in alembic.walk_revisions()}
     # Nothing else in the folder is a migration Alembic would load.
     others = {p.name for p in (MIGRATIONS_DIR / "versions").glob("*.py")} - {p.name for p in files}
     assert others <= {"__init__.py"}

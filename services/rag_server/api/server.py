@@ -58,7 +58,7 @@ def serve_api(
     from rag_server.api.app import create_app
     from rag_server.api.request_head import BoundedHttpToolsProtocol
     from rag_server.infra.database import resolve_database_url
-    from rag_server.infra.migrations import upgrade_to_head
+    from rag_server.infra.migrations import migrate_before_loop
 
     signals.check()
     announce = sock is None  # `up` says where it listens itself
@@ -69,7 +69,7 @@ def serve_api(
         settings.bootstrap_key()  # a bad one is one line before the database starts
         # Migrated here, not in the app's start-up: a database it cannot use (a newer version migrated
         # it; another model's) is then the CLI's one line, not a traceback out of uvicorn's.
-        upgrade_to_head(resolve_database_url(settings), settings)
+        migrate_before_loop(resolve_database_url(settings), settings)
         refuse_open_exposure(settings)
         signals.check()  # a stop during migrations: they finished, the app never starts
     config = uvicorn.Config(
