@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
@@ -60,3 +61,27 @@ async def test_an_upload_cancelled_while_it_holds_the_budget_gives_it_back() -> 
     task.cancel()
     assert await waiting == 60
     assert budget.held == 0
+
+
+async def test_uploads_cancelled_at_any_moment_never_leave_the_others_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Clients leaving while they wait or hold: every upload not cancelled is stored without waiting out
+    WAIT_S, and the budget ends empty each round."""
+    monkeypatch.setattr(upload_budget, "WAIT_S", 5.0)
+    budget = UploadBudget(100)
+    rng = random.Random(7)
+
+    async def upload(size: int) -> int:
+        async with budget.holding(size):
+            await asyncio.sleep(rng.choice([0, 0, 0.001, 0.002]))
+            return size
+
+    for _ in range(20):
+        tasks = [asyncio.create_task(upload(rng.choice([30, 50, 70]))) for _ in range(30)]
+        for _ in range(10):
+            await asyncio.sleep(rng.choice([0, 0.001]))
+            rng.choice(tasks).cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert not [r for r in results if isinstance(r, BusyError)]
+        assert budget.held == 0

@@ -23,25 +23,30 @@ class UploadBudget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.held = 0
-        self._changed = asyncio.Condition()
+        # Set (and replaced) at each release. A release awaits nothing, so a cancelled upload can
+        # neither keep its bytes nor leave the waiters asleep (a Condition's notify needs its lock).
+        self._released = asyncio.Event()
+
+    def _fits(self, size: int) -> bool:
+        return self.held == 0 or self.held + size <= self.limit
 
     @asynccontextmanager
     async def holding(self, size: int) -> AsyncIterator[None]:
         """`size` bytes of the budget for the block, waited for up to WAIT_S (else a BusyError). One upload
         larger than the whole budget is taken when it is alone (else it could never be)."""
-        async with self._changed:
-            try:
-                async with asyncio.timeout(WAIT_S):
-                    await self._changed.wait_for(lambda: self.held == 0 or self.held + size <= self.limit)
-            except TimeoutError:
-                raise BusyError(
-                    f"The server is storing other uploads ({self.held / 2**20:.0f} MB held of its "
-                    f"{self.limit / 2**20:.0f} MB for them); send this one again shortly."
-                ) from None
-            self.held += size
+        try:
+            async with asyncio.timeout(WAIT_S):
+                while not self._fits(size):
+                    await self._released.wait()
+        except TimeoutError:
+            raise BusyError(
+                f"The server is storing other uploads ({self.held / 2**20:.0f} MB held of its "
+                f"{self.limit / 2**20:.0f} MB for them); send this one again shortly."
+            ) from None
+        self.held += size  # no await since the check: no other upload took the room meanwhile
         try:
             yield
         finally:
-            self.held -= size  # at once, even if what follows is cancelled
-            async with self._changed:
-                self._changed.notify_all()
+            self.held -= size
+            self._released.set()
+            self._released = asyncio.Event()
