@@ -234,3 +234,19 @@ def test_a_head_over_the_bound_after_a_request_still_answered_is_refused_after_i
     first, _, rest = answer.partition(b"\r\n\r\nok")
     assert first.startswith(b"HTTP/1.1 200 OK"), answer[:300]
     refused(rest)
+
+
+def test_a_websocket_upgrade_is_an_ordinary_request(server: Proc) -> None:
+    """The API serves no websocket: an upgrade is answered as the plain request it also is, on the HTTP
+    protocol whose clocks bound it (a switched connection would have left them behind)."""
+    upgrade = head(
+        "/health",
+        b"Upgrade: websocket",
+        b"Connection: Upgrade",
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        b"Sec-WebSocket-Version: 13",
+    )
+    answer = exchange(server, upgrade)  # "Connection: Upgrade" is not keep-alive: closed after it
+    statuses = re.findall(rb"HTTP/1\.1 \d{3} [^\r]*", answer)
+    assert statuses == [b"HTTP/1.1 200 OK"], answer[:500]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["status"] == "ok"

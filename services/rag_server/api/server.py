@@ -84,6 +84,8 @@ def serve_api(
         timeout_graceful_shutdown=settings.server_shutdown_grace_s,
         # httptools with a bound on each request's line and headers (api/request_head.py): it has none.
         http=BoundedHttpToolsProtocol,
+        # No route is a websocket: an upgrade stays an HTTP request, under that protocol's clocks.
+        ws="none",
     )
     server = uvicorn.Server(config)
     if announce:
