@@ -296,6 +296,12 @@ QUESTION_MESSAGES: Any = [{"role": "user", "content": QUESTION}]
             "logprobs",
             "logprobs: log probabilities are not available: logprobs must be false",
         ),
+        # OpenAI's 400: usage in a last chunk asked of an answer that is not streamed (it was ignored).
+        (
+            {"stream_options": {"include_usage": True}},
+            "stream_options",
+            "stream_options: The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+        ),
         # A validator's own sentence, without pydantic's "Value error, " in front of it.
         (
             {"messages": [{"role": "system", "content": "hi"}]},

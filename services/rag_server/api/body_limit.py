@@ -21,7 +21,7 @@ from rag_server.api.errors import is_openai_path
 from rag_server.api.upload_routes import UploadRoutes
 from rag_server.ingestion.upload import upload_over_limit
 from rag_server.mcp_server.endpoint import INVALID_REQUEST, MCP_PATH, error_body
-from rag_server.openai_compat.models import error_content
+from rag_server.openai_compat.errors import error_content
 
 
 class BodyLimitMiddleware:

@@ -35,7 +35,7 @@ from rag_server.errors import (
 )
 from rag_server.infra.database import is_conflict_db_error, retry_sentence
 from rag_server.infra.embeddings import EmbeddingError
-from rag_server.openai_compat.models import (
+from rag_server.openai_compat.errors import (
     OpenAIError,
     error_content,
     is_openai_operation_outside_v1,

@@ -25,6 +25,7 @@ from rag_server.infra.database import Executor, retry_sentence
 from rag_server.infra.llm import call_options
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.tokenizer import count_tokens
+from rag_server.openai_compat.errors import error_content
 from rag_server.openai_compat.models import (
     SEARCH_SUFFIXES,
     AssistantMessage,
@@ -42,7 +43,6 @@ from rag_server.openai_compat.models import (
     ModelCard,
     ModelList,
     Usage,
-    error_content,
     model_id,
     parse_model_id,
 )
