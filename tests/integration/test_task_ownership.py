@@ -4,9 +4,12 @@ lock (its task re-queued meanwhile) can no longer complete, extend, retry or rel
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import numpy as np
+import pytest
 
 from rag_server.infra.database import runtime_url
 from rag_server.infra.runtime import Runtime
@@ -14,6 +17,7 @@ from rag_server.ingestion import batches, tasks
 from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.pipeline import incoming_file
 from rag_server.ingestion.recovery import WorkerLease, requeue_dead_workers_tasks
+from rag_server.ingestion.worker import Worker
 
 
 async def queued_and_read(runtime: Runtime, name: str, text: bytes) -> tuple[Any, Any]:
@@ -50,7 +54,8 @@ async def test_only_a_dead_workers_task_is_queued_again_and_the_dead_worker_cann
 
     # Alive (its lock held): nothing to recover, and the worker still owns its task.
     assert ref.task_id not in await requeue_dead_workers_tasks(runtime.pool, runtime.queue)
-    assert await tasks.keep_invisible(runtime.pool, runtime.queue, ref.task_id, worker_id, msg.msg_id, 120)
+    kept = await tasks.keep_invisible(runtime.pool, runtime.queue, ref.task_id, worker_id, msg.msg_id, 120, 1)
+    assert kept == "owned"
     assert await message_state(runtime, msg.msg_id) == (1, False)
 
     # Its session ends (what kill -9 does): the next check queues the task again, message visible now.
@@ -62,9 +67,8 @@ async def test_only_a_dead_workers_task_is_queued_again_and_the_dead_worker_cann
     assert await requeue_dead_workers_tasks(runtime.pool, runtime.queue) == []  # once
 
     # Were it still running somewhere, its writes are refused and the message is left alone.
-    assert not await tasks.keep_invisible(
-        runtime.pool, runtime.queue, ref.task_id, worker_id, msg.msg_id, 120
-    )
+    kept = await tasks.keep_invisible(runtime.pool, runtime.queue, ref.task_id, worker_id, msg.msg_id, 120, 1)
+    assert kept == "lost"
     assert await tasks.record_retry(runtime.pool, ref.task_id, worker_id, "boom", count_failure=True) is None
     text = "A task whose worker dies."
     chunk = Chunk(index=0, text=text, search_text=text, page=None, char_start=0, char_end=len(text))
@@ -127,3 +131,60 @@ async def test_a_dead_workers_message_read_again_meanwhile_is_left_to_its_reader
         assert work is not None and work.worker_id == live.worker_id
     finally:
         await live.close()
+
+
+async def test_a_heartbeat_after_its_workers_own_final_write_stays_quiet(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task's heartbeat runs until its message's handling ends: after the final write and the pack
+    that may follow it. Woken after the write committed (or waiting on the task row while it wrote) it
+    found the task no longer its worker's, and warned that the result just written "will be dropped". A
+    task taken over by another worker still says so."""
+    await runtime.pool.execute(f"DELETE FROM {runtime.queue.table}")  # a test before left its message
+    ref, msg = await queued_and_read(runtime, "written.txt", b"A task its own worker completes.")
+    lease = await worker_lease(runtime)
+    try:
+        assert lease.worker_id is not None
+        work = await tasks.start_task(
+            runtime.pool, ref.task_id, int(msg.read_ct), lease.worker_id, msg.msg_id
+        )
+        assert work is not None
+        text = "A task its own worker completes."
+        chunk = Chunk(index=0, text=text, search_text=text, page=None, char_start=0, char_end=len(text))
+        vectors = np.full((1, runtime.settings.embedding_dim), 0.05, dtype=np.float32)
+        assert await tasks.complete_task(runtime.pool, runtime.queue, work, msg.msg_id, [chunk], vectors)
+
+        worker = Worker(runtime, lease)
+        worker.settings = runtime.settings.model_copy(update={"worker_visibility_timeout_s": 1})
+        caplog.set_level(logging.INFO, logger="rag_server.ingestion.worker")
+        await asyncio.wait_for(
+            worker._keep_invisible(ref.task_id, msg.msg_id, int(msg.read_ct)), 30
+        )  # its first beat ends it
+        assert "no longer this worker's" not in caplog.text, caplog.text
+
+        # Taken over (its worker presumed dead, another one completed it): the heartbeat says so.
+        ref, msg = await queued_and_read(runtime, "taken.txt", b"A task another worker completes.")
+        assert await tasks.start_task(
+            runtime.pool, ref.task_id, int(msg.read_ct), lease.worker_id, msg.msg_id
+        )
+        await runtime.pool.execute(
+            "UPDATE job_tasks SET status = 'queued', worker_id = NULL WHERE id = $1", ref.task_id
+        )  # recovery's requeue
+        await runtime.queue.extend(msg.msg_id, 0)
+        [again] = await runtime.queue.read(120)
+        other = await worker_lease(runtime)
+        try:
+            taken = await tasks.start_task(
+                runtime.pool, ref.task_id, int(again.read_ct), other.worker_id, again.msg_id
+            )
+            assert taken is not None
+            assert await tasks.complete_task(
+                runtime.pool, runtime.queue, taken, again.msg_id, [chunk], vectors
+            )
+        finally:
+            await other.close()
+        caplog.clear()
+        await asyncio.wait_for(worker._keep_invisible(ref.task_id, msg.msg_id, int(msg.read_ct)), 30)
+        assert f"task {ref.task_id} is no longer this worker's" in caplog.text, caplog.text
+    finally:
+        await lease.close()

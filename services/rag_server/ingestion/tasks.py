@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -225,17 +225,27 @@ async def record_retry(
 
 
 async def keep_invisible(
-    conn: Executor, queue: IngestQueue, task_id: UUID, worker_id: int | None, msg_id: int, vt: int
-) -> bool:
-    """Extend the message's visibility while the task is still this worker's; False once it is not
-    (re-queued by recovery after this worker lost its liveness lock): the extension would hide it."""
+    conn: Executor,
+    queue: IngestQueue,
+    task_id: UUID,
+    worker_id: int | None,
+    msg_id: int,
+    vt: int,
+    attempt: int,
+) -> Literal["owned", "ended", "lost"]:
+    """Extend the message's visibility while the task is still this worker's ('owned'); else nothing (it
+    would hide a message no longer this delivery's): 'ended' when this delivery (`attempt`: a later one
+    counts itself) completed or failed it, as a heartbeat racing its own final write finds; else 'lost':
+    re-queued by recovery after this worker lost its liveness lock, taken by another, cancelled, deleted."""
     async with transaction(conn) as c:
-        owned = await c.fetchval(
-            f"SELECT true FROM job_tasks WHERE {OWNED} FOR NO KEY UPDATE", task_id, worker_id
+        row = await c.fetchrow(
+            "SELECT status, worker_id, attempts FROM job_tasks WHERE id = $1 FOR NO KEY UPDATE", task_id
         )
-        if owned:
+        if row is not None and row["status"] == "processing" and row["worker_id"] == worker_id:
             await queue.extend(msg_id, vt, conn=c)
-    return bool(owned)
+            return "owned"
+    ended = row is not None and row["status"] in ("completed", "failed") and row["attempts"] == attempt
+    return "ended" if ended else "lost"
 
 
 async def release_task(

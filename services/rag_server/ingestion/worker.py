@@ -154,15 +154,19 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
-    async def _keep_invisible(self, task_id: UUID, msg_id: int) -> None:
+    async def _keep_invisible(self, task_id: UUID, msg_id: int, attempt: int) -> None:
         """Extend the visibility timeout while the task runs, so a large file is never picked twice;
-        stop once the task is no longer this worker's (re-queued while its liveness lock was lost)."""
+        stop once the task is no longer this worker's (re-queued while its liveness lock was lost); quietly
+        once this delivery ended it (it runs until the handling ends: after the final write, a pack)."""
         vt = self.settings.worker_visibility_timeout_s
         while True:
             await asyncio.sleep(max(0.5, vt / 3))
             try:
                 pool, queue = self.runtime.pool, self.runtime.queue
-                if not await tasks.keep_invisible(pool, queue, task_id, self.worker_id, msg_id, vt):
+                kept = await tasks.keep_invisible(pool, queue, task_id, self.worker_id, msg_id, vt, attempt)
+                if kept == "ended":
+                    return
+                if kept == "lost":
                     logger.warning("task %s is no longer this worker's; its result will be dropped", task_id)
                     return
             except Exception as exc:
@@ -193,7 +197,9 @@ class Worker:
                     pool, queue, task_id, work.worker_id, work.document_id, reason, msg.msg_id
                 )
                 return
-            self._heartbeats[msg.msg_id] = asyncio.create_task(self._keep_invisible(task_id, msg.msg_id))
+            self._heartbeats[msg.msg_id] = asyncio.create_task(
+                self._keep_invisible(task_id, msg.msg_id, attempt)
+            )
             await self._ingest(work, msg.msg_id, attempt)
         except tasks.TaskDropped:
             logger.info("task %s: document deleted or task taken over while processing; stopped", task_id)
