@@ -12,14 +12,11 @@ import asyncio
 import json
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from rag_server.collections.models import CreateCollection
-from rag_server.collections.store import create_collection, delete_collection
+from rag_server.collections.store import delete_collection
 from rag_server.config import Settings
-from rag_server.infra.embeddings import EmbeddingError
 from rag_server.infra.runtime import Runtime
 from rag_server.porting.service import import_jsonl_file
 from rag_server.porting.store import IMPORT_LOCK_CLASS, ensure_collection
@@ -159,57 +156,3 @@ async def test_a_collection_deleted_while_an_import_embeds_ends_it_with_one_sent
     last = proc.log().strip().splitlines()[-1]
     assert last.startswith("error: the collection was deleted while this import ran"), proc.log()
     assert await documents(runtime, "doomed") is None
-
-
-async def test_two_imports_sharing_a_new_collection_that_both_fail_leave_no_collection(
-    runtime: Runtime, fake: FakeEmbeddingServer, tmp_path: Path
-) -> None:
-    """The import that created the collection failed first, and kept it for the other one (still
-    embedding); the other, which had found it, then failed too and left it behind, empty: only the
-    creator removed it. The collection is marked an import's when made (0031): the last to fail removes
-    it. One made by a user stays when an import into it fails."""
-    reports: dict[str, list[str]] = {"creator": [], "joiner": []}
-
-    def importing(tag: str, who: str) -> asyncio.Task[Any]:
-        file = export_file(tmp_path / f"{tag}.jsonl", f"The {tag} flows. HOLD-{tag} REJECT400")
-        return asyncio.create_task(
-            import_jsonl_file(runtime, file, collection="both", quiet=True, report=reports[who].append)
-        )
-
-    async def embedding(tag: str, task: asyncio.Task[Any]) -> None:
-        async with asyncio.timeout(120):
-            while not fake.held[tag]:
-                assert not task.done(), task
-                await asyncio.sleep(0.05)
-
-    creator = importing("botha", "creator")
-    joiner: asyncio.Task[Any] | None = None
-    try:
-        await embedding("botha", creator)  # it created `both`, and embeds
-        joiner = importing("bothb", "joiner")
-        await embedding("bothb", joiner)  # it found `both`, and embeds
-        fake.release("botha")
-        with pytest.raises(EmbeddingError):
-            await creator
-        assert (
-            "kept the collection both this import created: another import is writing into it"
-            in (reports["creator"])
-        ), reports
-        assert await documents(runtime, "both") == []
-        fake.release("bothb")
-        with pytest.raises(EmbeddingError):
-            await joiner
-    finally:
-        fake.release("botha")
-        fake.release("bothb")
-        for task in (creator, joiner):
-            if task is not None:
-                task.cancel()
-    assert "removed the collection both an import created: nothing was written" in reports["joiner"], reports
-    assert await documents(runtime, "both") is None
-
-    await create_collection(runtime.pool, CreateCollection(name="mine"))
-    file = export_file(tmp_path / "mine.jsonl", "The harbour sleeps. REJECT400")
-    with pytest.raises(EmbeddingError):
-        await import_jsonl_file(runtime, file, collection="mine", quiet=True, report=lambda _: None)
-    assert await documents(runtime, "mine") == []

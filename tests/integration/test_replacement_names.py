@@ -162,25 +162,3 @@ async def test_a_new_file_may_not_take_another_documents_name(runtime: Runtime) 
         await batches.replace_document_file(
             runtime.pool, runtime.queue, first, incoming_file("third-b.md", b"A new text for third-a.")
         )
-
-
-async def test_replace_by_name_finds_a_long_name_stored_before_names_kept_a_digest(runtime: Runtime) -> None:
-    """A file name over 255 characters is cut with a digest of it ('…3f9a0c1d.txt'); before that it was
-    cut alone ('<first 247 characters>.txt'), the name its documents still have (the digest is of the
-    whole name, which they do not keep: no migration can give it to them). replace=true with the same
-    file made a second document beside the old one; it now replaces it, and the name becomes today's."""
-    long_name = "minutes of the board " * 13 + "final.txt"  # 282 characters
-    legacy_name = long_name[:247] + ".txt"  # parsing's cut before the digest (5d22005): 251 characters
-    doc_id = await ready_document(runtime, legacy_name, "The minutes, first version.")
-    assert await runtime.pool.fetchval("SELECT filename FROM documents WHERE id = $1", doc_id) == legacy_name
-
-    new = incoming_file(long_name, b"The minutes, second version.")
-    assert new.filename != legacy_name and len(new.filename) <= 255
-    batch = await batches.create_upload_batch(runtime.pool, runtime.queue, [new], replace=True)
-    [ref] = batch.tasks
-    assert ref.document_id == doc_id
-    assert await complete(runtime, *await start(runtime, ref.task_id))
-    row = await runtime.pool.fetchrow("SELECT filename, version FROM documents WHERE id = $1", doc_id)
-    assert row is not None and (row["filename"], row["version"]) == (new.filename, 2)
-    named = "SELECT count(*) FROM documents WHERE filename LIKE 'minutes of the board%'"
-    assert await runtime.pool.fetchval(named) == 1

@@ -10,7 +10,6 @@ from rag_server.ingestion.parsing import (
     ParseError,
     decode_text,
     file_type_for,
-    legacy_filename,
     parse_document,
     sanitize_filename,
 )
@@ -104,14 +103,6 @@ def test_sanitize_filename_bounds_length_and_keeps_extension() -> None:
     first, second = (sanitize_filename("report " * 60 + f"{n}.pdf") for n in (1, 2))
     assert first != second and len(first) <= 255 and first.endswith(".pdf") and "…" in first
     assert sanitize_filename("x" * 300) != sanitize_filename("x" * 299 + "y")
-
-
-def test_a_long_names_legacy_name_is_its_cut_before_the_digest() -> None:
-    # What documents stored before the digest are named (replace=true finds them by it).
-    assert legacy_filename("report.pdf") is None and legacy_filename("x" * 255) is None
-    assert legacy_filename("report " * 60 + "1.pdf") == ("report " * 60)[:247] + ".pdf"
-    assert legacy_filename("x" * 300) == "x" * 255
-    assert legacy_filename("guides/" + "y" * 300 + ".md") == "y" * 248 + ".md"  # the folder given up
 
 
 @pytest.mark.parametrize(

@@ -31,13 +31,6 @@ async def test_valid_parts_become_incoming_files_with_sanitised_names() -> None:
     assert (
         files[0].content_type == "text/markdown; charset=utf-8" and files[0].metadata is None
     )  # none given: not the same as {}
-    assert files[0].legacy_name is None
-
-
-async def test_a_long_name_carries_the_name_it_was_given_before_its_digest() -> None:
-    # What replace=true also looks for (documents stored before long names kept a digest).
-    [f] = await read_upload([part("guides/" + "n" * 300 + ".md", b"# N")], limits())
-    assert "…" in f.filename and f.legacy_name == "n" * 248 + ".md"
 
 
 async def test_no_files_is_invalid_input() -> None:

@@ -29,10 +29,10 @@ from rag_server.ingestion.models import (
     task_message,
 )
 from rag_server.ingestion.replacement import (
+    document_named,
     in_folder_of,
     lock_names,
     queue_replacement,
-    replaced_by_name,
     unchanged_task,
 )
 
@@ -71,8 +71,8 @@ async def create_upload_batch(
             raise CollectionNotFoundError(f"no collection {str(collection_id)!r}")
         targets: list[UUID | None] = [None] * len(files)
         if replace:
-            await lock_names(c, collection_id, [n for f in files for n in (f.filename, f.legacy_name) if n])
-            targets = [await replaced_by_name(c, collection_id, f) for f in files]
+            await lock_names(c, collection_id, [f.filename for f in files])
+            targets = [await document_named(c, collection_id, f.filename) for f in files]
         batch_id: UUID = await c.fetchval(
             "INSERT INTO job_batches (collection_id) VALUES ($1) RETURNING id", collection_id
         )

@@ -46,9 +46,6 @@ class IncomingFile:
     # None: the request gave none (a new document gets {}, a replacement keeps the document's); {} was
     # given and clears it. The two must stay apart: only an absent field keeps the old metadata.
     metadata: dict[str, Any] | None
-    # The name a document of this file got before a long name's cut kept a digest (parsing.legacy_filename);
-    # None when it is `filename`. replace=true replaces a document so named when none has `filename`.
-    legacy_name: str | None = None
 
     @cached_property  # read several times per upload (dedup, replacement, the task row)
     def sha256(self) -> str:

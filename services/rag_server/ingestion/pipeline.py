@@ -17,7 +17,7 @@ from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.chunking import Chunk
 from rag_server.ingestion.chunks import write_chunks
 from rag_server.ingestion.documents import IncomingFile, insert_document, mark_document_failed
-from rag_server.ingestion.parsing import ParseError, file_type_for, legacy_filename, sanitize_filename
+from rag_server.ingestion.parsing import ParseError, file_type_for, sanitize_filename
 from rag_server.ingestion.preparation import prepare_chunks_sync
 
 
@@ -75,9 +75,7 @@ def incoming_file(filename: str, content: bytes, metadata: dict[str, Any] | None
     file_type = file_type_for(name)
     if file_type is None:
         raise UnsupportedFileError(f"{name}: unsupported file type")
-    return IncomingFile(
-        name, file_type.name, file_type.content_type, content, dict(metadata or {}), legacy_filename(filename)
-    )
+    return IncomingFile(name, file_type.name, file_type.content_type, content, dict(metadata or {}))
 
 
 # Embed across documents in windows of about this many chunks: big batches for throughput,

@@ -99,16 +99,6 @@ async def document_named(conn: asyncpg.Connection, collection_id: UUID, filename
     return rows[0]["id"] if rows else None
 
 
-async def replaced_by_name(conn: asyncpg.Connection, collection_id: UUID, f: IncomingFile) -> UUID | None:
-    """The document an upload of `f` with replace=true replaces (document_named): the one so named, else
-    one named as a long file name was before its cut kept a digest (`f.legacy_name`: documents stored
-    then keep that name); the swap gives it today's name."""
-    named = await document_named(conn, collection_id, f.filename)
-    if named is None and f.legacy_name is not None:
-        named = await document_named(conn, collection_id, f.legacy_name)
-    return named
-
-
 def in_folder_of(current: str, new: str) -> str:
     """A new file's name for a document named `current`: a bare file name stays in the document's
     folder ("guides/README.md" replaced by "README.md" from a file picker, which sends no folder); a

@@ -19,12 +19,7 @@ from rag_server.config import Settings
 from rag_server.errors import InvalidInputError, TooLargeError, UnsupportedTypeError
 from rag_server.ingestion.documents import IncomingFile
 from rag_server.ingestion.metadata import check_metadata, merge_metadata, parse_metadata_json
-from rag_server.ingestion.parsing import (
-    SUPPORTED_EXTENSIONS,
-    file_type_for,
-    legacy_filename,
-    sanitize_filename,
-)
+from rag_server.ingestion.parsing import SUPPORTED_EXTENSIONS, file_type_for, sanitize_filename
 from rag_server.text import clean_text
 
 READ_CHUNK = 1024 * 1024
@@ -134,8 +129,7 @@ async def read_upload(parts: Sequence[UploadFile | str], settings: Settings) -> 
             raise InvalidInputError(f"{name} is empty (0 bytes): there is nothing in it to read.")
         file_type = file_type_for(name)
         assert file_type is not None  # checked by _check_parts
-        legacy = legacy_filename(part.filename)
-        incoming.append(IncomingFile(name, file_type.name, file_type.content_type, content, None, legacy))
+        incoming.append(IncomingFile(name, file_type.name, file_type.content_type, content, None))
     return incoming
 
 

@@ -62,11 +62,11 @@ async def _run(
 @asynccontextmanager
 async def _target(runtime: Runtime, collection: str, report: Report) -> AsyncIterator[UUID]:
     """The collection imported into, created when missing, its import lock held shared to the end (on a
-    connection of its own: IMPORT_LOCK_CLASS). An import that fails (or is interrupted) takes away the
-    collection an import created while no batch committed into it (`import_created`, 0031), unless another
-    import holds the lock (two imports started at once into a new collection share it: the other may be
-    embedding its first batch; the last of them to fail removes it) or documents are in it; one written
-    into stays (the committed batches are kept, and the same command again writes the rest)."""
+    connection of its own: IMPORT_LOCK_CLASS). An import that fails (or is interrupted) before any batch
+    committed takes the collection it created away again, unless another import holds the lock (two
+    imports started at once into a new collection share it: the other may be embedding its first batch)
+    or documents are in it; one holding documents stays (the committed batches are kept, and the same
+    command again writes the rest)."""
     lease = await asyncpg.connect(plain_url(runtime_url(runtime.database_url, runtime.settings)))
     try:
         collection_id, created = await _held_collection(runtime, lease, collection)
@@ -75,17 +75,17 @@ async def _target(runtime: Runtime, collection: str, report: Report) -> AsyncIte
         try:
             yield collection_id
         except BaseException as exc:
-            # Whichever import created it: of two sharing a new collection, the last to fail removes it.
-            await _release(lease, collection_id)  # ours only: another import's keeps it
-            outcome = await delete_unused_collection(runtime.pool, runtime.queue, collection_id)
-            if outcome == "removed":
-                by = "this import" if created else "an import"
-                report(f"removed the collection {collection} {by} created: nothing was written")
-                raise
-            if outcome == "importing" and created:
-                report(
-                    f"kept the collection {collection} this import created: another import is writing into it"
-                )
+            if created:
+                await _release(lease, collection_id)  # ours only: another import's keeps it
+                outcome = await delete_unused_collection(runtime.pool, runtime.queue, collection_id)
+                if outcome == "removed":
+                    report(f"removed the collection {collection} this import created: nothing was written")
+                    raise
+                if outcome == "importing":
+                    report(
+                        f"kept the collection {collection} this import created: another import is writing "
+                        "into it"
+                    )
             if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):  # Ctrl-C: the CLI exits 130
                 report(
                     f"interrupted: the documents written into {collection} are kept (a transaction per "

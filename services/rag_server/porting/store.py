@@ -59,28 +59,15 @@ async def ensure_collection(conn: Executor, name: str) -> tuple[UUID, bool]:
         if isinstance(parse_ref(name), UUID):
             raise  # an id names an existing collection; only a name can make a new one
     try:
-        async with transaction(conn) as c:  # marked an import's in the transaction that makes it (0031)
-            made = await create_collection(c, CreateCollection(name=name))
-            await c.execute("UPDATE collections SET import_created = true WHERE id = $1", made.id)
-        return made.id, True
+        return (await create_collection(conn, CreateCollection(name=name))).id, True
     except ConflictError:  # another import (or an admin) created it meanwhile: that one is used
         return (await get_collection(conn, name)).id, False
-
-
-async def mark_written(conn: Executor, collection_id: UUID) -> None:
-    """An import batch commits into the collection: no longer one a failed import may remove (0031). The
-    collection row's lock, only while the mark is there (the first batch), comes first in the batch's
-    transaction, as the row's KEY SHARE does (CLAUDE.md's lock order)."""
-    await conn.execute(
-        "UPDATE collections SET import_created = false WHERE id = $1 AND import_created", collection_id
-    )
 
 
 # The advisory lock class of "an import is writing into this collection" ('RAIM'; two-int keys: this
 # class, then hashtext(collection id)). Every running import holds it shared, as a session lock on a
 # connection of its own (porting.service._target), from the moment it has its collection to its end; the
-# cleanup of a failed import's new collection takes it exclusive with a try (`delete_unused_collection`):
-# of the imports sharing a new collection, the last to fail removes it while no batch committed into it.
+# cleanup of a failed import's new collection takes it exclusive with a try (`delete_unused_collection`).
 # A hash collision only keeps an empty collection that could have gone.
 IMPORT_LOCK_CLASS = 0x5241494D
 
@@ -105,30 +92,18 @@ async def collection_exists(conn: Executor, collection_id: UUID) -> bool:
 
 async def delete_unused_collection(
     conn: Executor, queue: IngestQueue, collection_id: UUID
-) -> Literal["removed", "importing", "written into", "holds documents", "gone"]:
-    """Delete a collection an import created (`import_created`, 0031: whichever import created it, so
-    that the last of two failed imports sharing a new collection removes it), in ONE transaction, unless
-    another import holds its import lock ('importing': it may be embedding its first batch, nothing of it
-    written yet), an import batch committed into it or it was not made by an import ('written into'), or
-    it holds documents now ('holds documents': an upload...; counted under the collection's row lock by
-    delete_collection); 'gone': someone deleted it meanwhile. The caller has released its own import
-    lock."""
-    marked = "SELECT import_created FROM collections WHERE id = $1"
-    if await conn.fetchval(marked, collection_id) is False:  # no lock taken for a collection in use
-        return "written into"
+) -> Literal["removed", "importing", "holds documents", "gone"]:
+    """Delete a collection a failed import created, in ONE transaction, unless another import holds its
+    import lock ('importing': it may be embedding its first batch, nothing of it written yet) or it holds
+    documents now ('holds documents': written by an import, an upload...; counted under the collection's
+    row lock by delete_collection); 'gone': someone deleted it meanwhile. The caller has released its own
+    import lock."""
     async with transaction(conn) as c:
         if not await c.fetchval(
             "SELECT pg_try_advisory_xact_lock($1, hashtext($2::uuid::text))", IMPORT_LOCK_CLASS, collection_id
         ):
             return "importing"
-        # The lock is held to the commit: an import starting now waits, then finds it gone; the row's
-        # lock (delete_collection's own) keeps a first batch from committing meanwhile.
-        made = await c.fetchval(f"{marked} FOR UPDATE", collection_id)
-        if made is None:
-            return "gone"
-        if not made:
-            return "written into"
-        try:
+        try:  # the lock is held to the commit: an import starting now waits, then finds it gone
             await delete_collection(c, queue, str(collection_id))
         except CollectionNotEmptyError:
             return "holds documents"

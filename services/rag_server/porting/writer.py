@@ -35,7 +35,6 @@ from rag_server.porting.store import (
     documents_in_collection,
     imported_elsewhere,
     lock_documents,
-    mark_written,
     record_fingerprints,
     set_chunk_metadata,
     stored_documents,
@@ -340,7 +339,6 @@ async def _write(
             raise PortingError(
                 "the collection was deleted while this import ran: the documents it wrote went with it"
             )
-        await mark_written(c, collection_id)  # no failed import's to remove any more
         # Every existing document of the batch locked first, in id order (todo is sorted): the chunk
         # writes below take the generations lock and bm25_stats, which must come after every document
         # row (CLAUDE.md's lock order), else a worker finishing one of them could deadlock with us.

@@ -48,7 +48,6 @@ __all__ = [
     "clean_text",
     "decode_text",
     "file_type_for",
-    "legacy_filename",
     "parse_document",
     "sanitize_filename",
 ]
@@ -101,19 +100,6 @@ def sanitize_filename(raw: str | None, *, folders: bool = True) -> str:
 
     Never used as a path anywhere: files live in Postgres, this is only shown and matched on.
     """
-    return _sanitized(raw, folders=folders, legacy=False)
-
-
-def legacy_filename(raw: str | None, *, folders: bool = True) -> str | None:
-    """The name a file name over 255 characters was given before its cut kept a digest of it (5d22005:
-    '<its first characters>.pdf'), when that is another name than sanitize_filename's: what documents
-    stored then are still named (the digest is of the whole name, which they do not keep), so that
-    replace=true finds them. None for any other name."""
-    name = _sanitized(raw, folders=folders, legacy=True)
-    return None if name == sanitize_filename(raw, folders=folders) else name
-
-
-def _sanitized(raw: str | None, *, folders: bool, legacy: bool) -> str:
     name = unicodedata.normalize("NFC", raw or "").translate(_SLASHES)
     parts = re.split(r"[\\/]", name)
     base = _segment(parts[-1])
@@ -122,14 +108,7 @@ def _sanitized(raw: str | None, *, folders: bool, legacy: bool) -> str:
     outer = parts[:-1]
     climbs = any(_CONTROL.sub("", p).strip() == ".." for p in outer)
     kept = [] if not folders or climbs or _ABSOLUTE.match(name) else [s for s in map(_segment, outer) if s]
-    if len(base) > MAX_NAME_CHARS and legacy:
-        stem, dot, ext = base.rpartition(".")
-        base = (
-            f"{stem[: MAX_NAME_CHARS - 5 - len(ext)]}.{ext}"
-            if dot and len(ext) <= 10
-            else _segment(base[:MAX_NAME_CHARS])
-        )
-    elif len(base) > MAX_NAME_CHARS:
+    if len(base) > MAX_NAME_CHARS:
         # Cut, with a digest of the whole name before its extension ("…3f9a0c1d.pdf"): two long names that
         # differ only past the cut stay two names (else one would replace the other by name).
         stem, dot, ext = base.rpartition(".")
