@@ -26,12 +26,12 @@ async def migration_lock(runtime: Runtime, settings: Settings) -> AsyncIterator[
         await holder.close()
 
 
-async def can_insert_chunks(settings: Settings) -> bool:
+async def can_insert(settings: Settings, table: str) -> bool:
     conn = await asyncpg.connect(settings.database_url)
     try:
         return bool(
             await conn.fetchval(
-                "SELECT has_table_privilege($1, 'chunks', 'INSERT')", settings.runtime_db_user
+                "SELECT has_table_privilege($1, $2, 'INSERT')", settings.runtime_db_user, table
             )
         )
     finally:
@@ -45,15 +45,23 @@ async def test_a_database_at_head_is_not_migrated_again(
         await migrate(settings.database_url or "", settings)
 
 
-async def test_a_revoked_grant_makes_it_migrate(
-    settings: Settings, migration_lock: asyncpg.Connection
+@pytest.mark.parametrize(
+    ("drift", "table", "runtime_may_insert"),
+    [
+        ("REVOKE INSERT ON chunks FROM {role}", "chunks", True),
+        ("GRANT INSERT ON alembic_version TO {role}", "alembic_version", False),
+    ],
+    ids=["a-grant-revoked", "alembic_version-granted"],
+)
+async def test_grants_that_drifted_make_it_migrate(
+    settings: Settings, migration_lock: asyncpg.Connection, drift: str, table: str, runtime_may_insert: bool
 ) -> None:
-    await migration_lock.execute(f"REVOKE INSERT ON chunks FROM {settings.runtime_db_user}")
-    assert not await can_insert_chunks(settings)
+    await migration_lock.execute(drift.format(role=settings.runtime_db_user))
+    assert await can_insert(settings, table) is not runtime_may_insert
     migrating = asyncio.create_task(migrate(settings.database_url or "", settings))
     done, _ = await asyncio.wait({migrating}, timeout=2)
     assert not done, "it did not wait for the migration lock: Alembic did not run"
     await migration_lock.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
     async with asyncio.timeout(60):
         await migrating
-    assert await can_insert_chunks(settings)
+    assert await can_insert(settings, table) is runtime_may_insert

@@ -74,10 +74,10 @@ def upgrade_to_head(database_url: str, settings: Settings) -> None:
     command.upgrade(alembic_config(database_url, settings), "head")
 
 
-# True when a migration run would change nothing: the schema at `shipped_head()` ($2) and the runtime role
-# ($1) granted what `ensure_runtime_role` grants (each privilege alone: given a list, has_*_privilege
-# is true when any one is held), on every table and sequence of the two schemas. A
-# database that is new, behind or ahead, a role dropped or a grant revoked: false, and Alembic runs.
+# True when a migration run would change nothing: the schema at `shipped_head()` ($2), the runtime role ($1)
+# granted what `ensure_runtime_role` grants on every table and sequence of the two schemas, and not what
+# it revokes (each privilege alone: given a list, has_*_privilege is true when any one is held). A
+# database new, behind or ahead, a role dropped, a grant revoked or added: false, and Alembic runs.
 _NOTHING_TO_MIGRATE = """
 SELECT to_regclass('public.alembic_version') IS NOT NULL
    AND current_user <> $1
@@ -86,6 +86,9 @@ SELECT to_regclass('public.alembic_version') IS NOT NULL
 _AT_HEAD_AND_GRANTED = """
 SELECT (SELECT array_agg(version_num::text) FROM alembic_version) = ARRAY[$2::text]
    AND has_database_privilege($1, current_database(), 'CONNECT')
+   AND NOT has_table_privilege($1, 'public.alembic_version', 'INSERT')
+   AND NOT has_table_privilege($1, 'public.alembic_version', 'UPDATE')
+   AND NOT has_table_privilege($1, 'public.alembic_version', 'DELETE')
    AND NOT EXISTS (
        SELECT 1 FROM pg_namespace n WHERE n.nspname IN ('public', 'pgmq')
           AND NOT has_schema_privilege($1, n.oid, 'USAGE'))
