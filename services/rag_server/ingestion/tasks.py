@@ -175,9 +175,8 @@ async def set_task_progress(
 
 
 async def drop_stale_message(conn: Executor, queue: IngestQueue, task_id: UUID, msg_id: int) -> None:
-    """After TaskDropped, as complete_task would have at its final write: the message goes when the
-    task has ended (failed, cancelled, its document deleted); a task re-queued or taken over keeps it
-    (it is that delivery's)."""
+    """After TaskDropped, as complete_task would have: the message goes when the task has ended (failed,
+    cancelled, its document deleted); a task re-queued or taken over keeps it (that delivery's)."""
     async with transaction(conn) as c:
         status = await c.fetchval("SELECT status FROM job_tasks WHERE id = $1 FOR UPDATE", task_id)
         if status not in ("processing", "queued"):
@@ -186,10 +185,9 @@ async def drop_stale_message(conn: Executor, queue: IngestQueue, task_id: UUID, 
 
 async def end_after_giving_way(conn: Executor, queue: IngestQueue, work: TaskWork, msg_id: int) -> bool:
     """After the final write gave way to a delete (DeleteWaitingError, rolled back): waits for that
-    delete to end (its lock on the document, shared), then as drop_stale_message: True, the message
-    gone, when the task has ended (the delete committed: failed, or gone with its collection); False
-    when the delete rolled back (or the lock was another document's, a hash collision): the task is
-    still there to retry, its message kept."""
+    delete to end (its lock on the document, shared), then as drop_stale_message: True, the message gone,
+    when the task has ended (the delete committed); False when the delete rolled back (or the lock was
+    another document's, a hash collision): the task is still there to retry, its message kept."""
     async with transaction(conn) as c:
         await c.execute(
             "SELECT pg_advisory_xact_lock_shared($1, hashtext($2::uuid::text))",
@@ -233,19 +231,21 @@ async def keep_invisible(
     vt: int,
     attempt: int,
 ) -> Literal["owned", "ended", "lost"]:
-    """Extend the message's visibility while the task is still this worker's ('owned'); else nothing (it
-    would hide a message no longer this delivery's): 'ended' when this delivery (`attempt`: a later one
-    counts itself) completed or failed it, as a heartbeat racing its own final write finds; else 'lost':
-    re-queued by recovery after this worker lost its liveness lock, taken by another, cancelled, deleted."""
+    """Extend the message's visibility while the task is this worker's ('owned'); else nothing: 'ended'
+    when this delivery (`msg_id`, `attempt`) completed or failed it (a heartbeat racing its own final
+    write; `msg_id` too: an operator's retry sends a new message, its first delivery attempt 1 again),
+    else 'lost' (re-queued by recovery, taken by another, retried, cancelled, deleted)."""
     async with transaction(conn) as c:
         row = await c.fetchrow(
-            "SELECT status, worker_id, attempts FROM job_tasks WHERE id = $1 FOR NO KEY UPDATE", task_id
+            "SELECT status, worker_id, attempts, msg_id FROM job_tasks WHERE id = $1 FOR NO KEY UPDATE",
+            task_id,
         )
         if row is not None and row["status"] == "processing" and row["worker_id"] == worker_id:
             await queue.extend(msg_id, vt, conn=c)
             return "owned"
-    ended = row is not None and row["status"] in ("completed", "failed") and row["attempts"] == attempt
-    return "ended" if ended else "lost"
+    if row is None or row["status"] not in ("completed", "failed"):
+        return "lost"
+    return "ended" if (row["attempts"], row["msg_id"]) == (attempt, msg_id) else "lost"
 
 
 async def release_task(
