@@ -24,6 +24,7 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
+from rag_server.access.models import KeyList
 from rag_server.chat.models import QueryResponse
 from rag_server.client_calls import Call, Calls, FileToSend
 from rag_server.client_errors import ClientError, failure, unreachable
@@ -236,6 +237,10 @@ class Client:
     def batch_status(self, batch_id: str) -> BatchStatus:
         return self._send(Calls.batch_status(batch_id))
 
+    def keys(self, *, include_revoked: bool = False, limit: int = 100, offset: int = 0) -> KeyList:
+        """GET /keys (an admin key): a page of the API keys by name, `total` all of them."""
+        return self._send(Calls.keys(include_revoked, limit, offset))
+
 
 class AsyncClient:
     """The same API for asyncio code."""
@@ -355,3 +360,7 @@ class AsyncClient:
 
     async def batch_status(self, batch_id: str) -> BatchStatus:
         return await self._send(Calls.batch_status(batch_id))
+
+    async def keys(self, *, include_revoked: bool = False, limit: int = 100, offset: int = 0) -> KeyList:
+        """GET /keys (an admin key): a page of the API keys by name, `total` all of them."""
+        return await self._send(Calls.keys(include_revoked, limit, offset))

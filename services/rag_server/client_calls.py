@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel
 
+from rag_server.access.models import KeyList
 from rag_server.chat.models import QueryResponse
 from rag_server.client_errors import ClientError
 from rag_server.ingestion.models import (
@@ -188,3 +189,10 @@ class Calls:
     @staticmethod
     def batch_status(batch_id: str) -> Call[BatchStatus]:
         return Call("GET", f"/tasks/{batch_id}/status", _model(BatchStatus))
+
+    @staticmethod
+    def keys(include_revoked: bool, limit: int, offset: int) -> Call[KeyList]:
+        query: dict[str, Any] = {"limit": limit, "offset": offset}
+        if include_revoked:
+            query["include_revoked"] = "true"
+        return Call("GET", "/keys", _model(KeyList), kwargs={"params": query})

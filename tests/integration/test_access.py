@@ -20,11 +20,13 @@ from fastapi import FastAPI
 
 from rag_server.access import keys
 from rag_server.access.models import CreateKey
+from rag_server.client import AsyncClient
 from rag_server.collections import store
 from rag_server.collections.models import CreateCollection
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.batches import create_upload_batch
 from rag_server.ingestion.pipeline import DirectDocument, incoming_file, ingest_documents_direct
+from tests.integration.conftest import APP_BASE_URL
 
 TEXT = "Zebrafish regenerate heart muscle after injury; the regeneration starts within days."
 
@@ -433,6 +435,53 @@ async def test_admin_endpoints_manage_keys(app_client: httpx.AsyncClient, world:
     assert revoked.status_code == 200 and revoked.json()["revoked_at"]
     assert (await app_client.get("/documents?collection=beta", headers=bearer(key))).status_code == 401
     assert (await app_client.delete("/keys/temp-reader", headers=admin)).status_code == 404
+
+
+async def test_keys_are_listed_a_page_at_a_time(
+    app: FastAPI, app_client: httpx.AsyncClient, world: World
+) -> None:
+    """GET /keys answered every key at once (the Admin view loaded them all): it pages as the other
+    listings do, `total` counting every key listed, and so does the Python client."""
+    admin = bearer(world.keys["admin"])
+    for i in range(5):
+        made = await app_client.post("/keys", json={"name": f"paged-{i}", "role": "reader"}, headers=admin)
+        assert made.status_code == 201, made.text
+    everything = (await app_client.get("/keys", params={"limit": 500}, headers=admin)).json()
+    names = [k["name"] for k in everything["items"]]
+    assert names == sorted(names) and {f"paged-{i}" for i in range(5)} <= set(names)
+    assert (everything["total"], everything["limit"], everything["offset"]) == (len(names), 500, 0)
+    assert (await app_client.get("/keys", headers=admin)).json()["limit"] == 100  # the default page
+
+    page = (await app_client.get("/keys", params={"limit": 2, "offset": 1}, headers=admin)).json()
+    assert [k["name"] for k in page["items"]] == names[1:3]
+    assert (page["total"], page["limit"], page["offset"]) == (len(names), 2, 1)
+    walked = []
+    for offset in range(0, len(names), 3):
+        walked += (
+            await app_client.get("/keys", params={"limit": 3, "offset": offset}, headers=admin)
+        ).json()["items"]
+    assert [k["name"] for k in walked] == names
+    past = (await app_client.get("/keys", params={"offset": len(names)}, headers=admin)).json()
+    assert past["items"] == [] and past["total"] == len(names)
+    for bad in ({"limit": 0}, {"limit": 501}, {"offset": -1}, {"offset": 2**31}, {"page": 2}):
+        assert (await app_client.get("/keys", params=bad, headers=admin)).status_code == 422, bad
+
+    # A revoked key counts only with include_revoked; the page is taken after that filter.
+    revoked_too = {"limit": 1, "include_revoked": "true"}
+    before = (await app_client.get("/keys", params=revoked_too, headers=admin)).json()["total"]
+    assert (await app_client.delete("/keys/paged-0", headers=admin)).status_code == 200
+    active = (await app_client.get("/keys", params={"limit": 1}, headers=admin)).json()
+    assert active["total"] == len(names) - 1 and len(active["items"]) == 1
+    with_revoked = (await app_client.get("/keys", params=revoked_too, headers=admin)).json()
+    assert with_revoked["total"] == before and len(with_revoked["items"]) == 1
+
+    transport = httpx.ASGITransport(app=app)
+    async with AsyncClient(APP_BASE_URL, api_key=world.keys["admin"], transport=transport) as client:
+        listed = await client.keys(limit=2, offset=2)
+        assert [k.name for k in listed.items] == [n for n in names if n != "paged-0"][2:4]
+        assert (listed.total, listed.limit, listed.offset) == (len(names) - 1, 2, 2)
+        every = await client.keys(include_revoked=True, limit=500)
+        assert "paged-0" in {k.name for k in every.items} and every.total == before
 
 
 async def test_a_key_whose_collections_are_all_deleted_sees_nothing(

@@ -330,6 +330,9 @@ async def test_keys_cli_prints_the_key_once_and_revokes(
     listing = _cli(env, "keys", "list")
     assert listing.returncode == 0 and "cli-key" in listing.stdout and key not in listing.stdout
     assert key[:12] in listing.stdout and key[12:] not in listing.stdout
+    total = len(listing.stdout.strip().splitlines()) - 1  # every key, under the header
+    page = _cli(env, "keys", "list", "--limit", "1", "--offset", "1").stdout.strip().splitlines()
+    assert len(page) == 3 and page[1] == listing.stdout.splitlines()[2] and page[2] == f"keys 2-2 of {total}"
     assert _cli(env, "keys", "create", "--name", "cli-key", "--role", "reader").returncode == 1
     bad = _cli(env, "keys", "create", "--name", "boss", "--role", "admin", "--collections", "red")
     assert bad.returncode == 1 and "every collection" in bad.stderr

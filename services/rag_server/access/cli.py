@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from rag_server.cli_args import whole_number
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime, run_with_runtime
 
@@ -23,6 +24,10 @@ def register_keys_command(sub: Any) -> None:
     listing = actions.add_parser("list", help="the keys (never the keys themselves)")
     listing.set_defaults(handler=cmd_list)
     listing.add_argument("--all", action="store_true", help="revoked keys too")
+    listing.add_argument(
+        "--limit", type=whole_number(1, 10_000), default=None, help="at most this many (default: every key)"
+    )
+    listing.add_argument("--offset", type=whole_number(0, 2**31 - 1), default=0, help="keys to skip")
     revoke = actions.add_parser("revoke", help="revoke the active key of this name, at once")
     revoke.set_defaults(handler=cmd_revoke)
     revoke.add_argument("name")
@@ -57,13 +62,19 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.access.keys import list_keys
 
     async def work(runtime: Runtime) -> None:
-        listing = await list_keys(runtime.pool, include_revoked=args.all)
+        listing = await list_keys(
+            runtime.pool, include_revoked=args.all, limit=args.limit, offset=args.offset
+        )
         print(f"{'name':<24} {'role':<7} {'prefix':<13} {'last used':<20} {'revoked':<20} collections")
         for k in listing.items:
             used = k.last_used_at.strftime("%Y-%m-%d %H:%M:%S") if k.last_used_at else "never"
             revoked = k.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if k.revoked_at else "-"
             reach = "*" if k.collections is None else ",".join(k.collections) or "(none left)"
             print(f"{k.name:<24} {k.role:<7} {k.key_prefix:<13} {used:<20} {revoked:<20} {reach}")
+        shown = len(listing.items)
+        if shown < listing.total:  # a page of them: which one
+            first, last = args.offset + 1, args.offset + shown
+            print(f"keys {first}-{last} of {listing.total}" if shown else f"no key past {listing.total}")
 
     return run_with_runtime(settings, work)
 

@@ -16,7 +16,7 @@ import asyncpg
 from rag_server.access.models import KEY_PREFIX, OPEN, ApiKey, CreatedKey, CreateKey, KeyList, Principal
 from rag_server.collections.store import resolve_ids
 from rag_server.errors import ConflictError, NotFoundError, UnauthenticatedError
-from rag_server.infra.database import Executor, transaction
+from rag_server.infra.database import Executor, connection, transaction
 
 BOOTSTRAP_KEY_NAME = "bootstrap-admin"
 HOW_TO_CREATE = "create one with `rag-server keys create --name NAME --role admin`"
@@ -63,12 +63,24 @@ async def create_key(conn: Executor, body: CreateKey, *, key: str | None = None)
     return CreatedKey(**created.model_dump(), key=key)
 
 
-async def list_keys(conn: Executor, *, include_revoked: bool = False) -> KeyList:
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM api_keys k WHERE $1 OR k.revoked_at IS NULL ORDER BY k.name, k.created_at",
-        include_revoked,
-    )
-    return KeyList(items=[ApiKey.model_validate(dict(r)) for r in rows], total=len(rows))
+async def list_keys(
+    conn: Executor, *, include_revoked: bool = False, limit: int | None = None, offset: int = 0
+) -> KeyList:
+    """The keys by name (active ones only, unless `include_revoked`): `limit` of them from `offset`
+    (None: every one); `total` counts them all."""
+    async with connection(conn) as c:
+        total = await c.fetchval(
+            "SELECT count(*) FROM api_keys k WHERE $1 OR k.revoked_at IS NULL", include_revoked
+        )
+        rows = await c.fetch(
+            f"""SELECT {_COLUMNS} FROM api_keys k WHERE $1 OR k.revoked_at IS NULL
+                ORDER BY k.name, k.created_at, k.id LIMIT $2 OFFSET $3""",
+            include_revoked,
+            limit,
+            offset,
+        )
+    items = [ApiKey.model_validate(dict(r)) for r in rows]
+    return KeyList(items=items, total=int(total), limit=limit, offset=offset)
 
 
 async def revoke_key(conn: Executor, name: str) -> ApiKey:

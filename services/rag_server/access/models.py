@@ -61,7 +61,9 @@ class CreatedKey(ApiKey):
 
 class KeyList(BaseModel):
     items: list[ApiKey]
-    total: int
+    total: int = Field(description="Every key listed (active, or with revoked ones), not only this page")
+    limit: int | None = Field(default=None, description="The page's size asked for (null: every key)")
+    offset: int = 0
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 
 from rag_server.access import keys
 from rag_server.access.models import KEY_NAME_PATTERN, ApiKey, CreatedKey, CreateKey, KeyList
-from rag_server.api.deps import PoolDep, require
+from rag_server.api.deps import OffsetQuery, PoolDep, require
 from rag_server.api.errors import error_responses
 
 router = APIRouter(tags=["keys"], dependencies=[require("admin")], responses=error_responses(401, 403))
@@ -24,8 +24,15 @@ async def create_key(body: CreateKey, pool: PoolDep) -> CreatedKey:
 
 
 @router.get("/keys", response_model=KeyList, responses=error_responses(503))
-async def list_keys(pool: PoolDep, include_revoked: bool = False) -> KeyList:
-    return await keys.list_keys(pool, include_revoked=include_revoked)
+async def list_keys(
+    pool: PoolDep,
+    include_revoked: bool = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: OffsetQuery = 0,
+) -> KeyList:
+    """The keys by name, a page at a time (`limit` from `offset`; `total`: all of them); revoked ones
+    too with `include_revoked`. Never the keys themselves: their first characters (`key_prefix`)."""
+    return await keys.list_keys(pool, include_revoked=include_revoked, limit=limit, offset=offset)
 
 
 @router.delete("/keys/{name}", response_model=ApiKey, responses=error_responses(404, 503))
