@@ -155,6 +155,10 @@ async def walk_views(audit: Audit, stack: Stack, phone: bool) -> None:
     await audit.check("admin's edit dialog")
     await page.keyboard.press("Escape")
 
+    await page.get_by_role("link", name="Tasks", exact=True).click()
+    await page.locator('.tasks-table tr[data-name="lighthouses.md"]').wait_for()
+    await audit.check("admin's tasks")
+
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("width", ["desktop", "phone"])

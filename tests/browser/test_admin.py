@@ -138,6 +138,14 @@ async def test_an_editor_has_no_admin(browser: Browser, stack: Stack, page_conso
     await expect(page.get_by_role("heading", name="Admin")).to_be_visible()
     await expect(page.locator(".view-admin")).to_contain_text("managed with an admin key")
     await expect(page.locator(".admin-table")).to_have_count(0)
+    # Nor the tasks: the page says whose key it is and asks the API for nothing (it would refuse: 403).
+    tasks_asked = []
+    page.on("request", lambda r: tasks_asked.append(r.url) if "/admin/tasks" in r.url else None)
+    await page.goto(f"{stack.base_url}/#/admin/tasks?status=failed")
+    await expect(page.locator(".view-admin")).to_contain_text("This key is an editor's")
+    await expect(page.get_by_role("heading", name="Tasks")).to_have_count(0)
+    await expect(page.locator(".tasks-table")).to_have_count(0)
+    assert tasks_asked == []
     await page.context.close()
     assert not page_console.unexpected()
 

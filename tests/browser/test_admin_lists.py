@@ -4,12 +4,16 @@ row goes (Delete, Revoke), and the new key's collection choices while other admi
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 from playwright.async_api import Browser, Locator, Page, Route, expect
 
 from tests.browser.conftest import Console, Stack, new_page, sign_in
-from tests.browser.seed import bearer, create_key
+from tests.browser.seed import bearer, create_key, upload_and_wait
 
 
 async def _admin(stack: Stack) -> httpx.AsyncClient:
@@ -202,6 +206,112 @@ async def test_the_row_actions_are_not_broken_letter_by_letter_on_a_phone(
         button = phone.get_by_role("button", name=name)
         await expect(button).to_be_visible()
         assert await button.evaluate(lines) == 1, name
+
+
+@contextmanager
+def worker_paused(stack: Stack) -> Iterator[None]:
+    """The stack's worker frozen: what is uploaded meanwhile stays queued until the block ends."""
+    os.kill(stack.worker.popen.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(stack.worker.popen.pid, signal.SIGCONT)
+
+
+def _task_row(page: Page, name: str) -> Locator:
+    return page.locator(f'.tasks-table tr[data-name="{name}"]')
+
+
+async def test_the_tasks_page_shows_why_a_task_failed_and_retries_and_cancels(
+    page: Page, stack: Stack, page_console: Console
+) -> None:
+    """Admin's Tasks: each task's status and the reason of a failure in full; a failed task retried, a
+    queued one cancelled, every failed one retried after a confirmation naming how many; a retry the
+    server refuses says the server's sentence on the page."""
+    page_console.allow("409")  # the retry another admin made first
+    async with await _admin(stack) as api:
+        made = await api.post("/collections", json={"name": "tq"})
+        assert made.status_code == 201, made.text
+        collection_id = made.json()["id"]
+    broken = {
+        "broken-a.pdf": b"%PDF-1.7\nnot a PDF \x00\xff a",
+        "broken-b.pdf": b"%PDF-1.7\nnot a PDF \x00\xff b",
+    }
+    tasks = await upload_and_wait(stack, broken, collection="tq")
+    assert {t["status"] for t in tasks.values()} == {"failed"}, tasks
+    await page.get_by_role("link", name="Admin", exact=True).click()
+    await page.get_by_role("link", name="Tasks", exact=True).click()
+    await expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+    with worker_paused(stack):  # what is queued or retried now stays queued
+        async with await _admin(stack) as api:
+            queued = await api.post(
+                "/upload",
+                files=[
+                    ("files", ("waiting.txt", b"Waiting.")),
+                ],
+                data={"collection": "tq"},
+            )
+            assert queued.status_code == 202, queued.text
+        await page.locator("#tasks-collection").select_option("tq")
+        assert f"collection={collection_id}" in page.url
+        await expect(_task_row(page, "waiting.txt").locator(".badge")).to_have_text("queued")
+        reason = _task_row(page, "broken-a.pdf").locator(".task-reason")
+        stored = tasks["broken-a.pdf"]["error"]
+        assert stored and len(stored) > 20
+        await expect(reason).to_have_text(stored)  # in full, not cut
+        await expect(_task_row(page, "broken-a.pdf").locator(".badge")).to_have_text("failed")
+
+        await page.get_by_role("button", name="Cancel waiting.txt").click()
+        await _confirm(page, "Cancel task")
+        await expect(page.get_by_role("status").filter(has_text="“waiting.txt” is cancelled")).to_be_visible()
+        await expect(_task_row(page, "waiting.txt").locator(".badge")).to_have_text("failed")
+        await expect(_task_row(page, "waiting.txt").locator(".task-reason")).to_contain_text("Cancelled by")
+
+        await page.get_by_role("button", name="Retry broken-a.pdf").click()
+        await expect(
+            page.get_by_role("status").filter(has_text="“broken-a.pdf” is queued again")
+        ).to_be_visible()
+        await expect(_task_row(page, "broken-a.pdf").locator(".badge")).to_have_text("queued")
+
+        # Another admin retried broken-b.pdf meanwhile: the server's refusal is said, the row follows.
+        async with await _admin(stack) as api:
+            other = await api.post(f"/admin/tasks/{tasks['broken-b.pdf']['task_id']}/retry")
+            assert other.status_code == 200, other.text
+        await page.get_by_role("button", name="Retry broken-b.pdf").click()
+        await expect(page.locator(".tasks-result")).to_contain_text("“broken-b.pdf” was not retried: task")
+        await expect(page.locator(".tasks-result")).to_contain_text("only a failed task can be retried")
+        await expect(_task_row(page, "broken-b.pdf").locator(".badge")).to_have_text("queued")
+
+        await page.get_by_role("button", name="Retry all failed").click()
+        dialog = page.get_by_role("dialog", name="Confirm")
+        await expect(dialog).to_contain_text("Retry 1 failed task in “tq”?")
+        await dialog.get_by_role("button", name="Retry 1").click()
+        await expect(page.locator(".tasks-result")).to_have_text("1 task queued again.")
+        await expect(_task_row(page, "waiting.txt").locator(".badge")).to_have_text("queued")
+
+        await page.get_by_label("Status").select_option("failed")
+        await expect(page.get_by_text("No task matches these filters.")).to_be_visible()
+
+
+async def test_the_keys_are_shown_a_page_at_a_time(page: Page, stack: Stack) -> None:
+    """Admin loaded every key at once: 50 a page now, with the pager of the other lists."""
+    async with await _admin(stack) as api:
+        names = [f"zpk-{n:02d}" for n in range(51)]
+        for start in range(0, len(names), 17):
+            made = await asyncio.gather(
+                *(api.post("/keys", json={"name": n, "role": "reader"}) for n in names[start : start + 17])
+            )
+            assert all(r.status_code == 201 for r in made), [r.text for r in made if r.status_code != 201]
+        total = (await api.get("/keys", params={"limit": 1})).json()["total"]
+    await _open_admin(page)
+    keys = page.locator("#keys-title ~ .table-wrap tbody tr")
+    await expect(keys).to_have_count(50)
+    await expect(page.get_by_text(f"Keys 1–50 of {total}")).to_be_visible()
+    await page.get_by_role("button", name="Last page of keys").click()
+    assert page.url.endswith("#/admin?page=2")
+    await expect(keys).to_have_count(total - 50)
+    await expect(page.locator('tr[data-name="zpk-50"]')).to_be_visible()
+    await expect(page.locator('tr[data-name="bootstrap-admin"]')).to_have_count(0)
 
 
 async def test_a_team_with_more_than_two_hundred_collections_reaches_every_one(

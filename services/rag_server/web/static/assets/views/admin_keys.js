@@ -1,9 +1,15 @@
-// The Admin view's API keys: the list (role, collections, last use; revoked ones on request), a form for a
-// new key (shown once, with Copy) and revoke. Only a hash of each key is stored: a lost key is revoked and
-// made again.
+// The Admin view's API keys: the list (role, collections, last use; revoked ones on request) a page at a time
+// (pager.js: #/admin?page=2), a form for a new key (shown once, with Copy) and revoke. Only a hash of each
+// key is stored: a lost key is revoked and made again.
 
 import { api, ApiError, COLLECTION_NOT_FOUND } from "../api.js";
 import { clear, confirmDialog, focusNear, formatDate, h, rowIndex, toast } from "../dom.js";
+import { href, navigate } from "../router.js";
+import { lastPageInstead, pageOf, pager } from "./pager.js";
+
+// Keys a page (GET /keys pages by up to 500): a long list of keys no longer comes in one answer.
+const PER = 50;
+const keysHref = (page) => href("admin", null, page > 1 ? { page } : null);
 
 const ROLES = [
   ["reader", "reader (search, chat, read)"],
@@ -12,7 +18,13 @@ const ROLES = [
 ];
 
 export function keysSection(ctx) {
+  let page = 1;
+  let loads = 0; // the answer of the last load only is drawn
   const body = h("tbody");
+  const paging = pager(
+    { first: "First page of keys", previous: "Previous page of keys", next: "Next page of keys", last: "Last page of keys", page: "Page of keys" },
+    keysHref,
+  );
   const error = h("p", { class: "form-error admin-error", role: "alert" });
   const formError = h("p", { class: "form-error admin-error", role: "alert" });
   const showRevoked = h("input", { type: "checkbox", id: "keys-revoked" });
@@ -73,6 +85,7 @@ export function keysSection(ctx) {
         body,
       ),
     ),
+    paging.el,
     h("h3", {}, "New key"),
     openNote,
     reveal,
@@ -104,14 +117,27 @@ export function keysSection(ctx) {
   }
 
   async function load() {
+    const mine = ++loads;
+    const query = { include_revoked: showRevoked.checked ? "true" : undefined, limit: PER, offset: (page - 1) * PER };
+    let data;
     try {
-      const { items } = await api("/keys", { query: { include_revoked: showRevoked.checked ? "true" : undefined } });
-      error.textContent = "";
-      const none = h("tr", {}, h("td", { colspan: "7", class: "muted" }, ctx.status.auth === "open" ? "No key yet: the API is open on this machine." : "No keys."));
-      clear(body).append(...(items.length ? items.map(row) : [none]));
+      data = await api("/keys", { query });
     } catch (err) {
-      error.textContent = err.message;
+      if (mine === loads) error.textContent = err.message;
+      return;
     }
+    if (mine !== loads || !el.isConnected) return;
+    // A page past the end (the last keys of the last page revoked, an old link): the last page instead.
+    const lastPage = lastPageInstead(page, PER, data.total, data.items.length);
+    if (lastPage) {
+      navigate(keysHref(lastPage), { replace: true });
+      return;
+    }
+    error.textContent = "";
+    const none = h("tr", {}, h("td", { colspan: "7", class: "muted" }, ctx.status.auth === "open" ? "No key yet: the API is open on this machine." : "No keys."));
+    clear(body).append(...(data.items.length ? data.items.map(row) : [none]));
+    paging.show({ page, per: PER, total: data.total, count: data.items.length, text: "Keys" });
+    paging.el.hidden = !data.total;
   }
 
   async function revoke(key, mine) {
@@ -187,7 +213,8 @@ export function keysSection(ctx) {
   role.addEventListener("change", () => {
     scope.disabled = role.value === "admin";
   });
-  showRevoked.addEventListener("change", load);
+  // Revoked keys shown or not: another list, from its first page.
+  showRevoked.addEventListener("change", () => (page > 1 ? navigate(keysHref(1)) : load()));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const json = { name: name.value.trim(), role: role.value };
@@ -220,6 +247,13 @@ export function keysSection(ctx) {
   });
 
   refreshCollections();
-  load();
-  return { el, refreshCollections };
+  return {
+    el,
+    refreshCollections,
+    // The page of keys the URL says (#/admin?page=N).
+    show(route) {
+      page = pageOf(route.query, PER);
+      load();
+    },
+  };
 }
