@@ -25,7 +25,7 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from rag_server.access.models import KeyList
-from rag_server.chat.models import QueryResponse
+from rag_server.chat.models import QueryResponse, SessionList
 from rag_server.client_calls import Call, Calls, FileToSend
 from rag_server.client_errors import ClientError, failure, unreachable
 from rag_server.ingestion.models import (
@@ -234,6 +234,12 @@ class Client:
         `not_updated`."""
         return self._send(Calls.update_documents(collection, metadata, mode))
 
+    def chat_sessions(self, q: str | None = None, **params: Any) -> SessionList:
+        """GET /chat/sessions: a page of your chat sessions, most recently active first; `q`: those whose
+        title or messages hold words beginning with each of its words; `params`: limit, offset,
+        include_archived, only_archived."""
+        return self._send(Calls.chat_sessions(q, params))
+
     def batch_status(self, batch_id: str) -> BatchStatus:
         return self._send(Calls.batch_status(batch_id))
 
@@ -357,6 +363,9 @@ class AsyncClient:
         self, collection: str = "default", *, metadata: Mapping[str, dict[str, Any]], mode: str = "merge"
     ) -> UpdatedDocuments:
         return await self._send(Calls.update_documents(collection, metadata, mode))
+
+    async def chat_sessions(self, q: str | None = None, **params: Any) -> SessionList:
+        return await self._send(Calls.chat_sessions(q, params))
 
     async def batch_status(self, batch_id: str) -> BatchStatus:
         return await self._send(Calls.batch_status(batch_id))

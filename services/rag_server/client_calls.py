@@ -13,7 +13,7 @@ import httpx
 from pydantic import BaseModel
 
 from rag_server.access.models import KeyList
-from rag_server.chat.models import QueryResponse
+from rag_server.chat.models import QueryResponse, SessionList
 from rag_server.client_errors import ClientError
 from rag_server.ingestion.models import (
     BatchStatus,
@@ -185,6 +185,11 @@ class Calls:
         documents = [{"id": str(i), "metadata": m} for i, m in metadata.items()]
         body = {"collection": collection, "documents": documents, "mode": mode}
         return Call("POST", "/documents/metadata", _model(UpdatedDocuments), kwargs={"json": body})
+
+    @staticmethod
+    def chat_sessions(q: str | None, params: dict[str, Any]) -> Call[SessionList]:
+        query = {k: v for k, v in {"q": q, **params}.items() if v is not None}
+        return Call("GET", "/chat/sessions", _model(SessionList), kwargs={"params": query})
 
     @staticmethod
     def batch_status(batch_id: str) -> Call[BatchStatus]:

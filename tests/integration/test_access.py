@@ -351,6 +351,43 @@ async def test_chat_sessions_belong_to_their_key(app_client: httpx.AsyncClient, 
     assert {s["document_id"] for s in answer.json()["sources"]} == {world.ids["beta_doc"]}
 
 
+async def test_chat_sessions_are_searched_by_title_and_messages_within_the_key(
+    app_client: httpx.AsyncClient, world: World
+) -> None:
+    """GET /chat/sessions?q=: each word in the title or a message (any case, accents folded); another
+    key's session is never found, whatever it holds; a blank or too long `q` is a 422."""
+    # Keys no other test lists the sessions of.
+    alpha, beta = bearer(world.keys["editor-all"]), bearer(world.keys["alpha-editor"])
+
+    async def session(headers: dict[str, str], title: str) -> str:
+        r = await app_client.post("/chat/sessions", json={"title": title}, headers=headers)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    titled = await session(alpha, "Café budget review")
+    asked = await session(alpha, "Untitled budget")
+    body = {"query": "how do zebrafish regenerate?", "session_id": asked, "collections": ["alpha"]}
+    assert (await app_client.post("/query", json=body, headers=alpha)).status_code == 200
+    theirs = await session(beta, "Café budget regenerate")  # matches the searches below, another key's
+
+    async def found(q: str, headers: dict[str, str] = alpha) -> list[str]:
+        r = await app_client.get("/chat/sessions", params={"q": q}, headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["total"] == len(r.json()["sessions"])
+        return [s["id"] for s in r.json()["sessions"]]
+
+    assert await found("CAFE") == [titled]  # the title, case and accent ignored
+    assert await found("ZEBRAFISH regen") == [asked]  # a question's words, beginnings of words
+    assert await found("heart muscle") == [asked]  # the answer's (extractive: the passage)
+    assert set(await found("budget")) == {titled, asked}
+    assert await found("café zebrafish") == []  # every word must be found
+    assert await found("café", beta) == [theirs]
+    assert theirs not in await found("budget") and await found("nothing-like-this") == []
+    for bad in ("", "   ", "x" * 201, " ".join(f"w{i}" for i in range(11))):
+        r = await app_client.get("/chat/sessions", params={"q": bad}, headers=alpha)
+        assert r.status_code == 422, (bad, r.text)
+
+
 async def test_an_admin_reads_another_keys_session_but_does_not_answer_in_it(
     app_client: httpx.AsyncClient, world: World
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
@@ -127,3 +128,15 @@ def test_a_misspelt_query_option_is_refused_not_ignored(live_app_url: str) -> No
         client.query("zebrafish?", collection="papers")
     assert err.value.status == 422
     assert str(err.value).endswith("to POST /query: collection: Extra inputs are not permitted"), err.value
+
+
+async def test_both_clients_search_chat_sessions(live_app_url: str) -> None:
+    with Client(live_app_url) as client:
+        made = client._http.post("/chat/sessions", json={"title": "Quarterly fjord survey"}).json()
+        client._http.post("/chat/sessions", json={"title": "Another chat"})
+        found = client.chat_sessions("FJORD quart", limit=5)
+        assert [s.id for s in found.sessions] == [UUID(made["id"])] and found.total == 1
+        assert client.chat_sessions(limit=1).total >= 2
+    async with AsyncClient(live_app_url) as aclient:
+        found = await aclient.chat_sessions("fjord")
+        assert [s.title for s in found.sessions] == ["Quarterly fjord survey"]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 from rag_server.collections.models import CollectionRef
 from rag_server.errors import ForbiddenError, NotFoundError
@@ -102,6 +102,30 @@ class Source(BaseModel):
     # version (document_version), the document is now at current_version.
     stale: bool = False
     current_version: int | None = None
+
+
+SESSION_SEARCH_MAX = 200
+SESSION_SEARCH_WORDS = 10
+SESSION_SEARCH_RULES = (
+    f"Up to {SESSION_SEARCH_WORDS} words ({SESSION_SEARCH_MAX} characters at most, not blank): a session "
+    "matches when each word begins a word of its title or of one of its messages (questions and answers), "
+    "ignoring case and Latin accents ('regen' finds 'Regeneration', 'cafe' finds 'Café')."
+)
+
+
+def _few_words(value: str) -> str:
+    if len(set(value.split())) > SESSION_SEARCH_WORDS:
+        raise ValueError(f"at most {SESSION_SEARCH_WORDS} words")
+    return value
+
+
+# GET /chat/sessions?q=: blank, too long or too many words is a 422 (no search is no `q`).
+SessionSearch = Annotated[
+    CleanText,
+    NotBlank,
+    AfterValidator(_few_words),
+    Field(min_length=1, max_length=SESSION_SEARCH_MAX, description=SESSION_SEARCH_RULES),
+]
 
 
 class ChatSession(BaseModel):
@@ -213,3 +237,10 @@ def not_your_session(session_id: UUID) -> ForbiddenError:
 def session_not_found(session_id: UUID | str) -> NotFoundError:
     """The one 404 of both session stores (stored and temporary): same text whichever store looked."""
     return NotFoundError(f"chat session {session_id} not found")
+
+
+class SessionList(BaseModel):
+    sessions: list[ChatSession]
+    total: int
+    limit: int
+    offset: int

@@ -120,6 +120,7 @@ class ChatService:
         include_archived: bool,
         every_owner: bool = False,
         only_archived: bool = False,
+        words: str | None = None,
         reads: ScopedPool | None = None,
     ) -> tuple[list[ChatSession], int]:
         """Stored sessions only: temporary ones are not listed (they belong to one client)."""
@@ -130,6 +131,7 @@ class ChatService:
             include_archived=include_archived,
             every_owner=every_owner,
             only_archived=only_archived,
+            words=words,
         )
 
     async def update_session(

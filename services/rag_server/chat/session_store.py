@@ -119,6 +119,7 @@ class PostgresSessionStore:
         include_archived: bool,
         every_owner: bool,
         only_archived: bool = False,
+        words: str | None = None,
     ) -> tuple[list[ChatSession], int]:
         """Only stored sessions can be listed (temporary ones belong to one client)."""
         return await sessions.list_sessions(
@@ -128,6 +129,7 @@ class PostgresSessionStore:
             include_archived=include_archived,
             every_owner=every_owner,
             only_archived=only_archived,
+            words=words,
         )
 
     async def update(

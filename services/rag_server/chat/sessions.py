@@ -102,30 +102,61 @@ async def list_sessions(
     include_archived: bool,
     every_owner: bool = False,
     only_archived: bool = False,
+    words: str | None = None,
 ) -> tuple[list[ChatSession], int]:
     """Most recently active first: `last_active_at` (creation, then each message written; a rename,
     an archive or a clear is no activity). The scope's own sessions (an admin's include those made in
     open mode, before the first key), or
     with `every_owner` all those row-level security shows it (an admin's: every session).
-    `only_archived`: the archived ones alone (whatever `include_archived` says)."""
-    where = f"""($1 OR $3 OR NOT s.is_archived) AND (NOT $3 OR s.is_archived)
-        AND ($2 OR {OWN})"""
-    rows = await conn.fetch(
-        f"""
-        SELECT {_SESSION_COLUMNS} FROM chat_sessions s WHERE {where}
-        ORDER BY s.last_active_at DESC, s.id
-        LIMIT $4 OFFSET $5
-        """,
-        include_archived,
-        every_owner,
-        only_archived,
-        limit,
-        offset,
-    )
-    total = await conn.fetchval(
-        f"SELECT count(*) FROM chat_sessions s WHERE {where}", include_archived, every_owner, only_archived
-    )
+    `only_archived`: the archived ones alone (whatever `include_archived` says). `words`: only those
+    whose title or one of whose messages has a word beginning with each of its words (split at white
+    space), ignoring case and Latin accents (migration 0031)."""
+    async with connection(conn) as c:
+        queries = await _word_queries(c, words)
+        each_word = "".join(_HOLDS.format(i=i + 1) for i in range(len(queries)))
+        where = f"""($1 OR $3 OR NOT s.is_archived) AND (NOT $3 OR s.is_archived)
+            AND ($2 OR {OWN}) AND $4::tsquery[] IS NOT NULL {each_word}"""
+        args = (include_archived, every_owner, only_archived, queries)
+        rows = await c.fetch(
+            f"""
+            SELECT {_SESSION_COLUMNS} FROM chat_sessions s WHERE {where}
+            ORDER BY s.last_active_at DESC, s.id
+            LIMIT $5 OFFSET $6
+            """,
+            *args,
+            limit,
+            offset,
+        )
+        total = await c.fetchval(f"SELECT count(*) FROM chat_sessions s WHERE {where}", *args)
     return [_session(r) for r in rows], int(total)
+
+
+# The session holds the i-th word: its title or a message of it, read through the indexes of 0031 (the
+# sessions of any key it names: only those chat_sessions shows the caller are kept, row-level security).
+_HOLDS = "\n    AND s.id IN (SELECT rag_chat_sessions_holding(($4::tsquery[])[{i}]))"
+# A lexeme quoted for tsquery (backslash and quote escaped), as a prefix.
+_LEXEME_PREFIX = r"'''' || replace(replace(l, '\', '\\'), '''', '''''') || ''':*'"
+
+
+async def _word_queries(conn: Executor, words: str | None) -> list[str]:
+    """Each word of `words` (split at white space) as a tsquery: its own words, folded as the messages'
+    are, each as a prefix, all of them ('regen' finds 'regenerates'; 'e-mail' needs 'e-mail', 'e' and
+    'mail'); a word of none (punctuation) asks nothing."""
+    if words is None:
+        return []
+    queries = await conn.fetchval(
+        f"""
+        SELECT coalesce(array_agg(q ORDER BY n) FILTER (WHERE q IS NOT NULL), '{{}}') FROM (
+            SELECT w.n, (
+                SELECT string_agg({_LEXEME_PREFIX}, ' & ')
+                FROM unnest(tsvector_to_array(to_tsvector('simple'::regconfig, rag_bm25_text(w.word)))) AS l
+            ) AS q
+            FROM unnest($1::text[]) WITH ORDINALITY AS w (word, n)
+        ) AS each_word
+        """,
+        list(dict.fromkeys(words.split())),
+    )
+    return list(queries)
 
 
 async def update_session(

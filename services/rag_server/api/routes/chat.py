@@ -24,7 +24,9 @@ from rag_server.chat.models import (
     ExternalId,
     QueryRequest,
     QueryResponse,
+    SessionList,
     SessionRef,
+    SessionSearch,
 )
 from rag_server.errors import ForbiddenError, NotFoundError
 from rag_server.infra.database import retry_sentence
@@ -70,13 +72,6 @@ class UpdateSessionRequest(BaseModel):
     title: SessionTitle | None = None
     is_archived: StrictBool | None = None
     search_type: SearchType | None = None
-
-
-class SessionList(BaseModel):
-    sessions: list[ChatSession]
-    total: int
-    limit: int
-    offset: int
 
 
 class History(BaseModel):
@@ -137,9 +132,11 @@ async def list_sessions(
     include_archived: bool = False,
     only_archived: Annotated[bool, Query(description="Only the archived sessions")] = False,
     all_owners: Annotated[bool, Query(description="Every key's sessions (admin keys only)")] = False,
+    q: SessionSearch | None = None,
 ) -> SessionList:
     """Your stored sessions (the API key's), most recently active first (`last_active_at`: created, or
-    its last question answered; a rename, an archive or a clear does not move a session up)."""
+    its last question answered; a rename, an archive or a clear does not move a session up). `q`: only
+    those whose title or messages hold each of its words."""
     if all_owners and not principal.can("admin"):
         raise ForbiddenError("only an admin key may list every key's sessions")
     items, total = await chat.list_sessions(
@@ -148,6 +145,7 @@ async def list_sessions(
         include_archived=include_archived,
         every_owner=all_owners,
         only_archived=only_archived,
+        words=q,
         reads=reads,
     )
     return SessionList(sessions=items, total=total, limit=limit, offset=offset)
