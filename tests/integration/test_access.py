@@ -137,6 +137,13 @@ CALLS = [
         {"documents": [{"id": str(UUID(int=1)), "metadata": {}}]},
         True,
     ),
+    Call(
+        "POST",
+        "/documents/metadata/matching",
+        "editor",
+        {"metadata": {"team": "nobody"}, "set": {"team": "x"}},
+        True,
+    ),
     Call("PUT", "/documents/{target_doc}/file", "editor"),
     Call(
         "POST",
@@ -608,3 +615,16 @@ async def test_a_bulk_delete_or_edit_never_reaches_another_collection(
     assert r.status_code == 200, r.text
     assert r.json() == {"updated": [], "not_updated": [beta_doc]}
     assert (await app_client.get(f"/documents/{beta_doc}", headers=admin)).json()["metadata"] == before
+    # So does an edit of every document matching a selection: alpha's matching ones get it, beta's not.
+    both = {"$contains": "Zebrafish regenerate"}  # alpha's text and beta's alike
+    edit_all = {"collection": "alpha", "text": both, "set": {"bulk": "all"}}
+    r = await app_client.post("/documents/metadata/matching", json=edit_all, headers=editor)
+    assert r.status_code == 200, r.text
+    assert r.json()["updated"] and r.json()["not_updated"] == []
+    for doc in r.json()["updated"]:
+        edited = (await app_client.get(f"/documents/{doc}", headers=admin)).json()
+        assert edited["collection_id"] == world.ids["alpha"] and edited["metadata"]["bulk"] == "all"
+    assert (await app_client.get(f"/documents/{beta_doc}", headers=admin)).json()["metadata"] == before
+    # A selection naming nothing is refused, as a delete's: never the whole collection unasked.
+    r = await app_client.post("/documents/metadata/matching", json={"set": {"a": 1}}, headers=editor)
+    assert r.status_code == 422 and "name the documents to update" in r.text

@@ -278,6 +278,18 @@ class MetadataUpdates(BaseModel):
         return self
 
 
+class MetadataForSelection(DocumentSelection):
+    """POST /documents/metadata/matching: one metadata value for every document of a collection that `ids`,
+    `metadata`, `text` or several name (as POST /documents/delete selects them), in one transaction."""
+
+    action: ClassVar[str] = "update"
+
+    set: dict[str, Any] = Field(
+        description="The metadata each selected document gets (as PATCH's `metadata`)."
+    )
+    mode: Literal["replace", "merge"] = "merge"
+
+
 class UpdatedDocuments(BaseModel):
     updated: list[UUID] = Field(description="The documents whose metadata was set, in id order")
     not_updated: list[UUID] = Field(

@@ -37,6 +37,7 @@ from rag_server.ingestion.models import (
     DocumentStatus,
     DuplicateCheck,
     DuplicateCheckResult,
+    MetadataForSelection,
     MetadataUpdate,
     MetadataUpdates,
     NamePart,
@@ -192,6 +193,21 @@ async def update_documents_metadata(body: MetadataUpdates, pool: PoolDep) -> Upd
     PATCH /documents/{id} would, in one transaction: a value refused refuses the whole request."""
     (collection_id,) = await resolve_ids(pool, [body.collection])
     return await metadata_edits.update_many(pool, collection_id, body)
+
+
+@router.post(
+    "/documents/metadata/matching",
+    response_model=UpdatedDocuments,
+    dependencies=[require("editor")],
+    responses={**error_responses(400, 403, 404, 409, 503), **EITHER_422},
+)
+async def update_matching_metadata(body: MetadataForSelection, pool: PoolDep) -> UpdatedDocuments:
+    """Give `set` (`mode` `merge`, the default, or `replace`) to every document of the collection that
+    `ids`, `metadata`, `text` or several name, as POST /documents/delete selects them, in one transaction:
+    what the web app's "all matching" edits. `not_updated`: ids named that no longer match."""
+    (collection_id,) = await resolve_ids(pool, [body.collection])
+    update = MetadataUpdate(metadata=body.set, mode=body.mode)
+    return await metadata_edits.update_matching(pool, collection_id, body, update)
 
 
 # An upload: api/upload_routes.py gives its body the upload bound.

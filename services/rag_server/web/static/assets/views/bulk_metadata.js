@@ -1,18 +1,20 @@
 // "Set metadata" for the documents selected in the list: one JSON object merged into (or replacing) each
-// one's metadata, in one request and one transaction (POST /documents/metadata).
+// one's metadata, in one request and one transaction (POST /documents/metadata; for all the documents
+// matching the list's filters, POST /documents/metadata/matching with their selection).
 
 import { api } from "../api.js";
 import { h, plural, showModal, toast } from "../dom.js";
 import { parseJsonObject } from "./document_common.js";
 
+// target: {docs} (rows picked) or {matching: the API selection, count}, with `label` ("3 documents").
 // Resolves true once the metadata is set, false when the dialog is closed without it.
-export function setSelectedMetadata(collection, docs) {
+export function setSelectedMetadata(collection, target) {
   return new Promise((resolve) => {
     const area = h("textarea", { id: "bulk-metadata-input", rows: 5, spellcheck: "false", placeholder: '{"team": "a"}', "aria-describedby": "bulk-metadata-error" });
     const mode = (value, label, checked) =>
       h("label", { class: "bulk-mode" }, h("input", { type: "radio", name: "bulk-mode", value, checked }), h("span", {}, label));
     const error = h("p", { id: "bulk-metadata-error", class: "form-error", role: "alert" });
-    const title = `Set metadata of ${plural(docs.length, "document", "documents")}`;
+    const title = `Set metadata of ${target.label} in the collection ${collection}`;
     const save = h("button", { type: "submit", class: "primary" }, "Set metadata");
     const dialog = h(
       "dialog",
@@ -55,15 +57,17 @@ export function setSelectedMetadata(collection, docs) {
       const how = dialog.querySelector("input[name=bulk-mode]:checked").value;
       let result;
       save.disabled = true;
-      pending = api("/documents/metadata", {
-        method: "POST",
-        json: { collection, mode: how, documents: docs.map((d) => ({ id: d.id, metadata: parsed.value })) },
-      });
+      pending = target.matching
+        ? api("/documents/metadata/matching", { method: "POST", json: { collection, ...target.matching, mode: how, set: parsed.value } })
+        : api("/documents/metadata", {
+            method: "POST",
+            json: { collection, mode: how, documents: target.docs.map((d) => ({ id: d.id, metadata: parsed.value })) },
+          });
       try {
         result = await pending;
       } catch (err) {
         // Every document gets the same object: which one the server names first says nothing here.
-        error.textContent = err.message.replace(/documents\[\d+\]\.metadata/, "Metadata");
+        error.textContent = err.message.replace(/documents\[\d+\]\.metadata|^set\b/, "Metadata");
         return;
       } finally {
         pending = null;

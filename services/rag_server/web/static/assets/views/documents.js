@@ -2,14 +2,14 @@
 // its rows: document_row.js), and the upload panel for editors; #/documents/<id> is document_detail.js.
 
 import { api, ApiError } from "../api.js";
-import { clear, confirmDialog, h, plural, toast } from "../dom.js";
+import { clear, h } from "../dom.js";
 import { href, navigate } from "../router.js";
 import { deleteDocument, FILE_TYPES, fill, typedFilter } from "./document_common.js";
 import { mountDetail } from "./document_detail.js";
 import { COLUMNS, CONTAINS_MAX, isFiltered, listHref, listParams, NAME_MAX, NO_FILTERS, PAGE_SIZES, STATUSES } from "./document_query.js";
 import { documentRow } from "./document_row.js";
 import { lastPageInstead, pager } from "./pager.js";
-import { setSelectedMetadata } from "./bulk_metadata.js";
+import { documentSelection } from "./document_selection.js";
 import { metadataFilter } from "./metadata_filter.js";
 import { uploadPanel } from "./upload_panel.js";
 
@@ -57,74 +57,9 @@ function mountList(root, ctx, route) {
     (page) => listHref(params, { page }),
   );
 
-  // Editors select rows of the page shown and delete them together (POST /documents/delete).
-  const selected = new Map(); // id -> document
-  const shown = new Map(); // the page's documents by id, which the select-all box picks from
-  const selectAll = h("input", { type: "checkbox", "aria-label": "Select every document on this page" });
-  const selectedCount = h("span", { "aria-live": "polite" });
-  const editSelected = h("button", { type: "button" }, "Set metadata");
-  const deleteSelected = h("button", { type: "button", class: "danger" }, "Delete selected");
-  const clearSelection = h("button", { type: "button", class: "quiet" }, "Clear selection");
-  const bulkBar = h("div", { class: "bulk-bar", hidden: true }, selectedCount, editSelected, deleteSelected, clearSelection);
-  const selection = canEdit
-    ? {
-        has: (id) => selected.has(id),
-        toggle(doc, on) {
-          if (on) selected.set(doc.id, doc);
-          else selected.delete(doc.id);
-          renderSelection();
-        },
-      }
-    : null;
-
-  function renderSelection() {
-    const boxes = [...tableBody.querySelectorAll("td.pick input")];
-    for (const box of boxes) box.checked = selected.has(box.closest("tr").dataset.id);
-    selectAll.checked = boxes.length > 0 && selected.size === boxes.length;
-    selectAll.indeterminate = selected.size > 0 && selected.size < boxes.length;
-    bulkBar.hidden = selected.size === 0;
-    selectedCount.textContent = `${plural(selected.size, "document", "documents")} selected`;
-  }
-
-  function setSelection(docs) {
-    selected.clear();
-    for (const doc of docs) selected.set(doc.id, doc);
-    renderSelection();
-  }
-
-  async function deleteSelection() {
-    const docs = [...selected.values()];
-    const ok = await confirmDialog(
-      `Delete ${plural(docs.length, "document", "documents")}? Their chunks leave search and chat at once. This cannot be undone.`,
-      "Delete",
-    );
-    if (!ok) return;
-    try {
-      const result = await api("/documents/delete", {
-        method: "POST",
-        json: { collection: ctx.collection, ids: docs.map((d) => d.id) },
-      });
-      const gone = result.not_deleted.length ? `; ${plural(result.not_deleted.length, "was", "were")} already gone` : "";
-      toast(`Deleted ${plural(result.deleted.length, "document", "documents")}${gone}`);
-    } catch (err) {
-      toast(`Delete failed: ${err.message}`, "error");
-      return;
-    }
-    setSelection([]);
-    heading.focus();
-    load();
-  }
-  selectAll.addEventListener("change", () => {
-    const rows = [...tableBody.querySelectorAll("tr")];
-    setSelection(selectAll.checked ? rows.map((tr) => shown.get(tr.dataset.id)).filter(Boolean) : []);
-  });
-  deleteSelected.addEventListener("click", deleteSelection);
-  // The selection stays: the rows' new metadata may be what the next step (a delete, a filter) uses.
-  editSelected.addEventListener("click", async () => {
-    if (await setSelectedMetadata(ctx.collection, [...selected.values()])) load();
-    editSelected.focus();
-  });
-  clearSelection.addEventListener("click", () => setSelection([]));
+  // Editors select rows of the page shown, or every document matching the filters, and delete them or
+  // set their metadata together (document_selection.js).
+  const picks = canEdit ? documentSelection({ collection: ctx.collection, tableBody, focusAfter: heading, onDone: () => load() }) : null;
 
   let panel = null;
   const uploadButton = canEdit
@@ -162,7 +97,7 @@ function mountList(root, ctx, route) {
       panel?.el,
       filters,
       metadata.note,
-      canEdit ? bulkBar : null,
+      picks?.bar,
       error,
       wrap,
       empty,
@@ -195,7 +130,7 @@ function mountList(root, ctx, route) {
   });
   const clearFilters = h("a", { class: "clear-filters" }, "Clear filters");
   filters.append(nameFilter.field, containsFilter.field, metadata.field, statusSelect, typeSelect, perSelect, clearFilters);
-  if (canEdit) headRow.append(h("th", { scope: "col", class: "pick" }, selectAll));
+  if (canEdit) headRow.append(h("th", { scope: "col", class: "pick" }, picks.selectAll));
   const headers = COLUMNS.map((col) => {
     const mark = h("span", { class: "sort-mark", "aria-hidden": "true" });
     const button = h("button", { type: "button", class: "sort" }, col.label, mark);
@@ -252,10 +187,8 @@ function mountList(root, ctx, route) {
   // The query of the rows on show: rows of another one must not stay under the filters now in the URL.
   let shownQuery = null;
   function dropRows() {
-    shown.clear();
-    selected.clear();
     clear(tableBody);
-    renderSelection();
+    picks?.clear();
     paging.el.hidden = true;
     wrap.hidden = true;
     empty.hidden = true;
@@ -307,12 +240,9 @@ function mountList(root, ctx, route) {
     // back on its row's new one, else keyboard focus fell to the top of the page at each refresh.
     const active = tableBody.contains(document.activeElement) ? document.activeElement : null;
     const focused = active && { id: active.closest("tr").dataset.id, name: accessibleName(active) };
-    shown.clear();
-    for (const doc of data.items) shown.set(doc.id, doc);
-    // A selection holds only rows still shown (another page, a filter, a delete elsewhere drop theirs).
-    for (const id of [...selected.keys()]) if (!shown.has(id)) selected.delete(id);
-    clear(tableBody).append(...data.items.map((doc) => documentRow(doc, canEdit ? onDelete : null, selection)));
-    renderSelection();
+    picks?.shown(data.items, data.total, params);
+    clear(tableBody).append(...data.items.map((doc) => documentRow(doc, canEdit ? onDelete : null, picks?.rowSelection)));
+    picks?.render();
     if (focused) {
       const row = [...tableBody.children].find((tr) => tr.dataset.id === focused.id);
       [...(row?.querySelectorAll("a, button, input") ?? [])].find((el) => accessibleName(el) === focused.name)?.focus();
