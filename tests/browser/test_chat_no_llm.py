@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,3 +118,35 @@ async def test_a_chat_started_elsewhere_during_the_refresh_ends_it_listed(page: 
         await expect(chats).to_have_count(listed + 2)
         await expect(chats.get_by_text("From another tab", exact=True)).to_have_count(1)
         assert len(asked) < 10, asked
+
+
+async def test_the_search_box_finds_chats_by_title_or_message_pages_and_clears(
+    page: Page, stack: Stack
+) -> None:
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60) as api:
+        made = await asyncio.gather(
+            *(api.post("/chat/sessions", json={"title": f"Heron note {n:02d}"}) for n in range(32))
+        )
+        assert all(r.status_code == 201 for r in made)
+        kitchen = (await api.post("/chat/sessions", json={"title": "Kitchen"})).json()["id"]
+        asked = await api.post("/query", json={"query": "How do I cook ravioli?", "session_id": kitchen})
+        assert asked.status_code == 200, asked.text
+    await page.reload()
+    chats = page.get_by_role("list", name="Chats", exact=True).locator(".session-title")
+    box = page.get_by_role("searchbox", name="Search chats")
+    await expect(chats.first).to_have_text("Kitchen")  # the most recently active
+    await box.fill("heron")  # a title's word, by its beginning, any case; paged as the whole list is
+    await expect(chats.first).to_have_text(re.compile("^Heron note"))
+    await expect(chats).to_have_count(30)
+    await page.get_by_role("button", name="Load more").click()
+    await expect(chats).to_have_count(32)
+    assert all(t.startswith("Heron note") for t in await chats.all_text_contents())
+    await box.fill("RAVIOLI")  # a question's word
+    await expect(chats).to_have_text(["Kitchen"])
+    await box.fill("ravioli zzzznothing")
+    await expect(page.get_by_text("No chats match.")).to_be_visible()
+    await box.press("Escape")
+    await expect(box).to_have_value("")
+    await expect(chats).to_have_count(30)
+    await expect(chats.first).to_have_text("Kitchen")
+    await expect(page.get_by_text("No chats match.")).to_be_hidden()

@@ -1,6 +1,7 @@
 // The sessions sidebar: "New chat", the temporary-chat switch, the stored sessions most recently active
 // first (their last question, not a rename or an archive; paged),
-// the Archived section (its own paged list), inline rename, archive/unarchive and delete.
+// the Archived section (its own paged list), inline rename, archive/unarchive and delete; the search box
+// (GET /chat/sessions?q=: words beginning words of a title or of a message) narrows both lists.
 
 import { api, download } from "../api.js";
 import { confirmDialog, h, toast } from "../dom.js";
@@ -9,6 +10,8 @@ import { href, navigate } from "../router.js";
 
 const PAGE = 30;
 const MAX_PAGE = 200; // the API's largest (GET /chat/sessions?limit=)
+const SEARCH_MAX = 200; // the API's longest q
+const SEARCH_MS = 300; // typing pauses this long: the lists are searched
 
 export function sessionTitle(session) {
   return session?.title || "New chat";
@@ -28,10 +31,11 @@ function sessionList({ label, archived, emptyText, owner }) {
   const list = h("ul", { class: "session-list", "aria-label": label });
   const more = h("button", { type: "button", class: "quiet load-more", hidden: true }, "Load more");
   const empty = h("p", { class: "muted small session-empty", hidden: true }, emptyText);
-  const state = { sessions: [], total: 0, loaded: false };
+  const state = { sessions: [], total: 0, loaded: false, q: "" };
+  let latest = 0; // the newest reload: an older one's answer (another search) is not shown over it
 
   async function fetchPage(offset, limit) {
-    const query = { limit, offset, only_archived: archived ? "true" : undefined };
+    const query = { limit, offset, only_archived: archived ? "true" : undefined, q: state.q || undefined };
     return api("/chat/sessions", { query });
   }
 
@@ -39,6 +43,16 @@ function sessionList({ label, archived, emptyText, owner }) {
     list.replaceChildren(...state.sessions.map((s) => owner.row(s, archived)));
     more.hidden = state.sessions.length >= state.total;
     empty.hidden = state.sessions.length > 0;
+    empty.textContent = state.q ? "No chats match." : emptyText;
+  }
+
+  // Another search: the list starts again from its first page.
+  function search(q) {
+    if (q === state.q) return false;
+    state.q = q;
+    state.sessions = [];
+    state.loaded = false;
+    return true;
   }
 
   async function reload() {
@@ -51,6 +65,7 @@ function sessionList({ label, archived, emptyText, owner }) {
     // list down, a row comes twice and is kept once, and paging by the rows kept asked for that row again,
     // forever. Each row that came twice stands for one that went to the top after it was read: the top
     // again, that many.
+    const mine = ++latest;
     try {
       const sessions = [];
       const known = new Set();
@@ -69,6 +84,7 @@ function sessionList({ label, archived, emptyText, owner }) {
         const top = await fetchPage(0, Math.min(MAX_PAGE, twice));
         sessions.unshift(...top.sessions.filter((s) => !known.has(s.id)));
       }
+      if (mine !== latest) return;
       state.sessions = sessions;
       state.total = page.total;
       state.loaded = true;
@@ -81,7 +97,9 @@ function sessionList({ label, archived, emptyText, owner }) {
   more.addEventListener("click", async () => {
     more.disabled = true;
     try {
+      const q = state.q;
       const page = await fetchPage(state.sessions.length, PAGE);
+      if (q !== state.q) return; // searched meanwhile: that search's rows are on show
       const known = new Set(state.sessions.map((s) => s.id));
       state.sessions.push(...page.sessions.filter((s) => !known.has(s.id)));
       state.total = page.total;
@@ -95,7 +113,7 @@ function sessionList({ label, archived, emptyText, owner }) {
     }
   });
 
-  return { list, more, empty, state, reload, draw };
+  return { list, more, empty, state, reload, draw, search };
 }
 
 // `onNew()` starts a new chat; `temporary` is {get(), set(bool)}; `currentId()` the shown session.
@@ -120,10 +138,43 @@ export function createSidebar({ onNew, temporary, currentId, onPicked }) {
     if (archivedSection.open) archived.reload();
   });
 
+  // Searched once typing pauses; Escape clears it (the box's own clear button too).
+  const searchBox = h("input", {
+    type: "search",
+    id: "chat-search",
+    class: "session-search",
+    placeholder: "Search chats",
+    maxlength: String(SEARCH_MAX),
+    autocomplete: "off",
+    title: "Chats whose title or messages have words beginning with each of these",
+  });
+  let searchTimer = null;
+  const runSearch = () => {
+    clearTimeout(searchTimer);
+    const q = searchBox.value.trim();
+    const changed = [active, archived].map((list) => list.search(q));
+    if (changed.some(Boolean)) refresh();
+  };
+  searchBox.addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(runSearch, SEARCH_MS);
+  });
+  searchBox.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") runSearch();
+    if (event.key === "Escape" && searchBox.value) {
+      event.preventDefault();
+      event.stopPropagation();
+      searchBox.value = "";
+      runSearch();
+    }
+  });
+
   const el = h(
     "aside",
     { class: "chat-sidebar", id: "chat-sidebar", "aria-label": "Chat sessions" },
     h("div", { class: "sidebar-top" }, newButton, h("label", { class: "switch", for: "temporary-chat" }, toggle, h("span", {}, "Temporary chat"))),
+    h("label", { class: "visually-hidden", for: "chat-search" }, "Search chats"),
+    searchBox,
     h("h2", { class: "sidebar-heading" }, "Chats"),
     active.list,
     active.empty,
