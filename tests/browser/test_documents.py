@@ -693,6 +693,15 @@ async def test_all_documents_matching_a_metadata_filter_are_deleted_across_pages
     await expect(offer).to_have_text("All 12 matching documents are selected. Clear selection")
     bar = page.locator(".bulk-bar")
     await expect(bar).to_contain_text("All 12 documents matching selected")
+    await bar.get_by_role("button", name="Set metadata").click()
+    edit = page.get_by_role(
+        "dialog",
+        name="Set metadata of all 12 documents matching these filters in the collection all-matching",
+    )
+    await edit.get_by_label("Metadata (a JSON object)").fill('{"checked": true}')
+    await edit.get_by_role("button", name="Set metadata").click()
+    await expect(page.locator(".toast").last).to_have_text("Metadata set on 12 documents")
+    await expect(offer).to_contain_text("All 12 matching documents are selected.")  # still, for the delete
     await bar.get_by_role("button", name="Delete selected").click()
     dialog = page.get_by_role("dialog", name="Confirm")
     await expect(dialog).to_contain_text(
