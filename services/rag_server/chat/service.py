@@ -124,8 +124,7 @@ class ChatService:
         reads: ScopedPool | None = None,
     ) -> tuple[list[ChatSession], int]:
         """Stored sessions only: temporary ones are not listed (they belong to one client)."""
-        stored = self._stored(reads)
-        return await stored.list_sessions(
+        return await self._stored(reads).list_sessions(
             limit=limit,
             offset=offset,
             include_archived=include_archived,
