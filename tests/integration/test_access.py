@@ -362,7 +362,7 @@ async def test_chat_sessions_are_searched_by_title_and_messages_within_the_key(
     app_client: httpx.AsyncClient, world: World
 ) -> None:
     """GET /chat/sessions?q=: each word in the title or a message (any case, accents folded); another
-    key's session is never found, whatever it holds; a blank or too long `q` is a 422."""
+    key's session is never found, whatever it holds; a blank or too long `q`, or one of no word, is a 422."""
     # Keys no other test lists the sessions of.
     alpha, beta = bearer(world.keys["editor-all"]), bearer(world.keys["alpha-editor"])
 
@@ -390,7 +390,7 @@ async def test_chat_sessions_are_searched_by_title_and_messages_within_the_key(
     assert await found("café zebrafish") == []  # every word must be found
     assert await found("café", beta) == [theirs]
     assert theirs not in await found("budget") and await found("nothing-like-this") == []
-    for bad in ("", "   ", "x" * 201, " ".join(f"w{i}" for i in range(11))):
+    for bad in ("", "   ", "x" * 201, " ".join(f"w{i}" for i in range(11)), "?! :* \\"):  # no word: all
         r = await app_client.get("/chat/sessions", params={"q": bad}, headers=alpha)
         assert r.status_code == 422, (bad, r.text)
 

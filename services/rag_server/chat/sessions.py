@@ -16,7 +16,7 @@ from uuid import UUID
 import asyncpg
 
 from rag_server.chat.models import ChatMessageOut, ChatSession, Role, Source, session_not_found
-from rag_server.errors import ConflictError, ForbiddenError
+from rag_server.errors import ConflictError, ForbiddenError, InvalidInputError
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.retrieval.models import SearchType
 
@@ -140,8 +140,7 @@ _LEXEME_PREFIX = r"'''' || replace(replace(l, '\', '\\'), '''', '''''') || ''':*
 
 async def _word_queries(conn: Executor, words: str | None) -> list[str]:
     """Each word of `words` (split at white space) as a tsquery: its own words, folded as the messages'
-    are, each as a prefix, all of them ('regen' finds 'regenerates'; 'e-mail' needs 'e-mail', 'e' and
-    'mail'); a word of none (punctuation) asks nothing."""
+    are, each as a prefix ('regen' finds 'regenerates'; 'e-mail' needs 'e-mail', 'e' and 'mail')."""
     if words is None:
         return []
     queries = await conn.fetchval(
@@ -156,6 +155,8 @@ async def _word_queries(conn: Executor, words: str | None) -> list[str]:
         """,
         list(dict.fromkeys(words.split())),
     )
+    if not queries:  # punctuation alone (it listed every session); with words, it is left out
+        raise InvalidInputError(f"q has no word to search for (letters or digits): {words!r}")
     return list(queries)
 
 

@@ -4,8 +4,9 @@ A session matches when each word of `q` begins a word of its title or of one of 
 through these indexes (a position test over every message's text took 0.6 s at 50,000 messages,
 and 18 s with accents folded, rag_bm25_text's slow path): `simple` full-text (no stemming, no stop
 words; case ignored), over the text as the BM25 leg folds it (rag_bm25_text: composed, Latin accents
-folded, CJK as characters and pairs); the first 100,000 characters of a message (a tsvector holds at
-most 1 MB). REINDEX when rag_bm25_text is replaced (as 0027 did).
+folded, CJK as characters and pairs); the first 50,000 characters of a message (a tsvector holds at
+most 1 MB: 100,000 CJK characters, as characters and pairs, came near it). REINDEX when
+rag_bm25_text is replaced (as 0027 did).
 
 The index is read by `rag_chat_sessions_holding(tsquery)`, SECURITY DEFINER: under row-level security
 a condition that is not leakproof (`@@`) is never an index condition (it is checked after the
@@ -28,7 +29,7 @@ depends_on = None
 
 UPGRADE = """
 CREATE INDEX chat_messages_words_idx ON chat_messages
-    USING gin (to_tsvector('simple'::regconfig, rag_bm25_text(left(content, 100000))));
+    USING gin (to_tsvector('simple'::regconfig, rag_bm25_text(left(content, 50000))));
 CREATE INDEX chat_sessions_title_words_idx ON chat_sessions
     USING gin (to_tsvector('simple'::regconfig, rag_bm25_text(coalesce(title, ''))));
 CREATE FUNCTION rag_chat_sessions_holding(q tsquery) RETURNS SETOF uuid
@@ -37,7 +38,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
     WHERE to_tsvector('simple'::regconfig, rag_bm25_text(coalesce(title, ''))) @@ q
     UNION
     SELECT session_id FROM chat_messages
-    WHERE to_tsvector('simple'::regconfig, rag_bm25_text(left(content, 100000))) @@ q
+    WHERE to_tsvector('simple'::regconfig, rag_bm25_text(left(content, 50000))) @@ q
 $fn$;
 COMMENT ON FUNCTION rag_chat_sessions_holding(tsquery) IS
     'Ids of the sessions (anyone''s) whose title or a message of which matches q, through the indexes '
