@@ -4,6 +4,7 @@ confirmation; a document's page shows its details, its failure reason and its ch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import subprocess
@@ -14,7 +15,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, Route, expect
+from playwright.async_api import Error as PlaywrightError
 
 from tests.browser.conftest import Console, Stack, new_page, sign_in
 from tests.browser.seed import bearer, upload_and_wait
@@ -702,6 +704,27 @@ async def test_all_documents_matching_a_metadata_filter_are_deleted_across_pages
     await edit.get_by_role("button", name="Set metadata").click()
     await expect(page.locator(".toast").last).to_have_text("Metadata set on 12 documents")
     await expect(offer).to_contain_text("All 12 matching documents are selected.")  # still, for the delete
+    # Another filter: from the moment it is typed (its page held back here), "all matching" is let go: it
+    # would act on the old filter's documents while the new one shows.
+    held = asyncio.Event()
+
+    async def hold(route: Route) -> None:
+        await held.wait()
+        with contextlib.suppress(PlaywrightError):  # a request the page aborted meanwhile (a newer load)
+            await route.continue_()
+
+    def listing(url: str) -> bool:
+        return "/documents?" in url
+
+    await page.route(listing, hold)
+    await page.get_by_label("Metadata", exact=True).fill('{"team": "x", "checked": true}')
+    await expect(page).to_have_url(re.compile("checked"))
+    await expect(bar).not_to_contain_text("All 12")
+    held.set()
+    await page.unroute(listing, hold)
+    await expect(page.locator(".pager")).to_contain_text("of 12")
+    await page.get_by_label("Select every document on this page").check()
+    await offer.get_by_role("button", name="Select all 12 matching").click()
     await bar.get_by_role("button", name="Delete selected").click()
     dialog = page.get_by_role("dialog", name="Confirm")
     await expect(dialog).to_contain_text(
