@@ -234,6 +234,19 @@ class Client:
         `not_updated`."""
         return self._send(Calls.update_documents(collection, metadata, mode))
 
+    def update_matching(
+        self,
+        collection: str = "default",
+        *,
+        values: dict[str, Any],
+        ids: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        text: dict[str, Any] | None = None,
+        mode: str = "merge",
+    ) -> UpdatedDocuments:
+        """POST /documents/metadata/matching: `values` for each document selected as delete_documents does."""
+        return self._send(Calls.update_matching(collection, values, mode, (ids, metadata, text)))
+
     def chat_sessions(self, q: str | None = None, **params: Any) -> SessionList:
         """GET /chat/sessions: a page of your chat sessions, most recently active first; `q`: those whose
         title or messages hold words beginning with each of its words; `params`: limit, offset,
@@ -348,6 +361,18 @@ class AsyncClient:
         text: dict[str, Any] | None = None,
     ) -> DeletedDocuments:
         return await self._send(Calls.delete_documents(collection, ids, metadata, text))
+
+    async def update_matching(
+        self,
+        collection: str = "default",
+        *,
+        values: dict[str, Any],
+        ids: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        text: dict[str, Any] | None = None,
+        mode: str = "merge",
+    ) -> UpdatedDocuments:
+        return await self._send(Calls.update_matching(collection, values, mode, (ids, metadata, text)))
 
     async def update_metadata(
         self,

@@ -160,14 +160,18 @@ class Calls:
         metadata: dict[str, Any] | None,
         text: dict[str, Any] | None,
     ) -> Call[DeletedDocuments]:
-        body: dict[str, Any] = {"collection": collection}
-        if ids is not None:
-            body["ids"] = [str(i) for i in ids]
-        if metadata is not None:
-            body["metadata"] = metadata
-        if text is not None:
-            body["text"] = text
+        body = _selection(collection, ids, metadata, text)
         return Call("POST", "/documents/delete", _model(DeletedDocuments), kwargs={"json": body})
+
+    @staticmethod
+    def update_matching(
+        collection: str,
+        values: dict[str, Any],
+        mode: str,
+        selection: tuple[Sequence[str] | None, dict[str, Any] | None, dict[str, Any] | None],
+    ) -> Call[UpdatedDocuments]:
+        body = {**_selection(collection, *selection), "set": values, "mode": mode}
+        return Call("POST", "/documents/metadata/matching", _model(UpdatedDocuments), kwargs={"json": body})
 
     @staticmethod
     def update_metadata(
@@ -201,3 +205,17 @@ class Calls:
         if include_revoked:
             query["include_revoked"] = "true"
         return Call("GET", "/keys", _model(KeyList), kwargs={"params": query})
+
+
+def _selection(
+    collection: str, ids: Sequence[str] | None, metadata: dict[str, Any] | None, text: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The body of a selection of documents (POST /documents/delete, /documents/metadata/matching)."""
+    body: dict[str, Any] = {"collection": collection}
+    if ids is not None:
+        body["ids"] = [str(i) for i in ids]
+    if metadata is not None:
+        body["metadata"] = metadata
+    if text is not None:
+        body["text"] = text
+    return body

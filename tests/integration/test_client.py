@@ -55,6 +55,13 @@ def test_the_client_lists_and_deletes_documents(live_app_url: str, tmp_path: Pat
         edited = client.update_documents(metadata={ids["drop-1.txt"]: {"suite": "client", "keep": False}})
         assert [str(i) for i in edited.updated] == [ids["drop-1.txt"]]
         assert client.document(ids["drop-1.txt"]).metadata == {"suite": "client", "keep": False}
+        # Every document a selection names at once (as a delete's: the ids among those the metadata names).
+        matching = client.update_matching(
+            values={"round": 2}, metadata={"suite": "client"}, ids=[ids["drop-1.txt"], ids["drop-3.txt"]]
+        )
+        assert sorted(str(i) for i in matching.updated) == sorted([ids["drop-1.txt"], ids["drop-3.txt"]])
+        assert client.document(ids["drop-1.txt"]).metadata == {"suite": "client", "keep": False, "round": 2}
+        assert client.documents(metadata={"round": 2}).total == 2
         client.delete_document(ids["drop-1.txt"])
         with pytest.raises(ClientError, match="answered 404") as err:
             client.delete_document(ids["drop-1.txt"])
