@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -53,3 +57,13 @@ async def create_key(stack: Stack, name: str, role: str) -> str:
         response = await client.post("/keys", json={"name": name, "role": role})
         assert response.status_code == 201, response.text
         return str(response.json()["key"])
+
+
+@contextmanager
+def worker_paused(stack: Stack) -> Iterator[None]:
+    """The stack's worker frozen: what is uploaded meanwhile stays queued until the block ends."""
+    os.kill(stack.worker.popen.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(stack.worker.popen.pid, signal.SIGCONT)

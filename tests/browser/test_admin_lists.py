@@ -4,16 +4,12 @@ row goes (Delete, Revoke), and the new key's collection choices while other admi
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 from playwright.async_api import Browser, Locator, Page, Route, expect
 
 from tests.browser.conftest import Console, Stack, new_page, sign_in
-from tests.browser.seed import bearer, create_key, upload_and_wait
+from tests.browser.seed import bearer, create_key, upload_and_wait, worker_paused
 
 
 async def _admin(stack: Stack) -> httpx.AsyncClient:
@@ -209,16 +205,6 @@ async def test_the_row_actions_are_not_broken_letter_by_letter_on_a_phone(
         button = phone.get_by_role("button", name=name)
         await expect(button).to_be_visible()
         assert await button.evaluate(lines) == 1, name
-
-
-@contextmanager
-def worker_paused(stack: Stack) -> Iterator[None]:
-    """The stack's worker frozen: what is uploaded meanwhile stays queued until the block ends."""
-    os.kill(stack.worker.popen.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(stack.worker.popen.pid, signal.SIGCONT)
 
 
 def _task_row(page: Page, name: str) -> Locator:

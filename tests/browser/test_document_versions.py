@@ -3,16 +3,11 @@ the file replaced by a new version (same document, version 2, the new text in it
 
 from __future__ import annotations
 
-import os
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import httpx
 from playwright.async_api import Locator, Page, expect
 
 from tests.browser.conftest import Stack
-from tests.browser.seed import bearer, upload_and_wait
+from tests.browser.seed import bearer, upload_and_wait, worker_paused
 
 OLD = b"The heron waits by the river. " * 20
 NEW = b"The kingfisher dives into the pond. " * 20
@@ -110,16 +105,6 @@ async def test_an_edit_keeps_an_integer_beyond_2_53_as_stored(page: Page, stack:
     await editor.fill('{"n": 1e400}')
     await page.get_by_role("button", name="Save metadata").click()
     await expect(page.locator("#metadata-error")).to_contain_text("too large")
-
-
-@contextmanager
-def worker_paused(stack: Stack) -> Iterator[None]:
-    """The stack's worker frozen: what is uploaded meanwhile stays queued until the block ends."""
-    os.kill(stack.worker.popen.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(stack.worker.popen.pid, signal.SIGCONT)
 
 
 async def test_a_replacement_is_followed_through_a_redraw_of_the_page(page: Page, stack: Stack) -> None:
