@@ -359,7 +359,7 @@ async def test_a_temporary_chat_is_answered_but_not_listed(
 async def test_keyboard_only(page: Page, documents: dict[str, str], fake: FakeLLM) -> None:
     await page.goto(page.url.split("#")[0] + "#/chat")
     await expect(page.get_by_role("heading", name="Ask about your documents")).to_be_visible()
-    for _ in range(40):
+    for _ in range(100):  # past the header, the sidebar's search box and its chats (each with its buttons)
         if await page.evaluate("document.activeElement?.id") == "chat-message":
             break
         await page.keyboard.press("Tab")

@@ -213,6 +213,7 @@ async def test_a_dialog_open_when_its_collection_is_renamed_elsewhere_goes_with_
         renamed = await api.patch(f"/collections/{created.json()['id']}", json={"name": "herds"})
         assert renamed.status_code == 200, renamed.text
     await dialog.get_by_role("button", name="Set metadata").click()
-    await expect(page.get_by_label("Collection")).to_have_value("herds")
+    switcher = page.locator("select#collection")  # the dialog's name says "in the collection flocks" too
+    await expect(switcher).to_have_value("herds")
     await expect(page.locator("dialog[open]")).to_have_count(0)
-    await expect(page.get_by_label("Collection")).to_be_focused()
+    await expect(switcher).to_be_focused()
