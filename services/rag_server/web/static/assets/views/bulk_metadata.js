@@ -8,7 +8,7 @@ import { parseJsonObject } from "./document_common.js";
 
 // target: {docs} (rows picked) or {matching: the API selection, count}, with `label` ("3 documents").
 // Resolves true once the metadata is set, false when the dialog is closed without it.
-export function setSelectedMetadata(collection, target, collectionId = collection) {
+export function setSelectedMetadata(collection, target) {
   return new Promise((resolve) => {
     const area = h("textarea", { id: "bulk-metadata-input", rows: 5, spellcheck: "false", placeholder: '{"team": "a"}', "aria-describedby": "bulk-metadata-error" });
     const mode = (value, label, checked) =>
@@ -58,10 +58,10 @@ export function setSelectedMetadata(collection, target, collectionId = collectio
       let result;
       save.disabled = true;
       pending = target.matching
-        ? api("/documents/metadata/matching", { method: "POST", json: { collection: collectionId, ...target.matching, mode: how, set: parsed.value } })
+        ? api("/documents/metadata/matching", { method: "POST", json: { collection, ...target.matching, mode: how, set: parsed.value } })
         : api("/documents/metadata", {
             method: "POST",
-            json: { collection: collectionId, mode: how, documents: target.docs.map((d) => ({ id: d.id, metadata: parsed.value })) },
+            json: { collection, mode: how, documents: target.docs.map((d) => ({ id: d.id, metadata: parsed.value })) },
           });
       try {
         result = await pending;

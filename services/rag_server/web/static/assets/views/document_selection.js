@@ -30,7 +30,7 @@ export function matchingSelection(params) {
 
 // tableBody: the rows (checkboxes in td.pick); onDone(): the list to load again; focusAfter: where the
 // focus goes after a delete.
-export function documentSelection({ collection, collectionId, tableBody, focusAfter, onDone }) {
+export function documentSelection({ collection, tableBody, focusAfter, onDone }) {
   const selected = new Map(); // id -> document
   const shown = new Map(); // the page's documents by id, which the select-all box picks from
   let page = { total: 0, selection: null }; // the list's total and its API selection (null: none)
@@ -110,8 +110,7 @@ export function documentSelection({ collection, collectionId, tableBody, focusAf
       "Delete",
     );
     if (!ok) return;
-    // By id: a collection renamed meanwhile, and another given its name, is not the one shown.
-    const body = t.matching ? { collection: collectionId, ...t.matching } : { collection: collectionId, ids: t.docs.map((d) => d.id) };
+    const body = t.matching ? { collection, ...t.matching } : { collection, ids: t.docs.map((d) => d.id) };
     try {
       const result = await api("/documents/delete", { method: "POST", json: body });
       const gone = result.not_deleted.length ? `; ${plural(result.not_deleted.length, "was", "were")} already gone` : "";
@@ -140,7 +139,7 @@ export function documentSelection({ collection, collectionId, tableBody, focusAf
   deleteSelected.addEventListener("click", deleteTarget);
   // The selection stays: the rows' new metadata may be what the next step (a delete, a filter) uses.
   editSelected.addEventListener("click", async () => {
-    if (await setSelectedMetadata(collection, target(), collectionId)) onDone();
+    if (await setSelectedMetadata(collection, target())) onDone();
     editSelected.focus();
   });
   clearSelection.addEventListener("click", () => set([]));
