@@ -1,6 +1,7 @@
 """`migrations.migrate`, which every CLI command, worker and runtime opens the database through, runs
 Alembic only when a run would change something: a database at head whose runtime role has its grants
-is not migrated again (no migration lock is waited for), one missing a grant is."""
+is not migrated again (no migration lock is waited for), one missing a grant is, and so is one another
+process is migrating at that moment (it waits for that process)."""
 
 from __future__ import annotations
 
@@ -26,42 +27,73 @@ async def migration_lock(runtime: Runtime, settings: Settings) -> AsyncIterator[
         await holder.close()
 
 
-async def can_insert(settings: Settings, table: str) -> bool:
+async def holds(settings: Settings, privilege: str) -> bool:
     conn = await asyncpg.connect(settings.database_url)
     try:
-        return bool(
-            await conn.fetchval(
-                "SELECT has_table_privilege($1, $2, 'INSERT')", settings.runtime_db_user, table
-            )
-        )
+        return bool(await conn.fetchval(f"SELECT {privilege.format(role=settings.runtime_db_user)}"))
     finally:
         await conn.close()
 
 
-async def test_a_database_at_head_is_not_migrated_again(
+async def test_a_database_at_head_is_not_migrated_again(runtime: Runtime, settings: Settings) -> None:
+    checking = await asyncpg.connect(settings.database_url)  # another process checking at that moment
+    try:
+        async with checking.transaction():
+            assert await checking.fetchval("SELECT pg_try_advisory_xact_lock_shared($1)", ADVISORY_LOCK_KEY)
+            async with asyncio.timeout(30):  # Alembic would wait for the lock for ever
+                await migrate(settings.database_url or "", settings)
+    finally:
+        await checking.close()
+
+
+async def test_a_database_being_migrated_is_waited_for(
     settings: Settings, migration_lock: asyncpg.Connection
 ) -> None:
-    async with asyncio.timeout(30):  # Alembic would wait for the lock for ever
-        await migrate(settings.database_url or "", settings)
+    """At head, but a newer version may be changing it: what it leaves decides (here: nothing)."""
+    migrating = asyncio.create_task(migrate(settings.database_url or "", settings))
+    done, _ = await asyncio.wait({migrating}, timeout=2)
+    assert not done, "it started on a schema another process was migrating"
+    await migration_lock.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+    async with asyncio.timeout(60):
+        await migrating
 
 
 @pytest.mark.parametrize(
-    ("drift", "table", "runtime_may_insert"),
+    ("drift", "privilege", "held_after"),
     [
-        ("REVOKE INSERT ON chunks FROM {role}", "chunks", True),
-        ("GRANT INSERT ON alembic_version TO {role}", "alembic_version", False),
+        ("REVOKE INSERT ON chunks FROM {role}", "has_table_privilege('{role}', 'chunks', 'INSERT')", True),
+        (
+            "GRANT INSERT ON alembic_version TO {role}",
+            "has_table_privilege('{role}', 'alembic_version', 'INSERT')",
+            False,
+        ),
+        (
+            "GRANT EXECUTE ON FUNCTION rag_authenticate(bytea) TO PUBLIC",
+            "has_function_privilege('public', 'rag_authenticate(bytea)', 'EXECUTE')",
+            False,
+        ),
+        (
+            "REVOKE EXECUTE ON FUNCTION rag_key_is_live() FROM {role}",
+            "has_function_privilege('{role}', 'rag_key_is_live()', 'EXECUTE')",
+            True,
+        ),
     ],
-    ids=["a-grant-revoked", "alembic_version-granted"],
+    ids=[
+        "a-grant-revoked",
+        "alembic_version-granted",
+        "a-definer-function-public",
+        "a-definer-function-revoked",
+    ],
 )
 async def test_grants_that_drifted_make_it_migrate(
-    settings: Settings, migration_lock: asyncpg.Connection, drift: str, table: str, runtime_may_insert: bool
+    settings: Settings, migration_lock: asyncpg.Connection, drift: str, privilege: str, held_after: bool
 ) -> None:
     await migration_lock.execute(drift.format(role=settings.runtime_db_user))
-    assert await can_insert(settings, table) is not runtime_may_insert
+    assert await holds(settings, privilege) is not held_after
     migrating = asyncio.create_task(migrate(settings.database_url or "", settings))
     done, _ = await asyncio.wait({migrating}, timeout=2)
     assert not done, "it did not wait for the migration lock: Alembic did not run"
     await migration_lock.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
     async with asyncio.timeout(60):
         await migrating
-    assert await can_insert(settings, table) is runtime_may_insert
+    assert await holds(settings, privilege) is held_after

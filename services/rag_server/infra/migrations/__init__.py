@@ -74,16 +74,24 @@ def upgrade_to_head(database_url: str, settings: Settings) -> None:
     command.upgrade(alembic_config(database_url, settings), "head")
 
 
+# The SECURITY DEFINER functions of the schema (p: pg_proc) that are ours, not an extension's.
+DEFINER_FUNCTIONS_WHERE = """
+    p.prosecdef AND p.pronamespace = 'public'::regnamespace
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                    AND d.deptype = 'e')
+"""
+
 # True when a migration run would change nothing: the schema at `shipped_head()` ($2), the runtime role ($1)
-# granted what `ensure_runtime_role` grants on every table and sequence of the two schemas, and not what
-# it revokes (each privilege alone: given a list, has_*_privilege is true when any one is held). A
-# database new, behind or ahead, a role dropped, a grant revoked or added: false, and Alembic runs.
+# granted what `ensure_runtime_role` grants on every table and sequence of the two schemas and on our
+# SECURITY DEFINER functions, and not what it revokes (alembic_version's writes, those functions from
+# PUBLIC). Each privilege alone: given a list, has_*_privilege is true when any one is held. A database
+# new, behind or ahead, a role dropped, a grant revoked or added: false, and Alembic runs.
 _NOTHING_TO_MIGRATE = """
 SELECT to_regclass('public.alembic_version') IS NOT NULL
    AND current_user <> $1
    AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1 AND NOT rolsuper AND NOT rolbypassrls)
 """
-_AT_HEAD_AND_GRANTED = """
+_AT_HEAD_AND_GRANTED = f"""
 SELECT (SELECT array_agg(version_num::text) FROM alembic_version) = ARRAY[$2::text]
    AND has_database_privilege($1, current_database(), 'CONNECT')
    AND NOT has_table_privilege($1, 'public.alembic_version', 'INSERT')
@@ -92,6 +100,10 @@ SELECT (SELECT array_agg(version_num::text) FROM alembic_version) = ARRAY[$2::te
    AND NOT EXISTS (
        SELECT 1 FROM pg_namespace n WHERE n.nspname IN ('public', 'pgmq')
           AND NOT has_schema_privilege($1, n.oid, 'USAGE'))
+   AND NOT EXISTS (
+       SELECT 1 FROM pg_proc p WHERE {DEFINER_FUNCTIONS_WHERE}
+          AND (NOT has_function_privilege($1, p.oid, 'EXECUTE')
+               OR has_function_privilege('public', p.oid, 'EXECUTE')))
    AND NOT EXISTS (
        SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname IN ('public', 'pgmq') AND c.relname <> 'alembic_version'
@@ -111,19 +123,28 @@ async def migrate(database_url: str, settings: Settings) -> None:
     runtime opens the database through here: Alembic (with SQLAlchemy and psycopg) costs a process
     about 1.5 s to import and run, a check on one connection milliseconds. A configured runtime password
     is always set again (it cannot be compared), so then Alembic always runs."""
+    if settings.runtime_db_password is None and await _nothing_to_migrate(database_url, settings):
+        return
+    await asyncio.to_thread(upgrade_to_head, database_url, settings)
+
+
+async def _nothing_to_migrate(database_url: str, settings: Settings) -> bool:
+    """Checked holding the migration lock shared, for the check's transaction: a process migrating (a
+    newer version, say) holds it exclusively, and the schema it is changing is not taken as it was;
+    then Alembic runs, waits for that process and finds what it left."""
     import asyncpg
 
-    if settings.runtime_db_password is None:
-        conn = await asyncpg.connect(plain_url(database_url))
-        try:
-            role = settings.runtime_db_user
-            if await conn.fetchval(_NOTHING_TO_MIGRATE, role) and await conn.fetchval(
-                _AT_HEAD_AND_GRANTED, role, shipped_head()
-            ):
-                return
-        finally:
-            await conn.close()
-    await asyncio.to_thread(upgrade_to_head, database_url, settings)
+    conn = await asyncpg.connect(plain_url(database_url))
+    try:
+        role = settings.runtime_db_user
+        async with conn.transaction():
+            return bool(
+                await conn.fetchval("SELECT pg_try_advisory_xact_lock_shared($1)", ADVISORY_LOCK_KEY)
+                and await conn.fetchval(_NOTHING_TO_MIGRATE, role)
+                and await conn.fetchval(_AT_HEAD_AND_GRANTED, role, shipped_head())
+            )
+    finally:
+        await conn.close()
 
 
 def migrate_before_loop(database_url: str, settings: Settings) -> None:

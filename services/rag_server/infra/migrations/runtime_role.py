@@ -2,8 +2,11 @@
 
 Not a superuser, no BYPASSRLS, owns nothing: the row-level security policies apply to it. Created if
 missing (roles are cluster-wide), granted what the runtime needs in this database, its password set
-when one is configured. Runs after every migration run, as the owner and under the migrations' advisory
-lock (concurrent GRANTs on one object fail), so the tables of later migrations are granted too.
+when one is configured. Our SECURITY DEFINER functions (they read what the policies hide: keys, other
+keys' sessions) are executable by this role alone: PostgreSQL gives every new function to PUBLIC, so
+any role of a shared cluster could call them. Runs after every migration run, as the owner and under
+the migrations' advisory lock (concurrent GRANTs on one object fail), so the tables and functions of
+later migrations are granted too.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg import errors, sql
+
+from rag_server.infra.migrations import DEFINER_FUNCTIONS_WHERE
 
 RUNTIME_ROLE_ATTRIBUTES = "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
 
@@ -49,3 +54,14 @@ def ensure_runtime_role(conn: Any, role: str, password: str | None) -> None:
         """
     ).format(database=database, schemas=sql.SQL(", ").join(schemas), role=name)
     conn.execute(grants)
+    for (function,) in conn.execute(_DEFINER_FUNCTIONS).fetchall():
+        conn.execute(
+            sql.SQL(
+                "REVOKE EXECUTE ON FUNCTION {f} FROM PUBLIC; GRANT EXECUTE ON FUNCTION {f} TO {role}"
+            ).format(f=sql.SQL(function), role=name)
+        )
+
+
+_DEFINER_FUNCTIONS = (
+    f"SELECT p.oid::regprocedure::text FROM pg_proc p WHERE {DEFINER_FUNCTIONS_WHERE} ORDER BY 1"
+)
