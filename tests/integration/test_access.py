@@ -390,6 +390,11 @@ async def test_chat_sessions_are_searched_by_title_and_messages_within_the_key(
     assert await found("café zebrafish") == []  # every word must be found
     assert await found("café", beta) == [theirs]
     assert theirs not in await found("budget") and await found("nothing-like-this") == []
+    # An admin finds its own (and open mode's); every key's only when it asks for every owner.
+    admin = bearer(world.keys["admin"])
+    assert theirs not in await found("café", admin)
+    every = await app_client.get("/chat/sessions", params={"q": "café", "all_owners": "true"}, headers=admin)
+    assert {theirs, titled} <= {s["id"] for s in every.json()["sessions"]}, every.text
     for bad in ("", "   ", "x" * 201, " ".join(f"w{i}" for i in range(11)), "?! :* \\"):  # no word: all
         r = await app_client.get("/chat/sessions", params={"q": bad}, headers=alpha)
         assert r.status_code == 422, (bad, r.text)

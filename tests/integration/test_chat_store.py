@@ -10,7 +10,7 @@ from llama_index.core.chat_engine import SimpleChatEngine
 from llama_index.core.llms import ChatMessage, MessageRole, MockLLM
 from llama_index.core.memory import ChatMemoryBuffer
 
-from rag_server.chat import sessions
+from rag_server.chat import session_listing, sessions
 from rag_server.errors import NotFoundError
 from rag_server.infra.runtime import Runtime
 from rag_server.integrations.llamaindex_chat_store import PostgresChatStore
@@ -67,7 +67,7 @@ async def test_a_message_written_is_activity_a_delete_is_not(runtime: Runtime) -
     await store.aset_messages(key, [msg(MessageRole.USER, "again")])
     reset = await sessions.get_session(runtime.pool, uuid.UUID(key))
     assert reset.last_active_at > deleted.last_active_at
-    listed, _ = await sessions.list_sessions(runtime.pool, limit=1, offset=0, include_archived=True)
+    listed, _ = await session_listing.list_sessions(runtime.pool, limit=1, offset=0, include_archived=True)
     assert listed[0].id == uuid.UUID(key)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Coroutine
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
-from rag_server.chat import sessions
+from rag_server.chat import session_listing, sessions
 from rag_server.chat.models import ChatMessageOut, ChatSession, external_session_uuid, not_your_session
 from rag_server.infra.scoped_pool import ScopedPool, request_scope
 from rag_server.retrieval.models import SearchType
@@ -122,7 +122,7 @@ class PostgresSessionStore:
         words: str | None = None,
     ) -> tuple[list[ChatSession], int]:
         """Only stored sessions can be listed (temporary ones belong to one client)."""
-        return await sessions.list_sessions(
+        return await session_listing.list_sessions(
             self.pool,
             limit=limit,
             offset=offset,

@@ -16,18 +16,18 @@ from uuid import UUID
 import asyncpg
 
 from rag_server.chat.models import ChatMessageOut, ChatSession, Role, Source, session_not_found
-from rag_server.errors import ConflictError, ForbiddenError, InvalidInputError
+from rag_server.errors import ConflictError, ForbiddenError
 from rag_server.infra.database import Executor, connection, transaction
 from rag_server.retrieval.models import SearchType
 
-_SESSION_COLUMNS = """
+SESSION_COLUMNS = """
     s.id, s.external_id, s.title, s.llm_model, s.search_type, s.is_archived, s.is_temporary, s.created_at,
     s.updated_at, s.last_active_at,
     (SELECT count(*) FROM chat_messages m WHERE m.session_id = s.id) AS message_count
 """
 
 
-def _session(row: asyncpg.Record) -> ChatSession:
+def as_session(row: asyncpg.Record) -> ChatSession:
     return ChatSession(**dict(row))
 
 
@@ -50,7 +50,7 @@ async def create_session(
             ON CONFLICT DO NOTHING
             RETURNING *
         )
-        SELECT {_SESSION_COLUMNS} FROM s
+        SELECT {SESSION_COLUMNS} FROM s
         """,
         session_id,
         title,
@@ -60,7 +60,7 @@ async def create_session(
     )
     if row is None:
         raise ConflictError(f"a chat session with external_id {external_id!r} already exists")
-    return _session(row)
+    return as_session(row)
 
 
 # The caller's own sessions: its key's, and for an admin those made in open mode (no owner, before the
@@ -88,76 +88,10 @@ async def find_external(conn: Executor, external_id: str) -> UUID:
 
 
 async def get_session(conn: Executor, session_id: UUID) -> ChatSession:
-    row = await conn.fetchrow(f"SELECT {_SESSION_COLUMNS} FROM chat_sessions s WHERE s.id = $1", session_id)
+    row = await conn.fetchrow(f"SELECT {SESSION_COLUMNS} FROM chat_sessions s WHERE s.id = $1", session_id)
     if row is None:
         raise session_not_found(session_id)
-    return _session(row)
-
-
-async def list_sessions(
-    conn: Executor,
-    *,
-    limit: int,
-    offset: int,
-    include_archived: bool,
-    every_owner: bool = False,
-    only_archived: bool = False,
-    words: str | None = None,
-) -> tuple[list[ChatSession], int]:
-    """Most recently active first: `last_active_at` (creation, then each message written; a rename,
-    an archive or a clear is no activity). The scope's own sessions (an admin's include those made in
-    open mode, before the first key), or
-    with `every_owner` all those row-level security shows it (an admin's: every session).
-    `only_archived`: the archived ones alone (whatever `include_archived` says). `words`: only those
-    whose title or one of whose messages has a word beginning with each of its words (split at white
-    space), ignoring case and Latin accents (migration 0031)."""
-    async with connection(conn) as c:
-        queries = await _word_queries(c, words)
-        each_word = "".join(_HOLDS.format(i=i + 1) for i in range(len(queries)))
-        where = f"""($1 OR $3 OR NOT s.is_archived) AND (NOT $3 OR s.is_archived)
-            AND ($2 OR {OWN}) AND $4::tsquery[] IS NOT NULL {each_word}"""
-        args = (include_archived, every_owner, only_archived, queries)
-        rows = await c.fetch(
-            f"""
-            SELECT {_SESSION_COLUMNS} FROM chat_sessions s WHERE {where}
-            ORDER BY s.last_active_at DESC, s.id
-            LIMIT $5 OFFSET $6
-            """,
-            *args,
-            limit,
-            offset,
-        )
-        total = await c.fetchval(f"SELECT count(*) FROM chat_sessions s WHERE {where}", *args)
-    return [_session(r) for r in rows], int(total)
-
-
-# The session holds the i-th word: its title or a message of it, read through the indexes of 0031 (the
-# sessions of any key it names: only those chat_sessions shows the caller are kept, row-level security).
-_HOLDS = "\n    AND s.id IN (SELECT rag_chat_sessions_holding(($4::tsquery[])[{i}]))"
-# A lexeme quoted for tsquery (backslash and quote escaped), as a prefix.
-_LEXEME_PREFIX = r"'''' || replace(replace(l, '\', '\\'), '''', '''''') || ''':*'"
-
-
-async def _word_queries(conn: Executor, words: str | None) -> list[str]:
-    """Each word of `words` (split at white space) as a tsquery: its own words, folded as the messages'
-    are, each as a prefix ('regen' finds 'regenerates'; 'e-mail' needs 'e-mail', 'e' and 'mail')."""
-    if words is None:
-        return []
-    queries = await conn.fetchval(
-        f"""
-        SELECT coalesce(array_agg(q ORDER BY n) FILTER (WHERE q IS NOT NULL), '{{}}') FROM (
-            SELECT w.n, (
-                SELECT string_agg({_LEXEME_PREFIX}, ' & ')
-                FROM unnest(tsvector_to_array(to_tsvector('simple'::regconfig, rag_bm25_text(w.word)))) AS l
-            ) AS q
-            FROM unnest($1::text[]) WITH ORDINALITY AS w (word, n)
-        ) AS each_word
-        """,
-        list(dict.fromkeys(words.split())),
-    )
-    if not queries:  # punctuation alone (it listed every session); with words, it is left out
-        raise InvalidInputError(f"q has no word to search for (letters or digits): {words!r}")
-    return list(queries)
+    return as_session(row)
 
 
 async def update_session(
@@ -181,7 +115,7 @@ async def update_session(
             WHERE id = $1
             RETURNING *
         )
-        SELECT {_SESSION_COLUMNS} FROM s
+        SELECT {SESSION_COLUMNS} FROM s
         """,
         session_id,
         title,
@@ -190,7 +124,7 @@ async def update_session(
     )
     if row is None:
         raise session_not_found(session_id)
-    return _session(row)
+    return as_session(row)
 
 
 async def delete_session(conn: Executor, session_id: UUID) -> None:
