@@ -76,6 +76,14 @@ class DocumentBusyError(ConflictError):
     code = "document_busy"
 
 
+class SelectionChangedError(ConflictError):
+    """The documents a selection names, once locked, are not as many as the caller confirmed (its
+    `expected_count`): some were added, changed or deleted meanwhile. Nothing was changed; show the
+    selection again."""
+
+    code = "selection_changed"
+
+
 class UnauthenticatedError(Exception):
     """No API key, or one that is unknown or revoked (401 with `WWW-Authenticate: Bearer`)."""
 

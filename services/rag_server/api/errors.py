@@ -57,7 +57,11 @@ class AsciiJSONResponse(JSONResponse):
 
 # The `code`s a domain error may carry (errors.py): stable names a client may branch on.
 ErrorCode = Literal[
-    "collection_not_found", "document_busy", "response_not_found", "previous_response_not_found"
+    "collection_not_found",
+    "document_busy",
+    "selection_changed",
+    "response_not_found",
+    "previous_response_not_found",
 ]
 
 
@@ -71,6 +75,8 @@ class ErrorResponse(BaseModel):
         "absent when the status says enough. collection_not_found: a collection the request names does "
         "not exist, or the key may not read it (renamed or deleted meanwhile). document_busy (409): a "
         "document the request edits is being written (a new version's chunks): try again later. "
+        "selection_changed (409): the documents a selection names are no longer as many as its "
+        "`expected_count` (added, changed or deleted meanwhile): nothing was changed; list them again. "
         "response_not_found (/v1, in OpenAI's error shape): a stored response missing or not this key's; "
         "previous_response_not_found (/v1, 400): the same for `previous_response_id`.",
     )

@@ -14,6 +14,7 @@ from rag_server.ingestion.batches import any_duplicate_of_failed_tasks, fail_dup
 from rag_server.ingestion.chunks import DELETE_LOCK_CLASS
 from rag_server.ingestion.documents import matching_documents
 from rag_server.ingestion.models import DeletedDocuments, DeleteDocuments
+from rag_server.ingestion.selection import LockedSelection
 
 
 async def delete_document(conn: Executor, document_id: UUID) -> None:
@@ -28,9 +29,13 @@ async def delete_document(conn: Executor, document_id: UUID) -> None:
 DELETE_ATTEMPTS = 5
 
 
-async def delete_documents(conn: Executor, document_ids: Sequence[UUID]) -> list[UUID]:
+async def delete_documents(
+    conn: Executor, document_ids: Sequence[UUID], selection: LockedSelection | None = None
+) -> list[UUID]:
     """Delete these documents, their bytes and their chunks (cascade) in one transaction; returns the
-    ids deleted (the others did not exist, or are out of the caller's reach).
+    ids deleted (the others did not exist, or are out of the caller's reach). With `selection` (they are
+    what it matched), only those it still names once they are locked, and none unless they are as many
+    as its `expected_count` (SelectionChangedError).
 
     Tasks still queued or processing for them are failed first, in the worker's lock order for its
     final write (task, then document), so a worker sees it and just drops its message instead of
@@ -41,12 +46,16 @@ async def delete_documents(conn: Executor, document_ids: Sequence[UUID]) -> list
     deleted)."""
     ids = sorted(set(document_ids))
     async with transaction(conn) as c:
-        for _ in range(DELETE_ATTEMPTS):
+        attempts = 0
+        while attempts < DELETE_ATTEMPTS:
             try:
                 async with transaction(c) as attempt:  # a savepoint: a retry releases its row locks
-                    return await _delete_locked(attempt, ids)
+                    return await _delete_locked(attempt, ids, selection)
             except _TaskQueuedMeanwhile:
-                continue
+                attempts += 1
+            except _SelectionNarrowed as narrowed:
+                # Fewer ids each time (those of the last attempt still matching): this ends by itself.
+                ids = narrowed.ids
         raise ConflictError(
             "New work kept being queued for the documents while this delete waited for them "
             f"({DELETE_ATTEMPTS} times): nothing was deleted; try again."
@@ -55,6 +64,15 @@ async def delete_documents(conn: Executor, document_ids: Sequence[UUID]) -> list
 
 class _TaskQueuedMeanwhile(Exception):
     """A task of a document being deleted was queued after its tasks were failed (see _delete_locked)."""
+
+
+class _SelectionNarrowed(Exception):
+    """Documents of a selection no longer match (or are gone) once locked: its tasks were failed with
+    the others', so the attempt is undone and made again on `ids`, those still matching."""
+
+    def __init__(self, ids: list[UUID]) -> None:
+        super().__init__()
+        self.ids = ids
 
 
 async def lock_out_writes(
@@ -91,7 +109,9 @@ async def lock_out_writes(
         )
 
 
-async def _delete_locked(c: asyncpg.Connection, ids: list[UUID]) -> list[UUID]:
+async def _delete_locked(
+    c: asyncpg.Connection, ids: list[UUID], selection: LockedSelection | None
+) -> list[UUID]:
     # A final write under way gives way: its task and document rows are free sooner (the lock first, in
     # this savepoint: a retry takes them again, as the tasks processing may have changed).
     await lock_out_writes(c, document_ids=ids)
@@ -127,6 +147,13 @@ async def _delete_locked(c: asyncpg.Connection, ids: list[UUID]) -> list[UUID]:
         ids,
         timeout=LONG_STATEMENT_TIMEOUT_S,
     )
+    if selection is not None:
+        # Matched again under the locks (ingestion/selection.py): one edited (or deleted) between the
+        # selection's read and its lock is not deleted; nothing is unless the count is the one confirmed.
+        still = await selection.still_matching(c, ids)
+        if len(still) != len(ids):
+            raise _SelectionNarrowed(still)
+        selection.check_count(len(ids), "deleted")
     # With the documents locked no task can be queued for them (a replacement, or a failed document
     # uploaded again, locks its document first); one committed while this waited for them was not
     # failed above, and would outlive its document 'queued' for good. So would a duplicate of them then
@@ -147,10 +174,12 @@ async def _delete_locked(c: asyncpg.Connection, ids: list[UUID]) -> list[UUID]:
 
 
 async def delete_matching(conn: Executor, collection_id: UUID, request: DeleteDocuments) -> DeletedDocuments:
-    """The documents of one collection that `request` names (ids, metadata, text), deleted."""
+    """The documents of one collection that `request` names (ids, metadata, text) when they are locked,
+    deleted; none unless they are as many as `request.expected_count`, when given (SelectionChangedError)."""
+    selection = LockedSelection(collection_id, request, request.expected_count)
     async with transaction(conn) as c:
         chosen = [d.id for d in await matching_documents(c, collection_id, request)]
-        deleted = await delete_documents(c, chosen)
+        deleted = await delete_documents(c, chosen, selection)
     gone = set(deleted)
     kept = [i for i in dict.fromkeys(request.ids or []) if i not in gone]
     return DeletedDocuments(deleted=sorted(deleted), not_deleted=kept)

@@ -303,18 +303,34 @@ async def matching_documents(
 ) -> list[Document]:
     """The documents of one collection that `request` names (ids, metadata, text), by name."""
     params: list[Any] = [collection_id, request.ids]
+    where = _selection_where(request, params)
+    rows = await conn.fetch(
+        f"SELECT {_DOC_COLUMNS} FROM documents WHERE {where} ORDER BY filename, id", *params
+    )
+    return [Document.model_validate(dict(r)) for r in rows]
 
-    where = " AND ".join(
+
+async def still_matching(
+    conn: Executor, collection_id: UUID, request: DocumentSelection, among: Sequence[UUID]
+) -> list[UUID]:
+    """Those of `among` that `request` names now, in id order: the documents of a selection matched again
+    once they are locked (ingestion/selection.py). `among` is what it matched before, so only its
+    metadata and text are tested again (and that each is still in the collection)."""
+    params: list[Any] = [collection_id, list(among)]
+    where = _selection_where(request, params)
+    rows = await conn.fetch(f"SELECT id FROM documents WHERE {where} ORDER BY id", *params)
+    return [r["id"] for r in rows]
+
+
+def _selection_where(request: DocumentSelection, params: list[Any]) -> str:
+    """The WHERE of a selection: $1 the collection, $2 the ids (NULL: any); its other parameters appended."""
+    return " AND ".join(
         [
             "collection_id = $1 AND ($2::uuid[] IS NULL OR id = ANY($2::uuid[]))",
             *metadata_clauses("metadata", request.metadata or {}, params),
             *_text_clauses(request.text, params),
         ]
     )
-    rows = await conn.fetch(
-        f"SELECT {_DOC_COLUMNS} FROM documents WHERE {where} ORDER BY filename, id", *params
-    )
-    return [Document.model_validate(dict(r)) for r in rows]
 
 
 # --- direct ingestion (no queue: evaluation, benchmarks) ------------------------------------------

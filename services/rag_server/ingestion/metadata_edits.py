@@ -21,6 +21,7 @@ from rag_server.ingestion.models import (
     MetadataUpdates,
     UpdatedDocuments,
 )
+from rag_server.ingestion.selection import LockedSelection
 
 
 async def update_metadata(conn: Executor, document_id: UUID, update: MetadataUpdate) -> Document:
@@ -58,15 +59,22 @@ async def update_many(conn: Executor, collection_id: UUID, request: MetadataUpda
 
 
 async def update_matching(
-    conn: Executor, collection_id: UUID, selection: DocumentSelection, update: MetadataUpdate
+    conn: Executor,
+    collection_id: UUID,
+    selection: DocumentSelection,
+    update: MetadataUpdate,
+    expected_count: int | None = None,
 ) -> UpdatedDocuments:
-    """Every document of the collection that `selection` names (matched in this transaction) gets its
-    metadata from `update`, as `update_metadata` would give it; the ids named that no longer match (gone,
-    changed meanwhile, elsewhere) are listed in `not_updated`."""
+    """Every document of the collection that `selection` names (matched in this transaction, and again
+    once the documents are locked: ingestion/selection.py) gets its metadata from `update`, as
+    `update_metadata` would give it; the ids named that no longer match (gone, changed meanwhile,
+    elsewhere) are listed in `not_updated`. `expected_count` (None: no check): unless the documents about
+    to be updated are that many, a SelectionChangedError and nothing is written."""
     checked = update.model_copy(update={"metadata": check_metadata(update.metadata)})
+    locked = LockedSelection(collection_id, selection, expected_count)
     async with transaction(conn) as c:
         chosen = [d.id for d in await matching_documents(c, collection_id, selection)]
-        updated = await _edit(c, dict.fromkeys(chosen, checked), collection_id)
+        updated = await _edit(c, dict.fromkeys(chosen, checked), collection_id, locked)
     done = set(updated)
     return UpdatedDocuments(
         updated=updated, not_updated=[i for i in dict.fromkeys(selection.ids or []) if i not in done]
@@ -84,19 +92,26 @@ _PENDING_REPLACEMENTS = (
 
 
 async def _edit(
-    c: asyncpg.Connection, edits: dict[UUID, MetadataUpdate], collection_id: UUID | None
+    c: asyncpg.Connection,
+    edits: dict[UUID, MetadataUpdate],
+    collection_id: UUID | None,
+    selection: LockedSelection | None = None,
 ) -> list[UUID]:
-    """The ids edited, in id order (those of `collection_id` only, unless None)."""
+    """The ids edited, in id order (those of `collection_id` only, unless None; those `selection` still
+    names once locked, when given)."""
     while True:
         try:
             async with transaction(c) as attempt:  # a savepoint: a retry releases its row locks
-                return await _edit_locked(attempt, edits, collection_id)
+                return await _edit_locked(attempt, edits, collection_id, selection)
         except _ReplacementQueuedMeanwhile:
             continue
 
 
 async def _edit_locked(
-    c: asyncpg.Connection, edits: dict[UUID, MetadataUpdate], collection_id: UUID | None
+    c: asyncpg.Connection,
+    edits: dict[UUID, MetadataUpdate],
+    collection_id: UUID | None,
+    selection: LockedSelection | None,
 ) -> list[UUID]:
     # The lock order of a delete (deletion.delete_documents) and of the worker's final write: every
     # task row first, then every document row, each set in id order.
@@ -120,6 +135,13 @@ async def _edit_locked(
     now_pending = await c.fetch(f"SELECT id FROM job_tasks WHERE {_PENDING_REPLACEMENTS}", ids)
     if {r["id"] for r in now_pending} != {r["id"] for r in pending}:
         raise _ReplacementQueuedMeanwhile
+    if selection is not None:
+        # Matched again under the locks: one edited between the selection's read and its lock so that it
+        # no longer matches is left alone (its pending replacement too: `found` below), and nothing is
+        # written unless those left are as many as the caller confirmed.
+        still = set(await selection.still_matching(c, [d["id"] for d in documents]))
+        documents = [d for d in documents if d["id"] in still]
+        selection.check_count(len(documents), "updated")
     for d in documents:  # read under the row lock: no edit can land between this and the write
         expected = edits[d["id"]].expected_metadata
         if expected is not None and not same_json(d["metadata"], expected):

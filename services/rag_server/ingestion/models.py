@@ -13,7 +13,7 @@ from rag_server.collections.models import DEFAULT_COLLECTION, CollectionRef
 from rag_server.retrieval.metadata_match import METADATA_MATCH_RULES
 from rag_server.retrieval.models import MetadataMatch, TextMatch
 from rag_server.retrieval.text_match import TEXT_MATCH_RULES
-from rag_server.text import Cleaned
+from rag_server.text import Cleaned, NotBool
 
 TaskStatus = Literal["queued", "processing", "completed", "failed", "duplicate"]
 TASK_STATUSES: tuple[TaskStatus, ...] = get_args(TaskStatus)
@@ -184,10 +184,28 @@ class DocumentSelection(BaseModel):
         return self
 
 
+def expected_count_field(done: str) -> Any:
+    """The `expected_count` of a request acting on a selection: the caller's guard that the set acted on
+    is the set it confirmed (ingestion/selection.py)."""
+    return Field(
+        default=None,
+        description="The number of documents the caller confirmed (the web app's \"Select all N "
+        f'matching"): counted once the selected documents are locked and the selection is matched again '
+        f"under the locks, i.e. the documents that would be {done} (an id named that is no longer in the "
+        "collection or no longer matches `metadata` and `text` does not count). Another number: a 409 "
+        f"(`code` `selection_changed`) and nothing is {done}. Absent: no such check.",
+    )
+
+
+ExpectedCount = Annotated[int, Field(ge=0, le=1_000_000_000), NotBool]
+
+
 class DeleteDocuments(DocumentSelection):
     """POST /documents/delete: Chroma's delete(ids, where, where_document) within one collection."""
 
     action: ClassVar[str] = "delete"
+
+    expected_count: ExpectedCount | None = expected_count_field("deleted")
 
 
 class DeletedDocuments(BaseModel):
@@ -288,6 +306,7 @@ class MetadataForSelection(DocumentSelection):
         description="The metadata each selected document gets (as PATCH's `metadata`)."
     )
     mode: Literal["replace", "merge"] = "merge"
+    expected_count: ExpectedCount | None = expected_count_field("updated")
 
 
 class UpdatedDocuments(BaseModel):

@@ -163,8 +163,10 @@ async def delete_document(document_id: UUID, pool: PoolDep) -> Response:
 async def delete_documents(body: DeleteDocuments, pool: PoolDep) -> DeletedDocuments:
     """Delete the documents of a collection that `ids`, `metadata`, `text` or several name (Chroma's
     delete(ids, where, where_document)), with their bytes and chunks, in one transaction; tasks still
-    running for them are failed. 409: new tasks kept being queued for them while the delete waited
-    (nothing deleted; try again)."""
+    running for them are failed. The selection is matched again once its documents are locked: one
+    changed meanwhile so that it no longer matches is not deleted. 409 (nothing deleted): `expected_count`
+    was given and the documents about to be deleted are not that many (`code` `selection_changed`), or new
+    tasks kept being queued for them while the delete waited (try again)."""
     (collection_id,) = await resolve_ids(pool, [body.collection])
     return await deletion.delete_matching(pool, collection_id, body)
 
@@ -204,10 +206,13 @@ async def update_documents_metadata(body: MetadataUpdates, pool: PoolDep) -> Upd
 async def update_matching_metadata(body: MetadataForSelection, pool: PoolDep) -> UpdatedDocuments:
     """Give `set` (`mode` `merge`, the default, or `replace`) to every document of the collection that
     `ids`, `metadata`, `text` or several name, as POST /documents/delete selects them, in one transaction:
-    what the web app's "all matching" edits. `not_updated`: ids named that no longer match."""
+    what the web app's "all matching" edits, matched again once the documents are locked (one changed
+    meanwhile so that it no longer matches is left alone). `not_updated`: ids named that no longer match.
+    409 (nothing written): `expected_count` was given and the documents about to be updated are not that
+    many (`code` `selection_changed`), or one of them is being written (`document_busy`)."""
     (collection_id,) = await resolve_ids(pool, [body.collection])
     update = MetadataUpdate(metadata=body.set, mode=body.mode)
-    return await metadata_edits.update_matching(pool, collection_id, body, update)
+    return await metadata_edits.update_matching(pool, collection_id, body, update, body.expected_count)
 
 
 # An upload: api/upload_routes.py gives its body the upload bound.
