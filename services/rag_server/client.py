@@ -38,7 +38,7 @@ from rag_server.ingestion.models import (
     UpdatedDocuments,
     UploadResponse,
 )
-from rag_server.read_after import READ_AFTER_HEADER, lsn_text, parse_lsn
+from rag_server.read_after import remember_write
 from rag_server.retrieval.models import DocumentChunks, SearchResponse
 
 __all__ = ["AsyncClient", "Client", "ClientError"]
@@ -62,14 +62,6 @@ def _retryable(response: httpx.Response | None, exc: httpx.TransportError | None
     if exc is not None:
         return isinstance(exc, httpx.ConnectError)
     return response is not None and response.status_code in RETRY_STATUSES
-
-
-def remember_write(response: httpx.Response, headers: httpx.Headers) -> None:
-    """Carry the newest write position a response names on every later request: behind a load
-    balancer, another server process then reads from a replica only once it holds this client's writes."""
-    new = parse_lsn(response.headers.get(READ_AFTER_HEADER))
-    if new and new > parse_lsn(headers.get(READ_AFTER_HEADER)):
-        headers[READ_AFTER_HEADER] = lsn_text(new)
 
 
 class _Settings:
@@ -209,10 +201,11 @@ class Client:
         ids: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
         text: dict[str, Any] | None = None,
+        expected_count: int | None = None,
     ) -> DeletedDocuments:
         """POST /documents/delete: the collection's documents that `ids`, `metadata`, `text` or several
-        name."""
-        return self._send(Calls.delete_documents(collection, ids, metadata, text))
+        name. `expected_count`: how many you confirmed; another number now: a 409 `selection_changed`."""
+        return self._send(Calls.delete_documents(collection, ids, metadata, text, expected_count))
 
     def update_metadata(
         self,
@@ -243,9 +236,12 @@ class Client:
         metadata: dict[str, Any] | None = None,
         text: dict[str, Any] | None = None,
         mode: str = "merge",
+        expected_count: int | None = None,
     ) -> UpdatedDocuments:
-        """POST /documents/metadata/matching: `values` for each document selected as delete_documents does."""
-        return self._send(Calls.update_matching(collection, values, mode, (ids, metadata, text)))
+        """POST /documents/metadata/matching: `values` for each document selected as delete_documents does
+        (`expected_count` too: else 409, nothing written)."""
+        selection = (ids, metadata, text, expected_count)
+        return self._send(Calls.update_matching(collection, values, mode, selection))
 
     def chat_sessions(self, q: str | None = None, **params: Any) -> SessionList:
         """GET /chat/sessions: a page of your chat sessions, most recently active first; `q`: those whose
@@ -359,8 +355,9 @@ class AsyncClient:
         ids: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
         text: dict[str, Any] | None = None,
+        expected_count: int | None = None,
     ) -> DeletedDocuments:
-        return await self._send(Calls.delete_documents(collection, ids, metadata, text))
+        return await self._send(Calls.delete_documents(collection, ids, metadata, text, expected_count))
 
     async def update_matching(
         self,
@@ -371,8 +368,10 @@ class AsyncClient:
         metadata: dict[str, Any] | None = None,
         text: dict[str, Any] | None = None,
         mode: str = "merge",
+        expected_count: int | None = None,
     ) -> UpdatedDocuments:
-        return await self._send(Calls.update_matching(collection, values, mode, (ids, metadata, text)))
+        selection = (ids, metadata, text, expected_count)
+        return await self._send(Calls.update_matching(collection, values, mode, selection))
 
     async def update_metadata(
         self,

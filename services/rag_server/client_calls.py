@@ -159,8 +159,9 @@ class Calls:
         ids: Sequence[str] | None,
         metadata: dict[str, Any] | None,
         text: dict[str, Any] | None,
+        expected_count: int | None = None,
     ) -> Call[DeletedDocuments]:
-        body = _selection(collection, ids, metadata, text)
+        body = _selection(collection, ids, metadata, text, expected_count)
         return Call("POST", "/documents/delete", _model(DeletedDocuments), kwargs={"json": body})
 
     @staticmethod
@@ -168,7 +169,8 @@ class Calls:
         collection: str,
         values: dict[str, Any],
         mode: str,
-        selection: tuple[Sequence[str] | None, dict[str, Any] | None, dict[str, Any] | None],
+        # ids, metadata, text, expected_count
+        selection: tuple[Sequence[str] | None, dict[str, Any] | None, dict[str, Any] | None, int | None],
     ) -> Call[UpdatedDocuments]:
         body = {**_selection(collection, *selection), "set": values, "mode": mode}
         return Call("POST", "/documents/metadata/matching", _model(UpdatedDocuments), kwargs={"json": body})
@@ -208,7 +210,11 @@ class Calls:
 
 
 def _selection(
-    collection: str, ids: Sequence[str] | None, metadata: dict[str, Any] | None, text: dict[str, Any] | None
+    collection: str,
+    ids: Sequence[str] | None,
+    metadata: dict[str, Any] | None,
+    text: dict[str, Any] | None,
+    expected_count: int | None = None,
 ) -> dict[str, Any]:
     """The body of a selection of documents (POST /documents/delete, /documents/metadata/matching)."""
     body: dict[str, Any] = {"collection": collection}
@@ -218,4 +224,6 @@ def _selection(
         body["metadata"] = metadata
     if text is not None:
         body["text"] = text
+    if expected_count is not None:
+        body["expected_count"] = expected_count
     return body
