@@ -24,6 +24,9 @@ export class ApiError extends Error {
 export const COLLECTION_NOT_FOUND = "collection_not_found";
 // A 409 of a document being written (its new version's chunks): not an edit made meanwhile; try later.
 export const DOCUMENT_BUSY = "document_busy";
+// A 409 of an "all matching" action: the documents its selection names, locked, are not as many as the
+// `expected_count` the user confirmed (added, changed or deleted meanwhile); nothing was changed.
+export const SELECTION_CHANGED = "selection_changed";
 
 // FastAPI's 422 detail is a list of {loc, msg}; every other error is one sentence.
 function detailText(detail, status) {

@@ -2,12 +2,14 @@
 // one's metadata, in one request and one transaction (POST /documents/metadata; for all the documents
 // matching the list's filters, POST /documents/metadata/matching with their selection).
 
-import { api } from "../api.js";
+import { api, ApiError, SELECTION_CHANGED } from "../api.js";
 import { h, plural, showModal, toast } from "../dom.js";
 import { parseJsonObject } from "./document_common.js";
 
-// target: {docs} (rows picked) or {matching: the API selection, count}, with `label` ("3 documents").
-// Resolves true once the metadata is set, false when the dialog is closed without it.
+// target: {docs} (rows picked) or {matching: the API selection, count: the N confirmed}, with `label` ("3
+// documents"). Resolves true once the metadata is set, false when the dialog is closed without it, and
+// the ApiError when the API refused "all matching" as no longer holding `count` documents (409
+// selection_changed: nothing was set; the dialog closes, the caller says why).
 export function setSelectedMetadata(collection, target) {
   return new Promise((resolve) => {
     const area = h("textarea", { id: "bulk-metadata-input", rows: 5, spellcheck: "false", placeholder: '{"team": "a"}', "aria-describedby": "bulk-metadata-error" });
@@ -38,6 +40,7 @@ export function setSelectedMetadata(collection, target) {
       ),
     );
     let saved = false;
+    let refused = null; // the selection_changed ApiError
     let pending = null; // the request under way: Escape waits for it, a closing resolves after it
     dialog.addEventListener("cancel", (event) => {
       if (pending) event.preventDefault();
@@ -58,7 +61,10 @@ export function setSelectedMetadata(collection, target) {
       let result;
       save.disabled = true;
       pending = target.matching
-        ? api("/documents/metadata/matching", { method: "POST", json: { collection, ...target.matching, mode: how, set: parsed.value } })
+        ? api("/documents/metadata/matching", {
+            method: "POST",
+            json: { collection, ...target.matching, expected_count: target.count, mode: how, set: parsed.value },
+          })
         : api("/documents/metadata", {
             method: "POST",
             json: { collection, mode: how, documents: target.docs.map((d) => ({ id: d.id, metadata: parsed.value })) },
@@ -66,6 +72,12 @@ export function setSelectedMetadata(collection, target) {
       try {
         result = await pending;
       } catch (err) {
+        if (err instanceof ApiError && err.code === SELECTION_CHANGED) {
+          refused = err;
+          pending = null;
+          dialog.close();
+          return;
+        }
         // Every document gets the same object: which one the server names first says nothing here.
         error.textContent = err.message.replace(/documents\[\d+\]\.metadata|^set\b/, "Metadata");
         return;
@@ -81,8 +93,8 @@ export function setSelectedMetadata(collection, target) {
     dialog.addEventListener("close", () => {
       dialog.remove();
       // Closed by a navigation while the request was under way: say whether it was saved once it is known.
-      if (pending) pending.then(() => resolve(true), () => resolve(false));
-      else resolve(saved);
+      if (pending) pending.then(() => resolve(true), (err) => resolve(err.code === SELECTION_CHANGED ? err : false));
+      else resolve(refused ?? saved);
     });
     showModal(dialog);
     area.focus();

@@ -3,9 +3,12 @@
 // matching acts through the API's selection (POST /documents/delete, /documents/metadata/matching: the
 // same metadata and text match the list sends GET /documents), never by sending ids; it is offered only
 // for filters that selection expresses exactly (no name, status or type filter), so it never acts on
-// another set than the list shows.
+// another set than the list shows. It sends the N the user confirmed ("Select all N matching") as
+// `expected_count`: should the selection hold another number by then (documents uploaded, edited or
+// deleted meanwhile), the API changes nothing (409 selection_changed), and the page says so, lets go of
+// "all matching" and shows the list again.
 
-import { api } from "../api.js";
+import { api, ApiError, SELECTION_CHANGED } from "../api.js";
 import { confirmDialog, h, plural, toast } from "../dom.js";
 import { setSelectedMetadata } from "./bulk_metadata.js";
 
@@ -35,6 +38,7 @@ export function documentSelection({ collection, tableBody, focusAfter, onDone })
   const shown = new Map(); // the page's documents by id, which the select-all box picks from
   let page = { total: 0, selection: null }; // the list's total and its API selection (null: none)
   let allMatching = false;
+  let confirmed = 0; // with allMatching: the N of the "Select all N matching" clicked
 
   const selectAll = h("input", { type: "checkbox", "aria-label": "Select every document on this page" });
   const selectedCount = h("span", { "aria-live": "polite" });
@@ -72,7 +76,7 @@ export function documentSelection({ collection, tableBody, focusAfter, onDone })
     const whole = boxes.length > 0 && (allMatching || selected.size === boxes.length);
     selectAll.checked = whole;
     selectAll.indeterminate = !allMatching && selected.size > 0 && selected.size < boxes.length;
-    const count = allMatching ? page.total : selected.size;
+    const count = allMatching ? confirmed : selected.size;
     bar.firstChild.hidden = count === 0;
     selectedCount.textContent = allMatching
       ? `All ${plural(count, "document", "documents")} matching selected`
@@ -82,7 +86,7 @@ export function documentSelection({ collection, tableBody, focusAfter, onDone })
     offer.hidden = !more;
     if (!more) return;
     if (allMatching) {
-      offerText.textContent = `All ${page.total} matching documents are selected.`;
+      offerText.textContent = `All ${confirmed} matching documents are selected.`;
       offerButton.textContent = "Clear selection";
     } else {
       offerText.textContent = `All ${boxes.length} on this page are selected.`;
@@ -97,11 +101,21 @@ export function documentSelection({ collection, tableBody, focusAfter, onDone })
     render();
   }
 
-  // What an action names: the rows' ids, or the filters' selection with the count the list showed.
+  // What an action names: the rows' ids, or the filters' selection with the count the user confirmed.
   const target = () =>
     allMatching
-      ? { matching: page.selection, count: page.total, label: `all ${plural(page.total, "document", "documents")} matching these filters` }
+      ? { matching: page.selection, count: confirmed, label: `all ${plural(confirmed, "document", "documents")} matching these filters` }
       : { docs: [...selected.values()], count: selected.size, label: plural(selected.size, "document", "documents") };
+
+  // An "all matching" action refused as its selection no longer holds the N confirmed: the server's
+  // sentence, "all matching" let go, the list shown again.
+  const changed = (err) => err instanceof ApiError && err.code === SELECTION_CHANGED;
+  function selectionChanged(what, err) {
+    toast(`${what} failed: ${err.message}`, "error");
+    set([]);
+    focusAfter.focus(); // the bar, and the button pressed, are hidden now
+    onDone();
+  }
 
   async function deleteTarget() {
     const t = target();
@@ -110,13 +124,14 @@ export function documentSelection({ collection, tableBody, focusAfter, onDone })
       "Delete",
     );
     if (!ok) return;
-    const body = t.matching ? { collection, ...t.matching } : { collection, ids: t.docs.map((d) => d.id) };
+    const body = t.matching ? { collection, ...t.matching, expected_count: t.count } : { collection, ids: t.docs.map((d) => d.id) };
     try {
       const result = await api("/documents/delete", { method: "POST", json: body });
       const gone = result.not_deleted.length ? `; ${plural(result.not_deleted.length, "was", "were")} already gone` : "";
       toast(`Deleted ${plural(result.deleted.length, "document", "documents")}${gone}`);
     } catch (err) {
-      toast(`Delete failed: ${err.message}`, "error");
+      if (changed(err)) selectionChanged("Delete", err);
+      else toast(`Delete failed: ${err.message}`, "error");
       return;
     }
     set([]);
@@ -132,6 +147,7 @@ export function documentSelection({ collection, tableBody, focusAfter, onDone })
     if (allMatching) set([]);
     else {
       allMatching = true;
+      confirmed = page.total;
       render();
     }
     offerButton.focus();
@@ -139,7 +155,12 @@ export function documentSelection({ collection, tableBody, focusAfter, onDone })
   deleteSelected.addEventListener("click", deleteTarget);
   // The selection stays: the rows' new metadata may be what the next step (a delete, a filter) uses.
   editSelected.addEventListener("click", async () => {
-    if (await setSelectedMetadata(collection, target())) onDone();
+    const outcome = await setSelectedMetadata(collection, target());
+    if (changed(outcome)) {
+      selectionChanged("Set metadata", outcome);
+      return;
+    }
+    if (outcome) onDone();
     editSelected.focus();
   });
   clearSelection.addEventListener("click", () => set([]));
