@@ -7,8 +7,10 @@ then document rows, ingestion/operations.py); a document edited between that rea
 longer match. Once the rows are locked (an edit, a replacement's swap, a worker's final write: each
 holds the document's row) the selection is matched again among them, in a new statement, which under
 READ COMMITTED reads what was committed meanwhile: the documents acted on are those that still match.
-A document that came to match after the first read is not among them (it was not selected), and its
-absence from a count is what `expected_count` catches, as it catches one that no longer matches."""
+A document that came to match after the first read (within the request) is not among them, nor counted:
+the set acted on is the one read then, less what left it. A document that came to match, or was
+uploaded, between the caller's own count and the request is in the first read: `expected_count` then
+differs, as it does for one that no longer matches."""
 
 from __future__ import annotations
 
