@@ -4,7 +4,8 @@ What operators need when documents sit in `queued` or `processing` with no visib
 keeps the ingestion invariants: a retry resets the task and its document, sends the new pgmq message and
 takes the old one out of the archive in ONE transaction (the bytes are still in `document_files`: nothing
 is uploaded again); a cancel fails the task and its document and archives its message in ONE transaction.
-Locks: task rows (by id), then their documents' rows, the worker's order (ingestion/tasks.py).
+Locks: task rows (by id), then their documents' rows, the worker's order (ingestion/tasks.py). Those of a
+batch, a collection or all at once: operations_bulk.py.
 
 A replacement's task (ingestion/replacement.py) is retried and cancelled alone: its document keeps its
 current version, status, chunks and error until the swap. Its retry needs that version to be the one it
@@ -41,9 +42,6 @@ from rag_server.ingestion.operations_models import (
     STUCK_NO_MESSAGE,
     AdminTask,
     AdminTaskList,
-    BulkTaskResult,
-    SkippedTask,
-    TaskSelection,
 )
 from rag_server.ingestion.recovery import worker_alive_sql
 
@@ -126,23 +124,26 @@ async def _message_exists(c: asyncpg.Connection, queue: IngestQueue, msg_id: int
     return bool(await c.fetchval(f"SELECT true FROM {queue.table} WHERE msg_id = $1", msg_id))
 
 
-async def _lock_tasks(c: asyncpg.Connection, where: str, *args: Any) -> list[asyncpg.Record]:
+async def lock_tasks(
+    c: asyncpg.Connection, where: str, *args: Any, limit: int | None = None
+) -> list[asyncpg.Record]:
+    """The tasks `where` names, locked in id order (the first `limit` of them)."""
     return await c.fetch(
         f"""
         SELECT t.id, t.status, t.document_id, t.filename, t.msg_id, t.worker_id, t.request_id,
                t.replaces_version, t.new_content IS NOT NULL AS has_new_content
-        FROM job_tasks t
-        JOIN job_batches b ON b.id = t.batch_id WHERE {where} ORDER BY t.id FOR UPDATE OF t
+        FROM job_tasks t JOIN job_batches b ON b.id = t.batch_id
+        WHERE {where} ORDER BY t.id {f"LIMIT {int(limit)}" if limit is not None else ""} FOR UPDATE OF t
         """,
         *args,
     )
 
 
-async def _retry_locked(c: asyncpg.Connection, queue: IngestQueue, task: asyncpg.Record) -> str | None:
+async def retry_locked(c: asyncpg.Connection, queue: IngestQueue, task: asyncpg.Record) -> str | None:
     """Queue the (locked) task again with a new message; None, or the sentence saying why not."""
     task_id, status = task["id"], task["status"]
     if status == "duplicate":
-        return await _duplicate_refusal(c, task, "retry")
+        return await duplicate_refusal(c, task, "retry")
     orphan = status == "queued" and not await _message_exists(c, queue, task["msg_id"])
     if status != "failed" and not orphan:
         return f"task {task_id} is {status}, not failed: only a failed task can be retried"
@@ -204,7 +205,7 @@ async def _retry_locked(c: asyncpg.Connection, queue: IngestQueue, task: asyncpg
     return None
 
 
-async def _duplicate_refusal(c: asyncpg.Connection, task: asyncpg.Record, action: str) -> str:
+async def duplicate_refusal(c: asyncpg.Connection, task: asyncpg.Record, action: str) -> str:
     """A duplicate is listed as the task it follows reads (batches.as_reported), and is never retried or
     cancelled itself: that task, named, is the one to act on when it can be (failed, queued)."""
     source = await c.fetchrow(
@@ -254,13 +255,13 @@ def cancel_reason(by: str | None) -> str:
     return f"Cancelled by {by or 'an operator'}."
 
 
-async def _cancel_locked(
+async def cancel_locked(
     c: asyncpg.Connection, queue: IngestQueue, task: asyncpg.Record, reason: str
 ) -> str | None:
     """Fail the (locked) queued task and its document, archive its message; None, or why not."""
     task_id, status = task["id"], task["status"]
     if status == "duplicate":
-        return await _duplicate_refusal(c, task, "cancel")
+        return await duplicate_refusal(c, task, "cancel")
     if status == "processing":
         return (
             f"task {task_id} is being processed (worker {task['worker_id']}): only a queued task can be "
@@ -294,10 +295,10 @@ async def retry_task(conn: Executor, queue: IngestQueue, task_id: UUID) -> Admin
     """Queue a failed task again (or a queued one whose message is missing): ONE transaction.
     NotFoundError for an unknown task; ConflictError saying why when it cannot be retried."""
     async with transaction(conn) as c:
-        tasks = await _lock_tasks(c, "t.id = $1", task_id)
+        tasks = await lock_tasks(c, "t.id = $1", task_id)
         if not tasks:
             raise NotFoundError(f"no task {task_id}")
-        refused = await _retry_locked(c, queue, tasks[0])
+        refused = await retry_locked(c, queue, tasks[0])
         if refused is not None:
             raise ConflictError(refused)
     return await get_task(conn, queue, task_id)
@@ -306,64 +307,10 @@ async def retry_task(conn: Executor, queue: IngestQueue, task_id: UUID) -> Admin
 async def cancel_task(conn: Executor, queue: IngestQueue, task_id: UUID, by: str | None) -> AdminTask:
     """Cancel a queued task (failed, "Cancelled by <by>"): ONE transaction. NotFoundError, ConflictError."""
     async with transaction(conn) as c:
-        tasks = await _lock_tasks(c, "t.id = $1", task_id)
+        tasks = await lock_tasks(c, "t.id = $1", task_id)
         if not tasks:
             raise NotFoundError(f"no task {task_id}")
-        refused = await _cancel_locked(c, queue, tasks[0], cancel_reason(by))
+        refused = await cancel_locked(c, queue, tasks[0], cancel_reason(by))
         if refused is not None:
             raise ConflictError(refused)
     return await get_task(conn, queue, task_id)
-
-
-async def _selected(c: asyncpg.Connection, selection: TaskSelection) -> tuple[str, UUID]:
-    """The WHERE of the selection's tasks (`t`, their batch `b`) and its argument ($1)."""
-    if selection.batch_id is not None:
-        if not await c.fetchval("SELECT true FROM job_batches WHERE id = $1", selection.batch_id):
-            raise NotFoundError(f"no upload batch {selection.batch_id}")
-        return "t.batch_id = $1", selection.batch_id
-    assert selection.collection is not None
-    return "b.collection_id = $1", (await get_collection(c, selection.collection)).id
-
-
-async def _select(c: asyncpg.Connection, selection: TaskSelection, status: str) -> list[asyncpg.Record]:
-    where, arg = await _selected(c, selection)
-    return await _lock_tasks(c, f"{where} AND t.status = $2", arg, status)
-
-
-async def retry_tasks(conn: Executor, queue: IngestQueue, selection: TaskSelection) -> BulkTaskResult:
-    """Every failed task of a batch or a collection queued again, ONE transaction; those that cannot be
-    (file missing, document deleted or queued again, refused at upload) are skipped with the reason, as
-    are the duplicates listed failed (the task they follow failed, and was not retried here; read, not
-    locked: nothing changes them, and a lock after the documents' would break the lock order)."""
-    async with transaction(conn) as c:
-        done, skipped = [], []
-        where, arg = await _selected(c, selection)
-        for task in await _lock_tasks(c, f"{where} AND t.status = 'failed'", arg):
-            refused = await _retry_locked(c, queue, task)
-            if refused is None:
-                done.append(task["id"])
-            else:
-                skipped.append(SkippedTask(task_id=task["id"], reason=refused))
-        duplicates = await c.fetch(
-            f"""
-            SELECT t.id, t.filename FROM job_tasks t JOIN job_batches b ON b.id = t.batch_id
-            WHERE {where} AND t.status = 'duplicate'
-              AND (SELECT s.status FROM ({DUPLICATE_SOURCE}) s) = 'failed'
-            ORDER BY t.id
-            """,
-            arg,
-        )
-        for task in duplicates:
-            skipped.append(SkippedTask(task_id=task["id"], reason=await _duplicate_refusal(c, task, "retry")))
-    return BulkTaskResult(done=done, skipped=skipped)
-
-
-async def cancel_tasks(
-    conn: Executor, queue: IngestQueue, selection: TaskSelection, by: str | None
-) -> BulkTaskResult:
-    """Every queued task of a batch or a collection cancelled, ONE transaction."""
-    async with transaction(conn) as c:
-        tasks = await _select(c, selection, "queued")
-        for task in tasks:
-            await _cancel_locked(c, queue, task, cancel_reason(by))
-    return BulkTaskResult(done=[t["id"] for t in tasks], skipped=[])

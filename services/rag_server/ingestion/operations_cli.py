@@ -1,5 +1,6 @@
 """`rag-server tasks list|retry|cancel` and `rag-server queue archive`: pipeline administration straight on
-the database (open_runtime, the system scope: every collection), no server needed."""
+the database (open_runtime, the system scope: every collection), no server needed. `tasks retry --all`:
+every failed task of every collection (as POST /admin/tasks/retry {"all": true})."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from rag_server.ingestion.models import TASK_STATUSES
 
 # Refusals of the CLI itself (bad arguments), on stderr and exit 1 like the domain's.
 _SELECTION_HELP = "exactly one of TASK_ID, --batch and --collection"
+_RETRY_HELP = "exactly one of TASK_ID, --batch, --collection and --all"
 # --limit of a listing: a page on a terminal (the API pages by up to 500). Checked when parsed: 0 and
 # below were quietly read as 1, a number past int64 reached the database (asyncpg's DataError).
 LIMIT = whole_number(1, 10_000)
@@ -31,15 +33,22 @@ def register_operations_commands(sub: Any) -> None:
     listing.add_argument("--collection", default=None, help="name or id")
     listing.add_argument("--batch", type=UUID, default=None, help="an upload batch id")
     listing.add_argument("--limit", type=LIMIT, default=100)
-    for name, handler, what in (
-        ("retry", cmd_retry, "queue failed tasks again (the stored file is processed anew)"),
-        ("cancel", cmd_cancel, "cancel queued tasks (they fail with 'Cancelled by an operator')"),
+    for name, handler, what, choices in (
+        ("retry", cmd_retry, "queue failed tasks again (the stored file is processed anew)", _RETRY_HELP),
+        (
+            "cancel",
+            cmd_cancel,
+            "cancel queued tasks (they fail with 'Cancelled by an operator')",
+            _SELECTION_HELP,
+        ),
     ):
-        action = actions.add_parser(name, help=what, description=f"{what}: {_SELECTION_HELP}")
+        action = actions.add_parser(name, help=what, description=f"{what}: {choices}")
         action.set_defaults(handler=handler)
         action.add_argument("task_id", nargs="?", type=UUID, default=None, metavar="TASK_ID")
         action.add_argument("--batch", type=UUID, default=None, help="every such task of this batch")
         action.add_argument("--collection", default=None, help="every such task of this collection")
+        if name == "retry":
+            action.add_argument("--all", action="store_true", help="every failed task of every collection")
     q = sub.add_parser("queue", help="the queue's dead-message archive", description=__doc__)
     queue_actions = q.add_subparsers(dest="action", required=True, metavar="ACTION")
     arch = queue_actions.add_parser("archive", help="list the archived messages, or purge them")
@@ -81,12 +90,15 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def _selection_error(args: argparse.Namespace) -> str | None:
     named = [v for v in (args.task_id, args.batch, args.collection) if v is not None]
-    return None if len(named) == 1 else f"error: name {_SELECTION_HELP}"
+    every = getattr(args, "all", False)  # retry's only
+    if len(named) + every == 1:
+        return None
+    return f"error: name {_RETRY_HELP if 'all' in args else _SELECTION_HELP}"
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from rag_server.ingestion import operations
-    from rag_server.ingestion.operations_models import TaskSelection
+    from rag_server.ingestion import operations, operations_bulk
+    from rag_server.ingestion.operations_models import RetrySelection
 
     if (problem := _selection_error(args)) is not None:
         print(problem, file=sys.stderr)
@@ -97,14 +109,14 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
             task = await operations.retry_task(runtime.pool, runtime.queue, args.task_id)
             print(f"task {task.task_id} ({task.filename}) queued again")
             return
-        selection = TaskSelection(batch_id=args.batch, collection=args.collection)
-        _print_bulk(await operations.retry_tasks(runtime.pool, runtime.queue, selection), "queued again")
+        selection = RetrySelection(batch_id=args.batch, collection=args.collection, all=args.all)
+        _print_bulk(await operations_bulk.retry_tasks(runtime.pool, runtime.queue, selection), "queued again")
 
     return run_with_runtime(settings, work)
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    from rag_server.ingestion import operations
+    from rag_server.ingestion import operations, operations_bulk
     from rag_server.ingestion.operations_models import TaskSelection
 
     if (problem := _selection_error(args)) is not None:
@@ -117,7 +129,9 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
             print(f"task {task.task_id} ({task.filename}) cancelled")
             return
         selection = TaskSelection(batch_id=args.batch, collection=args.collection)
-        _print_bulk(await operations.cancel_tasks(runtime.pool, runtime.queue, selection, None), "cancelled")
+        _print_bulk(
+            await operations_bulk.cancel_tasks(runtime.pool, runtime.queue, selection, None), "cancelled"
+        )
 
     return run_with_runtime(settings, work)
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from rag_server.collections.models import CollectionRef
 from rag_server.ingestion.models import TaskStatus
@@ -68,7 +68,19 @@ class TaskSelection(BaseModel):
 
 
 class RetrySelection(TaskSelection):
+    """Every failed task of one batch, of one collection, or (`all`) of every collection the caller's
+    key reaches (row-level security: never another's)."""
+
+    all: StrictBool = Field(
+        default=False, description="true: every failed task (of every collection the key reaches)."
+    )
     status: Literal["failed"] = Field(default="failed", description="Only failed tasks are retried.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RetrySelection:  # replaces TaskSelection's: `all` is a third choice
+        if [self.batch_id is not None, self.collection is not None, self.all].count(True) != 1:
+            raise ValueError('name exactly one of batch_id, collection and "all": true')
+        return self
 
 
 class CancelSelection(TaskSelection):

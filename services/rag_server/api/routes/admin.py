@@ -12,7 +12,7 @@ from rag_server.access.models import Principal
 from rag_server.api.deps import OffsetQuery, PoolDep, QueueDep, require
 from rag_server.api.errors import error_responses
 from rag_server.collections.models import CollectionRef
-from rag_server.ingestion import archive, operations
+from rag_server.ingestion import archive, operations, operations_bulk
 from rag_server.ingestion.models import TaskStatus
 from rag_server.ingestion.operations_models import (
     AdminTask,
@@ -58,10 +58,11 @@ async def list_tasks(
 
 @router.post("/tasks/retry", response_model=BulkTaskResult, responses=error_responses(400, 404, 503))
 async def retry_tasks(body: RetrySelection, pool: PoolDep, queue: QueueDep) -> BulkTaskResult:
-    """Every failed task of a batch (`batch_id`) or a collection (`collection`) queued again, without
-    uploading again; those that cannot be (file missing, document deleted or queued again, refused at
-    upload) are skipped."""
-    return await operations.retry_tasks(pool, queue, body)
+    """Every failed task of a batch (`batch_id`), a collection (`collection`) or every collection
+    (`"all": true`) queued again, without uploading again; those that cannot be (file missing, document
+    deleted or queued again, refused at upload) are skipped. Exactly one of the three, else 422. In
+    slices of a few hundred tasks, a transaction each."""
+    return await operations_bulk.retry_tasks(pool, queue, body)
 
 
 @router.post("/tasks/cancel", response_model=BulkTaskResult, responses=error_responses(400, 404, 503))
@@ -69,7 +70,7 @@ async def cancel_tasks(
     body: CancelSelection, pool: PoolDep, queue: QueueDep, principal: Admin
 ) -> BulkTaskResult:
     """Every queued task of a batch or a collection cancelled: failed with "Cancelled by <key name>"."""
-    return await operations.cancel_tasks(pool, queue, body, principal.name)
+    return await operations_bulk.cancel_tasks(pool, queue, body, principal.name)
 
 
 @router.post("/tasks/{task_id}/retry", response_model=AdminTask, responses=error_responses(404, 409, 503))
