@@ -15,7 +15,6 @@ sentence that says what to do.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,7 +26,8 @@ import httpx
 from rag_server.access.models import KeyList
 from rag_server.chat.models import QueryResponse, SessionList
 from rag_server.client_calls import Call, Calls, FileToSend
-from rag_server.client_errors import ClientError, failure, unreachable
+from rag_server.client_errors import ClientError
+from rag_server.client_retries import RetrySettings, remember_write
 from rag_server.ingestion.models import (
     BatchStatus,
     DeletedDocuments,
@@ -38,54 +38,14 @@ from rag_server.ingestion.models import (
     UpdatedDocuments,
     UploadResponse,
 )
-from rag_server.read_after import remember_write
+from rag_server.ingestion.operations_models import AdminTaskList, BulkTaskResult
 from rag_server.retrieval.models import DocumentChunks, SearchResponse
 
 __all__ = ["AsyncClient", "Client", "ClientError"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-# Statuses that say "not processed, try again": a proxy's rate limit, our database being unavailable.
-RETRY_STATUSES = frozenset({429, 503})
 
 T = TypeVar("T")
-
-
-def _delay(attempt: int, backoff_s: float, response: httpx.Response | None) -> float:
-    retry_after = response.headers.get("retry-after") if response is not None else None
-    if retry_after and retry_after.isdigit():
-        return min(float(retry_after), 30.0)
-    return backoff_s * 2**attempt
-
-
-def _retryable(response: httpx.Response | None, exc: httpx.TransportError | None) -> bool:
-    # Only failures where the request was not processed: a connection never opened, or 429/503.
-    if exc is not None:
-        return isinstance(exc, httpx.ConnectError)
-    return response is not None and response.status_code in RETRY_STATUSES
-
-
-class _Settings:
-    def __init__(
-        self, base_url: str, api_key: str | None, timeout: float, retries: int, backoff_s: float
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        key = api_key or os.environ.get("RAG_API_KEY") or None
-        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.timeout, self.retries, self.backoff_s = timeout, retries, backoff_s
-
-    def outcome(
-        self, attempt: int, ok: int, response: httpx.Response | None, error: httpx.TransportError | None
-    ) -> float | httpx.Response:
-        """After one attempt: the seconds to wait before the next, or the response to return (raises a
-        ClientError when the call failed for good)."""
-        if attempt < self.retries and _retryable(response, error):
-            return _delay(attempt, self.backoff_s, response)
-        if error is not None:
-            raise unreachable(self.base_url, error) from None
-        assert response is not None
-        if response.status_code != ok:
-            raise failure(response)
-        return response
 
 
 class Client:
@@ -101,7 +61,7 @@ class Client:
         backoff_s: float = 0.5,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._s = _Settings(base_url, api_key, timeout, retries, backoff_s)
+        self._s = RetrySettings(base_url, api_key, timeout, retries, backoff_s)
         self._http = httpx.Client(
             base_url=self._s.base_url, headers=self._s.headers, timeout=timeout, transport=transport
         )
@@ -252,6 +212,19 @@ class Client:
     def batch_status(self, batch_id: str) -> BatchStatus:
         return self._send(Calls.batch_status(batch_id))
 
+    def tasks(self, **params: Any) -> AdminTaskList:
+        """GET /admin/tasks (an admin key): a page of the ingestion tasks, newest first; `params`: status,
+        collection, batch_id, stuck, limit, offset."""
+        return self._send(Calls.tasks(params))
+
+    def retry_tasks(
+        self, *, batch_id: str | None = None, collection: str | None = None, all: bool = False
+    ) -> BulkTaskResult:
+        """POST /admin/tasks/retry (an admin key): every failed task of a batch, a collection or (`all`)
+        every collection queued again; `skipped`: those that could not be, and why. Exactly one of the
+        three."""
+        return self._send(Calls.retry_tasks(batch_id, collection, all))
+
     def keys(self, *, include_revoked: bool = False, limit: int = 100, offset: int = 0) -> KeyList:
         """GET /keys (an admin key): a page of the API keys by name, `total` all of them."""
         return self._send(Calls.keys(include_revoked, limit, offset))
@@ -270,7 +243,7 @@ class AsyncClient:
         backoff_s: float = 0.5,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._s = _Settings(base_url, api_key, timeout, retries, backoff_s)
+        self._s = RetrySettings(base_url, api_key, timeout, retries, backoff_s)
         self._http = httpx.AsyncClient(
             base_url=self._s.base_url, headers=self._s.headers, timeout=timeout, transport=transport
         )
@@ -393,6 +366,14 @@ class AsyncClient:
 
     async def batch_status(self, batch_id: str) -> BatchStatus:
         return await self._send(Calls.batch_status(batch_id))
+
+    async def tasks(self, **params: Any) -> AdminTaskList:
+        return await self._send(Calls.tasks(params))
+
+    async def retry_tasks(
+        self, *, batch_id: str | None = None, collection: str | None = None, all: bool = False
+    ) -> BulkTaskResult:
+        return await self._send(Calls.retry_tasks(batch_id, collection, all))
 
     async def keys(self, *, include_revoked: bool = False, limit: int = 100, offset: int = 0) -> KeyList:
         """GET /keys (an admin key): a page of the API keys by name, `total` all of them."""

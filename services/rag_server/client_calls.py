@@ -25,6 +25,7 @@ from rag_server.ingestion.models import (
     UpdatedDocuments,
     UploadResponse,
 )
+from rag_server.ingestion.operations_models import AdminTaskList, BulkTaskResult
 from rag_server.retrieval.models import DocumentChunks, SearchResponse
 
 T = TypeVar("T")
@@ -200,6 +201,19 @@ class Calls:
     @staticmethod
     def batch_status(batch_id: str) -> Call[BatchStatus]:
         return Call("GET", f"/tasks/{batch_id}/status", _model(BatchStatus))
+
+    @staticmethod
+    def tasks(params: dict[str, Any]) -> Call[AdminTaskList]:
+        query = {k: v for k, v in params.items() if v is not None}
+        return Call("GET", "/admin/tasks", _model(AdminTaskList), kwargs={"params": query})
+
+    @staticmethod
+    def retry_tasks(batch_id: str | None, collection: str | None, every: bool) -> Call[BulkTaskResult]:
+        body: dict[str, Any] = {"batch_id": batch_id, "collection": collection}
+        body = {k: str(v) for k, v in body.items() if v is not None}
+        if every:
+            body["all"] = True
+        return Call("POST", "/admin/tasks/retry", _model(BulkTaskResult), kwargs={"json": body})
 
     @staticmethod
     def keys(include_revoked: bool, limit: int, offset: int) -> Call[KeyList]:

@@ -6,11 +6,6 @@ client (client.py sends back the newest one it saw), so neither keeps its own co
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import httpx
-
 # A client that writes through one server process and reads through another sends back the position
 # a write answered with: that read then goes to the primary or a replica that has replayed it.
 READ_AFTER_HEADER = "X-Rag-Read-After"
@@ -29,12 +24,3 @@ def parse_lsn(text: str | None) -> int:
     except ValueError:
         return 0
     return value if value >= 0 else 0
-
-
-def remember_write(response: httpx.Response, headers: httpx.Headers) -> None:
-    """The client's: carry the newest write position a response names on every later request: behind a
-    load balancer, another server process then reads from a replica only once it holds this client's
-    writes."""
-    new = parse_lsn(response.headers.get(READ_AFTER_HEADER))
-    if new and new > parse_lsn(headers.get(READ_AFTER_HEADER)):
-        headers[READ_AFTER_HEADER] = lsn_text(new)
