@@ -1,8 +1,9 @@
 // The Admin view's Tasks (#/admin/tasks, admin keys only): the ingestion tasks newest first (status, file,
 // collection, attempts, the reason of a failure in full, times), filtered by status and collection, a page
-// at a time (pager.js: the page is in the URL). A failed task is retried, a queued one cancelled, or every
-// failed one of the collection chosen (else of every collection) retried after a confirmation naming how
-// many. Each outcome, or the server's refusal in its own words, is said on the page.
+// at a time (pager.js: the page is in the URL). A file's name links to its document while it has one. A
+// failed task is retried, a queued one cancelled, or every failed one of the collection chosen (else of
+// every collection) retried, in one request, after a confirmation naming how many. Each outcome, or the
+// server's refusal in its own words, is said on the page.
 // The API: GET /admin/tasks, POST /admin/tasks/{id}/retry|cancel, POST /admin/tasks/retry.
 
 import { api } from "../api.js";
@@ -105,6 +106,10 @@ export function tasksSection(ctx) {
   }
 
   const nameOf = (task) => task.filename || "(no name)";
+  // The task's document (#/documents/<id>), while it has one: a deleted document's task keeps the name
+  // only (the API's document_id is null then).
+  const documentName = (task) =>
+    task.document_id ? h("a", { href: href("documents", task.document_id), title: `${nameOf(task)}: the document` }, nameOf(task)) : nameOf(task);
 
   function row(task) {
     const actions = h("div", { class: "row-actions" });
@@ -123,7 +128,7 @@ export function tasksSection(ctx) {
       "tr",
       { "data-id": task.task_id, "data-name": task.filename },
       h("td", {}, h("span", { class: `badge ${TONE[task.status] ?? ""}` }, task.status)),
-      h("td", { class: "name-cell" }, h("strong", {}, nameOf(task)), h("div", { class: "muted small" }, task.collection)),
+      h("td", { class: "name-cell" }, h("strong", {}, documentName(task)), h("div", { class: "muted small" }, task.collection)),
       h("td", { class: "num" }, String(task.attempts), task.failures ? h("div", { class: "muted small nowrap" }, plural(task.failures, "failure", "failures")) : null),
       h("td", { class: "task-reason" }, reason ? h("span", { class: task.error ? null : "warn-text" }, reason) : h("span", { class: "muted" }, "—")),
       h("td", { class: "small" }, times),
@@ -192,21 +197,9 @@ export function tasksSection(ctx) {
     await load();
   }
 
-  // The collections that have failed tasks (the API retries a collection's at a time): one request each
-  // for those, not for every collection of the server.
-  const names = new Map(); // collection id -> name, as the tasks said
-  async function failedCollections() {
-    names.clear();
-    for (let offset = 0; ; ) {
-      const page = await api("/admin/tasks", { query: { status: "failed", limit: 500, offset } });
-      for (const task of page.items) names.set(task.collection_id, task.collection);
-      offset += page.items.length;
-      if (!page.items.length || offset >= page.total) return [...names.keys()];
-    }
-  }
-
-  // Every failed task of the collection filtered by, else of every collection (the API retries one
-  // collection's at a time): how many is asked first, and said in the confirmation.
+  // Every failed task of the collection filtered by, else of every collection the key reaches: how many is
+  // asked first, and said in the confirmation; then ONE request retries them all (the server goes through
+  // them in slices) and says which it left as they were, and why.
   async function retryAllFailed() {
     const chosen = ctx.collections.find((c) => c.id === params.collection);
     let total;
@@ -223,29 +216,19 @@ export function tasksSection(ctx) {
     }
     const question = `Retry ${plural(total, "failed task", "failed tasks")} ${where}? Their stored files are processed anew.`;
     if (!(await confirmDialog(question, `Retry ${total}`))) return;
-    let targets;
+    let answer;
     try {
-      targets = params.collection ? [params.collection] : await failedCollections();
+      const json = params.collection ? { collection: params.collection } : { all: true };
+      answer = await api("/admin/tasks/retry", { method: "POST", json });
     } catch (err) {
       say(`Nothing was retried: ${err.message}`, [], "error");
+      await load();
       return;
     }
-    let done = 0;
-    const skipped = [];
-    const failed = [];
-    for (const id of targets) {
-      try {
-        const answer = await api("/admin/tasks/retry", { method: "POST", json: { collection: id } });
-        done += answer.done.length;
-        skipped.push(...answer.skipped.map((s) => s.reason));
-      } catch (err) {
-        const name = names.get(id) ?? ctx.collections.find((c) => c.id === id)?.name ?? id;
-        failed.push(`${name}: ${err.message}`);
-      }
-    }
-    const parts = [`${plural(done, "task", "tasks")} queued again`];
+    const skipped = answer.skipped.map((s) => s.reason);
+    const parts = [`${plural(answer.done.length, "task", "tasks")} queued again`];
     if (skipped.length) parts.push(`${skipped.length} left as ${skipped.length === 1 ? "it was" : "they were"}`);
-    say(`${parts.join("; ")}.`, [...failed, ...skipped], failed.length && !done ? "error" : "ok");
+    say(`${parts.join("; ")}.`, skipped);
     await load();
   }
 
