@@ -1,0 +1,77 @@
+"""Admin's Tasks (#/admin/tasks): "Retry all failed" over every collection is ONE request (the server
+retries them all: POST /admin/tasks/retry {"all": true}), and a task's name links to its document while
+it has one (a deleted document's task shows the name alone)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+from playwright.async_api import Page, Request, expect
+
+from tests.browser.conftest import Stack
+from tests.browser.seed import bearer, upload_and_wait, worker_paused
+
+
+def _api(stack: Stack) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60)
+
+
+async def _open_tasks(page: Page) -> None:
+    await page.reload()
+    await page.get_by_role("navigation", name="Main").wait_for()
+    await page.get_by_role("link", name="Admin", exact=True).click()
+    await page.get_by_role("link", name="Tasks", exact=True).click()
+    await expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+
+
+async def test_retry_all_failed_is_one_request_for_every_collection(page: Page, stack: Stack) -> None:
+    async with _api(stack) as api:
+        for name in ("ra", "rb"):
+            assert (await api.post("/collections", json={"name": name})).status_code == 201
+    tasks = await upload_and_wait(
+        stack, {"broken-ra.pdf": b"%PDF-1.7\nnot a PDF \x00\xff ra"}, collection="ra"
+    )
+    tasks |= await upload_and_wait(
+        stack, {"broken-rb.pdf": b"%PDF-1.7\nnot a PDF \x00\xff rb"}, collection="rb"
+    )
+    assert {t["status"] for t in tasks.values()} == {"failed"}, tasks
+    posts: list[Request] = []
+    page.on(
+        "request", lambda r: posts.append(r) if r.method == "POST" and "/admin/tasks/retry" in r.url else None
+    )
+    await _open_tasks(page)
+    with worker_paused(stack):  # what is retried now stays queued
+        row = page.locator('.tasks-table tr[data-name="broken-rb.pdf"]')
+        await expect(row.locator(".badge")).to_have_text("failed")
+        await page.get_by_role("button", name="Retry all failed").click()
+        dialog = page.get_by_role("dialog", name="Confirm")
+        await expect(dialog).to_contain_text("Retry 2 failed tasks in every collection?")
+        await dialog.get_by_role("button", name="Retry 2").click()
+        await expect(page.locator(".tasks-result")).to_have_text("2 tasks queued again.")
+        for name in tasks:
+            await expect(page.locator(f'.tasks-table tr[data-name="{name}"] .badge')).to_have_text("queued")
+        assert len(posts) == 1, [p.url for p in posts]
+        assert posts[0].url.endswith("/admin/tasks/retry") and posts[0].post_data_json == {"all": True}
+        async with _api(stack) as api:
+            queued = (await api.get("/admin/tasks", params={"status": "queued"})).json()
+        assert {t["task_id"] for t in queued["items"]} == {t["task_id"] for t in tasks.values()}
+
+
+async def test_a_tasks_name_opens_its_document_unless_it_was_deleted(page: Page, stack: Stack) -> None:
+    tasks = await upload_and_wait(
+        stack, {"kept-doc.txt": b"Lichens are fungi and algae together.", "gone-doc.txt": b"Moss."}
+    )
+    async with _api(stack) as api:
+        assert (await api.delete(f"/documents/{tasks['gone-doc.txt']['document_id']}")).status_code == 204
+    await _open_tasks(page)
+    gone = page.locator('.tasks-table tr[data-name="gone-doc.txt"] .name-cell')
+    await expect(gone).to_contain_text("gone-doc.txt")
+    await expect(gone.get_by_role("link")).to_have_count(0)
+    await (
+        page.locator('.tasks-table tr[data-name="kept-doc.txt"]')
+        .get_by_role("link", name="kept-doc.txt")
+        .click()
+    )
+    await expect(page).to_have_url(re.compile(f"#/documents/{tasks['kept-doc.txt']['document_id']}$"))
+    await expect(page.get_by_role("heading", level=1)).to_have_text("kept-doc.txt")
