@@ -221,7 +221,8 @@ export function tasksSection(ctx) {
       const json = params.collection ? { collection: params.collection } : { all: true };
       answer = await api("/admin/tasks/retry", { method: "POST", json });
     } catch (err) {
-      say(`Nothing was retried: ${err.message}`, [], "error");
+      // The server retries in slices: a failure part way leaves the earlier ones queued (the list shows them).
+      say(`The retry stopped: ${err.message}`, ["Tasks retried before it stopped are queued again (the list shows them)."], "error");
       await load();
       return;
     }
