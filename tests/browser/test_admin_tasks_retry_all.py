@@ -36,6 +36,12 @@ async def test_retry_all_failed_is_one_request_for_every_collection(page: Page, 
         stack, {"broken-rb.pdf": b"%PDF-1.7\nnot a PDF \x00\xff rb"}, collection="rb"
     )
     assert {t["status"] for t in tasks.values()} == {"failed"}, tasks
+    # A failed task whose document was deleted since: selected, skipped with the reason.
+    gone = await upload_and_wait(
+        stack, {"broken-gone.pdf": b"%PDF-1.7\nnot a PDF \x00\xff gone"}, collection="rb"
+    )
+    async with _api(stack) as api:
+        assert (await api.delete(f"/documents/{gone['broken-gone.pdf']['document_id']}")).status_code == 204
     posts: list[Request] = []
     page.on(
         "request", lambda r: posts.append(r) if r.method == "POST" and "/admin/tasks/retry" in r.url else None
@@ -46,9 +52,13 @@ async def test_retry_all_failed_is_one_request_for_every_collection(page: Page, 
         await expect(row.locator(".badge")).to_have_text("failed")
         await page.get_by_role("button", name="Retry all failed").click()
         dialog = page.get_by_role("dialog", name="Confirm")
-        await expect(dialog).to_contain_text("Retry 2 failed tasks in every collection?")
-        await dialog.get_by_role("button", name="Retry 2").click()
-        await expect(page.locator(".tasks-result")).to_have_text("2 tasks queued again.")
+        await expect(dialog).to_contain_text("Retry 3 failed tasks in every collection?")
+        await dialog.get_by_role("button", name="Retry 3").click()
+        result = page.locator(".tasks-result")
+        await expect(result.locator("p")).to_have_text("2 tasks queued again; 1 left as it was.")
+        await expect(result.locator("li")).to_have_text(
+            f"the document of task {gone['broken-gone.pdf']['task_id']} was deleted: upload the file again"
+        )
         for name in tasks:
             await expect(page.locator(f'.tasks-table tr[data-name="{name}"] .badge')).to_have_text("queued")
         assert len(posts) == 1, [p.url for p in posts]
