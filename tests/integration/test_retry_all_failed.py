@@ -126,9 +126,9 @@ def test_every_failed_task_of_every_collection_is_retried_in_one_call(
         assert not archived(database_url, old[name])
         assert admin.document(str(ref.document_id)).status == "queued"
     # The skipped ones are as they were; the queued task was not touched.
-    for name in ("alpha-lost.txt",):
-        assert task_row(database_url, alpha[name].task_id)["status"] == "failed"
-        assert archived(database_url, old[name])
+    assert task_row(database_url, alpha["alpha-lost.txt"].task_id)["status"] == "failed"
+    assert archived(database_url, old["alpha-lost.txt"])
+    assert task_row(database_url, beta["beta-gone.txt"].task_id)["status"] == "failed"
     assert task_row(database_url, beta["beta-waits.txt"].task_id)["msg_id"] == waiting_msg
     # Nothing failed is left to retry but those two: a second call queues nothing.
     again = admin.retry_tasks(all=True)
@@ -184,7 +184,7 @@ def test_a_body_naming_nothing_or_more_than_one_selection_is_a_422(
     assert admin.tasks(status="queued", limit=1).total == before
 
 
-def test_an_editor_key_cannot_retry(live_app_url: str, made: dict[str, Any], database_url: str) -> None:
+def test_an_editor_key_cannot_retry(live_app_url: str, made: dict[str, Any]) -> None:
     for key in ("editor", "scoped"):
         with Client(live_app_url, api_key=made[key], retries=0) as client:
             with pytest.raises(ClientError) as refused:
