@@ -95,6 +95,14 @@ async def test_a_message_carries_its_sessions_owner_and_the_index_its_tag(
                WHERE m.content LIKE '%budget%'"""
         )
     assert len(rows) == 3
+    async with owner_connection(runtime.database_url) as owner:  # an INSERT naming another owner
+        owner_id = await owner.fetchval(
+            "INSERT INTO chat_messages (session_id, role, content, owner_key_id) VALUES ($1, 'user', 'x', $2)"
+            " RETURNING owner_key_id",
+            chats["reader_session"],
+            chats["other"].id,
+        )
+    assert owner_id == chats["reader"].id
     for row in rows:
         assert row["owner_key_id"] == row["session_owner"]
         tag = "open0000" if row["owner_key_id"] is None else str(row["owner_key_id"])[:8]

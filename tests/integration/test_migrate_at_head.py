@@ -27,6 +27,18 @@ async def migration_lock(runtime: Runtime, settings: Settings) -> AsyncIterator[
         await holder.close()
 
 
+@pytest.fixture
+async def checking_lock(runtime: Runtime, settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """Another process checking whether to migrate: it holds the migration lock shared, which lets a
+    check through but keeps Alembic (it takes the lock exclusively) waiting until the test lets it go."""
+    holder = await asyncpg.connect(settings.database_url)
+    await holder.execute("SELECT pg_advisory_lock_shared($1)", ADVISORY_LOCK_KEY)
+    try:
+        yield holder
+    finally:
+        await holder.close()
+
+
 async def holds(settings: Settings, privilege: str) -> bool:
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -35,15 +47,11 @@ async def holds(settings: Settings, privilege: str) -> bool:
         await conn.close()
 
 
-async def test_a_database_at_head_is_not_migrated_again(runtime: Runtime, settings: Settings) -> None:
-    checking = await asyncpg.connect(settings.database_url)  # another process checking at that moment
-    try:
-        async with checking.transaction():
-            assert await checking.fetchval("SELECT pg_try_advisory_xact_lock_shared($1)", ADVISORY_LOCK_KEY)
-            async with asyncio.timeout(30):  # Alembic would wait for the lock for ever
-                await migrate(settings.database_url or "", settings)
-    finally:
-        await checking.close()
+async def test_a_database_at_head_is_not_migrated_again(
+    settings: Settings, checking_lock: asyncpg.Connection
+) -> None:
+    async with asyncio.timeout(30):  # Alembic would wait for the lock for ever
+        await migrate(settings.database_url or "", settings)
 
 
 async def test_a_database_being_migrated_is_waited_for(
@@ -86,14 +94,14 @@ async def test_a_database_being_migrated_is_waited_for(
     ],
 )
 async def test_grants_that_drifted_make_it_migrate(
-    settings: Settings, migration_lock: asyncpg.Connection, drift: str, privilege: str, held_after: bool
+    settings: Settings, checking_lock: asyncpg.Connection, drift: str, privilege: str, held_after: bool
 ) -> None:
-    await migration_lock.execute(drift.format(role=settings.runtime_db_user))
+    await checking_lock.execute(drift.format(role=settings.runtime_db_user))
     assert await holds(settings, privilege) is not held_after
     migrating = asyncio.create_task(migrate(settings.database_url or "", settings))
     done, _ = await asyncio.wait({migrating}, timeout=2)
     assert not done, "it did not wait for the migration lock: Alembic did not run"
-    await migration_lock.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+    await checking_lock.execute("SELECT pg_advisory_unlock_shared($1)", ADVISORY_LOCK_KEY)
     async with asyncio.timeout(60):
         await migrating
     assert await holds(settings, privilege) is held_after

@@ -11,15 +11,16 @@ the owners it may list: the key itself, an admin's open-mode sessions too, and f
 costs only time: rows are still kept by their owner, and row-level security still decides.
 
 The messages carry their session's owner (`chat_messages.owner_key_id`, filled on insert by a trigger
-from the session; a session's owner never changes), because an index reads only its own row. Given
-(a restore's COPY gives it), it is kept. Positions are not indexed (array_to_tsvector): with the tag, a
-message of 20,000 distinct CJK characters (rag_bm25_text splits at most that many) is ~550 kB, under a
-tsvector's 1 MB. Words over 2,000 bytes are left out (a word longer than 2,047 cannot be stored).
+from the session, whatever the INSERT says; a session's owner never changes), because an index reads
+only its own row (a restore loads the rows before it makes triggers). Positions are not indexed
+(array_to_tsvector): with the tag, a message of 20,000 distinct CJK characters (rag_bm25_text splits
+at most that many) is ~550 kB, under a tsvector's 1 MB. Words over 2,000 bytes are left out (a word
+longer than 2,047 cannot be stored).
 
 No pending list (fastupdate off): every search reads it whole, once per owner, and an admin's "every
-owner" search reads it once per key (41 keys, 40,000 messages not yet vacuumed: 48 ms for a word no
-chat holds, 1.8 ms vacuumed). A message is written into the index at once instead: chats are written
-a question and an answer at a time.
+owner" search once per key owning a session (41 keys, 40,000 messages not yet vacuumed: 48 ms for a
+word no chat holds, 1.8 ms vacuumed). A message is written into the index at once instead: chats are
+written a question and an answer at a time.
 
 Revision ID: 0032_chat_search_per_owner
 Revises: 0031_chat_search
@@ -49,6 +50,10 @@ $fn$;
 COMMENT ON FUNCTION rag_chat_words(uuid, text) IS
     'The words of a chat title or message as chat search indexes them: each prefixed by its owner''s tag';
 
+DROP FUNCTION rag_chat_sessions_holding(tsquery);
+DROP INDEX chat_messages_words_idx;
+DROP INDEX chat_sessions_title_words_idx;
+
 ALTER TABLE chat_messages ADD COLUMN owner_key_id uuid;
 COMMENT ON COLUMN chat_messages.owner_key_id IS 'Its session''s owner (a copy, for the words index)';
 UPDATE chat_messages m SET owner_key_id = s.owner_key_id
@@ -57,17 +62,11 @@ FROM chat_sessions s WHERE s.id = m.session_id AND s.owner_key_id IS NOT NULL;
 CREATE FUNCTION rag_chat_message_owner() RETURNS trigger
 LANGUAGE plpgsql SET search_path = public, pg_temp AS $fn$
 BEGIN
-    IF NEW.owner_key_id IS NULL THEN
-        NEW.owner_key_id := (SELECT s.owner_key_id FROM chat_sessions s WHERE s.id = NEW.session_id);
-    END IF;
+    NEW.owner_key_id := (SELECT s.owner_key_id FROM chat_sessions s WHERE s.id = NEW.session_id);
     RETURN NEW;
 END $fn$;
 CREATE TRIGGER chat_messages_owner BEFORE INSERT ON chat_messages
     FOR EACH ROW EXECUTE FUNCTION rag_chat_message_owner();
-
-DROP FUNCTION rag_chat_sessions_holding(tsquery);
-DROP INDEX chat_messages_words_idx;
-DROP INDEX chat_sessions_title_words_idx;
 CREATE INDEX chat_messages_words_idx ON chat_messages USING gin (rag_chat_words(owner_key_id, content))
     WITH (fastupdate = off);
 CREATE INDEX chat_sessions_title_words_idx ON chat_sessions
@@ -83,12 +82,15 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
             SELECT rag_key_id() AS o
             UNION ALL SELECT NULL WHERE rag_is_admin()
             UNION ALL SELECT k.id FROM api_keys k WHERE every_owner AND rag_is_admin()
+                AND EXISTS (SELECT 1 FROM chat_sessions s WHERE s.owner_key_id = k.id)
         ) AS each_owner
         WHERE rag_role() <> 'none'
     ), queries AS (
         SELECT owners.o, (
-            SELECT string_agg('''' || replace(replace(rag_chat_owner_tag(owners.o) || l, '\\', '\\\\'),
-                                              '''', '''''') || ''':*', ' & ')
+            SELECT string_agg(
+                '''' || replace(replace(rag_chat_owner_tag(owners.o) || l, E'\\\\', E'\\\\\\\\'),
+                                '''', '''''') || ''':*',
+                ' & ')
             FROM unnest(tsvector_to_array(to_tsvector('simple'::regconfig, rag_bm25_text(word)))) AS l
         )::tsquery AS q
         FROM owners
@@ -104,6 +106,8 @@ $fn$;
 COMMENT ON FUNCTION rag_chat_sessions_holding(text, boolean) IS
     'Ids of the sessions whose title or a message of which holds each of word''s words as a prefix, '
     'among the owners the caller may list (0032); callers keep those chat_sessions shows them.';
+-- Not PUBLIC's from the start (ensure_runtime_role grants the runtime role after the migrations).
+REVOKE EXECUTE ON FUNCTION rag_chat_sessions_holding(text, boolean) FROM PUBLIC;
 """
 
 DOWNGRADE = """
@@ -127,6 +131,9 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
     SELECT session_id FROM chat_messages
     WHERE to_tsvector('simple'::regconfig, rag_bm25_text(left(content, 50000))) @@ q
 $fn$;
+COMMENT ON FUNCTION rag_chat_sessions_holding(tsquery) IS
+    'Ids of the sessions (anyone''s) whose title or a message of which matches q, through the indexes '
+    'of 0031; callers keep those chat_sessions shows them.';
 """
 
 
