@@ -47,6 +47,14 @@ async def _select(c: asyncpg.Connection, selection: TaskSelection, status: str) 
     return await lock_tasks(c, f"{where} AND t.status = ${len(args) + 1}", *args, status)
 
 
+async def _lock_documents(c: asyncpg.Connection, tasks: list[asyncpg.Record]) -> None:
+    """The tasks' documents locked in id order, after the task rows (the lock order): one at a time, as
+    each task is retried or cancelled, they would be locked in task order, and a metadata edit or a
+    delete locking them in id order could deadlock with it."""
+    ids = sorted({t["document_id"] for t in tasks if t["document_id"] is not None})
+    await c.execute("SELECT FROM documents WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", ids)
+
+
 async def retry_tasks(conn: Executor, queue: IngestQueue, selection: RetrySelection) -> BulkTaskResult:
     """Every failed task of a batch, a collection or (`all`) every collection queued again; those that
     cannot be (file missing, document deleted or queued again, refused at upload) are skipped with the
@@ -66,6 +74,7 @@ async def retry_tasks(conn: Executor, queue: IngestQueue, selection: RetrySelect
             tasks = await lock_tasks(
                 c, f"{where} AND t.status = 'failed' AND t.id > ${n + 1}", *args, after, limit=RETRY_SLICE
             )
+            await _lock_documents(c, tasks)
             for task in tasks:
                 refused = await retry_locked(c, queue, task)
                 if refused is None:
@@ -103,6 +112,7 @@ async def cancel_tasks(
     """Every queued task of a batch or a collection cancelled, ONE transaction."""
     async with transaction(conn) as c:
         tasks = await _select(c, selection, "queued")
+        await _lock_documents(c, tasks)
         for task in tasks:
             await cancel_locked(c, queue, task, cancel_reason(by))
     return BulkTaskResult(done=[t["id"] for t in tasks], skipped=[])
