@@ -6,7 +6,7 @@
 // server's refusal in its own words, is said on the page.
 // The API: GET /admin/tasks, POST /admin/tasks/{id}/retry|cancel, POST /admin/tasks/retry.
 
-import { api } from "../api.js";
+import { ApiError, api } from "../api.js";
 import { clear, confirmDialog, formatDate, h, plural } from "../dom.js";
 import { href, navigate } from "../router.js";
 import { lastPageInstead, pageOf, pager } from "./pager.js";
@@ -221,8 +221,11 @@ export function tasksSection(ctx) {
       const json = params.collection ? { collection: params.collection } : { all: true };
       answer = await api("/admin/tasks/retry", { method: "POST", json });
     } catch (err) {
-      // The server retries in slices: a failure part way leaves the earlier ones queued (the list shows them).
-      say(`The retry stopped: ${err.message}`, ["Tasks retried before it stopped are queued again (the list shows them)."], "error");
+      // The server retries in slices: a failure part way (5xx, or no answer) leaves the earlier ones queued;
+      // a 4xx refused the request before any.
+      const partWay = !(err instanceof ApiError) || err.status >= 500 || !err.status;
+      const note = partWay ? ["Tasks retried before it stopped are queued again (the list shows them)."] : [];
+      say(`The retry stopped: ${err.message}`, note, "error");
       await load();
       return;
     }
