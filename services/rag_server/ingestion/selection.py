@@ -10,7 +10,8 @@ READ COMMITTED reads what was committed meanwhile: the documents acted on are th
 A document that came to match after the first read (within the request) is not among them, nor counted:
 the set acted on is the one read then, less what left it. A document that came to match, or was
 uploaded, between the caller's own count and the request is in the first read: `expected_count` then
-differs, as it does for one that no longer matches."""
+differs, as it does for one that no longer matches. It guards the count, not the set: one document
+leaving the selection while another joins it leaves the count as confirmed."""
 
 from __future__ import annotations
 
