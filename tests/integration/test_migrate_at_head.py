@@ -16,27 +16,28 @@ from rag_server.infra.migrations import ADVISORY_LOCK_KEY, migrate
 from rag_server.infra.runtime import Runtime
 
 
-@pytest.fixture
-async def migration_lock(runtime: Runtime, settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    """Another process migrating: it holds the migration lock until the test lets it go."""
+async def _holding(settings: Settings, lock: str) -> AsyncIterator[asyncpg.Connection]:
     holder = await asyncpg.connect(settings.database_url)
-    await holder.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+    await holder.execute(f"SELECT {lock}($1)", ADVISORY_LOCK_KEY)
     try:
         yield holder
     finally:
         await holder.close()
+
+
+@pytest.fixture
+async def migration_lock(runtime: Runtime, settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """Another process migrating: it holds the migration lock until the test lets it go."""
+    async for holder in _holding(settings, "pg_advisory_lock"):
+        yield holder
 
 
 @pytest.fixture
 async def checking_lock(runtime: Runtime, settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """Another process checking whether to migrate: it holds the migration lock shared, which lets a
     check through but keeps Alembic (it takes the lock exclusively) waiting until the test lets it go."""
-    holder = await asyncpg.connect(settings.database_url)
-    await holder.execute("SELECT pg_advisory_lock_shared($1)", ADVISORY_LOCK_KEY)
-    try:
+    async for holder in _holding(settings, "pg_advisory_lock_shared"):
         yield holder
-    finally:
-        await holder.close()
 
 
 async def holds(settings: Settings, privilege: str) -> bool:
