@@ -214,12 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("serve", cmd_serve, "run the API server (applies migrations first)"),
     ):
         p = add(name, handler, help_text)
-        p.set_defaults(stops_in_order=True)
+        p.set_defaults(stops_in_order=True, creates_database=True)
         p.add_argument("--host", default=settings_defaults.host)
         p.add_argument("--port", type=whole_number(1, 65535), default=settings_defaults.port)
 
     p = add("worker", cmd_worker, "run an ingestion worker (applies migrations first)")
-    p.set_defaults(stops_in_order=True)
+    p.set_defaults(stops_in_order=True, creates_database=True)
     p.add_argument("--concurrency", type=int, default=None, help="tasks processed at once")
     p.add_argument("--parent", type=int, default=None, help=argparse.SUPPRESS)  # `up`: stop when it dies
     p = add("ingest", cmd_ingest, "upload files/folders (recursive) to a running server and wait for them")
@@ -241,9 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("backup", cmd_backup, "write the whole database to FILE (pg_dump, a consistent snapshot)")
     p.add_argument("file", type=Path, metavar="FILE", help="the backup file (an existing one is replaced)")
     p = add("restore", cmd_restore, "restore a backup FILE into an empty database (then migrate)")
+    p.set_defaults(creates_database=True)
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("--force", action="store_true", help="replace a database that already holds data")
-    add("migrate", cmd_migrate, "apply database migrations up to the latest")
+    add("migrate", cmd_migrate, "apply database migrations up to the latest").set_defaults(
+        creates_database=True
+    )
     add("doctor", cmd_doctor, "print the database capability report")
     p = add("check", cmd_check, "verify the invariants (tasks, chunks, BM25, queue, chat); exit 1 if broken")
     p.add_argument("--quiescent", action="store_true", help="also fail on tasks still queued or processing")
@@ -333,6 +336,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from rag_server.infra.backup_archive import BackupError
     from rag_server.infra.capabilities import SchemaMismatchError
 
+    if not getattr(args, "creates_database", False):
+        from rag_server.infra.embedded_postgres import may_create_cluster
+
+        may_create_cluster.set(False)
     try:
         if getattr(args, "stops_in_order", False):
             args.stop_signals = signals

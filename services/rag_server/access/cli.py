@@ -15,7 +15,7 @@ def register_keys_command(sub: Any) -> None:
     p = sub.add_parser("keys", help="create, list or revoke API keys", description=__doc__)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="a new key, printed once on the last line")
-    create.set_defaults(handler=cmd_create)
+    create.set_defaults(handler=cmd_create, creates_database=True)
     create.add_argument("--name", required=True, help="who or what uses it (unique among active keys)")
     create.add_argument("--role", required=True, choices=["reader", "editor", "admin"])
     create.add_argument(

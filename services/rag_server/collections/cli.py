@@ -15,7 +15,7 @@ def register_collections_command(sub: Any) -> None:
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", help="every collection with its document count").set_defaults(handler=cmd_list)
     create = actions.add_parser("create", help="a new, empty collection")
-    create.set_defaults(handler=cmd_create)
+    create.set_defaults(handler=cmd_create, creates_database=True)
     create.add_argument("name", help="lower-case letters, digits, '-' and '_' (up to 63)")
     create.add_argument("--description", default="")
     create.add_argument(

@@ -192,7 +192,7 @@ def register_eval_commands(sub: Any) -> None:
         description="Ingest a BEIR dataset into an isolated eval database (reused on later runs) and "
         "score every search mode, optionally next to peers measured in the same run.",
     )
-    p.set_defaults(handler=cmd_eval)
+    p.set_defaults(handler=cmd_eval, creates_database=True)
     p.add_argument(
         "--dataset", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv"
     )
@@ -237,7 +237,7 @@ def register_eval_commands(sub: Any) -> None:
         description="Drive HTTP POST /search with 1, 8, 32 concurrent clients. Without --url a server is "
         "started on a bench database holding --scale synthetic chunks (built once, reused).",
     )
-    s.set_defaults(handler=cmd_bench_search)
+    s.set_defaults(handler=cmd_bench_search, creates_database=True)
     s.add_argument("--url", default=None, help="a running server (default: start one on a bench database)")
     s.add_argument(
         "--scale",
@@ -259,7 +259,7 @@ def register_eval_commands(sub: Any) -> None:
         "to a server with N worker processes on a fresh bench database, wait for every batch, then "
         "embed the same chunk texts directly to measure the model's raw throughput (the ceiling).",
     )
-    i.set_defaults(handler=cmd_bench_ingest)
+    i.set_defaults(handler=cmd_bench_ingest, creates_database=True)
     i.add_argument("--dataset", default="../shared/datasets/scifact")
     i.add_argument("--workers", default="1", help="worker processes; a list like 1,2 runs each in turn")
     i.add_argument("--limit", type=int, default=None, help="only the first N documents")

