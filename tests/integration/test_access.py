@@ -427,6 +427,15 @@ async def test_both_headers_work_and_last_used_is_recorded(
     key = world.keys["alpha-reader"]
     assert (await app_client.get("/collections", headers={"X-API-Key": key})).status_code == 200
     assert (await app_client.get("/collections", headers=bearer(key))).status_code == 200
+    both = {"X-API-Key": key, **bearer(key)}
+    assert (await app_client.get("/collections", headers=both)).status_code == 200
+    # Two different keys: neither is taken (one of them, silently, was: an editor's and a reader's).
+    two = {"X-API-Key": world.keys["alpha-editor"], **bearer(key)}
+    refused = await app_client.get("/collections", headers=two)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer", refused.text
+    assert refused.json()["detail"] == (
+        "two different API keys (Authorization: Bearer and X-API-Key): send one of them"
+    )
     listed = {k.name: k for k in (await keys.list_keys(runtime.pool)).items}
     assert listed["alpha-reader"].last_used_at is not None
     assert listed["alpha-reader"].collections == ["alpha"] and listed["admin"].collections is None

@@ -404,7 +404,8 @@ async def secured(runtime: Runtime, docs: Docs) -> dict[str, str]:
 async def test_http_without_a_valid_key_is_401(live_app_url: str, secured: dict[str, str]) -> None:
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
     async with httpx.AsyncClient(base_url=live_app_url) as http:
-        for headers in ({}, {"Authorization": "Bearer rag_not-a-key"}, {"X-API-Key": "rag_nope"}):
+        two = {"Authorization": f"Bearer {secured['admin']}", "X-API-Key": "rag_another"}
+        for headers in ({}, {"Authorization": "Bearer rag_not-a-key"}, {"X-API-Key": "rag_nope"}, two):
             r = await http.post("/mcp", json=body, headers=headers)
             assert r.status_code == 401, r.text
             assert r.headers["www-authenticate"] == "Bearer"

@@ -105,6 +105,16 @@ async def keys_exist(conn: Executor) -> bool:
     return bool(await conn.fetchval("SELECT rag_keys_exist()"))
 
 
+def presented_key(bearer: str | None, header: str | None) -> str | None:
+    """The key a request presents, as `Authorization: Bearer` or `X-API-Key`. Two different ones are
+    refused (UnauthenticatedError): which of them is meant is not for the server to guess."""
+    if bearer and header and bearer != header:
+        raise UnauthenticatedError(
+            "two different API keys (Authorization: Bearer and X-API-Key): send one of them"
+        )
+    return bearer or header or None
+
+
 async def authenticate(conn: Executor, presented: str | None, *, open_allowed: bool) -> Principal:
     """The principal of a request. Open mode (no key was ever made, and `open_allowed`: the server listens on
     a loopback address only) answers anyone, also a client that sends some key anyway (OpenAI SDKs and

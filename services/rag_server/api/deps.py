@@ -137,7 +137,7 @@ async def authenticate(
 ) -> Principal:
     """The request's principal; from here on every query of the request runs under its scope. The open
     API (no key exists) refuses a web page of another site (access/exposure.py)."""
-    presented = bearer.credentials if bearer is not None else header_key
+    presented = keys.presented_key(bearer.credentials if bearer is not None else None, header_key)
     open_allowed = is_loopback(runtime.settings.host)
     principal = await keys.authenticate(runtime.pool, presented, open_allowed=open_allowed)
     if principal is OPEN:

@@ -99,7 +99,7 @@ class McpEndpoint:
         try:
             principal = await keys.authenticate(
                 runtime.pool, _presented_key(headers), open_allowed=is_loopback(runtime.settings.host)
-            )
+            )  # _presented_key is inside the try: two different keys are a 401 too
         except UnauthenticatedError as exc:
             response = JSONResponse(
                 error_body(UNAUTHENTICATED, str(exc)), 401, headers={"WWW-Authenticate": "Bearer"}
@@ -141,6 +141,5 @@ def error_body(code: int, message: str) -> dict[str, Any]:
 def _presented_key(headers: Headers) -> str | None:
     authorization = headers.get("authorization", "")
     scheme, _, credentials = authorization.partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return headers.get("x-api-key") or None
+    bearer = credentials.strip() if scheme.lower() == "bearer" else None
+    return keys.presented_key(bearer, headers.get("x-api-key"))
