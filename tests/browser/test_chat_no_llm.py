@@ -150,3 +150,29 @@ async def test_the_search_box_finds_chats_by_title_or_message_pages_and_clears(
     await expect(chats).to_have_count(30)
     await expect(chats.first).to_have_text("Kitchen")
     await expect(page.get_by_text("No chats match.")).to_be_hidden()
+
+
+async def test_punctuation_alone_in_the_search_box_matches_no_chat_without_asking(
+    page: Page, stack: Stack
+) -> None:
+    """`!!!` has no word to search for: no chat matches, and the API is not asked (its 422 named `q`)."""
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60) as api:
+        made = await api.post("/chat/sessions", json={"title": "Punctuation check"})
+        assert made.status_code == 201, made.text
+    await page.reload()
+    chats = page.get_by_role("list", name="Chats", exact=True).locator(".session-title")
+    box = page.get_by_role("searchbox", name="Search chats")
+    await expect(chats.first).to_be_visible()
+    searched: list[str] = []
+    page.on(
+        "request", lambda r: searched.append(r.url) if "/chat/sessions?" in r.url and "q=" in r.url else None
+    )
+    for q in ["!!!", "?", "#"]:
+        await box.fill(q)
+        await box.press("Enter")
+        await expect(page.get_by_text("No chats match.")).to_be_visible()
+        await expect(chats).to_have_count(0)
+    await box.fill("punctuation")  # a word again: searched as ever
+    await expect(chats).to_have_text(["Punctuation check"])
+    await expect(page.locator(".toast")).to_have_count(0)
+    assert searched and all("punctuation" in u for u in searched), searched

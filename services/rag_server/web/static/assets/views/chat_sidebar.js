@@ -12,6 +12,9 @@ const PAGE = 30;
 const MAX_PAGE = 200; // the API's largest (GET /chat/sessions?limit=)
 const SEARCH_MAX = 200; // the API's longest q
 const SEARCH_MS = 300; // typing pauses this long: the lists are searched
+// A search needs a word (a letter or a digit): punctuation alone (`!!!`) matches no chat, without asking the
+// API, which refuses it (422, naming its parameter `q`: a red toast for what is simply no match).
+const HAS_WORD = /[\p{L}\p{N}]/u;
 
 export function sessionTitle(session) {
   return session?.title || "New chat";
@@ -66,6 +69,13 @@ function sessionList({ label, archived, emptyText, owner }) {
     // forever. Each row that came twice stands for one that went to the top after it was read: the top
     // again, that many.
     const mine = ++latest;
+    if (state.q && !HAS_WORD.test(state.q)) {
+      state.sessions = [];
+      state.total = 0;
+      state.loaded = true;
+      draw();
+      return;
+    }
     try {
       const sessions = [];
       const known = new Set();
