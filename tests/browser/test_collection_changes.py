@@ -132,6 +132,40 @@ async def test_a_key_whose_every_collection_is_deleted_is_told_once(
     await page.context.close()
 
 
+async def test_signing_in_with_a_key_whose_every_collection_was_deleted_says_so_in_each_view(
+    browser: Browser, stack: Stack, page_console: Console
+) -> None:
+    """Signed in (or reloaded) with a key whose collections were all deleted before: the switcher was
+    empty, yet Chat said "Answers come from the 'default' collection" and Documents "no collection
+    'default'" (a collection it cannot read, asked for). Seen by QA on 2026-12-07."""
+    async with await _admin(stack) as api:
+        assert (await api.post("/collections", json={"name": "gone"})).status_code == 201
+        made = await api.post(
+            "/keys", json={"name": "nothing-left", "role": "editor", "collections": ["gone"]}
+        )
+        assert made.status_code == 201, made.text
+        assert (await api.delete("/collections/gone", params={"force": "true"})).status_code == 204
+    page = await new_page(browser, page_console)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url))
+    await sign_in(page, stack.base_url, made.json()["key"])
+    main = page.locator("#main")
+    for reload in (False, True):
+        if reload:
+            await page.reload()
+            await page.get_by_role("navigation", name="Main").wait_for()
+        for view in ("Chat", "Search", "Documents"):
+            await page.get_by_role("link", name=view, exact=True).click()
+            await expect(page.get_by_role("heading", name="No collection")).to_be_visible()
+            await expect(main).to_contain_text("This API key can reach no collection")
+            await expect(main).to_contain_text("Ask an admin")
+            await expect(main).not_to_contain_text("default")
+    await expect(page.locator(".toast")).to_have_count(0)
+    assert not [u for u in asked if "default" in u], asked
+    assert not page_console.unexpected(), page_console.unexpected()
+    await page.context.close()
+
+
 async def test_a_chat_going_on_when_its_collection_is_renamed_elsewhere_stays_open(
     page: Page, stack: Stack, page_console: Console
 ) -> None:

@@ -22,6 +22,8 @@ const VIEWS = { chat, documents, search, status, admin };
 // The tab's title until the view names what it shows (a chat's title, a document's name, a query).
 const VIEW_TITLES = { chat: "Chat", documents: "Documents", search: "Search", status: "Status", admin: "Admin" };
 const ROLE_RANK = { reader: 1, editor: 2, admin: 3 };
+// The views that read or write a collection: a key that reaches none is told so there, and they ask nothing.
+const NEED_COLLECTION = new Set(["chat", "documents", "search"]);
 const COLLECTION_STORAGE = "rag.collection";
 // The selected collection's id beside its name: a tab reloaded after a rename elsewhere follows it by id (by
 // its name alone it found none, and showed `default` without a word).
@@ -99,7 +101,27 @@ function render() {
   document.title = `${VIEW_TITLES[route.view]} · rag-server`;
   const root = h("div", { class: `view view-${route.view}` });
   main.append(root);
+  if (NEED_COLLECTION.has(route.view) && !ctx.collections.length) {
+    showNoCollection(root);
+    current = { name: route.view, view: {} };
+    return;
+  }
   current = { name: route.view, view: VIEWS[route.view].mount(root, ctx, route) || {} };
+}
+
+// A key whose every collection was deleted (or that was given none it may still read): the views of a
+// collection showed `default`, which it cannot read ("Answers come from the 'default' collection", "no
+// collection 'default'"), and asked the API for it. One sentence instead, and no request.
+function showNoCollection(root) {
+  root.append(
+    h(
+      "section",
+      { class: "card narrow", "aria-labelledby": "no-collection-title" },
+      h("h1", { id: "no-collection-title" }, "No collection"),
+      h("p", {}, "This API key can reach no collection: there is nothing to search, chat about or list."),
+      h("p", { class: "muted" }, "Ask an admin to give it access to a collection."),
+    ),
+  );
 }
 
 function remount() {
