@@ -979,3 +979,30 @@ async def test_names_sort_in_natural_order_and_contains_typed_quickly_shows_the_
     assert "has=river" in page.url
     await expect(page.locator(".documents .form-error")).to_have_text("")  # no error for an abort
     await page.get_by_label("Collection").select_option("default")
+
+
+async def test_at_1280_px_sizes_and_dates_stay_on_one_line_beside_a_long_name(
+    page: Page, stack: Stack
+) -> None:
+    """At 1280 px a long name beside it wrapped "293.0 KB" onto two lines. Seen by QA on 2026-12-07."""
+    name = "b" * 200 + ".txt"
+    await upload_and_wait(stack, {name: b"A document with a long name of one word."})
+
+    async def big(route: Route) -> None:  # its size as the QA's file's: the widest a size is written
+        answer = await route.fetch()
+        data = await answer.json()
+        for doc in data["items"]:
+            doc["size_bytes"] = 300_032
+        await route.fulfill(response=answer, json=data)
+
+    await page.route(lambda url: "/documents?" in url, big)
+    await page.goto(stack.base_url + "/#/documents?name=bbbbbbbb")
+    row = page.locator(".documents-table tbody tr").first
+    await expect(row.locator("td.num").nth(1)).to_have_text("293.0 KB")
+    lines = """td => {
+        const range = document.createRange();
+        range.selectNodeContents(td);
+        return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+    }"""
+    assert await row.locator("td.num").nth(1).evaluate(lines) == 1
+    assert await row.locator("td.nowrap").evaluate(lines) == 1
