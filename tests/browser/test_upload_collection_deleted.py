@@ -128,11 +128,14 @@ async def test_uploads_follow_a_collection_renamed_in_admin_while_another_is_sel
 
 
 async def test_uploads_follow_their_collection_renamed_before_a_reload(
-    page: Page, stack: Stack, tmp_path: Path
+    page: Page, stack: Stack, tmp_path: Path, page_console: Console
 ) -> None:
     """The tab follows its collection renamed elsewhere across a reload (by its id,
     test_collection_followed.py); its uploads waiting in the queue were kept under the old name, so the
     panel of the new name said nothing of them and stopped following them."""
+    # The list's refresh under the old name, when it comes between the rename and the reload (a loaded
+    # machine: CI, 2026-12-07): the 404 the sibling test allows too.
+    page_console.allow("404")
     async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key)) as api:
         created = await api.post("/collections", json={"name": "relay"})
         assert created.status_code == 201, created.text
