@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 
 import httpx
-from playwright.async_api import Page, Request, expect
+from playwright.async_api import Page, Request, Route, expect
 
-from tests.browser.conftest import Stack
+from tests.browser.conftest import Console, Stack
 from tests.browser.seed import bearer, upload_and_wait, worker_paused
 
 
@@ -85,3 +85,34 @@ async def test_a_tasks_name_opens_its_document_unless_it_was_deleted(page: Page,
     )
     await expect(page).to_have_url(re.compile(f"#/documents/{tasks['kept-doc.txt']['document_id']}$"))
     await expect(page.get_by_role("heading", level=1)).to_have_text("kept-doc.txt")
+
+
+async def test_a_refused_retry_all_does_not_say_tasks_were_queued_but_a_stopped_one_does(
+    page: Page, stack: Stack, page_console: Console
+) -> None:
+    """The server retries in slices: a 5xx (or no answer) may come after some were queued again, and the
+    page says so; a 4xx refused the request before any, and it said the same (review)."""
+    page_console.allow("422")
+    page_console.allow("503")
+    await upload_and_wait(stack, {"broken-refused.pdf": b"%PDF-1.7\nnot a PDF \x00\xff refused"})
+    answers = [
+        (422, {"detail": 'name exactly one of batch_id, collection and "all": true'}),
+        (503, {"detail": "The database did not answer in time: try again."}),
+    ]
+
+    async def answer(route: Route) -> None:
+        status, body = answers.pop(0)
+        await route.fulfill(status=status, json=body)
+
+    await page.route("**/admin/tasks/retry", answer)
+    await _open_tasks(page)
+    result = page.locator(".tasks-result")
+    for said, note in (("name exactly one", 0), ("did not answer in time", 1)):
+        await page.get_by_role("button", name="Retry all failed").click()
+        dialog = page.get_by_role("dialog", name="Confirm")
+        await dialog.get_by_role("button", name=re.compile(r"^Retry \d+$")).click()
+        await expect(result.locator("p.form-error")).to_contain_text(said)
+        await expect(result.locator("li")).to_have_count(note)
+    await expect(result.locator("li")).to_have_text(
+        "Tasks retried before it stopped are queued again (the list shows them)."
+    )
