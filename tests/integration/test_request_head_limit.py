@@ -250,3 +250,21 @@ def test_a_websocket_upgrade_is_an_ordinary_request(server: Proc) -> None:
     statuses = re.findall(rb"HTTP/1\.1 \d{3} [^\r]*", answer)
     assert statuses == [b"HTTP/1.1 200 OK"], answer[:500]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        "GET /documents?q=caf\u00e9 HTTP/1.1".encode(),  # a raw non-ASCII byte, not percent-encoded
+        b"GET /health HTTP/1.1\r\nBad Header Without Colon",
+    ],
+)
+def test_a_request_that_is_not_http_is_a_json_400(server: Proc, request_line: bytes) -> None:
+    answer = exchange(server, request_line + b"\r\nHost: 127.0.0.1\r\n\r\n")
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 400 Bad Request", answer[:300]
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in headers.lower()
+    assert json.loads(body)["detail"].startswith(
+        "The request is not valid HTTP/1.1 (Invalid HTTP request received)"
+    )

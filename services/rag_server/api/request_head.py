@@ -15,6 +15,10 @@ accept no other. Half a head is answered 408, and the connection closed; one tha
 So is a body: one that stops arriving while the server reads it (under BODY_MIN_BYTES in BODY_IDLE_S: a
 head announcing 100 bytes, then 3 of them, held a connection for ever as well) is answered 408 and its
 connection closed.
+
+A request httptools cannot parse (a raw non-ASCII byte in its URL, a malformed header) is uvicorn's 400,
+answered before the app runs; uvicorn writes it as plain text, here it is a JSON `detail` as every other
+error of the API.
 """
 
 from __future__ import annotations
@@ -92,6 +96,12 @@ _HOOKS = (
     "on_headers_complete",
     "on_message_complete",
     "on_response_complete",
+    "send_400_response",
+)
+
+NOT_HTTP = (
+    "The request is not valid HTTP/1.1 ({reason}): its line or headers could not be read. A URL holds "
+    "ASCII only: percent-encode any other character (%C3%A9 for é)."
 )
 
 
@@ -224,6 +234,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()  # the next pipelined request starts, if any
         if self._refused and not self.transport.is_closing() and self.cycle.response_complete:
             self._refuse_now()  # its 431 waited for the answers to the requests before it
+
+    def send_400_response(self, msg: str) -> None:
+        self._answer(400, "Bad Request", NOT_HTTP.format(reason=msg.rstrip(".")))
+        self.transport.close()
 
     def _refuse(self) -> None:
         logger.warning("a request's line and headers went over %d bytes: 431, closed", MAX_HEAD_BYTES)
