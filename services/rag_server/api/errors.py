@@ -290,6 +290,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         # FastAPI's own (e.g. a body that is not JSON: 400); /v1 answers them in OpenAI's shape.
+        if exc.status_code == 400 and _caused_by_recursion(exc):
+            # FastAPI's bare "There was an error parsing the body": json.loads gave up on the nesting.
+            return _error(request, 400 if is_openai_path(request.url.path) else 422, TOO_DEEP_JSON)
         if not is_openai_path(request.url.path):
             if exc.status_code == 404 and is_openai_operation_outside_v1(request.url.path):
                 return AsciiJSONResponse(missing_v1_content(request.method, request.url.path), 404)
@@ -321,6 +324,23 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error(request, 503, f"the embedding service failed: {exc}")
 
     app.add_middleware(UnexpectedErrorMiddleware)
+
+
+TOO_DEEP_JSON = (
+    "The JSON body is nested too deeply to be read (about 1,000 levels of arrays and objects): no field of"
+    " the API takes more than a few levels (a metadata match: 4 levels of $and / $or; metadata: 8)."
+)
+
+
+def _caused_by_recursion(exc: BaseException) -> bool:
+    """Python's JSON decoder raises RecursionError past its nesting limit; FastAPI turns any error of
+    reading the body into a 400 raised from it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, RecursionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 RETRY_AFTER_S = 5  # a 503 of a database that is unavailable or did not answer in time
