@@ -72,3 +72,38 @@ def test_declared_content_length_over_the_limit() -> None:
         TooLargeError, match=r"^The upload is 1,048,577 bytes, over the limit of 1,048,576 bytes "
     ):
         check_declared_size(str(MB + 1), settings)
+
+
+async def test_every_empty_and_every_oversized_file_is_named() -> None:
+    """Not just the first (QA): at most 10 names, then how many others; sizes first (a 413 naming the
+    empty ones too), read sizes as declared ones."""
+    empties = [part(f"e{n:02}.txt", b"") for n in range(13)]
+    names = ", ".join(f"e{n:02}.txt" for n in range(10))
+    with pytest.raises(
+        InvalidInputError, match=rf"^13 files are empty \(0 bytes\), [^:]+: {names} and 3 others\.$"
+    ):
+        await read_upload([part("ok.txt", b"x"), *empties], limits())
+    big = [part("a.txt", b"x" * 2 * MB), part("b.txt", b"x" * 3 * MB), part("z.txt", b"")]
+    with pytest.raises(TooLargeError) as declared:
+        await read_upload([part("ok.txt", b"x"), *big], limits(max_upload_bytes=MB))
+    assert str(declared.value) == (
+        "2 files are over the limit of 1.0 MB per file: a.txt (2.0 MB), b.txt (3.0 MB)."
+        " z.txt is empty (0 bytes): there is nothing in it to read."
+    )
+    unknown = [part(n, b"x" * 2 * MB, declared=False) for n in ("c.txt", "d.txt")] + [
+        part("y.txt", b"", False)
+    ]
+    with pytest.raises(TooLargeError) as counted:
+        await read_upload(unknown, limits(max_upload_bytes=MB))
+    assert str(counted.value) == (
+        "2 files are over the limit of 1.0 MB per file: c.txt, d.txt."
+        " y.txt is empty (0 bytes): there is nothing in it to read."
+    )
+
+
+async def test_unsupported_names_past_ten_say_how_many_others() -> None:
+    parts = [part(f"p{n:02}.exe", b"x") for n in range(12)]
+    with pytest.raises(
+        UnsupportedTypeError, match=r"^Unsupported file type: p00\.exe, .*, p09\.exe and 2 others\. "
+    ):
+        await read_upload(parts, limits())

@@ -3,7 +3,6 @@ and report its status."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from uuid import UUID, uuid4
@@ -35,6 +34,7 @@ from rag_server.ingestion.replacement import (
     queue_replacement,
     unchanged_task,
 )
+from rag_server.ingestion.upload import named, repeated_names, repeated_warning
 
 
 async def create_upload_batch(
@@ -64,8 +64,15 @@ async def create_upload_batch(
     holds a failed document's old bytes beside that document's new file is always the one refused
     (`_refused_task`), whichever of the two sorts first by sha256.
     """
-    if replace:
-        _refuse_repeated_names(files)
+    repeated = repeated_names(files)
+    if replace and repeated:
+        # A name says which document a file replaces: the same name twice, and the second file would
+        # replace the first before either is processed.
+        raise InvalidInputError(
+            f"{named([repr(n) for n in repeated])} {'is' if len(repeated) == 1 else 'are'} given more than"
+            " once in this upload: with replace=true each file name says which document it replaces, so"
+            " send each name once."
+        )
     async with transaction(conn) as c:
         if not await share_collection(c, collection_id):  # a delete of it waits, or it is gone
             raise CollectionNotFoundError(f"no collection {str(collection_id)!r}")
@@ -80,7 +87,8 @@ async def create_upload_batch(
         tasks: dict[int, TaskRef] = {}
         for i in order:
             tasks[i] = await _add_or_replace(c, queue, batch_id, files[i], collection_id, targets[i])
-    return UploadResponse(batch_id=batch_id, tasks=[tasks[i] for i in range(len(files))])
+    warnings = [repeated_warning(repeated)] if repeated else []
+    return UploadResponse(batch_id=batch_id, tasks=[tasks[i] for i in range(len(files))], warnings=warnings)
 
 
 async def replace_document_file(
@@ -104,18 +112,6 @@ async def replace_document_file(
         )
         task = await _add_or_replace(c, queue, batch_id, f, collection_id, document_id)
     return UploadResponse(batch_id=batch_id, tasks=[task])
-
-
-def _refuse_repeated_names(files: Sequence[IncomingFile]) -> None:
-    """With `replace`, a name is what says which document a file replaces: the same name twice in one
-    upload would make the second file replace the first before either is processed."""
-    counts = Counter(f.filename for f in files)
-    repeated = sorted(name for name, n in counts.items() if n > 1)
-    if repeated:
-        raise InvalidInputError(
-            f"{', '.join(repr(n) for n in repeated[:5])} is given more than once in this upload: with "
-            "replace=true each file name says which document it replaces, so send each name once."
-        )
 
 
 async def _add_or_replace(

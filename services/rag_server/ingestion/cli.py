@@ -33,7 +33,6 @@ FINISHED = ("completed", "failed", "duplicate")
 _COUNTED = ("processing", "completed")  # the tasks whose chunks the bar counts (of a document still there)
 NAMES_SHOWN = 20  # lines naming files added beside a document of their name
 
-
 LIMITS = ("max_files_per_upload", "max_file_bytes", "max_request_bytes")
 
 
@@ -204,10 +203,7 @@ def ingest_paths(
             return 0
         statuses = _wait(client, batch_ids, len(files), collection)
     failed = [t for s in statuses for t in s.tasks if t.status == "failed"]
-    counts: dict[str, int] = {}
-    for s in statuses:
-        for status, n in s.counts.items():
-            counts[status] = counts.get(status, 0) + n
+    counts = sum((Counter[str](s.counts) for s in statuses), Counter[str]())
     print(", ".join(f"{n} {status}" for status, n in counts.items() if n), file=sys.stderr)
     for t in failed:
         print(f"failed: {t.filename}: {t.error}", file=sys.stderr)
@@ -343,7 +339,10 @@ def _upload(
     client: Client, group: list[LocalFile], collection: str, metadata: dict[str, Any] | None, replace: bool
 ) -> str:
     named = [(f.name, f.path) for f in group]
-    return str(client.upload(named, collection, metadata=metadata, replace=replace).batch_id)
+    answer = client.upload(named, collection, metadata=metadata, replace=replace)
+    for warning in answer.warnings:  # names as the server cleans them: two local names may become one
+        print(f"warning: {warning}", file=sys.stderr)
+    return str(answer.batch_id)
 
 
 def chunk_progress(statuses: Sequence[BatchStatus]) -> str:

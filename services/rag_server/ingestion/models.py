@@ -51,6 +51,12 @@ class TaskRef(BaseModel):
 class UploadResponse(BaseModel):
     batch_id: UUID
     tasks: list[TaskRef]
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Sentences about what was accepted but may not be what was meant: several files of "
+        "the same name (without replace=true, which refuses them) became documents sharing it. Empty "
+        "when there is nothing to say.",
+    )
 
 
 class Document(BaseModel):

@@ -6,6 +6,7 @@ API maps to 413 / 415 / 422; no HTTP types beyond that.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -119,17 +120,27 @@ def spooled_bytes(parts: Sequence[UploadFile | str]) -> int:
 
 
 async def read_upload(parts: Sequence[UploadFile | str], settings: Settings) -> list[IncomingFile]:
-    """Validate every part first (count, names, types, declared sizes), then read each with a limit."""
+    """Validate every part first (count, names, types, declared sizes), then read each with a limit.
+    Every file over the size limit and every empty one is named in the refusal, not just the first (a
+    caller fixing them one upload at a time); sizes win: any file too large is a 413 that also names
+    the empty ones, only empty ones a 422. Nothing is stored either way."""
     files = [p for p in parts if isinstance(p, UploadFile)]
     names = _check_parts(files, settings)
+    limit = settings.max_upload_bytes
+    too_large: list[tuple[str, int | None]] = []
+    empty: list[str] = []
     incoming: list[IncomingFile] = []
     for name, part in zip(names, files, strict=True):
-        content = await _read_limited(part, name, settings.max_upload_bytes)
-        if not content:  # before anything is stored: as a task it could only fail
-            raise InvalidInputError(f"{name} is empty (0 bytes): there is nothing in it to read.")
-        file_type = file_type_for(name)
-        assert file_type is not None  # checked by _check_parts
-        incoming.append(IncomingFile(name, file_type.name, file_type.content_type, content, None))
+        content = await _read_limited(part, limit)
+        if content is None:
+            too_large.append((name, None))
+        elif not content:  # before anything is stored: as a task it could only fail
+            empty.append(name)
+        else:
+            file_type = file_type_for(name)
+            assert file_type is not None  # checked by _check_parts
+            incoming.append(IncomingFile(name, file_type.name, file_type.content_type, content, None))
+    _refuse_bad_files(too_large, empty, limit)
     return incoming
 
 
@@ -144,24 +155,82 @@ def _check_parts(parts: Sequence[UploadFile], settings: Settings) -> list[str]:
     unsupported = [n for n in names if file_type_for(n) is None]
     if unsupported:
         raise UnsupportedTypeError(
-            f"Unsupported file type: {', '.join(unsupported[:10])}"
-            f"{' and others' if len(unsupported) > 10 else ''}. "
-            f"Supported: {', '.join(SUPPORTED_EXTENSIONS)}."
+            f"Unsupported file type: {named(unsupported)}. Supported: {', '.join(SUPPORTED_EXTENSIONS)}."
         )
-    for name, part in zip(names, parts, strict=True):
-        if part.size is not None and part.size > settings.max_upload_bytes:
-            size, most = _sizes(part.size, settings.max_upload_bytes)
-            raise TooLargeError(f"{name} is {size}, over the limit of {most}.")
+    limit = settings.max_upload_bytes
+    too_large = [
+        (n, p.size) for n, p in zip(names, parts, strict=True) if p.size is not None and p.size > limit
+    ]
+    if too_large:  # before reading a byte: the empty ones are told by their declared size too
+        _refuse_bad_files(too_large, [n for n, p in zip(names, parts, strict=True) if p.size == 0], limit)
     return names
 
 
-async def _read_limited(part: UploadFile, name: str, limit: int) -> bytes:
-    """Read the part counting bytes; stop as soon as it exceeds the limit."""
+MAX_NAMED = 10  # file names a refusal lists; "and N others" after them
+
+
+def named(names: Sequence[str]) -> str:
+    """At most MAX_NAMED of `names`, then how many more: a refusal of 1,000 files stays a sentence."""
+    shown = ", ".join(names[:MAX_NAMED])
+    rest = len(names) - MAX_NAMED
+    return f"{shown} and {rest} other{'s' if rest > 1 else ''}" if rest > 0 else shown
+
+
+def repeated_names(files: Sequence[IncomingFile]) -> list[str]:
+    """The (sanitised) names more than one file of the upload has, sorted."""
+    counts = Counter(f.filename for f in files)
+    return sorted(name for name, n in counts.items() if n > 1)
+
+
+def repeated_warning(repeated: Sequence[str]) -> str:
+    """An upload's warning (without replace=true, which refuses it) that names came more than once."""
+    some = len(repeated) > 1
+    return (
+        f"{named([repr(n) for n in repeated])} {'are each' if some else 'is'} the name of more than one file"
+        " of this upload: each file is a document of its own (one with the same bytes as another is a"
+        f" duplicate of it), and {'those' if some else 'these'} documents share the name. Send each name"
+        " once (a folder's path in the name tells files apart) to find them by name later."
+    )
+
+
+def _refuse_bad_files(too_large: Sequence[tuple[str, int | None]], empty: Sequence[str], limit: int) -> None:
+    """TooLargeError naming every file over `limit` (size: when known) and, after them, every empty one;
+    else InvalidInputError naming every empty file; else nothing."""
+    empty_part = ""
+    if len(empty) == 1:
+        empty_part = f"{empty[0]} is empty (0 bytes): there is nothing in it to read."
+    elif empty:
+        empty_part = f"{len(empty)} files are empty (0 bytes), with nothing in them to read: {named(empty)}."
+    if not too_large:
+        if empty:
+            raise InvalidInputError(empty_part)
+        return
+    if len(too_large) == 1:
+        name, size = too_large[0]
+        if size is None:
+            sentence = f"{name} is over the limit of {_mb(limit)}."
+        else:
+            shown, most = _sizes(size, limit)
+            sentence = f"{name} is {shown}, over the limit of {most}."
+    else:
+        # In bytes for all when MB would show one of them as the limit itself (see _sizes).
+        exact = any(size is not None and _mb(size) == _mb(limit) for _, size in too_large)
+        most = f"{limit:,} bytes" if exact else _mb(limit)
+        listed = [
+            name if size is None else f"{name} ({f'{size:,} bytes' if exact else _mb(size)})"
+            for name, size in too_large
+        ]
+        sentence = f"{len(too_large)} files are over the limit of {most} per file: {named(listed)}."
+    raise TooLargeError(f"{sentence} {empty_part}".rstrip())
+
+
+async def _read_limited(part: UploadFile, limit: int) -> bytes | None:
+    """The part's bytes, counted as they are read; None as soon as they exceed the limit."""
     buffer = bytearray()
     while chunk := await part.read(READ_CHUNK):
         buffer += chunk
         if len(buffer) > limit:
-            raise TooLargeError(f"{name} is over the limit of {_mb(limit)}.")
+            return None
     return bytes(buffer)
 
 

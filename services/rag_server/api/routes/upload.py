@@ -74,8 +74,9 @@ async def upload(
 ) -> UploadResponse:
     """Upload one or many files (multipart field `files`) into a collection (field `collection`, default
     `default`; unknown: 404), with optional `metadata` / `file_metadata` (JSON objects) and `replace`.
-    Returns the batch to poll. 409: `replace` names a document that is still being processed, or whose
-    name several documents share."""
+    Returns the batch to poll, and `warnings` (a name given by several files). 409: `replace` names a
+    document that is still being processed, or whose name several documents share. Every empty file and
+    every file over the size limit is named in the refusal (413 when any is too large, else 422)."""
     check_declared_size(request.headers.get("content-length"), settings)
     form = await read_upload_form(request, settings)
     try:
