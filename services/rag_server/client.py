@@ -222,7 +222,8 @@ class Client:
     ) -> BulkTaskResult:
         """POST /admin/tasks/retry (an admin key): every failed task of a batch, a collection or (`all`)
         every collection queued again; `skipped`: those that could not be, and why. Exactly one of the
-        three."""
+        three. `done` and `skipped` list the first 1,000 each (`truncated`); `done_count`, `skipped_count`
+        count them all."""
         return self._send(Calls.retry_tasks(batch_id, collection, all))
 
     def keys(self, *, include_revoked: bool = False, limit: int = 100, offset: int = 0) -> KeyList:

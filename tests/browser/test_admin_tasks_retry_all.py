@@ -52,8 +52,12 @@ async def test_retry_all_failed_is_one_request_for_every_collection(page: Page, 
         await expect(row.locator(".badge")).to_have_text("failed")
         await page.get_by_role("button", name="Retry all failed").click()
         dialog = page.get_by_role("dialog", name="Confirm")
-        await expect(dialog).to_contain_text("Retry 3 failed tasks in every collection?")
-        await dialog.get_by_role("button", name="Retry 3").click()
+        # The server counts what a retry would queue again: not the task whose document was deleted.
+        await expect(dialog).to_contain_text(
+            "3 failed tasks in every collection, 2 of them can be retried (the others stay failed, saying"
+            " why). Retry 2?"
+        )
+        await dialog.get_by_role("button", name="Retry 2").click()
         result = page.locator(".tasks-result")
         await expect(result.locator("p")).to_have_text("2 tasks queued again; 1 left as it was.")
         await expect(result.locator("li")).to_have_text(
@@ -116,3 +120,25 @@ async def test_a_refused_retry_all_does_not_say_tasks_were_queued_but_a_stopped_
     await expect(result.locator("li")).to_have_text(
         "Tasks retried before it stopped are queued again (the list shows them)."
     )
+
+
+async def test_retry_all_failed_says_when_none_of_them_can_be_retried(page: Page, stack: Stack) -> None:
+    """The only failed task of the collection lost its document: nothing to retry, and no dialog asking
+    to retry it (it asked "Retry 1 failed task?", then left it failed)."""
+    async with _api(stack) as api:
+        made = await api.post("/collections", json={"name": "rz"})
+        assert made.status_code == 201, made.text
+    gone = await upload_and_wait(
+        stack, {"broken-rz.pdf": b"%PDF-1.7\nnot a PDF \x00\xff rz"}, collection="rz"
+    )
+    async with _api(stack) as api:
+        assert (await api.delete(f"/documents/{gone['broken-rz.pdf']['document_id']}")).status_code == 204
+    await _open_tasks(page)
+    await page.goto(f"{stack.base_url}/#/admin/tasks?collection={made.json()['id']}")
+    await expect(page.locator('.tasks-table tr[data-name="broken-rz.pdf"] .badge')).to_have_text("failed")
+    await page.get_by_role("button", name="Retry all failed").click()
+    await expect(page.locator(".tasks-result p")).to_have_text(
+        "1 failed task in “rz”, none of which can be retried now (each one's Retry button says why):"
+        " nothing to retry."
+    )
+    await expect(page.get_by_role("dialog", name="Confirm")).to_have_count(0)

@@ -1217,7 +1217,13 @@ def test_a_task_refused_at_upload_is_not_retried_under_the_documents_name(
     cli = rag_server_cli(settings, "tasks", "retry", refused_id)
     assert cli.returncode == 1 and cli.stderr.strip().endswith(sentence), cli.stderr
     bulk = client.post("/admin/tasks/retry", json={"batch_id": again["batch_id"]})
-    assert bulk.json() == {"done": [], "skipped": [{"task_id": refused_id, "reason": sentence}]}, bulk.text
+    assert bulk.json() == {
+        "done": [],
+        "skipped": [{"task_id": refused_id, "reason": sentence}],
+        "done_count": 0,
+        "skipped_count": 1,
+        "truncated": False,
+    }, bulk.text
     assert_unchanged(client, database_url, doc_id, before, "margay")
     assert active_tasks(database_url, doc_id) == []
     assert messages_of(settings, database_url, refused_id) == 0

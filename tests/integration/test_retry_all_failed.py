@@ -20,7 +20,7 @@ from rag_server.client import AsyncClient, Client, ClientError
 from rag_server.config import Settings
 from rag_server.infra.runtime import Runtime
 from rag_server.infra.scoped_pool import DbScope, bind_scope, reset_scope
-from rag_server.ingestion import operations_bulk
+from rag_server.ingestion import operations_bulk, operations_models
 from rag_server.ingestion.operations_models import RetrySelection
 from tests.support.ingest import query, task_row
 from tests.support.processes import rag_server_cli
@@ -262,3 +262,51 @@ def test_the_cli_retries_every_failed_task(
         assert f"task {ref.task_id} queued again" in retried.stdout
     assert [t.status for t in admin.tasks(collection="cli-a").items] == ["queued"]
     assert [t.status for t in admin.tasks(collection="cli-b").items] == ["queued"]
+
+
+def test_the_listing_counts_the_failed_tasks_a_retry_would_queue_again(
+    admin: Client, database_url: str, tmp_path: Path
+) -> None:
+    """GET /admin/tasks' `retryable` (the web app's "Retry all failed" asks about it): the failed tasks a
+    retry queues again, not those it skips (document deleted, file missing, a duplicate listed failed)."""
+    admin.request("POST", "/collections", ok=201, json={"name": "counted"})
+    names = ["c-1.txt", "c-2.txt", "c-3.txt", "c-lost.txt", "c-gone.txt"]
+    tasks = uploaded(admin, tmp_path, "counted", names)
+    (tmp_path / "again").mkdir()  # the same bytes again: a duplicate, listed failed once c-1's task is
+    duplicate = uploaded(admin, tmp_path / "again", "counted", ["c-1.txt"])["c-1.txt"]
+    assert duplicate.status == "duplicate"
+    for ref in tasks.values():
+        fail(database_url, ref.task_id)
+    query(
+        database_url,
+        "DELETE FROM document_files WHERE document_id = %s RETURNING 1",
+        tasks["c-lost.txt"].document_id,
+    )
+    admin.delete_document(str(tasks["c-gone.txt"].document_id))
+    listing = admin.tasks(collection="counted", status="failed", limit=1)
+    assert (listing.total, listing.retryable) == (6, 3)
+    assert admin.retry_tasks(collection="counted").done_count == 3
+    after = admin.tasks(collection="counted", status="failed", limit=1)
+    assert (after.total, after.retryable) == (2, 0)
+
+
+def test_a_retrys_answer_lists_a_bounded_number_of_tasks_and_counts_them_all(
+    admin: Client, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer lists at most MAX_LISTED tasks of each kind, in id order (every id of a large store came
+    back: review L7); its counts are all of them."""
+    admin.request("POST", "/collections", ok=201, json={"name": "bounded"})
+    tasks = uploaded(admin, tmp_path, "bounded", ["b-1.txt", "b-2.txt", "b-3.txt", "b-gone.txt"])
+    for ref in tasks.values():
+        fail(database_url, ref.task_id)
+    admin.delete_document(str(tasks["b-gone.txt"].document_id))
+    # raising=False: a server without the bound fails on its answer below, not here.
+    monkeypatch.setattr(operations_models, "MAX_LISTED", 2, raising=False)
+
+    result = admin.retry_tasks(collection="bounded")
+
+    retried = sorted(tasks[n].task_id for n in ("b-1.txt", "b-2.txt", "b-3.txt"))
+    assert (result.done, result.done_count, result.truncated) == (retried[:2], 3, True)
+    assert [s.task_id for s in result.skipped] == [tasks["b-gone.txt"].task_id]
+    assert result.skipped_count == 1
+    assert {task_row(database_url, t)["status"] for t in retried} == {"queued"}

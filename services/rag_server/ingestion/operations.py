@@ -105,10 +105,29 @@ async def list_tasks(
         filtered = f"SELECT * FROM ({_tasks_sql(queue)}) x WHERE (NOT $5::boolean OR stuck_kind IS NOT NULL)"
         args: list[Any] = [status, collection_id, batch_id, None, stuck]
         total = await c.fetchval(f"SELECT count(*) FROM ({filtered}) y", *args)
+        retryable = await c.fetchval(
+            f"SELECT count(DISTINCT t.document_id) {_RETRYABLE.format(filtered)}", *args
+        )
         rows = await c.fetch(
             f"{filtered} ORDER BY created_at DESC, task_id LIMIT $6 OFFSET $7", *args, limit, offset
         )
-    return AdminTaskList(items=[_admin_task(r) for r in rows], total=int(total), limit=limit, offset=offset)
+    items = [_admin_task(r) for r in rows]
+    return AdminTaskList(items=items, total=int(total), retryable=int(retryable), limit=limit, offset=offset)
+
+
+# The failed tasks of a listing ({} its query) that retry_locked would queue again now: keep the two in
+# step (a listing's count of them is what the web app's "Retry all failed" asks about). One per document:
+# once one of its tasks is queued again, the document's other failed tasks are refused ("already queued
+# again"); a duplicate listed failed is never retried itself.
+_RETRYABLE = """
+    FROM ({}) x JOIN job_tasks t ON t.id = x.task_id JOIN documents d ON d.id = t.document_id
+    WHERE t.status = 'failed' AND t.msg_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM job_tasks o WHERE o.document_id = d.id AND o.id <> t.id
+                      AND o.status IN ('queued', 'processing'))
+      AND CASE WHEN t.replaces_version IS NULL
+               THEN d.status <> 'ready' AND EXISTS (SELECT 1 FROM document_files f WHERE f.document_id = d.id)
+               ELSE d.version = t.replaces_version AND t.new_content IS NOT NULL END
+"""
 
 
 async def get_task(conn: Executor, queue: IngestQueue, task_id: UUID) -> AdminTask:

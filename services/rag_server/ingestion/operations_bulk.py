@@ -22,7 +22,13 @@ from rag_server.ingestion.operations import (
     lock_tasks,
     retry_locked,
 )
-from rag_server.ingestion.operations_models import BulkTaskResult, RetrySelection, SkippedTask, TaskSelection
+from rag_server.ingestion.operations_models import (
+    BulkTaskResult,
+    Listed,
+    RetrySelection,
+    SkippedTask,
+    TaskSelection,
+)
 
 # Failed tasks retried per transaction (retry_tasks): the locks held and the rows read at once stay
 # bounded however many tasks failed.
@@ -66,8 +72,8 @@ async def retry_tasks(conn: Executor, queue: IngestQueue, selection: RetrySelect
     that fails (a 503) leaves the earlier ones done; calling again retries the rest (those are queued)."""
     async with connection(conn) as c:
         where, args = await _selected(c, selection)
-    done: list[UUID] = []
-    skipped: list[SkippedTask] = []
+    done: Listed[UUID] = Listed()  # the answer's lists are bounded, its counts exact
+    skipped: Listed[SkippedTask] = Listed()
     after, n = UUID(int=0), len(args)
     while True:
         async with transaction(conn) as c:
@@ -78,9 +84,9 @@ async def retry_tasks(conn: Executor, queue: IngestQueue, selection: RetrySelect
             for task in tasks:
                 refused = await retry_locked(c, queue, task)
                 if refused is None:
-                    done.append(task["id"])
+                    done.add(task["id"])
                 else:
-                    skipped.append(SkippedTask(task_id=task["id"], reason=refused))
+                    skipped.add(SkippedTask(task_id=task["id"], reason=refused))
         if len(tasks) < RETRY_SLICE:
             break
         after = tasks[-1]["id"]
@@ -99,11 +105,11 @@ async def retry_tasks(conn: Executor, queue: IngestQueue, selection: RetrySelect
             )
             for task in duplicates:
                 reason = await duplicate_refusal(c, task, "retry")
-                skipped.append(SkippedTask(task_id=task["id"], reason=reason))
+                skipped.add(SkippedTask(task_id=task["id"], reason=reason))
         if len(duplicates) < RETRY_SLICE:
             break
         after = duplicates[-1]["id"]
-    return BulkTaskResult(done=done, skipped=skipped)
+    return BulkTaskResult.of(done, skipped)
 
 
 async def cancel_tasks(
@@ -115,4 +121,7 @@ async def cancel_tasks(
         await _lock_documents(c, tasks)
         for task in tasks:
             await cancel_locked(c, queue, task, cancel_reason(by))
-    return BulkTaskResult(done=[t["id"] for t in tasks], skipped=[])
+    done: Listed[UUID] = Listed()
+    for task in tasks:
+        done.add(task["id"])
+    return BulkTaskResult.of(done, Listed())

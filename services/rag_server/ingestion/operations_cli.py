@@ -141,7 +141,9 @@ def _print_bulk(result: Any, verb: str) -> None:
         print(f"task {task_id} {verb}")
     for skipped in result.skipped:
         print(f"task {skipped.task_id} skipped: {skipped.reason}")
-    print(f"{len(result.done)} {verb}, {len(result.skipped)} skipped")
+    if result.truncated:  # the lists stop at MAX_LISTED each; the counts are all of them
+        print(f"(the first {len(result.done)} {verb} and {len(result.skipped)} skipped are listed)")
+    print(f"{result.done_count} {verb}, {result.skipped_count} skipped")
 
 
 def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:

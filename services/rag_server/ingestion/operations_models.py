@@ -3,8 +3,9 @@ routes and `rag-server tasks|queue` show."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
@@ -48,6 +49,11 @@ class AdminTask(BaseModel):
 class AdminTaskList(BaseModel):
     items: list[AdminTask]
     total: int
+    retryable: int = Field(
+        description="Of the tasks the filters select (every page), how many a retry would queue again "
+        "now: failed ones whose document is still there with its file, not ready nor queued again (one "
+        "per document). POST /admin/tasks/retry skips the other failed ones, saying why."
+    )
     limit: int
     offset: int
 
@@ -92,9 +98,50 @@ class SkippedTask(BaseModel):
     reason: str
 
 
+# Tasks a bulk answer lists of each kind (done, skipped): retrying every failed task of a large store
+# listed them all, however many (review L7). Its counts stay exact.
+MAX_LISTED = 1000
+
+T = TypeVar("T")
+
+
+@dataclass
+class Listed(Generic[T]):
+    """Items counted, the first MAX_LISTED of them kept."""
+
+    items: list[T] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, item: T) -> None:
+        self.count += 1
+        if len(self.items) < MAX_LISTED:
+            self.items.append(item)
+
+
 class BulkTaskResult(BaseModel):
-    done: list[UUID] = Field(description="The tasks retried (queued again) or cancelled.")
-    skipped: list[SkippedTask] = Field(description="Tasks selected but left as they were, and why.")
+    done: list[UUID] = Field(
+        description="The tasks retried (queued again) or cancelled, in id order: the first 1,000 "
+        "(`done_count`: all of them)."
+    )
+    skipped: list[SkippedTask] = Field(
+        description="Tasks selected but left as they were, and why: the first 1,000 (`skipped_count`)."
+    )
+    done_count: int = Field(description="How many tasks were retried or cancelled.")
+    skipped_count: int = Field(description="How many tasks were left as they were.")
+    truncated: bool = Field(
+        description="true: `done` or `skipped` lists only the first 1,000 of its tasks (the counts are "
+        "exact)."
+    )
+
+    @classmethod
+    def of(cls, done: Listed[UUID], skipped: Listed[SkippedTask]) -> BulkTaskResult:
+        return cls(
+            done=done.items,
+            skipped=skipped.items,
+            done_count=done.count,
+            skipped_count=skipped.count,
+            truncated=done.count > len(done.items) or skipped.count > len(skipped.items),
+        )
 
 
 class ArchivedMessage(BaseModel):

@@ -43,7 +43,8 @@ async def list_tasks(
     offset: OffsetQuery = 0,
 ) -> AdminTaskList:
     """Tasks, newest first; `stuck` names why a task does not move (a processing task whose worker is not
-    running, a queued task whose queue message is missing)."""
+    running, a queued task whose queue message is missing). `retryable`: how many of the tasks selected
+    (every page) POST /admin/tasks/retry would queue again now."""
     return await operations.list_tasks(
         pool,
         queue,
@@ -61,7 +62,8 @@ async def retry_tasks(body: RetrySelection, pool: PoolDep, queue: QueueDep) -> B
     """Every failed task of a batch (`batch_id`), a collection (`collection`) or every collection
     (`"all": true`) queued again, without uploading again; those that cannot be (file missing, document
     deleted or queued again, refused at upload) are skipped. Exactly one of the three, else 422. In
-    slices of a few hundred tasks, a transaction each."""
+    slices of a few hundred tasks, a transaction each. `done` and `skipped` list the first 1,000 each
+    (`truncated`), `done_count` and `skipped_count` count them all."""
     return await operations_bulk.retry_tasks(pool, queue, body)
 
 

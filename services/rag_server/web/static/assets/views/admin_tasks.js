@@ -198,13 +198,14 @@ export function tasksSection(ctx) {
   }
 
   // Every failed task of the collection filtered by, else of every collection the key reaches: how many is
-  // asked first, and said in the confirmation; then ONE request retries them all (the server goes through
-  // them in slices) and says which it left as they were, and why.
+  // asked first, and how many of them a retry would queue again (the server counts them: a task whose
+  // document was deleted stays failed), said in the confirmation; then ONE request retries them all (the
+  // server goes through them in slices) and says which it left as they were, and why.
   async function retryAllFailed() {
     const chosen = ctx.collections.find((c) => c.id === params.collection);
-    let total;
+    let total, retryable;
     try {
-      ({ total } = await api("/admin/tasks", { query: { status: "failed", collection: params.collection, limit: 1 } }));
+      ({ total, retryable } = await api("/admin/tasks", { query: { status: "failed", collection: params.collection, limit: 1 } }));
     } catch (err) {
       say(`Nothing was retried: ${err.message}`, [], "error");
       return;
@@ -214,8 +215,14 @@ export function tasksSection(ctx) {
       say(`No failed task ${where}: nothing to retry.`);
       return;
     }
-    const question = `Retry ${plural(total, "failed task", "failed tasks")} ${where}? Their stored files are processed anew.`;
-    if (!(await confirmDialog(question, `Retry ${total}`))) return;
+    if (!retryable) {
+      say(`${plural(total, "failed task", "failed tasks")} ${where}, none of which can be retried now (each one's Retry button says why): nothing to retry.`);
+      return;
+    }
+    const question = retryable === total
+      ? `Retry ${plural(total, "failed task", "failed tasks")} ${where}? Their stored files are processed anew.`
+      : `${plural(total, "failed task", "failed tasks")} ${where}, ${retryable} of them can be retried (the others stay failed, saying why). Retry ${retryable}? Their stored files are processed anew.`;
+    if (!(await confirmDialog(question, `Retry ${retryable}`))) return;
     let answer;
     try {
       const json = params.collection ? { collection: params.collection } : { all: true };
@@ -229,9 +236,12 @@ export function tasksSection(ctx) {
       await load();
       return;
     }
+    // The answer lists at most 1,000 of each (`truncated`); its counts are all of them.
     const skipped = answer.skipped.map((s) => s.reason);
-    const parts = [`${plural(answer.done.length, "task", "tasks")} queued again`];
-    if (skipped.length) parts.push(`${skipped.length} left as ${skipped.length === 1 ? "it was" : "they were"}`);
+    const parts = [`${plural(answer.done_count, "task", "tasks")} queued again`];
+    const left = answer.skipped_count;
+    if (left) parts.push(`${left} left as ${left === 1 ? "it was" : "they were"}`);
+    if (left > skipped.length) skipped.push(`… and ${left - skipped.length} more.`);
     say(`${parts.join("; ")}.`, skipped);
     await load();
   }
