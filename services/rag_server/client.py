@@ -125,7 +125,8 @@ class Client:
     ) -> UploadResponse:
         """POST /upload. `paths`: a path, or (the document's name, which may hold folders, path);
         `metadata`: every file's; `file_metadata`: by file name, on top; `replace`: a file named like a
-        stored document of the collection replaces its file."""
+        stored document of the collection replaces its file. The answer's `warnings`: names given by
+        several files (each became a document of that name; with `replace`, a ClientError 422)."""
         return self._send(Calls.upload(paths, collection, metadata, file_metadata, replace))
 
     def replace_file(
