@@ -1,9 +1,10 @@
 """GET /documents?sort=name: natural order, as file managers give it (digit runs compared as numbers,
-case ignored, ties by id), the same with or without a text filter, in both directions, and pages that
-add up to the whole list.
+case and Latin accents ignored, ties by id), the same with or without a text filter, in both directions,
+and pages that add up to the whole list.
 
 Plain text order put "a10" before "a2" and "chapter 10.pdf" before "chapter 2.pdf" (migration 0022:
-`documents.name_key`)."""
+`documents.name_key`); a byte order of the name put "Émile.pdf" after "Zeta.pdf" (0033: the key folds
+accents as BM25 does). Other scripts keep their order among themselves, after the Latin names."""
 
 from __future__ import annotations
 
@@ -15,27 +16,38 @@ import pytest
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
 
-# Ascending natural order; "file 007" and "file 7" are one number (their order: their ids).
-NATURAL = [
-    f"{stem}.txt"
-    for stem in (
-        "0",
-        "a2",
-        "A3",
-        "a10",
-        "b",
-        "chapter 2",
-        "Chapter 9",
-        "chapter 10",
-        "file 007",
-        "file 7",
-        "file 8",
-        "x99999999999999999999y",  # 20 digits
-        "x100000000000000000000y",  # 21 digits: past any fixed padding
-        "x00000000000000000000000000123456789012345678901234567890z",  # leading zeros, 54 digits
+# Ascending natural order, a group per key: the names of a group tie ("file 007" and "file 7" are one
+# number, "école" is "ecole"), their order is their ids'.
+GROUPS = [
+    tuple(f"{stem}.txt" for stem in group)
+    for group in (
+        ("0",),
+        ("a2",),
+        ("À3",),  # à is a
+        ("a10",),
+        ("b",),
+        ("chapter 2",),
+        ("Chapter 9",),
+        ("chapter 10",),
+        ("ecole", "école", "École"),
+        ("Émile",),
+        ("file 007", "file 7"),
+        ("file 8",),
+        ("Łódź",),  # Ł is L
+        ("Ørsted 2",),  # Ø is o
+        ("orsted 10",),
+        ("Straße 1",),  # ß is ss
+        ("strasse 2",),
+        ("x99999999999999999999y",),  # 20 digits
+        ("x100000000000000000000y",),  # 21 digits: past any fixed padding
+        ("x00000000000000000000000000123456789012345678901234567890z",),  # leading zeros, 54 digits
+        ("Zeta",),
+        ("Ωmega",),  # Greek (U+03C9 once lowered), then Cyrillic, then CJK: their UTF-8 bytes, as before
+        ("ёлка",),
+        ("東京",),
     )
 ]
-TIED = {"file 007.txt", "file 7.txt"}
+NATURAL = [name for group in GROUPS for name in group]
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +63,10 @@ async def ids(runtime: Runtime) -> dict[str, str]:
 
 
 def expected(ids: dict[str, str], descending: bool) -> list[str]:
-    """NATURAL (or reversed), its tie ordered by id ascending either way (the listing's tie-break)."""
-    names = NATURAL[::-1] if descending else list(NATURAL)
-    at = names.index("file 7.txt" if descending else "file 007.txt")
-    names[at : at + 2] = sorted(TIED, key=lambda name: ids[name])
-    return names
+    """The groups in order (or reversed), each group's names by id ascending either way (the listing's
+    tie-break)."""
+    groups = GROUPS[::-1] if descending else GROUPS
+    return [name for group in groups for name in sorted(group, key=lambda name: ids[name])]
 
 
 async def listing(client: httpx.AsyncClient, **params: Any) -> dict[str, Any]:

@@ -147,7 +147,7 @@ async def check_duplicates(
 
 
 _SORT_SQL = {
-    "name": "name_key",  # natural order (migration 0022: rag_name_key)
+    "name": "name_key",  # natural order, accents folded (migrations 0022, 0033: rag_name_key)
     "uploaded": "created_at",
     "chunks": "chunk_count",
     "size": "size_bytes",
