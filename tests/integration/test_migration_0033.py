@@ -34,6 +34,7 @@ FOLDED = {
     "Việt Nam.txt": "viet nam.txt",
     "Ax\u0301e.txt": "axe.txt",  # a mark after a Latin letter that has no composed form with it
     unicodedata.normalize("NFD", "Crème brûlée.txt"): "creme brulee.txt",  # stored decomposed
+    "Отчёт café.txt": "Отчёт cafe.txt",  # the Cyrillic ё keeps its mark
 }
 # Names with nothing to fold: their keys do not change.
 KEPT = [
