@@ -118,9 +118,37 @@ export function formatBytes(n) {
   return `${unit ? value.toFixed(1) : value} ${UNITS[unit]}`;
 }
 
-export function formatDate(iso) {
-  const date = new Date(iso);
-  return Number.isNaN(date.getTime()) ? "" : date.toLocaleString();
+// Times and dates: one style on every page, in the browser's time zone, the same whatever its language
+// (three pages wrote them three ways: a 12-hour clock, a 24-hour one, the locale's whole date and time).
+// Shown: `HH:MM` today (`HH:MM:SS` with `seconds`), `Mon D` this year, `YYYY-MM-DD` before; the full
+// `YYYY-MM-DD HH:MM:SS` on hover (title), and the exact instant in <time datetime>.
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const pad = (n) => String(n).padStart(2, "0");
+const asDate = (value) => {
+  const date = value instanceof Date ? value : new Date(value);
+  return value === null || value === undefined || Number.isNaN(date.getTime()) ? null : date;
+};
+const ymd = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+const hm = (d, seconds) => `${pad(d.getHours())}:${pad(d.getMinutes())}${seconds ? `:${pad(d.getSeconds())}` : ""}`;
+
+// The full date and time ("2026-12-07 22:14:05"); "" for no date.
+export function fullTime(value) {
+  const d = asDate(value);
+  return d ? `${ymd(d)} ${hm(d, true)}` : "";
+}
+
+// The short form of the page ("22:14", "Dec 7", "2025-03-04"); "" for no date.
+export function formatTime(value, { seconds = false, now = new Date() } = {}) {
+  const d = asDate(value);
+  if (!d) return "";
+  if (ymd(d) === ymd(now)) return hm(d, seconds);
+  return d.getFullYear() === now.getFullYear() ? `${MONTHS[d.getMonth()]} ${d.getDate()}` : ymd(d);
+}
+
+// <time> of `value` in the short form, the full one on hover; null for no date.
+export function timeNode(value, { seconds = false, ...props } = {}) {
+  const d = asDate(value);
+  return d ? h("time", { datetime: d.toISOString(), title: fullTime(d), ...props }, formatTime(d, { seconds })) : null;
 }
 
 export function formatMs(ms) {

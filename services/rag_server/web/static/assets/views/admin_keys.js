@@ -3,7 +3,7 @@
 // key is stored: a lost key is revoked and made again.
 
 import { api, ApiError, COLLECTION_NOT_FOUND } from "../api.js";
-import { clear, confirmDialog, focusNear, formatDate, h, rowIndex, toast } from "../dom.js";
+import { clear, confirmDialog, focusNear, h, rowIndex, timeNode, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
 import { lastPageInstead, pageOf, pager } from "./pager.js";
 
@@ -96,7 +96,7 @@ export function keysSection(ctx) {
   // A key limited to collections all deleted since reaches none: said so (an empty cell said nothing).
   const collectionsOf = (key) =>
     !key.collections ? h("span", { class: "muted" }, "every collection") : key.collections.join(", ") || h("span", { class: "muted" }, "none (deleted)");
-  const when = (iso) => (iso ? h("time", { datetime: iso }, formatDate(iso)) : h("span", { class: "muted" }, "never"));
+  const when = (iso) => timeNode(iso) ?? h("span", { class: "muted" }, "never");
 
   function row(key) {
     const mine = key.name === ctx.status.key.name;

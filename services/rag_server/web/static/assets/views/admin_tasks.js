@@ -7,7 +7,7 @@
 // The API: GET /admin/tasks, POST /admin/tasks/{id}/retry|cancel, POST /admin/tasks/retry.
 
 import { ApiError, api } from "../api.js";
-import { clear, confirmDialog, formatDate, h, plural } from "../dom.js";
+import { clear, confirmDialog, h, plural, timeNode } from "../dom.js";
 import { href, navigate } from "../router.js";
 import { lastPageInstead, pageOf, pager } from "./pager.js";
 
@@ -30,7 +30,7 @@ function tasksHref(params, changes = {}) {
   return href("admin", "tasks", query);
 }
 
-const when = (iso) => (iso ? h("time", { datetime: iso }, formatDate(iso)) : null);
+const when = (iso) => timeNode(iso);
 
 export function tasksSection(ctx) {
   let params = { status: "", collection: "", page: 1 };

@@ -4,7 +4,7 @@
 // (GET /chat/sessions?q=: words beginning words of a title or of a message) narrows both lists.
 
 import { api, download } from "../api.js";
-import { confirmDialog, h, toast } from "../dom.js";
+import { confirmDialog, h, timeNode, toast } from "../dom.js";
 import { icon } from "../icons.js";
 import { href, navigate } from "../router.js";
 
@@ -18,15 +18,6 @@ const HAS_WORD = /[\p{L}\p{N}]/u;
 
 export function sessionTitle(session) {
   return session?.title || "New chat";
-}
-
-function shortDate(iso) {
-  const date = new Date(iso);
-  if (Number.isNaN(date.getTime())) return "";
-  const today = new Date();
-  return date.toDateString() === today.toDateString()
-    ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
-    : date.toLocaleDateString([], { month: "short", day: "numeric" });
 }
 
 // One paged list of sessions (active or archived) inside `container`.
@@ -291,7 +282,7 @@ export function createSidebar({ onNew, temporary, currentId, onPicked }) {
       // The sidebar cuts a long title (one line, an ellipsis): the whole of it shows on hover.
       { class: "session-link", href: href("chat", session.id), title: name, "aria-current": currentId() === session.id ? "page" : null },
       h("span", { class: "session-title" }, name),
-      h("span", { class: "session-date" }, shortDate(session.last_active_at)),
+      h("span", { class: "session-date" }, timeNode(session.last_active_at)),
     );
     link.addEventListener("click", () => onPicked());
     const item = h("li", { class: "session-item", dataset: { id: session.id } }, link);

@@ -3,7 +3,7 @@
 // replace the file with a new version.
 
 import { api, ApiError } from "../api.js";
-import { announce, cutText, formatBytes, formatDate, h, toast } from "../dom.js";
+import { announce, cutText, formatBytes, h, timeNode, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
 import { canonical, chunkNumber, chunkPlace, chunkSection, deleteDocument, downloadDocument, fill, GONE, nameParts, statusBadge, typedFilter } from "./document_common.js";
 import { metadataSection } from "./document_metadata.js";
@@ -251,9 +251,9 @@ export function mountDetail(root, ctx, route, backHref) {
         ...fact("Size", formatBytes(doc.size_bytes)),
         ...fact("Chunks", String(doc.chunk_count)),
         ...fact("Version", String(doc.version)),
-        ...(doc.replaced_at ? fact("Replaced", formatDate(doc.replaced_at)) : []),
-        ...fact("Uploaded", formatDate(doc.created_at)),
-        ...fact("Updated", formatDate(doc.updated_at)),
+        ...(doc.replaced_at ? fact("Replaced", timeNode(doc.replaced_at)) : []),
+        ...fact("Uploaded", timeNode(doc.created_at)),
+        ...fact("Updated", timeNode(doc.updated_at)),
         ...fact("Content type", doc.content_type),
         ...fact("SHA-256", h("code", { class: "hash" }, doc.sha256)),
       ),

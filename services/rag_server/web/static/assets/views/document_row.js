@@ -1,7 +1,7 @@
 // A row of the Documents list: its name (a link to its page, its error when it failed), type, status,
 // chunks, size, upload time, Download and, for editors, Delete and its selection checkbox.
 
-import { formatBytes, formatDate, h } from "../dom.js";
+import { formatBytes, h, timeNode } from "../dom.js";
 import { href } from "../router.js";
 import { downloadDocument, nameParts, statusBadge } from "./document_common.js";
 
@@ -50,7 +50,7 @@ export function documentRow(doc, onDelete, selection) {
     h("td", {}, statusBadge(doc.status)),
     h("td", { class: "num" }, String(doc.chunk_count)),
     h("td", { class: "num" }, formatBytes(doc.size_bytes)),
-    h("td", { class: "nowrap" }, h("time", { datetime: doc.created_at }, formatDate(doc.created_at))),
+    h("td", { class: "nowrap" }, timeNode(doc.created_at)),
     h("td", {}, actions),
   );
 }

@@ -3,7 +3,7 @@
 // and the answer shows the time each stage took: what hybrid adds is visible hit by hit.
 
 import { api } from "../api.js";
-import { clear, cutText, formatDate, formatMs, h, announce } from "../dom.js";
+import { clear, cutText, formatMs, fullTime, h, announce } from "../dom.js";
 import { href, navigate } from "../router.js";
 import { chunkNumber, chunkPlace, chunkSection, documentExists, FILE_TYPES } from "./document_common.js";
 import { highlighted } from "./highlight.js";
@@ -271,7 +271,7 @@ export function mount(root, ctx, route) {
   function docLabels(items) {
     const counts = new Map();
     for (const d of items) counts.set(d.filename, (counts.get(d.filename) || 0) + 1);
-    const label = (d) => (counts.get(d.filename) > 1 ? `${d.filename} (uploaded ${formatDate(d.created_at)}, id ${d.id.slice(0, 8)})` : d.filename);
+    const label = (d) => (counts.get(d.filename) > 1 ? `${d.filename} (uploaded ${fullTime(d.created_at)}, id ${d.id.slice(0, 8)})` : d.filename);
     return new Map(items.map((d) => [d.id, label(d)]));
   }
 

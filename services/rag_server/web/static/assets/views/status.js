@@ -1,11 +1,12 @@
 // What the server runs on and how busy ingestion is; refreshed every few seconds while shown. A refresh
 // that fails keeps the facts last known, marked with their time, and an alert says so until one succeeds.
 
-import { clear, h } from "../dom.js";
+import { clear, formatTime, h, timeNode } from "../dom.js";
 
 const REFRESH_MS = 5000;
 
-const clock = (date) => date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+// With its seconds: the facts are refreshed every 5 s (the app's one time style otherwise: dom.js).
+const clock = (date) => formatTime(date, { seconds: true });
 
 function row(label, value) {
   return [h("dt", {}, label), h("dd", {}, value)];
@@ -33,7 +34,7 @@ export function mount(root, ctx) {
       ...row("Version", s.version),
     );
     list.classList.remove("stale");
-    updated.textContent = `Updated ${clock(ctx.statusAt)}`;
+    updated.replaceChildren("Updated ", timeNode(ctx.statusAt, { seconds: true }));
     alert.textContent = "";
   }
 
@@ -42,7 +43,7 @@ export function mount(root, ctx) {
   function showStale(err) {
     const at = clock(ctx.statusAt);
     list.classList.add("stale");
-    updated.textContent = `As of ${at}: not current`;
+    updated.replaceChildren("As of ", timeNode(ctx.statusAt, { seconds: true }), ": not current");
     const text = `The facts shown are from ${at} and could not be refreshed: ${err.message}`;
     // Every 5 s the same failure: announced once, not at each attempt.
     if (alert.textContent !== text) alert.textContent = text;
