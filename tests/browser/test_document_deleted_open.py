@@ -47,7 +47,7 @@ async def test_a_chat_about_a_document_deleted_meanwhile_says_it_is_gone(
     document_id = tasks["glaciers.txt"]["document_id"]
     await page.goto(f"{stack.base_url}/#/chat?doc={document_id}")
     first = await ask(page, "How do glaciers carve valleys?")
-    await expect(first).to_contain_text("1 source")
+    await expect(first).to_contain_text("1 cited source")
     await _delete(stack, document_id)
     await ask(page, "And how fast do they flow?")
     await expect(page.get_by_text("“glaciers.txt” no longer exists").first).to_be_visible()

@@ -5,7 +5,7 @@
 // llmError?, condensedQuery? (the standalone question a follow-up was searched as), streaming?: bool}.
 
 import { download } from "../api.js";
-import { append, h, showModal, toast } from "../dom.js";
+import { append, h, plural, showModal, toast } from "../dom.js";
 import { renderMarkdown } from "../markdown.js";
 import { href } from "../router.js";
 import { chunkPlace, chunkPlaceFact, chunkSection } from "./document_common.js";
@@ -117,32 +117,60 @@ export function renderAnswerBody(body, message) {
   }
 }
 
-function sourceList(sources) {
+// The numbers of `message`'s sources its answer cites: its [n] markers, read as the answer shows them
+// (markdown.js: not those in code). The API lists every passage retrieved for the answer.
+function citedNumbers(message) {
+  const known = new Set(message.sources.map((s) => s.n));
+  const cited = new Set();
+  renderMarkdown(message.content, { citation: (n) => (known.has(n) ? (cited.add(n), document.createTextNode("")) : null) });
+  return cited;
+}
+
+function sourceChip(s, cited) {
+  const button = h(
+    "button",
+    {
+      type: "button",
+      class: cited ? "source-chip" : "source-chip uncited",
+      "aria-label": `Open source ${s.n}${cited ? "" : " (not cited)"}: ${where(s)}`,
+    },
+    h("span", { class: "cite-number" }, String(s.n)),
+    h("span", { class: "source-name" }, where(s)),
+    chunkSection(s, "source-section"),
+    s.document_deleted
+      ? h("span", { class: "badge warn deleted-source", title: "This document has since been deleted" }, "deleted")
+      : null,
+    s.stale ? h("span", { class: "badge warn stale-source", title: earlierVersion(s) }, "earlier version") : null,
+    h("span", { class: "source-score" }, Number(s.score).toFixed(2)),
+  );
+  button.addEventListener("click", () => openPassage(s, button));
+  return h("li", {}, button);
+}
+
+// The passages retrieved for the answer: those it cites first (their numbers are its [n]), then the others,
+// said to be retrieved only. "5 sources" under an answer citing [1] and [3] read as five cited.
+function sourceList(message) {
+  const sources = message.sources;
   if (!sources?.length) return null;
+  const numbers = citedNumbers(message);
+  const cited = sources.filter((s) => numbers.has(s.n));
+  const others = sources.filter((s) => !numbers.has(s.n));
+  const retrieved = plural(sources.length, "source", "sources");
+  const summary = !others.length
+    ? `${plural(cited.length, "cited source", "cited sources")}`
+    : cited.length
+      ? `${cited.length} cited · ${retrieved} retrieved`
+      : `${retrieved} retrieved, none cited`;
+  const group = (label, items, isCited) => [
+    h("p", { class: "source-group muted small", "aria-hidden": "true" }, label),
+    h("ol", { class: `source-list${isCited ? " cited" : " uncited"}`, "aria-label": label }, items.map((s) => sourceChip(s, isCited))),
+  ];
   return h(
     "details",
     { class: "sources" },
-    h("summary", {}, `${sources.length} source${sources.length === 1 ? "" : "s"}`),
-    h(
-      "ol",
-      { class: "source-list" },
-      sources.map((s) => {
-        const button = h(
-          "button",
-          { type: "button", class: "source-chip", "aria-label": `Open source ${s.n}: ${where(s)}` },
-          h("span", { class: "cite-number" }, String(s.n)),
-          h("span", { class: "source-name" }, where(s)),
-          chunkSection(s, "source-section"),
-          s.document_deleted
-            ? h("span", { class: "badge warn deleted-source", title: "This document has since been deleted" }, "deleted")
-            : null,
-          s.stale ? h("span", { class: "badge warn stale-source", title: earlierVersion(s) }, "earlier version") : null,
-          h("span", { class: "source-score" }, Number(s.score).toFixed(2)),
-        );
-        button.addEventListener("click", () => openPassage(s, button));
-        return h("li", {}, button);
-      }),
-    ),
+    h("summary", {}, summary),
+    cited.length ? group("Cited in the answer", cited, true) : null,
+    others.length ? group(cited.length ? "Also retrieved, not cited" : "Retrieved, not cited", others, false) : null,
   );
 }
 
@@ -181,7 +209,7 @@ export function renderAnswerFooter(footer, message) {
       message.mode === "extractive" ? h("span", { class: "badge warn", title: "Quoted from the sources, no LLM" }, "Extractive answer") : null,
       copyButton,
     ),
-    sourceList(message.sources),
+    sourceList(message),
   ]);
 }
 
