@@ -15,6 +15,7 @@ import { unsentUploads } from "./upload.js";
 import * as admin from "./views/admin.js";
 import * as chat from "./views/chat.js";
 import * as documents from "./views/documents.js";
+import * as noCollection from "./views/no_collection.js";
 import * as search from "./views/search.js";
 import * as status from "./views/status.js";
 
@@ -102,26 +103,10 @@ function render() {
   const root = h("div", { class: `view view-${route.view}` });
   main.append(root);
   if (NEED_COLLECTION.has(route.view) && !ctx.collections.length) {
-    showNoCollection(root);
-    current = { name: route.view, view: {} };
+    current = { name: route.view, view: noCollection.mount(root, ctx, remount) };
     return;
   }
   current = { name: route.view, view: VIEWS[route.view].mount(root, ctx, route) || {} };
-}
-
-// A key whose every collection was deleted (or that was given none it may still read): the views of a
-// collection showed `default`, which it cannot read ("Answers come from the 'default' collection", "no
-// collection 'default'"), and asked the API for it. One sentence instead, and no request.
-function showNoCollection(root) {
-  root.append(
-    h(
-      "section",
-      { class: "card narrow", "aria-labelledby": "no-collection-title" },
-      h("h1", { id: "no-collection-title" }, "No collection"),
-      h("p", {}, "This API key can reach no collection: there is nothing to search, chat about or list."),
-      h("p", { class: "muted" }, "Ask an admin to give it access to a collection."),
-    ),
-  );
 }
 
 function remount() {
