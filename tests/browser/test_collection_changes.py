@@ -228,10 +228,11 @@ async def test_a_link_to_a_document_of_a_collection_made_after_the_tab_opened_se
 async def test_a_dialog_open_when_its_collection_is_renamed_elsewhere_goes_with_its_view(
     page: Page, stack: Stack, page_console: Console
 ) -> None:
-    """ "Set metadata" of selected documents, open while the collection is renamed elsewhere: its save is
-    a 404 "no collection 'x'", the tab follows the new name and shows the view again, without the
-    selection, but the dialog stayed open over it, modal (the focus on the body), and each "Set
-    metadata" was sent to the old name again: the same 404, for as long as one tried. QA, 2026-12-07."""
+    """ "Set metadata" of selected documents, open while the collection is renamed elsewhere: the tab
+    follows the new name and shows the view again, without the selection, and no dialog stays open over
+    it. It stayed, modal (the focus on the body), and each "Set metadata" was sent to the old name again:
+    a 404, for as long as one tried (QA, 2026-12-07). The save now names the collection by id and is done
+    (test_documents_collection_renamed.py); the list's refresh under the old name is the 404 followed."""
     page_console.allow("404")
     async with await _admin(stack) as api:
         created = await api.post("/collections", json={"name": "flocks"})

@@ -6,11 +6,12 @@ import { api, ApiError, SELECTION_CHANGED } from "../api.js";
 import { h, plural, showModal, toast } from "../dom.js";
 import { parseJsonObject } from "./document_common.js";
 
+// collection: the name the title shows; collectionId: the one the request names (a rename meanwhile).
 // target: {docs} (rows picked) or {matching: the API selection, count: the N confirmed}, with `label` ("3
 // documents"). Resolves true once the metadata is set, false when the dialog is closed without it, and
 // the ApiError when the API refused "all matching" as no longer holding `count` documents (409
 // selection_changed: nothing was set; the dialog closes, the caller says why).
-export function setSelectedMetadata(collection, target) {
+export function setSelectedMetadata(collection, collectionId, target) {
   return new Promise((resolve) => {
     const area = h("textarea", { id: "bulk-metadata-input", rows: 5, spellcheck: "false", placeholder: '{"team": "a"}', "aria-describedby": "bulk-metadata-error" });
     const mode = (value, label, checked) =>
@@ -63,11 +64,11 @@ export function setSelectedMetadata(collection, target) {
       pending = target.matching
         ? api("/documents/metadata/matching", {
             method: "POST",
-            json: { collection, ...target.matching, expected_count: target.count, mode: how, set: parsed.value },
+            json: { collection: collectionId, ...target.matching, expected_count: target.count, mode: how, set: parsed.value },
           })
         : api("/documents/metadata", {
             method: "POST",
-            json: { collection, mode: how, documents: target.docs.map((d) => ({ id: d.id, metadata: parsed.value })) },
+            json: { collection: collectionId, mode: how, documents: target.docs.map((d) => ({ id: d.id, metadata: parsed.value })) },
           });
       try {
         result = await pending;

@@ -31,9 +31,10 @@ export function matchingSelection(params) {
   return Object.keys(selection).length ? selection : null;
 }
 
-// tableBody: the rows (checkboxes in td.pick); onDone(): the list to load again; focusAfter: where the
-// focus goes after a delete.
-export function documentSelection({ collection, tableBody, focusAfter, onDone }) {
+// collection: the name shown; collectionId: the collection the actions name (by id: one renamed since the
+// list opened, and another given its name meanwhile, was the one acted on). tableBody: the rows
+// (checkboxes in td.pick); onDone(): the list to load again; focusAfter: where the focus goes after a delete.
+export function documentSelection({ collection, collectionId, tableBody, focusAfter, onDone }) {
   const selected = new Map(); // id -> document
   const shown = new Map(); // the page's documents by id, which the select-all box picks from
   let page = { total: 0, selection: null }; // the list's total and its API selection (null: none)
@@ -124,7 +125,9 @@ export function documentSelection({ collection, tableBody, focusAfter, onDone })
       "Delete",
     );
     if (!ok) return;
-    const body = t.matching ? { collection, ...t.matching, expected_count: t.count } : { collection, ids: t.docs.map((d) => d.id) };
+    const body = t.matching
+      ? { collection: collectionId, ...t.matching, expected_count: t.count }
+      : { collection: collectionId, ids: t.docs.map((d) => d.id) };
     try {
       const result = await api("/documents/delete", { method: "POST", json: body });
       const gone = result.not_deleted.length ? `; ${plural(result.not_deleted.length, "was", "were")} already gone` : "";
@@ -155,7 +158,7 @@ export function documentSelection({ collection, tableBody, focusAfter, onDone })
   deleteSelected.addEventListener("click", deleteTarget);
   // The selection stays: the rows' new metadata may be what the next step (a delete, a filter) uses.
   editSelected.addEventListener("click", async () => {
-    const outcome = await setSelectedMetadata(collection, target());
+    const outcome = await setSelectedMetadata(collection, collectionId, target());
     if (changed(outcome)) {
       selectionChanged("Set metadata", outcome);
       return;

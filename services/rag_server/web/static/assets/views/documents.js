@@ -59,7 +59,7 @@ function mountList(root, ctx, route) {
 
   // Editors select rows of the page shown, or every document matching the filters, and delete them or
   // set their metadata together (document_selection.js).
-  const picks = canEdit ? documentSelection({ collection: ctx.collection, tableBody, focusAfter: heading, onDone: () => load() }) : null;
+  const picks = canEdit ? documentSelection({ collection: ctx.collection, collectionId: ctx.collectionId, tableBody, focusAfter: heading, onDone: () => load() }) : null;
 
   let panel = null;
   const uploadButton = canEdit
