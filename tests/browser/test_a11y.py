@@ -110,6 +110,8 @@ async def walk_views(audit: Audit, stack: Stack, phone: bool) -> None:
     await box.press("Enter")
     citation = page.locator(".answer-body .cite").first
     await expect(page.get_by_role("button", name="Copy answer")).to_be_visible(timeout=60_000)
+    await page.locator(".sources summary").click()  # the cited and the retrieved-only sources
+    await expect(page.locator(".source-chip.uncited").first).to_be_visible()
     await audit.check("chat with an answer")
     await citation.click()
     await expect(page.get_by_role("dialog")).to_be_visible()
