@@ -75,6 +75,8 @@ async def views(browser: Browser, stack: Stack, out: Path, scheme: str) -> None:
     await page.get_by_role("button", name="Send").click()
     citation = page.get_by_role("button", name="Source 1", exact=False).first
     await citation.wait_for()
+    await page.get_by_role("button", name="Copy answer").wait_for()
+    await page.locator(".sources summary").click()  # the cited sources, then those only retrieved
     await shoot(page, out, "chat", scheme)
     await citation.click()
     await page.get_by_role("dialog").wait_for()
