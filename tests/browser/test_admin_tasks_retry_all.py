@@ -54,7 +54,7 @@ async def test_retry_all_failed_is_one_request_for_every_collection(page: Page, 
         dialog = page.get_by_role("dialog", name="Confirm")
         # The server counts what a retry would queue again: not the task whose document was deleted.
         await expect(dialog).to_contain_text(
-            "3 failed tasks in every collection, 2 of them can be retried (the others stay failed, saying"
+            "3 failed tasks in every collection, 2 of them can be retried (a retry skips the others, saying"
             " why). Retry 2?"
         )
         await dialog.get_by_role("button", name="Retry 2").click()

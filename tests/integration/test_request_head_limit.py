@@ -268,3 +268,21 @@ def test_a_request_that_is_not_http_is_a_json_400(server: Proc, request_line: by
     assert json.loads(body)["detail"].startswith(
         "The request is not valid HTTP/1.1 (Invalid HTTP request received)"
     )
+
+
+def test_a_request_that_is_not_http_after_one_still_answered_is_refused_after_its_answer(
+    short_head_time: int,
+) -> None:
+    """uvicorn wrote its 400 at once, in place of the answer to the request before it (pipelined): the
+    client took it for that request's answer, though that request ran (review)."""
+    with socket.create_connection(("127.0.0.1", short_head_time), timeout=20) as sock:
+        sock.sendall(b"GET /first HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        time.sleep(0.3)  # read and under way (SLOW_ANSWER_S)
+        sock.sendall("GET /café HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        answer = read_to_close(sock)
+    first, _, rest = answer.partition(b"\r\n\r\nok")
+    assert first.startswith(b"HTTP/1.1 200 OK"), answer[:300]
+    assert rest.startswith(b"HTTP/1.1 400 Bad Request"), answer[:300]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["detail"].startswith(
+        "The request is not valid HTTP/1.1"
+    )

@@ -40,16 +40,22 @@ def _next_uid() -> int:
 
 
 def test_processes_creating_the_user_together_create_it_once(throwaway_user: str) -> None:
+    ensure_system_user()  # the embedded server's own, made first: the only other user the suite creates
     expected_uid = _next_uid()
     spawn = multiprocessing.get_context("spawn")
     start, uids = spawn.Barrier(PROCESSES), spawn.Queue()
     together = (throwaway_user, start, uids)
     processes = [spawn.Process(target=_ensure_together, args=together) for _ in range(PROCESSES)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(60)
-        assert process.exitcode == 0
+    try:
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(60)
+            assert process.exitcode == 0
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
     seen = {uids.get(timeout=5) for _ in processes}
     # Each extra `useradd` would have taken the next uid and replaced the user.
     assert pwd.getpwnam(throwaway_user).pw_uid == expected_uid

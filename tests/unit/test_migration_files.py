@@ -36,3 +36,13 @@ def test_each_revision_is_its_file_name_and_follows_the_one_before() -> None:
     # Nothing else in the folder is a migration Alembic would load.
     others = {p.name for p in (MIGRATIONS_DIR / "versions").glob("*.py")} - {p.name for p in files}
     assert others <= {"__init__.py"}
+
+
+def test_a_server_older_than_postgresql_17_is_refused_before_any_migration_with_its_version() -> None:
+    from rag_server.infra.migrations import unsupported_server
+
+    assert unsupported_server(170000) is None
+    assert unsupported_server(180004) is None
+    said = unsupported_server(160009)
+    assert said is not None
+    assert said.startswith("the database server is PostgreSQL 16; rag-server needs PostgreSQL 17 or later")

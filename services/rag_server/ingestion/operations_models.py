@@ -120,17 +120,18 @@ class Listed(Generic[T]):
 
 class BulkTaskResult(BaseModel):
     done: list[UUID] = Field(
-        description="The tasks retried (queued again) or cancelled, in id order: the first 1,000 "
+        description=f"The tasks retried (queued again) or cancelled, in id order: the first {MAX_LISTED:,} "
         "(`done_count`: all of them)."
     )
     skipped: list[SkippedTask] = Field(
-        description="Tasks selected but left as they were, and why: the first 1,000 (`skipped_count`)."
+        description=f"Tasks selected but left as they were, and why: the first {MAX_LISTED:,} "
+        "(`skipped_count`)."
     )
     done_count: int = Field(description="How many tasks were retried or cancelled.")
     skipped_count: int = Field(description="How many tasks were left as they were.")
     truncated: bool = Field(
-        description="true: `done` or `skipped` lists only the first 1,000 of its tasks (the counts are "
-        "exact)."
+        description=f"true: `done` or `skipped` lists only the first {MAX_LISTED:,} of its tasks (the "
+        "counts are exact)."
     )
 
     @classmethod

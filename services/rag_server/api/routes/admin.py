@@ -43,8 +43,9 @@ async def list_tasks(
     offset: OffsetQuery = 0,
 ) -> AdminTaskList:
     """Tasks, newest first; `stuck` names why a task does not move (a processing task whose worker is not
-    running, a queued task whose queue message is missing). `retryable`: how many of the tasks selected
-    (every page) POST /admin/tasks/retry would queue again now."""
+    running, a queued task whose queue message is missing). `retryable`: how many of the failed tasks listed
+    (every page) a retry would queue again now (POST /admin/tasks/retry selects by batch, collection or
+    all, not by these filters)."""
     return await operations.list_tasks(
         pool,
         queue,

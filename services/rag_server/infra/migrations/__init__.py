@@ -67,6 +67,24 @@ def newer_schema(revisions: Iterable[str]) -> str | None:
     )
 
 
+# The oldest PostgreSQL the migrations run on: 0033 recomputes a generated column with ALTER COLUMN ...
+# SET EXPRESSION, new in 17 (the embedded server is 18, ParadeDB's image 18).
+MIN_SERVER_VERSION_NUM = 170000
+
+
+def unsupported_server(version_num: int) -> str | None:
+    """Why a server of this `server_version_num` cannot be migrated, else None: said before a migration
+    starts, not as the syntax error of one of them half-way through an upgrade."""
+    if version_num >= MIN_SERVER_VERSION_NUM:
+        return None
+    major = version_num // 10000
+    return (
+        f"the database server is PostgreSQL {major}; rag-server needs PostgreSQL "
+        f"{MIN_SERVER_VERSION_NUM // 10000} or later (with pgvector and pgmq): upgrade the server, or unset "
+        "DATABASE_URL to use the embedded one"
+    )
+
+
 def upgrade_to_head(database_url: str, settings: Settings) -> None:
     """Blocking; call through asyncio.to_thread from async code."""
     from alembic import command

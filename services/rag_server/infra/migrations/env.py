@@ -9,7 +9,7 @@ from sqlalchemy.exc import OperationalError
 
 from rag_server.infra.capabilities import SchemaMismatchError
 from rag_server.infra.embeddings import check_new_database_dim
-from rag_server.infra.migrations import ADVISORY_LOCK_KEY, newer_schema
+from rag_server.infra.migrations import ADVISORY_LOCK_KEY, newer_schema, unsupported_server
 from rag_server.infra.migrations.helpers import migration_settings
 from rag_server.infra.migrations.runtime_role import ensure_runtime_role
 
@@ -49,7 +49,8 @@ def run_migrations_online() -> None:
         try:
             context.configure(connection=connection, transaction_per_migration=True)
             heads = context.get_context().get_current_heads()
-            if said := newer_schema(heads):
+            version_num = int(connection.exec_driver_sql("SHOW server_version_num").scalar_one())
+            if said := unsupported_server(version_num) or newer_schema(heads):
                 raise SchemaMismatchError(said)
             if not heads:  # a new database: 0001 fixes its vectors' size for good
                 check_new_database_dim(migration_settings())

@@ -23,14 +23,14 @@ fold for them), Cyrillic and CJK names 19.7 us (one call of the fold and its reg
 with accented letters 33.4 us (`rag_fold_accents` alone: 17.9 us for those, 4.2 us the call of it).
 
 The column is recomputed by `ALTER TABLE documents ALTER COLUMN name_key SET EXPRESSION` (PostgreSQL 17
-on: ParadeDB's 17, the embedded 18), with the same expression: it rewrites the table and its indexes
-under an ACCESS EXCLUSIVE lock and leaves no dead row versions (an UPDATE would write a new version of
-every row and leave the old ones to vacuum); the column's statistics, which the rewrite drops, are gathered
-again at once (ANALYZE of that column: 0.06-0.09 s). 100,000 documents (half with ASCII names, a
-quarter accented, a quarter Cyrillic and CJK), same machine: the upgrade 3.3-3.8 s (2.5 s of CPU; the
-same rewrite keeping 0022's key takes 2.1-2.6 s), the downgrade about 2.5 s (a whole Alembic run, the
-process's start included: 4.1 s up, 2.9-3.4 s down); the table is locked
-meanwhile (the migration runs before the servers start).
+on; ParadeDB's image and the embedded server are 18; an older server is refused before any migration),
+with the same expression: it rewrites the table and its indexes under an ACCESS EXCLUSIVE lock and leaves
+no dead row versions (an UPDATE would write a new version of every row and leave the old ones to vacuum);
+the column's statistics, which the rewrite drops, are gathered again at once (ANALYZE of that column:
+0.06-0.09 s). 100,000 documents (half with ASCII names, a quarter accented, a quarter Cyrillic and CJK),
+same machine: the upgrade 3.3-3.8 s (2.5 s of CPU; the same rewrite keeping 0022's key takes 2.1-2.6 s),
+the downgrade about 2.5 s (a whole Alembic run, the process's start included: 4.1 s up, 2.9-3.4 s down);
+the table is locked meanwhile (the migration runs before the servers start).
 
 The downgrade puts back 0022's function (its text, read from 0022's file), recomputes the column again and
 drops `rag_fold_accents`.

@@ -30,7 +30,6 @@ function tasksHref(params, changes = {}) {
   return href("admin", "tasks", query);
 }
 
-const when = (iso) => timeNode(iso);
 
 export function tasksSection(ctx) {
   let params = { status: "", collection: "", page: 1 };
@@ -123,7 +122,7 @@ export function tasksSection(ctx) {
     const reason = task.error || task.stuck;
     const times = [["Created", task.created_at], ["Started", task.started_at], ["Finished", task.finished_at]]
       .filter(([, iso]) => iso)
-      .map(([label, iso]) => h("div", { class: "nowrap" }, h("span", { class: "muted" }, `${label} `), when(iso)));
+      .map(([label, iso]) => h("div", { class: "nowrap" }, h("span", { class: "muted" }, `${label} `), timeNode(iso)));
     return h(
       "tr",
       { "data-id": task.task_id, "data-name": task.filename },
@@ -221,7 +220,7 @@ export function tasksSection(ctx) {
     }
     const question = retryable === total
       ? `Retry ${plural(total, "failed task", "failed tasks")} ${where}? Their stored files are processed anew.`
-      : `${plural(total, "failed task", "failed tasks")} ${where}, ${retryable} of them can be retried (the others stay failed, saying why). Retry ${retryable}? Their stored files are processed anew.`;
+      : `${plural(total, "failed task", "failed tasks")} ${where}, ${retryable} of them can be retried (a retry skips the others, saying why). Retry ${retryable}? Their stored files are processed anew.`;
     if (!(await confirmDialog(question, `Retry ${retryable}`))) return;
     let answer;
     try {

@@ -6,7 +6,6 @@ import { clear, formatTime, h, timeNode } from "../dom.js";
 const REFRESH_MS = 5000;
 
 // With its seconds: the facts are refreshed every 5 s (the app's one time style otherwise: dom.js).
-const clock = (date) => formatTime(date, { seconds: true });
 
 function row(label, value) {
   return [h("dt", {}, label), h("dd", {}, value)];
@@ -41,7 +40,7 @@ export function mount(root, ctx) {
   // A failed refresh used to put its error where the time was: the facts above looked current (a queue of
   // 0 when the server had gone). They stay, as what was known then, and say so.
   function showStale(err) {
-    const at = clock(ctx.statusAt);
+    const at = formatTime(ctx.statusAt, { seconds: true });
     list.classList.add("stale");
     updated.replaceChildren("As of ", timeNode(ctx.statusAt, { seconds: true }), ": not current");
     const text = `The facts shown are from ${at} and could not be refreshed: ${err.message}`;
