@@ -113,6 +113,7 @@ CALLS = [
     Call("DELETE", "/collections/{target}", "admin"),
     Call("POST", "/keys", "admin", {"name": "made", "role": "reader"}),
     Call("GET", "/keys", "admin"),
+    Call("PATCH", "/keys/{key_name}", "admin", {"collections": ["alpha", "beta"]}),
     Call("DELETE", "/keys/{key_name}", "admin"),
     Call("GET", "/admin/tasks", "admin"),
     Call("POST", "/admin/tasks/retry", "admin", {"batch_id": "{target_batch}"}),

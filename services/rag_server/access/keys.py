@@ -1,4 +1,5 @@
-"""All API key SQL: create (the key is returned once, its sha256 stored), list, revoke, authenticate.
+"""All API key SQL: create (the key is returned once, its sha256 stored), list, change a key's access,
+revoke, authenticate.
 
 Keys are 256 random bits, so a plain sha256 is the right hash (a slow password hash buys nothing
 against a guess space of 2^256 and would cost every request). Reading and writing `api_keys` needs an
@@ -10,12 +11,29 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from uuid import UUID
 
 import asyncpg
 
-from rag_server.access.models import KEY_PREFIX, OPEN, ApiKey, CreatedKey, CreateKey, KeyList, Principal
+from rag_server.access.models import (
+    KEY_PREFIX,
+    OPEN,
+    ApiKey,
+    CreatedKey,
+    CreateKey,
+    KeyList,
+    Principal,
+    UpdateKey,
+)
+from rag_server.collections.locks import share_collection
 from rag_server.collections.store import resolve_ids
-from rag_server.errors import ConflictError, NotFoundError, UnauthenticatedError
+from rag_server.errors import (
+    CollectionNotFoundError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    UnauthenticatedError,
+)
 from rag_server.infra.database import Executor, connection, transaction
 
 BOOTSTRAP_KEY_NAME = "bootstrap-admin"
@@ -81,6 +99,87 @@ async def list_keys(
         )
     items = [ApiKey.model_validate(dict(r)) for r in rows]
     return KeyList(items=items, total=int(total), limit=limit, offset=offset)
+
+
+async def update_key(conn: Executor, name: str, body: UpdateKey) -> ApiKey:
+    """Change the active key's role, its collections (the new set replaces the old), or both, in one
+    transaction. The key keeps its secret; authentication reads the key on every request, so its next
+    request has the new access. NotFoundError: no active key of that name, or an unknown collection;
+    InvalidInputError: collections for an admin key, or none for a key leaving admin; ConflictError:
+    demoting the last active admin key (nobody could manage keys through the API any more)."""
+    async with transaction(conn) as c:
+        # The key's row, and on a demotion every active admin's, locked in id order: two admins demoting
+        # each other at once would otherwise both see the other one left, and leave none. NO KEY UPDATE:
+        # the key's own requests go on meanwhile (a new chat session references the row: KEY SHARE).
+        demoting = body.role is not None and body.role != "admin"
+        rows = await c.fetch(
+            """SELECT id, name, role, all_collections FROM api_keys
+               WHERE revoked_at IS NULL AND (name = $1 OR ($2 AND role = 'admin'))
+               ORDER BY id FOR NO KEY UPDATE""",
+            name,
+            demoting,
+        )
+        key = next((r for r in rows if r["name"] == name), None)
+        if key is None:
+            raise NotFoundError(f"no active key named {name!r}")
+        role = body.role or key["role"]
+        if role == "admin":
+            if body.collections is not None:
+                raise InvalidInputError(
+                    f"{name!r} is an admin key, which reaches every collection: give no collections, or a "
+                    "role (editor or reader) with them",
+                    "collections",
+                )
+            collection_ids = None
+        elif body.collections is None:
+            if key["role"] == "admin":
+                raise InvalidInputError(
+                    f"{name!r} is an admin key, which reaches every collection: a {role} key needs "
+                    "`collections` too (the ones it may reach)",
+                    "collections",
+                )
+            collection_ids = None if key["all_collections"] else await _collections_of(c, key["id"])
+        else:
+            collection_ids = await _held_collections(c, body.collections)
+        if key["role"] == "admin" and role != "admin" and sum(r["role"] == "admin" for r in rows) == 1:
+            raise ConflictError(
+                f"{name!r} is the last active admin key: demoting it would leave nobody to manage keys "
+                "and collections; make another admin key first"
+            )
+        await c.execute(
+            "UPDATE api_keys SET role = $2, all_collections = $3 WHERE id = $1",
+            key["id"],
+            role,
+            collection_ids is None,
+        )
+        await c.execute(
+            """DELETE FROM api_key_collections WHERE key_id = $1
+               AND NOT (collection_id = ANY ($2::uuid[]))""",
+            key["id"],
+            collection_ids or [],
+        )
+        await c.execute(
+            """INSERT INTO api_key_collections (key_id, collection_id) SELECT $1, unnest($2::uuid[])
+               ON CONFLICT DO NOTHING""",
+            key["id"],
+            collection_ids or [],
+        )
+        return await _get(c, "k.id = $1", key["id"])
+
+
+async def _collections_of(conn: Executor, key_id: UUID) -> list[UUID]:
+    rows = await conn.fetch("SELECT collection_id FROM api_key_collections WHERE key_id = $1", key_id)
+    return [r["collection_id"] for r in rows]
+
+
+async def _held_collections(conn: Executor, refs: list[str]) -> list[UUID]:
+    """The collections named, each row held (FOR KEY SHARE, in id order) to the end of the transaction,
+    as a write into a collection holds it: a concurrent delete of one waits, or is seen (a 404)."""
+    ids = sorted(await resolve_ids(conn, refs))
+    for collection_id in ids:
+        if not await share_collection(conn, collection_id):
+            raise CollectionNotFoundError(f"no collection {str(collection_id)!r} (deleted meanwhile)")
+    return ids
 
 
 async def revoke_key(conn: Executor, name: str) -> ApiKey:

@@ -44,6 +44,24 @@ class CreateKey(BaseModel):
         return self
 
 
+class UpdateKey(BaseModel):
+    """A key's new access (PATCH /keys/{name}): its role, its collections (replacing the old set), or both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role | None = None
+    # Names or ids, as CreateKey's; None: the key's own stay (an admin's: none, it reaches every one).
+    collections: list[CollectionRef] | None = Field(default=None, min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _something_and_admins_reach_everything(self) -> UpdateKey:
+        if self.role is None and self.collections is None:
+            raise ValueError("give a role, collections or both: nothing to change")
+        if self.role == "admin" and self.collections is not None:
+            raise ValueError("an admin key reaches every collection: give no collections")
+        return self
+
+
 class ApiKey(BaseModel):
     id: UUID
     name: str
