@@ -23,7 +23,7 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
-from rag_server.access.models import KeyList
+from rag_server.access.models import ApiKey, KeyList
 from rag_server.chat.models import QueryResponse, SessionList
 from rag_server.client_calls import Call, Calls, FileToSend
 from rag_server.client_errors import ClientError
@@ -231,6 +231,13 @@ class Client:
         """GET /keys (an admin key): a page of the API keys by name, `total` all of them."""
         return self._send(Calls.keys(include_revoked, limit, offset))
 
+    def update_key(
+        self, name: str, *, role: str | None = None, collections: Sequence[str] | None = None
+    ) -> ApiKey:
+        """PATCH /keys/{name} (an admin key): the active key's new role, collections (replacing its
+        own), or both; the key itself stays the same. Refused: a ClientError with its status."""
+        return self._send(Calls.update_key(name, role, collections))
+
 
 class AsyncClient:
     """The same API for asyncio code."""
@@ -380,3 +387,8 @@ class AsyncClient:
     async def keys(self, *, include_revoked: bool = False, limit: int = 100, offset: int = 0) -> KeyList:
         """GET /keys (an admin key): a page of the API keys by name, `total` all of them."""
         return await self._send(Calls.keys(include_revoked, limit, offset))
+
+    async def update_key(
+        self, name: str, *, role: str | None = None, collections: Sequence[str] | None = None
+    ) -> ApiKey:
+        return await self._send(Calls.update_key(name, role, collections))

@@ -8,11 +8,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
 
-from rag_server.access.models import KeyList
+from rag_server.access.models import ApiKey, KeyList
 from rag_server.chat.models import QueryResponse, SessionList
 from rag_server.client_errors import ClientError
 from rag_server.ingestion.models import (
@@ -221,6 +222,16 @@ class Calls:
         if include_revoked:
             query["include_revoked"] = "true"
         return Call("GET", "/keys", _model(KeyList), kwargs={"params": query})
+
+    @staticmethod
+    def update_key(name: str, role: str | None, collections: Sequence[str] | None) -> Call[ApiKey]:
+        body: dict[str, Any] = {}
+        if role is not None:
+            body["role"] = role
+        if collections is not None:
+            body["collections"] = list(collections)
+        path = f"/keys/{quote(name, safe='')}"
+        return Call("PATCH", path, _model(ApiKey), kwargs={"json": body})
 
 
 def _selection(

@@ -4,18 +4,23 @@ and its next request has the new access (authentication reads the key on every r
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import httpx
 import pytest
 
 from rag_server.access import keys
 from rag_server.access.models import CreateKey, UpdateKey
+from rag_server.client import AsyncClient, Client, ClientError
 from rag_server.collections import store
 from rag_server.collections.models import CreateCollection
+from rag_server.config import Settings
 from rag_server.errors import ConflictError
 from rag_server.infra.database import transaction
 from rag_server.infra.runtime import Runtime
 from rag_server.ingestion.pipeline import DirectDocument, ingest_documents_direct
+from tests.support.processes import settings_env
 
 TEXT = "Zebrafish regenerate heart muscle after injury; the regeneration starts within days."
 
@@ -200,3 +205,52 @@ async def test_two_admins_demoting_each_other_at_once_leave_one(
         await second
     listed = {k.name: k.role for k in (await keys.list_keys(runtime.pool)).items}
     assert listed["boss"] == "admin" and listed["other-admin"] == "reader"
+
+
+async def test_keys_update_on_the_command_line(made: dict[str, str], settings: Settings) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "rag_server", "keys", "update", *args],
+            env=settings_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    done = await asyncio.to_thread(cli, "reed", "--role", "editor", "--collections", "alpha, gamma")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "key 'reed' is now an editor key for alpha, gamma"
+    for args, says in (
+        (("reed", "--collections", "nope"), "error: no collection 'nope'"),
+        (("nobody", "--role", "reader"), "error: no active key named 'nobody'"),
+        (
+            ("boss", "--role", "reader", "--collections", "alpha"),
+            "error: 'boss' is the last active admin key",
+        ),
+        (("reed",), "error: give a role, collections or both"),
+    ):
+        refused = await asyncio.to_thread(cli, *args)
+        assert refused.returncode != 0 and refused.stdout == "", refused.stdout + refused.stderr
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and errors[0].startswith(says), refused.stderr
+
+
+async def test_the_clients_update_a_key(
+    app_client: httpx.AsyncClient, made: dict[str, str], live_app_url: str
+) -> None:
+    def sync_update() -> str:
+        with Client(live_app_url, api_key=made["boss"]) as client:
+            updated = client.update_key("reed", role="reader", collections=["beta"])
+            assert (updated.role, updated.collections) == ("reader", ["beta"])
+            with pytest.raises(ClientError) as refused:
+                client.update_key("reed", collections=["nope"])
+            assert refused.value.status == 404 and refused.value.code == "collection_not_found"
+            return updated.name
+
+    assert await asyncio.to_thread(sync_update) == "reed"
+    async with AsyncClient(live_app_url, api_key=made["boss"]) as aclient:
+        updated = await aclient.update_key("reed", collections=["alpha", "beta"])
+        assert updated.collections == ["alpha", "beta"] and updated.role == "reader"
+        with pytest.raises(ClientError) as refused:
+            await aclient.update_key("boss", role="reader", collections=["alpha"])
+        assert refused.value.status == 409 and "last active admin key" in str(refused.value)

@@ -1,4 +1,4 @@
-"""`rag-server keys create|list|revoke`: straight on the database (open_runtime), no server needed."""
+"""`rag-server keys create|list|update|revoke`: straight on the database (open_runtime), no server needed."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rag_server.infra.runtime import Runtime, run_with_runtime
 
 
 def register_keys_command(sub: Any) -> None:
-    p = sub.add_parser("keys", help="create, list or revoke API keys", description=__doc__)
+    p = sub.add_parser("keys", help="create, list, update or revoke API keys", description=__doc__)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="a new key, printed once on the last line")
     create.set_defaults(handler=cmd_create, creates_database=True)
@@ -28,6 +28,15 @@ def register_keys_command(sub: Any) -> None:
         "--limit", type=whole_number(1, 10_000), default=None, help="at most this many (default: every key)"
     )
     listing.add_argument("--offset", type=whole_number(0, 2**31 - 1), default=0, help="keys to skip")
+    update = actions.add_parser(
+        "update", help="change an active key's role or collections (the key itself stays the same)"
+    )
+    update.set_defaults(handler=cmd_update)
+    update.add_argument("name", help="the active key's name")
+    update.add_argument("--role", default=None, choices=["reader", "editor", "admin"], help="its new role")
+    update.add_argument(
+        "--collections", default=None, help="comma-separated names or ids: replace the key's collections"
+    )
     revoke = actions.add_parser("revoke", help="revoke the active key of this name, at once")
     revoke.set_defaults(handler=cmd_revoke)
     revoke.add_argument("name")
@@ -54,6 +63,30 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
         print(f"created {created.role} key {created.name!r} for {reach}")
         print("store it now: it is shown this once (only its hash is kept)")
         print(created.key)
+
+    return run_with_runtime(settings, work)
+
+
+def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
+    from pydantic import ValidationError
+
+    from rag_server.access.keys import update_key
+    from rag_server.access.models import UpdateKey
+    from rag_server.cli_args import refusal
+
+    collections = None if args.collections is None else [c.strip() for c in args.collections.split(",")]
+    try:
+        body = UpdateKey(role=args.role, collections=collections)
+    except ValidationError as exc:
+        labels = {"role": "--role", "collections": "--collections"}
+        print(f"error: {refusal(exc, UpdateKey, labels)}", file=sys.stderr)
+        return 1
+
+    async def work(runtime: Runtime) -> None:
+        updated = await update_key(runtime.pool, args.name, body)
+        reach = "every collection" if updated.collections is None else ", ".join(updated.collections)
+        article = "an" if updated.role[0] in "aeiou" else "a"
+        print(f"key {updated.name!r} is now {article} {updated.role} key for {reach}")
 
     return run_with_runtime(settings, work)
 
