@@ -1,21 +1,16 @@
 // The Admin view's API keys: the list (role, collections, last use; revoked ones on request) a page at a time
-// (pager.js: #/admin?page=2), a form for a new key (shown once, with Copy) and revoke. Only a hash of each
-// key is stored: a lost key is revoked and made again.
+// (pager.js: #/admin?page=2), a form for a new key (shown once, with Copy), its access changed in place
+// (admin_key_access.js) and revoke. Only a hash of each key is stored: a lost key is revoked and made again.
 
 import { api, ApiError, COLLECTION_NOT_FOUND } from "../api.js";
 import { clear, confirmDialog, focusNear, h, rowIndex, timeNode, toast } from "../dom.js";
 import { href, navigate } from "../router.js";
+import { editKeyAccess, ROLES } from "./admin_key_access.js";
 import { lastPageInstead, pageOf, pager } from "./pager.js";
 
 // Keys a page (GET /keys pages by up to 500): a long list of keys no longer comes in one answer.
 const PER = 50;
 const keysHref = (page) => href("admin", null, page > 1 ? { page } : null);
-
-const ROLES = [
-  ["reader", "reader (search, chat, read)"],
-  ["editor", "editor (+ upload, edit, delete)"],
-  ["admin", "admin (+ collections, keys)"],
-];
 
 export function keysSection(ctx) {
   let page = 1;
@@ -102,7 +97,10 @@ export function keysSection(ctx) {
     const mine = key.name === ctx.status.key.name;
     const end = key.revoked_at
       ? h("span", { class: "badge error" }, "revoked")
-      : h("button", { type: "button", class: "quiet danger-text", "aria-label": `Revoke ${key.name}`, onclick: () => revoke(key, mine) }, "Revoke");
+      : [
+          h("button", { type: "button", class: "quiet", "aria-label": `Edit access of ${key.name}`, onclick: () => editAccess(key, mine) }, "Edit access"),
+          h("button", { type: "button", class: "quiet danger-text", "aria-label": `Revoke ${key.name}`, onclick: () => revoke(key, mine) }, "Revoke"),
+        ];
     return h(
       "tr",
       { "data-name": key.name },
@@ -138,6 +136,20 @@ export function keysSection(ctx) {
     clear(body).append(...(data.items.length ? data.items.map(row) : [none]));
     paging.show({ page, per: PER, total: data.total, count: data.items.length, text: "Keys" });
     paging.el.hidden = !data.total;
+  }
+
+  async function editAccess(key, mine) {
+    const saved = await editKeyAccess(key, ctx, mine);
+    if (!saved) return;
+    toast(`Access of ${saved.name} saved: ${saved.role}, ${saved.collections ? saved.collections.join(", ") : "every collection"}.`);
+    // This tab's own key no longer an admin's: the app starts again with what it may do now.
+    if (mine && saved.role !== "admin") {
+      location.reload();
+      return;
+    }
+    const index = rowIndex(body, key.name);
+    await load();
+    if (el.isConnected) focusNear(body, index, 'button[aria-label^="Edit access of "]', el.querySelector("#keys-title"));
   }
 
   async function revoke(key, mine) {
