@@ -254,3 +254,26 @@ async def test_the_clients_update_a_key(
         with pytest.raises(ClientError) as refused:
             await aclient.update_key("boss", role="reader", collections=["alpha"])
         assert refused.value.status == 409 and "last active admin key" in str(refused.value)
+
+
+async def test_a_key_of_every_collection_keeps_it_and_one_made_admin_keeps_no_list(
+    app_client: httpx.AsyncClient, made: dict[str, str], runtime: Runtime
+) -> None:
+    boss = bearer(made["boss"])
+    every = await app_client.post("/keys", json={"name": "all-reader", "role": "reader"}, headers=boss)
+    r = await patch(app_client, made, "all-reader", {"role": "editor"})
+    assert r.status_code == 200 and r.json()["collections"] is None, r.text
+    hits = (await searched(app_client, every.json()["key"], ["alpha", "gamma"])).json()["results"]
+    assert {h["document_id"] for h in hits} == {made["alpha_doc"], made["gamma_doc"]}
+    # Limited, then admin, then limited again: only the last list counts, nothing of the first is left.
+    assert (
+        await patch(app_client, made, "all-reader", {"collections": ["alpha", "beta"]})
+    ).status_code == 200
+    assert (await patch(app_client, made, "all-reader", {"role": "admin"})).json()["collections"] is None
+    links = (
+        "SELECT count(*) FROM api_key_collections kc JOIN api_keys k ON k.id = kc.key_id WHERE k.name = $1"
+    )
+    assert await runtime.pool.fetchval(links, "all-reader") == 0
+    r = await patch(app_client, made, "all-reader", {"role": "reader", "collections": ["gamma"]})
+    assert r.status_code == 200 and r.json()["collections"] == ["gamma"], r.text
+    assert (await searched(app_client, every.json()["key"], ["alpha"])).status_code == 404
