@@ -232,11 +232,17 @@ class Client:
         return self._send(Calls.keys(include_revoked, limit, offset))
 
     def update_key(
-        self, name: str, *, role: str | None = None, collections: Sequence[str] | None = None
+        self,
+        name: str,
+        *,
+        role: str | None = None,
+        collections: Sequence[str] | None = None,
+        every_collection: bool = False,
     ) -> ApiKey:
         """PATCH /keys/{name} (an admin key): the active key's new role, collections (replacing its
-        own), or both; the key itself stays the same. Refused: a ClientError with its status."""
-        return self._send(Calls.update_key(name, role, collections))
+        own; `every_collection`: all of them, new ones too), or both; the key itself stays the same.
+        Refused: a ClientError with its status."""
+        return self._send(Calls.update_key(name, role, collections, every_collection))
 
 
 class AsyncClient:
@@ -389,6 +395,11 @@ class AsyncClient:
         return await self._send(Calls.keys(include_revoked, limit, offset))
 
     async def update_key(
-        self, name: str, *, role: str | None = None, collections: Sequence[str] | None = None
+        self,
+        name: str,
+        *,
+        role: str | None = None,
+        collections: Sequence[str] | None = None,
+        every_collection: bool = False,
     ) -> ApiKey:
-        return await self._send(Calls.update_key(name, role, collections))
+        return await self._send(Calls.update_key(name, role, collections, every_collection))

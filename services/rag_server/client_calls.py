@@ -224,11 +224,15 @@ class Calls:
         return Call("GET", "/keys", _model(KeyList), kwargs={"params": query})
 
     @staticmethod
-    def update_key(name: str, role: str | None, collections: Sequence[str] | None) -> Call[ApiKey]:
+    def update_key(
+        name: str, role: str | None, collections: Sequence[str] | None, every_collection: bool
+    ) -> Call[ApiKey]:
         body: dict[str, Any] = {}
         if role is not None:
             body["role"] = role
-        if collections is not None:
+        if every_collection:
+            body["collections"] = None  # null: every collection (left out: the key's own stay)
+        elif collections is not None:
             body["collections"] = list(collections)
         path = f"/keys/{quote(name, safe='')}"
         return Call("PATCH", path, _model(ApiKey), kwargs={"json": body})

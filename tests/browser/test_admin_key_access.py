@@ -54,6 +54,14 @@ async def test_an_admin_gives_a_key_another_collection_in_the_dialog(
     await expect(row.locator("td").nth(1)).to_have_text("editor")
     await expect(row.locator("td").nth(2)).to_have_text("ka-one, ka-two")
     await expect(row.get_by_role("button", name="Edit access of ka-reader")).to_be_focused()
+    # Widened to every collection, new ones too (`"collections": null`): its list is gone.
+    await row.get_by_role("button", name="Edit access of ka-reader").click()
+    await expect(dialog.get_by_label("Every collection, new ones too")).not_to_be_checked()
+    await dialog.get_by_label("Every collection, new ones too").check()
+    await expect(dialog.get_by_label("ka-one", exact=True)).to_be_disabled()
+    await dialog.get_by_role("button", name="Save").click()
+    await expect(dialog).to_be_hidden()
+    await expect(row.locator("td").nth(2)).to_have_text("every collection")
 
     # The same key, its next request: ka-two's documents listed, and it may upload there now.
     async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(key), timeout=60) as as_key:
@@ -79,6 +87,8 @@ async def test_demoting_the_last_admin_key_is_refused_in_the_dialog(
     dialog = page.get_by_role("dialog", name=f"Access of {name}")
     await expect(dialog).to_contain_text("this tab is signed in with")
     await dialog.get_by_label("Role").select_option("reader")
+    await expect(dialog.get_by_label("default", exact=True)).to_be_disabled()  # every collection, ticked
+    await dialog.get_by_label("Every collection, new ones too").uncheck()
     await dialog.get_by_label("default", exact=True).check()
     await dialog.get_by_role("button", name="Save").click()
     await expect(dialog.get_by_role("alert")).to_contain_text("last active admin key")

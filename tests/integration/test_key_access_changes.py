@@ -126,7 +126,7 @@ async def test_refusals_change_nothing(app_client: httpx.AsyncClient, made: dict
         ("ed", {"role": "admin", "collections": ["alpha"]}, 422, None),
         ("boss", {"collections": ["alpha"]}, 422, None),  # an admin key with collections
         ("ed", {}, 422, None),
-        ("ed", {"role": None, "collections": None}, 422, None),
+        ("ed", {"role": None}, 422, None),  # (`"collections": null` is every collection)
         ("ed", {"colections": ["beta"]}, 422, None),
         ("ed", {"collections": []}, 422, None),
         ("ed", {"role": "owner"}, 422, None),
@@ -277,3 +277,41 @@ async def test_a_key_of_every_collection_keeps_it_and_one_made_admin_keeps_no_li
     r = await patch(app_client, made, "all-reader", {"role": "reader", "collections": ["gamma"]})
     assert r.status_code == 200 and r.json()["collections"] == ["gamma"], r.text
     assert (await searched(app_client, every.json()["key"], ["alpha"])).status_code == 404
+
+
+async def test_a_limited_key_given_every_collection_reaches_them_all_and_its_list_is_gone(
+    app_client: httpx.AsyncClient, made: dict[str, str], runtime: Runtime, settings: Settings
+) -> None:
+    """`"collections": null` widens a limited key to every collection, as a key created without any (the
+    field left out keeps the key's own)."""
+    boss = bearer(made["boss"])
+    limited = await app_client.post(
+        "/keys", json={"name": "widened", "role": "reader", "collections": ["alpha"]}, headers=boss
+    )
+    key = limited.json()["key"]
+    assert (await searched(app_client, key, ["gamma"])).status_code == 404
+    kept = await patch(app_client, made, "widened", {"role": "editor"})
+    assert kept.json()["collections"] == ["alpha"], kept.text
+
+    r = await patch(app_client, made, "widened", {"collections": None})
+    assert r.status_code == 200 and r.json()["collections"] is None, r.text
+    hits = (await searched(app_client, key, ["alpha", "gamma"])).json()["results"]
+    assert {h["document_id"] for h in hits} == {made["alpha_doc"], made["gamma_doc"]}
+    links = (
+        "SELECT count(*) FROM api_key_collections kc JOIN api_keys k ON k.id = kc.key_id WHERE k.name = $1"
+    )
+    assert await runtime.pool.fetchval(links, "widened") == 0
+
+    # The command line's flag, back to a list and to every collection again; never both at once.
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "rag_server", "keys", "update", "widened", *args]
+        return subprocess.run(
+            command, env=settings_env(settings), capture_output=True, text=True, timeout=180
+        )
+
+    narrowed = await asyncio.to_thread(cli, "--collections", "beta")
+    assert narrowed.stdout.strip() == "key 'widened' is now an editor key for beta", narrowed.stderr
+    widened = await asyncio.to_thread(cli, "--every-collection")
+    assert widened.stdout.strip() == "key 'widened' is now an editor key for every collection", widened.stderr
+    both = await asyncio.to_thread(cli, "--every-collection", "--collections", "beta")
+    assert both.returncode != 0 and "not allowed with argument" in both.stderr, both.stderr

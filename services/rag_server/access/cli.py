@@ -34,8 +34,12 @@ def register_keys_command(sub: Any) -> None:
     update.set_defaults(handler=cmd_update)
     update.add_argument("name", help="the active key's name")
     update.add_argument("--role", default=None, choices=["reader", "editor", "admin"], help="its new role")
-    update.add_argument(
+    reach = update.add_mutually_exclusive_group()
+    reach.add_argument(
         "--collections", default=None, help="comma-separated names or ids: replace the key's collections"
+    )
+    reach.add_argument(
+        "--every-collection", action="store_true", help="the key reaches every collection, new ones too"
     )
     revoke = actions.add_parser("revoke", help="revoke the active key of this name, at once")
     revoke.set_defaults(handler=cmd_revoke)
@@ -74,9 +78,14 @@ def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
     from rag_server.access.models import UpdateKey
     from rag_server.cli_args import refusal
 
-    collections = None if args.collections is None else [c.strip() for c in args.collections.split(",")]
+    # Validated as the API's body: `collections` left out keeps the key's own, null is every collection.
+    fields: dict[str, Any] = {"role": args.role}
+    if args.collections is not None or args.every_collection:
+        fields["collections"] = (
+            None if args.every_collection else [c.strip() for c in args.collections.split(",")]
+        )
     try:
-        body = UpdateKey(role=args.role, collections=collections)
+        body = UpdateKey.model_validate(fields)
     except ValidationError as exc:
         labels = {"role": "--role", "collections": "--collections"}
         print(f"error: {refusal(exc, UpdateKey, labels)}", file=sys.stderr)

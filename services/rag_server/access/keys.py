@@ -131,6 +131,8 @@ async def update_key(conn: Executor, name: str, body: UpdateKey) -> ApiKey:
                     "collections",
                 )
             collection_ids = None
+        elif body.every_collection:
+            collection_ids = None
         elif body.collections is None:
             if key["role"] == "admin":
                 raise InvalidInputError(

@@ -50,12 +50,17 @@ class UpdateKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Role | None = None
-    # Names or ids, as CreateKey's; None: the key's own stay (an admin's: none, it reaches every one).
+    # Names or ids, as CreateKey's. Left out: the key's own stay (an admin's: none, it reaches every
+    # one); null: every collection, as a key created without any (`every_collection`).
     collections: list[CollectionRef] | None = Field(default=None, min_length=1, max_length=100)
+
+    @property
+    def every_collection(self) -> bool:
+        return "collections" in self.model_fields_set and self.collections is None
 
     @model_validator(mode="after")
     def _something_and_admins_reach_everything(self) -> UpdateKey:
-        if self.role is None and self.collections is None:
+        if self.role is None and "collections" not in self.model_fields_set:
             raise ValueError("give a role, collections or both: nothing to change")
         if self.role == "admin" and self.collections is not None:
             raise ValueError("an admin key reaches every collection: give no collections")

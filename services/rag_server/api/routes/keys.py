@@ -41,11 +41,12 @@ async def list_keys(
 async def update_key(
     name: Annotated[str, Path(pattern=KEY_NAME_PATTERN, max_length=100)], body: UpdateKey, pool: PoolDep
 ) -> ApiKey:
-    """Change the active key's `role`, its `collections` (names or ids: the new set replaces the old), or
-    both; the key itself stays the same, and its next request has the new access. An admin key reaches
-    every collection: collections with `role: admin` (or for an admin key) are a 422, a key made admin
-    loses its list, and one leaving admin needs `collections` (else 422). Unknown collection: 404
-    `collection_not_found`; no active key of that name: 404; demoting the last active admin key: 409."""
+    """Change the active key's `role`, its `collections` (names or ids: the new set replaces the old;
+    null: every collection, new ones too), or both; the key itself stays the same, and its next request
+    has the new access. An admin key reaches every collection: collections with `role: admin` (or for an
+    admin key) are a 422, a key made admin loses its list, and one leaving admin needs `collections`, a
+    list or null (else 422). Unknown collection: 404 `collection_not_found`; no active key of that name:
+    404; demoting the last active admin key: 409."""
     return await keys.update_key(pool, name, body)
 
 

@@ -23,16 +23,25 @@ export function editKeyAccess(key, ctx, mine) {
     const picks = ctx.collections.map((c) =>
       h("label", { class: "check" }, h("input", { type: "checkbox", name: "collections", value: c.name, dataset: { id: c.id }, checked: reached.has(c.name) }), h("span", {}, c.name)),
     );
-    const now = key.role === "admin" || key.collections === null ? "Now: every collection." : `Now: ${key.collections.join(", ") || "none (deleted)"}.`;
+    const reachesAll = key.role === "admin" || key.collections === null;
+    const now = reachesAll ? "Now: every collection." : `Now: ${key.collections.join(", ") || "none (deleted)"}.`;
+    const every = h("input", { type: "checkbox", id: "edit-key-every", checked: reachesAll });
+    const list = h("div", { class: "key-collections" }, picks);
     const scope = h(
       "fieldset",
       { class: "key-scope" },
       h("legend", {}, "Collections"),
       h("p", { class: "muted small" }, `${now} Ticked: the ones it reaches from its next request (an admin key reaches every one).`),
-      h("div", { class: "key-collections" }, picks),
+      h("label", { class: "check", for: every.id }, every, h("span", {}, "Every collection, new ones too")),
+      list,
     );
-    scope.disabled = role.value === "admin";
-    role.addEventListener("change", () => (scope.disabled = role.value === "admin"));
+    const sync = () => {
+      scope.disabled = role.value === "admin";
+      for (const label of picks) label.querySelector("input").disabled = every.checked;
+    };
+    sync();
+    role.addEventListener("change", sync);
+    every.addEventListener("change", sync);
     const dialogError = h("p", { class: "form-error", role: "alert" });
     const warning = mine ? h("p", { class: "muted small" }, "It is the key this tab is signed in with: without the admin role, this tab loses the Admin page.") : null;
     const dialog = h(
@@ -54,11 +63,8 @@ export function editKeyAccess(key, ctx, mine) {
       event.preventDefault();
       const json = { role: role.value };
       const ticked = picks.map((label) => label.querySelector("input")).filter((input) => input.checked);
-      // None ticked for a key reaching every collection keeps it so; for a limited one it is sent as it is,
-      // and the server says why it is refused.
-      if (role.value !== "admin" && (ticked.length || (key.collections !== null && key.role !== "admin"))) {
-        json.collections = ticked.map((input) => input.dataset.id);
-      }
+      // null: every collection. None ticked is sent as it is, and the server says why it is refused.
+      if (role.value !== "admin") json.collections = every.checked ? null : ticked.map((input) => input.dataset.id);
       try {
         saved = await api(`/keys/${encodeURIComponent(key.name)}`, { method: "PATCH", json });
       } catch (err) {
