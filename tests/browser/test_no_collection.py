@@ -1,13 +1,10 @@
 """The "No collection" card of a key that reaches no collection goes once an admin gives it one, without a
 reload: it stayed until the person reloaded the page (QA, 2026-12-07). The tab asks for the key's
-collections again when it is shown or focused, and every 15 s while it is visible.
-
-No route of the API gives an existing key a collection (a key's collections are set when it is made): the
-admin's grant is the row the API's own key creation writes, api_key_collections, written here in SQL."""
+collections again when it is shown or focused, and every 15 s while it is visible. The admin gives it one
+as an admin does, through PATCH /keys/{name}."""
 
 from __future__ import annotations
 
-import asyncpg
 import httpx
 from playwright.async_api import Browser, expect
 
@@ -15,8 +12,14 @@ from tests.browser.conftest import Console, Stack, new_page, sign_in
 from tests.browser.seed import bearer, upload_and_wait
 
 
+async def grant(stack: Stack, key_name: str, collection: str) -> None:
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60) as api:
+        r = await api.patch(f"/keys/{key_name}", json={"collections": [collection]})
+        assert r.status_code == 200, r.text
+
+
 async def test_the_no_collection_card_goes_once_the_key_is_given_a_collection(
-    browser: Browser, stack: Stack, page_console: Console, database_url: str
+    browser: Browser, stack: Stack, page_console: Console
 ) -> None:
     async with httpx.AsyncClient(base_url=stack.base_url, headers=bearer(stack.admin_key), timeout=60) as api:
         assert (await api.post("/collections", json={"name": "emptied"})).status_code == 201
@@ -31,15 +34,7 @@ async def test_the_no_collection_card_goes_once_the_key_is_given_a_collection(
     await page.get_by_role("link", name="Documents", exact=True).click()
     await expect(page.get_by_role("heading", name="No collection")).to_be_visible()
 
-    owner = await asyncpg.connect(database_url)
-    try:
-        await owner.execute(
-            """INSERT INTO api_key_collections (key_id, collection_id)
-               SELECT k.id, c.id FROM api_keys k, collections c
-               WHERE k.name = 'waiting' AND k.revoked_at IS NULL AND c.name = 'granted'"""
-        )
-    finally:
-        await owner.close()
+    await grant(stack, "waiting", "granted")
     # The person comes back to the tab (from the admin's message, say): the page follows.
     await page.evaluate("window.dispatchEvent(new Event('focus'))")
     await expect(page.get_by_role("link", name="given.txt")).to_be_visible()
@@ -54,7 +49,7 @@ async def test_the_no_collection_card_goes_once_the_key_is_given_a_collection(
 
 
 async def test_the_no_collection_card_asks_again_by_itself_while_it_is_shown(
-    browser: Browser, stack: Stack, page_console: Console, database_url: str
+    browser: Browser, stack: Stack, page_console: Console
 ) -> None:
     """No focus, no visibility change: the tab left open on the card finds the collection given meanwhile;
     another view shown, it asks nothing."""
@@ -76,15 +71,7 @@ async def test_the_no_collection_card_asks_again_by_itself_while_it_is_shown(
     assert asked == []
     await page.get_by_role("link", name="Chat", exact=True).click()
     await expect(page.get_by_role("heading", name="No collection")).to_be_visible()
-    owner = await asyncpg.connect(database_url)
-    try:
-        await owner.execute(
-            """INSERT INTO api_key_collections (key_id, collection_id)
-               SELECT k.id, c.id FROM api_keys k, collections c
-               WHERE k.name = 'patient' AND k.revoked_at IS NULL AND c.name = 'finally'"""
-        )
-    finally:
-        await owner.close()
+    await grant(stack, "patient", "finally")
     await page.clock.run_for(16_000)  # past the card's next check (every 15 s)
     await expect(page.get_by_label("Message", exact=True)).to_be_visible()
     await expect(page.get_by_label("Collection")).to_have_value("finally")
