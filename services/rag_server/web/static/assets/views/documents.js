@@ -226,6 +226,15 @@ function mountList(root, ctx, route) {
       if (!(err instanceof ApiError) || err.status === 0 || err.status >= 500) timer = setTimeout(load, REFRESH_MS);
       return;
     }
+    // Listed by name, acted on by the id the view opened with: documents of another collection under that
+    // name (renamed, and a new one made under its old name) are not shown as this view's. The tab follows
+    // its collection, as after a 404.
+    if (ctx.collectionId && data.items.some((doc) => doc.collection_id !== ctx.collectionId)) {
+      wrap.removeAttribute("aria-busy");
+      dropRows();
+      window.dispatchEvent(new CustomEvent("rag:collection-missing"));
+      return;
+    }
     shownQuery = JSON.stringify(query);
     // A page past the end (an old link, the last documents deleted meanwhile): the last page instead of
     // an empty table under "4901–4900 of 4".
