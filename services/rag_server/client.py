@@ -25,7 +25,7 @@ import httpx
 
 from rag_server.access.models import ApiKey, KeyList
 from rag_server.chat.models import QueryResponse, SessionList
-from rag_server.client_calls import Call, Calls, FileToSend
+from rag_server.client_calls import Call, Calls, FileToSend, KeyReach
 from rag_server.client_errors import ClientError
 from rag_server.client_retries import RetrySettings, remember_write
 from rag_server.ingestion.models import (
@@ -231,18 +231,10 @@ class Client:
         """GET /keys (an admin key): a page of the API keys by name, `total` all of them."""
         return self._send(Calls.keys(include_revoked, limit, offset))
 
-    def update_key(
-        self,
-        name: str,
-        *,
-        role: str | None = None,
-        collections: Sequence[str] | None = None,
-        every_collection: bool = False,
-    ) -> ApiKey:
-        """PATCH /keys/{name} (an admin key): the active key's new role, collections (replacing its
-        own; `every_collection`: all of them, new ones too), or both; the key itself stays the same.
-        Refused: a ClientError with its status."""
-        return self._send(Calls.update_key(name, role, collections, every_collection))
+    def update_key(self, name: str, *, role: str | None = None, collections: KeyReach = None) -> ApiKey:
+        """PATCH /keys/{name} (an admin key): the active key's new role, collections (replacing its own;
+        "every": all, new ones too), or both; the key stays the same. Refused: a ClientError."""
+        return self._send(Calls.update_key(name, role, collections))
 
 
 class AsyncClient:
@@ -394,12 +386,5 @@ class AsyncClient:
         """GET /keys (an admin key): a page of the API keys by name, `total` all of them."""
         return await self._send(Calls.keys(include_revoked, limit, offset))
 
-    async def update_key(
-        self,
-        name: str,
-        *,
-        role: str | None = None,
-        collections: Sequence[str] | None = None,
-        every_collection: bool = False,
-    ) -> ApiKey:
-        return await self._send(Calls.update_key(name, role, collections, every_collection))
+    async def update_key(self, name: str, *, role: str | None = None, collections: KeyReach = None) -> ApiKey:
+        return await self._send(Calls.update_key(name, role, collections))

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -31,6 +31,8 @@ from rag_server.retrieval.models import DocumentChunks, SearchResponse
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
+# A key's collections in PATCH /keys: names or ids, "every" (all of them, new ones too), None (unchanged).
+KeyReach = Sequence[str] | Literal["every"] | None
 
 
 # A file to send: its path (sent under its own name), or (the document's name, its path): a name may
@@ -224,13 +226,11 @@ class Calls:
         return Call("GET", "/keys", _model(KeyList), kwargs={"params": query})
 
     @staticmethod
-    def update_key(
-        name: str, role: str | None, collections: Sequence[str] | None, every_collection: bool
-    ) -> Call[ApiKey]:
+    def update_key(name: str, role: str | None, collections: KeyReach) -> Call[ApiKey]:
         body: dict[str, Any] = {}
         if role is not None:
             body["role"] = role
-        if every_collection:
+        if collections == "every":
             body["collections"] = None  # null: every collection (left out: the key's own stay)
         elif collections is not None:
             body["collections"] = list(collections)

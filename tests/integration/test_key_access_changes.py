@@ -254,6 +254,10 @@ async def test_the_clients_update_a_key(
         with pytest.raises(ClientError) as refused:
             await aclient.update_key("boss", role="reader", collections=["alpha"])
         assert refused.value.status == 409 and "last active admin key" in str(refused.value)
+        widened = await aclient.update_key("reed", collections="every")  # sent as null
+        assert widened.collections is None and widened.role == "reader"
+        kept = await aclient.update_key("reed", role="editor")  # collections left out: kept
+        assert kept.collections is None and kept.role == "editor"
 
 
 async def test_a_key_of_every_collection_keeps_it_and_one_made_admin_keeps_no_list(

@@ -333,14 +333,11 @@ TOO_DEEP_JSON = (
 
 
 def _caused_by_recursion(exc: BaseException) -> bool:
-    """Python's JSON decoder raises RecursionError past its nesting limit; FastAPI turns any error of
-    reading the body into a 400 raised from it."""
+    """json.loads raises RecursionError past its nesting limit; FastAPI raises its body's 400 from it."""
     seen: BaseException | None = exc
     for _ in range(8):  # a chain a few links long; never followed round a cycle
-        if seen is None:
-            return False
-        if isinstance(seen, RecursionError):
-            return True
+        if seen is None or isinstance(seen, RecursionError):
+            return seen is not None
         seen = seen.__cause__ or seen.__context__
     return False
 
