@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from playwright.async_api import Browser, Locator, Page, Route, expect
+from playwright.async_api import Browser, Locator, Page, Response, Route, expect
 
 from tests.browser.conftest import Console, Stack, new_page, sign_in
 from tests.browser.seed import bearer, create_key, upload_and_wait, worker_paused
@@ -135,12 +135,18 @@ async def test_a_collection_renamed_while_the_key_form_is_in_use_is_the_keys_und
     await expect(page.locator('tr[data-name="kr-reader"] td').nth(2)).to_have_text("kr-new")
 
 
+def _collections_fetched(response: Response) -> bool:
+    return response.request.method == "GET" and "/collections" in response.url
+
+
 async def test_a_tick_given_as_the_key_form_is_entered_keeps_its_focus_while_the_choices_follow(
     page: Page, stack: Stack
 ) -> None:
-    """Entering the form fetches the collections again; a box after one deleted meanwhile was moved up in
-    the DOM to fill its place, and moving the focused box took the focus away (to the page's body): the
-    keyboard user who ticked it entered the form from the top again."""
+    """Entering the form fetches the collections again, and one deleted meanwhile goes. Two ways that lost
+    the tick that entered it: the box after the deleted one was moved up in the DOM, which took its focus
+    away (to the page's body); and, the list answered between the press and the release, the box moved from
+    under the pointer, so the release was no click on it (CI saw "clicking the checkbox did not change its
+    state"). The press here is held until the list has been answered."""
     async with await _admin(stack) as api:
         for name in ("kt-a", "kt-b", "kt-c"):
             assert (await api.post("/collections", json={"name": name})).status_code == 201
@@ -150,7 +156,14 @@ async def test_a_tick_given_as_the_key_form_is_entered_keeps_its_focus_while_the
     await page.get_by_role("heading", name="API keys").click()  # the focus leaves the form
     async with await _admin(stack) as api:
         assert (await api.delete("/collections/kt-b")).status_code == 204
-    await form.get_by_label("kt-c", exact=True).check()  # enters the form: the choices are fetched
+    await form.get_by_label("kt-c", exact=True).scroll_into_view_if_needed()
+    box = await form.get_by_label("kt-c", exact=True).bounding_box()
+    assert box
+    await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    async with page.expect_response(_collections_fetched):
+        await page.mouse.down()  # enters the form: the choices are fetched
+    await page.evaluate("() => new Promise((done) => setTimeout(done, 200))")  # the answer handled
+    await page.mouse.up()
     await expect(form.get_by_label("kt-b", exact=True)).to_have_count(0)
     await expect(form.get_by_label("kt-c", exact=True)).to_be_checked()
     await expect(form.get_by_label("kt-c", exact=True)).to_be_focused()

@@ -176,9 +176,30 @@ export function keysSection(ctx) {
     if (index >= 0 && el.isConnected) focusNear(body, index, 'button[aria-label^="Revoke "]', el.querySelector("#keys-title"));
   }
 
+  // A press on a box is a click only if it ends where it began. The press's focus fetches the collections,
+  // and a box deleted meanwhile, gone before the release, moved the pressed one from under the pointer: the
+  // tick was lost. The choices follow once the press is over (after its click).
+  let pressing = false;
+  let refreshWaits = false;
+  picks.addEventListener("pointerdown", () => {
+    pressing = true;
+    const over = () => {
+      pressing = false;
+      window.removeEventListener("pointerup", over, true);
+      window.removeEventListener("pointercancel", over, true);
+      setTimeout(() => {
+        if (refreshWaits) refreshCollections();
+      });
+    };
+    window.addEventListener("pointerup", over, true);
+    window.addEventListener("pointercancel", over, true);
+  });
+
   // The choices as ctx.collections says now, in place: a box is its collection's (by id), so a tick follows
   // it renamed and one that has the focus keeps it; one deleted goes, one created comes.
   function refreshCollections() {
+    refreshWaits = pressing;
+    if (pressing) return;
     const shown = new Map([...picks.querySelectorAll("input")].map((input) => [input.dataset.id, input.closest("label")]));
     const ids = new Set(ctx.collections.map((c) => c.id));
     // The ones deleted go first: a box after one of them is not moved up (a move takes the focus away).
