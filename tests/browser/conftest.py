@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
+from rag_server.access.keys import ensure_bootstrap_key
+from rag_server.collections.models import DEFAULT_COLLECTION, DEFAULT_COLLECTION_ID
+from tests.conftest import create_database
 from tests.fakes.llm_server import FakeLLM
 from tests.support.processes import Proc, process_env, start_server, start_worker
 
@@ -64,6 +68,8 @@ class Stack:
     env: dict[str, str]
     server: Proc
     worker: Proc
+    database_url: str
+    data_dir: Path
 
 
 def _stack_env(database_url: str, data_dir: Path, llm: FakeLLM | None) -> dict[str, str]:
@@ -87,16 +93,72 @@ def start_stack(database_url: str, data_dir: Path, llm: FakeLLM | None) -> Stack
     server = start_server(env, data_dir / "server.log")
     worker = start_worker(env, data_dir / "worker.log")
     assert server.base_url
-    return Stack(server.base_url, ADMIN_KEY, llm, env, server, worker)
+    return Stack(server.base_url, ADMIN_KEY, llm, env, server, worker, database_url, data_dir)
+
+
+def stop_stack(stack: Stack) -> None:
+    stack.worker.stop()
+    stack.server.stop()
+
+
+@pytest.fixture(scope="session")
+async def shared_stack(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    """One server, worker and fake LLM per pytest process, for every module that takes `stack`: their
+    start (~10 s of CPU) was most of a small module's cost. Each module still starts on an empty
+    database (`stack` resets it)."""
+    llm = FakeLLM().start()
+    database_url = await create_database(pg_server, "browser")
+    running = start_stack(database_url, tmp_path_factory.mktemp("browser-stack"), llm)
+    yield running
+    stop_stack(running)
+    llm.stop()
 
 
 @pytest.fixture(scope="module")
-def stack(database_url: str, data_dir: Path, fake_llm: FakeLLM) -> Iterator[Stack]:
-    """The server and a worker on this module's database, an admin key installed, the fake LLM answering."""
-    running = start_stack(database_url, data_dir, fake_llm)
-    yield running
-    running.worker.stop()
-    running.server.stop()
+async def stack(shared_stack: Stack) -> Stack:
+    """The server and a worker on an empty database (an admin key installed), the fake LLM answering."""
+    await reset_stack(shared_stack)
+    return shared_stack
+
+
+@pytest.fixture(scope="module")
+def fake_llm(stack: Stack) -> FakeLLM:
+    """The stack's fake LLM, its script and log emptied with the stack."""
+    assert stack.llm is not None
+    return stack.llm
+
+
+async def reset_stack(stack: Stack) -> None:
+    """The stack as just started: a module's documents, collections, keys, chats, tasks and queued
+    messages gone, the default collection and the admin key back, a worker running (a module's test may
+    have stopped it), the fake LLM's script reset."""
+    if stack.server.popen.poll() is not None:
+        stack.server = start_server(stack.env, stack.data_dir / "server.log")
+        assert stack.server.base_url
+        stack.base_url = stack.server.base_url
+    if stack.worker.popen.poll() is not None:
+        stack.worker = start_worker(stack.env, stack.data_dir / "worker.log")
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        async with conn.transaction():
+            # TRUNCATE, not DELETE: the chunks' triggers empty the BM25 postings and statistics with them.
+            await conn.execute(
+                "TRUNCATE chunks, documents, document_files, job_batches, job_tasks, chat_sessions,"
+                " chat_messages, v1_responses, api_keys CASCADE"
+            )
+            await conn.execute("DELETE FROM collections WHERE id <> $1", DEFAULT_COLLECTION_ID)
+            await conn.execute(
+                "INSERT INTO collections (id, name) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE"
+                " SET name = excluded.name, description = '', hybrid_alpha = NULL",
+                DEFAULT_COLLECTION_ID,
+                DEFAULT_COLLECTION,
+            )
+            await conn.execute("SELECT pgmq.purge_queue(queue_name) FROM pgmq.meta")
+            await ensure_bootstrap_key(conn, ADMIN_KEY)
+    finally:
+        await conn.close()
+    if stack.llm is not None:
+        stack.llm.reset()
 
 
 @dataclass

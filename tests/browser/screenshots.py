@@ -20,7 +20,7 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from rag_server.infra import admin
 from rag_server.infra.embedded_postgres import ensure_embedded_postgres
-from tests.browser.conftest import Stack, chromium_path, sign_in, start_stack
+from tests.browser.conftest import Stack, chromium_path, sign_in, start_stack, stop_stack
 from tests.support.sample_files import pptx_bytes
 
 SAMPLES = {
@@ -142,8 +142,7 @@ async def run(out: Path) -> None:
                     await views(browser, stack, out, scheme)
                 await browser.close()
         finally:
-            stack.worker.stop()
-            stack.server.stop()
+            stop_stack(stack)
     finally:
         embedded.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -12,7 +12,7 @@ import pytest
 from playwright.async_api import Page, Route, expect
 
 from tests.browser.chat_support import DOCS, ask, ingest
-from tests.browser.conftest import Stack, start_stack
+from tests.browser.conftest import Stack, start_stack, stop_stack
 from tests.browser.seed import bearer
 
 
@@ -21,8 +21,7 @@ def stack(database_url: str, data_dir: Path) -> Iterator[Stack]:
     """This module's stack has no LLM at all (`llm=None`)."""
     running = start_stack(database_url, data_dir, None)
     yield running
-    running.worker.stop()
-    running.server.stop()
+    stop_stack(running)
 
 
 async def test_answers_without_an_llm_carry_the_extractive_badge(page: Page, stack: Stack) -> None:

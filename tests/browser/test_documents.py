@@ -926,7 +926,7 @@ NATURAL_FILES = {
 
 
 async def test_names_sort_in_natural_order_and_contains_typed_quickly_shows_the_last_text(
-    page: Page, stack: Stack, database_url: str
+    page: Page, stack: Stack
 ) -> None:
     """Sorting by name is natural order ("part 2" before "part 10"). Typing in "Contains" while the
     listing's statements wait in PostgreSQL (a lock this test holds): each pause's request supersedes the
@@ -949,7 +949,7 @@ async def test_names_sort_in_natural_order_and_contains_typed_quickly_shows_the_
     await page.get_by_role("columnheader", name="Name").get_by_role("button").click()
     await expect(names(page)).to_have_text(natural)
 
-    locker = await asyncpg.connect(database_url)
+    locker = await asyncpg.connect(stack.database_url)
     try:
         async with locker.transaction():
             await locker.execute("LOCK TABLE documents IN ACCESS EXCLUSIVE MODE")

@@ -333,7 +333,7 @@ async def test_documents_of_the_same_name_are_told_apart_in_the_document_filter(
 
 
 async def test_the_document_filter_names_a_document_beyond_those_listed_and_says_how_many_are_not(
-    page: Page, stack: Stack, database_url: str
+    page: Page, stack: Stack
 ) -> None:
     """The Document choice lists the first 500 documents by name. One past them (Documents' "Search in
     it") read "The chosen document", and nothing said that 2 of the 502 were not in the list at all."""
@@ -341,7 +341,7 @@ async def test_the_document_filter_names_a_document_beyond_those_listed_and_says
         made = await client.post("/collections", json={"name": "search-many"})
         assert made.status_code == 201, made.text
     # Rows of ready documents (no chunks, no bytes: the list is all this reads), written at once.
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(stack.database_url)
     try:
         ids = await conn.fetch(
             """

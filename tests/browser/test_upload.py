@@ -484,7 +484,7 @@ async def test_a_changed_file_of_a_stored_name_says_it_is_added_beside_it(page: 
 
 
 async def test_a_changed_file_of_a_folder_says_which_document_of_its_bare_name_it_is_added_beside(
-    page: Page, tmp_path: Path, database_url: str
+    page: Page, stack: Stack, tmp_path: Path
 ) -> None:
     """A document stored before names kept their folders has the file's name alone: a folder's changed
     file of that name became a second document without a word (the names differ: "water/pond.txt")."""
@@ -496,7 +496,8 @@ async def test_a_changed_file_of_a_folder_says_which_document_of_its_bare_name_i
     row = upload_row(page, "pond.txt")
     await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
     stored = await row.get_by_role("link").first.get_attribute("href")
-    async with await psycopg.AsyncConnection.connect(database_url) as owner:  # as migration 0020 marks it
+    # Marked as migration 0020 marks the documents stored before it.
+    async with await psycopg.AsyncConnection.connect(stack.database_url) as owner:
         await owner.execute("UPDATE documents SET named_before_paths = true WHERE filename = 'pond.txt'")
     folder = tmp_path / "garden"
     (folder / "water").mkdir(parents=True)
