@@ -26,6 +26,7 @@ from tests.support.ingest import (
     chunk_count,
     query,
     upload,
+    upload_named,
     wait_batch,
     wait_for,
 )
@@ -126,6 +127,26 @@ def test_list_by_part_of_the_name(client: TestClient, uploaded: dict[str, dict[s
         response = client.get("/documents", params={"name": bad})
         assert response.status_code == 422, response.text
         assert response.json()["detail"][0]["loc"] == ["query", "name"]
+
+
+def test_the_name_filter_ignores_latin_accents_as_the_name_order_does(client: TestClient) -> None:
+    """ "ecole" did not find "École d'été.txt": the filter lowered the name but kept its accents, while
+    the name order (migration 0033) folds them."""
+    assert client.post("/collections", json={"name": "accented"}).status_code == 201
+    files = {"École d'été.txt": b"Summer school.", "Straße.md": b"A street.", "Ærøskøbing.txt": b"A town."}
+    assert upload_named(client, files, collection="accented").status_code == 202
+
+    def names(part: str) -> list[str]:
+        response = client.get("/documents", params={"collection": "accented", "sort": "name", "name": part})
+        assert response.status_code == 200, response.text
+        return [d["filename"] for d in response.json()["items"]]
+
+    assert names("ecole") == names("ÉCOLE") == names("école") == ["École d'été.txt"]
+    assert names("e\u0301te\u0301") == ["École d'été.txt"]  # typed decomposed: an e and its accent
+    assert names("strasse") == ["Straße.md"] and names("STRAẞE") == ["Straße.md"]
+    assert names("aeroskobing") == ["Ærøskøbing.txt"]
+    assert names("ecole d'ete.txt") == ["École d'été.txt"]
+    assert names("ecoles") == [] and names("%") == []
 
 
 def test_list_by_metadata(client: TestClient, uploaded: dict[str, dict[str, Any]]) -> None:

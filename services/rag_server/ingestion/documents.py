@@ -154,6 +154,9 @@ _SORT_SQL = {
     "type": "file_type",
     "status": "status",
 }
+# The name, folded as the name order folds it and lowered, is kept (migration 0034); the part looked for
+# is folded once (a subquery: under a generic plan, a function of a parameter is called for every row).
+_NAME_HOLDS_PART = "strpos(name_folded, (SELECT lower(rag_fold_accents($4)))) > 0"
 _DOC_COLUMNS = """id, collection_id, filename, file_type, content_type, size_bytes, sha256, status, error,
                   chunk_count, metadata, version, replaced_at, created_at, updated_at"""
 
@@ -173,7 +176,8 @@ async def list_documents(
     text: TextMatch | None = None,
 ) -> DocumentList:
     """Documents in `collection_ids` (None: every collection), filtered, sorted and paged. `name`: only
-    those whose name contains it, ignoring case (taken literally: `%` and `_` are no wildcards).
+    those whose name contains it, ignoring case and Latin accents as the name order does ("ecole" finds
+    "École.pdf"; taken literally: `%` and `_` are no wildcards).
     `metadata`: only those whose metadata matches, as a search filter's (retrieval/filters.py); `text`:
     only those whose chunks match it (retrieval/text_match.py)."""
     if file_type is not None:
@@ -186,7 +190,7 @@ async def list_documents(
         [
             "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR file_type = $2)",
             "($3::uuid[] IS NULL OR collection_id = ANY($3::uuid[]))",
-            "($4::text IS NULL OR strpos(lower(filename), lower($4)) > 0)",
+            f"($4::text IS NULL OR {_NAME_HOLDS_PART})",
             *metadata_clauses("metadata", metadata or {}, params),
             *_text_clauses(text, params),
         ]

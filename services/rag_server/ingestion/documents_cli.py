@@ -70,7 +70,7 @@ def register_documents_command(sub: Any) -> None:
     listing.add_argument("--collection", default="default", help="name or id (default: default)")
     listing.add_argument("--status", choices=get_args(DocumentStatus), default=None)
     listing.add_argument("--type", dest="file_type", default=None, help="a file type: pdf, txt...")
-    listing.add_argument("--name", default=None, help="part of the name, any case")
+    listing.add_argument("--name", default=None, help="part of the name, any case, accents or none")
     listing.add_argument("--metadata", default=None, help=_METADATA)
     listing.add_argument("--text", default=None, help=_TEXT)
     listing.add_argument("--sort", choices=get_args(DocumentSort), default="uploaded")

@@ -23,7 +23,11 @@ DocumentSort = Literal["name", "uploaded", "chunks", "size", "type", "status"]
 # A listing's filter by name (GET /documents, MCP list_documents): a part of the name, matched literally.
 NamePart = Annotated[
     str,
-    Field(min_length=1, max_length=255, description="Part of the document's name, any case"),
+    Field(
+        min_length=1,
+        max_length=255,
+        description="Part of the document's name, any case, accents or none ('ecole' finds 'École.pdf')",
+    ),
     Cleaned,
     # Names are stored composed (NFC, as uploads are cleaned): "u" + a combining diaeresis finds "ü".
     AfterValidator(lambda part: unicodedata.normalize("NFC", part)),

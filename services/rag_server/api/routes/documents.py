@@ -89,11 +89,11 @@ async def list_documents(
     text: TextQuery = None,
 ) -> DocumentList:
     """The documents of one collection (name or id, default `default`; unknown: 404); `name`: those whose
-    name contains it, ignoring case; `metadata`: those whose metadata matches (as a search filter);
-    `text`: those with a chunk matching it (Chroma's where_document). `sort=name` is natural order, as
-    file managers give it ("a2" before "a10"; case and Latin accents ignored: "Émile" among the E's;
-    equal names, as "file 7" and "file 007" or "école" and "ecole", by id); every sort breaks ties by id,
-    so pages neither repeat nor skip a document."""
+    name contains it, ignoring case and Latin accents; `metadata`: those whose metadata matches (as a
+    search filter); `text`: those with a chunk matching it (Chroma's where_document). `sort=name` is
+    natural order, as file managers give it ("a2" before "a10"; case and Latin accents ignored: "Émile"
+    among the E's; equal names, as "file 7" and "file 007" or "école" and "ecole", by id); every sort
+    breaks ties by id, so pages neither repeat nor skip a document."""
     return await documents.list_documents(
         pool,
         limit=limit,
