@@ -547,6 +547,28 @@ async def test_replacing_refuses_one_name_from_two_folders_dropped_together(
     await expect(upload_row(page, "roster.md")).to_have_attribute("data-status", "completed", timeout=60_000)
 
 
+async def test_one_name_from_two_folders_dropped_together_is_two_documents_and_the_panel_says_so(
+    page: Page, tmp_path: Path
+) -> None:
+    """Without "Replace", both handbook.md files are kept, as two documents of one name. The server's answer
+    said so (its `warnings`), and the panel showed nothing: the user found out when a search named two
+    handbook.md. "Clear finished" clears the warning with the rows."""
+    for team in ("team-a", "team-b"):
+        (tmp_path / team).mkdir()
+        (tmp_path / team / "handbook.md").write_bytes(f"# Handbook\n\nThe {team} canoe handbook.".encode())
+    await open_upload_panel(page)
+    await drop_from_disk(page, [tmp_path / "team-a", tmp_path / "team-b"])
+    rows = page.locator(".upload-row", has=page.locator(".name", has_text=re.compile("^handbook.md$")))
+    await expect(rows).to_have_count(2)
+    for i in range(2):
+        await expect(rows.nth(i)).to_have_attribute("data-status", "completed", timeout=60_000)
+    warning = page.get_by_role("status", name="Upload warnings")
+    await expect(warning).to_contain_text("'handbook.md' is the name of more than one file of this upload")
+    await page.get_by_role("button", name="Clear finished").click()
+    await expect(warning).to_be_hidden()
+    await expect(rows).to_have_count(0)
+
+
 async def test_a_refused_replacement_is_refused_alone_when_files_are_not_checked_first(
     page: Page, browser: Browser, stack: Stack, page_console: Console, tmp_path: Path
 ) -> None:

@@ -83,6 +83,9 @@ export class Tracker {
     this.listeners = new Set();
     this.watch = null; // AbortController while someone watches
     this.polling = new Map(); // batch id -> the signal of its running poll loop
+    // The server's sentences about what it took but may not be what was meant (a name given by several
+    // files of one request: documents that share it), until "Clear finished".
+    this.warnings = [];
   }
 
   get batchIds() {
@@ -120,6 +123,7 @@ export class Tracker {
   }
 
   clearFinished() {
+    this.warnings = [];
     for (const [id, row] of this.rows) {
       if (FINAL.has(row.status)) {
         this.rows.delete(id);
@@ -266,6 +270,10 @@ export class Tracker {
       const error = task.status === "failed" ? task.detail : row.error;
       this.update(row, { status: task.status, documentId: task.document_id, replacesVersion: task.replaces_version, error });
     });
+    if (response.warnings?.length) {
+      this.warnings = [...this.warnings, ...response.warnings];
+      this.emit("change");
+    }
     // A duplicate too: its batch follows the document it copies while that one runs, and says if it fails.
     if (response.tasks.some((t) => !FINAL.has(t.status) || t.status === "duplicate")) {
       this.batchIds = [...this.batchIds, response.batch_id];

@@ -110,6 +110,8 @@ export function uploadPanel(ctx, { onSettled, onToggle }) {
   const folderInput = h("input", { type: "file", id: "upload-folder", class: "visually-hidden", webkitdirectory: true });
   const list = h("ol", { class: "upload-list", "aria-label": "Uploads" });
   const summary = h("span", { class: "muted small", "aria-live": "polite" });
+  const warningList = h("ul");
+  const warnings = h("div", { class: "upload-warnings", role: "status", "aria-label": "Upload warnings", hidden: true }, warningList);
   const clearButton = h("button", { type: "button", class: "quiet", onclick: () => uploads.clearFinished() }, "Clear finished");
   const resendButton = h("button", { type: "button", onclick: () => uploads.resend() }, "Send again");
   // Off by default: a changed file of a stored name is added beside it, and the row links that one.
@@ -155,6 +157,7 @@ export function uploadPanel(ctx, { onSettled, onToggle }) {
     ),
     zone,
     h("div", { class: "row upload-summary" }, summary, resendButton, clearButton),
+    warnings,
     list,
   );
 
@@ -212,7 +215,12 @@ export function uploadPanel(ctx, { onSettled, onToggle }) {
       previous = item.li;
     }
     summary.textContent = rows.length ? summaryText(rows) : "Nothing uploaded yet.";
-    clearButton.hidden = !rows.some((r) => FINAL.has(r.status));
+    // Drawn again only when they change: a status region announces what is put in it.
+    if (warningList.childElementCount !== uploads.warnings.length) {
+      clear(warningList).append(...uploads.warnings.map((text) => h("li", {}, text)));
+      warnings.hidden = !uploads.warnings.length;
+    }
+    clearButton.hidden = !rows.some((r) => FINAL.has(r.status)) && !uploads.warnings.length;
     resendButton.hidden = !rows.some((r) => r.status === "unsent");
     if (rows.length && el.hidden) open();
   }
