@@ -95,6 +95,10 @@ async def test_an_admin_makes_a_key_shown_once_and_revokes_it(page: Page, stack:
     await form.get_by_label("Role").select_option("admin")
     await expect(form.get_by_label("default", exact=True)).to_be_disabled()
     await form.get_by_label("Role").select_option("reader")
+    # Every collection, until that is unticked: then the ones ticked.
+    await expect(form.get_by_label("Every collection, new ones too")).to_be_checked()
+    await expect(form.get_by_label("default", exact=True)).to_be_disabled()
+    await form.get_by_label("Every collection, new ones too").uncheck()
     await expect(form.get_by_label("default", exact=True)).to_be_enabled()
     await form.get_by_label("Name").fill("lab-bot")
     await form.get_by_label("default", exact=True).check()

@@ -31,6 +31,7 @@ async def _reader_key_form_for(page: Page, stack: Stack, key: str, collection: s
     form = page.get_by_role("form", name="New API key")
     await form.get_by_label("Name").fill(key)
     await form.get_by_label("Role").select_option("reader")
+    await form.get_by_label("Every collection, new ones too").uncheck()
     await form.get_by_label(collection, exact=True).check()
     return form
 
@@ -90,6 +91,7 @@ async def test_the_new_keys_collections_follow_what_other_admins_did_meanwhile(
     await _open_admin(page)
     form = page.get_by_role("form", name="New API key")
     await form.get_by_label("Role").select_option("reader")
+    await form.get_by_label("Every collection, new ones too").uncheck()
     await form.get_by_label("kc-old", exact=True).check()
     await page.get_by_role("heading", name="API keys").click()  # the focus leaves the form
 
@@ -153,6 +155,7 @@ async def test_a_tick_given_as_the_key_form_is_entered_keeps_its_focus_while_the
     await _open_admin(page)
     form = page.get_by_role("form", name="New API key")
     await form.get_by_label("Role").select_option("reader")
+    await form.get_by_label("Every collection, new ones too").uncheck()
     await page.get_by_role("heading", name="API keys").click()  # the focus leaves the form
     async with await _admin(stack) as api:
         assert (await api.delete("/collections/kt-b")).status_code == 204
@@ -167,6 +170,33 @@ async def test_a_tick_given_as_the_key_form_is_entered_keeps_its_focus_while_the
     await expect(form.get_by_label("kt-b", exact=True)).to_have_count(0)
     await expect(form.get_by_label("kt-c", exact=True)).to_be_checked()
     await expect(form.get_by_label("kt-c", exact=True)).to_be_focused()
+
+
+async def test_a_new_key_reaches_every_collection_only_as_ticked_and_no_choice_is_refused(
+    page: Page, stack: Stack
+) -> None:
+    """The form said "None ticked: every collection": a key meant for one collection, its box forgotten,
+    was made for all of them, new ones too. That is now a box of its own, ticked at first (as "Edit
+    access" shows it); unticked with no collection chosen, nothing is made and the form says why."""
+    async with await _admin(stack) as api:
+        assert (await api.post("/collections", json={"name": "ke-one"})).status_code == 201
+    await _open_admin(page)
+    form = page.get_by_role("form", name="New API key")
+    await form.get_by_label("Name").fill("ke-none")
+    await form.get_by_label("Role").select_option("reader")
+    await form.get_by_label("Every collection, new ones too").uncheck()
+    await form.get_by_role("button", name="Create key").click()
+    await expect(
+        page.get_by_role("alert").filter(has_text="Tick the collections the key reaches")
+    ).to_be_visible()
+    await expect(page.locator('tr[data-name="ke-none"]')).to_have_count(0)
+
+    await form.get_by_label("Every collection, new ones too").check()
+    await expect(form.get_by_label("ke-one", exact=True)).to_be_disabled()
+    await form.get_by_role("button", name="Create key").click()
+    await expect(page.locator('tr[data-name="ke-none"] td').nth(2)).to_have_text("every collection")
+    # The form is back as it was: every collection ticked.
+    await expect(form.get_by_label("Every collection, new ones too")).to_be_checked()
 
 
 async def test_a_key_whose_collections_were_all_deleted_says_it_reaches_none(

@@ -26,13 +26,18 @@ export function keysSection(ctx) {
   const name = h("input", { id: "new-key-name", required: true, maxlength: "100", pattern: "[A-Za-z0-9][A-Za-z0-9_.@\\-]*", autocomplete: "off", spellcheck: "false", title: "Letters, digits and _ . @ -, from a letter or digit" });
   const role = h("select", { id: "new-key-role" }, ROLES.map(([value, text]) => h("option", { value }, text)));
   const picks = h("div", { class: "key-collections" });
+  // As in "Edit access": every collection (new ones too) is said, ticked; untick it to choose some.
+  const every = h("input", { type: "checkbox", id: "new-key-every", checked: true });
   const scope = h(
     "fieldset",
     { class: "key-scope" },
     h("legend", {}, "Collections"),
-    h("p", { class: "muted small" }, "None ticked: every collection, also those made later."),
+    h("label", { class: "check", for: every.id }, every, h("span", {}, "Every collection, new ones too")),
     picks,
   );
+  const syncPicks = () => {
+    for (const input of picks.querySelectorAll("input")) input.disabled = every.checked;
+  };
   // The key made last, shown until dismissed: it is never shown again.
   const reveal = h("div", { class: "key-reveal card", role: "status", hidden: true });
   // Open (no key yet, loopback): the first key closes the API to every request without one. An admin's
@@ -216,6 +221,7 @@ export function keysSection(ctx) {
     });
     // A rename that changes the order moves boxes: the focused one gets its focus back.
     if (focused && document.activeElement !== focused) focused.focus({ preventScroll: true });
+    syncPicks();
   }
 
   function showKey(made) {
@@ -246,14 +252,21 @@ export function keysSection(ctx) {
   role.addEventListener("change", () => {
     scope.disabled = role.value === "admin";
   });
+  every.addEventListener("change", syncPicks);
   // Revoked keys shown or not: another list, from its first page.
   showRevoked.addEventListener("change", () => (page > 1 ? navigate(keysHref(1)) : load()));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const json = { name: name.value.trim(), role: role.value };
     // By id: a tick is its collection's, renamed meanwhile by another admin too (its name: a 404).
-    const ticked = [...picks.querySelectorAll("input:checked")].map((i) => ({ id: i.dataset.id, name: i.value }));
-    if (ticked.length && role.value !== "admin") json.collections = ticked.map((t) => t.id);
+    const ticked = every.checked ? [] : [...picks.querySelectorAll("input:checked")].map((i) => ({ id: i.dataset.id, name: i.value }));
+    if (role.value !== "admin" && !every.checked) {
+      if (!ticked.length) {
+        formError.textContent = "Tick the collections the key reaches, or “Every collection, new ones too”.";
+        return;
+      }
+      json.collections = ticked.map((t) => t.id);
+    }
     let made;
     try {
       made = await api("/keys", { method: "POST", json });
@@ -269,6 +282,8 @@ export function keysSection(ctx) {
     }
     formError.textContent = "";
     form.reset();
+    every.checked = true;
+    syncPicks();
     if (ctx.status.auth === "open") {
       await ctx.adoptKey(made.key);
       openNote?.remove();
