@@ -290,6 +290,57 @@ def test_the_listing_counts_the_failed_tasks_a_retry_would_queue_again(
     assert (after.total, after.retryable) == (2, 0)
 
 
+def test_the_count_of_retryable_tasks_follows_replacements_and_counts_a_document_once(
+    admin: Client, database_url: str, tmp_path: Path
+) -> None:
+    """`retryable` (operations._RETRYABLE) restates retry_locked's rules in SQL; the cases the test above
+    leaves out (review M5): a failed replacement is retried while its document is at the version it
+    replaces, not once another version landed; two failed tasks of one document are one retry (the second
+    is refused: "already queued again")."""
+    admin.request("POST", "/collections", ok=201, json={"name": "versions"})
+    first = uploaded(admin, tmp_path, "versions", ["both.txt", "kept.txt", "moved.txt"])
+    fail(database_url, first["both.txt"].task_id)  # failed, then a new file for it: two failed tasks
+    for name in ("kept.txt", "moved.txt"):  # processed: ready at version 1
+        query(
+            database_url,
+            "UPDATE job_tasks SET status = 'completed' WHERE id = %s RETURNING 1",
+            first[name].task_id,
+        )
+        query(
+            database_url,
+            "UPDATE documents SET status = 'ready' WHERE id = %s RETURNING 1",
+            first[name].document_id,
+        )
+    (tmp_path / "v2").mkdir()
+    paths = []
+    for name in ("both.txt", "kept.txt", "moved.txt"):
+        paths.append(tmp_path / "v2" / name)
+        paths[-1].write_text(f"{name}, its second version: other words.")
+    second = {t.filename: t for t in admin.upload(paths, collection="versions", replace=True).tasks}
+    assert all(t.replaces_version is not None for t in second.values())
+    for ref in second.values():
+        fail(database_url, ref.task_id)
+    # A failed replacement leaves its document as it was (ready at version 1, or failed); another
+    # version of moved.txt landed since: its failed replacement is out of date.
+    for name, bump in (("kept.txt", 0), ("moved.txt", 1)):
+        query(
+            database_url,
+            "UPDATE documents SET status = 'ready', error = NULL, version = version + %s"
+            " WHERE id = %s RETURNING 1",
+            bump,
+            second[name].document_id,
+        )
+    listing = admin.tasks(collection="versions", status="failed", limit=1)
+    assert (listing.total, listing.retryable) == (4, 2)
+    retried = admin.retry_tasks(collection="versions")
+    assert retried.done_count == listing.retryable
+    assert {t.document_id for t in admin.tasks(collection="versions", status="queued").items} == {
+        first["both.txt"].document_id,
+        first["kept.txt"].document_id,
+    }
+    assert admin.tasks(collection="versions", status="failed", limit=1).retryable == 0
+
+
 def test_a_retrys_answer_lists_a_bounded_number_of_tasks_and_counts_them_all(
     admin: Client, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
