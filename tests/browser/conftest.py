@@ -1,5 +1,6 @@
 """Browser tests: Debian's Chromium driven by Playwright against a real stack (`rag-server serve` and
-`rag-server worker` subprocesses on a fresh embedded database, a fake OpenAI-compatible LLM server).
+`rag-server worker` subprocesses on an embedded database, a fake OpenAI-compatible LLM server): one per
+pytest process, its database emptied before each module (`reset_stack`).
 
 Chromium comes from the system (`apt-get install -y chromium`; Playwright's own download does not work on
 these machines); without it the tests fail with that sentence, never skip. Every page collects the
@@ -8,8 +9,10 @@ browser console: an error there fails the test unless the test allowed it (`page
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,7 +127,7 @@ async def stack(shared_stack: Stack) -> Stack:
 @pytest.fixture(scope="module")
 def fake_llm(stack: Stack) -> FakeLLM:
     """The stack's fake LLM, its script and log emptied with the stack."""
-    assert stack.llm is not None
+    assert stack.llm is not None, "this module's own stack has no LLM"
     return stack.llm
 
 
@@ -140,25 +143,49 @@ async def reset_stack(stack: Stack) -> None:
         stack.worker = start_worker(stack.env, stack.data_dir / "worker.log")
     conn = await asyncpg.connect(stack.database_url)
     try:
-        async with conn.transaction():
-            # TRUNCATE, not DELETE: the chunks' triggers empty the BM25 postings and statistics with them.
-            await conn.execute(
-                "TRUNCATE chunks, documents, document_files, job_batches, job_tasks, chat_sessions,"
-                " chat_messages, v1_responses, api_keys CASCADE"
-            )
-            await conn.execute("DELETE FROM collections WHERE id <> $1", DEFAULT_COLLECTION_ID)
-            await conn.execute(
-                "INSERT INTO collections (id, name) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE"
-                " SET name = excluded.name, description = '', hybrid_alpha = NULL",
-                DEFAULT_COLLECTION_ID,
-                DEFAULT_COLLECTION,
-            )
-            await conn.execute("SELECT pgmq.purge_queue(queue_name) FROM pgmq.meta")
-            await ensure_bootstrap_key(conn, ADMIN_KEY)
+        # A task the module left processing ends first: its final write and the TRUNCATE lock the same
+        # tables in another order. One taken up meanwhile: the TRUNCATE gives way and is tried again.
+        for attempt in range(10):
+            await _wait_until_nothing_processes(conn)
+            try:
+                await _empty(conn)
+                break
+            except (asyncpg.DeadlockDetectedError, asyncpg.LockNotAvailableError):
+                if attempt == 9:
+                    raise
     finally:
         await conn.close()
     if stack.llm is not None:
         stack.llm.reset()
+
+
+async def _wait_until_nothing_processes(conn: asyncpg.Connection, timeout_s: float = 30) -> None:
+    """Until no task is processing, or `timeout_s` (one whose worker was killed holds no lock)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not await conn.fetchval("SELECT count(*) FROM job_tasks WHERE status = 'processing'"):
+            return
+        await asyncio.sleep(0.2)
+
+
+async def _empty(conn: asyncpg.Connection) -> None:
+    """Every table a module writes emptied, as at the server's first start, in one transaction."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL lock_timeout = '5s'")
+        # TRUNCATE, not DELETE: the chunks' triggers empty the BM25 postings and statistics with them.
+        await conn.execute(
+            "TRUNCATE chunks, documents, document_files, job_batches, job_tasks, chat_sessions,"
+            " chat_messages, v1_responses, api_keys CASCADE"
+        )
+        await conn.execute("DELETE FROM collections WHERE id <> $1", DEFAULT_COLLECTION_ID)
+        await conn.execute(
+            "INSERT INTO collections (id, name) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE"
+            " SET name = excluded.name, description = '', hybrid_alpha = NULL",
+            DEFAULT_COLLECTION_ID,
+            DEFAULT_COLLECTION,
+        )
+        await conn.execute("SELECT pgmq.purge_queue(queue_name) FROM pgmq.meta")
+        await ensure_bootstrap_key(conn, ADMIN_KEY)
 
 
 @dataclass

@@ -186,18 +186,21 @@ export function keysSection(ctx) {
   // tick was lost. The choices follow once the press is over (after its click).
   let pressing = false;
   let refreshWaits = false;
-  picks.addEventListener("pointerdown", () => {
+  // Only a primary press that can click: a right button's context menu may take its release. The window's
+  // own blur (not captured: an element's blur, as the press moves the focus, is no end of it) ends it too.
+  const ends = [["pointerup", true], ["pointercancel", true], ["contextmenu", true], ["blur", false]];
+  picks.addEventListener("pointerdown", (down) => {
+    if (!down.isPrimary || down.button !== 0 || pressing) return;
     pressing = true;
-    const over = () => {
+    const over = (event) => {
+      if (event.pointerId !== undefined && event.pointerId !== down.pointerId) return;
       pressing = false;
-      window.removeEventListener("pointerup", over, true);
-      window.removeEventListener("pointercancel", over, true);
+      for (const [name, capture] of ends) window.removeEventListener(name, over, capture);
       setTimeout(() => {
         if (refreshWaits) refreshCollections();
       });
     };
-    window.addEventListener("pointerup", over, true);
-    window.addEventListener("pointercancel", over, true);
+    for (const [name, capture] of ends) window.addEventListener(name, over, capture);
   });
 
   // The choices as ctx.collections says now, in place: a box is its collection's (by id), so a tick follows
@@ -253,6 +256,10 @@ export function keysSection(ctx) {
     scope.disabled = role.value === "admin";
   });
   every.addEventListener("change", syncPicks);
+  // A choice made after a refusal: the refusal's sentence is about the choice before.
+  scope.addEventListener("change", () => {
+    formError.textContent = "";
+  });
   // Revoked keys shown or not: another list, from its first page.
   showRevoked.addEventListener("change", () => (page > 1 ? navigate(keysHref(1)) : load()));
   form.addEventListener("submit", async (event) => {
@@ -263,6 +270,7 @@ export function keysSection(ctx) {
     if (role.value !== "admin" && !every.checked) {
       if (!ticked.length) {
         formError.textContent = "Tick the collections the key reaches, or “Every collection, new ones too”.";
+        every.focus();
         return;
       }
       json.collections = ticked.map((t) => t.id);

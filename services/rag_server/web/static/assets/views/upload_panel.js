@@ -111,7 +111,10 @@ export function uploadPanel(ctx, { onSettled, onToggle }) {
   const list = h("ol", { class: "upload-list", "aria-label": "Uploads" });
   const summary = h("span", { class: "muted small", "aria-live": "polite" });
   const warningList = h("ul");
-  const warnings = h("div", { class: "upload-warnings", role: "status", "aria-label": "Upload warnings", hidden: true }, warningList);
+  // Always there (empty when there is nothing to say): a status region shown with its text already in it
+  // is often not read out.
+  const warnings = h("div", { class: "upload-warnings", role: "status", "aria-label": "Upload warnings" }, warningList);
+  let warned = "";
   const clearButton = h("button", { type: "button", class: "quiet", onclick: () => uploads.clearFinished() }, "Clear finished");
   const resendButton = h("button", { type: "button", onclick: () => uploads.resend() }, "Send again");
   // Off by default: a changed file of a stored name is added beside it, and the row links that one.
@@ -216,9 +219,9 @@ export function uploadPanel(ctx, { onSettled, onToggle }) {
     }
     summary.textContent = rows.length ? summaryText(rows) : "Nothing uploaded yet.";
     // Drawn again only when they change: a status region announces what is put in it.
-    if (warningList.childElementCount !== uploads.warnings.length) {
+    if (uploads.warnings.join("\n") !== warned) {
+      warned = uploads.warnings.join("\n");
       clear(warningList).append(...uploads.warnings.map((text) => h("li", {}, text)));
-      warnings.hidden = !uploads.warnings.length;
     }
     clearButton.hidden = !rows.some((r) => FINAL.has(r.status)) && !uploads.warnings.length;
     resendButton.hidden = !rows.some((r) => r.status === "unsent");
